@@ -1,0 +1,225 @@
+//! Step 6: signed Slack clicks. `signoff serve` runs with Slack on, pointed at a fake
+//! Slack Web API in this process; the bench pre-creates pending approvals, then
+//! `--clients` tasks each `POST /slack/interactions` a signed `block_actions` Approve
+//! click, one per approval, and time the ack. Afterwards every clicked approval must
+//! read `approved`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, ensure};
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::cli::Settings;
+use crate::client::{Api, PENDING_TOOL, parameters};
+use crate::cpu::CpuMeter;
+use crate::drive::{Load, drive};
+use crate::fake_slack::FakeSlack;
+use crate::report::{CLICKS_RATE_TARGET, Stats, count};
+use crate::server::{Server, SlackEnv, create_token};
+
+const SIGNING_SECRET: &str = "bench-signing-secret-0123456789";
+const CHANNEL: &str = "C0BENCH";
+/// Anyone may approve; one approval decides.
+const CLICKS_POLICY: &str = "[defaults]\nchannel = \"C0BENCH\"\nexpires_after = \"1h\"\n";
+/// Approvals created beyond the target's worth, so that a server faster than the target
+/// still clicks for (nearly) the whole phase.
+const MARGIN: f64 = 1.5;
+/// How long the server's CPU use is watched with no requests, between set-up and clicks.
+const IDLE_PROBE: Duration = Duration::from_secs(1);
+
+/// What step 6 measured.
+pub struct ClicksReport {
+    /// Ack times of the clicks.
+    pub stats: Stats,
+    pub clients: usize,
+    pub seconds: u64,
+    /// Clicked approvals read back, and how many of them were `approved`.
+    pub checked: usize,
+    pub approved: usize,
+}
+
+pub async fn measure(
+    backend: &'static str,
+    url: String,
+    settings: Settings,
+) -> Result<ClicksReport> {
+    let fake = FakeSlack::start().await?;
+    let workdir = tempfile::tempdir().context("create a temp dir for the policy")?;
+    let policy = workdir.path().join("bench-clicks-policy.toml");
+    std::fs::write(&policy, CLICKS_POLICY).context("write the clicks policy")?;
+    let token = create_token(&url).await?;
+    let slack = SlackEnv {
+        bot_token: "xoxb-bench",
+        signing_secret: SIGNING_SECRET,
+        api_url: fake.api_url(),
+    };
+    let server = Server::start(&url, &policy, Some(slack)).await?;
+    let api = Api::new(backend, server.base_url(), token);
+
+    let ids = Arc::new(create_pending(&api, settings).await?);
+    // What the server does on its own with the approvals queued for posting (the outbox
+    // posts to one channel at most once a second), before any click.
+    let cpu = CpuMeter::start(&server)?;
+    tokio::time::sleep(IDLE_PROBE).await;
+    cpu.print(backend, "idle before the clicks")?;
+    let cpu = CpuMeter::start(&server)?;
+    let targets = ids.clone();
+    let phase = drive(
+        &api,
+        Load {
+            count: ids.len(),
+            ..Load::timed(settings)
+        },
+        move |api, i| {
+            let id = targets[i].clone();
+            async move { click(&api, &id, i).await }
+        },
+    )
+    .await;
+    phase.stats.print(backend, "signed clicks");
+    cpu.print(backend, "signed clicks")?;
+    ensure!(phase.stats.requests > 0, "no click was acknowledged");
+    let slack_during = fake.calls();
+
+    let clicked: Arc<Vec<String>> = Arc::new(
+        phase
+            .outputs
+            .iter()
+            .map(|(i, ())| ids[*i].clone())
+            .collect(),
+    );
+    let (checked, approved) = check_approved(&api, clicked, settings).await?;
+    println!(
+        "[{backend}] signed clicks: {} of {} acknowledged clicks left their approval approved",
+        count(approved),
+        count(checked)
+    );
+    println!(
+        "[{backend}] fake Slack calls by the end of the clicks: {}",
+        calls_line(&slack_during)
+    );
+    println!(
+        "[{backend}] fake Slack calls after the check:         {}",
+        calls_line(&fake.calls())
+    );
+    drop(server);
+    Ok(ClicksReport {
+        stats: phase.stats,
+        clients: settings.clients,
+        seconds: settings.phase.as_secs(),
+        checked,
+        approved,
+    })
+}
+
+/// About `MARGIN` × the target's worth of clicks in one phase, all pending.
+async fn create_pending(api: &Api, settings: Settings) -> Result<Vec<String>> {
+    let wanted = CLICKS_RATE_TARGET * settings.phase.as_secs_f64() * MARGIN;
+    let wanted = (wanted as usize).max(settings.clients * 10);
+    let batch = rand::random::<u64>();
+    let created = drive(
+        api,
+        Load::counted(settings, wanted),
+        move |api, i| async move {
+            api.create(PENDING_TOOL, parameters(batch, i), "pending")
+                .await
+        },
+    )
+    .await;
+    created.stats.print(api.label, "clicks set-up: create");
+    ensure!(
+        created.stats.failures == 0,
+        "creating approvals to click failed: {:?}",
+        created.stats.first_failure
+    );
+    Ok(created.outputs.into_iter().map(|(_, id)| id).collect())
+}
+
+/// One signed Approve click on approval `id`, by user `U0BENCH<i>`; 200 or an error.
+async fn click(api: &Api, id: &str, i: usize) -> Result<()> {
+    let payload = json!({
+        "type": "block_actions",
+        "user": { "id": format!("U0BENCH{i}") },
+        "trigger_id": "1.2.3",
+        "channel": { "id": CHANNEL },
+        "container": { "type": "message", "channel_id": CHANNEL, "message_ts": "1.000001" },
+        "actions": [{
+            "type": "button",
+            "action_id": "approve",
+            "block_id": format!("approval:{id}"),
+            "value": id,
+        }],
+    });
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())])
+        .context("encode the click")?;
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs()
+        .to_string();
+    let signature = sign(&timestamp, &body);
+    let answer = api
+        .http
+        .post(format!("{}/slack/interactions", api.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", timestamp)
+        .header("x-slack-signature", signature)
+        .body(body)
+        .send()
+        .await?;
+    let status = answer.status();
+    answer.bytes().await?;
+    ensure!(status == StatusCode::OK, "click answered {status}");
+    Ok(())
+}
+
+/// `v0=` + hex HMAC-SHA256 over `v0:{timestamp}:{body}`, as Slack signs.
+fn sign(timestamp: &str, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SIGNING_SECRET.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Reads every clicked approval back: (read, approved).
+async fn check_approved(
+    api: &Api,
+    ids: Arc<Vec<String>>,
+    settings: Settings,
+) -> Result<(usize, usize)> {
+    let targets = ids.clone();
+    let read = drive(api, Load::counted(settings, ids.len()), move |api, i| {
+        let id = targets[i].clone();
+        async move { api.status(&id).await }
+    })
+    .await;
+    ensure!(
+        read.stats.failures == 0,
+        "reading clicked approvals back failed: {:?}",
+        read.stats.first_failure
+    );
+    let approved = read
+        .outputs
+        .iter()
+        .filter(|(_, status)| status == "approved")
+        .count();
+    if let Some((i, status)) = read.outputs.iter().find(|(_, status)| status != "approved") {
+        println!(
+            "[{}] signed clicks: for example {} is {status:?}",
+            api.label, ids[*i]
+        );
+    }
+    Ok((read.outputs.len(), approved))
+}
+
+fn calls_line(calls: &std::collections::BTreeMap<String, usize>) -> String {
+    let shown: Vec<String> = calls
+        .iter()
+        .map(|(method, n)| format!("{method} {}", count(*n)))
+        .collect();
+    shown.join(", ")
+}

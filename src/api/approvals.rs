@@ -1,0 +1,240 @@
+//! Handlers for `/v1/approvals`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::error::{ApiError, parse_id};
+use super::extract::{Caller, JsonBody};
+use super::view::{ApprovalView, CreatedView, ExecutedView};
+use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status, Tier};
+use crate::server::AppState;
+
+/// Longest long-poll, in seconds.
+pub const MAX_WAIT_SECS: f64 = 60.0;
+
+const MAX_TOOL_NAME: usize = 200;
+const MAX_TEXT: usize = 10_000;
+const MAX_SHORT: usize = 200;
+
+#[derive(Debug, Deserialize)]
+pub struct CreateRequest {
+    tool_name: String,
+    parameters: Value,
+    summary: Option<String>,
+    context: Option<String>,
+    requested_by: Option<String>,
+    risk_tier: Option<String>,
+    expires_in: Option<u64>,
+    idempotency_key: Option<String>,
+    callback_url: Option<String>,
+}
+
+impl CreateRequest {
+    /// Checks every field; the first problem is the error.
+    fn validate(self, caller: &Caller) -> Result<NewApproval, ApiError> {
+        let bad = |detail: String| Err(ApiError::Unprocessable(detail));
+        let tool_name = self.tool_name.trim().to_owned();
+        if tool_name.is_empty() {
+            return bad("tool_name must not be empty".into());
+        }
+        if tool_name.len() > MAX_TOOL_NAME {
+            return bad(format!(
+                "tool_name is longer than {MAX_TOOL_NAME} characters"
+            ));
+        }
+        if !self.parameters.is_object() {
+            return bad("parameters must be a JSON object".into());
+        }
+        for (field, value, max) in [
+            ("summary", &self.summary, MAX_TEXT),
+            ("context", &self.context, MAX_TEXT),
+            ("requested_by", &self.requested_by, MAX_SHORT),
+            ("idempotency_key", &self.idempotency_key, MAX_SHORT),
+            ("callback_url", &self.callback_url, 2_000),
+        ] {
+            if value.as_deref().is_some_and(|v| v.len() > max) {
+                return bad(format!("{field} is longer than {max} characters"));
+            }
+        }
+        let requested_tier = match self.risk_tier.as_deref() {
+            None => None,
+            Some(raw) => match raw.parse::<Tier>() {
+                Ok(tier) => Some(tier),
+                Err(_) => {
+                    return bad(format!(
+                        "risk_tier must be low, medium or high, not {raw:?}"
+                    ));
+                }
+            },
+        };
+        if self.expires_in == Some(0) {
+            return bad("expires_in must be at least 1 second".into());
+        }
+        if let Some(url) = &self.callback_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return bad("callback_url must be an http(s) URL".into());
+            }
+        }
+        let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        Ok(NewApproval {
+            tool_name,
+            parameters: self.parameters,
+            summary: non_empty(self.summary),
+            context: non_empty(self.context),
+            requested_by: non_empty(self.requested_by).or_else(|| Some(caller.0.clone())),
+            requested_tier,
+            expires_in: self.expires_in.map(Duration::from_secs),
+            idempotency_key: non_empty(self.idempotency_key),
+            callback_url: self.callback_url,
+            token_name: Some(caller.0.clone()),
+        })
+    }
+}
+
+/// `POST /v1/approvals`: 201 new, 200 when an identical pending request exists.
+#[tracing::instrument(skip_all, fields(token = %caller.0))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateRequest>,
+) -> Result<Response, ApiError> {
+    let request = body.validate(&caller)?;
+    let class = state.policy.classify(
+        &request.tool_name,
+        &request.parameters,
+        request.requested_tier,
+    );
+    let created = state
+        .store
+        .create(request, class, state.clock.now())
+        .await?;
+    let approval = &created.approval;
+    let status = if created.created {
+        state.metrics.created(approval.risk_tier, approval.status);
+        tracing::info!(approval = %approval.id, tool = %approval.tool_name, status = %approval.status, tier = %approval.risk_tier, "approval requested");
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(CreatedView::new(approval))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ShowQuery {
+    wait: Option<String>,
+}
+
+/// `GET /v1/approvals/{id}[?wait=N]`.
+pub async fn show(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<ShowQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let wait = match query.wait.as_deref() {
+        None => Duration::ZERO,
+        Some(raw) => match raw.parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+                Duration::from_secs_f64(secs.min(MAX_WAIT_SECS))
+            }
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "wait must be a number of seconds from 0 to 60, not {raw:?}"
+                )));
+            }
+        },
+    };
+    let approval = if wait.is_zero() {
+        load(&state, id).await?
+    } else {
+        wait_for_decision(&state, id, wait).await?
+    };
+    Ok(Json(ApprovalView::new(&approval)).into_response())
+}
+
+async fn load(state: &AppState, id: ApprovalId) -> Result<Approval, ApiError> {
+    state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(id))
+}
+
+/// Answers as soon as the approval leaves `pending`, or after `wait`. Woken by the
+/// store's change notices (no polling); subscribing before the first read means a
+/// decision committed in between is never missed.
+async fn wait_for_decision(
+    state: &AppState,
+    id: ApprovalId,
+    wait: Duration,
+) -> Result<Approval, ApiError> {
+    let mut changes = state.store.subscribe();
+    let mut shutdown = state.shutdown.clone();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut approval = load(state, id).await?;
+    while approval.status == Status::Pending && !*shutdown.borrow() {
+        tokio::select! {
+            notice = changes.recv() => match notice {
+                Ok(change) if change.id != id => continue,
+                Ok(_) | Err(RecvError::Lagged(_)) => approval = load(state, id).await?,
+                Err(RecvError::Closed) => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = shutdown.changed() => break,
+        }
+    }
+    Ok(approval)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExecuteRequest {
+    parameters: Value,
+}
+
+/// `POST /v1/approvals/{id}/execute`: the single-use gate.
+#[tracing::instrument(skip_all, fields(token = %caller.0, approval = %id))]
+pub async fn execute(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ExecuteRequest>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let event = Event::Execute {
+        parameters: body.parameters,
+        caller: Some(caller.0),
+    };
+    let approval = state.store.apply(id, event, state.clock.now()).await?;
+    tracing::info!("approval executed");
+    let view = ExecutedView {
+        approval_id: approval.id,
+        status: approval.status,
+        parameters: &approval.parameters,
+        executed_at: approval.executed_at,
+    };
+    Ok(Json(view).into_response())
+}
+
+/// `POST /v1/approvals/{id}/cancel`: the requester withdraws a pending request.
+#[tracing::instrument(skip_all, fields(token = %caller.0, approval = %id))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let event = Event::Cancel {
+        caller: Some(caller.0),
+    };
+    let approval = state.store.apply(id, event, state.clock.now()).await?;
+    tracing::info!("approval cancelled");
+    Ok(Json(ApprovalView::new(&approval)).into_response())
+}

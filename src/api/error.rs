@@ -1,0 +1,102 @@
+//! The one error type at the HTTP edge. Every error answers JSON
+//! `{"error": code, "detail": what the client reads}`; internal causes are logged,
+//! never echoed.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::approval::{ApprovalId, Status};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(
+        "missing or unknown API token: send `Authorization: Bearer <token>` (create one with `signoff token create NAME`)"
+    )]
+    Unauthorized,
+    #[error("no approval with id {0}")]
+    NotFound(String),
+    /// The state machine refused: `status` is where the approval stands.
+    #[error("{detail}")]
+    Conflict { status: Status, detail: String },
+    #[error("request body is larger than the 1 MiB limit")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("temporarily unavailable, retry shortly")]
+    Unavailable,
+    /// A Slack request whose signature did not verify.
+    #[error("{0}")]
+    BadSignature(String),
+    /// The endpoint needs configuration this server does not have.
+    #[error("{0}")]
+    NotConfigured(String),
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::Unavailable => "unavailable",
+            ApiError::BadSignature(_) => "bad_signature",
+            ApiError::NotConfigured(_) => "not_configured",
+        }
+    }
+
+    pub fn not_found(id: impl std::fmt::Display) -> Self {
+        ApiError::NotFound(id.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Rejected { rejection, current } => ApiError::Conflict {
+                status: current.status,
+                detail: rejection.to_string(),
+            },
+            StoreError::NotFound(id) => ApiError::not_found(id),
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.code(), "detail": self.to_string() });
+        if let ApiError::Conflict { status, .. } = &self {
+            body["status"] = json!(status);
+        }
+        (self.status_code(), Json(body)).into_response()
+    }
+}
+
+/// Parses an approval id from the path; a malformed id is simply not found.
+pub fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found(raw))
+}

@@ -1,0 +1,71 @@
+//! Request extractors for the API: the bearer token ([`Caller`]) and JSON bodies
+//! ([`JsonBody`]) whose every failure is an [`ApiError`] with a useful detail.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::server::AppState;
+use crate::tokens;
+
+/// The authenticated API token's name.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let hash = tokens::hash(token);
+        if let Some(name) = state.tokens.get(&hash) {
+            return Ok(Caller(name));
+        }
+        match state.store.token_lookup(&hash).await? {
+            Some(name) => {
+                state.tokens.insert(hash, name.clone());
+                Ok(Caller(name))
+            }
+            None => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+/// A JSON body, whatever the Content-Type says. Broken JSON is 400, JSON of the wrong
+/// shape is 422, over the body limit is 413.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(rejection.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|error| {
+                use serde_json::error::Category;
+                match error.classify() {
+                    Category::Data => ApiError::Unprocessable(error.to_string()),
+                    Category::Syntax | Category::Eof | Category::Io => {
+                        ApiError::BadRequest(format!("malformed JSON: {error}"))
+                    }
+                }
+            })
+    }
+}

@@ -1,0 +1,23 @@
+//! The HTTP API for MCP servers: ask for approval, read or long-poll the decision,
+//! execute once, cancel. JSON in and out, bearer-token authenticated (DESIGN.md).
+
+mod approvals;
+pub mod error;
+mod extract;
+pub mod view;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::server::AppState;
+
+pub use error::ApiError;
+
+/// The `/v1` routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/approvals", post(approvals::create))
+        .route("/v1/approvals/{id}", get(approvals::show))
+        .route("/v1/approvals/{id}/execute", post(approvals::execute))
+        .route("/v1/approvals/{id}/cancel", post(approvals::cancel))
+}

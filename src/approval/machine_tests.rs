@@ -1,0 +1,473 @@
+//! Unit and property tests of the pure state machine.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::policy::{Route, Tier};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+}
+
+fn class(action: TierAction, required: u32) -> Classification {
+    Classification {
+        tier: Tier::Medium,
+        policy_tier: Tier::Medium,
+        action,
+        rule: None,
+        route: Route {
+            channel: Some("C0APPROVALS".into()),
+            approvers: vec![],
+            required_approvals: required,
+            expires_after: Duration::from_secs(3600),
+            remind_after: None,
+            remind_every: None,
+            escalate_after: None,
+            escalation_channel: None,
+            summary_template: Some("Delete {customer_ids}".into()),
+        },
+        notes: vec![],
+    }
+}
+
+fn request() -> NewApproval {
+    {
+        let mut request = NewApproval::new(
+            "delete_customer_records",
+            json!({"customer_ids": ["c1", "c2"]}),
+        );
+        request.requested_by = Some("U0AGENT".into());
+        request.token_name = Some("agent".into());
+        request
+    }
+}
+
+fn pending(required: u32) -> Approval {
+    open(
+        ApprovalId::new(),
+        request(),
+        &class(TierAction::RequireApproval, required),
+        t0(),
+    )
+    .next
+}
+
+fn vote(user: &str, decision: Decision) -> Event {
+    Event::Vote {
+        user: user.into(),
+        decision,
+        reason: None,
+    }
+}
+
+fn later(secs: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(secs)
+}
+
+#[test]
+fn a_new_request_waits_for_people_and_records_who_asked() {
+    let t = open(
+        ApprovalId::new(),
+        request(),
+        &class(TierAction::RequireApproval, 1),
+        t0(),
+    );
+    assert_eq!(t.next.status, Status::Pending);
+    assert_eq!(t.next.expires_at, later(3600));
+    assert_eq!(t.next.summary.as_deref(), Some("Delete c1, c2"));
+    assert_eq!(t.happened.len(), 1);
+    assert_eq!(t.happened[0].kind, AuditKind::Requested);
+    assert_eq!(t.happened[0].actor.as_deref(), Some("U0AGENT"));
+}
+
+#[test]
+fn auto_approve_and_deny_tiers_decide_at_once() {
+    let approved = open(
+        ApprovalId::new(),
+        request(),
+        &class(TierAction::AutoApprove, 1),
+        t0(),
+    );
+    assert_eq!(approved.next.status, Status::Approved);
+    assert_eq!(approved.next.decided_by.as_deref(), Some(POLICY_ACTOR));
+    assert_eq!(approved.happened[1].kind, AuditKind::AutoApproved);
+
+    let denied = open(
+        ApprovalId::new(),
+        request(),
+        &class(TierAction::Deny, 1),
+        t0(),
+    );
+    assert_eq!(denied.next.status, Status::Denied);
+    assert!(
+        denied
+            .next
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("denied by policy")
+    );
+    assert_eq!(denied.happened[1].kind, AuditKind::DeniedByPolicy);
+}
+
+#[test]
+fn a_shorter_expires_in_wins_but_a_longer_one_does_not() {
+    let mut short = request();
+    short.expires_in = Some(Duration::from_secs(60));
+    let t = open(
+        ApprovalId::new(),
+        short,
+        &class(TierAction::RequireApproval, 1),
+        t0(),
+    );
+    assert_eq!(t.next.expires_at, later(60));
+
+    let mut long = request();
+    long.expires_in = Some(Duration::from_secs(86_400));
+    let t = open(
+        ApprovalId::new(),
+        long,
+        &class(TierAction::RequireApproval, 1),
+        t0(),
+    );
+    assert_eq!(t.next.expires_at, later(3600));
+}
+
+#[test]
+fn the_request_summary_beats_the_template() {
+    let mut req = request();
+    req.summary = Some("Purge test accounts".into());
+    let t = open(
+        ApprovalId::new(),
+        req,
+        &class(TierAction::RequireApproval, 1),
+        t0(),
+    );
+    assert_eq!(t.next.summary.as_deref(), Some("Purge test accounts"));
+}
+
+#[test]
+fn one_approval_approves_when_one_is_required() {
+    let t = apply(&pending(1), &vote("U1", Decision::Approve), later(1)).unwrap();
+    assert_eq!(t.next.status, Status::Approved);
+    assert_eq!(t.next.decided_by.as_deref(), Some("U1"));
+    assert_eq!(t.next.decision_at, Some(later(1)));
+    let kinds: Vec<_> = t.happened.iter().map(|h| h.kind).collect();
+    assert_eq!(kinds, [AuditKind::Vote, AuditKind::Approved]);
+}
+
+#[test]
+fn two_required_approvals_need_two_distinct_people() {
+    let a = pending(2);
+    let one = apply(&a, &vote("U1", Decision::Approve), later(1))
+        .unwrap()
+        .next;
+    assert_eq!(one.status, Status::Pending);
+    assert_eq!(one.approvals(), 1);
+    assert_eq!(
+        apply(&one, &vote("U1", Decision::Approve), later(2)),
+        Err(Rejection::AlreadyVoted)
+    );
+    let two = apply(&one, &vote("U2", Decision::Approve), later(3))
+        .unwrap()
+        .next;
+    assert_eq!(two.status, Status::Approved);
+    assert_eq!(two.decided_by.as_deref(), Some("U1, U2"));
+}
+
+#[test]
+fn any_deny_denies_even_after_approvals() {
+    let one = apply(&pending(2), &vote("U1", Decision::Approve), later(1))
+        .unwrap()
+        .next;
+    let event = Event::Vote {
+        user: "U2".into(),
+        decision: Decision::Deny,
+        reason: Some("wrong customer".into()),
+    };
+    let t = apply(&one, &event, later(2)).unwrap();
+    assert_eq!(t.next.status, Status::Denied);
+    assert_eq!(t.next.decided_by.as_deref(), Some("U2"));
+    assert_eq!(t.next.reason.as_deref(), Some("wrong customer"));
+}
+
+#[test]
+fn the_requester_cannot_vote() {
+    assert_eq!(
+        apply(&pending(1), &vote("U0AGENT", Decision::Approve), later(1)),
+        Err(Rejection::RequesterCannotVote)
+    );
+}
+
+#[test]
+fn votes_after_expiry_or_decision_are_refused() {
+    let a = pending(1);
+    assert_eq!(
+        apply(&a, &vote("U1", Decision::Approve), later(3600)),
+        Err(Rejection::Expired)
+    );
+    let decided = apply(&a, &vote("U1", Decision::Deny), later(1))
+        .unwrap()
+        .next;
+    assert_eq!(
+        apply(&decided, &vote("U2", Decision::Approve), later(2)),
+        Err(Rejection::AlreadyDecided(Status::Denied))
+    );
+}
+
+#[test]
+fn edit_resets_approvals_and_counts_as_the_editors() {
+    let a = pending(2);
+    let one = apply(&a, &vote("U1", Decision::Approve), later(1))
+        .unwrap()
+        .next;
+    let edit = Event::EditApprove {
+        user: "U2".into(),
+        parameters: json!({"customer_ids": ["c1"]}),
+    };
+    let t = apply(&one, &edit, later(2)).unwrap();
+    assert_eq!(
+        t.next.status,
+        Status::Pending,
+        "U1 approved other parameters"
+    );
+    assert_eq!(t.next.votes.len(), 1);
+    assert_eq!(t.next.votes[0].user, "U2");
+    assert_eq!(t.next.parameters, json!({"customer_ids": ["c1"]}));
+    assert_eq!(
+        t.next.original_parameters,
+        Some(json!({"customer_ids": ["c1", "c2"]}))
+    );
+    let t = apply(&t.next, &vote("U1", Decision::Approve), later(3)).unwrap();
+    assert_eq!(t.next.status, Status::Approved);
+}
+
+#[test]
+fn edit_must_be_an_object() {
+    let edit = Event::EditApprove {
+        user: "U2".into(),
+        parameters: json!(["not", "an", "object"]),
+    };
+    assert_eq!(
+        apply(&pending(1), &edit, later(1)),
+        Err(Rejection::ParametersNotObject)
+    );
+}
+
+#[test]
+fn execute_runs_once_with_the_approved_parameters_only() {
+    let approved = apply(&pending(1), &vote("U1", Decision::Approve), later(1))
+        .unwrap()
+        .next;
+    let caller = Some("agent".to_string());
+    let other = Event::Execute {
+        parameters: json!({"customer_ids": ["c1", "c3"]}),
+        caller: caller.clone(),
+    };
+    assert_eq!(
+        apply(&approved, &other, later(2)),
+        Err(Rejection::ParametersDiffer)
+    );
+    let same = Event::Execute {
+        parameters: json!({"customer_ids": ["c1", "c2"]}),
+        caller: caller.clone(),
+    };
+    let executed = apply(&approved, &same, later(2)).unwrap().next;
+    assert_eq!(executed.status, Status::Executed);
+    assert_eq!(executed.executed_at, Some(later(2)));
+    assert_eq!(
+        apply(&executed, &same, later(3)),
+        Err(Rejection::AlreadyDecided(Status::Executed))
+    );
+}
+
+#[test]
+fn execute_is_refused_when_pending_expired_or_someone_elses() {
+    let p = pending(1);
+    let exec = |caller: &str| Event::Execute {
+        parameters: p.parameters.clone(),
+        caller: Some(caller.into()),
+    };
+    assert_eq!(
+        apply(&p, &exec("agent"), later(1)),
+        Err(Rejection::NotApproved(Status::Pending))
+    );
+    let approved = apply(&p, &vote("U1", Decision::Approve), later(1))
+        .unwrap()
+        .next;
+    assert_eq!(
+        apply(&approved, &exec("other"), later(2)),
+        Err(Rejection::NotOwner)
+    );
+    assert_eq!(
+        apply(&approved, &exec("agent"), later(3600)),
+        Err(Rejection::Expired)
+    );
+}
+
+#[test]
+fn expiry_applies_to_pending_and_approved_only_once_due() {
+    let p = pending(1);
+    assert_eq!(apply(&p, &Event::Expire, later(10)), Err(Rejection::NotDue));
+    let expired = apply(&p, &Event::Expire, later(3600)).unwrap().next;
+    assert_eq!(expired.status, Status::Expired);
+    assert_eq!(
+        apply(&expired, &Event::Expire, later(3601)),
+        Err(Rejection::AlreadyDecided(Status::Expired))
+    );
+    let approved = apply(&p, &vote("U1", Decision::Approve), later(1))
+        .unwrap()
+        .next;
+    let t = apply(&approved, &Event::Expire, later(3600)).unwrap();
+    assert_eq!(t.next.status, Status::Expired);
+    assert_eq!(
+        t.next.decided_by.as_deref(),
+        Some("U1"),
+        "who approved stays on record"
+    );
+}
+
+#[test]
+fn only_the_owner_cancels_and_only_while_pending() {
+    let p = pending(1);
+    let cancel = |caller: &str| Event::Cancel {
+        caller: Some(caller.into()),
+    };
+    assert_eq!(
+        apply(&p, &cancel("other"), later(1)),
+        Err(Rejection::NotOwner)
+    );
+    let cancelled = apply(&p, &cancel("agent"), later(1)).unwrap().next;
+    assert_eq!(cancelled.status, Status::Cancelled);
+    assert_eq!(
+        apply(&cancelled, &cancel("agent"), later(2)),
+        Err(Rejection::AlreadyDecided(Status::Cancelled))
+    );
+}
+
+#[test]
+fn a_row_from_the_shared_table_is_classified_as_if_requested_now() {
+    let mut row = pending(1);
+    row.routing = Default::default();
+    row.required_approvals = 1;
+    row.summary = None;
+    row.risk_tier = Tier::High;
+    row.expires_at = later(86_400 * 30);
+    let mut class = class(TierAction::RequireApproval, 2);
+    class.tier = Tier::Medium;
+    let t = adopt(&row, &class, later(5));
+    assert_eq!(
+        t.next.risk_tier,
+        Tier::High,
+        "the row's tier is never lowered"
+    );
+    assert_eq!(t.next.required_approvals, 2);
+    assert_eq!(t.next.routing.channel.as_deref(), Some("C0APPROVALS"));
+    assert_eq!(
+        t.next.expires_at,
+        later(5 + 3600),
+        "capped by the policy's expires_after"
+    );
+    assert_eq!(t.next.summary.as_deref(), Some("Delete c1, c2"));
+    assert_eq!(t.next.version, row.version + 1);
+    assert_eq!(t.happened[0].kind, AuditKind::Requested);
+    assert_eq!(t.happened[0].data["source"], "shared_table");
+
+    let denied = adopt(&row, &self::class(TierAction::Deny, 1), later(5));
+    assert_eq!(denied.next.status, Status::Denied);
+    assert_eq!(denied.happened[1].kind, AuditKind::DeniedByPolicy);
+}
+
+// ---- property test: no sequence of events reaches an illegal state ----
+
+fn arb_event() -> impl Strategy<Value = Event> {
+    let user = prop::sample::select(vec!["U1", "U2", "U3", "U0AGENT"]);
+    let caller = prop::sample::select(vec![Some("agent"), Some("other"), None]);
+    let params = prop::sample::select(vec![
+        json!({"customer_ids": ["c1", "c2"]}),
+        json!({"customer_ids": ["c1"]}),
+        json!([1]),
+    ]);
+    prop_oneof![
+        (user.clone(), any::<bool>()).prop_map(|(u, approve)| vote(
+            u,
+            if approve {
+                Decision::Approve
+            } else {
+                Decision::Deny
+            }
+        )),
+        (user, params.clone()).prop_map(|(u, p)| Event::EditApprove {
+            user: u.into(),
+            parameters: p
+        }),
+        (params, caller.clone()).prop_map(|(p, c)| Event::Execute {
+            parameters: p,
+            caller: c.map(Into::into)
+        }),
+        caller.prop_map(|c| Event::Cancel {
+            caller: c.map(Into::into)
+        }),
+        Just(Event::Expire),
+    ]
+}
+
+fn legal(from: Status, to: Status) -> bool {
+    use Status::*;
+    from == to
+        || matches!(
+            (from, to),
+            (Pending, Approved | Denied | Expired | Cancelled) | (Approved, Executed | Expired)
+        )
+}
+
+proptest! {
+    #[test]
+    fn no_event_sequence_reaches_an_illegal_state_or_executes_twice(
+        required in 1u32..4,
+        steps in prop::collection::vec((arb_event(), 0i64..900), 1..40),
+    ) {
+        let mut current = pending(required);
+        let mut now = t0();
+        let mut executions = 0;
+        let mut approved_parameters = None;
+        for (event, dt) in steps {
+            now += chrono::Duration::seconds(dt);
+            // A refusal leaves `current` untouched by construction (it is only borrowed).
+            if let Ok(t) = apply(&current, &event, now) {
+                {
+                    let next = t.next;
+                    prop_assert!(legal(current.status, next.status), "{} -> {}", current.status, next.status);
+                    prop_assert_eq!(next.version, current.version + 1);
+                    prop_assert!(!t.happened.is_empty());
+                    if current.status.is_terminal() {
+                        prop_assert!(false, "a terminal state accepted {:?}", event);
+                    }
+                    if next.status == Status::Approved && current.status == Status::Pending {
+                        prop_assert!(next.approvals() >= required as usize);
+                        prop_assert!(now < next.expires_at);
+                        approved_parameters = Some(next.parameters.clone());
+                    }
+                    if next.status == Status::Executed {
+                        executions += 1;
+                        if let Event::Execute { parameters, .. } = &event {
+                            prop_assert_eq!(Some(parameters), approved_parameters.as_ref());
+                        }
+                        prop_assert!(now < next.expires_at);
+                    }
+                    let mut users: Vec<_> = next.votes.iter().map(|v| v.user.clone()).collect();
+                    users.sort();
+                    users.dedup();
+                    prop_assert_eq!(users.len(), next.votes.len(), "one vote per person");
+                    prop_assert!(next.votes.iter().all(|v| Some(&v.user) != next.requested_by.as_ref()));
+                    current = next;
+                }
+            }
+        }
+        prop_assert!(executions <= 1, "executed {} times", executions);
+    }
+}

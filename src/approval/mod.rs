@@ -1,0 +1,242 @@
+//! The approval domain: plain data types and the pure state machine ([`machine`]).
+//! Nothing in here does IO; the store persists what these functions decide.
+
+pub mod machine;
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use crate::policy::Tier;
+pub use machine::{Event, Happening, Rejection, Transition};
+
+/// The id of one approval (a UUID, shown in full in the API and shortened in Slack).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApprovalId(pub Uuid);
+
+impl ApprovalId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// The first 8 hex digits: what people type in `/approvals status`.
+    pub fn short(&self) -> String {
+        self.0.simple().to_string()[..8].to_string()
+    }
+}
+
+impl Default for ApprovalId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ApprovalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for ApprovalId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Where an approval is in its life. `pending → approved | denied | expired | cancelled`,
+/// `approved → executed | expired`; the rest are terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Executed,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Pending,
+        Status::Approved,
+        Status::Denied,
+        Status::Expired,
+        Status::Executed,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Executed => "executed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Terminal states never change again.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Pending | Status::Approved)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown status {s:?}"))
+    }
+}
+
+/// One person's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+impl FromStr for Decision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "approve" => Ok(Decision::Approve),
+            "deny" => Ok(Decision::Deny),
+            other => Err(format!("unknown decision {other:?}")),
+        }
+    }
+}
+
+/// A recorded vote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vote {
+    pub user: String,
+    pub decision: Decision,
+    pub at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Where and when people are asked, fixed when the approval is classified so that a
+/// later policy change does not rewrite running approvals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Routing {
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// Index of the policy rule that matched, if any.
+    pub rule: Option<usize>,
+    pub remind_after_secs: Option<u64>,
+    pub remind_every_secs: Option<u64>,
+    pub escalate_after_secs: Option<u64>,
+    pub escalation_channel: Option<String>,
+}
+
+/// One approval as stored: the request, its classification and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    pub id: ApprovalId,
+    pub tool_name: String,
+    /// The parameters that may run: the requested ones, or the edited ones after
+    /// "Edit & approve".
+    pub parameters: Value,
+    /// The parameters as first requested, kept when an approver edited them.
+    pub original_parameters: Option<Value>,
+    pub risk_tier: Tier,
+    pub status: Status,
+    pub requested_by: Option<String>,
+    /// Name of the API token that asked; `None` for rows inserted straight into the table.
+    pub token_name: Option<String>,
+    pub summary: Option<String>,
+    pub context: Option<String>,
+    pub decided_by: Option<String>,
+    pub decision_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub required_approvals: u32,
+    pub votes: Vec<Vote>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub executed_at: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<String>,
+    pub callback_url: Option<String>,
+    pub routing: Routing,
+    /// Bumped on every change: the store's compare-and-set guard.
+    pub version: i64,
+}
+
+impl Approval {
+    /// Distinct approve votes so far.
+    pub fn approvals(&self) -> usize {
+        self.votes
+            .iter()
+            .filter(|vote| vote.decision == Decision::Approve)
+            .count()
+    }
+
+    pub fn has_voted(&self, user: &str) -> bool {
+        self.votes.iter().any(|vote| vote.user == user)
+    }
+
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        now >= self.expires_at
+    }
+}
+
+/// What a caller asks for (already validated at the edge).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewApproval {
+    pub tool_name: String,
+    pub parameters: Value,
+    pub summary: Option<String>,
+    pub context: Option<String>,
+    pub requested_by: Option<String>,
+    pub requested_tier: Option<Tier>,
+    pub expires_in: Option<std::time::Duration>,
+    pub idempotency_key: Option<String>,
+    pub callback_url: Option<String>,
+    pub token_name: Option<String>,
+}
+
+impl NewApproval {
+    /// A request with only the required parts; set the optional fields as needed.
+    pub fn new(tool_name: impl Into<String>, parameters: Value) -> Self {
+        Self {
+            tool_name: tool_name.into(),
+            parameters,
+            summary: None,
+            context: None,
+            requested_by: None,
+            requested_tier: None,
+            expires_in: None,
+            idempotency_key: None,
+            callback_url: None,
+            token_name: None,
+        }
+    }
+}

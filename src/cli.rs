@@ -1,0 +1,393 @@
+//! The command line (`signoff serve|migrate|token|policy|audit`), flags and env vars as
+//! DESIGN.md lists them. Every failure is one line on stderr and a non-zero exit.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
+use crate::jobs::Deliveries;
+use crate::server::{self, AppState};
+use crate::slack::app::SlackApp;
+use crate::slack::client::SlackClient;
+use crate::store::{Store, redact};
+use crate::{audit, policy, tokens};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "signoff",
+    version,
+    about = "Human approval for AI agents' irreversible actions, in Slack"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    db: Database,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Database {
+    /// sqlite://FILE (created if missing) or postgres://USER@HOST/DB
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    database_url: String,
+}
+
+/// Slack settings: environment only (secrets do not belong on command lines).
+#[derive(Debug, clap::Args)]
+struct SlackArgs {
+    #[arg(
+        long = "slack-bot-token",
+        env = "SLACK_BOT_TOKEN",
+        hide = true,
+        hide_env_values = true
+    )]
+    bot_token: Option<String>,
+    #[arg(
+        long = "slack-signing-secret",
+        env = "SLACK_SIGNING_SECRET",
+        hide = true,
+        hide_env_values = true
+    )]
+    signing_secret: Option<String>,
+    #[arg(long = "slack-api-url", env = "SLACK_API_URL", hide = true, default_value = crate::slack::client::DEFAULT_API_URL)]
+    api_url: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the bot: HTTP API, Slack endpoints and the scheduler.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "SIGNOFF_LISTEN", default_value = DEFAULT_LISTEN, value_parser = config::parse_listen)]
+        listen: SocketAddr,
+        /// Policy file (default: ./signoff.toml if it exists, else built-in defaults).
+        #[arg(long, env = "SIGNOFF_POLICY")]
+        policy: Option<PathBuf>,
+        #[command(flatten)]
+        slack: SlackArgs,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Work with policy files.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Print the Slack app manifest with SIGNOFF_PUBLIC_URL filled in.
+    Manifest {
+        /// Where Slack reaches this server, e.g. https://signoff.example.com
+        #[arg(long, env = "SIGNOFF_PUBLIC_URL")]
+        public_url: Option<String>,
+    },
+    /// Check or export the audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Create a token; prints it once on stdout. NAME becomes the requester identity.
+    Create { name: String },
+    /// List tokens (names and dates, never the secrets).
+    List,
+    /// Revoke the token NAME.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyAction {
+    /// Validate FILE and show how sample tool calls would be classified.
+    Check {
+        file: PathBuf,
+        /// An extra sample call: TOOL or TOOL=JSON_OBJECT (repeatable).
+        #[arg(long = "call", value_name = "TOOL[=JSON]")]
+        calls: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditAction {
+    /// Verify the hash chain; exits non-zero and names the first bad event on a break.
+    Verify,
+    /// Write every event as JSON lines (stdout, or --output FILE).
+    Export {
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Parses the command line, runs the command, and turns any error into one line.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One-shot commands print their own results; only `serve` logs at info.
+    init_tracing(if matches!(cli.command, Command::Serve { .. }) {
+        "signoff=info,tower_http=info,warn"
+    } else {
+        "error"
+    });
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn connect(db: &Database) -> anyhow::Result<Store> {
+    Store::connect(&db.database_url)
+        .await
+        .with_context(|| format!("cannot open database {}", redact(&db.database_url)))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let db = cli.db;
+    match cli.command {
+        Command::Serve {
+            listen,
+            policy,
+            slack,
+        } => {
+            let (policy, source) = config::load_policy(policy.as_deref())?;
+            let slack = connect_slack(&slack).await?;
+            let deliveries = Deliveries {
+                slack: slack.is_some(),
+            };
+            let store = Store::connect_with(&db.database_url, deliveries)
+                .await
+                .with_context(|| format!("cannot open database {}", redact(&db.database_url)))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(
+                listen = %listener.local_addr()?,
+                store = store.backend_name(),
+                database = %redact(&db.database_url),
+                policy = %source,
+                "signoff serving"
+            );
+            let mut state = AppState::new(store, policy, clock);
+            if let Some(slack) = slack {
+                state = state.with_slack(slack);
+            }
+            server::serve(listener, state, server::shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let store = connect(&db).await?;
+            println!("migrations applied ({})", store.backend_name());
+        }
+        Command::Token { action } => {
+            let store = connect(&db).await?;
+            token(action, &store, clock.as_ref()).await?;
+        }
+        Command::Policy {
+            action: PolicyAction::Check { file, calls },
+        } => {
+            let policy = policy::Policy::load(&file)?;
+            let mut samples = policy::sample_calls(&policy);
+            for call in &calls {
+                samples.push(parse_call(call)?);
+            }
+            print!("{}", policy::check_report(&policy, &samples));
+            println!("policy {} is valid", file.display());
+        }
+        Command::Manifest { public_url } => {
+            print!(
+                "{}",
+                crate::manifest::render(public_url.as_deref()).map_err(anyhow::Error::msg)?
+            );
+        }
+        Command::Audit { action } => {
+            let store = connect(&db).await?;
+            return audit_command(action, &store).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(action: TokenAction, store: &Store, clock: &dyn Clock) -> anyhow::Result<()> {
+    match action {
+        TokenAction::Create { name } => {
+            tokens::validate_name(&name).map_err(anyhow::Error::msg)?;
+            let token = tokens::generate();
+            if !store
+                .token_insert(&name, &tokens::hash(&token), clock.now())
+                .await?
+            {
+                bail!("a token named {name:?} already exists (revoke it or pick another name)");
+            }
+            println!("{token}");
+            eprintln!("token {name:?} created; it is shown only once");
+        }
+        TokenAction::List => {
+            for info in store.token_list().await? {
+                let state = match info.revoked_at {
+                    Some(at) => format!("revoked {}", at.to_rfc3339()),
+                    None => "active".to_owned(),
+                };
+                println!(
+                    "{}\tcreated {}\t{state}",
+                    info.name,
+                    info.created_at.to_rfc3339()
+                );
+            }
+        }
+        TokenAction::Revoke { name } => {
+            if !store.token_revoke(&name, clock.now()).await? {
+                bail!("no active token named {name:?}");
+            }
+            println!("token {name:?} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// The Slack side, when `SLACK_BOT_TOKEN` is set. A token Slack rejects is a
+/// configuration error; Slack being unreachable is not (deliveries wait and retry).
+async fn connect_slack(args: &SlackArgs) -> anyhow::Result<Option<SlackApp>> {
+    let Some(token) = args.bot_token.as_deref().filter(|t| !t.is_empty()) else {
+        tracing::warn!("SLACK_BOT_TOKEN is not set: approvals are not posted to Slack");
+        return Ok(None);
+    };
+    let client = SlackClient::new(token, &args.api_url).map_err(anyhow::Error::msg)?;
+    match client.call("auth.test", &serde_json::json!({})).await {
+        Ok(me) => {
+            tracing::info!(bot = %me["user"].as_str().unwrap_or("?"), team = %me["team"].as_str().unwrap_or("?"), api = %args.api_url, "connected to Slack")
+        }
+        Err(error) if error.is_permanent() => {
+            bail!("SLACK_BOT_TOKEN was refused by Slack ({error})")
+        }
+        Err(error) => tracing::warn!(%error, "Slack is not reachable yet; deliveries will retry"),
+    }
+    if args.signing_secret.as_deref().is_none_or(str::is_empty) {
+        tracing::warn!("SLACK_SIGNING_SECRET is not set: /slack/* endpoints answer 503");
+    }
+    Ok(Some(SlackApp::new(client, args.signing_secret.clone())))
+}
+
+/// `TOOL` or `TOOL=JSON_OBJECT`.
+fn parse_call(raw: &str) -> anyhow::Result<(String, serde_json::Value)> {
+    let (tool, params) = match raw.split_once('=') {
+        Some((tool, json)) => {
+            let params: serde_json::Value = serde_json::from_str(json)
+                .with_context(|| format!("--call {raw:?}: parameters are not valid JSON"))?;
+            if !params.is_object() {
+                bail!("--call {raw:?}: parameters must be a JSON object");
+            }
+            (tool, params)
+        }
+        None => (raw, serde_json::json!({})),
+    };
+    if tool.trim().is_empty() {
+        bail!("--call {raw:?}: tool name is empty");
+    }
+    Ok((tool.trim().to_owned(), params))
+}
+
+/// Audit pages are read in this size, so verifying a long log takes constant memory.
+const AUDIT_PAGE: i64 = 5000;
+
+async fn audit_command(action: AuditAction, store: &Store) -> anyhow::Result<ExitCode> {
+    match action {
+        AuditAction::Verify => {
+            // Read the head first: events appended while we verify are past it and
+            // checked next time.
+            let (head_seq, head_hash) = store.audit_head().await?;
+            let mut verifier = audit::Verifier::default();
+            let mut after = 0;
+            'pages: loop {
+                let page = store.audit_page(after, AUDIT_PAGE).await?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                for entry in &page {
+                    if entry.seq > head_seq {
+                        break 'pages;
+                    }
+                    if let Err(broken) = verifier.check(entry) {
+                        eprintln!("error: {broken}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            match verifier.finish(head_seq, &head_hash) {
+                Ok(count) => println!("audit chain ok: {count} events"),
+                Err(broken) => {
+                    eprintln!("error: {broken}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        AuditAction::Export { output } => {
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot write {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut after = 0;
+            loop {
+                let page = store.audit_page(after, AUDIT_PAGE).await?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                for entry in &page {
+                    serde_json::to_writer(&mut out, entry)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_calls_parse_tool_and_json() {
+        assert_eq!(parse_call("search_orders").unwrap().0, "search_orders");
+        let (tool, params) = parse_call(r#"send_email={"recipients":["a"]}"#).unwrap();
+        assert_eq!(tool, "send_email");
+        assert_eq!(params["recipients"][0], "a");
+        assert!(parse_call("x=[1]").is_err());
+        assert!(parse_call("x={").is_err());
+        assert!(parse_call("=").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        Cli::command_for_tests().debug_assert();
+    }
+
+    impl Cli {
+        fn command_for_tests() -> clap::Command {
+            <Cli as clap::CommandFactory>::command()
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Prometheus metrics (`GET /metrics`): HTTP requests by route and status, request
+//! latency, approvals created, and decisions by outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::approval::{Status, Tier};
+use crate::server::AppState;
+use crate::store::Store;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CreatedLabels {
+    risk_tier: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    outcome: String,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// The registry and the metric families, shared by every request.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+    created: Family<CreatedLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("signoff");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0002, 2.0, 18)));
+        let created = Family::<CreatedLabels, Counter>::default();
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        registry.register(
+            "approvals_created",
+            "Approvals created, by risk tier and initial status",
+            created.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Approval status changes by outcome",
+            decisions.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            created,
+            decisions,
+        }
+    }
+}
+
+impl Metrics {
+    /// A new approval; auto-approved and policy-denied ones are decisions too.
+    pub fn created(&self, tier: Tier, status: Status) {
+        self.created
+            .get_or_create(&CreatedLabels {
+                risk_tier: tier.as_str().into(),
+                status: status.as_str().into(),
+            })
+            .inc();
+        if status != Status::Pending {
+            self.decided(status);
+        }
+    }
+
+    pub fn decided(&self, status: Status) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                outcome: status.as_str().into(),
+            })
+            .inc();
+    }
+
+    fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.into(),
+                route: route.into(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.into(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Counts decisions made anywhere (API, Slack, scheduler) from the store's change feed.
+pub async fn count_decisions(store: Store, metrics: Arc<Metrics>) {
+    let mut changes = store.subscribe();
+    loop {
+        match changes.recv().await {
+            // Other replicas count their own decisions.
+            Ok(change) if change.local => metrics.decided(change.status),
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "decision metrics lagged");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Middleware: times and counts every request by its route pattern (not its raw path,
+/// which would make one series per approval id).
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    state.metrics.observe(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// `GET /metrics`.
+pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,228 @@
+//! Delivery of outbox jobs: Slack messages ([`slack`]) and decision callbacks
+//! ([`callback`]). Each job ends in an [`Outcome`] the store records — delivered,
+//! retry later (exponential backoff, or Slack's `Retry-After`), deferred (pacing), or
+//! dead (an error retrying cannot fix; counted in `/health/approvals` as undelivered).
+//!
+//! Messages are rendered when they are sent, from the approval as it is then, and the
+//! store remembers which version each message shows; a change that lands while a
+//! message is in flight schedules one more update (see `store::writer::report`).
+
+pub mod callback;
+mod slack;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::approval::{Approval, Status};
+use crate::jobs::{DueJob, JobKind, Outcome};
+use crate::slack::approvers::Approvers;
+use crate::slack::blocks;
+use crate::slack::client::{SlackClient, SlackError};
+use crate::store::{Store, StoreError};
+
+/// Failed attempts before a job is given up (about two hours of backoff).
+pub const MAX_ATTEMPTS: i32 = 14;
+/// Longest wait between two attempts.
+const MAX_BACKOFF_SECS: i64 = 600;
+/// Deliveries run at most this many at a time.
+const CONCURRENCY: usize = 8;
+
+/// Delivers outbox jobs; cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    store: Store,
+    slack: Option<SlackClient>,
+    approvers: Option<Approvers>,
+    http: callback::Poster,
+    /// When each channel last got a chat.postMessage from this process.
+    last_post: Arc<Mutex<HashMap<String, slack::Pacing>>>,
+}
+
+impl Outbox {
+    /// An outbox for callbacks, and for Slack when a client is given.
+    pub fn new(store: Store, slack: Option<SlackClient>) -> Result<Self, String> {
+        Ok(Self {
+            store,
+            approvers: slack.clone().map(Approvers::new),
+            slack,
+            http: callback::Poster::new()?,
+            last_post: Arc::default(),
+        })
+    }
+
+    /// Delivers claimed jobs (a few at a time) and records each outcome.
+    pub async fn deliver_all(
+        &self,
+        jobs: Vec<DueJob>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut running = tokio::task::JoinSet::<Result<(), StoreError>>::new();
+        let mut queue = jobs.into_iter();
+        loop {
+            while running.len() < CONCURRENCY {
+                let Some(job) = queue.next() else { break };
+                let outbox = self.clone();
+                running.spawn(async move {
+                    let outcome = outbox.deliver(&job, now).await;
+                    let posted = match &outcome {
+                        Outcome::Delivered { posted, .. } => posted.clone(),
+                        _ => Vec::new(),
+                    };
+                    outbox.store.report(job, outcome, now).await?;
+                    for message in posted.iter().filter(|m| m.kind != "dm") {
+                        outbox.after_post(message, now).await;
+                    }
+                    Ok(())
+                });
+            }
+            match running.join_next().await {
+                Some(Ok(reported)) => reported?,
+                Some(Err(panicked)) => tracing::error!(%panicked, "delivery task failed"),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn after_post(&self, posted: &crate::jobs::PostedMessage, now: DateTime<Utc>) {
+        if let (Some(client), Some(approvers)) = (&self.slack, &self.approvers) {
+            let slack = slack::Deliverer {
+                client,
+                approvers,
+                store: &self.store,
+                last_post: &self.last_post,
+            };
+            slack.after_post(posted, now).await;
+        }
+    }
+
+    /// Runs one job; never fails, it answers with the outcome to record.
+    #[tracing::instrument(skip_all, fields(job = job.id, kind = job.kind.as_str(), approval = %job.approval_id))]
+    pub async fn deliver(&self, job: &DueJob, now: DateTime<Utc>) -> Outcome {
+        let approval = match self.store.get(job.approval_id).await {
+            Ok(Some(approval)) => approval,
+            Ok(None) => {
+                return Outcome::Dead {
+                    error: "the approval no longer exists".into(),
+                };
+            }
+            Err(error) => return retry(job, now, None, error.to_string()),
+        };
+        if job.kind == JobKind::Callback {
+            return self.callback(job, &approval, now).await;
+        }
+        let (Some(client), Some(approvers)) = (&self.slack, &self.approvers) else {
+            // Planned while Slack was configured; this process has no token.
+            return retry(
+                job,
+                now,
+                None,
+                "Slack is not configured on this server".into(),
+            );
+        };
+        let slack = slack::Deliverer {
+            client,
+            approvers,
+            store: &self.store,
+            last_post: &self.last_post,
+        };
+        let result = match job.kind {
+            JobKind::SlackPost => slack.post(job, &approval, now).await,
+            JobKind::SlackUpdate => slack.update(&approval, now).await,
+            JobKind::SlackRemind => slack.remind(&approval, now).await,
+            JobKind::Expire | JobKind::Callback => {
+                return Outcome::Dead {
+                    error: "not a Slack delivery".into(),
+                };
+            }
+        };
+        match result {
+            Ok(outcome) => outcome,
+            Err(error) if error.is_permanent() => {
+                tracing::error!(%error, "delivery failed for good");
+                Outcome::Dead {
+                    error: error.to_string(),
+                }
+            }
+            Err(error) => {
+                let retry_after = match &error {
+                    SlackError::RateLimited { retry_after } => *retry_after,
+                    _ => None,
+                };
+                retry(job, now, retry_after, error.to_string())
+            }
+        }
+    }
+
+    async fn callback(&self, job: &DueJob, approval: &Approval, now: DateTime<Utc>) -> Outcome {
+        let Some(url) = approval.callback_url.as_deref() else {
+            return Outcome::Dead {
+                error: "no callback_url".into(),
+            };
+        };
+        let key = match &approval.token_name {
+            Some(token) => match self.store.token_hash(token).await {
+                Ok(Some(key)) => key,
+                Ok(None) => {
+                    return Outcome::Dead {
+                        error: format!("token {token:?} no longer exists"),
+                    };
+                }
+                Err(error) => return retry(job, now, None, error.to_string()),
+            },
+            None => {
+                return Outcome::Dead {
+                    error: "approvals without an API token have no callback key".into(),
+                };
+            }
+        };
+        let status = job.payload["status"]
+            .as_str()
+            .unwrap_or(approval.status.as_str());
+        let body = callback::body(approval, status, now);
+        match self.http.post(url, &key, &body, now).await {
+            Ok(()) => Outcome::Delivered {
+                posted: Vec::new(),
+                rendered: Vec::new(),
+                version: approval.version,
+                next: None,
+            },
+            Err(error) => retry(job, now, None, format!("callback to {url}: {error}")),
+        }
+    }
+}
+
+/// The message for the approval as it stands: buttons while pending, the outcome after.
+pub fn render(approval: &Approval, now: DateTime<Utc>) -> Value {
+    if approval.status == Status::Pending {
+        blocks::approval_message(approval, now)
+    } else {
+        blocks::decided_message(approval)
+    }
+}
+
+/// Backoff: 1 s, 2 s, 4 s … up to 10 min; Slack's Retry-After when it gave one; dead
+/// after [`MAX_ATTEMPTS`].
+fn retry(
+    job: &DueJob,
+    now: DateTime<Utc>,
+    retry_after: Option<std::time::Duration>,
+    error: String,
+) -> Outcome {
+    if job.attempts >= MAX_ATTEMPTS {
+        return Outcome::Dead {
+            error: format!("gave up after {} attempts: {error}", job.attempts),
+        };
+    }
+    let backoff = chrono::Duration::seconds(1_i64 << (job.attempts - 1).clamp(0, 20))
+        .min(chrono::Duration::seconds(MAX_BACKOFF_SECS));
+    let wait = retry_after
+        .and_then(|after| chrono::Duration::from_std(after).ok())
+        .map_or(backoff, |after| after.max(chrono::Duration::seconds(1)));
+    Outcome::Retry {
+        at: now + wait,
+        error,
+    }
+}

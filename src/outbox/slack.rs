@@ -1,0 +1,373 @@
+//! Slack deliveries: post an approval's message (to its channel, or to the escalation
+//! channel when it is due), keep every message up to date, and remind approvers.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::render;
+use crate::approval::{Approval, Status};
+use crate::jobs::{self, DueJob, JobKind, MessageKey, NewJob, Outcome, PostTarget, PostedMessage};
+use crate::slack::approvers::Approvers;
+use crate::slack::client::{SlackClient, SlackError};
+use crate::slack::text;
+use crate::store::Store;
+
+/// chat.postMessage per channel at most once per this interval (Slack's guidance).
+const POST_INTERVAL: chrono::Duration = chrono::Duration::seconds(1);
+/// Block Kit's limit on blocks per message.
+const MAX_BLOCKS: usize = 50;
+
+/// Per channel: the last post, and the first slot not yet promised to a deferred job.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pacing {
+    last: DateTime<Utc>,
+    next_free: DateTime<Utc>,
+}
+
+pub(super) struct Deliverer<'a> {
+    pub client: &'a SlackClient,
+    pub approvers: &'a Approvers,
+    pub store: &'a Store,
+    pub last_post: &'a Mutex<HashMap<String, Pacing>>,
+}
+
+fn store_error(error: crate::store::StoreError) -> SlackError {
+    SlackError::Transport(error.to_string())
+}
+
+fn done(version: i64) -> Outcome {
+    Outcome::Delivered {
+        posted: Vec::new(),
+        rendered: Vec::new(),
+        version,
+        next: None,
+    }
+}
+
+impl Deliverer<'_> {
+    /// Posts the approval to the job's channel: the main post, or the escalation post
+    /// (only while still pending, with a note in the main message's thread).
+    pub async fn post(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
+        let target: PostTarget =
+            serde_json::from_value(job.payload.clone()).map_err(|error| SlackError::Api {
+                code: format!("invalid_arguments: bad post target: {error}"),
+            })?;
+        let escalation = target.kind == "escalation";
+        if escalation && approval.status != Status::Pending {
+            return Ok(done(approval.version));
+        }
+        // Posted already (a duplicate job, or a retry after the report was lost)?
+        let messages = self
+            .store
+            .messages(approval.id)
+            .await
+            .map_err(store_error)?;
+        if messages
+            .iter()
+            .any(|m| m.channel == target.channel && m.kind == target.kind)
+        {
+            return Ok(done(approval.version));
+        }
+        if let Some(at) = self.pace(&target.channel, now) {
+            return Ok(Outcome::Defer { at });
+        }
+        let mut body = render(approval, now);
+        body["channel"] = json!(target.channel);
+        let answer = self.client.call("chat.postMessage", &body).await?;
+        let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
+        let channel = answer["channel"]
+            .as_str()
+            .unwrap_or(&target.channel)
+            .to_owned();
+        // Nothing else happens before the message is recorded: a crash after Slack
+        // answered and before the record commits would post it again, so that window
+        // holds no further calls (see `after_post` for the permalink and thread note).
+        Ok(Outcome::Delivered {
+            posted: vec![PostedMessage {
+                approval_id: approval.id,
+                channel,
+                ts,
+                kind: target.kind,
+                permalink: None,
+                rendered_version: approval.version,
+            }],
+            rendered: Vec::new(),
+            version: approval.version,
+            next: None,
+        })
+    }
+
+    /// After a post is recorded: fetch its permalink (for `/approvals` and reminders)
+    /// and, for an escalation, note it in the main message's thread. Best effort:
+    /// failures only lose the link or the note.
+    pub async fn after_post(&self, posted: &PostedMessage, now: DateTime<Utc>) {
+        if let Some(link) = self.permalink(&posted.channel, &posted.ts).await {
+            if let Err(error) = self
+                .store
+                .set_permalink(&posted.channel, &posted.ts, &link)
+                .await
+            {
+                tracing::warn!(%error, "permalink not stored");
+            }
+        }
+        if posted.kind != "escalation" {
+            return;
+        }
+        let (Ok(Some(approval)), Ok(messages)) = (
+            self.store.get(posted.approval_id).await,
+            self.store.messages(posted.approval_id).await,
+        ) else {
+            return;
+        };
+        if let Some(main) = messages.iter().find(|m| m.kind == "main") {
+            let waited = (now - approval.created_at).num_seconds();
+            let note = format!(
+                ":arrow_up: Escalated to <#{}>: no decision after {}.",
+                posted.channel,
+                text::duration_short(waited)
+            );
+            self.thread_note(&main.channel, &main.ts, &note).await;
+        }
+    }
+
+    /// Brings every message that shows an older version up to date.
+    pub async fn update(
+        &self,
+        approval: &Approval,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
+        let messages = self
+            .store
+            .messages(approval.id)
+            .await
+            .map_err(store_error)?;
+        let mut rendered = Vec::new();
+        for message in messages
+            .iter()
+            .filter(|m| m.rendered_version < approval.version)
+        {
+            let mut update = if message.kind == "dm" && approval.status == Status::Pending {
+                reminder_message(approval, now, None)
+            } else {
+                render(approval, now)
+            };
+            update["channel"] = json!(message.channel);
+            update["ts"] = json!(message.ts);
+            match self.client.call("chat.update", &update).await {
+                Ok(_) => {}
+                // Deleted by someone, or too old to edit: nothing left to update there.
+                Err(error) if error.is_permanent() => {
+                    tracing::warn!(%error, channel = %message.channel, ts = %message.ts, "message cannot be updated; skipped");
+                }
+                Err(error) => return Err(error),
+            }
+            rendered.push(MessageKey {
+                channel: message.channel.clone(),
+                ts: message.ts.clone(),
+            });
+        }
+        Ok(Outcome::Delivered {
+            posted: Vec::new(),
+            rendered,
+            version: approval.version,
+            next: None,
+        })
+    }
+
+    /// DMs each approver who has not voted (with live buttons and a link to the
+    /// channel message), or replies in the thread when anyone may decide; then plans
+    /// the next reminder. Nothing once the approval is decided.
+    pub async fn remind(
+        &self,
+        approval: &Approval,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
+        if approval.status != Status::Pending || approval.is_expired_at(now) {
+            return Ok(done(approval.version));
+        }
+        let next = approval
+            .routing
+            .remind_every_secs
+            .map(|secs| NewJob {
+                approval_id: approval.id,
+                kind: JobKind::SlackRemind,
+                payload: json!({}),
+                due_at: jobs::after_secs(now, secs.max(1)),
+            })
+            .filter(|next| next.due_at < approval.expires_at);
+        let messages = self
+            .store
+            .messages(approval.id)
+            .await
+            .map_err(store_error)?;
+        let main = messages.iter().find(|m| m.kind == "main");
+        let left = text::duration_short((approval.expires_at - now).num_seconds());
+        if approval.routing.approvers.is_empty() {
+            if let Some(main) = main {
+                let note = format!(
+                    ":bell: Reminder: this request is still waiting for a decision ({left} left)."
+                );
+                self.thread_note(&main.channel, &main.ts, &note).await;
+            }
+            return Ok(Outcome::Delivered {
+                posted: Vec::new(),
+                rendered: Vec::new(),
+                version: approval.version,
+                next,
+            });
+        }
+        let mut posted = Vec::new();
+        let mut failures = 0;
+        let people = self.people_to_remind(approval).await?;
+        for user in &people {
+            match self
+                .dm(
+                    approval,
+                    user,
+                    main.and_then(|m| m.permalink.as_deref()),
+                    now,
+                )
+                .await
+            {
+                Ok(message) => posted.push(message),
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%error, user, "reminder not delivered");
+                }
+            }
+        }
+        // Retry only when nobody got it; a partial failure waits for the next reminder
+        // rather than reminding the others twice.
+        if failures > 0 && posted.is_empty() {
+            return Err(SlackError::Transport(format!(
+                "no reminder could be delivered ({failures} failed)"
+            )));
+        }
+        Ok(Outcome::Delivered {
+            posted,
+            rendered: Vec::new(),
+            version: approval.version,
+            next,
+        })
+    }
+
+    /// Approvers (groups expanded) who may still vote: not the requester, not voted.
+    async fn people_to_remind(&self, approval: &Approval) -> Result<BTreeSet<String>, SlackError> {
+        let mut people = BTreeSet::new();
+        for id in &approval.routing.approvers {
+            if id.starts_with('S') {
+                people.extend(self.approvers.members(id).await?.iter().cloned());
+            } else {
+                people.insert(id.clone());
+            }
+        }
+        people.retain(|user| {
+            !approval.has_voted(user) && approval.requested_by.as_deref() != Some(user.as_str())
+        });
+        Ok(people)
+    }
+
+    async fn dm(
+        &self,
+        approval: &Approval,
+        user: &str,
+        link: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<PostedMessage, SlackError> {
+        let opened = self
+            .client
+            .call("conversations.open", &json!({ "users": user }))
+            .await?;
+        let channel = opened["channel"]["id"]
+            .as_str()
+            .ok_or_else(|| SlackError::Api {
+                code: "conversations.open answered without a channel".into(),
+            })?
+            .to_owned();
+        let mut body = reminder_message(approval, now, link);
+        body["channel"] = json!(channel);
+        let answer = self.client.call("chat.postMessage", &body).await?;
+        Ok(PostedMessage {
+            approval_id: approval.id,
+            channel,
+            ts: answer["ts"].as_str().unwrap_or_default().to_owned(),
+            kind: "dm".into(),
+            permalink: None,
+            rendered_version: approval.version,
+        })
+    }
+
+    /// A reply in a message's thread; best effort (the note is informational).
+    async fn thread_note(&self, channel: &str, ts: &str, note: &str) {
+        let body = json!({ "channel": channel, "thread_ts": ts, "text": note });
+        if let Err(error) = self.client.call("chat.postMessage", &body).await {
+            tracing::warn!(%error, channel, "thread note not posted");
+        }
+    }
+
+    /// A link to the message for `/approvals` and reminders; a failure only loses the link.
+    async fn permalink(&self, channel: &str, ts: &str) -> Option<String> {
+        let answer = self
+            .client
+            .call(
+                "chat.getPermalink",
+                &json!({ "channel": channel, "message_ts": ts }),
+            )
+            .await
+            .ok()?;
+        answer["permalink"].as_str().map(str::to_owned)
+    }
+
+    /// `None`: post now (the slot is taken). `Some(when)`: the channel got a post less
+    /// than a second ago; come back at `when`, a slot of its own, so that a backlog
+    /// drains one post a second instead of every deferred job retrying at once.
+    fn pace(&self, channel: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut pacing = self
+            .last_post
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = pacing.entry(channel.to_owned()).or_insert(Pacing {
+            last: now - POST_INTERVAL,
+            next_free: now,
+        });
+        if now < slot.last + POST_INTERVAL {
+            let at = slot.next_free.max(slot.last + POST_INTERVAL);
+            slot.next_free = at + POST_INTERVAL;
+            return Some(at);
+        }
+        slot.last = now;
+        slot.next_free = slot.next_free.max(now + POST_INTERVAL);
+        None
+    }
+}
+
+/// The approval message with a reminder line on top (time left, link to the channel post).
+pub fn reminder_message(approval: &Approval, now: DateTime<Utc>, link: Option<&str>) -> Value {
+    let mut message = render(approval, now);
+    let left = text::duration_short((approval.expires_at - now).num_seconds());
+    let mut line =
+        format!(":bell: *Reminder:* this request is waiting for your decision — {left} left.");
+    if let Some(link) =
+        link.filter(|l| l.starts_with("https://") && !l.contains(['<', '>', '|', ' ']))
+    {
+        line.push_str(&format!(" <{link}|Open it in the channel>"));
+    }
+    if let Some(blocks) = message["blocks"].as_array_mut() {
+        blocks.insert(
+            0,
+            json!({ "type": "section", "text": { "type": "mrkdwn", "text": line } }),
+        );
+        blocks.truncate(MAX_BLOCKS);
+    }
+    let fallback = message["text"].as_str().unwrap_or_default().to_owned();
+    message["text"] = json!(text::fit_plain(&format!("Reminder: {fallback}"), 300));
+    message
+}

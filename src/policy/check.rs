@@ -1,0 +1,233 @@
+//! Support for `signoff policy check FILE`: sample calls derived from the
+//! rules and a plain-text report of how each one would be classified, so an
+//! operator can see the effect of a policy before deploying it.
+
+use crate::policy::{Policy, render_summary};
+
+/// Tool name used to show what happens to a tool no rule mentions.
+const UNKNOWN_TOOL: &str = "unknown_tool";
+
+/// Sample calls: for each rule, a tool name made from its first glob (`*` →
+/// `example`, `?` → `x`, a `[class]` → its first character, `{a,b}` → `a`)
+/// with `{}` params, then `unknown_tool`. Duplicates are dropped, keeping
+/// the first.
+pub fn sample_calls(policy: &Policy) -> Vec<(String, serde_json::Value)> {
+    let mut names: Vec<String> = Vec::new();
+    let firsts = policy.rules.iter().filter_map(|rule| rule.tools.first());
+    for name in firsts
+        .map(|glob| example_name(glob))
+        .chain([UNKNOWN_TOOL.to_string()])
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| (name, serde_json::Value::Object(serde_json::Map::new())))
+        .collect()
+}
+
+/// Builds one concrete name that `glob` matches (best effort for the
+/// rarer glob syntax; `*` and `?` are the documented ones).
+fn example_name(glob: &str) -> String {
+    let mut out = String::new();
+    let mut chars = glob.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => {
+                // `**` is the same as `*` for a name without separators.
+                while chars.peek() == Some(&'*') {
+                    chars.next();
+                }
+                out.push_str("example");
+            }
+            '?' => out.push('x'),
+            '\\' => out.extend(chars.next()),
+            '[' => {
+                let class: String = chars.by_ref().take_while(|&c| c != ']').collect();
+                let negated = class.starts_with(['!', '^']);
+                match class.chars().next() {
+                    // A negated class matches nearly anything; `x` is a guess.
+                    Some(_) if negated => out.push('x'),
+                    Some(first) => out.push(first),
+                    None => {}
+                }
+            }
+            '{' => {
+                let group: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                let first = group.split(',').next().unwrap_or_default();
+                out.push_str(&example_name(first));
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A readable report, one line per call:
+///
+/// `TOOL PARAMS -> tier=T action=A rule=rules[N] channel=C approvers=X,Y
+/// required_approvals=N expires_after=D`, with `(policy T)` after the tier
+/// when the effective tier differs, `rule=none (no rule: default medium)`
+/// for unmatched tools, and a `summary="..."` when the rule has a template.
+/// Each note of a call follows on its own line, indented, as `  note: ...`.
+pub fn check_report(policy: &Policy, calls: &[(String, serde_json::Value)]) -> String {
+    let mut report = String::new();
+    for (tool, params) in calls {
+        let c = policy.classify(tool, params, None);
+        let tier = if c.tier == c.policy_tier {
+            c.tier.to_string()
+        } else {
+            format!("{} (policy {})", c.tier, c.policy_tier)
+        };
+        let rule = match c.rule {
+            Some(index) => format!("rules[{index}]"),
+            None => "none (no rule: default medium)".to_string(),
+        };
+        let channel = c.route.channel.as_deref().unwrap_or("none");
+        let approvers = if c.route.approvers.is_empty() {
+            "none".to_string()
+        } else {
+            c.route.approvers.join(",")
+        };
+        let mut line = format!(
+            "{tool} {params} -> tier={tier} action={} rule={rule} channel={channel} \
+             approvers={approvers} required_approvals={} expires_after={}",
+            c.action,
+            c.route.required_approvals,
+            humantime::format_duration(c.route.expires_after),
+        );
+        if let Some(template) = &c.route.summary_template {
+            line.push_str(&format!(" summary={:?}", render_summary(template, params)));
+        }
+        report.push_str(&line);
+        report.push('\n');
+        for note in &c.notes {
+            report.push_str("  note: ");
+            report.push_str(note);
+            report.push('\n');
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::classify::tests::DESIGN_EXAMPLE;
+    use serde_json::json;
+
+    #[test]
+    fn example_names_replace_wildcards() {
+        assert_eq!(example_name("search_*"), "search_example");
+        assert_eq!(example_name("get_v?"), "get_vx");
+        assert_eq!(example_name("send_email"), "send_email");
+        assert_eq!(example_name("a[bc]d"), "abd");
+        assert_eq!(example_name("a[!b]"), "ax");
+        assert_eq!(example_name("{read,write}_*"), "read_example");
+        assert_eq!(example_name(r"lit\*"), "lit*");
+    }
+
+    #[test]
+    fn example_names_match_their_globs() {
+        for glob in [
+            "search_*",
+            "get_v?",
+            "a[bc]d",
+            "{read,write}_*",
+            "x**y",
+            "*",
+        ] {
+            let matcher = globset::Glob::new(glob).unwrap().compile_matcher();
+            assert!(matcher.is_match(example_name(glob)), "{glob}");
+        }
+    }
+
+    #[test]
+    fn sample_calls_cover_each_rule_and_an_unknown_tool() {
+        let policy = Policy::from_toml_str(DESIGN_EXAMPLE).unwrap();
+        let names: Vec<String> = sample_calls(&policy).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "search_example",
+                "send_email",
+                "deploy_example",
+                "unknown_tool"
+            ]
+        );
+        assert!(sample_calls(&policy).iter().all(|(_, p)| *p == json!({})));
+    }
+
+    #[test]
+    fn sample_calls_of_builtin_is_just_the_unknown_tool() {
+        let calls = sample_calls(&Policy::builtin());
+        assert_eq!(calls, [("unknown_tool".to_string(), json!({}))]);
+    }
+
+    #[test]
+    fn check_report_has_one_line_per_call_plus_notes() {
+        let policy = Policy::from_toml_str(DESIGN_EXAMPLE).unwrap();
+        let report = check_report(&policy, &sample_calls(&policy));
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines.len(), 5, "{report}");
+        assert_eq!(
+            lines[0],
+            "search_example {} -> tier=low action=auto_approve rule=rules[0] channel=C0APPROVALS \
+             approvers=U0ALICE,S0ONCALL required_approvals=1 expires_after=4h"
+        );
+        // send_email with {} params: the condition cannot be evaluated.
+        assert!(lines[1].starts_with("send_email {} -> tier=medium action=require_approval"));
+        assert!(
+            lines[1].contains("rule=none (no rule: default medium)"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].starts_with("  note: rules[1].when"),
+            "{}",
+            lines[2]
+        );
+        assert_eq!(
+            lines[3],
+            "deploy_example {} -> tier=medium action=require_approval rule=rules[2] \
+             channel=C0DEPLOYS approvers=U0ALICE,S0ONCALL required_approvals=2 \
+             expires_after=4h summary=\"Deploy {service} to {environment}\""
+        );
+        assert!(
+            lines[4].starts_with("unknown_tool {} -> tier=medium"),
+            "{}",
+            lines[4]
+        );
+        assert!(lines[4].contains("rule=none (no rule: default medium)"));
+    }
+
+    #[test]
+    fn check_report_renders_params_and_summaries() {
+        let policy = Policy::from_toml_str(DESIGN_EXAMPLE).unwrap();
+        let calls = vec![(
+            "deploy_api".to_string(),
+            json!({"service": "api", "environment": "prod"}),
+        )];
+        let report = check_report(&policy, &calls);
+        assert!(
+            report.starts_with(r#"deploy_api {"environment":"prod","service":"api"} -> "#),
+            "{report}"
+        );
+        assert!(
+            report.contains(r#"summary="Deploy api to prod""#),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn check_report_shows_builtin_defaults() {
+        let report = check_report(&Policy::builtin(), &sample_calls(&Policy::builtin()));
+        assert_eq!(
+            report,
+            "unknown_tool {} -> tier=medium action=require_approval rule=none (no rule: default medium) \
+             channel=none approvers=none required_approvals=1 expires_after=1h\n"
+        );
+    }
+}

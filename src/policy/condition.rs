@@ -1,0 +1,352 @@
+//! CEL conditions (`when = "..."`) on policy rules: compiled once when the
+//! policy is loaded, evaluated per call with `params` (the call's JSON
+//! parameters) and `tool` (the tool name) in scope.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::objects::Map;
+use cel::{Context, Env, Program, Value};
+
+/// Variables a condition may reference; anything else is a typo that would
+/// fail on every call, so it is rejected at load time instead.
+const VARIABLES: [&str; 2] = ["params", "tool"];
+
+/// Built-in type identifiers, usable as in `type(params.x) == string`.
+const TYPE_NAMES: [&str; 10] = [
+    "bool",
+    "bytes",
+    "double",
+    "int",
+    "list",
+    "map",
+    "null_type",
+    "string",
+    "type",
+    "uint",
+];
+
+/// Longest error text kept in a note: CEL errors can embed whole values.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// The standard CEL environment, built once: `Env::stdlib()` registers every
+/// function, which is too much work to repeat on each evaluation.
+fn env() -> &'static Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| Arc::new(Env::stdlib()))
+}
+
+/// A compiled `when` expression.
+#[derive(Clone)]
+pub struct Condition {
+    source: String,
+    // `Program` is not `Clone`; the `Arc` lets `Policy` be cloned cheaply.
+    program: Arc<Program>,
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Condition")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Condition {
+    /// Compiles `source`, returning a one-line reason on failure (syntax
+    /// error, or a reference to a variable other than `params`/`tool`).
+    pub fn compile(source: &str) -> Result<Condition, String> {
+        if source.trim().is_empty() {
+            return Err("condition is empty".to_string());
+        }
+        let program = env().compile(source).map_err(|errors| {
+            let details: Vec<String> = errors
+                .errors
+                .iter()
+                // `pos` is 1-based (line, column) within the expression.
+                .map(|e| match e.pos {
+                    (line, column) if line > 1 => {
+                        format!(
+                            "{} at line {line}, column {column} of the expression",
+                            e.msg
+                        )
+                    }
+                    (_, column) => format!("{} at column {column} of the expression", e.msg),
+                })
+                .collect();
+            format!("CEL does not compile: {}", details.join("; "))
+        })?;
+        let mut free = BTreeSet::new();
+        free_variables(program.expression(), &mut Vec::new(), &mut free);
+        let unknown: Vec<String> = free
+            .into_iter()
+            .filter(|name| {
+                !VARIABLES.contains(&name.as_str()) && !TYPE_NAMES.contains(&name.as_str())
+            })
+            .map(|name| format!("`{name}`"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "unknown variable {}; only `params` and `tool` are available",
+                unknown.join(", ")
+            ));
+        }
+        Ok(Condition {
+            source: source.to_string(),
+            program: Arc::new(program),
+        })
+    }
+
+    /// The expression as written in the policy file.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Evaluates the condition for one call. An error (missing field, wrong
+    /// type, non-bool result) comes back as a short one-line reason.
+    pub fn evaluate(&self, tool: &str, params: &serde_json::Value) -> Result<bool, String> {
+        let mut context = Context::with_env(Arc::clone(env()));
+        context.add_variable_from_value("params", json_to_cel(params));
+        context.add_variable_from_value("tool", Value::from(tool));
+        match self.program.execute(&context) {
+            Ok(Value::Bool(result)) => Ok(result),
+            Ok(other) => Err(format!("result is {} instead of bool", other.type_of())),
+            Err(error) => Err(truncate(&crate::policy::error::one_line(
+                &error.to_string(),
+            ))),
+        }
+    }
+}
+
+/// Collects identifiers that are not bound by an enclosing comprehension
+/// (`all`, `exists`, `map`, `filter` introduce their own loop variables,
+/// which cel's own `references()` wrongly reports as free).
+fn free_variables<'e>(expr: &'e IdedExpr, bound: &mut Vec<&'e str>, out: &mut BTreeSet<String>) {
+    match &expr.expr {
+        Expr::Unspecified | Expr::Literal(_) => {}
+        Expr::Ident(name) => {
+            // `@`-names are the macro expansion's internal accumulators.
+            if !name.starts_with('@') && !bound.contains(&name.as_str()) {
+                out.insert(name.clone());
+            }
+        }
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                free_variables(target, bound, out);
+            }
+            for arg in &call.args {
+                free_variables(arg, bound, out);
+            }
+        }
+        Expr::Select(select) => free_variables(&select.operand, bound, out),
+        Expr::List(list) => {
+            for element in &list.elements {
+                free_variables(element, bound, out);
+            }
+        }
+        Expr::Map(map) => entries(&map.entries, bound, out),
+        Expr::Struct(structure) => entries(&structure.entries, bound, out),
+        Expr::Comprehension(comp) => {
+            // The range and initial value are evaluated outside the loop.
+            free_variables(&comp.iter_range, bound, out);
+            free_variables(&comp.accu_init, bound, out);
+            let depth = bound.len();
+            bound.push(&comp.iter_var);
+            bound.extend(comp.iter_var2.as_deref());
+            bound.push(&comp.accu_var);
+            for inner in [&comp.loop_cond, &comp.loop_step, &comp.result] {
+                free_variables(inner, bound, out);
+            }
+            bound.truncate(depth);
+        }
+    }
+}
+
+/// [`free_variables`] for map and struct literal entries.
+fn entries<'e>(
+    entries: &'e [cel::common::ast::IdedEntryExpr],
+    bound: &mut Vec<&'e str>,
+    out: &mut BTreeSet<String>,
+) {
+    for entry in entries {
+        match &entry.expr {
+            EntryExpr::StructField(field) => free_variables(&field.value, bound, out),
+            EntryExpr::MapEntry(pair) => {
+                free_variables(&pair.key, bound, out);
+                free_variables(&pair.value, bound, out);
+            }
+        }
+    }
+}
+
+/// Converts JSON to a CEL value by hand rather than through serde, because
+/// serde maps every non-negative integer to CEL `uint`, and `uint + int`
+/// is an error in CEL; policy authors write plain int literals.
+fn json_to_cel(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::UInt(u)
+            } else {
+                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(items) => {
+            Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
+        }
+        serde_json::Value::Object(fields) => {
+            let map: HashMap<String, Value> = fields
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_cel(v)))
+                .collect();
+            Value::Map(Map::from(map))
+        }
+    }
+}
+
+/// Keeps notes readable when an error message embeds a large value.
+fn truncate(text: &str) -> String {
+    if text.chars().count() <= MAX_ERROR_CHARS {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(MAX_ERROR_CHARS).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn eval(source: &str, params: serde_json::Value) -> Result<bool, String> {
+        Condition::compile(source)?.evaluate("send_email", &params)
+    }
+
+    #[test]
+    fn size_of_a_list_parameter_can_be_compared() {
+        let many: Vec<String> = (0..101).map(|i| format!("u{i}@x")).collect();
+        assert_eq!(
+            eval("size(params.recipients) > 100", json!({"recipients": many})),
+            Ok(true)
+        );
+        assert_eq!(
+            eval(
+                "size(params.recipients) > 100",
+                json!({"recipients": ["a"]})
+            ),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn integers_mix_with_int_literals_in_arithmetic() {
+        assert_eq!(
+            eval("params.amount + 1 > 100", json!({"amount": 100})),
+            Ok(true)
+        );
+        assert_eq!(eval("params.ratio > 0.5", json!({"ratio": 0.75})), Ok(true));
+    }
+
+    #[test]
+    fn tool_name_is_in_scope() {
+        assert_eq!(eval("tool.startsWith('send_')", json!({})), Ok(true));
+        assert_eq!(eval("tool == 'other'", json!({})), Ok(false));
+    }
+
+    #[test]
+    fn nested_fields_and_has_macro_work() {
+        let params = json!({"target": {"env": "prod"}});
+        assert_eq!(
+            eval("params.target.env == 'prod'", params.clone()),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("has(params.dry_run) && params.dry_run", params),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn comprehension_variables_are_not_mistaken_for_unknown_variables() {
+        let params = json!({"hosts": ["a.prod", "b.prod"]});
+        assert_eq!(
+            eval("params.hosts.all(h, h.endsWith('.prod'))", params),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn nested_comprehensions_and_type_names_are_accepted() {
+        let params = json!({"groups": [[1, 2], [3]], "n": 1});
+        assert_eq!(
+            eval("params.groups.all(g, g.exists(x, x > 0))", params.clone()),
+            Ok(true)
+        );
+        assert_eq!(eval("type(params.n) == int", params.clone()), Ok(true));
+        assert_eq!(
+            eval("params.groups.map(g, size(g)).exists(s, s == 1)", params),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn comprehension_variables_do_not_leak_out_of_their_loop() {
+        let err = Condition::compile("params.xs.all(x, x > 0) && x > 1").unwrap_err();
+        assert!(err.contains("`x`"), "{err}");
+    }
+
+    #[test]
+    fn missing_field_is_an_evaluation_error() {
+        let err = eval("size(params.recipients) > 100", json!({})).unwrap_err();
+        assert!(err.contains("recipients"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_evaluation_error() {
+        assert!(eval("params.count > 3", json!({"count": "many"})).is_err());
+    }
+
+    #[test]
+    fn non_bool_result_is_an_evaluation_error() {
+        let err = eval("params.count + 1", json!({"count": 1})).unwrap_err();
+        assert!(err.contains("instead of bool"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_at_compile_time() {
+        let err = Condition::compile("size(params.x) >").unwrap_err();
+        assert!(err.starts_with("CEL does not compile"), "{err}");
+        assert!(err.contains("at column 17 of the expression"), "{err}");
+        let err = Condition::compile("params.x\n  )").unwrap_err();
+        assert!(
+            err.contains("at line 2, column 3 of the expression"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_variables_are_reported_at_compile_time() {
+        let err = Condition::compile("parms.x > 1").unwrap_err();
+        assert!(err.contains("`parms`"), "{err}");
+    }
+
+    #[test]
+    fn empty_condition_is_rejected() {
+        assert!(Condition::compile("  ").is_err());
+    }
+
+    #[test]
+    fn long_errors_are_truncated() {
+        let long = "x".repeat(1000);
+        assert_eq!(truncate(&long).chars().count(), MAX_ERROR_CHARS + 1);
+    }
+}

@@ -1,0 +1,322 @@
+//! Approval policy: which tool calls are auto-approved, need a human, or are
+//! denied, and where/how the approval request is routed.
+//!
+//! A policy is a TOML file with three optional parts:
+//!
+//! ```toml
+//! [defaults]                      # routing/timing for every approval
+//! channel = "C0APPROVALS"
+//! approvers = ["U0ALICE", "S0ONCALL"]
+//! required_approvals = 1          # 1..=20
+//! expires_after = "4h"            # humantime; built-in 1h
+//! remind_after = "30m"
+//! remind_every = "1h"
+//! escalate_after = "2h"
+//! escalation_channel = "C0MANAGERS"
+//!
+//! [tiers]                         # auto_approve | require_approval | deny
+//! low = "auto_approve"
+//! medium = "require_approval"
+//! high = "deny"
+//!
+//! [[rules]]                       # first match wins, in file order
+//! tools = ["deploy_*"]            # globs on the whole name, case-sensitive
+//! when = "params.env == 'prod'"   # optional CEL over `params` and `tool`
+//! tier = "medium"                 # low | medium | high
+//! required_approvals = 2          # any [defaults] key may be overridden
+//! summary = "Deploy {service} to {env}"
+//! ```
+//!
+//! Fail-safe rules: a tool no rule matches is `medium`; a `when` that fails
+//! to evaluate skips its rule and raises the result to at least `medium`;
+//! a requested tier can raise the policy's tier but never lower it.
+//!
+//! Errors name their location: TOML problems as "line L, column C", semantic
+//! ones by field path. Rule indexes are **0-based** everywhere (`rules[0]` is
+//! the first `[[rules]]` entry), in errors, in [`Classification::rule`] and
+//! in the check report.
+
+mod check;
+mod classify;
+mod condition;
+mod error;
+mod load;
+mod route;
+mod template;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use globset::GlobSet;
+
+pub use check::{check_report, sample_calls};
+use condition::Condition;
+pub use error::PolicyError;
+pub use template::render_summary;
+
+/// Risk tier of a tool call, ordered `Low < Medium < High`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Read-only or harmless.
+    Low,
+    /// Needs a look; the fail-safe default.
+    Medium,
+    /// Dangerous.
+    High,
+}
+
+impl Tier {
+    /// The lowercase name used in policy files and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Low => "low",
+            Tier::Medium => "medium",
+            Tier::High => "high",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error from parsing a [`Tier`] or [`TierAction`] name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {value:?}, expected one of {expected}")]
+pub struct ParseNameError {
+    kind: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+impl FromStr for Tier {
+    type Err = ParseNameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "low" => Ok(Tier::Low),
+            "medium" => Ok(Tier::Medium),
+            "high" => Ok(Tier::High),
+            _ => Err(ParseNameError {
+                kind: "tier",
+                value: s.to_string(),
+                expected: "low, medium, high",
+            }),
+        }
+    }
+}
+
+/// What happens to a call of a given tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierAction {
+    /// Let the call through without asking anyone.
+    AutoApprove,
+    /// Post an approval request and wait for a decision.
+    RequireApproval,
+    /// Refuse the call outright.
+    Deny,
+}
+
+impl TierAction {
+    /// The snake_case name used in policy files and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TierAction::AutoApprove => "auto_approve",
+            TierAction::RequireApproval => "require_approval",
+            TierAction::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for TierAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TierAction {
+    type Err = ParseNameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto_approve" => Ok(TierAction::AutoApprove),
+            "require_approval" => Ok(TierAction::RequireApproval),
+            "deny" => Ok(TierAction::Deny),
+            _ => Err(ParseNameError {
+                kind: "tier action",
+                value: s.to_string(),
+                expected: "auto_approve, require_approval, deny",
+            }),
+        }
+    }
+}
+
+/// Routing and timing for one approval, resolved from defaults + the matched rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Slack channel id to post in; `None` means the service's fallback.
+    pub channel: Option<String>,
+    /// Slack user (U/W) or user-group (S) ids allowed to decide.
+    pub approvers: Vec<String>,
+    /// Approvals needed before the call is approved (1..=20).
+    pub required_approvals: u32,
+    /// How long the request stays open before it expires.
+    pub expires_after: Duration,
+    /// First reminder after this long without a decision.
+    pub remind_after: Option<Duration>,
+    /// Further reminders at this interval.
+    pub remind_every: Option<Duration>,
+    /// Escalate after this long without a decision.
+    pub escalate_after: Option<Duration>,
+    /// Where escalations go.
+    pub escalation_channel: Option<String>,
+    /// The matched rule's `summary` template, unrendered.
+    pub summary_template: Option<String>,
+}
+
+impl Default for Route {
+    /// The built-in defaults used for any key the policy leaves out.
+    fn default() -> Self {
+        Route {
+            channel: None,
+            approvers: Vec::new(),
+            required_approvals: 1,
+            expires_after: Duration::from_secs(3600),
+            remind_after: None,
+            remind_every: None,
+            escalate_after: None,
+            escalation_channel: None,
+            summary_template: None,
+        }
+    }
+}
+
+/// The outcome of classifying one tool call.
+#[derive(Debug, Clone)]
+pub struct Classification {
+    /// Effective tier: max of the policy tier and the requested tier, raised
+    /// to at least `Medium` if a condition failed to evaluate.
+    pub tier: Tier,
+    /// What the policy alone said (the matched rule's tier, or `Medium`).
+    pub policy_tier: Tier,
+    /// The action configured for the effective `tier`.
+    pub action: TierAction,
+    /// 0-based index of the matched rule; `None` if no rule matched.
+    pub rule: Option<usize>,
+    /// Routing and timing for the approval.
+    pub route: Route,
+    /// Human-readable remarks, e.g. condition evaluation failures.
+    pub notes: Vec<String>,
+}
+
+/// The action for each tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiers {
+    /// Action for `low`.
+    pub low: TierAction,
+    /// Action for `medium`.
+    pub medium: TierAction,
+    /// Action for `high`.
+    pub high: TierAction,
+}
+
+impl Tiers {
+    /// The action configured for `tier`.
+    pub fn action(&self, tier: Tier) -> TierAction {
+        match tier {
+            Tier::Low => self.low,
+            Tier::Medium => self.medium,
+            Tier::High => self.high,
+        }
+    }
+}
+
+impl Default for Tiers {
+    /// Built-ins: only `low` is automatic; nothing is denied by default.
+    fn default() -> Self {
+        Tiers {
+            low: TierAction::AutoApprove,
+            medium: TierAction::RequireApproval,
+            high: TierAction::RequireApproval,
+        }
+    }
+}
+
+/// One validated `[[rules]]` entry.
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    /// The globs as written, for reports.
+    pub(crate) tools: Vec<String>,
+    pub(crate) matcher: GlobSet,
+    pub(crate) when: Option<Condition>,
+    pub(crate) tier: Tier,
+    /// Defaults with this rule's overrides already applied.
+    pub(crate) route: Route,
+}
+
+/// A loaded, validated policy. Cheap to share: wrap it in an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub(crate) defaults: Route,
+    pub(crate) tiers: Tiers,
+    pub(crate) rules: Vec<Rule>,
+}
+
+// The policy is shared across tokio tasks; fail the build, not a deploy, if
+// a field (such as a CEL program) ever stops being thread-safe.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Policy>();
+};
+
+impl Policy {
+    /// Parses and validates policy TOML. Conditions are compiled here, once.
+    pub fn from_toml_str(text: &str) -> Result<Policy, PolicyError> {
+        load::parse(text)
+    }
+
+    /// Reads and parses the policy file at `path`; every error names the path.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Policy::from_toml_str(&text).map_err(|error| PolicyError::InFile {
+            path: path.to_path_buf(),
+            error: Box::new(error),
+        })
+    }
+
+    /// The built-in policy: built-in defaults and tiers, no rules, so every
+    /// call is `medium` and needs approval.
+    pub fn builtin() -> Policy {
+        Policy {
+            defaults: Route::default(),
+            tiers: Tiers::default(),
+            rules: Vec::new(),
+        }
+    }
+
+    /// Number of `[[rules]]` entries.
+    pub fn rules_len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// The resolved `[defaults]` route (used when no rule matches).
+    pub fn defaults(&self) -> &Route {
+        &self.defaults
+    }
+
+    /// The action for each tier.
+    pub fn tiers(&self) -> &Tiers {
+        &self.tiers
+    }
+}

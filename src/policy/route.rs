@@ -1,0 +1,280 @@
+//! The routing and timing keys shared by `[defaults]` and every rule
+//! (channel, approvers, required_approvals, the durations, escalation
+//! channel): their raw TOML form, and their validation into a [`Route`].
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::policy::Route;
+use crate::policy::error::PolicyError;
+
+/// Highest `required_approvals` accepted; more is almost surely a typo.
+const MAX_REQUIRED_APPROVALS: i64 = 20;
+
+/// The route keys as written in `[defaults]` or a rule. Fields are optional so "absent" can be told
+/// apart from "set", and strings are kept raw so validation can name them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) channel: Option<String>,
+    pub(crate) approvers: Option<Vec<String>>,
+    // Wide integer type so a negative number gets our range message.
+    pub(crate) required_approvals: Option<i64>,
+    pub(crate) expires_after: Option<String>,
+    pub(crate) remind_after: Option<String>,
+    pub(crate) remind_every: Option<String>,
+    pub(crate) escalate_after: Option<String>,
+    pub(crate) escalation_channel: Option<String>,
+}
+
+/// Returns `base` with every key set in `raw` replaced, validating each.
+/// `at` is the field-path prefix used in errors (`defaults` or `rules[N]`).
+pub(crate) fn apply_overrides(
+    base: &Route,
+    raw: &RawRoute,
+    at: &str,
+) -> Result<Route, PolicyError> {
+    let mut route = base.clone();
+    if let Some(channel) = &raw.channel {
+        route.channel = Some(check_channel(channel, &format!("{at}.channel"))?);
+    }
+    if let Some(approvers) = &raw.approvers {
+        let mut checked = Vec::with_capacity(approvers.len());
+        for (i, id) in approvers.iter().enumerate() {
+            checked.push(check_approver(id, &format!("{at}.approvers[{i}]"))?);
+        }
+        route.approvers = checked;
+    }
+    if let Some(n) = raw.required_approvals {
+        if !(1..=MAX_REQUIRED_APPROVALS).contains(&n) {
+            return Err(PolicyError::invalid(
+                format!("{at}.required_approvals"),
+                format!("must be between 1 and {MAX_REQUIRED_APPROVALS}, got {n}"),
+            ));
+        }
+        // In range 1..=20, so the conversion cannot fail.
+        route.required_approvals = u32::try_from(n).unwrap_or(1);
+    }
+    if let Some(text) = &raw.expires_after {
+        route.expires_after = parse_duration(text, &format!("{at}.expires_after"))?;
+    }
+    let optional = [
+        (&raw.remind_after, &mut route.remind_after, "remind_after"),
+        (&raw.remind_every, &mut route.remind_every, "remind_every"),
+        (
+            &raw.escalate_after,
+            &mut route.escalate_after,
+            "escalate_after",
+        ),
+    ];
+    for (text, slot, key) in optional {
+        if let Some(text) = text {
+            *slot = Some(parse_duration(text, &format!("{at}.{key}"))?);
+        }
+    }
+    if let Some(channel) = &raw.escalation_channel {
+        route.escalation_channel =
+            Some(check_channel(channel, &format!("{at}.escalation_channel"))?);
+    }
+    Ok(route)
+}
+
+/// Parses a humantime duration ("1s", "30m", "1h 30m"); zero is refused
+/// because a zero expiry or reminder interval would fire immediately/forever.
+fn parse_duration(text: &str, field: &str) -> Result<Duration, PolicyError> {
+    let duration = humantime::parse_duration(text.trim()).map_err(|e| {
+        PolicyError::invalid(
+            field,
+            format!("bad duration {text:?}: {e} (use e.g. \"30s\", \"15m\", \"4h\", \"1h 30m\")"),
+        )
+    })?;
+    if duration.is_zero() {
+        return Err(PolicyError::invalid(
+            field,
+            format!("duration {text:?} must be greater than zero"),
+        ));
+    }
+    Ok(duration)
+}
+
+/// True if `id` is `prefix` + one or more uppercase letters/digits, the
+/// shape of Slack ids.
+fn is_slack_id(id: &str, prefixes: &[char]) -> bool {
+    let mut chars = id.chars();
+    match chars.next() {
+        Some(first) if prefixes.contains(&first) => {}
+        _ => return false,
+    }
+    let rest = chars.as_str();
+    !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// Validates a user (U/W) or user-group (S) id.
+fn check_approver(id: &str, field: &str) -> Result<String, PolicyError> {
+    if is_slack_id(id, &['U', 'W', 'S']) {
+        Ok(id.to_string())
+    } else {
+        Err(PolicyError::invalid(
+            field,
+            format!(
+                "{id:?} is not a Slack user or user-group id (U…, W… or S… followed by uppercase letters/digits)"
+            ),
+        ))
+    }
+}
+
+/// Validates a channel id (C public, G private, D direct message).
+fn check_channel(id: &str, field: &str) -> Result<String, PolicyError> {
+    if is_slack_id(id, &['C', 'G', 'D']) {
+        Ok(id.to_string())
+    } else {
+        Err(PolicyError::invalid(
+            field,
+            format!(
+                "{id:?} is not a Slack channel id (C…, G… or D… followed by uppercase letters/digits; use the id, not #name)"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    /// Parses `text`, expecting failure, and returns the one-line message.
+    fn error(text: &str) -> String {
+        let message = match Policy::from_toml_str(text) {
+            Ok(_) => panic!("policy unexpectedly valid:\n{text}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!message.contains('\n'), "not one line: {message}");
+        message
+    }
+
+    fn rule(extra: &str) -> String {
+        format!("[[rules]]\ntools = [\"a\"]\ntier = \"low\"\n{extra}\n")
+    }
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::from_toml_str(text)
+    }
+
+    #[test]
+    fn bad_duration_names_the_field() {
+        let msg = error("[defaults]\nexpires_after = \"soon\"\n");
+        assert!(
+            msg.starts_with("invalid policy: defaults.expires_after: bad duration \"soon\""),
+            "{msg}"
+        );
+        let msg = error(&rule("remind_every = \"5 parsecs\""));
+        assert!(msg.contains("rules[0].remind_every"), "{msg}");
+    }
+
+    #[test]
+    fn zero_duration_is_rejected() {
+        let msg = error("[defaults]\nescalate_after = \"0s\"\n");
+        assert!(
+            msg.contains("defaults.escalate_after") && msg.contains("greater than zero"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn short_and_compound_durations_are_accepted() {
+        let policy =
+            parse("[defaults]\nexpires_after = \"1s\"\nremind_after = \"1h 30m\"\n").unwrap();
+        assert_eq!(policy.defaults.expires_after, Duration::from_secs(1));
+        assert_eq!(
+            policy.defaults.remind_after,
+            Some(Duration::from_secs(5400))
+        );
+    }
+
+    #[test]
+    fn required_approvals_must_be_between_1_and_20() {
+        for bad in ["0", "21", "-1"] {
+            let msg = error(&format!("[defaults]\nrequired_approvals = {bad}\n"));
+            assert!(
+                msg.contains("defaults.required_approvals: must be between 1 and 20"),
+                "{msg}"
+            );
+        }
+        let msg = error(&rule("required_approvals = 0"));
+        assert!(msg.contains("rules[0].required_approvals"), "{msg}");
+        let msg = error("[defaults]\nrequired_approvals = \"two\"\n");
+        assert!(
+            msg.contains("line 2") && msg.contains("expected an integer"),
+            "{msg}"
+        );
+        assert_eq!(
+            parse("[defaults]\nrequired_approvals = 20")
+                .unwrap()
+                .defaults
+                .required_approvals,
+            20
+        );
+    }
+
+    #[test]
+    fn bad_approver_id_names_its_position() {
+        for bad in ["alice", "u0ALICE", "U", "X0ALICE", "U0alice", "@alice"] {
+            let msg = error(&format!("[defaults]\napprovers = [\"U0OK\", \"{bad}\"]\n"));
+            assert!(
+                msg.contains("defaults.approvers[1]") && msg.contains("not a Slack user"),
+                "{msg}"
+            );
+        }
+        let msg = error(&rule("approvers = [\"bob\"]"));
+        assert!(msg.contains("rules[0].approvers[0]"), "{msg}");
+    }
+
+    #[test]
+    fn bad_channel_id_is_rejected() {
+        let msg = error("[defaults]\nchannel = \"#approvals\"\n");
+        assert!(
+            msg.contains("defaults.channel") && msg.contains("not a Slack channel id"),
+            "{msg}"
+        );
+        let msg = error(&rule("escalation_channel = \"U0ALICE\""));
+        assert!(msg.contains("rules[0].escalation_channel"), "{msg}");
+    }
+
+    #[test]
+    fn every_slack_id_prefix_is_accepted() {
+        let text = "[defaults]\napprovers = [\"U1\", \"W2AB\", \"S3\"]\nchannel = \"G1\"\nescalation_channel = \"D9\"\n";
+        let policy = parse(text).unwrap();
+        assert_eq!(policy.defaults.approvers, ["U1", "W2AB", "S3"]);
+        assert!(parse("[defaults]\nchannel = \"C0ABC123\"\n").is_ok());
+    }
+
+    #[test]
+    fn rules_can_override_every_defaults_key() {
+        let text = rule(
+            "channel = \"C2\"\napprovers = [\"U2\"]\nrequired_approvals = 3\nexpires_after = \"2h\"\n\
+             remind_after = \"5m\"\nremind_every = \"10m\"\nescalate_after = \"1h\"\n\
+             escalation_channel = \"C3\"\nsummary = \"s\"",
+        );
+        let base = "[defaults]\nchannel = \"C1\"\napprovers = [\"U1\"]\nremind_after = \"1m\"\n";
+        let policy = parse(&format!("{base}{text}")).unwrap();
+        let route = &policy.rules[0].route;
+        let expected = Route {
+            channel: Some("C2".into()),
+            approvers: vec!["U2".into()],
+            required_approvals: 3,
+            expires_after: Duration::from_secs(7200),
+            remind_after: Some(Duration::from_secs(300)),
+            remind_every: Some(Duration::from_secs(600)),
+            escalate_after: Some(Duration::from_secs(3600)),
+            escalation_channel: Some("C3".into()),
+            summary_template: Some("s".into()),
+        };
+        assert_eq!(*route, expected);
+        // Defaults themselves are untouched by the override.
+        assert_eq!(policy.defaults.channel.as_deref(), Some("C1"));
+    }
+}

@@ -1,0 +1,135 @@
+//! Timers that live in the database: a loop around [`Scheduler::run_once`], which
+//! claims the jobs due at `now` and fires them. Tests call `run_once` with the time
+//! they want instead of sleeping.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::outbox::Outbox;
+use crate::policy::Policy;
+use crate::store::{Store, StoreError};
+
+/// Jobs fired per pass at most; a backlog drains over consecutive passes.
+pub const BATCH: i64 = 1000;
+/// Shared-table rows classified per pass at most.
+const INTAKE_BATCH: i64 = 100;
+
+#[derive(Clone)]
+pub struct Scheduler {
+    store: Store,
+    outbox: Option<Outbox>,
+    /// Classifies rows inserted straight into the shared table; without it they wait.
+    policy: Option<Arc<Policy>>,
+}
+
+impl Scheduler {
+    /// A scheduler that fires timers only (deliveries stay queued).
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            outbox: None,
+            policy: None,
+        }
+    }
+
+    /// A scheduler that also delivers through `outbox`.
+    pub fn with_outbox(store: Store, outbox: Outbox) -> Self {
+        Self {
+            store,
+            outbox: Some(outbox),
+            policy: None,
+        }
+    }
+
+    /// Also classifies rows inserted straight into the shared table.
+    pub fn with_policy(mut self, policy: Arc<Policy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Classifies pending rows that another program inserted into the shared table;
+    /// returns how many this pass adopted.
+    pub async fn intake(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let Some(policy) = &self.policy else {
+            return Ok(0);
+        };
+        let mut adopting = tokio::task::JoinSet::new();
+        for id in self.store.unclassified(INTAKE_BATCH).await? {
+            let Some(row) = self.store.get(id).await? else {
+                continue;
+            };
+            let class = policy.classify(&row.tool_name, &row.parameters, Some(row.risk_tier));
+            let store = self.store.clone();
+            adopting.spawn(async move { store.adopt(id, class, now).await });
+        }
+        let mut adopted = 0;
+        while let Some(result) = adopting.join_next().await {
+            match result {
+                Ok(Ok(_)) => adopted += 1,
+                Ok(Err(error)) => tracing::warn!(%error, "could not classify a shared-table row"),
+                Err(panicked) => tracing::error!(%panicked, "intake task failed"),
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Claims every job due at `now` (up to [`BATCH`]) and runs it: timers inside the
+    /// store, deliveries through the outbox. Returns how many jobs it claimed.
+    pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        self.intake(now).await?;
+        let claimed = self.store.claim_jobs(now, BATCH).await?;
+        let count = claimed.len();
+        let (timers, deliveries): (Vec<_>, Vec<_>) =
+            claimed.into_iter().partition(|job| job.kind.is_timer());
+        if !timers.is_empty() {
+            self.store.fire_jobs(timers, now).await?;
+        }
+        if !deliveries.is_empty() {
+            match &self.outbox {
+                Some(outbox) => outbox.deliver_all(deliveries, now).await?,
+                // Nothing here can deliver them: leave them to their lease running out
+                // (another replica, or this one after a restart with Slack configured).
+                None => tracing::warn!(
+                    count = deliveries.len(),
+                    "delivery jobs claimed without a Slack client"
+                ),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Runs a pass every `every` until `shutdown` turns true. Errors are logged and the
+    /// next pass tries again: a database hiccup must not stop the timers for good.
+    pub async fn run(
+        self,
+        clock: Arc<dyn Clock>,
+        every: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let wakeup = self.store.wakeup();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !*shutdown.borrow() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = wakeup.notified() => {}
+                _ = shutdown.changed() => break,
+            }
+            loop {
+                match self.run_once(clock.now()).await {
+                    // A full batch means more may be due right now.
+                    Ok(fired) if fired as i64 == BATCH => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "scheduler pass failed; retrying next tick");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

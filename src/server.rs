@@ -1,0 +1,177 @@
+//! Wiring: the shared [`AppState`], the one [`app`] `Router` (each area owns its
+//! routes), and [`run`], which serves it on a given listener until a given shutdown
+//! future resolves. Tests start the real app on port 0 through the same functions.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::clock::Clock;
+use crate::metrics::{self, Metrics};
+use crate::outbox::Outbox;
+use crate::policy::Policy;
+use crate::scheduler::Scheduler;
+use crate::slack::app::SlackApp;
+use crate::store::Store;
+use crate::tokens::TokenCache;
+use crate::{api, health, slack};
+
+/// Request bodies above this are refused with 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// How often the scheduler looks for due timers.
+pub const SCHEDULER_TICK: Duration = Duration::from_millis(500);
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub policy: Arc<Policy>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    /// API tokens verified recently.
+    pub tokens: TokenCache,
+    /// Present when a Slack bot token is configured.
+    pub slack: Option<SlackApp>,
+    /// Turns true when the server is shutting down (long-polls answer at once).
+    pub shutdown: watch::Receiver<bool>,
+    shutdown_trigger: Arc<watch::Sender<bool>>,
+}
+
+impl AppState {
+    pub fn new(store: Store, policy: Policy, clock: Arc<dyn Clock>) -> Self {
+        let (trigger, shutdown) = watch::channel(false);
+        Self {
+            store,
+            policy: Arc::new(policy),
+            clock,
+            metrics: Arc::new(Metrics::default()),
+            tokens: TokenCache::default(),
+            slack: None,
+            shutdown,
+            shutdown_trigger: Arc::new(trigger),
+        }
+    }
+
+    /// Adds the Slack side (client, approvers, signing secret).
+    pub fn with_slack(mut self, slack: SlackApp) -> Self {
+        self.slack = Some(slack);
+        self
+    }
+
+    /// Tells long-polls and background loops to finish.
+    pub fn begin_shutdown(&self) {
+        self.shutdown_trigger.send_replace(true);
+    }
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(health::live))
+        .route("/health/approvals", get(health::approvals))
+        .route("/metrics", get(metrics::handler))
+        .merge(api::router())
+        .merge(slack::routes::router());
+    routes
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish (long-polls answer at once with the current state).
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let decisions = tokio::spawn(metrics::count_decisions(
+        state.store.clone(),
+        state.metrics.clone(),
+    ));
+    let on_shutdown = state.clone();
+    let served = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            on_shutdown.begin_shutdown();
+        })
+        .await;
+    decisions.abort();
+    served
+}
+
+/// `signoff serve`: the HTTP server plus the background scheduler.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let slack = state.slack.as_ref().map(|slack| slack.client.clone());
+    let scheduler = match Outbox::new(state.store.clone(), slack) {
+        Ok(outbox) => {
+            Scheduler::with_outbox(state.store.clone(), outbox).with_policy(state.policy.clone())
+        }
+        Err(error) => {
+            tracing::error!(%error, "deliveries disabled");
+            Scheduler::new(state.store.clone()).with_policy(state.policy.clone())
+        }
+    };
+    let scheduler =
+        tokio::spawn(scheduler.run(state.clock.clone(), SCHEDULER_TICK, state.shutdown.clone()));
+    let served = run(listener, state, shutdown).await;
+    let _ = scheduler.await;
+    served
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,446 @@
+use super::*;
+use crate::slack::testutil::{all_text, approval, check_limits, now, vote};
+use serde_json::json;
+
+fn block_types(message: &Value) -> Vec<&str> {
+    message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect()
+}
+
+fn find_block<'a>(message: &'a Value, kind: &str) -> Option<&'a Value> {
+    message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == kind)
+}
+
+fn section_texts(message: &Value) -> Vec<String> {
+    message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["type"] == "section" && b.get("text").is_some())
+        .map(|b| b["text"]["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_pending_message_has_the_three_buttons_with_ids_and_styles() {
+    let a = approval();
+    let message = approval_message(&a, now());
+    check_limits(&message);
+    let actions = find_block(&message, "actions").expect("actions block");
+    assert_eq!(actions["block_id"], format!("approval:{}", a.id));
+    let buttons = actions["elements"].as_array().unwrap();
+    let summary: Vec<(&str, &str, Option<&str>)> = buttons
+        .iter()
+        .map(|b| {
+            (
+                b["text"]["text"].as_str().unwrap(),
+                b["action_id"].as_str().unwrap(),
+                b["style"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("Approve", "approve", Some("primary")),
+            ("Deny", "deny", Some("danger")),
+            ("Edit & approve", "edit", None),
+        ]
+    );
+    for button in buttons {
+        assert_eq!(button["value"], a.id.to_string());
+    }
+}
+
+#[test]
+fn a_pending_message_has_header_fields_fallback_and_short_id() {
+    let mut a = approval();
+    a.votes = vec![vote("U1", Decision::Approve, 1)];
+    let message = approval_message(&a, now());
+    assert_eq!(block_types(&message)[0], "header");
+    assert_eq!(message["blocks"][0]["text"]["text"], "deploy_service");
+    assert_eq!(
+        message["text"],
+        "Approval needed: deploy_service — environment: prod; service: api"
+    );
+    let fields = message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|b| b.get("fields"))
+        .unwrap();
+    let fields: Vec<&str> = fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields[0], "*Risk*\n:large_yellow_circle: medium");
+    assert_eq!(fields[1], "*Requested by*\nagent-session-42");
+    assert_eq!(
+        fields[2],
+        "*Expires*\n<!date^1714572300^{date_short_pretty} {time}|2024-05-01 14:05 UTC> (in 2h 5m)"
+    );
+    assert_eq!(fields[3], "*Votes*\n1 of 2 approvals: <@U1>");
+    let text = all_text(&message);
+    assert!(text.contains("ID `0123abcd` · requested 5m ago"), "{text}");
+}
+
+#[test]
+fn parameters_are_readable_not_a_json_dump() {
+    let message = approval_message(&approval(), now());
+    let sections = section_texts(&message);
+    assert_eq!(sections[0], "• environment: prod\n• service: api");
+    assert!(
+        sections
+            .iter()
+            .all(|s| !s.contains('{') && !s.contains('"')),
+        "{sections:?}"
+    );
+}
+
+#[test]
+fn the_summary_comes_first_and_the_parameters_still_show() {
+    let mut a = approval();
+    a.summary = Some("Deploy api to prod".into());
+    let message = approval_message(&a, now());
+    let sections = section_texts(&message);
+    assert_eq!(sections[0], "Deploy api to prod");
+    assert_eq!(
+        sections[1],
+        "*Parameters*\n• environment: prod\n• service: api"
+    );
+    assert_eq!(
+        message["text"],
+        "Approval needed: deploy_service — Deploy api to prod"
+    );
+}
+
+#[test]
+fn context_and_edits_are_noted() {
+    let mut a = approval();
+    a.context = Some("User asked for it".into());
+    a.original_parameters = Some(json!({"service": "web"}));
+    let text = all_text(&approval_message(&a, now()));
+    assert!(text.contains(":speech_balloon: User asked for it"));
+    assert!(text.contains(":pencil2: An approver edited"));
+}
+
+#[test]
+fn high_risk_approvals_ask_for_confirmation() {
+    let mut a = approval();
+    assert!(
+        approval_message(&a, now())["blocks"]
+            .to_string()
+            .find("confirm")
+            .is_none()
+    );
+    a.risk_tier = Tier::High;
+    let message = approval_message(&a, now());
+    let actions = find_block(&message, "actions").unwrap();
+    assert_eq!(
+        actions["elements"][0]["confirm"]["confirm"]["text"],
+        "Approve"
+    );
+    assert!(all_text(&message).contains(":red_circle: high"));
+}
+
+#[test]
+fn an_overdue_pending_approval_says_so() {
+    let a = approval();
+    let later = a.expires_at + chrono::Duration::minutes(1);
+    assert!(all_text(&approval_message(&a, later)).contains("(overdue)"));
+}
+
+#[test]
+fn a_settled_approval_never_gets_live_buttons() {
+    let mut a = approval();
+    a.status = Status::Denied;
+    let message = approval_message(&a, now());
+    assert!(find_block(&message, "actions").is_none());
+    assert_eq!(message, decided_message(&a));
+}
+
+fn outcome(a: &Approval) -> String {
+    let message = decided_message(a);
+    check_limits(&message);
+    assert!(
+        find_block(&message, "actions").is_none(),
+        "no buttons after a decision"
+    );
+    assert!(message["text"].as_str().is_some_and(|t| !t.is_empty()));
+    section_texts(&message).last().unwrap().clone()
+}
+
+#[test]
+fn decided_messages_say_who_approved_and_when() {
+    let mut a = approval();
+    a.status = Status::Approved;
+    a.decided_by = Some("U1, U2".into());
+    a.decision_at = Some(now());
+    assert_eq!(
+        outcome(&a),
+        ":white_check_mark: Approved by <@U1>, <@U2> at <!date^1714564800^{date_short_pretty} {time}|2024-05-01 12:00 UTC>"
+    );
+    assert!(
+        decided_message(&a)["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Approved: deploy_service")
+    );
+    a.decided_by = Some("policy".into());
+    assert!(outcome(&a).starts_with(":white_check_mark: Approved automatically by policy at"));
+}
+
+#[test]
+fn decided_messages_say_who_denied_and_why() {
+    let mut a = approval();
+    a.status = Status::Denied;
+    a.decided_by = Some("U3".into());
+    a.reason = Some("not on a <Friday>".into());
+    let line = outcome(&a);
+    assert_eq!(line, ":x: Denied by <@U3> — not on a &lt;Friday&gt;");
+    a.reason = None;
+    a.decided_by = Some("ops-person".into());
+    assert_eq!(outcome(&a), ":x: Denied by ops-person");
+}
+
+#[test]
+fn expired_messages_say_nothing_ran() {
+    let mut a = approval();
+    a.status = Status::Expired;
+    assert_eq!(
+        outcome(&a),
+        ":hourglass: Expired — nobody decided in time (not executed)"
+    );
+    a.decided_by = Some("U1".into());
+    assert_eq!(
+        outcome(&a),
+        ":hourglass: Expired — approved by <@U1> but not run in time (not executed)"
+    );
+}
+
+#[test]
+fn cancelled_and_executed_messages_have_their_own_lines() {
+    let mut a = approval();
+    a.status = Status::Cancelled;
+    a.decided_by = Some("ci-bot".into());
+    assert_eq!(outcome(&a), ":no_entry_sign: Cancelled by requester");
+    a.status = Status::Executed;
+    a.decided_by = Some("U1".into());
+    a.executed_at = Some(now());
+    assert_eq!(
+        outcome(&a),
+        ":rocket: Executed at <!date^1714564800^{date_short_pretty} {time}|2024-05-01 12:00 UTC> (approved by <@U1>)"
+    );
+}
+
+/// Every status, with huge input: limits hold everywhere.
+fn huge() -> Approval {
+    let mut params: serde_json::Map<String, Value> = (0..10_000)
+        .map(|i| (format!("key{i:05}"), json!(format!("v{i}"))))
+        .collect();
+    params.insert("aaa_big".into(), json!("ü<&>".repeat(250_000)));
+    let mut deep = json!("bottom");
+    for i in 0..100 {
+        deep = json!({ format!("level{i}"): deep });
+    }
+    params.insert("aab_deep".into(), deep);
+    let mut a = approval();
+    a.tool_name = "t".repeat(500);
+    a.parameters = Value::Object(params);
+    a.summary = Some("s&".repeat(50_000));
+    a.context = Some("<c>".repeat(50_000));
+    a.requested_by = Some("r".repeat(5_000));
+    a.reason = Some("é".repeat(50_000));
+    a.required_approvals = 5_000;
+    a.votes = (0..5_000)
+        .map(|i| vote(&format!("U{i:010}"), Decision::Approve, 1))
+        .collect();
+    a.decided_by = Some(
+        a.votes
+            .iter()
+            .map(|v| v.user.clone())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    a.decision_at = Some(now());
+    a.executed_at = Some(now());
+    a
+}
+
+#[test]
+fn block_kit_limits_hold_for_huge_input_in_every_status() {
+    let mut a = huge();
+    for status in Status::ALL {
+        a.status = status;
+        let message = approval_message(&a, now());
+        check_limits(&message);
+        assert!(message["text"].as_str().unwrap().chars().count() <= 300);
+        check_limits(&decided_message(&a));
+    }
+    for tier in [Tier::Low, Tier::Medium, Tier::High] {
+        a.status = Status::Pending;
+        a.risk_tier = tier;
+        check_limits(&approval_message(&a, now()));
+    }
+    check_limits(&deny_modal(&a));
+    check_limits(&edit_modal(&a));
+}
+
+#[test]
+fn huge_parameters_say_how_many_lines_were_left_out() {
+    let a = huge();
+    let message = approval_message(&a, now());
+    let params = section_texts(&message)[1].clone();
+    assert!(params.starts_with("*Parameters*\n"));
+    assert!(
+        params.lines().last().unwrap().starts_with("… and "),
+        "{params}"
+    );
+    assert!(params.contains("(nested too deep to show)"));
+}
+
+#[test]
+fn user_text_cannot_inject_mentions_or_links() {
+    let mut a = approval();
+    a.tool_name = "<!channel>".into();
+    a.summary = Some("hi <!here> <@U123> <https://evil.example|click>".into());
+    a.context = Some("<!everyone>".into());
+    a.parameters = json!({"to": "<@U999>", "<!subteam^S1>": "x & y"});
+    a.requested_by = Some("<!channel>".into());
+    let message = approval_message(&a, now());
+    let text = all_text(&message);
+    for bad in [
+        "<!channel>",
+        "<!here>",
+        "<@U123>",
+        "<https://",
+        "<!everyone>",
+        "<@U999>",
+        "<!subteam",
+    ] {
+        // The header is plain text, which Slack never turns into mentions.
+        let outside_header = text.replacen("<!channel>", "", 1);
+        assert!(!outside_header.contains(bad), "{bad} leaked: {text}");
+    }
+    assert!(text.contains("&lt;!here&gt;"));
+    assert!(text.contains("x &amp; y"));
+    assert_eq!(message["blocks"][0]["text"]["type"], "plain_text");
+}
+
+#[test]
+fn truncation_keeps_multi_byte_characters_whole() {
+    let mut a = approval();
+    a.tool_name = "🚀".repeat(400);
+    a.summary = Some("日本".repeat(5_000));
+    let message = approval_message(&a, now());
+    check_limits(&message);
+    let header = message["blocks"][0]["text"]["text"].as_str().unwrap();
+    assert_eq!(header.chars().count(), 150);
+    assert!(header.ends_with("🚀…"));
+}
+
+#[test]
+fn the_deny_modal_asks_for_an_optional_reason() {
+    let a = approval();
+    let view = deny_modal(&a);
+    check_limits(&view);
+    assert_eq!(view["callback_id"], "deny_reason");
+    assert_eq!(view["private_metadata"], a.id.to_string());
+    assert_eq!(view["submit"]["text"], "Deny");
+    assert_eq!(view["close"]["text"], "Cancel");
+    let input = find_block(&view, "input").unwrap();
+    assert_eq!(input["block_id"], "reason");
+    assert_eq!(input["optional"], true);
+    assert_eq!(input["element"]["action_id"], "reason");
+    assert_eq!(input["element"]["multiline"], true);
+}
+
+#[test]
+fn the_edit_modal_holds_pretty_json() {
+    let a = approval();
+    let view = edit_modal(&a);
+    check_limits(&view);
+    assert_eq!(view["callback_id"], "edit_approve");
+    assert_eq!(view["private_metadata"], a.id.to_string());
+    assert_eq!(view["submit"]["text"], "Approve edited");
+    let input = find_block(&view, "input").unwrap();
+    assert_eq!(input["block_id"], "parameters");
+    assert_eq!(input["element"]["action_id"], "parameters");
+    let initial = input["element"]["initial_value"].as_str().unwrap();
+    assert!(
+        initial.contains("\n  \"environment\": \"prod\""),
+        "{initial}"
+    );
+    assert_eq!(parse_edited_parameters(initial), Ok(a.parameters.clone()));
+}
+
+#[test]
+fn the_edit_modal_falls_back_to_compact_json_then_to_a_note() {
+    let mut a = approval();
+    // Pretty printing adds indentation and line breaks: about 2900 chars compact,
+    // well over 3000 pretty.
+    let params: serde_json::Map<String, Value> =
+        (0..290).map(|i| (format!("k{i:03}"), json!(1))).collect();
+    a.parameters = Value::Object(params);
+    let compact = serde_json::to_string(&a.parameters).unwrap();
+    assert!(
+        compact.len() <= 3000 && serde_json::to_string_pretty(&a.parameters).unwrap().len() > 3000
+    );
+    let view = edit_modal(&a);
+    check_limits(&view);
+    assert_eq!(
+        find_block(&view, "input").unwrap()["element"]["initial_value"],
+        compact
+    );
+
+    a.parameters = json!({"big": "x".repeat(3000)});
+    let view = edit_modal(&a);
+    check_limits(&view);
+    assert!(find_block(&view, "input").is_none());
+    assert!(view.get("submit").is_none());
+    assert_eq!(view["close"]["text"], "Close");
+    assert!(all_text(&view).contains("too large to edit in Slack"));
+}
+
+#[test]
+fn edited_parameters_must_be_a_json_object() {
+    assert_eq!(
+        parse_edited_parameters(" {\"a\": 1} \n"),
+        Ok(json!({"a": 1}))
+    );
+    let err = parse_edited_parameters("{\"a\": ").unwrap_err();
+    assert!(err.starts_with("Not valid JSON: "), "{err}");
+    assert_eq!(
+        parse_edited_parameters("[1]"),
+        Err("Parameters must be a JSON object".into())
+    );
+    assert_eq!(
+        parse_edited_parameters("null"),
+        Err("Parameters must be a JSON object".into())
+    );
+    assert!(
+        parse_edited_parameters("")
+            .unwrap_err()
+            .starts_with("Not valid JSON")
+    );
+    let curly = parse_edited_parameters("{“a”: 1}").unwrap_err();
+    assert!(curly.contains("curly quotes"), "{curly}");
+}
+
+#[test]
+fn modal_errors_name_the_input_block() {
+    assert_eq!(
+        modal_errors("parameters", "Parameters must be a JSON object"),
+        json!({"response_action": "errors", "errors": {"parameters": "Parameters must be a JSON object"}})
+    );
+}

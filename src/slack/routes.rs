@@ -1,0 +1,343 @@
+//! `POST /slack/interactions` (button clicks, modal submissions) and
+//! `POST /slack/commands` (`/approvals`). Every request is verified on its raw body
+//! before anything else; a bad signature is 401 and changes nothing. Handlers record
+//! the vote and answer at once; message updates go through the outbox, and modals and
+//! ephemeral replies are sent in the background so the ack stays fast.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use super::app::SlackApp;
+use super::blocks::{
+    self, ACTION_APPROVE, ACTION_DENY, ACTION_EDIT, DENY_CALLBACK, EDIT_CALLBACK, PARAMETERS_INPUT,
+    REASON_INPUT,
+};
+use super::commands::{self, Command};
+use super::verify;
+use crate::api::ApiError;
+use crate::approval::{Approval, ApprovalId, Decision, Event};
+use crate::server::AppState;
+use crate::store::StoreError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/slack/interactions", post(interactions))
+        .route("/slack/commands", post(slash_command))
+}
+
+/// Checks the signature and returns the Slack side of the state.
+fn verified<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<&'a SlackApp, ApiError> {
+    let unavailable = || {
+        ApiError::NotConfigured(
+            "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET".into(),
+        )
+    };
+    let slack = state.slack.as_ref().ok_or_else(unavailable)?;
+    let secret = slack.signing_secret.as_deref().ok_or_else(unavailable)?;
+    verify::verify_headers(
+        secret.as_bytes(),
+        headers,
+        body,
+        state.clock.now().timestamp(),
+    )
+    .map_err(|error| {
+        tracing::warn!(%error, "refused a Slack request");
+        ApiError::BadSignature(error.to_string())
+    })?;
+    Ok(slack)
+}
+
+fn form(body: &[u8]) -> Result<std::collections::HashMap<String, String>, ApiError> {
+    serde_urlencoded::from_bytes(body)
+        .map_err(|error| ApiError::BadRequest(format!("malformed form body: {error}")))
+}
+
+/// What a click or submission is about, taken from the payload.
+struct Actor {
+    user: String,
+    channel: Option<String>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let slack = match verified(&state, &headers, &body) {
+        Ok(slack) => slack.clone(),
+        Err(refused) => return refused.into_response(),
+    };
+    let payload: Value = match form(&body).map(|mut fields| fields.remove("payload")) {
+        Ok(Some(raw)) => match serde_json::from_str(&raw) {
+            Ok(payload) => payload,
+            Err(error) => {
+                return ApiError::BadRequest(format!("payload is not JSON: {error}"))
+                    .into_response();
+            }
+        },
+        Ok(None) => return ApiError::BadRequest("missing payload field".into()).into_response(),
+        Err(refused) => return refused.into_response(),
+    };
+    let Some(user) = payload["user"]["id"].as_str().map(str::to_owned) else {
+        return ApiError::BadRequest("payload has no user.id".into()).into_response();
+    };
+    let channel = payload["channel"]["id"]
+        .as_str()
+        .or(payload["container"]["channel_id"].as_str())
+        .map(str::to_owned);
+    let actor = Actor { user, channel };
+    match payload["type"].as_str() {
+        Some("block_actions") => block_action(&state, &slack, &payload, actor).await,
+        Some("view_submission") => view_submission(&state, &slack, &payload, actor).await,
+        // Other interaction types (view_closed, shortcuts) need nothing from us.
+        _ => ().into_response(),
+    }
+}
+
+async fn block_action(
+    state: &AppState,
+    slack: &SlackApp,
+    payload: &Value,
+    actor: Actor,
+) -> Response {
+    let action = &payload["actions"][0];
+    let (Some(action_id), Some(value)) = (action["action_id"].as_str(), action["value"].as_str())
+    else {
+        return ApiError::BadRequest("block action without action_id and value".into())
+            .into_response();
+    };
+    let approval = match find(state, value).await {
+        Ok(approval) => approval,
+        Err(message) => return ephemeral(slack, &actor, message),
+    };
+    if let Err(message) = slack.approvers.may_decide(&approval, &actor.user).await {
+        return ephemeral(slack, &actor, message);
+    }
+    match action_id {
+        ACTION_APPROVE => {
+            let event = Event::Vote {
+                user: actor.user.clone(),
+                decision: Decision::Approve,
+                reason: None,
+            };
+            match state
+                .store
+                .apply(approval.id, event, state.clock.now())
+                .await
+            {
+                Ok(_) => ().into_response(),
+                Err(error) => refusal(slack, &actor, error),
+            }
+        }
+        ACTION_DENY | ACTION_EDIT => {
+            // Refuse now rather than after the person filled in a modal.
+            if let Err(rejection) = crate::approval::machine::check_can_decide(
+                &approval,
+                &actor.user,
+                state.clock.now(),
+            ) {
+                return ephemeral(slack, &actor, not_counted(&rejection.to_string()));
+            }
+            let Some(trigger_id) = payload["trigger_id"].as_str() else {
+                return ApiError::BadRequest("block action without trigger_id".into())
+                    .into_response();
+            };
+            let view = if action_id == ACTION_DENY {
+                blocks::deny_modal(&approval)
+            } else {
+                blocks::edit_modal(&approval)
+            };
+            let client = slack.client.clone();
+            let body = json!({ "trigger_id": trigger_id, "view": view });
+            // The trigger expires 3 s after the click: open the modal right away, and
+            // answer Slack without waiting for it.
+            tokio::spawn(async move {
+                let _ = client.call("views.open", &body).await;
+            });
+            ().into_response()
+        }
+        other => ApiError::BadRequest(format!("unknown action {other:?}")).into_response(),
+    }
+}
+
+async fn view_submission(
+    state: &AppState,
+    slack: &SlackApp,
+    payload: &Value,
+    actor: Actor,
+) -> Response {
+    let view = &payload["view"];
+    let callback = view["callback_id"].as_str().unwrap_or_default();
+    let (input, event) = match callback {
+        DENY_CALLBACK => {
+            let reason = view["state"]["values"][REASON_INPUT][REASON_INPUT]["value"]
+                .as_str()
+                .map(str::trim)
+                .filter(|reason| !reason.is_empty())
+                .map(str::to_owned);
+            let event = Event::Vote {
+                user: actor.user.clone(),
+                decision: Decision::Deny,
+                reason,
+            };
+            (REASON_INPUT, event)
+        }
+        EDIT_CALLBACK => {
+            let text = view["state"]["values"][PARAMETERS_INPUT][PARAMETERS_INPUT]["value"]
+                .as_str()
+                .unwrap_or_default();
+            match blocks::parse_edited_parameters(text) {
+                Ok(parameters) => (
+                    PARAMETERS_INPUT,
+                    Event::EditApprove {
+                        user: actor.user.clone(),
+                        parameters,
+                    },
+                ),
+                Err(message) => {
+                    return axum::Json(blocks::modal_errors(PARAMETERS_INPUT, &message))
+                        .into_response();
+                }
+            }
+        }
+        _ => return ().into_response(),
+    };
+    let approval = match find(state, view["private_metadata"].as_str().unwrap_or_default()).await {
+        Ok(approval) => approval,
+        Err(message) => return axum::Json(blocks::modal_errors(input, &message)).into_response(),
+    };
+    if let Err(message) = slack.approvers.may_decide(&approval, &actor.user).await {
+        return axum::Json(blocks::modal_errors(input, &message)).into_response();
+    }
+    match state
+        .store
+        .apply(approval.id, event, state.clock.now())
+        .await
+    {
+        // An empty 200 closes the modal.
+        Ok(_) => ().into_response(),
+        Err(StoreError::Rejected { rejection, .. }) => axum::Json(blocks::modal_errors(
+            input,
+            &not_counted(&rejection.to_string()),
+        ))
+        .into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// The approval a button or modal names, or the sentence to show when there is none.
+async fn find(state: &AppState, raw_id: &str) -> Result<Approval, String> {
+    let gone = || "This approval request does not exist (any more).".to_owned();
+    let id: ApprovalId = raw_id.parse().map_err(|_| gone())?;
+    match state.store.get(id).await {
+        Ok(Some(approval)) => Ok(approval),
+        Ok(None) => Err(gone()),
+        Err(error) => {
+            tracing::error!(%error, "cannot read approval");
+            Err("signoff could not read this request just now; please try again.".into())
+        }
+    }
+}
+
+fn not_counted(why: &str) -> String {
+    format!("Your decision was not recorded: {why}.")
+}
+
+fn refusal(slack: &SlackApp, actor: &Actor, error: StoreError) -> Response {
+    match error {
+        StoreError::Rejected { rejection, .. } => {
+            ephemeral(slack, actor, not_counted(&rejection.to_string()))
+        }
+        StoreError::NotFound(_) => ephemeral(
+            slack,
+            actor,
+            "This approval request does not exist (any more).".into(),
+        ),
+        other => ApiError::from(other).into_response(),
+    }
+}
+
+/// Tells only `actor` why nothing happened (chat.postEphemeral, in the background),
+/// and acks the click.
+fn ephemeral(slack: &SlackApp, actor: &Actor, text: String) -> Response {
+    if let Some(channel) = &actor.channel {
+        let client = slack.client.clone();
+        let body = json!({ "channel": channel, "user": actor.user, "text": text });
+        tokio::spawn(async move {
+            let _ = client.call("chat.postEphemeral", &body).await;
+        });
+    }
+    ().into_response()
+}
+
+#[tracing::instrument(skip_all)]
+async fn slash_command(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let slack = match verified(&state, &headers, &body) {
+        Ok(slack) => slack.clone(),
+        Err(refused) => return refused.into_response(),
+    };
+    let fields = match form(&body) {
+        Ok(fields) => fields,
+        Err(refused) => return refused.into_response(),
+    };
+    let Some(user) = fields.get("user_id") else {
+        return ApiError::BadRequest("missing user_id".into()).into_response();
+    };
+    let text = fields.get("text").map_or("", String::as_str);
+    let now = state.clock.now();
+    let reply = match commands::parse(text) {
+        Command::Pending => match pending_for(&state, &slack, user).await {
+            Ok(reply) => reply,
+            Err(error) => return ApiError::from(error).into_response(),
+        },
+        Command::Status(prefix) => match state.store.find_by_prefix(&prefix).await {
+            Ok(ids) if ids.len() == 1 => match state.store.get(ids[0]).await {
+                Ok(Some(approval)) => commands::status_reply(&approval, now),
+                Ok(None) => commands::text_reply(&format!("No approval matches `{prefix}`.")),
+                Err(error) => return ApiError::from(error).into_response(),
+            },
+            Ok(ids) if ids.is_empty() => {
+                commands::text_reply(&format!("No approval matches `{prefix}`."))
+            }
+            Ok(_) => commands::text_reply(&format!(
+                "`{prefix}` matches more than one approval; type more of the id."
+            )),
+            Err(error) => return ApiError::from(error).into_response(),
+        },
+        Command::Help => commands::text_reply(commands::usage()),
+        Command::Unknown(problem) => commands::text_reply(&commands::unknown_reply(&problem)),
+    };
+    axum::Json(reply).into_response()
+}
+
+/// How many pending approvals `/approvals` looks through.
+const PENDING_SCAN: i64 = 500;
+
+async fn pending_for(state: &AppState, slack: &SlackApp, user: &str) -> Result<Value, StoreError> {
+    let mut mine = Vec::new();
+    for approval in state.store.list_pending(PENDING_SCAN).await? {
+        if approval.has_voted(user) || slack.approvers.may_decide(&approval, user).await.is_err() {
+            continue;
+        }
+        let link = state
+            .store
+            .messages(approval.id)
+            .await?
+            .into_iter()
+            .find(|m| m.kind == "main")
+            .and_then(|m| m.permalink);
+        mine.push((approval, link));
+    }
+    let items: Vec<(&Approval, Option<&str>)> =
+        mine.iter().map(|(a, link)| (a, link.as_deref())).collect();
+    Ok(commands::pending_list_reply_linked(
+        &items,
+        state.clock.now(),
+    ))
+}

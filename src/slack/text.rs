@@ -1,0 +1,375 @@
+//! Text helpers shared by the Slack renderers: escaping user-supplied text for mrkdwn,
+//! cutting it to Block Kit's limits on character boundaries, mentions, times, and the
+//! readable `• key: value` rendering of parameters (never a raw JSON dump).
+//!
+//! Lengths are counted in `char`s, after escaping, because that is what Slack measures
+//! against its limits.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::approval::{Approval, Tier};
+
+/// Appended to anything that was cut.
+pub const ELLIPSIS: char = '…';
+/// How deep the parameter rendering walks into nested values before summarising the rest.
+const MAX_DEPTH: usize = 8;
+/// Caps for one parameter line, so a single huge key or value cannot crowd out the rest.
+const MAX_KEY_CHARS: usize = 120;
+const MAX_VALUE_CHARS: usize = 300;
+
+/// Escapes the three characters Slack treats as control characters in mrkdwn, so that
+/// user text cannot produce mentions (`<!channel>`), links or user pings.
+pub fn escape(text: &str) -> String {
+    fit(text, usize::MAX)
+}
+
+/// Escapes `text` for mrkdwn and cuts it to at most `max` chars (counted after
+/// escaping), ending with `…` when cut. An escape sequence is never split.
+pub fn fit(text: &str, max: usize) -> String {
+    cut(text, max, true, false)
+}
+
+/// Like [`fit`], with line breaks and tabs turned into spaces: for list items and
+/// fallback text where one value must stay on one line.
+pub fn fit_line(text: &str, max: usize) -> String {
+    cut(text, max, true, true)
+}
+
+/// For `plain_text` objects (headers, button labels, modal titles): no escaping, since
+/// Slack shows plain text literally, one line, cut to `max` chars.
+pub fn fit_plain(text: &str, max: usize) -> String {
+    cut(text, max, false, true)
+}
+
+fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
+    if max == 0 {
+        return String::new();
+    }
+    let mut out = String::new();
+    let mut used = 0usize;
+    // Byte length of `out` at the last point that still leaves room for the ellipsis.
+    let mut mark = None;
+    for c in text.chars() {
+        let c = if single_line && matches!(c, '\n' | '\r' | '\t') {
+            ' '
+        } else {
+            c
+        };
+        let piece = match c {
+            '&' if escape => "&amp;",
+            '<' if escape => "&lt;",
+            '>' if escape => "&gt;",
+            _ => "",
+        };
+        let len = if piece.is_empty() {
+            1
+        } else {
+            piece.chars().count()
+        };
+        if used + len > max {
+            out.truncate(mark.unwrap_or(out.len()));
+            out.push(ELLIPSIS);
+            return out;
+        }
+        if mark.is_none() && used + len > max - 1 {
+            mark = Some(out.len());
+        }
+        if piece.is_empty() {
+            out.push(c);
+        } else {
+            out.push_str(piece);
+        }
+        used += len;
+    }
+    out
+}
+
+/// Whether `id` looks like a Slack user id (`U…` or `W…`, upper-case letters and digits).
+pub fn is_user_id(id: &str) -> bool {
+    id.len() >= 2
+        && id.len() <= 32
+        && id.starts_with(['U', 'W'])
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// `<@U…>` for a Slack user id, else the escaped name (an API token name, `policy`, …).
+pub fn person(who: &str) -> String {
+    let who = who.trim();
+    if is_user_id(who) {
+        format!("<@{who}>")
+    } else {
+        fit_line(who, 80)
+    }
+}
+
+/// Renders a `decided_by` value (one actor, or approvers joined with `, `) as mentions,
+/// keeping to `max` chars by dropping whole names: a cut mention would show as raw text.
+pub fn people(decided_by: &str, max: usize) -> String {
+    let names: Vec<String> = decided_by
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(person)
+        .collect();
+    join_limited(&names, ", ", max)
+}
+
+/// Joins whole `items` with `sep`, ending with ` and N more` when they do not all fit in
+/// `max` chars. Items are never cut, so mentions and links stay intact.
+pub fn join_limited(items: &[String], sep: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut used = 0;
+    for (i, item) in items.iter().enumerate() {
+        let rest = items.len() - i - 1;
+        let tail = if rest > 0 {
+            format!(" and {rest} more").chars().count()
+        } else {
+            0
+        };
+        let add = item.chars().count() + if i > 0 { sep.chars().count() } else { 0 };
+        if used + add + tail > max {
+            let more = format!(" and {} more", items.len() - i);
+            if used + more.chars().count() <= max {
+                out.push_str(&more);
+            }
+            return out;
+        }
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(item);
+        used += add;
+    }
+    out
+}
+
+/// The risk tier as an emoji badge, e.g. `:large_yellow_circle: medium`.
+pub fn tier_badge(tier: Tier) -> String {
+    let emoji = match tier {
+        Tier::Low => ":large_green_circle:",
+        Tier::Medium => ":large_yellow_circle:",
+        Tier::High => ":red_circle:",
+    };
+    format!("{emoji} {}", tier.as_str())
+}
+
+/// A Slack date token: each reader sees it in their own time zone; the fallback (UTC) is
+/// what clients that cannot format dates show.
+pub fn slack_date(at: DateTime<Utc>) -> String {
+    format!(
+        "<!date^{}^{{date_short_pretty}} {{time}}|{}>",
+        at.timestamp(),
+        at.format("%Y-%m-%d %H:%M UTC")
+    )
+}
+
+/// A short duration such as `2h 5m`, `3d 4h`, `5m` or `40s` (negative is treated as 0).
+pub fn duration_short(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, 0, _) => format!("{d}d"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// `in 2h 5m` for a future time, `5m ago` for a past one.
+pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (at - now).num_seconds();
+    if secs >= 0 {
+        format!("in {}", duration_short(secs))
+    } else {
+        format!("{} ago", duration_short(-secs))
+    }
+}
+
+/// Who asked: the `requested_by` identity, else the API token's name.
+pub fn requester(a: &Approval) -> String {
+    match (a.requested_by.as_deref(), a.token_name.as_deref()) {
+        (Some(who), _) if !who.trim().is_empty() => person(who),
+        (_, Some(token)) => format!("token {}", fit_line(token, 80)),
+        _ => "unknown".to_string(),
+    }
+}
+
+/// Parameters as readable lines (`• key: value`), at most `max_lines` of them, plus the
+/// total number of lines the full rendering has. The lines are NOT escaped yet: callers
+/// escape whole lines so that length accounting happens on what Slack receives.
+///
+/// Strings are unquoted; arrays of scalars are comma-joined; nested objects become
+/// `key.sub: value`; arrays holding objects or arrays are indexed (`key.0.sub`).
+fn raw_param_lines(params: &Value, max_lines: usize) -> (Vec<String>, usize) {
+    let mut lines = Vec::new();
+    let mut total = 0;
+    match params {
+        Value::Null => {}
+        Value::Object(map) if map.is_empty() => {}
+        Value::Object(_) => walk(params, &mut String::new(), 0, &mut |path, value| {
+            total += 1;
+            if lines.len() < max_lines {
+                lines.push(format!(
+                    "• {}: {}",
+                    fit_plain(path, MAX_KEY_CHARS),
+                    scalar_or_list(value)
+                ));
+            }
+        }),
+        other => {
+            total = 1;
+            if max_lines > 0 {
+                lines.push(format!("• {}", scalar_or_list(other)));
+            }
+        }
+    }
+    (lines, total)
+}
+
+/// The parameters as escaped mrkdwn lines within `max` chars, ending with
+/// `… and N more` when lines had to be left out. An empty object reads `_No parameters._`.
+pub fn params_mrkdwn(params: &Value, max: usize) -> String {
+    // A line is at least 6 chars plus a newline, so this many lines always fill `max`.
+    let (lines, total) = raw_param_lines(params, max / 4 + 1);
+    if total == 0 {
+        return "_No parameters._".to_string();
+    }
+    let more = |n: usize| format!("… and {n} more");
+    let mut out = String::new();
+    let mut used = 0;
+    for (i, raw) in lines.iter().enumerate() {
+        let line = escape(raw);
+        let left = total - i - 1;
+        let tail = if left > 0 {
+            more(left).chars().count() + 1
+        } else {
+            0
+        };
+        let add = line.chars().count() + usize::from(i > 0);
+        if used + add + tail > max {
+            let missing = more(total - i);
+            if i == 0 {
+                // Not even one whole line fits: cut it, and still say what is missing.
+                let room = max.saturating_sub(missing.chars().count() + 1);
+                if room == 0 {
+                    return fit(&missing, max);
+                }
+                return format!("{}\n{missing}", fit(raw, room));
+            }
+            out.push('\n');
+            out.push_str(&missing);
+            return out;
+        }
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&line);
+        used += add;
+    }
+    if total > lines.len() {
+        out.push('\n');
+        out.push_str(&more(total - lines.len()));
+    }
+    out
+}
+
+/// Parameters on one line (`key: value; key: value`), escaped, within `max` chars: for
+/// list items and fallback text.
+pub fn params_one_line(params: &Value, max: usize) -> String {
+    let (lines, total) = raw_param_lines(params, 12);
+    if total == 0 {
+        return "no parameters".to_string();
+    }
+    let mut joined = lines
+        .iter()
+        .map(|line| line.trim_start_matches("• "))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if total > lines.len() {
+        joined.push_str(&format!("; +{} more", total - lines.len()));
+    }
+    fit_line(&joined, max)
+}
+
+/// The summary if there is one, else the parameters on one line; escaped, within `max`.
+pub fn summary_or_params(a: &Approval, max: usize) -> String {
+    match a.summary.as_deref().map(str::trim) {
+        Some(summary) if !summary.is_empty() => fit_line(summary, max),
+        _ => params_one_line(&a.parameters, max),
+    }
+}
+
+/// Calls `emit(path, value)` for every leaf, in key order. Depth is bounded so that a
+/// pathological nesting cannot exhaust the stack.
+fn walk(value: &Value, path: &mut String, depth: usize, emit: &mut dyn FnMut(&str, &Value)) {
+    let has_children = match value {
+        Value::Object(map) => !map.is_empty(),
+        Value::Array(items) => items.iter().any(|i| i.is_object() || i.is_array()),
+        _ => false,
+    };
+    if !has_children {
+        return emit(path, value);
+    }
+    if depth >= MAX_DEPTH {
+        return emit(path, &Value::String("(nested too deep to show)".into()));
+    }
+    let mut child = |key: &str, item: &Value| {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+        walk(item, path, depth + 1, emit);
+        path.truncate(len);
+    };
+    match value {
+        Value::Object(map) => map.iter().for_each(|(key, item)| child(key, item)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, item)| child(&i.to_string(), item)),
+        _ => {}
+    }
+}
+
+/// One value, unescaped but capped: strings unquoted, scalars as written, arrays of
+/// scalars comma-joined, empty containers spelled out.
+fn scalar_or_list(value: &Value) -> String {
+    match value {
+        Value::String(s) if s.is_empty() => "\"\"".to_string(),
+        Value::String(s) => fit_plain(s, MAX_VALUE_CHARS),
+        Value::Array(items) if items.is_empty() => "(empty list)".to_string(),
+        Value::Array(items) => {
+            let mut joined = String::new();
+            for (i, item) in items.iter().enumerate() {
+                if joined.chars().count() > MAX_VALUE_CHARS {
+                    joined = fit_plain(&joined, MAX_VALUE_CHARS);
+                    joined.push_str(&format!(" (+{} more)", items.len() - i));
+                    return joined;
+                }
+                if i > 0 {
+                    joined.push_str(", ");
+                }
+                joined.push_str(&scalar_or_list(item));
+            }
+            fit_plain(&joined, MAX_VALUE_CHARS)
+        }
+        Value::Object(map) if map.is_empty() => "(empty)".to_string(),
+        Value::Object(_) => "(object)".to_string(),
+        other => fit_plain(&other.to_string(), MAX_VALUE_CHARS),
+    }
+}
+
+#[cfg(test)]
+#[path = "text_tests.rs"]
+mod tests;

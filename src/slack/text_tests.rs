@@ -1,0 +1,267 @@
+use super::*;
+use crate::slack::testutil::{approval, now};
+use serde_json::json;
+
+fn len(s: &str) -> usize {
+    s.chars().count()
+}
+
+#[test]
+fn mrkdwn_control_characters_are_escaped() {
+    assert_eq!(
+        escape("a & b <!channel> <@U1> <http://x|y>"),
+        "a &amp; b &lt;!channel&gt; &lt;@U1&gt; &lt;http://x|y&gt;"
+    );
+    assert_eq!(escape("plain *bold* _it_"), "plain *bold* _it_");
+}
+
+#[test]
+fn short_text_is_kept_whole() {
+    assert_eq!(fit("hello", 5), "hello");
+    assert_eq!(fit("", 5), "");
+}
+
+#[test]
+fn long_text_is_cut_with_an_ellipsis_within_the_limit() {
+    assert_eq!(fit("hello world", 5), "hell…");
+    assert_eq!(fit("hello", 0), "");
+    assert_eq!(fit("hello", 1), "…");
+}
+
+#[test]
+fn cutting_respects_multi_byte_characters() {
+    let text = "日本語のテキスト🎉🎉🎉";
+    for max in 0..15 {
+        let cut = fit(text, max);
+        assert!(len(&cut) <= max, "{cut:?} longer than {max}");
+        assert!(text.starts_with(cut.trim_end_matches('…')));
+    }
+    assert_eq!(fit("🎉🎉🎉", 2), "🎉…");
+}
+
+#[test]
+fn escapes_count_towards_the_limit_and_are_never_split() {
+    assert_eq!(fit("<<<", 15), "&lt;&lt;&lt;");
+    // "&lt;" is 4 chars: 6 leaves room for one entity plus the ellipsis, not two.
+    assert_eq!(fit("<<<", 6), "&lt;…");
+    assert_eq!(fit("<<<", 4), "…");
+    for max in 0..20 {
+        let cut = fit("a&b<c>d&&", max);
+        assert!(len(&cut) <= max);
+        let body = cut.trim_end_matches('…');
+        assert!(!body.ends_with('&') && !body.ends_with("&l") && !body.ends_with("&am"));
+    }
+}
+
+#[test]
+fn single_line_helpers_flatten_line_breaks() {
+    assert_eq!(fit_line("a\nb\tc\r", 10), "a b c ");
+    assert_eq!(fit_plain("a <b>\nc", 10), "a <b> c");
+}
+
+#[test]
+fn slack_user_ids_become_mentions_and_other_names_are_escaped() {
+    assert_eq!(person("U2CERLKJA"), "<@U2CERLKJA>");
+    assert_eq!(person("W0ADMIN"), "<@W0ADMIN>");
+    assert_eq!(person("agent-42"), "agent-42");
+    assert_eq!(person("Ualice"), "Ualice");
+    assert_eq!(person("U<!channel>"), "U&lt;!channel&gt;");
+    assert_eq!(person("policy"), "policy");
+}
+
+#[test]
+fn decided_by_lists_become_several_mentions() {
+    assert_eq!(people("U1, U2", 100), "<@U1>, <@U2>");
+    assert_eq!(people("ci-bot", 100), "ci-bot");
+}
+
+#[test]
+fn long_lists_keep_whole_items_and_say_how_many_are_missing() {
+    let ids: Vec<String> = (0..500).map(|i| format!("U{i:08}")).collect();
+    let joined = people(&ids.join(", "), 200);
+    assert!(len(&joined) <= 200);
+    assert!(joined.ends_with(" more"), "{joined}");
+    let missing: usize = joined
+        .rsplit(" and ")
+        .next()
+        .unwrap()
+        .trim_end_matches(" more")
+        .parse()
+        .unwrap();
+    assert_eq!(joined.matches("<@U").count() + missing, 500);
+    assert!(!joined.contains("<@U0000>"), "no cut mentions");
+}
+
+#[test]
+fn tier_badges_have_colours() {
+    assert_eq!(tier_badge(Tier::Low), ":large_green_circle: low");
+    assert_eq!(tier_badge(Tier::Medium), ":large_yellow_circle: medium");
+    assert_eq!(tier_badge(Tier::High), ":red_circle: high");
+}
+
+#[test]
+fn durations_are_short_and_readable() {
+    assert_eq!(duration_short(0), "0s");
+    assert_eq!(duration_short(45), "45s");
+    assert_eq!(duration_short(300), "5m");
+    assert_eq!(duration_short(7500), "2h 5m");
+    assert_eq!(duration_short(7200), "2h");
+    assert_eq!(duration_short(86_400 * 3 + 3600 * 4 + 61), "3d 4h");
+    assert_eq!(duration_short(86_400), "1d");
+    assert_eq!(duration_short(-5), "0s");
+}
+
+#[test]
+fn relative_times_read_in_and_ago() {
+    let now = now();
+    assert_eq!(
+        relative(now + chrono::Duration::minutes(125), now),
+        "in 2h 5m"
+    );
+    assert_eq!(relative(now - chrono::Duration::minutes(5), now), "5m ago");
+}
+
+#[test]
+fn slack_dates_carry_a_utc_fallback() {
+    assert_eq!(
+        slack_date(now()),
+        "<!date^1714564800^{date_short_pretty} {time}|2024-05-01 12:00 UTC>"
+    );
+}
+
+#[test]
+fn the_requester_falls_back_to_the_token_name() {
+    let mut a = approval();
+    assert_eq!(requester(&a), "agent-session-42");
+    a.requested_by = Some("U0BOB".into());
+    assert_eq!(requester(&a), "<@U0BOB>");
+    a.requested_by = None;
+    assert_eq!(requester(&a), "token ci-bot");
+    a.token_name = None;
+    assert_eq!(requester(&a), "unknown");
+}
+
+#[test]
+fn parameters_render_as_readable_lines() {
+    let params = json!({
+        "service": "api",
+        "replicas": 3,
+        "force": true,
+        "note": null,
+        "regions": ["eu-1", "us-2"],
+        "target": {"cluster": {"name": "main"}, "zone": "b"},
+        "records": [{"id": 1}, {"id": 2}],
+        "empty": "",
+        "none": [],
+        "blank": {}
+    });
+    assert_eq!(
+        params_mrkdwn(&params, 3000),
+        "• blank: (empty)\n• empty: \"\"\n• force: true\n• none: (empty list)\n• note: null\n\
+         • records.0.id: 1\n• records.1.id: 2\n• regions: eu-1, us-2\n• replicas: 3\n\
+         • service: api\n• target.cluster.name: main\n• target.zone: b"
+    );
+}
+
+#[test]
+fn empty_parameters_say_so() {
+    assert_eq!(params_mrkdwn(&json!({}), 3000), "_No parameters._");
+    assert_eq!(params_mrkdwn(&json!(null), 3000), "_No parameters._");
+    assert_eq!(params_one_line(&json!({}), 100), "no parameters");
+}
+
+#[test]
+fn non_object_parameters_still_render() {
+    assert_eq!(params_mrkdwn(&json!(["a", "b"]), 3000), "• a, b");
+    assert_eq!(params_mrkdwn(&json!("x"), 3000), "• x");
+}
+
+#[test]
+fn parameter_values_are_escaped() {
+    let text = params_mrkdwn(&json!({"msg": "hi <!channel> & <@U1>", "<k>": 1}), 3000);
+    assert!(
+        text.contains("&lt;!channel&gt; &amp; &lt;@U1&gt;"),
+        "{text}"
+    );
+    assert!(text.contains("&lt;k&gt;"), "{text}");
+    assert!(!text.contains('<'));
+}
+
+#[test]
+fn many_parameters_are_cut_with_a_count_of_what_is_missing() {
+    let params: serde_json::Map<String, Value> = (0..10_000)
+        .map(|i| (format!("key{i:05}"), json!(i)))
+        .collect();
+    let text = params_mrkdwn(&Value::Object(params), 3000);
+    assert!(len(&text) <= 3000);
+    let last = text.lines().last().unwrap();
+    let missing: usize = last
+        .trim_start_matches("… and ")
+        .trim_end_matches(" more")
+        .parse()
+        .unwrap();
+    assert_eq!(text.lines().count() - 1 + missing, 10_000);
+}
+
+#[test]
+fn a_huge_value_is_capped_on_its_line() {
+    let big = "é".repeat(1_000_000);
+    let text = params_mrkdwn(&json!({"a": big, "b": "small"}), 3000);
+    assert!(len(&text) < 1000, "{}", len(&text));
+    assert!(text.contains("• b: small"));
+}
+
+#[test]
+fn a_line_too_long_for_the_room_is_cut_and_counted() {
+    let text = params_mrkdwn(&json!({"a": "x".repeat(290), "b": 1}), 100);
+    assert!(len(&text) <= 100, "{text}");
+    assert!(text.ends_with("… and 2 more"), "{text}");
+}
+
+#[test]
+fn deep_nesting_is_summarised() {
+    let mut value = json!("bottom");
+    for i in 0..200 {
+        value = json!({ format!("k{i}"): value });
+    }
+    let text = params_mrkdwn(&value, 3000);
+    assert!(text.contains("(nested too deep to show)"), "{text}");
+    assert_eq!(text.lines().count(), 1);
+}
+
+#[test]
+fn long_arrays_are_joined_up_to_a_cap() {
+    let items: Vec<u32> = (0..10_000).collect();
+    let text = params_mrkdwn(&json!({ "ids": items }), 3000);
+    assert!(len(&text) < 400, "{}", len(&text));
+    assert!(text.contains("more)"), "{text}");
+}
+
+#[test]
+fn one_line_parameters_join_with_semicolons() {
+    assert_eq!(
+        params_one_line(&json!({"service": "api", "environment": "prod"}), 100),
+        "environment: prod; service: api"
+    );
+    let many: serde_json::Map<String, Value> =
+        (0..30).map(|i| (format!("k{i:02}"), json!(i))).collect();
+    let line = params_one_line(&Value::Object(many), 1000);
+    assert!(line.ends_with("; +18 more"), "{line}");
+    assert!(len(&params_one_line(&json!({"a": "x".repeat(500)}), 50)) <= 50);
+}
+
+#[test]
+fn the_summary_is_preferred_over_parameters() {
+    let mut a = approval();
+    assert_eq!(
+        summary_or_params(&a, 100),
+        "environment: prod; service: api"
+    );
+    a.summary = Some("Deploy api to <prod>".into());
+    assert_eq!(summary_or_params(&a, 100), "Deploy api to &lt;prod&gt;");
+    a.summary = Some("   ".into());
+    assert_eq!(
+        summary_or_params(&a, 100),
+        "environment: prod; service: api"
+    );
+}

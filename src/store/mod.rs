@@ -1,0 +1,471 @@
+//! Persistence: approvals, votes, jobs, the audit log and API tokens, on SQLite (the
+//! embedded default) or PostgreSQL (shared tables, several replicas), chosen by URL.
+//!
+//! Writes go through one [`writer`] task per process that groups concurrent requests
+//! into one transaction (group commit: one fsync for many changes, each still
+//! acknowledged only after it is durable). Reads go to a pool. Both backends implement
+//! the same two traits, [`writer::Tx`] for writes and [`Reads`] for reads, and one test
+//! suite (`tests/store`) runs against both.
+
+/// The `pending_approvals` columns every backend reads and writes, in bind order.
+macro_rules! approval_columns {
+    () => {
+        "id, tool_name, parameters, risk_tier, status, requested_by, decided_by, decision_at, \
+         expires_at, created_at, summary, context, reason, original_parameters, token_name, \
+         idempotency_key, callback_url, required_approvals, routing, executed_at, version"
+    };
+}
+
+/// `INSERT` of every approval column plus `params_sha256`, skipping rows a unique index
+/// already holds (duplicate pending request, same idempotency key).
+macro_rules! insert_approval_sql {
+    () => {
+        concat!(
+            "INSERT INTO pending_approvals (",
+            approval_columns!(),
+            ", params_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+             $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT DO NOTHING"
+        )
+    };
+}
+
+mod ops;
+mod postgres;
+mod sqlite;
+pub mod writer;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::approval::{Approval, ApprovalId, Event, NewApproval, Rejection, Status};
+use crate::audit;
+use crate::jobs::{Deliveries, DueJob, Outcome, PostedMessage};
+use crate::policy::Classification;
+use writer::{WriteOp, WriteOutput};
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state machine refused the event; `current` is the approval as it stands.
+    #[error("{rejection}")]
+    Rejected {
+        rejection: Rejection,
+        current: Box<Approval>,
+    },
+    #[error("no approval with id {0}")]
+    NotFound(ApprovalId),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The answer to a create: the approval, and whether it is new (false: an identical
+/// pending request or the same idempotency key already existed).
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub approval: Approval,
+    pub created: bool,
+}
+
+/// Timers fired per write operation.
+const FIRE_CHUNK: usize = 500;
+
+/// An approval's status changed (sent after the change committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusChange {
+    pub id: ApprovalId,
+    pub status: Status,
+    /// Made by this process (false: heard from another replica).
+    pub local: bool,
+}
+
+/// One API token as listed (the secret itself is never stored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenInfo {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Counts for `/health/approvals`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HealthCounts {
+    pub pending: i64,
+    /// Pending or approved approvals past their expiry that the scheduler has not expired yet.
+    pub stale_pending: i64,
+    /// Jobs that were given up on, or are overdue by more than the grace period.
+    pub undelivered: i64,
+}
+
+/// The read side, implemented by each backend on its pool.
+pub(crate) trait Reads: Send + Sync {
+    fn get(&self, id: ApprovalId) -> impl Future<Output = Result<Option<Approval>>> + Send;
+    fn health(&self, now: DateTime<Utc>) -> impl Future<Output = Result<HealthCounts>> + Send;
+    fn messages(&self, id: ApprovalId) -> impl Future<Output = Result<Vec<PostedMessage>>> + Send;
+    /// Pending approvals, oldest first.
+    fn list_pending(&self, limit: i64) -> impl Future<Output = Result<Vec<Approval>>> + Send;
+    /// Pending rows nobody classified yet (inserted straight into the table), oldest first.
+    fn unclassified(&self, limit: i64) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
+    /// Ids starting with `prefix` (hex digits and dashes), at most `limit`.
+    fn find_by_prefix(
+        &self,
+        prefix: &str,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
+    fn audit_head(&self) -> impl Future<Output = Result<(i64, String)>> + Send;
+    fn audit_page(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<audit::Entry>>> + Send;
+    fn token_insert(
+        &self,
+        name: &str,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    fn token_list(&self) -> impl Future<Output = Result<Vec<TokenInfo>>> + Send;
+    fn token_revoke(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    fn token_lookup(&self, hash: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    fn token_hash(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteReads),
+    Postgres(postgres::PgReads),
+}
+
+/// Dispatches a read to whichever backend is configured.
+macro_rules! read {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.inner.backend {
+            Backend::Sqlite(r) => r.$method($($arg),*).await,
+            Backend::Postgres(r) => r.$method($($arg),*).await,
+        }
+    };
+}
+
+struct Inner {
+    backend: Backend,
+    writes: mpsc::Sender<writer::Request>,
+    changes: broadcast::Sender<StatusChange>,
+    wakeup: Arc<tokio::sync::Notify>,
+}
+
+/// The store handle: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Connects by URL scheme (`sqlite://path` or `postgres://…`), runs migrations and
+    /// starts the writer task. No deliveries are planned (see [`Store::connect_with`]).
+    pub async fn connect(url: &str) -> Result<Store> {
+        Self::connect_with(url, Deliveries::default()).await
+    }
+
+    /// Like [`Store::connect`], planning the given deliveries with each change.
+    pub async fn connect_with(url: &str, deliveries: Deliveries) -> Result<Store> {
+        let (changes, _) = broadcast::channel(4096);
+        let wakeup = Arc::new(tokio::sync::Notify::new());
+        let (writes, rx) = mpsc::channel(writer::QUEUE);
+        let backend = if url.starts_with("sqlite:") {
+            let (reads, tx) = sqlite::open(url).await?;
+            tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries));
+            Backend::Sqlite(reads)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let (reads, tx) = postgres::open(url).await?;
+            tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries));
+            tokio::spawn(postgres::listen(
+                url.to_owned(),
+                changes.clone(),
+                wakeup.clone(),
+            ));
+            Backend::Postgres(reads)
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "unsupported database URL {:?}: use sqlite://FILE or postgres://…",
+                redact(url)
+            )));
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                writes,
+                changes,
+                wakeup,
+            }),
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.inner.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<WriteOutput> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writes
+            .send(writer::Request { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records a new request, or returns the identical pending one / the one with the
+    /// same idempotency key.
+    pub async fn create(
+        &self,
+        request: NewApproval,
+        class: Classification,
+        now: DateTime<Utc>,
+    ) -> Result<Created> {
+        let op = WriteOp::Create {
+            request: Box::new(request),
+            class: Box::new(class),
+            now,
+        };
+        match self.write(op).await? {
+            WriteOutput::Created(created) => Ok(created),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Applies an event (vote, edit, execute, cancel, expire) with compare-and-set.
+    pub async fn apply(
+        &self,
+        id: ApprovalId,
+        event: Event,
+        now: DateTime<Utc>,
+    ) -> Result<Approval> {
+        match self.write(WriteOp::Apply { id, event, now }).await? {
+            WriteOutput::Applied(approval) => Ok(approval),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Fires due timers (expiry), each marked done in the same transaction as its
+    /// effect, a few hundred per write operation.
+    pub async fn fire_jobs(&self, jobs: Vec<DueJob>, now: DateTime<Utc>) -> Result<usize> {
+        let fired = jobs.len();
+        let mut answers = Vec::new();
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let chunk: Vec<DueJob> = jobs.by_ref().take(FIRE_CHUNK).collect();
+            let (reply, answer) = oneshot::channel();
+            let op = WriteOp::FireMany { jobs: chunk, now };
+            self.inner
+                .writes
+                .send(writer::Request { op, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answers.push(answer);
+        }
+        for answer in answers {
+            match answer.await.map_err(|_| StoreError::Closed)?? {
+                WriteOutput::Fired => {}
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(fired)
+    }
+
+    pub async fn get(&self, id: ApprovalId) -> Result<Option<Approval>> {
+        read!(self.get(id))
+    }
+
+    pub async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
+        read!(self.health(now))
+    }
+
+    /// Leases up to `limit` jobs due at `now` (see [`crate::jobs::LEASE`]).
+    pub async fn claim_jobs(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueJob>> {
+        match self.write(WriteOp::Claim { now, limit }).await? {
+            WriteOutput::Claimed(jobs) => Ok(jobs),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Records how a claimed delivery job ended.
+    pub async fn report(&self, job: DueJob, outcome: Outcome, now: DateTime<Utc>) -> Result<()> {
+        match self.write(WriteOp::Report { job, outcome, now }).await? {
+            WriteOutput::Reported => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Pending rows inserted straight into the shared table, not yet classified.
+    pub async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
+        read!(self.unclassified(limit))
+    }
+
+    /// Classifies such a row (a no-op if another replica already did).
+    pub async fn adopt(
+        &self,
+        id: ApprovalId,
+        class: Classification,
+        now: DateTime<Utc>,
+    ) -> Result<Approval> {
+        let op = WriteOp::Adopt {
+            id,
+            class: Box::new(class),
+            now,
+        };
+        match self.write(op).await? {
+            WriteOutput::Applied(approval) => Ok(approval),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Woken when there may be work for the scheduler right now (a row inserted into
+    /// the shared table on Postgres).
+    pub fn wakeup(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.wakeup.clone()
+    }
+
+    /// Stores the link to a posted message.
+    pub async fn set_permalink(&self, channel: &str, ts: &str, permalink: &str) -> Result<()> {
+        let op = WriteOp::SetPermalink {
+            channel: channel.to_owned(),
+            ts: ts.to_owned(),
+            permalink: permalink.to_owned(),
+        };
+        match self.write(op).await? {
+            WriteOutput::Reported => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The Slack messages posted for an approval.
+    pub async fn messages(&self, id: ApprovalId) -> Result<Vec<PostedMessage>> {
+        read!(self.messages(id))
+    }
+
+    /// Pending approvals, oldest first, at most `limit`.
+    pub async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {
+        read!(self.list_pending(limit))
+    }
+
+    /// Resolves a full id or a short prefix (as shown in Slack) to approval ids; more
+    /// than one means the prefix is ambiguous.
+    pub async fn find_by_prefix(&self, prefix: &str) -> Result<Vec<ApprovalId>> {
+        let prefix = prefix.to_ascii_lowercase();
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Ok(Vec::new());
+        }
+        read!(self.find_by_prefix(&prefix, 2))
+    }
+
+    /// The chain head: (number of events, hash of the last).
+    pub async fn audit_head(&self) -> Result<(i64, String)> {
+        read!(self.audit_head())
+    }
+
+    /// Audit events with `seq > after_seq`, in order, at most `limit`.
+    pub async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<audit::Entry>> {
+        read!(self.audit_page(after_seq, limit))
+    }
+
+    /// Stores a token hash under `name`; false if the name is taken.
+    pub async fn token_insert(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+        read!(self.token_insert(name, hash, now))
+    }
+
+    pub async fn token_list(&self) -> Result<Vec<TokenInfo>> {
+        read!(self.token_list())
+    }
+
+    /// Revokes the token `name`; false if there is no such active token.
+    pub async fn token_revoke(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
+        read!(self.token_revoke(name, now))
+    }
+
+    /// The name of the active token with this hash.
+    /// The stored hash of the token `name` (revoked or not): the key that signs its
+    /// decision callbacks.
+    pub async fn token_hash(&self, name: &str) -> Result<Option<String>> {
+        read!(self.token_hash(name))
+    }
+
+    pub async fn token_lookup(&self, hash: &str) -> Result<Option<String>> {
+        read!(self.token_lookup(hash))
+    }
+
+    /// A receiver of status changes (long-poll wake-ups, metrics).
+    pub fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
+        self.inner.changes.subscribe()
+    }
+}
+
+fn unexpected(output: WriteOutput) -> StoreError {
+    StoreError::Invalid(format!(
+        "writer answered with the wrong kind of output: {output:?}"
+    ))
+}
+
+/// Decodes the JSON array of votes a backend's approval query aggregates.
+fn decode_votes(json: &str) -> sqlx::Result<Vec<crate::approval::Vote>> {
+    serde_json::from_str(json).map_err(|error| sqlx::Error::Decode(Box::new(error)))
+}
+
+/// Decodes a column stored as a name (status, tier, decision).
+fn decode<T>(text: &str) -> sqlx::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|error: T::Err| sqlx::Error::Decode(error.to_string().into()))
+}
+
+/// The URL without its password, for error messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite://signoff.db"), "sqlite://signoff.db");
+    }
+}

@@ -1,0 +1,280 @@
+//! The write operations, written once over [`Tx`] for both backends: each loads what
+//! it needs, lets the pure state machine decide, then writes with compare-and-set on
+//! `version`. A refusal is decided before anything is written, so it needs no
+//! rollback. Jobs and audit drafts go back to the writer, which writes them per batch.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::writer::{Done, Tx, WriteOutput};
+use super::{Created, Result, StatusChange, StoreError};
+use crate::approval::{
+    Approval, ApprovalId, Event, Happening, NewApproval, Rejection, Status, machine,
+};
+use crate::audit::Draft;
+use crate::jobs::{self, Deliveries, DueJob, JobKind, NewJob, Outcome};
+use crate::policy::Classification;
+
+pub(super) async fn report<T: Tx>(
+    tx: &mut T,
+    job: &DueJob,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+    deliveries: Deliveries,
+) -> Result<Done> {
+    let mut follow_ups = Vec::new();
+    match outcome {
+        Outcome::Delivered {
+            posted,
+            rendered,
+            version,
+            next,
+        } => {
+            for message in posted {
+                tx.insert_message(message, now).await?;
+            }
+            for key in rendered {
+                tx.mark_rendered(key, *version).await?;
+            }
+            tx.finish_job(job.id).await?;
+            if let Some(next) = next {
+                follow_ups.push((next.clone(), now));
+            }
+            // The approval changed while the message was being posted or updated:
+            // bring it up to date.
+            let behind = tx
+                .load(job.approval_id)
+                .await?
+                .is_some_and(|a| a.version > *version);
+            if behind && deliveries.slack && (!posted.is_empty() || !rendered.is_empty()) {
+                let update = NewJob {
+                    approval_id: job.approval_id,
+                    kind: JobKind::SlackUpdate,
+                    payload: serde_json::json!({}),
+                    due_at: now,
+                };
+                follow_ups.push((update, now));
+            }
+        }
+        Outcome::Retry { at, error } => tx.retry_job(job.id, *at, Some(error)).await?,
+        Outcome::Defer { at } => tx.retry_job(job.id, *at, None).await?,
+        Outcome::Dead { error } => tx.kill_job(job.id, error).await?,
+    }
+    let mut done = Done::quiet(WriteOutput::Reported);
+    done.jobs = follow_ups;
+    Ok(done)
+}
+
+pub(super) async fn create<T: Tx>(
+    tx: &mut T,
+    request: &NewApproval,
+    class: &Classification,
+    now: DateTime<Utc>,
+    deliveries: Deliveries,
+) -> Result<Done> {
+    let params_sha256 = crate::canonical::sha256_hex(&request.parameters);
+    let transition = machine::open(ApprovalId::new(), request.clone(), class, now);
+    let approval = transition.next;
+    if !tx.insert_approval(&approval, &params_sha256).await? {
+        let token = request.token_name.as_deref().unwrap_or_default();
+        let existing = tx
+            .find_existing(
+                token,
+                request.idempotency_key.as_deref(),
+                &request.tool_name,
+                &params_sha256,
+            )
+            .await?;
+        let existing = match existing {
+            Some(id) => tx.load(id).await?,
+            None => None,
+        };
+        return match existing {
+            Some(approval) => Ok(Done {
+                output: WriteOutput::Created(Created {
+                    approval,
+                    created: false,
+                }),
+                changes: Vec::new(),
+                audit: Vec::new(),
+                jobs: Vec::new(),
+            }),
+            // A conflict with a row we cannot see: let the batch retry.
+            None => Err(StoreError::Database(sqlx::Error::RowNotFound)),
+        };
+    }
+    let jobs = jobs::plan(None, &approval, deliveries, now)
+        .into_iter()
+        .map(|job| (job, now))
+        .collect();
+    let audit = transition
+        .happened
+        .into_iter()
+        .map(|happening| Draft::from_happening(approval.id, now, happening))
+        .collect();
+    Ok(Done {
+        output: WriteOutput::Created(Created {
+            approval,
+            created: true,
+        }),
+        changes: Vec::new(),
+        audit,
+        jobs,
+    })
+}
+
+pub(super) async fn apply<T: Tx>(
+    tx: &mut T,
+    id: ApprovalId,
+    event: &Event,
+    now: DateTime<Utc>,
+    deliveries: Deliveries,
+) -> Result<Done> {
+    let before = tx.load(id).await?.ok_or(StoreError::NotFound(id))?;
+    let transition =
+        machine::apply(&before, event, now).map_err(|rejection| StoreError::Rejected {
+            rejection,
+            current: Box::new(before.clone()),
+        })?;
+    let after = transition.next;
+    if !tx.update_approval(&after, before.version).await? {
+        // Someone else changed it between our read and write (another replica): the
+        // batch is retried and the event re-decided against the new state.
+        return Err(StoreError::Database(sqlx::Error::RowNotFound));
+    }
+    for vote in &before.votes {
+        if !after.votes.contains(vote) {
+            tx.delete_vote(id, &vote.user).await?;
+        }
+    }
+    for vote in &after.votes {
+        if !before.votes.contains(vote) {
+            tx.insert_vote(id, vote).await?;
+        }
+    }
+    let jobs = jobs::plan(Some(&before), &after, deliveries, now);
+    Ok(applied(
+        before.status,
+        after,
+        transition.happened,
+        jobs,
+        now,
+    ))
+}
+
+/// The common end of a change already written: its jobs, its change notice, its
+/// audit drafts.
+fn applied(
+    was: Status,
+    after: Approval,
+    happened: Vec<Happening>,
+    jobs: Vec<NewJob>,
+    now: DateTime<Utc>,
+) -> Done {
+    let id = after.id;
+    let changes = (after.status != was)
+        .then_some(StatusChange {
+            id,
+            status: after.status,
+            local: true,
+        })
+        .into_iter()
+        .collect();
+    let audit = happened
+        .into_iter()
+        .map(|happening| Draft::from_happening(id, now, happening))
+        .collect();
+    Done {
+        output: WriteOutput::Applied(after),
+        changes,
+        audit,
+        jobs: jobs.into_iter().map(|job| (job, now)).collect(),
+    }
+}
+
+/// Fires due timers (expiry) set-based: all their approvals are read in one query,
+/// each is decided by the pure state machine, and the results are written with one
+/// compare-and-set update and one job update. Deliveries are not fired here; the
+/// outbox runs them and reports back.
+pub(super) async fn fire_many<T: Tx>(
+    tx: &mut T,
+    jobs: &[DueJob],
+    now: DateTime<Utc>,
+    deliveries: Deliveries,
+) -> Result<Done> {
+    let timers: Vec<&DueJob> = jobs
+        .iter()
+        .filter(|job| job.kind == JobKind::Expire)
+        .collect();
+    let mut ids: Vec<ApprovalId> = timers.iter().map(|job| job.approval_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut current: HashMap<ApprovalId, Approval> = tx
+        .load_many(&ids)
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a))
+        .collect();
+    let mut done = Done::quiet(WriteOutput::Fired);
+    let mut writes = Vec::new();
+    let mut finished = Vec::new();
+    for job in timers {
+        let Some(before) = current.get(&job.approval_id) else {
+            finished.push(job.id); // the approval is gone: nothing left to expire
+            continue;
+        };
+        match machine::apply(before, &Event::Expire, now) {
+            Ok(transition) => {
+                let planned = jobs::plan(Some(before), &transition.next, deliveries, now);
+                let applied = applied(
+                    before.status,
+                    transition.next.clone(),
+                    transition.happened,
+                    planned,
+                    now,
+                );
+                done.changes.extend(applied.changes);
+                done.audit.extend(applied.audit);
+                done.jobs.extend(applied.jobs);
+                writes.push((transition.next.clone(), before.version));
+                // A second timer for the same approval sees it expired already.
+                current.insert(job.approval_id, transition.next);
+                finished.push(job.id);
+            }
+            // Not yet due (the clock moved back): leave the job for later.
+            Err(Rejection::NotDue) => {}
+            // Already decided or executed: nothing left to expire.
+            Err(_) => finished.push(job.id),
+        }
+    }
+    if !writes.is_empty() && tx.update_statuses(&writes).await? != writes.len() as u64 {
+        // Another replica changed one of them since we read it: retry against the new state.
+        return Err(StoreError::Database(sqlx::Error::RowNotFound));
+    }
+    if !finished.is_empty() {
+        tx.finish_jobs(&finished).await?;
+    }
+    Ok(done)
+}
+
+pub(super) async fn adopt<T: Tx>(
+    tx: &mut T,
+    id: ApprovalId,
+    class: &Classification,
+    now: DateTime<Utc>,
+    deliveries: Deliveries,
+) -> Result<Done> {
+    let Some(row) = tx.load(id).await? else {
+        return Err(StoreError::NotFound(id));
+    };
+    let transition = machine::adopt(&row, class, now);
+    let after = transition.next;
+    if !tx.adopt_approval(&after).await? {
+        // Classified already (another replica), or decided meanwhile: nothing to do.
+        return Ok(Done::quiet(WriteOutput::Applied(row)));
+    }
+    // Planned as for a new request: the row is new to signoff.
+    let jobs = jobs::plan(None, &after, deliveries, now);
+    Ok(applied(row.status, after, transition.happened, jobs, now))
+}

@@ -1,0 +1,203 @@
+//! The PostgreSQL backend: the shared `pending_approvals` table (see DESIGN.md), native
+//! types (UUID, JSONB, TIMESTAMPTZ), row locks for decisions, and the audit head row
+//! locked until commit so replicas append to one chain in turn.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgPool, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::writer::Tx;
+use super::{HealthCounts, Reads, Result, StatusChange, StoreError, TokenInfo, decode};
+use crate::approval::{Approval, ApprovalId, Routing, Vote};
+use crate::audit;
+use crate::jobs::{DueJob, JobKind, MessageKey, NewJob, PostedMessage};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// NOTIFY channel for status changes (payload `id:status`), heard by every replica.
+const CHANGES_CHANNEL: &str = "signoff_changes";
+/// NOTIFY channel of the intake trigger (payload: the new row's id).
+const INTAKE_CHANNEL: &str = "signoff_intake";
+
+/// Listens for other replicas' decisions (waking long-polls here) and for rows
+/// inserted straight into the shared table (waking the scheduler). Reconnects after
+/// a lost connection; the scheduler's sweep covers anything missed meanwhile.
+pub(crate) async fn listen(
+    url: String,
+    changes: tokio::sync::broadcast::Sender<StatusChange>,
+    wakeup: std::sync::Arc<tokio::sync::Notify>,
+) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect(&url).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot LISTEN; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen_all([CHANGES_CHANNEL, INTAKE_CHANNEL]).await {
+            tracing::warn!(%error, "cannot LISTEN; retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // A reconnect may have missed notices: let the scheduler sweep.
+        wakeup.notify_one();
+        loop {
+            match listener.recv().await {
+                Ok(notice) if notice.channel() == INTAKE_CHANNEL => wakeup.notify_one(),
+                Ok(notice) => {
+                    let parsed = notice.payload().split_once(':').and_then(|(id, status)| {
+                        Some(StatusChange {
+                            id: id.parse().ok()?,
+                            status: status.parse().ok()?,
+                            local: false,
+                        })
+                    });
+                    if let Some(change) = parsed {
+                        let _ = changes.send(change);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "LISTEN connection lost; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
+
+pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
+    let options = PgConnectOptions::from_str(url).map_err(|error| {
+        StoreError::Invalid(format!(
+            "bad PostgreSQL URL {:?}: {error}",
+            super::redact(url)
+        ))
+    })?;
+    // One plain connection first: an unreachable server or a bad password fails at
+    // once with its own message, instead of after the pool's acquire timeout.
+    sqlx::PgConnection::connect_with(&options)
+        .await?
+        .close()
+        .await?;
+    let readers = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.clone())
+        .await?;
+    MIGRATOR.run(&readers).await?;
+    let writer = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    Ok((
+        PgReads { pool: readers },
+        PgTx {
+            pool: writer,
+            conn: None,
+        },
+    ))
+}
+
+fn approval_from_row(row: &PgRow, votes: Vec<Vote>) -> sqlx::Result<Approval> {
+    let routing: Option<Value> = row.try_get("routing")?;
+    Ok(Approval {
+        id: ApprovalId(row.try_get("id")?),
+        tool_name: row.try_get("tool_name")?,
+        parameters: row.try_get("parameters")?,
+        original_parameters: row.try_get("original_parameters")?,
+        risk_tier: decode(row.try_get("risk_tier")?)?,
+        status: decode(row.try_get("status")?)?,
+        requested_by: row.try_get("requested_by")?,
+        token_name: row.try_get("token_name")?,
+        summary: row.try_get("summary")?,
+        context: row.try_get("context")?,
+        decided_by: row.try_get("decided_by")?,
+        decision_at: row.try_get("decision_at")?,
+        reason: row.try_get("reason")?,
+        required_approvals: row.try_get::<i32, _>("required_approvals")?.max(1) as u32,
+        votes,
+        expires_at: row.try_get("expires_at")?,
+        created_at: row.try_get("created_at")?,
+        executed_at: row.try_get("executed_at")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        callback_url: row.try_get("callback_url")?,
+        routing: match routing {
+            Some(value) => serde_json::from_value(value)
+                .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+            None => Routing::default(),
+        },
+        version: row.try_get("version")?,
+    })
+}
+
+/// `SELECT` of approvals with their votes as a JSON array (one statement), then `$where`.
+macro_rules! select_approvals {
+    ($where:literal) => {
+        concat!(
+            "SELECT ",
+            approval_columns!(),
+            ", COALESCE((SELECT json_agg(json_build_object('user', user_id, 'decision', decision, 'at', at, \
+             'reason', reason) ORDER BY at, user_id) FROM votes v WHERE v.approval_id = pending_approvals.id), \
+             '[]'::json)::text AS votes FROM pending_approvals ",
+            $where
+        )
+    };
+}
+
+/// An approval's row and votes into the domain type.
+fn approval_with_votes(row: &PgRow) -> sqlx::Result<Approval> {
+    let votes = super::decode_votes(row.try_get("votes")?)?;
+    approval_from_row(row, votes)
+}
+
+async fn load_approval(
+    conn: &mut sqlx::PgConnection,
+    id: ApprovalId,
+    lock: bool,
+) -> sqlx::Result<Option<Approval>> {
+    let sql = if lock {
+        select_approvals!("WHERE id = $1 FOR UPDATE")
+    } else {
+        select_approvals!("WHERE id = $1")
+    };
+    let Some(row) = sqlx::query(sql)
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    approval_with_votes(&row).map(Some)
+}
+
+fn entry_from_row(row: &PgRow) -> sqlx::Result<audit::Entry> {
+    let data: String = row.try_get("data")?;
+    Ok(audit::Entry {
+        seq: row.try_get("seq")?,
+        approval_id: row
+            .try_get::<Option<Uuid>, _>("approval_id")?
+            .map(ApprovalId),
+        kind: row.try_get("kind")?,
+        actor: row.try_get("actor")?,
+        at: row.try_get("at")?,
+        data: serde_json::from_str(&data).map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+mod reads;
+mod tx;
+
+pub(crate) use reads::PgReads;
+pub(crate) use tx::PgTx;

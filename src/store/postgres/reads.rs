@@ -1,0 +1,167 @@
+//! Reads for the PostgreSQL backend, on the reader pool.
+
+use super::*;
+
+#[derive(Clone)]
+pub(crate) struct PgReads {
+    pub(super) pool: PgPool,
+}
+
+impl Reads for PgReads {
+    async fn get(&self, id: ApprovalId) -> Result<Option<Approval>> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(load_approval(&mut conn, id, false).await?)
+    }
+
+    async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
+        let row = sqlx::query(
+            "SELECT \
+               (SELECT COUNT(*) FROM pending_approvals WHERE status = 'pending'), \
+               (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') AND expires_at < $1), \
+               (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND due_at < $1))",
+        )
+        .bind(now - OVERDUE_GRACE)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(HealthCounts {
+            pending: row.try_get(0)?,
+            stale_pending: row.try_get(1)?,
+            undelivered: row.try_get(2)?,
+        })
+    }
+
+    async fn messages(&self, id: ApprovalId) -> Result<Vec<PostedMessage>> {
+        let rows = sqlx::query(
+            "SELECT channel, ts, kind, permalink, rendered_version FROM slack_messages \
+             WHERE approval_id = $1 ORDER BY created_at, channel",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in rows {
+            messages.push(PostedMessage {
+                approval_id: id,
+                channel: row.try_get("channel")?,
+                ts: row.try_get("ts")?,
+                kind: row.try_get("kind")?,
+                permalink: row.try_get("permalink")?,
+                rendered_version: row.try_get("rendered_version")?,
+            });
+        }
+        Ok(messages)
+    }
+
+    async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM pending_approvals WHERE status = 'pending' ORDER BY created_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut conn = self.pool.acquire().await?;
+        let mut approvals = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(approval) = load_approval(&mut conn, ApprovalId(id), false).await? {
+                approvals.push(approval);
+            }
+        }
+        Ok(approvals)
+    }
+
+    async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM pending_approvals WHERE routing IS NULL AND status = 'pending' ORDER BY created_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(ApprovalId).collect())
+    }
+
+    async fn find_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<ApprovalId>> {
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM pending_approvals WHERE id::text LIKE $1 LIMIT $2")
+                .bind(format!("{prefix}%"))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ids.into_iter().map(ApprovalId).collect())
+    }
+
+    async fn audit_head(&self) -> Result<(i64, String)> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<audit::Entry>> {
+        let rows = sqlx::query(
+            "SELECT seq, approval_id, kind, actor, at, data, prev_hash, hash FROM audit_events \
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<sqlx::Result<_>>()?)
+    }
+
+    async fn token_insert(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query("INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .bind(hash)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn token_list(&self) -> Result<Vec<TokenInfo>> {
+        let rows = sqlx::query("SELECT name, created_at, revoked_at FROM api_tokens ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut tokens = Vec::with_capacity(rows.len());
+        for row in rows {
+            tokens.push(TokenInfo {
+                name: row.try_get("name")?,
+                created_at: row.try_get("created_at")?,
+                revoked_at: row.try_get("revoked_at")?,
+            });
+        }
+        Ok(tokens)
+    }
+
+    async fn token_revoke(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
+        )
+        .bind(name)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn token_hash(&self, name: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT token_hash FROM api_tokens WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn token_lookup(&self, hash: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}

@@ -1,0 +1,391 @@
+//! The PostgreSQL writer connection: transaction control and the small statements
+//! the generic writer (`store::writer`) is made of.
+
+use super::*;
+
+/// The writer's connection, from a one-connection pool (reconnects after a failure).
+pub(crate) struct PgTx {
+    pub(super) pool: PgPool,
+    pub(super) conn: Option<PoolConnection<Postgres>>,
+}
+
+impl PgTx {
+    fn conn(&mut self) -> sqlx::Result<&mut sqlx::PgConnection> {
+        self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+}
+
+impl Tx for PgTx {
+    async fn begin(&mut self) -> sqlx::Result<()> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        sqlx::raw_sql("BEGIN").execute(self.conn()?).await?;
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> sqlx::Result<()> {
+        sqlx::raw_sql("COMMIT").execute(self.conn()?).await?;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) {
+        let ok = match self.conn() {
+            Ok(conn) => sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok(),
+            Err(_) => true,
+        };
+        if !ok {
+            if let Some(mut conn) = self.conn.take() {
+                conn.close_on_drop();
+            }
+        }
+    }
+
+    async fn insert_approval(&mut self, a: &Approval, params_sha256: &str) -> sqlx::Result<bool> {
+        let done = sqlx::query(insert_approval_sql!())
+            .bind(a.id.0)
+            .bind(&a.tool_name)
+            .bind(&a.parameters)
+            .bind(a.risk_tier.as_str())
+            .bind(a.status.as_str())
+            .bind(&a.requested_by)
+            .bind(&a.decided_by)
+            .bind(a.decision_at)
+            .bind(a.expires_at)
+            .bind(a.created_at)
+            .bind(&a.summary)
+            .bind(&a.context)
+            .bind(&a.reason)
+            .bind(&a.original_parameters)
+            .bind(&a.token_name)
+            .bind(&a.idempotency_key)
+            .bind(&a.callback_url)
+            .bind(i32::try_from(a.required_approvals).unwrap_or(i32::MAX))
+            .bind(serde_json::to_value(&a.routing).unwrap_or_default())
+            .bind(a.executed_at)
+            .bind(a.version)
+            .bind(params_sha256)
+            .execute(self.conn()?)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_existing(
+        &mut self,
+        token: &str,
+        idempotency_key: Option<&str>,
+        tool: &str,
+        params_sha256: &str,
+    ) -> sqlx::Result<Option<ApprovalId>> {
+        let id: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM pending_approvals WHERE token_name = $1 AND \
+             (idempotency_key = $2 OR (status = 'pending' AND tool_name = $3 AND params_sha256 = $4)) \
+             ORDER BY (idempotency_key IS NOT DISTINCT FROM $2) DESC LIMIT 1",
+        )
+        .bind(token)
+        .bind(idempotency_key)
+        .bind(tool)
+        .bind(params_sha256)
+        .fetch_optional(self.conn()?)
+        .await?;
+        Ok(id.map(ApprovalId))
+    }
+
+    async fn load(&mut self, id: ApprovalId) -> sqlx::Result<Option<Approval>> {
+        load_approval(self.conn()?, id, true).await
+    }
+
+    async fn update_approval(&mut self, a: &Approval, expected_version: i64) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE pending_approvals SET parameters = $3, status = $4, decided_by = $5, decision_at = $6, \
+             reason = $7, original_parameters = $8, executed_at = $9, version = $10 \
+             WHERE id = $1 AND version = $2",
+        )
+        .bind(a.id.0)
+        .bind(expected_version)
+        .bind(&a.parameters)
+        .bind(a.status.as_str())
+        .bind(&a.decided_by)
+        .bind(a.decision_at)
+        .bind(&a.reason)
+        .bind(&a.original_parameters)
+        .bind(a.executed_at)
+        .bind(a.version)
+        .execute(self.conn()?)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_vote(&mut self, id: ApprovalId, vote: &Vote) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO votes (approval_id, user_id, decision, reason, at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id.0)
+            .bind(&vote.user)
+            .bind(vote.decision.as_str())
+            .bind(&vote.reason)
+            .bind(vote.at)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_vote(&mut self, id: ApprovalId, user: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM votes WHERE approval_id = $1 AND user_id = $2")
+            .bind(id.0)
+            .bind(user)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_jobs(&mut self, jobs: &[(NewJob, DateTime<Utc>)]) -> sqlx::Result<()> {
+        // 5 binds per row; far below either backend's limit per statement.
+        for chunk in jobs.chunks(1000) {
+            let mut query = QueryBuilder::new(
+                "INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) ",
+            );
+            query.push_values(chunk, |mut row, (job, planned)| {
+                row.push_bind(job.approval_id.0)
+                    .push_bind(job.kind.as_str())
+                    .push_bind(job.payload.clone())
+                    .push_bind(job.due_at)
+                    .push_bind(*planned);
+            });
+            query.build().execute(self.conn()?).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_permalink(
+        &mut self,
+        channel: &str,
+        ts: &str,
+        permalink: &str,
+    ) -> sqlx::Result<()> {
+        sqlx::query("UPDATE slack_messages SET permalink = $3 WHERE channel = $1 AND ts = $2")
+            .bind(channel)
+            .bind(ts)
+            .bind(permalink)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_jobs(&mut self, job_ids: &[i64]) -> sqlx::Result<()> {
+        sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE id = ANY($1)")
+            .bind(job_ids)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn load_many(&mut self, ids: &[ApprovalId]) -> sqlx::Result<Vec<Approval>> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        // In id order, so two replicas lock overlapping sets without deadlocking.
+        let rows = sqlx::query(select_approvals!(
+            "WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        ))
+        .bind(&ids)
+        .fetch_all(self.conn()?)
+        .await?;
+        rows.iter().map(approval_with_votes).collect()
+    }
+
+    async fn update_statuses(&mut self, approvals: &[(Approval, i64)]) -> sqlx::Result<u64> {
+        let mut updated = 0;
+        for chunk in approvals.chunks(1000) {
+            let mut query = QueryBuilder::<Postgres>::new(
+                "UPDATE pending_approvals p SET status = v.status, decided_by = v.decided_by, \
+                 decision_at = v.decision_at, reason = v.reason, version = v.version FROM (",
+            );
+            query.push_values(chunk, |mut row, (a, expected)| {
+                row.push_bind(a.id.0)
+                    .push_bind(*expected)
+                    .push_bind(a.status.as_str())
+                    .push_bind(a.decided_by.clone())
+                    .push_bind(a.decision_at)
+                    .push_bind(a.reason.clone())
+                    .push_bind(a.version);
+            });
+            query.push(
+                ") AS v(id, expected, status, decided_by, decision_at, reason, version) \
+                 WHERE p.id = v.id AND p.version = v.expected",
+            );
+            updated += query.build().execute(self.conn()?).await?.rows_affected();
+        }
+        Ok(updated)
+    }
+
+    async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE id = $1")
+            .bind(job_id)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn adopt_approval(&mut self, a: &Approval) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE pending_approvals SET risk_tier = $2, status = $3, decided_by = $4, decision_at = $5, \
+             reason = $6, summary = $7, required_approvals = $8, routing = $9, expires_at = $10, version = $11 \
+             WHERE id = $1 AND routing IS NULL AND status = 'pending'",
+        )
+        .bind(a.id.0)
+        .bind(a.risk_tier.as_str())
+        .bind(a.status.as_str())
+        .bind(&a.decided_by)
+        .bind(a.decision_at)
+        .bind(&a.reason)
+        .bind(&a.summary)
+        .bind(i32::try_from(a.required_approvals).unwrap_or(i32::MAX))
+        .bind(serde_json::to_value(&a.routing).unwrap_or_default())
+        .bind(a.expires_at)
+        .bind(a.version)
+        .execute(self.conn()?)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn announce(&mut self, changes: &[StatusChange]) -> sqlx::Result<()> {
+        // NOTIFY is transactional: other replicas hear it when (and only if) we commit.
+        let notices: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{}:{}", c.id, c.status))
+            .collect();
+        sqlx::query("SELECT pg_notify($1, notice) FROM unnest($2::text[]) AS notice")
+            .bind(CHANGES_CHANNEL)
+            .bind(&notices)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_jobs(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<DueJob>> {
+        // SKIP LOCKED: replicas claiming at the same moment take different jobs
+        // instead of queueing behind each other.
+        let rows = sqlx::query(
+            "UPDATE jobs SET locked_until = $2, attempts = attempts + 1 WHERE id IN ( \
+               SELECT id FROM jobs WHERE state = 'ready' AND due_at <= $1 \
+               AND (locked_until IS NULL OR locked_until <= $1) ORDER BY due_at LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING id, approval_id, kind, payload, attempts",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(limit)
+        .fetch_all(self.conn()?)
+        .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Some(kind) = JobKind::parse(row.try_get("kind")?) else {
+                continue; // written by a newer signoff; its lease runs out and it waits for that version
+            };
+            jobs.push(DueJob {
+                id: row.try_get("id")?,
+                approval_id: ApprovalId(row.try_get("approval_id")?),
+                kind,
+                payload: row.try_get("payload")?,
+                attempts: row.try_get("attempts")?,
+            });
+        }
+        Ok(jobs)
+    }
+
+    async fn retry_job(
+        &mut self,
+        job_id: i64,
+        at: DateTime<Utc>,
+        error: Option<&str>,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = COALESCE($3, last_error), \
+             attempts = CASE WHEN $3 IS NULL THEN attempts - 1 ELSE attempts END WHERE id = $1",
+        )
+            .bind(job_id)
+            .bind(at)
+            .bind(error)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn kill_job(&mut self, job_id: i64, error: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'dead', locked_until = NULL, last_error = $2 WHERE id = $1",
+        )
+        .bind(job_id)
+        .bind(error)
+        .execute(self.conn()?)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_message(&mut self, m: &PostedMessage, now: DateTime<Utc>) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO slack_messages (approval_id, channel, ts, kind, permalink, rendered_version, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(m.approval_id.0)
+        .bind(&m.channel)
+        .bind(&m.ts)
+        .bind(&m.kind)
+        .bind(&m.permalink)
+        .bind(m.rendered_version)
+        .bind(now)
+        .execute(self.conn()?)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_rendered(&mut self, key: &MessageKey, version: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE slack_messages SET rendered_version = $3 WHERE channel = $1 AND ts = $2 AND rendered_version < $3")
+            .bind(&key.channel)
+            .bind(&key.ts)
+            .bind(version)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_head(&mut self) -> sqlx::Result<(i64, String)> {
+        // FOR UPDATE: replicas append one after another; after waiting, Postgres
+        // returns the head as the previous holder committed it.
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+            .fetch_one(self.conn()?)
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    async fn insert_audit(&mut self, entries: &[audit::Entry]) -> sqlx::Result<()> {
+        for chunk in entries.chunks(1000) {
+            let mut query = QueryBuilder::<Postgres>::new(
+                "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) ",
+            );
+            query.push_values(chunk, |mut row, e| {
+                row.push_bind(e.seq)
+                    .push_bind(e.approval_id.map(|id| id.0))
+                    .push_bind(e.kind.clone())
+                    .push_bind(e.actor.clone())
+                    .push_bind(e.at)
+                    .push_bind(crate::canonical::to_string(&e.data))
+                    .push_bind(e.prev_hash.clone())
+                    .push_bind(e.hash.clone());
+            });
+            query.build().execute(self.conn()?).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_audit_head(&mut self, seq: i64, hash: &str) -> sqlx::Result<()> {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(hash)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! The SQLite backend: one file in WAL mode, `synchronous = FULL` (a commit is on disk
+//! before it is acknowledged), a pool of readers and one writer connection.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::writer::Tx;
+use super::{HealthCounts, Reads, Result, StoreError, TokenInfo, decode};
+use crate::approval::{Approval, ApprovalId, Routing, Vote};
+use crate::audit;
+use crate::jobs::{DueJob, JobKind, MessageKey, NewJob, PostedMessage};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long a job may be overdue before health reports it undelivered.
+const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
+
+pub(crate) async fn open(url: &str) -> Result<(SqliteReads, SqliteTx)> {
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Err(StoreError::Invalid(
+            "in-memory SQLite is not supported (readers and the writer need one file): use sqlite://FILE".into(),
+        ));
+    }
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|error| StoreError::Invalid(format!("bad SQLite URL {url:?}: {error}")))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await?;
+    MIGRATOR.run(&writer).await?;
+    let readers = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options.read_only(false))
+        .await?;
+    Ok((
+        SqliteReads { pool: readers },
+        SqliteTx {
+            pool: writer,
+            conn: None,
+        },
+    ))
+}
+
+/// Times as fixed-width text, so string order is time order.
+pub(crate) fn ts(at: &DateTime<Utc>) -> String {
+    audit::format_time(at)
+}
+
+fn parse_ts(text: &str) -> sqlx::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|error| sqlx::Error::Decode(format!("bad time {text:?}: {error}").into()))
+}
+
+fn parse_opt_ts(text: Option<String>) -> sqlx::Result<Option<DateTime<Utc>>> {
+    text.as_deref().map(parse_ts).transpose()
+}
+
+fn parse_json(text: &str) -> sqlx::Result<Value> {
+    serde_json::from_str(text).map_err(|error| sqlx::Error::Decode(Box::new(error)))
+}
+
+fn parse_id(text: &str) -> sqlx::Result<ApprovalId> {
+    text.parse()
+        .map_err(|error: uuid::Error| sqlx::Error::Decode(Box::new(error)))
+}
+
+fn approval_from_row(row: &SqliteRow, votes: Vec<Vote>) -> sqlx::Result<Approval> {
+    let routing: Option<String> = row.try_get("routing")?;
+    Ok(Approval {
+        id: parse_id(row.try_get("id")?)?,
+        tool_name: row.try_get("tool_name")?,
+        parameters: parse_json(row.try_get("parameters")?)?,
+        original_parameters: row
+            .try_get::<Option<&str>, _>("original_parameters")?
+            .map(parse_json)
+            .transpose()?,
+        risk_tier: decode(row.try_get("risk_tier")?)?,
+        status: decode(row.try_get("status")?)?,
+        requested_by: row.try_get("requested_by")?,
+        token_name: row.try_get("token_name")?,
+        summary: row.try_get("summary")?,
+        context: row.try_get("context")?,
+        decided_by: row.try_get("decided_by")?,
+        decision_at: parse_opt_ts(row.try_get("decision_at")?)?,
+        reason: row.try_get("reason")?,
+        required_approvals: row
+            .try_get::<i64, _>("required_approvals")?
+            .clamp(1, i64::from(u32::MAX)) as u32,
+        votes,
+        expires_at: parse_ts(row.try_get("expires_at")?)?,
+        created_at: parse_ts(row.try_get("created_at")?)?,
+        executed_at: parse_opt_ts(row.try_get("executed_at")?)?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        callback_url: row.try_get("callback_url")?,
+        routing: match routing {
+            Some(text) => {
+                serde_json::from_str(&text).map_err(|error| sqlx::Error::Decode(Box::new(error)))?
+            }
+            None => Routing::default(),
+        },
+        version: row.try_get("version")?,
+    })
+}
+
+/// `SELECT` of approvals with their votes as a JSON array (one statement), then `$where`.
+macro_rules! select_approvals {
+    ($where:literal) => {
+        concat!(
+            "SELECT ",
+            approval_columns!(),
+            ", (SELECT json_group_array(json_object('user', user_id, 'decision', decision, 'at', at, 'reason', reason)) \
+             FROM (SELECT * FROM votes v WHERE v.approval_id = pending_approvals.id ORDER BY at, user_id)) AS votes \
+             FROM pending_approvals ",
+            $where
+        )
+    };
+}
+
+/// An approval's row and votes into the domain type.
+fn approval_with_votes(row: &SqliteRow) -> sqlx::Result<Approval> {
+    let votes = super::decode_votes(row.try_get("votes")?)?;
+    approval_from_row(row, votes)
+}
+
+async fn load_approval(
+    conn: &mut sqlx::SqliteConnection,
+    id: ApprovalId,
+) -> sqlx::Result<Option<Approval>> {
+    let Some(row) = sqlx::query(select_approvals!("WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    approval_with_votes(&row).map(Some)
+}
+
+fn entry_from_row(row: &SqliteRow) -> sqlx::Result<audit::Entry> {
+    Ok(audit::Entry {
+        seq: row.try_get("seq")?,
+        approval_id: row
+            .try_get::<Option<&str>, _>("approval_id")?
+            .map(parse_id)
+            .transpose()?,
+        kind: row.try_get("kind")?,
+        actor: row.try_get("actor")?,
+        at: parse_ts(row.try_get("at")?)?,
+        data: parse_json(row.try_get("data")?)?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+mod reads;
+mod tx;
+
+pub(crate) use reads::SqliteReads;
+pub(crate) use tx::SqliteTx;

@@ -1,0 +1,386 @@
+//! The SQLite writer connection: transaction control and the small statements the
+//! generic writer (`store::writer`) is made of.
+
+use super::*;
+
+/// The writer's connection. Taken from a one-connection pool so a broken connection
+/// is simply dropped and a fresh one opened on the next batch.
+pub(crate) struct SqliteTx {
+    pub(super) pool: SqlitePool,
+    pub(super) conn: Option<PoolConnection<Sqlite>>,
+}
+
+impl SqliteTx {
+    fn conn(&mut self) -> sqlx::Result<&mut sqlx::SqliteConnection> {
+        self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+}
+
+impl Tx for SqliteTx {
+    async fn begin(&mut self) -> sqlx::Result<()> {
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        // IMMEDIATE takes the write lock now, so a reader-side write (token commands)
+        // waits on busy_timeout instead of failing the batch halfway.
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> sqlx::Result<()> {
+        sqlx::raw_sql("COMMIT").execute(self.conn()?).await?;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) {
+        let ok = match self.conn() {
+            Ok(conn) => sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok(),
+            Err(_) => true,
+        };
+        if !ok {
+            if let Some(mut conn) = self.conn.take() {
+                conn.close_on_drop();
+            }
+        }
+    }
+
+    async fn insert_approval(&mut self, a: &Approval, params_sha256: &str) -> sqlx::Result<bool> {
+        let done = sqlx::query(insert_approval_sql!())
+            .bind(a.id.to_string())
+            .bind(&a.tool_name)
+            .bind(crate::canonical::to_string(&a.parameters))
+            .bind(a.risk_tier.as_str())
+            .bind(a.status.as_str())
+            .bind(&a.requested_by)
+            .bind(&a.decided_by)
+            .bind(a.decision_at.as_ref().map(ts))
+            .bind(ts(&a.expires_at))
+            .bind(ts(&a.created_at))
+            .bind(&a.summary)
+            .bind(&a.context)
+            .bind(&a.reason)
+            .bind(
+                a.original_parameters
+                    .as_ref()
+                    .map(crate::canonical::to_string),
+            )
+            .bind(&a.token_name)
+            .bind(&a.idempotency_key)
+            .bind(&a.callback_url)
+            .bind(i64::from(a.required_approvals))
+            .bind(serde_json::to_string(&a.routing).unwrap_or_default())
+            .bind(a.executed_at.as_ref().map(ts))
+            .bind(a.version)
+            .bind(params_sha256)
+            .execute(self.conn()?)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_existing(
+        &mut self,
+        token: &str,
+        idempotency_key: Option<&str>,
+        tool: &str,
+        params_sha256: &str,
+    ) -> sqlx::Result<Option<ApprovalId>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM pending_approvals WHERE token_name = $1 AND \
+             (idempotency_key = $2 OR (status = 'pending' AND tool_name = $3 AND params_sha256 = $4)) \
+             ORDER BY (idempotency_key = $2) DESC LIMIT 1",
+        )
+        .bind(token)
+        .bind(idempotency_key)
+        .bind(tool)
+        .bind(params_sha256)
+        .fetch_optional(self.conn()?)
+        .await?;
+        id.as_deref().map(parse_id).transpose()
+    }
+
+    async fn load(&mut self, id: ApprovalId) -> sqlx::Result<Option<Approval>> {
+        load_approval(self.conn()?, id).await
+    }
+
+    async fn update_approval(&mut self, a: &Approval, expected_version: i64) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE pending_approvals SET parameters = $3, status = $4, decided_by = $5, decision_at = $6, \
+             reason = $7, original_parameters = $8, executed_at = $9, version = $10 \
+             WHERE id = $1 AND version = $2",
+        )
+        .bind(a.id.to_string())
+        .bind(expected_version)
+        .bind(crate::canonical::to_string(&a.parameters))
+        .bind(a.status.as_str())
+        .bind(&a.decided_by)
+        .bind(a.decision_at.as_ref().map(ts))
+        .bind(&a.reason)
+        .bind(a.original_parameters.as_ref().map(crate::canonical::to_string))
+        .bind(a.executed_at.as_ref().map(ts))
+        .bind(a.version)
+        .execute(self.conn()?)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_vote(&mut self, id: ApprovalId, vote: &Vote) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO votes (approval_id, user_id, decision, reason, at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id.to_string())
+            .bind(&vote.user)
+            .bind(vote.decision.as_str())
+            .bind(&vote.reason)
+            .bind(ts(&vote.at))
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_vote(&mut self, id: ApprovalId, user: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM votes WHERE approval_id = $1 AND user_id = $2")
+            .bind(id.to_string())
+            .bind(user)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_jobs(&mut self, jobs: &[(NewJob, DateTime<Utc>)]) -> sqlx::Result<()> {
+        // 5 binds per row; far below either backend's limit per statement.
+        for chunk in jobs.chunks(1000) {
+            let mut query = QueryBuilder::new(
+                "INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) ",
+            );
+            query.push_values(chunk, |mut row, (job, planned)| {
+                row.push_bind(job.approval_id.to_string())
+                    .push_bind(job.kind.as_str())
+                    .push_bind(job.payload.to_string())
+                    .push_bind(ts(&job.due_at))
+                    .push_bind(ts(planned));
+            });
+            query.build().execute(self.conn()?).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_permalink(
+        &mut self,
+        channel: &str,
+        ts: &str,
+        permalink: &str,
+    ) -> sqlx::Result<()> {
+        sqlx::query("UPDATE slack_messages SET permalink = $3 WHERE channel = $1 AND ts = $2")
+            .bind(channel)
+            .bind(ts)
+            .bind(permalink)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_jobs(&mut self, job_ids: &[i64]) -> sqlx::Result<()> {
+        sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE id IN (SELECT value FROM json_each($1))")
+            .bind(serde_json::to_string(job_ids).unwrap_or_default())
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn load_many(&mut self, ids: &[ApprovalId]) -> sqlx::Result<Vec<Approval>> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let rows = sqlx::query(select_approvals!(
+            "WHERE id IN (SELECT value FROM json_each($1))"
+        ))
+        .bind(serde_json::to_string(&ids).unwrap_or_default())
+        .fetch_all(self.conn()?)
+        .await?;
+        rows.iter().map(approval_with_votes).collect()
+    }
+
+    async fn update_statuses(&mut self, approvals: &[(Approval, i64)]) -> sqlx::Result<u64> {
+        let mut updated = 0;
+        for chunk in approvals.chunks(1000) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "WITH v(id, expected, status, decided_by, decision_at, reason, version) AS (",
+            );
+            query.push_values(chunk, |mut row, (a, expected)| {
+                row.push_bind(a.id.to_string())
+                    .push_bind(*expected)
+                    .push_bind(a.status.as_str())
+                    .push_bind(a.decided_by.clone())
+                    .push_bind(a.decision_at.as_ref().map(ts))
+                    .push_bind(a.reason.clone())
+                    .push_bind(a.version);
+            });
+            query.push(
+                ") UPDATE pending_approvals SET status = v.status, decided_by = v.decided_by, \
+                 decision_at = v.decision_at, reason = v.reason, version = v.version \
+                 FROM v WHERE pending_approvals.id = v.id AND pending_approvals.version = v.expected",
+            );
+            updated += query.build().execute(self.conn()?).await?.rows_affected();
+        }
+        Ok(updated)
+    }
+
+    async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE id = $1")
+            .bind(job_id)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn adopt_approval(&mut self, a: &Approval) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE pending_approvals SET risk_tier = $2, status = $3, decided_by = $4, decision_at = $5, \
+             reason = $6, summary = $7, required_approvals = $8, routing = $9, expires_at = $10, version = $11 \
+             WHERE id = $1 AND routing IS NULL AND status = 'pending'",
+        )
+        .bind(a.id.to_string())
+        .bind(a.risk_tier.as_str())
+        .bind(a.status.as_str())
+        .bind(&a.decided_by)
+        .bind(a.decision_at.as_ref().map(ts))
+        .bind(&a.reason)
+        .bind(&a.summary)
+        .bind(i64::from(a.required_approvals))
+        .bind(serde_json::to_string(&a.routing).unwrap_or_default())
+        .bind(ts(&a.expires_at))
+        .bind(a.version)
+        .execute(self.conn()?)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn announce(&mut self, _changes: &[crate::store::StatusChange]) -> sqlx::Result<()> {
+        // One process owns a SQLite file: the in-process broadcast is enough.
+        Ok(())
+    }
+
+    async fn claim_jobs(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<DueJob>> {
+        let rows = sqlx::query(
+            "UPDATE jobs SET locked_until = $2, attempts = attempts + 1 WHERE id IN ( \
+               SELECT id FROM jobs WHERE state = 'ready' AND due_at <= $1 \
+               AND (locked_until IS NULL OR locked_until <= $1) ORDER BY due_at LIMIT $3) \
+             RETURNING id, approval_id, kind, payload, attempts",
+        )
+        .bind(ts(&now))
+        .bind(ts(&lease_until))
+        .bind(limit)
+        .fetch_all(self.conn()?)
+        .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Some(kind) = JobKind::parse(row.try_get("kind")?) else {
+                continue; // written by a newer signoff; its lease runs out and it waits for that version
+            };
+            jobs.push(DueJob {
+                id: row.try_get("id")?,
+                approval_id: parse_id(row.try_get("approval_id")?)?,
+                kind,
+                payload: parse_json(row.try_get("payload")?)?,
+                attempts: row.try_get("attempts")?,
+            });
+        }
+        Ok(jobs)
+    }
+
+    async fn retry_job(
+        &mut self,
+        job_id: i64,
+        at: DateTime<Utc>,
+        error: Option<&str>,
+    ) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = COALESCE($3, last_error), \
+             attempts = CASE WHEN $3 IS NULL THEN attempts - 1 ELSE attempts END WHERE id = $1",
+        )
+            .bind(job_id)
+            .bind(ts(&at))
+            .bind(error)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn kill_job(&mut self, job_id: i64, error: &str) -> sqlx::Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'dead', locked_until = NULL, last_error = $2 WHERE id = $1",
+        )
+        .bind(job_id)
+        .bind(error)
+        .execute(self.conn()?)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_message(&mut self, m: &PostedMessage, now: DateTime<Utc>) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO slack_messages (approval_id, channel, ts, kind, permalink, rendered_version, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(m.approval_id.to_string())
+        .bind(&m.channel)
+        .bind(&m.ts)
+        .bind(&m.kind)
+        .bind(&m.permalink)
+        .bind(m.rendered_version)
+        .bind(ts(&now))
+        .execute(self.conn()?)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_rendered(&mut self, key: &MessageKey, version: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE slack_messages SET rendered_version = $3 WHERE channel = $1 AND ts = $2 AND rendered_version < $3")
+            .bind(&key.channel)
+            .bind(&key.ts)
+            .bind(version)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_head(&mut self) -> sqlx::Result<(i64, String)> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(self.conn()?)
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    async fn insert_audit(&mut self, entries: &[audit::Entry]) -> sqlx::Result<()> {
+        // 8 binds per row; stay far below SQLite's variable limit.
+        for chunk in entries.chunks(500) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) ",
+            );
+            query.push_values(chunk, |mut row, e| {
+                row.push_bind(e.seq)
+                    .push_bind(e.approval_id.map(|id| id.to_string()))
+                    .push_bind(e.kind.clone())
+                    .push_bind(e.actor.clone())
+                    .push_bind(ts(&e.at))
+                    .push_bind(crate::canonical::to_string(&e.data))
+                    .push_bind(e.prev_hash.clone())
+                    .push_bind(e.hash.clone());
+            });
+            query.build().execute(self.conn()?).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_audit_head(&mut self, seq: i64, hash: &str) -> sqlx::Result<()> {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(hash)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! The single writer: one task per process owns one connection, takes write requests
+//! from a queue and commits as many as are waiting in one transaction (group commit).
+//! Each request is answered only after its transaction committed.
+//!
+//! The operations themselves live in [`super::ops`], written once over [`Tx`]. Each
+//! returns what it changed, the jobs it planned and its audit drafts; the batch
+//! writes the jobs in one statement, chains and appends the audit drafts, announces
+//! status changes, and commits. If a database error hits a batch, the whole
+//! transaction is rolled back and every request in it is retried alone, so one bad
+//! request cannot fail its neighbours.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::{Created, Result, StatusChange, StoreError, ops};
+use crate::approval::{Approval, ApprovalId, Event, NewApproval, Vote};
+use crate::audit::{self, Draft};
+use crate::jobs::{self, Deliveries, DueJob, MessageKey, NewJob, Outcome, PostedMessage};
+use crate::policy::Classification;
+
+/// Requests waiting beyond this apply back-pressure to callers.
+pub(crate) const QUEUE: usize = 4096;
+/// At most this many requests share one transaction.
+const MAX_BATCH: usize = 128;
+
+#[derive(Debug)]
+pub(crate) enum WriteOp {
+    Create {
+        request: Box<NewApproval>,
+        class: Box<Classification>,
+        now: DateTime<Utc>,
+    },
+    Apply {
+        id: ApprovalId,
+        event: Event,
+        now: DateTime<Utc>,
+    },
+    /// Fire due timers, set-based: one read, one write, one job update for all.
+    FireMany {
+        jobs: Vec<DueJob>,
+        now: DateTime<Utc>,
+    },
+    /// Classify a row inserted straight into the shared table.
+    Adopt {
+        id: ApprovalId,
+        class: Box<Classification>,
+        now: DateTime<Utc>,
+    },
+    /// Lease up to `limit` due jobs.
+    Claim { now: DateTime<Utc>, limit: i64 },
+    /// Remember a posted message's link.
+    SetPermalink {
+        channel: String,
+        ts: String,
+        permalink: String,
+    },
+    /// A claimed delivery job finished, failed, or was given up.
+    Report {
+        job: DueJob,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) enum WriteOutput {
+    Created(Created),
+    Applied(Approval),
+    Fired,
+    Claimed(Vec<DueJob>),
+    Reported,
+}
+
+pub(crate) struct Request {
+    pub op: WriteOp,
+    pub reply: oneshot::Sender<Result<WriteOutput>>,
+}
+
+/// What one backend must provide to the writer: transaction control on its own
+/// connection and the small queries the operations are made of.
+pub(crate) trait Tx: Send + 'static {
+    fn begin(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn commit(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Rolls back; on failure the backend drops the connection and reconnects later.
+    fn rollback(&mut self) -> impl Future<Output = ()> + Send;
+    /// Inserts a new approval unless a unique index (duplicate pending request,
+    /// idempotency key) says it exists; true if inserted.
+    fn insert_approval(
+        &mut self,
+        approval: &Approval,
+        params_sha256: &str,
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
+    /// The approval that blocks an insert: same token and idempotency key, else the
+    /// same token, tool and parameters while pending.
+    fn find_existing(
+        &mut self,
+        token: &str,
+        idempotency_key: Option<&str>,
+        tool: &str,
+        params_sha256: &str,
+    ) -> impl Future<Output = sqlx::Result<Option<ApprovalId>>> + Send;
+    /// Loads an approval with its votes, locking the row where the backend can.
+    fn load(
+        &mut self,
+        id: ApprovalId,
+    ) -> impl Future<Output = sqlx::Result<Option<Approval>>> + Send;
+    /// Writes the approval's columns if its stored version is still `expected_version`.
+    fn update_approval(
+        &mut self,
+        approval: &Approval,
+        expected_version: i64,
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
+    fn insert_vote(
+        &mut self,
+        id: ApprovalId,
+        vote: &Vote,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn delete_vote(
+        &mut self,
+        id: ApprovalId,
+        user: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Inserts jobs, each with the time it was planned (one statement for a batch).
+    fn insert_jobs(
+        &mut self,
+        jobs: &[(NewJob, DateTime<Utc>)],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn finish_job(&mut self, job_id: i64) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn set_permalink(
+        &mut self,
+        channel: &str,
+        ts: &str,
+        permalink: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn finish_jobs(&mut self, job_ids: &[i64]) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Loads approvals with their votes, locking the rows where the backend can.
+    fn load_many(
+        &mut self,
+        ids: &[ApprovalId],
+    ) -> impl Future<Output = sqlx::Result<Vec<Approval>>> + Send;
+    /// Writes the decision columns (status, decided_by, decision_at, reason, version)
+    /// of each approval whose stored version is still the paired one; returns how many.
+    fn update_statuses(
+        &mut self,
+        approvals: &[(Approval, i64)],
+    ) -> impl Future<Output = sqlx::Result<u64>> + Send;
+    /// Writes a classified shared-table row if it is still unclassified; false if
+    /// another replica got there first.
+    fn adopt_approval(
+        &mut self,
+        approval: &Approval,
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
+    /// Tells other processes about status changes, delivered when the transaction
+    /// commits (Postgres NOTIFY; nothing on SQLite, which has one process).
+    fn announce(
+        &mut self,
+        changes: &[StatusChange],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Leases up to `limit` ready jobs due at `now` until `lease_until`, counting the attempt.
+    fn claim_jobs(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = sqlx::Result<Vec<DueJob>>> + Send;
+    /// Releases the lease and schedules the job again at `at`. With an error it was a
+    /// failed attempt; without, a deferral that does not count as an attempt.
+    fn retry_job(
+        &mut self,
+        job_id: i64,
+        at: DateTime<Utc>,
+        error: Option<&str>,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn kill_job(
+        &mut self,
+        job_id: i64,
+        error: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Records a posted Slack message (a repeated report is a no-op).
+    fn insert_message(
+        &mut self,
+        message: &PostedMessage,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Notes that a message now shows `version` (never moves backwards).
+    fn mark_rendered(
+        &mut self,
+        key: &MessageKey,
+        version: i64,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// The chain head, locked until commit.
+    fn audit_head(&mut self) -> impl Future<Output = sqlx::Result<(i64, String)>> + Send;
+    fn insert_audit(
+        &mut self,
+        entries: &[audit::Entry],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn set_audit_head(
+        &mut self,
+        seq: i64,
+        hash: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+}
+
+/// Runs the writer until every sender is gone.
+pub(crate) async fn run<T: Tx>(
+    mut tx: T,
+    mut rx: mpsc::Receiver<Request>,
+    changes: broadcast::Sender<StatusChange>,
+    deliveries: Deliveries,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let ops: Vec<&WriteOp> = batch.iter().map(|request| &request.op).collect();
+        let results = match run_batch(&mut tx, &ops, deliveries).await {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::warn!(%error, size = ops.len(), "batch failed; retrying its requests one by one");
+                let mut results = Vec::with_capacity(ops.len());
+                for op in &ops {
+                    results.push(
+                        match run_batch(&mut tx, std::slice::from_ref(op), deliveries).await {
+                            Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Closed)),
+                            Err(error) => Err(StoreError::Database(error)),
+                        },
+                    );
+                }
+                results
+            }
+        };
+        for (request, result) in batch.drain(..).zip(results) {
+            if let Ok(done) = &result {
+                for change in &done.changes {
+                    // Nobody listening is fine: long-pollers subscribe before they read.
+                    let _ = changes.send(*change);
+                }
+            }
+            let _ = request.reply.send(result.map(|done| done.output));
+        }
+    }
+}
+
+pub(super) struct Done {
+    pub output: WriteOutput,
+    /// Existing approvals whose status changed (to wake their waiters).
+    pub changes: Vec<StatusChange>,
+    pub audit: Vec<Draft>,
+    /// Jobs to insert, with when they were planned; written once per batch.
+    pub jobs: Vec<(NewJob, DateTime<Utc>)>,
+}
+
+/// One transaction for all `ops`. `Err` means the transaction was rolled back.
+async fn run_batch<T: Tx>(
+    tx: &mut T,
+    ops: &[&WriteOp],
+    deliveries: Deliveries,
+) -> sqlx::Result<Vec<Result<Done>>> {
+    tx.begin().await?;
+    let outcome = async {
+        let mut results = Vec::with_capacity(ops.len());
+        let mut drafts = Vec::new();
+        for op in ops {
+            let result = match run_op(tx, op, deliveries).await {
+                Ok(done) => Ok(done),
+                Err(StoreError::Database(error)) => return Err(error),
+                Err(refused) => Err(refused),
+            };
+            if let Ok(done) = &result {
+                drafts.extend(done.audit.iter().cloned());
+            }
+            results.push(result);
+        }
+        let jobs: Vec<(NewJob, DateTime<Utc>)> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .flat_map(|done| done.jobs.iter().cloned())
+            .collect();
+        if !jobs.is_empty() {
+            tx.insert_jobs(&jobs).await?;
+        }
+        if !drafts.is_empty() {
+            let (seq, hash) = tx.audit_head().await?;
+            let entries = audit::link(seq, &hash, drafts);
+            tx.insert_audit(&entries).await?;
+            if let Some(last) = entries.last() {
+                tx.set_audit_head(last.seq, &last.hash).await?;
+            }
+        }
+        let changes: Vec<StatusChange> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .flat_map(|done| done.changes.iter().copied())
+            .collect();
+        if !changes.is_empty() {
+            tx.announce(&changes).await?;
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+    .await;
+    if outcome.is_err() {
+        tx.rollback().await;
+    }
+    outcome
+}
+
+async fn run_op<T: Tx>(tx: &mut T, op: &WriteOp, deliveries: Deliveries) -> Result<Done> {
+    match op {
+        WriteOp::Create {
+            request,
+            class,
+            now,
+        } => ops::create(tx, request, class, *now, deliveries).await,
+        WriteOp::Apply { id, event, now } => ops::apply(tx, *id, event, *now, deliveries).await,
+        WriteOp::SetPermalink {
+            channel,
+            ts,
+            permalink,
+        } => {
+            tx.set_permalink(channel, ts, permalink).await?;
+            Ok(Done::quiet(WriteOutput::Reported))
+        }
+        WriteOp::FireMany { jobs, now } => ops::fire_many(tx, jobs, *now, deliveries).await,
+        WriteOp::Claim { now, limit } => {
+            let lease_until =
+                *now + chrono::Duration::from_std(jobs::LEASE).unwrap_or(chrono::Duration::MAX);
+            let claimed = tx.claim_jobs(*now, lease_until, *limit).await?;
+            Ok(Done::quiet(WriteOutput::Claimed(claimed)))
+        }
+        WriteOp::Report { job, outcome, now } => {
+            ops::report(tx, job, outcome, *now, deliveries).await
+        }
+        WriteOp::Adopt { id, class, now } => ops::adopt(tx, *id, class, *now, deliveries).await,
+    }
+}
+
+impl Done {
+    /// An output that changes no approval and records no audit event.
+    pub(super) fn quiet(output: WriteOutput) -> Self {
+        Done {
+            output,
+            changes: Vec::new(),
+            audit: Vec::new(),
+            jobs: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Waiting for the decision, executing once, expiry and cancelling.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use signoff::scheduler::Scheduler;
+
+use crate::common;
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_waiting_long_poll_answers_when_the_decision_commits() {
+    let app = spawn_app().await;
+    let id = app.request("delete_repo", json!({"repo": "x"})).await;
+    let poll = {
+        let (http, url, token) = (
+            app.http.clone(),
+            app.url(&format!("/v1/approvals/{id}?wait=60")),
+            app.token.clone(),
+        );
+        tokio::spawn(
+            async move { read(http.get(url).bearer_auth(token).send().await.unwrap()).await },
+        )
+    };
+    // Let the poll reach the server and start waiting; a decision before it started
+    // waiting must be seen too, so the exact moment does not matter.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !poll.is_finished(),
+        "a pending approval keeps the long-poll waiting"
+    );
+    app.approve(&id, "U1").await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), poll)
+        .await
+        .expect("the long-poll answered well before its 60 s wait")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "approved");
+    assert_eq!(body["decided_by"], "U1");
+    assert_eq!(body["votes"][0]["user"], "U1");
+}
+
+#[tokio::test]
+async fn a_long_poll_times_out_with_the_pending_state() {
+    let app = spawn_app().await;
+    let id = app.request("delete_repo", json!({"repo": "y"})).await;
+    let (status, body) = app.get(&format!("/v1/approvals/{id}?wait=0.2")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "pending");
+    let (status, error) = app.get(&format!("/v1/approvals/{id}?wait=soon")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error(&error, "bad_request");
+    let (status, _) = app.get(&format!("/v1/approvals/{id}?wait=-1")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn execute_is_single_use_and_only_for_the_approved_parameters() {
+    let app = spawn_app().await;
+    let id = app
+        .request("transfer", json!({"amount": 100, "to": "acct-1"}))
+        .await;
+    let execute = format!("/v1/approvals/{id}/execute");
+
+    let (status, error) = app
+        .post(
+            &execute,
+            &json!({"parameters": {"amount": 100, "to": "acct-1"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "pending cannot run");
+    assert_eq!(error["status"], "pending");
+    assert_error(&error, "conflict");
+
+    app.approve(&id, "U1").await;
+    let (status, error) = app
+        .post(
+            &execute,
+            &json!({"parameters": {"amount": 100000, "to": "acct-1"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error["status"], "approved", "nothing changed");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("parameters differ")
+    );
+
+    let other = new_token(&app.store, &app.clock, "other-agent").await;
+    let (status, error) = app
+        .post_as(
+            &other,
+            &execute,
+            &json!({"parameters": {"amount": 100, "to": "acct-1"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("another API token")
+    );
+
+    let (status, error) = app.post_raw(&execute, r#"{"parameters": "#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+
+    let (status, done) = app
+        .post(
+            &execute,
+            &json!({"parameters": {"to": "acct-1", "amount": 100}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], "executed");
+    assert_eq!(done["parameters"], json!({"amount": 100, "to": "acct-1"}));
+
+    let (status, again) = app
+        .post(
+            &execute,
+            &json!({"parameters": {"amount": 100, "to": "acct-1"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "execute twice");
+    assert_eq!(again["status"], "executed");
+}
+
+#[tokio::test]
+async fn nothing_runs_after_expiry() {
+    let app = spawn_app().await;
+    let (_, body) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "restart", "parameters": {"host": "db1"}, "expires_in": 30}),
+        )
+        .await;
+    let id = body["approval_id"].as_str().unwrap().to_owned();
+    app.approve(&id, "U1").await;
+    app.clock.advance(Duration::from_secs(31));
+    let (status, error) = app
+        .post(
+            &format!("/v1/approvals/{id}/execute"),
+            &json!({"parameters": {"host": "db1"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "approved but past expiry");
+    assert!(error["detail"].as_str().unwrap().contains("expired"));
+    Scheduler::new(app.store.clone())
+        .run_once(signoff::clock::Clock::now(&app.clock))
+        .await
+        .unwrap();
+    let (_, full) = app.get(&format!("/v1/approvals/{id}")).await;
+    assert_eq!(full["status"], "expired");
+    assert!(full["next_action"].as_str().unwrap().contains("do not run"));
+}
+
+#[tokio::test]
+async fn the_requester_cancels_a_pending_request_once() {
+    let app = spawn_app().await;
+    let id = app.request("rotate_keys", json!({"scope": "all"})).await;
+    let cancel = format!("/v1/approvals/{id}/cancel");
+    let other = new_token(&app.store, &app.clock, "other-agent").await;
+    let (status, _) = app.post_as(&other, &cancel, &json!({})).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "only the requester's token cancels"
+    );
+    let (status, body) = app.post(&cancel, &json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "cancelled");
+    let (status, error) = app.post(&cancel, &json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn the_api_works_the_same_on_postgres() {
+    let Some(db) = common::postgres("api_on_postgres").await else {
+        return;
+    };
+    let app = spawn_on(db).await;
+    let id = app.request("transfer", json!({"amount": 1})).await;
+    app.approve(&id, "U1").await;
+    let (status, done) = app
+        .post(
+            &format!("/v1/approvals/{id}/execute"),
+            &json!({"parameters": {"amount": 1}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let (status, _) = app
+        .post(
+            &format!("/v1/approvals/{id}/execute"),
+            &json!({"parameters": {"amount": 1}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}

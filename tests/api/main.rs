@@ -1,0 +1,8 @@
+//! The HTTP API for MCP servers, through real HTTP against the real router.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod decisions;
+mod helpers;
+mod operations;
+mod requests;

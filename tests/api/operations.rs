@@ -1,0 +1,111 @@
+//! Health, metrics and request ids.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use signoff::scheduler::Scheduler;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn health_reports_degraded_with_503_when_expiry_falls_behind() {
+    let app = spawn_app().await;
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    app.request("a", json!({})).await;
+    let (status, health) = app.get("/health/approvals").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["pending_count"], 1);
+    assert_eq!(health["stale_pending"], 0);
+    assert_eq!(health["undelivered"], 0);
+    assert!(health.get("slack_reachable").is_some());
+
+    app.clock.advance(Duration::from_secs(3600 + 120));
+    let (status, health) = app.get("/health/approvals").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["stale_pending"], 1);
+
+    Scheduler::new(app.store.clone())
+        .run_once(signoff::clock::Clock::now(&app.clock))
+        .await
+        .unwrap();
+    let (status, health) = app.get("/health/approvals").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    assert_eq!(health["pending_count"], 0);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_decisions() {
+    let app = spawn_app().await;
+    let id = app.request("a", json!({})).await;
+    app.approve(&id, "U1").await;
+    app.get("/v1/approvals/not-a-uuid").await;
+    app.post(
+        "/v1/approvals",
+        &json!({"tool_name": "search_x", "parameters": {}}),
+    )
+    .await;
+    // The decision counter is fed asynchronously from the change feed.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(r#"signoff_decisions_total{outcome="approved"} 2"#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        text.contains(
+            r#"signoff_http_requests_total{method="POST",route="/v1/approvals",status="201"} 2"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"route="/v1/approvals/{id}",status="404""#),
+        "{text}"
+    );
+    assert!(
+        text.contains("signoff_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"signoff_decisions_total{outcome="approved"} 2"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let app = spawn_app().await;
+    let response = app.http.get(app.url("/healthz")).send().await.unwrap();
+    let id = response
+        .headers()
+        .get("x-request-id")
+        .expect("request id")
+        .to_str()
+        .unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok());
+    let given = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        given.headers()["x-request-id"],
+        "trace-me-42",
+        "a caller's id is kept"
+    );
+}

@@ -1,0 +1,319 @@
+//! Asking for approval: classification, duplicates, authentication and bad input.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_request_is_created_pending_with_its_classification() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post(
+            "/v1/approvals",
+            &json!({
+                "tool_name": "delete_customer_records",
+                "parameters": {"customer_ids": ["c1", "c2"]},
+                "summary": "Delete 2 customer records",
+                "context": "User asked to purge test accounts",
+                "requested_by": "agent-session-42",
+                "expires_in": 600
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["approval_id"].as_str().unwrap();
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["risk_tier"], "medium", "unknown tools are medium");
+    assert_eq!(body["expires_at"], "2026-11-23T12:10:00Z");
+    assert_eq!(body["check_status_with"], format!("GET /v1/approvals/{id}"));
+
+    let (status, full) = app.get(&format!("/v1/approvals/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(full["approval_id"], id);
+    assert_eq!(full["tool_name"], "delete_customer_records");
+    assert_eq!(full["parameters"], json!({"customer_ids": ["c1", "c2"]}));
+    assert_eq!(full["requested_by"], "agent-session-42");
+    assert_eq!(full["summary"], "Delete 2 customer records");
+    assert_eq!(full["votes"], json!([]));
+    assert_eq!(full["required_approvals"], 1);
+    assert_eq!(full["decided_by"], json!(null));
+    assert_eq!(full["created_at"], "2026-11-23T12:00:00Z");
+    assert!(full["next_action"].as_str().unwrap().starts_with("wait"));
+    for field in ["decision_at", "reason", "expires_at", "risk_tier", "status"] {
+        assert!(full.get(field).is_some(), "missing {field}");
+    }
+}
+
+#[tokio::test]
+async fn policy_tiers_decide_at_once_and_can_only_raise_the_requested_tier() {
+    let app = spawn_app().await;
+    let (status, auto) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "search_orders", "parameters": {"q": "x"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        (auto["status"].as_str(), auto["risk_tier"].as_str()),
+        (Some("approved"), Some("low"))
+    );
+
+    let (_, raised) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "search_orders", "parameters": {"q": "y"}, "risk_tier": "medium"}),
+        )
+        .await;
+    assert_eq!(
+        raised["status"], "pending",
+        "the requester may raise the tier"
+    );
+
+    let (_, lowered) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "drop_table", "parameters": {}, "risk_tier": "low"}),
+        )
+        .await;
+    assert_eq!(
+        (lowered["status"].as_str(), lowered["risk_tier"].as_str()),
+        (Some("denied"), Some("high"))
+    );
+    let (_, full) = app
+        .get(&format!(
+            "/v1/approvals/{}",
+            lowered["approval_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(full["decided_by"], "policy");
+    assert!(
+        full["reason"]
+            .as_str()
+            .unwrap()
+            .contains("denied by policy")
+    );
+
+    let (_, deploy) = app
+        .post("/v1/approvals", &json!({"tool_name": "deploy_api", "parameters": {"service": "api", "environment": "prod"}}))
+        .await;
+    let (_, full) = app
+        .get(&format!(
+            "/v1/approvals/{}",
+            deploy["approval_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        full["summary"], "Deploy api to prod",
+        "the rule's template fills the summary"
+    );
+    assert_eq!(full["required_approvals"], 2);
+}
+
+#[tokio::test]
+async fn duplicate_requests_return_the_existing_approval_with_200() {
+    let app = spawn_app().await;
+    let body = json!({"tool_name": "refund", "parameters": {"amount": 5, "order": "o1"}});
+    let (first, a) = app.post("/v1/approvals", &body).await;
+    let (second, b) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "refund", "parameters": {"order": "o1", "amount": 5}}),
+        )
+        .await;
+    assert_eq!((first, second), (StatusCode::CREATED, StatusCode::OK));
+    assert_eq!(a["approval_id"], b["approval_id"]);
+
+    let keyed =
+        json!({"tool_name": "refund", "parameters": {"amount": 6}, "idempotency_key": "k-1"});
+    let (s1, k1) = app.post("/v1/approvals", &keyed).await;
+    let (s2, k2) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "refund", "parameters": {"amount": 7}, "idempotency_key": "k-1"}),
+        )
+        .await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
+    assert_eq!(k1["approval_id"], k2["approval_id"]);
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_401_and_change_nothing() {
+    let app = spawn_app().await;
+    let body = json!({"tool_name": "x", "parameters": {}});
+    let no_token = app
+        .http
+        .post(app.url("/v1/approvals"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = read(no_token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_error(&error, "unauthorized");
+    let (status, _) = app
+        .post_as("so_not-a-real-token", "/v1/approvals", &body)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let basic = app
+        .http
+        .post(app.url("/v1/approvals"))
+        .header("authorization", format!("Basic {}", app.token))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), StatusCode::UNAUTHORIZED);
+
+    app.store
+        .token_revoke("agent", signoff::clock::Clock::now(&app.clock))
+        .await
+        .unwrap();
+    let (status, _) = app.post("/v1/approvals", &body).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token no longer works"
+    );
+    assert_eq!(
+        app.store
+            .health(signoff::clock::Clock::now(&app.clock))
+            .await
+            .unwrap()
+            .pending,
+        0
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_get_clear_errors_and_change_nothing() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            r#"{"tool_name": "x", "parameters": {"#.to_string(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        ("not json".into(), StatusCode::BAD_REQUEST, "bad_request"),
+        (
+            r#"{"tool_name": "x", "parameters": [1, 2]}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            r#"{"tool_name": "x", "parameters": "rm -rf"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            r#"{"tool_name": "  ", "parameters": {}}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            r#"{"parameters": {}}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            r#"{"tool_name": "x"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            r#"{"tool_name": 7, "parameters": {}}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            r#"{"tool_name": "x", "parameters": {}, "risk_tier": "extreme"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            r#"{"tool_name": "x", "parameters": {}, "expires_in": 0}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            r#"{"tool_name": "x", "parameters": {}, "expires_in": -5}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            r#"{"tool_name": "x", "parameters": {}, "callback_url": "ftp://x"}"#.into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+        (
+            format!(
+                r#"{{"tool_name": "{}", "parameters": {{}}}}"#,
+                "t".repeat(201)
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+        ),
+    ];
+    for (body, expected, code) in cases {
+        let (status, error) = app.post_raw("/v1/approvals", body.clone()).await;
+        assert_eq!(status, expected, "{body} -> {error}");
+        assert_error(&error, code);
+    }
+    let rejected = json!({"tool_name": "x", "parameters": {}, "risk_tier": "extreme"});
+    let (_, error) = app.post("/v1/approvals", &rejected).await;
+    assert!(
+        error["detail"].as_str().unwrap().contains("risk_tier"),
+        "the detail names the field"
+    );
+    let now = signoff::clock::Clock::now(&app.clock);
+    assert_eq!(app.store.health(now).await.unwrap().pending, 0);
+    assert_eq!(
+        app.store.audit_head().await.unwrap().0,
+        0,
+        "nothing was recorded"
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_one_mebibyte_are_413() {
+    let app = spawn_app().await;
+    let huge = format!(
+        r#"{{"tool_name": "x", "parameters": {{"blob": "{}"}}}}"#,
+        "a".repeat(1024 * 1024)
+    );
+    let (status, error) = app.post_raw("/v1/approvals", huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&error, "payload_too_large");
+    let just_under = format!(
+        r#"{{"tool_name": "x", "parameters": {{"blob": "{}"}}}}"#,
+        "a".repeat(1000 * 1000)
+    );
+    let (status, _) = app.post_raw("/v1/approvals", just_under).await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ids_are_404() {
+    let app = spawn_app().await;
+    let unknown = uuid::Uuid::new_v4();
+    for path in [
+        format!("/v1/approvals/{unknown}"),
+        "/v1/approvals/not-a-uuid".to_string(),
+    ] {
+        let (status, error) = app.get(&path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_error(&error, "not_found");
+    }
+    let (status, _) = app
+        .post(
+            &format!("/v1/approvals/{unknown}/execute"),
+            &json!({"parameters": {}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .post(&format!("/v1/approvals/{unknown}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

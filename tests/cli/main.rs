@@ -1,0 +1,351 @@
+//! The `signoff` binary: commands, exit codes and one-line errors.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use sqlx::Connection;
+
+fn signoff(args: &[&str], database_url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_signoff"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .env_remove("SIGNOFF_POLICY")
+        .output()
+        .expect("signoff runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A failure is one `error: …` line, a non-zero exit and never a panic.
+fn assert_one_line_error(output: &Output, contains: &str) {
+    assert!(!output.status.success(), "expected failure, got {output:?}");
+    let err = stderr(output);
+    let lines: Vec<_> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line, got: {err}");
+    assert!(
+        lines[0].contains(contains),
+        "{:?} should mention {contains:?}",
+        lines[0]
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tokens_are_created_once_listed_and_revoked() {
+    let db = common::sqlite();
+    let created = signoff(&["token", "create", "billing-mcp"], &db.url);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let token = stdout(&created).trim().to_owned();
+    assert!(token.starts_with("so_") && token.len() > 40, "{token}");
+
+    assert_one_line_error(
+        &signoff(&["token", "create", "billing-mcp"], &db.url),
+        "already exists",
+    );
+    assert_one_line_error(
+        &signoff(&["token", "create", "bad name"], &db.url),
+        "invalid token name",
+    );
+
+    let list = stdout(&signoff(&["token", "list"], &db.url));
+    assert!(
+        list.contains("billing-mcp") && list.contains("active"),
+        "{list}"
+    );
+    assert!(!list.contains(&token), "the secret is never shown again");
+
+    // The flag works after the subcommand too, and wins over the environment.
+    let flagged = Command::new(env!("CARGO_BIN_EXE_signoff"))
+        .args(["token", "list", "--database-url", &db.url])
+        .env("DATABASE_URL", "sqlite:///nonexistent-dir/other.db")
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&flagged).contains("billing-mcp"),
+        "{}",
+        stderr(&flagged)
+    );
+    assert!(
+        signoff(&["token", "revoke", "billing-mcp"], &db.url)
+            .status
+            .success()
+    );
+    assert!(stdout(&signoff(&["token", "list"], &db.url)).contains("revoked"));
+    assert_one_line_error(
+        &signoff(&["token", "revoke", "billing-mcp"], &db.url),
+        "no active token",
+    );
+}
+
+#[test]
+fn policy_check_shows_how_calls_classify() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "[tiers]\nhigh = \"deny\"\n\n[[rules]]\ntools = [\"search_*\"]\ntier = \"low\"\n\n[[rules]]\ntools = [\"send_email\"]\nwhen = \"size(params.recipients) > 100\"\ntier = \"high\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let many: Vec<String> = (0..101).map(|i| format!("\"u{i}@x.com\"")).collect();
+    let call = format!("send_email={{\"recipients\": [{}]}}", many.join(","));
+    let output = signoff(
+        &[
+            "policy",
+            "check",
+            path,
+            "--call",
+            &call,
+            "--call",
+            "deploy_api",
+        ],
+        "sqlite://unused.db",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = stdout(&output);
+    assert!(
+        report.contains("search_example") && report.contains("auto_approve"),
+        "{report}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("send_email") && l.contains("tier=high") && l.contains("deny")),
+        "{report}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("deploy_api") && l.contains("tier=medium")),
+        "{report}"
+    );
+    assert!(report.contains("is valid"));
+}
+
+#[test]
+fn invalid_policies_and_config_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[defaults]\nexpires_after = \"4 fortnights\"\n").unwrap();
+    let broken = broken.to_str().unwrap();
+    assert_one_line_error(
+        &signoff(&["policy", "check", broken], "sqlite://unused.db"),
+        "expires_after",
+    );
+    let syntax = dir.path().join("syntax.toml");
+    std::fs::write(&syntax, "[[rules]]\ntools = [\"a\"\ntier = \"low\"\n").unwrap();
+    assert_one_line_error(
+        &signoff(
+            &["policy", "check", syntax.to_str().unwrap()],
+            "sqlite://unused.db",
+        ),
+        "line",
+    );
+    assert_one_line_error(
+        &signoff(
+            &["policy", "check", "/nonexistent/policy.toml"],
+            "sqlite://unused.db",
+        ),
+        "/nonexistent/policy.toml",
+    );
+
+    let db = common::sqlite();
+    assert_one_line_error(
+        &signoff(&["serve", "--policy", broken], &db.url),
+        "expires_after",
+    );
+    assert_one_line_error(
+        &signoff(&["serve", "--policy", "/nonexistent/p.toml"], &db.url),
+        "/nonexistent/p.toml",
+    );
+    assert_one_line_error(
+        &signoff(&["migrate"], "mysql://localhost/x"),
+        "unsupported database URL",
+    );
+    assert_one_line_error(
+        &signoff(&["migrate"], "sqlite:///nonexistent-dir/x/signoff.db"),
+        "cannot open database",
+    );
+    assert_one_line_error(
+        &signoff(&["migrate"], "postgres://nobody:secret@127.0.0.1:1/x"),
+        "cannot open database",
+    );
+    let refused = signoff(&["migrate"], "postgres://nobody:secret@127.0.0.1:1/x");
+    assert!(
+        !stderr(&refused).contains("secret"),
+        "passwords are not printed"
+    );
+    let bad_listen = signoff(&["serve", "--listen", "not-an-address"], &db.url);
+    assert!(!bad_listen.status.success());
+    assert!(
+        stderr(&bad_listen).contains("invalid listen address"),
+        "{}",
+        stderr(&bad_listen)
+    );
+}
+
+#[tokio::test]
+async fn audit_verify_passes_then_names_the_altered_event() {
+    let db = common::sqlite();
+    assert!(signoff(&["migrate"], &db.url).status.success());
+    // Record some history through the store.
+    let store = signoff::store::Store::connect(&db.url).await.unwrap();
+    let policy = signoff::policy::Policy::builtin();
+    let now = chrono::Utc::now();
+    for i in 0..5 {
+        let request = {
+            let mut request =
+                signoff::approval::NewApproval::new("t", serde_json::json!({ "i": i }));
+            request.token_name = Some("agent".into());
+            request
+        };
+        let class = policy.classify("t", &request.parameters, None);
+        store.create(request, class, now).await.unwrap();
+    }
+    let ok = signoff(&["audit", "verify"], &db.url);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("5 events"));
+
+    let export = signoff(&["audit", "export"], &db.url);
+    let lines: Vec<serde_json::Value> = stdout(&export)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[2]["seq"], 3);
+    assert_eq!(lines[0]["kind"], "requested");
+    assert!(lines[1]["hash"].as_str().unwrap().len() == 64);
+
+    // An attacker with database access drops the guard and edits event 3.
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("DROP TRIGGER audit_events_no_update; UPDATE audit_events SET data = '{\"i\":99}' WHERE seq = 3")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let broken = signoff(&["audit", "verify"], &db.url);
+    assert_one_line_error(&broken, "event 3");
+}
+
+#[tokio::test]
+async fn audit_verify_catches_tampering_on_postgres_too() {
+    let Some(db) = common::postgres("cli_audit_verify").await else {
+        return;
+    };
+    let token = signoff(&["token", "create", "agent"], &db.url);
+    assert!(token.status.success(), "{}", stderr(&token));
+    let store = signoff::store::Store::connect(&db.url).await.unwrap();
+    let policy = signoff::policy::Policy::builtin();
+    for i in 0..3 {
+        let request = {
+            let mut request =
+                signoff::approval::NewApproval::new("t", serde_json::json!({ "i": i }));
+            request.token_name = Some("agent".into());
+            request
+        };
+        let class = policy.classify("t", &request.parameters, None);
+        store
+            .create(request, class, chrono::Utc::now())
+            .await
+            .unwrap();
+    }
+    assert!(signoff(&["audit", "verify"], &db.url).status.success());
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(
+        "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only; \
+         UPDATE audit_events SET actor = 'mallory' WHERE seq = 2",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_one_line_error(&signoff(&["audit", "verify"], &db.url), "event 2");
+}
+
+#[test]
+fn serve_answers_and_stops_cleanly_on_sigterm() {
+    let db = common::sqlite();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_signoff"))
+        .args(["serve", "--listen", &listen])
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..200 {
+        if let Ok(mut stream) = std::net::TcpStream::connect(&listen) {
+            use std::io::{Read, Write};
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            up = answer.starts_with("HTTP/1.1 200");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Deliver SIGTERM as a process supervisor would.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let mut logs = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(up, "serve answered /healthz; logs: {logs}");
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status:?}; logs: {logs}"
+    );
+    assert!(
+        logs.contains("signoff serving") && logs.contains("sqlite"),
+        "logs say where and which store: {logs}"
+    );
+    assert!(logs.contains("shutting down"), "{logs}");
+}
+
+#[test]
+fn manifest_prints_the_slack_app_with_the_public_url() {
+    let output = Command::new(env!("CARGO_BIN_EXE_signoff"))
+        .arg("manifest")
+        .env("SIGNOFF_PUBLIC_URL", "https://signoff.example.com")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let manifest = stdout(&output);
+    assert!(manifest.contains("https://signoff.example.com/slack/interactions"));
+    assert!(manifest.contains("/approvals"));
+    let missing = Command::new(env!("CARGO_BIN_EXE_signoff"))
+        .arg("manifest")
+        .env_remove("SIGNOFF_PUBLIC_URL")
+        .output()
+        .unwrap();
+    assert_one_line_error(&missing, "SIGNOFF_PUBLIC_URL");
+}

@@ -1,0 +1,128 @@
+//! Test support shared by the integration test binaries: databases on both backends.
+//!
+//! PostgreSQL tests read `SIGNOFF_TEST_POSTGRES_URL` (an admin URL such as
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and create a fresh database per
+//! test. Without it they print that they are skipped — unless
+//! `SIGNOFF_REQUIRE_POSTGRES` is set (as `.ci/run` does), when they fail instead.
+#![allow(dead_code)]
+
+pub mod server;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::Connection;
+
+/// A database for one test; the SQLite file lives as long as this value.
+pub struct TestDb {
+    pub url: String,
+    pub backend: &'static str,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("signoff.db").display());
+    TestDb {
+        url,
+        backend: "sqlite",
+        _dir: Some(dir),
+    }
+}
+
+/// A fresh, empty PostgreSQL database, or `None` (skipped) when none is configured.
+pub async fn postgres(test: &str) -> Option<TestDb> {
+    let Ok(admin) = std::env::var("SIGNOFF_TEST_POSTGRES_URL") else {
+        if std::env::var_os("SIGNOFF_REQUIRE_POSTGRES").is_some() {
+            panic!("SIGNOFF_REQUIRE_POSTGRES is set but SIGNOFF_TEST_POSTGRES_URL is not");
+        }
+        eprintln!("skipped {test} on postgres: SIGNOFF_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let name = format!("signoff_test_{now}_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to SIGNOFF_TEST_POSTGRES_URL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    drop_old_databases(&mut conn, now).await;
+    if let Some(marker) = std::env::var_os("SIGNOFF_POSTGRES_MARKER") {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(marker)
+            .expect("marker file");
+        writeln!(file, "{test}").expect("write marker");
+    }
+    Some(TestDb {
+        url: replace_database(&admin, &name),
+        backend: "postgres",
+        _dir: None,
+    })
+}
+
+/// Test databases are left behind by design (a test may fail mid-way); the ones older
+/// than an hour are dropped here so they never pile up.
+async fn drop_old_databases(conn: &mut sqlx::PgConnection, now: u64) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'signoff\\_test\\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    for name in names {
+        let created = name.split('_').nth(2).and_then(|ts| ts.parse::<u64>().ok());
+        if created.is_some_and(|created| created + 3600 < now) {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut *conn)
+            .await;
+        }
+    }
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{}", &base[..host_end], name);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// Runs one scenario as two tests, `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::common::sqlite()).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    if let Some(db) = $crate::common::postgres(stringify!($name)).await {
+                        super::$name(db).await;
+                    }
+                }
+            }
+        )*
+    };
+}

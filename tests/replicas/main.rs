@@ -1,0 +1,202 @@
+//! Two real `signoff serve` processes on one PostgreSQL database, talking to one fake
+//! Slack: each approval is posted once, each reminder sent once, a click on either
+//! replica decides, a long-poll on one is woken by a decision on the other, and a row
+//! inserted straight into the shared table is picked up.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../slack/fake.rs"]
+mod fake;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::server::{Server, eventually, signoff};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use sqlx::Connection;
+
+const SECRET: &str = "replica-test-secret";
+
+const POLICY: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+approvers = ["U0ALICE", "U0BOB"]
+expires_after = "1h"
+remind_after = "5s"
+remind_every = "1h"
+"#;
+
+fn signed_click(approval_id: &str, user: &str) -> (String, String, String) {
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": user},
+        "trigger_id": "1.2.3",
+        "channel": {"id": "C0APPROVALS"},
+        "actions": [{"action_id": "approve", "value": approval_id, "block_id": format!("approval:{approval_id}")}]
+    });
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    (
+        body,
+        timestamp,
+        format!("v0={}", hex::encode(mac.finalize().into_bytes())),
+    )
+}
+
+/// The approval id in a posted message (every button carries it).
+fn approval_in(message: &Value) -> Option<String> {
+    let text = message["blocks"].to_string();
+    let start = text.find("approval:")? + "approval:".len();
+    Some(text[start..start + 36].to_owned())
+}
+
+// Several threads: the fake Slack must answer while this test waits on the servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_table_without_doing_anything_twice() {
+    let Some(db) = common::postgres("two_replicas").await else {
+        return;
+    };
+    let slack = fake::FakeSlack::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    signoff(&["migrate"], &db.url);
+    let token = signoff(&["token", "create", "agent"], &db.url);
+    let env = [
+        ("SLACK_BOT_TOKEN", "xoxb-replicas"),
+        ("SLACK_SIGNING_SECRET", SECRET),
+        ("SLACK_API_URL", slack.url.as_str()),
+        ("SIGNOFF_POLICY", policy.to_str().unwrap()),
+    ];
+    let a = Server::start(&db.url, &env);
+    let b = Server::start(&db.url, &env);
+    let http = reqwest::Client::new();
+
+    // Requests arrive at both replicas.
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let answer: Value = http
+            .post(format!("{}/v1/approvals", server.address))
+            .bearer_auth(&token)
+            .json(&json!({"tool_name": "rotate_key", "parameters": {"key": i}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(answer["approval_id"].as_str().unwrap().to_owned());
+    }
+    let channel_posts = || {
+        slack
+            .calls_to("chat.postMessage")
+            .into_iter()
+            .filter(|c| c.body["channel"] == "C0APPROVALS" && c.body["thread_ts"].is_null())
+            .collect::<Vec<_>>()
+    };
+    // A long-poll on A, a click on B.
+    let first = ids[0].clone();
+    let poll = {
+        let (http, url, token) = (
+            http.clone(),
+            format!("{}/v1/approvals/{first}?wait=30", a.address),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (body, timestamp, signature) = signed_click(&first, "U0ALICE");
+    let clicked = http
+        .post(format!("{}/slack/interactions", b.address))
+        .header("x-slack-request-timestamp", timestamp)
+        .header("x-slack-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(clicked.status(), 200);
+    let answered = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("woken by the other replica")
+        .unwrap();
+    assert_eq!(answered["status"], "approved");
+    assert_eq!(answered["decided_by"], "U0ALICE");
+    assert!(
+        eventually(Duration::from_secs(20), || channel_posts().len() >= 10).await,
+        "all posted"
+    );
+
+    // Reminders (due 5 s after each request): the nine still pending, two approvers each.
+    let dms = || {
+        slack
+            .calls_to("chat.postMessage")
+            .into_iter()
+            .filter(|c| {
+                c.body["channel"]
+                    .as_str()
+                    .is_some_and(|ch| ch.starts_with('D'))
+            })
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || dms() >= 18).await,
+        "reminders sent: {}",
+        dms()
+    );
+
+    // A row inserted straight into the table is picked up by one of them.
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let inserted: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO pending_approvals (tool_name, parameters, risk_tier, requested_by, expires_at) \
+         VALUES ('drop_table', '{\"table\": \"users\"}', 'medium', 'agent-7', NOW() + INTERVAL '1 hour') RETURNING id",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || channel_posts().len() >= 11).await,
+        "the inserted row was posted"
+    );
+
+    // Settle, then count: nothing happened twice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut per_approval: HashMap<String, usize> = HashMap::new();
+    for post in channel_posts() {
+        *per_approval
+            .entry(approval_in(&post.body).expect("id in the message"))
+            .or_default() += 1;
+    }
+    assert_eq!(per_approval.len(), 11);
+    assert!(
+        per_approval.values().all(|&n| n == 1),
+        "each approval posted once: {per_approval:?}"
+    );
+    assert!(per_approval.contains_key(&inserted.to_string()));
+    assert_eq!(dms(), 18, "each reminder sent once");
+    let row: (String, Option<String>) =
+        sqlx::query_as("SELECT status, decided_by FROM pending_approvals WHERE id = $1")
+            .bind(uuid::Uuid::parse_str(&first).unwrap())
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        row,
+        ("approved".to_owned(), Some("U0ALICE".to_owned())),
+        "the decision is in the shared row"
+    );
+    assert!(signoff(&["audit", "verify"], &db.url).contains("audit chain ok"));
+}

@@ -1,0 +1,56 @@
+//! The `/approvals` slash command.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn approvals_lists_what_the_caller_may_decide_and_shows_one_by_short_id() {
+    let app = spawn_app().await;
+    let open = app.request("a", json!({"x": 1})).await;
+    let deploy = app
+        .request(
+            "deploy_api",
+            json!({"service": "api", "environment": "prod"}),
+        )
+        .await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+
+    let (status, reply) = app.command("U0MALLORY", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["response_type"], "ephemeral");
+    let text = reply.to_string();
+    assert!(text.contains(&open.id.short()), "{text}");
+    assert!(
+        !text.contains(&deploy.id.short()),
+        "Mallory may not decide deploys: {text}"
+    );
+    assert!(
+        text.contains("https://example.slack.com/archives/"),
+        "links to the message: {text}"
+    );
+
+    let (_, reply) = app.command("U0ALICE", "pending").await;
+    assert!(reply.to_string().contains(&deploy.id.short()));
+
+    let (_, reply) = app
+        .command("U0ALICE", &format!("status {}", deploy.id.short()))
+        .await;
+    let text = reply.to_string();
+    assert!(
+        text.contains("deploy_api") && text.contains("pending"),
+        "{text}"
+    );
+
+    let (_, reply) = app.command("U0ALICE", "status 0000dead").await;
+    assert!(reply.to_string().contains("No approval matches"));
+    let (_, reply) = app.command("U0ALICE", "help").await;
+    assert!(reply.to_string().contains("/approvals"));
+    let (_, reply) = app.command("U0ALICE", "frobnicate").await;
+    assert!(reply.to_string().contains("Usage"), "{reply}");
+}

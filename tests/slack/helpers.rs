@@ -1,0 +1,341 @@
+//! `spawn_app()` with Slack: the real router on 127.0.0.1:0 talking to a [`FakeSlack`],
+//! a manual clock, and helpers that send requests signed as Slack signs them.
+
+use std::sync::Arc;
+
+use chrono::TimeZone;
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use signoff::approval::Approval;
+use signoff::clock::{Clock, ManualClock};
+use signoff::jobs::Deliveries;
+use signoff::outbox::Outbox;
+use signoff::policy::Policy;
+use signoff::scheduler::Scheduler;
+use signoff::server::{self, AppState};
+use signoff::slack::app::SlackApp;
+use signoff::slack::client::SlackClient;
+use signoff::store::Store;
+
+use crate::common::{self, TestDb};
+use crate::fake::FakeSlack;
+
+pub const SECRET: &str = "test-signing-secret";
+pub const REQUESTER: &str = "U0REQUESTER";
+
+pub const POLICY: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+expires_after = "1h"
+
+[[rules]]
+tools = ["deploy_*"]
+tier = "medium"
+required_approvals = 2
+channel = "C0DEPLOYS"
+approvers = ["U0ALICE", "U0BOB", "S0SRE"]
+summary = "Deploy {service} to {environment}"
+
+[[rules]]
+tools = ["search_*"]
+tier = "low"
+
+[[rules]]
+tools = ["remind_*"]
+tier = "medium"
+approvers = ["U0ALICE", "U0BOB", "S0SRE"]
+required_approvals = 2
+remind_after = "30m"
+remind_every = "1h"
+expires_after = "4h"
+
+[[rules]]
+tools = ["nudge_*"]
+tier = "medium"
+remind_after = "30m"
+
+[[rules]]
+tools = ["escalate_*"]
+tier = "medium"
+escalate_after = "2h"
+escalation_channel = "C0MANAGERS"
+expires_after = "4h"
+"#;
+
+pub struct TestApp {
+    pub address: String,
+    pub store: Store,
+    pub clock: ManualClock,
+    pub slack: FakeSlack,
+    pub scheduler: Scheduler,
+    pub http: reqwest::Client,
+    _db: TestDb,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_on(common::sqlite()).await
+}
+
+pub async fn spawn_on(db: TestDb) -> TestApp {
+    let slack = FakeSlack::start().await;
+    let store = Store::connect_with(&db.url, Deliveries { slack: true })
+        .await
+        .expect("store opens");
+    let clock = ManualClock::new(
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+            .unwrap(),
+    );
+    // A short time limit so the "Slack hangs" test takes a moment, not 10 s.
+    let client = SlackClient::new("xoxb-test-token", &slack.url)
+        .expect("client")
+        .with_timeout(std::time::Duration::from_millis(500));
+    let state = AppState::new(
+        store.clone(),
+        Policy::from_toml_str(POLICY).unwrap(),
+        Arc::new(clock.clone()),
+    )
+    .with_slack(SlackApp::new(client.clone(), Some(SECRET.into())));
+    let scheduler = Scheduler::with_outbox(
+        store.clone(),
+        Outbox::new(store.clone(), Some(client)).unwrap(),
+    )
+    .with_policy(Arc::new(Policy::from_toml_str(POLICY).unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server::run(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        store,
+        clock,
+        slack,
+        scheduler,
+        http: reqwest::Client::new(),
+        _db: db,
+        _shutdown: stop,
+    }
+}
+
+/// Slack's signature: `v0=` + hex HMAC-SHA256 of `v0:{ts}:{body}`.
+pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+impl TestApp {
+    /// Runs the due jobs at the current (manual) time: posts, updates, expiry.
+    pub async fn run_jobs(&self) -> usize {
+        self.scheduler
+            .run_once(self.clock.now())
+            .await
+            .expect("scheduler pass")
+    }
+
+    /// Creates an approval through the store, as the API does, and returns it.
+    pub async fn request(&self, tool: &str, parameters: Value) -> Approval {
+        self.request_with_callback(tool, parameters, None).await
+    }
+
+    pub async fn request_with_callback(
+        &self,
+        tool: &str,
+        parameters: Value,
+        callback_url: Option<String>,
+    ) -> Approval {
+        let policy = Policy::from_toml_str(POLICY).unwrap();
+        let request = {
+            let mut request = signoff::approval::NewApproval::new(tool, parameters);
+            request.requested_by = Some(REQUESTER.into());
+            request.callback_url = callback_url;
+            request.token_name = Some("agent".into());
+            request
+        };
+        let class = policy.classify(tool, &request.parameters, None);
+        self.store
+            .create(request, class, self.clock.now())
+            .await
+            .unwrap()
+            .approval
+    }
+
+    pub async fn approval(&self, approval: &Approval) -> Approval {
+        self.store.get(approval.id).await.unwrap().unwrap()
+    }
+
+    /// POSTs a form body to a /slack endpoint, signed with `secret` at `timestamp`.
+    pub async fn post_signed(
+        &self,
+        path: &str,
+        body: &str,
+        secret: &str,
+        timestamp: i64,
+    ) -> (StatusCode, String) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.address))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", timestamp.to_string())
+            .header("x-slack-signature", sign(secret, timestamp, body))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+
+    /// Sends an interaction payload, correctly signed now.
+    pub async fn interact(&self, payload: &Value) -> (StatusCode, String) {
+        let body = interaction_body(payload);
+        self.post_signed(
+            "/slack/interactions",
+            &body,
+            SECRET,
+            self.clock.now().timestamp(),
+        )
+        .await
+    }
+
+    /// `user` clicks `action` (approve, deny, edit) on the approval's message.
+    pub async fn click(
+        &self,
+        approval: &Approval,
+        user: &str,
+        action: &str,
+    ) -> (StatusCode, String) {
+        self.interact(&click_payload(
+            &approval.id.to_string(),
+            user,
+            action,
+            &channel_of(approval),
+        ))
+        .await
+    }
+
+    /// `user` submits a modal (`deny_reason` or `edit_approve`) with `value` in its input.
+    pub async fn submit(
+        &self,
+        approval: &Approval,
+        user: &str,
+        callback: &str,
+        value: &str,
+    ) -> (StatusCode, String) {
+        let input = if callback == "deny_reason" {
+            "reason"
+        } else {
+            "parameters"
+        };
+        let payload = json!({
+            "type": "view_submission",
+            "team": {"id": "T0TEAM"},
+            "user": {"id": user, "username": user.to_lowercase()},
+            "view": {
+                "id": "V0MODAL",
+                "callback_id": callback,
+                "private_metadata": approval.id.to_string(),
+                "state": {"values": {input: {input: {"type": "plain_text_input", "value": value}}}}
+            }
+        });
+        self.interact(&payload).await
+    }
+
+    /// `/approvals TEXT` from `user`.
+    pub async fn command(&self, user: &str, text: &str) -> (StatusCode, Value) {
+        let body = serde_urlencoded::to_string([
+            ("token", "unused"),
+            ("team_id", "T0TEAM"),
+            ("channel_id", "C0APPROVALS"),
+            ("user_id", user),
+            ("command", "/approvals"),
+            ("text", text),
+            (
+                "response_url",
+                "https://hooks.slack.com/commands/T0TEAM/1/x",
+            ),
+            ("trigger_id", "1.2.3"),
+        ])
+        .unwrap();
+        let (status, text) = self
+            .post_signed(
+                "/slack/commands",
+                &body,
+                SECRET,
+                self.clock.now().timestamp(),
+            )
+            .await;
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Ephemeral replies sent to `user`, newest last.
+    pub async fn ephemerals_to(&self, user: &str, count: usize) -> Vec<String> {
+        self.slack
+            .wait_for("chat.postEphemeral", count)
+            .await
+            .into_iter()
+            .filter(|c| c.body["user"] == user)
+            .map(|c| c.body["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+pub fn channel_of(approval: &Approval) -> String {
+    approval.routing.channel.clone().unwrap_or_default()
+}
+
+/// A block_actions payload shaped as Slack sends it.
+pub fn click_payload(approval_id: &str, user: &str, action: &str, channel: &str) -> Value {
+    json!({
+        "type": "block_actions",
+        "team": {"id": "T0TEAM", "domain": "test"},
+        "user": {"id": user, "username": user.to_lowercase(), "team_id": "T0TEAM"},
+        "api_app_id": "A0APP",
+        "trigger_id": "12345.98765.abcd",
+        "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": channel, "is_ephemeral": false},
+        "channel": {"id": channel, "name": "approvals"},
+        "response_url": "https://hooks.slack.com/actions/T0TEAM/1/x",
+        "actions": [{
+            "type": "button",
+            "action_id": action,
+            "block_id": format!("approval:{approval_id}"),
+            "value": approval_id,
+            "action_ts": "1700000001.000200"
+        }]
+    })
+}
+
+/// `payload=<url-encoded JSON>`, as Slack posts interactions.
+pub fn interaction_body(payload: &Value) -> String {
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+/// The action ids of a message's buttons, in order.
+pub fn action_ids(message: &Value) -> Vec<String> {
+    message["blocks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["action_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `GET /health/approvals`.
+pub async fn health(app: &TestApp) -> (StatusCode, Value) {
+    let response = app
+        .http
+        .get(format!("{}/health/approvals", app.address))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}

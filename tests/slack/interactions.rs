@@ -1,0 +1,348 @@
+//! Clicks and modals: signature checks, who may decide, refusals, deny and edit.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use signoff::approval::Status;
+use signoff::clock::Clock;
+
+use crate::common;
+use crate::helpers::*;
+
+crate::on_both_backends!(two_simultaneous_clicks_produce_exactly_one_decision,);
+
+#[tokio::test]
+async fn forged_stale_tampered_and_unsigned_requests_are_401_and_change_nothing() {
+    let app = spawn_app().await;
+    let approval = app.request("wipe", json!({"disk": "sda"})).await;
+    let body = interaction_body(&click_payload(
+        &approval.id.to_string(),
+        "U0ALICE",
+        "approve",
+        "C0APPROVALS",
+    ));
+    let now = app.clock.now().timestamp();
+    let cases = [
+        (
+            "wrong secret",
+            app.post_signed("/slack/interactions", &body, "not-the-secret", now)
+                .await,
+        ),
+        (
+            "stale by 301 s",
+            app.post_signed("/slack/interactions", &body, SECRET, now - 301)
+                .await,
+        ),
+        (
+            "from the future",
+            app.post_signed("/slack/interactions", &body, SECRET, now + 301)
+                .await,
+        ),
+        (
+            "command, wrong secret",
+            app.post_signed("/slack/commands", "user_id=U0ALICE&text=", "nope", now)
+                .await,
+        ),
+    ];
+    for (what, (status, answer)) in cases {
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {answer}");
+    }
+    // Signed, then tampered with: the body says deny instead of approve.
+    let tampered = body.replace("approve", "deny");
+    let response = app
+        .http
+        .post(format!("{}/slack/interactions", app.address))
+        .header("x-slack-request-timestamp", now.to_string())
+        .header("x-slack-signature", sign(SECRET, now, &body))
+        .body(tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let unsigned = app
+        .http
+        .post(format!("{}/slack/interactions", app.address))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+
+    assert_eq!(app.approval(&approval).await, approval, "nothing changed");
+    assert_eq!(
+        app.store.audit_head().await.unwrap().0,
+        1,
+        "only the request is in the audit log"
+    );
+    assert!(app.slack.calls_to("chat.postEphemeral").is_empty());
+}
+
+#[tokio::test]
+async fn malformed_payloads_are_400_after_verification() {
+    let app = spawn_app().await;
+    let now = app.clock.now().timestamp();
+    for body in ["payload=%7Bnot-json", "nothing=here", "payload=%7B%7D"] {
+        let (status, answer) = app
+            .post_signed("/slack/interactions", body, SECRET, now)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn refused_clicks_get_an_ephemeral_reason_and_change_nothing() {
+    let app = spawn_app().await;
+    app.slack.set_group("S0SRE", &["U0CAROL"]);
+    let deploy = app
+        .request(
+            "deploy_api",
+            json!({"service": "api", "environment": "prod"}),
+        )
+        .await;
+
+    app.click(&deploy, "U0MALLORY", "approve").await;
+    let replies = app.ephemerals_to("U0MALLORY", 1).await;
+    assert!(replies[0].contains("Only the approvers"), "{replies:?}");
+
+    app.click(&deploy, REQUESTER, "approve").await;
+    let replies = app.ephemerals_to(REQUESTER, 2).await;
+    assert!(replies[0].contains("someone else"), "{replies:?}");
+
+    app.click(&deploy, "U0ALICE", "approve").await;
+    app.click(&deploy, "U0ALICE", "approve").await;
+    let replies = app.ephemerals_to("U0ALICE", 3).await;
+    assert!(replies[0].contains("already voted"), "{replies:?}");
+
+    let after = app.approval(&deploy).await;
+    assert_eq!(after.votes.len(), 1, "only Alice's first vote counts");
+    assert_eq!(after.status, Status::Pending);
+
+    // A Deny click from someone who may not decide opens no modal.
+    app.click(&deploy, "U0MALLORY", "deny").await;
+    app.ephemerals_to("U0MALLORY", 4).await;
+    assert!(app.slack.calls_to("views.open").is_empty());
+}
+
+#[tokio::test]
+async fn clicks_after_a_decision_or_expiry_or_on_unknown_ids_are_refused() {
+    let app = spawn_app().await;
+    let decided = app.request("a", json!({})).await;
+    app.click(&decided, "U0ALICE", "approve").await;
+    app.click(&decided, "U0BOB", "approve").await;
+    let replies = app.ephemerals_to("U0BOB", 1).await;
+    assert!(replies[0].contains("already approved"), "{replies:?}");
+
+    let expiring = app.request("b", json!({})).await;
+    app.clock.advance(Duration::from_secs(3600));
+    app.click(&expiring, "U0ALICE", "approve").await;
+    let replies = app.ephemerals_to("U0ALICE", 2).await;
+    assert!(replies[0].contains("expired"), "{replies:?}");
+    assert_eq!(
+        app.approval(&expiring).await.status,
+        Status::Pending,
+        "the scheduler expires it, not the click"
+    );
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (status, _) = app
+        .interact(&click_payload(
+            &unknown,
+            "U0ALICE",
+            "approve",
+            "C0APPROVALS",
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app
+        .interact(&click_payload(
+            "not-an-id",
+            "U0ALICE",
+            "approve",
+            "C0APPROVALS",
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let replies = app.ephemerals_to("U0ALICE", 4).await;
+    assert!(
+        replies
+            .iter()
+            .filter(|r| r.contains("does not exist"))
+            .count()
+            == 2,
+        "{replies:?}"
+    );
+}
+
+#[tokio::test]
+async fn deny_opens_a_reason_modal_and_the_submission_denies() {
+    let app = spawn_app().await;
+    let approval = app.request("drop_table", json!({"table": "users"})).await;
+    app.run_jobs().await;
+    let (status, _) = app.click(&approval, "U0ALICE", "deny").await;
+    assert_eq!(status, StatusCode::OK);
+    let opened = app.slack.wait_for("views.open", 1).await;
+    assert_eq!(opened[0].body["trigger_id"], "12345.98765.abcd");
+    assert_eq!(opened[0].body["view"]["callback_id"], "deny_reason");
+    assert_eq!(
+        opened[0].body["view"]["private_metadata"],
+        approval.id.to_string()
+    );
+    assert_eq!(
+        app.approval(&approval).await.status,
+        Status::Pending,
+        "the click alone decides nothing"
+    );
+
+    let (status, body) = app
+        .submit(&approval, "U0ALICE", "deny_reason", "Wrong table")
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, ""),
+        "an empty 200 closes the modal"
+    );
+    let denied = app.approval(&approval).await;
+    assert_eq!(denied.status, Status::Denied);
+    assert_eq!(denied.reason.as_deref(), Some("Wrong table"));
+    app.run_jobs().await;
+    let update = app.slack.calls_to("chat.update").pop().unwrap();
+    assert!(update.body.to_string().contains("Wrong table"));
+
+    // A second submission (a stale modal) is answered in the modal.
+    let (status, body) = app
+        .submit(&approval, "U0BOB", "deny_reason", "me too")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["response_action"], "errors");
+    assert!(
+        answer["errors"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already denied")
+    );
+}
+
+#[tokio::test]
+async fn edit_and_approve_validates_the_json_and_runs_only_the_edited_parameters() {
+    let app = spawn_app().await;
+    let approval = app
+        .request(
+            "send_email",
+            json!({"recipients": ["a@x.com", "b@x.com"], "subject": "Hi"}),
+        )
+        .await;
+    app.click(&approval, "U0ALICE", "edit").await;
+    let opened = app.slack.wait_for("views.open", 1).await;
+    assert_eq!(opened[0].body["view"]["callback_id"], "edit_approve");
+    assert!(
+        opened[0].body["view"].to_string().contains("a@x.com"),
+        "the modal shows the parameters"
+    );
+
+    for (bad, expected) in [("{not json", "Not valid JSON"), ("[1, 2]", "JSON object")] {
+        let (status, body) = app.submit(&approval, "U0ALICE", "edit_approve", bad).await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["response_action"], "errors", "{body}");
+        assert!(
+            answer["errors"]["parameters"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{body}"
+        );
+        assert_eq!(app.approval(&approval).await.status, Status::Pending);
+    }
+
+    let (status, body) = app
+        .submit(
+            &approval,
+            "U0ALICE",
+            "edit_approve",
+            r#"{"recipients": ["a@x.com"], "subject": "Hi"}"#,
+        )
+        .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+    let edited = app.approval(&approval).await;
+    assert_eq!(edited.status, Status::Approved);
+    assert_eq!(
+        edited.parameters,
+        json!({"recipients": ["a@x.com"], "subject": "Hi"})
+    );
+    assert_eq!(
+        edited.original_parameters,
+        Some(json!({"recipients": ["a@x.com", "b@x.com"], "subject": "Hi"}))
+    );
+    let execute_original = app
+        .store
+        .apply(
+            approval.id,
+            signoff::approval::Event::Execute {
+                parameters: approval.parameters.clone(),
+                caller: Some("agent".into()),
+            },
+            app.clock.now(),
+        )
+        .await;
+    assert!(
+        execute_original.is_err(),
+        "the original parameters may not run"
+    );
+}
+
+#[tokio::test]
+async fn slack_endpoints_answer_503_when_slack_is_not_configured() {
+    let db = common::sqlite();
+    let store = signoff::store::Store::connect(&db.url).await.unwrap();
+    let state = signoff::server::AppState::new(
+        store,
+        signoff::policy::Policy::builtin(),
+        std::sync::Arc::new(signoff::clock::SystemClock),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(signoff::server::run(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    let response = reqwest::Client::new()
+        .post(format!("http://{address}/slack/interactions"))
+        .body("payload=%7B%7D")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+async fn two_simultaneous_clicks_produce_exactly_one_decision(db: common::TestDb) {
+    let app = spawn_on(db).await;
+    let approval = app.request("transfer", json!({"amount": 5})).await;
+    app.run_jobs().await;
+    let (a, b) = tokio::join!(
+        app.click(&approval, "U0ALICE", "approve"),
+        app.click(&approval, "U0BOB", "approve")
+    );
+    assert_eq!((a.0, b.0), (StatusCode::OK, StatusCode::OK));
+    let decided = app.approval(&approval).await;
+    assert_eq!(decided.status, Status::Approved);
+    assert_eq!(decided.votes.len(), 1, "exactly one vote decided it");
+    let loser = if decided.decided_by.as_deref() == Some("U0ALICE") {
+        "U0BOB"
+    } else {
+        "U0ALICE"
+    };
+    let replies = app.ephemerals_to(loser, 1).await;
+    assert!(replies[0].contains("already approved"), "{replies:?}");
+    let approved_events = app
+        .store
+        .audit_page(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "approved")
+        .count();
+    assert_eq!(approved_events, 1);
+}

@@ -1,0 +1,12 @@
+//! Slack, end to end: the real router and outbox against a fake Slack Web API, driven
+//! by payloads signed and shaped as Slack sends them.
+
+mod commands;
+#[path = "../common/mod.rs"]
+mod common;
+mod fake;
+mod helpers;
+mod intake;
+mod interactions;
+mod messages;
+mod schedule;

@@ -1,0 +1,265 @@
+//! The approval message: posted once, updated on every change, delivered through
+//! rate limits, outages and dead letters.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use signoff::approval::Status;
+
+use crate::fake::Failure;
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_pending_request_is_posted_once_with_buttons_and_a_fallback_text() {
+    let app = spawn_app().await;
+    let approval = app
+        .request(
+            "delete_customer_records",
+            json!({"customer_ids": ["c1", "c2"]}),
+        )
+        .await;
+    assert_eq!(app.run_jobs().await, 1);
+    let posts = app.slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 1);
+    let post = &posts[0];
+    assert_eq!(
+        post.authorization.as_deref(),
+        Some("Bearer xoxb-test-token")
+    );
+    assert_eq!(post.body["channel"], "C0APPROVALS");
+    assert!(
+        post.body["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("delete_customer_records"))
+    );
+    assert_eq!(action_ids(&post.body), ["approve", "deny", "edit"]);
+    let text = post.body.to_string();
+    assert!(
+        text.contains("c1, c2"),
+        "parameters are rendered readably: {text}"
+    );
+    assert_eq!(app.slack.calls_to("chat.getPermalink").len(), 1);
+
+    // Further passes and restarts of the worker do not post it again.
+    assert_eq!(app.run_jobs().await, 0);
+    app.clock.advance(Duration::from_secs(120));
+    app.run_jobs().await;
+    assert_eq!(app.slack.calls_to("chat.postMessage").len(), 1);
+    let messages = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(messages.len(), 1);
+    assert!(
+        messages[0]
+            .permalink
+            .as_deref()
+            .unwrap()
+            .starts_with("https://example.slack.com/")
+    );
+}
+
+#[tokio::test]
+async fn auto_approved_requests_are_not_posted() {
+    let app = spawn_app().await;
+    let approval = app.request("search_orders", json!({"q": "x"})).await;
+    assert_eq!(approval.status, Status::Approved);
+    app.run_jobs().await;
+    assert!(app.slack.calls_to("chat.postMessage").is_empty());
+}
+
+#[tokio::test]
+async fn an_approve_click_decides_and_every_message_loses_its_buttons() {
+    let app = spawn_app().await;
+    let approval = app
+        .request("restart_service", json!({"service": "api"}))
+        .await;
+    app.run_jobs().await;
+    let (status, body) = app.click(&approval, "U0ALICE", "approve").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let decided = app.approval(&approval).await;
+    assert_eq!(decided.status, Status::Approved);
+    assert_eq!(decided.decided_by.as_deref(), Some("U0ALICE"));
+
+    app.run_jobs().await;
+    let updates = app.slack.calls_to("chat.update");
+    assert_eq!(updates.len(), 1);
+    let update = &updates[0].body;
+    let post = &app.slack.calls_to("chat.postMessage")[0];
+    assert_eq!(update["channel"], "C0APPROVALS");
+    assert_eq!(
+        update["ts"],
+        app.store.messages(approval.id).await.unwrap()[0]
+            .ts
+            .as_str()
+    );
+    assert!(
+        action_ids(update).is_empty(),
+        "no buttons after the decision: {update}"
+    );
+    assert!(
+        update.to_string().contains("U0ALICE"),
+        "says who decided: {update}"
+    );
+    assert_ne!(post.body["blocks"], update["blocks"]);
+    let kinds: Vec<_> = app
+        .store
+        .audit_page(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["requested", "vote", "approved"]);
+}
+
+#[tokio::test]
+async fn votes_so_far_show_until_enough_approvers_agree() {
+    let app = spawn_app().await;
+    app.slack.set_group("S0SRE", &["U0CAROL"]);
+    let approval = app
+        .request(
+            "deploy_api",
+            json!({"service": "api", "environment": "prod"}),
+        )
+        .await;
+    app.run_jobs().await;
+    let post = &app.slack.calls_to("chat.postMessage")[0];
+    assert_eq!(post.body["channel"], "C0DEPLOYS", "the rule's channel");
+    assert!(
+        post.body.to_string().contains("Deploy api to prod"),
+        "the rule's summary template"
+    );
+
+    app.click(&approval, "U0ALICE", "approve").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Pending);
+    app.run_jobs().await;
+    let update = app.slack.calls_to("chat.update").pop().expect("vote shown");
+    assert!(
+        update.body.to_string().contains("1 of 2"),
+        "{}",
+        update.body
+    );
+    assert_eq!(action_ids(&update.body).len(), 3, "still open");
+
+    // U0CAROL approves as a member of the S0SRE group.
+    let (status, _) = app.click(&approval, "U0CAROL", "approve").await;
+    assert_eq!(status, StatusCode::OK);
+    let done = app.approval(&approval).await;
+    assert_eq!(done.status, Status::Approved);
+    assert_eq!(done.decided_by.as_deref(), Some("U0ALICE, U0CAROL"));
+    assert_eq!(app.slack.calls_to("usergroups.users.list").len(), 1);
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_after_retry_after() {
+    let app = spawn_app().await;
+    app.slack.fail_next(
+        "chat.postMessage",
+        Failure::RateLimited {
+            retry_after_secs: 7,
+        },
+    );
+    let approval = app.request("a", json!({})).await;
+    app.run_jobs().await;
+    assert_eq!(
+        app.slack.calls_to("chat.postMessage").len(),
+        1,
+        "tried once"
+    );
+    assert!(app.store.messages(approval.id).await.unwrap().is_empty());
+    app.clock.advance(Duration::from_secs(6));
+    app.run_jobs().await;
+    assert_eq!(
+        app.slack.calls_to("chat.postMessage").len(),
+        1,
+        "not before Retry-After"
+    );
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    assert_eq!(app.slack.calls_to("chat.postMessage").len(), 2);
+    assert_eq!(app.store.messages(approval.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn server_errors_hangs_and_transient_codes_are_retried_with_backoff() {
+    let app = spawn_app().await;
+    app.slack
+        .fail_next("chat.postMessage", Failure::ServerError);
+    app.slack.fail_next("chat.postMessage", Failure::Hang);
+    app.slack
+        .fail_next("chat.postMessage", Failure::NotOk("internal_error"));
+    let approval = app.request("a", json!({})).await;
+    for wait in [0, 1, 2, 4] {
+        app.clock.advance(Duration::from_secs(wait));
+        app.run_jobs().await;
+    }
+    assert_eq!(app.slack.calls_to("chat.postMessage").len(), 4);
+    assert_eq!(
+        app.store.messages(approval.id).await.unwrap().len(),
+        1,
+        "delivered on the fourth try"
+    );
+    let (_, health) = health(&app).await;
+    assert_eq!(health["undelivered"], 0);
+    assert_eq!(health["slack_reachable"], true);
+}
+
+#[tokio::test]
+async fn permanent_errors_are_dead_lettered_and_reported_by_health() {
+    let app = spawn_app().await;
+    app.slack
+        .fail_next("chat.postMessage", Failure::NotOk("channel_not_found"));
+    app.request("a", json!({})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(3600));
+    app.run_jobs().await;
+    assert_eq!(
+        app.slack.calls_to("chat.postMessage").len(),
+        1,
+        "not retried"
+    );
+    let (status, health) = health(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["undelivered"], 1);
+}
+
+#[tokio::test]
+async fn posts_to_one_channel_are_paced_to_one_per_second() {
+    let app = spawn_app().await;
+    for i in 0..3 {
+        app.request("a", json!({ "i": i })).await;
+    }
+    assert_eq!(app.run_jobs().await, 3);
+    assert_eq!(app.slack.calls_to("chat.postMessage").len(), 1);
+    // Each deferred post got a slot of its own: one is due per second, not all of them.
+    app.clock.advance(Duration::from_secs(1));
+    assert_eq!(app.run_jobs().await, 1, "only the next slot is due");
+    assert_eq!(app.slack.calls_to("chat.postMessage").len(), 2);
+    app.clock.advance(Duration::from_secs(1));
+    assert_eq!(app.run_jobs().await, 1);
+    assert_eq!(app.slack.calls_to("chat.postMessage").len(), 3);
+    let (_, health) = health(&app).await;
+    assert_eq!(health["undelivered"], 0, "pacing is not failure");
+}
+
+#[tokio::test]
+async fn expiry_updates_the_message_to_say_so() {
+    let app = spawn_app().await;
+    let approval = app.request("a", json!({})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(3600));
+    app.run_jobs().await; // expires; plans the update
+    app.run_jobs().await; // delivers it
+    assert_eq!(app.approval(&approval).await.status, Status::Expired);
+    let update = app
+        .slack
+        .calls_to("chat.update")
+        .pop()
+        .expect("message updated");
+    assert!(action_ids(&update.body).is_empty());
+    assert!(
+        update.body.to_string().to_lowercase().contains("expired"),
+        "{}",
+        update.body
+    );
+}

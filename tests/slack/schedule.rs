@@ -1,0 +1,286 @@
+//! Reminders, escalation and decision callbacks, with the clock moved by hand.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+use signoff::approval::Status;
+use signoff::clock::Clock;
+
+use crate::helpers::*;
+
+fn dm_posts(app: &TestApp) -> Vec<Value> {
+    app.slack
+        .calls_to("chat.postMessage")
+        .into_iter()
+        .filter(|c| {
+            c.body["channel"]
+                .as_str()
+                .is_some_and(|ch| ch.starts_with('D'))
+        })
+        .map(|c| c.body)
+        .collect()
+}
+
+fn opened_for(app: &TestApp) -> Vec<String> {
+    app.slack
+        .calls_to("conversations.open")
+        .into_iter()
+        .map(|c| c.body["users"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
+    let app = spawn_app().await;
+    app.slack.set_group("S0SRE", &["U0CAROL", "U0ALICE"]);
+    let approval = app.request("remind_rotate", json!({"key": "prod"})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(29 * 60));
+    app.run_jobs().await;
+    assert!(dm_posts(&app).is_empty(), "not before remind_after");
+
+    app.clock.advance(Duration::from_secs(60));
+    app.run_jobs().await;
+    assert_eq!(
+        opened_for(&app),
+        ["U0ALICE", "U0BOB", "U0CAROL"],
+        "each approver once, groups expanded"
+    );
+    let dms = dm_posts(&app);
+    assert_eq!(dms.len(), 3);
+    let dm = dms[0].to_string();
+    assert!(dm.contains("Reminder") && dm.contains("left"), "{dm}");
+    assert!(
+        dm.contains("https://example.slack.com/archives/"),
+        "links to the channel message: {dm}"
+    );
+
+    app.click(&approval, "U0ALICE", "approve").await;
+    app.clock.advance(Duration::from_secs(3600));
+    app.run_jobs().await;
+    let opened = opened_for(&app);
+    assert_eq!(
+        &opened[3..],
+        ["U0BOB", "U0CAROL"],
+        "Alice voted: no more reminders for her"
+    );
+
+    app.click(&approval, "U0BOB", "approve").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+    app.run_jobs().await; // updates every message, DMs included
+    let updated: Vec<String> = app
+        .slack
+        .calls_to("chat.update")
+        .into_iter()
+        .filter_map(|c| c.body["channel"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        updated.iter().filter(|ch| ch.starts_with('D')).count() >= 3,
+        "reminder DMs lose their buttons: {updated:?}"
+    );
+    app.clock.advance(Duration::from_secs(3 * 3600));
+    app.run_jobs().await;
+    assert_eq!(opened_for(&app).len(), 5, "no reminder after the decision");
+}
+
+#[tokio::test]
+async fn without_an_approvers_list_the_reminder_is_a_thread_reply() {
+    let app = spawn_app().await;
+    app.request("nudge_backup", json!({})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    let posts = app.slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 2);
+    let main_ts = app.slack.calls_to("chat.postMessage")[0].body["channel"].clone();
+    assert_eq!(posts[1].body["channel"], main_ts);
+    assert!(
+        posts[1].body["thread_ts"].as_str().is_some(),
+        "{}",
+        posts[1].body
+    );
+    assert!(posts[1].body["text"].as_str().unwrap().contains("Reminder"));
+    assert!(app.slack.calls_to("conversations.open").is_empty());
+}
+
+#[tokio::test]
+async fn escalation_posts_live_buttons_to_the_manager_channel_and_notes_it_in_the_thread() {
+    let app = spawn_app().await;
+    let approval = app
+        .request("escalate_payout", json!({"amount": 5000}))
+        .await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    app.run_jobs().await;
+    let posts = app.slack.calls_to("chat.postMessage");
+    let escalated: Vec<_> = posts
+        .iter()
+        .filter(|c| c.body["channel"] == "C0MANAGERS")
+        .collect();
+    assert_eq!(escalated.len(), 1);
+    assert!(
+        escalated[0]
+            .body
+            .to_string()
+            .contains("\"action_id\":\"approve\""),
+        "live buttons"
+    );
+    let note = posts
+        .iter()
+        .find(|c| c.body["thread_ts"].is_string())
+        .expect("thread note");
+    assert_eq!(note.body["channel"], "C0APPROVALS");
+    assert!(note.body["text"].as_str().unwrap().contains("C0MANAGERS"));
+
+    // A decision in the escalation channel decides it and updates both messages.
+    let payload = click_payload(
+        &approval.id.to_string(),
+        "U0MANAGER",
+        "approve",
+        "C0MANAGERS",
+    );
+    app.interact(&payload).await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+    app.run_jobs().await;
+    let updated: Vec<String> = app
+        .slack
+        .calls_to("chat.update")
+        .into_iter()
+        .map(|c| c.body["channel"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        updated.contains(&"C0APPROVALS".to_owned()) && updated.contains(&"C0MANAGERS".to_owned()),
+        "{updated:?}"
+    );
+}
+
+#[tokio::test]
+async fn nothing_is_escalated_once_decided() {
+    let app = spawn_app().await;
+    let approval = app.request("escalate_payout", json!({"amount": 1})).await;
+    app.run_jobs().await;
+    app.click(&approval, "U0ALICE", "deny").await;
+    app.submit(&approval, "U0ALICE", "deny_reason", "no").await;
+    app.clock.advance(Duration::from_secs(3 * 3600));
+    app.run_jobs().await;
+    assert!(
+        app.slack
+            .calls_to("chat.postMessage")
+            .iter()
+            .all(|c| c.body["channel"] != "C0MANAGERS")
+    );
+}
+
+/// A callback receiver on 127.0.0.1:0 that records requests and answers with the
+/// queued statuses (then 200).
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+    answers: Arc<Mutex<Vec<StatusCode>>>,
+}
+
+impl Receiver {
+    async fn start(answers: Vec<StatusCode>) -> (Receiver, String) {
+        let receiver = Receiver {
+            answers: Arc::new(Mutex::new(answers)),
+            ..Receiver::default()
+        };
+        let state = receiver.clone();
+        let app = axum::Router::new().route(
+            "/callback",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move {
+                    state
+                        .got
+                        .lock()
+                        .unwrap()
+                        .push((headers, String::from_utf8_lossy(&body).into_owned()));
+                    let mut answers = state.answers.lock().unwrap();
+                    if answers.is_empty() {
+                        StatusCode::OK
+                    } else {
+                        answers.remove(0)
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/callback", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, url)
+    }
+
+    fn got(&self) -> Vec<(HeaderMap, String)> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn decisions_are_posted_to_the_callback_url_signed_and_retried() {
+    let app = spawn_app().await;
+    let token = signoff::tokens::generate();
+    app.store
+        .token_insert("agent", &signoff::tokens::hash(&token), app.clock.now())
+        .await
+        .unwrap();
+    let (receiver, url) = Receiver::start(vec![StatusCode::INTERNAL_SERVER_ERROR]).await;
+    let approval = app
+        .request_with_callback("a", json!({"n": 1}), Some(url))
+        .await;
+    app.run_jobs().await;
+    assert!(
+        receiver.got().is_empty(),
+        "nothing to announce while pending"
+    );
+
+    app.click(&approval, "U0ALICE", "approve").await;
+    app.run_jobs().await;
+    assert_eq!(receiver.got().len(), 1, "first attempt answered 500");
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    let got = receiver.got();
+    assert_eq!(got.len(), 2, "retried after backoff");
+
+    let (headers, body) = &got[1];
+    let json: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["status"], "approved");
+    assert_eq!(json["approval_id"], approval.id.to_string());
+    assert_eq!(json["approval"]["decided_by"], "U0ALICE");
+    // The receiver verifies with the SHA-256 of its own token.
+    let timestamp: i64 = headers["x-signoff-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expected = signoff::outbox::callback::sign(&signoff::tokens::hash(&token), timestamp, body);
+    assert_eq!(headers["x-signoff-signature"].to_str().unwrap(), expected);
+
+    app.clock.advance(Duration::from_secs(3600));
+    app.run_jobs().await;
+    assert_eq!(receiver.got().len(), 2, "delivered once");
+}
+
+#[tokio::test]
+async fn expiry_is_announced_to_the_callback_url() {
+    let app = spawn_app().await;
+    app.store
+        .token_insert(
+            "agent",
+            &signoff::tokens::hash(&signoff::tokens::generate()),
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
+    let (receiver, url) = Receiver::start(vec![]).await;
+    app.request_with_callback("a", json!({}), Some(url)).await;
+    app.clock.advance(Duration::from_secs(3600));
+    app.run_jobs().await; // expire
+    app.run_jobs().await; // deliver
+    let got = receiver.got();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].1.contains("\"status\":\"expired\""));
+}

@@ -1,0 +1,131 @@
+//! Two writers (as two replicas are) racing on the same approval: one wins.
+
+use serde_json::json;
+use signoff::approval::{Decision, Event, Rejection, Status};
+use signoff::clock::Clock;
+use signoff::store::{Store, StoreError};
+
+use crate::common::TestDb;
+use crate::helpers::*;
+
+crate::on_both_backends!(
+    concurrent_votes_from_two_processes_produce_exactly_one_decision,
+    concurrent_executes_from_two_processes_run_exactly_once,
+    concurrent_identical_requests_create_one_approval,
+);
+
+async fn concurrent_votes_from_two_processes_produce_exactly_one_decision(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    // A second Store is a second writer on the same database, as a second replica is.
+    let replica = Store::connect(&db.url).await.unwrap();
+    let approval = create(&store, &clock, "delete_repo", json!({"repo": "x"})).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let target = if i % 2 == 0 {
+            store.clone()
+        } else {
+            replica.clone()
+        };
+        let decision = if i % 3 == 0 {
+            Decision::Deny
+        } else {
+            Decision::Approve
+        };
+        let now = clock.now();
+        tasks.push(tokio::spawn(async move {
+            let event = Event::Vote {
+                user: format!("U{i}"),
+                decision,
+                reason: None,
+            };
+            target.apply(approval.id, event, now).await
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(approval) => winners.push(approval),
+            Err(StoreError::Rejected {
+                rejection: Rejection::AlreadyDecided(_),
+                ..
+            }) => {}
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one vote decides");
+    let stored = store.get(approval.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, winners[0].status);
+    assert_eq!(stored.votes.len(), 1);
+    assert_eq!(count_audit(&store, "vote").await, 1);
+}
+
+async fn concurrent_executes_from_two_processes_run_exactly_once(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let replica = Store::connect(&db.url).await.unwrap();
+    let approval = create(&store, &clock, "transfer", json!({"amount": 5})).await;
+    vote(&store, &clock, approval.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let target = if i % 2 == 0 {
+            store.clone()
+        } else {
+            replica.clone()
+        };
+        let now = clock.now();
+        tasks.push(tokio::spawn(async move {
+            let event = Event::Execute {
+                parameters: json!({"amount": 5}),
+                caller: Some(TOKEN.into()),
+            };
+            target.apply(approval.id, event, now).await
+        }));
+    }
+    let mut executed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => executed += 1,
+            Err(StoreError::Rejected {
+                rejection: Rejection::AlreadyDecided(Status::Executed),
+                ..
+            }) => {}
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert_eq!(executed, 1);
+    assert_eq!(count_audit(&store, "executed").await, 1);
+}
+
+async fn concurrent_identical_requests_create_one_approval(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let replica = Store::connect(&db.url).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let target = if i % 2 == 0 {
+            store.clone()
+        } else {
+            replica.clone()
+        };
+        let now = clock.now();
+        tasks.push(tokio::spawn(async move {
+            target
+                .create(
+                    new_request("wipe_disk", json!({"disk": "sda"})),
+                    classify("wipe_disk"),
+                    now,
+                )
+                .await
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for task in tasks {
+        let result = task.await.unwrap().unwrap();
+        created += usize::from(result.created);
+        ids.insert(result.approval.id);
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+    assert_eq!(count_audit(&store, "requested").await, 1);
+}

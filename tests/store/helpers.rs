@@ -1,0 +1,132 @@
+//! Helpers for the store suite: a store on a test database with a manual clock, and
+//! short ways to create and decide approvals.
+
+use chrono::TimeZone;
+use serde_json::Value;
+use signoff::approval::{Approval, ApprovalId, Decision, Event, NewApproval};
+use signoff::clock::{Clock, ManualClock};
+use signoff::policy::{Classification, Policy};
+use signoff::store::{Store, StoreError};
+use sqlx::Connection;
+
+use crate::common::TestDb;
+
+pub const TOKEN: &str = "agent";
+pub const REQUESTER: &str = "U0AGENT";
+
+pub async fn open(db: &TestDb) -> (Store, ManualClock) {
+    let store = Store::connect(&db.url).await.expect("store opens");
+    let clock = ManualClock::new(
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+            .unwrap(),
+    );
+    (store, clock)
+}
+
+/// Classification by a policy that routes everything to one channel and needs one approval.
+pub fn classify(tool: &str) -> Classification {
+    let policy =
+        Policy::from_toml_str("[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\n")
+            .unwrap();
+    policy.classify(tool, &serde_json::json!({}), None)
+}
+
+pub fn new_request(tool: &str, parameters: Value) -> NewApproval {
+    {
+        let mut request = NewApproval::new(tool, parameters);
+        request.requested_by = Some(REQUESTER.into());
+        request.token_name = Some(TOKEN.into());
+        request
+    }
+}
+
+pub async fn create(store: &Store, clock: &ManualClock, tool: &str, parameters: Value) -> Approval {
+    let created = store
+        .create(new_request(tool, parameters), classify(tool), clock.now())
+        .await
+        .unwrap();
+    assert!(created.created);
+    created.approval
+}
+
+pub async fn create_expiring(
+    store: &Store,
+    clock: &ManualClock,
+    name: &str,
+    secs: u64,
+) -> Approval {
+    let mut request = new_request("job", serde_json::json!({ "name": name }));
+    request.expires_in = Some(std::time::Duration::from_secs(secs));
+    store
+        .create(request, classify("job"), clock.now())
+        .await
+        .unwrap()
+        .approval
+}
+
+pub async fn vote(
+    store: &Store,
+    clock: &ManualClock,
+    id: ApprovalId,
+    user: &str,
+    decision: Decision,
+) -> Result<Approval, StoreError> {
+    let event = Event::Vote {
+        user: user.into(),
+        decision,
+        reason: None,
+    };
+    store.apply(id, event, clock.now()).await
+}
+
+pub async fn execute(
+    store: &Store,
+    clock: &ManualClock,
+    id: ApprovalId,
+    parameters: Value,
+    caller: &str,
+) -> Result<Approval, StoreError> {
+    let event = Event::Execute {
+        parameters,
+        caller: Some(caller.into()),
+    };
+    store.apply(id, event, clock.now()).await
+}
+
+pub async fn count_audit(store: &Store, kind: &str) -> usize {
+    store
+        .audit_page(0, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == kind)
+        .count()
+}
+
+/// Runs SQL straight on the database (as another program or an attacker would).
+pub async fn raw_execute(db: &TestDb, sql: &str) -> Result<u64, String> {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    let result = if db.backend == "sqlite" {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .map(|r| r.rows_affected())
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .map(|r| r.rows_affected())
+    };
+    result.map_err(|error| error.to_string())
+}
+
+pub async fn raw_scalar(db: &TestDb, sql: &str) -> uuid::Uuid {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}

@@ -1,0 +1,354 @@
+//! Requests, duplicates, votes, edits and the single-use execute, on both backends.
+
+use std::time::Duration;
+
+use serde_json::json;
+use signoff::approval::{Decision, Event, Rejection, Status};
+use signoff::clock::Clock;
+use signoff::store::StoreError;
+
+use crate::common::TestDb;
+use crate::helpers::*;
+
+crate::on_both_backends!(
+    a_created_approval_reads_back_with_every_field,
+    an_identical_pending_request_returns_the_existing_one,
+    the_same_idempotency_key_returns_the_existing_approval,
+    approvals_need_the_required_number_of_distinct_votes,
+    a_refused_event_changes_nothing,
+    an_edit_replaces_parameters_and_resets_approvals,
+    execute_succeeds_once_and_only_with_the_approved_parameters,
+);
+
+async fn a_created_approval_reads_back_with_every_field(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let mut request = new_request(
+        "delete_customer_records",
+        json!({"customer_ids": ["c1", "c2"], "n": 2}),
+    );
+    request.summary = Some("Delete 2 customer records".into());
+    request.context = Some("User asked to purge test accounts".into());
+    request.callback_url = Some("http://127.0.0.1:9/callback".into());
+    let created = store
+        .create(request, classify("delete_customer_records"), clock.now())
+        .await
+        .unwrap();
+    assert!(created.created);
+    let stored = store
+        .get(created.approval.id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(
+        stored, created.approval,
+        "what is read back equals what was written"
+    );
+    assert_eq!(stored.status, Status::Pending);
+    assert_eq!(stored.summary.as_deref(), Some("Delete 2 customer records"));
+    assert_eq!(stored.routing.channel.as_deref(), Some("C0APPROVALS"));
+    assert_eq!(stored.expires_at, clock.now() + chrono::Duration::hours(1));
+    assert!(
+        store
+            .get(signoff::approval::ApprovalId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn an_identical_pending_request_returns_the_existing_one(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let first = create(
+        &store,
+        &clock,
+        "deploy_api",
+        json!({"service": "api", "env": "prod"}),
+    )
+    .await;
+    // Same parameters in another key order are the same request.
+    let again = store
+        .create(
+            new_request("deploy_api", json!({"env": "prod", "service": "api"})),
+            classify("deploy_api"),
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.approval.id, first.id);
+
+    let other_token = {
+        let mut request = new_request("deploy_api", json!({"service": "api", "env": "prod"}));
+        request.token_name = Some("other-agent".into());
+        store
+            .create(request, classify("deploy_api"), clock.now())
+            .await
+            .unwrap()
+    };
+    assert!(other_token.created, "another token's request is its own");
+
+    // Once decided, the same request asks again.
+    vote(&store, &clock, first.id, "U1", Decision::Deny)
+        .await
+        .unwrap();
+    let after = store
+        .create(
+            new_request("deploy_api", json!({"service": "api", "env": "prod"})),
+            classify("deploy_api"),
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    assert!(after.created);
+    assert_ne!(after.approval.id, first.id);
+}
+
+async fn the_same_idempotency_key_returns_the_existing_approval(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let mut request = new_request("send_email", json!({"to": "a@example.com"}));
+    request.idempotency_key = Some("k-123".into());
+    let first = store
+        .create(request.clone(), classify("send_email"), clock.now())
+        .await
+        .unwrap();
+    vote(&store, &clock, first.approval.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    request.parameters = json!({"to": "b@example.com"});
+    let again = store
+        .create(request, classify("send_email"), clock.now())
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.approval.id, first.approval.id);
+    assert_eq!(
+        again.approval.status,
+        Status::Approved,
+        "the key returns the approval as it is now"
+    );
+}
+
+async fn approvals_need_the_required_number_of_distinct_votes(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let mut class = classify("deploy_api");
+    class.route.required_approvals = 2;
+    let approval = store
+        .create(
+            new_request("deploy_api", json!({"service": "api"})),
+            class,
+            clock.now(),
+        )
+        .await
+        .unwrap()
+        .approval;
+    let one = vote(&store, &clock, approval.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    assert_eq!(one.status, Status::Pending);
+    assert_eq!(one.votes.len(), 1);
+    clock.advance(Duration::from_secs(5));
+    let two = vote(&store, &clock, approval.id, "U2", Decision::Approve)
+        .await
+        .unwrap();
+    assert_eq!(two.status, Status::Approved);
+    assert_eq!(two.decided_by.as_deref(), Some("U1, U2"));
+    assert_eq!(two.decision_at, Some(clock.now()));
+    let stored = store.get(approval.id).await.unwrap().unwrap();
+    assert_eq!(stored, two);
+    assert_eq!(
+        stored
+            .votes
+            .iter()
+            .map(|v| v.user.as_str())
+            .collect::<Vec<_>>(),
+        ["U1", "U2"]
+    );
+}
+
+async fn a_refused_event_changes_nothing(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let mut class = classify("deploy_api");
+    class.route.required_approvals = 2;
+    let approval = store
+        .create(
+            new_request("deploy_api", json!({"service": "api"})),
+            class,
+            clock.now(),
+        )
+        .await
+        .unwrap()
+        .approval;
+    let voted = vote(&store, &clock, approval.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    let (audit_before, _) = store.audit_head().await.unwrap();
+
+    let refusals = [
+        (
+            vote(&store, &clock, approval.id, "U1", Decision::Approve).await,
+            Rejection::AlreadyVoted,
+        ),
+        (
+            vote(&store, &clock, approval.id, REQUESTER, Decision::Approve).await,
+            Rejection::RequesterCannotVote,
+        ),
+        (
+            execute(
+                &store,
+                &clock,
+                approval.id,
+                json!({"service": "api"}),
+                TOKEN,
+            )
+            .await,
+            Rejection::NotApproved(Status::Pending),
+        ),
+        (
+            store
+                .apply(
+                    approval.id,
+                    Event::Cancel {
+                        caller: Some("other-agent".into()),
+                    },
+                    clock.now(),
+                )
+                .await,
+            Rejection::NotOwner,
+        ),
+    ];
+    for (result, expected) in refusals {
+        match result {
+            Err(StoreError::Rejected { rejection, current }) => {
+                assert_eq!(rejection, expected);
+                assert_eq!(*current, voted);
+            }
+            other => panic!("expected {expected:?}, got {other:?}"),
+        }
+    }
+    clock.advance(Duration::from_secs(3600));
+    assert!(matches!(
+        vote(&store, &clock, approval.id, "U2", Decision::Approve).await,
+        Err(StoreError::Rejected {
+            rejection: Rejection::Expired,
+            ..
+        })
+    ));
+    let unknown = signoff::approval::ApprovalId::new();
+    assert!(matches!(
+        vote(&store, &clock, unknown, "U2", Decision::Approve).await,
+        Err(StoreError::NotFound(id)) if id == unknown
+    ));
+    assert_eq!(store.get(approval.id).await.unwrap().unwrap(), voted);
+    assert_eq!(
+        store.audit_head().await.unwrap().0,
+        audit_before,
+        "no audit event for a refusal"
+    );
+}
+
+async fn an_edit_replaces_parameters_and_resets_approvals(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let mut class = classify("send_email");
+    class.route.required_approvals = 2;
+    let approval = store
+        .create(
+            new_request("send_email", json!({"to": ["a", "b", "c"]})),
+            class,
+            clock.now(),
+        )
+        .await
+        .unwrap()
+        .approval;
+    vote(&store, &clock, approval.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    let edit = Event::EditApprove {
+        user: "U2".into(),
+        parameters: json!({"to": ["a"]}),
+    };
+    let edited = store.apply(approval.id, edit, clock.now()).await.unwrap();
+    assert_eq!(edited.status, Status::Pending);
+    assert_eq!(edited.parameters, json!({"to": ["a"]}));
+    assert_eq!(
+        edited.original_parameters,
+        Some(json!({"to": ["a", "b", "c"]}))
+    );
+    assert_eq!(edited.votes.len(), 1);
+    assert_eq!(store.get(approval.id).await.unwrap().unwrap(), edited);
+    let approved = vote(&store, &clock, approval.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    assert_eq!(approved.status, Status::Approved);
+    assert!(matches!(
+        execute(
+            &store,
+            &clock,
+            approval.id,
+            json!({"to": ["a", "b", "c"]}),
+            TOKEN
+        )
+        .await,
+        Err(StoreError::Rejected {
+            rejection: Rejection::ParametersDiffer,
+            ..
+        })
+    ));
+    let executed = execute(&store, &clock, approval.id, json!({"to": ["a"]}), TOKEN)
+        .await
+        .unwrap();
+    assert_eq!(executed.status, Status::Executed);
+}
+
+async fn execute_succeeds_once_and_only_with_the_approved_parameters(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let approval = create(
+        &store,
+        &clock,
+        "refund",
+        json!({"amount": 10, "currency": "EUR"}),
+    )
+    .await;
+    vote(&store, &clock, approval.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    for (params, caller) in [
+        (json!({"amount": 1000, "currency": "EUR"}), TOKEN),
+        (json!({"amount": 10}), TOKEN),
+        (json!({"amount": 10, "currency": "EUR"}), "other-agent"),
+    ] {
+        assert!(
+            execute(&store, &clock, approval.id, params, caller)
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(
+        store.get(approval.id).await.unwrap().unwrap().status,
+        Status::Approved
+    );
+    let done = execute(
+        &store,
+        &clock,
+        approval.id,
+        json!({"currency": "EUR", "amount": 10}),
+        TOKEN,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.status, Status::Executed);
+    assert_eq!(done.executed_at, Some(clock.now()));
+    assert!(matches!(
+        execute(
+            &store,
+            &clock,
+            approval.id,
+            json!({"amount": 10, "currency": "EUR"}),
+            TOKEN
+        )
+        .await,
+        Err(StoreError::Rejected {
+            rejection: Rejection::AlreadyDecided(Status::Executed),
+            ..
+        })
+    ));
+}

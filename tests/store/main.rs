@@ -1,0 +1,9 @@
+//! The store suite: every scenario runs against SQLite and against PostgreSQL
+//! (`SIGNOFF_TEST_POSTGRES_URL`), through the public `Store` API.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod concurrency;
+mod helpers;
+mod lifecycle;
+mod operations;

@@ -1,0 +1,278 @@
+//! Expiry timers, change notices, the audit log, tokens, health and the shared table.
+
+use std::time::Duration;
+
+use serde_json::json;
+use signoff::approval::{Decision, Rejection, Status};
+use signoff::clock::Clock;
+use signoff::scheduler::Scheduler;
+use signoff::store::StoreError;
+
+use crate::common::{self, TestDb};
+use crate::helpers::*;
+
+crate::on_both_backends!(
+    a_claimed_job_is_leased_and_a_crashed_holder_loses_it,
+    the_scheduler_expires_pending_and_approved_approvals,
+    decisions_are_announced_to_subscribers,
+    the_audit_chain_links_every_event_in_order,
+    the_audit_log_refuses_update_and_delete,
+    tokens_are_stored_hashed_listed_and_revoked,
+    health_counts_pending_and_stale_approvals,
+);
+
+async fn the_scheduler_expires_pending_and_approved_approvals(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let scheduler = Scheduler::new(store.clone());
+    let pending = create_expiring(&store, &clock, "a", 60).await;
+    let approved = create_expiring(&store, &clock, "b", 60).await;
+    vote(&store, &clock, approved.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    let executed = create_expiring(&store, &clock, "c", 60).await;
+    vote(&store, &clock, executed.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    execute(&store, &clock, executed.id, json!({"name": "c"}), TOKEN)
+        .await
+        .unwrap();
+    let later = create_expiring(&store, &clock, "d", 3000).await;
+
+    assert_eq!(
+        scheduler.run_once(clock.now()).await.unwrap(),
+        0,
+        "nothing due yet"
+    );
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(
+        scheduler.run_once(clock.now()).await.unwrap(),
+        3,
+        "three expiry timers were due"
+    );
+    assert_eq!(
+        scheduler.run_once(clock.now()).await.unwrap(),
+        0,
+        "and each fires once"
+    );
+    let status = |id| {
+        let store = store.clone();
+        async move { store.get(id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(pending.id).await, Status::Expired);
+    assert_eq!(status(approved.id).await, Status::Expired);
+    assert_eq!(
+        status(executed.id).await,
+        Status::Executed,
+        "executed stays executed"
+    );
+    assert_eq!(status(later.id).await, Status::Pending);
+    assert!(matches!(
+        execute(&store, &clock, approved.id, json!({"name": "b"}), TOKEN).await,
+        Err(StoreError::Rejected {
+            rejection: Rejection::AlreadyDecided(Status::Expired),
+            ..
+        })
+    ));
+    assert_eq!(count_audit(&store, "expired").await, 2);
+}
+
+async fn decisions_are_announced_to_subscribers(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let approval = create(&store, &clock, "deploy", json!({})).await;
+    let mut changes = store.subscribe();
+    vote(&store, &clock, approval.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+        .await
+        .expect("announced")
+        .unwrap();
+    assert_eq!(change.id, approval.id);
+    assert_eq!(change.status, Status::Approved);
+}
+
+async fn the_audit_chain_links_every_event_in_order(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let a = create(&store, &clock, "x", json!({"i": 1})).await;
+    let b = create(&store, &clock, "x", json!({"i": 2})).await;
+    vote(&store, &clock, a.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    vote(&store, &clock, b.id, "U1", Decision::Deny)
+        .await
+        .unwrap();
+    execute(&store, &clock, a.id, json!({"i": 1}), TOKEN)
+        .await
+        .unwrap();
+    let events = store.audit_page(0, 100).await.unwrap();
+    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "requested",
+            "requested",
+            "vote",
+            "approved",
+            "vote",
+            "denied",
+            "executed"
+        ]
+    );
+    let mut verifier = signoff::audit::Verifier::default();
+    for event in &events {
+        verifier.check(event).unwrap();
+    }
+    let (seq, hash) = store.audit_head().await.unwrap();
+    assert_eq!(verifier.finish(seq, &hash), Ok(7));
+    assert_eq!(events[2].actor.as_deref(), Some("U1"));
+    assert_eq!(events[2].approval_id, Some(a.id));
+}
+
+async fn the_audit_log_refuses_update_and_delete(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    create(&store, &clock, "x", json!({})).await;
+    let update = raw_execute(&db, "UPDATE audit_events SET actor = 'mallory'").await;
+    assert!(update.unwrap_err().contains("append-only"));
+    let delete = raw_execute(&db, "DELETE FROM audit_events").await;
+    assert!(delete.unwrap_err().contains("append-only"));
+    assert_eq!(store.audit_head().await.unwrap().0, 1);
+    assert_eq!(store.audit_page(0, 10).await.unwrap().len(), 1);
+}
+
+async fn tokens_are_stored_hashed_listed_and_revoked(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let token = signoff::tokens::generate();
+    let hash = signoff::tokens::hash(&token);
+    assert!(
+        store
+            .token_insert("billing", &hash, clock.now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .token_insert("billing", "other", clock.now())
+            .await
+            .unwrap(),
+        "names are unique"
+    );
+    assert_eq!(
+        store.token_lookup(&hash).await.unwrap().as_deref(),
+        Some("billing")
+    );
+    assert_eq!(
+        store.token_lookup(&token).await.unwrap(),
+        None,
+        "the token itself is not what is stored"
+    );
+    let list = store.token_list().await.unwrap();
+    assert!(
+        list.iter()
+            .any(|t| t.name == "billing" && t.revoked_at.is_none())
+    );
+    assert!(store.token_revoke("billing", clock.now()).await.unwrap());
+    assert!(!store.token_revoke("billing", clock.now()).await.unwrap());
+    assert_eq!(store.token_lookup(&hash).await.unwrap(), None);
+}
+
+async fn health_counts_pending_and_stale_approvals(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    create_expiring(&store, &clock, "a", 10).await;
+    create(&store, &clock, "b", json!({})).await;
+    let counts = store.health(clock.now()).await.unwrap();
+    assert_eq!(
+        (counts.pending, counts.stale_pending, counts.undelivered),
+        (2, 0, 0)
+    );
+    // Past expiry plus the grace period, with no scheduler running: stale.
+    clock.advance(Duration::from_secs(200));
+    let counts = store.health(clock.now()).await.unwrap();
+    assert_eq!(counts.stale_pending, 1);
+    assert_eq!(counts.undelivered, 1, "the overdue expiry job");
+    Scheduler::new(store.clone())
+        .run_once(clock.now())
+        .await
+        .unwrap();
+    let counts = store.health(clock.now()).await.unwrap();
+    assert_eq!(
+        (counts.pending, counts.stale_pending, counts.undelivered),
+        (1, 0, 0)
+    );
+}
+
+// ---- PostgreSQL only: the shared table contract ----
+
+#[tokio::test]
+async fn the_shared_table_accepts_direct_inserts_and_updates_on_postgres() {
+    let Some(db) = common::postgres("shared_table").await else {
+        return;
+    };
+    let (store, _clock) = open(&db).await;
+    let id: uuid::Uuid = raw_scalar(
+        &db,
+        "INSERT INTO pending_approvals (tool_name, parameters, risk_tier, requested_by, expires_at) \
+         VALUES ('drop_table', '{\"table\": \"users\"}', 'high', 'agent-7', NOW() + INTERVAL '1 hour') RETURNING id",
+    )
+    .await;
+    let row = store
+        .get(signoff::approval::ApprovalId(id))
+        .await
+        .unwrap()
+        .expect("readable");
+    assert_eq!(row.status, Status::Pending);
+    assert_eq!(row.tool_name, "drop_table");
+    assert_eq!(row.parameters, json!({"table": "users"}));
+    assert_eq!(row.requested_by.as_deref(), Some("agent-7"));
+    raw_execute(
+        &db,
+        &format!("UPDATE pending_approvals SET status = 'approved', decided_by = 'U1', decision_at = NOW() WHERE id = '{id}'"),
+    )
+    .await
+    .unwrap();
+    let row = store
+        .get(signoff::approval::ApprovalId(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, Status::Approved);
+    assert_eq!(row.decided_by.as_deref(), Some("U1"));
+    let bad = raw_execute(&db, "INSERT INTO pending_approvals (tool_name, risk_tier, expires_at) VALUES ('x', 'extreme', NOW())").await;
+    assert!(bad.is_err(), "risk_tier is checked");
+}
+
+async fn a_claimed_job_is_leased_and_a_crashed_holder_loses_it(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    create_expiring(&store, &clock, "a", 10).await;
+    clock.advance(Duration::from_secs(10));
+    let first = store.claim_jobs(clock.now(), 10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].attempts, 1);
+    // The holder "crashes": it never fires or reports the job.
+    clock.advance(Duration::from_secs(30));
+    assert!(
+        store.claim_jobs(clock.now(), 10).await.unwrap().is_empty(),
+        "leased to the first holder"
+    );
+    let replica = signoff::store::Store::connect(&db.url).await.unwrap();
+    assert!(
+        replica
+            .claim_jobs(clock.now(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another replica skips it too"
+    );
+    clock.advance(signoff::jobs::LEASE);
+    let again = replica.claim_jobs(clock.now(), 10).await.unwrap();
+    assert_eq!(again.len(), 1, "the lease ran out");
+    assert_eq!((again[0].id, again[0].attempts), (first[0].id, 2));
+    replica.fire_jobs(again, clock.now()).await.unwrap();
+    assert!(
+        store
+            .claim_jobs(clock.now() + chrono::Duration::hours(1), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "done for good"
+    );
+}
