@@ -141,7 +141,7 @@ pub async fn count_decisions(store: Store, metrics: Arc<Metrics>) {
     loop {
         match changes.recv().await {
             // Other replicas count their own decisions.
-            Ok(change) if change.local => metrics.decided(change.status),
+            Ok(change) if change.is_local() => metrics.decided(change.status),
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "decision metrics lagged");

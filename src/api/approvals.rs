@@ -15,6 +15,7 @@ use super::extract::{Caller, JsonBody};
 use super::view::{ApprovalView, CreatedView, ExecutedView};
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status, Tier};
 use crate::server::AppState;
+use crate::store::StatusChange;
 
 /// Longest long-poll, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;
@@ -184,6 +185,10 @@ async fn wait_for_decision(
         tokio::select! {
             notice = changes.recv() => match notice {
                 Ok(change) if change.id != id => continue,
+                // Made here: the committed approval comes with the notice.
+                Ok(StatusChange { after: Some(after), .. }) if after.version >= approval.version => {
+                    approval = Approval::clone(&after);
+                }
                 Ok(_) | Err(RecvError::Lagged(_)) => approval = load(state, id).await?,
                 Err(RecvError::Closed) => break,
             },

@@ -16,18 +16,21 @@ macro_rules! approval_columns {
     };
 }
 
-/// `INSERT` of every approval column plus `params_sha256`, skipping rows a unique index
-/// already holds (duplicate pending request, same idempotency key).
-macro_rules! insert_approval_sql {
+/// The start of a multi-row `INSERT` of every approval column plus `params_sha256`;
+/// the backend pushes the rows, then [`INSERT_APPROVALS_END`].
+macro_rules! insert_approvals_sql {
     () => {
         concat!(
             "INSERT INTO pending_approvals (",
             approval_columns!(),
-            ", params_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, $20, $21, $22) ON CONFLICT DO NOTHING"
+            ", params_sha256) "
         )
     };
 }
+
+/// Skips rows a unique index already holds (duplicate pending request, same
+/// idempotency key) and names the rows inserted.
+const INSERT_APPROVALS_END: &str = " ON CONFLICT DO NOTHING RETURNING id";
 
 mod ops;
 mod postgres;
@@ -81,12 +84,20 @@ pub struct Created {
 const FIRE_CHUNK: usize = 500;
 
 /// An approval's status changed (sent after the change committed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StatusChange {
     pub id: ApprovalId,
     pub status: Status,
-    /// Made by this process (false: heard from another replica).
-    pub local: bool,
+    /// The approval as this process committed it, so that waiters can answer without
+    /// reading it back; `None` when the change was heard from another replica.
+    pub after: Option<Arc<Approval>>,
+}
+
+impl StatusChange {
+    /// Made by this process (not heard from another replica).
+    pub fn is_local(&self) -> bool {
+        self.after.is_some()
+    }
 }
 
 /// One API token as listed (the secret itself is never stored).

@@ -66,23 +66,50 @@ pub(super) async fn report<T: Tx>(
     Ok(done)
 }
 
+/// A new approval as the state machine opened it, before it is inserted (the writer
+/// inserts a batch's new approvals in one statement).
+pub(super) struct Opening {
+    pub approval: Approval,
+    pub params_sha256: String,
+    happened: Vec<Happening>,
+    now: DateTime<Utc>,
+}
+
+impl Opening {
+    pub(super) fn new(request: &NewApproval, class: &Classification, now: DateTime<Utc>) -> Self {
+        let params_sha256 = crate::canonical::sha256_hex(&request.parameters);
+        let transition = machine::open(ApprovalId::new(), request.clone(), class, now);
+        Opening {
+            approval: transition.next,
+            params_sha256,
+            happened: transition.happened,
+            now,
+        }
+    }
+}
+
+/// Finishes a create: with `inserted`, plans its jobs and audit; otherwise answers the
+/// approval that blocked the insert (same idempotency key, or the same request still
+/// pending).
 pub(super) async fn create<T: Tx>(
     tx: &mut T,
-    request: &NewApproval,
-    class: &Classification,
-    now: DateTime<Utc>,
+    opening: Opening,
+    inserted: bool,
     deliveries: Deliveries,
 ) -> Result<Done> {
-    let params_sha256 = crate::canonical::sha256_hex(&request.parameters);
-    let transition = machine::open(ApprovalId::new(), request.clone(), class, now);
-    let approval = transition.next;
-    if !tx.insert_approval(&approval, &params_sha256).await? {
-        let token = request.token_name.as_deref().unwrap_or_default();
+    let Opening {
+        approval,
+        params_sha256,
+        happened,
+        now,
+    } = opening;
+    if !inserted {
+        let token = approval.token_name.as_deref().unwrap_or_default();
         let existing = tx
             .find_existing(
                 token,
-                request.idempotency_key.as_deref(),
-                &request.tool_name,
+                approval.idempotency_key.as_deref(),
+                &approval.tool_name,
                 &params_sha256,
             )
             .await?;
@@ -108,8 +135,7 @@ pub(super) async fn create<T: Tx>(
         .into_iter()
         .map(|job| (job, now))
         .collect();
-    let audit = transition
-        .happened
+    let audit = happened
         .into_iter()
         .map(|happening| Draft::from_happening(approval.id, now, happening))
         .collect();
@@ -174,10 +200,10 @@ fn applied(
 ) -> Done {
     let id = after.id;
     let changes = (after.status != was)
-        .then_some(StatusChange {
+        .then(|| StatusChange {
             id,
             status: after.status,
-            local: true,
+            after: Some(std::sync::Arc::new(after.clone())),
         })
         .into_iter()
         .collect();

@@ -9,6 +9,7 @@
 //! transaction is rolled back and every request in it is retried alone, so one bad
 //! request cannot fail its neighbours.
 
+use std::collections::HashSet;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
@@ -85,13 +86,13 @@ pub(crate) trait Tx: Send + 'static {
     fn commit(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Rolls back; on failure the backend drops the connection and reconnects later.
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
-    /// Inserts a new approval unless a unique index (duplicate pending request,
-    /// idempotency key) says it exists; true if inserted.
-    fn insert_approval(
+    /// Inserts new approvals, each with its `params_sha256`, in one statement, skipping
+    /// those a unique index (duplicate pending request, idempotency key) says exist
+    /// already, also within `rows`; answers the ids inserted.
+    fn insert_approvals(
         &mut self,
-        approval: &Approval,
-        params_sha256: &str,
-    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
+        rows: &[(&Approval, &str)],
+    ) -> impl Future<Output = sqlx::Result<HashSet<ApprovalId>>> + Send;
     /// The approval that blocks an insert: same token and idempotency key, else the
     /// same token, tool and parameters while pending.
     fn find_existing(
@@ -233,7 +234,7 @@ pub(crate) async fn run<T: Tx>(
             if let Ok(done) = &result {
                 for change in &done.changes {
                     // Nobody listening is fine: long-pollers subscribe before they read.
-                    let _ = changes.send(*change);
+                    let _ = changes.send(change.clone());
                 }
             }
             let _ = request.reply.send(result.map(|done| done.output));
@@ -258,10 +259,40 @@ async fn run_batch<T: Tx>(
 ) -> sqlx::Result<Vec<Result<Done>>> {
     tx.begin().await?;
     let outcome = async {
+        // Every new approval of the batch in one statement, ahead of the other
+        // operations (none of which can name an approval not created yet).
+        let mut openings: Vec<Option<ops::Opening>> = ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Create {
+                    request,
+                    class,
+                    now,
+                } => Some(ops::Opening::new(request, class, *now)),
+                _ => None,
+            })
+            .collect();
+        let rows: Vec<(&Approval, &str)> = openings
+            .iter()
+            .flatten()
+            .map(|opening| (&opening.approval, opening.params_sha256.as_str()))
+            .collect();
+        let inserted = if rows.is_empty() {
+            HashSet::new()
+        } else {
+            tx.insert_approvals(&rows).await?
+        };
         let mut results = Vec::with_capacity(ops.len());
         let mut drafts = Vec::new();
-        for op in ops {
-            let result = match run_op(tx, op, deliveries).await {
+        for (op, opening) in ops.iter().zip(openings.iter_mut()) {
+            let done = match opening.take() {
+                Some(opening) => {
+                    let fresh = inserted.contains(&opening.approval.id);
+                    ops::create(tx, opening, fresh, deliveries).await
+                }
+                None => run_op(tx, op, deliveries).await,
+            };
+            let result = match done {
                 Ok(done) => Ok(done),
                 Err(StoreError::Database(error)) => return Err(error),
                 Err(refused) => Err(refused),
@@ -290,7 +321,7 @@ async fn run_batch<T: Tx>(
         let changes: Vec<StatusChange> = results
             .iter()
             .filter_map(|r| r.as_ref().ok())
-            .flat_map(|done| done.changes.iter().copied())
+            .flat_map(|done| done.changes.iter().cloned())
             .collect();
         if !changes.is_empty() {
             tx.announce(&changes).await?;
@@ -307,11 +338,7 @@ async fn run_batch<T: Tx>(
 
 async fn run_op<T: Tx>(tx: &mut T, op: &WriteOp, deliveries: Deliveries) -> Result<Done> {
     match op {
-        WriteOp::Create {
-            request,
-            class,
-            now,
-        } => ops::create(tx, request, class, *now, deliveries).await,
+        WriteOp::Create { .. } => unreachable!("run_batch inserts new approvals together"),
         WriteOp::Apply { id, event, now } => ops::apply(tx, *id, event, *now, deliveries).await,
         WriteOp::SetPermalink {
             channel,

@@ -126,5 +126,5 @@ async fn a_direct_insert_wakes_the_scheduler_and_decisions_reach_other_replicas_
     .await
     .expect("the other replica heard the decision");
     assert_eq!(change.status, Status::Approved);
-    assert!(!change.local, "it came from another process");
+    assert!(!change.is_local(), "it came from another process");
 }

@@ -12,6 +12,7 @@ crate::on_both_backends!(
     concurrent_votes_from_two_processes_produce_exactly_one_decision,
     concurrent_executes_from_two_processes_run_exactly_once,
     concurrent_identical_requests_create_one_approval,
+    one_batch_of_new_duplicate_and_idempotent_requests_answers_each,
 );
 
 async fn concurrent_votes_from_two_processes_produce_exactly_one_decision(db: TestDb) {
@@ -128,4 +129,43 @@ async fn concurrent_identical_requests_create_one_approval(db: TestDb) {
     assert_eq!(created, 1);
     assert_eq!(ids.len(), 1);
     assert_eq!(count_audit(&store, "requested").await, 1);
+}
+
+/// Creates that reach the writer together share one transaction and one multi-row
+/// insert; within it, a repeated request or idempotency key still finds the first.
+async fn one_batch_of_new_duplicate_and_idempotent_requests_answers_each(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let keyed = |key: &str, disk: &str| {
+        let mut request = new_request("wipe_disk", json!({"disk": disk}));
+        request.idempotency_key = Some(key.into());
+        request
+    };
+    let create = |request| store.create(request, classify("wipe_disk"), clock.now());
+    // Polled together on this one-thread runtime: all six are queued before the
+    // writer runs.
+    let results = tokio::join!(
+        create(new_request("wipe_disk", json!({"disk": "sda"}))),
+        create(new_request("wipe_disk", json!({"disk": "sdb"}))),
+        create(new_request("wipe_disk", json!({"disk": "sda"}))),
+        create(keyed("k-1", "sdc")),
+        create(keyed("k-1", "sdd")),
+        create(new_request("wipe_disk", json!({"disk": "sdb"}))),
+    );
+    let results: Vec<_> = [
+        results.0, results.1, results.2, results.3, results.4, results.5,
+    ]
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    let created: Vec<bool> = results.iter().map(|r| r.created).collect();
+    assert_eq!(created, [true, true, false, true, false, false]);
+    assert_eq!(results[2].approval.id, results[0].approval.id);
+    assert_eq!(results[4].approval.id, results[3].approval.id);
+    assert_eq!(results[4].approval.parameters, json!({"disk": "sdc"}));
+    assert_eq!(results[5].approval.id, results[1].approval.id);
+    assert_eq!(count_audit(&store, "requested").await, 3);
+    for result in &results {
+        let stored = store.get(result.approval.id).await.unwrap().unwrap();
+        assert_eq!(stored, result.approval);
+    }
 }

@@ -2,6 +2,7 @@
 //! types (UUID, JSONB, TIMESTAMPTZ), row locks for decisions, and the audit head row
 //! locked until commit so replicas append to one chain in turn.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use sqlx::{Connection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::writer::Tx;
-use super::{HealthCounts, Reads, Result, StatusChange, StoreError, TokenInfo, decode};
+use super::{
+    HealthCounts, INSERT_APPROVALS_END, Reads, Result, StatusChange, StoreError, TokenInfo, decode,
+};
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
 use crate::jobs::{DueJob, JobKind, MessageKey, NewJob, PostedMessage};
@@ -57,7 +60,7 @@ pub(crate) async fn listen(
                         Some(StatusChange {
                             id: id.parse().ok()?,
                             status: status.parse().ok()?,
-                            local: false,
+                            after: None,
                         })
                     });
                     if let Some(change) = parsed {

@@ -41,33 +41,43 @@ impl Tx for PgTx {
         }
     }
 
-    async fn insert_approval(&mut self, a: &Approval, params_sha256: &str) -> sqlx::Result<bool> {
-        let done = sqlx::query(insert_approval_sql!())
-            .bind(a.id.0)
-            .bind(&a.tool_name)
-            .bind(&a.parameters)
-            .bind(a.risk_tier.as_str())
-            .bind(a.status.as_str())
-            .bind(&a.requested_by)
-            .bind(&a.decided_by)
-            .bind(a.decision_at)
-            .bind(a.expires_at)
-            .bind(a.created_at)
-            .bind(&a.summary)
-            .bind(&a.context)
-            .bind(&a.reason)
-            .bind(&a.original_parameters)
-            .bind(&a.token_name)
-            .bind(&a.idempotency_key)
-            .bind(&a.callback_url)
-            .bind(i32::try_from(a.required_approvals).unwrap_or(i32::MAX))
-            .bind(serde_json::to_value(&a.routing).unwrap_or_default())
-            .bind(a.executed_at)
-            .bind(a.version)
-            .bind(params_sha256)
-            .execute(self.conn()?)
-            .await?;
-        Ok(done.rows_affected() == 1)
+    async fn insert_approvals(
+        &mut self,
+        rows: &[(&Approval, &str)],
+    ) -> sqlx::Result<HashSet<ApprovalId>> {
+        let mut inserted = HashSet::with_capacity(rows.len());
+        // 22 binds per row: a writer batch stays far below PostgreSQL's 65,535.
+        for chunk in rows.chunks(1000) {
+            let mut query = QueryBuilder::<Postgres>::new(insert_approvals_sql!());
+            query.push_values(chunk, |mut row, (a, params_sha256)| {
+                row.push_bind(a.id.0)
+                    .push_bind(a.tool_name.clone())
+                    .push_bind(a.parameters.clone())
+                    .push_bind(a.risk_tier.as_str())
+                    .push_bind(a.status.as_str())
+                    .push_bind(a.requested_by.clone())
+                    .push_bind(a.decided_by.clone())
+                    .push_bind(a.decision_at)
+                    .push_bind(a.expires_at)
+                    .push_bind(a.created_at)
+                    .push_bind(a.summary.clone())
+                    .push_bind(a.context.clone())
+                    .push_bind(a.reason.clone())
+                    .push_bind(a.original_parameters.clone())
+                    .push_bind(a.token_name.clone())
+                    .push_bind(a.idempotency_key.clone())
+                    .push_bind(a.callback_url.clone())
+                    .push_bind(i32::try_from(a.required_approvals).unwrap_or(i32::MAX))
+                    .push_bind(serde_json::to_value(&a.routing).unwrap_or_default())
+                    .push_bind(a.executed_at)
+                    .push_bind(a.version)
+                    .push_bind(params_sha256.to_string());
+            });
+            query.push(INSERT_APPROVALS_END);
+            let ids: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(self.conn()?).await?;
+            inserted.extend(ids.into_iter().map(ApprovalId));
+        }
+        Ok(inserted)
     }
 
     async fn find_existing(

@@ -8,6 +8,7 @@ use super::*;
 pub(crate) struct SqliteTx {
     pub(super) pool: SqlitePool,
     pub(super) conn: Option<PoolConnection<Sqlite>>,
+    pub(super) _checkpointer: Checkpointer,
 }
 
 impl SqliteTx {
@@ -46,37 +47,49 @@ impl Tx for SqliteTx {
         }
     }
 
-    async fn insert_approval(&mut self, a: &Approval, params_sha256: &str) -> sqlx::Result<bool> {
-        let done = sqlx::query(insert_approval_sql!())
-            .bind(a.id.to_string())
-            .bind(&a.tool_name)
-            .bind(crate::canonical::to_string(&a.parameters))
-            .bind(a.risk_tier.as_str())
-            .bind(a.status.as_str())
-            .bind(&a.requested_by)
-            .bind(&a.decided_by)
-            .bind(a.decision_at.as_ref().map(ts))
-            .bind(ts(&a.expires_at))
-            .bind(ts(&a.created_at))
-            .bind(&a.summary)
-            .bind(&a.context)
-            .bind(&a.reason)
-            .bind(
-                a.original_parameters
-                    .as_ref()
-                    .map(crate::canonical::to_string),
-            )
-            .bind(&a.token_name)
-            .bind(&a.idempotency_key)
-            .bind(&a.callback_url)
-            .bind(i64::from(a.required_approvals))
-            .bind(serde_json::to_string(&a.routing).unwrap_or_default())
-            .bind(a.executed_at.as_ref().map(ts))
-            .bind(a.version)
-            .bind(params_sha256)
-            .execute(self.conn()?)
-            .await?;
-        Ok(done.rows_affected() == 1)
+    async fn insert_approvals(
+        &mut self,
+        rows: &[(&Approval, &str)],
+    ) -> sqlx::Result<HashSet<ApprovalId>> {
+        let mut inserted = HashSet::with_capacity(rows.len());
+        // 22 binds per row: a writer batch stays far below SQLite's 32,766.
+        for chunk in rows.chunks(1000) {
+            let mut query = QueryBuilder::new(insert_approvals_sql!());
+            query.push_values(chunk, |mut row, (a, params_sha256)| {
+                row.push_bind(a.id.to_string())
+                    .push_bind(a.tool_name.clone())
+                    .push_bind(crate::canonical::to_string(&a.parameters))
+                    .push_bind(a.risk_tier.as_str())
+                    .push_bind(a.status.as_str())
+                    .push_bind(a.requested_by.clone())
+                    .push_bind(a.decided_by.clone())
+                    .push_bind(a.decision_at.as_ref().map(ts))
+                    .push_bind(ts(&a.expires_at))
+                    .push_bind(ts(&a.created_at))
+                    .push_bind(a.summary.clone())
+                    .push_bind(a.context.clone())
+                    .push_bind(a.reason.clone())
+                    .push_bind(
+                        a.original_parameters
+                            .as_ref()
+                            .map(crate::canonical::to_string),
+                    )
+                    .push_bind(a.token_name.clone())
+                    .push_bind(a.idempotency_key.clone())
+                    .push_bind(a.callback_url.clone())
+                    .push_bind(i64::from(a.required_approvals))
+                    .push_bind(serde_json::to_string(&a.routing).unwrap_or_default())
+                    .push_bind(a.executed_at.as_ref().map(ts))
+                    .push_bind(a.version)
+                    .push_bind(params_sha256.to_string());
+            });
+            query.push(INSERT_APPROVALS_END);
+            let ids: Vec<String> = query.build_query_scalar().fetch_all(self.conn()?).await?;
+            for id in ids {
+                inserted.insert(parse_id(&id)?);
+            }
+        }
+        Ok(inserted)
     }
 
     async fn find_existing(
