@@ -28,6 +28,23 @@ macro_rules! insert_approvals_sql {
     };
 }
 
+/// Splits `rows` into chunks whose sizes are powers of two, largest first, none over
+/// `max` (itself a power of two). A multi-row statement then has at most
+/// `log2(max) + 1` shapes, so the prepared-statement cache holds few of them: on
+/// SQLite each shape is a compiled program in this process's memory.
+pub(crate) fn pow2_chunks<T>(mut rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    debug_assert!(max.is_power_of_two());
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let size = max.min(1 << rows.len().ilog2());
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
 /// Skips rows a unique index already holds (duplicate pending request, same
 /// idempotency key) and names the rows inserted.
 const INSERT_APPROVALS_END: &str = " ON CONFLICT DO NOTHING RETURNING id";
@@ -193,7 +210,9 @@ impl Store {
 
     /// Like [`Store::connect`], planning the given deliveries with each change.
     pub async fn connect_with(url: &str, deliveries: Deliveries) -> Result<Store> {
-        let (changes, _) = broadcast::channel(4096);
+        // Each notice may hold an approval snapshot; a waiter that falls further
+        // behind than this reads the approval back instead.
+        let (changes, _) = broadcast::channel(1024);
         let wakeup = Arc::new(tokio::sync::Notify::new());
         let (writes, rx) = mpsc::channel(writer::QUEUE);
         let backend = if url.starts_with("sqlite:") {
@@ -470,6 +489,19 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::pow2_chunks;
+
+    #[test]
+    fn chunks_are_powers_of_two_largest_first_and_cover_every_row() {
+        let rows: Vec<u32> = (0..300).collect();
+        let chunks: Vec<&[u32]> = pow2_chunks(&rows, 128).collect();
+        let sizes: Vec<usize> = chunks.iter().map(|chunk| chunk.len()).collect();
+        assert_eq!(sizes, [128, 128, 32, 8, 4]);
+        assert_eq!(chunks.concat(), rows);
+        assert_eq!(pow2_chunks(&rows[..1], 64).count(), 1);
+        assert_eq!(pow2_chunks::<u32>(&[], 64).count(), 0);
+    }
+
     #[test]
     fn redact_hides_only_the_password() {
         assert_eq!(

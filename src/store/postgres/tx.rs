@@ -46,8 +46,7 @@ impl Tx for PgTx {
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
         let mut inserted = HashSet::with_capacity(rows.len());
-        // 22 binds per row: a writer batch stays far below PostgreSQL's 65,535.
-        for chunk in rows.chunks(1000) {
+        for chunk in pow2_chunks(rows, 64) {
             let mut query = QueryBuilder::<Postgres>::new(insert_approvals_sql!());
             query.push_values(chunk, |mut row, (a, params_sha256)| {
                 row.push_bind(a.id.0)
@@ -149,7 +148,7 @@ impl Tx for PgTx {
 
     async fn insert_jobs(&mut self, jobs: &[(NewJob, DateTime<Utc>)]) -> sqlx::Result<()> {
         // 5 binds per row; far below either backend's limit per statement.
-        for chunk in jobs.chunks(1000) {
+        for chunk in pow2_chunks(jobs, 256) {
             let mut query = QueryBuilder::new(
                 "INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) ",
             );
@@ -202,7 +201,7 @@ impl Tx for PgTx {
 
     async fn update_statuses(&mut self, approvals: &[(Approval, i64)]) -> sqlx::Result<u64> {
         let mut updated = 0;
-        for chunk in approvals.chunks(1000) {
+        for chunk in pow2_chunks(approvals, 256) {
             let mut query = QueryBuilder::<Postgres>::new(
                 "UPDATE pending_approvals p SET status = v.status, decided_by = v.decided_by, \
                  decision_at = v.decision_at, reason = v.reason, version = v.version FROM (",
@@ -371,7 +370,7 @@ impl Tx for PgTx {
     }
 
     async fn insert_audit(&mut self, entries: &[audit::Entry]) -> sqlx::Result<()> {
-        for chunk in entries.chunks(1000) {
+        for chunk in pow2_chunks(entries, 256) {
             let mut query = QueryBuilder::<Postgres>::new(
                 "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) ",
             );

@@ -14,7 +14,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::writer::Tx;
-use super::{HealthCounts, INSERT_APPROVALS_END, Reads, Result, StoreError, TokenInfo, decode};
+use super::{
+    HealthCounts, INSERT_APPROVALS_END, Reads, Result, StoreError, TokenInfo, decode, pow2_chunks,
+};
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
 use crate::jobs::{DueJob, JobKind, MessageKey, NewJob, PostedMessage};
@@ -36,7 +38,10 @@ pub(crate) async fn open(url: &str) -> Result<(SqliteReads, SqliteTx)> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Statement journals (a multi-row insert that may skip rows keeps one) stay
+        // in memory instead of a temporary file.
+        .pragma("temp_store", "memory");
     // The writer never stops a commit to checkpoint; the checkpointer does it beside it.
     let writer = SqlitePoolOptions::new()
         .max_connections(1)

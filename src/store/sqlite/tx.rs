@@ -52,8 +52,7 @@ impl Tx for SqliteTx {
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
         let mut inserted = HashSet::with_capacity(rows.len());
-        // 22 binds per row: a writer batch stays far below SQLite's 32,766.
-        for chunk in rows.chunks(1000) {
+        for chunk in pow2_chunks(rows, 64) {
             let mut query = QueryBuilder::new(insert_approvals_sql!());
             query.push_values(chunk, |mut row, (a, params_sha256)| {
                 row.push_bind(a.id.to_string())
@@ -161,7 +160,7 @@ impl Tx for SqliteTx {
 
     async fn insert_jobs(&mut self, jobs: &[(NewJob, DateTime<Utc>)]) -> sqlx::Result<()> {
         // 5 binds per row; far below either backend's limit per statement.
-        for chunk in jobs.chunks(1000) {
+        for chunk in pow2_chunks(jobs, 128) {
             let mut query = QueryBuilder::new(
                 "INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) ",
             );
@@ -213,7 +212,7 @@ impl Tx for SqliteTx {
 
     async fn update_statuses(&mut self, approvals: &[(Approval, i64)]) -> sqlx::Result<u64> {
         let mut updated = 0;
-        for chunk in approvals.chunks(1000) {
+        for chunk in pow2_chunks(approvals, 128) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "WITH v(id, expected, status, decided_by, decision_at, reason, version) AS (",
             );
@@ -369,7 +368,7 @@ impl Tx for SqliteTx {
 
     async fn insert_audit(&mut self, entries: &[audit::Entry]) -> sqlx::Result<()> {
         // 8 binds per row; stay far below SQLite's variable limit.
-        for chunk in entries.chunks(500) {
+        for chunk in pow2_chunks(entries, 128) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) ",
             );
