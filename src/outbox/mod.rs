@@ -92,7 +92,6 @@ impl Outbox {
                 client,
                 approvers,
                 store: &self.store,
-                last_post: &self.last_post,
             };
             slack.after_post(posted, now).await;
         }
@@ -101,6 +100,12 @@ impl Outbox {
     /// Runs one job; never fails, it answers with the outcome to record.
     #[tracing::instrument(skip_all, fields(job = job.id, kind = job.kind.as_str(), approval = %job.approval_id))]
     pub async fn deliver(&self, job: &DueJob, now: DateTime<Utc>) -> Outcome {
+        if job.kind == JobKind::SlackPost
+            && self.slack.is_some()
+            && let Some(at) = slack::post_slot(&self.last_post, job, now)
+        {
+            return Outcome::Defer { at };
+        }
         let approval = match self.store.get(job.approval_id).await {
             Ok(Some(approval)) => approval,
             Ok(None) => {
@@ -126,7 +131,6 @@ impl Outbox {
             client,
             approvers,
             store: &self.store,
-            last_post: &self.last_post,
         };
         let result = match job.kind {
             JobKind::SlackPost => slack.post(job, &approval, now).await,

@@ -31,7 +31,6 @@ pub(super) struct Deliverer<'a> {
     pub client: &'a SlackClient,
     pub approvers: &'a Approvers,
     pub store: &'a Store,
-    pub last_post: &'a Mutex<HashMap<String, Pacing>>,
 }
 
 fn store_error(error: crate::store::StoreError) -> SlackError {
@@ -75,9 +74,6 @@ impl Deliverer<'_> {
             .any(|m| m.channel == target.channel && m.kind == target.kind)
         {
             return Ok(done(approval.version));
-        }
-        if let Some(at) = self.pace(&target.channel, now) {
-            return Ok(Outcome::Defer { at });
         }
         let mut body = render(approval, now);
         body["channel"] = json!(target.channel);
@@ -325,28 +321,44 @@ impl Deliverer<'_> {
             .ok()?;
         answer["permalink"].as_str().map(str::to_owned)
     }
+}
 
-    /// `None`: post now (the slot is taken). `Some(when)`: the channel got a post less
-    /// than a second ago; come back at `when`, a slot of its own, so that a backlog
-    /// drains one post a second instead of every deferred job retrying at once.
-    fn pace(&self, channel: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut pacing = self
-            .last_post
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let slot = pacing.entry(channel.to_owned()).or_insert(Pacing {
-            last: now - POST_INTERVAL,
-            next_free: now,
-        });
-        if now < slot.last + POST_INTERVAL {
-            let at = slot.next_free.max(slot.last + POST_INTERVAL);
-            slot.next_free = at + POST_INTERVAL;
-            return Some(at);
-        }
-        slot.last = now;
-        slot.next_free = slot.next_free.max(now + POST_INTERVAL);
-        None
+/// Paces a post job's channel to one post per [`POST_INTERVAL`]: `None` takes the
+/// channel's slot now; `Some(at)` is the next free slot, reserved for this job. Asked
+/// before the job reads anything, so a backlog of posts waits without touching the
+/// store. A job whose payload names no channel is not paced (posting it reports why).
+pub fn post_slot(
+    last_post: &Mutex<HashMap<String, Pacing>>,
+    job: &DueJob,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let channel = job.payload.get("channel")?.as_str()?;
+    pace(last_post, channel, now)
+}
+
+/// `None`: post now (the slot is taken). `Some(when)`: the channel got a post less
+/// than a second ago; come back at `when`, a slot of its own, so that a backlog
+/// drains one post a second instead of every deferred job retrying at once.
+fn pace(
+    last_post: &Mutex<HashMap<String, Pacing>>,
+    channel: &str,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let mut pacing = last_post
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let slot = pacing.entry(channel.to_owned()).or_insert(Pacing {
+        last: now - POST_INTERVAL,
+        next_free: now,
+    });
+    if now < slot.last + POST_INTERVAL {
+        let at = slot.next_free.max(slot.last + POST_INTERVAL);
+        slot.next_free = at + POST_INTERVAL;
+        return Some(at);
     }
+    slot.last = now;
+    slot.next_free = slot.next_free.max(now + POST_INTERVAL);
+    None
 }
 
 /// The approval message with a reminder line on top (time left, link to the channel post).
