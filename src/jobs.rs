@@ -96,8 +96,6 @@ pub enum Outcome {
     },
     /// Try again at `at` (backoff, or Slack's Retry-After).
     Retry { at: DateTime<Utc>, error: String },
-    /// Not now (pacing): run again at `at`; this attempt does not count as a failure.
-    Defer { at: DateTime<Utc> },
     /// Give up: the error will not go away by retrying. Counted as undelivered.
     Dead { error: String },
 }

@@ -59,8 +59,25 @@ impl Outbox {
         jobs: Vec<DueJob>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        // Posts waiting for their channel's next slot go back in one write, unread.
+        let mut waiting = Vec::new();
+        let mut ready = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match job.kind {
+                JobKind::SlackPost if self.slack.is_some() => {
+                    match slack::post_slot(&self.last_post, &job, now) {
+                        Some(at) => waiting.push((job.id, at)),
+                        None => ready.push(job),
+                    }
+                }
+                _ => ready.push(job),
+            }
+        }
+        if !waiting.is_empty() {
+            self.store.defer_jobs(waiting).await?;
+        }
         let mut running = tokio::task::JoinSet::<Result<(), StoreError>>::new();
-        let mut queue = jobs.into_iter();
+        let mut queue = ready.into_iter();
         loop {
             while running.len() < CONCURRENCY {
                 let Some(job) = queue.next() else { break };
@@ -97,15 +114,10 @@ impl Outbox {
         }
     }
 
-    /// Runs one job; never fails, it answers with the outcome to record.
+    /// Runs one job; never fails, it answers with the outcome to record. A post has its
+    /// channel's slot already (see `deliver_all`).
     #[tracing::instrument(skip_all, fields(job = job.id, kind = job.kind.as_str(), approval = %job.approval_id))]
-    pub async fn deliver(&self, job: &DueJob, now: DateTime<Utc>) -> Outcome {
-        if job.kind == JobKind::SlackPost
-            && self.slack.is_some()
-            && let Some(at) = slack::post_slot(&self.last_post, job, now)
-        {
-            return Outcome::Defer { at };
-        }
+    async fn deliver(&self, job: &DueJob, now: DateTime<Utc>) -> Outcome {
         let approval = match self.store.get(job.approval_id).await {
             Ok(Some(approval)) => approval,
             Ok(None) => {

@@ -336,6 +336,14 @@ impl Store {
         }
     }
 
+    /// Puts claimed jobs back until the paired times without counting the attempt.
+    pub async fn defer_jobs(&self, jobs: Vec<(i64, DateTime<Utc>)>) -> Result<()> {
+        match self.write(WriteOp::Defer { jobs }).await? {
+            WriteOutput::Reported => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Records how a claimed delivery job ended.
     pub async fn report(&self, job: DueJob, outcome: Outcome, now: DateTime<Utc>) -> Result<()> {
         match self.write(WriteOp::Report { job, outcome, now }).await? {

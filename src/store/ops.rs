@@ -57,8 +57,7 @@ pub(super) async fn report<T: Tx>(
                 follow_ups.push((update, now));
             }
         }
-        Outcome::Retry { at, error } => tx.retry_job(job.id, *at, Some(error)).await?,
-        Outcome::Defer { at } => tx.retry_job(job.id, *at, None).await?,
+        Outcome::Retry { at, error } => tx.retry_job(job.id, *at, error).await?,
         Outcome::Dead { error } => tx.kill_job(job.id, error).await?,
     }
     let mut done = Done::quiet(WriteOutput::Reported);

@@ -57,6 +57,9 @@ pub(crate) enum WriteOp {
         ts: String,
         permalink: String,
     },
+    /// Puts claimed jobs back until their times, not counting the attempt (posts
+    /// waiting for their channel's next slot), in one statement.
+    Defer { jobs: Vec<(i64, DateTime<Utc>)> },
     /// A claimed delivery job finished, failed, or was given up.
     Report {
         job: DueJob,
@@ -166,13 +169,18 @@ pub(crate) trait Tx: Send + 'static {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> impl Future<Output = sqlx::Result<Vec<DueJob>>> + Send;
-    /// Releases the lease and schedules the job again at `at`. With an error it was a
-    /// failed attempt; without, a deferral that does not count as an attempt.
+    /// Releases the lease and schedules the job again at `at` after a failed attempt.
     fn retry_job(
         &mut self,
         job_id: i64,
         at: DateTime<Utc>,
-        error: Option<&str>,
+        error: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Releases the leases and schedules the jobs again at the paired times; these
+    /// attempts do not count (the jobs were only waiting their turn).
+    fn defer_jobs(
+        &mut self,
+        jobs: &[(i64, DateTime<Utc>)],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
     fn kill_job(
         &mut self,
@@ -354,6 +362,10 @@ async fn run_op<T: Tx>(tx: &mut T, op: &WriteOp, deliveries: Deliveries) -> Resu
                 *now + chrono::Duration::from_std(jobs::LEASE).unwrap_or(chrono::Duration::MAX);
             let claimed = tx.claim_jobs(*now, lease_until, *limit).await?;
             Ok(Done::quiet(WriteOutput::Claimed(claimed)))
+        }
+        WriteOp::Defer { jobs } => {
+            tx.defer_jobs(jobs).await?;
+            Ok(Done::quiet(WriteOutput::Reported))
         }
         WriteOp::Report { job, outcome, now } => {
             ops::report(tx, job, outcome, *now, deliveries).await

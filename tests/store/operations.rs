@@ -13,6 +13,7 @@ use crate::helpers::*;
 
 crate::on_both_backends!(
     a_claimed_job_is_leased_and_a_crashed_holder_loses_it,
+    deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt,
     the_scheduler_expires_pending_and_approved_approvals,
     decisions_are_announced_to_subscribers,
     the_audit_chain_links_every_event_in_order,
@@ -20,6 +21,38 @@ crate::on_both_backends!(
     tokens_are_stored_hashed_listed_and_revoked,
     health_counts_pending_and_stale_approvals,
 );
+
+async fn deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    for name in ["a", "b", "c"] {
+        create_expiring(&store, &clock, name, 10).await;
+    }
+    clock.advance(Duration::from_secs(10));
+    let claimed = store.claim_jobs(clock.now(), 10).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(claimed.iter().all(|job| job.attempts == 1));
+    // One goes back a second, one two seconds; the third stays leased.
+    let later = |secs| clock.now() + chrono::Duration::seconds(secs);
+    store
+        .defer_jobs(vec![(claimed[0].id, later(1)), (claimed[1].id, later(2))])
+        .await
+        .unwrap();
+    assert!(store.claim_jobs(clock.now(), 10).await.unwrap().is_empty());
+    let first = store.claim_jobs(later(1), 10).await.unwrap();
+    assert_eq!(
+        first.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(),
+        [(claimed[0].id, 1)],
+        "due at its own time; the deferral was not an attempt"
+    );
+    let second = store.claim_jobs(later(2), 10).await.unwrap();
+    assert_eq!(
+        second
+            .iter()
+            .map(|j| (j.id, j.attempts))
+            .collect::<Vec<_>>(),
+        [(claimed[1].id, 1)]
+    );
+}
 
 async fn the_scheduler_expires_pending_and_approved_approvals(db: TestDb) {
     let (store, clock) = open(&db).await;

@@ -307,21 +307,28 @@ impl Tx for PgTx {
         Ok(jobs)
     }
 
-    async fn retry_job(
-        &mut self,
-        job_id: i64,
-        at: DateTime<Utc>,
-        error: Option<&str>,
-    ) -> sqlx::Result<()> {
+    async fn retry_job(&mut self, job_id: i64, at: DateTime<Utc>, error: &str) -> sqlx::Result<()> {
         sqlx::query(
-            "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = COALESCE($3, last_error), \
-             attempts = CASE WHEN $3 IS NULL THEN attempts - 1 ELSE attempts END WHERE id = $1",
+            "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1",
         )
-            .bind(job_id)
-            .bind(at)
-            .bind(error)
-            .execute(self.conn()?)
-            .await?;
+        .bind(job_id)
+        .bind(at)
+        .bind(error)
+        .execute(self.conn()?)
+        .await?;
+        Ok(())
+    }
+
+    async fn defer_jobs(&mut self, jobs: &[(i64, DateTime<Utc>)]) -> sqlx::Result<()> {
+        let (ids, ats): (Vec<i64>, Vec<DateTime<Utc>>) = jobs.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE jobs SET due_at = v.at, locked_until = NULL, attempts = attempts - 1 \
+             FROM UNNEST($1::bigint[], $2::timestamptz[]) AS v(id, at) WHERE jobs.id = v.id",
+        )
+        .bind(ids)
+        .bind(ats)
+        .execute(self.conn()?)
+        .await?;
         Ok(())
     }
 

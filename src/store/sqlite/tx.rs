@@ -303,21 +303,28 @@ impl Tx for SqliteTx {
         Ok(jobs)
     }
 
-    async fn retry_job(
-        &mut self,
-        job_id: i64,
-        at: DateTime<Utc>,
-        error: Option<&str>,
-    ) -> sqlx::Result<()> {
+    async fn retry_job(&mut self, job_id: i64, at: DateTime<Utc>, error: &str) -> sqlx::Result<()> {
         sqlx::query(
-            "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = COALESCE($3, last_error), \
-             attempts = CASE WHEN $3 IS NULL THEN attempts - 1 ELSE attempts END WHERE id = $1",
+            "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1",
         )
-            .bind(job_id)
-            .bind(ts(&at))
-            .bind(error)
-            .execute(self.conn()?)
-            .await?;
+        .bind(job_id)
+        .bind(ts(&at))
+        .bind(error)
+        .execute(self.conn()?)
+        .await?;
+        Ok(())
+    }
+
+    async fn defer_jobs(&mut self, jobs: &[(i64, DateTime<Utc>)]) -> sqlx::Result<()> {
+        let rows: Vec<(i64, String)> = jobs.iter().map(|(id, at)| (*id, ts(at))).collect();
+        sqlx::query(
+            "UPDATE jobs SET due_at = v.at, locked_until = NULL, attempts = attempts - 1 \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS at FROM json_each($1)) AS v \
+             WHERE jobs.id = v.id",
+        )
+        .bind(serde_json::to_string(&rows).unwrap_or_default())
+        .execute(self.conn()?)
+        .await?;
         Ok(())
     }
 
