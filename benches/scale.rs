@@ -39,15 +39,16 @@
 // The fresh-database helper is the load driver's: one copy for both benches.
 #[path = "load/postgres.rs"]
 mod postgres;
+#[path = "support/process.rs"]
+mod process;
 
 use std::fmt::Write as _;
-use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, Utc};
 use clap::{Parser, ValueEnum};
 use reqwest::StatusCode;
@@ -58,6 +59,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 use signoff::audit::format_time;
 use signoff::scheduler::{BATCH, Scheduler};
 use signoff::store::Store;
+
+use process::{Memory, Server, create_token};
 
 const POSTGRES_ENV: &str = "SIGNOFF_BENCH_POSTGRES_URL";
 const PASS_TARGET: Duration = Duration::from_millis(50);
@@ -726,7 +729,7 @@ async fn measure_memory(
     ensure!(ids.len() == rows.len(), "could not find the ids to get");
 
     let token = create_token(url).await?;
-    let server = Server::start(url).await?;
+    let server = Server::start(url, None, None).await?;
     let at_start = server.memory()?;
     let http = http_client();
     let base = server.base_url();
@@ -826,101 +829,6 @@ fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// `signoff token create bench`: the token it prints.
-async fn create_token(url: &str) -> Result<String> {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_signoff"))
-        .args(["token", "create", "bench"])
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .context("run `signoff token create`")?;
-    ensure!(
-        output.status.success(),
-        "`signoff token create` failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let token = String::from_utf8(output.stdout).context("token is not UTF-8")?;
-    Ok(token.trim().to_owned())
-}
-
-/// The `signoff serve` child process; killed when dropped (also on panic).
-struct Server {
-    child: Child,
-    port: u16,
-    /// The working directory, empty, so no `./signoff.toml` is picked up.
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start(url: &str) -> Result<Server> {
-        let dir = tempfile::tempdir().context("create a working dir for the server")?;
-        let port = free_port()?;
-        let child = Command::new(env!("CARGO_BIN_EXE_signoff"))
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .current_dir(dir.path())
-            .env("DATABASE_URL", url)
-            .env("RUST_LOG", "warn")
-            // Keep the run on 127.0.0.1 whatever the caller's environment holds.
-            .env_remove("SIGNOFF_POLICY")
-            .env_remove("SLACK_BOT_TOKEN")
-            .env_remove("SLACK_SIGNING_SECRET")
-            .env_remove("SLACK_API_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("start `signoff serve`")?;
-        let mut server = Server {
-            child,
-            port,
-            _dir: dir,
-        };
-        server.wait_until_healthy().await?;
-        Ok(server)
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_until_healthy(&mut self) -> Result<()> {
-        let client = http_client();
-        let url = format!("{}/healthz", self.base_url());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().context("poll the server process")? {
-                bail!("`signoff serve` exited during start-up: {status}");
-            }
-            if let Ok(answer) = client.get(&url).send().await {
-                if answer.status().is_success() {
-                    return Ok(());
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("`signoff serve` did not answer {url} within 60 s")
-    }
-
-    fn memory(&self) -> Result<Memory> {
-        Memory::of(self.child.id())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(listener.local_addr().context("read the bound port")?.port())
-}
-
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -928,31 +836,6 @@ fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(60))
         .build()
         .expect("a plain-HTTP reqwest client always builds")
-}
-
-/// A process's resident memory from `/proc/<pid>/status`, in KiB.
-#[derive(Debug, Clone, Copy)]
-struct Memory {
-    rss_kb: u64,
-    peak_kb: u64,
-}
-
-impl Memory {
-    fn of(pid: u32) -> Result<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("read /proc/{pid}/status"))?;
-        let field = |name: &str| -> Result<u64> {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-                .with_context(|| format!("no {name} in /proc/{pid}/status"))
-        };
-        Ok(Memory {
-            rss_kb: field("VmRSS:")?,
-            peak_kb: field("VmHWM:")?,
-        })
-    }
 }
 
 fn cpus() -> usize {

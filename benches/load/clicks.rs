@@ -57,7 +57,7 @@ pub async fn measure(
         signing_secret: SIGNING_SECRET,
         api_url: fake.api_url(),
     };
-    let server = Server::start(&url, &policy, Some(slack)).await?;
+    let server = Server::start(&url, Some(&policy), Some(slack)).await?;
     let api = Api::new(backend, server.base_url(), token);
 
     let ids = Arc::new(create_pending(&api, settings).await?);

@@ -47,6 +47,7 @@ mod memory;
 mod phases;
 mod postgres;
 mod report;
+#[path = "../support/process.rs"]
 mod server;
 mod wake;
 
@@ -165,7 +166,7 @@ async fn bench_core(backend: &'static str, url: String, settings: Settings) -> R
     let policy = workdir.path().join("bench-policy.toml");
     std::fs::write(&policy, BENCH_POLICY).context("write the bench policy")?;
     let token = create_token(&url).await?;
-    let server = Server::start(&url, &policy, None).await?;
+    let server = Server::start(&url, Some(&policy), None).await?;
     let api = Api::new(backend, server.base_url(), token);
     let at_start = server.memory()?;
 

@@ -1,9 +1,9 @@
-//! Server memory: VmRSS and VmHWM from `/proc/<pid>/status`, and step 5, which fills the
-//! store with pending approvals and reads the server's memory along the way.
+//! Step 5, server memory: fills the store with pending approvals and reads the server's
+//! VmRSS and VmHWM along the way.
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::cli::Settings;
 use crate::client::{Api, PENDING_TOOL, parameters};
@@ -11,32 +11,7 @@ use crate::cpu::CpuMeter;
 use crate::drive::{Load, drive};
 use crate::phases::gets;
 use crate::report::{count, mib};
-use crate::server::Server;
-
-/// A process's resident memory from `/proc/<pid>/status`, in KiB.
-#[derive(Debug, Clone, Copy)]
-pub struct Memory {
-    pub rss_kb: u64,
-    pub peak_kb: u64,
-}
-
-impl Memory {
-    pub fn of(pid: u32) -> Result<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("read /proc/{pid}/status"))?;
-        let field = |name: &str| -> Result<u64> {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-                .with_context(|| format!("no {name} in /proc/{pid}/status"))
-        };
-        Ok(Memory {
-            rss_kb: field("VmRSS:")?,
-            peak_kb: field("VmHWM:")?,
-        })
-    }
-}
+use crate::server::{Memory, Server};
 
 pub struct MemoryReport {
     pub at_start: Memory,
