@@ -325,17 +325,14 @@ async fn pending_for(state: &AppState, slack: &SlackApp, user: &str) -> Result<V
         if approval.has_voted(user) || slack.approvers.may_decide(&approval, user).await.is_err() {
             continue;
         }
-        let link = state
-            .store
-            .messages(approval.id)
-            .await?
-            .into_iter()
-            .find(|m| m.kind == "main")
-            .and_then(|m| m.permalink);
-        mine.push((approval, link));
+        mine.push(approval);
     }
-    let items: Vec<(&Approval, Option<&str>)> =
-        mine.iter().map(|(a, link)| (a, link.as_deref())).collect();
+    let ids: Vec<_> = mine.iter().map(|a| a.id).collect();
+    let links = state.store.main_permalinks(&ids).await?;
+    let items: Vec<(&Approval, Option<&str>)> = mine
+        .iter()
+        .map(|a| (a, links.get(&a.id).map(String::as_str)))
+        .collect();
     Ok(commands::pending_list_reply_linked(
         &items,
         state.clock.now(),

@@ -54,6 +54,7 @@ mod postgres;
 mod sqlite;
 pub mod writer;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -140,6 +141,11 @@ pub(crate) trait Reads: Send + Sync {
     fn get(&self, id: ApprovalId) -> impl Future<Output = Result<Option<Approval>>> + Send;
     fn health(&self, now: DateTime<Utc>) -> impl Future<Output = Result<HealthCounts>> + Send;
     fn messages(&self, id: ApprovalId) -> impl Future<Output = Result<Vec<PostedMessage>>> + Send;
+    /// The permalinks of the main channel posts of `ids` (those that have one), in one query.
+    fn main_permalinks(
+        &self,
+        ids: &[ApprovalId],
+    ) -> impl Future<Output = Result<HashMap<ApprovalId, String>>> + Send;
     /// Pending approvals, oldest first.
     fn list_pending(&self, limit: i64) -> impl Future<Output = Result<Vec<Approval>>> + Send;
     /// Pending rows nobody classified yet (inserted straight into the table), oldest first.
@@ -397,6 +403,14 @@ impl Store {
     /// The Slack messages posted for an approval.
     pub async fn messages(&self, id: ApprovalId) -> Result<Vec<PostedMessage>> {
         read!(self.messages(id))
+    }
+
+    /// The permalinks of the main channel posts of `ids`, where Slack gave one.
+    pub async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        read!(self.main_permalinks(ids))
     }
 
     /// Pending approvals, oldest first, at most `limit`.

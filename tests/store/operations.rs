@@ -14,6 +14,7 @@ use crate::helpers::*;
 crate::on_both_backends!(
     a_claimed_job_is_leased_and_a_crashed_holder_loses_it,
     deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt,
+    main_permalinks_are_read_for_many_approvals_at_once,
     the_scheduler_expires_pending_and_approved_approvals,
     decisions_are_announced_to_subscribers,
     the_audit_chain_links_every_event_in_order,
@@ -52,6 +53,78 @@ async fn deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt(
             .collect::<Vec<_>>(),
         [(claimed[1].id, 1)]
     );
+}
+
+async fn main_permalinks_are_read_for_many_approvals_at_once(db: TestDb) {
+    use signoff::jobs::{Deliveries, Outcome, PostedMessage};
+    let store = signoff::store::Store::connect_with(&db.url, Deliveries { slack: true })
+        .await
+        .unwrap();
+    let (_, clock) = open(&db).await;
+    let linked = create(&store, &clock, "a", json!({})).await;
+    let unlinked = create(&store, &clock, "b", json!({})).await;
+    let unposted = create(&store, &clock, "c", json!({})).await;
+    let posted =
+        |approval: &signoff::approval::Approval, kind: &str, link: Option<&str>| PostedMessage {
+            approval_id: approval.id,
+            channel: if kind == "dm" {
+                "D0ALICE"
+            } else {
+                "C0APPROVALS"
+            }
+            .into(),
+            ts: format!("1700000000.{}", approval.id.short()),
+            kind: kind.into(),
+            permalink: link.map(str::to_owned),
+            rendered_version: approval.version,
+        };
+    let jobs = store.claim_jobs(clock.now(), 10).await.unwrap();
+    let job_of = |approval: &signoff::approval::Approval| {
+        jobs.iter()
+            .find(|job| job.approval_id == approval.id)
+            .expect("a post job per approval")
+            .clone()
+    };
+    let messages = [
+        (
+            &linked,
+            vec![posted(
+                &linked,
+                "main",
+                Some("https://x.slack.com/archives/C0APPROVALS/p1"),
+            )],
+        ),
+        (
+            &unlinked,
+            vec![posted(
+                &unlinked,
+                "dm",
+                Some("https://x.slack.com/archives/D0ALICE/p2"),
+            )],
+        ),
+    ];
+    for (approval, posted) in messages {
+        let outcome = Outcome::Delivered {
+            posted,
+            rendered: Vec::new(),
+            version: approval.version,
+            next: None,
+        };
+        store
+            .report(job_of(approval), outcome, clock.now())
+            .await
+            .unwrap();
+    }
+    let links = store
+        .main_permalinks(&[linked.id, unlinked.id, unposted.id])
+        .await
+        .unwrap();
+    assert_eq!(links.len(), 1, "only main posts with a link: {links:?}");
+    assert_eq!(
+        links.get(&linked.id).map(String::as_str),
+        Some("https://x.slack.com/archives/C0APPROVALS/p1")
+    );
+    assert!(store.main_permalinks(&[]).await.unwrap().is_empty());
 }
 
 async fn the_scheduler_expires_pending_and_approved_approvals(db: TestDb) {

@@ -1,5 +1,7 @@
 //! Reads for the PostgreSQL backend, on the reader pool.
 
+use std::collections::HashMap;
+
 use super::*;
 
 #[derive(Clone)]
@@ -50,6 +52,21 @@ impl Reads for PgReads {
             });
         }
         Ok(messages)
+    }
+
+    async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT approval_id, permalink FROM slack_messages \
+             WHERE approval_id = ANY($1) AND kind = 'main' AND permalink IS NOT NULL",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, link)| (ApprovalId(id), link))
+            .collect())
     }
 
     async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {

@@ -1,5 +1,7 @@
 //! Reads for the SQLite backend, on the reader pool.
 
+use std::collections::HashMap;
+
 use super::*;
 
 #[derive(Clone)]
@@ -50,6 +52,23 @@ impl Reads for SqliteReads {
             });
         }
         Ok(messages)
+    }
+
+    async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT approval_id, permalink FROM slack_messages \
+             WHERE approval_id IN (SELECT value FROM json_each($1)) AND kind = 'main' \
+             AND permalink IS NOT NULL",
+        )
+        .bind(serde_json::to_string(&ids).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut links = HashMap::with_capacity(rows.len());
+        for (id, link) in rows {
+            links.insert(parse_id(&id)?, link);
+        }
+        Ok(links)
     }
 
     async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {
