@@ -48,13 +48,17 @@ pub(crate) async fn open(url: &str) -> Result<(SqliteReads, SqliteTx)> {
         .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
         .await?;
     MIGRATOR.run(&writer).await?;
+    // Each connection has its own page cache (2 MiB by default). Readers mostly need
+    // the B-tree's upper levels cached (leaves come from the OS page cache), so they
+    // get less, which keeps memory flat however large the table grows.
     let readers = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options.clone())
+        .max_connections(READERS)
+        .connect_with(options.clone().pragma("cache_size", "-1024"))
         .await?;
+    // A checkpoint copies WAL frames to the file without the page cache.
     let checkpointer = SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(options)
+        .connect_with(options.pragma("cache_size", "-256"))
         .await?;
     Ok((
         SqliteReads { pool: readers },
@@ -65,6 +69,9 @@ pub(crate) async fn open(url: &str) -> Result<(SqliteReads, SqliteTx)> {
         },
     ))
 }
+
+/// Connections for reads (the writer and the checkpointer have one each).
+const READERS: u32 = 8;
 
 /// How often committed WAL frames are copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
