@@ -63,14 +63,13 @@ impl Outbox {
         let mut waiting = Vec::new();
         let mut ready = Vec::with_capacity(jobs.len());
         for job in jobs {
-            match job.kind {
-                JobKind::SlackPost if self.slack.is_some() => {
-                    match slack::post_slot(&self.last_post, &job, now) {
-                        Some(at) => waiting.push((job.id, at)),
-                        None => ready.push(job),
-                    }
-                }
-                _ => ready.push(job),
+            if job.kind == JobKind::SlackPost
+                && self.slack.is_some()
+                && let Some(at) = slack::post_slot(&self.last_post, &job, now)
+            {
+                waiting.push((job.id, at));
+            } else {
+                ready.push(job);
             }
         }
         if !waiting.is_empty() {

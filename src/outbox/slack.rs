@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::render;
@@ -326,14 +327,14 @@ impl Deliverer<'_> {
 /// Paces a post job's channel to one post per [`POST_INTERVAL`]: `None` takes the
 /// channel's slot now; `Some(at)` is the next free slot, reserved for this job. Asked
 /// before the job reads anything, so a backlog of posts waits without touching the
-/// store. A job whose payload names no channel is not paced (posting it reports why).
+/// store. A job whose payload is no post target is not paced (posting it reports why).
 pub fn post_slot(
     last_post: &Mutex<HashMap<String, Pacing>>,
     job: &DueJob,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let channel = job.payload.get("channel")?.as_str()?;
-    pace(last_post, channel, now)
+    let target = PostTarget::deserialize(&job.payload).ok()?;
+    pace(last_post, &target.channel, now)
 }
 
 /// `None`: post now (the slot is taken). `Some(when)`: the channel got a post less
