@@ -1,7 +1,8 @@
 //! Durable work for one approval: deliveries (the outbox) and timers, planned by a pure
 //! function and written in the same transaction as the state change that causes them.
-//! The [`crate::scheduler`] claims due jobs with a lease; timers fire inside the store,
-//! deliveries run in [`crate::outbox`] and report back.
+//! The [`crate::scheduler`] fires due timers inside the store, in one transaction and
+//! without a lease, and claims due deliveries with a lease ([`LEASE`]); those run in
+//! [`crate::outbox`] and report back.
 
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use crate::approval::{Approval, ApprovalId, Status};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
     /// Move a pending or approved-but-unexecuted approval to `expired` at its expiry time.
+    /// The one timer: fired inside the store, never leased (the store's SQL tells
+    /// timers from deliveries by this kind, `expire`).
     Expire,
     /// Post the approval message to a channel (payload: [`PostTarget`]).
     SlackPost,
@@ -47,11 +50,6 @@ impl JobKind {
         ]
         .into_iter()
         .find(|kind| kind.as_str() == s)
-    }
-
-    /// Timers change the approval inside the store; the rest talk to the outside.
-    pub fn is_timer(self) -> bool {
-        matches!(self, JobKind::Expire)
     }
 }
 
@@ -119,7 +117,7 @@ pub struct PostedMessage {
     pub rendered_version: i64,
 }
 
-/// How long a claimed job is ours; a crashed holder loses it after this.
+/// How long a claimed delivery is ours; a crashed holder loses it after this.
 pub const LEASE: Duration = Duration::from_secs(60);
 
 /// Which deliveries this process makes (Slack only when a bot token is configured).

@@ -1,6 +1,7 @@
 //! Timers that live in the database: a loop around [`Scheduler::run_once`], which
-//! claims the jobs due at `now` and fires them. Tests call `run_once` with the time
-//! they want instead of sleeping.
+//! fires the timers due at `now` inside the store (one transaction, no lease) and
+//! claims the due deliveries (with a lease) for the outbox. Tests call `run_once` with
+//! the time they want instead of sleeping.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,8 @@ use crate::outbox::Outbox;
 use crate::policy::Policy;
 use crate::store::{Store, StoreError};
 
-/// Jobs fired per pass at most; a backlog drains over consecutive passes.
+/// Timers fired, and deliveries claimed, per pass at most; a backlog drains over
+/// consecutive passes.
 pub const BATCH: i64 = 1000;
 /// Shared-table rows classified per pass at most.
 const INTAKE_BATCH: i64 = 100;
@@ -77,17 +79,22 @@ impl Scheduler {
         Ok(adopted)
     }
 
-    /// Claims every job due at `now` (up to [`BATCH`]) and runs it: timers inside the
-    /// store, deliveries through the outbox. Returns how many jobs it claimed.
+    /// Runs every job due at `now` (up to [`BATCH`] timers and [`BATCH`] deliveries):
+    /// timers inside the store, deliveries through the outbox. Returns how many jobs
+    /// it fired or claimed.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let pass = self.pass(now).await?;
+        Ok(pass.fired + pass.claimed)
+    }
+
+    async fn pass(&self, now: DateTime<Utc>) -> Result<Pass, StoreError> {
         self.intake(now).await?;
-        let claimed = self.store.claim_jobs(now, BATCH).await?;
-        let count = claimed.len();
-        let (timers, deliveries): (Vec<_>, Vec<_>) =
-            claimed.into_iter().partition(|job| job.kind.is_timer());
-        if !timers.is_empty() {
-            self.store.fire_jobs(timers, now).await?;
-        }
+        let fired = self.store.fire_due(now, BATCH).await?;
+        let deliveries = self.store.claim_jobs(now, BATCH).await?;
+        let pass = Pass {
+            fired,
+            claimed: deliveries.len(),
+        };
         if !deliveries.is_empty() {
             match &self.outbox {
                 Some(outbox) => outbox.deliver_all(deliveries, now).await?,
@@ -99,7 +106,7 @@ impl Scheduler {
                 ),
             }
         }
-        Ok(count)
+        Ok(pass)
     }
 
     /// Runs a pass every `every` until `shutdown` turns true. Errors are logged and the
@@ -120,9 +127,9 @@ impl Scheduler {
                 _ = shutdown.changed() => break,
             }
             loop {
-                match self.run_once(clock.now()).await {
+                match self.pass(clock.now()).await {
                     // A full batch means more may be due right now.
-                    Ok(fired) if fired as i64 == BATCH => continue,
+                    Ok(pass) if pass.is_full() => continue,
                     Ok(_) => break,
                     Err(error) => {
                         tracing::warn!(%error, "scheduler pass failed; retrying next tick");
@@ -131,5 +138,19 @@ impl Scheduler {
                 }
             }
         }
+    }
+}
+
+/// What one pass did.
+struct Pass {
+    /// Timers fired.
+    fired: usize,
+    /// Deliveries claimed.
+    claimed: usize,
+}
+
+impl Pass {
+    fn is_full(&self) -> bool {
+        self.fired as i64 == BATCH || self.claimed as i64 == BATCH
     }
 }

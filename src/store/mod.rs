@@ -99,7 +99,7 @@ pub struct Created {
 }
 
 /// Timers fired per write operation.
-const FIRE_CHUNK: usize = 500;
+const FIRE_CHUNK: i64 = 500;
 
 /// An approval's status changed (sent after the change committed).
 #[derive(Debug, Clone, PartialEq)]
@@ -300,16 +300,17 @@ impl Store {
         }
     }
 
-    /// Fires due timers (expiry), each marked done in the same transaction as its
-    /// effect, a few hundred per write operation.
-    pub async fn fire_jobs(&self, jobs: Vec<DueJob>, now: DateTime<Utc>) -> Result<usize> {
-        let fired = jobs.len();
+    /// Fires up to `limit` timers (expiry) due at `now`: each is marked done in the
+    /// same transaction as its effect, so timers need no lease. The work goes to the
+    /// writer in operations of a few hundred timers each. Returns how many fired.
+    pub async fn fire_due(&self, now: DateTime<Utc>, limit: i64) -> Result<usize> {
         let mut answers = Vec::new();
-        let mut jobs = jobs.into_iter().peekable();
-        while jobs.peek().is_some() {
-            let chunk: Vec<DueJob> = jobs.by_ref().take(FIRE_CHUNK).collect();
+        let mut left = limit;
+        while left > 0 {
+            let chunk = left.min(FIRE_CHUNK);
+            left -= chunk;
             let (reply, answer) = oneshot::channel();
-            let op = WriteOp::FireMany { jobs: chunk, now };
+            let op = WriteOp::FireDue { now, limit: chunk };
             self.inner
                 .writes
                 .send(writer::Request { op, reply })
@@ -317,9 +318,10 @@ impl Store {
                 .map_err(|_| StoreError::Closed)?;
             answers.push(answer);
         }
+        let mut fired = 0;
         for answer in answers {
             match answer.await.map_err(|_| StoreError::Closed)?? {
-                WriteOutput::Fired => {}
+                WriteOutput::Fired(count) => fired += count,
                 other => return Err(unexpected(other)),
             }
         }
@@ -334,7 +336,8 @@ impl Store {
         read!(self.health(now))
     }
 
-    /// Leases up to `limit` jobs due at `now` (see [`crate::jobs::LEASE`]).
+    /// Leases up to `limit` deliveries due at `now` (see [`crate::jobs::LEASE`]);
+    /// timers are not leased but fired by [`Store::fire_due`].
     pub async fn claim_jobs(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueJob>> {
         match self.write(WriteOp::Claim { now, limit }).await? {
             WriteOutput::Claimed(jobs) => Ok(jobs),

@@ -218,20 +218,19 @@ fn applied(
     }
 }
 
-/// Fires due timers (expiry) set-based: all their approvals are read in one query,
-/// each is decided by the pure state machine, and the results are written with one
+/// Fires up to `limit` timers (expiry) due at `now`, set-based and in this one
+/// transaction, so a timer needs no lease: a process that dies mid-way fired nothing.
+/// The due jobs are read in one query and their approvals in another; each approval is
+/// decided by the pure state machine, and the results are written with one
 /// compare-and-set update and one job update. Deliveries are not fired here; the
-/// outbox runs them and reports back.
-pub(super) async fn fire_many<T: Tx>(
+/// outbox claims them, runs them and reports back.
+pub(super) async fn fire_due<T: Tx>(
     tx: &mut T,
-    jobs: &[DueJob],
     now: DateTime<Utc>,
+    limit: i64,
     deliveries: Deliveries,
 ) -> Result<Done> {
-    let timers: Vec<&DueJob> = jobs
-        .iter()
-        .filter(|job| job.kind == JobKind::Expire)
-        .collect();
+    let timers = tx.due_timers(now, limit).await?;
     let mut ids: Vec<ApprovalId> = timers.iter().map(|job| job.approval_id).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -241,10 +240,10 @@ pub(super) async fn fire_many<T: Tx>(
         .into_iter()
         .map(|a| (a.id, a))
         .collect();
-    let mut done = Done::quiet(WriteOutput::Fired);
+    let mut done = Done::quiet(WriteOutput::Fired(timers.len()));
     let mut writes = Vec::new();
     let mut finished = Vec::new();
-    for job in timers {
+    for job in &timers {
         let Some(before) = current.get(&job.approval_id) else {
             finished.push(job.id); // the approval is gone: nothing left to expire
             continue;
@@ -267,8 +266,12 @@ pub(super) async fn fire_many<T: Tx>(
                 current.insert(job.approval_id, transition.next);
                 finished.push(job.id);
             }
-            // Not yet due (the clock moved back): leave the job for later.
-            Err(Rejection::NotDue) => {}
+            // The row's expiry moved later (a program wrote the shared table):
+            // the timer follows it.
+            Err(Rejection::NotDue) => {
+                let error = format!("not due: the approval expires at {}", before.expires_at);
+                tx.retry_job(job.id, before.expires_at, &error).await?;
+            }
             // Already decided or executed: nothing left to expire.
             Err(_) => finished.push(job.id),
         }

@@ -38,18 +38,16 @@ pub(crate) enum WriteOp {
         event: Event,
         now: DateTime<Utc>,
     },
-    /// Fire due timers, set-based: one read, one write, one job update for all.
-    FireMany {
-        jobs: Vec<DueJob>,
-        now: DateTime<Utc>,
-    },
+    /// Fire up to `limit` timers due at `now`, set-based and in this transaction:
+    /// one read of the jobs, one of their approvals, one write of each.
+    FireDue { now: DateTime<Utc>, limit: i64 },
     /// Classify a row inserted straight into the shared table.
     Adopt {
         id: ApprovalId,
         class: Box<Classification>,
         now: DateTime<Utc>,
     },
-    /// Lease up to `limit` due jobs.
+    /// Lease up to `limit` due deliveries.
     Claim { now: DateTime<Utc>, limit: i64 },
     /// Remember a posted message's link.
     SetPermalink {
@@ -72,7 +70,8 @@ pub(crate) enum WriteOp {
 pub(crate) enum WriteOutput {
     Created(Created),
     Applied(Approval),
-    Fired,
+    /// How many timers fired.
+    Fired(usize),
     Claimed(Vec<DueJob>),
     Reported,
 }
@@ -162,7 +161,15 @@ pub(crate) trait Tx: Send + 'static {
         &mut self,
         changes: &[StatusChange],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Leases up to `limit` ready jobs due at `now` until `lease_until`, counting the attempt.
+    /// Up to `limit` ready timers due at `now`, earliest first, for this transaction to
+    /// fire (Postgres: locked, skipping those another replica is firing).
+    fn due_timers(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = sqlx::Result<Vec<DueJob>>> + Send;
+    /// Leases up to `limit` ready deliveries (every job but timers) due at `now` until
+    /// `lease_until`, counting the attempt.
     fn claim_jobs(
         &mut self,
         now: DateTime<Utc>,
@@ -356,7 +363,7 @@ async fn run_op<T: Tx>(tx: &mut T, op: &WriteOp, deliveries: Deliveries) -> Resu
             tx.set_permalink(channel, ts, permalink).await?;
             Ok(Done::quiet(WriteOutput::Reported))
         }
-        WriteOp::FireMany { jobs, now } => ops::fire_many(tx, jobs, *now, deliveries).await,
+        WriteOp::FireDue { now, limit } => ops::fire_due(tx, *now, *limit, deliveries).await,
         WriteOp::Claim { now, limit } => {
             let lease_until =
                 *now + chrono::Duration::from_std(jobs::LEASE).unwrap_or(chrono::Duration::MAX);

@@ -24,6 +24,16 @@ pub async fn open(db: &TestDb) -> (Store, ManualClock) {
     (store, clock)
 }
 
+/// A store that also plans Slack deliveries (as with a bot token), so every new
+/// request gets a post job due at once; with the same manual clock as [`open`].
+pub async fn open_posting(db: &TestDb) -> (Store, ManualClock) {
+    let deliveries = signoff::jobs::Deliveries { slack: true };
+    let store = Store::connect_with(&db.url, deliveries)
+        .await
+        .expect("store opens");
+    (store, open(db).await.1)
+}
+
 /// Classification by a policy that routes everything to one channel and needs one approval.
 pub fn classify(tool: &str) -> Classification {
     let policy =

@@ -13,6 +13,8 @@ use crate::helpers::*;
 
 crate::on_both_backends!(
     a_claimed_job_is_leased_and_a_crashed_holder_loses_it,
+    timers_fire_in_their_own_transaction_once_across_replicas,
+    an_expiry_timer_follows_an_expiry_moved_in_the_shared_table,
     deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt,
     main_permalinks_are_read_for_many_approvals_at_once,
     the_scheduler_expires_pending_and_approved_approvals,
@@ -24,11 +26,10 @@ crate::on_both_backends!(
 );
 
 async fn deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt(db: TestDb) {
-    let (store, clock) = open(&db).await;
+    let (store, clock) = open_posting(&db).await;
     for name in ["a", "b", "c"] {
-        create_expiring(&store, &clock, name, 10).await;
+        create(&store, &clock, name, json!({})).await;
     }
-    clock.advance(Duration::from_secs(10));
     let claimed = store.claim_jobs(clock.now(), 10).await.unwrap();
     assert_eq!(claimed.len(), 3);
     assert!(claimed.iter().all(|job| job.attempts == 1));
@@ -347,19 +348,21 @@ async fn the_shared_table_accepts_direct_inserts_and_updates_on_postgres() {
 }
 
 async fn a_claimed_job_is_leased_and_a_crashed_holder_loses_it(db: TestDb) {
-    let (store, clock) = open(&db).await;
-    create_expiring(&store, &clock, "a", 10).await;
-    clock.advance(Duration::from_secs(10));
+    use signoff::jobs::{Deliveries, JobKind, Outcome};
+    let (store, clock) = open_posting(&db).await;
+    let approval = create(&store, &clock, "a", json!({})).await;
     let first = store.claim_jobs(clock.now(), 10).await.unwrap();
     assert_eq!(first.len(), 1);
-    assert_eq!(first[0].attempts, 1);
+    assert_eq!((first[0].kind, first[0].attempts), (JobKind::SlackPost, 1));
     // The holder "crashes": it never fires or reports the job.
     clock.advance(Duration::from_secs(30));
     assert!(
         store.claim_jobs(clock.now(), 10).await.unwrap().is_empty(),
         "leased to the first holder"
     );
-    let replica = signoff::store::Store::connect(&db.url).await.unwrap();
+    let replica = signoff::store::Store::connect_with(&db.url, Deliveries { slack: true })
+        .await
+        .unwrap();
     assert!(
         replica
             .claim_jobs(clock.now(), 10)
@@ -372,13 +375,100 @@ async fn a_claimed_job_is_leased_and_a_crashed_holder_loses_it(db: TestDb) {
     let again = replica.claim_jobs(clock.now(), 10).await.unwrap();
     assert_eq!(again.len(), 1, "the lease ran out");
     assert_eq!((again[0].id, again[0].attempts), (first[0].id, 2));
-    replica.fire_jobs(again, clock.now()).await.unwrap();
+    let delivered = Outcome::Delivered {
+        posted: Vec::new(),
+        rendered: Vec::new(),
+        version: approval.version,
+        next: None,
+    };
+    replica
+        .report(again.into_iter().next().unwrap(), delivered, clock.now())
+        .await
+        .unwrap();
+    let expiry = clock.now() + chrono::Duration::hours(1);
     assert!(
-        store
-            .claim_jobs(clock.now() + chrono::Duration::hours(1), 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "done for good"
+        store.claim_jobs(expiry, 10).await.unwrap().is_empty(),
+        "done for good, and the expiry timer due by then is not leased"
     );
+    assert_eq!(store.fire_due(expiry, 10).await.unwrap(), 1, "it fires");
+}
+
+async fn timers_fire_in_their_own_transaction_once_across_replicas(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let replica = signoff::store::Store::connect(&db.url).await.unwrap();
+    let mut ids = Vec::new();
+    for name in 0..40 {
+        ids.push(
+            create_expiring(&store, &clock, &name.to_string(), 10)
+                .await
+                .id,
+        );
+    }
+    assert_eq!(
+        store.fire_due(clock.now(), 100).await.unwrap(),
+        0,
+        "not due yet"
+    );
+    clock.advance(Duration::from_secs(10));
+    assert!(
+        store.claim_jobs(clock.now(), 100).await.unwrap().is_empty(),
+        "timers are never leased"
+    );
+    assert_eq!(
+        store.fire_due(clock.now(), 5).await.unwrap(),
+        5,
+        "up to the limit"
+    );
+    // Both processes fire the rest at the same moment: each timer fires exactly once.
+    let (mine, theirs) = tokio::join!(
+        store.fire_due(clock.now(), 100),
+        replica.fire_due(clock.now(), 100)
+    );
+    assert_eq!(mine.unwrap() + theirs.unwrap(), 35);
+    assert_eq!(store.fire_due(clock.now(), 100).await.unwrap(), 0);
+    for id in ids {
+        assert_eq!(
+            store.get(id).await.unwrap().unwrap().status,
+            Status::Expired
+        );
+    }
+    assert_eq!(count_audit(&store, "expired").await, 40, "one expiry each");
+}
+
+async fn an_expiry_timer_follows_an_expiry_moved_in_the_shared_table(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let approval = create_expiring(&store, &clock, "a", 10).await;
+    let moved = approval.expires_at + chrono::Duration::seconds(50);
+    let moved_sql = if db.backend == "sqlite" {
+        format!("'{}'", signoff::audit::format_time(&moved))
+    } else {
+        format!("'{}'::timestamptz", moved.to_rfc3339())
+    };
+    raw_execute(
+        &db,
+        &format!(
+            "UPDATE pending_approvals SET expires_at = {moved_sql} WHERE id = '{}'",
+            approval.id
+        ),
+    )
+    .await
+    .unwrap();
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(store.fire_due(clock.now(), 10).await.unwrap(), 1);
+    let status = |store: signoff::store::Store| async move {
+        store.get(approval.id).await.unwrap().unwrap().status
+    };
+    assert_eq!(
+        status(store.clone()).await,
+        Status::Pending,
+        "not expired early"
+    );
+    assert_eq!(
+        store.fire_due(clock.now(), 10).await.unwrap(),
+        0,
+        "the timer moved to the new expiry"
+    );
+    clock.advance(Duration::from_secs(50));
+    assert_eq!(store.fire_due(clock.now(), 10).await.unwrap(), 1);
+    assert_eq!(status(store.clone()).await, Status::Expired);
 }

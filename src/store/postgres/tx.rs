@@ -271,6 +271,19 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    async fn due_timers(&mut self, now: DateTime<Utc>, limit: i64) -> sqlx::Result<Vec<DueJob>> {
+        let rows = sqlx::query(
+            "SELECT id, approval_id, kind, payload, attempts FROM jobs \
+             WHERE state = 'ready' AND kind = 'expire' AND due_at <= $1 \
+             ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.conn()?)
+        .await?;
+        due_jobs(rows)
+    }
+
     async fn claim_jobs(
         &mut self,
         now: DateTime<Utc>,
@@ -281,7 +294,7 @@ impl Tx for PgTx {
         // instead of queueing behind each other.
         let rows = sqlx::query(
             "UPDATE jobs SET locked_until = $2, attempts = attempts + 1 WHERE id IN ( \
-               SELECT id FROM jobs WHERE state = 'ready' AND due_at <= $1 \
+               SELECT id FROM jobs WHERE state = 'ready' AND kind <> 'expire' AND due_at <= $1 \
                AND (locked_until IS NULL OR locked_until <= $1) ORDER BY due_at LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \
              RETURNING id, approval_id, kind, payload, attempts",
@@ -291,20 +304,7 @@ impl Tx for PgTx {
         .bind(limit)
         .fetch_all(self.conn()?)
         .await?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in rows {
-            let Some(kind) = JobKind::parse(row.try_get("kind")?) else {
-                continue; // written by a newer signoff; its lease runs out and it waits for that version
-            };
-            jobs.push(DueJob {
-                id: row.try_get("id")?,
-                approval_id: ApprovalId(row.try_get("approval_id")?),
-                kind,
-                payload: row.try_get("payload")?,
-                attempts: row.try_get("attempts")?,
-            });
-        }
-        Ok(jobs)
+        due_jobs(rows)
     }
 
     async fn retry_job(&mut self, job_id: i64, at: DateTime<Utc>, error: &str) -> sqlx::Result<()> {
@@ -407,4 +407,22 @@ impl Tx for PgTx {
             .await?;
         Ok(())
     }
+}
+
+/// Claimed or due job rows (`id, approval_id, kind, payload, attempts`) as jobs.
+fn due_jobs(rows: Vec<PgRow>) -> sqlx::Result<Vec<DueJob>> {
+    let mut jobs = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some(kind) = JobKind::parse(row.try_get("kind")?) else {
+            continue; // written by a newer signoff: it waits for that version
+        };
+        jobs.push(DueJob {
+            id: row.try_get("id")?,
+            approval_id: ApprovalId(row.try_get("approval_id")?),
+            kind,
+            payload: row.try_get("payload")?,
+            attempts: row.try_get("attempts")?,
+        });
+    }
+    Ok(jobs)
 }
