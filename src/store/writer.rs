@@ -130,6 +130,7 @@ pub(crate) trait Tx: Send + 'static {
         &mut self,
         jobs: &[(NewJob, DateTime<Utc>)],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Deletes a finished job (finishing it again is a no-op).
     fn finish_job(&mut self, job_id: i64) -> impl Future<Output = sqlx::Result<()>> + Send;
     fn set_permalink(
         &mut self,
@@ -137,6 +138,7 @@ pub(crate) trait Tx: Send + 'static {
         ts: &str,
         permalink: &str,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Deletes finished jobs.
     fn finish_jobs(&mut self, job_ids: &[i64]) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Loads approvals with their votes, locking the rows where the backend can.
     fn load_many(

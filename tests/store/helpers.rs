@@ -133,6 +133,18 @@ pub async fn raw_execute(db: &TestDb, sql: &str) -> Result<u64, String> {
     result.map_err(|error| error.to_string())
 }
 
+/// A count straight from the database.
+pub async fn raw_count(db: &TestDb, sql: &str) -> i64 {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    if db.backend == "sqlite" {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
 pub async fn raw_scalar(db: &TestDb, sql: &str) -> uuid::Uuid {
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))

@@ -15,6 +15,7 @@ crate::on_both_backends!(
     a_claimed_job_is_leased_and_a_crashed_holder_loses_it,
     timers_fire_in_their_own_transaction_once_across_replicas,
     an_expiry_timer_follows_an_expiry_moved_in_the_shared_table,
+    finished_jobs_are_deleted_and_given_up_ones_kept,
     deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt,
     main_permalinks_are_read_for_many_approvals_at_once,
     the_scheduler_expires_pending_and_approved_approvals,
@@ -433,6 +434,60 @@ async fn timers_fire_in_their_own_transaction_once_across_replicas(db: TestDb) {
         );
     }
     assert_eq!(count_audit(&store, "expired").await, 40, "one expiry each");
+}
+
+async fn finished_jobs_are_deleted_and_given_up_ones_kept(db: TestDb) {
+    use signoff::jobs::{JobKind, Outcome};
+    let (store, clock) = open_posting(&db).await;
+    let approval = create(&store, &clock, "a", json!({})).await;
+    let jobs = |sql: &'static str| raw_count(&db, sql);
+    assert_eq!(
+        jobs("SELECT COUNT(*) FROM jobs").await,
+        2,
+        "its post and its expiry"
+    );
+    let post = store.claim_jobs(clock.now(), 10).await.unwrap().remove(0);
+    let delivered = Outcome::Delivered {
+        posted: Vec::new(),
+        rendered: Vec::new(),
+        version: approval.version,
+        next: None,
+    };
+    store
+        .report(post.clone(), delivered.clone(), clock.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs("SELECT COUNT(*) FROM jobs").await,
+        1,
+        "the post is gone"
+    );
+    store.report(post, delivered, clock.now()).await.unwrap();
+    assert_eq!(
+        jobs("SELECT COUNT(*) FROM jobs").await,
+        1,
+        "a repeated report changes nothing"
+    );
+
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(store.fire_due(clock.now(), 10).await.unwrap(), 1);
+    let update = store.claim_jobs(clock.now(), 10).await.unwrap().remove(0);
+    assert_eq!(update.kind, JobKind::SlackUpdate, "the expiry is shown");
+    assert_eq!(
+        jobs("SELECT COUNT(*) FROM jobs").await,
+        1,
+        "the timer is gone"
+    );
+    let dead = Outcome::Dead {
+        error: "channel_not_found".into(),
+    };
+    store.report(update, dead, clock.now()).await.unwrap();
+    assert_eq!(
+        jobs("SELECT COUNT(*) FROM jobs WHERE state = 'dead'").await,
+        1,
+        "kept for health to report"
+    );
+    assert_eq!(store.health(clock.now()).await.unwrap().undelivered, 1);
 }
 
 async fn an_expiry_timer_follows_an_expiry_moved_in_the_shared_table(db: TestDb) {

@@ -183,7 +183,7 @@ impl Tx for PgTx {
     }
 
     async fn finish_jobs(&mut self, job_ids: &[i64]) -> sqlx::Result<()> {
-        sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE id = ANY($1)")
+        sqlx::query("DELETE FROM jobs WHERE id = ANY($1)")
             .bind(job_ids)
             .execute(self.conn()?)
             .await?;
@@ -228,7 +228,7 @@ impl Tx for PgTx {
     }
 
     async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
-        sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE id = $1")
+        sqlx::query("DELETE FROM jobs WHERE id = $1")
             .bind(job_id)
             .execute(self.conn()?)
             .await?;

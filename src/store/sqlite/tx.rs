@@ -192,7 +192,7 @@ impl Tx for SqliteTx {
     }
 
     async fn finish_jobs(&mut self, job_ids: &[i64]) -> sqlx::Result<()> {
-        sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE id IN (SELECT value FROM json_each($1))")
+        sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each($1))")
             .bind(serde_json::to_string(job_ids).unwrap_or_default())
             .execute(self.conn()?)
             .await?;
@@ -236,7 +236,7 @@ impl Tx for SqliteTx {
     }
 
     async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
-        sqlx::query("UPDATE jobs SET state = 'done', locked_until = NULL WHERE id = $1")
+        sqlx::query("DELETE FROM jobs WHERE id = $1")
             .bind(job_id)
             .execute(self.conn()?)
             .await?;
