@@ -308,6 +308,41 @@ async fn health_counts_pending_and_stale_approvals(db: TestDb) {
     );
 }
 
+// ---- PostgreSQL only ----
+
+#[tokio::test]
+async fn reads_survive_the_server_dropping_idle_connections_on_postgres() {
+    let Some(db) = common::postgres("dropped_connections").await else {
+        return;
+    };
+    let (store, clock) = open(&db).await;
+    let approval = create(&store, &clock, "a", json!({})).await;
+    // Several reader connections in the pool, all idle.
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        reads.spawn(async move { store.get(approval.id).await });
+    }
+    while let Some(read) = reads.join_next().await {
+        assert!(read.unwrap().unwrap().is_some());
+    }
+    // The server drops every connection (as a restart would) while they sit idle.
+    let dropped = raw_execute(
+        &db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .await
+    .unwrap();
+    assert!(dropped >= 2, "the readers and the writer were connected");
+    // Idle past the ping threshold: the pool finds them dead and opens new ones.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..8 {
+        let read = store.get(approval.id).await.unwrap().unwrap();
+        assert_eq!(read.id, approval.id);
+    }
+}
+
 // ---- PostgreSQL only: the shared table contract ----
 
 #[tokio::test]
