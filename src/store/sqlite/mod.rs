@@ -41,7 +41,12 @@ pub(crate) async fn open(url: &str) -> Result<(SqliteReads, SqliteTx)> {
         .foreign_keys(true)
         // Statement journals (a multi-row insert that may skip rows keeps one) stay
         // in memory instead of a temporary file.
-        .pragma("temp_store", "memory");
+        .pragma("temp_store", "memory")
+        // For a new file only. Approvals are read and written at random (ids are
+        // random), so each one written costs a whole page in the WAL; 2 KiB pages
+        // halve those bytes. Measured: creates +13 %, a scheduler pass over 1,000
+        // scattered timers -15 %, gets unchanged.
+        .pragma("page_size", "2048");
     // The writer never stops a commit to checkpoint; the checkpointer does it beside it.
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
