@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::writer::{Done, Tx, WriteOutput};
+use super::writer::{Done, Tx, WriteOp, WriteOutput};
 use super::{Created, Result, StatusChange, StoreError};
 use crate::approval::{
     Approval, ApprovalId, Event, Happening, NewApproval, Rejection, Status, machine,
@@ -149,14 +149,45 @@ pub(super) async fn create<T: Tx>(
     })
 }
 
+/// The approvals a batch's events name, read together before the first event runs
+/// and kept up to date as each event changes one, so a second event on the same
+/// approval sees the first one's result.
+pub(super) struct Current(HashMap<ApprovalId, Approval>);
+
+impl Current {
+    pub(super) async fn load<T: Tx>(tx: &mut T, ops: &[&WriteOp]) -> sqlx::Result<Self> {
+        let mut ids: Vec<ApprovalId> = ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Apply { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(Current(HashMap::new()));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let loaded = tx.load_many(&ids).await?;
+        Ok(Current(loaded.into_iter().map(|a| (a.id, a)).collect()))
+    }
+}
+
+/// Applies an event to an approval of `current` (see [`Current`]), with
+/// compare-and-set on its version.
 pub(super) async fn apply<T: Tx>(
     tx: &mut T,
+    current: &mut Current,
     id: ApprovalId,
     event: &Event,
     now: DateTime<Utc>,
     deliveries: Deliveries,
 ) -> Result<Done> {
-    let before = tx.load(id).await?.ok_or(StoreError::NotFound(id))?;
+    let before = current
+        .0
+        .get(&id)
+        .cloned()
+        .ok_or(StoreError::NotFound(id))?;
     let transition =
         machine::apply(&before, event, now).map_err(|rejection| StoreError::Rejected {
             rejection,
@@ -179,6 +210,7 @@ pub(super) async fn apply<T: Tx>(
         }
     }
     let jobs = jobs::plan(Some(&before), &after, deliveries, now);
+    current.0.insert(id, after.clone());
     Ok(applied(
         before.status,
         after,

@@ -299,6 +299,8 @@ async fn run_batch<T: Tx>(
         } else {
             tx.insert_approvals(&rows).await?
         };
+        // Every approval an event names, read (and on Postgres locked) in one statement.
+        let mut current = ops::Current::load(tx, ops).await?;
         let mut results = Vec::with_capacity(ops.len());
         let mut drafts = Vec::new();
         for (op, opening) in ops.iter().zip(openings.iter_mut()) {
@@ -307,7 +309,7 @@ async fn run_batch<T: Tx>(
                     let fresh = inserted.contains(&opening.approval.id);
                     ops::create(tx, opening, fresh, deliveries).await
                 }
-                None => run_op(tx, op, deliveries).await,
+                None => run_op(tx, op, &mut current, deliveries).await,
             };
             let result = match done {
                 Ok(done) => Ok(done),
@@ -353,10 +355,17 @@ async fn run_batch<T: Tx>(
     outcome
 }
 
-async fn run_op<T: Tx>(tx: &mut T, op: &WriteOp, deliveries: Deliveries) -> Result<Done> {
+async fn run_op<T: Tx>(
+    tx: &mut T,
+    op: &WriteOp,
+    current: &mut ops::Current,
+    deliveries: Deliveries,
+) -> Result<Done> {
     match op {
         WriteOp::Create { .. } => unreachable!("run_batch inserts new approvals together"),
-        WriteOp::Apply { id, event, now } => ops::apply(tx, *id, event, *now, deliveries).await,
+        WriteOp::Apply { id, event, now } => {
+            ops::apply(tx, current, *id, event, *now, deliveries).await
+        }
         WriteOp::SetPermalink {
             channel,
             ts,

@@ -13,7 +13,64 @@ crate::on_both_backends!(
     concurrent_executes_from_two_processes_run_exactly_once,
     concurrent_identical_requests_create_one_approval,
     one_batch_of_new_duplicate_and_idempotent_requests_answers_each,
+    votes_sent_together_on_one_approval_each_see_the_ones_before,
 );
+
+async fn votes_sent_together_on_one_approval_each_see_the_ones_before(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let mut class = classify("deploy_api");
+    class.route.required_approvals = 3;
+    let approval = store
+        .create(new_request("deploy_api", json!({})), class, clock.now())
+        .await
+        .unwrap()
+        .approval;
+    // Sent at once, so the writer takes them in one or a few batches.
+    let voters = ["U1", "U1", "U2", "U3", "U4", "U5"];
+    let mut tasks = Vec::new();
+    for user in voters {
+        let (store, now) = (store.clone(), clock.now());
+        let event = Event::Vote {
+            user: user.into(),
+            decision: Decision::Approve,
+            reason: None,
+        };
+        tasks.push(tokio::spawn(async move {
+            store.apply(approval.id, event, now).await
+        }));
+    }
+    let (mut counted, mut twice, mut late) = (Vec::new(), 0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(after) => counted.push(after.votes.len()),
+            Err(StoreError::Rejected {
+                rejection: Rejection::AlreadyVoted,
+                ..
+            }) => twice += 1,
+            Err(StoreError::Rejected {
+                rejection: Rejection::AlreadyDecided(Status::Approved),
+                ..
+            }) => late += 1,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    counted.sort_unstable();
+    assert_eq!(
+        counted,
+        [1, 2, 3],
+        "each counted vote saw the ones before it"
+    );
+    // U1's second vote is refused as a second vote, or as too late if it came after
+    // the third counted one; every other vote after the third is too late.
+    assert!(twice <= 1, "only U1 voted twice");
+    assert_eq!(twice + late, 3);
+    let stored = store.get(approval.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.votes.len()), (Status::Approved, 3));
+    let mut users: Vec<&str> = stored.votes.iter().map(|v| v.user.as_str()).collect();
+    users.dedup();
+    assert_eq!(users.len(), 3, "three different people: {users:?}");
+    assert_eq!(count_audit(&store, "vote").await, 3);
+}
 
 async fn concurrent_votes_from_two_processes_produce_exactly_one_decision(db: TestDb) {
     let (store, clock) = open(&db).await;
