@@ -98,8 +98,9 @@ pub struct Created {
     pub created: bool,
 }
 
-/// Timers fired per write operation.
-const FIRE_CHUNK: i64 = 500;
+/// Timers fired per write operation at most: a scheduler pass's whole batch (fewer,
+/// larger statements measured faster on PostgreSQL than two operations of 500).
+const FIRE_CHUNK: i64 = 1000;
 
 /// An approval's status changed (sent after the change committed).
 #[derive(Debug, Clone, PartialEq)]
