@@ -22,6 +22,10 @@ use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
 use crate::jobs::{DueJob, JobKind, MessageKey, NewJob, PostedMessage};
 
+mod pool;
+
+use pool::ReadPool;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// NOTIFY channel for status changes (payload `id:status`), heard by every replica.
@@ -79,8 +83,8 @@ pub(crate) async fn listen(
 
 const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
 
-/// A reader connection idle this long is pinged before it serves a read.
-const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// Reader connections at most.
+const READERS: usize = 16;
 
 pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
     let options = PgConnectOptions::from_str(url).map_err(|error| {
@@ -95,32 +99,16 @@ pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
         .await?
         .close()
         .await?;
-    // sqlx pings a connection on every acquire by default: a round trip more for each
-    // read. A connection in steady use is known to be alive; one idle for a while may
-    // have been dropped by the server (a restart) and is pinged first, so the pool
-    // replaces it instead of failing the read.
-    let readers = PgPoolOptions::new()
-        .max_connections(16)
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_IDLE_AFTER {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        })
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options.clone())
-        .await?;
-    MIGRATOR.run(&readers).await?;
     let writer = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
+        .connect_with(options.clone())
         .await?;
+    MIGRATOR.run(&writer).await?;
     Ok((
-        PgReads { pool: readers },
+        PgReads {
+            pool: std::sync::Arc::new(ReadPool::new(options, READERS)),
+        },
         PgTx {
             pool: writer,
             conn: None,

@@ -6,25 +6,38 @@ use super::*;
 
 #[derive(Clone)]
 pub(crate) struct PgReads {
-    pub(super) pool: PgPool,
+    pub(super) pool: std::sync::Arc<ReadPool>,
+}
+
+/// Evaluates `$read` (a query future on the connection `$conn`) on a connection from
+/// the reader pool, and hands the connection back unless the read broke it.
+macro_rules! on_conn {
+    ($self:ident, |$conn:ident| $read:expr) => {{
+        let mut lent = $self.pool.acquire().await?;
+        let $conn = lent.conn();
+        let result = $read.await;
+        lent.finish(result)?
+    }};
 }
 
 impl Reads for PgReads {
     async fn get(&self, id: ApprovalId) -> Result<Option<Approval>> {
         let mut conn = self.pool.acquire().await?;
-        Ok(load_approval(&mut conn, id, false).await?)
+        let read = load_approval(conn.conn(), id, false).await;
+        Ok(conn.finish(read)?)
     }
 
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
-        let row = sqlx::query(
+        let row = on_conn!(self, |c| {
+            sqlx::query(
             "SELECT \
                (SELECT COUNT(*) FROM pending_approvals WHERE status = 'pending'), \
                (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') AND expires_at < $1), \
                (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND due_at < $1))",
         )
         .bind(now - OVERDUE_GRACE)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(c)
+        });
         Ok(HealthCounts {
             pending: row.try_get(0)?,
             stale_pending: row.try_get(1)?,
@@ -33,13 +46,12 @@ impl Reads for PgReads {
     }
 
     async fn messages(&self, id: ApprovalId) -> Result<Vec<PostedMessage>> {
-        let rows = sqlx::query(
+        let rows = on_conn!(self, |c| sqlx::query(
             "SELECT channel, ts, kind, permalink, rendered_version FROM slack_messages \
              WHERE approval_id = $1 ORDER BY created_at, channel",
         )
         .bind(id.0)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c));
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
             messages.push(PostedMessage {
@@ -56,13 +68,12 @@ impl Reads for PgReads {
 
     async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
-        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        let rows: Vec<(Uuid, String)> = on_conn!(self, |c| sqlx::query_as(
             "SELECT approval_id, permalink FROM slack_messages \
              WHERE approval_id = ANY($1) AND kind = 'main' AND permalink IS NOT NULL",
         )
         .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c));
         Ok(rows
             .into_iter()
             .map(|(id, link)| (ApprovalId(id), link))
@@ -70,58 +81,67 @@ impl Reads for PgReads {
     }
 
     async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
+        let ids: Vec<Uuid> = on_conn!(self, |c| {
+            sqlx::query_scalar(
             "SELECT id FROM pending_approvals WHERE status = 'pending' ORDER BY created_at LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c)
+        });
         let mut conn = self.pool.acquire().await?;
         let mut approvals = Vec::with_capacity(ids.len());
+        let mut read = Ok(());
         for id in ids {
-            if let Some(approval) = load_approval(&mut conn, ApprovalId(id), false).await? {
-                approvals.push(approval);
+            match load_approval(conn.conn(), ApprovalId(id), false).await {
+                Ok(Some(approval)) => approvals.push(approval),
+                Ok(None) => {} // gone since the first query
+                Err(error) => {
+                    read = Err(error);
+                    break;
+                }
             }
         }
+        conn.finish(read)?;
         Ok(approvals)
     }
 
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
+        let ids: Vec<Uuid> = on_conn!(self, |c| {
+            sqlx::query_scalar(
             "SELECT id FROM pending_approvals WHERE routing IS NULL AND status = 'pending' ORDER BY created_at LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c)
+        });
         Ok(ids.into_iter().map(ApprovalId).collect())
     }
 
     async fn find_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<ApprovalId>> {
-        let ids: Vec<Uuid> =
-            sqlx::query_scalar("SELECT id FROM pending_approvals WHERE id::text LIKE $1 LIMIT $2")
-                .bind(format!("{prefix}%"))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+        let ids: Vec<Uuid> = on_conn!(self, |c| sqlx::query_scalar(
+            "SELECT id FROM pending_approvals WHERE id::text LIKE $1 LIMIT $2"
+        )
+        .bind(format!("{prefix}%"))
+        .bind(limit)
+        .fetch_all(c));
         Ok(ids.into_iter().map(ApprovalId).collect())
     }
 
     async fn audit_head(&self) -> Result<(i64, String)> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = on_conn!(self, |c| sqlx::query(
+            "SELECT seq, hash FROM audit_head WHERE id = 1"
+        )
+        .fetch_one(c));
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<audit::Entry>> {
-        let rows = sqlx::query(
+        let rows = on_conn!(self, |c| sqlx::query(
             "SELECT seq, approval_id, kind, actor, at, data, prev_hash, hash FROM audit_events \
              WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after_seq)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c));
         Ok(rows
             .iter()
             .map(entry_from_row)
@@ -129,19 +149,21 @@ impl Reads for PgReads {
     }
 
     async fn token_insert(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query("INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        let done = on_conn!(self, |c| {
+            sqlx::query("INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(name)
             .bind(hash)
             .bind(now)
-            .execute(&self.pool)
-            .await?;
+            .execute(c)
+        });
         Ok(done.rows_affected() == 1)
     }
 
     async fn token_list(&self) -> Result<Vec<TokenInfo>> {
-        let rows = sqlx::query("SELECT name, created_at, revoked_at FROM api_tokens ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = on_conn!(self, |c| sqlx::query(
+            "SELECT name, created_at, revoked_at FROM api_tokens ORDER BY name"
+        )
+        .fetch_all(c));
         let mut tokens = Vec::with_capacity(rows.len());
         for row in rows {
             tokens.push(TokenInfo {
@@ -154,31 +176,28 @@ impl Reads for PgReads {
     }
 
     async fn token_revoke(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(
+        let done = on_conn!(self, |c| sqlx::query(
             "UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
         )
         .bind(name)
         .bind(now)
-        .execute(&self.pool)
-        .await?;
+        .execute(c));
         Ok(done.rows_affected() == 1)
     }
 
     async fn token_hash(&self, name: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT token_hash FROM api_tokens WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(on_conn!(self, |c| sqlx::query_scalar(
+            "SELECT token_hash FROM api_tokens WHERE name = $1"
         )
+        .bind(name)
+        .fetch_optional(c)))
     }
 
     async fn token_lookup(&self, hash: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(on_conn!(self, |c| sqlx::query_scalar(
             "SELECT name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?)
+        .fetch_optional(c)))
     }
 }

@@ -1,0 +1,178 @@
+//! The reader connections. sqlx's pool pings every connection handed back to it, a
+//! round trip to the server for each read on top of the query itself; this pool
+//! hands a connection back only after its query finished, and drops it otherwise
+//! (an error that may have broken it, or a read cancelled mid-query, which leaves the
+//! protocol in an unknown state). A connection idle for a while may have been closed
+//! by the server (a restart): it is pinged before it serves again.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+/// A connection idle this long is pinged before it serves a read.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// How long a read waits for a free connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) struct ReadPool {
+    options: PgConnectOptions,
+    /// Connections not in use, with when each was last handed back.
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    /// One permit per connection that may exist.
+    permits: Semaphore,
+}
+
+impl ReadPool {
+    pub(crate) fn new(options: PgConnectOptions, size: usize) -> Self {
+        Self {
+            options,
+            idle: Mutex::new(Vec::with_capacity(size)),
+            permits: Semaphore::new(size),
+        }
+    }
+
+    /// A connection for one read: an idle one (pinged first if it idled long), or a
+    /// new one when none is idle.
+    pub(crate) async fn acquire(&self) -> sqlx::Result<ReadConn<'_>> {
+        let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        loop {
+            let next = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some((mut conn, since)) = next else {
+                let conn = PgConnection::connect_with(&self.options).await?;
+                return Ok(ReadConn::new(self, conn, permit));
+            };
+            if since.elapsed() < PING_IDLE_AFTER || conn.ping().await.is_ok() {
+                return Ok(ReadConn::new(self, conn, permit));
+            }
+            // Dead: dropped here, and the next idle one (or a new one) is tried.
+        }
+    }
+
+    fn give_back(&self, conn: PgConnection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((conn, Instant::now()));
+    }
+}
+
+/// A connection lent for one read. Call [`ReadConn::finish`] with the read's result;
+/// dropped without it (the read was cancelled), the connection is closed.
+pub(crate) struct ReadConn<'a> {
+    pool: &'a ReadPool,
+    conn: Option<PgConnection>,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl<'a> ReadConn<'a> {
+    fn new(pool: &'a ReadPool, conn: PgConnection, permit: SemaphorePermit<'a>) -> Self {
+        Self {
+            pool,
+            conn: Some(conn),
+            _permit: permit,
+        }
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        self.conn
+            .as_mut()
+            .expect("a ReadConn holds its connection until finished")
+    }
+
+    /// Hands the connection back unless `result` says it may be broken, and returns
+    /// `result`. An error the server answered (a constraint, a bad value) leaves the
+    /// connection usable; any other error closes it.
+    pub(crate) fn finish<T>(mut self, result: sqlx::Result<T>) -> sqlx::Result<T> {
+        let usable = match &result {
+            Ok(_) => true,
+            Err(error) => matches!(
+                error,
+                sqlx::Error::Database(_)
+                    | sqlx::Error::RowNotFound
+                    | sqlx::Error::ColumnDecode { .. }
+            ),
+        };
+        if let (true, Some(conn)) = (usable, self.conn.take()) {
+            self.pool.give_back(conn);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    /// A pool on the test server, or None (skipped) without `SIGNOFF_TEST_POSTGRES_URL`.
+    fn pool(size: usize) -> Option<ReadPool> {
+        let Ok(url) = std::env::var("SIGNOFF_TEST_POSTGRES_URL") else {
+            eprintln!("skipped: SIGNOFF_TEST_POSTGRES_URL is not set");
+            return None;
+        };
+        Some(ReadPool::new(
+            PgConnectOptions::from_str(&url).unwrap(),
+            size,
+        ))
+    }
+
+    async fn backend_pid(pool: &ReadPool) -> i32 {
+        let mut lent = pool.acquire().await.unwrap();
+        let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(lent.conn())
+            .await;
+        lent.finish(pid).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_finished_read_hands_its_connection_back() {
+        let Some(pool) = pool(4) else { return };
+        let first = backend_pid(&pool).await;
+        assert_eq!(backend_pid(&pool).await, first, "the same connection again");
+        // An error the server answered leaves the connection usable.
+        let mut lent = pool.acquire().await.unwrap();
+        let failed = sqlx::query("SELECT 1 / 0").execute(lent.conn()).await;
+        assert!(matches!(lent.finish(failed), Err(sqlx::Error::Database(_))));
+        assert_eq!(backend_pid(&pool).await, first);
+    }
+
+    #[tokio::test]
+    async fn a_read_cancelled_midway_closes_its_connection() {
+        let Some(pool) = pool(1) else { return };
+        let first = backend_pid(&pool).await;
+        let slow = async {
+            let mut lent = pool.acquire().await.unwrap();
+            let slept = sqlx::query("SELECT pg_sleep(5)")
+                .execute(lent.conn())
+                .await;
+            lent.finish(slept)
+        };
+        let cancelled = tokio::time::timeout(Duration::from_millis(200), slow).await;
+        assert!(cancelled.is_err(), "the read was cancelled");
+        let next = backend_pid(&pool).await;
+        assert_ne!(next, first, "a new connection, not the one left mid-query");
+    }
+
+    #[tokio::test]
+    async fn reads_wait_for_a_free_connection_beyond_the_size() {
+        let Some(pool) = pool(2) else { return };
+        let one = pool.acquire().await.unwrap();
+        let two = pool.acquire().await.unwrap();
+        let third = tokio::time::timeout(Duration::from_millis(200), pool.acquire()).await;
+        assert!(third.is_err(), "no third connection while two are lent");
+        drop(one); // unfinished: closed, and its place is free again
+        let mut third = pool.acquire().await.unwrap();
+        let one_more = sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(third.conn())
+            .await;
+        assert_eq!(third.finish(one_more).unwrap(), 1);
+        drop(two);
+    }
+}
