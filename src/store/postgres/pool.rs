@@ -149,9 +149,7 @@ mod tests {
         let first = backend_pid(&pool).await;
         let slow = async {
             let mut lent = pool.acquire().await.unwrap();
-            let slept = sqlx::query("SELECT pg_sleep(5)")
-                .execute(lent.conn())
-                .await;
+            let slept = sqlx::query("SELECT pg_sleep(5)").execute(lent.conn()).await;
             lent.finish(slept)
         };
         let cancelled = tokio::time::timeout(Duration::from_millis(200), slow).await;
