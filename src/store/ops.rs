@@ -149,10 +149,19 @@ pub(super) async fn create<T: Tx>(
     })
 }
 
-/// The approvals a batch's events name, read together before the first event runs
-/// and kept up to date as each event changes one, so a second event on the same
-/// approval sees the first one's result.
-pub(super) struct Current(HashMap<ApprovalId, Approval>);
+/// The approvals a batch's events name: read together before the first event runs,
+/// kept up to date in memory as each event changes one (so a second event on the
+/// same approval sees the first one's result), and written together after the last
+/// ([`Current::write`]): one statement for all their rows, one for their new votes.
+#[derive(Default)]
+pub(super) struct Current {
+    /// As read: the versions the write compares against, the votes it diffs against.
+    read: HashMap<ApprovalId, Approval>,
+    /// As the batch's events left them.
+    now: HashMap<ApprovalId, Approval>,
+    /// Changed ones, in the order of their first change.
+    changed: Vec<ApprovalId>,
+}
 
 impl Current {
     pub(super) async fn load<T: Tx>(tx: &mut T, ops: &[&WriteOp]) -> sqlx::Result<Self> {
@@ -164,53 +173,88 @@ impl Current {
             })
             .collect();
         if ids.is_empty() {
-            return Ok(Current(HashMap::new()));
+            return Ok(Current::default());
         }
         ids.sort_unstable();
         ids.dedup();
-        let loaded = tx.load_many(&ids).await?;
-        Ok(Current(loaded.into_iter().map(|a| (a.id, a)).collect()))
+        let read: HashMap<ApprovalId, Approval> = tx
+            .load_many(&ids)
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a))
+            .collect();
+        Ok(Current {
+            now: read.clone(),
+            read,
+            changed: Vec::new(),
+        })
+    }
+
+    fn get(&self, id: ApprovalId) -> Option<&Approval> {
+        self.now.get(&id)
+    }
+
+    fn set(&mut self, after: Approval) {
+        if !self.changed.contains(&after.id) {
+            self.changed.push(after.id);
+        }
+        self.now.insert(after.id, after);
+    }
+
+    /// Writes every changed approval with compare-and-set on the version it was read
+    /// at, and the votes it gained or lost. `RowNotFound` if another writer changed
+    /// one since (another replica, or a timer fired earlier in this batch): the batch
+    /// is then retried one request at a time, each deciding against the new state.
+    pub(super) async fn write<T: Tx>(self, tx: &mut T) -> sqlx::Result<()> {
+        if self.changed.is_empty() {
+            return Ok(());
+        }
+        let mut rows = Vec::with_capacity(self.changed.len());
+        let mut added = Vec::new();
+        for id in &self.changed {
+            let (before, after) = (&self.read[id], &self.now[id]);
+            for vote in &before.votes {
+                if !after.votes.contains(vote) {
+                    tx.delete_vote(*id, &vote.user).await?;
+                }
+            }
+            added.extend(
+                after
+                    .votes
+                    .iter()
+                    .filter(|vote| !before.votes.contains(vote))
+                    .map(|vote| (*id, vote.clone())),
+            );
+            rows.push((after.clone(), before.version));
+        }
+        if tx.update_approvals(&rows).await? != rows.len() as u64 {
+            return Err(sqlx::Error::RowNotFound);
+        }
+        if !added.is_empty() {
+            tx.insert_votes(&added).await?;
+        }
+        Ok(())
     }
 }
 
-/// Applies an event to an approval of `current` (see [`Current`]), with
-/// compare-and-set on its version.
-pub(super) async fn apply<T: Tx>(
-    tx: &mut T,
+/// Applies an event to an approval of `current`; the batch writes it afterwards (see
+/// [`Current`]).
+pub(super) fn apply(
     current: &mut Current,
     id: ApprovalId,
     event: &Event,
     now: DateTime<Utc>,
     deliveries: Deliveries,
 ) -> Result<Done> {
-    let before = current
-        .0
-        .get(&id)
-        .cloned()
-        .ok_or(StoreError::NotFound(id))?;
+    let before = current.get(id).cloned().ok_or(StoreError::NotFound(id))?;
     let transition =
         machine::apply(&before, event, now).map_err(|rejection| StoreError::Rejected {
             rejection,
             current: Box::new(before.clone()),
         })?;
     let after = transition.next;
-    if !tx.update_approval(&after, before.version).await? {
-        // Someone else changed it between our read and write (another replica): the
-        // batch is retried and the event re-decided against the new state.
-        return Err(StoreError::Database(sqlx::Error::RowNotFound));
-    }
-    for vote in &before.votes {
-        if !after.votes.contains(vote) {
-            tx.delete_vote(id, &vote.user).await?;
-        }
-    }
-    for vote in &after.votes {
-        if !before.votes.contains(vote) {
-            tx.insert_vote(id, vote).await?;
-        }
-    }
     let jobs = jobs::plan(Some(&before), &after, deliveries, now);
-    current.0.insert(id, after.clone());
+    current.set(after.clone());
     Ok(applied(
         before.status,
         after,

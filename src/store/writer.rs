@@ -109,16 +109,16 @@ pub(crate) trait Tx: Send + 'static {
         &mut self,
         id: ApprovalId,
     ) -> impl Future<Output = sqlx::Result<Option<Approval>>> + Send;
-    /// Writes the approval's columns if its stored version is still `expected_version`.
-    fn update_approval(
+    /// Writes each approval's changeable columns if its stored version is still the
+    /// paired one; answers how many it wrote. One statement for a batch.
+    fn update_approvals(
         &mut self,
-        approval: &Approval,
-        expected_version: i64,
-    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
-    fn insert_vote(
+        approvals: &[(Approval, i64)],
+    ) -> impl Future<Output = sqlx::Result<u64>> + Send;
+    /// Inserts votes, one statement for a batch.
+    fn insert_votes(
         &mut self,
-        id: ApprovalId,
-        vote: &Vote,
+        votes: &[(ApprovalId, Vote)],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
     fn delete_vote(
         &mut self,
@@ -321,6 +321,7 @@ async fn run_batch<T: Tx>(
             }
             results.push(result);
         }
+        current.write(tx).await?;
         let jobs: Vec<(NewJob, DateTime<Utc>)> = results
             .iter()
             .filter_map(|r| r.as_ref().ok())
@@ -363,9 +364,7 @@ async fn run_op<T: Tx>(
 ) -> Result<Done> {
     match op {
         WriteOp::Create { .. } => unreachable!("run_batch inserts new approvals together"),
-        WriteOp::Apply { id, event, now } => {
-            ops::apply(tx, current, *id, event, *now, deliveries).await
-        }
+        WriteOp::Apply { id, event, now } => ops::apply(current, *id, event, *now, deliveries),
         WriteOp::SetPermalink {
             channel,
             ts,

@@ -14,7 +14,72 @@ crate::on_both_backends!(
     concurrent_identical_requests_create_one_approval,
     one_batch_of_new_duplicate_and_idempotent_requests_answers_each,
     votes_sent_together_on_one_approval_each_see_the_ones_before,
+    an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them,
 );
+
+async fn an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let mut class = classify("deploy_api");
+    class.route.required_approvals = 3;
+    let approval = store
+        .create(
+            new_request("deploy_api", json!({"x": 1})),
+            class,
+            clock.now(),
+        )
+        .await
+        .unwrap()
+        .approval;
+    vote(&store, &clock, approval.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    clock.advance(std::time::Duration::from_secs(1));
+    // The edit drops U1's approval; U1 may then approve again (a new vote row).
+    let events = [
+        Event::EditApprove {
+            user: "U3".into(),
+            parameters: json!({"x": 2}),
+        },
+        Event::Vote {
+            user: "U1".into(),
+            decision: Decision::Approve,
+            reason: None,
+        },
+        Event::Vote {
+            user: "U2".into(),
+            decision: Decision::Deny,
+            reason: Some("no".into()),
+        },
+    ];
+    let mut tasks = Vec::new();
+    for event in events {
+        let (store, now) = (store.clone(), clock.now());
+        tasks.push(tokio::spawn(async move {
+            store.apply(approval.id, event, now).await
+        }));
+    }
+    let mut last: Option<signoff::approval::Approval> = None;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(after) => {
+                if last.as_ref().is_none_or(|l| after.version > l.version) {
+                    last = Some(after);
+                }
+            }
+            Err(StoreError::Rejected { .. }) => {}
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    let mut last = last.expect("at least one event was taken");
+    // Stored votes come back in (time, user) order.
+    last.votes
+        .sort_by(|a, b| (a.at, &a.user).cmp(&(b.at, &b.user)));
+    let stored = store.get(approval.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored, last,
+        "the row and the votes table hold what the last event left"
+    );
+}
 
 async fn votes_sent_together_on_one_approval_each_see_the_ones_before(db: TestDb) {
     let (store, clock) = open(&db).await;

@@ -116,36 +116,56 @@ impl Tx for SqliteTx {
         load_approval(self.conn()?, id).await
     }
 
-    async fn update_approval(&mut self, a: &Approval, expected_version: i64) -> sqlx::Result<bool> {
-        let done = sqlx::query(
-            "UPDATE pending_approvals SET parameters = $3, status = $4, decided_by = $5, decision_at = $6, \
-             reason = $7, original_parameters = $8, executed_at = $9, version = $10 \
-             WHERE id = $1 AND version = $2",
-        )
-        .bind(a.id.to_string())
-        .bind(expected_version)
-        .bind(crate::canonical::to_string(&a.parameters))
-        .bind(a.status.as_str())
-        .bind(&a.decided_by)
-        .bind(a.decision_at.as_ref().map(ts))
-        .bind(&a.reason)
-        .bind(a.original_parameters.as_ref().map(crate::canonical::to_string))
-        .bind(a.executed_at.as_ref().map(ts))
-        .bind(a.version)
-        .execute(self.conn()?)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    async fn update_approvals(&mut self, approvals: &[(Approval, i64)]) -> sqlx::Result<u64> {
+        let mut updated = 0;
+        // 10 binds per row; far below SQLite's variable limit.
+        for chunk in pow2_chunks(approvals, 64) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "WITH v(id, expected, parameters, status, decided_by, decision_at, reason, \
+                 original_parameters, executed_at, version) AS (",
+            );
+            query.push_values(chunk, |mut row, (a, expected)| {
+                row.push_bind(a.id.to_string())
+                    .push_bind(*expected)
+                    .push_bind(crate::canonical::to_string(&a.parameters))
+                    .push_bind(a.status.as_str())
+                    .push_bind(a.decided_by.clone())
+                    .push_bind(a.decision_at.as_ref().map(ts))
+                    .push_bind(a.reason.clone())
+                    .push_bind(
+                        a.original_parameters
+                            .as_ref()
+                            .map(crate::canonical::to_string),
+                    )
+                    .push_bind(a.executed_at.as_ref().map(ts))
+                    .push_bind(a.version);
+            });
+            query.push(
+                ") UPDATE pending_approvals SET parameters = v.parameters, status = v.status, \
+                 decided_by = v.decided_by, decision_at = v.decision_at, reason = v.reason, \
+                 original_parameters = v.original_parameters, executed_at = v.executed_at, \
+                 version = v.version \
+                 FROM v WHERE pending_approvals.id = v.id AND pending_approvals.version = v.expected",
+            );
+            updated += query.build().execute(self.conn()?).await?.rows_affected();
+        }
+        Ok(updated)
     }
 
-    async fn insert_vote(&mut self, id: ApprovalId, vote: &Vote) -> sqlx::Result<()> {
-        sqlx::query("INSERT INTO votes (approval_id, user_id, decision, reason, at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id.to_string())
-            .bind(&vote.user)
-            .bind(vote.decision.as_str())
-            .bind(&vote.reason)
-            .bind(ts(&vote.at))
-            .execute(self.conn()?)
-            .await?;
+    async fn insert_votes(&mut self, votes: &[(ApprovalId, Vote)]) -> sqlx::Result<()> {
+        for chunk in pow2_chunks(votes, 128) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO votes (approval_id, user_id, decision, reason, at) ",
+            );
+            query.push_values(chunk, |mut row, (id, vote)| {
+                row.push_bind(id.to_string())
+                    .push_bind(vote.user.clone())
+                    .push_bind(vote.decision.as_str())
+                    .push_bind(vote.reason.clone())
+                    .push_bind(ts(&vote.at));
+            });
+            query.build().execute(self.conn()?).await?;
+        }
         Ok(())
     }
 
