@@ -19,17 +19,7 @@ crate::on_both_backends!(
 
 async fn an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them(db: TestDb) {
     let (store, clock) = open(&db).await;
-    let mut class = classify("deploy_api");
-    class.route.required_approvals = 3;
-    let approval = store
-        .create(
-            new_request("deploy_api", json!({"x": 1})),
-            class,
-            clock.now(),
-        )
-        .await
-        .unwrap()
-        .approval;
+    let approval = create_needing(&store, &clock, "deploy_api", json!({"x": 1}), 3).await;
     vote(&store, &clock, approval.id, "U1", Decision::Approve)
         .await
         .unwrap();
@@ -83,13 +73,7 @@ async fn an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them(db
 
 async fn votes_sent_together_on_one_approval_each_see_the_ones_before(db: TestDb) {
     let (store, clock) = open(&db).await;
-    let mut class = classify("deploy_api");
-    class.route.required_approvals = 3;
-    let approval = store
-        .create(new_request("deploy_api", json!({})), class, clock.now())
-        .await
-        .unwrap()
-        .approval;
+    let approval = create_needing(&store, &clock, "deploy_api", json!({}), 3).await;
     // Sent at once, so the writer takes them in one or a few batches.
     let voters = ["U1", "U1", "U2", "U3", "U4", "U5"];
     let mut tasks = Vec::new();

@@ -60,6 +60,23 @@ pub async fn create(store: &Store, clock: &ManualClock, tool: &str, parameters: 
     created.approval
 }
 
+/// Creates a request that needs `approvals` approving votes.
+pub async fn create_needing(
+    store: &Store,
+    clock: &ManualClock,
+    tool: &str,
+    parameters: Value,
+    approvals: u32,
+) -> Approval {
+    let mut class = classify(tool);
+    class.route.required_approvals = approvals;
+    store
+        .create(new_request(tool, parameters), class, clock.now())
+        .await
+        .unwrap()
+        .approval
+}
+
 pub async fn create_expiring(
     store: &Store,
     clock: &ManualClock,

@@ -130,17 +130,7 @@ async fn the_same_idempotency_key_returns_the_existing_approval(db: TestDb) {
 
 async fn approvals_need_the_required_number_of_distinct_votes(db: TestDb) {
     let (store, clock) = open(&db).await;
-    let mut class = classify("deploy_api");
-    class.route.required_approvals = 2;
-    let approval = store
-        .create(
-            new_request("deploy_api", json!({"service": "api"})),
-            class,
-            clock.now(),
-        )
-        .await
-        .unwrap()
-        .approval;
+    let approval = create_needing(&store, &clock, "deploy_api", json!({"service": "api"}), 2).await;
     let one = vote(&store, &clock, approval.id, "U1", Decision::Approve)
         .await
         .unwrap();
@@ -167,17 +157,7 @@ async fn approvals_need_the_required_number_of_distinct_votes(db: TestDb) {
 
 async fn a_refused_event_changes_nothing(db: TestDb) {
     let (store, clock) = open(&db).await;
-    let mut class = classify("deploy_api");
-    class.route.required_approvals = 2;
-    let approval = store
-        .create(
-            new_request("deploy_api", json!({"service": "api"})),
-            class,
-            clock.now(),
-        )
-        .await
-        .unwrap()
-        .approval;
+    let approval = create_needing(&store, &clock, "deploy_api", json!({"service": "api"}), 2).await;
     let voted = vote(&store, &clock, approval.id, "U1", Decision::Approve)
         .await
         .unwrap();
@@ -248,17 +228,14 @@ async fn a_refused_event_changes_nothing(db: TestDb) {
 
 async fn an_edit_replaces_parameters_and_resets_approvals(db: TestDb) {
     let (store, clock) = open(&db).await;
-    let mut class = classify("send_email");
-    class.route.required_approvals = 2;
-    let approval = store
-        .create(
-            new_request("send_email", json!({"to": ["a", "b", "c"]})),
-            class,
-            clock.now(),
-        )
-        .await
-        .unwrap()
-        .approval;
+    let approval = create_needing(
+        &store,
+        &clock,
+        "send_email",
+        json!({"to": ["a", "b", "c"]}),
+        2,
+    )
+    .await;
     vote(&store, &clock, approval.id, "U1", Decision::Approve)
         .await
         .unwrap();
