@@ -149,9 +149,10 @@ pub(super) async fn create<T: Tx>(
     })
 }
 
-/// The approvals a batch's events name: read together before the first event runs,
-/// kept up to date in memory as each event changes one (so a second event on the
-/// same approval sees the first one's result), and written together after the last
+/// The approvals a batch's events and timers change: read together (the events'
+/// before the first request runs, each timer batch's as it fires), kept up to date
+/// in memory as each change lands (so a second change to the same approval sees the
+/// first one's result), and written together after the last request
 /// ([`Current::write`]): one statement for all their rows, one for their new votes.
 #[derive(Default)]
 pub(super) struct Current {
@@ -165,29 +166,36 @@ pub(super) struct Current {
 
 impl Current {
     pub(super) async fn load<T: Tx>(tx: &mut T, ops: &[&WriteOp]) -> sqlx::Result<Self> {
-        let mut ids: Vec<ApprovalId> = ops
+        let ids: Vec<ApprovalId> = ops
             .iter()
             .filter_map(|op| match op {
                 WriteOp::Apply { id, .. } => Some(*id),
                 _ => None,
             })
             .collect();
+        let mut current = Current::default();
+        current.load_more(tx, &ids).await?;
+        Ok(current)
+    }
+
+    /// Reads (and on Postgres locks) those of `ids` not read yet, in one statement.
+    /// An id that names no approval stays absent.
+    async fn load_more<T: Tx>(&mut self, tx: &mut T, ids: &[ApprovalId]) -> sqlx::Result<()> {
+        let mut ids: Vec<ApprovalId> = ids
+            .iter()
+            .filter(|id| !self.read.contains_key(id))
+            .copied()
+            .collect();
         if ids.is_empty() {
-            return Ok(Current::default());
+            return Ok(());
         }
         ids.sort_unstable();
         ids.dedup();
-        let read: HashMap<ApprovalId, Approval> = tx
-            .load_many(&ids)
-            .await?
-            .into_iter()
-            .map(|a| (a.id, a))
-            .collect();
-        Ok(Current {
-            now: read.clone(),
-            read,
-            changed: Vec::new(),
-        })
+        for approval in tx.load_many(&ids).await? {
+            self.now.insert(approval.id, approval.clone());
+            self.read.insert(approval.id, approval);
+        }
+        Ok(())
     }
 
     fn get(&self, id: ApprovalId) -> Option<&Approval> {
@@ -203,8 +211,8 @@ impl Current {
 
     /// Writes every changed approval with compare-and-set on the version it was read
     /// at, and the votes it gained or lost. `RowNotFound` if another writer changed
-    /// one since (another replica, or a timer fired earlier in this batch): the batch
-    /// is then retried one request at a time, each deciding against the new state.
+    /// one since (another replica): the batch is then retried one request at a time,
+    /// each deciding against the new state.
     pub(super) async fn write<T: Tx>(self, tx: &mut T) -> sqlx::Result<()> {
         if self.changed.is_empty() {
             return Ok(());
@@ -296,50 +304,38 @@ fn applied(
 
 /// Fires up to `limit` timers (expiry) due at `now`, set-based and in this one
 /// transaction, so a timer needs no lease: a process that dies mid-way fired nothing.
-/// The due jobs are read in one query and their approvals in another; each approval is
-/// decided by the pure state machine, and the results are written with one
-/// compare-and-set update and one job update. Deliveries are not fired here; the
-/// outbox claims them, runs them and reports back.
+/// The due jobs are read in one query; their approvals join the batch's [`Current`]
+/// (one more query for those not read yet), each is decided by the pure state
+/// machine, and the batch writes them with its events' changes; the jobs are finished
+/// in one statement. Deliveries are not fired here; the outbox claims them, runs them
+/// and reports back.
 pub(super) async fn fire_due<T: Tx>(
     tx: &mut T,
+    current: &mut Current,
     now: DateTime<Utc>,
     limit: i64,
     deliveries: Deliveries,
 ) -> Result<Done> {
     let timers = tx.due_timers(now, limit).await?;
-    let mut ids: Vec<ApprovalId> = timers.iter().map(|job| job.approval_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut current: HashMap<ApprovalId, Approval> = tx
-        .load_many(&ids)
-        .await?
-        .into_iter()
-        .map(|a| (a.id, a))
-        .collect();
+    let ids: Vec<ApprovalId> = timers.iter().map(|job| job.approval_id).collect();
+    current.load_more(tx, &ids).await?;
     let mut done = Done::quiet(WriteOutput::Fired(timers.len()));
-    let mut writes = Vec::new();
     let mut finished = Vec::new();
     for job in &timers {
-        let Some(before) = current.get(&job.approval_id) else {
+        let Some(before) = current.get(job.approval_id) else {
             finished.push(job.id); // the approval is gone: nothing left to expire
             continue;
         };
         match machine::apply(before, &Event::Expire, now) {
             Ok(transition) => {
+                let was = before.status;
                 let planned = jobs::plan(Some(before), &transition.next, deliveries, now);
-                let applied = applied(
-                    before.status,
-                    transition.next.clone(),
-                    transition.happened,
-                    planned,
-                    now,
-                );
+                // A second timer for the same approval sees it expired already.
+                current.set(transition.next.clone());
+                let applied = applied(was, transition.next, transition.happened, planned, now);
                 done.changes.extend(applied.changes);
                 done.audit.extend(applied.audit);
                 done.jobs.extend(applied.jobs);
-                writes.push((transition.next.clone(), before.version));
-                // A second timer for the same approval sees it expired already.
-                current.insert(job.approval_id, transition.next);
                 finished.push(job.id);
             }
             // The row's expiry moved later (a program wrote the shared table):
@@ -351,10 +347,6 @@ pub(super) async fn fire_due<T: Tx>(
             // Already decided or executed: nothing left to expire.
             Err(_) => finished.push(job.id),
         }
-    }
-    if !writes.is_empty() && tx.update_statuses(&writes).await? != writes.len() as u64 {
-        // Another replica changed one of them since we read it: retry against the new state.
-        return Err(StoreError::Database(sqlx::Error::RowNotFound));
     }
     if !finished.is_empty() {
         tx.finish_jobs(&finished).await?;

@@ -145,12 +145,6 @@ pub(crate) trait Tx: Send + 'static {
         &mut self,
         ids: &[ApprovalId],
     ) -> impl Future<Output = sqlx::Result<Vec<Approval>>> + Send;
-    /// Writes the decision columns (status, decided_by, decision_at, reason, version)
-    /// of each approval whose stored version is still the paired one; returns how many.
-    fn update_statuses(
-        &mut self,
-        approvals: &[(Approval, i64)],
-    ) -> impl Future<Output = sqlx::Result<u64>> + Send;
     /// Writes a classified shared-table row if it is still unclassified; false if
     /// another replica got there first.
     fn adopt_approval(
@@ -373,7 +367,9 @@ async fn run_op<T: Tx>(
             tx.set_permalink(channel, ts, permalink).await?;
             Ok(Done::quiet(WriteOutput::Reported))
         }
-        WriteOp::FireDue { now, limit } => ops::fire_due(tx, *now, *limit, deliveries).await,
+        WriteOp::FireDue { now, limit } => {
+            ops::fire_due(tx, current, *now, *limit, deliveries).await
+        }
         WriteOp::Claim { now, limit } => {
             let lease_until =
                 *now + chrono::Duration::from_std(jobs::LEASE).unwrap_or(chrono::Duration::MAX);

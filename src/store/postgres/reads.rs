@@ -22,9 +22,7 @@ macro_rules! on_conn {
 
 impl Reads for PgReads {
     async fn get(&self, id: ApprovalId) -> Result<Option<Approval>> {
-        let mut conn = self.pool.acquire().await?;
-        let read = load_approval(conn.conn(), id, false).await;
-        Ok(conn.finish(read)?)
+        Ok(on_conn!(self, |c| load_approval(c, id, false)))
     }
 
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
@@ -81,28 +79,7 @@ impl Reads for PgReads {
     }
 
     async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {
-        let ids: Vec<Uuid> = on_conn!(self, |c| {
-            sqlx::query_scalar(
-            "SELECT id FROM pending_approvals WHERE status = 'pending' ORDER BY created_at LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(c)
-        });
-        let mut conn = self.pool.acquire().await?;
-        let mut approvals = Vec::with_capacity(ids.len());
-        let mut read = Ok(());
-        for id in ids {
-            match load_approval(conn.conn(), ApprovalId(id), false).await {
-                Ok(Some(approval)) => approvals.push(approval),
-                Ok(None) => {} // gone since the first query
-                Err(error) => {
-                    read = Err(error);
-                    break;
-                }
-            }
-        }
-        conn.finish(read)?;
-        Ok(approvals)
+        Ok(on_conn!(self, |c| pending_approvals(c, limit)))
     }
 
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
@@ -200,4 +177,25 @@ impl Reads for PgReads {
         .bind(hash)
         .fetch_optional(c)))
     }
+}
+
+/// Pending approvals with their votes, oldest first, on one connection.
+async fn pending_approvals(
+    conn: &mut sqlx::PgConnection,
+    limit: i64,
+) -> sqlx::Result<Vec<Approval>> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM pending_approvals WHERE status = 'pending' ORDER BY created_at LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut approvals = Vec::with_capacity(ids.len());
+    for id in ids {
+        // Gone since the first query: skipped.
+        if let Some(approval) = load_approval(&mut *conn, ApprovalId(id), false).await? {
+            approvals.push(approval);
+        }
+    }
+    Ok(approvals)
 }

@@ -217,31 +217,6 @@ impl Tx for PgTx {
         rows.iter().map(approval_with_votes).collect()
     }
 
-    async fn update_statuses(&mut self, approvals: &[(Approval, i64)]) -> sqlx::Result<u64> {
-        let mut updated = 0;
-        for chunk in approvals.chunks(1000) {
-            let mut query = QueryBuilder::<Postgres>::new(
-                "UPDATE pending_approvals p SET status = v.status, decided_by = v.decided_by, \
-                 decision_at = v.decision_at, reason = v.reason, version = v.version FROM (",
-            );
-            query.push_values(chunk, |mut row, (a, expected)| {
-                row.push_bind(a.id.0)
-                    .push_bind(*expected)
-                    .push_bind(a.status.as_str())
-                    .push_bind(a.decided_by.clone())
-                    .push_bind(a.decision_at)
-                    .push_bind(a.reason.clone())
-                    .push_bind(a.version);
-            });
-            query.push(
-                ") AS v(id, expected, status, decided_by, decision_at, reason, version) \
-                 WHERE p.id = v.id AND p.version = v.expected",
-            );
-            updated += query.build().execute(self.conn()?).await?.rows_affected();
-        }
-        Ok(updated)
-    }
-
     async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
         sqlx::query("DELETE FROM jobs WHERE id = $1")
             .bind(job_id)

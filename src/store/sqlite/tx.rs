@@ -230,31 +230,6 @@ impl Tx for SqliteTx {
         rows.iter().map(approval_with_votes).collect()
     }
 
-    async fn update_statuses(&mut self, approvals: &[(Approval, i64)]) -> sqlx::Result<u64> {
-        let mut updated = 0;
-        for chunk in pow2_chunks(approvals, 128) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "WITH v(id, expected, status, decided_by, decision_at, reason, version) AS (",
-            );
-            query.push_values(chunk, |mut row, (a, expected)| {
-                row.push_bind(a.id.to_string())
-                    .push_bind(*expected)
-                    .push_bind(a.status.as_str())
-                    .push_bind(a.decided_by.clone())
-                    .push_bind(a.decision_at.as_ref().map(ts))
-                    .push_bind(a.reason.clone())
-                    .push_bind(a.version);
-            });
-            query.push(
-                ") UPDATE pending_approvals SET status = v.status, decided_by = v.decided_by, \
-                 decision_at = v.decision_at, reason = v.reason, version = v.version \
-                 FROM v WHERE pending_approvals.id = v.id AND pending_approvals.version = v.expected",
-            );
-            updated += query.build().execute(self.conn()?).await?.rows_affected();
-        }
-        Ok(updated)
-    }
-
     async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
         sqlx::query("DELETE FROM jobs WHERE id = $1")
             .bind(job_id)
