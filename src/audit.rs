@@ -5,12 +5,14 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::approval::{ApprovalId, Happening};
+use crate::canonical;
 
 /// The `prev_hash` of the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -59,35 +61,55 @@ fn serialize_time<S: serde::Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::O
     s.serialize_str(&format_time(at))
 }
 
-/// The one time format in hashes and exports: RFC 3339, UTC, microseconds.
+/// The one time format in hashes and exports: RFC 3339, UTC, microseconds
+/// (`2026-11-23T12:00:00.000000Z`).
 pub fn format_time(at: &DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// The JSON whose canonical form is hashed for an event.
-fn hashed_body(
+/// The canonical JSON text hashed for an event: the object `{"actor", "approval_id",
+/// "at", "data", "kind", "seq"}` (keys in canonical order), written straight out.
+fn hashed_text(
     seq: i64,
     approval_id: Option<ApprovalId>,
     kind: &str,
     actor: Option<&str>,
     at: &DateTime<Utc>,
     data: &Value,
-) -> Value {
-    json!({
-        "seq": seq,
-        "approval_id": approval_id,
-        "kind": kind,
-        "actor": actor,
-        "at": format_time(at),
-        "data": data,
-    })
+) -> String {
+    let mut out = String::with_capacity(200);
+    out.push_str("{\"actor\":");
+    match actor {
+        Some(actor) => canonical::write_str(actor, &mut out),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"approval_id\":");
+    match approval_id {
+        Some(id) => {
+            out.push('"');
+            out.push_str(id.0.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+            out.push('"');
+        }
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"at\":\"");
+    out.push_str(&format_time(at));
+    out.push_str("\",\"data\":");
+    canonical::write(data, &mut out);
+    out.push_str(",\"kind\":");
+    canonical::write_str(kind, &mut out);
+    out.push_str(",\"seq\":");
+    out.push_str(&seq.to_string());
+    out.push('}');
+    out
 }
 
-/// `hex(sha256(prev_hash || canonical_json(event)))`.
-pub fn chain_hash(prev_hash: &str, body: &Value) -> String {
+/// `hex(sha256(prev_hash || canonical_json(event)))`, the event given as its
+/// canonical text.
+fn chain_hash(prev_hash: &str, text: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
-    hasher.update(crate::canonical::to_string(body).as_bytes());
+    hasher.update(text.as_bytes());
     hex::encode(hasher.finalize())
 }
 
@@ -99,7 +121,7 @@ pub fn link(head_seq: i64, head_hash: &str, drafts: Vec<Draft>) -> Vec<Entry> {
         .into_iter()
         .map(|draft| {
             seq += 1;
-            let body = hashed_body(
+            let text = hashed_text(
                 seq,
                 draft.approval_id,
                 draft.kind,
@@ -107,7 +129,7 @@ pub fn link(head_seq: i64, head_hash: &str, drafts: Vec<Draft>) -> Vec<Entry> {
                 &draft.at,
                 &draft.data,
             );
-            let hash = chain_hash(&prev, &body);
+            let hash = chain_hash(&prev, &text);
             Entry {
                 seq,
                 approval_id: draft.approval_id,
@@ -193,7 +215,7 @@ impl Verifier {
         if entry.prev_hash != self.last_hash {
             return Err(Break::Unlinked { seq: entry.seq });
         }
-        let body = hashed_body(
+        let text = hashed_text(
             entry.seq,
             entry.approval_id,
             &entry.kind,
@@ -201,7 +223,7 @@ impl Verifier {
             &entry.at,
             &entry.data,
         );
-        if chain_hash(&entry.prev_hash, &body) != entry.hash {
+        if chain_hash(&entry.prev_hash, &text) != entry.hash {
             return Err(Break::Altered { seq: entry.seq });
         }
         self.last_seq = entry.seq;
@@ -225,6 +247,7 @@ impl Verifier {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use serde_json::json;
 
     fn drafts(n: usize) -> Vec<Draft> {
         (0..n)
@@ -287,7 +310,7 @@ mod tests {
         // points at the old one.
         let mut rehashed = entries.clone();
         rehashed[1].data = json!({"forged": true});
-        let body = hashed_body(
+        let text = hashed_text(
             2,
             rehashed[1].approval_id,
             "vote",
@@ -295,7 +318,7 @@ mod tests {
             &rehashed[1].at,
             &rehashed[1].data,
         );
-        rehashed[1].hash = chain_hash(&rehashed[1].prev_hash, &body);
+        rehashed[1].hash = chain_hash(&rehashed[1].prev_hash, &text);
         assert_eq!(verify(&rehashed), Err(Break::Unlinked { seq: 3 }));
 
         let mut v = Verifier::default();
@@ -309,6 +332,47 @@ mod tests {
                 last_seq: 3
             })
         );
+    }
+
+    /// What the hash covers, built the long way: the event as a JSON value, then its
+    /// canonical text. `hashed_text` must write exactly this, or every stored chain
+    /// would stop verifying.
+    fn hashed_body_as_value(
+        seq: i64,
+        approval_id: Option<ApprovalId>,
+        kind: &str,
+        actor: Option<&str>,
+        at: &DateTime<Utc>,
+        data: &Value,
+    ) -> String {
+        canonical::to_string(&json!({
+            "seq": seq,
+            "approval_id": approval_id,
+            "kind": kind,
+            "actor": actor,
+            "at": at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+            "data": data,
+        }))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_hashed_text_is_the_canonical_json_of_the_event(
+            seq in 1i64..i64::MAX,
+            with_id in proptest::bool::ANY,
+            kind in "[a-z_]{1,20}",
+            actor in proptest::option::of("\\PC{0,30}"),
+            micros in 0i64..4_102_444_800_000_000,
+            data in proptest::collection::btree_map("\\PC{0,8}", "\\PC{0,8}", 0..4),
+        ) {
+            let approval_id = with_id.then(ApprovalId::new);
+            let at = DateTime::from_timestamp_micros(micros).unwrap();
+            let data = json!(data);
+            proptest::prop_assert_eq!(
+                hashed_text(seq, approval_id, &kind, actor.as_deref(), &at, &data),
+                hashed_body_as_value(seq, approval_id, &kind, actor.as_deref(), &at, &data)
+            );
+        }
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub fn equal(a: &Value, b: &Value) -> bool {
     to_string(a) == to_string(b)
 }
 
-fn write(value: &Value, out: &mut String) {
+/// Appends the canonical text of `value` to `out`.
+pub fn write(value: &Value, out: &mut String) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
@@ -35,7 +36,7 @@ fn write(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_scalar(&Value::String(key.clone()), out);
+                write_str(key, out);
                 out.push(':');
                 write(item, out);
             }
@@ -51,14 +52,38 @@ fn write(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
-        scalar => write_scalar(scalar, out),
+        // Scalars (strings with their escapes, numbers, bools, null) have exactly one
+        // compact serde_json rendering, which is what we want.
+        scalar => serialize_into(scalar, out),
     }
 }
 
-fn write_scalar(value: &Value, out: &mut String) {
-    // Scalars (strings with their escapes, numbers, bools, null) have exactly one
-    // compact serde_json rendering, which is what we want.
-    out.push_str(&value.to_string());
+/// Appends `text` as a JSON string, escaped as canonical text escapes it.
+pub fn write_str(text: &str, out: &mut String) {
+    serialize_into(text, out);
+}
+
+/// serde_json's compact rendering of `value`, appended without an intermediate String.
+fn serialize_into<T: serde::Serialize + ?Sized>(value: &T, out: &mut String) {
+    // Serializing a JSON value or a str cannot fail, and serde_json writes whole UTF-8
+    // pieces, which the writer checks.
+    let _ = serde_json::to_writer(Utf8Writer(out), value);
+}
+
+/// An `io::Write` that appends to a String, refusing bytes that are not UTF-8.
+struct Utf8Writer<'a>(&'a mut String);
+
+impl std::io::Write for Utf8Writer<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))?;
+        self.0.push_str(text);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -88,5 +113,9 @@ mod tests {
     #[test]
     fn strings_are_escaped() {
         assert_eq!(to_string(&json!({"k\"": "a\nb"})), r#"{"k\"":"a\nb"}"#);
+        assert_eq!(
+            to_string(&json!(["\u{1}", "é ☃ 🦀", "\\", 1.5, -2, true, null])),
+            r#"["\u0001","é ☃ 🦀","\\",1.5,-2,true,null]"#
+        );
     }
 }
