@@ -1,8 +1,9 @@
-//! Durable work for one approval: deliveries (the outbox) and timers, planned by a pure
-//! function and written in the same transaction as the state change that causes them.
-//! The [`crate::scheduler`] fires due timers inside the store, in one transaction and
-//! without a lease, and claims due deliveries with a lease ([`LEASE`]); those run in
-//! [`crate::outbox`] and report back.
+//! Durable work for one approval: deliveries (the outbox), each due at a time, planned
+//! by a pure function and written in the same transaction as the state change that
+//! causes them. Reminders and escalations are deliveries due later. The
+//! [`crate::scheduler`] claims due deliveries with a lease ([`LEASE`]); they run in
+//! [`crate::outbox`] and report back. Expiry needs no job: the approval's own
+//! `expires_at` is its timer, which the store fires (see `Store::fire_due`).
 
 use std::time::Duration;
 
@@ -15,10 +16,6 @@ use crate::approval::{Approval, ApprovalId, Status};
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
-    /// Move a pending or approved-but-unexecuted approval to `expired` at its expiry time.
-    /// The one timer: fired inside the store, never leased (the store's SQL tells
-    /// timers from deliveries by this kind, `expire`).
-    Expire,
     /// Post the approval message to a channel (payload: [`PostTarget`]).
     SlackPost,
     /// Bring every posted message of the approval up to date.
@@ -32,7 +29,6 @@ pub enum JobKind {
 impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            JobKind::Expire => "expire",
             JobKind::SlackPost => "slack_post",
             JobKind::SlackUpdate => "slack_update",
             JobKind::SlackRemind => "slack_remind",
@@ -42,7 +38,6 @@ impl JobKind {
 
     pub fn parse(s: &str) -> Option<Self> {
         [
-            JobKind::Expire,
             JobKind::SlackPost,
             JobKind::SlackUpdate,
             JobKind::SlackRemind,
@@ -151,9 +146,6 @@ pub fn plan(
     }
     match before {
         None => {
-            if matches!(after.status, Status::Pending | Status::Approved) {
-                jobs.push(job(JobKind::Expire, json!({}), after.expires_at));
-            }
             // Only requests that wait for people are posted; instant decisions are in
             // the audit log and the API.
             if let (Some(channel), Status::Pending) = (slack_channel, after.status) {
@@ -240,21 +232,16 @@ mod tests {
         let jobs = plan(None, &a, SLACK, a.created_at);
         assert_eq!(
             kinds(&jobs),
-            [
-                JobKind::Expire,
-                JobKind::SlackPost,
-                JobKind::SlackRemind,
-                JobKind::SlackPost
-            ]
+            [JobKind::SlackPost, JobKind::SlackRemind, JobKind::SlackPost]
         );
         assert_eq!(
-            jobs[2].due_at,
+            jobs[1].due_at,
             a.created_at + chrono::Duration::seconds(1800)
         );
-        assert_eq!(jobs[3].payload["kind"], "escalation");
-        assert_eq!(jobs[3].payload["channel"], "C0MANAGERS");
+        assert_eq!(jobs[2].payload["kind"], "escalation");
+        assert_eq!(jobs[2].payload["channel"], "C0MANAGERS");
         assert_eq!(
-            jobs[3].due_at,
+            jobs[2].due_at,
             a.created_at + chrono::Duration::seconds(7200)
         );
 
@@ -270,27 +257,23 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_request_gets_an_expiry_timer_and_one_channel_post() {
+    fn a_pending_request_gets_one_channel_post_due_now() {
         let a = opened("deploy");
         let jobs = plan(None, &a, SLACK, a.created_at);
-        assert_eq!(kinds(&jobs), [JobKind::Expire, JobKind::SlackPost]);
-        assert_eq!(jobs[0].due_at, a.expires_at);
-        assert_eq!(jobs[1].payload["channel"], "C0APPROVALS");
-        assert_eq!(
-            kinds(&plan(None, &a, Deliveries::default(), a.created_at)),
-            [JobKind::Expire],
-            "no Slack, no post"
+        assert_eq!(kinds(&jobs), [JobKind::SlackPost]);
+        assert_eq!(jobs[0].due_at, a.created_at);
+        assert_eq!(jobs[0].payload["channel"], "C0APPROVALS");
+        assert!(
+            plan(None, &a, Deliveries::default(), a.created_at).is_empty(),
+            "no Slack, no post (its expiry is its own expires_at, not a job)"
         );
     }
 
     #[test]
-    fn auto_approved_requests_expire_but_are_not_posted() {
+    fn auto_approved_requests_are_not_posted() {
         let a = opened("search_x");
         assert_eq!(a.status, Status::Approved);
-        assert_eq!(
-            kinds(&plan(None, &a, SLACK, a.created_at)),
-            [JobKind::Expire]
-        );
+        assert!(plan(None, &a, SLACK, a.created_at).is_empty());
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl Outbox {
             JobKind::SlackPost => slack.post(job, &approval, now).await,
             JobKind::SlackUpdate => slack.update(&approval, now).await,
             JobKind::SlackRemind => slack.remind(&approval, now).await,
-            JobKind::Expire | JobKind::Callback => {
+            JobKind::Callback => {
                 return Outcome::Dead {
                     error: "not a Slack delivery".into(),
                 };

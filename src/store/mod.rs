@@ -45,8 +45,8 @@ pub(crate) fn pow2_chunks<T>(mut rows: &[T], max: usize) -> impl Iterator<Item =
     })
 }
 
-/// Skips rows a unique index already holds (duplicate pending request, same
-/// idempotency key) and names the rows inserted.
+/// Skips rows a unique index already holds (a reused idempotency key; on PostgreSQL
+/// also a duplicate pending request) and names the rows inserted.
 const INSERT_APPROVALS_END: &str = " ON CONFLICT DO NOTHING RETURNING id";
 
 mod ops;

@@ -4,14 +4,13 @@
 //! rollback. Jobs and audit drafts go back to the writer, which writes them per batch.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use super::writer::{Done, Tx, WriteOp, WriteOutput};
 use super::{Created, Result, StatusChange, StoreError};
-use crate::approval::{
-    Approval, ApprovalId, Event, Happening, NewApproval, Rejection, Status, machine,
-};
+use crate::approval::{Approval, ApprovalId, Event, Happening, NewApproval, Status, Vote, machine};
 use crate::audit::Draft;
 use crate::jobs::{self, Deliveries, DueJob, JobKind, NewJob, Outcome};
 use crate::policy::Classification;
@@ -154,14 +153,24 @@ pub(super) async fn create<T: Tx>(
 /// in memory as each change lands (so a second change to the same approval sees the
 /// first one's result), and written together after the last request
 /// ([`Current::write`]): one statement for all their rows, one for their new votes.
+/// Each approval is held once, behind an `Arc` that its change notice shares.
 #[derive(Default)]
 pub(super) struct Current {
-    /// As read: the versions the write compares against, the votes it diffs against.
-    read: HashMap<ApprovalId, Approval>,
+    /// As read: what the write compares against.
+    read: HashMap<ApprovalId, AsRead>,
     /// As the batch's events left them.
-    now: HashMap<ApprovalId, Approval>,
+    now: HashMap<ApprovalId, Arc<Approval>>,
     /// Changed ones, in the order of their first change.
     changed: Vec<ApprovalId>,
+}
+
+/// What the write needs of an approval as it was read.
+struct AsRead {
+    /// The version its compare-and-set expects.
+    version: i64,
+    /// The votes its new votes are told apart from.
+    votes: Vec<Vote>,
+    changed: bool,
 }
 
 impl Current {
@@ -191,20 +200,39 @@ impl Current {
         }
         ids.sort_unstable();
         ids.dedup();
-        for approval in tx.load_many(&ids).await? {
-            self.now.insert(approval.id, approval.clone());
-            self.read.insert(approval.id, approval);
-        }
+        self.join(tx.load_many(&ids).await?);
         Ok(())
     }
 
-    fn get(&self, id: ApprovalId) -> Option<&Approval> {
+    /// Adds approvals read by the caller, except those read already (which stay as the
+    /// batch left them); answers all their ids, in the order given.
+    fn join(&mut self, approvals: Vec<Approval>) -> Vec<ApprovalId> {
+        let mut ids = Vec::with_capacity(approvals.len());
+        for approval in approvals {
+            ids.push(approval.id);
+            if let std::collections::hash_map::Entry::Vacant(entry) = self.read.entry(approval.id) {
+                entry.insert(AsRead {
+                    version: approval.version,
+                    votes: approval.votes.clone(),
+                    changed: false,
+                });
+                self.now.insert(approval.id, Arc::new(approval));
+            }
+        }
+        ids
+    }
+
+    fn get(&self, id: ApprovalId) -> Option<&Arc<Approval>> {
         self.now.get(&id)
     }
 
-    fn set(&mut self, after: Approval) {
-        if !self.changed.contains(&after.id) {
-            self.changed.push(after.id);
+    fn set(&mut self, after: Arc<Approval>) {
+        debug_assert!(self.read.contains_key(&after.id), "set before read");
+        if let Some(read) = self.read.get_mut(&after.id) {
+            if !read.changed {
+                read.changed = true;
+                self.changed.push(after.id);
+            }
         }
         self.now.insert(after.id, after);
     }
@@ -233,7 +261,7 @@ impl Current {
                     .filter(|vote| !before.votes.contains(vote))
                     .map(|vote| (*id, vote.clone())),
             );
-            rows.push((after.clone(), before.version));
+            rows.push((&**after, before.version));
         }
         if tx.update_approvals(&rows).await? != rows.len() as u64 {
             return Err(sqlx::Error::RowNotFound);
@@ -258,57 +286,53 @@ pub(super) fn apply(
     let transition =
         machine::apply(&before, event, now).map_err(|rejection| StoreError::Rejected {
             rejection,
-            current: Box::new(before.clone()),
+            current: Box::new((*before).clone()),
         })?;
-    let after = transition.next;
+    let after = Arc::new(transition.next);
     let jobs = jobs::plan(Some(&before), &after, deliveries, now);
     current.set(after.clone());
-    Ok(applied(
-        before.status,
-        after,
-        transition.happened,
-        jobs,
-        now,
-    ))
+    let mut done = Done::quiet(WriteOutput::Applied((*after).clone()));
+    done.record(before.status, after, transition.happened, jobs, now);
+    Ok(done)
 }
 
-/// The common end of a change already written: its jobs, its change notice, its
-/// audit drafts.
-fn applied(
-    was: Status,
-    after: Approval,
-    happened: Vec<Happening>,
-    jobs: Vec<NewJob>,
-    now: DateTime<Utc>,
-) -> Done {
-    let id = after.id;
-    let changes = (after.status != was)
-        .then(|| StatusChange {
-            id,
-            status: after.status,
-            after: Some(std::sync::Arc::new(after.clone())),
-        })
-        .into_iter()
-        .collect();
-    let audit = happened
-        .into_iter()
-        .map(|happening| Draft::from_happening(id, now, happening))
-        .collect();
-    Done {
-        output: WriteOutput::Applied(after),
-        changes,
-        audit,
-        jobs: jobs.into_iter().map(|job| (job, now)).collect(),
+impl Done {
+    /// Adds what a change to `after` at `now` leaves behind: its change notice (if its
+    /// status moved from `was`), its audit drafts, its jobs.
+    fn record(
+        &mut self,
+        was: Status,
+        after: Arc<Approval>,
+        happened: Vec<Happening>,
+        jobs: Vec<NewJob>,
+        now: DateTime<Utc>,
+    ) {
+        let id = after.id;
+        self.audit.extend(
+            happened
+                .into_iter()
+                .map(|happening| Draft::from_happening(id, now, happening)),
+        );
+        self.jobs.extend(jobs.into_iter().map(|job| (job, now)));
+        if after.status != was {
+            self.changes.push(StatusChange {
+                id,
+                status: after.status,
+                after: Some(after),
+            });
+        }
     }
 }
 
-/// Fires up to `limit` timers (expiry) due at `now`, set-based and in this one
-/// transaction, so a timer needs no lease: a process that dies mid-way fired nothing.
-/// The due jobs are read in one query; their approvals join the batch's [`Current`]
-/// (one more query for those not read yet), each is decided by the pure state
-/// machine, and the batch writes them with its events' changes; the jobs are finished
-/// in one statement. Deliveries are not fired here; the outbox claims them, runs them
-/// and reports back.
+/// Expires up to `limit` approvals whose expiry has come by `now`, set-based and in
+/// this one transaction, so an expiry needs no lease: a process that dies mid-way
+/// expired nothing. The timer is the approval's own `expires_at` (an index holds the
+/// pending and approved ones in expiry order), so an expiry moved in the shared table,
+/// earlier or later, is followed. The due approvals are read in one query and join the
+/// batch's [`Current`] (an approval an earlier request of the batch read stays as that
+/// request left it); each is decided by the pure state machine, and the batch writes
+/// them with its events' changes. Deliveries are not run here; the outbox claims them,
+/// runs them and reports back.
 pub(super) async fn fire_due<T: Tx>(
     tx: &mut T,
     current: &mut Current,
@@ -316,41 +340,25 @@ pub(super) async fn fire_due<T: Tx>(
     limit: i64,
     deliveries: Deliveries,
 ) -> Result<Done> {
-    let timers = tx.due_timers(now, limit).await?;
-    let ids: Vec<ApprovalId> = timers.iter().map(|job| job.approval_id).collect();
-    current.load_more(tx, &ids).await?;
-    let mut done = Done::quiet(WriteOutput::Fired(timers.len()));
-    let mut finished = Vec::new();
-    for job in &timers {
-        let Some(before) = current.get(job.approval_id) else {
-            finished.push(job.id); // the approval is gone: nothing left to expire
+    let due = current.join(tx.due_expiries(now, limit).await?);
+    let mut done = Done::quiet(WriteOutput::Fired(0));
+    let mut fired = 0;
+    for id in due {
+        let Some(before) = current.get(id).cloned() else {
             continue;
         };
-        match machine::apply(before, &Event::Expire, now) {
-            Ok(transition) => {
-                let was = before.status;
-                let planned = jobs::plan(Some(before), &transition.next, deliveries, now);
-                // A second timer for the same approval sees it expired already.
-                current.set(transition.next.clone());
-                let applied = applied(was, transition.next, transition.happened, planned, now);
-                done.changes.extend(applied.changes);
-                done.audit.extend(applied.audit);
-                done.jobs.extend(applied.jobs);
-                finished.push(job.id);
-            }
-            // The row's expiry moved later (a program wrote the shared table):
-            // the timer follows it.
-            Err(Rejection::NotDue) => {
-                let error = format!("not due: the approval expires at {}", before.expires_at);
-                tx.retry_job(job.id, before.expires_at, &error).await?;
-            }
-            // Already decided or executed: nothing left to expire.
-            Err(_) => finished.push(job.id),
-        }
+        // Refused when an earlier request of the batch decided or executed it: then
+        // nothing is left to expire.
+        let Ok(transition) = machine::apply(&before, &Event::Expire, now) else {
+            continue;
+        };
+        let after = Arc::new(transition.next);
+        let planned = jobs::plan(Some(&before), &after, deliveries, now);
+        current.set(after.clone());
+        done.record(before.status, after, transition.happened, planned, now);
+        fired += 1;
     }
-    if !finished.is_empty() {
-        tx.finish_jobs(&finished).await?;
-    }
+    done.output = WriteOutput::Fired(fired);
     Ok(done)
 }
 
@@ -372,5 +380,7 @@ pub(super) async fn adopt<T: Tx>(
     }
     // Planned as for a new request: the row is new to signoff.
     let jobs = jobs::plan(None, &after, deliveries, now);
-    Ok(applied(row.status, after, transition.happened, jobs, now))
+    let mut done = Done::quiet(WriteOutput::Applied(after.clone()));
+    done.record(row.status, Arc::new(after), transition.happened, jobs, now);
+    Ok(done)
 }

@@ -38,8 +38,8 @@ pub(crate) enum WriteOp {
         event: Event,
         now: DateTime<Utc>,
     },
-    /// Fire up to `limit` timers due at `now`, set-based and in this transaction:
-    /// one read of the jobs, one of their approvals, one write of each.
+    /// Expire up to `limit` approvals whose expiry has come by `now`, set-based and in
+    /// this transaction: one read of the due approvals, one write of them.
     FireDue { now: DateTime<Utc>, limit: i64 },
     /// Classify a row inserted straight into the shared table.
     Adopt {
@@ -89,8 +89,9 @@ pub(crate) trait Tx: Send + 'static {
     /// Rolls back; on failure the backend drops the connection and reconnects later.
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
     /// Inserts new approvals, each with its `params_sha256`, in one statement, skipping
-    /// those a unique index (duplicate pending request, idempotency key) says exist
-    /// already, also within `rows`; answers the ids inserted.
+    /// those that repeat a pending request (same token, tool and parameters, whatever
+    /// their own status) or reuse an idempotency key, also within `rows`; answers the
+    /// ids inserted.
     fn insert_approvals(
         &mut self,
         rows: &[(&Approval, &str)],
@@ -113,7 +114,7 @@ pub(crate) trait Tx: Send + 'static {
     /// paired one; answers how many it wrote. One statement for a batch.
     fn update_approvals(
         &mut self,
-        approvals: &[(Approval, i64)],
+        approvals: &[(&Approval, i64)],
     ) -> impl Future<Output = sqlx::Result<u64>> + Send;
     /// Inserts votes, one statement for a batch.
     fn insert_votes(
@@ -138,8 +139,6 @@ pub(crate) trait Tx: Send + 'static {
         ts: &str,
         permalink: &str,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Deletes finished jobs.
-    fn finish_jobs(&mut self, job_ids: &[i64]) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Loads approvals with their votes, locking the rows where the backend can.
     fn load_many(
         &mut self,
@@ -157,13 +156,14 @@ pub(crate) trait Tx: Send + 'static {
         &mut self,
         changes: &[StatusChange],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Up to `limit` ready timers due at `now`, earliest first, for this transaction to
-    /// fire (Postgres: locked, skipping those another replica is firing).
-    fn due_timers(
+    /// Up to `limit` approvals whose expiry has come by `now` (pending or approved, and
+    /// classified), earliest expiry first, with their votes, for this transaction to
+    /// expire (Postgres: locked, skipping those another replica is expiring).
+    fn due_expiries(
         &mut self,
         now: DateTime<Utc>,
         limit: i64,
-    ) -> impl Future<Output = sqlx::Result<Vec<DueJob>>> + Send;
+    ) -> impl Future<Output = sqlx::Result<Vec<Approval>>> + Send;
     /// Leases up to `limit` ready deliveries (every job but timers) due at `now` until
     /// `lease_until`, counting the attempt.
     fn claim_jobs(

@@ -13,6 +13,7 @@ use crate::helpers::*;
 crate::on_both_backends!(
     a_created_approval_reads_back_with_every_field,
     an_identical_pending_request_returns_the_existing_one,
+    a_repeat_the_policy_would_approve_at_once_still_gets_the_pending_one,
     the_same_idempotency_key_returns_the_existing_approval,
     approvals_need_the_required_number_of_distinct_votes,
     a_refused_event_changes_nothing,
@@ -58,6 +59,14 @@ async fn a_created_approval_reads_back_with_every_field(db: TestDb) {
 
 async fn an_identical_pending_request_returns_the_existing_one(db: TestDb) {
     let (store, clock) = open(&db).await;
+    // Same parameters in another key order are the same request.
+    let ask = || {
+        store.create(
+            new_request("deploy_api", json!({"env": "prod", "service": "api"})),
+            classify("deploy_api"),
+            clock.now(),
+        )
+    };
     let first = create(
         &store,
         &clock,
@@ -65,15 +74,7 @@ async fn an_identical_pending_request_returns_the_existing_one(db: TestDb) {
         json!({"service": "api", "env": "prod"}),
     )
     .await;
-    // Same parameters in another key order are the same request.
-    let again = store
-        .create(
-            new_request("deploy_api", json!({"env": "prod", "service": "api"})),
-            classify("deploy_api"),
-            clock.now(),
-        )
-        .await
-        .unwrap();
+    let again = ask().await.unwrap();
     assert!(!again.created);
     assert_eq!(again.approval.id, first.id);
 
@@ -91,16 +92,74 @@ async fn an_identical_pending_request_returns_the_existing_one(db: TestDb) {
     vote(&store, &clock, first.id, "U1", Decision::Deny)
         .await
         .unwrap();
-    let after = store
+    let after = ask().await.unwrap();
+    assert!(after.created);
+    assert_ne!(after.approval.id, first.id);
+    let repeat = ask().await.unwrap();
+    assert!(!repeat.created, "the newest request is the pending one");
+    assert_eq!(repeat.approval.id, after.approval.id);
+
+    // Expired, then asked again and again: each pending one in turn is the one.
+    clock.advance(Duration::from_secs(3600));
+    signoff::scheduler::Scheduler::new(store.clone())
+        .run_once(clock.now())
+        .await
+        .unwrap();
+    let mut latest = after.approval.id;
+    for _ in 0..3 {
+        let fresh = ask().await.unwrap();
+        assert!(fresh.created);
+        assert_ne!(fresh.approval.id, latest);
+        let repeat = ask().await.unwrap();
+        assert_eq!(
+            (repeat.created, repeat.approval.id),
+            (false, fresh.approval.id)
+        );
+        let cancel = Event::Cancel {
+            caller: Some(TOKEN.into()),
+        };
+        store
+            .apply(fresh.approval.id, cancel, clock.now())
+            .await
+            .unwrap();
+        latest = fresh.approval.id;
+    }
+}
+
+async fn a_repeat_the_policy_would_approve_at_once_still_gets_the_pending_one(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let params = json!({"ids": ["c1"]});
+    let pending = create(&store, &clock, "purge", params.clone()).await;
+    assert_eq!(pending.status, Status::Pending);
+    // The same request, classified as approved at once (the requester no longer
+    // raised its tier, or the policy changed): the stricter pending one stands.
+    let mut at_once = classify("purge");
+    at_once.action = signoff::policy::TierAction::AutoApprove;
+    let repeat = store
         .create(
-            new_request("deploy_api", json!({"service": "api", "env": "prod"})),
-            classify("deploy_api"),
+            new_request("purge", params.clone()),
+            at_once.clone(),
             clock.now(),
         )
         .await
         .unwrap();
-    assert!(after.created);
-    assert_ne!(after.approval.id, first.id);
+    assert!(!repeat.created);
+    assert_eq!(repeat.approval.id, pending.id);
+    assert_eq!(repeat.approval.status, Status::Pending);
+
+    // Once it is decided, the same request is classified afresh.
+    vote(&store, &clock, pending.id, "U1", Decision::Deny)
+        .await
+        .unwrap();
+    let approved = store
+        .create(new_request("purge", params.clone()), at_once, clock.now())
+        .await
+        .unwrap();
+    assert!(approved.created);
+    assert_eq!(approved.approval.status, Status::Approved);
+    // An approval decided at once does not hold back the next request that waits.
+    let next = create(&store, &clock, "purge", params).await;
+    assert_eq!(next.status, Status::Pending);
 }
 
 async fn the_same_idempotency_key_returns_the_existing_approval(db: TestDb) {

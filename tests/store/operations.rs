@@ -154,8 +154,8 @@ async fn the_scheduler_expires_pending_and_approved_approvals(db: TestDb) {
     clock.advance(Duration::from_secs(61));
     assert_eq!(
         scheduler.run_once(clock.now()).await.unwrap(),
-        3,
-        "three expiry timers were due"
+        2,
+        "the pending and the approved one were due (the executed one can no longer expire)"
     );
     assert_eq!(
         scheduler.run_once(clock.now()).await.unwrap(),
@@ -296,7 +296,10 @@ async fn health_counts_pending_and_stale_approvals(db: TestDb) {
     clock.advance(Duration::from_secs(200));
     let counts = store.health(clock.now()).await.unwrap();
     assert_eq!(counts.stale_pending, 1);
-    assert_eq!(counts.undelivered, 1, "the overdue expiry job");
+    assert_eq!(
+        counts.undelivered, 0,
+        "an overdue expiry is a stale approval, not a delivery"
+    );
     Scheduler::new(store.clone())
         .run_once(clock.now())
         .await
@@ -478,8 +481,8 @@ async fn finished_jobs_are_deleted_and_given_up_ones_kept(db: TestDb) {
     let jobs = |sql: &'static str| raw_count(&db, sql);
     assert_eq!(
         jobs("SELECT COUNT(*) FROM jobs").await,
-        2,
-        "its post and its expiry"
+        1,
+        "its post (its expiry timer is its own expires_at)"
     );
     let post = store.claim_jobs(clock.now(), 10).await.unwrap().remove(0);
     let delivered = Outcome::Delivered {
@@ -494,13 +497,13 @@ async fn finished_jobs_are_deleted_and_given_up_ones_kept(db: TestDb) {
         .unwrap();
     assert_eq!(
         jobs("SELECT COUNT(*) FROM jobs").await,
-        1,
+        0,
         "the post is gone"
     );
     store.report(post, delivered, clock.now()).await.unwrap();
     assert_eq!(
         jobs("SELECT COUNT(*) FROM jobs").await,
-        1,
+        0,
         "a repeated report changes nothing"
     );
 
@@ -511,7 +514,7 @@ async fn finished_jobs_are_deleted_and_given_up_ones_kept(db: TestDb) {
     assert_eq!(
         jobs("SELECT COUNT(*) FROM jobs").await,
         1,
-        "the timer is gone"
+        "the update is the only job"
     );
     let dead = Outcome::Dead {
         error: "channel_not_found".into(),
@@ -527,38 +530,42 @@ async fn finished_jobs_are_deleted_and_given_up_ones_kept(db: TestDb) {
 
 async fn an_expiry_timer_follows_an_expiry_moved_in_the_shared_table(db: TestDb) {
     let (store, clock) = open(&db).await;
-    let approval = create_expiring(&store, &clock, "a", 10).await;
-    let moved = approval.expires_at + chrono::Duration::seconds(50);
-    let moved_sql = if db.backend == "sqlite" {
-        format!("'{}'", signoff::audit::format_time(&moved))
-    } else {
-        format!("'{}'::timestamptz", moved.to_rfc3339())
+    let later = create_expiring(&store, &clock, "later", 10).await;
+    let earlier = create_expiring(&store, &clock, "earlier", 3600).await;
+    let move_to = |id, at: chrono::DateTime<chrono::Utc>| {
+        let at = if db.backend == "sqlite" {
+            format!("'{}'", signoff::audit::format_time(&at))
+        } else {
+            format!("'{}'::timestamptz", at.to_rfc3339())
+        };
+        format!("UPDATE pending_approvals SET expires_at = {at} WHERE id = '{id}'")
     };
-    raw_execute(
-        &db,
-        &format!(
-            "UPDATE pending_approvals SET expires_at = {moved_sql} WHERE id = '{}'",
-            approval.id
-        ),
-    )
-    .await
-    .unwrap();
+    let start = clock.now();
+    let sql = move_to(later.id, later.expires_at + chrono::Duration::seconds(50));
+    assert_eq!(raw_execute(&db, &sql).await, Ok(1));
+    let sql = move_to(earlier.id, start + chrono::Duration::seconds(20));
+    assert_eq!(raw_execute(&db, &sql).await, Ok(1));
+    let status = |id| {
+        let store = store.clone();
+        async move { store.get(id).await.unwrap().unwrap().status }
+    };
+
     clock.advance(Duration::from_secs(10));
-    assert_eq!(store.fire_due(clock.now(), 10).await.unwrap(), 1);
-    let status = |store: signoff::store::Store| async move {
-        store.get(approval.id).await.unwrap().unwrap().status
-    };
-    assert_eq!(
-        status(store.clone()).await,
-        Status::Pending,
-        "not expired early"
-    );
     assert_eq!(
         store.fire_due(clock.now(), 10).await.unwrap(),
         0,
-        "the timer moved to the new expiry"
+        "the expiry moved later is not due at its old time"
     );
-    clock.advance(Duration::from_secs(50));
+    assert_eq!(status(later.id).await, Status::Pending, "not expired early");
+    clock.advance(Duration::from_secs(10));
     assert_eq!(store.fire_due(clock.now(), 10).await.unwrap(), 1);
-    assert_eq!(status(store.clone()).await, Status::Expired);
+    assert_eq!(
+        status(earlier.id).await,
+        Status::Expired,
+        "the expiry moved earlier fires at its new time, not its old one"
+    );
+    clock.advance(Duration::from_secs(40));
+    assert_eq!(store.fire_due(clock.now(), 10).await.unwrap(), 1);
+    assert_eq!(status(later.id).await, Status::Expired);
+    assert_eq!(store.fire_due(clock.now(), 10).await.unwrap(), 0);
 }

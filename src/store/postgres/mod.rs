@@ -149,14 +149,17 @@ fn approval_from_row(row: &PgRow, votes: Vec<Vote>) -> sqlx::Result<Approval> {
 }
 
 /// `SELECT` of approvals with their votes as a JSON array (one statement), then `$where`.
+/// An approval still at version 0 has had no event accepted, so it has no votes: its
+/// lookup is skipped.
 macro_rules! select_approvals {
     ($where:literal) => {
         concat!(
             "SELECT ",
             approval_columns!(),
-            ", COALESCE((SELECT json_agg(json_build_object('user', user_id, 'decision', decision, 'at', at, \
-             'reason', reason) ORDER BY at, user_id) FROM votes v WHERE v.approval_id = pending_approvals.id), \
-             '[]'::json)::text AS votes FROM pending_approvals ",
+            ", CASE WHEN version = 0 THEN '[]' ELSE COALESCE((SELECT json_agg(json_build_object('user', \
+             user_id, 'decision', decision, 'at', at, 'reason', reason) ORDER BY at, user_id) \
+             FROM votes v WHERE v.approval_id = pending_approvals.id), '[]'::json)::text END AS votes \
+             FROM pending_approvals ",
             $where
         )
     };

@@ -2,6 +2,7 @@
 //! the generic writer (`store::writer`) is made of.
 
 use super::*;
+use crate::approval::Status;
 
 /// The writer's connection, from a one-connection pool (reconnects after a failure).
 pub(crate) struct PgTx {
@@ -12,6 +13,37 @@ pub(crate) struct PgTx {
 impl PgTx {
     fn conn(&mut self) -> sqlx::Result<&mut sqlx::PgConnection> {
         self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    /// The new approvals among `rows` for which a pending request with the same token,
+    /// tool and parameters exists.
+    async fn pending_twins(
+        &mut self,
+        rows: &[&(&Approval, &str)],
+    ) -> sqlx::Result<HashSet<ApprovalId>> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let ids: Vec<Uuid> = rows.iter().map(|(a, _)| a.id.0).collect();
+        let tokens: Vec<&str> = rows
+            .iter()
+            .map(|(a, _)| a.token_name.as_deref().unwrap_or_default())
+            .collect();
+        let tools: Vec<&str> = rows.iter().map(|(a, _)| a.tool_name.as_str()).collect();
+        let hashes: Vec<&str> = rows.iter().map(|(_, sha)| *sha).collect();
+        let twins: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT k.id FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+               AS k(id, token, tool, sha) \
+             WHERE EXISTS (SELECT 1 FROM pending_approvals p WHERE p.status = 'pending' \
+               AND p.token_name = k.token AND p.tool_name = k.tool AND p.params_sha256 = k.sha)",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&tools)
+        .bind(&hashes)
+        .fetch_all(self.conn()?)
+        .await?;
+        Ok(twins.into_iter().map(ApprovalId).collect())
     }
 }
 
@@ -45,11 +77,24 @@ impl Tx for PgTx {
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
+        // A pending request is kept unique by `pending_approvals_dedup` (a unique index
+        // over the pending ones), which also holds across replicas. A request decided
+        // at once (auto-approved, denied by policy) has no entry there, so it looks for
+        // a pending twin itself: it gets that one instead, like any other repeat.
+        let decided: Vec<&(&Approval, &str)> = rows
+            .iter()
+            .filter(|(a, _)| a.token_name.is_some() && a.status != Status::Pending)
+            .collect();
+        let twins = self.pending_twins(&decided).await?;
+        let rows: Vec<&(&Approval, &str)> = rows
+            .iter()
+            .filter(|(a, _)| !twins.contains(&a.id))
+            .collect();
         let mut inserted = HashSet::with_capacity(rows.len());
         // Few shapes of this wide statement, so each stays prepared on the server.
         // (The narrower multi-row statements below take up to 1,000 rows at once:
         // fewer round trips count for more there than re-preparing a new shape.)
-        for chunk in pow2_chunks(rows, 64) {
+        for chunk in pow2_chunks(&rows, 64) {
             let mut query = QueryBuilder::<Postgres>::new(insert_approvals_sql!());
             query.push_values(chunk, |mut row, (a, params_sha256)| {
                 row.push_bind(a.id.0)
@@ -107,7 +152,7 @@ impl Tx for PgTx {
         load_approval(self.conn()?, id, true).await
     }
 
-    async fn update_approvals(&mut self, approvals: &[(Approval, i64)]) -> sqlx::Result<u64> {
+    async fn update_approvals(&mut self, approvals: &[(&Approval, i64)]) -> sqlx::Result<u64> {
         let mut updated = 0;
         for chunk in pow2_chunks(approvals, 64) {
             let mut query = QueryBuilder::<Postgres>::new(
@@ -197,14 +242,6 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    async fn finish_jobs(&mut self, job_ids: &[i64]) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM jobs WHERE id = ANY($1)")
-            .bind(job_ids)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
-    }
-
     async fn load_many(&mut self, ids: &[ApprovalId]) -> sqlx::Result<Vec<Approval>> {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
         // In id order, so two replicas lock overlapping sets without deadlocking.
@@ -261,17 +298,37 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    async fn due_timers(&mut self, now: DateTime<Utc>, limit: i64) -> sqlx::Result<Vec<DueJob>> {
-        let rows = sqlx::query(
-            "SELECT id, approval_id, kind, payload, attempts FROM jobs \
-             WHERE state = 'ready' AND kind = 'expire' AND due_at <= $1 \
-             ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(self.conn()?)
-        .await?;
-        due_jobs(rows)
+    async fn due_expiries(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Approval>> {
+        // One status at a time, each an ordered range of the open index, so a backlog
+        // costs no sort; approved ones first (they are few). The first condition is the
+        // index's own, so that a generic plan (status a parameter) still uses the
+        // partial index. SKIP LOCKED: replicas
+        // expiring at the same moment take different approvals, and never wait for
+        // one that a batch of clicks holds.
+        let mut due = Vec::new();
+        for status in [Status::Approved, Status::Pending] {
+            let left = limit - due.len() as i64;
+            if left <= 0 {
+                break;
+            }
+            let rows = sqlx::query(select_approvals!(
+                "WHERE status IN ('pending', 'approved') AND status = $1 AND expires_at <= $2 \
+                 ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(status.as_str())
+            .bind(now)
+            .bind(left)
+            .fetch_all(self.conn()?)
+            .await?;
+            for row in &rows {
+                due.push(approval_with_votes(row)?);
+            }
+        }
+        Ok(due)
     }
 
     async fn claim_jobs(
@@ -282,6 +339,8 @@ impl Tx for PgTx {
     ) -> sqlx::Result<Vec<DueJob>> {
         // SKIP LOCKED: replicas claiming at the same moment take different jobs
         // instead of queueing behind each other.
+        // `expire` rows are timers that a signoff before migration 0005 still plans
+        // and fires itself during a rolling upgrade: never a delivery.
         let rows = sqlx::query(
             "UPDATE jobs SET locked_until = $2, attempts = attempts + 1 WHERE id IN ( \
                SELECT id FROM jobs WHERE state = 'ready' AND kind <> 'expire' AND due_at <= $1 \

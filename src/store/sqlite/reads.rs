@@ -16,9 +16,12 @@ impl Reads for SqliteReads {
     }
 
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
+        // `status IN ('pending', 'approved')` repeats the condition of the open index:
+        // SQLite uses a partial index only for a query that states its condition.
         let row = sqlx::query(
             "SELECT \
-               (SELECT COUNT(*) FROM pending_approvals WHERE status = 'pending'), \
+               (SELECT COUNT(*) FROM pending_approvals \
+                WHERE status IN ('pending', 'approved') AND status = 'pending'), \
                (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') AND expires_at < $1), \
                (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND due_at < $1))",
         )
@@ -72,8 +75,10 @@ impl Reads for SqliteReads {
     }
 
     async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {
+        // The first condition is the open index's (see `health`).
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM pending_approvals WHERE status = 'pending' ORDER BY created_at LIMIT $1",
+            "SELECT id FROM pending_approvals WHERE status IN ('pending', 'approved') \
+             AND status = 'pending' ORDER BY created_at LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)

@@ -2,6 +2,7 @@
 //! generic writer (`store::writer`) is made of.
 
 use super::*;
+use crate::approval::Status;
 
 /// The writer's connection. Taken from a one-connection pool so a broken connection
 /// is simply dropped and a fresh one opened on the next batch.
@@ -9,11 +10,26 @@ pub(crate) struct SqliteTx {
     pub(super) pool: SqlitePool,
     pub(super) conn: Option<PoolConnection<Sqlite>>,
     pub(super) _checkpointer: Checkpointer,
+    /// The rowid of every approval this transaction read, so its update seeks the
+    /// table directly instead of through the id index (random ids: a random index
+    /// page per row). Valid for one transaction only: cleared at `begin`.
+    pub(super) rowids: HashMap<ApprovalId, i64>,
 }
 
 impl SqliteTx {
-    fn conn(&mut self) -> sqlx::Result<&mut sqlx::SqliteConnection> {
+    pub(super) fn conn(&mut self) -> sqlx::Result<&mut sqlx::SqliteConnection> {
         self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    /// Approvals read with `select_approvals!`, their rowids remembered.
+    fn approvals(&mut self, rows: &[SqliteRow]) -> sqlx::Result<Vec<Approval>> {
+        let mut approvals = Vec::with_capacity(rows.len());
+        for row in rows {
+            let approval = approval_with_votes(row)?;
+            self.rowids.insert(approval.id, row.try_get("rowid")?);
+            approvals.push(approval);
+        }
+        Ok(approvals)
     }
 }
 
@@ -22,6 +38,7 @@ impl Tx for SqliteTx {
         if self.conn.is_none() {
             self.conn = Some(self.pool.acquire().await?);
         }
+        self.rowids.clear();
         // IMMEDIATE takes the write lock now, so a reader-side write (token commands)
         // waits on busy_timeout instead of failing the batch halfway.
         sqlx::raw_sql("BEGIN IMMEDIATE")
@@ -51,44 +68,7 @@ impl Tx for SqliteTx {
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
-        let mut inserted = HashSet::with_capacity(rows.len());
-        for chunk in pow2_chunks(rows, 64) {
-            let mut query = QueryBuilder::new(insert_approvals_sql!());
-            query.push_values(chunk, |mut row, (a, params_sha256)| {
-                row.push_bind(a.id.to_string())
-                    .push_bind(a.tool_name.clone())
-                    .push_bind(crate::canonical::to_string(&a.parameters))
-                    .push_bind(a.risk_tier.as_str())
-                    .push_bind(a.status.as_str())
-                    .push_bind(a.requested_by.clone())
-                    .push_bind(a.decided_by.clone())
-                    .push_bind(a.decision_at.as_ref().map(ts))
-                    .push_bind(ts(&a.expires_at))
-                    .push_bind(ts(&a.created_at))
-                    .push_bind(a.summary.clone())
-                    .push_bind(a.context.clone())
-                    .push_bind(a.reason.clone())
-                    .push_bind(
-                        a.original_parameters
-                            .as_ref()
-                            .map(crate::canonical::to_string),
-                    )
-                    .push_bind(a.token_name.clone())
-                    .push_bind(a.idempotency_key.clone())
-                    .push_bind(a.callback_url.clone())
-                    .push_bind(i64::from(a.required_approvals))
-                    .push_bind(serde_json::to_string(&a.routing).unwrap_or_default())
-                    .push_bind(a.executed_at.as_ref().map(ts))
-                    .push_bind(a.version)
-                    .push_bind(params_sha256.to_string());
-            });
-            query.push(INSERT_APPROVALS_END);
-            let ids: Vec<String> = query.build_query_scalar().fetch_all(self.conn()?).await?;
-            for id in ids {
-                inserted.insert(parse_id(&id)?);
-            }
-        }
-        Ok(inserted)
+        self.insert_requests(rows).await
     }
 
     async fn find_existing(
@@ -98,34 +78,41 @@ impl Tx for SqliteTx {
         tool: &str,
         params_sha256: &str,
     ) -> sqlx::Result<Option<ApprovalId>> {
-        let id: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM pending_approvals WHERE token_name = $1 AND \
-             (idempotency_key = $2 OR (status = 'pending' AND tool_name = $3 AND params_sha256 = $4)) \
-             ORDER BY (idempotency_key = $2) DESC LIMIT 1",
-        )
-        .bind(token)
-        .bind(idempotency_key)
-        .bind(tool)
-        .bind(params_sha256)
-        .fetch_optional(self.conn()?)
-        .await?;
-        id.as_deref().map(parse_id).transpose()
+        self.find_request(token, idempotency_key, tool, params_sha256)
+            .await
     }
 
     async fn load(&mut self, id: ApprovalId) -> sqlx::Result<Option<Approval>> {
-        load_approval(self.conn()?, id).await
+        let rows = sqlx::query(select_approvals!("WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_all(self.conn()?)
+            .await?;
+        Ok(self.approvals(&rows)?.pop())
     }
 
-    async fn update_approvals(&mut self, approvals: &[(Approval, i64)]) -> sqlx::Result<u64> {
+    async fn update_approvals(&mut self, approvals: &[(&Approval, i64)]) -> sqlx::Result<u64> {
+        // Every approval the writer changes was read in this transaction, so its rowid
+        // is known; the id is compared too, as a guard.
+        let mut rows = Vec::with_capacity(approvals.len());
+        for (approval, expected) in approvals {
+            let Some(&rowid) = self.rowids.get(&approval.id) else {
+                return Err(sqlx::Error::Protocol(format!(
+                    "approval {} is written without having been read in this transaction",
+                    approval.id
+                )));
+            };
+            rows.push((rowid, approval, *expected));
+        }
         let mut updated = 0;
-        // 10 binds per row; far below SQLite's variable limit.
-        for chunk in pow2_chunks(approvals, 64) {
+        // 11 binds per row; far below SQLite's variable limit.
+        for chunk in pow2_chunks(&rows, 64) {
             let mut query = QueryBuilder::<Sqlite>::new(
-                "WITH v(id, expected, parameters, status, decided_by, decision_at, reason, \
+                "WITH v(rid, id, expected, parameters, status, decided_by, decision_at, reason, \
                  original_parameters, executed_at, version) AS (",
             );
-            query.push_values(chunk, |mut row, (a, expected)| {
-                row.push_bind(a.id.to_string())
+            query.push_values(chunk, |mut row, (rowid, a, expected)| {
+                row.push_bind(*rowid)
+                    .push_bind(a.id.to_string())
                     .push_bind(*expected)
                     .push_bind(crate::canonical::to_string(&a.parameters))
                     .push_bind(a.status.as_str())
@@ -145,7 +132,8 @@ impl Tx for SqliteTx {
                  decided_by = v.decided_by, decision_at = v.decision_at, reason = v.reason, \
                  original_parameters = v.original_parameters, executed_at = v.executed_at, \
                  version = v.version \
-                 FROM v WHERE pending_approvals.id = v.id AND pending_approvals.version = v.expected",
+                 FROM v WHERE pending_approvals.rowid = v.rid AND pending_approvals.id = v.id \
+                 AND pending_approvals.version = v.expected",
             );
             updated += query.build().execute(self.conn()?).await?.rows_affected();
         }
@@ -211,14 +199,6 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn finish_jobs(&mut self, job_ids: &[i64]) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each($1))")
-            .bind(serde_json::to_string(job_ids).unwrap_or_default())
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
-    }
-
     async fn load_many(&mut self, ids: &[ApprovalId]) -> sqlx::Result<Vec<Approval>> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         let rows = sqlx::query(select_approvals!(
@@ -227,7 +207,7 @@ impl Tx for SqliteTx {
         .bind(serde_json::to_string(&ids).unwrap_or_default())
         .fetch_all(self.conn()?)
         .await?;
-        rows.iter().map(approval_with_votes).collect()
+        self.approvals(&rows)
     }
 
     async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
@@ -265,17 +245,32 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn due_timers(&mut self, now: DateTime<Utc>, limit: i64) -> sqlx::Result<Vec<DueJob>> {
-        let rows = sqlx::query(
-            "SELECT id, approval_id, kind, payload, attempts FROM jobs \
-             WHERE state = 'ready' AND kind = 'expire' AND due_at <= $1 \
-             ORDER BY due_at LIMIT $2",
-        )
-        .bind(ts(&now))
-        .bind(limit)
-        .fetch_all(self.conn()?)
-        .await?;
-        due_jobs(rows)
+    async fn due_expiries(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Approval>> {
+        // One status at a time, each an ordered range of the open index, so a backlog
+        // costs no sort; approved ones first (they are few). The first condition is
+        // the index's own, which SQLite needs to see to use a partial index.
+        let mut due = Vec::new();
+        for status in [Status::Approved, Status::Pending] {
+            let left = limit - due.len() as i64;
+            if left <= 0 {
+                break;
+            }
+            let rows = sqlx::query(select_approvals!(
+                "WHERE status IN ('pending', 'approved') AND status = $1 AND expires_at <= $2 \
+                 ORDER BY expires_at LIMIT $3"
+            ))
+            .bind(status.as_str())
+            .bind(ts(&now))
+            .bind(left)
+            .fetch_all(self.conn()?)
+            .await?;
+            due.extend(self.approvals(&rows)?);
+        }
+        Ok(due)
     }
 
     async fn claim_jobs(
@@ -284,6 +279,8 @@ impl Tx for SqliteTx {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> sqlx::Result<Vec<DueJob>> {
+        // `expire` rows are timers that a signoff before migration 0005 still plans
+        // and fires itself during a rolling upgrade: never a delivery.
         let rows = sqlx::query(
             "UPDATE jobs SET locked_until = $2, attempts = attempts + 1 WHERE id IN ( \
                SELECT id FROM jobs WHERE state = 'ready' AND kind <> 'expire' AND due_at <= $1 \

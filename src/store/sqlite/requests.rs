@@ -1,0 +1,146 @@
+//! New requests on SQLite: the duplicate check and the insert.
+//!
+//! A request repeats a pending one when it has the same token, tool and canonical
+//! parameters. There is no unique index over the pending requests (every decision and
+//! expiry would delete its entry, on a random page: the key is a hash); the writer
+//! looks instead, in its write transaction, at the newest request with the same key
+//! (index `pending_approvals_request`). The newest is the only one that can be
+//! pending, because a request is inserted only while none with its key is, whatever
+//! its own status. This writer owns the file and asks inside `BEGIN IMMEDIATE`, so
+//! nothing slips in between the look and the insert.
+
+use super::*;
+use crate::approval::Status;
+
+impl SqliteTx {
+    /// `Tx::insert_approvals`: inserts the rows that repeat no pending request (in the
+    /// store or earlier in `rows`) and reuse no idempotency key; answers their ids.
+    pub(super) async fn insert_requests(
+        &mut self,
+        rows: &[(&Approval, &str)],
+    ) -> sqlx::Result<HashSet<ApprovalId>> {
+        let pending = self.pending_requests(rows).await?;
+        // Within the batch, too: a later request the same as an earlier pending one.
+        let mut opened: HashSet<RequestKey> = HashSet::new();
+        let rows: Vec<&(&Approval, &str)> = rows
+            .iter()
+            .filter(|row| {
+                let Some(key) = request_key(row) else {
+                    return true;
+                };
+                if pending.contains(&key) || opened.contains(&key) {
+                    return false;
+                }
+                if row.0.status == Status::Pending {
+                    opened.insert(key);
+                }
+                true
+            })
+            .collect();
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for chunk in pow2_chunks(&rows, 64) {
+            let mut query = QueryBuilder::new(insert_approvals_sql!());
+            query.push_values(chunk, |mut row, (a, params_sha256)| {
+                row.push_bind(a.id.to_string())
+                    .push_bind(a.tool_name.clone())
+                    .push_bind(crate::canonical::to_string(&a.parameters))
+                    .push_bind(a.risk_tier.as_str())
+                    .push_bind(a.status.as_str())
+                    .push_bind(a.requested_by.clone())
+                    .push_bind(a.decided_by.clone())
+                    .push_bind(a.decision_at.as_ref().map(ts))
+                    .push_bind(ts(&a.expires_at))
+                    .push_bind(ts(&a.created_at))
+                    .push_bind(a.summary.clone())
+                    .push_bind(a.context.clone())
+                    .push_bind(a.reason.clone())
+                    .push_bind(
+                        a.original_parameters
+                            .as_ref()
+                            .map(crate::canonical::to_string),
+                    )
+                    .push_bind(a.token_name.clone())
+                    .push_bind(a.idempotency_key.clone())
+                    .push_bind(a.callback_url.clone())
+                    .push_bind(i64::from(a.required_approvals))
+                    .push_bind(serde_json::to_string(&a.routing).unwrap_or_default())
+                    .push_bind(a.executed_at.as_ref().map(ts))
+                    .push_bind(a.version)
+                    .push_bind(params_sha256.to_string());
+            });
+            // Skips a reused idempotency key (a unique index).
+            query.push(INSERT_APPROVALS_END);
+            let ids: Vec<String> = query.build_query_scalar().fetch_all(self.conn()?).await?;
+            for id in ids {
+                inserted.insert(parse_id(&id)?);
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// `Tx::find_existing`: the approval that kept a request from being inserted.
+    pub(super) async fn find_request(
+        &mut self,
+        token: &str,
+        idempotency_key: Option<&str>,
+        tool: &str,
+        params_sha256: &str,
+    ) -> sqlx::Result<Option<ApprovalId>> {
+        // The same idempotency key first; else the newest request with the same tool
+        // and parameters, if it is pending.
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM ( \
+               SELECT id, 0 AS rank FROM pending_approvals \
+               WHERE token_name = $1 AND idempotency_key = $2 \
+               UNION ALL \
+               SELECT id, 1 FROM (SELECT id, status FROM pending_approvals \
+                 INDEXED BY pending_approvals_request \
+                 WHERE token_name = $1 AND tool_name = $3 AND params_sha256 = $4 \
+                 ORDER BY rowid DESC LIMIT 1) \
+               WHERE status = 'pending') \
+             ORDER BY rank LIMIT 1",
+        )
+        .bind(token)
+        .bind(idempotency_key)
+        .bind(tool)
+        .bind(params_sha256)
+        .fetch_optional(self.conn()?)
+        .await?;
+        id.as_deref().map(parse_id).transpose()
+    }
+
+    /// The keys among `rows` that have a pending request already: one index seek per
+    /// key (to its newest request), however many requests with that key came before.
+    async fn pending_requests(
+        &mut self,
+        rows: &[(&Approval, &str)],
+    ) -> sqlx::Result<HashSet<RequestKey>> {
+        let keys: Vec<RequestKey> = rows.iter().filter_map(request_key).collect();
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let pending: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2 FROM json_each($1) AS k \
+             WHERE (SELECT status FROM pending_approvals INDEXED BY pending_approvals_request \
+                    WHERE token_name = k.value ->> 0 AND tool_name = k.value ->> 1 \
+                    AND params_sha256 = k.value ->> 2 ORDER BY rowid DESC LIMIT 1) = 'pending'",
+        )
+        .bind(serde_json::to_string(&keys).unwrap_or_default())
+        .fetch_all(self.conn()?)
+        .await?;
+        Ok(pending.into_iter().collect())
+    }
+}
+
+/// What makes two requests the same: token, tool and canonical parameters.
+type RequestKey = (String, String, String);
+
+/// A new approval's [`RequestKey`]; none for rows without a token (the shared table's).
+fn request_key((approval, params_sha256): &(&Approval, &str)) -> Option<RequestKey> {
+    let token = approval.token_name.as_ref()?;
+    Some((
+        token.clone(),
+        approval.tool_name.clone(),
+        (*params_sha256).to_owned(),
+    ))
+}
