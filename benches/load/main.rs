@@ -43,6 +43,8 @@ mod client;
 mod cpu;
 mod drive;
 mod fake_slack;
+#[path = "../support/format.rs"]
+mod format;
 mod memory;
 mod phases;
 mod postgres;

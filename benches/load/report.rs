@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+pub use crate::format::{count, mib, percentile, verdict};
+
 use crate::cli::Settings;
 use crate::clicks::ClicksReport;
 use crate::client::LONG_POLL_WAIT_SECS;
@@ -89,15 +91,6 @@ impl Stats {
             println!("[{backend}] {what}: first failure: {failure}");
         }
     }
-}
-
-/// The `quantile` (0..=1) of sorted durations, nearest-rank; zero when empty.
-pub fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (quantile * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// The README table: one row per measurement per backend.
@@ -260,27 +253,6 @@ pub fn throughput(stats: &Stats) -> String {
     )
 }
 
-pub fn verdict(met: bool) -> &'static str {
-    if met { "**MET**" } else { "**NOT MET**" }
-}
-
 pub fn ms(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
-}
-
-pub fn mib(kb: u64) -> String {
-    format!("{:.1} MiB", kb as f64 / 1024.0)
-}
-
-/// `12345` as `12,345`.
-pub fn count(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
