@@ -1,7 +1,8 @@
 //! Timers that live in the database: a loop around [`Scheduler::run_once`], which
-//! fires the timers due at `now` inside the store (one transaction, no lease) and
-//! claims the due deliveries (with a lease) for the outbox. Tests call `run_once` with
-//! the time they want instead of sleeping.
+//! expires the approvals due at `now` inside the store (their `expires_at` is the
+//! timer; one transaction, no lease) and claims the due deliveries, reminders and
+//! escalations among them (jobs, with a lease) for the outbox. Tests call `run_once`
+//! with the time they want instead of sleeping.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use crate::outbox::Outbox;
 use crate::policy::Policy;
 use crate::store::{Store, StoreError};
 
-/// Timers fired, and deliveries claimed, per pass at most; a backlog drains over
+/// Expiries fired, and deliveries claimed, per pass at most; a backlog drains over
 /// consecutive passes.
 pub const BATCH: i64 = 1000;
 /// Shared-table rows classified per pass at most.

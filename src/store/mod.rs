@@ -301,9 +301,10 @@ impl Store {
         }
     }
 
-    /// Fires up to `limit` timers (expiry) due at `now`: each is marked done in the
-    /// same transaction as its effect, so timers need no lease. The work goes to the
-    /// writer in operations of a few hundred timers each. Returns how many fired.
+    /// Expires up to `limit` approvals whose `expires_at` has come by `now` (their
+    /// timers), each in the same transaction as its audit events and follow-up
+    /// deliveries, so timers need no lease. The work goes to the writer in operations
+    /// of up to `FIRE_CHUNK` timers each. Returns how many fired.
     pub async fn fire_due(&self, now: DateTime<Utc>, limit: i64) -> Result<usize> {
         let mut answers = Vec::new();
         let mut left = limit;
@@ -338,7 +339,7 @@ impl Store {
     }
 
     /// Leases up to `limit` deliveries due at `now` (see [`crate::jobs::LEASE`]);
-    /// timers are not leased but fired by [`Store::fire_due`].
+    /// expiry timers are not leased but fired by [`Store::fire_due`].
     pub async fn claim_jobs(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueJob>> {
         match self.write(WriteOp::Claim { now, limit }).await? {
             WriteOutput::Claimed(jobs) => Ok(jobs),

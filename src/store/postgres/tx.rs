@@ -153,34 +153,36 @@ impl Tx for PgTx {
     }
 
     async fn update_approvals(&mut self, approvals: &[(&Approval, i64)]) -> sqlx::Result<u64> {
-        let mut updated = 0;
-        for chunk in pow2_chunks(approvals, 64) {
-            let mut query = QueryBuilder::<Postgres>::new(
-                "UPDATE pending_approvals p SET parameters = v.parameters, status = v.status, \
-                 decided_by = v.decided_by, decision_at = v.decision_at, reason = v.reason, \
-                 original_parameters = v.original_parameters, executed_at = v.executed_at, \
-                 version = v.version FROM (",
-            );
-            query.push_values(chunk, |mut row, (a, expected)| {
-                row.push_bind(a.id.0)
-                    .push_bind(*expected)
-                    .push_bind(a.parameters.clone())
-                    .push_bind(a.status.as_str())
-                    .push_bind(a.decided_by.clone())
-                    .push_bind(a.decision_at)
-                    .push_bind(a.reason.clone())
-                    .push_bind(a.original_parameters.clone())
-                    .push_bind(a.executed_at)
-                    .push_bind(a.version);
-            });
-            query.push(
-                ") AS v(id, expected, parameters, status, decided_by, decision_at, reason, \
-                 original_parameters, executed_at, version) \
-                 WHERE p.id = v.id AND p.version = v.expected",
-            );
-            updated += query.build().execute(self.conn()?).await?.rows_affected();
-        }
-        Ok(updated)
+        // One statement of one shape for any number of rows: each column an array.
+        let done = sqlx::query(
+            "UPDATE pending_approvals p SET parameters = v.parameters, status = v.status, \
+             decided_by = v.decided_by, decision_at = v.decision_at, reason = v.reason, \
+             original_parameters = v.original_parameters, executed_at = v.executed_at, \
+             version = v.version \
+             FROM unnest($1::uuid[], $2::bigint[], $3::jsonb[], $4::text[], $5::text[], \
+               $6::timestamptz[], $7::text[], $8::jsonb[], $9::timestamptz[], $10::bigint[]) \
+             AS v(id, expected, parameters, status, decided_by, decision_at, reason, \
+               original_parameters, executed_at, version) \
+             WHERE p.id = v.id AND p.version = v.expected",
+        )
+        .bind(approvals.iter().map(|(a, _)| a.id.0).collect::<Vec<_>>())
+        .bind(approvals.iter().map(|(_, expected)| *expected).collect::<Vec<_>>())
+        .bind(approvals.iter().map(|(a, _)| a.parameters.clone()).collect::<Vec<_>>())
+        .bind(approvals.iter().map(|(a, _)| a.status.as_str()).collect::<Vec<_>>())
+        .bind(approvals.iter().map(|(a, _)| a.decided_by.as_deref()).collect::<Vec<_>>())
+        .bind(approvals.iter().map(|(a, _)| a.decision_at).collect::<Vec<_>>())
+        .bind(approvals.iter().map(|(a, _)| a.reason.as_deref()).collect::<Vec<_>>())
+        .bind(
+            approvals
+                .iter()
+                .map(|(a, _)| a.original_parameters.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(approvals.iter().map(|(a, _)| a.executed_at).collect::<Vec<_>>())
+        .bind(approvals.iter().map(|(a, _)| a.version).collect::<Vec<_>>())
+        .execute(self.conn()?)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn insert_votes(&mut self, votes: &[(ApprovalId, Vote)]) -> sqlx::Result<()> {
@@ -429,22 +431,27 @@ impl Tx for PgTx {
     }
 
     async fn insert_audit(&mut self, entries: &[audit::Entry]) -> sqlx::Result<()> {
-        for chunk in entries.chunks(1000) {
-            let mut query = QueryBuilder::<Postgres>::new(
-                "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) ",
-            );
-            query.push_values(chunk, |mut row, e| {
-                row.push_bind(e.seq)
-                    .push_bind(e.approval_id.map(|id| id.0))
-                    .push_bind(e.kind.clone())
-                    .push_bind(e.actor.clone())
-                    .push_bind(e.at)
-                    .push_bind(crate::canonical::to_string(&e.data))
-                    .push_bind(e.prev_hash.clone())
-                    .push_bind(e.hash.clone());
-            });
-            query.build().execute(self.conn()?).await?;
-        }
+        // One statement of one shape for any number of events: each column an array.
+        sqlx::query(
+            "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) \
+             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], \
+               $5::timestamptz[], $6::text[], $7::text[], $8::text[])",
+        )
+        .bind(entries.iter().map(|e| e.seq).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.approval_id.map(|id| id.0)).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.actor.as_deref()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| crate::canonical::to_string(&e.data))
+                .collect::<Vec<_>>(),
+        )
+        .bind(entries.iter().map(|e| e.prev_hash.as_str()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.hash.as_str()).collect::<Vec<_>>())
+        .execute(self.conn()?)
+        .await?;
         Ok(())
     }
 
