@@ -166,19 +166,54 @@ impl Tx for PgTx {
              WHERE p.id = v.id AND p.version = v.expected",
         )
         .bind(approvals.iter().map(|(a, _)| a.id.0).collect::<Vec<_>>())
-        .bind(approvals.iter().map(|(_, expected)| *expected).collect::<Vec<_>>())
-        .bind(approvals.iter().map(|(a, _)| a.parameters.clone()).collect::<Vec<_>>())
-        .bind(approvals.iter().map(|(a, _)| a.status.as_str()).collect::<Vec<_>>())
-        .bind(approvals.iter().map(|(a, _)| a.decided_by.as_deref()).collect::<Vec<_>>())
-        .bind(approvals.iter().map(|(a, _)| a.decision_at).collect::<Vec<_>>())
-        .bind(approvals.iter().map(|(a, _)| a.reason.as_deref()).collect::<Vec<_>>())
+        .bind(
+            approvals
+                .iter()
+                .map(|(_, expected)| *expected)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            approvals
+                .iter()
+                .map(|(a, _)| a.parameters.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            approvals
+                .iter()
+                .map(|(a, _)| a.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            approvals
+                .iter()
+                .map(|(a, _)| a.decided_by.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            approvals
+                .iter()
+                .map(|(a, _)| a.decision_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            approvals
+                .iter()
+                .map(|(a, _)| a.reason.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(
             approvals
                 .iter()
                 .map(|(a, _)| a.original_parameters.clone())
                 .collect::<Vec<_>>(),
         )
-        .bind(approvals.iter().map(|(a, _)| a.executed_at).collect::<Vec<_>>())
+        .bind(
+            approvals
+                .iter()
+                .map(|(a, _)| a.executed_at)
+                .collect::<Vec<_>>(),
+        )
         .bind(approvals.iter().map(|(a, _)| a.version).collect::<Vec<_>>())
         .execute(self.conn()?)
         .await?;
@@ -438,9 +473,19 @@ impl Tx for PgTx {
                $5::timestamptz[], $6::text[], $7::text[], $8::text[])",
         )
         .bind(entries.iter().map(|e| e.seq).collect::<Vec<_>>())
-        .bind(entries.iter().map(|e| e.approval_id.map(|id| id.0)).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.approval_id.map(|id| id.0))
+                .collect::<Vec<_>>(),
+        )
         .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-        .bind(entries.iter().map(|e| e.actor.as_deref()).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.actor.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
         .bind(
             entries
@@ -448,7 +493,12 @@ impl Tx for PgTx {
                 .map(|e| crate::canonical::to_string(&e.data))
                 .collect::<Vec<_>>(),
         )
-        .bind(entries.iter().map(|e| e.prev_hash.as_str()).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.prev_hash.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(entries.iter().map(|e| e.hash.as_str()).collect::<Vec<_>>())
         .execute(self.conn()?)
         .await?;
