@@ -44,6 +44,8 @@ mod tests {
             "commands",
             "users:read",
             "usergroups:read",
+            "channels:history",
+            "groups:history",
         ] {
             assert!(
                 TEMPLATE.contains(&format!("- {scope}\n")),

@@ -18,6 +18,10 @@ use crate::store::Store;
 
 /// chat.postMessage per channel at most once per this interval (Slack's guidance).
 const POST_INTERVAL: chrono::Duration = chrono::Duration::seconds(1);
+/// Metadata event type of signoff's posts (see [`post_metadata`]).
+pub const POST_EVENT: &str = "signoff_approval_posted";
+/// Pages of channel history (200 messages each) searched for an earlier post.
+const HISTORY_PAGES: usize = 5;
 /// Block Kit's limit on blocks per message.
 const MAX_BLOCKS: usize = 50;
 
@@ -76,14 +80,28 @@ impl Deliverer<'_> {
         {
             return Ok(done(approval.version));
         }
-        let mut body = render(approval, now);
-        body["channel"] = json!(target.channel);
-        let answer = self.client.call("chat.postMessage", &body).await?;
-        let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
-        let channel = answer["channel"]
-            .as_str()
-            .unwrap_or(&target.channel)
-            .to_owned();
+        // An earlier attempt may have posted and not lived to record it (a crash
+        // after Slack took the message, or a call that timed out after it did): the
+        // message is in the channel, found by the metadata every post carries.
+        let found = if job.attempts > 1 {
+            self.posted_earlier(approval, &target).await?
+        } else {
+            None
+        };
+        let (channel, ts) = match found {
+            Some(ts) => (target.channel.clone(), ts),
+            None => {
+                let mut body = render(approval, now);
+                body["channel"] = json!(target.channel);
+                body["metadata"] = post_metadata(approval, &target);
+                let answer = self.client.call("chat.postMessage", &body).await?;
+                let channel = answer["channel"].as_str().unwrap_or(&target.channel);
+                (
+                    channel.to_owned(),
+                    answer["ts"].as_str().unwrap_or_default().to_owned(),
+                )
+            }
+        };
         // Nothing else happens before the message is recorded: a crash after Slack
         // answered and before the record commits would post it again, so that window
         // holds no further calls (see `after_post` for the permalink and thread note).
@@ -302,6 +320,63 @@ impl Deliverer<'_> {
         })
     }
 
+    /// The `ts` of this approval's post to `target` if an earlier attempt made it,
+    /// read from the channel's history since the approval was created (at most
+    /// [`HISTORY_PAGES`] pages). A history signoff may not read (no
+    /// `channels:history` / `groups:history` scope, a channel given by name) answers
+    /// `None`, with a warning: the post then goes out again, at least once instead of
+    /// exactly once. Any other failure is retried like the post itself.
+    async fn posted_earlier(
+        &self,
+        approval: &Approval,
+        target: &PostTarget,
+    ) -> Result<Option<String>, SlackError> {
+        let oldest = format!("{}.000000", approval.created_at.timestamp() - 1);
+        let mut cursor = String::new();
+        for _ in 0..HISTORY_PAGES {
+            let mut params = vec![
+                ("channel", target.channel.as_str()),
+                ("oldest", oldest.as_str()),
+                ("limit", "200"),
+                ("include_all_metadata", "true"),
+            ];
+            if !cursor.is_empty() {
+                params.push(("cursor", cursor.as_str()));
+            }
+            let answer = match self.client.get("conversations.history", &params).await {
+                Ok(answer) => answer,
+                Err(error) if error.is_permanent() => {
+                    tracing::warn!(
+                        %error,
+                        channel = target.channel,
+                        "cannot read the channel's history to look for an earlier post; \
+                         posting again (grant channels:history and groups:history, and \
+                         name channels by ID, for exactly-once posts)"
+                    );
+                    return Ok(None);
+                }
+                Err(error) => return Err(error),
+            };
+            let wanted = post_metadata(approval, target);
+            let found = answer["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|message| message["metadata"] == wanted);
+            if let Some(message) = found {
+                return Ok(message["ts"].as_str().map(str::to_owned));
+            }
+            cursor = answer["response_metadata"]["next_cursor"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
     /// A reply in a message's thread; best effort (the note is informational).
     async fn thread_note(&self, channel: &str, ts: &str, note: &str) {
         let body = json!({ "channel": channel, "thread_ts": ts, "text": note });
@@ -314,14 +389,23 @@ impl Deliverer<'_> {
     async fn permalink(&self, channel: &str, ts: &str) -> Option<String> {
         let answer = self
             .client
-            .call(
+            .get(
                 "chat.getPermalink",
-                &json!({ "channel": channel, "message_ts": ts }),
+                &[("channel", channel), ("message_ts", ts)],
             )
             .await
             .ok()?;
         answer["permalink"].as_str().map(str::to_owned)
     }
+}
+
+/// The message metadata every post carries (`event_type` [`POST_EVENT`]), by which a
+/// retry finds a post an earlier attempt made but did not record.
+fn post_metadata(approval: &Approval, target: &PostTarget) -> Value {
+    json!({
+        "event_type": POST_EVENT,
+        "event_payload": { "approval_id": approval.id.to_string(), "kind": target.kind },
+    })
 }
 
 /// Paces a post job's channel to one post per [`POST_INTERVAL`]: `None` takes the

@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use super::client::SlackClient;
 use super::text;
 use crate::approval::Approval;
@@ -71,7 +69,7 @@ impl Approvers {
         }
         let answer = self
             .slack
-            .call("usergroups.users.list", &json!({ "usergroup": group }))
+            .get("usergroups.users.list", &[("usergroup", group)])
             .await?;
         let members: Vec<String> = answer["users"]
             .as_array()

@@ -135,13 +135,37 @@ impl SlackClient {
         self
     }
 
-    /// Calls a Web API method (`chat.postMessage`, …) with a JSON body; the answer
-    /// is the whole JSON envelope when `ok` is true.
+    /// Calls a Web API method that takes a JSON body (`chat.postMessage`, …); the
+    /// answer is the whole JSON envelope when `ok` is true.
     pub async fn call(&self, method: &str, body: &Value) -> Result<Value, SlackError> {
         let session = self.inner.open_session(&self.token);
         let call = session
             .http_session_api
             .http_post::<Value, Value>(method, body, None);
+        self.finish(method, call).await
+    }
+
+    /// Calls a read method (`conversations.history`, `chat.getPermalink`,
+    /// `usergroups.users.list`): Slack takes their arguments only as a query string or
+    /// form, never as a JSON body.
+    pub async fn get(&self, method: &str, params: &[(&str, &str)]) -> Result<Value, SlackError> {
+        let session = self.inner.open_session(&self.token);
+        let params: Vec<(&str, Option<&str>)> = params
+            .iter()
+            .map(|(name, value)| (*name, Some(*value)))
+            .collect();
+        let call = session
+            .http_session_api
+            .http_get::<Value, _, &str>(method, &params, None);
+        self.finish(method, call).await
+    }
+
+    /// Applies the time limit, classifies the failure and notes whether Slack answered.
+    async fn finish(
+        &self,
+        method: &str,
+        call: impl Future<Output = Result<Value, SlackClientError>>,
+    ) -> Result<Value, SlackError> {
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result.map_err(SlackError::from_client),
             Err(_) => Err(SlackError::Transport(format!(

@@ -1,7 +1,9 @@
 //! A fake Slack Web API on 127.0.0.1:0: records every call and answers like Slack,
-#![allow(dead_code)]
 //! or with the failure a test queues for a method (429 + Retry-After, `ok:false`, HTTP
-//! 500, or a hang).
+//! 500, or a hang). Read methods come as GET with a query string, the others as POST
+//! with a JSON body (or a form); both are recorded with their arguments as JSON. It
+//! keeps the messages posted to each channel for `conversations.history`.
+#![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -9,10 +11,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::get;
 use serde_json::{Value, json};
 
 /// One recorded call.
@@ -26,10 +28,25 @@ pub struct Call {
 /// What to answer instead of success, once.
 #[derive(Debug, Clone)]
 pub enum Failure {
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     NotOk(&'static str),
     ServerError,
     Hang,
+    /// chat.postMessage: the message is posted (it is in the channel's history), but
+    /// the answer never comes, as when Slack took it and the connection died.
+    PostThenHang,
+}
+
+/// A message in a channel, as conversations.history shows it. Its `ts` counts calls
+/// (see `answer`), so `oldest` is compared with the wall-clock time it was posted.
+#[derive(Debug, Clone)]
+struct Posted {
+    channel: String,
+    ts: String,
+    body: Value,
+    at_unix: f64,
 }
 
 #[derive(Default)]
@@ -37,6 +54,7 @@ struct Inner {
     calls: Vec<Call>,
     failures: HashMap<String, VecDeque<Failure>>,
     groups: HashMap<String, Vec<String>>,
+    posted: Vec<Posted>,
     next_ts: u64,
 }
 
@@ -54,7 +72,7 @@ impl FakeSlack {
             ..FakeSlack::default()
         };
         let app = Router::new()
-            .route("/api/{method}", post(answer))
+            .route("/api/{method}", get(answer_query).post(answer_body))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         fake
@@ -108,7 +126,16 @@ impl FakeSlack {
     }
 }
 
-async fn answer(
+async fn answer_query(
+    State(fake): State<FakeSlack>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    answer(fake, method, headers, json!(query)).await
+}
+
+async fn answer_body(
     State(fake): State<FakeSlack>,
     Path(method): Path<String>,
     headers: HeaderMap,
@@ -118,6 +145,11 @@ async fn answer(
         let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
         json!(form)
     });
+    answer(fake, method, headers, body).await
+}
+
+async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value) -> Response {
+    let channel = body["channel"].as_str().unwrap_or("C0UNKNOWN").to_owned();
     let (failure, ts) = {
         let mut inner = fake.lock();
         inner.calls.push(Call {
@@ -154,15 +186,21 @@ async fn answer(
             return axum::Json(json!({"ok": false, "error": code})).into_response();
         }
         Some(Failure::ServerError) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        Some(Failure::Hang) => {
+        Some(failure @ (Failure::Hang | Failure::PostThenHang)) => {
+            if matches!(failure, Failure::PostThenHang) {
+                fake.keep_post(&channel, &ts, &body);
+            }
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
         None => {}
     }
-    let channel = body["channel"].as_str().unwrap_or("C0UNKNOWN").to_owned();
     let reply = match method.as_str() {
-        "chat.postMessage" => json!({"ok": true, "channel": channel, "ts": ts}),
+        "chat.postMessage" => {
+            fake.keep_post(&channel, &ts, &body);
+            json!({"ok": true, "channel": channel, "ts": ts})
+        }
+        "conversations.history" => fake.history(&channel, &body),
         "chat.update" => json!({"ok": true, "channel": channel, "ts": body["ts"]}),
         "chat.getPermalink" => json!({"ok": true, "permalink": format!(
             "https://example.slack.com/archives/{channel}/p{}", body["message_ts"].as_str().unwrap_or("").replace('.', ""))}),
@@ -182,4 +220,82 @@ async fn answer(
         _ => json!({"ok": false, "error": "unknown_method"}),
     };
     axum::Json(reply).into_response()
+}
+
+impl FakeSlack {
+    /// A top-level message (not a thread reply) joins the channel's history.
+    fn keep_post(&self, channel: &str, ts: &str, body: &Value) {
+        if body.get("thread_ts").is_none() {
+            self.lock().posted.push(Posted {
+                channel: channel.into(),
+                ts: ts.into(),
+                body: body.clone(),
+                at_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64(),
+            });
+        }
+    }
+
+    /// conversations.history: newest first, from `oldest` on, `limit` a page (the
+    /// cursor is the offset), metadata only with `include_all_metadata=true`.
+    fn history(&self, channel: &str, args: &Value) -> Value {
+        let number = |name: &str| -> Option<f64> { args[name].as_str()?.parse().ok() };
+        let oldest = number("oldest").unwrap_or(0.0);
+        let limit = number("limit").unwrap_or(100.0) as usize;
+        let offset = number("cursor").unwrap_or(0.0) as usize;
+        let metadata = args["include_all_metadata"] == "true";
+        let inner = self.lock();
+        let messages: Vec<Value> = inner
+            .posted
+            .iter()
+            .rev()
+            .filter(|p| p.channel == channel && p.at_unix >= oldest)
+            .map(|p| {
+                let mut message = json!({"type": "message", "ts": p.ts, "text": p.body["text"]});
+                if metadata && p.body.get("metadata").is_some() {
+                    message["metadata"] = p.body["metadata"].clone();
+                }
+                message
+            })
+            .collect();
+        let page: Vec<Value> = messages.iter().skip(offset).take(limit).cloned().collect();
+        let next = if offset + limit < messages.len() {
+            (offset + limit).to_string()
+        } else {
+            String::new()
+        };
+        json!({
+            "ok": true,
+            "messages": page,
+            "has_more": !next.is_empty(),
+            "response_metadata": {"next_cursor": next},
+        })
+    }
+}
+
+impl FakeSlack {
+    /// `count` messages from other people posted to `channel` now, for history pages.
+    pub fn chatter(&self, channel: &str, count: usize) {
+        for _ in 0..count {
+            // A ts of its own kind: the calls' ts stay their call numbers.
+            let ts = format!("1600000000.{:06}", self.lock().posted.len());
+            self.keep_post(channel, &ts, &json!({"text": "unrelated chatter"}));
+        }
+    }
+
+    /// The ts the fake answered the `n`-th chat.postMessage with (counting from 0).
+    pub fn post_ts(&self, n: usize) -> String {
+        let inner = self.lock();
+        let index = inner
+            .calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.method == "chat.postMessage")
+            .nth(n)
+            .map(|(i, _)| i)
+            .expect("no such post");
+        format!("1700000000.{:06}", index + 1)
+    }
 }

@@ -8,5 +8,6 @@ mod fake;
 mod helpers;
 mod intake;
 mod interactions;
+mod lost_posts;
 mod messages;
 mod schedule;
