@@ -2,7 +2,7 @@
 //! types (UUID, JSONB, TIMESTAMPTZ), row locks for decisions, and the audit head row
 //! locked until commit so replicas append to one chain in turn.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -112,6 +112,7 @@ pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
         PgTx {
             pool: writer,
             conn: None,
+            locations: HashMap::new(),
         },
     ))
 }
@@ -148,14 +149,22 @@ fn approval_from_row(row: &PgRow, votes: Vec<Vote>) -> sqlx::Result<Approval> {
     })
 }
 
-/// `SELECT` of approvals with their votes as a JSON array (one statement), then `$where`.
-/// An approval still at version 0 has had no event accepted, so it has no votes: its
+/// `SELECT` of approvals with their votes as a JSON array (one statement), then `$where`;
+/// `located` adds each row version's place as `loc` (see `PgTx::locations`). An
+/// approval still at version 0 has had no event accepted, so it has no votes: its
 /// lookup is skipped.
 macro_rules! select_approvals {
     ($where:literal) => {
+        select_approvals!(@ "", $where)
+    };
+    (located $where:literal) => {
+        select_approvals!(@ ", ctid::text AS loc", $where)
+    };
+    (@ $extra:literal, $where:literal) => {
         concat!(
             "SELECT ",
             approval_columns!(),
+            $extra,
             ", CASE WHEN version = 0 THEN '[]' ELSE COALESCE((SELECT json_agg(json_build_object('user', \
              user_id, 'decision', decision, 'at', at, 'reason', reason) ORDER BY at, user_id) \
              FROM votes v WHERE v.approval_id = pending_approvals.id), '[]'::json)::text END AS votes \
@@ -174,14 +183,8 @@ fn approval_with_votes(row: &PgRow) -> sqlx::Result<Approval> {
 async fn load_approval(
     conn: &mut sqlx::PgConnection,
     id: ApprovalId,
-    lock: bool,
 ) -> sqlx::Result<Option<Approval>> {
-    let sql = if lock {
-        select_approvals!("WHERE id = $1 FOR UPDATE")
-    } else {
-        select_approvals!("WHERE id = $1")
-    };
-    let Some(row) = sqlx::query(sql)
+    let Some(row) = sqlx::query(select_approvals!("WHERE id = $1"))
         .bind(id.0)
         .fetch_optional(&mut *conn)
         .await?

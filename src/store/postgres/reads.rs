@@ -22,7 +22,7 @@ macro_rules! on_conn {
 
 impl Reads for PgReads {
     async fn get(&self, id: ApprovalId) -> Result<Option<Approval>> {
-        Ok(on_conn!(self, |c| load_approval(c, id, false)))
+        Ok(on_conn!(self, |c| load_approval(c, id)))
     }
 
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
@@ -193,7 +193,7 @@ async fn pending_approvals(
     let mut approvals = Vec::with_capacity(ids.len());
     for id in ids {
         // Gone since the first query: skipped.
-        if let Some(approval) = load_approval(&mut *conn, ApprovalId(id), false).await? {
+        if let Some(approval) = load_approval(&mut *conn, ApprovalId(id)).await? {
             approvals.push(approval);
         }
     }

@@ -8,11 +8,28 @@ use crate::approval::Status;
 pub(crate) struct PgTx {
     pub(super) pool: PgPool,
     pub(super) conn: Option<PoolConnection<Postgres>>,
+    /// Where each approval this transaction read (and so locked) lies: its row
+    /// version's `ctid`, as text. The update finds the row there (a TID scan) instead
+    /// of through the primary key (random ids: a random index page per row). A locked
+    /// row cannot move under its lock, and the update refreshes the entry with the new
+    /// version's place; cleared at `begin`.
+    pub(super) locations: HashMap<ApprovalId, String>,
 }
 
 impl PgTx {
     fn conn(&mut self) -> sqlx::Result<&mut sqlx::PgConnection> {
         self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    }
+
+    /// Approvals read with `select_approvals!(located …)`, their places remembered.
+    fn located(&mut self, rows: &[PgRow]) -> sqlx::Result<Vec<Approval>> {
+        let mut approvals = Vec::with_capacity(rows.len());
+        for row in rows {
+            let approval = approval_with_votes(row)?;
+            self.locations.insert(approval.id, row.try_get("loc")?);
+            approvals.push(approval);
+        }
+        Ok(approvals)
     }
 
     /// The new approvals among `rows` for which a pending request with the same token,
@@ -52,6 +69,7 @@ impl Tx for PgTx {
         if self.conn.is_none() {
             self.conn = Some(self.pool.acquire().await?);
         }
+        self.locations.clear();
         sqlx::raw_sql("BEGIN").execute(self.conn()?).await?;
         Ok(())
     }
@@ -149,21 +167,39 @@ impl Tx for PgTx {
     }
 
     async fn load(&mut self, id: ApprovalId) -> sqlx::Result<Option<Approval>> {
-        load_approval(self.conn()?, id, true).await
+        let rows = sqlx::query(select_approvals!(located "WHERE id = $1 FOR UPDATE"))
+            .bind(id.0)
+            .fetch_all(self.conn()?)
+            .await?;
+        Ok(self.located(&rows)?.pop())
     }
 
     async fn update_approvals(&mut self, approvals: &[(&Approval, i64)]) -> sqlx::Result<u64> {
+        // Every approval the writer changes was read, and locked, in this transaction,
+        // so its place is known; the id and version are compared too, as a guard.
+        let mut locations = Vec::with_capacity(approvals.len());
+        for (approval, _) in approvals {
+            let Some(location) = self.locations.get(&approval.id) else {
+                return Err(sqlx::Error::Protocol(format!(
+                    "approval {} is written without having been read in this transaction",
+                    approval.id
+                )));
+            };
+            locations.push(location.clone());
+        }
         // One statement of one shape for any number of rows: each column an array.
-        let done = sqlx::query(
+        let moved: Vec<(Uuid, String)> = sqlx::query_as(
             "UPDATE pending_approvals p SET parameters = v.parameters, status = v.status, \
              decided_by = v.decided_by, decision_at = v.decision_at, reason = v.reason, \
              original_parameters = v.original_parameters, executed_at = v.executed_at, \
              version = v.version \
              FROM unnest($1::uuid[], $2::bigint[], $3::jsonb[], $4::text[], $5::text[], \
-               $6::timestamptz[], $7::text[], $8::jsonb[], $9::timestamptz[], $10::bigint[]) \
+               $6::timestamptz[], $7::text[], $8::jsonb[], $9::timestamptz[], $10::bigint[], \
+               $11::text[]::tid[]) \
              AS v(id, expected, parameters, status, decided_by, decision_at, reason, \
-               original_parameters, executed_at, version) \
-             WHERE p.id = v.id AND p.version = v.expected",
+               original_parameters, executed_at, version, loc) \
+             WHERE p.ctid = v.loc AND p.id = v.id AND p.version = v.expected \
+             RETURNING p.id, p.ctid::text",
         )
         .bind(approvals.iter().map(|(a, _)| a.id.0).collect::<Vec<_>>())
         .bind(
@@ -215,9 +251,14 @@ impl Tx for PgTx {
                 .collect::<Vec<_>>(),
         )
         .bind(approvals.iter().map(|(a, _)| a.version).collect::<Vec<_>>())
-        .execute(self.conn()?)
+        .bind(locations)
+        .fetch_all(self.conn()?)
         .await?;
-        Ok(done.rows_affected())
+        let updated = moved.len() as u64;
+        for (id, location) in moved {
+            self.locations.insert(ApprovalId(id), location);
+        }
+        Ok(updated)
     }
 
     async fn insert_votes(&mut self, votes: &[(ApprovalId, Vote)]) -> sqlx::Result<()> {
@@ -283,12 +324,12 @@ impl Tx for PgTx {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
         // In id order, so two replicas lock overlapping sets without deadlocking.
         let rows = sqlx::query(select_approvals!(
-            "WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+            located "WHERE id = ANY($1) ORDER BY id FOR UPDATE"
         ))
         .bind(&ids)
         .fetch_all(self.conn()?)
         .await?;
-        rows.iter().map(approval_with_votes).collect()
+        self.located(&rows)
     }
 
     async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
@@ -353,17 +394,15 @@ impl Tx for PgTx {
                 break;
             }
             let rows = sqlx::query(select_approvals!(
-                "WHERE status IN ('pending', 'approved') AND status = $1 AND expires_at <= $2 \
-                 ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+                located "WHERE status IN ('pending', 'approved') AND status = $1 \
+                 AND expires_at <= $2 ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED"
             ))
             .bind(status.as_str())
             .bind(now)
             .bind(left)
             .fetch_all(self.conn()?)
             .await?;
-            for row in &rows {
-                due.push(approval_with_votes(row)?);
-            }
+            due.extend(self.located(&rows)?);
         }
         Ok(due)
     }
