@@ -310,6 +310,22 @@ async fn send_every_key_again(driver: &Arc<Driver>, address: &str, round: usize)
 /// Takes a little over a minute: it waits out the lease.
 #[tokio::test]
 async fn a_post_in_flight_at_a_crash_is_not_posted_again() {
+    killed_while_posting("chat.getPermalink", fake::Failure::Hang).await;
+}
+
+/// The other side of that window, which the scenario above also hit: Slack took the
+/// message, and the server died before its answer came back (here it never comes), so
+/// nothing was recorded. After the lease the next server finds the message in the
+/// channel's history by its metadata and records it instead of posting again.
+#[tokio::test]
+async fn a_post_slack_took_as_the_server_died_is_not_posted_again() {
+    killed_while_posting("chat.postMessage", fake::Failure::PostThenHang).await;
+}
+
+/// Kills the server while `method` hangs during an approval's first post, restarts
+/// it, and checks that the approval is never posted again and that its decision
+/// updates the one message Slack has.
+async fn killed_while_posting(method: &str, failure: fake::Failure) {
     let db = common::sqlite();
     let Fixture {
         slack,
@@ -318,7 +334,7 @@ async fn a_post_in_flight_at_a_crash_is_not_posted_again() {
         _dir,
     } = fixture(&db.url);
     let mut server = start(&db.url, &env).await;
-    slack.fail_next("chat.getPermalink", fake::Failure::Hang);
+    slack.fail_next(method, failure);
     let request = Request {
         key: "k0000".into(),
         tool: PENDING_TOOL,
@@ -326,18 +342,19 @@ async fn a_post_in_flight_at_a_crash_is_not_posted_again() {
         summary: "Rotate the key of crash request k0000".into(),
         click: false,
     };
-    let (code, _) = driver.create(&server.address, &request).await.unwrap();
+    let (code, answer) = driver.create(&server.address, &request).await.unwrap();
     assert_eq!(code, 201);
+    let id = answer["approval_id"].as_str().unwrap().to_owned();
     assert!(
-        eventually(Duration::from_secs(10), || {
-            !slack.calls_to("chat.getPermalink").is_empty()
-        })
+        eventually(Duration::from_secs(10), || !slack
+            .calls_to(method)
+            .is_empty())
         .await,
-        "posted, and asking for the permalink"
+        "posted, and waiting on {method}"
     );
     server.kill();
     let started = Instant::now();
-    let _server = start(&db.url, &env).await;
+    let server = start(&db.url, &env).await;
     let posts = || slack.calls_to("chat.postMessage").len();
     let again = eventually(DELIVERY_LIMIT, || posts() > 1).await;
     assert!(
@@ -345,4 +362,19 @@ async fn a_post_in_flight_at_a_crash_is_not_posted_again() {
         "posted again {:.0} s after the restart",
         started.elapsed().as_secs_f64()
     );
+    // The message Slack has is the approval's: the decision updates it.
+    let posted_ts = slack.post_ts(0);
+    assert_eq!(driver.click(&server.address, &id).await.unwrap(), 200);
+    let updated = eventually(Duration::from_secs(10), || {
+        slack
+            .calls_to("chat.update")
+            .iter()
+            .any(|update| update.body["ts"] == posted_ts.as_str())
+    })
+    .await;
+    assert!(
+        updated,
+        "the decision updates the message posted before the crash"
+    );
+    assert_eq!(posts(), 1);
 }
