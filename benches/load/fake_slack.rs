@@ -1,5 +1,6 @@
 //! A minimal fake Slack Web API on 127.0.0.1:0, served by this process: answers every
-//! `POST /api/{method}` with success and counts the calls per method. (tests/slack/fake.rs
+//! `POST /api/{method}` (and `GET`, as read methods come) with success and counts the
+//! calls per method. (tests/slack/fake.rs
 //! is the full one, with recorded bodies and injected failures.)
 
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::routing::post;
+use axum::routing::get;
 use serde_json::{Value, json};
 
 type Calls = Arc<Mutex<BTreeMap<String, usize>>>;
@@ -29,7 +30,7 @@ impl FakeSlack {
         let api_url = format!("http://{}/api", listener.local_addr()?);
         let calls = Calls::default();
         let app = Router::new()
-            .route("/api/{method}", post(answer))
+            .route("/api/{method}", get(answer_read).post(answer))
             .with_state(calls.clone());
         let task = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -61,6 +62,11 @@ impl Drop for FakeSlack {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A read method (`chat.getPermalink`, …): its arguments are in the query string.
+async fn answer_read(state: State<Calls>, method: Path<String>) -> axum::Json<Value> {
+    answer(state, method, Bytes::new()).await
 }
 
 /// The body is read (so the connection stays reusable) but not looked at.
