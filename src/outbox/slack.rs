@@ -65,9 +65,6 @@ impl Deliverer<'_> {
                 code: format!("invalid_arguments: bad post target: {error}"),
             })?;
         let escalation = target.kind == "escalation";
-        if escalation && approval.status != Status::Pending {
-            return Ok(done(approval.version));
-        }
         // Posted already (a duplicate job, or a retry after the report was lost)?
         let messages = self
             .store
@@ -88,8 +85,14 @@ impl Deliverer<'_> {
         } else {
             None
         };
-        let (channel, ts) = match found {
-            Some(ts) => (target.channel.clone(), ts),
+        let (channel, ts, version) = match found {
+            // Rendered at the version it carries: the report brings it up to date
+            // (an escalation found after the decision loses its buttons that way).
+            Some((ts, version)) => (target.channel.clone(), ts, version),
+            // An escalation is posted only while the approval waits for people.
+            None if escalation && approval.status != Status::Pending => {
+                return Ok(done(approval.version));
+            }
             None => {
                 let mut body = render(approval, now);
                 body["channel"] = json!(target.channel);
@@ -99,12 +102,14 @@ impl Deliverer<'_> {
                 (
                     channel.to_owned(),
                     answer["ts"].as_str().unwrap_or_default().to_owned(),
+                    approval.version,
                 )
             }
         };
-        // Nothing else happens before the message is recorded: a crash after Slack
-        // answered and before the record commits would post it again, so that window
-        // holds no further calls (see `after_post` for the permalink and thread note).
+        // Nothing else happens before the message is recorded: the window between
+        // Slack's answer and the record (which a crash leaves to the history lookup
+        // above) holds no further calls (see `after_post` for the permalink and
+        // thread note).
         Ok(Outcome::Delivered {
             posted: vec![PostedMessage {
                 approval_id: approval.id,
@@ -112,10 +117,10 @@ impl Deliverer<'_> {
                 ts,
                 kind: target.kind,
                 permalink: None,
-                rendered_version: approval.version,
+                rendered_version: version,
             }],
             rendered: Vec::new(),
-            version: approval.version,
+            version,
             next: None,
         })
     }
@@ -320,7 +325,8 @@ impl Deliverer<'_> {
         })
     }
 
-    /// The `ts` of this approval's post to `target` if an earlier attempt made it,
+    /// The `ts` of this approval's post to `target` if an earlier attempt made it, and
+    /// the approval version it shows (from its metadata; -1 when it carries none),
     /// read from the channel's history since the approval was created (at most
     /// [`HISTORY_PAGES`] pages). A history signoff may not read (no
     /// `channels:history` / `groups:history` scope, a channel given by name) answers
@@ -330,8 +336,9 @@ impl Deliverer<'_> {
         &self,
         approval: &Approval,
         target: &PostTarget,
-    ) -> Result<Option<String>, SlackError> {
-        let oldest = format!("{}.000000", approval.created_at.timestamp() - 1);
+    ) -> Result<Option<(String, i64)>, SlackError> {
+        // A minute early: Slack's clock and ours may differ a little.
+        let oldest = format!("{}.000000", approval.created_at.timestamp() - 60);
         let mut cursor = String::new();
         for _ in 0..HISTORY_PAGES {
             let mut params = vec![
@@ -357,14 +364,22 @@ impl Deliverer<'_> {
                 }
                 Err(error) => return Err(error),
             };
-            let wanted = post_metadata(approval, target);
             let found = answer["messages"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .find(|message| message["metadata"] == wanted);
+                .find(|message| {
+                    let metadata = &message["metadata"];
+                    let payload = &metadata["event_payload"];
+                    metadata["event_type"] == POST_EVENT
+                        && payload["approval_id"] == approval.id.to_string().as_str()
+                        && payload["kind"] == target.kind.as_str()
+                });
             if let Some(message) = found {
-                return Ok(message["ts"].as_str().map(str::to_owned));
+                let version = message["metadata"]["event_payload"]["version"]
+                    .as_i64()
+                    .unwrap_or(-1);
+                return Ok(message["ts"].as_str().map(|ts| (ts.to_owned(), version)));
             }
             cursor = answer["response_metadata"]["next_cursor"]
                 .as_str()
@@ -400,11 +415,16 @@ impl Deliverer<'_> {
 }
 
 /// The message metadata every post carries (`event_type` [`POST_EVENT`]), by which a
-/// retry finds a post an earlier attempt made but did not record.
+/// retry finds a post an earlier attempt made but did not record, and the approval
+/// version it shows.
 fn post_metadata(approval: &Approval, target: &PostTarget) -> Value {
     json!({
         "event_type": POST_EVENT,
-        "event_payload": { "approval_id": approval.id.to_string(), "kind": target.kind },
+        "event_payload": {
+            "approval_id": approval.id.to_string(),
+            "kind": target.kind,
+            "version": approval.version,
+        },
     })
 }
 

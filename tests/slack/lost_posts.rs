@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use signoff::approval::Status;
 
 use crate::fake::Failure;
 use crate::helpers::*;
@@ -27,7 +28,8 @@ async fn a_post_slack_took_before_the_call_failed_is_found_and_not_posted_again(
     assert_eq!(
         post.body["metadata"],
         json!({"event_type": "signoff_approval_posted",
-               "event_payload": {"approval_id": approval.id.to_string(), "kind": "main"}})
+               "event_payload": {"approval_id": approval.id.to_string(), "kind": "main",
+                                 "version": 0}})
     );
 
     app.clock.advance(Duration::from_secs(1));
@@ -43,7 +45,7 @@ async fn a_post_slack_took_before_the_call_failed_is_found_and_not_posted_again(
     assert_eq!(history[0].body["include_all_metadata"], "true");
     assert_eq!(
         history[0].body["oldest"],
-        format!("{}.000000", approval.created_at.timestamp() - 1)
+        format!("{}.000000", approval.created_at.timestamp() - 60)
     );
     let messages = app.store.messages(approval.id).await.unwrap();
     assert_eq!(messages.len(), 1);
@@ -59,6 +61,37 @@ async fn a_post_slack_took_before_the_call_failed_is_found_and_not_posted_again(
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0].body["ts"], lost_ts.as_str());
     assert_eq!(app.slack.calls_to("chat.postMessage").len(), 1);
+}
+
+#[tokio::test]
+async fn a_lost_post_found_after_the_decision_is_brought_up_to_date() {
+    let app = spawn_app().await;
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
+    let approval = app.request("a", json!({})).await;
+    app.run_jobs().await;
+    // Decided while its only message, with buttons, is in the channel unrecorded.
+    app.click(&approval, "U0ALICE", "approve").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    app.run_jobs().await;
+    let lost_ts = app.slack.post_ts(0);
+    assert_eq!(app.slack.calls_to("chat.postMessage").len(), 1);
+    let updates = app.slack.calls_to("chat.update");
+    assert_eq!(updates.len(), 1, "the found message is updated");
+    assert_eq!(updates[0].body["ts"], lost_ts.as_str());
+    assert!(
+        action_ids(&updates[0].body).is_empty(),
+        "{}",
+        updates[0].body
+    );
+    let messages = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(messages[0].ts, lost_ts);
+    assert_eq!(
+        messages[0].rendered_version,
+        app.approval(&approval).await.version
+    );
 }
 
 #[tokio::test]
@@ -144,4 +177,41 @@ async fn a_history_outage_is_retried_and_never_posts_blind() {
     assert_eq!(app.slack.calls_to("chat.postMessage").len(), 1);
     let messages = app.store.messages(approval.id).await.unwrap();
     assert_eq!(messages[0].ts, app.slack.post_ts(0));
+}
+
+#[tokio::test]
+async fn a_lost_escalation_found_after_the_decision_loses_its_buttons() {
+    let app = spawn_app().await;
+    let approval = app
+        .request("escalate_payout", json!({"amount": 5000}))
+        .await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
+    app.run_jobs().await;
+    let to_managers = || {
+        app.slack
+            .calls_to("chat.postMessage")
+            .into_iter()
+            .filter(|c| c.body["channel"] == "C0MANAGERS")
+            .count()
+    };
+    assert_eq!(to_managers(), 1, "the escalation was posted, unrecorded");
+    // Decided in the main channel before the escalation job runs again.
+    app.click(&approval, "U0ALICE", "approve").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    app.run_jobs().await;
+    assert_eq!(to_managers(), 1, "not posted again");
+    let escalation_ts = app.slack.post_ts(1);
+    let updated = app
+        .slack
+        .calls_to("chat.update")
+        .into_iter()
+        .find(|c| c.body["ts"] == escalation_ts.as_str())
+        .expect("the escalation message is updated");
+    assert_eq!(updated.body["channel"], "C0MANAGERS");
+    assert!(action_ids(&updated.body).is_empty(), "{}", updated.body);
 }
