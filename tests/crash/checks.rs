@@ -219,9 +219,9 @@ pub(crate) async fn check_posts(
 }
 
 /// Approves everything still pending; then every message must lose its buttons. A
-/// message signoff posted but never recorded (a crash between posting and recording)
-/// would keep them, and be posted again once the job's lease runs out. Answers how
-/// many were still pending.
+/// message Slack took but signoff never recorded (a kill between Slack's answer and
+/// the record) must be found in the channel's history once its job's lease runs out,
+/// and updated, not posted again. Answers how many were still pending.
 pub(crate) async fn decide_the_rest(
     driver: &Arc<Driver>,
     slack: &fake::FakeSlack,
