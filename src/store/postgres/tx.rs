@@ -201,56 +201,16 @@ impl Tx for PgTx {
              WHERE p.ctid = v.loc AND p.id = v.id AND p.version = v.expected \
              RETURNING p.id, p.ctid::text",
         )
-        .bind(approvals.iter().map(|(a, _)| a.id.0).collect::<Vec<_>>())
-        .bind(
-            approvals
-                .iter()
-                .map(|(_, expected)| *expected)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            approvals
-                .iter()
-                .map(|(a, _)| a.parameters.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            approvals
-                .iter()
-                .map(|(a, _)| a.status.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            approvals
-                .iter()
-                .map(|(a, _)| a.decided_by.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            approvals
-                .iter()
-                .map(|(a, _)| a.decision_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            approvals
-                .iter()
-                .map(|(a, _)| a.reason.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            approvals
-                .iter()
-                .map(|(a, _)| a.original_parameters.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            approvals
-                .iter()
-                .map(|(a, _)| a.executed_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(approvals.iter().map(|(a, _)| a.version).collect::<Vec<_>>())
+        .bind(column(approvals, |(a, _)| a.id.0))
+        .bind(column(approvals, |(_, expected)| *expected))
+        .bind(column(approvals, |(a, _)| a.parameters.clone()))
+        .bind(column(approvals, |(a, _)| a.status.as_str()))
+        .bind(column(approvals, |(a, _)| a.decided_by.as_deref()))
+        .bind(column(approvals, |(a, _)| a.decision_at))
+        .bind(column(approvals, |(a, _)| a.reason.as_deref()))
+        .bind(column(approvals, |(a, _)| a.original_parameters.clone()))
+        .bind(column(approvals, |(a, _)| a.executed_at))
+        .bind(column(approvals, |(a, _)| a.version))
         .bind(locations)
         .fetch_all(self.conn()?)
         .await?;
@@ -511,34 +471,14 @@ impl Tx for PgTx {
              SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], \
                $5::timestamptz[], $6::text[], $7::text[], $8::text[])",
         )
-        .bind(entries.iter().map(|e| e.seq).collect::<Vec<_>>())
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.approval_id.map(|id| id.0))
-                .collect::<Vec<_>>(),
-        )
-        .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.actor.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
-        .bind(
-            entries
-                .iter()
-                .map(|e| crate::canonical::to_string(&e.data))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.prev_hash.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(entries.iter().map(|e| e.hash.as_str()).collect::<Vec<_>>())
+        .bind(column(entries, |e| e.seq))
+        .bind(column(entries, |e| e.approval_id.map(|id| id.0)))
+        .bind(column(entries, |e| e.kind.as_str()))
+        .bind(column(entries, |e| e.actor.as_deref()))
+        .bind(column(entries, |e| e.at))
+        .bind(column(entries, |e| crate::canonical::to_string(&e.data)))
+        .bind(column(entries, |e| e.prev_hash.as_str()))
+        .bind(column(entries, |e| e.hash.as_str()))
         .execute(self.conn()?)
         .await?;
         Ok(())
@@ -552,6 +492,11 @@ impl Tx for PgTx {
             .await?;
         Ok(())
     }
+}
+
+/// One column of a multi-row statement that binds each column as an array (`unnest`).
+fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(value).collect()
 }
 
 /// Claimed or due job rows (`id, approval_id, kind, payload, attempts`) as jobs.
