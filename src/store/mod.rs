@@ -16,6 +16,32 @@ macro_rules! approval_columns {
     };
 }
 
+/// The first and last ids that start with `prefix` (hex digits, dashes where an id
+/// has them or nowhere, any case); `None` for anything else.
+fn prefix_range(prefix: &str) -> Option<(ApprovalId, ApprovalId)> {
+    const DASHES: [usize; 4] = [8, 13, 18, 23];
+    let mut digits = String::with_capacity(32);
+    for (at, c) in prefix.chars().enumerate() {
+        match c {
+            '-' if DASHES.contains(&at) => {}
+            c if c.is_ascii_hexdigit() => digits.push(c.to_ascii_lowercase()),
+            _ => return None,
+        }
+    }
+    if digits.is_empty() || digits.len() > 32 {
+        return None;
+    }
+    let padded = |fill: char| -> Option<ApprovalId> {
+        let hex: String = digits
+            .chars()
+            .chain(std::iter::repeat(fill))
+            .take(32)
+            .collect();
+        uuid::Uuid::parse_str(&hex).ok().map(ApprovalId)
+    };
+    Some((padded('0')?, padded('f')?))
+}
+
 /// The start of a multi-row `INSERT` of every approval column plus `params_sha256`;
 /// the backend pushes the rows, then [`INSERT_APPROVALS_END`].
 macro_rules! insert_approvals_sql {
@@ -151,10 +177,12 @@ pub(crate) trait Reads: Send + Sync {
     fn list_pending(&self, limit: i64) -> impl Future<Output = Result<Vec<Approval>>> + Send;
     /// Pending rows nobody classified yet (inserted straight into the table), oldest first.
     fn unclassified(&self, limit: i64) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
-    /// Ids starting with `prefix` (hex digits and dashes), at most `limit`.
-    fn find_by_prefix(
+    /// Ids from `first` to `last` (both included) in id order, at most `limit`: an id
+    /// prefix as a range, which the primary key answers without a scan.
+    fn find_in_range(
         &self,
-        prefix: &str,
+        first: ApprovalId,
+        last: ApprovalId,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
     fn audit_head(&self) -> impl Future<Output = Result<(i64, String)>> + Send;
@@ -426,11 +454,10 @@ impl Store {
     /// Resolves a full id or a short prefix (as shown in Slack) to approval ids; more
     /// than one means the prefix is ambiguous.
     pub async fn find_by_prefix(&self, prefix: &str) -> Result<Vec<ApprovalId>> {
-        let prefix = prefix.to_ascii_lowercase();
-        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        let Some((first, last)) = prefix_range(prefix) else {
             return Ok(Vec::new());
-        }
-        read!(self.find_by_prefix(&prefix, 2))
+        };
+        read!(self.find_in_range(first, last, 2))
     }
 
     /// The chain head: (number of events, hash of the last).
@@ -516,7 +543,35 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::pow2_chunks;
+    use super::{pow2_chunks, prefix_range};
+
+    #[test]
+    fn an_id_prefix_is_the_range_of_ids_it_starts() {
+        let range = |prefix: &str| {
+            prefix_range(prefix).map(|(first, last)| (first.to_string(), last.to_string()))
+        };
+        assert_eq!(
+            range("1d8a54e1"),
+            Some((
+                "1d8a54e1-0000-0000-0000-000000000000".into(),
+                "1d8a54e1-ffff-ffff-ffff-ffffffffffff".into()
+            ))
+        );
+        assert_eq!(range("1D8A54E1-55"), range("1d8a54e155"));
+        let full = "1d8a54e1-55c8-4ba9-9bb1-bf08ca4746b1";
+        assert_eq!(range(full), Some((full.into(), full.into())));
+        assert_eq!(range(&full.replace('-', "")), range(full));
+        for bad in [
+            "",
+            "-",
+            "1d8a-54e1",
+            "xyz",
+            "1d8a54e1 ",
+            &format!("{full}0"),
+        ] {
+            assert_eq!(range(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn chunks_are_powers_of_two_largest_first_and_cover_every_row() {

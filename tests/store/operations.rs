@@ -24,7 +24,50 @@ crate::on_both_backends!(
     the_audit_log_refuses_update_and_delete,
     tokens_are_stored_hashed_listed_and_revoked,
     health_counts_pending_and_stale_approvals,
+    approvals_are_found_by_an_id_prefix,
 );
+
+async fn approvals_are_found_by_an_id_prefix(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let mut approvals = Vec::new();
+    for i in 0..17 {
+        approvals.push(create(&store, &clock, "a", json!({ "i": i })).await);
+    }
+    let one = &approvals[0];
+    assert_eq!(
+        store.find_by_prefix(&one.id.short()).await.unwrap(),
+        [one.id]
+    );
+    let full = one.id.to_string();
+    assert_eq!(
+        store
+            .find_by_prefix(&full.to_ascii_uppercase())
+            .await
+            .unwrap(),
+        [one.id]
+    );
+    assert_eq!(store.find_by_prefix(&full[..11]).await.unwrap(), [one.id]);
+    // 17 ids, 16 hex digits: some first digit starts two of them.
+    let digit = (0..16)
+        .map(|d| format!("{d:x}"))
+        .find(|d| {
+            approvals
+                .iter()
+                .filter(|a| a.id.to_string().starts_with(d.as_str()))
+                .count()
+                >= 2
+        })
+        .unwrap();
+    let found = store.find_by_prefix(&digit).await.unwrap();
+    assert_eq!(found.len(), 2, "ambiguous: at most two are asked for");
+    assert!(found.iter().all(|id| id.to_string().starts_with(&digit)));
+    let unknown = (0..=u32::MAX)
+        .map(|n| format!("{n:08x}"))
+        .find(|p| !approvals.iter().any(|a| a.id.short() == *p))
+        .unwrap();
+    assert!(store.find_by_prefix(&unknown).await.unwrap().is_empty());
+    assert!(store.find_by_prefix("not-hex").await.unwrap().is_empty());
+}
 
 async fn deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt(db: TestDb) {
     let (store, clock) = open_posting(&db).await;

@@ -93,11 +93,17 @@ impl Reads for PgReads {
         Ok(ids.into_iter().map(ApprovalId).collect())
     }
 
-    async fn find_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<ApprovalId>> {
+    async fn find_in_range(
+        &self,
+        first: ApprovalId,
+        last: ApprovalId,
+        limit: i64,
+    ) -> Result<Vec<ApprovalId>> {
         let ids: Vec<Uuid> = on_conn!(self, |c| sqlx::query_scalar(
-            "SELECT id FROM pending_approvals WHERE id::text LIKE $1 LIMIT $2"
+            "SELECT id FROM pending_approvals WHERE id BETWEEN $1 AND $2 ORDER BY id LIMIT $3"
         )
-        .bind(format!("{prefix}%"))
+        .bind(first.0)
+        .bind(last.0)
         .bind(limit)
         .fetch_all(c));
         Ok(ids.into_iter().map(ApprovalId).collect())

@@ -106,13 +106,24 @@ impl Reads for SqliteReads {
             .collect::<sqlx::Result<_>>()?)
     }
 
-    async fn find_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<ApprovalId>> {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM pending_approvals WHERE id LIKE $1 LIMIT $2")
-                .bind(format!("{prefix}%"))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+    async fn find_in_range(
+        &self,
+        first: ApprovalId,
+        last: ApprovalId,
+        limit: i64,
+    ) -> Result<Vec<ApprovalId>> {
+        // Ids are TEXT: signoff writes them lowercase, another program writing to the
+        // shared table may not. Two ranges of the primary key, no scan.
+        let (first, last) = (first.to_string(), last.to_string());
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM pending_approvals WHERE id BETWEEN $1 AND $2 \
+             OR id BETWEEN upper($1) AND upper($2) ORDER BY id LIMIT $3",
+        )
+        .bind(first)
+        .bind(last)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(ids
             .iter()
             .map(|id| parse_id(id))
