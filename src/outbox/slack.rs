@@ -339,6 +339,7 @@ impl Deliverer<'_> {
     ) -> Result<Option<(String, i64)>, SlackError> {
         // A minute early: Slack's clock and ours may differ a little.
         let oldest = format!("{}.000000", approval.created_at.timestamp() - 60);
+        let id = approval.id.to_string();
         let mut cursor = String::new();
         for _ in 0..HISTORY_PAGES {
             let mut params = vec![
@@ -372,7 +373,7 @@ impl Deliverer<'_> {
                     let metadata = &message["metadata"];
                     let payload = &metadata["event_payload"];
                     metadata["event_type"] == POST_EVENT
-                        && payload["approval_id"] == approval.id.to_string().as_str()
+                        && payload["approval_id"] == id.as_str()
                         && payload["kind"] == target.kind.as_str()
                 });
             if let Some(message) = found {

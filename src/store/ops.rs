@@ -340,7 +340,17 @@ pub(super) async fn fire_due<T: Tx>(
     limit: i64,
     deliveries: Deliveries,
 ) -> Result<Done> {
-    let due = current.join(tx.due_expiries(now, limit).await?);
+    // One status at a time, each an ordered range of the open index, so a backlog
+    // costs no sort; approved ones first (they are few).
+    let mut read = Vec::new();
+    for status in [Status::Approved, Status::Pending] {
+        let left = limit - read.len() as i64;
+        if left <= 0 {
+            break;
+        }
+        read.extend(tx.due_expiries(now, status, left).await?);
+    }
+    let due = current.join(read);
     let mut done = Done::quiet(WriteOutput::Fired(0));
     let mut fired = 0;
     for id in due {

@@ -339,32 +339,23 @@ impl Tx for PgTx {
     async fn due_expiries(
         &mut self,
         now: DateTime<Utc>,
+        status: Status,
         limit: i64,
     ) -> sqlx::Result<Vec<Approval>> {
-        // One status at a time, each an ordered range of the open index, so a backlog
-        // costs no sort; approved ones first (they are few). The first condition is the
-        // index's own, so that a generic plan (status a parameter) still uses the
-        // partial index. SKIP LOCKED: replicas
-        // expiring at the same moment take different approvals, and never wait for
-        // one that a batch of clicks holds.
-        let mut due = Vec::new();
-        for status in [Status::Approved, Status::Pending] {
-            let left = limit - due.len() as i64;
-            if left <= 0 {
-                break;
-            }
-            let rows = sqlx::query(select_approvals!(
-                located "WHERE status IN ('pending', 'approved') AND status = $1 \
-                 AND expires_at <= $2 ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED"
-            ))
-            .bind(status.as_str())
-            .bind(now)
-            .bind(left)
-            .fetch_all(self.conn()?)
-            .await?;
-            due.extend(self.located(&rows)?);
-        }
-        Ok(due)
+        // The first condition is the index's own, so that a generic plan (status a
+        // parameter) still uses the partial index. SKIP LOCKED: replicas expiring at
+        // the same moment take different approvals, and never wait for one that a
+        // batch of clicks holds.
+        let rows = sqlx::query(select_approvals!(
+            located "WHERE status IN ('pending', 'approved') AND status = $1 \
+             AND expires_at <= $2 ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(status.as_str())
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.conn()?)
+        .await?;
+        self.located(&rows)
     }
 
     async fn claim_jobs(
