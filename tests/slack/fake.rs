@@ -273,9 +273,7 @@ impl FakeSlack {
             "response_metadata": {"next_cursor": next},
         })
     }
-}
 
-impl FakeSlack {
     /// `count` messages from other people posted to `channel` now, for history pages.
     pub fn chatter(&self, channel: &str, count: usize) {
         for _ in 0..count {
