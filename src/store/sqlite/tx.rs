@@ -21,12 +21,15 @@ impl SqliteTx {
         self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
     }
 
-    /// Approvals read with `select_approvals!`, their rowids remembered.
-    fn approvals(&mut self, rows: &[SqliteRow]) -> sqlx::Result<Vec<Approval>> {
+    /// Runs a `select_approvals!` query; remembers the rowids of what it read.
+    async fn approvals(
+        &mut self,
+        query: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> sqlx::Result<Vec<Approval>> {
+        let rows = fetch_approvals(self.conn()?, query).await?;
         let mut approvals = Vec::with_capacity(rows.len());
-        for row in rows {
-            let approval = approval_with_votes(row)?;
-            self.rowids.insert(approval.id, row.try_get("rowid")?);
+        for (rowid, approval) in rows {
+            self.rowids.insert(approval.id, rowid);
             approvals.push(approval);
         }
         Ok(approvals)
@@ -83,11 +86,8 @@ impl Tx for SqliteTx {
     }
 
     async fn load(&mut self, id: ApprovalId) -> sqlx::Result<Option<Approval>> {
-        let rows = sqlx::query(select_approvals!("WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_all(self.conn()?)
-            .await?;
-        Ok(self.approvals(&rows)?.pop())
+        let query = sqlx::query(select_approvals!("WHERE id = $1")).bind(id.to_string());
+        Ok(self.approvals(query).await?.pop())
     }
 
     async fn update_approvals(&mut self, approvals: &[(&Approval, i64)]) -> sqlx::Result<u64> {
@@ -201,13 +201,11 @@ impl Tx for SqliteTx {
 
     async fn load_many(&mut self, ids: &[ApprovalId]) -> sqlx::Result<Vec<Approval>> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let rows = sqlx::query(select_approvals!(
+        let query = sqlx::query(select_approvals!(
             "WHERE id IN (SELECT value FROM json_each($1))"
         ))
-        .bind(serde_json::to_string(&ids).unwrap_or_default())
-        .fetch_all(self.conn()?)
-        .await?;
-        self.approvals(&rows)
+        .bind(serde_json::to_string(&ids).unwrap_or_default());
+        self.approvals(query).await
     }
 
     async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
@@ -253,16 +251,14 @@ impl Tx for SqliteTx {
     ) -> sqlx::Result<Vec<Approval>> {
         // The first condition is the index's own, which SQLite needs to see to use a
         // partial index.
-        let rows = sqlx::query(select_approvals!(
+        let query = sqlx::query(select_approvals!(
             "WHERE status IN ('pending', 'approved') AND status = $1 AND expires_at <= $2 \
              ORDER BY expires_at LIMIT $3"
         ))
         .bind(status.as_str())
         .bind(ts(&now))
-        .bind(limit)
-        .fetch_all(self.conn()?)
-        .await?;
-        self.approvals(&rows)
+        .bind(limit);
+        self.approvals(query).await
     }
 
     async fn claim_jobs(
