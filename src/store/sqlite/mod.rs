@@ -48,17 +48,9 @@ pub(crate) async fn open(url: &str) -> Result<(SqliteReads, SqliteTx)> {
         // scattered timers -15 %, gets unchanged.
         .pragma("page_size", "2048");
     // The writer never stops a commit to checkpoint; the checkpointer does it beside it.
-    // Its page cache (8 MiB, 4× the default) holds what one batch touches: a scheduler
-    // pass over 1,000 scattered approvals reads ~1,100 pages and writes them back in
-    // the same transaction; with the default cache a third of them were read twice.
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(
-            options
-                .clone()
-                .pragma("wal_autocheckpoint", "0")
-                .pragma("cache_size", "-8192"),
-        )
+        .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
         .await?;
     MIGRATOR.run(&writer).await?;
     // Each connection has its own page cache (2 MiB by default). Readers mostly need
