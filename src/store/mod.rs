@@ -42,6 +42,11 @@ fn prefix_range(prefix: &str) -> Option<(ApprovalId, ApprovalId)> {
     Some((padded('0')?, padded('f')?))
 }
 
+/// Deletes the `expire` rows a signoff before migration 0005 left (see
+/// `Tx::drop_stale_timers`): `$1` due before, `$2` now.
+const DROP_STALE_TIMERS: &str = "DELETE FROM jobs WHERE state = 'ready' AND kind = 'expire' \
+     AND due_at < $1 AND (locked_until IS NULL OR locked_until <= $2)";
+
 /// The start of a multi-row `INSERT` of every approval column plus `params_sha256`;
 /// the backend pushes the rows, then [`INSERT_APPROVALS_END`].
 macro_rules! insert_approvals_sql {

@@ -166,6 +166,15 @@ pub(crate) trait Tx: Send + 'static {
         status: Status,
         limit: i64,
     ) -> impl Future<Output = sqlx::Result<Vec<Approval>>> + Send;
+    /// Deletes the `expire` rows (timers that a signoff before migration 0005 planned
+    /// and fired itself, during a rolling upgrade) due before `due_before` and not
+    /// leased at `now`: no such replica took them in time, and the approval's own
+    /// `expires_at` has fired by then. Answers how many went.
+    fn drop_stale_timers(
+        &mut self,
+        due_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = sqlx::Result<u64>> + Send;
     /// Leases up to `limit` ready deliveries (every job but timers) due at `now` until
     /// `lease_until`, counting the attempt.
     fn claim_jobs(
@@ -373,8 +382,15 @@ async fn run_op<T: Tx>(
             ops::fire_due(tx, current, *now, *limit, deliveries).await
         }
         WriteOp::Claim { now, limit } => {
-            let lease_until =
-                *now + chrono::Duration::from_std(jobs::LEASE).unwrap_or(chrono::Duration::MAX);
+            let lease = chrono::Duration::from_std(jobs::LEASE).unwrap_or(chrono::Duration::MAX);
+            let dropped = tx.drop_stale_timers(*now - lease, *now).await?;
+            if dropped > 0 {
+                tracing::info!(
+                    dropped,
+                    "deleted expire timers left by a signoff before migration 0005"
+                );
+            }
+            let lease_until = *now + lease;
             let claimed = tx.claim_jobs(*now, lease_until, *limit).await?;
             Ok(Done::quiet(WriteOutput::Claimed(claimed)))
         }

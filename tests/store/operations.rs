@@ -24,6 +24,7 @@ crate::on_both_backends!(
     the_audit_log_refuses_update_and_delete,
     tokens_are_stored_hashed_listed_and_revoked,
     health_counts_pending_and_stale_approvals,
+    expire_timers_left_by_an_older_signoff_are_dropped_not_reported,
     approvals_are_found_by_an_id_prefix,
 );
 
@@ -352,6 +353,70 @@ async fn health_counts_pending_and_stale_approvals(db: TestDb) {
         (counts.pending, counts.stale_pending, counts.undelivered),
         (1, 0, 0)
     );
+}
+
+/// A signoff before migration 0005 planned each expiry as an `expire` job and fired
+/// it itself. Rows it left behind in a rolling upgrade are no delivery: health does
+/// not report them, and once no such replica took one within a lease of its due
+/// time (the approval's own `expires_at` fired by then) the scheduler deletes it.
+async fn expire_timers_left_by_an_older_signoff_are_dropped_not_reported(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let approval = create(&store, &clock, "a", json!({})).await;
+    let at =
+        |ago: i64| signoff::audit::format_time(&(clock.now() - chrono::Duration::seconds(ago)));
+    let insert = |ago: i64, locked: Option<i64>| {
+        let locked = locked.map_or("NULL".to_owned(), |ahead| format!("'{}'", at(-ahead)));
+        format!(
+            "INSERT INTO jobs (approval_id, kind, payload, due_at, locked_until, created_at) \
+             VALUES ('{}', 'expire', '{{}}', '{}', {locked}, '{}')",
+            approval.id,
+            at(ago),
+            at(ago + 3600)
+        )
+    };
+    // Long overdue; long overdue but leased right now by an old replica; due 10 s ago.
+    for (ago, locked) in [(300, None), (300, Some(30)), (10, None)] {
+        raw_execute(&db, &insert(ago, locked)).await.unwrap();
+    }
+    let counts = store.health(clock.now()).await.unwrap();
+    assert_eq!(
+        counts.undelivered, 0,
+        "an expire timer is no delivery, however overdue"
+    );
+
+    Scheduler::new(store.clone())
+        .run_once(clock.now())
+        .await
+        .unwrap();
+    let left = "SELECT COUNT(*) FROM jobs WHERE kind = 'expire'";
+    assert_eq!(
+        raw_count(&db, left).await,
+        2,
+        "the leased one and the one due within a lease are kept"
+    );
+    assert_eq!(
+        raw_count(
+            &db,
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'expire' AND attempts > 0"
+        )
+        .await,
+        0,
+        "none was claimed as a delivery"
+    );
+    assert_eq!(
+        store.get(approval.id).await.unwrap().unwrap().status,
+        Status::Pending,
+        "dropping a timer decides nothing"
+    );
+
+    // A minute later both are past their due time by more than a lease, the lease
+    // has run out, and both go.
+    clock.advance(Duration::from_secs(61));
+    Scheduler::new(store.clone())
+        .run_once(clock.now())
+        .await
+        .unwrap();
+    assert_eq!(raw_count(&db, left).await, 0);
 }
 
 // ---- PostgreSQL only ----

@@ -31,7 +31,7 @@ impl Reads for PgReads {
             "SELECT \
                (SELECT COUNT(*) FROM pending_approvals WHERE status = 'pending'), \
                (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') AND expires_at < $1), \
-               (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND due_at < $1))",
+               (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND kind <> 'expire' AND due_at < $1))",
         )
         .bind(now - OVERDUE_GRACE)
         .fetch_one(c)

@@ -358,6 +358,19 @@ impl Tx for PgTx {
         self.located(&rows)
     }
 
+    async fn drop_stale_timers(
+        &mut self,
+        due_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<u64> {
+        let done = sqlx::query(DROP_STALE_TIMERS)
+            .bind(due_before)
+            .bind(now)
+            .execute(self.conn()?)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn claim_jobs(
         &mut self,
         now: DateTime<Utc>,

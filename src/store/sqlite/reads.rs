@@ -23,7 +23,7 @@ impl Reads for SqliteReads {
                (SELECT COUNT(*) FROM pending_approvals \
                 WHERE status IN ('pending', 'approved') AND status = 'pending'), \
                (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') AND expires_at < $1), \
-               (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND due_at < $1))",
+               (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND kind <> 'expire' AND due_at < $1))",
         )
         .bind(ts(&(now - OVERDUE_GRACE)))
         .fetch_one(&self.pool)

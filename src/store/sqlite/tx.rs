@@ -261,6 +261,19 @@ impl Tx for SqliteTx {
         self.approvals(query).await
     }
 
+    async fn drop_stale_timers(
+        &mut self,
+        due_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<u64> {
+        let done = sqlx::query(DROP_STALE_TIMERS)
+            .bind(ts(&due_before))
+            .bind(ts(&now))
+            .execute(self.conn()?)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn claim_jobs(
         &mut self,
         now: DateTime<Utc>,
