@@ -46,6 +46,7 @@ mod tests {
             "usergroups:read",
             "channels:history",
             "groups:history",
+            "im:history",
         ] {
             assert!(
                 TEMPLATE.contains(&format!("- {scope}\n")),

@@ -146,7 +146,7 @@ impl Outbox {
         let result = match job.kind {
             JobKind::SlackPost => slack.post(job, &approval, now).await,
             JobKind::SlackUpdate => slack.update(&approval, now).await,
-            JobKind::SlackRemind => slack.remind(&approval, now).await,
+            JobKind::SlackRemind => slack.remind(job, &approval, now).await,
             JobKind::Callback => {
                 return Outcome::Dead {
                     error: "not a Slack delivery".into(),

@@ -20,6 +20,8 @@ use crate::store::Store;
 const POST_INTERVAL: chrono::Duration = chrono::Duration::seconds(1);
 /// Metadata event type of signoff's posts (see [`post_metadata`]).
 pub const POST_EVENT: &str = "signoff_approval_posted";
+/// Metadata event type of reminder DMs: the approval and the reminder job that sent it.
+pub const REMINDER_EVENT: &str = "signoff_reminder_sent";
 /// Pages of channel history (200 messages each) searched for an earlier post.
 const HISTORY_PAGES: usize = 5;
 /// Block Kit's limit on blocks per message.
@@ -81,7 +83,10 @@ impl Deliverer<'_> {
         // after Slack took the message, or a call that timed out after it did): the
         // message is in the channel, found by the metadata every post carries.
         let found = if job.attempts > 1 {
-            self.posted_earlier(approval, &target).await?
+            self.posted_earlier(approval, &target.channel, POST_EVENT, |payload| {
+                payload["kind"] == target.kind.as_str()
+            })
+            .await?
         } else {
             None
         };
@@ -207,6 +212,7 @@ impl Deliverer<'_> {
     /// the next reminder. Nothing once the approval is decided.
     pub async fn remind(
         &self,
+        job: &DueJob,
         approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
@@ -250,6 +256,7 @@ impl Deliverer<'_> {
         for user in &people {
             match self
                 .dm(
+                    job,
                     approval,
                     user,
                     main.and_then(|m| m.permalink.as_deref()),
@@ -295,8 +302,12 @@ impl Deliverer<'_> {
         Ok(people)
     }
 
+    /// One reminder DM. A retried reminder job first looks for the DM an earlier
+    /// attempt sent but did not live to record (as a post does), so nobody is
+    /// reminded twice for one reminder.
     async fn dm(
         &self,
+        job: &DueJob,
         approval: &Approval,
         user: &str,
         link: Option<&str>,
@@ -312,30 +323,56 @@ impl Deliverer<'_> {
                 code: "conversations.open answered without a channel".into(),
             })?
             .to_owned();
-        let mut body = reminder_message(approval, now, link);
-        body["channel"] = json!(channel);
-        let answer = self.client.call("chat.postMessage", &body).await?;
+        let found = if job.attempts > 1 {
+            self.posted_earlier(approval, &channel, REMINDER_EVENT, |payload| {
+                payload["job"] == job.id
+            })
+            .await?
+        } else {
+            None
+        };
+        let (ts, version) = match found {
+            Some(found) => found,
+            None => {
+                let mut body = reminder_message(approval, now, link);
+                body["channel"] = json!(channel);
+                body["metadata"] = json!({
+                    "event_type": REMINDER_EVENT,
+                    "event_payload": {
+                        "approval_id": approval.id.to_string(),
+                        "job": job.id,
+                        "version": approval.version,
+                    },
+                });
+                let answer = self.client.call("chat.postMessage", &body).await?;
+                let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
+                (ts, approval.version)
+            }
+        };
         Ok(PostedMessage {
             approval_id: approval.id,
             channel,
-            ts: answer["ts"].as_str().unwrap_or_default().to_owned(),
+            ts,
             kind: "dm".into(),
             permalink: None,
-            rendered_version: approval.version,
+            rendered_version: version,
         })
     }
 
-    /// The `ts` of this approval's post to `target` if an earlier attempt made it, and
-    /// the approval version it shows (from its metadata; -1 when it carries none),
-    /// read from the channel's history since the approval was created (at most
-    /// [`HISTORY_PAGES`] pages). A history signoff may not read (no
-    /// `channels:history` / `groups:history` scope, a channel given by name) answers
+    /// The `ts` of this approval's message in `channel` whose metadata is of `event`
+    /// and `matches` (its payload) if an earlier attempt posted it, and the approval
+    /// version it shows (from its metadata; -1 when it carries none), read from the
+    /// channel's history since the approval was created (at most [`HISTORY_PAGES`]
+    /// pages). A history signoff may not read (no `channels:history` /
+    /// `groups:history` / `im:history` scope, a channel given by name) answers
     /// `None`, with a warning: the post then goes out again, at least once instead of
     /// exactly once. Any other failure is retried like the post itself.
     async fn posted_earlier(
         &self,
         approval: &Approval,
-        target: &PostTarget,
+        channel: &str,
+        event: &str,
+        matches: impl Fn(&Value) -> bool,
     ) -> Result<Option<(String, i64)>, SlackError> {
         // A minute early: Slack's clock and ours may differ a little.
         let oldest = format!("{}.000000", approval.created_at.timestamp() - 60);
@@ -343,7 +380,7 @@ impl Deliverer<'_> {
         let mut cursor = String::new();
         for _ in 0..HISTORY_PAGES {
             let mut params = vec![
-                ("channel", target.channel.as_str()),
+                ("channel", channel),
                 ("oldest", oldest.as_str()),
                 ("limit", "200"),
                 ("include_all_metadata", "true"),
@@ -356,9 +393,10 @@ impl Deliverer<'_> {
                 Err(error) if error.is_permanent() => {
                     tracing::warn!(
                         %error,
-                        channel = target.channel,
+                        channel,
                         "cannot read the channel's history to look for an earlier post; \
-                         posting again (grant channels:history and groups:history, and \
+                         posting again (grant channels:history, groups:history and \
+                         im:history, and \
                          name channels by ID, for exactly-once posts)"
                     );
                     return Ok(None);
@@ -372,9 +410,9 @@ impl Deliverer<'_> {
                 .find(|message| {
                     let metadata = &message["metadata"];
                     let payload = &metadata["event_payload"];
-                    metadata["event_type"] == POST_EVENT
+                    metadata["event_type"] == event
                         && payload["approval_id"] == id.as_str()
-                        && payload["kind"] == target.kind.as_str()
+                        && matches(payload)
                 });
             if let Some(message) = found {
                 let version = message["metadata"]["event_payload"]["version"]

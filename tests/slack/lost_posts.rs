@@ -1,6 +1,6 @@
 //! A post Slack took but signoff never recorded (the process died, or the call timed
 //! out, after Slack had the message) is found in the channel's history by its metadata
-//! on the next attempt, and recorded instead of posted again.
+//! on the next attempt, and recorded instead of posted again. Reminder DMs likewise.
 
 use std::time::Duration;
 
@@ -214,4 +214,59 @@ async fn a_lost_escalation_found_after_the_decision_loses_its_buttons() {
         .expect("the escalation message is updated");
     assert_eq!(updated.body["channel"], "C0MANAGERS");
     assert!(action_ids(&updated.body).is_empty(), "{}", updated.body);
+}
+
+#[tokio::test]
+async fn reminder_dms_slack_took_before_the_calls_failed_are_not_sent_again() {
+    let app = spawn_app().await;
+    app.slack.set_group("S0SRE", &["U0CAROL"]);
+    let approval = app.request("remind_rotate", json!({"key": "prod"})).await;
+    app.run_jobs().await;
+    // Slack takes each of the reminder's three DMs, and no answer comes back: the
+    // reminder failed as far as signoff can tell, and is retried.
+    for _ in 0..3 {
+        app.slack
+            .fail_next("chat.postMessage", Failure::PostThenHang);
+    }
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    let sent = dm_posts(&app);
+    assert_eq!(sent.len(), 3);
+    assert!(app.slack.calls_to("conversations.history").is_empty());
+    let metadata = &sent[0]["metadata"];
+    assert_eq!(metadata["event_type"], "signoff_reminder_sent");
+    assert_eq!(
+        metadata["event_payload"]["approval_id"],
+        approval.id.to_string()
+    );
+    assert!(metadata["event_payload"]["job"].is_i64(), "{metadata}");
+    let lost: Vec<String> = (1..4).map(|n| app.slack.post_ts(n)).collect();
+
+    app.clock.advance(Duration::from_secs(5));
+    app.run_jobs().await;
+    assert_eq!(dm_posts(&app).len(), 3, "nobody is reminded twice");
+    let history: Vec<String> = app
+        .slack
+        .calls_to("conversations.history")
+        .into_iter()
+        .map(|c| c.body["channel"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(history, ["DU0ALICE", "DU0BOB", "DU0CAROL"]);
+    let mut recorded: Vec<String> = app
+        .store
+        .messages(approval.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.kind == "dm")
+        .map(|m| m.ts)
+        .collect();
+    recorded.sort();
+    assert_eq!(recorded, lost, "the DMs Slack took are recorded");
+
+    // The next reminder is a new one: sent, on its first attempt, without a lookup.
+    app.clock.advance(Duration::from_secs(3600));
+    app.run_jobs().await;
+    assert_eq!(dm_posts(&app).len(), 6);
+    assert_eq!(app.slack.calls_to("conversations.history").len(), 3);
 }

@@ -11,19 +11,6 @@ use signoff::clock::Clock;
 
 use crate::helpers::*;
 
-fn dm_posts(app: &TestApp) -> Vec<Value> {
-    app.slack
-        .calls_to("chat.postMessage")
-        .into_iter()
-        .filter(|c| {
-            c.body["channel"]
-                .as_str()
-                .is_some_and(|ch| ch.starts_with('D'))
-        })
-        .map(|c| c.body)
-        .collect()
-}
-
 fn opened_for(app: &TestApp) -> Vec<String> {
     app.slack
         .calls_to("conversations.open")
