@@ -18,7 +18,7 @@ use crate::store::Store;
 
 /// chat.postMessage per channel at most once per this interval (Slack's guidance).
 const POST_INTERVAL: chrono::Duration = chrono::Duration::seconds(1);
-/// Metadata event type of signoff's posts (see [`post_metadata`]).
+/// Metadata event type of signoff's posts (see [`metadata`]).
 pub const POST_EVENT: &str = "signoff_approval_posted";
 /// Metadata event type of reminder DMs: the approval and the reminder job that sent it.
 pub const REMINDER_EVENT: &str = "signoff_reminder_sent";
@@ -82,14 +82,11 @@ impl Deliverer<'_> {
         // An earlier attempt may have posted and not lived to record it (a crash
         // after Slack took the message, or a call that timed out after it did): the
         // message is in the channel, found by the metadata every post carries.
-        let found = if job.attempts > 1 {
-            self.posted_earlier(approval, &target.channel, POST_EVENT, |payload| {
+        let found = self
+            .posted_earlier(job, approval, &target.channel, POST_EVENT, |payload| {
                 payload["kind"] == target.kind.as_str()
             })
-            .await?
-        } else {
-            None
-        };
+            .await?;
         let (channel, ts, version) = match found {
             // Rendered at the version it carries: the report brings it up to date
             // (an escalation found after the decision loses its buttons that way).
@@ -101,7 +98,7 @@ impl Deliverer<'_> {
             None => {
                 let mut body = render(approval, now);
                 body["channel"] = json!(target.channel);
-                body["metadata"] = post_metadata(approval, &target);
+                body["metadata"] = metadata(POST_EVENT, approval, ("kind", json!(target.kind)));
                 let answer = self.client.call("chat.postMessage", &body).await?;
                 let channel = answer["channel"].as_str().unwrap_or(&target.channel);
                 (
@@ -323,27 +320,17 @@ impl Deliverer<'_> {
                 code: "conversations.open answered without a channel".into(),
             })?
             .to_owned();
-        let found = if job.attempts > 1 {
-            self.posted_earlier(approval, &channel, REMINDER_EVENT, |payload| {
+        let found = self
+            .posted_earlier(job, approval, &channel, REMINDER_EVENT, |payload| {
                 payload["job"] == job.id
             })
-            .await?
-        } else {
-            None
-        };
+            .await?;
         let (ts, version) = match found {
             Some(found) => found,
             None => {
                 let mut body = reminder_message(approval, now, link);
                 body["channel"] = json!(channel);
-                body["metadata"] = json!({
-                    "event_type": REMINDER_EVENT,
-                    "event_payload": {
-                        "approval_id": approval.id.to_string(),
-                        "job": job.id,
-                        "version": approval.version,
-                    },
-                });
+                body["metadata"] = metadata(REMINDER_EVENT, approval, ("job", json!(job.id)));
                 let answer = self.client.call("chat.postMessage", &body).await?;
                 let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
                 (ts, approval.version)
@@ -359,8 +346,9 @@ impl Deliverer<'_> {
         })
     }
 
-    /// The `ts` of this approval's message in `channel` whose metadata is of `event`
-    /// and `matches` (its payload) if an earlier attempt posted it, and the approval
+    /// On a retried `job` (a first attempt posted nothing before it): the `ts` of this
+    /// approval's message in `channel` whose [`metadata`] is of `event` and `matches`
+    /// (its payload) if an earlier attempt posted it, and the approval
     /// version it shows (from its metadata; -1 when it carries none), read from the
     /// channel's history since the approval was created (at most [`HISTORY_PAGES`]
     /// pages). A history signoff may not read (no `channels:history` /
@@ -369,11 +357,15 @@ impl Deliverer<'_> {
     /// exactly once. Any other failure is retried like the post itself.
     async fn posted_earlier(
         &self,
+        job: &DueJob,
         approval: &Approval,
         channel: &str,
         event: &str,
         matches: impl Fn(&Value) -> bool,
     ) -> Result<Option<(String, i64)>, SlackError> {
+        if job.attempts <= 1 {
+            return Ok(None);
+        }
         // A minute early: Slack's clock and ours may differ a little.
         let oldest = format!("{}.000000", approval.created_at.timestamp() - 60);
         let id = approval.id.to_string();
@@ -453,18 +445,17 @@ impl Deliverer<'_> {
     }
 }
 
-/// The message metadata every post carries (`event_type` [`POST_EVENT`]), by which a
-/// retry finds a post an earlier attempt made but did not record, and the approval
-/// version it shows.
-fn post_metadata(approval: &Approval, target: &PostTarget) -> Value {
-    json!({
-        "event_type": POST_EVENT,
-        "event_payload": {
-            "approval_id": approval.id.to_string(),
-            "kind": target.kind,
-            "version": approval.version,
-        },
-    })
+/// The message metadata every post ([`POST_EVENT`], keyed by `kind`) and reminder DM
+/// ([`REMINDER_EVENT`], keyed by `job`) carries, by which a retry finds a message an
+/// earlier attempt sent but did not record (see `Deliverer::posted_earlier`), and the
+/// approval version it shows.
+fn metadata(event: &str, approval: &Approval, (key, value): (&str, Value)) -> Value {
+    let mut payload = json!({
+        "approval_id": approval.id.to_string(),
+        "version": approval.version,
+    });
+    payload[key] = value;
+    json!({ "event_type": event, "event_payload": payload })
 }
 
 /// Paces a post job's channel to one post per [`POST_INTERVAL`]: `None` takes the
