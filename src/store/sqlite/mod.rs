@@ -6,7 +6,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -125,7 +124,8 @@ fn parse_opt_ts(text: Option<String>) -> sqlx::Result<Option<DateTime<Utc>>> {
     text.as_deref().map(parse_ts).transpose()
 }
 
-fn parse_json(text: &str) -> sqlx::Result<Value> {
+/// JSON stored as text (a column, or a whole `select_approvals!` answer).
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> sqlx::Result<T> {
     serde_json::from_str(text).map_err(|error| sqlx::Error::Decode(Box::new(error)))
 }
 
@@ -192,8 +192,7 @@ impl ApprovalRow {
             idempotency_key: self.idempotency_key,
             callback_url: self.callback_url,
             routing: match self.routing {
-                Some(text) => serde_json::from_str(&text)
-                    .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+                Some(text) => parse_json(&text)?,
                 None => Routing::default(),
             },
             version: self.version,
@@ -231,8 +230,7 @@ async fn fetch_approvals<'q>(
     query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
 ) -> sqlx::Result<Vec<(i64, Approval)>> {
     let json: String = query.fetch_one(conn).await?.try_get(0)?;
-    let rows: Vec<ApprovalRow> =
-        serde_json::from_str(&json).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+    let rows: Vec<ApprovalRow> = parse_json(&json)?;
     rows.into_iter()
         .map(|row| Ok((row.rowid, row.into_approval()?)))
         .collect()
