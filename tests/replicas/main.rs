@@ -146,17 +146,7 @@ async fn two_replicas_share_one_table_without_doing_anything_twice() {
     );
 
     // Reminders (due 5 s after each request): the nine still pending, two approvers each.
-    let dms = || {
-        slack
-            .calls_to("chat.postMessage")
-            .into_iter()
-            .filter(|c| {
-                c.body["channel"]
-                    .as_str()
-                    .is_some_and(|ch| ch.starts_with('D'))
-            })
-            .count()
-    };
+    let dms = || slack.dm_posts().len();
     assert!(
         eventually(Duration::from_secs(20), || dms() >= 18).await,
         "reminders sent: {}",

@@ -283,6 +283,19 @@ impl FakeSlack {
         }
     }
 
+    /// The bodies of the DMs posted so far (this fake's DM channels start with `D`).
+    pub fn dm_posts(&self) -> Vec<Value> {
+        self.calls_to("chat.postMessage")
+            .into_iter()
+            .filter(|c| {
+                c.body["channel"]
+                    .as_str()
+                    .is_some_and(|ch| ch.starts_with('D'))
+            })
+            .map(|c| c.body)
+            .collect()
+    }
+
     /// The ts the fake answered the `n`-th chat.postMessage with (counting from 0).
     pub fn post_ts(&self, n: usize) -> String {
         let inner = self.lock();

@@ -287,20 +287,6 @@ impl TestApp {
     }
 }
 
-/// The bodies of the DMs posted so far (the fake's DM channels start with `D`).
-pub fn dm_posts(app: &TestApp) -> Vec<Value> {
-    app.slack
-        .calls_to("chat.postMessage")
-        .into_iter()
-        .filter(|c| {
-            c.body["channel"]
-                .as_str()
-                .is_some_and(|ch| ch.starts_with('D'))
-        })
-        .map(|c| c.body)
-        .collect()
-}
-
 pub fn channel_of(approval: &Approval) -> String {
     approval.routing.channel.clone().unwrap_or_default()
 }

@@ -230,7 +230,7 @@ async fn reminder_dms_slack_took_before_the_calls_failed_are_not_sent_again() {
     }
     app.clock.advance(Duration::from_secs(30 * 60));
     app.run_jobs().await;
-    let sent = dm_posts(&app);
+    let sent = app.slack.dm_posts();
     assert_eq!(sent.len(), 3);
     assert!(app.slack.calls_to("conversations.history").is_empty());
     let metadata = &sent[0]["metadata"];
@@ -244,7 +244,7 @@ async fn reminder_dms_slack_took_before_the_calls_failed_are_not_sent_again() {
 
     app.clock.advance(Duration::from_secs(5));
     app.run_jobs().await;
-    assert_eq!(dm_posts(&app).len(), 3, "nobody is reminded twice");
+    assert_eq!(app.slack.dm_posts().len(), 3, "nobody is reminded twice");
     let history: Vec<String> = app
         .slack
         .calls_to("conversations.history")
@@ -267,6 +267,6 @@ async fn reminder_dms_slack_took_before_the_calls_failed_are_not_sent_again() {
     // The next reminder is a new one: sent, on its first attempt, without a lookup.
     app.clock.advance(Duration::from_secs(3600));
     app.run_jobs().await;
-    assert_eq!(dm_posts(&app).len(), 6);
+    assert_eq!(app.slack.dm_posts().len(), 6);
     assert_eq!(app.slack.calls_to("conversations.history").len(), 3);
 }

@@ -27,7 +27,7 @@ async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
     app.run_jobs().await;
     app.clock.advance(Duration::from_secs(29 * 60));
     app.run_jobs().await;
-    assert!(dm_posts(&app).is_empty(), "not before remind_after");
+    assert!(app.slack.dm_posts().is_empty(), "not before remind_after");
 
     app.clock.advance(Duration::from_secs(60));
     app.run_jobs().await;
@@ -36,7 +36,7 @@ async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
         ["U0ALICE", "U0BOB", "U0CAROL"],
         "each approver once, groups expanded"
     );
-    let dms = dm_posts(&app);
+    let dms = app.slack.dm_posts();
     assert_eq!(dms.len(), 3);
     let dm = dms[0].to_string();
     assert!(dm.contains("Reminder") && dm.contains("left"), "{dm}");
