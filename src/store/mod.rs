@@ -82,6 +82,7 @@ const INSERT_APPROVALS_END: &str = " ON CONFLICT DO NOTHING RETURNING id";
 
 mod ops;
 mod postgres;
+mod requests;
 mod sqlite;
 pub mod writer;
 

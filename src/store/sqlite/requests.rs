@@ -1,16 +1,9 @@
-//! New requests on SQLite: the duplicate check and the insert.
-//!
-//! A request repeats a pending one when it has the same token, tool and canonical
-//! parameters. There is no unique index over the pending requests (every decision and
-//! expiry would delete its entry, on a random page: the key is a hash); the writer
-//! looks instead, in its write transaction, at the newest request with the same key
-//! (index `pending_approvals_request`). The newest is the only one that can be
-//! pending, because a request is inserted only while none with its key is, whatever
-//! its own status. This writer owns the file and asks inside `BEGIN IMMEDIATE`, so
-//! nothing slips in between the look and the insert.
+//! New requests on SQLite: the duplicate check and the insert (see
+//! [`crate::store::requests`]). This writer owns the file and asks inside `BEGIN
+//! IMMEDIATE`, so nothing slips in between the look and the insert.
 
 use super::*;
-use crate::approval::Status;
+use crate::store::requests::{RequestKey, request_key, unrepeated};
 
 impl SqliteTx {
     /// `Tx::insert_approvals`: inserts the rows that repeat no pending request (in the
@@ -20,23 +13,7 @@ impl SqliteTx {
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
         let pending = self.pending_requests(rows).await?;
-        // Within the batch, too: a later request the same as an earlier pending one.
-        let mut opened: HashSet<RequestKey> = HashSet::new();
-        let rows: Vec<&(&Approval, &str)> = rows
-            .iter()
-            .filter(|row| {
-                let Some(key) = request_key(row) else {
-                    return true;
-                };
-                if pending.contains(&key) || opened.contains(&key) {
-                    return false;
-                }
-                if row.0.status == Status::Pending {
-                    opened.insert(key);
-                }
-                true
-            })
-            .collect();
+        let rows = unrepeated(rows, &pending);
         let mut inserted = HashSet::with_capacity(rows.len());
         for chunk in pow2_chunks(&rows, 64) {
             let mut query = QueryBuilder::new(insert_approvals_sql!());
@@ -130,17 +107,4 @@ impl SqliteTx {
         .await?;
         Ok(pending.into_iter().collect())
     }
-}
-
-/// What makes two requests the same: token, tool and canonical parameters.
-type RequestKey = (String, String, String);
-
-/// A new approval's [`RequestKey`]; none for rows without a token (the shared table's).
-fn request_key((approval, params_sha256): &(&Approval, &str)) -> Option<RequestKey> {
-    let token = approval.token_name.as_ref()?;
-    Some((
-        token.clone(),
-        approval.tool_name.clone(),
-        (*params_sha256).to_owned(),
-    ))
 }
