@@ -326,8 +326,8 @@ impl Done {
 
 /// Expires up to `limit` approvals whose expiry has come by `now`, set-based and in
 /// this one transaction, so an expiry needs no lease: a process that dies mid-way
-/// expired nothing. The timer is the approval's own `expires_at` (an index holds the
-/// pending and approved ones in expiry order), so an expiry moved in the shared table,
+/// expired nothing. The timer is the approval's own `expires_at` (indexed), so an expiry
+/// moved in the shared table,
 /// earlier or later, is followed. The due approvals are read in one query and join the
 /// batch's [`Current`] (an approval an earlier request of the batch read stays as that
 /// request left it); each is decided by the pure state machine, and the batch writes
@@ -340,17 +340,7 @@ pub(super) async fn fire_due<T: Tx>(
     limit: i64,
     deliveries: Deliveries,
 ) -> Result<Done> {
-    // One status at a time, each an ordered range of the open index, so a backlog
-    // costs no sort; approved ones first (they are few).
-    let mut read = Vec::new();
-    for status in [Status::Approved, Status::Pending] {
-        let left = limit - read.len() as i64;
-        if left <= 0 {
-            break;
-        }
-        read.extend(tx.due_expiries(now, status, left).await?);
-    }
-    let due = current.join(read);
+    let due = current.join(tx.due_expiries(now, limit).await?);
     let mut done = Done::quiet(WriteOutput::Fired(0));
     let mut fired = 0;
     for id in due {

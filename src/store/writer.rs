@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{Created, Result, StatusChange, StoreError, ops};
-use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status, Vote};
+use crate::approval::{Approval, ApprovalId, Event, NewApproval, Vote};
 use crate::audit::{self, Draft};
 use crate::jobs::{self, Deliveries, DueJob, MessageKey, NewJob, Outcome, PostedMessage};
 use crate::policy::Classification;
@@ -156,14 +156,12 @@ pub(crate) trait Tx: Send + 'static {
         &mut self,
         changes: &[StatusChange],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Up to `limit` approvals in `status` (pending or approved) whose expiry has come
-    /// by `now`, earliest expiry first (an ordered range of the open index), with their
-    /// votes, for this transaction to expire (Postgres: locked, skipping those another
-    /// replica is expiring).
+    /// Up to `limit` pending or approved approvals whose expiry has come by `now`,
+    /// earliest expiry first, with their votes, for this transaction to expire
+    /// (Postgres: locked, skipping those another replica is expiring).
     fn due_expiries(
         &mut self,
         now: DateTime<Utc>,
-        status: Status,
         limit: i64,
     ) -> impl Future<Output = sqlx::Result<Vec<Approval>>> + Send;
     /// Deletes the `expire` rows (timers that a signoff before migration 0005 planned

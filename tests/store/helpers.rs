@@ -150,6 +150,15 @@ pub async fn raw_execute(db: &TestDb, sql: &str) -> Result<u64, String> {
     result.map_err(|error| error.to_string())
 }
 
+/// A time as an SQL literal of the backend's column type.
+pub fn sql_time(db: &TestDb, at: chrono::DateTime<chrono::Utc>) -> String {
+    if db.backend == "sqlite" {
+        format!("'{}'", signoff::audit::format_time(&at))
+    } else {
+        format!("'{}'::timestamptz", at.to_rfc3339())
+    }
+}
+
 /// A count straight from the database.
 pub async fn raw_count(db: &TestDb, sql: &str) -> i64 {
     let sql = sqlx::AssertSqlSafe(sql.to_owned());

@@ -15,6 +15,7 @@ crate::on_both_backends!(
     a_claimed_job_is_leased_and_a_crashed_holder_loses_it,
     timers_fire_in_their_own_transaction_once_across_replicas,
     an_expiry_timer_follows_an_expiry_moved_in_the_shared_table,
+    expiries_behind_the_last_pass_still_fire,
     finished_jobs_are_deleted_and_given_up_ones_kept,
     deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt,
     main_permalinks_are_read_for_many_approvals_at_once,
@@ -494,6 +495,91 @@ async fn the_shared_table_accepts_direct_inserts_and_updates_on_postgres() {
     assert!(bad.is_err(), "risk_tier is checked");
 }
 
+/// Migration 0006 replaces the unique index over pending requests and the index of
+/// open approvals (see `expiries_behind_the_last_pass_still_fire`): a store upgraded
+/// with rows in it still answers a repeat with its pending request, and still expires
+/// what came due.
+#[tokio::test]
+async fn an_upgraded_store_keeps_its_pending_requests_and_expiries_on_postgres() {
+    let Some(db) = common::postgres("upgrade_0006").await else {
+        return;
+    };
+    let migrations =
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"));
+    let all = sqlx::migrate::Migrator::new(migrations).await.unwrap();
+    let before = sqlx::migrate::Migrator::with_migrations(
+        all.iter().filter(|m| m.version <= 5).cloned().collect(),
+    );
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    before.run(&mut conn).await.unwrap();
+    // As a signoff before it left them: the same request denied, then asked again and
+    // still pending, and another one already past its expiry.
+    let sha = signoff::canonical::sha256_hex(&json!({"disk": "sda"}));
+    let insert = |id: &str, status: &str, created: &str, expires: &str, sha: &str| {
+        format!(
+            "INSERT INTO pending_approvals (id, tool_name, parameters, status, expires_at, \
+               created_at, token_name, params_sha256, routing) \
+             VALUES ('{id}', 'wipe_disk', '{{\"disk\": \"sda\"}}', '{status}', \
+               '{expires}'::timestamptz, '{created}'::timestamptz, '{TOKEN}', '{sha}', '{{}}')"
+        )
+    };
+    let denied = "00000000-0000-4000-8000-000000000001";
+    let pending = "00000000-0000-4000-8000-000000000002";
+    let due = "00000000-0000-4000-8000-000000000003";
+    for sql in [
+        insert(
+            denied,
+            "denied",
+            "2026-11-23T10:00:00Z",
+            "2026-11-23T13:00:00Z",
+            &sha,
+        ),
+        insert(
+            pending,
+            "pending",
+            "2026-11-23T11:00:00Z",
+            "2026-11-23T14:00:00Z",
+            &sha,
+        ),
+        insert(
+            due,
+            "pending",
+            "2026-11-23T09:00:00Z",
+            "2026-11-23T11:30:00Z",
+            "other",
+        ),
+    ] {
+        assert_eq!(raw_execute(&db, &sql).await, Ok(1));
+    }
+
+    let (store, clock) = open(&db).await;
+    let again = store
+        .create(
+            new_request("wipe_disk", json!({"disk": "sda"})),
+            classify("wipe_disk"),
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    assert!(!again.created, "the pending request from before is found");
+    assert_eq!(again.approval.id.to_string(), pending);
+    assert_eq!(store.fire_due(clock.now(), 10).await.unwrap(), 1);
+    let expired = store
+        .get(signoff::approval::ApprovalId(due.parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(expired.status, Status::Expired);
+    clock.advance(Duration::from_secs(3 * 3600));
+    assert_eq!(
+        store.fire_due(clock.now(), 10).await.unwrap(),
+        1,
+        "the pending one, later"
+    );
+}
+
 async fn a_claimed_job_is_leased_and_a_crashed_holder_loses_it(db: TestDb) {
     use signoff::jobs::{Deliveries, JobKind, Outcome};
     let (store, clock) = open_posting(&db).await;
@@ -636,16 +722,70 @@ async fn finished_jobs_are_deleted_and_given_up_ones_kept(db: TestDb) {
     assert_eq!(store.health(clock.now()).await.unwrap().undelivered, 1);
 }
 
+/// On PostgreSQL a pass reads the due approvals from a watermark, which it then moves
+/// up to where it left off (migration 0006). An approval still expires when another
+/// program moves its expiry behind that point or sets it back to pending, and when a
+/// replica whose clock is behind creates one that is due before it.
+async fn expiries_behind_the_last_pass_still_fire(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let replica = signoff::store::Store::connect(&db.url).await.unwrap();
+    let start = clock.now();
+    let moved = create_expiring(&store, &clock, "moved", 3600).await;
+    let reopened = create_expiring(&store, &clock, "reopened", 10).await;
+    let passed = create_expiring(&store, &clock, "passed", 10).await;
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(store.fire_due(clock.now(), 10).await.unwrap(), 2);
+
+    let mut request = new_request("job", json!({"name": "behind"}));
+    request.expires_in = Some(Duration::from_secs(10));
+    let behind = replica
+        .create(
+            request,
+            classify("job"),
+            start + chrono::Duration::seconds(5),
+        )
+        .await
+        .unwrap()
+        .approval;
+    assert!(behind.expires_at < clock.now());
+    assert_eq!(
+        store.fire_due(clock.now(), 10).await.unwrap(),
+        1,
+        "created behind the last pass"
+    );
+
+    let at = sql_time(&db, start + chrono::Duration::seconds(5));
+    let sql = format!(
+        "UPDATE pending_approvals SET expires_at = {at} WHERE id = '{}'",
+        moved.id
+    );
+    assert_eq!(raw_execute(&db, &sql).await, Ok(1));
+    let sql = format!(
+        "UPDATE pending_approvals SET status = 'pending', decided_by = NULL, decision_at = NULL \
+         WHERE id = '{}'",
+        reopened.id
+    );
+    assert_eq!(raw_execute(&db, &sql).await, Ok(1));
+    assert_eq!(
+        store.fire_due(clock.now(), 10).await.unwrap(),
+        2,
+        "moved behind the last pass, and reopened"
+    );
+    for id in [moved.id, reopened.id, passed.id, behind.id] {
+        assert_eq!(
+            store.get(id).await.unwrap().unwrap().status,
+            Status::Expired
+        );
+    }
+    assert_eq!(store.fire_due(clock.now(), 10).await.unwrap(), 0);
+}
+
 async fn an_expiry_timer_follows_an_expiry_moved_in_the_shared_table(db: TestDb) {
     let (store, clock) = open(&db).await;
     let later = create_expiring(&store, &clock, "later", 10).await;
     let earlier = create_expiring(&store, &clock, "earlier", 3600).await;
-    let move_to = |id, at: chrono::DateTime<chrono::Utc>| {
-        let at = if db.backend == "sqlite" {
-            format!("'{}'", signoff::audit::format_time(&at))
-        } else {
-            format!("'{}'::timestamptz", at.to_rfc3339())
-        };
+    let move_to = |id, at| {
+        let at = sql_time(&db, at);
         format!("UPDATE pending_approvals SET expires_at = {at} WHERE id = '{id}'")
     };
     let start = clock.now();

@@ -113,6 +113,7 @@ pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
             pool: writer,
             conn: None,
             locations: HashMap::new(),
+            timers: Default::default(),
         },
     ))
 }

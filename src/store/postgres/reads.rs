@@ -26,11 +26,14 @@ impl Reads for PgReads {
     }
 
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
+        // Stale ones: no open approval expires before the expiry watermark, so only
+        // the index range from there to the grace time is read.
         let row = on_conn!(self, |c| {
             sqlx::query(
             "SELECT \
                (SELECT COUNT(*) FROM pending_approvals WHERE status = 'pending'), \
-               (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') AND expires_at < $1), \
+               (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') \
+                  AND expires_at >= (SELECT below FROM expiry_watermark WHERE id = 1) AND expires_at < $1), \
                (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND kind <> 'expire' AND due_at < $1))",
         )
         .bind(now - OVERDUE_GRACE)

@@ -3,6 +3,11 @@
 
 use super::*;
 use crate::approval::Status;
+use crate::store::requests::{RequestKey, request_key, unrepeated};
+
+/// The first key of the advisory locks on request keys ("SIGN"), which keeps them
+/// apart from other programs' advisory locks on the same database.
+const REQUEST_LOCKS: i32 = 0x5349_474E;
 
 /// The writer's connection, from a one-connection pool (reconnects after a failure).
 pub(crate) struct PgTx {
@@ -14,6 +19,33 @@ pub(crate) struct PgTx {
     /// row cannot move under its lock, and the update refreshes the entry with the new
     /// version's place; cleared at `begin`.
     pub(super) locations: HashMap<ApprovalId, String>,
+    /// What this transaction does to the expiry watermark at commit
+    /// ([`PgTx::settle_watermark`]); cleared at `begin`.
+    pub(super) timers: Timers,
+}
+
+/// Expiry timers this transaction added or fired, for the watermark (see
+/// `migrations/postgres/0006_hot_updates.sql`).
+#[derive(Default)]
+pub(super) struct Timers {
+    /// The earliest expiry among the pending or approved approvals it inserted or
+    /// adopted: the watermark must not stay above it.
+    opened: Option<DateTime<Utc>>,
+    /// The `now` of the scheduler pass it ran: the watermark moves up to the earliest
+    /// expiry still open by then.
+    swept: Option<DateTime<Utc>>,
+}
+
+impl Timers {
+    fn open(&mut self, approvals: impl IntoIterator<Item = impl std::borrow::Borrow<Approval>>) {
+        for approval in approvals {
+            let approval = approval.borrow();
+            if matches!(approval.status, Status::Pending | Status::Approved) {
+                let at = approval.expires_at;
+                self.opened = Some(self.opened.map_or(at, |earliest| earliest.min(at)));
+            }
+        }
+    }
 }
 
 impl PgTx {
@@ -32,35 +64,87 @@ impl PgTx {
         Ok(approvals)
     }
 
-    /// The new approvals among `rows` for which a pending request with the same token,
-    /// tool and parameters exists.
-    async fn pending_twins(
+    /// The keys among `rows` whose newest request is pending (see
+    /// [`crate::store::requests`]), each key locked first until commit (an advisory
+    /// lock, taken in one order by every writer), so that a replica inserting the same
+    /// request waits for this transaction and then sees its row.
+    async fn pending_requests(
         &mut self,
-        rows: &[&(&Approval, &str)],
-    ) -> sqlx::Result<HashSet<ApprovalId>> {
-        if rows.is_empty() {
+        rows: &[(&Approval, &str)],
+    ) -> sqlx::Result<HashSet<RequestKey>> {
+        let keys: Vec<RequestKey> = rows.iter().filter_map(request_key).collect();
+        if keys.is_empty() {
             return Ok(HashSet::new());
         }
-        let ids: Vec<Uuid> = rows.iter().map(|(a, _)| a.id.0).collect();
-        let tokens: Vec<&str> = rows
-            .iter()
-            .map(|(a, _)| a.token_name.as_deref().unwrap_or_default())
-            .collect();
-        let tools: Vec<&str> = rows.iter().map(|(a, _)| a.tool_name.as_str()).collect();
-        let hashes: Vec<&str> = rows.iter().map(|(_, sha)| *sha).collect();
-        let twins: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT k.id FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
-               AS k(id, token, tool, sha) \
-             WHERE EXISTS (SELECT 1 FROM pending_approvals p WHERE p.status = 'pending' \
-               AND p.token_name = k.token AND p.tool_name = k.tool AND p.params_sha256 = k.sha)",
+        let tokens: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+        let tools: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        let hashes: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
+        // A statement of its own: the look below must start after the locks are held,
+        // to see what a replica that held them committed.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock($4, h) FROM ( \
+               SELECT DISTINCT hashtext(token || '/' || tool || '/' || sha) AS h \
+               FROM unnest($1::text[], $2::text[], $3::text[]) AS k(token, tool, sha) \
+               ORDER BY h) AS locks",
         )
-        .bind(&ids)
+        .bind(&tokens)
+        .bind(&tools)
+        .bind(&hashes)
+        .bind(REQUEST_LOCKS)
+        .execute(self.conn()?)
+        .await?;
+        let pending: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT k.token, k.tool, k.sha \
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS k(token, tool, sha) \
+             WHERE (SELECT p.status FROM pending_approvals p WHERE p.token_name = k.token \
+                    AND p.tool_name = k.tool AND p.params_sha256 = k.sha \
+                    ORDER BY p.request_seq DESC NULLS LAST LIMIT 1) = 'pending'",
+        )
         .bind(&tokens)
         .bind(&tools)
         .bind(&hashes)
         .fetch_all(self.conn()?)
         .await?;
-        Ok(twins.into_iter().map(ApprovalId).collect())
+        Ok(pending.into_iter().collect())
+    }
+
+    /// Keeps the expiry watermark true for what this transaction did, just before it
+    /// commits; the watermark's row lock, held until then, orders this against other
+    /// writers (replicas, and other programs through the table's trigger). A pass
+    /// reads the open approvals after taking it, so it sees every insert committed
+    /// before; an insert that waited for a pass sees where the pass left the mark.
+    async fn settle_watermark(&mut self) -> sqlx::Result<()> {
+        let Timers { opened, swept } = std::mem::take(&mut self.timers);
+        if opened.is_none() && swept.is_none() {
+            return Ok(());
+        }
+        let below: DateTime<Utc> =
+            sqlx::query_scalar("SELECT below FROM expiry_watermark WHERE id = 1 FOR UPDATE")
+                .fetch_one(self.conn()?)
+                .await?;
+        let mut settled = opened.map_or(below, |opened| below.min(opened));
+        if let Some(now) = swept {
+            // The earliest approval still open up to `now`: one this pass left for
+            // later (over its limit, or locked by another transaction). Its own
+            // expiries read as expired here.
+            let open: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "SELECT expires_at FROM pending_approvals \
+                 WHERE expires_at >= $1 AND expires_at <= $2 AND status IN ('pending', 'approved') \
+                 ORDER BY expires_at LIMIT 1",
+            )
+            .bind(settled)
+            .bind(now)
+            .fetch_optional(self.conn()?)
+            .await?;
+            settled = settled.max(open.unwrap_or(now));
+        }
+        if settled != below {
+            sqlx::query("UPDATE expiry_watermark SET below = $1 WHERE id = 1")
+                .bind(settled)
+                .execute(self.conn()?)
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -70,11 +154,13 @@ impl Tx for PgTx {
             self.conn = Some(self.pool.acquire().await?);
         }
         self.locations.clear();
+        self.timers = Timers::default();
         sqlx::raw_sql("BEGIN").execute(self.conn()?).await?;
         Ok(())
     }
 
     async fn commit(&mut self) -> sqlx::Result<()> {
+        self.settle_watermark().await?;
         sqlx::raw_sql("COMMIT").execute(self.conn()?).await?;
         Ok(())
     }
@@ -95,19 +181,9 @@ impl Tx for PgTx {
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
-        // A pending request is kept unique by `pending_approvals_dedup` (a unique index
-        // over the pending ones), which also holds across replicas. A request decided
-        // at once (auto-approved, denied by policy) has no entry there, so it looks for
-        // a pending twin itself: it gets that one instead, like any other repeat.
-        let decided: Vec<&(&Approval, &str)> = rows
-            .iter()
-            .filter(|(a, _)| a.token_name.is_some() && a.status != Status::Pending)
-            .collect();
-        let twins = self.pending_twins(&decided).await?;
-        let rows: Vec<&(&Approval, &str)> = rows
-            .iter()
-            .filter(|(a, _)| !twins.contains(&a.id))
-            .collect();
+        let pending = self.pending_requests(rows).await?;
+        let rows = unrepeated(rows, &pending);
+        self.timers.open(rows.iter().map(|(approval, _)| *approval));
         let mut inserted = HashSet::with_capacity(rows.len());
         // Few shapes of this wide statement, so each stays prepared on the server.
         // (The narrower multi-row statements below take up to 1,000 rows at once:
@@ -153,9 +229,18 @@ impl Tx for PgTx {
         params_sha256: &str,
     ) -> sqlx::Result<Option<ApprovalId>> {
         let id: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM pending_approvals WHERE token_name = $1 AND \
-             (idempotency_key = $2 OR (status = 'pending' AND tool_name = $3 AND params_sha256 = $4)) \
-             ORDER BY (idempotency_key IS NOT DISTINCT FROM $2) DESC LIMIT 1",
+            // The same idempotency key first; else the newest request with the same
+            // tool and parameters, if it is pending (its key is locked: see
+            // `pending_requests`).
+            "SELECT id FROM ( \
+               SELECT id, 0 AS rank FROM pending_approvals \
+               WHERE token_name = $1 AND idempotency_key = $2 \
+               UNION ALL \
+               SELECT id, 1 FROM (SELECT id, status FROM pending_approvals \
+                 WHERE token_name = $1 AND tool_name = $3 AND params_sha256 = $4 \
+                 ORDER BY request_seq DESC NULLS LAST LIMIT 1) AS newest \
+               WHERE status = 'pending') AS found \
+             ORDER BY rank LIMIT 1",
         )
         .bind(token)
         .bind(idempotency_key)
@@ -319,7 +404,11 @@ impl Tx for PgTx {
         .bind(a.version)
         .execute(self.conn()?)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let adopted = done.rows_affected() == 1;
+        if adopted {
+            self.timers.open([a]);
+        }
+        Ok(adopted)
     }
 
     async fn announce(&mut self, changes: &[StatusChange]) -> sqlx::Result<()> {
@@ -339,22 +428,22 @@ impl Tx for PgTx {
     async fn due_expiries(
         &mut self,
         now: DateTime<Utc>,
-        status: Status,
         limit: i64,
     ) -> sqlx::Result<Vec<Approval>> {
-        // The first condition is the index's own, so that a generic plan (status a
-        // parameter) still uses the partial index. SKIP LOCKED: replicas expiring at
-        // the same moment take different approvals, and never wait for one that a
-        // batch of clicks holds.
+        // From the watermark on (every open approval expires at or after it; see
+        // `settle_watermark`), so the pass does not walk past the expired and decided
+        // approvals behind it. SKIP LOCKED: replicas expiring at the same moment take
+        // different approvals, and never wait for one that a batch of clicks holds.
         let rows = sqlx::query(select_approvals!(
-            located "WHERE status IN ('pending', 'approved') AND status = $1 \
-             AND expires_at <= $2 ORDER BY expires_at LIMIT $3 FOR UPDATE SKIP LOCKED"
+            located "WHERE expires_at >= (SELECT below FROM expiry_watermark WHERE id = 1) \
+             AND expires_at <= $1 AND status IN ('pending', 'approved') \
+             ORDER BY expires_at LIMIT $2 FOR UPDATE OF pending_approvals SKIP LOCKED"
         ))
-        .bind(status.as_str())
         .bind(now)
         .bind(limit)
         .fetch_all(self.conn()?)
         .await?;
+        self.timers.swept = Some(self.timers.swept.map_or(now, |swept| swept.max(now)));
         self.located(&rows)
     }
 

@@ -1,0 +1,57 @@
+-- Decisions and expiries update an approval in place (a HOT update: the new row
+-- version stays on its page and no index gets a new entry). That needs free room on
+-- the page and no index over a column they change; `status` was in two. Before, an
+-- expiry also wrote a new primary-key entry on a random page (the ids are random),
+-- which after each checkpoint went into the write-ahead log whole.
+
+-- Room on each page for updated row versions (pages filled from now on).
+ALTER TABLE pending_approvals SET (fillfactor = 85);
+
+-- Expiry timers: a plain index on expires_at, read from a watermark. Every pending or
+-- approved approval expires at or after `expiry_watermark.below`; a scheduler pass
+-- reads the due ones from there and then moves it up to the earliest one still open.
+-- Writers that add an open approval below it (an insert or an adoption, under the row
+-- lock of `expiry_watermark`) move it down; so does the trigger below for another
+-- program's update. Expired and decided approvals keep their entry, behind the mark.
+CREATE TABLE expiry_watermark (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    below TIMESTAMPTZ NOT NULL
+);
+-- It starts at the earliest open expiry (with none, at 1970: the first pass then reads
+-- the expiries of every approval decided so far, once).
+INSERT INTO expiry_watermark (id, below)
+SELECT 1, COALESCE(MIN(expires_at), '1970-01-01 00:00:00+00')
+FROM pending_approvals WHERE status IN ('pending', 'approved');
+
+DROP INDEX pending_approvals_open;
+CREATE INDEX pending_approvals_expiry ON pending_approvals (expires_at);
+
+-- Another program that reopens an approval or moves its expiry earlier moves the
+-- watermark down with it. signoff's own updates change `version` and are left out:
+-- signoff moves the watermark itself, at commit.
+CREATE FUNCTION signoff_expiry_moved() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE expiry_watermark SET below = LEAST(below, NEW.expires_at) WHERE id = 1;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER pending_approvals_expiry_moved AFTER UPDATE OF status, expires_at ON pending_approvals
+    FOR EACH ROW
+    WHEN (NEW.version = OLD.version AND NEW.status IN ('pending', 'approved')
+          AND (NEW.expires_at < OLD.expires_at OR OLD.status NOT IN ('pending', 'approved')))
+    EXECUTE FUNCTION signoff_expiry_moved();
+
+-- Duplicate requests: the writer locks the request's key (an advisory lock, so
+-- replicas take turns) and looks at the newest request with that key, in order of
+-- `request_seq`: it is the only one that can be pending, because a request is inserted
+-- only while none with its key is. This replaces the unique index over the pending
+-- ones. The pending ones from before get a number; decided ones keep none and sort last.
+CREATE SEQUENCE pending_approvals_request_seq;
+ALTER TABLE pending_approvals ADD COLUMN request_seq BIGINT;
+ALTER TABLE pending_approvals ALTER COLUMN request_seq SET DEFAULT nextval('pending_approvals_request_seq');
+UPDATE pending_approvals SET request_seq = nextval('pending_approvals_request_seq')
+WHERE status = 'pending' AND token_name IS NOT NULL;
+DROP INDEX pending_approvals_dedup;
+CREATE INDEX pending_approvals_request
+    ON pending_approvals (token_name, tool_name, params_sha256, request_seq DESC NULLS LAST)
+    WHERE token_name IS NOT NULL;
