@@ -41,17 +41,21 @@ CREATE TRIGGER pending_approvals_expiry_moved AFTER UPDATE OF status, expires_at
           AND (NEW.expires_at < OLD.expires_at OR OLD.status NOT IN ('pending', 'approved')))
     EXECUTE FUNCTION signoff_expiry_moved();
 
--- Duplicate requests: the writer locks the request's key (an advisory lock, so
--- replicas take turns) and looks at the newest request with that key, in order of
--- `request_seq`: it is the only one that can be pending, because a request is inserted
--- only while none with its key is. This replaces the unique index over the pending
--- ones. The pending ones from before get a number; decided ones keep none and sort last.
-CREATE SEQUENCE pending_approvals_request_seq;
-ALTER TABLE pending_approvals ADD COLUMN request_seq BIGINT;
-ALTER TABLE pending_approvals ALTER COLUMN request_seq SET DEFAULT nextval('pending_approvals_request_seq');
-UPDATE pending_approvals SET request_seq = nextval('pending_approvals_request_seq')
-WHERE status = 'pending' AND token_name IS NOT NULL;
+-- Duplicate requests: `request_keys` names, per token, tool and parameters, the newest
+-- pending request signoff opened with them; a repeat is one whose entry names an
+-- approval still pending. The writer locks the key (an advisory lock, so replicas take
+-- turns), looks, and inserts. This replaces the unique index over the pending ones: an
+-- entry there is only written when a request opens, never when it is decided or
+-- expires, and no index on pending_approvals holds the key (which, a hash, would put
+-- each row updated out of place on a random index page).
+CREATE TABLE request_keys (
+    token_name    TEXT NOT NULL,
+    tool_name     TEXT NOT NULL,
+    params_sha256 TEXT NOT NULL,
+    approval_id   UUID NOT NULL,
+    PRIMARY KEY (token_name, tool_name, params_sha256)
+);
+INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id)
+SELECT token_name, tool_name, params_sha256, id FROM pending_approvals
+WHERE status = 'pending' AND token_name IS NOT NULL AND params_sha256 IS NOT NULL;
 DROP INDEX pending_approvals_dedup;
-CREATE INDEX pending_approvals_request
-    ON pending_approvals (token_name, tool_name, params_sha256, request_seq DESC NULLS LAST)
-    WHERE token_name IS NOT NULL;

@@ -6,9 +6,10 @@
 //! expiry would have to delete its entry, on a random page (the key is a hash), and on
 //! PostgreSQL such an index also keeps decisions from updating the row in place. The
 //! writer looks instead, inside its transaction, at the newest request with the same key
-//! (SQLite: by rowid; PostgreSQL: by `request_seq`, with the key locked so that replicas
-//! take turns). The newest is the only one that can be pending, because a request is
-//! inserted only while none with its key is, whatever its own status.
+//! (SQLite: by rowid, through an index; PostgreSQL: the one `request_keys` names, with
+//! the key locked so that replicas take turns). The newest is the only one that can be
+//! pending, because a request is inserted only while none with its key is, whatever its
+//! own status.
 
 use std::collections::HashSet;
 

@@ -64,7 +64,7 @@ impl PgTx {
         Ok(approvals)
     }
 
-    /// The keys among `rows` whose newest request is pending (see
+    /// The keys among `rows` whose newest request is pending (`request_keys`; see
     /// [`crate::store::requests`]), each key locked first until commit (an advisory
     /// lock, taken in one order by every writer), so that a replica inserting the same
     /// request waits for this transaction and then sees its row.
@@ -96,9 +96,10 @@ impl PgTx {
         let pending: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT k.token, k.tool, k.sha \
              FROM unnest($1::text[], $2::text[], $3::text[]) AS k(token, tool, sha) \
-             WHERE (SELECT p.status FROM pending_approvals p WHERE p.token_name = k.token \
-                    AND p.tool_name = k.tool AND p.params_sha256 = k.sha \
-                    ORDER BY p.request_seq DESC NULLS LAST LIMIT 1) = 'pending'",
+             JOIN request_keys r \
+               ON r.token_name = k.token AND r.tool_name = k.tool AND r.params_sha256 = k.sha \
+             JOIN pending_approvals p ON p.id = r.approval_id \
+             WHERE p.status = 'pending'",
         )
         .bind(&tokens)
         .bind(&tools)
@@ -106,6 +107,35 @@ impl PgTx {
         .fetch_all(self.conn()?)
         .await?;
         Ok(pending.into_iter().collect())
+    }
+
+    /// Makes each pending request of `rows` that was `inserted` the newest of its key.
+    async fn record_requests(
+        &mut self,
+        rows: &[&(&Approval, &str)],
+        inserted: &HashSet<ApprovalId>,
+    ) -> sqlx::Result<()> {
+        let opened: Vec<(RequestKey, Uuid)> = rows
+            .iter()
+            .filter(|(a, _)| a.status == Status::Pending && inserted.contains(&a.id))
+            .filter_map(|row| Some((request_key(row)?, row.0.id.0)))
+            .collect();
+        if opened.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[]) \
+             ON CONFLICT (token_name, tool_name, params_sha256) \
+             DO UPDATE SET approval_id = excluded.approval_id",
+        )
+        .bind(column(&opened, |((token, _, _), _)| token.as_str()))
+        .bind(column(&opened, |((_, tool, _), _)| tool.as_str()))
+        .bind(column(&opened, |((_, _, sha), _)| sha.as_str()))
+        .bind(column(&opened, |(_, id)| *id))
+        .execute(self.conn()?)
+        .await?;
+        Ok(())
     }
 
     /// Keeps the expiry watermark true for what this transaction did, just before it
@@ -218,6 +248,7 @@ impl Tx for PgTx {
             let ids: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(self.conn()?).await?;
             inserted.extend(ids.into_iter().map(ApprovalId));
         }
+        self.record_requests(&rows, &inserted).await?;
         Ok(inserted)
     }
 
@@ -236,10 +267,9 @@ impl Tx for PgTx {
                SELECT id, 0 AS rank FROM pending_approvals \
                WHERE token_name = $1 AND idempotency_key = $2 \
                UNION ALL \
-               SELECT id, 1 FROM (SELECT id, status FROM pending_approvals \
-                 WHERE token_name = $1 AND tool_name = $3 AND params_sha256 = $4 \
-                 ORDER BY request_seq DESC NULLS LAST LIMIT 1) AS newest \
-               WHERE status = 'pending') AS found \
+               SELECT p.id, 1 FROM request_keys r JOIN pending_approvals p ON p.id = r.approval_id \
+               WHERE r.token_name = $1 AND r.tool_name = $3 AND r.params_sha256 = $4 \
+                 AND p.status = 'pending') AS found \
              ORDER BY rank LIMIT 1",
         )
         .bind(token)
