@@ -59,3 +59,27 @@ INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id)
 SELECT token_name, tool_name, params_sha256, id FROM pending_approvals
 WHERE status = 'pending' AND token_name IS NOT NULL AND params_sha256 IS NOT NULL;
 DROP INDEX pending_approvals_dedup;
+
+-- Locks the keys of a batch of new requests until commit (advisory locks, taken in one
+-- order, so replicas inserting the same request take turns; 1397311310 is "SIGN" in
+-- ASCII, which keeps them apart from other programs' advisory locks) and answers those
+-- whose newest request is still pending. One round trip for both: as a volatile
+-- function, its look starts after the locks are held and sees what their last holder
+-- committed.
+CREATE FUNCTION signoff_pending_requests(tokens TEXT[], tools TEXT[], hashes TEXT[])
+RETURNS TABLE (token_name TEXT, tool_name TEXT, params_sha256 TEXT)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1397311310, h) FROM (
+        SELECT DISTINCT hashtext(k.token || '/' || k.tool || '/' || k.sha) AS h
+        FROM unnest(tokens, tools, hashes) AS k(token, tool, sha)
+        ORDER BY h) AS locks;
+    RETURN QUERY
+        SELECT k.token, k.tool, k.sha
+        FROM unnest(tokens, tools, hashes) AS k(token, tool, sha)
+        JOIN request_keys r
+          ON r.token_name = k.token AND r.tool_name = k.tool AND r.params_sha256 = k.sha
+        JOIN pending_approvals p ON p.id = r.approval_id
+        WHERE p.status = 'pending';
+END;
+$$;

@@ -76,8 +76,8 @@ pub(crate) fn pow2_chunks<T>(mut rows: &[T], max: usize) -> impl Iterator<Item =
     })
 }
 
-/// Skips rows a unique index already holds (a reused idempotency key; on PostgreSQL
-/// also a duplicate pending request) and names the rows inserted.
+/// Skips rows a unique index already holds (a reused idempotency key) and names the
+/// rows inserted (SQLite; PostgreSQL's statement also records their request keys).
 const INSERT_APPROVALS_END: &str = " ON CONFLICT DO NOTHING RETURNING id";
 
 mod ops;

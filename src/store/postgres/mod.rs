@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::writer::Tx;
 use super::{
-    DROP_STALE_TIMERS, HealthCounts, INSERT_APPROVALS_END, Reads, Result, StatusChange, StoreError,
-    TokenInfo, decode, pow2_chunks,
+    DROP_STALE_TIMERS, HealthCounts, Reads, Result, StatusChange, StoreError, TokenInfo, decode,
+    pow2_chunks,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;

@@ -5,9 +5,17 @@ use super::*;
 use crate::approval::Status;
 use crate::store::requests::{RequestKey, request_key, unrepeated};
 
-/// The first key of the advisory locks on request keys ("SIGN"), which keeps them
-/// apart from other programs' advisory locks on the same database.
-const REQUEST_LOCKS: i32 = 0x5349_474E;
+/// Moves the expiry watermark down to `$n` if it is above.
+macro_rules! lower_watermark {
+    ($n:literal) => {
+        concat!(
+            "UPDATE expiry_watermark SET below = $",
+            $n,
+            " WHERE id = 1 AND below > $",
+            $n
+        )
+    };
+}
 
 /// The writer's connection, from a one-connection pool (reconnects after a failure).
 pub(crate) struct PgTx {
@@ -29,11 +37,14 @@ pub(crate) struct PgTx {
 #[derive(Default)]
 pub(super) struct Timers {
     /// The earliest expiry among the pending or approved approvals it inserted or
-    /// adopted: the watermark must not stay above it.
+    /// adopted, while the watermark has yet to be moved down to it.
     opened: Option<DateTime<Utc>>,
     /// The `now` of the scheduler pass it ran: the watermark moves up to the earliest
     /// expiry still open by then.
     swept: Option<DateTime<Utc>>,
+    /// Whether it holds the audit head's row lock, which orders every signoff writer's
+    /// watermark work (taken for the audit log; else at commit).
+    ordered: bool,
 }
 
 impl Timers {
@@ -66,8 +77,9 @@ impl PgTx {
 
     /// The keys among `rows` whose newest request is pending (`request_keys`; see
     /// [`crate::store::requests`]), each key locked first until commit (an advisory
-    /// lock, taken in one order by every writer), so that a replica inserting the same
-    /// request waits for this transaction and then sees its row.
+    /// lock, taken in one order by every writer; migration 0006's
+    /// `signoff_pending_requests`), so that a replica inserting the same request waits
+    /// for this transaction and then sees its row.
     async fn pending_requests(
         &mut self,
         rows: &[(&Approval, &str)],
@@ -79,95 +91,65 @@ impl PgTx {
         let tokens: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
         let tools: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
         let hashes: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
-        // A statement of its own: the look below must start after the locks are held,
-        // to see what a replica that held them committed.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock($4, h) FROM ( \
-               SELECT DISTINCT hashtext(token || '/' || tool || '/' || sha) AS h \
-               FROM unnest($1::text[], $2::text[], $3::text[]) AS k(token, tool, sha) \
-               ORDER BY h) AS locks",
-        )
-        .bind(&tokens)
-        .bind(&tools)
-        .bind(&hashes)
-        .bind(REQUEST_LOCKS)
-        .execute(self.conn()?)
-        .await?;
-        let pending: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT k.token, k.tool, k.sha \
-             FROM unnest($1::text[], $2::text[], $3::text[]) AS k(token, tool, sha) \
-             JOIN request_keys r \
-               ON r.token_name = k.token AND r.tool_name = k.tool AND r.params_sha256 = k.sha \
-             JOIN pending_approvals p ON p.id = r.approval_id \
-             WHERE p.status = 'pending'",
-        )
-        .bind(&tokens)
-        .bind(&tools)
-        .bind(&hashes)
-        .fetch_all(self.conn()?)
-        .await?;
+        let pending: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT * FROM signoff_pending_requests($1, $2, $3)")
+                .bind(&tokens)
+                .bind(&tools)
+                .bind(&hashes)
+                .fetch_all(self.conn()?)
+                .await?;
         Ok(pending.into_iter().collect())
     }
 
-    /// Makes each pending request of `rows` that was `inserted` the newest of its key.
-    async fn record_requests(
-        &mut self,
-        rows: &[&(&Approval, &str)],
-        inserted: &HashSet<ApprovalId>,
-    ) -> sqlx::Result<()> {
-        let opened: Vec<(RequestKey, Uuid)> = rows
-            .iter()
-            .filter(|(a, _)| a.status == Status::Pending && inserted.contains(&a.id))
-            .filter_map(|row| Some((request_key(row)?, row.0.id.0)))
-            .collect();
-        if opened.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[]) \
-             ON CONFLICT (token_name, tool_name, params_sha256) \
-             DO UPDATE SET approval_id = excluded.approval_id",
-        )
-        .bind(column(&opened, |((token, _, _), _)| token.as_str()))
-        .bind(column(&opened, |((_, tool, _), _)| tool.as_str()))
-        .bind(column(&opened, |((_, _, sha), _)| sha.as_str()))
-        .bind(column(&opened, |(_, id)| *id))
-        .execute(self.conn()?)
-        .await?;
-        Ok(())
-    }
-
-    /// Keeps the expiry watermark true for what this transaction did, just before it
-    /// commits; the watermark's row lock, held until then, orders this against other
-    /// writers (replicas, and other programs through the table's trigger). A pass
-    /// reads the open approvals after taking it, so it sees every insert committed
-    /// before; an insert that waited for a pass sees where the pass left the mark.
+    /// Keeps the expiry watermark true for what this transaction did, at commit.
+    ///
+    /// Every signoff writer does this work while holding the audit head's row lock, so
+    /// that writers take turns: a pass reads the open approvals after every insert
+    /// committed before it, and an insert that waited for a pass sees where the pass
+    /// left the mark (and moves it down below its own approvals, in
+    /// `set_audit_head`'s statement when the transaction appends to the audit log,
+    /// as creates and adoptions do). A pass also locks the watermark's row, which
+    /// another program's trigger (an expiry moved earlier) takes to move it down.
     async fn settle_watermark(&mut self) -> sqlx::Result<()> {
-        let Timers { opened, swept } = std::mem::take(&mut self.timers);
+        let Timers {
+            opened,
+            swept,
+            ordered,
+        } = std::mem::take(&mut self.timers);
         if opened.is_none() && swept.is_none() {
             return Ok(());
         }
+        if !ordered {
+            sqlx::query("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+                .execute(self.conn()?)
+                .await?;
+        }
+        if let Some(opened) = opened {
+            sqlx::query(lower_watermark!("1"))
+                .bind(opened)
+                .execute(self.conn()?)
+                .await?;
+        }
+        let Some(now) = swept else {
+            return Ok(());
+        };
         let below: DateTime<Utc> =
             sqlx::query_scalar("SELECT below FROM expiry_watermark WHERE id = 1 FOR UPDATE")
                 .fetch_one(self.conn()?)
                 .await?;
-        let mut settled = opened.map_or(below, |opened| below.min(opened));
-        if let Some(now) = swept {
-            // The earliest approval still open up to `now`: one this pass left for
-            // later (over its limit, or locked by another transaction). Its own
-            // expiries read as expired here.
-            let open: Option<DateTime<Utc>> = sqlx::query_scalar(
-                "SELECT expires_at FROM pending_approvals \
-                 WHERE expires_at >= $1 AND expires_at <= $2 AND status IN ('pending', 'approved') \
-                 ORDER BY expires_at LIMIT 1",
-            )
-            .bind(settled)
-            .bind(now)
-            .fetch_optional(self.conn()?)
-            .await?;
-            settled = settled.max(open.unwrap_or(now));
-        }
+        // The earliest approval still open up to `now`: one this pass left for later
+        // (over its limit, or locked by another transaction). Its own expiries read as
+        // expired here.
+        let open: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT expires_at FROM pending_approvals \
+             WHERE expires_at >= $1 AND expires_at <= $2 AND status IN ('pending', 'approved') \
+             ORDER BY expires_at LIMIT 1",
+        )
+        .bind(below)
+        .bind(now)
+        .fetch_optional(self.conn()?)
+        .await?;
+        let settled = below.max(open.unwrap_or(now));
         if settled != below {
             sqlx::query("UPDATE expiry_watermark SET below = $1 WHERE id = 1")
                 .bind(settled)
@@ -219,7 +201,8 @@ impl Tx for PgTx {
         // (The narrower multi-row statements below take up to 1,000 rows at once:
         // fewer round trips count for more there than re-preparing a new shape.)
         for chunk in pow2_chunks(&rows, 64) {
-            let mut query = QueryBuilder::<Postgres>::new(insert_approvals_sql!());
+            let mut query =
+                QueryBuilder::<Postgres>::new(concat!("WITH added AS (", insert_approvals_sql!()));
             query.push_values(chunk, |mut row, (a, params_sha256)| {
                 row.push_bind(a.id.0)
                     .push_bind(a.tool_name.clone())
@@ -244,11 +227,20 @@ impl Tx for PgTx {
                     .push_bind(a.version)
                     .push_bind(params_sha256.to_string());
             });
-            query.push(INSERT_APPROVALS_END);
+            // Skips a reused idempotency key (a unique index); each pending request
+            // inserted becomes the newest of its key in `request_keys`.
+            query.push(
+                " ON CONFLICT DO NOTHING RETURNING id, token_name, tool_name, params_sha256, status), \
+                 keyed AS (INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
+                   SELECT token_name, tool_name, params_sha256, id FROM added \
+                   WHERE status = 'pending' AND token_name IS NOT NULL \
+                   ON CONFLICT (token_name, tool_name, params_sha256) \
+                   DO UPDATE SET approval_id = excluded.approval_id) \
+                 SELECT id FROM added",
+            );
             let ids: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(self.conn()?).await?;
             inserted.extend(ids.into_iter().map(ApprovalId));
         }
-        self.record_requests(&rows, &inserted).await?;
         Ok(inserted)
     }
 
@@ -584,6 +576,7 @@ impl Tx for PgTx {
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
             .fetch_one(self.conn()?)
             .await?;
+        self.timers.ordered = true;
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
@@ -608,11 +601,24 @@ impl Tx for PgTx {
     }
 
     async fn set_audit_head(&mut self, seq: i64, hash: &str) -> sqlx::Result<()> {
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        // With the approvals this transaction opened, the watermark moves down in the
+        // same statement, saving a round trip per batch of creates (see
+        // `settle_watermark`; the audit head is locked by now).
+        let query = match self.timers.opened.take() {
+            Some(opened) => sqlx::query(concat!(
+                "WITH lowered AS (",
+                lower_watermark!("3"),
+                ") ",
+                "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1"
+            ))
             .bind(seq)
             .bind(hash)
-            .execute(self.conn()?)
-            .await?;
+            .bind(opened),
+            None => sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(seq)
+                .bind(hash),
+        };
+        query.execute(self.conn()?).await?;
         Ok(())
     }
 }
