@@ -10,9 +10,11 @@ ALTER TABLE pending_approvals SET (fillfactor = 85);
 -- Expiry timers: a plain index on expires_at, read from a watermark. Every pending or
 -- approved approval expires at or after `expiry_watermark.below`; a scheduler pass
 -- reads the due ones from there and then moves it up to the earliest one still open.
--- Writers that add an open approval below it (an insert or an adoption, under the row
--- lock of `expiry_watermark`) move it down; so does the trigger below for another
--- program's update. Expired and decided approvals keep their entry, behind the mark.
+-- signoff's writers that add an open approval below it (an insert or an adoption) move
+-- it down before they commit, and passes move it up, all under the audit head's row
+-- lock, which orders signoff's writers; the trigger below moves it down for another
+-- program's update, under the watermark's own row lock, which a pass takes too.
+-- Expired and decided approvals keep their entry, behind the mark.
 CREATE TABLE expiry_watermark (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
     below TIMESTAMPTZ NOT NULL
