@@ -48,7 +48,8 @@ const DROP_STALE_TIMERS: &str = "DELETE FROM jobs WHERE state = 'ready' AND kind
      AND due_at < $1 AND (locked_until IS NULL OR locked_until <= $2)";
 
 /// The start of a multi-row `INSERT` of every approval column plus `params_sha256`;
-/// the backend pushes the rows, then [`INSERT_APPROVALS_END`].
+/// the backend pushes the rows, then what to do with a reused idempotency key and
+/// what to answer.
 macro_rules! insert_approvals_sql {
     () => {
         concat!(
@@ -75,10 +76,6 @@ pub(crate) fn pow2_chunks<T>(mut rows: &[T], max: usize) -> impl Iterator<Item =
         Some(chunk)
     })
 }
-
-/// Skips rows a unique index already holds (a reused idempotency key) and names the
-/// rows inserted (SQLite; PostgreSQL's statement also records their request keys).
-const INSERT_APPROVALS_END: &str = " ON CONFLICT DO NOTHING RETURNING id";
 
 mod ops;
 mod postgres;

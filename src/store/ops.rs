@@ -327,12 +327,11 @@ impl Done {
 /// Expires up to `limit` approvals whose expiry has come by `now`, set-based and in
 /// this one transaction, so an expiry needs no lease: a process that dies mid-way
 /// expired nothing. The timer is the approval's own `expires_at` (indexed), so an expiry
-/// moved in the shared table,
-/// earlier or later, is followed. The due approvals are read in one query and join the
-/// batch's [`Current`] (an approval an earlier request of the batch read stays as that
-/// request left it); each is decided by the pure state machine, and the batch writes
-/// them with its events' changes. Deliveries are not run here; the outbox claims them,
-/// runs them and reports back.
+/// moved in the shared table, earlier or later, is followed. The due approvals are read
+/// in one query and join the batch's [`Current`] (an approval an earlier request of the
+/// batch read stays as that request left it); each is decided by the pure state
+/// machine, and the batch writes them with its events' changes. Deliveries are not run
+/// here; the outbox claims them, runs them and reports back.
 pub(super) async fn fire_due<T: Tx>(
     tx: &mut T,
     current: &mut Current,

@@ -48,9 +48,8 @@ pub(super) struct Timers {
 }
 
 impl Timers {
-    fn open(&mut self, approvals: impl IntoIterator<Item = impl std::borrow::Borrow<Approval>>) {
+    fn open<'a>(&mut self, approvals: impl IntoIterator<Item = &'a Approval>) {
         for approval in approvals {
-            let approval = approval.borrow();
             if matches!(approval.status, Status::Pending | Status::Approved) {
                 let at = approval.expires_at;
                 self.opened = Some(self.opened.map_or(at, |earliest| earliest.min(at)));

@@ -14,8 +14,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::writer::Tx;
 use super::{
-    DROP_STALE_TIMERS, HealthCounts, INSERT_APPROVALS_END, Reads, Result, StoreError, TokenInfo,
-    decode, pow2_chunks,
+    DROP_STALE_TIMERS, HealthCounts, Reads, Result, StoreError, TokenInfo, decode, pow2_chunks,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;

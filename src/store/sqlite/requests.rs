@@ -46,7 +46,7 @@ impl SqliteTx {
                     .push_bind(params_sha256.to_string());
             });
             // Skips a reused idempotency key (a unique index).
-            query.push(INSERT_APPROVALS_END);
+            query.push(" ON CONFLICT DO NOTHING RETURNING id");
             let ids: Vec<String> = query.build_query_scalar().fetch_all(self.conn()?).await?;
             for id in ids {
                 inserted.insert(parse_id(&id)?);
