@@ -109,6 +109,14 @@ impl FakeSlack {
             .collect()
     }
 
+    /// The `channel` of each call to `method`, in order.
+    pub fn channels_of(&self, method: &str) -> Vec<String> {
+        self.calls_to(method)
+            .into_iter()
+            .map(|c| c.body["channel"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// Waits (up to 10 s) until `method` was called `count` times; for calls made in
     /// the background (modals, ephemeral replies).
     pub async fn wait_for(&self, method: &str, count: usize) -> Vec<Call> {

@@ -245,12 +245,7 @@ async fn reminder_dms_slack_took_before_the_calls_failed_are_not_sent_again() {
     app.clock.advance(Duration::from_secs(5));
     app.run_jobs().await;
     assert_eq!(app.slack.dm_posts().len(), 3, "nobody is reminded twice");
-    let history: Vec<String> = app
-        .slack
-        .calls_to("conversations.history")
-        .into_iter()
-        .map(|c| c.body["channel"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let history = app.slack.channels_of("conversations.history");
     assert_eq!(history, ["DU0ALICE", "DU0BOB", "DU0CAROL"]);
     let mut recorded: Vec<String> = app
         .store

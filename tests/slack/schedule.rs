@@ -58,12 +58,7 @@ async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
     app.click(&approval, "U0BOB", "approve").await;
     assert_eq!(app.approval(&approval).await.status, Status::Approved);
     app.run_jobs().await; // updates every message, DMs included
-    let updated: Vec<String> = app
-        .slack
-        .calls_to("chat.update")
-        .into_iter()
-        .filter_map(|c| c.body["channel"].as_str().map(str::to_owned))
-        .collect();
+    let updated = app.slack.channels_of("chat.update");
     assert!(
         updated.iter().filter(|ch| ch.starts_with('D')).count() >= 3,
         "reminder DMs lose their buttons: {updated:?}"
@@ -132,12 +127,7 @@ async fn escalation_posts_live_buttons_to_the_manager_channel_and_notes_it_in_th
     app.interact(&payload).await;
     assert_eq!(app.approval(&approval).await.status, Status::Approved);
     app.run_jobs().await;
-    let updated: Vec<String> = app
-        .slack
-        .calls_to("chat.update")
-        .into_iter()
-        .map(|c| c.body["channel"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let updated = app.slack.channels_of("chat.update");
     assert!(
         updated.contains(&"C0APPROVALS".to_owned()) && updated.contains(&"C0MANAGERS".to_owned()),
         "{updated:?}"
