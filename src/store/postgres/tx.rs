@@ -78,7 +78,8 @@ impl PgTx {
     /// [`crate::store::requests`]), each key locked first until commit (an advisory
     /// lock, taken in one order by every writer; migration 0006's
     /// `signoff_pending_requests`), so that a replica inserting the same request waits
-    /// for this transaction and then sees its row.
+    /// for this transaction and then sees its row. The function plans its lookup on
+    /// every call (migration 0007), so that the plan follows the table's growth.
     async fn pending_requests(
         &mut self,
         rows: &[(&Approval, &str)],
