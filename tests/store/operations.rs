@@ -580,6 +580,73 @@ async fn an_upgraded_store_keeps_its_pending_requests_and_expiries_on_postgres()
     );
 }
 
+/// The writer's connection lives as long as the server, and a plpgsql function keeps
+/// its statements' plans for the life of the connection. Planned while `request_keys`
+/// was small (a fresh database), the lookup scanned the whole table on every later
+/// batch. Migration 0007 has it planned per call, so it goes through the key once the
+/// table has grown. Counted with this connection's own scan statistics.
+#[tokio::test]
+async fn the_request_key_lookup_follows_the_table_as_it_grows_on_postgres() {
+    use sqlx::{Connection, Row};
+    let Some(db) = common::postgres("request_key_plan").await else {
+        return;
+    };
+    let (_store, _clock) = open(&db).await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let lookup = "SELECT * FROM signoff_pending_requests(ARRAY['t'], ARRAY['tool'], ARRAY[$1])";
+    sqlx::query("ANALYZE request_keys")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // More calls than PostgreSQL plans afresh before it keeps a generic plan.
+    for call in 0..8 {
+        sqlx::query(lookup)
+            .bind(format!("small-{call}"))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
+         SELECT 't', 'tool', md5(g::text), gen_random_uuid() FROM generate_series(1, 5000) g",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let stored: String = sqlx::query_scalar("SELECT md5('17')")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+
+    let scans = "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables \
+                 WHERE relname = 'request_keys'";
+    let mut tx = conn.begin().await.unwrap();
+    let before = sqlx::query(scans).fetch_one(&mut *tx).await.unwrap();
+    let found = sqlx::query(lookup)
+        .bind(&stored)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let after = sqlx::query(scans).fetch_one(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert!(
+        found.is_empty(),
+        "the key is stored, but its approval is not pending"
+    );
+    let count = |row: &sqlx::postgres::PgRow, column: &str| row.get::<i64, _>(column);
+    assert_eq!(
+        count(&after, "seq_scan") - count(&before, "seq_scan"),
+        0,
+        "no whole-table scan of request_keys"
+    );
+    assert_eq!(
+        count(&after, "idx_scan") - count(&before, "idx_scan"),
+        1,
+        "one lookup through the key"
+    );
+}
+
 async fn a_claimed_job_is_leased_and_a_crashed_holder_loses_it(db: TestDb) {
     use signoff::jobs::{Deliveries, JobKind, Outcome};
     let (store, clock) = open_posting(&db).await;
