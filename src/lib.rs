@@ -13,6 +13,7 @@ pub mod canonical;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod exact_json;
 pub mod health;
 pub mod jobs;
 pub mod manifest;

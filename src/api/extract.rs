@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::exact_json::{self, ExactError};
 use crate::server::AppState;
 use crate::tokens;
 
@@ -41,8 +42,9 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A JSON body, whatever the Content-Type says. Broken JSON is 400, JSON of the wrong
-/// shape is 422, over the body limit is 413.
+/// A JSON body, whatever the Content-Type says. Broken JSON is 400; JSON of the wrong
+/// shape, with a key twice or a number that cannot be kept exactly is 422 (see
+/// [`exact_json`]); over the body limit is 413.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -56,16 +58,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 ApiError::BadRequest(rejection.body_text())
             }
         })?;
-        serde_json::from_slice(&bytes)
+        // Read exactly (no key twice, no number rounded), then into the shape.
+        let value = exact_json::parse(&bytes).map_err(|error| match error {
+            ExactError::Syntax(_) => ApiError::BadRequest(error.to_string()),
+            ExactError::Inexact(_) => ApiError::Unprocessable(error.to_string()),
+        })?;
+        serde_json::from_value(value)
             .map(JsonBody)
-            .map_err(|error| {
-                use serde_json::error::Category;
-                match error.classify() {
-                    Category::Data => ApiError::Unprocessable(error.to_string()),
-                    Category::Syntax | Category::Eof | Category::Io => {
-                        ApiError::BadRequest(format!("malformed JSON: {error}"))
-                    }
-                }
-            })
+            .map_err(|error| ApiError::Unprocessable(error.to_string()))
     }
 }
