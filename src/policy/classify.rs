@@ -2,38 +2,73 @@
 //! wins, and every uncertainty (no match, condition error) errs towards
 //! asking a human.
 
-use crate::policy::{Classification, Policy, Tier};
+use crate::policy::{Call, Classification, Policy, Rule, Tier, TierAction};
+
+/// A tool the policy denies whatever its arguments (see [`Policy::denies_every_call`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Which rule, in words, and that its tier's action is `deny`.
+    pub reason: String,
+}
+
+impl Rule {
+    /// Whether the rule's globs take this tool on this server (its `when` aside).
+    pub(crate) fn names(&self, tool: &str, server: Option<&str>) -> bool {
+        self.matcher.is_match(tool)
+            && match (&self.server_matcher, server) {
+                (None, _) => true,
+                (Some(servers), Some(server)) => servers.is_match(server),
+                (Some(_), None) => false,
+            }
+    }
+
+    /// The rule in words, for reasons: `rules[2] (tools delete_*, servers git)`.
+    fn describe(&self, index: usize) -> String {
+        let mut text = format!("rules[{index}] (tools {}", self.tools.join(", "));
+        if !self.servers.is_empty() {
+            text.push_str(&format!("; servers {}", self.servers.join(", ")));
+        }
+        text.push(')');
+        text
+    }
+}
 
 impl Policy {
-    /// Classifies a call of `tool_name` with `params`.
-    ///
-    /// The first rule (in file order) whose globs match the name and whose
-    /// `when`, if any, evaluates to `true` decides the policy tier and route;
-    /// no match means `Medium` with the default route. `requested` can only
-    /// raise the tier. A `when` that errors does not match, adds a note, and
-    /// raises the effective tier to at least `Medium`.
+    /// Classifies a call of `tool_name` with `params`, outside MCP (no server, no
+    /// annotations). See [`Policy::classify_call`].
     pub fn classify(
         &self,
         tool_name: &str,
         params: &serde_json::Value,
         requested: Option<Tier>,
     ) -> Classification {
+        self.classify_call(&Call::new(tool_name, params), requested)
+    }
+
+    /// Classifies one call.
+    ///
+    /// The first rule (in file order) whose globs match the tool (and the server,
+    /// when the rule names servers) and whose `when`, if any, evaluates to `true`
+    /// decides the policy tier and route; no match means `Medium` with the default
+    /// route. `requested` can only raise the tier. A `when` that errors does not
+    /// match, adds a note, and raises the effective tier to at least `Medium`.
+    pub fn classify_call(&self, call: &Call<'_>, requested: Option<Tier>) -> Classification {
         let mut notes = Vec::new();
         let mut condition_failed = false;
         let mut matched = None;
 
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.matcher.is_match(tool_name) {
+            if !rule.names(call.tool, call.server) {
                 continue;
             }
             if let Some(condition) = &rule.when {
-                match condition.evaluate(tool_name, params) {
+                match condition.evaluate(call) {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(reason) => {
                         tracing::warn!(
                             rule = index,
-                            tool = tool_name,
+                            tool = ?call.tool,
                             condition = condition.source(),
                             %reason,
                             "policy condition failed to evaluate; rule skipped"
@@ -52,11 +87,16 @@ impl Policy {
             break;
         }
 
-        let (policy_tier, route) = match matched.and_then(|i| self.rules.get(i)) {
-            Some(rule) => (rule.tier, rule.route.clone()),
-            // Fail-safe: an unlisted tool is neither waved through nor denied.
-            None => (Tier::Medium, self.defaults.clone()),
-        };
+        let (policy_tier, route, why) =
+            match matched.and_then(|i| self.rules.get(i).map(|r| (i, r))) {
+                Some((index, rule)) => (rule.tier, rule.route.clone(), rule.describe(index)),
+                // Fail-safe: an unlisted tool is neither waved through nor denied.
+                None => (
+                    Tier::Medium,
+                    self.defaults.clone(),
+                    "no rule matched".to_owned(),
+                ),
+            };
 
         let mut tier = policy_tier.max(requested.unwrap_or(Tier::Low));
         if condition_failed {
@@ -68,9 +108,44 @@ impl Policy {
             policy_tier,
             action: self.tiers.action(tier),
             rule: matched,
+            why,
             route,
             notes,
         }
+    }
+
+    /// `Some` when every call of `tool` on `server` is denied, whatever its
+    /// arguments: the first rule naming it without a `when` has a tier whose action
+    /// is `deny`, and every rule with a `when` before it denies too (or no rule names
+    /// the tool and `medium` is denied). The MCP proxy leaves such tools out of
+    /// `tools/list`, so that a model does not try them. Annotations are hints from the
+    /// server and play no part in this.
+    pub fn denies_every_call(&self, tool: &str, server: Option<&str>) -> Option<Denied> {
+        let denies = |tier: Tier| self.tiers.action(tier) == TierAction::Deny;
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.names(tool, server) {
+                continue;
+            }
+            match (&rule.when, denies(rule.tier)) {
+                // A rule that may let some calls through.
+                (Some(_), false) => return None,
+                // Denies the calls it takes; the rest go on to later rules.
+                (Some(_), true) => continue,
+                (None, true) => {
+                    return Some(Denied {
+                        reason: format!(
+                            "{} sets tier {}, which the policy denies",
+                            rule.describe(index),
+                            rule.tier
+                        ),
+                    });
+                }
+                (None, false) => return None,
+            }
+        }
+        denies(Tier::Medium).then(|| Denied {
+            reason: "no rule names this tool, and tier medium is denied".into(),
+        })
     }
 }
 
@@ -80,7 +155,7 @@ pub(crate) mod tests {
 
     use serde_json::json;
 
-    use crate::policy::{Policy, Tier, TierAction};
+    use crate::policy::{Call, Classification, Policy, Tier, TierAction};
 
     /// The example from the design document, verbatim.
     pub(crate) const DESIGN_EXAMPLE: &str = r#"
@@ -196,17 +271,124 @@ summary = "Deploy {service} to {environment}"
     }
 
     #[test]
-    fn globs_match_the_whole_name_case_sensitively() {
+    fn globs_match_the_whole_name_in_any_case_unless_the_rule_says_otherwise() {
         let policy = design();
         assert_eq!(
             policy.classify("xsearch_orders", &json!({}), None).rule,
             None
         );
         assert_eq!(
-            policy.classify("Search_orders", &json!({}), None).rule,
-            None
+            policy.classify("Search_ORDERS", &json!({}), None).rule,
+            Some(0),
+            "another case must not dodge a rule"
         );
         assert_eq!(policy.classify("deploy_", &json!({}), None).rule, Some(2));
+        let strict = Policy::from_toml_str(
+            "[[rules]]\ntools = [\"Deploy_*\"]\ncase_sensitive = true\ntier = \"high\"",
+        )
+        .unwrap();
+        assert_eq!(strict.classify("Deploy_x", &json!({}), None).rule, Some(0));
+        assert_eq!(strict.classify("deploy_x", &json!({}), None).rule, None);
+    }
+
+    const MCP_POLICY: &str = r#"
+[tiers]
+high = "deny"
+
+[[rules]]
+tools = ["delete_*"]
+servers = ["git", "github*"]
+tier = "high"
+
+[[rules]]
+tools = ["push"]
+when = "server == 'git' && has(annotations.destructiveHint) && annotations.destructiveHint"
+tier = "high"
+
+[[rules]]
+tools = ["*"]
+servers = ["memory"]
+when = "params.size > 10"
+tier = "high"
+
+[[rules]]
+tools = ["*"]
+servers = ["memory"]
+tier = "low"
+"#;
+
+    fn mcp(tool: &str, server: Option<&str>, annotations: serde_json::Value) -> Classification {
+        let params = json!({"size": 1});
+        let call = Call {
+            tool,
+            server,
+            params: &params,
+            annotations: Some(&annotations),
+        };
+        Policy::from_toml_str(MCP_POLICY)
+            .unwrap()
+            .classify_call(&call, None)
+    }
+
+    #[test]
+    fn rules_with_servers_match_only_calls_from_those_servers() {
+        assert_eq!(
+            mcp("delete_repo", Some("github.com"), json!({})).rule,
+            Some(0)
+        );
+        assert_eq!(mcp("DELETE_repo", Some("Git"), json!({})).rule, Some(0));
+        assert_eq!(mcp("delete_repo", Some("gitlab"), json!({})).rule, None);
+        assert_eq!(
+            mcp("delete_repo", None, json!({})).rule,
+            None,
+            "not an MCP call"
+        );
+        let denied = mcp("delete_repo", Some("git"), json!({}));
+        assert_eq!(denied.action, TierAction::Deny);
+        assert_eq!(
+            denied.why,
+            "rules[0] (tools delete_*; servers git, github*)"
+        );
+    }
+
+    #[test]
+    fn conditions_see_the_server_and_the_annotations() {
+        let destructive = json!({"destructiveHint": true});
+        assert_eq!(mcp("push", Some("git"), destructive.clone()).rule, Some(1));
+        assert_eq!(mcp("push", Some("other"), destructive).rule, None);
+        let no_hints = mcp("push", Some("git"), json!({}));
+        assert_eq!(no_hints.rule, None);
+        assert!(no_hints.notes.is_empty(), "{:?}", no_hints.notes);
+        let without_server = design().classify("x", &json!({}), None);
+        assert_eq!(without_server.rule, None);
+    }
+
+    #[test]
+    fn a_tool_is_denied_outright_only_when_no_call_of_it_can_pass() {
+        let policy = Policy::from_toml_str(MCP_POLICY).unwrap();
+        let denied = policy
+            .denies_every_call("delete_repo", Some("git"))
+            .unwrap();
+        assert!(
+            denied.reason.starts_with("rules[0] (tools delete_*"),
+            "{denied:?}"
+        );
+        assert_eq!(
+            policy.denies_every_call("delete_repo", Some("gitlab")),
+            None
+        );
+        // A `when` rule might not match, and the next rule lets the call through.
+        assert_eq!(policy.denies_every_call("push", Some("git")), None);
+        assert_eq!(policy.denies_every_call("read", Some("memory")), None);
+        let strict = Policy::from_toml_str(
+            "[tiers]\nmedium = \"deny\"\n[[rules]]\ntools = [\"x\"]\nwhen = \"params.a == 1\"\ntier = \"high\"\n",
+        )
+        .unwrap();
+        assert!(strict.denies_every_call("anything", None).is_some());
+        assert!(
+            strict.denies_every_call("x", None).is_none(),
+            "high is not denied, so a call matching the when passes"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! CEL conditions (`when = "..."`) on policy rules: compiled once when the
 //! policy is loaded, evaluated per call with `params` (the call's JSON
-//! parameters) and `tool` (the tool name) in scope.
+//! parameters), `tool` (the tool name), `server` (the MCP server's name, or
+//! null) and `annotations` (the tool's MCP annotations, `{}` when none) in scope.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -10,9 +11,11 @@ use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::objects::Map;
 use cel::{Context, Env, Program, Value};
 
+use crate::policy::Call;
+
 /// Variables a condition may reference; anything else is a typo that would
 /// fail on every call, so it is rejected at load time instead.
-const VARIABLES: [&str; 2] = ["params", "tool"];
+const VARIABLES: [&str; 4] = ["params", "tool", "server", "annotations"];
 
 /// Built-in type identifiers, usable as in `type(params.x) == string`.
 const TYPE_NAMES: [&str; 10] = [
@@ -89,7 +92,7 @@ impl Condition {
             .collect();
         if !unknown.is_empty() {
             return Err(format!(
-                "unknown variable {}; only `params` and `tool` are available",
+                "unknown variable {}; only `params`, `tool`, `server` and `annotations` are available",
                 unknown.join(", ")
             ));
         }
@@ -106,10 +109,16 @@ impl Condition {
 
     /// Evaluates the condition for one call. An error (missing field, wrong
     /// type, non-bool result) comes back as a short one-line reason.
-    pub fn evaluate(&self, tool: &str, params: &serde_json::Value) -> Result<bool, String> {
+    pub fn evaluate(&self, call: &Call<'_>) -> Result<bool, String> {
         let mut context = Context::with_env(Arc::clone(env()));
-        context.add_variable_from_value("params", json_to_cel(params));
-        context.add_variable_from_value("tool", Value::from(tool));
+        context.add_variable_from_value("params", json_to_cel(call.params));
+        context.add_variable_from_value("tool", Value::from(call.tool));
+        context.add_variable_from_value("server", call.server.map_or(Value::Null, Value::from));
+        let annotations = match call.annotations {
+            Some(value @ serde_json::Value::Object(_)) => json_to_cel(value),
+            _ => Value::Map(Map::from(HashMap::<String, Value>::new())),
+        };
+        context.add_variable_from_value("annotations", annotations);
         match self.program.execute(&context) {
             Ok(Value::Bool(result)) => Ok(result),
             Ok(other) => Err(format!("result is {} instead of bool", other.type_of())),
@@ -227,7 +236,7 @@ mod tests {
     use serde_json::json;
 
     fn eval(source: &str, params: serde_json::Value) -> Result<bool, String> {
-        Condition::compile(source)?.evaluate("send_email", &params)
+        Condition::compile(source)?.evaluate(&Call::new("send_email", &params))
     }
 
     #[test]

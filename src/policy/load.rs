@@ -2,7 +2,7 @@
 //! can be checked without a call (globs, CEL syntax, durations, Slack ids,
 //! ranges) is checked here, so a bad file fails at startup, not mid-request.
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
 use crate::policy::condition::Condition;
@@ -25,6 +25,9 @@ struct RawTiers {
 #[serde(deny_unknown_fields)]
 struct RawRule {
     tools: Vec<String>,
+    servers: Option<Vec<String>>,
+    #[serde(default)]
+    case_sensitive: bool,
     when: Option<String>,
     tier: Tier,
     summary: Option<String>,
@@ -100,22 +103,21 @@ fn build_rule(index: usize, raw: &RawRule, defaults: &Route) -> Result<Rule, Pol
             "must list at least one tool name or glob",
         ));
     }
-    let mut builder = GlobSetBuilder::new();
-    for (i, pattern) in raw.tools.iter().enumerate() {
-        let field = format!("{at}.tools[{i}]");
-        if pattern.trim().is_empty() {
-            return Err(PolicyError::invalid(field, "glob is empty"));
+    let matcher = glob_set(&raw.tools, &format!("{at}.tools"), raw.case_sensitive)?;
+    let server_matcher = match &raw.servers {
+        Some(servers) if servers.is_empty() => {
+            return Err(PolicyError::invalid(
+                format!("{at}.servers"),
+                "must list at least one server name or glob (leave it out for any server)",
+            ));
         }
-        // Default glob options: case-sensitive, and `*` also matches `/`
-        // (tool names are not paths); a set matches the whole name.
-        let glob = Glob::new(pattern).map_err(|e| {
-            PolicyError::invalid(field, format!("bad glob {pattern:?}: {}", e.kind()))
-        })?;
-        builder.add(glob);
-    }
-    let matcher: GlobSet = builder
-        .build()
-        .map_err(|e| PolicyError::invalid(format!("{at}.tools"), e.to_string()))?;
+        Some(servers) => Some(glob_set(
+            servers,
+            &format!("{at}.servers"),
+            raw.case_sensitive,
+        )?),
+        None => None,
+    };
 
     let when = match &raw.when {
         Some(source) => Some(
@@ -131,10 +133,35 @@ fn build_rule(index: usize, raw: &RawRule, defaults: &Route) -> Result<Rule, Pol
     Ok(Rule {
         tools: raw.tools.clone(),
         matcher,
+        servers: raw.servers.clone().unwrap_or_default(),
+        server_matcher,
         when,
         tier: raw.tier,
         route,
     })
+}
+
+/// The globs of one key (`tools` or `servers`) as one set matching whole names. `*`
+/// also matches `/` (names are not paths). Any case matches unless the rule says
+/// `case_sensitive = true`: `Delete_Users` must not dodge a rule for `delete_*`.
+fn glob_set(patterns: &[String], at: &str, case_sensitive: bool) -> Result<GlobSet, PolicyError> {
+    let mut builder = GlobSetBuilder::new();
+    for (i, pattern) in patterns.iter().enumerate() {
+        let field = format!("{at}[{i}]");
+        if pattern.trim().is_empty() {
+            return Err(PolicyError::invalid(field, "glob is empty"));
+        }
+        let glob = GlobBuilder::new(pattern)
+            .case_insensitive(!case_sensitive)
+            .build()
+            .map_err(|e| {
+                PolicyError::invalid(field, format!("bad glob {pattern:?}: {}", e.kind()))
+            })?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map_err(|e| PolicyError::invalid(at, e.to_string()))
 }
 
 #[cfg(test)]

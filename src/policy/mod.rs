@@ -20,8 +20,10 @@
 //! high = "deny"
 //!
 //! [[rules]]                       # first match wins, in file order
-//! tools = ["deploy_*"]            # globs on the whole name, case-sensitive
-//! when = "params.env == 'prod'"   # optional CEL over `params` and `tool`
+//! tools = ["deploy_*"]            # globs on the whole name, any case
+//! servers = ["git", "github*"]    # optional globs on the MCP server's name
+//! case_sensitive = false          # true: globs match the case as written
+//! when = "params.env == 'prod'"   # optional CEL over `params`, `tool`, `server`, `annotations`
 //! tier = "medium"                 # low | medium | high
 //! required_approvals = 2          # any [defaults] key may be overridden
 //! summary = "Deploy {service} to {env}"
@@ -52,6 +54,7 @@ use std::time::Duration;
 use globset::GlobSet;
 
 pub use check::{check_report, sample_calls};
+pub use classify::Denied;
 use condition::Condition;
 pub use error::PolicyError;
 pub use template::render_summary;
@@ -199,6 +202,29 @@ impl Default for Route {
     }
 }
 
+/// One tool call as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub tool: &'a str,
+    /// The MCP server's name; `None` outside MCP (rules with `servers` never match).
+    pub server: Option<&'a str>,
+    pub params: &'a serde_json::Value,
+    /// The tool's annotations as its server lists them: hints, never proof.
+    pub annotations: Option<&'a serde_json::Value>,
+}
+
+impl<'a> Call<'a> {
+    /// A call outside MCP: no server, no annotations.
+    pub fn new(tool: &'a str, params: &'a serde_json::Value) -> Self {
+        Call {
+            tool,
+            server: None,
+            params,
+            annotations: None,
+        }
+    }
+}
+
 /// The outcome of classifying one tool call.
 #[derive(Debug, Clone)]
 pub struct Classification {
@@ -211,6 +237,9 @@ pub struct Classification {
     pub action: TierAction,
     /// 0-based index of the matched rule; `None` if no rule matched.
     pub rule: Option<usize>,
+    /// What decided the tier, in words (`rules[2] (tools delete_*)`, `no rule
+    /// matched`): a deny says it, so the requester knows which rule to look at.
+    pub why: String,
     /// Routing and timing for the approval.
     pub route: Route,
     /// Human-readable remarks, e.g. condition evaluation failures.
@@ -256,6 +285,10 @@ pub(crate) struct Rule {
     /// The globs as written, for reports.
     pub(crate) tools: Vec<String>,
     pub(crate) matcher: GlobSet,
+    /// The server globs as written (empty: any server, or none).
+    pub(crate) servers: Vec<String>,
+    /// `None`: the rule applies whatever the server.
+    pub(crate) server_matcher: Option<GlobSet>,
     pub(crate) when: Option<Condition>,
     pub(crate) tier: Tier,
     /// Defaults with this rule's overrides already applied.
