@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::outbox::Outbox;
-use crate::policy::Policy;
+use crate::policy::{Call, Policy};
 use crate::store::{Store, StoreError};
 
 /// Expiries fired, and deliveries claimed, per pass at most; a backlog drains over
@@ -65,7 +65,13 @@ impl Scheduler {
             let Some(row) = self.store.get(id).await? else {
                 continue;
             };
-            let class = policy.classify(&row.tool_name, &row.parameters, Some(row.risk_tier));
+            let call = Call {
+                tool: &row.tool_name,
+                server: row.server.as_deref(),
+                params: &row.parameters,
+                annotations: None,
+            };
+            let class = policy.classify_call(&call, Some(row.risk_tier));
             let store = self.store.clone();
             adopting.spawn(async move { store.adopt(id, class, now).await });
         }

@@ -103,7 +103,11 @@ impl Db {
                 .context("open the bench's SQLite connection")?;
             Ok(Db::Sqlite(conn))
         } else {
-            let conn = sqlx::PgConnection::connect(url)
+            // The bench writes rows as signoff's writer would (see migration 0008).
+            let options = sqlx::postgres::PgConnectOptions::from_str(url)
+                .context("parse the PostgreSQL URL")?
+                .options([signoff::store::POSTGRES_WRITER_SETTING]);
+            let conn = sqlx::PgConnection::connect_with(&options)
                 .await
                 .context("open the bench's PostgreSQL connection")?;
             Ok(Db::Postgres(conn))

@@ -13,14 +13,14 @@ use tokio::sync::broadcast::error::RecvError;
 use super::error::{ApiError, parse_id};
 use super::extract::{Caller, JsonBody};
 use super::view::{ApprovalView, CreatedView, ExecutedView};
-use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status, Tier};
+use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status, Tier, names};
+use crate::policy::Call;
 use crate::server::AppState;
 use crate::store::StatusChange;
 
 /// Longest long-poll, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;
 
-const MAX_TOOL_NAME: usize = 200;
 const MAX_TEXT: usize = 10_000;
 const MAX_SHORT: usize = 200;
 
@@ -28,6 +28,8 @@ const MAX_SHORT: usize = 200;
 pub struct CreateRequest {
     tool_name: String,
     parameters: Value,
+    server: Option<String>,
+    annotations: Option<Value>,
     summary: Option<String>,
     context: Option<String>,
     requested_by: Option<String>,
@@ -41,23 +43,29 @@ impl CreateRequest {
     /// Checks every field; the first problem is the error.
     fn validate(self, caller: &Caller) -> Result<NewApproval, ApiError> {
         let bad = |detail: String| Err(ApiError::Unprocessable(detail));
-        let tool_name = self.tool_name.trim().to_owned();
-        if tool_name.is_empty() {
-            return bad("tool_name must not be empty".into());
-        }
-        if tool_name.len() > MAX_TOOL_NAME {
-            return bad(format!(
-                "tool_name is longer than {MAX_TOOL_NAME} characters"
-            ));
+        if let Err(why) = names::check_tool_name(&self.tool_name) {
+            return bad(why);
         }
         if !self.parameters.is_object() {
             return bad("parameters must be a JSON object".into());
+        }
+        if let Some(Err(why)) = self.server.as_deref().map(names::check_server_name) {
+            return bad(why);
+        }
+        if self.annotations.as_ref().is_some_and(|a| !a.is_object()) {
+            return bad("annotations must be a JSON object".into());
+        }
+        if let Some(Err(why)) = self
+            .idempotency_key
+            .as_deref()
+            .map(names::check_idempotency_key)
+        {
+            return bad(why);
         }
         for (field, value, max) in [
             ("summary", &self.summary, MAX_TEXT),
             ("context", &self.context, MAX_TEXT),
             ("requested_by", &self.requested_by, MAX_SHORT),
-            ("idempotency_key", &self.idempotency_key, MAX_SHORT),
             ("callback_url", &self.callback_url, 2_000),
         ] {
             if value.as_deref().is_some_and(|v| v.len() > max) {
@@ -85,14 +93,16 @@ impl CreateRequest {
         }
         let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
         Ok(NewApproval {
-            tool_name,
+            tool_name: self.tool_name,
             parameters: self.parameters,
+            server: self.server,
+            annotations: self.annotations,
             summary: non_empty(self.summary),
             context: non_empty(self.context),
             requested_by: non_empty(self.requested_by).or_else(|| Some(caller.0.clone())),
             requested_tier,
             expires_in: self.expires_in.map(Duration::from_secs),
-            idempotency_key: non_empty(self.idempotency_key),
+            idempotency_key: self.idempotency_key,
             callback_url: self.callback_url,
             token_name: Some(caller.0.clone()),
         })
@@ -107,11 +117,13 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateRequest>,
 ) -> Result<Response, ApiError> {
     let request = body.validate(&caller)?;
-    let class = state.policy.classify(
-        &request.tool_name,
-        &request.parameters,
-        request.requested_tier,
-    );
+    let call = Call {
+        tool: &request.tool_name,
+        server: request.server.as_deref(),
+        params: &request.parameters,
+        annotations: request.annotations.as_ref(),
+    };
+    let class = state.policy.classify_call(&call, request.requested_tier);
     let created = state
         .store
         .create(request, class, state.clock.now())
@@ -124,7 +136,11 @@ pub async fn create(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(CreatedView::new(approval))).into_response())
+    let view = CreatedView {
+        approval: ApprovalView::new(approval, None),
+        check_status_with: format!("GET /v1/approvals/{}", approval.id),
+    };
+    Ok((status, Json(view)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,7 +151,7 @@ pub struct ShowQuery {
 /// `GET /v1/approvals/{id}[?wait=N]`.
 pub async fn show(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<ShowQuery>,
 ) -> Result<Response, ApiError> {
@@ -154,18 +170,28 @@ pub async fn show(
         },
     };
     let approval = if wait.is_zero() {
-        load(&state, id).await?
+        load(&state, &caller, id).await?
     } else {
-        wait_for_decision(&state, id, wait).await?
+        wait_for_decision(&state, &caller, id, wait).await?
     };
-    Ok(Json(ApprovalView::new(&approval)).into_response())
+    // Where to look while it waits: the message's link, once posted.
+    let permalink = if approval.status == Status::Pending {
+        state.store.main_permalinks(&[id]).await?.remove(&id)
+    } else {
+        None
+    };
+    Ok(Json(ApprovalView::new(&approval, permalink.as_deref())).into_response())
 }
 
-async fn load(state: &AppState, id: ApprovalId) -> Result<Approval, ApiError> {
+/// The approval, if it belongs to the caller's token. Another token's approval (and a
+/// row inserted straight into the shared table, which has none) is not found, exactly
+/// as an unknown id is: a token cannot even learn that it exists.
+async fn load(state: &AppState, caller: &Caller, id: ApprovalId) -> Result<Approval, ApiError> {
     state
         .store
         .get(id)
         .await?
+        .filter(|approval| approval.token_name.as_deref() == Some(caller.0.as_str()))
         .ok_or_else(|| ApiError::not_found(id))
 }
 
@@ -174,13 +200,14 @@ async fn load(state: &AppState, id: ApprovalId) -> Result<Approval, ApiError> {
 /// decision committed in between is never missed.
 async fn wait_for_decision(
     state: &AppState,
+    caller: &Caller,
     id: ApprovalId,
     wait: Duration,
 ) -> Result<Approval, ApiError> {
     let mut changes = state.store.subscribe();
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
-    let mut approval = load(state, id).await?;
+    let mut approval = load(state, caller, id).await?;
     while approval.status == Status::Pending && !*shutdown.borrow() {
         tokio::select! {
             notice = changes.recv() => match notice {
@@ -189,7 +216,7 @@ async fn wait_for_decision(
                 Ok(StatusChange { after: Some(after), .. }) if after.version >= approval.version => {
                     approval = Approval::clone(&after);
                 }
-                Ok(_) | Err(RecvError::Lagged(_)) => approval = load(state, id).await?,
+                Ok(_) | Err(RecvError::Lagged(_)) => approval = load(state, caller, id).await?,
                 Err(RecvError::Closed) => break,
             },
             _ = tokio::time::sleep_until(deadline) => break,
@@ -202,6 +229,8 @@ async fn wait_for_decision(
 #[derive(Debug, Deserialize)]
 pub struct ExecuteRequest {
     parameters: Value,
+    /// The tool about to run; when given, it must be the approved one.
+    tool_name: Option<String>,
 }
 
 /// `POST /v1/approvals/{id}/execute`: the single-use gate.
@@ -215,6 +244,7 @@ pub async fn execute(
     let id = parse_id(&id)?;
     let event = Event::Execute {
         parameters: body.parameters,
+        tool_name: body.tool_name,
         caller: Some(caller.0),
     };
     let approval = state.store.apply(id, event, state.clock.now()).await?;
@@ -241,5 +271,5 @@ pub async fn cancel(
     };
     let approval = state.store.apply(id, event, state.clock.now()).await?;
     tracing::info!("approval cancelled");
-    Ok(Json(ApprovalView::new(&approval)).into_response())
+    Ok(Json(ApprovalView::new(&approval, None)).into_response())
 }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::approval::{ApprovalId, Status};
+use crate::approval::{ApprovalId, Rejection, Status};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,9 @@ pub enum ApiError {
     /// The state machine refused: `status` is where the approval stands.
     #[error("{detail}")]
     Conflict { status: Status, detail: String },
+    /// An idempotency key sent again with another call.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     #[error("request body is larger than the 1 MiB limit")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -43,7 +46,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::IdempotencyKeyReused(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict { .. } => "conflict",
+            ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Unavailable => "unavailable",
@@ -73,10 +77,19 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
+            // Another token's approval is not found, as for reads: its existence is
+            // not the caller's to learn.
+            StoreError::Rejected {
+                rejection: Rejection::NotOwner,
+                current,
+            } => ApiError::not_found(current.id),
             StoreError::Rejected { rejection, current } => ApiError::Conflict {
                 status: current.status,
                 detail: rejection.to_string(),
             },
+            StoreError::IdempotencyKeyReused(_) => {
+                ApiError::IdempotencyKeyReused(error.to_string())
+            }
             StoreError::NotFound(id) => ApiError::not_found(id),
             other => {
                 tracing::error!(error = %other, "store failure");

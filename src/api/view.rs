@@ -6,26 +6,13 @@ use serde_json::Value;
 
 use crate::approval::{Approval, ApprovalId, Status, Tier, Vote};
 
-/// Answer to `POST /v1/approvals`.
+/// Answer to `POST /v1/approvals`: the whole approval (an auto-approved one can be
+/// executed at once with its `parameters`), and where to ask next.
 #[derive(Debug, Serialize)]
-pub struct CreatedView {
-    pub approval_id: ApprovalId,
-    pub status: Status,
-    pub risk_tier: Tier,
-    pub expires_at: DateTime<Utc>,
+pub struct CreatedView<'a> {
+    #[serde(flatten)]
+    pub approval: ApprovalView<'a>,
     pub check_status_with: String,
-}
-
-impl CreatedView {
-    pub fn new(approval: &Approval) -> Self {
-        Self {
-            approval_id: approval.id,
-            status: approval.status,
-            risk_tier: approval.risk_tier,
-            expires_at: approval.expires_at,
-            check_status_with: format!("GET /v1/approvals/{}", approval.id),
-        }
-    }
 }
 
 /// Answer to `GET /v1/approvals/{id}` (and to cancel).
@@ -34,6 +21,8 @@ pub struct ApprovalView<'a> {
     pub approval_id: ApprovalId,
     pub status: Status,
     pub tool_name: &'a str,
+    /// The MCP server of the tool; null outside MCP.
+    pub server: Option<&'a str>,
     pub parameters: &'a Value,
     pub risk_tier: Tier,
     pub requested_by: Option<&'a str>,
@@ -46,6 +35,10 @@ pub struct ApprovalView<'a> {
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub executed_at: Option<DateTime<Utc>>,
+    /// The Slack channel the request is posted to (an id such as `C0DEPLOYS`).
+    pub channel: Option<&'a str>,
+    /// The link to the request's message once it is posted, while it waits.
+    pub permalink: Option<&'a str>,
     /// Present when an approver edited the parameters: what was first asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original_parameters: Option<&'a Value>,
@@ -53,11 +46,13 @@ pub struct ApprovalView<'a> {
 }
 
 impl<'a> ApprovalView<'a> {
-    pub fn new(a: &'a Approval) -> Self {
+    /// The view of `a`; `permalink` is its message's link where the caller looked it up.
+    pub fn new(a: &'a Approval, permalink: Option<&'a str>) -> Self {
         Self {
             approval_id: a.id,
             status: a.status,
             tool_name: &a.tool_name,
+            server: a.server.as_deref(),
             parameters: &a.parameters,
             risk_tier: a.risk_tier,
             requested_by: a.requested_by.as_deref(),
@@ -70,6 +65,8 @@ impl<'a> ApprovalView<'a> {
             expires_at: a.expires_at,
             created_at: a.created_at,
             executed_at: a.executed_at,
+            channel: a.routing.channel.as_deref(),
+            permalink,
             original_parameters: a.original_parameters.as_ref(),
             next_action: next_action(a),
         }

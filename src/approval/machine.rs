@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::{Approval, ApprovalId, Decision, NewApproval, Routing, Status, Vote};
+use super::{Approval, ApprovalId, Decision, NewApproval, Routing, Status, Vote, names};
 use crate::canonical;
 use crate::policy::{Classification, TierAction, render_summary};
 
@@ -22,9 +22,11 @@ pub enum Event {
     },
     /// "Edit & approve": new parameters, and the editor's approval of them.
     EditApprove { user: String, parameters: Value },
-    /// The requester runs the action; `parameters` must equal the approved ones.
+    /// The requester runs the action; `parameters` must equal the approved ones, and
+    /// `tool_name`, when given, the approved tool.
     Execute {
         parameters: Value,
+        tool_name: Option<String>,
         caller: Option<String>,
     },
     /// The requester withdraws a pending request.
@@ -112,6 +114,8 @@ pub enum Rejection {
     RequesterCannotVote,
     #[error("the parameters differ from the approved ones")]
     ParametersDiffer,
+    #[error("this approval is for another tool")]
+    ToolDiffers,
     #[error("edited parameters must be a JSON object")]
     ParametersNotObject,
     #[error("this request belongs to another API token")]
@@ -142,9 +146,11 @@ pub fn open(
             .as_deref()
             .map(|template| render_summary(template, &request.parameters))
     });
+    let annotations = request.annotations.clone();
     let mut approval = Approval {
         id,
         tool_name: request.tool_name,
+        server: request.server,
         parameters: request.parameters,
         original_parameters: None,
         risk_tier: class.tier,
@@ -171,6 +177,8 @@ pub fn open(
         approval.requested_by.as_deref(),
         json!({
             "tool_name": approval.tool_name,
+            "server": approval.server,
+            "annotations": annotations,
             "parameters": approval.parameters,
             "risk_tier": approval.risk_tier,
             "rule": class.rule,
@@ -216,21 +224,29 @@ fn apply_tier_action(
             ))
         }
         TierAction::Deny => {
-            let reason = format!("risk tier {} is denied by policy", approval.risk_tier);
-            decide(
-                approval,
-                Status::Denied,
-                POLICY_ACTOR,
-                Some(reason.clone()),
-                now,
+            let reason = format!(
+                "denied by policy: risk tier {} is denied ({})",
+                approval.risk_tier, class.why
             );
-            Some(Happening::new(
-                AuditKind::DeniedByPolicy,
-                Some(POLICY_ACTOR),
-                json!({ "risk_tier": approval.risk_tier, "reason": reason }),
-            ))
+            Some(deny_by_policy(approval, reason, now))
         }
     }
+}
+
+/// The policy denies at once, for `reason`.
+fn deny_by_policy(approval: &mut Approval, reason: String, now: DateTime<Utc>) -> Happening {
+    decide(
+        approval,
+        Status::Denied,
+        POLICY_ACTOR,
+        Some(reason.clone()),
+        now,
+    );
+    Happening::new(
+        AuditKind::DeniedByPolicy,
+        Some(POLICY_ACTOR),
+        json!({ "risk_tier": approval.risk_tier, "reason": reason }),
+    )
 }
 
 /// Classifies a row another program inserted straight into the shared table (status
@@ -265,7 +281,12 @@ pub fn adopt(row: &Approval, class: &Classification, now: DateTime<Utc>) -> Tran
             "source": "shared_table",
         }),
     )];
-    happened.extend(apply_tier_action(&mut next, class, now));
+    // Whatever the row's status said: the policy decides, and a name that does not
+    // follow the MCP rule (which the API refuses outright) is denied.
+    match names::check_tool_name(&next.tool_name) {
+        Ok(()) => happened.extend(apply_tier_action(&mut next, class, now)),
+        Err(why) => happened.push(deny_by_policy(&mut next, format!("denied: {why}"), now)),
+    }
     Transition { next, happened }
 }
 
@@ -334,8 +355,18 @@ pub fn apply(
             happened.extend(settle(&mut next, user, None, now));
             happened
         }
-        Event::Execute { parameters, caller } => {
+        Event::Execute {
+            parameters,
+            tool_name,
+            caller,
+        } => {
             check_owner(approval, caller.as_deref())?;
+            if tool_name
+                .as_ref()
+                .is_some_and(|tool| *tool != approval.tool_name)
+            {
+                return Err(Rejection::ToolDiffers);
+            }
             if approval.status != Status::Approved {
                 return Err(match approval.status {
                     Status::Pending => Rejection::NotApproved(Status::Pending),
@@ -462,10 +493,12 @@ pub fn check_can_decide(
 }
 
 /// Execute and cancel belong to the token that asked. Rows inserted straight into the
-/// shared table have no token, and any authenticated caller may act on them.
+/// shared table have no token: no token may act on them (their program reads the
+/// decision from the table).
 fn check_owner(approval: &Approval, caller: Option<&str>) -> Result<(), Rejection> {
-    match (&approval.token_name, caller) {
+    match (approval.token_name.as_deref(), caller) {
         (Some(owner), Some(caller)) if owner != caller => Err(Rejection::NotOwner),
+        (None, Some(_)) => Err(Rejection::NotOwner),
         _ => Ok(()),
     }
 }

@@ -19,6 +19,7 @@ fn class(action: TierAction, required: u32) -> Classification {
         policy_tier: Tier::Medium,
         action,
         rule: None,
+        why: "no rule matched".into(),
         route: Route {
             channel: Some("C0APPROVALS".into()),
             approvers: vec![],
@@ -266,14 +267,25 @@ fn execute_runs_once_with_the_approved_parameters_only() {
     let caller = Some("agent".to_string());
     let other = Event::Execute {
         parameters: json!({"customer_ids": ["c1", "c3"]}),
+        tool_name: None,
         caller: caller.clone(),
     };
     assert_eq!(
         apply(&approved, &other, later(2)),
         Err(Rejection::ParametersDiffer)
     );
+    let another_tool = Event::Execute {
+        parameters: json!({"customer_ids": ["c1", "c2"]}),
+        tool_name: Some("delete_everything".into()),
+        caller: caller.clone(),
+    };
+    assert_eq!(
+        apply(&approved, &another_tool, later(2)),
+        Err(Rejection::ToolDiffers)
+    );
     let same = Event::Execute {
         parameters: json!({"customer_ids": ["c1", "c2"]}),
+        tool_name: Some(approved.tool_name.clone()),
         caller: caller.clone(),
     };
     let executed = apply(&approved, &same, later(2)).unwrap().next;
@@ -290,6 +302,7 @@ fn execute_is_refused_when_pending_expired_or_someone_elses() {
     let p = pending(1);
     let exec = |caller: &str| Event::Execute {
         parameters: p.parameters.clone(),
+        tool_name: None,
         caller: Some(caller.into()),
     };
     assert_eq!(
@@ -407,6 +420,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
         }),
         (params, caller.clone()).prop_map(|(p, c)| Event::Execute {
             parameters: p,
+            tool_name: None,
             caller: c.map(Into::into)
         }),
         caller.prop_map(|c| Event::Cancel {

@@ -2,6 +2,7 @@
 //! Nothing in here does IO; the store persists what these functions decide.
 
 pub mod machine;
+pub mod names;
 
 use std::fmt;
 use std::str::FromStr;
@@ -163,6 +164,8 @@ pub struct Routing {
 pub struct Approval {
     pub id: ApprovalId,
     pub tool_name: String,
+    /// The MCP server the tool belongs to (the proxy's `--name`); `None` outside MCP.
+    pub server: Option<String>,
     /// The parameters that may run: the requested ones, or the edited ones after
     /// "Edit & approve".
     pub parameters: Value,
@@ -213,6 +216,10 @@ impl Approval {
 pub struct NewApproval {
     pub tool_name: String,
     pub parameters: Value,
+    /// The MCP server the tool belongs to.
+    pub server: Option<String>,
+    /// The tool's annotations as the MCP server lists them (hints, never proof).
+    pub annotations: Option<Value>,
     pub summary: Option<String>,
     pub context: Option<String>,
     pub requested_by: Option<String>,
@@ -229,6 +236,8 @@ impl NewApproval {
         Self {
             tool_name: tool_name.into(),
             parameters,
+            server: None,
+            annotations: None,
             summary: None,
             context: None,
             requested_by: None,

@@ -39,7 +39,7 @@ pub fn body(approval: &Approval, status: &str, now: DateTime<Utc>) -> String {
         "approval_id": approval.id,
         "status": status,
         "sent_at": now,
-        "approval": ApprovalView::new(approval),
+        "approval": ApprovalView::new(approval, None),
     })
     .to_string()
 }

@@ -17,6 +17,7 @@ pub fn approval() -> Approval {
     Approval {
         id: "0123abcd-0000-4000-8000-000000000001".parse().unwrap(),
         tool_name: "deploy_service".into(),
+        server: None,
         parameters: json!({"service": "api", "environment": "prod"}),
         original_parameters: None,
         risk_tier: Tier::Medium,

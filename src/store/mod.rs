@@ -12,7 +12,7 @@ macro_rules! approval_columns {
     () => {
         "id, tool_name, parameters, risk_tier, status, requested_by, decided_by, decision_at, \
          expires_at, created_at, summary, context, reason, original_parameters, token_name, \
-         idempotency_key, callback_url, required_approvals, routing, executed_at, version"
+         idempotency_key, callback_url, required_approvals, routing, executed_at, version, server"
     };
 }
 
@@ -79,9 +79,11 @@ pub(crate) fn pow2_chunks<T>(mut rows: &[T], max: usize) -> impl Iterator<Item =
 
 mod ops;
 mod postgres;
-mod requests;
+pub mod requests;
 mod sqlite;
 pub mod writer;
+
+pub use postgres::WRITER_SETTING as POSTGRES_WRITER_SETTING;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -107,6 +109,11 @@ pub enum StoreError {
     },
     #[error("no approval with id {0}")]
     NotFound(ApprovalId),
+    /// The idempotency key names another call (`ApprovalId`: that call's approval).
+    #[error(
+        "this idempotency_key was used for another call (approval {0}): use a new key for a new call"
+    )]
+    IdempotencyKeyReused(ApprovalId),
     #[error("{0}")]
     Invalid(String),
     #[error("database error: {0}")]

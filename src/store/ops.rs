@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::writer::{Done, Tx, WriteOp, WriteOutput};
-use super::{Created, Result, StatusChange, StoreError};
+use super::{Created, Result, StatusChange, StoreError, requests};
 use crate::approval::{Approval, ApprovalId, Event, Happening, NewApproval, Status, Vote, machine};
 use crate::audit::Draft;
 use crate::jobs::{self, Deliveries, DueJob, JobKind, NewJob, Outcome};
@@ -75,7 +75,7 @@ pub(super) struct Opening {
 
 impl Opening {
     pub(super) fn new(request: &NewApproval, class: &Classification, now: DateTime<Utc>) -> Self {
-        let params_sha256 = crate::canonical::sha256_hex(&request.parameters);
+        let params_sha256 = requests::request_hash(request.server.as_deref(), &request.parameters);
         let transition = machine::open(ApprovalId::new(), request.clone(), class, now);
         Opening {
             approval: transition.next,
@@ -88,7 +88,8 @@ impl Opening {
 
 /// Finishes a create: with `inserted`, plans its jobs and audit; otherwise answers the
 /// approval that blocked the insert (same idempotency key, or the same request still
-/// pending).
+/// open). An idempotency key names one call: the same key with another tool, server
+/// or parameters is refused, never answered with the first call's approval.
 pub(super) async fn create<T: Tx>(
     tx: &mut T,
     opening: Opening,
@@ -109,6 +110,7 @@ pub(super) async fn create<T: Tx>(
                 approval.idempotency_key.as_deref(),
                 &approval.tool_name,
                 &params_sha256,
+                now,
             )
             .await?;
         let existing = match existing {
@@ -116,6 +118,14 @@ pub(super) async fn create<T: Tx>(
             None => None,
         };
         return match existing {
+            Some(existing)
+                if existing.idempotency_key.is_some()
+                    && existing.idempotency_key == approval.idempotency_key
+                    && (existing.tool_name != approval.tool_name
+                        || requests::approval_request_hash(&existing) != params_sha256) =>
+            {
+                Err(StoreError::IdempotencyKeyReused(existing.id))
+            }
             Some(approval) => Ok(Done {
                 output: WriteOutput::Created(Created {
                     approval,

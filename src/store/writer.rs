@@ -88,22 +88,23 @@ pub(crate) trait Tx: Send + 'static {
     fn commit(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Rolls back; on failure the backend drops the connection and reconnects later.
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
-    /// Inserts new approvals, each with its `params_sha256`, in one statement, skipping
-    /// those that repeat a pending request (same token, tool and parameters, whatever
-    /// their own status) or reuse an idempotency key, also within `rows`; answers the
-    /// ids inserted.
+    /// Inserts new approvals, each with its `params_sha256` (the request hash), in one
+    /// statement, skipping those that repeat an open request (same token, tool and
+    /// request hash, whatever their own status) or reuse an idempotency key, also
+    /// within `rows`; answers the ids inserted.
     fn insert_approvals(
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> impl Future<Output = sqlx::Result<HashSet<ApprovalId>>> + Send;
     /// The approval that blocks an insert: same token and idempotency key, else the
-    /// same token, tool and parameters while pending.
+    /// same token, tool and request hash while open at `now`.
     fn find_existing(
         &mut self,
         token: &str,
         idempotency_key: Option<&str>,
         tool: &str,
         params_sha256: &str,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = sqlx::Result<Option<ApprovalId>>> + Send;
     /// Loads an approval with its votes, locking the row where the backend can.
     fn load(

@@ -97,13 +97,12 @@ async fn execute_is_single_use_and_only_for_the_approved_parameters() {
             &json!({"parameters": {"amount": 100, "to": "acct-1"}}),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    assert!(
-        error["detail"]
-            .as_str()
-            .unwrap()
-            .contains("another API token")
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "another token's approval is not found, as for reads: {error}"
     );
+    assert_error(&error, "not_found");
 
     let (status, error) = app.post_raw(&execute, r#"{"parameters": "#).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
@@ -166,8 +165,8 @@ async fn the_requester_cancels_a_pending_request_once() {
     let (status, _) = app.post_as(&other, &cancel, &json!({})).await;
     assert_eq!(
         status,
-        StatusCode::CONFLICT,
-        "only the requester's token cancels"
+        StatusCode::NOT_FOUND,
+        "only the requester's token cancels; to others it does not exist"
     );
     let (status, body) = app.post(&cancel, &json!({})).await;
     assert_eq!(status, StatusCode::OK);

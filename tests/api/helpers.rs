@@ -45,7 +45,7 @@ pub struct TestApp {
     pub store: Store,
     pub clock: ManualClock,
     pub http: reqwest::Client,
-    _db: TestDb,
+    pub db: TestDb,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -75,7 +75,7 @@ pub async fn spawn_on(db: TestDb) -> TestApp {
         store,
         clock,
         http: reqwest::Client::new(),
-        _db: db,
+        db,
         _shutdown: stop,
     }
 }

@@ -4,5 +4,6 @@
 mod common;
 mod decisions;
 mod helpers;
+mod hostile;
 mod operations;
 mod requests;

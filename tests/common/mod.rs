@@ -105,6 +105,55 @@ fn replace_database(url: &str, name: &str) -> String {
     out
 }
 
+/// Runs SQL straight on the database (as another program or an attacker would).
+pub async fn raw_execute(db: &TestDb, sql: &str) -> Result<u64, String> {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    let result = if db.backend == "sqlite" {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .map(|r| r.rows_affected())
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .map(|r| r.rows_affected())
+    };
+    result.map_err(|error| error.to_string())
+}
+
+/// A time as an SQL literal of the backend's column type.
+pub fn sql_time(db: &TestDb, at: chrono::DateTime<chrono::Utc>) -> String {
+    if db.backend == "sqlite" {
+        format!("'{}'", signoff::audit::format_time(&at))
+    } else {
+        format!("'{}'::timestamptz", at.to_rfc3339())
+    }
+}
+
+/// A count straight from the database.
+pub async fn raw_count(db: &TestDb, sql: &str) -> i64 {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    if db.backend == "sqlite" {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
+/// One value straight from a PostgreSQL database.
+pub async fn raw_scalar(db: &TestDb, sql: &str) -> uuid::Uuid {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
 /// Runs one scenario as two tests, `sqlite` and `postgres`.
 #[macro_export]
 macro_rules! on_both_backends {

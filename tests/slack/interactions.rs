@@ -281,6 +281,7 @@ async fn edit_and_approve_validates_the_json_and_runs_only_the_edited_parameters
             approval.id,
             signoff::approval::Event::Execute {
                 parameters: approval.parameters.clone(),
+                tool_name: None,
                 caller: Some("agent".into()),
             },
             app.clock.now(),

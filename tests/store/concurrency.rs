@@ -184,6 +184,7 @@ async fn concurrent_executes_from_two_processes_run_exactly_once(db: TestDb) {
         tasks.push(tokio::spawn(async move {
             let event = Event::Execute {
                 parameters: json!({"amount": 5}),
+                tool_name: None,
                 caller: Some(TOKEN.into()),
             };
             target.apply(approval.id, event, now).await
@@ -257,18 +258,20 @@ async fn one_batch_of_new_duplicate_and_idempotent_requests_answers_each(db: Tes
         create(keyed("k-1", "sdd")),
         create(new_request("wipe_disk", json!({"disk": "sdb"}))),
     );
-    let results: Vec<_> = [
-        results.0, results.1, results.2, results.3, results.4, results.5,
-    ]
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
+    // The same key with other parameters names another call: refused.
+    let reused = results.4;
+    let results: Vec<_> = [results.0, results.1, results.2, results.3, results.5]
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let created: Vec<bool> = results.iter().map(|r| r.created).collect();
-    assert_eq!(created, [true, true, false, true, false, false]);
+    assert_eq!(created, [true, true, false, true, false]);
     assert_eq!(results[2].approval.id, results[0].approval.id);
-    assert_eq!(results[4].approval.id, results[3].approval.id);
-    assert_eq!(results[4].approval.parameters, json!({"disk": "sdc"}));
-    assert_eq!(results[5].approval.id, results[1].approval.id);
+    assert!(
+        matches!(reused, Err(StoreError::IdempotencyKeyReused(id)) if id == results[3].approval.id),
+        "{reused:?}"
+    );
+    assert_eq!(results[4].approval.id, results[1].approval.id);
     assert_eq!(count_audit(&store, "requested").await, 3);
     for result in &results {
         let stored = store.get(result.approval.id).await.unwrap().unwrap();

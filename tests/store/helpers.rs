@@ -7,9 +7,8 @@ use signoff::approval::{Approval, ApprovalId, Decision, Event, NewApproval};
 use signoff::clock::{Clock, ManualClock};
 use signoff::policy::{Classification, Policy};
 use signoff::store::{Store, StoreError};
-use sqlx::Connection;
 
-use crate::common::TestDb;
+pub use crate::common::{TestDb, raw_count, raw_execute, raw_scalar, sql_time};
 
 pub const TOKEN: &str = "agent";
 pub const REQUESTER: &str = "U0AGENT";
@@ -116,6 +115,7 @@ pub async fn execute(
 ) -> Result<Approval, StoreError> {
     let event = Event::Execute {
         parameters,
+        tool_name: None,
         caller: Some(caller.into()),
     };
     store.apply(id, event, clock.now()).await
@@ -129,52 +129,4 @@ pub async fn count_audit(store: &Store, kind: &str) -> usize {
         .iter()
         .filter(|e| e.kind == kind)
         .count()
-}
-
-/// Runs SQL straight on the database (as another program or an attacker would).
-pub async fn raw_execute(db: &TestDb, sql: &str) -> Result<u64, String> {
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    let result = if db.backend == "sqlite" {
-        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        sqlx::query(sql)
-            .execute(&mut conn)
-            .await
-            .map(|r| r.rows_affected())
-    } else {
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        sqlx::query(sql)
-            .execute(&mut conn)
-            .await
-            .map(|r| r.rows_affected())
-    };
-    result.map_err(|error| error.to_string())
-}
-
-/// A time as an SQL literal of the backend's column type.
-pub fn sql_time(db: &TestDb, at: chrono::DateTime<chrono::Utc>) -> String {
-    if db.backend == "sqlite" {
-        format!("'{}'", signoff::audit::format_time(&at))
-    } else {
-        format!("'{}'::timestamptz", at.to_rfc3339())
-    }
-}
-
-/// A count straight from the database.
-pub async fn raw_count(db: &TestDb, sql: &str) -> i64 {
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    if db.backend == "sqlite" {
-        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
-    } else {
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
-    }
-}
-
-pub async fn raw_scalar(db: &TestDb, sql: &str) -> uuid::Uuid {
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
 }

@@ -157,7 +157,27 @@ async fn a_repeat_the_policy_would_approve_at_once_still_gets_the_pending_one(db
         .unwrap();
     assert!(approved.created);
     assert_eq!(approved.approval.status, Status::Approved);
-    // An approval decided at once does not hold back the next request that waits.
+    // While that approval is open (approved, not yet run), the same request joins it,
+    // so that it runs once; once it ran, the next one is asked afresh.
+    let joined = store
+        .create(
+            new_request("purge", params.clone()),
+            classify("purge"),
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    assert!(!joined.created);
+    assert_eq!(joined.approval.id, approved.approval.id);
+    execute(
+        &store,
+        &clock,
+        approved.approval.id,
+        params.clone(),
+        "agent",
+    )
+    .await
+    .unwrap();
     let next = create(&store, &clock, "purge", params).await;
     assert_eq!(next.status, Status::Pending);
 }
@@ -173,9 +193,8 @@ async fn the_same_idempotency_key_returns_the_existing_approval(db: TestDb) {
     vote(&store, &clock, first.approval.id, "U1", Decision::Approve)
         .await
         .unwrap();
-    request.parameters = json!({"to": "b@example.com"});
     let again = store
-        .create(request, classify("send_email"), clock.now())
+        .create(request.clone(), classify("send_email"), clock.now())
         .await
         .unwrap();
     assert!(!again.created);
@@ -184,6 +203,24 @@ async fn the_same_idempotency_key_returns_the_existing_approval(db: TestDb) {
         again.approval.status,
         Status::Approved,
         "the key returns the approval as it is now"
+    );
+    // The key names that call: with other parameters, or another tool, it is refused.
+    request.parameters = json!({"to": "b@example.com"});
+    let other = store
+        .create(request.clone(), classify("send_email"), clock.now())
+        .await;
+    assert!(
+        matches!(other, Err(StoreError::IdempotencyKeyReused(id)) if id == first.approval.id),
+        "{other:?}"
+    );
+    request.parameters = json!({"to": "a@example.com"});
+    request.tool_name = "delete_mailbox".into();
+    let other = store
+        .create(request, classify("delete_mailbox"), clock.now())
+        .await;
+    assert!(
+        matches!(other, Err(StoreError::IdempotencyKeyReused(_))),
+        "{other:?}"
     );
 }
 

@@ -86,13 +86,20 @@ const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
 /// Reader connections at most.
 const READERS: usize = 16;
 
+/// The setting that tells migration 0008's insert trigger a row comes from signoff,
+/// not from another program writing the shared table (whose rows start pending and
+/// unclassified, whatever they say).
+pub const WRITER_SETTING: (&str, &str) = ("signoff.writer", "on");
+
 pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
-    let options = PgConnectOptions::from_str(url).map_err(|error| {
-        StoreError::Invalid(format!(
-            "bad PostgreSQL URL {:?}: {error}",
-            super::redact(url)
-        ))
-    })?;
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|error| {
+            StoreError::Invalid(format!(
+                "bad PostgreSQL URL {:?}: {error}",
+                super::redact(url)
+            ))
+        })?
+        .options([WRITER_SETTING]);
     // One plain connection first: an unreachable server or a bad password fails at
     // once with its own message, instead of after the pool's acquire timeout.
     sqlx::PgConnection::connect_with(&options)
@@ -123,6 +130,7 @@ fn approval_from_row(row: &PgRow, votes: Vec<Vote>) -> sqlx::Result<Approval> {
     Ok(Approval {
         id: ApprovalId(row.try_get("id")?),
         tool_name: row.try_get("tool_name")?,
+        server: row.try_get("server")?,
         parameters: row.try_get("parameters")?,
         original_parameters: row.try_get("original_parameters")?,
         risk_tier: decode(row.try_get("risk_tier")?)?,

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::approval::Status;
-use crate::store::requests::{RequestKey, request_key, unrepeated};
+use crate::store::requests::{self, RequestKey, request_key, unrepeated};
 
 /// Moves the expiry watermark down to `$n` if it is above.
 macro_rules! lower_watermark {
@@ -74,13 +74,13 @@ impl PgTx {
         Ok(approvals)
     }
 
-    /// The keys among `rows` whose newest request is pending (`request_keys`; see
+    /// The keys among `rows` whose newest request is open (`request_keys`; see
     /// [`crate::store::requests`]), each key locked first until commit (an advisory
-    /// lock, taken in one order by every writer; migration 0006's
-    /// `signoff_pending_requests`), so that a replica inserting the same request waits
+    /// lock, taken in one order by every writer; migration 0008's
+    /// `signoff_open_requests`), so that a replica inserting the same request waits
     /// for this transaction and then sees its row. The function plans its lookup on
-    /// every call (migration 0007), so that the plan follows the table's growth.
-    async fn pending_requests(
+    /// every call, so that the plan follows the table's growth.
+    async fn open_requests(
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<RequestKey>> {
@@ -92,10 +92,11 @@ impl PgTx {
         let tools: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
         let hashes: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
         let pending: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT * FROM signoff_pending_requests($1, $2, $3)")
+            sqlx::query_as("SELECT * FROM signoff_open_requests($1, $2, $3, $4)")
                 .bind(&tokens)
                 .bind(&tools)
                 .bind(&hashes)
+                .bind(requests::now_of(rows))
                 .fetch_all(self.conn()?)
                 .await?;
         Ok(pending.into_iter().collect())
@@ -193,7 +194,7 @@ impl Tx for PgTx {
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
-        let pending = self.pending_requests(rows).await?;
+        let pending = self.open_requests(rows).await?;
         let rows = unrepeated(rows, &pending);
         self.timers.open(rows.iter().map(|(approval, _)| *approval));
         let mut inserted = HashSet::with_capacity(rows.len());
@@ -225,15 +226,16 @@ impl Tx for PgTx {
                     .push_bind(serde_json::to_value(&a.routing).unwrap_or_default())
                     .push_bind(a.executed_at)
                     .push_bind(a.version)
+                    .push_bind(a.server.clone())
                     .push_bind(params_sha256.to_string());
             });
-            // Skips a reused idempotency key (a unique index); each pending request
+            // Skips a reused idempotency key (a unique index); each open request
             // inserted becomes the newest of its key in `request_keys`.
             query.push(
                 " ON CONFLICT DO NOTHING RETURNING id, token_name, tool_name, params_sha256, status), \
                  keyed AS (INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
                    SELECT token_name, tool_name, params_sha256, id FROM added \
-                   WHERE status = 'pending' AND token_name IS NOT NULL \
+                   WHERE status IN ('pending', 'approved') AND token_name IS NOT NULL \
                    ON CONFLICT (token_name, tool_name, params_sha256) \
                    DO UPDATE SET approval_id = excluded.approval_id) \
                  SELECT id FROM added",
@@ -250,24 +252,26 @@ impl Tx for PgTx {
         idempotency_key: Option<&str>,
         tool: &str,
         params_sha256: &str,
+        now: DateTime<Utc>,
     ) -> sqlx::Result<Option<ApprovalId>> {
         let id: Option<Uuid> = sqlx::query_scalar(
             // The same idempotency key first; else the newest request with the same
-            // tool and parameters, if it is pending (its key is locked: see
-            // `pending_requests`).
+            // tool and parameters, if it is open (its key is locked: see
+            // `open_requests`).
             "SELECT id FROM ( \
                SELECT id, 0 AS rank FROM pending_approvals \
                WHERE token_name = $1 AND idempotency_key = $2 \
                UNION ALL \
                SELECT p.id, 1 FROM request_keys r JOIN pending_approvals p ON p.id = r.approval_id \
                WHERE r.token_name = $1 AND r.tool_name = $3 AND r.params_sha256 = $4 \
-                 AND p.status = 'pending') AS found \
+                 AND (p.status = 'pending' OR (p.status = 'approved' AND p.expires_at > $5))) AS found \
              ORDER BY rank LIMIT 1",
         )
         .bind(token)
         .bind(idempotency_key)
         .bind(tool)
         .bind(params_sha256)
+        .bind(now)
         .fetch_optional(self.conn()?)
         .await?;
         Ok(id.map(ApprovalId))

@@ -160,6 +160,7 @@ struct ApprovalRow {
     routing: Option<String>,
     executed_at: Option<String>,
     version: i64,
+    server: Option<String>,
     votes: Vec<Vote>,
 }
 
@@ -168,6 +169,7 @@ impl ApprovalRow {
         Ok(Approval {
             id: parse_id(&self.id)?,
             tool_name: self.tool_name,
+            server: self.server,
             parameters: parse_json(&self.parameters)?,
             original_parameters: self
                 .original_parameters

@@ -3,7 +3,7 @@
 //! IMMEDIATE`, so nothing slips in between the look and the insert.
 
 use super::*;
-use crate::store::requests::{RequestKey, request_key, unrepeated};
+use crate::store::requests::{self, RequestKey, request_key, unrepeated};
 
 impl SqliteTx {
     /// `Tx::insert_approvals`: inserts the rows that repeat no pending request (in the
@@ -12,7 +12,7 @@ impl SqliteTx {
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
-        let pending = self.pending_requests(rows).await?;
+        let pending = self.open_requests(rows).await?;
         let rows = unrepeated(rows, &pending);
         let mut inserted = HashSet::with_capacity(rows.len());
         for chunk in pow2_chunks(&rows, 64) {
@@ -43,6 +43,7 @@ impl SqliteTx {
                     .push_bind(serde_json::to_string(&a.routing).unwrap_or_default())
                     .push_bind(a.executed_at.as_ref().map(ts))
                     .push_bind(a.version)
+                    .push_bind(a.server.clone())
                     .push_bind(params_sha256.to_string());
             });
             // Skips a reused idempotency key (a unique index).
@@ -62,33 +63,35 @@ impl SqliteTx {
         idempotency_key: Option<&str>,
         tool: &str,
         params_sha256: &str,
+        now: DateTime<Utc>,
     ) -> sqlx::Result<Option<ApprovalId>> {
         // The same idempotency key first; else the newest request with the same tool
-        // and parameters, if it is pending.
+        // and parameters, if it is open.
         let id: Option<String> = sqlx::query_scalar(
             "SELECT id FROM ( \
                SELECT id, 0 AS rank FROM pending_approvals \
                WHERE token_name = $1 AND idempotency_key = $2 \
                UNION ALL \
-               SELECT id, 1 FROM (SELECT id, status FROM pending_approvals \
+               SELECT id, 1 FROM (SELECT id, status, expires_at FROM pending_approvals \
                  INDEXED BY pending_approvals_request \
                  WHERE token_name = $1 AND tool_name = $3 AND params_sha256 = $4 \
                  ORDER BY rowid DESC LIMIT 1) \
-               WHERE status = 'pending') \
+               WHERE status = 'pending' OR (status = 'approved' AND expires_at > $5)) \
              ORDER BY rank LIMIT 1",
         )
         .bind(token)
         .bind(idempotency_key)
         .bind(tool)
         .bind(params_sha256)
+        .bind(ts(&now))
         .fetch_optional(self.conn()?)
         .await?;
         id.as_deref().map(parse_id).transpose()
     }
 
-    /// The keys among `rows` that have a pending request already: one index seek per
+    /// The keys among `rows` that have an open request already: one index seek per
     /// key (to its newest request), however many requests with that key came before.
-    async fn pending_requests(
+    async fn open_requests(
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<RequestKey>> {
@@ -98,11 +101,13 @@ impl SqliteTx {
         }
         let pending: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2 FROM json_each($1) AS k \
-             WHERE (SELECT status FROM pending_approvals INDEXED BY pending_approvals_request \
+             WHERE (SELECT status = 'pending' OR (status = 'approved' AND expires_at > $2) \
+                    FROM pending_approvals INDEXED BY pending_approvals_request \
                     WHERE token_name = k.value ->> 0 AND tool_name = k.value ->> 1 \
-                    AND params_sha256 = k.value ->> 2 ORDER BY rowid DESC LIMIT 1) = 'pending'",
+                    AND params_sha256 = k.value ->> 2 ORDER BY rowid DESC LIMIT 1)",
         )
         .bind(serde_json::to_string(&keys).unwrap_or_default())
+        .bind(ts(&requests::now_of(rows)))
         .fetch_all(self.conn()?)
         .await?;
         Ok(pending.into_iter().collect())

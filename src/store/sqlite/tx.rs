@@ -80,8 +80,9 @@ impl Tx for SqliteTx {
         idempotency_key: Option<&str>,
         tool: &str,
         params_sha256: &str,
+        now: DateTime<Utc>,
     ) -> sqlx::Result<Option<ApprovalId>> {
-        self.find_request(token, idempotency_key, tool, params_sha256)
+        self.find_request(token, idempotency_key, tool, params_sha256, now)
             .await
     }
 
