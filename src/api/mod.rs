@@ -4,6 +4,7 @@
 mod approvals;
 pub mod error;
 mod extract;
+mod policy;
 pub mod view;
 
 use axum::Router;
@@ -20,4 +21,5 @@ pub fn router() -> Router<AppState> {
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/execute", post(approvals::execute))
         .route("/v1/approvals/{id}/cancel", post(approvals::cancel))
+        .route("/v1/policy/tools", post(policy::tools))
 }

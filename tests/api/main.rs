@@ -5,5 +5,6 @@ mod common;
 mod decisions;
 mod helpers;
 mod hostile;
+mod mcp;
 mod operations;
 mod requests;
