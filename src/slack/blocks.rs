@@ -4,18 +4,27 @@
 //!
 //! Whatever the input, the output stays within Block Kit's limits (50 blocks, 3000-char
 //! sections, 2000-char fields, 150-char headers, 75-char button text, 2000-char button
-//! values, 255-char ids), and user-supplied text is escaped so that a parameter cannot
-//! ping `@channel`, mention people or hide a link.
+//! values, 255-char ids), and text the requester wrote is shown in `plain_text` objects
+//! (see [`super::text`]): it cannot format, link, ping anyone or pose as signoff.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::text::{
-    ELLIPSIS, fit, fit_line, fit_plain, join_limited, params_mrkdwn, people, person, relative,
-    requester, slack_date, summary_or_params, tier_badge,
+    ELLIPSIS, fit, fit_line, fit_plain, fit_plain_lines, join_limited, params_plain, people,
+    person, plain, relative, requester, slack_date, summary_or_params, tier_badge,
 };
 use crate::approval::machine::POLICY_ACTOR;
-use crate::approval::{Approval, Decision, Status, Tier};
+use crate::approval::{Approval, ApprovalId, Decision, Status, Tier};
+use crate::exact_json::{self, ExactError};
+use crate::jobs::MessageKey;
+
+/// Message metadata event type of signoff's posts (channel, escalation), whose payload
+/// names the approval: a retry finds its earlier post by it, and a click on it is known
+/// to come from a message signoff posted for that approval.
+pub const POST_EVENT: &str = "signoff_approval_posted";
+/// Message metadata event type of reminder DMs: the approval and the reminder job.
+pub const REMINDER_EVENT: &str = "signoff_reminder_sent";
 
 /// `action_id` of the Approve button.
 pub const ACTION_APPROVE: &str = "approve";
@@ -37,8 +46,6 @@ pub const INPUT_MAX_CHARS: usize = 3000;
 const SECTION_MAX: usize = 3000;
 const FIELD_MAX: usize = 2000;
 const HEADER_MAX: usize = 150;
-/// Fallback text shows in notifications; Slack allows 4000, a glance needs far less.
-const FALLBACK_MAX: usize = 300;
 const REASON_MAX: usize = 1000;
 
 /// The `block_id` of a message's actions block: carries the approval id back with clicks.
@@ -66,19 +73,14 @@ pub fn approval_message(a: &Approval, now: DateTime<Utc>) -> Value {
         format!("{} (overdue)", slack_date(a.expires_at))
     };
     blocks.push(fields(&[
-        ("Risk", tier_badge(a.risk_tier)),
-        ("Requested by", requester(a)),
-        ("Expires", expires),
-        ("Votes", votes(a)),
+        Field::Mrkdwn("Risk", tier_badge(a.risk_tier)),
+        Field::Plain("Requested by", requester(a)),
+        Field::Mrkdwn("Expires", expires),
+        Field::Mrkdwn("Votes", votes(a)),
     ]));
     blocks.push(id_context(a, Some(now)));
     blocks.push(actions(a));
-    let text = format!(
-        "Approval needed: {} — {}",
-        fit_line(&a.tool_name, 100),
-        summary_or_params(a, FALLBACK_MAX - 120)
-    );
-    json!({ "text": text, "blocks": blocks })
+    json!({ "text": fallback("Approval needed", a), "blocks": blocks })
 }
 
 /// The message after a decision, expiry, cancellation or execution: the same request,
@@ -86,18 +88,25 @@ pub fn approval_message(a: &Approval, now: DateTime<Utc>) -> Value {
 pub fn decided_message(a: &Approval) -> Value {
     let mut blocks = body(a);
     blocks.push(fields(&[
-        ("Risk", tier_badge(a.risk_tier)),
-        ("Requested by", requester(a)),
+        Field::Mrkdwn("Risk", tier_badge(a.risk_tier)),
+        Field::Plain("Requested by", requester(a)),
     ]));
     blocks.push(mrkdwn_section(outcome_line(a)));
     blocks.push(id_context(a, None));
-    let text = format!(
-        "{}: {} — {}",
-        outcome_word(a.status),
-        fit_line(&a.tool_name, 100),
-        summary_or_params(a, FALLBACK_MAX - 120)
-    );
-    json!({ "text": text, "blocks": blocks })
+    json!({ "text": fallback(outcome_word(a.status), a), "blocks": blocks })
+}
+
+/// The message's `text`, which notifications show and which Slack reads as mrkdwn: only
+/// signoff's words and the tool's name (whose alphabet cannot format), no requester text.
+fn fallback(what: &str, a: &Approval) -> String {
+    let server = a.server.as_deref().map_or(String::new(), |server| {
+        format!(" on {}", fit_line(server, 60))
+    });
+    format!(
+        "{what}: {}{server} (ID {})",
+        fit_line(&a.tool_name, 130),
+        a.id.short()
+    )
 }
 
 /// One mrkdwn line saying how the approval ended (or that it is still waiting).
@@ -168,23 +177,26 @@ fn outcome_word(status: Status) -> &'static str {
     }
 }
 
-/// Header, summary, parameters and context: shared by live and settled messages.
+/// Header, summary, parameters and context: shared by live and settled messages. All
+/// of it but the header's emoji is the requester's text, so all of it is plain text.
 fn body(a: &Approval) -> Vec<Value> {
     let mut blocks = vec![json!({
         "type": "header",
-        "text": { "type": "plain_text", "text": header_text(&a.tool_name), "emoji": true },
+        "text": plain(header_text(a)),
     })];
-    match a.summary.as_deref().map(str::trim) {
-        Some(summary) if !summary.is_empty() => {
-            blocks.push(mrkdwn_section(fit(summary, SECTION_MAX)));
-            // The summary is the requester's own words; the parameters are what would
-            // actually run, so approvers always see them too.
-            let label = "*Parameters*\n";
-            let params = params_mrkdwn(&a.parameters, SECTION_MAX - label.len());
-            blocks.push(mrkdwn_section(format!("{label}{params}")));
-        }
-        _ => blocks.push(mrkdwn_section(params_mrkdwn(&a.parameters, SECTION_MAX))),
+    if let Some(summary) = a
+        .summary
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        blocks.push(plain_section(fit_plain_lines(summary, SECTION_MAX)));
     }
+    // The summary is the requester's own words; the parameters are what would actually
+    // run, so approvers always see them too.
+    let label = "Parameters:\n";
+    let params = params_plain(&a.parameters, SECTION_MAX - label.len());
+    blocks.push(plain_section(format!("{label}{params}")));
     if a.original_parameters.is_some() {
         blocks.push(context(
             ":pencil2: An approver edited these parameters; the edited ones are what runs.".into(),
@@ -196,22 +208,30 @@ fn body(a: &Approval) -> Vec<Value> {
         .map(str::trim)
         .filter(|c| !c.is_empty())
     {
-        blocks.push(context(format!(
-            ":speech_balloon: {}",
-            fit(text, FIELD_MAX - 20)
-        )));
+        blocks.push(json!({
+            "type": "context",
+            "elements": [
+                { "type": "mrkdwn", "text": ":speech_balloon: Context:" },
+                plain(fit_plain_lines(text, FIELD_MAX - 20)),
+            ],
+        }));
     }
     blocks
 }
 
-/// Headers are plain text; an empty tool name still needs some text.
-fn header_text(tool: &str) -> String {
-    let text = fit_plain(tool.trim(), HEADER_MAX);
-    if text.is_empty() {
-        "(unnamed tool)".into()
+/// The tool (and its MCP server); an empty tool name still needs some text.
+fn header_text(a: &Approval) -> String {
+    let tool = a.tool_name.trim();
+    let tool = if tool.is_empty() {
+        "(unnamed tool)"
     } else {
-        text
-    }
+        tool
+    };
+    let text = match a.server.as_deref() {
+        Some(server) => format!("{tool} · {server}"),
+        None => tool.to_owned(),
+    };
+    fit_plain(&text, HEADER_MAX)
 }
 
 fn votes(a: &Approval) -> String {
@@ -273,14 +293,30 @@ fn button(text: &str, action_id: &str, value: &str, style: Option<&str>) -> Valu
     button
 }
 
-fn fields(pairs: &[(&str, String)]) -> Value {
+/// One field of a section: signoff's own mrkdwn, or text a requester wrote (plain).
+enum Field {
+    Mrkdwn(&'static str, String),
+    Plain(&'static str, String),
+}
+
+fn fields(pairs: &[Field]) -> Value {
     let fields: Vec<Value> = pairs
         .iter()
-        .map(|(label, value)| {
-            json!({ "type": "mrkdwn", "text": fit_mrkdwn_built(format!("*{label}*\n{value}"), FIELD_MAX) })
+        .map(|field| match field {
+            Field::Mrkdwn(label, value) => json!({
+                "type": "mrkdwn",
+                "text": fit_mrkdwn_built(format!("*{label}*\n{value}"), FIELD_MAX),
+            }),
+            Field::Plain(label, value) => {
+                plain(fit_plain_lines(&format!("{label}\n{value}"), FIELD_MAX))
+            }
         })
         .collect();
     json!({ "type": "section", "fields": fields })
+}
+
+fn plain_section(text: String) -> Value {
+    json!({ "type": "section", "text": plain(text) })
 }
 
 fn mrkdwn_section(text: String) -> Value {
@@ -315,11 +351,11 @@ fn fit_mrkdwn_built(text: String, max: usize) -> String {
 
 /// The `view` for `views.open` when someone clicks Deny: an optional reason, sent back
 /// to the requester. Optional, because denying must never be harder than approving.
-pub fn deny_modal(a: &Approval) -> Value {
+pub fn deny_modal(a: &Approval, clicked: &MessageKey) -> Value {
     json!({
         "type": "modal",
         "callback_id": DENY_CALLBACK,
-        "private_metadata": a.id.to_string(),
+        "private_metadata": modal_metadata(a, clicked),
         "title": { "type": "plain_text", "text": "Deny request" },
         "submit": { "type": "plain_text", "text": "Deny" },
         "close": { "type": "plain_text", "text": "Cancel" },
@@ -348,7 +384,7 @@ pub fn deny_modal(a: &Approval) -> Value {
 /// A `plain_text_input` holds at most 3000 chars: longer pretty JSON falls back to
 /// compact JSON, and if that is still too long the modal only explains that the
 /// parameters are too large to edit in Slack, with no input and no submit button.
-pub fn edit_modal(a: &Approval) -> Value {
+pub fn edit_modal(a: &Approval, clicked: &MessageKey) -> Value {
     let fits = |s: &String| s.chars().count() <= INPUT_MAX_CHARS;
     let initial = serde_json::to_string_pretty(&a.parameters)
         .ok()
@@ -357,7 +393,7 @@ pub fn edit_modal(a: &Approval) -> Value {
     let mut view = json!({
         "type": "modal",
         "callback_id": EDIT_CALLBACK,
-        "private_metadata": a.id.to_string(),
+        "private_metadata": modal_metadata(a, clicked),
         "title": { "type": "plain_text", "text": "Edit & approve" },
     });
     match initial {
@@ -392,10 +428,28 @@ pub fn edit_modal(a: &Approval) -> Value {
     view
 }
 
+/// What a modal carries back to its submission: the approval and the message whose
+/// button opened it, so that the submission is checked against that message again.
+fn modal_metadata(a: &Approval, clicked: &MessageKey) -> String {
+    json!({ "approval_id": a.id, "channel": clicked.channel, "ts": clicked.ts }).to_string()
+}
+
+/// The approval and the clicked message a submitted modal names (see
+/// [`modal_metadata`]); `None` for anything else (a modal from before this format).
+pub fn modal_source(private_metadata: &str) -> Option<(ApprovalId, MessageKey)> {
+    let value: Value = serde_json::from_str(private_metadata).ok()?;
+    let id = value["approval_id"].as_str()?.parse().ok()?;
+    let key = MessageKey {
+        channel: value["channel"].as_str()?.to_owned(),
+        ts: value["ts"].as_str()?.to_owned(),
+    };
+    Some((id, key))
+}
+
 fn modal_intro(a: &Approval, note: &str) -> Value {
-    mrkdwn_section(format!(
-        "*{}*\n{}\n\n{note}",
-        fit_line(&a.tool_name, 150),
+    plain_section(format!(
+        "{}\n{}\n\n{note}",
+        fit_plain(&a.tool_name, 150),
         summary_or_params(a, 1000)
     ))
 }
@@ -403,8 +457,12 @@ fn modal_intro(a: &Approval, note: &str) -> Value {
 /// Parses the text submitted from [`edit_modal`]. The error is what the person reads
 /// under the input (see [`modal_errors`]).
 pub fn parse_edited_parameters(text: &str) -> Result<Value, String> {
-    let value: Value = serde_json::from_str(text.trim()).map_err(|err| {
-        let mut message = format!("Not valid JSON: {err}");
+    // Read exactly, as the API reads requests: no key twice, no number rounded.
+    let value: Value = exact_json::parse_str(text.trim()).map_err(|err| {
+        let mut message = match err {
+            ExactError::Syntax(why) => format!("Not valid JSON: {why}"),
+            ExactError::Inexact(why) => why,
+        };
         // Some keyboards turn quotes into curly ones, which JSON does not accept.
         if text.contains(['“', '”', '‘', '’']) {
             message.push_str(" (curly quotes are not JSON quotes: use \")");

@@ -1,6 +1,13 @@
 use super::*;
-use crate::slack::testutil::{all_text, approval, check_limits, now, vote};
+use crate::slack::testutil::{all_text, approval, check_limits, mrkdwn_texts, now, vote};
 use serde_json::json;
+
+fn clicked() -> MessageKey {
+    MessageKey {
+        channel: "C0APPROVALS".into(),
+        ts: "1700000000.000100".into(),
+    }
+}
 
 fn block_types(message: &Value) -> Vec<&str> {
     message["blocks"]
@@ -69,7 +76,7 @@ fn a_pending_message_has_header_fields_fallback_and_short_id() {
     assert_eq!(message["blocks"][0]["text"]["text"], "deploy_service");
     assert_eq!(
         message["text"],
-        "Approval needed: deploy_service — environment: prod; service: api"
+        "Approval needed: deploy_service (ID 0123abcd)"
     );
     let fields = message["blocks"]
         .as_array()
@@ -84,7 +91,7 @@ fn a_pending_message_has_header_fields_fallback_and_short_id() {
         .map(|f| f["text"].as_str().unwrap())
         .collect();
     assert_eq!(fields[0], "*Risk*\n:large_yellow_circle: medium");
-    assert_eq!(fields[1], "*Requested by*\nagent-session-42");
+    assert_eq!(fields[1], "Requested by\nagent-session-42");
     assert_eq!(
         fields[2],
         "*Expires*\n<!date^1714572300^{date_short_pretty} {time}|2024-05-01 14:05 UTC> (in 2h 5m)"
@@ -98,7 +105,10 @@ fn a_pending_message_has_header_fields_fallback_and_short_id() {
 fn parameters_are_readable_not_a_json_dump() {
     let message = approval_message(&approval(), now());
     let sections = section_texts(&message);
-    assert_eq!(sections[0], "• environment: prod\n• service: api");
+    assert_eq!(
+        sections[0],
+        "Parameters:\n• environment: prod\n• service: api"
+    );
     assert!(
         sections
             .iter()
@@ -116,11 +126,7 @@ fn the_summary_comes_first_and_the_parameters_still_show() {
     assert_eq!(sections[0], "Deploy api to prod");
     assert_eq!(
         sections[1],
-        "*Parameters*\n• environment: prod\n• service: api"
-    );
-    assert_eq!(
-        message["text"],
-        "Approval needed: deploy_service — Deploy api to prod"
+        "Parameters:\n• environment: prod\n• service: api"
     );
 }
 
@@ -130,7 +136,8 @@ fn context_and_edits_are_noted() {
     a.context = Some("User asked for it".into());
     a.original_parameters = Some(json!({"service": "web"}));
     let text = all_text(&approval_message(&a, now()));
-    assert!(text.contains(":speech_balloon: User asked for it"));
+    assert!(text.contains(":speech_balloon: Context:"), "{text}");
+    assert!(text.contains("User asked for it"), "{text}");
     assert!(text.contains(":pencil2: An approver edited"));
 }
 
@@ -292,8 +299,8 @@ fn block_kit_limits_hold_for_huge_input_in_every_status() {
         a.risk_tier = tier;
         check_limits(&approval_message(&a, now()));
     }
-    check_limits(&deny_modal(&a));
-    check_limits(&edit_modal(&a));
+    check_limits(&deny_modal(&a, &clicked()));
+    check_limits(&edit_modal(&a, &clicked()));
 }
 
 #[test]
@@ -301,7 +308,7 @@ fn huge_parameters_say_how_many_lines_were_left_out() {
     let a = huge();
     let message = approval_message(&a, now());
     let params = section_texts(&message)[1].clone();
-    assert!(params.starts_with("*Parameters*\n"));
+    assert!(params.starts_with("Parameters:\n"));
     assert!(
         params.lines().last().unwrap().starts_with("… and "),
         "{params}"
@@ -310,31 +317,57 @@ fn huge_parameters_say_how_many_lines_were_left_out() {
 }
 
 #[test]
-fn user_text_cannot_inject_mentions_or_links() {
+fn requester_text_is_shown_as_plain_text_and_cannot_pose_as_signoff() {
     let mut a = approval();
-    a.tool_name = "<!channel>".into();
-    a.summary = Some("hi <!here> <@U123> <https://evil.example|click>".into());
-    a.context = Some("<!everyone>".into());
-    a.parameters = json!({"to": "<@U999>", "<!subteam^S1>": "x & y"});
-    a.requested_by = Some("<!channel>".into());
-    let message = approval_message(&a, now());
-    let text = all_text(&message);
-    for bad in [
-        "<!channel>",
+    a.server = Some("github".into());
+    a.summary = Some("*APPROVED by security* hi <!here> <@U123> <https://evil.example|click> https://evil.example".into());
+    a.context = Some("<!everyone> _urgent_ ~struck~ `code` > quote".into());
+    a.parameters = json!({"to": "<@U999>", "<!subteam^S1>": "x & y *bold*"});
+    a.requested_by = Some("U0ALICE".into());
+    let asked = [
+        "APPROVED",
         "<!here>",
         "<@U123>",
-        "<https://",
+        "evil.example",
         "<!everyone>",
+        "_urgent_",
+        "~struck~",
         "<@U999>",
-        "<!subteam",
+        "subteam",
+        "*bold*",
+        "U0ALICE",
+    ];
+    for message in [
+        approval_message(&a, now()),
+        decided_message(&a),
+        edit_modal(&a, &clicked()),
+        deny_modal(&a, &clicked()),
     ] {
-        // The header is plain text, which Slack never turns into mentions.
-        let outside_header = text.replacen("<!channel>", "", 1);
-        assert!(!outside_header.contains(bad), "{bad} leaked: {text}");
+        check_limits(&message);
+        for mrkdwn in mrkdwn_texts(&message) {
+            for bad in asked {
+                assert!(!mrkdwn.contains(bad), "{bad} is in mrkdwn: {mrkdwn}");
+            }
+        }
     }
-    assert!(text.contains("&lt;!here&gt;"));
-    assert!(text.contains("x &amp; y"));
-    assert_eq!(message["blocks"][0]["text"]["type"], "plain_text");
+    // Shown, as written, in plain text.
+    let text = all_text(&approval_message(&a, now()));
+    for shown in [
+        "*APPROVED by security*",
+        "<!everyone> _urgent_",
+        "x & y *bold*",
+        "U0ALICE",
+    ] {
+        assert!(text.contains(shown), "{shown}: {text}");
+    }
+    assert_eq!(message_header(&a), "deploy_service · github");
+}
+
+fn message_header(a: &Approval) -> String {
+    approval_message(a, now())["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
@@ -352,10 +385,13 @@ fn truncation_keeps_multi_byte_characters_whole() {
 #[test]
 fn the_deny_modal_asks_for_an_optional_reason() {
     let a = approval();
-    let view = deny_modal(&a);
+    let view = deny_modal(&a, &clicked());
     check_limits(&view);
     assert_eq!(view["callback_id"], "deny_reason");
-    assert_eq!(view["private_metadata"], a.id.to_string());
+    assert_eq!(
+        modal_source(view["private_metadata"].as_str().unwrap()),
+        Some((a.id, clicked()))
+    );
     assert_eq!(view["submit"]["text"], "Deny");
     assert_eq!(view["close"]["text"], "Cancel");
     let input = find_block(&view, "input").unwrap();
@@ -368,10 +404,13 @@ fn the_deny_modal_asks_for_an_optional_reason() {
 #[test]
 fn the_edit_modal_holds_pretty_json() {
     let a = approval();
-    let view = edit_modal(&a);
+    let view = edit_modal(&a, &clicked());
     check_limits(&view);
     assert_eq!(view["callback_id"], "edit_approve");
-    assert_eq!(view["private_metadata"], a.id.to_string());
+    assert_eq!(
+        modal_source(view["private_metadata"].as_str().unwrap()),
+        Some((a.id, clicked()))
+    );
     assert_eq!(view["submit"]["text"], "Approve edited");
     let input = find_block(&view, "input").unwrap();
     assert_eq!(input["block_id"], "parameters");
@@ -396,7 +435,7 @@ fn the_edit_modal_falls_back_to_compact_json_then_to_a_note() {
     assert!(
         compact.len() <= 3000 && serde_json::to_string_pretty(&a.parameters).unwrap().len() > 3000
     );
-    let view = edit_modal(&a);
+    let view = edit_modal(&a, &clicked());
     check_limits(&view);
     assert_eq!(
         find_block(&view, "input").unwrap()["element"]["initial_value"],
@@ -404,7 +443,7 @@ fn the_edit_modal_falls_back_to_compact_json_then_to_a_note() {
     );
 
     a.parameters = json!({"big": "x".repeat(3000)});
-    let view = edit_modal(&a);
+    let view = edit_modal(&a, &clicked());
     check_limits(&view);
     assert!(find_block(&view, "input").is_none());
     assert!(view.get("submit").is_none());
@@ -435,6 +474,25 @@ fn edited_parameters_must_be_a_json_object() {
     );
     let curly = parse_edited_parameters("{“a”: 1}").unwrap_err();
     assert!(curly.contains("curly quotes"), "{curly}");
+    let twice = parse_edited_parameters(r#"{"to": "a", "to": "b"}"#).unwrap_err();
+    assert!(twice.contains("appears twice"), "{twice}");
+    let rounded = parse_edited_parameters(r#"{"id": 123456789012345678901234567890}"#).unwrap_err();
+    assert!(rounded.contains("cannot be kept exactly"), "{rounded}");
+}
+
+#[test]
+fn the_edit_modal_shows_numbers_exactly_and_reads_them_back_the_same() {
+    let mut a = approval();
+    a.parameters = json!({"account": 9_007_199_254_740_993_u64, "rate": 0.1, "huge": 1e300});
+    let view = edit_modal(&a, &clicked());
+    let shown = view["blocks"][1]["element"]["initial_value"]
+        .as_str()
+        .unwrap();
+    assert!(
+        shown.contains("9007199254740993") && shown.contains("1e+300"),
+        "{shown}"
+    );
+    assert_eq!(parse_edited_parameters(shown), Ok(a.parameters.clone()));
 }
 
 #[test]

@@ -6,11 +6,13 @@ use serde_json::{Value, json};
 
 use super::blocks::outcome_line;
 use super::text::{
-    fit_line, join_limited, person, relative, requester, slack_date, summary_or_params, tier_badge,
+    fit_line, join_limited, person, plain, relative, requester, slack_date, summary_or_params,
+    tier_badge,
 };
 use crate::approval::{Approval, Decision, Status};
 
-/// The most items one `/approvals pending` reply lists (each is one block; Slack allows 50).
+/// The most items one `/approvals pending` reply lists (each is two blocks; Slack allows
+/// 50).
 pub const MAX_LISTED: usize = 20;
 
 /// The one-line usage, appended to every "did not understand" reply.
@@ -110,12 +112,11 @@ pub fn pending_list_reply_linked(items: &[(&Approval, Option<&str>)], now: DateT
         n => format!("{n} requests are waiting for you"),
     };
     let mut blocks = vec![section(&format!("*{title}*"))];
-    blocks.extend(
-        items
-            .iter()
-            .take(MAX_LISTED)
-            .map(|(a, link)| section(&list_item(a, *link, now))),
-    );
+    for (a, link) in items.iter().take(MAX_LISTED) {
+        blocks.push(section(&list_item(a, *link, now)));
+        // What was asked, in the requester's words: plain text.
+        blocks.push(json!({ "type": "context", "elements": [plain(summary_or_params(a, 500))] }));
+    }
     if items.len() > MAX_LISTED {
         blocks.push(json!({
             "type": "context",
@@ -130,14 +131,21 @@ fn list_item(a: &Approval, link: Option<&str>, now: DateTime<Utc>) -> String {
         .filter(|url| is_safe_link(url))
         .map_or(String::new(), |url| format!(" · <{url}|open>"));
     format!(
-        "*{}* — {}\n{} · `{}` · requested {} · expires {}{link}",
+        "*`{}`*{}\n{} · `{}` · requested {} · expires {}{link}",
         fit_line(&a.tool_name, 150),
-        summary_or_params(a, 500),
+        server_suffix(a),
         tier_badge(a.risk_tier),
         a.id.short(),
         relative(a.created_at, now),
         relative(a.expires_at, now),
     )
+}
+
+/// ` on SERVER` for an MCP call (a server name's alphabet cannot format).
+fn server_suffix(a: &Approval) -> String {
+    a.server.as_deref().map_or(String::new(), |server| {
+        format!(" on `{}`", fit_line(server, 60))
+    })
 }
 
 /// Permalinks come from Slack, but a link is only ever built from a plain https URL
@@ -161,10 +169,9 @@ pub fn status_reply(a: &Approval, now: DateTime<Utc>) -> Value {
     } else {
         format!("{} (passed)", slack_date(a.expires_at))
     };
-    let fields: Vec<Value> = [
+    let mut fields: Vec<Value> = [
         ("Status", status),
         ("Risk", tier_badge(a.risk_tier)),
-        ("Requested by", requester(a)),
         ("Requested", relative(a.created_at, now)),
         (
             "Approvals",
@@ -175,13 +182,16 @@ pub fn status_reply(a: &Approval, now: DateTime<Utc>) -> Value {
     .into_iter()
     .map(|(label, value)| json!({ "type": "mrkdwn", "text": format!("*{label}*\n{value}") }))
     .collect();
+    // Whoever the caller said it was: plain text, never a mention.
+    fields.insert(2, plain(format!("Requested by\n{}", requester(a))));
     let mut blocks = vec![
         section(&format!(
-            "*{}* `{}`\n{}",
+            "*`{}`*{} `{}`",
             fit_line(&a.tool_name, 150),
+            server_suffix(a),
             a.id.short(),
-            summary_or_params(a, 1500)
         )),
+        json!({ "type": "section", "text": plain(summary_or_params(a, 1500)) }),
         json!({ "type": "section", "fields": fields }),
     ];
     if !a.votes.is_empty() {

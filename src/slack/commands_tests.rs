@@ -171,19 +171,22 @@ fn the_pending_list_shows_tool_summary_age_and_short_id() {
     assert_eq!(reply["text"], "1 request is waiting for you");
     assert_eq!(
         reply["blocks"][1]["text"]["text"],
-        "*deploy_service* — Deploy api to prod\n:large_yellow_circle: medium · `0123abcd` · \
+        "*`deploy_service`*\n:large_yellow_circle: medium · `0123abcd` · \
          requested 5m ago · expires in 2h 5m"
     );
+    let asked = &reply["blocks"][2]["elements"][0];
+    assert_eq!(
+        asked["type"], "plain_text",
+        "the requester's words are plain text"
+    );
+    assert_eq!(asked["text"], "Deploy api to prod");
 }
 
 #[test]
 fn pending_items_without_a_summary_show_readable_parameters() {
     let reply = pending_list_reply(&[&approval()], now());
-    let item = reply["blocks"][1]["text"]["text"].as_str().unwrap();
-    assert!(
-        item.starts_with("*deploy_service* — environment: prod; service: api\n"),
-        "{item}"
-    );
+    let item = reply["blocks"][2]["elements"][0]["text"].as_str().unwrap();
+    assert_eq!(item, "environment: prod; service: api");
 }
 
 #[test]
@@ -199,8 +202,8 @@ fn the_pending_list_stops_at_20_and_counts_the_rest() {
     let reply = pending_list_reply(&refs, now());
     check_limits(&reply);
     let blocks = reply["blocks"].as_array().unwrap();
-    assert_eq!(blocks.len(), 1 + 20 + 1);
-    assert_eq!(blocks[21]["elements"][0]["text"], "… and 25 more");
+    assert_eq!(blocks.len(), 1 + 2 * 20 + 1);
+    assert_eq!(blocks[41]["elements"][0]["text"], "… and 25 more");
     assert_eq!(reply["text"], "45 requests are waiting for you");
 }
 
@@ -214,7 +217,7 @@ fn pending_items_link_to_their_message_when_the_link_is_safe() {
     );
     let first = reply["blocks"][1]["text"]["text"].as_str().unwrap();
     assert!(first.ends_with(&format!(" · <{good}|open>")), "{first}");
-    let second = reply["blocks"][2]["text"]["text"].as_str().unwrap();
+    let second = reply["blocks"][3]["text"]["text"].as_str().unwrap();
     assert!(!second.contains("open>"), "{second}");
 }
 

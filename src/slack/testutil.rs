@@ -138,6 +138,34 @@ pub fn check_limits(payload: &Value) {
 }
 
 /// Every string anywhere in `v`, for searching rendered output.
+/// The text of every `mrkdwn` object, and the top-level fallback `text` (which Slack
+/// reads as mrkdwn too): where requester text must never be.
+pub fn mrkdwn_texts(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(text) = v.get("text").and_then(Value::as_str) {
+        out.push(text.to_owned());
+    }
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if map.get("type").and_then(Value::as_str) == Some("mrkdwn") {
+                    out.push(
+                        map.get("text")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+                map.values().for_each(|item| walk(item, out));
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
+            _ => {}
+        }
+    }
+    walk(v, &mut out);
+    out
+}
+
 pub fn all_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),

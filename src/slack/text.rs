@@ -1,6 +1,13 @@
-//! Text helpers shared by the Slack renderers: escaping user-supplied text for mrkdwn,
-//! cutting it to Block Kit's limits on character boundaries, mentions, times, and the
-//! readable `• key: value` rendering of parameters (never a raw JSON dump).
+//! Text helpers shared by the Slack renderers: cutting text to Block Kit's limits on
+//! character boundaries, mentions, times, and the readable `• key: value` rendering of
+//! parameters (never a raw JSON dump).
+//!
+//! Text a requester wrote (tool name aside: its alphabet is fixed) — the summary, the
+//! context, the parameters, `requested_by` — only ever goes into `plain_text` objects
+//! ([`plain`]): Slack shows those literally, so `*APPROVED by security*` is not bold, a
+//! URL is not a link and `<!channel>` or a user id pings nobody; it cannot pose as
+//! signoff's own words. signoff's own words are mrkdwn, escaped with [`escape`] where
+//! they quote anything.
 //!
 //! Lengths are counted in `char`s, after escaping, because that is what Slack measures
 //! against its limits.
@@ -40,6 +47,23 @@ pub fn fit_line(text: &str, max: usize) -> String {
 /// Slack shows plain text literally, one line, cut to `max` chars.
 pub fn fit_plain(text: &str, max: usize) -> String {
     cut(text, max, false, true)
+}
+
+/// Like [`fit_plain`], keeping line breaks: for a requester's summary or context.
+pub fn fit_plain_lines(text: &str, max: usize) -> String {
+    cut(text, max, false, false)
+}
+
+/// A `plain_text` object: shown literally (no formatting, links, mentions or emoji
+/// codes), never empty (Slack refuses an empty text).
+pub fn plain(text: impl Into<String>) -> Value {
+    let text: String = text.into();
+    let text = if text.trim().is_empty() {
+        " ".to_owned()
+    } else {
+        text
+    };
+    serde_json::json!({ "type": "plain_text", "text": text, "emoji": false })
 }
 
 fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
@@ -195,11 +219,12 @@ pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Who asked: the `requested_by` identity, else the API token's name.
+/// Who asked, as plain text (for [`plain`]): the `requested_by` the caller gave (never a
+/// mention: the caller chose it), else the API token's name.
 pub fn requester(a: &Approval) -> String {
     match (a.requested_by.as_deref(), a.token_name.as_deref()) {
-        (Some(who), _) if !who.trim().is_empty() => person(who),
-        (_, Some(token)) => format!("token {}", fit_line(token, 80)),
+        (Some(who), _) if !who.trim().is_empty() => fit_plain(who.trim(), 80),
+        (_, Some(token)) => format!("token {}", fit_plain(token, 80)),
         _ => "unknown".to_string(),
     }
 }
@@ -236,19 +261,18 @@ fn raw_param_lines(params: &Value, max_lines: usize) -> (Vec<String>, usize) {
     (lines, total)
 }
 
-/// The parameters as escaped mrkdwn lines within `max` chars, ending with
-/// `… and N more` when lines had to be left out. An empty object reads `_No parameters._`.
-pub fn params_mrkdwn(params: &Value, max: usize) -> String {
+/// The parameters as plain-text lines (for [`plain`]) within `max` chars, ending with
+/// `… and N more` when lines had to be left out. An empty object reads `No parameters.`.
+pub fn params_plain(params: &Value, max: usize) -> String {
     // A line is at least 6 chars plus a newline, so this many lines always fill `max`.
     let (lines, total) = raw_param_lines(params, max / 4 + 1);
     if total == 0 {
-        return "_No parameters._".to_string();
+        return "No parameters.".to_string();
     }
     let more = |n: usize| format!("… and {n} more");
     let mut out = String::new();
     let mut used = 0;
-    for (i, raw) in lines.iter().enumerate() {
-        let line = escape(raw);
+    for (i, line) in lines.iter().enumerate() {
         let left = total - i - 1;
         let tail = if left > 0 {
             more(left).chars().count() + 1
@@ -262,9 +286,9 @@ pub fn params_mrkdwn(params: &Value, max: usize) -> String {
                 // Not even one whole line fits: cut it, and still say what is missing.
                 let room = max.saturating_sub(missing.chars().count() + 1);
                 if room == 0 {
-                    return fit(&missing, max);
+                    return fit_plain(&missing, max);
                 }
-                return format!("{}\n{missing}", fit(raw, room));
+                return format!("{}\n{missing}", fit_plain(line, room));
             }
             out.push('\n');
             out.push_str(&missing);
@@ -273,7 +297,7 @@ pub fn params_mrkdwn(params: &Value, max: usize) -> String {
         if i > 0 {
             out.push('\n');
         }
-        out.push_str(&line);
+        out.push_str(line);
         used += add;
     }
     if total > lines.len() {
@@ -283,8 +307,8 @@ pub fn params_mrkdwn(params: &Value, max: usize) -> String {
     out
 }
 
-/// Parameters on one line (`key: value; key: value`), escaped, within `max` chars: for
-/// list items and fallback text.
+/// Parameters on one line (`key: value; key: value`), plain text within `max` chars:
+/// for list items.
 pub fn params_one_line(params: &Value, max: usize) -> String {
     let (lines, total) = raw_param_lines(params, 12);
     if total == 0 {
@@ -298,13 +322,14 @@ pub fn params_one_line(params: &Value, max: usize) -> String {
     if total > lines.len() {
         joined.push_str(&format!("; +{} more", total - lines.len()));
     }
-    fit_line(&joined, max)
+    fit_plain(&joined, max)
 }
 
-/// The summary if there is one, else the parameters on one line; escaped, within `max`.
+/// The summary if there is one, else the parameters on one line; plain text (for
+/// [`plain`]), within `max`.
 pub fn summary_or_params(a: &Approval, max: usize) -> String {
     match a.summary.as_deref().map(str::trim) {
-        Some(summary) if !summary.is_empty() => fit_line(summary, max),
+        Some(summary) if !summary.is_empty() => fit_plain(summary, max),
         _ => params_one_line(&a.parameters, max),
     }
 }

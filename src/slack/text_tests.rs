@@ -130,11 +130,11 @@ fn slack_dates_carry_a_utc_fallback() {
 }
 
 #[test]
-fn the_requester_falls_back_to_the_token_name() {
+fn the_requester_falls_back_to_the_token_name_and_is_never_a_mention() {
     let mut a = approval();
     assert_eq!(requester(&a), "agent-session-42");
     a.requested_by = Some("U0BOB".into());
-    assert_eq!(requester(&a), "<@U0BOB>");
+    assert_eq!(requester(&a), "U0BOB", "the caller chose it: no ping");
     a.requested_by = None;
     assert_eq!(requester(&a), "token ci-bot");
     a.token_name = None;
@@ -156,7 +156,7 @@ fn parameters_render_as_readable_lines() {
         "blank": {}
     });
     assert_eq!(
-        params_mrkdwn(&params, 3000),
+        params_plain(&params, 3000),
         "• blank: (empty)\n• empty: \"\"\n• force: true\n• none: (empty list)\n• note: null\n\
          • records.0.id: 1\n• records.1.id: 2\n• regions: eu-1, us-2\n• replicas: 3\n\
          • service: api\n• target.cluster.name: main\n• target.zone: b"
@@ -165,26 +165,25 @@ fn parameters_render_as_readable_lines() {
 
 #[test]
 fn empty_parameters_say_so() {
-    assert_eq!(params_mrkdwn(&json!({}), 3000), "_No parameters._");
-    assert_eq!(params_mrkdwn(&json!(null), 3000), "_No parameters._");
+    assert_eq!(params_plain(&json!({}), 3000), "No parameters.");
+    assert_eq!(params_plain(&json!(null), 3000), "No parameters.");
     assert_eq!(params_one_line(&json!({}), 100), "no parameters");
 }
 
 #[test]
 fn non_object_parameters_still_render() {
-    assert_eq!(params_mrkdwn(&json!(["a", "b"]), 3000), "• a, b");
-    assert_eq!(params_mrkdwn(&json!("x"), 3000), "• x");
+    assert_eq!(params_plain(&json!(["a", "b"]), 3000), "• a, b");
+    assert_eq!(params_plain(&json!("x"), 3000), "• x");
 }
 
 #[test]
-fn parameter_values_are_escaped() {
-    let text = params_mrkdwn(&json!({"msg": "hi <!channel> & <@U1>", "<k>": 1}), 3000);
-    assert!(
-        text.contains("&lt;!channel&gt; &amp; &lt;@U1&gt;"),
-        "{text}"
+fn parameter_values_stay_as_written_for_plain_text() {
+    let text = params_plain(
+        &json!({"msg": "hi <!channel> & <@U1> *bold*", "<k>": 1}),
+        3000,
     );
-    assert!(text.contains("&lt;k&gt;"), "{text}");
-    assert!(!text.contains('<'));
+    assert!(text.contains("hi <!channel> & <@U1> *bold*"), "{text}");
+    assert!(text.contains("<k>: 1"), "{text}");
 }
 
 #[test]
@@ -192,7 +191,7 @@ fn many_parameters_are_cut_with_a_count_of_what_is_missing() {
     let params: serde_json::Map<String, Value> = (0..10_000)
         .map(|i| (format!("key{i:05}"), json!(i)))
         .collect();
-    let text = params_mrkdwn(&Value::Object(params), 3000);
+    let text = params_plain(&Value::Object(params), 3000);
     assert!(len(&text) <= 3000);
     let last = text.lines().last().unwrap();
     let missing: usize = last
@@ -206,14 +205,14 @@ fn many_parameters_are_cut_with_a_count_of_what_is_missing() {
 #[test]
 fn a_huge_value_is_capped_on_its_line() {
     let big = "é".repeat(1_000_000);
-    let text = params_mrkdwn(&json!({"a": big, "b": "small"}), 3000);
+    let text = params_plain(&json!({"a": big, "b": "small"}), 3000);
     assert!(len(&text) < 1000, "{}", len(&text));
     assert!(text.contains("• b: small"));
 }
 
 #[test]
 fn a_line_too_long_for_the_room_is_cut_and_counted() {
-    let text = params_mrkdwn(&json!({"a": "x".repeat(290), "b": 1}), 100);
+    let text = params_plain(&json!({"a": "x".repeat(290), "b": 1}), 100);
     assert!(len(&text) <= 100, "{text}");
     assert!(text.ends_with("… and 2 more"), "{text}");
 }
@@ -224,7 +223,7 @@ fn deep_nesting_is_summarised() {
     for i in 0..200 {
         value = json!({ format!("k{i}"): value });
     }
-    let text = params_mrkdwn(&value, 3000);
+    let text = params_plain(&value, 3000);
     assert!(text.contains("(nested too deep to show)"), "{text}");
     assert_eq!(text.lines().count(), 1);
 }
@@ -232,7 +231,7 @@ fn deep_nesting_is_summarised() {
 #[test]
 fn long_arrays_are_joined_up_to_a_cap() {
     let items: Vec<u32> = (0..10_000).collect();
-    let text = params_mrkdwn(&json!({ "ids": items }), 3000);
+    let text = params_plain(&json!({ "ids": items }), 3000);
     assert!(len(&text) < 400, "{}", len(&text));
     assert!(text.contains("more)"), "{text}");
 }
@@ -258,7 +257,7 @@ fn the_summary_is_preferred_over_parameters() {
         "environment: prod; service: api"
     );
     a.summary = Some("Deploy api to <prod>".into());
-    assert_eq!(summary_or_params(&a, 100), "Deploy api to &lt;prod&gt;");
+    assert_eq!(summary_or_params(&a, 100), "Deploy api to <prod>");
     a.summary = Some("   ".into());
     assert_eq!(
         summary_or_params(&a, 100),
