@@ -12,16 +12,13 @@ use super::render;
 use crate::approval::{Approval, Status};
 use crate::jobs::{self, DueJob, JobKind, MessageKey, NewJob, Outcome, PostTarget, PostedMessage};
 use crate::slack::approvers::Approvers;
+use crate::slack::blocks::{POST_EVENT, REMINDER_EVENT};
 use crate::slack::client::{SlackClient, SlackError};
 use crate::slack::text;
 use crate::store::Store;
 
 /// chat.postMessage per channel at most once per this interval (Slack's guidance).
 const POST_INTERVAL: chrono::Duration = chrono::Duration::seconds(1);
-/// Metadata event type of signoff's posts (see [`metadata`]).
-pub const POST_EVENT: &str = "signoff_approval_posted";
-/// Metadata event type of reminder DMs: the approval and the reminder job that sent it.
-pub const REMINDER_EVENT: &str = "signoff_reminder_sent";
 /// Pages of channel history (200 messages each) searched for an earlier post.
 const HISTORY_PAGES: usize = 5;
 /// Block Kit's limit on blocks per message.

@@ -59,6 +59,29 @@ impl Approvers {
         ))
     }
 
+    /// Whether `user`, typing `/approvals` in `channel`, may see `approval`: its listed
+    /// approvers (user groups expanded) anywhere, and anyone in a channel it is posted
+    /// to (its channel and escalation channel). Everyone else is told it does not
+    /// exist, exactly as for an unknown id. Fails closed when a group cannot be read.
+    pub async fn may_see(&self, approval: &Approval, user: &str, channel: Option<&str>) -> bool {
+        let routing = &approval.routing;
+        let posted_here = channel.is_some_and(|channel| {
+            routing.channel.as_deref() == Some(channel)
+                || routing.escalation_channel.as_deref() == Some(channel)
+        });
+        if posted_here || routing.approvers.iter().any(|id| id == user) {
+            return true;
+        }
+        for group in routing.approvers.iter().filter(|id| id.starts_with('S')) {
+            match self.members(group).await {
+                Ok(members) if members.iter().any(|member| member == user) => return true,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, group, "cannot expand user group"),
+            }
+        }
+        false
+    }
+
     /// The members of a user group, from the cache when fresh.
     pub async fn members(
         &self,

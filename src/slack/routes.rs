@@ -21,6 +21,7 @@ use super::commands::{self, Command};
 use super::verify;
 use crate::api::ApiError;
 use crate::approval::{Approval, ApprovalId, Decision, Event};
+use crate::jobs::MessageKey;
 use crate::server::AppState;
 use crate::store::StoreError;
 
@@ -30,35 +31,58 @@ pub fn router() -> Router<AppState> {
         .route("/slack/commands", post(slash_command))
 }
 
+/// Why a Slack request was not served. A request whose signature does not verify gets
+/// a bare 401: the reason goes to the log, never to whoever sent it.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("{0}")]
+    Unsigned(String),
+    #[error("Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET")]
+    NotConfigured,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Unsigned(reason) => {
+                tracing::warn!(reason = %reason, "refused a Slack request");
+                axum::http::StatusCode::UNAUTHORIZED.into_response()
+            }
+            Refused::NotConfigured => ApiError::NotConfigured(self.to_string()).into_response(),
+            Refused::BadRequest(detail) => ApiError::BadRequest(detail).into_response(),
+            Refused::Api(error) => error.into_response(),
+        }
+    }
+}
+
 /// Checks the signature and returns the Slack side of the state.
 fn verified<'a>(
     state: &'a AppState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<&'a SlackApp, ApiError> {
-    let unavailable = || {
-        ApiError::NotConfigured(
-            "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET".into(),
-        )
-    };
-    let slack = state.slack.as_ref().ok_or_else(unavailable)?;
-    let secret = slack.signing_secret.as_deref().ok_or_else(unavailable)?;
+) -> Result<&'a SlackApp, Refused> {
+    let slack = state.slack.as_ref().ok_or(Refused::NotConfigured)?;
+    let secret = slack
+        .signing_secret
+        .as_deref()
+        .ok_or(Refused::NotConfigured)?;
     verify::verify_headers(
         secret.as_bytes(),
         headers,
         body,
         state.clock.now().timestamp(),
     )
-    .map_err(|error| {
-        tracing::warn!(%error, "refused a Slack request");
-        ApiError::BadSignature(error.to_string())
-    })?;
+    .map_err(|error| Refused::Unsigned(error.to_string()))?;
     Ok(slack)
 }
 
-fn form(body: &[u8]) -> Result<std::collections::HashMap<String, String>, ApiError> {
+fn form(body: &[u8]) -> Result<std::collections::HashMap<String, String>, Refused> {
     serde_urlencoded::from_bytes(body)
-        .map_err(|error| ApiError::BadRequest(format!("malformed form body: {error}")))
+        .map_err(|error| Refused::BadRequest(format!("malformed form body: {error}")))
 }
 
 /// What a click or submission is about, taken from the payload.
@@ -77,15 +101,15 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(Some(raw)) => match serde_json::from_str(&raw) {
             Ok(payload) => payload,
             Err(error) => {
-                return ApiError::BadRequest(format!("payload is not JSON: {error}"))
+                return Refused::BadRequest(format!("payload is not JSON: {error}"))
                     .into_response();
             }
         },
-        Ok(None) => return ApiError::BadRequest("missing payload field".into()).into_response(),
+        Ok(None) => return Refused::BadRequest("missing payload field".into()).into_response(),
         Err(refused) => return refused.into_response(),
     };
     let Some(user) = payload["user"]["id"].as_str().map(str::to_owned) else {
-        return ApiError::BadRequest("payload has no user.id".into()).into_response();
+        return Refused::BadRequest("payload has no user.id".into()).into_response();
     };
     let channel = payload["channel"]["id"]
         .as_str()
@@ -109,13 +133,19 @@ async fn block_action(
     let action = &payload["actions"][0];
     let (Some(action_id), Some(value)) = (action["action_id"].as_str(), action["value"].as_str())
     else {
-        return ApiError::BadRequest("block action without action_id and value".into())
+        return Refused::BadRequest("block action without action_id and value".into())
             .into_response();
     };
     let approval = match find(state, value).await {
         Ok(approval) => approval,
         Err(message) => return ephemeral(slack, &actor, message),
     };
+    let Some(clicked) = clicked_message(payload) else {
+        return ephemeral(slack, &actor, NOT_FROM_A_REQUEST.into());
+    };
+    if let Err(message) = posted_for(state, &approval, &clicked).await {
+        return ephemeral(slack, &actor, message);
+    }
     if let Err(message) = slack.approvers.may_decide(&approval, &actor.user).await {
         return ephemeral(slack, &actor, message);
     }
@@ -145,13 +175,13 @@ async fn block_action(
                 return ephemeral(slack, &actor, not_counted(&rejection.to_string()));
             }
             let Some(trigger_id) = payload["trigger_id"].as_str() else {
-                return ApiError::BadRequest("block action without trigger_id".into())
+                return Refused::BadRequest("block action without trigger_id".into())
                     .into_response();
             };
             let view = if action_id == ACTION_DENY {
-                blocks::deny_modal(&approval)
+                blocks::deny_modal(&approval, &clicked.key)
             } else {
-                blocks::edit_modal(&approval)
+                blocks::edit_modal(&approval, &clicked.key)
             };
             let client = slack.client.clone();
             let body = json!({ "trigger_id": trigger_id, "view": view });
@@ -162,7 +192,7 @@ async fn block_action(
             });
             ().into_response()
         }
-        other => ApiError::BadRequest(format!("unknown action {other:?}")).into_response(),
+        other => Refused::BadRequest(format!("unknown action {other:?}")).into_response(),
     }
 }
 
@@ -208,10 +238,19 @@ async fn view_submission(
         }
         _ => return ().into_response(),
     };
-    let approval = match find(state, view["private_metadata"].as_str().unwrap_or_default()).await {
-        Ok(approval) => approval,
-        Err(message) => return axum::Json(blocks::modal_errors(input, &message)).into_response(),
+    let refuse = |message: &str| axum::Json(blocks::modal_errors(input, message)).into_response();
+    let Some((id, clicked)) =
+        blocks::modal_source(view["private_metadata"].as_str().unwrap_or_default())
+    else {
+        return refuse("This form is out of date: open the request's message and click again.");
     };
+    let approval = match find(state, &id.to_string()).await {
+        Ok(approval) => approval,
+        Err(message) => return refuse(&message),
+    };
+    if let Err(message) = posted_message(state, &approval, &clicked).await {
+        return refuse(&message);
+    }
     if let Err(message) = slack.approvers.may_decide(&approval, &actor.user).await {
         return axum::Json(blocks::modal_errors(input, &message)).into_response();
     }
@@ -228,6 +267,81 @@ async fn view_submission(
         ))
         .into_response(),
         Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+const NOT_FROM_A_REQUEST: &str = "This button is not on a request signoff posted, so it counts for nothing: use the buttons on the request's own message.";
+
+/// The message a click came from, as Slack reports it (and signs).
+struct Clicked {
+    /// Its channel and timestamp.
+    key: MessageKey,
+    /// The approval its message metadata names, when signoff posted it (a post or a
+    /// reminder DM; see [`blocks::POST_EVENT`]).
+    for_approval: Option<ApprovalId>,
+}
+
+fn clicked_message(payload: &Value) -> Option<Clicked> {
+    let container = &payload["container"];
+    let channel = container["channel_id"]
+        .as_str()
+        .or(payload["channel"]["id"].as_str())?;
+    let ts = container["message_ts"]
+        .as_str()
+        .or(payload["message"]["ts"].as_str())?;
+    let metadata = &payload["message"]["metadata"];
+    let signoffs = [blocks::POST_EVENT, blocks::REMINDER_EVENT];
+    let for_approval = metadata["event_type"]
+        .as_str()
+        .filter(|event| signoffs.contains(event))
+        .and_then(|_| metadata["event_payload"]["approval_id"].as_str())
+        .and_then(|id| id.parse().ok());
+    Some(Clicked {
+        key: MessageKey {
+            channel: channel.to_owned(),
+            ts: ts.to_owned(),
+        },
+        for_approval,
+    })
+}
+
+/// `Ok` when the click came from a message signoff posted for `approval` (its channel
+/// message, an escalation, or a reminder DM): a click counts only from there, so
+/// "anyone in the channel" means the channel it was posted to. The message's own
+/// metadata may say so (Slack signs the payload, and only signoff's app posts the
+/// messages whose clicks reach signoff), which also covers a post whose answer was lost
+/// before signoff recorded it; else it must be a message signoff recorded. Otherwise
+/// the sentence to show.
+async fn posted_for(
+    state: &AppState,
+    approval: &Approval,
+    clicked: &Clicked,
+) -> Result<(), String> {
+    if clicked.for_approval == Some(approval.id) {
+        return Ok(());
+    }
+    posted_message(state, approval, &clicked.key).await
+}
+
+/// `Ok` when signoff recorded `key` as one of `approval`'s messages.
+async fn posted_message(
+    state: &AppState,
+    approval: &Approval,
+    key: &MessageKey,
+) -> Result<(), String> {
+    match state.store.messages(approval.id).await {
+        Ok(messages)
+            if messages
+                .iter()
+                .any(|m| m.channel == key.channel && m.ts == key.ts) =>
+        {
+            Ok(())
+        }
+        Ok(_) => Err(NOT_FROM_A_REQUEST.into()),
+        Err(error) => {
+            tracing::error!(%error, "cannot read the approval's messages");
+            Err("signoff could not check this request just now; please try again.".into())
+        }
     }
 }
 
@@ -287,42 +401,89 @@ async fn slash_command(State(state): State<AppState>, headers: HeaderMap, body: 
         Err(refused) => return refused.into_response(),
     };
     let Some(user) = fields.get("user_id") else {
-        return ApiError::BadRequest("missing user_id".into()).into_response();
+        return Refused::BadRequest("missing user_id".into()).into_response();
+    };
+    let viewer = Viewer {
+        user,
+        channel: fields.get("channel_id").map(String::as_str),
     };
     let text = fields.get("text").map_or("", String::as_str);
-    let now = state.clock.now();
     let reply = match commands::parse(text) {
-        Command::Pending => match pending_for(&state, &slack, user).await {
-            Ok(reply) => reply,
-            Err(error) => return ApiError::from(error).into_response(),
-        },
-        Command::Status(prefix) => match state.store.find_by_prefix(&prefix).await {
-            Ok(ids) if ids.len() == 1 => match state.store.get(ids[0]).await {
-                Ok(Some(approval)) => commands::status_reply(&approval, now),
-                Ok(None) => commands::text_reply(&format!("No approval matches `{prefix}`.")),
-                Err(error) => return ApiError::from(error).into_response(),
-            },
-            Ok(ids) if ids.is_empty() => {
-                commands::text_reply(&format!("No approval matches `{prefix}`."))
-            }
-            Ok(_) => commands::text_reply(&format!(
-                "`{prefix}` matches more than one approval; type more of the id."
-            )),
-            Err(error) => return ApiError::from(error).into_response(),
-        },
-        Command::Help => commands::text_reply(commands::usage()),
-        Command::Unknown(problem) => commands::text_reply(&commands::unknown_reply(&problem)),
+        Command::Pending => pending_for(&state, &slack, &viewer).await,
+        Command::Status(prefix) => status_of(&state, &slack, &viewer, &prefix).await,
+        Command::Help => Ok(commands::text_reply(commands::usage())),
+        Command::Unknown(problem) => Ok(commands::text_reply(&commands::unknown_reply(&problem))),
     };
-    axum::Json(reply).into_response()
+    match reply {
+        Ok(reply) => axum::Json(reply).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// Who typed `/approvals`, and where.
+struct Viewer<'a> {
+    user: &'a str,
+    channel: Option<&'a str>,
+}
+
+/// Ids a status prefix may match that are looked at; a prefix matching more is too
+/// short to say which one is meant.
+const PREFIX_MATCHES: i64 = 50;
+
+/// `/approvals status PREFIX`: the one approval the prefix names among those the viewer
+/// may see (see `Approvers::may_see`). Approvals the viewer may not see are not
+/// mentioned, not even as making the prefix ambiguous.
+async fn status_of(
+    state: &AppState,
+    slack: &SlackApp,
+    viewer: &Viewer<'_>,
+    prefix: &str,
+) -> Result<Value, StoreError> {
+    let not_found = || commands::text_reply(&format!("No approval matches `{prefix}`."));
+    let mut visible = Vec::new();
+    for id in state.store.find_by_prefix(prefix, PREFIX_MATCHES).await? {
+        let Some(approval) = state.store.get(id).await? else {
+            continue;
+        };
+        if slack
+            .approvers
+            .may_see(&approval, viewer.user, viewer.channel)
+            .await
+        {
+            visible.push(approval);
+        }
+    }
+    Ok(match visible.as_slice() {
+        [] => not_found(),
+        [approval] => commands::status_reply(approval, state.clock.now()),
+        _ => commands::text_reply(&format!(
+            "`{prefix}` matches more than one approval; type more of the id."
+        )),
+    })
 }
 
 /// How many pending approvals `/approvals` looks through.
 const PENDING_SCAN: i64 = 500;
 
-async fn pending_for(state: &AppState, slack: &SlackApp, user: &str) -> Result<Value, StoreError> {
+/// `/approvals pending`: what the viewer may decide, among what they may see.
+async fn pending_for(
+    state: &AppState,
+    slack: &SlackApp,
+    viewer: &Viewer<'_>,
+) -> Result<Value, StoreError> {
     let mut mine = Vec::new();
     for approval in state.store.list_pending(PENDING_SCAN).await? {
-        if approval.has_voted(user) || slack.approvers.may_decide(&approval, user).await.is_err() {
+        if approval.has_voted(viewer.user)
+            || !slack
+                .approvers
+                .may_see(&approval, viewer.user, viewer.channel)
+                .await
+            || slack
+                .approvers
+                .may_decide(&approval, viewer.user)
+                .await
+                .is_err()
+        {
             continue;
         }
         mine.push(approval);

@@ -461,13 +461,13 @@ impl Store {
         read!(self.list_pending(limit))
     }
 
-    /// Resolves a full id or a short prefix (as shown in Slack) to approval ids; more
-    /// than one means the prefix is ambiguous.
-    pub async fn find_by_prefix(&self, prefix: &str) -> Result<Vec<ApprovalId>> {
+    /// Resolves a full id or a short prefix (as shown in Slack) to at most `limit`
+    /// approval ids, in id order.
+    pub async fn find_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<ApprovalId>> {
         let Some((first, last)) = prefix_range(prefix) else {
             return Ok(Vec::new());
         };
-        read!(self.find_in_range(first, last, 2))
+        read!(self.find_in_range(first, last, limit))
     }
 
     /// The chain head: (number of events, hash of the last).

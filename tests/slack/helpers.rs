@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use signoff::approval::Approval;
 use signoff::clock::{Clock, ManualClock};
-use signoff::jobs::Deliveries;
+use signoff::jobs::{Deliveries, PostedMessage};
 use signoff::outbox::Outbox;
 use signoff::policy::Policy;
 use signoff::scheduler::Scheduler;
@@ -202,18 +202,47 @@ impl TestApp {
         .await
     }
 
-    /// `user` clicks `action` (approve, deny, edit) on the approval's message.
+    /// The message of `kind` (main, escalation, dm) signoff posted for the approval.
+    pub async fn message(&self, approval: &Approval, kind: &str) -> PostedMessage {
+        self.store
+            .messages(approval.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.kind == kind)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {kind} message posted for {}: run_jobs first",
+                    approval.id
+                )
+            })
+    }
+
+    /// `user` clicks `action` (approve, deny, edit) on the approval's channel message.
     pub async fn click(
         &self,
         approval: &Approval,
         user: &str,
         action: &str,
     ) -> (StatusCode, String) {
+        let message = self.message(approval, "main").await;
+        self.click_on(approval, user, action, &message).await
+    }
+
+    /// `user` clicks `action` on one message posted for the approval.
+    pub async fn click_on(
+        &self,
+        approval: &Approval,
+        user: &str,
+        action: &str,
+        message: &PostedMessage,
+    ) -> (StatusCode, String) {
         self.interact(&click_payload(
             &approval.id.to_string(),
             user,
             action,
-            &channel_of(approval),
+            &message.channel,
+            &message.ts,
         ))
         .await
     }
@@ -231,6 +260,9 @@ impl TestApp {
         } else {
             "parameters"
         };
+        let clicked = self.message(approval, "main").await;
+        let metadata =
+            json!({"approval_id": approval.id, "channel": clicked.channel, "ts": clicked.ts});
         let payload = json!({
             "type": "view_submission",
             "team": {"id": "T0TEAM"},
@@ -238,19 +270,24 @@ impl TestApp {
             "view": {
                 "id": "V0MODAL",
                 "callback_id": callback,
-                "private_metadata": approval.id.to_string(),
+                "private_metadata": metadata.to_string(),
                 "state": {"values": {input: {input: {"type": "plain_text_input", "value": value}}}}
             }
         });
         self.interact(&payload).await
     }
 
-    /// `/approvals TEXT` from `user`.
+    /// `/approvals TEXT` from `user`, typed in #C0APPROVALS.
     pub async fn command(&self, user: &str, text: &str) -> (StatusCode, Value) {
+        self.command_in("C0APPROVALS", user, text).await
+    }
+
+    /// `/approvals TEXT` from `user`, typed in `channel`.
+    pub async fn command_in(&self, channel: &str, user: &str, text: &str) -> (StatusCode, Value) {
         let body = serde_urlencoded::to_string([
             ("token", "unused"),
             ("team_id", "T0TEAM"),
-            ("channel_id", "C0APPROVALS"),
+            ("channel_id", channel),
             ("user_id", user),
             ("command", "/approvals"),
             ("text", text),
@@ -291,15 +328,22 @@ pub fn channel_of(approval: &Approval) -> String {
     approval.routing.channel.clone().unwrap_or_default()
 }
 
-/// A block_actions payload shaped as Slack sends it.
-pub fn click_payload(approval_id: &str, user: &str, action: &str, channel: &str) -> Value {
+/// A block_actions payload shaped as Slack sends it, for a click on the message
+/// `channel`/`ts`.
+pub fn click_payload(
+    approval_id: &str,
+    user: &str,
+    action: &str,
+    channel: &str,
+    ts: &str,
+) -> Value {
     json!({
         "type": "block_actions",
         "team": {"id": "T0TEAM", "domain": "test"},
         "user": {"id": user, "username": user.to_lowercase(), "team_id": "T0TEAM"},
         "api_app_id": "A0APP",
         "trigger_id": "12345.98765.abcd",
-        "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": channel, "is_ephemeral": false},
+        "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": false},
         "channel": {"id": channel, "name": "approvals"},
         "response_url": "https://hooks.slack.com/actions/T0TEAM/1/x",
         "actions": [{

@@ -113,6 +113,7 @@ async fn a_direct_insert_wakes_the_scheduler_and_decisions_reach_other_replicas_
         .expect("the trigger's NOTIFY woke the scheduler");
 
     let approval = app.request("transfer", json!({"amount": 1})).await;
+    app.run_jobs().await;
     let mut heard = replica.subscribe();
     app.click(&approval, "U0ALICE", "approve").await;
     let change = tokio::time::timeout(Duration::from_secs(5), async {

@@ -21,6 +21,7 @@ async fn forged_stale_tampered_and_unsigned_requests_are_401_and_change_nothing(
         "U0ALICE",
         "approve",
         "C0APPROVALS",
+        "1700000000.000001",
     ));
     let now = app.clock.now().timestamp();
     let cases = [
@@ -47,6 +48,7 @@ async fn forged_stale_tampered_and_unsigned_requests_are_401_and_change_nothing(
     ];
     for (what, (status, answer)) in cases {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {answer}");
+        assert_eq!(answer, "", "{what}: a bare 401 tells the sender nothing");
     }
     // Signed, then tampered with: the body says deny instead of approve.
     let tampered = body.replace("approve", "deny");
@@ -100,6 +102,7 @@ async fn refused_clicks_get_an_ephemeral_reason_and_change_nothing() {
             json!({"service": "api", "environment": "prod"}),
         )
         .await;
+    app.run_jobs().await;
 
     app.click(&deploy, "U0MALLORY", "approve").await;
     let replies = app.ephemerals_to("U0MALLORY", 1).await;
@@ -128,12 +131,15 @@ async fn refused_clicks_get_an_ephemeral_reason_and_change_nothing() {
 async fn clicks_after_a_decision_or_expiry_or_on_unknown_ids_are_refused() {
     let app = spawn_app().await;
     let decided = app.request("a", json!({})).await;
+    let expiring = app.request("b", json!({})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
     app.click(&decided, "U0ALICE", "approve").await;
     app.click(&decided, "U0BOB", "approve").await;
     let replies = app.ephemerals_to("U0BOB", 1).await;
     assert!(replies[0].contains("already approved"), "{replies:?}");
 
-    let expiring = app.request("b", json!({})).await;
     app.clock.advance(Duration::from_secs(3600));
     app.click(&expiring, "U0ALICE", "approve").await;
     let replies = app.ephemerals_to("U0ALICE", 2).await;
@@ -151,6 +157,7 @@ async fn clicks_after_a_decision_or_expiry_or_on_unknown_ids_are_refused() {
             "U0ALICE",
             "approve",
             "C0APPROVALS",
+            "1700000000.000001",
         ))
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -160,6 +167,7 @@ async fn clicks_after_a_decision_or_expiry_or_on_unknown_ids_are_refused() {
             "U0ALICE",
             "approve",
             "C0APPROVALS",
+            "1700000000.000001",
         ))
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -184,9 +192,13 @@ async fn deny_opens_a_reason_modal_and_the_submission_denies() {
     let opened = app.slack.wait_for("views.open", 1).await;
     assert_eq!(opened[0].body["trigger_id"], "12345.98765.abcd");
     assert_eq!(opened[0].body["view"]["callback_id"], "deny_reason");
+    let metadata: Value =
+        serde_json::from_str(opened[0].body["view"]["private_metadata"].as_str().unwrap()).unwrap();
+    let main = app.message(&approval, "main").await;
     assert_eq!(
-        opened[0].body["view"]["private_metadata"],
-        approval.id.to_string()
+        metadata,
+        json!({"approval_id": approval.id, "channel": main.channel, "ts": main.ts}),
+        "the modal remembers the message it was opened from"
     );
     assert_eq!(
         app.approval(&approval).await.status,
@@ -233,6 +245,7 @@ async fn edit_and_approve_validates_the_json_and_runs_only_the_edited_parameters
             json!({"recipients": ["a@x.com", "b@x.com"], "subject": "Hi"}),
         )
         .await;
+    app.run_jobs().await;
     app.click(&approval, "U0ALICE", "edit").await;
     let opened = app.slack.wait_for("views.open", 1).await;
     assert_eq!(opened[0].body["view"]["callback_id"], "edit_approve");

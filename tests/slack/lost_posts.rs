@@ -70,13 +70,24 @@ async fn a_lost_post_found_after_the_decision_is_brought_up_to_date() {
         .fail_next("chat.postMessage", Failure::PostThenHang);
     let approval = app.request("a", json!({})).await;
     app.run_jobs().await;
-    // Decided while its only message, with buttons, is in the channel unrecorded.
-    app.click(&approval, "U0ALICE", "approve").await;
+    // Decided while its only message, with buttons, is in the channel unrecorded: the
+    // click carries the message as Slack shows it, with signoff's metadata, which
+    // says it is this approval's message.
+    let lost_ts = app.slack.post_ts(0);
+    let posted = app.slack.calls_to("chat.postMessage")[0].body.clone();
+    let mut click = click_payload(
+        &approval.id.to_string(),
+        "U0ALICE",
+        "approve",
+        "C0APPROVALS",
+        &lost_ts,
+    );
+    click["message"] = json!({"ts": lost_ts, "metadata": posted["metadata"]});
+    app.interact(&click).await;
     assert_eq!(app.approval(&approval).await.status, Status::Approved);
     app.clock.advance(Duration::from_secs(1));
     app.run_jobs().await;
     app.run_jobs().await;
-    let lost_ts = app.slack.post_ts(0);
     assert_eq!(app.slack.calls_to("chat.postMessage").len(), 1);
     let updates = app.slack.calls_to("chat.update");
     assert_eq!(updates.len(), 1, "the found message is updated");

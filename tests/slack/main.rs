@@ -6,6 +6,7 @@ mod commands;
 mod common;
 mod fake;
 mod helpers;
+mod hostile;
 mod intake;
 mod interactions;
 mod lost_posts;

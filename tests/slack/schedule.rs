@@ -118,13 +118,10 @@ async fn escalation_posts_live_buttons_to_the_manager_channel_and_notes_it_in_th
     assert!(note.body["text"].as_str().unwrap().contains("C0MANAGERS"));
 
     // A decision in the escalation channel decides it and updates both messages.
-    let payload = click_payload(
-        &approval.id.to_string(),
-        "U0MANAGER",
-        "approve",
-        "C0MANAGERS",
-    );
-    app.interact(&payload).await;
+    let escalation = app.message(&approval, "escalation").await;
+    assert_eq!(escalation.channel, "C0MANAGERS");
+    app.click_on(&approval, "U0MANAGER", "approve", &escalation)
+        .await;
     assert_eq!(app.approval(&approval).await.status, Status::Approved);
     app.run_jobs().await;
     let updated = app.slack.channels_of("chat.update");

@@ -37,18 +37,21 @@ async fn approvals_are_found_by_an_id_prefix(db: TestDb) {
     }
     let one = &approvals[0];
     assert_eq!(
-        store.find_by_prefix(&one.id.short()).await.unwrap(),
+        store.find_by_prefix(&one.id.short(), 2).await.unwrap(),
         [one.id]
     );
     let full = one.id.to_string();
     assert_eq!(
         store
-            .find_by_prefix(&full.to_ascii_uppercase())
+            .find_by_prefix(&full.to_ascii_uppercase(), 2)
             .await
             .unwrap(),
         [one.id]
     );
-    assert_eq!(store.find_by_prefix(&full[..11]).await.unwrap(), [one.id]);
+    assert_eq!(
+        store.find_by_prefix(&full[..11], 2).await.unwrap(),
+        [one.id]
+    );
     // 17 ids, 16 hex digits: some first digit starts two of them.
     let digit = (0..16)
         .map(|d| format!("{d:x}"))
@@ -60,15 +63,15 @@ async fn approvals_are_found_by_an_id_prefix(db: TestDb) {
                 >= 2
         })
         .unwrap();
-    let found = store.find_by_prefix(&digit).await.unwrap();
-    assert_eq!(found.len(), 2, "ambiguous: at most two are asked for");
+    let found = store.find_by_prefix(&digit, 2).await.unwrap();
+    assert_eq!(found.len(), 2, "at most as many as asked for");
     assert!(found.iter().all(|id| id.to_string().starts_with(&digit)));
     let unknown = (0..=u32::MAX)
         .map(|n| format!("{n:08x}"))
         .find(|p| !approvals.iter().any(|a| a.id.short() == *p))
         .unwrap();
-    assert!(store.find_by_prefix(&unknown).await.unwrap().is_empty());
-    assert!(store.find_by_prefix("not-hex").await.unwrap().is_empty());
+    assert!(store.find_by_prefix(&unknown, 2).await.unwrap().is_empty());
+    assert!(store.find_by_prefix("not-hex", 2).await.unwrap().is_empty());
 }
 
 async fn deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt(db: TestDb) {

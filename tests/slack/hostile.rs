@@ -1,0 +1,161 @@
+//! Clicks and commands from where they should not come: a click counts only from a
+//! message signoff posted for that approval, and `/approvals` shows an approval only
+//! to those who may decide it and in the channels it was posted to.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use signoff::approval::Status;
+use signoff::jobs::PostedMessage;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_click_counts_only_from_a_message_signoff_posted_for_that_approval() {
+    let app = spawn_app().await;
+    // No approvers list: anyone in the channel may decide, and only there.
+    let target = app.request("restart_db", json!({"db": "prod"})).await;
+    let other = app.request("restart_cache", json!({})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    let on_target = app.message(&target, "main").await;
+    let on_other = app.message(&other, "main").await;
+    let elsewhere = |channel: &str, ts: &str| PostedMessage {
+        channel: channel.into(),
+        ts: ts.into(),
+        ..on_target.clone()
+    };
+    let forged_metadata = {
+        let mut click = click_payload(
+            &target.id.to_string(),
+            "U0MALLORY",
+            "approve",
+            "C0ELSEWHERE",
+            "1.2",
+        );
+        click["message"] = json!({"ts": "1.2", "metadata": {"event_type": "signoff_approval_posted",
+            "event_payload": {"approval_id": other.id.to_string(), "kind": "main", "version": 0}}});
+        click
+    };
+    for (what, from) in [
+        ("another approval's message", on_other.clone()),
+        (
+            "a message that does not exist",
+            elsewhere(&on_target.channel, "1700000099.000001"),
+        ),
+        ("another channel", elsewhere("C0ELSEWHERE", &on_target.ts)),
+    ] {
+        let (status, _) = app.click_on(&target, "U0MALLORY", "approve", &from).await;
+        assert_eq!(status, StatusCode::OK, "{what}: Slack gets its ack");
+        assert_eq!(
+            app.approval(&target).await.status,
+            Status::Pending,
+            "{what}"
+        );
+    }
+    app.interact(&forged_metadata).await;
+    let replies = app.ephemerals_to("U0MALLORY", 4).await;
+    assert_eq!(replies.len(), 4, "{replies:?}");
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.contains("not on a request signoff posted")),
+        "{replies:?}"
+    );
+    let unchanged = app.approval(&target).await;
+    assert_eq!(
+        (unchanged.status, unchanged.votes.len()),
+        (Status::Pending, 0)
+    );
+    assert!(app.slack.calls_to("views.open").is_empty());
+
+    // A Deny from the wrong message opens no modal; a form naming the wrong message
+    // decides nothing.
+    app.click_on(&target, "U0MALLORY", "deny", &on_other).await;
+    assert!(app.slack.calls_to("views.open").is_empty());
+    let forged_form = json!({
+        "type": "view_submission",
+        "user": {"id": "U0MALLORY"},
+        "view": {"callback_id": "deny_reason",
+                 "private_metadata": json!({"approval_id": target.id, "channel": on_other.channel, "ts": on_other.ts}).to_string(),
+                 "state": {"values": {"reason": {"reason": {"value": "no"}}}}}
+    });
+    let (status, answer) = app.interact(&forged_form).await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["response_action"], "errors", "{answer}");
+    assert_eq!(app.approval(&target).await.status, Status::Pending);
+
+    // From its own message, anyone in the channel decides it.
+    app.click_on(&target, "U0MALLORY", "approve", &on_target)
+        .await;
+    assert_eq!(app.approval(&target).await.status, Status::Approved);
+}
+
+#[tokio::test]
+async fn a_click_on_a_reminder_dm_counts() {
+    let app = spawn_app().await;
+    let approval = app.request("remind_rotate", json!({"key": "k1"})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    let dm = app.message(&approval, "dm").await;
+    app.click_on(&approval, "U0ALICE", "approve", &dm).await;
+    assert_eq!(app.approval(&approval).await.votes.len(), 1);
+}
+
+#[tokio::test]
+async fn approvals_status_shows_an_approval_only_to_its_deciders_and_in_its_channels() {
+    let app = spawn_app().await;
+    let deploy = app
+        .request(
+            "deploy_api",
+            json!({"service": "api", "environment": "prod"}),
+        )
+        .await;
+    let open = app.request("restart_db", json!({"db": "prod"})).await;
+    app.run_jobs().await;
+    let status = |approval: &signoff::approval::Approval| format!("status {}", approval.id.short());
+    let not_found = |reply: &Value| reply.to_string().contains("No approval matches");
+
+    // Mallory, elsewhere: neither exists for her, exactly like an unknown id.
+    for approval in [&deploy, &open] {
+        let (code, reply) = app
+            .command_in("C0ELSEWHERE", "U0MALLORY", &status(approval))
+            .await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(not_found(&reply), "{reply}");
+        assert!(
+            !reply.to_string().contains("restart_db") && !reply.to_string().contains("deploy_api")
+        );
+    }
+    let (_, unknown) = app
+        .command_in("C0ELSEWHERE", "U0MALLORY", "status 0000dead")
+        .await;
+    assert!(not_found(&unknown));
+    // In the channel it was posted to, anyone may see what anyone there may decide.
+    let (_, reply) = app
+        .command_in("C0APPROVALS", "U0MALLORY", &status(&open))
+        .await;
+    assert!(reply.to_string().contains("restart_db"), "{reply}");
+    let (_, reply) = app
+        .command_in("C0APPROVALS", "U0MALLORY", &status(&deploy))
+        .await;
+    assert!(
+        not_found(&reply),
+        "deploys are posted to C0DEPLOYS: {reply}"
+    );
+    // Its approvers see it anywhere.
+    let (_, reply) = app
+        .command_in("C0ELSEWHERE", "U0ALICE", &status(&deploy))
+        .await;
+    assert!(reply.to_string().contains("deploy_api"), "{reply}");
+
+    // The pending list follows the same rule.
+    let (_, list) = app.command_in("C0ELSEWHERE", "U0MALLORY", "").await;
+    assert!(!list.to_string().contains(&open.id.short()), "{list}");
+    let (_, list) = app.command_in("C0APPROVALS", "U0MALLORY", "").await;
+    assert!(list.to_string().contains(&open.id.short()), "{list}");
+}
