@@ -100,8 +100,11 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum TokenAction {
-    /// Create a token; prints it once on stdout. NAME becomes the requester identity.
+    /// Create a token; prints it once on stdout. NAME becomes the requester identity
+    /// (the name of a revoked token may be used again).
     Create { name: String },
+    /// Give the token NAME a new secret (printed once); the old one stops working.
+    Rotate { name: String },
     /// List tokens (names and dates, never the secrets).
     List,
     /// Revoke the token NAME.
@@ -238,10 +241,25 @@ async fn token(action: TokenAction, store: &Store, clock: &dyn Clock) -> anyhow:
                 .token_insert(&name, &tokens::hash(&token), clock.now())
                 .await?
             {
-                bail!("a token named {name:?} already exists (revoke it or pick another name)");
+                bail!(
+                    "an active token named {name:?} already exists (`signoff token rotate {name}` gives it a new secret)"
+                );
             }
             println!("{token}");
             eprintln!("token {name:?} created; it is shown only once");
+        }
+        TokenAction::Rotate { name } => {
+            let token = tokens::generate();
+            if !store
+                .token_rotate(&name, &tokens::hash(&token), clock.now())
+                .await?
+            {
+                bail!("no active token named {name:?} (`signoff token create {name}` makes one)");
+            }
+            println!("{token}");
+            eprintln!(
+                "token {name:?} rotated: the old secret no longer works; the new one is shown only once"
+            );
         }
         TokenAction::List => {
             for info in store.token_list().await? {

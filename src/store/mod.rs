@@ -42,6 +42,21 @@ fn prefix_range(prefix: &str) -> Option<(ApprovalId, ApprovalId)> {
     Some((padded('0')?, padded('f')?))
 }
 
+/// The API token statements, the same text on both backends.
+mod token_sql {
+    /// A new token, or a new secret under the name of a revoked one (so that a token
+    /// can be replaced and keep its identity); nothing when an active one has the name.
+    pub const INSERT: &str = "INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, \
+         created_at = excluded.created_at, revoked_at = NULL \
+         WHERE api_tokens.revoked_at IS NOT NULL";
+    /// A new secret for the active token `$1`: the old one stops working.
+    pub const ROTATE: &str = "UPDATE api_tokens SET token_hash = $2, created_at = $3 \
+         WHERE name = $1 AND revoked_at IS NULL";
+    pub const REVOKE: &str =
+        "UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL";
+}
+
 /// Deletes the `expire` rows a signoff before migration 0005 left (see
 /// `Tx::drop_stale_timers`): `$1` due before, `$2` now.
 const DROP_STALE_TIMERS: &str = "DELETE FROM jobs WHERE state = 'ready' AND kind = 'expire' \
@@ -202,6 +217,12 @@ pub(crate) trait Reads: Send + Sync {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<audit::Entry>>> + Send;
     fn token_insert(
+        &self,
+        name: &str,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    fn token_rotate(
         &self,
         name: &str,
         hash: &str,
@@ -480,9 +501,16 @@ impl Store {
         read!(self.audit_page(after_seq, limit))
     }
 
-    /// Stores a token hash under `name`; false if the name is taken.
+    /// Stores a token hash under `name` (also the name of a revoked token); false if an
+    /// active token has the name.
     pub async fn token_insert(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
         read!(self.token_insert(name, hash, now))
+    }
+
+    /// Gives the active token `name` a new hash (the old secret stops working); false
+    /// if there is no such active token.
+    pub async fn token_rotate(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+        read!(self.token_rotate(name, hash, now))
     }
 
     pub async fn token_list(&self) -> Result<Vec<TokenInfo>> {

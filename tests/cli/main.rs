@@ -53,7 +53,7 @@ fn tokens_are_created_once_listed_and_revoked() {
 
     assert_one_line_error(
         &signoff(&["token", "create", "billing-mcp"], &db.url),
-        "already exists",
+        "token rotate billing-mcp",
     );
     assert_one_line_error(
         &signoff(&["token", "create", "bad name"], &db.url),
@@ -87,6 +87,54 @@ fn tokens_are_created_once_listed_and_revoked() {
     assert_one_line_error(
         &signoff(&["token", "revoke", "billing-mcp"], &db.url),
         "no active token",
+    );
+}
+
+/// Which token name a secret authenticates as now, as the server would look it up.
+async fn who(db: &common::TestDb, token: &str) -> Option<String> {
+    let store = signoff::store::Store::connect(&db.url).await.unwrap();
+    store
+        .token_lookup(&signoff::tokens::hash(token))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_token_is_rotated_or_replaced_and_keeps_its_name() {
+    let db = common::sqlite();
+    let first = stdout(&signoff(&["token", "create", "billing-mcp"], &db.url));
+    let first = first.trim();
+    let rotated = signoff(&["token", "rotate", "billing-mcp"], &db.url);
+    assert!(rotated.status.success(), "{}", stderr(&rotated));
+    let second = stdout(&rotated).trim().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(who(&db, first).await, None, "the old secret stops working");
+    assert_eq!(who(&db, &second).await.as_deref(), Some("billing-mcp"));
+
+    assert!(
+        signoff(&["token", "revoke", "billing-mcp"], &db.url)
+            .status
+            .success()
+    );
+    assert_eq!(who(&db, &second).await, None);
+    assert_one_line_error(
+        &signoff(&["token", "rotate", "billing-mcp"], &db.url),
+        "no active token",
+    );
+    // The name of a revoked token can be used again: same identity, new secret.
+    let again = signoff(&["token", "create", "billing-mcp"], &db.url);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let third = stdout(&again).trim().to_owned();
+    assert_eq!(who(&db, &third).await.as_deref(), Some("billing-mcp"));
+    assert_eq!(
+        who(&db, &second).await,
+        None,
+        "the revoked secret stays revoked"
+    );
+    let list = stdout(&signoff(&["token", "list"], &db.url));
+    assert!(
+        list.contains("billing-mcp") && list.contains("active"),
+        "{list}"
     );
 }
 

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::store::token_sql;
 
 #[derive(Clone)]
 pub(crate) struct PgReads {
@@ -136,11 +137,22 @@ impl Reads for PgReads {
 
     async fn token_insert(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
         let done = on_conn!(self, |c| {
-            sqlx::query("INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(name)
-            .bind(hash)
-            .bind(now)
-            .execute(c)
+            sqlx::query(token_sql::INSERT)
+                .bind(name)
+                .bind(hash)
+                .bind(now)
+                .execute(c)
+        });
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn token_rotate(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+        let done = on_conn!(self, |c| {
+            sqlx::query(token_sql::ROTATE)
+                .bind(name)
+                .bind(hash)
+                .bind(now)
+                .execute(c)
         });
         Ok(done.rows_affected() == 1)
     }
@@ -162,12 +174,10 @@ impl Reads for PgReads {
     }
 
     async fn token_revoke(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done = on_conn!(self, |c| sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
-        )
-        .bind(name)
-        .bind(now)
-        .execute(c));
+        let done = on_conn!(self, |c| sqlx::query(token_sql::REVOKE)
+            .bind(name)
+            .bind(now)
+            .execute(c));
         Ok(done.rows_affected() == 1)
     }
 

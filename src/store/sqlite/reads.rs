@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::store::token_sql;
 
 #[derive(Clone)]
 pub(crate) struct SqliteReads {
@@ -153,7 +154,17 @@ impl Reads for SqliteReads {
     }
 
     async fn token_insert(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query("INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        let done = sqlx::query(token_sql::INSERT)
+            .bind(name)
+            .bind(hash)
+            .bind(ts(&now))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn token_rotate(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(token_sql::ROTATE)
             .bind(name)
             .bind(hash)
             .bind(ts(&now))
@@ -178,13 +189,11 @@ impl Reads for SqliteReads {
     }
 
     async fn token_revoke(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL",
-        )
-        .bind(name)
-        .bind(ts(&now))
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(token_sql::REVOKE)
+            .bind(name)
+            .bind(ts(&now))
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
