@@ -12,8 +12,8 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
+use crate::http::{self, AppState};
 use crate::jobs::Deliveries;
-use crate::server::{self, AppState};
 use crate::slack::app::SlackApp;
 use crate::slack::client::SlackClient;
 use crate::store::{Store, redact};
@@ -197,7 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(slack) = slack {
                 state = state.with_slack(slack);
             }
-            server::serve(listener, state, server::shutdown_signal()).await?;
+            http::serve(listener, state, http::shutdown_signal()).await?;
         }
         Command::Migrate => {
             let store = connect(&db).await?;

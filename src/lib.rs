@@ -1,12 +1,24 @@
 //! signoff: the human checkpoint in front of irreversible actions taken by AI agents.
 //!
-//! An MCP server (or any program) asks for approval over HTTP ([`api`]); the [`policy`]
-//! classifies the call; the [`store`] keeps approvals, votes, [`jobs`] and the
-//! hash-chained [`audit`] log on SQLite or PostgreSQL; the pure state machine in
-//! [`approval`] decides every transition; the [`scheduler`] fires timers. [`server`]
-//! wires it into one process and [`cli`] is the command line.
+//! Where each behaviour lives, from the edges in (a module uses only those below it):
+//!
+//! - [`cli`]: the command line (`serve`, `token`, `policy`, `audit`, …); [`config`]
+//!   reads flags and environment once.
+//! - [`http`]: the one HTTP edge: [`http::AppState`], the router, the connection
+//!   limits and the server loop, with its areas as children: the API for MCP servers
+//!   (`http::api`), Slack's signed callbacks (`http::slack`), health and metrics.
+//! - [`scheduler`]: timers (expiry) and the claim of due deliveries, which [`outbox`]
+//!   delivers (Slack messages, signed decision callbacks) and reports back.
+//! - [`slack`]: Slack itself: signature checks, Block Kit rendering, the Web API
+//!   client, who may decide, `/approvals` parsing.
+//! - [`store`]: approvals, votes, [`jobs`], tokens and the [`audit`] log on SQLite or
+//!   PostgreSQL, written by one group-committing writer.
+//! - [`approval`]: the domain and its pure state machine, which decides every
+//!   transition; [`policy`] classifies calls.
+//! - Plain helpers: [`wire`] (the JSON shapes callers read), [`exact_json`] (reading
+//!   parameters exactly), [`canonical`] (one text per JSON value), [`tokens`],
+//!   [`clock`], [`manifest`].
 
-pub mod api;
 pub mod approval;
 pub mod audit;
 pub mod canonical;
@@ -14,14 +26,13 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod exact_json;
-pub mod health;
+pub mod http;
 pub mod jobs;
 pub mod manifest;
-pub mod metrics;
 pub mod outbox;
 pub mod policy;
 pub mod scheduler;
-pub mod server;
 pub mod slack;
 pub mod store;
 pub mod tokens;
+pub mod wire;

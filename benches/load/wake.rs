@@ -9,8 +9,8 @@ use anyhow::{Context, Result, ensure};
 
 use signoff::approval::{ApprovalId, Decision, Event};
 use signoff::clock::{Clock, SystemClock};
+use signoff::http::AppState;
 use signoff::policy::Policy;
-use signoff::server::AppState;
 use signoff::store::Store;
 
 use crate::cli::Settings;
@@ -52,7 +52,7 @@ pub async fn measure_long_poll(
         .context("bind 127.0.0.1:0")?;
     let api = Api::new(backend, format!("http://{}", listener.local_addr()?), token);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(signoff::server::run(listener, state, async move {
+    let server = tokio::spawn(signoff::http::run(listener, state, async move {
         let _ = stopped.await;
     }));
 

@@ -24,8 +24,8 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::api::view::ApprovalView;
 use crate::approval::Approval;
+use crate::wire::ApprovalView;
 
 pub const TIMESTAMP_HEADER: &str = "x-signoff-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-signoff-signature";

@@ -1,14 +1,13 @@
 //! Slack: verifying Slack's signed requests ([`verify`]), rendering approvals as Block Kit
-//! messages and modals ([`blocks`], with the escaping and truncation helpers in
-//! [`text`]), and parsing `/approvals` slash commands ([`commands`]). Everything here is
-//! pure; the Web API calls and HTTP handlers live beside it.
+//! messages and modals ([`blocks`], with the helpers in [`text`]), parsing `/approvals`
+//! slash commands ([`commands`]), the Web API ([`client`]) and who may decide
+//! ([`approvers`]). The HTTP handlers that Slack calls are `crate::http::slack`.
 
 pub mod app;
 pub mod approvers;
 pub mod blocks;
 pub mod client;
 pub mod commands;
-pub mod routes;
 pub mod text;
 pub mod verify;
 

@@ -7,8 +7,8 @@ use chrono::TimeZone;
 use reqwest::StatusCode;
 use serde_json::Value;
 use signoff::clock::{Clock, ManualClock};
+use signoff::http::{self, AppState};
 use signoff::policy::Policy;
-use signoff::server::{self, AppState};
 use signoff::store::Store;
 
 use crate::common::{self, TestDb};
@@ -66,7 +66,7 @@ pub async fn spawn_on(db: TestDb) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server::run(listener, state, async move {
+    tokio::spawn(http::run(listener, state, async move {
         let _ = stopped.await;
     }));
     TestApp {

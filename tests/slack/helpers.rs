@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use signoff::approval::Approval;
 use signoff::clock::{Clock, ManualClock};
+use signoff::http::{self, AppState};
 use signoff::jobs::{Deliveries, PostedMessage};
 use signoff::outbox::Outbox;
 use signoff::policy::Policy;
 use signoff::scheduler::Scheduler;
-use signoff::server::{self, AppState};
 use signoff::slack::app::SlackApp;
 use signoff::slack::client::SlackClient;
 use signoff::store::Store;
@@ -107,7 +107,7 @@ pub async fn spawn_on(db: TestDb) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server::run(listener, state, async move {
+    tokio::spawn(http::run(listener, state, async move {
         let _ = stopped.await;
     }));
     TestApp {

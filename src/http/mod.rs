@@ -16,14 +16,17 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::clock::Clock;
-use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
 use crate::policy::Policy;
 use crate::scheduler::Scheduler;
 use crate::slack::app::SlackApp;
 use crate::store::Store;
 use crate::tokens::TokenCache;
-use crate::{api, health, slack};
+use metrics::Metrics;
+pub mod api;
+pub mod health;
+pub mod metrics;
+pub mod slack;
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -83,7 +86,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health/approvals", get(health::approvals))
         .route("/metrics", get(metrics::handler))
         .merge(api::router())
-        .merge(slack::routes::router());
+        .merge(slack::router());
     routes
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

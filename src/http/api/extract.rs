@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::exact_json::{self, ExactError};
-use crate::server::AppState;
+use crate::http::AppState;
 use crate::tokens;
 
 /// The authenticated API token's name.

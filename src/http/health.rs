@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use crate::server::AppState;
+use crate::http::AppState;
 
 /// `GET /healthz`: the process answers.
 pub async fn live() -> &'static str {

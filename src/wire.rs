@@ -1,4 +1,5 @@
-//! The JSON shapes the API answers with (field names are the DESIGN.md contract).
+//! The JSON shapes callers read: the HTTP API's answers and the body of decision
+//! callbacks (field names are the DESIGN.md contract).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

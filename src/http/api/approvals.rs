@@ -12,11 +12,11 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::error::{ApiError, parse_id};
 use super::extract::{Caller, JsonBody};
-use super::view::{ApprovalView, CreatedView, ExecutedView};
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status, Tier, names};
+use crate::http::AppState;
 use crate::policy::Call;
-use crate::server::AppState;
 use crate::store::StatusChange;
+use crate::wire::{ApprovalView, CreatedView, ExecutedView};
 
 /// Longest long-poll, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;

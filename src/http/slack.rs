@@ -12,17 +12,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use super::app::SlackApp;
-use super::blocks::{
+use crate::approval::{Approval, ApprovalId, Decision, Event};
+use crate::http::AppState;
+use crate::http::api::ApiError;
+use crate::jobs::MessageKey;
+use crate::slack::app::SlackApp;
+use crate::slack::blocks::{
     self, ACTION_APPROVE, ACTION_DENY, ACTION_EDIT, DENY_CALLBACK, EDIT_CALLBACK, PARAMETERS_INPUT,
     REASON_INPUT,
 };
-use super::commands::{self, Command};
-use super::verify;
-use crate::api::ApiError;
-use crate::approval::{Approval, ApprovalId, Decision, Event};
-use crate::jobs::MessageKey;
-use crate::server::AppState;
+use crate::slack::commands::{self, Command};
+use crate::slack::verify;
 use crate::store::StoreError;
 
 pub fn router() -> Router<AppState> {

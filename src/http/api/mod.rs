@@ -5,12 +5,11 @@ mod approvals;
 pub mod error;
 mod extract;
 mod policy;
-pub mod view;
 
 use axum::Router;
 use axum::routing::{get, post};
 
-use crate::server::AppState;
+use crate::http::AppState;
 
 pub use error::ApiError;
 

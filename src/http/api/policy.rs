@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody};
 use crate::approval::names;
-use crate::server::AppState;
+use crate::http::AppState;
 
 /// Tools per request at most (an MCP server lists far fewer).
 const MAX_TOOLS: usize = 10_000;
