@@ -1,6 +1,8 @@
-//! Wiring: the shared [`AppState`], the one [`app`] `Router` (each area owns its
-//! routes), and [`run`], which serves it on a given listener until a given shutdown
-//! future resolves. Tests start the real app on port 0 through the same functions.
+//! The HTTP edge: the shared [`AppState`], the one [`app`] `Router` (each area owns
+//! its routes: [`api`] for MCP servers, [`slack`] for Slack's signed callbacks,
+//! [`health`], [`metrics`]), and [`run`] ([`serve`] adds the scheduler), which serve
+//! it on a given listener within [`Limits`] until a given shutdown future resolves.
+//! `signoff serve` and the tests start the app through the same functions.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyDeadlineLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::clock::Clock;
@@ -23,10 +26,14 @@ use crate::slack::app::SlackApp;
 use crate::store::Store;
 use crate::tokens::TokenCache;
 use metrics::Metrics;
+
 pub mod api;
 pub mod health;
 pub mod metrics;
+mod serve;
 pub mod slack;
+
+pub use serve::{Limits, run};
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -47,6 +54,8 @@ pub struct AppState {
     pub tokens: TokenCache,
     /// Present when a Slack bot token is configured.
     pub slack: Option<SlackApp>,
+    /// What each connection and request may take.
+    pub limits: Limits,
     /// Turns true when the server is shutting down (long-polls answer at once).
     pub shutdown: watch::Receiver<bool>,
     shutdown_trigger: Arc<watch::Sender<bool>>,
@@ -62,6 +71,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             tokens: TokenCache::default(),
             slack: None,
+            limits: Limits::default(),
             shutdown,
             shutdown_trigger: Arc::new(trigger),
         }
@@ -70,6 +80,12 @@ impl AppState {
     /// Adds the Slack side (client, approvers, signing secret).
     pub fn with_slack(mut self, slack: SlackApp) -> Self {
         self.slack = Some(slack);
+        self
+    }
+
+    /// Other connection limits (tests shorten them).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -90,6 +106,7 @@ pub fn app(state: AppState) -> Router {
     routes
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(RequestBodyDeadlineLayer::new(state.limits.body))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let request_id = request
@@ -103,28 +120,6 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
-}
-
-/// Serves `state` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish (long-polls answer at once with the current state).
-pub async fn run(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let decisions = tokio::spawn(metrics::count_decisions(
-        state.store.clone(),
-        state.metrics.clone(),
-    ));
-    let on_shutdown = state.clone();
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            on_shutdown.begin_shutdown();
-        })
-        .await;
-    decisions.abort();
-    served
 }
 
 /// `signoff serve`: the HTTP server plus the background scheduler.

@@ -54,6 +54,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_on(db: TestDb) -> TestApp {
+    spawn_limited(db, signoff::http::Limits::default()).await
+}
+
+/// The app with other connection limits.
+pub async fn spawn_limited(db: TestDb, limits: signoff::http::Limits) -> TestApp {
     let store = Store::connect(&db.url).await.expect("store opens");
     let clock = ManualClock::new(
         chrono::Utc
@@ -62,7 +67,7 @@ pub async fn spawn_on(db: TestDb) -> TestApp {
     );
     let token = new_token(&store, &clock, "agent").await;
     let policy = Policy::from_toml_str(POLICY).expect("test policy");
-    let state = AppState::new(store.clone(), policy, Arc::new(clock.clone()));
+    let state = AppState::new(store.clone(), policy, Arc::new(clock.clone())).with_limits(limits);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

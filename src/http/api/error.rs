@@ -28,6 +28,8 @@ pub enum ApiError {
     IdempotencyKeyReused(String),
     #[error("request body is larger than the 1 MiB limit")]
     PayloadTooLarge,
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("{0}")]
     Unprocessable(String),
     #[error("temporarily unavailable, retry shortly")]
@@ -48,6 +50,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } | ApiError::IdempotencyKeyReused(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "conflict",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Unavailable => "unavailable",
             ApiError::BadSignature(_) => "bad_signature",

@@ -2,6 +2,7 @@
 //! ([`JsonBody`]) whose every failure is an [`ApiError`] with a useful detail.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -42,6 +43,19 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Whether reading the body failed because it did not arrive within the body limit
+/// (see `http::Limits::body`).
+pub fn timed_out(rejection: &BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = source {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// A JSON body, whatever the Content-Type says. Broken JSON is 400; JSON of the wrong
 /// shape, with a key twice or a number that cannot be kept exactly is 422 (see
 /// [`exact_json`]); over the body limit is 413.
@@ -54,6 +68,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
+            } else if timed_out(&rejection) {
+                ApiError::RequestTimeout
             } else {
                 ApiError::BadRequest(rejection.body_text())
             }

@@ -1,0 +1,122 @@
+//! Connections that send slowly or not at all cannot hold the server: heads and bodies
+//! have time limits, idle connections are closed, and past the connection cap new
+//! clients wait instead of exhausting the process. Long-polls keep their own limit.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+use signoff::http::Limits;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common;
+use crate::helpers::*;
+
+const LIMITS: Limits = Limits {
+    header: Duration::from_millis(300),
+    body: Duration::from_millis(300),
+    max_connections: 4,
+};
+
+async fn spawn() -> TestApp {
+    spawn_limited(common::sqlite(), LIMITS).await
+}
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+/// Reads until the server closes the connection; what it sent, and how long that took.
+async fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn a_client_that_sends_half_a_header_is_cut_off() {
+    let app = spawn().await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let (_, took) = read_until_closed(&mut stream).await;
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let app = spawn().await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, took) = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(took < Duration::from_secs(2), "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn a_body_sent_too_slowly_is_refused_and_changes_nothing() {
+    let app = spawn().await;
+    let mut stream = connect(&app).await;
+    let head = format!(
+        "POST /v1/approvals HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"tool_name\":",
+        app.token
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (answer, took) = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    let pending = app
+        .store
+        .health(signoff::clock::Clock::now(&app.clock))
+        .await
+        .unwrap();
+    assert_eq!(pending.pending, 0);
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_clients_wait_and_are_served_once_slots_free() {
+    let app = spawn().await;
+    // Four connections that never send a request hold every slot.
+    let mut idle = Vec::new();
+    for _ in 0..LIMITS.max_connections {
+        idle.push(connect(&app).await);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "served, not refused");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(3),
+        "waited {waited:?} for a slot: the idle ones were cut after the header limit"
+    );
+    drop(idle);
+}
+
+#[tokio::test]
+async fn a_long_poll_outlives_the_header_and_body_limits() {
+    let app = spawn().await;
+    let id = app.request("transfer", json!({"amount": 1})).await;
+    let started = Instant::now();
+    let (status, body) = app.get(&format!("/v1/approvals/{id}?wait=1")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("pending"))
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
