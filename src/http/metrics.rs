@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -152,23 +153,44 @@ pub async fn count_decisions(store: Store, metrics: Arc<Metrics>) {
 }
 
 /// Middleware: times and counts every request by its route pattern (not its raw path,
-/// which would make one series per approval id).
+/// which would make one series per approval id). Every label takes a fixed set of
+/// values, so callers cannot grow `/metrics`: a method outside the standard ones and a
+/// path no route matches both count as `other`.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
+        .map_or("other", MatchedPath::as_str)
         .to_owned();
     let response = next.run(request).await;
     state.metrics.observe(
-        &method,
+        method,
         &route,
         response.status().as_u16(),
         started.elapsed(),
     );
     response
+}
+
+/// The method as a label: one of the standard methods, else `other`.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("other", Method::as_str)
 }
 
 /// `GET /metrics`.

@@ -86,6 +86,47 @@ async fn metrics_count_requests_by_route_and_decisions() {
 }
 
 #[tokio::test]
+async fn odd_methods_and_unknown_paths_do_not_grow_the_metrics() {
+    let app = spawn_app().await;
+    let size = |text: &str| text.len();
+    let metrics = || async {
+        app.http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let send = |method: &str, path: String| {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let request = app.http.request(method, app.url(&path));
+        async move { request.send().await.unwrap().status() }
+    };
+    // Warm every label a flood below can touch.
+    send("FROB0", "/nowhere/0".into()).await;
+    send("GET", "/v1/0/x".into()).await;
+    metrics().await;
+    let before = size(&metrics().await);
+    for i in 0..300 {
+        send(&format!("FROB{i}"), format!("/nowhere/{i}")).await;
+        send("GET", format!("/v1/{i}/x")).await;
+    }
+    let after = metrics().await;
+    assert!(
+        size(&after) < before + 200,
+        "grew from {before} to {} bytes: {after}",
+        size(&after)
+    );
+    assert!(after.contains(r#"method="other",route="other""#), "{after}");
+    assert!(
+        !after.contains("FROB") && !after.contains("/nowhere"),
+        "{after}"
+    );
+}
+
+#[tokio::test]
 async fn every_response_carries_a_request_id() {
     let app = spawn_app().await;
     let response = app.http.get(app.url("/healthz")).send().await.unwrap();
