@@ -137,7 +137,7 @@ enum AuditAction {
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     // One-shot commands print their own results; only `serve` logs at info.
-    init_tracing(if matches!(cli.command, Command::Serve { .. }) {
+    crate::logging::init(if matches!(cli.command, Command::Serve { .. }) {
         "signoff=info,tower_http=info,warn"
     } else {
         "error"
@@ -149,15 +149,6 @@ pub async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 async fn connect(db: &Database) -> anyhow::Result<Store> {

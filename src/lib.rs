@@ -16,8 +16,8 @@
 //! - [`approval`]: the domain and its pure state machine, which decides every
 //!   transition; [`policy`] classifies calls.
 //! - Plain helpers: [`wire`] (the JSON shapes callers read), [`exact_json`] (reading
-//!   parameters exactly), [`canonical`] (one text per JSON value), [`tokens`],
-//!   [`clock`], [`manifest`].
+//!   parameters exactly), [`canonical`] (one text per JSON value), [`logging`] (one
+//!   line per event, whatever a caller sent), [`tokens`], [`clock`], [`manifest`].
 
 pub mod approval;
 pub mod audit;
@@ -28,6 +28,7 @@ pub mod config;
 pub mod exact_json;
 pub mod http;
 pub mod jobs;
+pub mod logging;
 pub mod manifest;
 pub mod outbox;
 pub mod policy;

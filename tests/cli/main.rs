@@ -138,6 +138,63 @@ async fn a_token_is_rotated_or_replaced_and_keeps_its_name() {
     );
 }
 
+#[tokio::test]
+async fn what_a_caller_sends_cannot_forge_a_log_line_or_colour_the_terminal() {
+    let db = common::sqlite();
+    let token = stdout(&signoff(&["token", "create", "agent"], &db.url));
+    let token = token.trim();
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = common::server::Server::start_logging(
+        &db.url,
+        &[("RUST_LOG", "signoff=debug,tower_http=debug")],
+        log,
+    );
+    let http = reqwest::Client::new();
+    let evil = "agent\nERROR forged: approved by security \u{1b}[31mred\u{1b}[0m\r\u{2028}x";
+    for body in [
+        serde_json::json!({"tool_name": "transfer", "parameters": {"n": 1}, "requested_by": evil,
+                           "summary": evil, "idempotency_key": "k-1"}),
+        serde_json::json!({"tool_name": evil, "parameters": {}}),
+        serde_json::json!({"tool_name": "transfer", "parameters": {"n": 2}, "server": evil}),
+    ] {
+        http.post(format!("{}/v1/approvals", server.address))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+    }
+    http.get(format!(
+        "{}/v1/approvals/x%0AERROR%20forged",
+        server.address
+    ))
+    .bearer_auth(token)
+    .send()
+    .await
+    .unwrap();
+    drop(server);
+    let log = std::fs::read(&log_path).unwrap();
+    assert!(!log.contains(&0x1b), "no escape byte reaches the terminal");
+    let log = String::from_utf8(log).unwrap();
+    assert!(log.contains("approval requested"), "{log}");
+    assert!(
+        log.contains("forged"),
+        "the value is logged, escaped: {log}"
+    );
+    for line in log.lines() {
+        assert!(
+            !line.trim_start().starts_with("ERROR forged"),
+            "forged line: {line}"
+        );
+        assert!(
+            !line.contains('\r') && !line.contains('\u{2028}'),
+            "{line:?}"
+        );
+    }
+}
+
 #[test]
 fn policy_check_shows_how_calls_classify() {
     let dir = tempfile::tempdir().unwrap();

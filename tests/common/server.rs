@@ -30,6 +30,15 @@ pub fn signoff(args: &[&str], database_url: &str) -> String {
 impl Server {
     /// Starts `signoff serve` on a free port with `env`, and waits until it answers.
     pub fn start(database_url: &str, env: &[(&str, &str)]) -> Server {
+        Self::start_logging(database_url, env, Stdio::inherit())
+    }
+
+    /// Like [`Server::start`], its log (stderr) going to `log`.
+    pub fn start_logging(
+        database_url: &str,
+        env: &[(&str, &str)],
+        log: impl Into<Stdio>,
+    ) -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -45,7 +54,7 @@ impl Server {
                 std::env::var("SIGNOFF_TEST_SERVER_LOG").unwrap_or_else(|_| "error".into()),
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(log);
         for (key, value) in env {
             command.env(key, value);
         }

@@ -131,7 +131,16 @@ pub async fn create(
     let approval = &created.approval;
     let status = if created.created {
         state.metrics.created(approval.risk_tier, approval.status);
-        tracing::info!(approval = %approval.id, tool = %approval.tool_name, status = %approval.status, tier = %approval.risk_tier, "approval requested");
+        tracing::info!(
+            approval = %approval.id,
+            tool = %approval.tool_name,
+            server = approval.server.as_deref(),
+            // A caller's text, written as is: logging keeps each event one line.
+            requested_by = %approval.requested_by.as_deref().unwrap_or("-"),
+            status = %approval.status,
+            tier = %approval.risk_tier,
+            "approval requested"
+        );
         StatusCode::CREATED
     } else {
         StatusCode::OK

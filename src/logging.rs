@@ -1,0 +1,104 @@
+//! Logging: tracing to stderr, one event per line, that no value from a caller can
+//! break. A tool name, a `requested_by` or a header with a line break or a terminal
+//! escape sequence in it is logged as `\n`, `\u{1b}`, …, so it can neither start a
+//! forged log line nor recolour the terminal (see [`OneLine`]).
+
+use std::io::{self, Write};
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Starts logging to stderr: `RUST_LOG` if set, else `default` (a filter directive).
+pub fn init(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        // Escapes of our own would be escaped as a caller's are: no colours.
+        .with_ansi(false)
+        .with_writer(OneLine(io::stderr))
+        .init();
+}
+
+/// A writer for formatted events that escapes every control character except the
+/// line break that ends the event: the formatter writes each event whole, so what it
+/// wrote is one line, whatever the fields held.
+#[derive(Clone, Copy)]
+pub struct OneLine<M>(pub M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for OneLine<M> {
+    type Writer = Escaping<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        Escaping(self.0.make_writer())
+    }
+}
+
+/// See [`OneLine`].
+pub struct Escaping<W>(W);
+
+impl<W: Write> Write for Escaping<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.write_all(&escape_event(bytes))?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `bytes` with each control character (C0, DEL, and the C1 range as UTF-8) written
+/// as a visible escape, except one line break at the very end.
+pub fn escape_event(bytes: &[u8]) -> Vec<u8> {
+    let (body, end) = match bytes.strip_suffix(b"\n") {
+        Some(body) => (body, &b"\n"[..]),
+        None => (bytes, &b""[..]),
+    };
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::with_capacity(text.len() + end.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            // Line and paragraph separators end lines in some viewers.
+            '\u{2028}' | '\u{2029}' => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    let mut out = out.into_bytes();
+    out.extend_from_slice(end);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_value_cannot_break_the_line_or_carry_escapes() {
+        let event = b"INFO approval requested requested_by=x\nERROR forged \x1b[31mred\x1b[0m\r\n";
+        let safe = String::from_utf8(escape_event(event)).unwrap();
+        assert_eq!(
+            safe,
+            "INFO approval requested requested_by=x\\nERROR forged \\u{1b}[31mred\\u{1b}[0m\\r\n"
+        );
+        assert_eq!(escape_event(b"plain line\n"), b"plain line\n");
+        assert_eq!(
+            escape_event("ünïcödé\t✓\n".as_bytes()),
+            "ünïcödé\t✓\n".as_bytes()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn whatever_is_written_comes_out_as_one_line(text in "\\PC*(\\n|\\r|\\x1b|\\u{85}|\\u{2028})\\PC*") {
+            let safe = String::from_utf8(escape_event(format!("{text}\n").as_bytes())).unwrap();
+            prop_assert_eq!(safe.matches('\n').count(), 1);
+            prop_assert!(safe.ends_with('\n'));
+            prop_assert!(!safe[..safe.len() - 1].chars().any(|c| c.is_control() && c != '\t'));
+        }
+    }
+}
