@@ -278,3 +278,52 @@ fn text_replies_are_ephemeral() {
     assert_eq!(reply["response_type"], "ephemeral");
     assert_eq!(reply["text"], usage());
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Words a person might type, and anything else.
+    fn text() -> impl Strategy<Value = String> {
+        let word = prop_oneof![
+            Just("pending".to_string()),
+            Just("STATUS".to_string()),
+            Just("help".to_string()),
+            "[0-9a-fA-F-]{0,40}",
+            "\\PC{0,30}",
+            "[<>&*_~`|@!#]{1,10}",
+        ];
+        prop::collection::vec(word, 0..5).prop_map(|words| words.join(" "))
+    }
+
+    proptest! {
+        /// Every text is one of the commands; an id is only ever hex digits and dashes,
+        /// lower-cased; and whatever was typed, the reply stays within Slack's limits
+        /// and cannot mention anyone.
+        #[test]
+        fn any_text_parses_to_a_command_with_a_safe_reply(raw in text()) {
+            match parse(&raw) {
+                Command::Status(id) => {
+                    prop_assert!(id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'));
+                    prop_assert!(!id.chars().any(|c| c.is_ascii_uppercase()));
+                    prop_assert!((4..=36).contains(&id.len()));
+                }
+                Command::Unknown(problem) => {
+                    let reply = text_reply(&unknown_reply(&problem));
+                    check_limits(&reply);
+                    let shown = all_text(&reply);
+                    prop_assert!(!shown.contains("<!") && !shown.contains("<@"), "{shown}");
+                }
+                Command::Pending | Command::Help => {}
+            }
+        }
+
+        /// Case and spacing do not matter to the keywords.
+        #[test]
+        fn keywords_ignore_case_and_spacing(spaces in "[ \t]{0,4}", upper in any::<bool>()) {
+            let word = if upper { "PENDING" } else { "pending" };
+            prop_assert_eq!(parse(&format!("{spaces}{word}{spaces}")), Command::Pending);
+        }
+    }
+}

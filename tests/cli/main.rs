@@ -2,6 +2,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod readme;
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

@@ -6,7 +6,9 @@
 //! `SIGNOFF_REQUIRE_POSTGRES` is set (as `.ci/run` does), when they fail instead.
 #![allow(dead_code)]
 
+pub mod fake_slack;
 pub mod server;
+pub mod slack;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,17 +1,17 @@
 //! The load the crash test runs against a server: creators, a clicker and an
 //! executor, each recording what the server acknowledged.
 
-use hmac::{Hmac, Mac};
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::*;
+use common::fake_slack::FakeSlack;
+use common::slack::{click_on_message, signed};
 
 /// One create the driver sends (and may send again with the same idempotency key).
 #[derive(Debug, Clone)]
@@ -175,6 +175,8 @@ pub(crate) struct Driver {
     pub(crate) record: Mutex<Record>,
     pub(crate) http: reqwest::Client,
     pub(crate) token: String,
+    /// Where clicks come from: the messages signoff posted.
+    pub(crate) slack: FakeSlack,
 }
 
 impl Driver {
@@ -214,8 +216,14 @@ impl Driver {
         Ok((code, answer.json().await?))
     }
 
-    pub(crate) async fn click(&self, address: &str, id: &str) -> reqwest::Result<u16> {
-        let (body, timestamp, signature) = signed_click(id, APPROVER);
+    /// Clicks Approve on the approval's channel message; `None` while it has none
+    /// (nobody can click what is not posted yet).
+    pub(crate) async fn click(&self, address: &str, id: &str) -> reqwest::Result<Option<u16>> {
+        let Some(message) = self.slack.posted_for(id) else {
+            return Ok(None);
+        };
+        let (body, timestamp, signature) =
+            signed(SECRET, &click_on_message(id, APPROVER, "approve", &message));
         let answer = self
             .http
             .post(format!("{address}/slack/interactions"))
@@ -227,7 +235,7 @@ impl Driver {
         let code = answer.status().as_u16();
         // Read the body so that the ack is complete before it counts.
         answer.bytes().await?;
-        Ok(code)
+        Ok(Some(code))
     }
 
     pub(crate) async fn execute(
@@ -246,25 +254,6 @@ impl Driver {
         let code = answer.status().as_u16();
         Ok((code, answer.json().await?))
     }
-}
-
-pub(crate) fn signed_click(approval_id: &str, user: &str) -> (String, String, String) {
-    let payload = json!({
-        "type": "block_actions",
-        "user": {"id": user},
-        "trigger_id": "1.2.3",
-        "channel": {"id": CHANNEL},
-        "actions": [{"action_id": "approve", "value": approval_id, "block_id": format!("approval:{approval_id}")}]
-    });
-    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
-    let timestamp = chrono::Utc::now().timestamp().to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
-    (
-        body,
-        timestamp,
-        format!("v0={}", hex::encode(mac.finalize().into_bytes())),
-    )
 }
 
 /// One driver task's view: the server of its round, a stop flag, its own RNG.
@@ -346,7 +335,8 @@ pub(crate) async fn clicker(mut lane: Lane) {
             continue;
         };
         match driver.click(&address, &id).await {
-            Ok(200) => {
+            Ok(None) => {}
+            Ok(Some(200)) => {
                 driver.record().stats(round).clicks += 1;
                 if let Ok((200, approval)) = driver.get(&address, &id).await {
                     if matches!(approval["status"].as_str(), Some("approved" | "executed")) {
@@ -356,7 +346,7 @@ pub(crate) async fn clicker(mut lane: Lane) {
                     }
                 }
             }
-            Ok(code) => driver
+            Ok(Some(code)) => driver
                 .record()
                 .unexpected(round, format!("click on {id} answered {code}")),
             Err(_) => {}

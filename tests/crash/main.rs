@@ -13,8 +13,6 @@
 mod checks;
 #[path = "../common/mod.rs"]
 mod common;
-#[path = "../slack/fake.rs"]
-mod fake;
 mod load;
 
 use checks::*;
@@ -25,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::fake_slack::{Failure, FakeSlack};
 use common::server::{Server, eventually, signoff};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -78,7 +77,7 @@ pub(crate) async fn start(db_url: &str, env: &[(String, String)]) -> Server {
 
 /// A fake Slack on its own thread and runtime: it keeps answering while the test's
 /// thread is blocked (a server's start calls auth.test before it listens).
-pub(crate) fn fake_slack() -> fake::FakeSlack {
+pub(crate) fn fake_slack() -> FakeSlack {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -86,7 +85,7 @@ pub(crate) fn fake_slack() -> fake::FakeSlack {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            sender.send(fake::FakeSlack::start().await).unwrap();
+            sender.send(FakeSlack::start().await).unwrap();
             std::future::pending::<()>().await
         });
     });
@@ -115,7 +114,7 @@ pub(crate) async fn in_parallel<T: Send + 'static>(
 /// A migrated database with an API token, a fake Slack, and the environment that
 /// points `signoff serve` at both.
 struct Fixture {
-    slack: fake::FakeSlack,
+    slack: FakeSlack,
     env: Vec<(String, String)>,
     driver: Arc<Driver>,
     /// Holds the policy file.
@@ -145,6 +144,7 @@ fn fixture(db_url: &str) -> Fixture {
             .build()
             .unwrap(),
         token,
+        slack: slack.clone(),
     });
     Fixture {
         slack,
@@ -220,7 +220,7 @@ async fn crash_and_restart(db: common::TestDb) {
 /// the driver still sending. Answers how many calls the fake Slack had after each kill.
 async fn load_and_kill(
     driver: &Arc<Driver>,
-    slack: &fake::FakeSlack,
+    slack: &FakeSlack,
     db_url: &str,
     env: &[(String, String)],
     rounds: usize,
@@ -310,7 +310,7 @@ async fn send_every_key_again(driver: &Arc<Driver>, address: &str, round: usize)
 /// Takes a little over a minute: it waits out the lease.
 #[tokio::test]
 async fn a_post_in_flight_at_a_crash_is_not_posted_again() {
-    killed_while_posting("chat.getPermalink", fake::Failure::Hang).await;
+    killed_while_posting("chat.getPermalink", Failure::Hang).await;
 }
 
 /// The other side of that window, which the scenario above also hit: Slack took the
@@ -319,13 +319,13 @@ async fn a_post_in_flight_at_a_crash_is_not_posted_again() {
 /// channel's history by its metadata and records it instead of posting again.
 #[tokio::test]
 async fn a_post_slack_took_as_the_server_died_is_not_posted_again() {
-    killed_while_posting("chat.postMessage", fake::Failure::PostThenHang).await;
+    killed_while_posting("chat.postMessage", Failure::PostThenHang).await;
 }
 
 /// Kills the server while `method` hangs during an approval's first post, restarts
 /// it, and checks that the approval is never posted again and that its decision
 /// updates the one message Slack has.
-async fn killed_while_posting(method: &str, failure: fake::Failure) {
+async fn killed_while_posting(method: &str, failure: Failure) {
     let db = common::sqlite();
     let Fixture {
         slack,
@@ -364,7 +364,7 @@ async fn killed_while_posting(method: &str, failure: fake::Failure) {
     );
     // The message Slack has is the approval's: the decision updates it.
     let posted_ts = slack.post_ts(0);
-    assert_eq!(driver.click(&server.address, &id).await.unwrap(), 200);
+    assert_eq!(driver.click(&server.address, &id).await.unwrap(), Some(200));
     let updated = eventually(Duration::from_secs(10), || {
         slack
             .calls_to("chat.update")

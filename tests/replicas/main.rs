@@ -5,16 +5,14 @@
 
 #[path = "../common/mod.rs"]
 mod common;
-#[path = "../slack/fake.rs"]
-mod fake;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::fake_slack::FakeSlack;
 use common::server::{Server, eventually, signoff};
-use hmac::{Hmac, Mac};
+use common::slack::{click_on_message, signed};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use sqlx::Connection;
 
 const SECRET: &str = "replica-test-secret";
@@ -27,25 +25,6 @@ expires_after = "1h"
 remind_after = "5s"
 remind_every = "1h"
 "#;
-
-fn signed_click(approval_id: &str, user: &str) -> (String, String, String) {
-    let payload = json!({
-        "type": "block_actions",
-        "user": {"id": user},
-        "trigger_id": "1.2.3",
-        "channel": {"id": "C0APPROVALS"},
-        "actions": [{"action_id": "approve", "value": approval_id, "block_id": format!("approval:{approval_id}")}]
-    });
-    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
-    let timestamp = chrono::Utc::now().timestamp().to_string();
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
-    (
-        body,
-        timestamp,
-        format!("v0={}", hex::encode(mac.finalize().into_bytes())),
-    )
-}
 
 /// The short approval id in a posted message. Every rendering carries it in its "ID"
 /// line, including one posted after the approval was already decided (no buttons).
@@ -65,7 +44,7 @@ async fn two_replicas_share_one_table_without_doing_anything_twice() {
     let Some(db) = common::postgres("two_replicas").await else {
         return;
     };
-    let slack = fake::FakeSlack::start().await;
+    let slack = FakeSlack::start().await;
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
@@ -123,8 +102,19 @@ async fn two_replicas_share_one_table_without_doing_anything_twice() {
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (body, timestamp, signature) = signed_click(&first, "U0ALICE");
+    // Alice clicks its message once it is posted.
+    assert!(
+        eventually(Duration::from_secs(10), || slack
+            .posted_for(&first)
+            .is_some())
+        .await,
+        "the first request was posted"
+    );
+    let message = slack.posted_for(&first).unwrap();
+    let (body, timestamp, signature) = signed(
+        SECRET,
+        &click_on_message(&first, "U0ALICE", "approve", &message),
+    );
     let clicked = http
         .post(format!("{}/slack/interactions", b.address))
         .header("x-slack-request-timestamp", timestamp)

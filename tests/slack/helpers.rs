@@ -4,10 +4,8 @@
 use std::sync::Arc;
 
 use chrono::TimeZone;
-use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use signoff::approval::Approval;
 use signoff::clock::{Clock, ManualClock};
 use signoff::http::{self, AppState};
@@ -19,8 +17,9 @@ use signoff::slack::app::SlackApp;
 use signoff::slack::client::SlackClient;
 use signoff::store::Store;
 
+use crate::common::fake_slack::FakeSlack;
+pub use crate::common::slack::{click_payload, interaction_body, sign};
 use crate::common::{self, TestDb};
-use crate::fake::FakeSlack;
 
 pub const SECRET: &str = "test-signing-secret";
 pub const REQUESTER: &str = "U0REQUESTER";
@@ -120,13 +119,6 @@ pub async fn spawn_on(db: TestDb) -> TestApp {
         _db: db,
         _shutdown: stop,
     }
-}
-
-/// Slack's signature: `v0=` + hex HMAC-SHA256 of `v0:{ts}:{body}`.
-pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
-    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 impl TestApp {
@@ -326,39 +318,6 @@ impl TestApp {
 
 pub fn channel_of(approval: &Approval) -> String {
     approval.routing.channel.clone().unwrap_or_default()
-}
-
-/// A block_actions payload shaped as Slack sends it, for a click on the message
-/// `channel`/`ts`.
-pub fn click_payload(
-    approval_id: &str,
-    user: &str,
-    action: &str,
-    channel: &str,
-    ts: &str,
-) -> Value {
-    json!({
-        "type": "block_actions",
-        "team": {"id": "T0TEAM", "domain": "test"},
-        "user": {"id": user, "username": user.to_lowercase(), "team_id": "T0TEAM"},
-        "api_app_id": "A0APP",
-        "trigger_id": "12345.98765.abcd",
-        "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": false},
-        "channel": {"id": channel, "name": "approvals"},
-        "response_url": "https://hooks.slack.com/actions/T0TEAM/1/x",
-        "actions": [{
-            "type": "button",
-            "action_id": action,
-            "block_id": format!("approval:{approval_id}"),
-            "value": approval_id,
-            "action_ts": "1700000001.000200"
-        }]
-    })
-}
-
-/// `payload=<url-encoded JSON>`, as Slack posts interactions.
-pub fn interaction_body(payload: &Value) -> String {
-    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
 }
 
 /// The action ids of a message's buttons, in order.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use signoff::approval::Status;
 
-use crate::fake::Failure;
+use crate::common::fake_slack::Failure;
 use crate::helpers::*;
 
 #[tokio::test]

@@ -4,7 +4,6 @@
 mod commands;
 #[path = "../common/mod.rs"]
 mod common;
-mod fake;
 mod helpers;
 mod hostile;
 mod intake;

@@ -304,6 +304,25 @@ impl FakeSlack {
             .collect()
     }
 
+    /// The channel message signoff posted for `approval_id` (its `main` post, found by
+    /// the message metadata every post carries): channel, ts and that metadata, for a
+    /// click on it.
+    pub fn posted_for(&self, approval_id: &str) -> Option<super::slack::SlackMessage> {
+        let inner = self.lock();
+        inner
+            .posted
+            .iter()
+            .find(|p| {
+                let payload = &p.body["metadata"]["event_payload"];
+                payload["approval_id"] == approval_id && payload["kind"] == "main"
+            })
+            .map(|p| super::slack::SlackMessage {
+                channel: p.channel.clone(),
+                ts: p.ts.clone(),
+                metadata: p.body["metadata"].clone(),
+            })
+    }
+
     /// The ts the fake answered the `n`-th chat.postMessage with (counting from 0).
     pub fn post_ts(&self, n: usize) -> String {
         let inner = self.lock();
