@@ -72,6 +72,10 @@ enum Command {
         policy: Option<PathBuf>,
         #[command(flatten)]
         slack: SlackArgs,
+        /// How long a claimed delivery is this server's before another may run it
+        /// (after a crash); shortened by tests.
+        #[arg(long, env = "SIGNOFF_DELIVERY_LEASE", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
+        delivery_lease: std::time::Duration,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -165,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             policy,
             slack,
+            delivery_lease,
         } => {
             let (policy, source) = config::load_policy(policy.as_deref())?;
             let slack = connect_slack(&slack).await?;
@@ -188,7 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(slack) = slack {
                 state = state.with_slack(slack);
             }
-            http::serve(listener, state, http::shutdown_signal()).await?;
+            http::serve(listener, state, delivery_lease, http::shutdown_signal()).await?;
         }
         Command::Migrate => {
             let store = connect(&db).await?;

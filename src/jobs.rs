@@ -5,63 +5,93 @@
 //! [`crate::outbox`] and report back. Expiry needs no job: the approval's own
 //! `expires_at` is its timer, which the store fires (see `Store::fire_due`).
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::approval::{Approval, ApprovalId, Status};
 
-/// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobKind {
-    /// Post the approval message to a channel (payload: [`PostTarget`]).
-    SlackPost,
+/// What a delivery does. Stored as two columns, its `kind` and the rest as `payload`
+/// (adjacently tagged), so a job's shape is checked when it is read, not when it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
+pub enum Job {
+    /// Post the approval message to a channel.
+    SlackPost {
+        channel: String,
+        /// `main` or `escalation`.
+        kind: MessageKind,
+    },
     /// Bring every posted message of the approval up to date.
-    SlackUpdate,
+    SlackUpdate {},
     /// DM the approvers who have not voted (or reply in the thread), then plan the next.
-    SlackRemind,
-    /// POST the decision to the request's `callback_url` (payload: `{"status": …}`).
-    Callback,
+    SlackRemind {},
+    /// POST the decision to the request's `callback_url`.
+    Callback { status: Status },
 }
 
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
+impl Job {
+    /// The `kind` column.
+    pub fn kind(&self) -> &'static str {
         match self {
-            JobKind::SlackPost => "slack_post",
-            JobKind::SlackUpdate => "slack_update",
-            JobKind::SlackRemind => "slack_remind",
-            JobKind::Callback => "callback",
+            Job::SlackPost { .. } => "slack_post",
+            Job::SlackUpdate {} => "slack_update",
+            Job::SlackRemind {} => "slack_remind",
+            Job::Callback { .. } => "callback",
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            JobKind::SlackPost,
-            JobKind::SlackUpdate,
-            JobKind::SlackRemind,
-            JobKind::Callback,
-        ]
-        .into_iter()
-        .find(|kind| kind.as_str() == s)
+    /// The `payload` column.
+    pub fn payload(&self) -> Value {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut tagged)) => tagged.remove("payload").unwrap_or_else(|| json!({})),
+            _ => json!({}),
+        }
+    }
+
+    /// The job a row holds; `None` for a kind or payload this version does not know
+    /// (written by a newer signoff: it waits for that version).
+    pub fn from_columns(kind: &str, payload: Value) -> Option<Job> {
+        serde_json::from_value(json!({ "kind": kind, "payload": payload })).ok()
     }
 }
 
-/// Where a [`JobKind::SlackPost`] goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PostTarget {
-    pub channel: String,
-    /// `main`, `escalation` or `dm`.
-    pub kind: String,
+/// Which of an approval's messages: the channel post, its escalation, a reminder DM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    Main,
+    Escalation,
+    Dm,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Main => "main",
+            MessageKind::Escalation => "escalation",
+            MessageKind::Dm => "dm",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<MessageKind> {
+        [MessageKind::Main, MessageKind::Escalation, MessageKind::Dm]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A job to insert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
     pub approval_id: ApprovalId,
-    pub kind: JobKind,
-    pub payload: Value,
+    pub job: Job,
     pub due_at: DateTime<Utc>,
 }
 
@@ -70,8 +100,7 @@ pub struct NewJob {
 pub struct DueJob {
     pub id: i64,
     pub approval_id: ApprovalId,
-    pub kind: JobKind,
-    pub payload: Value,
+    pub job: Job,
     /// Including this one.
     pub attempts: i32,
 }
@@ -106,14 +135,15 @@ pub struct PostedMessage {
     pub approval_id: ApprovalId,
     pub channel: String,
     pub ts: String,
-    pub kind: String,
+    pub kind: MessageKind,
     pub permalink: Option<String>,
     /// The approval version the message shows.
     pub rendered_version: i64,
 }
 
-/// How long a claimed delivery is ours; a crashed holder loses it after this.
-pub const LEASE: Duration = Duration::from_secs(60);
+/// How long a claimed delivery is ours by default; a crashed holder loses it after
+/// this (the scheduler takes its lease as a setting).
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Which deliveries this process makes (Slack only when a bot token is configured).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -129,18 +159,18 @@ pub fn plan(
     now: DateTime<Utc>,
 ) -> Vec<NewJob> {
     let mut jobs = Vec::new();
-    let job = |kind, payload, due_at| NewJob {
+    let new = |job, due_at| NewJob {
         approval_id: after.id,
-        kind,
-        payload,
+        job,
         due_at,
     };
     let slack_channel = after.routing.channel.as_ref().filter(|_| deliveries.slack);
     let was = before.map(|b| b.status);
     if was != Some(after.status) && after.callback_url.is_some() && is_final(after.status) {
-        jobs.push(job(
-            JobKind::Callback,
-            json!({ "status": after.status }),
+        jobs.push(new(
+            Job::Callback {
+                status: after.status,
+            },
             now,
         ));
     }
@@ -149,23 +179,20 @@ pub fn plan(
             // Only requests that wait for people are posted; instant decisions are in
             // the audit log and the API.
             if let (Some(channel), Status::Pending) = (slack_channel, after.status) {
-                let post = |channel: &str, kind: &str| {
-                    json!(PostTarget {
-                        channel: channel.into(),
-                        kind: kind.into()
-                    })
+                let post = |channel: &String, kind| Job::SlackPost {
+                    channel: channel.clone(),
+                    kind,
                 };
-                jobs.push(job(JobKind::SlackPost, post(channel, "main"), now));
+                jobs.push(new(post(channel, MessageKind::Main), now));
                 let routing = &after.routing;
                 if let Some(secs) = routing.remind_after_secs {
-                    jobs.push(job(JobKind::SlackRemind, json!({}), after_secs(now, secs)));
+                    jobs.push(new(Job::SlackRemind {}, after_secs(now, secs)));
                 }
                 if let (Some(secs), Some(escalation)) =
                     (routing.escalate_after_secs, &routing.escalation_channel)
                 {
-                    jobs.push(job(
-                        JobKind::SlackPost,
-                        post(escalation, "escalation"),
+                    jobs.push(new(
+                        post(escalation, MessageKind::Escalation),
                         after_secs(now, secs),
                     ));
                 }
@@ -176,7 +203,7 @@ pub fn plan(
                 || before.votes != after.votes
                 || before.parameters != after.parameters;
             if changed && slack_channel.is_some() {
-                jobs.push(job(JobKind::SlackUpdate, json!({}), now));
+                jobs.push(new(Job::SlackUpdate {}, now));
             }
         }
     }
@@ -218,8 +245,8 @@ mod tests {
 
     const SLACK: Deliveries = Deliveries { slack: true };
 
-    fn kinds(jobs: &[NewJob]) -> Vec<JobKind> {
-        jobs.iter().map(|j| j.kind).collect()
+    fn kinds(jobs: &[NewJob]) -> Vec<&'static str> {
+        jobs.iter().map(|j| j.job.kind()).collect()
     }
 
     #[test]
@@ -230,16 +257,18 @@ mod tests {
         a.routing.escalation_channel = Some("C0MANAGERS".into());
         a.callback_url = Some("https://agent.example/cb".into());
         let jobs = plan(None, &a, SLACK, a.created_at);
-        assert_eq!(
-            kinds(&jobs),
-            [JobKind::SlackPost, JobKind::SlackRemind, JobKind::SlackPost]
-        );
+        assert_eq!(kinds(&jobs), ["slack_post", "slack_remind", "slack_post"]);
         assert_eq!(
             jobs[1].due_at,
             a.created_at + chrono::Duration::seconds(1800)
         );
-        assert_eq!(jobs[2].payload["kind"], "escalation");
-        assert_eq!(jobs[2].payload["channel"], "C0MANAGERS");
+        assert_eq!(
+            jobs[2].job,
+            Job::SlackPost {
+                channel: "C0MANAGERS".into(),
+                kind: MessageKind::Escalation
+            }
+        );
         assert_eq!(
             jobs[2].due_at,
             a.created_at + chrono::Duration::seconds(7200)
@@ -252,17 +281,60 @@ mod tests {
         };
         let denied = machine::apply(&a, &deny, a.created_at).unwrap().next;
         let jobs = plan(Some(&a), &denied, Deliveries::default(), a.created_at);
-        assert_eq!(kinds(&jobs), [JobKind::Callback], "callbacks need no Slack");
-        assert_eq!(jobs[0].payload["status"], "denied");
+        assert_eq!(kinds(&jobs), ["callback"], "callbacks need no Slack");
+        assert_eq!(
+            jobs[0].job,
+            Job::Callback {
+                status: Status::Denied
+            }
+        );
+    }
+
+    #[test]
+    fn every_job_reads_back_from_its_two_columns_as_rows_store_them() {
+        let all = [
+            Job::SlackPost {
+                channel: "C1".into(),
+                kind: MessageKind::Escalation,
+            },
+            Job::SlackUpdate {},
+            Job::SlackRemind {},
+            Job::Callback {
+                status: Status::Expired,
+            },
+        ];
+        for job in all {
+            assert_eq!(Job::from_columns(job.kind(), job.payload()), Some(job));
+        }
+        // Rows as the store has always written them.
+        assert_eq!(
+            Job::from_columns("slack_update", json!({})),
+            Some(Job::SlackUpdate {})
+        );
+        assert_eq!(
+            Job::from_columns("callback", json!({"status": "approved"})),
+            Some(Job::Callback {
+                status: Status::Approved
+            })
+        );
+        assert_eq!(
+            Job::from_columns("teleport", json!({})),
+            None,
+            "a newer signoff's"
+        );
+        assert_eq!(Job::from_columns("slack_post", json!({"channel": 5})), None);
     }
 
     #[test]
     fn a_pending_request_gets_one_channel_post_due_now() {
         let a = opened("deploy");
         let jobs = plan(None, &a, SLACK, a.created_at);
-        assert_eq!(kinds(&jobs), [JobKind::SlackPost]);
+        assert_eq!(kinds(&jobs), ["slack_post"]);
         assert_eq!(jobs[0].due_at, a.created_at);
-        assert_eq!(jobs[0].payload["channel"], "C0APPROVALS");
+        assert_eq!(
+            jobs[0].job.payload(),
+            json!({"channel": "C0APPROVALS", "kind": "main"})
+        );
         assert!(
             plan(None, &a, Deliveries::default(), a.created_at).is_empty(),
             "no Slack, no post (its expiry is its own expires_at, not a job)"
@@ -286,7 +358,7 @@ mod tests {
         };
         let after = machine::apply(&a, &vote, a.created_at).unwrap().next;
         let jobs = plan(Some(&a), &after, SLACK, a.created_at);
-        assert_eq!(kinds(&jobs), [JobKind::SlackUpdate]);
+        assert_eq!(kinds(&jobs), ["slack_update"]);
         assert!(plan(Some(&a), &after, Deliveries::default(), a.created_at).is_empty());
     }
 }

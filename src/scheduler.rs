@@ -27,6 +27,9 @@ pub struct Scheduler {
     outbox: Option<Outbox>,
     /// Classifies rows inserted straight into the shared table; without it they wait.
     policy: Option<Arc<Policy>>,
+    /// How long a claimed delivery is this process's; a crashed holder's deliveries
+    /// run again after it.
+    lease: Duration,
 }
 
 impl Scheduler {
@@ -36,6 +39,7 @@ impl Scheduler {
             store,
             outbox: None,
             policy: None,
+            lease: crate::jobs::LEASE,
         }
     }
 
@@ -45,7 +49,14 @@ impl Scheduler {
             store,
             outbox: Some(outbox),
             policy: None,
+            lease: crate::jobs::LEASE,
         }
+    }
+
+    /// Leases claimed deliveries for `lease` instead of [`crate::jobs::LEASE`].
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// Also classifies rows inserted straight into the shared table.
@@ -97,7 +108,7 @@ impl Scheduler {
     async fn pass(&self, now: DateTime<Utc>) -> Result<Pass, StoreError> {
         self.intake(now).await?;
         let fired = self.store.fire_due(now, BATCH).await?;
-        let deliveries = self.store.claim_jobs(now, BATCH).await?;
+        let deliveries = self.store.claim_jobs(now, BATCH, self.lease).await?;
         let pass = Pass {
             fired,
             claimed: deliveries.len(),

@@ -233,7 +233,10 @@ async fn bench_backend(
     let fired = store.fire_due(now, BATCH).await.context("fire_due")?;
     let fire = Step::since(started)?;
     let started = Step::start()?;
-    let claimed = store.claim_jobs(now, BATCH).await.context("claim_jobs")?;
+    let claimed = store
+        .claim_jobs(now, BATCH, signoff::jobs::LEASE)
+        .await
+        .context("claim_jobs")?;
     let claim = Step::since(started)?;
     ensure!(
         claimed.is_empty(),

@@ -122,10 +122,12 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `signoff serve`: the HTTP server plus the background scheduler.
+/// `signoff serve`: the HTTP server plus the background scheduler, which leases the
+/// deliveries it claims for `lease`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    lease: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slack = state.slack.as_ref().map(|slack| slack.client.clone());
@@ -138,6 +140,7 @@ pub async fn serve(
             Scheduler::new(state.store.clone()).with_policy(state.policy.clone())
         }
     };
+    let scheduler = scheduler.with_lease(lease);
     let scheduler =
         tokio::spawn(scheduler.run(state.clock.clone(), SCHEDULER_TICK, state.shutdown.clone()));
     let served = run(listener, state, shutdown).await;

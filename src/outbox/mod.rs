@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::approval::{Approval, Status};
-use crate::jobs::{DueJob, JobKind, Outcome};
+use crate::jobs::{DueJob, Job, MessageKind, Outcome};
 use crate::slack::approvers::Approvers;
 use crate::slack::blocks;
 use crate::slack::client::{SlackClient, SlackError};
@@ -63,7 +63,7 @@ impl Outbox {
         let mut waiting = Vec::new();
         let mut ready = Vec::with_capacity(jobs.len());
         for job in jobs {
-            if job.kind == JobKind::SlackPost
+            if matches!(job.job, Job::SlackPost { .. })
                 && self.slack.is_some()
                 && let Some(at) = slack::post_slot(&self.last_post, &job, now)
             {
@@ -88,7 +88,7 @@ impl Outbox {
                         _ => Vec::new(),
                     };
                     outbox.store.report(job, outcome, now).await?;
-                    for message in posted.iter().filter(|m| m.kind != "dm") {
+                    for message in posted.iter().filter(|m| m.kind != MessageKind::Dm) {
                         outbox.after_post(message, now).await;
                     }
                     Ok(())
@@ -115,7 +115,7 @@ impl Outbox {
 
     /// Runs one job; never fails, it answers with the outcome to record. A post has its
     /// channel's slot already (see `deliver_all`).
-    #[tracing::instrument(skip_all, fields(job = job.id, kind = job.kind.as_str(), approval = %job.approval_id))]
+    #[tracing::instrument(skip_all, fields(job = job.id, kind = job.job.kind(), approval = %job.approval_id))]
     async fn deliver(&self, job: &DueJob, now: DateTime<Utc>) -> Outcome {
         let approval = match self.store.get(job.approval_id).await {
             Ok(Some(approval)) => approval,
@@ -126,8 +126,8 @@ impl Outbox {
             }
             Err(error) => return retry(job, now, None, error.to_string()),
         };
-        if job.kind == JobKind::Callback {
-            return self.callback(job, &approval, now).await;
+        if let Job::Callback { status } = job.job {
+            return self.callback(job, &approval, status, now).await;
         }
         let (Some(client), Some(approvers)) = (&self.slack, &self.approvers) else {
             // Planned while Slack was configured; this process has no token.
@@ -143,15 +143,13 @@ impl Outbox {
             approvers,
             store: &self.store,
         };
-        let result = match job.kind {
-            JobKind::SlackPost => slack.post(job, &approval, now).await,
-            JobKind::SlackUpdate => slack.update(&approval, now).await,
-            JobKind::SlackRemind => slack.remind(job, &approval, now).await,
-            JobKind::Callback => {
-                return Outcome::Dead {
-                    error: "not a Slack delivery".into(),
-                };
+        let result = match &job.job {
+            Job::SlackPost { channel, kind } => {
+                slack.post(job, (channel, *kind), &approval, now).await
             }
+            Job::SlackUpdate {} => slack.update(&approval, now).await,
+            Job::SlackRemind {} => slack.remind(job, &approval, now).await,
+            Job::Callback { .. } => unreachable!("callbacks return above"),
         };
         match result {
             Ok(outcome) => outcome,
@@ -171,7 +169,13 @@ impl Outbox {
         }
     }
 
-    async fn callback(&self, job: &DueJob, approval: &Approval, now: DateTime<Utc>) -> Outcome {
+    async fn callback(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        status: Status,
+        now: DateTime<Utc>,
+    ) -> Outcome {
         let Some(url) = approval.callback_url.as_deref() else {
             return Outcome::Dead {
                 error: "no callback_url".into(),
@@ -193,10 +197,7 @@ impl Outbox {
                 };
             }
         };
-        let status = job.payload["status"]
-            .as_str()
-            .unwrap_or(approval.status.as_str());
-        let body = callback::body(approval, status, now);
+        let body = callback::body(approval, status.as_str(), now);
         match self.http.post(url, &key, &body, now).await {
             Ok(()) => Outcome::Delivered {
                 posted: Vec::new(),

@@ -5,12 +5,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::render;
 use crate::approval::{Approval, Status};
-use crate::jobs::{self, DueJob, JobKind, MessageKey, NewJob, Outcome, PostTarget, PostedMessage};
+use crate::jobs::{self, DueJob, Job, MessageKey, MessageKind, NewJob, Outcome, PostedMessage};
 use crate::slack::approvers::Approvers;
 use crate::slack::blocks::{POST_EVENT, REMINDER_EVENT};
 use crate::slack::client::{SlackClient, SlackError};
@@ -56,14 +55,11 @@ impl Deliverer<'_> {
     pub async fn post(
         &self,
         job: &DueJob,
+        (channel, kind): (&str, MessageKind),
         approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
-        let target: PostTarget =
-            serde_json::from_value(job.payload.clone()).map_err(|error| SlackError::Api {
-                code: format!("invalid_arguments: bad post target: {error}"),
-            })?;
-        let escalation = target.kind == "escalation";
+        let escalation = kind == MessageKind::Escalation;
         // Posted already (a duplicate job, or a retry after the report was lost)?
         let messages = self
             .store
@@ -72,7 +68,7 @@ impl Deliverer<'_> {
             .map_err(store_error)?;
         if messages
             .iter()
-            .any(|m| m.channel == target.channel && m.kind == target.kind)
+            .any(|m| m.channel == channel && m.kind == kind)
         {
             return Ok(done(approval.version));
         }
@@ -80,24 +76,24 @@ impl Deliverer<'_> {
         // after Slack took the message, or a call that timed out after it did): the
         // message is in the channel, found by the metadata every post carries.
         let found = self
-            .posted_earlier(job, approval, &target.channel, POST_EVENT, |payload| {
-                payload["kind"] == target.kind.as_str()
+            .posted_earlier(job, approval, channel, POST_EVENT, |payload| {
+                payload["kind"] == kind.as_str()
             })
             .await?;
         let (channel, ts, version) = match found {
             // Rendered at the version it carries: the report brings it up to date
             // (an escalation found after the decision loses its buttons that way).
-            Some((ts, version)) => (target.channel.clone(), ts, version),
+            Some((ts, version)) => (channel.to_owned(), ts, version),
             // An escalation is posted only while the approval waits for people.
             None if escalation && approval.status != Status::Pending => {
                 return Ok(done(approval.version));
             }
             None => {
                 let mut body = render(approval, now);
-                body["channel"] = json!(target.channel);
-                body["metadata"] = metadata(POST_EVENT, approval, ("kind", json!(target.kind)));
+                body["channel"] = json!(channel);
+                body["metadata"] = metadata(POST_EVENT, approval, ("kind", json!(kind)));
                 let answer = self.client.call("chat.postMessage", &body).await?;
-                let channel = answer["channel"].as_str().unwrap_or(&target.channel);
+                let channel = answer["channel"].as_str().unwrap_or(channel);
                 (
                     channel.to_owned(),
                     answer["ts"].as_str().unwrap_or_default().to_owned(),
@@ -114,7 +110,7 @@ impl Deliverer<'_> {
                 approval_id: approval.id,
                 channel,
                 ts,
-                kind: target.kind,
+                kind,
                 permalink: None,
                 rendered_version: version,
             }],
@@ -137,7 +133,7 @@ impl Deliverer<'_> {
                 tracing::warn!(%error, "permalink not stored");
             }
         }
-        if posted.kind != "escalation" {
+        if posted.kind != MessageKind::Escalation {
             return;
         }
         let (Ok(Some(approval)), Ok(messages)) = (
@@ -146,7 +142,7 @@ impl Deliverer<'_> {
         ) else {
             return;
         };
-        if let Some(main) = messages.iter().find(|m| m.kind == "main") {
+        if let Some(main) = messages.iter().find(|m| m.kind == MessageKind::Main) {
             let waited = (now - approval.created_at).num_seconds();
             let note = format!(
                 ":arrow_up: Escalated to <#{}>: no decision after {}.",
@@ -173,11 +169,12 @@ impl Deliverer<'_> {
             .iter()
             .filter(|m| m.rendered_version < approval.version)
         {
-            let mut update = if message.kind == "dm" && approval.status == Status::Pending {
-                reminder_message(approval, now, None)
-            } else {
-                render(approval, now)
-            };
+            let mut update =
+                if message.kind == MessageKind::Dm && approval.status == Status::Pending {
+                    reminder_message(approval, now, None)
+                } else {
+                    render(approval, now)
+                };
             update["channel"] = json!(message.channel);
             update["ts"] = json!(message.ts);
             match self.client.call("chat.update", &update).await {
@@ -218,8 +215,7 @@ impl Deliverer<'_> {
             .remind_every_secs
             .map(|secs| NewJob {
                 approval_id: approval.id,
-                kind: JobKind::SlackRemind,
-                payload: json!({}),
+                job: Job::SlackRemind {},
                 due_at: jobs::after_secs(now, secs.max(1)),
             })
             .filter(|next| next.due_at < approval.expires_at);
@@ -228,7 +224,7 @@ impl Deliverer<'_> {
             .messages(approval.id)
             .await
             .map_err(store_error)?;
-        let main = messages.iter().find(|m| m.kind == "main");
+        let main = messages.iter().find(|m| m.kind == MessageKind::Main);
         let left = text::duration_short((approval.expires_at - now).num_seconds());
         if approval.routing.approvers.is_empty() {
             if let Some(main) = main {
@@ -337,7 +333,7 @@ impl Deliverer<'_> {
             approval_id: approval.id,
             channel,
             ts,
-            kind: "dm".into(),
+            kind: MessageKind::Dm,
             permalink: None,
             rendered_version: version,
         })
@@ -464,8 +460,10 @@ pub fn post_slot(
     job: &DueJob,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let target = PostTarget::deserialize(&job.payload).ok()?;
-    pace(last_post, &target.channel, now)
+    let Job::SlackPost { channel, .. } = &job.job else {
+        return None;
+    };
+    pace(last_post, channel, now)
 }
 
 /// `None`: post now (the slot is taken). `Some(when)`: the channel got a post less

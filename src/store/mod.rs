@@ -1,11 +1,18 @@
 //! Persistence: approvals, votes, jobs, the audit log and API tokens, on SQLite (the
 //! embedded default) or PostgreSQL (shared tables, several replicas), chosen by URL.
 //!
-//! Writes go through one [`writer`] task per process that groups concurrent requests
-//! into one transaction (group commit: one fsync for many changes, each still
-//! acknowledged only after it is durable). Reads go to a pool. Both backends implement
-//! the same two traits, [`writer::Tx`] for writes and [`Reads`] for reads, and one test
-//! suite (`tests/store`) runs against both.
+//! - [`Store`] (this file) is the facade every caller uses.
+//! - `backend` holds the two contracts each backend implements: `Reads` (a pool of
+//!   readers) and `Tx` (the write transaction); `sqlite` and `postgres` implement them,
+//!   and `sql` holds the statements whose text is the same on both.
+//! - `writer` is the one task per process that takes write operations from a queue and
+//!   commits as many as are waiting in one transaction (group commit: one fsync for
+//!   many changes, each acknowledged only after it is durable), retrying them one by
+//!   one after a database error.
+//! - `ops` is the domain work of a batch: each operation with its own typed reply.
+//! - `requests` says what makes a request repeat an open one.
+//!
+//! One test suite (`tests/store`) runs against both backends.
 
 /// The `pending_approvals` columns every backend reads and writes, in bind order.
 macro_rules! approval_columns {
@@ -42,26 +49,6 @@ fn prefix_range(prefix: &str) -> Option<(ApprovalId, ApprovalId)> {
     Some((padded('0')?, padded('f')?))
 }
 
-/// The API token statements, the same text on both backends.
-mod token_sql {
-    /// A new token, or a new secret under the name of a revoked one (so that a token
-    /// can be replaced and keep its identity); nothing when an active one has the name.
-    pub const INSERT: &str = "INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, \
-         created_at = excluded.created_at, revoked_at = NULL \
-         WHERE api_tokens.revoked_at IS NOT NULL";
-    /// A new secret for the active token `$1`: the old one stops working.
-    pub const ROTATE: &str = "UPDATE api_tokens SET token_hash = $2, created_at = $3 \
-         WHERE name = $1 AND revoked_at IS NULL";
-    pub const REVOKE: &str =
-        "UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL";
-}
-
-/// Deletes the `expire` rows a signoff before migration 0005 left (see
-/// `Tx::drop_stale_timers`): `$1` due before, `$2` now.
-const DROP_STALE_TIMERS: &str = "DELETE FROM jobs WHERE state = 'ready' AND kind = 'expire' \
-     AND due_at < $1 AND (locked_until IS NULL OR locked_until <= $2)";
-
 /// The start of a multi-row `INSERT` of every approval column plus `params_sha256`;
 /// the backend pushes the rows, then what to do with a reused idempotency key and
 /// what to answer.
@@ -92,26 +79,28 @@ pub(crate) fn pow2_chunks<T>(mut rows: &[T], max: usize) -> impl Iterator<Item =
     })
 }
 
+mod backend;
 mod ops;
 mod postgres;
 pub mod requests;
+mod sql;
 mod sqlite;
-pub mod writer;
+mod writer;
 
 pub use postgres::WRITER_SETTING as POSTGRES_WRITER_SETTING;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Rejection, Status};
 use crate::audit;
 use crate::jobs::{Deliveries, DueJob, Outcome, PostedMessage};
 use crate::policy::Classification;
-use writer::{WriteOp, WriteOutput};
+use backend::Reads;
+use ops::{Op, Reply, TokenChange};
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -188,56 +177,6 @@ pub struct HealthCounts {
     pub undelivered: i64,
 }
 
-/// The read side, implemented by each backend on its pool.
-pub(crate) trait Reads: Send + Sync {
-    fn get(&self, id: ApprovalId) -> impl Future<Output = Result<Option<Approval>>> + Send;
-    fn health(&self, now: DateTime<Utc>) -> impl Future<Output = Result<HealthCounts>> + Send;
-    fn messages(&self, id: ApprovalId) -> impl Future<Output = Result<Vec<PostedMessage>>> + Send;
-    /// The permalinks of the main channel posts of `ids` (those that have one), in one query.
-    fn main_permalinks(
-        &self,
-        ids: &[ApprovalId],
-    ) -> impl Future<Output = Result<HashMap<ApprovalId, String>>> + Send;
-    /// Pending approvals, oldest first.
-    fn list_pending(&self, limit: i64) -> impl Future<Output = Result<Vec<Approval>>> + Send;
-    /// Pending rows nobody classified yet (inserted straight into the table), oldest first.
-    fn unclassified(&self, limit: i64) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
-    /// Ids from `first` to `last` (both included) in id order, at most `limit`: an id
-    /// prefix as a range, which the primary key answers without a scan.
-    fn find_in_range(
-        &self,
-        first: ApprovalId,
-        last: ApprovalId,
-        limit: i64,
-    ) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
-    fn audit_head(&self) -> impl Future<Output = Result<(i64, String)>> + Send;
-    fn audit_page(
-        &self,
-        after_seq: i64,
-        limit: i64,
-    ) -> impl Future<Output = Result<Vec<audit::Entry>>> + Send;
-    fn token_insert(
-        &self,
-        name: &str,
-        hash: &str,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool>> + Send;
-    fn token_rotate(
-        &self,
-        name: &str,
-        hash: &str,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool>> + Send;
-    fn token_list(&self) -> impl Future<Output = Result<Vec<TokenInfo>>> + Send;
-    fn token_revoke(
-        &self,
-        name: &str,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool>> + Send;
-    fn token_lookup(&self, hash: &str) -> impl Future<Output = Result<Option<String>>> + Send;
-    fn token_hash(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
-}
-
 #[derive(Clone)]
 enum Backend {
     Sqlite(sqlite::SqliteReads),
@@ -256,7 +195,7 @@ macro_rules! read {
 
 struct Inner {
     backend: Backend,
-    writes: mpsc::Sender<writer::Request>,
+    writes: mpsc::Sender<Op>,
     changes: broadcast::Sender<StatusChange>,
     wakeup: Arc<tokio::sync::Notify>,
 }
@@ -318,17 +257,19 @@ impl Store {
         }
     }
 
-    async fn write(&self, op: WriteOp) -> Result<WriteOutput> {
-        let (reply, answer) = oneshot::channel();
+    /// Queues the operation `make` builds around its reply, and waits for the answer
+    /// (given once its transaction committed).
+    async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T> {
+        let (reply, answer) = Reply::new();
         self.inner
             .writes
-            .send(writer::Request { op, reply })
+            .send(make(reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Records a new request, or returns the identical pending one / the one with the
+    /// Records a new request, or returns the identical open one / the one with the
     /// same idempotency key.
     pub async fn create(
         &self,
@@ -336,15 +277,13 @@ impl Store {
         class: Classification,
         now: DateTime<Utc>,
     ) -> Result<Created> {
-        let op = WriteOp::Create {
+        self.write(|reply| Op::Create {
             request: Box::new(request),
             class: Box::new(class),
             now,
-        };
-        match self.write(op).await? {
-            WriteOutput::Created(created) => Ok(created),
-            other => Err(unexpected(other)),
-        }
+            reply,
+        })
+        .await
     }
 
     /// Applies an event (vote, edit, execute, cancel, expire) with compare-and-set.
@@ -354,37 +293,41 @@ impl Store {
         event: Event,
         now: DateTime<Utc>,
     ) -> Result<Approval> {
-        match self.write(WriteOp::Apply { id, event, now }).await? {
-            WriteOutput::Applied(approval) => Ok(approval),
-            other => Err(unexpected(other)),
-        }
+        self.write(|reply| Op::Apply {
+            id,
+            event,
+            now,
+            reply,
+        })
+        .await
     }
 
     /// Expires up to `limit` approvals whose `expires_at` has come by `now` (their
     /// timers), each in the same transaction as its audit events and follow-up
     /// deliveries, so timers need no lease. The work goes to the writer in operations
-    /// of up to `FIRE_CHUNK` timers each. Returns how many fired.
+    /// of up to `FIRE_CHUNK` timers each, queued at once. Returns how many fired.
     pub async fn fire_due(&self, now: DateTime<Utc>, limit: i64) -> Result<usize> {
         let mut answers = Vec::new();
         let mut left = limit;
         while left > 0 {
             let chunk = left.min(FIRE_CHUNK);
             left -= chunk;
-            let (reply, answer) = oneshot::channel();
-            let op = WriteOp::FireDue { now, limit: chunk };
+            let (reply, answer) = Reply::new();
+            let op = Op::FireDue {
+                now,
+                limit: chunk,
+                reply,
+            };
             self.inner
                 .writes
-                .send(writer::Request { op, reply })
+                .send(op)
                 .await
                 .map_err(|_| StoreError::Closed)?;
             answers.push(answer);
         }
         let mut fired = 0;
         for answer in answers {
-            match answer.await.map_err(|_| StoreError::Closed)?? {
-                WriteOutput::Fired(count) => fired += count,
-                other => return Err(unexpected(other)),
-            }
+            fired += answer.await.map_err(|_| StoreError::Closed)??;
         }
         Ok(fired)
     }
@@ -397,29 +340,39 @@ impl Store {
         read!(self.health(now))
     }
 
-    /// Leases up to `limit` deliveries due at `now` (see [`crate::jobs::LEASE`]);
-    /// expiry timers are not leased but fired by [`Store::fire_due`].
-    pub async fn claim_jobs(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DueJob>> {
-        match self.write(WriteOp::Claim { now, limit }).await? {
-            WriteOutput::Claimed(jobs) => Ok(jobs),
-            other => Err(unexpected(other)),
-        }
+    /// Leases up to `limit` deliveries due at `now` for `lease` (a holder that dies
+    /// loses them after it); expiry timers are not leased but fired by
+    /// [`Store::fire_due`].
+    pub async fn claim_jobs(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        lease: std::time::Duration,
+    ) -> Result<Vec<DueJob>> {
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        self.write(|reply| Op::Claim {
+            now,
+            lease,
+            limit,
+            reply,
+        })
+        .await
     }
 
     /// Puts claimed jobs back until the paired times without counting the attempt.
     pub async fn defer_jobs(&self, jobs: Vec<(i64, DateTime<Utc>)>) -> Result<()> {
-        match self.write(WriteOp::Defer { jobs }).await? {
-            WriteOutput::Reported => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.write(|reply| Op::Defer { jobs, reply }).await
     }
 
     /// Records how a claimed delivery job ended.
     pub async fn report(&self, job: DueJob, outcome: Outcome, now: DateTime<Utc>) -> Result<()> {
-        match self.write(WriteOp::Report { job, outcome, now }).await? {
-            WriteOutput::Reported => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.write(|reply| Op::Report {
+            job: Box::new(job),
+            outcome: Box::new(outcome),
+            now,
+            reply,
+        })
+        .await
     }
 
     /// Pending rows inserted straight into the shared table, not yet classified.
@@ -434,15 +387,13 @@ impl Store {
         class: Classification,
         now: DateTime<Utc>,
     ) -> Result<Approval> {
-        let op = WriteOp::Adopt {
+        self.write(|reply| Op::Adopt {
             id,
             class: Box::new(class),
             now,
-        };
-        match self.write(op).await? {
-            WriteOutput::Applied(approval) => Ok(approval),
-            other => Err(unexpected(other)),
-        }
+            reply,
+        })
+        .await
     }
 
     /// Woken when there may be work for the scheduler right now (a row inserted into
@@ -453,15 +404,13 @@ impl Store {
 
     /// Stores the link to a posted message.
     pub async fn set_permalink(&self, channel: &str, ts: &str, permalink: &str) -> Result<()> {
-        let op = WriteOp::SetPermalink {
+        self.write(|reply| Op::SetPermalink {
             channel: channel.to_owned(),
             ts: ts.to_owned(),
             permalink: permalink.to_owned(),
-        };
-        match self.write(op).await? {
-            WriteOutput::Reported => Ok(()),
-            other => Err(unexpected(other)),
-        }
+            reply,
+        })
+        .await
     }
 
     /// The Slack messages posted for an approval.
@@ -504,31 +453,45 @@ impl Store {
     /// Stores a token hash under `name` (also the name of a revoked token); false if an
     /// active token has the name.
     pub async fn token_insert(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
-        read!(self.token_insert(name, hash, now))
+        let change = TokenChange::Insert {
+            name: name.to_owned(),
+            hash: hash.to_owned(),
+            now,
+        };
+        self.write(|reply| Op::Token { change, reply }).await
     }
 
     /// Gives the active token `name` a new hash (the old secret stops working); false
     /// if there is no such active token.
     pub async fn token_rotate(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
-        read!(self.token_rotate(name, hash, now))
+        let change = TokenChange::Rotate {
+            name: name.to_owned(),
+            hash: hash.to_owned(),
+            now,
+        };
+        self.write(|reply| Op::Token { change, reply }).await
+    }
+
+    /// Revokes the token `name`; false if there is no such active token.
+    pub async fn token_revoke(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
+        let change = TokenChange::Revoke {
+            name: name.to_owned(),
+            now,
+        };
+        self.write(|reply| Op::Token { change, reply }).await
     }
 
     pub async fn token_list(&self) -> Result<Vec<TokenInfo>> {
         read!(self.token_list())
     }
 
-    /// Revokes the token `name`; false if there is no such active token.
-    pub async fn token_revoke(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
-        read!(self.token_revoke(name, now))
-    }
-
-    /// The name of the active token with this hash.
     /// The stored hash of the token `name` (revoked or not): the key that signs its
     /// decision callbacks.
     pub async fn token_hash(&self, name: &str) -> Result<Option<String>> {
         read!(self.token_hash(name))
     }
 
+    /// The name of the active token with this hash.
     pub async fn token_lookup(&self, hash: &str) -> Result<Option<String>> {
         read!(self.token_lookup(hash))
     }
@@ -539,15 +502,15 @@ impl Store {
     }
 }
 
-fn unexpected(output: WriteOutput) -> StoreError {
-    StoreError::Invalid(format!(
-        "writer answered with the wrong kind of output: {output:?}"
-    ))
-}
-
 /// Decodes the JSON array of votes a backend's approval query aggregates.
 fn decode_votes(json: &str) -> sqlx::Result<Vec<crate::approval::Vote>> {
     serde_json::from_str(json).map_err(|error| sqlx::Error::Decode(Box::new(error)))
+}
+
+/// Decodes a message's `kind` column.
+fn decode_kind(text: &str) -> sqlx::Result<crate::jobs::MessageKind> {
+    crate::jobs::MessageKind::parse(text)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown message kind {text:?}").into()))
 }
 
 /// Decodes a column stored as a name (status, tier, decision).

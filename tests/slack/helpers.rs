@@ -201,7 +201,7 @@ impl TestApp {
             .await
             .unwrap()
             .into_iter()
-            .find(|m| m.kind == kind)
+            .find(|m| m.kind.as_str() == kind)
             .unwrap_or_else(|| {
                 panic!(
                     "no {kind} message posted for {}: run_jobs first",

@@ -264,7 +264,7 @@ async fn reminder_dms_slack_took_before_the_calls_failed_are_not_sent_again() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|m| m.kind == "dm")
+        .filter(|m| m.kind == signoff::jobs::MessageKind::Dm)
         .map(|m| m.ts)
         .collect();
     recorded.sort();

@@ -13,14 +13,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::writer::Tx;
+use super::backend::{Reads, Tx};
 use super::{
-    DROP_STALE_TIMERS, HealthCounts, Reads, Result, StatusChange, StoreError, TokenInfo, decode,
-    pow2_chunks,
+    HealthCounts, Result, StatusChange, StoreError, TokenInfo, decode, decode_kind, pow2_chunks,
+    sql,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
-use crate::jobs::{DueJob, JobKind, MessageKey, NewJob, PostedMessage};
+use crate::jobs::{DueJob, Job, MessageKey, NewJob, PostedMessage};
 
 mod pool;
 
@@ -201,6 +201,11 @@ async fn load_approval(
         return Ok(None);
     };
     approval_with_votes(&row).map(Some)
+}
+
+/// A job row's `payload` column.
+fn payload(row: &PgRow) -> sqlx::Result<Value> {
+    row.try_get("payload")
 }
 
 fn entry_from_row(row: &PgRow) -> sqlx::Result<audit::Entry> {

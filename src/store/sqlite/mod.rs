@@ -12,13 +12,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use super::writer::Tx;
-use super::{
-    DROP_STALE_TIMERS, HealthCounts, Reads, Result, StoreError, TokenInfo, decode, pow2_chunks,
-};
+use super::backend::{Reads, Tx};
+use super::{HealthCounts, Result, StoreError, TokenInfo, decode, decode_kind, pow2_chunks, sql};
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
-use crate::jobs::{DueJob, JobKind, MessageKey, NewJob, PostedMessage};
+use crate::jobs::{DueJob, Job, MessageKey, NewJob, PostedMessage};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -126,6 +124,11 @@ fn parse_opt_ts(text: Option<String>) -> sqlx::Result<Option<DateTime<Utc>>> {
 /// JSON stored as text (a column, or a whole `select_approvals!` answer).
 fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> sqlx::Result<T> {
     serde_json::from_str(text).map_err(|error| sqlx::Error::Decode(Box::new(error)))
+}
+
+/// A job row's `payload` column.
+fn payload(row: &SqliteRow) -> sqlx::Result<serde_json::Value> {
+    parse_json(row.try_get("payload")?)
 }
 
 fn parse_id(text: &str) -> sqlx::Result<ApprovalId> {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::store::token_sql;
+use crate::store::sql;
 
 #[derive(Clone)]
 pub(crate) struct SqliteReads {
@@ -24,7 +24,7 @@ impl Reads for SqliteReads {
                (SELECT COUNT(*) FROM pending_approvals \
                 WHERE status IN ('pending', 'approved') AND status = 'pending'), \
                (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') AND expires_at < $1), \
-               (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND kind <> 'expire' AND due_at < $1))",
+               (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND due_at < $1))",
         )
         .bind(ts(&(now - OVERDUE_GRACE)))
         .fetch_one(&self.pool)
@@ -50,7 +50,7 @@ impl Reads for SqliteReads {
                 approval_id: id,
                 channel: row.try_get("channel")?,
                 ts: row.try_get("ts")?,
-                kind: row.try_get("kind")?,
+                kind: decode_kind(row.try_get("kind")?)?,
                 permalink: row.try_get("permalink")?,
                 rendered_version: row.try_get("rendered_version")?,
             });
@@ -153,30 +153,8 @@ impl Reads for SqliteReads {
             .collect::<sqlx::Result<_>>()?)
     }
 
-    async fn token_insert(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(token_sql::INSERT)
-            .bind(name)
-            .bind(hash)
-            .bind(ts(&now))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn token_rotate(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(token_sql::ROTATE)
-            .bind(name)
-            .bind(hash)
-            .bind(ts(&now))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn token_list(&self) -> Result<Vec<TokenInfo>> {
-        let rows = sqlx::query("SELECT name, created_at, revoked_at FROM api_tokens ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(sql::tokens::LIST).fetch_all(&self.pool).await?;
         let mut tokens = Vec::with_capacity(rows.len());
         for row in rows {
             tokens.push(TokenInfo {
@@ -188,30 +166,17 @@ impl Reads for SqliteReads {
         Ok(tokens)
     }
 
-    async fn token_revoke(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query(token_sql::REVOKE)
-            .bind(name)
-            .bind(ts(&now))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn token_hash(&self, name: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT token_hash FROM api_tokens WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar(sql::tokens::HASH)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn token_lookup(&self, hash: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(sql::tokens::LOOKUP)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 }

@@ -159,7 +159,7 @@ impl Tx for SqliteTx {
     }
 
     async fn delete_vote(&mut self, id: ApprovalId, user: &str) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM votes WHERE approval_id = $1 AND user_id = $2")
+        sqlx::query(sql::DELETE_VOTE)
             .bind(id.to_string())
             .bind(user)
             .execute(self.conn()?)
@@ -170,13 +170,11 @@ impl Tx for SqliteTx {
     async fn insert_jobs(&mut self, jobs: &[(NewJob, DateTime<Utc>)]) -> sqlx::Result<()> {
         // 5 binds per row; far below either backend's limit per statement.
         for chunk in pow2_chunks(jobs, 128) {
-            let mut query = QueryBuilder::new(
-                "INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) ",
-            );
+            let mut query = QueryBuilder::new(sql::jobs::INSERT);
             query.push_values(chunk, |mut row, (job, planned)| {
                 row.push_bind(job.approval_id.to_string())
-                    .push_bind(job.kind.as_str())
-                    .push_bind(job.payload.to_string())
+                    .push_bind(job.job.kind())
+                    .push_bind(job.job.payload().to_string())
                     .push_bind(ts(&job.due_at))
                     .push_bind(ts(planned));
             });
@@ -191,7 +189,7 @@ impl Tx for SqliteTx {
         ts: &str,
         permalink: &str,
     ) -> sqlx::Result<()> {
-        sqlx::query("UPDATE slack_messages SET permalink = $3 WHERE channel = $1 AND ts = $2")
+        sqlx::query(sql::messages::SET_PERMALINK)
             .bind(channel)
             .bind(ts)
             .bind(permalink)
@@ -210,7 +208,7 @@ impl Tx for SqliteTx {
     }
 
     async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM jobs WHERE id = $1")
+        sqlx::query(sql::jobs::FINISH)
             .bind(job_id)
             .execute(self.conn()?)
             .await?;
@@ -218,24 +216,20 @@ impl Tx for SqliteTx {
     }
 
     async fn adopt_approval(&mut self, a: &Approval) -> sqlx::Result<bool> {
-        let done = sqlx::query(
-            "UPDATE pending_approvals SET risk_tier = $2, status = $3, decided_by = $4, decision_at = $5, \
-             reason = $6, summary = $7, required_approvals = $8, routing = $9, expires_at = $10, version = $11 \
-             WHERE id = $1 AND routing IS NULL AND status = 'pending'",
-        )
-        .bind(a.id.to_string())
-        .bind(a.risk_tier.as_str())
-        .bind(a.status.as_str())
-        .bind(&a.decided_by)
-        .bind(a.decision_at.as_ref().map(ts))
-        .bind(&a.reason)
-        .bind(&a.summary)
-        .bind(i64::from(a.required_approvals))
-        .bind(serde_json::to_string(&a.routing).unwrap_or_default())
-        .bind(ts(&a.expires_at))
-        .bind(a.version)
-        .execute(self.conn()?)
-        .await?;
+        let done = sqlx::query(sql::ADOPT)
+            .bind(a.id.to_string())
+            .bind(a.risk_tier.as_str())
+            .bind(a.status.as_str())
+            .bind(&a.decided_by)
+            .bind(a.decision_at.as_ref().map(ts))
+            .bind(&a.reason)
+            .bind(&a.summary)
+            .bind(i64::from(a.required_approvals))
+            .bind(serde_json::to_string(&a.routing).unwrap_or_default())
+            .bind(ts(&a.expires_at))
+            .bind(a.version)
+            .execute(self.conn()?)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -270,50 +264,28 @@ impl Tx for SqliteTx {
         Ok(due)
     }
 
-    async fn drop_stale_timers(
-        &mut self,
-        due_before: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> sqlx::Result<u64> {
-        let done = sqlx::query(DROP_STALE_TIMERS)
-            .bind(ts(&due_before))
-            .bind(ts(&now))
-            .execute(self.conn()?)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
     async fn claim_jobs(
         &mut self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> sqlx::Result<Vec<DueJob>> {
-        // `expire` rows are timers that a signoff before migration 0005 still plans
-        // and fires itself during a rolling upgrade: never a delivery.
-        let rows = sqlx::query(
-            "UPDATE jobs SET locked_until = $2, attempts = attempts + 1 WHERE id IN ( \
-               SELECT id FROM jobs WHERE state = 'ready' AND kind <> 'expire' AND due_at <= $1 \
-               AND (locked_until IS NULL OR locked_until <= $1) ORDER BY due_at LIMIT $3) \
-             RETURNING id, approval_id, kind, payload, attempts",
-        )
-        .bind(ts(&now))
-        .bind(ts(&lease_until))
-        .bind(limit)
-        .fetch_all(self.conn()?)
-        .await?;
+        let rows = sqlx::query(sql::jobs::CLAIM)
+            .bind(ts(&now))
+            .bind(ts(&lease_until))
+            .bind(limit)
+            .fetch_all(self.conn()?)
+            .await?;
         due_jobs(rows)
     }
 
     async fn retry_job(&mut self, job_id: i64, at: DateTime<Utc>, error: &str) -> sqlx::Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1",
-        )
-        .bind(job_id)
-        .bind(ts(&at))
-        .bind(error)
-        .execute(self.conn()?)
-        .await?;
+        sqlx::query(sql::jobs::RETRY)
+            .bind(job_id)
+            .bind(ts(&at))
+            .bind(error)
+            .execute(self.conn()?)
+            .await?;
         Ok(())
     }
 
@@ -331,41 +303,75 @@ impl Tx for SqliteTx {
     }
 
     async fn kill_job(&mut self, job_id: i64, error: &str) -> sqlx::Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET state = 'dead', locked_until = NULL, last_error = $2 WHERE id = $1",
-        )
-        .bind(job_id)
-        .bind(error)
-        .execute(self.conn()?)
-        .await?;
+        sqlx::query(sql::jobs::KILL)
+            .bind(job_id)
+            .bind(error)
+            .execute(self.conn()?)
+            .await?;
         Ok(())
     }
 
     async fn insert_message(&mut self, m: &PostedMessage, now: DateTime<Utc>) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO slack_messages (approval_id, channel, ts, kind, permalink, rendered_version, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        )
-        .bind(m.approval_id.to_string())
-        .bind(&m.channel)
-        .bind(&m.ts)
-        .bind(&m.kind)
-        .bind(&m.permalink)
-        .bind(m.rendered_version)
-        .bind(ts(&now))
-        .execute(self.conn()?)
-        .await?;
+        sqlx::query(sql::messages::INSERT)
+            .bind(m.approval_id.to_string())
+            .bind(&m.channel)
+            .bind(&m.ts)
+            .bind(m.kind.as_str())
+            .bind(&m.permalink)
+            .bind(m.rendered_version)
+            .bind(ts(&now))
+            .execute(self.conn()?)
+            .await?;
         Ok(())
     }
 
     async fn mark_rendered(&mut self, key: &MessageKey, version: i64) -> sqlx::Result<()> {
-        sqlx::query("UPDATE slack_messages SET rendered_version = $3 WHERE channel = $1 AND ts = $2 AND rendered_version < $3")
+        sqlx::query(sql::messages::MARK_RENDERED)
             .bind(&key.channel)
             .bind(&key.ts)
             .bind(version)
             .execute(self.conn()?)
             .await?;
         Ok(())
+    }
+
+    async fn token_insert(
+        &mut self,
+        name: &str,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(sql::tokens::INSERT)
+            .bind(name)
+            .bind(hash)
+            .bind(ts(&now))
+            .execute(self.conn()?)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn token_rotate(
+        &mut self,
+        name: &str,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(sql::tokens::ROTATE)
+            .bind(name)
+            .bind(hash)
+            .bind(ts(&now))
+            .execute(self.conn()?)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn token_revoke(&mut self, name: &str, now: DateTime<Utc>) -> sqlx::Result<bool> {
+        let done = sqlx::query(sql::tokens::REVOKE)
+            .bind(name)
+            .bind(ts(&now))
+            .execute(self.conn()?)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn audit_head(&mut self) -> sqlx::Result<(i64, String)> {
@@ -397,7 +403,7 @@ impl Tx for SqliteTx {
     }
 
     async fn set_audit_head(&mut self, seq: i64, hash: &str) -> sqlx::Result<()> {
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        sqlx::query(sql::SET_AUDIT_HEAD)
             .bind(seq)
             .bind(hash)
             .execute(self.conn()?)
@@ -410,14 +416,14 @@ impl Tx for SqliteTx {
 fn due_jobs(rows: Vec<SqliteRow>) -> sqlx::Result<Vec<DueJob>> {
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
-        let Some(kind) = JobKind::parse(row.try_get("kind")?) else {
+        let kind: &str = row.try_get("kind")?;
+        let Some(job) = Job::from_columns(kind, payload(&row)?) else {
             continue; // written by a newer signoff: it waits for that version
         };
         jobs.push(DueJob {
             id: row.try_get("id")?,
             approval_id: parse_id(row.try_get("approval_id")?)?,
-            kind,
-            payload: parse_json(row.try_get("payload")?)?,
+            job,
             attempts: row.try_get("attempts")?,
         });
     }

@@ -1,0 +1,204 @@
+//! The two contracts each backend (SQLite, PostgreSQL) implements: [`Reads`], the read
+//! side on a pool, and [`Tx`], the write transaction the single writer runs. The store
+//! facade (`Store`) and the writer are written once over these.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use super::{HealthCounts, Result, StatusChange, TokenInfo};
+use crate::approval::{Approval, ApprovalId, Vote};
+use crate::audit;
+use crate::jobs::{DueJob, MessageKey, NewJob, PostedMessage};
+
+/// The read side, implemented by each backend on its pool of reader connections. It
+/// never writes: every write goes through the writer ([`Tx`]).
+pub(crate) trait Reads: Send + Sync {
+    fn get(&self, id: ApprovalId) -> impl Future<Output = Result<Option<Approval>>> + Send;
+    fn health(&self, now: DateTime<Utc>) -> impl Future<Output = Result<HealthCounts>> + Send;
+    fn messages(&self, id: ApprovalId) -> impl Future<Output = Result<Vec<PostedMessage>>> + Send;
+    /// The permalinks of the main channel posts of `ids` (those that have one), in one query.
+    fn main_permalinks(
+        &self,
+        ids: &[ApprovalId],
+    ) -> impl Future<Output = Result<HashMap<ApprovalId, String>>> + Send;
+    /// Pending approvals, oldest first.
+    fn list_pending(&self, limit: i64) -> impl Future<Output = Result<Vec<Approval>>> + Send;
+    /// Pending rows nobody classified yet (inserted straight into the table), oldest first.
+    fn unclassified(&self, limit: i64) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
+    /// Ids from `first` to `last` (both included) in id order, at most `limit`: an id
+    /// prefix as a range, which the primary key answers without a scan.
+    fn find_in_range(
+        &self,
+        first: ApprovalId,
+        last: ApprovalId,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
+    fn audit_head(&self) -> impl Future<Output = Result<(i64, String)>> + Send;
+    fn audit_page(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<audit::Entry>>> + Send;
+    fn token_list(&self) -> impl Future<Output = Result<Vec<TokenInfo>>> + Send;
+    fn token_lookup(&self, hash: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    fn token_hash(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+}
+
+/// The write side: what one backend must provide to the writer, transaction control
+/// on its own connection and the small statements the operations are made of. Only
+/// the writer task holds one.
+pub(crate) trait Tx: Send + 'static {
+    fn begin(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn commit(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Rolls back; on failure the backend drops the connection and reconnects later.
+    fn rollback(&mut self) -> impl Future<Output = ()> + Send;
+    /// Inserts new approvals, each with its `params_sha256` (the request hash), in one
+    /// statement, skipping those that repeat an open request (same token, tool and
+    /// request hash, whatever their own status) or reuse an idempotency key, also
+    /// within `rows`; answers the ids inserted.
+    fn insert_approvals(
+        &mut self,
+        rows: &[(&Approval, &str)],
+    ) -> impl Future<Output = sqlx::Result<HashSet<ApprovalId>>> + Send;
+    /// The approval that blocks an insert: same token and idempotency key, else the
+    /// same token, tool and request hash while open at `now`.
+    fn find_existing(
+        &mut self,
+        token: &str,
+        idempotency_key: Option<&str>,
+        tool: &str,
+        params_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = sqlx::Result<Option<ApprovalId>>> + Send;
+    /// Loads an approval with its votes, locking the row where the backend can.
+    fn load(
+        &mut self,
+        id: ApprovalId,
+    ) -> impl Future<Output = sqlx::Result<Option<Approval>>> + Send;
+    /// Writes each approval's changeable columns if its stored version is still the
+    /// paired one; answers how many it wrote. One statement for a batch.
+    fn update_approvals(
+        &mut self,
+        approvals: &[(&Approval, i64)],
+    ) -> impl Future<Output = sqlx::Result<u64>> + Send;
+    /// Inserts votes, one statement for a batch.
+    fn insert_votes(
+        &mut self,
+        votes: &[(ApprovalId, Vote)],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn delete_vote(
+        &mut self,
+        id: ApprovalId,
+        user: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Inserts jobs, each with the time it was planned (one statement for a batch).
+    fn insert_jobs(
+        &mut self,
+        jobs: &[(NewJob, DateTime<Utc>)],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Deletes a finished job (finishing it again is a no-op).
+    fn finish_job(&mut self, job_id: i64) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn set_permalink(
+        &mut self,
+        channel: &str,
+        ts: &str,
+        permalink: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Loads approvals with their votes, locking the rows where the backend can.
+    fn load_many(
+        &mut self,
+        ids: &[ApprovalId],
+    ) -> impl Future<Output = sqlx::Result<Vec<Approval>>> + Send;
+    /// Writes a classified shared-table row if it is still unclassified; false if
+    /// another replica got there first.
+    fn adopt_approval(
+        &mut self,
+        approval: &Approval,
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
+    /// Tells other processes about status changes, delivered when the transaction
+    /// commits (Postgres NOTIFY; nothing on SQLite, which has one process).
+    fn announce(
+        &mut self,
+        changes: &[StatusChange],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Up to `limit` pending or approved approvals whose expiry has come by `now`,
+    /// earliest expiry first, with their votes, for this transaction to expire
+    /// (Postgres: locked, skipping those another replica is expiring).
+    fn due_expiries(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = sqlx::Result<Vec<Approval>>> + Send;
+    /// Leases up to `limit` ready deliveries (every job but timers) due at `now` until
+    /// `lease_until`, counting the attempt.
+    fn claim_jobs(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = sqlx::Result<Vec<DueJob>>> + Send;
+    /// Releases the lease and schedules the job again at `at` after a failed attempt.
+    fn retry_job(
+        &mut self,
+        job_id: i64,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Releases the leases and schedules the jobs again at the paired times; these
+    /// attempts do not count (the jobs were only waiting their turn).
+    fn defer_jobs(
+        &mut self,
+        jobs: &[(i64, DateTime<Utc>)],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn kill_job(
+        &mut self,
+        job_id: i64,
+        error: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Records a posted Slack message (a repeated report is a no-op).
+    fn insert_message(
+        &mut self,
+        message: &PostedMessage,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Notes that a message now shows `version` (never moves backwards).
+    fn mark_rendered(
+        &mut self,
+        key: &MessageKey,
+        version: i64,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Stores a token hash under `name` (also the name of a revoked token); false if
+    /// an active token has the name.
+    fn token_insert(
+        &mut self,
+        name: &str,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
+    /// Gives the active token `name` a new hash; false if there is none.
+    fn token_rotate(
+        &mut self,
+        name: &str,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
+    /// Revokes the active token `name`; false if there is none.
+    fn token_revoke(
+        &mut self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
+    /// The chain head, locked until commit.
+    fn audit_head(&mut self) -> impl Future<Output = sqlx::Result<(i64, String)>> + Send;
+    fn insert_audit(
+        &mut self,
+        entries: &[audit::Entry],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn set_audit_head(
+        &mut self,
+        seq: i64,
+        hash: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+}

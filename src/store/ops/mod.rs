@@ -1,0 +1,397 @@
+//! The domain work of the writer's batches: each write is an [`Op`] that carries its
+//! own typed [`Reply`], and [`run_batch`] runs many of them in one transaction, written
+//! once over [`Tx`] for both backends. Each operation loads what it needs, lets the
+//! pure state machine decide, and leaves behind what it changed ([`Done`]: status
+//! notices, audit drafts, jobs), which the batch writes together: new approvals in one
+//! statement ahead of the rest, the changed approvals and their votes in one statement
+//! each after the last operation, then the jobs, the audit chain and the notices. A
+//! refusal is decided before anything is written, so it needs no rollback.
+
+mod current;
+mod work;
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use super::backend::Tx;
+use super::{Created, Result, StatusChange, StoreError};
+use crate::approval::{Approval, ApprovalId, Event, NewApproval};
+use crate::audit::{self, Draft};
+use crate::jobs::{Deliveries, DueJob, NewJob, Outcome};
+use crate::policy::Classification;
+use current::Current;
+use work::Opening;
+
+/// Where one operation's answer goes once its transaction committed. Each operation
+/// has its own answer type, so no operation can answer with another's output.
+pub(crate) struct Reply<T> {
+    sender: oneshot::Sender<Result<T>>,
+    answer: Option<Result<T>>,
+}
+
+impl<T> Reply<T> {
+    pub(crate) fn new() -> (Self, oneshot::Receiver<Result<T>>) {
+        let (sender, receiver) = oneshot::channel();
+        let reply = Reply {
+            sender,
+            answer: None,
+        };
+        (reply, receiver)
+    }
+
+    fn set(&mut self, answer: Result<T>) {
+        self.answer = Some(answer);
+    }
+
+    /// Answers the caller; nobody waiting any more is fine.
+    fn send(self) {
+        let answer = self.answer.unwrap_or(Err(StoreError::Closed));
+        let _ = self.sender.send(answer);
+    }
+}
+
+/// A change to an API token.
+#[derive(Debug)]
+pub(crate) enum TokenChange {
+    Insert {
+        name: String,
+        hash: String,
+        now: DateTime<Utc>,
+    },
+    Rotate {
+        name: String,
+        hash: String,
+        now: DateTime<Utc>,
+    },
+    Revoke {
+        name: String,
+        now: DateTime<Utc>,
+    },
+}
+
+/// One write, and where its answer goes.
+pub(crate) enum Op {
+    /// Open an approval (or answer the one it repeats).
+    Create {
+        request: Box<NewApproval>,
+        class: Box<Classification>,
+        now: DateTime<Utc>,
+        reply: Reply<Created>,
+    },
+    /// A vote, edit, execute, cancel or expiry on one approval.
+    Apply {
+        id: ApprovalId,
+        event: Event,
+        now: DateTime<Utc>,
+        reply: Reply<Approval>,
+    },
+    /// Expire up to `limit` approvals whose expiry has come by `now`: how many fired.
+    FireDue {
+        now: DateTime<Utc>,
+        limit: i64,
+        reply: Reply<usize>,
+    },
+    /// Classify a row inserted straight into the shared table.
+    Adopt {
+        id: ApprovalId,
+        class: Box<Classification>,
+        now: DateTime<Utc>,
+        reply: Reply<Approval>,
+    },
+    /// Lease up to `limit` due deliveries until `now + lease`.
+    Claim {
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: i64,
+        reply: Reply<Vec<DueJob>>,
+    },
+    /// Remember a posted message's link.
+    SetPermalink {
+        channel: String,
+        ts: String,
+        permalink: String,
+        reply: Reply<()>,
+    },
+    /// Put claimed jobs back until their times without counting the attempt (posts
+    /// waiting for their channel's next slot).
+    Defer {
+        jobs: Vec<(i64, DateTime<Utc>)>,
+        reply: Reply<()>,
+    },
+    /// A claimed delivery finished, failed, or was given up.
+    Report {
+        job: Box<DueJob>,
+        outcome: Box<Outcome>,
+        now: DateTime<Utc>,
+        reply: Reply<()>,
+    },
+    /// Create, rotate or revoke an API token: whether it took effect.
+    Token {
+        change: TokenChange,
+        reply: Reply<bool>,
+    },
+}
+
+impl Op {
+    /// Forgets an answer from a batch that was rolled back.
+    pub(crate) fn clear(&mut self) {
+        match self {
+            Op::Create { reply, .. } => reply.answer = None,
+            Op::Apply { reply, .. } | Op::Adopt { reply, .. } => reply.answer = None,
+            Op::FireDue { reply, .. } => reply.answer = None,
+            Op::Claim { reply, .. } => reply.answer = None,
+            Op::SetPermalink { reply, .. } | Op::Defer { reply, .. } | Op::Report { reply, .. } => {
+                reply.answer = None
+            }
+            Op::Token { reply, .. } => reply.answer = None,
+        }
+    }
+
+    /// Answers the caller with the committed outcome.
+    pub(crate) fn answer(self) {
+        match self {
+            Op::Create { reply, .. } => reply.send(),
+            Op::Apply { reply, .. } | Op::Adopt { reply, .. } => reply.send(),
+            Op::FireDue { reply, .. } => reply.send(),
+            Op::Claim { reply, .. } => reply.send(),
+            Op::SetPermalink { reply, .. } | Op::Defer { reply, .. } | Op::Report { reply, .. } => {
+                reply.send()
+            }
+            Op::Token { reply, .. } => reply.send(),
+        }
+    }
+
+    /// Fails the operation with `error` (its batch and its retry alone both failed).
+    pub(crate) fn fail(&mut self, error: StoreError) {
+        match self {
+            Op::Create { reply, .. } => reply.set(Err(error)),
+            Op::Apply { reply, .. } | Op::Adopt { reply, .. } => reply.set(Err(error)),
+            Op::FireDue { reply, .. } => reply.set(Err(error)),
+            Op::Claim { reply, .. } => reply.set(Err(error)),
+            Op::SetPermalink { reply, .. } | Op::Defer { reply, .. } | Op::Report { reply, .. } => {
+                reply.set(Err(error))
+            }
+            Op::Token { reply, .. } => reply.set(Err(error)),
+        }
+    }
+}
+
+/// What an accepted operation leaves behind for its batch to write.
+#[derive(Default)]
+pub(crate) struct Done {
+    /// Existing approvals whose status changed (to wake their waiters).
+    pub(crate) changes: Vec<StatusChange>,
+    pub(crate) audit: Vec<Draft>,
+    /// Jobs to insert, with when they were planned; written once per batch.
+    pub(crate) jobs: Vec<(NewJob, DateTime<Utc>)>,
+}
+
+/// Runs `ops` in one transaction and sets each one's answer (its output, or why it was
+/// refused); answers the status changes to announce once it committed. `Err` means a
+/// database error: the transaction was rolled back, and the answers set are void.
+pub(crate) async fn run_batch<T: Tx>(
+    tx: &mut T,
+    ops: &mut [Op],
+    deliveries: Deliveries,
+) -> sqlx::Result<Vec<StatusChange>> {
+    tx.begin().await?;
+    let outcome = batch(tx, ops, deliveries).await;
+    if outcome.is_err() {
+        tx.rollback().await;
+    }
+    outcome
+}
+
+async fn batch<T: Tx>(
+    tx: &mut T,
+    ops: &mut [Op],
+    deliveries: Deliveries,
+) -> sqlx::Result<Vec<StatusChange>> {
+    // Every new approval of the batch in one statement, ahead of the other operations
+    // (none of which can name an approval not created yet).
+    let mut openings: Vec<Option<Opening>> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Create {
+                request,
+                class,
+                now,
+                ..
+            } => Some(Opening::new(request, class, *now)),
+            _ => None,
+        })
+        .collect();
+    let rows: Vec<(&Approval, &str)> = openings
+        .iter()
+        .flatten()
+        .map(|opening| (&opening.approval, opening.params_sha256.as_str()))
+        .collect();
+    let inserted = if rows.is_empty() {
+        HashSet::new()
+    } else {
+        tx.insert_approvals(&rows).await?
+    };
+    // Every approval an event names, read (and on Postgres locked) in one statement.
+    let named: Vec<ApprovalId> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Apply { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let mut current = Current::load(tx, &named).await?;
+    let mut done = Done::default();
+    for (op, opening) in ops.iter_mut().zip(openings.iter_mut()) {
+        run_op(
+            tx,
+            op,
+            opening.take(),
+            &inserted,
+            &mut current,
+            deliveries,
+            &mut done,
+        )
+        .await?;
+    }
+    current.write(tx).await?;
+    if !done.jobs.is_empty() {
+        tx.insert_jobs(&done.jobs).await?;
+    }
+    if !done.audit.is_empty() {
+        let (seq, hash) = tx.audit_head().await?;
+        let entries = audit::link(seq, &hash, done.audit);
+        tx.insert_audit(&entries).await?;
+        if let Some(last) = entries.last() {
+            tx.set_audit_head(last.seq, &last.hash).await?;
+        }
+    }
+    if !done.changes.is_empty() {
+        tx.announce(&done.changes).await?;
+    }
+    tx.commit().await?;
+    Ok(done.changes)
+}
+
+/// Runs one operation of the batch and sets its answer; what it leaves behind joins
+/// `done`. Only a database error stops the batch.
+async fn run_op<T: Tx>(
+    tx: &mut T,
+    op: &mut Op,
+    opening: Option<Opening>,
+    inserted: &HashSet<ApprovalId>,
+    current: &mut Current,
+    deliveries: Deliveries,
+    done: &mut Done,
+) -> sqlx::Result<()> {
+    match op {
+        Op::Create { reply, .. } => {
+            let Some(opening) = opening else {
+                unreachable!("every create has its opening");
+            };
+            let fresh = inserted.contains(&opening.approval.id);
+            settle(
+                reply,
+                done,
+                work::create(tx, opening, fresh, deliveries).await,
+            )
+        }
+        Op::Apply {
+            id,
+            event,
+            now,
+            reply,
+        } => settle(
+            reply,
+            done,
+            work::apply(current, *id, event, *now, deliveries),
+        ),
+        Op::FireDue { now, limit, reply } => settle(
+            reply,
+            done,
+            work::fire_due(tx, current, *now, *limit, deliveries).await,
+        ),
+        Op::Adopt {
+            id,
+            class,
+            now,
+            reply,
+        } => settle(
+            reply,
+            done,
+            work::adopt(tx, *id, class, *now, deliveries).await,
+        ),
+        Op::Claim {
+            now,
+            lease,
+            limit,
+            reply,
+        } => {
+            let claimed = tx.claim_jobs(*now, *now + *lease, *limit).await?;
+            reply.set(Ok(claimed));
+            Ok(())
+        }
+        Op::SetPermalink {
+            channel,
+            ts,
+            permalink,
+            reply,
+        } => {
+            tx.set_permalink(channel, ts, permalink).await?;
+            reply.set(Ok(()));
+            Ok(())
+        }
+        Op::Defer { jobs, reply } => {
+            tx.defer_jobs(jobs).await?;
+            reply.set(Ok(()));
+            Ok(())
+        }
+        Op::Report {
+            job,
+            outcome,
+            now,
+            reply,
+        } => settle(
+            reply,
+            done,
+            work::report(tx, job, outcome, *now, deliveries).await,
+        ),
+        Op::Token { change, reply } => {
+            let took = match change {
+                TokenChange::Insert { name, hash, now } => {
+                    tx.token_insert(name, hash, *now).await?
+                }
+                TokenChange::Rotate { name, hash, now } => {
+                    tx.token_rotate(name, hash, *now).await?
+                }
+                TokenChange::Revoke { name, now } => tx.token_revoke(name, *now).await?,
+            };
+            reply.set(Ok(took));
+            Ok(())
+        }
+    }
+}
+
+/// Sets an operation's answer from its work: an output and what it left behind, or a
+/// refusal. A database error is the batch's, not the operation's.
+fn settle<O>(
+    reply: &mut Reply<O>,
+    done: &mut Done,
+    outcome: Result<(O, Done)>,
+) -> sqlx::Result<()> {
+    match outcome {
+        Ok((output, left)) => {
+            done.changes.extend(left.changes);
+            done.audit.extend(left.audit);
+            done.jobs.extend(left.jobs);
+            reply.set(Ok(output));
+            Ok(())
+        }
+        Err(StoreError::Database(error)) => Err(error),
+        Err(refused) => {
+            reply.set(Err(refused));
+            Ok(())
+        }
+    }
+}

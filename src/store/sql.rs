@@ -1,0 +1,72 @@
+//! The statements whose text is the same on both backends (each binds its own column
+//! types: SQLite keeps times and JSON as text, PostgreSQL as TIMESTAMPTZ and JSONB).
+
+/// API tokens.
+pub(super) mod tokens {
+    /// A new token, or a new secret under the name of a revoked one (so that a token
+    /// can be replaced and keep its identity); nothing when an active one has the name.
+    pub const INSERT: &str = "INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash, \
+         created_at = excluded.created_at, revoked_at = NULL \
+         WHERE api_tokens.revoked_at IS NOT NULL";
+    /// A new secret for the active token `$1`: the old one stops working.
+    pub const ROTATE: &str = "UPDATE api_tokens SET token_hash = $2, created_at = $3 \
+         WHERE name = $1 AND revoked_at IS NULL";
+    pub const REVOKE: &str =
+        "UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL";
+    pub const LIST: &str = "SELECT name, created_at, revoked_at FROM api_tokens ORDER BY name";
+    /// The stored hash of `$1`, revoked or not.
+    pub const HASH: &str = "SELECT token_hash FROM api_tokens WHERE name = $1";
+    /// The name of the active token with hash `$1`.
+    pub const LOOKUP: &str =
+        "SELECT name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL";
+}
+
+/// A vote taken back (an edit resets earlier approvals).
+pub(super) const DELETE_VOTE: &str = "DELETE FROM votes WHERE approval_id = $1 AND user_id = $2";
+
+/// Classifies a row another program inserted, if nobody did yet.
+pub(super) const ADOPT: &str = "UPDATE pending_approvals SET risk_tier = $2, status = $3, \
+     decided_by = $4, decision_at = $5, reason = $6, summary = $7, required_approvals = $8, \
+     routing = $9, expires_at = $10, version = $11 \
+     WHERE id = $1 AND routing IS NULL AND status = 'pending'";
+
+/// Jobs.
+pub(super) mod jobs {
+    pub const INSERT: &str = "INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) ";
+    pub const FINISH: &str = "DELETE FROM jobs WHERE id = $1";
+    pub const RETRY: &str =
+        "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1";
+    pub const KILL: &str =
+        "UPDATE jobs SET state = 'dead', locked_until = NULL, last_error = $2 WHERE id = $1";
+    /// The due ready jobs, `$1` now and `$3` at most, earliest first (each backend
+    /// adds how it locks them).
+    macro_rules! due {
+        ($lock:literal) => {
+            concat!(
+                "UPDATE jobs SET locked_until = $2, attempts = attempts + 1 WHERE id IN ( \
+                   SELECT id FROM jobs WHERE state = 'ready' AND due_at <= $1 \
+                   AND (locked_until IS NULL OR locked_until <= $1) ORDER BY due_at LIMIT $3",
+                $lock,
+                ") RETURNING id, approval_id, kind, payload, attempts"
+            )
+        };
+    }
+    /// Leases them until `$2` (SQLite: one writer, nothing to skip).
+    pub const CLAIM: &str = due!("");
+    /// Leases them until `$2`, skipping those another replica is claiming right now.
+    pub const CLAIM_SKIP_LOCKED: &str = due!(" FOR UPDATE SKIP LOCKED");
+}
+
+/// Slack messages signoff posted.
+pub(super) mod messages {
+    pub const INSERT: &str = "INSERT INTO slack_messages (approval_id, channel, ts, kind, permalink, \
+         rendered_version, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+    pub const SET_PERMALINK: &str =
+        "UPDATE slack_messages SET permalink = $3 WHERE channel = $1 AND ts = $2";
+    pub const MARK_RENDERED: &str = "UPDATE slack_messages SET rendered_version = $3 \
+         WHERE channel = $1 AND ts = $2 AND rendered_version < $3";
+}
+
+/// The audit chain's head.
+pub(super) const SET_AUDIT_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
