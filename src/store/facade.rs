@@ -1,0 +1,349 @@
+//! [`Store`]: the handle every caller uses. Reads go to the backend's reader pool;
+//! writes are queued for the writer task as typed operations, each answered once its
+//! transaction committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{broadcast, mpsc};
+
+use super::backend::Reads;
+use super::ops::{Op, Reply, TokenChange};
+use super::shared::{prefix_range, redact};
+use super::{
+    Created, HealthCounts, Result, StatusChange, StoreError, TokenInfo, postgres, sqlite, writer,
+};
+use crate::approval::{Approval, ApprovalId, Event, NewApproval};
+use crate::audit;
+use crate::jobs::{Deliveries, DueJob, Outcome, PostedMessage};
+use crate::policy::Classification;
+
+/// Timers fired per write operation at most: a scheduler pass's whole batch (fewer,
+/// larger statements measured faster on PostgreSQL than two operations of 500).
+const FIRE_CHUNK: i64 = 1000;
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteReads),
+    Postgres(postgres::PgReads),
+}
+
+/// Dispatches a read to whichever backend is configured.
+macro_rules! read {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match &$self.inner.backend {
+            Backend::Sqlite(r) => r.$method($($arg),*).await,
+            Backend::Postgres(r) => r.$method($($arg),*).await,
+        }
+    };
+}
+
+struct Inner {
+    backend: Backend,
+    writes: mpsc::Sender<Op>,
+    changes: broadcast::Sender<StatusChange>,
+    wakeup: Arc<tokio::sync::Notify>,
+}
+
+/// The store handle: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Connects by URL scheme (`sqlite://path` or `postgres://…`), runs migrations and
+    /// starts the writer task. No deliveries are planned (see [`Store::connect_with`]).
+    pub async fn connect(url: &str) -> Result<Store> {
+        Self::connect_with(url, Deliveries::default()).await
+    }
+
+    /// Like [`Store::connect`], planning the given deliveries with each change.
+    pub async fn connect_with(url: &str, deliveries: Deliveries) -> Result<Store> {
+        // Each notice may hold an approval snapshot; a waiter that falls further
+        // behind than this reads the approval back instead.
+        let (changes, _) = broadcast::channel(1024);
+        let wakeup = Arc::new(tokio::sync::Notify::new());
+        let (writes, rx) = mpsc::channel(writer::QUEUE);
+        let backend = if url.starts_with("sqlite:") {
+            let (reads, tx) = sqlite::open(url).await?;
+            tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries));
+            Backend::Sqlite(reads)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let (reads, tx) = postgres::open(url).await?;
+            tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries));
+            tokio::spawn(postgres::listen(
+                url.to_owned(),
+                changes.clone(),
+                wakeup.clone(),
+            ));
+            Backend::Postgres(reads)
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "unsupported database URL {:?}: use sqlite://FILE or postgres://…",
+                redact(url)
+            )));
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                backend,
+                writes,
+                changes,
+                wakeup,
+            }),
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.inner.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Queues the operation `make` builds around its reply, and waits for the answer
+    /// (given once its transaction committed).
+    async fn write<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T> {
+        let (reply, answer) = Reply::new();
+        self.inner
+            .writes
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records a new request, or returns the identical open one / the one with the
+    /// same idempotency key.
+    pub async fn create(
+        &self,
+        request: NewApproval,
+        class: Classification,
+        now: DateTime<Utc>,
+    ) -> Result<Created> {
+        self.write(|reply| Op::Create {
+            request: Box::new(request),
+            class: Box::new(class),
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies an event (vote, edit, execute, cancel, expire) with compare-and-set.
+    pub async fn apply(
+        &self,
+        id: ApprovalId,
+        event: Event,
+        now: DateTime<Utc>,
+    ) -> Result<Approval> {
+        self.write(|reply| Op::Apply {
+            id,
+            event,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// Expires up to `limit` approvals whose `expires_at` has come by `now` (their
+    /// timers), each in the same transaction as its audit events and follow-up
+    /// deliveries, so timers need no lease. The work goes to the writer in operations
+    /// of up to `FIRE_CHUNK` timers each, queued at once. Returns how many fired.
+    pub async fn fire_due(&self, now: DateTime<Utc>, limit: i64) -> Result<usize> {
+        let mut answers = Vec::new();
+        let mut left = limit;
+        while left > 0 {
+            let chunk = left.min(FIRE_CHUNK);
+            left -= chunk;
+            let (reply, answer) = Reply::new();
+            let op = Op::FireDue {
+                now,
+                limit: chunk,
+                reply,
+            };
+            self.inner
+                .writes
+                .send(op)
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answers.push(answer);
+        }
+        let mut fired = 0;
+        for answer in answers {
+            fired += answer.await.map_err(|_| StoreError::Closed)??;
+        }
+        Ok(fired)
+    }
+
+    pub async fn get(&self, id: ApprovalId) -> Result<Option<Approval>> {
+        read!(self.get(id))
+    }
+
+    pub async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
+        read!(self.health(now))
+    }
+
+    /// Leases up to `limit` deliveries due at `now` for `lease` (a holder that dies
+    /// loses them after it); expiry timers are not leased but fired by
+    /// [`Store::fire_due`].
+    pub async fn claim_jobs(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+        lease: std::time::Duration,
+    ) -> Result<Vec<DueJob>> {
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        self.write(|reply| Op::Claim {
+            now,
+            lease,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// Puts claimed jobs back until the paired times without counting the attempt.
+    pub async fn defer_jobs(&self, jobs: Vec<(i64, DateTime<Utc>)>) -> Result<()> {
+        self.write(|reply| Op::Defer { jobs, reply }).await
+    }
+
+    /// Records how a claimed delivery job ended.
+    pub async fn report(&self, job: DueJob, outcome: Outcome, now: DateTime<Utc>) -> Result<()> {
+        self.write(|reply| Op::Report {
+            job: Box::new(job),
+            outcome: Box::new(outcome),
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// Pending rows inserted straight into the shared table, not yet classified.
+    pub async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
+        read!(self.unclassified(limit))
+    }
+
+    /// Classifies such a row (a no-op if another replica already did).
+    pub async fn adopt(
+        &self,
+        id: ApprovalId,
+        class: Classification,
+        now: DateTime<Utc>,
+    ) -> Result<Approval> {
+        self.write(|reply| Op::Adopt {
+            id,
+            class: Box::new(class),
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// Woken when there may be work for the scheduler right now (a row inserted into
+    /// the shared table on Postgres).
+    pub fn wakeup(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.wakeup.clone()
+    }
+
+    /// Stores the link to a posted message.
+    pub async fn set_permalink(&self, channel: &str, ts: &str, permalink: &str) -> Result<()> {
+        self.write(|reply| Op::SetPermalink {
+            channel: channel.to_owned(),
+            ts: ts.to_owned(),
+            permalink: permalink.to_owned(),
+            reply,
+        })
+        .await
+    }
+
+    /// The Slack messages posted for an approval.
+    pub async fn messages(&self, id: ApprovalId) -> Result<Vec<PostedMessage>> {
+        read!(self.messages(id))
+    }
+
+    /// The permalinks of the main channel posts of `ids`, where Slack gave one.
+    pub async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        read!(self.main_permalinks(ids))
+    }
+
+    /// Pending approvals, oldest first, at most `limit`.
+    pub async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {
+        read!(self.list_pending(limit))
+    }
+
+    /// Resolves a full id or a short prefix (as shown in Slack) to at most `limit`
+    /// approval ids, in id order.
+    pub async fn find_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<ApprovalId>> {
+        let Some((first, last)) = prefix_range(prefix) else {
+            return Ok(Vec::new());
+        };
+        read!(self.find_in_range(first, last, limit))
+    }
+
+    /// The chain head: (number of events, hash of the last).
+    pub async fn audit_head(&self) -> Result<(i64, String)> {
+        read!(self.audit_head())
+    }
+
+    /// Audit events with `seq > after_seq`, in order, at most `limit`.
+    pub async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<audit::Entry>> {
+        read!(self.audit_page(after_seq, limit))
+    }
+
+    /// Stores a token hash under `name` (also the name of a revoked token); false if an
+    /// active token has the name.
+    pub async fn token_insert(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+        let change = TokenChange::Insert {
+            name: name.to_owned(),
+            hash: hash.to_owned(),
+            now,
+        };
+        self.write(|reply| Op::Token { change, reply }).await
+    }
+
+    /// Gives the active token `name` a new hash (the old secret stops working); false
+    /// if there is no such active token.
+    pub async fn token_rotate(&self, name: &str, hash: &str, now: DateTime<Utc>) -> Result<bool> {
+        let change = TokenChange::Rotate {
+            name: name.to_owned(),
+            hash: hash.to_owned(),
+            now,
+        };
+        self.write(|reply| Op::Token { change, reply }).await
+    }
+
+    /// Revokes the token `name`; false if there is no such active token.
+    pub async fn token_revoke(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
+        let change = TokenChange::Revoke {
+            name: name.to_owned(),
+            now,
+        };
+        self.write(|reply| Op::Token { change, reply }).await
+    }
+
+    pub async fn token_list(&self) -> Result<Vec<TokenInfo>> {
+        read!(self.token_list())
+    }
+
+    /// The stored hash of the token `name` (revoked or not): the key that signs its
+    /// decision callbacks.
+    pub async fn token_hash(&self, name: &str) -> Result<Option<String>> {
+        read!(self.token_hash(name))
+    }
+
+    /// The name of the active token with this hash.
+    pub async fn token_lookup(&self, hash: &str) -> Result<Option<String>> {
+        read!(self.token_lookup(hash))
+    }
+
+    /// A receiver of status changes (long-poll wake-ups, metrics).
+    pub fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
+        self.inner.changes.subscribe()
+    }
+}

@@ -1,0 +1,160 @@
+//! What both backends share: the column list, the multi-row insert's start, chunking,
+//! id-prefix ranges and the decoding of stored names.
+
+use crate::approval::ApprovalId;
+
+/// The `pending_approvals` columns every backend reads and writes, in bind order.
+macro_rules! approval_columns {
+    () => {
+        "id, tool_name, parameters, risk_tier, status, requested_by, decided_by, decision_at, \
+         expires_at, created_at, summary, context, reason, original_parameters, token_name, \
+         idempotency_key, callback_url, required_approvals, routing, executed_at, version, server"
+    };
+}
+
+/// The first and last ids that start with `prefix` (hex digits, dashes where an id
+/// has them or nowhere, any case); `None` for anything else.
+pub(super) fn prefix_range(prefix: &str) -> Option<(ApprovalId, ApprovalId)> {
+    const DASHES: [usize; 4] = [8, 13, 18, 23];
+    let mut digits = String::with_capacity(32);
+    for (at, c) in prefix.chars().enumerate() {
+        match c {
+            '-' if DASHES.contains(&at) => {}
+            c if c.is_ascii_hexdigit() => digits.push(c.to_ascii_lowercase()),
+            _ => return None,
+        }
+    }
+    if digits.is_empty() || digits.len() > 32 {
+        return None;
+    }
+    let padded = |fill: char| -> Option<ApprovalId> {
+        let hex: String = digits
+            .chars()
+            .chain(std::iter::repeat(fill))
+            .take(32)
+            .collect();
+        uuid::Uuid::parse_str(&hex).ok().map(ApprovalId)
+    };
+    Some((padded('0')?, padded('f')?))
+}
+
+/// The start of a multi-row `INSERT` of every approval column plus `params_sha256`;
+/// the backend pushes the rows, then what to do with a reused idempotency key and
+/// what to answer.
+macro_rules! insert_approvals_sql {
+    () => {
+        concat!(
+            "INSERT INTO pending_approvals (",
+            approval_columns!(),
+            ", params_sha256) "
+        )
+    };
+}
+
+/// Splits `rows` into chunks whose sizes are powers of two, largest first, none over
+/// `max` (itself a power of two). A multi-row statement then has at most
+/// `log2(max) + 1` shapes, so the prepared-statement cache holds few of them: on
+/// SQLite each shape is a compiled program in this process's memory.
+pub(crate) fn pow2_chunks<T>(mut rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    debug_assert!(max.is_power_of_two());
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let size = max.min(1 << rows.len().ilog2());
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
+/// Decodes the JSON array of votes a backend's approval query aggregates.
+pub(super) fn decode_votes(json: &str) -> sqlx::Result<Vec<crate::approval::Vote>> {
+    serde_json::from_str(json).map_err(|error| sqlx::Error::Decode(Box::new(error)))
+}
+
+/// Decodes a message's `kind` column.
+pub(super) fn decode_kind(text: &str) -> sqlx::Result<crate::jobs::MessageKind> {
+    crate::jobs::MessageKind::parse(text)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown message kind {text:?}").into()))
+}
+
+/// Decodes a column stored as a name (status, tier, decision).
+pub(super) fn decode<T>(text: &str) -> sqlx::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|error: T::Err| sqlx::Error::Decode(error.to_string().into()))
+}
+
+/// The URL without its password, for error messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pow2_chunks, prefix_range, redact};
+
+    #[test]
+    fn an_id_prefix_is_the_range_of_ids_it_starts() {
+        let range = |prefix: &str| {
+            prefix_range(prefix).map(|(first, last)| (first.to_string(), last.to_string()))
+        };
+        assert_eq!(
+            range("1d8a54e1"),
+            Some((
+                "1d8a54e1-0000-0000-0000-000000000000".into(),
+                "1d8a54e1-ffff-ffff-ffff-ffffffffffff".into()
+            ))
+        );
+        assert_eq!(range("1D8A54E1-55"), range("1d8a54e155"));
+        let full = "1d8a54e1-55c8-4ba9-9bb1-bf08ca4746b1";
+        assert_eq!(range(full), Some((full.into(), full.into())));
+        assert_eq!(range(&full.replace('-', "")), range(full));
+        for bad in [
+            "",
+            "-",
+            "1d8a-54e1",
+            "xyz",
+            "1d8a54e1 ",
+            &format!("{full}0"),
+        ] {
+            assert_eq!(range(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn chunks_are_powers_of_two_largest_first_and_cover_every_row() {
+        let rows: Vec<u32> = (0..300).collect();
+        let chunks: Vec<&[u32]> = pow2_chunks(&rows, 128).collect();
+        let sizes: Vec<usize> = chunks.iter().map(|chunk| chunk.len()).collect();
+        assert_eq!(sizes, [128, 128, 32, 8, 4]);
+        assert_eq!(chunks.concat(), rows);
+        assert_eq!(pow2_chunks(&rows[..1], 64).count(), 1);
+        assert_eq!(pow2_chunks::<u32>(&[], 64).count(), 0);
+    }
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://signoff.db"), "sqlite://signoff.db");
+    }
+}
