@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::approval::{Approval, ApprovalId, Status};
+use crate::ids::ChannelId;
 
 /// What a delivery does. Stored as two columns, its `kind` and the rest as `payload`
 /// (adjacently tagged), so a job's shape is checked when it is read, not when it runs.
@@ -18,7 +19,7 @@ use crate::approval::{Approval, ApprovalId, Status};
 pub enum Job {
     /// Post the approval message to a channel.
     SlackPost {
-        channel: String,
+        channel: ChannelId,
         /// `main` or `escalation`.
         kind: MessageKind,
     },
@@ -179,7 +180,7 @@ pub fn plan(
             // Only requests that wait for people are posted; instant decisions are in
             // the audit log and the API.
             if let (Some(channel), Status::Pending) = (slack_channel, after.status) {
-                let post = |channel: &String, kind| Job::SlackPost {
+                let post = |channel: &ChannelId, kind| Job::SlackPost {
                     channel: channel.clone(),
                     kind,
                 };
@@ -275,7 +276,7 @@ mod tests {
         );
 
         let deny = Event::Vote {
-            user: "U1".into(),
+            by: crate::approval::Decider::approver("U1"),
             decision: Decision::Deny,
             reason: None,
         };
@@ -352,7 +353,7 @@ mod tests {
     fn votes_and_decisions_update_the_messages() {
         let a = opened("deploy");
         let vote = Event::Vote {
-            user: "U1".into(),
+            by: crate::approval::Decider::approver("U1"),
             decision: Decision::Approve,
             reason: None,
         };

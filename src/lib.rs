@@ -16,8 +16,9 @@
 //! - [`approval`]: the domain and its pure state machine, which decides every
 //!   transition; [`policy`] classifies calls.
 //! - Plain helpers: [`wire`] (the JSON shapes callers read), [`exact_json`] (reading
-//!   parameters exactly), [`canonical`] (one text per JSON value), [`logging`] (one
-//!   line per event, whatever a caller sent), [`tokens`], [`clock`], [`manifest`].
+//!   parameters exactly), [`canonical`] (one text per JSON value), [`ids`] (Slack's
+//!   ids as types), [`logging`] (one line per event, whatever a caller sent),
+//!   [`tokens`], [`clock`], [`manifest`].
 
 pub mod approval;
 pub mod audit;
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod exact_json;
 pub mod http;
+pub mod ids;
 pub mod jobs;
 pub mod logging;
 pub mod manifest;

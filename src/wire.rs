@@ -66,7 +66,7 @@ impl<'a> ApprovalView<'a> {
             expires_at: a.expires_at,
             created_at: a.created_at,
             executed_at: a.executed_at,
-            channel: a.routing.channel.as_deref(),
+            channel: a.routing.channel.as_ref().map(|c| c.as_str()),
             permalink,
             original_parameters: a.original_parameters.as_ref(),
             next_action: next_action(a),

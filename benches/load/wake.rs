@@ -128,7 +128,7 @@ async fn one_wake(api: &Api, store: &Store, batch: u64, i: usize) -> Result<Opti
     };
     tokio::time::sleep(LONG_POLL_SETTLE).await;
     let vote = Event::Vote {
-        user: "U0BENCH".into(),
+        by: signoff::approval::Decider::approver("U0BENCH"),
         decision: Decision::Approve,
         reason: None,
     };

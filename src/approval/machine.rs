@@ -11,17 +11,37 @@ use super::{Approval, ApprovalId, Decision, NewApproval, Routing, Status, Vote, 
 use crate::canonical;
 use crate::policy::{Classification, TierAction, render_summary};
 
+/// Who is deciding, as the edge that heard them established it: their name (a Slack
+/// user id, or an operator's name outside Slack) and whether they are one of the
+/// approval's approvers (see `slack::approvers`). The machine decides with it whether
+/// their decision counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decider {
+    pub user: String,
+    pub approver: bool,
+}
+
+impl Decider {
+    /// Someone the edge found among the approvers.
+    pub fn approver(user: impl Into<String>) -> Self {
+        Decider {
+            user: user.into(),
+            approver: true,
+        }
+    }
+}
+
 /// Something that happens to an approval after it was created.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A person approves or denies.
     Vote {
-        user: String,
+        by: Decider,
         decision: Decision,
         reason: Option<String>,
     },
     /// "Edit & approve": new parameters, and the editor's approval of them.
-    EditApprove { user: String, parameters: Value },
+    EditApprove { by: Decider, parameters: Value },
     /// The requester runs the action; `parameters` must equal the approved ones, and
     /// `tool_name`, when given, the approved tool.
     Execute {
@@ -112,6 +132,8 @@ pub enum Rejection {
     AlreadyVoted,
     #[error("the requester cannot decide their own request")]
     RequesterCannotVote,
+    #[error("you are not one of this request's approvers")]
+    NotAnApprover,
     #[error("the parameters differ from the approved ones")]
     ParametersDiffer,
     #[error("this approval is for another tool")]
@@ -300,122 +322,173 @@ pub fn apply(
     next.version += 1;
     let happened = match event {
         Event::Vote {
-            user,
+            by,
             decision,
             reason,
-        } => {
-            check_can_decide(approval, user, now)?;
-            if approval.has_voted(user) {
-                return Err(Rejection::AlreadyVoted);
-            }
-            next.votes.push(Vote {
-                user: user.clone(),
-                decision: *decision,
-                at: now,
-                reason: reason.clone(),
-            });
-            let mut happened = vec![Happening::new(
-                AuditKind::Vote,
-                Some(user),
-                json!({ "decision": decision.as_str(), "reason": reason }),
-            )];
-            happened.extend(settle(&mut next, user, reason.clone(), now));
-            happened
-        }
-        Event::EditApprove { user, parameters } => {
-            check_can_decide(approval, user, now)?;
-            if !parameters.is_object() {
-                return Err(Rejection::ParametersNotObject);
-            }
-            // An edit changes what would run, so approvals given for the old parameters
-            // no longer count; the editor's own approval counts for the new ones.
-            next.votes.retain(|vote| vote.decision != Decision::Approve);
-            next.votes.push(Vote {
-                user: user.clone(),
-                decision: Decision::Approve,
-                at: now,
-                reason: None,
-            });
-            if next.original_parameters.is_none() {
-                next.original_parameters = Some(approval.parameters.clone());
-            }
-            next.parameters = parameters.clone();
-            let mut happened = vec![
-                Happening::new(
-                    AuditKind::Edited,
-                    Some(user),
-                    json!({ "from": approval.parameters, "to": parameters }),
-                ),
-                Happening::new(
-                    AuditKind::Vote,
-                    Some(user),
-                    json!({ "decision": "approve" }),
-                ),
-            ];
-            happened.extend(settle(&mut next, user, None, now));
-            happened
+        } => vote(&mut next, approval, by, *decision, reason, now)?,
+        Event::EditApprove { by, parameters } => {
+            edit_approve(&mut next, approval, by, parameters, now)?
         }
         Event::Execute {
             parameters,
             tool_name,
             caller,
-        } => {
-            check_owner(approval, caller.as_deref())?;
-            if tool_name
-                .as_ref()
-                .is_some_and(|tool| *tool != approval.tool_name)
-            {
-                return Err(Rejection::ToolDiffers);
-            }
-            if approval.status != Status::Approved {
-                return Err(match approval.status {
-                    Status::Pending => Rejection::NotApproved(Status::Pending),
-                    other => Rejection::AlreadyDecided(other),
-                });
-            }
-            if approval.is_expired_at(now) {
-                return Err(Rejection::Expired);
-            }
-            if !canonical::equal(parameters, &approval.parameters) {
-                return Err(Rejection::ParametersDiffer);
-            }
-            next.status = Status::Executed;
-            next.executed_at = Some(now);
-            vec![Happening::new(
-                AuditKind::Executed,
-                caller.as_deref(),
-                json!({ "parameters_sha256": canonical::sha256_hex(parameters) }),
-            )]
-        }
-        Event::Cancel { caller } => {
-            check_owner(approval, caller.as_deref())?;
-            check_pending(approval)?;
-            let actor = caller.as_deref().unwrap_or("requester");
-            decide(&mut next, Status::Cancelled, actor, None, now);
-            vec![Happening::new(AuditKind::Cancelled, Some(actor), json!({}))]
-        }
-        Event::Expire => {
-            if approval.status.is_terminal() {
-                return Err(Rejection::AlreadyDecided(approval.status));
-            }
-            if !approval.is_expired_at(now) {
-                return Err(Rejection::NotDue);
-            }
-            let was = approval.status;
-            next.status = Status::Expired;
-            // An approval that was never executed keeps its decider; a pending one
-            // was decided by nobody.
-            if was == Status::Pending {
-                next.decision_at = Some(now);
-            }
-            vec![Happening::new(
-                AuditKind::Expired,
-                None,
-                json!({ "was": was.as_str() }),
-            )]
-        }
+        } => execute(
+            &mut next,
+            approval,
+            parameters,
+            tool_name.as_deref(),
+            caller.as_deref(),
+            now,
+        )?,
+        Event::Cancel { caller } => cancel(&mut next, approval, caller.as_deref(), now)?,
+        Event::Expire => expire(&mut next, approval, now)?,
     };
     Ok(Transition { next, happened })
+}
+
+fn vote(
+    next: &mut Approval,
+    approval: &Approval,
+    by: &Decider,
+    decision: Decision,
+    reason: &Option<String>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Happening>, Rejection> {
+    check_can_decide(approval, by, now)?;
+    if approval.has_voted(&by.user) {
+        return Err(Rejection::AlreadyVoted);
+    }
+    next.votes.push(Vote {
+        user: by.user.clone(),
+        decision,
+        at: now,
+        reason: reason.clone(),
+    });
+    let mut happened = vec![Happening::new(
+        AuditKind::Vote,
+        Some(&by.user),
+        json!({ "decision": decision.as_str(), "reason": reason }),
+    )];
+    happened.extend(settle(next, &by.user, reason.clone(), now));
+    Ok(happened)
+}
+
+/// An edit changes what would run, so approvals given for the old parameters no
+/// longer count; the editor's own approval counts for the new ones.
+fn edit_approve(
+    next: &mut Approval,
+    approval: &Approval,
+    by: &Decider,
+    parameters: &Value,
+    now: DateTime<Utc>,
+) -> Result<Vec<Happening>, Rejection> {
+    check_can_decide(approval, by, now)?;
+    if !parameters.is_object() {
+        return Err(Rejection::ParametersNotObject);
+    }
+    next.votes.retain(|vote| vote.decision != Decision::Approve);
+    next.votes.push(Vote {
+        user: by.user.clone(),
+        decision: Decision::Approve,
+        at: now,
+        reason: None,
+    });
+    if next.original_parameters.is_none() {
+        next.original_parameters = Some(approval.parameters.clone());
+    }
+    next.parameters = parameters.clone();
+    let mut happened = vec![
+        Happening::new(
+            AuditKind::Edited,
+            Some(&by.user),
+            json!({ "from": approval.parameters, "to": parameters }),
+        ),
+        Happening::new(
+            AuditKind::Vote,
+            Some(&by.user),
+            json!({ "decision": "approve" }),
+        ),
+    ];
+    happened.extend(settle(next, &by.user, None, now));
+    Ok(happened)
+}
+
+/// The single-use gate: only the owner, only approved and unexpired, only the approved
+/// tool and parameters.
+fn execute(
+    next: &mut Approval,
+    approval: &Approval,
+    parameters: &Value,
+    tool_name: Option<&str>,
+    caller: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Happening>, Rejection> {
+    check_owner(approval, caller)?;
+    if tool_name.is_some_and(|tool| tool != approval.tool_name) {
+        return Err(Rejection::ToolDiffers);
+    }
+    if approval.status != Status::Approved {
+        return Err(match approval.status {
+            Status::Pending => Rejection::NotApproved(Status::Pending),
+            other => Rejection::AlreadyDecided(other),
+        });
+    }
+    if approval.is_expired_at(now) {
+        return Err(Rejection::Expired);
+    }
+    if !canonical::equal(parameters, &approval.parameters) {
+        return Err(Rejection::ParametersDiffer);
+    }
+    next.status = Status::Executed;
+    next.executed_at = Some(now);
+    Ok(vec![Happening::new(
+        AuditKind::Executed,
+        caller,
+        json!({ "parameters_sha256": canonical::sha256_hex(parameters) }),
+    )])
+}
+
+fn cancel(
+    next: &mut Approval,
+    approval: &Approval,
+    caller: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Happening>, Rejection> {
+    check_owner(approval, caller)?;
+    check_pending(approval)?;
+    let actor = caller.unwrap_or("requester");
+    decide(next, Status::Cancelled, actor, None, now);
+    Ok(vec![Happening::new(
+        AuditKind::Cancelled,
+        Some(actor),
+        json!({}),
+    )])
+}
+
+fn expire(
+    next: &mut Approval,
+    approval: &Approval,
+    now: DateTime<Utc>,
+) -> Result<Vec<Happening>, Rejection> {
+    if approval.status.is_terminal() {
+        return Err(Rejection::AlreadyDecided(approval.status));
+    }
+    if !approval.is_expired_at(now) {
+        return Err(Rejection::NotDue);
+    }
+    let was = approval.status;
+    next.status = Status::Expired;
+    // An approval that was never executed keeps its decider; a pending one was decided
+    // by nobody.
+    if was == Status::Pending {
+        next.decision_at = Some(now);
+    }
+    Ok(vec![Happening::new(
+        AuditKind::Expired,
+        None,
+        json!({ "was": was.as_str() }),
+    )])
 }
 
 /// After a vote: any deny denies; enough distinct approvals approve.
@@ -475,19 +548,24 @@ fn check_pending(approval: &Approval) -> Result<(), Rejection> {
     }
 }
 
-/// Whether `user` could vote now (pending, unexpired, not the requester); used to
-/// refuse a Deny or Edit click before a modal opens.
+/// Who may decide, now: the approval is pending and unexpired, and the decider is not
+/// the requester and is one of its approvers (a vote also needs to be their first;
+/// an approver who approved may still edit). Also used to refuse a Deny or Edit click
+/// before a modal opens.
 pub fn check_can_decide(
     approval: &Approval,
-    user: &str,
+    by: &Decider,
     now: DateTime<Utc>,
 ) -> Result<(), Rejection> {
     check_pending(approval)?;
     if approval.is_expired_at(now) {
         return Err(Rejection::Expired);
     }
-    if approval.requested_by.as_deref() == Some(user) {
+    if approval.requested_by.as_deref() == Some(by.user.as_str()) {
         return Err(Rejection::RequesterCannotVote);
+    }
+    if !by.approver {
+        return Err(Rejection::NotAnApprover);
     }
     Ok(())
 }

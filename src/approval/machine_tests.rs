@@ -59,7 +59,7 @@ fn pending(required: u32) -> Approval {
 
 fn vote(user: &str, decision: Decision) -> Event {
     Event::Vote {
-        user: user.into(),
+        by: crate::approval::Decider::approver(user),
         decision,
         reason: None,
     }
@@ -181,12 +181,55 @@ fn two_required_approvals_need_two_distinct_people() {
 }
 
 #[test]
+fn only_an_approver_decides_whatever_the_event() {
+    let p = pending(1);
+    let outsider = crate::approval::Decider {
+        user: "U0MALLORY".into(),
+        approver: false,
+    };
+    let events = [
+        Event::Vote {
+            by: outsider.clone(),
+            decision: Decision::Approve,
+            reason: None,
+        },
+        Event::Vote {
+            by: outsider.clone(),
+            decision: Decision::Deny,
+            reason: Some("no".into()),
+        },
+        Event::EditApprove {
+            by: outsider,
+            parameters: json!({"customer_ids": []}),
+        },
+    ];
+    for event in events {
+        assert_eq!(
+            apply(&p, &event, later(1)),
+            Err(Rejection::NotAnApprover),
+            "{event:?}"
+        );
+    }
+    // The requester is refused as such, approver or not.
+    let requester = crate::approval::Decider::approver(p.requested_by.clone().unwrap());
+    let own = Event::Vote {
+        by: requester,
+        decision: Decision::Approve,
+        reason: None,
+    };
+    assert_eq!(
+        apply(&p, &own, later(1)),
+        Err(Rejection::RequesterCannotVote)
+    );
+}
+
+#[test]
 fn any_deny_denies_even_after_approvals() {
     let one = apply(&pending(2), &vote("U1", Decision::Approve), later(1))
         .unwrap()
         .next;
     let event = Event::Vote {
-        user: "U2".into(),
+        by: crate::approval::Decider::approver("U2"),
         decision: Decision::Deny,
         reason: Some("wrong customer".into()),
     };
@@ -227,7 +270,7 @@ fn edit_resets_approvals_and_counts_as_the_editors() {
         .unwrap()
         .next;
     let edit = Event::EditApprove {
-        user: "U2".into(),
+        by: crate::approval::Decider::approver("U2"),
         parameters: json!({"customer_ids": ["c1"]}),
     };
     let t = apply(&one, &edit, later(2)).unwrap();
@@ -250,7 +293,7 @@ fn edit_resets_approvals_and_counts_as_the_editors() {
 #[test]
 fn edit_must_be_an_object() {
     let edit = Event::EditApprove {
-        user: "U2".into(),
+        by: crate::approval::Decider::approver("U2"),
         parameters: json!(["not", "an", "object"]),
     };
     assert_eq!(
@@ -415,7 +458,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
             }
         )),
         (user, params.clone()).prop_map(|(u, p)| Event::EditApprove {
-            user: u.into(),
+            by: crate::approval::Decider::approver(u),
             parameters: p
         }),
         (params, caller.clone()).prop_map(|(p, c)| Event::Execute {

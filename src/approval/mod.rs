@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::ids::{Approver, ChannelId};
 pub use crate::policy::Tier;
-pub use machine::{Event, Happening, Rejection, Transition};
+pub use machine::{Decider, Event, Happening, Rejection, Transition};
 
 /// The id of one approval (a UUID, shown in full in the API and shortened in Slack).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -148,15 +149,15 @@ pub struct Vote {
 /// later policy change does not rewrite running approvals.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Routing {
-    pub channel: Option<String>,
+    pub channel: Option<ChannelId>,
     #[serde(default)]
-    pub approvers: Vec<String>,
+    pub approvers: Vec<Approver>,
     /// Index of the policy rule that matched, if any.
     pub rule: Option<usize>,
     pub remind_after_secs: Option<u64>,
     pub remind_every_secs: Option<u64>,
     pub escalate_after_secs: Option<u64>,
-    pub escalation_channel: Option<String>,
+    pub escalation_channel: Option<ChannelId>,
 }
 
 /// One approval as stored: the request, its classification and where it stands.

@@ -145,7 +145,9 @@ impl Outbox {
         };
         let result = match &job.job {
             Job::SlackPost { channel, kind } => {
-                slack.post(job, (channel, *kind), &approval, now).await
+                slack
+                    .post(job, (channel.as_str(), *kind), &approval, now)
+                    .await
             }
             Job::SlackUpdate {} => slack.update(&approval, now).await,
             Job::SlackRemind {} => slack.remind(job, &approval, now).await,

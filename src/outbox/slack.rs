@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::render;
 use crate::approval::{Approval, Status};
+use crate::ids::Approver;
 use crate::jobs::{self, DueJob, Job, MessageKey, MessageKind, NewJob, Outcome, PostedMessage};
 use crate::slack::approvers::Approvers;
 use crate::slack::blocks::{POST_EVENT, REMINDER_EVENT};
@@ -279,11 +280,14 @@ impl Deliverer<'_> {
     /// Approvers (groups expanded) who may still vote: not the requester, not voted.
     async fn people_to_remind(&self, approval: &Approval) -> Result<BTreeSet<String>, SlackError> {
         let mut people = BTreeSet::new();
-        for id in &approval.routing.approvers {
-            if id.starts_with('S') {
-                people.extend(self.approvers.members(id).await?.iter().cloned());
-            } else {
-                people.insert(id.clone());
+        for approver in &approval.routing.approvers {
+            match approver {
+                Approver::Group(group) => {
+                    people.extend(self.approvers.members(group).await?.iter().cloned());
+                }
+                Approver::User(user) => {
+                    people.insert(user.to_string());
+                }
             }
         }
         people.retain(|user| {
@@ -463,7 +467,7 @@ pub fn post_slot(
     let Job::SlackPost { channel, .. } = &job.job else {
         return None;
     };
-    pace(last_post, channel, now)
+    pace(last_post, channel.as_str(), now)
 }
 
 /// `None`: post now (the slot is taken). `Some(when)`: the channel got a post less

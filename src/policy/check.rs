@@ -85,11 +85,16 @@ pub fn check_report(policy: &Policy, calls: &[(String, serde_json::Value)]) -> S
             Some(index) => format!("rules[{index}]"),
             None => "none (no rule: default medium)".to_string(),
         };
-        let channel = c.route.channel.as_deref().unwrap_or("none");
+        let channel = c.route.channel.as_ref().map_or("none", |c| c.as_str());
         let approvers = if c.route.approvers.is_empty() {
             "none".to_string()
         } else {
-            c.route.approvers.join(",")
+            c.route
+                .approvers
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
         };
         let mut line = format!(
             "{tool} {params} -> tier={tier} action={} rule={rule} channel={channel} \

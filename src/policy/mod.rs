@@ -53,6 +53,8 @@ use std::time::Duration;
 
 use globset::GlobSet;
 
+use crate::ids::{Approver, ChannelId};
+
 pub use check::{check_report, sample_calls};
 pub use classify::Denied;
 use condition::Condition;
@@ -166,9 +168,9 @@ impl FromStr for TierAction {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// Slack channel id to post in; `None` means the service's fallback.
-    pub channel: Option<String>,
-    /// Slack user (U/W) or user-group (S) ids allowed to decide.
-    pub approvers: Vec<String>,
+    pub channel: Option<ChannelId>,
+    /// Slack users (U/W) or user groups (S) allowed to decide.
+    pub approvers: Vec<Approver>,
     /// Approvals needed before the call is approved (1..=20).
     pub required_approvals: u32,
     /// How long the request stays open before it expires.
@@ -180,7 +182,7 @@ pub struct Route {
     /// Escalate after this long without a decision.
     pub escalate_after: Option<Duration>,
     /// Where escalations go.
-    pub escalation_channel: Option<String>,
+    pub escalation_channel: Option<ChannelId>,
     /// The matched rule's `summary` template, unrendered.
     pub summary_template: Option<String>,
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::ids::{Approver, ChannelId};
 use crate::policy::Route;
 use crate::policy::error::PolicyError;
 
@@ -98,47 +99,15 @@ fn parse_duration(text: &str, field: &str) -> Result<Duration, PolicyError> {
     Ok(duration)
 }
 
-/// True if `id` is `prefix` + one or more uppercase letters/digits, the
-/// shape of Slack ids.
-fn is_slack_id(id: &str, prefixes: &[char]) -> bool {
-    let mut chars = id.chars();
-    match chars.next() {
-        Some(first) if prefixes.contains(&first) => {}
-        _ => return false,
-    }
-    let rest = chars.as_str();
-    !rest.is_empty()
-        && rest
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-}
-
 /// Validates a user (U/W) or user-group (S) id.
-fn check_approver(id: &str, field: &str) -> Result<String, PolicyError> {
-    if is_slack_id(id, &['U', 'W', 'S']) {
-        Ok(id.to_string())
-    } else {
-        Err(PolicyError::invalid(
-            field,
-            format!(
-                "{id:?} is not a Slack user or user-group id (U…, W… or S… followed by uppercase letters/digits)"
-            ),
-        ))
-    }
+fn check_approver(id: &str, field: &str) -> Result<Approver, PolicyError> {
+    Approver::parse(id).map_err(|why| PolicyError::invalid(field, why))
 }
 
 /// Validates a channel id (C public, G private, D direct message).
-fn check_channel(id: &str, field: &str) -> Result<String, PolicyError> {
-    if is_slack_id(id, &['C', 'G', 'D']) {
-        Ok(id.to_string())
-    } else {
-        Err(PolicyError::invalid(
-            field,
-            format!(
-                "{id:?} is not a Slack channel id (C…, G… or D… followed by uppercase letters/digits; use the id, not #name)"
-            ),
-        ))
-    }
+fn check_channel(id: &str, field: &str) -> Result<ChannelId, PolicyError> {
+    ChannelId::parse(id)
+        .map_err(|why| PolicyError::invalid(field, format!("{why}; use the id, not #name")))
 }
 
 #[cfg(test)]

@@ -1,21 +1,22 @@
-//! Who may decide an approval: its approvers (user IDs, and user groups expanded with
-//! usergroups.users.list and cached briefly), or anyone when the list is empty — never
-//! the requester. The state machine enforces one vote per person and refuses the
-//! requester too; this check comes first so a refused click opens no modal.
+//! Whether a Slack user is one of an approval's approvers: listed by id, a member of a
+//! listed user group (expanded with usergroups.users.list and cached briefly), or
+//! anyone when the list is empty (the edge then takes clicks only from the messages
+//! signoff posted, so "anyone in the channel"). The state machine gets the answer as
+//! data and decides with every other rule (never the requester, one vote each).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::client::SlackClient;
-use super::text;
+use super::client::{SlackClient, SlackError};
 use crate::approval::Approval;
+use crate::ids::{Approver, GroupId, UserId};
 
 /// How long a group's member list is trusted.
 pub const GROUP_TTL: Duration = Duration::from_secs(60);
 
 /// User group id → (when fetched, members).
-type GroupCache = HashMap<String, (Instant, Arc<Vec<String>>)>;
+type GroupCache = HashMap<GroupId, (Instant, Arc<Vec<String>>)>;
 
 /// Resolves approvers; cheap to clone (the cache is shared).
 #[derive(Clone)]
@@ -32,67 +33,71 @@ impl Approvers {
         }
     }
 
-    /// `Ok` if `user` may vote on `approval`, else the sentence to show them.
-    pub async fn may_decide(&self, approval: &Approval, user: &str) -> Result<(), String> {
-        if approval.requested_by.as_deref() == Some(user) {
-            return Err("You asked for this one, so someone else has to decide it.".into());
-        }
+    /// Whether `user` is one of `approval`'s approvers (see the module doc). `Err`:
+    /// a user group could not be read, so membership is unknown; callers refuse
+    /// (fail closed).
+    pub async fn is_approver(
+        &self,
+        approval: &Approval,
+        user: &UserId,
+    ) -> Result<bool, SlackError> {
         let approvers = &approval.routing.approvers;
-        if approvers.is_empty() || approvers.iter().any(|id| id == user) {
-            return Ok(());
+        if approvers.is_empty() || self.is_listed(approvers, user).await? {
+            return Ok(true);
         }
-        for group in approvers.iter().filter(|id| id.starts_with('S')) {
-            match self.members(group).await {
-                Ok(members) if members.iter().any(|member| member == user) => return Ok(()),
-                Ok(_) => {}
-                // Fail closed: without the member list we cannot say yes.
-                Err(error) => {
-                    tracing::warn!(%error, group, "cannot expand user group");
-                    return Err("I could not check your approver group membership with Slack just now; please try again in a minute.".into());
-                }
+        Ok(false)
+    }
+
+    /// Whether `user` is listed in `approvers`, directly or through a user group.
+    async fn is_listed(&self, approvers: &[Approver], user: &UserId) -> Result<bool, SlackError> {
+        let mut unknown = None;
+        for approver in approvers {
+            match approver {
+                Approver::User(listed) if listed == user => return Ok(true),
+                Approver::User(_) => {}
+                Approver::Group(group) => match self.members(group).await {
+                    Ok(members) if members.iter().any(|member| user == member.as_str()) => {
+                        return Ok(true);
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, group = %group, "cannot expand user group");
+                        unknown = Some(error);
+                    }
+                },
             }
         }
-        let who: Vec<String> = approvers.iter().map(|id| mention(id)).collect();
-        Err(format!(
-            "Only the approvers of this request can decide it: {}.",
-            who.join(", ")
-        ))
+        unknown.map_or(Ok(false), Err)
     }
 
     /// Whether `user`, typing `/approvals` in `channel`, may see `approval`: its listed
     /// approvers (user groups expanded) anywhere, and anyone in a channel it is posted
     /// to (its channel and escalation channel). Everyone else is told it does not
     /// exist, exactly as for an unknown id. Fails closed when a group cannot be read.
-    pub async fn may_see(&self, approval: &Approval, user: &str, channel: Option<&str>) -> bool {
+    pub async fn may_see(&self, approval: &Approval, user: &UserId, channel: Option<&str>) -> bool {
         let routing = &approval.routing;
         let posted_here = channel.is_some_and(|channel| {
-            routing.channel.as_deref() == Some(channel)
-                || routing.escalation_channel.as_deref() == Some(channel)
+            routing.channel.as_ref().is_some_and(|c| c == channel)
+                || routing
+                    .escalation_channel
+                    .as_ref()
+                    .is_some_and(|c| c == channel)
         });
-        if posted_here || routing.approvers.iter().any(|id| id == user) {
-            return true;
-        }
-        for group in routing.approvers.iter().filter(|id| id.starts_with('S')) {
-            match self.members(group).await {
-                Ok(members) if members.iter().any(|member| member == user) => return true,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, group, "cannot expand user group"),
-            }
-        }
-        false
+        posted_here
+            || self
+                .is_listed(&routing.approvers, user)
+                .await
+                .unwrap_or(false)
     }
 
     /// The members of a user group, from the cache when fresh.
-    pub async fn members(
-        &self,
-        group: &str,
-    ) -> Result<Arc<Vec<String>>, super::client::SlackError> {
+    pub async fn members(&self, group: &GroupId) -> Result<Arc<Vec<String>>, SlackError> {
         if let Some(members) = self.cached(group) {
             return Ok(members);
         }
         let answer = self
             .slack
-            .get("usergroups.users.list", &[("usergroup", group)])
+            .get("usergroups.users.list", &[("usergroup", group.as_str())])
             .await?;
         let members: Vec<String> = answer["users"]
             .as_array()
@@ -107,11 +112,11 @@ impl Approvers {
         self.groups
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(group.to_owned(), (Instant::now(), members.clone()));
+            .insert(group.clone(), (Instant::now(), members.clone()));
         Ok(members)
     }
 
-    fn cached(&self, group: &str) -> Option<Arc<Vec<String>>> {
+    fn cached(&self, group: &GroupId) -> Option<Arc<Vec<String>>> {
         let groups = self
             .groups
             .lock()
@@ -124,12 +129,9 @@ impl Approvers {
 }
 
 /// `<@U…>` for people, `<!subteam^S…>` for groups.
-fn mention(id: &str) -> String {
-    if id.starts_with('S') {
-        format!("<!subteam^{id}>")
-    } else if text::is_user_id(id) {
-        format!("<@{id}>")
-    } else {
-        text::escape(id)
+pub fn mention(approver: &Approver) -> String {
+    match approver {
+        Approver::User(user) => format!("<@{user}>"),
+        Approver::Group(group) => format!("<!subteam^{group}>"),
     }
 }

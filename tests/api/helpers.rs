@@ -162,7 +162,7 @@ impl TestApp {
     /// An approver clicks Approve (Slack's path into the store, without Slack).
     pub async fn approve(&self, id: &str, user: &str) {
         let event = signoff::approval::Event::Vote {
-            user: user.into(),
+            by: signoff::approval::Decider::approver(user),
             decision: signoff::approval::Decision::Approve,
             reason: None,
         };

@@ -317,7 +317,12 @@ impl TestApp {
 }
 
 pub fn channel_of(approval: &Approval) -> String {
-    approval.routing.channel.clone().unwrap_or_default()
+    approval
+        .routing
+        .channel
+        .as_deref()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The action ids of a message's buttons, in order.

@@ -27,16 +27,16 @@ async fn an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them(db
     // The edit drops U1's approval; U1 may then approve again (a new vote row).
     let events = [
         Event::EditApprove {
-            user: "U3".into(),
+            by: signoff::approval::Decider::approver("U3"),
             parameters: json!({"x": 2}),
         },
         Event::Vote {
-            user: "U1".into(),
+            by: signoff::approval::Decider::approver("U1"),
             decision: Decision::Approve,
             reason: None,
         },
         Event::Vote {
-            user: "U2".into(),
+            by: signoff::approval::Decider::approver("U2"),
             decision: Decision::Deny,
             reason: Some("no".into()),
         },
@@ -80,7 +80,7 @@ async fn votes_sent_together_on_one_approval_each_see_the_ones_before(db: TestDb
     for user in voters {
         let (store, now) = (store.clone(), clock.now());
         let event = Event::Vote {
-            user: user.into(),
+            by: signoff::approval::Decider::approver(user),
             decision: Decision::Approve,
             reason: None,
         };
@@ -141,7 +141,7 @@ async fn concurrent_votes_from_two_processes_produce_exactly_one_decision(db: Te
         let now = clock.now();
         tasks.push(tokio::spawn(async move {
             let event = Event::Vote {
-                user: format!("U{i}"),
+                by: signoff::approval::Decider::approver(format!("U{i}")),
                 decision,
                 reason: None,
             };

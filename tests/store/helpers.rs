@@ -99,7 +99,7 @@ pub async fn vote(
     decision: Decision,
 ) -> Result<Approval, StoreError> {
     let event = Event::Vote {
-        user: user.into(),
+        by: signoff::approval::Decider::approver(user),
         decision,
         reason: None,
     };

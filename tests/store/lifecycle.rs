@@ -336,7 +336,7 @@ async fn an_edit_replaces_parameters_and_resets_approvals(db: TestDb) {
         .await
         .unwrap();
     let edit = Event::EditApprove {
-        user: "U2".into(),
+        by: signoff::approval::Decider::approver("U2"),
         parameters: json!({"to": ["a"]}),
     };
     let edited = store.apply(approval.id, edit, clock.now()).await.unwrap();

@@ -1,98 +1,40 @@
-//! `POST /slack/interactions` (button clicks, modal submissions) and
-//! `POST /slack/commands` (`/approvals`). Every request is verified on its raw body
-//! before anything else; a bad signature is 401 and changes nothing. Handlers record
-//! the vote and answer at once; message updates go through the outbox, and modals and
-//! ephemeral replies are sent in the background so the ack stays fast.
+//! `POST /slack/interactions`: a button click (Approve, or Deny / Edit & approve,
+//! which open a modal) or a modal's submission. A decision counts only when it comes
+//! from a message signoff posted for that approval, and the state machine decides
+//! with who the clicker is (see `slack::approvers`) whether it counts.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::approval::{Approval, ApprovalId, Decision, Event};
+use super::{GONE, Refused, find, form, refusal_text, verified};
+use crate::approval::machine::check_can_decide;
+use crate::approval::{Approval, ApprovalId, Decider, Decision, Event};
 use crate::http::AppState;
 use crate::http::api::ApiError;
+use crate::ids::UserId;
 use crate::jobs::MessageKey;
 use crate::slack::app::SlackApp;
 use crate::slack::blocks::{
     self, ACTION_APPROVE, ACTION_DENY, ACTION_EDIT, DENY_CALLBACK, EDIT_CALLBACK, PARAMETERS_INPUT,
     REASON_INPUT,
 };
-use crate::slack::commands::{self, Command};
-use crate::slack::verify;
 use crate::store::StoreError;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/slack/interactions", post(interactions))
-        .route("/slack/commands", post(slash_command))
-}
-
-/// Why a Slack request was not served. A request whose signature does not verify gets
-/// a bare 401: the reason goes to the log, never to whoever sent it.
-#[derive(Debug, thiserror::Error)]
-enum Refused {
-    #[error("{0}")]
-    Unsigned(String),
-    #[error("Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET")]
-    NotConfigured,
-    #[error("{0}")]
-    BadRequest(String),
-    #[error(transparent)]
-    Api(#[from] ApiError),
-}
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        match self {
-            Refused::Unsigned(reason) => {
-                tracing::warn!(reason = %reason, "refused a Slack request");
-                axum::http::StatusCode::UNAUTHORIZED.into_response()
-            }
-            Refused::NotConfigured => ApiError::NotConfigured(self.to_string()).into_response(),
-            Refused::BadRequest(detail) => ApiError::BadRequest(detail).into_response(),
-            Refused::Api(error) => error.into_response(),
-        }
-    }
-}
-
-/// Checks the signature and returns the Slack side of the state.
-fn verified<'a>(
-    state: &'a AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<&'a SlackApp, Refused> {
-    let slack = state.slack.as_ref().ok_or(Refused::NotConfigured)?;
-    let secret = slack
-        .signing_secret
-        .as_deref()
-        .ok_or(Refused::NotConfigured)?;
-    verify::verify_headers(
-        secret.as_bytes(),
-        headers,
-        body,
-        state.clock.now().timestamp(),
-    )
-    .map_err(|error| Refused::Unsigned(error.to_string()))?;
-    Ok(slack)
-}
-
-fn form(body: &[u8]) -> Result<std::collections::HashMap<String, String>, Refused> {
-    serde_urlencoded::from_bytes(body)
-        .map_err(|error| Refused::BadRequest(format!("malformed form body: {error}")))
-}
-
-/// What a click or submission is about, taken from the payload.
+/// Who clicked or submitted, and where (for a reply only they see).
 struct Actor {
-    user: String,
+    user: UserId,
     channel: Option<String>,
 }
 
 #[tracing::instrument(skip_all)]
-async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn handler(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let slack = match verified(&state, &headers, &body) {
         Ok(slack) => slack.clone(),
         Err(refused) => return refused.into_response(),
@@ -108,8 +50,8 @@ async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(None) => return Refused::BadRequest("missing payload field".into()).into_response(),
         Err(refused) => return refused.into_response(),
     };
-    let Some(user) = payload["user"]["id"].as_str().map(str::to_owned) else {
-        return Refused::BadRequest("payload has no user.id".into()).into_response();
+    let Some(Ok(user)) = payload["user"]["id"].as_str().map(UserId::parse) else {
+        return Refused::BadRequest("payload has no valid user.id".into()).into_response();
     };
     let channel = payload["channel"]["id"]
         .as_str()
@@ -146,13 +88,14 @@ async fn block_action(
     if let Err(message) = posted_for(state, &approval, &clicked).await {
         return ephemeral(slack, &actor, message);
     }
-    if let Err(message) = slack.approvers.may_decide(&approval, &actor.user).await {
-        return ephemeral(slack, &actor, message);
-    }
+    let by = match decider(slack, &approval, &actor.user).await {
+        Ok(by) => by,
+        Err(message) => return ephemeral(slack, &actor, message),
+    };
     match action_id {
         ACTION_APPROVE => {
             let event = Event::Vote {
-                user: actor.user.clone(),
+                by,
                 decision: Decision::Approve,
                 reason: None,
             };
@@ -162,17 +105,13 @@ async fn block_action(
                 .await
             {
                 Ok(_) => ().into_response(),
-                Err(error) => refusal(slack, &actor, error),
+                Err(error) => refusal(slack, &actor, &approval, error),
             }
         }
         ACTION_DENY | ACTION_EDIT => {
             // Refuse now rather than after the person filled in a modal.
-            if let Err(rejection) = crate::approval::machine::check_can_decide(
-                &approval,
-                &actor.user,
-                state.clock.now(),
-            ) {
-                return ephemeral(slack, &actor, not_counted(&rejection.to_string()));
+            if let Err(rejection) = check_can_decide(&approval, &by, state.clock.now()) {
+                return ephemeral(slack, &actor, refusal_text(&rejection, &approval));
             }
             let Some(trigger_id) = payload["trigger_id"].as_str() else {
                 return Refused::BadRequest("block action without trigger_id".into())
@@ -204,32 +143,21 @@ async fn view_submission(
 ) -> Response {
     let view = &payload["view"];
     let callback = view["callback_id"].as_str().unwrap_or_default();
-    let (input, event) = match callback {
+    let (input, draft) = match callback {
         DENY_CALLBACK => {
             let reason = view["state"]["values"][REASON_INPUT][REASON_INPUT]["value"]
                 .as_str()
                 .map(str::trim)
                 .filter(|reason| !reason.is_empty())
                 .map(str::to_owned);
-            let event = Event::Vote {
-                user: actor.user.clone(),
-                decision: Decision::Deny,
-                reason,
-            };
-            (REASON_INPUT, event)
+            (REASON_INPUT, Draft::Deny { reason })
         }
         EDIT_CALLBACK => {
             let text = view["state"]["values"][PARAMETERS_INPUT][PARAMETERS_INPUT]["value"]
                 .as_str()
                 .unwrap_or_default();
             match blocks::parse_edited_parameters(text) {
-                Ok(parameters) => (
-                    PARAMETERS_INPUT,
-                    Event::EditApprove {
-                        user: actor.user.clone(),
-                        parameters,
-                    },
-                ),
+                Ok(parameters) => (PARAMETERS_INPUT, Draft::Edit { parameters }),
                 Err(message) => {
                     return axum::Json(blocks::modal_errors(PARAMETERS_INPUT, &message))
                         .into_response();
@@ -251,9 +179,18 @@ async fn view_submission(
     if let Err(message) = posted_message(state, &approval, &clicked).await {
         return refuse(&message);
     }
-    if let Err(message) = slack.approvers.may_decide(&approval, &actor.user).await {
-        return axum::Json(blocks::modal_errors(input, &message)).into_response();
-    }
+    let by = match decider(slack, &approval, &actor.user).await {
+        Ok(by) => by,
+        Err(message) => return refuse(&message),
+    };
+    let event = match draft {
+        Draft::Deny { reason } => Event::Vote {
+            by,
+            decision: Decision::Deny,
+            reason,
+        },
+        Draft::Edit { parameters } => Event::EditApprove { by, parameters },
+    };
     match state
         .store
         .apply(approval.id, event, state.clock.now())
@@ -261,11 +198,7 @@ async fn view_submission(
     {
         // An empty 200 closes the modal.
         Ok(_) => ().into_response(),
-        Err(StoreError::Rejected { rejection, .. }) => axum::Json(blocks::modal_errors(
-            input,
-            &not_counted(&rejection.to_string()),
-        ))
-        .into_response(),
+        Err(StoreError::Rejected { rejection, .. }) => refuse(&refusal_text(&rejection, &approval)),
         Err(error) => ApiError::from(error).into_response(),
     }
 }
@@ -345,34 +278,31 @@ async fn posted_message(
     }
 }
 
-/// The approval a button or modal names, or the sentence to show when there is none.
-async fn find(state: &AppState, raw_id: &str) -> Result<Approval, String> {
-    let gone = || "This approval request does not exist (any more).".to_owned();
-    let id: ApprovalId = raw_id.parse().map_err(|_| gone())?;
-    match state.store.get(id).await {
-        Ok(Some(approval)) => Ok(approval),
-        Ok(None) => Err(gone()),
-        Err(error) => {
-            tracing::error!(%error, "cannot read approval");
-            Err("signoff could not read this request just now; please try again.".into())
-        }
+/// What a submitted modal decides, before who decides it is known.
+enum Draft {
+    Deny { reason: Option<String> },
+    Edit { parameters: Value },
+}
+
+/// Who is deciding: the clicker, and whether they are one of the approval's approvers
+/// (for the state machine to weigh). Else the sentence to show: a user group could not
+/// be read, so the answer is not known (fail closed).
+async fn decider(slack: &SlackApp, approval: &Approval, user: &UserId) -> Result<Decider, String> {
+    match slack.approvers.is_approver(approval, user).await {
+        Ok(approver) => Ok(Decider {
+            user: user.to_string(),
+            approver,
+        }),
+        Err(_) => Err("I could not check your approver group membership with Slack just now; please try again in a minute.".into()),
     }
 }
 
-fn not_counted(why: &str) -> String {
-    format!("Your decision was not recorded: {why}.")
-}
-
-fn refusal(slack: &SlackApp, actor: &Actor, error: StoreError) -> Response {
+fn refusal(slack: &SlackApp, actor: &Actor, approval: &Approval, error: StoreError) -> Response {
     match error {
         StoreError::Rejected { rejection, .. } => {
-            ephemeral(slack, actor, not_counted(&rejection.to_string()))
+            ephemeral(slack, actor, refusal_text(&rejection, approval))
         }
-        StoreError::NotFound(_) => ephemeral(
-            slack,
-            actor,
-            "This approval request does not exist (any more).".into(),
-        ),
+        StoreError::NotFound(_) => ephemeral(slack, actor, GONE.into()),
         other => ApiError::from(other).into_response(),
     }
 }
@@ -388,114 +318,4 @@ fn ephemeral(slack: &SlackApp, actor: &Actor, text: String) -> Response {
         });
     }
     ().into_response()
-}
-
-#[tracing::instrument(skip_all)]
-async fn slash_command(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let slack = match verified(&state, &headers, &body) {
-        Ok(slack) => slack.clone(),
-        Err(refused) => return refused.into_response(),
-    };
-    let fields = match form(&body) {
-        Ok(fields) => fields,
-        Err(refused) => return refused.into_response(),
-    };
-    let Some(user) = fields.get("user_id") else {
-        return Refused::BadRequest("missing user_id".into()).into_response();
-    };
-    let viewer = Viewer {
-        user,
-        channel: fields.get("channel_id").map(String::as_str),
-    };
-    let text = fields.get("text").map_or("", String::as_str);
-    let reply = match commands::parse(text) {
-        Command::Pending => pending_for(&state, &slack, &viewer).await,
-        Command::Status(prefix) => status_of(&state, &slack, &viewer, &prefix).await,
-        Command::Help => Ok(commands::text_reply(commands::usage())),
-        Command::Unknown(problem) => Ok(commands::text_reply(&commands::unknown_reply(&problem))),
-    };
-    match reply {
-        Ok(reply) => axum::Json(reply).into_response(),
-        Err(error) => ApiError::from(error).into_response(),
-    }
-}
-
-/// Who typed `/approvals`, and where.
-struct Viewer<'a> {
-    user: &'a str,
-    channel: Option<&'a str>,
-}
-
-/// Ids a status prefix may match that are looked at; a prefix matching more is too
-/// short to say which one is meant.
-const PREFIX_MATCHES: i64 = 50;
-
-/// `/approvals status PREFIX`: the one approval the prefix names among those the viewer
-/// may see (see `Approvers::may_see`). Approvals the viewer may not see are not
-/// mentioned, not even as making the prefix ambiguous.
-async fn status_of(
-    state: &AppState,
-    slack: &SlackApp,
-    viewer: &Viewer<'_>,
-    prefix: &str,
-) -> Result<Value, StoreError> {
-    let not_found = || commands::text_reply(&format!("No approval matches `{prefix}`."));
-    let mut visible = Vec::new();
-    for id in state.store.find_by_prefix(prefix, PREFIX_MATCHES).await? {
-        let Some(approval) = state.store.get(id).await? else {
-            continue;
-        };
-        if slack
-            .approvers
-            .may_see(&approval, viewer.user, viewer.channel)
-            .await
-        {
-            visible.push(approval);
-        }
-    }
-    Ok(match visible.as_slice() {
-        [] => not_found(),
-        [approval] => commands::status_reply(approval, state.clock.now()),
-        _ => commands::text_reply(&format!(
-            "`{prefix}` matches more than one approval; type more of the id."
-        )),
-    })
-}
-
-/// How many pending approvals `/approvals` looks through.
-const PENDING_SCAN: i64 = 500;
-
-/// `/approvals pending`: what the viewer may decide, among what they may see.
-async fn pending_for(
-    state: &AppState,
-    slack: &SlackApp,
-    viewer: &Viewer<'_>,
-) -> Result<Value, StoreError> {
-    let mut mine = Vec::new();
-    for approval in state.store.list_pending(PENDING_SCAN).await? {
-        if approval.has_voted(viewer.user)
-            || !slack
-                .approvers
-                .may_see(&approval, viewer.user, viewer.channel)
-                .await
-            || slack
-                .approvers
-                .may_decide(&approval, viewer.user)
-                .await
-                .is_err()
-        {
-            continue;
-        }
-        mine.push(approval);
-    }
-    let ids: Vec<_> = mine.iter().map(|a| a.id).collect();
-    let links = state.store.main_permalinks(&ids).await?;
-    let items: Vec<(&Approval, Option<&str>)> = mine
-        .iter()
-        .map(|a| (a, links.get(&a.id).map(String::as_str)))
-        .collect();
-    Ok(commands::pending_list_reply_linked(
-        &items,
-        state.clock.now(),
-    ))
 }

@@ -1,0 +1,139 @@
+//! `POST /slack/commands`: `/approvals` (what waits for me), `/approvals status ID`
+//! and `/approvals help`. An approval is shown only to its approvers and in the
+//! channels it was posted to; to anyone else it does not exist.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::{Refused, form, verified};
+use crate::approval::machine::check_can_decide;
+use crate::approval::{Approval, Decider};
+use crate::http::AppState;
+use crate::http::api::ApiError;
+use crate::ids::UserId;
+use crate::slack::app::SlackApp;
+use crate::slack::commands::{self, Command};
+use crate::store::StoreError;
+
+#[tracing::instrument(skip_all)]
+pub(super) async fn handler(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let slack = match verified(&state, &headers, &body) {
+        Ok(slack) => slack.clone(),
+        Err(refused) => return refused.into_response(),
+    };
+    let fields = match form(&body) {
+        Ok(fields) => fields,
+        Err(refused) => return refused.into_response(),
+    };
+    let Some(Ok(user)) = fields.get("user_id").map(|id| UserId::parse(id)) else {
+        return Refused::BadRequest("missing or invalid user_id".into()).into_response();
+    };
+    let viewer = Viewer {
+        user: &user,
+        channel: fields.get("channel_id").map(String::as_str),
+    };
+    let text = fields.get("text").map_or("", String::as_str);
+    let reply = match commands::parse(text) {
+        Command::Pending => pending_for(&state, &slack, &viewer).await,
+        Command::Status(prefix) => status_of(&state, &slack, &viewer, &prefix).await,
+        Command::Help => Ok(commands::text_reply(commands::usage())),
+        Command::Unknown(problem) => Ok(commands::text_reply(&commands::unknown_reply(&problem))),
+    };
+    match reply {
+        Ok(reply) => axum::Json(reply).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// Who typed `/approvals`, and where.
+struct Viewer<'a> {
+    user: &'a UserId,
+    channel: Option<&'a str>,
+}
+
+/// Ids a status prefix may match that are looked at; a prefix matching more is too
+/// short to say which one is meant.
+const PREFIX_MATCHES: i64 = 50;
+
+/// `/approvals status PREFIX`: the one approval the prefix names among those the viewer
+/// may see (see `Approvers::may_see`). Approvals the viewer may not see are not
+/// mentioned, not even as making the prefix ambiguous.
+async fn status_of(
+    state: &AppState,
+    slack: &SlackApp,
+    viewer: &Viewer<'_>,
+    prefix: &str,
+) -> Result<Value, StoreError> {
+    let not_found = || commands::text_reply(&format!("No approval matches `{prefix}`."));
+    let mut visible = Vec::new();
+    for id in state.store.find_by_prefix(prefix, PREFIX_MATCHES).await? {
+        let Some(approval) = state.store.get(id).await? else {
+            continue;
+        };
+        if slack
+            .approvers
+            .may_see(&approval, viewer.user, viewer.channel)
+            .await
+        {
+            visible.push(approval);
+        }
+    }
+    Ok(match visible.as_slice() {
+        [] => not_found(),
+        [approval] => commands::status_reply(approval, state.clock.now()),
+        _ => commands::text_reply(&format!(
+            "`{prefix}` matches more than one approval; type more of the id."
+        )),
+    })
+}
+
+/// How many pending approvals `/approvals` looks through.
+const PENDING_SCAN: i64 = 500;
+
+/// `/approvals pending`: what the viewer may decide, among what they may see.
+async fn pending_for(
+    state: &AppState,
+    slack: &SlackApp,
+    viewer: &Viewer<'_>,
+) -> Result<Value, StoreError> {
+    let mut mine = Vec::new();
+    for approval in state.store.list_pending(PENDING_SCAN).await? {
+        if approval.has_voted(viewer.user.as_str())
+            || !slack
+                .approvers
+                .may_see(&approval, viewer.user, viewer.channel)
+                .await
+        {
+            continue;
+        }
+        let approver = slack
+            .approvers
+            .is_approver(&approval, viewer.user)
+            .await
+            .unwrap_or(false);
+        let by = Decider {
+            user: viewer.user.to_string(),
+            approver,
+        };
+        if check_can_decide(&approval, &by, state.clock.now()).is_ok() {
+            mine.push(approval);
+        }
+    }
+    let ids: Vec<_> = mine.iter().map(|a| a.id).collect();
+    let links = state.store.main_permalinks(&ids).await?;
+    let items: Vec<(&Approval, Option<&str>)> = mine
+        .iter()
+        .map(|a| (a, links.get(&a.id).map(String::as_str)))
+        .collect();
+    Ok(commands::pending_list_reply_linked(
+        &items,
+        state.clock.now(),
+    ))
+}

@@ -1,0 +1,114 @@
+//! Slack's signed callbacks: `POST /slack/interactions` (button clicks, modal
+//! submissions; [`interactions`]) and `POST /slack/commands` (`/approvals`;
+//! [`commands`]). Every request is verified on its raw body before anything else; a
+//! bad signature gets a bare 401 and changes nothing. Handlers record the decision and
+//! answer at once; message updates go through the outbox, and modals and ephemeral
+//! replies are sent in the background so the ack stays fast.
+
+mod commands;
+mod interactions;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use crate::approval::{Approval, ApprovalId, Rejection};
+use crate::http::AppState;
+use crate::http::api::ApiError;
+use crate::slack::app::SlackApp;
+use crate::slack::approvers::mention;
+use crate::slack::text::join_limited;
+use crate::slack::verify;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/slack/interactions", post(interactions::handler))
+        .route("/slack/commands", post(commands::handler))
+}
+
+/// Why a Slack request was not served. A request whose signature does not verify gets
+/// a bare 401: the reason goes to the log, never to whoever sent it.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("{0}")]
+    Unsigned(String),
+    #[error("Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET")]
+    NotConfigured,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Unsigned(reason) => {
+                tracing::warn!(reason = %reason, "refused a Slack request");
+                axum::http::StatusCode::UNAUTHORIZED.into_response()
+            }
+            Refused::NotConfigured => ApiError::NotConfigured(self.to_string()).into_response(),
+            Refused::BadRequest(detail) => ApiError::BadRequest(detail).into_response(),
+            Refused::Api(error) => error.into_response(),
+        }
+    }
+}
+
+/// Checks the signature and returns the Slack side of the state.
+fn verified<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<&'a SlackApp, Refused> {
+    let slack = state.slack.as_ref().ok_or(Refused::NotConfigured)?;
+    let secret = slack
+        .signing_secret
+        .as_deref()
+        .ok_or(Refused::NotConfigured)?;
+    verify::verify_headers(
+        secret.as_bytes(),
+        headers,
+        body,
+        state.clock.now().timestamp(),
+    )
+    .map_err(|error| Refused::Unsigned(error.to_string()))?;
+    Ok(slack)
+}
+
+fn form(body: &[u8]) -> Result<std::collections::HashMap<String, String>, Refused> {
+    serde_urlencoded::from_bytes(body)
+        .map_err(|error| Refused::BadRequest(format!("malformed form body: {error}")))
+}
+
+const GONE: &str = "This approval request does not exist (any more).";
+
+/// The approval a button or modal names, or the sentence to show when there is none.
+async fn find(state: &AppState, raw_id: &str) -> Result<Approval, String> {
+    let id: ApprovalId = raw_id.parse().map_err(|_| GONE.to_owned())?;
+    match state.store.get(id).await {
+        Ok(Some(approval)) => Ok(approval),
+        Ok(None) => Err(GONE.into()),
+        Err(error) => {
+            tracing::error!(%error, "cannot read approval");
+            Err("signoff could not read this request just now; please try again.".into())
+        }
+    }
+}
+
+/// What a person reads when their decision did not count.
+fn refusal_text(rejection: &Rejection, approval: &Approval) -> String {
+    match rejection {
+        Rejection::RequesterCannotVote => {
+            "You asked for this one, so someone else has to decide it.".into()
+        }
+        Rejection::NotAnApprover => {
+            let who: Vec<String> = approval.routing.approvers.iter().map(mention).collect();
+            format!(
+                "Only the approvers of this request can decide it: {}.",
+                join_limited(&who, ", ", 2000)
+            )
+        }
+        other => format!("Your decision was not recorded: {other}."),
+    }
+}
