@@ -5,13 +5,11 @@
 //! read `approved`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::json;
-use sha2::Sha256;
 
 use crate::cli::Settings;
 use crate::client::{Api, PENDING_TOOL, parameters};
@@ -20,6 +18,7 @@ use crate::drive::{Load, drive};
 use crate::fake_slack::FakeSlack;
 use crate::report::{CLICKS_RATE_TARGET, Stats, count};
 use crate::server::{Server, SlackEnv, create_token};
+use crate::slack::{SlackMessage, click_on_message, signed};
 
 const SIGNING_SECRET: &str = "bench-signing-secret-0123456789";
 const CHANNEL: &str = "C0BENCH";
@@ -47,7 +46,7 @@ pub async fn measure(
     url: String,
     settings: Settings,
 ) -> Result<ClicksReport> {
-    let fake = FakeSlack::start().await?;
+    let fake = FakeSlack::start().await;
     let workdir = tempfile::tempdir().context("create a temp dir for the policy")?;
     let policy = workdir.path().join("bench-clicks-policy.toml");
     std::fs::write(&policy, CLICKS_POLICY).context("write the clicks policy")?;
@@ -55,7 +54,7 @@ pub async fn measure(
     let slack = SlackEnv {
         bot_token: "xoxb-bench",
         signing_secret: SIGNING_SECRET,
-        api_url: fake.api_url(),
+        api_url: &fake.url,
     };
     let server = Server::start(&url, Some(&policy), Some(slack)).await?;
     let api = Api::new(backend, server.base_url(), token);
@@ -83,7 +82,7 @@ pub async fn measure(
     phase.stats.print(backend, "signed clicks");
     cpu.print(backend, "signed clicks")?;
     ensure!(phase.stats.requests > 0, "no click was acknowledged");
-    let slack_during = fake.calls();
+    let slack_during = fake.call_counts();
 
     let clicked: Arc<Vec<String>> = Arc::new(
         phase
@@ -104,7 +103,7 @@ pub async fn measure(
     );
     println!(
         "[{backend}] fake Slack calls after the check:         {}",
-        calls_line(&fake.calls())
+        calls_line(&fake.call_counts())
     );
     drop(server);
     Ok(ClicksReport {
@@ -140,28 +139,18 @@ async fn create_pending(api: &Api, settings: Settings) -> Result<Vec<String>> {
 }
 
 /// One signed Approve click on approval `id`, by user `U0BENCH<i>`; 200 or an error.
+/// The click carries its message as Slack sends it, with the metadata signoff gave it
+/// (which names the approval): posts are paced to one a second per channel, so during
+/// the phase most approvals would otherwise have no message to click yet.
 async fn click(api: &Api, id: &str, i: usize) -> Result<()> {
-    let payload = json!({
-        "type": "block_actions",
-        "user": { "id": format!("U0BENCH{i}") },
-        "trigger_id": "1.2.3",
-        "channel": { "id": CHANNEL },
-        "container": { "type": "message", "channel_id": CHANNEL, "message_ts": "1.000001" },
-        "actions": [{
-            "type": "button",
-            "action_id": "approve",
-            "block_id": format!("approval:{id}"),
-            "value": id,
-        }],
-    });
-    let body = serde_urlencoded::to_string([("payload", payload.to_string())])
-        .context("encode the click")?;
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the clock is before 1970")?
-        .as_secs()
-        .to_string();
-    let signature = sign(&timestamp, &body);
+    let message = SlackMessage {
+        channel: CHANNEL.into(),
+        ts: "1700000000.000001".into(),
+        metadata: json!({"event_type": "signoff_approval_posted",
+                         "event_payload": {"approval_id": id, "kind": "main", "version": 0}}),
+    };
+    let payload = click_on_message(id, &format!("U0BENCH{i}"), "approve", &message);
+    let (body, timestamp, signature) = signed(SIGNING_SECRET, &payload);
     let answer = api
         .http
         .post(format!("{}/slack/interactions", api.base))
@@ -175,14 +164,6 @@ async fn click(api: &Api, id: &str, i: usize) -> Result<()> {
     answer.bytes().await?;
     ensure!(status == StatusCode::OK, "click answered {status}");
     Ok(())
-}
-
-/// `v0=` + hex HMAC-SHA256 over `v0:{timestamp}:{body}`, as Slack signs.
-fn sign(timestamp: &str, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SIGNING_SECRET.as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
-    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Reads every clicked approval back: (read, approved).

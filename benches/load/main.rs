@@ -42,6 +42,7 @@ mod clicks;
 mod client;
 mod cpu;
 mod drive;
+#[path = "../../tests/common/fake_slack.rs"]
 mod fake_slack;
 #[path = "../support/format.rs"]
 mod format;
@@ -51,6 +52,8 @@ mod postgres;
 mod report;
 #[path = "../support/process.rs"]
 mod server;
+#[path = "../../tests/common/slack.rs"]
+mod slack;
 mod wake;
 
 use std::future::Future;

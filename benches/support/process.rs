@@ -1,13 +1,16 @@
 //! The server under test as the benches run it: `signoff token create`, and
-//! `signoff serve` as a child process on a free port of 127.0.0.1, with its memory read
-//! from `/proc`. Shared by `benches/load` and `benches/scale` (each includes this file
+//! `signoff serve` as a child process on a free port of 127.0.0.1 (started as the tests
+//! start it), with its memory read from `/proc`. Shared by `benches/load` and `benches/scale` (each includes this file
 //! with `#[path]`).
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
+
+#[path = "../../tests/common/server.rs"]
+mod running;
 
 /// How long `signoff serve` may take to answer `/healthz` (a large database migrates
 /// and opens first).
@@ -15,13 +18,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `signoff token create bench`: the token it prints.
 pub async fn create_token(url: &str) -> Result<String> {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_signoff"))
-        .args(["token", "create", "bench"])
-        // `--database-url` belongs to `token`, before `create`; the env var works anywhere.
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .output()
+    let mut command = running::command(&["token", "create", "bench"], url);
+    command.env("RUST_LOG", "warn");
+    let output = tokio::task::spawn_blocking(move || command.output())
         .await
+        .context("run `signoff token create`")?
         .context("run `signoff token create`")?;
     ensure!(
         output.status.success(),
@@ -40,10 +41,10 @@ pub struct SlackEnv<'a> {
     pub api_url: &'a str,
 }
 
-/// The `signoff serve` child process; killed when dropped (also on panic).
+/// The `signoff serve` child process, started the tests' way (`tests/common/server.rs`);
+/// killed when dropped (also on panic).
 pub struct Server {
-    child: Child,
-    port: u16,
+    inner: running::Server,
     /// The working directory, empty, so no `./signoff.toml` is picked up.
     _dir: tempfile::TempDir,
 }
@@ -57,21 +58,14 @@ impl Server {
         slack: Option<SlackEnv<'_>>,
     ) -> Result<Server> {
         let dir = tempfile::tempdir().context("create a working dir for the server")?;
-        let port = free_port()?;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_signoff"));
+        let mut command = running::command(&["serve"], url);
         command
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--database-url", url])
             .current_dir(dir.path())
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        match policy {
-            Some(policy) => command.arg("--policy").arg(policy),
-            None => command.env_remove("SIGNOFF_POLICY"),
-        };
+        if let Some(policy) = policy {
+            command.arg("--policy").arg(policy);
+        }
         match slack {
             Some(slack) => command
                 .env("SLACK_BOT_TOKEN", slack.bot_token)
@@ -83,66 +77,26 @@ impl Server {
                 .env_remove("SLACK_SIGNING_SECRET")
                 .env_remove("SLACK_API_URL"),
         };
-        let child = command.spawn().context("start `signoff serve`")?;
-        let mut server = Server {
-            child,
-            port,
-            _dir: dir,
-        };
-        server.wait_until_healthy().await?;
-        Ok(server)
+        let inner =
+            tokio::task::spawn_blocking(move || running::Server::spawn(command, START_TIMEOUT))
+                .await
+                .context("start `signoff serve`")?
+                .map_err(anyhow::Error::msg)?;
+        Ok(Server { inner, _dir: dir })
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_until_healthy(&mut self) -> Result<()> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .context("build an HTTP client")?;
-        let url = format!("{}/healthz", self.base_url());
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().context("poll the server process")? {
-                bail!("`signoff serve` exited during start-up: {status}");
-            }
-            if let Ok(answer) = client.get(&url).send().await
-                && answer.status().is_success()
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!(
-            "`signoff serve` did not answer {url} within {} s",
-            START_TIMEOUT.as_secs()
-        )
+        self.inner.address.clone()
     }
 
     pub fn memory(&self) -> Result<Memory> {
-        Memory::of(self.child.id())
+        Memory::of(self.inner.pid())
     }
 
     #[allow(dead_code)] // the load bench meters its CPU; the scale bench does not
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.inner.pid()
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(listener.local_addr().context("read the bound port")?.port())
 }
 
 /// A process's resident memory from `/proc/<pid>/status`, in KiB.

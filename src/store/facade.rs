@@ -44,6 +44,9 @@ struct Inner {
     writes: mpsc::Sender<Op>,
     changes: broadcast::Sender<StatusChange>,
     wakeup: Arc<tokio::sync::Notify>,
+    /// True while this process hears other processes' notices (PostgreSQL's LISTEN
+    /// connection is up); always true on SQLite, which has one process.
+    hearing: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The store handle: cheap to clone, shared by every request.
@@ -66,7 +69,9 @@ impl Store {
         let (changes, _) = broadcast::channel(1024);
         let wakeup = Arc::new(tokio::sync::Notify::new());
         let (writes, rx) = mpsc::channel(writer::QUEUE);
+        let (heard, hearing) = tokio::sync::watch::channel(false);
         let backend = if url.starts_with("sqlite:") {
+            heard.send_replace(true);
             let (reads, tx) = sqlite::open(url).await?;
             tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries));
             Backend::Sqlite(reads)
@@ -77,6 +82,7 @@ impl Store {
                 url.to_owned(),
                 changes.clone(),
                 wakeup.clone(),
+                heard,
             ));
             Backend::Postgres(reads)
         } else {
@@ -91,8 +97,18 @@ impl Store {
                 writes,
                 changes,
                 wakeup,
+                hearing,
             }),
         })
+    }
+
+    /// Resolves once this process hears other processes' changes and inserts (on
+    /// PostgreSQL, once its LISTEN connection is up): a readiness signal for what
+    /// relies on them.
+    pub async fn hearing(&self) {
+        let mut hearing = self.inner.hearing.clone();
+        // The sender lives as long as the listener task, which never ends.
+        let _ = hearing.wait_for(|up| *up).await;
     }
 
     /// `"sqlite"` or `"postgres"`.

@@ -1,16 +1,12 @@
-//! `spawn_app()`: the real router on 127.0.0.1:0, a store on a test database, a manual
-//! clock and an API token, plus a small JSON client.
+//! `spawn_app()`: the app (`common::app`) under the API tests' policy, and a small
+//! JSON client for it.
 
-use std::sync::Arc;
-
-use chrono::TimeZone;
 use reqwest::StatusCode;
 use serde_json::Value;
-use signoff::clock::{Clock, ManualClock};
-use signoff::http::{self, AppState};
-use signoff::policy::Policy;
-use signoff::store::Store;
+use signoff::clock::Clock;
 
+pub use crate::common::app::new_token;
+use crate::common::app::{self, App, Options};
 use crate::common::{self, TestDb};
 
 /// The policy the API tests run under.
@@ -39,14 +35,16 @@ required_approvals = 2
 summary = "Deploy {service} to {environment}"
 "#;
 
+/// The app (see `common::app`) with the API tests' policy, and their client.
 pub struct TestApp {
-    pub address: String,
-    pub token: String,
-    pub store: Store,
-    pub clock: ManualClock,
-    pub http: reqwest::Client,
-    pub db: TestDb,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    app: App,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -59,48 +57,11 @@ pub async fn spawn_on(db: TestDb) -> TestApp {
 
 /// The app with other connection limits.
 pub async fn spawn_limited(db: TestDb, limits: signoff::http::Limits) -> TestApp {
-    let store = Store::connect(&db.url).await.expect("store opens");
-    let clock = ManualClock::new(
-        chrono::Utc
-            .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
-            .unwrap(),
-    );
-    let token = new_token(&store, &clock, "agent").await;
-    let policy = Policy::from_toml_str(POLICY).expect("test policy");
-    let state = AppState::new(store.clone(), policy, Arc::new(clock.clone())).with_limits(limits);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::run(listener, state, async move {
-        let _ = stopped.await;
-    }));
-    TestApp {
-        address,
-        token,
-        store,
-        clock,
-        http: reqwest::Client::new(),
-        db,
-        _shutdown: stop,
-    }
-}
-
-pub async fn new_token(store: &Store, clock: &ManualClock, name: &str) -> String {
-    let token = signoff::tokens::generate();
-    assert!(
-        store
-            .token_insert(name, &signoff::tokens::hash(&token), clock.now())
-            .await
-            .unwrap()
-    );
-    token
+    let app = app::spawn(db, Options::new(POLICY).with_limits(limits)).await;
+    TestApp { app }
 }
 
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.address, path)
-    }
-
     /// POST a JSON body with the app's token.
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         self.post_as(&self.token, path, body).await

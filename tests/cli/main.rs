@@ -10,11 +10,8 @@ use std::time::Duration;
 use sqlx::Connection;
 
 fn signoff(args: &[&str], database_url: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_signoff"))
-        .args(args)
-        .env("DATABASE_URL", database_url)
+    common::server::command(args, database_url)
         .env("RUST_LOG", "warn")
-        .env_remove("SIGNOFF_POLICY")
         .output()
         .expect("signoff runs")
 }
@@ -382,15 +379,8 @@ async fn audit_verify_catches_tampering_on_postgres_too() {
 #[test]
 fn serve_answers_and_stops_cleanly_on_sigterm() {
     let db = common::sqlite();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signoff"))
-        .args(["serve", "--listen", &listen])
-        .env("DATABASE_URL", &db.url)
+    let listen = common::server::free_address();
+    let mut child = common::server::command(&["serve", "--listen", &listen], &db.url)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -1,4 +1,5 @@
-//! A fake Slack Web API on 127.0.0.1:0: records every call and answers like Slack,
+//! A fake Slack Web API on 127.0.0.1:0, for the tests and the benches alike: records
+//! every call and answers like Slack,
 //! or with the failure a test queues for a method (429 + Retry-After, `ok:false`, HTTP
 //! 500, or a hang). Read methods come as GET with a query string, the others as POST
 //! with a JSON body (or a form); both are recorded with their arguments as JSON. It
@@ -100,6 +101,15 @@ impl FakeSlack {
 
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
+    }
+
+    /// How many calls each method got so far.
+    pub fn call_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for call in &self.lock().calls {
+            *counts.entry(call.method.clone()).or_default() += 1;
+        }
+        counts
     }
 
     pub fn calls_to(&self, method: &str) -> Vec<Call> {

@@ -6,6 +6,7 @@
 //! `SIGNOFF_REQUIRE_POSTGRES` is set (as `.ci/run` does), when they fail instead.
 #![allow(dead_code)]
 
+pub mod app;
 pub mod fake_slack;
 pub mod server;
 pub mod slack;

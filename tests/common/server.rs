@@ -1,5 +1,6 @@
-//! Real `signoff serve` processes for tests that need several of them (replicas) or
-//! need to kill one (crash safety).
+//! The one way the tests and the benches run the `signoff` binary: [`command`] (a one-shot command, or
+//! `serve`) and [`Server`], a real `signoff serve` on a free port, for tests that need
+//! the process itself (several replicas, a kill, its log, a signal).
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
@@ -11,14 +12,31 @@ pub struct Server {
     pub address: String,
 }
 
-/// Runs a one-shot `signoff` command against `database_url` and returns its stdout.
-pub fn signoff(args: &[&str], database_url: &str) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_signoff"))
+/// `signoff ARGS` against `database_url`, logging only errors unless `RUST_LOG` is set
+/// on the command, with no policy file from the environment.
+pub fn command(args: &[&str], database_url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_signoff"));
+    command
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "error")
-        .output()
-        .expect("signoff runs");
+        .env_remove("SIGNOFF_POLICY");
+    command
+}
+
+/// A free port on 127.0.0.1, as `HOST:PORT`.
+pub fn free_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// Runs a one-shot `signoff` command against `database_url` and returns its stdout.
+pub fn signoff(args: &[&str], database_url: &str) -> String {
+    let output = command(args, database_url).output().expect("signoff runs");
     assert!(
         output.status.success(),
         "signoff {args:?}: {}",
@@ -39,43 +57,64 @@ impl Server {
         env: &[(&str, &str)],
         log: impl Into<Stdio>,
     ) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_signoff"));
+        let mut command = command(&["serve"], database_url);
         command
-            .args(["serve", "--listen", &listen])
-            .env("DATABASE_URL", database_url)
             .env(
                 "RUST_LOG",
                 std::env::var("SIGNOFF_TEST_SERVER_LOG").unwrap_or_else(|_| "error".into()),
             )
-            .stdout(Stdio::null())
             .stderr(log);
         for (key, value) in env {
             command.env(key, value);
         }
-        let child = command.spawn().expect("signoff serve starts");
-        let server = Server {
+        Self::spawn(command, Duration::from_secs(30)).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Starts `command` (a `signoff serve` from [`command`], set up as the caller
+    /// wants) on a free port, and waits up to `limit` until `/healthz` answers.
+    pub fn spawn(mut command: Command, limit: Duration) -> Result<Server, String> {
+        let listen = free_address();
+        command
+            .args(["--listen", &listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let child = command
+            .spawn()
+            .map_err(|error| format!("cannot start signoff serve: {error}"))?;
+        let mut server = Server {
             child,
             address: format!("http://{listen}"),
         };
-        server.wait_until_up(&listen);
-        server
+        server.wait_until_healthy(&listen, limit)?;
+        Ok(server)
     }
 
-    fn wait_until_up(&self, listen: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    /// Waits until `GET /healthz` answers 200, or the process exits, or `limit` passes.
+    fn wait_until_healthy(&mut self, listen: &str, limit: Duration) -> Result<(), String> {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(listen).is_ok() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("signoff serve exited during start-up: {status}"));
+            }
+            if let Ok(mut stream) = std::net::TcpStream::connect(listen) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let asked = stream.write_all(
+                    b"GET /healthz HTTP/1.1\r\nHost: signoff\r\nConnection: close\r\n\r\n",
+                );
+                let mut answer = String::new();
+                if asked.is_ok()
+                    && stream.read_to_string(&mut answer).is_ok()
+                    && answer.starts_with("HTTP/1.1 200")
+                {
+                    return Ok(());
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("signoff serve did not listen on {listen} within 30 s");
+        Err(format!(
+            "signoff serve did not answer /healthz on {listen} within {limit:?}"
+        ))
     }
 
     pub fn pid(&self) -> u32 {

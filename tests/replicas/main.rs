@@ -157,8 +157,23 @@ async fn two_replicas_share_one_table_without_doing_anything_twice() {
         "the inserted row was posted"
     );
 
-    // Settle, then count: nothing happened twice.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Settle (no delivery due or in flight on either replica), then count: nothing
+    // happened twice.
+    let mut busy = i64::MAX;
+    for _ in 0..500 {
+        busy = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE state = 'ready' \
+             AND (due_at <= NOW() OR locked_until > NOW())",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if busy == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(busy, 0, "both replicas settled");
     let mut per_approval: HashMap<String, usize> = HashMap::new();
     for post in channel_posts() {
         *per_approval

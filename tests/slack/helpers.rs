@@ -1,27 +1,19 @@
-//! `spawn_app()` with Slack: the real router on 127.0.0.1:0 talking to a [`FakeSlack`],
-//! a manual clock, and helpers that send requests signed as Slack signs them.
+//! `spawn_app()` with Slack: the app (`common::app`) talking to a [`FakeSlack`], and
+//! helpers that send requests signed as Slack signs them.
 
-use std::sync::Arc;
-
-use chrono::TimeZone;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use signoff::approval::Approval;
-use signoff::clock::{Clock, ManualClock};
-use signoff::http::{self, AppState};
-use signoff::jobs::{Deliveries, PostedMessage};
-use signoff::outbox::Outbox;
+use signoff::clock::Clock;
+use signoff::jobs::PostedMessage;
 use signoff::policy::Policy;
-use signoff::scheduler::Scheduler;
-use signoff::slack::app::SlackApp;
-use signoff::slack::client::SlackClient;
-use signoff::store::Store;
 
+use crate::common::app::{self, App, Options};
 use crate::common::fake_slack::FakeSlack;
 pub use crate::common::slack::{click_payload, interaction_body, sign};
 use crate::common::{self, TestDb};
 
-pub const SECRET: &str = "test-signing-secret";
+pub const SECRET: &str = app::SLACK_SECRET;
 pub const REQUESTER: &str = "U0REQUESTER";
 
 pub const POLICY: &str = r#"
@@ -63,15 +55,19 @@ escalation_channel = "C0MANAGERS"
 expires_after = "4h"
 "#;
 
+/// The app (see `common::app`) with Slack, under the Slack tests' policy, and the
+/// requests Slack sends it.
 pub struct TestApp {
-    pub address: String,
-    pub store: Store,
-    pub clock: ManualClock,
+    app: App,
+    /// The fake Slack Web API the app talks to.
     pub slack: FakeSlack,
-    pub scheduler: Scheduler,
-    pub http: reqwest::Client,
-    _db: TestDb,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -79,57 +75,12 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_on(db: TestDb) -> TestApp {
-    let slack = FakeSlack::start().await;
-    let store = Store::connect_with(&db.url, Deliveries { slack: true })
-        .await
-        .expect("store opens");
-    let clock = ManualClock::new(
-        chrono::Utc
-            .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
-            .unwrap(),
-    );
-    // A short time limit so the "Slack hangs" test takes a moment, not 10 s.
-    let client = SlackClient::new("xoxb-test-token", &slack.url)
-        .expect("client")
-        .with_timeout(std::time::Duration::from_millis(500));
-    let state = AppState::new(
-        store.clone(),
-        Policy::from_toml_str(POLICY).unwrap(),
-        Arc::new(clock.clone()),
-    )
-    .with_slack(SlackApp::new(client.clone(), Some(SECRET.into())));
-    let scheduler = Scheduler::with_outbox(
-        store.clone(),
-        Outbox::new(store.clone(), Some(client)).unwrap(),
-    )
-    .with_policy(Arc::new(Policy::from_toml_str(POLICY).unwrap()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::run(listener, state, async move {
-        let _ = stopped.await;
-    }));
-    TestApp {
-        address,
-        store,
-        clock,
-        slack,
-        scheduler,
-        http: reqwest::Client::new(),
-        _db: db,
-        _shutdown: stop,
-    }
+    let app = app::spawn(db, Options::new(POLICY).with_slack()).await;
+    let slack = app.slack.clone().expect("started with Slack");
+    TestApp { app, slack }
 }
 
 impl TestApp {
-    /// Runs the due jobs at the current (manual) time: posts, updates, expiry.
-    pub async fn run_jobs(&self) -> usize {
-        self.scheduler
-            .run_once(self.clock.now())
-            .await
-            .expect("scheduler pass")
-    }
-
     /// Creates an approval through the store, as the API does, and returns it.
     pub async fn request(&self, tool: &str, parameters: Value) -> Approval {
         self.request_with_callback(tool, parameters, None).await

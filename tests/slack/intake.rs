@@ -103,7 +103,8 @@ async fn a_direct_insert_wakes_the_scheduler_and_decisions_reach_other_replicas_
     let url = db.url.clone();
     let app = spawn_on(db).await;
     let replica = signoff::store::Store::connect(&url).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await; // let both LISTEN connections start
+    app.store.hearing().await;
+    replica.hearing().await;
 
     let wakeup = app.store.wakeup();
     let woken = wakeup.notified();

@@ -308,18 +308,10 @@ async fn edit_and_approve_validates_the_json_and_runs_only_the_edited_parameters
 
 #[tokio::test]
 async fn slack_endpoints_answer_503_when_slack_is_not_configured() {
-    let db = common::sqlite();
-    let store = signoff::store::Store::connect(&db.url).await.unwrap();
-    let state = signoff::http::AppState::new(
-        store,
-        signoff::policy::Policy::builtin(),
-        std::sync::Arc::new(signoff::clock::SystemClock),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(signoff::http::run(listener, state, std::future::pending()));
-    let response = reqwest::Client::new()
-        .post(format!("http://{address}/slack/interactions"))
+    let app = common::app::spawn(common::sqlite(), common::app::Options::new(POLICY)).await;
+    let response = app
+        .http
+        .post(app.url("/slack/interactions"))
         .body("payload=%7B%7D")
         .send()
         .await

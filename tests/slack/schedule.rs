@@ -196,11 +196,7 @@ impl Receiver {
 #[tokio::test]
 async fn decisions_are_posted_to_the_callback_url_signed_and_retried() {
     let app = spawn_app().await;
-    let token = signoff::tokens::generate();
-    app.store
-        .token_insert("agent", &signoff::tokens::hash(&token), app.clock.now())
-        .await
-        .unwrap();
+    let token = app.token.clone();
     let (receiver, url) = Receiver::start(vec![StatusCode::INTERNAL_SERVER_ERROR]).await;
     let approval = app
         .request_with_callback("a", json!({"n": 1}), Some(url))

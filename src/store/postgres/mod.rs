@@ -40,6 +40,7 @@ pub(crate) async fn listen(
     url: String,
     changes: tokio::sync::broadcast::Sender<StatusChange>,
     wakeup: std::sync::Arc<tokio::sync::Notify>,
+    hearing: tokio::sync::watch::Sender<bool>,
 ) {
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect(&url).await {
@@ -55,6 +56,7 @@ pub(crate) async fn listen(
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        hearing.send_replace(true);
         // A reconnect may have missed notices: let the scheduler sweep.
         wakeup.notify_one();
         loop {
@@ -74,6 +76,7 @@ pub(crate) async fn listen(
                 }
                 Err(error) => {
                     tracing::warn!(%error, "LISTEN connection lost; reconnecting");
+                    hearing.send_replace(false);
                     break;
                 }
             }

@@ -1,0 +1,150 @@
+//! The one way the tests start the app in process: the real router on 127.0.0.1 port
+//! 0 (`signoff::http::run`), a store on a test database, a manual clock, an API token,
+//! and, when asked for, a fake Slack Web API with the Slack side configured. The
+//! scheduler is not running: tests run its passes themselves (`App::run_jobs`), at the
+//! manual clock's time.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use chrono::TimeZone;
+use signoff::clock::{Clock, ManualClock};
+use signoff::http::{AppState, Limits};
+use signoff::jobs::Deliveries;
+use signoff::outbox::Outbox;
+use signoff::policy::Policy;
+use signoff::scheduler::Scheduler;
+use signoff::slack::app::SlackApp;
+use signoff::slack::client::SlackClient;
+use signoff::store::Store;
+
+use super::TestDb;
+use super::fake_slack::FakeSlack;
+
+/// The secret the fake Slack's requests are signed with.
+pub const SLACK_SECRET: &str = "test-signing-secret";
+/// The API token's name (the requester identity of the app's token).
+pub const TOKEN_NAME: &str = "agent";
+
+/// How to start the app.
+pub struct Options<'a> {
+    pub policy: &'a str,
+    /// A fake Slack Web API, and Slack configured against it.
+    pub slack: bool,
+    pub limits: Limits,
+}
+
+impl<'a> Options<'a> {
+    pub fn new(policy: &'a str) -> Self {
+        Options {
+            policy,
+            slack: false,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn with_slack(mut self) -> Self {
+        self.slack = true;
+        self
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// The running app; stops when dropped.
+pub struct App {
+    pub address: String,
+    /// The secret of the API token named [`TOKEN_NAME`].
+    pub token: String,
+    pub store: Store,
+    pub clock: ManualClock,
+    pub scheduler: Scheduler,
+    pub http: reqwest::Client,
+    /// Present when started with Slack.
+    pub slack: Option<FakeSlack>,
+    pub db: TestDb,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
+    let slack = if options.slack {
+        Some(FakeSlack::start().await)
+    } else {
+        None
+    };
+    let deliveries = Deliveries {
+        slack: slack.is_some(),
+    };
+    let store = Store::connect_with(&db.url, deliveries)
+        .await
+        .expect("store opens");
+    let clock = ManualClock::new(
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+            .unwrap(),
+    );
+    let token = new_token(&store, &clock, TOKEN_NAME).await;
+    let policy = Policy::from_toml_str(options.policy).expect("test policy");
+    let mut state = AppState::new(store.clone(), policy.clone(), Arc::new(clock.clone()))
+        .with_limits(options.limits);
+    let mut client = None;
+    if let Some(fake) = &slack {
+        // A short time limit so the "Slack hangs" tests take a moment, not 10 s.
+        let slack_client = SlackClient::new("xoxb-test-token", &fake.url)
+            .expect("client")
+            .with_timeout(std::time::Duration::from_millis(500));
+        state = state.with_slack(SlackApp::new(
+            slack_client.clone(),
+            Some(SLACK_SECRET.into()),
+        ));
+        client = Some(slack_client);
+    }
+    let outbox = Outbox::new(store.clone(), client).expect("outbox");
+    let scheduler = Scheduler::with_outbox(store.clone(), outbox).with_policy(Arc::new(policy));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(signoff::http::run(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    App {
+        address,
+        token,
+        store,
+        clock,
+        scheduler,
+        http: reqwest::Client::new(),
+        slack,
+        db,
+        _shutdown: stop,
+    }
+}
+
+/// A new API token named `name` in `store`: its secret.
+pub async fn new_token(store: &Store, clock: &ManualClock, name: &str) -> String {
+    let token = signoff::tokens::generate();
+    assert!(
+        store
+            .token_insert(name, &signoff::tokens::hash(&token), clock.now())
+            .await
+            .unwrap()
+    );
+    token
+}
+
+impl App {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// Runs the due jobs at the current (manual) time: intake, expiries, deliveries.
+    pub async fn run_jobs(&self) -> usize {
+        self.scheduler
+            .run_once(self.clock.now())
+            .await
+            .expect("scheduler pass")
+    }
+}
