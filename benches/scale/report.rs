@@ -113,7 +113,7 @@ impl Usage {
 
 pub fn median(sorted: &[Duration]) -> Duration {
     let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
+    if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2
     } else {
         sorted[mid]

@@ -125,14 +125,13 @@ impl Deliverer<'_> {
     /// and, for an escalation, note it in the main message's thread. Best effort:
     /// failures only lose the link or the note.
     pub async fn after_post(&self, posted: &PostedMessage, now: DateTime<Utc>) {
-        if let Some(link) = self.permalink(&posted.channel, &posted.ts).await {
-            if let Err(error) = self
+        if let Some(link) = self.permalink(&posted.channel, &posted.ts).await
+            && let Err(error) = self
                 .store
                 .set_permalink(&posted.channel, &posted.ts, &link)
                 .await
-            {
-                tracing::warn!(%error, "permalink not stored");
-            }
+        {
+            tracing::warn!(%error, "permalink not stored");
         }
         if posted.kind != MessageKind::Escalation {
             return;

@@ -340,10 +340,10 @@ fn fit_mrkdwn_built(text: String, max: usize) -> String {
     }
     let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
     // Never leave half an entity or half a `<…>` token behind.
-    if let Some(open) = cut.rfind(['<', '&']) {
-        if !cut[open..].contains(['>', ';']) {
-            cut.truncate(open);
-        }
+    if let Some(open) = cut.rfind(['<', '&'])
+        && !cut[open..].contains(['>', ';'])
+    {
+        cut.truncate(open);
     }
     cut.push(ELLIPSIS);
     cut

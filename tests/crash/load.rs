@@ -338,12 +338,12 @@ pub(crate) async fn clicker(mut lane: Lane) {
             Ok(None) => {}
             Ok(Some(200)) => {
                 driver.record().stats(round).clicks += 1;
-                if let Ok((200, approval)) = driver.get(&address, &id).await {
-                    if matches!(approval["status"].as_str(), Some("approved" | "executed")) {
-                        driver
-                            .record()
-                            .saw_approved(&id, round, "read after a click");
-                    }
+                if let Ok((200, approval)) = driver.get(&address, &id).await
+                    && matches!(approval["status"].as_str(), Some("approved" | "executed"))
+                {
+                    driver
+                        .record()
+                        .saw_approved(&id, round, "read after a click");
                 }
             }
             Ok(Some(code)) => driver

@@ -86,10 +86,10 @@ impl CreateRequest {
         if self.expires_in == Some(0) {
             return bad("expires_in must be at least 1 second".into());
         }
-        if let Some(url) = &self.callback_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return bad("callback_url must be an http(s) URL".into());
-            }
+        if let Some(url) = &self.callback_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return bad("callback_url must be an http(s) URL".into());
         }
         let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
         Ok(NewApproval {

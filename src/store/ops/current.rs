@@ -80,11 +80,11 @@ impl Current {
 
     pub(super) fn set(&mut self, after: Arc<Approval>) {
         debug_assert!(self.read.contains_key(&after.id), "set before read");
-        if let Some(read) = self.read.get_mut(&after.id) {
-            if !read.changed {
-                read.changed = true;
-                self.changed.push(after.id);
-            }
+        if let Some(read) = self.read.get_mut(&after.id)
+            && !read.changed
+        {
+            read.changed = true;
+            self.changed.push(after.id);
         }
         self.now.insert(after.id, after);
     }

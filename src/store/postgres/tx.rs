@@ -183,10 +183,8 @@ impl Tx for PgTx {
             Ok(conn) => sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok(),
             Err(_) => true,
         };
-        if !ok {
-            if let Some(mut conn) = self.conn.take() {
-                conn.close_on_drop();
-            }
+        if !ok && let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
         }
     }
 

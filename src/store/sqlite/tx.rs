@@ -60,10 +60,8 @@ impl Tx for SqliteTx {
             Ok(conn) => sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok(),
             Err(_) => true,
         };
-        if !ok {
-            if let Some(mut conn) = self.conn.take() {
-                conn.close_on_drop();
-            }
+        if !ok && let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
         }
     }
 
