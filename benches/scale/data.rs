@@ -123,93 +123,12 @@ impl Db {
 
     /// `pending` pending approvals in one transaction.
     pub async fn load(&mut self, pending: usize, order: Order) -> Result<Loaded> {
-        let shuffle = match order {
-            Order::Creation => "",
-            Order::Random => " ORDER BY random()",
-        };
         let now = Utc::now();
         let base = (now + chrono::Duration::seconds(EXPIRES_AFTER_SECS)).trunc_subsecs(0);
         let started = Instant::now();
         let detail = match self {
-            Db::Sqlite(conn) => {
-                sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-                let t = Instant::now();
-                let sql = format!("{SQLITE_LOAD_APPROVALS}{shuffle}");
-                let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(pending as i64)
-                    .bind(TOOL)
-                    .bind(base.timestamp())
-                    .bind(format_time(&now))
-                    .bind(ROUTING)
-                    .execute(&mut *conn)
-                    .await
-                    .context("bulk-insert approvals")?
-                    .rows_affected();
-                let approvals = t.elapsed();
-                let t = Instant::now();
-                sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
-                sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(&mut *conn)
-                    .await
-                    .context("checkpoint the WAL")?;
-                let commit = t.elapsed();
-                ensure!(
-                    inserted == pending as u64,
-                    "loaded {inserted} approvals, expected {pending}"
-                );
-                format!(
-                    "one transaction, recursive CTE, {}: insert {}, commit + WAL checkpoint {}",
-                    order.describe(),
-                    secs(approvals),
-                    secs(commit)
-                )
-            }
-            Db::Postgres(conn) => {
-                let mut tx = conn.begin().await?;
-                let t = Instant::now();
-                let sql = format!("{POSTGRES_LOAD_APPROVALS}{shuffle}");
-                let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(pending as i64)
-                    .bind(TOOL)
-                    .bind(base)
-                    .bind(now)
-                    .bind(ROUTING)
-                    .execute(&mut *tx)
-                    .await
-                    .context("bulk-insert approvals")?
-                    .rows_affected();
-                let approvals = t.elapsed();
-                let t = Instant::now();
-                tx.commit().await?;
-                let commit = t.elapsed();
-                ensure!(
-                    inserted == pending as u64,
-                    "loaded {inserted} approvals, expected {pending}"
-                );
-                // What autovacuum does to tables this size soon after such a load
-                // (planner statistics and the visibility map), and a checkpoint, so the
-                // passes do not start inside the one the load's WAL set off.
-                let t = Instant::now();
-                // Two statements: VACUUM cannot run inside the implicit transaction of
-                // a multi-statement query.
-                sqlx::raw_sql("VACUUM (ANALYZE) pending_approvals")
-                    .execute(&mut *conn)
-                    .await
-                    .context("VACUUM ANALYZE")?;
-                sqlx::raw_sql("CHECKPOINT")
-                    .execute(&mut *conn)
-                    .await
-                    .context("CHECKPOINT")?;
-                let vacuum = t.elapsed();
-                format!(
-                    "one transaction, generate_series, {}: insert {}, commit {}; \
-                     then VACUUM ANALYZE and CHECKPOINT {}",
-                    order.describe(),
-                    secs(approvals),
-                    secs(commit),
-                    secs(vacuum)
-                )
-            }
+            Db::Sqlite(conn) => load_sqlite(conn, pending, order, base, now).await?,
+            Db::Postgres(conn) => load_postgres(conn, pending, order, base, now).await?,
         };
         Ok(Loaded {
             base,
@@ -285,4 +204,106 @@ impl Db {
         ensure!(changed == 1, "the audit chain head is missing");
         Ok(())
     }
+}
+
+/// `ORDER BY` for the insert: rows in rank order, or shuffled.
+fn shuffle(order: Order) -> &'static str {
+    match order {
+        Order::Creation => "",
+        Order::Random => " ORDER BY random()",
+    }
+}
+
+/// The load on SQLite, in one transaction, then a WAL checkpoint: what it took.
+async fn load_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    pending: usize,
+    order: Order,
+    base: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<String> {
+    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let t = Instant::now();
+    let sql = format!("{SQLITE_LOAD_APPROVALS}{}", shuffle(order));
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(pending as i64)
+        .bind(TOOL)
+        .bind(base.timestamp())
+        .bind(format_time(&now))
+        .bind(ROUTING)
+        .execute(&mut *conn)
+        .await
+        .context("bulk-insert approvals")?
+        .rows_affected();
+    let approvals = t.elapsed();
+    let t = Instant::now();
+    sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+    sqlx::raw_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut *conn)
+        .await
+        .context("checkpoint the WAL")?;
+    let commit = t.elapsed();
+    ensure!(
+        inserted == pending as u64,
+        "loaded {inserted} approvals, expected {pending}"
+    );
+    Ok(format!(
+        "one transaction, recursive CTE, {}: insert {}, commit + WAL checkpoint {}",
+        order.describe(),
+        secs(approvals),
+        secs(commit)
+    ))
+}
+
+/// The load on PostgreSQL, in one transaction, then what autovacuum does to tables
+/// this size soon after such a load (planner statistics and the visibility map), and a
+/// checkpoint, so the passes do not start inside the one the load's WAL set off.
+async fn load_postgres(
+    conn: &mut sqlx::PgConnection,
+    pending: usize,
+    order: Order,
+    base: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<String> {
+    let mut tx = conn.begin().await?;
+    let t = Instant::now();
+    let sql = format!("{POSTGRES_LOAD_APPROVALS}{}", shuffle(order));
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(pending as i64)
+        .bind(TOOL)
+        .bind(base)
+        .bind(now)
+        .bind(ROUTING)
+        .execute(&mut *tx)
+        .await
+        .context("bulk-insert approvals")?
+        .rows_affected();
+    let approvals = t.elapsed();
+    let t = Instant::now();
+    tx.commit().await?;
+    let commit = t.elapsed();
+    ensure!(
+        inserted == pending as u64,
+        "loaded {inserted} approvals, expected {pending}"
+    );
+    let t = Instant::now();
+    // Two statements: VACUUM cannot run inside the implicit transaction of a
+    // multi-statement query.
+    sqlx::raw_sql("VACUUM (ANALYZE) pending_approvals")
+        .execute(&mut *conn)
+        .await
+        .context("VACUUM ANALYZE")?;
+    sqlx::raw_sql("CHECKPOINT")
+        .execute(&mut *conn)
+        .await
+        .context("CHECKPOINT")?;
+    let vacuum = t.elapsed();
+    Ok(format!(
+        "one transaction, generate_series, {}: insert {}, commit {}; \
+         then VACUUM ANALYZE and CHECKPOINT {}",
+        order.describe(),
+        secs(approvals),
+        secs(commit),
+        secs(vacuum)
+    ))
 }

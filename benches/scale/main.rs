@@ -174,6 +174,66 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// `count` scheduler passes, each when the next batch falls due, after one that warms
+/// up: the store's connections prepare each statement the first time they run it,
+/// which a running scheduler (a pass every second) did long ago.
+async fn timed_passes(
+    backend: &str,
+    store: &Store,
+    db: &mut Db,
+    clock: &mut Clock<'_>,
+    count: usize,
+) -> Result<Vec<Duration>> {
+    let mut passes = Vec::with_capacity(count);
+    for pass in 0..=count {
+        let took = clock.timed_pass(store, db).await?;
+        let what = if pass == 0 {
+            "pass 0 (warm-up, not counted)".to_owned()
+        } else {
+            passes.push(took);
+            format!("pass {pass}")
+        };
+        println!("[{backend}] {what}: {}", ms(took));
+    }
+    Ok(passes)
+}
+
+/// One more pass with its two steps timed apart: firing the due timers, then claiming
+/// deliveries (none are due).
+async fn diagnostic_pass(
+    backend: &str,
+    store: &Store,
+    db: &mut Db,
+    clock: &mut Clock<'_>,
+    due: usize,
+) -> Result<(Step, Step)> {
+    let now = clock.next_pass();
+    let started = Step::start()?;
+    let fired = store.fire_due(now, BATCH).await.context("fire_due")?;
+    let fire = Step::since(started)?;
+    let started = Step::start()?;
+    let claimed = store
+        .claim_jobs(now, BATCH, signoff::jobs::LEASE)
+        .await
+        .context("claim_jobs")?;
+    let claim = Step::since(started)?;
+    ensure!(
+        claimed.is_empty(),
+        "diagnostic pass: claimed {} deliveries, expected none",
+        claimed.len()
+    );
+    clock.check(db, fired, now).await?;
+    println!(
+        "[{backend}] diagnostic pass: fire_due {} ({} per timer) + claim_jobs {}",
+        ms(fire.wall),
+        us(fire.wall / due as u32),
+        ms(claim.wall)
+    );
+    println!("[{backend}]   fire_due:   {}", fire.describe());
+    println!("[{backend}]   claim_jobs: {}", claim.describe());
+    Ok((fire, claim))
+}
+
 async fn bench_backend(
     backend: &'static str,
     url: String,
@@ -207,51 +267,14 @@ async fn bench_backend(
         due: settings.due,
         passes: 0,
     };
-    let mut passes = Vec::with_capacity(settings.passes);
-    // Pass 0 warms up: the store's connections prepare each statement the first time
-    // they run it, which a running scheduler (a pass every second) did long ago.
-    for pass in 0..=settings.passes {
-        let took = clock.timed_pass(&store, &mut db).await?;
-        let what = if pass == 0 {
-            "pass 0 (warm-up, not counted)".to_owned()
-        } else {
-            passes.push(took);
-            format!("pass {pass}")
-        };
-        println!("[{backend}] {what}: {}", ms(took));
-    }
-
+    let mut passes = timed_passes(backend, &store, &mut db, &mut clock, settings.passes).await?;
     db.foreign_write().await?;
     let cold = clock.timed_pass(&store, &mut db).await?;
     println!(
         "[{backend}] pass after another connection's write: {}",
         ms(cold)
     );
-
-    let now = clock.next_pass();
-    let started = Step::start()?;
-    let fired = store.fire_due(now, BATCH).await.context("fire_due")?;
-    let fire = Step::since(started)?;
-    let started = Step::start()?;
-    let claimed = store
-        .claim_jobs(now, BATCH, signoff::jobs::LEASE)
-        .await
-        .context("claim_jobs")?;
-    let claim = Step::since(started)?;
-    ensure!(
-        claimed.is_empty(),
-        "diagnostic pass: claimed {} deliveries, expected none",
-        claimed.len()
-    );
-    clock.check(&mut db, fired, now).await?;
-    println!(
-        "[{backend}] diagnostic pass: fire_due {} ({} per timer) + claim_jobs {}",
-        ms(fire.wall),
-        us(fire.wall / settings.due as u32),
-        ms(claim.wall)
-    );
-    println!("[{backend}]   fire_due:   {}", fire.describe());
-    println!("[{backend}]   claim_jobs: {}", claim.describe());
+    let (fire, claim) = diagnostic_pass(backend, &store, &mut db, &mut clock, settings.due).await?;
 
     passes.sort();
     println!(

@@ -58,61 +58,13 @@ pub async fn measure(
     let http = http_client();
     let base = server.base_url();
 
-    let mut pending_count = 0;
-    let mut health_max = Duration::ZERO;
-    for _ in 0..HEALTH_CALLS {
-        #[derive(Deserialize)]
-        struct Health {
-            pending_count: i64,
-        }
-        let started = Instant::now();
-        let answer = http
-            .get(format!("{base}/health/approvals"))
-            .send()
-            .await
-            .context("GET /health/approvals")?;
-        // 503 (degraded) still carries the counts.
-        pending_count = answer.json::<Health>().await?.pending_count;
-        health_max = health_max.max(started.elapsed());
-    }
+    let (pending_count, health_max) = health_calls(&http, &base).await?;
     ensure!(
         pending_count == pending as i64,
         "/health/approvals counts {pending_count} pending, expected {pending}"
     );
 
-    let ids = Arc::new(ids);
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..GET_CLIENTS {
-        let (ids, next, base, token) = (ids.clone(), next.clone(), base.clone(), token.clone());
-        clients.spawn(async move {
-            let http = http_client();
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(id) = ids.get(i) else {
-                    return Ok::<_, anyhow::Error>(latencies);
-                };
-                let started = Instant::now();
-                let answer = http
-                    .get(format!("{base}/v1/approvals/{id}"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await?;
-                let status = answer.status();
-                answer.bytes().await?;
-                ensure!(
-                    status == StatusCode::OK,
-                    "GET /v1/approvals/{id} answered {status}"
-                );
-                latencies.push(started.elapsed());
-            }
-        });
-    }
-    let mut latencies = Vec::with_capacity(ids.len());
-    while let Some(done) = clients.join_next().await {
-        latencies.extend(done.context("a GET client panicked")??);
-    }
+    let mut latencies = random_gets(ids, &base, &token).await?;
     latencies.sort();
     let after = server.memory()?;
     drop(server);
@@ -150,4 +102,65 @@ fn http_client() -> reqwest::Client {
         .timeout(Duration::from_secs(60))
         .build()
         .expect("a plain-HTTP reqwest client always builds")
+}
+
+/// [`HEALTH_CALLS`] × `/health/approvals`: the pending count, and the slowest answer.
+async fn health_calls(http: &reqwest::Client, base: &str) -> Result<(i64, Duration)> {
+    #[derive(Deserialize)]
+    struct Health {
+        pending_count: i64,
+    }
+    let mut pending_count = 0;
+    let mut health_max = Duration::ZERO;
+    for _ in 0..HEALTH_CALLS {
+        let started = Instant::now();
+        let answer = http
+            .get(format!("{base}/health/approvals"))
+            .send()
+            .await
+            .context("GET /health/approvals")?;
+        // 503 (degraded) still carries the counts.
+        pending_count = answer.json::<Health>().await?.pending_count;
+        health_max = health_max.max(started.elapsed());
+    }
+    Ok((pending_count, health_max))
+}
+
+/// `GET /v1/approvals/{id}` of every id, from [`GET_CLIENTS`] clients: the latencies.
+async fn random_gets(ids: Vec<String>, base: &str, token: &str) -> Result<Vec<Duration>> {
+    let ids = Arc::new(ids);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..GET_CLIENTS {
+        let (ids, next, base, token) =
+            (ids.clone(), next.clone(), base.to_owned(), token.to_owned());
+        clients.spawn(async move {
+            let http = http_client();
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(id) = ids.get(i) else {
+                    return Ok::<_, anyhow::Error>(latencies);
+                };
+                let started = Instant::now();
+                let answer = http
+                    .get(format!("{base}/v1/approvals/{id}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await?;
+                let status = answer.status();
+                answer.bytes().await?;
+                ensure!(
+                    status == StatusCode::OK,
+                    "GET /v1/approvals/{id} answered {status}"
+                );
+                latencies.push(started.elapsed());
+            }
+        });
+    }
+    let mut latencies = Vec::with_capacity(ids.len());
+    while let Some(done) = clients.join_next().await {
+        latencies.extend(done.context("a GET client panicked")??);
+    }
+    Ok(latencies)
 }

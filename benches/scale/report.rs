@@ -192,30 +192,7 @@ fn rows(report: &Report) -> Vec<(String, String, String)> {
         ),
     ];
     if let Some(memory) = &report.memory {
-        let memory_caveat = if (memory.pending.max(0) as usize) < TARGET_PENDING {
-            format!(" (target is for {} pending)", count(TARGET_PENDING))
-        } else {
-            String::new()
-        };
-        rows.push((
-            format!(
-                "server memory with {} pending ({b})",
-                count(memory.pending.max(0) as usize)
-            ),
-            format!(
-                "VmRSS of `signoff serve`: at start / after {HEALTH_CALLS} `GET /health/approvals` \
-                 and {} `GET /v1/approvals/{{id}}` over random ids ({GET_CLIENTS} clients); VmHWM peak",
-                count(GETS)
-            ),
-            format!(
-                "{} / {} (peak {}) — target < {}: {}{memory_caveat}",
-                mib(memory.at_start.rss_kb),
-                mib(memory.after.rss_kb),
-                mib(memory.after.peak_kb),
-                mib(RSS_TARGET_KB),
-                verdict(memory.worst_kb() < RSS_TARGET_KB)
-            ),
-        ));
+        rows.push(memory_row(memory, b));
     }
     rows.push((
         format!("bulk load, {pending} pending, {order} ({b})"),
@@ -239,4 +216,32 @@ pub fn us(duration: Duration) -> String {
 
 pub fn secs(duration: Duration) -> String {
     format!("{:.1} s", duration.as_secs_f64())
+}
+
+/// The server-memory row.
+fn memory_row(memory: &MemoryReport, b: &str) -> (String, String, String) {
+    let memory_caveat = if (memory.pending.max(0) as usize) < TARGET_PENDING {
+        format!(" (target is for {} pending)", count(TARGET_PENDING))
+    } else {
+        String::new()
+    };
+    (
+        format!(
+            "server memory with {} pending ({b})",
+            count(memory.pending.max(0) as usize)
+        ),
+        format!(
+            "VmRSS of `signoff serve`: at start / after {HEALTH_CALLS} `GET /health/approvals` \
+             and {} `GET /v1/approvals/{{id}}` over random ids ({GET_CLIENTS} clients); VmHWM peak",
+            count(GETS)
+        ),
+        format!(
+            "{} / {} (peak {}) — target < {}: {}{memory_caveat}",
+            mib(memory.at_start.rss_kb),
+            mib(memory.after.rss_kb),
+            mib(memory.after.peak_kb),
+            mib(RSS_TARGET_KB),
+            verdict(memory.worst_kb() < RSS_TARGET_KB)
+        ),
+    )
 }

@@ -8,6 +8,8 @@
 //! message is in flight schedules one more update (see `store::writer::report`).
 
 pub mod callback;
+mod pacing;
+mod remind;
 mod slack;
 
 use std::collections::HashMap;
@@ -38,7 +40,7 @@ pub struct Outbox {
     approvers: Option<Approvers>,
     http: callback::Poster,
     /// When each channel last got a chat.postMessage from this process.
-    last_post: Arc<Mutex<HashMap<String, slack::Pacing>>>,
+    last_post: Arc<Mutex<HashMap<String, pacing::Pacing>>>,
 }
 
 impl Outbox {
@@ -65,7 +67,7 @@ impl Outbox {
         for job in jobs {
             if matches!(job.job, Job::SlackPost { .. })
                 && self.slack.is_some()
-                && let Some(at) = slack::post_slot(&self.last_post, &job, now)
+                && let Some(at) = pacing::post_slot(&self.last_post, &job, now)
             {
                 waiting.push((job.id, at));
             } else {

@@ -1,35 +1,22 @@
 //! Slack deliveries: post an approval's message (to its channel, or to the escalation
-//! channel when it is due), keep every message up to date, and remind approvers.
-
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+//! channel when it is due) and keep every message up to date. Reminders are
+//! [`super::remind`]; the pace of posts per channel is [`super::pacing`].
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::remind::reminder_message;
 use super::render;
 use crate::approval::{Approval, Status};
-use crate::ids::Approver;
-use crate::jobs::{self, DueJob, Job, MessageKey, MessageKind, NewJob, Outcome, PostedMessage};
+use crate::jobs::{DueJob, MessageKey, MessageKind, Outcome, PostedMessage};
 use crate::slack::approvers::Approvers;
-use crate::slack::blocks::{POST_EVENT, REMINDER_EVENT};
+use crate::slack::blocks::POST_EVENT;
 use crate::slack::client::{SlackClient, SlackError};
 use crate::slack::text;
 use crate::store::Store;
 
-/// chat.postMessage per channel at most once per this interval (Slack's guidance).
-const POST_INTERVAL: chrono::Duration = chrono::Duration::seconds(1);
 /// Pages of channel history (200 messages each) searched for an earlier post.
 const HISTORY_PAGES: usize = 5;
-/// Block Kit's limit on blocks per message.
-const MAX_BLOCKS: usize = 50;
-
-/// Per channel: the last post, and the first slot not yet promised to a deferred job.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Pacing {
-    last: DateTime<Utc>,
-    next_free: DateTime<Utc>,
-}
 
 pub(super) struct Deliverer<'a> {
     pub client: &'a SlackClient,
@@ -37,11 +24,11 @@ pub(super) struct Deliverer<'a> {
     pub store: &'a Store,
 }
 
-fn store_error(error: crate::store::StoreError) -> SlackError {
+pub(super) fn store_error(error: crate::store::StoreError) -> SlackError {
     SlackError::Transport(error.to_string())
 }
 
-fn done(version: i64) -> Outcome {
+pub(super) fn done(version: i64) -> Outcome {
     Outcome::Delivered {
         posted: Vec::new(),
         rendered: Vec::new(),
@@ -198,150 +185,6 @@ impl Deliverer<'_> {
         })
     }
 
-    /// DMs each approver who has not voted (with live buttons and a link to the
-    /// channel message), or replies in the thread when anyone may decide; then plans
-    /// the next reminder. Nothing once the approval is decided.
-    pub async fn remind(
-        &self,
-        job: &DueJob,
-        approval: &Approval,
-        now: DateTime<Utc>,
-    ) -> Result<Outcome, SlackError> {
-        if approval.status != Status::Pending || approval.is_expired_at(now) {
-            return Ok(done(approval.version));
-        }
-        let next = approval
-            .routing
-            .remind_every_secs
-            .map(|secs| NewJob {
-                approval_id: approval.id,
-                job: Job::SlackRemind {},
-                due_at: jobs::after_secs(now, secs.max(1)),
-            })
-            .filter(|next| next.due_at < approval.expires_at);
-        let messages = self
-            .store
-            .messages(approval.id)
-            .await
-            .map_err(store_error)?;
-        let main = messages.iter().find(|m| m.kind == MessageKind::Main);
-        let left = text::duration_short((approval.expires_at - now).num_seconds());
-        if approval.routing.approvers.is_empty() {
-            if let Some(main) = main {
-                let note = format!(
-                    ":bell: Reminder: this request is still waiting for a decision ({left} left)."
-                );
-                self.thread_note(&main.channel, &main.ts, &note).await;
-            }
-            return Ok(Outcome::Delivered {
-                posted: Vec::new(),
-                rendered: Vec::new(),
-                version: approval.version,
-                next,
-            });
-        }
-        let mut posted = Vec::new();
-        let mut failures = 0;
-        let people = self.people_to_remind(approval).await?;
-        for user in &people {
-            match self
-                .dm(
-                    job,
-                    approval,
-                    user,
-                    main.and_then(|m| m.permalink.as_deref()),
-                    now,
-                )
-                .await
-            {
-                Ok(message) => posted.push(message),
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(%error, user, "reminder not delivered");
-                }
-            }
-        }
-        // Retry only when nobody got it; a partial failure waits for the next reminder
-        // rather than reminding the others twice.
-        if failures > 0 && posted.is_empty() {
-            return Err(SlackError::Transport(format!(
-                "no reminder could be delivered ({failures} failed)"
-            )));
-        }
-        Ok(Outcome::Delivered {
-            posted,
-            rendered: Vec::new(),
-            version: approval.version,
-            next,
-        })
-    }
-
-    /// Approvers (groups expanded) who may still vote: not the requester, not voted.
-    async fn people_to_remind(&self, approval: &Approval) -> Result<BTreeSet<String>, SlackError> {
-        let mut people = BTreeSet::new();
-        for approver in &approval.routing.approvers {
-            match approver {
-                Approver::Group(group) => {
-                    people.extend(self.approvers.members(group).await?.iter().cloned());
-                }
-                Approver::User(user) => {
-                    people.insert(user.to_string());
-                }
-            }
-        }
-        people.retain(|user| {
-            !approval.has_voted(user) && approval.requested_by.as_deref() != Some(user.as_str())
-        });
-        Ok(people)
-    }
-
-    /// One reminder DM. A retried reminder job first looks for the DM an earlier
-    /// attempt sent but did not live to record (as a post does), so nobody is
-    /// reminded twice for one reminder.
-    async fn dm(
-        &self,
-        job: &DueJob,
-        approval: &Approval,
-        user: &str,
-        link: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<PostedMessage, SlackError> {
-        let opened = self
-            .client
-            .call("conversations.open", &json!({ "users": user }))
-            .await?;
-        let channel = opened["channel"]["id"]
-            .as_str()
-            .ok_or_else(|| SlackError::Api {
-                code: "conversations.open answered without a channel".into(),
-            })?
-            .to_owned();
-        let found = self
-            .posted_earlier(job, approval, &channel, REMINDER_EVENT, |payload| {
-                payload["job"] == job.id
-            })
-            .await?;
-        let (ts, version) = match found {
-            Some(found) => found,
-            None => {
-                let mut body = reminder_message(approval, now, link);
-                body["channel"] = json!(channel);
-                body["metadata"] = metadata(REMINDER_EVENT, approval, ("job", json!(job.id)));
-                let answer = self.client.call("chat.postMessage", &body).await?;
-                let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
-                (ts, approval.version)
-            }
-        };
-        Ok(PostedMessage {
-            approval_id: approval.id,
-            channel,
-            ts,
-            kind: MessageKind::Dm,
-            permalink: None,
-            rendered_version: version,
-        })
-    }
-
     /// On a retried `job` (a first attempt posted nothing before it): the `ts` of this
     /// approval's message in `channel` whose [`metadata`] is of `event` and `matches`
     /// (its payload) if an earlier attempt posted it, and the approval
@@ -351,7 +194,7 @@ impl Deliverer<'_> {
     /// `groups:history` / `im:history` scope, a channel given by name) answers
     /// `None`, with a warning: the post then goes out again, at least once instead of
     /// exactly once. Any other failure is retried like the post itself.
-    async fn posted_earlier(
+    pub(super) async fn posted_earlier(
         &self,
         job: &DueJob,
         approval: &Approval,
@@ -420,7 +263,7 @@ impl Deliverer<'_> {
     }
 
     /// A reply in a message's thread; best effort (the note is informational).
-    async fn thread_note(&self, channel: &str, ts: &str, note: &str) {
+    pub(super) async fn thread_note(&self, channel: &str, ts: &str, note: &str) {
         let body = json!({ "channel": channel, "thread_ts": ts, "text": note });
         if let Err(error) = self.client.call("chat.postMessage", &body).await {
             tracing::warn!(%error, channel, "thread note not posted");
@@ -445,74 +288,11 @@ impl Deliverer<'_> {
 /// ([`REMINDER_EVENT`], keyed by `job`) carries, by which a retry finds a message an
 /// earlier attempt sent but did not record (see `Deliverer::posted_earlier`), and the
 /// approval version it shows.
-fn metadata(event: &str, approval: &Approval, (key, value): (&str, Value)) -> Value {
+pub(super) fn metadata(event: &str, approval: &Approval, (key, value): (&str, Value)) -> Value {
     let mut payload = json!({
         "approval_id": approval.id.to_string(),
         "version": approval.version,
     });
     payload[key] = value;
     json!({ "event_type": event, "event_payload": payload })
-}
-
-/// Paces a post job's channel to one post per [`POST_INTERVAL`]: `None` takes the
-/// channel's slot now; `Some(at)` is the next free slot, reserved for this job. Asked
-/// before the job reads anything, so a backlog of posts waits without touching the
-/// store. A job whose payload is no post target is not paced (posting it reports why).
-pub fn post_slot(
-    last_post: &Mutex<HashMap<String, Pacing>>,
-    job: &DueJob,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let Job::SlackPost { channel, .. } = &job.job else {
-        return None;
-    };
-    pace(last_post, channel.as_str(), now)
-}
-
-/// `None`: post now (the slot is taken). `Some(when)`: the channel got a post less
-/// than a second ago; come back at `when`, a slot of its own, so that a backlog
-/// drains one post a second instead of every deferred job retrying at once.
-fn pace(
-    last_post: &Mutex<HashMap<String, Pacing>>,
-    channel: &str,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let mut pacing = last_post
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let slot = pacing.entry(channel.to_owned()).or_insert(Pacing {
-        last: now - POST_INTERVAL,
-        next_free: now,
-    });
-    if now < slot.last + POST_INTERVAL {
-        let at = slot.next_free.max(slot.last + POST_INTERVAL);
-        slot.next_free = at + POST_INTERVAL;
-        return Some(at);
-    }
-    slot.last = now;
-    slot.next_free = slot.next_free.max(now + POST_INTERVAL);
-    None
-}
-
-/// The approval message with a reminder line on top (time left, link to the channel post).
-pub fn reminder_message(approval: &Approval, now: DateTime<Utc>, link: Option<&str>) -> Value {
-    let mut message = render(approval, now);
-    let left = text::duration_short((approval.expires_at - now).num_seconds());
-    let mut line =
-        format!(":bell: *Reminder:* this request is waiting for your decision — {left} left.");
-    if let Some(link) =
-        link.filter(|l| l.starts_with("https://") && !l.contains(['<', '>', '|', ' ']))
-    {
-        line.push_str(&format!(" <{link}|Open it in the channel>"));
-    }
-    if let Some(blocks) = message["blocks"].as_array_mut() {
-        blocks.insert(
-            0,
-            json!({ "type": "section", "text": { "type": "mrkdwn", "text": line } }),
-        );
-        blocks.truncate(MAX_BLOCKS);
-    }
-    let fallback = message["text"].as_str().unwrap_or_default().to_owned();
-    message["text"] = json!(text::fit_plain(&format!("Reminder: {fallback}"), 300));
-    message
 }

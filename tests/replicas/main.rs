@@ -104,7 +104,7 @@ async fn two_replicas_share_one_table_without_doing_anything_twice() {
     };
     // Alice clicks its message once it is posted.
     assert!(
-        eventually(Duration::from_secs(10), || slack
+        eventually(Duration::from_secs(30), || slack
             .posted_for(&first)
             .is_some())
         .await,

@@ -322,6 +322,26 @@ async fn run_op<T: Tx>(
             done,
             work::adopt(tx, *id, class, *now, deliveries).await,
         ),
+        Op::Report {
+            job,
+            outcome,
+            now,
+            reply,
+        } => settle(
+            reply,
+            done,
+            work::report(tx, job, outcome, *now, deliveries).await,
+        ),
+        Op::Claim { .. } | Op::SetPermalink { .. } | Op::Defer { .. } | Op::Token { .. } => {
+            keep_books(tx, op).await
+        }
+    }
+}
+
+/// The operations that change no approval: jobs claimed and deferred, links and
+/// tokens. Each answers what its statement did.
+async fn keep_books<T: Tx>(tx: &mut T, op: &mut Op) -> sqlx::Result<()> {
+    match op {
         Op::Claim {
             now,
             lease,
@@ -347,16 +367,6 @@ async fn run_op<T: Tx>(
             reply.set(Ok(()));
             Ok(())
         }
-        Op::Report {
-            job,
-            outcome,
-            now,
-            reply,
-        } => settle(
-            reply,
-            done,
-            work::report(tx, job, outcome, *now, deliveries).await,
-        ),
         Op::Token { change, reply } => {
             let took = match change {
                 TokenChange::Insert { name, hash, now } => {
@@ -370,6 +380,7 @@ async fn run_op<T: Tx>(
             reply.set(Ok(took));
             Ok(())
         }
+        _ => unreachable!("run_op passes only these"),
     }
 }
 

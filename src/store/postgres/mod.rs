@@ -227,8 +227,22 @@ fn entry_from_row(row: &PgRow) -> sqlx::Result<audit::Entry> {
     })
 }
 
+/// Moves the expiry watermark down to `$n` if it is above.
+macro_rules! lower_watermark {
+    ($n:literal) => {
+        concat!(
+            "UPDATE expiry_watermark SET below = $",
+            $n,
+            " WHERE id = 1 AND below > $",
+            $n
+        )
+    };
+}
+
 mod reads;
+mod requests;
 mod tx;
+mod watermark;
 
 pub(crate) use reads::PgReads;
 pub(crate) use tx::PgTx;

@@ -1,21 +1,8 @@
 //! The PostgreSQL writer connection: transaction control and the small statements
 //! the generic writer (`store::writer`) is made of.
 
+use super::watermark::Timers;
 use super::*;
-use crate::approval::Status;
-use crate::store::requests::{self, RequestKey, request_key, unrepeated};
-
-/// Moves the expiry watermark down to `$n` if it is above.
-macro_rules! lower_watermark {
-    ($n:literal) => {
-        concat!(
-            "UPDATE expiry_watermark SET below = $",
-            $n,
-            " WHERE id = 1 AND below > $",
-            $n
-        )
-    };
-}
 
 /// The writer's connection, from a one-connection pool (reconnects after a failure).
 pub(crate) struct PgTx {
@@ -32,34 +19,8 @@ pub(crate) struct PgTx {
     pub(super) timers: Timers,
 }
 
-/// Expiry timers this transaction added or fired, for the watermark (see
-/// `migrations/postgres/0006_hot_updates.sql`).
-#[derive(Default)]
-pub(super) struct Timers {
-    /// The earliest expiry among the pending or approved approvals it inserted or
-    /// adopted, while the watermark has yet to be moved down to it.
-    opened: Option<DateTime<Utc>>,
-    /// The `now` of the scheduler pass it ran: the watermark moves up to the earliest
-    /// expiry still open by then.
-    swept: Option<DateTime<Utc>>,
-    /// Whether it holds the audit head's row lock, which orders every signoff writer's
-    /// watermark work (taken for the audit log; else at commit).
-    ordered: bool,
-}
-
-impl Timers {
-    fn open<'a>(&mut self, approvals: impl IntoIterator<Item = &'a Approval>) {
-        for approval in approvals {
-            if matches!(approval.status, Status::Pending | Status::Approved) {
-                let at = approval.expires_at;
-                self.opened = Some(self.opened.map_or(at, |earliest| earliest.min(at)));
-            }
-        }
-    }
-}
-
 impl PgTx {
-    fn conn(&mut self) -> sqlx::Result<&mut sqlx::PgConnection> {
+    pub(super) fn conn(&mut self) -> sqlx::Result<&mut sqlx::PgConnection> {
         self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
     }
 
@@ -72,92 +33,6 @@ impl PgTx {
             approvals.push(approval);
         }
         Ok(approvals)
-    }
-
-    /// The keys among `rows` whose newest request is open (`request_keys`; see
-    /// [`crate::store::requests`]), each key locked first until commit (an advisory
-    /// lock, taken in one order by every writer; migration 0008's
-    /// `signoff_open_requests`), so that a replica inserting the same request waits
-    /// for this transaction and then sees its row. The function plans its lookup on
-    /// every call, so that the plan follows the table's growth.
-    async fn open_requests(
-        &mut self,
-        rows: &[(&Approval, &str)],
-    ) -> sqlx::Result<HashSet<RequestKey>> {
-        let keys: Vec<RequestKey> = rows.iter().filter_map(request_key).collect();
-        if keys.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let tokens: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
-        let tools: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
-        let hashes: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
-        let pending: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT * FROM signoff_open_requests($1, $2, $3, $4)")
-                .bind(&tokens)
-                .bind(&tools)
-                .bind(&hashes)
-                .bind(requests::now_of(rows))
-                .fetch_all(self.conn()?)
-                .await?;
-        Ok(pending.into_iter().collect())
-    }
-
-    /// Keeps the expiry watermark true for what this transaction did, at commit.
-    ///
-    /// Every signoff writer does this work while holding the audit head's row lock, so
-    /// that writers take turns: a pass reads the open approvals after every insert
-    /// committed before it, and an insert that waited for a pass sees where the pass
-    /// left the mark (and moves it down below its own approvals, in
-    /// `set_audit_head`'s statement when the transaction appends to the audit log,
-    /// as creates and adoptions do). A pass also locks the watermark's row, which
-    /// another program's trigger (an expiry moved earlier) takes to move it down.
-    async fn settle_watermark(&mut self) -> sqlx::Result<()> {
-        let Timers {
-            opened,
-            swept,
-            ordered,
-        } = std::mem::take(&mut self.timers);
-        if opened.is_none() && swept.is_none() {
-            return Ok(());
-        }
-        if !ordered {
-            sqlx::query("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
-                .execute(self.conn()?)
-                .await?;
-        }
-        if let Some(opened) = opened {
-            sqlx::query(lower_watermark!("1"))
-                .bind(opened)
-                .execute(self.conn()?)
-                .await?;
-        }
-        let Some(now) = swept else {
-            return Ok(());
-        };
-        let below: DateTime<Utc> =
-            sqlx::query_scalar("SELECT below FROM expiry_watermark WHERE id = 1 FOR UPDATE")
-                .fetch_one(self.conn()?)
-                .await?;
-        // The earliest approval still open up to `now`: one this pass left for later
-        // (over its limit, or locked by another transaction). Its own expiries read as
-        // expired here.
-        let open: Option<DateTime<Utc>> = sqlx::query_scalar(
-            "SELECT expires_at FROM pending_approvals \
-             WHERE expires_at >= $1 AND expires_at <= $2 AND status IN ('pending', 'approved') \
-             ORDER BY expires_at LIMIT 1",
-        )
-        .bind(below)
-        .bind(now)
-        .fetch_optional(self.conn()?)
-        .await?;
-        let settled = below.max(open.unwrap_or(now));
-        if settled != below {
-            sqlx::query("UPDATE expiry_watermark SET below = $1 WHERE id = 1")
-                .bind(settled)
-                .execute(self.conn()?)
-                .await?;
-        }
-        Ok(())
     }
 }
 
@@ -192,56 +67,7 @@ impl Tx for PgTx {
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
-        let pending = self.open_requests(rows).await?;
-        let rows = unrepeated(rows, &pending);
-        self.timers.open(rows.iter().map(|(approval, _)| *approval));
-        let mut inserted = HashSet::with_capacity(rows.len());
-        // Few shapes of this wide statement, so each stays prepared on the server.
-        // (The narrower multi-row statements below take up to 1,000 rows at once:
-        // fewer round trips count for more there than re-preparing a new shape.)
-        for chunk in pow2_chunks(&rows, 64) {
-            let mut query =
-                QueryBuilder::<Postgres>::new(concat!("WITH added AS (", insert_approvals_sql!()));
-            query.push_values(chunk, |mut row, (a, params_sha256)| {
-                row.push_bind(a.id.0)
-                    .push_bind(a.tool_name.clone())
-                    .push_bind(a.parameters.clone())
-                    .push_bind(a.risk_tier.as_str())
-                    .push_bind(a.status.as_str())
-                    .push_bind(a.requested_by.clone())
-                    .push_bind(a.decided_by.clone())
-                    .push_bind(a.decision_at)
-                    .push_bind(a.expires_at)
-                    .push_bind(a.created_at)
-                    .push_bind(a.summary.clone())
-                    .push_bind(a.context.clone())
-                    .push_bind(a.reason.clone())
-                    .push_bind(a.original_parameters.clone())
-                    .push_bind(a.token_name.clone())
-                    .push_bind(a.idempotency_key.clone())
-                    .push_bind(a.callback_url.clone())
-                    .push_bind(i32::try_from(a.required_approvals).unwrap_or(i32::MAX))
-                    .push_bind(serde_json::to_value(&a.routing).unwrap_or_default())
-                    .push_bind(a.executed_at)
-                    .push_bind(a.version)
-                    .push_bind(a.server.clone())
-                    .push_bind(params_sha256.to_string());
-            });
-            // Skips a reused idempotency key (a unique index); each open request
-            // inserted becomes the newest of its key in `request_keys`.
-            query.push(
-                " ON CONFLICT DO NOTHING RETURNING id, token_name, tool_name, params_sha256, status), \
-                 keyed AS (INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
-                   SELECT token_name, tool_name, params_sha256, id FROM added \
-                   WHERE status IN ('pending', 'approved') AND token_name IS NOT NULL \
-                   ON CONFLICT (token_name, tool_name, params_sha256) \
-                   DO UPDATE SET approval_id = excluded.approval_id) \
-                 SELECT id FROM added",
-            );
-            let ids: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(self.conn()?).await?;
-            inserted.extend(ids.into_iter().map(ApprovalId));
-        }
-        Ok(inserted)
+        self.insert_requests(rows).await
     }
 
     async fn find_existing(
@@ -252,27 +78,8 @@ impl Tx for PgTx {
         params_sha256: &str,
         now: DateTime<Utc>,
     ) -> sqlx::Result<Option<ApprovalId>> {
-        let id: Option<Uuid> = sqlx::query_scalar(
-            // The same idempotency key first; else the newest request with the same
-            // tool and parameters, if it is open (its key is locked: see
-            // `open_requests`).
-            "SELECT id FROM ( \
-               SELECT id, 0 AS rank FROM pending_approvals \
-               WHERE token_name = $1 AND idempotency_key = $2 \
-               UNION ALL \
-               SELECT p.id, 1 FROM request_keys r JOIN pending_approvals p ON p.id = r.approval_id \
-               WHERE r.token_name = $1 AND r.tool_name = $3 AND r.params_sha256 = $4 \
-                 AND (p.status = 'pending' OR (p.status = 'approved' AND p.expires_at > $5))) AS found \
-             ORDER BY rank LIMIT 1",
-        )
-        .bind(token)
-        .bind(idempotency_key)
-        .bind(tool)
-        .bind(params_sha256)
-        .bind(now)
-        .fetch_optional(self.conn()?)
-        .await?;
-        Ok(id.map(ApprovalId))
+        self.find_request(token, idempotency_key, tool, params_sha256, now)
+            .await
     }
 
     async fn load(&mut self, id: ApprovalId) -> sqlx::Result<Option<Approval>> {

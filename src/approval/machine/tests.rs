@@ -7,6 +7,8 @@ use proptest::prelude::*;
 use serde_json::json;
 
 use super::*;
+use crate::approval::{ApprovalId, NewApproval};
+use crate::policy::{Classification, TierAction};
 use crate::policy::{Route, Tier};
 
 fn t0() -> DateTime<Utc> {

@@ -1,0 +1,191 @@
+//! The events that move an approval after it opened, a function each: a vote, an
+//! edit, the execute gate, a cancel, the expiry.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::{
+    AuditKind, Decider, Event, Happening, Rejection, Transition, check_can_decide, check_owner,
+    check_pending, decide, settle,
+};
+use crate::approval::{Approval, Decision, Status, Vote};
+use crate::canonical;
+
+/// Applies `event` to `approval` at `now`. Refusals change nothing.
+pub fn apply(
+    approval: &Approval,
+    event: &Event,
+    now: DateTime<Utc>,
+) -> Result<Transition, Rejection> {
+    let mut next = approval.clone();
+    next.version += 1;
+    let happened = match event {
+        Event::Vote {
+            by,
+            decision,
+            reason,
+        } => vote(&mut next, approval, by, *decision, reason, now)?,
+        Event::EditApprove { by, parameters } => {
+            edit_approve(&mut next, approval, by, parameters, now)?
+        }
+        Event::Execute {
+            parameters,
+            tool_name,
+            caller,
+        } => execute(
+            &mut next,
+            approval,
+            parameters,
+            tool_name.as_deref(),
+            caller.as_deref(),
+            now,
+        )?,
+        Event::Cancel { caller } => cancel(&mut next, approval, caller.as_deref(), now)?,
+        Event::Expire => expire(&mut next, approval, now)?,
+    };
+    Ok(Transition { next, happened })
+}
+
+fn vote(
+    next: &mut Approval,
+    approval: &Approval,
+    by: &Decider,
+    decision: Decision,
+    reason: &Option<String>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Happening>, Rejection> {
+    check_can_decide(approval, by, now)?;
+    if approval.has_voted(&by.user) {
+        return Err(Rejection::AlreadyVoted);
+    }
+    next.votes.push(Vote {
+        user: by.user.clone(),
+        decision,
+        at: now,
+        reason: reason.clone(),
+    });
+    let mut happened = vec![Happening::new(
+        AuditKind::Vote,
+        Some(&by.user),
+        json!({ "decision": decision.as_str(), "reason": reason }),
+    )];
+    happened.extend(settle(next, &by.user, reason.clone(), now));
+    Ok(happened)
+}
+
+/// An edit changes what would run, so approvals given for the old parameters no
+/// longer count; the editor's own approval counts for the new ones.
+fn edit_approve(
+    next: &mut Approval,
+    approval: &Approval,
+    by: &Decider,
+    parameters: &Value,
+    now: DateTime<Utc>,
+) -> Result<Vec<Happening>, Rejection> {
+    check_can_decide(approval, by, now)?;
+    if !parameters.is_object() {
+        return Err(Rejection::ParametersNotObject);
+    }
+    next.votes.retain(|vote| vote.decision != Decision::Approve);
+    next.votes.push(Vote {
+        user: by.user.clone(),
+        decision: Decision::Approve,
+        at: now,
+        reason: None,
+    });
+    if next.original_parameters.is_none() {
+        next.original_parameters = Some(approval.parameters.clone());
+    }
+    next.parameters = parameters.clone();
+    let mut happened = vec![
+        Happening::new(
+            AuditKind::Edited,
+            Some(&by.user),
+            json!({ "from": approval.parameters, "to": parameters }),
+        ),
+        Happening::new(
+            AuditKind::Vote,
+            Some(&by.user),
+            json!({ "decision": "approve" }),
+        ),
+    ];
+    happened.extend(settle(next, &by.user, None, now));
+    Ok(happened)
+}
+
+/// The single-use gate: only the owner, only approved and unexpired, only the approved
+/// tool and parameters.
+fn execute(
+    next: &mut Approval,
+    approval: &Approval,
+    parameters: &Value,
+    tool_name: Option<&str>,
+    caller: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Happening>, Rejection> {
+    check_owner(approval, caller)?;
+    if tool_name.is_some_and(|tool| tool != approval.tool_name) {
+        return Err(Rejection::ToolDiffers);
+    }
+    if approval.status != Status::Approved {
+        return Err(match approval.status {
+            Status::Pending => Rejection::NotApproved(Status::Pending),
+            other => Rejection::AlreadyDecided(other),
+        });
+    }
+    if approval.is_expired_at(now) {
+        return Err(Rejection::Expired);
+    }
+    if !canonical::equal(parameters, &approval.parameters) {
+        return Err(Rejection::ParametersDiffer);
+    }
+    next.status = Status::Executed;
+    next.executed_at = Some(now);
+    Ok(vec![Happening::new(
+        AuditKind::Executed,
+        caller,
+        json!({ "parameters_sha256": canonical::sha256_hex(parameters) }),
+    )])
+}
+
+fn cancel(
+    next: &mut Approval,
+    approval: &Approval,
+    caller: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Happening>, Rejection> {
+    check_owner(approval, caller)?;
+    check_pending(approval)?;
+    let actor = caller.unwrap_or("requester");
+    decide(next, Status::Cancelled, actor, None, now);
+    Ok(vec![Happening::new(
+        AuditKind::Cancelled,
+        Some(actor),
+        json!({}),
+    )])
+}
+
+fn expire(
+    next: &mut Approval,
+    approval: &Approval,
+    now: DateTime<Utc>,
+) -> Result<Vec<Happening>, Rejection> {
+    if approval.status.is_terminal() {
+        return Err(Rejection::AlreadyDecided(approval.status));
+    }
+    if !approval.is_expired_at(now) {
+        return Err(Rejection::NotDue);
+    }
+    let was = approval.status;
+    next.status = Status::Expired;
+    // An approval that was never executed keeps its decider; a pending one was decided
+    // by nobody.
+    if was == Status::Pending {
+        next.decision_at = Some(now);
+    }
+    Ok(vec![Happening::new(
+        AuditKind::Expired,
+        None,
+        json!({ "was": was.as_str() }),
+    )])
+}

@@ -1,0 +1,173 @@
+//! Opening an approval: a new request, or a row another program inserted straight into
+//! the shared table. Classification decides whether it waits for people, or whether
+//! the policy decides it at once (an auto-approve tier, a deny tier).
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::{AuditKind, Happening, POLICY_ACTOR, Transition, decide};
+use crate::approval::{Approval, ApprovalId, NewApproval, Routing, Status, names};
+use crate::policy::{Classification, TierAction, render_summary};
+
+/// Opens a new approval: classification decides whether it waits for people, is
+/// approved at once (auto-approve tier) or denied at once (deny tier).
+pub fn open(
+    id: ApprovalId,
+    request: NewApproval,
+    class: &Classification,
+    now: DateTime<Utc>,
+) -> Transition {
+    let route = &class.route;
+    let lifetime = request
+        .expires_in
+        .map_or(route.expires_after, |asked| asked.min(route.expires_after));
+    let expires_at = now + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
+    let summary = request.summary.clone().or_else(|| {
+        route
+            .summary_template
+            .as_deref()
+            .map(|template| render_summary(template, &request.parameters))
+    });
+    let annotations = request.annotations.clone();
+    let mut approval = Approval {
+        id,
+        tool_name: request.tool_name,
+        server: request.server,
+        parameters: request.parameters,
+        original_parameters: None,
+        risk_tier: class.tier,
+        status: Status::Pending,
+        requested_by: request.requested_by,
+        token_name: request.token_name,
+        summary,
+        context: request.context,
+        decided_by: None,
+        decision_at: None,
+        reason: None,
+        required_approvals: route.required_approvals.max(1),
+        votes: Vec::new(),
+        expires_at,
+        created_at: now,
+        executed_at: None,
+        idempotency_key: request.idempotency_key,
+        callback_url: request.callback_url,
+        routing: routing_of(class),
+        version: 0,
+    };
+    let mut happened = vec![Happening::new(
+        AuditKind::Requested,
+        approval.requested_by.as_deref(),
+        json!({
+            "tool_name": approval.tool_name,
+            "server": approval.server,
+            "annotations": annotations,
+            "parameters": approval.parameters,
+            "risk_tier": approval.risk_tier,
+            "rule": class.rule,
+            "expires_at": approval.expires_at,
+            "token": approval.token_name,
+        }),
+    )];
+    happened.extend(apply_tier_action(&mut approval, class, now));
+    Transition {
+        next: approval,
+        happened,
+    }
+}
+
+/// Where and when people are asked, as the classification says.
+fn routing_of(class: &Classification) -> Routing {
+    let route = &class.route;
+    Routing {
+        channel: route.channel.clone(),
+        approvers: route.approvers.clone(),
+        rule: class.rule,
+        remind_after_secs: route.remind_after.map(|d| d.as_secs()),
+        remind_every_secs: route.remind_every.map(|d| d.as_secs()),
+        escalate_after_secs: route.escalate_after.map(|d| d.as_secs()),
+        escalation_channel: route.escalation_channel.clone(),
+    }
+}
+
+/// Auto-approve and deny tiers decide at once; the policy is the decider.
+fn apply_tier_action(
+    approval: &mut Approval,
+    class: &Classification,
+    now: DateTime<Utc>,
+) -> Option<Happening> {
+    match class.action {
+        TierAction::RequireApproval => None,
+        TierAction::AutoApprove => {
+            decide(approval, Status::Approved, POLICY_ACTOR, None, now);
+            Some(Happening::new(
+                AuditKind::AutoApproved,
+                Some(POLICY_ACTOR),
+                json!({ "risk_tier": approval.risk_tier }),
+            ))
+        }
+        TierAction::Deny => {
+            let reason = format!(
+                "denied by policy: risk tier {} is denied ({})",
+                approval.risk_tier, class.why
+            );
+            Some(deny_by_policy(approval, reason, now))
+        }
+    }
+}
+
+/// The policy denies at once, for `reason`.
+fn deny_by_policy(approval: &mut Approval, reason: String, now: DateTime<Utc>) -> Happening {
+    decide(
+        approval,
+        Status::Denied,
+        POLICY_ACTOR,
+        Some(reason.clone()),
+        now,
+    );
+    Happening::new(
+        AuditKind::DeniedByPolicy,
+        Some(POLICY_ACTOR),
+        json!({ "risk_tier": approval.risk_tier, "reason": reason }),
+    )
+}
+
+/// Classifies a row another program inserted straight into the shared table (status
+/// pending, signoff's columns unset), as if it had been requested now: the policy's
+/// tier (never lower than the row's), routing, and an expiry no later than the
+/// policy allows.
+pub fn adopt(row: &Approval, class: &Classification, now: DateTime<Utc>) -> Transition {
+    let mut next = row.clone();
+    next.version += 1;
+    next.risk_tier = class.tier.max(row.risk_tier);
+    next.required_approvals = class.route.required_approvals.max(1);
+    next.routing = routing_of(class);
+    let latest = now
+        + chrono::Duration::from_std(class.route.expires_after).unwrap_or(chrono::Duration::MAX);
+    next.expires_at = row.expires_at.min(latest);
+    if next.summary.is_none() {
+        next.summary = class
+            .route
+            .summary_template
+            .as_deref()
+            .map(|template| render_summary(template, &row.parameters));
+    }
+    let mut happened = vec![Happening::new(
+        AuditKind::Requested,
+        next.requested_by.as_deref(),
+        json!({
+            "tool_name": next.tool_name,
+            "parameters": next.parameters,
+            "risk_tier": next.risk_tier,
+            "rule": class.rule,
+            "expires_at": next.expires_at,
+            "source": "shared_table",
+        }),
+    )];
+    // Whatever the row's status said: the policy decides, and a name that does not
+    // follow the MCP rule (which the API refuses outright) is denied.
+    match names::check_tool_name(&next.tool_name) {
+        Ok(()) => happened.extend(apply_tier_action(&mut next, class, now)),
+        Err(why) => happened.push(deny_by_policy(&mut next, format!("denied: {why}"), now)),
+    }
+    Transition { next, happened }
+}

@@ -1,0 +1,189 @@
+//! Reminders: while an approval waits, each approver who has not voted gets a DM (user
+//! groups expanded), or, with no approvers list, a reply in the message's thread; a
+//! retried reminder never reminds anyone twice.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::render;
+use super::slack::{Deliverer, done, metadata, store_error};
+use crate::approval::{Approval, Status};
+use crate::ids::Approver;
+use crate::jobs::{self, DueJob, Job, MessageKind, NewJob, Outcome, PostedMessage};
+use crate::slack::blocks::REMINDER_EVENT;
+use crate::slack::client::SlackError;
+use crate::slack::text;
+
+/// Block Kit's limit on blocks per message.
+const MAX_BLOCKS: usize = 50;
+
+impl Deliverer<'_> {
+    /// DMs each approver who has not voted (with live buttons and a link to the
+    /// channel message), or replies in the thread when anyone may decide; then plans
+    /// the next reminder. Nothing once the approval is decided.
+    pub async fn remind(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
+        if approval.status != Status::Pending || approval.is_expired_at(now) {
+            return Ok(done(approval.version));
+        }
+        let next = approval
+            .routing
+            .remind_every_secs
+            .map(|secs| NewJob {
+                approval_id: approval.id,
+                job: Job::SlackRemind {},
+                due_at: jobs::after_secs(now, secs.max(1)),
+            })
+            .filter(|next| next.due_at < approval.expires_at);
+        let messages = self
+            .store
+            .messages(approval.id)
+            .await
+            .map_err(store_error)?;
+        let main = messages.iter().find(|m| m.kind == MessageKind::Main);
+        let left = text::duration_short((approval.expires_at - now).num_seconds());
+        if approval.routing.approvers.is_empty() {
+            if let Some(main) = main {
+                let note = format!(
+                    ":bell: Reminder: this request is still waiting for a decision ({left} left)."
+                );
+                self.thread_note(&main.channel, &main.ts, &note).await;
+            }
+            return Ok(Outcome::Delivered {
+                posted: Vec::new(),
+                rendered: Vec::new(),
+                version: approval.version,
+                next,
+            });
+        }
+        let mut posted = Vec::new();
+        let mut failures = 0;
+        let people = self.people_to_remind(approval).await?;
+        for user in &people {
+            match self
+                .dm(
+                    job,
+                    approval,
+                    user,
+                    main.and_then(|m| m.permalink.as_deref()),
+                    now,
+                )
+                .await
+            {
+                Ok(message) => posted.push(message),
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%error, user, "reminder not delivered");
+                }
+            }
+        }
+        // Retry only when nobody got it; a partial failure waits for the next reminder
+        // rather than reminding the others twice.
+        if failures > 0 && posted.is_empty() {
+            return Err(SlackError::Transport(format!(
+                "no reminder could be delivered ({failures} failed)"
+            )));
+        }
+        Ok(Outcome::Delivered {
+            posted,
+            rendered: Vec::new(),
+            version: approval.version,
+            next,
+        })
+    }
+
+    /// Approvers (groups expanded) who may still vote: not the requester, not voted.
+    async fn people_to_remind(&self, approval: &Approval) -> Result<BTreeSet<String>, SlackError> {
+        let mut people = BTreeSet::new();
+        for approver in &approval.routing.approvers {
+            match approver {
+                Approver::Group(group) => {
+                    people.extend(self.approvers.members(group).await?.iter().cloned());
+                }
+                Approver::User(user) => {
+                    people.insert(user.to_string());
+                }
+            }
+        }
+        people.retain(|user| {
+            !approval.has_voted(user) && approval.requested_by.as_deref() != Some(user.as_str())
+        });
+        Ok(people)
+    }
+
+    /// One reminder DM. A retried reminder job first looks for the DM an earlier
+    /// attempt sent but did not live to record (as a post does), so nobody is
+    /// reminded twice for one reminder.
+    async fn dm(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        user: &str,
+        link: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<PostedMessage, SlackError> {
+        let opened = self
+            .client
+            .call("conversations.open", &json!({ "users": user }))
+            .await?;
+        let channel = opened["channel"]["id"]
+            .as_str()
+            .ok_or_else(|| SlackError::Api {
+                code: "conversations.open answered without a channel".into(),
+            })?
+            .to_owned();
+        let found = self
+            .posted_earlier(job, approval, &channel, REMINDER_EVENT, |payload| {
+                payload["job"] == job.id
+            })
+            .await?;
+        let (ts, version) = match found {
+            Some(found) => found,
+            None => {
+                let mut body = reminder_message(approval, now, link);
+                body["channel"] = json!(channel);
+                body["metadata"] = metadata(REMINDER_EVENT, approval, ("job", json!(job.id)));
+                let answer = self.client.call("chat.postMessage", &body).await?;
+                let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
+                (ts, approval.version)
+            }
+        };
+        Ok(PostedMessage {
+            approval_id: approval.id,
+            channel,
+            ts,
+            kind: MessageKind::Dm,
+            permalink: None,
+            rendered_version: version,
+        })
+    }
+}
+
+/// The approval message with a reminder line on top (time left, link to the channel post).
+pub fn reminder_message(approval: &Approval, now: DateTime<Utc>, link: Option<&str>) -> Value {
+    let mut message = render(approval, now);
+    let left = text::duration_short((approval.expires_at - now).num_seconds());
+    let mut line =
+        format!(":bell: *Reminder:* this request is waiting for your decision — {left} left.");
+    if let Some(link) =
+        link.filter(|l| l.starts_with("https://") && !l.contains(['<', '>', '|', ' ']))
+    {
+        line.push_str(&format!(" <{link}|Open it in the channel>"));
+    }
+    if let Some(blocks) = message["blocks"].as_array_mut() {
+        blocks.insert(
+            0,
+            json!({ "type": "section", "text": { "type": "mrkdwn", "text": line } }),
+        );
+        blocks.truncate(MAX_BLOCKS);
+    }
+    let fallback = message["text"].as_str().unwrap_or_default().to_owned();
+    message["text"] = json!(text::fit_plain(&format!("Reminder: {fallback}"), 300));
+    message
+}

@@ -1,0 +1,125 @@
+//! New requests on PostgreSQL: the look for an open request with the same key, under
+//! its advisory lock, and the insert (see [`crate::store::requests`]).
+
+use super::*;
+use crate::store::requests::{self, RequestKey, request_key, unrepeated};
+
+impl PgTx {
+    /// The keys among `rows` whose newest request is open (`request_keys`; see
+    /// [`crate::store::requests`]), each key locked first until commit (an advisory
+    /// lock, taken in one order by every writer; migration 0008's
+    /// `signoff_open_requests`), so that a replica inserting the same request waits
+    /// for this transaction and then sees its row. The function plans its lookup on
+    /// every call, so that the plan follows the table's growth.
+    async fn open_requests(
+        &mut self,
+        rows: &[(&Approval, &str)],
+    ) -> sqlx::Result<HashSet<RequestKey>> {
+        let keys: Vec<RequestKey> = rows.iter().filter_map(request_key).collect();
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let tokens: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+        let tools: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        let hashes: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
+        let pending: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT * FROM signoff_open_requests($1, $2, $3, $4)")
+                .bind(&tokens)
+                .bind(&tools)
+                .bind(&hashes)
+                .bind(requests::now_of(rows))
+                .fetch_all(self.conn()?)
+                .await?;
+        Ok(pending.into_iter().collect())
+    }
+
+    /// `Tx::insert_approvals`: inserts the rows that repeat no open request (in the
+    /// store or earlier in `rows`) and reuse no idempotency key; answers their ids.
+    pub(super) async fn insert_requests(
+        &mut self,
+        rows: &[(&Approval, &str)],
+    ) -> sqlx::Result<HashSet<ApprovalId>> {
+        let pending = self.open_requests(rows).await?;
+        let rows = unrepeated(rows, &pending);
+        self.timers.open(rows.iter().map(|(approval, _)| *approval));
+        let mut inserted = HashSet::with_capacity(rows.len());
+        // Few shapes of this wide statement, so each stays prepared on the server.
+        // (The narrower multi-row statements below take up to 1,000 rows at once:
+        // fewer round trips count for more there than re-preparing a new shape.)
+        for chunk in pow2_chunks(&rows, 64) {
+            let mut query =
+                QueryBuilder::<Postgres>::new(concat!("WITH added AS (", insert_approvals_sql!()));
+            query.push_values(chunk, |mut row, (a, params_sha256)| {
+                row.push_bind(a.id.0)
+                    .push_bind(a.tool_name.clone())
+                    .push_bind(a.parameters.clone())
+                    .push_bind(a.risk_tier.as_str())
+                    .push_bind(a.status.as_str())
+                    .push_bind(a.requested_by.clone())
+                    .push_bind(a.decided_by.clone())
+                    .push_bind(a.decision_at)
+                    .push_bind(a.expires_at)
+                    .push_bind(a.created_at)
+                    .push_bind(a.summary.clone())
+                    .push_bind(a.context.clone())
+                    .push_bind(a.reason.clone())
+                    .push_bind(a.original_parameters.clone())
+                    .push_bind(a.token_name.clone())
+                    .push_bind(a.idempotency_key.clone())
+                    .push_bind(a.callback_url.clone())
+                    .push_bind(i32::try_from(a.required_approvals).unwrap_or(i32::MAX))
+                    .push_bind(serde_json::to_value(&a.routing).unwrap_or_default())
+                    .push_bind(a.executed_at)
+                    .push_bind(a.version)
+                    .push_bind(a.server.clone())
+                    .push_bind(params_sha256.to_string());
+            });
+            // Skips a reused idempotency key (a unique index); each open request
+            // inserted becomes the newest of its key in `request_keys`.
+            query.push(
+                " ON CONFLICT DO NOTHING RETURNING id, token_name, tool_name, params_sha256, status), \
+                 keyed AS (INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
+                   SELECT token_name, tool_name, params_sha256, id FROM added \
+                   WHERE status IN ('pending', 'approved') AND token_name IS NOT NULL \
+                   ON CONFLICT (token_name, tool_name, params_sha256) \
+                   DO UPDATE SET approval_id = excluded.approval_id) \
+                 SELECT id FROM added",
+            );
+            let ids: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(self.conn()?).await?;
+            inserted.extend(ids.into_iter().map(ApprovalId));
+        }
+        Ok(inserted)
+    }
+
+    /// `Tx::find_existing`: the approval that kept a request from being inserted.
+    pub(super) async fn find_request(
+        &mut self,
+        token: &str,
+        idempotency_key: Option<&str>,
+        tool: &str,
+        params_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<Option<ApprovalId>> {
+        let id: Option<Uuid> = sqlx::query_scalar(
+            // The same idempotency key first; else the newest request with the same
+            // tool and parameters, if it is open (its key is locked: see
+            // `open_requests`).
+            "SELECT id FROM ( \
+               SELECT id, 0 AS rank FROM pending_approvals \
+               WHERE token_name = $1 AND idempotency_key = $2 \
+               UNION ALL \
+               SELECT p.id, 1 FROM request_keys r JOIN pending_approvals p ON p.id = r.approval_id \
+               WHERE r.token_name = $1 AND r.tool_name = $3 AND r.params_sha256 = $4 \
+                 AND (p.status = 'pending' OR (p.status = 'approved' AND p.expires_at > $5))) AS found \
+             ORDER BY rank LIMIT 1",
+        )
+        .bind(token)
+        .bind(idempotency_key)
+        .bind(tool)
+        .bind(params_sha256)
+        .bind(now)
+        .fetch_optional(self.conn()?)
+        .await?;
+        Ok(id.map(ApprovalId))
+    }
+}

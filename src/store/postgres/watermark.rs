@@ -1,0 +1,92 @@
+//! The expiry watermark (see `migrations/postgres/0006_hot_updates.sql`): every open
+//! approval expires at or after it, so a scheduler pass reads the due ones from there
+//! on; what a transaction opens below it moves it down, and a pass moves it up.
+
+use super::*;
+use crate::approval::Status;
+
+/// Expiry timers this transaction added or fired, for the watermark (see
+/// `migrations/postgres/0006_hot_updates.sql`).
+#[derive(Default)]
+pub(super) struct Timers {
+    /// The earliest expiry among the pending or approved approvals it inserted or
+    /// adopted, while the watermark has yet to be moved down to it.
+    pub(super) opened: Option<DateTime<Utc>>,
+    /// The `now` of the scheduler pass it ran: the watermark moves up to the earliest
+    /// expiry still open by then.
+    pub(super) swept: Option<DateTime<Utc>>,
+    /// Whether it holds the audit head's row lock, which orders every signoff writer's
+    /// watermark work (taken for the audit log; else at commit).
+    pub(super) ordered: bool,
+}
+
+impl Timers {
+    pub(super) fn open<'a>(&mut self, approvals: impl IntoIterator<Item = &'a Approval>) {
+        for approval in approvals {
+            if matches!(approval.status, Status::Pending | Status::Approved) {
+                let at = approval.expires_at;
+                self.opened = Some(self.opened.map_or(at, |earliest| earliest.min(at)));
+            }
+        }
+    }
+}
+
+impl PgTx {
+    /// Keeps the expiry watermark true for what this transaction did, at commit.
+    ///
+    /// Every signoff writer does this work while holding the audit head's row lock, so
+    /// that writers take turns: a pass reads the open approvals after every insert
+    /// committed before it, and an insert that waited for a pass sees where the pass
+    /// left the mark (and moves it down below its own approvals, in
+    /// `set_audit_head`'s statement when the transaction appends to the audit log,
+    /// as creates and adoptions do). A pass also locks the watermark's row, which
+    /// another program's trigger (an expiry moved earlier) takes to move it down.
+    pub(super) async fn settle_watermark(&mut self) -> sqlx::Result<()> {
+        let Timers {
+            opened,
+            swept,
+            ordered,
+        } = std::mem::take(&mut self.timers);
+        if opened.is_none() && swept.is_none() {
+            return Ok(());
+        }
+        if !ordered {
+            sqlx::query("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
+                .execute(self.conn()?)
+                .await?;
+        }
+        if let Some(opened) = opened {
+            sqlx::query(lower_watermark!("1"))
+                .bind(opened)
+                .execute(self.conn()?)
+                .await?;
+        }
+        let Some(now) = swept else {
+            return Ok(());
+        };
+        let below: DateTime<Utc> =
+            sqlx::query_scalar("SELECT below FROM expiry_watermark WHERE id = 1 FOR UPDATE")
+                .fetch_one(self.conn()?)
+                .await?;
+        // The earliest approval still open up to `now`: one this pass left for later
+        // (over its limit, or locked by another transaction). Its own expiries read as
+        // expired here.
+        let open: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT expires_at FROM pending_approvals \
+             WHERE expires_at >= $1 AND expires_at <= $2 AND status IN ('pending', 'approved') \
+             ORDER BY expires_at LIMIT 1",
+        )
+        .bind(below)
+        .bind(now)
+        .fetch_optional(self.conn()?)
+        .await?;
+        let settled = below.max(open.unwrap_or(now));
+        if settled != below {
+            sqlx::query("UPDATE expiry_watermark SET below = $1 WHERE id = 1")
+                .bind(settled)
+                .execute(self.conn()?)
+                .await?;
+        }
+        Ok(())
+    }
+}
