@@ -1,10 +1,6 @@
 //! API tokens: random secrets handed out once by `signoff token create NAME`, stored
 //! only as their SHA-256. The token's NAME is the requester identity.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -21,44 +17,6 @@ pub fn generate() -> String {
 /// What the store keeps: hex SHA-256 of the token.
 pub fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-/// How long a verified token is trusted without asking the store again; a revoked
-/// token stops working within this time.
-pub const CACHE_TTL: Duration = Duration::from_secs(5);
-
-/// Verified tokens (by hash), so each request does not query the tokens table.
-/// Only successes are cached: a new token works at once, an unknown one is always
-/// checked.
-#[derive(Clone, Default)]
-pub struct TokenCache {
-    known: Arc<Mutex<HashMap<String, (Instant, String)>>>,
-}
-
-impl TokenCache {
-    /// The token name for `hash` if it was verified less than [`CACHE_TTL`] ago.
-    pub fn get(&self, hash: &str) -> Option<String> {
-        let known = self
-            .known
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        known
-            .get(hash)
-            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
-            .map(|(_, name)| name.clone())
-    }
-
-    pub fn insert(&self, hash: String, name: String) {
-        let mut known = self
-            .known
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Bounded: expired entries go whenever the map grows large.
-        if known.len() > 10_000 {
-            known.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
-        }
-        known.insert(hash, (Instant::now(), name));
-    }
 }
 
 /// Token names appear in the audit log and in `requested_by`: keep them plain.
@@ -84,16 +42,6 @@ mod tests {
         assert_eq!(a.len(), PREFIX.len() + 64);
         assert_eq!(hash(&a).len(), 64);
         assert_ne!(hash(&a), hash(&b));
-    }
-
-    #[test]
-    fn the_cache_remembers_verified_tokens_only_for_a_while() {
-        let cache = TokenCache::default();
-        assert_eq!(cache.get("h"), None);
-        cache.insert("h".into(), "agent".into());
-        assert_eq!(cache.get("h").as_deref(), Some("agent"));
-        cache.known.lock().unwrap().get_mut("h").unwrap().0 -= CACHE_TTL;
-        assert_eq!(cache.get("h"), None, "expired");
     }
 
     #[test]

@@ -24,7 +24,6 @@ use crate::policy::Policy;
 use crate::scheduler::Scheduler;
 use crate::slack::app::SlackApp;
 use crate::store::Store;
-use crate::tokens::TokenCache;
 use metrics::Metrics;
 
 pub mod api;
@@ -50,8 +49,6 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
-    /// API tokens verified recently.
-    pub tokens: TokenCache,
     /// Present when a Slack bot token is configured.
     pub slack: Option<SlackApp>,
     /// What each connection and request may take.
@@ -69,7 +66,6 @@ impl AppState {
             policy: Arc::new(policy),
             clock,
             metrics: Arc::new(Metrics::default()),
-            tokens: TokenCache::default(),
             slack: None,
             limits: Limits::default(),
             shutdown,

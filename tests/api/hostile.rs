@@ -377,3 +377,56 @@ async fn the_create_answer_carries_what_to_run(db: TestDb) {
         .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+crate::on_both_backends!(a_revoked_or_rotated_token_is_refused_at_once_on_every_replica);
+
+/// Revocation takes effect when `signoff token revoke` returns: the very next request,
+/// on this server and on another one sharing the database, is 401.
+async fn a_revoked_or_rotated_token_is_refused_at_once_on_every_replica(db: TestDb) {
+    let app = spawn_on(db).await;
+    let replica = app.replica().await;
+    let id = app.request("transfer", json!({"amount": 1})).await;
+    let get_from = |address: &str, token: &str| {
+        let request = app
+            .http
+            .get(format!("{address}/v1/approvals/{id}"))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
+    let everywhere = [app.address.clone(), replica.address.clone()];
+    for address in &everywhere {
+        assert_eq!(get_from(address, &app.token).await, StatusCode::OK);
+    }
+    let cli = |args: &[&str]| {
+        let output = crate::common::server::command(args, &app.db.url)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let rotated = cli(&["token", "rotate", "agent"]);
+    for address in &everywhere {
+        assert_eq!(
+            get_from(address, &app.token).await,
+            StatusCode::UNAUTHORIZED,
+            "old secret"
+        );
+        assert_eq!(
+            get_from(address, &rotated).await,
+            StatusCode::OK,
+            "new secret"
+        );
+    }
+    cli(&["token", "revoke", "agent"]);
+    for address in &everywhere {
+        assert_eq!(
+            get_from(address, &rotated).await,
+            StatusCode::UNAUTHORIZED,
+            "{address}"
+        );
+    }
+}

@@ -66,6 +66,15 @@ pub struct App {
     /// Present when started with Slack.
     pub slack: Option<FakeSlack>,
     pub db: TestDb,
+    policy: Policy,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Another process's view of the same database: its own store and server (a replica,
+/// in all but the process); stops when dropped.
+pub struct Replica {
+    pub address: String,
+    pub store: Store,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -103,13 +112,9 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         client = Some(slack_client);
     }
     let outbox = Outbox::new(store.clone(), client).expect("outbox");
-    let scheduler = Scheduler::with_outbox(store.clone(), outbox).with_policy(Arc::new(policy));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(signoff::http::run(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    let scheduler =
+        Scheduler::with_outbox(store.clone(), outbox).with_policy(Arc::new(policy.clone()));
+    let (address, stop) = serve(state).await;
     App {
         address,
         token,
@@ -119,8 +124,20 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         http: reqwest::Client::new(),
         slack,
         db,
+        policy,
         _shutdown: stop,
     }
+}
+
+/// Serves `state` on a free port of 127.0.0.1 until the returned sender is dropped.
+async fn serve(state: AppState) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(signoff::http::run(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    (address, stop)
 }
 
 /// A new API token named `name` in `store`: its secret.
@@ -138,6 +155,24 @@ pub async fn new_token(store: &Store, clock: &ManualClock, name: &str) -> String
 impl App {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// A second store and server on the same database, with the same policy and clock.
+    pub async fn replica(&self) -> Replica {
+        let store = Store::connect(&self.db.url)
+            .await
+            .expect("replica store opens");
+        let state = AppState::new(
+            store.clone(),
+            self.policy.clone(),
+            Arc::new(self.clock.clone()),
+        );
+        let (address, stop) = serve(state).await;
+        Replica {
+            address,
+            store,
+            _shutdown: stop,
+        }
     }
 
     /// Runs the due jobs at the current (manual) time: intake, expiries, deliveries.

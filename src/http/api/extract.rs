@@ -29,15 +29,10 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let hash = tokens::hash(token);
-        if let Some(name) = state.tokens.get(&hash) {
-            return Ok(Caller(name));
-        }
-        match state.store.token_lookup(&hash).await? {
-            Some(name) => {
-                state.tokens.insert(hash, name.clone());
-                Ok(Caller(name))
-            }
+        // Looked up on every request, never cached: a token revoked a moment ago is
+        // refused by the very next request, on every replica.
+        match state.store.token_lookup(&tokens::hash(token)).await? {
+            Some(name) => Ok(Caller(name)),
             None => Err(ApiError::Unauthorized),
         }
     }
