@@ -73,6 +73,10 @@ enum Command {
         policy: Option<PathBuf>,
         #[command(flatten)]
         slack: SlackArgs,
+        /// Where Slack and MCP clients reach this server, e.g. https://signoff.example.com
+        /// (`/mcp` accepts its host besides localhost).
+        #[arg(long, env = "SIGNOFF_PUBLIC_URL")]
+        public_url: Option<String>,
         /// How long a claimed delivery is this server's before another may run it
         /// (after a crash); shortened by tests.
         #[arg(long, env = "SIGNOFF_DELIVERY_LEASE", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
@@ -171,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             policy,
             slack,
+            public_url,
             delivery_lease,
         } => {
             let (policy, source) = config::load_policy(policy.as_deref())?;
@@ -191,7 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 policy = %source,
                 "signoff serving"
             );
-            let mut state = AppState::new(store, policy, clock);
+            let mut state = AppState::new(store, policy, clock).with_public_url(public_url);
             if let Some(slack) = slack {
                 state = state.with_slack(slack);
             }

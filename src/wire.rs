@@ -16,6 +16,15 @@ pub struct CreatedView<'a> {
     pub check_status_with: String,
 }
 
+impl<'a> CreatedView<'a> {
+    pub fn new(a: &'a Approval) -> Self {
+        Self {
+            approval: ApprovalView::new(a, None),
+            check_status_with: format!("GET /v1/approvals/{}", a.id),
+        }
+    }
+}
+
 /// Answer to `GET /v1/approvals/{id}` (and to cancel).
 #[derive(Debug, Serialize)]
 pub struct ApprovalView<'a> {
@@ -104,4 +113,15 @@ pub struct ExecutedView<'a> {
     /// The parameters to run: exactly the approved ones.
     pub parameters: &'a Value,
     pub executed_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> ExecutedView<'a> {
+    pub fn new(a: &'a Approval) -> Self {
+        Self {
+            approval_id: a.id,
+            status: a.status,
+            parameters: &a.parameters,
+            executed_at: a.executed_at,
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! The HTTP edge: the shared [`AppState`], the one [`app`] `Router` (each area owns
-//! its routes: [`api`] for MCP servers, [`slack`] for Slack's signed callbacks,
-//! [`health`], [`metrics`]), and [`run`] ([`serve`] adds the scheduler), which serve
-//! it on a given listener within [`Limits`] until a given shutdown future resolves.
+//! its routes: [`api`] for MCP servers, [`mcp`] for MCP clients, [`slack`] for
+//! Slack's signed callbacks, [`health`], [`metrics`]), and [`run`] ([`serve`] adds
+//! the scheduler), which serve it on a given listener within [`Limits`] until a given
+//! shutdown future resolves.
 //! `signoff serve` and the tests start the app through the same functions.
 
 use std::future::Future;
@@ -28,6 +29,7 @@ use metrics::Metrics;
 
 pub mod api;
 pub mod health;
+pub mod mcp;
 pub mod metrics;
 mod serve;
 pub mod slack;
@@ -53,6 +55,9 @@ pub struct AppState {
     pub slack: Option<SlackApp>,
     /// What each connection and request may take.
     pub limits: Limits,
+    /// Where people and clients reach this server (`SIGNOFF_PUBLIC_URL`); `/mcp`
+    /// accepts its host besides localhost.
+    pub public_url: Option<String>,
     /// Turns true when the server is shutting down (long-polls answer at once).
     pub shutdown: watch::Receiver<bool>,
     shutdown_trigger: Arc<watch::Sender<bool>>,
@@ -68,6 +73,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             slack: None,
             limits: Limits::default(),
+            public_url: None,
             shutdown,
             shutdown_trigger: Arc::new(trigger),
         }
@@ -85,6 +91,12 @@ impl AppState {
         self
     }
 
+    /// The public address (`SIGNOFF_PUBLIC_URL`).
+    pub fn with_public_url(mut self, url: Option<String>) -> Self {
+        self.public_url = url;
+        self
+    }
+
     /// Tells long-polls and background loops to finish.
     pub fn begin_shutdown(&self) {
         self.shutdown_trigger.send_replace(true);
@@ -98,6 +110,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health/approvals", get(health::approvals))
         .route("/metrics", get(metrics::handler))
         .merge(api::router())
+        .merge(mcp::router(&state))
         .merge(slack::router());
     routes
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))

@@ -47,6 +47,12 @@ impl std::ops::Deref for TestApp {
     }
 }
 
+impl From<App> for TestApp {
+    fn from(app: App) -> Self {
+        TestApp { app }
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_on(common::sqlite()).await
 }

@@ -7,5 +7,6 @@ mod decisions;
 mod helpers;
 mod hostile;
 mod mcp;
+mod mcp_tools;
 mod operations;
 mod requests;

@@ -32,6 +32,8 @@ pub struct Options<'a> {
     /// A fake Slack Web API, and Slack configured against it.
     pub slack: bool,
     pub limits: Limits,
+    /// `SIGNOFF_PUBLIC_URL`.
+    pub public_url: Option<&'a str>,
 }
 
 impl<'a> Options<'a> {
@@ -40,6 +42,7 @@ impl<'a> Options<'a> {
             policy,
             slack: false,
             limits: Limits::default(),
+            public_url: None,
         }
     }
 
@@ -50,6 +53,11 @@ impl<'a> Options<'a> {
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    pub fn with_public_url(mut self, url: &'a str) -> Self {
+        self.public_url = Some(url);
         self
     }
 }
@@ -98,7 +106,8 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
     let token = new_token(&store, &clock, TOKEN_NAME).await;
     let policy = Policy::from_toml_str(options.policy).expect("test policy");
     let mut state = AppState::new(store.clone(), policy.clone(), Arc::new(clock.clone()))
-        .with_limits(options.limits);
+        .with_limits(options.limits)
+        .with_public_url(options.public_url.map(str::to_owned));
     let mut client = None;
     if let Some(fake) = &slack {
         // A short time limit so the "Slack hangs" tests take a moment, not 10 s.

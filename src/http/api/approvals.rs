@@ -15,7 +15,7 @@ use super::extract::{Caller, JsonBody};
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status, Tier, names};
 use crate::http::AppState;
 use crate::policy::Call;
-use crate::store::StatusChange;
+use crate::store::{Created, StatusChange};
 use crate::wire::{ApprovalView, CreatedView, ExecutedView};
 
 /// Longest long-poll, in seconds.
@@ -109,14 +109,30 @@ impl CreateRequest {
     }
 }
 
-/// `POST /v1/approvals`: 201 new, 200 when an identical pending request exists.
+/// `POST /v1/approvals`: 201 new, 200 when an identical open request exists.
 #[tracing::instrument(skip_all, fields(token = %caller.0))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<CreateRequest>,
 ) -> Result<Response, ApiError> {
-    let request = body.validate(&caller)?;
+    let created = ask(&state, &caller, body).await?;
+    let status = if created.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(CreatedView::new(&created.approval))).into_response())
+}
+
+/// Asks for approval: checks the request, classifies it and stores it (or finds the
+/// open request it repeats). The API and the `/mcp` tools both ask through here.
+pub async fn ask(
+    state: &AppState,
+    caller: &Caller,
+    body: CreateRequest,
+) -> Result<Created, ApiError> {
+    let request = body.validate(caller)?;
     let call = Call {
         tool: &request.tool_name,
         server: request.server.as_deref(),
@@ -128,8 +144,8 @@ pub async fn create(
         .store
         .create(request, class, state.clock.now())
         .await?;
-    let approval = &created.approval;
-    let status = if created.created {
+    if created.created {
+        let approval = &created.approval;
         state.metrics.created(approval.risk_tier, approval.status);
         tracing::info!(
             approval = %approval.id,
@@ -141,15 +157,8 @@ pub async fn create(
             tier = %approval.risk_tier,
             "approval requested"
         );
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let view = CreatedView {
-        approval: ApprovalView::new(approval, None),
-        check_status_with: format!("GET /v1/approvals/{}", approval.id),
-    };
-    Ok((status, Json(view)).into_response())
+    }
+    Ok(created)
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,29 +176,41 @@ pub async fn show(
     let id = parse_id(&id)?;
     let wait = match query.wait.as_deref() {
         None => Duration::ZERO,
-        Some(raw) => match raw.parse::<f64>() {
-            Ok(secs) if secs.is_finite() && secs >= 0.0 => {
-                Duration::from_secs_f64(secs.min(MAX_WAIT_SECS))
-            }
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "wait must be a number of seconds from 0 to 60, not {raw:?}"
-                )));
-            }
-        },
+        Some(raw) => parse_wait(raw, MAX_WAIT_SECS)?,
     };
+    let (approval, permalink) = read(&state, &caller, id, wait).await?;
+    Ok(Json(ApprovalView::new(&approval, permalink.as_deref())).into_response())
+}
+
+/// A `wait` in seconds (fractions allowed), capped at `max`.
+pub fn parse_wait(raw: &str, max: f64) -> Result<Duration, ApiError> {
+    match raw.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(Duration::from_secs_f64(secs.min(max))),
+        _ => Err(ApiError::BadRequest(format!(
+            "wait must be a number of seconds from 0 to {max}, not {raw:?}"
+        ))),
+    }
+}
+
+/// Reads the caller's approval, first waiting up to `wait` for it to leave `pending`;
+/// with the message's link while it is pending (where to look while it waits).
+pub async fn read(
+    state: &AppState,
+    caller: &Caller,
+    id: ApprovalId,
+    wait: Duration,
+) -> Result<(Approval, Option<String>), ApiError> {
     let approval = if wait.is_zero() {
-        load(&state, &caller, id).await?
+        load(state, caller, id).await?
     } else {
-        wait_for_decision(&state, &caller, id, wait).await?
+        wait_for_decision(state, caller, id, wait).await?
     };
-    // Where to look while it waits: the message's link, once posted.
     let permalink = if approval.status == Status::Pending {
         state.store.main_permalinks(&[id]).await?.remove(&id)
     } else {
         None
     };
-    Ok(Json(ApprovalView::new(&approval, permalink.as_deref())).into_response())
+    Ok((approval, permalink))
 }
 
 /// The approval, if it belongs to the caller's token. Another token's approval (and a
@@ -237,13 +258,12 @@ async fn wait_for_decision(
 
 #[derive(Debug, Deserialize)]
 pub struct ExecuteRequest {
-    parameters: Value,
+    pub parameters: Value,
     /// The tool about to run; when given, it must be the approved one.
-    tool_name: Option<String>,
+    pub tool_name: Option<String>,
 }
 
 /// `POST /v1/approvals/{id}/execute`: the single-use gate.
-#[tracing::instrument(skip_all, fields(token = %caller.0, approval = %id))]
 pub async fn execute(
     State(state): State<AppState>,
     caller: Caller,
@@ -251,6 +271,19 @@ pub async fn execute(
     JsonBody(body): JsonBody<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    let approval = run(&state, caller, id, body).await?;
+    Ok(Json(ExecutedView::new(&approval)).into_response())
+}
+
+/// Spends the approval on this call: exactly once, only approved, only with the
+/// approved tool and parameters (the state machine decides; refusals change nothing).
+#[tracing::instrument(skip_all, fields(token = %caller.0, approval = %id))]
+pub async fn run(
+    state: &AppState,
+    caller: Caller,
+    id: ApprovalId,
+    body: ExecuteRequest,
+) -> Result<Approval, ApiError> {
     let event = Event::Execute {
         parameters: body.parameters,
         tool_name: body.tool_name,
@@ -258,13 +291,7 @@ pub async fn execute(
     };
     let approval = state.store.apply(id, event, state.clock.now()).await?;
     tracing::info!("approval executed");
-    let view = ExecutedView {
-        approval_id: approval.id,
-        status: approval.status,
-        parameters: &approval.parameters,
-        executed_at: approval.executed_at,
-    };
-    Ok(Json(view).into_response())
+    Ok(approval)
 }
 
 /// `POST /v1/approvals/{id}/cancel`: the requester withdraws a pending request.

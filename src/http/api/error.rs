@@ -103,13 +103,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The JSON body callers read (also the `/mcp` tools' structured error).
+    pub fn body(&self) -> serde_json::Value {
         let mut body = json!({ "error": self.code(), "detail": self.to_string() });
-        if let ApiError::Conflict { status, .. } = &self {
+        if let ApiError::Conflict { status, .. } = self {
             body["status"] = json!(status);
         }
-        (self.status_code(), Json(body)).into_response()
+        body
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status_code(), Json(self.body())).into_response()
     }
 }
 

@@ -1,9 +1,9 @@
 //! The HTTP API for MCP servers: ask for approval, read or long-poll the decision,
 //! execute once, cancel. JSON in and out, bearer-token authenticated (DESIGN.md).
 
-mod approvals;
+pub(super) mod approvals;
 pub mod error;
-mod extract;
+pub(super) mod extract;
 mod policy;
 
 use axum::Router;

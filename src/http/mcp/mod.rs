@@ -1,0 +1,149 @@
+//! `/mcp`: signoff's own MCP endpoint (streamable HTTP, served by rmcp), for MCP servers
+//! and agents that ask for approval explicitly. Three tools ([`tools`]) do what the
+//! HTTP API does, through the same operations (`http::api::approvals`).
+//!
+//! Before rmcp sees a request, [`guard`] authenticates it like the API (a Bearer
+//! token, looked up on every request), enforces the body limit and reads the body
+//! exactly (no key twice, no number rounded: parameters decide what runs). rmcp then
+//! checks `Host` and `Origin` against localhost and `SIGNOFF_PUBLIC_URL` (DNS
+//! rebinding), and serves without sessions, so any replica answers any request.
+
+mod texts;
+mod tools;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::{Value, json};
+
+use super::api::ApiError;
+use super::api::extract::Caller;
+use super::{AppState, BODY_LIMIT};
+use crate::exact_json::{self, ExactError};
+
+/// The path MCP clients connect to.
+pub const PATH: &str = "/mcp";
+
+/// The `/mcp` route.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let handler = tools::Tools::new(state.clone());
+    let service = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        NeverSessionManager::default().into(),
+        config(state.public_url.as_deref()),
+    );
+    Router::new()
+        .route_service(PATH, service)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+}
+
+/// Stateless, JSON answers where a call needs no stream, and `Host`/`Origin` limited to
+/// this machine and the public address.
+fn config(public_url: Option<&str>) -> StreamableHttpServerConfig {
+    let mut hosts = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let mut origins = vec![
+        "http://localhost:*".to_owned(),
+        "http://127.0.0.1:*".to_owned(),
+        "http://[::1]:*".to_owned(),
+    ];
+    if let Some((origin, host)) = public_url.and_then(public_origin) {
+        hosts.push(host);
+        origins.push(origin);
+    }
+    StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_allowed_hosts(hosts)
+        .with_allowed_origins(origins)
+        .with_max_request_body_bytes(BODY_LIMIT)
+}
+
+/// `https://signoff.example.com[:port]` → (its origin, its authority).
+fn public_origin(url: &str) -> Option<(String, String)> {
+    let uri: Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?;
+    let authority = uri.authority()?.as_str().to_owned();
+    let port = uri
+        .port_u16()
+        .map_or(String::new(), |port| format!(":{port}"));
+    Some((format!("{scheme}://{}{port}", uri.host()?), authority))
+}
+
+/// Authenticates the request and reads its body exactly; the caller goes along in the
+/// request's extensions, where the tools find it.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let caller = match Caller::from_request_parts(&mut parts, &state).await {
+        Ok(caller) => caller,
+        Err(error @ ApiError::Unauthorized) => {
+            let mut response = error.into_response();
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+            return response;
+        }
+        Err(error) => return error.into_response(),
+    };
+    parts.extensions.insert(caller);
+    let bytes = match to_bytes(body, BODY_LIMIT).await {
+        Ok(bytes) => bytes,
+        Err(_) => return ApiError::PayloadTooLarge.into_response(),
+    };
+    // Broken JSON is rmcp's to answer (a parse error); JSON that cannot be kept as sent
+    // is refused here, before anything reads it.
+    if !bytes.is_empty()
+        && let Err(ExactError::Inexact(detail)) = exact_json::parse(&bytes)
+    {
+        return refuse_message(&bytes, &detail);
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// A JSON-RPC error for a message that cannot be read exactly (HTTP 400).
+fn refuse_message(bytes: &[u8], detail: &str) -> Response {
+    let id = serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|message| message.get("id").cloned())
+        .unwrap_or(Value::Null);
+    let error = json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": -32602, "message": detail},
+    });
+    (StatusCode::BAD_REQUEST, axum::Json(error)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_url_gives_an_origin_and_a_host() {
+        assert_eq!(
+            public_origin("https://signoff.example.com"),
+            Some((
+                "https://signoff.example.com".into(),
+                "signoff.example.com".into()
+            ))
+        );
+        assert_eq!(
+            public_origin("https://signoff.example.com:8443/base/"),
+            Some((
+                "https://signoff.example.com:8443".into(),
+                "signoff.example.com:8443".into()
+            ))
+        );
+        assert_eq!(public_origin("not a url"), None);
+    }
+}

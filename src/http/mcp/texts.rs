@@ -1,0 +1,65 @@
+//! The one line of text each `/mcp` tool result carries for the model, beside the
+//! API's JSON as structured content: what happened and which tool to call next.
+
+use chrono::{DateTime, Utc};
+
+use crate::approval::{Approval, Status};
+
+/// What an approval's state means for the caller, in one line.
+pub fn state(a: &Approval, permalink: Option<&str>) -> String {
+    let id = a.id;
+    match a.status {
+        Status::Pending => {
+            let place = match (a.routing.channel.as_ref(), permalink) {
+                (Some(channel), Some(link)) => {
+                    format!(" in Slack channel {} ({link})", channel.as_str())
+                }
+                (Some(channel), None) => format!(" in Slack channel {}", channel.as_str()),
+                (None, _) => String::new(),
+            };
+            format!(
+                "Approval {id} is waiting for a decision{place} until {}. Call check_approval_status with this approval_id (and wait up to 50 s) to learn the decision; do not run the call yet.",
+                time(a.expires_at)
+            )
+        }
+        Status::Approved => format!(
+            "Approval {id} is approved{}. Call execute_approved with this approval_id and exactly these parameters before {}, then run the call with them.",
+            by(a.decided_by.as_deref()),
+            time(a.expires_at)
+        ),
+        Status::Denied => match a.reason.as_deref() {
+            Some(reason) if !reason.trim().is_empty() => format!(
+                "Approval {id} is denied{}: {reason}. Do not run the call.",
+                by(a.decided_by.as_deref())
+            ),
+            _ => format!(
+                "Approval {id} is denied{}. Do not run the call.",
+                by(a.decided_by.as_deref())
+            ),
+        },
+        Status::Expired => format!(
+            "Nobody decided approval {id} before {}. Do not run the call; ask again if it is still needed.",
+            time(a.expires_at)
+        ),
+        Status::Executed => {
+            format!("Approval {id} was already used. Do not run the call again.")
+        }
+        Status::Cancelled => format!("Approval {id} was cancelled. Do not run the call."),
+    }
+}
+
+/// After a successful `execute_approved`.
+pub fn executed(a: &Approval) -> String {
+    format!(
+        "Approval {} is spent on this call: run {} now, once, with exactly these parameters.",
+        a.id, a.tool_name
+    )
+}
+
+fn by(who: Option<&str>) -> String {
+    who.map_or(String::new(), |who| format!(" by {who}"))
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}

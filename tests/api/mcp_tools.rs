@@ -1,0 +1,386 @@
+//! `/mcp`: signoff's own MCP endpoint, driven by rmcp's streamable HTTP client. The
+//! three tools do what the API does, answer with its JSON as structured content and a
+//! line for the model, and refuse (`isError`) whatever the API refuses.
+
+use reqwest::StatusCode;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ClientConfig, Implementation};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+
+use crate::common::app::{self, Options};
+use crate::common::{self, TestDb};
+use crate::helpers::*;
+
+crate::on_both_backends!(an_agent_asks_waits_and_spends_an_approval_through_the_mcp_tools);
+
+type Client = RunningService<RoleClient, ClientConfig>;
+
+async fn connect(app: &TestApp, token: &str) -> Client {
+    let config = StreamableHttpClientTransportConfig::with_uri(app.url("/mcp")).auth_header(token);
+    ClientConfig::new(Default::default(), Implementation::new("test-agent", "1.0"))
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("the MCP client connects")
+}
+
+async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
+    let Value::Object(args) = args else {
+        panic!("arguments are an object")
+    };
+    client
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+        .await
+        .expect("the call is answered")
+}
+
+fn text(result: &CallToolResult) -> String {
+    assert_eq!(
+        result.content.len(),
+        1,
+        "one line for the model: {result:?}"
+    );
+    result.content[0].as_text().expect("text").text.clone()
+}
+
+fn structured(result: &CallToolResult) -> &Value {
+    result
+        .structured_content
+        .as_ref()
+        .expect("structured content")
+}
+
+fn refused(result: &CallToolResult, code: &str) -> String {
+    assert_eq!(result.is_error, Some(true), "{result:?}");
+    assert_error(structured(result), code);
+    text(result)
+}
+
+async fn an_agent_asks_waits_and_spends_an_approval_through_the_mcp_tools(db: TestDb) {
+    let app = spawn_on(db).await;
+    let client = connect(&app, &app.token).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|tool| tool.name.as_ref()).collect();
+    assert_eq!(
+        names,
+        [
+            "request_approval",
+            "check_approval_status",
+            "execute_approved"
+        ]
+    );
+
+    let params = json!({"service": "api", "environment": "prod"});
+    let asked = call(
+        &client,
+        "request_approval",
+        json!({"tool_name": "deploy_api", "parameters": params, "server": "ci"}),
+    )
+    .await;
+    assert_eq!(asked.is_error, Some(false), "{asked:?}");
+    let view = structured(&asked);
+    assert_eq!(
+        (view["status"].as_str(), view["server"].as_str()),
+        (Some("pending"), Some("ci"))
+    );
+    assert_eq!(
+        view["check_status_with"],
+        format!(
+            "GET /v1/approvals/{}",
+            view["approval_id"].as_str().unwrap()
+        )
+    );
+    let id = view["approval_id"].as_str().unwrap().to_owned();
+    let line = text(&asked);
+    assert!(
+        line.contains("waiting")
+            && line.contains("C0APPROVALS")
+            && line.contains("check_approval_status"),
+        "{line}"
+    );
+
+    // Not approved yet: nothing can be spent.
+    let early = call(
+        &client,
+        "execute_approved",
+        json!({"approval_id": id, "parameters": params}),
+    )
+    .await;
+    assert!(refused(&early, "conflict").contains("pending"));
+
+    // A long wait answers the moment the (two) approvals commit.
+    let waiting = {
+        let id = id.clone();
+        let client = connect(&app, &app.token).await;
+        tokio::spawn(async move {
+            let result = call(
+                &client,
+                "check_approval_status",
+                json!({"approval_id": id, "wait": 30}),
+            )
+            .await;
+            client.cancel().await.unwrap();
+            result
+        })
+    };
+    app.approve(&id, "U0ALICE").await;
+    app.approve(&id, "U0BOB").await;
+    let decided = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the wait ends with the decision")
+        .unwrap();
+    assert_eq!(structured(&decided)["status"], "approved");
+    assert!(
+        text(&decided).contains("execute_approved"),
+        "{}",
+        text(&decided)
+    );
+
+    let other = json!({"service": "api", "environment": "staging"});
+    let wrong = call(
+        &client,
+        "execute_approved",
+        json!({"approval_id": id, "parameters": other}),
+    )
+    .await;
+    assert!(refused(&wrong, "conflict").contains("differ"));
+    let wrong_tool = call(
+        &client,
+        "execute_approved",
+        json!({"approval_id": id, "parameters": params, "tool_name": "deploy_web"}),
+    )
+    .await;
+    refused(&wrong_tool, "conflict");
+
+    let spent = call(
+        &client,
+        "execute_approved",
+        json!({"approval_id": id, "parameters": params, "tool_name": "deploy_api"}),
+    )
+    .await;
+    assert_eq!(spent.is_error, Some(false), "{spent:?}");
+    assert_eq!(structured(&spent)["status"], "executed");
+    assert_eq!(structured(&spent)["parameters"], params);
+    let again = call(
+        &client,
+        "execute_approved",
+        json!({"approval_id": id, "parameters": params}),
+    )
+    .await;
+    assert!(refused(&again, "conflict").contains("already executed"));
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn outcomes_at_once_are_said_in_the_line_for_the_model() {
+    let app = spawn_app().await;
+    let client = connect(&app, &app.token).await;
+    let auto = call(
+        &client,
+        "request_approval",
+        json!({"tool_name": "get_user", "parameters": {"id": 5}}),
+    )
+    .await;
+    assert_eq!(structured(&auto)["status"], "approved");
+    assert!(text(&auto).contains("execute_approved"));
+    let denied = call(
+        &client,
+        "request_approval",
+        json!({"tool_name": "drop_table", "parameters": {}}),
+    )
+    .await;
+    assert_eq!(
+        denied.is_error,
+        Some(false),
+        "a denial is an answer, not a refusal"
+    );
+    assert_eq!(structured(&denied)["status"], "denied");
+    let line = text(&denied);
+    assert!(
+        line.contains("denied by policy") && line.contains("Do not run"),
+        "{line}"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_arguments_are_refused_as_the_api_refuses_them_and_create_nothing() {
+    let app = spawn_app().await;
+    let client = connect(&app, &app.token).await;
+    let before = app.store.audit_head().await.unwrap();
+    for (tool, args, code) in [
+        (
+            "request_approval",
+            json!({"tool_name": "x y", "parameters": {}}),
+            "unprocessable",
+        ),
+        (
+            "request_approval",
+            json!({"tool_name": "deploy_api", "parameters": [1]}),
+            "unprocessable",
+        ),
+        (
+            "request_approval",
+            json!({"parameters": {}}),
+            "unprocessable",
+        ),
+        ("check_approval_status", json!({}), "unprocessable"),
+        (
+            "check_approval_status",
+            json!({"approval_id": "nope"}),
+            "not_found",
+        ),
+        (
+            "check_approval_status",
+            json!({"approval_id": uuid(), "wait": -1}),
+            "unprocessable",
+        ),
+        (
+            "execute_approved",
+            json!({"approval_id": uuid()}),
+            "unprocessable",
+        ),
+        (
+            "execute_approved",
+            json!({"approval_id": uuid(), "parameters": {}}),
+            "not_found",
+        ),
+        ("no_such_tool", json!({}), "not_found"),
+    ] {
+        let result = call(&client, tool, args.clone()).await;
+        let line = refused(&result, code);
+        assert!(line.starts_with("Refused: "), "{tool} {args}: {line}");
+    }
+    assert_eq!(
+        app.store.audit_head().await.unwrap(),
+        before,
+        "nothing happened"
+    );
+    client.cancel().await.unwrap();
+}
+
+fn uuid() -> String {
+    "0b0d3c2e-3f0a-4c1b-9a3e-7d2f5c1e8a90".into()
+}
+
+#[tokio::test]
+async fn another_tokens_approval_is_not_found_through_mcp_either() {
+    let app = spawn_app().await;
+    let id = app.request("deploy_api", json!({"service": "a"})).await;
+    let other = new_token(&app.store, &app.clock, "other-agent").await;
+    let client = connect(&app, &other).await;
+    for (tool, args) in [
+        ("check_approval_status", json!({"approval_id": id})),
+        (
+            "execute_approved",
+            json!({"approval_id": id, "parameters": {"service": "a"}}),
+        ),
+    ] {
+        refused(&call(&client, tool, args).await, "not_found");
+    }
+    client.cancel().await.unwrap();
+}
+
+/// One JSON-RPC message posted straight to `/mcp`.
+async fn post(
+    app: &TestApp,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> reqwest::Response {
+    let mut request = app
+        .http
+        .post(app.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
+const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+
+#[tokio::test]
+async fn without_a_valid_token_mcp_answers_401_with_a_bearer_challenge() {
+    let app = spawn_app().await;
+    for token in [None, Some("not-a-token")] {
+        let response = post(&app, token, &[], LIST).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let (_, body) = read(response).await;
+        assert_error(&body, "unauthorized");
+    }
+    let ok = post(&app, Some(&app.token), &[], LIST).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn foreign_hosts_and_origins_are_refused_and_the_public_one_is_served() {
+    let app = app::spawn(
+        common::sqlite(),
+        Options::new(POLICY).with_public_url("https://signoff.example.com"),
+    )
+    .await;
+    let app = TestApp::from(app);
+    let token = Some(app.token.as_str());
+    for headers in [
+        [("host", "evil.example.net")],
+        [("origin", "https://evil.example.net")],
+        [("origin", "http://signoff.example.com")],
+    ] {
+        let response = post(&app, token, &headers, LIST).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{headers:?}");
+    }
+    for headers in [
+        [("host", "signoff.example.com")],
+        [("origin", "https://signoff.example.com")],
+        [("origin", "http://localhost:3000")],
+    ] {
+        let response = post(&app, token, &headers, LIST).await;
+        assert_eq!(response.status(), StatusCode::OK, "{headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn arguments_that_cannot_be_kept_exactly_are_refused_before_anything_reads_them() {
+    let app = spawn_app().await;
+    let token = Some(app.token.as_str());
+    let before = app.store.audit_head().await.unwrap();
+    for args in [
+        r#"{"tool_name":"get_user","parameters":{"id":123456789012345678901234567890}}"#,
+        r#"{"tool_name":"get_user","parameters":{"id":1,"id":2}}"#,
+    ] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"request_approval","arguments":{args}}}}}"#
+        );
+        let response = post(&app, token, &[], &body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let (_, answer) = read(response).await;
+        assert_eq!(
+            (answer["id"].as_i64(), answer["error"]["code"].as_i64()),
+            (Some(7), Some(-32602)),
+            "{answer}"
+        );
+    }
+    let too_big = format!(
+        r#"{{"jsonrpc":"2.0","id":8,"method":"ping","pad":"{}"}}"#,
+        "x".repeat(1 << 21)
+    );
+    assert_eq!(
+        post(&app, token, &[], &too_big).await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        app.store.audit_head().await.unwrap(),
+        before,
+        "nothing happened"
+    );
+}
