@@ -18,7 +18,8 @@
 //! - Plain helpers: [`wire`] (the JSON shapes callers read), [`exact_json`] (reading
 //!   parameters exactly), [`canonical`] (one text per JSON value), [`ids`] (Slack's
 //!   ids as types), [`logging`] (one line per event, whatever a caller sent),
-//!   [`tokens`], [`clock`], [`manifest`].
+//!   [`tokens`], [`clock`], [`manifest`], [`signing`] (the Ed25519 key that signs
+//!   callbacks and audit checkpoints).
 
 pub mod approval;
 pub mod audit;
@@ -35,6 +36,7 @@ pub mod manifest;
 pub mod outbox;
 pub mod policy;
 pub mod scheduler;
+pub mod signing;
 pub mod slack;
 pub mod store;
 pub mod tokens;

@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::outbox::Outbox;
 use crate::policy::Policy;
 use crate::scheduler::Scheduler;
+use crate::signing::Signer;
 use crate::slack::app::SlackApp;
 use crate::store::Store;
 use metrics::Metrics;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Present when a Slack bot token is configured.
     pub slack: Option<SlackApp>,
+    /// Signs decision callbacks.
+    pub signer: Signer,
     /// What each connection and request may take.
     pub limits: Limits,
     /// Turns true when the server is shutting down (long-polls answer at once).
@@ -67,6 +70,7 @@ impl AppState {
             clock,
             metrics: Arc::new(Metrics::default()),
             slack: None,
+            signer: Signer::generate(),
             limits: Limits::default(),
             shutdown,
             shutdown_trigger: Arc::new(trigger),
@@ -76,6 +80,13 @@ impl AppState {
     /// Adds the Slack side (client, approvers, signing secret).
     pub fn with_slack(mut self, slack: SlackApp) -> Self {
         self.slack = Some(slack);
+        self
+    }
+
+    /// Signs callbacks with `signer` (`signoff serve`'s key file); without it, a key
+    /// made for this process alone.
+    pub fn with_signer(mut self, signer: Signer) -> Self {
+        self.signer = signer;
         self
     }
 
@@ -127,7 +138,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slack = state.slack.as_ref().map(|slack| slack.client.clone());
-    let scheduler = match Outbox::new(state.store.clone(), slack) {
+    let scheduler = match Outbox::new(state.store.clone(), slack, state.signer.clone()) {
         Ok(outbox) => {
             Scheduler::with_outbox(state.store.clone(), outbox).with_policy(state.policy.clone())
         }

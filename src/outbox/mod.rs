@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::approval::{Approval, Status};
 use crate::jobs::{DueJob, Job, MessageKind, Outcome};
+use crate::signing::Signer;
 use crate::slack::approvers::Approvers;
 use crate::slack::blocks;
 use crate::slack::client::{SlackClient, SlackError};
@@ -39,18 +40,22 @@ pub struct Outbox {
     slack: Option<SlackClient>,
     approvers: Option<Approvers>,
     http: callback::Poster,
+    /// Signs callbacks.
+    signer: Signer,
     /// When each channel last got a chat.postMessage from this process.
     last_post: Arc<Mutex<HashMap<String, pacing::Pacing>>>,
 }
 
 impl Outbox {
-    /// An outbox for callbacks, and for Slack when a client is given.
-    pub fn new(store: Store, slack: Option<SlackClient>) -> Result<Self, String> {
+    /// An outbox for callbacks (signed by `signer`), and for Slack when a client is
+    /// given.
+    pub fn new(store: Store, slack: Option<SlackClient>, signer: Signer) -> Result<Self, String> {
         Ok(Self {
             store,
             approvers: slack.clone().map(Approvers::new),
             slack,
             http: callback::Poster::new()?,
+            signer,
             last_post: Arc::default(),
         })
     }
@@ -185,24 +190,10 @@ impl Outbox {
                 error: "no callback_url".into(),
             };
         };
-        let key = match &approval.token_name {
-            Some(token) => match self.store.token_hash(token).await {
-                Ok(Some(key)) => key,
-                Ok(None) => {
-                    return Outcome::Dead {
-                        error: format!("token {token:?} no longer exists"),
-                    };
-                }
-                Err(error) => return retry(job, now, None, error.to_string()),
-            },
-            None => {
-                return Outcome::Dead {
-                    error: "approvals without an API token have no callback key".into(),
-                };
-            }
-        };
         let body = callback::body(approval, status.as_str(), now);
-        match self.http.post(url, &key, &body, now).await {
+        let id = callback::message_id(approval.id, status);
+        let signed = callback::sign(&self.signer, id, now.timestamp(), &body);
+        match self.http.post(url, &signed, &body).await {
             Ok(()) => Outcome::Delivered {
                 posted: Vec::new(),
                 rendered: Vec::new(),

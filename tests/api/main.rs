@@ -1,5 +1,6 @@
 //! The HTTP API for MCP servers, through real HTTP against the real router.
 
+mod callbacks;
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;

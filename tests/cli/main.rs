@@ -2,6 +2,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod keys;
 mod readme;
 
 use std::process::{Command, Output, Stdio};

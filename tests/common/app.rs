@@ -14,6 +14,7 @@ use signoff::jobs::Deliveries;
 use signoff::outbox::Outbox;
 use signoff::policy::Policy;
 use signoff::scheduler::Scheduler;
+use signoff::signing::Signer;
 use signoff::slack::app::SlackApp;
 use signoff::slack::client::SlackClient;
 use signoff::store::Store;
@@ -61,6 +62,8 @@ pub struct App {
     pub token: String,
     pub store: Store,
     pub clock: ManualClock,
+    /// Signs the app's callbacks.
+    pub signer: Signer,
     pub scheduler: Scheduler,
     pub http: reqwest::Client,
     /// Present when started with Slack.
@@ -97,8 +100,10 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
     );
     let token = new_token(&store, &clock, TOKEN_NAME).await;
     let policy = Policy::from_toml_str(options.policy).expect("test policy");
+    let signer = Signer::generate();
     let mut state = AppState::new(store.clone(), policy.clone(), Arc::new(clock.clone()))
-        .with_limits(options.limits);
+        .with_limits(options.limits)
+        .with_signer(signer.clone());
     let mut client = None;
     if let Some(fake) = &slack {
         // A short time limit so the "Slack hangs" tests take a moment, not 10 s.
@@ -111,7 +116,7 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         ));
         client = Some(slack_client);
     }
-    let outbox = Outbox::new(store.clone(), client).expect("outbox");
+    let outbox = Outbox::new(store.clone(), client, signer.clone()).expect("outbox");
     let scheduler =
         Scheduler::with_outbox(store.clone(), outbox).with_policy(Arc::new(policy.clone()));
     let (address, stop) = serve(state).await;
@@ -120,6 +125,7 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         token,
         store,
         clock,
+        signer,
         scheduler,
         http: reqwest::Client::new(),
         slack,
