@@ -1,5 +1,6 @@
 //! The `signoff` binary: commands, exit codes and one-line errors.
 
+mod checkpoints;
 #[path = "../common/mod.rs"]
 mod common;
 mod keys;
