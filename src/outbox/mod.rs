@@ -8,6 +8,7 @@
 //! message is in flight schedules one more update (see `store::writer::report`).
 
 pub mod callback;
+pub mod guard;
 mod pacing;
 mod remind;
 mod slack;
