@@ -18,7 +18,8 @@
 //! - Plain helpers: [`wire`] (the JSON shapes callers read), [`exact_json`] (reading
 //!   parameters exactly), [`canonical`] (one text per JSON value), [`ids`] (Slack's
 //!   ids as types), [`logging`] (one line per event, whatever a caller sent),
-//!   [`tokens`], [`clock`], [`manifest`], [`signing`] (the Ed25519 key that signs
+//!   [`tokens`], [`clock`], [`manifest`], [`egress`] (where a callback may not go),
+//!   [`signing`] (the Ed25519 key that signs
 //!   callbacks and audit checkpoints).
 
 pub mod approval;
@@ -27,6 +28,7 @@ pub mod canonical;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod egress;
 pub mod exact_json;
 pub mod http;
 pub mod ids;

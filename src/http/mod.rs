@@ -140,6 +140,7 @@ pub async fn serve(
     let slack = state.slack.as_ref().map(|slack| slack.client.clone());
     let scheduler = match Outbox::new(state.store.clone(), slack, state.signer.clone()) {
         Ok(outbox) => {
+            let outbox = outbox.with_allow(state.policy.callbacks.clone());
             Scheduler::with_outbox(state.store.clone(), outbox).with_policy(state.policy.clone())
         }
         Err(error) => {

@@ -13,6 +13,10 @@
 //! should refuse timestamps more than 5 minutes from now and ignore a `webhook-id` it
 //! has already handled. docs/security.md shows verification in Python and TypeScript.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -21,6 +25,7 @@ use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
@@ -77,23 +82,70 @@ pub fn sign(signer: &Signer, id: String, timestamp: i64, body: &str) -> Signed {
     }
 }
 
-/// An HTTP(S) client for callbacks; cheap to clone.
+/// Answers the connector's lookups with the addresses a callback's host was checked
+/// to have (see [`crate::egress::checked_addresses`]), and nothing else: a host nobody
+/// checked does not resolve, so no DNS answer given after the check is ever used.
+#[derive(Clone, Default)]
+struct Pinned(Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>);
+
+impl tower_service::Service<Name> for Pinned {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let host = name.as_str().to_ascii_lowercase();
+        let pinned = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&host)
+            .cloned();
+        std::future::ready(pinned.map(Vec::into_iter).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{host} was not checked"),
+            )
+        }))
+    }
+}
+
+/// An HTTP(S) client for callbacks; cheap to clone. It connects only to addresses
+/// pinned for the host by [`Poster::pin`].
 #[derive(Clone)]
 pub struct Poster {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector<Pinned>>, Full<Bytes>>,
+    pinned: Pinned,
 }
 
 impl Poster {
     pub fn new() -> Result<Self, String> {
+        let pinned = Pinned::default();
+        let mut http = HttpConnector::new_with_resolver(pinned.clone());
+        http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|error| format!("cannot load the system's TLS root certificates: {error}"))?
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(https),
+            pinned,
         })
+    }
+
+    /// From now on, `host` connects to `addresses` (checked) only.
+    pub fn pin(&self, host: &str, addresses: Vec<SocketAddr>) {
+        self.pinned
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(host.to_owned(), addresses);
     }
 
     /// POSTs `body` with its signature headers; any answer but 2xx is an error (and

@@ -8,7 +8,7 @@
 //! message is in flight schedules one more update (see `store::writer::report`).
 
 pub mod callback;
-pub mod guard;
+
 mod pacing;
 mod remind;
 mod slack;
@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::approval::{Approval, Status};
+use crate::egress;
 use crate::jobs::{DueJob, Job, MessageKind, Outcome};
 use crate::signing::Signer;
 use crate::slack::approvers::Approvers;
@@ -43,6 +44,9 @@ pub struct Outbox {
     http: callback::Poster,
     /// Signs callbacks.
     signer: Signer,
+    /// Internal hosts and ranges callbacks may reach (`[callbacks] allow`).
+    allow: Arc<egress::Allow>,
+    resolver: Arc<dyn egress::Resolver>,
     /// When each channel last got a chat.postMessage from this process.
     last_post: Arc<Mutex<HashMap<String, pacing::Pacing>>>,
 }
@@ -57,8 +61,22 @@ impl Outbox {
             slack,
             http: callback::Poster::new()?,
             signer,
+            allow: Arc::default(),
+            resolver: Arc::new(egress::SystemResolver),
             last_post: Arc::default(),
         })
+    }
+
+    /// Lets callbacks reach the internal hosts and ranges `allow` opens.
+    pub fn with_allow(mut self, allow: egress::Allow) -> Self {
+        self.allow = Arc::new(allow);
+        self
+    }
+
+    /// Resolves callback hosts with `resolver` (tests inject one).
+    pub fn with_resolver(mut self, resolver: Arc<dyn egress::Resolver>) -> Self {
+        self.resolver = resolver;
+        self
     }
 
     /// Delivers claimed jobs (a few at a time) and records each outcome.
@@ -191,6 +209,15 @@ impl Outbox {
                 error: "no callback_url".into(),
             };
         };
+        let target = egress::checked_addresses(url, &self.allow, self.resolver.as_ref()).await;
+        match target {
+            Ok((target, addresses)) => self.http.pin(&target.host, addresses),
+            Err(egress::Refusal::Never(error)) => {
+                tracing::warn!(%error, "callback refused");
+                return Outcome::Dead { error };
+            }
+            Err(egress::Refusal::NotNow(error)) => return retry(job, now, None, error),
+        }
         let body = callback::body(approval, status.as_str(), now);
         let id = callback::message_id(approval.id, status);
         let signed = callback::sign(&self.signer, id, now.timestamp(), &body);

@@ -5,6 +5,7 @@ mod callbacks;
 mod common;
 mod connections;
 mod decisions;
+mod egress;
 mod helpers;
 mod hostile;
 mod mcp;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::TimeZone;
 use signoff::clock::{Clock, ManualClock};
+use signoff::egress::Resolver;
 use signoff::http::{AppState, Limits};
 use signoff::jobs::Deliveries;
 use signoff::outbox::Outbox;
@@ -116,7 +117,10 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         ));
         client = Some(slack_client);
     }
-    let outbox = Outbox::new(store.clone(), client, signer.clone()).expect("outbox");
+    let outbox = Outbox::new(store.clone(), client, signer.clone())
+        .expect("outbox")
+        .with_allow(policy.callbacks.clone())
+        .with_resolver(Arc::new(TestResolver));
     let scheduler =
         Scheduler::with_outbox(store.clone(), outbox).with_policy(Arc::new(policy.clone()));
     let (address, stop) = serve(state).await;
@@ -132,6 +136,33 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         db,
         policy,
         _shutdown: stop,
+    }
+}
+
+/// The tests' DNS: every `*.test` host is 127.0.0.1, any other name does not resolve,
+/// so no test reaches an address it did not choose.
+pub struct TestResolver;
+
+impl Resolver for TestResolver {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>>
+                + Send
+                + 'a,
+        >,
+    > {
+        let answer = if host.ends_with(".test") {
+            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+        } else {
+            Err(std::io::Error::other(format!(
+                "{host} does not resolve in tests"
+            )))
+        };
+        Box::pin(std::future::ready(answer))
     }
 }
 

@@ -42,7 +42,11 @@ impl Receiver {
             }),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/callback", listener.local_addr().unwrap());
+        // A name only the tests' resolver knows (see `common::app`): 127.0.0.1.
+        let url = format!(
+            "http://hooks.test:{}/callback",
+            listener.local_addr().unwrap().port()
+        );
         tokio::spawn(async move { axum::serve(listener, app).await });
         (receiver, url)
     }

@@ -106,8 +106,23 @@ fn the_allow_list_opens_hosts_and_ranges_only() {
         assert!(
             Allow::parse(&[bad.into()])
                 .unwrap_err()
-                .contains("callbacks.allow"),
+                .contains("is neither a host name"),
             "{bad}"
         );
     }
+}
+
+#[test]
+fn a_bad_allow_entry_is_a_policy_error_naming_it() {
+    let error = crate::policy::Policy::from_toml_str("[callbacks]\nallow = [\"10.0.0.0/33\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("callbacks.allow") && error.contains("10.0.0.0/33"),
+        "{error}"
+    );
+    let policy =
+        crate::policy::Policy::from_toml_str("[callbacks]\nallow = [\"hooks.internal\"]\n")
+            .unwrap();
+    assert!(policy.callbacks.host("hooks.internal"));
 }

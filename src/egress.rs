@@ -6,7 +6,9 @@
 //! host or range. Host names that spell an IPv4 address the way `inet_aton` reads it
 //! (`2130706433`, `0x7f.1`, `0177.0.0.1`) count as that address. Pure: no IO.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 
 /// Why `ip` is refused, or `None` when a callback may go there.
 pub fn refused(ip: IpAddr) -> Option<&'static str> {
@@ -182,7 +184,7 @@ impl Allow {
         for entry in entries {
             let bad = || {
                 format!(
-                    "callbacks.allow: {entry:?} is neither a host name nor an address or range such as 10.20.0.0/16"
+                    "{entry:?} is neither a host name nor an address or range such as 10.20.0.0/16"
                 )
             };
             let (address, bits) = match entry.split_once('/') {
@@ -249,6 +251,64 @@ fn in_range(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
+/// Resolves host names for callbacks; tests inject their own, so that no test asks
+/// real DNS or reaches an address it did not choose.
+pub trait Resolver: Send + Sync + 'static {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>>;
+}
+
+/// The system's resolver.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
+    }
+}
+
+/// Why a callback is not sent now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It can never work (a bad URL, an internal address): dead-letter it.
+    Never(String),
+    /// It may work later (DNS failed): retry.
+    NotNow(String),
+}
+
+/// The addresses a callback to `url` may connect to: the literal address, or every
+/// address its host resolves to, each checked against `allow` (one refused address
+/// refuses the callback, so a DNS answer cannot mix an internal one in).
+pub async fn checked_addresses(
+    url: &str,
+    allow: &Allow,
+    resolver: &dyn Resolver,
+) -> Result<(Target, Vec<SocketAddr>), Refusal> {
+    let target = target(url).map_err(Refusal::Never)?;
+    let addresses = match target.ip {
+        Some(ip) => vec![SocketAddr::new(ip, target.port)],
+        None => resolver
+            .resolve(&target.host, target.port)
+            .await
+            .map_err(|error| Refusal::NotNow(format!("cannot resolve {}: {error}", target.host)))?,
+    };
+    if addresses.is_empty() {
+        return Err(Refusal::NotNow(format!("{} has no address", target.host)));
+    }
+    for address in &addresses {
+        check(&target.host, address.ip(), allow).map_err(Refusal::Never)?;
+    }
+    Ok((target, addresses))
+}
+
 #[cfg(test)]
-#[path = "guard_tests.rs"]
+#[path = "egress_tests.rs"]
 mod tests;
