@@ -9,13 +9,18 @@ use super::super::backend::Tx;
 use crate::audit::checkpoint::{self, Checkpoint};
 use crate::signing::Signer;
 
-/// Appends a checkpoint of the chain as it stands if one is due at `now`.
+/// Appends a checkpoint of the chain as it stands if one is due at `now`; `head` is
+/// the chain's head when this transaction just wrote it (else it is read, and locked).
 pub(super) async fn append_if_due<T: Tx>(
     tx: &mut T,
     signer: &Signer,
     now: DateTime<Utc>,
+    head: Option<(i64, String)>,
 ) -> sqlx::Result<()> {
-    let (seq, hash) = tx.audit_head().await?;
+    let (seq, hash) = match head {
+        Some(head) => head,
+        None => tx.audit_head().await?,
+    };
     let newest = tx.newest_checkpoint().await?;
     if !checkpoint::due(newest.as_ref().map(|c| (c.seq, c.at)), seq, now) {
         return Ok(());

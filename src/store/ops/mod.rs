@@ -272,31 +272,43 @@ async fn batch<T: Tx>(
     if !done.jobs.is_empty() {
         tx.insert_jobs(&done.jobs).await?;
     }
-    // A checkpoint is considered at the newest event's time, or when asked for.
-    let checkpoint_at = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Checkpoint { now, .. } => Some(*now),
-            _ => None,
-        })
-        .chain(done.audit.iter().map(|draft| draft.at))
-        .max();
-    if !done.audit.is_empty() {
-        let (seq, hash) = tx.audit_head().await?;
-        let entries = audit::link(seq, &hash, done.audit);
-        tx.insert_audit(&entries).await?;
-        if let Some(last) = entries.last() {
-            tx.set_audit_head(last.seq, &last.hash).await?;
-        }
-    }
-    if let (Some(signer), Some(at)) = (signer, checkpoint_at) {
-        checkpoint::append_if_due(tx, signer, at).await?;
-    }
+    let asked = ops.iter().filter_map(|op| match op {
+        Op::Checkpoint { now, .. } => Some(*now),
+        _ => None,
+    });
+    let asked = asked.max();
+    append_audit(tx, std::mem::take(&mut done.audit), signer, asked).await?;
     if !done.changes.is_empty() {
         tx.announce(&done.changes).await?;
     }
     tx.commit().await?;
     Ok(done.changes)
+}
+
+/// Links the batch's audit drafts onto the chain and, with `signer`, appends a signed
+/// checkpoint if one is due at the newest event's time (or at `asked`, the time a
+/// checkpoint was asked for).
+async fn append_audit<T: Tx>(
+    tx: &mut T,
+    drafts: Vec<Draft>,
+    signer: Option<&Signer>,
+    asked: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    let checkpoint_at = drafts.iter().map(|draft| draft.at).chain(asked).max();
+    let mut head = None;
+    if !drafts.is_empty() {
+        let (seq, hash) = tx.audit_head().await?;
+        let entries = audit::link(seq, &hash, drafts);
+        tx.insert_audit(&entries).await?;
+        if let Some(last) = entries.last() {
+            tx.set_audit_head(last.seq, &last.hash).await?;
+            head = Some((last.seq, last.hash.clone()));
+        }
+    }
+    if let (Some(signer), Some(at)) = (signer, checkpoint_at) {
+        checkpoint::append_if_due(tx, signer, at, head).await?;
+    }
+    Ok(())
 }
 
 /// Runs one operation of the batch and sets its answer; what it leaves behind joins
