@@ -113,6 +113,13 @@ async fn audit_verify_reports_coverage_and_catches_a_rewritten_chain(db: TestDb)
     );
     std::fs::write(&public, Signer::generate().public_key().to_string()).unwrap();
     assert_one_line_error(&signoff(&offline, nowhere), "checkpoint 1: its signature");
+    // Bad public key files are one-line errors saying what is wrong.
+    std::fs::write(&public, Signer::generate().to_text()).unwrap();
+    assert_one_line_error(&signoff(&offline, nowhere), "holds a signing key");
+    std::fs::write(&public, "whpk_AAAA").unwrap();
+    assert_one_line_error(&signoff(&offline, nowhere), "3 bytes long");
+    std::fs::remove_file(&public).unwrap();
+    assert_one_line_error(&signoff(&offline, nowhere), "cannot read public key file");
 
     // Whoever can write the database changes event 2 and recomputes every hash after
     // it: the chain is consistent again, but no longer what checkpoint 2 signed.
