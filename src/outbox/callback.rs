@@ -36,6 +36,8 @@ use crate::wire::ApprovalView;
 pub const ID_HEADER: &str = "webhook-id";
 pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
+/// Hosts whose checked addresses are kept at most.
+const MAX_PINNED: usize = 10_000;
 /// One callback's time limit.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -139,13 +141,19 @@ impl Poster {
         })
     }
 
-    /// From now on, `host` connects to `addresses` (checked) only.
+    /// From now on, `host` connects to `addresses` (checked) only. The table is
+    /// emptied when it grows past [`MAX_PINNED`] hosts (callers choose the hosts); a
+    /// callback whose pin went then fails closed and is retried, checked again.
     pub fn pin(&self, host: &str, addresses: Vec<SocketAddr>) {
-        self.pinned
+        let mut pinned = self
+            .pinned
             .0
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(host.to_owned(), addresses);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pinned.len() >= MAX_PINNED && !pinned.contains_key(host) {
+            pinned.clear();
+        }
+        pinned.insert(host.to_owned(), addresses);
     }
 
     /// POSTs `body` with its signature headers; any answer but 2xx is an error (and
