@@ -1,6 +1,6 @@
-//! `signoff audit verify` against signed checkpoints, on both backends: what the newest
-//! checkpoint covers, a chain rewritten with fresh hashes, a cut tail, and an export
-//! verified offline with the public key alone.
+//! `signoff audit verify|export`: an altered event named; against signed checkpoints,
+//! on both backends, what the newest checkpoint covers, a chain rewritten with fresh
+//! hashes, a cut tail, and an export verified offline with the public key alone.
 
 use chrono::TimeZone;
 use signoff::audit::{Draft, GENESIS_HASH, link};
@@ -8,10 +8,13 @@ use signoff::signing::Signer;
 use signoff::store::Store;
 
 use crate::common::{self, TestDb};
+use sqlx::Connection;
+
 use crate::{assert_one_line_error, on_both_backends, signoff, stderr, stdout};
 
 on_both_backends!(
     audit_verify_reports_coverage_and_catches_a_rewritten_chain,
+    an_export_verifies_offline_with_the_public_key_alone,
     audit_verify_reports_events_missing_after_a_checkpoint,
 );
 
@@ -47,7 +50,6 @@ async fn ten_events(store: &Store) {
 
 /// Runs several statements straight on the database, as its owner could.
 async fn raw_script(db: &TestDb, sql: &str) {
-    use sqlx::Connection;
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
     if db.backend == "sqlite" {
         let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
@@ -68,7 +70,7 @@ fn unguard(db: &TestDb) -> &'static str {
 }
 
 async fn audit_verify_reports_coverage_and_catches_a_rewritten_chain(db: TestDb) {
-    let (store, signer) = signing_store(&db).await;
+    let (store, _) = signing_store(&db).await;
     ten_events(&store).await;
     let ok = signoff(&["audit", "verify"], &db.url);
     assert!(ok.status.success(), "{}", stderr(&ok));
@@ -77,7 +79,48 @@ async fn audit_verify_reports_coverage_and_catches_a_rewritten_chain(db: TestDb)
         "audit chain ok: 10 events; 2 signed checkpoints, the newest covers 6 of them (4 newer events are not signed yet)"
     );
 
-    // The export verifies offline, with the public key alone.
+    // Whoever can write the database changes event 2 and recomputes every hash after
+    // it: the chain is consistent again, but no longer what checkpoint 2 signed.
+    let entries = store.audit_page(0, 100).await.unwrap();
+    let drafts = entries
+        .iter()
+        .map(|e| Draft {
+            approval_id: e.approval_id,
+            kind: Box::leak(e.kind.clone().into_boxed_str()),
+            actor: if e.seq == 2 {
+                Some("mallory".into())
+            } else {
+                e.actor.clone()
+            },
+            at: e.at,
+            data: e.data.clone(),
+        })
+        .collect();
+    let mut sql = unguard(&db).to_owned();
+    let rewritten = link(0, GENESIS_HASH, drafts);
+    for e in &rewritten {
+        sql += &format!(
+            "UPDATE audit_events SET actor = {}, prev_hash = '{}', hash = '{}' WHERE seq = {};",
+            e.actor
+                .as_deref()
+                .map_or("NULL".into(), |a| format!("'{a}'")),
+            e.prev_hash,
+            e.hash,
+            e.seq
+        );
+    }
+    let last = rewritten.last().unwrap();
+    sql += &format!("UPDATE audit_head SET hash = '{}' WHERE id = 1;", last.hash);
+    raw_script(&db, &sql).await;
+    assert_one_line_error(
+        &signoff(&["audit", "verify"], &db.url),
+        "audit chain rewritten: event 6 no longer has the hash signed checkpoint 2 recorded",
+    );
+}
+
+async fn an_export_verifies_offline_with_the_public_key_alone(db: TestDb) {
+    let (store, signer) = signing_store(&db).await;
+    ten_events(&store).await;
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("audit.jsonl");
     let exported = signoff(
@@ -120,44 +163,6 @@ async fn audit_verify_reports_coverage_and_catches_a_rewritten_chain(db: TestDb)
     assert_one_line_error(&signoff(&offline, nowhere), "3 bytes long");
     std::fs::remove_file(&public).unwrap();
     assert_one_line_error(&signoff(&offline, nowhere), "cannot read public key file");
-
-    // Whoever can write the database changes event 2 and recomputes every hash after
-    // it: the chain is consistent again, but no longer what checkpoint 2 signed.
-    let entries = store.audit_page(0, 100).await.unwrap();
-    let drafts = entries
-        .iter()
-        .map(|e| Draft {
-            approval_id: e.approval_id,
-            kind: Box::leak(e.kind.clone().into_boxed_str()),
-            actor: if e.seq == 2 {
-                Some("mallory".into())
-            } else {
-                e.actor.clone()
-            },
-            at: e.at,
-            data: e.data.clone(),
-        })
-        .collect();
-    let mut sql = unguard(&db).to_owned();
-    let rewritten = link(0, GENESIS_HASH, drafts);
-    for e in &rewritten {
-        sql += &format!(
-            "UPDATE audit_events SET actor = {}, prev_hash = '{}', hash = '{}' WHERE seq = {};",
-            e.actor
-                .as_deref()
-                .map_or("NULL".into(), |a| format!("'{a}'")),
-            e.prev_hash,
-            e.hash,
-            e.seq
-        );
-    }
-    let last = rewritten.last().unwrap();
-    sql += &format!("UPDATE audit_head SET hash = '{}' WHERE id = 1;", last.hash);
-    raw_script(&db, &sql).await;
-    assert_one_line_error(
-        &signoff(&["audit", "verify"], &db.url),
-        "audit chain rewritten: event 6 no longer has the hash signed checkpoint 2 recorded",
-    );
 }
 
 async fn audit_verify_reports_events_missing_after_a_checkpoint(db: TestDb) {
@@ -174,4 +179,80 @@ async fn audit_verify_reports_events_missing_after_a_checkpoint(db: TestDb) {
         &signoff(&["audit", "verify"], &db.url),
         "events missing after checkpoint 1 (event 1): checkpoint 2 signed event 6, but the log ends at event 3",
     );
+}
+
+#[tokio::test]
+async fn audit_verify_passes_then_names_the_altered_event() {
+    let db = common::sqlite();
+    assert!(signoff(&["migrate"], &db.url).status.success());
+    // Record some history through the store.
+    let store = signoff::store::Store::connect(&db.url).await.unwrap();
+    let policy = signoff::policy::Policy::builtin();
+    let now = chrono::Utc::now();
+    for i in 0..5 {
+        let request = {
+            let mut request =
+                signoff::approval::NewApproval::new("t", serde_json::json!({ "i": i }));
+            request.token_name = Some("agent".into());
+            request
+        };
+        let class = policy.classify("t", &request.parameters, None);
+        store.create(request, class, now).await.unwrap();
+    }
+    let ok = signoff(&["audit", "verify"], &db.url);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("5 events"));
+
+    let export = signoff(&["audit", "export"], &db.url);
+    let lines: Vec<serde_json::Value> = stdout(&export)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[2]["seq"], 3);
+    assert_eq!(lines[0]["kind"], "requested");
+    assert!(lines[1]["hash"].as_str().unwrap().len() == 64);
+
+    // An attacker with database access drops the guard and edits event 3.
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("DROP TRIGGER audit_events_no_update; UPDATE audit_events SET data = '{\"i\":99}' WHERE seq = 3")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let broken = signoff(&["audit", "verify"], &db.url);
+    assert_one_line_error(&broken, "event 3");
+}
+
+#[tokio::test]
+async fn audit_verify_catches_tampering_on_postgres_too() {
+    let Some(db) = common::postgres("cli_audit_verify").await else {
+        return;
+    };
+    let token = signoff(&["token", "create", "agent"], &db.url);
+    assert!(token.status.success(), "{}", stderr(&token));
+    let store = signoff::store::Store::connect(&db.url).await.unwrap();
+    let policy = signoff::policy::Policy::builtin();
+    for i in 0..3 {
+        let request = {
+            let mut request =
+                signoff::approval::NewApproval::new("t", serde_json::json!({ "i": i }));
+            request.token_name = Some("agent".into());
+            request
+        };
+        let class = policy.classify("t", &request.parameters, None);
+        store
+            .create(request, class, chrono::Utc::now())
+            .await
+            .unwrap();
+    }
+    assert!(signoff(&["audit", "verify"], &db.url).status.success());
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(
+        "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only; \
+         UPDATE audit_events SET actor = 'mallory' WHERE seq = 2",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_one_line_error(&signoff(&["audit", "verify"], &db.url), "event 2");
 }
