@@ -18,7 +18,9 @@
 //! - Plain helpers: [`wire`] (the JSON shapes callers read), [`exact_json`] (reading
 //!   parameters exactly), [`canonical`] (one text per JSON value), [`ids`] (Slack's
 //!   ids as types), [`logging`] (one line per event, whatever a caller sent),
-//!   [`tokens`], [`clock`], [`manifest`].
+//!   [`tokens`], [`clock`], [`manifest`], [`egress`] (where a callback may not go),
+//!   [`signing`] (the Ed25519 key that signs
+//!   callbacks and audit checkpoints).
 
 pub mod approval;
 pub mod audit;
@@ -26,6 +28,7 @@ pub mod canonical;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod egress;
 pub mod exact_json;
 pub mod http;
 pub mod ids;
@@ -35,6 +38,7 @@ pub mod manifest;
 pub mod outbox;
 pub mod policy;
 pub mod scheduler;
+pub mod signing;
 pub mod slack;
 pub mod store;
 pub mod tokens;

@@ -108,6 +108,7 @@ impl Scheduler {
     async fn pass(&self, now: DateTime<Utc>) -> Result<Pass, StoreError> {
         self.intake(now).await?;
         let fired = self.store.fire_due(now, BATCH).await?;
+        self.store.checkpoint(now).await?;
         let deliveries = self.store.claim_jobs(now, BATCH, self.lease).await?;
         let pass = Pass {
             fired,

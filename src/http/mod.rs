@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::outbox::Outbox;
 use crate::policy::Policy;
 use crate::scheduler::Scheduler;
+use crate::signing::Signer;
 use crate::slack::app::SlackApp;
 use crate::store::Store;
 use metrics::Metrics;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Present when a Slack bot token is configured.
     pub slack: Option<SlackApp>,
+    /// Signs decision callbacks.
+    pub signer: Signer,
     /// What each connection and request may take.
     pub limits: Limits,
     /// Where people and clients reach this server (`SIGNOFF_PUBLIC_URL`); `/mcp`
@@ -72,6 +75,7 @@ impl AppState {
             clock,
             metrics: Arc::new(Metrics::default()),
             slack: None,
+            signer: Signer::generate(),
             limits: Limits::default(),
             public_url: None,
             shutdown,
@@ -82,6 +86,13 @@ impl AppState {
     /// Adds the Slack side (client, approvers, signing secret).
     pub fn with_slack(mut self, slack: SlackApp) -> Self {
         self.slack = Some(slack);
+        self
+    }
+
+    /// Signs callbacks with `signer` (`signoff serve`'s key file); without it, a key
+    /// made for this process alone.
+    pub fn with_signer(mut self, signer: Signer) -> Self {
+        self.signer = signer;
         self
     }
 
@@ -140,8 +151,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slack = state.slack.as_ref().map(|slack| slack.client.clone());
-    let scheduler = match Outbox::new(state.store.clone(), slack) {
+    let scheduler = match Outbox::new(state.store.clone(), slack, state.signer.clone()) {
         Ok(outbox) => {
+            let outbox = outbox.with_allow(state.policy.callbacks.clone());
             Scheduler::with_outbox(state.store.clone(), outbox).with_policy(state.policy.clone())
         }
         Err(error) => {

@@ -1,34 +1,43 @@
 //! Decision callbacks: when a request carried `callback_url`, its final state
-//! (approved, denied, expired, cancelled) is POSTed there as JSON, signed so the
-//! receiver can tell it came from signoff:
+//! (approved, denied, expired, cancelled) is POSTed there as JSON in the Standard
+//! Webhooks format, signed with signoff's Ed25519 key (see [`crate::signing`]):
 //!
 //! ```text
-//! X-Signoff-Timestamp: <unix seconds>
-//! X-Signoff-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>.<raw body>")>
+//! webhook-id: msg_<approval id, 32 hex digits>_<status>   (the same on every redelivery)
+//! webhook-timestamp: <unix seconds>
+//! webhook-signature: v1a,<base64 Ed25519 signature of "{id}.{timestamp}.{raw body}">
 //! ```
 //!
-//! The key is the hex SHA-256 of the requester's API token (what signoff stores), so
-//! the receiver, which holds the token, computes it as `sha256_hex(token)`. Refuse
-//! timestamps more than 5 minutes old and compare signatures in constant time.
+//! The receiver checks the signature with the public key alone (`signoff key public`),
+//! so nobody without the key file (a database reader included) can forge one. It
+//! should refuse timestamps more than 5 minutes from now and ignore a `webhook-id` it
+//! has already handled. docs/security.md shows verification in Python and TypeScript.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
-use sha2::Sha256;
 
-use crate::approval::Approval;
+use crate::approval::{Approval, ApprovalId, Status};
+use crate::signing::Signer;
 use crate::wire::ApprovalView;
 
-pub const TIMESTAMP_HEADER: &str = "x-signoff-timestamp";
-pub const SIGNATURE_HEADER: &str = "x-signoff-signature";
+pub const ID_HEADER: &str = "webhook-id";
+pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const SIGNATURE_HEADER: &str = "webhook-signature";
+/// Hosts whose checked addresses are kept at most.
+const MAX_PINNED: usize = 10_000;
 /// One callback's time limit.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,48 +53,118 @@ pub fn body(approval: &Approval, status: &str, now: DateTime<Utc>) -> String {
     .to_string()
 }
 
-/// `v1=` + hex HMAC-SHA256 of `"{timestamp}.{body}"` under `key`.
-pub fn sign(key: &str, timestamp: i64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(format!("{timestamp}.").as_bytes());
-    mac.update(body.as_bytes());
-    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+/// The `webhook-id` of the callback announcing `status`: one per approval and
+/// status, so every redelivery of it carries the same id.
+pub fn message_id(approval: ApprovalId, status: Status) -> String {
+    format!("msg_{}_{}", approval.0.simple(), status.as_str())
 }
 
-/// An HTTP(S) client for callbacks; cheap to clone.
+/// A callback's three Standard Webhooks headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    pub id: String,
+    pub timestamp: i64,
+    /// `v1a,` + base64 Ed25519 signature of `"{id}.{timestamp}.{body}"`.
+    pub signature: String,
+}
+
+/// Signs `body` for delivery at `timestamp` (unix seconds) under the id `id`.
+pub fn sign(signer: &Signer, id: String, timestamp: i64, body: &str) -> Signed {
+    let mut message = Vec::with_capacity(id.len() + body.len() + 24);
+    message.extend_from_slice(id.as_bytes());
+    message.push(b'.');
+    message.extend_from_slice(timestamp.to_string().as_bytes());
+    message.push(b'.');
+    message.extend_from_slice(body.as_bytes());
+    let signature = format!("v1a,{}", signer.sign(&message));
+    Signed {
+        id,
+        timestamp,
+        signature,
+    }
+}
+
+/// Answers the connector's lookups with the addresses a callback's host was checked
+/// to have (see [`crate::egress::checked_addresses`]), and nothing else: a host nobody
+/// checked does not resolve, so no DNS answer given after the check is ever used.
+#[derive(Clone, Default)]
+struct Pinned(Arc<Mutex<HashMap<String, Vec<SocketAddr>>>>);
+
+impl tower_service::Service<Name> for Pinned {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let host = name.as_str().to_ascii_lowercase();
+        let pinned = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&host)
+            .cloned();
+        std::future::ready(pinned.map(Vec::into_iter).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{host} was not checked"),
+            )
+        }))
+    }
+}
+
+/// An HTTP(S) client for callbacks; cheap to clone. It connects only to addresses
+/// pinned for the host by [`Poster::pin`].
 #[derive(Clone)]
 pub struct Poster {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector<Pinned>>, Full<Bytes>>,
+    pinned: Pinned,
 }
 
 impl Poster {
     pub fn new() -> Result<Self, String> {
+        let pinned = Pinned::default();
+        let mut http = HttpConnector::new_with_resolver(pinned.clone());
+        http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|error| format!("cannot load the system's TLS root certificates: {error}"))?
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(https),
+            pinned,
         })
     }
 
-    /// POSTs `body` signed with `key`; any answer but 2xx is an error (and retried).
-    pub async fn post(
-        &self,
-        url: &str,
-        key: &str,
-        body: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), String> {
-        let timestamp = now.timestamp();
+    /// From now on, `host` connects to `addresses` (checked) only. The table is
+    /// emptied when it grows past [`MAX_PINNED`] hosts (callers choose the hosts); a
+    /// callback whose pin went then fails closed and is retried, checked again.
+    pub fn pin(&self, host: &str, addresses: Vec<SocketAddr>) {
+        let mut pinned = self
+            .pinned
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if pinned.len() >= MAX_PINNED && !pinned.contains_key(host) {
+            pinned.clear();
+        }
+        pinned.insert(host.to_owned(), addresses);
+    }
+
+    /// POSTs `body` with its signature headers; any answer but 2xx is an error (and
+    /// retried).
+    pub async fn post(&self, url: &str, signed: &Signed, body: &str) -> Result<(), String> {
         let request = axum::http::Request::post(url)
             .header("content-type", "application/json")
             .header("user-agent", concat!("signoff/", env!("CARGO_PKG_VERSION")))
-            .header(TIMESTAMP_HEADER, timestamp.to_string())
-            .header(SIGNATURE_HEADER, sign(key, timestamp, body))
+            .header(ID_HEADER, signed.id.as_str())
+            .header(TIMESTAMP_HEADER, signed.timestamp.to_string())
+            .header(SIGNATURE_HEADER, signed.signature.as_str())
             .body(Full::new(Bytes::from(body.to_owned())))
             .map_err(|error| format!("bad callback URL: {error}"))?;
         let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
@@ -105,29 +184,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_signature_covers_timestamp_and_body() {
-        let key = crate::tokens::hash("so_example");
-        let signature = sign(&key, 1_700_000_000, r#"{"status":"approved"}"#);
-        assert!(signature.starts_with("v1=") && signature.len() == 67);
+    fn the_signature_covers_id_timestamp_and_body() {
+        let signer = Signer::generate();
+        let public = signer.public_key();
+        let body = r#"{"status":"approved"}"#;
+        let signed = sign(&signer, "msg_1".into(), 1_700_000_000, body);
+        let signature = signed.signature.strip_prefix("v1a,").unwrap();
+        assert!(public.verify(br#"msg_1.1700000000.{"status":"approved"}"#, signature));
+        assert!(!public.verify(br#"msg_1.1700000001.{"status":"approved"}"#, signature));
+        assert!(!public.verify(br#"msg_2.1700000000.{"status":"approved"}"#, signature));
+        assert!(!public.verify(br#"msg_1.1700000000.{"status":"denied"}"#, signature));
+    }
+
+    #[test]
+    fn each_status_of_an_approval_has_its_own_stable_id() {
+        let id = ApprovalId::new();
         assert_eq!(
-            signature,
-            sign(&key, 1_700_000_000, r#"{"status":"approved"}"#)
+            message_id(id, Status::Approved),
+            message_id(id, Status::Approved)
         );
         assert_ne!(
-            signature,
-            sign(&key, 1_700_000_001, r#"{"status":"approved"}"#)
+            message_id(id, Status::Approved),
+            message_id(id, Status::Expired)
         );
-        assert_ne!(
-            signature,
-            sign(&key, 1_700_000_000, r#"{"status":"denied"}"#)
-        );
-        assert_ne!(
-            signature,
-            sign(
-                &crate::tokens::hash("so_other"),
-                1_700_000_000,
-                r#"{"status":"approved"}"#
-            )
-        );
+        assert!(message_id(id, Status::Denied).starts_with("msg_"));
     }
 }

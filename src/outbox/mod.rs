@@ -8,6 +8,7 @@
 //! message is in flight schedules one more update (see `store::writer::report`).
 
 pub mod callback;
+
 mod pacing;
 mod remind;
 mod slack;
@@ -19,7 +20,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::approval::{Approval, Status};
+use crate::egress;
 use crate::jobs::{DueJob, Job, MessageKind, Outcome};
+use crate::signing::Signer;
 use crate::slack::approvers::Approvers;
 use crate::slack::blocks;
 use crate::slack::client::{SlackClient, SlackError};
@@ -39,20 +42,41 @@ pub struct Outbox {
     slack: Option<SlackClient>,
     approvers: Option<Approvers>,
     http: callback::Poster,
+    /// Signs callbacks.
+    signer: Signer,
+    /// Internal hosts and ranges callbacks may reach (`[callbacks] allow`).
+    allow: Arc<egress::Allow>,
+    resolver: Arc<dyn egress::Resolver>,
     /// When each channel last got a chat.postMessage from this process.
     last_post: Arc<Mutex<HashMap<String, pacing::Pacing>>>,
 }
 
 impl Outbox {
-    /// An outbox for callbacks, and for Slack when a client is given.
-    pub fn new(store: Store, slack: Option<SlackClient>) -> Result<Self, String> {
+    /// An outbox for callbacks (signed by `signer`), and for Slack when a client is
+    /// given.
+    pub fn new(store: Store, slack: Option<SlackClient>, signer: Signer) -> Result<Self, String> {
         Ok(Self {
             store,
             approvers: slack.clone().map(Approvers::new),
             slack,
             http: callback::Poster::new()?,
+            signer,
+            allow: Arc::default(),
+            resolver: Arc::new(egress::SystemResolver),
             last_post: Arc::default(),
         })
+    }
+
+    /// Lets callbacks reach the internal hosts and ranges `allow` opens.
+    pub fn with_allow(mut self, allow: egress::Allow) -> Self {
+        self.allow = Arc::new(allow);
+        self
+    }
+
+    /// Resolves callback hosts with `resolver` (tests inject one).
+    pub fn with_resolver(mut self, resolver: Arc<dyn egress::Resolver>) -> Self {
+        self.resolver = resolver;
+        self
     }
 
     /// Delivers claimed jobs (a few at a time) and records each outcome.
@@ -185,24 +209,19 @@ impl Outbox {
                 error: "no callback_url".into(),
             };
         };
-        let key = match &approval.token_name {
-            Some(token) => match self.store.token_hash(token).await {
-                Ok(Some(key)) => key,
-                Ok(None) => {
-                    return Outcome::Dead {
-                        error: format!("token {token:?} no longer exists"),
-                    };
-                }
-                Err(error) => return retry(job, now, None, error.to_string()),
-            },
-            None => {
-                return Outcome::Dead {
-                    error: "approvals without an API token have no callback key".into(),
-                };
+        let target = egress::checked_addresses(url, &self.allow, self.resolver.as_ref()).await;
+        match target {
+            Ok((target, addresses)) => self.http.pin(&target.host, addresses),
+            Err(egress::Refusal::Never(error)) => {
+                tracing::warn!(%error, "callback refused");
+                return Outcome::Dead { error };
             }
-        };
+            Err(egress::Refusal::NotNow(error)) => return retry(job, now, None, error),
+        }
         let body = callback::body(approval, status.as_str(), now);
-        match self.http.post(url, &key, &body, now).await {
+        let id = callback::message_id(approval.id, status);
+        let signed = callback::sign(&self.signer, id, now.timestamp(), &body);
+        match self.http.post(url, &signed, &body).await {
             Ok(()) => Outcome::Delivered {
                 posted: Vec::new(),
                 rendered: Vec::new(),

@@ -68,6 +68,17 @@ struct RawPolicy {
     tiers: RawTiers,
     #[serde(default)]
     rules: Vec<RawRule>,
+    #[serde(default)]
+    callbacks: RawCallbacks,
+}
+
+/// `[callbacks]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallbacks {
+    /// Internal hosts and ranges callbacks may reach.
+    #[serde(default)]
+    allow: Vec<String>,
 }
 
 /// Parses and validates policy TOML. See [`Policy::from_toml_str`].
@@ -86,10 +97,13 @@ pub(crate) fn parse(text: &str) -> Result<Policy, PolicyError> {
     for (index, raw_rule) in raw.rules.iter().enumerate() {
         rules.push(build_rule(index, raw_rule, &defaults)?);
     }
+    let callbacks = crate::egress::Allow::parse(&raw.callbacks.allow)
+        .map_err(|why| PolicyError::invalid("callbacks.allow", why))?;
     Ok(Policy {
         defaults,
         tiers,
         rules,
+        callbacks,
     })
 }
 

@@ -303,6 +303,8 @@ pub struct Policy {
     pub(crate) defaults: Route,
     pub(crate) tiers: Tiers,
     pub(crate) rules: Vec<Rule>,
+    /// `[callbacks] allow`: internal hosts and ranges callbacks may reach.
+    pub callbacks: crate::egress::Allow,
 }
 
 // The policy is shared across tokio tasks; fail the build, not a deploy, if
@@ -337,6 +339,7 @@ impl Policy {
             defaults: Route::default(),
             tiers: Tiers::default(),
             rules: Vec::new(),
+            callbacks: crate::egress::Allow::default(),
         }
     }
 

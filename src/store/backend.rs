@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use super::{HealthCounts, Result, StatusChange, TokenInfo};
 use crate::approval::{Approval, ApprovalId, Vote};
 use crate::audit;
+use crate::audit::checkpoint::Checkpoint;
 use crate::jobs::{DueJob, MessageKey, NewJob, PostedMessage};
 
 /// The read side, implemented by each backend on its pool of reader connections. It
@@ -41,9 +42,11 @@ pub(crate) trait Reads: Send + Sync {
         after_seq: i64,
         limit: i64,
     ) -> impl Future<Output = Result<Vec<audit::Entry>>> + Send;
+    /// Every signed audit checkpoint, by number.
+    fn audit_checkpoints(&self) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
+    fn newest_checkpoint(&self) -> impl Future<Output = Result<Option<Checkpoint>>> + Send;
     fn token_list(&self) -> impl Future<Output = Result<Vec<TokenInfo>>> + Send;
     fn token_lookup(&self, hash: &str) -> impl Future<Output = Result<Option<String>>> + Send;
-    fn token_hash(&self, name: &str) -> impl Future<Output = Result<Option<String>>> + Send;
 }
 
 /// The write side: what one backend must provide to the writer, transaction control
@@ -200,5 +203,12 @@ pub(crate) trait Tx: Send + 'static {
         &mut self,
         seq: i64,
         hash: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn newest_checkpoint(
+        &mut self,
+    ) -> impl Future<Output = sqlx::Result<Option<Checkpoint>>> + Send;
+    fn insert_checkpoint(
+        &mut self,
+        checkpoint: &Checkpoint,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
 }

@@ -16,8 +16,10 @@ use super::{
 };
 use crate::approval::{Approval, ApprovalId, Event, NewApproval};
 use crate::audit;
+use crate::audit::checkpoint::{self, Checkpoint};
 use crate::jobs::{Deliveries, DueJob, Outcome, PostedMessage};
 use crate::policy::Classification;
+use crate::signing::Signer;
 
 /// Timers fired per write operation at most: a scheduler pass's whole batch (fewer,
 /// larger statements measured faster on PostgreSQL than two operations of 500).
@@ -47,6 +49,8 @@ struct Inner {
     /// True while this process hears other processes' notices (PostgreSQL's LISTEN
     /// connection is up); always true on SQLite, which has one process.
     hearing: tokio::sync::watch::Receiver<bool>,
+    /// Whether the writer signs audit checkpoints.
+    signs: bool,
 }
 
 /// The store handle: cheap to clone, shared by every request.
@@ -64,6 +68,17 @@ impl Store {
 
     /// Like [`Store::connect`], planning the given deliveries with each change.
     pub async fn connect_with(url: &str, deliveries: Deliveries) -> Result<Store> {
+        Self::connect_signing(url, deliveries, None).await
+    }
+
+    /// Like [`Store::connect_with`]; with `signer`, the writer appends signed audit
+    /// checkpoints (`audit::checkpoint`) as they come due.
+    pub async fn connect_signing(
+        url: &str,
+        deliveries: Deliveries,
+        signer: Option<Signer>,
+    ) -> Result<Store> {
+        let signs = signer.is_some();
         // Each notice may hold an approval snapshot; a waiter that falls further
         // behind than this reads the approval back instead.
         let (changes, _) = broadcast::channel(1024);
@@ -73,11 +88,11 @@ impl Store {
         let backend = if url.starts_with("sqlite:") {
             heard.send_replace(true);
             let (reads, tx) = sqlite::open(url).await?;
-            tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries));
+            tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries, signer));
             Backend::Sqlite(reads)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let (reads, tx) = postgres::open(url).await?;
-            tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries));
+            tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries, signer));
             tokio::spawn(postgres::listen(
                 url.to_owned(),
                 changes.clone(),
@@ -98,6 +113,7 @@ impl Store {
                 changes,
                 wakeup,
                 hearing,
+                signs,
             }),
         })
     }
@@ -307,6 +323,26 @@ impl Store {
         read!(self.audit_head())
     }
 
+    /// Every signed audit checkpoint, by number.
+    pub async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        read!(self.audit_checkpoints())
+    }
+
+    /// Signs the audit chain's head if events arrived since the newest checkpoint and
+    /// it is a minute old at `now` (the scheduler's pass: the tail of a burst gets
+    /// signed even when no more events come). A no-op on a store that does not sign.
+    pub async fn checkpoint(&self, now: DateTime<Utc>) -> Result<()> {
+        if !self.inner.signs {
+            return Ok(());
+        }
+        let newest = read!(self.newest_checkpoint())?;
+        let (seq, _) = self.audit_head().await?;
+        if !checkpoint::due(newest.map(|c| (c.seq, c.at)), seq, now) {
+            return Ok(());
+        }
+        self.write(|reply| Op::Checkpoint { now, reply }).await
+    }
+
     /// Audit events with `seq > after_seq`, in order, at most `limit`.
     pub async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<audit::Entry>> {
         read!(self.audit_page(after_seq, limit))
@@ -345,12 +381,6 @@ impl Store {
 
     pub async fn token_list(&self) -> Result<Vec<TokenInfo>> {
         read!(self.token_list())
-    }
-
-    /// The stored hash of the token `name` (revoked or not): the key that signs its
-    /// decision callbacks.
-    pub async fn token_hash(&self, name: &str) -> Result<Option<String>> {
-        read!(self.token_hash(name))
     }
 
     /// The name of the active token with this hash.

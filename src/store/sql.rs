@@ -15,8 +15,6 @@ pub(super) mod tokens {
     pub const REVOKE: &str =
         "UPDATE api_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL";
     pub const LIST: &str = "SELECT name, created_at, revoked_at FROM api_tokens ORDER BY name";
-    /// The stored hash of `$1`, revoked or not.
-    pub const HASH: &str = "SELECT token_hash FROM api_tokens WHERE name = $1";
     /// The name of the active token with hash `$1`.
     pub const LOOKUP: &str =
         "SELECT name FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL";
@@ -70,3 +68,12 @@ pub(super) mod messages {
 
 /// The audit chain's head.
 pub(super) const SET_AUDIT_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
+
+/// Signed audit checkpoints.
+pub(super) mod checkpoints {
+    pub const ALL: &str = "SELECT n, seq, hash, at, signature FROM audit_checkpoints ORDER BY n";
+    pub const NEWEST: &str =
+        "SELECT n, seq, hash, at, signature FROM audit_checkpoints ORDER BY n DESC LIMIT 1";
+    pub const INSERT: &str =
+        "INSERT INTO audit_checkpoints (n, seq, hash, at, signature) VALUES ($1, $2, $3, $4, $5)";
+}

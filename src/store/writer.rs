@@ -11,6 +11,7 @@ use super::StatusChange;
 use super::backend::Tx;
 use super::ops::{self, Op};
 use crate::jobs::Deliveries;
+use crate::signing::Signer;
 
 /// Operations waiting beyond this apply back-pressure to callers.
 pub(crate) const QUEUE: usize = 4096;
@@ -23,17 +24,26 @@ pub(crate) async fn run<T: Tx>(
     mut queue: mpsc::Receiver<Op>,
     changes: broadcast::Sender<StatusChange>,
     deliveries: Deliveries,
+    signer: Option<Signer>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let committed = match ops::run_batch(&mut tx, &mut batch, deliveries).await {
+        let committed = match ops::run_batch(&mut tx, &mut batch, deliveries, signer.as_ref()).await
+        {
             Ok(committed) => committed,
             Err(error) => {
                 tracing::warn!(%error, size = batch.len(), "batch failed; retrying its operations one by one");
                 let mut committed = Vec::new();
                 for op in batch.iter_mut() {
                     op.clear();
-                    match ops::run_batch(&mut tx, std::slice::from_mut(op), deliveries).await {
+                    match ops::run_batch(
+                        &mut tx,
+                        std::slice::from_mut(op),
+                        deliveries,
+                        signer.as_ref(),
+                    )
+                    .await
+                    {
                         Ok(changes) => committed.extend(changes),
                         Err(error) => op.fail(super::StoreError::Database(error)),
                     }

@@ -11,6 +11,10 @@ use crate::common::{self, TestDb};
 
 /// The policy the API tests run under.
 pub const POLICY: &str = r#"
+[callbacks]
+# The tests' receivers (tests/common/receiver.rs), which resolve to 127.0.0.1.
+allow = ["hooks.test"]
+
 [defaults]
 channel = "C0APPROVALS"
 expires_after = "1h"

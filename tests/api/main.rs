@@ -1,9 +1,11 @@
 //! The HTTP API for MCP servers, through real HTTP against the real router.
 
+mod callbacks;
 #[path = "../common/mod.rs"]
 mod common;
 mod connections;
 mod decisions;
+mod egress;
 mod helpers;
 mod hostile;
 mod mcp;

@@ -9,11 +9,13 @@ use std::sync::Arc;
 
 use chrono::TimeZone;
 use signoff::clock::{Clock, ManualClock};
+use signoff::egress::Resolver;
 use signoff::http::{AppState, Limits};
 use signoff::jobs::Deliveries;
 use signoff::outbox::Outbox;
 use signoff::policy::Policy;
 use signoff::scheduler::Scheduler;
+use signoff::signing::Signer;
 use signoff::slack::app::SlackApp;
 use signoff::slack::client::SlackClient;
 use signoff::store::Store;
@@ -69,6 +71,8 @@ pub struct App {
     pub token: String,
     pub store: Store,
     pub clock: ManualClock,
+    /// Signs the app's callbacks.
+    pub signer: Signer,
     pub scheduler: Scheduler,
     pub http: reqwest::Client,
     /// Present when started with Slack.
@@ -105,9 +109,11 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
     );
     let token = new_token(&store, &clock, TOKEN_NAME).await;
     let policy = Policy::from_toml_str(options.policy).expect("test policy");
+    let signer = Signer::generate();
     let mut state = AppState::new(store.clone(), policy.clone(), Arc::new(clock.clone()))
         .with_limits(options.limits)
-        .with_public_url(options.public_url.map(str::to_owned));
+        .with_public_url(options.public_url.map(str::to_owned))
+        .with_signer(signer.clone());
     let mut client = None;
     if let Some(fake) = &slack {
         // A short time limit so the "Slack hangs" tests take a moment, not 10 s.
@@ -120,7 +126,10 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         ));
         client = Some(slack_client);
     }
-    let outbox = Outbox::new(store.clone(), client).expect("outbox");
+    let outbox = Outbox::new(store.clone(), client, signer.clone())
+        .expect("outbox")
+        .with_allow(policy.callbacks.clone())
+        .with_resolver(Arc::new(TestResolver));
     let scheduler =
         Scheduler::with_outbox(store.clone(), outbox).with_policy(Arc::new(policy.clone()));
     let (address, stop) = serve(state).await;
@@ -129,12 +138,40 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         token,
         store,
         clock,
+        signer,
         scheduler,
         http: reqwest::Client::new(),
         slack,
         db,
         policy,
         _shutdown: stop,
+    }
+}
+
+/// The tests' DNS: every `*.test` host is 127.0.0.1, any other name does not resolve,
+/// so no test reaches an address it did not choose.
+pub struct TestResolver;
+
+impl Resolver for TestResolver {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>>
+                + Send
+                + 'a,
+        >,
+    > {
+        let answer = if host.ends_with(".test") {
+            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+        } else {
+            Err(std::io::Error::other(format!(
+                "{host} does not resolve in tests"
+            )))
+        };
+        Box::pin(std::future::ready(answer))
     }
 }
 

@@ -7,7 +7,9 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod deps;
 pub mod fake_slack;
+pub mod receiver;
 pub mod server;
 pub mod slack;
 

@@ -13,15 +13,34 @@ pub struct Server {
 }
 
 /// `signoff ARGS` against `database_url`, logging only errors unless `RUST_LOG` is set
-/// on the command, with no policy file from the environment.
+/// on the command, with no policy file from the environment. On PostgreSQL every
+/// process of a test run signs with one key file ([`postgres_key_file`]); on SQLite
+/// the key is the default one beside the database.
 pub fn command(args: &[&str], database_url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_signoff"));
     command
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "error")
-        .env_remove("SIGNOFF_POLICY");
+        .env_remove("SIGNOFF_POLICY")
+        .env_remove("SIGNOFF_SIGNING_KEY_FILE");
+    if database_url.starts_with("postgres") {
+        command.env("SIGNOFF_SIGNING_KEY_FILE", postgres_key_file());
+    }
     command
+}
+
+/// The signing key file of this test process's servers on PostgreSQL.
+pub fn postgres_key_file() -> &'static std::path::Path {
+    static FILE: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    let (_dir, file) = FILE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("signing.key");
+        signoff::signing::Signer::create(&file).expect("key written");
+        (dir, file)
+    });
+    file
 }
 
 /// A free port on 127.0.0.1, as `HOST:PORT`.

@@ -17,6 +17,10 @@ pub const SECRET: &str = app::SLACK_SECRET;
 pub const REQUESTER: &str = "U0REQUESTER";
 
 pub const POLICY: &str = r#"
+[callbacks]
+# The tests' receivers (tests/common/receiver.rs), which resolve to 127.0.0.1.
+allow = ["hooks.test"]
+
 [defaults]
 channel = "C0APPROVALS"
 expires_after = "1h"

@@ -1,14 +1,13 @@
 //! Reminders, escalation and decision callbacks, with the clock moved by hand.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use signoff::approval::Status;
 use signoff::clock::Clock;
 
+use crate::common::receiver::Receiver;
 use crate::helpers::*;
 
 fn opened_for(app: &TestApp) -> Vec<String> {
@@ -148,55 +147,9 @@ async fn nothing_is_escalated_once_decided() {
     );
 }
 
-/// A callback receiver on 127.0.0.1:0 that records requests and answers with the
-/// queued statuses (then 200).
-#[derive(Clone, Default)]
-struct Receiver {
-    got: Arc<Mutex<Vec<(HeaderMap, String)>>>,
-    answers: Arc<Mutex<Vec<StatusCode>>>,
-}
-
-impl Receiver {
-    async fn start(answers: Vec<StatusCode>) -> (Receiver, String) {
-        let receiver = Receiver {
-            answers: Arc::new(Mutex::new(answers)),
-            ..Receiver::default()
-        };
-        let state = receiver.clone();
-        let app = axum::Router::new().route(
-            "/callback",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let state = state.clone();
-                async move {
-                    state
-                        .got
-                        .lock()
-                        .unwrap()
-                        .push((headers, String::from_utf8_lossy(&body).into_owned()));
-                    let mut answers = state.answers.lock().unwrap();
-                    if answers.is_empty() {
-                        StatusCode::OK
-                    } else {
-                        answers.remove(0)
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/callback", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (receiver, url)
-    }
-
-    fn got(&self) -> Vec<(HeaderMap, String)> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
 #[tokio::test]
 async fn decisions_are_posted_to_the_callback_url_signed_and_retried() {
     let app = spawn_app().await;
-    let token = app.token.clone();
     let (receiver, url) = Receiver::start(vec![StatusCode::INTERNAL_SERVER_ERROR]).await;
     let approval = app
         .request_with_callback("a", json!({"n": 1}), Some(url))
@@ -220,14 +173,20 @@ async fn decisions_are_posted_to_the_callback_url_signed_and_retried() {
     assert_eq!(json["status"], "approved");
     assert_eq!(json["approval_id"], approval.id.to_string());
     assert_eq!(json["approval"]["decided_by"], "U0ALICE");
-    // The receiver verifies with the SHA-256 of its own token.
-    let timestamp: i64 = headers["x-signoff-timestamp"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let expected = signoff::outbox::callback::sign(&signoff::tokens::hash(&token), timestamp, body);
-    assert_eq!(headers["x-signoff-signature"].to_str().unwrap(), expected);
+    // Standard Webhooks headers, signed with the server's key; the redelivery kept
+    // its id.
+    assert_eq!(headers["webhook-id"], got[0].0["webhook-id"]);
+    let id = headers["webhook-id"].to_str().unwrap();
+    let timestamp = headers["webhook-timestamp"].to_str().unwrap();
+    assert_eq!(timestamp, app.clock.now().timestamp().to_string());
+    let signature = headers["webhook-signature"].to_str().unwrap();
+    let signature = signature.strip_prefix("v1a,").unwrap();
+    let public = app.signer.public_key();
+    assert!(public.verify(format!("{id}.{timestamp}.{body}").as_bytes(), signature));
+    assert!(!public.verify(
+        format!("{id}.{timestamp}.{}", body.replace("approved", "denied")).as_bytes(),
+        signature
+    ));
 
     // Later, but before the approval expires (which is announced too).
     app.clock.advance(Duration::from_secs(1800));

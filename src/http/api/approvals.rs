@@ -13,6 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::error::{ApiError, parse_id};
 use super::extract::{Caller, JsonBody};
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status, Tier, names};
+use crate::egress;
 use crate::http::AppState;
 use crate::policy::Call;
 use crate::store::{Created, StatusChange};
@@ -40,8 +41,10 @@ pub struct CreateRequest {
 }
 
 impl CreateRequest {
-    /// Checks every field; the first problem is the error.
-    fn validate(self, caller: &Caller) -> Result<NewApproval, ApiError> {
+    /// Checks every field; the first problem is the error. A callback URL must be able
+    /// to work, and one naming an internal address outright is refused here (one whose
+    /// host resolves there is refused when it is sent).
+    fn validate(self, caller: &Caller, allow: &egress::Allow) -> Result<NewApproval, ApiError> {
         let bad = |detail: String| Err(ApiError::Unprocessable(detail));
         if let Err(why) = names::check_tool_name(&self.tool_name) {
             return bad(why);
@@ -86,10 +89,16 @@ impl CreateRequest {
         if self.expires_in == Some(0) {
             return bad("expires_in must be at least 1 second".into());
         }
-        if let Some(url) = &self.callback_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return bad("callback_url must be an http(s) URL".into());
+        if let Some(url) = &self.callback_url {
+            let target = match egress::target(url) {
+                Ok(target) => target,
+                Err(why) => return bad(why),
+            };
+            if let Some(ip) = target.ip
+                && let Err(why) = egress::check(&target.host, ip, allow)
+            {
+                return bad(why);
+            }
         }
         let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
         Ok(NewApproval {
@@ -132,7 +141,7 @@ pub async fn ask(
     caller: &Caller,
     body: CreateRequest,
 ) -> Result<Created, ApiError> {
-    let request = body.validate(caller)?;
+    let request = body.validate(caller, &state.policy.callbacks)?;
     let call = Call {
         tool: &request.tool_name,
         server: request.server.as_deref(),

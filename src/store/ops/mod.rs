@@ -7,6 +7,7 @@
 //! each after the last operation, then the jobs, the audit chain and the notices. A
 //! refusal is decided before anything is written, so it needs no rollback.
 
+mod checkpoint;
 mod current;
 mod work;
 
@@ -21,6 +22,7 @@ use crate::approval::{Approval, ApprovalId, Event, NewApproval};
 use crate::audit::{self, Draft};
 use crate::jobs::{Deliveries, DueJob, NewJob, Outcome};
 use crate::policy::Classification;
+use crate::signing::Signer;
 use current::Current;
 use work::Opening;
 
@@ -132,6 +134,11 @@ pub(crate) enum Op {
         change: TokenChange,
         reply: Reply<bool>,
     },
+    /// Sign the audit chain's head if a checkpoint is due at `now`.
+    Checkpoint {
+        now: DateTime<Utc>,
+        reply: Reply<()>,
+    },
 }
 
 impl Op {
@@ -142,9 +149,10 @@ impl Op {
             Op::Apply { reply, .. } | Op::Adopt { reply, .. } => reply.answer = None,
             Op::FireDue { reply, .. } => reply.answer = None,
             Op::Claim { reply, .. } => reply.answer = None,
-            Op::SetPermalink { reply, .. } | Op::Defer { reply, .. } | Op::Report { reply, .. } => {
-                reply.answer = None
-            }
+            Op::SetPermalink { reply, .. }
+            | Op::Defer { reply, .. }
+            | Op::Report { reply, .. }
+            | Op::Checkpoint { reply, .. } => reply.answer = None,
             Op::Token { reply, .. } => reply.answer = None,
         }
     }
@@ -156,9 +164,10 @@ impl Op {
             Op::Apply { reply, .. } | Op::Adopt { reply, .. } => reply.send(),
             Op::FireDue { reply, .. } => reply.send(),
             Op::Claim { reply, .. } => reply.send(),
-            Op::SetPermalink { reply, .. } | Op::Defer { reply, .. } | Op::Report { reply, .. } => {
-                reply.send()
-            }
+            Op::SetPermalink { reply, .. }
+            | Op::Defer { reply, .. }
+            | Op::Report { reply, .. }
+            | Op::Checkpoint { reply, .. } => reply.send(),
             Op::Token { reply, .. } => reply.send(),
         }
     }
@@ -170,9 +179,10 @@ impl Op {
             Op::Apply { reply, .. } | Op::Adopt { reply, .. } => reply.set(Err(error)),
             Op::FireDue { reply, .. } => reply.set(Err(error)),
             Op::Claim { reply, .. } => reply.set(Err(error)),
-            Op::SetPermalink { reply, .. } | Op::Defer { reply, .. } | Op::Report { reply, .. } => {
-                reply.set(Err(error))
-            }
+            Op::SetPermalink { reply, .. }
+            | Op::Defer { reply, .. }
+            | Op::Report { reply, .. }
+            | Op::Checkpoint { reply, .. } => reply.set(Err(error)),
             Op::Token { reply, .. } => reply.set(Err(error)),
         }
     }
@@ -191,13 +201,15 @@ pub(crate) struct Done {
 /// Runs `ops` in one transaction and sets each one's answer (its output, or why it was
 /// refused); answers the status changes to announce once it committed. `Err` means a
 /// database error: the transaction was rolled back, and the answers set are void.
+/// With `signer`, a signed audit checkpoint joins the batch when one is due.
 pub(crate) async fn run_batch<T: Tx>(
     tx: &mut T,
     ops: &mut [Op],
     deliveries: Deliveries,
+    signer: Option<&Signer>,
 ) -> sqlx::Result<Vec<StatusChange>> {
     tx.begin().await?;
-    let outcome = batch(tx, ops, deliveries).await;
+    let outcome = batch(tx, ops, deliveries, signer).await;
     if outcome.is_err() {
         tx.rollback().await;
     }
@@ -208,6 +220,7 @@ async fn batch<T: Tx>(
     tx: &mut T,
     ops: &mut [Op],
     deliveries: Deliveries,
+    signer: Option<&Signer>,
 ) -> sqlx::Result<Vec<StatusChange>> {
     // Every new approval of the batch in one statement, ahead of the other operations
     // (none of which can name an approval not created yet).
@@ -259,19 +272,43 @@ async fn batch<T: Tx>(
     if !done.jobs.is_empty() {
         tx.insert_jobs(&done.jobs).await?;
     }
-    if !done.audit.is_empty() {
-        let (seq, hash) = tx.audit_head().await?;
-        let entries = audit::link(seq, &hash, done.audit);
-        tx.insert_audit(&entries).await?;
-        if let Some(last) = entries.last() {
-            tx.set_audit_head(last.seq, &last.hash).await?;
-        }
-    }
+    let asked = ops.iter().filter_map(|op| match op {
+        Op::Checkpoint { now, .. } => Some(*now),
+        _ => None,
+    });
+    let asked = asked.max();
+    append_audit(tx, std::mem::take(&mut done.audit), signer, asked).await?;
     if !done.changes.is_empty() {
         tx.announce(&done.changes).await?;
     }
     tx.commit().await?;
     Ok(done.changes)
+}
+
+/// Links the batch's audit drafts onto the chain and, with `signer`, appends a signed
+/// checkpoint if one is due at the newest event's time (or at `asked`, the time a
+/// checkpoint was asked for).
+async fn append_audit<T: Tx>(
+    tx: &mut T,
+    drafts: Vec<Draft>,
+    signer: Option<&Signer>,
+    asked: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    let checkpoint_at = drafts.iter().map(|draft| draft.at).chain(asked).max();
+    let mut head = None;
+    if !drafts.is_empty() {
+        let (seq, hash) = tx.audit_head().await?;
+        let entries = audit::link(seq, &hash, drafts);
+        tx.insert_audit(&entries).await?;
+        if let Some(last) = entries.last() {
+            tx.set_audit_head(last.seq, &last.hash).await?;
+            head = Some((last.seq, last.hash.clone()));
+        }
+    }
+    if let (Some(signer), Some(at)) = (signer, checkpoint_at) {
+        checkpoint::append_if_due(tx, signer, at, head).await?;
+    }
+    Ok(())
 }
 
 /// Runs one operation of the batch and sets its answer; what it leaves behind joins
@@ -334,6 +371,11 @@ async fn run_op<T: Tx>(
         ),
         Op::Claim { .. } | Op::SetPermalink { .. } | Op::Defer { .. } | Op::Token { .. } => {
             keep_books(tx, op).await
+        }
+        // Done by the batch, after the events (see `batch`).
+        Op::Checkpoint { reply, .. } => {
+            reply.set(Ok(()));
+            Ok(())
         }
     }
 }

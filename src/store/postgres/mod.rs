@@ -20,6 +20,7 @@ use super::{
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
+use crate::audit::checkpoint::Checkpoint;
 use crate::jobs::{DueJob, Job, MessageKey, NewJob, PostedMessage};
 
 mod pool;
@@ -224,6 +225,16 @@ fn entry_from_row(row: &PgRow) -> sqlx::Result<audit::Entry> {
         data: serde_json::from_str(&data).map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
+    })
+}
+
+fn checkpoint_from_row(row: &PgRow) -> sqlx::Result<Checkpoint> {
+    Ok(Checkpoint {
+        n: row.try_get("n")?,
+        seq: row.try_get("seq")?,
+        hash: row.try_get("hash")?,
+        at: row.try_get("at")?,
+        signature: row.try_get("signature")?,
     })
 }
 

@@ -135,6 +135,20 @@ impl Reads for PgReads {
             .collect::<sqlx::Result<_>>()?)
     }
 
+    async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let rows = on_conn!(self, |c| sqlx::query(sql::checkpoints::ALL).fetch_all(c));
+        Ok(rows
+            .iter()
+            .map(checkpoint_from_row)
+            .collect::<sqlx::Result<_>>()?)
+    }
+
+    async fn newest_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let row = on_conn!(self, |c| sqlx::query(sql::checkpoints::NEWEST)
+            .fetch_optional(c));
+        Ok(row.as_ref().map(checkpoint_from_row).transpose()?)
+    }
+
     async fn token_list(&self) -> Result<Vec<TokenInfo>> {
         let rows = on_conn!(self, |c| sqlx::query(sql::tokens::LIST).fetch_all(c));
         let mut tokens = Vec::with_capacity(rows.len());
@@ -146,12 +160,6 @@ impl Reads for PgReads {
             });
         }
         Ok(tokens)
-    }
-
-    async fn token_hash(&self, name: &str) -> Result<Option<String>> {
-        Ok(on_conn!(self, |c| sqlx::query_scalar(sql::tokens::HASH)
-            .bind(name)
-            .fetch_optional(c)))
     }
 
     async fn token_lookup(&self, hash: &str) -> Result<Option<String>> {

@@ -16,6 +16,7 @@ use super::backend::{Reads, Tx};
 use super::{HealthCounts, Result, StoreError, TokenInfo, decode, decode_kind, pow2_chunks, sql};
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
+use crate::audit::checkpoint::Checkpoint;
 use crate::jobs::{DueJob, Job, MessageKey, NewJob, PostedMessage};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -264,6 +265,16 @@ fn entry_from_row(row: &SqliteRow) -> sqlx::Result<audit::Entry> {
         data: parse_json(row.try_get("data")?)?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
+    })
+}
+
+fn checkpoint_from_row(row: &SqliteRow) -> sqlx::Result<Checkpoint> {
+    Ok(Checkpoint {
+        n: row.try_get("n")?,
+        seq: row.try_get("seq")?,
+        hash: row.try_get("hash")?,
+        at: parse_ts(row.try_get("at")?)?,
+        signature: row.try_get("signature")?,
     })
 }
 

@@ -153,6 +153,23 @@ impl Reads for SqliteReads {
             .collect::<sqlx::Result<_>>()?)
     }
 
+    async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let rows = sqlx::query(sql::checkpoints::ALL)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(checkpoint_from_row)
+            .collect::<sqlx::Result<_>>()?)
+    }
+
+    async fn newest_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let row = sqlx::query(sql::checkpoints::NEWEST)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(checkpoint_from_row).transpose()?)
+    }
+
     async fn token_list(&self) -> Result<Vec<TokenInfo>> {
         let rows = sqlx::query(sql::tokens::LIST).fetch_all(&self.pool).await?;
         let mut tokens = Vec::with_capacity(rows.len());
@@ -164,13 +181,6 @@ impl Reads for SqliteReads {
             });
         }
         Ok(tokens)
-    }
-
-    async fn token_hash(&self, name: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(sql::tokens::HASH)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?)
     }
 
     async fn token_lookup(&self, hash: &str) -> Result<Option<String>> {

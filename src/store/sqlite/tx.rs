@@ -408,6 +408,25 @@ impl Tx for SqliteTx {
             .await?;
         Ok(())
     }
+
+    async fn newest_checkpoint(&mut self) -> sqlx::Result<Option<Checkpoint>> {
+        let row = sqlx::query(sql::checkpoints::NEWEST)
+            .fetch_optional(self.conn()?)
+            .await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
+    }
+
+    async fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> sqlx::Result<()> {
+        sqlx::query(sql::checkpoints::INSERT)
+            .bind(checkpoint.n)
+            .bind(checkpoint.seq)
+            .bind(&checkpoint.hash)
+            .bind(ts(&checkpoint.at))
+            .bind(&checkpoint.signature)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Claimed or due job rows (`id, approval_id, kind, payload, attempts`) as jobs.

@@ -2,14 +2,18 @@
 //! event's hash and its own canonical JSON, so altering, removing or reordering any
 //! row breaks the chain from there on. This module is the pure part (hashing and
 //! verification); the store appends rows in the same transaction as the change.
+//! [`checkpoint`] signs the chain now and then, so that even a database writer cannot
+//! rewrite or cut it unseen.
 
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
+
+pub mod checkpoint;
 
 use crate::approval::{ApprovalId, Happening};
 use crate::canonical;
@@ -44,7 +48,7 @@ impl Draft {
 }
 
 /// One stored audit event; also the line format of `signoff audit export`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub seq: i64,
     pub approval_id: Option<ApprovalId>,

@@ -1,7 +1,6 @@
-//! The command line (`signoff serve|migrate|token|policy|audit`), flags and env vars as
+//! The command line (`signoff serve|migrate|token|policy|audit|key`), flags and env vars as
 //! DESIGN.md lists them. Every failure is one line on stderr and a non-zero exit.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +17,9 @@ use crate::jobs::Deliveries;
 use crate::slack::app::SlackApp;
 use crate::slack::client::SlackClient;
 use crate::store::{Store, redact};
-use crate::{audit, policy, tokens};
+use crate::{policy, signing, tokens};
+
+mod audit;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +39,10 @@ struct Database {
     /// sqlite://FILE (created if missing) or postgres://USER@HOST/DB
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     database_url: String,
+    /// The Ed25519 key that signs callbacks and audit checkpoints (default with
+    /// SQLite: signoff-signing.key beside the database; required with PostgreSQL).
+    #[arg(long, env = "SIGNOFF_SIGNING_KEY_FILE", global = true)]
+    signing_key_file: Option<PathBuf>,
 }
 
 /// Slack settings: environment only (secrets do not belong on command lines).
@@ -103,8 +108,22 @@ enum Command {
     /// Check or export the audit log.
     Audit {
         #[command(subcommand)]
-        action: AuditAction,
+        action: audit::AuditAction,
     },
+    /// Manage the signing key (callbacks, audit checkpoints).
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Write a new signing key to FILE (mode 0600; an existing file is never replaced).
+    Generate { file: PathBuf },
+    /// Print the public key (whpk_ + base64 of its 32 bytes), what callback receivers
+    /// and `audit verify --public-key` check signatures with.
+    Public,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,17 +148,6 @@ enum PolicyAction {
         /// for a tool of an MCP server (repeatable).
         #[arg(long = "call", value_name = "[SERVER/]TOOL[=JSON]")]
         calls: Vec<String>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum AuditAction {
-    /// Verify the hash chain; exits non-zero and names the first bad event on a break.
-    Verify,
-    /// Write every event as JSON lines (stdout, or --output FILE).
-    Export {
-        #[arg(long, short)]
-        output: Option<PathBuf>,
     },
 }
 
@@ -179,11 +187,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             delivery_lease,
         } => {
             let (policy, source) = config::load_policy(policy.as_deref())?;
+            let signer = signing::for_serve(&db.database_url, db.signing_key_file.as_deref())?;
             let slack = connect_slack(&slack).await?;
             let deliveries = Deliveries {
                 slack: slack.is_some(),
             };
-            let store = Store::connect_with(&db.database_url, deliveries)
+            let store = Store::connect_signing(&db.database_url, deliveries, Some(signer.clone()))
                 .await
                 .with_context(|| format!("cannot open database {}", redact(&db.database_url)))?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -194,9 +203,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 store = store.backend_name(),
                 database = %redact(&db.database_url),
                 policy = %source,
+                public_key = %signer.public_key(),
                 "signoff serving"
             );
-            let mut state = AppState::new(store, policy, clock).with_public_url(public_url);
+            let mut state = AppState::new(store, policy, clock)
+                .with_signer(signer)
+                .with_public_url(public_url);
             if let Some(slack) = slack {
                 state = state.with_slack(slack);
             }
@@ -227,10 +239,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::manifest::render(public_url.as_deref()).map_err(anyhow::Error::msg)?
             );
         }
-        Command::Audit { action } => {
-            let store = connect(&db).await?;
-            return audit_command(action, &store).await;
-        }
+        Command::Key { action } => key(action, &db)?,
+        Command::Audit { action } => return audit::run(action, &db).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -287,6 +297,24 @@ async fn token(action: TokenAction, store: &Store, clock: &dyn Clock) -> anyhow:
     Ok(())
 }
 
+fn key(action: KeyAction, db: &Database) -> anyhow::Result<()> {
+    match action {
+        KeyAction::Generate { file } => {
+            let signer = signing::Signer::create(&file)?;
+            println!("{}", signer.public_key());
+            eprintln!(
+                "signing key written to {} (mode 0600); its public key is above",
+                file.display()
+            );
+        }
+        KeyAction::Public => {
+            let (path, _) = signing::key_path(&db.database_url, db.signing_key_file.as_deref())?;
+            println!("{}", signing::Signer::load(&path)?.public_key());
+        }
+    }
+    Ok(())
+}
+
 /// The Slack side, when `SLACK_BOT_TOKEN` is set. A token Slack rejects is a
 /// configuration error; Slack being unreachable is not (deliveries wait and retry).
 async fn connect_slack(args: &SlackArgs) -> anyhow::Result<Option<SlackApp>> {
@@ -338,63 +366,6 @@ fn parse_call(raw: &str) -> anyhow::Result<policy::SampleCall> {
         tool: tool.to_owned(),
         params,
     })
-}
-
-/// Audit pages are read in this size, so verifying a long log takes constant memory.
-const AUDIT_PAGE: i64 = 5000;
-
-async fn audit_command(action: AuditAction, store: &Store) -> anyhow::Result<ExitCode> {
-    match action {
-        AuditAction::Verify => {
-            // Read the head first: events appended while we verify are past it and
-            // checked next time.
-            let (head_seq, head_hash) = store.audit_head().await?;
-            let mut verifier = audit::Verifier::default();
-            let mut after = 0;
-            'pages: loop {
-                let page = store.audit_page(after, AUDIT_PAGE).await?;
-                let Some(last) = page.last() else { break };
-                after = last.seq;
-                for entry in &page {
-                    if entry.seq > head_seq {
-                        break 'pages;
-                    }
-                    if let Err(broken) = verifier.check(entry) {
-                        eprintln!("error: {broken}");
-                        return Ok(ExitCode::FAILURE);
-                    }
-                }
-            }
-            match verifier.finish(head_seq, &head_hash) {
-                Ok(count) => println!("audit chain ok: {count} events"),
-                Err(broken) => {
-                    eprintln!("error: {broken}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-        }
-        AuditAction::Export { output } => {
-            let mut out: Box<dyn Write> = match &output {
-                Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(path)
-                        .with_context(|| format!("cannot write {}", path.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-            };
-            let mut after = 0;
-            loop {
-                let page = store.audit_page(after, AUDIT_PAGE).await?;
-                let Some(last) = page.last() else { break };
-                after = last.seq;
-                for entry in &page {
-                    serde_json::to_writer(&mut out, entry)?;
-                    out.write_all(b"\n")?;
-                }
-            }
-            out.flush()?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

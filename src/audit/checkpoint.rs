@@ -1,0 +1,253 @@
+//! Signed checkpoints of the audit chain. The hash chain alone shows a changed row,
+//! but whoever can write the database can recompute every hash after it, or cut the
+//! tail. A checkpoint is the chain's `(seq, hash)` signed with the Ed25519 key file
+//! (which the database does not hold): a rewritten chain no longer matches the
+//! checkpoints before the rewrite, and a cut tail leaves checkpoints pointing past the
+//! end. Events after the newest checkpoint are only as safe as the chain itself.
+//!
+//! One is appended every [`EVERY_EVENTS`] events and at least every [`INTERVAL`] while
+//! events arrive. Checkpoints are numbered from 1 without gaps, and the number is
+//! signed too, so removing one shows.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Break, Entry, Verifier, format_time};
+use crate::signing::{PublicKey, Signer};
+
+/// A checkpoint is due once this many events are past the newest one…
+pub const EVERY_EVENTS: i64 = 1000;
+/// …or once the newest one is this old and events arrived since.
+pub const INTERVAL: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// One signed checkpoint; also a line of `signoff audit export` (the line after the
+/// event it covers), told from events by its `checkpoint` field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Its number: 1, 2, 3…
+    #[serde(rename = "checkpoint")]
+    pub n: i64,
+    /// The last event it covers (events 1 to `seq`).
+    pub seq: i64,
+    /// That event's chain hash.
+    pub hash: String,
+    #[serde(serialize_with = "super::serialize_time")]
+    pub at: DateTime<Utc>,
+    /// base64 Ed25519 signature of [`Checkpoint::signed_text`].
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// What is signed: `signoff-audit-checkpoint.v1.{n}.{seq}.{hash}.{at}`, the time
+    /// as RFC 3339 with microseconds.
+    pub fn signed_text(n: i64, seq: i64, hash: &str, at: &DateTime<Utc>) -> String {
+        format!(
+            "signoff-audit-checkpoint.v1.{n}.{seq}.{hash}.{}",
+            format_time(at)
+        )
+    }
+
+    pub fn sign(signer: &Signer, n: i64, seq: i64, hash: &str, at: DateTime<Utc>) -> Self {
+        let signature = signer.sign(Self::signed_text(n, seq, hash, &at).as_bytes());
+        Self {
+            n,
+            seq,
+            hash: hash.to_owned(),
+            at,
+            signature,
+        }
+    }
+
+    /// Whether one of `keys` signed it.
+    pub fn signed_by_any(&self, keys: &[PublicKey]) -> bool {
+        let text = Self::signed_text(self.n, self.seq, &self.hash, &self.at);
+        keys.iter()
+            .any(|key| key.verify(text.as_bytes(), &self.signature))
+    }
+}
+
+/// Whether a checkpoint is due now that the chain ends at `head_seq`, its newest event
+/// at `newest_at`, given the newest checkpoint's `(seq, at)`.
+pub fn due(newest: Option<(i64, DateTime<Utc>)>, head_seq: i64, newest_at: DateTime<Utc>) -> bool {
+    match newest {
+        None => head_seq > 0,
+        Some((seq, at)) => {
+            head_seq > seq && (head_seq - seq >= EVERY_EVENTS || newest_at - at >= INTERVAL)
+        }
+    }
+}
+
+/// What is wrong with the checkpoints. `Display` is what `audit verify` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flaw {
+    /// The chain itself is broken.
+    Chain(Break),
+    /// The signature does not verify with the public key(s).
+    Unsigned { n: i64 },
+    /// Checkpoint numbers skip (one was removed) or events go backwards.
+    Misnumbered { n: i64, expected: i64 },
+    /// The chain no longer has the hash checkpoint `n` signed at event `seq`.
+    Rewritten { n: i64, seq: i64 },
+    /// Checkpoint `n` covers events past the end of the log.
+    Truncated {
+        after: Option<(i64, i64)>,
+        n: i64,
+        seq: i64,
+        last_seq: i64,
+    },
+}
+
+impl From<Break> for Flaw {
+    fn from(broken: Break) -> Self {
+        Flaw::Chain(broken)
+    }
+}
+
+impl fmt::Display for Flaw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Flaw::Chain(broken) => broken.fmt(f),
+            Flaw::Unsigned { n } => write!(
+                f,
+                "audit checkpoint {n}: its signature does not verify with the public key (forged, or signed by another key)"
+            ),
+            Flaw::Misnumbered { n, expected } => write!(
+                f,
+                "audit checkpoint {expected} is missing or out of order (found checkpoint {n})"
+            ),
+            Flaw::Rewritten { n, seq } => write!(
+                f,
+                "audit chain rewritten: event {seq} no longer has the hash signed checkpoint {n} recorded"
+            ),
+            Flaw::Truncated {
+                after,
+                n,
+                seq,
+                last_seq,
+            } => {
+                match after {
+                    Some((m, m_seq)) => {
+                        write!(f, "events missing after checkpoint {m} (event {m_seq}): ")?
+                    }
+                    None => write!(f, "events missing from the start: ")?,
+                }
+                write!(
+                    f,
+                    "checkpoint {n} signed event {seq}, but the log ends at event {last_seq}"
+                )
+            }
+        }
+    }
+}
+
+/// A verified log: how many events, and how many of them the newest checkpoint covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub events: i64,
+    pub checkpoints: i64,
+    /// The newest checkpoint's event (0 without checkpoints).
+    pub covered: i64,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "audit chain ok: {} events", self.events)?;
+        if self.checkpoints == 0 {
+            return write!(f, "; no signed checkpoint yet");
+        }
+        write!(
+            f,
+            "; {} signed checkpoints, the newest covers {} of them",
+            self.checkpoints, self.covered
+        )?;
+        let uncovered = self.events - self.covered;
+        if uncovered > 0 {
+            write!(f, " ({uncovered} newer events are not signed yet)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the chain event by event (as [`Verifier`]) against signed checkpoints.
+#[derive(Debug)]
+pub struct LogVerifier {
+    chain: Verifier,
+    checkpoints: Vec<Checkpoint>,
+    /// The next checkpoint to meet.
+    next: usize,
+}
+
+impl LogVerifier {
+    /// Checks each checkpoint's number and signature first.
+    pub fn new(mut checkpoints: Vec<Checkpoint>, keys: &[PublicKey]) -> Result<Self, Flaw> {
+        checkpoints.sort_by_key(|c| c.n);
+        let mut last_seq = 0;
+        for (i, checkpoint) in checkpoints.iter().enumerate() {
+            let expected = i as i64 + 1;
+            if checkpoint.n != expected || checkpoint.seq <= last_seq {
+                return Err(Flaw::Misnumbered {
+                    n: checkpoint.n,
+                    expected,
+                });
+            }
+            if !checkpoint.signed_by_any(keys) {
+                return Err(Flaw::Unsigned { n: checkpoint.n });
+            }
+            last_seq = checkpoint.seq;
+        }
+        Ok(Self {
+            chain: Verifier::default(),
+            checkpoints,
+            next: 0,
+        })
+    }
+
+    pub fn check(&mut self, entry: &Entry) -> Result<(), Flaw> {
+        self.chain.check(entry)?;
+        if let Some(checkpoint) = self.checkpoints.get(self.next)
+            && checkpoint.seq == entry.seq
+        {
+            if checkpoint.hash != entry.hash {
+                return Err(Flaw::Rewritten {
+                    n: checkpoint.n,
+                    seq: entry.seq,
+                });
+            }
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// After the last entry: every checkpoint must have been met, and the stored head
+    /// (when there is one: not in an export) must point at the last entry.
+    pub fn finish(self, head: Option<(i64, &str)>) -> Result<Report, Flaw> {
+        let last_seq = self.chain.last_seq;
+        if let Some(missing) = self.checkpoints.get(self.next) {
+            let after = self.next.checked_sub(1).map(|i| {
+                let met = &self.checkpoints[i];
+                (met.n, met.seq)
+            });
+            return Err(Flaw::Truncated {
+                after,
+                n: missing.n,
+                seq: missing.seq,
+                last_seq,
+            });
+        }
+        let events = match head {
+            Some((seq, hash)) => self.chain.finish(seq, hash)?,
+            None => last_seq,
+        };
+        Ok(Report {
+            events,
+            checkpoints: self.checkpoints.len() as i64,
+            covered: self.checkpoints.last().map_or(0, |c| c.seq),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "checkpoint_tests.rs"]
+mod tests;

@@ -1,0 +1,212 @@
+//! `signoff audit verify|export`: the hash chain and its signed checkpoints, checked in
+//! the database or in an export (offline, with the public key alone).
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use super::{Database, connect};
+use crate::audit::checkpoint::{Checkpoint, Flaw, LogVerifier};
+use crate::audit::{self, Entry};
+use crate::signing::{self, PublicKey};
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum AuditAction {
+    /// Verify the hash chain and every signed checkpoint; exits non-zero and names the
+    /// first bad event or checkpoint. Reports how many events the newest checkpoint
+    /// covers.
+    Verify {
+        /// A public key file (`signoff key public`'s output) to check checkpoints with;
+        /// repeat it for keys used before a rotation. Default: the signing key's own.
+        #[arg(long = "public-key", value_name = "FILE")]
+        public_keys: Vec<PathBuf>,
+        /// Verify an export (`signoff audit export`) instead of the database.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Write every event, and after each event the checkpoint that signs it, as JSON
+    /// lines (stdout, or --output FILE).
+    Export {
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Audit pages are read in this size, so verifying a long log takes constant memory.
+const AUDIT_PAGE: i64 = 5000;
+
+pub(super) async fn run(action: AuditAction, db: &Database) -> anyhow::Result<ExitCode> {
+    match action {
+        AuditAction::Verify { public_keys, file } => {
+            let verified = match file {
+                Some(file) => verify_file(&file, &public_keys, db)?,
+                None => verify_store(&connect(db).await?, &public_keys, db).await?,
+            };
+            match verified {
+                Ok(report) => println!("{report}"),
+                Err(flaw) => {
+                    eprintln!("error: {flaw}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        AuditAction::Export { output } => export(&connect(db).await?, output.as_deref()).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The keys checkpoints are checked with: those named, else the signing key's public
+/// key. Only asked for when there are checkpoints.
+fn public_keys(named: &[PathBuf], db: &Database) -> anyhow::Result<Vec<PublicKey>> {
+    if !named.is_empty() {
+        return named.iter().map(|path| PublicKey::load(path)).collect();
+    }
+    let own = signing::key_path(&db.database_url, db.signing_key_file.as_deref())
+        .and_then(|(path, _)| signing::Signer::load(&path));
+    match own {
+        Ok(signer) => Ok(vec![signer.public_key()]),
+        Err(error) => {
+            bail!(
+                "cannot check the signed checkpoints ({error:#}); name the public key with --public-key FILE"
+            )
+        }
+    }
+}
+
+fn verifier(
+    checkpoints: Vec<Checkpoint>,
+    named: &[PathBuf],
+    db: &Database,
+) -> anyhow::Result<Result<LogVerifier, Flaw>> {
+    let keys = if checkpoints.is_empty() {
+        Vec::new()
+    } else {
+        public_keys(named, db)?
+    };
+    Ok(LogVerifier::new(checkpoints, &keys))
+}
+
+async fn verify_store(
+    store: &Store,
+    named: &[PathBuf],
+    db: &Database,
+) -> anyhow::Result<Result<audit::checkpoint::Report, Flaw>> {
+    // Checkpoints before the head: every checkpoint read is then within the head.
+    let checkpoints = store.audit_checkpoints().await?;
+    let mut verifier = match verifier(checkpoints, named, db)? {
+        Ok(verifier) => verifier,
+        Err(flaw) => return Ok(Err(flaw)),
+    };
+    // Events appended while we verify are past the head and checked next time.
+    let (head_seq, head_hash) = store.audit_head().await?;
+    let mut after = 0;
+    'pages: loop {
+        let page = store.audit_page(after, AUDIT_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for entry in &page {
+            if entry.seq > head_seq {
+                break 'pages;
+            }
+            if let Err(flaw) = verifier.check(entry) {
+                return Ok(Err(flaw));
+            }
+        }
+    }
+    Ok(verifier.finish(Some((head_seq, &head_hash))))
+}
+
+/// One line of an export.
+enum Line {
+    Event(Box<Entry>),
+    Checkpoint(Checkpoint),
+}
+
+/// Reads an export line by line (twice: checkpoints first, then the events).
+fn read_lines(path: &Path, mut each: impl FnMut(Line) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read audit export {}", path.display()))?;
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read audit export {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
+        let parsed = if value.get("checkpoint").is_some() {
+            serde_json::from_value(value).map(Line::Checkpoint)
+        } else {
+            serde_json::from_value(value).map(|entry| Line::Event(Box::new(entry)))
+        };
+        let parsed = parsed.with_context(|| {
+            format!(
+                "{} line {}: not an audit event or checkpoint",
+                path.display(),
+                i + 1
+            )
+        })?;
+        each(parsed)?;
+    }
+    Ok(())
+}
+
+fn verify_file(
+    path: &Path,
+    named: &[PathBuf],
+    db: &Database,
+) -> anyhow::Result<Result<audit::checkpoint::Report, Flaw>> {
+    let mut checkpoints = Vec::new();
+    read_lines(path, |line| {
+        if let Line::Checkpoint(checkpoint) = line {
+            checkpoints.push(checkpoint);
+        }
+        Ok(())
+    })?;
+    let mut verifier = match verifier(checkpoints, named, db)? {
+        Ok(verifier) => verifier,
+        Err(flaw) => return Ok(Err(flaw)),
+    };
+    let mut flaw = None;
+    read_lines(path, |line| {
+        if let (Line::Event(entry), None) = (line, &flaw) {
+            flaw = verifier.check(&entry).err();
+        }
+        Ok(())
+    })?;
+    Ok(match flaw {
+        Some(flaw) => Err(flaw),
+        None => verifier.finish(None),
+    })
+}
+
+async fn export(store: &Store, output: Option<&Path>) -> anyhow::Result<()> {
+    let mut out: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let checkpoints = store.audit_checkpoints().await?;
+    let mut next = checkpoints.iter().peekable();
+    let mut after = 0;
+    loop {
+        let page = store.audit_page(after, AUDIT_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for entry in &page {
+            serde_json::to_writer(&mut out, entry)?;
+            out.write_all(b"\n")?;
+            while let Some(checkpoint) = next.next_if(|c| c.seq <= entry.seq) {
+                serde_json::to_writer(&mut out, checkpoint)?;
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The Ed25519 key that signs decision callbacks and audit checkpoints. It lives in a
+//! file outside the database (`SIGNOFF_SIGNING_KEY_FILE`), so whoever can read or
+//! write the database can neither forge a callback nor re-sign a rewritten audit log.
+//!
+//! Formats, those of Standard Webhooks' asymmetric keys:
+//! - the key file: one line, `whsk_` + base64 (standard, padded) of the 32-byte
+//!   Ed25519 seed (64 bytes, seed then public key, are read too);
+//! - the public key (`signoff key public`): `whpk_` + base64 of its 32 raw bytes;
+//! - a signature: base64 of its 64 raw bytes.
+//!
+//! With SQLite the key file defaults to `signoff-signing.key` beside the database
+//! and is created (mode 0600) on first start; with PostgreSQL it must be named and
+//! exist, so that every replica signs with the same key.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use rand::RngCore;
+
+/// How a key file's text begins.
+pub const SECRET_PREFIX: &str = "whsk_";
+/// How a public key's text begins.
+pub const PUBLIC_PREFIX: &str = "whpk_";
+/// The SQLite default's file name, beside the database file.
+pub const DEFAULT_KEY_FILE: &str = "signoff-signing.key";
+
+/// The signing key; cheap to clone.
+#[derive(Clone)]
+pub struct Signer(Arc<SigningKey>);
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signer({})", self.public_key())
+    }
+}
+
+impl Signer {
+    /// A new random key.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let key = SigningKey::from_bytes(&seed);
+        seed.fill(0);
+        Self(Arc::new(key))
+    }
+
+    /// Reads a key file's text (`whsk_…`); the error says what is wrong with it.
+    pub fn from_text(text: &str) -> anyhow::Result<Self> {
+        let text = text.trim();
+        if text.starts_with(PUBLIC_PREFIX) {
+            bail!("it holds a public key ({PUBLIC_PREFIX}…), not a signing key");
+        }
+        let encoded = text.strip_prefix(SECRET_PREFIX).unwrap_or(text);
+        let bytes = STANDARD.decode(encoded).map_err(|_| {
+            anyhow!("it is not a signing key: expected {SECRET_PREFIX} and base64 of 32 bytes")
+        })?;
+        let key = match bytes.len() {
+            32 | 64 => SigningKey::from_bytes(bytes[..32].try_into().expect("32 bytes")),
+            n => bail!("the key is {n} bytes long; an Ed25519 signing key is 32"),
+        };
+        if bytes.len() == 64 && key.verifying_key().as_bytes() != &bytes[32..] {
+            bail!("its last 32 bytes are not the public key of its first 32");
+        }
+        Ok(Self(Arc::new(key)))
+    }
+
+    /// The key file's text: `whsk_` + base64 of the seed, and a newline.
+    pub fn to_text(&self) -> String {
+        format!("{SECRET_PREFIX}{}\n", STANDARD.encode(self.0.to_bytes()))
+    }
+
+    /// Reads the key file at `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => bail!(
+                "signing key file {} does not exist: create it with `signoff key generate {}`",
+                path.display(),
+                path.display()
+            ),
+            Err(error) => bail!("cannot read signing key file {}: {error}", path.display()),
+        };
+        Self::from_text(&text).with_context(|| format!("signing key file {}", path.display()))
+    }
+
+    /// Writes a new key to `path`, readable by its owner only (0600); never replaces
+    /// an existing file.
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let signer = Self::generate();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow!("{} already exists; it was left as it is", path.display())
+            } else {
+                anyhow!("cannot create {}: {error}", path.display())
+            }
+        })?;
+        if let Err(error) = file
+            .write_all(signer.to_text().as_bytes())
+            .and_then(|()| file.sync_all())
+        {
+            let _ = std::fs::remove_file(path);
+            bail!("cannot write {}: {error}", path.display());
+        }
+        Ok(signer)
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key())
+    }
+
+    /// The base64 Ed25519 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> String {
+        STANDARD.encode(self.0.sign(message).to_bytes())
+    }
+}
+
+/// A public key, to check signatures with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(VerifyingKey);
+
+impl std::fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{PUBLIC_PREFIX}{}", STANDARD.encode(self.0.as_bytes()))
+    }
+}
+
+impl PublicKey {
+    /// Reads `whpk_` + base64 of 32 bytes (the prefix may be left out).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let text = text.trim();
+        if text.starts_with(SECRET_PREFIX) {
+            bail!(
+                "it holds a signing key ({SECRET_PREFIX}…), not a public key: `signoff key public` prints the public key"
+            );
+        }
+        let encoded = text.strip_prefix(PUBLIC_PREFIX).unwrap_or(text);
+        let bytes = STANDARD.decode(encoded).map_err(|_| {
+            anyhow!("it is not a public key: expected {PUBLIC_PREFIX} and base64 of 32 bytes")
+        })?;
+        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            anyhow!(
+                "the key is {} bytes long; an Ed25519 public key is 32",
+                bytes.len()
+            )
+        })?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(Self)
+            .map_err(|_| anyhow!("it is not a valid Ed25519 public key"))
+    }
+
+    /// Reads a public key file (what `signoff key public` printed).
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read public key file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("public key file {}", path.display()))
+    }
+
+    /// Whether `signature` (base64) is this key's signature of `message`.
+    pub fn verify(&self, message: &[u8], signature: &str) -> bool {
+        let Ok(bytes) = STANDARD.decode(signature) else {
+            return false;
+        };
+        let Ok(signature) = Signature::from_slice(&bytes) else {
+            return false;
+        };
+        self.0.verify(message, &signature).is_ok()
+    }
+}
+
+/// Where the key file is: the one named, else (SQLite) the default beside the
+/// database file. The flag says whether it was named.
+pub fn key_path(database_url: &str, named: Option<&Path>) -> anyhow::Result<(PathBuf, bool)> {
+    if let Some(path) = named {
+        return Ok((path.to_path_buf(), true));
+    }
+    let Some(rest) = database_url.strip_prefix("sqlite:") else {
+        bail!(
+            "SIGNOFF_SIGNING_KEY_FILE is required with PostgreSQL, so that every replica signs with the same key: create one with `signoff key generate FILE`"
+        );
+    };
+    let file = rest.trim_start_matches("//");
+    let file = file.split_once('?').map_or(file, |(file, _)| file);
+    if file.is_empty() || file.contains(":memory:") {
+        bail!(
+            "SIGNOFF_SIGNING_KEY_FILE is required with an in-memory database: create one with `signoff key generate FILE`"
+        );
+    }
+    let dir = Path::new(file).parent().unwrap_or(Path::new(""));
+    Ok((dir.join(DEFAULT_KEY_FILE), false))
+}
+
+/// The key `signoff serve` signs with: the named file, which must exist; else (SQLite)
+/// the default file, created on first start.
+pub fn for_serve(database_url: &str, named: Option<&Path>) -> anyhow::Result<Signer> {
+    let (path, named) = key_path(database_url, named)?;
+    if named || path.exists() {
+        return Signer::load(&path);
+    }
+    match Signer::create(&path) {
+        Ok(signer) => {
+            tracing::info!(file = %path.display(), public_key = %signer.public_key(), "created a signing key");
+            Ok(signer)
+        }
+        // Another process created it first.
+        Err(_) if path.exists() => Signer::load(&path),
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_reads_back_from_its_text_and_signs_verifiably() {
+        let signer = Signer::generate();
+        let again = Signer::from_text(&signer.to_text()).unwrap();
+        assert_eq!(again.public_key(), signer.public_key());
+        let signature = signer.sign(b"hello");
+        assert!(signer.public_key().verify(b"hello", &signature));
+        assert!(!signer.public_key().verify(b"hellO", &signature));
+        assert!(!Signer::generate().public_key().verify(b"hello", &signature));
+        assert!(!signer.public_key().verify(b"hello", "not base64!"));
+        let public = signer.public_key().to_string();
+        assert!(
+            public.starts_with("whpk_") && public.len() == 5 + 44,
+            "{public}"
+        );
+        assert_eq!(PublicKey::parse(&public).unwrap(), signer.public_key());
+        assert_eq!(PublicKey::parse(&public[5..]).unwrap(), signer.public_key());
+    }
+
+    #[test]
+    fn bad_keys_are_refused_with_a_reason() {
+        let error = |r: anyhow::Result<Signer>| r.unwrap_err().to_string();
+        assert!(error(Signer::from_text("whsk_AAAA")).contains("3 bytes long"));
+        assert!(error(Signer::from_text("whsk_!!")).contains("not a signing key"));
+        let public = Signer::generate().public_key().to_string();
+        assert!(error(Signer::from_text(&public)).contains("public key"));
+        let secret = Signer::generate().to_text();
+        assert!(
+            PublicKey::parse(&secret)
+                .unwrap_err()
+                .to_string()
+                .contains("signoff key public")
+        );
+        assert!(
+            PublicKey::parse("whpk_AAAA")
+                .unwrap_err()
+                .to_string()
+                .contains("3 bytes")
+        );
+    }
+
+    #[test]
+    fn the_sqlite_default_lies_beside_the_database_and_postgres_needs_a_name() {
+        let path = |url| key_path(url, None).map(|(path, _)| path);
+        assert_eq!(
+            path("sqlite:///var/lib/signoff/db.sqlite?mode=rwc").unwrap(),
+            Path::new("/var/lib/signoff/signoff-signing.key")
+        );
+        assert_eq!(
+            path("sqlite://signoff.db").unwrap(),
+            Path::new("signoff-signing.key")
+        );
+        assert!(path("sqlite::memory:").is_err());
+        let pg = path("postgres://db/signoff").unwrap_err().to_string();
+        assert!(pg.contains("signoff key generate"), "{pg}");
+        assert_eq!(
+            key_path("postgres://db", Some(Path::new("k"))).unwrap(),
+            (PathBuf::from("k"), true)
+        );
+    }
+
+    #[test]
+    fn create_writes_an_owner_only_file_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let signer = Signer::create(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let error = Signer::create(&path).unwrap_err().to_string();
+        assert!(error.contains("already exists"), "{error}");
+        assert_eq!(
+            Signer::load(&path).unwrap().public_key(),
+            signer.public_key()
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! `signoff audit verify|export`: an altered event named; against signed checkpoints,
+//! on both backends, what the newest checkpoint covers, a chain rewritten with fresh
+//! hashes, a cut tail, and an export verified offline with the public key alone.
+
+use chrono::TimeZone;
+use signoff::audit::{Draft, GENESIS_HASH, link};
+use signoff::signing::Signer;
+use signoff::store::Store;
+
+use crate::common::{self, TestDb};
+use sqlx::Connection;
+
+use crate::{assert_one_line_error, on_both_backends, signoff, stderr, stdout};
+
+on_both_backends!(
+    audit_verify_reports_coverage_and_catches_a_rewritten_chain,
+    an_export_verifies_offline_with_the_public_key_alone,
+    audit_verify_reports_events_missing_after_a_checkpoint,
+);
+
+/// The key the binary signs with for `db`, and a signing store on it.
+async fn signing_store(db: &TestDb) -> (Store, Signer) {
+    let signer = if db.backend == "sqlite" {
+        let file = db.url.strip_prefix("sqlite://").unwrap();
+        let key = std::path::Path::new(file).with_file_name("signoff-signing.key");
+        Signer::create(&key).unwrap()
+    } else {
+        Signer::load(common::server::postgres_key_file()).unwrap()
+    };
+    let store = Store::connect_signing(&db.url, Default::default(), Some(signer.clone()))
+        .await
+        .unwrap();
+    (store, signer)
+}
+
+/// Ten events: five at noon, five a minute later, so checkpoints sign events 1 and 6.
+async fn ten_events(store: &Store) {
+    let policy = signoff::policy::Policy::builtin();
+    let noon = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+        .unwrap();
+    for i in 0..10 {
+        let mut request = signoff::approval::NewApproval::new("t", serde_json::json!({ "i": i }));
+        request.token_name = Some("agent".into());
+        let class = policy.classify("t", &request.parameters, None);
+        let at = noon + chrono::TimeDelta::seconds(if i < 5 { i } else { 61 + i });
+        store.create(request, class, at).await.unwrap();
+    }
+}
+
+/// Runs several statements straight on the database, as its owner could.
+async fn raw_script(db: &TestDb, sql: &str) {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    if db.backend == "sqlite" {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// Statements that lift the append-only guard, as a database owner could.
+fn unguard(db: &TestDb) -> &'static str {
+    if db.backend == "sqlite" {
+        "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete;"
+    } else {
+        "ALTER TABLE audit_events DISABLE TRIGGER USER;"
+    }
+}
+
+async fn audit_verify_reports_coverage_and_catches_a_rewritten_chain(db: TestDb) {
+    let (store, _) = signing_store(&db).await;
+    ten_events(&store).await;
+    let ok = signoff(&["audit", "verify"], &db.url);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(
+        stdout(&ok).trim(),
+        "audit chain ok: 10 events; 2 signed checkpoints, the newest covers 6 of them (4 newer events are not signed yet)"
+    );
+
+    // Whoever can write the database changes event 2 and recomputes every hash after
+    // it: the chain is consistent again, but no longer what checkpoint 2 signed.
+    let entries = store.audit_page(0, 100).await.unwrap();
+    let drafts = entries
+        .iter()
+        .map(|e| Draft {
+            approval_id: e.approval_id,
+            kind: Box::leak(e.kind.clone().into_boxed_str()),
+            actor: if e.seq == 2 {
+                Some("mallory".into())
+            } else {
+                e.actor.clone()
+            },
+            at: e.at,
+            data: e.data.clone(),
+        })
+        .collect();
+    let mut sql = unguard(&db).to_owned();
+    let rewritten = link(0, GENESIS_HASH, drafts);
+    for e in &rewritten {
+        sql += &format!(
+            "UPDATE audit_events SET actor = {}, prev_hash = '{}', hash = '{}' WHERE seq = {};",
+            e.actor
+                .as_deref()
+                .map_or("NULL".into(), |a| format!("'{a}'")),
+            e.prev_hash,
+            e.hash,
+            e.seq
+        );
+    }
+    let last = rewritten.last().unwrap();
+    sql += &format!("UPDATE audit_head SET hash = '{}' WHERE id = 1;", last.hash);
+    raw_script(&db, &sql).await;
+    assert_one_line_error(
+        &signoff(&["audit", "verify"], &db.url),
+        "audit chain rewritten: event 6 no longer has the hash signed checkpoint 2 recorded",
+    );
+}
+
+async fn an_export_verifies_offline_with_the_public_key_alone(db: TestDb) {
+    let (store, signer) = signing_store(&db).await;
+    ten_events(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("audit.jsonl");
+    let exported = signoff(
+        &["audit", "export", "-o", export.to_str().unwrap()],
+        &db.url,
+    );
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert_eq!(text.lines().count(), 12, "10 events and 2 checkpoints");
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with(r#"{"checkpoint":1,"seq":1,"#)
+    );
+    let public = dir.path().join("signoff.pub");
+    std::fs::write(&public, signer.public_key().to_string()).unwrap();
+    let offline = [
+        "audit",
+        "verify",
+        "--file",
+        export.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ];
+    let nowhere = "sqlite:///nonexistent-dir/none.db";
+    let checked = signoff(&offline, nowhere);
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    assert!(
+        stdout(&checked).contains("covers 6"),
+        "{}",
+        stdout(&checked)
+    );
+    std::fs::write(&public, Signer::generate().public_key().to_string()).unwrap();
+    assert_one_line_error(&signoff(&offline, nowhere), "checkpoint 1: its signature");
+    // Bad public key files are one-line errors saying what is wrong.
+    std::fs::write(&public, Signer::generate().to_text()).unwrap();
+    assert_one_line_error(&signoff(&offline, nowhere), "holds a signing key");
+    std::fs::write(&public, "whpk_AAAA").unwrap();
+    assert_one_line_error(&signoff(&offline, nowhere), "3 bytes long");
+    std::fs::remove_file(&public).unwrap();
+    assert_one_line_error(&signoff(&offline, nowhere), "cannot read public key file");
+}
+
+async fn audit_verify_reports_events_missing_after_a_checkpoint(db: TestDb) {
+    let (store, _) = signing_store(&db).await;
+    ten_events(&store).await;
+    let third = store.audit_page(2, 1).await.unwrap().remove(0);
+    let sql = format!(
+        "{} DELETE FROM audit_events WHERE seq > 3; UPDATE audit_head SET seq = 3, hash = '{}' WHERE id = 1;",
+        unguard(&db),
+        third.hash
+    );
+    raw_script(&db, &sql).await;
+    assert_one_line_error(
+        &signoff(&["audit", "verify"], &db.url),
+        "events missing after checkpoint 1 (event 1): checkpoint 2 signed event 6, but the log ends at event 3",
+    );
+}
+
+#[tokio::test]
+async fn audit_verify_passes_then_names_the_altered_event() {
+    let db = common::sqlite();
+    assert!(signoff(&["migrate"], &db.url).status.success());
+    // Record some history through the store.
+    let store = signoff::store::Store::connect(&db.url).await.unwrap();
+    let policy = signoff::policy::Policy::builtin();
+    let now = chrono::Utc::now();
+    for i in 0..5 {
+        let request = {
+            let mut request =
+                signoff::approval::NewApproval::new("t", serde_json::json!({ "i": i }));
+            request.token_name = Some("agent".into());
+            request
+        };
+        let class = policy.classify("t", &request.parameters, None);
+        store.create(request, class, now).await.unwrap();
+    }
+    let ok = signoff(&["audit", "verify"], &db.url);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("5 events"));
+
+    let export = signoff(&["audit", "export"], &db.url);
+    let lines: Vec<serde_json::Value> = stdout(&export)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[2]["seq"], 3);
+    assert_eq!(lines[0]["kind"], "requested");
+    assert!(lines[1]["hash"].as_str().unwrap().len() == 64);
+
+    // An attacker with database access drops the guard and edits event 3.
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("DROP TRIGGER audit_events_no_update; UPDATE audit_events SET data = '{\"i\":99}' WHERE seq = 3")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let broken = signoff(&["audit", "verify"], &db.url);
+    assert_one_line_error(&broken, "event 3");
+}
+
+#[tokio::test]
+async fn audit_verify_catches_tampering_on_postgres_too() {
+    let Some(db) = common::postgres("cli_audit_verify").await else {
+        return;
+    };
+    let token = signoff(&["token", "create", "agent"], &db.url);
+    assert!(token.status.success(), "{}", stderr(&token));
+    let store = signoff::store::Store::connect(&db.url).await.unwrap();
+    let policy = signoff::policy::Policy::builtin();
+    for i in 0..3 {
+        let request = {
+            let mut request =
+                signoff::approval::NewApproval::new("t", serde_json::json!({ "i": i }));
+            request.token_name = Some("agent".into());
+            request
+        };
+        let class = policy.classify("t", &request.parameters, None);
+        store
+            .create(request, class, chrono::Utc::now())
+            .await
+            .unwrap();
+    }
+    assert!(signoff(&["audit", "verify"], &db.url).status.success());
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(
+        "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only; \
+         UPDATE audit_events SET actor = 'mallory' WHERE seq = 2",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_one_line_error(&signoff(&["audit", "verify"], &db.url), "event 2");
+}
