@@ -49,3 +49,81 @@ pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
         format!("invalid listen address {raw:?}: expected HOST:PORT such as 127.0.0.1:8080")
     })
 }
+
+/// Secrets that may come from a file instead, as containers hand them over: `NAME_FILE`
+/// names the file, whose contents (less a final line break) become `NAME`.
+pub const FILE_SECRETS: [&str; 4] = [
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "DATABASE_URL",
+];
+
+/// For each of [`FILE_SECRETS`] given as `NAME_FILE`, the value its file holds. Both
+/// `NAME` and `NAME_FILE`, an unreadable file or an empty one is an error naming the
+/// variable (never the value).
+pub fn secrets_from_files(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<(&'static str, String)>, String> {
+    let mut found = Vec::new();
+    for name in FILE_SECRETS {
+        let file_var = format!("{name}_FILE");
+        let Some(path) = var(&file_var).filter(|path| !path.is_empty()) else {
+            continue;
+        };
+        if var(name).is_some() {
+            return Err(format!("set {name} or {file_var}, not both"));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| format!("{file_var}: cannot read {path}: {error}"))?;
+        let value = text.strip_suffix('\n').unwrap_or(&text);
+        let value = value.strip_suffix('\r').unwrap_or(value);
+        if value.is_empty() {
+            return Err(format!("{file_var}: {path} is empty"));
+        }
+        found.push((name, value.to_owned()));
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod secret_file_tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_comes_from_its_file_less_the_final_line_break() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "xoxb-1\r\n").unwrap();
+        let path = file.to_str().unwrap().to_owned();
+        let env = |name: &str| (name == "SLACK_BOT_TOKEN_FILE").then(|| path.clone());
+        assert_eq!(
+            secrets_from_files(env),
+            Ok(vec![("SLACK_BOT_TOKEN", "xoxb-1".to_owned())])
+        );
+    }
+
+    #[test]
+    fn both_forms_a_missing_or_empty_file_are_errors_that_never_show_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let empty = empty.to_str().unwrap().to_owned();
+        let both = |name: &str| match name {
+            "DATABASE_URL" => Some("postgres://u:hunter2@db/x".to_owned()),
+            "DATABASE_URL_FILE" => Some("/nonexistent".to_owned()),
+            _ => None,
+        };
+        let error = secrets_from_files(both).unwrap_err();
+        assert_eq!(error, "set DATABASE_URL or DATABASE_URL_FILE, not both");
+        let missing =
+            |name: &str| (name == "SLACK_SIGNING_SECRET_FILE").then(|| "/nonexistent/s".to_owned());
+        assert!(
+            secrets_from_files(missing)
+                .unwrap_err()
+                .starts_with("SLACK_SIGNING_SECRET_FILE: cannot read /nonexistent/s")
+        );
+        let blank = |name: &str| (name == "SLACK_APP_TOKEN_FILE").then(|| empty.clone());
+        assert!(secrets_from_files(blank).unwrap_err().ends_with("is empty"));
+    }
+}

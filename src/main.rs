@@ -1,6 +1,31 @@
 //! The `signoff` binary: everything lives in the library; see `signoff::cli`.
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    signoff::cli::main().await
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // Secrets handed over as files (`NAME_FILE`) become `NAME` before anything reads the
+    // environment, and before any other thread exists (so setting it is sound).
+    match signoff::config::secrets_from_files(|name| std::env::var(name).ok()) {
+        Ok(secrets) => {
+            for (name, value) in secrets {
+                // SAFETY: single-threaded here: the runtime starts below.
+                unsafe { std::env::set_var(name, value) };
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(signoff::cli::main())
 }

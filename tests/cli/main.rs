@@ -5,6 +5,7 @@ mod audit;
 mod common;
 mod keys;
 mod readme;
+mod secrets;
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
