@@ -100,6 +100,31 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Gate an MCP server: serve MCP on stdio, start CMD as the upstream server, and
+    /// ask signoff before every tools/call.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProxyArgs {
+    /// The signoff server to ask.
+    #[arg(long, env = "SIGNOFF_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// API token (`signoff token create NAME`).
+    #[arg(long, env = "SIGNOFF_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The server name in approvals and policy rules (default: CMD's file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// How long a call waits for a decision before the agent is told to call again.
+    #[arg(long, default_value = "50s", value_parser = humantime::parse_duration)]
+    hold: std::time::Duration,
+    /// How often a held call reports progress; shortened by tests.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, hide = true)]
+    progress_every: std::time::Duration,
+    /// The upstream MCP server: CMD [ARGS...].
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +168,8 @@ pub async fn main() -> ExitCode {
     // One-shot commands print their own results; only `serve` logs at info.
     crate::logging::init(if matches!(cli.command, Command::Serve { .. }) {
         "signoff=info,tower_http=info,warn"
+    } else if matches!(cli.command, Command::Proxy(_)) {
+        "signoff=warn,error"
     } else {
         "error"
     });
@@ -223,6 +250,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { action } => {
             let store = connect(&db).await?;
             return audit_command(action, &store).await;
+        }
+        Command::Proxy(args) => {
+            return crate::mcp::proxy::run(crate::mcp::proxy::Options {
+                url: args.url,
+                token: args.token,
+                name: args.name,
+                hold: args.hold,
+                progress_every: args.progress_every,
+                command: args.command,
+            })
+            .await;
         }
     }
     Ok(ExitCode::SUCCESS)
