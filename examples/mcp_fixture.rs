@@ -2,7 +2,7 @@
 //! that echo, run slowly with progress, fail, crash the process, ask the client's model
 //! (sampling), log, and change the tool list; one resource and one prompt. Every tool
 //! call is appended to the file `FIXTURE_LOG` names (one JSON line each), so a test
-//! can tell what ran and how often.
+//! can tell what ran and how often. With `--http` it serves streamable HTTP instead.
 // Sampling and logging are deprecated by SEP-2577; the fixture still exercises them.
 #![allow(deprecated)]
 
@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use rmcp::model::*;
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
@@ -202,8 +203,48 @@ impl ServerHandler for Fixture {
     }
 }
 
+/// `--http`: streamable HTTP on 127.0.0.1 (its URL printed on stdout) instead of
+/// stdio, refusing requests without the header `x-fixture-key: $FIXTURE_KEY` when set.
+async fn serve_http() -> anyhow::Result<()> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    let service = StreamableHttpService::new(
+        || Ok(Fixture::default()),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default(),
+    );
+    let key = std::env::var("FIXTURE_KEY").ok();
+    let router =
+        axum::Router::new()
+            .nest_service("/mcp", service)
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let allowed = key.as_deref().is_none_or(|key| {
+                        request
+                            .headers()
+                            .get("x-fixture-key")
+                            .is_some_and(|v| v == key)
+                    });
+                    async move {
+                        if allowed {
+                            next.run(request).await
+                        } else {
+                            axum::http::StatusCode::UNAUTHORIZED.into_response()
+                        }
+                    }
+                },
+            ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("http://{}/mcp", listener.local_addr()?);
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|arg| arg == "--http") {
+        return serve_http().await;
+    }
     eprintln!("fixture: started");
     let running = Fixture::default().serve(rmcp::transport::stdio()).await?;
     running.waiting().await?;

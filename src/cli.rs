@@ -122,8 +122,18 @@ struct ProxyArgs {
     /// How often a held call reports progress; shortened by tests.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, hide = true)]
     progress_every: std::time::Duration,
+    /// A streamable HTTP MCP server to wrap instead of a command, e.g. https://host/mcp.
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
+    upstream: Option<String>,
+    /// A header for the HTTP upstream, 'Name: value' (repeatable), for its credentials.
+    #[arg(
+        long = "upstream-header",
+        value_name = "NAME: VALUE",
+        requires = "upstream"
+    )]
+    upstream_headers: Vec<String>,
     /// The upstream MCP server: CMD [ARGS...].
-    #[arg(last = true, required = true, value_name = "CMD")]
+    #[arg(last = true, required_unless_present = "upstream", value_name = "CMD")]
     command: Vec<String>,
 }
 
@@ -259,6 +269,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 hold: args.hold,
                 progress_every: args.progress_every,
                 command: args.command,
+                upstream: args.upstream,
+                upstream_headers: args.upstream_headers,
             })
             .await;
         }

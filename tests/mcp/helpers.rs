@@ -177,10 +177,11 @@ impl Harness {
                 command.args([flag, default]);
             }
         }
+        command.args(flags);
+        if !upstream.is_empty() {
+            command.arg("--").args(upstream);
+        }
         command
-            .args(flags)
-            .arg("--")
-            .args(upstream)
             .env("FIXTURE_LOG", self.log_path())
             .env_remove("SIGNOFF_URL")
             .env_remove("SIGNOFF_TOKEN")

@@ -213,3 +213,47 @@ async fn malformed_json_rpc_unknown_methods_and_non_object_arguments_get_errors_
     assert_eq!(h.ran(), [json!({"tool": "echo", "arguments": {}})]);
     let _ = raw.child.start_kill();
 }
+
+#[tokio::test]
+async fn an_http_upstream_is_wrapped_with_its_credentials_header_and_named_by_its_host() {
+    let h = harness().await;
+    let mut server = tokio::process::Command::new(fixture())
+        .arg("--http")
+        .env("FIXTURE_KEY", "s3cret")
+        .env("FIXTURE_LOG", h.log_path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let url = lines.next_line().await.unwrap().unwrap();
+    let flags = [
+        "--upstream",
+        url.as_str(),
+        "--upstream-header",
+        "X-Fixture-Key: s3cret",
+    ];
+    let proxy = h.proxy_with(h.proxy_command(&flags, &[])).await;
+    let result = proxy
+        .client
+        .call_tool(call("echo", json!({"via": "http"})))
+        .await
+        .unwrap();
+    assert_eq!(texts(&result), [r#"echo ran with {"via":"http"}"#]);
+    let peer = proxy.client.peer().clone();
+    let held = tokio::spawn(async move { peer.call_tool(call("delete_things", json!({}))).await });
+    let id = h.posted(1).await;
+    let approval = h.app.store.get(id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(approval.server.as_deref(), Some("127.0.0.1"));
+    h.approve(&id, "U0ALICE").await;
+    assert_eq!(held.await.unwrap().unwrap().is_error, Some(false));
+    assert_eq!(h.ran().len(), 2);
+
+    let refused = h.proxy_command(&["--upstream", url.as_str()], &[]).output();
+    let refused = tokio::time::timeout(Duration::from_secs(20), refused)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!refused.status.success());
+    let _ = server.start_kill();
+}

@@ -1,5 +1,5 @@
-//! The upstream side: the child MCP server the proxy starts, seen through `rmcp`'s
-//! client. Its requests to the client (sampling, elicitation, roots) and its
+//! The upstream side: the child MCP server the proxy starts (or a streamable HTTP
+//! server), seen through `rmcp`'s client. Its requests to the client (sampling, elicitation, roots) and its
 //! notifications (progress, logs, list changes) are relayed to the client; its stderr
 //! goes to the proxy's stderr, and its last lines are kept to explain an exit.
 
@@ -22,7 +22,9 @@ use rmcp::model::{
     ServerRequest,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleClient, ServiceError};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::TokioChildProcess;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::relay::Relay;
@@ -77,6 +79,32 @@ pub fn spawn(
         }
     });
     Ok((transport, tail, copier))
+}
+
+/// A streamable HTTP upstream at `url`, with `headers` (`Name: value`, its
+/// credentials) on every request.
+pub fn connect_http(
+    url: &str,
+    headers: &[String],
+) -> anyhow::Result<StreamableHttpClientTransport<reqwest::Client>> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for header in headers {
+        let (name, value) = header.split_once(':').ok_or_else(|| {
+            anyhow::anyhow!("--upstream-header {header:?}: expected 'Name: value'")
+        })?;
+        let name =
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+                anyhow::anyhow!("--upstream-header: {:?} is not a header name", name.trim())
+            })?;
+        let mut value = reqwest::header::HeaderValue::from_str(value.trim()).map_err(|_| {
+            anyhow::anyhow!("--upstream-header {name}: the value is not a valid header value")
+        })?;
+        value.set_sensitive(true);
+        map.append(name, value);
+    }
+    let client = reqwest::Client::builder().default_headers(map).build()?;
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
+    Ok(StreamableHttpClientTransport::with_client(client, config))
 }
 
 /// The proxy as the upstream's client.
