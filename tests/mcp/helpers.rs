@@ -71,6 +71,8 @@ pub fn fixture() -> PathBuf {
 #[derive(Clone, Default)]
 pub struct Recorder {
     pub events: Arc<Mutex<Vec<Value>>>,
+    /// Declares the tasks extension.
+    pub tasks: bool,
 }
 
 impl Recorder {
@@ -85,10 +87,15 @@ impl Recorder {
 
 impl ClientHandler for Recorder {
     fn get_info(&self) -> ClientConfig {
-        let mut config = ClientConfig::new(
-            ClientCapabilities::builder().enable_sampling().build(),
-            Implementation::new("test-agent", "1.0.0"),
-        );
+        let mut capabilities = ClientCapabilities::builder().enable_sampling().build();
+        if self.tasks {
+            capabilities
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert(TASKS_EXTENSION_ID.to_owned(), Default::default());
+        }
+        let mut config =
+            ClientConfig::new(capabilities, Implementation::new("test-agent", "1.0.0"));
         config.protocol_version = ProtocolVersion::V_2025_11_25;
         config
     }
@@ -203,11 +210,19 @@ impl Harness {
     }
 
     /// The proxy started by `command`, with an rmcp client connected.
-    pub async fn proxy_with(&self, mut command: tokio::process::Command) -> Proxy {
+    pub async fn proxy_with(&self, command: tokio::process::Command) -> Proxy {
+        self.proxy_as(command, Recorder::default()).await
+    }
+
+    /// The proxy started by `command`, with `recorder`'s client connected.
+    pub async fn proxy_as(
+        &self,
+        mut command: tokio::process::Command,
+        recorder: Recorder,
+    ) -> Proxy {
         let mut child = command.spawn().expect("proxy starts");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
-        let recorder = Recorder::default();
         let client = recorder
             .clone()
             .serve((stdout, stdin))

@@ -8,4 +8,5 @@ mod gate;
 mod helpers;
 mod memory;
 mod python;
+mod tasks;
 mod wire;

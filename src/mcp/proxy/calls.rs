@@ -12,6 +12,7 @@ use rmcp::model::{
     ListToolsRequest, ListToolsResult, PaginatedRequestParams, ServerResult, Tool,
 };
 use rmcp::service::{Peer, RequestContext, RoleClient, RoleServer};
+use rmcp::task_manager::TaskManager;
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -26,6 +27,8 @@ pub struct Calls {
     pub relay: Relay,
     /// Each listed tool's annotations (as JSON), by name.
     tools: Mutex<HashMap<String, Option<Value>>>,
+    /// The calls made as tasks (tasks extension).
+    pub tasks: TaskManager,
     in_flight: AtomicUsize,
     idle: Notify,
 }
@@ -37,6 +40,7 @@ impl Calls {
             upstream,
             relay,
             tools: Mutex::default(),
+            tasks: TaskManager::new(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
         }
@@ -109,8 +113,25 @@ impl Calls {
         params: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| Progress::Notify {
+                peer: context.peer.clone(),
+                token,
+            });
+        self.call_reporting(params, context, progress).await
+    }
+
+    /// A call whose waiting is reported to `progress`.
+    pub async fn call_reporting(
+        &self,
+        params: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+        progress: Option<Progress>,
+    ) -> Result<CallToolResult, McpError> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let result = self.gated(params, context).await;
+        let result = self.gated(params, context, progress).await;
         if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.idle.notify_waiters();
         }
@@ -121,6 +142,7 @@ impl Calls {
         &self,
         mut params: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
+        progress: Option<Progress>,
     ) -> Result<CallToolResult, McpError> {
         if self.gate.upstream_gone.is_cancelled() {
             return Ok(refusal(texts::upstream_gone()));
@@ -141,10 +163,6 @@ impl Calls {
             annotations,
             requested_by: context.client_info().map(|info| info.name),
         };
-        let progress = context.meta.get_progress_token().map(|token| Progress {
-            peer: context.peer.clone(),
-            token,
-        });
         let (arguments, note) = match self
             .gate
             .decide(&call, &context.ct, progress.as_ref())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::service::{Peer, RoleServer};
+use rmcp::task_manager::TaskContext;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,9 +39,14 @@ pub enum Verdict {
 }
 
 /// Where a held call reports that it waits.
-pub struct Progress {
-    pub peer: Peer<RoleServer>,
-    pub token: ProgressToken,
+pub enum Progress {
+    /// `notifications/progress` under the request's progress token.
+    Notify {
+        peer: Peer<RoleServer>,
+        token: ProgressToken,
+    },
+    /// The status message of the call's task (tasks extension).
+    Task(TaskContext),
 }
 
 /// The gate, shared by every call of one proxy.
@@ -155,9 +161,14 @@ impl Gate {
 }
 
 async fn report(progress: &Progress, count: u32, message: String) {
-    let mut params = ProgressNotificationParam::new(progress.token.clone(), f64::from(count));
-    params.message = Some(message);
-    if let Err(error) = progress.peer.notify_progress(params).await {
-        tracing::debug!(%error, "progress not delivered");
+    match progress {
+        Progress::Notify { peer, token } => {
+            let mut params = ProgressNotificationParam::new(token.clone(), f64::from(count));
+            params.message = Some(message);
+            if let Err(error) = peer.notify_progress(params).await {
+                tracing::debug!(%error, "progress not delivered");
+            }
+        }
+        Progress::Task(task) => task.set_status_message(message),
     }
 }

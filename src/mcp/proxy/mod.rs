@@ -9,6 +9,7 @@ mod gate;
 mod relay;
 mod server;
 mod stdio;
+mod tasks;
 mod texts;
 mod upstream;
 

@@ -60,6 +60,11 @@ impl ServerHandler for Proxy {
                 info.server_info = server.clone();
             }
         }
+        // Calls may run as tasks, whatever the upstream does.
+        info.capabilities
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert(TASKS_EXTENSION_ID.to_owned(), Default::default());
         info
     }
 
@@ -86,10 +91,36 @@ impl ServerHandler for Proxy {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        if context
+            .client_capabilities()
+            .is_some_and(|capabilities| capabilities.supports_tasks())
+        {
+            let task = super::tasks::spawn(&self.calls, request, &context);
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
+        }
         self.calls
             .call(request, &context)
             .await
             .map(CallToolResponse::Complete)
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        self.calls
+            .tasks
+            .get_task(&request.task_id)
+            .map(GetTaskResult::new)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.calls.tasks.cancel_task(&request.task_id)
     }
 
     async fn complete(
