@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+use crate::approval::names;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 use crate::http::{self, AppState};
@@ -155,8 +156,9 @@ enum PolicyAction {
     /// Validate FILE and show how sample tool calls would be classified.
     Check {
         file: PathBuf,
-        /// An extra sample call: TOOL or TOOL=JSON_OBJECT (repeatable).
-        #[arg(long = "call", value_name = "TOOL[=JSON]")]
+        /// An extra sample call: TOOL, TOOL=JSON_OBJECT, or SERVER/TOOL=JSON_OBJECT
+        /// for a tool of an MCP server (repeatable).
+        #[arg(long = "call", value_name = "[SERVER/]TOOL[=JSON]")]
         calls: Vec<String>,
     },
 }
@@ -353,23 +355,34 @@ async fn connect_slack(args: &SlackArgs) -> anyhow::Result<Option<SlackApp>> {
     Ok(Some(SlackApp::new(client, args.signing_secret.clone())))
 }
 
-/// `TOOL` or `TOOL=JSON_OBJECT`.
-fn parse_call(raw: &str) -> anyhow::Result<(String, serde_json::Value)> {
-    let (tool, params) = match raw.split_once('=') {
-        Some((tool, json)) => {
+/// `[SERVER/]TOOL[=JSON_OBJECT]`. The server is what comes before the first `/`
+/// (server names have none); `/TOOL` names a tool with a `/` and no server.
+fn parse_call(raw: &str) -> anyhow::Result<policy::SampleCall> {
+    let (name, params) = match raw.split_once('=') {
+        Some((name, json)) => {
             let params: serde_json::Value = serde_json::from_str(json)
                 .with_context(|| format!("--call {raw:?}: parameters are not valid JSON"))?;
             if !params.is_object() {
                 bail!("--call {raw:?}: parameters must be a JSON object");
             }
-            (tool, params)
+            (name.trim(), params)
         }
-        None => (raw, serde_json::json!({})),
+        None => (raw.trim(), serde_json::json!({})),
     };
-    if tool.trim().is_empty() {
-        bail!("--call {raw:?}: tool name is empty");
+    let (server, tool) = match name.split_once('/') {
+        Some(("", tool)) => (None, tool),
+        Some((server, tool)) => (Some(server), tool),
+        None => (None, name),
+    };
+    names::check_tool_name(tool).map_err(|why| anyhow::anyhow!("--call {raw:?}: {why}"))?;
+    if let Some(server) = server {
+        names::check_server_name(server).map_err(|why| anyhow::anyhow!("--call {raw:?}: {why}"))?;
     }
-    Ok((tool.trim().to_owned(), params))
+    Ok(policy::SampleCall {
+        server: server.map(str::to_owned),
+        tool: tool.to_owned(),
+        params,
+    })
 }
 
 /// Audit pages are read in this size, so verifying a long log takes constant memory.
@@ -432,16 +445,35 @@ async fn audit_command(action: AuditAction, store: &Store) -> anyhow::Result<Exi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn sample_calls_parse_tool_and_json() {
-        assert_eq!(parse_call("search_orders").unwrap().0, "search_orders");
-        let (tool, params) = parse_call(r#"send_email={"recipients":["a"]}"#).unwrap();
-        assert_eq!(tool, "send_email");
-        assert_eq!(params["recipients"][0], "a");
-        assert!(parse_call("x=[1]").is_err());
-        assert!(parse_call("x={").is_err());
-        assert!(parse_call("=").is_err());
+    fn sample_calls_parse_server_tool_and_json() {
+        assert_eq!(parse_call("search_orders").unwrap().tool, "search_orders");
+        let call = parse_call(r#"send_email={"recipients":["a"]}"#).unwrap();
+        assert_eq!((call.server, call.tool.as_str()), (None, "send_email"));
+        assert_eq!(call.params["recipients"][0], "a");
+        let call = parse_call(r#"github/delete_repo={"repo":"x/y"}"#).unwrap();
+        assert_eq!(call.server.as_deref(), Some("github"));
+        assert_eq!(
+            (call.tool.as_str(), &call.params["repo"]),
+            ("delete_repo", &json!("x/y"))
+        );
+        let call = parse_call("/fs/read").unwrap();
+        assert_eq!((call.server, call.tool.as_str()), (None, "fs/read"));
+        assert_eq!(parse_call("git/fs/read").unwrap().tool, "fs/read");
+        for bad in [
+            "x=[1]",
+            "x={",
+            "=",
+            "",
+            "a b",
+            "git hub/x",
+            "git/",
+            "git/x y",
+        ] {
+            assert!(parse_call(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]

@@ -2,30 +2,57 @@
 //! rules and a plain-text report of how each one would be classified, so an
 //! operator can see the effect of a policy before deploying it.
 
-use crate::policy::{Policy, render_summary};
+use serde_json::Value;
+
+use crate::policy::{Call, Policy, render_summary};
 
 /// Tool name used to show what happens to a tool no rule mentions.
 const UNKNOWN_TOOL: &str = "unknown_tool";
 
-/// Sample calls: for each rule, a tool name made from its first glob (`*` →
-/// `example`, `?` → `x`, a `[class]` → its first character, `{a,b}` → `a`)
-/// with `{}` params, then `unknown_tool`. Duplicates are dropped, keeping
-/// the first.
-pub fn sample_calls(policy: &Policy) -> Vec<(String, serde_json::Value)> {
-    let mut names: Vec<String> = Vec::new();
-    let firsts = policy.rules.iter().filter_map(|rule| rule.tools.first());
-    for name in firsts
-        .map(|glob| example_name(glob))
-        .chain([UNKNOWN_TOOL.to_string()])
-    {
-        if !names.contains(&name) {
-            names.push(name);
+/// One call to classify: `TOOL`, `TOOL=JSON`, `SERVER/TOOL=JSON` on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleCall {
+    /// The MCP server's name, when the call names one.
+    pub server: Option<String>,
+    pub tool: String,
+    pub params: Value,
+}
+
+impl SampleCall {
+    fn named(server: Option<String>, tool: String) -> Self {
+        SampleCall {
+            server,
+            tool,
+            params: Value::Object(serde_json::Map::new()),
         }
     }
-    names
-        .into_iter()
-        .map(|name| (name, serde_json::Value::Object(serde_json::Map::new())))
-        .collect()
+
+    /// `SERVER/TOOL` when the call names a server, else `TOOL`.
+    pub fn label(&self) -> String {
+        match &self.server {
+            Some(server) => format!("{server}/{}", self.tool),
+            None => self.tool.clone(),
+        }
+    }
+}
+
+/// Sample calls: for each rule, a tool name made from its first glob (`*` →
+/// `example`, `?` → `x`, a `[class]` → its first character, `{a,b}` → `a`)
+/// with `{}` params, on a server made the same way from its first `servers` glob
+/// when it has one, then `unknown_tool`. Duplicates are dropped, keeping the first.
+pub fn sample_calls(policy: &Policy) -> Vec<SampleCall> {
+    let mut calls: Vec<SampleCall> = Vec::new();
+    let from_rules = policy.rules.iter().filter_map(|rule| {
+        let tool = example_name(rule.tools.first()?);
+        let server = rule.servers.first().map(|glob| example_name(glob));
+        Some(SampleCall::named(server, tool))
+    });
+    for call in from_rules.chain([SampleCall::named(None, UNKNOWN_TOOL.to_string())]) {
+        if !calls.contains(&call) {
+            calls.push(call);
+        }
+    }
+    calls
 }
 
 /// Builds one concrete name that `glob` matches (best effort for the
@@ -67,15 +94,22 @@ fn example_name(glob: &str) -> String {
 
 /// A readable report, one line per call:
 ///
-/// `TOOL PARAMS -> tier=T action=A rule=rules[N] channel=C approvers=X,Y
+/// `[SERVER/]TOOL PARAMS -> tier=T action=A rule=rules[N] channel=C approvers=X,Y
 /// required_approvals=N expires_after=D`, with `(policy T)` after the tier
 /// when the effective tier differs, `rule=none (no rule: default medium)`
 /// for unmatched tools, and a `summary="..."` when the rule has a template.
 /// Each note of a call follows on its own line, indented, as `  note: ...`.
-pub fn check_report(policy: &Policy, calls: &[(String, serde_json::Value)]) -> String {
+pub fn check_report(policy: &Policy, calls: &[SampleCall]) -> String {
     let mut report = String::new();
-    for (tool, params) in calls {
-        let c = policy.classify(tool, params, None);
+    for call in calls {
+        let params = &call.params;
+        let c = policy.classify_call(
+            &Call {
+                server: call.server.as_deref(),
+                ..Call::new(&call.tool, params)
+            },
+            None,
+        );
         let tier = if c.tier == c.policy_tier {
             c.tier.to_string()
         } else {
@@ -97,8 +131,9 @@ pub fn check_report(policy: &Policy, calls: &[(String, serde_json::Value)]) -> S
                 .join(",")
         };
         let mut line = format!(
-            "{tool} {params} -> tier={tier} action={} rule={rule} channel={channel} \
+            "{} {params} -> tier={tier} action={} rule={rule} channel={channel} \
              approvers={approvers} required_approvals={} expires_after={}",
+            call.label(),
             c.action,
             c.route.required_approvals,
             humantime::format_duration(c.route.expires_after),
@@ -152,7 +187,7 @@ mod tests {
     #[test]
     fn sample_calls_cover_each_rule_and_an_unknown_tool() {
         let policy = Policy::from_toml_str(DESIGN_EXAMPLE).unwrap();
-        let names: Vec<String> = sample_calls(&policy).into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = sample_calls(&policy).into_iter().map(|c| c.tool).collect();
         assert_eq!(
             names,
             [
@@ -162,13 +197,13 @@ mod tests {
                 "unknown_tool"
             ]
         );
-        assert!(sample_calls(&policy).iter().all(|(_, p)| *p == json!({})));
+        assert!(sample_calls(&policy).iter().all(|c| c.params == json!({})));
     }
 
     #[test]
     fn sample_calls_of_builtin_is_just_the_unknown_tool() {
         let calls = sample_calls(&Policy::builtin());
-        assert_eq!(calls, [("unknown_tool".to_string(), json!({}))]);
+        assert_eq!(calls, [SampleCall::named(None, "unknown_tool".to_string())]);
     }
 
     #[test]
@@ -211,10 +246,10 @@ mod tests {
     #[test]
     fn check_report_renders_params_and_summaries() {
         let policy = Policy::from_toml_str(DESIGN_EXAMPLE).unwrap();
-        let calls = vec![(
-            "deploy_api".to_string(),
-            json!({"service": "api", "environment": "prod"}),
-        )];
+        let calls = vec![SampleCall {
+            params: json!({"service": "api", "environment": "prod"}),
+            ..SampleCall::named(None, "deploy_api".to_string())
+        }];
         let report = check_report(&policy, &calls);
         assert!(
             report.starts_with(r#"deploy_api {"environment":"prod","service":"api"} -> "#),

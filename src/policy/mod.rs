@@ -55,7 +55,7 @@ use globset::GlobSet;
 
 use crate::ids::{Approver, ChannelId};
 
-pub use check::{check_report, sample_calls};
+pub use check::{SampleCall, check_report, sample_calls};
 pub use classify::Denied;
 use condition::Condition;
 pub use error::PolicyError;

@@ -239,6 +239,59 @@ fn policy_check_shows_how_calls_classify() {
 }
 
 #[test]
+fn policy_check_classifies_a_call_to_a_named_mcp_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "[tiers]\nhigh = \"deny\"\n\n[[rules]]\ntools = [\"delete_*\"]\nservers = [\"github*\"]\nwhen = \"params.repo.startsWith('prod/')\"\ntier = \"high\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let output = signoff(
+        &[
+            "policy",
+            "check",
+            path,
+            "--call",
+            r#"github-enterprise/delete_repo={"repo": "prod/api"}"#,
+            "--call",
+            r#"gitlab/delete_repo={"repo": "prod/api"}"#,
+            "--call",
+            r#"delete_repo={"repo": "prod/api"}"#,
+        ],
+        "sqlite://unused.db",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = stdout(&output);
+    let line = |label: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(&format!("{label} ")))
+            .unwrap_or_else(|| panic!("no line for {label}: {report}"))
+            .to_owned()
+    };
+    assert!(
+        line("github-enterprise/delete_repo").contains("tier=high action=deny rule=rules[0]"),
+        "{report}"
+    );
+    for other in ["gitlab/delete_repo", "delete_repo"] {
+        assert!(line(other).contains("rule=none"), "{report}");
+    }
+    // The rule's own sample call names a server its globs match.
+    assert!(
+        line("githubexample/delete_example").contains("tier=medium"),
+        "{report}"
+    );
+
+    let refused = signoff(
+        &["policy", "check", path, "--call", "git hub/delete_repo"],
+        "sqlite://unused.db",
+    );
+    assert_one_line_error(&refused, "server name");
+}
+
+#[test]
 fn invalid_policies_and_config_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.toml");
