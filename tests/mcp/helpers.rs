@@ -51,7 +51,18 @@ pub fn fixture() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
+            let mut build = std::process::Command::new(cargo);
+            // The variables cargo sets for a test would make this build look different
+            // from the test run's own (and rebuild half the dependencies each time).
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                let ours = key.starts_with("CARGO_")
+                    && !matches!(key.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR");
+                if ours || key == "LD_LIBRARY_PATH" || key == "OUT_DIR" {
+                    build.env_remove(key.as_ref());
+                }
+            }
+            let status = build
                 .args(["build", "--quiet", "--example", "mcp_fixture"])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()

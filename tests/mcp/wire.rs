@@ -257,3 +257,42 @@ async fn an_http_upstream_is_wrapped_with_its_credentials_header_and_named_by_it
     assert!(!refused.status.success());
     let _ = server.start_kill();
 }
+
+#[tokio::test]
+async fn a_2026_07_28_client_without_initialize_is_served_and_gated() {
+    let h = harness().await;
+    let mut raw = raw(&h).await;
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-agent", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let request = |id: i64, method: &str, mut params: Value| {
+        params["_meta"] = meta.clone();
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+    };
+    raw.send(&request(1, "tools/list", json!({}))).await;
+    let tools = raw.answer(1).await;
+    assert!(
+        tools["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|tool| tool["name"] == "echo"),
+        "{tools}"
+    );
+    raw.send(&request(
+        2,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"x": 1}}),
+    ))
+    .await;
+    let answer = raw.answer(2).await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], r#"echo ran with {"x":1}"#,
+        "{answer}"
+    );
+    let asked = "SELECT COUNT(*) FROM pending_approvals WHERE status = 'executed' AND requested_by = 'modern-agent'";
+    assert_eq!(crate::common::raw_count(&h.app.db, asked).await, 1);
+    let _ = raw.child.start_kill();
+}
