@@ -7,6 +7,8 @@
 //! - [`http`]: the one HTTP edge: [`http::AppState`], the router, the connection
 //!   limits and the server loop, with its areas as children: the API for MCP servers
 //!   (`http::api`), Slack's signed callbacks (`http::slack`), health and metrics.
+//! - [`mcp`]: `signoff proxy`, the approval gate in front of any MCP server, a client
+//!   of the HTTP API.
 //! - [`scheduler`]: timers (expiry) and the claim of due deliveries, which [`outbox`]
 //!   delivers (Slack messages, signed decision callbacks) and reports back.
 //! - [`slack`]: Slack itself: signature checks, Block Kit rendering, the Web API
@@ -35,6 +37,7 @@ pub mod ids;
 pub mod jobs;
 pub mod logging;
 pub mod manifest;
+pub mod mcp;
 pub mod outbox;
 pub mod policy;
 pub mod scheduler;

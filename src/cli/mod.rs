@@ -20,6 +20,7 @@ use crate::store::{Store, redact};
 use crate::{policy, signing, tokens};
 
 mod audit;
+mod proxy;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -110,6 +111,9 @@ enum Command {
         #[command(subcommand)]
         action: audit::AuditAction,
     },
+    /// Gate an MCP server: serve MCP on stdio, start CMD as the upstream server, and
+    /// ask signoff before every tools/call.
+    Proxy(proxy::ProxyArgs),
     /// Manage the signing key (callbacks, audit checkpoints).
     Key {
         #[command(subcommand)]
@@ -157,6 +161,8 @@ pub async fn main() -> ExitCode {
     // One-shot commands print their own results; only `serve` logs at info.
     crate::logging::init(if matches!(cli.command, Command::Serve { .. }) {
         "signoff=info,tower_http=info,warn"
+    } else if matches!(cli.command, Command::Proxy(_)) {
+        "signoff=warn,error"
     } else {
         "error"
     });
@@ -241,6 +247,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Key { action } => key(action, &db)?,
         Command::Audit { action } => return audit::run(action, &db).await,
+        Command::Proxy(args) => return proxy::run(args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,252 @@
+//! An MCP server on stdio for the proxy's tests and bench, written with `rmcp`: tools
+//! that echo, run slowly with progress, fail, crash the process, ask the client's model
+//! (sampling), log, and change the tool list; one resource and one prompt. Every tool
+//! call is appended to the file `FIXTURE_LOG` names (one JSON line each), so a test
+//! can tell what ran and how often. With `--http` it serves streamable HTTP instead.
+// Sampling and logging are deprecated by SEP-2577; the fixture still exercises them.
+#![allow(deprecated)]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use rmcp::model::*;
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+struct Fixture {
+    extra_tool: Arc<AtomicBool>,
+}
+
+fn tool(name: &str, annotations: Option<ToolAnnotations>) -> Tool {
+    let schema = json!({"type": "object"});
+    let Value::Object(schema) = schema else {
+        unreachable!()
+    };
+    let tool = Tool::new(
+        name.to_owned(),
+        format!("fixture tool {name}"),
+        Arc::new(schema),
+    );
+    match annotations {
+        Some(annotations) => tool.with_annotations(annotations),
+        None => tool,
+    }
+}
+
+fn log_call(name: &str, arguments: &Value) {
+    let Ok(path) = std::env::var("FIXTURE_LOG") else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    writeln!(file, "{}", json!({"tool": name, "arguments": arguments})).unwrap();
+}
+
+fn text(text: impl Into<String>) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(text)])
+}
+
+impl Fixture {
+    async fn slow(
+        &self,
+        arguments: &Value,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let steps = arguments["steps"].as_u64().unwrap_or(3);
+        for step in 1..=steps {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(token) = context.meta.get_progress_token() {
+                let mut params = ProgressNotificationParam::new(token, step as f64);
+                params.message = Some(format!("step {step} of {steps}"));
+                let _ = context.peer.notify_progress(params).await;
+            }
+        }
+        text(format!("slow done after {steps} steps"))
+    }
+
+    async fn ask_model(&self, context: &RequestContext<RoleServer>) -> CallToolResult {
+        let params = serde_json::from_value(json!({
+            "messages": [{"role": "user", "content": {"type": "text", "text": "Say hello"}}],
+            "maxTokens": 20,
+        }))
+        .unwrap();
+        match context.peer.create_message(params).await {
+            Ok(answer) => text(format!(
+                "the model said: {}",
+                serde_json::to_value(&answer.message.content).unwrap()
+            )),
+            Err(error) => CallToolResult::error(vec![ContentBlock::text(format!(
+                "sampling failed: {error}"
+            ))]),
+        }
+    }
+}
+
+impl ServerHandler for Fixture {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_prompts()
+            .enable_resources()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("mcp-fixture", "1.0.0"))
+            .with_instructions("a fixture for signoff's tests")
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let mut tools = vec![
+            tool("echo", None),
+            tool("slow", Some(ToolAnnotations::new().read_only(true))),
+            tool("fail", None),
+            tool("crash", None),
+            tool(
+                "delete_things",
+                Some(ToolAnnotations::new().destructive(true)),
+            ),
+            tool("drop_table", None),
+            tool("ask_model", None),
+            tool("chatty", None),
+            tool("add_tool", None),
+        ];
+        if self.extra_tool.load(Ordering::SeqCst) {
+            tools.push(tool("extra", None));
+        }
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
+        log_call(&request.name, &arguments);
+        let result = match request.name.as_ref() {
+            "slow" => self.slow(&arguments, &context).await,
+            "fail" => {
+                CallToolResult::error(vec![ContentBlock::text("the fixture failed on purpose")])
+            }
+            "crash" => {
+                eprintln!("fixture: crashing on purpose");
+                std::process::exit(3);
+            }
+            "ask_model" => self.ask_model(&context).await,
+            "chatty" => {
+                let log = serde_json::from_value(
+                    json!({"level": "info", "logger": "fixture", "data": "hello from the fixture"}),
+                )
+                .unwrap();
+                let _ = context.peer.notify_logging_message(log).await;
+                text("logged")
+            }
+            "add_tool" => {
+                self.extra_tool.store(true, Ordering::SeqCst);
+                let _ = context.peer.notify_tool_list_changed().await;
+                text("added")
+            }
+            name => text(format!("{name} ran with {arguments}")),
+        };
+        Ok(CallToolResponse::Complete(result))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let resource =
+            serde_json::from_value(json!({"uri": "fixture://note", "name": "note"})).unwrap();
+        Ok(ListResourcesResult::with_all_items(vec![resource]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let contents = ResourceContents::text("the note's text", request.uri);
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let prompt =
+            serde_json::from_value(json!({"name": "greet", "description": "a greeting"})).unwrap();
+        Ok(ListPromptsResult::with_all_items(vec![prompt]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let message = PromptMessage::new_text(Role::User, format!("hello from {}", request.name));
+        Ok(GetPromptResult::new(vec![message]).into())
+    }
+}
+
+/// `--http`: streamable HTTP on 127.0.0.1 (its URL printed on stdout) instead of
+/// stdio, refusing requests without the header `x-fixture-key: $FIXTURE_KEY` when set.
+async fn serve_http() -> anyhow::Result<()> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+    let service = StreamableHttpService::new(
+        || Ok(Fixture::default()),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default(),
+    );
+    let key = std::env::var("FIXTURE_KEY").ok();
+    let router =
+        axum::Router::new()
+            .nest_service("/mcp", service)
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let allowed = key.as_deref().is_none_or(|key| {
+                        request
+                            .headers()
+                            .get("x-fixture-key")
+                            .is_some_and(|v| v == key)
+                    });
+                    async move {
+                        if allowed {
+                            next.run(request).await
+                        } else {
+                            axum::http::StatusCode::UNAUTHORIZED.into_response()
+                        }
+                    }
+                },
+            ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("http://{}/mcp", listener.local_addr()?);
+    axum::serve(listener, router).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|arg| arg == "--http") {
+        return serve_http().await;
+    }
+    eprintln!("fixture: started");
+    let running = Fixture::default().serve(rmcp::transport::stdio()).await?;
+    running.waiting().await?;
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The proxy's client for the `signoff serve` it asks: create an approval, long-poll
+//! its decision, execute it once, cancel it, and ask which tools the policy denies.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// An approval as the HTTP API shows it (the fields the proxy reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct View {
+    pub approval_id: String,
+    pub status: String,
+    #[serde(default)]
+    pub parameters: Value,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub channel: Option<String>,
+    pub permalink: Option<String>,
+    pub original_parameters: Option<Value>,
+}
+
+/// Why signoff gave no usable answer; `Display` is what the agent reads.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("signoff is unreachable at {url} ({detail})")]
+    Unreachable { url: String, detail: String },
+    #[error("signoff refused the proxy's token (check SIGNOFF_TOKEN)")]
+    Unauthorized,
+    #[error("the arguments are larger than signoff accepts (1 MiB)")]
+    TooLarge,
+    #[error("signoff answered HTTP {status}: {detail}")]
+    Refused { status: u16, detail: String },
+}
+
+/// The HTTP API of one `signoff serve`, with one token.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// Requests other than long-polls get this long before signoff counts as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Api {
+    pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Value, ApiError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let unreachable = |error: reqwest::Error| ApiError::Unreachable {
+            url: self.base.clone(),
+            detail: error.without_url().to_string(),
+        };
+        let response = request.timeout(timeout).send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        match status {
+            200..=299 => Ok(body),
+            401 => Err(ApiError::Unauthorized),
+            413 => Err(ApiError::TooLarge),
+            _ => Err(ApiError::Refused {
+                status,
+                detail: body["detail"].as_str().unwrap_or("no detail").to_owned(),
+            }),
+        }
+    }
+
+    fn view(body: Value) -> Result<View, ApiError> {
+        serde_json::from_value(body).map_err(|error| ApiError::Refused {
+            status: 200,
+            detail: format!("unexpected answer: {error}"),
+        })
+    }
+
+    /// `POST /v1/approvals`: a new approval, or the open one this call joins.
+    pub async fn create(&self, body: &Value) -> Result<View, ApiError> {
+        let request = self.http.post(format!("{}/v1/approvals", self.base));
+        Self::view(self.send(request.json(body), CALL_TIMEOUT).await?)
+    }
+
+    /// `GET /v1/approvals/{id}?wait=N`: answers when decided, or after `wait`.
+    pub async fn wait(&self, id: &str, wait: Duration) -> Result<View, ApiError> {
+        let url = format!(
+            "{}/v1/approvals/{id}?wait={:.3}",
+            self.base,
+            wait.as_secs_f64()
+        );
+        let timeout = wait + CALL_TIMEOUT;
+        Self::view(self.send(self.http.get(url), timeout).await?)
+    }
+
+    /// `POST /v1/approvals/{id}/execute`: the single-use gate; the parameters to run.
+    pub async fn execute(
+        &self,
+        id: &str,
+        tool: &str,
+        parameters: &Value,
+    ) -> Result<Value, ApiError> {
+        let request = self
+            .http
+            .post(format!("{}/v1/approvals/{id}/execute", self.base))
+            .json(&json!({"parameters": parameters, "tool_name": tool}));
+        let mut body = self.send(request, CALL_TIMEOUT).await?;
+        Ok(body["parameters"].take())
+    }
+
+    /// `POST /v1/approvals/{id}/cancel`.
+    pub async fn cancel(&self, id: &str) -> Result<(), ApiError> {
+        let request = self
+            .http
+            .post(format!("{}/v1/approvals/{id}/cancel", self.base));
+        self.send(request, CALL_TIMEOUT).await.map(drop)
+    }
+
+    /// `POST /v1/policy/tools`: the names among `tools` that the policy denies outright.
+    pub async fn denied_tools(
+        &self,
+        server: &str,
+        tools: &[&str],
+    ) -> Result<Vec<String>, ApiError> {
+        let listed: Vec<Value> = tools.iter().map(|name| json!({"name": name})).collect();
+        let request = self
+            .http
+            .post(format!("{}/v1/policy/tools", self.base))
+            .json(&json!({"server": server, "tools": listed}));
+        let body = self.send(request, CALL_TIMEOUT).await?;
+        Ok(body["denied"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|tool| tool["name"].as_str().map(str::to_owned))
+            .collect())
+    }
+}

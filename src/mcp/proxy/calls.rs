@@ -1,0 +1,210 @@
+//! `tools/call` and `tools/list`: every call goes through the gate before it reaches
+//! the upstream; the tool table (each tool's annotations) comes from the upstream's
+//! list, less the tools the policy denies outright.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ContentBlock,
+    ListToolsRequest, ListToolsResult, PaginatedRequestParams, ServerResult, Tool,
+};
+use rmcp::service::{Peer, RequestContext, RoleClient, RoleServer};
+use rmcp::task_manager::TaskManager;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::gate::{Call, Gate, Progress, Verdict};
+use super::relay::{Relay, upstream_error};
+use super::texts;
+
+/// The calls of one proxy.
+pub struct Calls {
+    pub gate: Gate,
+    pub upstream: Peer<RoleClient>,
+    pub relay: Relay,
+    /// Each listed tool's annotations (as JSON), by name.
+    tools: Mutex<HashMap<String, Option<Value>>>,
+    /// The calls made as tasks (tasks extension).
+    pub tasks: TaskManager,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+impl Calls {
+    pub fn new(gate: Gate, upstream: Peer<RoleClient>, relay: Relay) -> Self {
+        Self {
+            gate,
+            upstream,
+            relay,
+            tools: Mutex::default(),
+            tasks: TaskManager::new(),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    fn remember(&self, tools: &[Tool]) {
+        let mut table = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        for tool in tools {
+            let annotations = tool
+                .annotations
+                .as_ref()
+                .and_then(|a| serde_json::to_value(a).ok());
+            table.insert(tool.name.to_string(), annotations);
+        }
+    }
+
+    fn annotations(&self, tool: &str) -> Option<Option<Value>> {
+        self.tools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tool)
+            .cloned()
+    }
+
+    /// `tools/list`: the upstream's page, less the tools the policy denies outright.
+    pub async fn list(
+        &self,
+        params: Option<PaginatedRequestParams>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let request = ClientRequest::ListToolsRequest(ListToolsRequest {
+            method: Default::default(),
+            params,
+            extensions: Default::default(),
+        });
+        let ServerResult::ListToolsResult(mut page) =
+            self.relay.forward(&self.upstream, request, context).await?
+        else {
+            return Err(McpError::internal_error(
+                "the MCP server answered tools/list with something else",
+                None,
+            ));
+        };
+        self.remember(&page.tools);
+        let names: Vec<&str> = page.tools.iter().map(|tool| tool.name.as_ref()).collect();
+        match self.gate.api.denied_tools(&self.gate.server, &names).await {
+            Ok(denied) => page
+                .tools
+                .retain(|tool| !denied.iter().any(|name| name == tool.name.as_ref())),
+            // Calls are still gated one by one; the list only spares the model a try.
+            Err(error) => tracing::warn!(%error, "tools/list not filtered by the policy"),
+        }
+        Ok(page)
+    }
+
+    /// Every page of the upstream's tools, into the table.
+    async fn refresh(&self) -> Result<(), McpError> {
+        let tools = self
+            .upstream
+            .list_all_tools()
+            .await
+            .map_err(upstream_error)?;
+        self.remember(&tools);
+        Ok(())
+    }
+
+    /// `tools/call`: the gate, then (approved and executed only) the upstream.
+    pub async fn call(
+        &self,
+        params: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| Progress::Notify {
+                peer: context.peer.clone(),
+                token,
+            });
+        self.call_reporting(params, context, progress).await
+    }
+
+    /// A call whose waiting is reported to `progress`.
+    pub async fn call_reporting(
+        &self,
+        params: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+        progress: Option<Progress>,
+    ) -> Result<CallToolResult, McpError> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let result = self.gated(params, context, progress).await;
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+        result
+    }
+
+    async fn gated(
+        &self,
+        mut params: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+        progress: Option<Progress>,
+    ) -> Result<CallToolResult, McpError> {
+        if self.gate.upstream_gone.is_cancelled() {
+            return Ok(refusal(texts::upstream_gone()));
+        }
+        let tool = params.name.to_string();
+        if self.annotations(&tool).is_none() {
+            self.refresh().await?;
+        }
+        let Some(annotations) = self.annotations(&tool) else {
+            return Err(McpError::invalid_params(
+                format!("unknown tool {tool:?}: the MCP server does not list it"),
+                None,
+            ));
+        };
+        let call = Call {
+            tool,
+            arguments: params.arguments.take().unwrap_or_default(),
+            annotations,
+            requested_by: context.client_info().map(|info| info.name),
+        };
+        let (arguments, note) = match self
+            .gate
+            .decide(&call, &context.ct, progress.as_ref())
+            .await
+        {
+            Verdict::Run { arguments, note } => (arguments, note),
+            Verdict::Refuse(why) => return Ok(refusal(why)),
+        };
+        params.arguments = Some(arguments);
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let answer = self.relay.forward(&self.upstream, request, context).await;
+        let mut result = match answer {
+            Ok(ServerResult::CallToolResult(result)) => result,
+            Ok(_) => {
+                return Err(McpError::internal_error(
+                    "the MCP server answered tools/call with something else",
+                    None,
+                ));
+            }
+            Err(_) if self.gate.upstream_gone.is_cancelled() => {
+                return Ok(refusal(texts::upstream_gone()));
+            }
+            Err(error) => return Err(error),
+        };
+        if let Some(note) = note {
+            result.content.insert(0, ContentBlock::text(note));
+        }
+        Ok(result)
+    }
+
+    /// Resolves once no call is in flight.
+    pub async fn settled(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+fn refusal(why: String) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(why)])
+}

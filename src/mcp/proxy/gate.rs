@@ -1,0 +1,174 @@
+//! The approval flow of one `tools/call`: ask signoff, hold the call while a person
+//! decides (long-polls, no polling loop), then pass the single-use gate. Fails closed:
+//! anything but a successful execute is a refusal, and the call does not run.
+
+use std::time::Duration;
+
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
+use rmcp::service::{Peer, RoleServer};
+use rmcp::task_manager::TaskContext;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::api::{Api, View};
+use super::texts;
+
+/// Larger arguments are refused before signoff is asked (its body limit is 1 MiB).
+const MAX_ARGUMENTS: usize = 1024 * 1024 - 4096;
+
+/// One call as the gate sees it.
+#[derive(Debug)]
+pub struct Call {
+    pub tool: String,
+    pub arguments: Map<String, Value>,
+    pub annotations: Option<Value>,
+    pub requested_by: Option<String>,
+}
+
+/// What happens to a call.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Run it with these (the approved) arguments; `note` says what an approver changed.
+    Run {
+        arguments: Map<String, Value>,
+        note: Option<String>,
+    },
+    /// Do not run it; the text says why.
+    Refuse(String),
+}
+
+/// Where a held call reports that it waits.
+pub enum Progress {
+    /// `notifications/progress` under the request's progress token.
+    Notify {
+        peer: Peer<RoleServer>,
+        token: ProgressToken,
+    },
+    /// The status message of the call's task (tasks extension).
+    Task(TaskContext),
+}
+
+/// The gate, shared by every call of one proxy.
+pub struct Gate {
+    pub api: Api,
+    pub server: String,
+    /// How long one call is held before the agent is told to call again.
+    pub hold: Duration,
+    /// How often a held call reports progress.
+    pub interval: Duration,
+    /// Cancelled when the client goes away: held calls withdraw their approvals.
+    pub client_gone: CancellationToken,
+    /// Cancelled when the upstream server exits.
+    pub upstream_gone: CancellationToken,
+}
+
+impl Gate {
+    /// Decides `call`; `cancelled` fires when the client cancels this request.
+    pub async fn decide(
+        &self,
+        call: &Call,
+        cancelled: &CancellationToken,
+        progress: Option<&Progress>,
+    ) -> Verdict {
+        let parameters = Value::Object(call.arguments.clone());
+        let size = parameters.to_string().len();
+        if size > MAX_ARGUMENTS {
+            return Verdict::Refuse(format!(
+                "The arguments are too large to ask for approval ({size} bytes, over 1 MiB). The call was not run."
+            ));
+        }
+        let body = json!({
+            "tool_name": call.tool,
+            "parameters": parameters,
+            "server": self.server,
+            "annotations": call.annotations.clone().unwrap_or_else(|| json!({})),
+            "requested_by": call.requested_by,
+        });
+        let view = match self.api.create(&body).await {
+            Ok(view) => view,
+            Err(error) => return Verdict::Refuse(texts::api_failed(&error)),
+        };
+        let view = match self.hold(view, cancelled, progress).await {
+            Ok(view) => view,
+            Err(refusal) => return Verdict::Refuse(refusal),
+        };
+        match view.status.as_str() {
+            "approved" => self.execute(&call.tool, &view).await,
+            _ => Verdict::Refuse(texts::decided(&view)),
+        }
+    }
+
+    /// Waits while `view` is pending, up to the hold; the decided view, or a refusal.
+    async fn hold(
+        &self,
+        mut view: View,
+        cancelled: &CancellationToken,
+        progress: Option<&Progress>,
+    ) -> Result<View, String> {
+        let deadline = Instant::now() + self.hold;
+        let mut reports = 0u32;
+        while view.status == "pending" {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(texts::still_pending(&view));
+            }
+            if let Some(progress) = progress {
+                reports += 1;
+                report(progress, reports, texts::waiting(&view)).await;
+            }
+            let id = view.approval_id.clone();
+            tokio::select! {
+                polled = self.api.wait(&id, left.min(self.interval)) => match polled {
+                    Ok(next) => view = next,
+                    Err(error) => return Err(texts::api_failed(&error)),
+                },
+                _ = cancelled.cancelled() => return Err(self.withdraw(&id, texts::cancelled()).await),
+                _ = self.client_gone.cancelled() => return Err(self.withdraw(&id, texts::cancelled()).await),
+                _ = self.upstream_gone.cancelled() => return Err(self.withdraw(&id, texts::upstream_gone()).await),
+            }
+        }
+        Ok(view)
+    }
+
+    /// Cancels the approval of a call nobody waits for any more.
+    async fn withdraw(&self, id: &str, why: String) -> String {
+        if let Err(error) = self.api.cancel(id).await {
+            tracing::warn!(approval = id, %error, "could not cancel the approval");
+        }
+        why
+    }
+
+    async fn execute(&self, tool: &str, view: &View) -> Verdict {
+        if self.upstream_gone.is_cancelled() {
+            return Verdict::Refuse(texts::upstream_gone());
+        }
+        match self
+            .api
+            .execute(&view.approval_id, tool, &view.parameters)
+            .await
+        {
+            Ok(Value::Object(arguments)) => Verdict::Run {
+                note: texts::edited(view, &Value::Object(arguments.clone())),
+                arguments,
+            },
+            Ok(other) => Verdict::Refuse(format!(
+                "signoff returned parameters that are not an object ({other}). The call was not run."
+            )),
+            Err(error) => Verdict::Refuse(texts::not_executable(view, &error)),
+        }
+    }
+}
+
+async fn report(progress: &Progress, count: u32, message: String) {
+    match progress {
+        Progress::Notify { peer, token } => {
+            let mut params = ProgressNotificationParam::new(token.clone(), f64::from(count));
+            params.message = Some(message);
+            if let Err(error) = peer.notify_progress(params).await {
+                tracing::debug!(%error, "progress not delivered");
+            }
+        }
+        Progress::Task(task) => task.set_status_message(message),
+    }
+}

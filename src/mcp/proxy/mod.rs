@@ -1,0 +1,160 @@
+//! `signoff proxy -- CMD ARGS…`: an MCP server on the proxy's own stdio that starts
+//! `CMD` as a child MCP server and passes everything through, except that every
+//! `tools/call` first needs an approval from `signoff serve` and a successful execute
+//! (DESIGN.md, "MCP"). Exits 0 when the client leaves, 1 when the upstream dies.
+
+mod api;
+mod calls;
+mod gate;
+mod relay;
+mod server;
+mod stdio;
+mod tasks;
+mod texts;
+mod upstream;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rmcp::ServiceExt;
+use rmcp::service::{RoleClient, RunningService};
+use tokio_util::sync::CancellationToken;
+
+use self::api::Api;
+use self::calls::Calls;
+use self::gate::Gate;
+use self::relay::Relay;
+use self::server::Proxy;
+use self::upstream::Upstream;
+
+/// What `signoff proxy` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `signoff serve` to ask.
+    pub url: String,
+    pub token: Option<String>,
+    /// The approvals' `server` (default: the command's file name).
+    pub name: Option<String>,
+    /// How long a call is held before the agent is told to call again.
+    pub hold: Duration,
+    /// How often a held call reports progress.
+    pub progress_every: Duration,
+    /// The upstream MCP server's command line (when there is no `upstream` URL).
+    pub command: Vec<String>,
+    /// A streamable HTTP upstream instead of a child.
+    pub upstream: Option<String>,
+    /// `Name: value` headers for the HTTP upstream (its credentials).
+    pub upstream_headers: Vec<String>,
+}
+
+/// How long held calls get to answer after the upstream died.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// The server name: `--name`, else the upstream's host, else the command's file name.
+fn server_name(options: &Options) -> anyhow::Result<String> {
+    let name = match (&options.name, &options.upstream) {
+        (Some(name), _) => name.clone(),
+        (None, Some(url)) => reqwest::Url::parse(url)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_owned))
+            .with_context(|| format!("--upstream {url:?} is not an http(s) URL with a host"))?,
+        (None, None) => {
+            let program = options.command.first().context("no command after --")?;
+            std::path::Path::new(program)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| program.clone())
+        }
+    };
+    crate::approval::names::check_server_name(&name)
+        .map_err(|why| anyhow::anyhow!("--name {name:?}: {why}"))?;
+    Ok(name)
+}
+
+/// The child's stderr: its last lines, and the task that copies it to ours.
+type ChildStderr = (upstream::StderrTail, tokio::task::JoinHandle<()>);
+
+/// Connects to the upstream: the HTTP server at `--upstream`, else a child started
+/// from the command.
+async fn connect(
+    options: &Options,
+    relay: Relay,
+) -> anyhow::Result<(RunningService<RoleClient, Upstream>, Option<ChildStderr>)> {
+    let handler = Upstream { relay };
+    if let Some(url) = &options.upstream {
+        let transport = upstream::connect_http(url, &options.upstream_headers)?;
+        let running = handler.serve(transport).await.map_err(|error| {
+            anyhow::anyhow!("cannot connect to the MCP server at {url}: {error}")
+        })?;
+        return Ok((running, None));
+    }
+    let (transport, tail, copier) = upstream::spawn(&options.command)?;
+    let running = handler.serve(transport).await.map_err(|error| {
+        anyhow::anyhow!(
+            "the MCP server did not start: {error}\n{}",
+            tail.lines().join("\n")
+        )
+    })?;
+    Ok((running, Some((tail, copier))))
+}
+
+/// Says on stderr that the upstream is gone, with a child's last words.
+async fn report_exit(child: Option<ChildStderr>) {
+    match child {
+        Some((tail, copier)) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), copier).await;
+            eprintln!("signoff proxy: the MCP server exited; its last stderr lines:");
+            for line in tail.lines() {
+                eprintln!("  {line}");
+            }
+        }
+        None => eprintln!("signoff proxy: the MCP server closed the connection"),
+    }
+}
+
+/// Runs the proxy until the client leaves (exit 0) or the upstream exits (exit 1).
+pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
+    let server = server_name(&options)?;
+    let api = Api::new(&options.url, options.token.clone())?;
+    let relay = Relay::default();
+    let (upstream, child) = connect(&options, relay.clone()).await?;
+    let upstream_peer = upstream.peer().clone();
+    let stop_upstream = upstream.cancellation_token();
+    let upstream_gone = CancellationToken::new();
+    let client_gone = CancellationToken::new();
+    let gate = Gate {
+        api,
+        server,
+        hold: options.hold,
+        interval: options.progress_every,
+        client_gone: client_gone.clone(),
+        upstream_gone: upstream_gone.clone(),
+    };
+    let calls = Arc::new(Calls::new(gate, upstream_peer, relay));
+    let upstream_done = tokio::spawn(upstream.waiting());
+    let (stdin, stdout) = rmcp::transport::stdio_pipes();
+    let stdin = stdio::Watched::new(stdin, client_gone.clone());
+    let proxy = Proxy {
+        calls: calls.clone(),
+    };
+    let serving = tokio::spawn(async move {
+        match proxy.serve((stdin, stdout)).await {
+            Ok(running) => drop(running.waiting().await),
+            Err(error) => tracing::info!(%error, "the MCP client left before the handshake"),
+        }
+    });
+    tokio::select! {
+        _ = serving => {
+            stop_upstream.cancel();
+            Ok(ExitCode::SUCCESS)
+        }
+        _ = upstream_done => {
+            upstream_gone.cancel();
+            let _ = tokio::time::timeout(SETTLE, calls.settled()).await;
+            report_exit(child).await;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

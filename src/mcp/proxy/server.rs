@@ -1,0 +1,280 @@
+//! The client side: the proxy as an MCP server on its own stdio. `tools/call` and
+//! `tools/list` go to [`Calls`]; everything else passes through to the upstream.
+// Logging, roots and resource subscriptions are deprecated by SEP-2577, yet clients
+// and servers still use them: the proxy passes them through.
+#![allow(deprecated)]
+
+use std::sync::Arc;
+
+use rmcp::ErrorData as McpError;
+use rmcp::ServerHandler;
+use rmcp::model::*;
+use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+
+use super::calls::Calls;
+
+/// The proxy's server handler.
+#[derive(Clone)]
+pub struct Proxy {
+    pub calls: Arc<Calls>,
+}
+
+fn unexpected(method: &str) -> McpError {
+    McpError::internal_error(
+        format!("the MCP server answered {method} with something else"),
+        None,
+    )
+}
+
+impl Proxy {
+    async fn forward(
+        &self,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, McpError> {
+        self.calls
+            .relay
+            .forward(&self.calls.upstream, request, context)
+            .await
+    }
+}
+
+macro_rules! pass {
+    ($self:ident, $context:ident, $request:expr, $variant:ident, $method:literal) => {
+        match $self.forward($request, &$context).await? {
+            ServerResult::$variant(result) => Ok(result.into()),
+            _ => Err(unexpected($method)),
+        }
+    };
+}
+
+impl ServerHandler for Proxy {
+    /// The upstream's capabilities and identity, as the upstream declared them.
+    fn get_info(&self) -> ServerConfig {
+        let upstream = self.calls.upstream.peer_info();
+        let mut info = ServerConfig::default();
+        if let Some(upstream) = upstream {
+            info.capabilities = upstream.capabilities.clone();
+            info.instructions = upstream.instructions.clone();
+            if let Some(server) = &upstream.server_info {
+                info.server_info = server.clone();
+            }
+        }
+        // Calls may run as tasks, whatever the upstream does.
+        info.capabilities
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert(TASKS_EXTENSION_ID.to_owned(), Default::default());
+        info
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        let _ = self.calls.relay.client.set(context.peer.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        self.calls.list(request, &context).await
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        if context
+            .client_capabilities()
+            .is_some_and(|capabilities| capabilities.supports_tasks())
+        {
+            let task = super::tasks::spawn(&self.calls, request, &context);
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
+        }
+        self.calls
+            .call(request, &context)
+            .await
+            .map(CallToolResponse::Complete)
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        self.calls
+            .tasks
+            .get_task(&request.task_id)
+            .map(GetTaskResult::new)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.calls.tasks.cancel_task(&request.task_id)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        pass!(
+            self,
+            context,
+            CompleteRequest::new(request).into(),
+            CompleteResult,
+            "completion/complete"
+        )
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.forward(SetLevelRequest::new(request).into(), &context)
+            .await
+            .map(drop)
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        pass!(
+            self,
+            context,
+            GetPromptRequest::new(request).into(),
+            GetPromptResult,
+            "prompts/get"
+        )
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let request = ListPromptsRequest {
+            method: Default::default(),
+            params: request,
+            extensions: Default::default(),
+        };
+        pass!(
+            self,
+            context,
+            request.into(),
+            ListPromptsResult,
+            "prompts/list"
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let request = ListResourcesRequest {
+            method: Default::default(),
+            params: request,
+            extensions: Default::default(),
+        };
+        pass!(
+            self,
+            context,
+            request.into(),
+            ListResourcesResult,
+            "resources/list"
+        )
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        let request = ListResourceTemplatesRequest {
+            method: Default::default(),
+            params: request,
+            extensions: Default::default(),
+        };
+        pass!(
+            self,
+            context,
+            request.into(),
+            ListResourceTemplatesResult,
+            "resources/templates/list"
+        )
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        pass!(
+            self,
+            context,
+            ReadResourceRequest::new(request).into(),
+            ReadResourceResult,
+            "resources/read"
+        )
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.forward(SubscribeRequest::new(request).into(), &context)
+            .await
+            .map(drop)
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.forward(UnsubscribeRequest::new(request).into(), &context)
+            .await
+            .map(drop)
+    }
+
+    /// Methods `rmcp` does not know pass through; a `tools/call` that landed here did
+    /// not parse (its arguments are not an object) and is refused.
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        if request.method == "tools/call" {
+            return Err(McpError::invalid_params(
+                "tools/call: arguments must be a JSON object",
+                None,
+            ));
+        }
+        pass!(
+            self,
+            context,
+            ClientRequest::CustomRequest(request),
+            CustomResult,
+            "a custom request"
+        )
+    }
+
+    async fn on_roots_list_changed(&self, _context: NotificationContext<RoleServer>) {
+        let _ = self.calls.upstream.notify_roots_list_changed().await;
+    }
+}

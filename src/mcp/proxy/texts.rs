@@ -1,0 +1,192 @@
+//! What the agent (and the person behind it) reads: every text the proxy writes into a
+//! result or a progress notification.
+
+use serde_json::{Map, Value};
+
+use super::api::{ApiError, View};
+
+const NOT_RUN: &str = "The call was not run.";
+
+fn short_id(view: &View) -> &str {
+    view.approval_id.get(..8).unwrap_or(&view.approval_id)
+}
+
+fn channel(view: &View) -> String {
+    match &view.channel {
+        Some(channel) => format!("#{channel}"),
+        None => "Slack".into(),
+    }
+}
+
+fn time(view: &View) -> String {
+    view.expires_at.map_or_else(
+        || "its expiry".into(),
+        |at| at.format("%H:%M UTC").to_string(),
+    )
+}
+
+/// The progress message while a call is held.
+pub fn waiting(view: &View) -> String {
+    format!(
+        "waiting for approval in {}, expires {}",
+        channel(view),
+        time(view)
+    )
+}
+
+/// The call is still pending when the proxy stops holding it.
+pub fn still_pending(view: &View) -> String {
+    let link = view.permalink.as_deref().unwrap_or("not posted yet");
+    format!(
+        "Waiting for approval {} in {} ({link}). Not run yet. Call this tool again with the same arguments to wait for the decision.",
+        short_id(view),
+        channel(view)
+    )
+}
+
+/// A decision other than approval, as the agent reads it.
+pub fn decided(view: &View) -> String {
+    let who = view.decided_by.as_deref().unwrap_or("an approver");
+    let reason = view.reason.as_deref().map(str::trim).unwrap_or_default();
+    match view.status.as_str() {
+        "denied" => match reason.strip_prefix("denied by policy:") {
+            Some(rule) => format!("Denied by policy: {}. {NOT_RUN}", rule.trim()),
+            None if reason.is_empty() => format!("Denied by {who} (no reason given). {NOT_RUN}"),
+            None => format!(
+                "Denied by {who}: {}. {NOT_RUN}",
+                reason.trim_end_matches('.')
+            ),
+        },
+        "expired" => format!(
+            "Nobody decided before {}. {NOT_RUN}",
+            view.expires_at.map_or_else(
+                || "the deadline".into(),
+                |at| at.format("%Y-%m-%d %H:%M UTC").to_string()
+            )
+        ),
+        "cancelled" => format!("Approval {} was cancelled. {NOT_RUN}", short_id(view)),
+        "executed" => format!(
+            "Approval {} was already used: the call ran once and does not run again.",
+            short_id(view)
+        ),
+        other => format!("Approval {} is {other}. {NOT_RUN}", short_id(view)),
+    }
+}
+
+/// signoff could not be asked, or refused to answer.
+pub fn api_failed(error: &ApiError) -> String {
+    match error {
+        ApiError::TooLarge => {
+            format!("The arguments are too large to ask for approval (over 1 MiB). {NOT_RUN}")
+        }
+        other => format!("Could not get an approval: {other}. {NOT_RUN}"),
+    }
+}
+
+/// The approved call could not pass the single-use gate.
+pub fn not_executable(view: &View, error: &ApiError) -> String {
+    format!(
+        "Approval {} could not be used: {error}. {NOT_RUN}",
+        short_id(view)
+    )
+}
+
+/// The client withdrew the call while it waited.
+pub fn cancelled() -> String {
+    format!("Cancelled while waiting for approval; the approval was withdrawn. {NOT_RUN}")
+}
+
+/// The upstream server is gone.
+pub fn upstream_gone() -> String {
+    format!("The MCP server behind signoff proxy has exited. {NOT_RUN}")
+}
+
+/// The first text of an edited call's result: what the approver changed.
+pub fn edited(view: &View, ran_with: &Value) -> Option<String> {
+    let before = view.original_parameters.as_ref()?.as_object()?;
+    let after = ran_with.as_object()?;
+    let changes = changes(before, after);
+    if changes.is_empty() {
+        return None;
+    }
+    let who = view.decided_by.as_deref().unwrap_or("the approver");
+    Some(format!(
+        "Approved with changes by {who}: {}. It ran with the approved arguments.",
+        changes.join("; ")
+    ))
+}
+
+fn changes(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<String> {
+    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| match (before.get(key), after.get(key)) {
+            (Some(old), Some(new)) if old != new => Some(format!("{key}: {old} → {new}")),
+            (Some(old), None) => Some(format!("{key}: {old} removed")),
+            (None, Some(new)) => Some(format!("{key}: {new} added")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn view(status: &str, by: Option<&str>, reason: Option<&str>) -> View {
+        serde_json::from_value(json!({
+            "approval_id": "0123456789abcdef", "status": status, "decided_by": by,
+            "reason": reason, "channel": "C0DEPLOYS", "expires_at": "2026-11-23T13:05:00Z",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn denials_name_who_and_why() {
+        assert_eq!(
+            decided(&view("denied", Some("U0ALICE"), Some("not on Friday."))),
+            "Denied by U0ALICE: not on Friday. The call was not run."
+        );
+        assert_eq!(
+            decided(&view("denied", Some("U0ALICE"), None)),
+            "Denied by U0ALICE (no reason given). The call was not run."
+        );
+        assert!(
+            decided(&view(
+                "denied",
+                None,
+                Some("denied by policy: rules[1] (tools drop_*)")
+            ))
+            .starts_with("Denied by policy: rules[1]")
+        );
+        assert_eq!(
+            decided(&view("expired", None, None)),
+            "Nobody decided before 2026-11-23 13:05 UTC. The call was not run."
+        );
+    }
+
+    #[test]
+    fn waiting_says_where_and_until_when() {
+        let held = view("pending", None, None);
+        assert_eq!(
+            waiting(&held),
+            "waiting for approval in #C0DEPLOYS, expires 13:05 UTC"
+        );
+        assert!(still_pending(&held).starts_with("Waiting for approval 01234567 in #C0DEPLOYS ("));
+    }
+
+    #[test]
+    fn an_edit_lists_each_change() {
+        let mut approved = view("approved", Some("U0BOB"), None);
+        approved.original_parameters = Some(json!({"amount": 500, "to": "x", "memo": "m"}));
+        let note = edited(&approved, &json!({"amount": 50, "to": "x", "cap": 1})).unwrap();
+        assert_eq!(
+            note,
+            "Approved with changes by U0BOB: amount: 500 → 50; cap: 1 added; memo: \"m\" removed. It ran with the approved arguments."
+        );
+        assert_eq!(edited(&view("approved", None, None), &json!({})), None);
+    }
+}

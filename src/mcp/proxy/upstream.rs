@@ -1,0 +1,246 @@
+//! The upstream side: the child MCP server the proxy starts (or a streamable HTTP
+//! server), seen through `rmcp`'s client. Its requests to the client (sampling, elicitation, roots) and its
+//! notifications (progress, logs, list changes) are relayed to the client; its stderr
+//! goes to the proxy's stderr, and its last lines are kept to explain an exit.
+
+// Sampling, roots and logging are deprecated by SEP-2577, yet servers still use them:
+// the proxy relays them.
+#![allow(deprecated)]
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use rmcp::ClientHandler;
+use rmcp::ErrorData as McpError;
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequest,
+    CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
+    ElicitResult, Implementation, ListRootsRequest, ListRootsResult, LoggingMessageNotification,
+    LoggingMessageNotificationParam, ProgressNotificationParam, ProtocolVersion,
+    ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
+    ServerRequest,
+};
+use rmcp::service::{NotificationContext, RequestContext, RoleClient, ServiceError};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::TokioChildProcess;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::relay::Relay;
+
+/// How many of the child's last stderr lines are kept.
+const TAIL: usize = 20;
+
+/// The child's last stderr lines.
+#[derive(Clone, Default)]
+pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    fn push(&self, line: String) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.len() == TAIL {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Starts `command` as a child MCP server; its stderr is copied to ours line by line.
+pub fn spawn(
+    command: &[String],
+) -> anyhow::Result<(TokioChildProcess, StderrTail, tokio::task::JoinHandle<()>)> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("no command: signoff proxy [OPTIONS] -- CMD [ARGS...]"))?;
+    let mut child = tokio::process::Command::new(program);
+    child.args(args);
+    let (transport, stderr) = TokioChildProcess::builder(child)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| anyhow::anyhow!("cannot start {program}: {error}"))?;
+    let tail = StderrTail::default();
+    let kept = tail.clone();
+    let copier = tokio::spawn(async move {
+        let Some(stderr) = stderr else { return };
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{line}");
+            kept.push(line);
+        }
+    });
+    Ok((transport, tail, copier))
+}
+
+/// A streamable HTTP upstream at `url`, with `headers` (`Name: value`, its
+/// credentials) on every request.
+pub fn connect_http(
+    url: &str,
+    headers: &[String],
+) -> anyhow::Result<StreamableHttpClientTransport<reqwest::Client>> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for header in headers {
+        let (name, value) = header.split_once(':').ok_or_else(|| {
+            anyhow::anyhow!("--upstream-header {header:?}: expected 'Name: value'")
+        })?;
+        let name =
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+                anyhow::anyhow!("--upstream-header: {:?} is not a header name", name.trim())
+            })?;
+        let mut value = reqwest::header::HeaderValue::from_str(value.trim()).map_err(|_| {
+            anyhow::anyhow!("--upstream-header {name}: the value is not a valid header value")
+        })?;
+        value.set_sensitive(true);
+        map.append(name, value);
+    }
+    let client = reqwest::Client::builder().default_headers(map).build()?;
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
+    Ok(StreamableHttpClientTransport::with_client(client, config))
+}
+
+/// The proxy as the upstream's client.
+#[derive(Clone)]
+pub struct Upstream {
+    pub relay: Relay,
+}
+
+impl Upstream {
+    async fn ask_client(&self, request: ServerRequest) -> Result<ClientResult, McpError> {
+        let client = self
+            .relay
+            .client
+            .get()
+            .ok_or_else(|| McpError::internal_error("no MCP client is connected yet", None))?;
+        client
+            .send_request(request)
+            .await
+            .map_err(|error| match error {
+                ServiceError::McpError(error) => error,
+                other => McpError::internal_error(format!("the MCP client: {other}"), None),
+            })
+    }
+
+    async fn tell_client(&self, notification: ServerNotification) {
+        if let Some(client) = self.relay.client.get() {
+            let _ = client.send_notification(notification).await;
+        }
+    }
+}
+
+fn unexpected() -> McpError {
+    McpError::internal_error("the MCP client answered with another kind of result", None)
+}
+
+impl ClientHandler for Upstream {
+    fn get_info(&self) -> ClientConfig {
+        // The client's own abilities are known only later; requests it cannot serve
+        // come back to the upstream as errors.
+        let capabilities = ClientCapabilities::builder()
+            .enable_roots()
+            .enable_sampling()
+            .enable_elicitation()
+            .build();
+        let mut config = ClientConfig::new(
+            capabilities,
+            Implementation::new("signoff-proxy", env!("CARGO_PKG_VERSION")),
+        );
+        // The session model (initialize, server-to-client requests) every server speaks.
+        config.protocol_version = ProtocolVersion::V_2025_11_25;
+        config
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, McpError> {
+        match self
+            .ask_client(CreateMessageRequest::new(params).into())
+            .await?
+        {
+            ClientResult::CreateMessageResult(result) => Ok(*result),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_roots(
+        &self,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, McpError> {
+        let request = ListRootsRequest {
+            method: Default::default(),
+            extensions: Default::default(),
+        };
+        match self.ask_client(request.into()).await? {
+            ClientResult::ListRootsResult(result) => Ok(result),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, McpError> {
+        match self.ask_client(ElicitRequest::new(request).into()).await? {
+            ClientResult::ElicitResult(result) => Ok(result),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.relay.progress(params).await;
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.tell_client(LoggingMessageNotification::new(params).into())
+            .await;
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.tell_client(ResourceUpdatedNotification::new(params).into())
+            .await;
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tell_client(ServerNotification::ResourceListChangedNotification(
+            Default::default(),
+        ))
+        .await;
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tell_client(ServerNotification::ToolListChangedNotification(
+            Default::default(),
+        ))
+        .await;
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tell_client(ServerNotification::PromptListChangedNotification(
+            Default::default(),
+        ))
+        .await;
+    }
+}

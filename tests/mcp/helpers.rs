@@ -1,0 +1,368 @@
+//! The proxy under test: the app (`common::app`, with a fake Slack) as the signoff it
+//! asks, `signoff proxy` as a process in front of the fixture server
+//! (`examples/mcp_fixture.rs`) or any command, an rmcp client on its stdio that
+//! records what the proxy tells it, and the person in Slack who decides.
+// Sampling and logging are deprecated by SEP-2577; the tests still relay them.
+#![allow(deprecated)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use rmcp::model::*;
+use rmcp::service::{NotificationContext, RequestContext, RoleClient, RunningService};
+use rmcp::{ClientHandler, ErrorData as McpError, ServiceExt};
+use serde_json::{Value, json};
+use signoff::clock::Clock;
+
+use crate::common::app::{self, App, Options, SLACK_SECRET};
+use crate::common::slack::{click_on_message, interaction_body, sign};
+use crate::common::{self};
+
+/// The policy the proxy tests run under.
+pub const POLICY: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+expires_after = "1h"
+
+[tiers]
+low = "auto_approve"
+medium = "require_approval"
+high = "deny"
+
+[[rules]]
+tools = ["echo", "slow", "fail", "crash", "ask_model", "chatty", "add_tool", "extra", "read_graph"]
+tier = "low"
+
+[[rules]]
+tools = ["drop_*"]
+tier = "high"
+
+[[rules]]
+tools = ["delete_things"]
+tier = "medium"
+channel = "C0DEPLOYS"
+"#;
+
+/// The fixture server's binary, built once per test run (`cargo build --example`).
+pub fn fixture() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = std::process::Command::new(cargo);
+            // The variables cargo sets for a test would make this build look different
+            // from the test run's own (and rebuild half the dependencies each time).
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                let ours = key.starts_with("CARGO_")
+                    && !matches!(key.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR");
+                if ours || key == "LD_LIBRARY_PATH" || key == "OUT_DIR" {
+                    build.env_remove(key.as_ref());
+                }
+            }
+            let status = build
+                .args(["build", "--quiet", "--example", "mcp_fixture"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "the fixture builds");
+            let exe = std::env::current_exe().unwrap();
+            exe.parent()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("examples/mcp_fixture")
+        })
+        .clone()
+}
+
+/// What the client was told, in order (progress, logs, list changes), as JSON.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub events: Arc<Mutex<Vec<Value>>>,
+    /// Declares the tasks extension.
+    pub tasks: bool,
+}
+
+impl Recorder {
+    fn push(&self, event: Value) {
+        self.events.lock().unwrap().push(event);
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+impl ClientHandler for Recorder {
+    fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::builder().enable_sampling().build();
+        if self.tasks {
+            capabilities
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert(TASKS_EXTENSION_ID.to_owned(), Default::default());
+        }
+        let mut config =
+            ClientConfig::new(capabilities, Implementation::new("test-agent", "1.0.0"));
+        config.protocol_version = ProtocolVersion::V_2025_11_25;
+        config
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, McpError> {
+        self.push(json!({"sampling": serde_json::to_value(&params).unwrap()}));
+        Ok(serde_json::from_value(json!({
+            "role": "assistant", "model": "test-model",
+            "content": {"type": "text", "text": "hello from the model"},
+        }))
+        .unwrap())
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.push(json!({"progress": params.message, "token": params.progress_token}));
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.push(json!({"log": params.data}));
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.push(json!({"tool_list_changed": true}));
+    }
+}
+
+pub type Client = RunningService<RoleClient, Recorder>;
+
+/// The app, its Slack, and where the fixture logs its calls.
+pub struct Harness {
+    pub app: App,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn harness() -> Harness {
+    let app = app::spawn(common::sqlite(), Options::new(POLICY).with_slack()).await;
+    Harness {
+        app,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+/// A running proxy and the rmcp client on its stdio.
+pub struct Proxy {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub child: tokio::process::Child,
+}
+
+impl Harness {
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("calls.jsonl")
+    }
+
+    /// Every tool call the fixture ran, in order.
+    pub fn ran(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// `signoff proxy FLAGS -- UPSTREAM`, as a process with piped stdio.
+    pub fn proxy_command(&self, flags: &[&str], upstream: &[&str]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_signoff"));
+        command.arg("proxy");
+        for (flag, default) in [
+            ("--url", self.app.address.as_str()),
+            ("--token", self.app.token.as_str()),
+            ("--progress-every", "200ms"),
+        ] {
+            if !flags.contains(&flag) {
+                command.args([flag, default]);
+            }
+        }
+        command.args(flags);
+        if !upstream.is_empty() {
+            command.arg("--").args(upstream);
+        }
+        command
+            .env("FIXTURE_LOG", self.log_path())
+            .env_remove("SIGNOFF_URL")
+            .env_remove("SIGNOFF_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// The proxy in front of the fixture, with an rmcp client connected.
+    pub async fn proxy(&self, flags: &[&str]) -> Proxy {
+        let fixture = fixture();
+        self.proxy_for(flags, &[fixture.to_str().unwrap()]).await
+    }
+
+    pub async fn proxy_for(&self, flags: &[&str], upstream: &[&str]) -> Proxy {
+        self.proxy_with(self.proxy_command(flags, upstream)).await
+    }
+
+    /// The proxy started by `command`, with an rmcp client connected.
+    pub async fn proxy_with(&self, command: tokio::process::Command) -> Proxy {
+        self.proxy_as(command, Recorder::default()).await
+    }
+
+    /// The proxy started by `command`, with `recorder`'s client connected.
+    pub async fn proxy_as(
+        &self,
+        mut command: tokio::process::Command,
+        recorder: Recorder,
+    ) -> Proxy {
+        let mut child = command.spawn().expect("proxy starts");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let client = recorder
+            .clone()
+            .serve((stdout, stdin))
+            .await
+            .expect("handshake");
+        Proxy {
+            client,
+            recorder,
+            child,
+        }
+    }
+
+    /// Runs the scheduler until the approval's message is in Slack; its id.
+    pub async fn posted(&self, count: usize) -> String {
+        let slack = self.app.slack.as_ref().unwrap();
+        for _ in 0..500 {
+            self.app.run_jobs().await;
+            let posts = slack.calls_to("chat.postMessage");
+            if posts.len() >= count {
+                let id = &posts[count - 1].body["metadata"]["event_payload"]["approval_id"];
+                return id.as_str().unwrap().to_owned();
+            }
+            // Posts to one channel are paced (one a second, on the app's clock).
+            self.app.clock.advance(Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no request was posted to Slack");
+    }
+
+    async fn interact(&self, payload: &Value) {
+        // Signed at the app's (manual) time, which is what it checks the timestamp against.
+        let body = interaction_body(payload);
+        let timestamp = self.app.clock.now().timestamp();
+        let signature = sign(SLACK_SECRET, timestamp, &body);
+        let answer = self
+            .app
+            .http
+            .post(self.app.url("/slack/interactions"))
+            .header("x-slack-request-timestamp", timestamp.to_string())
+            .header("x-slack-signature", signature)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    }
+
+    /// `user` clicks Approve on the approval's message.
+    pub async fn approve(&self, id: &str, user: &str) {
+        let message = self.app.slack.as_ref().unwrap().posted_for(id).unwrap();
+        self.interact(&click_on_message(id, user, "approve", &message))
+            .await;
+    }
+
+    /// `user` submits the deny modal (`deny_reason`, with `value` as the reason) or the
+    /// edit modal (`edit_approve`, with `value` as the edited parameters).
+    pub async fn submit(&self, id: &str, user: &str, callback: &str, value: &str) {
+        let message = self.app.slack.as_ref().unwrap().posted_for(id).unwrap();
+        let input = if callback == "deny_reason" {
+            "reason"
+        } else {
+            "parameters"
+        };
+        let metadata = json!({"approval_id": id, "channel": message.channel, "ts": message.ts});
+        let payload = json!({
+            "type": "view_submission",
+            "team": {"id": "T0TEAM"},
+            "user": {"id": user, "username": user.to_lowercase()},
+            "view": {
+                "id": "V0MODAL", "callback_id": callback,
+                "private_metadata": metadata.to_string(),
+                "state": {"values": {input: {input: {"type": "plain_text_input", "value": value}}}}
+            }
+        });
+        self.interact(&payload).await;
+    }
+
+    /// The approval's status in the store.
+    pub async fn status(&self, id: &str) -> String {
+        let approval = self
+            .app
+            .store
+            .get(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        approval.status.to_string()
+    }
+
+    /// How many approvals are pending.
+    pub async fn pending(&self) -> i64 {
+        common::raw_count(
+            &self.app.db,
+            "SELECT COUNT(*) FROM pending_approvals WHERE status = 'pending'",
+        )
+        .await
+    }
+
+    /// Moves the app's clock past every expiry and runs the expiry job.
+    pub async fn expire_all(&self) {
+        self.app.clock.advance(Duration::from_secs(2 * 3600));
+        self.app.run_jobs().await;
+    }
+}
+
+/// Call parameters for `tool` with `arguments` (a JSON object).
+pub fn call(tool: &str, arguments: Value) -> CallToolRequestParams {
+    let mut params = CallToolRequestParams::new(tool.to_owned());
+    params.arguments = arguments.as_object().cloned();
+    params
+}
+
+/// A result's text blocks.
+pub fn texts(result: &CallToolResult) -> Vec<String> {
+    result
+        .content
+        .iter()
+        .filter_map(|block| block.as_text().map(|text| text.text.clone()))
+        .collect()
+}
+
+/// Waits up to 10 s for `check`.
+pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -1,0 +1,12 @@
+//! `signoff proxy`, driven as MCP clients drive it (rmcp's client, the official Python
+//! SDK, raw JSON-RPC) over stdio, in front of an rmcp fixture server and a published
+//! MCP server, with the app on a fake Slack and signed clicks deciding.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod gate;
+mod helpers;
+mod memory;
+mod python;
+mod tasks;
+mod wire;

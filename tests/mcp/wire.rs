@@ -1,0 +1,298 @@
+//! Everything but `tools/call` passes through; bad input gets the protocol's error and
+//! the proxy keeps serving.
+
+use std::time::Duration;
+
+use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_proxy_advertises_the_upstream_and_passes_resources_prompts_progress_logs_list_changes_and_sampling_through()
+ {
+    let h = harness().await;
+    let proxy = h.proxy(&[]).await;
+    let info = proxy.client.peer().peer_info().unwrap();
+    assert_eq!(info.server_info.as_ref().unwrap().name, "mcp-fixture");
+    assert!(info.capabilities.prompts.is_some() && info.capabilities.resources.is_some());
+
+    let resources = proxy.client.list_all_resources().await.unwrap();
+    assert_eq!(resources[0].uri, "fixture://note");
+    let read = proxy
+        .client
+        .read_resource(ReadResourceRequestParams::new("fixture://note"))
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_string(&read)
+            .unwrap()
+            .contains("the note's text")
+    );
+    let prompts = proxy.client.list_all_prompts().await.unwrap();
+    assert_eq!(prompts[0].name, "greet");
+    let prompt = proxy
+        .client
+        .get_prompt(GetPromptRequestParams::new("greet"))
+        .await
+        .unwrap();
+    assert!(
+        serde_json::to_string(&prompt)
+            .unwrap()
+            .contains("hello from greet")
+    );
+
+    let slow = proxy
+        .client
+        .call_tool(call("slow", json!({"steps": 3})))
+        .await
+        .unwrap();
+    assert_eq!(texts(&slow), ["slow done after 3 steps"]);
+    proxy
+        .client
+        .call_tool(call("chatty", json!({})))
+        .await
+        .unwrap();
+    proxy
+        .client
+        .call_tool(call("add_tool", json!({})))
+        .await
+        .unwrap();
+    let asked = proxy
+        .client
+        .call_tool(call("ask_model", json!({})))
+        .await
+        .unwrap();
+    assert!(
+        texts(&asked)[0].contains("hello from the model"),
+        "{asked:?}"
+    );
+    let events = || proxy.recorder.events();
+    assert!(
+        eventually(|| {
+            let events = events();
+            events.iter().any(|e| e["progress"] == "step 3 of 3")
+                && events.iter().any(|e| e["log"] == "hello from the fixture")
+                && events.iter().any(|e| e["tool_list_changed"] == true)
+                && events.iter().any(|e| e.get("sampling").is_some())
+        })
+        .await,
+        "{:?}",
+        events()
+    );
+    let tools = proxy.client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|tool| tool.name == "extra"));
+}
+
+#[tokio::test]
+async fn a_failing_tool_returns_the_upstreams_error_result_as_it_came() {
+    let h = harness().await;
+    let proxy = h.proxy(&[]).await;
+    let result = proxy
+        .client
+        .call_tool(call("fail", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert_eq!(texts(&result), ["the fixture failed on purpose"]);
+}
+
+#[tokio::test]
+async fn a_call_for_a_tool_the_upstream_does_not_list_is_refused_without_asking_signoff() {
+    let h = harness().await;
+    let proxy = h.proxy(&[]).await;
+    let error = proxy
+        .client
+        .call_tool(call("nope", json!({})))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("unknown tool"), "{error}");
+    assert_eq!(
+        crate::common::raw_count(&h.app.db, "SELECT COUNT(*) FROM pending_approvals").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_five_mib_argument_is_refused_as_too_large_and_never_runs() {
+    let h = harness().await;
+    let proxy = h.proxy(&[]).await;
+    let big = "x".repeat(5 * 1024 * 1024);
+    let result = proxy
+        .client
+        .call_tool(call("echo", json!({"blob": big})))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert!(
+        texts(&result)[0].contains("too large"),
+        "{:?}",
+        texts(&result)
+    );
+    assert!(h.ran().is_empty());
+    let still = proxy
+        .client
+        .call_tool(call("echo", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(still.is_error, Some(false));
+}
+
+/// The proxy with raw JSON-RPC lines on its stdio.
+struct Raw {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Raw {
+    async fn send(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// The answer to request `id` (notifications in between are skipped).
+    async fn answer(&mut self, id: i64) -> Value {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+                .await
+                .expect("an answer in time")
+                .unwrap()
+                .expect("the proxy is still there");
+            let message: Value = serde_json::from_str(&line).unwrap();
+            if message["id"] == id {
+                return message;
+            }
+        }
+    }
+}
+
+async fn raw(h: &Harness) -> Raw {
+    let fixture = fixture();
+    let mut child = h
+        .proxy_command(&[], &[fixture.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    Raw {
+        child,
+        stdin,
+        lines,
+    }
+}
+
+#[tokio::test]
+async fn malformed_json_rpc_unknown_methods_and_non_object_arguments_get_errors_and_the_proxy_keeps_serving()
+ {
+    let h = harness().await;
+    let mut raw = raw(&h).await;
+    raw.send(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#).await;
+    assert_eq!(
+        raw.answer(1).await["result"]["serverInfo"]["name"],
+        "mcp-fixture"
+    );
+    raw.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .await;
+    raw.send("this is not json").await;
+    raw.send(r#"{"jsonrpc":"2.0","id":2,"method":"no/such/method","params":{}}"#)
+        .await;
+    assert!(raw.answer(2).await["error"]["code"].is_i64());
+    raw.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":[1,2]}}"#).await;
+    assert_eq!(raw.answer(3).await["error"]["code"], -32602);
+    raw.send(r#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo"}}"#)
+        .await;
+    let answer = raw.answer(4).await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "echo ran with {}",
+        "{answer}"
+    );
+    assert_eq!(h.ran(), [json!({"tool": "echo", "arguments": {}})]);
+    let _ = raw.child.start_kill();
+}
+
+#[tokio::test]
+async fn an_http_upstream_is_wrapped_with_its_credentials_header_and_named_by_its_host() {
+    let h = harness().await;
+    let mut server = tokio::process::Command::new(fixture())
+        .arg("--http")
+        .env("FIXTURE_KEY", "s3cret")
+        .env("FIXTURE_LOG", h.log_path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let url = lines.next_line().await.unwrap().unwrap();
+    let flags = [
+        "--upstream",
+        url.as_str(),
+        "--upstream-header",
+        "X-Fixture-Key: s3cret",
+    ];
+    let proxy = h.proxy_with(h.proxy_command(&flags, &[])).await;
+    let result = proxy
+        .client
+        .call_tool(call("echo", json!({"via": "http"})))
+        .await
+        .unwrap();
+    assert_eq!(texts(&result), [r#"echo ran with {"via":"http"}"#]);
+    let peer = proxy.client.peer().clone();
+    let held = tokio::spawn(async move { peer.call_tool(call("delete_things", json!({}))).await });
+    let id = h.posted(1).await;
+    let approval = h.app.store.get(id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(approval.server.as_deref(), Some("127.0.0.1"));
+    h.approve(&id, "U0ALICE").await;
+    assert_eq!(held.await.unwrap().unwrap().is_error, Some(false));
+    assert_eq!(h.ran().len(), 2);
+
+    let refused = h.proxy_command(&["--upstream", url.as_str()], &[]).output();
+    let refused = tokio::time::timeout(Duration::from_secs(20), refused)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!refused.status.success());
+    let _ = server.start_kill();
+}
+
+#[tokio::test]
+async fn a_2026_07_28_client_without_initialize_is_served_and_gated() {
+    let h = harness().await;
+    let mut raw = raw(&h).await;
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-agent", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let request = |id: i64, method: &str, mut params: Value| {
+        params["_meta"] = meta.clone();
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+    };
+    raw.send(&request(1, "tools/list", json!({}))).await;
+    let tools = raw.answer(1).await;
+    assert!(
+        tools["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|tool| tool["name"] == "echo"),
+        "{tools}"
+    );
+    raw.send(&request(
+        2,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"x": 1}}),
+    ))
+    .await;
+    let answer = raw.answer(2).await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], r#"echo ran with {"x":1}"#,
+        "{answer}"
+    );
+    let asked = "SELECT COUNT(*) FROM pending_approvals WHERE status = 'executed' AND requested_by = 'modern-agent'";
+    assert_eq!(crate::common::raw_count(&h.app.db, asked).await, 1);
+    let _ = raw.child.start_kill();
+}
