@@ -1,8 +1,53 @@
 //! API tokens: random secrets handed out once by `signoff token create NAME`, stored
 //! only as their SHA-256. The token's NAME is the requester identity.
+//!
+//! Revocation is immediate: [`Cache`] keeps a verified token for at most [`CACHE_TTL`]
+//! counted from *before* the lookup that verified it, and revoking or rotating a token
+//! (`Store::token_revoke`/`token_rotate`) returns only [`CACHE_TTL`] after its commit.
+//! So once revoke returns, every entry any replica made from before the revocation has
+//! run out, and the next request on every replica looks the token up again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+
+/// The longest a verified token is trusted without a lookup; revoke and rotate wait it
+/// out before they return.
+pub const CACHE_TTL: Duration = Duration::from_millis(500);
+
+/// Entries at most; past it the cache starts over (a flood of distinct tokens cannot
+/// grow memory).
+const CACHE_MAX: usize = 10_000;
+
+/// Verified token hashes → their name, each until its deadline. Unknown tokens are
+/// never cached (each such request looks up again).
+#[derive(Debug, Default)]
+pub struct Cache {
+    entries: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl Cache {
+    /// The name of a token verified less than [`CACHE_TTL`] ago.
+    pub fn get(&self, hash: &str, now: Instant) -> Option<String> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, until)| now < *until)
+            .map(|(name, _)| name.clone())
+    }
+
+    /// Remembers a token a lookup that started at `asked` verified.
+    pub fn insert(&self, hash: &str, name: String, asked: Instant) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(hash.to_owned(), (name, asked + CACHE_TTL));
+    }
+}
 
 /// Every token starts with this, so a leaked one is easy to recognise in logs and scanners.
 pub const PREFIX: &str = "so_";
@@ -33,6 +78,20 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_token_runs_out_ttl_after_the_lookup_started() {
+        let cache = Cache::default();
+        let asked = Instant::now();
+        cache.insert("h", "agent".into(), asked);
+        assert_eq!(cache.get("h", asked), Some("agent".into()));
+        assert_eq!(
+            cache.get("h", asked + CACHE_TTL - Duration::from_millis(1)),
+            Some("agent".into())
+        );
+        assert_eq!(cache.get("h", asked + CACHE_TTL), None);
+        assert_eq!(cache.get("other", asked), None);
+    }
 
     #[test]
     fn tokens_are_random_prefixed_and_hashed() {

@@ -52,6 +52,8 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// Verified API tokens, briefly (see `tokens::Cache`).
+    pub tokens: Arc<crate::tokens::Cache>,
     /// Present when a Slack bot token is configured.
     pub slack: Option<SlackApp>,
     /// Signs decision callbacks.
@@ -74,6 +76,7 @@ impl AppState {
             policy: Arc::new(policy),
             clock,
             metrics: Arc::new(Metrics::default()),
+            tokens: Arc::default(),
             slack: None,
             signer: Signer::generate(),
             limits: Limits::default(),

@@ -358,3 +358,6 @@ impl Policy {
         &self.tiers
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -367,16 +367,22 @@ impl Store {
             hash: hash.to_owned(),
             now,
         };
-        self.write(|reply| Op::Token { change, reply }).await
+        let rotated = self.write(|reply| Op::Token { change, reply }).await?;
+        // Every replica's cached entry for the old secret runs out first (tokens.rs).
+        tokio::time::sleep(crate::tokens::CACHE_TTL).await;
+        Ok(rotated)
     }
 
-    /// Revokes the token `name`; false if there is no such active token.
+    /// Revokes the token `name`; false if there is no such active token. Returns once no
+    /// replica accepts it any more (see `tokens::Cache`).
     pub async fn token_revoke(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
         let change = TokenChange::Revoke {
             name: name.to_owned(),
             now,
         };
-        self.write(|reply| Op::Token { change, reply }).await
+        let revoked = self.write(|reply| Op::Token { change, reply }).await?;
+        tokio::time::sleep(crate::tokens::CACHE_TTL).await;
+        Ok(revoked)
     }
 
     pub async fn token_list(&self) -> Result<Vec<TokenInfo>> {

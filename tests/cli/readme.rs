@@ -2,14 +2,14 @@
 //! with Node's `fetch` through `tsx`) against a real `signoff serve`: one call the
 //! policy approves at once, one that waits for a person.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::common::fake_slack::FakeSlack;
 use crate::common::server::{Server, eventually};
 use crate::common::slack::{click_on_message, signed};
-use crate::common::{self};
+use crate::common::{self, deps};
 use crate::{signoff, stdout};
 
 const POLICY: &str = r#"
@@ -26,59 +26,6 @@ tools = ["send_email"]
 when = "size(params.recipients) == 1"
 tier = "low"
 "#;
-
-/// The first fenced block in the README of `language` that contains `marker`.
-fn readme_block(language: &str, marker: &str) -> String {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let fence = format!("```{language}\n");
-    readme
-        .split(&fence)
-        .skip(1)
-        .filter_map(|rest| rest.split_once("\n```").map(|(block, _)| block))
-        .find(|block| block.contains(marker))
-        .unwrap_or_else(|| panic!("no ```{language} block with {marker} in README.md"))
-        .to_owned()
-}
-
-/// A program the tests need, if `works` says it can do its part; else `None`
-/// (skipped) — unless `SIGNOFF_REQUIRE_TEST_DEPS` is set (as `.ci/run` does), when
-/// that is a failure.
-fn tool(what: &str, program: PathBuf, works: &[&str]) -> Option<PathBuf> {
-    let ok = Command::new(&program)
-        .args(works)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if ok {
-        return Some(program);
-    }
-    if std::env::var_os("SIGNOFF_REQUIRE_TEST_DEPS").is_some() {
-        panic!(
-            "{what} is required (SIGNOFF_REQUIRE_TEST_DEPS) but {} cannot run it",
-            program.display()
-        );
-    }
-    eprintln!("skipped: {what} is not installed ({})", program.display());
-    None
-}
-
-/// `SIGNOFF_TEST_PYTHON` (the virtual environment `.ci/run` makes from
-/// `tests/python/requirements.txt`), else `python3`.
-fn python() -> Option<PathBuf> {
-    let program = std::env::var_os("SIGNOFF_TEST_PYTHON")
-        .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-    tool("Python with requests", program, &["-c", "import requests"])
-}
-
-fn tsx() -> Option<PathBuf> {
-    let program = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/node/node_modules/.bin/tsx"
-    ));
-    tool("tsx (npm ci in tests/node)", program, &["--version"])
-}
 
 const SECRET: &str = "readme-secret";
 
@@ -165,13 +112,15 @@ fn output(child: Child) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_python_client_runs_approved_calls_at_once_and_after_a_decision() {
-    let Some(python) = python() else { return };
+    let Some(python) = deps::python("requests") else {
+        return;
+    };
     let running = start().await;
     let script = running._dir.path().join("client.py");
     let harness = "\nimport json, sys\n\ndef really_delete(customer_ids):\n    return 'deleted ' + ','.join(customer_ids)\n\nprint(json.dumps(delete_customer_records(sys.argv[1:])))\n";
     std::fs::write(
         &script,
-        readme_block("python", "def delete_customer_records") + harness,
+        deps::doc_block("README.md", "python", "def delete_customer_records") + harness,
     )
     .unwrap();
 
@@ -187,11 +136,15 @@ async fn the_readme_python_client_runs_approved_calls_at_once_and_after_a_decisi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_typescript_client_runs_approved_calls_at_once_and_after_a_decision() {
-    let Some(tsx) = tsx() else { return };
+    let Some(tsx) = deps::tsx() else { return };
     let running = start().await;
     let script = running._dir.path().join("client.ts");
     let harness = "\nfunction reallySend(recipients: string[], body: string): string {\n  return `sent ${body} to ${recipients.join(\",\")}`;\n}\n\nsendBulkEmail(process.argv.slice(2), \"hi\").then((r) => console.log(JSON.stringify(r)));\n";
-    std::fs::write(&script, readme_block("ts", "sendBulkEmail") + harness).unwrap();
+    std::fs::write(
+        &script,
+        deps::doc_block("README.md", "ts", "sendBulkEmail") + harness,
+    )
+    .unwrap();
 
     let at_once = output(client(&tsx, &script, &["a@x.com"], &running));
     assert_eq!(at_once, "\"sent hi to a@x.com\"");

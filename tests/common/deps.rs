@@ -16,8 +16,24 @@ pub fn tool(what: &str, program: PathBuf, works: &[&str]) -> Option<PathBuf> {
         .status()
         .is_ok_and(|status| status.success());
     if ok {
-        return Some(program);
+        Some(program)
+    } else {
+        missing(what, &program)
     }
+}
+
+/// A file the tests' packages install (such as a server's entry point in
+/// `tests/node/node_modules/.bin`), if it is there.
+pub fn installed(what: &str, file: PathBuf) -> Option<PathBuf> {
+    if file.exists() {
+        Some(file)
+    } else {
+        missing(what, &file)
+    }
+}
+
+/// `None` (the test is skipped), or a panic when `SIGNOFF_REQUIRE_TEST_DEPS` is set.
+fn missing(what: &str, program: &std::path::Path) -> Option<PathBuf> {
     if std::env::var_os("SIGNOFF_REQUIRE_TEST_DEPS").is_some() {
         panic!(
             "{what} is required (SIGNOFF_REQUIRE_TEST_DEPS) but {} cannot run it",

@@ -10,21 +10,13 @@ use crate::helpers::*;
 /// The server's binary from tests/node, or `None` (skipped) unless the tests' packages
 /// are required (`SIGNOFF_REQUIRE_TEST_DEPS`, as `.ci/run` sets).
 pub fn memory_server() -> Option<PathBuf> {
-    let bin = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/node/node_modules/.bin/mcp-server-memory"
-    ));
-    if bin.exists() {
-        return Some(bin);
-    }
-    if std::env::var_os("SIGNOFF_REQUIRE_TEST_DEPS").is_some() {
-        panic!(
-            "{} is required (SIGNOFF_REQUIRE_TEST_DEPS): npm ci in tests/node",
-            bin.display()
-        );
-    }
-    eprintln!("skipped: {} is not installed", bin.display());
-    None
+    crate::common::deps::installed(
+        "@modelcontextprotocol/server-memory (npm ci in tests/node)",
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/node/node_modules/.bin/mcp-server-memory"
+        )),
+    )
 }
 
 #[tokio::test]

@@ -1,7 +1,6 @@
 //! The official Python SDK (`mcp` from PyPI, tests/python/requirements.txt) as the
 //! client: a second implementation checks the proxy's wire format.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,32 +9,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::*;
 
-/// `SIGNOFF_TEST_PYTHON` (the virtual environment `.ci/run` makes), else `python3`, if
-/// it has the SDK; skipped otherwise unless `SIGNOFF_REQUIRE_TEST_DEPS` is set.
-fn python() -> Option<PathBuf> {
-    let program = std::env::var_os("SIGNOFF_TEST_PYTHON")
-        .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-    let ok = std::process::Command::new(&program)
-        .args(["-c", "import mcp"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if ok {
-        return Some(program);
-    }
-    if std::env::var_os("SIGNOFF_REQUIRE_TEST_DEPS").is_some() {
-        panic!(
-            "Python with mcp is required (SIGNOFF_REQUIRE_TEST_DEPS) but {} lacks it",
-            program.display()
-        );
-    }
-    eprintln!("skipped: Python with the mcp SDK is not installed");
-    None
-}
-
 #[tokio::test]
 async fn the_official_python_sdk_drives_the_proxy_through_approve_deny_and_edit() {
-    let Some(python) = python() else { return };
+    let Some(python) = crate::common::deps::python("mcp") else {
+        return;
+    };
     let h = harness().await;
     let fixture = fixture();
     let proxy = h.proxy_command(&[], &[fixture.to_str().unwrap()]);

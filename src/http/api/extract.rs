@@ -1,6 +1,8 @@
 //! Request extractors for the API: the bearer token ([`Caller`]) and JSON bodies
 //! ([`JsonBody`]) whose every failure is an [`ApiError`] with a useful detail.
 
+use std::time::Instant;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -29,10 +31,18 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        // Looked up on every request, never cached: a token revoked a moment ago is
-        // refused by the very next request, on every replica.
-        match state.store.token_lookup(&tokens::hash(token)).await? {
-            Some(name) => Ok(Caller(name)),
+        // Trusted for at most tokens::CACHE_TTL from before its lookup; revoke and
+        // rotate wait that out, so a revoked token is refused once revoke returns.
+        let hash = tokens::hash(token);
+        if let Some(name) = state.tokens.get(&hash, Instant::now()) {
+            return Ok(Caller(name));
+        }
+        let asked = Instant::now();
+        match state.store.token_lookup(&hash).await? {
+            Some(name) => {
+                state.tokens.insert(&hash, name.clone(), asked);
+                Ok(Caller(name))
+            }
             None => Err(ApiError::Unauthorized),
         }
     }

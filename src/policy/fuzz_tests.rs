@@ -1,0 +1,92 @@
+//! Policy files and CEL conditions come from operators, but a policy check runs on
+//! whatever a caller sends: arbitrary files load or are refused with a message, and
+//! arbitrary conditions compile or are refused, then classify any call without a panic
+//! (an error never auto-approves). `SIGNOFF_FUZZ_CASES` runs more cases (a long run).
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("SIGNOFF_FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(256);
+    ProptestConfig::with_cases(cases)
+}
+
+/// CEL-looking text: fragments of real conditions, operators and junk.
+fn condition() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("params".to_owned()),
+        Just("tool".to_owned()),
+        Just("server".to_owned()),
+        Just("annotations".to_owned()),
+        "\\.[a-z]{1,6}",
+        Just("size(".to_owned()),
+        Just("has(".to_owned()),
+        Just(")".to_owned()),
+        Just(" && ".to_owned()),
+        Just(" || ".to_owned()),
+        Just(" == ".to_owned()),
+        Just(" > ".to_owned()),
+        Just("!".to_owned()),
+        "[0-9]{1,25}",
+        "'[^'\\\\]{0,6}'",
+        Just(".startsWith('a')".to_owned()),
+        Just("[0]".to_owned()),
+        "\\PC{1,3}",
+    ];
+    prop::collection::vec(piece, 1..10).prop_map(|parts| parts.concat())
+}
+
+/// Parameters of any shape a JSON body can carry.
+fn params() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "\\PC{0,8}".prop_map(Value::from),
+    ];
+    let value = leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map("[a-z]{1,4}", inner, 0..4).prop_map(|map| json!(map)),
+        ]
+    });
+    prop::collection::btree_map("[a-z]{1,6}", value, 0..5).prop_map(|map| json!(map))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn arbitrary_policy_files_load_or_are_refused_with_a_message(text in "\\PC{0,300}") {
+        if let Err(error) = Policy::from_toml_str(&text) {
+            prop_assert!(!error.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn arbitrary_conditions_compile_or_are_refused_and_never_auto_approve_by_error(
+        when in condition(),
+        params in params(),
+        server in prop::option::of("[a-z]{1,6}"),
+    ) {
+        let toml = format!(
+            "[tiers]\nlow = \"auto_approve\"\n\n[[rules]]\ntools = [\"*\"]\nwhen = {}\ntier = \"low\"\n",
+            toml::Value::String(when.clone())
+        );
+        let Ok(policy) = Policy::from_toml_str(&toml) else { return Ok(()) };
+        let call = Call { server: server.as_deref(), ..Call::new("tool", &params) };
+        let class = policy.classify_call(&call, None);
+        if !class.notes.is_empty() {
+            // The condition could not be evaluated: never the rule's low tier.
+            prop_assert_ne!(class.tier, Tier::Low, "{} on {}", when, params);
+        }
+    }
+}
