@@ -214,7 +214,8 @@ pub async fn read(
     } else {
         wait_for_decision(state, caller, id, wait).await?
     };
-    let permalink = if approval.status == Status::Pending {
+    // Without Slack nothing is ever posted: no link to look up (a read saved per get).
+    let permalink = if approval.status == Status::Pending && state.slack.is_some() {
         state.store.main_permalinks(&[id]).await?.remove(&id)
     } else {
         None
