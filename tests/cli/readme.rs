@@ -1,4 +1,4 @@
-//! The README's client examples, run as written (Python with `requests`, TypeScript
+//! The client examples (docs/clients.md), run as written (Python with `requests`, TypeScript
 //! with Node's `fetch` through `tsx`) against a real `signoff serve`: one call the
 //! policy approves at once, one that waits for a person.
 
@@ -120,7 +120,7 @@ async fn the_readme_python_client_runs_approved_calls_at_once_and_after_a_decisi
     let harness = "\nimport json, sys\n\ndef really_delete(customer_ids):\n    return 'deleted ' + ','.join(customer_ids)\n\nprint(json.dumps(delete_customer_records(sys.argv[1:])))\n";
     std::fs::write(
         &script,
-        deps::doc_block("README.md", "python", "def delete_customer_records") + harness,
+        deps::doc_block("docs/clients.md", "python", "def delete_customer_records") + harness,
     )
     .unwrap();
 
@@ -142,7 +142,7 @@ async fn the_readme_typescript_client_runs_approved_calls_at_once_and_after_a_de
     let harness = "\nfunction reallySend(recipients: string[], body: string): string {\n  return `sent ${body} to ${recipients.join(\",\")}`;\n}\n\nsendBulkEmail(process.argv.slice(2), \"hi\").then((r) => console.log(JSON.stringify(r)));\n";
     std::fs::write(
         &script,
-        deps::doc_block("README.md", "ts", "sendBulkEmail") + harness,
+        deps::doc_block("docs/clients.md", "ts", "sendBulkEmail") + harness,
     )
     .unwrap();
 
