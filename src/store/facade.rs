@@ -158,6 +158,27 @@ impl Store {
         self.write(|reply| Op::Create {
             request: Box::new(request),
             class: Box::new(class),
+            spend: false,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// As [`Store::create`], and an approved answer (approved by policy, or the
+    /// approved request this one repeats) is executed in the same transaction: it comes
+    /// back `executed`, with the parameters to run. Anything else comes back as
+    /// `create` answers it.
+    pub async fn create_and_execute(
+        &self,
+        request: NewApproval,
+        class: Classification,
+        now: DateTime<Utc>,
+    ) -> Result<Created> {
+        self.write(|reply| Op::Create {
+            request: Box::new(request),
+            class: Box::new(class),
+            spend: true,
             now,
             reply,
         })

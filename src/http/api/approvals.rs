@@ -38,6 +38,9 @@ pub struct CreateRequest {
     expires_in: Option<u64>,
     idempotency_key: Option<String>,
     callback_url: Option<String>,
+    /// Spend an approved answer at once (see [`ask`]).
+    #[serde(default)]
+    execute_if_approved: bool,
 }
 
 impl CreateRequest {
@@ -135,12 +138,15 @@ pub async fn create(
 }
 
 /// Asks for approval: checks the request, classifies it and stores it (or finds the
-/// open request it repeats). The API and the `/mcp` tools both ask through here.
+/// open request it repeats). The API and the `/mcp` tools both ask through here. With
+/// `execute_if_approved`, an approved answer is executed in the same write and comes
+/// back `executed` with the parameters to run (one request for an auto-approved call).
 pub async fn ask(
     state: &AppState,
     caller: &Caller,
     body: CreateRequest,
 ) -> Result<Created, ApiError> {
+    let spend = body.execute_if_approved;
     let request = body.validate(caller, &state.policy.callbacks)?;
     let call = Call {
         tool: &request.tool_name,
@@ -149,13 +155,20 @@ pub async fn ask(
         annotations: request.annotations.as_ref(),
     };
     let class = state.policy.classify_call(&call, request.requested_tier);
-    let created = state
-        .store
-        .create(request, class, state.clock.now())
-        .await?;
+    let now = state.clock.now();
+    let created = if spend {
+        state.store.create_and_execute(request, class, now).await?
+    } else {
+        state.store.create(request, class, now).await?
+    };
+    let approval = &created.approval;
     if created.created {
-        let approval = &created.approval;
-        state.metrics.created(approval.risk_tier, approval.status);
+        // Spent in the same write: it was created approved.
+        let status = match approval.status {
+            Status::Executed => Status::Approved,
+            status => status,
+        };
+        state.metrics.created(approval.risk_tier, status);
         tracing::info!(
             approval = %approval.id,
             tool = %approval.tool_name,
@@ -166,6 +179,9 @@ pub async fn ask(
             tier = %approval.risk_tier,
             "approval requested"
         );
+    }
+    if spend && approval.status == Status::Executed {
+        tracing::info!(approval = %approval.id, "approval executed");
     }
     Ok(created)
 }

@@ -1,8 +1,10 @@
 //! The HTTP API for MCP servers: ask for approval, read or long-poll the decision,
-//! execute once, cancel. JSON in and out, bearer-token authenticated (DESIGN.md).
+//! follow the decisions on one's approvals as a stream, execute once, cancel. JSON in
+//! and out, bearer-token authenticated (DESIGN.md).
 
 pub(super) mod approvals;
 pub mod error;
+mod events;
 pub(super) mod extract;
 mod policy;
 
@@ -17,6 +19,7 @@ pub use error::ApiError;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/approvals", post(approvals::create))
+        .route("/v1/approvals/events", get(events::events))
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/execute", post(approvals::execute))
         .route("/v1/approvals/{id}/cancel", post(approvals::cancel))

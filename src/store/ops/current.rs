@@ -41,7 +41,11 @@ impl Current {
 
     /// Reads (and on Postgres locks) those of `ids` not read yet, in one statement.
     /// An id that names no approval stays absent.
-    async fn load_more<T: Tx>(&mut self, tx: &mut T, ids: &[ApprovalId]) -> sqlx::Result<()> {
+    pub(super) async fn load_more<T: Tx>(
+        &mut self,
+        tx: &mut T,
+        ids: &[ApprovalId],
+    ) -> sqlx::Result<()> {
         let mut ids: Vec<ApprovalId> = ids
             .iter()
             .filter(|id| !self.read.contains_key(id))

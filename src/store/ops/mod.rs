@@ -75,10 +75,12 @@ pub(crate) enum TokenChange {
 
 /// One write, and where its answer goes.
 pub(crate) enum Op {
-    /// Open an approval (or answer the one it repeats).
+    /// Open an approval (or answer the one it repeats); with `spend`, an approved
+    /// answer is executed in the same transaction (see [`work::create_and_spend`]).
     Create {
         request: Box<NewApproval>,
         class: Box<Classification>,
+        spend: bool,
         now: DateTime<Utc>,
         reply: Reply<Created>,
     },
@@ -196,6 +198,15 @@ pub(crate) struct Done {
     pub(crate) audit: Vec<Draft>,
     /// Jobs to insert, with when they were planned; written once per batch.
     pub(crate) jobs: Vec<(NewJob, DateTime<Utc>)>,
+}
+
+impl Done {
+    /// Adds what another operation left behind.
+    pub(crate) fn absorb(&mut self, other: Done) {
+        self.changes.extend(other.changes);
+        self.audit.extend(other.audit);
+        self.jobs.extend(other.jobs);
+    }
 }
 
 /// Runs `ops` in one transaction and sets each one's answer (its output, or why it was
@@ -323,16 +334,17 @@ async fn run_op<T: Tx>(
     done: &mut Done,
 ) -> sqlx::Result<()> {
     match op {
-        Op::Create { reply, .. } => {
+        Op::Create { reply, spend, .. } => {
             let Some(opening) = opening else {
                 unreachable!("every create has its opening");
             };
             let fresh = inserted.contains(&opening.approval.id);
-            settle(
-                reply,
-                done,
-                work::create(tx, opening, fresh, deliveries).await,
-            )
+            let outcome = if *spend {
+                work::create_and_spend(tx, current, opening, fresh, deliveries).await
+            } else {
+                work::create(tx, opening, fresh, deliveries).await
+            };
+            settle(reply, done, outcome)
         }
         Op::Apply {
             id,
@@ -435,9 +447,7 @@ fn settle<O>(
 ) -> sqlx::Result<()> {
     match outcome {
         Ok((output, left)) => {
-            done.changes.extend(left.changes);
-            done.audit.extend(left.audit);
-            done.jobs.extend(left.jobs);
+            done.absorb(left);
             reply.set(Ok(output));
             Ok(())
         }

@@ -161,6 +161,46 @@ pub(crate) async fn create<T: Tx>(
     ))
 }
 
+/// A create that spends its approval at once when the answer is approved (approved by
+/// policy, or the approved request it repeats), in the same transaction: the caller
+/// runs the answer's parameters, and an auto-approved call costs one write instead of
+/// two. A spend the machine refuses (an approval past its expiry) leaves the approval
+/// as it is; the caller's own execute then says why.
+pub(crate) async fn create_and_spend<T: Tx>(
+    tx: &mut T,
+    current: &mut Current,
+    opening: Opening,
+    inserted: bool,
+    deliveries: Deliveries,
+) -> Result<(Created, Done)> {
+    let now = opening.now;
+    let (created, mut done) = create(tx, opening, inserted, deliveries).await?;
+    if created.approval.status != Status::Approved {
+        return Ok((created, done));
+    }
+    let approval = &created.approval;
+    let event = Event::Execute {
+        parameters: approval.parameters.clone(),
+        tool_name: Some(approval.tool_name.clone()),
+        caller: approval.token_name.clone(),
+    };
+    let id = approval.id;
+    // Read in this transaction (and on Postgres locked) as every changed row is.
+    current.load_more(tx, &[id]).await?;
+    match apply(current, id, &event, now, deliveries) {
+        Ok((spent, left)) => {
+            done.absorb(left);
+            let created = Created {
+                approval: spent,
+                created: created.created,
+            };
+            Ok((created, done))
+        }
+        Err(StoreError::Database(error)) => Err(StoreError::Database(error)),
+        Err(_) => Ok((created, done)),
+    }
+}
+
 /// Applies an event to an approval of `current`; the batch writes it afterwards (see
 /// [`Current`]).
 pub(crate) fn apply(

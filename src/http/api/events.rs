@@ -1,0 +1,103 @@
+//! `GET /v1/approvals/events`: one server-sent event stream of the decisions on the
+//! caller's approvals, so that a client holding many undecided calls (the MCP proxy)
+//! waits on one connection instead of one long-poll each.
+//!
+//! Events: `ready` once the stream listens (every change committed after it arrives),
+//! `approval` with the approval as `GET` shows it whenever one of the caller's
+//! approvals changes status, and `resync` when changes may have been missed (the
+//! client reads again the approvals it waits for). A comment every 15 s keeps idle
+//! connections open. The stream ends when the server shuts down.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream, StreamExt};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
+
+use super::extract::Caller;
+use crate::http::AppState;
+use crate::store::StatusChange;
+use crate::wire::ApprovalView;
+
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// What the stream follows between events.
+struct Follow {
+    state: AppState,
+    caller: Caller,
+    changes: broadcast::Receiver<StatusChange>,
+    shutdown: watch::Receiver<bool>,
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // Subscribed before `ready` is sent: nothing committed after it is missed.
+    let follow = Follow {
+        changes: state.store.subscribe(),
+        shutdown: state.shutdown.clone(),
+        state,
+        caller,
+    };
+    let ready = Event::default().event("ready").data("{}");
+    let events = stream::once(async { Ok(ready) }).chain(stream::unfold(follow, next));
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// The next event for the caller, or `None` when the stream ends.
+async fn next(mut follow: Follow) -> Option<(Result<Event, Infallible>, Follow)> {
+    loop {
+        if *follow.shutdown.borrow() {
+            return None;
+        }
+        let notice = tokio::select! {
+            notice = follow.changes.recv() => notice,
+            _ = follow.shutdown.changed() => return None,
+        };
+        let event = match notice {
+            Ok(change) => match approval_event(&follow, change).await {
+                Some(event) => event,
+                None => continue,
+            },
+            Err(RecvError::Lagged(_)) => resync(),
+            Err(RecvError::Closed) => return None,
+        };
+        return Some((Ok(event), follow));
+    }
+}
+
+/// The `approval` event for a change to one of the caller's approvals; `None` for
+/// anyone else's.
+async fn approval_event(follow: &Follow, change: StatusChange) -> Option<Event> {
+    let approval = match change.after {
+        Some(after) => after,
+        // Heard from another replica: read what it committed.
+        None => match follow.state.store.get(change.id).await {
+            Ok(Some(approval)) => approval.into(),
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::warn!(%error, approval = %change.id, "cannot read a changed approval");
+                return Some(resync());
+            }
+        },
+    };
+    if approval.token_name.as_deref() != Some(follow.caller.0.as_str()) {
+        return None;
+    }
+    let view = ApprovalView::new(&approval, None);
+    match Event::default().event("approval").json_data(&view) {
+        Ok(event) => Some(event),
+        Err(error) => {
+            tracing::error!(%error, "cannot write an approval event");
+            Some(resync())
+        }
+    }
+}
+
+fn resync() -> Event {
+    Event::default().event("resync").data("{}")
+}

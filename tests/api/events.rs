@@ -1,0 +1,176 @@
+//! `GET /v1/approvals/events`: one stream of the decisions on the caller's approvals
+//! (what lets `signoff proxy` hold a thousand calls on one connection).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use signoff::approval::{Decider, Decision, Event};
+use signoff::clock::Clock;
+
+use crate::common::TestDb;
+use crate::helpers::*;
+
+crate::on_both_backends!(
+    the_stream_says_ready_then_sends_each_decision_on_the_callers_approvals_only
+);
+
+/// A server-sent event stream, read event by event.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(app: &TestApp, token: &str) -> Events {
+        let response = app
+            .http
+            .get(app.url("/v1/approvals/events"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "a server-sent event stream"
+        );
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next named event (keep-alive comments skipped): its name and data.
+    async fn next(&mut self) -> (String, Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event: ") {
+                        name = value.to_owned();
+                    } else if let Some(value) = line.strip_prefix("data: ") {
+                        data.push_str(value);
+                    }
+                }
+                if name.is_empty() {
+                    continue;
+                }
+                return (name, serde_json::from_str(&data).expect("JSON data"));
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream stays open")
+                .expect("the stream did not end");
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// Whether an event arrives within `within`.
+    async fn quiet_for(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.next()).await.is_err()
+    }
+}
+
+fn vote(decision: Decision, reason: Option<&str>) -> Event {
+    Event::Vote {
+        by: Decider::approver("U1"),
+        decision,
+        reason: reason.map(str::to_owned),
+    }
+}
+
+async fn the_stream_says_ready_then_sends_each_decision_on_the_callers_approvals_only(db: TestDb) {
+    let app = spawn_on(db).await;
+    let mut events = Events::open(&app, &app.token).await;
+    assert_eq!(events.next().await.0, "ready");
+
+    let other = new_token(&app.store, &app.clock, "other-agent").await;
+    let (_, theirs) = app
+        .post_as(
+            &other,
+            "/v1/approvals",
+            &json!({"tool_name": "delete_repo", "parameters": {"repo": "theirs"}}),
+        )
+        .await;
+    let theirs = theirs["approval_id"].as_str().unwrap().parse().unwrap();
+    let denied = vote(Decision::Deny, Some("not theirs to see"));
+    app.store
+        .apply(theirs, denied, app.clock.now())
+        .await
+        .unwrap();
+
+    let first = app.request("delete_repo", json!({"repo": "a"})).await;
+    let second = app.request("delete_repo", json!({"repo": "b"})).await;
+    assert!(
+        events.quiet_for(Duration::from_millis(200)).await,
+        "nothing for new pending requests, nor for another token's decision"
+    );
+
+    app.approve(&second, "U1").await;
+    let (name, view) = events.next().await;
+    assert_eq!(name, "approval");
+    assert_eq!(view["approval_id"], second.as_str());
+    assert_eq!(view["status"], "approved");
+    assert_eq!(view["parameters"], json!({"repo": "b"}));
+
+    let denied = vote(Decision::Deny, Some("wrong repo"));
+    let first_id = first.parse().unwrap();
+    app.store
+        .apply(first_id, denied, app.clock.now())
+        .await
+        .unwrap();
+    let (_, view) = events.next().await;
+    assert_eq!(view["approval_id"], first.as_str());
+    assert_eq!(view["status"], "denied");
+    assert_eq!(view["reason"], "wrong repo");
+
+    let (status, _) = app
+        .post(
+            &format!("/v1/approvals/{second}/execute"),
+            &json!({"parameters": {"repo": "b"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, view) = events.next().await;
+    assert_eq!(view["status"], "executed", "every status change is sent");
+
+    let refused = app
+        .http
+        .get(app.url("/v1/approvals/events"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// PostgreSQL only: one process owns a SQLite file, so there is no other replica.
+#[tokio::test]
+async fn a_decision_made_on_another_replica_reaches_the_stream() {
+    let Some(db) = crate::common::postgres("events_from_a_replica").await else {
+        return;
+    };
+    let app = spawn_on(db).await;
+    let replica = app.replica().await;
+    let mut events = Events::open(&app, &app.token).await;
+    assert_eq!(events.next().await.0, "ready");
+    let id = app.request("delete_repo", json!({"repo": "c"})).await;
+    replica
+        .store
+        .apply(
+            id.parse().unwrap(),
+            vote(Decision::Approve, None),
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
+    let (name, view) = events.next().await;
+    assert_eq!(name, "approval");
+    assert_eq!(view["approval_id"], id.as_str());
+    assert_eq!(view["status"], "approved");
+}
