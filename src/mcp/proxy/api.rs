@@ -23,7 +23,7 @@ pub struct View {
 }
 
 /// Why signoff gave no usable answer; `Display` is what the agent reads.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("signoff is unreachable at {url} ({detail})")]
     Unreachable { url: String, detail: String },
@@ -58,24 +58,44 @@ impl Api {
         })
     }
 
+    fn unreachable(&self, error: reqwest::Error) -> ApiError {
+        ApiError::Unreachable {
+            url: self.base.clone(),
+            detail: error.without_url().to_string(),
+        }
+    }
+
+    /// Sends `request` with the token; its answer, or why there is none.
+    async fn answer(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ApiError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        request
+            .send()
+            .await
+            .map_err(|error| self.unreachable(error))
+    }
+
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<Value, ApiError> {
-        let request = match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        };
-        let unreachable = |error: reqwest::Error| ApiError::Unreachable {
-            url: self.base.clone(),
-            detail: error.without_url().to_string(),
-        };
-        let response = request.timeout(timeout).send().await.map_err(unreachable)?;
+        let response = self.answer(request.timeout(timeout)).await?;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         match status {
             200..=299 => Ok(body),
+            _ => Self::refusal(status, body),
+        }
+    }
+
+    fn refusal<T>(status: u16, body: Value) -> Result<T, ApiError> {
+        match status {
             401 => Err(ApiError::Unauthorized),
             413 => Err(ApiError::TooLarge),
             _ => Err(ApiError::Refused {
@@ -107,6 +127,28 @@ impl Api {
         );
         let timeout = wait + CALL_TIMEOUT;
         Self::view(self.send(self.http.get(url), timeout).await?)
+    }
+
+    /// `GET /v1/approvals/events`: calls `on_event` with each event's name and data
+    /// until the stream ends (`Ok`) or breaks.
+    pub async fn events(&self, mut on_event: impl FnMut(&str, &str)) -> Result<(), ApiError> {
+        let request = self.http.get(format!("{}/v1/approvals/events", self.base));
+        let mut response = self.answer(request).await?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            return Self::refusal(status, body);
+        }
+        let mut pending = String::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(e))? {
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                let (event, data) = parse_event(&block);
+                on_event(event, &data);
+            }
+        }
+        Ok(())
     }
 
     /// `POST /v1/approvals/{id}/execute`: the single-use gate; the parameters to run.
@@ -151,4 +193,22 @@ impl Api {
             .filter_map(|tool| tool["name"].as_str().map(str::to_owned))
             .collect())
     }
+}
+
+/// One server-sent event block: its name (`message` when unnamed) and its data lines
+/// joined. Comments (keep-alives) give an empty name.
+fn parse_event(block: &str) -> (&str, String) {
+    let mut name = "";
+    let mut data: Vec<&str> = Vec::new();
+    for line in block.lines() {
+        if let Some(value) = line.strip_prefix("event:") {
+            name = value.trim_start();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data.push(value.strip_prefix(' ').unwrap_or(value));
+        }
+    }
+    if name.is_empty() && !data.is_empty() {
+        name = "message";
+    }
+    (name, data.join("\n"))
 }

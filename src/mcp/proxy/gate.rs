@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, View};
 use super::texts;
+use super::watch::Watch;
 
 /// Larger arguments are refused before signoff is asked (its body limit is 1 MiB).
 const MAX_ARGUMENTS: usize = 1024 * 1024 - 4096;
@@ -52,6 +53,8 @@ pub enum Progress {
 /// The gate, shared by every call of one proxy.
 pub struct Gate {
     pub api: Api,
+    /// Where held calls learn of their decisions.
+    pub watch: Watch,
     pub server: String,
     /// How long one call is held before the agent is told to call again.
     pub hold: Duration,
@@ -84,11 +87,16 @@ impl Gate {
             "server": self.server,
             "annotations": call.annotations.clone().unwrap_or_else(|| json!({})),
             "requested_by": call.requested_by,
+            // An approved answer is spent at once: an auto-approved call is one request.
+            "execute_if_approved": true,
         });
         let view = match self.api.create(&body).await {
             Ok(view) => view,
             Err(error) => return Verdict::Refuse(texts::api_failed(&error)),
         };
+        if view.status == "executed" {
+            return self.run(view);
+        }
         let view = match self.hold(view, cancelled, progress).await {
             Ok(view) => view,
             Err(refusal) => return Verdict::Refuse(refusal),
@@ -100,15 +108,30 @@ impl Gate {
     }
 
     /// Waits while `view` is pending, up to the hold; the decided view, or a refusal.
+    /// The decision comes from the proxy's one event stream ([`Watch`]), read once
+    /// after it listens in case it came before.
     async fn hold(
         &self,
-        mut view: View,
+        view: View,
         cancelled: &CancellationToken,
         progress: Option<&Progress>,
     ) -> Result<View, String> {
+        if view.status != "pending" {
+            return Ok(view);
+        }
+        let id = view.approval_id.clone();
         let deadline = Instant::now() + self.hold;
+        let mut waiting = match self.watch.watch(&id).await {
+            Ok(waiting) => waiting,
+            Err(error) => return Err(texts::api_failed(&error)),
+        };
+        let view = match self.api.wait(&id, Duration::ZERO).await {
+            Ok(now) if now.status != "pending" => return Ok(now),
+            Ok(now) => now,
+            Err(error) => return Err(texts::api_failed(&error)),
+        };
         let mut reports = 0u32;
-        while view.status == "pending" {
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(texts::still_pending(&view));
@@ -117,18 +140,14 @@ impl Gate {
                 reports += 1;
                 report(progress, reports, texts::waiting(&view)).await;
             }
-            let id = view.approval_id.clone();
             tokio::select! {
-                polled = self.api.wait(&id, left.min(self.interval)) => match polled {
-                    Ok(next) => view = next,
-                    Err(error) => return Err(texts::api_failed(&error)),
-                },
+                decided = waiting.decided() => return decided.map_err(|error| texts::api_failed(&error)),
+                _ = tokio::time::sleep(left.min(self.interval)) => {}
                 _ = cancelled.cancelled() => return Err(self.withdraw(&id, texts::cancelled()).await),
                 _ = self.client_gone.cancelled() => return Err(self.withdraw(&id, texts::cancelled()).await),
                 _ = self.upstream_gone.cancelled() => return Err(self.withdraw(&id, texts::upstream_gone()).await),
             }
         }
-        Ok(view)
     }
 
     /// Cancels the approval of a call nobody waits for any more.
@@ -137,6 +156,12 @@ impl Gate {
             tracing::warn!(approval = id, %error, "could not cancel the approval");
         }
         why
+    }
+
+    /// A call whose approval signoff spent as it answered: run what it answered.
+    fn run(&self, view: View) -> Verdict {
+        let parameters = view.parameters.clone();
+        self.run_with(&view, parameters)
     }
 
     async fn execute(&self, tool: &str, view: &View) -> Verdict {
@@ -148,14 +173,25 @@ impl Gate {
             .execute(&view.approval_id, tool, &view.parameters)
             .await
         {
-            Ok(Value::Object(arguments)) => Verdict::Run {
+            Ok(parameters) => self.run_with(view, parameters),
+            Err(error) => Verdict::Refuse(texts::not_executable(view, &error)),
+        }
+    }
+
+    /// Runs the call with `parameters`, the ones its spent approval allows, unless the
+    /// upstream has gone meanwhile.
+    fn run_with(&self, view: &View, parameters: Value) -> Verdict {
+        if self.upstream_gone.is_cancelled() {
+            return Verdict::Refuse(texts::upstream_gone());
+        }
+        match parameters {
+            Value::Object(arguments) => Verdict::Run {
                 note: texts::edited(view, &Value::Object(arguments.clone())),
                 arguments,
             },
-            Ok(other) => Verdict::Refuse(format!(
+            other => Verdict::Refuse(format!(
                 "signoff returned parameters that are not an object ({other}). The call was not run."
             )),
-            Err(error) => Verdict::Refuse(texts::not_executable(view, &error)),
         }
     }
 }

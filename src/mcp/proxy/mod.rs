@@ -12,6 +12,7 @@ mod stdio;
 mod tasks;
 mod texts;
 mod upstream;
+mod watch;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -125,6 +126,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     let upstream_gone = CancellationToken::new();
     let client_gone = CancellationToken::new();
     let gate = Gate {
+        watch: watch::Watch::new(api.clone()),
         api,
         server,
         hold: options.hold,
