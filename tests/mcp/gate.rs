@@ -395,3 +395,85 @@ async fn an_approval_spent_before_a_restart_does_not_run_again() {
     );
     assert!(h.ran().is_empty());
 }
+
+#[tokio::test]
+async fn many_held_calls_wait_on_one_stream_and_each_gets_its_own_decision() {
+    let h = harness().await;
+    let proxy = h.proxy(&[]).await;
+    let held: Vec<_> = (1..=4)
+        .map(|n| {
+            let peer = proxy.client.peer().clone();
+            tokio::spawn(
+                async move { peer.call_tool(call("delete_things", json!({"n": n}))).await },
+            )
+        })
+        .collect();
+    let mut approved = Vec::new();
+    for count in 1..=4 {
+        let id = h.posted(count).await;
+        let approval = h.app.store.get(id.parse().unwrap()).await.unwrap().unwrap();
+        let n = approval.parameters["n"].as_i64().unwrap();
+        if n % 2 == 1 {
+            h.approve(&id, "U0ALICE").await;
+            approved.push(json!({"tool": "delete_things", "arguments": {"n": n}}));
+        } else {
+            h.submit(&id, "U0BOB", "deny_reason", &format!("not {n}"))
+                .await;
+        }
+    }
+    for (n, call) in (1..=4).zip(held) {
+        let result = call.await.unwrap().unwrap();
+        if n % 2 == 1 {
+            assert_ne!(result.is_error, Some(true), "call {n}: {result:?}");
+            assert!(
+                texts(&result)
+                    .iter()
+                    .any(|text| text.contains(&format!("\"n\":{n}"))),
+                "call {n} ran with its own arguments: {result:?}"
+            );
+        } else {
+            assert_eq!(
+                texts(&result),
+                [format!("Denied by U0BOB: not {n}. The call was not run.")]
+            );
+        }
+    }
+    let mut ran = h.ran();
+    ran.sort_by_key(|call| call["arguments"]["n"].as_i64());
+    assert_eq!(
+        ran, approved,
+        "each approved call ran once, no denied one ran"
+    );
+}
+
+#[tokio::test]
+async fn when_signoff_goes_away_held_calls_are_errors_and_never_run() {
+    let h = harness().await;
+    let replica = h.app.replica().await;
+    let proxy = h.proxy(&["--url", &replica.address]).await;
+    let peer = proxy.client.peer().clone();
+    let held =
+        tokio::spawn(async move { peer.call_tool(call("delete_things", json!({"n": 1}))).await });
+    let mut waiting = false;
+    for _ in 0..250 {
+        if h.pending().await == 1 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(waiting, "the call is held");
+    drop(replica);
+    let result = tokio::time::timeout(Duration::from_secs(20), held)
+        .await
+        .expect("the held call is answered when signoff goes away")
+        .unwrap()
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    let text = &texts(&result)[0];
+    assert!(
+        text.contains("signoff is unreachable") && text.ends_with("The call was not run."),
+        "{text}"
+    );
+    assert!(h.ran().is_empty());
+}

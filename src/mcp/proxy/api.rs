@@ -58,6 +58,14 @@ impl Api {
         })
     }
 
+    /// The decision stream ended: signoff went away (or shut down).
+    pub fn stream_closed(&self) -> ApiError {
+        ApiError::Unreachable {
+            url: self.base.clone(),
+            detail: "it closed the decision stream".into(),
+        }
+    }
+
     fn unreachable(&self, error: reqwest::Error) -> ApiError {
         ApiError::Unreachable {
             url: self.base.clone(),

@@ -158,10 +158,7 @@ impl Watch {
                 _ => {}
             })
             .await;
-        let error = outcome.err().unwrap_or_else(|| ApiError::Unreachable {
-            url: String::new(),
-            detail: "signoff closed the decision stream".into(),
-        });
+        let error = outcome.err().unwrap_or_else(|| self.api.stream_closed());
         tracing::debug!(%error, "decision stream ended");
         let waiters = {
             let mut shared = lock(&self.shared);
