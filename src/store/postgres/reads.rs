@@ -86,6 +86,16 @@ impl Reads for PgReads {
         Ok(on_conn!(self, |c| pending_approvals(c, limit)))
     }
 
+    async fn list_ids(&self, status: Option<crate::approval::Status>) -> Result<Vec<ApprovalId>> {
+        let ids: Vec<Uuid> = on_conn!(self, |c| sqlx::query_scalar(
+            "SELECT id FROM pending_approvals WHERE $1::text IS NULL OR status = $1 \
+             ORDER BY created_at, id"
+        )
+        .bind(status.map(|status| status.as_str()))
+        .fetch_all(c));
+        Ok(ids.into_iter().map(ApprovalId).collect())
+    }
+
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
         let ids: Vec<Uuid> = on_conn!(self, |c| {
             sqlx::query_scalar(

@@ -94,6 +94,20 @@ impl Reads for SqliteReads {
         Ok(approvals)
     }
 
+    async fn list_ids(&self, status: Option<crate::approval::Status>) -> Result<Vec<ApprovalId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM pending_approvals WHERE $1 IS NULL OR status = $1 \
+             ORDER BY created_at, lower(id)",
+        )
+        .bind(status.map(|status| status.as_str()))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids
+            .iter()
+            .map(|id| parse_id(id))
+            .collect::<sqlx::Result<_>>()?)
+    }
+
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM pending_approvals WHERE routing IS NULL AND status = 'pending' ORDER BY created_at LIMIT $1",
