@@ -256,3 +256,6 @@ pub(super) fn check_owner(approval: &Approval, caller: Option<&str>) -> Result<(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod break_glass_tests;
