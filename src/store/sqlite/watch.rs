@@ -19,8 +19,6 @@ use crate::store::StatusChange;
 /// How often the watcher looks; what a long-poll waits at most for another
 /// process's decision to show.
 const EVERY: Duration = Duration::from_millis(200);
-/// Audit events read per look at most (the rest on the next).
-const PAGE: i64 = 10_000;
 
 /// The status an audit event of `kind` leaves its approval in, for those that move it.
 fn status_after(kind: &str) -> Option<Status> {
@@ -59,27 +57,24 @@ async fn look(
     let now: i64 = sqlx::query_scalar("PRAGMA data_version")
         .fetch_one(&mut *conn)
         .await?;
-    let Some(after) = *seen else {
-        // The start: only what comes from now on.
-        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
-            .fetch_one(&mut *conn)
-            .await?;
-        (*seen, *version) = (Some(head), Some(now));
-        return Ok(());
-    };
-    if *version == Some(now) {
+    if seen.is_some() && *version == Some(now) {
         return Ok(());
     }
+    let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
+        .fetch_one(&mut *conn)
+        .await?;
+    // At the start, only what comes from now on.
+    let after = seen.unwrap_or(head);
+    // Only the events that move a status, of those appended since the last look.
     let rows = sqlx::query(
-        "SELECT seq, approval_id, kind FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        "SELECT approval_id, kind FROM audit_events WHERE seq > $1 AND seq <= $2 \
+         AND kind IN ('approved', 'denied', 'expired', 'executed', 'cancelled') ORDER BY seq",
     )
     .bind(after)
-    .bind(PAGE)
+    .bind(head)
     .fetch_all(&mut *conn)
     .await?;
-    let mut last = after;
     for row in &rows {
-        last = row.try_get("seq")?;
         let (Some(id), Some(status)) = (
             row.try_get::<Option<&str>, _>("approval_id")?,
             status_after(row.try_get("kind")?),
@@ -94,8 +89,6 @@ async fn look(
         // Nobody listening is fine.
         let _ = changes.send(change);
     }
-    *seen = Some(last);
-    // A full page: more may be waiting, so look again next time whatever the version.
-    *version = ((rows.len() as i64) < PAGE).then_some(now);
+    (*seen, *version) = (Some(head), Some(now));
     Ok(())
 }
