@@ -268,29 +268,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = connect(&db).await?;
             token(action, &store, clock.as_ref()).await?;
         }
-        Command::Policy {
-            action: PolicyAction::Check { file, calls },
-        } => {
-            let policy = policy::Policy::load(&file)?;
-            let mut samples = policy::sample_calls(&policy);
-            for call in &calls {
-                samples.push(parse_call(call)?);
-            }
-            print!("{}", policy::check_report(&policy, &samples));
-            println!("policy {} is valid", file.display());
-        }
-        Command::Policy {
-            action: PolicyAction::Init { file },
-        } => {
-            operate::policy_init(&file)?;
-            println!(
-                "wrote {0}: set your Slack channel and approvers in it, then `signoff policy check {0}`",
-                file.display()
-            );
-        }
+        Command::Policy { action } => policy_command(action)?,
         Command::List { status, json } => {
-            let store = connect(&db).await?;
-            operate::list(&store, status, json, clock.now()).await?;
+            operate::list(&connect(&db).await?, status, json, clock.now()).await?;
         }
         Command::Decide {
             id,
@@ -370,6 +350,28 @@ async fn token(action: TokenAction, store: &Store, clock: &dyn Clock) -> anyhow:
                 bail!("no active token named {name:?}");
             }
             println!("token {name:?} revoked");
+        }
+    }
+    Ok(())
+}
+
+fn policy_command(action: PolicyAction) -> anyhow::Result<()> {
+    match action {
+        PolicyAction::Check { file, calls } => {
+            let policy = policy::Policy::load(&file)?;
+            let mut samples = policy::sample_calls(&policy);
+            for call in &calls {
+                samples.push(parse_call(call)?);
+            }
+            print!("{}", policy::check_report(&policy, &samples));
+            println!("policy {} is valid", file.display());
+        }
+        PolicyAction::Init { file } => {
+            operate::policy_init(&file)?;
+            println!(
+                "wrote {0}: set your Slack channel and approvers in it, then `signoff policy check {0}`",
+                file.display()
+            );
         }
     }
     Ok(())

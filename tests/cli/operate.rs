@@ -12,6 +12,7 @@ use crate::{assert_one_line_error, on_both_backends, signoff, stderr, stdout};
 
 on_both_backends!(
     a_decision_in_another_process_wakes_the_caller_and_is_audited,
+    a_refused_decision_is_one_line_and_changes_nothing,
     list_counts_every_approval_and_a_prefix_must_name_one,
     a_decision_outside_slack_updates_its_messages,
 );
@@ -96,7 +97,50 @@ async fn a_decision_in_another_process_wakes_the_caller_and_is_audited(db: TestD
     assert_eq!(seen["status"], "approved", "{seen}");
     assert_eq!(seen["decided_by"], "alice");
 
-    // Refusals are one line and change nothing.
+    let executed = reqwest::Client::new()
+        .post(format!("{}/v1/approvals/{first}/execute", server.address))
+        .bearer_auth(&token)
+        .json(&json!({"tool_name": "delete_customer_records", "parameters": {"ids": [1]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(executed.status(), 200);
+    drop(server);
+
+    assert_audited_as_break_glass(&db, &first);
+    let listed = stdout(&signoff(&["list", "--status", "all"], &db.url));
+    assert!(
+        listed.contains("executed") && listed.contains("2 approvals in all"),
+        "{listed}"
+    );
+}
+
+/// `audit verify` passes, and the export shows approval `first` as alice's
+/// break-glass decision.
+fn assert_audited_as_break_glass(db: &TestDb, first: &str) {
+    let verified = signoff(&["audit", "verify"], &db.url);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let export = stdout(&signoff(&["audit", "export"], &db.url));
+    let events: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let approved = events
+        .iter()
+        .find(|e| e["kind"] == "approved" && e["approval_id"] == first)
+        .expect("approved event");
+    assert_eq!(approved["actor"], "alice");
+    assert_eq!(approved["data"]["via"], "cli");
+    assert_eq!(approved["data"]["break_glass"], true);
+    assert_eq!(approved["data"]["reason"], "Slack is down");
+}
+
+async fn a_refused_decision_is_one_line_and_changes_nothing(db: TestDb) {
+    let token = run_ok(&["token", "create", "agent"], &db.url);
+    let server = Server::start(&db.url, &[]);
+    let first = ask(&server, &token, json!({"ids": [1]})).await;
+    let second = ask(&server, &token, json!({"ids": [2]})).await;
+    run_ok(&["decide", &first, "approve", "--as", "alice"], &db.url);
     let refused = [
         (
             vec![
@@ -144,40 +188,25 @@ async fn a_decision_in_another_process_wakes_the_caller_and_is_audited(db: TestD
     for (args, says) in refused {
         assert_one_line_error(&signoff(&args, &db.url), says);
     }
+    let short: Value = reqwest::Client::new()
+        .post(format!("{}/v1/approvals", server.address))
+        .bearer_auth(&token)
+        .json(&json!({"tool_name": "deploy", "parameters": {}, "expires_in": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let id = short["approval_id"].as_str().unwrap();
+    assert_one_line_error(
+        &signoff(&["decide", id, "approve", "--as", "bob"], &db.url),
+        "expired",
+    );
     let untouched = get(&server.address, &token, &second, 0).await;
     assert_eq!(untouched["status"], "pending");
     assert_eq!(untouched["votes"], json!([]));
-
-    let executed = reqwest::Client::new()
-        .post(format!("{}/v1/approvals/{first}/execute", server.address))
-        .bearer_auth(&token)
-        .json(&json!({"tool_name": "delete_customer_records", "parameters": {"ids": [1]}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(executed.status(), 200);
-    drop(server);
-
-    let verified = signoff(&["audit", "verify"], &db.url);
-    assert!(verified.status.success(), "{}", stderr(&verified));
-    let export = stdout(&signoff(&["audit", "export"], &db.url));
-    let events: Vec<Value> = export
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let approved = events
-        .iter()
-        .find(|e| e["kind"] == "approved" && e["approval_id"] == first.as_str())
-        .expect("approved event");
-    assert_eq!(approved["actor"], "alice");
-    assert_eq!(approved["data"]["via"], "cli");
-    assert_eq!(approved["data"]["break_glass"], true);
-    assert_eq!(approved["data"]["reason"], "Slack is down");
-    let listed = stdout(&signoff(&["list", "--status", "all"], &db.url));
-    assert!(
-        listed.contains("executed") && listed.contains("2 approvals in all"),
-        "{listed}"
-    );
 }
 
 /// Rows straight into the shared table: `count` numbered ones, and two whose ids share
