@@ -279,15 +279,22 @@ async fn a_decision_outside_slack_updates_its_messages(db: TestDb) {
     let url = db.url.clone();
     let app = common::app::spawn(
         db,
-        common::app::Options::new("[defaults]\nchannel = \"C0APPROVALS\"\n").with_slack(),
+        common::app::Options::new(
+            "[defaults]\nchannel = \"C0APPROVALS\"\n[callbacks]\nallow = [\"hooks.test\"]\n",
+        )
+        .with_slack(),
     )
     .await;
     app.clock.set(chrono::Utc::now());
+    let (receiver, callback_url) = common::receiver::Receiver::start(vec![]).await;
     let created: Value = app
         .http
         .post(app.url("/v1/approvals"))
         .bearer_auth(&app.token)
-        .json(&json!({"tool_name": "deploy_api", "parameters": {"env": "prod"}}))
+        .json(
+            &json!({"tool_name": "deploy_api", "parameters": {"env": "prod"},
+                      "callback_url": callback_url}),
+        )
         .send()
         .await
         .unwrap()
@@ -315,6 +322,16 @@ async fn a_decision_outside_slack_updates_its_messages(db: TestDb) {
         "{text}"
     );
     assert!(!text.contains("\"actions\""), "no buttons left: {text}");
+    // The caller's callback tells the decision too.
+    let got = receiver.got();
+    assert_eq!(got.len(), 1);
+    let body: Value = serde_json::from_str(&got[0].1).unwrap();
+    assert_eq!(body["status"], "denied", "{body}");
+    assert!(
+        got[0].1.contains("\"decided_by\":\"alice\""),
+        "{}",
+        got[0].1
+    );
 }
 
 #[test]
