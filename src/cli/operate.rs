@@ -139,9 +139,11 @@ pub async fn decide(
         bail!("a deny needs a reason: add --reason TEXT (the requester and the audit log read it)");
     }
     let id = resolve(store, raw_id).await?;
-    // Messages already posted get updated; a post still to come shows the decision.
+    // Its messages are updated when a server with Slack posted it or is to post it
+    // (an update that finds no message yet is a no-op, and a post that lands after
+    // the decision is brought up to date by the server).
     let deliveries = Deliveries {
-        slack: !store.messages(id).await?.is_empty(),
+        slack: store.slack_planned(id).await?,
     };
     let event = Event::BreakGlass {
         by: name,

@@ -26,6 +26,10 @@ pub(crate) trait Reads: Send + Sync {
     ) -> impl Future<Output = Result<HashMap<ApprovalId, String>>> + Send;
     /// Pending approvals, oldest first.
     fn list_pending(&self, limit: i64) -> impl Future<Output = Result<Vec<Approval>>> + Send;
+    /// Whether Slack was asked to show the approval: a post planned (still to run, or
+    /// dead) or a message posted (one statement, so a post that finishes meanwhile
+    /// is seen as one or the other).
+    fn slack_planned(&self, id: ApprovalId) -> impl Future<Output = Result<bool>> + Send;
     /// The ids of every approval with `status` (any status: `None`), oldest first:
     /// ids only, so that a caller can load them all, however many there are.
     fn list_ids(

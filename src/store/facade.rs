@@ -317,6 +317,12 @@ impl Store {
         read!(self.messages(id))
     }
 
+    /// Whether a server with Slack planned to post the approval, or posted it: then a
+    /// change made elsewhere (`signoff decide`) must update its messages.
+    pub async fn slack_planned(&self, id: ApprovalId) -> Result<bool> {
+        read!(self.slack_planned(id))
+    }
+
     /// The permalinks of the main channel posts of `ids`, where Slack gave one.
     pub async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
         if ids.is_empty() {

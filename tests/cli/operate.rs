@@ -96,6 +96,12 @@ async fn a_decision_in_another_process_wakes_the_caller_and_is_audited(db: TestD
     );
     assert_eq!(seen["status"], "approved", "{seen}");
     assert_eq!(seen["decided_by"], "alice");
+    let updates = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_update'";
+    assert_eq!(
+        common::raw_count(&db, updates).await,
+        0,
+        "no Slack, nothing to update"
+    );
 
     let executed = reqwest::Client::new()
         .post(format!("{}/v1/approvals/{first}/execute", server.address))
