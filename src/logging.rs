@@ -1,22 +1,66 @@
 //! Logging: tracing to stderr, one event per line, that no value from a caller can
 //! break. A tool name, a `requested_by` or a header with a line break or a terminal
 //! escape sequence in it is logged as `\n`, `\u{1b}`, …, so it can neither start a
-//! forged log line nor recolour the terminal (see [`OneLine`]).
+//! forged log line nor recolour the terminal (see [`OneLine`]). With
+//! `SIGNOFF_LOG_FORMAT=json`, each line is a JSON object instead ([`json`]), where JSON
+//! string escapes do the same.
+
+mod json;
 
 use std::io::{self, Write};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Starts logging to stderr: `RUST_LOG` if set, else `default` (a filter directive).
-pub fn init(default: &str) {
+/// How log lines look: `SIGNOFF_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `key=value` text (the default).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl Format {
+    /// `SIGNOFF_LOG_FORMAT`: `text` (also when unset or empty) or `json`.
+    pub fn parse(value: Option<&str>) -> Result<Format, String> {
+        match value.map(str::trim) {
+            None | Some("" | "text") => Ok(Format::Text),
+            Some("json") => Ok(Format::Json),
+            Some(other) => Err(format!(
+                "SIGNOFF_LOG_FORMAT must be text or json, not {other:?}"
+            )),
+        }
+    }
+
+    /// The format the environment asks for.
+    pub fn from_env() -> Result<Format, String> {
+        match std::env::var("SIGNOFF_LOG_FORMAT") {
+            Ok(value) => Format::parse(Some(&value)),
+            Err(std::env::VarError::NotPresent) => Format::parse(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err("SIGNOFF_LOG_FORMAT must be text or json".into())
+            }
+        }
+    }
+}
+
+/// Starts logging to stderr in `format`: `RUST_LOG` if set, else `default` (a filter
+/// directive).
+pub fn init(default: &str, format: Format) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Escapes of our own would be escaped as a caller's are: no colours.
-        .with_ansi(false)
-        .with_writer(OneLine(io::stderr))
-        .init();
+        .with_ansi(false);
+    match format {
+        Format::Text => builder.with_writer(OneLine(io::stderr)).init(),
+        Format::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json::FlatJson)
+            .with_writer(io::stderr)
+            .init(),
+    }
 }
 
 /// A writer for formatted events that escapes every control character except the
@@ -76,6 +120,18 @@ pub fn escape_event(bytes: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_format_is_text_or_json() {
+        assert_eq!(Format::parse(None), Ok(Format::Text));
+        assert_eq!(Format::parse(Some("")), Ok(Format::Text));
+        assert_eq!(Format::parse(Some("text")), Ok(Format::Text));
+        assert_eq!(Format::parse(Some("json")), Ok(Format::Json));
+        assert_eq!(
+            Format::parse(Some("xml")),
+            Err("SIGNOFF_LOG_FORMAT must be text or json, not \"xml\"".into())
+        );
+    }
 
     #[test]
     fn a_value_cannot_break_the_line_or_carry_escapes() {

@@ -180,6 +180,9 @@ pub struct Approval {
     pub summary: Option<String>,
     pub context: Option<String>,
     pub decided_by: Option<String>,
+    /// How the decision was made when not in Slack nor by the policy:
+    /// [`BREAK_GLASS_VIA`] for `signoff decide`.
+    pub decided_via: Option<String>,
     pub decision_at: Option<DateTime<Utc>>,
     pub reason: Option<String>,
     pub required_approvals: u32,
@@ -210,7 +213,17 @@ impl Approval {
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         now >= self.expires_at
     }
+
+    /// Decided outside Slack by an operator with `signoff decide` (`decided_by` is the
+    /// name they gave).
+    pub fn is_break_glass(&self) -> bool {
+        self.decided_via.as_deref() == Some(BREAK_GLASS_VIA)
+    }
 }
+
+/// `decided_via` of a break-glass decision (`signoff decide`), also the `via` of its
+/// audit events.
+pub const BREAK_GLASS_VIA: &str = "cli";
 
 /// What a caller asks for (already validated at the edge).
 #[derive(Debug, Clone, PartialEq)]

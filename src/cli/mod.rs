@@ -20,6 +20,7 @@ use crate::store::{Store, redact};
 use crate::{policy, signing, tokens};
 
 mod audit;
+mod operate;
 mod proxy;
 
 #[derive(Debug, Parser)]
@@ -119,6 +120,31 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// List approvals, oldest first, as /approvals shows them (default: the pending ones).
+    List {
+        /// Which approvals: pending (the default), approved, denied, expired, executed,
+        /// cancelled, or all.
+        #[arg(long, value_enum, default_value = "pending")]
+        status: operate::StatusArg,
+        /// Print a JSON array of approvals as the API shows them.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide a pending approval outside Slack (break-glass, for an operator with
+    /// access to the database): audited as a break-glass decision by NAME, and its
+    /// Slack messages say so.
+    Decide {
+        /// The approval's id, or its first 4 or more hex digits (`signoff list`).
+        id: String,
+        #[arg(value_enum)]
+        decision: operate::DecisionArg,
+        /// Who decides (recorded as the decider and in the audit log).
+        #[arg(long = "as", value_name = "NAME")]
+        name: String,
+        /// Why (required for a deny).
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +171,12 @@ enum TokenAction {
 
 #[derive(Debug, Subcommand)]
 enum PolicyAction {
+    /// Write a commented starting policy (every key, with its meaning) to FILE; an
+    /// existing file is never replaced.
+    Init {
+        #[arg(default_value = config::DEFAULT_POLICY_FILE)]
+        file: PathBuf,
+    },
     /// Validate FILE and show how sample tool calls would be classified.
     Check {
         file: PathBuf,
@@ -158,14 +190,22 @@ enum PolicyAction {
 /// Parses the command line, runs the command, and turns any error into one line.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = match crate::logging::Format::from_env() {
+        Ok(format) => format,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     // One-shot commands print their own results; only `serve` logs at info.
-    crate::logging::init(if matches!(cli.command, Command::Serve { .. }) {
+    let default = if matches!(cli.command, Command::Serve { .. }) {
         "signoff=info,tower_http=info,warn"
     } else if matches!(cli.command, Command::Proxy(_)) {
         "signoff=warn,error"
     } else {
         "error"
-    });
+    };
+    crate::logging::init(default, format);
     match run(cli).await {
         Ok(code) => code,
         Err(error) => {
@@ -228,16 +268,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = connect(&db).await?;
             token(action, &store, clock.as_ref()).await?;
         }
-        Command::Policy {
-            action: PolicyAction::Check { file, calls },
+        Command::Policy { action } => policy_command(action)?,
+        Command::List { status, json } => {
+            operate::list(&connect(&db).await?, status, json, clock.now()).await?;
+        }
+        Command::Decide {
+            id,
+            decision,
+            name,
+            reason,
         } => {
-            let policy = policy::Policy::load(&file)?;
-            let mut samples = policy::sample_calls(&policy);
-            for call in &calls {
-                samples.push(parse_call(call)?);
-            }
-            print!("{}", policy::check_report(&policy, &samples));
-            println!("policy {} is valid", file.display());
+            let store = connect(&db).await?;
+            let approval =
+                operate::decide(&store, &id, decision, &name, reason.as_deref(), clock.now())
+                    .await?;
+            println!(
+                "{} {} ({}) as {} outside Slack (break-glass, audited)",
+                approval.status,
+                approval.id,
+                approval.tool_name,
+                approval.decided_by.as_deref().unwrap_or("-")
+            );
         }
         Command::Manifest { public_url } => {
             print!(
@@ -304,6 +355,28 @@ async fn token(action: TokenAction, store: &Store, clock: &dyn Clock) -> anyhow:
     Ok(())
 }
 
+fn policy_command(action: PolicyAction) -> anyhow::Result<()> {
+    match action {
+        PolicyAction::Check { file, calls } => {
+            let policy = policy::Policy::load(&file)?;
+            let mut samples = policy::sample_calls(&policy);
+            for call in &calls {
+                samples.push(parse_call(call)?);
+            }
+            print!("{}", policy::check_report(&policy, &samples));
+            println!("policy {} is valid", file.display());
+        }
+        PolicyAction::Init { file } => {
+            operate::policy_init(&file)?;
+            println!(
+                "wrote {0}: set your Slack channel and approvers in it, then `signoff policy check {0}`",
+                file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn key(action: KeyAction, db: &Database) -> anyhow::Result<()> {
     match action {
         KeyAction::Generate { file } => {
@@ -326,7 +399,9 @@ fn key(action: KeyAction, db: &Database) -> anyhow::Result<()> {
 /// configuration error; Slack being unreachable is not (deliveries wait and retry).
 async fn connect_slack(args: &SlackArgs) -> anyhow::Result<Option<SlackApp>> {
     let Some(token) = args.bot_token.as_deref().filter(|t| !t.is_empty()) else {
-        tracing::warn!("SLACK_BOT_TOKEN is not set: approvals are not posted to Slack");
+        tracing::warn!(
+            "SLACK_BOT_TOKEN is not set, so approvals are not posted to Slack: see what waits with `signoff list` and decide with `signoff decide ID approve --as YOUR_NAME` (or deny --reason TEXT)"
+        );
         return Ok(None);
     };
     let client = SlackClient::new(token, &args.api_url).map_err(anyhow::Error::msg)?;

@@ -141,7 +141,7 @@ impl Outbox {
 
     /// Runs one job; never fails, it answers with the outcome to record. A post has its
     /// channel's slot already (see `deliver_all`).
-    #[tracing::instrument(skip_all, fields(job = job.id, kind = job.job.kind(), approval = %job.approval_id))]
+    #[tracing::instrument(skip_all, fields(job = job.id, kind = job.job.kind(), approval_id = %job.approval_id))]
     async fn deliver(&self, job: &DueJob, now: DateTime<Utc>) -> Outcome {
         let approval = match self.store.get(job.approval_id).await {
             Ok(Some(approval)) => approval,

@@ -11,8 +11,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::text::{
-    ELLIPSIS, fit, fit_line, fit_plain, fit_plain_lines, join_limited, params_plain, people,
-    person, plain, relative, requester, slack_date, summary_or_params, tier_badge,
+    ELLIPSIS, decider, fit, fit_line, fit_plain, fit_plain_lines, join_limited, outside_slack,
+    params_plain, people, person, plain, relative, requester, slack_date, summary_or_params,
+    tier_badge,
 };
 use crate::approval::machine::POLICY_ACTOR;
 use crate::approval::{Approval, ApprovalId, Decision, Status, Tier};
@@ -117,6 +118,7 @@ pub fn outcome_line(a: &Approval) -> String {
         Status::Pending => ":hourglass_flowing_sand: Waiting for a decision".to_string(),
         Status::Approved => {
             let who = match by {
+                Some(by) if a.is_break_glass() => outside_slack(by),
                 Some(POLICY_ACTOR) => " automatically by policy".to_string(),
                 Some(by) => format!(" by {}", people(by, 1500)),
                 None => String::new(),
@@ -128,6 +130,7 @@ pub fn outcome_line(a: &Approval) -> String {
         }
         Status::Denied => {
             let who = match by {
+                Some(by) if a.is_break_glass() => outside_slack(by),
                 Some(POLICY_ACTOR) => " by policy".to_string(),
                 Some(by) => format!(" by {}", people(by, 1000)),
                 None => String::new(),
@@ -144,8 +147,8 @@ pub fn outcome_line(a: &Approval) -> String {
         // An approval that expired after being approved was never run either.
         Status::Expired => match by {
             Some(by) => format!(
-                ":hourglass: Expired — approved by {} but not run in time (not executed)",
-                people(by, 1500)
+                ":hourglass: Expired — approved{} but not run in time (not executed)",
+                decider(a, by)
             ),
             None => ":hourglass: Expired — nobody decided in time (not executed)".into(),
         },
@@ -154,9 +157,7 @@ pub fn outcome_line(a: &Approval) -> String {
             at(a.decision_at).unwrap_or_default()
         ),
         Status::Executed => {
-            let approved = by.map_or(String::new(), |by| {
-                format!(" (approved by {})", people(by, 1500))
-            });
+            let approved = by.map_or(String::new(), |by| format!(" (approved{})", decider(a, by)));
             format!(
                 ":rocket: Executed{}{approved}",
                 at(a.executed_at).unwrap_or_default()

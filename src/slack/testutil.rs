@@ -27,6 +27,7 @@ pub fn approval() -> Approval {
         summary: None,
         context: None,
         decided_by: None,
+        decided_via: None,
         decision_at: None,
         reason: None,
         required_approvals: 2,

@@ -141,6 +141,24 @@ pub fn people(decided_by: &str, max: usize) -> String {
     join_limited(&names, ", ", max)
 }
 
+/// ` by NAME outside Slack (signoff decide)`: a break-glass decider, in plain words
+/// (an operator's name, never a mention).
+pub fn outside_slack(by: &str) -> String {
+    format!(
+        " by {} outside Slack (signoff decide)",
+        fit_line(by.trim(), 80)
+    )
+}
+
+/// ` by …` for whoever decided: people in Slack, or an operator outside it.
+pub fn decider(a: &Approval, by: &str) -> String {
+    if a.is_break_glass() {
+        outside_slack(by)
+    } else {
+        format!(" by {}", people(by, 1500))
+    }
+}
+
 /// Joins whole `items` with `sep`, ending with ` and N more` when they do not all fit in
 /// `max` chars. Items are never cut, so mentions and links stay intact.
 pub fn join_limited(items: &[String], sep: &str, max: usize) -> String {

@@ -264,3 +264,30 @@ fn the_summary_is_preferred_over_parameters() {
         "environment: prod; service: api"
     );
 }
+
+#[test]
+fn a_decision_outside_slack_says_so_in_plain_words() {
+    use crate::approval::{BREAK_GLASS_VIA, Status};
+    use crate::slack::blocks::outcome_line;
+    let mut a = approval();
+    a.status = Status::Denied;
+    a.decided_by = Some("<!channel> carol".into());
+    a.decided_via = Some(BREAK_GLASS_VIA.into());
+    a.reason = Some("freeze".into());
+    a.decision_at = Some(now());
+    let line = outcome_line(&a);
+    assert!(
+        line.starts_with(":x: Denied by &lt;!channel&gt; carol outside Slack (signoff decide)"),
+        "{line}"
+    );
+    assert!(line.ends_with("— freeze"), "{line}");
+    a.status = Status::Executed;
+    a.decided_by = Some("U0CAROL".into());
+    assert!(
+        outcome_line(&a).contains("(approved by U0CAROL outside Slack (signoff decide))"),
+        "an operator's name is never a mention: {}",
+        outcome_line(&a)
+    );
+    a.decided_via = None;
+    assert!(outcome_line(&a).contains("<@U0CAROL>"));
+}

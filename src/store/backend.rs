@@ -8,7 +8,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::{HealthCounts, Result, StatusChange, TokenInfo};
-use crate::approval::{Approval, ApprovalId, Vote};
+use crate::approval::{Approval, ApprovalId, Status, Vote};
 use crate::audit;
 use crate::audit::checkpoint::Checkpoint;
 use crate::jobs::{DueJob, MessageKey, NewJob, PostedMessage};
@@ -26,6 +26,16 @@ pub(crate) trait Reads: Send + Sync {
     ) -> impl Future<Output = Result<HashMap<ApprovalId, String>>> + Send;
     /// Pending approvals, oldest first.
     fn list_pending(&self, limit: i64) -> impl Future<Output = Result<Vec<Approval>>> + Send;
+    /// Whether Slack was asked to show the approval: a post planned (still to run, or
+    /// dead) or a message posted (one statement, so a post that finishes meanwhile
+    /// is seen as one or the other).
+    fn slack_planned(&self, id: ApprovalId) -> impl Future<Output = Result<bool>> + Send;
+    /// The ids of every approval with `status` (any status: `None`), oldest first:
+    /// ids only, so that a caller can load them all, however many there are.
+    fn list_ids(
+        &self,
+        status: Option<Status>,
+    ) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
     /// Pending rows nobody classified yet (inserted straight into the table), oldest first.
     fn unclassified(&self, limit: i64) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
     /// Ids from `first` to `last` (both included) in id order, at most `limit`: an id

@@ -14,7 +14,7 @@ use super::shared::{prefix_range, redact};
 use super::{
     Created, HealthCounts, Result, StatusChange, StoreError, TokenInfo, postgres, sqlite, writer,
 };
-use crate::approval::{Approval, ApprovalId, Event, NewApproval};
+use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status};
 use crate::audit;
 use crate::audit::checkpoint::{self, Checkpoint};
 use crate::jobs::{Deliveries, DueJob, Outcome, PostedMessage};
@@ -87,7 +87,7 @@ impl Store {
         let (heard, hearing) = tokio::sync::watch::channel(false);
         let backend = if url.starts_with("sqlite:") {
             heard.send_replace(true);
-            let (reads, tx) = sqlite::open(url).await?;
+            let (reads, tx) = sqlite::open(url, changes.clone()).await?;
             tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries, signer));
             Backend::Sqlite(reads)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -196,6 +196,27 @@ impl Store {
             id,
             event,
             now,
+            deliveries: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Like [`Store::apply`], planning `deliveries` for this change instead of the
+    /// store's (`signoff decide` updates the Slack messages an approval has, though
+    /// its own process has no Slack client).
+    pub async fn apply_delivering(
+        &self,
+        id: ApprovalId,
+        event: Event,
+        now: DateTime<Utc>,
+        deliveries: Deliveries,
+    ) -> Result<Approval> {
+        self.write(|reply| Op::Apply {
+            id,
+            event,
+            now,
+            deliveries: Some(deliveries),
             reply,
         })
         .await
@@ -317,6 +338,12 @@ impl Store {
         read!(self.messages(id))
     }
 
+    /// Whether a server with Slack planned to post the approval, or posted it: then a
+    /// change made elsewhere (`signoff decide`) must update its messages.
+    pub async fn slack_planned(&self, id: ApprovalId) -> Result<bool> {
+        read!(self.slack_planned(id))
+    }
+
     /// The permalinks of the main channel posts of `ids`, where Slack gave one.
     pub async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
         if ids.is_empty() {
@@ -328,6 +355,19 @@ impl Store {
     /// Pending approvals, oldest first, at most `limit`.
     pub async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {
         read!(self.list_pending(limit))
+    }
+
+    /// Every approval with `status` (any: `None`), oldest first, however many: their
+    /// ids in one query, then each approval (one gone meanwhile is left out).
+    pub async fn list_all(&self, status: Option<Status>) -> Result<Vec<Approval>> {
+        let ids = read!(self.list_ids(status))?;
+        let mut approvals = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(approval) = self.get(id).await? {
+                approvals.push(approval);
+            }
+        }
+        Ok(approvals)
     }
 
     /// Resolves a full id or a short prefix (as shown in Slack) to at most `limit`

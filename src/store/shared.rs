@@ -3,12 +3,21 @@
 
 use crate::approval::ApprovalId;
 
-/// The `pending_approvals` columns every backend reads and writes, in bind order.
-macro_rules! approval_columns {
+/// The `pending_approvals` columns every backend writes when it opens an approval, in
+/// bind order.
+macro_rules! opening_columns {
     () => {
         "id, tool_name, parameters, risk_tier, status, requested_by, decided_by, decision_at, \
          expires_at, created_at, summary, context, reason, original_parameters, token_name, \
          idempotency_key, callback_url, required_approvals, routing, executed_at, version, server"
+    };
+}
+
+/// The `pending_approvals` columns every backend reads, in order: those written when
+/// an approval opens, then `decided_via` (set only by a decision).
+macro_rules! approval_columns {
+    () => {
+        concat!(opening_columns!(), ", decided_via")
     };
 }
 
@@ -45,7 +54,7 @@ macro_rules! insert_approvals_sql {
     () => {
         concat!(
             "INSERT INTO pending_approvals (",
-            approval_columns!(),
+            opening_columns!(),
             ", params_sha256) "
         )
     };

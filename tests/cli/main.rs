@@ -4,6 +4,7 @@ mod audit;
 #[path = "../common/mod.rs"]
 mod common;
 mod keys;
+mod operate;
 mod readme;
 mod secrets;
 

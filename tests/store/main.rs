@@ -1,6 +1,7 @@
 //! The store suite: every scenario runs against SQLite and against PostgreSQL
 //! (`SIGNOFF_TEST_POSTGRES_URL`), through the public `Store` API.
 
+mod break_glass;
 mod checkpoints;
 #[path = "../common/mod.rs"]
 mod common;

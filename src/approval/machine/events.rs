@@ -8,7 +8,7 @@ use super::{
     AuditKind, Decider, Event, Happening, Rejection, Transition, check_can_decide, check_owner,
     check_pending, decide, settle,
 };
-use crate::approval::{Approval, Decision, Status, Vote};
+use crate::approval::{Approval, BREAK_GLASS_VIA, Decision, Status, Vote};
 use crate::canonical;
 
 /// Applies `event` to `approval` at `now`. Refusals change nothing.
@@ -40,6 +40,11 @@ pub fn apply(
             caller.as_deref(),
             now,
         )?,
+        Event::BreakGlass {
+            by,
+            decision,
+            reason,
+        } => break_glass(&mut next, approval, by, *decision, reason.as_deref(), now)?,
         Event::Cancel { caller } => cancel(&mut next, approval, caller.as_deref(), now)?,
         Event::Expire => expire(&mut next, approval, now)?,
     };
@@ -146,6 +151,59 @@ fn execute(
         caller,
         json!({ "parameters_sha256": canonical::sha256_hex(parameters) }),
     )])
+}
+
+/// A decision by an operator outside Slack: final at once, recorded as a vote by `by`
+/// and, in the audit log, as break-glass (`via`, `break_glass`).
+fn break_glass(
+    next: &mut Approval,
+    approval: &Approval,
+    by: &str,
+    decision: Decision,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Happening>, Rejection> {
+    check_pending(approval)?;
+    if approval.is_expired_at(now) {
+        return Err(Rejection::Expired);
+    }
+    if approval.requested_by.as_deref() == Some(by) {
+        return Err(Rejection::RequesterCannotVote);
+    }
+    if approval.has_voted(by) {
+        return Err(Rejection::AlreadyVoted);
+    }
+    let reason = reason.map(str::trim).filter(|reason| !reason.is_empty());
+    if decision == Decision::Deny && reason.is_none() {
+        return Err(Rejection::ReasonRequired);
+    }
+    let reason = reason.map(str::to_owned);
+    next.votes.push(Vote {
+        user: by.to_owned(),
+        decision,
+        at: now,
+        reason: reason.clone(),
+    });
+    let (status, kind, mut data) = match decision {
+        Decision::Approve => (
+            Status::Approved,
+            AuditKind::Approved,
+            json!({ "parameters_sha256": canonical::sha256_hex(&next.parameters) }),
+        ),
+        Decision::Deny => (Status::Denied, AuditKind::Denied, json!({})),
+    };
+    decide(next, status, by, reason.clone(), now);
+    next.decided_via = Some(BREAK_GLASS_VIA.to_owned());
+    let mut vote = json!({ "decision": decision.as_str() });
+    for fields in [&mut vote, &mut data] {
+        fields["reason"] = json!(reason);
+        fields["via"] = json!(BREAK_GLASS_VIA);
+        fields["break_glass"] = json!(true);
+    }
+    Ok(vec![
+        Happening::new(AuditKind::Vote, Some(by), vote),
+        Happening::new(kind, Some(by), data),
+    ])
 }
 
 fn cancel(

@@ -53,6 +53,15 @@ pub enum Event {
         tool_name: Option<String>,
         caller: Option<String>,
     },
+    /// An operator with access to the database decides alone, outside Slack
+    /// (`signoff decide`, break-glass): `by` is the name they gave. It decides at once,
+    /// whatever the approvers list and `required_approvals` say, but only a pending,
+    /// unexpired request, never the requester's own, and a deny needs a reason.
+    BreakGlass {
+        by: String,
+        decision: Decision,
+        reason: Option<String>,
+    },
     /// The requester withdraws a pending request.
     Cancel { caller: Option<String> },
     /// The expiry time has come.
@@ -148,6 +157,8 @@ pub enum Rejection {
     NotOwner,
     #[error("this request has not reached its expiry time")]
     NotDue,
+    #[error("a deny outside Slack needs a reason")]
+    ReasonRequired,
 }
 
 /// The policy's identity in `decided_by` for decisions nobody clicked.
@@ -245,3 +256,6 @@ pub(super) fn check_owner(approval: &Approval, caller: Option<&str>) -> Result<(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod break_glass_tests;

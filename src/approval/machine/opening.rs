@@ -42,6 +42,7 @@ pub fn open(
         summary,
         context: request.context,
         decided_by: None,
+        decided_via: None,
         decision_at: None,
         reason: None,
         required_approvals: route.required_approvals.max(1),

@@ -170,7 +170,7 @@ pub async fn ask(
         };
         state.metrics.created(approval.risk_tier, status);
         tracing::info!(
-            approval = %approval.id,
+            approval_id = %approval.id,
             tool = %approval.tool_name,
             server = approval.server.as_deref(),
             // A caller's text, written as is: logging keeps each event one line.
@@ -303,7 +303,7 @@ pub async fn execute(
 
 /// Spends the approval on this call: exactly once, only approved, only with the
 /// approved tool and parameters (the state machine decides; refusals change nothing).
-#[tracing::instrument(skip_all, fields(token = %caller.0, approval = %id))]
+#[tracing::instrument(skip_all, fields(token = %caller.0, approval_id = %id))]
 pub async fn run(
     state: &AppState,
     caller: Caller,
@@ -321,7 +321,7 @@ pub async fn run(
 }
 
 /// `POST /v1/approvals/{id}/cancel`: the requester withdraws a pending request.
-#[tracing::instrument(skip_all, fields(token = %caller.0, approval = %id))]
+#[tracing::instrument(skip_all, fields(token = %caller.0, approval_id = %id))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,

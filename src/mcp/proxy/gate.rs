@@ -153,7 +153,7 @@ impl Gate {
     /// Cancels the approval of a call nobody waits for any more.
     async fn withdraw(&self, id: &str, why: String) -> String {
         if let Err(error) = self.api.cancel(id).await {
-            tracing::warn!(approval = id, %error, "could not cancel the approval");
+            tracing::warn!(approval_id = id, %error, "could not cancel the approval");
         }
         why
     }

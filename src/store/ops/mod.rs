@@ -84,11 +84,13 @@ pub(crate) enum Op {
         now: DateTime<Utc>,
         reply: Reply<Created>,
     },
-    /// A vote, edit, execute, cancel or expiry on one approval.
+    /// A vote, edit, execute, cancel or expiry on one approval; `deliveries`, when
+    /// given, instead of the writer's (a one-shot command that knows better).
     Apply {
         id: ApprovalId,
         event: Event,
         now: DateTime<Utc>,
+        deliveries: Option<Deliveries>,
         reply: Reply<Approval>,
     },
     /// Expire up to `limit` approvals whose expiry has come by `now`: how many fired.
@@ -350,11 +352,12 @@ async fn run_op<T: Tx>(
             id,
             event,
             now,
+            deliveries: given,
             reply,
         } => settle(
             reply,
             done,
-            work::apply(current, *id, event, *now, deliveries),
+            work::apply(current, *id, event, *now, given.unwrap_or(deliveries)),
         ),
         Op::FireDue { now, limit, reply } => settle(
             reply,

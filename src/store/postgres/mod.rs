@@ -144,6 +144,7 @@ fn approval_from_row(row: &PgRow, votes: Vec<Vote>) -> sqlx::Result<Approval> {
         summary: row.try_get("summary")?,
         context: row.try_get("context")?,
         decided_by: row.try_get("decided_by")?,
+        decided_via: row.try_get("decided_via")?,
         decision_at: row.try_get("decision_at")?,
         reason: row.try_get("reason")?,
         required_approvals: row.try_get::<i32, _>("required_approvals")?.max(1) as u32,

@@ -86,6 +86,25 @@ impl Reads for PgReads {
         Ok(on_conn!(self, |c| pending_approvals(c, limit)))
     }
 
+    async fn slack_planned(&self, id: ApprovalId) -> Result<bool> {
+        Ok(on_conn!(self, |c| sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE approval_id = $1 AND kind = 'slack_post') \
+             OR EXISTS (SELECT 1 FROM slack_messages WHERE approval_id = $1)"
+        )
+        .bind(id.0)
+        .fetch_one(c)))
+    }
+
+    async fn list_ids(&self, status: Option<crate::approval::Status>) -> Result<Vec<ApprovalId>> {
+        let ids: Vec<Uuid> = on_conn!(self, |c| sqlx::query_scalar(
+            "SELECT id FROM pending_approvals WHERE $1::text IS NULL OR status = $1 \
+             ORDER BY created_at, id"
+        )
+        .bind(status.map(|status| status.as_str()))
+        .fetch_all(c));
+        Ok(ids.into_iter().map(ApprovalId).collect())
+    }
+
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
         let ids: Vec<Uuid> = on_conn!(self, |c| {
             sqlx::query_scalar(

@@ -108,12 +108,12 @@ impl Tx for PgTx {
             "UPDATE pending_approvals p SET parameters = v.parameters, status = v.status, \
              decided_by = v.decided_by, decision_at = v.decision_at, reason = v.reason, \
              original_parameters = v.original_parameters, executed_at = v.executed_at, \
-             version = v.version \
+             version = v.version, decided_via = v.decided_via \
              FROM unnest($1::uuid[], $2::bigint[], $3::jsonb[], $4::text[], $5::text[], \
                $6::timestamptz[], $7::text[], $8::jsonb[], $9::timestamptz[], $10::bigint[], \
-               $11::text[]::tid[]) \
+               $11::text[]::tid[], $12::text[]) \
              AS v(id, expected, parameters, status, decided_by, decision_at, reason, \
-               original_parameters, executed_at, version, loc) \
+               original_parameters, executed_at, version, loc, decided_via) \
              WHERE p.ctid = v.loc AND p.id = v.id AND p.version = v.expected \
              RETURNING p.id, p.ctid::text",
         )
@@ -128,6 +128,7 @@ impl Tx for PgTx {
         .bind(column(approvals, |(a, _)| a.executed_at))
         .bind(column(approvals, |(a, _)| a.version))
         .bind(locations)
+        .bind(column(approvals, |(a, _)| a.decided_via.as_deref()))
         .fetch_all(self.conn()?)
         .await?;
         let updated = moved.len() as u64;

@@ -24,7 +24,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// How long a job may be overdue before health reports it undelivered.
 const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
 
-pub(crate) async fn open(url: &str) -> Result<(SqliteReads, SqliteTx)> {
+/// Opens the file; `changes` hears what other processes commit to it (see `watch`).
+pub(crate) async fn open(
+    url: &str,
+    changes: tokio::sync::broadcast::Sender<crate::store::StatusChange>,
+) -> Result<(SqliteReads, SqliteTx)> {
     if url.contains(":memory:") || url.contains("mode=memory") {
         return Err(StoreError::Invalid(
             "in-memory SQLite is not supported (readers and the writer need one file): use sqlite://FILE".into(),
@@ -58,6 +62,11 @@ pub(crate) async fn open(url: &str) -> Result<(SqliteReads, SqliteTx)> {
         .max_connections(READERS)
         .connect_with(options.clone().pragma("cache_size", "-1024"))
         .await?;
+    // `data_version` is per connection: the watcher keeps its one.
+    let watcher = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone().pragma("cache_size", "-256"))
+        .await?;
     // A checkpoint copies WAL frames to the file without the page cache.
     let checkpointer = SqlitePoolOptions::new()
         .max_connections(1)
@@ -69,6 +78,7 @@ pub(crate) async fn open(url: &str) -> Result<(SqliteReads, SqliteTx)> {
             pool: writer,
             conn: None,
             _checkpointer: Checkpointer(tokio::spawn(checkpoint(checkpointer))),
+            _watcher: Checkpointer(tokio::spawn(watch::watch(watcher, changes))),
             rowids: HashMap::new(),
         },
     ))
@@ -98,7 +108,8 @@ async fn checkpoint(pool: SqlitePool) {
     }
 }
 
-/// Stops the checkpointer with the writer that owns it.
+/// Stops a background task of the file (the checkpointer, the change watcher) with
+/// the writer that owns it.
 pub(crate) struct Checkpointer(tokio::task::JoinHandle<()>);
 
 impl Drop for Checkpointer {
@@ -165,6 +176,7 @@ struct ApprovalRow {
     executed_at: Option<String>,
     version: i64,
     server: Option<String>,
+    decided_via: Option<String>,
     votes: Vec<Vote>,
 }
 
@@ -187,6 +199,7 @@ impl ApprovalRow {
             summary: self.summary,
             context: self.context,
             decided_by: self.decided_by,
+            decided_via: self.decided_via,
             decision_at: parse_opt_ts(self.decision_at)?,
             reason: self.reason,
             required_approvals: self.required_approvals.clamp(1, i64::from(u32::MAX)) as u32,
@@ -281,6 +294,7 @@ fn checkpoint_from_row(row: &SqliteRow) -> sqlx::Result<Checkpoint> {
 mod reads;
 mod requests;
 mod tx;
+mod watch;
 
 pub(crate) use reads::SqliteReads;
 pub(crate) use tx::SqliteTx;

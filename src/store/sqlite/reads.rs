@@ -94,6 +94,30 @@ impl Reads for SqliteReads {
         Ok(approvals)
     }
 
+    async fn slack_planned(&self, id: ApprovalId) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE approval_id = $1 AND kind = 'slack_post') \
+             OR EXISTS (SELECT 1 FROM slack_messages WHERE approval_id = $1)",
+        )
+        .bind(id.to_string())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn list_ids(&self, status: Option<crate::approval::Status>) -> Result<Vec<ApprovalId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM pending_approvals WHERE $1 IS NULL OR status = $1 \
+             ORDER BY created_at, lower(id)",
+        )
+        .bind(status.map(|status| status.as_str()))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids
+            .iter()
+            .map(|id| parse_id(id))
+            .collect::<sqlx::Result<_>>()?)
+    }
+
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM pending_approvals WHERE routing IS NULL AND status = 'pending' ORDER BY created_at LIMIT $1",

@@ -10,6 +10,8 @@ pub(crate) struct SqliteTx {
     pub(super) pool: SqlitePool,
     pub(super) conn: Option<PoolConnection<Sqlite>>,
     pub(super) _checkpointer: Checkpointer,
+    /// The change watcher (`watch`), stopped with the writer too.
+    pub(super) _watcher: Checkpointer,
     /// The rowid of every approval this transaction read, so its update seeks the
     /// table directly instead of through the id index (random ids: a random index
     /// page per row). Valid for one transaction only: cleared at `begin`.
@@ -103,11 +105,11 @@ impl Tx for SqliteTx {
             rows.push((rowid, approval, *expected));
         }
         let mut updated = 0;
-        // 11 binds per row; far below SQLite's variable limit.
+        // 12 binds per row; far below SQLite's variable limit.
         for chunk in pow2_chunks(&rows, 64) {
             let mut query = QueryBuilder::<Sqlite>::new(
                 "WITH v(rid, id, expected, parameters, status, decided_by, decision_at, reason, \
-                 original_parameters, executed_at, version) AS (",
+                 original_parameters, executed_at, version, decided_via) AS (",
             );
             query.push_values(chunk, |mut row, (rowid, a, expected)| {
                 row.push_bind(*rowid)
@@ -124,13 +126,14 @@ impl Tx for SqliteTx {
                             .map(crate::canonical::to_string),
                     )
                     .push_bind(a.executed_at.as_ref().map(ts))
-                    .push_bind(a.version);
+                    .push_bind(a.version)
+                    .push_bind(a.decided_via.clone());
             });
             query.push(
                 ") UPDATE pending_approvals SET parameters = v.parameters, status = v.status, \
                  decided_by = v.decided_by, decision_at = v.decision_at, reason = v.reason, \
                  original_parameters = v.original_parameters, executed_at = v.executed_at, \
-                 version = v.version \
+                 version = v.version, decided_via = v.decided_via \
                  FROM v WHERE pending_approvals.rowid = v.rid AND pending_approvals.id = v.id \
                  AND pending_approvals.version = v.expected",
             );

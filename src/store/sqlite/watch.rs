@@ -1,0 +1,94 @@
+//! Hearing other processes on one SQLite file: `signoff decide` (or anything else that
+//! writes through signoff) commits from its own process, and a `serve` on the same file
+//! must wake its long-polls. SQLite has no NOTIFY, so a watcher polls
+//! `PRAGMA data_version` (which moves when another connection commits) and, when it
+//! moved, reads the audit events appended since: every status change appends one, in
+//! the same transaction. Each becomes a change notice without a snapshot, as a notice
+//! heard from another PostgreSQL replica does (waiters read the approval back).
+//! Changes made by this process are heard too: their waiters were answered already.
+
+use std::time::Duration;
+
+use sqlx::{Row, SqlitePool};
+use tokio::sync::broadcast;
+
+use super::parse_id;
+use crate::approval::Status;
+use crate::store::StatusChange;
+
+/// How often the watcher looks; what a long-poll waits at most for another
+/// process's decision to show.
+const EVERY: Duration = Duration::from_millis(200);
+
+/// The status an audit event of `kind` leaves its approval in, for those that move it.
+fn status_after(kind: &str) -> Option<Status> {
+    match kind {
+        "approved" => Some(Status::Approved),
+        "denied" => Some(Status::Denied),
+        "expired" => Some(Status::Expired),
+        "executed" => Some(Status::Executed),
+        "cancelled" => Some(Status::Cancelled),
+        _ => None,
+    }
+}
+
+/// Runs until the process ends; a failed look is retried on the next.
+pub(crate) async fn watch(pool: SqlitePool, changes: broadcast::Sender<StatusChange>) {
+    let mut seen = None;
+    let mut version = None;
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match look(&pool, &changes, &mut seen, &mut version).await {
+            Ok(()) => {}
+            Err(error) => tracing::debug!(%error, "SQLite change watcher: retrying"),
+        }
+    }
+}
+
+async fn look(
+    pool: &SqlitePool,
+    changes: &broadcast::Sender<StatusChange>,
+    seen: &mut Option<i64>,
+    version: &mut Option<i64>,
+) -> sqlx::Result<()> {
+    let mut conn = pool.acquire().await?;
+    let now: i64 = sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    if seen.is_some() && *version == Some(now) {
+        return Ok(());
+    }
+    let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
+        .fetch_one(&mut *conn)
+        .await?;
+    // At the start, only what comes from now on.
+    let after = seen.unwrap_or(head);
+    // Only the events that move a status, of those appended since the last look.
+    let rows = sqlx::query(
+        "SELECT approval_id, kind FROM audit_events WHERE seq > $1 AND seq <= $2 \
+         AND kind IN ('approved', 'denied', 'expired', 'executed', 'cancelled') ORDER BY seq",
+    )
+    .bind(after)
+    .bind(head)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let (Some(id), Some(status)) = (
+            row.try_get::<Option<&str>, _>("approval_id")?,
+            status_after(row.try_get("kind")?),
+        ) else {
+            continue;
+        };
+        let change = StatusChange {
+            id: parse_id(id)?,
+            status,
+            after: None,
+        };
+        // Nobody listening is fine.
+        let _ = changes.send(change);
+    }
+    (*seen, *version) = (Some(head), Some(now));
+    Ok(())
+}
