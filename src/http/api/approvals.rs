@@ -181,7 +181,7 @@ pub async fn ask(
         );
     }
     if spend && approval.status == Status::Executed {
-        tracing::info!(approval = %approval.id, "approval executed");
+        tracing::info!(approval_id = %approval.id, "approval executed");
     }
     Ok(created)
 }

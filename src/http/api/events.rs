@@ -80,7 +80,7 @@ async fn approval_event(follow: &Follow, change: StatusChange) -> Option<Event> 
             Ok(Some(approval)) => approval.into(),
             Ok(None) => return None,
             Err(error) => {
-                tracing::warn!(%error, approval = %change.id, "cannot read a changed approval");
+                tracing::warn!(%error, approval_id = %change.id, "cannot read a changed approval");
                 return Some(resync());
             }
         },

@@ -190,7 +190,7 @@ impl Watch {
             tokio::spawn(async move {
                 match watch.api.wait(&id, Duration::ZERO).await {
                     Ok(view) => watch.deliver(view),
-                    Err(error) => tracing::warn!(%error, approval = id, "cannot read again"),
+                    Err(error) => tracing::warn!(%error, approval_id = id, "cannot read again"),
                 }
             });
         }

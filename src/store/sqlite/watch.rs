@@ -5,8 +5,11 @@
 //! moved, reads the audit events appended since: every status change appends one, in
 //! the same transaction. Each becomes a change notice without a snapshot, as a notice
 //! heard from another PostgreSQL replica does (waiters read the approval back).
-//! Changes made by this process are heard too: their waiters were answered already.
+//! Changes this process made itself are skipped: the watcher hears them on the same
+//! broadcast (as notices with a snapshot) and remembers them until it reads their
+//! events, so each change is announced once, whoever made it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::{Row, SqlitePool};
@@ -32,15 +35,53 @@ fn status_after(kind: &str) -> Option<Status> {
     }
 }
 
+/// How many looks a change this process made is remembered for, waiting for its event.
+const REMEMBER: u32 = 50;
+
+/// The changes this process announced itself, by approval and status: the look that
+/// made each one, so that it is forgotten after [`REMEMBER`] looks.
+#[derive(Default)]
+struct Own {
+    changes: HashMap<(String, Status), u32>,
+    looks: u32,
+}
+
+impl Own {
+    /// Takes in what this process announced since the last look.
+    fn hear(&mut self, local: &mut broadcast::Receiver<StatusChange>) {
+        self.looks += 1;
+        let looks = self.looks;
+        self.changes.retain(|_, at| looks - *at < REMEMBER);
+        loop {
+            match local.try_recv() {
+                Ok(change) if change.is_local() => {
+                    self.changes
+                        .insert((change.id.to_string(), change.status), looks);
+                }
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Whether this process announced the change already (forgetting it).
+    fn made(&mut self, id: &str, status: Status) -> bool {
+        self.changes.remove(&(id.to_owned(), status)).is_some()
+    }
+}
+
 /// Runs until the process ends; a failed look is retried on the next.
 pub(crate) async fn watch(pool: SqlitePool, changes: broadcast::Sender<StatusChange>) {
     let mut seen = None;
     let mut version = None;
+    let mut local = changes.subscribe();
+    let mut own = Own::default();
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match look(&pool, &changes, &mut seen, &mut version).await {
+        own.hear(&mut local);
+        match look(&pool, &changes, &mut own, &mut seen, &mut version).await {
             Ok(()) => {}
             Err(error) => tracing::debug!(%error, "SQLite change watcher: retrying"),
         }
@@ -50,6 +91,7 @@ pub(crate) async fn watch(pool: SqlitePool, changes: broadcast::Sender<StatusCha
 async fn look(
     pool: &SqlitePool,
     changes: &broadcast::Sender<StatusChange>,
+    own: &mut Own,
     seen: &mut Option<i64>,
     version: &mut Option<i64>,
 ) -> sqlx::Result<()> {
@@ -81,6 +123,9 @@ async fn look(
         ) else {
             continue;
         };
+        if own.made(id, status) {
+            continue;
+        }
         let change = StatusChange {
             id: parse_id(id)?,
             status,
