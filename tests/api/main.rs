@@ -6,6 +6,7 @@ mod common;
 mod connections;
 mod decisions;
 mod egress;
+mod fuzz;
 mod helpers;
 mod hostile;
 mod mcp;
