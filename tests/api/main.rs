@@ -10,6 +10,7 @@ mod fuzz;
 mod helpers;
 mod hostile;
 mod mcp;
+mod mcp_fuzz;
 mod mcp_tools;
 mod operations;
 mod requests;
