@@ -4,7 +4,8 @@
 //!
 //! Before rmcp sees a request, [`guard`] authenticates it like the API (a Bearer
 //! token, looked up on every request), enforces the body limit and reads the body
-//! exactly (no key twice, no number rounded: parameters decide what runs). rmcp then
+//! exactly (no key twice, no number rounded: parameters decide what runs); a body that
+//! is no JSON-RPC message gets the protocol's error. rmcp then
 //! checks `Host` and `Origin` against localhost and `SIGNOFF_PUBLIC_URL` (DNS
 //! rebinding), and serves without sessions, so any replica answers any request.
 
@@ -113,8 +114,8 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
 
 /// Why a POSTed body is not one JSON-RPC message read exactly, as a JSON-RPC error
 /// (HTTP 400): not JSON (parse error), JSON that cannot be kept as sent (invalid
-/// params), or JSON that is no JSON-RPC message (invalid request; rmcp itself would
-/// answer those two in plain text, as an unsupported media type).
+/// params), or JSON that is no JSON-RPC message (invalid request). rmcp itself answers
+/// the first and the last with a plain-text 415, as if the content type were wrong.
 fn unreadable(bytes: &[u8]) -> Option<Response> {
     match exact_json::parse(bytes) {
         Err(error @ ExactError::Syntax(_)) => {
