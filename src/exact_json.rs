@@ -334,17 +334,21 @@ mod tests {
         })
     }
 
-    /// Arbitrary bytes never panic; whatever is accepted is what serde_json reads. (A
-    /// fuzz target: `crate::fuzz` sets how long it runs.)
-    #[test]
-    fn arbitrary_input_is_read_or_refused_never_misread() {
-        crate::fuzz::run(256, &prop::collection::vec(any::<u8>(), 0..64), |bytes| {
-            if let Ok(value) = parse(&bytes) {
-                let plain: Value = serde_json::from_slice(&bytes).unwrap();
-                prop_assert_eq!(value, plain);
-            }
-            Ok(())
-        });
+    /// Fuzz targets (`crate::fuzz` sets how long they run; `cargo test fuzz` finds them).
+    mod fuzz {
+        use super::*;
+
+        /// Arbitrary bytes never panic; whatever is accepted is what serde_json reads.
+        #[test]
+        fn arbitrary_input_is_read_or_refused_never_misread() {
+            crate::fuzz::run(256, &prop::collection::vec(any::<u8>(), 0..64), |bytes| {
+                if let Ok(value) = parse(&bytes) {
+                    let plain: Value = serde_json::from_slice(&bytes).unwrap();
+                    prop_assert_eq!(value, plain);
+                }
+                Ok(())
+            });
+        }
     }
 
     proptest! {
