@@ -334,6 +334,23 @@ mod tests {
         })
     }
 
+    /// Fuzz targets (`crate::fuzz` sets how long they run; `cargo test fuzz` finds them).
+    mod fuzz {
+        use super::*;
+
+        /// Arbitrary bytes never panic; whatever is accepted is what serde_json reads.
+        #[test]
+        fn arbitrary_input_is_read_or_refused_never_misread() {
+            crate::fuzz::run(256, &prop::collection::vec(any::<u8>(), 0..64), |bytes| {
+                if let Ok(value) = parse(&bytes) {
+                    let plain: Value = serde_json::from_slice(&bytes).unwrap();
+                    prop_assert_eq!(value, plain);
+                }
+                Ok(())
+            });
+        }
+    }
+
     proptest! {
         /// Whatever serde_json writes is read back exactly, and canonically the same.
         #[test]
@@ -341,15 +358,6 @@ mod tests {
             let text = serde_json::to_string(&value).unwrap();
             let read = parse_str(&text).unwrap();
             prop_assert_eq!(crate::canonical::to_string(&read), crate::canonical::to_string(&value));
-        }
-
-        /// Arbitrary bytes never panic; whatever is accepted is what serde_json reads.
-        #[test]
-        fn arbitrary_input_is_read_or_refused_never_misread(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
-            if let Ok(value) = parse(&bytes) {
-                let plain: Value = serde_json::from_slice(&bytes).unwrap();
-                prop_assert_eq!(value, plain);
-            }
         }
 
         /// A decimal with more digits than an f64 holds is refused, never rounded.

@@ -32,6 +32,11 @@ pub mod clock;
 pub mod config;
 pub mod egress;
 pub mod exact_json;
+/// How long the fuzz targets run (`SIGNOFF_FUZZ_SECONDS`, `SIGNOFF_FUZZ_CASES`): one file
+/// with the integration tests.
+#[cfg(test)]
+#[path = "../tests/common/fuzz.rs"]
+mod fuzz;
 pub mod http;
 pub mod ids;
 pub mod jobs;

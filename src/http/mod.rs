@@ -125,7 +125,9 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::handler))
         .merge(api::router())
         .merge(mcp::router(&state))
-        .merge(slack::router());
+        .merge(slack::router())
+        .fallback(no_endpoint)
+        .method_not_allowed_fallback(method_not_allowed);
     routes
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -143,6 +145,16 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// A path no route has: the API's JSON error, like every other refusal.
+async fn no_endpoint(method: axum::http::Method, uri: axum::http::Uri) -> api::ApiError {
+    api::ApiError::NoEndpoint(format!("{method} {}", uri.path()))
+}
+
+/// A route's path with another method: the API's JSON error.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> api::ApiError {
+    api::ApiError::MethodNotAllowed(format!("{method} {}", uri.path()))
 }
 
 /// `signoff serve`: the HTTP server plus the background scheduler, which leases the

@@ -1,20 +1,14 @@
 //! Policy files and CEL conditions come from operators, but a policy check runs on
 //! whatever a caller sends: arbitrary files load or are refused with a message, and
 //! arbitrary conditions compile or are refused, then classify any call without a panic
-//! (an error never auto-approves). `SIGNOFF_FUZZ_CASES` runs more cases (a long run).
+//! (an error never auto-approves). `SIGNOFF_FUZZ_CASES` or `SIGNOFF_FUZZ_SECONDS` run
+//! longer (see `crate::fuzz`).
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
-
-fn config() -> ProptestConfig {
-    let cases = std::env::var("SIGNOFF_FUZZ_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(256);
-    ProptestConfig::with_cases(cases)
-}
+use crate::fuzz;
 
 /// CEL-looking text: fragments of real conditions, operators and junk.
 fn condition() -> impl Strategy<Value = String> {
@@ -61,32 +55,36 @@ fn params() -> impl Strategy<Value = Value> {
     prop::collection::btree_map("[a-z]{1,6}", value, 0..5).prop_map(|map| json!(map))
 }
 
-proptest! {
-    #![proptest_config(config())]
-
-    #[test]
-    fn arbitrary_policy_files_load_or_are_refused_with_a_message(text in "\\PC{0,300}") {
+#[test]
+fn arbitrary_policy_files_load_or_are_refused_with_a_message() {
+    fuzz::run(256, &"\\PC{0,300}", |text| {
         if let Err(error) = Policy::from_toml_str(&text) {
             prop_assert!(!error.to_string().is_empty());
         }
-    }
+        Ok(())
+    });
+}
 
-    #[test]
-    fn arbitrary_conditions_compile_or_are_refused_and_never_auto_approve_by_error(
-        when in condition(),
-        params in params(),
-        server in prop::option::of("[a-z]{1,6}"),
-    ) {
+#[test]
+fn arbitrary_conditions_compile_or_are_refused_and_never_auto_approve_by_error() {
+    let inputs = (condition(), params(), prop::option::of("[a-z]{1,6}"));
+    fuzz::run(256, &inputs, |(when, params, server)| {
         let toml = format!(
             "[tiers]\nlow = \"auto_approve\"\n\n[[rules]]\ntools = [\"*\"]\nwhen = {}\ntier = \"low\"\n",
             toml::Value::String(when.clone())
         );
-        let Ok(policy) = Policy::from_toml_str(&toml) else { return Ok(()) };
-        let call = Call { server: server.as_deref(), ..Call::new("tool", &params) };
+        let Ok(policy) = Policy::from_toml_str(&toml) else {
+            return Ok(());
+        };
+        let call = Call {
+            server: server.as_deref(),
+            ..Call::new("tool", &params)
+        };
         let class = policy.classify_call(&call, None);
         if !class.notes.is_empty() {
             // The condition could not be evaluated: never the rule's low tier.
             prop_assert_ne!(class.tier, Tier::Low, "{} on {}", when, params);
         }
-    }
+        Ok(())
+    });
 }

@@ -297,12 +297,12 @@ mod fuzz {
         prop::collection::vec(word, 0..5).prop_map(|words| words.join(" "))
     }
 
-    proptest! {
-        /// Every text is one of the commands; an id is only ever hex digits and dashes,
-        /// lower-cased; and whatever was typed, the reply stays within Slack's limits
-        /// and cannot mention anyone.
-        #[test]
-        fn any_text_parses_to_a_command_with_a_safe_reply(raw in text()) {
+    /// Every text is one of the commands; an id is only ever hex digits and dashes,
+    /// lower-cased; and whatever was typed, the reply stays within Slack's limits and
+    /// cannot mention anyone. (A fuzz target: `crate::fuzz` sets how long it runs.)
+    #[test]
+    fn any_text_parses_to_a_command_with_a_safe_reply() {
+        crate::fuzz::run(256, &text(), |raw| {
             match parse(&raw) {
                 Command::Status(id) => {
                     prop_assert!(id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'));
@@ -317,8 +317,11 @@ mod fuzz {
                 }
                 Command::Pending | Command::Help => {}
             }
-        }
+            Ok(())
+        });
+    }
 
+    proptest! {
         /// Case and spacing do not matter to the keywords.
         #[test]
         fn keywords_ignore_case_and_spacing(spaces in "[ \t]{0,4}", upper in any::<bool>()) {

@@ -4,9 +4,21 @@
 //! (`common::app::TestResolver`) answers 127.0.0.1 for `*.test` and nothing else, so no
 //! test reaches an address it did not choose.
 
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
 use reqwest::StatusCode;
 use serde_json::json;
+use signoff::clock::Clock;
+use signoff::egress::Resolver;
+use signoff::outbox::Outbox;
+use signoff::policy::Policy;
+use signoff::scheduler::Scheduler;
 
+use crate::common::app::{self, Options};
 use crate::helpers::*;
 
 async fn create_with(app: &TestApp, url: &str) -> (StatusCode, serde_json::Value) {
@@ -75,4 +87,76 @@ async fn a_host_that_resolves_inward_is_dead_lettered_with_the_reason() {
         "{error}"
     );
     assert_eq!(attempts, 1, "dead at once, not retried 14 times");
+}
+
+/// Answers `first` for the first lookup and 127.0.0.1 for every later one (DNS
+/// rebinding), counting the lookups.
+struct Rebinding {
+    first: IpAddr,
+    lookups: AtomicUsize,
+}
+
+impl Resolver for Rebinding {
+    fn resolve<'a>(
+        &'a self,
+        _host: &'a str,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        let ip = match self.lookups.fetch_add(1, SeqCst) {
+            0 => self.first,
+            _ => [127, 0, 0, 1].into(),
+        };
+        Box::pin(std::future::ready(Ok(vec![(ip, port).into()])))
+    }
+}
+
+/// A server on `ip:port` (0: any port) that counts the requests it gets; its port.
+async fn counting(ip: [u8; 4], port: u16) -> (Arc<AtomicUsize>, u16) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let server = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, SeqCst);
+        std::future::ready(StatusCode::OK)
+    });
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from((ip, port)))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    (hits, port)
+}
+
+#[tokio::test]
+async fn a_callback_connects_to_the_address_that_was_checked_never_to_a_later_answer() {
+    // 127.0.0.2 stands for a public address: allowed, and reachable from the test.
+    let policy =
+        "[callbacks]\nallow = [\"127.0.0.2\"]\n\n[[rules]]\ntools = [\"get_*\"]\ntier = \"low\"\n";
+    let app = TestApp::from(app::spawn(crate::common::sqlite(), Options::new(policy)).await);
+    let (checked, port) = counting([127, 0, 0, 2], 0).await;
+    let (inward, _) = counting([127, 0, 0, 1], port).await;
+    let resolver = Arc::new(Rebinding {
+        first: [127, 0, 0, 2].into(),
+        lookups: AtomicUsize::new(0),
+    });
+    let outbox = Outbox::new(app.store.clone(), None, app.signer.clone())
+        .unwrap()
+        .with_allow(Policy::from_toml_str(policy).unwrap().callbacks)
+        .with_resolver(resolver.clone());
+    let scheduler = Scheduler::with_outbox(app.store.clone(), outbox);
+    let url = format!("http://rebind.example:{port}/cb");
+    for id in [1, 2] {
+        let body =
+            json!({"tool_name": "get_invoice", "parameters": {"id": id}, "callback_url": url});
+        let (status, created) = app.post("/v1/approvals", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        scheduler.run_once(app.clock.now()).await.unwrap();
+    }
+    // The first callback went where its host was checked to be (the connection did not
+    // look the host up again); the second lookup answered 127.0.0.1, which is refused,
+    // so that callback went nowhere.
+    assert_eq!(resolver.lookups.load(SeqCst), 2, "one lookup per callback");
+    assert_eq!(checked.load(SeqCst), 1);
+    assert_eq!(inward.load(SeqCst), 0, "never a connection to 127.0.0.1");
+    let (_, health) = app.get("/health/approvals").await;
+    assert_eq!(health["undelivered"], 1, "{health}");
 }

@@ -384,3 +384,46 @@ async fn arguments_that_cannot_be_kept_exactly_are_refused_before_anything_reads
         "nothing happened"
     );
 }
+
+/// Found by fuzzing (tests/api/mcp_fuzz.rs): rmcp answered these with a plain-text 415
+/// ("Unsupported Media Type") although the content type was right.
+#[tokio::test]
+async fn a_body_that_is_no_json_rpc_message_gets_a_json_rpc_error() {
+    let app = spawn_app().await;
+    let token = Some(app.token.as_str());
+    for (body, id, code) in [
+        ("", json!(null), -32700),
+        ("{\"jsonrpc\":\"2.0\",\"id\":7,", json!(null), -32700),
+        (r#"{"jsonrpc":"2.0","id":7}"#, json!(7), -32600),
+        (
+            r#"{"jsonrpc":"1.0","id":"a","method":"ping"}"#,
+            json!("a"),
+            -32600,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":{"x":1},"method":null}"#,
+            json!(null),
+            -32600,
+        ),
+        ("[]", json!(null), -32600),
+    ] {
+        let response = post(&app, token, &[], body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let (_, answer) = read(response).await;
+        assert_eq!(
+            (
+                &answer["jsonrpc"],
+                &answer["id"],
+                answer["error"]["code"].as_i64()
+            ),
+            (&json!("2.0"), &id, Some(code)),
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    assert_eq!(post(&app, token, &[], LIST).await.status(), StatusCode::OK);
+}

@@ -312,3 +312,53 @@ async fn unknown_and_malformed_ids_are_404() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Found by fuzzing (tests/api/fuzz.rs): these were answered by axum in plain text, or
+/// with no body at all.
+#[tokio::test]
+async fn odd_paths_methods_and_queries_are_refused_with_the_apis_json() {
+    let app = spawn_app().await;
+    let id = app.request("deploy_api", json!({"service": "a"})).await;
+    for (path, status, code) in [
+        (
+            "/v1/approvals/".to_owned(),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        ("/v1/nothing".to_owned(), StatusCode::NOT_FOUND, "not_found"),
+        (
+            "/v1/approvals/%FF".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            format!("/v1/approvals/{id}?wait=0&wait=1"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            format!("/v1/approvals/{id}?wait=%FF"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ] {
+        let (got, error) = app.get(&path).await;
+        assert_eq!(got, status, "{path}: {error}");
+        assert_error(&error, code);
+    }
+    let (status, error) = app.post("/v1/approvals/%FF/cancel", &json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_error(&error, "bad_request");
+    let response = app
+        .http
+        .delete(app.url(&format!("/v1/approvals/{id}")))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = read(response).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error(&error, "method_not_allowed");
+    let (_, still) = app.get(&format!("/v1/approvals/{id}")).await;
+    assert_eq!(still["status"], "pending", "nothing changed");
+}

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod deps;
 pub mod fake_slack;
+pub mod fuzz;
 pub mod receiver;
 pub mod server;
 pub mod slack;

@@ -4,6 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod fuzz;
 mod gate;
 mod helpers;
 mod memory;

@@ -1,24 +1,21 @@
 //! Whatever arrives signed on `/slack/interactions` and `/slack/commands`, the real app
 //! answers it (200, or 400 for a body it cannot read) and never fails or hangs; it
 //! keeps serving after. Payloads are generated structure-aware (the fields signoff
-//! reads, with odd values) and as raw text. `SIGNOFF_FUZZ_CASES` runs more (a long run).
+//! reads, with odd values) and as raw text. `SIGNOFF_FUZZ_CASES` or
+//! `SIGNOFF_FUZZ_SECONDS` run longer (see `common::fuzz`).
 
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::common::fuzz;
 use crate::helpers::*;
 use signoff::clock::Clock;
 
-fn cases() -> u32 {
-    std::env::var("SIGNOFF_FUZZ_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(96)
-}
+/// Cases per target in a plain `cargo test`.
+const SHORT: u32 = 96;
 
 fn text() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -64,58 +61,68 @@ fn payload() -> impl Strategy<Value = Value> {
         })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn any_signed_interaction_or_command_is_answered_and_the_app_keeps_serving() {
+/// The app with something real to aim at: a pending approval with its message posted.
+async fn app_with_a_posted_request() -> TestApp {
     let app = spawn_app().await;
-    // Something real to aim at: a pending approval with its message posted.
     app.request("restart_db", json!({"db": "prod"})).await;
     app.run_jobs().await;
-    let handle = tokio::runtime::Handle::current();
-    let app = std::sync::Arc::new(app);
-    let fuzzed = app.clone();
-    tokio::task::spawn_blocking(move || {
-        let app = fuzzed;
-        let answered = |status: StatusCode, what: &str| {
-            assert!(
-                status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
-                "{what}: {status}"
-            );
-        };
-        let mut runner = TestRunner::new(Config::with_cases(cases()));
-        runner
-            .run(&payload(), |payload| {
-                let (status, _) = handle
-                    .block_on(tokio::time::timeout(
-                        Duration::from_secs(10),
-                        app.interact(&payload),
-                    ))
-                    .expect("answered in time");
-                answered(status, &payload.to_string());
-                Ok(())
-            })
-            .unwrap();
-        let mut runner = TestRunner::new(Config::with_cases(cases()));
-        runner
-            .run(&("\\PC{0,200}", "\\PC{0,40}"), |(raw, command)| {
-                let now = app.clock.now().timestamp();
-                let body = format!("payload={}", urlencode(&raw));
-                let (status, _) =
-                    handle.block_on(app.post_signed("/slack/interactions", &body, SECRET, now));
-                answered(status, &raw);
-                let (status, _) = handle.block_on(app.command("U0ALICE", &command));
-                answered(status, &command);
-                Ok(())
-            })
-            .unwrap();
-    })
-    .await
-    .unwrap();
+    app
+}
+
+fn answered(status: StatusCode, what: &str) -> Result<(), TestCaseError> {
+    prop_assert!(
+        status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
+        "{what}: {status}"
+    );
+    Ok(())
+}
+
+async fn still_serving_and_strict(app: &TestApp) {
     let (status, _) = app.interact(&json!({"type": "block_actions"})).await;
     assert_eq!(
         status,
         StatusCode::BAD_REQUEST,
         "still serving, still strict"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_signed_interaction_payload_is_answered_and_the_app_keeps_serving() {
+    let app = app_with_a_posted_request().await;
+    fuzz::run_async(SHORT, &payload(), |payload| {
+        let app = &app;
+        async move {
+            let (status, _) = tokio::time::timeout(Duration::from_secs(10), app.interact(&payload))
+                .await
+                .expect("answered in time");
+            answered(status, &payload.to_string())
+        }
+    });
+    still_serving_and_strict(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_signed_raw_interaction_or_command_text_is_answered_and_the_app_keeps_serving() {
+    let app = app_with_a_posted_request().await;
+    fuzz::run_async(SHORT, &("\\PC{0,200}", "\\PC{0,40}"), |(raw, command)| {
+        let app = &app;
+        async move {
+            let in_time = Duration::from_secs(10);
+            let now = app.clock.now().timestamp();
+            let body = format!("payload={}", urlencode(&raw));
+            let sent = app.post_signed("/slack/interactions", &body, SECRET, now);
+            let (status, _) = tokio::time::timeout(in_time, sent)
+                .await
+                .expect("answered in time");
+            answered(status, &raw)?;
+            let sent = app.command("U0ALICE", &command);
+            let (status, _) = tokio::time::timeout(in_time, sent)
+                .await
+                .expect("answered in time");
+            answered(status, &command)
+        }
+    });
+    still_serving_and_strict(&app).await;
 }
 
 fn urlencode(raw: &str) -> String {

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::error::{ApiError, parse_id};
+use super::error::{ApiError, path_id};
 use super::extract::{Caller, JsonBody};
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status, Tier, names};
 use crate::egress;
@@ -195,10 +196,12 @@ pub struct ShowQuery {
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(query): Query<ShowQuery>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let id = path_id(id)?;
+    // `?wait=1&wait=2` or undecodable bytes: the API's 400, not axum's plain text.
+    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let wait = match query.wait.as_deref() {
         None => Duration::ZERO,
         Some(raw) => parse_wait(raw, MAX_WAIT_SECS)?,
@@ -293,10 +296,10 @@ pub struct ExecuteRequest {
 pub async fn execute(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     JsonBody(body): JsonBody<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let id = path_id(id)?;
     let approval = run(&state, caller, id, body).await?;
     Ok(Json(ExecutedView::new(&approval)).into_response())
 }
@@ -321,13 +324,14 @@ pub async fn run(
 }
 
 /// `POST /v1/approvals/{id}/cancel`: the requester withdraws a pending request.
-#[tracing::instrument(skip_all, fields(token = %caller.0, approval_id = %id))]
+#[tracing::instrument(skip_all, fields(token = %caller.0, approval_id = tracing::field::Empty))]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
+    let id = path_id(id)?;
+    tracing::Span::current().record("approval_id", tracing::field::display(id));
     let event = Event::Cancel {
         caller: Some(caller.0),
     };

@@ -3,6 +3,8 @@
 //! never echoed.
 
 use axum::Json;
+use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -20,6 +22,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("no approval with id {0}")]
     NotFound(String),
+    /// No route has this path (`METHOD /path`).
+    #[error("no such endpoint: {0}")]
+    NoEndpoint(String),
+    /// The path exists, not with this method (`METHOD /path`).
+    #[error("{0} is not allowed here")]
+    MethodNotAllowed(String),
     /// The state machine refused: `status` is where the approval stands.
     #[error("{detail}")]
     Conflict { status: Status, detail: String },
@@ -47,7 +55,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NoEndpoint(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } | ApiError::IdempotencyKeyReused(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -61,7 +70,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized => "unauthorized",
-            ApiError::NotFound(_) => "not_found",
+            ApiError::NotFound(_) | ApiError::NoEndpoint(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::PayloadTooLarge => "payload_too_large",
@@ -123,4 +133,11 @@ impl IntoResponse for ApiError {
 /// Parses an approval id from the path; a malformed id is simply not found.
 pub fn parse_id(raw: &str) -> Result<ApprovalId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found(raw))
+}
+
+/// The path's `{id}` as an approval id: one that does not decode (percent-escaped bytes
+/// that are not UTF-8) is the API's 400, not axum's plain text.
+pub fn path_id(path: Result<Path<String>, PathRejection>) -> Result<ApprovalId, ApiError> {
+    let Path(raw) = path.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    parse_id(&raw)
 }

@@ -4,7 +4,8 @@
 //!
 //! Before rmcp sees a request, [`guard`] authenticates it like the API (a Bearer
 //! token, looked up on every request), enforces the body limit and reads the body
-//! exactly (no key twice, no number rounded: parameters decide what runs). rmcp then
+//! exactly (no key twice, no number rounded: parameters decide what runs); a body that
+//! is no JSON-RPC message gets the protocol's error. rmcp then
 //! checks `Host` and `Origin` against localhost and `SIGNOFF_PUBLIC_URL` (DNS
 //! rebinding), and serves without sessions, so any replica answers any request.
 
@@ -15,9 +16,10 @@ use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::WWW_AUTHENTICATE;
-use axum::http::{StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use rmcp::model::ClientJsonRpcMessage;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
@@ -99,27 +101,48 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         Ok(bytes) => bytes,
         Err(_) => return ApiError::PayloadTooLarge.into_response(),
     };
-    // Broken JSON is rmcp's to answer (a parse error); JSON that cannot be kept as sent
-    // is refused here, before anything reads it.
-    if !bytes.is_empty()
-        && let Err(ExactError::Inexact(detail)) = exact_json::parse(&bytes)
+    // A message is refused here, before anything reads it, unless it is one JSON-RPC
+    // message that can be kept as sent.
+    if parts.method == Method::POST
+        && let Some(refusal) = unreadable(&bytes)
     {
-        return refuse_message(&bytes, &detail);
+        return refusal;
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }
 
-/// A JSON-RPC error for a message that cannot be read exactly (HTTP 400).
-fn refuse_message(bytes: &[u8], detail: &str) -> Response {
+/// Why a POSTed body is not one JSON-RPC message read exactly, as a JSON-RPC error
+/// (HTTP 400): not JSON (parse error), JSON that cannot be kept as sent (invalid
+/// params), or JSON that is no JSON-RPC message (invalid request). rmcp itself answers
+/// the first and the last with a plain-text 415, as if the content type were wrong.
+fn unreadable(bytes: &[u8]) -> Option<Response> {
+    match exact_json::parse(bytes) {
+        Err(error @ ExactError::Syntax(_)) => {
+            Some(refuse_message(bytes, -32700, &error.to_string()))
+        }
+        Err(ExactError::Inexact(detail)) => Some(refuse_message(bytes, -32602, &detail)),
+        Ok(_) => serde_json::from_slice::<ClientJsonRpcMessage>(bytes)
+            .err()
+            .map(|error| {
+                let detail = format!("not a JSON-RPC request, notification or response: {error}");
+                refuse_message(bytes, -32600, &detail)
+            }),
+    }
+}
+
+/// A JSON-RPC error with `code` for a message that cannot be read (HTTP 400), for the
+/// message's id when it has a valid one.
+fn refuse_message(bytes: &[u8], code: i64, detail: &str) -> Response {
     let id = serde_json::from_slice::<Value>(bytes)
         .ok()
         .and_then(|message| message.get("id").cloned())
+        .filter(|id| id.is_string() || id.is_i64() || id.is_u64())
         .unwrap_or(Value::Null);
     let error = json!({
         "jsonrpc": "2.0",
         "id": id,
-        "error": {"code": -32602, "message": detail},
+        "error": {"code": code, "message": detail},
     });
     (StatusCode::BAD_REQUEST, axum::Json(error)).into_response()
 }
