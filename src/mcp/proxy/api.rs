@@ -1,11 +1,14 @@
-//! The proxy's client for the `signoff serve` it asks: create an approval, long-poll
-//! its decision, execute it once, cancel it, and ask which tools the policy denies.
+//! The proxy's client for the `signoff serve` it asks: create an approval (spent at
+//! once when approved), read it, follow the decision stream, execute it once, cancel
+//! it, and ask which tools the policy denies.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 /// An approval as the HTTP API shows it (the fields the proxy reads).
 #[derive(Debug, Clone, Deserialize)]
@@ -41,7 +44,15 @@ pub struct Api {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// Requests in flight at once (the event stream aside). A burst of calls queues
+    /// here instead of opening a connection each: HTTP/1.1 carries one request per
+    /// connection, and a thousand connections would cost the proxy (and the server)
+    /// far more memory than the calls themselves.
+    in_flight: Arc<Semaphore>,
 }
+
+/// How many requests the proxy sends to signoff at once, and keeps connections for.
+const CONNECTIONS: usize = 16;
 
 /// Requests other than long-polls get this long before signoff counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -50,11 +61,13 @@ impl Api {
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(CONNECTIONS)
             .build()?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
             token,
+            in_flight: Arc::new(Semaphore::new(CONNECTIONS)),
         })
     }
 
@@ -93,6 +106,8 @@ impl Api {
         request: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<Value, ApiError> {
+        // Never closed: acquiring cannot fail.
+        let _turn = self.in_flight.acquire().await.ok();
         let response = self.answer(request.timeout(timeout)).await?;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
@@ -126,15 +141,10 @@ impl Api {
         Self::view(self.send(request.json(body), CALL_TIMEOUT).await?)
     }
 
-    /// `GET /v1/approvals/{id}?wait=N`: answers when decided, or after `wait`.
-    pub async fn wait(&self, id: &str, wait: Duration) -> Result<View, ApiError> {
-        let url = format!(
-            "{}/v1/approvals/{id}?wait={:.3}",
-            self.base,
-            wait.as_secs_f64()
-        );
-        let timeout = wait + CALL_TIMEOUT;
-        Self::view(self.send(self.http.get(url), timeout).await?)
+    /// `GET /v1/approvals/{id}`: the approval as it is now.
+    pub async fn get(&self, id: &str) -> Result<View, ApiError> {
+        let url = format!("{}/v1/approvals/{id}", self.base);
+        Self::view(self.send(self.http.get(url), CALL_TIMEOUT).await?)
     }
 
     /// `GET /v1/approvals/events`: calls `on_event` with each event's name and data

@@ -125,7 +125,7 @@ impl Gate {
             Ok(waiting) => waiting,
             Err(error) => return Err(texts::api_failed(&error)),
         };
-        let view = match self.api.wait(&id, Duration::ZERO).await {
+        let view = match self.api.get(&id).await {
             Ok(now) if now.status != "pending" => return Ok(now),
             Ok(now) => now,
             Err(error) => return Err(texts::api_failed(&error)),

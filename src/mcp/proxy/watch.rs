@@ -188,7 +188,7 @@ impl Watch {
         for id in ids {
             let watch = self.clone();
             tokio::spawn(async move {
-                match watch.api.wait(&id, Duration::ZERO).await {
+                match watch.api.get(&id).await {
                     Ok(view) => watch.deliver(view),
                     Err(error) => tracing::warn!(%error, approval_id = id, "cannot read again"),
                 }
