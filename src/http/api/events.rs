@@ -4,10 +4,11 @@
 //!
 //! Events: `ready` once the stream listens (every change committed after it arrives),
 //! `approval` with the approval as `GET` shows it whenever one of the caller's
-//! approvals changes status, and `resync` when changes may have been missed (the
-//! client reads again the approvals it waits for). A comment every 15 s keeps idle
-//! connections open. The stream ends when the server shuts down.
+//! approvals changes status (once per status), and `resync` when changes may have
+//! been missed (the client reads again the approvals it waits for). A comment every
+//! 15 s keeps idle connections open. The stream ends when the server shuts down.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 
 use super::extract::Caller;
+use crate::approval::{ApprovalId, Status};
 use crate::http::AppState;
 use crate::store::StatusChange;
 use crate::wire::ApprovalView;
@@ -30,7 +32,13 @@ struct Follow {
     caller: Caller,
     changes: broadcast::Receiver<StatusChange>,
     shutdown: watch::Receiver<bool>,
+    /// The latest approvals and statuses sent: a change is heard twice on PostgreSQL
+    /// (made here, then its NOTIFY), and sent once.
+    sent: VecDeque<(ApprovalId, Status)>,
 }
+
+/// How many sent changes a stream remembers to leave out repeats.
+const REMEMBER: usize = 256;
 
 pub async fn events(
     State(state): State<AppState>,
@@ -42,6 +50,7 @@ pub async fn events(
         shutdown: state.shutdown.clone(),
         state,
         caller,
+        sent: VecDeque::with_capacity(REMEMBER),
     };
     let ready = Event::default().event("ready").data("{}");
     let events = stream::once(async { Ok(ready) }).chain(stream::unfold(follow, next));
@@ -59,7 +68,7 @@ async fn next(mut follow: Follow) -> Option<(Result<Event, Infallible>, Follow)>
             _ = follow.shutdown.changed() => return None,
         };
         let event = match notice {
-            Ok(change) => match approval_event(&follow, change).await {
+            Ok(change) => match approval_event(&mut follow, change).await {
                 Some(event) => event,
                 None => continue,
             },
@@ -72,7 +81,7 @@ async fn next(mut follow: Follow) -> Option<(Result<Event, Infallible>, Follow)>
 
 /// The `approval` event for a change to one of the caller's approvals; `None` for
 /// anyone else's.
-async fn approval_event(follow: &Follow, change: StatusChange) -> Option<Event> {
+async fn approval_event(follow: &mut Follow, change: StatusChange) -> Option<Event> {
     let approval = match change.after {
         Some(after) => after,
         // Heard from another replica: read what it committed.
@@ -88,6 +97,14 @@ async fn approval_event(follow: &Follow, change: StatusChange) -> Option<Event> 
     if approval.token_name.as_deref() != Some(follow.caller.0.as_str()) {
         return None;
     }
+    let key = (approval.id, approval.status);
+    if follow.sent.contains(&key) {
+        return None;
+    }
+    if follow.sent.len() == REMEMBER {
+        follow.sent.pop_front();
+    }
+    follow.sent.push_back(key);
     let view = ApprovalView::new(&approval, None);
     match Event::default().event("approval").json_data(&view) {
         Ok(event) => Some(event),
