@@ -232,33 +232,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             public_url,
             delivery_lease,
         } => {
-            let (policy, source) = config::load_policy(policy.as_deref())?;
-            let signer = signing::for_serve(&db.database_url, db.signing_key_file.as_deref())?;
-            let slack = connect_slack(&slack).await?;
-            let deliveries = Deliveries {
-                slack: slack.is_some(),
+            let args = ServeArgs {
+                listen,
+                policy,
+                slack,
+                public_url,
+                delivery_lease,
             };
-            let store = Store::connect_signing(&db.database_url, deliveries, Some(signer.clone()))
-                .await
-                .with_context(|| format!("cannot open database {}", redact(&db.database_url)))?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            tracing::info!(
-                listen = %listener.local_addr()?,
-                store = store.backend_name(),
-                database = %redact(&db.database_url),
-                policy = %source,
-                public_key = %signer.public_key(),
-                "signoff serving"
-            );
-            let mut state = AppState::new(store, policy, clock)
-                .with_signer(signer)
-                .with_public_url(public_url);
-            if let Some(slack) = slack {
-                state = state.with_slack(slack);
-            }
-            http::serve(listener, state, delivery_lease, http::shutdown_signal()).await?;
+            serve(&db, clock, args).await?;
         }
         Command::Migrate => {
             let store = connect(&db).await?;
@@ -301,6 +282,55 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Proxy(args) => return proxy::run(args).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `signoff serve` was given.
+struct ServeArgs {
+    listen: SocketAddr,
+    policy: Option<PathBuf>,
+    slack: SlackArgs,
+    public_url: Option<String>,
+    delivery_lease: std::time::Duration,
+}
+
+/// `signoff serve`: the store, the policy, Slack if configured, and the HTTP server
+/// with its scheduler until a shutdown signal.
+async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        listen,
+        policy,
+        slack,
+        public_url,
+        delivery_lease,
+    } = args;
+    let (policy, source) = config::load_policy(policy.as_deref())?;
+    let signer = signing::for_serve(&db.database_url, db.signing_key_file.as_deref())?;
+    let slack = connect_slack(&slack).await?;
+    let deliveries = Deliveries {
+        slack: slack.is_some(),
+    };
+    let store = Store::connect_signing(&db.database_url, deliveries, Some(signer.clone()))
+        .await
+        .with_context(|| format!("cannot open database {}", redact(&db.database_url)))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        store = store.backend_name(),
+        database = %redact(&db.database_url),
+        policy = %source,
+        public_key = %signer.public_key(),
+        "signoff serving"
+    );
+    let mut state = AppState::new(store, policy, clock)
+        .with_signer(signer)
+        .with_public_url(public_url);
+    if let Some(slack) = slack {
+        state = state.with_slack(slack);
+    }
+    http::serve(listener, state, delivery_lease, http::shutdown_signal()).await?;
+    Ok(())
 }
 
 async fn token(action: TokenAction, store: &Store, clock: &dyn Clock) -> anyhow::Result<()> {
