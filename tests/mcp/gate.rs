@@ -439,7 +439,9 @@ async fn many_held_calls_wait_on_one_stream_and_each_gets_its_own_decision() {
         }
     }
     let mut ran = h.ran();
-    ran.sort_by_key(|call| call["arguments"]["n"].as_i64());
+    let by_n = |call: &serde_json::Value| call["arguments"]["n"].as_i64();
+    ran.sort_by_key(by_n);
+    approved.sort_by_key(by_n);
     assert_eq!(
         ran, approved,
         "each approved call ran once, no denied one ran"
