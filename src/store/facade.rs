@@ -155,14 +155,7 @@ impl Store {
         class: Classification,
         now: DateTime<Utc>,
     ) -> Result<Created> {
-        self.write(|reply| Op::Create {
-            request: Box::new(request),
-            class: Box::new(class),
-            spend: false,
-            now,
-            reply,
-        })
-        .await
+        self.open(request, class, false, now).await
     }
 
     /// As [`Store::create`], and an approved answer (approved by policy, or the
@@ -175,10 +168,20 @@ impl Store {
         class: Classification,
         now: DateTime<Utc>,
     ) -> Result<Created> {
+        self.open(request, class, true, now).await
+    }
+
+    async fn open(
+        &self,
+        request: NewApproval,
+        class: Classification,
+        spend: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Created> {
         self.write(|reply| Op::Create {
             request: Box::new(request),
             class: Box::new(class),
-            spend: true,
+            spend,
             now,
             reply,
         })

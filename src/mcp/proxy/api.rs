@@ -109,15 +109,16 @@ impl Api {
         // Never closed: acquiring cannot fail.
         let _turn = self.in_flight.acquire().await.ok();
         let response = self.answer(request.timeout(timeout)).await?;
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        match status {
-            200..=299 => Ok(body),
-            _ => Self::refusal(status, body),
+        if !response.status().is_success() {
+            return Self::refused(response).await;
         }
+        Ok(response.json().await.unwrap_or(Value::Null))
     }
 
-    fn refusal<T>(status: u16, body: Value) -> Result<T, ApiError> {
+    /// The error for a refused answer, read from its JSON body.
+    async fn refused<T>(response: reqwest::Response) -> Result<T, ApiError> {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
         match status {
             401 => Err(ApiError::Unauthorized),
             413 => Err(ApiError::TooLarge),
@@ -152,10 +153,8 @@ impl Api {
     pub async fn events(&self, mut on_event: impl FnMut(&str, &str)) -> Result<(), ApiError> {
         let request = self.http.get(format!("{}/v1/approvals/events", self.base));
         let mut response = self.answer(request).await?;
-        let status = response.status().as_u16();
-        if status != 200 {
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            return Self::refusal(status, body);
+        if response.status().as_u16() != 200 {
+            return Self::refused(response).await;
         }
         let mut pending = String::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(e))? {
