@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{Refused, form, verified};
+use super::{Refused, form, respond, verified};
 use crate::approval::machine::check_can_decide;
 use crate::approval::{Approval, Decider};
 use crate::http::AppState;
@@ -32,24 +32,43 @@ pub(super) async fn handler(
         Ok(fields) => fields,
         Err(refused) => return refused.into_response(),
     };
-    let Some(Ok(user)) = fields.get("user_id").map(|id| UserId::parse(id)) else {
-        return Refused::BadRequest("missing or invalid user_id".into()).into_response();
+    let field = |name: &str| fields.get(name).map(String::as_str);
+    let typed = Typed {
+        user_id: field("user_id"),
+        channel_id: field("channel_id"),
+        text: field("text").unwrap_or_default(),
+    };
+    respond(command(&state, &slack, &typed).await.map(Some))
+}
+
+/// A slash command's fields, however it came: the signed HTTP form, or a Socket Mode
+/// envelope's payload (the same names).
+pub(super) struct Typed<'a> {
+    pub user_id: Option<&'a str>,
+    pub channel_id: Option<&'a str>,
+    pub text: &'a str,
+}
+
+/// `/approvals …`: the reply (ephemeral, only the person who typed it sees it).
+pub(super) async fn command(
+    state: &AppState,
+    slack: &SlackApp,
+    typed: &Typed<'_>,
+) -> Result<Value, Refused> {
+    let Some(Ok(user)) = typed.user_id.map(UserId::parse) else {
+        return Err(Refused::BadRequest("missing or invalid user_id".into()));
     };
     let viewer = Viewer {
         user: &user,
-        channel: fields.get("channel_id").map(String::as_str),
+        channel: typed.channel_id,
     };
-    let text = fields.get("text").map_or("", String::as_str);
-    let reply = match commands::parse(text) {
-        Command::Pending => pending_for(&state, &slack, &viewer).await,
-        Command::Status(prefix) => status_of(&state, &slack, &viewer, &prefix).await,
+    let reply = match commands::parse(typed.text) {
+        Command::Pending => pending_for(state, slack, &viewer).await,
+        Command::Status(prefix) => status_of(state, slack, &viewer, &prefix).await,
         Command::Help => Ok(commands::text_reply(commands::usage())),
         Command::Unknown(problem) => Ok(commands::text_reply(&commands::unknown_reply(&problem))),
     };
-    match reply {
-        Ok(reply) => axum::Json(reply).into_response(),
-        Err(error) => ApiError::from(error).into_response(),
-    }
+    reply.map_err(|error| ApiError::from(error).into())
 }
 
 /// Who typed `/approvals`, and where.

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{GONE, Refused, find, form, refusal_text, verified};
+use super::{Answer, GONE, Refused, find, form, refusal_text, respond, verified};
 use crate::approval::machine::check_can_decide;
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Event};
 use crate::http::AppState;
@@ -39,8 +39,8 @@ pub(super) async fn handler(
         Ok(slack) => slack.clone(),
         Err(refused) => return refused.into_response(),
     };
-    let payload: Value = match form(&body).map(|mut fields| fields.remove("payload")) {
-        Ok(Some(raw)) => match serde_json::from_str(&raw) {
+    let payload = match form(&body).map(|mut fields| fields.remove("payload")) {
+        Ok(Some(raw)) => match serde_json::from_str::<Value>(&raw) {
             Ok(payload) => payload,
             Err(error) => {
                 return Refused::BadRequest(format!("payload is not JSON: {error}"))
@@ -50,8 +50,19 @@ pub(super) async fn handler(
         Ok(None) => return Refused::BadRequest("missing payload field".into()).into_response(),
         Err(refused) => return refused.into_response(),
     };
+    respond(interact(&state, &slack, &payload).await)
+}
+
+/// One interaction payload (block_actions, view_submission), however it came: the
+/// signed HTTP form's `payload`, or a Socket Mode envelope's. The answer is what to
+/// reply (an empty ack, or a modal's errors).
+pub(super) async fn interact(
+    state: &AppState,
+    slack: &SlackApp,
+    payload: &Value,
+) -> Result<Answer, Refused> {
     let Some(Ok(user)) = payload["user"]["id"].as_str().map(UserId::parse) else {
-        return Refused::BadRequest("payload has no valid user.id".into()).into_response();
+        return Err(Refused::BadRequest("payload has no valid user.id".into()));
     };
     let channel = payload["channel"]["id"]
         .as_str()
@@ -59,10 +70,10 @@ pub(super) async fn handler(
         .map(str::to_owned);
     let actor = Actor { user, channel };
     match payload["type"].as_str() {
-        Some("block_actions") => block_action(&state, &slack, &payload, actor).await,
-        Some("view_submission") => view_submission(&state, &slack, &payload, actor).await,
+        Some("block_actions") => block_action(state, slack, payload, actor).await,
+        Some("view_submission") => view_submission(state, slack, payload, actor).await,
         // Other interaction types (view_closed, shortcuts) need nothing from us.
-        _ => ().into_response(),
+        _ => Ok(None),
     }
 }
 
@@ -71,12 +82,13 @@ async fn block_action(
     slack: &SlackApp,
     payload: &Value,
     actor: Actor,
-) -> Response {
+) -> Result<Answer, Refused> {
     let action = &payload["actions"][0];
     let (Some(action_id), Some(value)) = (action["action_id"].as_str(), action["value"].as_str())
     else {
-        return Refused::BadRequest("block action without action_id and value".into())
-            .into_response();
+        return Err(Refused::BadRequest(
+            "block action without action_id and value".into(),
+        ));
     };
     let approval = match find(state, value).await {
         Ok(approval) => approval,
@@ -104,7 +116,7 @@ async fn block_action(
                 .apply(approval.id, event, state.clock.now())
                 .await
             {
-                Ok(_) => ().into_response(),
+                Ok(_) => Ok(None),
                 Err(error) => refusal(slack, &actor, &approval, error),
             }
         }
@@ -114,8 +126,9 @@ async fn block_action(
                 return ephemeral(slack, &actor, refusal_text(&rejection, &approval));
             }
             let Some(trigger_id) = payload["trigger_id"].as_str() else {
-                return Refused::BadRequest("block action without trigger_id".into())
-                    .into_response();
+                return Err(Refused::BadRequest(
+                    "block action without trigger_id".into(),
+                ));
             };
             let view = if action_id == ACTION_DENY {
                 blocks::deny_modal(&approval, &clicked.key)
@@ -129,9 +142,9 @@ async fn block_action(
             tokio::spawn(async move {
                 let _ = client.call("views.open", &body).await;
             });
-            ().into_response()
+            Ok(None)
         }
-        other => Refused::BadRequest(format!("unknown action {other:?}")).into_response(),
+        other => Err(Refused::BadRequest(format!("unknown action {other:?}"))),
     }
 }
 
@@ -140,7 +153,7 @@ async fn view_submission(
     slack: &SlackApp,
     payload: &Value,
     actor: Actor,
-) -> Response {
+) -> Result<Answer, Refused> {
     let view = &payload["view"];
     let callback = view["callback_id"].as_str().unwrap_or_default();
     let (input, draft) = match callback {
@@ -159,14 +172,13 @@ async fn view_submission(
             match blocks::parse_edited_parameters(text) {
                 Ok(parameters) => (PARAMETERS_INPUT, Draft::Edit { parameters }),
                 Err(message) => {
-                    return axum::Json(blocks::modal_errors(PARAMETERS_INPUT, &message))
-                        .into_response();
+                    return Ok(Some(blocks::modal_errors(PARAMETERS_INPUT, &message)));
                 }
             }
         }
-        _ => return ().into_response(),
+        _ => return Ok(None),
     };
-    let refuse = |message: &str| axum::Json(blocks::modal_errors(input, message)).into_response();
+    let refuse = |message: &str| Ok(Some(blocks::modal_errors(input, message)));
     let Some((id, clicked)) =
         blocks::modal_source(view["private_metadata"].as_str().unwrap_or_default())
     else {
@@ -196,10 +208,10 @@ async fn view_submission(
         .apply(approval.id, event, state.clock.now())
         .await
     {
-        // An empty 200 closes the modal.
-        Ok(_) => ().into_response(),
+        // An empty answer closes the modal.
+        Ok(_) => Ok(None),
         Err(StoreError::Rejected { rejection, .. }) => refuse(&refusal_text(&rejection, &approval)),
-        Err(error) => ApiError::from(error).into_response(),
+        Err(error) => Err(ApiError::from(error).into()),
     }
 }
 
@@ -297,19 +309,24 @@ async fn decider(slack: &SlackApp, approval: &Approval, user: &UserId) -> Result
     }
 }
 
-fn refusal(slack: &SlackApp, actor: &Actor, approval: &Approval, error: StoreError) -> Response {
+fn refusal(
+    slack: &SlackApp,
+    actor: &Actor,
+    approval: &Approval,
+    error: StoreError,
+) -> Result<Answer, Refused> {
     match error {
         StoreError::Rejected { rejection, .. } => {
             ephemeral(slack, actor, refusal_text(&rejection, approval))
         }
         StoreError::NotFound(_) => ephemeral(slack, actor, GONE.into()),
-        other => ApiError::from(other).into_response(),
+        other => Err(ApiError::from(other).into()),
     }
 }
 
 /// Tells only `actor` why nothing happened (chat.postEphemeral, in the background),
 /// and acks the click.
-fn ephemeral(slack: &SlackApp, actor: &Actor, text: String) -> Response {
+fn ephemeral(slack: &SlackApp, actor: &Actor, text: String) -> Result<Answer, Refused> {
     if let Some(channel) = &actor.channel {
         let client = slack.client.clone();
         let body = json!({ "channel": channel, "user": actor.user, "text": text });
@@ -317,5 +334,5 @@ fn ephemeral(slack: &SlackApp, actor: &Actor, text: String) -> Response {
             let _ = client.call("chat.postEphemeral", &body).await;
         });
     }
-    ().into_response()
+    Ok(None)
 }

@@ -1,9 +1,11 @@
-//! Slack's signed callbacks: `POST /slack/interactions` (button clicks, modal
-//! submissions; [`interactions`]) and `POST /slack/commands` (`/approvals`;
-//! [`commands`]). Every request is verified on its raw body before anything else; a
-//! bad signature gets a bare 401 and changes nothing. Handlers record the decision and
-//! answer at once; message updates go through the outbox, and modals and ephemeral
-//! replies are sent in the background so the ack stays fast.
+//! Slack's callbacks: `POST /slack/interactions` (button clicks, modal submissions;
+//! [`interactions`]) and `POST /slack/commands` (`/approvals`; [`commands`]). Every HTTP request is
+//! verified on its raw body before anything else; a bad signature gets a bare 401 and
+//! changes nothing. Each area has a transport-neutral part (the parsed payload in, the
+//! [`Answer`] out) that both transports feed, so a click counts, and is refused, the
+//! same way over either. Handlers record the decision and answer at once; message
+//! updates go through the outbox, and modals and ephemeral replies are sent in the
+//! background so the ack stays fast.
 
 mod commands;
 mod interactions;
@@ -12,6 +14,7 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use serde_json::Value;
 
 use crate::approval::{Approval, ApprovalId, Rejection};
 use crate::http::AppState;
@@ -52,6 +55,20 @@ impl IntoResponse for Refused {
             Refused::BadRequest(detail) => ApiError::BadRequest(detail).into_response(),
             Refused::Api(error) => error.into_response(),
         }
+    }
+}
+
+/// What Slack gets back for a callback that was served: nothing (an empty 200, or a
+/// bare Socket Mode ack), or a JSON body (a modal's errors, an `/approvals` reply;
+/// over Socket Mode, the ack's `payload`).
+type Answer = Option<Value>;
+
+/// The HTTP response for a served (or refused) callback.
+fn respond(answer: Result<Answer, Refused>) -> Response {
+    match answer {
+        Ok(Some(body)) => axum::Json(body).into_response(),
+        Ok(None) => ().into_response(),
+        Err(refused) => refused.into_response(),
     }
 }
 
