@@ -22,6 +22,8 @@ pub struct ApprovalHealth {
     pub undelivered: i64,
     /// `null` while no Slack token is configured.
     pub slack_reachable: Option<bool>,
+    /// `connected`, `reconnecting`, or `off` (no `SLACK_APP_TOKEN`).
+    pub socket_mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -43,6 +45,7 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
                 stale_pending: counts.stale_pending,
                 undelivered: counts.undelivered,
                 slack_reachable,
+                socket_mode: state.socket_status.label(),
                 error: None,
             }
         }
@@ -54,6 +57,7 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
                 stale_pending: 0,
                 undelivered: 0,
                 slack_reachable,
+                socket_mode: state.socket_status.label(),
                 error: Some("the store is unreachable".into()),
             }
         }

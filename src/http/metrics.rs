@@ -1,5 +1,6 @@
 //! Prometheus metrics (`GET /metrics`): HTTP requests by route and status, request
-//! latency, approvals created, and decisions by outcome.
+//! latency, approvals created, decisions by outcome, and Socket Mode envelopes (by type
+//! and outcome) and unreadable frames.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,17 @@ struct DecisionLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnvelopeLabels {
+    r#type: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// The registry and the metric families, shared by every request.
@@ -51,6 +63,8 @@ pub struct Metrics {
     latency: HistogramFamily,
     created: Family<CreatedLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
+    socket_envelopes: Family<EnvelopeLabels, Counter>,
+    socket_unparsed: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -61,6 +75,8 @@ impl Default for Metrics {
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0002, 2.0, 18)));
         let created = Family::<CreatedLabels, Counter>::default();
         let decisions = Family::<DecisionLabels, Counter>::default();
+        let socket_envelopes = Family::<EnvelopeLabels, Counter>::default();
+        let socket_unparsed = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -81,12 +97,24 @@ impl Default for Metrics {
             "Approval status changes by outcome",
             decisions.clone(),
         );
+        registry.register(
+            "socket_mode_envelopes",
+            "Socket Mode envelopes by type and outcome (acked, redelivered, failed)",
+            socket_envelopes.clone(),
+        );
+        registry.register(
+            "socket_mode_unparsed",
+            "Socket Mode frames or envelopes that could not be read or served, by reason; never acked",
+            socket_unparsed.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             created,
             decisions,
+            socket_envelopes,
+            socket_unparsed,
         }
     }
 }
@@ -110,6 +138,24 @@ impl Metrics {
             .get_or_create(&DecisionLabels {
                 outcome: status.as_str().into(),
             })
+            .inc();
+    }
+
+    /// A Socket Mode envelope of `kind` served (`acked`), acked again (`redelivered`),
+    /// or failed.
+    pub fn socket_envelope(&self, kind: &'static str, outcome: &'static str) {
+        self.socket_envelopes
+            .get_or_create(&EnvelopeLabels {
+                r#type: kind,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// A Socket Mode frame that could not be read or served, and was not acked.
+    pub fn socket_unparsed(&self, reason: &'static str) {
+        self.socket_unparsed
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 

@@ -2,7 +2,8 @@
 //! its routes: [`api`] for MCP servers, [`mcp`] for MCP clients, [`slack`] for
 //! Slack's signed callbacks, [`health`], [`metrics`]), and [`run`] ([`serve`] adds
 //! the scheduler), which serve it on a given listener within [`Limits`] until a given
-//! shutdown future resolves.
+//! shutdown future resolves, and keep the Slack Socket Mode connection up when one is
+//! configured.
 //! `signoff serve` and the tests start the app through the same functions.
 
 use std::future::Future;
@@ -56,6 +57,11 @@ pub struct AppState {
     pub tokens: Arc<crate::tokens::Cache>,
     /// Present when a Slack bot token is configured.
     pub slack: Option<SlackApp>,
+    /// Present when Socket Mode is configured (`SLACK_APP_TOKEN`): [`run`] keeps its
+    /// socket up.
+    pub socket_mode: Option<slack::socket::SocketMode>,
+    /// The socket's state, for `/health/approvals`.
+    pub socket_status: slack::socket::Status,
     /// Signs decision callbacks.
     pub signer: Signer,
     /// What each connection and request may take.
@@ -78,6 +84,8 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             tokens: Arc::default(),
             slack: None,
+            socket_mode: None,
+            socket_status: slack::socket::Status::default(),
             signer: Signer::generate(),
             limits: Limits::default(),
             public_url: None,
@@ -89,6 +97,13 @@ impl AppState {
     /// Adds the Slack side (client, approvers, signing secret).
     pub fn with_slack(mut self, slack: SlackApp) -> Self {
         self.slack = Some(slack);
+        self
+    }
+
+    /// Receives Slack's interactions and commands over Socket Mode too.
+    pub fn with_socket_mode(mut self, mode: slack::socket::SocketMode) -> Self {
+        self.socket_mode = Some(mode);
+        self.socket_status = slack::socket::Status::reconnecting();
         self
     }
 

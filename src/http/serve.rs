@@ -49,7 +49,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// The "connection limit reached" warning is logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// Serves `state` on `listener` until `shutdown` resolves (see the module doc).
+/// Serves `state` on `listener` until `shutdown` resolves (see the module doc), with
+/// the Socket Mode connection beside it when `state.socket_mode` is set.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -61,6 +62,11 @@ pub async fn run(
         state.store.clone(),
         state.metrics.clone(),
     ));
+    // Stops when `begin_shutdown` below turns `state.shutdown` true.
+    let socket = state
+        .socket_mode
+        .clone()
+        .map(|mode| tokio::spawn(super::slack::socket::run(state.clone(), mode)));
     // HTTP/1.1 only: its parser times the head from the first moment it waits for
     // one, where telling HTTP/2 apart would first wait for bytes with no limit.
     let mut builder = http1::Builder::new();
@@ -122,5 +128,8 @@ pub async fn run(
         tracing::warn!("requests still running after {DRAIN:?}; stopping anyway");
     }
     decisions.abort();
+    if let Some(socket) = socket {
+        let _ = socket.await;
+    }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Slack's callbacks: `POST /slack/interactions` (button clicks, modal submissions;
-//! [`interactions`]) and `POST /slack/commands` (`/approvals`; [`commands`]). Every HTTP request is
+//! [`interactions`]) and `POST /slack/commands` (`/approvals`; [`commands`]), and the
+//! same two over Slack's Socket Mode WebSocket ([`socket`]). Every HTTP request is
 //! verified on its raw body before anything else; a bad signature gets a bare 401 and
 //! changes nothing. Each area has a transport-neutral part (the parsed payload in, the
 //! [`Answer`] out) that both transports feed, so a click counts, and is refused, the
@@ -9,6 +10,7 @@
 
 mod commands;
 mod interactions;
+pub mod socket;
 
 use axum::Router;
 use axum::http::HeaderMap;

@@ -1,0 +1,260 @@
+//! Socket Mode frames: reading them (`hello`, `disconnect`, envelopes), serving an
+//! envelope through the same code as the HTTP endpoints, its ack, and the memory of
+//! recent envelopes that keeps a redelivered one from being served twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use super::Timings;
+use crate::http::AppState;
+use crate::http::slack::commands::{self, Typed};
+use crate::http::slack::{Answer, Refused, interactions};
+use crate::slack::app::SlackApp;
+
+/// One frame Slack sent, read.
+#[derive(Debug, PartialEq)]
+pub(super) enum Frame {
+    Hello,
+    Disconnect { reason: String },
+    Envelope(Envelope),
+}
+
+/// An envelope: something to serve and acknowledge by its id.
+#[derive(Debug, PartialEq)]
+pub(super) struct Envelope {
+    pub id: String,
+    pub kind: Kind,
+    pub payload: Value,
+    /// Whether the ack may carry a payload (a modal's errors, a command's reply).
+    pub accepts_response_payload: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Interactive,
+    SlashCommands,
+    EventsApi,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Interactive => "interactive",
+            Kind::SlashCommands => "slash_commands",
+            Kind::EventsApi => "events_api",
+        }
+    }
+}
+
+/// Why a frame was not read: the metric's `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unreadable {
+    /// Not JSON text at all.
+    NotJson,
+    /// JSON, but no frame type signoff knows, or an envelope without an id or payload.
+    NotAFrame,
+}
+
+impl Unreadable {
+    pub fn label(self) -> &'static str {
+        match self {
+            Unreadable::NotJson => "not_json",
+            Unreadable::NotAFrame => "not_a_frame",
+        }
+    }
+}
+
+/// Reads one text frame.
+pub(super) fn parse(text: &str) -> Result<Frame, Unreadable> {
+    let frame: Value = serde_json::from_str(text).map_err(|_| Unreadable::NotJson)?;
+    let kind = match frame["type"].as_str() {
+        Some("hello") => return Ok(Frame::Hello),
+        Some("disconnect") => {
+            let reason = frame["reason"].as_str().unwrap_or("unknown").to_owned();
+            return Ok(Frame::Disconnect { reason });
+        }
+        Some("interactive") => Kind::Interactive,
+        Some("slash_commands") => Kind::SlashCommands,
+        Some("events_api") => Kind::EventsApi,
+        _ => return Err(Unreadable::NotAFrame),
+    };
+    let (Some(id), Some(payload)) = (frame["envelope_id"].as_str(), frame.get("payload")) else {
+        return Err(Unreadable::NotAFrame);
+    };
+    if id.is_empty() || !payload.is_object() {
+        return Err(Unreadable::NotAFrame);
+    }
+    Ok(Frame::Envelope(Envelope {
+        id: id.to_owned(),
+        kind,
+        payload: payload.clone(),
+        accepts_response_payload: frame["accepts_response_payload"] == true,
+    }))
+}
+
+/// Serves an envelope with the code the HTTP endpoints use: its answer (the ack's
+/// payload), or why it was refused.
+pub(super) async fn answer(
+    state: &AppState,
+    slack: &SlackApp,
+    envelope: &Envelope,
+) -> Result<Answer, Refused> {
+    match envelope.kind {
+        Kind::Interactive => interactions::interact(state, slack, &envelope.payload).await,
+        Kind::SlashCommands => {
+            let field = |name: &str| envelope.payload[name].as_str();
+            let typed = Typed {
+                user_id: field("user_id"),
+                channel_id: field("channel_id"),
+                text: field("text").unwrap_or_default(),
+            };
+            commands::command(state, slack, &typed).await.map(Some)
+        }
+        // signoff subscribes to no events; one that comes anyway needs nothing.
+        Kind::EventsApi => Ok(None),
+    }
+}
+
+/// The ack of envelope `id`, with `payload` when there is one.
+pub(super) fn ack(id: &str, payload: Option<&Value>) -> String {
+    match payload {
+        Some(payload) => json!({ "envelope_id": id, "payload": payload }).to_string(),
+        None => json!({ "envelope_id": id }).to_string(),
+    }
+}
+
+/// What the memory knows of an envelope id.
+#[derive(Debug, PartialEq)]
+pub(super) enum Seen {
+    /// New: serve it.
+    New,
+    /// Being served (its ack will follow on the socket it came on).
+    InFlight,
+    /// Served: this ack again.
+    Answered(String),
+}
+
+/// The last [`Recent::CAPACITY`] envelope ids and their acks, across sockets (Slack
+/// may redeliver on another one).
+#[derive(Default)]
+pub(super) struct Recent {
+    acks: HashMap<String, Option<String>>,
+    order: VecDeque<String>,
+}
+
+impl Recent {
+    /// Far more than Slack redelivers in the minutes it retries at signoff's rates.
+    pub const CAPACITY: usize = 50_000;
+
+    /// Notes `id` as being served, unless it was seen.
+    pub fn begin(&mut self, id: &str) -> Seen {
+        match self.acks.get(id) {
+            Some(Some(ack)) => return Seen::Answered(ack.clone()),
+            Some(None) => return Seen::InFlight,
+            None => {}
+        }
+        if self.order.len() >= Self::CAPACITY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.acks.remove(&oldest);
+        }
+        self.acks.insert(id.to_owned(), None);
+        self.order.push_back(id.to_owned());
+        Seen::New
+    }
+
+    /// `id` was served and acked with `ack`.
+    pub fn answered(&mut self, id: &str, ack: &str) {
+        if let Some(slot) = self.acks.get_mut(id) {
+            *slot = Some(ack.to_owned());
+        }
+    }
+
+    /// `id` was not served (refused or failed): a redelivery is served afresh.
+    pub fn forget(&mut self, id: &str) {
+        self.acks.remove(id);
+        self.order.retain(|known| known != id);
+    }
+}
+
+/// What every socket shares: the app, and the memory of envelopes.
+pub(super) struct Shared {
+    pub state: AppState,
+    pub slack: SlackApp,
+    pub timings: Timings,
+    pub recent: Mutex<Recent>,
+}
+
+impl Shared {
+    pub fn new(state: AppState, slack: SlackApp, timings: Timings) -> Self {
+        Self {
+            state,
+            slack,
+            timings,
+            recent: Mutex::default(),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // A panic elsewhere cannot leave the map half-changed: each change is one call.
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Serves `envelope` once: the ack to send, or `None` (refused, failed, or already
+    /// being served). Logs and counts it either way.
+    pub async fn serve(&self, envelope: &Envelope) -> Option<String> {
+        let metrics = &self.state.metrics;
+        let kind = envelope.kind.label();
+        match self.recent().begin(&envelope.id) {
+            Seen::New => {}
+            Seen::InFlight => {
+                tracing::info!(envelope_id = %envelope.id, "redelivered while being served");
+                metrics.socket_envelope(kind, "redelivered");
+                return None;
+            }
+            Seen::Answered(ack) => {
+                tracing::info!(envelope_id = %envelope.id, "redelivered; acked again");
+                metrics.socket_envelope(kind, "redelivered");
+                return Some(ack);
+            }
+        }
+        match answer(&self.state, &self.slack, envelope).await {
+            Ok(payload) => {
+                let payload = payload.filter(|_| envelope.accepts_response_payload);
+                let ack = ack(&envelope.id, payload.as_ref());
+                self.recent().answered(&envelope.id, &ack);
+                metrics.socket_envelope(kind, "acked");
+                Some(ack)
+            }
+            Err(refused) => {
+                self.recent().forget(&envelope.id);
+                self.refused(envelope, &refused);
+                None
+            }
+        }
+    }
+
+    /// Logs and counts an envelope that was not served; it is not acked, so Slack
+    /// tells the person it failed (and may redeliver it).
+    fn refused(&self, envelope: &Envelope, refused: &Refused) {
+        let metrics = &self.state.metrics;
+        match refused {
+            Refused::BadRequest(detail) => {
+                tracing::warn!(envelope_id = %envelope.id, kind = envelope.kind.label(), %detail, "Socket Mode envelope cannot be served; not acked");
+                metrics.socket_unparsed("bad_payload");
+            }
+            other => {
+                tracing::error!(envelope_id = %envelope.id, error = %other, "Socket Mode envelope failed; not acked");
+                metrics.socket_envelope(envelope.kind.label(), "failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "envelope_tests.rs"]
+mod tests;

@@ -1,0 +1,314 @@
+//! Socket Mode: Slack's interactions and `/approvals` over a WebSocket that signoff
+//! opens, so no public URL is needed. With `SLACK_APP_TOKEN` (an app-level `xapp-…`
+//! token with `connections:write`), [`run`] asks `apps.connections.open` for a socket
+//! URL, connects, and feeds every envelope to the same transport-neutral code as the
+//! HTTP endpoints (`interactions::interact`, `commands::command`): the same checks of
+//! who clicked, the same replies, the same one decision. The ack (with the modal's
+//! errors or the `/approvals` reply as its `payload`) goes back on the socket the
+//! envelope came on.
+//!
+//! - `disconnect` (`refresh_requested`, `warning`, …): a new socket is opened while
+//!   the old one keeps serving, and the old one is closed once the new one said
+//!   `hello` and the old one's envelopes are acked ([`Timings::drain`]).
+//! - A dropped socket, or `apps.connections.open` failing (e.g. `invalid_auth`), is
+//!   retried with doubling, jittered backoff ([`Timings::backoff_min`] …
+//!   [`Timings::backoff_max`]); `/health/approvals` says `socket_mode: reconnecting`
+//!   until a socket is up again. A socket silent for two [`Timings::ping_every`] is
+//!   taken for dropped.
+//! - A redelivered envelope (Slack retries when an ack is late) is acked again with
+//!   the first answer, never served twice (see `envelope::Recent`).
+//! - A frame that is not JSON, not a Slack frame, or an envelope whose payload cannot
+//!   be served is logged and counted (`signoff_socket_mode_unparsed_total`), and not
+//!   acknowledged: Slack then shows the clicker that it failed, as an HTTP 400 would.
+//!
+//! Why not slack-morphism's Socket Mode listener (tested with 2.31): it parses each
+//! envelope into typed models, and its `SlackMessageMetadata::event_payload` is a map
+//! of strings, so a click on any message signoff posted (whose metadata carries the
+//! approval's `version`, a number) fails to parse; the listener then acks that
+//! envelope itself, and the click is lost without an answer (see
+//! `envelope::tests::slack_morphism_cannot_read_a_click_on_signoffs_message`). It also
+//! closes the old socket before opening the new one on `disconnect`. This client is
+//! tokio-tungstenite (the WebSocket crate slack-morphism itself uses) and plain
+//! `serde_json` values, like the HTTP side.
+
+mod connection;
+mod envelope;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::http::AppState;
+use crate::slack::client::{SlackClient, SlackError};
+use connection::{Event, Handle};
+use envelope::Shared;
+
+/// Socket Mode settings: the app-level token, where `apps.connections.open` is (the
+/// Web API base, `SLACK_API_URL`), and the timings.
+#[derive(Clone)]
+pub struct SocketMode {
+    app_token: Arc<str>,
+    api_url: Arc<str>,
+    pub timings: Timings,
+}
+
+impl SocketMode {
+    /// `app_token` must be an app-level token (`xapp-…`); a bot or user token is a
+    /// configuration error that names the variable.
+    pub fn new(app_token: &str, api_url: &str) -> Result<Self, String> {
+        if !app_token.starts_with("xapp-") {
+            return Err(
+                "SLACK_APP_TOKEN must be an app-level token (xapp-…, with the connections:write scope), not a bot or user token".into(),
+            );
+        }
+        Ok(Self {
+            app_token: app_token.into(),
+            api_url: api_url.into(),
+            timings: Timings::default(),
+        })
+    }
+
+    /// Other timings (tests shorten them).
+    pub fn with_timings(mut self, timings: Timings) -> Self {
+        self.timings = timings;
+        self
+    }
+}
+
+/// How long things may take; tests run them in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// The first wait before connecting again; it doubles with each failure in a row.
+    pub backoff_min: Duration,
+    /// The longest wait between attempts.
+    pub backoff_max: Duration,
+    /// How long a new socket has to connect and say `hello`.
+    pub hello_timeout: Duration,
+    /// A socket silent this long is pinged; silent twice as long, it is dropped.
+    pub ping_every: Duration,
+    /// How long a replaced socket may finish acking its envelopes before it closes.
+    pub drain: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            hello_timeout: Duration::from_secs(10),
+            ping_every: Duration::from_secs(30),
+            drain: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Timings {
+    /// The wait after `failures` failures in a row: doubling from `backoff_min` up to
+    /// `backoff_max`, less up to half of it at random (replicas do not retry in step).
+    fn backoff(&self, failures: u32) -> Duration {
+        let doubled = self
+            .backoff_min
+            .saturating_mul(1 << failures.saturating_sub(1).min(16));
+        let full = doubled.min(self.backoff_max);
+        full.mul_f64(1.0 - rand::random::<f64>() / 2.0)
+    }
+}
+
+// 0: off.
+const RECONNECTING: u8 = 1;
+const CONNECTED: u8 = 2;
+
+/// Whether the socket is up, for `/health/approvals`; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Status(Arc<AtomicU8>);
+
+impl Status {
+    /// `off` (no app token), `reconnecting` (no socket up yet, or lost), `connected`.
+    pub fn label(&self) -> &'static str {
+        match self.0.load(Ordering::Relaxed) {
+            CONNECTED => "connected",
+            RECONNECTING => "reconnecting",
+            _ => "off",
+        }
+    }
+
+    /// Socket Mode is configured, and no socket is up yet.
+    pub(crate) fn reconnecting() -> Self {
+        Status(Arc::new(AtomicU8::new(RECONNECTING)))
+    }
+
+    fn set(&self, value: u8) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for SocketMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("SocketMode")
+            .field("api_url", &self.api_url)
+            .field("timings", &self.timings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keeps one Socket Mode connection up until `state.shutdown` turns true (see the
+/// module doc). Needs the Slack side (`state.slack`) for the replies.
+pub async fn run(state: AppState, mode: SocketMode) {
+    let status = state.socket_status.clone();
+    let mut shutdown = state.shutdown.clone();
+    let Some(slack) = state.slack.clone() else {
+        tracing::error!("Socket Mode needs SLACK_BOT_TOKEN as well; not connecting");
+        return;
+    };
+    let opener = match SlackClient::new(&mode.app_token, &mode.api_url) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "Socket Mode cannot start");
+            return;
+        }
+    };
+    status.set(RECONNECTING);
+    let shared = Arc::new(Shared::new(state, slack, mode.timings));
+    let mut keeper = Keeper {
+        opener,
+        shared,
+        timings: mode.timings,
+        status,
+        events: mpsc::unbounded_channel(),
+        current: None,
+        failures: 0,
+        next_id: 0,
+    };
+    tokio::select! {
+        () = keeper.keep_up() => {}
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+    if let Some(current) = keeper.current.take() {
+        current.close();
+    }
+}
+
+/// The loop that keeps a socket up: which one is current, and how many attempts in a
+/// row failed.
+struct Keeper {
+    opener: SlackClient,
+    shared: Arc<Shared>,
+    timings: Timings,
+    status: Status,
+    events: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
+    current: Option<Handle>,
+    failures: u32,
+    next_id: u64,
+}
+
+impl Keeper {
+    async fn keep_up(&mut self) {
+        loop {
+            match self.connect().await {
+                Ok(handle) => {
+                    self.failures = 0;
+                    tracing::info!(socket = handle.id, "Socket Mode connected");
+                    if let Some(old) = self.current.replace(handle) {
+                        old.close();
+                    }
+                    self.status.set(CONNECTED);
+                    // Until Slack asks for a new socket, or this one drops.
+                    if !self.watch_current().await {
+                        self.failures = 1;
+                        self.wait(self.timings.backoff(self.failures)).await;
+                    }
+                }
+                Err(error) => {
+                    self.failures = self.failures.saturating_add(1);
+                    let wait = self.timings.backoff(self.failures);
+                    tracing::warn!(%error, retry_in = ?wait, "Socket Mode cannot connect");
+                    if self.current.is_none() {
+                        self.status.set(RECONNECTING);
+                    }
+                    self.wait(wait).await;
+                }
+            }
+        }
+    }
+
+    /// `apps.connections.open`, then the WebSocket until its `hello`.
+    async fn connect(&mut self) -> Result<Handle, String> {
+        let answer = self
+            .opener
+            .call("apps.connections.open", &json!({}))
+            .await
+            .map_err(|error| match error {
+                SlackError::Api { code } => format!(
+                    "apps.connections.open refused SLACK_APP_TOKEN ({code}): check that it is the app-level token with connections:write and that Socket Mode is on"
+                ),
+                other => format!("apps.connections.open failed: {other}"),
+            })?;
+        let url = answer["url"]
+            .as_str()
+            .ok_or("apps.connections.open answered without a url")?;
+        self.next_id += 1;
+        connection::open(
+            url,
+            self.next_id,
+            self.shared.clone(),
+            self.events.0.clone(),
+        )
+        .await
+    }
+
+    /// Serves until the current socket has to be replaced: `true` when Slack asked for
+    /// a new one (the old one keeps serving meanwhile), `false` when it dropped.
+    async fn watch_current(&mut self) -> bool {
+        while let Some(event) = self.events.1.recv().await {
+            if let Some(replace) = self.on_event(event) {
+                return replace;
+            }
+        }
+        false
+    }
+
+    /// Waits `wait` before the next attempt, noting meanwhile whether the current socket
+    /// drops.
+    async fn wait(&mut self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return,
+                Some(event) = self.events.1.recv() => {
+                    self.on_event(event);
+                }
+            }
+        }
+    }
+
+    /// What an event about a socket means: `Some(true)` the current one is to be
+    /// replaced, `Some(false)` it dropped, `None` nothing for the loop to do (an event
+    /// of a socket already replaced).
+    fn on_event(&mut self, event: Event) -> Option<bool> {
+        let current = self.current.as_ref().map(|handle| handle.id);
+        match event {
+            Event::Disconnect { id, reason } if Some(id) == current => {
+                if reason == "link_disabled" {
+                    tracing::error!(
+                        socket = id,
+                        "Slack disabled this app's Socket Mode (link_disabled); retrying"
+                    );
+                } else {
+                    tracing::info!(socket = id, %reason, "Slack asks for a new socket");
+                }
+                Some(true)
+            }
+            Event::Closed { id, why } if Some(id) == current => {
+                tracing::warn!(socket = id, %why, "Socket Mode socket dropped; reconnecting");
+                self.current = None;
+                self.status.set(RECONNECTING);
+                Some(false)
+            }
+            Event::Disconnect { .. } | Event::Closed { .. } => None,
+        }
+    }
+}
