@@ -1,5 +1,6 @@
 //! The Slack app manifest (`manifest/slack-app.yaml`), printed by `signoff manifest`
-//! with the public URL filled in.
+//! with the public URL filled in, or by `signoff manifest --socket-mode` for Socket
+//! Mode (no URLs at all).
 
 /// The manifest as shipped, with `{{SIGNOFF_PUBLIC_URL}}` placeholders.
 pub const TEMPLATE: &str = include_str!("../manifest/slack-app.yaml");
@@ -22,6 +23,24 @@ pub fn render(public_url: Option<&str>) -> Result<String, String> {
         ));
     }
     Ok(TEMPLATE.replace(PLACEHOLDER, url.trim_end_matches('/')))
+}
+
+/// The manifest for Socket Mode: `socket_mode_enabled: true`, and no request URLs
+/// (Slack sends interactions and `/approvals` over the socket signoff opens).
+pub fn render_socket_mode() -> String {
+    let mut out = String::with_capacity(TEMPLATE.len());
+    for line in TEMPLATE.lines() {
+        if line.contains(PLACEHOLDER) {
+            continue;
+        }
+        if line.trim() == "socket_mode_enabled: false" {
+            out.push_str(&line.replace("false", "true"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -55,6 +74,27 @@ mod tests {
         }
         assert!(TEMPLATE.contains("command: /approvals"));
         assert!(TEMPLATE.contains("is_enabled: true"));
+    }
+
+    #[test]
+    fn the_socket_mode_manifest_turns_it_on_and_names_no_url() {
+        let manifest = render_socket_mode();
+        assert!(
+            manifest.contains("  socket_mode_enabled: true\n"),
+            "{manifest}"
+        );
+        assert!(!manifest.contains("socket_mode_enabled: false"));
+        assert!(!manifest.contains("url:"), "{manifest}");
+        assert!(!manifest.contains("{{"), "{manifest}");
+        // Everything else stays: the command, interactivity, the scopes.
+        assert!(manifest.contains("command: /approvals"));
+        assert!(manifest.contains("is_enabled: true"));
+        assert!(manifest.contains("- usergroups:read\n"));
+        assert_eq!(
+            manifest.lines().count(),
+            TEMPLATE.lines().count() - 2,
+            "only the two URL lines go"
+        );
     }
 
     #[test]

@@ -14,14 +14,15 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{self, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 use crate::http::{self, AppState};
 use crate::jobs::Deliveries;
-use crate::slack::app::SlackApp;
-use crate::slack::client::SlackClient;
 use crate::store::{Store, redact};
 use crate::{policy, signing, tokens};
 
 mod audit;
 mod operate;
 mod proxy;
+mod slack;
+
+use slack::{SlackArgs, connect_slack};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,27 +46,6 @@ struct Database {
     /// SQLite: signoff-signing.key beside the database; required with PostgreSQL).
     #[arg(long, env = "SIGNOFF_SIGNING_KEY_FILE", global = true)]
     signing_key_file: Option<PathBuf>,
-}
-
-/// Slack settings: environment only (secrets do not belong on command lines).
-#[derive(Debug, clap::Args)]
-struct SlackArgs {
-    #[arg(
-        long = "slack-bot-token",
-        env = "SLACK_BOT_TOKEN",
-        hide = true,
-        hide_env_values = true
-    )]
-    bot_token: Option<String>,
-    #[arg(
-        long = "slack-signing-secret",
-        env = "SLACK_SIGNING_SECRET",
-        hide = true,
-        hide_env_values = true
-    )]
-    signing_secret: Option<String>,
-    #[arg(long = "slack-api-url", env = "SLACK_API_URL", hide = true, default_value = crate::slack::client::DEFAULT_API_URL)]
-    api_url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +86,10 @@ enum Command {
         /// Where Slack reaches this server, e.g. https://signoff.example.com
         #[arg(long, env = "SIGNOFF_PUBLIC_URL")]
         public_url: Option<String>,
+        /// For Socket Mode (SLACK_APP_TOKEN): Slack connects over signoff's WebSocket,
+        /// so the manifest has no URLs and needs no public URL.
+        #[arg(long)]
+        socket_mode: bool,
     },
     /// Check or export the audit log.
     Audit {
@@ -271,7 +255,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 approval.decided_by.as_deref().unwrap_or("-")
             );
         }
-        Command::Manifest { public_url } => {
+        Command::Manifest {
+            socket_mode: true, ..
+        } => print!("{}", crate::manifest::render_socket_mode()),
+        Command::Manifest { public_url, .. } => {
             print!(
                 "{}",
                 crate::manifest::render(public_url.as_deref()).map_err(anyhow::Error::msg)?
@@ -305,7 +292,7 @@ async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow:
     } = args;
     let (policy, source) = config::load_policy(policy.as_deref())?;
     let signer = signing::for_serve(&db.database_url, db.signing_key_file.as_deref())?;
-    let slack = connect_slack(&slack).await?;
+    let (slack, socket_mode) = connect_slack(&slack).await?;
     let deliveries = Deliveries {
         slack: slack.is_some(),
     };
@@ -328,6 +315,9 @@ async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow:
         .with_public_url(public_url);
     if let Some(slack) = slack {
         state = state.with_slack(slack);
+    }
+    if let Some(mode) = socket_mode {
+        state = state.with_socket_mode(mode);
     }
     http::serve(listener, state, delivery_lease, http::shutdown_signal()).await?;
     Ok(())
@@ -423,31 +413,6 @@ fn key(action: KeyAction, db: &Database) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The Slack side, when `SLACK_BOT_TOKEN` is set. A token Slack rejects is a
-/// configuration error; Slack being unreachable is not (deliveries wait and retry).
-async fn connect_slack(args: &SlackArgs) -> anyhow::Result<Option<SlackApp>> {
-    let Some(token) = args.bot_token.as_deref().filter(|t| !t.is_empty()) else {
-        tracing::warn!(
-            "SLACK_BOT_TOKEN is not set, so approvals are not posted to Slack: see what waits with `signoff list` and decide with `signoff decide ID approve --as YOUR_NAME` (or deny --reason TEXT)"
-        );
-        return Ok(None);
-    };
-    let client = SlackClient::new(token, &args.api_url).map_err(anyhow::Error::msg)?;
-    match client.call("auth.test", &serde_json::json!({})).await {
-        Ok(me) => {
-            tracing::info!(bot = %me["user"].as_str().unwrap_or("?"), team = %me["team"].as_str().unwrap_or("?"), api = %args.api_url, "connected to Slack")
-        }
-        Err(error) if error.is_permanent() => {
-            bail!("SLACK_BOT_TOKEN was refused by Slack ({error})")
-        }
-        Err(error) => tracing::warn!(%error, "Slack is not reachable yet; deliveries will retry"),
-    }
-    if args.signing_secret.as_deref().is_none_or(str::is_empty) {
-        tracing::warn!("SLACK_SIGNING_SECRET is not set: /slack/* endpoints answer 503");
-    }
-    Ok(Some(SlackApp::new(client, args.signing_secret.clone())))
 }
 
 /// `[SERVER/]TOOL[=JSON_OBJECT]`. The server is what comes before the first `/`
