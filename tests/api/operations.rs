@@ -51,15 +51,7 @@ async fn metrics_count_requests_by_route_and_decisions() {
     // The decision counter is fed asynchronously from the change feed.
     let mut text = String::new();
     for _ in 0..100 {
-        text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = app.metrics().await;
         if text.contains(r#"signoff_decisions_total{outcome="approved"} 2"#) {
             break;
         }
@@ -89,16 +81,7 @@ async fn metrics_count_requests_by_route_and_decisions() {
 async fn odd_methods_and_unknown_paths_do_not_grow_the_metrics() {
     let app = spawn_app().await;
     let size = |text: &str| text.len();
-    let metrics = || async {
-        app.http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || app.metrics();
     let send = |method: &str, path: String| {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let request = app.http.request(method, app.url(&path));

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use chrono::TimeZone;
 use signoff::clock::{Clock, ManualClock};
 use signoff::egress::Resolver;
+use signoff::http::slack::socket::{SocketMode, Timings};
 use signoff::http::{AppState, Limits};
 use signoff::jobs::Deliveries;
 use signoff::outbox::Outbox;
@@ -22,6 +23,7 @@ use signoff::store::Store;
 
 use super::TestDb;
 use super::fake_slack::FakeSlack;
+use super::fake_socket::FakeSocket;
 
 /// The secret the fake Slack's requests are signed with.
 pub const SLACK_SECRET: &str = "test-signing-secret";
@@ -36,6 +38,8 @@ pub struct Options<'a> {
     pub limits: Limits,
     /// `SIGNOFF_PUBLIC_URL`.
     pub public_url: Option<&'a str>,
+    /// Socket Mode too (with `slack`), against a fake Socket Mode server.
+    pub socket_mode: bool,
 }
 
 impl<'a> Options<'a> {
@@ -45,7 +49,15 @@ impl<'a> Options<'a> {
             slack: false,
             limits: Limits::default(),
             public_url: None,
+            socket_mode: false,
         }
+    }
+
+    /// Slack, and Socket Mode beside the HTTP endpoints.
+    pub fn with_socket_mode(mut self) -> Self {
+        self.slack = true;
+        self.socket_mode = true;
+        self
     }
 
     pub fn with_slack(mut self) -> Self {
@@ -77,6 +89,8 @@ pub struct App {
     pub http: reqwest::Client,
     /// Present when started with Slack.
     pub slack: Option<FakeSlack>,
+    /// Present when started with Socket Mode.
+    pub socket: Option<FakeSocket>,
     pub db: TestDb,
     policy: Policy,
     _shutdown: tokio::sync::oneshot::Sender<()>,
@@ -126,6 +140,18 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         ));
         client = Some(slack_client);
     }
+    let socket = if options.socket_mode {
+        let fake = slack.as_ref().expect("Socket Mode comes with Slack");
+        let socket = FakeSocket::start().await;
+        fake.set_socket_url(&socket.url);
+        let mode = SocketMode::new(SOCKET_TOKEN, &fake.url)
+            .expect("an app-level token")
+            .with_timings(SOCKET_TIMINGS);
+        state = state.with_socket_mode(mode);
+        Some(socket)
+    } else {
+        None
+    };
     let outbox = Outbox::new(store.clone(), client, signer.clone())
         .expect("outbox")
         .with_allow(policy.callbacks.clone())
@@ -142,11 +168,24 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         scheduler,
         http: reqwest::Client::new(),
         slack,
+        socket,
         db,
         policy,
         _shutdown: stop,
     }
 }
+
+/// The app-level token the tests' Socket Mode uses.
+pub const SOCKET_TOKEN: &str = "xapp-1-A0APP-test";
+
+/// Socket Mode's timings in the tests: backoff from 20 ms, no pings while a test runs.
+pub const SOCKET_TIMINGS: Timings = Timings {
+    backoff_min: std::time::Duration::from_millis(20),
+    backoff_max: std::time::Duration::from_millis(400),
+    hello_timeout: std::time::Duration::from_secs(2),
+    ping_every: std::time::Duration::from_secs(30),
+    drain: std::time::Duration::from_millis(300),
+};
 
 /// The tests' DNS: every `*.test` host is 127.0.0.1, any other name does not resolve,
 /// so no test reaches an address it did not choose.
@@ -201,6 +240,18 @@ pub async fn new_token(store: &Store, clock: &ManualClock, name: &str) -> String
 impl App {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// A second store and server on the same database, with the same policy and clock.

@@ -3,7 +3,9 @@
 //! or with the failure a test queues for a method (429 + Retry-After, `ok:false`, HTTP
 //! 500, or a hang). Read methods come as GET with a query string, the others as POST
 //! with a JSON body (or a form); both are recorded with their arguments as JSON. It
-//! keeps the messages posted to each channel for `conversations.history`.
+//! keeps the messages posted to each channel for `conversations.history`, and answers
+//! `apps.connections.open` with the URL of a fake Socket Mode server
+//! (`fake_socket.rs`) once given one.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
@@ -57,6 +59,7 @@ struct Inner {
     groups: HashMap<String, Vec<String>>,
     posted: Vec<Posted>,
     next_ts: u64,
+    socket_url: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -90,6 +93,11 @@ impl FakeSlack {
             .entry(method.into())
             .or_default()
             .push_back(failure);
+    }
+
+    /// `apps.connections.open` answers with this WebSocket URL.
+    pub fn set_socket_url(&self, url: &str) {
+        self.lock().socket_url = Some(url.into());
     }
 
     pub fn set_group(&self, group: &str, members: &[&str]) {
@@ -232,6 +240,10 @@ async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value
             let members = fake.lock().groups.get(group).cloned().unwrap_or_default();
             json!({"ok": true, "users": members})
         }
+        "apps.connections.open" => match fake.lock().socket_url.clone() {
+            Some(url) => json!({"ok": true, "url": url}),
+            None => json!({"ok": false, "error": "socket_mode_not_enabled"}),
+        },
         "auth.test" => {
             json!({"ok": true, "user": "signoff", "team": "Test Team", "user_id": "U0SIGNOFF"})
         }

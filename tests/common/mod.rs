@@ -9,6 +9,7 @@
 pub mod app;
 pub mod deps;
 pub mod fake_slack;
+pub mod fake_socket;
 pub mod fuzz;
 pub mod receiver;
 pub mod server;

@@ -79,7 +79,17 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_on(db: TestDb) -> TestApp {
-    let app = app::spawn(db, Options::new(POLICY).with_slack()).await;
+    spawn_with(db, Options::new(POLICY).with_slack()).await
+}
+
+/// With Socket Mode beside the HTTP endpoints, against a fake Socket Mode server
+/// (`app.socket`).
+pub async fn spawn_socket_on(db: TestDb) -> TestApp {
+    spawn_with(db, Options::new(POLICY).with_socket_mode()).await
+}
+
+async fn spawn_with(db: TestDb, options: Options<'_>) -> TestApp {
+    let app = app::spawn(db, options).await;
     let slack = app.slack.clone().expect("started with Slack");
     TestApp { app, slack }
 }
@@ -202,25 +212,8 @@ impl TestApp {
         callback: &str,
         value: &str,
     ) -> (StatusCode, String) {
-        let input = if callback == "deny_reason" {
-            "reason"
-        } else {
-            "parameters"
-        };
         let clicked = self.message(approval, "main").await;
-        let metadata =
-            json!({"approval_id": approval.id, "channel": clicked.channel, "ts": clicked.ts});
-        let payload = json!({
-            "type": "view_submission",
-            "team": {"id": "T0TEAM"},
-            "user": {"id": user, "username": user.to_lowercase()},
-            "view": {
-                "id": "V0MODAL",
-                "callback_id": callback,
-                "private_metadata": metadata.to_string(),
-                "state": {"values": {input: {input: {"type": "plain_text_input", "value": value}}}}
-            }
-        });
+        let payload = submission(approval, user, callback, value, &clicked);
         self.interact(&payload).await
     }
 
@@ -231,20 +224,7 @@ impl TestApp {
 
     /// `/approvals TEXT` from `user`, typed in `channel`.
     pub async fn command_in(&self, channel: &str, user: &str, text: &str) -> (StatusCode, Value) {
-        let body = serde_urlencoded::to_string([
-            ("token", "unused"),
-            ("team_id", "T0TEAM"),
-            ("channel_id", channel),
-            ("user_id", user),
-            ("command", "/approvals"),
-            ("text", text),
-            (
-                "response_url",
-                "https://hooks.slack.com/commands/T0TEAM/1/x",
-            ),
-            ("trigger_id", "1.2.3"),
-        ])
-        .unwrap();
+        let body = serde_urlencoded::to_string(command_fields(channel, user, text)).unwrap();
         let (status, text) = self
             .post_signed(
                 "/slack/commands",
@@ -269,6 +249,57 @@ impl TestApp {
             .map(|c| c.body["text"].as_str().unwrap_or_default().to_owned())
             .collect()
     }
+}
+
+/// A modal's submission (`deny_reason` or `edit_approve`) by `user`, with `value` in
+/// its input, opened from the message `clicked`: the payload Slack sends.
+pub fn submission(
+    approval: &Approval,
+    user: &str,
+    callback: &str,
+    value: &str,
+    clicked: &PostedMessage,
+) -> Value {
+    let input = if callback == "deny_reason" {
+        "reason"
+    } else {
+        "parameters"
+    };
+    let metadata =
+        json!({"approval_id": approval.id, "channel": clicked.channel, "ts": clicked.ts});
+    json!({
+        "type": "view_submission",
+        "team": {"id": "T0TEAM"},
+        "user": {"id": user, "username": user.to_lowercase()},
+        "view": {
+            "id": "V0MODAL",
+            "callback_id": callback,
+            "private_metadata": metadata.to_string(),
+            "state": {"values": {input: {input: {"type": "plain_text_input", "value": value}}}}
+        }
+    })
+}
+
+/// The fields of `/approvals TEXT` typed by `user` in `channel`, as Slack sends them
+/// (a form over HTTP, a JSON object over Socket Mode).
+pub fn command_fields<'a>(
+    channel: &'a str,
+    user: &'a str,
+    text: &'a str,
+) -> [(&'a str, &'a str); 8] {
+    [
+        ("token", "unused"),
+        ("team_id", "T0TEAM"),
+        ("channel_id", channel),
+        ("user_id", user),
+        ("command", "/approvals"),
+        ("text", text),
+        (
+            "response_url",
+            "https://hooks.slack.com/commands/T0TEAM/1/x",
+        ),
+        ("trigger_id", "1.2.3"),
+    ]
 }
 
 pub fn channel_of(approval: &Approval) -> String {

@@ -12,3 +12,5 @@ mod interactions;
 mod lost_posts;
 mod messages;
 mod schedule;
+mod socket;
+mod socket_link;

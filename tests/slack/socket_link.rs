@@ -1,0 +1,178 @@
+//! Socket Mode's connection: `disconnect` opens the new socket before the old one
+//! closes, a dropped socket or a refused token is retried with backoff while health
+//! says `reconnecting`, and garbage is logged, counted and never acked.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use signoff::approval::Status;
+
+use crate::common::fake_slack::Failure;
+use crate::common::fake_socket::{Happened, envelope};
+use crate::common::{self, app::SOCKET_TIMINGS};
+use crate::helpers::*;
+use crate::socket::{click, connected, deploy, fake_socket, metric, posted, wait_for_socket};
+
+#[tokio::test]
+async fn refresh_requested_opens_the_new_socket_before_the_old_one_closes_and_loses_nothing() {
+    let (app, mut old) = connected(common::sqlite()).await;
+    let (approval, message) = deploy(&app).await;
+    let socket = fake_socket(&app);
+
+    old.disconnect("refresh_requested");
+    let mut new = socket.accept().await;
+    // The old socket still serves until the new one is up.
+    old.send(&click("e-1", &approval, "U0ALICE", "approve", &message));
+    old.ack_of("e-1").await;
+    assert_eq!(old.number, 1);
+    assert_eq!(new.number, 2);
+    assert_eq!(
+        socket.when(Happened::ClosedByClient(1)),
+        None,
+        "not closed before hello"
+    );
+    new.hello();
+    for _ in 0..200 {
+        if socket.when(Happened::ClosedByClient(1)).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        socket.log(),
+        [
+            Happened::Opened(1),
+            Happened::Opened(2),
+            Happened::ClosedByClient(1)
+        ],
+        "the new socket opened before the old one closed"
+    );
+    new.send(&click("e-2", &approval, "U0BOB", "approve", &message));
+    new.ack_of("e-2").await;
+    let decided = app.approval(&approval).await;
+    assert_eq!(decided.status, Status::Approved, "no click lost");
+    assert_eq!(decided.votes.len(), 2);
+    assert_eq!(health(&app).await.1["socket_mode"], "connected");
+
+    // `warning` too.
+    new.disconnect("warning");
+    let third = socket.accept().await;
+    third.hello();
+    wait_for_socket(&app, "connected").await;
+    assert!(
+        socket
+            .accept_within(Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_socket_reconnects_with_backoff_and_health_follows() {
+    let (app, first) = connected(common::sqlite()).await;
+    let socket = fake_socket(&app);
+    first.drop_connection();
+    let mut second = socket.accept().await;
+    let dropped = socket.when(Happened::Dropped(1)).unwrap();
+    let reopened = socket.when(Happened::Opened(2)).unwrap();
+    assert!(
+        reopened - dropped >= SOCKET_TIMINGS.backoff_min / 2,
+        "reconnected after {:?}, before the backoff",
+        reopened - dropped
+    );
+    // Connected again only once the new socket said hello.
+    wait_for_socket(&app, "reconnecting").await;
+    second.hello();
+    wait_for_socket(&app, "connected").await;
+
+    let approval = app.request("wipe", json!({"disk": "sda"})).await;
+    let message = posted(&app, &approval).await;
+    second.send(&click("e-1", &approval, "U0ALICE", "approve", &message));
+    second.ack_of("e-1").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+}
+
+#[tokio::test]
+async fn garbage_and_unreadable_envelopes_are_logged_counted_and_never_acked() {
+    let (app, mut conn) = connected(common::sqlite()).await;
+    conn.send_text("this is not json {");
+    conn.send_binary(&[0xde, 0xad]);
+    conn.send(&json!({"type": "surprise", "envelope_id": "e-0", "payload": {}}));
+    conn.send(&json!({"type": "interactive", "payload": {"type": "block_actions"}}));
+    conn.send(&envelope(
+        "e-1",
+        "interactive",
+        &json!({"type": "block_actions"}),
+        false,
+    ));
+    conn.send(&envelope(
+        "e-2",
+        "slash_commands",
+        &json!({"text": "help"}),
+        true,
+    ));
+    conn.expect_nothing(Duration::from_millis(300)).await;
+    let unparsed =
+        |reason: &str| format!("signoff_socket_mode_unparsed_total{{reason=\"{reason}\"}}");
+    assert_eq!(metric(&app, &unparsed("not_json")).await, 2.0);
+    assert_eq!(metric(&app, &unparsed("not_a_frame")).await, 2.0);
+    assert_eq!(metric(&app, &unparsed("bad_payload")).await, 2.0);
+
+    // The socket is still up and serves the next envelope.
+    assert_eq!(health(&app).await.1["socket_mode"], "connected");
+    let approval = app.request("wipe", json!({"disk": "sda"})).await;
+    let message = posted(&app, &approval).await;
+    conn.send(&click("e-3", &approval, "U0ALICE", "approve", &message));
+    conn.ack_of("e-3").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+}
+
+#[tokio::test]
+async fn an_app_token_slack_refuses_is_retried_with_backoff_while_health_says_reconnecting() {
+    let app = spawn_socket_on(common::sqlite()).await;
+    // The client is already asking; refuse its next three asks.
+    let started = Instant::now();
+    for _ in 0..3 {
+        app.slack
+            .fail_next("apps.connections.open", Failure::NotOk("invalid_auth"));
+    }
+    let mut conn = None;
+    for _ in 0..4 {
+        match fake_socket(&app)
+            .accept_within(Duration::from_secs(5))
+            .await
+        {
+            Some(next) if app.slack.calls_to("apps.connections.open").len() >= 4 => {
+                conn = Some(next);
+                break;
+            }
+            // The very first ask may have got through before the failures were queued.
+            Some(early) => early.drop_connection(),
+            None => break,
+        }
+    }
+    let conn = conn.expect("connected after the refusals");
+    let opens = app.slack.calls_to("apps.connections.open");
+    assert!(opens.len() >= 4, "{} asks", opens.len());
+    assert!(
+        opens
+            .iter()
+            .all(|call| call.authorization.as_deref() == Some("Bearer xapp-1-A0APP-test")),
+        "asked with the app-level token"
+    );
+    // 3 failures in a row: at least half of 20 + 40 + 80 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(70),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(health(&app).await.1["socket_mode"], "reconnecting");
+    conn.hello();
+    wait_for_socket(&app, "connected").await;
+}
+
+#[tokio::test]
+async fn health_says_off_without_an_app_token() {
+    let app = spawn_app().await;
+    assert_eq!(health(&app).await.1["socket_mode"], "off");
+}
