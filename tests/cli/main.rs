@@ -7,6 +7,7 @@ mod keys;
 mod operate;
 mod readme;
 mod secrets;
+mod socket_mode;
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
