@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use reqwest::StatusCode;
-use serde_json::json;
 
 use crate::cli::Settings;
 use crate::client::{Api, PENDING_TOOL, parameters};
@@ -18,7 +17,7 @@ use crate::drive::{Load, drive};
 use crate::fake_slack::FakeSlack;
 use crate::report::{CLICKS_RATE_TARGET, Stats, count};
 use crate::server::{Server, SlackEnv, create_token};
-use crate::slack::{SlackMessage, click_on_message, signed};
+use crate::slack::{SlackMessage, click_on_message, signed_post};
 
 const SIGNING_SECRET: &str = "bench-signing-secret-0123456789";
 const CHANNEL: &str = "C0BENCH";
@@ -55,6 +54,7 @@ pub async fn measure(
         bot_token: "xoxb-bench",
         signing_secret: SIGNING_SECRET,
         api_url: &fake.url,
+        app_token: None,
     };
     let server = Server::start(&url, Some(&policy), Some(slack)).await?;
     let api = Api::new(backend, server.base_url(), token);
@@ -143,21 +143,9 @@ async fn create_pending(api: &Api, settings: Settings) -> Result<Vec<String>> {
 /// (which names the approval): posts are paced to one a second per channel, so during
 /// the phase most approvals would otherwise have no message to click yet.
 async fn click(api: &Api, id: &str, i: usize) -> Result<()> {
-    let message = SlackMessage {
-        channel: CHANNEL.into(),
-        ts: "1700000000.000001".into(),
-        metadata: json!({"event_type": "signoff_approval_posted",
-                         "event_payload": {"approval_id": id, "kind": "main", "version": 0}}),
-    };
+    let message = SlackMessage::signoffs(id, CHANNEL);
     let payload = click_on_message(id, &format!("U0BENCH{i}"), "approve", &message);
-    let (body, timestamp, signature) = signed(SIGNING_SECRET, &payload);
-    let answer = api
-        .http
-        .post(format!("{}/slack/interactions", api.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", timestamp)
-        .header("x-slack-signature", signature)
-        .body(body)
+    let answer = signed_post(&api.http, &api.base, SIGNING_SECRET, &payload)
         .send()
         .await?;
     let status = answer.status();

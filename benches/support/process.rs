@@ -1,7 +1,7 @@
 //! The server under test as the benches run it: `signoff token create`, and
 //! `signoff serve` as a child process on a free port of 127.0.0.1 (started as the tests
-//! start it), with its memory read from `/proc`. Shared by `benches/load` and `benches/scale` (each includes this file
-//! with `#[path]`).
+//! start it), with its memory read from `/proc`. Shared by `benches/load`, `benches/scale`
+//! and `benches/socket_mode` (each includes this file with `#[path]`).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -39,6 +39,8 @@ pub struct SlackEnv<'a> {
     pub signing_secret: &'a str,
     /// `SLACK_API_URL`: the base the Web API method names are appended to.
     pub api_url: &'a str,
+    /// `SLACK_APP_TOKEN`: Socket Mode too.
+    pub app_token: Option<&'a str>,
 }
 
 /// The `signoff serve` child process, started the tests' way (`tests/common/server.rs`);
@@ -67,14 +69,21 @@ impl Server {
             command.arg("--policy").arg(policy);
         }
         match slack {
-            Some(slack) => command
-                .env("SLACK_BOT_TOKEN", slack.bot_token)
-                .env("SLACK_SIGNING_SECRET", slack.signing_secret)
-                .env("SLACK_API_URL", slack.api_url),
+            Some(slack) => {
+                match slack.app_token {
+                    Some(token) => command.env("SLACK_APP_TOKEN", token),
+                    None => command.env_remove("SLACK_APP_TOKEN"),
+                };
+                command
+                    .env("SLACK_BOT_TOKEN", slack.bot_token)
+                    .env("SLACK_SIGNING_SECRET", slack.signing_secret)
+                    .env("SLACK_API_URL", slack.api_url)
+            }
             // Keep the run on 127.0.0.1 whatever the caller's environment holds.
             None => command
                 .env_remove("SLACK_BOT_TOKEN")
                 .env_remove("SLACK_SIGNING_SECRET")
+                .env_remove("SLACK_APP_TOKEN")
                 .env_remove("SLACK_API_URL"),
         };
         let inner =

@@ -204,6 +204,12 @@ impl Conn {
         panic!("no ack of envelope {id} within 3 s");
     }
 
+    /// Everything signoff sends from now on, for a reader of its own (the bench reads
+    /// acks while it sends); `next_frame` sees nothing after this.
+    pub fn take_incoming(&mut self) -> mpsc::UnboundedReceiver<String> {
+        std::mem::replace(&mut self.incoming, mpsc::unbounded_channel().1)
+    }
+
     /// Asserts that signoff sends nothing for `within`.
     pub async fn expect_nothing(&mut self, within: Duration) {
         if let Some(frame) = self.next_frame(within).await {

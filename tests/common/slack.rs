@@ -13,6 +13,21 @@ pub struct SlackMessage {
     pub metadata: Value,
 }
 
+impl SlackMessage {
+    /// The channel message signoff posts for `approval_id` in `channel`, as a click on
+    /// it reports it: its metadata names the approval and its version (a number), as
+    /// the outbox writes it. For clicks on a message whose post has not been recorded
+    /// yet (the benches click faster than posts are paced).
+    pub fn signoffs(approval_id: &str, channel: &str) -> SlackMessage {
+        SlackMessage {
+            channel: channel.into(),
+            ts: "1700000000.000001".into(),
+            metadata: json!({"event_type": "signoff_approval_posted",
+                             "event_payload": {"approval_id": approval_id, "kind": "main", "version": 0}}),
+        }
+    }
+}
+
 /// Slack's signature of `body` at `timestamp`.
 pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
@@ -63,6 +78,22 @@ pub fn click_on_message(
 /// `payload=<url-encoded JSON>`, as Slack posts interactions.
 pub fn interaction_body(payload: &Value) -> String {
     serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+/// `POST {base}/slack/interactions` with `payload`, signed with `secret` now, as Slack
+/// sends it.
+pub fn signed_post(
+    http: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    payload: &Value,
+) -> reqwest::RequestBuilder {
+    let (body, timestamp, signature) = signed(secret, payload);
+    http.post(format!("{base}/slack/interactions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", timestamp)
+        .header("x-slack-signature", signature)
+        .body(body)
 }
 
 /// The form body of a click, signed now: (body, timestamp header, signature header).
