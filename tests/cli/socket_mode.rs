@@ -109,5 +109,8 @@ fn an_app_token_without_a_bot_token_or_of_the_wrong_kind_is_a_one_line_error() {
     );
     let wrong = serve("xoxb-a-bot-token", Some("xoxb-bot"));
     assert_one_line_error(&wrong, "SLACK_APP_TOKEN must be an app-level token (xapp-");
-    assert!(!stderr(&wrong).contains("xoxb-a-bot-token"), "never the value");
+    assert!(
+        !stderr(&wrong).contains("xoxb-a-bot-token"),
+        "never the value"
+    );
 }

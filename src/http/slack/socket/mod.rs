@@ -5,7 +5,8 @@
 //! HTTP endpoints (`interactions::interact`, `commands::command`): the same checks of
 //! who clicked, the same replies, the same one decision. The ack (with the modal's
 //! errors or the `/approvals` reply as its `payload`) goes back on the socket the
-//! envelope came on.
+//! envelope came on. What comes over the socket needs no signature: it is the TLS
+//! connection signoff opened to Slack with the app-level token.
 //!
 //! - `disconnect` (`refresh_requested`, `warning`, …): a new socket is opened while
 //!   the old one keeps serving, and the old one is closed once the new one said
