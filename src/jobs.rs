@@ -29,6 +29,15 @@ pub enum Job {
     SlackRemind {},
     /// POST the decision to the request's `callback_url`.
     Callback { status: Status },
+    /// Tell a channel that a requester's requests are refused (`max_pending`). Jobs
+    /// belong to an approval: this one to the requester's newest waiting approval.
+    SlackThrottled {
+        channel: ChannelId,
+        requester: String,
+        /// Its requests waiting when it was first refused, and the limit it hit.
+        waiting: i64,
+        limit: u32,
+    },
 }
 
 impl Job {
@@ -39,6 +48,7 @@ impl Job {
             Job::SlackUpdate {} => "slack_update",
             Job::SlackRemind {} => "slack_remind",
             Job::Callback { .. } => "callback",
+            Job::SlackThrottled { .. } => "slack_throttled",
         }
     }
 
@@ -302,6 +312,12 @@ mod tests {
             Job::SlackRemind {},
             Job::Callback {
                 status: Status::Expired,
+            },
+            Job::SlackThrottled {
+                channel: "C1".into(),
+                requester: "billing-mcp".into(),
+                waiting: 20,
+                limit: 20,
             },
         ];
         for job in all {

@@ -89,7 +89,7 @@ impl Outbox {
         let mut waiting = Vec::new();
         let mut ready = Vec::with_capacity(jobs.len());
         for job in jobs {
-            if matches!(job.job, Job::SlackPost { .. })
+            if matches!(job.job, Job::SlackPost { .. } | Job::SlackThrottled { .. })
                 && self.slack.is_some()
                 && let Some(at) = pacing::post_slot(&self.last_post, &job, now)
             {
@@ -174,6 +174,15 @@ impl Outbox {
                 slack
                     .post(job, (channel.as_str(), *kind), &approval, now)
                     .await
+            }
+            Job::SlackThrottled {
+                channel,
+                requester,
+                waiting,
+                limit,
+            } => {
+                let notice = (channel.as_str(), requester.as_str(), (*waiting, *limit));
+                slack.throttle_notice(job, notice, &approval).await
             }
             Job::SlackUpdate {} => slack.update(&approval, now).await,
             Job::SlackRemind {} => slack.remind(job, &approval, now).await,

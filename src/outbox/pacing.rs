@@ -28,10 +28,12 @@ pub fn post_slot(
     job: &DueJob,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let Job::SlackPost { channel, .. } = &job.job else {
-        return None;
-    };
-    pace(last_post, channel.as_str(), now)
+    match &job.job {
+        Job::SlackPost { channel, .. } | Job::SlackThrottled { channel, .. } => {
+            pace(last_post, channel.as_str(), now)
+        }
+        _ => None,
+    }
 }
 
 /// `None`: post now (the slot is taken). `Some(when)`: the channel got a post less

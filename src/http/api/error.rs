@@ -40,6 +40,13 @@ pub enum ApiError {
     RequestTimeout,
     #[error("{0}")]
     Unprocessable(String),
+    /// The requester has `max_pending` requests waiting for people already.
+    #[error("{detail}")]
+    TooManyPending {
+        detail: String,
+        waiting: i64,
+        limit: u32,
+    },
     #[error("temporarily unavailable, retry shortly")]
     Unavailable,
     /// A Slack request whose signature did not verify.
@@ -61,6 +68,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
         }
@@ -77,6 +85,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::TooManyPending { .. } => "too_many_pending",
             ApiError::Unavailable => "unavailable",
             ApiError::BadSignature(_) => "bad_signature",
             ApiError::NotConfigured(_) => "not_configured",
@@ -105,6 +114,11 @@ impl From<StoreError> for ApiError {
                 ApiError::IdempotencyKeyReused(error.to_string())
             }
             StoreError::NotFound(id) => ApiError::not_found(id),
+            StoreError::TooManyPending { waiting, limit, .. } => ApiError::TooManyPending {
+                detail: error.to_string(),
+                waiting,
+                limit,
+            },
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::Unavailable
@@ -117,8 +131,13 @@ impl ApiError {
     /// The JSON body callers read (also the `/mcp` tools' structured error).
     pub fn body(&self) -> serde_json::Value {
         let mut body = json!({ "error": self.code(), "detail": self.to_string() });
-        if let ApiError::Conflict { status, .. } = self {
-            body["status"] = json!(status);
+        match self {
+            ApiError::Conflict { status, .. } => body["status"] = json!(status),
+            ApiError::TooManyPending { waiting, limit, .. } => {
+                body["waiting"] = json!(waiting);
+                body["max_pending"] = json!(limit);
+            }
+            _ => {}
         }
         body
     }
