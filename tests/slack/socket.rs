@@ -18,6 +18,7 @@ use crate::helpers::*;
 crate::on_both_backends!(
     a_click_over_the_socket_is_acked_at_once_and_counts_once,
     a_redelivered_envelope_is_acked_again_and_never_served_twice,
+    deny_with_a_reason_and_edit_and_approve_are_modal_submissions_over_the_socket,
 );
 
 /// The app with Socket Mode, its first socket greeted and reported connected.
@@ -163,9 +164,8 @@ async fn a_redelivered_envelope_is_acked_again_and_never_served_twice(db: TestDb
     );
 }
 
-#[tokio::test]
-async fn deny_with_a_reason_and_edit_and_approve_are_modal_submissions_over_the_socket() {
-    let (app, mut conn) = connected(common::sqlite()).await;
+async fn deny_with_a_reason_and_edit_and_approve_are_modal_submissions_over_the_socket(db: TestDb) {
+    let (app, mut conn) = connected(db).await;
     let approval = app.request("wipe", json!({"disk": "sda"})).await;
     let message = posted(&app, &approval).await;
     conn.send(&click("e-1", &approval, "U0ALICE", "deny", &message));

@@ -9,13 +9,18 @@ use signoff::approval::Status;
 
 use crate::common::fake_slack::Failure;
 use crate::common::fake_socket::{Happened, envelope};
-use crate::common::{self, app::SOCKET_TIMINGS};
+use crate::common::{self, TestDb, app::SOCKET_TIMINGS};
 use crate::helpers::*;
 use crate::socket::{click, connected, deploy, fake_socket, metric, posted, wait_for_socket};
 
-#[tokio::test]
-async fn refresh_requested_opens_the_new_socket_before_the_old_one_closes_and_loses_nothing() {
-    let (app, mut old) = connected(common::sqlite()).await;
+crate::on_both_backends!(
+    refresh_requested_opens_the_new_socket_before_the_old_one_closes_and_loses_nothing,
+);
+
+async fn refresh_requested_opens_the_new_socket_before_the_old_one_closes_and_loses_nothing(
+    db: TestDb,
+) {
+    let (app, mut old) = connected(db).await;
     let (approval, message) = deploy(&app).await;
     let socket = fake_socket(&app);
 
