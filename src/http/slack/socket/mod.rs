@@ -313,3 +313,46 @@ impl Keeper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_least_to_the_most_and_is_jittered_by_up_to_half() {
+        let timings = Timings {
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1_000),
+            ..Timings::default()
+        };
+        for (failures, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1_000),
+            (40, 1_000),
+        ] {
+            let full = Duration::from_millis(full);
+            for _ in 0..50 {
+                let wait = timings.backoff(failures);
+                assert!(wait <= full && wait >= full / 2, "{failures}: {wait:?}");
+            }
+        }
+        assert!(timings.backoff(0) <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn only_an_app_level_token_turns_socket_mode_on_and_it_is_never_shown() {
+        let error = SocketMode::new("xoxb-1-bot", "https://slack.com/api").unwrap_err();
+        assert!(
+            error.contains("SLACK_APP_TOKEN must be an app-level token"),
+            "{error}"
+        );
+        assert!(!error.contains("xoxb-1-bot"));
+        let mode = SocketMode::new("xapp-1-A0APP-secret", "https://slack.com/api").unwrap();
+        assert!(!format!("{mode:?}").contains("secret"));
+        assert_eq!(Status::default().label(), "off");
+        assert_eq!(Status::reconnecting().label(), "reconnecting");
+    }
+}
