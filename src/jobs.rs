@@ -22,6 +22,10 @@ pub enum Job {
         channel: ChannelId,
         /// `main` or `escalation`.
         kind: MessageKind,
+        /// Who asked (the API token): a channel's posts are paced fairly across
+        /// requesters. Absent in rows written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester: Option<String>,
     },
     /// Bring every posted message of the approval up to date.
     SlackUpdate {},
@@ -193,6 +197,7 @@ pub fn plan(
                 let post = |channel: &ChannelId, kind| Job::SlackPost {
                     channel: channel.clone(),
                     kind,
+                    requester: after.token_name.clone(),
                 };
                 jobs.push(new(post(channel, MessageKind::Main), now));
                 let routing = &after.routing;
@@ -267,6 +272,7 @@ mod tests {
         a.routing.escalate_after_secs = Some(7200);
         a.routing.escalation_channel = Some("C0MANAGERS".into());
         a.callback_url = Some("https://agent.example/cb".into());
+        a.token_name = Some("billing-mcp".into());
         let jobs = plan(None, &a, SLACK, a.created_at);
         assert_eq!(kinds(&jobs), ["slack_post", "slack_remind", "slack_post"]);
         assert_eq!(
@@ -277,7 +283,8 @@ mod tests {
             jobs[2].job,
             Job::SlackPost {
                 channel: "C0MANAGERS".into(),
-                kind: MessageKind::Escalation
+                kind: MessageKind::Escalation,
+                requester: Some("billing-mcp".into()),
             }
         );
         assert_eq!(
@@ -307,6 +314,7 @@ mod tests {
             Job::SlackPost {
                 channel: "C1".into(),
                 kind: MessageKind::Escalation,
+                requester: Some("agent".into()),
             },
             Job::SlackUpdate {},
             Job::SlackRemind {},
@@ -324,6 +332,14 @@ mod tests {
             assert_eq!(Job::from_columns(job.kind(), job.payload()), Some(job));
         }
         // Rows as the store has always written them.
+        assert_eq!(
+            Job::from_columns("slack_post", json!({"channel": "C1", "kind": "main"})),
+            Some(Job::SlackPost {
+                channel: "C1".into(),
+                kind: MessageKind::Main,
+                requester: None,
+            })
+        );
         assert_eq!(
             Job::from_columns("slack_update", json!({})),
             Some(Job::SlackUpdate {})

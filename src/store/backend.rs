@@ -24,8 +24,6 @@ pub(crate) trait Reads: Send + Sync {
         &self,
         ids: &[ApprovalId],
     ) -> impl Future<Output = Result<HashMap<ApprovalId, String>>> + Send;
-    /// Pending approvals, oldest first.
-    fn list_pending(&self, limit: i64) -> impl Future<Output = Result<Vec<Approval>>> + Send;
     /// Whether Slack was asked to show the approval: a post planned (still to run, or
     /// dead) or a message posted (one statement, so a post that finishes meanwhile
     /// is seen as one or the other).

@@ -233,7 +233,58 @@ async fn replicas_together_never_let_a_requester_past_max_pending(db: TestDb) {
     assert_eq!(throttled_events(&app).await.len(), 57);
 }
 
+const FLOOD_POLICY: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+max_pending = 1000
+"#;
+
+/// A flood from one requester does not bury another's request: the channel's posts
+/// take turns, and the newcomer is posted within the pacing horizon (20 s), not after
+/// the flood's 60 posts; every request is still posted exactly once.
+async fn a_flood_from_one_requester_does_not_hold_up_another(db: TestDb) {
+    let app = app::spawn(db, Options::new(FLOOD_POLICY).with_slack()).await;
+    for n in 0..60 {
+        let (status, _) = ask(&app, &app.token, "send_email", json!({ "n": n })).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    app.run_jobs().await;
+    let other = new_token(&app.store, &app.clock, "other-agent").await;
+    let (_, body) = ask(&app, &other, "refund", json!({})).await;
+    let theirs = body["approval_id"].as_str().unwrap().to_owned();
+    let slack = app.slack.as_ref().unwrap();
+    let mut seconds = 0;
+    while app
+        .store
+        .messages(theirs.parse().unwrap())
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(seconds < 25, "not posted within the horizon");
+        app.clock.advance(std::time::Duration::from_secs(1));
+        app.run_jobs().await;
+        seconds += 1;
+    }
+    let posted = slack.calls_to("chat.postMessage").len();
+    assert!(posted < 30, "posted after {posted} of the flood's posts");
+    for _ in 0..80 {
+        app.clock.advance(std::time::Duration::from_secs(1));
+        app.run_jobs().await;
+    }
+    let mut ids: Vec<String> = slack
+        .calls_to("chat.postMessage")
+        .iter()
+        .map(|call| call.body["metadata"]["event_payload"]["approval_id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 61);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 61, "each request posted once");
+}
+
 crate::on_both_backends!(
     a_requester_past_max_pending_is_refused_and_each_channel_hears_it_once,
     replicas_together_never_let_a_requester_past_max_pending,
+    a_flood_from_one_requester_does_not_hold_up_another,
 );
