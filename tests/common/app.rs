@@ -38,8 +38,9 @@ pub struct Options<'a> {
     pub limits: Limits,
     /// `SIGNOFF_PUBLIC_URL`.
     pub public_url: Option<&'a str>,
-    /// Socket Mode too (with `slack`), against a fake Socket Mode server.
-    pub socket_mode: bool,
+    /// Socket Mode too (with `slack`) with these timings, against a fake Socket Mode
+    /// server.
+    pub socket_mode: Option<Timings>,
 }
 
 impl<'a> Options<'a> {
@@ -49,14 +50,19 @@ impl<'a> Options<'a> {
             slack: false,
             limits: Limits::default(),
             public_url: None,
-            socket_mode: false,
+            socket_mode: None,
         }
     }
 
     /// Slack, and Socket Mode beside the HTTP endpoints.
-    pub fn with_socket_mode(mut self) -> Self {
+    pub fn with_socket_mode(self) -> Self {
+        self.with_socket_timings(SOCKET_TIMINGS)
+    }
+
+    /// Socket Mode with other timings.
+    pub fn with_socket_timings(mut self, timings: Timings) -> Self {
         self.slack = true;
-        self.socket_mode = true;
+        self.socket_mode = Some(timings);
         self
     }
 
@@ -140,13 +146,13 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         ));
         client = Some(slack_client);
     }
-    let socket = if options.socket_mode {
+    let socket = if let Some(timings) = options.socket_mode {
         let fake = slack.as_ref().expect("Socket Mode comes with Slack");
         let socket = FakeSocket::start().await;
         fake.set_socket_url(&socket.url);
         let mode = SocketMode::new(SOCKET_TOKEN, &fake.url)
             .expect("an app-level token")
-            .with_timings(SOCKET_TIMINGS);
+            .with_timings(timings);
         state = state.with_socket_mode(mode);
         Some(socket)
     } else {

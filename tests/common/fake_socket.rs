@@ -34,6 +34,7 @@ pub struct FakeSocket {
 enum Command {
     Send(Message),
     Drop,
+    Freeze,
 }
 
 /// One connection from signoff.
@@ -128,6 +129,9 @@ async fn serve(
                     note(&log, Happened::Dropped(number));
                     return;
                 }
+                // Open, but neither reading nor writing (no pongs either), as a
+                // half-open connection looks from signoff's side.
+                Some(Command::Freeze) => std::future::pending::<()>().await,
                 // The test let go of the connection: it stays open.
                 None => std::future::pending::<()>().await,
             },
@@ -180,6 +184,12 @@ impl Conn {
     /// Ends the connection at once, without a close frame.
     pub fn drop_connection(&self) {
         let _ = self.commands.send(Command::Drop);
+    }
+
+    /// Keeps the connection open but silent from now on: nothing read, nothing sent,
+    /// pings unanswered.
+    pub fn freeze(&self) {
+        let _ = self.commands.send(Command::Freeze);
     }
 
     /// The next frame signoff sends, within `within`; `None` if none (or it closed).

@@ -177,6 +177,37 @@ async fn an_app_token_slack_refuses_is_retried_with_backoff_while_health_says_re
 }
 
 #[tokio::test]
+async fn a_silent_socket_is_pinged_then_given_up_and_replaced() {
+    let timings = signoff::http::slack::socket::Timings {
+        ping_every: Duration::from_millis(150),
+        ..SOCKET_TIMINGS
+    };
+    let app = spawn_socket_timed(common::sqlite(), timings).await;
+    let socket = fake_socket(&app);
+    let first = socket.accept().await;
+    first.hello();
+    wait_for_socket(&app, "connected").await;
+    // Answered pings keep a quiet socket up.
+    assert!(
+        socket
+            .accept_within(Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    let frozen = Instant::now();
+    first.freeze();
+    let second = socket.accept().await;
+    let gone = frozen.elapsed();
+    assert!(
+        gone >= Duration::from_millis(150),
+        "given up after {gone:?}, before a ping"
+    );
+    assert!(gone < Duration::from_secs(2), "given up after {gone:?}");
+    second.hello();
+    wait_for_socket(&app, "connected").await;
+}
+
+#[tokio::test]
 async fn health_says_off_without_an_app_token() {
     let app = spawn_app().await;
     assert_eq!(health(&app).await.1["socket_mode"], "off");
