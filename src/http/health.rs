@@ -3,9 +3,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::http::AppState;
+use crate::store::QueuedPosts;
 
 /// `GET /healthz`: the process answers.
 pub async fn live() -> &'static str {
@@ -22,10 +24,38 @@ pub struct ApprovalHealth {
     pub undelivered: i64,
     /// `null` while no Slack token is configured.
     pub slack_reachable: Option<bool>,
+    /// Channels whose queued posts (one a second) fall so far behind that some
+    /// approval would expire before it is posted.
+    pub behind: Vec<Behind>,
     /// `connected`, `reconnecting`, or `off` (no `SLACK_APP_TOKEN`).
     pub socket_mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A channel that falls behind: its queued posts, how long they take to drain, and the
+/// soonest expiry among them.
+#[derive(Debug, Serialize)]
+pub struct Behind {
+    pub channel: String,
+    pub queued_posts: i64,
+    pub drains_in_secs: i64,
+    pub first_expiry: DateTime<Utc>,
+}
+
+/// The channels whose backlog, posted a post a second, reaches past one of its
+/// approvals' expiry (a pessimistic reading: the soonest to expire might be last).
+fn behind(queued: Vec<QueuedPosts>, now: DateTime<Utc>) -> Vec<Behind> {
+    queued
+        .into_iter()
+        .filter(|q| now + chrono::Duration::seconds(q.posts) > q.first_expiry)
+        .map(|q| Behind {
+            channel: q.channel,
+            queued_posts: q.posts,
+            drains_in_secs: q.posts,
+            first_expiry: q.first_expiry,
+        })
+        .collect()
 }
 
 /// `GET /health/approvals`: 200 when ok, 503 when degraded.
@@ -34,10 +64,13 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
         .slack
         .as_ref()
         .and_then(|slack| slack.client.reachable());
-    let health = match state.store.health(state.clock.now()).await {
+    let now = state.clock.now();
+    let health = match state.store.health(now).await {
         Ok(counts) => {
+            let behind = behind(counts.queued_posts, now);
             let degraded = counts.stale_pending > 0
                 || counts.undelivered > 0
+                || !behind.is_empty()
                 || slack_reachable == Some(false);
             ApprovalHealth {
                 status: if degraded { "degraded" } else { "ok" },
@@ -45,6 +78,7 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
                 stale_pending: counts.stale_pending,
                 undelivered: counts.undelivered,
                 slack_reachable,
+                behind,
                 socket_mode: state.socket_status.label(),
                 error: None,
             }
@@ -57,6 +91,7 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
                 stale_pending: 0,
                 undelivered: 0,
                 slack_reachable,
+                behind: Vec::new(),
                 socket_mode: state.socket_status.label(),
                 error: Some("the store is unreachable".into()),
             }
