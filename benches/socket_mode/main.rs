@@ -40,7 +40,6 @@ mod server;
 #[path = "../../tests/common/slack.rs"]
 mod slack;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -52,12 +51,16 @@ use crate::drive::{Clicker, Stats, closed_loop, paced};
 use crate::fake_slack::FakeSlack;
 use crate::fake_socket::FakeSocket;
 use crate::format::{count, verdict};
-use crate::server::{Server, SlackEnv, create_token};
+use crate::server::{Server, SlackEnv, create_named_token};
 
 const SIGNING_SECRET: &str = "bench-signing-secret-0123456789";
 pub const CHANNEL: &str = "C0BENCH";
-/// Anyone may approve; one approval decides.
-const POLICY: &str = "[defaults]\nchannel = \"C0BENCH\"\nexpires_after = \"1h\"\n";
+/// Anyone may approve; one approval decides. Each phase's approvals are one requester's
+/// (a token of its own), so a phase has at most `max_pending`'s ceiling of clicks.
+const POLICY: &str =
+    "[defaults]\nchannel = \"C0BENCH\"\nexpires_after = \"1h\"\nmax_pending = 10000\n";
+/// The most clicks one phase can have: `max_pending`'s ceiling.
+const MOST_PER_PHASE: usize = 10_000;
 /// The Socket Mode ack target at the paced rate.
 const PACED_P99_TARGET: Duration = Duration::from_millis(100);
 
@@ -84,6 +87,10 @@ struct Args {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let paced_count = (args.rate * args.seconds as f64) as usize;
+    ensure!(
+        args.clicks <= MOST_PER_PHASE && paced_count <= MOST_PER_PHASE,
+        "at most {MOST_PER_PHASE} clicks per phase (max_pending's ceiling)"
+    );
     println!(
         "signoff Socket Mode bench: {} clicks closed-loop ({} at once), then {} clicks/s for {} s, over HTTP and over the socket; {} CPUs shared by driver and server",
         count(args.clicks),
@@ -99,7 +106,12 @@ async fn main() -> Result<()> {
     let fake = FakeSlack::start().await;
     let socket = FakeSocket::start().await;
     fake.set_socket_url(&socket.url);
-    let token = create_token(&url).await?;
+    let tokens = [
+        create_named_token(&url, "bench-http").await?,
+        create_named_token(&url, "bench-socket").await?,
+        create_named_token(&url, "bench-http-paced").await?,
+        create_named_token(&url, "bench-socket-paced").await?,
+    ];
     let slack = SlackEnv {
         bot_token: "xoxb-bench",
         signing_secret: SIGNING_SECRET,
@@ -113,10 +125,16 @@ async fn main() -> Result<()> {
     let http = drive::http_client();
     wait_connected(&http, &base).await?;
 
-    let ids = create_pending(&http, &base, &token, 2 * args.clicks + 2 * paced_count).await?;
-    let (closed, rest) = ids.split_at(2 * args.clicks);
-    let (http_ids, socket_ids) = closed.split_at(args.clicks);
-    let (http_paced_ids, socket_paced_ids) = rest.split_at(paced_count);
+    let mut ids = Vec::new();
+    for (token, n) in tokens
+        .iter()
+        .zip([args.clicks, args.clicks, paced_count, paced_count])
+    {
+        ids.push(create_pending(&http, &base, token, n).await?);
+    }
+    let [http_ids, socket_ids, http_paced_ids, socket_paced_ids] = &ids[..] else {
+        unreachable!("four phases")
+    };
     let over_http = Clicker::http(http.clone(), base.clone(), SIGNING_SECRET);
     let over_socket = Clicker::socket(conn);
     let phases = [
@@ -140,11 +158,15 @@ async fn main() -> Result<()> {
     for (what, stats) in &phases {
         stats.print(what);
     }
-    let approved = count_approved(&http, &base, &token, &ids).await?;
+    let mut approved = 0;
+    for (token, ids) in tokens.iter().zip(&ids) {
+        approved += count_approved(&http, &base, token, ids).await?;
+    }
+    let clicked: usize = ids.iter().map(Vec::len).sum();
     println!(
         "{} of {} clicked approvals read approved",
         count(approved),
-        count(ids.len())
+        count(clicked)
     );
     drop(server);
     println!("\n{}", table(&phases, args));
@@ -174,7 +196,7 @@ async fn create_pending(
     base: &str,
     token: &str,
     n: usize,
-) -> Result<Arc<Vec<String>>> {
+) -> Result<Vec<String>> {
     let batch = rand::random::<u64>();
     let ids: Vec<String> = futures_util::stream::iter(0..n)
         .map(|i| async move {
@@ -197,7 +219,7 @@ async fn create_pending(
         .try_collect()
         .await?;
     println!("created {} pending approvals", count(ids.len()));
-    Ok(Arc::new(ids))
+    Ok(ids)
 }
 
 /// How many of `ids` read `approved`.

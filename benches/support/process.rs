@@ -18,7 +18,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `signoff token create bench`: the token it prints.
 pub async fn create_token(url: &str) -> Result<String> {
-    let mut command = running::command(&["token", "create", "bench"], url);
+    create_named_token(url, "bench").await
+}
+
+/// `signoff token create NAME`: the token it prints (a requester of its own, with its
+/// own `max_pending`).
+pub async fn create_named_token(url: &str, name: &str) -> Result<String> {
+    let mut command = running::command(&["token", "create", name], url);
     command.env("RUST_LOG", "warn");
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
