@@ -25,15 +25,15 @@ struct Driver<'a> {
 
 /// What a request sends besides its method and path.
 #[derive(Clone, Copy)]
-enum Send<'b> {
+enum With<'b> {
     /// The app's token, no body.
-    Plain,
+    Token,
     /// The app's token and this body.
     Body(&'b str),
     /// No token, an empty JSON object as the body where one is read.
     NoToken,
     /// Another token, and a body where one is read.
-    As(&'b str, &'b str),
+    Other(&'b str, &'b str),
 }
 
 impl Driver<'_> {
@@ -45,16 +45,16 @@ impl Driver<'_> {
         method: &str,
         path: &str,
         url: &str,
-        send: Send<'_>,
+        with: With<'_>,
     ) -> Value {
         let app = self.app;
-        let method_ = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-        let mut request = app.http.request(method_, app.url(url));
-        let (token, body) = match send {
-            Send::Plain => (Some(app.token.as_str()), None),
-            Send::Body(body) => (Some(app.token.as_str()), Some(body)),
-            Send::NoToken => (None, Some("{}")),
-            Send::As(token, body) => (Some(token), Some(body)),
+        let verb = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let mut request = app.http.request(verb, app.url(url));
+        let (token, body) = match with {
+            With::Token => (Some(app.token.as_str()), None),
+            With::Body(body) => (Some(app.token.as_str()), Some(body)),
+            With::NoToken => (None, Some("{}")),
+            With::Other(token, body) => (Some(token), Some(body)),
         };
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -82,7 +82,7 @@ impl Driver<'_> {
                 "post",
                 "/v1/approvals",
                 "/v1/approvals",
-                Send::Body(&body),
+                With::Body(&body),
             )
             .await;
         assert_eq!(created["status"], "pending");
@@ -126,18 +126,18 @@ async fn asking(d: &Driver<'_>) {
         json!({"tool_name": "a", "parameters": {"n": 1}}),
     );
     let created = d
-        .expect(201, "post", path, path, Send::Body(&ask.to_string()))
+        .expect(201, "post", path, path, With::Body(&ask.to_string()))
         .await;
     let joined = d
-        .expect(200, "post", path, path, Send::Body(&ask.to_string()))
+        .expect(200, "post", path, path, With::Body(&ask.to_string()))
         .await;
     assert_eq!(joined["approval_id"], created["approval_id"]);
     let keyed =
         |n: u32| json!({"tool_name": "a", "parameters": {"n": n}, "idempotency_key": "k-1"});
-    d.expect(201, "post", path, path, Send::Body(&keyed(2).to_string()))
+    d.expect(201, "post", path, path, With::Body(&keyed(2).to_string()))
         .await;
     let reused = d
-        .expect(409, "post", path, path, Send::Body(&keyed(3).to_string()))
+        .expect(409, "post", path, path, With::Body(&keyed(3).to_string()))
         .await;
     assert_eq!(reused["error"], "idempotency_key_reused");
     let everything = json!({
@@ -148,17 +148,17 @@ async fn asking(d: &Driver<'_>) {
         "execute_if_approved": true
     });
     let denied = d
-        .expect(201, "post", path, path, Send::Body(&everything.to_string()))
+        .expect(201, "post", path, path, With::Body(&everything.to_string()))
         .await;
     assert_eq!(denied["status"], "denied", "high is denied: {denied}");
-    d.expect(400, "post", path, path, Send::Body("{")).await;
-    d.expect(401, "post", path, path, Send::NoToken).await;
+    d.expect(400, "post", path, path, With::Body("{")).await;
+    d.expect(401, "post", path, path, With::NoToken).await;
     d.expect(
         422,
         "post",
         path,
         path,
-        Send::Body(r#"{"tool_name": "a", "parameters": []}"#),
+        With::Body(r#"{"tool_name": "a", "parameters": []}"#),
     )
     .await;
 }
@@ -167,22 +167,22 @@ async fn reading(d: &Driver<'_>) {
     let path = "/v1/approvals/{id}";
     let id = d.pending("read_me").await;
     let url = format!("/v1/approvals/{id}");
-    let shown = d.expect(200, "get", path, &url, Send::Plain).await;
+    let shown = d.expect(200, "get", path, &url, With::Token).await;
     assert_eq!(shown["status"], "pending");
     d.app.approve(&id, "U0ALICE").await;
     let waited = d
-        .expect(200, "get", path, &format!("{url}?wait=0.5"), Send::Plain)
+        .expect(200, "get", path, &format!("{url}?wait=0.5"), With::Token)
         .await;
     assert_eq!(waited["votes"][0]["user"], "U0ALICE");
-    d.expect(400, "get", path, &format!("{url}?wait=soon"), Send::Plain)
+    d.expect(400, "get", path, &format!("{url}?wait=soon"), With::Token)
         .await;
-    d.expect(401, "get", path, &url, Send::NoToken).await;
+    d.expect(401, "get", path, &url, With::NoToken).await;
     d.expect(
         404,
         "get",
         path,
         &format!("/v1/approvals/{UNKNOWN_ID}"),
-        Send::Plain,
+        With::Token,
     )
     .await;
 }
@@ -196,16 +196,16 @@ async fn executing(d: &Driver<'_>) {
             "post",
             "/v1/approvals",
             "/v1/approvals",
-            Send::Body(&run),
+            With::Body(&run),
         )
         .await;
     let url = format!(
         "/v1/approvals/{}/execute",
         approved["approval_id"].as_str().unwrap()
     );
-    let executed = d.expect(200, "post", path, &url, Send::Body(&run)).await;
+    let executed = d.expect(200, "post", path, &url, With::Body(&run)).await;
     assert_eq!(executed["status"], "executed");
-    let again = d.expect(409, "post", path, &url, Send::Body(&run)).await;
+    let again = d.expect(409, "post", path, &url, With::Body(&run)).await;
     assert_eq!(
         again["status"], "executed",
         "a conflict says where it stands"
@@ -215,19 +215,19 @@ async fn executing(d: &Driver<'_>) {
         "post",
         path,
         "/v1/approvals/%FF/execute",
-        Send::Body(&run),
+        With::Body(&run),
     )
     .await;
-    d.expect(401, "post", path, &url, Send::NoToken).await;
+    d.expect(401, "post", path, &url, With::NoToken).await;
     let unknown = format!("/v1/approvals/{UNKNOWN_ID}/execute");
-    d.expect(404, "post", path, &unknown, Send::Body(&run))
+    d.expect(404, "post", path, &unknown, With::Body(&run))
         .await;
     d.expect(
         422,
         "post",
         path,
         &url,
-        Send::Body(r#"{"tool_name": "search_docs"}"#),
+        With::Body(r#"{"tool_name": "search_docs"}"#),
     )
     .await;
 }
@@ -235,33 +235,33 @@ async fn executing(d: &Driver<'_>) {
 async fn cancelling(d: &Driver<'_>) {
     let path = "/v1/approvals/{id}/cancel";
     let url = format!("/v1/approvals/{}/cancel", d.pending("cancel_me").await);
-    let cancelled = d.expect(200, "post", path, &url, Send::Plain).await;
+    let cancelled = d.expect(200, "post", path, &url, With::Token).await;
     assert_eq!(cancelled["status"], "cancelled");
-    d.expect(409, "post", path, &url, Send::Plain).await;
-    d.expect(400, "post", path, "/v1/approvals/%FF/cancel", Send::Plain)
+    d.expect(409, "post", path, &url, With::Token).await;
+    d.expect(400, "post", path, "/v1/approvals/%FF/cancel", With::Token)
         .await;
-    d.expect(401, "post", path, &url, Send::NoToken).await;
+    d.expect(401, "post", path, &url, With::NoToken).await;
     let unknown = format!("/v1/approvals/{UNKNOWN_ID}/cancel");
-    d.expect(404, "post", path, &unknown, Send::Plain).await;
+    d.expect(404, "post", path, &unknown, With::Token).await;
 }
 
 async fn policy_tools(d: &Driver<'_>) {
     let path = "/v1/policy/tools";
     let tools = json!({"server": "db", "tools": [{"name": "drop_table"}, {"name": "get_row"}]});
     let answer = d
-        .expect(200, "post", path, path, Send::Body(&tools.to_string()))
+        .expect(200, "post", path, path, With::Body(&tools.to_string()))
         .await;
     assert_eq!(answer["denied"][0]["name"], "drop_table", "{answer}");
-    d.expect(400, "post", path, path, Send::Body("[")).await;
-    d.expect(401, "post", path, path, Send::NoToken).await;
-    d.expect(422, "post", path, path, Send::Body(r#"{"tools": 5}"#))
+    d.expect(400, "post", path, path, With::Body("[")).await;
+    d.expect(401, "post", path, path, With::NoToken).await;
+    d.expect(422, "post", path, path, With::Body(r#"{"tools": 5}"#))
         .await;
 }
 
 /// The event stream: its `200` as the document says, then its events' data.
 async fn following(d: &Driver<'_>) {
     let (app, path) = (d.app, "/v1/approvals/events");
-    d.expect(401, "get", path, path, Send::NoToken).await;
+    d.expect(401, "get", path, path, With::NoToken).await;
     let response = app
         .http
         .get(app.url(path))
@@ -312,7 +312,7 @@ async fn refusals_every_body_endpoint_shares(d: &Driver<'_>) {
         ),
         ("/v1/policy/tools", "/v1/policy/tools".to_owned()),
     ] {
-        let error = d.expect(413, "post", path, &url, Send::Body(&huge)).await;
+        let error = d.expect(413, "post", path, &url, With::Body(&huge)).await;
         assert_eq!(error["error"], "payload_too_large");
     }
 }
@@ -341,11 +341,11 @@ async fn other_methods(d: &Driver<'_>) {
 /// Health, metrics; last, because it lets the app's pending approvals go stale.
 async fn operations(d: &Driver<'_>) {
     let healthz = d
-        .expect(200, "get", "/healthz", "/healthz", Send::NoToken)
+        .expect(200, "get", "/healthz", "/healthz", With::NoToken)
         .await;
     assert_eq!(healthz, "ok");
     let metrics = d
-        .expect(200, "get", "/metrics", "/metrics", Send::NoToken)
+        .expect(200, "get", "/metrics", "/metrics", With::NoToken)
         .await;
     assert!(
         metrics
@@ -354,10 +354,10 @@ async fn operations(d: &Driver<'_>) {
             .contains("signoff_http_requests_total")
     );
     let path = "/health/approvals";
-    let health = d.expect(200, "get", path, path, Send::NoToken).await;
+    let health = d.expect(200, "get", path, path, With::NoToken).await;
     assert_eq!(health["status"], "ok");
     d.app.clock.advance(Duration::from_secs(2 * 3600));
-    let health = d.expect(503, "get", path, path, Send::NoToken).await;
+    let health = d.expect(503, "get", path, path, With::NoToken).await;
     assert_eq!(health["status"], "degraded");
 }
 
@@ -436,12 +436,12 @@ async fn store_down(spec: &Spec) {
             &ask
         };
         let error = d
-            .expect(503, method, path, &url, Send::As(&fresh, body))
+            .expect(503, method, path, &url, With::Other(&fresh, body))
             .await;
         assert_eq!(error["error"], "unavailable");
     }
     let path = "/health/approvals";
-    let health = d.expect(503, "get", path, path, Send::NoToken).await;
+    let health = d.expect(503, "get", path, path, With::NoToken).await;
     assert!(health["error"].is_string(), "{health}");
 }
 
