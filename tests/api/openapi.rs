@@ -445,6 +445,32 @@ async fn store_down(spec: &Spec) {
     assert!(health["error"].is_string(), "{health}");
 }
 
+/// The README's HTTP API table (and its Operations endpoints) and the document name
+/// the same operations: an endpoint added to the one is added to the other.
+#[tokio::test]
+async fn the_openapi_document_has_every_endpoint_of_the_readme() {
+    let app = spawn_app().await;
+    let response = app.http.get(app.url("/openapi.json")).send().await.unwrap();
+    let doc: Value = response.json().await.unwrap();
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+    let readme = readme.unwrap();
+    let api = readme.split("## HTTP API").nth(1).unwrap();
+    let api = api.split("\n## ").next().unwrap();
+    let mut listed: std::collections::BTreeSet<String> = api
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `")?.split('`').next())
+        .map(|endpoint| endpoint.replace("[?wait=N]", ""))
+        .collect();
+    listed.extend(["GET /healthz", "GET /health/approvals", "GET /metrics"].map(String::from));
+    assert_eq!(listed, documented);
+}
+
 #[tokio::test]
 async fn every_example_in_the_openapi_document_matches_its_schema() {
     let app = spawn_app().await;
