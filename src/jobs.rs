@@ -22,6 +22,10 @@ pub enum Job {
         channel: ChannelId,
         /// `main` or `escalation`.
         kind: MessageKind,
+        /// Who asked (the API token): a channel's posts are paced fairly across
+        /// requesters. Absent in rows written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester: Option<String>,
     },
     /// Bring every posted message of the approval up to date.
     SlackUpdate {},
@@ -29,6 +33,15 @@ pub enum Job {
     SlackRemind {},
     /// POST the decision to the request's `callback_url`.
     Callback { status: Status },
+    /// Tell a channel that a requester's requests are refused (`max_pending`). Jobs
+    /// belong to an approval: this one to the requester's newest waiting approval.
+    SlackThrottled {
+        channel: ChannelId,
+        requester: String,
+        /// Its requests waiting when it was first refused, and the limit it hit.
+        waiting: i64,
+        limit: u32,
+    },
 }
 
 impl Job {
@@ -39,6 +52,7 @@ impl Job {
             Job::SlackUpdate {} => "slack_update",
             Job::SlackRemind {} => "slack_remind",
             Job::Callback { .. } => "callback",
+            Job::SlackThrottled { .. } => "slack_throttled",
         }
     }
 
@@ -183,6 +197,7 @@ pub fn plan(
                 let post = |channel: &ChannelId, kind| Job::SlackPost {
                     channel: channel.clone(),
                     kind,
+                    requester: after.token_name.clone(),
                 };
                 jobs.push(new(post(channel, MessageKind::Main), now));
                 let routing = &after.routing;
@@ -257,6 +272,7 @@ mod tests {
         a.routing.escalate_after_secs = Some(7200);
         a.routing.escalation_channel = Some("C0MANAGERS".into());
         a.callback_url = Some("https://agent.example/cb".into());
+        a.token_name = Some("billing-mcp".into());
         let jobs = plan(None, &a, SLACK, a.created_at);
         assert_eq!(kinds(&jobs), ["slack_post", "slack_remind", "slack_post"]);
         assert_eq!(
@@ -267,7 +283,8 @@ mod tests {
             jobs[2].job,
             Job::SlackPost {
                 channel: "C0MANAGERS".into(),
-                kind: MessageKind::Escalation
+                kind: MessageKind::Escalation,
+                requester: Some("billing-mcp".into()),
             }
         );
         assert_eq!(
@@ -297,17 +314,32 @@ mod tests {
             Job::SlackPost {
                 channel: "C1".into(),
                 kind: MessageKind::Escalation,
+                requester: Some("agent".into()),
             },
             Job::SlackUpdate {},
             Job::SlackRemind {},
             Job::Callback {
                 status: Status::Expired,
             },
+            Job::SlackThrottled {
+                channel: "C1".into(),
+                requester: "billing-mcp".into(),
+                waiting: 20,
+                limit: 20,
+            },
         ];
         for job in all {
             assert_eq!(Job::from_columns(job.kind(), job.payload()), Some(job));
         }
         // Rows as the store has always written them.
+        assert_eq!(
+            Job::from_columns("slack_post", json!({"channel": "C1", "kind": "main"})),
+            Some(Job::SlackPost {
+                channel: "C1".into(),
+                kind: MessageKind::Main,
+                requester: None,
+            })
+        );
         assert_eq!(
             Job::from_columns("slack_update", json!({})),
             Some(Job::SlackUpdate {})

@@ -23,7 +23,8 @@ use crate::slack::{SlackMessage, click_on_message, signed};
 const SIGNING_SECRET: &str = "bench-signing-secret-0123456789";
 const CHANNEL: &str = "C0BENCH";
 /// Anyone may approve; one approval decides.
-const CLICKS_POLICY: &str = "[defaults]\nchannel = \"C0BENCH\"\nexpires_after = \"1h\"\n";
+const CLICKS_POLICY: &str =
+    "[defaults]\nchannel = \"C0BENCH\"\nexpires_after = \"1h\"\nmax_pending = 10000\n";
 /// Approvals created beyond the target's worth, so that a server faster than the target
 /// still clicks for (nearly) the whole phase.
 const MARGIN: f64 = 1.5;

@@ -46,7 +46,9 @@ pub async fn measure_long_poll(
         )
         .await
         .context("insert the long-poll token")?;
-    let state = AppState::new(store.clone(), Policy::builtin(), Arc::new(SystemClock));
+    // The built-in policy, less the default `max_pending`: the waiters are one token's.
+    let policy = Policy::from_toml_str("[defaults]\nmax_pending = 10000\n")?;
+    let state = AppState::new(store.clone(), policy, Arc::new(SystemClock));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("bind 127.0.0.1:0")?;

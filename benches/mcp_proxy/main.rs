@@ -36,6 +36,8 @@ const POLICY: &str = r#"
 [defaults]
 channel = "C0APPROVALS"
 expires_after = "4h"
+# One proxy holds a thousand calls: far past the default.
+max_pending = 10000
 
 [tiers]
 low = "auto_approve"

@@ -86,18 +86,11 @@ impl Outbox {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         // Posts waiting for their channel's next slot go back in one write, unread.
-        let mut waiting = Vec::new();
-        let mut ready = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            if matches!(job.job, Job::SlackPost { .. })
-                && self.slack.is_some()
-                && let Some(at) = pacing::post_slot(&self.last_post, &job, now)
-            {
-                waiting.push((job.id, at));
-            } else {
-                ready.push(job);
-            }
-        }
+        let (ready, waiting) = if self.slack.is_some() {
+            pacing::pace_posts(&self.last_post, jobs, now)
+        } else {
+            (jobs, Vec::new())
+        };
         if !waiting.is_empty() {
             self.store.defer_jobs(waiting).await?;
         }
@@ -170,10 +163,19 @@ impl Outbox {
             store: &self.store,
         };
         let result = match &job.job {
-            Job::SlackPost { channel, kind } => {
+            Job::SlackPost { channel, kind, .. } => {
                 slack
                     .post(job, (channel.as_str(), *kind), &approval, now)
                     .await
+            }
+            Job::SlackThrottled {
+                channel,
+                requester,
+                waiting,
+                limit,
+            } => {
+                let notice = (channel.as_str(), requester.as_str(), (*waiting, *limit));
+                slack.throttle_notice(job, notice, &approval).await
             }
             Job::SlackUpdate {} => slack.update(&approval, now).await,
             Job::SlackRemind {} => slack.remind(job, &approval, now).await,

@@ -1,6 +1,12 @@
 //! Pacing of posts: Slack asks for at most one chat.postMessage per second per
-//! channel, so a backlog of posts to one channel drains a post a second, each waiting
-//! job given a slot of its own.
+//! channel. A backlog of posts to one channel drains a post a second, served round
+//! robin across requesters (not first come), and no post is promised a slot more than
+//! [`HORIZON`] ahead: whoever asks during a flood from someone else is posted within
+//! about that long, not after the whole flood.
+//!
+//! Each post within the horizon is deferred to a slot of its own (so the backlog
+//! drains without touching the store); those beyond it are deferred to the horizon's
+//! end, when they are claimed again and take their turns with whatever came meanwhile.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,6 +17,8 @@ use crate::jobs::{DueJob, Job};
 
 /// chat.postMessage per channel at most once per this interval (Slack's guidance).
 const POST_INTERVAL: chrono::Duration = chrono::Duration::seconds(1);
+/// The furthest ahead a post is given a slot of its own.
+const HORIZON: chrono::Duration = chrono::Duration::seconds(20);
 
 /// Per channel: the last post, and the first slot not yet promised to a deferred job.
 #[derive(Debug, Clone, Copy)]
@@ -19,42 +27,160 @@ pub struct Pacing {
     next_free: DateTime<Utc>,
 }
 
-/// Paces a post job's channel to one post per [`POST_INTERVAL`]: `None` takes the
-/// channel's slot now; `Some(at)` is the next free slot, reserved for this job. Asked
-/// before the job reads anything, so a backlog of posts waits without touching the
-/// store. A job whose payload is no post target is not paced (posting it reports why).
-pub fn post_slot(
-    last_post: &Mutex<HashMap<String, Pacing>>,
-    job: &DueJob,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let Job::SlackPost { channel, .. } = &job.job else {
-        return None;
-    };
-    pace(last_post, channel.as_str(), now)
+/// What a paced post is: due now, or deferred to a time.
+enum Turn {
+    Now,
+    At(DateTime<Utc>),
 }
 
-/// `None`: post now (the slot is taken). `Some(when)`: the channel got a post less
-/// than a second ago; come back at `when`, a slot of its own, so that a backlog
-/// drains one post a second instead of every deferred job retrying at once.
-fn pace(
+/// Splits claimed jobs into those to run now and the posts to defer (job id, until):
+/// per channel, posts take turns round robin across requesters, in claim order within
+/// each requester. Jobs that are no posts run now.
+pub fn pace_posts(
     last_post: &Mutex<HashMap<String, Pacing>>,
-    channel: &str,
+    jobs: Vec<DueJob>,
     now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
+) -> (Vec<DueJob>, Vec<(i64, DateTime<Utc>)>) {
+    let mut ready = Vec::with_capacity(jobs.len());
+    // Per channel, per requester (in order of first appearance), their posts.
+    let mut channels: Vec<(String, Vec<(Option<String>, Vec<DueJob>)>)> = Vec::new();
+    for job in jobs {
+        let Some((channel, requester)) = post_target(&job) else {
+            ready.push(job);
+            continue;
+        };
+        let (channel, requester) = (channel.to_owned(), requester.map(str::to_owned));
+        let at = match channels.iter().position(|(c, _)| *c == channel) {
+            Some(at) => at,
+            None => {
+                channels.push((channel, Vec::new()));
+                channels.len() - 1
+            }
+        };
+        let queues = &mut channels[at].1;
+        match queues.iter_mut().find(|(r, _)| *r == requester) {
+            Some((_, queue)) => queue.push(job),
+            None => queues.push((requester, vec![job])),
+        }
+    }
+    let mut waiting = Vec::new();
     let mut pacing = last_post
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let slot = pacing.entry(channel.to_owned()).or_insert(Pacing {
-        last: now - POST_INTERVAL,
-        next_free: now,
-    });
-    if now < slot.last + POST_INTERVAL {
-        let at = slot.next_free.max(slot.last + POST_INTERVAL);
-        slot.next_free = at + POST_INTERVAL;
-        return Some(at);
+    for (channel, queues) in channels {
+        let slot = pacing.entry(channel).or_insert(Pacing {
+            last: now - POST_INTERVAL,
+            next_free: now,
+        });
+        for job in round_robin(queues) {
+            match turn(slot, now) {
+                Turn::Now => ready.push(job),
+                Turn::At(at) => waiting.push((job.id, at)),
+            }
+        }
     }
-    slot.last = now;
-    slot.next_free = slot.next_free.max(now + POST_INTERVAL);
-    None
+    (ready, waiting)
+}
+
+/// The channel a post job goes to, and who asked; `None` for jobs that are no posts.
+fn post_target(job: &DueJob) -> Option<(&str, Option<&str>)> {
+    match &job.job {
+        Job::SlackPost {
+            channel, requester, ..
+        } => Some((channel.as_str(), requester.as_deref())),
+        Job::SlackThrottled {
+            channel, requester, ..
+        } => Some((channel.as_str(), Some(requester.as_str()))),
+        _ => None,
+    }
+}
+
+/// One from each queue in turn, until all are empty.
+fn round_robin(queues: Vec<(Option<String>, Vec<DueJob>)>) -> Vec<DueJob> {
+    let total = queues.iter().map(|(_, queue)| queue.len()).sum();
+    let mut queues: Vec<_> = queues
+        .into_iter()
+        .map(|(_, queue)| queue.into_iter())
+        .collect();
+    let mut order = Vec::with_capacity(total);
+    while order.len() < total {
+        order.extend(queues.iter_mut().filter_map(Iterator::next));
+    }
+    order
+}
+
+/// `Now`: the channel's slot is free and now taken. `At(when)`: a slot of its own, no
+/// more than [`HORIZON`] ahead; past it, the horizon's end, with no slot promised.
+fn turn(slot: &mut Pacing, now: DateTime<Utc>) -> Turn {
+    if now >= slot.last + POST_INTERVAL {
+        slot.last = now;
+        slot.next_free = slot.next_free.max(now + POST_INTERVAL);
+        return Turn::Now;
+    }
+    let at = slot.next_free.max(slot.last + POST_INTERVAL);
+    if at > now + HORIZON {
+        return Turn::At(now + HORIZON);
+    }
+    slot.next_free = at + POST_INTERVAL;
+    Turn::At(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::ApprovalId;
+    use crate::jobs::MessageKind;
+
+    fn post(id: i64, channel: &str, requester: &str) -> DueJob {
+        DueJob {
+            id,
+            approval_id: ApprovalId::new(),
+            job: Job::SlackPost {
+                channel: channel.into(),
+                kind: MessageKind::Main,
+                requester: Some(requester.into()),
+            },
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn a_channel_serves_requesters_in_turn_and_promises_no_slot_past_the_horizon() {
+        let now = Utc::now();
+        let pacing = Mutex::default();
+        // A flood from "a", then two from "b"; another channel is not held up.
+        let mut jobs: Vec<DueJob> = (1..=40).map(|id| post(id, "C1", "a")).collect();
+        jobs.push(post(41, "C1", "b"));
+        jobs.push(post(42, "C1", "b"));
+        jobs.push(post(43, "C2", "a"));
+        let (ready, waiting) = pace_posts(&pacing, jobs, now);
+        let ready: Vec<i64> = ready.iter().map(|job| job.id).collect();
+        assert_eq!(ready, [1, 43]);
+        let second = |s: i64| now + chrono::Duration::seconds(s);
+        assert_eq!(
+            &waiting[..4],
+            &[
+                (41, second(1)),
+                (2, second(2)),
+                (42, second(3)),
+                (3, second(4))
+            ]
+        );
+        assert_eq!(
+            waiting[19],
+            (19, second(20)),
+            "the last slot within the horizon"
+        );
+        assert!(
+            waiting[20..].iter().all(|(_, at)| *at == second(20)),
+            "the rest are claimed again at the horizon, unpromised"
+        );
+        assert_eq!(waiting.len(), 41);
+
+        // Someone else asking a moment later is posted within the horizon.
+        let later = now + chrono::Duration::milliseconds(500);
+        let (ready, waiting) = pace_posts(&pacing, vec![post(44, "C1", "c")], later);
+        assert!(ready.is_empty());
+        assert_eq!(waiting, [(44, later + HORIZON)]);
+    }
 }

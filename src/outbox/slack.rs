@@ -10,7 +10,7 @@ use super::render;
 use crate::approval::{Approval, Status};
 use crate::jobs::{DueJob, MessageKey, MessageKind, Outcome, PostedMessage};
 use crate::slack::approvers::Approvers;
-use crate::slack::blocks::POST_EVENT;
+use crate::slack::blocks::{self, POST_EVENT, THROTTLE_EVENT};
 use crate::slack::client::{SlackClient, SlackError};
 use crate::slack::text;
 use crate::store::Store;
@@ -106,6 +106,30 @@ impl Deliverer<'_> {
             version,
             next: None,
         })
+    }
+
+    /// Tells `channel` that `requester` is throttled (`max_pending`). The approval is
+    /// the requester's newest waiting one, which the job belongs to; the notice is no
+    /// message of that approval (nothing updates it), and a retry looks for an
+    /// earlier attempt's notice first.
+    pub async fn throttle_notice(
+        &self,
+        job: &DueJob,
+        (channel, requester, (waiting, limit)): (&str, &str, (i64, u32)),
+        approval: &Approval,
+    ) -> Result<Outcome, SlackError> {
+        let found = self
+            .posted_earlier(job, approval, channel, THROTTLE_EVENT, |payload| {
+                payload["requester"] == requester
+            })
+            .await?;
+        if found.is_none() {
+            let mut body = blocks::throttled_message(requester, waiting, limit);
+            body["channel"] = json!(channel);
+            body["metadata"] = metadata(THROTTLE_EVENT, approval, ("requester", json!(requester)));
+            self.client.call("chat.postMessage", &body).await?;
+        }
+        Ok(done(approval.version))
     }
 
     /// After a post is recorded: fetch its permalink (for `/approvals` and reminders)

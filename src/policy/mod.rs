@@ -8,6 +8,7 @@
 //! channel = "C0APPROVALS"
 //! approvers = ["U0ALICE", "S0ONCALL"]
 //! required_approvals = 1          # 1..=20
+//! max_pending = 20                # one requester's waiting requests at most
 //! expires_after = "4h"            # humantime; built-in 1h
 //! remind_after = "30m"
 //! remind_every = "1h"
@@ -174,6 +175,9 @@ impl FromStr for TierAction {
     }
 }
 
+/// `max_pending` when the policy does not set it.
+pub const DEFAULT_MAX_PENDING: u32 = 20;
+
 /// Routing and timing for one approval, resolved from defaults + the matched rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
@@ -183,6 +187,9 @@ pub struct Route {
     pub approvers: Vec<Approver>,
     /// Approvals needed before the call is approved (1..=20).
     pub required_approvals: u32,
+    /// How many of one requester's requests may wait for people at once; past it, a
+    /// request this route would open is refused (see `store` throttling).
+    pub max_pending: u32,
     /// How long the request stays open before it expires.
     pub expires_after: Duration,
     /// First reminder after this long without a decision.
@@ -204,6 +211,7 @@ impl Default for Route {
             channel: None,
             approvers: Vec::new(),
             required_approvals: 1,
+            max_pending: DEFAULT_MAX_PENDING,
             expires_after: Duration::from_secs(3600),
             remind_after: None,
             remind_every: None,

@@ -1,6 +1,6 @@
 //! The routing and timing keys shared by `[defaults]` and every rule
-//! (channel, approvers, required_approvals, the durations, escalation
-//! channel): their raw TOML form, and their validation into a [`Route`].
+//! (channel, approvers, required_approvals, max_pending, the durations,
+//! escalation channel): their raw TOML form, and their validation into a [`Route`].
 
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ use crate::policy::error::PolicyError;
 
 /// Highest `required_approvals` accepted; more is almost surely a typo.
 const MAX_REQUIRED_APPROVALS: i64 = 20;
+/// Highest `max_pending` accepted: more waiting requests than anyone can read.
+const MAX_MAX_PENDING: i64 = 10_000;
 
 /// The route keys as written in `[defaults]` or a rule. Fields are optional so "absent" can be told
 /// apart from "set", and strings are kept raw so validation can name them.
@@ -22,6 +24,7 @@ pub(crate) struct RawRoute {
     pub(crate) approvers: Option<Vec<String>>,
     // Wide integer type so a negative number gets our range message.
     pub(crate) required_approvals: Option<i64>,
+    pub(crate) max_pending: Option<i64>,
     pub(crate) expires_after: Option<String>,
     pub(crate) remind_after: Option<String>,
     pub(crate) remind_every: Option<String>,
@@ -56,6 +59,15 @@ pub(crate) fn apply_overrides(
         }
         // In range 1..=20, so the conversion cannot fail.
         route.required_approvals = u32::try_from(n).unwrap_or(1);
+    }
+    if let Some(n) = raw.max_pending {
+        if !(1..=MAX_MAX_PENDING).contains(&n) {
+            return Err(PolicyError::invalid(
+                format!("{at}.max_pending"),
+                format!("must be between 1 and {MAX_MAX_PENDING}, got {n}"),
+            ));
+        }
+        route.max_pending = u32::try_from(n).unwrap_or(1);
     }
     if let Some(text) = &raw.expires_after {
         route.expires_after = parse_duration(text, &format!("{at}.expires_after"))?;
@@ -190,6 +202,26 @@ mod tests {
     }
 
     #[test]
+    fn max_pending_is_20_unless_set_and_must_be_between_1_and_10000() {
+        assert_eq!(parse("").unwrap().defaults.max_pending, 20);
+        for bad in ["0", "10001", "-5"] {
+            let msg = error(&format!("[defaults]\nmax_pending = {bad}\n"));
+            assert!(
+                msg.contains("defaults.max_pending: must be between 1 and 10000"),
+                "{msg}"
+            );
+        }
+        let msg = error(&rule("max_pending = 0"));
+        assert!(msg.contains("rules[0].max_pending"), "{msg}");
+        let policy = parse(&format!("[defaults]\nmax_pending = 3\n{}", rule(""))).unwrap();
+        assert_eq!(policy.defaults.max_pending, 3);
+        assert_eq!(
+            policy.rules[0].route.max_pending, 3,
+            "a rule inherits the default"
+        );
+    }
+
+    #[test]
     fn bad_approver_id_names_its_position() {
         for bad in ["alice", "u0ALICE", "U", "X0ALICE", "U0alice", "@alice"] {
             let msg = error(&format!("[defaults]\napprovers = [\"U0OK\", \"{bad}\"]\n"));
@@ -224,7 +256,8 @@ mod tests {
     #[test]
     fn rules_can_override_every_defaults_key() {
         let text = rule(
-            "channel = \"C2\"\napprovers = [\"U2\"]\nrequired_approvals = 3\nexpires_after = \"2h\"\n\
+            "channel = \"C2\"\napprovers = [\"U2\"]\nrequired_approvals = 3\nmax_pending = 5\n\
+             expires_after = \"2h\"\n\
              remind_after = \"5m\"\nremind_every = \"10m\"\nescalate_after = \"1h\"\n\
              escalation_channel = \"C3\"\nsummary = \"s\"",
         );
@@ -235,6 +268,7 @@ mod tests {
             channel: Some("C2".into()),
             approvers: vec!["U2".into()],
             required_approvals: 3,
+            max_pending: 5,
             expires_after: Duration::from_secs(7200),
             remind_after: Some(Duration::from_secs(300)),
             remind_every: Some(Duration::from_secs(600)),

@@ -27,6 +27,28 @@ pub const POST_EVENT: &str = "signoff_approval_posted";
 /// Message metadata event type of reminder DMs: the approval and the reminder job.
 pub const REMINDER_EVENT: &str = "signoff_reminder_sent";
 
+/// Message metadata event type of the notice that a requester is throttled
+/// (`max_pending`): a retry finds its earlier post by it.
+pub const THROTTLE_EVENT: &str = "signoff_requester_throttled";
+
+/// The notice that `requester`'s new requests are refused while `waiting` of them
+/// wait (at or past `limit`): one per episode per channel, whatever the number of
+/// refusals.
+pub fn throttled_message(requester: &str, waiting: i64, limit: u32) -> Value {
+    let text = format!(
+        "Requests from {} are being refused: {waiting} of its requests already wait for \
+         a decision (max_pending = {limit}). Decide or cancel some of them; new requests \
+         are accepted again once fewer than {limit} wait. Every refusal is in the audit log.",
+        fit_plain(requester, 200)
+    );
+    json!({
+        "text": text,
+        "blocks": [
+            { "type": "section", "text": plain(format!(":no_entry: {text}")) },
+        ],
+    })
+}
+
 /// `action_id` of the Approve button.
 pub const ACTION_APPROVE: &str = "approve";
 /// `action_id` of the Deny button (opens [`deny_modal`]).

@@ -24,8 +24,6 @@ pub(crate) trait Reads: Send + Sync {
         &self,
         ids: &[ApprovalId],
     ) -> impl Future<Output = Result<HashMap<ApprovalId, String>>> + Send;
-    /// Pending approvals, oldest first.
-    fn list_pending(&self, limit: i64) -> impl Future<Output = Result<Vec<Approval>>> + Send;
     /// Whether Slack was asked to show the approval: a post planned (still to run, or
     /// dead) or a message posted (one statement, so a post that finishes meanwhile
     /// is seen as one or the other).
@@ -85,6 +83,25 @@ pub(crate) trait Tx: Send + 'static {
         params_sha256: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = sqlx::Result<Option<ApprovalId>>> + Send;
+    /// How many of `token`'s approvals wait for people, and whether it is throttled (a
+    /// refusal not yet followed by an accepted request). On PostgreSQL the requester
+    /// is locked first, until commit, so that replicas count it one at a time.
+    fn waiting(&mut self, token: &str) -> impl Future<Output = sqlx::Result<(i64, bool)>> + Send;
+    /// `token`'s newest approval that waits for people.
+    fn newest_waiting(
+        &mut self,
+        token: &str,
+    ) -> impl Future<Output = sqlx::Result<Option<ApprovalId>>> + Send;
+    /// Records a refusal of `token`'s request for `channel` ('' for none); true when
+    /// it starts an episode (the first refusal since the requester was last accepted).
+    fn throttled(
+        &mut self,
+        token: &str,
+        channel: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
+    /// `token` was accepted again: its throttle episodes end.
+    fn unthrottled(&mut self, token: &str) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Loads an approval with its votes, locking the row where the backend can.
     fn load(
         &mut self,

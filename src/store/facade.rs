@@ -355,11 +355,6 @@ impl Store {
         read!(self.main_permalinks(ids))
     }
 
-    /// Pending approvals, oldest first, at most `limit`.
-    pub async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {
-        read!(self.list_pending(limit))
-    }
-
     /// Every approval with `status` (any: `None`), oldest first, however many: their
     /// ids in one query, then each approval (one gone meanwhile is left out).
     pub async fn list_all(&self, status: Option<Status>) -> Result<Vec<Approval>> {

@@ -55,6 +55,16 @@ pub enum StoreError {
         "this idempotency_key was used for another call (approval {0}): use a new key for a new call"
     )]
     IdempotencyKeyReused(ApprovalId),
+    /// The requester has `limit` or more requests waiting for people (`max_pending`).
+    #[error(
+        "{requester} has {waiting} requests waiting for a decision (max_pending is {limit}): \
+         this one was not opened. Wait for decisions, or cancel requests no longer needed"
+    )]
+    TooManyPending {
+        requester: String,
+        waiting: i64,
+        limit: u32,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("database error: {0}")]

@@ -66,6 +66,17 @@ pub(super) mod messages {
          WHERE channel = $1 AND ts = $2 AND rendered_version < $3";
 }
 
+/// Requesters refused for having `max_pending` requests waiting (see `ops::throttle`).
+pub(super) mod throttles {
+    /// A refusal of `$1`'s request for channel `$2` at `$3`: `refused` is 1 when it
+    /// starts an episode.
+    pub const REFUSED: &str = "INSERT INTO throttles (token_name, channel, since) VALUES ($1, $2, $3) \
+         ON CONFLICT (token_name, channel) DO UPDATE SET refused = throttles.refused + 1 \
+         RETURNING refused";
+    /// `$1` was accepted again: its episodes end.
+    pub const END: &str = "DELETE FROM throttles WHERE token_name = $1";
+}
+
 /// The audit chain's head.
 pub(super) const SET_AUDIT_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
 

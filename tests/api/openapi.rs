@@ -151,6 +151,7 @@ async fn asking(d: &Driver<'_>) {
         .expect(201, "post", path, path, With::Body(&everything.to_string()))
         .await;
     assert_eq!(denied["status"], "denied", "high is denied: {denied}");
+    too_many_pending(d).await;
     d.expect(400, "post", path, path, With::Body("{")).await;
     d.expect(401, "post", path, path, With::NoToken).await;
     d.expect(
@@ -161,6 +162,26 @@ async fn asking(d: &Driver<'_>) {
         With::Body(r#"{"tool_name": "a", "parameters": []}"#),
     )
     .await;
+}
+
+/// `429`: a token with `max_pending` (20 under the tests' policy) requests waiting asks
+/// for one more that would wait.
+async fn too_many_pending(d: &Driver<'_>) {
+    let path = "/v1/approvals";
+    let busy = new_token(&d.app.store, &d.app.clock, "busy").await;
+    for n in 0..=20 {
+        let ask = json!({"tool_name": "a", "parameters": {"n": n}}).to_string();
+        let status = if n < 20 { 201 } else { 429 };
+        let answer = d
+            .expect(status, "post", path, path, With::Other(&busy, &ask))
+            .await;
+        if status == 429 {
+            assert_eq!(
+                (answer["waiting"].as_i64(), answer["max_pending"].as_i64()),
+                (Some(20), Some(20))
+            );
+        }
+    }
 }
 
 async fn reading(d: &Driver<'_>) {

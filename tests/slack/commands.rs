@@ -54,3 +54,30 @@ async fn approvals_lists_what_the_caller_may_decide_and_shows_one_by_short_id() 
     let (_, reply) = app.command("U0ALICE", "frobnicate").await;
     assert!(reply.to_string().contains("Usage"), "{reply}");
 }
+
+/// A backlog longer than any page: `/approvals` counts every request the caller may
+/// decide, not the oldest few hundred, and lists the oldest first.
+#[tokio::test]
+async fn approvals_counts_a_backlog_of_any_length() {
+    let app = spawn_app().await;
+    let policy = signoff::policy::Policy::from_toml_str(
+        "[defaults]\nchannel = \"C0APPROVALS\"\nmax_pending = 10000\n",
+    )
+    .unwrap();
+    let mut creating = tokio::task::JoinSet::new();
+    for n in 0..620 {
+        let (store, now) = (app.store.clone(), signoff::clock::Clock::now(&app.clock));
+        let mut request = signoff::approval::NewApproval::new("purge", json!({ "n": n }));
+        request.token_name = Some("agent".into());
+        let class = policy.classify("purge", &request.parameters, None);
+        creating.spawn(async move { store.create(request, class, now).await.unwrap() });
+    }
+    while let Some(created) = creating.join_next().await {
+        assert!(created.unwrap().created);
+    }
+    let (status, reply) = app.command("U0ALICE", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = reply.to_string();
+    assert!(text.contains("620 requests are waiting for you"), "{text}");
+    assert!(text.contains("… and 600 more"), "{text}");
+}

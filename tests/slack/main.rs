@@ -4,6 +4,7 @@
 mod commands;
 #[path = "../common/mod.rs"]
 mod common;
+mod fatigue;
 mod fuzz;
 mod helpers;
 mod hostile;

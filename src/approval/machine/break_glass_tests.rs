@@ -26,6 +26,7 @@ fn pending() -> Approval {
             channel: Some("C0APPROVALS".into()),
             approvers: vec![],
             required_approvals: 2,
+            max_pending: 20,
             expires_after: Duration::from_secs(3600),
             remind_after: None,
             remind_every: None,

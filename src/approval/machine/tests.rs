@@ -26,6 +26,7 @@ fn class(action: TierAction, required: u32) -> Classification {
             channel: Some("C0APPROVALS".into()),
             approvers: vec![],
             required_approvals: required,
+            max_pending: 20,
             expires_after: Duration::from_secs(3600),
             remind_after: None,
             remind_every: None,

@@ -175,6 +175,16 @@ impl CreateRequest {
             example = json!({"error": "idempotency_key_reused", "detail": "this idempotency_key was used for another call (approval 1b0c6f2e-7d4a-4c1e-9a53-2f8e0b7c4d19): use a new key for a new call"})),
         (status = 413, response = doc::PayloadTooLarge),
         (status = 422, response = doc::Unprocessable),
+        (status = 429, description = "The token has `max_pending` (policy, default 20) requests \
+            waiting for people already, and this one would wait too: nothing was opened. A repeat \
+            of a waiting request still joins it; calls the policy decides at once are never refused",
+            body = ErrorBody, example = json!({
+                "error": "too_many_pending",
+                "detail": "agent-session-42 has 20 requests waiting for a decision (max_pending is 20): \
+                    this one was not opened. Wait for decisions, or cancel requests no longer needed",
+                "waiting": 20,
+                "max_pending": 20
+            })),
         (status = 503, response = doc::Unavailable),
     ),
     security(("bearer" = []))

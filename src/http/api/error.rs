@@ -40,6 +40,13 @@ pub enum ApiError {
     RequestTimeout,
     #[error("{0}")]
     Unprocessable(String),
+    /// The requester has `max_pending` requests waiting for people already.
+    #[error("{detail}")]
+    TooManyPending {
+        detail: String,
+        waiting: i64,
+        limit: u32,
+    },
     #[error("temporarily unavailable, retry shortly")]
     Unavailable,
     /// A Slack request whose signature did not verify.
@@ -61,6 +68,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
         }
@@ -77,6 +85,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             ApiError::RequestTimeout => ErrorCode::RequestTimeout,
             ApiError::Unprocessable(_) => ErrorCode::Unprocessable,
+            ApiError::TooManyPending { .. } => ErrorCode::TooManyPending,
             ApiError::Unavailable => ErrorCode::Unavailable,
             ApiError::BadSignature(_) => ErrorCode::BadSignature,
             ApiError::NotConfigured(_) => ErrorCode::NotConfigured,
@@ -105,6 +114,11 @@ impl From<StoreError> for ApiError {
                 ApiError::IdempotencyKeyReused(error.to_string())
             }
             StoreError::NotFound(id) => ApiError::not_found(id),
+            StoreError::TooManyPending { waiting, limit, .. } => ApiError::TooManyPending {
+                detail: error.to_string(),
+                waiting,
+                limit,
+            },
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::Unavailable
@@ -124,6 +138,12 @@ pub struct ErrorBody {
     /// With `conflict`: where the approval stands.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// With `too_many_pending`: how many of the token's requests wait for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<i64>,
+    /// With `too_many_pending`: the limit (the policy's `max_pending`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<u32>,
 }
 
 /// The kind of refusal; each goes with one HTTP status.
@@ -139,6 +159,7 @@ pub enum ErrorCode {
     PayloadTooLarge,
     RequestTimeout,
     Unprocessable,
+    TooManyPending,
     Unavailable,
     BadSignature,
     NotConfigured,
@@ -147,15 +168,22 @@ pub enum ErrorCode {
 impl ApiError {
     /// The JSON body callers read.
     pub fn error_body(&self) -> ErrorBody {
-        let status = match self {
-            ApiError::Conflict { status, .. } => Some(*status),
-            _ => None,
-        };
-        ErrorBody {
+        let mut body = ErrorBody {
             error: self.code(),
             detail: self.to_string(),
-            status,
+            status: None,
+            waiting: None,
+            max_pending: None,
+        };
+        match self {
+            ApiError::Conflict { status, .. } => body.status = Some(*status),
+            ApiError::TooManyPending { waiting, limit, .. } => {
+                body.waiting = Some(*waiting);
+                body.max_pending = Some(*limit);
+            }
+            _ => {}
         }
+        body
     }
 
     /// The same as a JSON value (the `/mcp` tools' structured error).

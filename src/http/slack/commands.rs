@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{Refused, form, verified};
 use crate::approval::machine::check_can_decide;
-use crate::approval::{Approval, Decider};
+use crate::approval::{Approval, Decider, Status};
 use crate::http::AppState;
 use crate::http::api::ApiError;
 use crate::ids::UserId;
@@ -94,17 +94,15 @@ async fn status_of(
     })
 }
 
-/// How many pending approvals `/approvals` looks through.
-const PENDING_SCAN: i64 = 500;
-
-/// `/approvals pending`: what the viewer may decide, among what they may see.
+/// `/approvals pending`: what the viewer may decide, among what they may see: every
+/// pending approval is looked at, however long the backlog, so that the count is right.
 async fn pending_for(
     state: &AppState,
     slack: &SlackApp,
     viewer: &Viewer<'_>,
 ) -> Result<Value, StoreError> {
     let mut mine = Vec::new();
-    for approval in state.store.list_pending(PENDING_SCAN).await? {
+    for approval in state.store.list_all(Some(Status::Pending)).await? {
         if approval.has_voted(viewer.user.as_str())
             || !slack
                 .approvers

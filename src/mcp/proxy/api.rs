@@ -34,6 +34,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("the arguments are larger than signoff accepts (1 MiB)")]
     TooLarge,
+    /// The proxy's requests already waiting reached the policy's `max_pending`.
+    #[error("{0}")]
+    Throttled(String),
     #[error("signoff answered HTTP {status}: {detail}")]
     Refused { status: u16, detail: String },
 }
@@ -122,6 +125,12 @@ impl Api {
         match status {
             401 => Err(ApiError::Unauthorized),
             413 => Err(ApiError::TooLarge),
+            429 => Err(ApiError::Throttled(
+                body["detail"]
+                    .as_str()
+                    .unwrap_or("too many requests waiting")
+                    .to_owned(),
+            )),
             _ => Err(ApiError::Refused {
                 status,
                 detail: body["detail"].as_str().unwrap_or("no detail").to_owned(),

@@ -79,6 +79,7 @@ pub fn api_failed(error: &ApiError) -> String {
         ApiError::TooLarge => {
             format!("The arguments are too large to ask for approval (over 1 MiB). {NOT_RUN}")
         }
+        ApiError::Throttled(detail) => format!("Not asked: {detail}. {NOT_RUN}"),
         other => format!("Could not get an approval: {other}. {NOT_RUN}"),
     }
 }
@@ -165,6 +166,16 @@ mod tests {
         assert_eq!(
             decided(&view("expired", None, None)),
             "Nobody decided before 2026-11-23 13:05 UTC. The call was not run."
+        );
+    }
+
+    #[test]
+    fn a_throttled_call_says_why_it_was_not_asked() {
+        let detail = "agent has 20 requests waiting for a decision (max_pending is 20): this \
+                      one was not opened. Wait for decisions, or cancel requests no longer needed";
+        assert_eq!(
+            api_failed(&ApiError::Throttled(detail.into())),
+            format!("Not asked: {detail}. The call was not run.")
         );
     }
 

@@ -9,6 +9,7 @@
 
 mod checkpoint;
 mod current;
+mod throttle;
 mod work;
 
 use std::collections::HashSet;
@@ -236,8 +237,9 @@ async fn batch<T: Tx>(
     signer: Option<&Signer>,
 ) -> sqlx::Result<Vec<StatusChange>> {
     // Every new approval of the batch in one statement, ahead of the other operations
-    // (none of which can name an approval not created yet).
-    let mut openings: Vec<Option<Opening>> = ops
+    // (none of which can name an approval not created yet), less those refused for
+    // their requester's waiting requests (`max_pending`).
+    let mut openings: Vec<Option<Result<Opening>>> = ops
         .iter()
         .map(|op| match op {
             Op::Create {
@@ -245,12 +247,15 @@ async fn batch<T: Tx>(
                 class,
                 now,
                 ..
-            } => Some(Opening::new(request, class, *now)),
+            } => Some(Ok(Opening::new(request, class, *now))),
             _ => None,
         })
         .collect();
+    let mut done = Done::default();
+    throttle::check(tx, &mut openings, deliveries, &mut done).await?;
     let rows: Vec<(&Approval, &str)> = openings
         .iter()
+        .flatten()
         .flatten()
         .map(|opening| (&opening.approval, opening.params_sha256.as_str()))
         .collect();
@@ -268,7 +273,6 @@ async fn batch<T: Tx>(
         })
         .collect();
     let mut current = Current::load(tx, &named).await?;
-    let mut done = Done::default();
     for (op, opening) in ops.iter_mut().zip(openings.iter_mut()) {
         run_op(
             tx,
@@ -329,7 +333,7 @@ async fn append_audit<T: Tx>(
 async fn run_op<T: Tx>(
     tx: &mut T,
     op: &mut Op,
-    opening: Option<Opening>,
+    opening: Option<Result<Opening>>,
     inserted: &HashSet<ApprovalId>,
     current: &mut Current,
     deliveries: Deliveries,
@@ -337,8 +341,10 @@ async fn run_op<T: Tx>(
 ) -> sqlx::Result<()> {
     match op {
         Op::Create { reply, spend, .. } => {
-            let Some(opening) = opening else {
-                unreachable!("every create has its opening");
+            let opening = match opening {
+                Some(Ok(opening)) => opening,
+                Some(Err(refused)) => return settle(reply, done, Err(refused)),
+                None => unreachable!("every create has its opening"),
             };
             let fresh = inserted.contains(&opening.approval.id);
             let outcome = if *spend {

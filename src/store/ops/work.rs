@@ -71,8 +71,10 @@ pub(crate) async fn report<T: Tx>(
 pub(crate) struct Opening {
     pub(crate) approval: Approval,
     pub(crate) params_sha256: String,
+    /// The requester's `max_pending` for this call (the matched rule's, or the default).
+    pub(crate) max_pending: u32,
     happened: Vec<Happening>,
-    now: DateTime<Utc>,
+    pub(crate) now: DateTime<Utc>,
 }
 
 impl Opening {
@@ -82,6 +84,7 @@ impl Opening {
         Opening {
             approval: transition.next,
             params_sha256,
+            max_pending: class.route.max_pending,
             happened: transition.happened,
             now,
         }
@@ -103,6 +106,7 @@ pub(crate) async fn create<T: Tx>(
         params_sha256,
         happened,
         now,
+        ..
     } = opening;
     if !inserted {
         let token = approval.token_name.as_deref().unwrap_or_default();

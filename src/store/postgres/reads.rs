@@ -82,10 +82,6 @@ impl Reads for PgReads {
             .collect())
     }
 
-    async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {
-        Ok(on_conn!(self, |c| pending_approvals(c, limit)))
-    }
-
     async fn slack_planned(&self, id: ApprovalId) -> Result<bool> {
         Ok(on_conn!(self, |c| sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE approval_id = $1 AND kind = 'slack_post') \
@@ -186,25 +182,4 @@ impl Reads for PgReads {
             .bind(hash)
             .fetch_optional(c)))
     }
-}
-
-/// Pending approvals with their votes, oldest first, on one connection.
-async fn pending_approvals(
-    conn: &mut sqlx::PgConnection,
-    limit: i64,
-) -> sqlx::Result<Vec<Approval>> {
-    let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM pending_approvals WHERE status = 'pending' ORDER BY created_at LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut approvals = Vec::with_capacity(ids.len());
-    for id in ids {
-        // Gone since the first query: skipped.
-        if let Some(approval) = load_approval(&mut *conn, ApprovalId(id)).await? {
-            approvals.push(approval);
-        }
-    }
-    Ok(approvals)
 }

@@ -82,6 +82,57 @@ impl Tx for PgTx {
             .await
     }
 
+    async fn waiting(&mut self, token: &str) -> sqlx::Result<(i64, bool)> {
+        // Replicas count a requester one at a time: the lock is held until commit, and
+        // the count, a statement of its own, sees what the previous holder committed.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("signoff.requester:{token}"))
+            .execute(self.conn()?)
+            .await?;
+        sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM pending_approvals \
+               WHERE token_name = $1 AND status = 'pending'), \
+             EXISTS (SELECT 1 FROM throttles WHERE token_name = $1)",
+        )
+        .bind(token)
+        .fetch_one(self.conn()?)
+        .await
+    }
+
+    async fn newest_waiting(&mut self, token: &str) -> sqlx::Result<Option<ApprovalId>> {
+        let id: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM pending_approvals WHERE token_name = $1 AND status = 'pending' \
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(token)
+        .fetch_optional(self.conn()?)
+        .await?;
+        Ok(id.map(ApprovalId))
+    }
+
+    async fn throttled(
+        &mut self,
+        token: &str,
+        channel: &str,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<bool> {
+        let refused: i64 = sqlx::query_scalar(sql::throttles::REFUSED)
+            .bind(token)
+            .bind(channel)
+            .bind(now)
+            .fetch_one(self.conn()?)
+            .await?;
+        Ok(refused == 1)
+    }
+
+    async fn unthrottled(&mut self, token: &str) -> sqlx::Result<()> {
+        sqlx::query(sql::throttles::END)
+            .bind(token)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
     async fn load(&mut self, id: ApprovalId) -> sqlx::Result<Option<Approval>> {
         let rows = sqlx::query(select_approvals!(located "WHERE id = $1 FOR UPDATE"))
             .bind(id.0)

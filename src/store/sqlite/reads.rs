@@ -75,25 +75,6 @@ impl Reads for SqliteReads {
         Ok(links)
     }
 
-    async fn list_pending(&self, limit: i64) -> Result<Vec<Approval>> {
-        // The first condition is the open index's (see `health`).
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM pending_approvals WHERE status IN ('pending', 'approved') \
-             AND status = 'pending' ORDER BY created_at LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut conn = self.pool.acquire().await?;
-        let mut approvals = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(approval) = load_approval(&mut conn, parse_id(&id)?).await? {
-                approvals.push(approval);
-            }
-        }
-        Ok(approvals)
-    }
-
     async fn slack_planned(&self, id: ApprovalId) -> Result<bool> {
         Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE approval_id = $1 AND kind = 'slack_post') \

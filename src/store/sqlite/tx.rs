@@ -86,6 +86,52 @@ impl Tx for SqliteTx {
             .await
     }
 
+    async fn waiting(&mut self, token: &str) -> sqlx::Result<(i64, bool)> {
+        // The partial index holds waiting rows only: the count never reads history.
+        sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM pending_approvals INDEXED BY pending_approvals_waiting \
+               WHERE token_name = $1 AND status = 'pending'), \
+             EXISTS (SELECT 1 FROM throttles WHERE token_name = $1)",
+        )
+        .bind(token)
+        .fetch_one(self.conn()?)
+        .await
+    }
+
+    async fn newest_waiting(&mut self, token: &str) -> sqlx::Result<Option<ApprovalId>> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM pending_approvals INDEXED BY pending_approvals_waiting \
+             WHERE token_name = $1 AND status = 'pending' ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(token)
+        .fetch_optional(self.conn()?)
+        .await?;
+        id.as_deref().map(parse_id).transpose()
+    }
+
+    async fn throttled(
+        &mut self,
+        token: &str,
+        channel: &str,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<bool> {
+        let refused: i64 = sqlx::query_scalar(sql::throttles::REFUSED)
+            .bind(token)
+            .bind(channel)
+            .bind(ts(&now))
+            .fetch_one(self.conn()?)
+            .await?;
+        Ok(refused == 1)
+    }
+
+    async fn unthrottled(&mut self, token: &str) -> sqlx::Result<()> {
+        sqlx::query(sql::throttles::END)
+            .bind(token)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
     async fn load(&mut self, id: ApprovalId) -> sqlx::Result<Option<Approval>> {
         let query = sqlx::query(select_approvals!("WHERE id = $1")).bind(id.to_string());
         Ok(self.approvals(query).await?.pop())

@@ -1,0 +1,165 @@
+//! Approval fatigue: `max_pending` per requester. A runaway agent that opens request
+//! after request buries the channel, and people then approve without reading. So a
+//! request that would wait for people is refused once its requester (API token) has
+//! `max_pending` requests waiting (the limit of the rule the new call matches), unless
+//! it repeats one of them (it then joins it, as always). Each refusal is an audit event;
+//! the first refusal of an episode (until the requester is accepted again) plans one
+//! notice to the channel the request was for. Decided in the batch before any insert,
+//! so a refused request leaves no row.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::Done;
+use super::work::Opening;
+use crate::approval::Status;
+use crate::audit::Draft;
+use crate::jobs::{Deliveries, Job, NewJob};
+use crate::store::StoreError;
+use crate::store::backend::Tx;
+
+/// One requester as this batch sees it.
+struct Requester {
+    waiting: i64,
+    /// Throttled when the batch began.
+    throttled: bool,
+    /// A request of theirs was under the limit in this batch: the episode is over.
+    accepted: bool,
+}
+
+/// Refuses the openings whose requester is at its limit: each becomes `Err`.
+pub(crate) async fn check<T: Tx>(
+    tx: &mut T,
+    openings: &mut [Option<Result<Opening, StoreError>>],
+    deliveries: Deliveries,
+    done: &mut Done,
+) -> sqlx::Result<()> {
+    let mut tokens: Vec<&str> = openings
+        .iter()
+        .filter_map(|opening| counted(opening.as_ref()?.as_ref().ok()?))
+        .collect();
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    // In one order, so that two PostgreSQL replicas lock requesters without deadlock.
+    tokens.sort_unstable();
+    tokens.dedup();
+    let mut requesters = HashMap::with_capacity(tokens.len());
+    for token in tokens {
+        let (waiting, throttled) = tx.waiting(token).await?;
+        let requester = Requester {
+            waiting,
+            throttled,
+            accepted: false,
+        };
+        requesters.insert(token.to_owned(), requester);
+    }
+    for slot in openings.iter_mut() {
+        let Some(Ok(opening)) = slot else { continue };
+        let Some(token) = counted(opening) else {
+            continue;
+        };
+        let Some(requester) = requesters.get_mut(token) else {
+            continue;
+        };
+        if requester.waiting < i64::from(opening.max_pending) {
+            // Counted even if it turns out to repeat a waiting request: the count can
+            // only be high, never let one more through.
+            requester.waiting += 1;
+            requester.accepted = true;
+            continue;
+        }
+        if joins_open_request(tx, opening).await? {
+            continue;
+        }
+        let refusal = refuse(tx, opening, requester.waiting, deliveries, done).await?;
+        *slot = Some(Err(refusal));
+    }
+    for (token, requester) in &requesters {
+        if requester.accepted && requester.throttled {
+            tx.unthrottled(token).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The requester whose waiting requests this opening would add to: only a request
+/// that waits for people, from an API token, counts.
+fn counted(opening: &Opening) -> Option<&str> {
+    if opening.approval.status != Status::Pending {
+        return None;
+    }
+    opening.approval.token_name.as_deref()
+}
+
+/// Whether the opening repeats an open request of its requester (it then joins it).
+async fn joins_open_request<T: Tx>(tx: &mut T, opening: &Opening) -> sqlx::Result<bool> {
+    let approval = &opening.approval;
+    let existing = tx
+        .find_existing(
+            approval.token_name.as_deref().unwrap_or_default(),
+            approval.idempotency_key.as_deref(),
+            &approval.tool_name,
+            &opening.params_sha256,
+            opening.now,
+        )
+        .await?;
+    Ok(existing.is_some())
+}
+
+/// Records the refusal (audit event; the episode, and its notice when it is the first)
+/// and answers the error the caller gets.
+async fn refuse<T: Tx>(
+    tx: &mut T,
+    opening: &Opening,
+    waiting: i64,
+    deliveries: Deliveries,
+    done: &mut Done,
+) -> sqlx::Result<StoreError> {
+    let approval = &opening.approval;
+    let token = approval.token_name.clone().unwrap_or_default();
+    let channel = approval.routing.channel.clone();
+    let first = tx
+        .throttled(&token, channel.as_deref().unwrap_or_default(), opening.now)
+        .await?;
+    let mut notice = false;
+    if first
+        && deliveries.slack
+        && let Some(channel) = channel.clone()
+        && let Some(newest) = tx.newest_waiting(&token).await?
+    {
+        let job = Job::SlackThrottled {
+            channel,
+            requester: token.clone(),
+            waiting,
+            limit: opening.max_pending,
+        };
+        let job = NewJob {
+            approval_id: newest,
+            job,
+            due_at: opening.now,
+        };
+        done.jobs.push((job, opening.now));
+        notice = true;
+    }
+    done.audit.push(Draft {
+        approval_id: None,
+        kind: "throttled",
+        actor: Some(token.clone()),
+        at: opening.now,
+        data: json!({
+            "tool_name": approval.tool_name,
+            "server": approval.server,
+            "channel": channel,
+            "waiting": waiting,
+            "max_pending": opening.max_pending,
+            "notice": notice,
+        }),
+    });
+    Ok(StoreError::TooManyPending {
+        requester: token,
+        waiting,
+        limit: opening.max_pending,
+    })
+}
