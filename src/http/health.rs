@@ -3,9 +3,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::http::AppState;
+use crate::store::QueuedPosts;
 
 /// `GET /healthz`: the process answers.
 #[utoipa::path(
@@ -26,13 +28,15 @@ pub async fn live() -> &'static str {
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     Ok,
-    /// Expiries or deliveries overdue, Slack unreachable, or the store unreachable.
+    /// Expiries or deliveries overdue, a channel's posts behind, Slack unreachable, or
+    /// the store unreachable.
     Degraded,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({
-    "status": "ok", "pending_count": 3, "stale_pending": 0, "undelivered": 0, "slack_reachable": true
+    "status": "ok", "pending_count": 3, "stale_pending": 0, "undelivered": 0, "slack_reachable": true,
+    "behind": []
 }))]
 pub struct ApprovalHealth {
     pub status: HealthStatus,
@@ -45,9 +49,41 @@ pub struct ApprovalHealth {
     /// `null` while no Slack token is configured.
     #[schema(required = true)]
     pub slack_reachable: Option<bool>,
+    /// Channels whose queued posts (one a second) fall so far behind that some
+    /// approval would expire before it is posted.
+    pub behind: Vec<Behind>,
     /// Why the counts are missing (the store could not be read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A channel that falls behind: its queued posts, how long they take to drain, and the
+/// soonest expiry among them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "channel": "C0DEPLOYS", "queued_posts": 900, "drains_in_secs": 900,
+    "first_expiry": "2026-11-23T12:10:00Z"
+}))]
+pub struct Behind {
+    pub channel: String,
+    pub queued_posts: i64,
+    pub drains_in_secs: i64,
+    pub first_expiry: DateTime<Utc>,
+}
+
+/// The channels whose backlog, posted a post a second, reaches past one of its
+/// approvals' expiry (a pessimistic reading: the soonest to expire might be last).
+fn behind(queued: Vec<QueuedPosts>, now: DateTime<Utc>) -> Vec<Behind> {
+    queued
+        .into_iter()
+        .filter(|q| now + chrono::Duration::seconds(q.posts) > q.first_expiry)
+        .map(|q| Behind {
+            channel: q.channel,
+            queued_posts: q.posts,
+            drains_in_secs: q.posts,
+            first_expiry: q.first_expiry,
+        })
+        .collect()
 }
 
 /// `GET /health/approvals`: 200 when ok, 503 when degraded.
@@ -61,10 +97,15 @@ pub struct ApprovalHealth {
     responses(
         (status = 200, description = "Ok", body = ApprovalHealth),
         (status = 503, description = "Degraded: expiries or deliveries overdue by more than a \
-            minute, Slack unreachable, or the store unreachable (then with `error`)", body = ApprovalHealth,
-            example = json!({
-                "status": "degraded", "pending_count": 3, "stale_pending": 1, "undelivered": 0,
-                "slack_reachable": true
+            minute, a channel's queued posts that would reach an approval only after it expired \
+            (`behind`), Slack unreachable, or the store unreachable (then with `error`)",
+            body = ApprovalHealth, example = json!({
+                "status": "degraded", "pending_count": 903, "stale_pending": 0, "undelivered": 0,
+                "slack_reachable": true,
+                "behind": [{
+                    "channel": "C0DEPLOYS", "queued_posts": 900, "drains_in_secs": 900,
+                    "first_expiry": "2026-11-23T12:10:00Z"
+                }]
             })),
     )
 )]
@@ -73,10 +114,13 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
         .slack
         .as_ref()
         .and_then(|slack| slack.client.reachable());
-    let health = match state.store.health(state.clock.now()).await {
+    let now = state.clock.now();
+    let health = match state.store.health(now).await {
         Ok(counts) => {
+            let behind = behind(counts.queued_posts, now);
             let degraded = counts.stale_pending > 0
                 || counts.undelivered > 0
+                || !behind.is_empty()
                 || slack_reachable == Some(false);
             ApprovalHealth {
                 status: if degraded {
@@ -88,6 +132,7 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
                 stale_pending: counts.stale_pending,
                 undelivered: counts.undelivered,
                 slack_reachable,
+                behind,
                 error: None,
             }
         }
@@ -99,6 +144,7 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
                 stale_pending: 0,
                 undelivered: 0,
                 slack_reachable,
+                behind: Vec::new(),
                 error: Some("the store is unreachable".into()),
             }
         }

@@ -27,6 +27,9 @@ pub struct Pacing {
     next_free: DateTime<Utc>,
 }
 
+/// One requester's posts to a channel, in claim order.
+type Queue = (Option<String>, Vec<DueJob>);
+
 /// What a paced post is: due now, or deferred to a time.
 enum Turn {
     Now,
@@ -43,7 +46,7 @@ pub fn pace_posts(
 ) -> (Vec<DueJob>, Vec<(i64, DateTime<Utc>)>) {
     let mut ready = Vec::with_capacity(jobs.len());
     // Per channel, per requester (in order of first appearance), their posts.
-    let mut channels: Vec<(String, Vec<(Option<String>, Vec<DueJob>)>)> = Vec::new();
+    let mut channels: Vec<(String, Vec<Queue>)> = Vec::new();
     for job in jobs {
         let Some((channel, requester)) = post_target(&job) else {
             ready.push(job);
@@ -96,7 +99,7 @@ fn post_target(job: &DueJob) -> Option<(&str, Option<&str>)> {
 }
 
 /// One from each queue in turn, until all are empty.
-fn round_robin(queues: Vec<(Option<String>, Vec<DueJob>)>) -> Vec<DueJob> {
+fn round_robin(queues: Vec<Queue>) -> Vec<DueJob> {
     let total = queues.iter().map(|(_, queue)| queue.len()).sum();
     let mut queues: Vec<_> = queues
         .into_iter()

@@ -111,11 +111,25 @@ pub struct TokenInfo {
 }
 
 /// Counts for `/health/approvals`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HealthCounts {
     pub pending: i64,
     /// Pending or approved approvals past their expiry that the scheduler has not expired yet.
     pub stale_pending: i64,
     /// Jobs that were given up on, or are overdue by more than the grace period.
     pub undelivered: i64,
+    /// Per channel, the approvals whose post waits its turn (see `outbox` pacing).
+    pub queued_posts: Vec<QueuedPosts>,
 }
+
+/// A channel's waiting posts: how many, and the soonest expiry among their approvals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedPosts {
+    pub channel: String,
+    pub posts: i64,
+    pub first_expiry: DateTime<Utc>,
+}
+
+/// Post jobs due within this long count as queued (paced posts are deferred at most
+/// about 20 s ahead; later ones, such as escalations, are timers, not a queue).
+pub(crate) const QUEUED_WITHIN: chrono::Duration = chrono::Duration::seconds(30);

@@ -283,7 +283,56 @@ async fn a_flood_from_one_requester_does_not_hold_up_another(db: TestDb) {
     assert_eq!(ids.len(), 61, "each request posted once");
 }
 
+const SHORT_POLICY: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+expires_after = "30s"
+max_pending = 1000
+"#;
+
+async fn health(app: &App) -> (StatusCode, Value) {
+    let response = app
+        .http
+        .get(app.url("/health/approvals"))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// Health turns degraded, naming the channel, when its queued posts (one a second)
+/// would reach an approval only after it expired; a short queue is fine.
+async fn health_names_a_channel_whose_queue_outlasts_its_approvals(db: TestDb) {
+    let app = app::spawn(db, Options::new(SHORT_POLICY).with_slack()).await;
+    for n in 0..5 {
+        ask(&app, &app.token, "send_email", json!({ "n": n })).await;
+    }
+    app.run_jobs().await;
+    let (status, body) = health(&app).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok")),
+        "{body}"
+    );
+    assert_eq!(body["behind"], json!([]));
+
+    for n in 5..45 {
+        ask(&app, &app.token, "send_email", json!({ "n": n })).await;
+    }
+    app.run_jobs().await;
+    let (status, body) = health(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["undelivered"], 0, "waiting its turn is no failure");
+    let behind = &body["behind"][0];
+    assert_eq!(behind["channel"], "C0APPROVALS", "{body}");
+    assert_eq!(behind["queued_posts"], 44, "{body}");
+    assert_eq!(behind["drains_in_secs"], 44);
+    assert_eq!(body["behind"].as_array().unwrap().len(), 1);
+}
+
 crate::on_both_backends!(
+    health_names_a_channel_whose_queue_outlasts_its_approvals,
     a_requester_past_max_pending_is_refused_and_each_channel_hears_it_once,
     replicas_together_never_let_a_requester_past_max_pending,
     a_flood_from_one_requester_does_not_hold_up_another,

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::backend::{Reads, Tx};
 use super::{
-    HealthCounts, Result, StatusChange, StoreError, TokenInfo, decode, decode_kind, pow2_chunks,
-    sql,
+    HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StatusChange, StoreError, TokenInfo, decode,
+    decode_kind, pow2_chunks, sql,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;

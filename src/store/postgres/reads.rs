@@ -40,10 +40,28 @@ impl Reads for PgReads {
         .bind(now - OVERDUE_GRACE)
         .fetch_one(c)
         });
+        let queued: Vec<(String, i64, DateTime<Utc>)> = on_conn!(self, |c| sqlx::query_as(
+            "SELECT j.payload ->> 'channel', COUNT(*), MIN(a.expires_at) \
+             FROM jobs j JOIN pending_approvals a ON a.id = j.approval_id \
+             WHERE j.state = 'ready' AND j.due_at <= $1 AND j.kind = 'slack_post' \
+               AND a.status = 'pending' \
+             GROUP BY 1 ORDER BY 1",
+        )
+        .bind(now + QUEUED_WITHIN)
+        .fetch_all(c));
+        let queued_posts = queued
+            .into_iter()
+            .map(|(channel, posts, first_expiry)| QueuedPosts {
+                channel,
+                posts,
+                first_expiry,
+            })
+            .collect();
         Ok(HealthCounts {
             pending: row.try_get(0)?,
             stale_pending: row.try_get(1)?,
             undelivered: row.try_get(2)?,
+            queued_posts,
         })
     }
 

@@ -13,7 +13,10 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::backend::{Reads, Tx};
-use super::{HealthCounts, Result, StoreError, TokenInfo, decode, decode_kind, pow2_chunks, sql};
+use super::{
+    HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StoreError, TokenInfo, decode, decode_kind,
+    pow2_chunks, sql,
+};
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
 use crate::audit::checkpoint::Checkpoint;

@@ -29,10 +29,30 @@ impl Reads for SqliteReads {
         .bind(ts(&(now - OVERDUE_GRACE)))
         .fetch_one(&self.pool)
         .await?;
+        let queued: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT j.payload ->> '$.channel', COUNT(*), MIN(a.expires_at) \
+             FROM jobs j JOIN pending_approvals a ON a.id = j.approval_id \
+             WHERE j.state = 'ready' AND j.due_at <= $1 AND j.kind = 'slack_post' \
+               AND a.status = 'pending' \
+             GROUP BY 1 ORDER BY 1",
+        )
+        .bind(ts(&(now + QUEUED_WITHIN)))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut queued_posts = Vec::with_capacity(queued.len());
+        for (channel, posts, first_expiry) in queued {
+            let first_expiry = parse_ts(&first_expiry)?;
+            queued_posts.push(QueuedPosts {
+                channel,
+                posts,
+                first_expiry,
+            });
+        }
         Ok(HealthCounts {
             pending: row.try_get(0)?,
             stale_pending: row.try_get(1)?,
             undelivered: row.try_get(2)?,
+            queued_posts,
         })
     }
 
