@@ -218,6 +218,27 @@ async fn a_token_sees_and_acts_on_only_its_own_approvals(db: TestDb) {
     assert_eq!(after["status"], "pending");
 }
 
+/// Even a row that sets signoff's own columns as signoff would starts as a new,
+/// unclassified request: only signoff's connections may set them (they say so with
+/// `signoff.writer`). PostgreSQL only: SQLite's trigger resets every direct insert.
+async fn a_forged_signoff_row_is_reset(db: &TestDb, expires: &str) {
+    let sql = format!(
+        "INSERT INTO pending_approvals (tool_name, parameters, status, routing, version, \
+         token_name, expires_at) VALUES ('transfer', '{{}}', 'approved', '{{}}', 3, 'agent', {expires})"
+    );
+    assert_eq!(raw_execute(db, &sql).await, Ok(1));
+    let forged = raw_count(
+        db,
+        "SELECT COUNT(*) FROM pending_approvals WHERE routing IS NULL AND token_name IS NULL \
+         AND version = 0 AND status = 'pending' AND tool_name = 'transfer' AND parameters = '{}'",
+    )
+    .await;
+    assert_eq!(forged, 1, "reset to a new, unclassified request");
+    raw_execute(db, "DELETE FROM pending_approvals WHERE parameters = '{}'")
+        .await
+        .unwrap();
+}
+
 async fn rows_inserted_already_decided_start_pending_and_are_classified(db: TestDb) {
     let app = spawn_on(db).await;
     let expires = sql_time(&app.db, app.clock.now() + chrono::Duration::hours(1));
@@ -240,26 +261,7 @@ async fn rows_inserted_already_decided_start_pending_and_are_classified(db: Test
         assert_eq!(raw_execute(&app.db, &sql).await, Ok(1), "{sql}");
     }
     if app.db.backend == "postgres" {
-        // Even a row that sets signoff's own columns as signoff would: only signoff's
-        // connections may (they say so with `signoff.writer`).
-        let sql = format!(
-            "INSERT INTO pending_approvals (tool_name, parameters, status, routing, version, \
-             token_name, expires_at) VALUES ('transfer', '{{}}', 'approved', '{{}}', 3, 'agent', {expires})"
-        );
-        assert_eq!(raw_execute(&app.db, &sql).await, Ok(1));
-        let forged = raw_count(
-            &app.db,
-            "SELECT COUNT(*) FROM pending_approvals WHERE routing IS NULL AND token_name IS NULL \
-             AND version = 0 AND status = 'pending' AND tool_name = 'transfer' AND parameters = '{}'",
-        )
-        .await;
-        assert_eq!(forged, 1, "reset to a new, unclassified request");
-        raw_execute(
-            &app.db,
-            "DELETE FROM pending_approvals WHERE parameters = '{}'",
-        )
-        .await
-        .unwrap();
+        a_forged_signoff_row_is_reset(&app.db, &expires).await;
     }
     let statuses = raw_count(
         &app.db,

@@ -184,74 +184,34 @@ async fn requests_without_a_valid_token_are_401_and_change_nothing() {
 #[tokio::test]
 async fn bad_bodies_get_clear_errors_and_change_nothing() {
     let app = spawn_app().await;
-    let cases = [
-        (
-            r#"{"tool_name": "x", "parameters": {"#.to_string(),
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-        ),
-        ("not json".into(), StatusCode::BAD_REQUEST, "bad_request"),
-        (
-            r#"{"tool_name": "x", "parameters": [1, 2]}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-        ),
-        (
-            r#"{"tool_name": "x", "parameters": "rm -rf"}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-        ),
-        (
-            r#"{"tool_name": "  ", "parameters": {}}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-        ),
-        (
-            r#"{"parameters": {}}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-        ),
-        (
-            r#"{"tool_name": "x"}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-        ),
-        (
-            r#"{"tool_name": 7, "parameters": {}}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-        ),
-        (
-            r#"{"tool_name": "x", "parameters": {}, "risk_tier": "extreme"}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-        ),
-        (
-            r#"{"tool_name": "x", "parameters": {}, "expires_in": 0}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-        ),
-        (
-            r#"{"tool_name": "x", "parameters": {}, "expires_in": -5}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-        ),
-        (
-            r#"{"tool_name": "x", "parameters": {}, "callback_url": "ftp://x"}"#.into(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-        ),
-        (
-            format!(
-                r#"{{"tool_name": "{}", "parameters": {{}}}}"#,
-                "t".repeat(201)
-            ),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-        ),
+    let malformed = [r#"{"tool_name": "x", "parameters": {"#, "not json"];
+    let long_name = format!(
+        r#"{{"tool_name": "{}", "parameters": {{}}}}"#,
+        "t".repeat(201)
+    );
+    let wrong_shape = [
+        r#"{"tool_name": "x", "parameters": [1, 2]}"#,
+        r#"{"tool_name": "x", "parameters": "rm -rf"}"#,
+        r#"{"tool_name": "  ", "parameters": {}}"#,
+        r#"{"parameters": {}}"#,
+        r#"{"tool_name": "x"}"#,
+        r#"{"tool_name": 7, "parameters": {}}"#,
+        r#"{"tool_name": "x", "parameters": {}, "risk_tier": "extreme"}"#,
+        r#"{"tool_name": "x", "parameters": {}, "expires_in": 0}"#,
+        r#"{"tool_name": "x", "parameters": {}, "expires_in": -5}"#,
+        r#"{"tool_name": "x", "parameters": {}, "callback_url": "ftp://x"}"#,
+        long_name.as_str(),
     ];
+    let cases = malformed
+        .iter()
+        .map(|body| (body, StatusCode::BAD_REQUEST, "bad_request"))
+        .chain(
+            wrong_shape
+                .iter()
+                .map(|body| (body, StatusCode::UNPROCESSABLE_ENTITY, "unprocessable")),
+        );
     for (body, expected, code) in cases {
-        let (status, error) = app.post_raw("/v1/approvals", body.clone()).await;
+        let (status, error) = app.post_raw("/v1/approvals", body.to_string()).await;
         assert_eq!(status, expected, "{body} -> {error}");
         assert_error(&error, code);
     }

@@ -80,7 +80,9 @@ async fn throttled_events(app: &App) -> Vec<Value> {
         .collect()
 }
 
-async fn a_requester_past_max_pending_is_refused_and_each_channel_hears_it_once(db: TestDb) {
+/// The app under [`POLICY`] with `agent`'s three waiting requests (its limit) and their
+/// ids, then three more `send_email` and one `deploy_api` refused (each 429 checked).
+async fn throttled_app(db: TestDb) -> (App, Vec<String>) {
     let app = app::spawn(db, Options::new(POLICY).with_slack()).await;
     let mut ids = Vec::new();
     for n in 0..3 {
@@ -92,16 +94,28 @@ async fn a_requester_past_max_pending_is_refused_and_each_channel_hears_it_once(
         let (status, body) = ask(&app, &app.token, "send_email", json!({ "n": n })).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
         assert_eq!(body["error"], "too_many_pending");
-        assert_eq!(body["waiting"], 3);
-        assert_eq!(body["max_pending"], 3);
+        assert_eq!(
+            (body["waiting"].as_i64(), body["max_pending"].as_i64()),
+            (Some(3), Some(3))
+        );
         let detail = body["detail"].as_str().unwrap();
         assert!(
             detail.contains("agent has 3 requests waiting") && detail.contains("max_pending is 3"),
             "{detail}"
         );
     }
-    // A repeat of a waiting request joins it; an auto-approved call never waits; a
-    // rule with its own lower limit refuses at once; another requester is not held up.
+    // A rule with its own lower limit refuses at once.
+    let (status, body) = ask(&app, &app.token, "deploy_api", json!({})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["max_pending"], 1);
+    (app, ids)
+}
+
+/// Past the limit only new waiting requests are refused: a repeat joins, an
+/// auto-approved call runs, another requester is not held up; nothing is written but
+/// the audit events.
+async fn a_requester_past_max_pending_is_refused_and_audited(db: TestDb) {
+    let (app, ids) = throttled_app(db).await;
     let (status, body) = ask(&app, &app.token, "send_email", json!({ "n": 0 })).await;
     assert_eq!(
         (status, body["approval_id"].as_str()),
@@ -112,9 +126,6 @@ async fn a_requester_past_max_pending_is_refused_and_each_channel_hears_it_once(
         (status, body["status"].as_str()),
         (StatusCode::CREATED, Some("approved"))
     );
-    let (status, body) = ask(&app, &app.token, "deploy_api", json!({})).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    assert_eq!(body["max_pending"], 1);
     let other = new_token(&app.store, &app.clock, "other-agent").await;
     let (status, body) = ask(&app, &other, "send_email", json!({ "n": 3 })).await;
     assert_eq!(
@@ -127,48 +138,52 @@ async fn a_requester_past_max_pending_is_refused_and_each_channel_hears_it_once(
         "refused requests leave no row"
     );
 
-    drain(&app).await;
-    let mut heard = notices(&app);
-    heard.sort();
-    assert_eq!(
-        heard.len(),
-        2,
-        "one notice per channel, not one per refusal: {heard:?}"
-    );
-    assert_eq!(heard[0].0, "C0APPROVALS");
-    assert!(
-        heard[0].1.contains("Requests from agent are being refused"),
-        "{}",
-        heard[0].1
-    );
-    assert!(heard[0].1.contains("max_pending = 3"), "{}", heard[0].1);
-    assert_eq!(heard[1].0, "C0DEPLOYS");
-    assert!(
-        heard[1].1.contains("3 of its requests already wait"),
-        "{}",
-        heard[1].1
-    );
-    assert!(heard[1].1.contains("max_pending = 1"), "{}", heard[1].1);
     let events = throttled_events(&app).await;
     assert_eq!(events.len(), 4, "{events:?}");
     assert_eq!(events[0]["tool_name"], "send_email");
     assert_eq!(events[0]["channel"], "C0APPROVALS");
-    assert_eq!(
-        (
-            events[0]["waiting"].clone(),
-            events[0]["max_pending"].clone()
-        ),
-        (json!(3), json!(3))
+    let counts = (
+        events[0]["waiting"].as_i64(),
+        events[0]["max_pending"].as_i64(),
     );
+    assert_eq!(counts, (Some(3), Some(3)));
     assert_eq!(events[0]["notice"], true);
     assert_eq!(events[1]["notice"], false);
-    assert_eq!(
-        (events[3]["tool_name"].clone(), events[3]["notice"].clone()),
-        (json!("deploy_api"), json!(true))
-    );
+    assert_eq!(events[3]["tool_name"], "deploy_api");
+    assert_eq!(events[3]["notice"], true);
+}
 
-    // One request withdrawn: the next is accepted, which ends the episode; the one
-    // after that starts a new one, and the channel hears it again, once.
+/// Each channel a refused request was for hears once that the requester is throttled,
+/// however many refusals follow.
+async fn each_channel_hears_of_a_throttled_requester_once(db: TestDb) {
+    let (app, _) = throttled_app(db).await;
+    drain(&app).await;
+    let mut heard = notices(&app);
+    heard.sort();
+    let channels: Vec<&str> = heard.iter().map(|(channel, _)| channel.as_str()).collect();
+    assert_eq!(
+        channels,
+        ["C0APPROVALS", "C0DEPLOYS"],
+        "one notice per channel"
+    );
+    let (main, deploys) = (&heard[0].1, &heard[1].1);
+    assert!(
+        main.contains("Requests from agent are being refused"),
+        "{main}"
+    );
+    assert!(main.contains("max_pending = 3"), "{main}");
+    assert!(
+        deploys.contains("3 of its requests already wait"),
+        "{deploys}"
+    );
+    assert!(deploys.contains("max_pending = 1"), "{deploys}");
+}
+
+/// One request withdrawn: the next is accepted, which ends the episode; the one after
+/// that starts a new one, and the channel hears it again, once.
+async fn an_accepted_request_ends_the_episode_and_the_next_refusal_notices_again(db: TestDb) {
+    let (app, ids) = throttled_app(db).await;
+    drain(&app).await;
     let cancel = app
         .http
         .post(app.url(&format!("/v1/approvals/{}/cancel", ids[1])))
@@ -333,7 +348,9 @@ async fn health_names_a_channel_whose_queue_outlasts_its_approvals(db: TestDb) {
 
 crate::on_both_backends!(
     health_names_a_channel_whose_queue_outlasts_its_approvals,
-    a_requester_past_max_pending_is_refused_and_each_channel_hears_it_once,
+    a_requester_past_max_pending_is_refused_and_audited,
+    each_channel_hears_of_a_throttled_requester_once,
+    an_accepted_request_ends_the_episode_and_the_next_refusal_notices_again,
     replicas_together_never_let_a_requester_past_max_pending,
     a_flood_from_one_requester_does_not_hold_up_another,
 );
