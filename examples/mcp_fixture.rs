@@ -1,6 +1,7 @@
 //! An MCP server on stdio for the proxy's tests and bench, written with `rmcp`: tools
 //! that echo, run slowly with progress, fail, crash the process, ask the client's model
-//! (sampling), log, and change the tool list; one resource and one prompt. Every tool
+//! (sampling), ask the user (elicitation), read the client's roots, log, and change the
+//! tool list; one resource and one prompt. Every tool
 //! call is appended to the file `FIXTURE_LOG` names (one JSON line each), so a test
 //! can tell what ran and how often. With `--http` it serves streamable HTTP instead.
 // Sampling and logging are deprecated by SEP-2577; the fixture still exercises them.
@@ -90,6 +91,43 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    async fn ask_user(&self, context: &RequestContext<RoleServer>) -> CallToolResult {
+        let params = serde_json::from_value(json!({
+            "mode": "form",
+            "message": "Which environment?",
+            "requestedSchema": {"type": "object", "properties": {"env": {"type": "string"}}},
+        }))
+        .unwrap();
+        // rmcp's typed helper needs its `elicitation` feature; the request is the same.
+        let request = ServerRequest::ElicitRequest(ElicitRequest::new(params));
+        match context.peer.send_request(request).await {
+            Ok(ClientResult::ElicitResult(answer)) => text(format!(
+                "the user answered: {}",
+                serde_json::to_value(&answer).unwrap()
+            )),
+            Ok(other) => CallToolResult::error(vec![ContentBlock::text(format!(
+                "elicitation answered with {other:?}"
+            ))]),
+            Err(error) => CallToolResult::error(vec![ContentBlock::text(format!(
+                "elicitation failed: {error}"
+            ))]),
+        }
+    }
+
+    async fn roots(&self, context: &RequestContext<RoleServer>) -> CallToolResult {
+        match context.peer.list_roots().await {
+            Ok(roots) => text(format!(
+                "the client's roots: {}",
+                serde_json::to_value(&roots.roots).unwrap()
+            )),
+            Err(error) => {
+                CallToolResult::error(vec![ContentBlock::text(format!("roots failed: {error}"))])
+            }
+        }
+    }
+}
+
 impl ServerHandler for Fixture {
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
@@ -120,6 +158,8 @@ impl ServerHandler for Fixture {
             ),
             tool("drop_table", None),
             tool("ask_model", None),
+            tool("ask_user", None),
+            tool("roots", None),
             tool("chatty", None),
             tool("add_tool", None),
         ];
@@ -146,6 +186,8 @@ impl ServerHandler for Fixture {
                 std::process::exit(3);
             }
             "ask_model" => self.ask_model(&context).await,
+            "ask_user" => self.ask_user(&context).await,
+            "roots" => self.roots(&context).await,
             "chatty" => {
                 let log = serde_json::from_value(
                     json!({"level": "info", "logger": "fixture", "data": "hello from the fixture"}),

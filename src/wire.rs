@@ -1,5 +1,7 @@
 //! The JSON shapes callers read: the HTTP API's answers and the body of decision
-//! callbacks (field names are the DESIGN.md contract).
+//! callbacks (field names are the DESIGN.md contract). Their OpenAPI schemas
+//! (`GET /openapi.json`) are derived from these types: the fields that are always
+//! present, null or not, are marked `required`.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -9,10 +11,13 @@ use crate::approval::{Approval, ApprovalId, Status, Tier, Vote};
 
 /// Answer to `POST /v1/approvals`: the whole approval (an auto-approved one can be
 /// executed at once with its `parameters`), and where to ask next.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = CreatedApproval, example = json!(created_example()))]
 pub struct CreatedView<'a> {
     #[serde(flatten)]
     pub approval: ApprovalView<'a>,
+    /// Where to read or wait for the decision.
+    #[schema(example = "GET /v1/approvals/1b0c6f2e-7d4a-4c1e-9a53-2f8e0b7c4d19")]
     pub check_status_with: String,
 }
 
@@ -26,32 +31,49 @@ impl<'a> CreatedView<'a> {
 }
 
 /// Answer to `GET /v1/approvals/{id}` (and to cancel).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Approval, example = json!(approval_example()))]
 pub struct ApprovalView<'a> {
     pub approval_id: ApprovalId,
     pub status: Status,
     pub tool_name: &'a str,
     /// The MCP server of the tool; null outside MCP.
+    #[schema(required = true)]
     pub server: Option<&'a str>,
+    /// The parameters that may run: after *Edit & approve*, the edited ones.
+    #[schema(value_type = Object)]
     pub parameters: &'a Value,
     pub risk_tier: Tier,
+    #[schema(required = true)]
     pub requested_by: Option<&'a str>,
+    #[schema(required = true)]
     pub summary: Option<&'a str>,
+    /// Who decided: the approvers' Slack user ids (comma-separated), the denier,
+    /// `policy`, or the name given to `signoff decide --as`.
+    #[schema(required = true)]
     pub decided_by: Option<&'a str>,
+    #[schema(required = true)]
     pub decision_at: Option<DateTime<Utc>>,
+    /// Why it was denied, or why it ended without a decision.
+    #[schema(required = true)]
     pub reason: Option<&'a str>,
     pub votes: &'a [Vote],
     pub required_approvals: u32,
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    #[schema(required = true)]
     pub executed_at: Option<DateTime<Utc>>,
     /// The Slack channel the request is posted to (an id such as `C0DEPLOYS`).
+    #[schema(required = true)]
     pub channel: Option<&'a str>,
     /// The link to the request's message once it is posted, while it waits.
+    #[schema(required = true)]
     pub permalink: Option<&'a str>,
     /// Present when an approver edited the parameters: what was first asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub original_parameters: Option<&'a Value>,
+    /// What the caller should do now, in words.
     pub next_action: String,
 }
 
@@ -106,12 +128,21 @@ fn next_action(a: &Approval) -> String {
 }
 
 /// Answer to a successful execute.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Executed, example = json!({
+    "approval_id": "1b0c6f2e-7d4a-4c1e-9a53-2f8e0b7c4d19",
+    "status": "executed",
+    "parameters": {"customer_ids": ["c1", "c2"]},
+    "executed_at": "2026-11-23T12:05:02Z"
+}))]
 pub struct ExecutedView<'a> {
     pub approval_id: ApprovalId,
+    /// `executed`.
     pub status: Status,
     /// The parameters to run: exactly the approved ones.
+    #[schema(value_type = Object)]
     pub parameters: &'a Value,
+    #[schema(required = true)]
     pub executed_at: Option<DateTime<Utc>>,
 }
 
@@ -124,4 +155,46 @@ impl<'a> ExecutedView<'a> {
             executed_at: a.executed_at,
         }
     }
+}
+
+/// The OpenAPI example of an approval: approved, waiting to be executed.
+fn approval_example() -> Value {
+    serde_json::json!({
+        "approval_id": "1b0c6f2e-7d4a-4c1e-9a53-2f8e0b7c4d19",
+        "status": "approved",
+        "tool_name": "delete_customer_records",
+        "server": null,
+        "parameters": {"customer_ids": ["c1", "c2"]},
+        "risk_tier": "medium",
+        "requested_by": "agent-session-42",
+        "summary": "Delete 2 customer records",
+        "decided_by": "U0ALICE",
+        "decision_at": "2026-11-23T12:04:10Z",
+        "reason": null,
+        "votes": [{"user": "U0ALICE", "decision": "approve", "at": "2026-11-23T12:04:10Z"}],
+        "required_approvals": 1,
+        "expires_at": "2026-11-23T16:00:00Z",
+        "created_at": "2026-11-23T12:00:00Z",
+        "executed_at": null,
+        "channel": "C0APPROVALS",
+        "permalink": null,
+        "next_action": "execute: POST /v1/approvals/1b0c6f2e-7d4a-4c1e-9a53-2f8e0b7c4d19/execute with exactly these parameters, before expires_at"
+    })
+}
+
+/// The OpenAPI example of a new request: pending, posted to Slack.
+fn created_example() -> Value {
+    let mut example = approval_example();
+    let pending = serde_json::json!({
+        "status": "pending",
+        "decided_by": null,
+        "decision_at": null,
+        "votes": [],
+        "next_action": "wait for a decision: GET /v1/approvals/1b0c6f2e-7d4a-4c1e-9a53-2f8e0b7c4d19?wait=30 (0 of 1 approvals so far)",
+        "check_status_with": "GET /v1/approvals/1b0c6f2e-7d4a-4c1e-9a53-2f8e0b7c4d19"
+    });
+    if let (Some(example), Some(pending)) = (example.as_object_mut(), pending.as_object()) {
+        example.extend(pending.clone());
+    }
+    example
 }

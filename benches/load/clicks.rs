@@ -23,7 +23,7 @@ const SIGNING_SECRET: &str = "bench-signing-secret-0123456789";
 const CHANNEL: &str = "C0BENCH";
 /// Anyone may approve; one approval decides.
 const CLICKS_POLICY: &str =
-    "[defaults]\nchannel = \"C0BENCH\"\nexpires_after = \"1h\"\nmax_pending = 10000\n";
+    "[defaults]\nchannel = \"C0BENCH\"\nexpires_after = \"1h\"\nmax_pending = 0\n";
 /// Approvals created beyond the target's worth, so that a server faster than the target
 /// still clicks for (nearly) the whole phase.
 const MARGIN: f64 = 1.5;

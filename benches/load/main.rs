@@ -70,9 +70,9 @@ use crate::report::{CoreReport, Report, count, markdown_table};
 use crate::server::{Server, create_token};
 
 const POSTGRES_ENV: &str = "SIGNOFF_BENCH_POSTGRES_URL";
-/// One token opens thousands of pending requests: far past the default `max_pending`.
+/// One token opens tens of thousands of pending requests: no `max_pending`.
 const BENCH_POLICY: &str =
-    "[defaults]\nmax_pending = 10000\n\n[[rules]]\ntools = [\"bench_auto_*\"]\ntier = \"low\"\n";
+    "[defaults]\nmax_pending = 0\n\n[[rules]]\ntools = [\"bench_auto_*\"]\ntier = \"low\"\n";
 
 #[tokio::main]
 async fn main() -> Result<()> {

@@ -47,7 +47,7 @@ pub async fn measure_long_poll(
         .await
         .context("insert the long-poll token")?;
     // The built-in policy, less the default `max_pending`: the waiters are one token's.
-    let policy = Policy::from_toml_str("[defaults]\nmax_pending = 10000\n")?;
+    let policy = Policy::from_toml_str("[defaults]\nmax_pending = 0\n")?;
     let state = AppState::new(store.clone(), policy, Arc::new(SystemClock));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

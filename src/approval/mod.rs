@@ -17,8 +17,21 @@ pub use crate::policy::Tier;
 pub use machine::{Decider, Event, Happening, Rejection, Transition};
 
 /// The id of one approval (a UUID, shown in full in the API and shortened in Slack).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(example = "1b0c6f2e-7d4a-4c1e-9a53-2f8e0b7c4d19")]
 pub struct ApprovalId(pub Uuid);
 
 impl ApprovalId {
@@ -53,7 +66,7 @@ impl FromStr for ApprovalId {
 
 /// Where an approval is in its life. `pending → approved | denied | expired | cancelled`,
 /// `approved → executed | expired`; the rest are terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pending,
@@ -108,7 +121,7 @@ impl FromStr for Status {
 }
 
 /// One person's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     Approve,
@@ -136,11 +149,14 @@ impl FromStr for Decision {
 }
 
 /// A recorded vote.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"user": "U0ALICE", "decision": "approve", "at": "2026-11-23T12:04:10Z"}))]
 pub struct Vote {
+    /// Who voted: a Slack user id, or the name given to `signoff decide --as`.
     pub user: String,
     pub decision: Decision,
     pub at: DateTime<Utc>,
+    /// A denial's reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

@@ -7,35 +7,66 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::http::AppState;
+use crate::http::slack::socket::SocketState;
 use crate::store::QueuedPosts;
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "liveness",
+    tag = "operations",
+    summary = "Liveness",
+    description = "The process answers. No token needed.",
+    responses((status = 200, description = "Alive", content_type = "text/plain", body = String, example = "ok"))
+)]
 pub async fn live() -> &'static str {
     "ok"
 }
 
-#[derive(Debug, Serialize)]
+/// Whether anything is stuck.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    /// Expiries or deliveries overdue, a channel's posts behind, Slack unreachable, or
+    /// the store unreachable.
+    Degraded,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "status": "ok", "pending_count": 3, "stale_pending": 0, "undelivered": 0, "slack_reachable": true,
+    "behind": [], "socket_mode": "off"
+}))]
 pub struct ApprovalHealth {
-    pub status: &'static str,
+    pub status: HealthStatus,
+    /// Approvals waiting for a decision.
     pub pending_count: i64,
     /// Pending or approved past expiry by more than a minute: the scheduler is behind.
     pub stale_pending: i64,
     /// Deliveries given up on or overdue by more than a minute.
     pub undelivered: i64,
     /// `null` while no Slack token is configured.
+    #[schema(required = true)]
     pub slack_reachable: Option<bool>,
     /// Channels whose queued posts (one a second) fall so far behind that some
     /// approval would expire before it is posted.
     pub behind: Vec<Behind>,
-    /// `connected`, `reconnecting`, or `off` (no `SLACK_APP_TOKEN`).
-    pub socket_mode: &'static str,
+    /// Slack's Socket Mode connection: `off` without `SLACK_APP_TOKEN`.
+    pub socket_mode: SocketState,
+    /// Why the counts are missing (the store could not be read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 /// A channel that falls behind: its queued posts, how long they take to drain, and the
 /// soonest expiry among them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "channel": "C0DEPLOYS", "queued_posts": 900, "drains_in_secs": 900,
+    "first_expiry": "2026-11-23T12:10:00Z"
+}))]
 pub struct Behind {
     pub channel: String,
     pub queued_posts: i64,
@@ -59,6 +90,29 @@ fn behind(queued: Vec<QueuedPosts>, now: DateTime<Utc>) -> Vec<Behind> {
 }
 
 /// `GET /health/approvals`: 200 when ok, 503 when degraded.
+#[utoipa::path(
+    get,
+    path = "/health/approvals",
+    operation_id = "approvalHealth",
+    tag = "operations",
+    summary = "Approval health: is anything stuck?",
+    description = "No token needed.",
+    responses(
+        (status = 200, description = "Ok", body = ApprovalHealth),
+        (status = 503, description = "Degraded: expiries or deliveries overdue by more than a \
+            minute, a channel's queued posts that would reach an approval only after it expired \
+            (`behind`), Slack unreachable, or the store unreachable (then with `error`)",
+            body = ApprovalHealth, example = json!({
+                "status": "degraded", "pending_count": 903, "stale_pending": 0, "undelivered": 0,
+                "slack_reachable": true,
+                "behind": [{
+                    "channel": "C0DEPLOYS", "queued_posts": 900, "drains_in_secs": 900,
+                    "first_expiry": "2026-11-23T12:10:00Z"
+                }],
+                "socket_mode": "off"
+            })),
+    )
+)]
 pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<ApprovalHealth>) {
     let slack_reachable = state
         .slack
@@ -73,31 +127,35 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
                 || !behind.is_empty()
                 || slack_reachable == Some(false);
             ApprovalHealth {
-                status: if degraded { "degraded" } else { "ok" },
+                status: if degraded {
+                    HealthStatus::Degraded
+                } else {
+                    HealthStatus::Ok
+                },
                 pending_count: counts.pending,
                 stale_pending: counts.stale_pending,
                 undelivered: counts.undelivered,
                 slack_reachable,
                 behind,
-                socket_mode: state.socket_status.label(),
+                socket_mode: state.socket_status.state(),
                 error: None,
             }
         }
         Err(error) => {
             tracing::error!(%error, "health check could not read the store");
             ApprovalHealth {
-                status: "degraded",
+                status: HealthStatus::Degraded,
                 pending_count: 0,
                 stale_pending: 0,
                 undelivered: 0,
                 slack_reachable,
                 behind: Vec::new(),
-                socket_mode: state.socket_status.label(),
+                socket_mode: state.socket_status.state(),
                 error: Some("the store is unreachable".into()),
             }
         }
     };
-    let code = if health.status == "ok" {
+    let code = if health.status == HealthStatus::Ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -240,6 +240,21 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    description = "HTTP requests by route and status, request latency, approvals created, \
+        decisions by outcome, in the OpenMetrics text format. No token needed.",
+    responses(
+        (status = 200, description = "The metrics",
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String,
+            example = json!("# TYPE signoff_approvals_created counter\n\
+                signoff_approvals_created_total{risk_tier=\"medium\",status=\"pending\"} 12\n# EOF\n")),
+    )
+)]
 pub async fn handler(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

@@ -1,6 +1,7 @@
 //! The HTTP edge: the shared [`AppState`], the one [`app`] `Router` (each area owns
 //! its routes: [`api`] for MCP servers, [`mcp`] for MCP clients, [`slack`] for
-//! Slack's signed callbacks, [`health`], [`metrics`]), and [`run`] ([`serve`] adds
+//! Slack's signed callbacks, [`health`], [`metrics`], [`openapi`] (the document of
+//! the HTTP API)), and [`run`] ([`serve`] adds
 //! the scheduler), which serve it on a given listener within [`Limits`] until a given
 //! shutdown future resolves, and keep the Slack Socket Mode connection up when one is
 //! configured.
@@ -33,6 +34,7 @@ pub mod api;
 pub mod health;
 pub mod mcp;
 pub mod metrics;
+pub mod openapi;
 mod serve;
 pub mod slack;
 
@@ -138,6 +140,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::live))
         .route("/health/approvals", get(health::approvals))
         .route("/metrics", get(metrics::handler))
+        .route("/openapi.json", get(openapi::document))
         .merge(api::router())
         .merge(mcp::router(&state))
         .merge(slack::router())

@@ -8,7 +8,7 @@
 //! channel = "C0APPROVALS"
 //! approvers = ["U0ALICE", "S0ONCALL"]
 //! required_approvals = 1          # 1..=20
-//! max_pending = 20                # one requester's waiting requests at most
+//! max_pending = 20                # one requester's waiting requests at most; 0: no limit
 //! expires_after = "4h"            # humantime; built-in 1h
 //! remind_after = "30m"
 //! remind_every = "1h"
@@ -64,7 +64,17 @@ pub use template::render_summary;
 
 /// Risk tier of a tool call, ordered `Low < Medium < High`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
@@ -178,7 +188,7 @@ pub struct Route {
     /// Approvals needed before the call is approved (1..=20).
     pub required_approvals: u32,
     /// How many of one requester's requests may wait for people at once; past it, a
-    /// request this route would open is refused (see `store` throttling).
+    /// request this route would open is refused (see `store` throttling). 0: no limit.
     pub max_pending: u32,
     /// How long the request stays open before it expires.
     pub expires_after: Duration,

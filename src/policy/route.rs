@@ -12,7 +12,8 @@ use crate::policy::error::PolicyError;
 
 /// Highest `required_approvals` accepted; more is almost surely a typo.
 const MAX_REQUIRED_APPROVALS: i64 = 20;
-/// Highest `max_pending` accepted: more waiting requests than anyone can read.
+/// Highest `max_pending` accepted: more waiting requests than anyone can read (0
+/// turns the limit off).
 const MAX_MAX_PENDING: i64 = 10_000;
 
 /// The route keys as written in `[defaults]` or a rule. Fields are optional so "absent" can be told
@@ -61,13 +62,13 @@ pub(crate) fn apply_overrides(
         route.required_approvals = u32::try_from(n).unwrap_or(1);
     }
     if let Some(n) = raw.max_pending {
-        if !(1..=MAX_MAX_PENDING).contains(&n) {
+        if !(0..=MAX_MAX_PENDING).contains(&n) {
             return Err(PolicyError::invalid(
                 format!("{at}.max_pending"),
-                format!("must be between 1 and {MAX_MAX_PENDING}, got {n}"),
+                format!("must be between 0 (no limit) and {MAX_MAX_PENDING}, got {n}"),
             ));
         }
-        route.max_pending = u32::try_from(n).unwrap_or(1);
+        route.max_pending = u32::try_from(n).unwrap_or(0);
     }
     if let Some(text) = &raw.expires_after {
         route.expires_after = parse_duration(text, &format!("{at}.expires_after"))?;
@@ -202,17 +203,24 @@ mod tests {
     }
 
     #[test]
-    fn max_pending_is_20_unless_set_and_must_be_between_1_and_10000() {
+    fn max_pending_is_20_unless_set_and_must_be_between_0_and_10000() {
         assert_eq!(parse("").unwrap().defaults.max_pending, 20);
-        for bad in ["0", "10001", "-5"] {
+        for bad in ["10001", "-5"] {
             let msg = error(&format!("[defaults]\nmax_pending = {bad}\n"));
             assert!(
-                msg.contains("defaults.max_pending: must be between 1 and 10000"),
+                msg.contains("defaults.max_pending: must be between 0 (no limit) and 10000"),
                 "{msg}"
             );
         }
-        let msg = error(&rule("max_pending = 0"));
+        let msg = error(&rule("max_pending = -1"));
         assert!(msg.contains("rules[0].max_pending"), "{msg}");
+        assert_eq!(
+            parse("[defaults]\nmax_pending = 0")
+                .unwrap()
+                .defaults
+                .max_pending,
+            0
+        );
         let policy = parse(&format!("[defaults]\nmax_pending = 3\n{}", rule(""))).unwrap();
         assert_eq!(policy.defaults.max_pending, 3);
         assert_eq!(

@@ -83,10 +83,15 @@ pub(crate) trait Tx: Send + 'static {
         params_sha256: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = sqlx::Result<Option<ApprovalId>>> + Send;
-    /// How many of `token`'s approvals wait for people, and whether it is throttled (a
-    /// refusal not yet followed by an accepted request). On PostgreSQL the requester
-    /// is locked first, until commit, so that replicas count it one at a time.
-    fn waiting(&mut self, token: &str) -> impl Future<Output = sqlx::Result<(i64, bool)>> + Send;
+    /// How many of `token`'s approvals wait for people (counting stops at `up_to`),
+    /// and whether it is throttled (a refusal not yet followed by an accepted
+    /// request). On PostgreSQL the requester is locked first, until commit, so that
+    /// replicas count it one at a time.
+    fn waiting(
+        &mut self,
+        token: &str,
+        up_to: u32,
+    ) -> impl Future<Output = sqlx::Result<(i64, bool)>> + Send;
     /// `token`'s newest approval that waits for people.
     fn newest_waiting(
         &mut self,

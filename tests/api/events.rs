@@ -16,12 +16,20 @@ crate::on_both_backends!(
 );
 
 /// A server-sent event stream, read event by event.
-struct Events {
+pub struct Events {
     response: reqwest::Response,
     buffer: String,
 }
 
 impl Events {
+    /// The stream `response` carries.
+    pub fn from_response(response: reqwest::Response) -> Events {
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    }
+
     async fn open(app: &TestApp, token: &str) -> Events {
         let response = app
             .http
@@ -36,14 +44,11 @@ impl Events {
             "text/event-stream",
             "a server-sent event stream"
         );
-        Events {
-            response,
-            buffer: String::new(),
-        }
+        Events::from_response(response)
     }
 
     /// The next named event (keep-alive comments skipped): its name and data.
-    async fn next(&mut self) -> (String, Value) {
+    pub async fn next(&mut self) -> (String, Value) {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();

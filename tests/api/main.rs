@@ -13,6 +13,8 @@ mod hostile;
 mod mcp;
 mod mcp_fuzz;
 mod mcp_tools;
+mod openapi;
+mod openapi_spec;
 mod operations;
 mod requests;
 mod spend;

@@ -110,10 +110,17 @@ async fn an_agent_asks_waits_and_spends_an_approval_through_the_mcp_tools(db: Te
     .await;
     assert!(refused(&early, "conflict").contains("pending"));
 
-    // A long wait answers the moment the (two) approvals commit.
+    wait_for_the_decision(&app, &id).await;
+    spend_only_the_approved_call(&client, &id, &params).await;
+    client.cancel().await.unwrap();
+}
+
+/// `check_approval_status` with a long wait answers the moment the (two) approvals
+/// commit, and says what to do next.
+async fn wait_for_the_decision(app: &TestApp, id: &str) {
     let waiting = {
-        let id = id.clone();
-        let client = connect(&app, &app.token).await;
+        let id = id.to_owned();
+        let client = connect(app, &app.token).await;
         tokio::spawn(async move {
             let result = call(
                 &client,
@@ -125,29 +132,30 @@ async fn an_agent_asks_waits_and_spends_an_approval_through_the_mcp_tools(db: Te
             result
         })
     };
-    app.approve(&id, "U0ALICE").await;
-    app.approve(&id, "U0BOB").await;
+    app.approve(id, "U0ALICE").await;
+    app.approve(id, "U0BOB").await;
     let decided = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
         .await
         .expect("the wait ends with the decision")
         .unwrap();
     assert_eq!(structured(&decided)["status"], "approved");
-    assert!(
-        text(&decided).contains("execute_approved"),
-        "{}",
-        text(&decided)
-    );
+    let line = text(&decided);
+    assert!(line.contains("execute_approved"), "{line}");
+}
 
+/// `execute_approved` refuses other parameters or another tool, spends the approved
+/// call once, and refuses it after.
+async fn spend_only_the_approved_call(client: &Client, id: &str, params: &Value) {
     let other = json!({"service": "api", "environment": "staging"});
     let wrong = call(
-        &client,
+        client,
         "execute_approved",
         json!({"approval_id": id, "parameters": other}),
     )
     .await;
     assert!(refused(&wrong, "conflict").contains("differ"));
     let wrong_tool = call(
-        &client,
+        client,
         "execute_approved",
         json!({"approval_id": id, "parameters": params, "tool_name": "deploy_web"}),
     )
@@ -155,22 +163,21 @@ async fn an_agent_asks_waits_and_spends_an_approval_through_the_mcp_tools(db: Te
     refused(&wrong_tool, "conflict");
 
     let spent = call(
-        &client,
+        client,
         "execute_approved",
         json!({"approval_id": id, "parameters": params, "tool_name": "deploy_api"}),
     )
     .await;
     assert_eq!(spent.is_error, Some(false), "{spent:?}");
     assert_eq!(structured(&spent)["status"], "executed");
-    assert_eq!(structured(&spent)["parameters"], params);
+    assert_eq!(&structured(&spent)["parameters"], params);
     let again = call(
-        &client,
+        client,
         "execute_approved",
         json!({"approval_id": id, "parameters": params}),
     )
     .await;
     assert!(refused(&again, "conflict").contains("already executed"));
-    client.cancel().await.unwrap();
 }
 
 #[tokio::test]

@@ -32,7 +32,8 @@ medium = "require_approval"
 high = "deny"
 
 [[rules]]
-tools = ["echo", "slow", "fail", "crash", "ask_model", "chatty", "add_tool", "extra", "read_graph"]
+tools = ["echo", "slow", "fail", "crash", "ask_model", "ask_user", "roots", "chatty", "add_tool",
+         "extra", "read_graph"]
 tier = "low"
 
 [[rules]]
@@ -98,7 +99,11 @@ impl Recorder {
 
 impl ClientHandler for Recorder {
     fn get_info(&self) -> ClientConfig {
-        let mut capabilities = ClientCapabilities::builder().enable_sampling().build();
+        let mut capabilities = ClientCapabilities::builder()
+            .enable_sampling()
+            .enable_elicitation()
+            .enable_roots()
+            .build();
         if self.tasks {
             capabilities
                 .extensions
@@ -121,6 +126,26 @@ impl ClientHandler for Recorder {
             "role": "assistant", "model": "test-model",
             "content": {"type": "text", "text": "hello from the model"},
         }))
+        .unwrap())
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, McpError> {
+        self.push(json!({"elicitation": serde_json::to_value(&params).unwrap()}));
+        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(json!({"env": "staging"})))
+    }
+
+    async fn list_roots(
+        &self,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, McpError> {
+        self.push(json!({"roots": true}));
+        Ok(serde_json::from_value(
+            json!({"roots": [{"uri": "file:///work/project", "name": "project"}]}),
+        )
         .unwrap())
     }
 

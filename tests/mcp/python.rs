@@ -9,36 +9,56 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::*;
 
+/// `tests/python/mcp_client.py` (the official Python SDK) driving the proxy around the
+/// fixture server; it prints one JSON line per step.
+struct PythonClient {
+    _process: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl PythonClient {
+    fn start(h: &Harness, python: std::path::PathBuf) -> Self {
+        let fixture = fixture();
+        let proxy = h.proxy_command(&[], &[fixture.to_str().unwrap()]);
+        let std = proxy.as_std();
+        let mut command = tokio::process::Command::new(python);
+        command
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/python/mcp_client.py"
+            ))
+            .arg(std.get_program())
+            .args(std.get_args())
+            .env("FIXTURE_LOG", h.log_path())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        let mut process = command.spawn().unwrap();
+        let lines = BufReader::new(process.stdout.take().unwrap()).lines();
+        PythonClient {
+            _process: process,
+            lines,
+        }
+    }
+
+    /// The client's next step, as it printed it.
+    async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
 #[tokio::test]
 async fn the_official_python_sdk_drives_the_proxy_through_approve_deny_and_edit() {
     let Some(python) = crate::common::deps::python("mcp") else {
         return;
     };
     let h = harness().await;
-    let fixture = fixture();
-    let proxy = h.proxy_command(&[], &[fixture.to_str().unwrap()]);
-    let std = proxy.as_std();
-    let mut command = tokio::process::Command::new(python);
-    command
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/mcp_client.py"
-        ))
-        .arg(std.get_program())
-        .args(std.get_args())
-        .env("FIXTURE_LOG", h.log_path())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true);
-    let mut client = command.spawn().unwrap();
-    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
-    let mut next = async || -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        serde_json::from_str(&line).unwrap()
-    };
+    let mut client = PythonClient::start(&h, python);
+    let mut next = async || client.next().await;
     let tools = next().await;
     assert!(
         tools["names"].as_array().unwrap().contains(&json!("echo"))

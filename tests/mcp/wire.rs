@@ -85,6 +85,37 @@ async fn the_proxy_advertises_the_upstream_and_passes_resources_prompts_progress
     assert!(tools.iter().any(|tool| tool.name == "extra"));
 }
 
+/// The upstream's elicitation and roots requests reach the client, and its answers go
+/// back: the tool's result carries them.
+#[tokio::test]
+async fn the_upstreams_elicitation_and_roots_requests_reach_the_client_and_its_answers_go_back() {
+    let h = harness().await;
+    let proxy = h.proxy(&[]).await;
+    let asked = proxy
+        .client
+        .call_tool(call("ask_user", json!({})))
+        .await
+        .unwrap();
+    let answer = &texts(&asked)[0];
+    assert!(
+        answer.contains(r#""action":"accept""#) && answer.contains(r#""env":"staging""#),
+        "{asked:?}"
+    );
+    let roots = proxy
+        .client
+        .call_tool(call("roots", json!({})))
+        .await
+        .unwrap();
+    assert!(
+        texts(&roots)[0].contains("file:///work/project"),
+        "{roots:?}"
+    );
+    let events = proxy.recorder.events();
+    let elicited = events.iter().find_map(|e| e.get("elicitation")).unwrap();
+    assert_eq!(elicited["message"], "Which environment?", "{events:?}");
+    assert!(events.iter().any(|e| e["roots"] == true), "{events:?}");
+}
+
 #[tokio::test]
 async fn a_failing_tool_returns_the_upstreams_error_result_as_it_came() {
     let h = harness().await;

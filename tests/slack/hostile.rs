@@ -6,10 +6,33 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use signoff::approval::Status;
+use signoff::approval::{Approval, Status};
 use signoff::jobs::PostedMessage;
 
 use crate::helpers::*;
+
+/// A Deny from the wrong message opens no modal; a form naming the wrong message
+/// decides nothing.
+async fn a_deny_from_the_wrong_message_decides_nothing(
+    app: &TestApp,
+    target: &Approval,
+    on_other: &PostedMessage,
+) {
+    app.click_on(target, "U0MALLORY", "deny", on_other).await;
+    assert!(app.slack.calls_to("views.open").is_empty());
+    let forged_form = json!({
+        "type": "view_submission",
+        "user": {"id": "U0MALLORY"},
+        "view": {"callback_id": "deny_reason",
+                 "private_metadata": json!({"approval_id": target.id, "channel": on_other.channel, "ts": on_other.ts}).to_string(),
+                 "state": {"values": {"reason": {"reason": {"value": "no"}}}}}
+    });
+    let (status, answer) = app.interact(&forged_form).await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["response_action"], "errors", "{answer}");
+    assert_eq!(app.approval(target).await.status, Status::Pending);
+}
 
 #[tokio::test]
 async fn a_click_counts_only_from_a_message_signoff_posted_for_that_approval() {
@@ -71,23 +94,7 @@ async fn a_click_counts_only_from_a_message_signoff_posted_for_that_approval() {
     );
     assert!(app.slack.calls_to("views.open").is_empty());
 
-    // A Deny from the wrong message opens no modal; a form naming the wrong message
-    // decides nothing.
-    app.click_on(&target, "U0MALLORY", "deny", &on_other).await;
-    assert!(app.slack.calls_to("views.open").is_empty());
-    let forged_form = json!({
-        "type": "view_submission",
-        "user": {"id": "U0MALLORY"},
-        "view": {"callback_id": "deny_reason",
-                 "private_metadata": json!({"approval_id": target.id, "channel": on_other.channel, "ts": on_other.ts}).to_string(),
-                 "state": {"values": {"reason": {"reason": {"value": "no"}}}}}
-    });
-    let (status, answer) = app.interact(&forged_form).await;
-    assert_eq!(status, StatusCode::OK);
-    let answer: Value = serde_json::from_str(&answer).unwrap();
-    assert_eq!(answer["response_action"], "errors", "{answer}");
-    assert_eq!(app.approval(&target).await.status, Status::Pending);
-
+    a_deny_from_the_wrong_message_decides_nothing(&app, &target, &on_other).await;
     // From its own message, anyone in the channel decides it.
     app.click_on(&target, "U0MALLORY", "approve", &on_target)
         .await;

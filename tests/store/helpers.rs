@@ -36,7 +36,7 @@ pub async fn open_posting(db: &TestDb) -> (Store, ManualClock) {
 /// Classification by a policy that routes everything to one channel and needs one approval.
 pub fn classify(tool: &str) -> Classification {
     let policy = Policy::from_toml_str(
-        "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\nmax_pending = 10000\n",
+        "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\nmax_pending = 0\n",
     )
     .unwrap();
     policy.classify(tool, &serde_json::json!({}), None)

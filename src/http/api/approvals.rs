@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::error::{ApiError, path_id};
+use super::doc;
+use super::error::{ApiError, ErrorBody, path_id};
 use super::extract::{Caller, JsonBody};
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status, Tier, names};
 use crate::egress;
@@ -26,20 +27,49 @@ pub const MAX_WAIT_SECS: f64 = 60.0;
 const MAX_TEXT: usize = 10_000;
 const MAX_SHORT: usize = 200;
 
-#[derive(Debug, Deserialize)]
+/// A request for approval: the call about to be made, and how to ask.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "tool_name": "delete_customer_records",
+    "parameters": {"customer_ids": ["c1", "c2"]},
+    "summary": "Delete 2 customer records",
+    "context": "User asked to purge test accounts",
+    "requested_by": "agent-session-42",
+    "risk_tier": "medium",
+    "expires_in": 3600,
+    "idempotency_key": "k-123"
+}))]
 pub struct CreateRequest {
+    /// The tool: 1–128 characters of `A-Z a-z 0-9 _ - . /`.
+    #[schema(example = "delete_customer_records")]
     tool_name: String,
+    /// Its arguments, kept exactly (numbers digit for digit).
+    #[schema(value_type = Object)]
     parameters: Value,
+    /// The MCP server's name (`A-Z a-z 0-9 _ . - :`); policy rules match it.
+    #[schema(example = "github")]
     server: Option<String>,
+    /// The tool's MCP annotations.
+    #[schema(value_type = Option<Object>)]
     annotations: Option<Value>,
+    /// What the call does, in words (up to 10,000 characters).
     summary: Option<String>,
+    /// Why it is made (up to 10,000 characters).
     context: Option<String>,
+    /// Who asks (up to 200 characters); default: the token's name.
     requested_by: Option<String>,
+    /// The requester's tier: the policy may raise it, never lower it.
+    #[schema(value_type = Option<Tier>)]
     risk_tier: Option<String>,
+    /// Seconds until it expires: can shorten, never lengthen, the policy's.
+    #[schema(minimum = 1)]
     expires_in: Option<u64>,
+    /// Binds this call for good, per token (printable ASCII, up to 200).
     idempotency_key: Option<String>,
+    /// Where the decision is posted (http or https; Standard Webhooks, signed).
     callback_url: Option<String>,
-    /// Spend an approved answer at once (see [`ask`]).
+    /// Spend an approved answer in the same write: the answer is `executed`, with
+    /// the parameters to run (an auto-approved call is then one request).
     #[serde(default)]
     execute_if_approved: bool,
 }
@@ -123,6 +153,42 @@ impl CreateRequest {
 }
 
 /// `POST /v1/approvals`: 201 new, 200 when an identical open request exists.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals",
+    operation_id = "createApproval",
+    tag = "approvals",
+    summary = "Ask for approval",
+    description = "The policy classifies the call: `approved` at once (auto-approved tier), \
+        `pending` (people decide), or `denied`. A repeat of an open request of the same token \
+        (same tool, server and canonical parameters; pending, or approved and not yet executed) \
+        joins it; so does the same `idempotency_key` with the same call.",
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "Created: the approval", body = CreatedView),
+        (status = 200, description = "The open request this one repeats, or the one its \
+            `idempotency_key` made", body = CreatedView),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 408, response = doc::RequestTimeout),
+        (status = 409, description = "The `idempotency_key` was used with another call", body = ErrorBody,
+            example = json!({"error": "idempotency_key_reused", "detail": "this idempotency_key was used for another call (approval 1b0c6f2e-7d4a-4c1e-9a53-2f8e0b7c4d19): use a new key for a new call"})),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 422, response = doc::Unprocessable),
+        (status = 429, description = "The token has `max_pending` (policy, default 20) requests \
+            waiting for people already, and this one would wait too: nothing was opened. A repeat \
+            of a waiting request still joins it; calls the policy decides at once are never refused",
+            body = ErrorBody, example = json!({
+                "error": "too_many_pending",
+                "detail": "agent-session-42 has 20 requests waiting for a decision (max_pending is 20): \
+                    this one was not opened. Wait for decisions, or cancel requests no longer needed",
+                "waiting": 20,
+                "max_pending": 20
+            })),
+        (status = 503, response = doc::Unavailable),
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(token = %caller.0))]
 pub async fn create(
     State(state): State<AppState>,
@@ -193,6 +259,27 @@ pub struct ShowQuery {
 }
 
 /// `GET /v1/approvals/{id}[?wait=N]`.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals/{id}",
+    operation_id = "getApproval",
+    tag = "approvals",
+    summary = "Read an approval, or wait for its decision",
+    params(
+        ("id" = ApprovalId, Path, description = "The approval's id"),
+        ("wait" = Option<f64>, Query, minimum = 0, example = 30,
+            description = "Seconds (fractions allowed, capped at 60) to wait while it is `pending`: \
+                the answer comes the moment the decision commits, or after `wait` with the pending state"),
+    ),
+    responses(
+        (status = 200, description = "The approval", body = ApprovalView),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 503, response = doc::Unavailable),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn show(
     State(state): State<AppState>,
     caller: Caller,
@@ -285,14 +372,47 @@ async fn wait_for_decision(
     Ok(approval)
 }
 
-#[derive(Debug, Deserialize)]
+/// The call about to run: it must be the approved one, exactly.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "tool_name": "delete_customer_records",
+    "parameters": {"customer_ids": ["c1", "c2"]}
+}))]
 pub struct ExecuteRequest {
+    /// Equal to the approved parameters (key order does not matter).
+    #[schema(value_type = Object)]
     pub parameters: Value,
-    /// The tool about to run; when given, it must be the approved one.
+    /// The tool about to run; when given (always give it), it must be the approved one.
     pub tool_name: Option<String>,
 }
 
 /// `POST /v1/approvals/{id}/execute`: the single-use gate.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/execute",
+    operation_id = "executeApproval",
+    tag = "approvals",
+    summary = "Execute an approved call, once",
+    description = "Succeeds once, only if the approval is `approved`, unexpired, and the \
+        parameters (and `tool_name`, when given) equal the approved ones. Anything else is \
+        `409` and changes nothing.",
+    params(("id" = ApprovalId, Path, description = "The approval's id")),
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "Executed: run exactly these parameters", body = ExecutedView),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 408, response = doc::RequestTimeout),
+        (status = 409, description = "Refused: not approved, expired, already executed, or \
+            another tool or other parameters; `status` says where it stands", body = ErrorBody,
+            example = json!({"error": "conflict", "detail": "this request is pending, not approved", "status": "pending"})),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 422, response = doc::Unprocessable),
+        (status = 503, response = doc::Unavailable),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn execute(
     State(state): State<AppState>,
     caller: Caller,
@@ -324,6 +444,24 @@ pub async fn run(
 }
 
 /// `POST /v1/approvals/{id}/cancel`: the requester withdraws a pending request.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/cancel",
+    operation_id = "cancelApproval",
+    tag = "approvals",
+    summary = "Withdraw a pending request",
+    params(("id" = ApprovalId, Path, description = "The approval's id")),
+    responses(
+        (status = 200, description = "Cancelled: the approval", body = ApprovalView),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 409, description = "It is not pending; `status` says where it stands", body = ErrorBody,
+            example = json!({"error": "conflict", "detail": "this request is already approved", "status": "approved"})),
+        (status = 503, response = doc::Unavailable),
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(token = %caller.0, approval_id = tracing::field::Empty))]
 pub async fn cancel(
     State(state): State<AppState>,

@@ -1,13 +1,13 @@
 //! The one error type at the HTTP edge. Every error answers JSON
 //! `{"error": code, "detail": what the client reads}`; internal causes are logged,
-//! never echoed.
+//! never echoed. [`ErrorBody`] is that JSON's type (and its OpenAPI schema).
 
 use axum::Json;
 use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::approval::{ApprovalId, Rejection, Status};
 use crate::store::StoreError;
@@ -74,21 +74,21 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::Unauthorized => "unauthorized",
-            ApiError::NotFound(_) | ApiError::NoEndpoint(_) => "not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::Conflict { .. } => "conflict",
-            ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::RequestTimeout => "request_timeout",
-            ApiError::Unprocessable(_) => "unprocessable",
-            ApiError::TooManyPending { .. } => "too_many_pending",
-            ApiError::Unavailable => "unavailable",
-            ApiError::BadSignature(_) => "bad_signature",
-            ApiError::NotConfigured(_) => "not_configured",
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::Unauthorized => ErrorCode::Unauthorized,
+            ApiError::NotFound(_) | ApiError::NoEndpoint(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::Conflict { .. } => ErrorCode::Conflict,
+            ApiError::IdempotencyKeyReused(_) => ErrorCode::IdempotencyKeyReused,
+            ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::RequestTimeout => ErrorCode::RequestTimeout,
+            ApiError::Unprocessable(_) => ErrorCode::Unprocessable,
+            ApiError::TooManyPending { .. } => ErrorCode::TooManyPending,
+            ApiError::Unavailable => ErrorCode::Unavailable,
+            ApiError::BadSignature(_) => ErrorCode::BadSignature,
+            ApiError::NotConfigured(_) => ErrorCode::NotConfigured,
         }
     }
 
@@ -127,25 +127,75 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Every refusal's JSON: what went wrong, for programs (`error`) and for people
+/// (`detail`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": "conflict", "detail": "this request is pending, not approved", "status": "pending"}))]
+pub struct ErrorBody {
+    pub error: ErrorCode,
+    /// What happened and what to fix, in words.
+    pub detail: String,
+    /// With `conflict`: where the approval stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// With `too_many_pending`: how many of the token's requests wait for people.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<i64>,
+    /// With `too_many_pending`: the limit (the policy's `max_pending`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<u32>,
+}
+
+/// The kind of refusal; each goes with one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    IdempotencyKeyReused,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unprocessable,
+    TooManyPending,
+    Unavailable,
+    BadSignature,
+    NotConfigured,
+}
+
 impl ApiError {
-    /// The JSON body callers read (also the `/mcp` tools' structured error).
-    pub fn body(&self) -> serde_json::Value {
-        let mut body = json!({ "error": self.code(), "detail": self.to_string() });
+    /// The JSON body callers read.
+    pub fn error_body(&self) -> ErrorBody {
+        let mut body = ErrorBody {
+            error: self.code(),
+            detail: self.to_string(),
+            status: None,
+            waiting: None,
+            max_pending: None,
+        };
         match self {
-            ApiError::Conflict { status, .. } => body["status"] = json!(status),
+            ApiError::Conflict { status, .. } => body.status = Some(*status),
             ApiError::TooManyPending { waiting, limit, .. } => {
-                body["waiting"] = json!(waiting);
-                body["max_pending"] = json!(limit);
+                body.waiting = Some(*waiting);
+                body.max_pending = Some(*limit);
             }
             _ => {}
         }
         body
     }
+
+    /// The same as a JSON value (the `/mcp` tools' structured error).
+    pub fn body(&self) -> serde_json::Value {
+        // Plain fields and unit enums: serializing cannot fail.
+        serde_json::to_value(self.error_body()).unwrap_or_default()
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status_code(), Json(self.body())).into_response()
+        (self.status_code(), Json(self.error_body())).into_response()
     }
 }
 

@@ -18,6 +18,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 
+use super::doc;
 use super::extract::Caller;
 use crate::approval::{ApprovalId, Status};
 use crate::http::AppState;
@@ -40,6 +41,30 @@ struct Follow {
 /// How many sent changes a stream remembers to leave out repeats.
 const REMEMBER: usize = 256;
 
+/// The OpenAPI example of the stream: it listens, then one approval is decided.
+const STREAM_EXAMPLE: &str = "event: ready\ndata: {}\n\nevent: approval\ndata: \
+    {\"approval_id\":\"1b0c6f2e-7d4a-4c1e-9a53-2f8e0b7c4d19\",\"status\":\"approved\",…}\n\n";
+
+#[utoipa::path(
+    get,
+    path = "/v1/approvals/events",
+    operation_id = "followApprovals",
+    tag = "approvals",
+    summary = "Follow the decisions on all of the token's approvals",
+    description = "A server-sent event stream. `ready` (data `{}`) once it listens: every \
+        change committed after it arrives. `approval` (data: the approval as `GET \
+        /v1/approvals/{id}` shows it, schema `Approval`) each time one of the token's \
+        approvals changes status. `resync` (data `{}`) when changes may have been missed: \
+        read again the approvals you wait for. A comment every 15 s keeps the connection \
+        open; the stream ends when the server shuts down.",
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream",
+            body = String, example = json!(STREAM_EXAMPLE)),
+        (status = 401, response = doc::Unauthorized),
+        (status = 503, response = doc::Unavailable),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,

@@ -3,10 +3,11 @@
 //! and out, bearer-token authenticated (DESIGN.md).
 
 pub(super) mod approvals;
+pub mod doc;
 pub mod error;
-mod events;
+pub(super) mod events;
 pub(super) mod extract;
-mod policy;
+pub(super) mod policy;
 
 use axum::Router;
 use axum::routing::{get, post};

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
+use super::doc;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody};
 use crate::approval::names;
@@ -14,30 +15,60 @@ use crate::http::AppState;
 /// Tools per request at most (an MCP server lists far fewer).
 const MAX_TOOLS: usize = 10_000;
 
-#[derive(Debug, Deserialize)]
+/// An MCP server's tools, as its `tools/list` gave them.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"server": "github", "tools": [{"name": "delete_repo"}, {"name": "get_issue"}]}))]
 pub struct ToolsRequest {
+    /// The MCP server's name, as the approvals' `server`.
     server: Option<String>,
+    #[schema(max_items = 10_000)]
     tools: Vec<ListedTool>,
 }
 
 /// One tool as `tools/list` gave it. Its `annotations` may come along; they are hints
 /// from the server and play no part in an outright denial, so they are not read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ListedTool {
     name: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The tools whose every call the policy denies.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"denied": [{
+    "name": "delete_repo",
+    "reason": "denied by policy: risk tier high is denied (rules[2] (tools delete_*))"
+}]}))]
 pub struct ToolsAnswer {
     pub denied: Vec<DeniedTool>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeniedTool {
     pub name: String,
+    /// Why: the policy's denial, or why the name itself is refused.
     pub reason: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/policy/tools",
+    operation_id = "deniedTools",
+    tag = "policy",
+    summary = "Which of a server's tools the policy denies outright",
+    description = "The MCP proxy leaves these out of `tools/list`. Every call is still \
+        classified when it is made.",
+    request_body = ToolsRequest,
+    responses(
+        (status = 200, description = "The denied tools", body = ToolsAnswer),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 408, response = doc::RequestTimeout),
+        (status = 413, response = doc::PayloadTooLarge),
+        (status = 422, response = doc::Unprocessable),
+        (status = 503, response = doc::Unavailable),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn tools(
     State(state): State<AppState>,
     _caller: Caller,

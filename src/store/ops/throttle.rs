@@ -7,7 +7,7 @@
 //! notice to the channel the request was for. Decided in the batch before any insert,
 //! so a refused request leaves no row.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::json;
 
@@ -18,6 +18,9 @@ use crate::audit::Draft;
 use crate::jobs::{Deliveries, Job, NewJob};
 use crate::store::StoreError;
 use crate::store::backend::Tx;
+
+/// Waiting requests are counted up to the limit, and at least this far.
+const COUNT_AT_LEAST: u32 = 100;
 
 /// One requester as this batch sees it.
 struct Requester {
@@ -35,19 +38,22 @@ pub(crate) async fn check<T: Tx>(
     deliveries: Deliveries,
     done: &mut Done,
 ) -> sqlx::Result<()> {
-    let mut tokens: Vec<&str> = openings
-        .iter()
-        .filter_map(|opening| counted(opening.as_ref()?.as_ref().ok()?))
-        .collect();
-    if tokens.is_empty() {
+    // Per requester, the highest limit among its openings: counting stops there (or at
+    // a hundred, so that a refusal says how many wait). In one order, so that two
+    // PostgreSQL replicas lock requesters without deadlock.
+    let mut limits: BTreeMap<&str, u32> = BTreeMap::new();
+    for opening in openings.iter().flatten().flatten() {
+        if let Some(token) = counted(opening) {
+            let limit = limits.entry(token).or_default();
+            *limit = (*limit).max(opening.max_pending);
+        }
+    }
+    if limits.is_empty() {
         return Ok(());
     }
-    // In one order, so that two PostgreSQL replicas lock requesters without deadlock.
-    tokens.sort_unstable();
-    tokens.dedup();
-    let mut requesters = HashMap::with_capacity(tokens.len());
-    for token in tokens {
-        let (waiting, throttled) = tx.waiting(token).await?;
+    let mut requesters = HashMap::with_capacity(limits.len());
+    for (token, limit) in limits {
+        let (waiting, throttled) = tx.waiting(token, limit.max(COUNT_AT_LEAST)).await?;
         let requester = Requester {
             waiting,
             throttled,
@@ -85,9 +91,9 @@ pub(crate) async fn check<T: Tx>(
 }
 
 /// The requester whose waiting requests this opening would add to: only a request
-/// that waits for people, from an API token, counts.
+/// that waits for people, from an API token, under a limit (not 0), counts.
 fn counted(opening: &Opening) -> Option<&str> {
-    if opening.approval.status != Status::Pending {
+    if opening.approval.status != Status::Pending || opening.max_pending == 0 {
         return None;
     }
     opening.approval.token_name.as_deref()

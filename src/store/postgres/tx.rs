@@ -82,7 +82,7 @@ impl Tx for PgTx {
             .await
     }
 
-    async fn waiting(&mut self, token: &str) -> sqlx::Result<(i64, bool)> {
+    async fn waiting(&mut self, token: &str, up_to: u32) -> sqlx::Result<(i64, bool)> {
         // Replicas count a requester one at a time: the lock is held until commit, and
         // the count, a statement of its own, sees what the previous holder committed.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -90,11 +90,12 @@ impl Tx for PgTx {
             .execute(self.conn()?)
             .await?;
         sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM pending_approvals \
-               WHERE token_name = $1 AND status = 'pending'), \
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM pending_approvals \
+               WHERE token_name = $1 AND status = 'pending' LIMIT $2) AS w), \
              EXISTS (SELECT 1 FROM throttles WHERE token_name = $1)",
         )
         .bind(token)
+        .bind(i64::from(up_to))
         .fetch_one(self.conn()?)
         .await
     }

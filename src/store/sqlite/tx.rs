@@ -86,14 +86,16 @@ impl Tx for SqliteTx {
             .await
     }
 
-    async fn waiting(&mut self, token: &str) -> sqlx::Result<(i64, bool)> {
+    async fn waiting(&mut self, token: &str, up_to: u32) -> sqlx::Result<(i64, bool)> {
         // The partial index holds waiting rows only: the count never reads history.
         sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM pending_approvals INDEXED BY pending_approvals_waiting \
-               WHERE token_name = $1 AND status = 'pending'), \
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM pending_approvals \
+               INDEXED BY pending_approvals_waiting \
+               WHERE token_name = $1 AND status = 'pending' LIMIT $2)), \
              EXISTS (SELECT 1 FROM throttles WHERE token_name = $1)",
         )
         .bind(token)
+        .bind(i64::from(up_to))
         .fetch_one(self.conn()?)
         .await
     }

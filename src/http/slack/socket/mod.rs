@@ -122,17 +122,29 @@ impl Timings {
 const RECONNECTING: u8 = 1;
 const CONNECTED: u8 = 2;
 
+/// The Socket Mode connection as `/health/approvals` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketState {
+    /// A socket is up (after its `hello`).
+    Connected,
+    /// None is up yet, or it was lost: signoff is connecting, with backoff.
+    Reconnecting,
+    /// No `SLACK_APP_TOKEN`: Slack reaches signoff over HTTP only.
+    Off,
+}
+
 /// Whether the socket is up, for `/health/approvals`; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Status(Arc<AtomicU8>);
 
 impl Status {
-    /// `off` (no app token), `reconnecting` (no socket up yet, or lost), `connected`.
-    pub fn label(&self) -> &'static str {
+    /// Whether a socket is up now.
+    pub fn state(&self) -> SocketState {
         match self.0.load(Ordering::Relaxed) {
-            CONNECTED => "connected",
-            RECONNECTING => "reconnecting",
-            _ => "off",
+            CONNECTED => SocketState::Connected,
+            RECONNECTING => SocketState::Reconnecting,
+            _ => SocketState::Off,
         }
     }
 
@@ -352,7 +364,7 @@ mod tests {
         assert!(!error.contains("xoxb-1-bot"));
         let mode = SocketMode::new("xapp-1-A0APP-secret", "https://slack.com/api").unwrap();
         assert!(!format!("{mode:?}").contains("secret"));
-        assert_eq!(Status::default().label(), "off");
-        assert_eq!(Status::reconnecting().label(), "reconnecting");
+        assert_eq!(Status::default().state(), SocketState::Off);
+        assert_eq!(Status::reconnecting().state(), SocketState::Reconnecting);
     }
 }
