@@ -83,19 +83,21 @@ pub(crate) trait Tx: Send + 'static {
         params_sha256: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = sqlx::Result<Option<ApprovalId>>> + Send;
-    /// How many of `token`'s approvals wait for people (counting stops at `up_to`),
-    /// and whether it is throttled (a refusal not yet followed by an accepted
-    /// request). On PostgreSQL the requester is locked first, until commit, so that
-    /// replicas count it one at a time.
+    /// How many of `token`'s approvals wait for people at `now` (counting stops at
+    /// `up_to`), and whether it is throttled (a refusal not yet followed by an
+    /// accepted request). On PostgreSQL the requester is locked first, until commit,
+    /// so that replicas count it one at a time.
     fn waiting(
         &mut self,
         token: &str,
         up_to: u32,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = sqlx::Result<(i64, bool)>> + Send;
-    /// `token`'s newest approval that waits for people.
+    /// `token`'s newest approval that waits for people at `now`.
     fn newest_waiting(
         &mut self,
         token: &str,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = sqlx::Result<Option<ApprovalId>>> + Send;
     /// Records a refusal of `token`'s request for `channel` ('' for none); true when
     /// it starts an episode (the first refusal since the requester was last accepted).

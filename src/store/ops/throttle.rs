@@ -51,9 +51,12 @@ pub(crate) async fn check<T: Tx>(
     if limits.is_empty() {
         return Ok(());
     }
+    let Some(now) = openings.iter().flatten().flatten().map(|o| o.now).max() else {
+        return Ok(());
+    };
     let mut requesters = HashMap::with_capacity(limits.len());
     for (token, limit) in limits {
-        let (waiting, throttled) = tx.waiting(token, limit.max(COUNT_AT_LEAST)).await?;
+        let (waiting, throttled) = tx.waiting(token, limit.max(COUNT_AT_LEAST), now).await?;
         let requester = Requester {
             waiting,
             throttled,
@@ -133,7 +136,7 @@ async fn refuse<T: Tx>(
     if first
         && deliveries.slack
         && let Some(channel) = channel.clone()
-        && let Some(newest) = tx.newest_waiting(&token).await?
+        && let Some(newest) = tx.newest_waiting(&token, opening.now).await?
     {
         let job = Job::SlackThrottled {
             channel,

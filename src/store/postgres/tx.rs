@@ -82,7 +82,12 @@ impl Tx for PgTx {
             .await
     }
 
-    async fn waiting(&mut self, token: &str, up_to: u32) -> sqlx::Result<(i64, bool)> {
+    async fn waiting(
+        &mut self,
+        token: &str,
+        up_to: u32,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<(i64, bool)> {
         // Replicas count a requester one at a time: the lock is held until commit, and
         // the count, a statement of its own, sees what the previous holder committed.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -90,22 +95,30 @@ impl Tx for PgTx {
             .execute(self.conn()?)
             .await?;
         sqlx::query_as(
+            // A waiting request has not expired: the requester's rows whose expiry is
+            // ahead, through an index no decision changes (HOT updates stay HOT).
             "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM pending_approvals \
-               WHERE token_name = $1 AND status = 'pending' LIMIT $2) AS w), \
+               WHERE token_name = $1 AND expires_at > $3 AND status = 'pending' LIMIT $2) AS w), \
              EXISTS (SELECT 1 FROM throttles WHERE token_name = $1)",
         )
         .bind(token)
         .bind(i64::from(up_to))
+        .bind(now)
         .fetch_one(self.conn()?)
         .await
     }
 
-    async fn newest_waiting(&mut self, token: &str) -> sqlx::Result<Option<ApprovalId>> {
+    async fn newest_waiting(
+        &mut self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<Option<ApprovalId>> {
         let id: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM pending_approvals WHERE token_name = $1 AND status = 'pending' \
-             ORDER BY created_at DESC LIMIT 1",
+            "SELECT id FROM pending_approvals WHERE token_name = $1 AND expires_at > $2 \
+             AND status = 'pending' ORDER BY created_at DESC LIMIT 1",
         )
         .bind(token)
+        .bind(now)
         .fetch_optional(self.conn()?)
         .await?;
         Ok(id.map(ApprovalId))

@@ -86,8 +86,14 @@ impl Tx for SqliteTx {
             .await
     }
 
-    async fn waiting(&mut self, token: &str, up_to: u32) -> sqlx::Result<(i64, bool)> {
-        // The partial index holds waiting rows only: the count never reads history.
+    async fn waiting(
+        &mut self,
+        token: &str,
+        up_to: u32,
+        _now: DateTime<Utc>,
+    ) -> sqlx::Result<(i64, bool)> {
+        // The partial index holds waiting rows only: the count never reads history
+        // (SQLite has no HOT updates to keep, unlike PostgreSQL's query).
         sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM pending_approvals \
                INDEXED BY pending_approvals_waiting \
@@ -100,7 +106,11 @@ impl Tx for SqliteTx {
         .await
     }
 
-    async fn newest_waiting(&mut self, token: &str) -> sqlx::Result<Option<ApprovalId>> {
+    async fn newest_waiting(
+        &mut self,
+        token: &str,
+        _now: DateTime<Utc>,
+    ) -> sqlx::Result<Option<ApprovalId>> {
         let id: Option<String> = sqlx::query_scalar(
             "SELECT id FROM pending_approvals INDEXED BY pending_approvals_waiting \
              WHERE token_name = $1 AND status = 'pending' ORDER BY created_at DESC LIMIT 1",
