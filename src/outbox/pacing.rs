@@ -9,6 +9,7 @@
 //! end, when they are claimed again and take their turns with whatever came meanwhile.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -45,25 +46,28 @@ pub fn pace_posts(
     now: DateTime<Utc>,
 ) -> (Vec<DueJob>, Vec<(i64, DateTime<Utc>)>) {
     let mut ready = Vec::with_capacity(jobs.len());
-    // Per channel, per requester (in order of first appearance), their posts.
+    // Per channel, per requester, their posts; both in order of first appearance
+    // (found through indexes, so a pass over many channels stays linear).
     let mut channels: Vec<(String, Vec<Queue>)> = Vec::new();
+    let mut channel_at: HashMap<String, usize> = HashMap::new();
+    let mut queue_at: HashMap<(usize, Option<String>), usize> = HashMap::new();
     for job in jobs {
         let Some((channel, requester)) = post_target(&job) else {
             ready.push(job);
             continue;
         };
         let (channel, requester) = (channel.to_owned(), requester.map(str::to_owned));
-        let at = match channels.iter().position(|(c, _)| *c == channel) {
-            Some(at) => at,
-            None => {
-                channels.push((channel, Vec::new()));
-                channels.len() - 1
-            }
-        };
+        let at = *channel_at.entry(channel.clone()).or_insert_with(|| {
+            channels.push((channel, Vec::new()));
+            channels.len() - 1
+        });
         let queues = &mut channels[at].1;
-        match queues.iter_mut().find(|(r, _)| *r == requester) {
-            Some((_, queue)) => queue.push(job),
-            None => queues.push((requester, vec![job])),
+        match queue_at.entry((at, requester.clone())) {
+            Entry::Occupied(found) => queues[*found.get()].1.push(job),
+            Entry::Vacant(slot) => {
+                slot.insert(queues.len());
+                queues.push((requester, vec![job]));
+            }
         }
     }
     let mut waiting = Vec::new();
