@@ -42,16 +42,16 @@ pub(crate) async fn check<T: Tx>(
     // a hundred, so that a refusal says how many wait). In one order, so that two
     // PostgreSQL replicas lock requesters without deadlock.
     let mut limits: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut newest = None;
     for opening in openings.iter().flatten().flatten() {
         if let Some(token) = counted(opening) {
             let limit = limits.entry(token).or_default();
             *limit = (*limit).max(opening.max_pending);
+            newest = newest.max(Some(opening.now));
         }
     }
-    if limits.is_empty() {
-        return Ok(());
-    }
-    let Some(now) = openings.iter().flatten().flatten().map(|o| o.now).max() else {
+    // Nothing counted: no statement at all.
+    let Some(now) = newest else {
         return Ok(());
     };
     let mut requesters = HashMap::with_capacity(limits.len());
