@@ -53,6 +53,10 @@ pub(crate) trait Reads: Send + Sync {
     /// Every signed audit checkpoint, by number.
     fn audit_checkpoints(&self) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
     fn newest_checkpoint(&self) -> impl Future<Output = Result<Option<Checkpoint>>> + Send;
+    /// The approvals of the batch `id` is in (the leader first, in the message's order);
+    /// empty when it was posted alone.
+    fn batch_members(&self, id: ApprovalId)
+    -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
     fn token_list(&self) -> impl Future<Output = Result<Vec<TokenInfo>>> + Send;
     fn token_lookup(&self, hash: &str) -> impl Future<Output = Result<Option<String>>> + Send;
 }
@@ -60,7 +64,7 @@ pub(crate) trait Reads: Send + Sync {
 /// The write side: what one backend must provide to the writer, transaction control
 /// on its own connection and the small statements the operations are made of. Only
 /// the writer task holds one.
-pub(crate) trait Tx: Send + 'static {
+pub(crate) trait Tx: BatchTx + Send + 'static {
     fn begin(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
     fn commit(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Rolls back; on failure the backend drops the connection and reconnects later.
@@ -200,10 +204,11 @@ pub(crate) trait Tx: Send + 'static {
         message: &PostedMessage,
         now: DateTime<Utc>,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Notes that a message now shows `version` (never moves backwards).
+    /// Notes that `id`'s row of a message now shows `version` (never moves backwards).
     fn mark_rendered(
         &mut self,
         key: &MessageKey,
+        id: ApprovalId,
         version: i64,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Stores a token hash under `name` (also the name of a revoked token); false if
@@ -245,4 +250,39 @@ pub(crate) trait Tx: Send + 'static {
         &mut self,
         checkpoint: &Checkpoint,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
+}
+
+/// The write statements of batching (`ops::batching`), a part of [`Tx`] of its own.
+pub(crate) trait BatchTx {
+    /// The open batch with `key` that a request expiring at `expires_at` may join at
+    /// `now` (window open, posted before that expiry, fewer than `max` members): its
+    /// leader and size. On PostgreSQL the batch is locked until commit, so the post
+    /// that closes it cannot miss this join.
+    fn open_batch(
+        &mut self,
+        key: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        max: i64,
+    ) -> impl Future<Output = sqlx::Result<Option<(ApprovalId, i64)>>> + Send;
+    /// Starts a batch led by `leader` (its first member), open until `closes_at`.
+    fn start_batch(
+        &mut self,
+        leader: ApprovalId,
+        key: &str,
+        closes_at: DateTime<Utc>,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Adds `id` to `leader`'s batch at `position`.
+    fn join_batch(
+        &mut self,
+        leader: ApprovalId,
+        id: ApprovalId,
+        position: i64,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Closes `leader`'s batch (nothing joins it any more; closing again is a no-op)
+    /// and answers its members in order.
+    fn close_batch(
+        &mut self,
+        leader: ApprovalId,
+    ) -> impl Future<Output = sqlx::Result<Vec<ApprovalId>>> + Send;
 }

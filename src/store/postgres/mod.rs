@@ -251,6 +251,7 @@ macro_rules! lower_watermark {
     };
 }
 
+mod batches;
 mod reads;
 mod requests;
 mod tx;

@@ -401,11 +401,17 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    async fn mark_rendered(&mut self, key: &MessageKey, version: i64) -> sqlx::Result<()> {
+    async fn mark_rendered(
+        &mut self,
+        key: &MessageKey,
+        id: ApprovalId,
+        version: i64,
+    ) -> sqlx::Result<()> {
         sqlx::query(sql::messages::MARK_RENDERED)
             .bind(&key.channel)
             .bind(&key.ts)
             .bind(version)
+            .bind(id.0)
             .execute(self.conn()?)
             .await?;
         Ok(())

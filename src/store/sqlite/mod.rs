@@ -294,6 +294,7 @@ fn checkpoint_from_row(row: &SqliteRow) -> sqlx::Result<Checkpoint> {
     })
 }
 
+mod batches;
 mod reads;
 mod requests;
 mod tx;

@@ -384,11 +384,17 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn mark_rendered(&mut self, key: &MessageKey, version: i64) -> sqlx::Result<()> {
+    async fn mark_rendered(
+        &mut self,
+        key: &MessageKey,
+        id: ApprovalId,
+        version: i64,
+    ) -> sqlx::Result<()> {
         sqlx::query(sql::messages::MARK_RENDERED)
             .bind(&key.channel)
             .bind(&key.ts)
             .bind(version)
+            .bind(id.to_string())
             .execute(self.conn()?)
             .await?;
         Ok(())
