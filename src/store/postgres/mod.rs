@@ -252,6 +252,7 @@ macro_rules! lower_watermark {
 }
 
 mod batches;
+mod outbox;
 mod reads;
 mod requests;
 mod tx;
