@@ -1,9 +1,10 @@
 //! An MCP server on stdio for the proxy's tests and bench, written with `rmcp`: tools
 //! that echo, run slowly with progress, fail, crash the process, ask the client's model
-//! (sampling), ask the user (elicitation), read the client's roots, log, and change the
-//! tool list; one resource and one prompt. Every tool
-//! call is appended to the file `FIXTURE_LOG` names (one JSON line each), so a test
-//! can tell what ran and how often. With `--http` it serves streamable HTTP instead.
+//! (sampling), ask the user (elicitation), read the client's roots, log, change the
+//! tool list and tell that a resource changed (`touch`); one resource (subscribable)
+//! and one prompt. Every tool call, and every resource (un)subscription, is appended
+//! to the file `FIXTURE_LOG` names (one JSON line each), so a test can tell what ran
+//! and how often. With `--http` it serves streamable HTTP instead.
 // Sampling and logging are deprecated by SEP-2577; the fixture still exercises them.
 #![allow(deprecated)]
 
@@ -134,6 +135,7 @@ impl ServerHandler for Fixture {
             .enable_logging()
             .enable_prompts()
             .enable_resources()
+            .enable_resources_subscribe()
             .enable_tools()
             .enable_tool_list_changed()
             .build();
@@ -162,6 +164,7 @@ impl ServerHandler for Fixture {
             tool("roots", None),
             tool("chatty", None),
             tool("add_tool", None),
+            tool("touch", None),
         ];
         if self.extra_tool.load(Ordering::SeqCst) {
             tools.push(tool("extra", None));
@@ -201,6 +204,12 @@ impl ServerHandler for Fixture {
                 let _ = context.peer.notify_tool_list_changed().await;
                 text("added")
             }
+            "touch" => {
+                let uri = arguments["uri"].as_str().unwrap_or("fixture://note");
+                let updated = ResourceUpdatedNotificationParam::new(uri);
+                let _ = context.peer.notify_resource_updated(updated).await;
+                text(format!("touched {uri}"))
+            }
             name => text(format!("{name} ran with {arguments}")),
         };
         Ok(CallToolResponse::Complete(result))
@@ -223,6 +232,24 @@ impl ServerHandler for Fixture {
     ) -> Result<ReadResourceResponse, McpError> {
         let contents = ResourceContents::text("the note's text", request.uri);
         Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        log_call("resources/subscribe", &json!({"uri": request.uri}));
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        log_call("resources/unsubscribe", &json!({"uri": request.uri}));
+        Ok(())
     }
 
     async fn list_prompts(

@@ -26,6 +26,10 @@ pub enum Job {
         /// requesters. Absent in rows written before it was recorded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         requester: Option<String>,
+        /// The approval leads a batch (`batch_window`): the post closes the batch and
+        /// lists its members (see `store::ops::batching`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        batch: bool,
     },
     /// Bring every posted message of the approval up to date.
     SlackUpdate {},
@@ -198,6 +202,7 @@ pub fn plan(
                     channel: channel.clone(),
                     kind,
                     requester: after.token_name.clone(),
+                    batch: false,
                 };
                 jobs.push(new(post(channel, MessageKind::Main), now));
                 let routing = &after.routing;
@@ -285,6 +290,7 @@ mod tests {
                 channel: "C0MANAGERS".into(),
                 kind: MessageKind::Escalation,
                 requester: Some("billing-mcp".into()),
+                batch: false,
             }
         );
         assert_eq!(
@@ -315,6 +321,13 @@ mod tests {
                 channel: "C1".into(),
                 kind: MessageKind::Escalation,
                 requester: Some("agent".into()),
+                batch: false,
+            },
+            Job::SlackPost {
+                channel: "C1".into(),
+                kind: MessageKind::Main,
+                requester: Some("agent".into()),
+                batch: true,
             },
             Job::SlackUpdate {},
             Job::SlackRemind {},
@@ -338,6 +351,7 @@ mod tests {
                 channel: "C1".into(),
                 kind: MessageKind::Main,
                 requester: None,
+                batch: false,
             })
         );
         assert_eq!(

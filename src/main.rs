@@ -20,10 +20,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `signoff proxy` serves one MCP client, and its calls mostly wait: one thread is
+    // plenty, and one thread allocates from one malloc arena, not one per worker
+    // (a smaller process per held call). Everything else gets a thread per core.
+    let proxy = std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| first == "proxy");
+    let mut builder = if proxy {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");

@@ -174,6 +174,9 @@ pub struct Routing {
     pub remind_every_secs: Option<u64>,
     pub escalate_after_secs: Option<u64>,
     pub escalation_channel: Option<ChannelId>,
+    /// The policy's `batch_window`: look-alike requests within it share one message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_window_ms: Option<u64>,
 }
 
 /// One approval as stored: the request, its classification and where it stands.

@@ -9,6 +9,7 @@
 
 pub mod callback;
 
+mod batch;
 mod pacing;
 mod remind;
 mod slack;
@@ -107,8 +108,12 @@ impl Outbox {
                         _ => Vec::new(),
                     };
                     outbox.store.report(job, outcome, now).await?;
+                    // A batch's message is posted once for all its items.
+                    let mut seen = std::collections::HashSet::new();
                     for message in posted.iter().filter(|m| m.kind != MessageKind::Dm) {
-                        outbox.after_post(message, now).await;
+                        if seen.insert((&message.channel, &message.ts)) {
+                            outbox.after_post(message, now).await;
+                        }
                     }
                     Ok(())
                 });
@@ -163,6 +168,16 @@ impl Outbox {
             store: &self.store,
         };
         let result = match &job.job {
+            Job::SlackPost {
+                channel,
+                kind: MessageKind::Main,
+                batch: true,
+                ..
+            } => {
+                slack
+                    .post_batch(job, channel.as_str(), &approval, now)
+                    .await
+            }
             Job::SlackPost { channel, kind, .. } => {
                 slack
                     .post(job, (channel.as_str(), *kind), &approval, now)

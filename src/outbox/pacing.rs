@@ -146,6 +146,7 @@ mod tests {
                 channel: channel.into(),
                 kind: MessageKind::Main,
                 requester: Some(requester.into()),
+                batch: false,
             },
             attempts: 1,
         }

@@ -1,6 +1,7 @@
 //! Slack deliveries: post an approval's message (to its channel, or to the escalation
 //! channel when it is due) and keep every message up to date. Reminders are
-//! [`super::remind`]; the pace of posts per channel is [`super::pacing`].
+//! [`super::remind`]; batches of look-alike requests [`super::batch`]; the pace of
+//! posts per channel is [`super::pacing`].
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -176,10 +177,34 @@ impl Deliverer<'_> {
             .await
             .map_err(store_error)?;
         let mut rendered = Vec::new();
+        // A channel message may be a batch's, shared with look-alike requests.
+        let batch = if messages.iter().any(|m| m.kind == MessageKind::Main) {
+            self.store
+                .batch_members(approval.id)
+                .await
+                .map_err(store_error)?
+        } else {
+            Vec::new()
+        };
         for message in messages
             .iter()
             .filter(|m| m.rendered_version < approval.version)
         {
+            if message.kind == MessageKind::Main && batch.len() > 1 {
+                let key = (message.channel.as_str(), message.ts.as_str());
+                match self.update_batch(key, &batch, now).await {
+                    Ok(()) => {}
+                    Err(error) if error.is_permanent() => {
+                        tracing::warn!(%error, channel = %message.channel, ts = %message.ts, "batch message cannot be updated; skipped");
+                    }
+                    Err(error) => return Err(error),
+                }
+                rendered.push(MessageKey {
+                    channel: message.channel.clone(),
+                    ts: message.ts.clone(),
+                });
+                continue;
+            }
             let mut update =
                 if message.kind == MessageKind::Dm && approval.status == Status::Pending {
                     reminder_message(approval, now, None)

@@ -40,6 +40,7 @@ struct RawRule {
     remind_every: Option<String>,
     escalate_after: Option<String>,
     escalation_channel: Option<String>,
+    batch_window: Option<String>,
 }
 
 impl RawRule {
@@ -56,6 +57,7 @@ impl RawRule {
             remind_every: self.remind_every.clone(),
             escalate_after: self.escalate_after.clone(),
             escalation_channel: self.escalation_channel.clone(),
+            batch_window: self.batch_window.clone(),
         }
     }
 }

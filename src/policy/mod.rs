@@ -14,6 +14,7 @@
 //! remind_every = "1h"
 //! escalate_after = "2h"
 //! escalation_channel = "C0MANAGERS"
+//! batch_window = "30s"            # look-alike requests in one message; built-in off
 //!
 //! [tiers]                         # auto_approve | require_approval | deny
 //! low = "auto_approve"
@@ -200,6 +201,9 @@ pub struct Route {
     pub escalate_after: Option<Duration>,
     /// Where escalations go.
     pub escalation_channel: Option<ChannelId>,
+    /// Look-alike requests (same requester, tool and parameter names, in one channel)
+    /// arriving within this window of the first are posted as one message; `None`: off.
+    pub batch_window: Option<Duration>,
     /// The matched rule's `summary` template, unrendered.
     pub summary_template: Option<String>,
 }
@@ -217,6 +221,7 @@ impl Default for Route {
             remind_every: None,
             escalate_after: None,
             escalation_channel: None,
+            batch_window: None,
             summary_template: None,
         }
     }

@@ -1,6 +1,6 @@
 //! The routing and timing keys shared by `[defaults]` and every rule
 //! (channel, approvers, required_approvals, max_pending, the durations,
-//! escalation channel): their raw TOML form, and their validation into a [`Route`].
+//! batch_window, escalation channel): their raw TOML form, and their validation into a [`Route`].
 
 use std::time::Duration;
 
@@ -15,6 +15,8 @@ const MAX_REQUIRED_APPROVALS: i64 = 20;
 /// Highest `max_pending` accepted: more waiting requests than anyone can read (0
 /// turns the limit off).
 const MAX_MAX_PENDING: i64 = 10_000;
+/// Longest `batch_window`: a batch's first request waits this long to be posted.
+const MAX_BATCH_WINDOW: Duration = Duration::from_secs(600);
 
 /// The route keys as written in `[defaults]` or a rule. Fields are optional so "absent" can be told
 /// apart from "set", and strings are kept raw so validation can name them.
@@ -31,6 +33,7 @@ pub(crate) struct RawRoute {
     pub(crate) remind_every: Option<String>,
     pub(crate) escalate_after: Option<String>,
     pub(crate) escalation_channel: Option<String>,
+    pub(crate) batch_window: Option<String>,
 }
 
 /// Returns `base` with every key set in `raw` replaced, validating each.
@@ -91,7 +94,41 @@ pub(crate) fn apply_overrides(
         route.escalation_channel =
             Some(check_channel(channel, &format!("{at}.escalation_channel"))?);
     }
+    if let Some(text) = &raw.batch_window {
+        route.batch_window = parse_batch_window(text, &format!("{at}.batch_window"))?;
+    }
+    if let Some(window) = route.batch_window
+        && window >= route.expires_after
+    {
+        return Err(PolicyError::invalid(
+            format!("{at}.batch_window"),
+            format!(
+                "must be shorter than expires_after ({}): a batch is posted when its window ends",
+                humantime::format_duration(route.expires_after)
+            ),
+        ));
+    }
     Ok(route)
+}
+
+/// `batch_window`: a duration up to [`MAX_BATCH_WINDOW`], or `"off"` (also `"0s"`),
+/// which a rule uses to turn off a window its `[defaults]` set.
+fn parse_batch_window(text: &str, field: &str) -> Result<Option<Duration>, PolicyError> {
+    let text = text.trim();
+    if text == "off" || humantime::parse_duration(text).is_ok_and(|d| d.is_zero()) {
+        return Ok(None);
+    }
+    let window = parse_duration(text, field)?;
+    if window > MAX_BATCH_WINDOW {
+        return Err(PolicyError::invalid(
+            field,
+            format!(
+                "at most {} (the first request of a batch waits that long to be posted), got {text:?}",
+                humantime::format_duration(MAX_BATCH_WINDOW)
+            ),
+        ));
+    }
+    Ok(Some(window))
 }
 
 /// Parses a humantime duration ("1s", "30m", "1h 30m"); zero is refused
@@ -203,6 +240,41 @@ mod tests {
     }
 
     #[test]
+    fn batch_window_is_off_unless_set_at_most_10m_and_shorter_than_the_expiry() {
+        assert_eq!(parse("").unwrap().defaults.batch_window, None);
+        let policy = parse(&format!("[defaults]\nbatch_window = \"30s\"\n{}", rule(""))).unwrap();
+        assert_eq!(policy.defaults.batch_window, Some(Duration::from_secs(30)));
+        assert_eq!(
+            policy.rules[0].route.batch_window,
+            Some(Duration::from_secs(30)),
+            "a rule inherits the window"
+        );
+        for off in ["off", "0s"] {
+            let text = format!(
+                "[defaults]\nbatch_window = \"30s\"\n{}",
+                rule(&format!("batch_window = \"{off}\""))
+            );
+            assert_eq!(
+                parse(&text).unwrap().rules[0].route.batch_window,
+                None,
+                "{off}"
+            );
+        }
+        let msg = error("[defaults]\nbatch_window = \"11m\"\n");
+        assert!(msg.contains("defaults.batch_window: at most 10m"), "{msg}");
+        let msg = error("[defaults]\nbatch_window = \"soon\"\n");
+        assert!(msg.contains("defaults.batch_window: bad duration"), "{msg}");
+        let msg = error(&format!(
+            "[defaults]\nbatch_window = \"5m\"\n{}",
+            rule("expires_after = \"5m\"")
+        ));
+        assert!(
+            msg.contains("rules[0].batch_window: must be shorter than expires_after (5m)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn max_pending_is_20_unless_set_and_must_be_between_0_and_10000() {
         assert_eq!(parse("").unwrap().defaults.max_pending, 20);
         for bad in ["10001", "-5"] {
@@ -267,7 +339,7 @@ mod tests {
             "channel = \"C2\"\napprovers = [\"U2\"]\nrequired_approvals = 3\nmax_pending = 5\n\
              expires_after = \"2h\"\n\
              remind_after = \"5m\"\nremind_every = \"10m\"\nescalate_after = \"1h\"\n\
-             escalation_channel = \"C3\"\nsummary = \"s\"",
+             escalation_channel = \"C3\"\nbatch_window = \"1m\"\nsummary = \"s\"",
         );
         let base = "[defaults]\nchannel = \"C1\"\napprovers = [\"U1\"]\nremind_after = \"1m\"\n";
         let policy = parse(&format!("{base}{text}")).unwrap();
@@ -282,6 +354,7 @@ mod tests {
             remind_every: Some(Duration::from_secs(600)),
             escalate_after: Some(Duration::from_secs(3600)),
             escalation_channel: Some("C3".into()),
+            batch_window: Some(Duration::from_secs(60)),
             summary_template: Some("s".into()),
         };
         assert_eq!(*route, expected);

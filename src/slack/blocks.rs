@@ -12,13 +12,10 @@ use serde_json::{Value, json};
 
 use super::text::{
     ELLIPSIS, decider, fit, fit_line, fit_plain, fit_plain_lines, join_limited, outside_slack,
-    params_plain, people, person, plain, relative, requester, slack_date, summary_or_params,
-    tier_badge,
+    params_plain, people, person, plain, relative, requester, slack_date, tier_badge,
 };
 use crate::approval::machine::POLICY_ACTOR;
-use crate::approval::{Approval, ApprovalId, Decision, Status, Tier};
-use crate::exact_json::{self, ExactError};
-use crate::jobs::MessageKey;
+use crate::approval::{Approval, Decision, Status, Tier};
 
 /// Message metadata event type of signoff's posts (channel, escalation), whose payload
 /// names the approval: a retry finds its earlier post by it, and a click on it is known
@@ -51,25 +48,16 @@ pub fn throttled_message(requester: &str, waiting: i64, limit: u32) -> Value {
 
 /// `action_id` of the Approve button.
 pub const ACTION_APPROVE: &str = "approve";
-/// `action_id` of the Deny button (opens [`deny_modal`]).
+/// `action_id` of the Deny button (opens [`super::modals::deny_modal`]).
 pub const ACTION_DENY: &str = "deny";
-/// `action_id` of the Edit & approve button (opens [`edit_modal`]).
+/// `action_id` of the Edit & approve button (opens [`super::modals::edit_modal`]).
 pub const ACTION_EDIT: &str = "edit";
-/// `callback_id` of the deny modal.
-pub const DENY_CALLBACK: &str = "deny_reason";
-/// `callback_id` of the edit modal.
-pub const EDIT_CALLBACK: &str = "edit_approve";
-/// `block_id` and `action_id` of the deny modal's reason input.
-pub const REASON_INPUT: &str = "reason";
-/// `block_id` and `action_id` of the edit modal's parameters input.
-pub const PARAMETERS_INPUT: &str = "parameters";
-/// The most a `plain_text_input` may hold, and so the largest editable parameters.
-pub const INPUT_MAX_CHARS: usize = 3000;
 
 const SECTION_MAX: usize = 3000;
 const FIELD_MAX: usize = 2000;
 const HEADER_MAX: usize = 150;
-const REASON_MAX: usize = 1000;
+/// The longest deny reason: what the modal accepts and the message shows.
+pub(super) const REASON_MAX: usize = 1000;
 
 /// The `block_id` of a message's actions block: carries the approval id back with clicks.
 pub fn block_id(a: &Approval) -> String {
@@ -243,7 +231,7 @@ fn body(a: &Approval) -> Vec<Value> {
 }
 
 /// The tool (and its MCP server); an empty tool name still needs some text.
-fn header_text(a: &Approval) -> String {
+pub(super) fn header_text(a: &Approval) -> String {
     let tool = a.tool_name.trim();
     let tool = if tool.is_empty() {
         "(unnamed tool)"
@@ -257,7 +245,7 @@ fn header_text(a: &Approval) -> String {
     fit_plain(&text, HEADER_MAX)
 }
 
-fn votes(a: &Approval) -> String {
+pub(super) fn votes(a: &Approval) -> String {
     let approvers: Vec<String> = a
         .votes
         .iter()
@@ -279,7 +267,7 @@ fn id_context(a: &Approval, now: Option<DateTime<Utc>>) -> Value {
     context(format!("ID `{}`{asked}", a.id.short()))
 }
 
-fn actions(a: &Approval) -> Value {
+pub(super) fn actions(a: &Approval) -> Value {
     let id = a.id.to_string();
     let mut approve = button("Approve", ACTION_APPROVE, &id, Some("primary"));
     if a.risk_tier == Tier::High {
@@ -303,7 +291,7 @@ fn actions(a: &Approval) -> Value {
     })
 }
 
-fn button(text: &str, action_id: &str, value: &str, style: Option<&str>) -> Value {
+pub(super) fn button(text: &str, action_id: &str, value: &str, style: Option<&str>) -> Value {
     let mut button = json!({
         "type": "button",
         "text": { "type": "plain_text", "text": text, "emoji": true },
@@ -338,7 +326,7 @@ fn fields(pairs: &[Field]) -> Value {
     json!({ "type": "section", "fields": fields })
 }
 
-fn plain_section(text: String) -> Value {
+pub(super) fn plain_section(text: String) -> Value {
     json!({ "type": "section", "text": plain(text) })
 }
 
@@ -351,7 +339,7 @@ fn mrkdwn_section(text: String) -> Value {
     json!({ "type": "section", "text": { "type": "mrkdwn", "text": text } })
 }
 
-fn context(text: String) -> Value {
+pub(super) fn context(text: String) -> Value {
     json!({ "type": "context", "elements": [{ "type": "mrkdwn", "text": text }] })
 }
 
@@ -370,138 +358,6 @@ fn fit_mrkdwn_built(text: String, max: usize) -> String {
     }
     cut.push(ELLIPSIS);
     cut
-}
-
-/// The `view` for `views.open` when someone clicks Deny: an optional reason, sent back
-/// to the requester. Optional, because denying must never be harder than approving.
-pub fn deny_modal(a: &Approval, clicked: &MessageKey) -> Value {
-    json!({
-        "type": "modal",
-        "callback_id": DENY_CALLBACK,
-        "private_metadata": modal_metadata(a, clicked),
-        "title": { "type": "plain_text", "text": "Deny request" },
-        "submit": { "type": "plain_text", "text": "Deny" },
-        "close": { "type": "plain_text", "text": "Cancel" },
-        "blocks": [
-            modal_intro(a, "Denying means this will not run."),
-            {
-                "type": "input",
-                "block_id": REASON_INPUT,
-                "optional": true,
-                "label": { "type": "plain_text", "text": "Reason (optional)" },
-                "hint": { "type": "plain_text", "text": "Shown in the channel and sent back to whoever asked." },
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": REASON_INPUT,
-                    "multiline": true,
-                    "max_length": REASON_MAX,
-                },
-            },
-        ],
-    })
-}
-
-/// The `view` for `views.open` when someone clicks Edit & approve: the parameters as
-/// pretty JSON in a text box.
-///
-/// A `plain_text_input` holds at most 3000 chars: longer pretty JSON falls back to
-/// compact JSON, and if that is still too long the modal only explains that the
-/// parameters are too large to edit in Slack, with no input and no submit button.
-pub fn edit_modal(a: &Approval, clicked: &MessageKey) -> Value {
-    let fits = |s: &String| s.chars().count() <= INPUT_MAX_CHARS;
-    let initial = serde_json::to_string_pretty(&a.parameters)
-        .ok()
-        .filter(fits)
-        .or_else(|| serde_json::to_string(&a.parameters).ok().filter(fits));
-    let mut view = json!({
-        "type": "modal",
-        "callback_id": EDIT_CALLBACK,
-        "private_metadata": modal_metadata(a, clicked),
-        "title": { "type": "plain_text", "text": "Edit & approve" },
-    });
-    match initial {
-        Some(initial) => {
-            view["submit"] = json!({ "type": "plain_text", "text": "Approve edited" });
-            view["close"] = json!({ "type": "plain_text", "text": "Cancel" });
-            view["blocks"] = json!([
-                modal_intro(a, "Approving runs exactly the parameters below. Approvals given for the old parameters no longer count."),
-                {
-                    "type": "input",
-                    "block_id": PARAMETERS_INPUT,
-                    "label": { "type": "plain_text", "text": "Parameters (a JSON object)" },
-                    "element": {
-                        "type": "plain_text_input",
-                        "action_id": PARAMETERS_INPUT,
-                        "multiline": true,
-                        "max_length": INPUT_MAX_CHARS,
-                        "initial_value": initial,
-                    },
-                },
-            ]);
-        }
-        None => {
-            view["close"] = json!({ "type": "plain_text", "text": "Close" });
-            view["blocks"] = json!([modal_intro(
-                a,
-                "These parameters are too large to edit in Slack (a text box holds 3000 \
-                 characters). Approve or deny them as they are, or ask for a smaller request.",
-            )]);
-        }
-    }
-    view
-}
-
-/// What a modal carries back to its submission: the approval and the message whose
-/// button opened it, so that the submission is checked against that message again.
-fn modal_metadata(a: &Approval, clicked: &MessageKey) -> String {
-    json!({ "approval_id": a.id, "channel": clicked.channel, "ts": clicked.ts }).to_string()
-}
-
-/// The approval and the clicked message a submitted modal names (see
-/// [`modal_metadata`]); `None` for anything else (a modal from before this format).
-pub fn modal_source(private_metadata: &str) -> Option<(ApprovalId, MessageKey)> {
-    let value: Value = serde_json::from_str(private_metadata).ok()?;
-    let id = value["approval_id"].as_str()?.parse().ok()?;
-    let key = MessageKey {
-        channel: value["channel"].as_str()?.to_owned(),
-        ts: value["ts"].as_str()?.to_owned(),
-    };
-    Some((id, key))
-}
-
-fn modal_intro(a: &Approval, note: &str) -> Value {
-    plain_section(format!(
-        "{}\n{}\n\n{note}",
-        fit_plain(&a.tool_name, 150),
-        summary_or_params(a, 1000)
-    ))
-}
-
-/// Parses the text submitted from [`edit_modal`]. The error is what the person reads
-/// under the input (see [`modal_errors`]).
-pub fn parse_edited_parameters(text: &str) -> Result<Value, String> {
-    // Read exactly, as the API reads requests: no key twice, no number rounded.
-    let value: Value = exact_json::parse_str(text.trim()).map_err(|err| {
-        let mut message = match err {
-            ExactError::Syntax(why) => format!("Not valid JSON: {why}"),
-            ExactError::Inexact(why) => why,
-        };
-        // Some keyboards turn quotes into curly ones, which JSON does not accept.
-        if text.contains(['“', '”', '‘', '’']) {
-            message.push_str(" (curly quotes are not JSON quotes: use \")");
-        }
-        fit_plain(&message, 300)
-    })?;
-    if !value.is_object() {
-        return Err("Parameters must be a JSON object".into());
-    }
-    Ok(value)
-}
-
-/// The answer to a `view_submission` that keeps the modal open and shows `message`
-/// under the input `block_id`.
-pub fn modal_errors(block_id: &str, message: &str) -> Value {
-    json!({ "response_action": "errors", "errors": { block_id: message } })
 }
 
 #[cfg(test)]

@@ -175,3 +175,12 @@ pub fn all_text(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// The first block of `kind` in a message or view.
+pub fn find_block<'a>(message: &'a Value, kind: &str) -> Option<&'a Value> {
+    message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == kind)
+}

@@ -1,5 +1,7 @@
 //! The two contracts each backend (SQLite, PostgreSQL) implements: [`Reads`], the read
-//! side on a pool, and [`Tx`], the write transaction the single writer runs. The store
+//! side on a pool, and [`Tx`], the write transaction the single writer runs, whose
+//! outbox statements ([`OutboxTx`]) and batching statements ([`BatchTx`]) are parts of
+//! their own (each backend implements them in `outbox.rs` and `batches.rs`). The store
 //! facade (`Store`) and the writer are written once over these.
 
 use std::collections::{HashMap, HashSet};
@@ -53,6 +55,10 @@ pub(crate) trait Reads: Send + Sync {
     /// Every signed audit checkpoint, by number.
     fn audit_checkpoints(&self) -> impl Future<Output = Result<Vec<Checkpoint>>> + Send;
     fn newest_checkpoint(&self) -> impl Future<Output = Result<Option<Checkpoint>>> + Send;
+    /// The approvals of the batch `id` is in (the leader first, in the message's order);
+    /// empty when it was posted alone.
+    fn batch_members(&self, id: ApprovalId)
+    -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
     fn token_list(&self) -> impl Future<Output = Result<Vec<TokenInfo>>> + Send;
     fn token_lookup(&self, hash: &str) -> impl Future<Output = Result<Option<String>>> + Send;
 }
@@ -60,7 +66,7 @@ pub(crate) trait Reads: Send + Sync {
 /// The write side: what one backend must provide to the writer, transaction control
 /// on its own connection and the small statements the operations are made of. Only
 /// the writer task holds one.
-pub(crate) trait Tx: Send + 'static {
+pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
     fn begin(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
     fn commit(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Rolls back; on failure the backend drops the connection and reconnects later.
@@ -130,19 +136,6 @@ pub(crate) trait Tx: Send + 'static {
         id: ApprovalId,
         user: &str,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Inserts jobs, each with the time it was planned (one statement for a batch).
-    fn insert_jobs(
-        &mut self,
-        jobs: &[(NewJob, DateTime<Utc>)],
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Deletes a finished job (finishing it again is a no-op).
-    fn finish_job(&mut self, job_id: i64) -> impl Future<Output = sqlx::Result<()>> + Send;
-    fn set_permalink(
-        &mut self,
-        channel: &str,
-        ts: &str,
-        permalink: &str,
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Loads approvals with their votes, locking the rows where the backend can.
     fn load_many(
         &mut self,
@@ -168,44 +161,6 @@ pub(crate) trait Tx: Send + 'static {
         now: DateTime<Utc>,
         limit: i64,
     ) -> impl Future<Output = sqlx::Result<Vec<Approval>>> + Send;
-    /// Leases up to `limit` ready deliveries (every job but timers) due at `now` until
-    /// `lease_until`, counting the attempt.
-    fn claim_jobs(
-        &mut self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> impl Future<Output = sqlx::Result<Vec<DueJob>>> + Send;
-    /// Releases the lease and schedules the job again at `at` after a failed attempt.
-    fn retry_job(
-        &mut self,
-        job_id: i64,
-        at: DateTime<Utc>,
-        error: &str,
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Releases the leases and schedules the jobs again at the paired times; these
-    /// attempts do not count (the jobs were only waiting their turn).
-    fn defer_jobs(
-        &mut self,
-        jobs: &[(i64, DateTime<Utc>)],
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    fn kill_job(
-        &mut self,
-        job_id: i64,
-        error: &str,
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Records a posted Slack message (a repeated report is a no-op).
-    fn insert_message(
-        &mut self,
-        message: &PostedMessage,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Notes that a message now shows `version` (never moves backwards).
-    fn mark_rendered(
-        &mut self,
-        key: &MessageKey,
-        version: i64,
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Stores a token hash under `name` (also the name of a revoked token); false if
     /// an active token has the name.
     fn token_insert(
@@ -244,5 +199,97 @@ pub(crate) trait Tx: Send + 'static {
     fn insert_checkpoint(
         &mut self,
         checkpoint: &Checkpoint,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+}
+
+/// The write statements of batching (`ops::batching`), a part of [`Tx`] of its own.
+pub(crate) trait BatchTx {
+    /// The open batch with `key` that a request expiring at `expires_at` may join at
+    /// `now` (window open, posted before that expiry, fewer than `max` members): its
+    /// leader and size. On PostgreSQL the batch is locked until commit, so the post
+    /// that closes it cannot miss this join.
+    fn open_batch(
+        &mut self,
+        key: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        max: i64,
+    ) -> impl Future<Output = sqlx::Result<Option<(ApprovalId, i64)>>> + Send;
+    /// Starts a batch led by `leader` (its first member), open until `closes_at`.
+    fn start_batch(
+        &mut self,
+        leader: ApprovalId,
+        key: &str,
+        closes_at: DateTime<Utc>,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Adds `id` to `leader`'s batch at `position`.
+    fn join_batch(
+        &mut self,
+        leader: ApprovalId,
+        id: ApprovalId,
+        position: i64,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Closes `leader`'s batch (nothing joins it any more; closing again is a no-op)
+    /// and answers its members in order.
+    fn close_batch(
+        &mut self,
+        leader: ApprovalId,
+    ) -> impl Future<Output = sqlx::Result<Vec<ApprovalId>>> + Send;
+}
+
+/// The outbox's write statements (the jobs, and the Slack messages they posted), a part
+/// of [`Tx`] of its own.
+pub(crate) trait OutboxTx {
+    /// Inserts jobs, each with the time it was planned (one statement for a batch).
+    fn insert_jobs(
+        &mut self,
+        jobs: &[(NewJob, DateTime<Utc>)],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Deletes a finished job (finishing it again is a no-op).
+    fn finish_job(&mut self, job_id: i64) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn set_permalink(
+        &mut self,
+        channel: &str,
+        ts: &str,
+        permalink: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Leases up to `limit` ready deliveries (every job but timers) due at `now` until
+    /// `lease_until`, counting the attempt.
+    fn claim_jobs(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = sqlx::Result<Vec<DueJob>>> + Send;
+    /// Releases the lease and schedules the job again at `at` after a failed attempt.
+    fn retry_job(
+        &mut self,
+        job_id: i64,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Releases the leases and schedules the jobs again at the paired times; these
+    /// attempts do not count (the jobs were only waiting their turn).
+    fn defer_jobs(
+        &mut self,
+        jobs: &[(i64, DateTime<Utc>)],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn kill_job(
+        &mut self,
+        job_id: i64,
+        error: &str,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Records a posted Slack message (a repeated report is a no-op).
+    fn insert_message(
+        &mut self,
+        message: &PostedMessage,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Notes that `id`'s row of a message now shows `version` (never moves backwards).
+    fn mark_rendered(
+        &mut self,
+        key: &MessageKey,
+        id: ApprovalId,
+        version: i64,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
 }

@@ -336,6 +336,19 @@ impl Store {
         .await
     }
 
+    /// Closes the Slack batch `leader` leads, before its message is posted: no request
+    /// joins it any more. Its members, in the message's order (closing again answers
+    /// the same).
+    pub async fn close_batch(&self, leader: ApprovalId) -> Result<Vec<ApprovalId>> {
+        self.write(|reply| Op::CloseBatch { leader, reply }).await
+    }
+
+    /// The approvals of the Slack batch `id` is in, in the message's order; empty when
+    /// it was posted alone.
+    pub async fn batch_members(&self, id: ApprovalId) -> Result<Vec<ApprovalId>> {
+        read!(self.batch_members(id))
+    }
+
     /// The Slack messages posted for an approval.
     pub async fn messages(&self, id: ApprovalId) -> Result<Vec<PostedMessage>> {
         read!(self.messages(id))

@@ -62,8 +62,41 @@ pub(super) mod messages {
          rendered_version, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
     pub const SET_PERMALINK: &str =
         "UPDATE slack_messages SET permalink = $3 WHERE channel = $1 AND ts = $2";
+    /// One approval's row of a message (a batch message has one row per approval).
     pub const MARK_RENDERED: &str = "UPDATE slack_messages SET rendered_version = $3 \
-         WHERE channel = $1 AND ts = $2 AND rendered_version < $3";
+         WHERE channel = $1 AND ts = $2 AND approval_id = $4 AND rendered_version < $3";
+}
+
+/// Batches of look-alike requests posted as one message (see `ops::batching`).
+pub(super) mod batches {
+    /// The open batch with key `$1` that a request expiring at `$3` may join at `$2`:
+    /// its window still open, its post before that expiry, and room for one more.
+    macro_rules! open {
+        ($lock:literal) => {
+            concat!(
+                "SELECT leader_id, size FROM slack_batches WHERE batch_key = $1 \
+                 AND closes_at > $2 AND closes_at < $3 AND size < $4 \
+                 ORDER BY closes_at LIMIT 1",
+                $lock
+            )
+        };
+    }
+    pub const OPEN: &str = open!("");
+    /// Locked until commit: the post that closes it waits for this join, or this
+    /// join sees it closed.
+    pub const OPEN_LOCKED: &str = open!(" FOR UPDATE");
+    pub const START: &str =
+        "INSERT INTO slack_batches (leader_id, batch_key, closes_at, size) VALUES ($1, $2, $3, 1)";
+    pub const GROW: &str = "UPDATE slack_batches SET size = size + 1 WHERE leader_id = $1";
+    pub const MEMBER: &str =
+        "INSERT INTO slack_batch_members (approval_id, leader_id, position) VALUES ($1, $2, $3)";
+    pub const CLOSE: &str = "DELETE FROM slack_batches WHERE leader_id = $1";
+    /// The members of the batch `$1` leads, in order.
+    pub const MEMBERS_OF_LEADER: &str =
+        "SELECT approval_id FROM slack_batch_members WHERE leader_id = $1 ORDER BY position";
+    /// The members of the batch `$1` belongs to, in order (none when it is not in one).
+    pub const MEMBERS: &str = "SELECT approval_id FROM slack_batch_members WHERE leader_id = \
+         (SELECT leader_id FROM slack_batch_members WHERE approval_id = $1) ORDER BY position";
 }
 
 /// Requesters refused for having `max_pending` requests waiting (see `ops::throttle`).

@@ -33,7 +33,7 @@ high = "deny"
 
 [[rules]]
 tools = ["echo", "slow", "fail", "crash", "ask_model", "ask_user", "roots", "chatty", "add_tool",
-         "extra", "read_graph"]
+         "extra", "read_graph", "touch"]
 tier = "low"
 
 [[rules]]

@@ -327,3 +327,152 @@ async fn a_2026_07_28_client_without_initialize_is_served_and_gated() {
     assert_eq!(crate::common::raw_count(&h.app.db, asked).await, 1);
     let _ = raw.child.start_kill();
 }
+
+impl Raw {
+    /// Reads until a message matches `wanted` (answers, notifications); every message
+    /// read on the way is pushed to `seen`.
+    async fn wait(&mut self, seen: &mut Vec<Value>, wanted: impl Fn(&Value) -> bool) -> Value {
+        if let Some(found) = seen.iter().find(|m| wanted(m)) {
+            return found.clone();
+        }
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("waited in vain; seen: {seen:?}"))
+                .unwrap()
+                .expect("the proxy is still there");
+            let message: Value = serde_json::from_str(&line).unwrap();
+            seen.push(message.clone());
+            if wanted(&message) {
+                return message;
+            }
+        }
+    }
+}
+
+fn method(name: &'static str) -> impl Fn(&Value) -> bool {
+    move |message| message["method"] == name
+}
+
+/// The fixture's resource subscriptions so far: ("resources/subscribe", uri), ….
+fn subscriptions(h: &Harness) -> Vec<(String, String)> {
+    let ran = h.ran().into_iter();
+    let subscriptions = ran.filter(|call| call["tool"].as_str().unwrap().starts_with("resources/"));
+    subscriptions
+        .map(|call| {
+            let uri = call["arguments"]["uri"].as_str().unwrap().to_owned();
+            (call["tool"].as_str().unwrap().to_owned(), uri)
+        })
+        .collect()
+}
+
+async fn until_subscriptions(h: &Harness, n: usize) -> Vec<(String, String)> {
+    for _ in 0..100 {
+        if subscriptions(h).len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    subscriptions(h)
+}
+
+/// A 2026-07-28 client gets list changes and resource updates only on the stream it
+/// opened with `subscriptions/listen`, only those it asked for; the proxy subscribes
+/// upstream to the resources named, and unsubscribes when the stream is cancelled.
+#[tokio::test]
+async fn a_2026_07_28_client_hears_list_changes_and_its_resources_updates_on_its_stream() {
+    let h = harness().await;
+    let mut raw = raw(&h).await;
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-agent", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let request = |id: i64, method: &str, mut params: Value| {
+        params["_meta"] = meta.clone();
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+    };
+    let touch = |id: i64, uri: &str| {
+        request(
+            id,
+            "tools/call",
+            json!({"name": "touch", "arguments": {"uri": uri}}),
+        )
+    };
+    let mut seen = Vec::new();
+    // No stream yet: nothing is sent unasked.
+    raw.send(&touch(1, "fixture://note")).await;
+    raw.wait(&mut seen, |m| m["id"] == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let asked = json!({"notifications": {"toolsListChanged": true, "promptsListChanged": true,
+        "resourceSubscriptions": ["fixture://note"]}});
+    raw.send(&request(2, "subscriptions/listen", asked)).await;
+    let ack = raw
+        .wait(
+            &mut seen,
+            method("notifications/subscriptions/acknowledged"),
+        )
+        .await;
+    let accepted = &ack["params"]["notifications"];
+    assert_eq!(accepted["toolsListChanged"], true, "{ack}");
+    assert_eq!(
+        accepted["resourceSubscriptions"],
+        json!(["fixture://note"]),
+        "{ack}"
+    );
+    assert!(
+        accepted.get("promptsListChanged").is_none(),
+        "the upstream does not advertise it: {ack}"
+    );
+    assert!(
+        !seen.iter().any(method("notifications/resources/updated")),
+        "{seen:?}"
+    );
+    let subscribed = until_subscriptions(&h, 1).await;
+    assert_eq!(
+        subscribed,
+        [(
+            "resources/subscribe".to_owned(),
+            "fixture://note".to_owned()
+        )]
+    );
+
+    raw.send(&request(
+        3,
+        "tools/call",
+        json!({"name": "add_tool", "arguments": {}}),
+    ))
+    .await;
+    let changed = raw
+        .wait(&mut seen, method("notifications/tools/list_changed"))
+        .await;
+    assert!(
+        changed["params"]["_meta"].to_string().contains('2'),
+        "on stream 2: {changed}"
+    );
+    raw.send(&touch(4, "fixture://other")).await;
+    raw.wait(&mut seen, |m| m["id"] == 4).await;
+    raw.send(&touch(5, "fixture://note")).await;
+    let updated = raw
+        .wait(&mut seen, method("notifications/resources/updated"))
+        .await;
+    assert_eq!(updated["params"]["uri"], "fixture://note");
+    let updates = seen
+        .iter()
+        .filter(|m| method("notifications/resources/updated")(m));
+    assert_eq!(updates.count(), 1, "not the unnamed resource: {seen:?}");
+
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 2, "_meta": meta}});
+    raw.send(&cancel.to_string()).await;
+    let both = until_subscriptions(&h, 2).await;
+    assert_eq!(
+        both[1],
+        (
+            "resources/unsubscribe".to_owned(),
+            "fixture://note".to_owned()
+        )
+    );
+    let _ = raw.child.start_kill();
+}

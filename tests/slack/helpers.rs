@@ -94,6 +94,11 @@ pub async fn spawn_socket_timed(db: TestDb, timings: Timings) -> TestApp {
     spawn_with(db, Options::new(POLICY).with_socket_timings(timings)).await
 }
 
+/// With Slack, under another `policy`.
+pub async fn spawn_policy(db: TestDb, policy: &str) -> TestApp {
+    spawn_with(db, Options::new(policy).with_slack()).await
+}
+
 async fn spawn_with(db: TestDb, options: Options<'_>) -> TestApp {
     let app = app::spawn(db, options).await;
     let slack = app.slack.clone().expect("started with Slack");

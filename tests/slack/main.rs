@@ -1,6 +1,7 @@
 //! Slack, end to end: the real router and outbox against a fake Slack Web API, driven
 //! by payloads signed and shaped as Slack sends them.
 
+mod batching;
 mod commands;
 #[path = "../common/mod.rs"]
 mod common;

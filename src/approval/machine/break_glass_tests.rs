@@ -32,6 +32,7 @@ fn pending() -> Approval {
             remind_every: None,
             escalate_after: None,
             escalation_channel: None,
+            batch_window: None,
             summary_template: None,
         },
         notes: vec![],

@@ -1,5 +1,6 @@
 //! `POST /slack/interactions`: a button click (Approve, or Deny / Edit & approve,
-//! which open a modal) or a modal's submission. A decision counts only when it comes
+//! which open a modal; on a batch's message also Approve all / Deny all, see
+//! [`super::bulk`]) or a modal's submission. A decision counts only when it comes
 //! from a message signoff posted for that approval, and the state machine decides
 //! with who the clicker is (see `slack::approvers`) whether it counts.
 
@@ -9,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Answer, GONE, Refused, find, form, refusal_text, respond, verified};
+use super::{Answer, GONE, Refused, bulk, find, form, refusal_text, respond, verified};
 use crate::approval::machine::check_can_decide;
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Event};
 use crate::http::AppState;
@@ -17,16 +18,15 @@ use crate::http::api::ApiError;
 use crate::ids::UserId;
 use crate::jobs::MessageKey;
 use crate::slack::app::SlackApp;
-use crate::slack::blocks::{
-    self, ACTION_APPROVE, ACTION_DENY, ACTION_EDIT, DENY_CALLBACK, EDIT_CALLBACK, PARAMETERS_INPUT,
-    REASON_INPUT,
-};
+use crate::slack::batch::{ACTION_APPROVE_ALL, ACTION_DENY_ALL, DENY_ALL_CALLBACK};
+use crate::slack::blocks::{self, ACTION_APPROVE, ACTION_DENY, ACTION_EDIT};
+use crate::slack::modals::{self, DENY_CALLBACK, EDIT_CALLBACK, PARAMETERS_INPUT, REASON_INPUT};
 use crate::store::StoreError;
 
 /// Who clicked or submitted, and where (for a reply only they see).
-struct Actor {
-    user: UserId,
-    channel: Option<String>,
+pub(super) struct Actor {
+    pub(super) user: UserId,
+    pub(super) channel: Option<String>,
 }
 
 #[tracing::instrument(skip_all)]
@@ -90,12 +90,22 @@ async fn block_action(
             "block action without action_id and value".into(),
         ));
     };
+    let Some(clicked) = clicked_message(payload) else {
+        return ephemeral(slack, &actor, NOT_FROM_A_REQUEST.into());
+    };
+    match action_id {
+        ACTION_APPROVE_ALL => {
+            return bulk::approve_all(state, slack, value, &clicked, &actor).await;
+        }
+        ACTION_DENY_ALL => {
+            let trigger = payload["trigger_id"].as_str();
+            return bulk::open_deny_all(state, slack, (value, trigger), &clicked, &actor).await;
+        }
+        _ => {}
+    }
     let approval = match find(state, value).await {
         Ok(approval) => approval,
         Err(message) => return ephemeral(slack, &actor, message),
-    };
-    let Some(clicked) = clicked_message(payload) else {
-        return ephemeral(slack, &actor, NOT_FROM_A_REQUEST.into());
     };
     if let Err(message) = posted_for(state, &approval, &clicked).await {
         return ephemeral(slack, &actor, message);
@@ -131,9 +141,9 @@ async fn block_action(
                 ));
             };
             let view = if action_id == ACTION_DENY {
-                blocks::deny_modal(&approval, &clicked.key)
+                modals::deny_modal(&approval, &clicked.key)
             } else {
-                blocks::edit_modal(&approval, &clicked.key)
+                modals::edit_modal(&approval, &clicked.key)
             };
             let client = slack.client.clone();
             let body = json!({ "trigger_id": trigger_id, "view": view });
@@ -169,18 +179,19 @@ async fn view_submission(
             let text = view["state"]["values"][PARAMETERS_INPUT][PARAMETERS_INPUT]["value"]
                 .as_str()
                 .unwrap_or_default();
-            match blocks::parse_edited_parameters(text) {
+            match modals::parse_edited_parameters(text) {
                 Ok(parameters) => (PARAMETERS_INPUT, Draft::Edit { parameters }),
                 Err(message) => {
-                    return Ok(Some(blocks::modal_errors(PARAMETERS_INPUT, &message)));
+                    return Ok(Some(modals::modal_errors(PARAMETERS_INPUT, &message)));
                 }
             }
         }
+        DENY_ALL_CALLBACK => return bulk::deny_all_submitted(state, slack, view, &actor).await,
         _ => return Ok(None),
     };
-    let refuse = |message: &str| Ok(Some(blocks::modal_errors(input, message)));
+    let refuse = |message: &str| Ok(Some(modals::modal_errors(input, message)));
     let Some((id, clicked)) =
-        blocks::modal_source(view["private_metadata"].as_str().unwrap_or_default())
+        modals::modal_source(view["private_metadata"].as_str().unwrap_or_default())
     else {
         return refuse("This form is out of date: open the request's message and click again.");
     };
@@ -215,15 +226,15 @@ async fn view_submission(
     }
 }
 
-const NOT_FROM_A_REQUEST: &str = "This button is not on a request signoff posted, so it counts for nothing: use the buttons on the request's own message.";
+pub(super) const NOT_FROM_A_REQUEST: &str = "This button is not on a request signoff posted, so it counts for nothing: use the buttons on the request's own message.";
 
 /// The message a click came from, as Slack reports it (and signs).
-struct Clicked {
+pub(super) struct Clicked {
     /// Its channel and timestamp.
-    key: MessageKey,
-    /// The approval its message metadata names, when signoff posted it (a post or a
-    /// reminder DM; see [`blocks::POST_EVENT`]).
-    for_approval: Option<ApprovalId>,
+    pub(super) key: MessageKey,
+    /// The approvals its message metadata names, when signoff posted it (a post, a
+    /// batch's post or a reminder DM; see [`blocks::POST_EVENT`]).
+    pub(super) for_approvals: Vec<ApprovalId>,
 }
 
 fn clicked_message(payload: &Value) -> Option<Clicked> {
@@ -236,17 +247,22 @@ fn clicked_message(payload: &Value) -> Option<Clicked> {
         .or(payload["message"]["ts"].as_str())?;
     let metadata = &payload["message"]["metadata"];
     let signoffs = [blocks::POST_EVENT, blocks::REMINDER_EVENT];
-    let for_approval = metadata["event_type"]
+    let mut for_approvals = Vec::new();
+    if metadata["event_type"]
         .as_str()
-        .filter(|event| signoffs.contains(event))
-        .and_then(|_| metadata["event_payload"]["approval_id"].as_str())
-        .and_then(|id| id.parse().ok());
+        .is_some_and(|event| signoffs.contains(&event))
+    {
+        let payload = &metadata["event_payload"];
+        let items = payload["items"].as_array().into_iter().flatten();
+        let named = std::iter::once(&payload["approval_id"]).chain(items);
+        for_approvals.extend(named.filter_map(|id| id.as_str()?.parse::<ApprovalId>().ok()));
+    }
     Some(Clicked {
         key: MessageKey {
             channel: channel.to_owned(),
             ts: ts.to_owned(),
         },
-        for_approval,
+        for_approvals,
     })
 }
 
@@ -257,12 +273,12 @@ fn clicked_message(payload: &Value) -> Option<Clicked> {
 /// messages whose clicks reach signoff), which also covers a post whose answer was lost
 /// before signoff recorded it; else it must be a message signoff recorded. Otherwise
 /// the sentence to show.
-async fn posted_for(
+pub(super) async fn posted_for(
     state: &AppState,
     approval: &Approval,
     clicked: &Clicked,
 ) -> Result<(), String> {
-    if clicked.for_approval == Some(approval.id) {
+    if clicked.for_approvals.contains(&approval.id) {
         return Ok(());
     }
     posted_message(state, approval, &clicked.key).await
@@ -299,7 +315,11 @@ enum Draft {
 /// Who is deciding: the clicker, and whether they are one of the approval's approvers
 /// (for the state machine to weigh). Else the sentence to show: a user group could not
 /// be read, so the answer is not known (fail closed).
-async fn decider(slack: &SlackApp, approval: &Approval, user: &UserId) -> Result<Decider, String> {
+pub(super) async fn decider(
+    slack: &SlackApp,
+    approval: &Approval,
+    user: &UserId,
+) -> Result<Decider, String> {
     match slack.approvers.is_approver(approval, user).await {
         Ok(approver) => Ok(Decider {
             user: user.to_string(),
@@ -326,7 +346,7 @@ fn refusal(
 
 /// Tells only `actor` why nothing happened (chat.postEphemeral, in the background),
 /// and acks the click.
-fn ephemeral(slack: &SlackApp, actor: &Actor, text: String) -> Result<Answer, Refused> {
+pub(super) fn ephemeral(slack: &SlackApp, actor: &Actor, text: String) -> Result<Answer, Refused> {
     if let Some(channel) = &actor.channel {
         let client = slack.client.clone();
         let body = json!({ "channel": channel, "user": actor.user, "text": text });

@@ -8,6 +8,7 @@
 //! updates go through the outbox, and modals and ephemeral replies are sent in the
 //! background so the ack stays fast.
 
+mod bulk;
 mod commands;
 mod interactions;
 pub mod socket;

@@ -6,6 +6,7 @@
 mod api;
 mod calls;
 mod gate;
+mod listen;
 mod relay;
 mod server;
 mod stdio;

@@ -15,15 +15,19 @@ use rmcp::service::{
     Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer, ServiceError,
 };
 
+use super::listen::Listeners;
+
 /// Progress can arrive just after its response (notifications are handled on tasks of
 /// their own), so a token is kept this long after the answer.
 const KEEP_TOKEN: Duration = Duration::from_secs(2);
 
-/// The two peers, and the progress tokens in flight.
+/// The two peers, the progress tokens in flight, and the client's notification streams.
 #[derive(Clone, Default)]
 pub struct Relay {
     /// The client, once it has connected.
     pub client: Arc<OnceLock<Peer<RoleServer>>>,
+    /// Where the upstream's list changes and resource updates go (see [`Listeners`]).
+    pub listeners: Listeners,
     /// The proxy's progress token on an upstream request → the client's.
     progress: Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>,
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rmcp::ErrorData as McpError;
 use rmcp::ServerHandler;
 use rmcp::model::*;
-use rmcp::service::{NotificationContext, RequestContext, RoleServer};
+use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 
 use super::calls::Calls;
 
@@ -75,6 +75,7 @@ impl ServerHandler for Proxy {
     ) -> Result<InitializeResult, McpError> {
         context.peer.set_peer_info(request.clone());
         let _ = self.calls.relay.client.set(context.peer.clone());
+        self.calls.relay.listeners.set_legacy();
         self.negotiate_initialize(&request)
     }
 
@@ -230,6 +231,21 @@ impl ServerHandler for Proxy {
             ReadResourceResult,
             "resources/read"
         )
+    }
+
+    /// A 2026-07-28 client's `subscriptions/listen`: whatever it asks for, narrowed by
+    /// the SDK to what the upstream advertises.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, stream: SubscriptionContext) -> Result<(), McpError> {
+        let listeners = &self.calls.relay.listeners;
+        listeners.listen(&self.calls.upstream, stream).await;
+        Ok(())
     }
 
     async fn subscribe(

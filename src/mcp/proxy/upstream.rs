@@ -130,9 +130,8 @@ impl Upstream {
     }
 
     async fn tell_client(&self, notification: ServerNotification) {
-        if let Some(client) = self.relay.client.get() {
-            let _ = client.send_notification(notification).await;
-        }
+        let client = self.relay.client.get();
+        self.relay.listeners.tell(client, notification).await;
     }
 }
 

@@ -7,6 +7,7 @@
 //! each after the last operation, then the jobs, the audit chain and the notices. A
 //! refusal is decided before anything is written, so it needs no rollback.
 
+mod batching;
 mod checkpoint;
 mod current;
 mod throttle;
@@ -121,6 +122,11 @@ pub(crate) enum Op {
         permalink: String,
         reply: Reply<()>,
     },
+    /// Close the Slack batch `leader` leads (nothing joins it any more): its members.
+    CloseBatch {
+        leader: ApprovalId,
+        reply: Reply<Vec<ApprovalId>>,
+    },
     /// Put claimed jobs back until their times without counting the attempt (posts
     /// waiting for their channel's next slot).
     Defer {
@@ -159,6 +165,7 @@ impl Op {
             | Op::Report { reply, .. }
             | Op::Checkpoint { reply, .. } => reply.answer = None,
             Op::Token { reply, .. } => reply.answer = None,
+            Op::CloseBatch { reply, .. } => reply.answer = None,
         }
     }
 
@@ -174,6 +181,7 @@ impl Op {
             | Op::Report { reply, .. }
             | Op::Checkpoint { reply, .. } => reply.send(),
             Op::Token { reply, .. } => reply.send(),
+            Op::CloseBatch { reply, .. } => reply.send(),
         }
     }
 
@@ -189,6 +197,7 @@ impl Op {
             | Op::Report { reply, .. }
             | Op::Checkpoint { reply, .. } => reply.set(Err(error)),
             Op::Token { reply, .. } => reply.set(Err(error)),
+            Op::CloseBatch { reply, .. } => reply.set(Err(error)),
         }
     }
 }
@@ -390,9 +399,11 @@ async fn run_op<T: Tx>(
             done,
             work::report(tx, job, outcome, *now, deliveries).await,
         ),
-        Op::Claim { .. } | Op::SetPermalink { .. } | Op::Defer { .. } | Op::Token { .. } => {
-            keep_books(tx, op).await
-        }
+        Op::Claim { .. }
+        | Op::SetPermalink { .. }
+        | Op::Defer { .. }
+        | Op::Token { .. }
+        | Op::CloseBatch { .. } => keep_books(tx, op).await,
         // Done by the batch, after the events (see `batch`).
         Op::Checkpoint { reply, .. } => {
             reply.set(Ok(()));
@@ -401,8 +412,8 @@ async fn run_op<T: Tx>(
     }
 }
 
-/// The operations that change no approval: jobs claimed and deferred, links and
-/// tokens. Each answers what its statement did.
+/// The operations that change no approval: jobs claimed and deferred, links,
+/// tokens and closed Slack batches. Each answers what its statement did.
 async fn keep_books<T: Tx>(tx: &mut T, op: &mut Op) -> sqlx::Result<()> {
     match op {
         Op::Claim {
@@ -428,6 +439,11 @@ async fn keep_books<T: Tx>(tx: &mut T, op: &mut Op) -> sqlx::Result<()> {
         Op::Defer { jobs, reply } => {
             tx.defer_jobs(jobs).await?;
             reply.set(Ok(()));
+            Ok(())
+        }
+        Op::CloseBatch { leader, reply } => {
+            let members = tx.close_batch(*leader).await?;
+            reply.set(Ok(members));
             Ok(())
         }
         Op::Token { change, reply } => {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::Done;
+use super::batching;
 use super::current::Current;
 use crate::approval::{Approval, ApprovalId, Event, Happening, NewApproval, Status, machine};
 use crate::audit::Draft;
@@ -35,25 +36,32 @@ pub(crate) async fn report<T: Tx>(
                 tx.insert_message(message, now).await?;
             }
             for key in rendered {
-                tx.mark_rendered(key, *version).await?;
+                tx.mark_rendered(key, job.approval_id, *version).await?;
             }
             tx.finish_job(job.id).await?;
             if let Some(next) = next {
                 follow_ups.push((next.clone(), now));
             }
-            // The approval changed while the message was being posted or updated:
-            // bring it up to date.
-            let behind = tx
-                .load(job.approval_id)
-                .await?
-                .is_some_and(|a| a.version > *version);
-            if behind && deliveries.slack && (!posted.is_empty() || !rendered.is_empty()) {
-                let update = NewJob {
-                    approval_id: job.approval_id,
-                    job: Job::SlackUpdate {},
-                    due_at: now,
-                };
-                follow_ups.push((update, now));
+            // An approval changed while its message was being posted or updated: bring
+            // it up to date (a batch's post shows several approvals).
+            let mut shown: Vec<(ApprovalId, i64)> = posted
+                .iter()
+                .map(|message| (message.approval_id, message.rendered_version))
+                .collect();
+            if !rendered.is_empty() {
+                shown.push((job.approval_id, *version));
+            }
+            shown.sort_unstable();
+            shown.dedup_by_key(|(id, _)| *id);
+            for (id, version) in shown.into_iter().filter(|_| deliveries.slack) {
+                if tx.load(id).await?.is_some_and(|a| a.version > version) {
+                    let update = NewJob {
+                        approval_id: id,
+                        job: Job::SlackUpdate {},
+                        due_at: now,
+                    };
+                    follow_ups.push((update, now));
+                }
             }
         }
         Outcome::Retry { at, error } => tx.retry_job(job.id, *at, error).await?,
@@ -143,10 +151,9 @@ pub(crate) async fn create<T: Tx>(
             None => Err(StoreError::Database(sqlx::Error::RowNotFound)),
         };
     }
-    let jobs = jobs::plan(None, &approval, deliveries, now)
-        .into_iter()
-        .map(|job| (job, now))
-        .collect();
+    let mut jobs = jobs::plan(None, &approval, deliveries, now);
+    batching::place(tx, &approval, &mut jobs).await?;
+    let jobs = jobs.into_iter().map(|job| (job, now)).collect();
     let audit = happened
         .into_iter()
         .map(|happening| Draft::from_happening(approval.id, now, happening))

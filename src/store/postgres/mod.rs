@@ -251,6 +251,8 @@ macro_rules! lower_watermark {
     };
 }
 
+mod batches;
+mod outbox;
 mod reads;
 mod requests;
 mod tx;

@@ -103,7 +103,8 @@ impl Reads for PgReads {
     async fn slack_planned(&self, id: ApprovalId) -> Result<bool> {
         Ok(on_conn!(self, |c| sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE approval_id = $1 AND kind = 'slack_post') \
-             OR EXISTS (SELECT 1 FROM slack_messages WHERE approval_id = $1)"
+             OR EXISTS (SELECT 1 FROM slack_messages WHERE approval_id = $1) \
+             OR EXISTS (SELECT 1 FROM slack_batch_members WHERE approval_id = $1)"
         )
         .bind(id.0)
         .fetch_one(c)))
@@ -180,6 +181,13 @@ impl Reads for PgReads {
         let row = on_conn!(self, |c| sqlx::query(sql::checkpoints::NEWEST)
             .fetch_optional(c));
         Ok(row.as_ref().map(checkpoint_from_row).transpose()?)
+    }
+
+    async fn batch_members(&self, id: ApprovalId) -> Result<Vec<ApprovalId>> {
+        let ids: Vec<Uuid> = on_conn!(self, |c| sqlx::query_scalar(sql::batches::MEMBERS)
+            .bind(id.0)
+            .fetch_all(c));
+        Ok(ids.into_iter().map(ApprovalId).collect())
     }
 
     async fn token_list(&self) -> Result<Vec<TokenInfo>> {

@@ -229,37 +229,6 @@ impl Tx for PgTx {
         Ok(())
     }
 
-    async fn insert_jobs(&mut self, jobs: &[(NewJob, DateTime<Utc>)]) -> sqlx::Result<()> {
-        // 5 binds per row; far below either backend's limit per statement.
-        for chunk in jobs.chunks(1000) {
-            let mut query = QueryBuilder::new(sql::jobs::INSERT);
-            query.push_values(chunk, |mut row, (job, planned)| {
-                row.push_bind(job.approval_id.0)
-                    .push_bind(job.job.kind())
-                    .push_bind(job.job.payload())
-                    .push_bind(job.due_at)
-                    .push_bind(*planned);
-            });
-            query.build().execute(self.conn()?).await?;
-        }
-        Ok(())
-    }
-
-    async fn set_permalink(
-        &mut self,
-        channel: &str,
-        ts: &str,
-        permalink: &str,
-    ) -> sqlx::Result<()> {
-        sqlx::query(sql::messages::SET_PERMALINK)
-            .bind(channel)
-            .bind(ts)
-            .bind(permalink)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
-    }
-
     async fn load_many(&mut self, ids: &[ApprovalId]) -> sqlx::Result<Vec<Approval>> {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
         // In id order, so two replicas lock overlapping sets without deadlocking.
@@ -270,14 +239,6 @@ impl Tx for PgTx {
         .fetch_all(self.conn()?)
         .await?;
         self.located(&rows)
-    }
-
-    async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::FINISH)
-            .bind(job_id)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
     }
 
     async fn adopt_approval(&mut self, a: &Approval) -> sqlx::Result<bool> {
@@ -336,79 +297,6 @@ impl Tx for PgTx {
         .await?;
         self.timers.swept = Some(self.timers.swept.map_or(now, |swept| swept.max(now)));
         self.located(&rows)
-    }
-
-    async fn claim_jobs(
-        &mut self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> sqlx::Result<Vec<DueJob>> {
-        // SKIP LOCKED: replicas claiming at the same moment take different jobs
-        // instead of queueing behind each other.
-        let rows = sqlx::query(sql::jobs::CLAIM_SKIP_LOCKED)
-            .bind(now)
-            .bind(lease_until)
-            .bind(limit)
-            .fetch_all(self.conn()?)
-            .await?;
-        due_jobs(rows)
-    }
-
-    async fn retry_job(&mut self, job_id: i64, at: DateTime<Utc>, error: &str) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::RETRY)
-            .bind(job_id)
-            .bind(at)
-            .bind(error)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
-    }
-
-    async fn defer_jobs(&mut self, jobs: &[(i64, DateTime<Utc>)]) -> sqlx::Result<()> {
-        let (ids, ats): (Vec<i64>, Vec<DateTime<Utc>>) = jobs.iter().copied().unzip();
-        sqlx::query(
-            "UPDATE jobs SET due_at = v.at, locked_until = NULL, attempts = attempts - 1 \
-             FROM UNNEST($1::bigint[], $2::timestamptz[]) AS v(id, at) WHERE jobs.id = v.id",
-        )
-        .bind(ids)
-        .bind(ats)
-        .execute(self.conn()?)
-        .await?;
-        Ok(())
-    }
-
-    async fn kill_job(&mut self, job_id: i64, error: &str) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::KILL)
-            .bind(job_id)
-            .bind(error)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
-    }
-
-    async fn insert_message(&mut self, m: &PostedMessage, now: DateTime<Utc>) -> sqlx::Result<()> {
-        sqlx::query(sql::messages::INSERT)
-            .bind(m.approval_id.0)
-            .bind(&m.channel)
-            .bind(&m.ts)
-            .bind(m.kind.as_str())
-            .bind(&m.permalink)
-            .bind(m.rendered_version)
-            .bind(now)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
-    }
-
-    async fn mark_rendered(&mut self, key: &MessageKey, version: i64) -> sqlx::Result<()> {
-        sqlx::query(sql::messages::MARK_RENDERED)
-            .bind(&key.channel)
-            .bind(&key.ts)
-            .bind(version)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
     }
 
     async fn token_insert(
@@ -523,22 +411,4 @@ impl Tx for PgTx {
 /// One column of a multi-row statement that binds each column as an array (`unnest`).
 fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
     rows.iter().map(value).collect()
-}
-
-/// Claimed or due job rows (`id, approval_id, kind, payload, attempts`) as jobs.
-fn due_jobs(rows: Vec<PgRow>) -> sqlx::Result<Vec<DueJob>> {
-    let mut jobs = Vec::with_capacity(rows.len());
-    for row in rows {
-        let kind: &str = row.try_get("kind")?;
-        let Some(job) = Job::from_columns(kind, payload(&row)?) else {
-            continue; // written by a newer signoff: it waits for that version
-        };
-        jobs.push(DueJob {
-            id: row.try_get("id")?,
-            approval_id: ApprovalId(row.try_get("approval_id")?),
-            job,
-            attempts: row.try_get("attempts")?,
-        });
-    }
-    Ok(jobs)
 }

@@ -294,6 +294,8 @@ fn checkpoint_from_row(row: &SqliteRow) -> sqlx::Result<Checkpoint> {
     })
 }
 
+mod batches;
+mod outbox;
 mod reads;
 mod requests;
 mod tx;

@@ -98,7 +98,8 @@ impl Reads for SqliteReads {
     async fn slack_planned(&self, id: ApprovalId) -> Result<bool> {
         Ok(sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE approval_id = $1 AND kind = 'slack_post') \
-             OR EXISTS (SELECT 1 FROM slack_messages WHERE approval_id = $1)",
+             OR EXISTS (SELECT 1 FROM slack_messages WHERE approval_id = $1) \
+             OR EXISTS (SELECT 1 FROM slack_batch_members WHERE approval_id = $1)",
         )
         .bind(id.to_string())
         .fetch_one(&self.pool)
@@ -193,6 +194,17 @@ impl Reads for SqliteReads {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.as_ref().map(checkpoint_from_row).transpose()?)
+    }
+
+    async fn batch_members(&self, id: ApprovalId) -> Result<Vec<ApprovalId>> {
+        let ids: Vec<String> = sqlx::query_scalar(sql::batches::MEMBERS)
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids
+            .iter()
+            .map(|id| parse_id(id))
+            .collect::<sqlx::Result<_>>()?)
     }
 
     async fn token_list(&self) -> Result<Vec<TokenInfo>> {

@@ -226,37 +226,6 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn insert_jobs(&mut self, jobs: &[(NewJob, DateTime<Utc>)]) -> sqlx::Result<()> {
-        // 5 binds per row; far below either backend's limit per statement.
-        for chunk in pow2_chunks(jobs, 128) {
-            let mut query = QueryBuilder::new(sql::jobs::INSERT);
-            query.push_values(chunk, |mut row, (job, planned)| {
-                row.push_bind(job.approval_id.to_string())
-                    .push_bind(job.job.kind())
-                    .push_bind(job.job.payload().to_string())
-                    .push_bind(ts(&job.due_at))
-                    .push_bind(ts(planned));
-            });
-            query.build().execute(self.conn()?).await?;
-        }
-        Ok(())
-    }
-
-    async fn set_permalink(
-        &mut self,
-        channel: &str,
-        ts: &str,
-        permalink: &str,
-    ) -> sqlx::Result<()> {
-        sqlx::query(sql::messages::SET_PERMALINK)
-            .bind(channel)
-            .bind(ts)
-            .bind(permalink)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
-    }
-
     async fn load_many(&mut self, ids: &[ApprovalId]) -> sqlx::Result<Vec<Approval>> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
         let query = sqlx::query(select_approvals!(
@@ -264,14 +233,6 @@ impl Tx for SqliteTx {
         ))
         .bind(serde_json::to_string(&ids).unwrap_or_default());
         self.approvals(query).await
-    }
-
-    async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::FINISH)
-            .bind(job_id)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
     }
 
     async fn adopt_approval(&mut self, a: &Approval) -> sqlx::Result<bool> {
@@ -321,77 +282,6 @@ impl Tx for SqliteTx {
             due.extend(self.approvals(query).await?);
         }
         Ok(due)
-    }
-
-    async fn claim_jobs(
-        &mut self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> sqlx::Result<Vec<DueJob>> {
-        let rows = sqlx::query(sql::jobs::CLAIM)
-            .bind(ts(&now))
-            .bind(ts(&lease_until))
-            .bind(limit)
-            .fetch_all(self.conn()?)
-            .await?;
-        due_jobs(rows)
-    }
-
-    async fn retry_job(&mut self, job_id: i64, at: DateTime<Utc>, error: &str) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::RETRY)
-            .bind(job_id)
-            .bind(ts(&at))
-            .bind(error)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
-    }
-
-    async fn defer_jobs(&mut self, jobs: &[(i64, DateTime<Utc>)]) -> sqlx::Result<()> {
-        let rows: Vec<(i64, String)> = jobs.iter().map(|(id, at)| (*id, ts(at))).collect();
-        sqlx::query(
-            "UPDATE jobs SET due_at = v.at, locked_until = NULL, attempts = attempts - 1 \
-             FROM (SELECT value ->> 0 AS id, value ->> 1 AS at FROM json_each($1)) AS v \
-             WHERE jobs.id = v.id",
-        )
-        .bind(serde_json::to_string(&rows).unwrap_or_default())
-        .execute(self.conn()?)
-        .await?;
-        Ok(())
-    }
-
-    async fn kill_job(&mut self, job_id: i64, error: &str) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::KILL)
-            .bind(job_id)
-            .bind(error)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
-    }
-
-    async fn insert_message(&mut self, m: &PostedMessage, now: DateTime<Utc>) -> sqlx::Result<()> {
-        sqlx::query(sql::messages::INSERT)
-            .bind(m.approval_id.to_string())
-            .bind(&m.channel)
-            .bind(&m.ts)
-            .bind(m.kind.as_str())
-            .bind(&m.permalink)
-            .bind(m.rendered_version)
-            .bind(ts(&now))
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
-    }
-
-    async fn mark_rendered(&mut self, key: &MessageKey, version: i64) -> sqlx::Result<()> {
-        sqlx::query(sql::messages::MARK_RENDERED)
-            .bind(&key.channel)
-            .bind(&key.ts)
-            .bind(version)
-            .execute(self.conn()?)
-            .await?;
-        Ok(())
     }
 
     async fn token_insert(
@@ -488,22 +378,4 @@ impl Tx for SqliteTx {
             .await?;
         Ok(())
     }
-}
-
-/// Claimed or due job rows (`id, approval_id, kind, payload, attempts`) as jobs.
-fn due_jobs(rows: Vec<SqliteRow>) -> sqlx::Result<Vec<DueJob>> {
-    let mut jobs = Vec::with_capacity(rows.len());
-    for row in rows {
-        let kind: &str = row.try_get("kind")?;
-        let Some(job) = Job::from_columns(kind, payload(&row)?) else {
-            continue; // written by a newer signoff: it waits for that version
-        };
-        jobs.push(DueJob {
-            id: row.try_get("id")?,
-            approval_id: parse_id(row.try_get("approval_id")?)?,
-            job,
-            attempts: row.try_get("attempts")?,
-        });
-    }
-    Ok(jobs)
 }

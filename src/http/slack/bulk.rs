@@ -1,0 +1,222 @@
+//! Approve all / Deny all on a batch's message (`batch_window`, see `slack::batch`).
+//! Each item of the clicked message that still waits gets the clicker's vote through
+//! the state machine, exactly as a click on its own button would: the same checks of
+//! who may decide, one decision each, its own audit events. Items the clicker may not
+//! decide, or that were decided meanwhile, stay as they are, and the clicker is told
+//! which and why.
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use super::interactions::{Actor, Clicked, NOT_FROM_A_REQUEST, decider, ephemeral, posted_for};
+use super::{Answer, GONE, Refused, find, refusal_text};
+use crate::approval::machine::check_can_decide;
+use crate::approval::{Approval, ApprovalId, Decision, Event, Status};
+use crate::http::AppState;
+use crate::slack::app::SlackApp;
+use crate::slack::batch::{deny_all_modal, deny_all_source};
+use crate::slack::modals::{REASON_INPUT, modal_errors};
+use crate::store::StoreError;
+
+/// Approve all: the clicker's approve vote on every waiting item of the message.
+pub(super) async fn approve_all(
+    state: &AppState,
+    slack: &SlackApp,
+    leader: &str,
+    clicked: &Clicked,
+    actor: &Actor,
+) -> Result<Answer, Refused> {
+    let items = match waiting_items(state, leader, clicked).await {
+        Ok(items) => items,
+        Err(message) => return ephemeral(slack, actor, message),
+    };
+    let refused = decide_all(state, slack, &items, actor, (Decision::Approve, None)).await;
+    match refusals_text(&items, &refused, "approved") {
+        Some(text) => ephemeral(slack, actor, text),
+        None => Ok(None),
+    }
+}
+
+/// Deny all: opens the modal that asks for one reason, once the clicker is known to be
+/// able to deny at least one waiting item.
+pub(super) async fn open_deny_all(
+    state: &AppState,
+    slack: &SlackApp,
+    (leader, trigger_id): (&str, Option<&str>),
+    clicked: &Clicked,
+    actor: &Actor,
+) -> Result<Answer, Refused> {
+    let items = match waiting_items(state, leader, clicked).await {
+        Ok(items) => items,
+        Err(message) => return ephemeral(slack, actor, message),
+    };
+    let Some(trigger_id) = trigger_id else {
+        return Err(Refused::BadRequest(
+            "block action without trigger_id".into(),
+        ));
+    };
+    let mut first_refusal = None;
+    let mut decidable = 0;
+    for item in &items {
+        let by = match decider(slack, item, &actor.user).await {
+            Ok(by) => by,
+            Err(message) => return ephemeral(slack, actor, message),
+        };
+        match check_can_decide(item, &by, state.clock.now()) {
+            Ok(()) => decidable += 1,
+            Err(rejection) => {
+                first_refusal.get_or_insert_with(|| refusal_text(&rejection, item));
+            }
+        }
+    }
+    if decidable == 0 {
+        let text = first_refusal.unwrap_or_else(|| NOT_FROM_A_REQUEST.into());
+        return ephemeral(slack, actor, text);
+    }
+    let view = deny_all_modal(&items[0], items.len(), &clicked.key);
+    let client = slack.client.clone();
+    let body = json!({ "trigger_id": trigger_id, "view": view });
+    // The trigger expires 3 s after the click: open the modal right away.
+    tokio::spawn(async move {
+        let _ = client.call("views.open", &body).await;
+    });
+    Ok(None)
+}
+
+/// The Deny all modal was submitted: the clicker's deny vote, with the reason, on every
+/// item of the message still waiting. When none could be denied the modal stays open
+/// and says why.
+pub(super) async fn deny_all_submitted(
+    state: &AppState,
+    slack: &SlackApp,
+    view: &Value,
+    actor: &Actor,
+) -> Result<Answer, Refused> {
+    let refuse = |message: &str| Ok(Some(modal_errors(REASON_INPUT, message)));
+    let reason = view["state"]["values"][REASON_INPUT][REASON_INPUT]["value"]
+        .as_str()
+        .map(str::trim)
+        .filter(|reason| !reason.is_empty())
+        .map(str::to_owned);
+    let Some((leader, key)) =
+        deny_all_source(view["private_metadata"].as_str().unwrap_or_default())
+    else {
+        return refuse("This form is out of date: open the requests' message and click again.");
+    };
+    // Checked against what signoff recorded: a modal carries no message metadata.
+    let clicked = Clicked {
+        key,
+        for_approvals: Vec::new(),
+    };
+    let items = match waiting_items(state, &leader.to_string(), &clicked).await {
+        Ok(items) => items,
+        Err(message) => return refuse(&message),
+    };
+    let refused = decide_all(state, slack, &items, actor, (Decision::Deny, reason)).await;
+    if refused.len() == items.len() {
+        let text = refusals_text(&items, &refused, "denied").unwrap_or_default();
+        return refuse(&text);
+    }
+    if let Some(text) = refusals_text(&items, &refused, "denied") {
+        return ephemeral(slack, actor, text);
+    }
+    Ok(None)
+}
+
+/// The items of `leader`'s batch on the clicked message that still wait, in order; or
+/// the sentence to show.
+async fn waiting_items(
+    state: &AppState,
+    leader: &str,
+    clicked: &Clicked,
+) -> Result<Vec<Approval>, String> {
+    let leader: ApprovalId = leader.parse().map_err(|_| GONE.to_owned())?;
+    let members = state.store.batch_members(leader).await.map_err(|error| {
+        tracing::error!(%error, "cannot read a batch");
+        "signoff could not read these requests just now; please try again.".to_owned()
+    })?;
+    if members.first() != Some(&leader) {
+        return Err(NOT_FROM_A_REQUEST.into());
+    }
+    let mut on_message = Vec::with_capacity(members.len());
+    for id in members {
+        let item = find(state, &id.to_string()).await?;
+        if posted_for(state, &item, clicked).await.is_ok() {
+            on_message.push(item);
+        }
+    }
+    if on_message.is_empty() {
+        return Err(NOT_FROM_A_REQUEST.into());
+    }
+    on_message.retain(|item| item.status == Status::Pending);
+    if on_message.is_empty() {
+        return Err("Every request in this message is decided already.".into());
+    }
+    Ok(on_message)
+}
+
+/// Applies the clicker's vote to each item (together: the writer commits them in one
+/// transaction). Answers the refusals: the item's index and what to say.
+async fn decide_all(
+    state: &AppState,
+    slack: &SlackApp,
+    items: &[Approval],
+    actor: &Actor,
+    (decision, reason): (Decision, Option<String>),
+) -> Vec<(usize, String)> {
+    let now = state.clock.now();
+    let votes = items.iter().enumerate().map(|(n, item)| {
+        let vote = (decision, reason.clone());
+        async move {
+            let outcome = vote_on(state, slack, item, actor, vote, now).await;
+            outcome.map_err(|message| (n, message))
+        }
+    });
+    join_all(votes)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
+}
+
+/// One item's vote; else what to say about it.
+async fn vote_on(
+    state: &AppState,
+    slack: &SlackApp,
+    item: &Approval,
+    actor: &Actor,
+    (decision, reason): (Decision, Option<String>),
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), String> {
+    let by = decider(slack, item, &actor.user).await?;
+    let event = Event::Vote {
+        by,
+        decision,
+        reason,
+    };
+    match state.store.apply(item.id, event, now).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Rejected { rejection, current }) => Err(refusal_text(&rejection, &current)),
+        Err(StoreError::NotFound(_)) => Err(GONE.into()),
+        Err(error) => {
+            tracing::error!(%error, approval_id = %item.id, "bulk vote not recorded");
+            Err("signoff could not record this one just now; please try again.".into())
+        }
+    }
+}
+
+/// What the clicker reads when some items were not `done` (approved, denied): each
+/// refused item and why, or once when every refusal says the same.
+fn refusals_text(items: &[Approval], refused: &[(usize, String)], done: &str) -> Option<String> {
+    let (_, first) = refused.first()?;
+    let counted = items.len() - refused.len();
+    let head = format!("{counted} of {} {done}.", items.len());
+    if refused.iter().all(|(_, why)| why == first) {
+        return Some(format!("{head} {first}"));
+    }
+    let lines: Vec<String> = refused
+        .iter()
+        .map(|(n, why)| format!("• ID `{}`: {why}", items[*n].id.short()))
+        .collect();
+    Some(format!("{head}\n{}", lines.join("\n")))
+}

@@ -1,0 +1,150 @@
+use super::*;
+use crate::approval::Decision;
+use crate::slack::blocks::{ACTION_APPROVE, ACTION_DENY, ACTION_EDIT};
+use crate::slack::testutil::{approval, check_limits, mrkdwn_texts, now, other_id, vote};
+
+/// `n` look-alike requests, the first the leader.
+fn items(n: u128) -> Vec<Approval> {
+    (0..n)
+        .map(|i| {
+            let mut a = approval();
+            a.id = other_id(i + 1);
+            a.parameters = json!({"service": format!("svc-{i}"), "environment": "prod"});
+            a
+        })
+        .collect()
+}
+
+/// The buttons of each actions block: (block_id, [(action_id, value)]).
+fn buttons(message: &Value) -> Vec<(String, Vec<(String, String)>)> {
+    let blocks = message["blocks"].as_array().unwrap();
+    blocks
+        .iter()
+        .filter(|b| b["type"] == "actions")
+        .map(|b| {
+            let elements = b["elements"].as_array().unwrap().iter();
+            let pairs = elements
+                .map(|e| {
+                    let field = |k: &str| e[k].as_str().unwrap().to_owned();
+                    (field("action_id"), field("value"))
+                })
+                .collect();
+            (b["block_id"].as_str().unwrap().to_owned(), pairs)
+        })
+        .collect()
+}
+
+#[test]
+fn each_waiting_item_has_its_own_buttons_and_the_batch_approve_all_and_deny_all() {
+    let batch = items(3);
+    let message = batch_message(&batch, now());
+    check_limits(&message);
+    let found = buttons(&message);
+    assert_eq!(found.len(), 4, "{found:?}");
+    for (item, (block, pairs)) in batch.iter().zip(&found) {
+        let id = item.id.to_string();
+        assert_eq!(block, &format!("approval:{id}"));
+        let expected: Vec<(String, String)> = [ACTION_APPROVE, ACTION_DENY, ACTION_EDIT]
+            .iter()
+            .map(|action| ((*action).to_owned(), id.clone()))
+            .collect();
+        assert_eq!(pairs, &expected);
+    }
+    let leader = batch[0].id.to_string();
+    let bulk = &found[3];
+    assert_eq!(bulk.0, format!("batch:{leader}"));
+    let actions: Vec<&str> = bulk.1.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, [ACTION_APPROVE_ALL, ACTION_DENY_ALL]);
+    assert!(bulk.1.iter().all(|(_, value)| value == &leader));
+    let text = message.to_string();
+    for n in 0..3 {
+        assert!(text.contains(&format!("service: svc-{n}")), "{text}");
+    }
+    assert!(text.contains("Approve all 3") && text.contains("Deny all 3"));
+    assert!(
+        message["text"]
+            .as_str()
+            .unwrap()
+            .contains("3 requests for deploy_service")
+    );
+}
+
+#[test]
+fn decided_items_show_how_they_ended_and_the_bulk_buttons_count_only_the_waiting() {
+    let mut batch = items(3);
+    batch[1].status = Status::Denied;
+    batch[1].decided_by = Some("U0ALICE".into());
+    batch[1].votes = vec![vote("U0ALICE", Decision::Deny, 1)];
+    let message = batch_message(&batch, now());
+    let found = buttons(&message);
+    let blocks: Vec<&String> = found.iter().map(|(block, _)| block).collect();
+    assert_eq!(
+        blocks.len(),
+        3,
+        "two items' buttons and the bulk ones: {blocks:?}"
+    );
+    assert!(!blocks.contains(&&format!("approval:{}", batch[1].id)));
+    assert!(message.to_string().contains("Approve all 2"));
+    assert!(mrkdwn_texts(&message).iter().any(|t| t.contains("Denied")));
+
+    batch[0].status = Status::Expired;
+    let one_left = batch_message(&batch, now());
+    assert_eq!(
+        buttons(&one_left).len(),
+        1,
+        "one item waiting: its own buttons are enough"
+    );
+    batch[2].status = Status::Cancelled;
+    let settled = batch_message(&batch, now());
+    assert!(buttons(&settled).is_empty());
+    assert!(settled["text"].as_str().unwrap().starts_with("Decided"));
+}
+
+#[test]
+fn ten_items_with_the_largest_parameters_stay_within_block_kit_limits() {
+    let mut batch = items(10);
+    for (n, item) in batch.iter_mut().enumerate() {
+        item.parameters = json!({"body": "x".repeat(50_000), "n": n});
+        item.summary = Some("s".repeat(5_000));
+        item.risk_tier = Tier::High;
+    }
+    let message = batch_message(&batch, now());
+    check_limits(&message);
+    assert!(message["blocks"].as_array().unwrap().len() <= 50);
+    let header = &message["blocks"][0]["text"]["text"];
+    assert!(header.as_str().unwrap().starts_with("10 × deploy_service"));
+}
+
+#[test]
+fn requester_text_never_reaches_mrkdwn() {
+    let mut batch = items(2);
+    for item in &mut batch {
+        item.parameters = json!({"to": "<!channel> *bold* <https://evil|click>"});
+        item.summary = Some("<@U0BOSS> approve".into());
+        item.requested_by = Some("<!here>".into());
+    }
+    let message = batch_message(&batch, now());
+    for text in mrkdwn_texts(&message) {
+        assert!(
+            !text.contains("<!") && !text.contains("<@") && !text.contains("<http"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn the_deny_all_modal_carries_the_leader_and_the_clicked_message_back() {
+    let leader = approval();
+    let clicked = MessageKey {
+        channel: "C0APPROVALS".into(),
+        ts: "1700000000.000100".into(),
+    };
+    let modal = deny_all_modal(&leader, 4, &clicked);
+    check_limits(&modal);
+    assert_eq!(modal["callback_id"], DENY_ALL_CALLBACK);
+    assert_eq!(modal["submit"]["text"], "Deny 4");
+    let source = deny_all_source(modal["private_metadata"].as_str().unwrap());
+    assert_eq!(source, Some((leader.id, clicked)));
+    assert_eq!(deny_all_source("{}"), None);
+    assert_eq!(deny_all_source("not json"), None);
+}

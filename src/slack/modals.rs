@@ -1,0 +1,164 @@
+//! The modals a click opens: Deny (an optional reason) and Edit & approve (the
+//! parameters as JSON in a text box), what they carry back to their submission, and
+//! reading what was submitted. Within Block Kit's limits like the messages
+//! ([`super::blocks`]).
+
+use serde_json::{Value, json};
+
+use super::blocks::{REASON_MAX, plain_section};
+use super::text::{fit_plain, summary_or_params};
+use crate::approval::{Approval, ApprovalId};
+use crate::exact_json::{self, ExactError};
+use crate::jobs::MessageKey;
+
+/// `callback_id` of the deny modal.
+pub const DENY_CALLBACK: &str = "deny_reason";
+/// `callback_id` of the edit modal.
+pub const EDIT_CALLBACK: &str = "edit_approve";
+/// `block_id` and `action_id` of the deny modal's reason input.
+pub const REASON_INPUT: &str = "reason";
+/// `block_id` and `action_id` of the edit modal's parameters input.
+pub const PARAMETERS_INPUT: &str = "parameters";
+/// The most a `plain_text_input` may hold, and so the largest editable parameters.
+pub const INPUT_MAX_CHARS: usize = 3000;
+
+/// The `view` for `views.open` when someone clicks Deny: an optional reason, sent back
+/// to the requester. Optional, because denying must never be harder than approving.
+pub fn deny_modal(a: &Approval, clicked: &MessageKey) -> Value {
+    json!({
+        "type": "modal",
+        "callback_id": DENY_CALLBACK,
+        "private_metadata": modal_metadata(a, clicked),
+        "title": { "type": "plain_text", "text": "Deny request" },
+        "submit": { "type": "plain_text", "text": "Deny" },
+        "close": { "type": "plain_text", "text": "Cancel" },
+        "blocks": [
+            modal_intro(a, "Denying means this will not run."),
+            reason_input("Shown in the channel and sent back to whoever asked."),
+        ],
+    })
+}
+
+/// The optional reason a deny modal asks for, with `hint` under it.
+pub(super) fn reason_input(hint: &str) -> Value {
+    json!({
+        "type": "input",
+        "block_id": REASON_INPUT,
+        "optional": true,
+        "label": { "type": "plain_text", "text": "Reason (optional)" },
+        "hint": { "type": "plain_text", "text": hint },
+        "element": {
+            "type": "plain_text_input",
+            "action_id": REASON_INPUT,
+            "multiline": true,
+            "max_length": REASON_MAX,
+        },
+    })
+}
+
+/// The `view` for `views.open` when someone clicks Edit & approve: the parameters as
+/// pretty JSON in a text box.
+///
+/// A `plain_text_input` holds at most 3000 chars: longer pretty JSON falls back to
+/// compact JSON, and if that is still too long the modal only explains that the
+/// parameters are too large to edit in Slack, with no input and no submit button.
+pub fn edit_modal(a: &Approval, clicked: &MessageKey) -> Value {
+    let fits = |s: &String| s.chars().count() <= INPUT_MAX_CHARS;
+    let initial = serde_json::to_string_pretty(&a.parameters)
+        .ok()
+        .filter(fits)
+        .or_else(|| serde_json::to_string(&a.parameters).ok().filter(fits));
+    let mut view = json!({
+        "type": "modal",
+        "callback_id": EDIT_CALLBACK,
+        "private_metadata": modal_metadata(a, clicked),
+        "title": { "type": "plain_text", "text": "Edit & approve" },
+    });
+    match initial {
+        Some(initial) => {
+            view["submit"] = json!({ "type": "plain_text", "text": "Approve edited" });
+            view["close"] = json!({ "type": "plain_text", "text": "Cancel" });
+            view["blocks"] = json!([
+                modal_intro(a, "Approving runs exactly the parameters below. Approvals given for the old parameters no longer count."),
+                {
+                    "type": "input",
+                    "block_id": PARAMETERS_INPUT,
+                    "label": { "type": "plain_text", "text": "Parameters (a JSON object)" },
+                    "element": {
+                        "type": "plain_text_input",
+                        "action_id": PARAMETERS_INPUT,
+                        "multiline": true,
+                        "max_length": INPUT_MAX_CHARS,
+                        "initial_value": initial,
+                    },
+                },
+            ]);
+        }
+        None => {
+            view["close"] = json!({ "type": "plain_text", "text": "Close" });
+            view["blocks"] = json!([modal_intro(
+                a,
+                "These parameters are too large to edit in Slack (a text box holds 3000 \
+                 characters). Approve or deny them as they are, or ask for a smaller request.",
+            )]);
+        }
+    }
+    view
+}
+
+/// What a modal carries back to its submission: the approval and the message whose
+/// button opened it, so that the submission is checked against that message again.
+fn modal_metadata(a: &Approval, clicked: &MessageKey) -> String {
+    json!({ "approval_id": a.id, "channel": clicked.channel, "ts": clicked.ts }).to_string()
+}
+
+/// The approval and the clicked message a submitted modal names (see
+/// [`modal_metadata`]); `None` for anything else (a modal from before this format).
+pub fn modal_source(private_metadata: &str) -> Option<(ApprovalId, MessageKey)> {
+    let value: Value = serde_json::from_str(private_metadata).ok()?;
+    let id = value["approval_id"].as_str()?.parse().ok()?;
+    let key = MessageKey {
+        channel: value["channel"].as_str()?.to_owned(),
+        ts: value["ts"].as_str()?.to_owned(),
+    };
+    Some((id, key))
+}
+
+pub(super) fn modal_intro(a: &Approval, note: &str) -> Value {
+    plain_section(format!(
+        "{}\n{}\n\n{note}",
+        fit_plain(&a.tool_name, 150),
+        summary_or_params(a, 1000)
+    ))
+}
+
+/// Parses the text submitted from [`edit_modal`]. The error is what the person reads
+/// under the input (see [`modal_errors`]).
+pub fn parse_edited_parameters(text: &str) -> Result<Value, String> {
+    // Read exactly, as the API reads requests: no key twice, no number rounded.
+    let value: Value = exact_json::parse_str(text.trim()).map_err(|err| {
+        let mut message = match err {
+            ExactError::Syntax(why) => format!("Not valid JSON: {why}"),
+            ExactError::Inexact(why) => why,
+        };
+        // Some keyboards turn quotes into curly ones, which JSON does not accept.
+        if text.contains(['“', '”', '‘', '’']) {
+            message.push_str(" (curly quotes are not JSON quotes: use \")");
+        }
+        fit_plain(&message, 300)
+    })?;
+    if !value.is_object() {
+        return Err("Parameters must be a JSON object".into());
+    }
+    Ok(value)
+}
+
+/// The answer to a `view_submission` that keeps the modal open and shows `message`
+/// under the input `block_id`.
+pub fn modal_errors(block_id: &str, message: &str) -> Value {
+    json!({ "response_action": "errors", "errors": { block_id: message } })
+}
+
+#[cfg(test)]
+#[path = "modals_tests.rs"]
+mod tests;

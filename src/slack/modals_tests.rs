@@ -1,0 +1,130 @@
+use super::*;
+use crate::slack::testutil::{all_text, approval, check_limits, find_block};
+
+fn clicked() -> MessageKey {
+    MessageKey {
+        channel: "C0APPROVALS".into(),
+        ts: "1700000000.000100".into(),
+    }
+}
+
+#[test]
+fn the_deny_modal_asks_for_an_optional_reason() {
+    let a = approval();
+    let view = deny_modal(&a, &clicked());
+    check_limits(&view);
+    assert_eq!(view["callback_id"], "deny_reason");
+    assert_eq!(
+        modal_source(view["private_metadata"].as_str().unwrap()),
+        Some((a.id, clicked()))
+    );
+    assert_eq!(view["submit"]["text"], "Deny");
+    assert_eq!(view["close"]["text"], "Cancel");
+    let input = find_block(&view, "input").unwrap();
+    assert_eq!(input["block_id"], "reason");
+    assert_eq!(input["optional"], true);
+    assert_eq!(input["element"]["action_id"], "reason");
+    assert_eq!(input["element"]["multiline"], true);
+}
+
+#[test]
+fn the_edit_modal_holds_pretty_json() {
+    let a = approval();
+    let view = edit_modal(&a, &clicked());
+    check_limits(&view);
+    assert_eq!(view["callback_id"], "edit_approve");
+    assert_eq!(
+        modal_source(view["private_metadata"].as_str().unwrap()),
+        Some((a.id, clicked()))
+    );
+    assert_eq!(view["submit"]["text"], "Approve edited");
+    let input = find_block(&view, "input").unwrap();
+    assert_eq!(input["block_id"], "parameters");
+    assert_eq!(input["element"]["action_id"], "parameters");
+    let initial = input["element"]["initial_value"].as_str().unwrap();
+    assert!(
+        initial.contains("\n  \"environment\": \"prod\""),
+        "{initial}"
+    );
+    assert_eq!(parse_edited_parameters(initial), Ok(a.parameters.clone()));
+}
+
+#[test]
+fn the_edit_modal_falls_back_to_compact_json_then_to_a_note() {
+    let mut a = approval();
+    // Pretty printing adds indentation and line breaks: about 2900 chars compact,
+    // well over 3000 pretty.
+    let params: serde_json::Map<String, Value> =
+        (0..290).map(|i| (format!("k{i:03}"), json!(1))).collect();
+    a.parameters = Value::Object(params);
+    let compact = serde_json::to_string(&a.parameters).unwrap();
+    assert!(
+        compact.len() <= 3000 && serde_json::to_string_pretty(&a.parameters).unwrap().len() > 3000
+    );
+    let view = edit_modal(&a, &clicked());
+    check_limits(&view);
+    assert_eq!(
+        find_block(&view, "input").unwrap()["element"]["initial_value"],
+        compact
+    );
+
+    a.parameters = json!({"big": "x".repeat(3000)});
+    let view = edit_modal(&a, &clicked());
+    check_limits(&view);
+    assert!(find_block(&view, "input").is_none());
+    assert!(view.get("submit").is_none());
+    assert_eq!(view["close"]["text"], "Close");
+    assert!(all_text(&view).contains("too large to edit in Slack"));
+}
+
+#[test]
+fn edited_parameters_must_be_a_json_object() {
+    assert_eq!(
+        parse_edited_parameters(" {\"a\": 1} \n"),
+        Ok(json!({"a": 1}))
+    );
+    let err = parse_edited_parameters("{\"a\": ").unwrap_err();
+    assert!(err.starts_with("Not valid JSON: "), "{err}");
+    assert_eq!(
+        parse_edited_parameters("[1]"),
+        Err("Parameters must be a JSON object".into())
+    );
+    assert_eq!(
+        parse_edited_parameters("null"),
+        Err("Parameters must be a JSON object".into())
+    );
+    assert!(
+        parse_edited_parameters("")
+            .unwrap_err()
+            .starts_with("Not valid JSON")
+    );
+    let curly = parse_edited_parameters("{“a”: 1}").unwrap_err();
+    assert!(curly.contains("curly quotes"), "{curly}");
+    let twice = parse_edited_parameters(r#"{"to": "a", "to": "b"}"#).unwrap_err();
+    assert!(twice.contains("appears twice"), "{twice}");
+    let rounded = parse_edited_parameters(r#"{"id": 123456789012345678901234567890}"#).unwrap_err();
+    assert!(rounded.contains("cannot be kept exactly"), "{rounded}");
+}
+
+#[test]
+fn the_edit_modal_shows_numbers_exactly_and_reads_them_back_the_same() {
+    let mut a = approval();
+    a.parameters = json!({"account": 9_007_199_254_740_993_u64, "rate": 0.1, "huge": 1e300});
+    let view = edit_modal(&a, &clicked());
+    let shown = view["blocks"][1]["element"]["initial_value"]
+        .as_str()
+        .unwrap();
+    assert!(
+        shown.contains("9007199254740993") && shown.contains("1e+300"),
+        "{shown}"
+    );
+    assert_eq!(parse_edited_parameters(shown), Ok(a.parameters.clone()));
+}
+
+#[test]
+fn modal_errors_name_the_input_block() {
+    assert_eq!(
+        modal_errors("parameters", "Parameters must be a JSON object"),
+        json!({"response_action": "errors", "errors": {"parameters": "Parameters must be a JSON object"}})
+    );
+}

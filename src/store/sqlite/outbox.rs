@@ -1,0 +1,143 @@
+//! The outbox's statements on SQLite: the jobs (inserted with the change that causes
+//! them, claimed with a lease, finished, retried, deferred or given up) and the Slack
+//! messages they posted.
+
+use super::tx::SqliteTx;
+use super::*;
+use crate::store::backend::OutboxTx;
+
+impl OutboxTx for SqliteTx {
+    async fn insert_jobs(&mut self, jobs: &[(NewJob, DateTime<Utc>)]) -> sqlx::Result<()> {
+        // 5 binds per row; far below either backend's limit per statement.
+        for chunk in pow2_chunks(jobs, 128) {
+            let mut query = QueryBuilder::new(sql::jobs::INSERT);
+            query.push_values(chunk, |mut row, (job, planned)| {
+                row.push_bind(job.approval_id.to_string())
+                    .push_bind(job.job.kind())
+                    .push_bind(job.job.payload().to_string())
+                    .push_bind(ts(&job.due_at))
+                    .push_bind(ts(planned));
+            });
+            query.build().execute(self.conn()?).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_permalink(
+        &mut self,
+        channel: &str,
+        ts: &str,
+        permalink: &str,
+    ) -> sqlx::Result<()> {
+        sqlx::query(sql::messages::SET_PERMALINK)
+            .bind(channel)
+            .bind(ts)
+            .bind(permalink)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
+        sqlx::query(sql::jobs::FINISH)
+            .bind(job_id)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_jobs(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<DueJob>> {
+        let rows = sqlx::query(sql::jobs::CLAIM)
+            .bind(ts(&now))
+            .bind(ts(&lease_until))
+            .bind(limit)
+            .fetch_all(self.conn()?)
+            .await?;
+        due_jobs(rows)
+    }
+
+    async fn retry_job(&mut self, job_id: i64, at: DateTime<Utc>, error: &str) -> sqlx::Result<()> {
+        sqlx::query(sql::jobs::RETRY)
+            .bind(job_id)
+            .bind(ts(&at))
+            .bind(error)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn defer_jobs(&mut self, jobs: &[(i64, DateTime<Utc>)]) -> sqlx::Result<()> {
+        let rows: Vec<(i64, String)> = jobs.iter().map(|(id, at)| (*id, ts(at))).collect();
+        sqlx::query(
+            "UPDATE jobs SET due_at = v.at, locked_until = NULL, attempts = attempts - 1 \
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS at FROM json_each($1)) AS v \
+             WHERE jobs.id = v.id",
+        )
+        .bind(serde_json::to_string(&rows).unwrap_or_default())
+        .execute(self.conn()?)
+        .await?;
+        Ok(())
+    }
+
+    async fn kill_job(&mut self, job_id: i64, error: &str) -> sqlx::Result<()> {
+        sqlx::query(sql::jobs::KILL)
+            .bind(job_id)
+            .bind(error)
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_message(&mut self, m: &PostedMessage, now: DateTime<Utc>) -> sqlx::Result<()> {
+        sqlx::query(sql::messages::INSERT)
+            .bind(m.approval_id.to_string())
+            .bind(&m.channel)
+            .bind(&m.ts)
+            .bind(m.kind.as_str())
+            .bind(&m.permalink)
+            .bind(m.rendered_version)
+            .bind(ts(&now))
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_rendered(
+        &mut self,
+        key: &MessageKey,
+        id: ApprovalId,
+        version: i64,
+    ) -> sqlx::Result<()> {
+        sqlx::query(sql::messages::MARK_RENDERED)
+            .bind(&key.channel)
+            .bind(&key.ts)
+            .bind(version)
+            .bind(id.to_string())
+            .execute(self.conn()?)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Claimed or due job rows (`id, approval_id, kind, payload, attempts`) as jobs.
+fn due_jobs(rows: Vec<SqliteRow>) -> sqlx::Result<Vec<DueJob>> {
+    let mut jobs = Vec::with_capacity(rows.len());
+    for row in rows {
+        let kind: &str = row.try_get("kind")?;
+        let Some(job) = Job::from_columns(kind, payload(&row)?) else {
+            continue; // written by a newer signoff: it waits for that version
+        };
+        jobs.push(DueJob {
+            id: row.try_get("id")?,
+            approval_id: parse_id(row.try_get("approval_id")?)?,
+            job,
+            attempts: row.try_get("attempts")?,
+        });
+    }
+    Ok(jobs)
+}
