@@ -27,8 +27,10 @@ pub(crate) async fn run<T: Tx>(
     signer: Option<Signer>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut checkpoints = signer.map(ops::Checkpoints::new);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let committed = match ops::run_batch(&mut tx, &mut batch, deliveries, signer.as_ref()).await
+        let committed = match ops::run_batch(&mut tx, &mut batch, deliveries, checkpoints.as_mut())
+            .await
         {
             Ok(committed) => committed,
             Err(error) => {
@@ -40,7 +42,7 @@ pub(crate) async fn run<T: Tx>(
                         &mut tx,
                         std::slice::from_mut(op),
                         deliveries,
-                        signer.as_ref(),
+                        checkpoints.as_mut(),
                     )
                     .await
                     {

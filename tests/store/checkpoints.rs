@@ -14,6 +14,7 @@ use crate::helpers::*;
 use crate::on_both_backends;
 
 on_both_backends!(
+    two_writers_number_and_time_checkpoints_as_one,
     checkpoints_come_every_thousand_events_and_each_minute_while_events_arrive,
     the_tail_of_a_burst_is_signed_a_minute_later_by_the_scheduler,
 );
@@ -107,4 +108,30 @@ async fn the_tail_of_a_burst_is_signed_a_minute_later_by_the_scheduler(db: TestD
         .await
         .unwrap();
     assert_eq!(newest(&store).await.n, 2);
+}
+
+/// Two writers on one database (replicas) take turns: each remembers the newest
+/// checkpoint it saw, which the other's make stale, yet checkpoints stay numbered one
+/// after the other, come each minute, and verify.
+async fn two_writers_number_and_time_checkpoints_as_one(db: TestDb) {
+    let signer = Signer::generate();
+    let (_, clock) = open(&db).await;
+    let one = signing(&db, &signer).await;
+    let two = signing(&db, &signer).await;
+    for minute in 0..6 {
+        let store = if minute % 2 == 0 { &one } else { &two };
+        create(store, &clock, "x", json!({"minute": minute, "i": 0})).await;
+        clock.advance(Duration::from_secs(30));
+        create(store, &clock, "x", json!({"minute": minute, "i": 1})).await;
+        clock.advance(Duration::from_secs(31));
+    }
+    create(&two, &clock, "x", json!({"last": true})).await;
+    let all = one.audit_checkpoints().await.unwrap();
+    let numbers: Vec<i64> = all.iter().map(|c| c.n).collect();
+    assert_eq!(
+        numbers,
+        (1..=7).collect::<Vec<_>>(),
+        "one a minute: {all:?}"
+    );
+    assert_eq!(verify(&two, &signer).await, 13);
 }

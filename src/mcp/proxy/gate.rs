@@ -74,25 +74,9 @@ impl Gate {
         cancelled: &CancellationToken,
         progress: Option<&Progress>,
     ) -> Verdict {
-        let parameters = Value::Object(call.arguments.clone());
-        let size = parameters.to_string().len();
-        if size > MAX_ARGUMENTS {
-            return Verdict::Refuse(format!(
-                "The arguments are too large to ask for approval ({size} bytes, over 1 MiB). The call was not run."
-            ));
-        }
-        let body = json!({
-            "tool_name": call.tool,
-            "parameters": parameters,
-            "server": self.server,
-            "annotations": call.annotations.clone().unwrap_or_else(|| json!({})),
-            "requested_by": call.requested_by,
-            // An approved answer is spent at once: an auto-approved call is one request.
-            "execute_if_approved": true,
-        });
-        let view = match self.api.create(&body).await {
+        let view = match self.ask(call).await {
             Ok(view) => view,
-            Err(error) => return Verdict::Refuse(texts::api_failed(&error)),
+            Err(refusal) => return Verdict::Refuse(refusal),
         };
         if view.status == "executed" {
             return self.run(view);
@@ -105,6 +89,31 @@ impl Gate {
             "approved" => self.execute(&call.tool, &view).await,
             _ => Verdict::Refuse(texts::decided(&view)),
         }
+    }
+
+    /// Asks signoff about `call`; its answer, or a refusal. The request body lives only
+    /// here, not for as long as the call is held.
+    async fn ask(&self, call: &Call) -> Result<View, String> {
+        let parameters = Value::Object(call.arguments.clone());
+        let size = parameters.to_string().len();
+        if size > MAX_ARGUMENTS {
+            return Err(format!(
+                "The arguments are too large to ask for approval ({size} bytes, over 1 MiB). The call was not run."
+            ));
+        }
+        let body = json!({
+            "tool_name": call.tool,
+            "parameters": parameters,
+            "server": self.server,
+            "annotations": call.annotations.clone().unwrap_or_else(|| json!({})),
+            "requested_by": call.requested_by,
+            // An approved answer is spent at once: an auto-approved call is one request.
+            "execute_if_approved": true,
+        });
+        self.api
+            .create(&body)
+            .await
+            .map_err(|error| texts::api_failed(&error))
     }
 
     /// Waits while `view` is pending, up to the hold; the decided view, or a refusal.

@@ -24,7 +24,7 @@ use crate::approval::{Approval, ApprovalId, Event, NewApproval};
 use crate::audit::{self, Draft};
 use crate::jobs::{Deliveries, DueJob, NewJob, Outcome};
 use crate::policy::Classification;
-use crate::signing::Signer;
+pub(crate) use checkpoint::Checkpoints;
 use current::Current;
 use work::Opening;
 
@@ -224,15 +224,15 @@ impl Done {
 /// Runs `ops` in one transaction and sets each one's answer (its output, or why it was
 /// refused); answers the status changes to announce once it committed. `Err` means a
 /// database error: the transaction was rolled back, and the answers set are void.
-/// With `signer`, a signed audit checkpoint joins the batch when one is due.
+/// With `checkpoints`, a signed audit checkpoint joins the batch when one is due.
 pub(crate) async fn run_batch<T: Tx>(
     tx: &mut T,
     ops: &mut [Op],
     deliveries: Deliveries,
-    signer: Option<&Signer>,
+    checkpoints: Option<&mut Checkpoints>,
 ) -> sqlx::Result<Vec<StatusChange>> {
     tx.begin().await?;
-    let outcome = batch(tx, ops, deliveries, signer).await;
+    let outcome = batch(tx, ops, deliveries, checkpoints).await;
     if outcome.is_err() {
         tx.rollback().await;
     }
@@ -243,7 +243,7 @@ async fn batch<T: Tx>(
     tx: &mut T,
     ops: &mut [Op],
     deliveries: Deliveries,
-    signer: Option<&Signer>,
+    mut checkpoints: Option<&mut Checkpoints>,
 ) -> sqlx::Result<Vec<StatusChange>> {
     // Every new approval of the batch in one statement, ahead of the other operations
     // (none of which can name an approval not created yet), less those refused for
@@ -303,23 +303,27 @@ async fn batch<T: Tx>(
         _ => None,
     });
     let asked = asked.max();
-    append_audit(tx, std::mem::take(&mut done.audit), signer, asked).await?;
+    let drafts = std::mem::take(&mut done.audit);
+    let newest = append_audit(tx, drafts, checkpoints.as_deref(), asked).await?;
     if !done.changes.is_empty() {
         tx.announce(&done.changes).await?;
     }
     tx.commit().await?;
+    if let Some(checkpoints) = checkpoints.as_mut() {
+        checkpoints.committed(newest);
+    }
     Ok(done.changes)
 }
 
-/// Links the batch's audit drafts onto the chain and, with `signer`, appends a signed
-/// checkpoint if one is due at the newest event's time (or at `asked`, the time a
-/// checkpoint was asked for).
+/// Links the batch's audit drafts onto the chain and, with `checkpoints`, appends a
+/// signed checkpoint if one is due at the newest event's time (or at `asked`, the time
+/// a checkpoint was asked for). Answers the newest checkpoint when it was looked at.
 async fn append_audit<T: Tx>(
     tx: &mut T,
     drafts: Vec<Draft>,
-    signer: Option<&Signer>,
+    checkpoints: Option<&Checkpoints>,
     asked: Option<DateTime<Utc>>,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<Option<(i64, DateTime<Utc>)>> {
     let checkpoint_at = drafts.iter().map(|draft| draft.at).chain(asked).max();
     let mut head = None;
     if !drafts.is_empty() {
@@ -331,10 +335,10 @@ async fn append_audit<T: Tx>(
             head = Some((last.seq, last.hash.clone()));
         }
     }
-    if let (Some(signer), Some(at)) = (signer, checkpoint_at) {
-        checkpoint::append_if_due(tx, signer, at, head).await?;
+    match (checkpoints, checkpoint_at) {
+        (Some(checkpoints), Some(at)) => checkpoint::append_if_due(tx, checkpoints, at, head).await,
+        _ => Ok(None),
     }
-    Ok(())
 }
 
 /// Runs one operation of the batch and sets its answer; what it leaves behind joins
