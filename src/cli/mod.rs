@@ -68,6 +68,10 @@ enum Command {
         /// (after a crash); shortened by tests.
         #[arg(long, env = "SIGNOFF_DELIVERY_LEASE", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
         delivery_lease: std::time::Duration,
+        /// At most one Slack post per channel per this long (Slack asks for 1 s); `0s`
+        /// turns pacing off, for Slack fakes and load tests.
+        #[arg(long, env = "SIGNOFF_SLACK_POST_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, hide = true)]
+        slack_post_interval: std::time::Duration,
     },
     /// Apply database migrations and exit.
     Migrate,
@@ -215,13 +219,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             slack,
             public_url,
             delivery_lease,
+            slack_post_interval,
         } => {
             let args = ServeArgs {
                 listen,
                 policy,
                 slack,
                 public_url,
-                delivery_lease,
+                delivery: http::Delivery {
+                    lease: delivery_lease,
+                    post_interval: slack_post_interval,
+                },
             };
             serve(&db, clock, args).await?;
         }
@@ -277,7 +285,7 @@ struct ServeArgs {
     policy: Option<PathBuf>,
     slack: SlackArgs,
     public_url: Option<String>,
-    delivery_lease: std::time::Duration,
+    delivery: http::Delivery,
 }
 
 /// `signoff serve`: the store, the policy, Slack if configured, and the HTTP server
@@ -288,7 +296,7 @@ async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow:
         policy,
         slack,
         public_url,
-        delivery_lease,
+        delivery,
     } = args;
     let (policy, source) = config::load_policy(policy.as_deref())?;
     let signer = signing::for_serve(&db.database_url, db.signing_key_file.as_deref())?;
@@ -319,7 +327,7 @@ async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow:
     if let Some(mode) = socket_mode {
         state = state.with_socket_mode(mode);
     }
-    http::serve(listener, state, delivery_lease, http::shutdown_signal()).await?;
+    http::serve(listener, state, delivery, http::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -175,18 +175,28 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     api::ApiError::MethodNotAllowed(format!("{method} {}", uri.path()))
 }
 
-/// `signoff serve`: the HTTP server plus the background scheduler, which leases the
-/// deliveries it claims for `lease`.
+/// How `serve` delivers.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    /// How long a claimed delivery is this server's before another may run it.
+    pub lease: Duration,
+    /// At most one Slack post per channel per this long (zero: unpaced).
+    pub post_interval: Duration,
+}
+
+/// `signoff serve`: the HTTP server plus the background scheduler and its deliveries.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
-    lease: Duration,
+    delivery: Delivery,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let slack = state.slack.as_ref().map(|slack| slack.client.clone());
     let scheduler = match Outbox::new(state.store.clone(), slack, state.signer.clone()) {
         Ok(outbox) => {
-            let outbox = outbox.with_allow(state.policy.callbacks.clone());
+            let outbox = outbox
+                .with_allow(state.policy.callbacks.clone())
+                .with_post_interval(delivery.post_interval);
             Scheduler::with_outbox(state.store.clone(), outbox).with_policy(state.policy.clone())
         }
         Err(error) => {
@@ -194,7 +204,7 @@ pub async fn serve(
             Scheduler::new(state.store.clone()).with_policy(state.policy.clone())
         }
     };
-    let scheduler = scheduler.with_lease(lease);
+    let scheduler = scheduler.with_lease(delivery.lease);
     let scheduler =
         tokio::spawn(scheduler.run(state.clock.clone(), SCHEDULER_TICK, state.shutdown.clone()));
     let served = run(listener, state, shutdown).await;

@@ -50,6 +50,8 @@ pub struct Outbox {
     resolver: Arc<dyn egress::Resolver>,
     /// When each channel last got a chat.postMessage from this process.
     last_post: Arc<Mutex<HashMap<String, pacing::Pacing>>>,
+    /// At most one post per channel per this long (zero: no pacing).
+    post_interval: chrono::Duration,
 }
 
 impl Outbox {
@@ -65,7 +67,15 @@ impl Outbox {
             allow: Arc::default(),
             resolver: Arc::new(egress::SystemResolver),
             last_post: Arc::default(),
+            post_interval: pacing::POST_INTERVAL,
         })
+    }
+
+    /// Posts to a channel at most once per `interval` instead of once a second; zero
+    /// turns pacing off (for Slack fakes and load tests; Slack itself asks for 1 s).
+    pub fn with_post_interval(mut self, interval: std::time::Duration) -> Self {
+        self.post_interval = chrono::Duration::from_std(interval).unwrap_or(pacing::POST_INTERVAL);
+        self
     }
 
     /// Lets callbacks reach the internal hosts and ranges `allow` opens.
@@ -88,7 +98,7 @@ impl Outbox {
     ) -> Result<(), StoreError> {
         // Posts waiting for their channel's next slot go back in one write, unread.
         let (ready, waiting) = if self.slack.is_some() {
-            pacing::pace_posts(&self.last_post, jobs, now)
+            pacing::pace_posts(&self.last_post, jobs, now, self.post_interval)
         } else {
             (jobs, Vec::new())
         };

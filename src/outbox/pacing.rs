@@ -16,8 +16,9 @@ use chrono::{DateTime, Utc};
 
 use crate::jobs::{DueJob, Job};
 
-/// chat.postMessage per channel at most once per this interval (Slack's guidance).
-const POST_INTERVAL: chrono::Duration = chrono::Duration::seconds(1);
+/// chat.postMessage per channel at most once per this interval (Slack's guidance); the
+/// default of `SIGNOFF_SLACK_POST_INTERVAL`.
+pub const POST_INTERVAL: chrono::Duration = chrono::Duration::seconds(1);
 /// The furthest ahead a post is given a slot of its own.
 const HORIZON: chrono::Duration = chrono::Duration::seconds(20);
 
@@ -38,12 +39,13 @@ enum Turn {
 }
 
 /// Splits claimed jobs into those to run now and the posts to defer (job id, until):
-/// per channel, posts take turns round robin across requesters, in claim order within
-/// each requester. Jobs that are no posts run now.
+/// per channel, at most one post per `interval`, taking turns round robin across
+/// requesters, in claim order within each requester. Jobs that are no posts run now.
 pub fn pace_posts(
     last_post: &Mutex<HashMap<String, Pacing>>,
     jobs: Vec<DueJob>,
     now: DateTime<Utc>,
+    interval: chrono::Duration,
 ) -> (Vec<DueJob>, Vec<(i64, DateTime<Utc>)>) {
     let mut ready = Vec::with_capacity(jobs.len());
     // Per channel, per requester, their posts; both in order of first appearance
@@ -76,11 +78,11 @@ pub fn pace_posts(
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     for (channel, queues) in channels {
         let slot = pacing.entry(channel).or_insert(Pacing {
-            last: now - POST_INTERVAL,
+            last: now - interval,
             next_free: now,
         });
         for job in round_robin(queues) {
-            match turn(slot, now) {
+            match turn(slot, now, interval) {
                 Turn::Now => ready.push(job),
                 Turn::At(at) => waiting.push((job.id, at)),
             }
@@ -118,17 +120,17 @@ fn round_robin(queues: Vec<Queue>) -> Vec<DueJob> {
 
 /// `Now`: the channel's slot is free and now taken. `At(when)`: a slot of its own, no
 /// more than [`HORIZON`] ahead; past it, the horizon's end, with no slot promised.
-fn turn(slot: &mut Pacing, now: DateTime<Utc>) -> Turn {
-    if now >= slot.last + POST_INTERVAL {
+fn turn(slot: &mut Pacing, now: DateTime<Utc>, interval: chrono::Duration) -> Turn {
+    if now >= slot.last + interval {
         slot.last = now;
-        slot.next_free = slot.next_free.max(now + POST_INTERVAL);
+        slot.next_free = slot.next_free.max(now + interval);
         return Turn::Now;
     }
-    let at = slot.next_free.max(slot.last + POST_INTERVAL);
+    let at = slot.next_free.max(slot.last + interval);
     if at > now + HORIZON {
         return Turn::At(now + HORIZON);
     }
-    slot.next_free = at + POST_INTERVAL;
+    slot.next_free = at + interval;
     Turn::At(at)
 }
 
@@ -161,7 +163,7 @@ mod tests {
         jobs.push(post(41, "C1", "b"));
         jobs.push(post(42, "C1", "b"));
         jobs.push(post(43, "C2", "a"));
-        let (ready, waiting) = pace_posts(&pacing, jobs, now);
+        let (ready, waiting) = pace_posts(&pacing, jobs, now, POST_INTERVAL);
         let ready: Vec<i64> = ready.iter().map(|job| job.id).collect();
         assert_eq!(ready, [1, 43]);
         let second = |s: i64| now + chrono::Duration::seconds(s);
@@ -187,8 +189,17 @@ mod tests {
 
         // Someone else asking a moment later is posted within the horizon.
         let later = now + chrono::Duration::milliseconds(500);
-        let (ready, waiting) = pace_posts(&pacing, vec![post(44, "C1", "c")], later);
+        let (ready, waiting) = pace_posts(&pacing, vec![post(44, "C1", "c")], later, POST_INTERVAL);
         assert!(ready.is_empty());
         assert_eq!(waiting, [(44, later + HORIZON)]);
+    }
+
+    #[test]
+    fn a_zero_interval_posts_everything_at_once() {
+        let now = Utc::now();
+        let jobs: Vec<DueJob> = (1..=30).map(|id| post(id, "C1", "a")).collect();
+        let (ready, waiting) = pace_posts(&Mutex::default(), jobs, now, chrono::Duration::zero());
+        assert_eq!(ready.len(), 30);
+        assert!(waiting.is_empty());
     }
 }

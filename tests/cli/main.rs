@@ -5,6 +5,7 @@ mod audit;
 mod common;
 mod keys;
 mod operate;
+mod pacing;
 mod readme;
 mod secrets;
 mod socket_mode;
