@@ -30,6 +30,9 @@ pub struct Scheduler {
     /// How long a claimed delivery is this process's; a crashed holder's deliveries
     /// run again after it.
     lease: Duration,
+    /// Turns true when the process shuts down (set by [`Scheduler::run`]): no pass
+    /// starts and no claimed delivery is started after it.
+    stop: Option<watch::Receiver<bool>>,
 }
 
 impl Scheduler {
@@ -40,6 +43,7 @@ impl Scheduler {
             outbox: None,
             policy: None,
             lease: crate::jobs::LEASE,
+            stop: None,
         }
     }
 
@@ -50,6 +54,7 @@ impl Scheduler {
             outbox: Some(outbox),
             policy: None,
             lease: crate::jobs::LEASE,
+            stop: None,
         }
     }
 
@@ -116,7 +121,11 @@ impl Scheduler {
         };
         if !deliveries.is_empty() {
             match &self.outbox {
-                Some(outbox) => outbox.deliver_all(deliveries, now).await?,
+                Some(outbox) => {
+                    outbox
+                        .deliver_all(deliveries, now, self.stop.as_ref())
+                        .await?
+                }
                 // Nothing here can deliver them: leave them to their lease running out
                 // (another replica, or this one after a restart with Slack configured).
                 None => tracing::warn!(
@@ -130,12 +139,16 @@ impl Scheduler {
 
     /// Runs a pass every `every` until `shutdown` turns true. Errors are logged and the
     /// next pass tries again: a database hiccup must not stop the timers for good.
+    /// On shutdown the deliveries under way finish and are recorded; those claimed but
+    /// not started go back to the queue, due at once for another replica or the next
+    /// start, so a backlog does not hold the process up.
     pub async fn run(
-        self,
+        mut self,
         clock: Arc<dyn Clock>,
         every: Duration,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        self.stop = Some(shutdown.clone());
         let wakeup = self.store.wakeup();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -145,7 +158,7 @@ impl Scheduler {
                 _ = wakeup.notified() => {}
                 _ = shutdown.changed() => break,
             }
-            loop {
+            while !*shutdown.borrow() {
                 match self.pass(clock.now()).await {
                     // A full batch means more may be due right now.
                     Ok(pass) if pass.is_full() => continue,

@@ -90,12 +90,16 @@ impl Outbox {
         self
     }
 
-    /// Delivers claimed jobs (a few at a time) and records each outcome.
+    /// Delivers claimed jobs (a few at a time) and records each outcome. Once `stop`
+    /// turns true no further job starts: those not started go back to the queue, due
+    /// at `now`, and the call returns when the ones under way are recorded.
     pub async fn deliver_all(
         &self,
         jobs: Vec<DueJob>,
         now: DateTime<Utc>,
+        stop: Option<&tokio::sync::watch::Receiver<bool>>,
     ) -> Result<(), StoreError> {
+        let stopping = || stop.is_some_and(|stop| *stop.borrow());
         // Posts waiting for their channel's next slot go back in one write, unread.
         let (ready, waiting) = if self.slack.is_some() {
             pacing::pace_posts(&self.last_post, jobs, now, self.post_interval)
@@ -108,6 +112,17 @@ impl Outbox {
         let mut running = tokio::task::JoinSet::<Result<(), StoreError>>::new();
         let mut queue = ready.into_iter();
         loop {
+            if stopping() {
+                let unstarted: Vec<(i64, DateTime<Utc>)> =
+                    queue.by_ref().map(|job| (job.id, now)).collect();
+                if !unstarted.is_empty() {
+                    tracing::info!(
+                        count = unstarted.len(),
+                        "shutting down: deliveries not started go back to the queue"
+                    );
+                    self.store.defer_jobs(unstarted).await?;
+                }
+            }
             while running.len() < CONCURRENCY {
                 let Some(job) = queue.next() else { break };
                 let outbox = self.clone();

@@ -60,6 +60,8 @@ struct Inner {
     posted: Vec<Posted>,
     next_ts: u64,
     socket_url: Option<String>,
+    /// How long every answer takes.
+    delay: Duration,
 }
 
 #[derive(Clone, Default)]
@@ -93,6 +95,11 @@ impl FakeSlack {
             .entry(method.into())
             .or_default()
             .push_back(failure);
+    }
+
+    /// Every later answer takes `delay`, as a slow Slack's do.
+    pub fn set_delay(&self, delay: Duration) {
+        self.lock().delay = delay;
     }
 
     /// `apps.connections.open` answers with this WebSocket URL.
@@ -176,7 +183,7 @@ async fn answer_body(
 
 async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value) -> Response {
     let channel = body["channel"].as_str().unwrap_or("C0UNKNOWN").to_owned();
-    let (failure, ts) = {
+    let (failure, ts, delay) = {
         let mut inner = fake.lock();
         inner.calls.push(Call {
             method: method.clone(),
@@ -194,8 +201,12 @@ async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value
                 .get_mut(&method)
                 .and_then(VecDeque::pop_front),
             ts,
+            inner.delay,
         )
     };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     match failure {
         Some(Failure::RateLimited { retry_after_secs }) => {
             return (

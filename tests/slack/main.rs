@@ -14,5 +14,6 @@ mod interactions;
 mod lost_posts;
 mod messages;
 mod schedule;
+mod shutdown;
 mod socket;
 mod socket_link;
