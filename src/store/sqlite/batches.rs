@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::tx::SqliteTx;
-use super::{parse_id, ts};
+use super::{parse_id, parse_ids, ts};
 use crate::approval::ApprovalId;
 use crate::store::backend::BatchTx;
 use crate::store::sql::batches;
@@ -66,7 +66,7 @@ impl BatchTx for SqliteTx {
             .bind(&leader)
             .fetch_all(self.conn()?)
             .await?;
-        ids.iter().map(|id| parse_id(id)).collect()
+        parse_ids(&ids)
     }
 }
 

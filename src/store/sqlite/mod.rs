@@ -151,6 +151,11 @@ fn parse_id(text: &str) -> sqlx::Result<ApprovalId> {
         .map_err(|error: uuid::Error| sqlx::Error::Decode(Box::new(error)))
 }
 
+/// [`parse_id`] over a column of ids.
+fn parse_ids(texts: &[String]) -> sqlx::Result<Vec<ApprovalId>> {
+    texts.iter().map(|id| parse_id(id)).collect()
+}
+
 /// An approval as [`select_approvals!`] answers it: one element of its JSON array, in
 /// column order. Times and the JSON columns stay text here and are parsed as the rest
 /// of the store parses them.

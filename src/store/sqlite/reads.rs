@@ -114,10 +114,7 @@ impl Reads for SqliteReads {
         .bind(status.map(|status| status.as_str()))
         .fetch_all(&self.pool)
         .await?;
-        Ok(ids
-            .iter()
-            .map(|id| parse_id(id))
-            .collect::<sqlx::Result<_>>()?)
+        Ok(parse_ids(&ids)?)
     }
 
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
@@ -127,10 +124,7 @@ impl Reads for SqliteReads {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(ids
-            .iter()
-            .map(|id| parse_id(id))
-            .collect::<sqlx::Result<_>>()?)
+        Ok(parse_ids(&ids)?)
     }
 
     async fn find_in_range(
@@ -151,10 +145,7 @@ impl Reads for SqliteReads {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(ids
-            .iter()
-            .map(|id| parse_id(id))
-            .collect::<sqlx::Result<_>>()?)
+        Ok(parse_ids(&ids)?)
     }
 
     async fn audit_head(&self) -> Result<(i64, String)> {
@@ -201,10 +192,7 @@ impl Reads for SqliteReads {
             .bind(id.to_string())
             .fetch_all(&self.pool)
             .await?;
-        Ok(ids
-            .iter()
-            .map(|id| parse_id(id))
-            .collect::<sqlx::Result<_>>()?)
+        Ok(parse_ids(&ids)?)
     }
 
     async fn token_list(&self) -> Result<Vec<TokenInfo>> {
