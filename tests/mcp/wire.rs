@@ -293,16 +293,7 @@ async fn an_http_upstream_is_wrapped_with_its_credentials_header_and_named_by_it
 async fn a_2026_07_28_client_without_initialize_is_served_and_gated() {
     let h = harness().await;
     let mut raw = raw(&h).await;
-    let meta = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "modern-agent", "version": "1"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    let request = |id: i64, method: &str, mut params: Value| {
-        params["_meta"] = meta.clone();
-        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
-    };
-    raw.send(&request(1, "tools/list", json!({}))).await;
+    raw.send(&modern_request(1, "tools/list", json!({}))).await;
     let tools = raw.answer(1).await;
     assert!(
         tools["result"]["tools"]
@@ -312,7 +303,7 @@ async fn a_2026_07_28_client_without_initialize_is_served_and_gated() {
             .any(|tool| tool["name"] == "echo"),
         "{tools}"
     );
-    raw.send(&request(
+    raw.send(&modern_request(
         2,
         "tools/call",
         json!({"name": "echo", "arguments": {"x": 1}}),
@@ -383,17 +374,8 @@ async fn until_subscriptions(h: &Harness, n: usize) -> Vec<(String, String)> {
 async fn a_2026_07_28_client_hears_list_changes_and_its_resources_updates_on_its_stream() {
     let h = harness().await;
     let mut raw = raw(&h).await;
-    let meta = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "modern-agent", "version": "1"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    let request = |id: i64, method: &str, mut params: Value| {
-        params["_meta"] = meta.clone();
-        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
-    };
     let touch = |id: i64, uri: &str| {
-        request(
+        modern_request(
             id,
             "tools/call",
             json!({"name": "touch", "arguments": {"uri": uri}}),
@@ -407,7 +389,8 @@ async fn a_2026_07_28_client_hears_list_changes_and_its_resources_updates_on_its
 
     let asked = json!({"notifications": {"toolsListChanged": true, "promptsListChanged": true,
         "resourceSubscriptions": ["fixture://note"]}});
-    raw.send(&request(2, "subscriptions/listen", asked)).await;
+    raw.send(&modern_request(2, "subscriptions/listen", asked))
+        .await;
     let ack = raw
         .wait(
             &mut seen,
@@ -438,7 +421,7 @@ async fn a_2026_07_28_client_hears_list_changes_and_its_resources_updates_on_its
         )]
     );
 
-    raw.send(&request(
+    raw.send(&modern_request(
         3,
         "tools/call",
         json!({"name": "add_tool", "arguments": {}}),
@@ -464,7 +447,7 @@ async fn a_2026_07_28_client_hears_list_changes_and_its_resources_updates_on_its
     assert_eq!(updates.count(), 1, "not the unnamed resource: {seen:?}");
 
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-        "params": {"requestId": 2, "_meta": meta}});
+        "params": {"requestId": 2, "_meta": modern_meta()}});
     raw.send(&cancel.to_string()).await;
     let both = until_subscriptions(&h, 2).await;
     assert_eq!(
@@ -475,4 +458,19 @@ async fn a_2026_07_28_client_hears_list_changes_and_its_resources_updates_on_its
         )
     );
     let _ = raw.child.start_kill();
+}
+
+/// A request line as a 2026-07-28 client sends it: no `initialize`, its protocol
+/// version, name and capabilities in every request's `_meta`.
+fn modern_request(id: i64, method: &str, mut params: Value) -> String {
+    params["_meta"] = modern_meta();
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+}
+
+fn modern_meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-agent", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
 }

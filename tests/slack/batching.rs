@@ -36,16 +36,8 @@ batch_window = "off"
 
 /// Asks through the API with `token`; the new approval's id.
 async fn ask(app: &TestApp, token: &str, tool: &str, parameters: Value) -> ApprovalId {
-    let response = app
-        .http
-        .post(app.url("/v1/approvals"))
-        .bearer_auth(token)
-        .json(&json!({ "tool_name": tool, "parameters": parameters }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = ask_as(app, token, tool, parameters).await;
+    assert_eq!(status, StatusCode::CREATED);
     body["approval_id"].as_str().unwrap().parse().unwrap()
 }
 
@@ -300,17 +292,14 @@ async fn deny_all_denies_every_waiting_item_with_one_reason(db: TestDb) {
 
 /// A Deny all modal's submission, with `reason`, from `view` as opened.
 fn deny_all_submission(user: &str, view: &Value, reason: &str) -> Value {
-    json!({
-        "type": "view_submission",
-        "team": {"id": "T0TEAM"},
-        "user": {"id": user, "username": user.to_lowercase()},
-        "view": {
-            "id": "V0MODAL",
-            "callback_id": view["callback_id"],
-            "private_metadata": view["private_metadata"],
-            "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}}
-        }
-    })
+    let field = |name: &str| view[name].as_str().expect("the opened modal's field");
+    view_submission(
+        user,
+        field("callback_id"),
+        field("private_metadata"),
+        "reason",
+        reason,
+    )
 }
 
 /// Bulk clicks from someone who may not decide, from another message, naming no batch,

@@ -8,6 +8,7 @@ use signoff::approval::Status;
 
 use crate::common::TestDb;
 use crate::common::app::{self, App, Options, new_token};
+use crate::helpers::ask_as as ask;
 
 const POLICY: &str = r#"
 [defaults]
@@ -24,19 +25,6 @@ tier = "medium"
 channel = "C0DEPLOYS"
 max_pending = 1
 "#;
-
-async fn ask(app: &App, token: &str, tool: &str, parameters: Value) -> (StatusCode, Value) {
-    let response = app
-        .http
-        .post(app.url("/v1/approvals"))
-        .bearer_auth(token)
-        .json(&json!({ "tool_name": tool, "parameters": parameters }))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
-}
 
 /// The throttle notices Slack received, by channel.
 fn notices(app: &App) -> Vec<(String, String)> {

@@ -105,6 +105,20 @@ async fn spawn_with(db: TestDb, options: Options<'_>) -> TestApp {
     TestApp { app, slack }
 }
 
+/// Asks through the API with `token`: `POST /v1/approvals` and its answer.
+pub async fn ask_as(app: &App, token: &str, tool: &str, parameters: Value) -> (StatusCode, Value) {
+    let response = app
+        .http
+        .post(app.url("/v1/approvals"))
+        .bearer_auth(token)
+        .json(&json!({ "tool_name": tool, "parameters": parameters }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
 impl TestApp {
     /// Creates an approval through the store, as the API does, and returns it.
     pub async fn request(&self, tool: &str, parameters: Value) -> Approval {
@@ -278,6 +292,18 @@ pub fn submission(
     };
     let metadata =
         json!({"approval_id": approval.id, "channel": clicked.channel, "ts": clicked.ts});
+    view_submission(user, callback, &metadata.to_string(), input, value)
+}
+
+/// The submission by `user` of the modal `callback` carrying `private_metadata`, with
+/// `value` typed into its text input `input`.
+pub fn view_submission(
+    user: &str,
+    callback: &str,
+    private_metadata: &str,
+    input: &str,
+    value: &str,
+) -> Value {
     json!({
         "type": "view_submission",
         "team": {"id": "T0TEAM"},
@@ -285,7 +311,7 @@ pub fn submission(
         "view": {
             "id": "V0MODAL",
             "callback_id": callback,
-            "private_metadata": metadata.to_string(),
+            "private_metadata": private_metadata,
             "state": {"values": {input: {input: {"type": "plain_text_input", "value": value}}}}
         }
     })
