@@ -71,11 +71,16 @@ where
 {
     let op = Arc::new(op);
     let next = Arc::new(AtomicUsize::new(0));
+    // Each connection pool before the clock starts: building a reqwest client loads the
+    // system's CA certificates (tens of milliseconds of CPU with native-tls), which
+    // inside the phase took the first second of a 5 s phase from the server.
+    let apis: Vec<Api> = (0..load.clients).map(|_| api.reconnect()).collect();
     let started = Instant::now();
     let deadline = started + load.duration;
-    let workers: Vec<_> = (0..load.clients)
-        .map(|_| {
-            let (api, op, next) = (api.reconnect(), op.clone(), next.clone());
+    let workers: Vec<_> = apis
+        .into_iter()
+        .map(|api| {
+            let (op, next) = (op.clone(), next.clone());
             tokio::spawn(async move {
                 let mut worker = Worker {
                     latencies: Vec::new(),
