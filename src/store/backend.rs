@@ -19,6 +19,12 @@ use crate::jobs::{DueJob, MessageKey, NewJob, PostedMessage};
 /// never writes: every write goes through the writer ([`Tx`]).
 pub(crate) trait Reads: Send + Sync {
     fn get(&self, id: ApprovalId) -> impl Future<Output = Result<Option<Approval>>> + Send;
+    /// The approval and, in the same statement, the permalink of its main channel post
+    /// (if Slack gave one): what a status get answers with, in one read.
+    fn get_linked(
+        &self,
+        id: ApprovalId,
+    ) -> impl Future<Output = Result<Option<(Approval, Option<String>)>>> + Send;
     fn health(&self, now: DateTime<Utc>) -> impl Future<Output = Result<HealthCounts>> + Send;
     fn messages(&self, id: ApprovalId) -> impl Future<Output = Result<Vec<PostedMessage>>> + Send;
     /// The permalinks of the main channel posts of `ids` (those that have one), in one query.

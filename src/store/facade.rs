@@ -259,6 +259,12 @@ impl Store {
         read!(self.get(id))
     }
 
+    /// The approval and its main channel post's permalink (where Slack gave one), in
+    /// one read.
+    pub async fn get_linked(&self, id: ApprovalId) -> Result<Option<(Approval, Option<String>)>> {
+        read!(self.get_linked(id))
+    }
+
     pub async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
         read!(self.health(now))
     }

@@ -58,6 +58,52 @@ async fn a_pending_request_is_posted_once_with_buttons_and_a_fallback_text() {
 }
 
 #[tokio::test]
+async fn a_status_get_links_the_posted_message_while_the_request_waits() {
+    let app = spawn_app().await;
+    let (status, created) = ask_as(
+        &app,
+        &app.token,
+        "restart_service",
+        json!({"service": "api"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["approval_id"].as_str().unwrap().to_owned();
+    let get = || async {
+        let response = app
+            .http
+            .get(app.url(&format!("/v1/approvals/{id}")))
+            .bearer_auth(&app.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    assert_eq!(
+        get().await["permalink"],
+        serde_json::Value::Null,
+        "not posted yet"
+    );
+
+    assert_eq!(app.run_jobs().await, 1);
+    let waiting = get().await;
+    assert!(
+        waiting["permalink"]
+            .as_str()
+            .is_some_and(|link| link.starts_with("https://example.slack.com/")),
+        "{waiting}"
+    );
+
+    let approval = app.store.get(id.parse().unwrap()).await.unwrap().unwrap();
+    let (status, body) = app.click(&approval, "U0ALICE", "approve").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let decided = get().await;
+    assert_eq!(decided["status"], "approved");
+    assert_eq!(decided["permalink"], serde_json::Value::Null, "{decided}");
+}
+
+#[tokio::test]
 async fn auto_approved_requests_are_not_posted() {
     let app = spawn_app().await;
     let approval = app.request("search_orders", json!({"q": "x"})).await;

@@ -181,6 +181,28 @@ async fn main_permalinks_are_read_for_many_approvals_at_once(db: TestDb) {
         Some("https://x.slack.com/archives/C0APPROVALS/p1")
     );
     assert!(store.main_permalinks(&[]).await.unwrap().is_empty());
+
+    // A status get reads the approval and its main post's link in one statement.
+    let link_of = |id| {
+        let store = store.clone();
+        async move {
+            let (approval, link) = store.get_linked(id).await.unwrap().expect("found");
+            assert_eq!(approval.id, id);
+            link
+        }
+    };
+    assert_eq!(
+        link_of(linked.id).await.as_deref(),
+        Some("https://x.slack.com/archives/C0APPROVALS/p1")
+    );
+    assert_eq!(
+        link_of(unlinked.id).await,
+        None,
+        "a DM is not the main post"
+    );
+    assert_eq!(link_of(unposted.id).await, None);
+    let unknown = signoff::approval::ApprovalId(uuid::Uuid::new_v4());
+    assert!(store.get_linked(unknown).await.unwrap().is_none());
 }
 
 async fn the_scheduler_expires_pending_and_approved_approvals(db: TestDb) {

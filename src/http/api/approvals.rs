@@ -315,18 +315,31 @@ pub async fn read(
     id: ApprovalId,
     wait: Duration,
 ) -> Result<(Approval, Option<String>), ApiError> {
-    let approval = if wait.is_zero() {
-        load(state, caller, id).await?
-    } else {
-        wait_for_decision(state, caller, id, wait).await?
-    };
-    // Without Slack nothing is ever posted: no link to look up (a read saved per get).
+    if wait.is_zero() {
+        // The approval and its Slack link in one read.
+        let (approval, link) = state
+            .store
+            .get_linked(id)
+            .await?
+            .filter(|(approval, _)| owned_by(approval, caller))
+            .ok_or_else(|| ApiError::not_found(id))?;
+        let permalink = link.filter(|_| approval.status == Status::Pending);
+        return Ok((approval, permalink));
+    }
+    let approval = wait_for_decision(state, caller, id, wait).await?;
+    // Without Slack nothing is ever posted: no link to look up.
     let permalink = if approval.status == Status::Pending && state.slack.is_some() {
         state.store.main_permalinks(&[id]).await?.remove(&id)
     } else {
         None
     };
     Ok((approval, permalink))
+}
+
+/// Whether the approval belongs to the caller's token (a row inserted straight into the
+/// shared table belongs to none).
+fn owned_by(approval: &Approval, caller: &Caller) -> bool {
+    approval.token_name.as_deref() == Some(caller.0.as_str())
 }
 
 /// The approval, if it belongs to the caller's token. Another token's approval (and a
@@ -337,7 +350,7 @@ async fn load(state: &AppState, caller: &Caller, id: ApprovalId) -> Result<Appro
         .store
         .get(id)
         .await?
-        .filter(|approval| approval.token_name.as_deref() == Some(caller.0.as_str()))
+        .filter(|approval| owned_by(approval, caller))
         .ok_or_else(|| ApiError::not_found(id))
 }
 

@@ -208,6 +208,27 @@ async fn load_approval(
     approval_with_votes(&row).map(Some)
 }
 
+/// The approval and its main channel post's permalink, in one statement.
+async fn load_linked(
+    conn: &mut sqlx::PgConnection,
+    id: ApprovalId,
+) -> sqlx::Result<Option<(Approval, Option<String>)>> {
+    let Some(row) = sqlx::query(select_approvals!(@
+        ", (SELECT permalink FROM slack_messages m WHERE m.approval_id = pending_approvals.id \
+         AND m.kind = 'main' AND m.permalink IS NOT NULL ORDER BY m.created_at LIMIT 1) AS main_link",
+        "WHERE id = $1"))
+    .bind(id.0)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((
+        approval_with_votes(&row)?,
+        row.try_get("main_link")?,
+    )))
+}
+
 /// A job row's `payload` column.
 fn payload(row: &PgRow) -> sqlx::Result<Value> {
     row.try_get("payload")

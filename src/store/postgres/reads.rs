@@ -26,6 +26,10 @@ impl Reads for PgReads {
         Ok(on_conn!(self, |c| load_approval(c, id)))
     }
 
+    async fn get_linked(&self, id: ApprovalId) -> Result<Option<(Approval, Option<String>)>> {
+        Ok(on_conn!(self, |c| load_linked(c, id)))
+    }
+
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
         // Stale ones: no open approval expires before the expiry watermark, so only
         // the index range from there to the grace time is read.

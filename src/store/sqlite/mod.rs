@@ -256,7 +256,12 @@ async fn fetch_approvals<'q>(
     query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
 ) -> sqlx::Result<Vec<(i64, Approval)>> {
     let json: String = query.fetch_one(conn).await?.try_get(0)?;
-    let rows: Vec<ApprovalRow> = parse_json(&json)?;
+    parse_approvals(&json)
+}
+
+/// A [`select_approvals!`] answer: the approvals, each with its rowid.
+fn parse_approvals(json: &str) -> sqlx::Result<Vec<(i64, Approval)>> {
+    let rows: Vec<ApprovalRow> = parse_json(json)?;
     rows.into_iter()
         .map(|row| Ok((row.rowid, row.into_approval()?)))
         .collect()
@@ -271,6 +276,25 @@ async fn load_approval(
         .await?
         .pop()
         .map(|(_, approval)| approval))
+}
+
+/// The approval and its main channel post's permalink, in one statement.
+async fn load_linked(
+    conn: &mut sqlx::SqliteConnection,
+    id: ApprovalId,
+) -> sqlx::Result<Option<(Approval, Option<String>)>> {
+    let row = sqlx::query(concat!(
+        "SELECT (",
+        select_approvals!("WHERE id = $1"),
+        "), (SELECT permalink FROM slack_messages WHERE approval_id = $1 AND kind = 'main' \
+         AND permalink IS NOT NULL ORDER BY created_at LIMIT 1)"
+    ))
+    .bind(id.to_string())
+    .fetch_one(conn)
+    .await?;
+    let link: Option<String> = row.try_get(1)?;
+    let approval = parse_approvals(row.try_get(0)?)?.pop();
+    Ok(approval.map(|(_, approval)| (approval, link)))
 }
 
 fn entry_from_row(row: &SqliteRow) -> sqlx::Result<audit::Entry> {

@@ -16,6 +16,11 @@ impl Reads for SqliteReads {
         Ok(load_approval(&mut conn, id).await?)
     }
 
+    async fn get_linked(&self, id: ApprovalId) -> Result<Option<(Approval, Option<String>)>> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(load_linked(&mut conn, id).await?)
+    }
+
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
         // `status IN ('pending', 'approved')` repeats the condition of the open index:
         // SQLite uses a partial index only for a query that states its condition.
