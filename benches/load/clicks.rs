@@ -18,6 +18,7 @@ use crate::fake_slack::FakeSlack;
 use crate::report::{CLICKS_RATE_TARGET, Stats, count};
 use crate::server::{Server, SlackEnv, create_token};
 use crate::slack::{SlackMessage, click_on_message, signed_post};
+use crate::stages::Snapshot;
 
 const SIGNING_SECRET: &str = "bench-signing-secret-0123456789";
 const CHANNEL: &str = "C0BENCH";
@@ -27,6 +28,8 @@ const CLICKS_POLICY: &str =
 /// Approvals created beyond the target's worth, so that a server faster than the target
 /// still clicks for (nearly) the whole phase.
 const MARGIN: f64 = 1.5;
+/// The clicks' route, whose server-side time `/metrics` gives.
+const CLICK_ROUTE: &str = "/slack/interactions";
 /// How long the server's CPU use is watched with no requests, between set-up and clicks.
 const IDLE_PROBE: Duration = Duration::from_secs(1);
 
@@ -67,6 +70,7 @@ pub async fn measure(
     tokio::time::sleep(IDLE_PROBE).await;
     cpu.print(backend, "idle before the clicks")?;
     let cpu = CpuMeter::start(&server)?;
+    let stages = Snapshot::scrape(&api.http, &api.base, CLICK_ROUTE).await?;
     let targets = ids.clone();
     let phase = drive(
         &api,
@@ -82,6 +86,9 @@ pub async fn measure(
     .await;
     phase.stats.print(backend, "signed clicks");
     cpu.print(backend, "signed clicks")?;
+    Snapshot::scrape(&api.http, &api.base, CLICK_ROUTE)
+        .await?
+        .print_since(&stages, backend, "signed clicks");
     ensure!(phase.stats.requests > 0, "no click was acknowledged");
     let slack_during = fake.call_counts();
 

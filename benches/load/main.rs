@@ -4,7 +4,8 @@
 //! `signoff_bench_<random>` database that is dropped at the end):
 //!
 //! 1. **create** — `POST /v1/approvals` with unique parameters (no dedup, all pending):
-//!    requests/s, p50, p99.
+//!    requests/s, p50, p99, and where the server's time went (its `/metrics` before and
+//!    after: writer queue wait, batch, commit; `stages.rs`).
 //! 2. **get** — `GET /v1/approvals/{id}` over random ids from step 1.
 //! 3. **execute** — `POST /v1/approvals/{id}/execute` once per auto-approved approval
 //!    (tool `bench_auto_*`, tier `low`); every answer must be 200 and a second execute
@@ -54,6 +55,7 @@ mod report;
 mod server;
 #[path = "../../tests/common/slack.rs"]
 mod slack;
+mod stages;
 mod wake;
 
 use std::future::Future;
@@ -68,6 +70,7 @@ use crate::client::Api;
 use crate::cpu::{CpuMeter, cpus};
 use crate::report::{CoreReport, Report, count, markdown_table};
 use crate::server::{Server, create_token};
+use crate::stages::Snapshot;
 
 const POSTGRES_ENV: &str = "SIGNOFF_BENCH_POSTGRES_URL";
 /// One token opens tens of thousands of pending requests: no `max_pending`.
@@ -178,8 +181,12 @@ async fn bench_core(backend: &'static str, url: String, settings: Settings) -> R
     let at_start = server.memory()?;
 
     let cpu = CpuMeter::start(&server)?;
+    let stages = Snapshot::scrape(&api.http, &api.base, "/v1/approvals").await?;
     let (create, mut pending_ids) = phases::measure_create(&api, settings).await?;
     cpu.print(backend, "create")?;
+    Snapshot::scrape(&api.http, &api.base, "/v1/approvals")
+        .await?
+        .print_since(&stages, backend, "create");
     let cpu = CpuMeter::start(&server)?;
     let get = phases::measure_get(&api, Arc::new(pending_ids.clone()), settings).await?;
     cpu.print(backend, "get")?;

@@ -1,6 +1,7 @@
 //! Prometheus metrics (`GET /metrics`): HTTP requests by route and status, request
-//! latency, approvals created, decisions by outcome, and Socket Mode envelopes (by type
-//! and outcome) and unreadable frames.
+//! latency, approvals created, decisions by outcome, Socket Mode envelopes (by type
+//! and outcome) and unreadable frames, and the store's single writer: queue wait,
+//! batch and commit times, operations per batch (`store::WriterStats`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +121,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The HTTP metrics, and the store's writer's (queue wait, batch, commit).
+    pub fn for_store(store: &Store) -> Self {
+        let mut metrics = Self::default();
+        store.writer_stats().register(&mut metrics.registry);
+        metrics
+    }
+
     /// A new approval; auto-approved and policy-denied ones are decisions too.
     pub fn created(&self, tier: Tier, status: Status) {
         self.created

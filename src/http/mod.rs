@@ -79,11 +79,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, policy: Policy, clock: Arc<dyn Clock>) -> Self {
         let (trigger, shutdown) = watch::channel(false);
+        let metrics = Arc::new(Metrics::for_store(&store));
         Self {
             store,
             policy: Arc::new(policy),
             clock,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             tokens: Arc::default(),
             slack: None,
             socket_mode: None,

@@ -12,7 +12,8 @@ use super::backend::Reads;
 use super::ops::{Op, Reply, TokenChange};
 use super::shared::{prefix_range, redact};
 use super::{
-    Created, HealthCounts, Result, StatusChange, StoreError, TokenInfo, postgres, sqlite, writer,
+    Created, HealthCounts, Result, StatusChange, StoreError, TokenInfo, WriterStats, postgres,
+    sqlite, writer,
 };
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status};
 use crate::audit;
@@ -51,6 +52,8 @@ struct Inner {
     hearing: tokio::sync::watch::Receiver<bool>,
     /// Whether the writer signs audit checkpoints.
     signs: bool,
+    /// Where the writer's time goes (for `/metrics`).
+    stats: WriterStats,
 }
 
 /// The store handle: cheap to clone, shared by every request.
@@ -85,14 +88,21 @@ impl Store {
         let wakeup = Arc::new(tokio::sync::Notify::new());
         let (writes, rx) = mpsc::channel(writer::QUEUE);
         let (heard, hearing) = tokio::sync::watch::channel(false);
+        let stats = WriterStats::default();
+        let setup = writer::Setup {
+            changes: changes.clone(),
+            deliveries,
+            signer,
+            stats: stats.clone(),
+        };
         let backend = if url.starts_with("sqlite:") {
             heard.send_replace(true);
             let (reads, tx) = sqlite::open(url, changes.clone()).await?;
-            tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries, signer));
+            tokio::spawn(writer::run(tx, rx, setup));
             Backend::Sqlite(reads)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let (reads, tx) = postgres::open(url).await?;
-            tokio::spawn(writer::run(tx, rx, changes.clone(), deliveries, signer));
+            tokio::spawn(writer::run(tx, rx, setup));
             tokio::spawn(postgres::listen(
                 url.to_owned(),
                 changes.clone(),
@@ -114,6 +124,7 @@ impl Store {
                 wakeup,
                 hearing,
                 signs,
+                stats,
             }),
         })
     }
@@ -125,6 +136,11 @@ impl Store {
         let mut hearing = self.inner.hearing.clone();
         // The sender lives as long as the listener task, which never ends.
         let _ = hearing.wait_for(|up| *up).await;
+    }
+
+    /// The single writer's queue, batch and commit times.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.inner.stats
     }
 
     /// `"sqlite"` or `"postgres"`.

@@ -26,6 +26,7 @@ mod postgres;
 pub mod requests;
 mod sql;
 mod sqlite;
+mod stats;
 mod writer;
 
 pub use postgres::WRITER_SETTING as POSTGRES_WRITER_SETTING;
@@ -38,6 +39,7 @@ use crate::approval::{Approval, ApprovalId, Rejection, Status};
 pub use facade::Store;
 pub use shared::redact;
 use shared::{decode, decode_kind, decode_votes, pow2_chunks};
+pub use stats::WriterStats;
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]

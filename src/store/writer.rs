@@ -5,11 +5,13 @@
 //! rolled back and every operation in it is retried alone, so one bad operation
 //! cannot fail its neighbours. What the operations do is [`super::ops`].
 
+use std::time::Instant;
+
 use tokio::sync::{broadcast, mpsc};
 
-use super::StatusChange;
 use super::backend::Tx;
 use super::ops::{self, Op};
+use super::{StatusChange, WriterStats};
 use crate::jobs::Deliveries;
 use crate::signing::Signer;
 
@@ -18,19 +20,39 @@ pub(crate) const QUEUE: usize = 4096;
 /// At most this many operations share one transaction.
 const MAX_BATCH: usize = 128;
 
+/// What the writer works with besides its connection and its queue.
+pub(crate) struct Setup {
+    /// Where committed status changes are announced.
+    pub(crate) changes: broadcast::Sender<StatusChange>,
+    /// The deliveries each change plans.
+    pub(crate) deliveries: Deliveries,
+    /// With a signer, signed audit checkpoints are appended as they come due.
+    pub(crate) signer: Option<Signer>,
+    /// Where its time goes.
+    pub(crate) stats: WriterStats,
+}
+
 /// Runs the writer until every sender is gone.
-pub(crate) async fn run<T: Tx>(
-    mut tx: T,
-    mut queue: mpsc::Receiver<Op>,
-    changes: broadcast::Sender<StatusChange>,
-    deliveries: Deliveries,
-    signer: Option<Signer>,
-) {
+pub(crate) async fn run<T: Tx>(mut tx: T, mut queue: mpsc::Receiver<Op>, setup: Setup) {
+    let Setup {
+        changes,
+        deliveries,
+        signer,
+        stats,
+    } = setup;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut checkpoints = signer.map(ops::Checkpoints::new);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let committed = match ops::run_batch(&mut tx, &mut batch, deliveries, checkpoints.as_mut())
-            .await
+        let began = Instant::now();
+        stats.began(batch.iter().map(Op::queued), began);
+        let committed = match ops::run_batch(
+            &mut tx,
+            &mut batch,
+            deliveries,
+            checkpoints.as_mut(),
+            &stats,
+        )
+        .await
         {
             Ok(committed) => committed,
             Err(error) => {
@@ -43,6 +65,7 @@ pub(crate) async fn run<T: Tx>(
                         std::slice::from_mut(op),
                         deliveries,
                         checkpoints.as_mut(),
+                        &stats,
                     )
                     .await
                     {
@@ -53,6 +76,7 @@ pub(crate) async fn run<T: Tx>(
                 committed
             }
         };
+        stats.batch(began.elapsed());
         for change in committed {
             // Nobody listening is fine: long-pollers subscribe before they read.
             let _ = changes.send(change);

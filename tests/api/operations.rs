@@ -77,6 +77,52 @@ async fn metrics_count_requests_by_route_and_decisions() {
     );
 }
 
+/// An unlabelled sample of the metrics text, e.g. `signoff_writer_batch_seconds_count`.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_show_the_writers_queue_wait_batch_and_commit_times() {
+    let app = spawn_app().await;
+    let before = app.metrics().await;
+    let waits = |text: &str| sample(text, "signoff_writer_queue_wait_seconds_count");
+    let batches = |text: &str| sample(text, "signoff_writer_batch_seconds_count");
+    let commits = |text: &str| sample(text, "signoff_writer_commit_seconds_count");
+    let operations = |text: &str| sample(text, "signoff_writer_batch_operations_sum");
+
+    let tools: Vec<String> = (0..8).map(|i| format!("tool_{i}")).collect();
+    let asks = tools.iter().map(|tool| app.request(tool, json!({})));
+    let ids = futures_util::future::join_all(asks).await;
+    app.approve(&ids[0], "U1").await;
+    let after = app.metrics().await;
+
+    // Each write waited in the queue once and was in one batch; each batch committed.
+    let written = waits(&after) - waits(&before);
+    assert!(written >= 9.0, "8 creates and a vote: {written} writes");
+    assert_eq!(operations(&after) - operations(&before), written, "{after}");
+    let batches_run = batches(&after) - batches(&before);
+    assert!(
+        (1.0..=written).contains(&batches_run),
+        "{batches_run} batches for {written} writes"
+    );
+    assert_eq!(commits(&after) - commits(&before), batches_run, "{after}");
+    assert!(
+        sample(&after, "signoff_writer_commit_seconds_sum")
+            > sample(&before, "signoff_writer_commit_seconds_sum"),
+        "{after}"
+    );
+    assert!(
+        sample(&after, "signoff_writer_batch_seconds_sum")
+            >= sample(&after, "signoff_writer_commit_seconds_sum"),
+        "a batch's time includes its commit: {after}"
+    );
+}
+
 #[tokio::test]
 async fn odd_methods_and_unknown_paths_do_not_grow_the_metrics() {
     let app = spawn_app().await;

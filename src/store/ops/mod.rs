@@ -14,12 +14,13 @@ mod throttle;
 mod work;
 
 use std::collections::HashSet;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::backend::Tx;
-use super::{Created, Result, StatusChange, StoreError};
+use super::{Created, Result, StatusChange, StoreError, WriterStats};
 use crate::approval::{Approval, ApprovalId, Event, NewApproval};
 use crate::audit::{self, Draft};
 use crate::jobs::{Deliveries, DueJob, NewJob, Outcome};
@@ -33,6 +34,8 @@ use work::Opening;
 pub(crate) struct Reply<T> {
     sender: oneshot::Sender<Result<T>>,
     answer: Option<Result<T>>,
+    /// When the operation was made, i.e. queued for the writer.
+    queued: Instant,
 }
 
 impl<T> Reply<T> {
@@ -41,6 +44,7 @@ impl<T> Reply<T> {
         let reply = Reply {
             sender,
             answer: None,
+            queued: Instant::now(),
         };
         (reply, receiver)
     }
@@ -169,6 +173,22 @@ impl Op {
         }
     }
 
+    /// When the operation was queued for the writer.
+    pub(crate) fn queued(&self) -> Instant {
+        match self {
+            Op::Create { reply, .. } => reply.queued,
+            Op::Apply { reply, .. } | Op::Adopt { reply, .. } => reply.queued,
+            Op::FireDue { reply, .. } => reply.queued,
+            Op::Claim { reply, .. } => reply.queued,
+            Op::SetPermalink { reply, .. }
+            | Op::Defer { reply, .. }
+            | Op::Report { reply, .. }
+            | Op::Checkpoint { reply, .. } => reply.queued,
+            Op::Token { reply, .. } => reply.queued,
+            Op::CloseBatch { reply, .. } => reply.queued,
+        }
+    }
+
     /// Answers the caller with the committed outcome.
     pub(crate) fn answer(self) {
         match self {
@@ -230,9 +250,10 @@ pub(crate) async fn run_batch<T: Tx>(
     ops: &mut [Op],
     deliveries: Deliveries,
     checkpoints: Option<&mut Checkpoints>,
+    stats: &WriterStats,
 ) -> sqlx::Result<Vec<StatusChange>> {
     tx.begin().await?;
-    let outcome = batch(tx, ops, deliveries, checkpoints).await;
+    let outcome = batch(tx, ops, deliveries, checkpoints, stats).await;
     if outcome.is_err() {
         tx.rollback().await;
     }
@@ -244,6 +265,7 @@ async fn batch<T: Tx>(
     ops: &mut [Op],
     deliveries: Deliveries,
     mut checkpoints: Option<&mut Checkpoints>,
+    stats: &WriterStats,
 ) -> sqlx::Result<Vec<StatusChange>> {
     // Every new approval of the batch in one statement, ahead of the other operations
     // (none of which can name an approval not created yet), less those refused for
@@ -308,7 +330,9 @@ async fn batch<T: Tx>(
     if !done.changes.is_empty() {
         tx.announce(&done.changes).await?;
     }
+    let committing = Instant::now();
     tx.commit().await?;
+    stats.commit(committing.elapsed());
     if let Some(checkpoints) = checkpoints.as_mut() {
         checkpoints.committed(newest);
     }
