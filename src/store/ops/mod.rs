@@ -156,69 +156,44 @@ pub(crate) enum Op {
     },
 }
 
+/// Runs `$body` on the operation's reply, whichever operation it is (each has its
+/// own answer type, so the reply cannot be handed out as one type).
+macro_rules! on_reply {
+    ($op:expr, $reply:ident => $body:expr) => {
+        match $op {
+            Op::Create { $reply, .. } => $body,
+            Op::Apply { $reply, .. } | Op::Adopt { $reply, .. } => $body,
+            Op::FireDue { $reply, .. } => $body,
+            Op::Claim { $reply, .. } => $body,
+            Op::SetPermalink { $reply, .. }
+            | Op::Defer { $reply, .. }
+            | Op::Report { $reply, .. }
+            | Op::Checkpoint { $reply, .. } => $body,
+            Op::Token { $reply, .. } => $body,
+            Op::CloseBatch { $reply, .. } => $body,
+        }
+    };
+}
+
 impl Op {
     /// Forgets an answer from a batch that was rolled back.
     pub(crate) fn clear(&mut self) {
-        match self {
-            Op::Create { reply, .. } => reply.answer = None,
-            Op::Apply { reply, .. } | Op::Adopt { reply, .. } => reply.answer = None,
-            Op::FireDue { reply, .. } => reply.answer = None,
-            Op::Claim { reply, .. } => reply.answer = None,
-            Op::SetPermalink { reply, .. }
-            | Op::Defer { reply, .. }
-            | Op::Report { reply, .. }
-            | Op::Checkpoint { reply, .. } => reply.answer = None,
-            Op::Token { reply, .. } => reply.answer = None,
-            Op::CloseBatch { reply, .. } => reply.answer = None,
-        }
+        on_reply!(self, reply => reply.answer = None)
     }
 
     /// When the operation was queued for the writer.
     pub(crate) fn queued(&self) -> Instant {
-        match self {
-            Op::Create { reply, .. } => reply.queued,
-            Op::Apply { reply, .. } | Op::Adopt { reply, .. } => reply.queued,
-            Op::FireDue { reply, .. } => reply.queued,
-            Op::Claim { reply, .. } => reply.queued,
-            Op::SetPermalink { reply, .. }
-            | Op::Defer { reply, .. }
-            | Op::Report { reply, .. }
-            | Op::Checkpoint { reply, .. } => reply.queued,
-            Op::Token { reply, .. } => reply.queued,
-            Op::CloseBatch { reply, .. } => reply.queued,
-        }
+        on_reply!(self, reply => reply.queued)
     }
 
     /// Answers the caller with the committed outcome.
     pub(crate) fn answer(self) {
-        match self {
-            Op::Create { reply, .. } => reply.send(),
-            Op::Apply { reply, .. } | Op::Adopt { reply, .. } => reply.send(),
-            Op::FireDue { reply, .. } => reply.send(),
-            Op::Claim { reply, .. } => reply.send(),
-            Op::SetPermalink { reply, .. }
-            | Op::Defer { reply, .. }
-            | Op::Report { reply, .. }
-            | Op::Checkpoint { reply, .. } => reply.send(),
-            Op::Token { reply, .. } => reply.send(),
-            Op::CloseBatch { reply, .. } => reply.send(),
-        }
+        on_reply!(self, reply => reply.send())
     }
 
     /// Fails the operation with `error` (its batch and its retry alone both failed).
     pub(crate) fn fail(&mut self, error: StoreError) {
-        match self {
-            Op::Create { reply, .. } => reply.set(Err(error)),
-            Op::Apply { reply, .. } | Op::Adopt { reply, .. } => reply.set(Err(error)),
-            Op::FireDue { reply, .. } => reply.set(Err(error)),
-            Op::Claim { reply, .. } => reply.set(Err(error)),
-            Op::SetPermalink { reply, .. }
-            | Op::Defer { reply, .. }
-            | Op::Report { reply, .. }
-            | Op::Checkpoint { reply, .. } => reply.set(Err(error)),
-            Op::Token { reply, .. } => reply.set(Err(error)),
-            Op::CloseBatch { reply, .. } => reply.set(Err(error)),
-        }
+        on_reply!(self, reply => reply.set(Err(error)))
     }
 }
 
