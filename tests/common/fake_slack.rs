@@ -134,6 +134,17 @@ impl FakeSlack {
             .collect()
     }
 
+    /// How many `chat.postMessage` calls there were, and how many approvals they named
+    /// (by their message metadata): equal when no approval was posted twice.
+    pub fn posts_and_approvals(&self) -> (usize, usize) {
+        let posts = self.calls_to("chat.postMessage");
+        let approvals: std::collections::HashSet<String> = posts
+            .iter()
+            .map(|call| call.body["metadata"]["event_payload"]["approval_id"].to_string())
+            .collect();
+        (posts.len(), approvals.len())
+    }
+
     /// The `channel` of each call to `method`, in order.
     pub fn channels_of(&self, method: &str) -> Vec<String> {
         self.calls_to(method)
