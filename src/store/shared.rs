@@ -1,5 +1,5 @@
-//! What both backends share: the column list, the multi-row insert's start, chunking,
-//! id-prefix ranges and the decoding of stored names.
+//! What both backends share: the column list, the multi-row insert's start, the main
+//! post's link, chunking, id-prefix ranges and the decoding of stored names.
 
 use crate::approval::ApprovalId;
 
@@ -18,6 +18,15 @@ macro_rules! opening_columns {
 macro_rules! approval_columns {
     () => {
         concat!(opening_columns!(), ", decided_via")
+    };
+}
+
+/// The permalink of approval `$1`'s main channel post (the first, if Slack gave one
+/// a link), as a scalar subquery beside the approval's own read.
+macro_rules! main_link_of_1 {
+    () => {
+        "(SELECT permalink FROM slack_messages WHERE approval_id = $1 AND kind = 'main' \
+         AND permalink IS NOT NULL ORDER BY created_at LIMIT 1)"
     };
 }
 

@@ -174,7 +174,7 @@ macro_rules! select_approvals {
     (located $where:literal) => {
         select_approvals!(@ ", ctid::text AS loc", $where)
     };
-    (@ $extra:literal, $where:literal) => {
+    (@ $extra:expr, $where:literal) => {
         concat!(
             "SELECT ",
             approval_columns!(),
@@ -214,8 +214,7 @@ async fn load_linked(
     id: ApprovalId,
 ) -> sqlx::Result<Option<(Approval, Option<String>)>> {
     let Some(row) = sqlx::query(select_approvals!(@
-        ", (SELECT permalink FROM slack_messages m WHERE m.approval_id = pending_approvals.id \
-         AND m.kind = 'main' AND m.permalink IS NOT NULL ORDER BY m.created_at LIMIT 1) AS main_link",
+        concat!(", ", main_link_of_1!(), " AS main_link"),
         "WHERE id = $1"))
     .bind(id.0)
     .fetch_optional(&mut *conn)

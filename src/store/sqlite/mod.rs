@@ -286,8 +286,8 @@ async fn load_linked(
     let row = sqlx::query(concat!(
         "SELECT (",
         select_approvals!("WHERE id = $1"),
-        "), (SELECT permalink FROM slack_messages WHERE approval_id = $1 AND kind = 'main' \
-         AND permalink IS NOT NULL ORDER BY created_at LIMIT 1)"
+        "), ",
+        main_link_of_1!()
     ))
     .bind(id.to_string())
     .fetch_one(conn)
