@@ -48,7 +48,7 @@ impl WriterStats {
         );
         registry.register(
             "writer_batch_seconds",
-            "A write batch's transaction, from BEGIN to the end of COMMIT",
+            "A write batch, from BEGIN to the end of COMMIT (a failed batch: with its operations' retries one by one)",
             self.batch.clone(),
         );
         registry.register(
@@ -74,7 +74,8 @@ impl WriterStats {
         self.operations.observe(f64::from(operations));
     }
 
-    /// A batch's transaction took `took`, its commit included.
+    /// A batch took `took`, its commit included (and, when it failed, its operations'
+    /// retries one by one).
     pub(crate) fn batch(&self, took: Duration) {
         self.batch.observe(took.as_secs_f64());
     }
