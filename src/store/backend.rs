@@ -251,8 +251,8 @@ pub(crate) trait OutboxTx {
         &mut self,
         jobs: &[(NewJob, DateTime<Utc>)],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Deletes a finished job (finishing it again is a no-op).
-    fn finish_job(&mut self, job_id: i64) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Deletes finished jobs (finishing one again is a no-op), in one statement.
+    fn finish_jobs(&mut self, job_ids: &[i64]) -> impl Future<Output = sqlx::Result<()>> + Send;
     fn set_permalink(
         &mut self,
         channel: &str,
@@ -285,17 +285,16 @@ pub(crate) trait OutboxTx {
         job_id: i64,
         error: &str,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Records a posted Slack message (a repeated report is a no-op).
-    fn insert_message(
+    /// Records posted Slack messages, each with when it was reported, in one statement
+    /// (a repeated report is a no-op).
+    fn insert_messages(
         &mut self,
-        message: &PostedMessage,
-        now: DateTime<Utc>,
+        messages: &[(&PostedMessage, DateTime<Utc>)],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Notes that `id`'s row of a message now shows `version` (never moves backwards).
+    /// Notes that each `(message, approval)` row now shows the paired version (never
+    /// moving backwards), in one statement. Each row appears at most once.
     fn mark_rendered(
         &mut self,
-        key: &MessageKey,
-        id: ApprovalId,
-        version: i64,
+        rows: &[(&MessageKey, ApprovalId, i64)],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
 }

@@ -32,7 +32,16 @@ pub(super) const ADOPT: &str = "UPDATE pending_approvals SET risk_tier = $2, sta
 /// Jobs.
 pub(super) mod jobs {
     pub const INSERT: &str = "INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) ";
-    pub const FINISH: &str = "DELETE FROM jobs WHERE id = $1";
+    /// Deletes the finished jobs whose ids `$ids` lists (each backend's list form).
+    macro_rules! finish {
+        ($ids:literal) => {
+            concat!("DELETE FROM jobs WHERE id IN (", $ids, ")")
+        };
+    }
+    /// SQLite: `$1` a JSON array of ids.
+    pub const FINISH_JSON: &str = finish!("SELECT value FROM json_each($1)");
+    /// PostgreSQL: `$1` an array of ids.
+    pub const FINISH_ARRAY: &str = finish!("SELECT unnest($1::bigint[])");
     pub const RETRY: &str =
         "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1";
     pub const KILL: &str =
@@ -58,13 +67,57 @@ pub(super) mod jobs {
 
 /// Slack messages signoff posted.
 pub(super) mod messages {
-    pub const INSERT: &str = "INSERT INTO slack_messages (approval_id, channel, ts, kind, permalink, \
-         rendered_version, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+    /// Records posted messages, read from `$rows` (each backend's table of bound rows
+    /// with these column names); a message recorded already is left as it is.
+    macro_rules! insert {
+        ($rows:literal) => {
+            concat!(
+                "INSERT INTO slack_messages (approval_id, channel, ts, kind, permalink, \
+                 rendered_version, created_at) SELECT approval_id, channel, ts, kind, \
+                 permalink, rendered_version, created_at FROM ",
+                $rows,
+                // `WHERE true`: SQLite otherwise reads `ON` as a join's.
+                " WHERE true ON CONFLICT DO NOTHING"
+            )
+        };
+    }
+    /// SQLite: `$1` a JSON array of rows, each an array in the columns' order.
+    pub const INSERT_JSON: &str = insert!(
+        "(SELECT value ->> 0 AS approval_id, value ->> 1 AS channel, value ->> 2 AS ts, \
+         value ->> 3 AS kind, value ->> 4 AS permalink, value ->> 5 AS rendered_version, \
+         value ->> 6 AS created_at FROM json_each($1))"
+    );
+    /// PostgreSQL: `$1`…`$7` one array per column.
+    pub const INSERT_ARRAYS: &str = insert!(
+        "UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
+         $7::timestamptz[]) AS v(approval_id, channel, ts, kind, permalink, \
+         rendered_version, created_at)"
+    );
     pub const SET_PERMALINK: &str =
         "UPDATE slack_messages SET permalink = $3 WHERE channel = $1 AND ts = $2";
-    /// One approval's row of a message (a batch message has one row per approval).
-    pub const MARK_RENDERED: &str = "UPDATE slack_messages SET rendered_version = $3 \
-         WHERE channel = $1 AND ts = $2 AND approval_id = $4 AND rendered_version < $3";
+    /// Moves approvals' rows of messages (a batch message has one row per approval)
+    /// up to the versions `$rows` pairs them with (`channel, ts, approval_id,
+    /// version`), never backwards.
+    macro_rules! mark_rendered {
+        ($rows:literal) => {
+            concat!(
+                "UPDATE slack_messages SET rendered_version = v.version FROM ",
+                $rows,
+                " WHERE slack_messages.channel = v.channel AND slack_messages.ts = v.ts \
+                 AND slack_messages.approval_id = v.approval_id \
+                 AND slack_messages.rendered_version < v.version"
+            )
+        };
+    }
+    /// SQLite: `$1` a JSON array of rows, each `[channel, ts, approval_id, version]`.
+    pub const MARK_RENDERED_JSON: &str = mark_rendered!(
+        "(SELECT value ->> 0 AS channel, value ->> 1 AS ts, value ->> 2 AS approval_id, \
+         value ->> 3 AS version FROM json_each($1)) AS v"
+    );
+    /// PostgreSQL: `$1`…`$4` one array per column.
+    pub const MARK_RENDERED_ARRAYS: &str = mark_rendered!(
+        "UNNEST($1::text[], $2::text[], $3::uuid[], $4::bigint[]) AS v(channel, ts, approval_id, version)"
+    );
 }
 
 /// Batches of look-alike requests posted as one message (see `ops::batching`).

@@ -18,6 +18,7 @@ crate::on_both_backends!(
     an_expiry_timer_follows_an_expiry_moved_in_the_shared_table,
     expiries_behind_the_last_pass_still_fire,
     finished_jobs_are_deleted_and_given_up_ones_kept,
+    reports_that_share_a_batch_are_each_recorded,
     deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt,
     main_permalinks_are_read_for_many_approvals_at_once,
     the_scheduler_expires_pending_and_approved_approvals,
@@ -774,6 +775,103 @@ async fn finished_jobs_are_deleted_and_given_up_ones_kept(db: TestDb) {
         "kept for health to report"
     );
     assert_eq!(store.health(clock.now()).await.unwrap().undelivered, 1);
+}
+
+/// The writer records a batch's delivery reports together (one statement each for
+/// their messages, versions and finished jobs): each report still counts as if alone.
+async fn reports_that_share_a_batch_are_each_recorded(db: TestDb) {
+    use signoff::approval::Approval;
+    use signoff::jobs::{MessageKey, MessageKind, Outcome, PostedMessage};
+    let (store, clock) = open_posting(&db).await;
+    let first = create(&store, &clock, "a", json!({})).await;
+    let second = create(&store, &clock, "b", json!({})).await;
+    let posts = store.claim_jobs(clock.now(), 10, LEASE).await.unwrap();
+    assert_eq!(posts.len(), 2, "a post each");
+    let post_of = |approval: &Approval| {
+        posts
+            .iter()
+            .find(|job| job.approval_id == approval.id)
+            .expect("its post")
+            .clone()
+    };
+    let message = |approval: &Approval| PostedMessage {
+        approval_id: approval.id,
+        channel: "C0APPROVALS".into(),
+        ts: format!("1700000000.{}", approval.id.short()),
+        kind: MessageKind::Main,
+        permalink: None,
+        rendered_version: approval.version,
+    };
+    let key = |approval: &Approval| MessageKey {
+        channel: "C0APPROVALS".into(),
+        ts: format!("1700000000.{}", approval.id.short()),
+    };
+    let posted = |approval: &Approval| Outcome::Delivered {
+        posted: vec![message(approval)],
+        rendered: Vec::new(),
+        version: approval.version,
+        next: None,
+    };
+    let rendered = |approval: &Approval, version: i64| Outcome::Delivered {
+        posted: Vec::new(),
+        rendered: vec![key(approval)],
+        version,
+        next: None,
+    };
+    let now = clock.now();
+    let report = |approval: &Approval, outcome: Outcome| {
+        let store = store.clone();
+        let job = post_of(approval);
+        async move { store.report(job, outcome, now).await.unwrap() }
+    };
+    let updates = |approval: &Approval| {
+        let sql = format!(
+            "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_update' AND approval_id = '{}'",
+            approval.id
+        );
+        let db = &db;
+        async move { raw_count(db, &sql).await }
+    };
+
+    // Queued from one task without a pause between them, so the writer takes them as
+    // one batch. A post reported twice is recorded once.
+    tokio::join!(
+        report(&first, posted(&first)),
+        report(&second, posted(&second)),
+        report(&first, posted(&first)),
+    );
+    assert_eq!(store.messages(first.id).await.unwrap(), [message(&first)]);
+    assert_eq!(store.messages(second.id).await.unwrap(), [message(&second)]);
+    assert_eq!(
+        raw_count(&db, "SELECT COUNT(*) FROM jobs").await,
+        0,
+        "both posts done"
+    );
+
+    // Two updates of one message finish in one batch, the newer reported first: the
+    // message is known to show the newer version, whatever their order.
+    let newer = first.version + 4;
+    tokio::join!(
+        report(&first, rendered(&first, newer)),
+        report(&first, rendered(&first, first.version + 2)),
+    );
+    let shown = store.messages(first.id).await.unwrap();
+    assert_eq!(shown[0].rendered_version, newer, "never moves backwards");
+    assert_eq!(
+        updates(&first).await,
+        0,
+        "it shows a version newer than the approval's"
+    );
+
+    // Two reports that the second message shows an older version than the approval's
+    // (it changed while they ran): one update brings it up to date.
+    tokio::join!(
+        report(&second, rendered(&second, second.version - 1)),
+        report(&second, rendered(&second, second.version - 1)),
+    );
+    let shown = store.messages(second.id).await.unwrap();
+    assert_eq!(shown[0].rendered_version, second.version, "unchanged");
+    assert_eq!(updates(&second).await, 1, "one update for the batch");
 }
 
 /// On PostgreSQL a pass reads the due approvals from a watermark, which it then moves

@@ -3,13 +3,15 @@
 //! once over [`Tx`] for both backends. Each operation loads what it needs, lets the
 //! pure state machine decide, and leaves behind what it changed ([`Done`]: status
 //! notices, audit drafts, jobs), which the batch writes together: new approvals in one
-//! statement ahead of the rest, the changed approvals and their votes in one statement
+//! statement ahead of the rest, the delivery reports' messages and finished jobs in one
+//! statement each ([`report`]), the changed approvals and their votes in one statement
 //! each after the last operation, then the jobs, the audit chain and the notices. A
 //! refusal is decided before anything is written, so it needs no rollback.
 
 mod batching;
 mod checkpoint;
 mod current;
+mod report;
 mod throttle;
 mod work;
 
@@ -137,7 +139,7 @@ pub(crate) enum Op {
         jobs: Vec<(i64, DateTime<Utc>)>,
         reply: Reply<()>,
     },
-    /// A claimed delivery finished, failed, or was given up.
+    /// A claimed delivery finished, failed, or was given up (see [`report`]).
     Report {
         job: Box<DueJob>,
         outcome: Box<Outcome>,
@@ -270,15 +272,20 @@ async fn batch<T: Tx>(
     } else {
         tx.insert_approvals(&rows).await?
     };
-    // Every approval an event names, read (and on Postgres locked) in one statement.
-    let named: Vec<ApprovalId> = ops
+    // Every approval an event names or a delivery report shows, read (and on Postgres
+    // locked) in one statement.
+    let mut named: Vec<ApprovalId> = ops
         .iter()
         .filter_map(|op| match op {
             Op::Apply { id, .. } => Some(*id),
             _ => None,
         })
         .collect();
+    named.extend(report::shown(ops, deliveries));
     let mut current = Current::load(tx, &named).await?;
+    // The reports first, against the approvals as they were before this batch (one
+    // this batch changes gets its update from that change).
+    report::record(tx, ops, &current, deliveries, &mut done).await?;
     for (op, opening) in ops.iter_mut().zip(openings.iter_mut()) {
         run_op(
             tx,
@@ -392,16 +399,8 @@ async fn run_op<T: Tx>(
             done,
             work::adopt(tx, *id, class, *now, deliveries).await,
         ),
-        Op::Report {
-            job,
-            outcome,
-            now,
-            reply,
-        } => settle(
-            reply,
-            done,
-            work::report(tx, job, outcome, *now, deliveries).await,
-        ),
+        // Recorded with the batch's other reports, before the first operation.
+        Op::Report { .. } => Ok(()),
         Op::Claim { .. }
         | Op::SetPermalink { .. }
         | Op::Defer { .. }

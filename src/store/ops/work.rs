@@ -12,67 +12,10 @@ use super::batching;
 use super::current::Current;
 use crate::approval::{Approval, ApprovalId, Event, Happening, NewApproval, Status, machine};
 use crate::audit::Draft;
-use crate::jobs::{self, Deliveries, DueJob, Job, NewJob, Outcome};
+use crate::jobs::{self, Deliveries, NewJob};
 use crate::policy::Classification;
 use crate::store::backend::Tx;
 use crate::store::{Created, Result, StatusChange, StoreError, requests};
-
-pub(crate) async fn report<T: Tx>(
-    tx: &mut T,
-    job: &DueJob,
-    outcome: &Outcome,
-    now: DateTime<Utc>,
-    deliveries: Deliveries,
-) -> Result<((), Done)> {
-    let mut follow_ups = Vec::new();
-    match outcome {
-        Outcome::Delivered {
-            posted,
-            rendered,
-            version,
-            next,
-        } => {
-            for message in posted {
-                tx.insert_message(message, now).await?;
-            }
-            for key in rendered {
-                tx.mark_rendered(key, job.approval_id, *version).await?;
-            }
-            tx.finish_job(job.id).await?;
-            if let Some(next) = next {
-                follow_ups.push((next.clone(), now));
-            }
-            // An approval changed while its message was being posted or updated: bring
-            // it up to date (a batch's post shows several approvals).
-            let mut shown: Vec<(ApprovalId, i64)> = posted
-                .iter()
-                .map(|message| (message.approval_id, message.rendered_version))
-                .collect();
-            if !rendered.is_empty() {
-                shown.push((job.approval_id, *version));
-            }
-            shown.sort_unstable();
-            shown.dedup_by_key(|(id, _)| *id);
-            for (id, version) in shown.into_iter().filter(|_| deliveries.slack) {
-                if tx.load(id).await?.is_some_and(|a| a.version > version) {
-                    let update = NewJob {
-                        approval_id: id,
-                        job: Job::SlackUpdate {},
-                        due_at: now,
-                    };
-                    follow_ups.push((update, now));
-                }
-            }
-        }
-        Outcome::Retry { at, error } => tx.retry_job(job.id, *at, error).await?,
-        Outcome::Dead { error } => tx.kill_job(job.id, error).await?,
-    }
-    let done = Done {
-        jobs: follow_ups,
-        ..Done::default()
-    };
-    Ok(((), done))
-}
 
 /// A new approval as the state machine opened it, before it is inserted (the writer
 /// inserts a batch's new approvals in one statement).

@@ -38,9 +38,12 @@ impl OutboxTx for PgTx {
         Ok(())
     }
 
-    async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::FINISH)
-            .bind(job_id)
+    async fn finish_jobs(&mut self, job_ids: &[i64]) -> sqlx::Result<()> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(sql::jobs::FINISH_ARRAY)
+            .bind(job_ids)
             .execute(self.conn()?)
             .await?;
         Ok(())
@@ -95,31 +98,60 @@ impl OutboxTx for PgTx {
         Ok(())
     }
 
-    async fn insert_message(&mut self, m: &PostedMessage, now: DateTime<Utc>) -> sqlx::Result<()> {
-        sqlx::query(sql::messages::INSERT)
-            .bind(m.approval_id.0)
-            .bind(&m.channel)
-            .bind(&m.ts)
-            .bind(m.kind.as_str())
-            .bind(&m.permalink)
-            .bind(m.rendered_version)
-            .bind(now)
+    async fn insert_messages(
+        &mut self,
+        messages: &[(&PostedMessage, DateTime<Utc>)],
+    ) -> sqlx::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let each = |column: fn(&PostedMessage) -> Option<&str>| -> Vec<Option<&str>> {
+            messages.iter().map(|(m, _)| column(m)).collect()
+        };
+        sqlx::query(sql::messages::INSERT_ARRAYS)
+            .bind(
+                messages
+                    .iter()
+                    .map(|(m, _)| m.approval_id.0)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(each(|m| Some(&m.channel)))
+            .bind(each(|m| Some(&m.ts)))
+            .bind(each(|m| Some(m.kind.as_str())))
+            .bind(each(|m| m.permalink.as_deref()))
+            .bind(
+                messages
+                    .iter()
+                    .map(|(m, _)| m.rendered_version)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(messages.iter().map(|(_, now)| *now).collect::<Vec<_>>())
             .execute(self.conn()?)
             .await?;
         Ok(())
     }
 
-    async fn mark_rendered(
-        &mut self,
-        key: &MessageKey,
-        id: ApprovalId,
-        version: i64,
-    ) -> sqlx::Result<()> {
-        sqlx::query(sql::messages::MARK_RENDERED)
-            .bind(&key.channel)
-            .bind(&key.ts)
-            .bind(version)
-            .bind(id.0)
+    async fn mark_rendered(&mut self, rows: &[(&MessageKey, ApprovalId, i64)]) -> sqlx::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(sql::messages::MARK_RENDERED_ARRAYS)
+            .bind(
+                rows.iter()
+                    .map(|(key, ..)| key.channel.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|(key, ..)| key.ts.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|(_, id, _)| id.0).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|(.., version)| *version)
+                    .collect::<Vec<_>>(),
+            )
             .execute(self.conn()?)
             .await?;
         Ok(())

@@ -38,9 +38,12 @@ impl OutboxTx for SqliteTx {
         Ok(())
     }
 
-    async fn finish_job(&mut self, job_id: i64) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::FINISH)
-            .bind(job_id)
+    async fn finish_jobs(&mut self, job_ids: &[i64]) -> sqlx::Result<()> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(sql::jobs::FINISH_JSON)
+            .bind(serde_json::to_string(job_ids).unwrap_or_default())
             .execute(self.conn()?)
             .await?;
         Ok(())
@@ -93,31 +96,46 @@ impl OutboxTx for SqliteTx {
         Ok(())
     }
 
-    async fn insert_message(&mut self, m: &PostedMessage, now: DateTime<Utc>) -> sqlx::Result<()> {
-        sqlx::query(sql::messages::INSERT)
-            .bind(m.approval_id.to_string())
-            .bind(&m.channel)
-            .bind(&m.ts)
-            .bind(m.kind.as_str())
-            .bind(&m.permalink)
-            .bind(m.rendered_version)
-            .bind(ts(&now))
+    async fn insert_messages(
+        &mut self,
+        messages: &[(&PostedMessage, DateTime<Utc>)],
+    ) -> sqlx::Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<_> = messages
+            .iter()
+            .map(|(m, now)| {
+                serde_json::json!([
+                    m.approval_id.to_string(),
+                    m.channel,
+                    m.ts,
+                    m.kind.as_str(),
+                    m.permalink,
+                    m.rendered_version,
+                    ts(now),
+                ])
+            })
+            .collect();
+        sqlx::query(sql::messages::INSERT_JSON)
+            .bind(serde_json::Value::Array(rows).to_string())
             .execute(self.conn()?)
             .await?;
         Ok(())
     }
 
-    async fn mark_rendered(
-        &mut self,
-        key: &MessageKey,
-        id: ApprovalId,
-        version: i64,
-    ) -> sqlx::Result<()> {
-        sqlx::query(sql::messages::MARK_RENDERED)
-            .bind(&key.channel)
-            .bind(&key.ts)
-            .bind(version)
-            .bind(id.to_string())
+    async fn mark_rendered(&mut self, rows: &[(&MessageKey, ApprovalId, i64)]) -> sqlx::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|(key, id, version)| {
+                serde_json::json!([key.channel, key.ts, id.to_string(), version])
+            })
+            .collect();
+        sqlx::query(sql::messages::MARK_RENDERED_JSON)
+            .bind(serde_json::Value::Array(rows).to_string())
             .execute(self.conn()?)
             .await?;
         Ok(())
