@@ -25,6 +25,13 @@ pub(crate) trait Reads: Send + Sync {
         &self,
         id: ApprovalId,
     ) -> impl Future<Output = Result<Option<(Approval, Option<String>)>>> + Send;
+    /// The approval and, in the same statement, whether `message` is one of its
+    /// messages: what a click on that message needs to know, in one read.
+    fn get_shown_in(
+        &self,
+        id: ApprovalId,
+        message: &MessageKey,
+    ) -> impl Future<Output = Result<Option<(Approval, bool)>>> + Send;
     fn health(&self, now: DateTime<Utc>) -> impl Future<Output = Result<HealthCounts>> + Send;
     fn messages(&self, id: ApprovalId) -> impl Future<Output = Result<Vec<PostedMessage>>> + Send;
     /// The permalinks of the main channel posts of `ids` (those that have one), in one query.

@@ -18,7 +18,7 @@ use super::{
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status};
 use crate::audit;
 use crate::audit::checkpoint::{self, Checkpoint};
-use crate::jobs::{Deliveries, DueJob, Outcome, PostedMessage};
+use crate::jobs::{Deliveries, DueJob, MessageKey, Outcome, PostedMessage};
 use crate::policy::Classification;
 use crate::signing::Signer;
 
@@ -279,6 +279,15 @@ impl Store {
     /// one read.
     pub async fn get_linked(&self, id: ApprovalId) -> Result<Option<(Approval, Option<String>)>> {
         read!(self.get_linked(id))
+    }
+
+    /// The approval and whether `message` is one of its messages, in one read.
+    pub async fn get_shown_in(
+        &self,
+        id: ApprovalId,
+        message: &MessageKey,
+    ) -> Result<Option<(Approval, bool)>> {
+        read!(self.get_shown_in(id, message))
     }
 
     pub async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {

@@ -30,6 +30,14 @@ macro_rules! main_link_of_1 {
     };
 }
 
+/// Whether the message in channel `$2` at `$3` is one of approval `$1`'s (a post, a
+/// batch's post, an escalation or a reminder DM), as a scalar beside its read.
+macro_rules! shown_in_2_3_of_1 {
+    () => {
+        "(EXISTS (SELECT 1 FROM slack_messages WHERE approval_id = $1 AND channel = $2 AND ts = $3))"
+    };
+}
+
 /// The first and last ids that start with `prefix` (hex digits, dashes where an id
 /// has them or nowhere, any case); `None` for anything else.
 pub(super) fn prefix_range(prefix: &str) -> Option<(ApprovalId, ApprovalId)> {

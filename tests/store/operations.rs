@@ -204,6 +204,44 @@ async fn main_permalinks_are_read_for_many_approvals_at_once(db: TestDb) {
     assert_eq!(link_of(unposted.id).await, None);
     let unknown = signoff::approval::ApprovalId(uuid::Uuid::new_v4());
     assert!(store.get_linked(unknown).await.unwrap().is_none());
+
+    // A click reads the approval and whether the clicked message is one of its own in
+    // one statement.
+    let dm = signoff::jobs::MessageKey {
+        channel: "D0ALICE".into(),
+        ts: format!("1700000000.{}", unlinked.id.short()),
+    };
+    let shown_in = |id, message: signoff::jobs::MessageKey| {
+        let store = store.clone();
+        async move {
+            let found = store.get_shown_in(id, &message).await.unwrap();
+            found.map(|(approval, shown)| {
+                assert_eq!(approval.id, id);
+                shown
+            })
+        }
+    };
+    assert_eq!(
+        shown_in(unlinked.id, dm.clone()).await,
+        Some(true),
+        "its DM"
+    );
+    assert_eq!(
+        shown_in(linked.id, dm.clone()).await,
+        Some(false),
+        "another's message"
+    );
+    assert_eq!(shown_in(unposted.id, dm.clone()).await, Some(false));
+    let elsewhere = signoff::jobs::MessageKey {
+        channel: "C0OTHER".into(),
+        ..dm.clone()
+    };
+    assert_eq!(
+        shown_in(unlinked.id, elsewhere).await,
+        Some(false),
+        "the same ts in another channel"
+    );
+    assert_eq!(shown_in(unknown, dm).await, None);
 }
 
 async fn the_scheduler_expires_pending_and_approved_approvals(db: TestDb) {

@@ -8,8 +8,8 @@
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use super::interactions::{Actor, Clicked, NOT_FROM_A_REQUEST, decider, ephemeral, posted_for};
-use super::{Answer, GONE, Refused, find, refusal_text};
+use super::interactions::{Actor, Clicked, decider, ephemeral};
+use super::{Answer, GONE, NOT_FROM_A_REQUEST, Refused, Unusable, find_from, refusal_text};
 use crate::approval::machine::check_can_decide;
 use crate::approval::{Approval, ApprovalId, Decision, Event, Status};
 use crate::http::AppState;
@@ -140,9 +140,10 @@ async fn waiting_items(
     }
     let mut on_message = Vec::with_capacity(members.len());
     for id in members {
-        let item = find(state, &id.to_string()).await?;
-        if posted_for(state, &item, clicked).await.is_ok() {
-            on_message.push(item);
+        match find_from(state, &id.to_string(), &clicked.key, &clicked.for_approvals).await {
+            Ok(item) => on_message.push(item),
+            Err(Unusable::Elsewhere) => {}
+            Err(unusable) => return Err(unusable.into()),
         }
     }
     if on_message.is_empty() {

@@ -10,7 +10,10 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{Answer, GONE, Refused, bulk, find, form, refusal_text, respond, verified};
+use super::{
+    Answer, GONE, NOT_FROM_A_REQUEST, Refused, bulk, find_from, form, refusal_text, respond,
+    verified,
+};
 use crate::approval::machine::check_can_decide;
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Event};
 use crate::http::AppState;
@@ -103,13 +106,10 @@ async fn block_action(
         }
         _ => {}
     }
-    let approval = match find(state, value).await {
+    let approval = match find_from(state, value, &clicked.key, &clicked.for_approvals).await {
         Ok(approval) => approval,
-        Err(message) => return ephemeral(slack, &actor, message),
+        Err(unusable) => return ephemeral(slack, &actor, unusable.into()),
     };
-    if let Err(message) = posted_for(state, &approval, &clicked).await {
-        return ephemeral(slack, &actor, message);
-    }
     let by = match decider(slack, &approval, &actor.user).await {
         Ok(by) => by,
         Err(message) => return ephemeral(slack, &actor, message),
@@ -195,13 +195,10 @@ async fn view_submission(
     else {
         return refuse("This form is out of date: open the request's message and click again.");
     };
-    let approval = match find(state, &id.to_string()).await {
+    let approval = match find_from(state, &id.to_string(), &clicked, &[]).await {
         Ok(approval) => approval,
-        Err(message) => return refuse(&message),
+        Err(unusable) => return refuse(&String::from(unusable)),
     };
-    if let Err(message) = posted_message(state, &approval, &clicked).await {
-        return refuse(&message);
-    }
     let by = match decider(slack, &approval, &actor.user).await {
         Ok(by) => by,
         Err(message) => return refuse(&message),
@@ -225,8 +222,6 @@ async fn view_submission(
         Err(error) => Err(ApiError::from(error).into()),
     }
 }
-
-pub(super) const NOT_FROM_A_REQUEST: &str = "This button is not on a request signoff posted, so it counts for nothing: use the buttons on the request's own message.";
 
 /// The message a click came from, as Slack reports it (and signs).
 pub(super) struct Clicked {
@@ -264,46 +259,6 @@ fn clicked_message(payload: &Value) -> Option<Clicked> {
         },
         for_approvals,
     })
-}
-
-/// `Ok` when the click came from a message signoff posted for `approval` (its channel
-/// message, an escalation, or a reminder DM): a click counts only from there, so
-/// "anyone in the channel" means the channel it was posted to. The message's own
-/// metadata may say so (Slack signs the payload, and only signoff's app posts the
-/// messages whose clicks reach signoff), which also covers a post whose answer was lost
-/// before signoff recorded it; else it must be a message signoff recorded. Otherwise
-/// the sentence to show.
-pub(super) async fn posted_for(
-    state: &AppState,
-    approval: &Approval,
-    clicked: &Clicked,
-) -> Result<(), String> {
-    if clicked.for_approvals.contains(&approval.id) {
-        return Ok(());
-    }
-    posted_message(state, approval, &clicked.key).await
-}
-
-/// `Ok` when signoff recorded `key` as one of `approval`'s messages.
-async fn posted_message(
-    state: &AppState,
-    approval: &Approval,
-    key: &MessageKey,
-) -> Result<(), String> {
-    match state.store.messages(approval.id).await {
-        Ok(messages)
-            if messages
-                .iter()
-                .any(|m| m.channel == key.channel && m.ts == key.ts) =>
-        {
-            Ok(())
-        }
-        Ok(_) => Err(NOT_FROM_A_REQUEST.into()),
-        Err(error) => {
-            tracing::error!(%error, "cannot read the approval's messages");
-            Err("signoff could not check this request just now; please try again.".into())
-        }
-    }
 }
 
 /// What a submitted modal decides, before who decides it is known.

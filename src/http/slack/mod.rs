@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::approval::{Approval, ApprovalId, Rejection};
 use crate::http::AppState;
 use crate::http::api::ApiError;
+use crate::jobs::MessageKey;
 use crate::slack::app::SlackApp;
 use crate::slack::approvers::mention;
 use crate::slack::text::join_limited;
@@ -102,16 +103,57 @@ fn form(body: &[u8]) -> Result<std::collections::HashMap<String, String>, Refuse
 }
 
 const GONE: &str = "This approval request does not exist (any more).";
+const NOT_FROM_A_REQUEST: &str = "This button is not on a request signoff posted, so it counts for nothing: use the buttons on the request's own message.";
 
-/// The approval a button or modal names, or the sentence to show when there is none.
-async fn find(state: &AppState, raw_id: &str) -> Result<Approval, String> {
-    let id: ApprovalId = raw_id.parse().map_err(|_| GONE.to_owned())?;
-    match state.store.get(id).await {
-        Ok(Some(approval)) => Ok(approval),
-        Ok(None) => Err(GONE.into()),
+/// Why a click cannot decide the approval it names.
+enum Unusable {
+    /// No such approval.
+    Gone,
+    /// The message clicked is not one of the approval's.
+    Elsewhere,
+    /// The store could not be read.
+    Unreadable,
+}
+
+impl From<Unusable> for String {
+    fn from(unusable: Unusable) -> String {
+        match unusable {
+            Unusable::Gone => GONE.into(),
+            Unusable::Elsewhere => NOT_FROM_A_REQUEST.into(),
+            Unusable::Unreadable => {
+                "signoff could not read this request just now; please try again.".into()
+            }
+        }
+    }
+}
+
+/// The approval a button or modal names, when it was clicked on a message signoff
+/// posted for it (its channel message, an escalation, or a reminder DM): a click counts
+/// only from there, so "anyone in the channel" means the channel it was posted to.
+/// `named`: the message's own metadata names it (Slack signs the payload, and only
+/// signoff's app posts the messages whose clicks reach signoff), which also covers a
+/// post whose answer was lost before signoff recorded it; else it must be a message
+/// signoff recorded, read in the same statement as the approval.
+async fn find_from(
+    state: &AppState,
+    raw_id: &str,
+    message: &MessageKey,
+    named: &[ApprovalId],
+) -> Result<Approval, Unusable> {
+    let id: ApprovalId = raw_id.parse().map_err(|_| Unusable::Gone)?;
+    let found = if named.contains(&id) {
+        let found = state.store.get(id).await;
+        found.map(|approval| approval.map(|approval| (approval, true)))
+    } else {
+        state.store.get_shown_in(id, message).await
+    };
+    match found {
+        Ok(Some((approval, true))) => Ok(approval),
+        Ok(Some((_, false))) => Err(Unusable::Elsewhere),
+        Ok(None) => Err(Unusable::Gone),
         Err(error) => {
             tracing::error!(%error, "cannot read approval");
-            Err("signoff could not read this request just now; please try again.".into())
+            Err(Unusable::Unreadable)
         }
     }
 }

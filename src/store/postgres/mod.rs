@@ -213,19 +213,40 @@ async fn load_linked(
     conn: &mut sqlx::PgConnection,
     id: ApprovalId,
 ) -> sqlx::Result<Option<(Approval, Option<String>)>> {
-    let Some(row) = sqlx::query(select_approvals!(@
-        concat!(", ", main_link_of_1!(), " AS main_link"),
-        "WHERE id = $1"))
-    .bind(id.0)
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
+    let query = sqlx::query(select_approvals!(@
+        concat!(", ", main_link_of_1!(), " AS beside"),
+        "WHERE id = $1"));
+    load_beside(conn, query.bind(id.0)).await
+}
+
+/// The approval and whether `message` is one of its messages, in one statement.
+async fn load_shown_in(
+    conn: &mut sqlx::PgConnection,
+    id: ApprovalId,
+    message: &MessageKey,
+) -> sqlx::Result<Option<(Approval, bool)>> {
+    let query = sqlx::query(select_approvals!(@
+        concat!(", ", shown_in_2_3_of_1!(), " AS beside"),
+        "WHERE id = $1"));
+    let query = query
+        .bind(id.0)
+        .bind(message.channel.clone())
+        .bind(message.ts.clone());
+    load_beside(conn, query).await
+}
+
+/// The approval `query` selects ([`select_approvals!`]) and its extra column `beside`.
+async fn load_beside<'q, X>(
+    conn: &mut sqlx::PgConnection,
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+) -> sqlx::Result<Option<(Approval, X)>>
+where
+    X: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    let Some(row) = query.fetch_optional(&mut *conn).await? else {
         return Ok(None);
     };
-    Ok(Some((
-        approval_with_votes(&row)?,
-        row.try_get("main_link")?,
-    )))
+    Ok(Some((approval_with_votes(&row)?, row.try_get("beside")?)))
 }
 
 /// A job row's `payload` column.

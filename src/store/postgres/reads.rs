@@ -30,6 +30,14 @@ impl Reads for PgReads {
         Ok(on_conn!(self, |c| load_linked(c, id)))
     }
 
+    async fn get_shown_in(
+        &self,
+        id: ApprovalId,
+        message: &MessageKey,
+    ) -> Result<Option<(Approval, bool)>> {
+        Ok(on_conn!(self, |c| load_shown_in(c, id, message)))
+    }
+
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
         // Stale ones: no open approval expires before the expiry watermark, so only
         // the index range from there to the grace time is read.

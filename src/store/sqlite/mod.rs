@@ -283,18 +283,47 @@ async fn load_linked(
     conn: &mut sqlx::SqliteConnection,
     id: ApprovalId,
 ) -> sqlx::Result<Option<(Approval, Option<String>)>> {
-    let row = sqlx::query(concat!(
+    let query = sqlx::query(concat!(
         "SELECT (",
         select_approvals!("WHERE id = $1"),
         "), ",
         main_link_of_1!()
-    ))
-    .bind(id.to_string())
-    .fetch_one(conn)
-    .await?;
-    let link: Option<String> = row.try_get(1)?;
+    ));
+    load_beside(conn, query.bind(id.to_string())).await
+}
+
+/// The approval and whether `message` is one of its messages, in one statement.
+async fn load_shown_in(
+    conn: &mut sqlx::SqliteConnection,
+    id: ApprovalId,
+    message: &MessageKey,
+) -> sqlx::Result<Option<(Approval, bool)>> {
+    let query = sqlx::query(concat!(
+        "SELECT (",
+        select_approvals!("WHERE id = $1"),
+        "), ",
+        shown_in_2_3_of_1!()
+    ));
+    let query = query
+        .bind(id.to_string())
+        .bind(message.channel.clone())
+        .bind(message.ts.clone());
+    load_beside(conn, query).await
+}
+
+/// The approval `query` selects (as its first column, [`select_approvals!`]) and the
+/// value of its second column.
+async fn load_beside<'q, X>(
+    conn: &mut sqlx::SqliteConnection,
+    query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>,
+) -> sqlx::Result<Option<(Approval, X)>>
+where
+    X: for<'r> sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    let row = query.fetch_one(conn).await?;
+    let beside: X = row.try_get(1)?;
     let approval = parse_approvals(row.try_get(0)?)?.pop();
-    Ok(approval.map(|(_, approval)| (approval, link)))
+    Ok(approval.map(|(_, approval)| (approval, beside)))
 }
 
 fn entry_from_row(row: &SqliteRow) -> sqlx::Result<audit::Entry> {

@@ -21,6 +21,15 @@ impl Reads for SqliteReads {
         Ok(load_linked(&mut conn, id).await?)
     }
 
+    async fn get_shown_in(
+        &self,
+        id: ApprovalId,
+        message: &MessageKey,
+    ) -> Result<Option<(Approval, bool)>> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(load_shown_in(&mut conn, id, message).await?)
+    }
+
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
         // `status IN ('pending', 'approved')` repeats the condition of the open index:
         // SQLite uses a partial index only for a query that states its condition.
