@@ -18,7 +18,7 @@ crate::on_both_backends!(
     an_expiry_timer_follows_an_expiry_moved_in_the_shared_table,
     expiries_behind_the_last_pass_still_fire,
     finished_jobs_are_deleted_and_given_up_ones_kept,
-    reports_that_share_a_batch_are_each_recorded,
+    reports_queued_together_are_each_recorded,
     deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt,
     main_permalinks_are_read_for_many_approvals_at_once,
     the_scheduler_expires_pending_and_approved_approvals,
@@ -816,8 +816,9 @@ async fn finished_jobs_are_deleted_and_given_up_ones_kept(db: TestDb) {
 }
 
 /// The writer records a batch's delivery reports together (one statement each for
-/// their messages, versions and finished jobs): each report still counts as if alone.
-async fn reports_that_share_a_batch_are_each_recorded(db: TestDb) {
+/// their messages, versions and finished jobs; `ops::report`'s unit tests cover one
+/// batch's merging): each report still counts as if alone.
+async fn reports_queued_together_are_each_recorded(db: TestDb) {
     use signoff::approval::Approval;
     use signoff::jobs::{MessageKey, MessageKind, Outcome, PostedMessage};
     let (store, clock) = open_posting(&db).await;
@@ -871,8 +872,8 @@ async fn reports_that_share_a_batch_are_each_recorded(db: TestDb) {
         async move { raw_count(db, &sql).await }
     };
 
-    // Queued from one task without a pause between them, so the writer takes them as
-    // one batch. A post reported twice is recorded once.
+    // Queued together, so the writer (on its own thread) takes them in one batch or
+    // a few; each counts as if alone. A post reported twice is recorded once.
     tokio::join!(
         report(&first, posted(&first)),
         report(&second, posted(&second)),
@@ -886,8 +887,8 @@ async fn reports_that_share_a_batch_are_each_recorded(db: TestDb) {
         "both posts done"
     );
 
-    // Two updates of one message finish in one batch, the newer reported first: the
-    // message is known to show the newer version, whatever their order.
+    // Two updates of one message finish together, the newer reported first: the
+    // message is known to show the newer version, whatever their order or batches.
     let newer = first.version + 4;
     tokio::join!(
         report(&first, rendered(&first, newer)),
@@ -902,14 +903,15 @@ async fn reports_that_share_a_batch_are_each_recorded(db: TestDb) {
     );
 
     // Two reports that the second message shows an older version than the approval's
-    // (it changed while they ran): one update brings it up to date.
+    // (it changed while they ran): an update brings it up to date (one per batch).
     tokio::join!(
         report(&second, rendered(&second, second.version - 1)),
         report(&second, rendered(&second, second.version - 1)),
     );
     let shown = store.messages(second.id).await.unwrap();
     assert_eq!(shown[0].rendered_version, second.version, "unchanged");
-    assert_eq!(updates(&second).await, 1, "one update for the batch");
+    let planned = updates(&second).await;
+    assert!((1..=2).contains(&planned), "{planned} updates");
 }
 
 /// On PostgreSQL a pass reads the due approvals from a watermark, which it then moves
