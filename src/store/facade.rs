@@ -98,11 +98,11 @@ impl Store {
         let backend = if url.starts_with("sqlite:") {
             heard.send_replace(true);
             let (reads, tx) = sqlite::open(url, changes.clone()).await?;
-            tokio::spawn(writer::run(tx, rx, setup));
+            writer::spawn(tx, rx, setup).map_err(sqlx::Error::Io)?;
             Backend::Sqlite(reads)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let (reads, tx) = postgres::open(url).await?;
-            tokio::spawn(writer::run(tx, rx, setup));
+            writer::spawn(tx, rx, setup).map_err(sqlx::Error::Io)?;
             tokio::spawn(postgres::listen(
                 url.to_owned(),
                 changes.clone(),

@@ -1,9 +1,10 @@
-//! The single writer: one task per process owns the write connection ([`Tx`]), takes
-//! operations from a queue and commits as many as are waiting in one transaction
-//! (group commit: one fsync for many changes). Each operation is answered only after
-//! its transaction committed. If a database error hits a batch, the transaction is
-//! rolled back and every operation in it is retried alone, so one bad operation
-//! cannot fail its neighbours. What the operations do is [`super::ops`].
+//! The single writer: one task per process, on a thread of its own ([`spawn`]), owns
+//! the write connection ([`Tx`]), takes operations from a queue and commits as many as
+//! are waiting in one transaction (group commit: one fsync for many changes). Each
+//! operation is answered only after its transaction committed. If a database error
+//! hits a batch, the transaction is rolled back and every operation in it is retried
+//! alone, so one bad operation cannot fail its neighbours. What the operations do is
+//! [`super::ops`].
 
 use std::time::Instant;
 
@@ -30,6 +31,21 @@ pub(crate) struct Setup {
     pub(crate) signer: Option<Signer>,
     /// Where its time goes.
     pub(crate) stats: WriterStats,
+}
+
+/// Starts the writer on a thread of its own, with its own single-threaded runtime,
+/// until every sender is gone. A batch is a chain of statements, each a hand-off to
+/// the database (SQLite's worker thread, PostgreSQL's socket) and back; on the shared
+/// runtime each return waited behind the HTTP requests queued on the workers, and the
+/// writer, which every write waits for, spent most of a batch waiting to be polled.
+pub(crate) fn spawn<T: Tx>(tx: T, queue: mpsc::Receiver<Op>, setup: Setup) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("signoff-writer".into())
+        .spawn(move || runtime.block_on(run(tx, queue, setup)))?;
+    Ok(())
 }
 
 /// Runs the writer until every sender is gone.

@@ -248,8 +248,8 @@ async fn one_batch_of_new_duplicate_and_idempotent_requests_answers_each(db: Tes
         request
     };
     let create = |request| store.create(request, classify("wipe_disk"), clock.now());
-    // Polled together on this one-thread runtime: all six are queued before the
-    // writer runs.
+    // Polled together: they reach the writer (on its own thread) at once, and it takes
+    // them in one batch or a few; the answers are the same either way.
     let results = tokio::join!(
         create(new_request("wipe_disk", json!({"disk": "sda"}))),
         create(new_request("wipe_disk", json!({"disk": "sdb"}))),

@@ -110,12 +110,19 @@ pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
         .await?
         .close()
         .await?;
-    let writer = PgPoolOptions::new()
+    let migrating = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.clone())
         .await?;
-    MIGRATOR.run(&writer).await?;
+    MIGRATOR.run(&migrating).await?;
+    migrating.close().await;
+    // Connected on first use, i.e. by the writer on its own thread and runtime (see
+    // `writer::spawn`), so that its socket wakes that runtime, not the shared one.
+    let writer = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options.clone());
     Ok((
         PgReads {
             pool: std::sync::Arc::new(ReadPool::new(options, READERS)),
