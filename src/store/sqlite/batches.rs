@@ -22,7 +22,7 @@ impl BatchTx for SqliteTx {
             .bind(ts(&now))
             .bind(ts(&expires_at))
             .bind(max)
-            .fetch_optional(self.conn()?)
+            .fetch_optional(self.conn().await?)
             .await?;
         row.map(|(leader, size)| Ok((parse_id(&leader)?, size)))
             .transpose()
@@ -38,7 +38,7 @@ impl BatchTx for SqliteTx {
             .bind(leader.to_string())
             .bind(key)
             .bind(ts(&closes_at))
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         member(self, leader, leader, 0).await
     }
@@ -51,7 +51,7 @@ impl BatchTx for SqliteTx {
     ) -> sqlx::Result<()> {
         sqlx::query(batches::GROW)
             .bind(leader.to_string())
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         member(self, leader, id, position).await
     }
@@ -60,11 +60,11 @@ impl BatchTx for SqliteTx {
         let leader = leader.to_string();
         sqlx::query(batches::CLOSE)
             .bind(&leader)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         let ids: Vec<String> = sqlx::query_scalar(batches::MEMBERS_OF_LEADER)
             .bind(&leader)
-            .fetch_all(self.conn()?)
+            .fetch_all(self.conn().await?)
             .await?;
         parse_ids(&ids)
     }
@@ -80,7 +80,7 @@ async fn member(
         .bind(id.to_string())
         .bind(leader.to_string())
         .bind(position)
-        .execute(tx.conn()?)
+        .execute(tx.conn().await?)
         .await?;
     Ok(())
 }

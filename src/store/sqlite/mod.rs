@@ -83,6 +83,9 @@ pub(crate) async fn open(
             _checkpointer: Checkpointer(tokio::spawn(checkpoint(checkpointer))),
             _watcher: Checkpointer(tokio::spawn(watch::watch(watcher, changes))),
             rowids: HashMap::new(),
+            deferred: Default::default(),
+            head: None,
+            staged_head: None,
         },
     ))
 }
@@ -353,6 +356,7 @@ fn checkpoint_from_row(row: &SqliteRow) -> sqlx::Result<Checkpoint> {
 }
 
 mod batches;
+mod deferred;
 mod outbox;
 mod reads;
 mod requests;

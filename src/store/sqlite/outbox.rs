@@ -10,7 +10,8 @@ impl OutboxTx for SqliteTx {
     async fn insert_jobs(&mut self, jobs: &[(NewJob, DateTime<Utc>)]) -> sqlx::Result<()> {
         // 5 binds per row; far below either backend's limit per statement.
         for chunk in pow2_chunks(jobs, 128) {
-            let mut query = QueryBuilder::new(sql::jobs::INSERT);
+            let query = self.defer();
+            query.push(sql::jobs::INSERT);
             query.push_values(chunk, |mut row, (job, planned)| {
                 row.push_bind(job.approval_id.to_string())
                     .push_bind(job.job.kind())
@@ -18,7 +19,6 @@ impl OutboxTx for SqliteTx {
                     .push_bind(ts(&job.due_at))
                     .push_bind(ts(planned));
             });
-            query.build().execute(self.conn()?).await?;
         }
         Ok(())
     }
@@ -33,7 +33,7 @@ impl OutboxTx for SqliteTx {
             .bind(channel)
             .bind(ts)
             .bind(permalink)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -44,7 +44,7 @@ impl OutboxTx for SqliteTx {
         }
         sqlx::query(sql::jobs::FINISH_JSON)
             .bind(serde_json::to_string(job_ids).unwrap_or_default())
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -59,7 +59,7 @@ impl OutboxTx for SqliteTx {
             .bind(ts(&now))
             .bind(ts(&lease_until))
             .bind(limit)
-            .fetch_all(self.conn()?)
+            .fetch_all(self.conn().await?)
             .await?;
         due_jobs(rows)
     }
@@ -69,7 +69,7 @@ impl OutboxTx for SqliteTx {
             .bind(job_id)
             .bind(ts(&at))
             .bind(error)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -82,7 +82,7 @@ impl OutboxTx for SqliteTx {
              WHERE jobs.id = v.id",
         )
         .bind(serde_json::to_string(&rows).unwrap_or_default())
-        .execute(self.conn()?)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
@@ -91,7 +91,7 @@ impl OutboxTx for SqliteTx {
         sqlx::query(sql::jobs::KILL)
             .bind(job_id)
             .bind(error)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -119,7 +119,7 @@ impl OutboxTx for SqliteTx {
             .collect();
         sqlx::query(sql::messages::INSERT_JSON)
             .bind(serde_json::Value::Array(rows).to_string())
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -136,7 +136,7 @@ impl OutboxTx for SqliteTx {
             .collect();
         sqlx::query(sql::messages::MARK_RENDERED_JSON)
             .bind(serde_json::Value::Array(rows).to_string())
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }

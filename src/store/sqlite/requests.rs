@@ -48,7 +48,10 @@ impl SqliteTx {
             });
             // Skips a reused idempotency key (a unique index).
             query.push(" ON CONFLICT DO NOTHING RETURNING id");
-            let ids: Vec<String> = query.build_query_scalar().fetch_all(self.conn()?).await?;
+            let ids: Vec<String> = query
+                .build_query_scalar()
+                .fetch_all(self.conn().await?)
+                .await?;
             for id in ids {
                 inserted.insert(parse_id(&id)?);
             }
@@ -84,7 +87,7 @@ impl SqliteTx {
         .bind(tool)
         .bind(params_sha256)
         .bind(ts(&now))
-        .fetch_optional(self.conn()?)
+        .fetch_optional(self.conn().await?)
         .await?;
         id.as_deref().map(parse_id).transpose()
     }
@@ -108,7 +111,7 @@ impl SqliteTx {
         )
         .bind(serde_json::to_string(&keys).unwrap_or_default())
         .bind(ts(&requests::now_of(rows)))
-        .fetch_all(self.conn()?)
+        .fetch_all(self.conn().await?)
         .await?;
         Ok(pending.into_iter().collect())
     }

@@ -1,6 +1,7 @@
 //! The SQLite writer connection: transaction control and the small statements the
 //! generic writer (`store::writer`) is made of.
 
+use super::deferred::Deferred;
 use super::*;
 use crate::approval::Status;
 
@@ -16,11 +17,30 @@ pub(crate) struct SqliteTx {
     /// table directly instead of through the id index (random ids: a random index
     /// page per row). Valid for one transaction only: cleared at `begin`.
     pub(super) rowids: HashMap<ApprovalId, i64>,
+    /// Statements kept back until the next one whose answer is read (see [`Deferred`]).
+    pub(super) deferred: Deferred,
+    /// The audit chain's head as this writer's last commit left it, so a batch does
+    /// not read it back. Forgotten on any rollback. If another process appended to the
+    /// chain meanwhile (the CLI's token commands write through their own writer), the
+    /// batch's first event collides with that process's `seq` (the primary key), the
+    /// batch is rolled back, and its retry reads the head again.
+    pub(super) head: Option<(i64, String)>,
+    /// The head this transaction sets, remembered once it commits.
+    pub(super) staged_head: Option<(i64, String)>,
 }
 
 impl SqliteTx {
-    pub(super) fn conn(&mut self) -> sqlx::Result<&mut sqlx::SqliteConnection> {
-        self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    /// The connection for a statement whose answer is read: what is kept back runs
+    /// first, so every statement sees the ones before it.
+    pub(super) async fn conn(&mut self) -> sqlx::Result<&mut sqlx::SqliteConnection> {
+        let conn = self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
+        self.deferred.run(conn, None).await?;
+        Ok(conn)
+    }
+
+    /// Where a statement whose answer nobody reads is written, to run later.
+    pub(super) fn defer(&mut self) -> &mut QueryBuilder<Sqlite> {
+        self.deferred.statement()
     }
 
     /// Runs a `select_approvals!` query; remembers the rowids of what it read.
@@ -28,7 +48,7 @@ impl SqliteTx {
         &mut self,
         query: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
     ) -> sqlx::Result<Vec<Approval>> {
-        let rows = fetch_approvals(self.conn()?, query).await?;
+        let rows = fetch_approvals(self.conn().await?, query).await?;
         let mut approvals = Vec::with_capacity(rows.len());
         for (rowid, approval) in rows {
             self.rowids.insert(approval.id, rowid);
@@ -44,21 +64,30 @@ impl Tx for SqliteTx {
             self.conn = Some(self.pool.acquire().await?);
         }
         self.rowids.clear();
+        self.deferred.discard();
+        self.staged_head = None;
         // IMMEDIATE takes the write lock now, so a reader-side write (token commands)
         // waits on busy_timeout instead of failing the batch halfway.
         sqlx::raw_sql("BEGIN IMMEDIATE")
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
 
     async fn commit(&mut self) -> sqlx::Result<()> {
-        sqlx::raw_sql("COMMIT").execute(self.conn()?).await?;
+        let conn = self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
+        self.deferred.run(conn, Some("COMMIT")).await?;
+        if let Some(head) = self.staged_head.take() {
+            self.head = Some(head);
+        }
         Ok(())
     }
 
     async fn rollback(&mut self) {
-        let ok = match self.conn() {
+        self.deferred.discard();
+        self.staged_head = None;
+        self.head = None;
+        let ok = match self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed) {
             Ok(conn) => sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok(),
             Err(_) => true,
         };
@@ -102,7 +131,7 @@ impl Tx for SqliteTx {
         )
         .bind(token)
         .bind(i64::from(up_to))
-        .fetch_one(self.conn()?)
+        .fetch_one(self.conn().await?)
         .await
     }
 
@@ -116,7 +145,7 @@ impl Tx for SqliteTx {
              WHERE token_name = $1 AND status = 'pending' ORDER BY created_at DESC LIMIT 1",
         )
         .bind(token)
-        .fetch_optional(self.conn()?)
+        .fetch_optional(self.conn().await?)
         .await?;
         id.as_deref().map(parse_id).transpose()
     }
@@ -131,7 +160,7 @@ impl Tx for SqliteTx {
             .bind(token)
             .bind(channel)
             .bind(ts(&now))
-            .fetch_one(self.conn()?)
+            .fetch_one(self.conn().await?)
             .await?;
         Ok(refused == 1)
     }
@@ -139,7 +168,7 @@ impl Tx for SqliteTx {
     async fn unthrottled(&mut self, token: &str) -> sqlx::Result<()> {
         sqlx::query(sql::throttles::END)
             .bind(token)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -195,16 +224,19 @@ impl Tx for SqliteTx {
                  FROM v WHERE pending_approvals.rowid = v.rid AND pending_approvals.id = v.id \
                  AND pending_approvals.version = v.expected",
             );
-            updated += query.build().execute(self.conn()?).await?.rows_affected();
+            updated += query
+                .build()
+                .execute(self.conn().await?)
+                .await?
+                .rows_affected();
         }
         Ok(updated)
     }
 
     async fn insert_votes(&mut self, votes: &[(ApprovalId, Vote)]) -> sqlx::Result<()> {
         for chunk in pow2_chunks(votes, 128) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO votes (approval_id, user_id, decision, reason, at) ",
-            );
+            let query = self.defer();
+            query.push("INSERT INTO votes (approval_id, user_id, decision, reason, at) ");
             query.push_values(chunk, |mut row, (id, vote)| {
                 row.push_bind(id.to_string())
                     .push_bind(vote.user.clone())
@@ -212,7 +244,6 @@ impl Tx for SqliteTx {
                     .push_bind(vote.reason.clone())
                     .push_bind(ts(&vote.at));
             });
-            query.build().execute(self.conn()?).await?;
         }
         Ok(())
     }
@@ -221,7 +252,7 @@ impl Tx for SqliteTx {
         sqlx::query(sql::DELETE_VOTE)
             .bind(id.to_string())
             .bind(user)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -248,7 +279,7 @@ impl Tx for SqliteTx {
             .bind(serde_json::to_string(&a.routing).unwrap_or_default())
             .bind(ts(&a.expires_at))
             .bind(a.version)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -294,7 +325,7 @@ impl Tx for SqliteTx {
             .bind(name)
             .bind(hash)
             .bind(ts(&now))
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -309,7 +340,7 @@ impl Tx for SqliteTx {
             .bind(name)
             .bind(hash)
             .bind(ts(&now))
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -318,14 +349,17 @@ impl Tx for SqliteTx {
         let done = sqlx::query(sql::tokens::REVOKE)
             .bind(name)
             .bind(ts(&now))
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn audit_head(&mut self) -> sqlx::Result<(i64, String)> {
+        if let Some(head) = self.staged_head.as_ref().or(self.head.as_ref()) {
+            return Ok(head.clone());
+        }
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(self.conn()?)
+            .fetch_one(self.conn().await?)
             .await?;
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
@@ -333,7 +367,8 @@ impl Tx for SqliteTx {
     async fn insert_audit(&mut self, entries: &[audit::Entry]) -> sqlx::Result<()> {
         // 8 binds per row; stay far below SQLite's variable limit.
         for chunk in pow2_chunks(entries, 128) {
-            let mut query = QueryBuilder::<Sqlite>::new(
+            let query = self.defer();
+            query.push(
                 "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) ",
             );
             query.push_values(chunk, |mut row, e| {
@@ -346,23 +381,22 @@ impl Tx for SqliteTx {
                     .push_bind(e.prev_hash.clone())
                     .push_bind(e.hash.clone());
             });
-            query.build().execute(self.conn()?).await?;
         }
         Ok(())
     }
 
     async fn set_audit_head(&mut self, seq: i64, hash: &str) -> sqlx::Result<()> {
-        sqlx::query(sql::SET_AUDIT_HEAD)
-            .bind(seq)
-            .bind(hash)
-            .execute(self.conn()?)
-            .await?;
+        let query = self.defer();
+        query.push("UPDATE audit_head SET seq = ");
+        query.push_bind(seq).push(", hash = ");
+        query.push_bind(hash.to_owned()).push(" WHERE id = 1");
+        self.staged_head = Some((seq, hash.to_owned()));
         Ok(())
     }
 
     async fn newest_checkpoint(&mut self) -> sqlx::Result<Option<Checkpoint>> {
         let row = sqlx::query(sql::checkpoints::NEWEST)
-            .fetch_optional(self.conn()?)
+            .fetch_optional(self.conn().await?)
             .await?;
         row.as_ref().map(checkpoint_from_row).transpose()
     }
@@ -374,7 +408,7 @@ impl Tx for SqliteTx {
             .bind(&checkpoint.hash)
             .bind(ts(&checkpoint.at))
             .bind(&checkpoint.signature)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
