@@ -15,6 +15,7 @@ use crate::on_both_backends;
 on_both_backends!(
     break_glass_and_a_click_at_once_make_one_decision,
     another_processs_decision_is_heard,
+    writes_after_another_processs_decision_link_onto_its_audit_events,
 );
 
 fn glass(decision: Decision) -> Event {
@@ -91,4 +92,47 @@ async fn another_processs_decision_is_heard(db: TestDb) {
     .expect("heard within 5 s");
     assert_eq!(heard.status, Status::Denied);
     assert!(!heard.is_local(), "made by another process");
+}
+
+/// A writer remembers the audit head it last committed (SQLite) or reads it locked
+/// (PostgreSQL); a decision from another process moves the head under it, and its next
+/// writes still link after that process's events: one unbroken chain.
+async fn writes_after_another_processs_decision_link_onto_its_audit_events(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let other = Store::connect(&db.url).await.unwrap();
+    for round in 0..3 {
+        let a = create(&store, &clock, "deploy", json!({ "round": round })).await;
+        other
+            .apply(a.id, glass(Decision::Deny), clock.now())
+            .await
+            .unwrap();
+        let b = create(
+            &store,
+            &clock,
+            "deploy",
+            json!({ "round": round, "again": 1 }),
+        )
+        .await;
+        assert_eq!(
+            store.get(b.id).await.unwrap().unwrap().status,
+            Status::Pending
+        );
+    }
+    let events = store.audit_page(0, 100_000).await.unwrap();
+    let mut verifier = signoff::audit::Verifier::default();
+    for event in &events {
+        verifier.check(event).unwrap();
+    }
+    let (seq, hash) = store.audit_head().await.unwrap();
+    assert_eq!(verifier.finish(seq, &hash).unwrap(), events.len() as i64);
+    let decided: std::collections::HashSet<_> = events
+        .iter()
+        .filter(|e| e.actor.as_deref() == Some("ops-carol"))
+        .map(|e| e.approval_id)
+        .collect();
+    assert_eq!(
+        decided.len(),
+        3,
+        "each break-glass decision is in the chain"
+    );
 }

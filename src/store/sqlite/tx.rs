@@ -21,7 +21,7 @@ pub(crate) struct SqliteTx {
     pub(super) deferred: Deferred,
     /// The audit chain's head as this writer's last commit left it, so a batch does
     /// not read it back. Forgotten on any rollback. If another process appended to the
-    /// chain meanwhile (the CLI's token commands write through their own writer), the
+    /// chain meanwhile (`signoff decide` writes through a writer of its own), the
     /// batch's first event collides with that process's `seq` (the primary key), the
     /// batch is rolled back, and its retry reads the head again.
     pub(super) head: Option<(i64, String)>,
