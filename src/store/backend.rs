@@ -195,7 +195,9 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
         name: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = sqlx::Result<bool>> + Send;
-    /// The chain head, locked until commit.
+    /// The chain head, locked until commit. SQLite answers the head its last commit
+    /// left (see `SqliteTx::head`): appending onto one another process moved fails the
+    /// batch on `seq`, and the retry reads it.
     fn audit_head(&mut self) -> impl Future<Output = sqlx::Result<(i64, String)>> + Send;
     fn insert_audit(
         &mut self,

@@ -33,8 +33,17 @@ impl SqliteTx {
     /// The connection for a statement whose answer is read: what is kept back runs
     /// first, so every statement sees the ones before it.
     pub(super) async fn conn(&mut self) -> sqlx::Result<&mut sqlx::SqliteConnection> {
+        self.flush(None).await
+    }
+
+    /// Runs what is kept back, followed by `last` (see [`Deferred::run`]); the
+    /// connection it ran on.
+    async fn flush(
+        &mut self,
+        last: Option<&'static str>,
+    ) -> sqlx::Result<&mut sqlx::SqliteConnection> {
         let conn = self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
-        self.deferred.run(conn, None).await?;
+        self.deferred.run(conn, last).await?;
         Ok(conn)
     }
 
@@ -75,8 +84,7 @@ impl Tx for SqliteTx {
     }
 
     async fn commit(&mut self) -> sqlx::Result<()> {
-        let conn = self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
-        self.deferred.run(conn, Some("COMMIT")).await?;
+        self.flush(Some("COMMIT")).await?;
         if let Some(head) = self.staged_head.take() {
             self.head = Some(head);
         }
@@ -87,9 +95,9 @@ impl Tx for SqliteTx {
         self.deferred.discard();
         self.staged_head = None;
         self.head = None;
-        let ok = match self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed) {
-            Ok(conn) => sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok(),
-            Err(_) => true,
+        let ok = match self.conn.as_deref_mut() {
+            Some(conn) => sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok(),
+            None => true,
         };
         if !ok && let Some(mut conn) = self.conn.take() {
             conn.close_on_drop();
