@@ -32,16 +32,8 @@ pub(super) const ADOPT: &str = "UPDATE pending_approvals SET risk_tier = $2, sta
 /// Jobs.
 pub(super) mod jobs {
     pub const INSERT: &str = "INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) ";
-    /// Deletes the finished jobs whose ids `$ids` lists (each backend's list form).
-    macro_rules! finish {
-        ($ids:literal) => {
-            concat!("DELETE FROM jobs WHERE id IN (", $ids, ")")
-        };
-    }
-    /// SQLite: `$1` a JSON array of ids.
-    pub const FINISH_JSON: &str = finish!("SELECT value FROM json_each($1)");
-    /// PostgreSQL: `$1` an array of ids.
-    pub const FINISH_ARRAY: &str = finish!("SELECT unnest($1::bigint[])");
+    /// SQLite: deletes the finished jobs whose ids `$1`, a JSON array, lists.
+    pub const FINISH_JSON: &str = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each($1))";
     pub const RETRY: &str =
         "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1";
     pub const KILL: &str =
@@ -162,9 +154,6 @@ pub(super) mod throttles {
     /// `$1` was accepted again: its episodes end.
     pub const END: &str = "DELETE FROM throttles WHERE token_name = $1";
 }
-
-/// The audit chain's head.
-pub(super) const SET_AUDIT_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
 
 /// Signed audit checkpoints.
 pub(super) mod checkpoints {

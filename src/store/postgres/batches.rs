@@ -24,7 +24,7 @@ impl BatchTx for PgTx {
             .bind(now)
             .bind(expires_at)
             .bind(max)
-            .fetch_optional(self.conn()?)
+            .fetch_optional(self.conn().await?)
             .await?;
         Ok(row.map(|(leader, size)| (ApprovalId(leader), size)))
     }
@@ -39,7 +39,7 @@ impl BatchTx for PgTx {
             .bind(leader.0)
             .bind(key)
             .bind(closes_at)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         member(self, leader, leader, 0).await
     }
@@ -52,7 +52,7 @@ impl BatchTx for PgTx {
     ) -> sqlx::Result<()> {
         sqlx::query(batches::GROW)
             .bind(leader.0)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         member(self, leader, id, position).await
     }
@@ -60,11 +60,11 @@ impl BatchTx for PgTx {
     async fn close_batch(&mut self, leader: ApprovalId) -> sqlx::Result<Vec<ApprovalId>> {
         sqlx::query(batches::CLOSE)
             .bind(leader.0)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         let ids: Vec<Uuid> = sqlx::query_scalar(batches::MEMBERS_OF_LEADER)
             .bind(leader.0)
-            .fetch_all(self.conn()?)
+            .fetch_all(self.conn().await?)
             .await?;
         Ok(ids.into_iter().map(ApprovalId).collect())
     }
@@ -80,7 +80,7 @@ async fn member(
         .bind(id.0)
         .bind(leader.0)
         .bind(position)
-        .execute(tx.conn()?)
+        .execute(tx.conn().await?)
         .await?;
     Ok(())
 }

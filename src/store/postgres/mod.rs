@@ -132,6 +132,7 @@ pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
             conn: None,
             locations: HashMap::new(),
             timers: Default::default(),
+            deferred: deferred::Deferred::new(CHANGES_CHANNEL),
         },
     ))
 }
@@ -287,19 +288,8 @@ fn checkpoint_from_row(row: &PgRow) -> sqlx::Result<Checkpoint> {
     })
 }
 
-/// Moves the expiry watermark down to `$n` if it is above.
-macro_rules! lower_watermark {
-    ($n:literal) => {
-        concat!(
-            "UPDATE expiry_watermark SET below = $",
-            $n,
-            " WHERE id = 1 AND below > $",
-            $n
-        )
-    };
-}
-
 mod batches;
+mod deferred;
 mod outbox;
 mod reads;
 mod requests;

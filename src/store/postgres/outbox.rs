@@ -8,18 +8,33 @@ use crate::store::backend::OutboxTx;
 
 impl OutboxTx for PgTx {
     async fn insert_jobs(&mut self, jobs: &[(NewJob, DateTime<Utc>)]) -> sqlx::Result<()> {
-        // 5 binds per row; far below either backend's limit per statement.
-        for chunk in jobs.chunks(1000) {
-            let mut query = QueryBuilder::new(sql::jobs::INSERT);
-            query.push_values(chunk, |mut row, (job, planned)| {
-                row.push_bind(job.approval_id.0)
-                    .push_bind(job.job.kind())
-                    .push_bind(job.job.payload())
-                    .push_bind(job.due_at)
-                    .push_bind(*planned);
-            });
-            query.build().execute(self.conn()?).await?;
-        }
+        // In the order given (`unnest` keeps it), so ids rise as they were planned.
+        self.deferred.push(|q| {
+            q.push(sql::jobs::INSERT).push("SELECT * FROM unnest(");
+            let mut arrays = q.separated(", ");
+            arrays.push_bind(
+                jobs.iter()
+                    .map(|(job, _)| job.approval_id.0)
+                    .collect::<Vec<_>>(),
+            );
+            arrays.push_unseparated("::uuid[]");
+            arrays.push_bind(
+                jobs.iter()
+                    .map(|(job, _)| job.job.kind())
+                    .collect::<Vec<_>>(),
+            );
+            arrays.push_unseparated("::text[]");
+            arrays.push_bind(
+                jobs.iter()
+                    .map(|(job, _)| job.job.payload())
+                    .collect::<Vec<_>>(),
+            );
+            arrays.push_unseparated("::jsonb[]");
+            arrays.push_bind(jobs.iter().map(|(job, _)| job.due_at).collect::<Vec<_>>());
+            arrays.push_unseparated("::timestamptz[]");
+            arrays.push_bind(jobs.iter().map(|(_, planned)| *planned).collect::<Vec<_>>());
+            arrays.push_unseparated("::timestamptz[])");
+        });
         Ok(())
     }
 
@@ -33,7 +48,7 @@ impl OutboxTx for PgTx {
             .bind(channel)
             .bind(ts)
             .bind(permalink)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -42,10 +57,12 @@ impl OutboxTx for PgTx {
         if job_ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(sql::jobs::FINISH_ARRAY)
-            .bind(job_ids)
-            .execute(self.conn()?)
-            .await?;
+        let job_ids = job_ids.to_vec();
+        self.deferred.push(|q| {
+            q.push("DELETE FROM jobs WHERE id = ANY(")
+                .push_bind(job_ids)
+                .push("::bigint[])");
+        });
         Ok(())
     }
 
@@ -61,7 +78,7 @@ impl OutboxTx for PgTx {
             .bind(now)
             .bind(lease_until)
             .bind(limit)
-            .fetch_all(self.conn()?)
+            .fetch_all(self.conn().await?)
             .await?;
         due_jobs(rows)
     }
@@ -71,7 +88,7 @@ impl OutboxTx for PgTx {
             .bind(job_id)
             .bind(at)
             .bind(error)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -84,7 +101,7 @@ impl OutboxTx for PgTx {
         )
         .bind(ids)
         .bind(ats)
-        .execute(self.conn()?)
+        .execute(self.conn().await?)
         .await?;
         Ok(())
     }
@@ -93,7 +110,7 @@ impl OutboxTx for PgTx {
         sqlx::query(sql::jobs::KILL)
             .bind(job_id)
             .bind(error)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -126,7 +143,7 @@ impl OutboxTx for PgTx {
                     .collect::<Vec<_>>(),
             )
             .bind(messages.iter().map(|(_, now)| *now).collect::<Vec<_>>())
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -152,7 +169,7 @@ impl OutboxTx for PgTx {
                     .map(|(.., version)| *version)
                     .collect::<Vec<_>>(),
             )
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }

@@ -28,7 +28,7 @@ impl PgTx {
                 .bind(&tools)
                 .bind(&hashes)
                 .bind(requests::now_of(rows))
-                .fetch_all(self.conn()?)
+                .fetch_all(self.conn().await?)
                 .await?;
         Ok(pending.into_iter().collect())
     }
@@ -85,7 +85,10 @@ impl PgTx {
                    DO UPDATE SET approval_id = excluded.approval_id) \
                  SELECT id FROM added",
             );
-            let ids: Vec<uuid::Uuid> = query.build_query_scalar().fetch_all(self.conn()?).await?;
+            let ids: Vec<uuid::Uuid> = query
+                .build_query_scalar()
+                .fetch_all(self.conn().await?)
+                .await?;
             inserted.extend(ids.into_iter().map(ApprovalId));
         }
         Ok(inserted)
@@ -118,7 +121,7 @@ impl PgTx {
         .bind(tool)
         .bind(params_sha256)
         .bind(now)
-        .fetch_optional(self.conn()?)
+        .fetch_optional(self.conn().await?)
         .await?;
         Ok(id.map(ApprovalId))
     }

@@ -1,6 +1,7 @@
 //! The PostgreSQL writer connection: transaction control and the small statements
 //! the generic writer (`store::writer`) is made of.
 
+use super::deferred::Deferred;
 use super::watermark::Timers;
 use super::*;
 
@@ -17,11 +18,24 @@ pub(crate) struct PgTx {
     /// What this transaction does to the expiry watermark at commit
     /// ([`PgTx::settle_watermark`]); cleared at `begin`.
     pub(super) timers: Timers,
+    /// Statements whose answers nobody reads, sent with the next statement.
+    pub(super) deferred: Deferred,
 }
 
 impl PgTx {
-    pub(super) fn conn(&mut self) -> sqlx::Result<&mut sqlx::PgConnection> {
-        self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)
+    /// The connection, once the statements kept back have run: no statement sees the
+    /// tables without the writes before it.
+    pub(super) async fn conn(&mut self) -> sqlx::Result<&mut sqlx::PgConnection> {
+        let (conn, deferred) = self.parts()?;
+        deferred.flush(conn).await?;
+        Ok(conn)
+    }
+
+    /// The connection and the statements kept back, for a statement that takes them
+    /// along ([`Deferred::run_with`]).
+    pub(super) fn parts(&mut self) -> sqlx::Result<(&mut sqlx::PgConnection, &mut Deferred)> {
+        let conn = self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
+        Ok((conn, &mut self.deferred))
     }
 
     /// Approvals read with `select_approvals!(located …)`, their places remembered.
@@ -43,20 +57,22 @@ impl Tx for PgTx {
         }
         self.locations.clear();
         self.timers = Timers::default();
-        sqlx::raw_sql("BEGIN").execute(self.conn()?).await?;
+        self.deferred.discard();
+        sqlx::raw_sql("BEGIN").execute(self.conn().await?).await?;
         Ok(())
     }
 
     async fn commit(&mut self) -> sqlx::Result<()> {
         self.settle_watermark().await?;
-        sqlx::raw_sql("COMMIT").execute(self.conn()?).await?;
+        sqlx::raw_sql("COMMIT").execute(self.conn().await?).await?;
         Ok(())
     }
 
     async fn rollback(&mut self) {
-        let ok = match self.conn() {
-            Ok(conn) => sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok(),
-            Err(_) => true,
+        self.deferred.discard();
+        let ok = match self.conn.as_deref_mut() {
+            Some(conn) => sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok(),
+            None => true,
         };
         if !ok && let Some(mut conn) = self.conn.take() {
             conn.close_on_drop();
@@ -92,7 +108,7 @@ impl Tx for PgTx {
         // the count, a statement of its own, sees what the previous holder committed.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(format!("signoff.requester:{token}"))
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         sqlx::query_as(
             // A waiting request has not expired: the requester's rows whose expiry is
@@ -104,7 +120,7 @@ impl Tx for PgTx {
         .bind(token)
         .bind(i64::from(up_to))
         .bind(now)
-        .fetch_one(self.conn()?)
+        .fetch_one(self.conn().await?)
         .await
     }
 
@@ -119,7 +135,7 @@ impl Tx for PgTx {
         )
         .bind(token)
         .bind(now)
-        .fetch_optional(self.conn()?)
+        .fetch_optional(self.conn().await?)
         .await?;
         Ok(id.map(ApprovalId))
     }
@@ -134,7 +150,7 @@ impl Tx for PgTx {
             .bind(token)
             .bind(channel)
             .bind(now)
-            .fetch_one(self.conn()?)
+            .fetch_one(self.conn().await?)
             .await?;
         Ok(refused == 1)
     }
@@ -142,7 +158,7 @@ impl Tx for PgTx {
     async fn unthrottled(&mut self, token: &str) -> sqlx::Result<()> {
         sqlx::query(sql::throttles::END)
             .bind(token)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -150,7 +166,7 @@ impl Tx for PgTx {
     async fn load(&mut self, id: ApprovalId) -> sqlx::Result<Option<Approval>> {
         let rows = sqlx::query(select_approvals!(located "WHERE id = $1 FOR UPDATE"))
             .bind(id.0)
-            .fetch_all(self.conn()?)
+            .fetch_all(self.conn().await?)
             .await?;
         Ok(self.located(&rows)?.pop())
     }
@@ -168,34 +184,55 @@ impl Tx for PgTx {
             };
             locations.push(location.clone());
         }
-        // One statement of one shape for any number of rows: each column an array.
-        let moved: Vec<(Uuid, String)> = sqlx::query_as(
-            "UPDATE pending_approvals p SET parameters = v.parameters, status = v.status, \
-             decided_by = v.decided_by, decision_at = v.decision_at, reason = v.reason, \
-             original_parameters = v.original_parameters, executed_at = v.executed_at, \
-             version = v.version, decided_via = v.decided_via \
-             FROM unnest($1::uuid[], $2::bigint[], $3::jsonb[], $4::text[], $5::text[], \
-               $6::timestamptz[], $7::text[], $8::jsonb[], $9::timestamptz[], $10::bigint[], \
-               $11::text[]::tid[], $12::text[]) \
-             AS v(id, expected, parameters, status, decided_by, decision_at, reason, \
-               original_parameters, executed_at, version, loc, decided_via) \
-             WHERE p.ctid = v.loc AND p.id = v.id AND p.version = v.expected \
-             RETURNING p.id, p.ctid::text",
-        )
-        .bind(column(approvals, |(a, _)| a.id.0))
-        .bind(column(approvals, |(_, expected)| *expected))
-        .bind(column(approvals, |(a, _)| a.parameters.clone()))
-        .bind(column(approvals, |(a, _)| a.status.as_str()))
-        .bind(column(approvals, |(a, _)| a.decided_by.as_deref()))
-        .bind(column(approvals, |(a, _)| a.decision_at))
-        .bind(column(approvals, |(a, _)| a.reason.as_deref()))
-        .bind(column(approvals, |(a, _)| a.original_parameters.clone()))
-        .bind(column(approvals, |(a, _)| a.executed_at))
-        .bind(column(approvals, |(a, _)| a.version))
-        .bind(locations)
-        .bind(column(approvals, |(a, _)| a.decided_via.as_deref()))
-        .fetch_all(self.conn()?)
-        .await?;
+        // One statement of one shape for any number of rows: each column an array. It
+        // takes along what is kept back (none of which writes approvals).
+        let (conn, deferred) = self.parts()?;
+        let moved = deferred
+            .run_with(conn, |q| {
+                q.push(
+                    "UPDATE pending_approvals p SET parameters = v.parameters, status = v.status, \
+                     decided_by = v.decided_by, decision_at = v.decision_at, reason = v.reason, \
+                     original_parameters = v.original_parameters, executed_at = v.executed_at, \
+                     version = v.version, decided_via = v.decided_via FROM unnest(",
+                );
+                let mut arrays = q.separated(", ");
+                arrays.push_bind(column(approvals, |(a, _)| a.id.0));
+                arrays.push_unseparated("::uuid[]");
+                arrays.push_bind(column(approvals, |(_, expected)| *expected));
+                arrays.push_unseparated("::bigint[]");
+                arrays.push_bind(column(approvals, |(a, _)| a.parameters.clone()));
+                arrays.push_unseparated("::jsonb[]");
+                arrays.push_bind(column(approvals, |(a, _)| a.status.as_str()));
+                arrays.push_unseparated("::text[]");
+                arrays.push_bind(column(approvals, |(a, _)| a.decided_by.clone()));
+                arrays.push_unseparated("::text[]");
+                arrays.push_bind(column(approvals, |(a, _)| a.decision_at));
+                arrays.push_unseparated("::timestamptz[]");
+                arrays.push_bind(column(approvals, |(a, _)| a.reason.clone()));
+                arrays.push_unseparated("::text[]");
+                arrays.push_bind(column(approvals, |(a, _)| a.original_parameters.clone()));
+                arrays.push_unseparated("::jsonb[]");
+                arrays.push_bind(column(approvals, |(a, _)| a.executed_at));
+                arrays.push_unseparated("::timestamptz[]");
+                arrays.push_bind(column(approvals, |(a, _)| a.version));
+                arrays.push_unseparated("::bigint[]");
+                arrays.push_bind(locations);
+                arrays.push_unseparated("::text[]::tid[]");
+                arrays.push_bind(column(approvals, |(a, _)| a.decided_via.clone()));
+                arrays.push_unseparated("::text[]");
+                q.push(
+                    ") AS v(id, expected, parameters, status, decided_by, decision_at, reason, \
+                     original_parameters, executed_at, version, loc, decided_via) \
+                     WHERE p.ctid = v.loc AND p.id = v.id AND p.version = v.expected \
+                     RETURNING p.id, p.ctid::text",
+                );
+            })
+            .await?;
+        let mut located = Vec::with_capacity(moved.len());
+        for row in &moved {
+            located.push((row.try_get::<Uuid, _>(0)?, row.try_get::<String, _>(1)?));
+        }
+        let moved = located;
         let updated = moved.len() as u64;
         for (id, location) in moved {
             self.locations.insert(ApprovalId(id), location);
@@ -204,19 +241,20 @@ impl Tx for PgTx {
     }
 
     async fn insert_votes(&mut self, votes: &[(ApprovalId, Vote)]) -> sqlx::Result<()> {
-        for chunk in pow2_chunks(votes, 128) {
-            let mut query = QueryBuilder::<Postgres>::new(
-                "INSERT INTO votes (approval_id, user_id, decision, reason, at) ",
-            );
-            query.push_values(chunk, |mut row, (id, vote)| {
-                row.push_bind(id.0)
-                    .push_bind(vote.user.clone())
-                    .push_bind(vote.decision.as_str())
-                    .push_bind(vote.reason.clone())
-                    .push_bind(vote.at);
-            });
-            query.build().execute(self.conn()?).await?;
-        }
+        self.deferred.push(|q| {
+            q.push("INSERT INTO votes (approval_id, user_id, decision, reason, at) SELECT * FROM unnest(");
+            let mut arrays = q.separated(", ");
+            arrays.push_bind(column(votes, |(id, _)| id.0));
+            arrays.push_unseparated("::uuid[]");
+            arrays.push_bind(column(votes, |(_, vote)| vote.user.clone()));
+            arrays.push_unseparated("::text[]");
+            arrays.push_bind(column(votes, |(_, vote)| vote.decision.as_str()));
+            arrays.push_unseparated("::text[]");
+            arrays.push_bind(column(votes, |(_, vote)| vote.reason.clone()));
+            arrays.push_unseparated("::text[]");
+            arrays.push_bind(column(votes, |(_, vote)| vote.at));
+            arrays.push_unseparated("::timestamptz[])");
+        });
         Ok(())
     }
 
@@ -224,7 +262,7 @@ impl Tx for PgTx {
         sqlx::query(sql::DELETE_VOTE)
             .bind(id.0)
             .bind(user)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }
@@ -236,7 +274,7 @@ impl Tx for PgTx {
             located "WHERE id = ANY($1) ORDER BY id FOR UPDATE"
         ))
         .bind(&ids)
-        .fetch_all(self.conn()?)
+        .fetch_all(self.conn().await?)
         .await?;
         self.located(&rows)
     }
@@ -254,7 +292,7 @@ impl Tx for PgTx {
             .bind(serde_json::to_value(&a.routing).unwrap_or_default())
             .bind(a.expires_at)
             .bind(a.version)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         let adopted = done.rows_affected() == 1;
         if adopted {
@@ -265,15 +303,8 @@ impl Tx for PgTx {
 
     async fn announce(&mut self, changes: &[StatusChange]) -> sqlx::Result<()> {
         // NOTIFY is transactional: other replicas hear it when (and only if) we commit.
-        let notices: Vec<String> = changes
-            .iter()
-            .map(|c| format!("{}:{}", c.id, c.status))
-            .collect();
-        sqlx::query("SELECT pg_notify($1, notice) FROM unnest($2::text[]) AS notice")
-            .bind(CHANGES_CHANNEL)
-            .bind(&notices)
-            .execute(self.conn()?)
-            .await?;
+        self.deferred
+            .notify(changes.iter().map(|c| format!("{}:{}", c.id, c.status)));
         Ok(())
     }
 
@@ -293,7 +324,7 @@ impl Tx for PgTx {
         ))
         .bind(now)
         .bind(limit)
-        .fetch_all(self.conn()?)
+        .fetch_all(self.conn().await?)
         .await?;
         self.timers.swept = Some(self.timers.swept.map_or(now, |swept| swept.max(now)));
         self.located(&rows)
@@ -309,7 +340,7 @@ impl Tx for PgTx {
             .bind(name)
             .bind(hash)
             .bind(now)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -324,7 +355,7 @@ impl Tx for PgTx {
             .bind(name)
             .bind(hash)
             .bind(now)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -333,64 +364,79 @@ impl Tx for PgTx {
         let done = sqlx::query(sql::tokens::REVOKE)
             .bind(name)
             .bind(now)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn audit_head(&mut self) -> sqlx::Result<(i64, String)> {
         // FOR UPDATE: replicas append one after another; after waiting, Postgres
-        // returns the head as the previous holder committed it.
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
-            .fetch_one(self.conn()?)
+        // returns the head as the previous holder committed it. It takes along what is
+        // kept back (none of which writes the head: its update comes after this).
+        let (conn, deferred) = self.parts()?;
+        let rows = deferred
+            .run_with(conn, |q| {
+                q.push("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
+            })
             .await?;
+        let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
         self.timers.ordered = true;
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     async fn insert_audit(&mut self, entries: &[audit::Entry]) -> sqlx::Result<()> {
         // One statement of one shape for any number of events: each column an array.
-        sqlx::query(
-            "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) \
-             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], \
-               $5::timestamptz[], $6::text[], $7::text[], $8::text[])",
-        )
-        .bind(column(entries, |e| e.seq))
-        .bind(column(entries, |e| e.approval_id.map(|id| id.0)))
-        .bind(column(entries, |e| e.kind.as_str()))
-        .bind(column(entries, |e| e.actor.as_deref()))
-        .bind(column(entries, |e| e.at))
-        .bind(column(entries, |e| crate::canonical::to_string(&e.data)))
-        .bind(column(entries, |e| e.prev_hash.as_str()))
-        .bind(column(entries, |e| e.hash.as_str()))
-        .execute(self.conn()?)
-        .await?;
+        self.deferred.push(|q| {
+            q.push(
+                "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) \
+                 SELECT * FROM unnest(",
+            );
+            let mut arrays = q.separated(", ");
+            arrays.push_bind(column(entries, |e| e.seq));
+            arrays.push_unseparated("::bigint[]");
+            arrays.push_bind(column(entries, |e| e.approval_id.map(|id| id.0)));
+            arrays.push_unseparated("::uuid[]");
+            arrays.push_bind(column(entries, |e| e.kind.as_str()));
+            arrays.push_unseparated("::text[]");
+            arrays.push_bind(column(entries, |e| e.actor.clone()));
+            arrays.push_unseparated("::text[]");
+            arrays.push_bind(column(entries, |e| e.at));
+            arrays.push_unseparated("::timestamptz[]");
+            arrays.push_bind(column(entries, |e| crate::canonical::to_string(&e.data)));
+            arrays.push_unseparated("::text[]");
+            arrays.push_bind(column(entries, |e| e.prev_hash.clone()));
+            arrays.push_unseparated("::text[]");
+            arrays.push_bind(column(entries, |e| e.hash.clone()));
+            arrays.push_unseparated("::text[])");
+        });
         Ok(())
     }
 
     async fn set_audit_head(&mut self, seq: i64, hash: &str) -> sqlx::Result<()> {
-        // With the approvals this transaction opened, the watermark moves down in the
-        // same statement, saving a round trip per batch of creates (see
-        // `settle_watermark`; the audit head is locked by now).
-        let query = match self.timers.opened.take() {
-            Some(opened) => sqlx::query(concat!(
-                "WITH lowered AS (",
-                lower_watermark!("3"),
-                ") ",
-                "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1"
-            ))
-            .bind(seq)
-            .bind(hash)
-            .bind(opened),
-            None => sqlx::query(sql::SET_AUDIT_HEAD).bind(seq).bind(hash),
-        };
-        query.execute(self.conn()?).await?;
+        // With the approvals this transaction opened, the watermark moves down too
+        // (see `settle_watermark`; the audit head is locked by now).
+        if let Some(opened) = self.timers.opened.take() {
+            self.deferred.push(|q| {
+                q.push("UPDATE expiry_watermark SET below = ")
+                    .push_bind(opened)
+                    .push(" WHERE id = 1 AND below > ")
+                    .push_bind(opened);
+            });
+        }
+        let hash = hash.to_owned();
+        self.deferred.push(|q| {
+            q.push("UPDATE audit_head SET seq = ")
+                .push_bind(seq)
+                .push(", hash = ")
+                .push_bind(hash)
+                .push(" WHERE id = 1");
+        });
         Ok(())
     }
 
     async fn newest_checkpoint(&mut self) -> sqlx::Result<Option<Checkpoint>> {
         let row = sqlx::query(sql::checkpoints::NEWEST)
-            .fetch_optional(self.conn()?)
+            .fetch_optional(self.conn().await?)
             .await?;
         row.as_ref().map(checkpoint_from_row).transpose()
     }
@@ -402,7 +448,7 @@ impl Tx for PgTx {
             .bind(&checkpoint.hash)
             .bind(checkpoint.at)
             .bind(&checkpoint.signature)
-            .execute(self.conn()?)
+            .execute(self.conn().await?)
             .await?;
         Ok(())
     }

@@ -5,6 +5,10 @@
 use super::*;
 use crate::approval::Status;
 
+/// Moves the expiry watermark down to `$1` if it is above (`set_audit_head` keeps
+/// back the same statement, with its own parameters).
+const LOWER_WATERMARK: &str = "UPDATE expiry_watermark SET below = $1 WHERE id = 1 AND below > $1";
+
 /// Expiry timers this transaction added or fired, for the watermark (see
 /// `migrations/postgres/0006_hot_updates.sql`).
 #[derive(Default)]
@@ -52,13 +56,13 @@ impl PgTx {
         }
         if !ordered {
             sqlx::query("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
-                .execute(self.conn()?)
+                .execute(self.conn().await?)
                 .await?;
         }
         if let Some(opened) = opened {
-            sqlx::query(lower_watermark!("1"))
+            sqlx::query(LOWER_WATERMARK)
                 .bind(opened)
-                .execute(self.conn()?)
+                .execute(self.conn().await?)
                 .await?;
         }
         let Some(now) = swept else {
@@ -66,7 +70,7 @@ impl PgTx {
         };
         let below: DateTime<Utc> =
             sqlx::query_scalar("SELECT below FROM expiry_watermark WHERE id = 1 FOR UPDATE")
-                .fetch_one(self.conn()?)
+                .fetch_one(self.conn().await?)
                 .await?;
         // The earliest approval still open up to `now`: one this pass left for later
         // (over its limit, or locked by another transaction). Its own expiries read as
@@ -78,13 +82,13 @@ impl PgTx {
         )
         .bind(below)
         .bind(now)
-        .fetch_optional(self.conn()?)
+        .fetch_optional(self.conn().await?)
         .await?;
         let settled = below.max(open.unwrap_or(now));
         if settled != below {
             sqlx::query("UPDATE expiry_watermark SET below = $1 WHERE id = 1")
                 .bind(settled)
-                .execute(self.conn()?)
+                .execute(self.conn().await?)
                 .await?;
         }
         Ok(())
