@@ -3,7 +3,8 @@
 //! (`examples/mcp_fixture.rs`), both driven by rmcp's client over stdio:
 //!
 //! 1. **added latency** — an auto-approved call through the proxy against the same
-//!    call straight to the fixture, interleaved in one run: 1,000 each, p50/p99.
+//!    call straight to the fixture, interleaved in one run: 1,000 each, p50/p99; and
+//!    the proxy's request to signoff made straight, to show what share is signoff's.
 //! 2. **decision to result** — a held call, approved (the vote applied to the store as
 //!    a click does); time until its result reaches the client: 200 calls, p50/p99.
 //! 3. **1,000 held calls** in one proxy: its RSS and CPU while they wait, then every
@@ -110,8 +111,37 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn added_latency(direct: &Client, proxied: &Client) -> Result<()> {
-    let (mut straight, mut through) = (Vec::new(), Vec::new());
+/// The request the proxy makes for an auto-approved call, made straight: the part of
+/// the added latency that is signoff's (HTTP, policy, one durable commit).
+async fn create_straight(app: &App, n: usize) -> Result<Duration> {
+    let body = json!({
+        "tool_name": "echo",
+        "parameters": {"n": n, "straight": true},
+        "server": "mcp_fixture",
+        "annotations": {},
+        "requested_by": "bench",
+        "execute_if_approved": true,
+    });
+    let start = Instant::now();
+    let response = app
+        .http
+        .post(format!("{}/v1/approvals", app.address))
+        .bearer_auth(&app.token)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status();
+    let answer: serde_json::Value = response.json().await?;
+    let elapsed = start.elapsed();
+    ensure!(
+        status.is_success() && answer["status"] == "executed",
+        "create refused: {status} {answer}"
+    );
+    Ok(elapsed)
+}
+
+async fn added_latency(app: &App, direct: &Client, proxied: &Client) -> Result<()> {
+    let (mut straight, mut through, mut creates) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..1_050 {
         let (a, _) = timed(direct, call("echo", json!({"n": n}))).await?;
         let (b, result) = timed(proxied, call("echo", json!({"n": n}))).await?;
@@ -119,17 +149,25 @@ async fn added_latency(direct: &Client, proxied: &Client) -> Result<()> {
             result.is_error != Some(true),
             "proxied call refused: {result:?}"
         );
+        let c = create_straight(app, n).await?;
         if n >= 50 {
             straight.push(a);
             through.push(b);
+            creates.push(c);
         }
     }
     let (d50, d99) = line("echo, straight to the fixture", straight);
     let (p50, p99) = line("echo, through the proxy", through);
+    let (c50, _) = line("signoff's create, straight", creates);
     println!(
         "added by the proxy: p50 {:.3} ms (target <= 1), p99 {:.3} ms (target <= 3)",
         ms(p50.saturating_sub(d50)),
         ms(p99.saturating_sub(d99))
+    );
+    println!(
+        "of the added p50: signoff's create {:.3} ms, the rest (the proxy's hop, its HTTP client) {:.3} ms",
+        ms(c50),
+        ms(p50.saturating_sub(d50).saturating_sub(c50))
     );
     Ok(())
 }
@@ -278,7 +316,7 @@ async fn main() -> Result<()> {
         .arg(&fixture)
         .env("RUST_LOG", "error");
     let (proxied, pid) = connect(proxy).await?;
-    added_latency(&direct, &proxied).await?;
+    added_latency(&app, &direct, &proxied).await?;
     decision_to_result(&app, &proxied).await?;
     thousand_held(&app, &proxied, pid).await?;
     Ok(())
