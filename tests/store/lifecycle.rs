@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use signoff::approval::{Decision, Event, Rejection, Status};
+use signoff::approval::{Decider, Decision, Event, Rejection, Status};
 use signoff::clock::Clock;
 use signoff::store::StoreError;
 
@@ -19,6 +19,7 @@ crate::on_both_backends!(
     a_refused_event_changes_nothing,
     an_edit_replaces_parameters_and_resets_approvals,
     execute_succeeds_once_and_only_with_the_approved_parameters,
+    a_vote_whose_audit_event_cannot_be_stored_changes_nothing,
 );
 
 async fn a_created_approval_reads_back_with_every_field(db: TestDb) {
@@ -424,4 +425,47 @@ async fn execute_succeeds_once_and_only_with_the_approved_parameters(db: TestDb)
             ..
         })
     ));
+}
+
+/// The writers keep back the statements whose answers they do not read (the audit
+/// events among them) and send them later, with the next read or the commit: one that
+/// fails there must still undo everything before it.
+async fn a_vote_whose_audit_event_cannot_be_stored_changes_nothing(db: TestDb) {
+    let (store, clock) = open_posting(&db).await;
+    let a = create(&store, &clock, "deploy", json!({ "v": 1 })).await;
+    let head = raw_count(&db, "SELECT seq FROM audit_head WHERE id = 1").await;
+    let jobs = raw_count(&db, "SELECT COUNT(*) FROM jobs").await;
+    let events = raw_count(&db, "SELECT COUNT(*) FROM audit_events").await;
+    // A row already at the chain's next place: the vote's event collides with it.
+    let squatter = format!(
+        "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) \
+         VALUES ({}, NULL, 'squatter', NULL, {}, '{{}}', 'x', 'y')",
+        head + 1,
+        sql_time(&db, clock.now())
+    );
+    raw_execute(&db, &squatter).await.unwrap();
+    let vote = Event::Vote {
+        by: Decider::approver("U0ALICE"),
+        decision: Decision::Approve,
+        reason: None,
+    };
+    let refused = store.apply(a.id, vote, clock.now()).await;
+    assert!(
+        matches!(refused, Err(StoreError::Database(_))),
+        "{refused:?}"
+    );
+    let now = store.get(a.id).await.unwrap().expect("still there");
+    assert_eq!(now.status, Status::Pending);
+    assert!(now.votes.is_empty());
+    assert_eq!(raw_count(&db, "SELECT COUNT(*) FROM votes").await, 0);
+    assert_eq!(raw_count(&db, "SELECT COUNT(*) FROM jobs").await, jobs);
+    assert_eq!(
+        raw_count(&db, "SELECT COUNT(*) FROM audit_events").await,
+        events + 1,
+        "only the squatter"
+    );
+    assert_eq!(
+        raw_count(&db, "SELECT seq FROM audit_head WHERE id = 1").await,
+        head
+    );
 }
