@@ -288,6 +288,19 @@ fn checkpoint_from_row(row: &PgRow) -> sqlx::Result<Checkpoint> {
     })
 }
 
+/// Writes the arguments of an `unnest(…)` into the query builder `$q`: each value (a
+/// column of the statement's rows, as a `Vec`) bound as one array and cast to its SQL
+/// type, so the statement's text is the same for any number of rows.
+macro_rules! unnest_arrays {
+    ($q:expr, $($values:expr => $sql_type:literal),+ $(,)?) => {{
+        let mut arrays = $q.separated(", ");
+        $(
+            arrays.push_bind($values);
+            arrays.push_unseparated(concat!("::", $sql_type));
+        )+
+    }};
+}
+
 mod batches;
 mod deferred;
 mod outbox;

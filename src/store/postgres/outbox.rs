@@ -11,29 +11,14 @@ impl OutboxTx for PgTx {
         // In the order given (`unnest` keeps it), so ids rise as they were planned.
         self.deferred.push(|q| {
             q.push(sql::jobs::INSERT).push("SELECT * FROM unnest(");
-            let mut arrays = q.separated(", ");
-            arrays.push_bind(
-                jobs.iter()
-                    .map(|(job, _)| job.approval_id.0)
-                    .collect::<Vec<_>>(),
+            unnest_arrays!(q,
+                jobs.iter().map(|(job, _)| job.approval_id.0).collect::<Vec<_>>() => "uuid[]",
+                jobs.iter().map(|(job, _)| job.job.kind()).collect::<Vec<_>>() => "text[]",
+                jobs.iter().map(|(job, _)| job.job.payload()).collect::<Vec<_>>() => "jsonb[]",
+                jobs.iter().map(|(job, _)| job.due_at).collect::<Vec<_>>() => "timestamptz[]",
+                jobs.iter().map(|(_, planned)| *planned).collect::<Vec<_>>() => "timestamptz[]",
             );
-            arrays.push_unseparated("::uuid[]");
-            arrays.push_bind(
-                jobs.iter()
-                    .map(|(job, _)| job.job.kind())
-                    .collect::<Vec<_>>(),
-            );
-            arrays.push_unseparated("::text[]");
-            arrays.push_bind(
-                jobs.iter()
-                    .map(|(job, _)| job.job.payload())
-                    .collect::<Vec<_>>(),
-            );
-            arrays.push_unseparated("::jsonb[]");
-            arrays.push_bind(jobs.iter().map(|(job, _)| job.due_at).collect::<Vec<_>>());
-            arrays.push_unseparated("::timestamptz[]");
-            arrays.push_bind(jobs.iter().map(|(_, planned)| *planned).collect::<Vec<_>>());
-            arrays.push_unseparated("::timestamptz[])");
+            q.push(")");
         });
         Ok(())
     }

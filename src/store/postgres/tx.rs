@@ -195,31 +195,20 @@ impl Tx for PgTx {
                      original_parameters = v.original_parameters, executed_at = v.executed_at, \
                      version = v.version, decided_via = v.decided_via FROM unnest(",
                 );
-                let mut arrays = q.separated(", ");
-                arrays.push_bind(column(approvals, |(a, _)| a.id.0));
-                arrays.push_unseparated("::uuid[]");
-                arrays.push_bind(column(approvals, |(_, expected)| *expected));
-                arrays.push_unseparated("::bigint[]");
-                arrays.push_bind(column(approvals, |(a, _)| a.parameters.clone()));
-                arrays.push_unseparated("::jsonb[]");
-                arrays.push_bind(column(approvals, |(a, _)| a.status.as_str()));
-                arrays.push_unseparated("::text[]");
-                arrays.push_bind(column(approvals, |(a, _)| a.decided_by.clone()));
-                arrays.push_unseparated("::text[]");
-                arrays.push_bind(column(approvals, |(a, _)| a.decision_at));
-                arrays.push_unseparated("::timestamptz[]");
-                arrays.push_bind(column(approvals, |(a, _)| a.reason.clone()));
-                arrays.push_unseparated("::text[]");
-                arrays.push_bind(column(approvals, |(a, _)| a.original_parameters.clone()));
-                arrays.push_unseparated("::jsonb[]");
-                arrays.push_bind(column(approvals, |(a, _)| a.executed_at));
-                arrays.push_unseparated("::timestamptz[]");
-                arrays.push_bind(column(approvals, |(a, _)| a.version));
-                arrays.push_unseparated("::bigint[]");
-                arrays.push_bind(locations);
-                arrays.push_unseparated("::text[]::tid[]");
-                arrays.push_bind(column(approvals, |(a, _)| a.decided_via.clone()));
-                arrays.push_unseparated("::text[]");
+                unnest_arrays!(q,
+                    column(approvals, |(a, _)| a.id.0) => "uuid[]",
+                    column(approvals, |(_, expected)| *expected) => "bigint[]",
+                    column(approvals, |(a, _)| a.parameters.clone()) => "jsonb[]",
+                    column(approvals, |(a, _)| a.status.as_str()) => "text[]",
+                    column(approvals, |(a, _)| a.decided_by.clone()) => "text[]",
+                    column(approvals, |(a, _)| a.decision_at) => "timestamptz[]",
+                    column(approvals, |(a, _)| a.reason.clone()) => "text[]",
+                    column(approvals, |(a, _)| a.original_parameters.clone()) => "jsonb[]",
+                    column(approvals, |(a, _)| a.executed_at) => "timestamptz[]",
+                    column(approvals, |(a, _)| a.version) => "bigint[]",
+                    locations => "text[]::tid[]",
+                    column(approvals, |(a, _)| a.decided_via.clone()) => "text[]",
+                );
                 q.push(
                     ") AS v(id, expected, parameters, status, decided_by, decision_at, reason, \
                      original_parameters, executed_at, version, loc, decided_via) \
@@ -228,32 +217,24 @@ impl Tx for PgTx {
                 );
             })
             .await?;
-        let mut located = Vec::with_capacity(moved.len());
         for row in &moved {
-            located.push((row.try_get::<Uuid, _>(0)?, row.try_get::<String, _>(1)?));
-        }
-        let moved = located;
-        let updated = moved.len() as u64;
-        for (id, location) in moved {
+            let (id, location): (Uuid, String) = (row.try_get(0)?, row.try_get(1)?);
             self.locations.insert(ApprovalId(id), location);
         }
-        Ok(updated)
+        Ok(moved.len() as u64)
     }
 
     async fn insert_votes(&mut self, votes: &[(ApprovalId, Vote)]) -> sqlx::Result<()> {
         self.deferred.push(|q| {
             q.push("INSERT INTO votes (approval_id, user_id, decision, reason, at) SELECT * FROM unnest(");
-            let mut arrays = q.separated(", ");
-            arrays.push_bind(column(votes, |(id, _)| id.0));
-            arrays.push_unseparated("::uuid[]");
-            arrays.push_bind(column(votes, |(_, vote)| vote.user.clone()));
-            arrays.push_unseparated("::text[]");
-            arrays.push_bind(column(votes, |(_, vote)| vote.decision.as_str()));
-            arrays.push_unseparated("::text[]");
-            arrays.push_bind(column(votes, |(_, vote)| vote.reason.clone()));
-            arrays.push_unseparated("::text[]");
-            arrays.push_bind(column(votes, |(_, vote)| vote.at));
-            arrays.push_unseparated("::timestamptz[])");
+            unnest_arrays!(q,
+                column(votes, |(id, _)| id.0) => "uuid[]",
+                column(votes, |(_, vote)| vote.user.clone()) => "text[]",
+                column(votes, |(_, vote)| vote.decision.as_str()) => "text[]",
+                column(votes, |(_, vote)| vote.reason.clone()) => "text[]",
+                column(votes, |(_, vote)| vote.at) => "timestamptz[]",
+            );
+            q.push(")");
         });
         Ok(())
     }
@@ -391,23 +372,17 @@ impl Tx for PgTx {
                 "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) \
                  SELECT * FROM unnest(",
             );
-            let mut arrays = q.separated(", ");
-            arrays.push_bind(column(entries, |e| e.seq));
-            arrays.push_unseparated("::bigint[]");
-            arrays.push_bind(column(entries, |e| e.approval_id.map(|id| id.0)));
-            arrays.push_unseparated("::uuid[]");
-            arrays.push_bind(column(entries, |e| e.kind.as_str()));
-            arrays.push_unseparated("::text[]");
-            arrays.push_bind(column(entries, |e| e.actor.clone()));
-            arrays.push_unseparated("::text[]");
-            arrays.push_bind(column(entries, |e| e.at));
-            arrays.push_unseparated("::timestamptz[]");
-            arrays.push_bind(column(entries, |e| crate::canonical::to_string(&e.data)));
-            arrays.push_unseparated("::text[]");
-            arrays.push_bind(column(entries, |e| e.prev_hash.clone()));
-            arrays.push_unseparated("::text[]");
-            arrays.push_bind(column(entries, |e| e.hash.clone()));
-            arrays.push_unseparated("::text[])");
+            unnest_arrays!(q,
+                column(entries, |e| e.seq) => "bigint[]",
+                column(entries, |e| e.approval_id.map(|id| id.0)) => "uuid[]",
+                column(entries, |e| e.kind.as_str()) => "text[]",
+                column(entries, |e| e.actor.clone()) => "text[]",
+                column(entries, |e| e.at) => "timestamptz[]",
+                column(entries, |e| crate::canonical::to_string(&e.data)) => "text[]",
+                column(entries, |e| e.prev_hash.clone()) => "text[]",
+                column(entries, |e| e.hash.clone()) => "text[]",
+            );
+            q.push(")");
         });
         Ok(())
     }
