@@ -2,7 +2,7 @@
 //! them, claimed with a lease, finished, retried, deferred or given up) and the Slack
 //! messages they posted.
 
-use super::tx::PgTx;
+use super::tx::{PgTx, column};
 use super::*;
 use crate::store::backend::OutboxTx;
 
@@ -12,11 +12,11 @@ impl OutboxTx for PgTx {
         self.deferred.push(|q| {
             q.push(sql::jobs::INSERT).push("SELECT * FROM unnest(");
             unnest_arrays!(q,
-                jobs.iter().map(|(job, _)| job.approval_id.0).collect::<Vec<_>>() => "uuid[]",
-                jobs.iter().map(|(job, _)| job.job.kind()).collect::<Vec<_>>() => "text[]",
-                jobs.iter().map(|(job, _)| job.job.payload()).collect::<Vec<_>>() => "jsonb[]",
-                jobs.iter().map(|(job, _)| job.due_at).collect::<Vec<_>>() => "timestamptz[]",
-                jobs.iter().map(|(_, planned)| *planned).collect::<Vec<_>>() => "timestamptz[]",
+                column(jobs, |(job, _)| job.approval_id.0) => "uuid[]",
+                column(jobs, |(job, _)| job.job.kind()) => "text[]",
+                column(jobs, |(job, _)| job.job.payload()) => "jsonb[]",
+                column(jobs, |(job, _)| job.due_at) => "timestamptz[]",
+                column(jobs, |(_, planned)| *planned) => "timestamptz[]",
             );
             q.push(")");
         });

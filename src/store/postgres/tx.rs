@@ -388,16 +388,6 @@ impl Tx for PgTx {
     }
 
     async fn set_audit_head(&mut self, seq: i64, hash: &str) -> sqlx::Result<()> {
-        // With the approvals this transaction opened, the watermark moves down too
-        // (see `settle_watermark`; the audit head is locked by now).
-        if let Some(opened) = self.timers.opened.take() {
-            self.deferred.push(|q| {
-                q.push("UPDATE expiry_watermark SET below = ")
-                    .push_bind(opened)
-                    .push(" WHERE id = 1 AND below > ")
-                    .push_bind(opened);
-            });
-        }
         let hash = hash.to_owned();
         self.deferred.push(|q| {
             q.push("UPDATE audit_head SET seq = ")
@@ -430,6 +420,6 @@ impl Tx for PgTx {
 }
 
 /// One column of a multi-row statement that binds each column as an array (`unnest`).
-fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
+pub(super) fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
     rows.iter().map(value).collect()
 }

@@ -5,10 +5,6 @@
 use super::*;
 use crate::approval::Status;
 
-/// Moves the expiry watermark down to `$1` if it is above (`set_audit_head` keeps
-/// back the same statement, with its own parameters).
-const LOWER_WATERMARK: &str = "UPDATE expiry_watermark SET below = $1 WHERE id = 1 AND below > $1";
-
 /// Expiry timers this transaction added or fired, for the watermark (see
 /// `migrations/postgres/0006_hot_updates.sql`).
 #[derive(Default)]
@@ -41,9 +37,9 @@ impl PgTx {
     /// Every signoff writer does this work while holding the audit head's row lock, so
     /// that writers take turns: a pass reads the open approvals after every insert
     /// committed before it, and an insert that waited for a pass sees where the pass
-    /// left the mark (and moves it down below its own approvals, in
-    /// `set_audit_head`'s statement when the transaction appends to the audit log,
-    /// as creates and adoptions do). A pass also locks the watermark's row, which
+    /// left the mark (and moves it down below its own approvals, kept back to go with
+    /// the commit's last statement: no round trip of its own). A pass also locks the
+    /// watermark's row, which
     /// another program's trigger (an expiry moved earlier) takes to move it down.
     pub(super) async fn settle_watermark(&mut self) -> sqlx::Result<()> {
         let Timers {
@@ -60,10 +56,12 @@ impl PgTx {
                 .await?;
         }
         if let Some(opened) = opened {
-            sqlx::query(LOWER_WATERMARK)
-                .bind(opened)
-                .execute(self.conn().await?)
-                .await?;
+            self.deferred.push(|q| {
+                q.push("UPDATE expiry_watermark SET below = ")
+                    .push_bind(opened)
+                    .push(" WHERE id = 1 AND below > ")
+                    .push_bind(opened);
+            });
         }
         let Some(now) = swept else {
             return Ok(());
