@@ -85,9 +85,15 @@ impl Fixture {
                 "the model said: {}",
                 serde_json::to_value(&answer.message.content).unwrap()
             )),
-            Err(error) => CallToolResult::error(vec![ContentBlock::text(format!(
-                "sampling failed: {error}"
-            ))]),
+            Err(error) => {
+                log_call(
+                    "ask_model: sampling failed",
+                    &json!({"error": error.to_string()}),
+                );
+                CallToolResult::error(vec![ContentBlock::text(format!(
+                    "sampling failed: {error}"
+                ))])
+            }
         }
     }
 }

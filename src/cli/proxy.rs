@@ -19,6 +19,10 @@ pub struct ProxyArgs {
     /// How often a held call reports progress; shortened by tests.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, hide = true)]
     progress_every: std::time::Duration,
+    /// How long a 2026-07-28 client has to answer the server's requests (sampling,
+    /// elicitation, roots) of a running call before the call is cancelled.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, hide = true)]
+    input_within: std::time::Duration,
     /// A streamable HTTP MCP server to wrap instead of a command, e.g. https://host/mcp.
     #[arg(long, value_name = "URL", conflicts_with = "command")]
     upstream: Option<String>,
@@ -42,6 +46,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         name: args.name,
         hold: args.hold,
         progress_every: args.progress_every,
+        input_within: args.input_within,
         command: args.command,
         upstream: args.upstream,
         upstream_headers: args.upstream_headers,

@@ -15,6 +15,7 @@ use rmcp::service::{NotificationContext, RequestContext, RoleClient, RunningServ
 use rmcp::{ClientHandler, ErrorData as McpError, ServiceExt};
 use serde_json::{Value, json};
 use signoff::clock::Clock;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::common::app::{self, App, Options, SLACK_SECRET};
 use crate::common::slack::{click_on_message, interaction_body, sign};
@@ -390,4 +391,70 @@ pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// The proxy with raw JSON-RPC lines on its stdio.
+pub struct Raw {
+    pub child: tokio::process::Child,
+    pub stdin: tokio::process::ChildStdin,
+    pub lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Raw {
+    pub async fn send(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    /// The answer to request `id` (notifications in between are skipped).
+    pub async fn answer(&mut self, id: i64) -> Value {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
+                .await
+                .expect("an answer in time")
+                .unwrap()
+                .expect("the proxy is still there");
+            let message: Value = serde_json::from_str(&line).unwrap();
+            if message["id"] == id {
+                return message;
+            }
+        }
+    }
+}
+
+pub async fn raw(h: &Harness) -> Raw {
+    raw_with(h, &[]).await
+}
+
+/// The proxy with `flags` in front of the fixture, with raw lines on its stdio.
+pub async fn raw_with(h: &Harness, flags: &[&str]) -> Raw {
+    let fixture = fixture();
+    let mut child = h
+        .proxy_command(flags, &[fixture.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    Raw {
+        child,
+        stdin,
+        lines,
+    }
+}
+
+/// A request line as a 2026-07-28 client sends it: no `initialize`, its protocol
+/// version, name and capabilities in every request's `_meta`.
+pub fn modern_request(id: i64, method: &str, mut params: Value) -> String {
+    params["_meta"] = modern_meta();
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+}
+
+pub fn modern_meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-agent", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
 }

@@ -9,5 +9,6 @@ mod gate;
 mod helpers;
 mod memory;
 mod python;
+mod rounds;
 mod tasks;
 mod wire;

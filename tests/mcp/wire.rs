@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::*;
 
@@ -168,52 +168,6 @@ async fn a_five_mib_argument_is_refused_as_too_large_and_never_runs() {
         .await
         .unwrap();
     assert_eq!(still.is_error, Some(false));
-}
-
-/// The proxy with raw JSON-RPC lines on its stdio.
-struct Raw {
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-}
-
-impl Raw {
-    async fn send(&mut self, line: &str) {
-        self.stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
-    }
-
-    /// The answer to request `id` (notifications in between are skipped).
-    async fn answer(&mut self, id: i64) -> Value {
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(10), self.lines.next_line())
-                .await
-                .expect("an answer in time")
-                .unwrap()
-                .expect("the proxy is still there");
-            let message: Value = serde_json::from_str(&line).unwrap();
-            if message["id"] == id {
-                return message;
-            }
-        }
-    }
-}
-
-async fn raw(h: &Harness) -> Raw {
-    let fixture = fixture();
-    let mut child = h
-        .proxy_command(&[], &[fixture.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    Raw {
-        child,
-        stdin,
-        lines,
-    }
 }
 
 #[tokio::test]
@@ -458,19 +412,4 @@ async fn a_2026_07_28_client_hears_list_changes_and_its_resources_updates_on_its
         )
     );
     let _ = raw.child.start_kill();
-}
-
-/// A request line as a 2026-07-28 client sends it: no `initialize`, its protocol
-/// version, name and capabilities in every request's `_meta`.
-fn modern_request(id: i64, method: &str, mut params: Value) -> String {
-    params["_meta"] = modern_meta();
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
-}
-
-fn modern_meta() -> Value {
-    json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientInfo": {"name": "modern-agent", "version": "1"},
-        "io.modelcontextprotocol/clientCapabilities": {},
-    })
 }

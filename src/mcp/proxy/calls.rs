@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientRequest, ContentBlock,
-    ListToolsRequest, ListToolsResult, PaginatedRequestParams, ServerResult, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest,
+    ContentBlock, ListToolsRequest, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ServerResult, Tool,
 };
 use rmcp::service::{Peer, RequestContext, RoleClient, RoleServer};
 use rmcp::task_manager::TaskManager;
@@ -17,7 +18,8 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::gate::{Call, Gate, Progress, Verdict};
-use super::relay::{Relay, upstream_error};
+use super::relay::{Flight, Relay, upstream_error};
+use super::rounds::{Landed, Round};
 use super::texts;
 
 /// The calls of one proxy.
@@ -107,12 +109,14 @@ impl Calls {
         Ok(())
     }
 
-    /// `tools/call`: the gate, then (approved and executed only) the upstream.
+    /// `tools/call`: the gate, then (approved and executed only) the upstream. A
+    /// 2026-07-28 client's call may come back `input_required` (see [`super::rounds`]).
     pub async fn call(
         &self,
         params: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<CallToolResponse, McpError> {
+        let _flying = self.flying();
         let progress = context
             .meta
             .get_progress_token()
@@ -120,22 +124,55 @@ impl Calls {
                 peer: context.peer.clone(),
                 token,
             });
-        self.call_reporting(params, context, progress).await
+        let rounds = context
+            .protocol_version()
+            .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28);
+        self.gated(params, context, progress, rounds).await
     }
 
-    /// A call whose waiting is reported to `progress`.
+    /// A call whose waiting is reported to `progress` (a task's status), in one round.
     pub async fn call_reporting(
         &self,
         params: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
         progress: Option<Progress>,
     ) -> Result<CallToolResult, McpError> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let result = self.gated(params, context, progress).await;
-        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
+        let _flying = self.flying();
+        match self.gated(params, context, progress, false).await? {
+            CallToolResponse::Complete(result) => Ok(result),
+            _ => Err(McpError::internal_error(
+                "a task's call came back unfinished",
+                None,
+            )),
         }
-        result
+    }
+
+    /// A 2026-07-28 client's retry of a call that came back `input_required`: its
+    /// answers go upstream and it rejoins the running call, without the gate (the call
+    /// was approved and spent once). Refused when the round is unknown or the retry
+    /// differs from the call.
+    pub async fn resume(
+        &self,
+        params: CallToolRequestParams,
+        request_state: &str,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let _flying = self.flying();
+        let responses = params.input_responses.unwrap_or_default();
+        let resumed =
+            self.relay
+                .rounds
+                .resume(request_state, &params.name, &params.arguments, responses);
+        match resumed {
+            Ok((flight, round)) => self.land(flight, round, context, true).await,
+            Err(why) => Ok(CallToolResponse::Complete(refusal(why))),
+        }
+    }
+
+    /// Counts a call in flight until dropped (see [`Calls::settled`]).
+    fn flying(&self) -> Flying<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Flying(self)
     }
 
     async fn gated(
@@ -143,9 +180,10 @@ impl Calls {
         mut params: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
         progress: Option<Progress>,
-    ) -> Result<CallToolResult, McpError> {
+        rounds: bool,
+    ) -> Result<CallToolResponse, McpError> {
         if self.gate.upstream_gone.is_cancelled() {
-            return Ok(refusal(texts::upstream_gone()));
+            return Ok(refusal(texts::upstream_gone()).into());
         }
         let tool = params.name.to_string();
         if self.annotations(&tool).is_none() {
@@ -157,6 +195,7 @@ impl Calls {
                 None,
             ));
         };
+        let sent = rounds.then(|| params.arguments.clone());
         let call = Call {
             tool,
             arguments: params.arguments.take().unwrap_or_default(),
@@ -169,11 +208,43 @@ impl Calls {
             .await
         {
             Verdict::Run { arguments, note } => (arguments, note),
-            Verdict::Refuse(why) => return Ok(refusal(why)),
+            Verdict::Refuse(why) => return Ok(refusal(why).into()),
         };
         params.arguments = Some(arguments);
+        params.input_responses = None;
+        params.request_state = None;
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        let answer = self.relay.forward(&self.upstream, request, context).await;
+        let flight = match self.relay.send(&self.upstream, request, context).await {
+            Ok(flight) => flight,
+            Err(_) if self.gate.upstream_gone.is_cancelled() => {
+                return Ok(refusal(texts::upstream_gone()).into());
+            }
+            Err(error) => return Err(error),
+        };
+        let round = Round {
+            tool: call.tool,
+            arguments: sent.flatten(),
+            note,
+        };
+        self.land(flight, round, context, rounds).await
+    }
+
+    /// Waits for the upstream's answer to a forwarded call, in rounds when `rounds`.
+    async fn land(
+        &self,
+        flight: Flight,
+        round: Round,
+        context: &RequestContext<RoleServer>,
+        rounds: bool,
+    ) -> Result<CallToolResponse, McpError> {
+        let (answer, note) = if rounds {
+            match self.relay.rounds.wait(flight, round, &context.ct).await {
+                Landed::Input(input) => return Ok(CallToolResponse::InputRequired(input)),
+                Landed::Answer { answer, note } => (*answer, note),
+            }
+        } else {
+            (flight.land(&context.ct).await, round.note)
+        };
         let mut result = match answer {
             Ok(ServerResult::CallToolResult(result)) => result,
             Ok(_) => {
@@ -183,14 +254,14 @@ impl Calls {
                 ));
             }
             Err(_) if self.gate.upstream_gone.is_cancelled() => {
-                return Ok(refusal(texts::upstream_gone()));
+                return Ok(refusal(texts::upstream_gone()).into());
             }
             Err(error) => return Err(error),
         };
         if let Some(note) = note {
             result.content.insert(0, ContentBlock::text(note));
         }
-        Ok(result)
+        Ok(result.into())
     }
 
     /// Resolves once no call is in flight.
@@ -201,6 +272,17 @@ impl Calls {
                 return;
             }
             idle.await;
+        }
+    }
+}
+
+/// A call counted in flight.
+struct Flying<'a>(&'a Calls);
+
+impl Drop for Flying<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
         }
     }
 }

@@ -8,6 +8,7 @@ mod calls;
 mod gate;
 mod listen;
 mod relay;
+mod rounds;
 mod server;
 mod stdio;
 mod tasks;
@@ -45,6 +46,9 @@ pub struct Options {
     pub progress_every: Duration,
     /// The upstream MCP server's command line (when there is no `upstream` URL).
     pub command: Vec<String>,
+    /// How long a 2026-07-28 client has to come back with its answers to the
+    /// upstream's requests before the call is given up.
+    pub input_within: Duration,
     /// A streamable HTTP upstream instead of a child.
     pub upstream: Option<String>,
     /// `Name: value` headers for the HTTP upstream (its credentials).
@@ -120,7 +124,7 @@ async fn report_exit(child: Option<ChildStderr>) {
 pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     let server = server_name(&options)?;
     let api = Api::new(&options.url, options.token.clone())?;
-    let relay = Relay::default();
+    let relay = Relay::new(rounds::Rounds::new(options.input_within));
     let (upstream, child) = connect(&options, relay.clone()).await?;
     let upstream_peer = upstream.peer().clone();
     let stop_upstream = upstream.cancellation_token();

@@ -99,10 +99,10 @@ impl ServerHandler for Proxy {
             let task = super::tasks::spawn(&self.calls, request, &context);
             return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
         }
-        self.calls
-            .call(request, &context)
-            .await
-            .map(CallToolResponse::Complete)
+        match request.request_state.clone() {
+            Some(state) => self.calls.resume(request, &state, &context).await,
+            None => self.calls.call(request, &context).await,
+        }
     }
 
     async fn get_task(

@@ -16,15 +16,16 @@ use rmcp::ErrorData as McpError;
 use rmcp::model::{
     ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequest,
     CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
-    ElicitResult, Implementation, ListRootsRequest, ListRootsResult, LoggingMessageNotification,
-    LoggingMessageNotificationParam, ProgressNotificationParam, ProtocolVersion,
-    ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
-    ServerRequest,
+    ElicitResult, Implementation, InputRequest, ListRootsRequest, ListRootsResult,
+    LoggingMessageNotification, LoggingMessageNotificationParam, ProgressNotificationParam,
+    ProtocolVersion, ResourceUpdatedNotification, ResourceUpdatedNotificationParam,
+    ServerNotification, ServerRequest,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleClient, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::TokioChildProcess;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::relay::Relay;
@@ -129,6 +130,29 @@ impl Upstream {
             })
     }
 
+    /// Asks the client `request`: inside the next round of a 2026-07-28 client's call
+    /// (see [`super::rounds`]) when there is one to carry it, else as a request of its
+    /// own; `pick` takes the expected kind of answer.
+    async fn ask<T: DeserializeOwned>(
+        &self,
+        input: InputRequest,
+        request: ServerRequest,
+        pick: fn(ClientResult) -> Option<T>,
+    ) -> Result<T, McpError> {
+        let Some(answer) = self.relay.rounds.ask(input) else {
+            return pick(self.ask_client(request).await?).ok_or_else(unexpected);
+        };
+        let answer = answer.await.map_err(|_| {
+            McpError::internal_error(
+                "the MCP client did not come back with an answer (signoff proxy gave the call up)",
+                None,
+            )
+        })?;
+        serde_json::from_value(answer).map_err(|error| {
+            McpError::invalid_params(format!("the MCP client's answer: {error}"), None)
+        })
+    }
+
     async fn tell_client(&self, notification: ServerNotification) {
         let client = self.relay.client.get();
         self.relay.listeners.tell(client, notification).await;
@@ -162,13 +186,16 @@ impl ClientHandler for Upstream {
         params: CreateMessageRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, McpError> {
-        match self
-            .ask_client(CreateMessageRequest::new(params).into())
-            .await?
-        {
-            ClientResult::CreateMessageResult(result) => Ok(*result),
-            _ => Err(unexpected()),
-        }
+        let request = CreateMessageRequest::new(params);
+        self.ask(
+            InputRequest::CreateMessage(request.clone()),
+            request.into(),
+            |result| match result {
+                ClientResult::CreateMessageResult(result) => Some(*result),
+                _ => None,
+            },
+        )
+        .await
     }
 
     async fn list_roots(
@@ -179,10 +206,15 @@ impl ClientHandler for Upstream {
             method: Default::default(),
             extensions: Default::default(),
         };
-        match self.ask_client(request.into()).await? {
-            ClientResult::ListRootsResult(result) => Ok(result),
-            _ => Err(unexpected()),
-        }
+        self.ask(
+            InputRequest::ListRoots(request.clone()),
+            request.into(),
+            |result| match result {
+                ClientResult::ListRootsResult(result) => Some(result),
+                _ => None,
+            },
+        )
+        .await
     }
 
     async fn create_elicitation(
@@ -190,10 +222,16 @@ impl ClientHandler for Upstream {
         request: ElicitRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
-        match self.ask_client(ElicitRequest::new(request).into()).await? {
-            ClientResult::ElicitResult(result) => Ok(result),
-            _ => Err(unexpected()),
-        }
+        let request = ElicitRequest::new(request);
+        self.ask(
+            InputRequest::Elicitation(request.clone()),
+            request.into(),
+            |result| match result {
+                ClientResult::ElicitResult(result) => Some(result),
+                _ => None,
+            },
+        )
+        .await
     }
 
     async fn on_progress(

@@ -1,0 +1,253 @@
+//! Multi-round-trip requests (MRTR) for 2026-07-28 clients. Such a client takes no
+//! requests from a server, yet an upstream on the session protocol still asks for
+//! sampling, elicitation or the client's roots in the middle of a tool call. The proxy
+//! then answers the client's `tools/call` with an `input_required` result that carries
+//! those requests, and keeps the upstream call running. The client's retry (the same
+//! call again, with `inputResponses` and the `requestState`) brings the answers: they
+//! go to the upstream, and the retry waits for the call's result or the next round.
+//!
+//! A retry never passes the gate again. The approval was spent once, when the call was
+//! forwarded; the retry only rejoins that running call, and must repeat its tool and
+//! arguments. A round the client does not come back for is given up after a while: the
+//! upstream's requests get an error and the upstream call is cancelled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{InputRequest, InputRequiredResult, InputResponses, JsonObject, ServerResult};
+use serde_json::Value;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::relay::Flight;
+use super::texts;
+
+/// A call that went upstream, as its retries must repeat it.
+pub struct Round {
+    pub tool: String,
+    /// The arguments as the client sent them (before any edit by an approver).
+    pub arguments: Option<JsonObject>,
+    /// What an approver changed: the first text of the call's result.
+    pub note: Option<String>,
+}
+
+/// How a call's wait for the upstream ended.
+pub enum Landed {
+    /// The upstream answered (or the client cancelled); `note` as in [`Round`].
+    Answer {
+        answer: Box<Result<ServerResult, McpError>>,
+        note: Option<String>,
+    },
+    /// The upstream asked the client something: the call is parked, and this is
+    /// what the client gets now.
+    Input(InputRequiredResult),
+}
+
+/// One request of the upstream's for the client.
+struct Question {
+    /// Its key in `inputRequests` / `inputResponses`.
+    key: String,
+    request: InputRequest,
+    answer: oneshot::Sender<Value>,
+}
+
+/// A call handed back to the client as `input_required`, until its retry.
+struct Parked {
+    flight: Flight,
+    round: Round,
+    questions: Vec<Question>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Calls of 2026-07-28 clients waiting on the upstream right now.
+    carriers: usize,
+    /// The upstream's requests no call has carried to the client yet.
+    unasked: Vec<Question>,
+    /// Parked calls, by their `requestState`.
+    parked: HashMap<String, Parked>,
+    /// Numbers the questions' keys.
+    asked: u64,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Wakes the carriers when the upstream asks something.
+    asked: Notify,
+    /// How long a parked call waits for the client's retry.
+    answer_within: Duration,
+}
+
+/// The rounds of one proxy.
+#[derive(Clone)]
+pub struct Rounds(Arc<Inner>);
+
+/// Counts a carrier while it waits.
+struct Carrying<'a>(&'a Rounds);
+
+impl Drop for Carrying<'_> {
+    fn drop(&mut self) {
+        self.0.lock().carriers -= 1;
+    }
+}
+
+impl Rounds {
+    pub fn new(answer_within: Duration) -> Self {
+        Self(Arc::new(Inner {
+            state: Mutex::default(),
+            asked: Notify::new(),
+            answer_within,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The upstream asks the client `request`. `None` when no call of a 2026-07-28
+    /// client could carry it (the request then goes to the client as a request of its
+    /// own, as on the session protocol); else the client's answer, or an error when it
+    /// gave the round up.
+    pub fn ask(&self, request: InputRequest) -> Option<oneshot::Receiver<Value>> {
+        let (answer, answered) = oneshot::channel();
+        {
+            let mut state = self.lock();
+            if state.carriers == 0 && state.parked.is_empty() {
+                return None;
+            }
+            state.asked += 1;
+            let key = format!("{}-{}", kind(&request), state.asked);
+            state.unasked.push(Question {
+                key,
+                request,
+                answer,
+            });
+        }
+        self.0.asked.notify_waiters();
+        Some(answered)
+    }
+
+    /// Waits for `flight`'s answer, or parks the call when the upstream asks the
+    /// client something first. `cancelled` fires when the client cancels the request
+    /// (the upstream request is then cancelled too).
+    pub async fn wait(
+        &self,
+        mut flight: Flight,
+        round: Round,
+        cancelled: &CancellationToken,
+    ) -> Landed {
+        self.lock().carriers += 1;
+        let _carrying = Carrying(self);
+        loop {
+            let asked = self.0.asked.notified();
+            if let Some(state) = self.questions_waiting() {
+                return Landed::Input(self.park(state, flight, round));
+            }
+            let answer = tokio::select! {
+                biased;
+                answer = flight.answer() => answer,
+                _ = cancelled.cancelled() => {
+                    flight.abandon("cancelled by the client");
+                    Err(super::relay::cancelled())
+                }
+                _ = asked => continue,
+            };
+            return Landed::Answer {
+                answer: Box::new(answer),
+                note: round.note,
+            };
+        }
+    }
+
+    /// The state, locked, when the upstream's questions are waiting for a call.
+    fn questions_waiting(&self) -> Option<MutexGuard<'_, State>> {
+        let state = self.lock();
+        (!state.unasked.is_empty()).then_some(state)
+    }
+
+    /// Parks the call with the questions waiting, under a fresh `requestState`; the
+    /// client's `input_required` result.
+    fn park(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        flight: Flight,
+        round: Round,
+    ) -> InputRequiredResult {
+        let questions = std::mem::take(&mut state.unasked);
+        let requests = questions
+            .iter()
+            .map(|question| (question.key.clone(), question.request.clone()))
+            .collect::<BTreeMap<_, _>>();
+        let request_state = uuid::Uuid::new_v4().simple().to_string();
+        let parked = Parked {
+            flight,
+            round,
+            questions,
+        };
+        state.parked.insert(request_state.clone(), parked);
+        drop(state);
+        self.give_up_later(request_state.clone());
+        InputRequiredResult::new(Some(requests), Some(request_state))
+    }
+
+    /// Gives the parked call up when its retry has not come within `answer_within`.
+    fn give_up_later(&self, request_state: String) {
+        let rounds = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(rounds.0.answer_within).await;
+            let parked = rounds.lock().parked.remove(&request_state);
+            if let Some(Parked {
+                flight,
+                round,
+                questions,
+            }) = parked
+            {
+                tracing::info!(tool = %round.tool, "an MCP client did not come back for a call's next round; the call is cancelled");
+                // Their answers' senders go: the upstream hears an error for each.
+                drop(questions);
+                flight.abandon("the MCP client did not answer the server's requests in time");
+            }
+        });
+    }
+
+    /// A retry of a parked call: its answers go to the upstream, and the running call
+    /// is handed back to wait again. Refused (the text says why) when the state is
+    /// unknown, or the retry names another tool or other arguments; the parked call
+    /// then stays as it was.
+    pub fn resume(
+        &self,
+        request_state: &str,
+        tool: &str,
+        arguments: &Option<JsonObject>,
+        mut responses: InputResponses,
+    ) -> Result<(Flight, Round), String> {
+        let mut state = self.lock();
+        let Some(parked) = state.parked.get(request_state) else {
+            return Err(texts::unknown_round(self.0.answer_within));
+        };
+        if parked.round.tool != tool || parked.round.arguments != *arguments {
+            return Err(texts::other_round(&parked.round.tool));
+        }
+        let parked = state.parked.remove(request_state).expect("looked up above");
+        for question in parked.questions {
+            match responses.remove(&question.key) {
+                Some(answer) => drop(question.answer.send(answer)),
+                // Unanswered: asked again in the next round.
+                None => state.unasked.push(question),
+            }
+        }
+        Ok((parked.flight, parked.round))
+    }
+}
+
+/// A question's kind, for its key.
+fn kind(request: &InputRequest) -> &'static str {
+    match request {
+        InputRequest::CreateMessage(_) => "sampling",
+        InputRequest::Elicitation(_) => "elicitation",
+        InputRequest::ListRoots(_) => "roots",
+        _ => "input",
+    }
+}

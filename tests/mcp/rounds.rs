@@ -1,0 +1,281 @@
+//! A 2026-07-28 client takes no requests from a server: the upstream's sampling,
+//! elicitation and roots requests in the middle of a call reach it inside an
+//! `input_required` result, and its retry (with `inputResponses` and the
+//! `requestState`) carries the answers back and rejoins the running call, which was
+//! approved and runs once.
+
+use std::time::Duration;
+
+use rmcp::model::*;
+use rmcp::service::ClientLifecycleMode;
+use rmcp::service::ClientServiceExt;
+use serde_json::{Value, json};
+
+use crate::common::raw_count;
+use crate::helpers::*;
+
+fn call(id: i64, tool: &str, arguments: Value) -> String {
+    modern_request(
+        id,
+        "tools/call",
+        json!({"name": tool, "arguments": arguments}),
+    )
+}
+
+/// The retry of `first`'s call (tool and arguments) with `responses` and `state`.
+fn retry(id: i64, tool: &str, arguments: Value, responses: Value, state: &Value) -> String {
+    modern_request(
+        id,
+        "tools/call",
+        json!({"name": tool, "arguments": arguments, "inputResponses": responses, "requestState": state}),
+    )
+}
+
+fn model_answer(text: &str) -> Value {
+    json!({"role": "assistant", "model": "m1", "content": {"type": "text", "text": text}})
+}
+
+/// The one key of an `input_required` result's `inputRequests`, and its request.
+fn only_request(answer: &Value) -> (String, Value) {
+    let result = &answer["result"];
+    assert_eq!(result["resultType"], "input_required", "{answer}");
+    let requests = result["inputRequests"].as_object().unwrap();
+    assert_eq!(requests.len(), 1, "{answer}");
+    let (key, request) = requests.iter().next().unwrap();
+    (key.clone(), request.clone())
+}
+
+/// The first text of a call's result.
+fn text_of(answer: &Value) -> &str {
+    answer["result"]["content"][0]["text"].as_str().unwrap()
+}
+
+async fn approvals_of(h: &Harness, tool: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM pending_approvals WHERE tool_name = '{tool}'");
+    raw_count(&h.app.db, &sql).await
+}
+
+fn runs_of(h: &Harness, tool: &str) -> usize {
+    h.ran().iter().filter(|call| call["tool"] == tool).count()
+}
+
+#[tokio::test]
+async fn an_upstreams_sampling_request_reaches_a_2026_07_28_client_as_input_required_and_its_retry_finishes_the_one_approved_call()
+ {
+    let h = harness().await;
+    let mut raw = raw(&h).await;
+    raw.send(&call(1, "ask_model", json!({"topic": "greeting"})))
+        .await;
+    let first = raw.answer(1).await;
+    let (key, request) = only_request(&first);
+    assert_eq!(request["method"], "sampling/createMessage", "{first}");
+    assert_eq!(
+        request["params"]["messages"][0]["content"]["text"], "Say hello",
+        "{first}"
+    );
+    let state = first["result"]["requestState"].clone();
+    assert!(state.as_str().is_some_and(|s| s.len() >= 32), "{first}");
+
+    let responses = json!({key.clone(): model_answer("bonjour")});
+    raw.send(&retry(
+        2,
+        "ask_model",
+        json!({"topic": "greeting"}),
+        responses,
+        &state,
+    ))
+    .await;
+    let done = raw.answer(2).await;
+    let text = text_of(&done);
+    assert!(
+        text.contains("the model said") && text.contains("bonjour"),
+        "{done}"
+    );
+    assert_ne!(done["result"]["isError"], true, "{done}");
+
+    // One approval, spent once; the upstream ran the call once.
+    assert_eq!(approvals_of(&h, "ask_model").await, 1);
+    let executed = "SELECT COUNT(*) FROM pending_approvals WHERE tool_name = 'ask_model' AND status = 'executed'";
+    assert_eq!(raw_count(&h.app.db, executed).await, 1);
+    assert_eq!(runs_of(&h, "ask_model"), 1);
+
+    // The round is over: its state cannot be used again.
+    raw.send(&retry(
+        3,
+        "ask_model",
+        json!({"topic": "greeting"}),
+        json!({key: model_answer("again")}),
+        &state,
+    ))
+    .await;
+    let again = raw.answer(3).await;
+    assert_eq!(again["result"]["isError"], true, "{again}");
+    assert!(
+        text_of(&again).contains("not known to signoff proxy"),
+        "{again}"
+    );
+    assert_eq!(approvals_of(&h, "ask_model").await, 1);
+    assert_eq!(runs_of(&h, "ask_model"), 1);
+    let _ = raw.child.start_kill();
+}
+
+#[tokio::test]
+async fn a_retry_with_other_arguments_or_a_forged_state_is_refused_and_the_round_still_finishes() {
+    let h = harness().await;
+    let mut raw = raw(&h).await;
+    raw.send(&call(1, "ask_user", json!({"why": "deploy"})))
+        .await;
+    let first = raw.answer(1).await;
+    let (key, request) = only_request(&first);
+    assert_eq!(request["method"], "elicitation/create", "{first}");
+    let state = first["result"]["requestState"].clone();
+    let answer = json!({key.clone(): {"action": "accept", "content": {"env": "production"}}});
+
+    raw.send(&retry(
+        2,
+        "ask_user",
+        json!({"why": "something else"}),
+        answer.clone(),
+        &state,
+    ))
+    .await;
+    let other = raw.answer(2).await;
+    assert_eq!(other["result"]["isError"], true, "{other}");
+    assert!(
+        text_of(&other).contains("does not repeat the call"),
+        "{other}"
+    );
+    raw.send(&retry(
+        3,
+        "ask_user",
+        json!({"why": "deploy"}),
+        answer.clone(),
+        &json!("forged-state"),
+    ))
+    .await;
+    let forged = raw.answer(3).await;
+    assert_eq!(forged["result"]["isError"], true, "{forged}");
+
+    // A retry without the answer is asked again, under the same key.
+    raw.send(&retry(
+        4,
+        "ask_user",
+        json!({"why": "deploy"}),
+        json!({}),
+        &state,
+    ))
+    .await;
+    let asked_again = raw.answer(4).await;
+    let (again_key, _) = only_request(&asked_again);
+    assert_eq!(again_key, key);
+    let state = asked_again["result"]["requestState"].clone();
+
+    raw.send(&retry(
+        5,
+        "ask_user",
+        json!({"why": "deploy"}),
+        answer,
+        &state,
+    ))
+    .await;
+    let done = raw.answer(5).await;
+    let text = text_of(&done);
+    assert!(
+        text.contains("the user answered") && text.contains("production"),
+        "{done}"
+    );
+    assert_eq!(approvals_of(&h, "ask_user").await, 1);
+    assert_eq!(runs_of(&h, "ask_user"), 1);
+    let _ = raw.child.start_kill();
+}
+
+/// The upstream's request gets an error and its call is cancelled.
+#[tokio::test]
+async fn a_round_the_client_never_comes_back_for_is_given_up_and_its_state_refused() {
+    let h = harness().await;
+    let mut raw = raw_with(&h, &["--input-within", "300ms"]).await;
+    raw.send(&call(1, "ask_model", json!({}))).await;
+    let first = raw.answer(1).await;
+    let (key, _) = only_request(&first);
+    let state = first["result"]["requestState"].clone();
+    let mut failed = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        failed = h
+            .ran()
+            .into_iter()
+            .filter(|call| call["tool"] == "ask_model: sampling failed")
+            .collect();
+        if !failed.is_empty() {
+            break;
+        }
+    }
+    let error = failed[0]["arguments"]["error"].as_str().unwrap();
+    assert!(error.contains("did not come back"), "{error}");
+
+    raw.send(&retry(
+        2,
+        "ask_model",
+        json!({}),
+        json!({key: model_answer("late")}),
+        &state,
+    ))
+    .await;
+    let late = raw.answer(2).await;
+    assert_eq!(late["result"]["isError"], true, "{late}");
+    assert!(text_of(&late).contains("given up after 300ms"), "{late}");
+    // The proxy keeps serving.
+    raw.send(&call(3, "echo", json!({"x": 1}))).await;
+    let echo = raw.answer(3).await;
+    assert_eq!(
+        echo["result"]["content"][0]["text"],
+        r#"echo ran with {"x":1}"#
+    );
+    assert_eq!(approvals_of(&h, "ask_model").await, 1);
+    assert_eq!(runs_of(&h, "ask_model"), 1);
+    let _ = raw.child.start_kill();
+}
+
+/// rmcp's own client on 2026-07-28 (discover, no `initialize`) drives the rounds by
+/// itself: it answers each request with its handler and retries.
+#[tokio::test]
+async fn rmcps_2026_07_28_client_answers_the_upstreams_requests_through_rounds() {
+    let h = harness().await;
+    let fixture = fixture();
+    let mut command = h.proxy_command(&[], &[fixture.to_str().unwrap()]);
+    let mut child = command.spawn().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let recorder = Recorder::default();
+    let lifecycle = ClientLifecycleMode::Discover {
+        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+    };
+    let client = recorder
+        .clone()
+        .serve_with_lifecycle((stdout, stdin), lifecycle)
+        .await
+        .expect("discover");
+    for (tool, expected) in [
+        ("ask_model", "hello from the model"),
+        ("ask_user", "staging"),
+        ("roots", "file:///work/project"),
+    ] {
+        let params = CallToolRequestParams::new(tool).with_arguments(Default::default());
+        let result = client.call_tool(params).await.unwrap();
+        let text = serde_json::to_value(&result.content).unwrap().to_string();
+        assert!(text.contains(expected), "{tool}: {text}");
+        assert_eq!(approvals_of(&h, tool).await, 1, "{tool}");
+        assert_eq!(runs_of(&h, tool), 1, "{tool}");
+    }
+    let events = recorder.events();
+    assert!(
+        events.iter().any(|e| e.get("sampling").is_some()),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.get("elicitation").is_some()),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e["roots"] == true), "{events:?}");
+    let _ = child.start_kill();
+}
