@@ -139,8 +139,14 @@ pub(crate) async fn create_and_spend<T: Tx>(
         caller: approval.token_name.clone(),
     };
     let id = approval.id;
-    // Read in this transaction (and on Postgres locked) as every changed row is.
-    current.load_more(tx, &[id]).await?;
+    if created.created {
+        // Inserted by this transaction, so it is as `create` left it (and on
+        // PostgreSQL locked by the insert): it is written without being read back.
+        current.join(vec![approval.clone()]);
+    } else {
+        // Read in this transaction (and on Postgres locked) as every changed row is.
+        current.load_more(tx, &[id]).await?;
+    }
     match apply(current, id, &event, now, deliveries) {
         Ok((spent, left)) => {
             done.absorb(left);

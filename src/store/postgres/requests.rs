@@ -77,19 +77,23 @@ impl PgTx {
             // Skips a reused idempotency key (a unique index); each open request
             // inserted becomes the newest of its key in `request_keys`.
             query.push(
-                " ON CONFLICT DO NOTHING RETURNING id, token_name, tool_name, params_sha256, status), \
+                " ON CONFLICT DO NOTHING \
+                   RETURNING id, ctid::text AS loc, token_name, tool_name, params_sha256, status), \
                  keyed AS (INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
                    SELECT token_name, tool_name, params_sha256, id FROM added \
                    WHERE status IN ('pending', 'approved') AND token_name IS NOT NULL \
                    ON CONFLICT (token_name, tool_name, params_sha256) \
                    DO UPDATE SET approval_id = excluded.approval_id) \
-                 SELECT id FROM added",
+                 SELECT id, loc FROM added",
             );
-            let ids: Vec<uuid::Uuid> = query
-                .build_query_scalar()
-                .fetch_all(self.conn().await?)
-                .await?;
-            inserted.extend(ids.into_iter().map(ApprovalId));
+            // Where each new row lies lets a change in this transaction (a spend at
+            // once) write it unread: the row is this transaction's, locked by its insert.
+            let rows: Vec<(uuid::Uuid, String)> =
+                query.build_query_as().fetch_all(self.conn().await?).await?;
+            for (id, location) in rows {
+                self.locations.insert(ApprovalId(id), location);
+                inserted.insert(ApprovalId(id));
+            }
         }
         Ok(inserted)
     }

@@ -46,14 +46,15 @@ impl SqliteTx {
                     .push_bind(a.server.clone())
                     .push_bind(params_sha256.to_string());
             });
-            // Skips a reused idempotency key (a unique index).
-            query.push(" ON CONFLICT DO NOTHING RETURNING id");
-            let ids: Vec<String> = query
-                .build_query_scalar()
-                .fetch_all(self.conn().await?)
-                .await?;
-            for id in ids {
-                inserted.insert(parse_id(&id)?);
+            // Skips a reused idempotency key (a unique index). The rowids let a change
+            // in this transaction (a spend at once) write the new rows unread.
+            query.push(" ON CONFLICT DO NOTHING RETURNING id, rowid");
+            let rows: Vec<(String, i64)> =
+                query.build_query_as().fetch_all(self.conn().await?).await?;
+            for (id, rowid) in rows {
+                let id = parse_id(&id)?;
+                self.rowids.insert(id, rowid);
+                inserted.insert(id);
             }
         }
         Ok(inserted)
