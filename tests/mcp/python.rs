@@ -18,14 +18,19 @@ struct PythonClient {
 
 impl PythonClient {
     fn start(h: &Harness, python: std::path::PathBuf) -> Self {
+        Self::run(h, python, "mcp_client.py")
+    }
+
+    /// `tests/python/SCRIPT` with the proxy's command line.
+    fn run(h: &Harness, python: std::path::PathBuf, script: &str) -> Self {
         let fixture = fixture();
         let proxy = h.proxy_command(&[], &[fixture.to_str().unwrap()]);
         let std = proxy.as_std();
         let mut command = tokio::process::Command::new(python);
         command
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/python/mcp_client.py"
+            .arg(format!(
+                "{}/tests/python/{script}",
+                env!("CARGO_MANIFEST_DIR")
             ))
             .arg(std.get_program())
             .args(std.get_args())
@@ -112,4 +117,39 @@ async fn the_official_python_sdk_drives_the_proxy_through_approve_deny_and_edit(
         ran,
         [json!({"a": 1}), json!({"ids": [1]}), json!({"ids": [30]})]
     );
+}
+
+/// The SDK on 2026-07-28 answers the upstream's sampling, elicitation and roots requests
+/// through the proxy's input_required rounds; each call is approved once and runs once.
+#[tokio::test]
+async fn the_official_python_sdk_on_2026_07_28_answers_the_upstreams_requests_in_rounds() {
+    let Some(python) = crate::common::deps::python("mcp") else {
+        return;
+    };
+    let h = harness().await;
+    let mut client = PythonClient::run(&h, python, "mcp_rounds.py");
+    for (tool, expected) in [
+        ("ask_model", "python answers 'Say hello'"),
+        ("ask_user", "python-qa"),
+        ("roots", "file:///python/project"),
+    ] {
+        let answer = client.next().await;
+        assert_eq!(answer["tool"], tool, "{answer}");
+        assert_eq!(answer["is_error"], false, "{answer}");
+        let text = answer["texts"][0].as_str().unwrap_or_default();
+        assert!(text.contains(expected), "{answer}");
+    }
+    for tool in ["ask_model", "ask_user", "roots"] {
+        let runs = h.ran().iter().filter(|call| call["tool"] == tool).count();
+        assert_eq!(runs, 1, "{tool}");
+        let asked = format!(
+            "SELECT COUNT(*) FROM pending_approvals WHERE tool_name = '{tool}' \
+             AND status = 'executed' AND requested_by = 'python-modern'"
+        );
+        assert_eq!(
+            crate::common::raw_count(&h.app.db, &asked).await,
+            1,
+            "{tool}"
+        );
+    }
 }

@@ -92,6 +92,7 @@ async fn an_upstreams_sampling_request_reaches_a_2026_07_28_client_as_input_requ
         "{done}"
     );
     assert_ne!(done["result"]["isError"], true, "{done}");
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
 
     // One approval, spent once; the upstream ran the call once.
     assert_eq!(approvals_of(&h, "ask_model").await, 1);

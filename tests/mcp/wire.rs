@@ -268,6 +268,10 @@ async fn a_2026_07_28_client_without_initialize_is_served_and_gated() {
         answer["result"]["content"][0]["text"], r#"echo ran with {"x":1}"#,
         "{answer}"
     );
+    // 2026-07-28 requires it of a server; the upstream (on the session protocol)
+    // left it out.
+    assert_eq!(answer["result"]["resultType"], "complete", "{answer}");
+    assert_eq!(tools["result"]["resultType"], "complete", "{tools}");
     let asked = "SELECT COUNT(*) FROM pending_approvals WHERE status = 'executed' AND requested_by = 'modern-agent'";
     assert_eq!(crate::common::raw_count(&h.app.db, asked).await, 1);
     let _ = raw.child.start_kill();

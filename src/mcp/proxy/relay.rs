@@ -9,7 +9,7 @@ use std::time::Duration;
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
     CancelledNotification, CancelledNotificationParam, ClientNotification, ClientRequest,
-    ProgressNotificationParam, ProgressToken, RequestId, ServerResult,
+    ProgressNotificationParam, ProgressToken, RequestId, ResultType, ServerResult,
 };
 use rmcp::service::{
     Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer, ServiceError,
@@ -56,9 +56,11 @@ impl Flight {
     pub async fn answer(&mut self) -> Result<ServerResult, McpError> {
         let answer = (&mut self.response).await;
         self.done = true;
-        answer
+        let mut answer = answer
             .unwrap_or(Err(ServiceError::TransportClosed))
-            .map_err(upstream_error)
+            .map_err(upstream_error)?;
+        stamp_complete(&mut answer);
+        Ok(answer)
     }
 
     /// The answer, or an error when `cancelled` fires first (the upstream request is
@@ -112,6 +114,24 @@ impl Drop for Flight {
                 .remove(&ours);
         });
     }
+}
+
+/// Marks a final result `resultType: "complete"` where the upstream left it out (an
+/// upstream on the session protocol does): 2026-07-28 requires it of a server, and
+/// `rmcp` strips it again for a client on an older protocol.
+fn stamp_complete(result: &mut ServerResult) {
+    let result_type = match result {
+        ServerResult::CompleteResult(r) => &mut r.result_type,
+        ServerResult::GetPromptResult(r) => &mut r.result_type,
+        ServerResult::ListPromptsResult(r) => &mut r.result_type,
+        ServerResult::ListResourcesResult(r) => &mut r.result_type,
+        ServerResult::ListResourceTemplatesResult(r) => &mut r.result_type,
+        ServerResult::ReadResourceResult(r) => &mut r.result_type,
+        ServerResult::ListToolsResult(r) => &mut r.result_type,
+        ServerResult::CallToolResult(r) => &mut r.result_type,
+        _ => return,
+    };
+    result_type.get_or_insert(ResultType::COMPLETE);
 }
 
 /// The client cancelled its request.
