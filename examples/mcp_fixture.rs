@@ -52,6 +52,14 @@ fn log_call(name: &str, arguments: &Value) {
     writeln!(file, "{}", json!({"tool": name, "arguments": arguments})).unwrap();
 }
 
+/// A tool result's first text.
+fn first_text(result: &CallToolResult) -> String {
+    serde_json::to_value(&result.content).unwrap()[0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn text(text: impl Into<String>) -> CallToolResult {
     CallToolResult::success(vec![ContentBlock::text(text)])
 }
@@ -234,9 +242,14 @@ impl ServerHandler for Fixture {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let contents = ResourceContents::text("the note's text", request.uri);
+        // `fixture://roots` asks the client for its roots first.
+        let text = match request.uri.as_str() {
+            "fixture://roots" => first_text(&self.roots(&context).await),
+            _ => "the note's text".to_owned(),
+        };
+        let contents = ResourceContents::text(text, request.uri);
         Ok(ReadResourceResult::new(vec![contents]).into())
     }
 
@@ -271,9 +284,14 @@ impl ServerHandler for Fixture {
     async fn get_prompt(
         &self,
         request: GetPromptRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
-        let message = PromptMessage::new_text(Role::User, format!("hello from {}", request.name));
+        // `ask_user` asks the user (elicitation) first.
+        let text = match request.name.as_str() {
+            "ask_user" => first_text(&self.ask_user(&context).await),
+            name => format!("hello from {name}"),
+        };
+        let message = PromptMessage::new_text(Role::User, text);
         Ok(GetPromptResult::new(vec![message]).into())
     }
 }

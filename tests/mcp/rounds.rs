@@ -143,7 +143,7 @@ async fn a_retry_with_other_arguments_or_a_forged_state_is_refused_and_the_round
     let other = raw.answer(2).await;
     assert_eq!(other["result"]["isError"], true, "{other}");
     assert!(
-        text_of(&other).contains("does not repeat the call"),
+        text_of(&other).contains("does not repeat the request"),
         "{other}"
     );
     raw.send(&retry(
@@ -237,6 +237,75 @@ async fn a_round_the_client_never_comes_back_for_is_given_up_and_its_state_refus
     let _ = raw.child.start_kill();
 }
 
+#[tokio::test]
+async fn a_prompt_and_a_resource_read_go_in_rounds_too() {
+    let h = harness().await;
+    let mut raw = raw(&h).await;
+    let prompt = |id: i64, extra: Value| {
+        let mut params = json!({"name": "ask_user", "arguments": {"who": "ops"}});
+        params
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        modern_request(id, "prompts/get", params)
+    };
+    raw.send(&prompt(1, json!({}))).await;
+    let first = raw.answer(1).await;
+    let (key, request) = only_request(&first);
+    assert_eq!(request["method"], "elicitation/create", "{first}");
+    let state = first["result"]["requestState"].clone();
+    let answer = json!({key: {"action": "accept", "content": {"env": "prompted"}}});
+    raw.send(&prompt(
+        2,
+        json!({"inputResponses": answer, "requestState": state}),
+    ))
+    .await;
+    let done = raw.answer(2).await;
+    let text = done["result"]["messages"][0]["content"]["text"]
+        .as_str()
+        .unwrap();
+    assert!(
+        text.contains("the user answered") && text.contains("prompted"),
+        "{done}"
+    );
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+
+    let read = |id: i64, uri: &str, extra: Value| {
+        let mut params = json!({"uri": uri});
+        params
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        modern_request(id, "resources/read", params)
+    };
+    raw.send(&read(3, "fixture://roots", json!({}))).await;
+    let first = raw.answer(3).await;
+    let (key, request) = only_request(&first);
+    assert_eq!(request["method"], "roots/list", "{first}");
+    let state = first["result"]["requestState"].clone();
+    let roots = json!({key: {"roots": [{"uri": "file:///read/here", "name": "here"}]}});
+    let retry = json!({"inputResponses": roots, "requestState": state});
+    // Another resource under this round's state is refused, and the round waits on.
+    raw.send(&read(4, "fixture://note", retry.clone())).await;
+    let other = raw.answer(4).await;
+    assert_eq!(other["error"]["code"], -32602, "{other}");
+    assert!(
+        other["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not repeat"),
+        "{other}"
+    );
+    raw.send(&read(5, "fixture://roots", retry)).await;
+    let done = raw.answer(5).await;
+    let text = done["result"]["contents"][0]["text"].as_str().unwrap();
+    assert!(text.contains("file:///read/here"), "{done}");
+    // Neither is a tool call: no approval was asked for.
+    let asked = "SELECT COUNT(*) FROM pending_approvals";
+    assert_eq!(raw_count(&h.app.db, asked).await, 0);
+    let _ = raw.child.start_kill();
+}
+
 /// rmcp's own client on 2026-07-28 (discover, no `initialize`) drives the rounds by
 /// itself: it answers each request with its handler and retries.
 #[tokio::test]
@@ -268,6 +337,14 @@ async fn rmcps_2026_07_28_client_answers_the_upstreams_requests_through_rounds()
         assert_eq!(approvals_of(&h, tool).await, 1, "{tool}");
         assert_eq!(runs_of(&h, tool), 1, "{tool}");
     }
+    let prompt = GetPromptRequestParams::new("ask_user");
+    let prompt = client.get_prompt(prompt).await.unwrap();
+    let text = serde_json::to_value(&prompt.messages).unwrap().to_string();
+    assert!(text.contains("the user answered"), "{text}");
+    let read = ReadResourceRequestParams::new("fixture://roots");
+    let read = client.read_resource(read).await.unwrap();
+    let text = serde_json::to_value(&read.contents).unwrap().to_string();
+    assert!(text.contains("file:///work/project"), "{text}");
     let events = recorder.events();
     assert!(
         events.iter().any(|e| e.get("sampling").is_some()),

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest,
-    ContentBlock, ListToolsRequest, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
-    ServerResult, Tool,
+    ContentBlock, ListToolsRequest, ListToolsResult, PaginatedRequestParams, ServerResult, Tool,
 };
 use rmcp::service::{Peer, RequestContext, RoleClient, RoleServer};
 use rmcp::task_manager::TaskManager;
@@ -19,7 +18,7 @@ use tokio::sync::Notify;
 
 use super::gate::{Call, Gate, Progress, Verdict};
 use super::relay::{Flight, Relay, upstream_error};
-use super::rounds::{Landed, Round};
+use super::rounds::{Landed, Round, in_rounds};
 use super::texts;
 
 /// The calls of one proxy.
@@ -124,10 +123,8 @@ impl Calls {
                 peer: context.peer.clone(),
                 token,
             });
-        let rounds = context
-            .protocol_version()
-            .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28);
-        self.gated(params, context, progress, rounds).await
+        self.gated(params, context, progress, in_rounds(context))
+            .await
     }
 
     /// A call whose waiting is reported to `progress` (a task's status), in one round.
@@ -159,10 +156,9 @@ impl Calls {
     ) -> Result<CallToolResponse, McpError> {
         let _flying = self.flying();
         let responses = params.input_responses.unwrap_or_default();
+        let what = tool_round(&params.name);
         let resumed =
-            self.relay
-                .rounds
-                .resume(request_state, &params.name, &params.arguments, responses);
+            (self.relay.rounds).resume(request_state, &what, &params.arguments, responses);
         match resumed {
             Ok((flight, round)) => self.land(flight, round, context, true).await,
             Err(why) => Ok(CallToolResponse::Complete(refusal(why))),
@@ -222,7 +218,7 @@ impl Calls {
             Err(error) => return Err(error),
         };
         let round = Round {
-            tool: call.tool,
+            what: tool_round(&call.tool),
             arguments: sent.flatten(),
             note,
         };
@@ -274,6 +270,11 @@ impl Calls {
             idle.await;
         }
     }
+}
+
+/// A tool call's [`Round::what`].
+fn tool_round(tool: &str) -> String {
+    format!("the tool {tool}")
 }
 
 /// A call counted in flight.

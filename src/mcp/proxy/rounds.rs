@@ -16,7 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rmcp::ErrorData as McpError;
-use rmcp::model::{InputRequest, InputRequiredResult, InputResponses, JsonObject, ServerResult};
+use rmcp::model::{
+    InputRequest, InputRequiredResult, InputResponses, JsonObject, ProtocolVersion, ServerResult,
+};
+use rmcp::service::{RequestContext, RoleServer};
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -24,9 +27,11 @@ use tokio_util::sync::CancellationToken;
 use super::relay::Flight;
 use super::texts;
 
-/// A call that went upstream, as its retries must repeat it.
+/// A request that went upstream (a tool call, a prompt, a resource read), as its
+/// retries must repeat it.
 pub struct Round {
-    pub tool: String,
+    /// What it asks for: "the tool echo", "the prompt greet", "the resource …".
+    pub what: String,
     /// The arguments as the client sent them (before any edit by an approver).
     pub arguments: Option<JsonObject>,
     /// What an approver changed: the first text of the call's result.
@@ -129,7 +134,7 @@ impl Rounds {
         Some(answered)
     }
 
-    /// Waits for `flight`'s answer, or parks the call when the upstream asks the
+    /// Waits for `flight`'s answer, or parks the request when the upstream asks the
     /// client something first. `cancelled` fires when the client cancels the request
     /// (the upstream request is then cancelled too).
     pub async fn wait(
@@ -204,7 +209,7 @@ impl Rounds {
                 questions,
             }) = parked
             {
-                tracing::info!(tool = %round.tool, "an MCP client did not come back for a call's next round; the call is cancelled");
+                tracing::info!(what = %round.what, "an MCP client did not come back for a request's next round; the request is cancelled");
                 // Their answers' senders go: the upstream hears an error for each.
                 drop(questions);
                 flight.abandon("the MCP client did not answer the server's requests in time");
@@ -219,7 +224,7 @@ impl Rounds {
     pub fn resume(
         &self,
         request_state: &str,
-        tool: &str,
+        what: &str,
         arguments: &Option<JsonObject>,
         mut responses: InputResponses,
     ) -> Result<(Flight, Round), String> {
@@ -227,8 +232,8 @@ impl Rounds {
         let Some(parked) = state.parked.get(request_state) else {
             return Err(texts::unknown_round(self.0.answer_within));
         };
-        if parked.round.tool != tool || parked.round.arguments != *arguments {
-            return Err(texts::other_round(&parked.round.tool));
+        if parked.round.what != what || parked.round.arguments != *arguments {
+            return Err(texts::other_round(&parked.round.what));
         }
         let parked = state.parked.remove(request_state).expect("looked up above");
         for question in parked.questions {
@@ -240,6 +245,14 @@ impl Rounds {
         }
         Ok((parked.flight, parked.round))
     }
+}
+
+/// Whether `context`'s request is on 2026-07-28 or later, so that the upstream's
+/// requests reach the client in rounds.
+pub fn in_rounds(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|version| version >= ProtocolVersion::V_2026_07_28)
 }
 
 /// A question's kind, for its key.

@@ -12,11 +12,22 @@ use rmcp::model::*;
 use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 
 use super::calls::Calls;
+use super::rounds::{Landed, Round, in_rounds};
 
 /// The proxy's server handler.
 #[derive(Clone)]
 pub struct Proxy {
     pub calls: Arc<Calls>,
+}
+
+/// A retry's `requestState` and answers, taken out of its request (the upstream gets
+/// neither: the state is the proxy's, the answers go to the upstream's own requests).
+fn retry(
+    state: &mut Option<String>,
+    answers: &mut Option<InputResponses>,
+) -> Option<(String, InputResponses)> {
+    let answers = answers.take().unwrap_or_default();
+    state.take().map(|state| (state, answers))
 }
 
 fn unexpected(method: &str) -> McpError {
@@ -27,6 +38,37 @@ fn unexpected(method: &str) -> McpError {
 }
 
 impl Proxy {
+    /// Passes `request` (a `prompts/get` or `resources/read`) through; for a
+    /// 2026-07-28 client in rounds when the upstream asks the client something
+    /// meanwhile (see [`super::rounds`]). `retry` is the client's `requestState` and
+    /// answers when the request continues a round.
+    async fn forward_in_rounds(
+        &self,
+        request: ClientRequest,
+        round: Round,
+        retry: Option<(String, InputResponses)>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Result<ServerResult, InputRequiredResult>, McpError> {
+        if !in_rounds(context) {
+            return self.forward(request, context).await.map(Ok);
+        }
+        let relay = &self.calls.relay;
+        let (flight, round) = match retry {
+            Some((state, answers)) => relay
+                .rounds
+                .resume(&state, &round.what, &round.arguments, answers)
+                .map_err(|why| McpError::invalid_params(why, None))?,
+            None => (
+                relay.send(&self.calls.upstream, request, context).await?,
+                round,
+            ),
+        };
+        match relay.rounds.wait(flight, round, &context.ct).await {
+            Landed::Input(input) => Ok(Err(input)),
+            Landed::Answer { answer, .. } => answer.map(Ok),
+        }
+    }
+
     async fn forward(
         &self,
         request: ClientRequest,
@@ -150,16 +192,24 @@ impl ServerHandler for Proxy {
 
     async fn get_prompt(
         &self,
-        request: GetPromptRequestParams,
+        mut request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
-        pass!(
-            self,
-            context,
-            GetPromptRequest::new(request).into(),
-            GetPromptResult,
-            "prompts/get"
-        )
+        let retry = retry(&mut request.request_state, &mut request.input_responses);
+        let round = Round {
+            what: format!("the prompt {}", request.name),
+            arguments: request.arguments.clone(),
+            note: None,
+        };
+        let request = GetPromptRequest::new(request).into();
+        match self
+            .forward_in_rounds(request, round, retry, &context)
+            .await?
+        {
+            Ok(ServerResult::GetPromptResult(result)) => Ok(result.into()),
+            Ok(_) => Err(unexpected("prompts/get")),
+            Err(input) => Ok(input.into()),
+        }
     }
 
     async fn list_prompts(
@@ -221,16 +271,24 @@ impl ServerHandler for Proxy {
 
     async fn read_resource(
         &self,
-        request: ReadResourceRequestParams,
+        mut request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        pass!(
-            self,
-            context,
-            ReadResourceRequest::new(request).into(),
-            ReadResourceResult,
-            "resources/read"
-        )
+        let retry = retry(&mut request.request_state, &mut request.input_responses);
+        let round = Round {
+            what: format!("the resource {}", request.uri),
+            arguments: None,
+            note: None,
+        };
+        let request = ReadResourceRequest::new(request).into();
+        match self
+            .forward_in_rounds(request, round, retry, &context)
+            .await?
+        {
+            Ok(ServerResult::ReadResourceResult(result)) => Ok(result.into()),
+            Ok(_) => Err(unexpected("resources/read")),
+            Err(input) => Ok(input.into()),
+        }
     }
 
     /// A 2026-07-28 client's `subscriptions/listen`: whatever it asks for, narrowed by

@@ -134,18 +134,19 @@ fn changes(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<Strin
 /// A retry whose `requestState` names no round in progress.
 pub fn unknown_round(within: std::time::Duration) -> String {
     format!(
-        "This call's earlier round is not known to signoff proxy: it was answered, given up \
-         after {} without the client's answers, or the proxy restarted. Nothing was run for \
-         this request; call the tool again without requestState to ask anew.",
+        "This request's earlier round is not known to signoff proxy: it was answered, given \
+         up after {} without the client's answers, or the proxy restarted. Nothing was run \
+         for this request; send it again without requestState to ask anew.",
         humantime::format_duration(within)
     )
 }
 
-/// A retry that names another tool or other arguments than its round's call.
-pub fn other_round(tool: &str) -> String {
+/// A retry that names another tool or other arguments than its round's request.
+pub fn other_round(what: &str) -> String {
     format!(
-        "This retry does not repeat the call it continues ({tool} with the same arguments). \
-         Nothing was run for this request; the running call keeps waiting for its retry."
+        "This retry does not repeat the request it continues ({what} with the same \
+         arguments). Nothing was run for this request; the running one keeps waiting for \
+         its retry."
     )
 }
 
