@@ -143,7 +143,42 @@ impl Fixture {
     }
 }
 
+/// `FIXTURE_PROTOCOL=2026-07-28`: the fixture speaks that protocol only (no
+/// `initialize`), and `ask_model` asks for its sampling in an `input_required` result.
+fn modern_only() -> bool {
+    std::env::var("FIXTURE_PROTOCOL").is_ok_and(|version| version == "2026-07-28")
+}
+
+/// `ask_model` on 2026-07-28: the sampling request goes back in an `input_required`
+/// result, and the retry brings the model's answer.
+fn ask_model_in_rounds(request: &CallToolRequestParams) -> CallToolResponse {
+    match request
+        .input_responses
+        .as_ref()
+        .and_then(|answers| answers.get("model"))
+    {
+        Some(answer) => text(format!("the model said: {}", answer["content"])).into(),
+        None => {
+            let params = serde_json::from_value(json!({
+                "messages": [{"role": "user", "content": {"type": "text", "text": "Say hello"}}],
+                "maxTokens": 20,
+            }))
+            .unwrap();
+            let ask = InputRequest::CreateMessage(CreateMessageRequest::new(params));
+            let requests = [("model".to_owned(), ask)].into_iter().collect();
+            InputRequiredResult::new(Some(requests), Some("asked-the-model".into())).into()
+        }
+    }
+}
+
 impl ServerHandler for Fixture {
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        if modern_only() {
+            return std::borrow::Cow::Owned(vec![ProtocolVersion::V_2026_07_28]);
+        }
+        std::borrow::Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS)
+    }
+
     fn get_info(&self) -> ServerConfig {
         let capabilities = ServerCapabilities::builder()
             .enable_logging()
@@ -192,7 +227,17 @@ impl ServerHandler for Fixture {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
-        log_call(&request.name, &arguments);
+        if request.input_responses.is_some() {
+            log_call(
+                &format!("{} (retried with answers)", request.name),
+                &arguments,
+            );
+        } else {
+            log_call(&request.name, &arguments);
+        }
+        if request.name == "ask_model" && modern_only() {
+            return Ok(ask_model_in_rounds(&request));
+        }
         let result = match request.name.as_ref() {
             "slow" => self.slow(&arguments, &context).await,
             "fail" => {

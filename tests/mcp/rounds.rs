@@ -357,3 +357,75 @@ async fn rmcps_2026_07_28_client_answers_the_upstreams_requests_through_rounds()
     assert!(events.iter().any(|e| e["roots"] == true), "{events:?}");
     let _ = child.start_kill();
 }
+
+/// The proxy in front of the fixture speaking 2026-07-28 only.
+fn modern_upstream(h: &Harness) -> tokio::process::Command {
+    let fixture = fixture();
+    let mut command = h.proxy_command(&[], &[fixture.to_str().unwrap()]);
+    command.env("FIXTURE_PROTOCOL", "2026-07-28");
+    command
+}
+
+/// An upstream that refuses `initialize` is reached with `server/discover`; its
+/// `input_required` answers become requests to a session client, and the proxy
+/// retries with the client's answers. One approval, spent once.
+#[tokio::test]
+async fn a_2026_07_28_only_upstream_is_served_and_its_input_required_reaches_a_session_client_as_requests()
+ {
+    let h = harness().await;
+    let proxy = h.proxy_with(modern_upstream(&h)).await;
+    let info = proxy.client.peer().peer_info().unwrap();
+    assert_eq!(info.server_info.as_ref().unwrap().name, "mcp-fixture");
+    let echo = CallToolRequestParams::new("echo").with_arguments(Default::default());
+    let echoed = proxy.client.call_tool(echo).await.unwrap();
+    let text = serde_json::to_value(&echoed.content).unwrap().to_string();
+    assert!(text.contains("echo ran with"), "{text}");
+
+    let ask = CallToolRequestParams::new("ask_model").with_arguments(Default::default());
+    let asked = proxy.client.call_tool(ask).await.unwrap();
+    let text = serde_json::to_value(&asked.content).unwrap().to_string();
+    assert!(text.contains("hello from the model"), "{text}");
+    let events = proxy.recorder.events();
+    assert!(
+        events.iter().any(|e| e.get("sampling").is_some()),
+        "{events:?}"
+    );
+    assert_eq!(approvals_of(&h, "ask_model").await, 1);
+    assert_eq!(runs_of(&h, "ask_model"), 1);
+    assert_eq!(runs_of(&h, "ask_model (retried with answers)"), 1);
+}
+
+/// The same upstream and a 2026-07-28 client: the upstream's `input_required` reaches
+/// the client in the proxy's own round, and its retry finishes the call.
+#[tokio::test]
+async fn a_2026_07_28_only_upstreams_input_required_reaches_a_2026_07_28_client_in_a_round() {
+    let h = harness().await;
+    let mut child = modern_upstream(&h).spawn().unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut raw = Raw {
+        child,
+        stdin,
+        lines,
+    };
+    raw.send(&call(1, "ask_model", json!({"n": 1}))).await;
+    let first = raw.answer(1).await;
+    let (key, request) = only_request(&first);
+    assert_eq!(request["method"], "sampling/createMessage", "{first}");
+    let state = first["result"]["requestState"].clone();
+    raw.send(&retry(
+        2,
+        "ask_model",
+        json!({"n": 1}),
+        json!({key: model_answer("modern hello")}),
+        &state,
+    ))
+    .await;
+    let done = raw.answer(2).await;
+    assert!(text_of(&done).contains("modern hello"), "{done}");
+    assert_eq!(done["result"]["resultType"], "complete", "{done}");
+    assert_eq!(approvals_of(&h, "ask_model").await, 1);
+    assert_eq!(runs_of(&h, "ask_model"), 1);
+    let _ = raw.child.start_kill();
+}

@@ -16,8 +16,9 @@ use rmcp::task_manager::TaskManager;
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use super::flight::Flight;
 use super::gate::{Call, Gate, Progress, Verdict};
-use super::relay::{Flight, Relay, upstream_error};
+use super::relay::{Relay, upstream_error};
 use super::rounds::{Landed, Round, in_rounds};
 use super::texts;
 

@@ -5,6 +5,7 @@
 
 mod api;
 mod calls;
+mod flight;
 mod gate;
 mod listen;
 mod relay;
@@ -22,7 +23,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rmcp::ServiceExt;
-use rmcp::service::{RoleClient, RunningService};
+use rmcp::model::{ErrorCode, ProtocolVersion};
+use rmcp::service::{
+    ClientInitializeError, ClientLifecycleMode, ClientServiceExt, RoleClient, RunningService,
+};
 use tokio_util::sync::CancellationToken;
 
 use self::api::Api;
@@ -83,27 +87,85 @@ fn server_name(options: &Options) -> anyhow::Result<String> {
 type ChildStderr = (upstream::StderrTail, tokio::task::JoinHandle<()>);
 
 /// Connects to the upstream: the HTTP server at `--upstream`, else a child started
-/// from the command.
+/// from the command. The session protocol's `initialize` first, which nearly every
+/// server speaks; an upstream that refuses it as too old is connected again (a new
+/// child) with `server/discover` on 2026-07-28.
 async fn connect(
     options: &Options,
     relay: Relay,
 ) -> anyhow::Result<(RunningService<RoleClient, Upstream>, Option<ChildStderr>)> {
     let handler = Upstream { relay };
+    let connected = connect_with(options, handler.clone(), ClientLifecycleMode::Initialize).await?;
+    match connected {
+        Ok(connected) => Ok(connected),
+        Err((error, child)) if refuses_initialize(&error) => {
+            if let Some((_, copier)) = child {
+                copier.abort();
+            }
+            let modern = ClientLifecycleMode::Discover {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            };
+            match connect_with(options, handler, modern).await? {
+                Ok(connected) => Ok(connected),
+                Err((error, child)) => Err(not_connected(options, &error, child)),
+            }
+        }
+        Err((error, child)) => Err(not_connected(options, &error, child)),
+    }
+}
+
+/// A connection that failed at the handshake, with the child's stderr if any.
+type Refused = (ClientInitializeError, Option<ChildStderr>);
+
+/// One try to connect with `lifecycle`.
+async fn connect_with(
+    options: &Options,
+    handler: Upstream,
+    lifecycle: ClientLifecycleMode,
+) -> anyhow::Result<Result<(RunningService<RoleClient, Upstream>, Option<ChildStderr>), Refused>> {
     if let Some(url) = &options.upstream {
         let transport = upstream::connect_http(url, &options.upstream_headers)?;
-        let running = handler.serve(transport).await.map_err(|error| {
-            anyhow::anyhow!("cannot connect to the MCP server at {url}: {error}")
-        })?;
-        return Ok((running, None));
+        return Ok(
+            match handler.serve_with_lifecycle(transport, lifecycle).await {
+                Ok(running) => Ok((running, None)),
+                Err(error) => Err((error, None)),
+            },
+        );
     }
     let (transport, tail, copier) = upstream::spawn(&options.command)?;
-    let running = handler.serve(transport).await.map_err(|error| {
-        anyhow::anyhow!(
+    Ok(
+        match handler.serve_with_lifecycle(transport, lifecycle).await {
+            Ok(running) => Ok((running, Some((tail, copier)))),
+            Err(error) => Err((error, Some((tail, copier)))),
+        },
+    )
+}
+
+/// Whether the upstream refused the session protocol's `initialize` for its version.
+fn refuses_initialize(error: &ClientInitializeError) -> bool {
+    match error {
+        ClientInitializeError::JsonRpcError(error) => {
+            error.code == ErrorCode::UNSUPPORTED_PROTOCOL_VERSION
+        }
+        ClientInitializeError::NoCompatibleProtocolVersion { .. } => true,
+        _ => false,
+    }
+}
+
+/// Why the upstream could not be used, with a child's last stderr lines.
+fn not_connected(
+    options: &Options,
+    error: &ClientInitializeError,
+    child: Option<ChildStderr>,
+) -> anyhow::Error {
+    match (&options.upstream, child) {
+        (Some(url), _) => anyhow::anyhow!("cannot connect to the MCP server at {url}: {error}"),
+        (None, Some((tail, _))) => anyhow::anyhow!(
             "the MCP server did not start: {error}\n{}",
             tail.lines().join("\n")
-        )
-    })?;
-    Ok((running, Some((tail, copier))))
+        ),
+        (None, None) => anyhow::anyhow!("the MCP server did not start: {error}"),
+    }
 }
 
 /// Says on stderr that the upstream is gone, with a child's last words.

@@ -3,27 +3,20 @@
 //! to the client under the client's own token.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    CancelledNotification, CancelledNotificationParam, ClientNotification, ClientRequest,
-    ProgressNotificationParam, ProgressToken, RequestId, ResultType, ServerResult,
+    ClientRequest, InputRequest, ProgressNotificationParam, ProgressToken, ServerResult,
 };
 use rmcp::service::{
     Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer, ServiceError,
 };
+use serde_json::Value;
 
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
-
+use super::flight::{self, Flight, Tokens};
 use super::listen::Listeners;
 use super::rounds::Rounds;
-
-/// Progress can arrive just after its response (notifications are handled on tasks of
-/// their own), so a token is kept this long after the answer.
-const KEEP_TOKEN: Duration = Duration::from_secs(2);
 
 /// The two peers, the progress tokens in flight, the client's notification streams
 /// and the rounds of 2026-07-28 clients' calls.
@@ -36,102 +29,7 @@ pub struct Relay {
     /// Where the upstream's requests for a 2026-07-28 client go (see [`Rounds`]).
     pub rounds: Rounds,
     /// The proxy's progress token on an upstream request → the client's.
-    progress: Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>,
-}
-
-/// A request sent upstream and not answered yet. Dropped unanswered, it cancels the
-/// upstream request; its progress token is forgotten a little after it is dropped.
-pub struct Flight {
-    response: oneshot::Receiver<Result<ServerResult, ServiceError>>,
-    id: RequestId,
-    ours: ProgressToken,
-    upstream: Peer<RoleClient>,
-    progress: Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>,
-    /// Answered, or its cancellation sent: nothing to cancel on drop.
-    done: bool,
-}
-
-impl Flight {
-    /// The upstream's answer (cancel-safe: a later call still gets it).
-    pub async fn answer(&mut self) -> Result<ServerResult, McpError> {
-        let answer = (&mut self.response).await;
-        self.done = true;
-        let mut answer = answer
-            .unwrap_or(Err(ServiceError::TransportClosed))
-            .map_err(upstream_error)?;
-        stamp_complete(&mut answer);
-        Ok(answer)
-    }
-
-    /// The answer, or an error when `cancelled` fires first (the upstream request is
-    /// then cancelled).
-    pub async fn land(mut self, cancelled: &CancellationToken) -> Result<ServerResult, McpError> {
-        tokio::select! {
-            answer = self.answer() => answer,
-            _ = cancelled.cancelled() => {
-                self.abandon("cancelled by the client");
-                Err(self::cancelled())
-            }
-        }
-    }
-
-    /// Cancels the upstream request, saying `why`.
-    pub fn abandon(mut self, why: &str) {
-        self.cancel(why);
-    }
-
-    fn cancel(&mut self, why: &str) {
-        if std::mem::replace(&mut self.done, true) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let upstream = self.upstream.clone();
-        let cancel = CancelledNotificationParam::new(Some(self.id.clone()), Some(why.into()));
-        runtime.spawn(async move {
-            let cancel = CancelledNotification::new(cancel);
-            let _ = upstream
-                .send_notification(ClientNotification::CancelledNotification(cancel))
-                .await;
-        });
-    }
-}
-
-impl Drop for Flight {
-    fn drop(&mut self) {
-        self.cancel("abandoned by the MCP client");
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let progress = self.progress.clone();
-        let ours = self.ours.clone();
-        runtime.spawn(async move {
-            tokio::time::sleep(KEEP_TOKEN).await;
-            progress
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&ours);
-        });
-    }
-}
-
-/// Marks a final result `resultType: "complete"` where the upstream left it out (an
-/// upstream on the session protocol does): 2026-07-28 requires it of a server, and
-/// `rmcp` strips it again for a client on an older protocol.
-fn stamp_complete(result: &mut ServerResult) {
-    let result_type = match result {
-        ServerResult::CompleteResult(r) => &mut r.result_type,
-        ServerResult::GetPromptResult(r) => &mut r.result_type,
-        ServerResult::ListPromptsResult(r) => &mut r.result_type,
-        ServerResult::ListResourcesResult(r) => &mut r.result_type,
-        ServerResult::ListResourceTemplatesResult(r) => &mut r.result_type,
-        ServerResult::ReadResourceResult(r) => &mut r.result_type,
-        ServerResult::ListToolsResult(r) => &mut r.result_type,
-        ServerResult::CallToolResult(r) => &mut r.result_type,
-        _ => return,
-    };
-    result_type.get_or_insert(ResultType::COMPLETE);
+    progress: Tokens,
 }
 
 /// The client cancelled its request.
@@ -164,7 +62,9 @@ impl Relay {
     }
 
     /// Sends `request` upstream on behalf of the client request `context`, with the
-    /// client's progress token mapped to the upstream request's.
+    /// client's progress token mapped to the upstream request's. To an upstream on
+    /// 2026-07-28, a request that may come back `input_required` is driven through its
+    /// rounds (see [`Flight::driven`]).
     pub async fn send(
         &self,
         upstream: &Peer<RoleClient>,
@@ -172,21 +72,72 @@ impl Relay {
         context: &RequestContext<RoleServer>,
     ) -> Result<Flight, McpError> {
         let _ = self.client.set(context.peer.clone());
+        let theirs = context.meta.get_progress_token();
+        if flight::modern(upstream) && flight::takes_rounds(&request) {
+            let upstream = upstream.clone();
+            return Ok(Flight::driven(self.clone(), upstream, request, theirs));
+        }
+        self.send_once(upstream, request, theirs).await
+    }
+
+    /// Sends `request` upstream once, with the client's progress token `theirs`
+    /// mapped to the upstream request's.
+    pub async fn send_once(
+        &self,
+        upstream: &Peer<RoleClient>,
+        request: ClientRequest,
+        theirs: Option<ProgressToken>,
+    ) -> Result<Flight, McpError> {
         let handle = upstream
             .send_request_with_option(request, PeerRequestOptions::no_options())
             .await
             .map_err(upstream_error)?;
-        let ours = handle.progress_token.clone();
-        if let Some(theirs) = context.meta.get_progress_token() {
-            self.lock().insert(ours.clone(), theirs);
+        if let Some(theirs) = theirs {
+            self.lock().insert(handle.progress_token.clone(), theirs);
         }
-        Ok(Flight {
-            id: handle.id.clone(),
-            response: handle.rx,
-            ours,
-            upstream: upstream.clone(),
-            progress: self.progress.clone(),
-            done: false,
+        Ok(Flight::request(
+            handle,
+            upstream.clone(),
+            self.progress.clone(),
+        ))
+    }
+
+    /// Asks the client `request` for the upstream: inside the next round of a
+    /// 2026-07-28 client's request (see [`super::rounds`]) when there is one to carry
+    /// it, else as a request of its own. The client's answer, as JSON.
+    pub async fn ask(&self, request: InputRequest) -> Result<Value, McpError> {
+        if let Some(answer) = self.rounds.ask(request.clone()) {
+            return answer.await.map_err(|_| {
+                McpError::internal_error(
+                    "the MCP client did not come back with an answer (signoff proxy gave the request up)",
+                    None,
+                )
+            });
+        }
+        let client = self
+            .client
+            .get()
+            .ok_or_else(|| McpError::internal_error("no MCP client is connected yet", None))?;
+        let request = match request {
+            InputRequest::CreateMessage(request) => request.into(),
+            InputRequest::Elicitation(request) => request.into(),
+            InputRequest::ListRoots(request) => request.into(),
+            _ => {
+                return Err(McpError::invalid_params(
+                    "signoff proxy does not know this kind of input request",
+                    None,
+                ));
+            }
+        };
+        let answer = client
+            .send_request(request)
+            .await
+            .map_err(|error| match error {
+                ServiceError::McpError(error) => error,
+                other => McpError::internal_error(format!("the MCP client: {other}"), None),
+            })?;
+        serde_json::to_value(answer).map_err(|error| {
+            McpError::internal_error(format!("the MCP client's answer: {error}"), None)
         })
     }
 

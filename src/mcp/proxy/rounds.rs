@@ -24,7 +24,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::relay::Flight;
+use super::flight::Flight;
 use super::texts;
 
 /// A request that went upstream (a tool call, a prompt, a resource read), as its

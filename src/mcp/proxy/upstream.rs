@@ -14,14 +14,13 @@ use std::sync::{Arc, Mutex};
 use rmcp::ClientHandler;
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequest,
-    CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
-    ElicitResult, Implementation, InputRequest, ListRootsRequest, ListRootsResult,
-    LoggingMessageNotification, LoggingMessageNotificationParam, ProgressNotificationParam,
-    ProtocolVersion, ResourceUpdatedNotification, ResourceUpdatedNotificationParam,
-    ServerNotification, ServerRequest,
+    ClientCapabilities, ClientConfig, CreateMessageRequest, CreateMessageRequestParams,
+    CreateMessageResult, ElicitRequest, ElicitRequestParams, ElicitResult, Implementation,
+    InputRequest, ListRootsRequest, ListRootsResult, LoggingMessageNotification,
+    LoggingMessageNotificationParam, ProgressNotificationParam, ProtocolVersion,
+    ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
 };
-use rmcp::service::{NotificationContext, RequestContext, RoleClient, ServiceError};
+use rmcp::service::{NotificationContext, RequestContext, RoleClient};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::TokioChildProcess;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -115,39 +114,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    async fn ask_client(&self, request: ServerRequest) -> Result<ClientResult, McpError> {
-        let client = self
-            .relay
-            .client
-            .get()
-            .ok_or_else(|| McpError::internal_error("no MCP client is connected yet", None))?;
-        client
-            .send_request(request)
-            .await
-            .map_err(|error| match error {
-                ServiceError::McpError(error) => error,
-                other => McpError::internal_error(format!("the MCP client: {other}"), None),
-            })
-    }
-
-    /// Asks the client `request`: inside the next round of a 2026-07-28 client's call
-    /// (see [`super::rounds`]) when there is one to carry it, else as a request of its
-    /// own; `pick` takes the expected kind of answer.
-    async fn ask<T: DeserializeOwned>(
-        &self,
-        input: InputRequest,
-        request: ServerRequest,
-        pick: fn(ClientResult) -> Option<T>,
-    ) -> Result<T, McpError> {
-        let Some(answer) = self.relay.rounds.ask(input) else {
-            return pick(self.ask_client(request).await?).ok_or_else(unexpected);
-        };
-        let answer = answer.await.map_err(|_| {
-            McpError::internal_error(
-                "the MCP client did not come back with an answer (signoff proxy gave the call up)",
-                None,
-            )
-        })?;
+    /// Asks the client `request` for the upstream (see [`Relay::ask`]); its answer as
+    /// the expected kind of result.
+    async fn ask<T: DeserializeOwned>(&self, request: InputRequest) -> Result<T, McpError> {
+        let answer = self.relay.ask(request).await?;
         serde_json::from_value(answer).map_err(|error| {
             McpError::invalid_params(format!("the MCP client's answer: {error}"), None)
         })
@@ -157,10 +127,6 @@ impl Upstream {
         let client = self.relay.client.get();
         self.relay.listeners.tell(client, notification).await;
     }
-}
-
-fn unexpected() -> McpError {
-    McpError::internal_error("the MCP client answered with another kind of result", None)
 }
 
 impl ClientHandler for Upstream {
@@ -187,15 +153,7 @@ impl ClientHandler for Upstream {
         _context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, McpError> {
         let request = CreateMessageRequest::new(params);
-        self.ask(
-            InputRequest::CreateMessage(request.clone()),
-            request.into(),
-            |result| match result {
-                ClientResult::CreateMessageResult(result) => Some(*result),
-                _ => None,
-            },
-        )
-        .await
+        self.ask(InputRequest::CreateMessage(request)).await
     }
 
     async fn list_roots(
@@ -206,15 +164,7 @@ impl ClientHandler for Upstream {
             method: Default::default(),
             extensions: Default::default(),
         };
-        self.ask(
-            InputRequest::ListRoots(request.clone()),
-            request.into(),
-            |result| match result {
-                ClientResult::ListRootsResult(result) => Some(result),
-                _ => None,
-            },
-        )
-        .await
+        self.ask(InputRequest::ListRoots(request)).await
     }
 
     async fn create_elicitation(
@@ -223,15 +173,7 @@ impl ClientHandler for Upstream {
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
         let request = ElicitRequest::new(request);
-        self.ask(
-            InputRequest::Elicitation(request.clone()),
-            request.into(),
-            |result| match result {
-                ClientResult::ElicitResult(result) => Some(result),
-                _ => None,
-            },
-        )
-        .await
+        self.ask(InputRequest::Elicitation(request)).await
     }
 
     async fn on_progress(
