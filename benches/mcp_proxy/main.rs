@@ -246,17 +246,22 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
 }
 
-fn rss_kb(pid: u32) -> Result<u64> {
+/// A `/proc/PID/status` field in KiB (`VmRSS`, `RssAnon`, `RssFile`).
+fn status_kb(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS")
+        .with_context(|| field.to_owned())
+}
+
+fn rss_kb(pid: u32) -> Result<u64> {
+    status_kb(pid, "VmRSS")
 }
 
 async fn thousand_held(app: &App, proxied: &Client, pid: u32) -> Result<()> {
-    let before = rss_kb(pid)?;
+    let (before, before_anon) = (rss_kb(pid)?, status_kb(pid, "RssAnon")?);
     let mut held = Vec::new();
     for n in 0..1_000 {
         let peer = proxied.peer().clone();
@@ -270,6 +275,7 @@ async fn thousand_held(app: &App, proxied: &Client, pid: u32) -> Result<()> {
     let ids = until_pending(app, 1_000).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (ticks, rss) = (cpu_ticks(pid)?, rss_kb(pid)?);
+    let (anon, file) = (status_kb(pid, "RssAnon")?, status_kb(pid, "RssFile")?);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = cpu_ticks(pid)? - ticks;
     println!(
@@ -277,6 +283,15 @@ async fn thousand_held(app: &App, proxied: &Client, pid: u32) -> Result<()> {
         rss as f64 / 1024.0,
         before as f64 / 1024.0,
         idle
+    );
+    // File pages (the executable's code, OpenSSL) are shared by every proxy on the
+    // machine, and how many are mapped depends on the page cache (fault-around);
+    // anonymous memory is what each proxy has of its own.
+    println!(
+        "  of which anonymous {:.1} MiB (idle before: {:.1}), file pages {:.1} MiB",
+        anon as f64 / 1024.0,
+        before_anon as f64 / 1024.0,
+        file as f64 / 1024.0
     );
     for id in &ids {
         approve(app, id).await?;
