@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 #[derive(Clone, Default)]
 struct Fixture {
     extra_tool: Arc<AtomicBool>,
+    /// 2026-07-28 clients' `subscriptions/listen` streams, where list changes go.
+    streams: Arc<std::sync::Mutex<Vec<rmcp::service::SubscriptionSink>>>,
 }
 
 fn tool(name: &str, annotations: Option<ToolAnnotations>) -> Tool {
@@ -260,7 +262,14 @@ impl ServerHandler for Fixture {
             }
             "add_tool" => {
                 self.extra_tool.store(true, Ordering::SeqCst);
-                let _ = context.peer.notify_tool_list_changed().await;
+                // On 2026-07-28 list changes go only on the listen streams.
+                if !modern_only() {
+                    let _ = context.peer.notify_tool_list_changed().await;
+                }
+                let streams = self.streams.lock().unwrap().clone();
+                for stream in streams {
+                    let _ = stream.notify_tool_list_changed().await;
+                }
                 text("added")
             }
             "touch" => {
@@ -272,6 +281,19 @@ impl ServerHandler for Fixture {
             name => text(format!("{name} ran with {arguments}")),
         };
         Ok(CallToolResponse::Complete(result))
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, stream: rmcp::service::SubscriptionContext) -> Result<(), McpError> {
+        self.streams.lock().unwrap().push(stream.sink().clone());
+        stream.cancelled().await;
+        Ok(())
     }
 
     async fn list_resources(

@@ -368,7 +368,8 @@ fn modern_upstream(h: &Harness) -> tokio::process::Command {
 
 /// An upstream that refuses `initialize` is reached with `server/discover`; its
 /// `input_required` answers become requests to a session client, and the proxy
-/// retries with the client's answers. One approval, spent once.
+/// retries with the client's answers. One approval, spent once. Its list changes
+/// reach the client too.
 #[tokio::test]
 async fn a_2026_07_28_only_upstream_is_served_and_its_input_required_reaches_a_session_client_as_requests()
  {
@@ -393,6 +394,19 @@ async fn a_2026_07_28_only_upstream_is_served_and_its_input_required_reaches_a_s
     assert_eq!(approvals_of(&h, "ask_model").await, 1);
     assert_eq!(runs_of(&h, "ask_model"), 1);
     assert_eq!(runs_of(&h, "ask_model (retried with answers)"), 1);
+
+    // Its list changes come on the stream the proxy opened, and reach the client.
+    let add = CallToolRequestParams::new("add_tool").with_arguments(Default::default());
+    proxy.client.call_tool(add).await.unwrap();
+    let mut heard = false;
+    for _ in 0..100 {
+        heard = (proxy.recorder.events().iter()).any(|e| e["tool_list_changed"] == true);
+        if heard {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(heard, "{:?}", proxy.recorder.events());
 }
 
 /// The same upstream and a 2026-07-28 client: the upstream's `input_required` reaches

@@ -201,6 +201,12 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         client_gone: client_gone.clone(),
         upstream_gone: upstream_gone.clone(),
     };
+    if flight::modern(&upstream_peer) {
+        tokio::spawn(upstream::hear_list_changes(
+            upstream_peer.clone(),
+            relay.clone(),
+        ));
+    }
     let calls = Arc::new(Calls::new(gate, upstream_peer, relay));
     let upstream_done = tokio::spawn(upstream.waiting());
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
