@@ -306,6 +306,72 @@ async fn a_prompt_and_a_resource_read_go_in_rounds_too() {
     let _ = raw.child.start_kill();
 }
 
+/// A request line of a 2026-07-28 client that declares the tasks extension.
+fn task_request(id: i64, method: &str, mut params: Value) -> String {
+    let mut meta = modern_meta();
+    meta["io.modelcontextprotocol/clientCapabilities"] =
+        json!({"extensions": {"io.modelcontextprotocol/tasks": {}}});
+    params["_meta"] = meta;
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+}
+
+/// Polls `tasks/get` (request ids from `id`) until the task's status is `status`.
+async fn task_until(raw: &mut Raw, id: &mut i64, task: &Value, status: &str) -> Value {
+    for _ in 0..200 {
+        *id += 1;
+        raw.send(&task_request(*id, "tasks/get", json!({"taskId": task})))
+            .await;
+        let got = raw.answer(*id).await;
+        if got["result"]["status"] == status {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the task never became {status}");
+}
+
+/// In a 2026-07-28 client's task, the upstream's request shows as `input_required`
+/// in `tasks/get`, and `tasks/update` answers it; the call runs once.
+#[tokio::test]
+async fn a_2026_07_28_clients_task_shows_the_upstreams_request_and_tasks_update_answers_it() {
+    let h = harness().await;
+    let mut raw = raw(&h).await;
+    raw.send(&task_request(
+        1,
+        "tools/call",
+        json!({"name": "ask_model", "arguments": {}}),
+    ))
+    .await;
+    let created = raw.answer(1).await;
+    let task = created["result"]["taskId"].clone();
+    assert!(task.is_string(), "{created}");
+    let mut id = 1;
+    let waiting = task_until(&mut raw, &mut id, &task, "input_required").await;
+    let requests = waiting["result"]["inputRequests"].as_object().unwrap();
+    assert_eq!(requests.len(), 1, "{waiting}");
+    let (key, request) = requests.iter().next().unwrap();
+    assert_eq!(request["method"], "sampling/createMessage", "{waiting}");
+
+    id += 1;
+    let answers = json!({key.clone(): model_answer("from the task")});
+    raw.send(&task_request(
+        id,
+        "tasks/update",
+        json!({"taskId": task, "inputResponses": answers}),
+    ))
+    .await;
+    let updated = raw.answer(id).await;
+    assert!(updated.get("error").is_none(), "{updated}");
+    let done = task_until(&mut raw, &mut id, &task, "completed").await;
+    let text = done["result"]["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("from the task"), "{done}");
+    assert_eq!(approvals_of(&h, "ask_model").await, 1);
+    assert_eq!(runs_of(&h, "ask_model"), 1);
+    let _ = raw.child.start_kill();
+}
+
 /// rmcp's own client on 2026-07-28 (discover, no `initialize`) drives the rounds by
 /// itself: it answers each request with its handler and retries.
 #[tokio::test]

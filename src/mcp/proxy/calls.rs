@@ -223,6 +223,11 @@ impl Calls {
             arguments: sent.flatten(),
             note,
         };
+        if let Some(Progress::Task(task)) = progress.filter(|_| in_rounds(context)) {
+            // A 2026-07-28 client's task: the upstream's questions meanwhile go to it.
+            let _carrying = self.relay.rounds.carry_task(task);
+            return self.land(flight, round, context, rounds).await;
+        }
         self.land(flight, round, context, rounds).await
     }
 

@@ -104,7 +104,8 @@ impl Relay {
 
     /// Asks the client `request` for the upstream: inside the next round of a
     /// 2026-07-28 client's request (see [`super::rounds`]) when there is one to carry
-    /// it, else as a request of its own. The client's answer, as JSON.
+    /// it, else as an input request of a 2026-07-28 client's task, else as a request
+    /// of its own. The client's answer, as JSON.
     pub async fn ask(&self, request: InputRequest) -> Result<Value, McpError> {
         if let Some(answer) = self.rounds.ask(request.clone()) {
             return answer.await.map_err(|_| {
@@ -113,6 +114,9 @@ impl Relay {
                     None,
                 )
             });
+        }
+        if let Some(answer) = self.rounds.ask_in_task(request.clone()) {
+            return answer.await;
         }
         let client = self
             .client

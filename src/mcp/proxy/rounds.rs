@@ -20,6 +20,7 @@ use rmcp::model::{
     InputRequest, InputRequiredResult, InputResponses, JsonObject, ProtocolVersion, ServerResult,
 };
 use rmcp::service::{RequestContext, RoleServer};
+use rmcp::task_manager::{TaskContext, TaskExit};
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +74,12 @@ struct State {
     unasked: Vec<Question>,
     /// Parked calls, by their `requestState`.
     parked: HashMap<String, Parked>,
+    /// Tasks of 2026-07-28 clients waiting on the upstream (tasks extension): where a
+    /// question goes when no call can carry it. It shows in `tasks/get` as
+    /// `input_required`, and the client's `tasks/update` answers it.
+    tasks: Vec<(u64, TaskContext)>,
+    /// Numbers the tasks' registrations.
+    next_task: u64,
     /// Numbers the questions' keys.
     asked: u64,
 }
@@ -88,6 +95,15 @@ struct Inner {
 /// The rounds of one proxy.
 #[derive(Clone)]
 pub struct Rounds(Arc<Inner>);
+
+/// Keeps a task registered (see `State::tasks`) while it waits.
+pub struct CarryingTask<'a>(&'a Rounds, u64);
+
+impl Drop for CarryingTask<'_> {
+    fn drop(&mut self) {
+        self.0.lock().tasks.retain(|(n, _)| *n != self.1);
+    }
+}
 
 /// Counts a carrier while it waits.
 struct Carrying<'a>(&'a Rounds);
@@ -132,6 +148,40 @@ impl Rounds {
         }
         self.0.asked.notify_waiters();
         Some(answered)
+    }
+
+    /// Registers a task's call, waiting on the upstream, to carry the upstream's
+    /// questions (when no call does) until the guard is dropped.
+    pub fn carry_task(&self, task: TaskContext) -> CarryingTask<'_> {
+        let mut state = self.lock();
+        state.next_task += 1;
+        let n = state.next_task;
+        state.tasks.push((n, task));
+        CarryingTask(self, n)
+    }
+
+    /// Asks `request` as an input request of a registered task; `None` when no task
+    /// is waiting. The client's answer, or an error when the task ended first.
+    pub fn ask_in_task(
+        &self,
+        request: InputRequest,
+    ) -> Option<impl std::future::Future<Output = Result<Value, McpError>> + use<>> {
+        let (task, key) = {
+            let mut state = self.lock();
+            let task = state.tasks.first()?.1.clone();
+            state.asked += 1;
+            (task, format!("{}-{}", kind(&request), state.asked))
+        };
+        Some(async move {
+            task.request_input(key, request)
+                .await
+                .map_err(|exit| match exit {
+                    TaskExit::Error(error) => error,
+                    _ => {
+                        McpError::internal_error("the task ended before the client answered", None)
+                    }
+                })
+        })
     }
 
     /// Waits for `flight`'s answer, or parks the request when the upstream asks the

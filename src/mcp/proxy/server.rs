@@ -158,6 +158,16 @@ impl ServerHandler for Proxy {
             .map(GetTaskResult::new)
     }
 
+    /// A 2026-07-28 client's answers to its task's input requests (the upstream's
+    /// questions during the call).
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        (self.calls.tasks).update_task(&request.task_id, request.input_responses)
+    }
+
     async fn cancel_task(
         &self,
         request: CancelTaskParams,
