@@ -275,7 +275,14 @@ impl ServerHandler for Fixture {
             "touch" => {
                 let uri = arguments["uri"].as_str().unwrap_or("fixture://note");
                 let updated = ResourceUpdatedNotificationParam::new(uri);
-                let _ = context.peer.notify_resource_updated(updated).await;
+                // On 2026-07-28 updates go only on the listen streams that name the URI.
+                if !modern_only() {
+                    let _ = context.peer.notify_resource_updated(updated.clone()).await;
+                }
+                let streams = self.streams.lock().unwrap().clone();
+                for stream in streams {
+                    let _ = stream.notify_resource_updated(uri).await;
+                }
                 text(format!("touched {uri}"))
             }
             name => text(format!("{name} ran with {arguments}")),

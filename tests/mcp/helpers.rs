@@ -166,6 +166,14 @@ impl ClientHandler for Recorder {
         self.push(json!({"log": params.data}));
     }
 
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.push(json!({"updated": params.uri}));
+    }
+
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         self.push(json!({"tool_list_changed": true}));
     }

@@ -2,7 +2,11 @@
 //! elicitation and roots requests in the middle of a call reach it inside an
 //! `input_required` result, and its retry (with `inputResponses` and the
 //! `requestState`) carries the answers back and rejoins the running call, which was
-//! approved and runs once.
+//! approved and runs once. An upstream that speaks 2026-07-28 only: its
+//! `input_required` rounds, list changes and resource updates through the proxy.
+
+// A session client's resources/subscribe is deprecated by 2026-07-28; tested still.
+#![allow(deprecated)]
 
 use std::time::Duration;
 
@@ -473,6 +477,43 @@ async fn a_2026_07_28_only_upstream_is_served_and_its_input_required_reaches_a_s
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(heard, "{:?}", proxy.recorder.events());
+}
+
+/// A session client's resource subscription to a 2026-07-28 upstream (which has no
+/// `resources/subscribe`) is a listen stream of the proxy's naming the resource: its
+/// updates reach the client until it unsubscribes.
+#[tokio::test]
+async fn a_2026_07_28_only_upstreams_resource_updates_reach_a_subscribed_session_client() {
+    let h = harness().await;
+    let proxy = h.proxy_with(modern_upstream(&h)).await;
+    let updates = |proxy: &Proxy| {
+        let events = proxy.recorder.events();
+        events
+            .iter()
+            .filter(|e| e["updated"] == "fixture://note")
+            .count()
+    };
+    let touch = || {
+        let mut arguments = serde_json::Map::new();
+        arguments.insert("uri".into(), json!("fixture://note"));
+        CallToolRequestParams::new("touch").with_arguments(arguments)
+    };
+    let note = SubscribeRequestParams::new("fixture://note");
+    proxy.client.subscribe(note).await.unwrap();
+    proxy.client.call_tool(touch()).await.unwrap();
+    for _ in 0..100 {
+        if updates(&proxy) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(updates(&proxy), 1, "{:?}", proxy.recorder.events());
+
+    let note = UnsubscribeRequestParams::new("fixture://note");
+    proxy.client.unsubscribe(note).await.unwrap();
+    proxy.client.call_tool(touch()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(updates(&proxy), 1, "{:?}", proxy.recorder.events());
 }
 
 /// The same upstream and a 2026-07-28 client: the upstream's `input_required` reaches

@@ -1,23 +1,28 @@
 //! `subscriptions/listen` (MCP 2026-07-28): a client on the new protocol gets list
 //! changes and resource updates only on streams it opened for them, each with the
 //! notifications it asked for (the SDK narrows a request to what the upstream
-//! advertises). The proxy subscribes upstream to each resource a stream names (the
-//! legacy `resources/subscribe`, the upstream's handshake being the legacy one; counted,
-//! so two streams on one resource subscribe once) and unsubscribes when the last
-//! stream naming it closes. A client that began with `initialize` gets the upstream's
+//! advertises). The proxy subscribes upstream to each resource a stream names
+//! (`resources/subscribe`, or a listen stream of its own on a 2026-07-28 upstream;
+//! counted, so two streams on one resource subscribe once) and unsubscribes when the
+//! last stream naming it closes. A client that began with `initialize` gets the upstream's
 //! notifications as they come, as before.
 // The upstream speaks the legacy protocol: its subscriptions are the deprecated RPCs.
 #![allow(deprecated)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use rmcp::ErrorData as McpError;
 use rmcp::model::{
     ClientRequest, ServerNotification, SubscribeRequest, SubscribeRequestParams,
-    UnsubscribeRequest, UnsubscribeRequestParams,
+    SubscriptionFilter, UnsubscribeRequest, UnsubscribeRequestParams,
 };
 use rmcp::service::{Peer, RoleClient, RoleServer, SubscriptionContext, SubscriptionSink};
+use tokio::task::AbortHandle;
+
+use super::flight;
+use super::relay::upstream_error;
 
 /// The client's notification streams, and how it connected.
 #[derive(Clone, Default)]
@@ -27,6 +32,8 @@ pub struct Listeners {
     legacy: Arc<AtomicBool>,
     next: Arc<AtomicU64>,
     inner: Arc<Mutex<Inner>>,
+    /// The client, once connected (shared with the relay).
+    client: Arc<OnceLock<Peer<RoleServer>>>,
 }
 
 #[derive(Default)]
@@ -34,9 +41,80 @@ struct Inner {
     streams: HashMap<u64, SubscriptionSink>,
     /// Resource URI → how many open streams name it.
     resources: HashMap<String, usize>,
+    /// A 2026-07-28 upstream's resource subscriptions: URI → the task passing on the
+    /// updates of the listen stream naming it (aborted, it cancels the stream).
+    upstream: HashMap<String, AbortHandle>,
 }
 
 impl Listeners {
+    pub fn new(client: Arc<OnceLock<Peer<RoleServer>>>) -> Self {
+        Self {
+            client,
+            ..Self::default()
+        }
+    }
+
+    /// Subscribes the upstream to `uri`: with `resources/subscribe`, or on a 2026-07-28
+    /// upstream (which has no such method) with a listen stream naming it, whose
+    /// updates are passed on as a session upstream's.
+    pub async fn subscribe_upstream(
+        &self,
+        upstream: &Peer<RoleClient>,
+        uri: &str,
+    ) -> Result<(), McpError> {
+        if !flight::modern(upstream) {
+            let request = SubscribeRequest::new(SubscribeRequestParams::new(uri));
+            let request = ClientRequest::SubscribeRequest(request);
+            return upstream
+                .send_request(request)
+                .await
+                .map(drop)
+                .map_err(upstream_error);
+        }
+        if self.lock().upstream.contains_key(uri) {
+            return Ok(());
+        }
+        let filter = SubscriptionFilter::builder()
+            .resource_subscriptions(vec![uri.to_owned()])
+            .build();
+        let mut stream = upstream.listen(filter).await.map_err(upstream_error)?;
+        let listeners = self.clone();
+        let updates = tokio::spawn(async move {
+            while let Ok(Some(update)) = stream.next().await {
+                listeners.tell(listeners.client.get(), update).await;
+            }
+        });
+        let replaced = self
+            .lock()
+            .upstream
+            .insert(uri.to_owned(), updates.abort_handle());
+        if let Some(replaced) = replaced {
+            replaced.abort();
+        }
+        Ok(())
+    }
+
+    /// Ends the upstream's subscription to `uri` (see [`Listeners::subscribe_upstream`]).
+    pub async fn unsubscribe_upstream(
+        &self,
+        upstream: &Peer<RoleClient>,
+        uri: &str,
+    ) -> Result<(), McpError> {
+        if !flight::modern(upstream) {
+            let request = UnsubscribeRequest::new(UnsubscribeRequestParams::new(uri));
+            let request = ClientRequest::UnsubscribeRequest(request);
+            return upstream
+                .send_request(request)
+                .await
+                .map(drop)
+                .map_err(upstream_error);
+        }
+        if let Some(updates) = self.lock().upstream.remove(uri) {
+            updates.abort();
+        }
+        Ok(())
+    }
+
     /// The client began with `initialize`.
     pub fn set_legacy(&self) {
         self.legacy.store(true, Ordering::SeqCst);
@@ -67,8 +145,9 @@ impl Listeners {
                 .collect()
         };
         for uri in first {
-            let request = SubscribeRequest::new(SubscribeRequestParams::new(uri.clone()));
-            subscribe_upstream(upstream, ClientRequest::SubscribeRequest(request), &uri).await;
+            if let Err(error) = self.subscribe_upstream(upstream, &uri).await {
+                tracing::warn!(%error, uri, "the MCP server refused a resource subscription");
+            }
         }
         stream.cancelled().await;
         let last: Vec<String> = {
@@ -88,8 +167,9 @@ impl Listeners {
                 .collect()
         };
         for uri in last {
-            let request = UnsubscribeRequest::new(UnsubscribeRequestParams::new(uri.clone()));
-            subscribe_upstream(upstream, ClientRequest::UnsubscribeRequest(request), &uri).await;
+            if let Err(error) = self.unsubscribe_upstream(upstream, &uri).await {
+                tracing::warn!(%error, uri, "the MCP server refused to end a resource subscription");
+            }
         }
     }
 
@@ -119,11 +199,4 @@ fn streamed(notification: &ServerNotification) -> bool {
             | ServerNotification::ResourceListChangedNotification(_)
             | ServerNotification::ResourceUpdatedNotification(_)
     )
-}
-
-/// Sends a legacy (un)subscribe upstream; a refusal only means no updates come.
-async fn subscribe_upstream(upstream: &Peer<RoleClient>, request: ClientRequest, uri: &str) {
-    if let Err(error) = upstream.send_request(request).await {
-        tracing::warn!(%error, uri, "the MCP server refused a resource subscription");
-    }
 }

@@ -39,9 +39,10 @@ pub fn cancelled() -> McpError {
 
 impl Relay {
     pub fn new(rounds: Rounds) -> Self {
+        let client = Arc::default();
         Self {
-            client: Arc::default(),
-            listeners: Listeners::default(),
+            listeners: Listeners::new(Arc::clone(&client)),
+            client,
             rounds,
             progress: Arc::default(),
         }

@@ -12,6 +12,7 @@ use rmcp::model::*;
 use rmcp::service::{NotificationContext, RequestContext, RoleServer, SubscriptionContext};
 
 use super::calls::Calls;
+use super::flight;
 use super::rounds::{Landed, Round, in_rounds};
 
 /// The proxy's server handler.
@@ -316,11 +317,19 @@ impl ServerHandler for Proxy {
         Ok(())
     }
 
+    /// A session client's resource subscription: passed through, or on a 2026-07-28
+    /// upstream a listen stream of the proxy's (see
+    /// [`super::listen::Listeners::subscribe_upstream`]).
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        let upstream = &self.calls.upstream;
+        if flight::modern(upstream) {
+            let listeners = &self.calls.relay.listeners;
+            return listeners.subscribe_upstream(upstream, &request.uri).await;
+        }
         self.forward(SubscribeRequest::new(request).into(), &context)
             .await
             .map(drop)
@@ -331,6 +340,11 @@ impl ServerHandler for Proxy {
         request: UnsubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        let upstream = &self.calls.upstream;
+        if flight::modern(upstream) {
+            let listeners = &self.calls.relay.listeners;
+            return listeners.unsubscribe_upstream(upstream, &request.uri).await;
+        }
         self.forward(UnsubscribeRequest::new(request).into(), &context)
             .await
             .map(drop)
