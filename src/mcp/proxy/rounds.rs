@@ -1,15 +1,19 @@
 //! Multi-round-trip requests (MRTR) for 2026-07-28 clients. Such a client takes no
-//! requests from a server, yet an upstream on the session protocol still asks for
-//! sampling, elicitation or the client's roots in the middle of a tool call. The proxy
-//! then answers the client's `tools/call` with an `input_required` result that carries
-//! those requests, and keeps the upstream call running. The client's retry (the same
-//! call again, with `inputResponses` and the `requestState`) brings the answers: they
-//! go to the upstream, and the retry waits for the call's result or the next round.
+//! requests from a server, yet an upstream still asks for sampling, elicitation or the
+//! client's roots in the middle of a tool call, prompt or resource read (as requests on
+//! the session protocol, or as `input_required` answers that [`super::flight`] turns
+//! into questions). The proxy then answers the client's request with an
+//! `input_required` result that carries those questions, and keeps the upstream request
+//! running. The client's retry (the same request again, with `inputResponses` and the
+//! `requestState`) brings the answers: they go to the upstream, and the retry waits for
+//! the result or the next round.
 //!
 //! A retry never passes the gate again. The approval was spent once, when the call was
 //! forwarded; the retry only rejoins that running call, and must repeat its tool and
 //! arguments. A round the client does not come back for is given up after a while: the
-//! upstream's requests get an error and the upstream call is cancelled.
+//! upstream's requests get an error and the upstream request is cancelled. A 2026-07-28
+//! client's task carries the questions as the task's own input requests instead
+//! (`tasks/get` shows them, `tasks/update` answers them).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -84,6 +88,14 @@ struct State {
     asked: u64,
 }
 
+impl State {
+    /// A fresh key for `request` in `inputRequests` (`sampling-1`, `roots-2`, …).
+    fn key(&mut self, request: &InputRequest) -> String {
+        self.asked += 1;
+        format!("{}-{}", kind(request), self.asked)
+    }
+}
+
 struct Inner {
     state: Mutex<State>,
     /// Wakes the carriers when the upstream asks something.
@@ -138,8 +150,7 @@ impl Rounds {
             if state.carriers == 0 && state.parked.is_empty() {
                 return None;
             }
-            state.asked += 1;
-            let key = format!("{}-{}", kind(&request), state.asked);
+            let key = state.key(&request);
             state.unasked.push(Question {
                 key,
                 request,
@@ -169,8 +180,7 @@ impl Rounds {
         let (task, key) = {
             let mut state = self.lock();
             let task = state.tasks.first()?.1.clone();
-            state.asked += 1;
-            (task, format!("{}-{}", kind(&request), state.asked))
+            (task, state.key(&request))
         };
         Some(async move {
             task.request_input(key, request)
