@@ -1,5 +1,8 @@
 //! The client side: the proxy as an MCP server on its own stdio. `tools/call` and
-//! `tools/list` go to [`Calls`]; everything else passes through to the upstream.
+//! `tools/list` go to [`Calls`]; everything else passes through to the upstream,
+//! `prompts/get` and `resources/read` in rounds for a 2026-07-28 client (see
+//! [`super::rounds`]), and resource subscriptions to a 2026-07-28 upstream as listen
+//! streams (see [`super::listen`]).
 // Logging, roots and resource subscriptions are deprecated by SEP-2577, yet clients
 // and servers still use them: the proxy passes them through.
 #![allow(deprecated)]
