@@ -184,7 +184,7 @@ impl Calls {
         }
         let tool = params.name.to_string();
         if self.annotations(&tool).is_none() {
-            self.refresh().await?;
+            Box::pin(self.refresh()).await?;
         }
         let Some(annotations) = self.annotations(&tool) else {
             return Err(McpError::invalid_params(
@@ -211,7 +211,8 @@ impl Calls {
         params.input_responses = None;
         params.request_state = None;
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        let flight = match self.relay.send(&self.upstream, request, context).await {
+        // Boxed, as the landing below: a held call's future keeps only the gate's hold.
+        let flight = match Box::pin(self.relay.send(&self.upstream, request, context)).await {
             Ok(flight) => flight,
             Err(_) if self.gate.upstream_gone.is_cancelled() => {
                 return Ok(refusal(texts::upstream_gone()).into());
@@ -226,9 +227,9 @@ impl Calls {
         if let Some(Progress::Task(task)) = progress.filter(|_| in_rounds(context)) {
             // A 2026-07-28 client's task: the upstream's questions meanwhile go to it.
             let _carrying = self.relay.rounds.carry_task(task);
-            return self.land(flight, round, context, rounds).await;
+            return Box::pin(self.land(flight, round, context, rounds)).await;
         }
-        self.land(flight, round, context, rounds).await
+        Box::pin(self.land(flight, round, context, rounds)).await
     }
 
     /// Waits for the upstream's answer to a forwarded call, in rounds when `rounds`.

@@ -74,7 +74,8 @@ impl Gate {
         cancelled: &CancellationToken,
         progress: Option<&Progress>,
     ) -> Verdict {
-        let view = match self.ask(call).await {
+        // The one-off requests are boxed: a held call's future keeps only the hold.
+        let view = match Box::pin(self.ask(call)).await {
             Ok(view) => view,
             Err(refusal) => return Verdict::Refuse(refusal),
         };
@@ -86,7 +87,7 @@ impl Gate {
             Err(refusal) => return Verdict::Refuse(refusal),
         };
         match view.status.as_str() {
-            "approved" => self.execute(&call.tool, &view).await,
+            "approved" => Box::pin(self.execute(&call.tool, &view)).await,
             _ => Verdict::Refuse(texts::decided(&view)),
         }
     }
@@ -130,11 +131,11 @@ impl Gate {
         }
         let id = view.approval_id.clone();
         let deadline = Instant::now() + self.hold;
-        let mut waiting = match self.watch.watch(&id).await {
+        let mut waiting = match Box::pin(self.watch.watch(&id)).await {
             Ok(waiting) => waiting,
             Err(error) => return Err(texts::api_failed(&error)),
         };
-        let view = match self.api.get(&id).await {
+        let view = match Box::pin(self.api.get(&id)).await {
             Ok(now) if now.status != "pending" => return Ok(now),
             Ok(now) => now,
             Err(error) => return Err(texts::api_failed(&error)),
@@ -147,14 +148,14 @@ impl Gate {
             }
             if let Some(progress) = progress {
                 reports += 1;
-                report(progress, reports, texts::waiting(&view)).await;
+                Box::pin(report(progress, reports, texts::waiting(&view))).await;
             }
             tokio::select! {
                 decided = waiting.decided() => return decided.map_err(|error| texts::api_failed(&error)),
                 _ = tokio::time::sleep(left.min(self.interval)) => {}
-                _ = cancelled.cancelled() => return Err(self.withdraw(&id, texts::cancelled()).await),
-                _ = self.client_gone.cancelled() => return Err(self.withdraw(&id, texts::cancelled()).await),
-                _ = self.upstream_gone.cancelled() => return Err(self.withdraw(&id, texts::upstream_gone()).await),
+                _ = cancelled.cancelled() => return Err(Box::pin(self.withdraw(&id, texts::cancelled())).await),
+                _ = self.client_gone.cancelled() => return Err(Box::pin(self.withdraw(&id, texts::cancelled())).await),
+                _ = self.upstream_gone.cancelled() => return Err(Box::pin(self.withdraw(&id, texts::upstream_gone())).await),
             }
         }
     }

@@ -65,11 +65,8 @@ impl Listeners {
         if !flight::modern(upstream) {
             let request = SubscribeRequest::new(SubscribeRequestParams::new(uri));
             let request = ClientRequest::SubscribeRequest(request);
-            return upstream
-                .send_request(request)
-                .await
-                .map(drop)
-                .map_err(upstream_error);
+            let sent = Box::pin(upstream.send_request(request)).await;
+            return sent.map(drop).map_err(upstream_error);
         }
         if self.lock().upstream.contains_key(uri) {
             return Ok(());
@@ -77,7 +74,11 @@ impl Listeners {
         let filter = SubscriptionFilter::builder()
             .resource_subscriptions(vec![uri.to_owned()])
             .build();
-        let mut stream = upstream.listen(filter).await.map_err(upstream_error)?;
+        // Boxed, as the one-off requests above: a held call's task is as large as the
+        // largest of the proxy's request handlers.
+        let mut stream = Box::pin(upstream.listen(filter))
+            .await
+            .map_err(upstream_error)?;
         let listeners = self.clone();
         let updates = tokio::spawn(async move {
             while let Ok(Some(update)) = stream.next().await {
@@ -103,11 +104,8 @@ impl Listeners {
         if !flight::modern(upstream) {
             let request = UnsubscribeRequest::new(UnsubscribeRequestParams::new(uri));
             let request = ClientRequest::UnsubscribeRequest(request);
-            return upstream
-                .send_request(request)
-                .await
-                .map(drop)
-                .map_err(upstream_error);
+            let sent = Box::pin(upstream.send_request(request)).await;
+            return sent.map(drop).map_err(upstream_error);
         }
         if let Some(updates) = self.lock().upstream.remove(uri) {
             updates.abort();

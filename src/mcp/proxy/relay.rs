@@ -56,7 +56,8 @@ impl Relay {
         request: ClientRequest,
         context: &RequestContext<RoleServer>,
     ) -> Result<ServerResult, McpError> {
-        self.send(upstream, request, context)
+        // Boxed: the sending is a one-off, the landing is what waits.
+        Box::pin(self.send(upstream, request, context))
             .await?
             .land(&context.ct)
             .await

@@ -63,7 +63,7 @@ impl Proxy {
                 .resume(&state, &round.what, &round.arguments, answers)
                 .map_err(|why| McpError::invalid_params(why, None))?,
             None => (
-                relay.send(&self.calls.upstream, request, context).await?,
+                Box::pin(relay.send(&self.calls.upstream, request, context)).await?,
                 round,
             ),
         };
