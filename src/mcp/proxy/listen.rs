@@ -64,9 +64,7 @@ impl Listeners {
     ) -> Result<(), McpError> {
         if !flight::modern(upstream) {
             let request = SubscribeRequest::new(SubscribeRequestParams::new(uri));
-            let request = ClientRequest::SubscribeRequest(request);
-            let sent = Box::pin(upstream.send_request(request)).await;
-            return sent.map(drop).map_err(upstream_error);
+            return send(upstream, ClientRequest::SubscribeRequest(request)).await;
         }
         if self.lock().upstream.contains_key(uri) {
             return Ok(());
@@ -74,8 +72,7 @@ impl Listeners {
         let filter = SubscriptionFilter::builder()
             .resource_subscriptions(vec![uri.to_owned()])
             .build();
-        // Boxed, as the one-off requests above: a held call's task is as large as the
-        // largest of the proxy's request handlers.
+        // Boxed, as in `send`.
         let mut stream = Box::pin(upstream.listen(filter))
             .await
             .map_err(upstream_error)?;
@@ -103,9 +100,7 @@ impl Listeners {
     ) -> Result<(), McpError> {
         if !flight::modern(upstream) {
             let request = UnsubscribeRequest::new(UnsubscribeRequestParams::new(uri));
-            let request = ClientRequest::UnsubscribeRequest(request);
-            let sent = Box::pin(upstream.send_request(request)).await;
-            return sent.map(drop).map_err(upstream_error);
+            return send(upstream, ClientRequest::UnsubscribeRequest(request)).await;
         }
         if let Some(updates) = self.lock().upstream.remove(uri) {
             updates.abort();
@@ -197,4 +192,11 @@ fn streamed(notification: &ServerNotification) -> bool {
             | ServerNotification::ResourceListChangedNotification(_)
             | ServerNotification::ResourceUpdatedNotification(_)
     )
+}
+
+/// Sends a session-protocol (un)subscribe upstream. Boxed: a held call's task is as
+/// large as the largest of the proxy's request handlers, and this is a one-off.
+async fn send(upstream: &Peer<RoleClient>, request: ClientRequest) -> Result<(), McpError> {
+    let sent = Box::pin(upstream.send_request(request)).await;
+    sent.map(drop).map_err(upstream_error)
 }
