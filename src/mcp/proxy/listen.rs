@@ -5,8 +5,10 @@
 //! (`resources/subscribe`, or a listen stream of its own on a 2026-07-28 upstream;
 //! counted, so two streams on one resource subscribe once) and unsubscribes when the
 //! last stream naming it closes. A client that began with `initialize` gets the upstream's
-//! notifications as they come, as before.
-// The upstream speaks the legacy protocol: its subscriptions are the deprecated RPCs.
+//! notifications as they come, as before. A 2026-07-28 upstream sends its own list
+//! changes and resource updates only on listen streams, which the proxy opens upstream
+//! ([`Listeners::hear_list_changes`], [`Listeners::subscribe_upstream`]).
+// A session-protocol upstream's subscriptions are the deprecated RPCs.
 #![allow(deprecated)]
 
 use std::collections::HashMap;
@@ -18,7 +20,9 @@ use rmcp::model::{
     ClientRequest, ServerNotification, SubscribeRequest, SubscribeRequestParams,
     SubscriptionFilter, UnsubscribeRequest, UnsubscribeRequestParams,
 };
-use rmcp::service::{Peer, RoleClient, RoleServer, SubscriptionContext, SubscriptionSink};
+use rmcp::service::{
+    Peer, RoleClient, RoleServer, Subscription, SubscriptionContext, SubscriptionSink,
+};
 use tokio::task::AbortHandle;
 
 use super::flight;
@@ -73,15 +77,10 @@ impl Listeners {
             .resource_subscriptions(vec![uri.to_owned()])
             .build();
         // Boxed, as in `send`.
-        let mut stream = Box::pin(upstream.listen(filter))
+        let stream = Box::pin(upstream.listen(filter))
             .await
             .map_err(upstream_error)?;
-        let listeners = self.clone();
-        let updates = tokio::spawn(async move {
-            while let Ok(Some(update)) = stream.next().await {
-                listeners.tell(listeners.client.get(), update).await;
-            }
-        });
+        let updates = tokio::spawn(self.clone().pass_on(stream));
         let replaced = self
             .lock()
             .upstream
@@ -106,6 +105,44 @@ impl Listeners {
             updates.abort();
         }
         Ok(())
+    }
+
+    /// A 2026-07-28 upstream sends list changes only on a `subscriptions/listen`
+    /// stream: this opens one for the list changes the upstream advertises and passes
+    /// them on until the stream or the upstream ends.
+    pub async fn hear_list_changes(self, upstream: Peer<RoleClient>) {
+        let Some(info) = upstream.peer_info() else {
+            return;
+        };
+        let capabilities = &info.capabilities;
+        let mut filter = SubscriptionFilter::builder();
+        if capabilities.tools.as_ref().and_then(|c| c.list_changed) == Some(true) {
+            filter = filter.tools_list_changed();
+        }
+        if capabilities.prompts.as_ref().and_then(|c| c.list_changed) == Some(true) {
+            filter = filter.prompts_list_changed();
+        }
+        if capabilities.resources.as_ref().and_then(|c| c.list_changed) == Some(true) {
+            filter = filter.resources_list_changed();
+        }
+        let filter = filter.build();
+        if filter == SubscriptionFilter::default() {
+            return;
+        }
+        match upstream.listen(filter).await {
+            Ok(stream) => self.pass_on(stream).await,
+            Err(error) => {
+                tracing::warn!(%error, "the MCP server refused a stream of its list changes");
+            }
+        }
+    }
+
+    /// Passes on what an upstream listen stream brings, as a session upstream's
+    /// notifications, until it ends.
+    async fn pass_on(self, mut stream: Subscription) {
+        while let Ok(Some(notification)) = stream.next().await {
+            self.tell(notification).await;
+        }
     }
 
     /// The client began with `initialize`.
@@ -168,9 +205,9 @@ impl Listeners {
 
     /// Passes an upstream notification on: to a legacy client as it came, to a client
     /// on the new protocol on each of its streams that asked for it (none: dropped).
-    pub async fn tell(&self, client: Option<&Peer<RoleServer>>, notification: ServerNotification) {
+    pub async fn tell(&self, notification: ServerNotification) {
         if self.legacy.load(Ordering::SeqCst) || !streamed(&notification) {
-            if let Some(client) = client {
+            if let Some(client) = self.client.get() {
                 let _ = client.send_notification(notification).await;
             }
             return;

@@ -202,10 +202,8 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         upstream_gone: upstream_gone.clone(),
     };
     if flight::modern(&upstream_peer) {
-        tokio::spawn(upstream::hear_list_changes(
-            upstream_peer.clone(),
-            relay.clone(),
-        ));
+        let listeners = relay.listeners.clone();
+        tokio::spawn(listeners.hear_list_changes(upstream_peer.clone()));
     }
     let calls = Arc::new(Calls::new(gate, upstream_peer, relay));
     let upstream_done = tokio::spawn(upstream.waiting());

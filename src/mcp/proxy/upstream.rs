@@ -19,9 +19,8 @@ use rmcp::model::{
     InputRequest, ListRootsRequest, ListRootsResult, LoggingMessageNotification,
     LoggingMessageNotificationParam, ProgressNotificationParam, ProtocolVersion,
     ResourceUpdatedNotification, ResourceUpdatedNotificationParam, ServerNotification,
-    SubscriptionFilter,
 };
-use rmcp::service::{NotificationContext, Peer, RequestContext, RoleClient};
+use rmcp::service::{NotificationContext, RequestContext, RoleClient};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::TokioChildProcess;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -108,42 +107,6 @@ pub fn connect_http(
     Ok(StreamableHttpClientTransport::with_client(client, config))
 }
 
-/// A 2026-07-28 upstream sends list changes only on a `subscriptions/listen` stream:
-/// the proxy opens one for the list changes the upstream advertises and passes each on
-/// as a session upstream's come (see [`super::listen::Listeners::tell`]), until the
-/// stream or the upstream ends.
-pub async fn hear_list_changes(upstream: Peer<RoleClient>, relay: Relay) {
-    let Some(info) = upstream.peer_info() else {
-        return;
-    };
-    let capabilities = &info.capabilities;
-    let mut filter = SubscriptionFilter::builder();
-    if capabilities.tools.as_ref().and_then(|c| c.list_changed) == Some(true) {
-        filter = filter.tools_list_changed();
-    }
-    if capabilities.prompts.as_ref().and_then(|c| c.list_changed) == Some(true) {
-        filter = filter.prompts_list_changed();
-    }
-    if capabilities.resources.as_ref().and_then(|c| c.list_changed) == Some(true) {
-        filter = filter.resources_list_changed();
-    }
-    let filter = filter.build();
-    if filter == SubscriptionFilter::default() {
-        return;
-    }
-    let mut stream = match upstream.listen(filter).await {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%error, "the MCP server refused a stream of its list changes");
-            return;
-        }
-    };
-    while let Ok(Some(change)) = stream.next().await {
-        let client = relay.client.get();
-        relay.listeners.tell(client, change).await;
-    }
-}
-
 /// The proxy as the upstream's client.
 #[derive(Clone)]
 pub struct Upstream {
@@ -161,8 +124,7 @@ impl Upstream {
     }
 
     async fn tell_client(&self, notification: ServerNotification) {
-        let client = self.relay.client.get();
-        self.relay.listeners.tell(client, notification).await;
+        self.relay.listeners.tell(notification).await;
     }
 }
 
