@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest,
-    ContentBlock, ListToolsRequest, ListToolsResult, PaginatedRequestParams, ServerResult, Tool,
+    ContentBlock, InputResponses, ListToolsRequest, ListToolsResult, PaginatedRequestParams,
+    ServerResult, Tool,
 };
 use rmcp::service::{Peer, RequestContext, RoleClient, RoleServer};
 use rmcp::task_manager::TaskManager;
@@ -111,6 +112,8 @@ impl Calls {
 
     /// `tools/call`: the gate, then (approved and executed only) the upstream. A
     /// 2026-07-28 client's call may come back `input_required` (see [`super::rounds`]).
+    /// `params` carry no `requestState` or `inputResponses`: those are the proxy's and
+    /// the client's, taken out by the server side, and the upstream gets neither.
     pub async fn call(
         &self,
         params: CallToolRequestParams,
@@ -153,13 +156,12 @@ impl Calls {
         &self,
         params: CallToolRequestParams,
         request_state: &str,
+        answers: InputResponses,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let _flying = self.flying();
-        let responses = params.input_responses.unwrap_or_default();
         let what = tool_round(&params.name);
-        let resumed =
-            (self.relay.rounds).resume(request_state, &what, &params.arguments, responses);
+        let resumed = (self.relay.rounds).resume(request_state, &what, &params.arguments, answers);
         match resumed {
             Ok((flight, round)) => self.land(flight, round, context, true).await,
             Err(why) => Ok(CallToolResponse::Complete(refusal(why))),
@@ -208,8 +210,6 @@ impl Calls {
             Verdict::Refuse(why) => return Ok(refusal(why).into()),
         };
         params.arguments = Some(arguments);
-        params.input_responses = None;
-        params.request_state = None;
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         // Boxed, as the landing below: a held call's future keeps only the gate's hold.
         let flight = match Box::pin(self.relay.send(&self.upstream, request, context)).await {
@@ -224,11 +224,13 @@ impl Calls {
             arguments: sent.flatten(),
             note,
         };
-        if let Some(Progress::Task(task)) = progress.filter(|_| in_rounds(context)) {
-            // A 2026-07-28 client's task: the upstream's questions meanwhile go to it.
-            let _carrying = self.relay.rounds.carry_task(task);
-            return Box::pin(self.land(flight, round, context, rounds)).await;
-        }
+        // A 2026-07-28 client's task: the upstream's questions meanwhile go to it.
+        let _carrying = match progress {
+            Some(Progress::Task(task)) if in_rounds(context) => {
+                Some(self.relay.rounds.carry_task(task))
+            }
+            _ => None,
+        };
         Box::pin(self.land(flight, round, context, rounds)).await
     }
 

@@ -135,9 +135,10 @@ impl ServerHandler for Proxy {
 
     async fn call_tool(
         &self,
-        request: CallToolRequestParams,
+        mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let retry = retry(&mut request.request_state, &mut request.input_responses);
         if context
             .client_capabilities()
             .is_some_and(|capabilities| capabilities.supports_tasks())
@@ -145,8 +146,8 @@ impl ServerHandler for Proxy {
             let task = super::tasks::spawn(&self.calls, request, &context);
             return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
         }
-        match request.request_state.clone() {
-            Some(state) => self.calls.resume(request, &state, &context).await,
+        match retry {
+            Some((state, answers)) => self.calls.resume(request, &state, answers, &context).await,
             None => self.calls.call(request, &context).await,
         }
     }
