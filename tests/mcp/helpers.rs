@@ -439,10 +439,12 @@ pub async fn raw(h: &Harness) -> Raw {
 /// The proxy with `flags` in front of the fixture, with raw lines on its stdio.
 pub async fn raw_with(h: &Harness, flags: &[&str]) -> Raw {
     let fixture = fixture();
-    let mut child = h
-        .proxy_command(flags, &[fixture.to_str().unwrap()])
-        .spawn()
-        .unwrap();
+    raw_from(h.proxy_command(flags, &[fixture.to_str().unwrap()]))
+}
+
+/// The proxy started by `command`, with raw lines on its stdio.
+pub fn raw_from(mut command: tokio::process::Command) -> Raw {
+    let mut child = command.spawn().unwrap();
     let stdin = child.stdin.take().unwrap();
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
     Raw {

@@ -63,6 +63,12 @@ fn runs_of(h: &Harness, tool: &str) -> usize {
     h.ran().iter().filter(|call| call["tool"] == tool).count()
 }
 
+/// `tool` was asked about once, and the upstream ran it once.
+async fn asked_and_ran_once(h: &Harness, tool: &str) {
+    assert_eq!(approvals_of(h, tool).await, 1, "approvals of {tool}");
+    assert_eq!(runs_of(h, tool), 1, "runs of {tool}");
+}
+
 #[tokio::test]
 async fn an_upstreams_sampling_request_reaches_a_2026_07_28_client_as_input_required_and_its_retry_finishes_the_one_approved_call()
  {
@@ -119,8 +125,7 @@ async fn an_upstreams_sampling_request_reaches_a_2026_07_28_client_as_input_requ
         text_of(&again).contains("not known to signoff proxy"),
         "{again}"
     );
-    assert_eq!(approvals_of(&h, "ask_model").await, 1);
-    assert_eq!(runs_of(&h, "ask_model"), 1);
+    asked_and_ran_once(&h, "ask_model").await;
     let _ = raw.child.start_kill();
 }
 
@@ -189,8 +194,7 @@ async fn a_retry_with_other_arguments_or_a_forged_state_is_refused_and_the_round
         text.contains("the user answered") && text.contains("production"),
         "{done}"
     );
-    assert_eq!(approvals_of(&h, "ask_user").await, 1);
-    assert_eq!(runs_of(&h, "ask_user"), 1);
+    asked_and_ran_once(&h, "ask_user").await;
     let _ = raw.child.start_kill();
 }
 
@@ -236,8 +240,7 @@ async fn a_round_the_client_never_comes_back_for_is_given_up_and_its_state_refus
         echo["result"]["content"][0]["text"],
         r#"echo ran with {"x":1}"#
     );
-    assert_eq!(approvals_of(&h, "ask_model").await, 1);
-    assert_eq!(runs_of(&h, "ask_model"), 1);
+    asked_and_ran_once(&h, "ask_model").await;
     let _ = raw.child.start_kill();
 }
 
@@ -371,8 +374,7 @@ async fn a_2026_07_28_clients_task_shows_the_upstreams_request_and_tasks_update_
         .as_str()
         .unwrap_or_default();
     assert!(text.contains("from the task"), "{done}");
-    assert_eq!(approvals_of(&h, "ask_model").await, 1);
-    assert_eq!(runs_of(&h, "ask_model"), 1);
+    asked_and_ran_once(&h, "ask_model").await;
     let _ = raw.child.start_kill();
 }
 
@@ -404,8 +406,7 @@ async fn rmcps_2026_07_28_client_answers_the_upstreams_requests_through_rounds()
         let result = client.call_tool(params).await.unwrap();
         let text = serde_json::to_value(&result.content).unwrap().to_string();
         assert!(text.contains(expected), "{tool}: {text}");
-        assert_eq!(approvals_of(&h, tool).await, 1, "{tool}");
-        assert_eq!(runs_of(&h, tool), 1, "{tool}");
+        asked_and_ran_once(&h, tool).await;
     }
     let prompt = GetPromptRequestParams::new("ask_user");
     let prompt = client.get_prompt(prompt).await.unwrap();
@@ -461,8 +462,7 @@ async fn a_2026_07_28_only_upstream_is_served_and_its_input_required_reaches_a_s
         events.iter().any(|e| e.get("sampling").is_some()),
         "{events:?}"
     );
-    assert_eq!(approvals_of(&h, "ask_model").await, 1);
-    assert_eq!(runs_of(&h, "ask_model"), 1);
+    asked_and_ran_once(&h, "ask_model").await;
     assert_eq!(runs_of(&h, "ask_model (retried with answers)"), 1);
 
     // Its list changes come on the stream the proxy opened, and reach the client.
@@ -521,15 +521,7 @@ async fn a_2026_07_28_only_upstreams_resource_updates_reach_a_subscribed_session
 #[tokio::test]
 async fn a_2026_07_28_only_upstreams_input_required_reaches_a_2026_07_28_client_in_a_round() {
     let h = harness().await;
-    let mut child = modern_upstream(&h).spawn().unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let lines =
-        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
-    let mut raw = Raw {
-        child,
-        stdin,
-        lines,
-    };
+    let mut raw = raw_from(modern_upstream(&h));
     raw.send(&call(1, "ask_model", json!({"n": 1}))).await;
     let first = raw.answer(1).await;
     let (key, request) = only_request(&first);
@@ -546,7 +538,6 @@ async fn a_2026_07_28_only_upstreams_input_required_reaches_a_2026_07_28_client_
     let done = raw.answer(2).await;
     assert!(text_of(&done).contains("modern hello"), "{done}");
     assert_eq!(done["result"]["resultType"], "complete", "{done}");
-    assert_eq!(approvals_of(&h, "ask_model").await, 1);
-    assert_eq!(runs_of(&h, "ask_model"), 1);
+    asked_and_ran_once(&h, "ask_model").await;
     let _ = raw.child.start_kill();
 }
