@@ -109,7 +109,7 @@ impl Relay {
     /// it, else as an input request of a 2026-07-28 client's task, else as a request
     /// of its own. The client's answer, as JSON.
     pub async fn ask(&self, request: InputRequest) -> Result<Value, McpError> {
-        if let Some(answer) = self.rounds.ask(request.clone()) {
+        if let Some(answer) = self.rounds.ask(&request) {
             return answer.await.map_err(|_| {
                 McpError::internal_error(
                     "the MCP client did not come back with an answer (signoff proxy gave the request up)",
@@ -117,7 +117,7 @@ impl Relay {
                 )
             });
         }
-        if let Some(answer) = self.rounds.ask_in_task(request.clone()) {
+        if let Some(answer) = self.rounds.ask_in_task(&request) {
             return answer.await;
         }
         let client = self

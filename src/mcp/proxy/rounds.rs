@@ -143,17 +143,17 @@ impl Rounds {
     /// client could carry it (the request then goes to the client as a request of its
     /// own, as on the session protocol); else the client's answer, or an error when it
     /// gave the round up.
-    pub fn ask(&self, request: InputRequest) -> Option<oneshot::Receiver<Value>> {
+    pub fn ask(&self, request: &InputRequest) -> Option<oneshot::Receiver<Value>> {
         let (answer, answered) = oneshot::channel();
         {
             let mut state = self.lock();
             if state.carriers == 0 && state.parked.is_empty() {
                 return None;
             }
-            let key = state.key(&request);
+            let key = state.key(request);
             state.unasked.push(Question {
                 key,
-                request,
+                request: request.clone(),
                 answer,
             });
         }
@@ -175,13 +175,14 @@ impl Rounds {
     /// is waiting. The client's answer, or an error when the task ended first.
     pub fn ask_in_task(
         &self,
-        request: InputRequest,
+        request: &InputRequest,
     ) -> Option<impl std::future::Future<Output = Result<Value, McpError>> + use<>> {
         let (task, key) = {
             let mut state = self.lock();
             let task = state.tasks.first()?.1.clone();
-            (task, state.key(&request))
+            (task, state.key(request))
         };
+        let request = request.clone();
         Some(async move {
             task.request_input(key, request)
                 .await
