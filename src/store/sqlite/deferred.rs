@@ -1,11 +1,12 @@
 //! Statements of a writer transaction whose answers nobody reads (the batch's jobs,
-//! votes and audit events, the audit head), kept back and sent with the next statement
-//! that is read, or with the `COMMIT`, as one multi-statement query. Each query is a
-//! hand-off to sqlx's SQLite worker thread and back, which on this kind of machine
-//! costs more than the statement itself. An auto-approved create that is spent at once
-//! (with the audit head remembered, see `SqliteTx::head`) takes five: `BEGIN`, the look
-//! for an open request with the same key, the insert, the spend's update (the new row
-//! is not read back), and the rest with the `COMMIT`.
+//! votes and audit events, the audit head, the approvals' updates), kept back and sent
+//! with the next statement that is read, or with the `COMMIT`, as one multi-statement
+//! query. Each query is a hand-off to sqlx's SQLite worker thread and back, which on
+//! this kind of machine costs more than the statement itself. `BEGIN IMMEDIATE` too
+//! waits for the transaction's first query (`SqliteTx::opening`). An auto-approved
+//! create that is spent at once (with the audit head remembered, see `SqliteTx::head`)
+//! so takes two: `BEGIN` with the insert (which looks for an open request with the
+//! same key itself), and the rest (the spend's update among it) with the `COMMIT`.
 //!
 //! Only positional `?` parameters may be pushed (sqlx numbers `$N` from the start of
 //! the whole query, not of its statement). A statement that fails fails the query

@@ -86,6 +86,7 @@ pub(crate) async fn open(
             deferred: Default::default(),
             head: None,
             staged_head: None,
+            unopened: false,
         },
     ))
 }

@@ -3,20 +3,30 @@
 //! IMMEDIATE`, so nothing slips in between the look and the insert.
 
 use super::*;
-use crate::store::requests::{self, RequestKey, request_key, unrepeated};
+use crate::store::requests::{self, unrepeated};
 
 impl SqliteTx {
-    /// `Tx::insert_approvals`: inserts the rows that repeat no pending request (in the
+    /// `Tx::insert_approvals`: inserts the rows that repeat no open request (in the
     /// store or earlier in `rows`) and reuse no idempotency key; answers their ids.
+    /// The look for an open request is part of the insert (one statement, one hand-off
+    /// to SQLite's worker instead of two): each row is inserted only if the newest
+    /// request with its key is not open. Repeats within `rows` are dropped first, so a
+    /// row never needs to see one inserted by the same statement.
     pub(super) async fn insert_requests(
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
-        let pending = self.open_requests(rows).await?;
-        let rows = unrepeated(rows, &pending);
+        let now = ts(&requests::now_of(rows));
+        let rows = unrepeated(rows, &HashSet::new());
         let mut inserted = HashSet::with_capacity(rows.len());
         for chunk in pow2_chunks(&rows, 64) {
-            let mut query = QueryBuilder::new(insert_approvals_sql!());
+            // The first query of a create batch, usually: it also opens the
+            // transaction (see `SqliteTx::opening`).
+            let mut query = QueryBuilder::new(self.opening().await?);
+            query.push(insert_approvals_sql!());
+            // A VALUES list as a table names its columns column1, column2, …: the
+            // key is token_name (15), tool_name (2) and params_sha256 (23).
+            query.push("SELECT * FROM (");
             query.push_values(chunk, |mut row, (a, params_sha256)| {
                 row.push_bind(a.id.to_string())
                     .push_bind(a.tool_name.clone())
@@ -46,6 +56,19 @@ impl SqliteTx {
                     .push_bind(a.server.clone())
                     .push_bind(params_sha256.to_string());
             });
+            // One index seek per row, to the newest request with its key (a row
+            // without a token matches none). The WHERE also keeps SQLite from reading
+            // `ON CONFLICT` as a join.
+            query.push(
+                ") AS v WHERE NOT COALESCE((SELECT status = 'pending' \
+                 OR (status = 'approved' AND expires_at > ",
+            );
+            query.push_bind(now.clone());
+            query.push(
+                ") FROM pending_approvals INDEXED BY pending_approvals_request \
+                 WHERE token_name = v.column15 AND tool_name = v.column2 \
+                 AND params_sha256 = v.column23 ORDER BY rowid DESC LIMIT 1), 0)",
+            );
             // Skips a reused idempotency key (a unique index). The rowids let a change
             // in this transaction (a spend at once) write the new rows unread.
             query.push(" ON CONFLICT DO NOTHING RETURNING id, rowid");
@@ -91,29 +114,5 @@ impl SqliteTx {
         .fetch_optional(self.conn().await?)
         .await?;
         id.as_deref().map(parse_id).transpose()
-    }
-
-    /// The keys among `rows` that have an open request already: one index seek per
-    /// key (to its newest request), however many requests with that key came before.
-    async fn open_requests(
-        &mut self,
-        rows: &[(&Approval, &str)],
-    ) -> sqlx::Result<HashSet<RequestKey>> {
-        let keys: Vec<RequestKey> = rows.iter().filter_map(request_key).collect();
-        if keys.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let pending: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT k.value ->> 0, k.value ->> 1, k.value ->> 2 FROM json_each($1) AS k \
-             WHERE (SELECT status = 'pending' OR (status = 'approved' AND expires_at > $2) \
-                    FROM pending_approvals INDEXED BY pending_approvals_request \
-                    WHERE token_name = k.value ->> 0 AND tool_name = k.value ->> 1 \
-                    AND params_sha256 = k.value ->> 2 ORDER BY rowid DESC LIMIT 1)",
-        )
-        .bind(serde_json::to_string(&keys).unwrap_or_default())
-        .bind(ts(&requests::now_of(rows)))
-        .fetch_all(self.conn().await?)
-        .await?;
-        Ok(pending.into_iter().collect())
     }
 }

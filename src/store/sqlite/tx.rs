@@ -27,6 +27,9 @@ pub(crate) struct SqliteTx {
     pub(super) head: Option<(i64, String)>,
     /// The head this transaction sets, remembered once it commits.
     pub(super) staged_head: Option<(i64, String)>,
+    /// `BEGIN IMMEDIATE` is not sent yet: it goes with the transaction's first query
+    /// (see [`SqliteTx::opening`]) instead of being a hand-off of its own.
+    pub(super) unopened: bool,
 }
 
 impl SqliteTx {
@@ -42,6 +45,7 @@ impl SqliteTx {
         &mut self,
         last: Option<&'static str>,
     ) -> sqlx::Result<&mut sqlx::SqliteConnection> {
+        self.open_deferred();
         let conn = self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
         self.deferred.run(conn, last).await?;
         Ok(conn)
@@ -49,7 +53,27 @@ impl SqliteTx {
 
     /// Where a statement whose answer nobody reads is written, to run later.
     pub(super) fn defer(&mut self) -> &mut QueryBuilder<Sqlite> {
+        self.open_deferred();
         self.deferred.statement()
+    }
+
+    /// Puts a `BEGIN IMMEDIATE` not sent yet first among the statements kept back.
+    fn open_deferred(&mut self) {
+        if std::mem::take(&mut self.unopened) {
+            self.deferred.statement().push("BEGIN IMMEDIATE");
+        }
+    }
+
+    /// What a query that may be the transaction's first starts with: `BEGIN
+    /// IMMEDIATE` while it is not sent yet (the query then sends it, saving a hand-off
+    /// to SQLite's worker), else nothing. The query must then come next, on
+    /// [`SqliteTx::conn`]: what is kept back besides was sent by this call.
+    pub(super) async fn opening(&mut self) -> sqlx::Result<&'static str> {
+        if std::mem::take(&mut self.unopened) {
+            return Ok("BEGIN IMMEDIATE;\n");
+        }
+        self.flush(None).await?;
+        Ok("")
     }
 
     /// Runs a `select_approvals!` query; remembers the rowids of what it read.
@@ -75,11 +99,10 @@ impl Tx for SqliteTx {
         self.rowids.clear();
         self.deferred.discard();
         self.staged_head = None;
-        // IMMEDIATE takes the write lock now, so a reader-side write (token commands)
-        // waits on busy_timeout instead of failing the batch halfway.
-        sqlx::raw_sql("BEGIN IMMEDIATE")
-            .execute(self.conn().await?)
-            .await?;
+        // Sent with the first query (IMMEDIATE takes the write lock before that query
+        // reads anything, so a reader-side write, such as a token command, waits on
+        // busy_timeout instead of failing the batch halfway).
+        self.unopened = true;
         Ok(())
     }
 
@@ -95,6 +118,9 @@ impl Tx for SqliteTx {
         self.deferred.discard();
         self.staged_head = None;
         self.head = None;
+        if std::mem::take(&mut self.unopened) {
+            return; // nothing was sent
+        }
         let ok = match self.conn.as_deref_mut() {
             Some(conn) => sqlx::raw_sql("ROLLBACK").execute(conn).await.is_ok(),
             None => true,
@@ -130,17 +156,20 @@ impl Tx for SqliteTx {
         _now: DateTime<Utc>,
     ) -> sqlx::Result<(i64, bool)> {
         // The partial index holds waiting rows only: the count never reads history
-        // (SQLite has no HOT updates to keep, unlike PostgreSQL's query).
-        sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM pending_approvals \
+        // (SQLite has no HOT updates to keep, unlike PostgreSQL's query). Usually a
+        // create batch's first query.
+        const WAITING: &str = "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM pending_approvals \
                INDEXED BY pending_approvals_waiting \
                WHERE token_name = $1 AND status = 'pending' LIMIT $2)), \
-             EXISTS (SELECT 1 FROM throttles WHERE token_name = $1)",
-        )
-        .bind(token)
-        .bind(i64::from(up_to))
-        .fetch_one(self.conn().await?)
-        .await
+             EXISTS (SELECT 1 FROM throttles WHERE token_name = $1)";
+        let mut query = QueryBuilder::<Sqlite>::new(self.opening().await?);
+        query.push(WAITING);
+        query
+            .build_query_as()
+            .bind(token)
+            .bind(i64::from(up_to))
+            .fetch_one(self.conn().await?)
+            .await
     }
 
     async fn newest_waiting(
@@ -187,8 +216,12 @@ impl Tx for SqliteTx {
     }
 
     async fn update_approvals(&mut self, approvals: &[(&Approval, i64)]) -> sqlx::Result<u64> {
-        // Every approval the writer changes was read in this transaction, so its rowid
-        // is known; the id is compared too, as a guard.
+        // Every approval the writer changes was read (or inserted) in this transaction,
+        // so its rowid is known; the id is compared too, as a guard. That read came
+        // after `BEGIN IMMEDIATE` took the file's write lock, so no other connection
+        // can have changed the row since: the version compared below always matches,
+        // and the statement is kept back (sent with the next read or the `COMMIT`)
+        // instead of being a round trip of its own whose count is known beforehand.
         let mut rows = Vec::with_capacity(approvals.len());
         for (approval, expected) in approvals {
             let Some(&rowid) = self.rowids.get(&approval.id) else {
@@ -199,10 +232,10 @@ impl Tx for SqliteTx {
             };
             rows.push((rowid, approval, *expected));
         }
-        let mut updated = 0;
         // 12 binds per row; far below SQLite's variable limit.
         for chunk in pow2_chunks(&rows, 64) {
-            let mut query = QueryBuilder::<Sqlite>::new(
+            let query = self.defer();
+            query.push(
                 "WITH v(rid, id, expected, parameters, status, decided_by, decision_at, reason, \
                  original_parameters, executed_at, version, decided_via) AS (",
             );
@@ -232,13 +265,8 @@ impl Tx for SqliteTx {
                  FROM v WHERE pending_approvals.rowid = v.rid AND pending_approvals.id = v.id \
                  AND pending_approvals.version = v.expected",
             );
-            updated += query
-                .build()
-                .execute(self.conn().await?)
-                .await?
-                .rows_affected();
         }
-        Ok(updated)
+        Ok(approvals.len() as u64)
     }
 
     async fn insert_votes(&mut self, votes: &[(ApprovalId, Vote)]) -> sqlx::Result<()> {
