@@ -48,9 +48,15 @@ pub const SCHEDULER_TICK: Duration = Duration::from_millis(500);
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Everything a handler needs; cheap to clone.
+/// Everything a handler needs, behind one `Arc`: axum clones the state for every
+/// request (each handler's `State`, the metrics middleware), and a clone is then one
+/// reference count instead of one per field and a copy of the public URL.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares; its fields are read through the state.
+#[derive(Clone)]
+pub struct Shared {
     pub store: Store,
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
@@ -80,7 +86,7 @@ impl AppState {
     pub fn new(store: Store, policy: Policy, clock: Arc<dyn Clock>) -> Self {
         let (trigger, shutdown) = watch::channel(false);
         let metrics = Arc::new(Metrics::for_store(&store));
-        Self {
+        Self(Arc::new(Shared {
             store,
             policy: Arc::new(policy),
             clock,
@@ -94,44 +100,58 @@ impl AppState {
             public_url: None,
             shutdown,
             shutdown_trigger: Arc::new(trigger),
-        }
+        }))
+    }
+
+    /// The fields, to set while the state is built (before it is shared, so this
+    /// copies nothing).
+    fn setup(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
     }
 
     /// Adds the Slack side (client, approvers, signing secret).
     pub fn with_slack(mut self, slack: SlackApp) -> Self {
-        self.slack = Some(slack);
+        self.setup().slack = Some(slack);
         self
     }
 
     /// Receives Slack's interactions and commands over Socket Mode too.
     pub fn with_socket_mode(mut self, mode: slack::socket::SocketMode) -> Self {
-        self.socket_mode = Some(mode);
-        self.socket_status = slack::socket::Status::reconnecting();
+        self.setup().socket_mode = Some(mode);
+        self.setup().socket_status = slack::socket::Status::reconnecting();
         self
     }
 
     /// Signs callbacks with `signer` (`signoff serve`'s key file); without it, a key
     /// made for this process alone.
     pub fn with_signer(mut self, signer: Signer) -> Self {
-        self.signer = signer;
+        self.setup().signer = signer;
         self
     }
 
     /// Other connection limits (tests shorten them).
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.setup().limits = limits;
         self
     }
 
     /// The public address (`SIGNOFF_PUBLIC_URL`).
     pub fn with_public_url(mut self, url: Option<String>) -> Self {
-        self.public_url = url;
+        self.setup().public_url = url;
         self
     }
 
     /// Tells long-polls and background loops to finish.
     pub fn begin_shutdown(&self) {
         self.shutdown_trigger.send_replace(true);
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 
