@@ -266,6 +266,12 @@ impl Tx for SqliteTx {
                  AND pending_approvals.version = v.expected",
             );
         }
+        // A batch writes each approval once (`Current::write`). A second write in this
+        // transaction would compare a version the first one changed and match nothing,
+        // unseen: it fails instead, as a write of a row not read does.
+        for (approval, _) in approvals {
+            self.rowids.remove(&approval.id);
+        }
         Ok(approvals.len() as u64)
     }
 
