@@ -117,8 +117,9 @@ impl AppState {
 
     /// Receives Slack's interactions and commands over Socket Mode too.
     pub fn with_socket_mode(mut self, mode: slack::socket::SocketMode) -> Self {
-        self.setup().socket_mode = Some(mode);
-        self.setup().socket_status = slack::socket::Status::reconnecting();
+        let shared = self.setup();
+        shared.socket_mode = Some(mode);
+        shared.socket_status = slack::socket::Status::reconnecting();
         self
     }
 
