@@ -6,7 +6,7 @@
 //! - `backend` holds the two contracts each backend implements: `Reads` (a pool of
 //!   readers) and `Tx` (the write transaction); `sqlite` and `postgres` implement them,
 //!   `sql` holds the statements whose text is the same on both, `shared` the rest
-//!   they share (columns, chunking, decoding).
+//!   they share (columns, chunking, decoding), `read_pool` their reader connections.
 //! - `writer` is the one task per process that takes write operations from a queue and
 //!   commits as many as are waiting in one transaction (group commit: one fsync for
 //!   many changes, each acknowledged only after it is durable), retrying them one by
@@ -18,6 +18,8 @@
 
 #[macro_use]
 mod shared;
+#[macro_use]
+mod read_pool;
 
 mod backend;
 mod facade;

@@ -23,9 +23,7 @@ use crate::audit;
 use crate::audit::checkpoint::Checkpoint;
 use crate::jobs::{DueJob, Job, MessageKey, NewJob, PostedMessage};
 
-mod pool;
-
-use pool::ReadPool;
+use crate::store::read_pool::ReadPool;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 

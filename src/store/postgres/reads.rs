@@ -7,18 +7,7 @@ use crate::store::sql;
 
 #[derive(Clone)]
 pub(crate) struct PgReads {
-    pub(super) pool: std::sync::Arc<ReadPool>,
-}
-
-/// Evaluates `$read` (a query future on the connection `$conn`) on a connection from
-/// the reader pool, and hands the connection back unless the read broke it.
-macro_rules! on_conn {
-    ($self:ident, |$conn:ident| $read:expr) => {{
-        let mut lent = $self.pool.acquire().await?;
-        let $conn = lent.conn();
-        let result = $read.await;
-        lent.finish(result)?
-    }};
+    pub(super) pool: std::sync::Arc<ReadPool<sqlx::PgConnection>>,
 }
 
 impl Reads for PgReads {

@@ -21,6 +21,7 @@ use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
 use crate::audit::checkpoint::Checkpoint;
 use crate::jobs::{DueJob, Job, MessageKey, NewJob, PostedMessage};
+use crate::store::read_pool::ReadPool;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -61,10 +62,7 @@ pub(crate) async fn open(
     // Each connection has its own page cache (2 MiB by default). Readers mostly need
     // the B-tree's upper levels cached (leaves come from the OS page cache), so they
     // get less, which keeps memory flat however large the table grows.
-    let readers = SqlitePoolOptions::new()
-        .max_connections(READERS)
-        .connect_with(options.clone().pragma("cache_size", "-1024"))
-        .await?;
+    let readers = ReadPool::new(options.clone().pragma("cache_size", "-1024"), READERS);
     // `data_version` is per connection: the watcher keeps its one.
     let watcher = SqlitePoolOptions::new()
         .max_connections(1)
@@ -76,7 +74,9 @@ pub(crate) async fn open(
         .connect_with(options.pragma("cache_size", "-256"))
         .await?;
     Ok((
-        SqliteReads { pool: readers },
+        SqliteReads {
+            pool: std::sync::Arc::new(readers),
+        },
         SqliteTx {
             pool: writer,
             conn: None,
@@ -92,7 +92,7 @@ pub(crate) async fn open(
 }
 
 /// Connections for reads (the writer and the checkpointer have one each).
-const READERS: u32 = 8;
+const READERS: usize = 8;
 
 /// How often committed WAL frames are copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);

@@ -7,18 +7,16 @@ use crate::store::sql;
 
 #[derive(Clone)]
 pub(crate) struct SqliteReads {
-    pub(super) pool: SqlitePool,
+    pub(super) pool: std::sync::Arc<ReadPool<sqlx::SqliteConnection>>,
 }
 
 impl Reads for SqliteReads {
     async fn get(&self, id: ApprovalId) -> Result<Option<Approval>> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(load_approval(&mut conn, id).await?)
+        Ok(on_conn!(self, |c| load_approval(c, id)))
     }
 
     async fn get_linked(&self, id: ApprovalId) -> Result<Option<(Approval, Option<String>)>> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(load_linked(&mut conn, id).await?)
+        Ok(on_conn!(self, |c| load_linked(c, id)))
     }
 
     async fn get_shown_in(
@@ -26,14 +24,14 @@ impl Reads for SqliteReads {
         id: ApprovalId,
         message: &MessageKey,
     ) -> Result<Option<(Approval, bool)>> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(load_shown_in(&mut conn, id, message).await?)
+        Ok(on_conn!(self, |c| load_shown_in(c, id, message)))
     }
 
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
         // `status IN ('pending', 'approved')` repeats the condition of the open index:
         // SQLite uses a partial index only for a query that states its condition.
-        let row = sqlx::query(
+        let row = on_conn!(self, |c| {
+            sqlx::query(
             "SELECT \
                (SELECT COUNT(*) FROM pending_approvals \
                 WHERE status IN ('pending', 'approved') AND status = 'pending'), \
@@ -41,9 +39,9 @@ impl Reads for SqliteReads {
                (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND due_at < $1))",
         )
         .bind(ts(&(now - OVERDUE_GRACE)))
-        .fetch_one(&self.pool)
-        .await?;
-        let queued: Vec<(String, i64, String)> = sqlx::query_as(
+        .fetch_one(c)
+        });
+        let queued: Vec<(String, i64, String)> = on_conn!(self, |c| sqlx::query_as(
             "SELECT j.payload ->> '$.channel', COUNT(*), MIN(a.expires_at) \
              FROM jobs j JOIN pending_approvals a ON a.id = j.approval_id \
              WHERE j.state = 'ready' AND j.due_at <= $1 AND j.kind = 'slack_post' \
@@ -51,8 +49,7 @@ impl Reads for SqliteReads {
              GROUP BY 1 ORDER BY 1",
         )
         .bind(ts(&(now + QUEUED_WITHIN)))
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c));
         let mut queued_posts = Vec::with_capacity(queued.len());
         for (channel, posts, first_expiry) in queued {
             let first_expiry = parse_ts(&first_expiry)?;
@@ -71,13 +68,12 @@ impl Reads for SqliteReads {
     }
 
     async fn messages(&self, id: ApprovalId) -> Result<Vec<PostedMessage>> {
-        let rows = sqlx::query(
+        let rows = on_conn!(self, |c| sqlx::query(
             "SELECT channel, ts, kind, permalink, rendered_version FROM slack_messages \
              WHERE approval_id = $1 ORDER BY created_at, channel",
         )
         .bind(id.to_string())
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c));
         let mut messages = Vec::with_capacity(rows.len());
         for row in rows {
             messages.push(PostedMessage {
@@ -94,14 +90,13 @@ impl Reads for SqliteReads {
 
     async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
         let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let rows: Vec<(String, String)> = sqlx::query_as(
+        let rows: Vec<(String, String)> = on_conn!(self, |c| sqlx::query_as(
             "SELECT approval_id, permalink FROM slack_messages \
              WHERE approval_id IN (SELECT value FROM json_each($1)) AND kind = 'main' \
              AND permalink IS NOT NULL",
         )
         .bind(serde_json::to_string(&ids).unwrap_or_default())
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c));
         let mut links = HashMap::with_capacity(rows.len());
         for (id, link) in rows {
             links.insert(parse_id(&id)?, link);
@@ -110,34 +105,33 @@ impl Reads for SqliteReads {
     }
 
     async fn slack_planned(&self, id: ApprovalId) -> Result<bool> {
-        Ok(sqlx::query_scalar(
+        Ok(on_conn!(self, |c| sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE approval_id = $1 AND kind = 'slack_post') \
              OR EXISTS (SELECT 1 FROM slack_messages WHERE approval_id = $1) \
              OR EXISTS (SELECT 1 FROM slack_batch_members WHERE approval_id = $1)",
         )
         .bind(id.to_string())
-        .fetch_one(&self.pool)
-        .await?)
+        .fetch_one(c)))
     }
 
     async fn list_ids(&self, status: Option<crate::approval::Status>) -> Result<Vec<ApprovalId>> {
-        let ids: Vec<String> = sqlx::query_scalar(
+        let ids: Vec<String> = on_conn!(self, |c| sqlx::query_scalar(
             "SELECT id FROM pending_approvals WHERE $1 IS NULL OR status = $1 \
              ORDER BY created_at, lower(id)",
         )
         .bind(status.map(|status| status.as_str()))
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c));
         Ok(parse_ids(&ids)?)
     }
 
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
-        let ids: Vec<String> = sqlx::query_scalar(
+        let ids: Vec<String> = on_conn!(self, |c| {
+            sqlx::query_scalar(
             "SELECT id FROM pending_approvals WHERE routing IS NULL AND status = 'pending' ORDER BY created_at LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c)
+        });
         Ok(parse_ids(&ids)?)
     }
 
@@ -150,34 +144,33 @@ impl Reads for SqliteReads {
         // Ids are TEXT: signoff writes them lowercase, another program writing to the
         // shared table may not. Two ranges of the primary key, no scan.
         let (first, last) = (first.to_string(), last.to_string());
-        let ids: Vec<String> = sqlx::query_scalar(
+        let ids: Vec<String> = on_conn!(self, |c| sqlx::query_scalar(
             "SELECT id FROM pending_approvals WHERE id BETWEEN $1 AND $2 \
              OR id BETWEEN upper($1) AND upper($2) ORDER BY id LIMIT $3",
         )
         .bind(first)
         .bind(last)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c));
         Ok(parse_ids(&ids)?)
     }
 
     async fn audit_head(&self) -> Result<(i64, String)> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = on_conn!(self, |c| sqlx::query(
+            "SELECT seq, hash FROM audit_head WHERE id = 1"
+        )
+        .fetch_one(c));
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<audit::Entry>> {
-        let rows = sqlx::query(
+        let rows = on_conn!(self, |c| sqlx::query(
             "SELECT seq, approval_id, kind, actor, at, data, prev_hash, hash FROM audit_events \
              WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after_seq)
         .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c));
         Ok(rows
             .iter()
             .map(entry_from_row)
@@ -185,9 +178,7 @@ impl Reads for SqliteReads {
     }
 
     async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        let rows = sqlx::query(sql::checkpoints::ALL)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = on_conn!(self, |c| sqlx::query(sql::checkpoints::ALL).fetch_all(c));
         Ok(rows
             .iter()
             .map(checkpoint_from_row)
@@ -195,22 +186,20 @@ impl Reads for SqliteReads {
     }
 
     async fn newest_checkpoint(&self) -> Result<Option<Checkpoint>> {
-        let row = sqlx::query(sql::checkpoints::NEWEST)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = on_conn!(self, |c| sqlx::query(sql::checkpoints::NEWEST)
+            .fetch_optional(c));
         Ok(row.as_ref().map(checkpoint_from_row).transpose()?)
     }
 
     async fn batch_members(&self, id: ApprovalId) -> Result<Vec<ApprovalId>> {
-        let ids: Vec<String> = sqlx::query_scalar(sql::batches::MEMBERS)
+        let ids: Vec<String> = on_conn!(self, |c| sqlx::query_scalar(sql::batches::MEMBERS)
             .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await?;
+            .fetch_all(c));
         Ok(parse_ids(&ids)?)
     }
 
     async fn token_list(&self) -> Result<Vec<TokenInfo>> {
-        let rows = sqlx::query(sql::tokens::LIST).fetch_all(&self.pool).await?;
+        let rows = on_conn!(self, |c| sqlx::query(sql::tokens::LIST).fetch_all(c));
         let mut tokens = Vec::with_capacity(rows.len());
         for row in rows {
             tokens.push(TokenInfo {
@@ -223,9 +212,8 @@ impl Reads for SqliteReads {
     }
 
     async fn token_lookup(&self, hash: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(sql::tokens::LOOKUP)
+        Ok(on_conn!(self, |c| sqlx::query_scalar(sql::tokens::LOOKUP)
             .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?)
+            .fetch_optional(c)))
     }
 }

@@ -1,15 +1,16 @@
-//! The reader connections. sqlx's pool pings every connection handed back to it, a
-//! round trip to the server for each read on top of the query itself; this pool
-//! hands a connection back only after its query finished, and drops it otherwise
-//! (an error that may have broken it, or a read cancelled mid-query, which leaves the
-//! protocol in an unknown state). A connection idle for a while may have been closed
-//! by the server (a restart): it is pinged before it serves again.
+//! The reader connections of both backends. sqlx's pool pings every connection handed
+//! back to it (and, by default, every one it hands out): a round trip to the server,
+//! or a hand-off to SQLite's worker thread, for each read on top of the query itself.
+//! This pool hands a connection back only after its query finished, and drops it
+//! otherwise (an error that may have broken it, or a read cancelled mid-query, which
+//! leaves the protocol or the statement in an unknown state). A connection idle for a
+//! while may have been closed by the server (a restart): it is pinged before it
+//! serves again.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::Connection;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// A connection idle this long is pinged before it serves a read.
@@ -17,16 +18,16 @@ const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// How long a read waits for a free connection before it fails.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) struct ReadPool {
-    options: PgConnectOptions,
+pub(crate) struct ReadPool<C: Connection> {
+    options: C::Options,
     /// Connections not in use, with when each was last handed back.
-    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    idle: Mutex<Vec<(C, Instant)>>,
     /// One permit per connection that may exist.
     permits: Semaphore,
 }
 
-impl ReadPool {
-    pub(crate) fn new(options: PgConnectOptions, size: usize) -> Self {
+impl<C: Connection> ReadPool<C> {
+    pub(crate) fn new(options: C::Options, size: usize) -> Self {
         Self {
             options,
             idle: Mutex::new(Vec::with_capacity(size)),
@@ -36,7 +37,7 @@ impl ReadPool {
 
     /// A connection for one read: an idle one (pinged first if it idled long), or a
     /// new one when none is idle.
-    pub(crate) async fn acquire(&self) -> sqlx::Result<ReadConn<'_>> {
+    pub(crate) async fn acquire(&self) -> sqlx::Result<ReadConn<'_, C>> {
         let permit = tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.acquire())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?
@@ -44,7 +45,7 @@ impl ReadPool {
         loop {
             let next = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some((mut conn, since)) = next else {
-                let conn = PgConnection::connect_with(&self.options).await?;
+                let conn = C::connect_with(&self.options).await?;
                 return Ok(ReadConn::new(self, conn, permit));
             };
             if since.elapsed() < PING_IDLE_AFTER || conn.ping().await.is_ok() {
@@ -54,7 +55,7 @@ impl ReadPool {
         }
     }
 
-    fn give_back(&self, conn: PgConnection) {
+    fn give_back(&self, conn: C) {
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -64,14 +65,14 @@ impl ReadPool {
 
 /// A connection lent for one read. Call [`ReadConn::finish`] with the read's result;
 /// dropped without it (the read was cancelled), the connection is closed.
-pub(crate) struct ReadConn<'a> {
-    pool: &'a ReadPool,
-    conn: Option<PgConnection>,
+pub(crate) struct ReadConn<'a, C: Connection> {
+    pool: &'a ReadPool<C>,
+    conn: Option<C>,
     _permit: SemaphorePermit<'a>,
 }
 
-impl<'a> ReadConn<'a> {
-    fn new(pool: &'a ReadPool, conn: PgConnection, permit: SemaphorePermit<'a>) -> Self {
+impl<'a, C: Connection> ReadConn<'a, C> {
+    fn new(pool: &'a ReadPool<C>, conn: C, permit: SemaphorePermit<'a>) -> Self {
         Self {
             pool,
             conn: Some(conn),
@@ -79,7 +80,7 @@ impl<'a> ReadConn<'a> {
         }
     }
 
-    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+    pub(crate) fn conn(&mut self) -> &mut C {
         self.conn
             .as_mut()
             .expect("a ReadConn holds its connection until finished")
@@ -105,14 +106,29 @@ impl<'a> ReadConn<'a> {
     }
 }
 
+/// Evaluates `$read` (a query future on the connection `$conn`) on a connection from
+/// `$self.pool` (a [`ReadPool`]), and hands the connection back unless the read broke
+/// it.
+macro_rules! on_conn {
+    ($self:ident, |$conn:ident| $read:expr) => {{
+        let mut lent = $self.pool.acquire().await?;
+        let $conn = lent.conn();
+        let result = $read.await;
+        lent.finish(result)?
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
 
+    use sqlx::postgres::{PgConnectOptions, PgConnection};
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+
     use super::*;
 
     /// A pool on the test server, or None (skipped) without `SIGNOFF_TEST_POSTGRES_URL`.
-    fn pool(size: usize) -> Option<ReadPool> {
+    fn pg_pool(size: usize) -> Option<ReadPool<PgConnection>> {
         let Ok(url) = std::env::var("SIGNOFF_TEST_POSTGRES_URL") else {
             eprintln!("skipped: SIGNOFF_TEST_POSTGRES_URL is not set");
             return None;
@@ -123,7 +139,7 @@ mod tests {
         ))
     }
 
-    async fn backend_pid(pool: &ReadPool) -> i32 {
+    async fn backend_pid(pool: &ReadPool<PgConnection>) -> i32 {
         let mut lent = pool.acquire().await.unwrap();
         let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(lent.conn())
@@ -132,8 +148,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_finished_read_hands_its_connection_back() {
-        let Some(pool) = pool(4) else { return };
+    async fn postgres_a_finished_read_hands_its_connection_back() {
+        let Some(pool) = pg_pool(4) else { return };
         let first = backend_pid(&pool).await;
         assert_eq!(backend_pid(&pool).await, first, "the same connection again");
         // An error the server answered leaves the connection usable.
@@ -144,8 +160,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_read_cancelled_midway_closes_its_connection() {
-        let Some(pool) = pool(1) else { return };
+    async fn postgres_a_read_cancelled_midway_closes_its_connection() {
+        let Some(pool) = pg_pool(1) else { return };
         let first = backend_pid(&pool).await;
         let slow = async {
             let mut lent = pool.acquire().await.unwrap();
@@ -159,8 +175,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn reads_wait_for_a_free_connection_beyond_the_size() {
-        let Some(pool) = pool(2) else { return };
+    async fn postgres_reads_wait_for_a_free_connection_beyond_the_size() {
+        let Some(pool) = pg_pool(2) else { return };
         let one = pool.acquire().await.unwrap();
         let two = pool.acquire().await.unwrap();
         let third = tokio::time::timeout(Duration::from_millis(200), pool.acquire()).await;
@@ -172,5 +188,60 @@ mod tests {
             .await;
         assert_eq!(third.finish(one_more).unwrap(), 1);
         drop(two);
+    }
+
+    /// A pool on a new SQLite file in `dir`.
+    fn sqlite_pool(dir: &tempfile::TempDir, size: usize) -> ReadPool<SqliteConnection> {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("reads.db"))
+            .create_if_missing(true);
+        ReadPool::new(options, size)
+    }
+
+    /// Marks the connection it is lent (a table only that connection sees) and says
+    /// whether it was marked before.
+    async fn marked_before(pool: &ReadPool<SqliteConnection>) -> bool {
+        let mut lent = pool.acquire().await.unwrap();
+        let marked = sqlx::query("CREATE TEMP TABLE marker (x)")
+            .execute(lent.conn())
+            .await;
+        match lent.finish(marked) {
+            Ok(_) => false,
+            Err(sqlx::Error::Database(error)) if error.message().contains("already exists") => true,
+            Err(error) => panic!("unexpected error: {error}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_finished_read_hands_its_connection_back_even_after_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = sqlite_pool(&dir, 4);
+        assert!(!marked_before(&pool).await, "a new connection");
+        // The second mark fails (an error SQLite answered): the connection stays.
+        assert!(marked_before(&pool).await, "the same connection again");
+        assert!(marked_before(&pool).await, "still the same one");
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_read_cancelled_midway_closes_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = sqlite_pool(&dir, 1);
+        assert!(!marked_before(&pool).await);
+        // Rows without end: only a cancel stops it.
+        let endless = async {
+            let mut lent = pool.acquire().await.unwrap();
+            let rows = sqlx::query(
+                "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT x FROM n",
+            )
+            .execute(lent.conn())
+            .await;
+            lent.finish(rows)
+        };
+        let cancelled = tokio::time::timeout(Duration::from_millis(100), endless).await;
+        assert!(cancelled.is_err(), "the read was cancelled");
+        assert!(
+            !marked_before(&pool).await,
+            "a new connection, not the one left mid-statement"
+        );
     }
 }
