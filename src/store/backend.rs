@@ -32,6 +32,8 @@ pub(crate) trait Reads: Send + Sync {
         id: ApprovalId,
         message: &MessageKey,
     ) -> impl Future<Output = Result<Option<(Approval, bool)>>> + Send;
+    /// The approvals of `ids` that exist, in one statement, in no particular order.
+    fn get_many(&self, ids: &[ApprovalId]) -> impl Future<Output = Result<Vec<Approval>>> + Send;
     fn health(&self, now: DateTime<Utc>) -> impl Future<Output = Result<HealthCounts>> + Send;
     fn messages(&self, id: ApprovalId) -> impl Future<Output = Result<Vec<PostedMessage>>> + Send;
     /// The permalinks of the main channel posts of `ids` (those that have one), in one query.

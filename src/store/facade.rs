@@ -25,6 +25,8 @@ use crate::signing::Signer;
 /// Timers fired per write operation at most: a scheduler pass's whole batch (fewer,
 /// larger statements measured faster on PostgreSQL than two operations of 500).
 const FIRE_CHUNK: i64 = 1000;
+/// Approvals read by one statement of [`Store::get_many`].
+const GET_MANY_CHUNK: usize = 500;
 
 #[derive(Clone)]
 enum Backend {
@@ -399,17 +401,25 @@ impl Store {
         read!(self.main_permalinks(ids))
     }
 
+    /// The approvals of `ids` that exist, in the order of `ids` (one gone meanwhile is
+    /// left out): one read per [`GET_MANY_CHUNK`] ids.
+    pub async fn get_many(&self, ids: &[ApprovalId]) -> Result<Vec<Approval>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(GET_MANY_CHUNK) {
+            found.extend(read!(self.get_many(chunk))?);
+        }
+        let mut by_id: HashMap<ApprovalId, Approval> = found
+            .into_iter()
+            .map(|approval| (approval.id, approval))
+            .collect();
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    }
+
     /// Every approval with `status` (any: `None`), oldest first, however many: their
-    /// ids in one query, then each approval (one gone meanwhile is left out).
+    /// ids in one query, then the approvals a chunk at a time.
     pub async fn list_all(&self, status: Option<Status>) -> Result<Vec<Approval>> {
         let ids = read!(self.list_ids(status))?;
-        let mut approvals = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(approval) = self.get(id).await? {
-                approvals.push(approval);
-            }
-        }
-        Ok(approvals)
+        self.get_many(&ids).await
     }
 
     /// Resolves a full id or a short prefix (as shown in Slack) to at most `limit`

@@ -28,7 +28,53 @@ crate::on_both_backends!(
     tokens_are_stored_hashed_listed_and_revoked,
     health_counts_pending_and_stale_approvals,
     approvals_are_found_by_an_id_prefix,
+    many_approvals_are_read_at_once_in_the_order_asked,
 );
+
+async fn many_approvals_are_read_at_once_in_the_order_asked(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    // More than two of get_many's reads (500 each); created together, the writer
+    // commits them in a few batches.
+    let created = futures_util::future::join_all(
+        (0..1_100).map(|i| create(&store, &clock, "a", json!({ "i": i }))),
+    )
+    .await;
+    let voted = vote(&store, &clock, created[7].id, "U1", Decision::Deny)
+        .await
+        .unwrap();
+    assert_eq!(voted.status, Status::Denied);
+    let unknown = signoff::approval::ApprovalId::new();
+    let mut asked: Vec<_> = created.iter().rev().map(|a| a.id).collect();
+    asked.insert(600, unknown);
+    let read = store.get_many(&asked).await.unwrap();
+    let read_ids: Vec<_> = read.iter().map(|a| a.id).collect();
+    asked.retain(|id| *id != unknown);
+    assert_eq!(
+        read_ids, asked,
+        "in the order asked, the unknown id left out"
+    );
+    let denied = read.iter().find(|a| a.id == voted.id).unwrap();
+    assert_eq!(denied, &voted, "with its votes, as one read answers it");
+    assert_eq!(denied.votes.len(), 1);
+    for approval in read.iter().step_by(97) {
+        assert_eq!(
+            Some(approval),
+            store.get(approval.id).await.unwrap().as_ref()
+        );
+    }
+    assert!(store.get_many(&[]).await.unwrap().is_empty());
+    assert!(store.get_many(&[unknown]).await.unwrap().is_empty());
+
+    let pending = store.list_all(Some(Status::Pending)).await.unwrap();
+    assert_eq!(pending.len(), 1_099, "all but the denied one");
+    assert!(pending.iter().all(|a| a.status == Status::Pending));
+    let order = |a: &signoff::approval::Approval| (a.created_at, a.id.to_string());
+    assert!(
+        pending.windows(2).all(|w| order(&w[0]) <= order(&w[1])),
+        "oldest first"
+    );
+    assert_eq!(store.list_all(None).await.unwrap().len(), 1_100);
+}
 
 async fn approvals_are_found_by_an_id_prefix(db: TestDb) {
     let (store, clock) = open(&db).await;

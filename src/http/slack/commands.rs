@@ -92,10 +92,8 @@ async fn status_of(
 ) -> Result<Value, StoreError> {
     let not_found = || commands::text_reply(&format!("No approval matches `{prefix}`."));
     let mut visible = Vec::new();
-    for id in state.store.find_by_prefix(prefix, PREFIX_MATCHES).await? {
-        let Some(approval) = state.store.get(id).await? else {
-            continue;
-        };
+    let ids = state.store.find_by_prefix(prefix, PREFIX_MATCHES).await?;
+    for approval in state.store.get_many(&ids).await? {
         if slack
             .approvers
             .may_see(&approval, viewer.user, viewer.channel)

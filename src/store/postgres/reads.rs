@@ -27,6 +27,19 @@ impl Reads for PgReads {
         Ok(on_conn!(self, |c| load_shown_in(c, id, message)))
     }
 
+    async fn get_many(&self, ids: &[ApprovalId]) -> Result<Vec<Approval>> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let rows = on_conn!(self, |c| sqlx::query(select_approvals!(
+            "WHERE id = ANY($1)"
+        ))
+        .bind(ids)
+        .fetch_all(c));
+        Ok(rows
+            .iter()
+            .map(approval_with_votes)
+            .collect::<sqlx::Result<_>>()?)
+    }
+
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
         // Stale ones: no open approval expires before the expiry watermark, so only
         // the index range from there to the grace time is read.

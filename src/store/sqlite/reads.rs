@@ -27,6 +27,16 @@ impl Reads for SqliteReads {
         Ok(on_conn!(self, |c| load_shown_in(c, id, message)))
     }
 
+    async fn get_many(&self, ids: &[ApprovalId]) -> Result<Vec<Approval>> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let query = sqlx::query(select_approvals!(
+            "WHERE id IN (SELECT value FROM json_each($1))"
+        ))
+        .bind(serde_json::to_string(&ids).unwrap_or_default());
+        let rows = on_conn!(self, |c| fetch_approvals(c, query));
+        Ok(rows.into_iter().map(|(_, approval)| approval).collect())
+    }
+
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
         // `status IN ('pending', 'approved')` repeats the condition of the open index:
         // SQLite uses a partial index only for a query that states its condition.
