@@ -5,6 +5,8 @@
 //! decide, or that were decided meanwhile, stay as they are, and the clicker is told
 //! which and why.
 
+use std::collections::HashMap;
+
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
@@ -138,9 +140,28 @@ async fn waiting_items(
     if members.first() != Some(&leader) {
         return Err(NOT_FROM_A_REQUEST.into());
     }
+    // The members the message's metadata names are its own: read together. Any other
+    // is checked against the message one by one (as a single click is).
+    let named: Vec<ApprovalId> = members
+        .iter()
+        .copied()
+        .filter(|id| clicked.for_approvals.contains(id))
+        .collect();
+    let mut read: HashMap<ApprovalId, Approval> = match state.store.get_many(&named).await {
+        Ok(found) => found.into_iter().map(|item| (item.id, item)).collect(),
+        Err(error) => {
+            tracing::error!(%error, "cannot read a batch's approvals");
+            return Err(Unusable::Unreadable.into());
+        }
+    };
     let mut on_message = Vec::with_capacity(members.len());
     for id in members {
-        match find_from(state, &id.to_string(), &clicked.key, &clicked.for_approvals).await {
+        let found = if clicked.for_approvals.contains(&id) {
+            read.remove(&id).ok_or(Unusable::Gone)
+        } else {
+            find_from(state, &id.to_string(), &clicked.key, &clicked.for_approvals).await
+        };
+        match found {
             Ok(item) => on_message.push(item),
             Err(Unusable::Elsewhere) => {}
             Err(unusable) => return Err(unusable.into()),
