@@ -296,6 +296,7 @@ async fn signoff_unreachable_or_the_token_refused_is_an_error_the_call_never_run
         let text = &texts(&result)[0];
         assert!(
             text.contains(&format!("signoff is unreachable at http://{down}"))
+                && text.contains("Connection refused")
                 && text.ends_with("The call was not run."),
             "{text}"
         );
