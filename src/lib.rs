@@ -21,6 +21,7 @@
 //!   parameters exactly), [`canonical`] (one text per JSON value), [`ids`] (Slack's
 //!   ids as types), [`logging`] (one line per event, whatever a caller sent),
 //!   [`tokens`], [`clock`], [`manifest`], [`egress`] (where a callback may not go),
+//!   [`tls`] (the TLS settings of the clients signoff configures),
 //!   [`signing`] (the Ed25519 key that signs
 //!   callbacks and audit checkpoints).
 
@@ -52,5 +53,6 @@ pub mod scheduler;
 pub mod signing;
 pub mod slack;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod wire;

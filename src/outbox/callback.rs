@@ -130,8 +130,7 @@ impl Poster {
         let mut http = HttpConnector::new_with_resolver(pinned.clone());
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|error| format!("cannot load the system's TLS root certificates: {error}"))?
+            .with_tls_config(crate::tls::client_config()?)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);

@@ -112,8 +112,7 @@ impl SlackClient {
     /// A client for `api_url` (e.g. `https://slack.com/api` or `http://127.0.0.1:PORT/api`).
     pub fn new(bot_token: &str, api_url: &str) -> Result<Self, String> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|error| format!("cannot load the system's TLS root certificates: {error}"))?
+            .with_tls_config(crate::tls::client_config()?)
             .https_or_http()
             .enable_http1()
             .enable_http2()

@@ -9,6 +9,7 @@ mod pacing;
 mod readme;
 mod secrets;
 mod socket_mode;
+mod tls;
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;

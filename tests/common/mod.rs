@@ -14,6 +14,7 @@ pub mod fuzz;
 pub mod receiver;
 pub mod server;
 pub mod slack;
+pub mod tls;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

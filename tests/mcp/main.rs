@@ -11,4 +11,5 @@ mod memory;
 mod python;
 mod rounds;
 mod tasks;
+mod tls;
 mod wire;

@@ -57,7 +57,9 @@ pub(super) async fn open(
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<Handle, String> {
     let hello_timeout = shared.timings.hello_timeout;
-    let (socket, _) = timeout(hello_timeout, tokio_tungstenite::connect_async(url))
+    let tls = tokio_tungstenite::Connector::Rustls(Arc::new(crate::tls::client_config()?));
+    let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(tls));
+    let (socket, _) = timeout(hello_timeout, connect)
         .await
         .map_err(|_| format!("no WebSocket within {hello_timeout:?}"))?
         .map_err(|error| format!("cannot open the WebSocket: {error}"))?;

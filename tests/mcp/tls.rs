@@ -1,0 +1,49 @@
+//! `signoff proxy --url https://…`: the certificate is checked against the system's
+//! roots (here `SSL_CERT_FILE`, the test CA in `tests/common/tls/`), and a certificate
+//! nobody vouches for is refused before any request is sent: the call is not run.
+
+use serde_json::json;
+
+use crate::common::tls::{https_stand_in, material};
+use crate::helpers::{call, fixture, harness, texts};
+
+#[tokio::test]
+async fn an_https_signoff_is_asked_only_when_its_certificate_is_trusted() {
+    let h = harness().await;
+    let (url, seen) = https_stand_in();
+    let fixture = fixture();
+
+    let mut untrusted = h.proxy_command(&["--url", &url], &[fixture.to_str().unwrap()]);
+    untrusted.env_remove("SSL_CERT_FILE"); // the system's roots: the test CA is not one
+    let untrusted = h.proxy_with(untrusted).await;
+    let result = untrusted
+        .client
+        .call_tool(call("echo", json!({ "text": "hi" })))
+        .await
+        .unwrap();
+    let text = &texts(&result)[0];
+    assert_eq!(result.is_error, Some(true));
+    assert!(
+        text.contains(&format!("signoff is unreachable at {url}"))
+            && text.contains("certificate")
+            && text.ends_with("The call was not run."),
+        "{text}"
+    );
+    assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
+
+    let mut trusted = h.proxy_command(&["--url", &url], &[fixture.to_str().unwrap()]);
+    trusted.env("SSL_CERT_FILE", material("ca.pem"));
+    let trusted = h.proxy_with(trusted).await;
+    let result = trusted
+        .client
+        .call_tool(call("echo", json!({ "text": "hi" })))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert!(
+        texts(&result)[0].contains("signoff refused the proxy's token"),
+        "{result:?}"
+    );
+    assert_eq!(*seen.lock().unwrap(), ["POST /v1/approvals HTTP/1.1"]);
+    assert!(h.ran().is_empty(), "the upstream ran nothing");
+}
