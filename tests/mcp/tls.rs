@@ -1,6 +1,7 @@
 //! `signoff proxy --url https://…`: the certificate is checked against the system's
 //! roots (here `SSL_CERT_FILE`, the test CA in `tests/common/tls/`), and a certificate
-//! nobody vouches for is refused before any request is sent: the call is not run.
+//! nobody vouches for is refused before any request is sent: the call is not run. Over
+//! plain HTTP no root certificate is needed at all.
 
 use serde_json::json;
 
@@ -46,4 +47,25 @@ async fn an_https_signoff_is_asked_only_when_its_certificate_is_trusted() {
     );
     assert_eq!(*seen.lock().unwrap(), ["POST /v1/approvals HTTP/1.1"]);
     assert!(h.ran().is_empty(), "the upstream ran nothing");
+}
+
+#[tokio::test]
+async fn a_machine_without_root_certificates_still_reaches_signoff_over_plain_http() {
+    let h = harness().await;
+    let mut command = h.proxy_command(&[], &[fixture().to_str().unwrap()]);
+    let nowhere = material("no-such-roots");
+    command
+        .env("SSL_CERT_FILE", &nowhere)
+        .env("SSL_CERT_DIR", &nowhere);
+    let proxy = h.proxy_with(command).await;
+    let result = proxy
+        .client
+        .call_tool(call("echo", json!({ "text": "hi" })))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(false), "{result:?}");
+    assert_eq!(
+        h.ran(),
+        [json!({"tool": "echo", "arguments": {"text": "hi"}})]
+    );
 }

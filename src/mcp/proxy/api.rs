@@ -63,6 +63,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 impl Api {
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(
+                crate::tls::client_config_for(base).map_err(anyhow::Error::msg)?,
+            )
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(CONNECTIONS)
             .build()?;

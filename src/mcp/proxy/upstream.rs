@@ -102,7 +102,10 @@ pub fn connect_http(
         value.set_sensitive(true);
         map.append(name, value);
     }
-    let client = reqwest::Client::builder().default_headers(map).build()?;
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(crate::tls::client_config_for(url).map_err(anyhow::Error::msg)?)
+        .default_headers(map)
+        .build()?;
     let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
     Ok(StreamableHttpClientTransport::with_client(client, config))
 }
