@@ -9,7 +9,9 @@
 # alone with posts unpaced (the fake Slack does not limit) and MSG_WAIT long enough for
 # every one of the driver's requests to be posted, since signoff counts a click only
 # from the request's own message. See benches/seed/signoff.sh for the rest.
-# Results: $BENCH_TMP/side-by-side/<round>-<side>.json and the table on stdout.
+# Results: $BENCH_TMP/side-by-side/<round>-<side>.json and the table on stdout, then
+# where the CPU went in each measured run (benches/seed/cpu.py, sampling /proc twice a
+# second for about 1.5 % of a core; CPU=0 leaves it out).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 perf="${SIGNOFF_PERF_DIR:-$root/../shared/perf}"
@@ -19,6 +21,11 @@ mkdir -p "$out"
 [ -x "$root/target/release/signoff" ] || { echo "run.sh: build first: cargo build --release" >&2; exit 1; }
 export SIGNOFF_BIN="$root/benches/seed/signoff.sh"
 at() { date -u +%H:%M:%S; }
+if [ "${CPU:-1}" != 0 ]; then
+  python3 "$root/benches/seed/cpu.py" sample "$out/cpu.jsonl" &
+  sampler=$!
+  trap 'kill $sampler 2>/dev/null || true' EXIT
+fi
 # The harness stops signoff with SIGTERM and does not wait: let it finish before the next
 # side starts, so no side shares the machine with the one before.
 settle() {
@@ -44,3 +51,8 @@ for round in $(seq 1 "${ROUNDS:-2}"); do
   done
 done
 python3 "$root/benches/seed/table.py" "$out" "${ROUNDS:-2}"
+if [ -n "${sampler:-}" ]; then
+  kill "$sampler" && wait "$sampler" || true
+  echo
+  python3 "$root/benches/seed/cpu.py" report "$out/cpu.jsonl" "$out"
+fi
