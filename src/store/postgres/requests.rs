@@ -1,6 +1,7 @@
 //! New requests on PostgreSQL: the look for an open request with the same key, under
 //! its advisory lock, and the insert (see [`crate::store::requests`]).
 
+use super::tx::column;
 use super::*;
 use crate::store::requests::{self, RequestKey, request_key, unrepeated};
 
@@ -43,57 +44,65 @@ impl PgTx {
         let rows = unrepeated(rows, &pending);
         self.timers.open(rows.iter().map(|(approval, _)| *approval));
         let mut inserted = HashSet::with_capacity(rows.len());
-        // Few shapes of this wide statement, so each stays prepared on the server.
-        // (The narrower multi-row statements below take up to 1,000 rows at once:
-        // fewer round trips count for more there than re-preparing a new shape.)
-        for chunk in pow2_chunks(&rows, 64) {
-            let mut query =
-                QueryBuilder::<Postgres>::new(concat!("WITH added AS (", insert_approvals_sql!()));
-            query.push_values(chunk, |mut row, (a, params_sha256)| {
-                row.push_bind(a.id.0)
-                    .push_bind(a.tool_name.clone())
-                    .push_bind(a.parameters.clone())
-                    .push_bind(a.risk_tier.as_str())
-                    .push_bind(a.status.as_str())
-                    .push_bind(a.requested_by.clone())
-                    .push_bind(a.decided_by.clone())
-                    .push_bind(a.decision_at)
-                    .push_bind(a.expires_at)
-                    .push_bind(a.created_at)
-                    .push_bind(a.summary.clone())
-                    .push_bind(a.context.clone())
-                    .push_bind(a.reason.clone())
-                    .push_bind(a.original_parameters.clone())
-                    .push_bind(a.token_name.clone())
-                    .push_bind(a.idempotency_key.clone())
-                    .push_bind(a.callback_url.clone())
-                    .push_bind(i32::try_from(a.required_approvals).unwrap_or(i32::MAX))
-                    .push_bind(serde_json::to_value(&a.routing).unwrap_or_default())
-                    .push_bind(a.executed_at)
-                    .push_bind(a.version)
-                    .push_bind(a.server.clone())
-                    .push_bind(params_sha256.to_string());
-            });
-            // Skips a reused idempotency key (a unique index); each open request
-            // inserted becomes the newest of its key in `request_keys`.
-            query.push(
-                " ON CONFLICT DO NOTHING \
-                   RETURNING id, ctid::text AS loc, token_name, tool_name, params_sha256, status), \
-                 keyed AS (INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
-                   SELECT token_name, tool_name, params_sha256, id FROM added \
-                   WHERE status IN ('pending', 'approved') AND token_name IS NOT NULL \
-                   ON CONFLICT (token_name, tool_name, params_sha256) \
-                   DO UPDATE SET approval_id = excluded.approval_id) \
-                 SELECT id, loc FROM added",
-            );
-            // Where each new row lies lets a change in this transaction (a spend at
-            // once) write it unread: the row is this transaction's, locked by its insert.
-            let rows: Vec<(uuid::Uuid, String)> =
-                query.build_query_as().fetch_all(self.conn().await?).await?;
-            for (id, location) in rows {
-                self.locations.insert(ApprovalId(id), location);
-                inserted.insert(ApprovalId(id));
-            }
+        if rows.is_empty() {
+            return Ok(inserted);
+        }
+        // One statement of one shape for any number of rows (each column an array), so
+        // a batch's new approvals are one round trip on the writer's serial path.
+        let routings: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(a, _)| serde_json::to_value(&a.routing).unwrap_or_default())
+            .collect();
+        let mut query = QueryBuilder::<Postgres>::new(concat!(
+            "WITH added AS (",
+            insert_approvals_sql!(),
+            "SELECT * FROM unnest("
+        ));
+        unnest_arrays!(query,
+            column(&rows, |(a, _)| a.id.0) => "uuid[]",
+            column(&rows, |(a, _)| a.tool_name.as_str()) => "text[]",
+            column(&rows, |(a, _)| &a.parameters) => "jsonb[]",
+            column(&rows, |(a, _)| a.risk_tier.as_str()) => "text[]",
+            column(&rows, |(a, _)| a.status.as_str()) => "text[]",
+            column(&rows, |(a, _)| a.requested_by.as_deref()) => "text[]",
+            column(&rows, |(a, _)| a.decided_by.as_deref()) => "text[]",
+            column(&rows, |(a, _)| a.decision_at) => "timestamptz[]",
+            column(&rows, |(a, _)| a.expires_at) => "timestamptz[]",
+            column(&rows, |(a, _)| a.created_at) => "timestamptz[]",
+            column(&rows, |(a, _)| a.summary.as_deref()) => "text[]",
+            column(&rows, |(a, _)| a.context.as_deref()) => "text[]",
+            column(&rows, |(a, _)| a.reason.as_deref()) => "text[]",
+            column(&rows, |(a, _)| a.original_parameters.as_ref()) => "jsonb[]",
+            column(&rows, |(a, _)| a.token_name.as_deref()) => "text[]",
+            column(&rows, |(a, _)| a.idempotency_key.as_deref()) => "text[]",
+            column(&rows, |(a, _)| a.callback_url.as_deref()) => "text[]",
+            column(&rows, |(a, _)| i32::try_from(a.required_approvals)
+                .unwrap_or(i32::MAX)) => "int4[]",
+            routings => "jsonb[]",
+            column(&rows, |(a, _)| a.executed_at) => "timestamptz[]",
+            column(&rows, |(a, _)| a.version) => "int8[]",
+            column(&rows, |(a, _)| a.server.as_deref()) => "text[]",
+            column(&rows, |(_, params_sha256)| *params_sha256) => "text[]",
+        );
+        // Skips a reused idempotency key (a unique index); each open request inserted
+        // becomes the newest of its key in `request_keys`.
+        query.push(
+            ") ON CONFLICT DO NOTHING \
+               RETURNING id, ctid::text AS loc, token_name, tool_name, params_sha256, status), \
+             keyed AS (INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
+               SELECT token_name, tool_name, params_sha256, id FROM added \
+               WHERE status IN ('pending', 'approved') AND token_name IS NOT NULL \
+               ON CONFLICT (token_name, tool_name, params_sha256) \
+               DO UPDATE SET approval_id = excluded.approval_id) \
+             SELECT id, loc FROM added",
+        );
+        // Where each new row lies lets a change in this transaction (a spend at once)
+        // write it unread: the row is this transaction's, locked by its insert.
+        let added: Vec<(uuid::Uuid, String)> =
+            query.build_query_as().fetch_all(self.conn().await?).await?;
+        for (id, location) in added {
+            self.locations.insert(ApprovalId(id), location);
+            inserted.insert(ApprovalId(id));
         }
         Ok(inserted)
     }
