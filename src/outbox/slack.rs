@@ -171,21 +171,13 @@ impl Deliverer<'_> {
         approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
-        let messages = self
+        // A channel message may be a batch's, shared with look-alike requests.
+        let (messages, batch) = self
             .store
-            .messages(approval.id)
+            .messages_and_batch(approval.id)
             .await
             .map_err(store_error)?;
         let mut rendered = Vec::new();
-        // A channel message may be a batch's, shared with look-alike requests.
-        let batch = if messages.iter().any(|m| m.kind == MessageKind::Main) {
-            self.store
-                .batch_members(approval.id)
-                .await
-                .map_err(store_error)?
-        } else {
-            Vec::new()
-        };
         for message in messages
             .iter()
             .filter(|m| m.rendered_version < approval.version)

@@ -36,6 +36,13 @@ pub(crate) trait Reads: Send + Sync {
     fn get_many(&self, ids: &[ApprovalId]) -> impl Future<Output = Result<Vec<Approval>>> + Send;
     fn health(&self, now: DateTime<Utc>) -> impl Future<Output = Result<HealthCounts>> + Send;
     fn messages(&self, id: ApprovalId) -> impl Future<Output = Result<Vec<PostedMessage>>> + Send;
+    /// The approval's messages and, in the same statement, the members of the batch it
+    /// is in (as [`Reads::batch_members`]; empty when it has no message): what bringing
+    /// its messages up to date reads.
+    fn messages_and_batch(
+        &self,
+        id: ApprovalId,
+    ) -> impl Future<Output = Result<(Vec<PostedMessage>, Vec<ApprovalId>)>> + Send;
     /// The permalinks of the main channel posts of `ids` (those that have one), in one query.
     fn main_permalinks(
         &self,

@@ -387,6 +387,15 @@ impl Store {
         read!(self.messages(id))
     }
 
+    /// The Slack messages posted for an approval and the members of the batch it is in
+    /// (empty when it was posted alone or not at all), in one read.
+    pub async fn messages_and_batch(
+        &self,
+        id: ApprovalId,
+    ) -> Result<(Vec<PostedMessage>, Vec<ApprovalId>)> {
+        read!(self.messages_and_batch(id))
+    }
+
     /// Whether a server with Slack planned to post the approval, or posted it: then a
     /// change made elsewhere (`signoff decide`) must update its messages.
     pub async fn slack_planned(&self, id: ApprovalId) -> Result<bool> {

@@ -67,6 +67,14 @@ pub(super) fn prefix_range(prefix: &str) -> Option<(ApprovalId, ApprovalId)> {
 /// The start of a multi-row `INSERT` of every approval column plus `params_sha256`;
 /// the backend pushes the rows, then what to do with a reused idempotency key and
 /// what to answer.
+/// The `slack_messages` columns a [`PostedMessage`](crate::jobs::PostedMessage) is
+/// read from, in both backends.
+macro_rules! message_columns {
+    () => {
+        "channel, ts, kind, permalink, rendered_version"
+    };
+}
+
 macro_rules! insert_approvals_sql {
     () => {
         concat!(
@@ -103,6 +111,29 @@ pub(super) fn decode_votes(json: &str) -> sqlx::Result<Vec<crate::approval::Vote
 pub(super) fn decode_kind(text: &str) -> sqlx::Result<crate::jobs::MessageKind> {
     crate::jobs::MessageKind::parse(text)
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown message kind {text:?}").into()))
+}
+
+/// One row of `message_columns!` as a message of approval `id`, on either backend.
+pub(super) fn posted_message<'r, R>(
+    id: crate::approval::ApprovalId,
+    row: &'r R,
+) -> sqlx::Result<crate::jobs::PostedMessage>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(crate::jobs::PostedMessage {
+        approval_id: id,
+        channel: row.try_get("channel")?,
+        ts: row.try_get("ts")?,
+        kind: decode_kind(row.try_get("kind")?)?,
+        permalink: row.try_get("permalink")?,
+        rendered_version: row.try_get("rendered_version")?,
+    })
 }
 
 /// Decodes a column stored as a name (status, tier, decision).

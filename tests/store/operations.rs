@@ -918,6 +918,12 @@ async fn reports_queued_together_are_each_recorded(db: TestDb) {
         async move { raw_count(db, &sql).await }
     };
 
+    assert_eq!(
+        store.messages_and_batch(first.id).await.unwrap(),
+        (vec![], vec![]),
+        "not posted yet"
+    );
+
     // Queued together, so the writer (on its own thread) takes them in one batch or
     // a few; each counts as if alone. A post reported twice is recorded once.
     tokio::join!(
@@ -927,6 +933,11 @@ async fn reports_queued_together_are_each_recorded(db: TestDb) {
     );
     assert_eq!(store.messages(first.id).await.unwrap(), [message(&first)]);
     assert_eq!(store.messages(second.id).await.unwrap(), [message(&second)]);
+    assert_eq!(
+        store.messages_and_batch(first.id).await.unwrap(),
+        (vec![message(&first)], vec![]),
+        "posted alone: its message, no batch"
+    );
     assert_eq!(
         raw_count(&db, "SELECT COUNT(*) FROM jobs").await,
         0,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::backend::{Reads, Tx};
 use super::{
     HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StatusChange, StoreError, TokenInfo, decode,
-    decode_kind, sql,
+    posted_message, sql,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;

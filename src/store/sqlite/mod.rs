@@ -14,8 +14,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::backend::{Reads, Tx};
 use super::{
-    HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StoreError, TokenInfo, decode, decode_kind,
-    pow2_chunks, sql,
+    HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StoreError, TokenInfo, decode,
+    posted_message, pow2_chunks, sql,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;

@@ -78,24 +78,48 @@ impl Reads for SqliteReads {
     }
 
     async fn messages(&self, id: ApprovalId) -> Result<Vec<PostedMessage>> {
-        let rows = on_conn!(self, |c| sqlx::query(
-            "SELECT channel, ts, kind, permalink, rendered_version FROM slack_messages \
-             WHERE approval_id = $1 ORDER BY created_at, channel",
-        )
+        let rows = on_conn!(self, |c| sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM slack_messages WHERE approval_id = $1 ORDER BY created_at, channel"
+        ))
         .bind(id.to_string())
         .fetch_all(c));
-        let mut messages = Vec::with_capacity(rows.len());
-        for row in rows {
-            messages.push(PostedMessage {
-                approval_id: id,
-                channel: row.try_get("channel")?,
-                ts: row.try_get("ts")?,
-                kind: decode_kind(row.try_get("kind")?)?,
-                permalink: row.try_get("permalink")?,
-                rendered_version: row.try_get("rendered_version")?,
-            });
-        }
-        Ok(messages)
+        Ok(rows
+            .iter()
+            .map(|row| posted_message(id, row))
+            .collect::<sqlx::Result<_>>()?)
+    }
+
+    async fn messages_and_batch(
+        &self,
+        id: ApprovalId,
+    ) -> Result<(Vec<PostedMessage>, Vec<ApprovalId>)> {
+        // The batch is the same on every row: the approval's, from the first.
+        let rows = on_conn!(self, |c| {
+            sqlx::query(concat!(
+                "SELECT ",
+                message_columns!(),
+                ", (SELECT group_concat(approval_id, ',' ORDER BY position) \
+                   FROM slack_batch_members WHERE leader_id = \
+                   (SELECT leader_id FROM slack_batch_members WHERE approval_id = $1)) AS batch \
+                 FROM slack_messages WHERE approval_id = $1 ORDER BY created_at, channel"
+            ))
+            .bind(id.to_string())
+            .fetch_all(c)
+        });
+        let batch = match rows.first() {
+            Some(row) => match row.try_get::<Option<String>, _>("batch")? {
+                Some(ids) => ids.split(',').map(parse_id).collect::<sqlx::Result<_>>()?,
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        let messages = rows
+            .iter()
+            .map(|row| posted_message(id, row))
+            .collect::<sqlx::Result<_>>()?;
+        Ok((messages, batch))
     }
 
     async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
