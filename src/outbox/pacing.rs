@@ -5,8 +5,11 @@
 //! about that long, not after the whole flood.
 //!
 //! Each post within the horizon is deferred to a slot of its own (so the backlog
-//! drains without touching the store); those beyond it are deferred to the horizon's
-//! end, when they are claimed again and take their turns with whatever came meanwhile.
+//! drains without touching the store); those beyond it come back in waves of a
+//! horizon's worth of posts, a horizon apart (the first at the horizon's end, as the
+//! promised slots run out), when they are claimed again and take their turns with
+//! whatever came meanwhile. A deep backlog is so claimed again a wave at a time, not
+//! all of it at every horizon's end: each claim and each deferral writes the job.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -21,6 +24,8 @@ use crate::jobs::{DueJob, Job};
 pub const POST_INTERVAL: chrono::Duration = chrono::Duration::seconds(1);
 /// The furthest ahead a post is given a slot of its own.
 const HORIZON: chrono::Duration = chrono::Duration::seconds(20);
+/// The furthest wave beyond the horizon, in horizons (an hour).
+const MAX_WAVES: i32 = 180;
 
 /// Per channel: the last post, and the first slot not yet promised to a deferred job.
 #[derive(Debug, Clone, Copy)]
@@ -32,10 +37,11 @@ pub struct Pacing {
 /// One requester's posts to a channel, in claim order.
 type Queue = (Option<String>, Vec<DueJob>);
 
-/// What a paced post is: due now, or deferred to a time.
+/// What a paced post is: due now, deferred to a slot of its own, or beyond the horizon.
 enum Turn {
     Now,
     At(DateTime<Utc>),
+    Beyond,
 }
 
 /// Splits claimed jobs into those to run now and the posts to defer (job id, until):
@@ -76,15 +82,25 @@ pub fn pace_posts(
     let mut pacing = last_post
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // The posts a horizon holds: a wave beyond it.
+    let wave = usize::try_from(HORIZON.num_milliseconds() / interval.num_milliseconds().max(1))
+        .unwrap_or(1)
+        .max(1);
     for (channel, queues) in channels {
         let slot = pacing.entry(channel).or_insert(Pacing {
             last: now - interval,
             next_free: now,
         });
+        let mut beyond = 0;
         for job in round_robin(queues) {
             match turn(slot, now, interval) {
                 Turn::Now => ready.push(job),
                 Turn::At(at) => waiting.push((job.id, at)),
+                Turn::Beyond => {
+                    let horizons = i32::try_from(1 + beyond / wave).unwrap_or(MAX_WAVES);
+                    waiting.push((job.id, now + HORIZON * horizons.min(MAX_WAVES)));
+                    beyond += 1;
+                }
             }
         }
     }
@@ -119,7 +135,7 @@ fn round_robin(queues: Vec<Queue>) -> Vec<DueJob> {
 }
 
 /// `Now`: the channel's slot is free and now taken. `At(when)`: a slot of its own, no
-/// more than [`HORIZON`] ahead; past it, the horizon's end, with no slot promised.
+/// more than [`HORIZON`] ahead. `Beyond`: past it, with no slot promised.
 fn turn(slot: &mut Pacing, now: DateTime<Utc>, interval: chrono::Duration) -> Turn {
     if now >= slot.last + interval {
         slot.last = now;
@@ -128,7 +144,7 @@ fn turn(slot: &mut Pacing, now: DateTime<Utc>, interval: chrono::Duration) -> Tu
     }
     let at = slot.next_free.max(slot.last + interval);
     if at > now + HORIZON {
-        return Turn::At(now + HORIZON);
+        return Turn::Beyond;
     }
     slot.next_free = at + interval;
     Turn::At(at)
@@ -182,8 +198,13 @@ mod tests {
             "the last slot within the horizon"
         );
         assert!(
-            waiting[20..].iter().all(|(_, at)| *at == second(20)),
-            "the rest are claimed again at the horizon, unpromised"
+            waiting[20..40].iter().all(|(_, at)| *at == second(20)),
+            "the next horizon's worth is claimed again at the horizon, unpromised"
+        );
+        assert_eq!(
+            waiting[40..],
+            [(40, second(40))],
+            "the rest a horizon later, in the same order"
         );
         assert_eq!(waiting.len(), 41);
 
@@ -192,6 +213,38 @@ mod tests {
         let (ready, waiting) = pace_posts(&pacing, vec![post(44, "C1", "c")], later, POST_INTERVAL);
         assert!(ready.is_empty());
         assert_eq!(waiting, [(44, later + HORIZON)]);
+    }
+
+    #[test]
+    fn a_deep_backlog_comes_back_a_wave_at_a_time_in_its_order() {
+        let now = Utc::now();
+        let jobs: Vec<DueJob> = (1..=4000).map(|id| post(id, "C1", "a")).collect();
+        let (ready, waiting) = pace_posts(&Mutex::default(), jobs, now, POST_INTERVAL);
+        assert_eq!(ready.len(), 1);
+        // After the 20 promised slots, the rest in waves of 20, a horizon apart.
+        let beyond = &waiting[20..];
+        let mut per_time = std::collections::BTreeMap::<DateTime<Utc>, usize>::new();
+        for (_, at) in beyond {
+            *per_time.entry(*at).or_default() += 1;
+        }
+        let waves: Vec<_> = per_time.into_iter().collect();
+        assert_eq!(waves[0].0, now + HORIZON);
+        assert_eq!(waves[1].0, now + HORIZON * 2);
+        assert!(
+            waves[..waves.len() - 1].iter().all(|(_, n)| *n == 20),
+            "a horizon's worth each"
+        );
+        assert!(
+            beyond
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+            "in claim order"
+        );
+        assert_eq!(
+            waves.last().map(|(at, _)| *at),
+            Some(now + HORIZON * MAX_WAVES),
+            "none further than the last wave"
+        );
     }
 
     #[test]

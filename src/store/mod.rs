@@ -134,6 +134,8 @@ pub struct QueuedPosts {
     pub first_expiry: DateTime<Utc>,
 }
 
-/// Post jobs due within this long count as queued (paced posts are deferred at most
-/// about 20 s ahead; later ones, such as escalations, are timers, not a queue).
+/// A channel's queue (`/health/approvals`) is its main posts waiting, whenever they are
+/// due (pacing defers a backlog in waves, up to an hour ahead: `outbox::pacing`), and
+/// its other posts due within this long: later ones, such as escalations, are timers,
+/// not a queue.
 pub(crate) const QUEUED_WITHIN: chrono::Duration = chrono::Duration::seconds(30);

@@ -338,3 +338,37 @@ crate::on_both_backends!(
     replicas_together_never_let_a_requester_past_max_pending,
     a_flood_from_one_requester_does_not_hold_up_another,
 );
+
+const ESCALATING_POLICY: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+max_pending = 1000
+
+[[rules]]
+tools = ["escalate_*"]
+tier = "medium"
+escalate_after = "45s"
+escalation_channel = "C0MANAGERS"
+expires_after = "60s"
+"#;
+
+/// A channel's queue is its main posts waiting, however far ahead pacing deferred them
+/// (a backlog comes back in waves, a horizon apart), but escalations due later are
+/// timers, not a queue: 70 requests that will escalate leave their channel 69 posts
+/// behind (70 s to drain, the first expiry in 60 s) and the managers' channel, whose
+/// 70 escalations are due in 45 s, unnamed.
+async fn health_counts_a_deferred_backlog_but_no_escalation_due_later(db: TestDb) {
+    let app = app::spawn(db, Options::new(ESCALATING_POLICY).with_slack()).await;
+    for n in 0..70 {
+        ask(&app, &app.token, "escalate_refund", json!({ "n": n })).await;
+    }
+    app.run_jobs().await;
+    let (status, body) = health(&app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let behind = body["behind"].as_array().unwrap();
+    assert_eq!(behind.len(), 1, "{body}");
+    assert_eq!(behind[0]["channel"], "C0APPROVALS", "{body}");
+    assert_eq!(behind[0]["queued_posts"], 69, "{body}");
+}
+
+crate::on_both_backends!(health_counts_a_deferred_backlog_but_no_escalation_due_later);

@@ -57,8 +57,8 @@ impl Reads for PgReads {
         let queued: Vec<(String, i64, DateTime<Utc>)> = on_conn!(self, |c| sqlx::query_as(
             "SELECT j.payload ->> 'channel', COUNT(*), MIN(a.expires_at) \
              FROM jobs j JOIN pending_approvals a ON a.id = j.approval_id \
-             WHERE j.state = 'ready' AND j.due_at <= $1 AND j.kind = 'slack_post' \
-               AND a.status = 'pending' \
+             WHERE j.state = 'ready' AND j.kind = 'slack_post' AND a.status = 'pending' \
+               AND (j.payload ->> 'kind' = 'main' OR j.due_at <= $1) \
              GROUP BY 1 ORDER BY 1",
         )
         .bind(now + QUEUED_WITHIN)
