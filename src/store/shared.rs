@@ -64,17 +64,24 @@ pub(super) fn prefix_range(prefix: &str) -> Option<(ApprovalId, ApprovalId)> {
     Some((padded('0')?, padded('f')?))
 }
 
-/// The start of a multi-row `INSERT` of every approval column plus `params_sha256`;
-/// the backend pushes the rows, then what to do with a reused idempotency key and
-/// what to answer.
-/// The `slack_messages` columns a [`PostedMessage`](crate::jobs::PostedMessage) is
-/// read from, in both backends.
-macro_rules! message_columns {
+/// The Slack messages of the approval `$1`, oldest first, with the columns
+/// [`posted_message`] reads and, optionally, more (`", … AS name"`).
+macro_rules! select_messages {
     () => {
-        "channel, ts, kind, permalink, rendered_version"
+        select_messages!("")
+    };
+    ($more:literal) => {
+        concat!(
+            "SELECT channel, ts, kind, permalink, rendered_version",
+            $more,
+            " FROM slack_messages WHERE approval_id = $1 ORDER BY created_at, channel"
+        )
     };
 }
 
+/// The start of a multi-row `INSERT` of every approval column plus `params_sha256`;
+/// the backend pushes the rows, then what to do with a reused idempotency key and
+/// what to answer.
 macro_rules! insert_approvals_sql {
     () => {
         concat!(
@@ -113,7 +120,7 @@ pub(super) fn decode_kind(text: &str) -> sqlx::Result<crate::jobs::MessageKind> 
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown message kind {text:?}").into()))
 }
 
-/// One row of `message_columns!` as a message of approval `id`, on either backend.
+/// One row of `select_messages!` as a message of approval `id`, on either backend.
 pub(super) fn posted_message<'r, R>(
     id: crate::approval::ApprovalId,
     row: &'r R,

@@ -80,13 +80,9 @@ impl Reads for PgReads {
     }
 
     async fn messages(&self, id: ApprovalId) -> Result<Vec<PostedMessage>> {
-        let rows = on_conn!(self, |c| sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM slack_messages WHERE approval_id = $1 ORDER BY created_at, channel"
-        ))
-        .bind(id.0)
-        .fetch_all(c));
+        let rows = on_conn!(self, |c| sqlx::query(select_messages!())
+            .bind(id.0)
+            .fetch_all(c));
         Ok(rows
             .iter()
             .map(|row| posted_message(id, row))
@@ -99,13 +95,10 @@ impl Reads for PgReads {
     ) -> Result<(Vec<PostedMessage>, Vec<ApprovalId>)> {
         // The batch is the same on every row: the approval's, from the first.
         let rows = on_conn!(self, |c| {
-            sqlx::query(concat!(
-                "SELECT ",
-                message_columns!(),
+            sqlx::query(select_messages!(
                 ", ARRAY(SELECT approval_id FROM slack_batch_members WHERE leader_id = \
                    (SELECT leader_id FROM slack_batch_members WHERE approval_id = $1) \
-                   ORDER BY position) AS batch \
-                 FROM slack_messages WHERE approval_id = $1 ORDER BY created_at, channel"
+                   ORDER BY position) AS batch"
             ))
             .bind(id.0)
             .fetch_all(c)

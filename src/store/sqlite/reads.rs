@@ -78,13 +78,9 @@ impl Reads for SqliteReads {
     }
 
     async fn messages(&self, id: ApprovalId) -> Result<Vec<PostedMessage>> {
-        let rows = on_conn!(self, |c| sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM slack_messages WHERE approval_id = $1 ORDER BY created_at, channel"
-        ))
-        .bind(id.to_string())
-        .fetch_all(c));
+        let rows = on_conn!(self, |c| sqlx::query(select_messages!())
+            .bind(id.to_string())
+            .fetch_all(c));
         Ok(rows
             .iter()
             .map(|row| posted_message(id, row))
@@ -97,13 +93,10 @@ impl Reads for SqliteReads {
     ) -> Result<(Vec<PostedMessage>, Vec<ApprovalId>)> {
         // The batch is the same on every row: the approval's, from the first.
         let rows = on_conn!(self, |c| {
-            sqlx::query(concat!(
-                "SELECT ",
-                message_columns!(),
+            sqlx::query(select_messages!(
                 ", (SELECT group_concat(approval_id, ',' ORDER BY position) \
                    FROM slack_batch_members WHERE leader_id = \
-                   (SELECT leader_id FROM slack_batch_members WHERE approval_id = $1)) AS batch \
-                 FROM slack_messages WHERE approval_id = $1 ORDER BY created_at, channel"
+                   (SELECT leader_id FROM slack_batch_members WHERE approval_id = $1)) AS batch"
             ))
             .bind(id.to_string())
             .fetch_all(c)
