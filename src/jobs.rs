@@ -124,6 +124,31 @@ pub struct DueJob {
     pub attempts: i32,
 }
 
+/// The deliveries due at a moment, as read: none is leased yet (see
+/// `Store::claim_due`), and each one's `attempts` does not count the next.
+#[derive(Debug, Default)]
+pub struct DueJobs {
+    pub jobs: Vec<DueJob>,
+    /// Rows this version cannot read (a newer signoff wrote them): leased with the
+    /// rest and left to that version, so that they do not come back at every pass.
+    pub foreign: Vec<i64>,
+}
+
+impl DueJobs {
+    /// Rows read, foreign ones included.
+    pub fn len(&self) -> usize {
+        self.jobs.len() + self.foreign.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Due jobs split by pacing: those to run now, and those to come back at the paired
+/// times (job id, when).
+pub type Paced = (Vec<DueJob>, Vec<(i64, DateTime<Utc>)>);
+
 /// How a claimed job ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

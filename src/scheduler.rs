@@ -114,11 +114,20 @@ impl Scheduler {
         self.intake(now).await?;
         let fired = self.store.fire_due(now, BATCH).await?;
         self.store.checkpoint(now).await?;
-        let deliveries = self.store.claim_jobs(now, BATCH, self.lease).await?;
+        // Read on a reader, paced, then claimed in one write per job: a post that
+        // waits for its channel's slot is moved to it, not leased and put back.
+        let due = self.store.due_jobs(now, BATCH).await?;
         let pass = Pass {
             fired,
-            claimed: deliveries.len(),
+            claimed: due.len(),
         };
+        let deliveries = self
+            .store
+            .claim_due(due, now, self.lease, |jobs| match &self.outbox {
+                Some(outbox) => outbox.pace(jobs, now),
+                None => (jobs, Vec::new()),
+            })
+            .await?;
         if !deliveries.is_empty() {
             match &self.outbox {
                 Some(outbox) => {
@@ -177,7 +186,7 @@ impl Scheduler {
 struct Pass {
     /// Timers fired.
     fired: usize,
-    /// Deliveries claimed.
+    /// Deliveries found due (claimed to run now, or moved to their turn).
     claimed: usize,
 }
 

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::approval::{Approval, Status};
 use crate::egress;
-use crate::jobs::{DueJob, Job, MessageKind, Outcome};
+use crate::jobs::{DueJob, Job, MessageKind, Outcome, Paced};
 use crate::signing::Signer;
 use crate::slack::approvers::Approvers;
 use crate::slack::blocks;
@@ -90,9 +90,22 @@ impl Outbox {
         self
     }
 
-    /// Delivers claimed jobs (a few at a time) and records each outcome. Once `stop`
-    /// turns true no further job starts: those not started go back to the queue, due
-    /// at `now`, and the call returns when the ones under way are recorded.
+    /// Splits jobs due at `now` into those to deliver now and the posts that wait for
+    /// their channel's next slot (job id, until): the scheduler claims both at once
+    /// (`Store::claim_due`), so a waiting post is written once, not leased and put
+    /// back. See [`pacing`].
+    pub fn pace(&self, jobs: Vec<DueJob>, now: DateTime<Utc>) -> Paced {
+        if self.slack.is_some() {
+            pacing::pace_posts(&self.last_post, jobs, now, self.post_interval)
+        } else {
+            (jobs, Vec::new())
+        }
+    }
+
+    /// Delivers claimed jobs (a few at a time; posts have their channel's slot
+    /// already, see [`Outbox::pace`]) and records each outcome. Once `stop` turns
+    /// true no further job starts: those not started go back to the queue, due at
+    /// `now`, and the call returns when the ones under way are recorded.
     pub async fn deliver_all(
         &self,
         jobs: Vec<DueJob>,
@@ -100,17 +113,8 @@ impl Outbox {
         stop: Option<&tokio::sync::watch::Receiver<bool>>,
     ) -> Result<(), StoreError> {
         let stopping = || stop.is_some_and(|stop| *stop.borrow());
-        // Posts waiting for their channel's next slot go back in one write, unread.
-        let (ready, waiting) = if self.slack.is_some() {
-            pacing::pace_posts(&self.last_post, jobs, now, self.post_interval)
-        } else {
-            (jobs, Vec::new())
-        };
-        if !waiting.is_empty() {
-            self.store.defer_jobs(waiting).await?;
-        }
         let mut running = tokio::task::JoinSet::<Result<(), StoreError>>::new();
-        let mut queue = ready.into_iter();
+        let mut queue = jobs.into_iter();
         loop {
             if stopping() {
                 let unstarted: Vec<(i64, DateTime<Utc>)> =
@@ -163,7 +167,7 @@ impl Outbox {
     }
 
     /// Runs one job; never fails, it answers with the outcome to record. A post has its
-    /// channel's slot already (see `deliver_all`).
+    /// channel's slot already (see [`Outbox::pace`]).
     #[tracing::instrument(skip_all, fields(job = job.id, kind = job.job.kind(), approval_id = %job.approval_id))]
     async fn deliver(&self, job: &DueJob, now: DateTime<Utc>) -> Outcome {
         let approval = match self.store.get(job.approval_id).await {

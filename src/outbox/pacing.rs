@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use crate::jobs::{DueJob, Job};
+use crate::jobs::{DueJob, Job, Paced};
 
 /// chat.postMessage per channel at most once per this interval (Slack's guidance); the
 /// default of `SIGNOFF_SLACK_POST_INTERVAL`.
@@ -44,7 +44,7 @@ enum Turn {
     Beyond,
 }
 
-/// Splits claimed jobs into those to run now and the posts to defer (job id, until):
+/// Splits due jobs into those to run now and the posts to defer (job id, until):
 /// per channel, at most one post per `interval`, taking turns round robin across
 /// requesters, in claim order within each requester. Jobs that are no posts run now.
 pub fn pace_posts(
@@ -52,7 +52,7 @@ pub fn pace_posts(
     jobs: Vec<DueJob>,
     now: DateTime<Utc>,
     interval: chrono::Duration,
-) -> (Vec<DueJob>, Vec<(i64, DateTime<Utc>)>) {
+) -> Paced {
     let mut ready = Vec::with_capacity(jobs.len());
     // Per channel, per requester, their posts; both in order of first appearance
     // (found through indexes, so a pass over many channels stays linear).

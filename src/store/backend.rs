@@ -13,7 +13,7 @@ use super::{HealthCounts, Result, StatusChange, TokenInfo};
 use crate::approval::{Approval, ApprovalId, Status, Vote};
 use crate::audit;
 use crate::audit::checkpoint::Checkpoint;
-use crate::jobs::{DueJob, MessageKey, NewJob, PostedMessage};
+use crate::jobs::{DueJobs, MessageKey, NewJob, PostedMessage};
 
 /// The read side, implemented by each backend on its pool of reader connections. It
 /// never writes: every write goes through the writer ([`Tx`]).
@@ -58,6 +58,13 @@ pub(crate) trait Reads: Send + Sync {
         &self,
         status: Option<Status>,
     ) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
+    /// Up to `limit` deliveries (every ready job but timers) due and not leased at
+    /// `now`, earliest first; the writer claims them after (`Tx::claim_jobs`).
+    fn due_jobs(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = Result<DueJobs>> + Send;
     /// Pending rows nobody classified yet (inserted straight into the table), oldest first.
     fn unclassified(&self, limit: i64) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
     /// Ids from `first` to `last` (both included) in id order, at most `limit`: an id
@@ -278,14 +285,16 @@ pub(crate) trait OutboxTx {
         ts: &str,
         permalink: &str,
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Leases up to `limit` ready deliveries (every job but timers) due at `now` until
-    /// `lease_until`, counting the attempt.
+    /// Claims the given jobs that are still ready, due and free at `now`, one write
+    /// each: those paired with no time are leased until `lease_until` (counting the
+    /// attempt), the others wait until their time (pacing; no attempt). Answers the
+    /// leased ones with their attempts, this one included.
     fn claim_jobs(
         &mut self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> impl Future<Output = sqlx::Result<Vec<DueJob>>> + Send;
+        jobs: &[(i64, Option<DateTime<Utc>>)],
+    ) -> impl Future<Output = sqlx::Result<Vec<(i64, i32)>>> + Send;
     /// Releases the lease and schedules the job again at `at` after a failed attempt.
     fn retry_job(
         &mut self,

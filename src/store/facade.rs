@@ -18,7 +18,7 @@ use super::{
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status};
 use crate::audit;
 use crate::audit::checkpoint::{self, Checkpoint};
-use crate::jobs::{Deliveries, DueJob, MessageKey, Outcome, PostedMessage};
+use crate::jobs::{Deliveries, DueJob, DueJobs, MessageKey, Outcome, Paced, PostedMessage};
 use crate::policy::Classification;
 use crate::signing::Signer;
 
@@ -298,21 +298,67 @@ impl Store {
 
     /// Leases up to `limit` deliveries due at `now` for `lease` (a holder that dies
     /// loses them after it); expiry timers are not leased but fired by
-    /// [`Store::fire_due`].
+    /// [`Store::fire_due`]. The scheduler does this in two steps, pacing posts in
+    /// between: [`Store::due_jobs`], then [`Store::claim_due`].
     pub async fn claim_jobs(
         &self,
         now: DateTime<Utc>,
         limit: i64,
         lease: std::time::Duration,
     ) -> Result<Vec<DueJob>> {
-        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-        self.write(|reply| Op::Claim {
-            now,
-            lease,
-            limit,
-            reply,
-        })
-        .await
+        let due = self.due_jobs(now, limit).await?;
+        self.claim_due(due, now, lease, |jobs| (jobs, Vec::new()))
+            .await
+    }
+
+    /// Up to `limit` deliveries due and not leased at `now`, earliest first, read on a
+    /// reader: the writer only claims them ([`Store::claim_due`]).
+    pub async fn due_jobs(&self, now: DateTime<Utc>, limit: i64) -> Result<DueJobs> {
+        read!(self.due_jobs(now, limit))
+    }
+
+    /// Claims what `due` holds, one write per job: `pace` splits its jobs into those
+    /// to run now, leased for `lease` (the attempt counts), and those to come back at
+    /// the paired times (no lease, no attempt). Answers the leased jobs in `pace`'s
+    /// order, less any that another replica claimed or that changed since the read.
+    pub async fn claim_due(
+        &self,
+        due: DueJobs,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        pace: impl FnOnce(Vec<DueJob>) -> Paced,
+    ) -> Result<Vec<DueJob>> {
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ready, waiting) = pace(due.jobs);
+        let lease_until = chrono::Duration::from_std(lease)
+            .ok()
+            .and_then(|lease| now.checked_add_signed(lease))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let jobs = ready
+            .iter()
+            .map(|job| (job.id, None))
+            .chain(due.foreign.into_iter().map(|id| (id, None)))
+            .chain(waiting.into_iter().map(|(id, at)| (id, Some(at))))
+            .collect();
+        let leased: HashMap<i64, i32> = self
+            .write(|reply| Op::Claim {
+                now,
+                lease_until,
+                jobs,
+                reply,
+            })
+            .await?
+            .into_iter()
+            .collect();
+        Ok(ready
+            .into_iter()
+            .filter_map(|mut job| {
+                job.attempts = *leased.get(&job.id)?;
+                Some(job)
+            })
+            .collect())
     }
 
     /// Puts claimed jobs back until the paired times without counting the attempt.

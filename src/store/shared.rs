@@ -1,5 +1,6 @@
 //! What both backends share: the column list, the multi-row insert's start, the main
-//! post's link, chunking, id-prefix ranges and the decoding of stored names.
+//! post's link, chunking, id-prefix ranges, the decoding of stored names and of a
+//! claim's answer.
 
 use crate::approval::ApprovalId;
 
@@ -170,6 +171,14 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// The rows a claim leased, with their attempts (the others it moved to wait).
+pub(super) fn leased(rows: Vec<(i64, i32, bool)>) -> Vec<(i64, i32)> {
+    rows.into_iter()
+        .filter(|(.., leased)| *leased)
+        .map(|(id, attempts, _)| (id, attempts))
+        .collect()
 }
 
 #[cfg(test)]

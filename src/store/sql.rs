@@ -38,23 +38,58 @@ pub(super) mod jobs {
         "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1";
     pub const KILL: &str =
         "UPDATE jobs SET state = 'dead', locked_until = NULL, last_error = $2 WHERE id = $1";
-    /// The due ready jobs, `$1` now and `$3` at most, earliest first (each backend
-    /// adds how it locks them).
-    macro_rules! due {
-        ($lock:literal) => {
-            concat!(
-                "UPDATE jobs SET locked_until = $2, attempts = attempts + 1 WHERE id IN ( \
-                   SELECT id FROM jobs WHERE state = 'ready' AND due_at <= $1 \
-                   AND (locked_until IS NULL OR locked_until <= $1) ORDER BY due_at LIMIT $3",
-                $lock,
-                ") RETURNING id, approval_id, kind, payload, attempts"
-            )
+    /// A ready job due and not leased at `$1`.
+    macro_rules! due_and_free {
+        () => {
+            "jobs.state = 'ready' AND jobs.due_at <= $1 \
+             AND (jobs.locked_until IS NULL OR jobs.locked_until <= $1)"
         };
     }
-    /// Leases them until `$2` (SQLite: one writer, nothing to skip).
-    pub const CLAIM: &str = due!("");
-    /// Leases them until `$2`, skipping those another replica is claiming right now.
-    pub const CLAIM_SKIP_LOCKED: &str = due!(" FOR UPDATE SKIP LOCKED");
+    /// The jobs due and free at `$1`, `$2` at most, earliest first: read, not leased
+    /// (the writer claims them with `CLAIM_JSON` or `CLAIM_ARRAYS`).
+    pub const DUE: &str = concat!(
+        "SELECT id, approval_id, kind, payload, attempts FROM jobs WHERE ",
+        due_and_free!(),
+        " ORDER BY due_at LIMIT $2"
+    );
+    /// A claim, for each row of `v` (`at`: null to lease): leased until `$2`, the
+    /// attempt counted; or moved to wait until `at` (pacing: no lease, no attempt).
+    macro_rules! claim_set {
+        () => {
+            "UPDATE jobs SET due_at = COALESCE(v.at, jobs.due_at), \
+             locked_until = CASE WHEN v.at IS NULL THEN $2 END, \
+             attempts = jobs.attempts + CASE WHEN v.at IS NULL THEN 1 ELSE 0 END FROM "
+        };
+    }
+    /// What a claim answers: each job written, and whether it was leased.
+    macro_rules! claim_returning {
+        () => {
+            " RETURNING jobs.id, jobs.attempts, jobs.locked_until IS NOT NULL AS leased"
+        };
+    }
+    /// SQLite: claims the jobs of `$3`, a JSON array of `[id, at]` pairs, that are
+    /// still due and free at `$1`, one write each (one writer: nothing to skip).
+    pub const CLAIM_JSON: &str = concat!(
+        claim_set!(),
+        "(SELECT value ->> 0 AS id, value ->> 1 AS at FROM json_each($3)) AS v \
+         WHERE jobs.id = v.id AND ",
+        due_and_free!(),
+        claim_returning!()
+    );
+    /// PostgreSQL: claims the jobs `$3` (with `$4` their times) that are still due
+    /// and free at `$1`, one write each, skipping the rows another replica is claiming
+    /// right now. Each is found and locked through the key, then written through the
+    /// row it locked: a plain join back on the key would hash the whole table.
+    pub const CLAIM_ARRAYS: &str = concat!(
+        "WITH v AS MATERIALIZED (SELECT j.ctid AS row, a.at \
+         FROM unnest($3::bigint[], $4::timestamptz[]) AS a(id, at) \
+         CROSS JOIN LATERAL (SELECT ctid FROM jobs WHERE jobs.id = a.id AND ",
+        due_and_free!(),
+        " FOR UPDATE SKIP LOCKED) AS j) ",
+        claim_set!(),
+        "v WHERE jobs.ctid = v.row",
+        claim_returning!()
+    );
 }
 
 /// Slack messages signoff posted.

@@ -20,6 +20,8 @@ crate::on_both_backends!(
     finished_jobs_are_deleted_and_given_up_ones_kept,
     reports_queued_together_are_each_recorded,
     deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt,
+    a_paced_claim_leases_the_ready_and_moves_the_waiting_in_one_step,
+    a_job_a_newer_signoff_wrote_is_leased_with_the_rest_and_never_delivered,
     main_permalinks_are_read_for_many_approvals_at_once,
     the_scheduler_expires_pending_and_approved_approvals,
     decisions_are_announced_to_subscribers,
@@ -156,6 +158,103 @@ async fn deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt(
             .collect::<Vec<_>>(),
         [(claimed[1].id, 1)]
     );
+}
+
+async fn a_paced_claim_leases_the_ready_and_moves_the_waiting_in_one_step(db: TestDb) {
+    let (store, clock) = open_posting(&db).await;
+    let replica =
+        signoff::store::Store::connect_with(&db.url, signoff::jobs::Deliveries { slack: true })
+            .await
+            .unwrap();
+    for name in ["a", "b", "c", "d"] {
+        create(&store, &clock, name, json!({})).await;
+    }
+    let now = clock.now();
+    let later = |secs| now + chrono::Duration::seconds(secs);
+    let due = store.due_jobs(now, 10).await.unwrap();
+    assert_eq!(due.len(), 4);
+    assert!(due.jobs.iter().all(|job| job.attempts == 0), "only read");
+    let ids: Vec<i64> = due.jobs.iter().map(|job| job.id).collect();
+    // Between the read and the claim, another replica claims the first job.
+    let theirs = replica.due_jobs(now, 10).await.unwrap();
+    let taken = replica
+        .claim_due(theirs, now, LEASE, |mut jobs| {
+            jobs.retain(|job| job.id == ids[0]);
+            (jobs, Vec::new())
+        })
+        .await
+        .unwrap();
+    assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[0]]);
+    // Ours: the first two (the first in vain) now, in reverse; the others wait, and
+    // the replica's job is not moved either.
+    let claimed = store
+        .claim_due(due, now, LEASE, |jobs| {
+            let mut ready: Vec<_> = jobs[..2].to_vec();
+            ready.reverse();
+            let waiting = vec![(ids[0], later(1)), (ids[2], later(2)), (ids[3], later(3))];
+            (ready, waiting)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|j| (j.id, j.attempts))
+            .collect::<Vec<_>>(),
+        [(ids[1], 1)],
+        "the one still free, leased and counted"
+    );
+    assert!(
+        store
+            .claim_jobs(later(1), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for (secs, id) in [(2, ids[2]), (3, ids[3])] {
+        let back = store.claim_jobs(later(secs), 10, LEASE).await.unwrap();
+        assert_eq!(
+            back.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(),
+            [(id, 1)],
+            "back at its own time, the wait not counted as an attempt"
+        );
+    }
+}
+
+async fn a_job_a_newer_signoff_wrote_is_leased_with_the_rest_and_never_delivered(db: TestDb) {
+    let (store, clock) = open_posting(&db).await;
+    let foreign = create(&store, &clock, "a", json!({})).await;
+    let ours = create(&store, &clock, "b", json!({})).await;
+    let marked = raw_execute(
+        &db,
+        &format!(
+            "UPDATE jobs SET kind = 'teleport' WHERE approval_id = '{}'",
+            foreign.id
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(marked, 1);
+    let due = store.due_jobs(clock.now(), 10).await.unwrap();
+    assert_eq!((due.jobs.len(), due.foreign.len()), (1, 1));
+    let claimed = store
+        .claim_due(due, clock.now(), LEASE, |jobs| (jobs, Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|j| j.approval_id).collect::<Vec<_>>(),
+        [ours.id]
+    );
+    assert!(
+        store.due_jobs(clock.now(), 10).await.unwrap().is_empty(),
+        "leased, so that it does not come back at every pass"
+    );
+    let leased = raw_count(
+        &db,
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'teleport' AND locked_until IS NOT NULL",
+    )
+    .await;
+    assert_eq!(leased, 1, "left in the table for the version that knows it");
 }
 
 async fn main_permalinks_are_read_for_many_approvals_at_once(db: TestDb) {

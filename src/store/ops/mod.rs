@@ -114,12 +114,14 @@ pub(crate) enum Op {
         now: DateTime<Utc>,
         reply: Reply<Approval>,
     },
-    /// Lease up to `limit` due deliveries until `now + lease`.
+    /// Claim due deliveries, each still due and free at `now`: lease those paired
+    /// with no time until `lease_until`, move the others to their time (pacing).
+    /// Answers the leased ones' ids and attempts.
     Claim {
         now: DateTime<Utc>,
-        lease: chrono::Duration,
-        limit: i64,
-        reply: Reply<Vec<DueJob>>,
+        lease_until: DateTime<Utc>,
+        jobs: Vec<(i64, Option<DateTime<Utc>>)>,
+        reply: Reply<Vec<(i64, i32)>>,
     },
     /// Remember a posted message's link.
     SetPermalink {
@@ -420,11 +422,11 @@ async fn keep_books<T: Tx>(tx: &mut T, op: &mut Op) -> sqlx::Result<()> {
     match op {
         Op::Claim {
             now,
-            lease,
-            limit,
+            lease_until,
+            jobs,
             reply,
         } => {
-            let claimed = tx.claim_jobs(*now, *now + *lease, *limit).await?;
+            let claimed = tx.claim_jobs(*now, *lease_until, jobs).await?;
             reply.set(Ok(claimed));
             Ok(())
         }

@@ -152,6 +152,14 @@ impl Reads for PgReads {
         Ok(ids.into_iter().map(ApprovalId).collect())
     }
 
+    async fn due_jobs(&self, now: DateTime<Utc>, limit: i64) -> Result<DueJobs> {
+        let rows = on_conn!(self, |c| sqlx::query(sql::jobs::DUE)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(c));
+        Ok(super::outbox::due_jobs(rows)?)
+    }
+
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
         let ids: Vec<Uuid> = on_conn!(self, |c| {
             sqlx::query_scalar(

@@ -53,15 +53,22 @@ impl OutboxTx for SqliteTx {
         &mut self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> sqlx::Result<Vec<DueJob>> {
-        let rows = sqlx::query(sql::jobs::CLAIM)
+        jobs: &[(i64, Option<DateTime<Utc>>)],
+    ) -> sqlx::Result<Vec<(i64, i32)>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, Option<String>)> = jobs
+            .iter()
+            .map(|(id, at)| (*id, at.as_ref().map(ts)))
+            .collect();
+        let rows: Vec<(i64, i32, bool)> = sqlx::query_as(sql::jobs::CLAIM_JSON)
             .bind(ts(&now))
             .bind(ts(&lease_until))
-            .bind(limit)
+            .bind(serde_json::to_string(&rows).unwrap_or_default())
             .fetch_all(self.conn().await?)
             .await?;
-        due_jobs(rows)
+        Ok(leased(rows))
     }
 
     async fn retry_job(&mut self, job_id: i64, at: DateTime<Utc>, error: &str) -> sqlx::Result<()> {
@@ -142,20 +149,22 @@ impl OutboxTx for SqliteTx {
     }
 }
 
-/// Claimed or due job rows (`id, approval_id, kind, payload, attempts`) as jobs.
-fn due_jobs(rows: Vec<SqliteRow>) -> sqlx::Result<Vec<DueJob>> {
-    let mut jobs = Vec::with_capacity(rows.len());
+/// Due job rows (`id, approval_id, kind, payload, attempts`) as jobs.
+pub(super) fn due_jobs(rows: Vec<SqliteRow>) -> sqlx::Result<DueJobs> {
+    let mut due = DueJobs::default();
     for row in rows {
+        let id = row.try_get("id")?;
         let kind: &str = row.try_get("kind")?;
         let Some(job) = Job::from_columns(kind, payload(&row)?) else {
-            continue; // written by a newer signoff: it waits for that version
+            due.foreign.push(id); // written by a newer signoff: it waits for that version
+            continue;
         };
-        jobs.push(DueJob {
-            id: row.try_get("id")?,
+        due.jobs.push(DueJob {
+            id,
             approval_id: parse_id(row.try_get("approval_id")?)?,
             job,
             attempts: row.try_get("attempts")?,
         });
     }
-    Ok(jobs)
+    Ok(due)
 }

@@ -151,6 +151,14 @@ impl Reads for SqliteReads {
         Ok(parse_ids(&ids)?)
     }
 
+    async fn due_jobs(&self, now: DateTime<Utc>, limit: i64) -> Result<DueJobs> {
+        let rows = on_conn!(self, |c| sqlx::query(sql::jobs::DUE)
+            .bind(ts(&now))
+            .bind(limit)
+            .fetch_all(c));
+        Ok(super::outbox::due_jobs(rows)?)
+    }
+
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
         let ids: Vec<String> = on_conn!(self, |c| {
             sqlx::query_scalar(
