@@ -1,6 +1,6 @@
 //! What both backends share: the column list, the multi-row insert's start, the main
-//! post's link, chunking, id-prefix ranges, the decoding of stored names and of a
-//! claim's answer.
+//! post's link, chunking, id-prefix ranges, and the decoding of stored names, messages,
+//! due jobs and a claim's answer.
 
 use crate::approval::ApprovalId;
 
@@ -122,7 +122,7 @@ pub(super) fn decode_kind(text: &str) -> sqlx::Result<crate::jobs::MessageKind> 
 }
 
 /// One row of `select_messages!` as a message of approval `id`, on either backend.
-pub(super) fn posted_message<'r, R>(
+fn posted_message<'r, R>(
     id: crate::approval::ApprovalId,
     row: &'r R,
 ) -> sqlx::Result<crate::jobs::PostedMessage>
@@ -142,6 +142,54 @@ where
         permalink: row.try_get("permalink")?,
         rendered_version: row.try_get("rendered_version")?,
     })
+}
+
+/// Each row of `select_messages!` as a message of approval `id`.
+pub(super) fn posted_messages<R>(
+    id: crate::approval::ApprovalId,
+    rows: &[R],
+) -> sqlx::Result<Vec<crate::jobs::PostedMessage>>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    rows.iter().map(|row| posted_message(id, row)).collect()
+}
+
+/// Due job rows (`id, approval_id, kind, payload, attempts`) as jobs, on either
+/// backend (each decodes its own approval id and payload); a row of a kind this
+/// version cannot read is set apart (`DueJobs::foreign`).
+pub(super) fn due_jobs<R>(
+    rows: &[R],
+    approval_id: impl Fn(&R) -> sqlx::Result<ApprovalId>,
+    payload: impl Fn(&R) -> sqlx::Result<serde_json::Value>,
+) -> sqlx::Result<crate::jobs::DueJobs>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    for<'r> &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut due = crate::jobs::DueJobs::default();
+    for row in rows {
+        let id = row.try_get("id")?;
+        let Some(job) = crate::jobs::Job::from_columns(row.try_get("kind")?, payload(row)?) else {
+            due.foreign.push(id); // written by a newer signoff: it waits for that version
+            continue;
+        };
+        due.jobs.push(crate::jobs::DueJob {
+            id,
+            approval_id: approval_id(row)?,
+            job,
+            attempts: row.try_get("attempts")?,
+        });
+    }
+    Ok(due)
 }
 
 /// Decodes a column stored as a name (status, tier, decision).

@@ -337,6 +337,7 @@ crate::on_both_backends!(
     an_accepted_request_ends_the_episode_and_the_next_refusal_notices_again,
     replicas_together_never_let_a_requester_past_max_pending,
     a_flood_from_one_requester_does_not_hold_up_another,
+    health_counts_a_deferred_backlog_but_no_escalation_due_later,
 );
 
 const ESCALATING_POLICY: &str = r#"
@@ -370,5 +371,3 @@ async fn health_counts_a_deferred_backlog_but_no_escalation_due_later(db: TestDb
     assert_eq!(behind[0]["channel"], "C0APPROVALS", "{body}");
     assert_eq!(behind[0]["queued_posts"], 69, "{body}");
 }
-
-crate::on_both_backends!(health_counts_a_deferred_backlog_but_no_escalation_due_later);

@@ -16,12 +16,12 @@ use uuid::Uuid;
 use super::backend::{Reads, Tx};
 use super::{
     HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StatusChange, StoreError, TokenInfo, decode,
-    leased, posted_message, sql,
+    due_jobs, leased, posted_messages, sql,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
 use crate::audit::checkpoint::Checkpoint;
-use crate::jobs::{DueJob, DueJobs, Job, MessageKey, NewJob, PostedMessage};
+use crate::jobs::{DueJobs, MessageKey, NewJob, PostedMessage};
 
 use crate::store::read_pool::ReadPool;
 

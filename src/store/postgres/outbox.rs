@@ -57,9 +57,6 @@ impl OutboxTx for PgTx {
         lease_until: DateTime<Utc>,
         jobs: &[(i64, Option<DateTime<Utc>>)],
     ) -> sqlx::Result<Vec<(i64, i32)>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let (ids, ats): (Vec<i64>, Vec<Option<DateTime<Utc>>>) = jobs.iter().copied().unzip();
         let rows: Vec<(i64, i32, bool)> = sqlx::query_as(sql::jobs::CLAIM_ARRAYS)
             .bind(now)
@@ -161,24 +158,4 @@ impl OutboxTx for PgTx {
             .await?;
         Ok(())
     }
-}
-
-/// Due job rows (`id, approval_id, kind, payload, attempts`) as jobs.
-pub(super) fn due_jobs(rows: Vec<PgRow>) -> sqlx::Result<DueJobs> {
-    let mut due = DueJobs::default();
-    for row in rows {
-        let id = row.try_get("id")?;
-        let kind: &str = row.try_get("kind")?;
-        let Some(job) = Job::from_columns(kind, payload(&row)?) else {
-            due.foreign.push(id); // written by a newer signoff: it waits for that version
-            continue;
-        };
-        due.jobs.push(DueJob {
-            id,
-            approval_id: ApprovalId(row.try_get("approval_id")?),
-            job,
-            attempts: row.try_get("attempts")?,
-        });
-    }
-    Ok(due)
 }

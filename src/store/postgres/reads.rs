@@ -83,10 +83,7 @@ impl Reads for PgReads {
         let rows = on_conn!(self, |c| sqlx::query(select_messages!())
             .bind(id.0)
             .fetch_all(c));
-        Ok(rows
-            .iter()
-            .map(|row| posted_message(id, row))
-            .collect::<sqlx::Result<_>>()?)
+        Ok(posted_messages(id, &rows)?)
     }
 
     async fn messages_and_batch(
@@ -111,11 +108,7 @@ impl Reads for PgReads {
                 .collect(),
             None => Vec::new(),
         };
-        let messages = rows
-            .iter()
-            .map(|row| posted_message(id, row))
-            .collect::<sqlx::Result<_>>()?;
-        Ok((messages, batch))
+        Ok((posted_messages(id, &rows)?, batch))
     }
 
     async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
@@ -157,7 +150,11 @@ impl Reads for PgReads {
             .bind(now)
             .bind(limit)
             .fetch_all(c));
-        Ok(super::outbox::due_jobs(rows)?)
+        Ok(due_jobs(
+            &rows,
+            |row| Ok(ApprovalId(row.try_get("approval_id")?)),
+            payload,
+        )?)
     }
 
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {

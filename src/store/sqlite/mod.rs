@@ -14,13 +14,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::backend::{Reads, Tx};
 use super::{
-    HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StoreError, TokenInfo, decode, leased,
-    posted_message, pow2_chunks, sql,
+    HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StoreError, TokenInfo, decode, due_jobs,
+    leased, posted_messages, pow2_chunks, sql,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
 use crate::audit::checkpoint::Checkpoint;
-use crate::jobs::{DueJob, DueJobs, Job, MessageKey, NewJob, PostedMessage};
+use crate::jobs::{DueJobs, MessageKey, NewJob, PostedMessage};
 use crate::store::read_pool::ReadPool;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

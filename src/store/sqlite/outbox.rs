@@ -55,9 +55,6 @@ impl OutboxTx for SqliteTx {
         lease_until: DateTime<Utc>,
         jobs: &[(i64, Option<DateTime<Utc>>)],
     ) -> sqlx::Result<Vec<(i64, i32)>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let rows: Vec<(i64, Option<String>)> = jobs
             .iter()
             .map(|(id, at)| (*id, at.as_ref().map(ts)))
@@ -147,24 +144,4 @@ impl OutboxTx for SqliteTx {
             .await?;
         Ok(())
     }
-}
-
-/// Due job rows (`id, approval_id, kind, payload, attempts`) as jobs.
-pub(super) fn due_jobs(rows: Vec<SqliteRow>) -> sqlx::Result<DueJobs> {
-    let mut due = DueJobs::default();
-    for row in rows {
-        let id = row.try_get("id")?;
-        let kind: &str = row.try_get("kind")?;
-        let Some(job) = Job::from_columns(kind, payload(&row)?) else {
-            due.foreign.push(id); // written by a newer signoff: it waits for that version
-            continue;
-        };
-        due.jobs.push(DueJob {
-            id,
-            approval_id: parse_id(row.try_get("approval_id")?)?,
-            job,
-            attempts: row.try_get("attempts")?,
-        });
-    }
-    Ok(due)
 }

@@ -81,10 +81,7 @@ impl Reads for SqliteReads {
         let rows = on_conn!(self, |c| sqlx::query(select_messages!())
             .bind(id.to_string())
             .fetch_all(c));
-        Ok(rows
-            .iter()
-            .map(|row| posted_message(id, row))
-            .collect::<sqlx::Result<_>>()?)
+        Ok(posted_messages(id, &rows)?)
     }
 
     async fn messages_and_batch(
@@ -108,11 +105,7 @@ impl Reads for SqliteReads {
             },
             None => Vec::new(),
         };
-        let messages = rows
-            .iter()
-            .map(|row| posted_message(id, row))
-            .collect::<sqlx::Result<_>>()?;
-        Ok((messages, batch))
+        Ok((posted_messages(id, &rows)?, batch))
     }
 
     async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
@@ -156,7 +149,11 @@ impl Reads for SqliteReads {
             .bind(ts(&now))
             .bind(limit)
             .fetch_all(c));
-        Ok(super::outbox::due_jobs(rows)?)
+        Ok(due_jobs(
+            &rows,
+            |row| parse_id(row.try_get("approval_id")?),
+            payload,
+        )?)
     }
 
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
