@@ -109,16 +109,14 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> impl Future<Output = sqlx::Result<HashSet<ApprovalId>>> + Send;
-    /// The approval that blocks an insert: same token and idempotency key, else the
-    /// same token, tool and request hash while open at `now`.
+    /// For each of `rows` (as given to [`Tx::insert_approvals`], which did not insert
+    /// them), the approval that blocked it, in one statement: the one with the same
+    /// token and idempotency key, else the one with the same token, tool and request
+    /// hash while open at the row's creation; `None` where neither is seen.
     fn find_existing(
         &mut self,
-        token: &str,
-        idempotency_key: Option<&str>,
-        tool: &str,
-        params_sha256: &str,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = sqlx::Result<Option<ApprovalId>>> + Send;
+        rows: &[(&Approval, &str)],
+    ) -> impl Future<Output = sqlx::Result<Vec<Option<ApprovalId>>>> + Send;
     /// How many of `token`'s approvals wait for people at `now` (counting stops at
     /// `up_to`), and whether it is throttled (a refusal not yet followed by an
     /// accepted request). On PostgreSQL the requester is locked first, until commit,

@@ -13,6 +13,7 @@ crate::on_both_backends!(
     concurrent_executes_from_two_processes_run_exactly_once,
     concurrent_identical_requests_create_one_approval,
     one_batch_of_new_duplicate_and_idempotent_requests_answers_each,
+    a_batch_of_repeats_of_stored_requests_answers_each_with_its_own,
     votes_sent_together_on_one_approval_each_see_the_ones_before,
     an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them,
 );
@@ -273,6 +274,69 @@ async fn one_batch_of_new_duplicate_and_idempotent_requests_answers_each(db: Tes
     );
     assert_eq!(results[4].approval.id, results[1].approval.id);
     assert_eq!(count_audit(&store, "requested").await, 3);
+    for result in &results {
+        let stored = store.get(result.approval.id).await.unwrap().unwrap();
+        assert_eq!(stored, result.approval);
+    }
+}
+
+/// Repeats of stored requests that reach the writer together are looked up for the
+/// whole batch at once, and each is answered with the approval it repeats: a pending
+/// one, an approved one not yet run, the one with the same idempotency key. A request
+/// whose approval was denied is asked afresh, and a reused key with other parameters
+/// is refused.
+async fn a_batch_of_repeats_of_stored_requests_answers_each_with_its_own(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let disk = |disk: &str| new_request("wipe_disk", json!({"disk": disk}));
+    let keyed = |key: &str, name: &str| {
+        let mut request = disk(name);
+        request.idempotency_key = Some(key.into());
+        request
+    };
+    let create = |request| store.create(request, classify("wipe_disk"), clock.now());
+    let sda = create(disk("sda")).await.unwrap().approval;
+    let sdb = create(disk("sdb")).await.unwrap().approval;
+    let key = create(keyed("k-1", "sdc")).await.unwrap().approval;
+    let approved = create(disk("sde")).await.unwrap().approval;
+    let denied = create(disk("sdf")).await.unwrap().approval;
+    for (id, decision) in [
+        (approved.id, Decision::Approve),
+        (denied.id, Decision::Deny),
+    ] {
+        vote(&store, &clock, id, "U1", decision).await.unwrap();
+    }
+    clock.advance(std::time::Duration::from_secs(1));
+    let results = tokio::join!(
+        create(disk("sdb")),
+        create(keyed("k-1", "sdc")),
+        create(disk("sdf")),
+        create(disk("sda")),
+        create(keyed("k-1", "sdz")),
+        create(disk("sde")),
+        create(disk("sda")),
+    );
+    let reused = results.4;
+    assert!(
+        matches!(reused, Err(StoreError::IdempotencyKeyReused(id)) if id == key.id),
+        "{reused:?}"
+    );
+    let results: Vec<_> = [
+        results.0, results.1, results.2, results.3, results.5, results.6,
+    ]
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    let created: Vec<bool> = results.iter().map(|r| r.created).collect();
+    assert_eq!(created, [false, false, true, false, false, false]);
+    let joined: Vec<_> = results.iter().map(|r| r.approval.id).collect();
+    assert_eq!(joined[0], sdb.id);
+    assert_eq!(joined[1], key.id);
+    assert_ne!(joined[2], denied.id);
+    assert_eq!(results[2].approval.status, Status::Pending);
+    assert_eq!(joined[3], sda.id);
+    assert_eq!(joined[4], approved.id);
+    assert_eq!(results[4].approval.status, Status::Approved);
+    assert_eq!(joined[5], sda.id);
     for result in &results {
         let stored = store.get(result.approval.id).await.unwrap().unwrap();
         assert_eq!(stored, result.approval);

@@ -15,7 +15,7 @@ mod report;
 mod throttle;
 mod work;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -29,7 +29,7 @@ use crate::jobs::{Deliveries, DueJob, NewJob, Outcome};
 use crate::policy::Classification;
 pub(crate) use checkpoint::Checkpoints;
 use current::Current;
-use work::Opening;
+use work::{Opening, Placed};
 
 /// Where one operation's answer goes once its transaction committed. Each operation
 /// has its own answer type, so no operation can answer with another's output.
@@ -274,8 +274,11 @@ async fn batch<T: Tx>(
     } else {
         tx.insert_approvals(&rows).await?
     };
-    // Every approval an event names or a delivery report shows, read (and on Postgres
-    // locked) in one statement.
+    // The approvals that repeated requests join, found in one statement.
+    let fresh: Vec<&Opening> = openings.iter().flatten().flatten().collect();
+    let blockers = work::blockers(tx, &fresh, &inserted).await?;
+    // Every approval an event names, a delivery report shows or a repeated request
+    // joins, read (and on Postgres locked) in one statement.
     let mut named: Vec<ApprovalId> = ops
         .iter()
         .filter_map(|op| match op {
@@ -284,6 +287,7 @@ async fn batch<T: Tx>(
         })
         .collect();
     named.extend(report::shown(ops, deliveries));
+    named.extend(blockers.values());
     let mut current = Current::load(tx, &named).await?;
     // The reports first, against the approvals as they were before this batch (one
     // this batch changes gets its update from that change).
@@ -293,7 +297,7 @@ async fn batch<T: Tx>(
             tx,
             op,
             opening.take(),
-            &inserted,
+            (&inserted, &blockers),
             &mut current,
             deliveries,
             &mut done,
@@ -355,7 +359,7 @@ async fn run_op<T: Tx>(
     tx: &mut T,
     op: &mut Op,
     opening: Option<Result<Opening>>,
-    inserted: &HashSet<ApprovalId>,
+    (inserted, blockers): (&HashSet<ApprovalId>, &HashMap<ApprovalId, ApprovalId>),
     current: &mut Current,
     deliveries: Deliveries,
     done: &mut Done,
@@ -367,11 +371,19 @@ async fn run_op<T: Tx>(
                 Some(Err(refused)) => return settle(reply, done, Err(refused)),
                 None => unreachable!("every create has its opening"),
             };
-            let fresh = inserted.contains(&opening.approval.id);
-            let outcome = if *spend {
-                work::create_and_spend(tx, current, opening, fresh, deliveries).await
+            let id = opening.approval.id;
+            let placed = if inserted.contains(&id) {
+                Placed::Inserted
             } else {
-                work::create(tx, opening, fresh, deliveries).await
+                // As the batch has it: an earlier request of the batch may have
+                // changed it.
+                let blocker = blockers.get(&id).and_then(|b| current.get(*b));
+                Placed::Blocked(blocker.cloned())
+            };
+            let outcome = if *spend {
+                work::create_and_spend(tx, current, opening, placed, deliveries).await
+            } else {
+                work::create(tx, opening, placed, deliveries).await
             };
             settle(reply, done, outcome)
         }

@@ -104,17 +104,9 @@ fn counted(opening: &Opening) -> Option<&str> {
 
 /// Whether the opening repeats an open request of its requester (it then joins it).
 async fn joins_open_request<T: Tx>(tx: &mut T, opening: &Opening) -> sqlx::Result<bool> {
-    let approval = &opening.approval;
-    let existing = tx
-        .find_existing(
-            approval.token_name.as_deref().unwrap_or_default(),
-            approval.idempotency_key.as_deref(),
-            &approval.tool_name,
-            &opening.params_sha256,
-            opening.now,
-        )
-        .await?;
-    Ok(existing.is_some())
+    let row = (&opening.approval, opening.params_sha256.as_str());
+    let existing = tx.find_existing(&[row]).await?;
+    Ok(existing.first().is_some_and(Option::is_some))
 }
 
 /// Records the refusal (audit event; the episode, and its notice when it is the first)

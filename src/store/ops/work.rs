@@ -3,6 +3,7 @@
 //! what it leaves behind ([`Done`]) for the batch to write; changed approvals are
 //! written by the batch with compare-and-set on `version` (see [`Current`]).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -42,14 +43,50 @@ impl Opening {
     }
 }
 
-/// Finishes a create: with `inserted`, plans its jobs and audit; otherwise answers the
-/// approval that blocked the insert (same idempotency key, or the same request still
-/// open). An idempotency key names one call: the same key with another tool, server
-/// or parameters is refused, never answered with the first call's approval.
+/// What the batch's insert made of an opening.
+pub(crate) enum Placed {
+    /// Inserted: the request opens a new approval.
+    Inserted,
+    /// Not inserted: the approval that blocked it (same idempotency key, or the same
+    /// request still open) as the batch has it, read with the batch's other approvals
+    /// ([`blockers`]); `None` when it could not be seen.
+    Blocked(Option<Arc<Approval>>),
+}
+
+/// The approval that blocked each of the batch's openings not `inserted`, by the
+/// opening's id: looked up for all of them in one statement, so that a batch with
+/// repeated requests costs one statement more, not two per repeat. The caller reads
+/// them with the approvals the batch's events name.
+pub(crate) async fn blockers<T: Tx>(
+    tx: &mut T,
+    openings: &[&Opening],
+    inserted: &HashSet<ApprovalId>,
+) -> sqlx::Result<HashMap<ApprovalId, ApprovalId>> {
+    let blocked: Vec<(&Approval, &str)> = openings
+        .iter()
+        .filter(|opening| !inserted.contains(&opening.approval.id))
+        .map(|opening| (&opening.approval, opening.params_sha256.as_str()))
+        .collect();
+    if blocked.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let found = tx.find_existing(&blocked).await?;
+    Ok(blocked
+        .iter()
+        .zip(found)
+        .filter_map(|((opening, _), blocker)| Some((opening.id, blocker?)))
+        .collect())
+}
+
+/// Finishes a create: when `placed` is inserted, plans its jobs and audit; otherwise
+/// answers the approval that blocked the insert (same idempotency key, or the same
+/// request still open). An idempotency key names one call: the same key with another
+/// tool, server or parameters is refused, never answered with the first call's
+/// approval.
 pub(crate) async fn create<T: Tx>(
     tx: &mut T,
     opening: Opening,
-    inserted: bool,
+    placed: Placed,
     deliveries: Deliveries,
 ) -> Result<(Created, Done)> {
     let Opening {
@@ -59,21 +96,7 @@ pub(crate) async fn create<T: Tx>(
         now,
         ..
     } = opening;
-    if !inserted {
-        let token = approval.token_name.as_deref().unwrap_or_default();
-        let existing = tx
-            .find_existing(
-                token,
-                approval.idempotency_key.as_deref(),
-                &approval.tool_name,
-                &params_sha256,
-                now,
-            )
-            .await?;
-        let existing = match existing {
-            Some(id) => tx.load(id).await?,
-            None => None,
-        };
+    if let Placed::Blocked(existing) = placed {
         return match existing {
             Some(existing)
                 if existing.idempotency_key.is_some()
@@ -85,7 +108,7 @@ pub(crate) async fn create<T: Tx>(
             }
             Some(approval) => Ok((
                 Created {
-                    approval,
+                    approval: Arc::unwrap_or_clone(approval),
                     created: false,
                 },
                 Done::default(),
@@ -124,11 +147,11 @@ pub(crate) async fn create_and_spend<T: Tx>(
     tx: &mut T,
     current: &mut Current,
     opening: Opening,
-    inserted: bool,
+    placed: Placed,
     deliveries: Deliveries,
 ) -> Result<(Created, Done)> {
     let now = opening.now;
-    let (created, mut done) = create(tx, opening, inserted, deliveries).await?;
+    let (created, mut done) = create(tx, opening, placed, deliveries).await?;
     if created.approval.status != Status::Approved {
         return Ok((created, done));
     }

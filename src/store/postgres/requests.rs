@@ -107,35 +107,49 @@ impl PgTx {
         Ok(inserted)
     }
 
-    /// `Tx::find_existing`: the approval that kept a request from being inserted.
-    pub(super) async fn find_request(
+    /// `Tx::find_existing`: for each of `rows`, the approval that kept it from being
+    /// inserted, in one statement for the whole batch.
+    pub(super) async fn find_requests(
         &mut self,
-        token: &str,
-        idempotency_key: Option<&str>,
-        tool: &str,
-        params_sha256: &str,
-        now: DateTime<Utc>,
-    ) -> sqlx::Result<Option<ApprovalId>> {
-        let id: Option<Uuid> = sqlx::query_scalar(
-            // The same idempotency key first; else the newest request with the same
-            // tool and parameters, if it is open (its key is locked: see
-            // `open_requests`).
-            "SELECT id FROM ( \
-               SELECT id, 0 AS rank FROM pending_approvals \
-               WHERE token_name = $1 AND idempotency_key = $2 \
-               UNION ALL \
-               SELECT p.id, 1 FROM request_keys r JOIN pending_approvals p ON p.id = r.approval_id \
-               WHERE r.token_name = $1 AND r.tool_name = $3 AND r.params_sha256 = $4 \
-                 AND (p.status = 'pending' OR (p.status = 'approved' AND p.expires_at > $5))) AS found \
-             ORDER BY rank LIMIT 1",
+        rows: &[(&Approval, &str)],
+    ) -> sqlx::Result<Vec<Option<ApprovalId>>> {
+        let found: Vec<(i64, Uuid)> = sqlx::query_as(
+            // Per row: the same idempotency key first; else the newest request with
+            // the same tool and parameters, if it is open at the row's creation (its
+            // key is locked: see `open_requests`). Each lookup is an equality on a
+            // unique index, so even a plan kept from when the tables were empty reads
+            // them through their indexes (a join of `request_keys` to the approvals
+            // was planned as a scan of the approvals then).
+            "SELECT k.n, found.id \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+               WITH ORDINALITY AS k(token, idempotency_key, tool, sha, at, n) \
+             CROSS JOIN LATERAL ( \
+               SELECT id FROM ( \
+                 SELECT id, 0 AS rank FROM pending_approvals \
+                 WHERE token_name = k.token AND idempotency_key = k.idempotency_key \
+                 UNION ALL \
+                 SELECT id, 1 FROM pending_approvals \
+                 WHERE id = (SELECT approval_id FROM request_keys \
+                             WHERE token_name = k.token AND tool_name = k.tool AND params_sha256 = k.sha) \
+                   AND (status = 'pending' OR (status = 'approved' AND expires_at > k.at))) AS one \
+               ORDER BY rank LIMIT 1) AS found",
         )
-        .bind(token)
-        .bind(idempotency_key)
-        .bind(tool)
-        .bind(params_sha256)
-        .bind(now)
-        .fetch_optional(self.conn().await?)
+        .bind(column(rows, |(a, _)| a.token_name.as_deref().unwrap_or_default()))
+        .bind(column(rows, |(a, _)| a.idempotency_key.as_deref()))
+        .bind(column(rows, |(a, _)| a.tool_name.as_str()))
+        .bind(column(rows, |(_, params_sha256)| *params_sha256))
+        .bind(column(rows, |(a, _)| a.created_at))
+        .fetch_all(self.conn().await?)
         .await?;
-        Ok(id.map(ApprovalId))
+        let mut blockers = vec![None; rows.len()];
+        for (n, id) in found {
+            if let Some(slot) = usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| blockers.get_mut(i))
+            {
+                *slot = Some(ApprovalId(id));
+            }
+        }
+        Ok(blockers)
     }
 }

@@ -88,14 +88,9 @@ impl Tx for PgTx {
 
     async fn find_existing(
         &mut self,
-        token: &str,
-        idempotency_key: Option<&str>,
-        tool: &str,
-        params_sha256: &str,
-        now: DateTime<Utc>,
-    ) -> sqlx::Result<Option<ApprovalId>> {
-        self.find_request(token, idempotency_key, tool, params_sha256, now)
-            .await
+        rows: &[(&Approval, &str)],
+    ) -> sqlx::Result<Vec<Option<ApprovalId>>> {
+        self.find_requests(rows).await
     }
 
     async fn waiting(

@@ -83,36 +83,50 @@ impl SqliteTx {
         Ok(inserted)
     }
 
-    /// `Tx::find_existing`: the approval that kept a request from being inserted.
-    pub(super) async fn find_request(
+    /// `Tx::find_existing`: for each of `rows`, the approval that kept it from being
+    /// inserted, in one statement (one hand-off to SQLite's worker) for the batch.
+    pub(super) async fn find_requests(
         &mut self,
-        token: &str,
-        idempotency_key: Option<&str>,
-        tool: &str,
-        params_sha256: &str,
-        now: DateTime<Utc>,
-    ) -> sqlx::Result<Option<ApprovalId>> {
-        // The same idempotency key first; else the newest request with the same tool
-        // and parameters, if it is open.
-        let id: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM ( \
-               SELECT id, 0 AS rank FROM pending_approvals \
-               WHERE token_name = $1 AND idempotency_key = $2 \
-               UNION ALL \
-               SELECT id, 1 FROM (SELECT id, status, expires_at FROM pending_approvals \
-                 INDEXED BY pending_approvals_request \
-                 WHERE token_name = $1 AND tool_name = $3 AND params_sha256 = $4 \
-                 ORDER BY rowid DESC LIMIT 1) \
-               WHERE status = 'pending' OR (status = 'approved' AND expires_at > $5)) \
-             ORDER BY rank LIMIT 1",
+        rows: &[(&Approval, &str)],
+    ) -> sqlx::Result<Vec<Option<ApprovalId>>> {
+        let keys: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(a, params_sha256)| {
+                serde_json::json!([
+                    a.token_name.as_deref().unwrap_or_default(),
+                    a.idempotency_key,
+                    a.tool_name,
+                    params_sha256,
+                    ts(&a.created_at),
+                ])
+            })
+            .collect();
+        // Per row: the same idempotency key first; else the newest request with the
+        // same tool and parameters, if it is open at the row's creation.
+        let found: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT k.key, COALESCE( \
+               (SELECT id FROM pending_approvals \
+                WHERE token_name = k.value ->> 0 AND idempotency_key = k.value ->> 1 LIMIT 1), \
+               (SELECT CASE WHEN status = 'pending' \
+                         OR (status = 'approved' AND expires_at > k.value ->> 4) THEN id END \
+                FROM pending_approvals INDEXED BY pending_approvals_request \
+                WHERE token_name = k.value ->> 0 AND tool_name = k.value ->> 2 \
+                  AND params_sha256 = k.value ->> 3 \
+                ORDER BY rowid DESC LIMIT 1)) \
+             FROM json_each($1) AS k",
         )
-        .bind(token)
-        .bind(idempotency_key)
-        .bind(tool)
-        .bind(params_sha256)
-        .bind(ts(&now))
-        .fetch_optional(self.conn().await?)
+        .bind(serde_json::Value::Array(keys).to_string())
+        .fetch_all(self.conn().await?)
         .await?;
-        id.as_deref().map(parse_id).transpose()
+        let mut blockers = vec![None; rows.len()];
+        for (n, id) in found {
+            if let (Some(slot), Some(id)) = (
+                usize::try_from(n).ok().and_then(|i| blockers.get_mut(i)),
+                id.as_deref(),
+            ) {
+                *slot = Some(parse_id(id)?);
+            }
+        }
+        Ok(blockers)
     }
 }
