@@ -275,8 +275,8 @@ async fn batch<T: Tx>(
         tx.insert_approvals(&rows).await?
     };
     // The approvals that repeated requests join, found in one statement.
-    let fresh: Vec<&Opening> = openings.iter().flatten().flatten().collect();
-    let blockers = work::blockers(tx, &fresh, &inserted).await?;
+    let opened: Vec<&Opening> = openings.iter().flatten().flatten().collect();
+    let blockers = work::blockers(tx, &opened, &inserted).await?;
     // Every approval an event names, a delivery report shows or a repeated request
     // joins, read (and on Postgres locked) in one statement.
     let mut named: Vec<ApprovalId> = ops
