@@ -734,8 +734,9 @@ async fn an_upgraded_store_keeps_its_pending_requests_and_expiries_on_postgres()
 /// The writer's connection lives as long as the server, and a plpgsql function keeps
 /// its statements' plans for the life of the connection. Planned while `request_keys`
 /// was small (a fresh database), the lookup scanned the whole table on every later
-/// batch. Migration 0007 has it planned per call, so it goes through the key once the
-/// table has grown. Counted with this connection's own scan statistics.
+/// batch (and, as a join, the approvals too). Migration 0014 looks each key up through
+/// `request_keys`' key and then the approvals' own, a plan kept at any size. Counted
+/// with this connection's own scan statistics.
 #[tokio::test]
 async fn the_request_key_lookup_follows_the_table_as_it_grows_on_postgres() {
     use sqlx::{Connection, Row};
@@ -770,32 +771,38 @@ async fn the_request_key_lookup_follows_the_table_as_it_grows_on_postgres() {
         .await
         .unwrap();
 
-    let scans = "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables \
-                 WHERE relname = 'request_keys'";
+    let scans = "SELECT relname::text, seq_scan, COALESCE(idx_scan, 0) AS idx_scan \
+                 FROM pg_stat_xact_user_tables \
+                 WHERE relname IN ('request_keys', 'pending_approvals') ORDER BY relname";
     let mut tx = conn.begin().await.unwrap();
-    let before = sqlx::query(scans).fetch_one(&mut *tx).await.unwrap();
+    let before = sqlx::query(scans).fetch_all(&mut *tx).await.unwrap();
     let found = sqlx::query(lookup)
         .bind(&stored)
         .fetch_all(&mut *tx)
         .await
         .unwrap();
-    let after = sqlx::query(scans).fetch_one(&mut *tx).await.unwrap();
+    let after = sqlx::query(scans).fetch_all(&mut *tx).await.unwrap();
     tx.rollback().await.unwrap();
     assert!(
         found.is_empty(),
         "the key is stored, but its approval is not pending"
     );
-    let count = |row: &sqlx::postgres::PgRow, column: &str| row.get::<i64, _>(column);
-    assert_eq!(
-        count(&after, "seq_scan") - count(&before, "seq_scan"),
-        0,
-        "no whole-table scan of request_keys"
-    );
-    assert_eq!(
-        count(&after, "idx_scan") - count(&before, "idx_scan"),
-        1,
-        "one lookup through the key"
-    );
+    // Rows in name order: pending_approvals, then request_keys.
+    assert_eq!(before.len(), 2);
+    for (before, after) in before.iter().zip(&after) {
+        let table: String = after.get("relname");
+        let count = |row: &sqlx::postgres::PgRow, column: &str| row.get::<i64, _>(column);
+        assert_eq!(
+            count(after, "seq_scan") - count(before, "seq_scan"),
+            0,
+            "no whole-table scan of {table}"
+        );
+        assert_eq!(
+            count(after, "idx_scan") - count(before, "idx_scan"),
+            1,
+            "one lookup through {table}'s key"
+        );
+    }
 }
 
 async fn a_claimed_job_is_leased_and_a_crashed_holder_loses_it(db: TestDb) {

@@ -10,8 +10,8 @@ impl PgTx {
     /// [`crate::store::requests`]), each key locked first until commit (an advisory
     /// lock, taken in one order by every writer; migration 0008's
     /// `signoff_open_requests`), so that a replica inserting the same request waits
-    /// for this transaction and then sees its row. The function plans its lookup on
-    /// every call, so that the plan follows the table's growth.
+    /// for this transaction and then sees its row. The function looks each key up
+    /// through unique indexes, a plan it keeps at any table size (migration 0014).
     async fn open_requests(
         &mut self,
         rows: &[(&Approval, &str)],
