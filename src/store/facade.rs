@@ -25,6 +25,10 @@ use crate::signing::Signer;
 /// Timers fired per write operation at most: a scheduler pass's whole batch (fewer,
 /// larger statements measured faster on PostgreSQL than two operations of 500).
 const FIRE_CHUNK: i64 = 1000;
+/// Jobs claimed per write operation at most (see [`Store::claim_due`]): a pass's
+/// 1,000 in one operation held the writer for 6.5 ms on PostgreSQL, and the requests
+/// queued behind it with it (intake p99 15–17 ms, 10.5–11.3 ms in chunks of 128).
+const CLAIM_CHUNK: usize = 128;
 /// Approvals read by one statement of [`Store::get_many`].
 const GET_MANY_CHUNK: usize = 500;
 
@@ -317,10 +321,11 @@ impl Store {
         read!(self.due_jobs(now, limit))
     }
 
-    /// Claims what `due` holds, one write per job: `pace` splits its jobs into those
-    /// to run now, leased for `lease` (the attempt counts), and those to come back at
-    /// the paired times (no lease, no attempt). Answers the leased jobs in `pace`'s
-    /// order, less any that another replica claimed or that changed since the read.
+    /// Claims what `due` holds, one write per job, in write operations of at most
+    /// [`CLAIM_CHUNK`] jobs: `pace` splits its jobs into those to run now, leased for
+    /// `lease` (the attempt counts), and those to come back at the paired times (no
+    /// lease, no attempt). Answers the leased jobs in `pace`'s order, less any that
+    /// another replica claimed or that changed since the read.
     pub async fn claim_due(
         &self,
         due: DueJobs,
@@ -336,22 +341,27 @@ impl Store {
             .ok()
             .and_then(|lease| now.checked_add_signed(lease))
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let jobs = ready
+        let jobs: Vec<(i64, Option<DateTime<Utc>>)> = ready
             .iter()
             .map(|job| (job.id, None))
             .chain(due.foreign.into_iter().map(|id| (id, None)))
             .chain(waiting.into_iter().map(|(id, at)| (id, Some(at))))
             .collect();
-        let leased: HashMap<i64, i32> = self
-            .write(|reply| Op::Claim {
-                now,
-                lease_until,
-                jobs,
-                reply,
-            })
-            .await?
-            .into_iter()
-            .collect();
+        // A few writes at a time, each in its own batch: a backlog's claim does not
+        // hold the requests queued behind it for the whole of it.
+        let mut leased: HashMap<i64, i32> = HashMap::new();
+        for chunk in jobs.chunks(CLAIM_CHUNK) {
+            let jobs = chunk.to_vec();
+            leased.extend(
+                self.write(|reply| Op::Claim {
+                    now,
+                    lease_until,
+                    jobs,
+                    reply,
+                })
+                .await?,
+            );
+        }
         Ok(ready
             .into_iter()
             .filter_map(|mut job| {

@@ -21,6 +21,7 @@ crate::on_both_backends!(
     reports_queued_together_are_each_recorded,
     deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt,
     a_paced_claim_leases_the_ready_and_moves_the_waiting_in_one_step,
+    a_backlog_claimed_in_several_writes_is_claimed_whole_and_in_order,
     a_job_a_newer_signoff_wrote_is_leased_with_the_rest_and_never_delivered,
     main_permalinks_are_read_for_many_approvals_at_once,
     the_scheduler_expires_pending_and_approved_approvals,
@@ -219,6 +220,55 @@ async fn a_paced_claim_leases_the_ready_and_moves_the_waiting_in_one_step(db: Te
             "back at its own time, the wait not counted as an attempt"
         );
     }
+}
+
+/// A pass's claim goes to the writer a few hundred jobs at a time (so a backlog does
+/// not hold the requests behind it for the whole claim): every job is still claimed
+/// once, the ready ones answered in the pacer's order.
+async fn a_backlog_claimed_in_several_writes_is_claimed_whole_and_in_order(db: TestDb) {
+    let (store, clock) = open_posting(&db).await;
+    for n in 0..300 {
+        create(&store, &clock, "tool", json!({ "n": n })).await;
+    }
+    let now = clock.now();
+    let later = |secs| now + chrono::Duration::seconds(secs);
+    let due = store.due_jobs(now, 1000).await.unwrap();
+    assert_eq!(due.len(), 300);
+    let ids: Vec<i64> = due.jobs.iter().map(|job| job.id).collect();
+    // The first 200 now, last first; the other 100 wait five seconds.
+    let mut ready = ids[..200].to_vec();
+    ready.reverse();
+    let claimed = store
+        .claim_due(due, now, LEASE, |jobs| {
+            let mut now_jobs: Vec<_> = jobs[..200].to_vec();
+            now_jobs.reverse();
+            let waiting = jobs[200..].iter().map(|job| (job.id, later(5))).collect();
+            (now_jobs, waiting)
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), ready);
+    assert!(claimed.iter().all(|job| job.attempts == 1));
+    assert!(
+        store
+            .claim_jobs(later(4), 1000, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the leased are leased, the waiting wait"
+    );
+    // All due at the same time: in no particular order.
+    let mut back: Vec<i64> = store
+        .claim_jobs(later(5), 1000, LEASE)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    back.sort_unstable();
+    let mut waited = ids[200..].to_vec();
+    waited.sort_unstable();
+    assert_eq!(back, waited);
 }
 
 async fn a_job_a_newer_signoff_wrote_is_leased_with_the_rest_and_never_delivered(db: TestDb) {
