@@ -347,8 +347,9 @@ impl Store {
             .chain(due.foreign.into_iter().map(|id| (id, None)))
             .chain(waiting.into_iter().map(|(id, at)| (id, Some(at))))
             .collect();
-        // A few writes at a time, each in its own batch: a backlog's claim does not
-        // hold the requests queued behind it for the whole of it.
+        // One write operation per chunk, one after the other, so that the requests
+        // queued meanwhile run between them. Should a later chunk fail, the jobs of
+        // the earlier ones stay leased and run again when their lease runs out.
         let mut leased: HashMap<i64, i32> = HashMap::new();
         for chunk in jobs.chunks(CLAIM_CHUNK) {
             let jobs = chunk.to_vec();
