@@ -75,18 +75,32 @@ pub(crate) async fn run<T: Tx>(mut tx: T, mut queue: mpsc::Receiver<Op>, setup: 
                 tracing::warn!(%error, size = batch.len(), "batch failed; retrying its operations one by one");
                 let mut committed = Vec::new();
                 for op in batch.iter_mut() {
-                    op.clear();
-                    match ops::run_batch(
-                        &mut tx,
-                        std::slice::from_mut(op),
-                        deliveries,
-                        checkpoints.as_mut(),
-                        &stats,
-                    )
-                    .await
-                    {
-                        Ok(changes) => committed.extend(changes),
-                        Err(error) => op.fail(super::StoreError::Database(error)),
+                    // Each gets a second try: on SQLite, another process may append
+                    // to the audit chain after the op before it committed, and the
+                    // op's first event collides with it; the failure rolled back and
+                    // forgot the cached head, so the retry reads it under the lock.
+                    let mut failure = None;
+                    for _ in 0..2 {
+                        op.clear();
+                        match ops::run_batch(
+                            &mut tx,
+                            std::slice::from_mut(op),
+                            deliveries,
+                            checkpoints.as_mut(),
+                            &stats,
+                        )
+                        .await
+                        {
+                            Ok(changes) => {
+                                committed.extend(changes);
+                                failure = None;
+                                break;
+                            }
+                            Err(error) => failure = Some(error),
+                        }
+                    }
+                    if let Some(error) = failure {
+                        op.fail(super::StoreError::Database(error));
                     }
                 }
                 committed
