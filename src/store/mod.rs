@@ -40,7 +40,7 @@ use chrono::{DateTime, Utc};
 use crate::approval::{Approval, ApprovalId, Rejection, Status};
 pub use facade::Store;
 pub use shared::redact;
-use shared::{decode, decode_votes, due_jobs, leased, posted_messages, pow2_chunks};
+use shared::{by_position, decode, decode_votes, due_jobs, leased, posted_messages, pow2_chunks};
 pub use stats::WriterStats;
 
 /// Why a store call failed.

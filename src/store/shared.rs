@@ -221,6 +221,21 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The approvals a batch lookup found, each at the 0-based position of the row it was
+/// found for, into one entry per row (`None` where nothing was found).
+pub(super) fn by_position(
+    rows: usize,
+    found: impl IntoIterator<Item = (i64, ApprovalId)>,
+) -> Vec<Option<ApprovalId>> {
+    let mut placed = vec![None; rows];
+    for (n, id) in found {
+        if let Some(slot) = usize::try_from(n).ok().and_then(|n| placed.get_mut(n)) {
+            *slot = Some(id);
+        }
+    }
+    placed
+}
+
 /// The rows a claim leased, with their attempts (the others it moved to wait).
 pub(super) fn leased(rows: Vec<(i64, i32, bool)>) -> Vec<(i64, i32)> {
     rows.into_iter()

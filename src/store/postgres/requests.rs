@@ -3,6 +3,7 @@
 
 use super::tx::column;
 use super::*;
+use crate::store::by_position;
 use crate::store::requests::{self, RequestKey, request_key, unrepeated};
 
 impl PgTx {
@@ -120,7 +121,7 @@ impl PgTx {
             // unique index, so even a plan kept from when the tables were empty reads
             // them through their indexes (a join of `request_keys` to the approvals
             // was planned as a scan of the approvals then).
-            "SELECT k.n, found.id \
+            "SELECT k.n - 1, found.id \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
                WITH ORDINALITY AS k(token, idempotency_key, tool, sha, at, n) \
              CROSS JOIN LATERAL ( \
@@ -141,15 +142,9 @@ impl PgTx {
         .bind(column(rows, |(a, _)| a.created_at))
         .fetch_all(self.conn().await?)
         .await?;
-        let mut blockers = vec![None; rows.len()];
-        for (n, id) in found {
-            if let Some(slot) = usize::try_from(n - 1)
-                .ok()
-                .and_then(|i| blockers.get_mut(i))
-            {
-                *slot = Some(ApprovalId(id));
-            }
-        }
-        Ok(blockers)
+        Ok(by_position(
+            rows.len(),
+            found.into_iter().map(|(n, id)| (n, ApprovalId(id))),
+        ))
     }
 }

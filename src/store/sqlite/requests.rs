@@ -3,6 +3,7 @@
 //! IMMEDIATE`, so nothing slips in between the look and the insert.
 
 use super::*;
+use crate::store::by_position;
 use crate::store::requests::{self, unrepeated};
 
 impl SqliteTx {
@@ -103,8 +104,8 @@ impl SqliteTx {
             .collect();
         // Per row: the same idempotency key first; else the newest request with the
         // same tool and parameters, if it is open at the row's creation.
-        let found: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT k.key, COALESCE( \
+        let found: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT key, id FROM (SELECT k.key, COALESCE( \
                (SELECT id FROM pending_approvals \
                 WHERE token_name = k.value ->> 0 AND idempotency_key = k.value ->> 1 LIMIT 1), \
                (SELECT CASE WHEN status = 'pending' \
@@ -112,21 +113,16 @@ impl SqliteTx {
                 FROM pending_approvals INDEXED BY pending_approvals_request \
                 WHERE token_name = k.value ->> 0 AND tool_name = k.value ->> 2 \
                   AND params_sha256 = k.value ->> 3 \
-                ORDER BY rowid DESC LIMIT 1)) \
-             FROM json_each($1) AS k",
+                ORDER BY rowid DESC LIMIT 1)) AS id \
+             FROM json_each($1) AS k) WHERE id IS NOT NULL",
         )
         .bind(serde_json::Value::Array(keys).to_string())
         .fetch_all(self.conn().await?)
         .await?;
-        let mut blockers = vec![None; rows.len()];
-        for (n, id) in found {
-            if let (Some(slot), Some(id)) = (
-                usize::try_from(n).ok().and_then(|i| blockers.get_mut(i)),
-                id.as_deref(),
-            ) {
-                *slot = Some(parse_id(id)?);
-            }
-        }
-        Ok(blockers)
+        let found = found
+            .into_iter()
+            .map(|(n, id)| Ok((n, parse_id(&id)?)))
+            .collect::<sqlx::Result<Vec<_>>>()?;
+        Ok(by_position(rows.len(), found))
     }
 }
