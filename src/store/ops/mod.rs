@@ -15,7 +15,7 @@ mod report;
 mod throttle;
 mod work;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -29,7 +29,7 @@ use crate::jobs::{Deliveries, DueJob, NewJob, Outcome};
 use crate::policy::Classification;
 pub(crate) use checkpoint::Checkpoints;
 use current::Current;
-use work::{Opening, Placed};
+use work::{Opening, Placements};
 
 /// Where one operation's answer goes once its transaction committed. Each operation
 /// has its own answer type, so no operation can answer with another's output.
@@ -276,7 +276,7 @@ async fn batch<T: Tx>(
     };
     // The approvals that repeated requests join, found in one statement.
     let opened: Vec<&Opening> = openings.iter().flatten().flatten().collect();
-    let blockers = work::blockers(tx, &opened, &inserted).await?;
+    let placements = Placements::find(tx, &opened, inserted).await?;
     // Every approval an event names, a delivery report shows or a repeated request
     // joins, read (and on Postgres locked) in one statement.
     let mut named: Vec<ApprovalId> = ops
@@ -287,7 +287,7 @@ async fn batch<T: Tx>(
         })
         .collect();
     named.extend(report::shown(ops, deliveries));
-    named.extend(blockers.values());
+    named.extend(placements.blockers());
     let mut current = Current::load(tx, &named).await?;
     // The reports first, against the approvals as they were before this batch (one
     // this batch changes gets its update from that change).
@@ -297,7 +297,7 @@ async fn batch<T: Tx>(
             tx,
             op,
             opening.take(),
-            (&inserted, &blockers),
+            &placements,
             &mut current,
             deliveries,
             &mut done,
@@ -359,7 +359,7 @@ async fn run_op<T: Tx>(
     tx: &mut T,
     op: &mut Op,
     opening: Option<Result<Opening>>,
-    (inserted, blockers): (&HashSet<ApprovalId>, &HashMap<ApprovalId, ApprovalId>),
+    placements: &Placements,
     current: &mut Current,
     deliveries: Deliveries,
     done: &mut Done,
@@ -371,15 +371,7 @@ async fn run_op<T: Tx>(
                 Some(Err(refused)) => return settle(reply, done, Err(refused)),
                 None => unreachable!("every create has its opening"),
             };
-            let id = opening.approval.id;
-            let placed = if inserted.contains(&id) {
-                Placed::Inserted
-            } else {
-                // As the batch has it: an earlier request of the batch may have
-                // changed it.
-                let blocker = blockers.get(&id).and_then(|b| current.get(*b));
-                Placed::Blocked(blocker.cloned())
-            };
+            let placed = placements.of(opening.approval.id, current);
             let outcome = if *spend {
                 work::create_and_spend(tx, current, opening, placed, deliveries).await
             } else {

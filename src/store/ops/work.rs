@@ -49,33 +49,59 @@ pub(crate) enum Placed {
     Inserted,
     /// Not inserted: the approval that blocked it (same idempotency key, or the same
     /// request still open) as the batch has it, read with the batch's other approvals
-    /// ([`blockers`]); `None` when it could not be seen.
+    /// ([`Placements`]); `None` when it could not be seen.
     Blocked(Option<Arc<Approval>>),
 }
 
-/// The approval that blocked each of the batch's openings not `inserted`, by the
-/// opening's id: looked up for all of them in one statement, so that a batch with
-/// repeated requests costs one statement more, not two per repeat. The caller reads
-/// them with the approvals the batch's events name.
-pub(crate) async fn blockers<T: Tx>(
-    tx: &mut T,
-    openings: &[&Opening],
-    inserted: &HashSet<ApprovalId>,
-) -> sqlx::Result<HashMap<ApprovalId, ApprovalId>> {
-    let blocked: Vec<(&Approval, &str)> = openings
-        .iter()
-        .filter(|opening| !inserted.contains(&opening.approval.id))
-        .map(|opening| (&opening.approval, opening.params_sha256.as_str()))
-        .collect();
-    if blocked.is_empty() {
-        return Ok(HashMap::new());
+/// What the batch's insert made of its openings: the ids it inserted and, for each
+/// opening it did not, the approval that blocked it.
+pub(crate) struct Placements {
+    inserted: HashSet<ApprovalId>,
+    blockers: HashMap<ApprovalId, ApprovalId>,
+}
+
+impl Placements {
+    /// Looks up the approvals that blocked the `openings` not `inserted`, for all of
+    /// them in one statement, so that a batch with repeated requests costs one
+    /// statement more, not two per repeat.
+    pub(crate) async fn find<T: Tx>(
+        tx: &mut T,
+        openings: &[&Opening],
+        inserted: HashSet<ApprovalId>,
+    ) -> sqlx::Result<Self> {
+        let blocked: Vec<(&Approval, &str)> = openings
+            .iter()
+            .filter(|opening| !inserted.contains(&opening.approval.id))
+            .map(|opening| (&opening.approval, opening.params_sha256.as_str()))
+            .collect();
+        let blockers = if blocked.is_empty() {
+            HashMap::new()
+        } else {
+            let found = tx.find_existing(&blocked).await?;
+            blocked
+                .iter()
+                .zip(found)
+                .filter_map(|((opening, _), blocker)| Some((opening.id, blocker?)))
+                .collect()
+        };
+        Ok(Placements { inserted, blockers })
     }
-    let found = tx.find_existing(&blocked).await?;
-    Ok(blocked
-        .iter()
-        .zip(found)
-        .filter_map(|((opening, _), blocker)| Some((opening.id, blocker?)))
-        .collect())
+
+    /// The approvals that blocked openings: the caller reads them with the approvals
+    /// the batch's events name.
+    pub(crate) fn blockers(&self) -> impl Iterator<Item = ApprovalId> + '_ {
+        self.blockers.values().copied()
+    }
+
+    /// What became of the opening `id`; a blocker as the batch has it in `current` (an
+    /// earlier request of the batch may have changed it).
+    pub(crate) fn of(&self, id: ApprovalId, current: &Current) -> Placed {
+        if self.inserted.contains(&id) {
+            return Placed::Inserted;
+        }
+        let blocker = self.blockers.get(&id).and_then(|b| current.get(*b));
+        Placed::Blocked(blocker.cloned())
+    }
 }
 
 /// Finishes a create: when `placed` is inserted, plans its jobs and audit; otherwise
