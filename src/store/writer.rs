@@ -79,28 +79,14 @@ pub(crate) async fn run<T: Tx>(mut tx: T, mut queue: mpsc::Receiver<Op>, setup: 
                     // to the audit chain after the op before it committed, and the
                     // op's first event collides with it; the failure rolled back and
                     // forgot the cached head, so the retry reads it under the lock.
-                    let mut failure = None;
-                    for _ in 0..2 {
-                        op.clear();
-                        match ops::run_batch(
-                            &mut tx,
-                            std::slice::from_mut(op),
-                            deliveries,
-                            checkpoints.as_mut(),
-                            &stats,
-                        )
-                        .await
-                        {
-                            Ok(changes) => {
-                                committed.extend(changes);
-                                failure = None;
-                                break;
-                            }
-                            Err(error) => failure = Some(error),
-                        }
+                    let mut outcome =
+                        alone(&mut tx, op, deliveries, &mut checkpoints, &stats).await;
+                    if outcome.is_err() {
+                        outcome = alone(&mut tx, op, deliveries, &mut checkpoints, &stats).await;
                     }
-                    if let Some(error) = failure {
-                        op.fail(super::StoreError::Database(error));
+                    match outcome {
+                        Ok(changes) => committed.extend(changes),
+                        Err(error) => op.fail(super::StoreError::Database(error)),
                     }
                 }
                 committed
@@ -115,4 +101,23 @@ pub(crate) async fn run<T: Tx>(mut tx: T, mut queue: mpsc::Receiver<Op>, setup: 
             op.answer();
         }
     }
+}
+
+/// Runs `op` in a transaction of its own, its earlier answer (if any) cleared.
+async fn alone<T: Tx>(
+    tx: &mut T,
+    op: &mut Op,
+    deliveries: Deliveries,
+    checkpoints: &mut Option<ops::Checkpoints>,
+    stats: &WriterStats,
+) -> sqlx::Result<Vec<StatusChange>> {
+    op.clear();
+    ops::run_batch(
+        tx,
+        std::slice::from_mut(op),
+        deliveries,
+        checkpoints.as_mut(),
+        stats,
+    )
+    .await
 }
