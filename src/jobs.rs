@@ -1,9 +1,13 @@
 //! Durable work for one approval: deliveries (the outbox), each due at a time, planned
 //! by a pure function and written in the same transaction as the state change that
-//! causes them. Reminders and escalations are deliveries due later. The
-//! [`crate::scheduler`] claims due deliveries with a lease ([`LEASE`]); they run in
-//! [`crate::outbox`] and report back. Expiry needs no job: the approval's own
-//! `expires_at` is its timer, which the store fires (see `Store::fire_due`).
+//! causes them. The [`crate::scheduler`] claims due deliveries with a lease ([`LEASE`]);
+//! they run in [`crate::outbox`] and report back.
+//!
+//! Two timers need no job row until they fire, both kept on the approval's own row and
+//! fired by the store (`Store::fire_due`): its expiry (`expires_at`), and its nudges,
+//! the first reminder and the escalation post ([`first_nudge`] sets `nudge_at`, the
+//! earlier of the two; [`nudges`] turns those due into deliveries when it comes). A
+//! request decided before then (most are) never writes them at all.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -223,25 +227,8 @@ pub fn plan(
             // Only requests that wait for people are posted; instant decisions are in
             // the audit log and the API.
             if let (Some(channel), Status::Pending) = (slack_channel, after.status) {
-                let post = |channel: &ChannelId, kind| Job::SlackPost {
-                    channel: channel.clone(),
-                    kind,
-                    requester: after.token_name.clone(),
-                    batch: false,
-                };
-                jobs.push(new(post(channel, MessageKind::Main), now));
-                let routing = &after.routing;
-                if let Some(secs) = routing.remind_after_secs {
-                    jobs.push(new(Job::SlackRemind {}, after_secs(now, secs)));
-                }
-                if let (Some(secs), Some(escalation)) =
-                    (routing.escalate_after_secs, &routing.escalation_channel)
-                {
-                    jobs.push(new(
-                        post(escalation, MessageKind::Escalation),
-                        after_secs(now, secs),
-                    ));
-                }
+                // Its reminders and escalation wait on its row ([`first_nudge`]).
+                jobs.push(new(post(after, channel, MessageKind::Main), now));
             }
         }
         Some(before) => {
@@ -254,6 +241,71 @@ pub fn plan(
         }
     }
     jobs
+}
+
+/// When `approval`'s first nudge (its first reminder or its escalation post) falls
+/// due, if it waits for people in a channel and its policy nudges: its row's
+/// `nudge_at`, set as it opens. No job is written until then.
+pub fn first_nudge(approval: &Approval) -> Option<DateTime<Utc>> {
+    nudge_times(approval).map(|(at, _)| at).min()
+}
+
+/// The nudges of `approval` that fall due from `from` (its row's `nudge_at`, the
+/// earliest not yet planned) up to `now`, each a delivery due at its own time; and
+/// when the next one falls due (its new `nudge_at`), `None` when none is left. Nothing
+/// once it is decided or expired, or without Slack: each reminder then runs as it
+/// always has (and plans the next, `remind_every` later).
+pub fn nudges(
+    approval: &Approval,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+    deliveries: Deliveries,
+) -> (Vec<NewJob>, Option<DateTime<Utc>>) {
+    if !deliveries.slack || approval.is_expired_at(now) {
+        return (Vec::new(), None);
+    }
+    let mut due = Vec::new();
+    let mut next: Option<DateTime<Utc>> = None;
+    for (at, job) in nudge_times(approval).filter(|(at, _)| *at >= from) {
+        if at <= now {
+            due.push(NewJob {
+                approval_id: approval.id,
+                job,
+                due_at: at,
+            });
+        } else {
+            next = Some(next.map_or(at, |next| next.min(at)));
+        }
+    }
+    (due, next)
+}
+
+/// The first reminder and the escalation post of a pending approval with a channel,
+/// each with its time, as its policy sets them.
+fn nudge_times(approval: &Approval) -> impl Iterator<Item = (DateTime<Utc>, Job)> + '_ {
+    let routing = &approval.routing;
+    let waits = approval.status == Status::Pending && routing.channel.is_some();
+    let remind = routing
+        .remind_after_secs
+        .map(|secs| (after_secs(approval.created_at, secs), Job::SlackRemind {}));
+    let escalate = routing
+        .escalate_after_secs
+        .zip(routing.escalation_channel.as_ref())
+        .map(|(secs, channel)| {
+            let post = post(approval, channel, MessageKind::Escalation);
+            (after_secs(approval.created_at, secs), post)
+        });
+    remind.into_iter().chain(escalate).filter(move |_| waits)
+}
+
+/// A post of `approval` to `channel`.
+fn post(approval: &Approval, channel: &ChannelId, kind: MessageKind) -> Job {
+    Job::SlackPost {
+        channel: channel.clone(),
+        kind,
+        requester: approval.token_name.clone(),
+        batch: false,
+    }
 }
 
 /// Statuses a callback announces.
@@ -295,33 +347,26 @@ mod tests {
         jobs.iter().map(|j| j.job.kind()).collect()
     }
 
-    #[test]
-    fn reminders_escalation_and_callbacks_are_planned_from_the_routing() {
-        let mut a = opened("deploy");
+    fn routed(a: &mut Approval) {
         a.routing.remind_after_secs = Some(1800);
         a.routing.escalate_after_secs = Some(7200);
         a.routing.escalation_channel = Some("C0MANAGERS".into());
-        a.callback_url = Some("https://agent.example/cb".into());
         a.token_name = Some("billing-mcp".into());
+        a.expires_at = after(a, 4 * 3600);
+    }
+
+    fn after(a: &Approval, secs: i64) -> DateTime<Utc> {
+        a.created_at + chrono::Duration::seconds(secs)
+    }
+
+    #[test]
+    fn a_new_request_writes_its_post_and_leaves_its_nudges_to_its_row() {
+        let mut a = opened("deploy");
+        routed(&mut a);
+        a.callback_url = Some("https://agent.example/cb".into());
         let jobs = plan(None, &a, SLACK, a.created_at);
-        assert_eq!(kinds(&jobs), ["slack_post", "slack_remind", "slack_post"]);
-        assert_eq!(
-            jobs[1].due_at,
-            a.created_at + chrono::Duration::seconds(1800)
-        );
-        assert_eq!(
-            jobs[2].job,
-            Job::SlackPost {
-                channel: "C0MANAGERS".into(),
-                kind: MessageKind::Escalation,
-                requester: Some("billing-mcp".into()),
-                batch: false,
-            }
-        );
-        assert_eq!(
-            jobs[2].due_at,
-            a.created_at + chrono::Duration::seconds(7200)
-        );
+        assert_eq!(kinds(&jobs), ["slack_post"]);
+        assert_eq!(first_nudge(&a), Some(after(&a, 1800)), "the reminder first");
 
         let deny = Event::Vote {
             by: crate::approval::Decider::approver("U1"),
@@ -337,6 +382,63 @@ mod tests {
                 status: Status::Denied
             }
         );
+        assert_eq!(first_nudge(&denied), None, "decided: nobody to nudge");
+        let mut quiet = opened("deploy");
+        quiet.routing.escalate_after_secs = Some(7200);
+        assert_eq!(first_nudge(&quiet), None, "an escalation needs its channel");
+    }
+
+    #[test]
+    fn nudges_fall_due_one_after_the_other_each_at_its_own_time() {
+        let mut a = opened("deploy");
+        routed(&mut a);
+        let first = first_nudge(&a).unwrap();
+        assert_eq!(
+            nudges(&a, first, after(&a, 1799), SLACK),
+            (vec![], Some(first))
+        );
+
+        let (due, next) = nudges(&a, first, after(&a, 1801), SLACK);
+        assert_eq!(kinds(&due), ["slack_remind"]);
+        assert_eq!(due[0].due_at, first);
+        assert_eq!(next, Some(after(&a, 7200)));
+
+        let (due, next) = nudges(&a, after(&a, 7200), after(&a, 7200), SLACK);
+        assert_eq!(
+            due,
+            [NewJob {
+                approval_id: a.id,
+                job: Job::SlackPost {
+                    channel: "C0MANAGERS".into(),
+                    kind: MessageKind::Escalation,
+                    requester: Some("billing-mcp".into()),
+                    batch: false,
+                },
+                due_at: after(&a, 7200),
+            }]
+        );
+        assert_eq!(next, None);
+
+        // A pass that comes late plans both, each due at its time.
+        let (due, next) = nudges(&a, first, after(&a, 8000), SLACK);
+        assert_eq!(kinds(&due), ["slack_remind", "slack_post"]);
+        assert_eq!((due[0].due_at, due[1].due_at), (first, after(&a, 7200)));
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn nothing_nudges_a_decided_or_expired_request_or_without_slack() {
+        let mut a = opened("deploy");
+        routed(&mut a);
+        let first = first_nudge(&a).unwrap();
+        let at = after(&a, 1800);
+        assert_eq!(nudges(&a, first, at, Deliveries::default()), (vec![], None));
+        let mut decided = a.clone();
+        decided.status = Status::Approved;
+        assert_eq!(nudges(&decided, first, at, SLACK), (vec![], None));
+        let mut expiring = a.clone();
+        expiring.expires_at = at;
+        assert_eq!(nudges(&expiring, first, at, SLACK), (vec![], None));
     }
 
     #[test]

@@ -192,6 +192,6 @@ struct Pass {
 
 impl Pass {
     fn is_full(&self) -> bool {
-        self.fired as i64 == BATCH || self.claimed as i64 == BATCH
+        self.fired as i64 >= BATCH || self.claimed as i64 == BATCH
     }
 }

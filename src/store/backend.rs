@@ -189,6 +189,21 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
         now: DateTime<Utc>,
         limit: i64,
     ) -> impl Future<Output = sqlx::Result<Vec<Approval>>> + Send;
+    /// Up to `limit` approvals whose nudge has come by `now` (`nudge_at`, see
+    /// [`crate::jobs::nudges`]), earliest first, each with its `nudge_at`, for this
+    /// transaction to plan and move on (Postgres: locked, skipping those another
+    /// replica is firing). Decided ones too: their nudges are cleared.
+    fn due_nudges(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> impl Future<Output = sqlx::Result<Vec<(ApprovalId, DateTime<Utc>)>>> + Send;
+    /// Moves each approval's `nudge_at` to its next nudge (`None`: clears it). Each was
+    /// read in this transaction ([`Tx::load_many`]).
+    fn set_nudges(
+        &mut self,
+        nudges: &[(ApprovalId, Option<DateTime<Utc>>)],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Stores a token hash under `name` (also the name of a revoked token); false if
     /// an active token has the name.
     fn token_insert(

@@ -80,15 +80,15 @@ macro_rules! select_messages {
     };
 }
 
-/// The start of a multi-row `INSERT` of every approval column plus `params_sha256`;
-/// the backend pushes the rows, then what to do with a reused idempotency key and
-/// what to answer.
+/// The start of a multi-row `INSERT` of every approval column plus `params_sha256`
+/// and `nudge_at` ([`crate::jobs::first_nudge`]); the backend pushes the rows, then
+/// what to do with a reused idempotency key and what to answer.
 macro_rules! insert_approvals_sql {
     () => {
         concat!(
             "INSERT INTO pending_approvals (",
             opening_columns!(),
-            ", params_sha256) "
+            ", params_sha256, nudge_at) "
         )
     };
 }

@@ -23,10 +23,11 @@ pub(super) mod tokens {
 /// A vote taken back (an edit resets earlier approvals).
 pub(super) const DELETE_VOTE: &str = "DELETE FROM votes WHERE approval_id = $1 AND user_id = $2";
 
-/// Classifies a row another program inserted, if nobody did yet.
+/// Classifies a row another program inserted, if nobody did yet (`$12`: its first
+/// nudge, [`crate::jobs::first_nudge`]).
 pub(super) const ADOPT: &str = "UPDATE pending_approvals SET risk_tier = $2, status = $3, \
      decided_by = $4, decision_at = $5, reason = $6, summary = $7, required_approvals = $8, \
-     routing = $9, expires_at = $10, version = $11 \
+     routing = $9, expires_at = $10, version = $11, nudge_at = $12 \
      WHERE id = $1 AND routing IS NULL AND status = 'pending'";
 
 /// Jobs.

@@ -15,6 +15,7 @@ use crate::helpers::*;
 crate::on_both_backends!(
     a_claimed_job_is_leased_and_a_crashed_holder_loses_it,
     timers_fire_in_their_own_transaction_once_across_replicas,
+    nudges_become_jobs_when_due_once_across_replicas_and_never_once_decided,
     an_expiry_timer_follows_an_expiry_moved_in_the_shared_table,
     expiries_behind_the_last_pass_still_fire,
     finished_jobs_are_deleted_and_given_up_ones_kept,
@@ -953,6 +954,114 @@ async fn timers_fire_in_their_own_transaction_once_across_replicas(db: TestDb) {
         );
     }
     assert_eq!(count_audit(&store, "expired").await, 40, "one expiry each");
+}
+
+/// The first reminder and the escalation are not written when a request opens: its
+/// row's `nudge_at` is their timer, which the timer pass turns into jobs when due.
+async fn nudges_become_jobs_when_due_once_across_replicas_and_never_once_decided(db: TestDb) {
+    use signoff::jobs::{Deliveries, Job, MessageKind};
+    let (store, clock) = open_posting(&db).await;
+    let replica = signoff::store::Store::connect_with(&db.url, Deliveries { slack: true })
+        .await
+        .unwrap();
+    let policy = signoff::policy::Policy::from_toml_str(
+        "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"4h\"\nmax_pending = 0\n\
+         remind_after = \"30m\"\nremind_every = \"1h\"\nescalate_after = \"2h\"\n\
+         escalation_channel = \"C0MANAGERS\"\n",
+    )
+    .unwrap();
+    let opened = clock.now();
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let request = new_request("payout", json!({ "n": n }));
+        let class = policy.classify("payout", &request.parameters, None);
+        ids.push(
+            store
+                .create(request, class, opened)
+                .await
+                .unwrap()
+                .approval
+                .id,
+        );
+    }
+    let kinds = "SELECT COUNT(*) FROM jobs WHERE kind <> 'slack_post' \
+                 OR payload ->> 'kind' <> 'main'";
+    assert_eq!(raw_count(&db, kinds).await, 0, "only the posts are written");
+    let (decided, waiting) = ids.split_at(5);
+    for id in decided {
+        vote(&store, &clock, *id, "U1", Decision::Approve)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.fire_due(clock.now(), 100).await.unwrap(),
+        0,
+        "not due yet"
+    );
+
+    // The reminders: each replica plans some, together each once.
+    clock.advance(Duration::from_secs(30 * 60));
+    let (mine, theirs) = tokio::join!(
+        store.fire_due(clock.now(), 100),
+        replica.fire_due(clock.now(), 100)
+    );
+    assert_eq!(
+        mine.unwrap() + theirs.unwrap(),
+        20,
+        "decided ones are cleared"
+    );
+    assert_eq!(store.fire_due(clock.now(), 100).await.unwrap(), 0);
+    let due = store.due_jobs(clock.now(), 100).await.unwrap();
+    let reminded: Vec<_> = due
+        .jobs
+        .iter()
+        .filter(|job| job.job == Job::SlackRemind {})
+        .map(|job| job.approval_id)
+        .collect();
+    let mut expected = waiting.to_vec();
+    let mut got = reminded.clone();
+    expected.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(
+        got, expected,
+        "one reminder per waiting request, none decided"
+    );
+
+    // The escalation, due at its own time even to a pass that comes late.
+    clock.advance(Duration::from_secs(95 * 60));
+    assert_eq!(store.fire_due(clock.now(), 100).await.unwrap(), 15);
+    assert_eq!(
+        store.fire_due(clock.now(), 100).await.unwrap(),
+        0,
+        "none left"
+    );
+    let escalations = store
+        .due_jobs(clock.now(), 100)
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .filter(|job| matches!(&job.job, Job::SlackPost { kind: MessageKind::Escalation, channel, .. } if channel.as_str() == "C0MANAGERS"))
+        .count();
+    assert_eq!(escalations, 15);
+    let planned_at = format!(
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_post' AND payload ->> 'kind' = 'escalation' \
+         AND due_at = {}",
+        sql_time(&db, opened + chrono::Duration::hours(2))
+    );
+    assert_eq!(
+        raw_count(&db, &planned_at).await,
+        15,
+        "due at escalate_after"
+    );
+    assert_eq!(
+        raw_count(
+            &db,
+            "SELECT COUNT(*) FROM pending_approvals WHERE nudge_at IS NOT NULL"
+        )
+        .await,
+        0
+    );
 }
 
 async fn finished_jobs_are_deleted_and_given_up_ones_kept(db: TestDb) {

@@ -101,7 +101,8 @@ pub(crate) enum Op {
         deliveries: Option<Deliveries>,
         reply: Reply<Approval>,
     },
-    /// Expire up to `limit` approvals whose expiry has come by `now`: how many fired.
+    /// Fire the timers on approvals' rows that have come by `now`, up to `limit` of
+    /// each kind (expiries, nudges): how many fired.
     FireDue {
         now: DateTime<Utc>,
         limit: i64,

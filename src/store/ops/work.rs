@@ -261,9 +261,11 @@ impl Done {
     }
 }
 
-/// Expires up to `limit` approvals whose expiry has come by `now`, set-based and in
-/// this one transaction, so an expiry needs no lease: a process that dies mid-way
-/// expired nothing. The timer is the approval's own `expires_at` (indexed), so an expiry
+/// Fires the timers on approvals' rows that have come by `now`, up to `limit` of each
+/// kind: expiries, then nudges ([`fire_nudges`]). Answers how many fired.
+///
+/// Expiries are set-based and in this one transaction, so an expiry needs no lease: a
+/// process that dies mid-way expired nothing. The timer is the approval's own `expires_at` (indexed), so an expiry
 /// moved in the shared table, earlier or later, is followed. The due approvals are read
 /// in one query and join the batch's [`Current`] (an approval an earlier request of the
 /// batch read stays as that request left it); each is decided by the pure state
@@ -294,7 +296,41 @@ pub(crate) async fn fire_due<T: Tx>(
         done.record(before.status, after, transition.happened, planned, now);
         fired += 1;
     }
+    fired += fire_nudges(tx, current, now, limit, deliveries, &mut done).await?;
     Ok((fired, done))
+}
+
+/// Plans the nudges (first reminder, escalation post) of up to `limit` approvals whose
+/// `nudge_at` has come by `now`, as deliveries due at their own times, and moves each
+/// one's `nudge_at` on to its next nudge, or clears it (decided, expired, none left).
+/// The approvals are read as the batch has them (one an earlier request decided gets
+/// no nudge) and, on Postgres, stay locked to this transaction, so replicas plan each
+/// nudge once. Answers how many approvals it moved on.
+async fn fire_nudges<T: Tx>(
+    tx: &mut T,
+    current: &mut Current,
+    now: DateTime<Utc>,
+    limit: i64,
+    deliveries: Deliveries,
+    done: &mut Done,
+) -> sqlx::Result<usize> {
+    let due = tx.due_nudges(now, limit).await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<ApprovalId> = due.iter().map(|(id, _)| *id).collect();
+    current.load_more(tx, &ids).await?;
+    let mut moved = Vec::with_capacity(due.len());
+    for (id, from) in due {
+        let (planned, next) = match current.get(id) {
+            Some(approval) => jobs::nudges(approval, from, now, deliveries),
+            None => (Vec::new(), None),
+        };
+        done.jobs.extend(planned.into_iter().map(|job| (job, now)));
+        moved.push((id, next));
+    }
+    tx.set_nudges(&moved).await?;
+    Ok(moved.len())
 }
 
 pub(crate) async fn adopt<T: Tx>(

@@ -84,6 +84,7 @@ impl PgTx {
             column(&rows, |(a, _)| a.version) => "int8[]",
             column(&rows, |(a, _)| a.server.as_deref()) => "text[]",
             column(&rows, |(_, params_sha256)| *params_sha256) => "text[]",
+            column(&rows, |(a, _)| jobs::first_nudge(a)) => "timestamptz[]",
         );
         // Skips a reused idempotency key (a unique index); each open request inserted
         // becomes the newest of its key in `request_keys`.

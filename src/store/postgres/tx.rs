@@ -268,6 +268,7 @@ impl Tx for PgTx {
             .bind(serde_json::to_value(&a.routing).unwrap_or_default())
             .bind(a.expires_at)
             .bind(a.version)
+            .bind(jobs::first_nudge(a))
             .execute(self.conn().await?)
             .await?;
         let adopted = done.rows_affected() == 1;
@@ -304,6 +305,63 @@ impl Tx for PgTx {
         .await?;
         self.timers.swept = Some(self.timers.swept.map_or(now, |swept| swept.max(now)));
         self.located(&rows)
+    }
+
+    async fn due_nudges(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(ApprovalId, DateTime<Utc>)>> {
+        // SKIP LOCKED: replicas firing at the same moment take different approvals.
+        let due: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, nudge_at FROM pending_approvals WHERE nudge_at <= $1 \
+             ORDER BY nudge_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.conn().await?)
+        .await?;
+        Ok(due
+            .into_iter()
+            .map(|(id, at)| (ApprovalId(id), at))
+            .collect())
+    }
+
+    async fn set_nudges(
+        &mut self,
+        nudges: &[(ApprovalId, Option<DateTime<Utc>>)],
+    ) -> sqlx::Result<()> {
+        if nudges.is_empty() {
+            return Ok(());
+        }
+        // Through the rows read (as `update_approvals`), then kept up to date: the
+        // index over `nudge_at` moves each row, which this batch may still write.
+        let mut locations = Vec::with_capacity(nudges.len());
+        for (id, _) in nudges {
+            let Some(location) = self.locations.get(id) else {
+                return Err(sqlx::Error::Protocol(format!(
+                    "approval {id} is nudged without having been read in this transaction"
+                )));
+            };
+            locations.push(location.clone());
+        }
+        let moved: Vec<(Uuid, String)> = sqlx::query_as(
+            "UPDATE pending_approvals p SET nudge_at = v.at \
+             FROM unnest($1::uuid[], $2::text[]::tid[], $3::timestamptz[]) AS v(id, loc, at) \
+             WHERE p.ctid = v.loc AND p.id = v.id RETURNING p.id, p.ctid::text",
+        )
+        .bind(column(nudges, |(id, _)| id.0))
+        .bind(locations)
+        .bind(column(nudges, |(_, at)| *at))
+        .fetch_all(self.conn().await?)
+        .await?;
+        if moved.len() != nudges.len() {
+            return Err(sqlx::Error::RowNotFound);
+        }
+        for (id, location) in moved {
+            self.locations.insert(ApprovalId(id), location);
+        }
+        Ok(())
     }
 
     async fn token_insert(

@@ -20,7 +20,7 @@ use super::{
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
 use crate::audit::checkpoint::Checkpoint;
-use crate::jobs::{DueJobs, MessageKey, NewJob, PostedMessage};
+use crate::jobs::{self, DueJobs, MessageKey, NewJob, PostedMessage};
 use crate::store::read_pool::ReadPool;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

@@ -55,7 +55,8 @@ impl SqliteTx {
                     .push_bind(a.executed_at.as_ref().map(ts))
                     .push_bind(a.version)
                     .push_bind(a.server.clone())
-                    .push_bind(params_sha256.to_string());
+                    .push_bind(params_sha256.to_string())
+                    .push_bind(jobs::first_nudge(a).as_ref().map(ts));
             });
             // One index seek per row, to the newest request with its key (a row
             // without a token matches none). The WHERE also keeps SQLite from reading

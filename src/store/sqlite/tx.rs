@@ -316,6 +316,7 @@ impl Tx for SqliteTx {
             .bind(serde_json::to_string(&a.routing).unwrap_or_default())
             .bind(ts(&a.expires_at))
             .bind(a.version)
+            .bind(jobs::first_nudge(a).as_ref().map(ts))
             .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -350,6 +351,49 @@ impl Tx for SqliteTx {
             due.extend(self.approvals(query).await?);
         }
         Ok(due)
+    }
+
+    async fn due_nudges(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(ApprovalId, DateTime<Utc>)>> {
+        // `IS NOT NULL` first: the index's own condition, which SQLite needs to see.
+        let due: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, nudge_at FROM pending_approvals \
+             WHERE nudge_at IS NOT NULL AND nudge_at <= $1 ORDER BY nudge_at LIMIT $2",
+        )
+        .bind(ts(&now))
+        .bind(limit)
+        .fetch_all(self.conn().await?)
+        .await?;
+        due.into_iter()
+            .map(|(id, at)| Ok((parse_id(&id)?, parse_ts(&at)?)))
+            .collect()
+    }
+
+    async fn set_nudges(
+        &mut self,
+        nudges: &[(ApprovalId, Option<DateTime<Utc>>)],
+    ) -> sqlx::Result<()> {
+        if nudges.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = nudges
+            .iter()
+            .map(|(id, at)| serde_json::json!([id.to_string(), at.as_ref().map(ts)]))
+            .collect();
+        let done = sqlx::query(
+            "UPDATE pending_approvals SET nudge_at = v.value ->> 1 FROM json_each($1) AS v \
+             WHERE pending_approvals.id = v.value ->> 0",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(self.conn().await?)
+        .await?;
+        if done.rows_affected() != nudges.len() as u64 {
+            return Err(sqlx::Error::RowNotFound);
+        }
+        Ok(())
     }
 
     async fn token_insert(
