@@ -14,9 +14,64 @@ crate::on_both_backends!(
     concurrent_identical_requests_create_one_approval,
     one_batch_of_new_duplicate_and_idempotent_requests_answers_each,
     a_batch_of_repeats_of_stored_requests_answers_each_with_its_own,
+    a_flood_past_the_limit_joins_its_repeats_and_refuses_the_rest,
     votes_sent_together_on_one_approval_each_see_the_ones_before,
     an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them,
 );
+
+/// A batch from a requester at its `max_pending`: the repeats of its waiting requests
+/// (looked up together) join them, each the one it repeats; the rest are refused with
+/// the count they met, and leave no row.
+async fn a_flood_past_the_limit_joins_its_repeats_and_refuses_the_rest(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let policy = signoff::policy::Policy::from_toml_str(
+        "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\nmax_pending = 2\n",
+    )
+    .unwrap();
+    let create = |name: &str| {
+        let request = new_request("wipe_disk", json!({ "disk": name }));
+        let class = policy.classify("wipe_disk", &request.parameters, None);
+        store.create(request, class, clock.now())
+    };
+    let sda = create("sda").await.unwrap().approval;
+    let sdb = create("sdb").await.unwrap().approval;
+    let results = tokio::join!(
+        create("sdc"),
+        create("sdb"),
+        create("sdd"),
+        create("sda"),
+        create("sdb"),
+    );
+    let joined = |result: Result<signoff::store::Created, StoreError>| {
+        let created = result.unwrap();
+        assert!(!created.created);
+        created.approval.id
+    };
+    let refused = |result: Result<signoff::store::Created, StoreError>| {
+        assert!(
+            matches!(
+                result,
+                Err(StoreError::TooManyPending {
+                    waiting: 2,
+                    limit: 2,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    };
+    refused(results.0);
+    assert_eq!(joined(results.1), sdb.id);
+    refused(results.2);
+    assert_eq!(joined(results.3), sda.id);
+    assert_eq!(joined(results.4), sdb.id);
+    assert_eq!(
+        raw_count(&db, "SELECT COUNT(*) FROM pending_approvals").await,
+        2,
+        "refused requests leave no row"
+    );
+    assert_eq!(count_audit(&store, "throttled").await, 2);
+}
 
 async fn an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them(db: TestDb) {
     let (store, clock) = open(&db).await;

@@ -64,7 +64,11 @@ pub(crate) async fn check<T: Tx>(
         };
         requesters.insert(token.to_owned(), requester);
     }
-    for slot in openings.iter_mut() {
+    // The openings at their requester's limit, each with the count it met. Neither
+    // a refusal nor a join changes a count, so they are found first and looked up
+    // together.
+    let mut over = Vec::new();
+    for (n, slot) in openings.iter().enumerate() {
         let Some(Ok(opening)) = slot else { continue };
         let Some(token) = counted(opening) else {
             continue;
@@ -79,11 +83,20 @@ pub(crate) async fn check<T: Tx>(
             requester.accepted = true;
             continue;
         }
-        if joins_open_request(tx, opening).await? {
+        over.push((n, requester.waiting));
+    }
+    // One that repeats an open request of its requester joins it; the rest are
+    // refused. The repeats are looked up in one statement for the whole flood.
+    let repeats = open_requests_repeated(tx, openings, &over).await?;
+    for ((n, waiting), repeat) in over.into_iter().zip(repeats) {
+        let Some(Ok(opening)) = &openings[n] else {
+            continue;
+        };
+        if repeat {
             continue;
         }
-        let refusal = refuse(tx, opening, requester.waiting, deliveries, done).await?;
-        *slot = Some(Err(refusal));
+        let refusal = refuse(tx, opening, waiting, deliveries, done).await?;
+        openings[n] = Some(Err(refusal));
     }
     for (token, requester) in &requesters {
         if requester.accepted && requester.throttled {
@@ -102,11 +115,26 @@ fn counted(opening: &Opening) -> Option<&str> {
     opening.approval.token_name.as_deref()
 }
 
-/// Whether the opening repeats an open request of its requester (it then joins it).
-async fn joins_open_request<T: Tx>(tx: &mut T, opening: &Opening) -> sqlx::Result<bool> {
-    let row = (&opening.approval, opening.params_sha256.as_str());
-    let existing = tx.find_existing(&[row]).await?;
-    Ok(existing.first().is_some_and(Option::is_some))
+/// For each of the openings `over` names (by position, in order), whether it repeats
+/// an open request of its requester (it then joins it): one statement for all.
+async fn open_requests_repeated<T: Tx>(
+    tx: &mut T,
+    openings: &[Option<Result<Opening, StoreError>>],
+    over: &[(usize, i64)],
+) -> sqlx::Result<Vec<bool>> {
+    let rows: Vec<_> = over
+        .iter()
+        .filter_map(|(n, _)| match &openings[*n] {
+            Some(Ok(opening)) => Some((&opening.approval, opening.params_sha256.as_str())),
+            _ => None,
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    debug_assert_eq!(rows.len(), over.len(), "each names an opening");
+    let existing = tx.find_existing(&rows).await?;
+    Ok(existing.iter().map(Option::is_some).collect())
 }
 
 /// Records the refusal (audit event; the episode, and its notice when it is the first)
