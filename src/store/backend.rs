@@ -133,13 +133,15 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
         token: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = sqlx::Result<Option<ApprovalId>>> + Send;
-    /// Records a refusal of `token`'s request for `channel` ('' for none); true when
-    /// it starts an episode (the first refusal since the requester was last accepted).
+    /// Records `refusals` refusals of `token`'s requests for `channel` ('' for none),
+    /// the first at `now`; true when they start an episode (the first refusals since
+    /// the requester was last accepted).
     fn throttled(
         &mut self,
         token: &str,
         channel: &str,
         now: DateTime<Utc>,
+        refusals: i64,
     ) -> impl Future<Output = sqlx::Result<bool>> + Send;
     /// `token` was accepted again: its throttle episodes end.
     fn unthrottled(&mut self, token: &str) -> impl Future<Output = sqlx::Result<()>> + Send;

@@ -182,11 +182,11 @@ pub(super) mod batches {
 
 /// Requesters refused for having `max_pending` requests waiting (see `ops::throttle`).
 pub(super) mod throttles {
-    /// A refusal of `$1`'s request for channel `$2` at `$3`: `refused` is 1 when it
-    /// starts an episode.
-    pub const REFUSED: &str = "INSERT INTO throttles (token_name, channel, since) VALUES ($1, $2, $3) \
-         ON CONFLICT (token_name, channel) DO UPDATE SET refused = throttles.refused + 1 \
-         RETURNING refused";
+    /// `$4` refusals of `$1`'s requests for channel `$2`, the first at `$3`:
+    /// `refused` is `$4` when they start an episode.
+    pub const REFUSED: &str = "INSERT INTO throttles (token_name, channel, since, refused) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (token_name, channel) \
+         DO UPDATE SET refused = throttles.refused + excluded.refused RETURNING refused";
     /// `$1` was accepted again: its episodes end.
     pub const END: &str = "DELETE FROM throttles WHERE token_name = $1";
 }

@@ -21,9 +21,10 @@ crate::on_both_backends!(
 
 /// A batch from a requester at its `max_pending`: the repeats of its waiting requests
 /// (looked up together) join them, each the one it repeats; the rest are refused with
-/// the count they met, and leave no row.
+/// the count they met, leave no row, and are recorded together, the first of them
+/// starting the episode (its notice), the others not.
 async fn a_flood_past_the_limit_joins_its_repeats_and_refuses_the_rest(db: TestDb) {
-    let (store, clock) = open(&db).await;
+    let (store, clock) = open_posting(&db).await;
     let policy = signoff::policy::Policy::from_toml_str(
         "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\nmax_pending = 2\n",
     )
@@ -70,7 +71,22 @@ async fn a_flood_past_the_limit_joins_its_repeats_and_refuses_the_rest(db: TestD
         2,
         "refused requests leave no row"
     );
-    assert_eq!(count_audit(&store, "throttled").await, 2);
+    let notices: Vec<_> = store
+        .audit_page(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.kind == "throttled")
+        .map(|event| event.data["notice"].clone())
+        .collect();
+    assert_eq!(notices, [json!(true), json!(false)]);
+    assert_eq!(
+        raw_count(&db, "SELECT refused FROM throttles").await,
+        2,
+        "one episode, both refusals"
+    );
+    let notice = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_throttled'";
+    assert_eq!(raw_count(&db, notice).await, 1);
 }
 
 async fn an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them(db: TestDb) {

@@ -7,7 +7,9 @@
 //! notice to the channel the request was for. Decided in the batch before any insert,
 //! so a refused request leaves no row.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
 
 use serde_json::json;
 
@@ -88,14 +90,20 @@ pub(crate) async fn check<T: Tx>(
     // One that repeats an open request of its requester joins it; the rest are
     // refused. The repeats are looked up in one statement for the whole flood.
     let repeats = open_requests_repeated(tx, openings, &over).await?;
-    for ((n, waiting), repeat) in over.into_iter().zip(repeats) {
+    let refused: Vec<(usize, i64)> = over
+        .into_iter()
+        .zip(repeats)
+        .filter_map(|(over, repeat)| (!repeat).then_some(over))
+        .collect();
+    // Recorded per requester and channel, one statement each; the first refusal of
+    // an episode that starts here plans its notice.
+    let mut starts = episodes(tx, openings, &refused).await?;
+    for (n, waiting) in refused {
         let Some(Ok(opening)) = &openings[n] else {
             continue;
         };
-        if repeat {
-            continue;
-        }
-        let refusal = refuse(tx, opening, waiting, deliveries, done).await?;
+        let first = starts.remove(&episode(opening));
+        let refusal = refuse(tx, opening, waiting, first, deliveries, done).await?;
         openings[n] = Some(Err(refusal));
     }
     for (token, requester) in &requesters {
@@ -137,21 +145,53 @@ async fn open_requests_repeated<T: Tx>(
     Ok(existing.iter().map(Option::is_some).collect())
 }
 
-/// Records the refusal (audit event; the episode, and its notice when it is the first)
-/// and answers the error the caller gets.
+/// The requester and channel ('' for none) whose episode a refusal belongs to.
+fn episode(opening: &Opening) -> (String, String) {
+    let approval = &opening.approval;
+    let token = approval.token_name.clone().unwrap_or_default();
+    let channel = approval.routing.channel.as_deref().unwrap_or_default();
+    (token, channel.to_owned())
+}
+
+/// Records the `refused` openings (by position) per requester and channel, one
+/// statement each: those whose refusals start an episode here.
+async fn episodes<T: Tx>(
+    tx: &mut T,
+    openings: &[Option<Result<Opening, StoreError>>],
+    refused: &[(usize, i64)],
+) -> sqlx::Result<HashSet<(String, String)>> {
+    // Per episode: how many refusals, and when the first was.
+    let mut counts: BTreeMap<(String, String), (i64, DateTime<Utc>)> = BTreeMap::new();
+    for (n, _) in refused {
+        if let Some(Ok(opening)) = &openings[*n] {
+            let count = counts.entry(episode(opening)).or_insert((0, opening.now));
+            count.0 += 1;
+            count.1 = count.1.min(opening.now);
+        }
+    }
+    let mut starts = HashSet::new();
+    for ((token, channel), (refusals, first)) in counts {
+        if tx.throttled(&token, &channel, first, refusals).await? {
+            starts.insert((token, channel));
+        }
+    }
+    Ok(starts)
+}
+
+/// Records the refusal (audit event; the episode's notice when `first`, the first
+/// refusal of an episode that starts in this batch) and answers the error the caller
+/// gets.
 async fn refuse<T: Tx>(
     tx: &mut T,
     opening: &Opening,
     waiting: i64,
+    first: bool,
     deliveries: Deliveries,
     done: &mut Done,
 ) -> sqlx::Result<StoreError> {
     let approval = &opening.approval;
     let token = approval.token_name.clone().unwrap_or_default();
     let channel = approval.routing.channel.clone();
-    let first = tx
-        .throttled(&token, channel.as_deref().unwrap_or_default(), opening.now)
-        .await?;
     let mut notice = false;
     if first
         && deliveries.slack

@@ -187,14 +187,16 @@ impl Tx for SqliteTx {
         token: &str,
         channel: &str,
         now: DateTime<Utc>,
+        refusals: i64,
     ) -> sqlx::Result<bool> {
         let refused: i64 = sqlx::query_scalar(sql::throttles::REFUSED)
             .bind(token)
             .bind(channel)
             .bind(ts(&now))
+            .bind(refusals)
             .fetch_one(self.conn().await?)
             .await?;
-        Ok(refused == 1)
+        Ok(refused == refusals)
     }
 
     async fn unthrottled(&mut self, token: &str) -> sqlx::Result<()> {
