@@ -251,8 +251,9 @@ impl Store {
     /// `limit` approvals whose `expires_at` has come, each in the same transaction as
     /// its audit events and follow-up deliveries, and plans the nudges (first reminder,
     /// escalation post) of up to `limit` whose `nudge_at` has come (see
-    /// [`crate::jobs::nudges`]), so timers need no lease. The work goes to the writer in operations
-    /// of up to `FIRE_CHUNK` timers each, queued at once. Returns how many fired.
+    /// [`crate::jobs::nudges`]), so timers need no lease. The work goes to the writer
+    /// in operations of up to `FIRE_CHUNK` timers each, queued at once. Returns how
+    /// many fired.
     pub async fn fire_due(&self, now: DateTime<Utc>, limit: i64) -> Result<usize> {
         let mut answers = Vec::new();
         let mut left = limit;

@@ -1041,7 +1041,10 @@ async fn nudges_become_jobs_when_due_once_across_replicas_and_never_once_decided
         .unwrap()
         .jobs
         .into_iter()
-        .filter(|job| matches!(&job.job, Job::SlackPost { kind: MessageKind::Escalation, channel, .. } if channel.as_str() == "C0MANAGERS"))
+        .filter(|job| {
+            matches!(&job.job, Job::SlackPost { kind: MessageKind::Escalation, channel, .. }
+                if channel.as_str() == "C0MANAGERS")
+        })
         .count();
     assert_eq!(escalations, 15);
     let planned_at = format!(

@@ -264,19 +264,14 @@ async fn batch<T: Tx>(
         .collect();
     let mut done = Done::default();
     throttle::check(tx, &mut openings, deliveries, &mut done).await?;
-    let rows: Vec<(&Approval, &str)> = openings
-        .iter()
-        .flatten()
-        .flatten()
-        .map(|opening| (&opening.approval, opening.params_sha256.as_str()))
-        .collect();
+    let opened: Vec<&Opening> = openings.iter().flatten().flatten().collect();
+    let rows: Vec<(&Approval, &str)> = opened.iter().map(|opening| opening.row()).collect();
     let inserted = if rows.is_empty() {
         HashSet::new()
     } else {
         tx.insert_approvals(&rows).await?
     };
     // The approvals that repeated requests join, found in one statement.
-    let opened: Vec<&Opening> = openings.iter().flatten().flatten().collect();
     let placements = Placements::find(tx, &opened, inserted).await?;
     // Every approval an event names, a delivery report shows or a repeated request
     // joins, read (and on Postgres locked) in one statement.

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::Done;
-use super::work::Opening;
+use super::work::{self, Opening};
 use crate::approval::Status;
 use crate::audit::Draft;
 use crate::jobs::{Deliveries, Job, NewJob};
@@ -66,10 +66,11 @@ pub(crate) async fn check<T: Tx>(
         };
         requesters.insert(token.to_owned(), requester);
     }
-    // The openings at their requester's limit, each with the count it met. Neither
-    // a refusal nor a join changes a count, so they are found first and looked up
-    // together.
+    // The openings at their requester's limit (by position, and each itself), each
+    // with the count it met. Neither a refusal nor a join changes a count, so they
+    // are found first and looked up together.
     let mut over = Vec::new();
+    let mut at_limit = Vec::new();
     for (n, slot) in openings.iter().enumerate() {
         let Some(Ok(opening)) = slot else { continue };
         let Some(token) = counted(opening) else {
@@ -86,14 +87,15 @@ pub(crate) async fn check<T: Tx>(
             continue;
         }
         over.push((n, requester.waiting));
+        at_limit.push(opening);
     }
     // One that repeats an open request of its requester joins it; the rest are
     // refused. The repeats are looked up in one statement for the whole flood.
-    let repeats = open_requests_repeated(tx, openings, &over).await?;
+    let repeats = work::blockers(tx, &at_limit).await?;
     let refused: Vec<(usize, i64)> = over
         .into_iter()
         .zip(repeats)
-        .filter_map(|(over, repeat)| (!repeat).then_some(over))
+        .filter_map(|(over, repeat)| repeat.is_none().then_some(over))
         .collect();
     // Recorded per requester and channel, one statement each; the first refusal of
     // an episode that starts here plans its notice.
@@ -121,28 +123,6 @@ fn counted(opening: &Opening) -> Option<&str> {
         return None;
     }
     opening.approval.token_name.as_deref()
-}
-
-/// For each of the openings `over` names (by position, in order), whether it repeats
-/// an open request of its requester (it then joins it): one statement for all.
-async fn open_requests_repeated<T: Tx>(
-    tx: &mut T,
-    openings: &[Option<Result<Opening, StoreError>>],
-    over: &[(usize, i64)],
-) -> sqlx::Result<Vec<bool>> {
-    let rows: Vec<_> = over
-        .iter()
-        .filter_map(|(n, _)| match &openings[*n] {
-            Some(Ok(opening)) => Some((&opening.approval, opening.params_sha256.as_str())),
-            _ => None,
-        })
-        .collect();
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    debug_assert_eq!(rows.len(), over.len(), "each names an opening");
-    let existing = tx.find_existing(&rows).await?;
-    Ok(existing.iter().map(Option::is_some).collect())
 }
 
 /// The requester and channel ('' for none) whose episode a refusal belongs to.

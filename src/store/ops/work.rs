@@ -41,6 +41,24 @@ impl Opening {
             now,
         }
     }
+
+    /// Its row as [`Tx::insert_approvals`] and [`Tx::find_existing`] take it.
+    pub(crate) fn row(&self) -> (&Approval, &str) {
+        (&self.approval, self.params_sha256.as_str())
+    }
+}
+
+/// For each of `openings`, the approval that would keep it from being inserted (see
+/// [`Tx::find_existing`]), for all of them in one statement; none for none.
+pub(crate) async fn blockers<T: Tx>(
+    tx: &mut T,
+    openings: &[&Opening],
+) -> sqlx::Result<Vec<Option<ApprovalId>>> {
+    if openings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(&Approval, &str)> = openings.iter().map(|opening| opening.row()).collect();
+    tx.find_existing(&rows).await
 }
 
 /// What the batch's insert made of an opening.
@@ -69,21 +87,17 @@ impl Placements {
         openings: &[&Opening],
         inserted: HashSet<ApprovalId>,
     ) -> sqlx::Result<Self> {
-        let blocked: Vec<(&Approval, &str)> = openings
+        let blocked: Vec<&Opening> = openings
             .iter()
             .filter(|opening| !inserted.contains(&opening.approval.id))
-            .map(|opening| (&opening.approval, opening.params_sha256.as_str()))
+            .copied()
             .collect();
-        let blockers = if blocked.is_empty() {
-            HashMap::new()
-        } else {
-            let found = tx.find_existing(&blocked).await?;
-            blocked
-                .iter()
-                .zip(found)
-                .filter_map(|((opening, _), blocker)| Some((opening.id, blocker?)))
-                .collect()
-        };
+        let found = blockers(tx, &blocked).await?;
+        let blockers = blocked
+            .iter()
+            .zip(found)
+            .filter_map(|(opening, blocker)| Some((opening.approval.id, blocker?)))
+            .collect();
         Ok(Placements { inserted, blockers })
     }
 
@@ -265,12 +279,13 @@ impl Done {
 /// kind: expiries, then nudges ([`fire_nudges`]). Answers how many fired.
 ///
 /// Expiries are set-based and in this one transaction, so an expiry needs no lease: a
-/// process that dies mid-way expired nothing. The timer is the approval's own `expires_at` (indexed), so an expiry
-/// moved in the shared table, earlier or later, is followed. The due approvals are read
-/// in one query and join the batch's [`Current`] (an approval an earlier request of the
-/// batch read stays as that request left it); each is decided by the pure state
-/// machine, and the batch writes them with its events' changes. Deliveries are not run
-/// here; the outbox claims them, runs them and reports back.
+/// process that dies mid-way expired nothing. The timer is the approval's own
+/// `expires_at` (indexed), so an expiry moved in the shared table, earlier or later,
+/// is followed. The due approvals are read in one query and join the batch's
+/// [`Current`] (an approval an earlier request of the batch read stays as that request
+/// left it); each is decided by the pure state machine, and the batch writes them with
+/// its events' changes. Deliveries are not run here; the outbox claims them, runs them
+/// and reports back.
 pub(crate) async fn fire_due<T: Tx>(
     tx: &mut T,
     current: &mut Current,
