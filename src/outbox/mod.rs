@@ -27,7 +27,7 @@ use crate::signing::Signer;
 use crate::slack::approvers::Approvers;
 use crate::slack::blocks;
 use crate::slack::client::{SlackClient, SlackError};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, WithMessages};
 
 /// Failed attempts before a job is given up (about two hours of backoff).
 pub const MAX_ATTEMPTS: i32 = 14;
@@ -170,8 +170,12 @@ impl Outbox {
     /// channel's slot already (see [`Outbox::pace`]).
     #[tracing::instrument(skip_all, fields(job = job.id, kind = job.job.kind(), approval_id = %job.approval_id))]
     async fn deliver(&self, job: &DueJob, now: DateTime<Utc>) -> Outcome {
-        let approval = match self.store.get(job.approval_id).await {
-            Ok(Some(approval)) => approval,
+        let WithMessages {
+            approval,
+            messages,
+            batch,
+        } = match self.read(job).await {
+            Ok(Some(found)) => found,
             Ok(None) => {
                 return Outcome::Dead {
                     error: "the approval no longer exists".into(),
@@ -221,7 +225,7 @@ impl Outbox {
                 let notice = (channel.as_str(), requester.as_str(), (*waiting, *limit));
                 slack.throttle_notice(job, notice, &approval).await
             }
-            Job::SlackUpdate {} => slack.update(&approval, now).await,
+            Job::SlackUpdate {} => slack.update(&approval, &messages, &batch, now).await,
             Job::SlackRemind {} => slack.remind(job, &approval, now).await,
             Job::Callback { .. } => unreachable!("callbacks return above"),
         };
@@ -241,6 +245,20 @@ impl Outbox {
                 retry(job, now, retry_after, error.to_string())
             }
         }
+    }
+
+    /// The approval `job` is for. A message update reads its messages and batch in the
+    /// same statement; any other job reads the approval alone (no messages, no batch).
+    async fn read(&self, job: &DueJob) -> Result<Option<WithMessages>, StoreError> {
+        if matches!(job.job, Job::SlackUpdate {}) {
+            return self.store.get_with_messages(job.approval_id).await;
+        }
+        let approval = self.store.get(job.approval_id).await?;
+        Ok(approval.map(|approval| WithMessages {
+            approval,
+            messages: Vec::new(),
+            batch: Vec::new(),
+        }))
     }
 
     async fn callback(

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::remind::reminder_message;
 use super::render;
-use crate::approval::{Approval, Status};
+use crate::approval::{Approval, ApprovalId, Status};
 use crate::jobs::{DueJob, MessageKey, MessageKind, Outcome, PostedMessage};
 use crate::slack::approvers::Approvers;
 use crate::slack::blocks::{self, POST_EVENT, THROTTLE_EVENT};
@@ -165,18 +165,16 @@ impl Deliverer<'_> {
         }
     }
 
-    /// Brings every message that shows an older version up to date.
+    /// Brings every one of `messages` (the approval's) that shows an older version up to
+    /// date; a channel message may be a batch's (`batch`, its members), shared with
+    /// look-alike requests.
     pub async fn update(
         &self,
         approval: &Approval,
+        messages: &[PostedMessage],
+        batch: &[ApprovalId],
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
-        // A channel message may be a batch's, shared with look-alike requests.
-        let (messages, batch) = self
-            .store
-            .messages_and_batch(approval.id)
-            .await
-            .map_err(store_error)?;
         let mut rendered = Vec::new();
         for message in messages
             .iter()
@@ -184,7 +182,7 @@ impl Deliverer<'_> {
         {
             if message.kind == MessageKind::Main && batch.len() > 1 {
                 let key = (message.channel.as_str(), message.ts.as_str());
-                match self.update_batch(key, &batch, now).await {
+                match self.update_batch(key, batch, now).await {
                     Ok(()) => {}
                     Err(error) if error.is_permanent() => {
                         tracing::warn!(%error, channel = %message.channel, ts = %message.ts, "batch message cannot be updated; skipped");

@@ -9,7 +9,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use super::{HealthCounts, Result, StatusChange, TokenInfo};
+use super::{HealthCounts, Result, StatusChange, TokenInfo, WithMessages};
 use crate::approval::{Approval, ApprovalId, Status, Vote};
 use crate::audit;
 use crate::audit::checkpoint::Checkpoint;
@@ -36,13 +36,13 @@ pub(crate) trait Reads: Send + Sync {
     fn get_many(&self, ids: &[ApprovalId]) -> impl Future<Output = Result<Vec<Approval>>> + Send;
     fn health(&self, now: DateTime<Utc>) -> impl Future<Output = Result<HealthCounts>> + Send;
     fn messages(&self, id: ApprovalId) -> impl Future<Output = Result<Vec<PostedMessage>>> + Send;
-    /// The approval's messages and, in the same statement, the members of the batch it
-    /// is in (as [`Reads::batch_members`]; empty when it has no message): what bringing
-    /// its messages up to date reads.
-    fn messages_and_batch(
+    /// The approval and, in the same statement, its messages and the members of the
+    /// batch it is in (as [`Reads::batch_members`]): what bringing its messages up to
+    /// date reads.
+    fn get_with_messages(
         &self,
         id: ApprovalId,
-    ) -> impl Future<Output = Result<(Vec<PostedMessage>, Vec<ApprovalId>)>> + Send;
+    ) -> impl Future<Output = Result<Option<WithMessages>>> + Send;
     /// The permalinks of the main channel posts of `ids` (those that have one), in one query.
     fn main_permalinks(
         &self,

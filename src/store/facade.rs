@@ -12,8 +12,8 @@ use super::backend::Reads;
 use super::ops::{Op, Reply, TokenChange};
 use super::shared::{prefix_range, redact};
 use super::{
-    Created, HealthCounts, Result, StatusChange, StoreError, TokenInfo, WriterStats, postgres,
-    sqlite, writer,
+    Created, HealthCounts, Result, StatusChange, StoreError, TokenInfo, WithMessages, WriterStats,
+    postgres, sqlite, writer,
 };
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status};
 use crate::audit;
@@ -447,13 +447,10 @@ impl Store {
         read!(self.messages(id))
     }
 
-    /// The Slack messages posted for an approval and the members of the batch it is in
-    /// (empty when it was posted alone or not at all), in one read.
-    pub async fn messages_and_batch(
-        &self,
-        id: ApprovalId,
-    ) -> Result<(Vec<PostedMessage>, Vec<ApprovalId>)> {
-        read!(self.messages_and_batch(id))
+    /// The approval with the Slack messages posted for it and the members of the batch
+    /// it is in, in one read: what bringing its messages up to date needs.
+    pub async fn get_with_messages(&self, id: ApprovalId) -> Result<Option<WithMessages>> {
+        read!(self.get_with_messages(id))
     }
 
     /// Whether a server with Slack planned to post the approval, or posted it: then a

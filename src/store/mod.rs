@@ -40,7 +40,10 @@ use chrono::{DateTime, Utc};
 use crate::approval::{Approval, ApprovalId, Rejection, Status};
 pub use facade::Store;
 pub use shared::redact;
-use shared::{by_position, decode, decode_votes, due_jobs, leased, posted_messages, pow2_chunks};
+use shared::{
+    by_position, decode, decode_messages, decode_votes, due_jobs, leased, posted_messages,
+    pow2_chunks,
+};
 pub use stats::WriterStats;
 
 /// Why a store call failed.
@@ -92,6 +95,16 @@ pub struct Created {
 /// An approval's status changed (sent after the change committed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusChange {
+/// What bringing an approval's Slack messages up to date needs, read in one statement:
+/// the approval, its messages, and the members of the batch it is in (empty when it
+/// was posted alone or not at all).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WithMessages {
+    pub approval: Approval,
+    pub messages: Vec<crate::jobs::PostedMessage>,
+    pub batch: Vec<ApprovalId>,
+}
+
     pub id: ApprovalId,
     pub status: Status,
     /// The approval as this process committed it, so that waiters can answer without

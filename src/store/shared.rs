@@ -125,6 +125,39 @@ pub(super) fn decode_kind(text: &str) -> sqlx::Result<crate::jobs::MessageKind> 
 fn posted_message<'r, R>(
     id: crate::approval::ApprovalId,
     row: &'r R,
+/// An approval's messages aggregated as one JSON array of objects with
+/// `select_messages!`'s columns, in its order (`None`: PostgreSQL's aggregate of no
+/// rows), as messages of approval `id`.
+pub(super) fn decode_messages(
+    id: crate::approval::ApprovalId,
+    json: Option<&str>,
+) -> sqlx::Result<Vec<crate::jobs::PostedMessage>> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        channel: String,
+        ts: String,
+        kind: String,
+        permalink: Option<String>,
+        rendered_version: i64,
+    }
+    let rows: Vec<Row> = match json {
+        Some(json) => serde_json::from_str(json).map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+        None => Vec::new(),
+    };
+    rows.into_iter()
+        .map(|row| {
+            Ok(crate::jobs::PostedMessage {
+                approval_id: id,
+                channel: row.channel,
+                ts: row.ts,
+                kind: decode_kind(&row.kind)?,
+                permalink: row.permalink,
+                rendered_version: row.rendered_version,
+            })
+        })
+        .collect()
+}
+
 ) -> sqlx::Result<crate::jobs::PostedMessage>
 where
     R: sqlx::Row,

@@ -1186,11 +1186,11 @@ async fn reports_queued_together_are_each_recorded(db: TestDb) {
         async move { raw_count(db, &sql).await }
     };
 
-    assert_eq!(
-        store.messages_and_batch(first.id).await.unwrap(),
-        (vec![], vec![]),
-        "not posted yet"
-    );
+    let shown = store.get_with_messages(first.id).await.unwrap().unwrap();
+    assert_eq!(shown.approval, store.get(first.id).await.unwrap().unwrap());
+    assert_eq!((shown.messages, shown.batch), (vec![], vec![]), "not posted yet");
+    let unknown = signoff::approval::ApprovalId::new();
+    assert_eq!(store.get_with_messages(unknown).await.unwrap(), None);
 
     // Queued together, so the writer (on its own thread) takes them in one batch or
     // a few; each counts as if alone. A post reported twice is recorded once.
@@ -1202,7 +1202,7 @@ async fn reports_queued_together_are_each_recorded(db: TestDb) {
     assert_eq!(store.messages(first.id).await.unwrap(), [message(&first)]);
     assert_eq!(store.messages(second.id).await.unwrap(), [message(&second)]);
     assert_eq!(
-        store.messages_and_batch(first.id).await.unwrap(),
+        (shown.messages, shown.batch),
         (vec![message(&first)], vec![]),
         "posted alone: its message, no batch"
     );
@@ -1222,6 +1222,7 @@ async fn reports_queued_together_are_each_recorded(db: TestDb) {
     let shown = store.messages(first.id).await.unwrap();
     assert_eq!(shown[0].rendered_version, newer, "never moves backwards");
     assert_eq!(
+    let shown = store.get_with_messages(first.id).await.unwrap().unwrap();
         updates(&first).await,
         0,
         "it shows a version newer than the approval's"

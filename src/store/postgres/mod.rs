@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::backend::{Reads, Tx};
 use super::{
-    HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StatusChange, StoreError, TokenInfo, decode,
-    due_jobs, leased, posted_messages, sql,
+    HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StatusChange, StoreError, TokenInfo,
+    WithMessages, decode, decode_messages, due_jobs, leased, posted_messages, sql,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;

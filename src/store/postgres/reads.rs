@@ -86,29 +86,28 @@ impl Reads for PgReads {
         Ok(posted_messages(id, &rows)?)
     }
 
-    async fn messages_and_batch(
-        &self,
-        id: ApprovalId,
-    ) -> Result<(Vec<PostedMessage>, Vec<ApprovalId>)> {
-        // The batch is the same on every row: the approval's, from the first.
-        let rows = on_conn!(self, |c| {
-            sqlx::query(select_messages!(
-                ", ARRAY(SELECT approval_id FROM slack_batch_members WHERE leader_id = \
-                   (SELECT leader_id FROM slack_batch_members WHERE approval_id = $1) \
-                   ORDER BY position) AS batch"
-            ))
-            .bind(id.0)
-            .fetch_all(c)
-        });
-        let batch = match rows.first() {
-            Some(row) => row
-                .try_get::<Vec<Uuid>, _>("batch")?
-                .into_iter()
-                .map(ApprovalId)
-                .collect(),
-            None => Vec::new(),
+    async fn get_with_messages(&self, id: ApprovalId) -> Result<Option<WithMessages>> {
+        let row = on_conn!(self, |c| sqlx::query(select_approvals!(@
+            ", (SELECT json_agg(json_build_object('channel', channel, 'ts', ts, 'kind', kind, \
+               'permalink', permalink, 'rendered_version', rendered_version) \
+               ORDER BY created_at, channel) FROM slack_messages WHERE approval_id = $1)::text \
+               AS messages, \
+             ARRAY(SELECT approval_id FROM slack_batch_members WHERE leader_id = \
+               (SELECT leader_id FROM slack_batch_members WHERE approval_id = $1) \
+               ORDER BY position) AS batch",
+            "WHERE id = $1"))
+        .bind(id.0)
+        .fetch_optional(c));
+        let Some(row) = row else {
+            return Ok(None);
         };
-        Ok((posted_messages(id, &rows)?, batch))
+        let messages: Option<&str> = row.try_get("messages")?;
+        let batch: Vec<Uuid> = row.try_get("batch")?;
+        Ok(Some(WithMessages {
+            approval: approval_with_votes(&row)?,
+            messages: decode_messages(id, messages)?,
+            batch: batch.into_iter().map(ApprovalId).collect(),
+        }))
     }
 
     async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {

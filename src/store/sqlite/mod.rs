@@ -14,8 +14,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::backend::{Reads, Tx};
 use super::{
-    HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StoreError, TokenInfo, decode, due_jobs,
-    leased, posted_messages, pow2_chunks, sql,
+    HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StoreError, TokenInfo, WithMessages, decode,
+    decode_messages, due_jobs, leased, posted_messages, pow2_chunks, sql,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;

@@ -84,28 +84,34 @@ impl Reads for SqliteReads {
         Ok(posted_messages(id, &rows)?)
     }
 
-    async fn messages_and_batch(
-        &self,
-        id: ApprovalId,
-    ) -> Result<(Vec<PostedMessage>, Vec<ApprovalId>)> {
-        // The batch is the same on every row: the approval's, from the first.
-        let rows = on_conn!(self, |c| {
-            sqlx::query(select_messages!(
-                ", (SELECT group_concat(approval_id, ',' ORDER BY position) \
-                   FROM slack_batch_members WHERE leader_id = \
-                   (SELECT leader_id FROM slack_batch_members WHERE approval_id = $1)) AS batch"
-            ))
-            .bind(id.to_string())
-            .fetch_all(c)
+    async fn get_with_messages(&self, id: ApprovalId) -> Result<Option<WithMessages>> {
+        let row = on_conn!(self, |c| {
+            sqlx::query(concat!(
+            "SELECT (",
+            select_approvals!("WHERE id = $1"),
+            "), (SELECT json_group_array(json_object('channel', channel, 'ts', ts, 'kind', kind, \
+               'permalink', permalink, 'rendered_version', rendered_version)) \
+               FROM (SELECT * FROM slack_messages WHERE approval_id = $1 \
+               ORDER BY created_at, channel)), \
+             (SELECT group_concat(approval_id, ',' ORDER BY position) \
+               FROM slack_batch_members WHERE leader_id = \
+               (SELECT leader_id FROM slack_batch_members WHERE approval_id = $1))"
+        ))
+        .bind(id.to_string())
+        .fetch_one(c)
         });
-        let batch = match rows.first() {
-            Some(row) => match row.try_get::<Option<String>, _>("batch")? {
-                Some(ids) => ids.split(',').map(parse_id).collect::<sqlx::Result<_>>()?,
-                None => Vec::new(),
-            },
+        let Some((_, approval)) = parse_approvals(row.try_get(0)?)?.pop() else {
+            return Ok(None);
+        };
+        let batch = match row.try_get::<Option<&str>, _>(2)? {
+            Some(ids) => ids.split(',').map(parse_id).collect::<sqlx::Result<_>>()?,
             None => Vec::new(),
         };
-        Ok((posted_messages(id, &rows)?, batch))
+        Ok(Some(WithMessages {
+            approval,
+            messages: decode_messages(id, row.try_get(1)?)?,
+            batch,
+        }))
     }
 
     async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
