@@ -6,7 +6,9 @@
 //! - `backend` holds the two contracts each backend implements: `Reads` (a pool of
 //!   readers) and `Tx` (the write transaction); `sqlite` and `postgres` implement them,
 //!   `sql` holds the statements whose text is the same on both, `shared` the rest
-//!   they share (columns, chunking, decoding), `read_pool` their reader connections.
+//!   they share (columns, chunking, decoding), `read_pool` their reader connections,
+//!   `coalesce` the reads that arrive together and share one statement (PostgreSQL's
+//!   status gets and message updates: `postgres::coalesced`).
 //! - `writer` is the one task per process that takes write operations from a queue and
 //!   commits as many as are waiting in one transaction (group commit: one fsync for
 //!   many changes, each acknowledged only after it is durable), retrying them one by
@@ -22,6 +24,7 @@ mod shared;
 mod read_pool;
 
 mod backend;
+mod coalesce;
 mod facade;
 mod ops;
 mod postgres;
@@ -92,9 +95,6 @@ pub struct Created {
     pub created: bool,
 }
 
-/// An approval's status changed (sent after the change committed).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatusChange {
 /// What bringing an approval's Slack messages up to date needs, read in one statement:
 /// the approval, its messages, and the members of the batch it is in (empty when it
 /// was posted alone or not at all).
@@ -105,6 +105,9 @@ pub struct WithMessages {
     pub batch: Vec<ApprovalId>,
 }
 
+/// An approval's status changed (sent after the change committed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
     pub id: ApprovalId,
     pub status: Status,
     /// The approval as this process committed it, so that waiters can answer without

@@ -22,12 +22,16 @@ macro_rules! approval_columns {
     };
 }
 
-/// The permalink of approval `$1`'s main channel post (the first, if Slack gave one
-/// a link), as a scalar subquery beside the approval's own read.
-macro_rules! main_link_of_1 {
-    () => {
-        "(SELECT permalink FROM slack_messages WHERE approval_id = $1 AND kind = 'main' \
-         AND permalink IS NOT NULL ORDER BY created_at LIMIT 1)"
+/// The permalink of the main channel post (the first, if Slack gave one a link) of the
+/// approval whose id is `$id` (a parameter, or the id column of the approvals read),
+/// as a scalar subquery beside the approval's own read.
+macro_rules! main_link_of {
+    ($id:literal) => {
+        concat!(
+            "(SELECT permalink FROM slack_messages WHERE approval_id = ",
+            $id,
+            " AND kind = 'main' AND permalink IS NOT NULL ORDER BY created_at LIMIT 1)"
+        )
     };
 }
 
@@ -121,10 +125,6 @@ pub(super) fn decode_kind(text: &str) -> sqlx::Result<crate::jobs::MessageKind> 
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown message kind {text:?}").into()))
 }
 
-/// One row of `select_messages!` as a message of approval `id`, on either backend.
-fn posted_message<'r, R>(
-    id: crate::approval::ApprovalId,
-    row: &'r R,
 /// An approval's messages aggregated as one JSON array of objects with
 /// `select_messages!`'s columns, in its order (`None`: PostgreSQL's aggregate of no
 /// rows), as messages of approval `id`.
@@ -141,7 +141,9 @@ pub(super) fn decode_messages(
         rendered_version: i64,
     }
     let rows: Vec<Row> = match json {
-        Some(json) => serde_json::from_str(json).map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+        Some(json) => {
+            serde_json::from_str(json).map_err(|error| sqlx::Error::Decode(Box::new(error)))?
+        }
         None => Vec::new(),
     };
     rows.into_iter()
@@ -158,6 +160,10 @@ pub(super) fn decode_messages(
         .collect()
 }
 
+/// One row of `select_messages!` as a message of approval `id`, on either backend.
+fn posted_message<'r, R>(
+    id: crate::approval::ApprovalId,
+    row: &'r R,
 ) -> sqlx::Result<crate::jobs::PostedMessage>
 where
     R: sqlx::Row,

@@ -401,6 +401,30 @@ async fn main_permalinks_are_read_for_many_approvals_at_once(db: TestDb) {
     let unknown = signoff::approval::ApprovalId(uuid::Uuid::new_v4());
     assert!(store.get_linked(unknown).await.unwrap().is_none());
 
+    // Gets that arrive together (PostgreSQL reads them in shared statements) are each
+    // answered with their own approval and link, or none.
+    let link = Some("https://x.slack.com/archives/C0APPROVALS/p1");
+    let cases = [
+        (linked.id, Some(link)),
+        (unlinked.id, Some(None)),
+        (unknown, None),
+        (unposted.id, Some(None)),
+    ];
+    let gets = (0..64).map(|i| {
+        let (id, expected) = cases[i % cases.len()];
+        let store = store.clone();
+        async move {
+            let found = store.get_linked(id).await.unwrap();
+            assert_eq!(
+                found.as_ref().map(|(approval, _)| approval.id),
+                expected.map(|_| id)
+            );
+            let link = found.and_then(|(_, link)| link);
+            assert_eq!(link.as_deref(), expected.flatten(), "get {i} of {id}");
+        }
+    });
+    futures_util::future::join_all(gets).await;
+
     // A click reads the approval and whether the clicked message is one of its own in
     // one statement.
     let dm = signoff::jobs::MessageKey {
@@ -433,11 +457,27 @@ async fn main_permalinks_are_read_for_many_approvals_at_once(db: TestDb) {
         ..dm.clone()
     };
     assert_eq!(
-        shown_in(unlinked.id, elsewhere).await,
+        shown_in(unlinked.id, elsewhere.clone()).await,
         Some(false),
         "the same ts in another channel"
     );
-    assert_eq!(shown_in(unknown, dm).await, None);
+    assert_eq!(shown_in(unknown, dm.clone()).await, None);
+
+    // Clicks that arrive together (PostgreSQL reads them in shared statements), some
+    // on the same approval through different messages, are each answered for their
+    // own approval and message.
+    let cases = [
+        (unlinked.id, dm.clone(), Some(true)),
+        (unlinked.id, elsewhere, Some(false)),
+        (linked.id, dm.clone(), Some(false)),
+        (unknown, dm, None),
+    ];
+    let clicks = (0..64).map(|i| {
+        let (id, message, expected) = cases[i % cases.len()].clone();
+        let shown_in = &shown_in;
+        async move { assert_eq!(shown_in(id, message).await, expected, "click {i}") }
+    });
+    futures_util::future::join_all(clicks).await;
 }
 
 async fn the_scheduler_expires_pending_and_approved_approvals(db: TestDb) {
@@ -1188,7 +1228,11 @@ async fn reports_queued_together_are_each_recorded(db: TestDb) {
 
     let shown = store.get_with_messages(first.id).await.unwrap().unwrap();
     assert_eq!(shown.approval, store.get(first.id).await.unwrap().unwrap());
-    assert_eq!((shown.messages, shown.batch), (vec![], vec![]), "not posted yet");
+    assert_eq!(
+        (shown.messages, shown.batch),
+        (vec![], vec![]),
+        "not posted yet"
+    );
     let unknown = signoff::approval::ApprovalId::new();
     assert_eq!(store.get_with_messages(unknown).await.unwrap(), None);
 
@@ -1201,6 +1245,7 @@ async fn reports_queued_together_are_each_recorded(db: TestDb) {
     );
     assert_eq!(store.messages(first.id).await.unwrap(), [message(&first)]);
     assert_eq!(store.messages(second.id).await.unwrap(), [message(&second)]);
+    let shown = store.get_with_messages(first.id).await.unwrap().unwrap();
     assert_eq!(
         (shown.messages, shown.batch),
         (vec![message(&first)], vec![]),
@@ -1222,7 +1267,6 @@ async fn reports_queued_together_are_each_recorded(db: TestDb) {
     let shown = store.messages(first.id).await.unwrap();
     assert_eq!(shown[0].rendered_version, newer, "never moves backwards");
     assert_eq!(
-    let shown = store.get_with_messages(first.id).await.unwrap().unwrap();
         updates(&first).await,
         0,
         "it shows a version newer than the approval's"

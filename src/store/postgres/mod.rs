@@ -85,7 +85,7 @@ pub(crate) async fn listen(
 
 const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
 
-/// Reader connections at most.
+/// Reader connections at most, besides those of the coalesced reads (`coalesced`).
 const READERS: usize = 16;
 
 /// The setting that tells migration 0008's insert trigger a row comes from signoff,
@@ -123,6 +123,7 @@ pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
         .connect_lazy_with(options.clone());
     Ok((
         PgReads {
+            coalesced: coalesced::Coalesced::spawn(&options),
             pool: std::sync::Arc::new(ReadPool::new(options, READERS)),
         },
         PgTx {
@@ -214,42 +215,21 @@ async fn load_approval(
     approval_with_votes(&row).map(Some)
 }
 
-/// The approval and its main channel post's permalink, in one statement.
-async fn load_linked(
-    conn: &mut sqlx::PgConnection,
-    id: ApprovalId,
-) -> sqlx::Result<Option<(Approval, Option<String>)>> {
-    let query = sqlx::query(select_approvals!(@
-        concat!(", ", main_link_of_1!(), " AS beside"),
-        "WHERE id = $1"));
-    load_beside(conn, query.bind(id.0)).await
-}
-
 /// The approval and whether `message` is one of its messages, in one statement.
 async fn load_shown_in(
     conn: &mut sqlx::PgConnection,
     id: ApprovalId,
     message: &MessageKey,
 ) -> sqlx::Result<Option<(Approval, bool)>> {
-    let query = sqlx::query(select_approvals!(@
+    let Some(row) = sqlx::query(select_approvals!(@
         concat!(", ", shown_in_2_3_of_1!(), " AS beside"),
-        "WHERE id = $1"));
-    let query = query
-        .bind(id.0)
-        .bind(message.channel.clone())
-        .bind(message.ts.clone());
-    load_beside(conn, query).await
-}
-
-/// The approval `query` selects ([`select_approvals!`]) and its extra column `beside`.
-async fn load_beside<'q, X>(
-    conn: &mut sqlx::PgConnection,
-    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-) -> sqlx::Result<Option<(Approval, X)>>
-where
-    X: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
-{
-    let Some(row) = query.fetch_optional(&mut *conn).await? else {
+        "WHERE id = $1"))
+    .bind(id.0)
+    .bind(&message.channel)
+    .bind(&message.ts)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
         return Ok(None);
     };
     Ok(Some((approval_with_votes(&row)?, row.try_get("beside")?)))
@@ -300,6 +280,7 @@ macro_rules! unnest_arrays {
 }
 
 mod batches;
+mod coalesced;
 mod deferred;
 mod outbox;
 mod reads;

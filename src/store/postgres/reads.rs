@@ -2,12 +2,15 @@
 
 use std::collections::HashMap;
 
+use super::coalesced::Coalesced;
 use super::*;
 use crate::store::sql;
 
 #[derive(Clone)]
 pub(crate) struct PgReads {
     pub(super) pool: std::sync::Arc<ReadPool<sqlx::PgConnection>>,
+    /// The reads each status get and message update makes, coalesced.
+    pub(super) coalesced: Coalesced,
 }
 
 impl Reads for PgReads {
@@ -16,7 +19,7 @@ impl Reads for PgReads {
     }
 
     async fn get_linked(&self, id: ApprovalId) -> Result<Option<(Approval, Option<String>)>> {
-        Ok(on_conn!(self, |c| load_linked(c, id)))
+        self.coalesced.linked.get(id).await
     }
 
     async fn get_shown_in(
@@ -87,27 +90,7 @@ impl Reads for PgReads {
     }
 
     async fn get_with_messages(&self, id: ApprovalId) -> Result<Option<WithMessages>> {
-        let row = on_conn!(self, |c| sqlx::query(select_approvals!(@
-            ", (SELECT json_agg(json_build_object('channel', channel, 'ts', ts, 'kind', kind, \
-               'permalink', permalink, 'rendered_version', rendered_version) \
-               ORDER BY created_at, channel) FROM slack_messages WHERE approval_id = $1)::text \
-               AS messages, \
-             ARRAY(SELECT approval_id FROM slack_batch_members WHERE leader_id = \
-               (SELECT leader_id FROM slack_batch_members WHERE approval_id = $1) \
-               ORDER BY position) AS batch",
-            "WHERE id = $1"))
-        .bind(id.0)
-        .fetch_optional(c));
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let messages: Option<&str> = row.try_get("messages")?;
-        let batch: Vec<Uuid> = row.try_get("batch")?;
-        Ok(Some(WithMessages {
-            approval: approval_with_votes(&row)?,
-            messages: decode_messages(id, messages)?,
-            batch: batch.into_iter().map(ApprovalId).collect(),
-        }))
+        self.coalesced.with_messages.get(id).await
     }
 
     async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {

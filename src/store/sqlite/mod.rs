@@ -291,7 +291,7 @@ async fn load_linked(
         "SELECT (",
         select_approvals!("WHERE id = $1"),
         "), ",
-        main_link_of_1!()
+        main_link_of!("$1")
     ));
     load_beside(conn, query.bind(id.to_string())).await
 }
