@@ -108,6 +108,9 @@ def sample(path):
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     known = {}  # pid -> (kind, info, first seen cpu, last seen cpu), None if of no kind
+    # pid -> its command line, for those of no kind: one that execs another program
+    # (the seed design's start.sh ends in `exec node server.js`) is looked at again.
+    unclassified = {}
     servers = {}  # live server pid -> "peer", "sqlite" or "postgres"
     runs = {}  # driver pid -> run record
     carried = {}  # kind -> CPU of its processes that have exited
@@ -121,11 +124,20 @@ def sample(path):
                     continue
                 pid = int(name)
                 live.add(pid)
+                argv = None
+                if pid in unclassified:
+                    argv = cmdline(pid)
+                    if argv != unclassified[pid]:
+                        del known[pid], unclassified[pid]
                 if pid not in known:
-                    kind, info = kind_of(pid, cmdline(pid))
+                    argv = cmdline(pid) if argv is None else argv
+                    kind, info = kind_of(pid, argv)
                     used = cpu_seconds(pid) if kind else None
-                    # A process already running when sampling began counts from now.
+                    # A process already running when sampling began (or seen to become
+                    # one of a kind) counts from now.
                     known[pid] = None if kind is None else [kind, info, used or 0.0, used or 0.0]
+                    if kind is None:
+                        unclassified[pid] = argv
                     if info and "server" in info:
                         servers[pid] = info["server"]
                     if info and "driver" in info:
@@ -149,6 +161,8 @@ def sample(path):
                 run = runs.pop(pid)
                 run["end"] = now
                 out.write(json.dumps({"run": run}) + "\n")
+            for pid in [p for p in unclassified if p not in live]:
+                del unclassified[pid]
             for pid in [p for p in known if p not in live]:
                 entry = known.pop(pid)
                 if entry is not None:
