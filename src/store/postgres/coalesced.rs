@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -105,8 +105,22 @@ impl Coalesced {
     }
 }
 
-fn uuids(ids: Vec<ApprovalId>) -> Vec<Uuid> {
-    ids.into_iter().map(|id| id.0).collect()
+/// Runs `sql` (a [`per_key!`] statement whose `$1` is the ids) and answers each
+/// approval found, by id, with what `decode` makes of it and its row.
+async fn by_id<V>(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    ids: Vec<ApprovalId>,
+    decode: impl Fn(Approval, &PgRow) -> sqlx::Result<V>,
+) -> sqlx::Result<HashMap<ApprovalId, V>> {
+    let ids: Vec<Uuid> = ids.into_iter().map(|id| id.0).collect();
+    let rows = sqlx::query(sql).bind(ids).fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| {
+            let approval = approval_with_votes(row)?;
+            Ok((approval.id, decode(approval, row)?))
+        })
+        .collect()
 }
 
 /// The approvals of `ids` that exist, each with its main channel post's permalink.
@@ -114,16 +128,10 @@ async fn load_linked(
     conn: &mut PgConnection,
     ids: Vec<ApprovalId>,
 ) -> sqlx::Result<HashMap<ApprovalId, (Approval, Option<String>)>> {
-    let rows = sqlx::query(LINKED)
-        .bind(uuids(ids))
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let approval = approval_with_votes(row)?;
-            Ok((approval.id, (approval, row.try_get("beside")?)))
-        })
-        .collect()
+    by_id(conn, LINKED, ids, |approval, row| {
+        Ok((approval, row.try_get("beside")?))
+    })
+    .await
 }
 
 /// The approvals of `ids` that exist, each with its messages and the members of the
@@ -132,23 +140,15 @@ async fn load_with_messages(
     conn: &mut PgConnection,
     ids: Vec<ApprovalId>,
 ) -> sqlx::Result<HashMap<ApprovalId, WithMessages>> {
-    let rows = sqlx::query(WITH_MESSAGES)
-        .bind(uuids(ids))
-        .fetch_all(&mut *conn)
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let approval = approval_with_votes(row)?;
-            let id = approval.id;
-            let batch: Vec<Uuid> = row.try_get("batch")?;
-            let shown = WithMessages {
-                messages: decode_messages(id, row.try_get("messages")?)?,
-                batch: batch.into_iter().map(ApprovalId).collect(),
-                approval,
-            };
-            Ok((id, shown))
+    by_id(conn, WITH_MESSAGES, ids, |approval, row| {
+        let batch: Vec<Uuid> = row.try_get("batch")?;
+        Ok(WithMessages {
+            messages: decode_messages(approval.id, row.try_get("messages")?)?,
+            batch: batch.into_iter().map(ApprovalId).collect(),
+            approval,
         })
-        .collect()
+    })
+    .await
 }
 
 #[cfg(test)]
