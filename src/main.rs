@@ -26,6 +26,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // SQLite allocates through glibc's malloc, which gives each thread that allocates an
+    // arena of its own, and sqlx runs each SQLite connection on a thread (the writer,
+    // eight readers, the watcher, the checkpointer): under load their freed pages stayed
+    // in eleven arenas, 14-20 MiB more with 100,000 pending (docs/performance.md, "The
+    // load bench's memory step"). Rust's allocations are mimalloc's, above.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a tuning call, made before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     // `signoff proxy` serves one MCP client, and its calls mostly wait: one thread is
     // plenty, and one thread allocates from one malloc arena, not one per worker
     // (a smaller process per held call). Everything else gets a thread per core.
