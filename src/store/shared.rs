@@ -125,9 +125,19 @@ pub(super) fn decode_kind(text: &str) -> sqlx::Result<crate::jobs::MessageKind> 
         .ok_or_else(|| sqlx::Error::Decode(format!("unknown message kind {text:?}").into()))
 }
 
-/// An approval's messages aggregated as one JSON array of objects with
-/// `select_messages!`'s columns, in its order (`None`: PostgreSQL's aggregate of no
-/// rows), as messages of approval `id`.
+/// The key-value arguments of a JSON object of one `slack_messages` row, with
+/// `select_messages!`'s columns (PostgreSQL's `json_build_object`, SQLite's
+/// `json_object`): what [`decode_messages`] reads.
+macro_rules! message_object_fields {
+    () => {
+        "'channel', channel, 'ts', ts, 'kind', kind, 'permalink', permalink, \
+         'rendered_version', rendered_version"
+    };
+}
+
+/// An approval's messages aggregated as one JSON array of objects of
+/// [`message_object_fields!`], in `select_messages!`'s order (`None`: PostgreSQL's
+/// aggregate of no rows), as messages of approval `id`.
 pub(super) fn decode_messages(
     id: crate::approval::ApprovalId,
     json: Option<&str>,

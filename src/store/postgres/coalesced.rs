@@ -24,7 +24,8 @@ const SLOTS: usize = 4;
 /// Keys at most in one statement.
 const MOST: usize = 32;
 
-/// The coalesced reads, each on the shared reader pool; cheap to clone.
+/// The coalesced reads, on connections of their own (see [`Coalesced::spawn`]); cheap
+/// to clone.
 #[derive(Clone)]
 pub(crate) struct Coalesced {
     pub(super) linked: Coalescer<ApprovalId, (Approval, Option<String>)>,
@@ -73,13 +74,15 @@ const LINKED: &str = per_key!(
 /// A message update's statement: [`load_with_messages`].
 const WITH_MESSAGES: &str = per_key!(
     "unnest($1::uuid[]) AS k(key_id)",
-    ", (SELECT json_agg(json_build_object('channel', channel, 'ts', ts, 'kind', kind, \
-           'permalink', permalink, 'rendered_version', rendered_version) \
-           ORDER BY created_at, channel) FROM slack_messages \
+    concat!(
+        ", (SELECT json_agg(json_build_object(",
+        message_object_fields!(),
+        ") ORDER BY created_at, channel) FROM slack_messages \
            WHERE approval_id = pending_approvals.id)::text AS messages, \
          ARRAY(SELECT approval_id FROM slack_batch_members WHERE leader_id = \
            (SELECT leader_id FROM slack_batch_members WHERE approval_id = pending_approvals.id) \
            ORDER BY position) AS batch"
+    )
 );
 
 impl Coalesced {
@@ -97,7 +100,8 @@ impl Coalesced {
         let options = options
             .clone()
             .options([("plan_cache_mode", "force_generic_plan")]);
-        let pool = Arc::new(ReadPool::new(options, 3 * SLOTS));
+        // A connection for each slot of the two kinds.
+        let pool = Arc::new(ReadPool::new(options, 2 * SLOTS));
         Self {
             linked: on_pool!(pool, load_linked),
             with_messages: on_pool!(pool, load_with_messages),

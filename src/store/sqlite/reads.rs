@@ -85,21 +85,18 @@ impl Reads for SqliteReads {
     }
 
     async fn get_with_messages(&self, id: ApprovalId) -> Result<Option<WithMessages>> {
-        let row = on_conn!(self, |c| {
-            sqlx::query(concat!(
+        const SQL: &str = concat!(
             "SELECT (",
             select_approvals!("WHERE id = $1"),
-            "), (SELECT json_group_array(json_object('channel', channel, 'ts', ts, 'kind', kind, \
-               'permalink', permalink, 'rendered_version', rendered_version)) \
-               FROM (SELECT * FROM slack_messages WHERE approval_id = $1 \
+            "), (SELECT json_group_array(json_object(",
+            message_object_fields!(),
+            ")) FROM (SELECT * FROM slack_messages WHERE approval_id = $1 \
                ORDER BY created_at, channel)), \
              (SELECT group_concat(approval_id, ',' ORDER BY position) \
                FROM slack_batch_members WHERE leader_id = \
                (SELECT leader_id FROM slack_batch_members WHERE approval_id = $1))"
-        ))
-        .bind(id.to_string())
-        .fetch_one(c)
-        });
+        );
+        let row = on_conn!(self, |c| sqlx::query(SQL).bind(id.to_string()).fetch_one(c));
         let Some((_, approval)) = parse_approvals(row.try_get(0)?)?.pop() else {
             return Ok(None);
         };
