@@ -124,13 +124,10 @@ def sample(path):
                     continue
                 pid = int(name)
                 live.add(pid)
-                argv = None
-                if pid in unclassified:
-                    argv = cmdline(pid)
-                    if argv != unclassified[pid]:
-                        del known[pid], unclassified[pid]
+                if pid in unclassified and cmdline(pid) != unclassified[pid]:
+                    del known[pid], unclassified[pid]
                 if pid not in known:
-                    argv = cmdline(pid) if argv is None else argv
+                    argv = cmdline(pid)
                     kind, info = kind_of(pid, argv)
                     used = cpu_seconds(pid) if kind else None
                     # A process already running when sampling began (or seen to become
