@@ -179,6 +179,25 @@ pub struct Routing {
     pub batch_window_ms: Option<u64>,
 }
 
+impl Routing {
+    /// Whether `user` is one of the approvers, where the list alone answers it:
+    /// `Some(true)` when nobody is listed (anyone who can see the message decides) or
+    /// `user` is listed by name, `Some(false)` when only other people are listed,
+    /// `None` when a user group is listed (its members are Slack's to tell; see
+    /// `slack::approvers`).
+    pub fn lists(&self, user: &str) -> Option<bool> {
+        let named = |approver: &Approver| matches!(approver, Approver::User(listed) if listed.as_str() == user);
+        if self.approvers.is_empty() || self.approvers.iter().any(named) {
+            return Some(true);
+        }
+        let groups = self
+            .approvers
+            .iter()
+            .any(|approver| matches!(approver, Approver::Group(_)));
+        (!groups).then_some(false)
+    }
+}
+
 /// One approval as stored: the request, its classification and where it stands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Approval {

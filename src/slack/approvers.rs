@@ -2,7 +2,9 @@
 //! listed user group (expanded with usergroups.users.list and cached briefly), or
 //! anyone when the list is empty (the edge then takes clicks only from the messages
 //! signoff posted, so "anyone in the channel"). The state machine gets the answer as
-//! data and decides with every other rule (never the requester, one vote each).
+//! data and decides with every other rule (never the requester, one vote each). Where
+//! the list alone answers (`Routing::lists`), an Approve click is checked on the
+//! store's writer instead and never comes here (`Store::vote`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,11 +43,10 @@ impl Approvers {
         approval: &Approval,
         user: &UserId,
     ) -> Result<bool, SlackError> {
-        let approvers = &approval.routing.approvers;
-        if approvers.is_empty() || self.is_listed(approvers, user).await? {
-            return Ok(true);
+        match approval.routing.lists(user.as_str()) {
+            Some(known) => Ok(known),
+            None => self.is_listed(&approval.routing.approvers, user).await,
         }
-        Ok(false)
     }
 
     /// Whether `user` is listed in `approvers`, directly or through a user group.

@@ -334,6 +334,12 @@ pub(crate) trait OutboxTx {
         &mut self,
         messages: &[(&PostedMessage, DateTime<Utc>)],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// For each `(approval, message)` pair, whether the message is one of the
+    /// approval's recorded messages, in one statement.
+    fn shown_in(
+        &mut self,
+        pairs: &[(ApprovalId, &MessageKey)],
+    ) -> impl Future<Output = sqlx::Result<Vec<bool>>> + Send;
     /// Notes that each `(message, approval)` row now shows the paired version (never
     /// moving backwards), in one statement. Each row appears at most once.
     fn mark_rendered(

@@ -9,15 +9,16 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, mpsc};
 
 use super::backend::Reads;
-use super::ops::{Op, Reply, TokenChange};
+use super::ops::{Op, Reply, Shown, TokenChange};
 use super::shared::{prefix_range, redact};
 use super::{
-    Created, HealthCounts, Result, StatusChange, StoreError, TokenInfo, WithMessages, WriterStats,
-    postgres, sqlite, writer,
+    Created, HealthCounts, Result, StatusChange, StoreError, TokenInfo, Voted, WithMessages,
+    WriterStats, postgres, sqlite, writer,
 };
-use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status};
+use crate::approval::{Approval, ApprovalId, Decision, Event, NewApproval, Status};
 use crate::audit;
 use crate::audit::checkpoint::{self, Checkpoint};
+use crate::ids::UserId;
 use crate::jobs::{Deliveries, DueJob, DueJobs, MessageKey, Outcome, Paced, PostedMessage};
 use crate::policy::Classification;
 use crate::signing::Signer;
@@ -222,6 +223,35 @@ impl Store {
             event,
             now,
             deliveries: None,
+            reply,
+        })
+        .await
+    }
+
+    /// `user`'s vote clicked in Slack, checked on the writer against the approval as it
+    /// reads it there, so that a click needs no read of its own first: `shown_in`,
+    /// the message clicked when its metadata does not name the approval, must be one
+    /// of the approval's recorded messages; the voter must be one of its approvers
+    /// where the list alone says so ([`Routing::lists`]), else the answer is
+    /// [`Voted::AskSlack`]; then the state machine's rules. A refusal carries the
+    /// approval as the writer read it.
+    ///
+    /// [`Routing::lists`]: crate::approval::Routing::lists
+    pub async fn vote(
+        &self,
+        id: ApprovalId,
+        user: &UserId,
+        decision: Decision,
+        shown_in: Option<&MessageKey>,
+        now: DateTime<Utc>,
+    ) -> Result<Voted> {
+        let shown = shown_in.map_or(Shown::Named, |message| Shown::On(message.clone()));
+        self.write(|reply| Op::Vote {
+            id,
+            user: user.clone(),
+            decision,
+            shown,
+            now,
             reply,
         })
         .await

@@ -44,8 +44,8 @@ use crate::approval::{Approval, ApprovalId, Rejection, Status};
 pub use facade::Store;
 pub use shared::redact;
 use shared::{
-    by_position, decode, decode_messages, decode_votes, due_jobs, leased, posted_messages,
-    pow2_chunks,
+    by_position, decode, decode_messages, decode_votes, due_jobs, found_at, leased,
+    posted_messages, pow2_chunks,
 };
 pub use stats::WriterStats;
 
@@ -103,6 +103,21 @@ pub struct WithMessages {
     pub approval: Approval,
     pub messages: Vec<crate::jobs::PostedMessage>,
     pub batch: Vec<ApprovalId>,
+}
+
+/// How a vote clicked in Slack went ([`Store::vote`]). Nothing changed unless it
+/// counted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Voted {
+    /// It counted: the approval after it.
+    Counted(Box<Approval>),
+    /// The approval lists a user group that does not name the voter directly: only
+    /// Slack can tell whether they are in it (the caller asks it, then votes with
+    /// [`Store::apply`]).
+    AskSlack,
+    /// The message clicked is not one of the approval's, so the click counts for
+    /// nothing.
+    NotShownThere,
 }
 
 /// An approval's status changed (sent after the change committed).

@@ -285,6 +285,17 @@ pub(super) fn by_position(
     placed
 }
 
+/// The 0-based positions a batch lookup found, as one flag per row.
+pub(super) fn found_at(rows: usize, found: impl IntoIterator<Item = i64>) -> Vec<bool> {
+    let mut at = vec![false; rows];
+    for n in found {
+        if let Some(slot) = usize::try_from(n).ok().and_then(|n| at.get_mut(n)) {
+            *slot = true;
+        }
+    }
+    at
+}
+
 /// The rows a claim leased, with their attempts (the others it moved to wait).
 pub(super) fn leased(rows: Vec<(i64, i32, bool)>) -> Vec<(i64, i32)> {
     rows.into_iter()

@@ -8,9 +8,13 @@ use signoff::approval::Status;
 use signoff::clock::Clock;
 
 use crate::common;
+use crate::common::slack::click_on_message;
 use crate::helpers::*;
 
-crate::on_both_backends!(two_simultaneous_clicks_produce_exactly_one_decision,);
+crate::on_both_backends!(
+    two_simultaneous_clicks_produce_exactly_one_decision,
+    approve_is_decided_on_the_writer_where_the_approver_list_answers_alone,
+);
 
 #[tokio::test]
 async fn forged_stale_tampered_and_unsigned_requests_are_401_and_change_nothing() {
@@ -347,4 +351,81 @@ async fn two_simultaneous_clicks_produce_exactly_one_decision(db: common::TestDb
         .filter(|e| e.kind == "approved")
         .count();
     assert_eq!(approved_events, 1);
+}
+
+/// Approvers listed by name only: an Approve click is checked on the writer (the
+/// message it came from, the list, the state machine) and nobody asks Slack.
+async fn approve_is_decided_on_the_writer_where_the_approver_list_answers_alone(
+    db: common::TestDb,
+) {
+    let policy = r#"
+[defaults]
+channel = "C0APPROVALS"
+expires_after = "1h"
+
+[[rules]]
+tools = ["deploy_*"]
+tier = "medium"
+approvers = ["U0ALICE", "U0BOB"]
+"#;
+    let app = spawn_policy(db, policy).await;
+    let ask = |tool: &'static str| async {
+        let (status, created) = ask_as(&app, &app.token, tool, json!({})).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let id: signoff::approval::ApprovalId =
+            created["approval_id"].as_str().unwrap().parse().unwrap();
+        app.store.get(id).await.unwrap().unwrap()
+    };
+    let deploy = ask("deploy_api").await;
+    let other = ask("deploy_web").await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    let before = app.approval(&deploy).await;
+
+    // Someone not listed, on the request's own message (no metadata: the recorded
+    // message is checked).
+    app.click(&deploy, "U0MALLORY", "approve").await;
+    let replies = app.ephemerals_to("U0MALLORY", 1).await;
+    assert!(replies[0].contains("Only the approvers"), "{replies:?}");
+    assert!(replies[0].contains("U0ALICE"), "{replies:?}");
+    // An approver, with this request's button on another request's message.
+    let elsewhere = app.message(&other, "main").await;
+    app.click_on(&deploy, "U0ALICE", "approve", &elsewhere)
+        .await;
+    let replies = app.ephemerals_to("U0ALICE", 2).await;
+    assert!(
+        replies[0].contains("not on a request signoff posted"),
+        "{replies:?}"
+    );
+    assert_eq!(app.approval(&deploy).await, before, "nothing changed");
+
+    // An approver on the message whose metadata names it.
+    let own = app
+        .slack
+        .posted_for(&deploy.id.to_string())
+        .expect("posted");
+    let (status, _) = app
+        .interact(&click_on_message(
+            &deploy.id.to_string(),
+            "U0ALICE",
+            "approve",
+            &own,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let approved = app.approval(&deploy).await;
+    assert_eq!(approved.status, Status::Approved);
+    assert_eq!(approved.decided_by.as_deref(), Some("U0ALICE"));
+    // Too late for Bob.
+    app.click(&deploy, "U0BOB", "approve").await;
+    let replies = app.ephemerals_to("U0BOB", 3).await;
+    assert!(replies[0].contains("already approved"), "{replies:?}");
+    assert!(
+        app.slack.calls_to("usergroups.users.list").is_empty(),
+        "the list answered without Slack"
+    );
+    // The decision reaches the request's message.
+    app.run_jobs().await;
+    assert_eq!(app.slack.calls_to("chat.update").len(), 1);
 }

@@ -9,3 +9,4 @@ mod concurrency;
 mod helpers;
 mod lifecycle;
 mod operations;
+mod slack_votes;

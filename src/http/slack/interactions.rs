@@ -2,7 +2,9 @@
 //! which open a modal; on a batch's message also Approve all / Deny all, see
 //! [`super::bulk`]) or a modal's submission. A decision counts only when it comes
 //! from a message signoff posted for that approval, and the state machine decides
-//! with who the clicker is (see `slack::approvers`) whether it counts.
+//! with who the clicker is (see `slack::approvers`) whether it counts. An Approve
+//! click goes to the writer without a read of its own, which checks all of that
+//! against the approval as it reads it (`Store::vote`).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -24,7 +26,7 @@ use crate::slack::app::SlackApp;
 use crate::slack::batch::{ACTION_APPROVE_ALL, ACTION_DENY_ALL, DENY_ALL_CALLBACK};
 use crate::slack::blocks::{self, ACTION_APPROVE, ACTION_DENY, ACTION_EDIT};
 use crate::slack::modals::{self, DENY_CALLBACK, EDIT_CALLBACK, PARAMETERS_INPUT, REASON_INPUT};
-use crate::store::StoreError;
+use crate::store::{StoreError, Voted};
 
 /// Who clicked or submitted, and where (for a reply only they see).
 pub(super) struct Actor {
@@ -106,6 +108,11 @@ async fn block_action(
         }
         _ => {}
     }
+    if action_id == ACTION_APPROVE
+        && let Some(answer) = approve(state, slack, value, &clicked, &actor).await
+    {
+        return answer;
+    }
     let approval = match find_from(state, value, &clicked.key, &clicked.for_approvals).await {
         Ok(approval) => approval,
         Err(unusable) => return ephemeral(slack, &actor, unusable.into()),
@@ -127,7 +134,7 @@ async fn block_action(
                 .await
             {
                 Ok(_) => Ok(None),
-                Err(error) => refusal(slack, &actor, &approval, error),
+                Err(error) => refusal(slack, &actor, error),
             }
         }
         ACTION_DENY | ACTION_EDIT => {
@@ -155,6 +162,43 @@ async fn block_action(
             Ok(None)
         }
         other => Err(Refused::BadRequest(format!("unknown action {other:?}"))),
+    }
+}
+
+/// Approve: the vote goes to the writer at once, which checks the message clicked
+/// and the approvers against the approval as it reads it ([`Store::vote`]), so the
+/// click costs no read of its own. `None` when only Slack can tell whether the clicker
+/// is an approver (a user group): the click then takes the path that reads first.
+///
+/// [`Store::vote`]: crate::store::Store::vote
+async fn approve(
+    state: &AppState,
+    slack: &SlackApp,
+    value: &str,
+    clicked: &Clicked,
+    actor: &Actor,
+) -> Option<Result<Answer, Refused>> {
+    let Ok(id) = value.parse::<ApprovalId>() else {
+        return Some(ephemeral(slack, actor, GONE.into()));
+    };
+    // A message whose metadata names the approval needs no check: Slack signs the
+    // payload, and only signoff's app posts messages whose clicks reach signoff.
+    let shown_in = (!clicked.for_approvals.contains(&id)).then_some(&clicked.key);
+    let voted = state
+        .store
+        .vote(
+            id,
+            &actor.user,
+            Decision::Approve,
+            shown_in,
+            state.clock.now(),
+        )
+        .await;
+    match voted {
+        Ok(Voted::Counted(_)) => Some(Ok(None)),
+        Ok(Voted::NotShownThere) => Some(ephemeral(slack, actor, NOT_FROM_A_REQUEST.into())),
+        Ok(Voted::AskSlack) => None,
+        Err(error) => Some(refusal(slack, actor, error)),
     }
 }
 
@@ -284,15 +328,12 @@ pub(super) async fn decider(
     }
 }
 
-fn refusal(
-    slack: &SlackApp,
-    actor: &Actor,
-    approval: &Approval,
-    error: StoreError,
-) -> Result<Answer, Refused> {
+/// Tells `actor` why their vote did not count; the text reads the approval as the
+/// writer saw it when it refused.
+fn refusal(slack: &SlackApp, actor: &Actor, error: StoreError) -> Result<Answer, Refused> {
     match error {
-        StoreError::Rejected { rejection, .. } => {
-            ephemeral(slack, actor, refusal_text(&rejection, approval))
+        StoreError::Rejected { rejection, current } => {
+            ephemeral(slack, actor, refusal_text(&rejection, &current))
         }
         StoreError::NotFound(_) => ephemeral(slack, actor, GONE.into()),
         other => Err(ApiError::from(other).into()),

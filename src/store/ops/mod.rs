@@ -13,6 +13,7 @@ mod checkpoint;
 mod current;
 mod report;
 mod throttle;
+mod vote;
 mod work;
 
 use std::collections::HashSet;
@@ -22,13 +23,15 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
 use super::backend::Tx;
-use super::{Created, Result, StatusChange, StoreError, WriterStats};
-use crate::approval::{Approval, ApprovalId, Event, NewApproval};
+use super::{Created, Result, StatusChange, StoreError, Voted, WriterStats};
+use crate::approval::{Approval, ApprovalId, Decision, Event, NewApproval};
 use crate::audit::{self, Draft};
+use crate::ids::UserId;
 use crate::jobs::{Deliveries, DueJob, NewJob, Outcome};
 use crate::policy::Classification;
 pub(crate) use checkpoint::Checkpoints;
 use current::Current;
+pub(crate) use vote::Shown;
 use work::{Opening, Placements};
 
 /// Where one operation's answer goes once its transaction committed. Each operation
@@ -101,6 +104,17 @@ pub(crate) enum Op {
         deliveries: Option<Deliveries>,
         reply: Reply<Approval>,
     },
+    /// A Slack user's vote, checked here against the approval as this batch reads it
+    /// (see [`vote`]), so the click needs no read of its own first.
+    Vote {
+        id: ApprovalId,
+        user: UserId,
+        decision: Decision,
+        /// Where it was clicked.
+        shown: Shown,
+        now: DateTime<Utc>,
+        reply: Reply<Voted>,
+    },
     /// Fire the timers on approvals' rows that have come by `now`, up to `limit` of
     /// each kind (expiries, nudges): how many fired.
     FireDue {
@@ -168,6 +182,7 @@ macro_rules! on_reply {
         match $op {
             Op::Create { $reply, .. } => $body,
             Op::Apply { $reply, .. } | Op::Adopt { $reply, .. } => $body,
+            Op::Vote { $reply, .. } => $body,
             Op::FireDue { $reply, .. } => $body,
             Op::Claim { $reply, .. } => $body,
             Op::SetPermalink { $reply, .. }
@@ -278,13 +293,15 @@ async fn batch<T: Tx>(
     let mut named: Vec<ApprovalId> = ops
         .iter()
         .filter_map(|op| match op {
-            Op::Apply { id, .. } => Some(*id),
+            Op::Apply { id, .. } | Op::Vote { id, .. } => Some(*id),
             _ => None,
         })
         .collect();
     named.extend(report::shown(ops, deliveries));
     named.extend(placements.blockers());
     let mut current = Current::load(tx, &named).await?;
+    // The messages the batch's Slack votes were clicked on, checked in one statement.
+    vote::check_shown(tx, ops).await?;
     // The reports first, against the approvals as they were before this batch (one
     // this batch changes gets its update from that change).
     report::record(tx, ops, &current, deliveries, &mut done).await?;
@@ -386,6 +403,22 @@ async fn run_op<T: Tx>(
             done,
             work::apply(current, *id, event, *now, given.unwrap_or(deliveries)),
         ),
+        Op::Vote {
+            id,
+            user,
+            decision,
+            shown,
+            now,
+            reply,
+        } => {
+            let ballot = vote::Ballot {
+                id: *id,
+                user,
+                decision: *decision,
+                shown,
+            };
+            settle(reply, done, vote::cast(current, ballot, *now, deliveries))
+        }
         Op::FireDue { now, limit, reply } => settle(
             reply,
             done,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::backend::{Reads, Tx};
 use super::{
     HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StatusChange, StoreError, TokenInfo,
-    WithMessages, decode, decode_messages, due_jobs, leased, posted_messages, sql,
+    WithMessages, decode, decode_messages, due_jobs, found_at, leased, posted_messages, sql,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;

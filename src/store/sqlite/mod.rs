@@ -15,7 +15,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use super::backend::{Reads, Tx};
 use super::{
     HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StoreError, TokenInfo, WithMessages, decode,
-    decode_messages, due_jobs, leased, posted_messages, pow2_chunks, sql,
+    decode_messages, due_jobs, found_at, leased, posted_messages, pow2_chunks, sql,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;

@@ -1,0 +1,106 @@
+//! A vote clicked in Slack, checked on the writer against the approval as the batch
+//! reads it, so that the click needs no read of its own before it: whether the message
+//! clicked is one of the approval's (when its metadata does not name the approval; one
+//! statement for the batch's votes, [`check_shown`]), and whether the voter is one of
+//! its approvers where the list alone says so (`Routing::lists`). A user group that
+//! does not name the voter directly is Slack's to expand: the vote answers
+//! [`Voted::AskSlack`] and changes nothing, and the caller asks Slack and votes with
+//! `Op::Apply`, as any other edge does.
+
+use chrono::{DateTime, Utc};
+
+use super::current::Current;
+use super::work::apply;
+use super::{Done, Op};
+use crate::approval::{ApprovalId, Decider, Decision, Event};
+use crate::ids::UserId;
+use crate::jobs::{Deliveries, MessageKey};
+use crate::store::backend::Tx;
+use crate::store::{Result, StoreError, Voted};
+
+/// Where a vote was clicked, as far as the writer checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Shown {
+    /// On a message whose metadata names the approval: Slack signs the payload, and
+    /// only signoff's app posts messages whose clicks reach signoff.
+    Named,
+    /// On this message, which counts if it is one of the approval's recorded
+    /// messages; [`check_shown`] finds out.
+    On(MessageKey),
+    /// Checked in this batch: whether it is.
+    Checked(bool),
+}
+
+/// Finds out, in one statement, which of the batch's votes were clicked on one of
+/// their approval's recorded messages. Nothing to read, no statement.
+pub(super) async fn check_shown<T: Tx>(tx: &mut T, ops: &mut [Op]) -> sqlx::Result<()> {
+    let asked: Vec<(ApprovalId, &MessageKey)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Vote {
+                id,
+                shown: Shown::On(message),
+                ..
+            } => Some((*id, message)),
+            _ => None,
+        })
+        .collect();
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let found = tx.shown_in(&asked).await?;
+    let mut found = found.into_iter();
+    for op in ops {
+        if let Op::Vote {
+            shown: shown @ Shown::On(_),
+            ..
+        } = op
+        {
+            *shown = Shown::Checked(found.next().unwrap_or(false));
+        }
+    }
+    Ok(())
+}
+
+/// One vote as the batch runs it.
+pub(super) struct Ballot<'a> {
+    pub(super) id: ApprovalId,
+    pub(super) user: &'a UserId,
+    pub(super) decision: Decision,
+    pub(super) shown: &'a Shown,
+}
+
+/// Casts a vote on an approval of `current`: the message first, then the approver
+/// list, then the state machine with every other rule.
+pub(super) fn cast(
+    current: &mut Current,
+    ballot: Ballot<'_>,
+    now: DateTime<Utc>,
+    deliveries: Deliveries,
+) -> Result<(Voted, Done)> {
+    let Ballot {
+        id,
+        user,
+        decision,
+        shown,
+    } = ballot;
+    let approval = current.get(id).ok_or(StoreError::NotFound(id))?;
+    // Fail closed: a message not checked (there is no such path) counts as elsewhere.
+    if !matches!(shown, Shown::Named | Shown::Checked(true)) {
+        return Ok((Voted::NotShownThere, Done::default()));
+    }
+    let Some(approver) = approval.routing.lists(user.as_str()) else {
+        return Ok((Voted::AskSlack, Done::default()));
+    };
+    let by = Decider {
+        user: user.to_string(),
+        approver,
+    };
+    let event = Event::Vote {
+        by,
+        decision,
+        reason: None,
+    };
+    let (after, done) = apply(current, id, &event, now, deliveries)?;
+    Ok((Voted::Counted(Box::new(after)), done))
+}
