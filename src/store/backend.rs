@@ -171,6 +171,14 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
         &mut self,
         ids: &[ApprovalId],
     ) -> impl Future<Output = sqlx::Result<Vec<Approval>>> + Send;
+    /// Like [`Tx::load_many`], and in the same statement, for each `(approval, message)`
+    /// pair whether the message is one of the approval's recorded messages (the
+    /// messages votes were clicked on, see `ops::vote`).
+    fn load_many_shown(
+        &mut self,
+        ids: &[ApprovalId],
+        pairs: &[(ApprovalId, &MessageKey)],
+    ) -> impl Future<Output = sqlx::Result<(Vec<Approval>, Vec<bool>)>> + Send;
     /// Writes a classified shared-table row if it is still unclassified; false if
     /// another replica got there first.
     fn adopt_approval(
@@ -334,12 +342,6 @@ pub(crate) trait OutboxTx {
         &mut self,
         messages: &[(&PostedMessage, DateTime<Utc>)],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// For each `(approval, message)` pair, whether the message is one of the
-    /// approval's recorded messages, in one statement.
-    fn shown_in(
-        &mut self,
-        pairs: &[(ApprovalId, &MessageKey)],
-    ) -> impl Future<Output = sqlx::Result<Vec<bool>>> + Send;
     /// Notes that each `(message, approval)` row now shows the paired version (never
     /// moving backwards), in one statement. Each row appears at most once.
     fn mark_rendered(

@@ -43,6 +43,30 @@ macro_rules! shown_in_2_3_of_1 {
     };
 }
 
+/// SQLite: which of the pairs `$2` lists (a JSON array of `[approval_id, channel,
+/// ts]`) name one of the approval's recorded messages, as a JSON array of their
+/// 0-based positions; a column beside the approvals' read (`Tx::load_many_shown`).
+macro_rules! shown_at_json_2 {
+    () => {
+        "(SELECT json_group_array(k.key) FROM json_each($2) AS k WHERE EXISTS \
+         (SELECT 1 FROM slack_messages m WHERE m.channel = k.value ->> 1 \
+         AND m.ts = k.value ->> 2 AND m.approval_id = k.value ->> 0))"
+    };
+}
+
+/// PostgreSQL: the same, per approval row, as an array: `$2` maps each approval's id
+/// to the pairs asked about it (`[channel, ts, position]`), each looked up on its own
+/// through the primary key behind a `LIMIT 1`, so that a plan kept from a freshly
+/// migrated database still reads the key's index.
+macro_rules! shown_at_jsonb_2 {
+    () => {
+        "ARRAY(SELECT (e ->> 2)::bigint \
+         FROM jsonb_array_elements($2::jsonb -> pending_approvals.id::text) AS e \
+         CROSS JOIN LATERAL (SELECT 1 FROM slack_messages m WHERE m.channel = e ->> 0 \
+         AND m.ts = e ->> 1 AND m.approval_id = pending_approvals.id LIMIT 1) AS m)"
+    };
+}
+
 /// The first and last ids that start with `prefix` (hex digits, dashes where an id
 /// has them or nowhere, any case); `None` for anything else.
 pub(super) fn prefix_range(prefix: &str) -> Option<(ApprovalId, ApprovalId)> {

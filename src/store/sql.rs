@@ -123,18 +123,6 @@ pub(super) mod messages {
     );
     pub const SET_PERMALINK: &str =
         "UPDATE slack_messages SET permalink = $3 WHERE channel = $1 AND ts = $2";
-    /// SQLite: which of the pairs `$1` lists (a JSON array of `[approval_id, channel,
-    /// ts]`), by 0-based position, name one of the approval's recorded messages.
-    pub const SHOWN_IN_JSON: &str = "SELECT k.key FROM json_each($1) AS k WHERE EXISTS \
-         (SELECT 1 FROM slack_messages m WHERE m.channel = k.value ->> 1 \
-         AND m.ts = k.value ->> 2 AND m.approval_id = k.value ->> 0)";
-    /// PostgreSQL: the same of the pairs `$1`…`$3` (one array per column), each looked
-    /// up on its own through the primary key behind a `LIMIT 1`, so that a plan kept
-    /// from a freshly migrated database still reads the key's index.
-    pub const SHOWN_IN_ARRAYS: &str = "SELECT k.at - 1 FROM UNNEST($1::uuid[], $2::text[], \
-         $3::text[]) WITH ORDINALITY AS k(approval_id, channel, ts, at) CROSS JOIN LATERAL \
-         (SELECT 1 FROM slack_messages m WHERE m.channel = k.channel AND m.ts = k.ts \
-         AND m.approval_id = k.approval_id LIMIT 1) AS m";
     /// Moves approvals' rows of messages (a batch message has one row per approval)
     /// up to the versions `$rows` pairs them with (`channel, ts, approval_id,
     /// version`), never backwards.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::approval::{Approval, ApprovalId, Vote};
+use crate::jobs::MessageKey;
 use crate::store::backend::Tx;
 
 /// The approvals a batch's events and timers change: read together (the events'
@@ -37,6 +38,27 @@ impl Current {
         let mut current = Current::default();
         current.load_more(tx, ids).await?;
         Ok(current)
+    }
+
+    /// Like [`Current::load`], and in the same statement, for each of `pairs` whether
+    /// the message is one of the approval's recorded messages (see `Tx::load_many_shown`).
+    pub(crate) async fn load_shown<T: Tx>(
+        tx: &mut T,
+        ids: &[ApprovalId],
+        pairs: &[(ApprovalId, MessageKey)],
+    ) -> sqlx::Result<(Self, Vec<bool>)> {
+        if pairs.is_empty() {
+            return Ok((Self::load(tx, ids).await?, Vec::new()));
+        }
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let pairs: Vec<(ApprovalId, &MessageKey)> =
+            pairs.iter().map(|(id, message)| (*id, message)).collect();
+        let (approvals, shown) = tx.load_many_shown(&ids, &pairs).await?;
+        let mut current = Current::default();
+        current.join(approvals);
+        Ok((current, shown))
     }
 
     /// Reads (and on Postgres locks) those of `ids` not read yet, in one statement.

@@ -299,9 +299,11 @@ async fn batch<T: Tx>(
         .collect();
     named.extend(report::shown(ops, deliveries));
     named.extend(placements.blockers());
-    let mut current = Current::load(tx, &named).await?;
-    // The messages the batch's Slack votes were clicked on, checked in one statement.
-    vote::check_shown(tx, ops).await?;
+    // With the messages the batch's Slack votes were clicked on, looked up in the same
+    // statement.
+    let asked = vote::asked(ops);
+    let (mut current, shown) = Current::load_shown(tx, &named, &asked).await?;
+    vote::check_shown(ops, shown);
     // The reports first, against the approvals as they were before this batch (one
     // this batch changes gets its update from that change).
     report::record(tx, ops, &current, deliveries, &mut done).await?;

@@ -1,7 +1,8 @@
 //! A vote clicked in Slack, checked on the writer against the approval as the batch
 //! reads it, so that the click needs no read of its own before it: whether the message
-//! clicked is one of the approval's (when its metadata does not name the approval; one
-//! statement for the batch's votes, [`check_shown`]), and whether the voter is one of
+//! clicked is one of the approval's (when its metadata does not name the approval;
+//! looked up in the statement that reads the batch's approvals, see [`asked`]), and
+//! whether the voter is one of
 //! its approvers where the list alone says so (`Routing::lists`). A user group that
 //! does not name the voter directly is Slack's to expand: the vote answers
 //! [`Voted::AskSlack`] and changes nothing, and the caller asks Slack and votes with
@@ -15,7 +16,6 @@ use super::{Done, Op};
 use crate::approval::{ApprovalId, Decider, Decision, Event};
 use crate::ids::UserId;
 use crate::jobs::{Deliveries, MessageKey};
-use crate::store::backend::Tx;
 use crate::store::{Result, StoreError, Voted};
 
 /// Where a vote was clicked, as far as the writer checks it.
@@ -25,30 +25,30 @@ pub(crate) enum Shown {
     /// only signoff's app posts messages whose clicks reach signoff.
     Named,
     /// On this message, which counts if it is one of the approval's recorded
-    /// messages; [`check_shown`] finds out.
+    /// messages; the batch's read finds out ([`check_shown`]).
     On(MessageKey),
     /// Checked in this batch: whether it is.
     Checked(bool),
 }
 
-/// Finds out, in one statement, which of the batch's votes were clicked on one of
-/// their approval's recorded messages. Nothing to read, no statement.
-pub(super) async fn check_shown<T: Tx>(tx: &mut T, ops: &mut [Op]) -> sqlx::Result<()> {
-    let asked: Vec<(ApprovalId, &MessageKey)> = ops
-        .iter()
+/// The messages the batch's votes were clicked on that [`check_shown`] must look up,
+/// each with its approval.
+pub(super) fn asked(ops: &[Op]) -> Vec<(ApprovalId, MessageKey)> {
+    ops.iter()
         .filter_map(|op| match op {
             Op::Vote {
                 id,
                 shown: Shown::On(message),
                 ..
-            } => Some((*id, message)),
+            } => Some((*id, message.clone())),
             _ => None,
         })
-        .collect();
-    if asked.is_empty() {
-        return Ok(());
-    }
-    let found = tx.shown_in(&asked).await?;
+        .collect()
+}
+
+/// Records what the batch's read found for the pairs [`asked`] gave, in its order:
+/// whether each message is one of its approval's.
+pub(super) fn check_shown(ops: &mut [Op], found: Vec<bool>) {
     let mut found = found.into_iter();
     for op in ops {
         if let Op::Vote {
@@ -59,7 +59,6 @@ pub(super) async fn check_shown<T: Tx>(tx: &mut T, ops: &mut [Op]) -> sqlx::Resu
             *shown = Shown::Checked(found.next().unwrap_or(false));
         }
     }
-    Ok(())
 }
 
 /// One vote as the batch runs it.

@@ -186,24 +186,20 @@ mod tests {
         let kept = options.options([("plan_cache_mode", "force_generic_plan")]);
         let mut kept = PgConnection::connect_with(&kept).await.unwrap();
         let one_key = "(ARRAY[gen_random_uuid()])";
-        let one_click = "(ARRAY[gen_random_uuid()], ARRAY['C1'], ARRAY['1.2'])";
-        // The writer's check of the messages votes were clicked on is kept the same way.
+        let one_click = r#"(ARRAY[gen_random_uuid()], '{"k": [["C1", "1.2", 0]]}')"#;
+        // The writer's read with its check of the messages votes were clicked on keeps
+        // its plan the same way: that check must read the messages' key.
         let statements = [
-            ("linked", LINKED, one_key, "pending_approvals_pkey"),
+            ("linked", LINKED, one_key, "pending_approvals"),
+            ("with_messages", WITH_MESSAGES, one_key, "pending_approvals"),
             (
-                "with_messages",
-                WITH_MESSAGES,
-                one_key,
-                "pending_approvals_pkey",
-            ),
-            (
-                "shown_in",
-                crate::store::sql::messages::SHOWN_IN_ARRAYS,
+                "shown",
+                super::super::tx::LOAD_SHOWN,
                 one_click,
-                "slack_messages_pkey",
+                "slack_messages",
             ),
         ];
-        for (statement, sql, arguments, index) in statements {
+        for (statement, sql, arguments, table) in statements {
             let prepare = format!("PREPARE {statement} AS {sql}");
             sqlx::raw_sql(sqlx::AssertSqlSafe(prepare))
                 .execute(&mut kept)
@@ -216,7 +212,7 @@ mod tests {
                 .unwrap();
             let plan = plan.join("\n");
             assert!(
-                plan.contains(&format!("Scan using {index}")),
+                plan.contains(&format!("Scan using {table}_pkey")),
                 "{statement}: {plan}"
             );
             assert!(!plan.contains("Seq Scan"), "{statement}: {plan}");

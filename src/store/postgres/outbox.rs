@@ -133,26 +133,6 @@ impl OutboxTx for PgTx {
         Ok(())
     }
 
-    async fn shown_in(&mut self, pairs: &[(ApprovalId, &MessageKey)]) -> sqlx::Result<Vec<bool>> {
-        let found: Vec<i64> = sqlx::query_scalar(sql::messages::SHOWN_IN_ARRAYS)
-            .bind(pairs.iter().map(|(id, _)| id.0).collect::<Vec<_>>())
-            .bind(
-                pairs
-                    .iter()
-                    .map(|(_, key)| key.channel.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                pairs
-                    .iter()
-                    .map(|(_, key)| key.ts.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(self.conn().await?)
-            .await?;
-        Ok(found_at(pairs.len(), found))
-    }
-
     async fn mark_rendered(&mut self, rows: &[(&MessageKey, ApprovalId, i64)]) -> sqlx::Result<()> {
         if rows.is_empty() {
             return Ok(());

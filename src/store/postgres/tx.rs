@@ -5,6 +5,11 @@ use super::deferred::Deferred;
 use super::watermark::Timers;
 use super::*;
 
+/// `Tx::load_many`'s read with the check of the messages votes were clicked on.
+pub(super) const LOAD_SHOWN: &str = select_approvals!(@
+    concat!(", ctid::text AS loc, ", shown_at_jsonb_2!(), " AS shown_at"),
+    "WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+
 /// The writer's connection, from a one-connection pool (reconnects after a failure).
 pub(crate) struct PgTx {
     pub(super) pool: PgPool,
@@ -255,6 +260,35 @@ impl Tx for PgTx {
         .fetch_all(self.conn().await?)
         .await?;
         self.located(&rows)
+    }
+
+    async fn load_many_shown(
+        &mut self,
+        ids: &[ApprovalId],
+        pairs: &[(ApprovalId, &MessageKey)],
+    ) -> sqlx::Result<(Vec<Approval>, Vec<bool>)> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let mut asked = serde_json::Map::new();
+        for (at, (id, message)) in pairs.iter().enumerate() {
+            let pair = serde_json::json!([message.channel, message.ts, at]);
+            match asked
+                .entry(id.to_string())
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                Value::Array(list) => list.push(pair),
+                _ => unreachable!("every entry is an array"),
+            }
+        }
+        let rows = sqlx::query(LOAD_SHOWN)
+            .bind(&ids)
+            .bind(Value::Object(asked))
+            .fetch_all(self.conn().await?)
+            .await?;
+        let mut found = Vec::new();
+        for row in &rows {
+            found.extend(row.try_get::<Vec<i64>, _>("shown_at")?);
+        }
+        Ok((self.located(&rows)?, found_at(pairs.len(), found)))
     }
 
     async fn adopt_approval(&mut self, a: &Approval) -> sqlx::Result<bool> {

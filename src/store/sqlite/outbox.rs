@@ -128,18 +128,6 @@ impl OutboxTx for SqliteTx {
         Ok(())
     }
 
-    async fn shown_in(&mut self, pairs: &[(ApprovalId, &MessageKey)]) -> sqlx::Result<Vec<bool>> {
-        let rows: Vec<_> = pairs
-            .iter()
-            .map(|(id, key)| serde_json::json!([id.to_string(), key.channel, key.ts]))
-            .collect();
-        let found: Vec<i64> = sqlx::query_scalar(sql::messages::SHOWN_IN_JSON)
-            .bind(serde_json::Value::Array(rows).to_string())
-            .fetch_all(self.conn().await?)
-            .await?;
-        Ok(found_at(pairs.len(), found))
-    }
-
     async fn mark_rendered(&mut self, rows: &[(&MessageKey, ApprovalId, i64)]) -> sqlx::Result<()> {
         if rows.is_empty() {
             return Ok(());

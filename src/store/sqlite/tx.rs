@@ -82,12 +82,17 @@ impl SqliteTx {
         query: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
     ) -> sqlx::Result<Vec<Approval>> {
         let rows = fetch_approvals(self.conn().await?, query).await?;
+        Ok(self.remember(rows))
+    }
+
+    /// The approvals read, their rowids remembered.
+    fn remember(&mut self, rows: Vec<(i64, Approval)>) -> Vec<Approval> {
         let mut approvals = Vec::with_capacity(rows.len());
         for (rowid, approval) in rows {
             self.rowids.insert(approval.id, rowid);
             approvals.push(approval);
         }
-        Ok(approvals)
+        approvals
     }
 }
 
@@ -303,6 +308,31 @@ impl Tx for SqliteTx {
         ))
         .bind(serde_json::to_string(&ids).unwrap_or_default());
         self.approvals(query).await
+    }
+
+    async fn load_many_shown(
+        &mut self,
+        ids: &[ApprovalId],
+        pairs: &[(ApprovalId, &MessageKey)],
+    ) -> sqlx::Result<(Vec<Approval>, Vec<bool>)> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let pairs_json: Vec<serde_json::Value> = pairs
+            .iter()
+            .map(|(id, message)| serde_json::json!([id.to_string(), message.channel, message.ts]))
+            .collect();
+        let row = sqlx::query(concat!(
+            "SELECT (",
+            select_approvals!("WHERE id IN (SELECT value FROM json_each($1))"),
+            "), ",
+            shown_at_json_2!()
+        ))
+        .bind(serde_json::to_string(&ids).unwrap_or_default())
+        .bind(serde_json::Value::Array(pairs_json).to_string())
+        .fetch_one(self.conn().await?)
+        .await?;
+        let approvals = parse_approvals(row.try_get(0)?)?;
+        let found: Vec<i64> = parse_json(row.try_get(1)?)?;
+        Ok((self.remember(approvals), found_at(pairs.len(), found)))
     }
 
     async fn adopt_approval(&mut self, a: &Approval) -> sqlx::Result<bool> {
