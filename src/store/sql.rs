@@ -33,8 +33,12 @@ pub(super) const ADOPT: &str = "UPDATE pending_approvals SET risk_tier = $2, sta
 /// Jobs.
 pub(super) mod jobs {
     pub const INSERT: &str = "INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) ";
-    /// SQLite: deletes the finished jobs whose ids `$1`, a JSON array, lists.
-    pub const FINISH_JSON: &str = "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each($1))";
+    /// SQLite: deletes the finished jobs whose ids a bound JSON array lists: the
+    /// statement before the array, and after it (the writer keeps it back).
+    pub const FINISH_JSON: (&str, &str) = (
+        "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(",
+        "))",
+    );
     pub const RETRY: &str =
         "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1";
     pub const KILL: &str =
@@ -124,27 +128,21 @@ pub(super) mod messages {
     pub const SET_PERMALINK: &str =
         "UPDATE slack_messages SET permalink = $3 WHERE channel = $1 AND ts = $2";
     /// Moves approvals' rows of messages (a batch message has one row per approval)
-    /// up to the versions `$rows` pairs them with (`channel, ts, approval_id,
-    /// version`), never backwards.
-    macro_rules! mark_rendered {
-        ($rows:literal) => {
-            concat!(
-                "UPDATE slack_messages SET rendered_version = v.version FROM ",
-                $rows,
-                " WHERE slack_messages.channel = v.channel AND slack_messages.ts = v.ts \
-                 AND slack_messages.approval_id = v.approval_id \
-                 AND slack_messages.rendered_version < v.version"
-            )
-        };
-    }
-    /// SQLite: `$1` a JSON array of rows, each `[channel, ts, approval_id, version]`.
-    pub const MARK_RENDERED_JSON: &str = mark_rendered!(
-        "(SELECT value ->> 0 AS channel, value ->> 1 AS ts, value ->> 2 AS approval_id, \
-         value ->> 3 AS version FROM json_each($1)) AS v"
+    /// up to the versions the rows `v` pair them with (`channel, ts, approval_id,
+    /// version`), never backwards: the statement before `v`, and after it. Kept back
+    /// by the writer (see each backend's `deferred`), so the rows are bound in between.
+    pub const MARK_RENDERED: (&str, &str) = (
+        "UPDATE slack_messages SET rendered_version = v.version FROM ",
+        " WHERE slack_messages.channel = v.channel AND slack_messages.ts = v.ts \
+         AND slack_messages.approval_id = v.approval_id \
+         AND slack_messages.rendered_version < v.version",
     );
-    /// PostgreSQL: `$1`…`$4` one array per column.
-    pub const MARK_RENDERED_ARRAYS: &str = mark_rendered!(
-        "UNNEST($1::text[], $2::text[], $3::uuid[], $4::bigint[]) AS v(channel, ts, approval_id, version)"
+    /// SQLite's rows `v` of [`MARK_RENDERED`], around a bound JSON array of rows, each
+    /// `[channel, ts, approval_id, version]`.
+    pub const RENDERED_JSON: (&str, &str) = (
+        "(SELECT value ->> 0 AS channel, value ->> 1 AS ts, value ->> 2 AS approval_id, \
+         value ->> 3 AS version FROM json_each(",
+        ")) AS v",
     );
 }
 

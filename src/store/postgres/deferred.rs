@@ -1,5 +1,6 @@
 //! Statements of a writer transaction whose answers nobody reads (the batch's votes,
-//! jobs and audit events, the audit head and watermark updates, the status notices),
+//! jobs and audit events, the messages' rendered versions, the audit head and watermark
+//! updates, the status notices),
 //! kept back and sent with the next statement as data-modifying `WITH` clauses of that
 //! one statement. Each statement is a round trip to the server, which under load costs
 //! more than the statement itself: a batch of clicks is six round trips instead of ten

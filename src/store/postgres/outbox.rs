@@ -137,25 +137,18 @@ impl OutboxTx for PgTx {
         if rows.is_empty() {
             return Ok(());
         }
-        sqlx::query(sql::messages::MARK_RENDERED_ARRAYS)
-            .bind(
-                rows.iter()
-                    .map(|(key, ..)| key.channel.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                rows.iter()
-                    .map(|(key, ..)| key.ts.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(rows.iter().map(|(_, id, _)| id.0).collect::<Vec<_>>())
-            .bind(
-                rows.iter()
-                    .map(|(.., version)| *version)
-                    .collect::<Vec<_>>(),
-            )
-            .execute(self.conn().await?)
-            .await?;
+        let (update, filter) = sql::messages::MARK_RENDERED;
+        self.deferred.push(|q| {
+            q.push(update).push("unnest(");
+            unnest_arrays!(q,
+                column(rows, |(key, ..)| key.channel.clone()) => "text[]",
+                column(rows, |(key, ..)| key.ts.clone()) => "text[]",
+                column(rows, |(_, id, _)| id.0) => "uuid[]",
+                column(rows, |(.., version)| *version) => "bigint[]",
+            );
+            q.push(") AS v(channel, ts, approval_id, version)")
+                .push(filter);
+        });
         Ok(())
     }
 }

@@ -42,10 +42,11 @@ impl OutboxTx for SqliteTx {
         if job_ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(sql::jobs::FINISH_JSON)
-            .bind(serde_json::to_string(job_ids).unwrap_or_default())
-            .execute(self.conn().await?)
-            .await?;
+        let (before, after) = sql::jobs::FINISH_JSON;
+        self.defer()
+            .push(before)
+            .push_bind(serde_json::to_string(job_ids).unwrap_or_default())
+            .push(after);
         Ok(())
     }
 
@@ -138,10 +139,14 @@ impl OutboxTx for SqliteTx {
                 serde_json::json!([key.channel, key.ts, id.to_string(), version])
             })
             .collect();
-        sqlx::query(sql::messages::MARK_RENDERED_JSON)
-            .bind(serde_json::Value::Array(rows).to_string())
-            .execute(self.conn().await?)
-            .await?;
+        let (update, filter) = sql::messages::MARK_RENDERED;
+        let (before, after) = sql::messages::RENDERED_JSON;
+        self.defer()
+            .push(update)
+            .push(before)
+            .push_bind(serde_json::Value::Array(rows).to_string())
+            .push(after)
+            .push(filter);
         Ok(())
     }
 }
