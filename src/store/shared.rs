@@ -294,16 +294,16 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// The approvals a batch lookup found, each at the 0-based position of the row it was
-/// found for, into one entry per row (`None` where nothing was found).
-pub(super) fn by_position(
+/// What a batch lookup found, each at the 0-based position of the row it was found
+/// for, into one entry per row (`None` where nothing was found).
+pub(super) fn by_position<T: Clone>(
     rows: usize,
-    found: impl IntoIterator<Item = (i64, ApprovalId)>,
-) -> Vec<Option<ApprovalId>> {
+    found: impl IntoIterator<Item = (i64, T)>,
+) -> Vec<Option<T>> {
     let mut placed = vec![None; rows];
-    for (n, id) in found {
+    for (n, value) in found {
         if let Some(slot) = usize::try_from(n).ok().and_then(|n| placed.get_mut(n)) {
-            *slot = Some(id);
+            *slot = Some(value);
         }
     }
     placed
@@ -311,13 +311,10 @@ pub(super) fn by_position(
 
 /// The 0-based positions a batch lookup found, as one flag per row.
 pub(super) fn found_at(rows: usize, found: impl IntoIterator<Item = i64>) -> Vec<bool> {
-    let mut at = vec![false; rows];
-    for n in found {
-        if let Some(slot) = usize::try_from(n).ok().and_then(|n| at.get_mut(n)) {
-            *slot = true;
-        }
-    }
-    at
+    by_position(rows, found.into_iter().map(|n| (n, ())))
+        .into_iter()
+        .map(|slot| slot.is_some())
+        .collect()
 }
 
 /// The rows a claim leased, with their attempts (the others it moved to wait).

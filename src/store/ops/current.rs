@@ -33,30 +33,20 @@ struct AsRead {
 }
 
 impl Current {
-    /// Reads (and on Postgres locks) the approvals `ids` name, in one statement.
-    pub(crate) async fn load<T: Tx>(tx: &mut T, ids: &[ApprovalId]) -> sqlx::Result<Self> {
-        let mut current = Current::default();
-        current.load_more(tx, ids).await?;
-        Ok(current)
-    }
-
-    /// Like [`Current::load`], and in the same statement, for each of `pairs` whether
-    /// the message is one of the approval's recorded messages (see `Tx::load_many_shown`).
-    pub(crate) async fn load_shown<T: Tx>(
+    /// Reads (and on Postgres locks) the approvals `ids` name, in one statement; with
+    /// it, for each of `pairs`, whether the message is one of the approval's recorded
+    /// messages (see `Tx::load_many_shown`).
+    pub(crate) async fn load<T: Tx>(
         tx: &mut T,
         ids: &[ApprovalId],
-        pairs: &[(ApprovalId, MessageKey)],
+        pairs: &[(ApprovalId, &MessageKey)],
     ) -> sqlx::Result<(Self, Vec<bool>)> {
-        if pairs.is_empty() {
-            return Ok((Self::load(tx, ids).await?, Vec::new()));
-        }
-        let mut ids = ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        let pairs: Vec<(ApprovalId, &MessageKey)> =
-            pairs.iter().map(|(id, message)| (*id, message)).collect();
-        let (approvals, shown) = tx.load_many_shown(&ids, &pairs).await?;
         let mut current = Current::default();
+        if pairs.is_empty() {
+            current.load_more(tx, ids).await?;
+            return Ok((current, Vec::new()));
+        }
+        let (approvals, shown) = tx.load_many_shown(&current.unread(ids), pairs).await?;
         current.join(approvals);
         Ok((current, shown))
     }
@@ -68,18 +58,25 @@ impl Current {
         tx: &mut T,
         ids: &[ApprovalId],
     ) -> sqlx::Result<()> {
+        let ids = self.unread(ids);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.join(tx.load_many(&ids).await?);
+        Ok(())
+    }
+
+    /// Those of `ids` not read yet, in id order, each once (the order replicas lock
+    /// rows in).
+    fn unread(&self, ids: &[ApprovalId]) -> Vec<ApprovalId> {
         let mut ids: Vec<ApprovalId> = ids
             .iter()
             .filter(|id| !self.read.contains_key(id))
             .copied()
             .collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
         ids.sort_unstable();
         ids.dedup();
-        self.join(tx.load_many(&ids).await?);
-        Ok(())
+        ids
     }
 
     /// Adds approvals read by the caller, except those read already (which stay as the

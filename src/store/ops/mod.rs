@@ -302,7 +302,7 @@ async fn batch<T: Tx>(
     // With the messages the batch's Slack votes were clicked on, looked up in the same
     // statement.
     let asked = vote::asked(ops);
-    let (mut current, shown) = Current::load_shown(tx, &named, &asked).await?;
+    let (mut current, shown) = Current::load(tx, &named, &asked).await?;
     vote::check_shown(ops, shown);
     // The reports first, against the approvals as they were before this batch (one
     // this batch changes gets its update from that change).
@@ -413,13 +413,8 @@ async fn run_op<T: Tx>(
             now,
             reply,
         } => {
-            let ballot = vote::Ballot {
-                id: *id,
-                user,
-                decision: *decision,
-                shown,
-            };
-            settle(reply, done, vote::cast(current, ballot, *now, deliveries))
+            let cast = vote::cast(current, *id, user, *decision, shown, *now, deliveries);
+            settle(reply, done, cast)
         }
         Op::FireDue { now, limit, reply } => settle(
             reply,

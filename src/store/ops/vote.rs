@@ -33,14 +33,14 @@ pub(crate) enum Shown {
 
 /// The messages the batch's votes were clicked on that [`check_shown`] must look up,
 /// each with its approval.
-pub(super) fn asked(ops: &[Op]) -> Vec<(ApprovalId, MessageKey)> {
+pub(super) fn asked(ops: &[Op]) -> Vec<(ApprovalId, &MessageKey)> {
     ops.iter()
         .filter_map(|op| match op {
             Op::Vote {
                 id,
                 shown: Shown::On(message),
                 ..
-            } => Some((*id, message.clone())),
+            } => Some((*id, message)),
             _ => None,
         })
         .collect()
@@ -61,28 +61,17 @@ pub(super) fn check_shown(ops: &mut [Op], found: Vec<bool>) {
     }
 }
 
-/// One vote as the batch runs it.
-pub(super) struct Ballot<'a> {
-    pub(super) id: ApprovalId,
-    pub(super) user: &'a UserId,
-    pub(super) decision: Decision,
-    pub(super) shown: &'a Shown,
-}
-
-/// Casts a vote on an approval of `current`: the message first, then the approver
-/// list, then the state machine with every other rule.
+/// Casts `user`'s vote on an approval of `current`, clicked where `shown` says: the
+/// message first, then the approver list, then the state machine with every other rule.
 pub(super) fn cast(
     current: &mut Current,
-    ballot: Ballot<'_>,
+    id: ApprovalId,
+    user: &UserId,
+    decision: Decision,
+    shown: &Shown,
     now: DateTime<Utc>,
     deliveries: Deliveries,
 ) -> Result<(Voted, Done)> {
-    let Ballot {
-        id,
-        user,
-        decision,
-        shown,
-    } = ballot;
     let approval = current.get(id).ok_or(StoreError::NotFound(id))?;
     // Fail closed: a message not checked (there is no such path) counts as elsewhere.
     if !matches!(shown, Shown::Named | Shown::Checked(true)) {

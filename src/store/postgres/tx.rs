@@ -268,20 +268,15 @@ impl Tx for PgTx {
         pairs: &[(ApprovalId, &MessageKey)],
     ) -> sqlx::Result<(Vec<Approval>, Vec<bool>)> {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
-        let mut asked = serde_json::Map::new();
+        // Each approval's id to the pairs asked about it, `[channel, ts, position]`.
+        let mut asked: HashMap<String, Vec<Value>> = HashMap::new();
         for (at, (id, message)) in pairs.iter().enumerate() {
             let pair = serde_json::json!([message.channel, message.ts, at]);
-            match asked
-                .entry(id.to_string())
-                .or_insert_with(|| Value::Array(Vec::new()))
-            {
-                Value::Array(list) => list.push(pair),
-                _ => unreachable!("every entry is an array"),
-            }
+            asked.entry(id.to_string()).or_default().push(pair);
         }
         let rows = sqlx::query(LOAD_SHOWN)
             .bind(&ids)
-            .bind(Value::Object(asked))
+            .bind(sqlx::types::Json(asked))
             .fetch_all(self.conn().await?)
             .await?;
         let mut found = Vec::new();
