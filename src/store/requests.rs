@@ -77,11 +77,11 @@ pub(super) fn request_key((approval, params_sha256): &(&Approval, &str)) -> Opti
     ))
 }
 
-/// The rows to insert: those that repeat no request open in the store (`pending`, the
-/// keys whose newest request is open) nor an open one earlier in `rows`.
+/// The rows to insert, before the look into the store: those that repeat no open
+/// request earlier in `rows` (the insert then drops those whose key is open in the
+/// store, and with it every later row of that key).
 pub(super) fn unrepeated<'a, 'r>(
     rows: &'r [(&'a Approval, &'a str)],
-    pending: &HashSet<RequestKey>,
 ) -> Vec<&'r (&'a Approval, &'a str)> {
     let mut opened: HashSet<RequestKey> = HashSet::new();
     rows.iter()
@@ -89,7 +89,7 @@ pub(super) fn unrepeated<'a, 'r>(
             let Some(key) = request_key(row) else {
                 return true;
             };
-            if pending.contains(&key) || opened.contains(&key) {
+            if opened.contains(&key) {
                 return false;
             }
             if opens(row.0.status) {

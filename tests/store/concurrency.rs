@@ -17,6 +17,7 @@ crate::on_both_backends!(
     a_flood_past_the_limit_joins_its_repeats_and_refuses_the_rest,
     votes_sent_together_on_one_approval_each_see_the_ones_before,
     an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them,
+    two_processes_creating_and_voting_together_keep_one_audit_chain,
 );
 
 /// A batch from a requester at its `max_pending`: the repeats of its waiting requests
@@ -412,4 +413,72 @@ async fn a_batch_of_repeats_of_stored_requests_answers_each_with_its_own(db: Tes
         let stored = store.get(result.approval.id).await.unwrap().unwrap();
         assert_eq!(stored, result.approval);
     }
+}
+
+/// Two writers (replicas) creating, repeating and voting at once: each batch locks the
+/// audit head along with the rows it writes (on PostgreSQL in the same statement), so
+/// their events still form one chain, with each creation and vote in it once.
+async fn two_processes_creating_and_voting_together_keep_one_audit_chain(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let replica = Store::connect(&db.url).await.unwrap();
+    let mut open_ones = Vec::new();
+    for i in 0..8 {
+        open_ones.push(create(&store, &clock, "transfer", json!({ "n": i })).await);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..48usize {
+        let target = if i % 2 == 0 {
+            store.clone()
+        } else {
+            replica.clone()
+        };
+        let now = clock.now();
+        let voted = open_ones[i % 8].id;
+        tasks.push(tokio::spawn(async move {
+            match i % 3 {
+                // New requests: 16 distinct ones, each asked twice (once per writer).
+                0 | 1 => {
+                    let request = new_request("wipe_disk", json!({ "disk": i / 3 }));
+                    let created = target.create(request, classify("wipe_disk"), now).await;
+                    (Some(created.unwrap()), None)
+                }
+                _ => {
+                    let by = signoff::approval::Decider::approver(format!("U{i}"));
+                    let event = Event::Vote {
+                        by,
+                        decision: Decision::Approve,
+                        reason: None,
+                    };
+                    (None, Some(target.apply(voted, event, now).await))
+                }
+            }
+        }));
+    }
+    let (mut created, mut ids, mut votes) = (0, std::collections::HashSet::new(), 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            (Some(answer), _) => {
+                created += usize::from(answer.created);
+                ids.insert(answer.approval.id);
+            }
+            (_, Some(Ok(_))) => votes += 1,
+            (_, Some(Err(StoreError::Rejected {
+                rejection: Rejection::AlreadyDecided(_),
+                ..
+            }))) => {}
+            (_, Some(Err(other))) => panic!("unexpected error {other}"),
+            (None, None) => unreachable!("each task creates or votes"),
+        }
+    }
+    assert_eq!((created, ids.len()), (16, 16), "each request opened once");
+    assert_eq!(votes, 8, "each open approval decided by its first vote");
+    let events = store.audit_page(0, 1000).await.unwrap();
+    let mut verifier = signoff::audit::Verifier::default();
+    for event in &events {
+        verifier.check(event).unwrap();
+    }
+    let (seq, hash) = replica.audit_head().await.unwrap();
+    assert_eq!(verifier.finish(seq, &hash), Ok(events.len() as i64));
+    assert_eq!(count_audit(&store, "requested").await, 8 + 16);
+    assert_eq!(count_audit(&store, "vote").await, 8);
 }

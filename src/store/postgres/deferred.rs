@@ -3,9 +3,9 @@
 //! updates, the status notices),
 //! kept back and sent with the next statement as data-modifying `WITH` clauses of that
 //! one statement. Each statement is a round trip to the server, which under load costs
-//! more than the statement itself: a batch of clicks is six round trips instead of ten
-//! (`BEGIN`, the read, the update, the votes and jobs with the audit head's read, the
-//! audit events with the head's update and the notices, `COMMIT`), the PostgreSQL
+//! more than the statement itself: a batch of clicks is five round trips instead of ten
+//! (`BEGIN`, the read, the update with the audit head's locking read, the votes, jobs
+//! and audit events with the head's update and the notices, `COMMIT`), the PostgreSQL
 //! counterpart of `store::sqlite::deferred`.
 //!
 //! Every clause of one statement sees the tables as they were before it, and the order
@@ -42,10 +42,22 @@ impl Deferred {
     /// Keeps back one data-modifying statement (`INSERT`, `UPDATE` or `DELETE`, no
     /// `RETURNING`), which `write` pushes with its binds.
     pub(super) fn push(&mut self, write: impl FnOnce(&mut QueryBuilder<Postgres>)) {
+        let n = self.clauses;
+        self.with(format_args!("w{n}"), write);
+    }
+
+    /// Adds a clause `name AS (…)` that the statement [`Deferred::run_with`] is about to
+    /// send reads (a locking read, or a write whose rows it answers); the same rules
+    /// hold for it as for the statement.
+    pub(super) fn with(
+        &mut self,
+        name: impl std::fmt::Display,
+        body: impl FnOnce(&mut QueryBuilder<Postgres>),
+    ) {
         self.query
             .push(if self.clauses == 0 { "WITH " } else { ", " });
-        self.query.push(format_args!("w{} AS (", self.clauses));
-        write(&mut self.query);
+        self.query.push(format_args!("{name} AS ("));
+        body(&mut self.query);
         self.query.push(")");
         self.clauses += 1;
     }

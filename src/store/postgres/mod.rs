@@ -132,6 +132,7 @@ pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
             locations: HashMap::new(),
             timers: Default::default(),
             deferred: deferred::Deferred::new(CHANGES_CHANNEL),
+            head: None,
         },
     ))
 }

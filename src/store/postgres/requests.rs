@@ -7,58 +7,46 @@ use crate::store::by_position;
 use crate::store::requests::{self, RequestKey, request_key, unrepeated};
 
 impl PgTx {
-    /// The keys among `rows` whose newest request is open (`request_keys`; see
-    /// [`crate::store::requests`]), each key locked first until commit (an advisory
-    /// lock, taken in one order by every writer; migration 0008's
-    /// `signoff_open_requests`), so that a replica inserting the same request waits
-    /// for this transaction and then sees its row. The function looks each key up
-    /// through unique indexes, a plan it keeps at any table size (migration 0014).
-    async fn open_requests(
-        &mut self,
-        rows: &[(&Approval, &str)],
-    ) -> sqlx::Result<HashSet<RequestKey>> {
-        let keys: Vec<RequestKey> = rows.iter().filter_map(request_key).collect();
-        if keys.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let tokens: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
-        let tools: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
-        let hashes: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
-        let pending: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT * FROM signoff_open_requests($1, $2, $3, $4)")
-                .bind(&tokens)
-                .bind(&tools)
-                .bind(&hashes)
-                .bind(requests::now_of(rows))
-                .fetch_all(self.conn().await?)
-                .await?;
-        Ok(pending.into_iter().collect())
-    }
-
     /// `Tx::insert_approvals`: inserts the rows that repeat no open request (in the
     /// store or earlier in `rows`) and reuse no idempotency key; answers their ids.
+    ///
+    /// The look for an open request is part of the insert, one round trip on the
+    /// writer's serial path instead of two. Repeats within `rows` are dropped first, so
+    /// a row never needs to see one inserted by the same statement. The statement then
+    /// locks each remaining key until commit (an advisory lock, taken in one order by
+    /// every writer; migration 0008's `signoff_open_requests`), so that a replica
+    /// inserting the same request waits for this transaction and then sees its row:
+    /// the function's lookup, a statement of its own inside it, takes its snapshot
+    /// after the locks, and the insert reads no table but through that lookup and its
+    /// conflict checks, which see the latest committed rows. The function looks each
+    /// key up through unique indexes, a plan it keeps at any table size (migration
+    /// 0014).
     pub(super) async fn insert_requests(
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
-        let pending = self.open_requests(rows).await?;
-        let rows = unrepeated(rows, &pending);
-        self.timers.open(rows.iter().map(|(approval, _)| *approval));
+        let now = requests::now_of(rows);
+        let rows = unrepeated(rows);
         let mut inserted = HashSet::with_capacity(rows.len());
         if rows.is_empty() {
             return Ok(inserted);
         }
-        // One statement of one shape for any number of rows (each column an array), so
-        // a batch's new approvals are one round trip on the writer's serial path.
+        let keys: Vec<RequestKey> = rows.iter().copied().filter_map(request_key).collect();
+        let mut query = QueryBuilder::<Postgres>::new(
+            "WITH open AS MATERIALIZED (SELECT * FROM signoff_open_requests(",
+        );
+        unnest_arrays!(query,
+            column(&keys, |k| k.0.as_str()) => "text[]",
+            column(&keys, |k| k.1.as_str()) => "text[]",
+            column(&keys, |k| k.2.as_str()) => "text[]",
+            now => "timestamptz",
+        );
+        query.push(concat!(")), added AS (", insert_approvals_sql!(), "SELECT * FROM unnest("));
+        // One statement of one shape for any number of rows (each column an array).
         let routings: Vec<serde_json::Value> = rows
             .iter()
             .map(|(a, _)| serde_json::to_value(&a.routing).unwrap_or_default())
             .collect();
-        let mut query = QueryBuilder::<Postgres>::new(concat!(
-            "WITH added AS (",
-            insert_approvals_sql!(),
-            "SELECT * FROM unnest("
-        ));
         unnest_arrays!(query,
             column(&rows, |(a, _)| a.id.0) => "uuid[]",
             column(&rows, |(a, _)| a.tool_name.as_str()) => "text[]",
@@ -86,18 +74,24 @@ impl PgTx {
             column(&rows, |(_, params_sha256)| *params_sha256) => "text[]",
             column(&rows, |(a, _)| jobs::first_nudge(a)) => "timestamptz[]",
         );
-        // Skips a reused idempotency key (a unique index); each open request inserted
-        // becomes the newest of its key in `request_keys`.
-        query.push(
-            ") ON CONFLICT DO NOTHING \
-               RETURNING id, ctid::text AS loc, token_name, tool_name, params_sha256, status), \
+        // Skips a row whose key is open, and a reused idempotency key (a unique
+        // index); each open request inserted becomes the newest of its key in
+        // `request_keys`.
+        query.push(concat!(
+            ") AS r(",
+            opening_columns!(),
+            ", params_sha256, nudge_at) \
+             WHERE NOT EXISTS (SELECT 1 FROM open o WHERE o.token_name = r.token_name \
+               AND o.tool_name = r.tool_name AND o.params_sha256 = r.params_sha256) \
+             ON CONFLICT DO NOTHING \
+             RETURNING id, ctid::text AS loc, token_name, tool_name, params_sha256, status), \
              keyed AS (INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
                SELECT token_name, tool_name, params_sha256, id FROM added \
                WHERE status IN ('pending', 'approved') AND token_name IS NOT NULL \
                ON CONFLICT (token_name, tool_name, params_sha256) \
                DO UPDATE SET approval_id = excluded.approval_id) \
              SELECT id, loc FROM added",
-        );
+        ));
         // Where each new row lies lets a change in this transaction (a spend at once)
         // write it unread: the row is this transaction's, locked by its insert.
         let added: Vec<(uuid::Uuid, String)> =
@@ -106,6 +100,11 @@ impl PgTx {
             self.locations.insert(ApprovalId(id), location);
             inserted.insert(ApprovalId(id));
         }
+        self.timers.open(
+            rows.iter()
+                .map(|(approval, _)| *approval)
+                .filter(|approval| inserted.contains(&approval.id)),
+        );
         Ok(inserted)
     }
 
@@ -118,7 +117,7 @@ impl PgTx {
         let found: Vec<(i64, Uuid)> = sqlx::query_as(
             // Per row: the same idempotency key first; else the newest request with
             // the same tool and parameters, if it is open at the row's creation (its
-            // key is locked: see `open_requests`). Each lookup is an equality on a
+            // key is locked: see `insert_requests`). Each lookup is an equality on a
             // unique index, so even a plan kept from when the tables were empty reads
             // them through their indexes (a join of `request_keys` to the approvals
             // was planned as a scan of the approvals then).

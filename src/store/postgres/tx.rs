@@ -25,6 +25,11 @@ pub(crate) struct PgTx {
     pub(super) timers: Timers,
     /// Statements whose answers nobody reads, sent with the next statement.
     pub(super) deferred: Deferred,
+    /// The audit chain's head as this transaction locked it, and moved it since, if it
+    /// did: read along with the approvals' update, whose batch appends to the chain,
+    /// instead of in a round trip of its own before the events ([`with_head`]);
+    /// cleared at `begin`.
+    pub(super) head: Option<(i64, String)>,
 }
 
 impl PgTx {
@@ -41,6 +46,22 @@ impl PgTx {
     pub(super) fn parts(&mut self) -> sqlx::Result<(&mut sqlx::PgConnection, &mut Deferred)> {
         let conn = self.conn.as_deref_mut().ok_or(sqlx::Error::PoolClosed)?;
         Ok((conn, &mut self.deferred))
+    }
+
+    /// Remembers the places of the rows a statement ended by [`with_head`] answers, and
+    /// the head (locked) if it took it along; answers the rows' ids.
+    fn placed_with_head(&mut self, rows: &[PgRow]) -> sqlx::Result<Vec<ApprovalId>> {
+        let mut placed = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(id) = row.try_get::<Option<Uuid>, _>("id")? {
+                self.locations.insert(ApprovalId(id), row.try_get("loc")?);
+                placed.push(ApprovalId(id));
+            } else {
+                self.head = Some((row.try_get("seq")?, row.try_get("hash")?));
+                self.timers.ordered = true;
+            }
+        }
+        Ok(placed)
     }
 
     /// Approvals read with `select_approvals!(located …)`, their places remembered.
@@ -62,6 +83,7 @@ impl Tx for PgTx {
         }
         self.locations.clear();
         self.timers = Timers::default();
+        self.head = None;
         self.deferred.discard();
         sqlx::raw_sql("BEGIN").execute(self.conn().await?).await?;
         Ok(())
@@ -187,43 +209,48 @@ impl Tx for PgTx {
             locations.push(location.clone());
         }
         // One statement of one shape for any number of rows: each column an array. It
-        // takes along what is kept back (none of which writes approvals).
+        // takes along what is kept back (none of which writes approvals), and reads the
+        // audit head, locked: the batch takes no other lock after this statement (only
+        // inserts follow), so the head is still the last lock, as in every transaction.
+        let head = self.head.is_none();
         let (conn, deferred) = self.parts()?;
-        let moved = deferred
-            .run_with(conn, |q| {
-                q.push(
-                    "UPDATE pending_approvals p SET parameters = v.parameters, status = v.status, \
-                     decided_by = v.decided_by, decision_at = v.decision_at, reason = v.reason, \
-                     original_parameters = v.original_parameters, executed_at = v.executed_at, \
-                     version = v.version, decided_via = v.decided_via FROM unnest(",
-                );
-                unnest_arrays!(q,
-                    column(approvals, |(a, _)| a.id.0) => "uuid[]",
-                    column(approvals, |(_, expected)| *expected) => "bigint[]",
-                    column(approvals, |(a, _)| a.parameters.clone()) => "jsonb[]",
-                    column(approvals, |(a, _)| a.status.as_str()) => "text[]",
-                    column(approvals, |(a, _)| a.decided_by.clone()) => "text[]",
-                    column(approvals, |(a, _)| a.decision_at) => "timestamptz[]",
-                    column(approvals, |(a, _)| a.reason.clone()) => "text[]",
-                    column(approvals, |(a, _)| a.original_parameters.clone()) => "jsonb[]",
-                    column(approvals, |(a, _)| a.executed_at) => "timestamptz[]",
-                    column(approvals, |(a, _)| a.version) => "bigint[]",
-                    locations => "text[]::tid[]",
-                    column(approvals, |(a, _)| a.decided_via.clone()) => "text[]",
-                );
-                q.push(
-                    ") AS v(id, expected, parameters, status, decided_by, decision_at, reason, \
-                     original_parameters, executed_at, version, loc, decided_via) \
-                     WHERE p.ctid = v.loc AND p.id = v.id AND p.version = v.expected \
-                     RETURNING p.id, p.ctid::text",
-                );
-            })
-            .await?;
-        for row in &moved {
-            let (id, location): (Uuid, String) = (row.try_get(0)?, row.try_get(1)?);
-            self.locations.insert(ApprovalId(id), location);
+        deferred.with("moved", |q| {
+            q.push(
+                "UPDATE pending_approvals p SET parameters = v.parameters, status = v.status, \
+                 decided_by = v.decided_by, decision_at = v.decision_at, reason = v.reason, \
+                 original_parameters = v.original_parameters, executed_at = v.executed_at, \
+                 version = v.version, decided_via = v.decided_via FROM unnest(",
+            );
+            unnest_arrays!(q,
+                column(approvals, |(a, _)| a.id.0) => "uuid[]",
+                column(approvals, |(_, expected)| *expected) => "bigint[]",
+                column(approvals, |(a, _)| a.parameters.clone()) => "jsonb[]",
+                column(approvals, |(a, _)| a.status.as_str()) => "text[]",
+                column(approvals, |(a, _)| a.decided_by.clone()) => "text[]",
+                column(approvals, |(a, _)| a.decision_at) => "timestamptz[]",
+                column(approvals, |(a, _)| a.reason.clone()) => "text[]",
+                column(approvals, |(a, _)| a.original_parameters.clone()) => "jsonb[]",
+                column(approvals, |(a, _)| a.executed_at) => "timestamptz[]",
+                column(approvals, |(a, _)| a.version) => "bigint[]",
+                locations => "text[]::tid[]",
+                column(approvals, |(a, _)| a.decided_via.clone()) => "text[]",
+            );
+            q.push(
+                ") AS v(id, expected, parameters, status, decided_by, decision_at, reason, \
+                 original_parameters, executed_at, version, loc, decided_via) \
+                 WHERE p.ctid = v.loc AND p.id = v.id AND p.version = v.expected \
+                 RETURNING p.id, p.ctid::text AS loc",
+            );
+        });
+        if head {
+            deferred.with("head", |q| {
+                q.push(HEAD);
+            });
         }
-        Ok(moved.len() as u64)
+        let moved = deferred
+            .run_with(conn, |q| with_head(q, "moved", head))
+            .await?;
+        Ok(self.placed_with_head(&moved)?.len() as u64)
     }
 
     async fn insert_votes(&mut self, votes: &[(ApprovalId, Vote)]) -> sqlx::Result<()> {
@@ -435,13 +462,16 @@ impl Tx for PgTx {
     }
 
     async fn audit_head(&mut self) -> sqlx::Result<(i64, String)> {
+        if let Some(head) = &self.head {
+            return Ok(head.clone());
+        }
         // FOR UPDATE: replicas append one after another; after waiting, Postgres
         // returns the head as the previous holder committed it. It takes along what is
         // kept back (none of which writes the head: its update comes after this).
         let (conn, deferred) = self.parts()?;
         let rows = deferred
             .run_with(conn, |q| {
-                q.push("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE");
+                q.push(HEAD);
             })
             .await?;
         let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
@@ -472,6 +502,7 @@ impl Tx for PgTx {
     }
 
     async fn set_audit_head(&mut self, seq: i64, hash: &str) -> sqlx::Result<()> {
+        self.head = Some((seq, hash.to_owned()));
         let hash = hash.to_owned();
         self.deferred.push(|q| {
             q.push("UPDATE audit_head SET seq = ")
@@ -500,6 +531,22 @@ impl Tx for PgTx {
             .execute(self.conn().await?)
             .await?;
         Ok(())
+    }
+}
+
+/// The audit head, locked.
+const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
+
+/// Ends a statement whose clause `rows` answers approvals' `id` and `loc`: it answers
+/// them and, with `head` (the statement has a clause `head AS (HEAD)`), the audit head
+/// as one more row (`seq` and `hash`, the others null). The second branch of a
+/// `UNION ALL` runs once the first is done, so the head is locked after the rows.
+fn with_head(q: &mut QueryBuilder<Postgres>, rows: &str, head: bool) {
+    q.push(format_args!(
+        "SELECT id, loc, NULL::bigint AS seq, NULL::text AS hash FROM {rows}"
+    ));
+    if head {
+        q.push(" UNION ALL SELECT NULL, NULL, seq, hash FROM head");
     }
 }
 

@@ -18,7 +18,7 @@ impl SqliteTx {
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
         let now = ts(&requests::now_of(rows));
-        let rows = unrepeated(rows, &HashSet::new());
+        let rows = unrepeated(rows);
         let mut inserted = HashSet::with_capacity(rows.len());
         for chunk in pow2_chunks(&rows, 64) {
             // The first query of a create batch, usually: it also opens the
