@@ -462,10 +462,13 @@ async fn two_processes_creating_and_voting_together_keep_one_audit_chain(db: Tes
                 ids.insert(answer.approval.id);
             }
             (_, Some(Ok(_))) => votes += 1,
-            (_, Some(Err(StoreError::Rejected {
-                rejection: Rejection::AlreadyDecided(_),
-                ..
-            }))) => {}
+            (
+                _,
+                Some(Err(StoreError::Rejected {
+                    rejection: Rejection::AlreadyDecided(_),
+                    ..
+                })),
+            ) => {}
             (_, Some(Err(other))) => panic!("unexpected error {other}"),
             (None, None) => unreachable!("each task creates or votes"),
         }

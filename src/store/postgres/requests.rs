@@ -31,17 +31,12 @@ impl PgTx {
         if rows.is_empty() {
             return Ok(inserted);
         }
-        let keys: Vec<RequestKey> = rows.iter().copied().filter_map(request_key).collect();
-        let mut query = QueryBuilder::<Postgres>::new(
-            "WITH open AS MATERIALIZED (SELECT * FROM signoff_open_requests(",
-        );
-        unnest_arrays!(query,
-            column(&keys, |k| k.0.as_str()) => "text[]",
-            column(&keys, |k| k.1.as_str()) => "text[]",
-            column(&keys, |k| k.2.as_str()) => "text[]",
-            now => "timestamptz",
-        );
-        query.push(concat!(")), added AS (", insert_approvals_sql!(), "SELECT * FROM unnest("));
+        let mut query = open_keys(&rows, now);
+        query.push(concat!(
+            ")), added AS (",
+            insert_approvals_sql!(),
+            "SELECT * FROM unnest("
+        ));
         // One statement of one shape for any number of rows (each column an array).
         let routings: Vec<serde_json::Value> = rows
             .iter()
@@ -147,4 +142,20 @@ impl PgTx {
             found.into_iter().map(|(n, id)| (n, ApprovalId(id))),
         ))
     }
+}
+
+/// The start of the insert's statement: the clause `open`, the keys among `rows` whose
+/// newest request is open, each key locked first (`signoff_open_requests`).
+fn open_keys(rows: &[&(&Approval, &str)], now: DateTime<Utc>) -> QueryBuilder<Postgres> {
+    let keys: Vec<RequestKey> = rows.iter().copied().filter_map(request_key).collect();
+    let mut query = QueryBuilder::<Postgres>::new(
+        "WITH open AS MATERIALIZED (SELECT * FROM signoff_open_requests(",
+    );
+    unnest_arrays!(query,
+        column(&keys, |k| k.0.as_str()) => "text[]",
+        column(&keys, |k| k.1.as_str()) => "text[]",
+        column(&keys, |k| k.2.as_str()) => "text[]",
+        now => "timestamptz",
+    );
+    query
 }
