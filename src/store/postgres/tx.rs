@@ -26,9 +26,9 @@ pub(crate) struct PgTx {
     /// Statements whose answers nobody reads, sent with the next statement.
     pub(super) deferred: Deferred,
     /// The audit chain's head as this transaction locked it, and moved it since, if it
-    /// did: read along with the approvals' update, whose batch appends to the chain,
-    /// instead of in a round trip of its own before the events ([`with_head`]);
-    /// cleared at `begin`.
+    /// did (so also whether it holds the head's lock): read along with the approvals'
+    /// update, whose batch appends to the chain, instead of in a round trip of its own
+    /// before the events ([`moved_with_head`]); cleared at `begin`.
     pub(super) head: Option<(i64, String)>,
 }
 
@@ -48,8 +48,9 @@ impl PgTx {
         Ok((conn, &mut self.deferred))
     }
 
-    /// Remembers the places of the rows a statement ended by [`with_head`] answers, and
-    /// the head (locked) if it took it along; answers the rows' ids.
+    /// Remembers the places of the rows the approvals' update answers
+    /// ([`moved_with_head`]), and the head (locked) if it took it along; answers the
+    /// rows' ids.
     fn placed_with_head(&mut self, rows: &[PgRow]) -> sqlx::Result<Vec<ApprovalId>> {
         let mut placed = Vec::with_capacity(rows.len());
         for row in rows {
@@ -58,7 +59,6 @@ impl PgTx {
                 placed.push(ApprovalId(id));
             } else {
                 self.head = Some((row.try_get("seq")?, row.try_get("hash")?));
-                self.timers.ordered = true;
             }
         }
         Ok(placed)
@@ -248,7 +248,7 @@ impl Tx for PgTx {
             });
         }
         let moved = deferred
-            .run_with(conn, |q| with_head(q, "moved", head))
+            .run_with(conn, |q| moved_with_head(q, head))
             .await?;
         Ok(self.placed_with_head(&moved)?.len() as u64)
     }
@@ -475,8 +475,9 @@ impl Tx for PgTx {
             })
             .await?;
         let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
-        self.timers.ordered = true;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+        let head: (i64, String) = (row.try_get(0)?, row.try_get(1)?);
+        self.head = Some(head.clone());
+        Ok(head)
     }
 
     async fn insert_audit(&mut self, entries: &[audit::Entry]) -> sqlx::Result<()> {
@@ -537,14 +538,13 @@ impl Tx for PgTx {
 /// The audit head, locked.
 const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE";
 
-/// Ends a statement whose clause `rows` answers approvals' `id` and `loc`: it answers
-/// them and, with `head` (the statement has a clause `head AS (HEAD)`), the audit head
-/// as one more row (`seq` and `hash`, the others null). The second branch of a
-/// `UNION ALL` runs once the first is done, so the head is locked after the rows.
-fn with_head(q: &mut QueryBuilder<Postgres>, rows: &str, head: bool) {
-    q.push(format_args!(
-        "SELECT id, loc, NULL::bigint AS seq, NULL::text AS hash FROM {rows}"
-    ));
+/// Ends the approvals' update (its clause `moved` answers their `id` and `loc`): it
+/// answers those rows and, with `head` (the statement has a clause `head AS (HEAD)`),
+/// the audit head as one more row (`seq` and `hash`, the others null). The second
+/// branch of a `UNION ALL` runs once the first is done, so the head is locked after
+/// the rows.
+fn moved_with_head(q: &mut QueryBuilder<Postgres>, head: bool) {
+    q.push("SELECT id, loc, NULL::bigint AS seq, NULL::text AS hash FROM moved");
     if head {
         q.push(" UNION ALL SELECT NULL, NULL, seq, hash FROM head");
     }

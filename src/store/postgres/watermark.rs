@@ -15,9 +15,6 @@ pub(super) struct Timers {
     /// The `now` of the scheduler pass it ran: the watermark moves up to the earliest
     /// expiry still open by then.
     pub(super) swept: Option<DateTime<Utc>>,
-    /// Whether it holds the audit head's row lock, which orders every signoff writer's
-    /// watermark work (taken for the audit log; else at commit).
-    pub(super) ordered: bool,
 }
 
 impl Timers {
@@ -42,19 +39,13 @@ impl PgTx {
     /// watermark's row, which
     /// another program's trigger (an expiry moved earlier) takes to move it down.
     pub(super) async fn settle_watermark(&mut self) -> sqlx::Result<()> {
-        let Timers {
-            opened,
-            swept,
-            ordered,
-        } = std::mem::take(&mut self.timers);
+        let Timers { opened, swept } = std::mem::take(&mut self.timers);
         if opened.is_none() && swept.is_none() {
             return Ok(());
         }
-        if !ordered {
-            sqlx::query("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE")
-                .execute(self.conn().await?)
-                .await?;
-        }
+        // The head's lock orders every signoff writer's watermark work: held already
+        // if this transaction appended to the audit log, else taken now.
+        self.audit_head().await?;
         if let Some(opened) = opened {
             self.deferred.push(|q| {
                 q.push("UPDATE expiry_watermark SET below = ")
