@@ -18,6 +18,7 @@ crate::on_both_backends!(
     votes_sent_together_on_one_approval_each_see_the_ones_before,
     an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them,
     two_processes_creating_and_voting_together_keep_one_audit_chain,
+    an_operation_the_database_refuses_fails_alone_and_the_writer_goes_on,
 );
 
 /// A batch from a requester at its `max_pending`: the repeats of its waiting requests
@@ -484,4 +485,103 @@ async fn two_processes_creating_and_voting_together_keep_one_audit_chain(db: Tes
     assert_eq!(verifier.finish(seq, &hash), Ok(events.len() as i64));
     assert_eq!(count_audit(&store, "requested").await, 8 + 16);
     assert_eq!(count_audit(&store, "vote").await, 8);
+}
+
+/// The vote a trigger refuses (as a database may refuse any statement) fails its whole
+/// batch; the writer rolls it back and runs each operation again alone, so only that
+/// vote fails, with the database's error, and leaves nothing behind, while the
+/// operations sent with it, and every batch after it, commit as if it had not been
+/// sent. Sent together, so batches follow one another with operations waiting (on
+/// PostgreSQL the next transaction opens with the last one's commit).
+async fn an_operation_the_database_refuses_fails_alone_and_the_writer_goes_on(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let refuse: &[&str] = if db.backend == "sqlite" {
+        &[
+            "CREATE TRIGGER refuse BEFORE INSERT ON votes WHEN NEW.user_id = 'U0REFUSED' \
+           BEGIN SELECT RAISE(ABORT, 'vote refused by trigger'); END",
+        ]
+    } else {
+        &[
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.user_id = 'U0REFUSED' THEN RAISE EXCEPTION 'vote refused by trigger'; \
+             END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse BEFORE INSERT ON votes FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ]
+    };
+    for sql in refuse {
+        raw_execute(&db, sql).await.unwrap();
+    }
+    let mut open_ones = Vec::new();
+    for i in 0..24 {
+        open_ones.push(create(&store, &clock, "transfer", json!({ "n": i })).await);
+    }
+    let refused = |i: usize| i % 8 == 3;
+    let mut votes = Vec::new();
+    let mut creates = Vec::new();
+    for (i, approval) in open_ones.iter().enumerate() {
+        let (voter, now, id) = (store.clone(), clock.now(), approval.id);
+        let user = if refused(i) {
+            "U0REFUSED".to_owned()
+        } else {
+            format!("U{i}")
+        };
+        votes.push(tokio::spawn(async move {
+            let by = signoff::approval::Decider::approver(user);
+            let event = Event::Vote {
+                by,
+                decision: Decision::Approve,
+                reason: None,
+            };
+            voter.apply(id, event, now).await
+        }));
+        let creator = store.clone();
+        creates.push(tokio::spawn(async move {
+            let request = new_request("wipe_disk", json!({ "disk": i }));
+            creator.create(request, classify("wipe_disk"), now).await
+        }));
+    }
+    for (i, vote) in votes.into_iter().enumerate() {
+        match vote.await.unwrap() {
+            Ok(after) if !refused(i) => assert_eq!(after.status, Status::Approved),
+            Err(StoreError::Database(error)) if refused(i) => assert!(
+                error.to_string().contains("vote refused by trigger"),
+                "the database's own error: {error}"
+            ),
+            other => panic!("vote {i}: unexpected answer {other:?}"),
+        }
+    }
+    for create in creates {
+        assert!(create.await.unwrap().unwrap().created);
+    }
+    for (i, approval) in open_ones.iter().enumerate() {
+        let stored = store.get(approval.id).await.unwrap().unwrap();
+        let expected = if refused(i) {
+            (Status::Pending, 0)
+        } else {
+            (Status::Approved, 1)
+        };
+        assert_eq!(
+            (stored.status, stored.votes.len()),
+            expected,
+            "approval {i}"
+        );
+    }
+    assert_eq!(
+        count_audit(&store, "vote").await,
+        21,
+        "no event of a refused vote"
+    );
+    assert_eq!(count_audit(&store, "requested").await, 48);
+    // The writer goes on: another approver decides what the refused votes left open.
+    let after = vote(&store, &clock, open_ones[3].id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    assert_eq!(after.status, Status::Approved);
+    let events = store.audit_page(0, 1000).await.unwrap();
+    let mut verifier = signoff::audit::Verifier::default();
+    for event in &events {
+        verifier.check(event).unwrap();
+    }
+    let (seq, hash) = store.audit_head().await.unwrap();
+    assert_eq!(verifier.finish(seq, &hash), Ok(events.len() as i64));
 }
