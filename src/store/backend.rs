@@ -97,7 +97,10 @@ pub(crate) trait Reads: Send + Sync {
 /// the writer task holds one.
 pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
     fn begin(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
-    fn commit(&mut self) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Commits. With `then_begin` (operations are waiting for the next batch) a
+    /// backend may open the next transaction in the same round trip, so that the next
+    /// [`Tx::begin`] sends nothing.
+    fn commit(&mut self, then_begin: bool) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Rolls back; on failure the backend drops the connection and reconnects later.
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
     /// Inserts new approvals, each with its `params_sha256` (the request hash), in one

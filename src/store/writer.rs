@@ -61,15 +61,14 @@ pub(crate) async fn run<T: Tx>(mut tx: T, mut queue: mpsc::Receiver<Op>, setup: 
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let began = Instant::now();
         stats.began(batch.iter().map(Op::queued), began);
-        let committed = match ops::run_batch(
-            &mut tx,
-            &mut batch,
+        let waiting = || !queue.is_empty();
+        let this = ops::Batch {
             deliveries,
-            checkpoints.as_mut(),
-            &stats,
-        )
-        .await
-        {
+            checkpoints: checkpoints.as_mut(),
+            stats: &stats,
+            waiting: &waiting,
+        };
+        let committed = match ops::run_batch(&mut tx, &mut batch, this).await {
             Ok(committed) => committed,
             Err(error) => {
                 tracing::warn!(%error, size = batch.len(), "batch failed; retrying its operations one by one");
@@ -112,12 +111,12 @@ async fn alone<T: Tx>(
     stats: &WriterStats,
 ) -> sqlx::Result<Vec<StatusChange>> {
     op.clear();
-    ops::run_batch(
-        tx,
-        std::slice::from_mut(op),
+    let this = ops::Batch {
         deliveries,
-        checkpoints.as_mut(),
+        checkpoints: checkpoints.as_mut(),
         stats,
-    )
-    .await
+        // After a failure, one operation at a time, each in a transaction begun alone.
+        waiting: &|| false,
+    };
+    ops::run_batch(tx, std::slice::from_mut(op), this).await
 }

@@ -243,25 +243,39 @@ impl Done {
 pub(crate) async fn run_batch<T: Tx>(
     tx: &mut T,
     ops: &mut [Op],
-    deliveries: Deliveries,
-    checkpoints: Option<&mut Checkpoints>,
-    stats: &WriterStats,
+    batch_of: Batch<'_>,
 ) -> sqlx::Result<Vec<StatusChange>> {
     tx.begin().await?;
-    let outcome = batch(tx, ops, deliveries, checkpoints, stats).await;
+    let outcome = batch(tx, ops, batch_of).await;
     if outcome.is_err() {
         tx.rollback().await;
     }
     outcome
 }
 
+/// What a batch runs with besides its connection and its operations.
+pub(crate) struct Batch<'a> {
+    /// The deliveries each change plans.
+    pub(crate) deliveries: Deliveries,
+    /// With a signer's state, signed checkpoints are appended as they come due.
+    pub(crate) checkpoints: Option<&'a mut Checkpoints>,
+    pub(crate) stats: &'a WriterStats,
+    /// Asked when the batch commits: whether more operations are waiting (the
+    /// transaction for them may then open with the commit, see [`Tx::commit`]).
+    pub(crate) waiting: &'a (dyn Fn() -> bool + Sync),
+}
+
 async fn batch<T: Tx>(
     tx: &mut T,
     ops: &mut [Op],
-    deliveries: Deliveries,
-    mut checkpoints: Option<&mut Checkpoints>,
-    stats: &WriterStats,
+    batch_of: Batch<'_>,
 ) -> sqlx::Result<Vec<StatusChange>> {
+    let Batch {
+        deliveries,
+        mut checkpoints,
+        stats,
+        waiting,
+    } = batch_of;
     // Every new approval of the batch in one statement, ahead of the other operations
     // (none of which can name an approval not created yet), less those refused for
     // their requester's waiting requests (`max_pending`).
@@ -334,7 +348,7 @@ async fn batch<T: Tx>(
         tx.announce(&done.changes).await?;
     }
     let committing = Instant::now();
-    tx.commit().await?;
+    tx.commit(waiting()).await?;
     stats.commit(committing.elapsed());
     if let Some(checkpoints) = checkpoints.as_mut() {
         checkpoints.committed(newest);

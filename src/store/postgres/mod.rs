@@ -133,6 +133,7 @@ pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
             timers: Default::default(),
             deferred: deferred::Deferred::new(CHANGES_CHANNEL),
             head: None,
+            begun: false,
         },
     ))
 }

@@ -25,6 +25,9 @@ pub(crate) struct PgTx {
     pub(super) timers: Timers,
     /// Statements whose answers nobody reads, sent with the next statement.
     pub(super) deferred: Deferred,
+    /// A transaction is open and nothing has run in it yet: the last `COMMIT` began it
+    /// (`Tx::commit` with `then_begin`), so `begin` sends nothing.
+    pub(super) begun: bool,
     /// The audit chain's head as this transaction locked it, and moved it since, if it
     /// did (so also whether it holds the head's lock): read along with the approvals'
     /// update, whose batch appends to the chain, instead of in a round trip of its own
@@ -85,13 +88,24 @@ impl Tx for PgTx {
         self.timers = Timers::default();
         self.head = None;
         self.deferred.discard();
+        if std::mem::take(&mut self.begun) {
+            return Ok(());
+        }
         sqlx::raw_sql("BEGIN").execute(self.conn().await?).await?;
         Ok(())
     }
 
-    async fn commit(&mut self) -> sqlx::Result<()> {
+    async fn commit(&mut self, then_begin: bool) -> sqlx::Result<()> {
         self.settle_watermark().await?;
-        sqlx::raw_sql("COMMIT").execute(self.conn().await?).await?;
+        // One simple query, two statements: the next batch's BEGIN costs no round
+        // trip of its own. If the COMMIT fails, Postgres runs nothing after it.
+        let sql = if then_begin {
+            "COMMIT; BEGIN"
+        } else {
+            "COMMIT"
+        };
+        sqlx::raw_sql(sql).execute(self.conn().await?).await?;
+        self.begun = then_begin;
         Ok(())
     }
 

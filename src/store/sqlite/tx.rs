@@ -111,7 +111,8 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
-    async fn commit(&mut self) -> sqlx::Result<()> {
+    async fn commit(&mut self, _then_begin: bool) -> sqlx::Result<()> {
+        // The next BEGIN goes with the next batch's first query anyway.
         self.flush(Some("COMMIT")).await?;
         if let Some(head) = self.staged_head.take() {
             self.head = Some(head);
