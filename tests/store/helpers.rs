@@ -122,6 +122,17 @@ pub async fn execute(
     store.apply(id, event, clock.now()).await
 }
 
+/// The whole audit log verifies as one chain that ends at the head `store` reads.
+pub async fn assert_one_audit_chain(store: &Store) {
+    let events = store.audit_page(0, 1000).await.unwrap();
+    let mut verifier = signoff::audit::Verifier::default();
+    for event in &events {
+        verifier.check(event).unwrap();
+    }
+    let (seq, hash) = store.audit_head().await.unwrap();
+    assert_eq!(verifier.finish(seq, &hash), Ok(events.len() as i64));
+}
+
 pub async fn count_audit(store: &Store, kind: &str) -> usize {
     store
         .audit_page(0, 100_000)
