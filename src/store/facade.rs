@@ -381,20 +381,28 @@ impl Store {
             .chain(waiting.into_iter().map(|(id, at)| (id, Some(at))))
             .collect();
         // One write operation per chunk, one after the other, so that the requests
-        // queued meanwhile run between them. Should a later chunk fail, the jobs of
-        // the earlier ones stay leased and run again when their lease runs out.
+        // queued meanwhile run between them. Should a later chunk fail, the earlier
+        // chunks' jobs are leased already: they run now (not a lease later), and the
+        // failed chunk's and the rest stay due for the next pass.
         let mut leased: HashMap<i64, i32> = HashMap::new();
-        for chunk in jobs.chunks(CLAIM_CHUNK) {
+        for (n, chunk) in jobs.chunks(CLAIM_CHUNK).enumerate() {
             let jobs = chunk.to_vec();
-            leased.extend(
-                self.write(|reply| Op::Claim {
+            let claimed = self
+                .write(|reply| Op::Claim {
                     now,
                     lease_until,
                     jobs,
                     reply,
                 })
-                .await?,
-            );
+                .await;
+            match claimed {
+                Ok(claimed) => leased.extend(claimed),
+                Err(error) if n == 0 => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, leased = leased.len(), "claiming due jobs failed part-way; running those leased");
+                    break;
+                }
+            }
         }
         Ok(ready
             .into_iter()

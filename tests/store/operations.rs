@@ -23,6 +23,7 @@ crate::on_both_backends!(
     deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt,
     a_paced_claim_leases_the_ready_and_moves_the_waiting_in_one_step,
     a_backlog_claimed_in_several_writes_is_claimed_whole_and_in_order,
+    a_claim_that_fails_part_way_answers_the_jobs_it_leased_and_leaves_the_rest_due,
     a_job_a_newer_signoff_wrote_is_leased_with_the_rest_and_never_delivered,
     main_permalinks_are_read_for_many_approvals_at_once,
     the_scheduler_expires_pending_and_approved_approvals,
@@ -270,6 +271,82 @@ async fn a_backlog_claimed_in_several_writes_is_claimed_whole_and_in_order(db: T
     let mut waited = ids[200..].to_vec();
     waited.sort_unstable();
     assert_eq!(back, waited);
+}
+
+/// A claim's second write fails (a trigger refuses one of its jobs): the first write's
+/// jobs are leased and answered, to run now rather than when their lease runs out;
+/// the failed write's jobs and those after it were not claimed and are due for the
+/// next pass. A failure of the first write fails the claim.
+async fn a_claim_that_fails_part_way_answers_the_jobs_it_leased_and_leaves_the_rest_due(
+    db: TestDb,
+) {
+    let (store, clock) = open_posting(&db).await;
+    for n in 0..300 {
+        create(&store, &clock, "tool", json!({ "n": n })).await;
+    }
+    let now = clock.now();
+    let due = store.due_jobs(now, 1000).await.unwrap();
+    let ids: Vec<i64> = due.jobs.iter().map(|job| job.id).collect();
+    assert_eq!(ids.len(), 300);
+    let refuse = |id: i64| -> Vec<String> {
+        if db.backend == "sqlite" {
+            vec![format!(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON jobs WHEN OLD.id = {id} \
+                 BEGIN SELECT RAISE(ABORT, 'claim refused by trigger'); END"
+            )]
+        } else {
+            vec![
+                format!(
+                    "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                     BEGIN IF OLD.id = {id} THEN RAISE EXCEPTION 'claim refused by trigger'; \
+                     END IF; RETURN NEW; END $$"
+                ),
+                "CREATE TRIGGER refuse BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION refuse()"
+                    .into(),
+            ]
+        }
+    };
+    let drop_refusal = if db.backend == "sqlite" {
+        "DROP TRIGGER refuse"
+    } else {
+        "DROP TRIGGER refuse ON jobs"
+    };
+    // The first write refused: nothing is claimed.
+    for sql in refuse(ids[3]) {
+        raw_execute(&db, &sql).await.unwrap();
+    }
+    let first = store.due_jobs(now, 1000).await.unwrap();
+    let refused = store
+        .claim_due(first, now, LEASE, |jobs| (jobs, Vec::new()))
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::Database(e)) if e.to_string().contains("claim refused")),
+        "{refused:?}"
+    );
+    assert_eq!(store.due_jobs(now, 1000).await.unwrap().len(), 300);
+    raw_execute(&db, drop_refusal).await.unwrap();
+    // The second write refused: the first write's 128 are answered, leased.
+    for sql in refuse(ids[200]) {
+        raw_execute(&db, &sql).await.unwrap();
+    }
+    let claimed = store
+        .claim_due(due, now, LEASE, |jobs| (jobs, Vec::new()))
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), ids[..128]);
+    assert!(claimed.iter().all(|job| job.attempts == 1));
+    raw_execute(&db, drop_refusal).await.unwrap();
+    let mut rest: Vec<i64> = store
+        .claim_jobs(now, 1000, LEASE)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    rest.sort_unstable();
+    let mut unclaimed = ids[128..].to_vec();
+    unclaimed.sort_unstable();
+    assert_eq!(rest, unclaimed, "the rest still due, once each");
 }
 
 async fn a_job_a_newer_signoff_wrote_is_leased_with_the_rest_and_never_delivered(db: TestDb) {
