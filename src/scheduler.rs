@@ -2,9 +2,7 @@
 //! expires the approvals due at `now` inside the store (their `expires_at` is the
 //! timer; one transaction, no lease) and claims the due deliveries, reminders and
 //! escalations among them (jobs, with a lease) for the outbox. Tests call `run_once`
-//! with the time they want instead of sleeping. Between ticks, jobs the writer commits
-//! wake a pass that only delivers ([`Store::queued`]), so a post or a message update
-//! goes out within [`QUEUED_GAP`] instead of at the next tick.
+//! with the time they want instead of sleeping.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +20,6 @@ use crate::store::{Store, StoreError};
 pub const BATCH: i64 = 1000;
 /// Shared-table rows classified per pass at most.
 const INTAKE_BATCH: i64 = 100;
-/// Deliveries passes woken by committed jobs start at least this far apart.
-const QUEUED_GAP: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 pub struct Scheduler {
@@ -118,17 +114,13 @@ impl Scheduler {
         self.intake(now).await?;
         let fired = self.store.fire_due(now, BATCH).await?;
         self.store.checkpoint(now).await?;
-        let claimed = self.deliver_due(now).await?;
-        Ok(Pass { fired, claimed })
-    }
-
-    /// Claims the deliveries due at `now` (up to [`BATCH`]) and runs them; answers how
-    /// many were due.
-    async fn deliver_due(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         // Read on a reader, paced, then claimed in one write per job: a post that
         // waits for its channel's slot is moved to it, not leased and put back.
         let due = self.store.due_jobs(now, BATCH).await?;
-        let claimed = due.len();
+        let pass = Pass {
+            fired,
+            claimed: due.len(),
+        };
         let deliveries = self
             .store
             .claim_due(due, now, self.lease, |jobs| match &self.outbox {
@@ -151,12 +143,11 @@ impl Scheduler {
                 ),
             }
         }
-        Ok(claimed)
+        Ok(pass)
     }
 
-    /// Runs a pass every `every` until `shutdown` turns true, and a deliveries-only pass
-    /// when this process commits jobs in between. Errors are logged and the next pass
-    /// tries again: a database hiccup must not stop the timers for good.
+    /// Runs a pass every `every` until `shutdown` turns true. Errors are logged and the
+    /// next pass tries again: a database hiccup must not stop the timers for good.
     /// On shutdown the deliveries under way finish and are recorded; those claimed but
     /// not started go back to the queue, due at once for another replica or the next
     /// start, so a backlog does not hold the process up.
@@ -168,33 +159,16 @@ impl Scheduler {
     ) {
         self.stop = Some(shutdown.clone());
         let wakeup = self.store.wakeup();
-        let queued = self.store.queued();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut delivered = tokio::time::Instant::now();
         while !*shutdown.borrow() {
-            let only_deliveries = tokio::select! {
-                _ = tick.tick() => false,
-                _ = wakeup.notified() => false,
-                _ = queued.notified() => true,
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = wakeup.notified() => {}
                 _ = shutdown.changed() => break,
-            };
-            if only_deliveries {
-                // Jobs were committed: deliver them now rather than at the next tick,
-                // but no more often than every QUEUED_GAP (under load the jobs of
-                // many commits are claimed together).
-                tokio::time::sleep_until(delivered + QUEUED_GAP).await;
-                delivered = tokio::time::Instant::now();
             }
             while !*shutdown.borrow() {
-                let pass = if only_deliveries {
-                    self.deliver_due(clock.now())
-                        .await
-                        .map(|claimed| Pass { fired: 0, claimed })
-                } else {
-                    self.pass(clock.now()).await
-                };
-                match pass {
+                match self.pass(clock.now()).await {
                     // A full batch means more may be due right now.
                     Ok(pass) if pass.is_full() => continue,
                     Ok(_) => break,

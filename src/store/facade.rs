@@ -54,8 +54,6 @@ struct Inner {
     writes: mpsc::Sender<Op>,
     changes: broadcast::Sender<StatusChange>,
     wakeup: Arc<tokio::sync::Notify>,
-    /// Notified by the writer when a batch it committed queued jobs.
-    queued: Arc<tokio::sync::Notify>,
     /// True while this process hears other processes' notices (PostgreSQL's LISTEN
     /// connection is up); always true on SQLite, which has one process.
     hearing: tokio::sync::watch::Receiver<bool>,
@@ -95,7 +93,6 @@ impl Store {
         // behind than this reads the approval back instead.
         let (changes, _) = broadcast::channel(1024);
         let wakeup = Arc::new(tokio::sync::Notify::new());
-        let queued = Arc::new(tokio::sync::Notify::new());
         let (writes, rx) = mpsc::channel(writer::QUEUE);
         let (heard, hearing) = tokio::sync::watch::channel(false);
         let stats = WriterStats::default();
@@ -104,7 +101,6 @@ impl Store {
             deliveries,
             signer,
             stats: stats.clone(),
-            queued: queued.clone(),
         };
         let backend = if url.starts_with("sqlite:") {
             heard.send_replace(true);
@@ -133,7 +129,6 @@ impl Store {
                 writes,
                 changes,
                 wakeup,
-                queued,
                 hearing,
                 signs,
                 stats,
@@ -459,13 +454,6 @@ impl Store {
     /// the shared table on Postgres).
     pub fn wakeup(&self) -> Arc<tokio::sync::Notify> {
         self.inner.wakeup.clone()
-    }
-
-    /// Woken when this process committed jobs (a new request's post, a decision's
-    /// message update, a callback), so that deliveries need not wait for the next
-    /// tick. A job due later wakes it too; the pass then finds nothing due.
-    pub fn queued(&self) -> Arc<tokio::sync::Notify> {
-        self.inner.queued.clone()
     }
 
     /// Stores the link to a posted message.

@@ -8,9 +8,7 @@
 
 use std::time::Instant;
 
-use std::sync::Arc;
-
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 
 use super::backend::Tx;
 use super::ops::{self, Op};
@@ -33,8 +31,6 @@ pub(crate) struct Setup {
     pub(crate) signer: Option<Signer>,
     /// Where its time goes.
     pub(crate) stats: WriterStats,
-    /// Notified when a committed batch queued jobs (the scheduler delivers them).
-    pub(crate) queued: Arc<Notify>,
 }
 
 /// Starts the writer on a thread of its own, with its own single-threaded runtime,
@@ -59,7 +55,6 @@ pub(crate) async fn run<T: Tx>(mut tx: T, mut queue: mpsc::Receiver<Op>, setup: 
         deliveries,
         signer,
         stats,
-        queued,
     } = setup;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut checkpoints = signer.map(ops::Checkpoints::new);
@@ -72,7 +67,6 @@ pub(crate) async fn run<T: Tx>(mut tx: T, mut queue: mpsc::Receiver<Op>, setup: 
             checkpoints: checkpoints.as_mut(),
             stats: &stats,
             waiting: &waiting,
-            queued: &queued,
         };
         let committed = match ops::run_batch(&mut tx, &mut batch, this).await {
             Ok(committed) => committed,
@@ -85,10 +79,9 @@ pub(crate) async fn run<T: Tx>(mut tx: T, mut queue: mpsc::Receiver<Op>, setup: 
                     // op's first event collides with it; the failure rolled back and
                     // forgot the cached head, so the retry reads it under the lock.
                     let mut outcome =
-                        alone(&mut tx, op, deliveries, &mut checkpoints, &stats, &queued).await;
+                        alone(&mut tx, op, deliveries, &mut checkpoints, &stats).await;
                     if outcome.is_err() {
-                        outcome =
-                            alone(&mut tx, op, deliveries, &mut checkpoints, &stats, &queued).await;
+                        outcome = alone(&mut tx, op, deliveries, &mut checkpoints, &stats).await;
                     }
                     match outcome {
                         Ok(changes) => committed.extend(changes),
@@ -116,7 +109,6 @@ async fn alone<T: Tx>(
     deliveries: Deliveries,
     checkpoints: &mut Option<ops::Checkpoints>,
     stats: &WriterStats,
-    queued: &Notify,
 ) -> sqlx::Result<Vec<StatusChange>> {
     op.clear();
     let this = ops::Batch {
@@ -125,7 +117,6 @@ async fn alone<T: Tx>(
         stats,
         // After a failure, one operation at a time, each in a transaction begun alone.
         waiting: &|| false,
-        queued,
     };
     ops::run_batch(tx, std::slice::from_mut(op), this).await
 }

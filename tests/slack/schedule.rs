@@ -1,7 +1,5 @@
-//! Reminders, escalation and decision callbacks, with the clock moved by hand; and the
-//! scheduler's loop woken by committed jobs between its ticks.
+//! Reminders, escalation and decision callbacks, with the clock moved by hand.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -9,7 +7,6 @@ use serde_json::{Value, json};
 use signoff::approval::Status;
 use signoff::clock::Clock;
 
-use crate::common::TestDb;
 use crate::common::receiver::Receiver;
 use crate::helpers::*;
 
@@ -217,61 +214,3 @@ async fn expiry_is_announced_to_the_callback_url() {
     assert_eq!(got.len(), 1);
     assert!(got[0].1.contains("\"status\":\"expired\""));
 }
-
-/// Between ticks (an hour apart here), the jobs the writer commits wake a pass that
-/// delivers them: a new request's post, and the message update after a click, go out
-/// at once.
-async fn committed_jobs_are_delivered_without_waiting_for_the_tick(db: TestDb) {
-    let app = spawn_on(db).await;
-    if app.db.backend == "postgres" {
-        // Once its LISTEN connection is up, the store wakes the scheduler for a full
-        // pass (a reconnect may have missed notices): take that wake-up here, so that
-        // only committed jobs can wake the scheduler below.
-        app.store.hearing().await;
-        tokio::time::timeout(Duration::from_secs(5), app.store.wakeup().notified())
-            .await
-            .expect("the store's wake-up once it hears");
-    }
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(app.scheduler.clone().run(
-        Arc::new(app.clock.clone()),
-        Duration::from_secs(3600),
-        stopping,
-    ));
-    let soon = Duration::from_secs(5);
-    for disk in ["sda", "sdb"] {
-        // Past the channel's next slot for a post (one a second).
-        app.clock.advance(Duration::from_secs(2));
-        let approval = app.request("wipe", json!({ "disk": disk })).await;
-        let recorded = async {
-            loop {
-                if let Some(posted) = app.store.messages(approval.id).await.unwrap().pop() {
-                    return posted;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        let posted = tokio::time::timeout(soon, recorded)
-            .await
-            .expect("posted without waiting for a tick");
-        let (status, _) = app.click_on(&approval, "U0ALICE", "approve", &posted).await;
-        assert_eq!(status, StatusCode::OK);
-        let updated = async {
-            loop {
-                let updates = app.slack.calls_to("chat.update");
-                if let Some(update) = updates.iter().find(|u| u.body["ts"] == posted.ts.as_str()) {
-                    return update.clone();
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        tokio::time::timeout(soon, updated)
-            .await
-            .expect("its message updated without waiting for a tick");
-        assert_eq!(app.approval(&approval).await.status, Status::Approved);
-    }
-    stop.send(true).unwrap();
-    running.await.unwrap();
-}
-
-crate::on_both_backends!(committed_jobs_are_delivered_without_waiting_for_the_tick);

@@ -263,8 +263,6 @@ pub(crate) struct Batch<'a> {
     /// Asked when the batch commits: whether more operations are waiting (the
     /// transaction for them may then open with the commit, see [`Tx::commit`]).
     pub(crate) waiting: &'a (dyn Fn() -> bool + Sync),
-    /// Notified once the batch committed, if it queued jobs.
-    pub(crate) queued: &'a tokio::sync::Notify,
 }
 
 async fn batch<T: Tx>(
@@ -277,7 +275,6 @@ async fn batch<T: Tx>(
         mut checkpoints,
         stats,
         waiting,
-        queued,
     } = batch_of;
     // Every new approval of the batch in one statement, ahead of the other operations
     // (none of which can name an approval not created yet), less those refused for
@@ -353,9 +350,6 @@ async fn batch<T: Tx>(
     let committing = Instant::now();
     tx.commit(waiting()).await?;
     stats.commit(committing.elapsed());
-    if !done.jobs.is_empty() {
-        queued.notify_one();
-    }
     if let Some(checkpoints) = checkpoints.as_mut() {
         checkpoints.committed(newest);
     }
