@@ -489,22 +489,14 @@ async fn two_processes_creating_and_voting_together_keep_one_audit_chain(db: Tes
 /// PostgreSQL the next transaction opens with the last one's commit).
 async fn an_operation_the_database_refuses_fails_alone_and_the_writer_goes_on(db: TestDb) {
     let (store, clock) = open(&db).await;
-    let refuse: &[&str] = if db.backend == "sqlite" {
-        &[
-            "CREATE TRIGGER refuse BEFORE INSERT ON votes WHEN NEW.user_id = 'U0REFUSED' \
-           BEGIN SELECT RAISE(ABORT, 'vote refused by trigger'); END",
-        ]
-    } else {
-        &[
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-             IF NEW.user_id = 'U0REFUSED' THEN RAISE EXCEPTION 'vote refused by trigger'; \
-             END IF; RETURN NEW; END $$",
-            "CREATE TRIGGER refuse BEFORE INSERT ON votes FOR EACH ROW EXECUTE FUNCTION refuse()",
-        ]
-    };
-    for sql in refuse {
-        raw_execute(&db, sql).await.unwrap();
-    }
+    refuse(
+        &db,
+        "INSERT",
+        "votes",
+        "NEW.user_id = 'U0REFUSED'",
+        "vote refused by trigger",
+    )
+    .await;
     let mut open_ones = Vec::new();
     for i in 0..24 {
         open_ones.push(create(&store, &clock, "transfer", json!({ "n": i })).await);

@@ -1,7 +1,7 @@
 //! Helpers for the store suite: a store on a test database with a manual clock, and
 //! short ways to create and decide approvals.
 
-use chrono::TimeZone;
+use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 use signoff::approval::{Approval, ApprovalId, Decision, Event, NewApproval};
 use signoff::clock::{Clock, ManualClock};
@@ -120,6 +120,58 @@ pub async fn execute(
         caller: Some(caller.into()),
     };
     store.apply(id, event, clock.now()).await
+}
+
+/// Makes the database refuse a statement that `event`s (`INSERT` or `UPDATE`) a row
+/// of `table` for which `when` holds (over `NEW` and `OLD`, written alike in both
+/// dialects), raising `message`: a trigger plays a statement the database refuses.
+/// [`allow`] takes it away.
+pub async fn refuse(db: &TestDb, event: &str, table: &str, when: &str, message: &str) {
+    let sql = if db.backend == "sqlite" {
+        vec![format!(
+            "CREATE TRIGGER refuse BEFORE {event} ON {table} WHEN {when} \
+             BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        )]
+    } else {
+        vec![
+            format!(
+                "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF {when} THEN RAISE EXCEPTION '{message}'; END IF; RETURN NEW; END $$"
+            ),
+            format!(
+                "CREATE TRIGGER refuse BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()"
+            ),
+        ]
+    };
+    for sql in sql {
+        raw_execute(db, &sql).await.unwrap();
+    }
+}
+
+/// Takes away what [`refuse`] set on `table`.
+pub async fn allow(db: &TestDb, table: &str) {
+    let sql = if db.backend == "sqlite" {
+        "DROP TRIGGER refuse".to_owned()
+    } else {
+        format!("DROP TRIGGER refuse ON {table}")
+    };
+    raw_execute(db, &sql).await.unwrap();
+}
+
+/// Asserts that the jobs free to claim at `at` are exactly `expected`, in any order
+/// (claiming them).
+pub async fn assert_claimable(store: &Store, at: DateTime<Utc>, expected: &[i64], why: &str) {
+    let mut claimed: Vec<i64> = store
+        .claim_jobs(at, 1000, signoff::jobs::LEASE)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    claimed.sort_unstable();
+    let mut expected = expected.to_vec();
+    expected.sort_unstable();
+    assert_eq!(claimed, expected, "{why}");
 }
 
 /// The whole audit log verifies as one chain that ends at the head `store` reads.

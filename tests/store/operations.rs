@@ -260,17 +260,7 @@ async fn a_backlog_claimed_in_several_writes_is_claimed_whole_and_in_order(db: T
         "the leased are leased, the waiting wait"
     );
     // All due at the same time: in no particular order.
-    let mut back: Vec<i64> = store
-        .claim_jobs(later(5), 1000, LEASE)
-        .await
-        .unwrap()
-        .iter()
-        .map(|j| j.id)
-        .collect();
-    back.sort_unstable();
-    let mut waited = ids[200..].to_vec();
-    waited.sort_unstable();
-    assert_eq!(back, waited);
+    assert_claimable(&store, later(5), &ids[200..], "the waiting, back").await;
 }
 
 /// A claim's second write fails (a trigger refuses one of its jobs): the first write's
@@ -288,33 +278,16 @@ async fn a_claim_that_fails_part_way_answers_the_jobs_it_leased_and_leaves_the_r
     let due = store.due_jobs(now, 1000).await.unwrap();
     let ids: Vec<i64> = due.jobs.iter().map(|job| job.id).collect();
     assert_eq!(ids.len(), 300);
-    let refuse = |id: i64| -> Vec<String> {
-        if db.backend == "sqlite" {
-            vec![format!(
-                "CREATE TRIGGER refuse BEFORE UPDATE ON jobs WHEN OLD.id = {id} \
-                 BEGIN SELECT RAISE(ABORT, 'claim refused by trigger'); END"
-            )]
-        } else {
-            vec![
-                format!(
-                    "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
-                     BEGIN IF OLD.id = {id} THEN RAISE EXCEPTION 'claim refused by trigger'; \
-                     END IF; RETURN NEW; END $$"
-                ),
-                "CREATE TRIGGER refuse BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION refuse()"
-                    .into(),
-            ]
-        }
-    };
-    let drop_refusal = if db.backend == "sqlite" {
-        "DROP TRIGGER refuse"
-    } else {
-        "DROP TRIGGER refuse ON jobs"
-    };
+    let refused_job = |id: i64| format!("OLD.id = {id}");
     // The first write refused: nothing is claimed.
-    for sql in refuse(ids[3]) {
-        raw_execute(&db, &sql).await.unwrap();
-    }
+    refuse(
+        &db,
+        "UPDATE",
+        "jobs",
+        &refused_job(ids[3]),
+        "claim refused by trigger",
+    )
+    .await;
     let first = store.due_jobs(now, 1000).await.unwrap();
     let refused = store
         .claim_due(first, now, LEASE, |jobs| (jobs, Vec::new()))
@@ -324,29 +297,24 @@ async fn a_claim_that_fails_part_way_answers_the_jobs_it_leased_and_leaves_the_r
         "{refused:?}"
     );
     assert_eq!(store.due_jobs(now, 1000).await.unwrap().len(), 300);
-    raw_execute(&db, drop_refusal).await.unwrap();
+    allow(&db, "jobs").await;
     // The second write refused: the first write's 128 are answered, leased.
-    for sql in refuse(ids[200]) {
-        raw_execute(&db, &sql).await.unwrap();
-    }
+    refuse(
+        &db,
+        "UPDATE",
+        "jobs",
+        &refused_job(ids[200]),
+        "claim refused by trigger",
+    )
+    .await;
     let claimed = store
         .claim_due(due, now, LEASE, |jobs| (jobs, Vec::new()))
         .await
         .unwrap();
     assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), ids[..128]);
     assert!(claimed.iter().all(|job| job.attempts == 1));
-    raw_execute(&db, drop_refusal).await.unwrap();
-    let mut rest: Vec<i64> = store
-        .claim_jobs(now, 1000, LEASE)
-        .await
-        .unwrap()
-        .iter()
-        .map(|j| j.id)
-        .collect();
-    rest.sort_unstable();
-    let mut unclaimed = ids[128..].to_vec();
-    unclaimed.sort_unstable();
-    assert_eq!(rest, unclaimed, "the rest still due, once each");
+    allow(&db, "jobs").await;
+    assert_claimable(&store, now, &ids[128..], "the rest still due, once each").await;
 }
 
 async fn a_job_a_newer_signoff_wrote_is_leased_with_the_rest_and_never_delivered(db: TestDb) {
