@@ -52,14 +52,14 @@ impl PgTx {
     }
 
     /// Remembers the places of the rows the approvals' update answers
-    /// ([`moved_with_head`]), and the head (locked) if it took it along; answers the
-    /// rows' ids.
-    fn placed_with_head(&mut self, rows: &[PgRow]) -> sqlx::Result<Vec<ApprovalId>> {
-        let mut placed = Vec::with_capacity(rows.len());
+    /// ([`moved_with_head`]), and the head (locked) if it took it along; answers how
+    /// many rows it updated.
+    fn placed_with_head(&mut self, rows: &[PgRow]) -> sqlx::Result<u64> {
+        let mut placed = 0;
         for row in rows {
             if let Some(id) = row.try_get::<Option<Uuid>, _>("id")? {
                 self.locations.insert(ApprovalId(id), row.try_get("loc")?);
-                placed.push(ApprovalId(id));
+                placed += 1;
             } else {
                 self.head = Some((row.try_get("seq")?, row.try_get("hash")?));
             }
@@ -264,7 +264,7 @@ impl Tx for PgTx {
         let moved = deferred
             .run_with(conn, |q| moved_with_head(q, head))
             .await?;
-        Ok(self.placed_with_head(&moved)?.len() as u64)
+        self.placed_with_head(&moved)
     }
 
     async fn insert_votes(&mut self, votes: &[(ApprovalId, Vote)]) -> sqlx::Result<()> {
