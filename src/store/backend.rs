@@ -303,6 +303,16 @@ pub(crate) trait OutboxTx {
         &mut self,
         jobs: &[(NewJob, DateTime<Utc>)],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Plans a message update for each approval newer than a delivery showed it
+    /// (`(approval, version shown, reported at)`), one per approval however many
+    /// reports name it, due when it was first reported: one statement, kept back with
+    /// the others, that compares with the approvals as the batch found them (the
+    /// reports are recorded before any approval is written) without reading or locking
+    /// them in a statement of its own.
+    fn update_if_newer(
+        &mut self,
+        shown: &[(ApprovalId, i64, DateTime<Utc>)],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Deletes finished jobs (finishing one again is a no-op), in one statement.
     fn finish_jobs(&mut self, job_ids: &[i64]) -> impl Future<Output = sqlx::Result<()>> + Send;
     fn set_permalink(

@@ -33,6 +33,14 @@ pub(super) const ADOPT: &str = "UPDATE pending_approvals SET risk_tier = $2, sta
 /// Jobs.
 pub(super) mod jobs {
     pub const INSERT: &str = "INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) ";
+    /// After `INSERT` and `SELECT s.id, kind, payload`: one job per approval newer
+    /// than the oldest version the rows `(id, shown, at)` (between the two parts) say
+    /// its messages show, due at its first row's `at`.
+    pub const IF_NEWER: (&str, &str) = (
+        ", s.at, s.at FROM (SELECT id, min(shown) AS shown, min(at) AS at FROM ",
+        " GROUP BY id) AS s JOIN pending_approvals a ON a.id = s.id \
+         WHERE a.version > s.shown ORDER BY s.id",
+    );
     /// SQLite: deletes the finished jobs whose ids a bound JSON array lists: the
     /// statement before the array, and after it (the writer keeps it back).
     pub const FINISH_JSON: (&str, &str) = (

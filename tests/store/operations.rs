@@ -1327,6 +1327,31 @@ async fn reports_queued_together_are_each_recorded(db: TestDb) {
     assert_eq!(shown[0].rendered_version, second.version, "unchanged");
     let planned = updates(&second).await;
     assert!((1..=2).contains(&planned), "{planned} updates");
+
+    // On PostgreSQL another replica may hold the approval's row while it changes it:
+    // a report does not wait for that lock (it compares versions without reading the
+    // approval into the batch or locking it), and still plans the update it needs.
+    if db.backend == "postgres" {
+        use sqlx::Connection;
+        let mut replica = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut holding = replica.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM pending_approvals WHERE id = $1 FOR UPDATE")
+            .bind(second.id.0)
+            .execute(&mut *holding)
+            .await
+            .unwrap();
+        let reported = tokio::time::timeout(
+            Duration::from_secs(5),
+            report(&second, rendered(&second, second.version - 1)),
+        )
+        .await;
+        holding.rollback().await.unwrap();
+        assert!(
+            reported.is_ok(),
+            "the report waited for another replica's lock"
+        );
+        assert_eq!(updates(&second).await, planned + 1, "one more update");
+    }
 }
 
 /// On PostgreSQL a pass reads the due approvals from a watermark, which it then moves

@@ -302,8 +302,8 @@ async fn batch<T: Tx>(
     };
     // The approvals that repeated requests join, found in one statement.
     let placements = Placements::find(tx, &opened, inserted).await?;
-    // Every approval an event names, a delivery report shows or a repeated request
-    // joins, read (and on Postgres locked) in one statement.
+    // Every approval an event names or a repeated request joins, read (and on Postgres
+    // locked) in one statement.
     let mut named: Vec<ApprovalId> = ops
         .iter()
         .filter_map(|op| match op {
@@ -311,7 +311,6 @@ async fn batch<T: Tx>(
             _ => None,
         })
         .collect();
-    named.extend(report::shown(ops, deliveries));
     named.extend(placements.blockers());
     // With the messages the batch's Slack votes were clicked on, looked up in the same
     // statement.
@@ -320,7 +319,7 @@ async fn batch<T: Tx>(
     vote::check_shown(ops, shown);
     // The reports first, against the approvals as they were before this batch (one
     // this batch changes gets its update from that change).
-    report::record(tx, ops, &current, deliveries, &mut done).await?;
+    report::record(tx, ops, deliveries, &mut done).await?;
     for (op, opening) in ops.iter_mut().zip(openings.iter_mut()) {
         run_op(
             tx,

@@ -1,47 +1,34 @@
 //! Delivery reports, recorded for a whole batch at once. A delivered job records the
 //! messages it posted, moves the messages it updated to the version they now show and
 //! deletes the job; the batch's reports do each of these in one statement, because a
-//! batch of clicks carries about as many `chat.update` reports as clicks. A retry or a
-//! job given up (rare) is one statement each.
+//! batch of clicks carries about as many `chat.update` reports as clicks. An approval
+//! that changed while its message was being posted or updated gets one more update, in
+//! one statement too, which compares the versions shown with the approvals' own
+//! without reading them into the batch (`Tx::update_if_newer`). A retry or a job given
+//! up (rare) is one statement each.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::current::Current;
 use super::{Done, Op};
 use crate::approval::ApprovalId;
-use crate::jobs::{Deliveries, DueJob, Job, MessageKey, NewJob, Outcome, PostedMessage};
+use crate::jobs::{Deliveries, DueJob, MessageKey, NewJob, Outcome, PostedMessage};
 use crate::store::backend::Tx;
 
-/// The approvals whose versions the batch's reports compare with what their messages
-/// show: the batch reads them with the approvals its events name.
-pub(super) fn shown(ops: &[Op], deliveries: Deliveries) -> Vec<ApprovalId> {
-    if !deliveries.slack {
-        return Vec::new();
-    }
-    ops.iter()
-        .filter_map(|op| match op {
-            Op::Report { job, outcome, .. } => Some(shows(job, outcome)),
-            _ => None,
-        })
-        .flatten()
-        .map(|(id, _)| id)
-        .collect()
-}
-
-/// Records every report of `ops` and answers them. `current` holds, as the batch read
-/// them, the approvals [`shown`] named: one changed while its message was being
-/// posted or updated gets an update (a batch's post shows several approvals).
+/// Records every report of `ops` and answers them. With Slack on, an approval one of
+/// them shows at an older version than its own (it changed while its message was
+/// being posted or updated; a batch's post shows several approvals) gets an update:
+/// compared with the approval as the batch found it, since the reports are recorded
+/// before any approval is written (one this batch changes gets its update from that
+/// change).
 pub(super) async fn record<T: Tx>(
     tx: &mut T,
     ops: &mut [Op],
-    current: &Current,
     deliveries: Deliveries,
     done: &mut Done,
 ) -> sqlx::Result<()> {
     let mut delivered = Delivered::default();
-    let version_of = |id| current.get(id).map(|approval| approval.version);
     for op in ops.iter() {
         let Op::Report {
             job, outcome, now, ..
@@ -50,9 +37,7 @@ pub(super) async fn record<T: Tx>(
             continue;
         };
         match &**outcome {
-            Outcome::Delivered { .. } => {
-                delivered.add(job, outcome, *now, deliveries.slack.then_some(&version_of));
-            }
+            Outcome::Delivered { .. } => delivered.add(job, outcome, *now, deliveries.slack),
             Outcome::Retry { at, error } => tx.retry_job(job.id, *at, error).await?,
             Outcome::Dead { error } => tx.kill_job(job.id, error).await?,
         }
@@ -60,6 +45,7 @@ pub(super) async fn record<T: Tx>(
     tx.insert_messages(&delivered.posted).await?;
     tx.mark_rendered(&delivered.rendered_rows()).await?;
     tx.finish_jobs(&delivered.finished).await?;
+    tx.update_if_newer(&delivered.shown).await?;
     done.jobs.extend(delivered.follow_ups);
     for op in ops.iter_mut() {
         if let Op::Report { reply, .. } = op {
@@ -77,20 +63,17 @@ struct Delivered<'a> {
     /// (one statement cannot move a row twice).
     rendered: HashMap<(&'a MessageKey, ApprovalId), i64>,
     finished: Vec<i64>,
-    /// The jobs that follow, with one update at most per approval.
+    /// The approvals the delivered messages show, each with the version shown and when
+    /// it was reported (Slack on only): compared with the approvals' own.
+    shown: Vec<(ApprovalId, i64, DateTime<Utc>)>,
+    /// The jobs that follow (the next reminder).
     follow_ups: Vec<(NewJob, DateTime<Utc>)>,
 }
 
 impl<'a> Delivered<'a> {
-    /// Adds `job`'s delivery reported at `now`; with `version_of` (Slack is on), an
-    /// approval it shows at an older version than its current one gets an update.
-    fn add(
-        &mut self,
-        job: &'a DueJob,
-        outcome: &'a Outcome,
-        now: DateTime<Utc>,
-        version_of: Option<&dyn Fn(ApprovalId) -> Option<i64>>,
-    ) {
+    /// Adds `job`'s delivery reported at `now`; with `slack` on, the approvals its
+    /// messages show are compared with their own versions.
+    fn add(&mut self, job: &'a DueJob, outcome: &'a Outcome, now: DateTime<Utc>, slack: bool) {
         let Outcome::Delivered {
             posted,
             rendered,
@@ -112,20 +95,9 @@ impl<'a> Delivered<'a> {
         self.finished.push(job.id);
         self.follow_ups
             .extend(next.iter().map(|next| (next.clone(), now)));
-        let Some(version_of) = version_of else {
-            return;
-        };
-        for (id, shown) in shows(job, outcome) {
-            let stale = version_of(id).is_some_and(|current| current > shown);
-            let planned = self.follow_ups.iter().any(|(job, _)| is_update_of(job, id));
-            if stale && !planned {
-                let update = NewJob {
-                    approval_id: id,
-                    job: Job::SlackUpdate {},
-                    due_at: now,
-                };
-                self.follow_ups.push((update, now));
-            }
+        if slack {
+            let shows = shows(job, outcome).map(|(id, shown)| (id, shown, now));
+            self.shown.extend(shows);
         }
     }
 
@@ -161,13 +133,10 @@ fn shows<'a>(
         .chain(updated)
 }
 
-fn is_update_of(job: &NewJob, id: ApprovalId) -> bool {
-    job.approval_id == id && matches!(job.job, Job::SlackUpdate {})
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::Job;
 
     fn job(approval_id: ApprovalId, id: i64) -> DueJob {
         DueJob {
@@ -194,6 +163,17 @@ mod tests {
         }
     }
 
+    fn posted(approval_id: ApprovalId, rendered_version: i64) -> PostedMessage {
+        PostedMessage {
+            approval_id,
+            channel: "C1".into(),
+            ts: format!("1.{rendered_version}"),
+            kind: crate::jobs::MessageKind::Main,
+            permalink: None,
+            rendered_version,
+        }
+    }
+
     #[test]
     fn a_message_row_is_written_once_at_the_newest_version_reported() {
         let id = ApprovalId::new();
@@ -201,30 +181,47 @@ mod tests {
         let (newer, older) = (rendered(5), rendered(3));
         let mut delivered = Delivered::default();
         let now = Utc::now();
-        delivered.add(&first, &newer, now, None);
-        delivered.add(&second, &older, now, None);
+        delivered.add(&first, &newer, now, false);
+        delivered.add(&second, &older, now, false);
         let key = key();
         assert_eq!(delivered.rendered_rows(), [(&key, id, 5)]);
         assert_eq!(delivered.finished, [1, 2]);
-        assert!(delivered.follow_ups.is_empty(), "Slack is off");
+        assert!(
+            delivered.shown.is_empty(),
+            "Slack is off: nothing to compare"
+        );
     }
 
     #[test]
-    fn an_approval_shown_out_of_date_gets_one_update_however_many_reports_say_so() {
-        let (id, other) = (ApprovalId::new(), ApprovalId::new());
-        let current = |asked: ApprovalId| Some(if asked == id { 4 } else { 1 });
-        let jobs = [job(id, 1), job(id, 2), job(other, 3)];
-        let outcomes = [rendered(3), rendered(2), rendered(1)];
+    fn every_approval_a_delivered_message_shows_is_compared_at_the_version_shown() {
+        let (leader, member, updated) = (ApprovalId::new(), ApprovalId::new(), ApprovalId::new());
+        // A batch's post shows its leader and a member; an update shows its own approval.
+        let post = Outcome::Delivered {
+            posted: vec![posted(leader, 1), posted(member, 2)],
+            rendered: Vec::new(),
+            version: 1,
+            next: None,
+        };
+        let failed = Outcome::Retry {
+            at: Utc::now(),
+            error: "later".into(),
+        };
+        let (first, second, third) = (job(leader, 1), job(updated, 2), job(member, 3));
+        let (posted_at, updated_at) = (Utc::now(), Utc::now() + chrono::Duration::seconds(1));
+        let update = rendered(7);
         let mut delivered = Delivered::default();
-        for (job, outcome) in jobs.iter().zip(&outcomes) {
-            delivered.add(job, outcome, Utc::now(), Some(&current));
-        }
-        let updates: Vec<ApprovalId> = delivered
-            .follow_ups
-            .iter()
-            .map(|(job, _)| job.approval_id)
-            .collect();
-        assert_eq!(updates, [id], "the other shows its current version");
-        assert_eq!(delivered.follow_ups[0].0.job, Job::SlackUpdate {});
+        delivered.add(&first, &post, posted_at, true);
+        delivered.add(&second, &update, updated_at, true);
+        delivered.add(&third, &failed, updated_at, true);
+        assert_eq!(
+            delivered.shown,
+            [
+                (leader, 1, posted_at),
+                (member, 2, posted_at),
+                (updated, 7, updated_at)
+            ],
+            "a retry shows nothing"
+        );
+        assert_eq!(delivered.finished, [1, 2]);
     }
 }

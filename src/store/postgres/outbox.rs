@@ -4,6 +4,7 @@
 
 use super::tx::{PgTx, column};
 use super::*;
+use crate::jobs::Job;
 use crate::store::backend::OutboxTx;
 
 impl OutboxTx for PgTx {
@@ -19,6 +20,32 @@ impl OutboxTx for PgTx {
                 column(jobs, |(_, planned)| *planned) => "timestamptz[]",
             );
             q.push(")");
+        });
+        Ok(())
+    }
+
+    async fn update_if_newer(
+        &mut self,
+        shown: &[(ApprovalId, i64, DateTime<Utc>)],
+    ) -> sqlx::Result<()> {
+        if shown.is_empty() {
+            return Ok(());
+        }
+        let update = Job::SlackUpdate {};
+        self.deferred.push(|q| {
+            q.push(sql::jobs::INSERT)
+                .push("SELECT s.id, ")
+                .push_bind(update.kind())
+                .push(", ")
+                .push_bind(update.payload())
+                .push(sql::jobs::IF_NEWER.0)
+                .push("unnest(");
+            unnest_arrays!(q,
+                column(shown, |(id, ..)| id.0) => "uuid[]",
+                column(shown, |(_, version, _)| *version) => "bigint[]",
+                column(shown, |(.., at)| *at) => "timestamptz[]",
+            );
+            q.push(") AS r(id, shown, at)").push(sql::jobs::IF_NEWER.1);
         });
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use super::tx::SqliteTx;
 use super::*;
+use crate::jobs::Job;
 use crate::store::backend::OutboxTx;
 
 impl OutboxTx for SqliteTx {
@@ -20,6 +21,32 @@ impl OutboxTx for SqliteTx {
                     .push_bind(ts(planned));
             });
         }
+        Ok(())
+    }
+
+    async fn update_if_newer(
+        &mut self,
+        shown: &[(ApprovalId, i64, DateTime<Utc>)],
+    ) -> sqlx::Result<()> {
+        if shown.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<_> = shown
+            .iter()
+            .map(|(id, version, at)| serde_json::json!([id.to_string(), version, ts(at)]))
+            .collect();
+        let update = Job::SlackUpdate {};
+        self.defer()
+            .push(sql::jobs::INSERT)
+            .push("SELECT s.id, ")
+            .push_bind(update.kind())
+            .push(", ")
+            .push_bind(update.payload().to_string())
+            .push(sql::jobs::IF_NEWER.0)
+            .push("(SELECT value ->> 0 AS id, value ->> 1 AS shown, value ->> 2 AS at FROM json_each(")
+            .push_bind(serde_json::Value::Array(rows).to_string())
+            .push("))")
+            .push(sql::jobs::IF_NEWER.1);
         Ok(())
     }
 
