@@ -18,18 +18,25 @@ pub fn client_config() -> Result<rustls::ClientConfig, String> {
         .map_err(|error| format!("cannot load the system's TLS root certificates: {error}"))
 }
 
-/// The config for a client of `url`: [`client_config`] for `https://`; for plain HTTP,
-/// one that trusts no certificate (it serves no request there), so that a machine
-/// without root certificates, such as a minimal container, still reaches a signoff
-/// or an upstream on plain HTTP.
+/// The config for a client of `url` alone: [`client_config`] for `https://` and
+/// `wss://`; for plain HTTP or WebSocket, one that trusts no certificate (it serves no
+/// request there), so that a machine without root certificates, such as a minimal
+/// container, still reaches a signoff, an upstream or a Slack stand-in on plain HTTP.
 pub fn client_config_for(url: &str) -> Result<rustls::ClientConfig, String> {
-    if url
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("https://")
-    {
+    if uses_tls(url) {
         return client_config();
     }
+    without_roots()
+}
+
+/// Whether `url` is `https://` or `wss://`.
+pub fn uses_tls(url: &str) -> bool {
+    let url = url.trim_start().to_ascii_lowercase();
+    url.starts_with("https://") || url.starts_with("wss://")
+}
+
+/// A config that trusts no certificate: for a client that makes no TLS request.
+pub fn without_roots() -> Result<rustls::ClientConfig, String> {
     Ok(versions()?
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth())

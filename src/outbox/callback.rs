@@ -122,21 +122,40 @@ impl tower_service::Service<Name> for Pinned {
 pub struct Poster {
     client: Client<HttpsConnector<HttpConnector<Pinned>>, Full<Bytes>>,
     pinned: Pinned,
+    /// Why `https://` callbacks cannot be checked (the system's root certificates did
+    /// not load): each fails with it and is retried, while plain-HTTP callbacks and
+    /// Slack deliveries go on.
+    no_roots: Option<Arc<str>>,
 }
 
 impl Poster {
+    /// A poster trusting the system's root certificates (see [`crate::tls`]).
     pub fn new() -> Result<Self, String> {
+        Self::with_tls(crate::tls::client_config())
+    }
+
+    /// A poster with `tls`, or, when it could not be made, one that refuses
+    /// `https://` callbacks with that error.
+    pub fn with_tls(tls: Result<rustls::ClientConfig, String>) -> Result<Self, String> {
+        let (tls, no_roots) = match tls {
+            Ok(tls) => (tls, None),
+            Err(error) => {
+                tracing::warn!(%error, "callbacks to https:// URLs will fail until restarted with root certificates");
+                (crate::tls::without_roots()?, Some(error.into()))
+            }
+        };
         let pinned = Pinned::default();
         let mut http = HttpConnector::new_with_resolver(pinned.clone());
         http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(crate::tls::client_config()?)
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(https),
             pinned,
+            no_roots,
         })
     }
 
@@ -158,6 +177,13 @@ impl Poster {
     /// POSTs `body` with its signature headers; any answer but 2xx is an error (and
     /// retried).
     pub async fn post(&self, url: &str, signed: &Signed, body: &str) -> Result<(), String> {
+        if let Some(error) = self
+            .no_roots
+            .as_deref()
+            .filter(|_| crate::tls::uses_tls(url))
+        {
+            return Err(error.to_owned());
+        }
         let request = axum::http::Request::post(url)
             .header("content-type", "application/json")
             .header("user-agent", concat!("signoff/", env!("CARGO_PKG_VERSION")))
@@ -207,5 +233,35 @@ mod tests {
             message_id(id, Status::Expired)
         );
         assert!(message_id(id, Status::Denied).starts_with("msg_"));
+    }
+
+    #[tokio::test]
+    async fn without_root_certificates_https_callbacks_fail_saying_why_and_plain_ones_go_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let why = "cannot load the system's TLS root certificates: none found";
+        let poster = Poster::with_tls(Err(why.into())).unwrap();
+        let signed = sign(&Signer::generate(), "msg_1".into(), 1_700_000_000, "{}");
+        let refused = poster
+            .post("https://hooks.example.com/done", &signed, "{}")
+            .await;
+        assert_eq!(refused, Err(why.to_owned()), "refused before connecting");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let receiver = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = vec![0; 4096];
+            let read = socket.read(&mut request).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&request[..read]).into_owned()
+        });
+        poster.pin("127.0.0.1", vec![address]);
+        let url = format!("http://127.0.0.1:{}/done", address.port());
+        assert_eq!(poster.post(&url, &signed, "{}").await, Ok(()));
+        let request = receiver.await.unwrap();
+        assert!(request.starts_with("POST /done HTTP/1.1"), "{request}");
     }
 }

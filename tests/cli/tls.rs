@@ -40,6 +40,47 @@ fn serve_against(slack: &str, roots: Option<&str>) -> String {
     std::fs::read_to_string(&log).unwrap_or_default()
 }
 
+/// A minimal container may have no root certificates at all: a Slack reached over
+/// plain HTTP (a stand-in, or a proxy that holds the TLS) needs none, so requests are
+/// still posted (callbacks to `https://` URLs fail, saying why, and are retried).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_root_certificates_still_posts_to_a_slack_on_plain_http() {
+    use crate::common::fake_slack::FakeSlack;
+    use crate::common::server::{Server, eventually, signoff};
+    let db = common::sqlite();
+    let token = signoff(&["token", "create", "agent"], &db.url);
+    let slack = FakeSlack::start().await;
+    let nowhere = material("no-such-roots");
+    let nowhere = nowhere.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[defaults]\nchannel = \"C0APPROVALS\"\n").unwrap();
+    let server = Server::start(
+        &db.url,
+        &[
+            ("SIGNOFF_POLICY", policy.to_str().unwrap()),
+            ("SLACK_BOT_TOKEN", "xoxb-test"),
+            ("SLACK_SIGNING_SECRET", "secret"),
+            ("SLACK_API_URL", &slack.url),
+            ("SSL_CERT_FILE", nowhere),
+            ("SSL_CERT_DIR", nowhere),
+        ],
+    );
+    let created = reqwest::Client::new()
+        .post(format!("{}/v1/approvals", server.address))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"tool_name": "delete_records", "parameters": {"n": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let posted = eventually(Duration::from_secs(8), || {
+        !slack.calls_to("chat.postMessage").is_empty()
+    })
+    .await;
+    assert!(posted, "Slack got {:?}", slack.call_counts());
+}
+
 #[test]
 fn serve_reaches_an_https_slack_only_through_a_trusted_certificate() {
     let (slack, seen) = https_stand_in();
