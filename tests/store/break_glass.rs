@@ -118,13 +118,8 @@ async fn writes_after_another_processs_decision_link_onto_its_audit_events(db: T
             Status::Pending
         );
     }
+    assert_one_audit_chain(&store).await;
     let events = store.audit_page(0, 100_000).await.unwrap();
-    let mut verifier = signoff::audit::Verifier::default();
-    for event in &events {
-        verifier.check(event).unwrap();
-    }
-    let (seq, hash) = store.audit_head().await.unwrap();
-    assert_eq!(verifier.finish(seq, &hash).unwrap(), events.len() as i64);
     let decided: std::collections::HashSet<_> = events
         .iter()
         .filter(|e| e.actor.as_deref() == Some("ops-carol"))
