@@ -18,6 +18,7 @@ crate::on_both_backends!(
     nudges_become_jobs_when_due_once_across_replicas_and_never_once_decided,
     an_expiry_timer_follows_an_expiry_moved_in_the_shared_table,
     expiries_behind_the_last_pass_still_fire,
+    an_idle_scheduler_pass_writes_and_locks_nothing,
     finished_jobs_are_deleted_and_given_up_ones_kept,
     reports_queued_together_are_each_recorded,
     deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt,
@@ -1405,6 +1406,112 @@ async fn expiries_behind_the_last_pass_still_fire(db: TestDb) {
         );
     }
     assert_eq!(store.fire_due(clock.now(), 10).await.unwrap(), 0);
+}
+
+/// A server nobody uses still runs a scheduler pass twice a second: such a pass must
+/// commit no write (on PostgreSQL it moved the expiry watermark up to `now` and locked
+/// the audit head and the watermark's row every time, a durable commit per pass and a
+/// lock every replica's writer waits for). The watermark still moves past an approval
+/// once it is closed and its expiry has gone by.
+async fn an_idle_scheduler_pass_writes_and_locks_nothing(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let scheduler = Scheduler::new(store.clone());
+    let open_one = create_expiring(&store, &clock, "open", 3600).await;
+    let closed = create_expiring(&store, &clock, "closed", 60).await;
+    vote(&store, &clock, closed.id, "U1", Decision::Deny)
+        .await
+        .unwrap();
+    // The first pass may sign an audit checkpoint for the events so far.
+    scheduler.run_once(clock.now()).await.unwrap();
+    let mut writes = Writes::watch(&db).await;
+    for _ in 0..3 {
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(scheduler.run_once(clock.now()).await.unwrap(), 0);
+    }
+    writes
+        .assert_none("idle passes before any expiry went by")
+        .await;
+
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(scheduler.run_once(clock.now()).await.unwrap(), 0);
+    if db.backend == "postgres" {
+        // The denied approval's expiry went by: the mark moves past it, once.
+        let below = raw_count(
+            &db,
+            "SELECT EXTRACT(EPOCH FROM below)::bigint FROM expiry_watermark",
+        )
+        .await;
+        assert!(
+            below > closed.expires_at.timestamp(),
+            "the watermark ({below}) moved past the closed approval"
+        );
+        assert!(below <= open_one.expires_at.timestamp());
+    }
+    let mut writes = Writes::watch(&db).await;
+    for _ in 0..3 {
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(scheduler.run_once(clock.now()).await.unwrap(), 0);
+    }
+    writes.assert_none("idle passes after the mark moved").await;
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        scheduler.run_once(clock.now()).await.unwrap(),
+        1,
+        "the open approval still expires"
+    );
+}
+
+/// Whether anything wrote to the store since [`Writes::watch`]: on SQLite, the file's
+/// `data_version` as one connection sees it (it changes when any other connection
+/// commits a change); on PostgreSQL, the versions and lockers of the rows a pass used
+/// to write or lock (`xmin` changes with an update, `xmax` with a `FOR UPDATE`).
+enum Writes {
+    Sqlite(sqlx::SqliteConnection, i64),
+    Postgres(sqlx::PgConnection, String),
+}
+
+impl Writes {
+    const ROWS: &str = "SELECT string_agg(r, ' ') FROM ( \
+        SELECT 'watermark ' || xmin || '/' || xmax || ' ' || below AS r FROM expiry_watermark \
+        UNION ALL SELECT 'head ' || xmin || '/' || xmax || ' ' || seq FROM audit_head) AS rows";
+
+    async fn watch(db: &TestDb) -> Self {
+        use sqlx::Connection;
+        if db.backend == "sqlite" {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            let version = Self::sqlite_version(&mut conn).await;
+            Writes::Sqlite(conn, version)
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            let rows = Self::postgres_rows(&mut conn).await;
+            Writes::Postgres(conn, rows)
+        }
+    }
+
+    async fn sqlite_version(conn: &mut sqlx::SqliteConnection) -> i64 {
+        sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    async fn postgres_rows(conn: &mut sqlx::PgConnection) -> String {
+        sqlx::query_scalar(Self::ROWS)
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    }
+
+    async fn assert_none(&mut self, what: &str) {
+        match self {
+            Writes::Sqlite(conn, before) => {
+                assert_eq!(Self::sqlite_version(conn).await, *before, "{what}");
+            }
+            Writes::Postgres(conn, before) => {
+                assert_eq!(&Self::postgres_rows(conn).await, before, "{what}");
+            }
+        }
+    }
 }
 
 async fn an_expiry_timer_follows_an_expiry_moved_in_the_shared_table(db: TestDb) {

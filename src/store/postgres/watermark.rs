@@ -39,7 +39,12 @@ impl PgTx {
     /// watermark's row, which
     /// another program's trigger (an expiry moved earlier) takes to move it down.
     pub(super) async fn settle_watermark(&mut self) -> sqlx::Result<()> {
-        let Timers { opened, swept } = std::mem::take(&mut self.timers);
+        let Timers { opened, mut swept } = std::mem::take(&mut self.timers);
+        if let Some(now) = swept
+            && !self.mark_would_pass_a_closed_approval(now).await?
+        {
+            swept = None;
+        }
         if opened.is_none() && swept.is_none() {
             return Ok(());
         }
@@ -81,5 +86,36 @@ impl PgTx {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Whether a pass at `now` would move the mark past an approval no longer open,
+    /// which is all moving it up is for: the next pass's read of the due ones then
+    /// starts after it. Read without a lock, as last committed (and taking along what
+    /// is kept back, so before this transaction's own kept-back changes): when the
+    /// first approval between the mark and `now` is open, or there is none, moving the
+    /// mark skips nothing, so the pass leaves it, and with nothing else to write takes
+    /// no lock and writes nothing (an idle scheduler's passes commit no write). Leaving
+    /// the mark lower is always safe, as it only bounds where that read starts; when
+    /// this says yes, the pass takes the locks and decides again on what it reads.
+    async fn mark_would_pass_a_closed_approval(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> sqlx::Result<bool> {
+        let (conn, deferred) = self.parts()?;
+        let rows = deferred
+            .run_with(conn, |q| {
+                q.push(
+                    "SELECT status NOT IN ('pending', 'approved') FROM pending_approvals \
+                     WHERE expires_at >= (SELECT below FROM expiry_watermark WHERE id = 1) \
+                     AND expires_at <= ",
+                )
+                .push_bind(now)
+                .push(" ORDER BY expires_at LIMIT 1");
+            })
+            .await?;
+        match rows.first() {
+            Some(row) => row.try_get(0),
+            None => Ok(false),
+        }
     }
 }
