@@ -5,7 +5,7 @@
 //! providers compiled in, rustls cannot pick one on its own, so each config here names
 //! ring.)
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use hyper_rustls::ConfigBuilderExt;
 
@@ -47,4 +47,48 @@ fn versions() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::Want
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|error| format!("cannot set up TLS: {error}"))
+}
+
+/// [`client_config_for`] for a client that connects again and again (Socket Mode's
+/// sockets, to a new URL each time): the system's root certificates, read from files
+/// and parsed, are loaded at the first `https://` or `wss://` connection and kept for
+/// every one after it. A load that fails is tried again at the next connection.
+#[derive(Default)]
+pub struct Kept(OnceLock<Arc<rustls::ClientConfig>>);
+
+impl Kept {
+    pub fn for_url(&self, url: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+        if !uses_tls(url) {
+            return without_roots().map(Arc::new);
+        }
+        if let Some(config) = self.0.get() {
+            return Ok(config.clone());
+        }
+        let config = Arc::new(client_config()?);
+        Ok(self.0.get_or_init(|| config).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_roots_are_loaded_once_for_every_tls_connection_and_never_for_plain_ones() {
+        let kept = Kept::default();
+        kept.for_url("ws://127.0.0.1:1/socket").unwrap();
+        assert!(kept.0.get().is_none(), "plain WebSocket loads no roots");
+        let first = kept
+            .for_url("wss://wss-primary.slack.com/link/?ticket=1")
+            .unwrap();
+        let again = kept
+            .for_url("WSS://wss-backup.slack.com/link/?ticket=2")
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "a reconnect reuses the loaded roots"
+        );
+        let plain = kept.for_url("ws://127.0.0.1:1/socket").unwrap();
+        assert!(!Arc::ptr_eq(&first, &plain));
+    }
 }

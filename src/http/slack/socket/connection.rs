@@ -57,7 +57,7 @@ pub(super) async fn open(
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<Handle, String> {
     let hello_timeout = shared.timings.hello_timeout;
-    let tls = tokio_tungstenite::Connector::Rustls(Arc::new(crate::tls::client_config_for(url)?));
+    let tls = tokio_tungstenite::Connector::Rustls(shared.tls.for_url(url)?);
     let connect = tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(tls));
     let (socket, _) = timeout(hello_timeout, connect)
         .await

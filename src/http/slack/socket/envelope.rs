@@ -179,12 +179,14 @@ impl Recent {
     }
 }
 
-/// What every socket shares: the app, and the memory of envelopes.
+/// What every socket shares: the app, the memory of envelopes, and the TLS config.
 pub(super) struct Shared {
     pub state: AppState,
     pub slack: SlackApp,
     pub timings: Timings,
     pub recent: Mutex<Recent>,
+    /// The sockets' TLS config, its root certificates loaded once for every reconnect.
+    pub tls: crate::tls::Kept,
 }
 
 impl Shared {
@@ -194,6 +196,7 @@ impl Shared {
             slack,
             timings,
             recent: Mutex::default(),
+            tls: crate::tls::Kept::default(),
         }
     }
 
