@@ -1459,6 +1459,15 @@ async fn an_idle_scheduler_pass_writes_and_locks_nothing(db: TestDb) {
         1,
         "the open approval still expires"
     );
+    if db.backend == "postgres" {
+        // In the pass that expired it: the next pass's read starts after it.
+        let below = raw_count(
+            &db,
+            "SELECT EXTRACT(EPOCH FROM below)::bigint FROM expiry_watermark",
+        )
+        .await;
+        assert!(below > open_one.expires_at.timestamp(), "moved at once");
+    }
 }
 
 /// Whether anything wrote to the store since [`Writes::watch`]: on SQLite, the file's

@@ -90,32 +90,26 @@ impl PgTx {
 
     /// Whether a pass at `now` would move the mark past an approval no longer open,
     /// which is all moving it up is for: the next pass's read of the due ones then
-    /// starts after it. Read without a lock, as last committed (and taking along what
-    /// is kept back, so before this transaction's own kept-back changes): when the
-    /// first approval between the mark and `now` is open, or there is none, moving the
-    /// mark skips nothing, so the pass leaves it, and with nothing else to write takes
-    /// no lock and writes nothing (an idle scheduler's passes commit no write). Leaving
-    /// the mark lower is always safe, as it only bounds where that read starts; when
-    /// this says yes, the pass takes the locks and decides again on what it reads.
+    /// starts after it. Read without a lock, after what this transaction kept back (so
+    /// the approvals it just expired count as closed and the mark moves past them in
+    /// this same pass): when the first approval between the mark and `now` is open, or
+    /// there is none, moving the mark skips nothing, so the pass leaves it, and with
+    /// nothing else to write takes no lock and writes nothing (an idle scheduler's
+    /// passes commit no write). Leaving the mark lower is always safe, as it only
+    /// bounds where that read starts; when this says yes, the pass takes the locks and
+    /// decides again on what it reads under them.
     async fn mark_would_pass_a_closed_approval(
         &mut self,
         now: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
-        let (conn, deferred) = self.parts()?;
-        let rows = deferred
-            .run_with(conn, |q| {
-                q.push(
-                    "SELECT status NOT IN ('pending', 'approved') FROM pending_approvals \
-                     WHERE expires_at >= (SELECT below FROM expiry_watermark WHERE id = 1) \
-                     AND expires_at <= ",
-                )
-                .push_bind(now)
-                .push(" ORDER BY expires_at LIMIT 1");
-            })
-            .await?;
-        match rows.first() {
-            Some(row) => row.try_get(0),
-            None => Ok(false),
-        }
+        let first_closed: Option<bool> = sqlx::query_scalar(
+            "SELECT status NOT IN ('pending', 'approved') FROM pending_approvals \
+             WHERE expires_at >= (SELECT below FROM expiry_watermark WHERE id = 1) \
+             AND expires_at <= $1 ORDER BY expires_at LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(self.conn().await?)
+        .await?;
+        Ok(first_closed == Some(true))
     }
 }
