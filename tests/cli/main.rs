@@ -166,12 +166,7 @@ async fn what_a_caller_sends_cannot_forge_a_log_line_or_colour_the_terminal() {
         serde_json::json!({"tool_name": evil, "parameters": {}}),
         serde_json::json!({"tool_name": "transfer", "parameters": {"n": 2}, "server": evil}),
     ] {
-        http.post(format!("{}/v1/approvals", server.address))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        server.ask(token, &body).await;
     }
     http.get(format!(
         "{}/v1/approvals/x%0AERROR%20forged",

@@ -18,16 +18,8 @@ on_both_backends!(
 );
 
 async fn ask(server: &Server, token: &str, parameters: Value) -> String {
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{}/v1/approvals", server.address))
-        .bearer_auth(token)
-        .json(&json!({"tool_name": "delete_customer_records", "parameters": parameters}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"tool_name": "delete_customer_records", "parameters": parameters});
+    let answer: Value = server.ask(token, &body).await.json().await.unwrap();
     answer["approval_id"].as_str().unwrap().to_owned()
 }
 
@@ -194,13 +186,12 @@ async fn a_refused_decision_is_one_line_and_changes_nothing(db: TestDb) {
     for (args, says) in refused {
         assert_one_line_error(&signoff(&args, &db.url), says);
     }
-    let short: Value = reqwest::Client::new()
-        .post(format!("{}/v1/approvals", server.address))
-        .bearer_auth(&token)
-        .json(&json!({"tool_name": "deploy", "parameters": {}, "expires_in": 1}))
-        .send()
+    let short: Value = server
+        .ask(
+            &token,
+            &json!({"tool_name": "deploy", "parameters": {}, "expires_in": 1}),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -18,30 +18,16 @@ async fn a_zero_post_interval_posts_a_burst_to_one_channel_at_once() {
     let db = common::sqlite();
     let token = signoff(&["token", "create", "agent"], &db.url);
     let slack = FakeSlack::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let server = Server::start(
+    let server = Server::start_with_slack(
         &db.url,
-        &[
-            ("SIGNOFF_POLICY", policy.to_str().unwrap()),
-            ("SLACK_BOT_TOKEN", "xoxb-test"),
-            ("SLACK_SIGNING_SECRET", "secret"),
-            ("SLACK_API_URL", &slack.url),
-            ("SIGNOFF_SLACK_POST_INTERVAL", "0s"),
-        ],
+        &slack.url,
+        POLICY,
+        &[("SIGNOFF_SLACK_POST_INTERVAL", "0s")],
     );
-    let http = reqwest::Client::new();
     const BURST: usize = 25;
     for n in 0..BURST {
-        let created = http
-            .post(format!("{}/v1/approvals", server.address))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"tool_name": "delete_records", "parameters": {"n": n}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(created.status(), 201);
+        let body = serde_json::json!({"tool_name": "delete_records", "parameters": {"n": n}});
+        assert_eq!(server.ask(&token, &body).await.status(), 201);
     }
     // Paced, the burst would take 25 s; unpaced it is posted within a few ticks.
     let posted = eventually(Duration::from_secs(8), || {

@@ -67,14 +67,8 @@ async fn secrets_come_from_files_and_never_reach_the_log() {
     };
     assert_eq!(slash(SIGNING_SECRET).await.unwrap().status(), 200);
     assert_eq!(slash("another-secret").await.unwrap().status(), 401);
-    let asked = http
-        .post(format!("{}/v1/approvals", server.address))
-        .bearer_auth(&api_token)
-        .json(&serde_json::json!({"tool_name": "get_user", "parameters": {"id": 1}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(asked.status(), 201);
+    let body = serde_json::json!({"tool_name": "get_user", "parameters": {"id": 1}});
+    assert_eq!(server.ask(&api_token, &body).await.status(), 201);
     drop(server);
 
     let log = std::fs::read_to_string(&log_path).unwrap();

@@ -52,28 +52,14 @@ async fn serve_without_root_certificates_still_posts_to_a_slack_on_plain_http() 
     let slack = FakeSlack::start().await;
     let nowhere = material("no-such-roots");
     let nowhere = nowhere.to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, "[defaults]\nchannel = \"C0APPROVALS\"\n").unwrap();
-    let server = Server::start(
+    let server = Server::start_with_slack(
         &db.url,
-        &[
-            ("SIGNOFF_POLICY", policy.to_str().unwrap()),
-            ("SLACK_BOT_TOKEN", "xoxb-test"),
-            ("SLACK_SIGNING_SECRET", "secret"),
-            ("SLACK_API_URL", &slack.url),
-            ("SSL_CERT_FILE", nowhere),
-            ("SSL_CERT_DIR", nowhere),
-        ],
+        &slack.url,
+        "[defaults]\nchannel = \"C0APPROVALS\"\n",
+        &[("SSL_CERT_FILE", nowhere), ("SSL_CERT_DIR", nowhere)],
     );
-    let created = reqwest::Client::new()
-        .post(format!("{}/v1/approvals", server.address))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"tool_name": "delete_records", "parameters": {"n": 1}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    let body = serde_json::json!({"tool_name": "delete_records", "parameters": {"n": 1}});
+    assert_eq!(server.ask(&token, &body).await.status(), 201);
     let posted = eventually(Duration::from_secs(8), || {
         !slack.calls_to("chat.postMessage").is_empty()
     })

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     child: Child,
     pub address: String,
+    /// Files it was started with (a policy), kept as long as it runs.
+    _files: Option<tempfile::TempDir>,
 }
 
 /// `signoff ARGS` against `database_url`, logging only errors unless `RUST_LOG` is set
@@ -70,6 +72,40 @@ impl Server {
         Self::start_logging(database_url, env, Stdio::inherit())
     }
 
+    /// Starts `signoff serve` posting to the fake Slack at `slack_url` (a bot token and
+    /// a signing secret set), with the policy `policy` (TOML) and `env` besides.
+    pub fn start_with_slack(
+        database_url: &str,
+        slack_url: &str,
+        policy: &str,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, policy).expect("policy written");
+        let mut all = vec![
+            ("SIGNOFF_POLICY", file.to_str().expect("a UTF-8 path")),
+            ("SLACK_BOT_TOKEN", "xoxb-test"),
+            ("SLACK_SIGNING_SECRET", "secret"),
+            ("SLACK_API_URL", slack_url),
+        ];
+        all.extend_from_slice(env);
+        let mut server = Self::start(database_url, &all);
+        server._files = Some(dir);
+        server
+    }
+
+    /// Asks for an approval: `POST /v1/approvals` with `body`, as `token`.
+    pub async fn ask(&self, token: &str, body: &serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}/v1/approvals", self.address))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("signoff answers")
+    }
+
     /// Like [`Server::start`], its log (stderr) going to `log`.
     pub fn start_logging(
         database_url: &str,
@@ -103,6 +139,7 @@ impl Server {
         let mut server = Server {
             child,
             address: format!("http://{listen}"),
+            _files: None,
         };
         server.wait_until_healthy(&listen, limit)?;
         Ok(server)
