@@ -298,6 +298,9 @@ async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow:
         public_url,
         delivery,
     } = args;
+    // Listen for SIGTERM before anything can answer, so a stop sent as soon as
+    // the port is open is a clean shutdown.
+    let shutdown = http::shutdown_signal();
     let (policy, source) = config::load_policy(policy.as_deref())?;
     let signer = signing::for_serve(&db.database_url, db.signing_key_file.as_deref())?;
     let (slack, socket_mode) = connect_slack(&slack).await?;
@@ -327,7 +330,7 @@ async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow:
     if let Some(mode) = socket_mode {
         state = state.with_socket_mode(mode);
     }
-    http::serve(listener, state, delivery, http::shutdown_signal()).await?;
+    http::serve(listener, state, delivery, shutdown).await?;
     Ok(())
 }
 
