@@ -239,7 +239,7 @@ pub async fn serve(
 /// poll, so a supervisor's SIGTERM that arrives while the server is still starting
 /// (or just after it answers its first request) still means a clean shutdown, not
 /// the default action that kills the process.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     let (interrupt, terminate) = {
         use tokio::signal::unix::{SignalKind, signal};
@@ -277,5 +277,26 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
             std::future::pending::<()>().await;
         }
         tracing::info!("shutting down");
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::time::Duration;
+
+    /// The handlers are in place when `shutdown_signal` returns, before its future
+    /// is first polled: a SIGTERM sent in between resolves it instead of killing
+    /// this process (which would fail the whole test binary).
+    #[tokio::test]
+    async fn a_sigterm_sent_before_the_first_poll_is_a_shutdown_not_a_kill() {
+        let shutdown = super::shutdown_signal();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(10), shutdown)
+            .await
+            .expect("the SIGTERM sent before the first poll resolves the shutdown");
     }
 }
