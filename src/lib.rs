@@ -21,7 +21,8 @@
 //!   parameters exactly), [`canonical`] (one text per JSON value), [`ids`] (Slack's
 //!   ids as types), [`logging`] (one line per event, whatever a caller sent),
 //!   [`tokens`], [`clock`], [`manifest`], [`egress`] (where a callback may not go),
-//!   [`tls`] (the TLS settings of the clients signoff configures),
+//!   [`tls`] (the TLS settings of the clients signoff configures), [`shutdown`] (ctrl-c
+//!   and SIGTERM),
 //!   [`signing`] (the Ed25519 key that signs
 //!   callbacks and audit checkpoints).
 
@@ -50,6 +51,7 @@ pub mod mcp;
 pub mod outbox;
 pub mod policy;
 pub mod scheduler;
+pub mod shutdown;
 pub mod signing;
 pub mod slack;
 pub mod store;

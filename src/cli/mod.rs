@@ -300,7 +300,7 @@ async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow:
     } = args;
     // Listen for SIGTERM before anything can answer, so a stop sent as soon as
     // the port is open is a clean shutdown.
-    let shutdown = http::shutdown_signal();
+    let shutdown = crate::shutdown::signal();
     let (policy, source) = config::load_policy(policy.as_deref())?;
     let signer = signing::for_serve(&db.database_url, db.signing_key_file.as_deref())?;
     let (slack, socket_mode) = connect_slack(&slack).await?;

@@ -23,6 +23,10 @@ pub struct ProxyArgs {
     /// elicitation, roots) of a running call before the call is cancelled.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, hide = true)]
     input_within: std::time::Duration,
+    /// How long the upstream command has to exit when the proxy ends, once its stdin is
+    /// closed and again after SIGTERM, before it is killed; shortened by tests.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, hide = true)]
+    stop_grace: std::time::Duration,
     /// A streamable HTTP MCP server to wrap instead of a command, e.g. https://host/mcp.
     #[arg(long, value_name = "URL", conflicts_with = "command")]
     upstream: Option<String>,
@@ -38,7 +42,7 @@ pub struct ProxyArgs {
     command: Vec<String>,
 }
 
-/// Runs the proxy until the client leaves (0) or the upstream dies (1).
+/// Runs the proxy until the client leaves or a stop signal (0), or the upstream dies (1).
 pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     crate::mcp::proxy::run(crate::mcp::proxy::Options {
         url: args.url,
@@ -50,6 +54,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         command: args.command,
         upstream: args.upstream,
         upstream_headers: args.upstream_headers,
+        stop_grace: args.stop_grace,
     })
     .await
 }

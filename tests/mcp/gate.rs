@@ -262,10 +262,7 @@ async fn a_client_that_goes_away_mid_call_leaves_no_pending_approval() {
     tokio::spawn(async move { peer.call_tool(call("delete_things", json!({}))).await });
     let id = h.posted(1).await;
     let _ = proxy.client.cancel().await;
-    let exit = tokio::time::timeout(Duration::from_secs(10), proxy.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = exit_of(&mut proxy.child).await;
     assert!(
         exit.success(),
         "the proxy exits 0 when its client leaves: {exit}"
@@ -336,23 +333,12 @@ async fn when_the_upstream_crashes_held_calls_get_an_error_and_the_proxy_exits_n
             ["The MCP server behind signoff proxy has exited. The call was not run."]
         );
     }
-    let exit = tokio::time::timeout(Duration::from_secs(15), proxy.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = exit_of(&mut proxy.child).await;
     assert_eq!(exit.code(), Some(1));
-    let mut stderr = String::new();
-    use tokio::io::AsyncReadExt;
-    proxy
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let stderr = stderr_of(&mut proxy.child).await;
     assert!(
-        stderr.contains("the MCP server exited") && stderr.contains("fixture: crashing on purpose"),
+        stderr.contains("the MCP server exited with status 3; its last stderr lines:")
+            && stderr.contains("  fixture: crashing on purpose"),
         "{stderr}"
     );
     assert_eq!(h.status(&id).await, "cancelled");

@@ -401,6 +401,28 @@ pub async fn eventually(mut check: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// How the proxy process exited (it must, within 15 s).
+pub async fn exit_of(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the proxy exits")
+        .unwrap()
+}
+
+/// Everything the exited proxy wrote to its stderr.
+pub async fn stderr_of(child: &mut tokio::process::Child) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    stderr
+}
+
 /// The proxy with raw JSON-RPC lines on its stdio.
 pub struct Raw {
     pub child: tokio::process::Child,

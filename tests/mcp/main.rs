@@ -7,6 +7,7 @@ mod common;
 mod fuzz;
 mod gate;
 mod helpers;
+mod lifecycle;
 mod memory;
 mod python;
 mod rounds;

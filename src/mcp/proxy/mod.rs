@@ -1,10 +1,12 @@
 //! `signoff proxy -- CMD ARGS…`: an MCP server on the proxy's own stdio that starts
 //! `CMD` as a child MCP server and passes everything through, except that every
 //! `tools/call` first needs an approval from `signoff serve` and a successful execute
-//! (DESIGN.md, "MCP"). Exits 0 when the client leaves, 1 when the upstream dies.
+//! (DESIGN.md, "MCP"). Exits 0 when the client leaves (or on ctrl-c or SIGTERM), having
+//! stopped a child upstream, and 1 when the upstream dies.
 
 mod api;
 mod calls;
+mod child;
 mod flight;
 mod gate;
 mod listen;
@@ -31,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::api::Api;
 use self::calls::Calls;
+use self::child::Child;
 use self::gate::Gate;
 use self::relay::Relay;
 use self::server::Proxy;
@@ -57,9 +60,12 @@ pub struct Options {
     pub upstream: Option<String>,
     /// `Name: value` headers for the HTTP upstream (its credentials).
     pub upstream_headers: Vec<String>,
+    /// How long a child upstream has to exit when the proxy ends, once its stdin is
+    /// closed and again after `SIGTERM`, before it is killed.
+    pub stop_grace: Duration,
 }
 
-/// How long held calls get to answer after the upstream died.
+/// How long held calls get to answer after the upstream died or the client left.
 const SETTLE: Duration = Duration::from_secs(5);
 
 /// The server name: `--name`, else the upstream's host, else the command's file name.
@@ -83,9 +89,6 @@ fn server_name(options: &Options) -> anyhow::Result<String> {
     Ok(name)
 }
 
-/// The child's stderr: its last lines, and the task that copies it to ours.
-type ChildStderr = (upstream::StderrTail, tokio::task::JoinHandle<()>);
-
 /// Connects to the upstream: the HTTP server at `--upstream`, else a child started
 /// from the command. The session protocol's `initialize` first, which nearly every
 /// server speaks; an upstream that refuses it as too old is connected again (a new
@@ -93,36 +96,37 @@ type ChildStderr = (upstream::StderrTail, tokio::task::JoinHandle<()>);
 async fn connect(
     options: &Options,
     relay: Relay,
-) -> anyhow::Result<(RunningService<RoleClient, Upstream>, Option<ChildStderr>)> {
+) -> anyhow::Result<(RunningService<RoleClient, Upstream>, Option<Child>)> {
     let handler = Upstream { relay };
     let connected = connect_with(options, handler.clone(), ClientLifecycleMode::Initialize).await?;
     match connected {
         Ok(connected) => Ok(connected),
         Err((error, child)) if refuses_initialize(&error) => {
-            if let Some((_, copier)) = child {
-                copier.abort();
+            // Its stdin is closed with the failed handshake's transport.
+            if let Some(mut child) = child {
+                tokio::spawn(async move { child.stop().await });
             }
             let modern = ClientLifecycleMode::Discover {
                 preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             };
             match connect_with(options, handler, modern).await? {
                 Ok(connected) => Ok(connected),
-                Err((error, child)) => Err(not_connected(options, &error, child)),
+                Err((error, child)) => Err(not_connected(options, &error, child).await),
             }
         }
-        Err((error, child)) => Err(not_connected(options, &error, child)),
+        Err((error, child)) => Err(not_connected(options, &error, child).await),
     }
 }
 
 /// A connection that failed at the handshake, with the child's stderr if any.
-type Refused = (ClientInitializeError, Option<ChildStderr>);
+type Refused = (ClientInitializeError, Option<Child>);
 
 /// One try to connect with `lifecycle`.
 async fn connect_with(
     options: &Options,
     handler: Upstream,
     lifecycle: ClientLifecycleMode,
-) -> anyhow::Result<Result<(RunningService<RoleClient, Upstream>, Option<ChildStderr>), Refused>> {
+) -> anyhow::Result<Result<(RunningService<RoleClient, Upstream>, Option<Child>), Refused>> {
     if let Some(url) = &options.upstream {
         let transport = upstream::connect_http(url, &options.upstream_headers)?;
         return Ok(
@@ -132,11 +136,11 @@ async fn connect_with(
             },
         );
     }
-    let (transport, tail, copier) = upstream::spawn(&options.command)?;
+    let (transport, child) = Child::spawn(&options.command, options.stop_grace)?;
     Ok(
         match handler.serve_with_lifecycle(transport, lifecycle).await {
-            Ok(running) => Ok((running, Some((tail, copier)))),
-            Err(error) => Err((error, Some((tail, copier)))),
+            Ok(running) => Ok((running, Some(child))),
+            Err(error) => Err((error, Some(child))),
         },
     )
 }
@@ -152,38 +156,43 @@ fn refuses_initialize(error: &ClientInitializeError) -> bool {
     }
 }
 
-/// Why the upstream could not be used, with a child's last stderr lines.
-fn not_connected(
+/// Why the upstream could not be used, with how a child ended and its last stderr
+/// lines.
+async fn not_connected(
     options: &Options,
     error: &ClientInitializeError,
-    child: Option<ChildStderr>,
+    child: Option<Child>,
 ) -> anyhow::Error {
     match (&options.upstream, child) {
         (Some(url), _) => anyhow::anyhow!("cannot connect to the MCP server at {url}: {error}"),
-        (None, Some((tail, _))) => anyhow::anyhow!(
-            "the MCP server did not start: {error}\n{}",
-            tail.lines().join("\n")
-        ),
+        (None, Some(mut child)) => {
+            let state = child.ended().await;
+            let obituary = child.obituary(state).await;
+            anyhow::anyhow!("the MCP server did not start: {error}. It {obituary}")
+        }
         (None, None) => anyhow::anyhow!("the MCP server did not start: {error}"),
     }
 }
 
-/// Says on stderr that the upstream is gone, with a child's last words.
-async fn report_exit(child: Option<ChildStderr>) {
+/// Says on stderr that the upstream is gone: how a child ended (stopped, if it
+/// closed its stdout and still runs) and its last stderr lines.
+async fn report_exit(child: Option<Child>) {
     match child {
-        Some((tail, copier)) => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), copier).await;
-            eprintln!("signoff proxy: the MCP server exited; its last stderr lines:");
-            for line in tail.lines() {
-                eprintln!("  {line}");
-            }
+        Some(mut child) => {
+            let state = child.ended().await;
+            eprintln!(
+                "signoff proxy: the MCP server {}",
+                child.obituary(state).await
+            );
         }
         None => eprintln!("signoff proxy: the MCP server closed the connection"),
     }
 }
 
-/// Runs the proxy until the client leaves (exit 0) or the upstream exits (exit 1).
+/// Runs the proxy until the client leaves or ctrl-c or SIGTERM stops it (exit 0,
+/// once a child upstream is stopped), or the upstream exits (exit 1).
 pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
+    let stop_signal = crate::shutdown::signal();
     let server = server_name(&options)?;
     let api = Api::new(&options.url, options.token.clone())?;
     let relay = Relay::new(rounds::Rounds::new(options.input_within));
@@ -206,7 +215,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         tokio::spawn(listeners.hear_list_changes(upstream_peer.clone()));
     }
     let calls = Arc::new(Calls::new(gate, upstream_peer, relay));
-    let upstream_done = tokio::spawn(upstream.waiting());
+    let mut upstream_done = tokio::spawn(upstream.waiting());
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
     let stdin = stdio::Watched::new(stdin, client_gone.clone());
     let proxy = Proxy {
@@ -218,16 +227,25 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
             Err(error) => tracing::info!(%error, "the MCP client left before the handshake"),
         }
     });
-    tokio::select! {
-        _ = serving => {
-            stop_upstream.cancel();
-            Ok(ExitCode::SUCCESS)
+    let stopped = tokio::select! {
+        _ = serving => true,
+        () = stop_signal => true,
+        _ = &mut upstream_done => false,
+    };
+    if stopped {
+        // Held calls cancel their approvals and calls under way finish; then the
+        // upstream's session ends, which closes a child's stdin, and the child is stopped.
+        client_gone.cancel();
+        let _ = tokio::time::timeout(SETTLE, calls.settled()).await;
+        stop_upstream.cancel();
+        let _ = tokio::time::timeout(SETTLE, upstream_done).await;
+        if let Some(mut child) = child {
+            child.stop().await;
         }
-        _ = upstream_done => {
-            upstream_gone.cancel();
-            let _ = tokio::time::timeout(SETTLE, calls.settled()).await;
-            report_exit(child).await;
-            Ok(ExitCode::FAILURE)
-        }
+        return Ok(ExitCode::SUCCESS);
     }
+    upstream_gone.cancel();
+    let _ = tokio::time::timeout(SETTLE, calls.settled()).await;
+    report_exit(child).await;
+    Ok(ExitCode::FAILURE)
 }

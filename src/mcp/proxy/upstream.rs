@@ -1,15 +1,11 @@
-//! The upstream side: the child MCP server the proxy starts (or a streamable HTTP
-//! server), seen through `rmcp`'s client. Its requests to the client (sampling, elicitation, roots) and its
-//! notifications (progress, logs, list changes) are relayed to the client; its stderr
-//! goes to the proxy's stderr, and its last lines are kept to explain an exit.
+//! The upstream side: the child MCP server the proxy starts (`child`) or a streamable
+//! HTTP server, seen through `rmcp`'s client. Its requests to the client (sampling,
+//! elicitation, roots) and its notifications (progress, logs, list changes) are
+//! relayed to the client.
 
 // Sampling, roots and logging are deprecated by SEP-2577, yet servers still use them:
 // the proxy relays them.
 #![allow(deprecated)]
-
-use std::collections::VecDeque;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 
 use rmcp::ClientHandler;
 use rmcp::ErrorData as McpError;
@@ -22,64 +18,10 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleClient};
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::TokioChildProcess;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::relay::Relay;
-
-/// How many of the child's last stderr lines are kept.
-const TAIL: usize = 20;
-
-/// The child's last stderr lines.
-#[derive(Clone, Default)]
-pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
-
-impl StderrTail {
-    fn push(&self, line: String) {
-        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if lines.len() == TAIL {
-            lines.pop_front();
-        }
-        lines.push_back(line);
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-}
-
-/// Starts `command` as a child MCP server; its stderr is copied to ours line by line.
-pub fn spawn(
-    command: &[String],
-) -> anyhow::Result<(TokioChildProcess, StderrTail, tokio::task::JoinHandle<()>)> {
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| anyhow::anyhow!("no command: signoff proxy [OPTIONS] -- CMD [ARGS...]"))?;
-    let mut child = tokio::process::Command::new(program);
-    child.args(args);
-    let (transport, stderr) = TokioChildProcess::builder(child)
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|error| anyhow::anyhow!("cannot start {program}: {error}"))?;
-    let tail = StderrTail::default();
-    let kept = tail.clone();
-    let copier = tokio::spawn(async move {
-        let Some(stderr) = stderr else { return };
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("{line}");
-            kept.push(line);
-        }
-    });
-    Ok((transport, tail, copier))
-}
 
 /// A streamable HTTP upstream at `url`, with `headers` (`Name: value`, its
 /// credentials) on every request.

@@ -1,0 +1,226 @@
+//! The upstream as a child process. Its stdin and stdout are the MCP transport; its
+//! stderr is copied to ours line by line, the last lines kept to explain an exit. When
+//! the proxy ends it stops the child the way the MCP stdio transport asks: the child's
+//! stdin closed, then `SIGTERM` if it has not exited within a grace period, then
+//! `SIGKILL` after another. Whatever way the proxy ends, even before that sequence is
+//! done, the child does not outlive it: a child still running when its keeper is
+//! dropped is killed.
+
+use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::RoleClient;
+use rmcp::transport::async_rw::AsyncRwTransport;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{ChildStdin, ChildStdout};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How many of the child's last stderr lines are kept.
+const TAIL: usize = 20;
+/// How long a child whose session is over (it closed its stdout, or refused the
+/// handshake) has to exit before it is stopped.
+const EXIT_WITHIN: Duration = Duration::from_secs(1);
+
+/// The transport to a child MCP server: its stdout and stdin.
+pub type Transport = AsyncRwTransport<RoleClient, ChildStdout, ChildStdin>;
+
+/// Whether the child still runs, and how it ended.
+#[derive(Debug, Clone, Copy)]
+pub enum State {
+    Running,
+    Exited(ExitStatus),
+    /// Waiting for it failed; it is gone (killed, if it was not already).
+    Lost,
+}
+
+impl State {
+    /// How it ended, to follow "the MCP server"; `stopped` when the proxy stopped it.
+    fn describe(self, stopped: bool) -> String {
+        let status = match self {
+            State::Running => return "is still running".to_owned(),
+            State::Lost => return "is gone (its exit status could not be read)".to_owned(),
+            State::Exited(status) => status,
+        };
+        let end = match (status.code(), status.signal()) {
+            (Some(code), _) => format!("exit status {code}"),
+            (None, Some(signal)) => match signal_name(signal) {
+                Some(name) => format!("signal {signal}, {name}"),
+                None => format!("signal {signal}"),
+            },
+            (None, None) => status.to_string(),
+        };
+        match (stopped, status.code()) {
+            (true, _) => format!("did not exit and was stopped by the proxy ({end})"),
+            (false, Some(code)) => format!("exited with status {code}"),
+            (false, None) => format!("was killed by {end}"),
+        }
+    }
+}
+
+/// The names of the signals a process commonly ends by.
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        _ => return None,
+    })
+}
+
+/// A started child MCP server (see the module's documentation).
+pub struct Child {
+    tail: Arc<Mutex<VecDeque<String>>>,
+    copier: JoinHandle<()>,
+    state: watch::Receiver<State>,
+    stop: CancellationToken,
+}
+
+impl Child {
+    /// Starts `command` (`CMD ARGS…`); `grace` is how long it has to exit once its
+    /// stdin is closed, and again after `SIGTERM`, when the proxy stops it.
+    pub fn spawn(command: &[String], grace: Duration) -> anyhow::Result<(Transport, Child)> {
+        let (program, args) = command.split_first().ok_or_else(|| {
+            anyhow::anyhow!("no command: signoff proxy [OPTIONS] -- CMD [ARGS...]")
+        })?;
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| anyhow::anyhow!("cannot start {program}: {error}"))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            anyhow::bail!("cannot start {program}: its stdio was not piped");
+        };
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL)));
+        let copier = tokio::spawn(copy_stderr(stderr, tail.clone()));
+        let (state, watched) = watch::channel(State::Running);
+        let stop = CancellationToken::new();
+        tokio::spawn(keep(child, stop.clone(), grace, state));
+        let child = Child {
+            tail,
+            copier,
+            state: watched,
+            stop,
+        };
+        Ok((AsyncRwTransport::new(stdout, stdin), child))
+    }
+
+    /// How it ended, once the session with it is over: it has a second to exit (its
+    /// stdout may close a moment before it does), then it is stopped.
+    pub async fn ended(&mut self) -> State {
+        match self.within(EXIT_WITHIN).await {
+            State::Running => self.stop().await,
+            ended => ended,
+        }
+    }
+
+    /// How it ended, waiting up to `within` for it to exit; `Running` if it has not.
+    async fn within(&mut self, within: Duration) -> State {
+        tokio::time::timeout(within, self.exited())
+            .await
+            .unwrap_or(State::Running)
+    }
+
+    /// How it ended, once it has.
+    async fn exited(&mut self) -> State {
+        match self
+            .state
+            .wait_for(|state| !matches!(state, State::Running))
+            .await
+        {
+            Ok(state) => *state,
+            // The keeper is gone only when the runtime is.
+            Err(_) => State::Lost,
+        }
+    }
+
+    /// Stops the child (its stdin is closed by then, with the transport) and waits
+    /// until it has exited: `SIGTERM` after the grace period, `SIGKILL` after another.
+    pub async fn stop(&mut self) -> State {
+        self.stop.cancel();
+        self.exited().await
+    }
+
+    /// "exited with status 3; its last stderr lines:" and those lines (to follow "the
+    /// MCP server"), once its stderr has been read to the end (at most a second after
+    /// it exited).
+    pub async fn obituary(mut self, state: State) -> String {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.copier).await;
+        let lines: Vec<String> = self
+            .tail
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|line| format!("  {line}"))
+            .collect();
+        let how = state.describe(self.stop.is_cancelled());
+        if lines.is_empty() {
+            format!("{how}; it wrote nothing to stderr")
+        } else {
+            format!("{how}; its last stderr lines:\n{}", lines.join("\n"))
+        }
+    }
+}
+
+/// Copies the child's stderr to ours, keeping the last [`TAIL`] lines.
+async fn copy_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("{line}");
+        let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if tail.len() == TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+/// Owns the child until it exits, or stops it when `stop` is cancelled; says how it
+/// ended. Dropped early (the runtime ending), it drops the child, which kills it.
+async fn keep(
+    mut child: tokio::process::Child,
+    stop: CancellationToken,
+    grace: Duration,
+    state: watch::Sender<State>,
+) {
+    let status = tokio::select! {
+        status = child.wait() => status,
+        () = stop.cancelled() => stop_child(&mut child, grace).await,
+    };
+    let _ = state.send(status.map_or(State::Lost, State::Exited));
+}
+
+/// The rest of the MCP stdio shutdown once the child's stdin is closed: `grace` to
+/// exit, then `SIGTERM` and `grace` again, then `SIGKILL`.
+async fn stop_child(
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) -> std::io::Result<ExitStatus> {
+    if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+        return status;
+    }
+    // `id` is `None` once the child has been reaped, so the pid is still ours.
+    if let Some(pid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+            return status;
+        }
+    }
+    child.kill().await?;
+    child.wait().await
+}

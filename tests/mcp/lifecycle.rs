@@ -1,0 +1,190 @@
+//! The upstream child's life: stopped as the MCP stdio transport asks when the client
+//! leaves or the proxy is told to stop (its stdin closed, then SIGTERM, then SIGKILL),
+//! never left running behind the proxy, and, when it dies on its own or at startup,
+//! reported with its exit status and its last stderr lines.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+/// The proxy stops its child quickly in these tests.
+const GRACE: &[&str] = &["--stop-grace", "200ms"];
+
+/// The proxy in front of `sh -c SCRIPT`, where the script finds the fixture in
+/// `$FIXTURE`, with an rmcp client connected; and the shell's pid (which `exec` keeps).
+async fn proxy_in_shell(h: &Harness, script: &str) -> (Proxy, u32) {
+    let pidfile = h.dir.path().join("upstream.pid");
+    let script = format!(
+        "FIXTURE='{}'; echo $$ > '{}'; {script}",
+        fixture().display(),
+        pidfile.display()
+    );
+    let proxy = h.proxy_for(GRACE, &["sh", "-c", &script]).await;
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("the upstream wrote its pid")
+        .trim()
+        .parse()
+        .unwrap();
+    (proxy, pid)
+}
+
+/// Whether a process with this pid exists (a zombie counts: nobody reaped it).
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_gets_an_upstream_that_ignores_its_closed_stdin_stopped_by_sigterm() {
+    let h = harness().await;
+    let stopped = h.dir.path().join("stopped");
+    // The fixture exits on its closed stdin; the shell then waits on, until SIGTERM.
+    let script = format!(
+        "trap 'echo TERM > {}; kill $!; exit 0' TERM; \"$FIXTURE\"; sleep 300 & wait",
+        stopped.display()
+    );
+    let (mut proxy, pid) = proxy_in_shell(&h, &script).await;
+    assert!(alive(pid));
+    let _ = proxy.client.cancel().await;
+    let exit = exit_of(&mut proxy.child).await;
+    assert!(
+        exit.success(),
+        "the proxy exits 0 when its client leaves: {exit}"
+    );
+    assert!(!alive(pid), "the upstream does not outlive the proxy");
+    assert_eq!(
+        std::fs::read_to_string(&stopped).unwrap_or_default().trim(),
+        "TERM",
+        "the upstream was asked to stop with SIGTERM before anything harder"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_ignores_sigterm_too_is_killed_when_the_client_leaves() {
+    let h = harness().await;
+    // Ignored signals stay ignored across exec: sleep ignores SIGTERM as well.
+    let (mut proxy, pid) = proxy_in_shell(&h, "trap '' TERM; \"$FIXTURE\"; exec sleep 300").await;
+    let _ = proxy.client.cancel().await;
+    let exit = exit_of(&mut proxy.child).await;
+    assert!(exit.success(), "{exit}");
+    assert!(!alive(pid), "an upstream that ignores SIGTERM is killed");
+}
+
+#[tokio::test]
+async fn sigterm_to_the_proxy_cancels_held_calls_stops_the_upstream_and_exits_0() {
+    let h = harness().await;
+    let (mut proxy, upstream_pid) = proxy_in_shell(&h, "exec \"$FIXTURE\"").await;
+    let peer = proxy.client.peer().clone();
+    let held = tokio::spawn(async move {
+        peer.call_tool(call("delete_things", json!({"ids": [1]})))
+            .await
+    });
+    let id = h.posted(1).await;
+    signal(proxy.child.id().unwrap(), "-TERM");
+    let exit = exit_of(&mut proxy.child).await;
+    assert!(exit.success(), "a stopped proxy exits 0: {exit}");
+    assert_eq!(h.status(&id).await, "cancelled");
+    assert_eq!(h.pending().await, 0);
+    assert!(
+        !alive(upstream_pid),
+        "the upstream is stopped with the proxy"
+    );
+    // The agent never hears that the call ran; nothing ran.
+    let held = held.await.unwrap();
+    assert!(
+        held.as_ref()
+            .map_or(true, |result| result.is_error == Some(true)),
+        "{held:?}"
+    );
+    assert!(h.ran().is_empty(), "{:?}", h.ran());
+}
+
+#[tokio::test]
+async fn an_upstream_killed_by_a_signal_is_reported_so_and_held_calls_get_an_error() {
+    let h = harness().await;
+    let script = "echo 'fixture: about to serve' >&2; exec \"$FIXTURE\"";
+    let (mut proxy, upstream_pid) = proxy_in_shell(&h, script).await;
+    let peer = proxy.client.peer().clone();
+    let held = tokio::spawn(async move { peer.call_tool(call("delete_things", json!({}))).await });
+    let id = h.posted(1).await;
+    signal(upstream_pid, "-KILL");
+    let held = held.await.unwrap();
+    assert!(
+        held.as_ref()
+            .map_or(true, |result| result.is_error == Some(true)),
+        "{held:?}"
+    );
+    let exit = exit_of(&mut proxy.child).await;
+    assert_eq!(exit.code(), Some(1));
+    let stderr = stderr_of(&mut proxy.child).await;
+    assert!(
+        stderr.contains("the MCP server was killed by signal 9, SIGKILL; its last stderr lines:")
+            && stderr.contains("  fixture: about to serve"),
+        "{stderr}"
+    );
+    assert_eq!(h.status(&id).await, "cancelled");
+}
+
+#[tokio::test]
+async fn an_upstream_that_dies_at_startup_is_an_error_with_its_exit_status_and_stderr() {
+    let h = harness().await;
+    let mut died = h
+        .proxy_command(
+            GRACE,
+            &["sh", "-c", "echo 'no such database: prod' >&2; exit 7"],
+        )
+        .spawn()
+        .unwrap();
+    let exit = exit_of(&mut died).await;
+    assert!(!exit.success());
+    let stderr = stderr_of(&mut died).await;
+    assert!(
+        stderr.contains("the MCP server did not start")
+            && stderr.contains("It exited with status 7; its last stderr lines:")
+            && stderr.contains("  no such database: prod"),
+        "{stderr}"
+    );
+
+    let mut silent = h
+        .proxy_command(GRACE, &["sh", "-c", "exit 0"])
+        .spawn()
+        .unwrap();
+    let exit = exit_of(&mut silent).await;
+    assert!(!exit.success());
+    let stderr = stderr_of(&mut silent).await;
+    assert!(
+        stderr.contains("It exited with status 0; it wrote nothing to stderr"),
+        "{stderr}"
+    );
+    assert_eq!(h.pending().await, 0);
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_its_stdout_but_runs_on_is_stopped_and_reported() {
+    let h = harness().await;
+    // The fixture serves (on the shell's stdin, which a background job would not
+    // get), is killed a second later, and the shell closes its stdout and lingers,
+    // ignoring SIGTERM.
+    let script = "trap '' TERM; exec 3<&0; \"$FIXTURE\" <&3 & FIX=$!; sleep 1; kill -9 $FIX; \
+                  exec 1>&-; exec sleep 300";
+    let (mut proxy, pid) = proxy_in_shell(&h, script).await;
+    let exit = exit_of(&mut proxy.child).await;
+    assert_eq!(exit.code(), Some(1));
+    let stderr = stderr_of(&mut proxy.child).await;
+    assert!(
+        stderr.contains(
+            "the MCP server did not exit and was stopped by the proxy (signal 9, SIGKILL)"
+        ),
+        "{stderr}"
+    );
+    assert!(!alive(pid), "the lingering upstream was stopped");
+}
