@@ -25,7 +25,6 @@ use anyhow::{Context, Result, ensure};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
-use rmcp::transport::TokioChildProcess;
 use serde_json::json;
 use signoff::approval::{Decider, Decision, Event};
 use signoff::clock::Clock;
@@ -74,10 +73,16 @@ fn fixture() -> Result<std::path::PathBuf> {
         .join("examples/mcp_fixture"))
 }
 
-async fn connect(command: tokio::process::Command) -> Result<(Client, u32)> {
-    let transport = TokioChildProcess::new(command)?;
-    let pid = transport.id().context("no pid")?;
-    Ok((().serve(transport).await?, pid))
+/// An rmcp client on `command`'s stdio, and the process (killed when dropped).
+async fn connect(mut command: tokio::process::Command) -> Result<(Client, tokio::process::Child)> {
+    let mut process = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdin = process.stdin.take().context("no stdin")?;
+    let stdout = process.stdout.take().context("no stdout")?;
+    Ok((().serve((stdout, stdin)).await?, process))
 }
 
 fn call(tool: &str, arguments: serde_json::Value) -> CallToolRequestParams {
@@ -315,7 +320,7 @@ async fn thousand_held(app: &App, proxied: &Client, pid: u32) -> Result<()> {
 async fn main() -> Result<()> {
     let fixture = fixture()?;
     let app = app::spawn(common::sqlite(), Options::new(POLICY)).await;
-    let (direct, _) = connect(tokio::process::Command::new(&fixture)).await?;
+    let (direct, _fixture) = connect(tokio::process::Command::new(&fixture)).await?;
     let mut proxy = tokio::process::Command::new(env!("CARGO_BIN_EXE_signoff"));
     proxy
         .args([
@@ -330,7 +335,8 @@ async fn main() -> Result<()> {
         ])
         .arg(&fixture)
         .env("RUST_LOG", "error");
-    let (proxied, pid) = connect(proxy).await?;
+    let (proxied, proxy) = connect(proxy).await?;
+    let pid = proxy.id().context("no pid")?;
     added_latency(&app, &direct, &proxied).await?;
     decision_to_result(&app, &proxied).await?;
     thousand_held(&app, &proxied, pid).await?;

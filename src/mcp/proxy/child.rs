@@ -7,6 +7,7 @@
 //! dropped is killed.
 
 use std::collections::VecDeque;
+#[cfg(unix)]
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -46,7 +47,11 @@ impl State {
             State::Lost => return "is gone (its exit status could not be read)".to_owned(),
             State::Exited(status) => status,
         };
-        let end = match (status.code(), status.signal()) {
+        #[cfg(unix)]
+        let signal = status.signal();
+        #[cfg(not(unix))]
+        let signal = None;
+        let end = match (status.code(), signal) {
             (Some(code), _) => format!("exit status {code}"),
             (None, Some(signal)) => match signal_name(signal) {
                 Some(name) => format!("signal {signal}, {name}"),
@@ -63,6 +68,7 @@ impl State {
 }
 
 /// The names of the signals a process commonly ends by.
+#[cfg(unix)]
 fn signal_name(signal: i32) -> Option<&'static str> {
     Some(match signal {
         libc::SIGHUP => "SIGHUP",
@@ -75,6 +81,11 @@ fn signal_name(signal: i32) -> Option<&'static str> {
         libc::SIGTERM => "SIGTERM",
         _ => return None,
     })
+}
+
+#[cfg(not(unix))]
+fn signal_name(_: i32) -> Option<&'static str> {
+    None
 }
 
 /// A started child MCP server (see the module's documentation).
@@ -214,6 +225,7 @@ async fn stop_child(
         return status;
     }
     // `id` is `None` once the child has been reaped, so the pid is still ours.
+    #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) {
         // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe { libc::kill(pid, libc::SIGTERM) };
