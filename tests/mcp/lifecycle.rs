@@ -4,6 +4,9 @@
 //! reported with its exit status and its last stderr lines.
 
 use std::path::Path;
+use std::time::Duration;
+
+use rmcp::ServiceExt;
 
 use serde_json::json;
 
@@ -187,4 +190,69 @@ async fn an_upstream_that_closes_its_stdout_but_runs_on_is_stopped_and_reported(
         "{stderr}"
     );
     assert!(!alive(pid), "the lingering upstream was stopped");
+}
+
+/// Bytes that are not UTF-8, then a 300 KB line (more than a pipe holds), on stderr.
+const UNRULY_STDERR: &str =
+    r"printf 'bad \377\376 bytes\n' >&2; head -c 300000 /dev/zero | tr '\0' x >&2; echo >&2";
+
+#[tokio::test]
+async fn an_upstreams_stderr_is_drained_whatever_it_writes_even_with_our_stderr_gone() {
+    let h = harness().await;
+    let script = format!("{UNRULY_STDERR}; exec '{}'", fixture().display());
+    let mut process = h
+        .proxy_command(GRACE, &["sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    // The client closed the proxy's stderr: writing to it fails (EPIPE).
+    drop(process.stderr.take());
+    let stdin = process.stdin.take().unwrap();
+    let stdout = process.stdout.take().unwrap();
+    let client = tokio::time::timeout(Duration::from_secs(10), ().serve((stdout, stdin)))
+        .await
+        .expect("the upstream, its stderr drained, gets to serve")
+        .expect("handshake");
+    let result = client
+        .call_tool(call("echo", json!({"text": "still here"})))
+        .await
+        .unwrap();
+    assert_eq!(texts(&result), [r#"echo ran with {"text":"still here"}"#]);
+
+    // With our stderr there, all of it is passed on byte for byte, and the last lines
+    // explain the exit.
+    let script = format!("{UNRULY_STDERR}; echo 'giving up' >&2; exit 4");
+    let mut died = h
+        .proxy_command(GRACE, &["sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let mut stderr = Vec::new();
+    use tokio::io::AsyncReadExt;
+    died.stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .await
+        .unwrap();
+    assert!(!exit_of(&mut died).await.success());
+    let bad = b"bad \xff\xfe bytes\n";
+    assert!(
+        stderr.windows(bad.len()).any(|window| window == bad),
+        "the bytes passed on as they came"
+    );
+    let long = "x".repeat(300_000);
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert_eq!(
+        stderr.matches(&long).count(),
+        1,
+        "the long line passed on whole, once"
+    );
+    let kept = format!("\n  {}…\n", "x".repeat(500));
+    assert!(
+        stderr.contains("It exited with status 4; its last stderr lines:")
+            && stderr.contains("\n  bad \u{fffd}\u{fffd} bytes\n")
+            && stderr.contains(&kept)
+            && stderr.contains("\n  giving up"),
+        "{}",
+        stderr.replace(&long, "<300,000 x>")
+    );
 }

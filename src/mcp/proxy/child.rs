@@ -7,6 +7,7 @@
 //! dropped is killed.
 
 use std::collections::VecDeque;
+use std::io::Write;
 #[cfg(unix)]
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use rmcp::RoleClient;
 use rmcp::transport::async_rw::AsyncRwTransport;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How many of the child's last stderr lines are kept.
 const TAIL: usize = 20;
+/// The longest stderr line passed on whole; longer ones go in pieces.
+const LINE_MAX: usize = 16 * 1024;
+/// The most characters of a stderr line kept to explain an exit.
+const KEPT_MAX: usize = 500;
 /// How long a child whose session is over (it closed its stdout, or refused the
 /// handshake) has to exit before it is stopped.
 const EXIT_WITHIN: Duration = Duration::from_secs(1);
@@ -187,16 +192,60 @@ impl Child {
     }
 }
 
-/// Copies the child's stderr to ours, keeping the last [`TAIL`] lines.
-async fn copy_stderr(stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        eprintln!("{line}");
-        let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if tail.len() == TAIL {
-            tail.pop_front();
+/// Copies the child's stderr to ours line by line, byte for byte, keeping the last
+/// [`TAIL`] lines (each cut at [`KEPT_MAX`] characters). It drains the child's stderr to
+/// its end whatever comes: bytes that are not UTF-8, a line longer than [`LINE_MAX`]
+/// (passed on in pieces, kept once), or our own stderr gone (a client that closed
+/// it); a child whose stderr pipe fills would block.
+async fn copy_stderr(mut stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut chunk = vec![0; 8192];
+    let mut line = Line::default();
+    loop {
+        let read = match stderr.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        for &byte in &chunk[..read] {
+            line.bytes.push(byte);
+            if byte == b'\n' || line.bytes.len() >= LINE_MAX {
+                line.pass_on(&tail);
+            }
         }
-        tail.push_back(line);
+    }
+    if !line.bytes.is_empty() {
+        line.bytes.push(b'\n');
+        line.pass_on(&tail);
+    }
+}
+
+/// The stderr line being read, and whether it is the rest of a long one.
+#[derive(Default)]
+struct Line {
+    bytes: Vec<u8>,
+    continued: bool,
+}
+
+impl Line {
+    /// Writes the bytes read to our stderr (failures ignored: see `copy_stderr`),
+    /// keeps the line in `tail` if it starts here, and empties it.
+    fn pass_on(&mut self, tail: &Mutex<VecDeque<String>>) {
+        let _ = std::io::stderr().write_all(&self.bytes);
+        let ends = self.bytes.last() == Some(&b'\n');
+        if !self.continued {
+            let text = String::from_utf8_lossy(&self.bytes);
+            let text = text.trim_end_matches(['\n', '\r']);
+            let kept = match text.char_indices().nth(KEPT_MAX) {
+                Some((cut, _)) => format!("{}…", &text[..cut]),
+                None => text.to_owned(),
+            };
+            let mut tail = tail.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if tail.len() == TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(kept);
+        }
+        self.continued = !ends;
+        self.bytes.clear();
     }
 }
 
