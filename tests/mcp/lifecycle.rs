@@ -137,33 +137,38 @@ async fn an_upstream_killed_by_a_signal_is_reported_so_and_held_calls_get_an_err
     assert_eq!(h.status(&id).await, "cancelled");
 }
 
+/// What the proxy in front of `sh -c SCRIPT`, which exits before any handshake, says
+/// on stderr as it fails.
+async fn startup_failure(h: &Harness, script: &str) -> Vec<u8> {
+    let mut died = h
+        .proxy_command(GRACE, &["sh", "-c", script])
+        .spawn()
+        .unwrap();
+    let mut stderr = Vec::new();
+    use tokio::io::AsyncReadExt;
+    died.stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .await
+        .unwrap();
+    assert!(!exit_of(&mut died).await.success());
+    stderr
+}
+
 #[tokio::test]
 async fn an_upstream_that_dies_at_startup_is_an_error_with_its_exit_status_and_stderr() {
     let h = harness().await;
-    let mut died = h
-        .proxy_command(
-            GRACE,
-            &["sh", "-c", "echo 'no such database: prod' >&2; exit 7"],
-        )
-        .spawn()
-        .unwrap();
-    let exit = exit_of(&mut died).await;
-    assert!(!exit.success());
-    let stderr = stderr_of(&mut died).await;
+    let stderr = startup_failure(&h, "echo 'no such database: prod' >&2; exit 7").await;
+    let stderr = String::from_utf8_lossy(&stderr);
     assert!(
         stderr.contains("the MCP server did not start")
             && stderr.contains("It exited with status 7; its last stderr lines:")
             && stderr.contains("  no such database: prod"),
         "{stderr}"
     );
-
-    let mut silent = h
-        .proxy_command(GRACE, &["sh", "-c", "exit 0"])
-        .spawn()
-        .unwrap();
-    let exit = exit_of(&mut silent).await;
-    assert!(!exit.success());
-    let stderr = stderr_of(&mut silent).await;
+    let stderr = startup_failure(&h, "exit 0").await;
+    let stderr = String::from_utf8_lossy(&stderr);
     assert!(
         stderr.contains("It exited with status 0; it wrote nothing to stderr"),
         "{stderr}"
@@ -221,19 +226,7 @@ async fn an_upstreams_stderr_is_drained_whatever_it_writes_even_with_our_stderr_
     // With our stderr there, all of it is passed on byte for byte, and the last lines
     // explain the exit.
     let script = format!("{UNRULY_STDERR}; echo 'giving up' >&2; exit 4");
-    let mut died = h
-        .proxy_command(GRACE, &["sh", "-c", &script])
-        .spawn()
-        .unwrap();
-    let mut stderr = Vec::new();
-    use tokio::io::AsyncReadExt;
-    died.stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut stderr)
-        .await
-        .unwrap();
-    assert!(!exit_of(&mut died).await.success());
+    let stderr = startup_failure(&h, &script).await;
     let bad = b"bad \xff\xfe bytes\n";
     assert!(
         stderr.windows(bad.len()).any(|window| window == bad),
