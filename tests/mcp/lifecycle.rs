@@ -3,7 +3,6 @@
 //! never left running behind the proxy, and, when it dies on its own or at startup,
 //! reported with its exit status and its last stderr lines.
 
-use std::path::Path;
 use std::time::Duration;
 
 use rmcp::ServiceExt;
@@ -34,8 +33,13 @@ async fn proxy_in_shell(h: &Harness, script: &str) -> (Proxy, u32) {
 }
 
 /// Whether a process with this pid exists (a zombie counts: nobody reaped it).
+/// Whether a process with this pid runs (a zombie, exited but not yet reaped by
+/// whoever adopted it, does not).
 fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+        state != Some(Some('Z'))
+    })
 }
 
 fn signal(pid: u32, signal: &str) {
@@ -247,5 +251,30 @@ async fn an_upstreams_stderr_is_drained_whatever_it_writes_even_with_our_stderr_
             && stderr.contains("\n  giving up"),
         "{}",
         stderr.replace(&long, "<300,000 x>")
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_proxy_killed_outright_still_takes_its_upstream_down() {
+    let h = harness().await;
+    let stopped = h.dir.path().join("stopped");
+    // The fixture exits on its closed stdin; the shell would then wait on, but for a
+    // SIGTERM.
+    let script = format!(
+        "trap 'echo TERM > {}; kill $! 2>/dev/null; exit 0' TERM; \"$FIXTURE\"; sleep 300 & wait",
+        stopped.display()
+    );
+    let (mut proxy, pid) = proxy_in_shell(&h, &script).await;
+    signal(proxy.child.id().unwrap(), "-KILL");
+    let exit = exit_of(&mut proxy.child).await;
+    assert_eq!(exit.code(), None, "killed: {exit}");
+    assert!(
+        eventually(|| !alive(pid)).await,
+        "the upstream does not outlive a proxy killed with SIGKILL"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&stopped).unwrap_or_default().trim(),
+        "TERM"
     );
 }

@@ -4,7 +4,8 @@
 //! stdin closed, then `SIGTERM` if it has not exited within a grace period, then
 //! `SIGKILL` after another. Whatever way the proxy ends, even before that sequence is
 //! done, the child does not outlive it: a child still running when its keeper is
-//! dropped is killed.
+//! dropped is killed, and on Linux one whose proxy was killed outright gets `SIGTERM`
+//! from the kernel.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -108,12 +109,16 @@ impl Child {
         let (program, args) = command.split_first().ok_or_else(|| {
             anyhow::anyhow!("no command: signoff proxy [OPTIONS] -- CMD [ARGS...]")
         })?;
-        let mut child = tokio::process::Command::new(program)
+        let mut command = tokio::process::Command::new(program);
+        command
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        #[cfg(target_os = "linux")]
+        stopped_with_us(&mut command);
+        let mut child = command
             .spawn()
             .map_err(|error| anyhow::anyhow!("cannot start {program}: {error}"))?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
@@ -189,6 +194,30 @@ impl Child {
         } else {
             format!("{how}; its last stderr lines:\n{}", lines.join("\n"))
         }
+    }
+}
+
+/// Linux: the child gets SIGTERM when the proxy dies without stopping it (killed with
+/// SIGKILL, say), so it does not outlive the proxy even then. The kernel sends it when
+/// the thread that started the child ends; the proxy's runtime threads (one, for
+/// `signoff proxy`) live as long as the process, and the child is started on one.
+#[cfg(target_os = "linux")]
+fn stopped_with_us(command: &mut tokio::process::Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before `exec`, and calls only
+    // prctl(2) and getppid(2), which are async-signal-safe, and builds an
+    // `io::Error` from a raw code, which does not allocate.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The proxy died before the line above: nobody would send the signal.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
     }
 }
 
