@@ -33,6 +33,19 @@ async fn proxy_in_shell(h: &Harness, script: &str) -> (Proxy, u32) {
 }
 
 /// Whether a process with this pid exists (a zombie counts: nobody reaped it).
+/// The proxy in front of an upstream that outlives its closed stdin: the fixture
+/// exits, then the shell waits on until SIGTERM, which it records in the file
+/// returned.
+async fn proxy_in_front_of_a_lingerer(h: &Harness) -> (Proxy, u32, std::path::PathBuf) {
+    let stopped = h.dir.path().join("stopped");
+    let script = format!(
+        "trap 'echo TERM > {}; kill $! 2>/dev/null; exit 0' TERM; \"$FIXTURE\"; sleep 300 & wait",
+        stopped.display()
+    );
+    let (proxy, pid) = proxy_in_shell(h, &script).await;
+    (proxy, pid, stopped)
+}
+
 /// Whether a process with this pid runs (a zombie, exited but not yet reaped by
 /// whoever adopted it, does not).
 fn alive(pid: u32) -> bool {
@@ -53,13 +66,7 @@ fn signal(pid: u32, signal: &str) {
 #[tokio::test]
 async fn a_client_that_leaves_gets_an_upstream_that_ignores_its_closed_stdin_stopped_by_sigterm() {
     let h = harness().await;
-    let stopped = h.dir.path().join("stopped");
-    // The fixture exits on its closed stdin; the shell then waits on, until SIGTERM.
-    let script = format!(
-        "trap 'echo TERM > {}; kill $!; exit 0' TERM; \"$FIXTURE\"; sleep 300 & wait",
-        stopped.display()
-    );
-    let (mut proxy, pid) = proxy_in_shell(&h, &script).await;
+    let (mut proxy, pid, stopped) = proxy_in_front_of_a_lingerer(&h).await;
     assert!(alive(pid));
     let _ = proxy.client.cancel().await;
     let exit = exit_of(&mut proxy.child).await;
@@ -258,14 +265,7 @@ async fn an_upstreams_stderr_is_drained_whatever_it_writes_even_with_our_stderr_
 #[tokio::test]
 async fn a_proxy_killed_outright_still_takes_its_upstream_down() {
     let h = harness().await;
-    let stopped = h.dir.path().join("stopped");
-    // The fixture exits on its closed stdin; the shell would then wait on, but for a
-    // SIGTERM.
-    let script = format!(
-        "trap 'echo TERM > {}; kill $! 2>/dev/null; exit 0' TERM; \"$FIXTURE\"; sleep 300 & wait",
-        stopped.display()
-    );
-    let (mut proxy, pid) = proxy_in_shell(&h, &script).await;
+    let (mut proxy, pid, stopped) = proxy_in_front_of_a_lingerer(&h).await;
     signal(proxy.child.id().unwrap(), "-KILL");
     let exit = exit_of(&mut proxy.child).await;
     assert_eq!(exit.code(), None, "killed: {exit}");
