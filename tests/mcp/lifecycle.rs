@@ -191,11 +191,16 @@ async fn an_upstream_that_dies_at_startup_is_an_error_with_its_exit_status_and_s
 async fn an_upstream_that_closes_its_stdout_but_runs_on_is_stopped_and_reported() {
     let h = harness().await;
     // The fixture serves (on the shell's stdin, which a background job would not
-    // get), is killed a second later, and the shell closes its stdout and lingers,
-    // ignoring SIGTERM.
-    let script = "trap '' TERM; exec 3<&0; \"$FIXTURE\" <&3 & FIX=$!; sleep 1; kill -9 $FIX; \
-                  exec 1>&-; exec sleep 300";
-    let (mut proxy, pid) = proxy_in_shell(&h, script).await;
+    // get) until the test has its handshake and says go; then it is killed, and the
+    // shell closes its stdout and lingers, ignoring SIGTERM.
+    let go = h.dir.path().join("go");
+    let script = format!(
+        "trap '' TERM; exec 3<&0; \"$FIXTURE\" <&3 & FIX=$!; \
+         while [ ! -e '{}' ]; do sleep 0.05; done; kill -9 $FIX; exec 1>&-; exec sleep 300",
+        go.display()
+    );
+    let (mut proxy, pid) = proxy_in_shell(&h, &script).await;
+    std::fs::write(&go, "").unwrap();
     let exit = exit_of(&mut proxy.child).await;
     assert_eq!(exit.code(), Some(1));
     let stderr = stderr_of(&mut proxy.child).await;
