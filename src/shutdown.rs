@@ -55,7 +55,7 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
 mod tests {
     use std::time::Duration;
 
-    /// The handlers are in place when `shutdown_signal` returns, before its future
+    /// The handlers are in place when `signal` returns, before its future
     /// is first polled: a SIGTERM sent in between resolves it instead of killing
     /// this process (which would fail the whole test binary).
     #[tokio::test]

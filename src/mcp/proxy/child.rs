@@ -142,7 +142,7 @@ impl Child {
 
     /// How it ended, once the session with it is over: it has a second to exit (its
     /// stdout may close a moment before it does), then it is stopped.
-    pub async fn ended(&mut self) -> State {
+    async fn ended(&mut self) -> State {
         match self.within(EXIT_WITHIN).await {
             State::Running => self.stop().await,
             ended => ended,
@@ -176,10 +176,12 @@ impl Child {
         self.exited().await
     }
 
-    /// "exited with status 3; its last stderr lines:" and those lines (to follow "the
-    /// MCP server"), once its stderr has been read to the end (at most a second after
-    /// it exited).
-    pub async fn obituary(mut self, state: State) -> String {
+    /// Once the session with it is over: how it ended ([`Child::ended`]) and its last
+    /// stderr lines, read to the end (at most a second after it exited), as "exited
+    /// with status 3; its last stderr lines:" and those lines, to follow "the MCP
+    /// server".
+    pub async fn obituary(mut self) -> String {
+        let state = self.ended().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut self.copier).await;
         let lines: Vec<String> = self
             .tail

@@ -165,9 +165,8 @@ async fn not_connected(
 ) -> anyhow::Error {
     match (&options.upstream, child) {
         (Some(url), _) => anyhow::anyhow!("cannot connect to the MCP server at {url}: {error}"),
-        (None, Some(mut child)) => {
-            let state = child.ended().await;
-            let obituary = child.obituary(state).await;
+        (None, Some(child)) => {
+            let obituary = child.obituary().await;
             anyhow::anyhow!("the MCP server did not start: {error}. It {obituary}")
         }
         (None, None) => anyhow::anyhow!("the MCP server did not start: {error}"),
@@ -178,13 +177,7 @@ async fn not_connected(
 /// closed its stdout and still runs) and its last stderr lines.
 async fn report_exit(child: Option<Child>) {
     match child {
-        Some(mut child) => {
-            let state = child.ended().await;
-            eprintln!(
-                "signoff proxy: the MCP server {}",
-                child.obituary(state).await
-            );
-        }
+        Some(child) => eprintln!("signoff proxy: the MCP server {}", child.obituary().await),
         None => eprintln!("signoff proxy: the MCP server closed the connection"),
     }
 }
