@@ -32,7 +32,6 @@ async fn proxy_in_shell(h: &Harness, script: &str) -> (Proxy, u32) {
     (proxy, pid)
 }
 
-/// Whether a process with this pid exists (a zombie counts: nobody reaped it).
 /// The proxy in front of an upstream that outlives its closed stdin: the fixture
 /// exits, then the shell waits on until SIGTERM, which it records in the file
 /// returned.
@@ -281,5 +280,53 @@ async fn a_proxy_killed_outright_still_takes_its_upstream_down() {
     assert_eq!(
         std::fs::read_to_string(&stopped).unwrap_or_default().trim(),
         "TERM"
+    );
+}
+
+/// The proxy in front of an upstream that first starts a process of its own in the
+/// background (`STRAGGLER`, its stdio on /dev/null), then execs the fixture; and the
+/// pids of the upstream and of that process.
+async fn proxy_in_front_of_a_parent(h: &Harness, straggler: &str) -> (Proxy, u32, u32) {
+    let pidfile = h.dir.path().join("straggler.pid");
+    let script = format!(
+        "({straggler}) </dev/null >/dev/null 2>&1 & echo $! > '{}'; exec \"$FIXTURE\"",
+        pidfile.display()
+    );
+    let (proxy, pid) = proxy_in_shell(h, &script).await;
+    let straggler = std::fs::read_to_string(&pidfile)
+        .expect("the upstream wrote its child's pid")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(straggler));
+    (proxy, pid, straggler)
+}
+
+#[tokio::test]
+async fn what_the_upstream_started_is_stopped_with_it_even_when_it_ignores_sigterm() {
+    let h = harness().await;
+    // The fixture exits on its closed stdin; what it left behind ignores SIGTERM.
+    let (mut proxy, pid, straggler) =
+        proxy_in_front_of_a_parent(&h, "trap '' TERM; exec sleep 300").await;
+    let _ = proxy.client.cancel().await;
+    let exit = exit_of(&mut proxy.child).await;
+    assert!(exit.success(), "{exit}");
+    assert!(!alive(pid));
+    assert!(
+        eventually(|| !alive(straggler)).await,
+        "what the upstream started does not outlive the proxy"
+    );
+}
+
+#[tokio::test]
+async fn what_a_crashed_upstream_left_running_is_stopped_with_the_proxy() {
+    let h = harness().await;
+    let (mut proxy, pid, straggler) = proxy_in_front_of_a_parent(&h, "exec sleep 300").await;
+    signal(pid, "-KILL");
+    let exit = exit_of(&mut proxy.child).await;
+    assert_eq!(exit.code(), Some(1), "an upstream that dies ends the proxy");
+    assert!(
+        eventually(|| !alive(straggler)).await,
+        "what the dead upstream started does not outlive the proxy"
     );
 }

@@ -2,10 +2,14 @@
 //! stderr is copied to ours line by line, the last lines kept to explain an exit. When
 //! the proxy ends it stops the child the way the MCP stdio transport asks: the child's
 //! stdin closed, then `SIGTERM` if it has not exited within a grace period, then
-//! `SIGKILL` after another. Whatever way the proxy ends, even before that sequence is
-//! done, the child does not outlive it: a child still running when its keeper is
-//! dropped is killed, and on Linux one whose proxy was killed outright gets `SIGTERM`
-//! from the kernel.
+//! `SIGKILL` after another. On Unix the child leads a process group of its own, and
+//! the signals go to the whole group: a server started through a wrapper (a shell
+//! script, `npx`, `uvx`) is stopped with the wrapper, and whatever the child leaves
+//! running in its group when it exits is stopped the same way (`SIGTERM`, then
+//! `SIGKILL`). Whatever way the proxy ends, even before that sequence is done, the
+//! child does not outlive it: a child still running when its keeper is dropped is
+//! killed, and on Linux one whose proxy was killed outright gets `SIGTERM` from the
+//! kernel.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -116,6 +120,10 @@ impl Child {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // Its own group, so that stopping it reaches what it starts; it also keeps a
+        // terminal's Ctrl-C from reaching it past the proxy, which stops it in order.
+        #[cfg(unix)]
+        command.process_group(0);
         #[cfg(target_os = "linux")]
         stopped_with_us(&mut command);
         let mut child = command
@@ -280,23 +288,30 @@ impl Line {
     }
 }
 
-/// Owns the child until it exits, or stops it when `stop` is cancelled; says how it
-/// ended. Dropped early (the runtime ending), it drops the child, which kills it.
+/// Owns the child until it exits, or stops it when `stop` is cancelled, then stops
+/// what it left running in its group; says how it ended. Dropped early (the runtime
+/// ending), it drops the child, which kills it.
 async fn keep(
     mut child: tokio::process::Child,
     stop: CancellationToken,
     grace: Duration,
     state: watch::Sender<State>,
 ) {
+    #[cfg(unix)]
+    let group = Group::of(&child);
     let status = tokio::select! {
         status = child.wait() => status,
         () = stop.cancelled() => stop_child(&mut child, grace).await,
     };
+    #[cfg(unix)]
+    if let Some(group) = group {
+        group.stop_stragglers(grace).await;
+    }
     let _ = state.send(status.map_or(State::Lost, State::Exited));
 }
 
 /// The rest of the MCP stdio shutdown once the child's stdin is closed: `grace` to
-/// exit, then `SIGTERM` and `grace` again, then `SIGKILL`.
+/// exit, then `SIGTERM` to its group and `grace` again, then `SIGKILL`.
 async fn stop_child(
     child: &mut tokio::process::Child,
     grace: Duration,
@@ -304,15 +319,57 @@ async fn stop_child(
     if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
         return status;
     }
-    // `id` is `None` once the child has been reaped, so the pid is still ours.
+    // `id` is `None` once the child has been reaped, so its group is still its own.
     #[cfg(unix)]
-    if let Some(pid) = child.id().and_then(|pid| libc::pid_t::try_from(pid).ok()) {
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+    if let Some(group) = Group::of(child) {
+        group.signal(libc::SIGTERM);
         if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
             return status;
         }
+        group.signal(libc::SIGKILL);
     }
     child.kill().await?;
     child.wait().await
+}
+
+/// The process group the child leads (its id is the child's pid), which holds the
+/// child and whatever it starts, unless they moved to groups of their own. The id
+/// stays the group's while any process is left in it, even after the child is reaped.
+#[cfg(unix)]
+#[derive(Clone, Copy)]
+struct Group(libc::pid_t);
+
+#[cfg(unix)]
+impl Group {
+    /// The group of a child not yet reaped.
+    fn of(child: &tokio::process::Child) -> Option<Group> {
+        child
+            .id()
+            .and_then(|pid| libc::pid_t::try_from(pid).ok())
+            .map(Group)
+    }
+
+    /// Sends `signal` (0: none, only the check) to every process left in the group;
+    /// whether any was.
+    fn signal(self, signal: libc::c_int) -> bool {
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        unsafe { libc::kill(-self.0, signal) == 0 }
+    }
+
+    /// Once the child has exited: stops what is left in its group, `SIGTERM` and
+    /// `grace` to exit, then `SIGKILL`. A process left as a zombie (its new parent
+    /// does not reap it) counts as left, so this may wait out `grace` for nothing.
+    async fn stop_stragglers(self, grace: Duration) {
+        if !self.signal(libc::SIGTERM) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if !self.signal(0) {
+                return;
+            }
+        }
+        self.signal(libc::SIGKILL);
+    }
 }
