@@ -937,6 +937,97 @@ async fn the_request_key_lookup_follows_the_table_as_it_grows_on_postgres() {
     }
 }
 
+/// The writer keeps one plan per statement instead of planning each call (migration
+/// 0007's trap, above, for every statement): a plan made while the tables were small
+/// scans them whole, so the writer drops its plans every so many transactions. After
+/// the approvals and their messages grow, a post's report (whose statement joins its
+/// approval, to check the version the message shows, and its message) scans neither
+/// table. Counted with
+/// the tables' scan statistics, which a backend publishes at the end of a transaction
+/// a second or more after it last did.
+#[tokio::test]
+async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
+    use signoff::jobs::{MessageKey, MessageKind, Outcome, PostedMessage};
+    use sqlx::Connection;
+    let Some(db) = common::postgres("writer_plans").await else {
+        return;
+    };
+    let (store, clock) = open_posting(&db).await;
+    let mut made = 0;
+    let mut post_and_report = async |store: &signoff::store::Store| {
+        made += 1;
+        let approval = create(store, &clock, "deploy", json!({ "n": made })).await;
+        let post = store
+            .claim_jobs(clock.now(), 10, LEASE)
+            .await
+            .unwrap()
+            .remove(0);
+        let message = PostedMessage {
+            approval_id: approval.id,
+            channel: "C0APPROVALS".into(),
+            ts: format!("1700000000.{made}"),
+            kind: MessageKind::Main,
+            permalink: None,
+            rendered_version: approval.version,
+        };
+        // Posted, and (as an update would say) showing its version: the report's
+        // statement finds the message as well as the approval.
+        let shown = MessageKey {
+            channel: message.channel.clone(),
+            ts: message.ts.clone(),
+        };
+        let posted = Outcome::Delivered {
+            posted: vec![message],
+            rendered: vec![shown],
+            version: approval.version,
+            next: None,
+        };
+        store.report(post, posted, clock.now()).await.unwrap();
+    };
+    // Planned while each table holds a row or two.
+    for _ in 0..3 {
+        post_and_report(&store).await;
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(
+        "SET signoff.writer = 'on'; \
+         INSERT INTO pending_approvals (id, tool_name, parameters, status, expires_at, \
+           created_at, token_name, params_sha256, routing) \
+         SELECT gen_random_uuid(), 'filler', '{}', 'denied', NOW() + interval '1 day', \
+           NOW(), 'filler', md5(g::text), '{}' FROM generate_series(1, 20000) g; \
+         INSERT INTO slack_messages (approval_id, channel, ts, kind, rendered_version, created_at) \
+         SELECT id, 'C0FILLER', md5(id::text), 'main', 0, NOW() FROM pending_approvals \
+         WHERE tool_name = 'filler'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // 150 transactions: more than the 64 the writer keeps its plans for.
+    for _ in 0..50 {
+        post_and_report(&store).await;
+    }
+    let scans = async |store: &signoff::store::Store, conn: &mut sqlx::PgConnection| {
+        // A second on, the writer's next transaction publishes its counts.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        create(store, &clock, "publish", json!({ "at": clock.now() })).await;
+        clock.advance(Duration::from_secs(1));
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT relname::text, seq_scan FROM pg_stat_user_tables \
+             WHERE relname IN ('pending_approvals', 'slack_messages') ORDER BY relname",
+        )
+        .fetch_all(conn)
+        .await
+        .unwrap()
+    };
+    let before = scans(&store, &mut conn).await;
+    for _ in 0..5 {
+        post_and_report(&store).await;
+    }
+    let after = scans(&store, &mut conn).await;
+    assert_eq!(before.len(), 2);
+    assert_eq!(after, before, "no whole-table scan of either table");
+}
+
 async fn a_claimed_job_is_leased_and_a_crashed_holder_loses_it(db: TestDb) {
     use signoff::jobs::{Deliveries, Outcome};
     let (store, clock) = open_posting(&db).await;

@@ -120,7 +120,7 @@ pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
     let writer = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_lazy_with(options.clone());
+        .connect_lazy_with(options.clone().options([tx::KEPT_PLANS]));
     Ok((
         PgReads {
             coalesced: coalesced::Coalesced::spawn(&options),
@@ -134,6 +134,7 @@ pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
             deferred: deferred::Deferred::new(CHANGES_CHANNEL),
             head: None,
             begun: false,
+            unplanned_in: tx::REPLAN_EVERY,
         },
     ))
 }

@@ -10,6 +10,24 @@ pub(super) const LOAD_SHOWN: &str = select_approvals!(@
     concat!(", ctid::text AS loc, ", shown_at_jsonb_2!(), " AS shown_at"),
     "WHERE id = ANY($1) ORDER BY id FOR UPDATE");
 
+/// The writer's statements keep one plan each, made afresh every [`REPLAN_EVERY`]
+/// transactions. Left to itself, PostgreSQL plans each call of a prepared statement
+/// anew while that looks cheaper than a plan kept, and otherwise keeps one plan for the
+/// life of the connection, made for the tables as they were then. Both were measured
+/// here (docs/performance.md, "The writer's kept plans"): a click batch's update with
+/// its message reports cost as much to plan as to run, and a post's report kept a plan
+/// made while the tables were nearly empty, which read the approvals and the jobs
+/// whole on every call as they grew.
+pub(super) const KEPT_PLANS: (&str, &str) = ("plan_cache_mode", "force_generic_plan");
+
+/// A kept plan is made for the tables as they are when it is made: one made while a
+/// table was small may scan the whole table, and would keep scanning it as it grows.
+/// So the writer drops its plans every this many transactions (`DISCARD PLANS`, sent
+/// with a `BEGIN`), and each statement is planned again, once, for the tables as they
+/// are then: a plan is at most this many batches (at most 128 writes each) older than
+/// the tables it reads.
+pub(super) const REPLAN_EVERY: u32 = 64;
+
 /// The writer's connection, from a one-connection pool (reconnects after a failure).
 pub(crate) struct PgTx {
     pub(super) pool: PgPool,
@@ -33,6 +51,9 @@ pub(crate) struct PgTx {
     /// update, whose batch appends to the chain, instead of in a round trip of its own
     /// before the events ([`moved_with_head`]); cleared at `begin`.
     pub(super) head: Option<(i64, String)>,
+    /// Transactions to go before the statements' kept plans are dropped
+    /// ([`REPLAN_EVERY`]).
+    pub(super) unplanned_in: u32,
 }
 
 impl PgTx {
@@ -67,6 +88,17 @@ impl PgTx {
         Ok(placed)
     }
 
+    /// Whether the transaction about to begin drops the kept plans first: one in
+    /// every [`REPLAN_EVERY`].
+    fn replan_due(&mut self) -> bool {
+        self.unplanned_in = self.unplanned_in.saturating_sub(1);
+        if self.unplanned_in > 0 {
+            return false;
+        }
+        self.unplanned_in = REPLAN_EVERY;
+        true
+    }
+
     /// Approvals read with `select_approvals!(located …)`, their places remembered.
     fn located(&mut self, rows: &[PgRow]) -> sqlx::Result<Vec<Approval>> {
         let mut approvals = Vec::with_capacity(rows.len());
@@ -91,7 +123,12 @@ impl Tx for PgTx {
         if std::mem::take(&mut self.begun) {
             return Ok(());
         }
-        sqlx::raw_sql("BEGIN").execute(self.conn().await?).await?;
+        let sql = if self.replan_due() {
+            "DISCARD PLANS; BEGIN"
+        } else {
+            "BEGIN"
+        };
+        sqlx::raw_sql(sql).execute(self.conn().await?).await?;
         Ok(())
     }
 
@@ -99,10 +136,10 @@ impl Tx for PgTx {
         self.settle_watermark().await?;
         // One simple query, two statements: the next batch's BEGIN costs no round
         // trip of its own. If the COMMIT fails, Postgres runs nothing after it.
-        let sql = if then_begin {
-            "COMMIT; BEGIN"
-        } else {
-            "COMMIT"
+        let sql = match (then_begin, then_begin && self.replan_due()) {
+            (false, _) => "COMMIT",
+            (true, false) => "COMMIT; BEGIN",
+            (true, true) => "COMMIT; DISCARD PLANS; BEGIN",
         };
         sqlx::raw_sql(sql).execute(self.conn().await?).await?;
         self.begun = then_begin;
