@@ -299,37 +299,51 @@ async fn keep(
 ) {
     #[cfg(unix)]
     let group = Group::of(&child);
-    let status = tokio::select! {
-        status = child.wait() => status,
+    let (status, sent) = tokio::select! {
+        status = child.wait() => (status, Sent::Nothing),
         () = stop.cancelled() => stop_child(&mut child, grace).await,
     };
     #[cfg(unix)]
     if let Some(group) = group {
-        group.stop_stragglers(grace).await;
+        group.stop_stragglers(grace, sent).await;
     }
+    // No process group elsewhere: the child alone was stopped.
+    #[cfg(not(unix))]
+    let _ = sent;
     let _ = state.send(status.map_or(State::Lost, State::Exited));
 }
 
+/// The last signal the stop sequence sent to the child's group.
+enum Sent {
+    Nothing,
+    Term,
+    Kill,
+}
+
 /// The rest of the MCP stdio shutdown once the child's stdin is closed: `grace` to
-/// exit, then `SIGTERM` to its group and `grace` again, then `SIGKILL`.
+/// exit, then `SIGTERM` to its group and `grace` again, then `SIGKILL`; and how far it
+/// went.
 async fn stop_child(
     child: &mut tokio::process::Child,
     grace: Duration,
-) -> std::io::Result<ExitStatus> {
+) -> (std::io::Result<ExitStatus>, Sent) {
     if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
-        return status;
+        return (status, Sent::Nothing);
     }
     // `id` is `None` once the child has been reaped, so its group is still its own.
     #[cfg(unix)]
     if let Some(group) = Group::of(child) {
         group.signal(libc::SIGTERM);
         if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
-            return status;
+            return (status, Sent::Term);
         }
         group.signal(libc::SIGKILL);
     }
-    child.kill().await?;
-    child.wait().await
+    let status = match child.kill().await {
+        Ok(()) => child.wait().await,
+        Err(error) => Err(error),
+    };
+    (status, Sent::Kill)
 }
 
 /// The process group the child leads (its id is the child's pid), which holds the
@@ -356,12 +370,20 @@ impl Group {
         unsafe { libc::kill(-self.0, signal) == 0 }
     }
 
-    /// Once the child has exited: stops what is left in its group, `SIGTERM` and
-    /// `grace` to exit, then `SIGKILL`. A process left as a zombie (its new parent
-    /// does not reap it) counts as left, so this may wait out `grace` for nothing.
-    async fn stop_stragglers(self, grace: Duration) {
-        if !self.signal(libc::SIGTERM) {
-            return;
+    /// Once the child has exited: stops what is left in its group, going on from
+    /// the last signal the stop sequence `sent` it: `SIGTERM` (unless sent already)
+    /// and `grace` to exit, then `SIGKILL` (after which nothing is left to stop). A
+    /// process left as a zombie (its new parent does not reap it) counts as left, so
+    /// this may wait out `grace` for nothing.
+    async fn stop_stragglers(self, grace: Duration, sent: Sent) {
+        match sent {
+            Sent::Kill => return,
+            Sent::Term => {}
+            Sent::Nothing => {
+                if !self.signal(libc::SIGTERM) {
+                    return;
+                }
+            }
         }
         let deadline = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < deadline {
