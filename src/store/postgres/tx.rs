@@ -136,10 +136,12 @@ impl Tx for PgTx {
         self.settle_watermark().await?;
         // One simple query, two statements: the next batch's BEGIN costs no round
         // trip of its own. If the COMMIT fails, Postgres runs nothing after it.
-        let sql = match (then_begin, then_begin && self.replan_due()) {
-            (false, _) => "COMMIT",
-            (true, false) => "COMMIT; BEGIN",
-            (true, true) => "COMMIT; DISCARD PLANS; BEGIN",
+        let sql = if !then_begin {
+            "COMMIT"
+        } else if self.replan_due() {
+            "COMMIT; DISCARD PLANS; BEGIN"
+        } else {
+            "COMMIT; BEGIN"
         };
         sqlx::raw_sql(sql).execute(self.conn().await?).await?;
         self.begun = then_begin;
