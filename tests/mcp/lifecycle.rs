@@ -24,12 +24,16 @@ async fn proxy_in_shell(h: &Harness, script: &str) -> (Proxy, u32) {
         pidfile.display()
     );
     let proxy = h.proxy_for(GRACE, &["sh", "-c", &script]).await;
-    let pid = std::fs::read_to_string(&pidfile)
-        .expect("the upstream wrote its pid")
+    (proxy, pid_in(&pidfile))
+}
+
+/// The pid a script wrote to `file`.
+fn pid_in(file: &std::path::Path) -> u32 {
+    std::fs::read_to_string(file)
+        .unwrap_or_else(|error| panic!("the upstream wrote a pid to {}: {error}", file.display()))
         .trim()
         .parse()
-        .unwrap();
-    (proxy, pid)
+        .unwrap()
 }
 
 /// The proxy in front of an upstream that outlives its closed stdin: the fixture
@@ -293,11 +297,7 @@ async fn proxy_in_front_of_a_parent(h: &Harness, straggler: &str) -> (Proxy, u32
         pidfile.display()
     );
     let (proxy, pid) = proxy_in_shell(h, &script).await;
-    let straggler = std::fs::read_to_string(&pidfile)
-        .expect("the upstream wrote its child's pid")
-        .trim()
-        .parse()
-        .unwrap();
+    let straggler = pid_in(&pidfile);
     assert!(alive(straggler));
     (proxy, pid, straggler)
 }
