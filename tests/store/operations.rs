@@ -1028,6 +1028,138 @@ async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     assert_eq!(after, before, "no whole-table scan of either table");
 }
 
+/// The reader pool's connections, unlike the writer's, keep PostgreSQL's default
+/// choice: plan each call, or, after five calls whose plans cost no less, keep one
+/// generic plan for the life of the connection. A plan kept while the tables were
+/// nearly empty must still look rows up through an index once they have grown, or
+/// every later read scans them whole (the writer's trap, above). Each keyed read is
+/// made often enough on a fresh database for PostgreSQL to keep its plan, the tables
+/// grow to 20,000 rows, and the reads made again scan none of them whole. (Listing
+/// every approval and `/health/approvals`' counts read whole tables by design.)
+/// Counted with the tables' scan statistics, which the reads' connection publishes
+/// when it next goes idle a second or more after it last did.
+#[tokio::test]
+async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
+    use signoff::jobs::{MessageKey, MessageKind, Outcome, PostedMessage};
+    use sqlx::Connection;
+    let Some(db) = common::postgres("reader_plans").await else {
+        return;
+    };
+    let (store, clock) = open_posting(&db).await;
+    let approval = create(&store, &clock, "deploy", json!({ "to": "prod" })).await;
+    let id = approval.id;
+    let post = store
+        .claim_jobs(clock.now(), 10, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    let shown = MessageKey {
+        channel: "C0APPROVALS".into(),
+        ts: "1700000000.000100".into(),
+    };
+    let posted = Outcome::Delivered {
+        posted: vec![PostedMessage {
+            approval_id: id,
+            channel: shown.channel.clone(),
+            ts: shown.ts.clone(),
+            kind: MessageKind::Main,
+            permalink: Some("https://example.slack.com/archives/C0APPROVALS/p1".into()),
+            rendered_version: approval.version,
+        }],
+        rendered: vec![shown.clone()],
+        version: approval.version,
+        next: None,
+    };
+    store.report(post, posted, clock.now()).await.unwrap();
+    let token = signoff::tokens::hash("sgf_reader_plans");
+    assert!(store.token_insert("ci", &token, clock.now()).await.unwrap());
+
+    // One call of each keyed read, each checked for what it found. Run one after the
+    // other, they all go to the pool's one idle connection.
+    let reads = async || {
+        assert_eq!(store.get(id).await.unwrap().map(|a| a.id), Some(id));
+        assert_eq!(store.get_many(&[id]).await.unwrap().len(), 1);
+        let (_, beside) = store.get_shown_in(id, &shown).await.unwrap().unwrap();
+        assert!(beside, "the approval is shown in its post");
+        assert_eq!(store.messages(id).await.unwrap().len(), 1);
+        assert_eq!(store.main_permalinks(&[id]).await.unwrap().len(), 1);
+        assert_eq!(store.batch_members(id).await.unwrap(), Vec::new());
+        assert_eq!(store.find_by_prefix(&id.short(), 2).await.unwrap(), [id]);
+        // Classified at creation; none of the filler is pending either.
+        assert_eq!(store.unclassified(10).await.unwrap(), Vec::new());
+        assert!(
+            store
+                .due_jobs(clock.now(), 10)
+                .await
+                .unwrap()
+                .jobs
+                .is_empty()
+        );
+        assert!(!store.audit_page(0, 10).await.unwrap().is_empty());
+        assert_eq!(
+            store.token_lookup(&token).await.unwrap().as_deref(),
+            Some("ci")
+        );
+    };
+    // More calls than PostgreSQL plans afresh before it may keep a generic plan.
+    for _ in 0..8 {
+        reads().await;
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(
+        "SET signoff.writer = 'on'; \
+         INSERT INTO pending_approvals (id, tool_name, parameters, status, expires_at, \
+           created_at, token_name, params_sha256, routing) \
+         SELECT gen_random_uuid(), 'filler', '{}', 'denied', NOW() + interval '1 day', \
+           NOW(), 'filler', md5(g::text), '{}' FROM generate_series(1, 20000) g; \
+         INSERT INTO slack_messages (approval_id, channel, ts, kind, permalink, \
+           rendered_version, created_at) \
+         SELECT id, 'C0FILLER', md5(id::text), 'main', 'https://example.slack.com/x', 0, NOW() \
+         FROM pending_approvals WHERE tool_name = 'filler'; \
+         INSERT INTO slack_batch_members (approval_id, leader_id, position) \
+         SELECT id, id, 0 FROM pending_approvals WHERE tool_name = 'filler'; \
+         INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) \
+         SELECT id, 'slack_post', '{}', NOW() + interval '1 day', NOW() \
+         FROM pending_approvals WHERE tool_name = 'filler'; \
+         INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) \
+         SELECT 1000000 + g, NULL, 'filler', NULL, NOW(), '{}', md5(g::text), md5(g::text) \
+         FROM generate_series(1, 20000) g; \
+         INSERT INTO api_tokens (name, token_hash, created_at) \
+         SELECT 'filler-' || g, md5(g::text), NOW() FROM generate_series(1, 20000) g",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let tables = [
+        "api_tokens",
+        "audit_events",
+        "jobs",
+        "pending_approvals",
+        "slack_batch_members",
+        "slack_messages",
+    ];
+    let scans = async |conn: &mut sqlx::PgConnection| {
+        // The reads' connection publishes its counts as it goes idle after this read.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        store.get(id).await.unwrap();
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT relname::text, seq_scan FROM pg_stat_user_tables \
+             WHERE relname = ANY($1) ORDER BY relname",
+        )
+        .bind(tables)
+        .fetch_all(conn)
+        .await
+        .unwrap()
+    };
+    let before = scans(&mut conn).await;
+    for _ in 0..3 {
+        reads().await;
+    }
+    let after = scans(&mut conn).await;
+    assert_eq!(before.len(), tables.len());
+    assert_eq!(after, before, "no whole-table scan of any table");
+}
+
 async fn a_claimed_job_is_leased_and_a_crashed_holder_loses_it(db: TestDb) {
     use signoff::jobs::{Deliveries, Outcome};
     let (store, clock) = open_posting(&db).await;

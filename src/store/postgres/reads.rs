@@ -1,4 +1,7 @@
-//! Reads for the PostgreSQL backend, on the reader pool.
+//! Reads for the PostgreSQL backend, on the reader pool. Its connections keep
+//! PostgreSQL's default choice between planning each call and keeping one plan, so a
+//! keyed read added here joins `the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres`
+//! (`tests/store/operations.rs`): a plan kept from near-empty tables must walk an index.
 
 use std::collections::HashMap;
 
