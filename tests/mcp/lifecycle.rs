@@ -330,3 +330,57 @@ async fn what_a_crashed_upstream_left_running_is_stopped_with_the_proxy() {
         "what the dead upstream started does not outlive the proxy"
     );
 }
+
+/// Runs the proxy of `command` under a process that adopts the orphans below it and
+/// never reaps them (`PR_SET_CHILD_SUBREAPER`), as a container's first process often
+/// does not: a process the upstream left that exits stays a zombie in the group.
+fn under_a_non_reaping_adopter(command: tokio::process::Command) -> tokio::process::Command {
+    const ADOPTER: &str = "import ctypes, subprocess, sys\n\
+        assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0\n\
+        sys.exit(subprocess.Popen(sys.argv[1:]).wait())";
+    let proxy = command.as_std();
+    let mut adopted = tokio::process::Command::new("python3");
+    adopted
+        .args(["-c", ADOPTER])
+        .arg(proxy.get_program())
+        .args(proxy.get_args());
+    for (name, value) in proxy.get_envs() {
+        match value {
+            Some(value) => adopted.env(name, value),
+            None => adopted.env_remove(name),
+        };
+    }
+    adopted
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    adopted
+}
+
+#[tokio::test]
+async fn a_straggler_that_exited_unreaped_does_not_hold_up_the_proxys_exit() {
+    let h = harness().await;
+    let pidfile = h.dir.path().join("straggler.pid");
+    // The straggler exits at once; the fixture (its parent, by exec) never reaps it,
+    // and once the fixture is gone neither does its adopter.
+    let script = format!(
+        "FIXTURE='{}'; (exit 0) </dev/null >/dev/null 2>&1 & echo $! > '{}'; exec \"$FIXTURE\"",
+        fixture().display(),
+        pidfile.display()
+    );
+    let grace = ["--stop-grace", "20s"];
+    let command = h.proxy_command(&grace, &["sh", "-c", &script]);
+    let mut proxy = h.proxy_with(under_a_non_reaping_adopter(command)).await;
+    let straggler = pid_in(&pidfile);
+    assert!(
+        eventually(|| !alive(straggler)).await,
+        "the straggler has exited"
+    );
+    let _ = proxy.client.cancel().await;
+    let exit = tokio::time::timeout(Duration::from_secs(10), proxy.child.wait())
+        .await
+        .expect("the proxy exits without waiting out its 20 s grace for a zombie")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+}

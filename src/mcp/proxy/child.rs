@@ -370,11 +370,38 @@ impl Group {
         unsafe { libc::kill(-self.0, signal) == 0 }
     }
 
-    /// Once the child has exited: stops what is left in its group, going on from
-    /// the last signal the stop sequence `sent` it: `SIGTERM` (unless sent already)
-    /// and `grace` to exit, then `SIGKILL` (after which nothing is left to stop). A
-    /// process left as a zombie (its new parent does not reap it) counts as left, so
-    /// this may wait out `grace` for nothing.
+    /// Whether any process left in the group still runs. A zombie (exited, and not
+    /// yet reaped by whichever process adopted it: a container's first process often
+    /// never does) is still a member to kill(2), but nothing is left to stop in it;
+    /// on Linux `/proc` tells the two apart. Elsewhere, or where `/proc` cannot be
+    /// read, any member counts.
+    fn runs(self) -> bool {
+        if !self.signal(0) {
+            return false;
+        }
+        #[cfg(target_os = "linux")]
+        if let Some(runs) = self.runs_by_proc() {
+            return runs;
+        }
+        true
+    }
+
+    /// Whether `/proc` lists a process of the group that is not a zombie; `None`
+    /// when `/proc` cannot be listed.
+    #[cfg(target_os = "linux")]
+    fn runs_by_proc(self) -> Option<bool> {
+        let processes = std::fs::read_dir("/proc").ok()?;
+        Some(processes.flatten().any(|entry| {
+            // Gone since the listing, or not a process: not a member.
+            std::fs::read_to_string(entry.path().join("stat"))
+                .is_ok_and(|stat| running_in(&stat, self.0))
+        }))
+    }
+
+    /// Once the child has exited: stops what is left running in its group, going on
+    /// from the last signal the stop sequence `sent` it: `SIGTERM` (unless sent
+    /// already) and `grace` to exit, then `SIGKILL` (after which nothing is left to
+    /// stop).
     async fn stop_stragglers(self, grace: Duration, sent: Sent) {
         match sent {
             Sent::Kill => return,
@@ -388,10 +415,42 @@ impl Group {
         let deadline = tokio::time::Instant::now() + grace;
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            if !self.signal(0) {
+            if !self.runs() {
                 return;
             }
         }
         self.signal(libc::SIGKILL);
+    }
+}
+
+/// Whether a process whose `/proc/PID/stat` reads `stat` is in process group `group`
+/// and not a zombie. The fields after the command name (which may hold spaces and
+/// parentheses) start after its last `)`: state, parent, group.
+#[cfg(target_os = "linux")]
+fn running_in(stat: &str, group: libc::pid_t) -> bool {
+    let Some((_, fields)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let mut fields = fields.split_ascii_whitespace();
+    let (Some(state), Some(_parent), Some(pgrp)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    // Z: a zombie; X: dead, about to vanish.
+    !matches!(state, "Z" | "X") && pgrp.parse() == Ok(group)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::running_in;
+
+    #[test]
+    fn a_stat_line_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = |state: &str| format!("4242 (my (odd) server) {state} 1 4200 4200 0 -1 4194560");
+        assert!(running_in(&stat("S"), 4200), "asleep in the group");
+        assert!(running_in(&stat("R"), 4200), "running in the group");
+        assert!(!running_in(&stat("Z"), 4200), "a zombie");
+        assert!(!running_in(&stat("S"), 4242), "another group");
+        assert!(!running_in("4242 no parentheses S 1 4200", 4200));
     }
 }
