@@ -7,14 +7,16 @@
 so far (user + system, summed over every process of that kind ever seen, so a process
 that exits keeps what it used): the server under test (signoff or the seed design),
 PostgreSQL (every backend and helper), the fake Slack, the load driver (oha, the click
-driver) and the rest of the machine. It also notes each measured driver run: an `oha`
+driver) and the rest of the machine; and, apart, the CPU time the hypervisor took from
+this virtual machine (/proc/stat's steal: time a vCPU had work but was not running it,
+counted in none of the processes). It also notes each measured driver run: an `oha`
 with `-w` (bench.sh's warm-up runs have none) and each run of clickload.js, with which
 server was up and, for intake, the fake Slack's latency at that moment.
 
 `report` joins those runs, in order, with the harness's result files in DIR (as run.sh
 writes them: ROUND-peer.json, ROUND-STORE-paced.json, ROUND-STORE-clicks.json) and
-prints, per scenario and side, the cores each kind used and the CPU time each used
-per request. A click run's measured window is the last `elapsed_s` seconds before its
+prints, per scenario and side, the cores each kind used, the cores stolen, and the CPU
+time each kind used per request. A click run's measured window is the last `elapsed_s` seconds before its
 driver exited (it first creates its approvals and waits for their messages).
 """
 import json
@@ -89,10 +91,12 @@ def cpu_seconds(pid):
 
 
 def machine_busy():
+    """CPU seconds the machine's processes and kernel used so far, and those stolen."""
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values[:8]) - idle) / TICK
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    idle, steal = values[3] + values[4], values[7]
+    return (sum(values[:7]) - idle) / TICK, steal / TICK
 
 
 def fake_slack_config():
@@ -115,7 +119,7 @@ def sample(path):
     runs = {}  # driver pid -> run record
     carried = {}  # kind -> CPU of its processes that have exited
     with open(path, "w") as out:
-        busy0 = machine_busy()
+        busy0, steal0 = machine_busy()
         while not stop:
             now = time.time()
             live = set()
@@ -168,7 +172,8 @@ def sample(path):
             for entry in known.values():
                 if entry is not None:
                     totals[entry[0]] = totals.get(entry[0], 0.0) + entry[3] - entry[2]
-            totals["machine"] = machine_busy() - busy0
+            busy, steal = machine_busy()
+            totals["machine"], totals["steal"] = busy - busy0, steal - steal0
             out.write(json.dumps({"t": now, "cpu": totals}) + "\n")
             out.flush()
             time.sleep(0.5)
@@ -207,7 +212,7 @@ def report(path, results_dir):
     seen = {}  # (side, scenario) -> how many runs so far: its round
     print("| scenario | side | round | rate "
           "| cores: server / PostgreSQL / fake Slack / driver / rest "
-          f"(busy of {os.cpu_count()}) "
+          f"(busy of {os.cpu_count()}); stolen "
           "| CPU per request: server + PostgreSQL + fake Slack = total, driver |")
     print("|---|---|---|---|---|---|")
     for run in runs:
@@ -221,9 +226,10 @@ def report(path, results_dir):
         if wall <= 0:
             continue
         used = lambda k: b["cpu"].get(k, 0.0) - a["cpu"].get(k, 0.0)
-        cores = {k: used(k) / wall for k in KINDS[:-1] + ("machine",)}
+        cores = {k: used(k) / wall for k in KINDS[:-1] + ("machine", "steal")}
         cores["rest"] = cores["machine"] - sum(cores[k] for k in KINDS[:-1])
-        shares = " / ".join(f"{cores[k]:.2f}" for k in KINDS) + f" ({cores['machine']:.2f})"
+        shares = " / ".join(f"{cores[k]:.2f}" for k in KINDS)
+        shares += f" ({cores['machine']:.2f}); {cores['steal']:.2f}"
         if row and row.get("req_per_s"):
             per = {k: cores[k] / row["req_per_s"] * 1e6 for k in KINDS}
             own = per["server"] + per["postgres"] + per["fake_slack"]
