@@ -334,12 +334,15 @@ async fn what_a_crashed_upstream_left_running_is_stopped_with_the_proxy() {
 /// Runs the proxy of `command` under a process that adopts the orphans below it and
 /// never reaps them (`PR_SET_CHILD_SUBREAPER`), as a container's first process often
 /// does not: a process the upstream left that exits stays a zombie in the group.
-fn under_a_non_reaping_adopter(command: tokio::process::Command) -> tokio::process::Command {
+fn under_a_non_reaping_adopter(
+    python: &std::path::Path,
+    command: tokio::process::Command,
+) -> tokio::process::Command {
     const ADOPTER: &str = "import ctypes, subprocess, sys\n\
         assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0\n\
         sys.exit(subprocess.Popen(sys.argv[1:]).wait())";
     let proxy = command.as_std();
-    let mut adopted = tokio::process::Command::new("python3");
+    let mut adopted = tokio::process::Command::new(python);
     adopted
         .args(["-c", ADOPTER])
         .arg(proxy.get_program())
@@ -360,6 +363,9 @@ fn under_a_non_reaping_adopter(command: tokio::process::Command) -> tokio::proce
 
 #[tokio::test]
 async fn a_straggler_that_exited_unreaped_does_not_hold_up_the_proxys_exit() {
+    let Some(python) = crate::common::deps::python("ctypes") else {
+        return;
+    };
     let h = harness().await;
     let pidfile = h.dir.path().join("straggler.pid");
     // The straggler exits at once; the fixture (its parent, by exec) never reaps it,
@@ -371,7 +377,9 @@ async fn a_straggler_that_exited_unreaped_does_not_hold_up_the_proxys_exit() {
     );
     let grace = ["--stop-grace", "20s"];
     let command = h.proxy_command(&grace, &["sh", "-c", &script]);
-    let mut proxy = h.proxy_with(under_a_non_reaping_adopter(command)).await;
+    let mut proxy = h
+        .proxy_with(under_a_non_reaping_adopter(&python, command))
+        .await;
     let straggler = pid_in(&pidfile);
     assert!(
         eventually(|| !alive(straggler)).await,
