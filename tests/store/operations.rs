@@ -948,7 +948,6 @@ async fn the_request_key_lookup_follows_the_table_as_it_grows_on_postgres() {
 #[tokio::test]
 async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     use signoff::jobs::{MessageKey, MessageKind, Outcome, PostedMessage};
-    use sqlx::Connection;
     let Some(db) = common::postgres("writer_plans").await else {
         return;
     };
@@ -988,20 +987,13 @@ async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     for _ in 0..3 {
         post_and_report(&store).await;
     }
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql(
-        "SET signoff.writer = 'on'; \
-         INSERT INTO pending_approvals (id, tool_name, parameters, status, expires_at, \
-           created_at, token_name, params_sha256, routing) \
-         SELECT gen_random_uuid(), 'filler', '{}', 'denied', NOW() + interval '1 day', \
-           NOW(), 'filler', md5(g::text), '{}' FROM generate_series(1, 20000) g; \
-         INSERT INTO slack_messages (approval_id, channel, ts, kind, rendered_version, created_at) \
+    let mut conn = grow(
+        &db,
+        "INSERT INTO slack_messages (approval_id, channel, ts, kind, rendered_version, created_at) \
          SELECT id, 'C0FILLER', md5(id::text), 'main', 0, NOW() FROM pending_approvals \
          WHERE tool_name = 'filler'",
     )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    .await;
     // 150 transactions: more than the 64 the writer keeps its plans for.
     for _ in 0..50 {
         post_and_report(&store).await;
@@ -1011,13 +1003,7 @@ async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         create(store, &clock, "publish", json!({ "at": clock.now() })).await;
         clock.advance(Duration::from_secs(1));
-        sqlx::query_as::<_, (String, i64)>(
-            "SELECT relname::text, seq_scan FROM pg_stat_user_tables \
-             WHERE relname IN ('pending_approvals', 'slack_messages') ORDER BY relname",
-        )
-        .fetch_all(conn)
-        .await
-        .unwrap()
+        seq_scans(conn, &["pending_approvals", "slack_messages"]).await
     };
     let before = scans(&store, &mut conn).await;
     for _ in 0..5 {
@@ -1041,7 +1027,6 @@ async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
 #[tokio::test]
 async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     use signoff::jobs::{MessageKey, MessageKind, Outcome, PostedMessage};
-    use sqlx::Connection;
     let Some(db) = common::postgres("reader_plans").await else {
         return;
     };
@@ -1105,14 +1090,9 @@ async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     for _ in 0..8 {
         reads().await;
     }
-    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::raw_sql(
-        "SET signoff.writer = 'on'; \
-         INSERT INTO pending_approvals (id, tool_name, parameters, status, expires_at, \
-           created_at, token_name, params_sha256, routing) \
-         SELECT gen_random_uuid(), 'filler', '{}', 'denied', NOW() + interval '1 day', \
-           NOW(), 'filler', md5(g::text), '{}' FROM generate_series(1, 20000) g; \
-         INSERT INTO slack_messages (approval_id, channel, ts, kind, permalink, \
+    let mut conn = grow(
+        &db,
+        "INSERT INTO slack_messages (approval_id, channel, ts, kind, permalink, \
            rendered_version, created_at) \
          SELECT id, 'C0FILLER', md5(id::text), 'main', 'https://example.slack.com/x', 0, NOW() \
          FROM pending_approvals WHERE tool_name = 'filler'; \
@@ -1127,9 +1107,7 @@ async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
          INSERT INTO api_tokens (name, token_hash, created_at) \
          SELECT 'filler-' || g, md5(g::text), NOW() FROM generate_series(1, 20000) g",
     )
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    .await;
     let tables = [
         "api_tokens",
         "audit_events",
@@ -1142,14 +1120,7 @@ async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
         // The reads' connection publishes its counts as it goes idle after this read.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         store.get(id).await.unwrap();
-        sqlx::query_as::<_, (String, i64)>(
-            "SELECT relname::text, seq_scan FROM pg_stat_user_tables \
-             WHERE relname = ANY($1) ORDER BY relname",
-        )
-        .bind(tables)
-        .fetch_all(conn)
-        .await
-        .unwrap()
+        seq_scans(conn, &tables).await
     };
     let before = scans(&mut conn).await;
     for _ in 0..3 {
@@ -1158,6 +1129,38 @@ async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     let after = scans(&mut conn).await;
     assert_eq!(before.len(), tables.len());
     assert_eq!(after, before, "no whole-table scan of any table");
+}
+
+/// A connection to `db`'s database after 20,000 decided approvals named `filler` were
+/// inserted there, then `more` ran (statements that fill other tables from them).
+async fn grow(db: &TestDb, more: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let sql = format!(
+        "SET signoff.writer = 'on'; \
+         INSERT INTO pending_approvals (id, tool_name, parameters, status, expires_at, \
+           created_at, token_name, params_sha256, routing) \
+         SELECT gen_random_uuid(), 'filler', '{{}}', 'denied', NOW() + interval '1 day', \
+           NOW(), 'filler', md5(g::text), '{{}}' FROM generate_series(1, 20000) g; {more}"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
+/// Each of `tables` with its whole-table scans so far, by name, as the backends last
+/// published them.
+async fn seq_scans(conn: &mut sqlx::PgConnection, tables: &[&str]) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT relname::text, seq_scan FROM pg_stat_user_tables \
+         WHERE relname = ANY($1) ORDER BY relname",
+    )
+    .bind(tables)
+    .fetch_all(conn)
+    .await
+    .unwrap()
 }
 
 async fn a_claimed_job_is_leased_and_a_crashed_holder_loses_it(db: TestDb) {
