@@ -1,5 +1,6 @@
 //! CPU accounting from `/proc`: how much of the machine the server, this driver and
-//! everything else used over a phase, and the server's busiest threads.
+//! everything else used over a phase, how much the hypervisor took from this virtual
+//! machine (steal), and the server's busiest threads.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ pub struct CpuMeter {
     server_pid: u32,
     server: Duration,
     driver: Duration,
-    machine: Duration,
+    machine: MachineTime,
     threads: HashMap<String, Duration>,
     started: Instant,
 }
@@ -25,7 +26,7 @@ impl CpuMeter {
             server_pid: server.pid(),
             server: cpu_time(&server.pid().to_string())?,
             driver: cpu_time("self")?,
-            machine: machine_busy()?,
+            machine: machine_time()?,
             threads: thread_times(server.pid())?
                 .into_iter()
                 .map(|(tid, (_, time))| (tid, time))
@@ -38,14 +39,18 @@ impl CpuMeter {
         let wall = self.started.elapsed().as_secs_f64().max(f64::EPSILON);
         let server = cpu_time(&self.server_pid.to_string())?.saturating_sub(self.server);
         let driver = cpu_time("self")?.saturating_sub(self.driver);
-        let machine = machine_busy()?.saturating_sub(self.machine);
+        let machine = machine_time()?;
+        let busy = machine.busy.saturating_sub(self.machine.busy);
+        let stolen = machine.stolen.saturating_sub(self.machine.stolen);
         println!(
             "[{backend}] {what}: CPU used: server {:.2} cores, load driver {:.2} cores, \
-             whole machine {:.2} of {} cores (the rest: database, other processes)",
+             whole machine {:.2} of {} cores (the rest: database, other processes); \
+             stolen by the hypervisor {:.2} cores",
             server.as_secs_f64() / wall,
             driver.as_secs_f64() / wall,
-            machine.as_secs_f64() / wall,
+            busy.as_secs_f64() / wall,
             cpus(),
+            stolen.as_secs_f64() / wall,
         );
         println!(
             "[{backend}] {what}: busiest server threads: {}",
@@ -101,8 +106,16 @@ fn ticks_to_duration(ticks: u64) -> Duration {
     Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
 }
 
-/// Busy CPU time of the whole machine (all cores; idle and iowait excluded).
-fn machine_busy() -> Result<Duration> {
+/// The whole machine's CPU time so far, all cores.
+#[derive(Clone, Copy)]
+struct MachineTime {
+    /// Used by its processes and kernel (idle, iowait and steal excluded).
+    busy: Duration,
+    /// Taken by the hypervisor: a vCPU had work and was not running it.
+    stolen: Duration,
+}
+
+fn machine_time() -> Result<MachineTime> {
     let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
     let ticks: Vec<u64> = stat
         .lines()
@@ -115,12 +128,16 @@ fn machine_busy() -> Result<Duration> {
     // user nice system idle iowait irq softirq steal [guest guest_nice, already in user]
     let busy = ticks
         .iter()
-        .take(8)
+        .take(7)
         .enumerate()
         .filter(|(index, _)| *index != 3 && *index != 4)
         .map(|(_, ticks)| ticks)
         .sum();
-    Ok(ticks_to_duration(busy))
+    let stolen = ticks.get(7).copied().unwrap_or(0);
+    Ok(MachineTime {
+        busy: ticks_to_duration(busy),
+        stolen: ticks_to_duration(stolen),
+    })
 }
 
 /// User + system CPU time of `/proc/<pid>` (or `self`, or `<pid>/task/<tid>`), from
