@@ -26,6 +26,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // Every TLS client is given ring by `signoff::tls`; one built without a config
+    // (reqwest's `Client::new()`) finds it as the process's default instead of panicking.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // SQLite allocates through glibc's malloc, which gives each thread that allocates an
     // arena of its own, and sqlx runs each SQLite connection on a thread (the writer,
     // eight readers, the watcher, the checkpointer): under load their freed pages stayed

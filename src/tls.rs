@@ -1,9 +1,9 @@
 //! The TLS settings of every client signoff configures: the Slack Web API, Socket
 //! Mode's WebSocket, decision callbacks, and `signoff proxy`'s clients (signoff's API,
-//! an HTTP upstream). All are rustls with ring. (reqwest also compiles its own provider,
-//! aws-lc-rs, for clients built without a config of ours, such as the tests'; with two
-//! providers compiled in, rustls cannot pick one on its own, so each config here names
-//! ring.)
+//! an HTTP upstream). All are rustls with ring, the one provider compiled in: reqwest
+//! is built without one of its own (`rustls-no-provider`), so each of its clients is
+//! given a config from here, and the binary also makes ring the process's default
+//! (`main`), so that a client built without a config still works.
 
 use std::sync::{Arc, OnceLock};
 

@@ -158,7 +158,7 @@ async fn what_a_caller_sends_cannot_forge_a_log_line_or_colour_the_terminal() {
         &[("RUST_LOG", "signoff=debug,tower_http=debug")],
         log,
     );
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let evil = "agent\nERROR forged: approved by security \u{1b}[31mred\u{1b}[0m\r\u{2028}x";
     for body in [
         serde_json::json!({"tool_name": "transfer", "parameters": {"n": 1}, "requested_by": evil,

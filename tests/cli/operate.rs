@@ -24,7 +24,7 @@ async fn ask(server: &Server, token: &str, parameters: Value) -> String {
 }
 
 async fn get(address: &str, token: &str, id: &str, wait: u32) -> Value {
-    reqwest::Client::new()
+    crate::common::http()
         .get(format!("{address}/v1/approvals/{id}?wait={wait}"))
         .bearer_auth(token)
         .send()
@@ -95,7 +95,7 @@ async fn a_decision_in_another_process_wakes_the_caller_and_is_audited(db: TestD
         "no Slack, nothing to update"
     );
 
-    let executed = reqwest::Client::new()
+    let executed = crate::common::http()
         .post(format!("{}/v1/approvals/{first}/execute", server.address))
         .bearer_auth(&token)
         .json(&json!({"tool_name": "delete_customer_records", "parameters": {"ids": [1]}}))
@@ -369,7 +369,7 @@ async fn json_logs_are_one_object_per_line_with_request_and_approval_ids() {
         std::fs::File::create(&path).unwrap(),
     );
     let evil = "agent\nERROR forged \u{1b}[31mred\r\u{2028}\u{85}x";
-    let answer: Value = reqwest::Client::new()
+    let answer: Value = crate::common::http()
         .post(format!("{}/v1/approvals", server.address))
         .bearer_auth(&token)
         .header("x-request-id", "req-42")

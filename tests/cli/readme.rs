@@ -89,7 +89,7 @@ async fn approve_when_asked(running: &Running) {
     let message = running.slack.posted_for(&id).unwrap();
     let click = click_on_message(&id, "U0ALICE", "approve", &message);
     let (body, timestamp, signature) = signed(SECRET, &click);
-    let clicked = reqwest::Client::new()
+    let clicked = crate::common::http()
         .post(format!("{}/slack/interactions", running.server.address))
         .header("x-slack-request-timestamp", timestamp)
         .header("x-slack-signature", signature)

@@ -54,7 +54,7 @@ async fn secrets_come_from_files_and_never_reach_the_log() {
 
     // The signing secret from its file is the one requests are checked against, and the
     // database from its file holds the token created before.
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let body = "command=%2Fapprovals&text=help&user_id=U0ALICE&channel_id=C0APPROVALS";
     let now = chrono::Utc::now().timestamp();
     let slash = |secret: &str| {

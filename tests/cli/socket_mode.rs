@@ -54,7 +54,7 @@ async fn serve_with_an_app_token_answers_over_the_socket_without_a_signing_secre
         Some(format!("Bearer {APP_TOKEN}").as_str())
     );
 
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
     let health: serde_json::Value = http
         .get(format!("{}/health/approvals", server.address))
         .send()

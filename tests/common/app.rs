@@ -172,7 +172,7 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         clock,
         signer,
         scheduler,
-        http: reqwest::Client::new(),
+        http: crate::common::http(),
         slack,
         socket,
         db,

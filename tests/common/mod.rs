@@ -16,6 +16,8 @@ pub mod server;
 pub mod slack;
 pub mod tls;
 
+pub use server::http;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::Connection;

@@ -97,7 +97,7 @@ impl Server {
 
     /// Asks for an approval: `POST /v1/approvals` with `body`, as `token`.
     pub async fn ask(&self, token: &str, body: &serde_json::Value) -> reqwest::Response {
-        reqwest::Client::new()
+        http()
             .post(format!("{}/v1/approvals", self.address))
             .bearer_auth(token)
             .json(body)
@@ -200,4 +200,17 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
+}
+
+/// A client for the tests' plain-HTTP servers, to set up further. signoff compiles one
+/// rustls provider (ring) and reqwest none of its own (`rustls-no-provider`), so every
+/// client names its TLS config; this one trusts no certificate: plain HTTP needs none.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    let tls = signoff::tls::without_roots().expect("a TLS config without roots");
+    reqwest::Client::builder().tls_backend_preconfigured(tls)
+}
+
+/// A client for the tests' plain-HTTP servers (see [`http_builder`]).
+pub fn http() -> reqwest::Client {
+    http_builder().build().expect("a plain-HTTP client builds")
 }

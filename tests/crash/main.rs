@@ -143,7 +143,7 @@ fn fixture(db_url: &str) -> Fixture {
     .collect();
     let driver = Arc::new(Driver {
         record: Mutex::default(),
-        http: reqwest::Client::builder()
+        http: crate::common::server::http_builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap(),

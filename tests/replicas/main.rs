@@ -185,7 +185,7 @@ async fn two_replicas_share_one_table_without_doing_anything_twice() {
     ];
     let a = Server::start(&db.url, &env);
     let b = Server::start(&db.url, &env);
-    let http = reqwest::Client::new();
+    let http = crate::common::http();
 
     let ids = ask_at_both(&http, &token, [&a, &b]).await;
     let first = ids[0].clone();
