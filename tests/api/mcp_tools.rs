@@ -21,7 +21,10 @@ type Client = RunningService<RoleClient, ClientConfig>;
 async fn connect(app: &TestApp, token: &str) -> Client {
     let config = StreamableHttpClientTransportConfig::with_uri(app.url("/mcp")).auth_header(token);
     ClientConfig::new(Default::default(), Implementation::new("test-agent", "1.0"))
-        .serve(StreamableHttpClientTransport::from_config(config))
+        .serve(StreamableHttpClientTransport::with_client(
+            crate::common::http(),
+            config,
+        ))
         .await
         .expect("the MCP client connects")
 }
