@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use super::tx::KEPT_PLANS;
 use super::{ReadPool, WithMessages, approval_with_votes, decode_messages};
 use crate::approval::{Approval, ApprovalId};
 use crate::store::coalesce::Coalescer;
@@ -97,9 +98,7 @@ impl Coalesced {
     /// Each statement here looks its keys up through a primary key, whatever their
     /// number, so the kept plan is the one it would choose anyway.
     pub(crate) fn spawn(options: &PgConnectOptions) -> Self {
-        let options = options
-            .clone()
-            .options([("plan_cache_mode", "force_generic_plan")]);
+        let options = options.clone().options([KEPT_PLANS]);
         // A connection for each slot of the two kinds.
         let pool = Arc::new(ReadPool::new(options, 2 * SLOTS));
         Self {
@@ -183,7 +182,7 @@ mod tests {
         let options = PgConnectOptions::from_str(&admin).unwrap().database(&name);
         let mut fresh = PgConnection::connect_with(&options).await.unwrap();
         super::super::MIGRATOR.run(&mut fresh).await.unwrap();
-        let kept = options.options([("plan_cache_mode", "force_generic_plan")]);
+        let kept = options.options([KEPT_PLANS]);
         let mut kept = PgConnection::connect_with(&kept).await.unwrap();
         let one_key = "(ARRAY[gen_random_uuid()])";
         let one_click = r#"(ARRAY[gen_random_uuid()], '{"k": [["C1", "1.2", 0]]}')"#;

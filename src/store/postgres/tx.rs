@@ -10,8 +10,9 @@ pub(super) const LOAD_SHOWN: &str = select_approvals!(@
     concat!(", ctid::text AS loc, ", shown_at_jsonb_2!(), " AS shown_at"),
     "WHERE id = ANY($1) ORDER BY id FOR UPDATE");
 
-/// The writer's statements keep one plan each, made afresh every [`REPLAN_EVERY`]
-/// transactions. Left to itself, PostgreSQL plans each call of a prepared statement
+/// The setting that makes a connection keep one plan per statement: the writer's,
+/// whose plans are made afresh every [`REPLAN_EVERY`] transactions, and the coalesced
+/// readers' (`coalesced::Coalesced::spawn`). Left to itself, PostgreSQL plans each call of a prepared statement
 /// anew while that looks cheaper than a plan kept, and otherwise keeps one plan for the
 /// life of the connection, made for the tables as they were then. Both were measured
 /// here (docs/performance.md, "The writer's kept plans"): a click batch's update with
