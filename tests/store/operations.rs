@@ -947,7 +947,6 @@ async fn the_request_key_lookup_follows_the_table_as_it_grows_on_postgres() {
 /// a second or more after it last did.
 #[tokio::test]
 async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
-    use signoff::jobs::{MessageKey, MessageKind, Outcome, PostedMessage};
     let Some(db) = common::postgres("writer_plans").await else {
         return;
     };
@@ -956,32 +955,8 @@ async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     let mut post_and_report = async |store: &signoff::store::Store| {
         made += 1;
         let approval = create(store, &clock, "deploy", json!({ "n": made })).await;
-        let post = store
-            .claim_jobs(clock.now(), 10, LEASE)
-            .await
-            .unwrap()
-            .remove(0);
-        let message = PostedMessage {
-            approval_id: approval.id,
-            channel: "C0APPROVALS".into(),
-            ts: format!("1700000000.{made}"),
-            kind: MessageKind::Main,
-            permalink: None,
-            rendered_version: approval.version,
-        };
-        // Posted, and (as an update would say) showing its version: the report's
-        // statement finds the message as well as the approval.
-        let shown = MessageKey {
-            channel: message.channel.clone(),
-            ts: message.ts.clone(),
-        };
-        let posted = Outcome::Delivered {
-            posted: vec![message],
-            rendered: vec![shown],
-            version: approval.version,
-            next: None,
-        };
-        store.report(post, posted, clock.now()).await.unwrap();
+        let ts = format!("1700000000.{made}");
+        report_posted(store, &clock, &approval, ts, None).await;
     };
     // Planned while each table holds a row or two.
     for _ in 0..3 {
@@ -1026,36 +1001,15 @@ async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
 /// when it next goes idle a second or more after it last did.
 #[tokio::test]
 async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
-    use signoff::jobs::{MessageKey, MessageKind, Outcome, PostedMessage};
     let Some(db) = common::postgres("reader_plans").await else {
         return;
     };
     let (store, clock) = open_posting(&db).await;
     let approval = create(&store, &clock, "deploy", json!({ "to": "prod" })).await;
     let id = approval.id;
-    let post = store
-        .claim_jobs(clock.now(), 10, LEASE)
-        .await
-        .unwrap()
-        .remove(0);
-    let shown = MessageKey {
-        channel: "C0APPROVALS".into(),
-        ts: "1700000000.000100".into(),
-    };
-    let posted = Outcome::Delivered {
-        posted: vec![PostedMessage {
-            approval_id: id,
-            channel: shown.channel.clone(),
-            ts: shown.ts.clone(),
-            kind: MessageKind::Main,
-            permalink: Some("https://example.slack.com/archives/C0APPROVALS/p1".into()),
-            rendered_version: approval.version,
-        }],
-        rendered: vec![shown.clone()],
-        version: approval.version,
-        next: None,
-    };
-    store.report(post, posted, clock.now()).await.unwrap();
+    let link = "https://example.slack.com/archives/C0APPROVALS/p1";
+    let ts = "1700000000.000100".to_owned();
+    let shown = report_posted(&store, &clock, &approval, ts, Some(link)).await;
     let token = signoff::tokens::hash("sgf_reader_plans");
     assert!(store.token_insert("ci", &token, clock.now()).await.unwrap());
 
@@ -1129,6 +1083,43 @@ async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     let after = scans(&mut conn).await;
     assert_eq!(before.len(), tables.len());
     assert_eq!(after, before, "no whole-table scan of any table");
+}
+
+/// Claims `approval`'s post (the one job due) and reports it posted to `C0APPROVALS`
+/// at `ts`, and (as an update would say) showing the approval's version, so that the
+/// report's statement finds the message as well as the approval; the message's key.
+async fn report_posted(
+    store: &signoff::store::Store,
+    clock: &signoff::clock::ManualClock,
+    approval: &signoff::approval::Approval,
+    ts: String,
+    permalink: Option<&str>,
+) -> signoff::jobs::MessageKey {
+    use signoff::jobs::{MessageKey, MessageKind, Outcome, PostedMessage};
+    let post = store
+        .claim_jobs(clock.now(), 10, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    let shown = MessageKey {
+        channel: "C0APPROVALS".into(),
+        ts,
+    };
+    let posted = Outcome::Delivered {
+        posted: vec![PostedMessage {
+            approval_id: approval.id,
+            channel: shown.channel.clone(),
+            ts: shown.ts.clone(),
+            kind: MessageKind::Main,
+            permalink: permalink.map(str::to_owned),
+            rendered_version: approval.version,
+        }],
+        rendered: vec![shown.clone()],
+        version: approval.version,
+        next: None,
+    };
+    store.report(post, posted, clock.now()).await.unwrap();
+    shown
 }
 
 /// A connection to `db`'s database after 20,000 decided approvals named `filler` were
