@@ -36,24 +36,14 @@ struct StatusAnswer {
     status: String,
 }
 
-pub fn http_client() -> reqwest::Client {
-    // Plain HTTP: a TLS config that trusts no certificate (reqwest brings no rustls
-    // provider of its own; signoff's is ring, see src/tls.rs).
-    let tls = signoff::tls::without_roots().expect("a TLS config without roots");
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .no_proxy()
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(u64::from(LONG_POLL_WAIT_SECS) + 30))
-        .build()
-        .expect("a plain-HTTP reqwest client always builds")
-}
+/// A request's time limit: a long-poll's wait and then some.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(LONG_POLL_WAIT_SECS as u64 + 30);
 
 impl Api {
     pub fn new(label: &'static str, base: String, token: String) -> Api {
         Api {
             label,
-            http: http_client(),
+            http: crate::server::http_client(HTTP_TIMEOUT),
             base: base.into(),
             token: token.into(),
         }
@@ -62,7 +52,7 @@ impl Api {
     /// The same server and token over a new connection pool (one per client task).
     pub fn reconnect(&self) -> Api {
         Api {
-            http: http_client(),
+            http: crate::server::http_client(HTTP_TIMEOUT),
             ..self.clone()
         }
     }

@@ -55,7 +55,7 @@ pub async fn measure(
     let token = create_token(url).await?;
     let server = Server::start(url, None, None).await?;
     let at_start = server.memory()?;
-    let http = http_client();
+    let http = crate::process::http_client(Duration::from_secs(60));
     let base = server.base_url();
 
     let (pending_count, health_max) = health_calls(&http, &base).await?;
@@ -95,19 +95,6 @@ pub async fn measure(
     Ok(report)
 }
 
-fn http_client() -> reqwest::Client {
-    // Plain HTTP: a TLS config that trusts no certificate (reqwest brings no rustls
-    // provider of its own; signoff's is ring, see src/tls.rs).
-    let tls = signoff::tls::without_roots().expect("a TLS config without roots");
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .no_proxy()
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("a plain-HTTP reqwest client always builds")
-}
-
 /// [`HEALTH_CALLS`] × `/health/approvals`: the pending count, and the slowest answer.
 async fn health_calls(http: &reqwest::Client, base: &str) -> Result<(i64, Duration)> {
     #[derive(Deserialize)]
@@ -139,7 +126,7 @@ async fn random_gets(ids: Vec<String>, base: &str, token: &str) -> Result<Vec<Du
         let (ids, next, base, token) =
             (ids.clone(), next.clone(), base.to_owned(), token.to_owned());
         clients.spawn(async move {
-            let http = http_client();
+            let http = crate::process::http_client(Duration::from_secs(60));
             let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);

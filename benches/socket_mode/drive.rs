@@ -17,19 +17,6 @@ use crate::slack::{SlackMessage, click_on_message, signed_post};
 /// How long a click may take before it counts as failed (Slack's limit).
 const ACK_LIMIT: Duration = Duration::from_secs(3);
 
-pub fn http_client() -> reqwest::Client {
-    // Plain HTTP: a TLS config that trusts no certificate (reqwest brings no rustls
-    // provider of its own; signoff's is ring, see src/tls.rs).
-    let tls = signoff::tls::without_roots().expect("a TLS config without roots");
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .no_proxy()
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("a plain-HTTP reqwest client always builds")
-}
-
 /// One way to deliver an Approve click; cheap to clone.
 #[derive(Clone)]
 pub enum Clicker {

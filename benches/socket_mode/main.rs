@@ -122,7 +122,7 @@ async fn main() -> Result<()> {
     let base = server.base_url();
     let conn = socket.accept().await;
     conn.hello();
-    let http = drive::http_client();
+    let http = server::http_client(Duration::from_secs(30));
     wait_connected(&http, &base).await?;
 
     let mut ids = Vec::new();

@@ -12,6 +12,17 @@ use anyhow::{Context, Result, ensure};
 #[path = "../../tests/common/server.rs"]
 mod running;
 
+/// A client for the server under test: plain HTTP (see `running::http_builder`), no
+/// proxy, Nagle off, each request given up after `timeout`.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    running::http_builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .timeout(timeout)
+        .build()
+        .expect("a plain-HTTP reqwest client always builds")
+}
+
 /// How long `signoff serve` may take to answer `/healthz` (a large database migrates
 /// and opens first).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
