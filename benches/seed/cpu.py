@@ -90,7 +90,7 @@ def cpu_seconds(pid):
         return None
 
 
-def machine_busy():
+def machine_time():
     """CPU seconds the machine's processes and kernel used so far, and those stolen."""
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
@@ -119,7 +119,7 @@ def sample(path):
     runs = {}  # driver pid -> run record
     carried = {}  # kind -> CPU of its processes that have exited
     with open(path, "w") as out:
-        busy0, steal0 = machine_busy()
+        busy0, steal0 = machine_time()
         while not stop:
             now = time.time()
             live = set()
@@ -172,7 +172,7 @@ def sample(path):
             for entry in known.values():
                 if entry is not None:
                     totals[entry[0]] = totals.get(entry[0], 0.0) + entry[3] - entry[2]
-            busy, steal = machine_busy()
+            busy, steal = machine_time()
             totals["machine"], totals["steal"] = busy - busy0, steal - steal0
             out.write(json.dumps({"t": now, "cpu": totals}) + "\n")
             out.flush()
