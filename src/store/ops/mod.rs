@@ -201,6 +201,24 @@ impl Op {
         on_reply!(self, reply => reply.answer = None)
     }
 
+    /// What kind of write it is, for the writer's log.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Op::Create { .. } => "create",
+            Op::Apply { .. } => "apply",
+            Op::Vote { .. } => "vote",
+            Op::FireDue { .. } => "fire_due",
+            Op::Adopt { .. } => "adopt",
+            Op::Claim { .. } => "claim",
+            Op::SetPermalink { .. } => "set_permalink",
+            Op::CloseBatch { .. } => "close_batch",
+            Op::Defer { .. } => "defer",
+            Op::Report { .. } => "report",
+            Op::Token { .. } => "token",
+            Op::Checkpoint { .. } => "checkpoint",
+        }
+    }
+
     /// When the operation was queued for the writer.
     pub(crate) fn queued(&self) -> Instant {
         on_reply!(self, reply => reply.queued)
@@ -214,6 +232,37 @@ impl Op {
     /// Fails the operation with `error` (its batch and its retry alone both failed).
     pub(crate) fn fail(&mut self, error: StoreError) {
         on_reply!(self, reply => reply.set(Err(error)))
+    }
+}
+
+/// A batch's operations counted by kind, for the writer's log: `vote=20 report=6
+/// claim=1`, with the jobs the claims and deferrals carry (`jobs=128`).
+struct Kinds<'a>(&'a [Op]);
+
+impl std::fmt::Display for Kinds<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        let mut jobs = 0;
+        for op in self.0 {
+            match op {
+                Op::Claim { jobs: these, .. } => jobs += these.len(),
+                Op::Defer { jobs: these, .. } => jobs += these.len(),
+                _ => {}
+            }
+            match counts.iter_mut().find(|(kind, _)| *kind == op.kind()) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((op.kind(), 1)),
+            }
+        }
+        let mut sep = "";
+        for (kind, count) in counts {
+            write!(f, "{sep}{kind}={count}")?;
+            sep = " ";
+        }
+        if jobs > 0 {
+            write!(f, "{sep}jobs={jobs}")?;
+        }
+        Ok(())
     }
 }
 
@@ -276,6 +325,7 @@ async fn batch<T: Tx>(
         stats,
         waiting,
     } = batch_of;
+    let started = Instant::now();
     // Every new approval of the batch in one statement, ahead of the other operations
     // (none of which can name an approval not created yet), less those refused for
     // their requester's waiting requests (`max_pending`).
@@ -346,13 +396,36 @@ async fn batch<T: Tx>(
     if !done.changes.is_empty() {
         tx.announce(&done.changes).await?;
     }
-    let committing = Instant::now();
-    tx.commit(waiting()).await?;
-    stats.commit(committing.elapsed());
+    commit(tx, ops, stats, waiting(), started).await?;
     if let Some(checkpoints) = checkpoints.as_mut() {
         checkpoints.committed(newest);
     }
     Ok(done.changes)
+}
+
+/// Commits the batch that began at `started` (the next transaction opened with it
+/// when operations are `waiting`), and logs it at debug level: what a slow write
+/// waited behind (`RUST_LOG=signoff::store::ops=debug`; nothing is formatted unless
+/// that level is on).
+async fn commit<T: Tx>(
+    tx: &mut T,
+    ops: &[Op],
+    stats: &WriterStats,
+    waiting: bool,
+    started: Instant,
+) -> sqlx::Result<()> {
+    let committing = Instant::now();
+    tx.commit(waiting).await?;
+    let committed = committing.elapsed();
+    stats.commit(committed);
+    tracing::debug!(
+        operations = ops.len(),
+        kinds = %Kinds(ops),
+        statements_us = committing.duration_since(started).as_micros(),
+        commit_us = committed.as_micros(),
+        "write batch committed"
+    );
+    Ok(())
 }
 
 /// Links the batch's audit drafts onto the chain and, with `checkpoints`, appends a
@@ -528,5 +601,27 @@ fn settle<O>(
             reply.set(Err(refused));
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_logged_as_its_operations_by_kind_with_the_jobs_they_carry() {
+        let now = Utc::now();
+        let defer = |jobs: usize| Op::Defer {
+            jobs: vec![(1, now); jobs],
+            reply: Reply::new().0,
+        };
+        let checkpoint = Op::Checkpoint {
+            now,
+            reply: Reply::new().0,
+        };
+        let ops = [defer(2), checkpoint, defer(3)];
+        assert_eq!(Kinds(&ops).to_string(), "defer=2 checkpoint=1 jobs=5");
+        assert_eq!(Kinds(&ops[1..2]).to_string(), "checkpoint=1");
+        assert_eq!(Kinds(&[]).to_string(), "");
     }
 }
