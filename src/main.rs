@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 /// mimalloc rather than glibc's malloc: 4-15 % more clicks and gets per core; an idle
-/// server holds 3.5 MiB of anonymous memory against glibc's 2.8 (docs/performance.md,
+/// server holds 3.5 MiB of anonymous memory against glibc's 2.8 (docs/performance-journal.md,
 /// "Allocator and LTO").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     // SQLite allocates through glibc's malloc, which gives each thread that allocates an
     // arena of its own, and sqlx runs each SQLite connection on a thread (the writer,
     // eight readers, the watcher, the checkpointer): under load their freed pages stayed
-    // in eleven arenas, 14-20 MiB more with 100,000 pending (docs/performance.md, "The
+    // in eleven arenas, 14-20 MiB more with 100,000 pending (docs/performance-journal.md, "The
     // load bench's memory step"). Rust's allocations are mimalloc's, above.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: a tuning call, made before any other thread exists.

@@ -15,7 +15,7 @@ pub(super) const LOAD_SHOWN: &str = select_approvals!(@
 /// readers' (`coalesced::Coalesced::spawn`). Left to itself, PostgreSQL plans each call of a prepared statement
 /// anew while that looks cheaper than a plan kept, and otherwise keeps one plan for the
 /// life of the connection, made for the tables as they were then. Both were measured
-/// here (docs/performance.md, "The writer's kept plans"): a click batch's update with
+/// here (docs/performance-journal.md, "The writer's kept plans"): a click batch's update with
 /// its message reports cost as much to plan as to run, and a post's report kept a plan
 /// made while the tables were nearly empty, which read the approvals and the jobs
 /// whole on every call as they grew.
