@@ -3,6 +3,7 @@
 mod audit;
 #[path = "../common/mod.rs"]
 mod common;
+mod docs;
 mod keys;
 mod operate;
 mod pacing;
