@@ -10,12 +10,14 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use crate::data::{Db, Loaded};
-use crate::process::{Memory, Server, create_token};
+use crate::process::{Memory, Server, create_token, http_client};
 use crate::report::{count, mib, ms, percentile};
 
 pub const HEALTH_CALLS: usize = 5;
 pub const GETS: usize = 1_000;
 pub const GET_CLIENTS: usize = 8;
+/// A request's time limit (`/health/approvals` counts a million rows).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct MemoryReport {
     pub at_start: Memory,
@@ -55,7 +57,7 @@ pub async fn measure(
     let token = create_token(url).await?;
     let server = Server::start(url, None, None).await?;
     let at_start = server.memory()?;
-    let http = crate::process::http_client(Duration::from_secs(60));
+    let http = http_client(HTTP_TIMEOUT);
     let base = server.base_url();
 
     let (pending_count, health_max) = health_calls(&http, &base).await?;
@@ -126,7 +128,7 @@ async fn random_gets(ids: Vec<String>, base: &str, token: &str) -> Result<Vec<Du
         let (ids, next, base, token) =
             (ids.clone(), next.clone(), base.to_owned(), token.to_owned());
         clients.spawn(async move {
-            let http = crate::process::http_client(Duration::from_secs(60));
+            let http = http_client(HTTP_TIMEOUT);
             let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
