@@ -249,9 +249,10 @@ impl std::fmt::Display for Kinds<'_> {
                 Op::Defer { jobs: these, .. } => jobs += these.len(),
                 _ => {}
             }
-            match counts.iter_mut().find(|(kind, _)| *kind == op.kind()) {
+            let kind = op.kind();
+            match counts.iter_mut().find(|(seen, _)| *seen == kind) {
                 Some((_, count)) => *count += 1,
-                None => counts.push((op.kind(), 1)),
+                None => counts.push((kind, 1)),
             }
         }
         let mut sep = "";
