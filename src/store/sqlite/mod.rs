@@ -33,6 +33,15 @@ pub(crate) async fn open(
     url: &str,
     changes: tokio::sync::broadcast::Sender<crate::store::StatusChange>,
 ) -> Result<(SqliteReads, SqliteTx)> {
+    open_with(url, changes, WalLimits::default()).await
+}
+
+/// [`open`], its WAL kept within `wal` (see [`wal`]).
+pub(crate) async fn open_with(
+    url: &str,
+    changes: tokio::sync::broadcast::Sender<crate::store::StatusChange>,
+    wal: WalLimits,
+) -> Result<(SqliteReads, SqliteTx)> {
     if url.contains(":memory:") || url.contains("mode=memory") {
         return Err(StoreError::Invalid(
             "in-memory SQLite is not supported (readers and the writer need one file): use sqlite://FILE".into(),
@@ -54,9 +63,15 @@ pub(crate) async fn open(
         // scattered timers -15 %, gets unchanged.
         .pragma("page_size", "2048");
     // The writer never stops a commit to checkpoint; the checkpointer does it beside it.
+    // When the WAL starts over, the writer cuts it back (see `wal`).
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
-        .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
+        .connect_with(
+            options
+                .clone()
+                .pragma("wal_autocheckpoint", "0")
+                .pragma("journal_size_limit", wal.size_limit.to_string()),
+        )
         .await?;
     MIGRATOR.run(&writer).await?;
     // Each connection has its own page cache (2 MiB by default). Readers mostly need
@@ -73,6 +88,7 @@ pub(crate) async fn open(
         .max_connections(1)
         .connect_with(options.pragma("cache_size", "-256"))
         .await?;
+    let checkpointer = wal::checkpointer(checkpointer, wal.every);
     Ok((
         SqliteReads {
             pool: std::sync::Arc::new(readers),
@@ -80,7 +96,7 @@ pub(crate) async fn open(
         SqliteTx {
             pool: writer,
             conn: None,
-            _checkpointer: Checkpointer(tokio::spawn(checkpoint(checkpointer))),
+            _checkpointer: Checkpointer(tokio::spawn(checkpointer)),
             _watcher: Checkpointer(tokio::spawn(watch::watch(watcher, changes))),
             rowids: HashMap::new(),
             deferred: Default::default(),
@@ -93,27 +109,6 @@ pub(crate) async fn open(
 
 /// Connections for reads (the writer and the checkpointer have one each).
 const READERS: usize = 8;
-
-/// How often committed WAL frames are copied back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-/// Copies committed WAL frames into the database file, off the writer's path: left to
-/// SQLite, every ~1,000 pages one commit would stop to write them back and sync the
-/// file, stalling every request in its batch. A passive checkpoint blocks neither
-/// readers nor the writer; once it has caught up, the writer starts the WAL over.
-async fn checkpoint(pool: SqlitePool) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            tracing::warn!(%error, "SQLite WAL checkpoint failed; trying again");
-        }
-    }
-}
 
 /// Stops a background task of the file (the checkpointer, the change watcher) with
 /// the writer that owns it.
@@ -362,7 +357,10 @@ mod outbox;
 mod reads;
 mod requests;
 mod tx;
+mod wal;
 mod watch;
+
+pub(crate) use wal::WalLimits;
 
 pub(crate) use reads::SqliteReads;
 pub(crate) use tx::SqliteTx;
