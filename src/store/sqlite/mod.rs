@@ -37,7 +37,7 @@ pub(crate) async fn open(
 }
 
 /// [`open`], its WAL kept within `wal` (see [`wal`]).
-pub(crate) async fn open_with(
+async fn open_with(
     url: &str,
     changes: tokio::sync::broadcast::Sender<crate::store::StatusChange>,
     wal: WalLimits,
@@ -360,7 +360,7 @@ mod tx;
 mod wal;
 mod watch;
 
-pub(crate) use wal::WalLimits;
+use wal::WalLimits;
 
 pub(crate) use reads::SqliteReads;
 pub(crate) use tx::SqliteTx;

@@ -20,11 +20,11 @@ use sqlx::{SqliteConnection, SqlitePool};
 
 /// When the WAL is copied back and what it is cut back to.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct WalLimits {
+pub(super) struct WalLimits {
     /// How often committed frames are copied back into the database file.
-    pub(crate) every: Duration,
+    pub(super) every: Duration,
     /// Bytes the WAL is cut back to when it starts over (`journal_size_limit`).
-    pub(crate) size_limit: u64,
+    pub(super) size_limit: u64,
 }
 
 impl Default for WalLimits {
