@@ -12,6 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::payload::Payload;
 use super::{
     Answer, GONE, NOT_FROM_A_REQUEST, Refused, bulk, find_from, form, refusal_text, respond,
     verified,
@@ -44,18 +45,21 @@ pub(super) async fn handler(
         Ok(slack) => slack.clone(),
         Err(refused) => return refused.into_response(),
     };
-    let payload = match form(&body).map(|mut fields| fields.remove("payload")) {
-        Ok(Some(raw)) => match serde_json::from_str::<Value>(&raw) {
-            Ok(payload) => payload,
-            Err(error) => {
-                return Refused::BadRequest(format!("payload is not JSON: {error}"))
-                    .into_response();
-            }
-        },
+    let raw = match form(&body).map(|mut fields| fields.remove("payload")) {
+        Ok(Some(raw)) => raw,
         Ok(None) => return Refused::BadRequest("missing payload field".into()).into_response(),
         Err(refused) => return refused.into_response(),
     };
+    let payload = match Payload::from_json(&raw) {
+        Ok(payload) => payload,
+        Err(error) => return unreadable(error).into_response(),
+    };
     respond(interact(&state, &slack, &payload).await)
+}
+
+/// Why a payload could not be read.
+pub(super) fn unreadable(error: serde_json::Error) -> Refused {
+    Refused::BadRequest(format!("payload is not an interaction payload: {error}"))
 }
 
 /// One interaction payload (block_actions, view_submission), however it came: the
@@ -64,17 +68,19 @@ pub(super) async fn handler(
 pub(super) async fn interact(
     state: &AppState,
     slack: &SlackApp,
-    payload: &Value,
+    payload: &Payload<'_>,
 ) -> Result<Answer, Refused> {
-    let Some(Ok(user)) = payload["user"]["id"].as_str().map(UserId::parse) else {
+    let Some(Ok(user)) = payload.user.id.as_str().map(UserId::parse) else {
         return Err(Refused::BadRequest("payload has no valid user.id".into()));
     };
-    let channel = payload["channel"]["id"]
+    let channel = payload
+        .channel
+        .id
         .as_str()
-        .or(payload["container"]["channel_id"].as_str())
+        .or(payload.container.channel_id.as_str())
         .map(str::to_owned);
     let actor = Actor { user, channel };
-    match payload["type"].as_str() {
+    match payload.kind.as_str() {
         Some("block_actions") => block_action(state, slack, payload, actor).await,
         Some("view_submission") => view_submission(state, slack, payload, actor).await,
         // Other interaction types (view_closed, shortcuts) need nothing from us.
@@ -85,12 +91,14 @@ pub(super) async fn interact(
 async fn block_action(
     state: &AppState,
     slack: &SlackApp,
-    payload: &Value,
+    payload: &Payload<'_>,
     actor: Actor,
 ) -> Result<Answer, Refused> {
-    let action = &payload["actions"][0];
-    let (Some(action_id), Some(value)) = (action["action_id"].as_str(), action["value"].as_str())
-    else {
+    let action = payload.actions.first();
+    let (Some(action_id), Some(value)) = (
+        action.and_then(|action| action.action_id.as_str()),
+        action.and_then(|action| action.value.as_str()),
+    ) else {
         return Err(Refused::BadRequest(
             "block action without action_id and value".into(),
         ));
@@ -103,7 +111,7 @@ async fn block_action(
             return bulk::approve_all(state, slack, value, &clicked, &actor).await;
         }
         ACTION_DENY_ALL => {
-            let trigger = payload["trigger_id"].as_str();
+            let trigger = payload.trigger_id.as_str();
             return bulk::open_deny_all(state, slack, (value, trigger), &clicked, &actor).await;
         }
         _ => {}
@@ -142,7 +150,7 @@ async fn block_action(
             if let Err(rejection) = check_can_decide(&approval, &by, state.clock.now()) {
                 return ephemeral(slack, &actor, refusal_text(&rejection, &approval));
             }
-            let Some(trigger_id) = payload["trigger_id"].as_str() else {
+            let Some(trigger_id) = payload.trigger_id.as_str() else {
                 return Err(Refused::BadRequest(
                     "block action without trigger_id".into(),
                 ));
@@ -205,10 +213,10 @@ async fn approve(
 async fn view_submission(
     state: &AppState,
     slack: &SlackApp,
-    payload: &Value,
+    payload: &Payload<'_>,
     actor: Actor,
 ) -> Result<Answer, Refused> {
-    let view = &payload["view"];
+    let view = &payload.view;
     let callback = view["callback_id"].as_str().unwrap_or_default();
     let (input, draft) = match callback {
         DENY_CALLBACK => {
@@ -276,24 +284,26 @@ pub(super) struct Clicked {
     pub(super) for_approvals: Vec<ApprovalId>,
 }
 
-fn clicked_message(payload: &Value) -> Option<Clicked> {
-    let container = &payload["container"];
-    let channel = container["channel_id"]
+fn clicked_message(payload: &Payload<'_>) -> Option<Clicked> {
+    let container = &payload.container;
+    let channel = container
+        .channel_id
         .as_str()
-        .or(payload["channel"]["id"].as_str())?;
-    let ts = container["message_ts"]
+        .or(payload.channel.id.as_str())?;
+    let ts = container
+        .message_ts
         .as_str()
-        .or(payload["message"]["ts"].as_str())?;
-    let metadata = &payload["message"]["metadata"];
+        .or(payload.message.ts.as_str())?;
+    let metadata = &payload.message.metadata;
     let signoffs = [blocks::POST_EVENT, blocks::REMINDER_EVENT];
     let mut for_approvals = Vec::new();
-    if metadata["event_type"]
+    if metadata
+        .event_type
         .as_str()
         .is_some_and(|event| signoffs.contains(&event))
     {
-        let payload = &metadata["event_payload"];
-        let items = payload["items"].as_array().into_iter().flatten();
-        let named = std::iter::once(&payload["approval_id"]).chain(items);
+        let payload = &metadata.event_payload;
+        let named = std::iter::once(&payload.approval_id).chain(&payload.items);
         for_approvals.extend(named.filter_map(|id| id.as_str()?.parse::<ApprovalId>().ok()));
     }
     Some(Clicked {

@@ -11,6 +11,7 @@
 mod bulk;
 mod commands;
 mod interactions;
+mod payload;
 pub mod socket;
 
 use axum::Router;

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::Timings;
 use crate::http::AppState;
 use crate::http::slack::commands::{self, Typed};
+use crate::http::slack::payload::Payload;
 use crate::http::slack::{Answer, Refused, interactions};
 use crate::slack::app::SlackApp;
 
@@ -102,7 +103,11 @@ pub(super) async fn answer(
     envelope: &Envelope,
 ) -> Result<Answer, Refused> {
     match envelope.kind {
-        Kind::Interactive => interactions::interact(state, slack, &envelope.payload).await,
+        Kind::Interactive => {
+            let payload =
+                Payload::from_value(&envelope.payload).map_err(interactions::unreadable)?;
+            interactions::interact(state, slack, &payload).await
+        }
         Kind::SlashCommands => {
             let field = |name: &str| envelope.payload[name].as_str();
             let typed = Typed {
