@@ -69,7 +69,7 @@ impl Unreadable {
 
 /// Reads one text frame.
 pub(super) fn parse(text: &str) -> Result<Frame, Unreadable> {
-    let frame: Value = serde_json::from_str(text).map_err(|_| Unreadable::NotJson)?;
+    let mut frame: Value = serde_json::from_str(text).map_err(|_| Unreadable::NotJson)?;
     let kind = match frame["type"].as_str() {
         Some("hello") => return Ok(Frame::Hello),
         Some("disconnect") => {
@@ -81,7 +81,10 @@ pub(super) fn parse(text: &str) -> Result<Frame, Unreadable> {
         Some("events_api") => Kind::EventsApi,
         _ => return Err(Unreadable::NotAFrame),
     };
-    let (Some(id), Some(payload)) = (frame["envelope_id"].as_str(), frame.get("payload")) else {
+    let accepts_response_payload = frame["accepts_response_payload"] == true;
+    // Taken out of the frame, not copied: a click's carries the whole message clicked.
+    let payload = frame.get_mut("payload").map(Value::take);
+    let (Some(id), Some(payload)) = (frame["envelope_id"].as_str(), payload) else {
         return Err(Unreadable::NotAFrame);
     };
     if id.is_empty() || !payload.is_object() {
@@ -90,8 +93,8 @@ pub(super) fn parse(text: &str) -> Result<Frame, Unreadable> {
     Ok(Frame::Envelope(Envelope {
         id: id.to_owned(),
         kind,
-        payload: payload.clone(),
-        accepts_response_payload: frame["accepts_response_payload"] == true,
+        payload,
+        accepts_response_payload,
     }))
 }
 
