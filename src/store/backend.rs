@@ -103,6 +103,12 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
     fn commit(&mut self, then_begin: bool) -> impl Future<Output = sqlx::Result<()>> + Send;
     /// Rolls back; on failure the backend drops the connection and reconnects later.
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
+    /// The fence a backend whose commits return before they are durable numbers them
+    /// on (`durable`): the writer answers each batch once its commit is released.
+    /// `None` (PostgreSQL): a commit that returned is durable.
+    fn fence(&self) -> Option<std::sync::Arc<super::durable::Fence>> {
+        None
+    }
     /// Inserts new approvals, each with its `params_sha256` (the request hash), in one
     /// statement, skipping those that repeat an open request (same token, tool and
     /// request hash, whatever their own status) or reuse an idempotency key, also

@@ -88,6 +88,25 @@ impl Store {
         deliveries: Deliveries,
         signer: Option<Signer>,
     ) -> Result<Store> {
+        Self::connect_logged(url, deliveries, signer, None).await
+    }
+
+    /// A SQLite store whose WAL syncs are `log`'s (a test's stand-in for the disk).
+    #[cfg(test)]
+    pub(crate) async fn connect_sqlite_synced_by(
+        url: &str,
+        log: Box<dyn sqlite::SyncLog>,
+    ) -> Result<Store> {
+        Self::connect_logged(url, Deliveries::default(), None, Some(log)).await
+    }
+
+    /// [`Store::connect_signing`], a SQLite WAL synced by `log` (the file when `None`).
+    async fn connect_logged(
+        url: &str,
+        deliveries: Deliveries,
+        signer: Option<Signer>,
+        log: Option<Box<dyn sqlite::SyncLog>>,
+    ) -> Result<Store> {
         let signs = signer.is_some();
         // Each notice may hold an approval snapshot; a waiter that falls further
         // behind than this reads the approval back instead.
@@ -104,7 +123,7 @@ impl Store {
         };
         let backend = if url.starts_with("sqlite:") {
             heard.send_replace(true);
-            let (reads, tx) = sqlite::open(url, changes.clone()).await?;
+            let (reads, tx) = sqlite::open(url, changes.clone(), log).await?;
             writer::spawn(tx, rx, setup).map_err(sqlx::Error::Io)?;
             Backend::Sqlite(reads)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {

@@ -12,7 +12,8 @@
 //! - `writer` is the one task per process that takes write operations from a queue and
 //!   commits as many as are waiting in one transaction (group commit: one fsync for
 //!   many changes, each acknowledged only after it is durable), retrying them one by
-//!   one after a database error.
+//!   one after a database error. `durable` holds SQLite's answers, announcements and
+//!   reads back until the WAL's sync beside the writer covers the commit they rest on.
 //! - `ops` is the domain work of a batch: each operation with its own typed reply.
 //! - `requests` says what makes a request repeat an open one.
 //!
@@ -25,6 +26,7 @@ mod read_pool;
 
 mod backend;
 mod coalesce;
+mod durable;
 mod facade;
 mod ops;
 mod postgres;

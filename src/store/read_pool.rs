@@ -5,7 +5,8 @@
 //! otherwise (an error that may have broken it, or a read cancelled mid-query, which
 //! leaves the protocol or the statement in an unknown state). A connection idle for a
 //! while may have been closed by the server (a restart): it is pinged before it
-//! serves again.
+//! serves again. With a fence (SQLite), a read answers only once every commit it may
+//! have seen is durable (`store::durable`).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -24,6 +25,9 @@ pub(crate) struct ReadPool<C: Connection> {
     idle: Mutex<Vec<(C, Instant)>>,
     /// One permit per connection that may exist.
     permits: Semaphore,
+    /// The writer's fence, on a backend whose commits are visible before they are
+    /// durable.
+    fence: Option<std::sync::Arc<crate::store::durable::Fence>>,
 }
 
 impl<C: Connection> ReadPool<C> {
@@ -32,6 +36,21 @@ impl<C: Connection> ReadPool<C> {
             options,
             idle: Mutex::new(Vec::with_capacity(size)),
             permits: Semaphore::new(size),
+            fence: None,
+        }
+    }
+
+    /// Holds each read's answer back until what it may have seen is durable.
+    pub(crate) fn fenced(mut self, fence: std::sync::Arc<crate::store::durable::Fence>) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// Waits, after a read, until every commit it may have seen is durable.
+    pub(crate) async fn settle(&self) -> sqlx::Result<()> {
+        match &self.fence {
+            Some(fence) => Ok(fence.settle().await?),
+            None => Ok(()),
         }
     }
 
@@ -107,14 +126,16 @@ impl<'a, C: Connection> ReadConn<'a, C> {
 }
 
 /// Evaluates `$read` (a query future on the connection `$conn`) on a connection from
-/// `$self.pool` (a [`ReadPool`]), and hands the connection back unless the read broke
-/// it.
+/// `$self.pool` (a [`ReadPool`]), hands the connection back unless the read broke
+/// it, and answers once what it read is durable ([`ReadPool::settle`]).
 macro_rules! on_conn {
     ($self:ident, |$conn:ident| $read:expr) => {{
         let mut lent = $self.pool.acquire().await?;
         let $conn = lent.conn();
         let result = $read.await;
-        lent.finish(result)?
+        let read = lent.finish(result)?;
+        $self.pool.settle().await?;
+        read
     }};
 }
 

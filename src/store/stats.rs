@@ -1,8 +1,10 @@
 //! Where the single writer's time goes, for `/metrics`: how long an operation waits in
 //! the writer's queue before its batch begins, how long a batch's transaction takes and
-//! its `COMMIT` alone (the durable flush), and how many operations share a batch. A
-//! request that writes (a create, a click) spends its store time in exactly these
-//! stages, so they tell queueing from work from fsync under load.
+//! its `COMMIT` alone (PostgreSQL's durable flush; SQLite's write of the WAL), on
+//! SQLite how long a committed batch's answers then wait for the WAL's sync beside the
+//! writer, and how many operations share a batch. A request that writes (a create, a
+//! click) spends its store time in exactly these stages, so they tell queueing from
+//! work from fsync under load.
 //!
 //! The histograms are shared: the metrics registry holds clones of the writer's, and a
 //! clone counts into the same buckets.
@@ -18,6 +20,7 @@ pub struct WriterStats {
     queue_wait: Histogram,
     batch: Histogram,
     commit: Histogram,
+    held: Histogram,
     operations: Histogram,
 }
 
@@ -32,6 +35,7 @@ impl Default for WriterStats {
             queue_wait: seconds(),
             batch: seconds(),
             commit: seconds(),
+            held: seconds(),
             // 1 to 128, the largest batch.
             operations: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
         }
@@ -53,8 +57,13 @@ impl WriterStats {
         );
         registry.register(
             "writer_commit_seconds",
-            "A write batch's COMMIT alone (the durable flush)",
+            "A write batch's COMMIT alone (PostgreSQL: the durable flush; SQLite: the WAL written, synced beside the writer)",
             self.commit.clone(),
+        );
+        registry.register(
+            "writer_held_seconds",
+            "SQLite: how long a committed batch's answers waited for the WAL's sync to disk",
+            self.held.clone(),
         );
         registry.register(
             "writer_batch_operations",
@@ -83,5 +92,10 @@ impl WriterStats {
     /// A batch's `COMMIT` took `took`.
     pub(crate) fn commit(&self, took: Duration) {
         self.commit.observe(took.as_secs_f64());
+    }
+
+    /// A committed batch's answers waited `took` for the sync that made it durable.
+    pub(crate) fn held(&self, took: Duration) {
+        self.held.observe(took.as_secs_f64());
     }
 }

@@ -6,11 +6,13 @@
 //! alone, so one bad operation cannot fail its neighbours. What the operations do is
 //! [`super::ops`].
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{broadcast, mpsc};
 
 use super::backend::Tx;
+use super::durable::{Fence, SyncFailed};
 use super::ops::{self, Op};
 use super::{StatusChange, WriterStats};
 use crate::jobs::Deliveries;
@@ -56,9 +58,19 @@ pub(crate) async fn run<T: Tx>(mut tx: T, mut queue: mpsc::Receiver<Op>, setup: 
         signer,
         stats,
     } = setup;
+    // A backend whose commits return before they are durable has them answered once
+    // they are, by a task beside the writer, while the writer runs the next batch.
+    let fence = tx.fence();
+    let mut held = fence
+        .clone()
+        .map(|fence| Held::start(fence, changes.clone(), stats.clone()));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut checkpoints = signer.map(ops::Checkpoints::new);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if let Some(failed) = fence.as_ref().and_then(|fence| fence.failure()) {
+            refuse(&mut batch, failed);
+            continue;
+        }
         let began = Instant::now();
         stats.began(batch.iter().map(Op::queued), began);
         let waiting = || !queue.is_empty();
@@ -92,13 +104,95 @@ pub(crate) async fn run<T: Tx>(mut tx: T, mut queue: mpsc::Receiver<Op>, setup: 
             }
         };
         stats.batch(began.elapsed());
-        for change in committed {
-            // Nobody listening is fine: long-pollers subscribe before they read.
-            let _ = changes.send(change);
+        match held.as_mut() {
+            Some(held) => held.hold(committed, &mut batch).await,
+            None => answer(&changes, committed, &mut batch),
         }
-        for op in batch.drain(..) {
-            op.answer();
+    }
+    if let Some(held) = held {
+        held.finish().await;
+    }
+}
+
+/// Announces a committed batch's status changes and answers its operations.
+fn answer(
+    changes: &broadcast::Sender<StatusChange>,
+    committed: Vec<StatusChange>,
+    batch: &mut Vec<Op>,
+) {
+    for change in committed {
+        // Nobody listening is fine: long-pollers subscribe before they read.
+        let _ = changes.send(change);
+    }
+    for op in batch.drain(..) {
+        op.answer();
+    }
+}
+
+/// Refuses a batch without running it: the fence failed, and nothing is written to a
+/// file that may have lost what it last wrote.
+fn refuse(batch: &mut Vec<Op>, failed: SyncFailed) {
+    for mut op in batch.drain(..) {
+        op.fail(super::StoreError::Database(failed.clone().into()));
+        op.answer();
+    }
+}
+
+/// Batches committed and not yet durable, answered in commit order by a task beside
+/// the writer once the fence says their commit is flushed.
+struct Held {
+    queue: mpsc::Sender<Committed>,
+    task: tokio::task::JoinHandle<()>,
+    fence: Arc<Fence>,
+}
+
+/// Batches that may wait for one sync together; the writer waits beyond them.
+const HELD: usize = 64;
+
+/// A committed batch as the answerer holds it: the number of its (last) commit, its
+/// status changes, its operations, and when it was handed over.
+type Committed = (u64, Vec<StatusChange>, Vec<Op>, Instant);
+
+impl Held {
+    fn start(
+        fence: Arc<Fence>,
+        changes: broadcast::Sender<StatusChange>,
+        stats: WriterStats,
+    ) -> Self {
+        let (queue, mut batches) = mpsc::channel::<Committed>(HELD);
+        let task = tokio::spawn({
+            let fence = fence.clone();
+            async move {
+                while let Some((n, committed, mut ops, since)) = batches.recv().await {
+                    match fence.until_flushed(n).await {
+                        Ok(()) => answer(&changes, committed, &mut ops),
+                        // Committed, maybe lost: neither announced nor answered as done.
+                        Err(failed) => refuse(&mut ops, failed),
+                    }
+                    fence.released(n);
+                    stats.held(since.elapsed());
+                }
+            }
+        });
+        Held { queue, task, fence }
+    }
+
+    /// Hands the batch (every op, answered or failed) to the answerer, to be answered
+    /// once the newest commit is flushed.
+    async fn hold(&mut self, committed: Vec<StatusChange>, batch: &mut Vec<Op>) {
+        let ops = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH));
+        let newest = self.fence.newest();
+        let handed = (newest, committed, ops, Instant::now());
+        if let Err(mpsc::error::SendError((_, _, mut ops, _))) = self.queue.send(handed).await {
+            // The answerer is gone only if it panicked: nothing is answered as done.
+            refuse(&mut ops, SyncFailed("the writer's answerer stopped".into()));
         }
+    }
+
+    /// Answers what is held, then stops.
+    async fn finish(self) {
+        drop(self.queue);
+        let _ = self.task.await;
     }
 }
 

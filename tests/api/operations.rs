@@ -87,7 +87,7 @@ fn sample(text: &str, name: &str) -> f64 {
 }
 
 #[tokio::test]
-async fn metrics_show_the_writers_queue_wait_batch_and_commit_times() {
+async fn metrics_show_the_writers_queue_wait_batch_commit_and_sync_times() {
     let app = spawn_app().await;
     let before = app.metrics().await;
     let waits = |text: &str| sample(text, "signoff_writer_queue_wait_seconds_count");
@@ -111,6 +111,9 @@ async fn metrics_show_the_writers_queue_wait_batch_and_commit_times() {
         "{batches_run} batches for {written} writes"
     );
     assert_eq!(commits(&after) - commits(&before), batches_run, "{after}");
+    // On SQLite (this app's store) each batch's answers then waited for the WAL's sync.
+    let held = |text: &str| sample(text, "signoff_writer_held_seconds_count");
+    assert_eq!(held(&after) - held(&before), batches_run, "{after}");
     assert!(
         sample(&after, "signoff_writer_commit_seconds_sum")
             > sample(&before, "signoff_writer_commit_seconds_sum"),

@@ -1,5 +1,7 @@
-//! The SQLite backend: one file in WAL mode, `synchronous = FULL` (a commit is on disk
-//! before it is acknowledged), a pool of readers and one writer connection.
+//! The SQLite backend: one file in WAL mode, a pool of readers and one writer
+//! connection. The writer commits with `synchronous = NORMAL` and the WAL is synced to
+//! disk beside it (`sync`); nothing a commit wrote is answered, announced or read
+//! before that sync ended (`store::durable`).
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -21,6 +23,7 @@ use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
 use crate::audit::checkpoint::Checkpoint;
 use crate::jobs::{self, DueJobs, MessageKey, NewJob, PostedMessage};
+use crate::store::durable::Fence;
 use crate::store::read_pool::ReadPool;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -28,19 +31,23 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// How long a job may be overdue before health reports it undelivered.
 const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
 
-/// Opens the file; `changes` hears what other processes commit to it (see `watch`).
+/// Opens the file; `changes` hears what other processes commit to it (see `watch`);
+/// the writer's commits are synced by `log` (the WAL file when `None`).
 pub(crate) async fn open(
     url: &str,
     changes: tokio::sync::broadcast::Sender<crate::store::StatusChange>,
+    log: Option<Box<dyn SyncLog>>,
 ) -> Result<(SqliteReads, SqliteTx)> {
-    open_with(url, changes, WalLimits::default()).await
+    open_with(url, changes, WalLimits::default(), log).await
 }
 
-/// [`open`], its WAL kept within `wal` (see [`wal`]).
+/// [`open`], its WAL kept within `wal` (see [`wal`]) and synced by `log` (the WAL file
+/// when `None`).
 async fn open_with(
     url: &str,
     changes: tokio::sync::broadcast::Sender<crate::store::StatusChange>,
     wal: WalLimits,
+    log: Option<Box<dyn SyncLog>>,
 ) -> Result<(SqliteReads, SqliteTx)> {
     if url.contains(":memory:") || url.contains("mode=memory") {
         return Err(StoreError::Invalid(
@@ -51,6 +58,8 @@ async fn open_with(
         .map_err(|error| StoreError::Invalid(format!("bad SQLite URL {url:?}: {error}")))?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
+        // FULL for the migrations and any write outside the writer; the writer's
+        // transactions commit with NORMAL and are synced beside it (`SqliteTx::begin`).
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
@@ -74,10 +83,19 @@ async fn open_with(
         )
         .await?;
     MIGRATOR.run(&writer).await?;
+    // The WAL exists from the first connection in WAL mode until the last one closes;
+    // the migrations' commits are on disk (FULL).
+    let fence = std::sync::Arc::new(Fence::default());
+    let log = match log {
+        Some(log) => log,
+        None => Box::new(sync::WalFile::open(options.get_filename()).map_err(sqlx::Error::Io)?),
+    };
+    sync::spawn(fence.clone(), log).map_err(sqlx::Error::Io)?;
     // Each connection has its own page cache (2 MiB by default). Readers mostly need
     // the B-tree's upper levels cached (leaves come from the OS page cache), so they
     // get less, which keeps memory flat however large the table grows.
-    let readers = ReadPool::new(options.clone().pragma("cache_size", "-1024"), READERS);
+    let readers =
+        ReadPool::new(options.clone().pragma("cache_size", "-1024"), READERS).fenced(fence.clone());
     // `data_version` is per connection: the watcher keeps its one.
     let watcher = SqlitePoolOptions::new()
         .max_connections(1)
@@ -97,7 +115,8 @@ async fn open_with(
             pool: writer,
             conn: None,
             _checkpointer: Checkpointer(tokio::spawn(checkpointer)),
-            _watcher: Checkpointer(tokio::spawn(watch::watch(watcher, changes))),
+            _watcher: Checkpointer(tokio::spawn(watch::watch(watcher, changes, fence.clone()))),
+            fence: Closing(fence),
             rowids: HashMap::new(),
             deferred: Default::default(),
             head: None,
@@ -117,6 +136,15 @@ pub(crate) struct Checkpointer(tokio::task::JoinHandle<()>);
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// The writer's fence, closed (its sync thread stopped) with the writer.
+pub(crate) struct Closing(std::sync::Arc<Fence>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -356,7 +384,10 @@ mod deferred;
 mod outbox;
 mod reads;
 mod requests;
+mod sync;
 mod tx;
+
+pub(crate) use sync::SyncLog;
 mod wal;
 mod watch;
 

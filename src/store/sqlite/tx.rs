@@ -30,6 +30,8 @@ pub(crate) struct SqliteTx {
     /// `BEGIN IMMEDIATE` is not sent yet: it goes with the transaction's first query
     /// (see [`SqliteTx::opening`]) instead of being a hand-off of its own.
     pub(super) unopened: bool,
+    /// Numbers each commit, whose sync and answers follow it (`store::durable`).
+    pub(super) fence: Closing,
 }
 
 impl SqliteTx {
@@ -97,9 +99,19 @@ impl SqliteTx {
 }
 
 impl Tx for SqliteTx {
+    fn fence(&self) -> Option<std::sync::Arc<Fence>> {
+        Some(self.fence.0.clone())
+    }
+
     async fn begin(&mut self) -> sqlx::Result<()> {
         if self.conn.is_none() {
-            self.conn = Some(self.pool.acquire().await?);
+            let mut conn = self.pool.acquire().await?;
+            // Its commits write the WAL without syncing it; the sync thread does, and
+            // nothing is answered before (`store::durable`).
+            sqlx::raw_sql("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+            self.conn = Some(conn);
         }
         self.rowids.clear();
         self.deferred.discard();
@@ -112,8 +124,12 @@ impl Tx for SqliteTx {
     }
 
     async fn commit(&mut self, _then_begin: bool) -> sqlx::Result<()> {
-        // The next BEGIN goes with the next batch's first query anyway.
-        self.flush(Some("COMMIT")).await?;
+        // The next BEGIN goes with the next batch's first query anyway. Numbered
+        // before it is sent: a reader that sees its rows finishes after this.
+        let n = self.fence.0.committing();
+        let committed = self.flush(Some("COMMIT")).await.map(|_| ());
+        self.fence.0.returned(n);
+        committed?;
         if let Some(head) = self.staged_head.take() {
             self.head = Some(head);
         }

@@ -104,7 +104,7 @@ mod tests {
             size_limit: 256 << 10,
         };
         let (changes, _) = tokio::sync::broadcast::channel(16);
-        let (_reads, mut tx) = super::super::open_with(&url, changes, limits)
+        let (_reads, mut tx) = super::super::open_with(&url, changes, limits, None)
             .await
             .unwrap();
         commit(&mut tx, "CREATE TABLE wal_test (body BLOB)").await;

@@ -7,9 +7,13 @@
 //! heard from another PostgreSQL replica does (waiters read the approval back).
 //! Changes this process made itself are skipped: the watcher hears them on the same
 //! broadcast (as notices with a snapshot) and remembers them until it reads their
-//! events, so each change is announced once, whoever made it.
+//! events, so each change is announced once, whoever made it. This process's writer
+//! announces a commit once it is durable (`store::durable`), so the watcher, having
+//! read the events, waits for the fence and hears the announcements again before it
+//! tells its own changes from others'.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{Row, SqlitePool};
@@ -18,6 +22,7 @@ use tokio::sync::broadcast;
 use super::parse_id;
 use crate::approval::Status;
 use crate::store::StatusChange;
+use crate::store::durable::Fence;
 
 /// How often the watcher looks; what a long-poll waits at most for another
 /// process's decision to show.
@@ -71,7 +76,11 @@ impl Own {
 }
 
 /// Runs until the process ends; a failed look is retried on the next.
-pub(crate) async fn watch(pool: SqlitePool, changes: broadcast::Sender<StatusChange>) {
+pub(crate) async fn watch(
+    pool: SqlitePool,
+    changes: broadcast::Sender<StatusChange>,
+    fence: Arc<Fence>,
+) {
     let mut seen = None;
     let mut version = None;
     let mut local = changes.subscribe();
@@ -81,17 +90,30 @@ pub(crate) async fn watch(pool: SqlitePool, changes: broadcast::Sender<StatusCha
     loop {
         tick.tick().await;
         own.hear(&mut local);
-        match look(&pool, &changes, &mut own, &mut seen, &mut version).await {
+        let mut heard = Heard {
+            own: &mut own,
+            local: &mut local,
+            fence: &fence,
+        };
+        match look(&pool, &changes, &mut heard, &mut seen, &mut version).await {
             Ok(()) => {}
             Err(error) => tracing::debug!(%error, "SQLite change watcher: retrying"),
         }
     }
 }
 
+/// What tells this process's changes from others': its own announcements, heard once
+/// the fence released every commit the watcher may have read.
+struct Heard<'a> {
+    own: &'a mut Own,
+    local: &'a mut broadcast::Receiver<StatusChange>,
+    fence: &'a Fence,
+}
+
 async fn look(
     pool: &SqlitePool,
     changes: &broadcast::Sender<StatusChange>,
-    own: &mut Own,
+    heard: &mut Heard<'_>,
     seen: &mut Option<i64>,
     version: &mut Option<i64>,
 ) -> sqlx::Result<()> {
@@ -116,6 +138,10 @@ async fn look(
     .bind(head)
     .fetch_all(&mut *conn)
     .await?;
+    drop(conn);
+    heard.fence.settle().await?;
+    heard.own.hear(heard.local);
+    let own = &mut *heard.own;
     for row in &rows {
         let (Some(id), Some(status)) = (
             row.try_get::<Option<&str>, _>("approval_id")?,
