@@ -184,8 +184,12 @@ impl Held {
         let newest = self.fence.newest();
         let handed = (newest, committed, ops, Instant::now());
         if let Err(mpsc::error::SendError((_, _, mut ops, _))) = self.queue.send(handed).await {
-            // The answerer is gone only if it panicked: nothing is answered as done.
-            refuse(&mut ops, SyncFailed("the writer's answerer stopped".into()));
+            // The answerer is gone only if it panicked: nothing is answered as done,
+            // and the fence fails, so that reads waiting for a release are refused
+            // rather than left waiting.
+            let why = "the writer's answerer stopped".to_owned();
+            self.fence.fail(why.clone());
+            refuse(&mut ops, SyncFailed(why));
         }
     }
 
