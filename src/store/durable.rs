@@ -146,19 +146,29 @@ impl Fence {
     }
 
     async fn until(&self, mark: &AtomicU64, n: u64) -> Result<(), SyncFailed> {
+        // Most reads have nothing to wait for: answered without registering a waiter
+        // (the notifier's list is behind a lock every read would take).
+        if let Some(reached) = self.reached(mark, n) {
+            return reached;
+        }
         loop {
             let moved = self.moved.notified();
             tokio::pin!(moved);
             // Registered before the check, so a move between the two is not missed.
             moved.as_mut().enable();
-            if let Some(failed) = self.failure() {
-                return Err(failed);
-            }
-            if mark.load(Ordering::SeqCst) >= n {
-                return Ok(());
+            if let Some(reached) = self.reached(mark, n) {
+                return reached;
             }
             moved.await;
         }
+    }
+
+    /// Whether waiting for `mark` to reach `n` is over: it reached it, or the fence failed.
+    fn reached(&self, mark: &AtomicU64, n: u64) -> Option<Result<(), SyncFailed>> {
+        if let Some(failed) = self.failure() {
+            return Some(Err(failed));
+        }
+        (mark.load(Ordering::SeqCst) >= n).then_some(Ok(()))
     }
 }
 

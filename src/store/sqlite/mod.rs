@@ -90,6 +90,8 @@ async fn open_with(
         Some(log) => log,
         None => Box::new(sync::WalFile::open(options.get_filename()).map_err(sqlx::Error::Io)?),
     };
+    // Closes the fence, stopping the sync thread, should the rest of the opening fail.
+    let closing = Closing(fence.clone());
     sync::spawn(fence.clone(), log).map_err(sqlx::Error::Io)?;
     // Each connection has its own page cache (2 MiB by default). Readers mostly need
     // the B-tree's upper levels cached (leaves come from the OS page cache), so they
@@ -116,7 +118,7 @@ async fn open_with(
             conn: None,
             _checkpointer: Checkpointer(tokio::spawn(checkpointer)),
             _watcher: Checkpointer(tokio::spawn(watch::watch(watcher, changes, fence.clone()))),
-            fence: Closing(fence),
+            fence: closing,
             rowids: HashMap::new(),
             deferred: Default::default(),
             head: None,
@@ -386,12 +388,11 @@ mod reads;
 mod requests;
 mod sync;
 mod tx;
-
-pub(crate) use sync::SyncLog;
 mod wal;
 mod watch;
 
 use wal::WalLimits;
 
 pub(crate) use reads::SqliteReads;
+pub(crate) use sync::SyncLog;
 pub(crate) use tx::SqliteTx;
