@@ -206,7 +206,10 @@ pub struct Delivery {
     pub post_interval: Duration,
 }
 
-/// `signoff serve`: the HTTP server plus the background scheduler and its deliveries.
+/// `signoff serve`: the HTTP server plus the background scheduler and its deliveries,
+/// until `shutdown` resolves or the store breaks ([`Store::broken`]): then it stops as
+/// on a shutdown and answers the store's error, so that the process exits non-zero and
+/// its supervisor restarts it.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -229,7 +232,103 @@ pub async fn serve(
     let scheduler = scheduler.with_lease(delivery.lease);
     let scheduler =
         tokio::spawn(scheduler.run(state.clock.clone(), SCHEDULER_TICK, state.shutdown.clone()));
-    let served = run(listener, state, shutdown).await;
+    let store = state.store.clone();
+    let stop = {
+        let store = store.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                failure = store.broken() => tracing::error!(
+                    %failure,
+                    "the store can serve nothing more: shutting down, so that a restart reads \
+                     the database back"
+                ),
+            }
+        }
+    };
+    let served = run(listener, state, stop).await;
     let _ = scheduler.await;
-    served
+    served?;
+    match store.failure() {
+        Some(failure) => Err(std::io::Error::other(failure)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::store::SyncLog;
+
+    /// A disk whose syncs succeed until the test breaks it.
+    struct Breakable(Arc<AtomicBool>);
+
+    impl SyncLog for Breakable {
+        fn sync(&mut self) -> std::io::Result<()> {
+            match self.0.load(Ordering::SeqCst) {
+                true => Err(std::io::Error::other("EIO on the test's disk")),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn serve_stops_with_the_stores_error_once_a_failed_sync_leaves_it_serving_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let broken = Arc::new(AtomicBool::new(false));
+        let store = Store::connect_sqlite_synced_by(&url, Box::new(Breakable(broken.clone())))
+            .await
+            .unwrap();
+        let state = AppState::new(
+            store.clone(),
+            Policy::builtin(),
+            Arc::new(crate::clock::SystemClock),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let delivery = Delivery {
+            lease: Duration::from_secs(60),
+            post_interval: Duration::ZERO,
+        };
+        let served = tokio::spawn(serve(listener, state, delivery, std::future::pending()));
+
+        assert!(
+            store
+                .token_insert("before", "hash-0", chrono::Utc::now())
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !served.is_finished(),
+            "a store that syncs keeps being served"
+        );
+        assert!(store.failure().is_none());
+
+        broken.store(true, Ordering::SeqCst);
+        let write = store
+            .token_insert("after", "hash-1", chrono::Utc::now())
+            .await;
+        assert!(
+            write
+                .unwrap_err()
+                .to_string()
+                .contains("EIO on the test's disk")
+        );
+        let error = tokio::time::timeout(Duration::from_secs(20), served)
+            .await
+            .expect("serve stops once the store is broken")
+            .unwrap()
+            .expect_err("and answers an error, so that the process exits non-zero")
+            .to_string();
+        assert!(error.contains("could not be synced"), "{error}");
+        assert!(error.contains("EIO on the test's disk"), "{error}");
+        assert!(
+            tokio::net::TcpStream::connect(address).await.is_err(),
+            "no longer listening"
+        );
+    }
 }

@@ -43,6 +43,8 @@ pub(crate) struct Fence {
     moved: Notify,
     /// Why a sync failed; set once, never cleared.
     failed: OnceLock<String>,
+    /// Wakes whoever waits for the fence to fail ([`Fence::broken`]).
+    broke: Notify,
 }
 
 #[derive(Default)]
@@ -111,6 +113,7 @@ impl Fence {
     pub(crate) fn fail(&self, why: String) {
         let _ = self.failed.set(why);
         self.moved.notify_waiters();
+        self.broke.notify_waiters();
     }
 
     /// Stops the sync thread (its writer is gone).
@@ -125,6 +128,20 @@ impl Fence {
     /// Why the fence failed, if it did.
     pub(crate) fn failure(&self) -> Option<SyncFailed> {
         self.failed.get().cloned().map(SyncFailed)
+    }
+
+    /// Resolves once the fence failed, with why.
+    pub(crate) async fn broken(&self) -> SyncFailed {
+        loop {
+            let notified = self.broke.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a failure between the two still wakes it.
+            notified.as_mut().enable();
+            if let Some(failed) = self.failure() {
+                return failed;
+            }
+            notified.await;
+        }
     }
 
     /// For the writer's answerer: waits until commit `n` is on disk.
@@ -249,5 +266,32 @@ mod tests {
         // Even one released earlier: nothing is read from a file that may have lost it.
         fence.released(n);
         assert!(fence.settle().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn whoever_waits_for_the_fence_to_break_is_woken_by_the_failure_and_only_by_it() {
+        let fence = Arc::new(Fence::default());
+        let watching = tokio::spawn({
+            let fence = fence.clone();
+            async move { fence.broken().await }
+        });
+        let n = fence.committing();
+        fence.returned(n);
+        fence.flushed(n);
+        fence.released(n);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            !watching.is_finished(),
+            "a sync that ended is not a failure"
+        );
+        fence.fail("EIO".into());
+        let failed = tokio::time::timeout(Duration::from_secs(5), watching)
+            .await
+            .expect("woken by the failure")
+            .unwrap();
+        assert!(failed.to_string().contains("EIO"), "{failed}");
+        // Asked after the failure, it answers at once.
+        let again = tokio::time::timeout(Duration::from_secs(5), fence.broken()).await;
+        assert!(again.expect("answers at once").to_string().contains("EIO"));
     }
 }

@@ -169,6 +169,29 @@ impl Store {
         &self.inner.stats
     }
 
+    /// Resolves once the store can serve nothing more until signoff is restarted, with
+    /// why: on SQLite, a sync of its log that failed (`durable`). Never on PostgreSQL,
+    /// whose server stops itself on such a failure, and which signoff reconnects to.
+    pub async fn broken(&self) -> StoreError {
+        match self.fence() {
+            Some(fence) => StoreError::Database(fence.broken().await.into()),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Why the store can serve nothing more, if it cannot (see [`Store::broken`]).
+    pub fn failure(&self) -> Option<StoreError> {
+        let failed = self.fence()?.failure()?;
+        Some(StoreError::Database(failed.into()))
+    }
+
+    fn fence(&self) -> Option<&Arc<super::durable::Fence>> {
+        match &self.inner.backend {
+            Backend::Sqlite(reads) => reads.fence(),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         match self.inner.backend {

@@ -49,6 +49,8 @@ use shared::{
     by_position, decode, decode_messages, decode_votes, due_jobs, found_at, leased,
     posted_messages, pow2_chunks,
 };
+#[cfg(test)]
+pub(crate) use sqlite::SyncLog;
 pub use stats::WriterStats;
 
 /// Why a store call failed.

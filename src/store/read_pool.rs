@@ -46,6 +46,11 @@ impl<C: Connection> ReadPool<C> {
         self
     }
 
+    /// The writer's fence, if reads are held back by one.
+    pub(crate) fn fence(&self) -> Option<&std::sync::Arc<crate::store::durable::Fence>> {
+        self.fence.as_ref()
+    }
+
     /// Waits, after a read, until every commit it may have seen is durable.
     pub(crate) async fn settle(&self) -> sqlx::Result<()> {
         match &self.fence {

@@ -10,6 +10,13 @@ pub(crate) struct SqliteReads {
     pub(super) pool: std::sync::Arc<ReadPool<sqlx::SqliteConnection>>,
 }
 
+impl SqliteReads {
+    /// The writer's fence, which holds these reads back until what they saw is durable.
+    pub(crate) fn fence(&self) -> Option<&std::sync::Arc<crate::store::durable::Fence>> {
+        self.pool.fence()
+    }
+}
+
 impl Reads for SqliteReads {
     async fn get(&self, id: ApprovalId) -> Result<Option<Approval>> {
         Ok(on_conn!(self, |c| load_approval(c, id)))
