@@ -134,6 +134,32 @@ async fn duplicate_requests_return_the_existing_approval_with_200() {
 }
 
 #[tokio::test]
+async fn the_bearer_schemes_name_is_read_in_any_case() {
+    let app = spawn_app().await;
+    let id = app.request("transfer", json!({"amount": 1})).await;
+    let get = |authorization: String| {
+        let request = app
+            .http
+            .get(app.url(&format!("/v1/approvals/{id}")))
+            .header("authorization", authorization);
+        async move { request.send().await.unwrap().status() }
+    };
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        assert_eq!(
+            get(format!("{scheme} {}", app.token)).await,
+            StatusCode::OK,
+            "{scheme}"
+        );
+    }
+    for refused in [
+        format!("Bearer{}", app.token),
+        format!("Bearerx {}", app.token),
+    ] {
+        assert_eq!(get(refused).await, StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
 async fn requests_without_a_valid_token_are_401_and_change_nothing() {
     let app = spawn_app().await;
     let body = json!({"tool_name": "x", "parameters": {}});

@@ -27,7 +27,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(bearer)
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or(ApiError::Unauthorized)?;
@@ -46,6 +46,13 @@ impl FromRequestParts<AppState> for Caller {
             None => Err(ApiError::Unauthorized),
         }
     }
+}
+
+/// The credentials of an `Authorization` header of the Bearer scheme, whose name is
+/// case-insensitive (RFC 9110, 11.1): `Bearer`, `bearer` and `BEARER` alike.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
 }
 
 /// Whether reading the body failed because it did not arrive within the body limit
