@@ -154,14 +154,20 @@ pub fn outcome_line(a: &Approval) -> String {
                 at(a.decision_at).unwrap_or_default()
             )
         }
-        // An approval that expired after being approved was never run either.
-        Status::Expired => match by {
-            Some(by) => format!(
-                ":hourglass: Expired — approved{} but not run in time (not executed)",
-                decider(a, by)
-            ),
-            None => ":hourglass: Expired — nobody decided in time (not executed)".into(),
-        },
+        // An approval that expired after being approved was never run either. It
+        // expired when it was due to: at `expires_at`.
+        Status::Expired => {
+            let when = at(Some(a.expires_at)).unwrap_or_default();
+            match by {
+                Some(by) => format!(
+                    ":hourglass: Expired{when} — approved{} but not run in time (not executed)",
+                    decider(a, by)
+                ),
+                None => {
+                    format!(":hourglass: Expired{when} — nobody decided in time (not executed)")
+                }
+            }
+        }
         Status::Cancelled => format!(
             ":no_entry_sign: Cancelled by requester{}",
             at(a.decision_at).unwrap_or_default()

@@ -217,17 +217,21 @@ fn decided_messages_say_who_denied_and_why() {
 }
 
 #[test]
-fn expired_messages_say_nothing_ran() {
+fn expired_messages_say_when_and_that_nothing_ran() {
     let mut a = approval();
     a.status = Status::Expired;
+    // The approval's deadline, 2024-05-01 14:05 UTC.
+    let when = "<!date^1714572300^{date_short_pretty} {time}|2024-05-01 14:05 UTC>";
     assert_eq!(
         outcome(&a),
-        ":hourglass: Expired — nobody decided in time (not executed)"
+        format!(":hourglass: Expired at {when} — nobody decided in time (not executed)")
     );
     a.decided_by = Some("U1".into());
     assert_eq!(
         outcome(&a),
-        ":hourglass: Expired — approved by <@U1> but not run in time (not executed)"
+        format!(
+            ":hourglass: Expired at {when} — approved by <@U1> but not run in time (not executed)"
+        )
     );
 }
 
