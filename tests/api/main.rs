@@ -17,4 +17,5 @@ mod openapi;
 mod openapi_spec;
 mod operations;
 mod requests;
+mod shared_rows;
 mod spend;

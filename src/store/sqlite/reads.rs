@@ -167,14 +167,28 @@ impl Reads for SqliteReads {
     }
 
     async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
-        let ids: Vec<String> = on_conn!(self, |c| {
+        let ids: Vec<Option<String>> = on_conn!(self, |c| {
             sqlx::query_scalar(
             "SELECT id FROM pending_approvals WHERE routing IS NULL AND status = 'pending' ORDER BY created_at LIMIT $1",
         )
         .bind(limit)
         .fetch_all(c)
         });
-        Ok(parse_ids(&ids)?)
+        // A row whose id is no UUID (inserted before the insert trigger refused such
+        // rows) is passed over, so that it does not stop the rows after it.
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| match id.as_deref().map(parse_id) {
+                Some(Ok(id)) => Some(id),
+                _ => {
+                    tracing::warn!(
+                        id,
+                        "a row of pending_approvals has no UUID for an id: passed over"
+                    );
+                    None
+                }
+            })
+            .collect())
     }
 
     async fn find_in_range(

@@ -383,7 +383,10 @@ impl Tx for SqliteTx {
     ) -> sqlx::Result<Vec<Approval>> {
         // One status at a time, each an ordered range of the open index, so a backlog
         // costs no sort; approved ones first (they are few). The first condition is
-        // the index's own, which SQLite needs to see to use a partial index.
+        // the index's own, which SQLite needs to see to use a partial index. Only rows
+        // signoff took in: another program's row is taken in first, in the same pass,
+        // and one that cannot be read (inserted before the insert checks) is left out
+        // rather than failing every expiry.
         let mut due = Vec::new();
         for status in [Status::Approved, Status::Pending] {
             let left = limit - due.len() as i64;
@@ -392,7 +395,7 @@ impl Tx for SqliteTx {
             }
             let query = sqlx::query(select_approvals!(
                 "WHERE status IN ('pending', 'approved') AND status = $1 AND expires_at <= $2 \
-                 ORDER BY expires_at LIMIT $3"
+                 AND routing IS NOT NULL ORDER BY expires_at LIMIT $3"
             ))
             .bind(status.as_str())
             .bind(ts(&now))

@@ -1,0 +1,156 @@
+//! Rows another program inserts into the shared table: one signoff could not read is
+//! refused at the insert with the reason, and one that got in before that check is
+//! passed over while the schedule (intake, expiries, deliveries) goes on.
+
+use std::sync::Arc;
+
+use signoff::clock::Clock;
+use signoff::policy::Policy;
+use signoff::scheduler::Scheduler;
+
+use crate::common::{TestDb, raw_count, raw_execute, sql_time};
+use crate::helpers::*;
+
+crate::on_both_backends!(rows_signoff_could_not_read_are_refused_at_the_insert_with_the_reason);
+
+fn insert(id: &str, parameters: &str, expires: &str) -> String {
+    format!(
+        "INSERT INTO pending_approvals (id, tool_name, parameters, requested_by, expires_at) \
+         VALUES ({id}, 'transfer', '{parameters}', 'other-program', {expires})"
+    )
+}
+
+/// What each backend's types let in but signoff cannot read, and the reason given.
+fn unreadable(backend: &str, expires: &str) -> Vec<(String, &'static str)> {
+    let id = |n: u8| format!("'20000000-0000-4000-8000-0000000000{n:02}'");
+    let mut rows = vec![
+        (
+            insert(&id(11), "[1, 2]", expires),
+            "parameters must be a JSON object",
+        ),
+        (
+            insert(&id(12), "null", expires),
+            "parameters must be a JSON object",
+        ),
+    ];
+    if backend == "sqlite" {
+        // SQLite's columns are text: any id, any parameters, any time.
+        rows.extend([
+            (
+                insert("'not-a-uuid'", "{}", expires),
+                "id must be a UUID, such as",
+            ),
+            (
+                insert(&id(13), "not json", expires),
+                "parameters must be a JSON object",
+            ),
+            (
+                insert(&id(14), "{}", "'next tuesday'"),
+                "expires_at must be a time, such as",
+            ),
+        ]);
+    }
+    rows
+}
+
+async fn rows_signoff_could_not_read_are_refused_at_the_insert_with_the_reason(db: TestDb) {
+    let app = spawn_on(db).await;
+    let expires = sql_time(&app.db, app.clock.now() + chrono::Duration::minutes(30));
+    for (sql, reason) in unreadable(app.db.backend, &expires) {
+        let refused = raw_execute(&app.db, &sql).await.expect_err(&sql);
+        assert!(refused.contains(&format!("signoff: {reason}")), "{refused}");
+    }
+    let rows = raw_count(&app.db, "SELECT COUNT(*) FROM pending_approvals").await;
+    assert_eq!(rows, 0, "nothing was inserted");
+
+    // A readable row is taken in as before.
+    let fine = insert("'20000000-0000-4000-8000-000000000002'", "{}", &expires);
+    assert_eq!(raw_execute(&app.db, &fine).await, Ok(1));
+    let policy = Arc::new(Policy::from_toml_str(POLICY).unwrap());
+    let scheduler = Scheduler::new(app.store.clone()).with_policy(policy);
+    assert_eq!(scheduler.intake(app.clock.now()).await.unwrap(), 1);
+}
+
+/// SQLite reads what PostgreSQL's types and defaults give: a row with no id gets one,
+/// and a time in any form SQLite reads is kept in signoff's (UTC, fixed width).
+#[tokio::test]
+async fn on_sqlite_a_row_without_an_id_gets_one_and_its_expiry_is_read_in_any_form() {
+    let app = spawn_on(crate::common::sqlite()).await;
+    // Half an hour from now, written with a +02:00 offset and a space.
+    let expires = (app.clock.now() + chrono::Duration::minutes(30))
+        .with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).unwrap())
+        .format("'%Y-%m-%d %H:%M:%S%:z'")
+        .to_string();
+    assert_eq!(
+        raw_execute(&app.db, &insert("NULL", "{}", &expires)).await,
+        Ok(1)
+    );
+    let given = raw_count(
+        &app.db,
+        "SELECT COUNT(*) FROM pending_approvals WHERE length(id) = 36 AND expires_at LIKE '%Z'",
+    )
+    .await;
+    assert_eq!(given, 1, "an id given, the time in UTC");
+    let policy = Arc::new(Policy::from_toml_str(POLICY).unwrap());
+    let scheduler = Scheduler::new(app.store.clone()).with_policy(policy);
+    scheduler.run_once(app.clock.now()).await.unwrap();
+    let [row] = &app.store.list_all(None).await.unwrap()[..] else {
+        panic!("one row");
+    };
+    assert_eq!(row.status.as_str(), "pending");
+    let off = (row.expires_at - (app.clock.now() + chrono::Duration::minutes(30)))
+        .num_seconds()
+        .abs();
+    assert!(off <= 1, "expires {} ({off} s off)", row.expires_at);
+
+    scheduler
+        .run_once(app.clock.now() + chrono::Duration::minutes(31))
+        .await
+        .unwrap();
+    let row = app.store.get(row.id).await.unwrap().unwrap();
+    assert_eq!(row.status.as_str(), "expired", "on time, not at once");
+}
+
+/// A row inserted before those checks (here: with the check dropped) is passed over,
+/// and nothing else waits for it.
+#[tokio::test]
+async fn on_sqlite_a_row_from_before_the_checks_is_passed_over_and_the_schedule_goes_on() {
+    let app = spawn_on(crate::common::sqlite()).await;
+    let asked = app
+        .request("transfer", serde_json::json!({"amount": 1}))
+        .await;
+    let expires = sql_time(&app.db, app.clock.now() + chrono::Duration::minutes(30));
+    let unchecked = "DROP TRIGGER pending_approvals_direct_insert_checked";
+    raw_execute(&app.db, unchecked).await.unwrap();
+    // (A time SQLite cannot read is still refused: it cannot be put in signoff's form.)
+    for (sql, _) in unreadable("sqlite", &expires)
+        .into_iter()
+        .filter(|(_, reason)| !reason.starts_with("expires_at"))
+    {
+        assert_eq!(raw_execute(&app.db, &sql).await, Ok(1), "{sql}");
+    }
+    let fine = insert("'20000000-0000-4000-8000-000000000002'", "{}", &expires);
+    assert_eq!(raw_execute(&app.db, &fine).await, Ok(1));
+
+    let policy = Arc::new(Policy::from_toml_str(POLICY).unwrap());
+    let scheduler = Scheduler::new(app.store.clone()).with_policy(policy);
+    assert_eq!(
+        scheduler.intake(app.clock.now()).await.unwrap(),
+        3,
+        "the rows signoff can read are taken in (parameters of JSON, if not objects, \
+         as before the check), the one without a UUID and the one of no JSON passed over"
+    );
+    scheduler
+        .run_once(app.clock.now() + chrono::Duration::hours(2))
+        .await
+        .expect("expiries go on past rows signoff cannot read");
+    let (_, approval) = app.get(&format!("/v1/approvals/{asked}")).await;
+    assert_eq!(approval["status"], "expired", "{approval}");
+    let expired = raw_count(
+        &app.db,
+        "SELECT COUNT(*) FROM pending_approvals WHERE status = 'expired' \
+         AND id = '20000000-0000-4000-8000-000000000002'",
+    )
+    .await;
+    assert_eq!(expired, 1, "and the readable row with it");
+}
