@@ -160,6 +160,7 @@ pub fn adopt(row: &Approval, class: &Classification, now: DateTime<Utc>) -> Tran
         next.requested_by.as_deref(),
         json!({
             "tool_name": next.tool_name,
+            "server": next.server,
             "parameters": next.parameters,
             "risk_tier": next.risk_tier,
             "rule": class.rule,

@@ -417,6 +417,7 @@ fn a_row_from_the_shared_table_is_classified_as_if_requested_now() {
     row.summary = None;
     row.risk_tier = Tier::High;
     row.expires_at = later(86_400 * 30);
+    row.server = Some("github".into());
     let mut class = class(TierAction::RequireApproval, 2);
     class.tier = Tier::Medium;
     let t = adopt(&row, &class, later(5));
@@ -436,6 +437,10 @@ fn a_row_from_the_shared_table_is_classified_as_if_requested_now() {
     assert_eq!(t.next.version, row.version + 1);
     assert_eq!(t.happened[0].kind, AuditKind::Requested);
     assert_eq!(t.happened[0].data["source"], "shared_table");
+    assert_eq!(
+        t.happened[0].data["server"], "github",
+        "audit events carry the server, as the API's do"
+    );
 
     let denied = adopt(&row, &self::class(TierAction::Deny, 1), later(5));
     assert_eq!(denied.next.status, Status::Denied);
