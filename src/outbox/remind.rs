@@ -53,7 +53,16 @@ impl Deliverer<'_> {
                 let note = format!(
                     ":bell: Reminder: this request is still waiting for a decision ({left} left)."
                 );
-                self.thread_note(&main.channel, &main.ts, &note).await;
+                match self.thread_note(&main.channel, &main.ts, &note).await {
+                    Ok(()) => {}
+                    // Surely not posted: the reminder is tried again after Slack's
+                    // wait, so that a burst of them in one channel reminds every one.
+                    Err(error @ SlackError::RateLimited { .. }) => return Err(error),
+                    // Perhaps posted (a lost answer), or never to be: not repeated.
+                    Err(error) => {
+                        tracing::warn!(%error, channel = main.channel, "reminder not posted")
+                    }
+                }
             }
             return Ok(Outcome::Delivered {
                 posted: Vec::new(),

@@ -161,7 +161,10 @@ impl Deliverer<'_> {
                 posted.channel,
                 text::duration_short(waited)
             );
-            self.thread_note(&main.channel, &main.ts, &note).await;
+            // Best effort: the note is informational, the escalation itself posted.
+            if let Err(error) = self.thread_note(&main.channel, &main.ts, &note).await {
+                tracing::warn!(%error, channel = main.channel, "escalation note not posted");
+            }
         }
     }
 
@@ -301,12 +304,15 @@ impl Deliverer<'_> {
         Ok(None)
     }
 
-    /// A reply in a message's thread; best effort (the note is informational).
-    pub(super) async fn thread_note(&self, channel: &str, ts: &str, note: &str) {
+    /// A reply in a message's thread.
+    pub(super) async fn thread_note(
+        &self,
+        channel: &str,
+        ts: &str,
+        note: &str,
+    ) -> Result<(), SlackError> {
         let body = json!({ "channel": channel, "thread_ts": ts, "text": note });
-        if let Err(error) = self.client.call("chat.postMessage", &body).await {
-            tracing::warn!(%error, channel, "thread note not posted");
-        }
+        self.client.call("chat.postMessage", &body).await.map(drop)
     }
 
     /// A link to the message for `/approvals` and reminders; a failure only loses the link.

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use signoff::approval::Status;
 use signoff::clock::Clock;
 
+use crate::common::fake_slack::Failure;
 use crate::common::receiver::Receiver;
 use crate::helpers::*;
 
@@ -85,6 +86,46 @@ async fn without_an_approvers_list_the_reminder_is_a_thread_reply() {
     );
     assert!(posts[1].body["text"].as_str().unwrap().contains("Reminder"));
     assert!(app.slack.calls_to("conversations.open").is_empty());
+}
+
+/// A burst of reminders in one channel meets Slack's rate limit: a reminder refused
+/// for it is tried again after Slack's wait, not dropped (the only reminder anyone
+/// gets without an approvers list).
+#[tokio::test]
+async fn a_thread_reminder_slack_refuses_for_its_rate_limit_is_tried_again_after_the_wait() {
+    let app = spawn_app().await;
+    app.request("nudge_backup", json!({})).await;
+    app.run_jobs().await;
+    app.slack.fail_next(
+        "chat.postMessage",
+        Failure::RateLimited {
+            retry_after_secs: 7,
+        },
+    );
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    let threaded = |app: &TestApp| {
+        app.slack
+            .calls_to("chat.postMessage")
+            .into_iter()
+            .filter(|c| c.body["thread_ts"].is_string())
+            .count()
+    };
+    assert_eq!(threaded(&app), 1, "tried once, refused");
+    app.clock.advance(Duration::from_secs(6));
+    app.run_jobs().await;
+    assert_eq!(threaded(&app), 1, "not before Slack's wait is over");
+    app.clock.advance(Duration::from_secs(2));
+    app.run_jobs().await;
+    let posts = app.slack.calls_to("chat.postMessage");
+    assert_eq!(threaded(&app), 2, "tried again: {posts:?}");
+    let last = &posts.last().unwrap().body;
+    assert!(
+        last["text"].as_str().unwrap().contains("Reminder"),
+        "{last}"
+    );
+    app.run_jobs().await;
+    assert_eq!(threaded(&app), 2, "and posted once");
 }
 
 #[tokio::test]
