@@ -204,9 +204,31 @@ impl Poster {
     }
 }
 
+/// A callback URL as errors and logs show it: without its query or fragment, which may
+/// carry a token.
+pub(super) fn shown(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_callback_url_is_shown_without_its_query_or_fragment() {
+        assert_eq!(
+            shown("https://hooks.example.com/done?token=secret#x"),
+            "https://hooks.example.com/done"
+        );
+        assert_eq!(
+            shown("https://hooks.example.com/a#t=1"),
+            "https://hooks.example.com/a"
+        );
+        assert_eq!(
+            shown("https://hooks.example.com/a"),
+            "https://hooks.example.com/a"
+        );
+    }
 
     #[test]
     fn the_signature_covers_id_timestamp_and_body() {

@@ -292,7 +292,10 @@ impl Outbox {
                 version: approval.version,
                 next: None,
             },
-            Err(error) => retry(job, now, None, format!("callback to {url}: {error}")),
+            Err(error) => {
+                let url = callback::shown(url);
+                retry(job, now, None, format!("callback to {url}: {error}"))
+            }
         }
     }
 }

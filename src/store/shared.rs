@@ -275,23 +275,43 @@ where
         .map_err(|error: T::Err| sqlx::Error::Decode(error.to_string().into()))
 }
 
-/// The URL without its password, for error messages and logs.
+/// The URL without its password, for error messages and logs: the userinfo's
+/// (`postgres://u:secret@h/db`) and a query's (`?password=secret`, which the
+/// PostgreSQL driver takes too).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut redacted = match (base.find("://"), base.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
+            let userinfo = &base[scheme_end + 3..at];
             match userinfo.find(':') {
                 Some(colon) => format!(
                     "{}{}:***{}",
-                    &url[..scheme_end + 3],
+                    &base[..scheme_end + 3],
                     &userinfo[..colon],
-                    &url[at..]
+                    &base[at..]
                 ),
-                None => url.to_owned(),
+                None => base.to_owned(),
             }
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if key.to_ascii_lowercase().ends_with("password") => {
+                    format!("{key}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&pairs.join("&"));
     }
+    redacted
 }
 
 /// What a batch lookup found, each at the 0-based position of the row it was found
@@ -373,5 +393,17 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://signoff.db"), "sqlite://signoff.db");
+        assert_eq!(
+            redact("postgres://u@h/db?sslmode=require&password=secret"),
+            "postgres://u@h/db?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact("postgres://u:a@h/db?sslpassword=key-secret&application_name=x"),
+            "postgres://u:***@h/db?sslpassword=***&application_name=x"
+        );
+        assert_eq!(
+            redact("sqlite://signoff.db?mode=rwc"),
+            "sqlite://signoff.db?mode=rwc"
+        );
     }
 }

@@ -31,12 +31,13 @@ pub fn connect_http(
 ) -> anyhow::Result<StreamableHttpClientTransport<reqwest::Client>> {
     let mut map = reqwest::header::HeaderMap::new();
     for header in headers {
+        // Neither error repeats what was given: it may be the credential itself.
         let (name, value) = header.split_once(':').ok_or_else(|| {
-            anyhow::anyhow!("--upstream-header {header:?}: expected 'Name: value'")
+            anyhow::anyhow!("--upstream-header: expected 'Name: value' (no ':' in what was given)")
         })?;
         let name =
             reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
-                anyhow::anyhow!("--upstream-header: {:?} is not a header name", name.trim())
+                anyhow::anyhow!("--upstream-header: what comes before ':' is not a header name")
             })?;
         let mut value = reqwest::header::HeaderValue::from_str(value.trim()).map_err(|_| {
             anyhow::anyhow!("--upstream-header {name}: the value is not a valid header value")
@@ -165,5 +166,22 @@ impl ClientHandler for Upstream {
             Default::default(),
         ))
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect_http;
+
+    #[test]
+    fn a_malformed_upstream_header_is_refused_without_repeating_its_credential() {
+        for given in ["Bearer sk-live-secret", "Bearer sk-live:secret"] {
+            let error = connect_http("http://127.0.0.1:9/mcp", &[given.to_owned()])
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(error.starts_with("--upstream-header: "), "{error}");
+            assert!(!error.contains("sk-live"), "{error}");
+        }
     }
 }
