@@ -348,3 +348,41 @@ async fn odd_paths_methods_and_queries_are_refused_with_the_apis_json() {
     let (_, still) = app.get(&format!("/v1/approvals/{id}")).await;
     assert_eq!(still["status"], "pending", "nothing changed");
 }
+
+/// `{"a": {"a": … 1}}`, `depth` objects deep.
+fn nested(depth: usize) -> serde_json::Value {
+    (0..depth).fold(json!(1), |inner, _| json!({ "a": inner }))
+}
+
+crate::on_both_backends!(the_deepest_parameters_the_api_takes_are_read_back_everywhere);
+
+/// Parameters as deep as the API takes them are stored and read back by every read:
+/// the status get, the listing, and the scheduler's expiry (whose reads on SQLite wrap
+/// each row in two more levels of JSON).
+async fn the_deepest_parameters_the_api_takes_are_read_back_everywhere(db: crate::common::TestDb) {
+    let app = spawn_on(db).await;
+    let mut taken = None;
+    for depth in (1..=200).rev() {
+        let body = json!({"tool_name": "transfer", "parameters": nested(depth)});
+        if app.post("/v1/approvals", &body).await.0.is_success() {
+            taken = Some((depth, body));
+            break;
+        }
+    }
+    let (depth, body) = taken.expect("some depth is taken");
+    assert!(depth >= 100, "only {depth} deep");
+    let (status, answer) = app.post("/v1/approvals", &body).await;
+    assert_eq!(status, StatusCode::OK, "a repeat: {answer}");
+    let id = answer["approval_id"].as_str().unwrap().to_owned();
+    let (status, read) = app.get(&format!("/v1/approvals/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["parameters"], body["parameters"]);
+    assert_eq!(app.store.list_all(None).await.unwrap().len(), 1);
+    let scheduler = signoff::scheduler::Scheduler::new(app.store.clone());
+    scheduler
+        .run_once(signoff::clock::Clock::now(&app.clock) + chrono::Duration::hours(2))
+        .await
+        .expect("the expiry reads it");
+    let (_, read) = app.get(&format!("/v1/approvals/{id}")).await;
+    assert_eq!(read["status"], "expired");
+}
