@@ -48,6 +48,35 @@ fn unreadable(backend: &str, expires: &str) -> Vec<(String, &'static str)> {
                 insert(&id(14), "{}", "'next tuesday'"),
                 "expires_at must be a time, such as",
             ),
+            (
+                insert(&id(15), "{}", "1733480000"),
+                "expires_at must be a time, such as",
+            ),
+            (
+                "INSERT INTO pending_approvals (tool_name, parameters, requested_by, expires_at) \
+                 VALUES ('transfer', '{}', X'00', '2026-12-06T10:00:00Z')"
+                    .into(),
+                "tool_name must be text, and requested_by, server, summary and context text",
+            ),
+        ]);
+    } else {
+        // PostgreSQL's times reach past what signoff (chrono) represents.
+        rows.extend([
+            (
+                insert(&id(16), "{}", "'infinity'"),
+                "expires_at must be a time in the years 1 to 9999",
+            ),
+            (
+                insert(&id(17), "{}", "'20000-01-01 00:00:00+00'"),
+                "expires_at must be a time in the years 1 to 9999",
+            ),
+            (
+                format!(
+                    "INSERT INTO pending_approvals (tool_name, parameters, created_at, expires_at) \
+                     VALUES ('transfer', '{{}}', '-infinity', {expires})"
+                ),
+                "created_at must be a time in the years 1 to 9999",
+            ),
         ]);
     }
     rows
@@ -63,12 +92,36 @@ async fn rows_signoff_could_not_read_are_refused_at_the_insert_with_the_reason(d
     let rows = raw_count(&app.db, "SELECT COUNT(*) FROM pending_approvals").await;
     assert_eq!(rows, 0, "nothing was inserted");
 
-    // A readable row is taken in as before.
+    // A readable row is taken in as before; a nudge it sets is not signoff's plan.
     let fine = insert("'20000000-0000-4000-8000-000000000002'", "{}", &expires);
     assert_eq!(raw_execute(&app.db, &fine).await, Ok(1));
+    let nudged = format!(
+        "INSERT INTO pending_approvals (tool_name, parameters, nudge_at, expires_at) \
+         VALUES ('transfer', '{{}}', {expires}, {expires})"
+    );
+    assert_eq!(raw_execute(&app.db, &nudged).await, Ok(1));
+    let nudges = "SELECT COUNT(*) FROM pending_approvals WHERE nudge_at IS NOT NULL";
+    assert_eq!(raw_count(&app.db, nudges).await, 0, "cleared at the insert");
+
+    // Moving an expiry is part of the contract; moving it to a time signoff cannot
+    // read is refused like such an insert.
+    let unreadable_time = match app.db.backend {
+        "sqlite" => "'next tuesday'",
+        _ => "'infinity'",
+    };
+    let moved = format!(
+        "UPDATE pending_approvals SET expires_at = {unreadable_time} \
+         WHERE id = '20000000-0000-4000-8000-000000000002'"
+    );
+    let refused = raw_execute(&app.db, &moved).await.expect_err(&moved);
+    assert!(
+        refused.contains("signoff: expires_at must be a time"),
+        "{refused}"
+    );
+
     let policy = Arc::new(Policy::from_toml_str(POLICY).unwrap());
     let scheduler = Scheduler::new(app.store.clone()).with_policy(policy);
-    assert_eq!(scheduler.intake(app.clock.now()).await.unwrap(), 1);
+    assert_eq!(scheduler.intake(app.clock.now()).await.unwrap(), 2);
 }
 
 /// SQLite reads what PostgreSQL's types and defaults give: a row with no id gets one,
@@ -103,12 +156,30 @@ async fn on_sqlite_a_row_without_an_id_gets_one_and_its_expiry_is_read_in_any_fo
         .abs();
     assert!(off <= 1, "expires {} ({off} s off)", row.expires_at);
 
+    // Moved earlier by the program, in the same form: kept in signoff's.
+    let sooner = (app.clock.now() + chrono::Duration::minutes(10))
+        .with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).unwrap())
+        .format("'%Y-%m-%d %H:%M:%S%:z'");
+    let moved = format!("UPDATE pending_approvals SET expires_at = {sooner}");
+    assert_eq!(raw_execute(&app.db, &moved).await, Ok(1));
+    let kept = "SELECT COUNT(*) FROM pending_approvals WHERE expires_at LIKE '____-__-__T__:__:__.______Z'";
+    assert_eq!(raw_count(&app.db, kept).await, 1, "in signoff's form");
     scheduler
-        .run_once(app.clock.now() + chrono::Duration::minutes(31))
+        .run_once(app.clock.now() + chrono::Duration::minutes(9))
+        .await
+        .unwrap();
+    let still = app.store.get(row.id).await.unwrap().unwrap();
+    assert_eq!(still.status.as_str(), "pending", "not before its time");
+    scheduler
+        .run_once(app.clock.now() + chrono::Duration::minutes(11))
         .await
         .unwrap();
     let row = app.store.get(row.id).await.unwrap().unwrap();
-    assert_eq!(row.status.as_str(), "expired", "on time, not at once");
+    assert_eq!(
+        row.status.as_str(),
+        "expired",
+        "at the time it was moved to"
+    );
 }
 
 /// A row inserted before those checks (here: with the check dropped) is passed over,
@@ -122,11 +193,15 @@ async fn on_sqlite_a_row_from_before_the_checks_is_passed_over_and_the_schedule_
     let expires = sql_time(&app.db, app.clock.now() + chrono::Duration::minutes(30));
     let unchecked = "DROP TRIGGER pending_approvals_direct_insert_checked";
     raw_execute(&app.db, unchecked).await.unwrap();
-    // (A time SQLite cannot read is still refused: it cannot be put in signoff's form.)
-    for (sql, _) in unreadable("sqlite", &expires)
-        .into_iter()
-        .filter(|(_, reason)| !reason.starts_with("expires_at"))
-    {
+    let unreadable = [
+        insert("'not-a-uuid'", "{}", &expires),
+        insert(
+            "'20000000-0000-4000-8000-000000000013'",
+            "not json",
+            &expires,
+        ),
+    ];
+    for sql in unreadable {
         assert_eq!(raw_execute(&app.db, &sql).await, Ok(1), "{sql}");
     }
     let fine = insert("'20000000-0000-4000-8000-000000000002'", "{}", &expires);
@@ -136,9 +211,9 @@ async fn on_sqlite_a_row_from_before_the_checks_is_passed_over_and_the_schedule_
     let scheduler = Scheduler::new(app.store.clone()).with_policy(policy);
     assert_eq!(
         scheduler.intake(app.clock.now()).await.unwrap(),
-        3,
-        "the rows signoff can read are taken in (parameters of JSON, if not objects, \
-         as before the check), the one without a UUID and the one of no JSON passed over"
+        1,
+        "the readable row is taken in, the one without a UUID and the one of no JSON \
+         passed over"
     );
     scheduler
         .run_once(app.clock.now() + chrono::Duration::hours(2))
@@ -153,4 +228,38 @@ async fn on_sqlite_a_row_from_before_the_checks_is_passed_over_and_the_schedule_
     )
     .await;
     assert_eq!(expired, 1, "and the readable row with it");
+}
+
+/// On PostgreSQL a row can pass the checks and still not be read: a number beyond
+/// `f64` in its parameters. Every read of many approvals passes over it, and a read
+/// of it alone finds nothing.
+#[tokio::test]
+async fn on_postgres_a_row_signoff_cannot_decode_is_passed_over_by_every_read() {
+    let Some(db) = crate::common::postgres("undecodable_row").await else {
+        return;
+    };
+    let app = spawn_on(db).await;
+    let asked = app
+        .request("transfer", serde_json::json!({"amount": 1}))
+        .await;
+    let expires = sql_time(&app.db, app.clock.now() + chrono::Duration::minutes(30));
+    let id = "'20000000-0000-4000-8000-000000000021'";
+    let huge = insert(id, r#"{"amount": 1e400}"#, &expires);
+    assert_eq!(raw_execute(&app.db, &huge).await, Ok(1), "{huge}");
+
+    let policy = Arc::new(Policy::from_toml_str(POLICY).unwrap());
+    let scheduler = Scheduler::new(app.store.clone()).with_policy(policy);
+    assert_eq!(scheduler.intake(app.clock.now()).await.unwrap(), 0);
+    let (status, _) = app
+        .get("/v1/approvals/20000000-0000-4000-8000-000000000021")
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+    let listed = app.store.list_all(None).await.expect("the listing goes on");
+    assert_eq!(listed.len(), 1, "the API's request alone");
+    scheduler
+        .run_once(app.clock.now() + chrono::Duration::hours(2))
+        .await
+        .expect("the expiries go on");
+    let (_, approval) = app.get(&format!("/v1/approvals/{asked}")).await;
+    assert_eq!(approval["status"], "expired", "{approval}");
 }

@@ -16,7 +16,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::tx::KEPT_PLANS;
-use super::{ReadPool, WithMessages, approval_with_votes, decode_messages};
+use super::{ReadPool, WithMessages, approval_with_votes, decode_messages, readable};
 use crate::approval::{Approval, ApprovalId};
 use crate::store::coalesce::Coalescer;
 
@@ -118,12 +118,11 @@ async fn by_id<V>(
 ) -> sqlx::Result<HashMap<ApprovalId, V>> {
     let ids: Vec<Uuid> = ids.into_iter().map(|id| id.0).collect();
     let rows = sqlx::query(sql).bind(ids).fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|row| {
-            let approval = approval_with_votes(row)?;
-            Ok((approval.id, decode(approval, row)?))
-        })
-        .collect()
+    let decoded = rows.iter().filter_map(readable(|row| {
+        let approval = approval_with_votes(row)?;
+        Ok((approval.id, decode(approval, row)?))
+    }));
+    Ok(decoded.collect())
 }
 
 /// The approvals of `ids` that exist, each with its main channel post's permalink.

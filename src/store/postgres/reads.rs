@@ -42,8 +42,8 @@ impl Reads for PgReads {
         .fetch_all(c));
         Ok(rows
             .iter()
-            .map(approval_with_votes)
-            .collect::<sqlx::Result<_>>()?)
+            .filter_map(readable(approval_with_votes))
+            .collect())
     }
 
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {

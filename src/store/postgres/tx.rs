@@ -405,10 +405,12 @@ impl Tx for PgTx {
         // From the watermark on (every open approval expires at or after it; see
         // `settle_watermark`), so the pass does not walk past the expired and decided
         // approvals behind it. SKIP LOCKED: replicas expiring at the same moment take
-        // different approvals, and never wait for one that a batch of clicks holds.
+        // different approvals, and never wait for one that a batch of clicks holds. Only
+        // rows signoff took in: another program's row is taken in first, in the same
+        // pass, and one that cannot be read is left out rather than failing every pass.
         let rows = sqlx::query(select_approvals!(
             located "WHERE expires_at >= (SELECT below FROM expiry_watermark WHERE id = 1) \
-             AND expires_at <= $1 AND status IN ('pending', 'approved') \
+             AND expires_at <= $1 AND status IN ('pending', 'approved') AND routing IS NOT NULL \
              ORDER BY expires_at LIMIT $2 FOR UPDATE OF pending_approvals SKIP LOCKED"
         ))
         .bind(now)
@@ -427,7 +429,7 @@ impl Tx for PgTx {
         // SKIP LOCKED: replicas firing at the same moment take different approvals.
         let due: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
             "SELECT id, nudge_at FROM pending_approvals WHERE nudge_at <= $1 \
-             ORDER BY nudge_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+             AND routing IS NOT NULL ORDER BY nudge_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(now)
         .bind(limit)

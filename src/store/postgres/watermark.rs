@@ -68,10 +68,12 @@ impl PgTx {
                 .await?;
         // The earliest approval still open up to `now`: one this pass left for later
         // (over its limit, or locked by another transaction). Its own expiries read as
-        // expired here.
+        // expired here. A row not taken in does not count (the expiries leave it out):
+        // taking it in moves the mark down to it.
         let open: Option<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT expires_at FROM pending_approvals \
              WHERE expires_at >= $1 AND expires_at <= $2 AND status IN ('pending', 'approved') \
+             AND routing IS NOT NULL \
              ORDER BY expires_at LIMIT 1",
         )
         .bind(below)
@@ -103,7 +105,7 @@ impl PgTx {
         now: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
         let first_closed: Option<bool> = sqlx::query_scalar(
-            "SELECT status NOT IN ('pending', 'approved') FROM pending_approvals \
+            "SELECT status NOT IN ('pending', 'approved') OR routing IS NULL FROM pending_approvals \
              WHERE expires_at >= (SELECT below FROM expiry_watermark WHERE id = 1) \
              AND expires_at <= $1 ORDER BY expires_at LIMIT 1",
         )

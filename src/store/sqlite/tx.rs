@@ -413,7 +413,8 @@ impl Tx for SqliteTx {
         // `IS NOT NULL` first: the index's own condition, which SQLite needs to see.
         let due: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, nudge_at FROM pending_approvals \
-             WHERE nudge_at IS NOT NULL AND nudge_at <= $1 ORDER BY nudge_at LIMIT $2",
+             WHERE nudge_at IS NOT NULL AND nudge_at <= $1 AND routing IS NOT NULL \
+             ORDER BY nudge_at LIMIT $2",
         )
         .bind(ts(&now))
         .bind(limit)
