@@ -1,8 +1,15 @@
 -- What another program writes into the shared table must be a row signoff can read, as
 -- PostgreSQL's types make it there. Refused at the insert or the update, with the
 -- reason, rather than taken in and never posted, or read by every scheduler pass and
--- failing it (before this, one such row stopped the schedule for every approval).
-CREATE TRIGGER pending_approvals_direct_insert_checked BEFORE INSERT ON pending_approvals
+-- failing it (before this, one such row stopped the schedule for every approval). The
+-- checks are the insert trigger's first statements (a RAISE there undoes the insert),
+-- not a trigger of their own: signoff's own inserts then pay for one `WHEN`, as before.
+-- The row starts undecided with no nudge due (signoff plans its reminders when it takes
+-- the row in), with an id if it had none (PostgreSQL's default), and its times in
+-- signoff's one form (UTC, fixed width, so that text order is time order), whichever
+-- form SQLite's date functions read them in.
+DROP TRIGGER pending_approvals_direct_insert;
+CREATE TRIGGER pending_approvals_direct_insert AFTER INSERT ON pending_approvals
 WHEN NEW.routing IS NULL
 BEGIN
     SELECT RAISE(ABORT, 'signoff: id must be a UUID, such as 0190d9e4-7c1a-4f6e-8b5a-2f9c1d3e4a5b, or left out')
@@ -18,16 +25,6 @@ BEGIN
        OR typeof(NEW.context) NOT IN ('text', 'null');
     SELECT RAISE(ABORT, 'signoff: expires_at must be a time, such as 2026-12-06T10:00:00Z')
     WHERE typeof(NEW.expires_at) <> 'text' OR julianday(NEW.expires_at) IS NULL;
-END;
-
--- ...and starts undecided with no nudge due (signoff plans its reminders when it takes
--- the row in), with an id if it had none (PostgreSQL's default), and its times in
--- signoff's one form (UTC, fixed width, so that text order is time order), whichever
--- form SQLite's date functions read them in.
-DROP TRIGGER pending_approvals_direct_insert;
-CREATE TRIGGER pending_approvals_direct_insert AFTER INSERT ON pending_approvals
-WHEN NEW.routing IS NULL
-BEGIN
     UPDATE pending_approvals SET status = 'pending', decided_by = NULL, decision_at = NULL,
         reason = NULL, original_parameters = NULL, params_sha256 = NULL, token_name = NULL,
         idempotency_key = NULL, callback_url = NULL, required_approvals = 1,

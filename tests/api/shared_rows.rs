@@ -182,8 +182,8 @@ async fn on_sqlite_a_row_without_an_id_gets_one_and_its_expiry_is_read_in_any_fo
     );
 }
 
-/// A row inserted before those checks (here: with the check dropped) is passed over,
-/// and nothing else waits for it.
+/// A row inserted before those checks (here: with the trigger put back as it was) is
+/// passed over, and nothing else waits for it.
 #[tokio::test]
 async fn on_sqlite_a_row_from_before_the_checks_is_passed_over_and_the_schedule_goes_on() {
     let app = spawn_on(crate::common::sqlite()).await;
@@ -191,8 +191,17 @@ async fn on_sqlite_a_row_from_before_the_checks_is_passed_over_and_the_schedule_
         .request("transfer", serde_json::json!({"amount": 1}))
         .await;
     let expires = sql_time(&app.db, app.clock.now() + chrono::Duration::minutes(30));
-    let unchecked = "DROP TRIGGER pending_approvals_direct_insert_checked";
-    raw_execute(&app.db, unchecked).await.unwrap();
+    // The insert trigger as it was before the checks (migration 0009, in short).
+    let unchecked = [
+        "DROP TRIGGER pending_approvals_direct_insert",
+        "CREATE TRIGGER pending_approvals_direct_insert AFTER INSERT ON pending_approvals \
+         WHEN NEW.routing IS NULL BEGIN \
+         UPDATE pending_approvals SET status = 'pending', version = 0 WHERE rowid = NEW.rowid; \
+         END",
+    ];
+    for sql in unchecked {
+        raw_execute(&app.db, sql).await.unwrap();
+    }
     let unreadable = [
         insert("'not-a-uuid'", "{}", &expires),
         insert(
