@@ -15,6 +15,17 @@ impl SqliteReads {
     pub(crate) fn fence(&self) -> Option<&std::sync::Arc<crate::store::durable::Fence>> {
         self.pool.fence()
     }
+
+    /// The approvals of `ids` that exist, in one statement.
+    async fn read_many(&self, ids: &[ApprovalId]) -> Result<Vec<Approval>> {
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let query = sqlx::query(select_approvals!(
+            "WHERE id IN (SELECT value FROM json_each($1))"
+        ))
+        .bind(serde_json::to_string(&ids).unwrap_or_default());
+        let rows = on_conn!(self, |c| fetch_approvals(c, query));
+        Ok(rows.into_iter().map(|(_, approval)| approval).collect())
+    }
 }
 
 impl Reads for SqliteReads {
@@ -35,13 +46,25 @@ impl Reads for SqliteReads {
     }
 
     async fn get_many(&self, ids: &[ApprovalId]) -> Result<Vec<Approval>> {
-        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let query = sqlx::query(select_approvals!(
-            "WHERE id IN (SELECT value FROM json_each($1))"
-        ))
-        .bind(serde_json::to_string(&ids).unwrap_or_default());
-        let rows = on_conn!(self, |c| fetch_approvals(c, query));
-        Ok(rows.into_iter().map(|(_, approval)| approval).collect())
+        match self.read_many(ids).await {
+            // One row signoff cannot decode (another program's: a number beyond `f64`
+            // in its parameters, say) fails the statement's whole answer: read them one
+            // by one instead, passing over that one.
+            Err(StoreError::Database(sqlx::Error::Decode(_))) => {
+                let mut approvals = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    match self.get(id).await {
+                        Ok(found) => approvals.extend(found),
+                        Err(StoreError::Database(sqlx::Error::Decode(error))) => tracing::warn!(
+                            %id, %error, "a row of pending_approvals cannot be read: passed over"
+                        ),
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(approvals)
+            }
+            read => read,
+        }
     }
 
     async fn health(&self, now: DateTime<Utc>) -> Result<HealthCounts> {
