@@ -167,6 +167,11 @@ impl SlackClient {
         call: impl Future<Output = Result<Value, SlackClientError>>,
     ) -> Result<Value, SlackError> {
         let result = match tokio::time::timeout(self.timeout, call).await {
+            // Slack's answers all say `ok`; an answer without `"ok": true` (a proxy's
+            // page, which the client reads as `{}`) is no success, and is retried.
+            Ok(Ok(answer)) if answer["ok"] != true => Err(SlackError::Transport(format!(
+                "{method}: the answer is not Slack's (no \"ok\": true)"
+            ))),
             Ok(result) => result.map_err(SlackError::from_client),
             Err(_) => Err(SlackError::Transport(format!(
                 "{method} timed out after {:?}",

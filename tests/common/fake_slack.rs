@@ -40,6 +40,8 @@ pub enum Failure {
     /// chat.postMessage: the message is posted (it is in the channel's history), but
     /// the answer never comes, as when Slack took it and the connection died.
     PostThenHang,
+    /// HTTP 200 with a body that is no JSON, as from a proxy's error page.
+    NotJson,
 }
 
 /// A message in a channel, as conversations.history shows it. Its `ts` counts calls
@@ -234,6 +236,10 @@ async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value
             return axum::Json(json!({"ok": false, "error": code})).into_response();
         }
         Some(Failure::ServerError) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Some(Failure::NotJson) => {
+            let page = "<html><body>Service temporarily unavailable</body></html>";
+            return ([("content-type", "text/html")], page).into_response();
+        }
         Some(failure @ (Failure::Hang | Failure::PostThenHang)) => {
             if matches!(failure, Failure::PostThenHang) {
                 fake.keep_post(&channel, &ts, &body);

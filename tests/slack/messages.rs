@@ -249,6 +249,41 @@ async fn server_errors_hangs_and_transient_codes_are_retried_with_backoff() {
     assert_eq!(health["slack_reachable"], true);
 }
 
+/// A 200 whose body is no Slack answer (a proxy's page) delivered nothing: the post and
+/// the update are tried again, not recorded as done.
+#[tokio::test]
+async fn an_answer_that_is_not_slacks_is_no_delivery_and_is_tried_again() {
+    let app = spawn_app().await;
+    app.slack.fail_next("chat.postMessage", Failure::NotJson);
+    let approval = app.request("a", json!({})).await;
+    app.run_jobs().await;
+    assert_eq!(app.slack.calls_to("chat.postMessage").len(), 1);
+    assert!(
+        app.store.messages(approval.id).await.unwrap().is_empty(),
+        "no message recorded from a page"
+    );
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    assert_eq!(app.slack.calls_to("chat.postMessage").len(), 2);
+    let posted = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(posted.len(), 1);
+    assert!(!posted[0].ts.is_empty(), "{posted:?}");
+
+    app.slack.fail_next("chat.update", Failure::NotJson);
+    app.click(&approval, "U0ALICE", "approve").await;
+    app.run_jobs().await;
+    assert_eq!(app.slack.calls_to("chat.update").len(), 1);
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    let updates = app.slack.calls_to("chat.update");
+    assert_eq!(updates.len(), 2, "the update is tried again");
+    assert!(
+        updates[1].body.to_string().contains("Approved"),
+        "{:?}",
+        updates[1].body
+    );
+}
+
 #[tokio::test]
 async fn permanent_errors_are_dead_lettered_and_reported_by_health() {
     let app = spawn_app().await;
