@@ -309,8 +309,8 @@ pub fn render(approval: &Approval, now: DateTime<Utc>) -> Value {
     }
 }
 
-/// Backoff: 1 s, 2 s, 4 s … up to 10 min; Slack's Retry-After when it gave one; dead
-/// after [`MAX_ATTEMPTS`].
+/// Backoff: 1 s, 2 s, 4 s … up to 10 min, or Slack's Retry-After when it asks for
+/// longer; dead after [`MAX_ATTEMPTS`].
 fn retry(
     job: &DueJob,
     now: DateTime<Utc>,
@@ -324,11 +324,57 @@ fn retry(
     }
     let backoff = chrono::Duration::seconds(1_i64 << (job.attempts - 1).clamp(0, 20))
         .min(chrono::Duration::seconds(MAX_BACKOFF_SECS));
+    // Never less than the backoff, so that a run of rate limits backs off like any
+    // failure (not 14 tries in 15 s and dead), and never past the backoff's cap: a
+    // huge Retry-After would park the job for years, or overflow the time.
+    let cap = chrono::Duration::seconds(MAX_BACKOFF_SECS);
     let wait = retry_after
-        .and_then(|after| chrono::Duration::from_std(after).ok())
-        .map_or(backoff, |after| after.max(chrono::Duration::seconds(1)));
+        .map(|after| chrono::Duration::from_std(after).unwrap_or(cap).min(cap))
+        .map_or(backoff, |after| after.max(backoff));
     Outcome::Retry {
         at: now + wait,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn failed(attempts: i32, retry_after: Option<Duration>) -> chrono::Duration {
+        let now = Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap();
+        let job = DueJob {
+            id: 1,
+            approval_id: crate::approval::ApprovalId(uuid::Uuid::nil()),
+            job: Job::SlackUpdate {},
+            attempts,
+        };
+        match retry(&job, now, retry_after, "rate limited".into()) {
+            Outcome::Retry { at, .. } => at - now,
+            _ => panic!("retried"),
+        }
+    }
+
+    #[test]
+    fn slacks_retry_after_is_kept_within_the_backoff_and_its_cap() {
+        let secs = chrono::Duration::seconds;
+        assert_eq!(
+            failed(1, Some(Duration::from_secs(7))),
+            secs(7),
+            "as Slack asks"
+        );
+        assert_eq!(failed(1, None), secs(1));
+        // A run of rate limits backs off like any failure.
+        assert_eq!(failed(6, Some(Duration::from_secs(1))), secs(32));
+        // However long Slack asks for, no more than the cap, and no overflow.
+        assert_eq!(
+            failed(1, Some(Duration::from_secs(86_400 * 365))),
+            secs(600)
+        );
+        assert_eq!(failed(1, Some(Duration::MAX)), secs(600));
     }
 }
