@@ -151,6 +151,41 @@ async fn an_upstream_killed_by_a_signal_is_reported_so_and_held_calls_get_an_err
     assert_eq!(h.status(&id).await, "cancelled");
 }
 
+/// An upstream that never answers the handshake does not make the proxy deaf to a
+/// stop: SIGTERM then ends it (exit 0, saying so), and the upstream with it.
+#[tokio::test]
+async fn sigterm_before_the_upstream_answers_its_handshake_stops_the_proxy_and_the_upstream() {
+    let h = harness().await;
+    let pidfile = h.dir.path().join("silent.pid");
+    let script = format!("echo $$ > '{}'; exec sleep 300", pidfile.display());
+    let mut proxy = h
+        .proxy_command(GRACE, &["sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    while !pidfile.exists() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let silent = pid_in(&pidfile);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(alive(silent), "the upstream waits, silent");
+    signal(proxy.id().unwrap(), "-TERM");
+    assert!(exit_of(&mut proxy).await.success());
+    let stderr = stderr_of(&mut proxy).await;
+    assert!(
+        stderr.contains("stopped before the MCP server answered"),
+        "{stderr}"
+    );
+    let gone = tokio::time::Instant::now();
+    while alive(silent) && gone.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !alive(silent),
+        "the silent upstream is stopped with the proxy"
+    );
+}
+
 /// What the proxy in front of `sh -c SCRIPT`, which exits before any handshake, says
 /// on stderr as it fails.
 async fn startup_failure(h: &Harness, script: &str) -> Vec<u8> {

@@ -186,10 +186,20 @@ async fn report_exit(child: Option<Child>) {
 /// once a child upstream is stopped), or the upstream exits (exit 1).
 pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     let stop_signal = crate::shutdown::signal();
+    tokio::pin!(stop_signal);
     let server = server_name(&options)?;
     let api = Api::new(&options.url, options.token.clone())?;
     let relay = Relay::new(rounds::Rounds::new(options.input_within));
-    let (upstream, child) = connect(&options, relay.clone()).await?;
+    // An upstream may take its time to answer the handshake (`npx` fetching a package),
+    // or never answer: a stop then is a stop all the same, not ignored until SIGKILL.
+    // The child goes with the proxy (killed as its handle drops, and by PDEATHSIG).
+    let (upstream, child) = tokio::select! {
+        connected = connect(&options, relay.clone()) => connected?,
+        () = &mut stop_signal => {
+            eprintln!("signoff proxy: stopped before the MCP server answered its handshake");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let upstream_peer = upstream.peer().clone();
     let stop_upstream = upstream.cancellation_token();
     let upstream_gone = CancellationToken::new();
@@ -222,7 +232,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     });
     let stopped = tokio::select! {
         _ = serving => true,
-        () = stop_signal => true,
+        () = &mut stop_signal => true,
         _ = &mut upstream_done => false,
     };
     if stopped {
