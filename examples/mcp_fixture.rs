@@ -220,6 +220,20 @@ impl ServerHandler for Fixture {
         if self.extra_tool.load(Ordering::SeqCst) {
             tools.push(tool("extra", None));
         }
+        // `FIXTURE_ENDLESS_PAGES`: a list that never ends, a cursor on every page (the
+        // first page as above, then one tool a page).
+        if std::env::var_os("FIXTURE_ENDLESS_PAGES").is_some() {
+            let page: u64 = _request
+                .and_then(|request| request.cursor)
+                .and_then(|cursor| cursor.parse().ok())
+                .unwrap_or(0);
+            if page > 0 {
+                tools = vec![tool(&format!("page_{page}"), None)];
+            }
+            let mut result = ListToolsResult::with_all_items(tools);
+            result.next_cursor = Some((page + 1).to_string());
+            return Ok(result);
+        }
         Ok(ListToolsResult::with_all_items(tools))
     }
 

@@ -145,6 +145,28 @@ async fn a_call_for_a_tool_the_upstream_does_not_list_is_refused_without_asking_
     );
 }
 
+/// An upstream whose `tools/list` never ends (a cursor on every page) is read so far
+/// and no further: a call for a tool on its pages runs, one for a tool it never
+/// lists is refused as unknown instead of held forever.
+#[tokio::test]
+async fn an_endless_tool_list_is_read_so_far_and_a_tool_past_it_is_refused() {
+    let h = harness().await;
+    let mut command = h.proxy_command(&[], &[fixture().to_str().unwrap()]);
+    command.env("FIXTURE_ENDLESS_PAGES", "1");
+    let proxy = h.proxy_with(command).await;
+    let within = std::time::Duration::from_secs(60);
+    let error = tokio::time::timeout(within, proxy.client.call_tool(call("nope", json!({}))))
+        .await
+        .expect("refused, not held")
+        .unwrap_err();
+    assert!(error.to_string().contains("unknown tool"), "{error}");
+    let result = tokio::time::timeout(within, proxy.client.call_tool(call("echo", json!({}))))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(texts(&result), [r#"echo ran with {}"#]);
+}
+
 #[tokio::test]
 async fn a_five_mib_argument_is_refused_as_too_large_and_never_runs() {
     let h = harness().await;

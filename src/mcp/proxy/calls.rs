@@ -23,6 +23,10 @@ use super::relay::{Relay, upstream_error};
 use super::rounds::{Landed, Round, in_rounds};
 use super::texts;
 
+/// Pages of the upstream's `tools/list` read at most to find a tool (see
+/// [`Calls::refresh`]).
+const MOST_TOOL_PAGES: usize = 100;
+
 /// The calls of one proxy.
 pub struct Calls {
     pub gate: Gate,
@@ -99,13 +103,30 @@ impl Calls {
         Ok(page)
     }
 
-    /// Every page of the upstream's tools, into the table.
+    /// Every page of the upstream's tools, into the table: up to [`MOST_TOOL_PAGES`],
+    /// so that an upstream whose list never ends (a cursor on every page) neither holds
+    /// the call nor fills the memory; a tool past them is refused as unknown.
     async fn refresh(&self) -> Result<(), McpError> {
-        let tools = self
-            .upstream
-            .list_all_tools()
-            .await
-            .map_err(upstream_error)?;
+        let mut tools = Vec::new();
+        let mut cursor = None;
+        for _ in 0..MOST_TOOL_PAGES {
+            let asked = PaginatedRequestParams::default().with_cursor(cursor);
+            let page = self
+                .upstream
+                .list_tools(Some(asked))
+                .await
+                .map_err(upstream_error)?;
+            tools.extend(page.tools);
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        if cursor.is_some() {
+            tracing::warn!(
+                "the MCP server's tools/list goes on past {MOST_TOOL_PAGES} pages: read no further"
+            );
+        }
         self.remember(&tools);
         Ok(())
     }
