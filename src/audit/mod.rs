@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 pub mod checkpoint;
 
-use crate::approval::{ApprovalId, Happening};
+use crate::approval::{Approval, ApprovalId, Happening};
 use crate::canonical;
 
 /// The `prev_hash` of the first event.
@@ -32,17 +32,21 @@ pub struct Draft {
 }
 
 impl Draft {
-    pub fn from_happening(
-        approval_id: ApprovalId,
-        at: DateTime<Utc>,
-        happening: Happening,
-    ) -> Self {
+    /// The event of `happening` to `approval`. Its data carries the approval's `server`
+    /// (null outside MCP), as every audit event of an approval does.
+    pub fn from_happening(approval: &Approval, at: DateTime<Utc>, happening: Happening) -> Self {
+        let mut data = happening.data;
+        if let Value::Object(fields) = &mut data {
+            fields
+                .entry("server")
+                .or_insert_with(|| Value::from(approval.server.clone()));
+        }
         Self {
-            approval_id: Some(approval_id),
+            approval_id: Some(approval.id),
             kind: happening.kind.as_str(),
             actor: happening.actor,
             at,
-            data: happening.data,
+            data,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Asking for approval: classification, duplicates, authentication and bad input.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -385,4 +385,51 @@ async fn the_deepest_parameters_the_api_takes_are_read_back_everywhere(db: crate
         .expect("the expiry reads it");
     let (_, read) = app.get(&format!("/v1/approvals/{id}")).await;
     assert_eq!(read["status"], "expired");
+}
+
+/// Every audit event of an approval carries its `server` (null outside MCP): the
+/// request, the vote, the decision and the execution alike.
+#[tokio::test]
+async fn every_audit_event_of_an_approval_carries_its_server() {
+    let app = spawn_app().await;
+    let (status, created) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "transfer", "parameters": {"amount": 1}, "server": "bank"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["approval_id"].as_str().unwrap().to_owned();
+    app.approve(&id, "U0ALICE").await;
+    let path = format!("/v1/approvals/{id}/execute");
+    let (status, _) = app.post(&path, &json!({"parameters": {"amount": 1}})).await;
+    assert_eq!(status, StatusCode::OK);
+    let outside = app.request("transfer", json!({"amount": 2})).await;
+
+    let events = app.store.audit_page(0, 100).await.unwrap();
+    let of = |id: &str| -> Vec<_> {
+        events
+            .iter()
+            .filter(|e| e.approval_id.map(|a| a.to_string()).as_deref() == Some(id))
+            .collect()
+    };
+    let kinds: Vec<&str> = of(&id).iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["requested", "vote", "approved", "executed"]);
+    for event in of(&id) {
+        assert_eq!(
+            event.data["server"], "bank",
+            "{}: {}",
+            event.kind, event.data
+        );
+    }
+    let outside = of(&outside);
+    assert!(!outside.is_empty());
+    for event in outside {
+        assert_eq!(event.data["server"], Value::Null, "{}", event.kind);
+        assert!(
+            event.data.get("server").is_some(),
+            "{}: says null",
+            event.kind
+        );
+    }
 }

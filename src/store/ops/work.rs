@@ -162,7 +162,7 @@ pub(crate) async fn create<T: Tx>(
     let jobs = jobs.into_iter().map(|job| (job, now)).collect();
     let audit = happened
         .into_iter()
-        .map(|happening| Draft::from_happening(approval.id, now, happening))
+        .map(|happening| Draft::from_happening(&approval, now, happening))
         .collect();
     let done = Done {
         audit,
@@ -262,7 +262,7 @@ impl Done {
         self.audit.extend(
             happened
                 .into_iter()
-                .map(|happening| Draft::from_happening(id, now, happening)),
+                .map(|happening| Draft::from_happening(&after, now, happening)),
         );
         self.jobs.extend(jobs.into_iter().map(|job| (job, now)));
         if after.status != was {
