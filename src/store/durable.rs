@@ -67,6 +67,12 @@ impl From<SyncFailed> for sqlx::Error {
     }
 }
 
+impl From<SyncFailed> for super::StoreError {
+    fn from(failed: SyncFailed) -> Self {
+        super::StoreError::Database(failed.into())
+    }
+}
+
 impl Fence {
     /// Numbers the commit about to be sent.
     pub(crate) fn committing(&self) -> u64 {

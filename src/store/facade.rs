@@ -174,15 +174,14 @@ impl Store {
     /// whose server stops itself on such a failure, and which signoff reconnects to.
     pub async fn broken(&self) -> StoreError {
         match self.fence() {
-            Some(fence) => StoreError::Database(fence.broken().await.into()),
+            Some(fence) => fence.broken().await.into(),
             None => std::future::pending().await,
         }
     }
 
     /// Why the store can serve nothing more, if it cannot (see [`Store::broken`]).
     pub fn failure(&self) -> Option<StoreError> {
-        let failed = self.fence()?.failure()?;
-        Some(StoreError::Database(failed.into()))
+        Some(self.fence()?.failure()?.into())
     }
 
     fn fence(&self) -> Option<&Arc<super::durable::Fence>> {

@@ -133,7 +133,7 @@ fn answer(
 /// file that may have lost what it last wrote.
 fn refuse(batch: &mut Vec<Op>, failed: SyncFailed) {
     for mut op in batch.drain(..) {
-        op.fail(super::StoreError::Database(failed.clone().into()));
+        op.fail(failed.clone().into());
         op.answer();
     }
 }

@@ -198,7 +198,6 @@ macro_rules! select_approvals {
     };
 }
 
-/// An approval's row and votes into the domain type.
 /// `decode` made to pass over a row it cannot read, with a warning naming the row: in a
 /// read of many approvals, one that another program wrote wrong (a number beyond
 /// `f64` in its parameters, say) is left out, not every other reader failed with it.
@@ -213,6 +212,7 @@ fn readable<T>(decode: impl Fn(&PgRow) -> sqlx::Result<T>) -> impl Fn(&PgRow) ->
     }
 }
 
+/// An approval's row and votes into the domain type.
 fn approval_with_votes(row: &PgRow) -> sqlx::Result<Approval> {
     let votes = super::decode_votes(row.try_get("votes")?)?;
     approval_from_row(row, votes)
