@@ -164,13 +164,16 @@ impl Held {
             let fence = fence.clone();
             async move {
                 while let Some((n, committed, mut ops, since)) = batches.recv().await {
-                    match fence.until_flushed(n).await {
+                    let flushed = fence.until_flushed(n).await;
+                    // Counted before anyone is answered, so that a caller who reads the
+                    // metrics after its answer finds its batch's hold among them.
+                    stats.held(since.elapsed());
+                    match flushed {
                         Ok(()) => answer(&changes, committed, &mut ops),
                         // Committed, maybe lost: neither announced nor answered as done.
                         Err(failed) => refuse(&mut ops, failed),
                     }
                     fence.released(n);
-                    stats.held(since.elapsed());
                 }
             }
         });
