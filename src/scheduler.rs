@@ -28,7 +28,8 @@ pub struct Scheduler {
     /// Classifies rows inserted straight into the shared table; without it they wait.
     policy: Option<Arc<Policy>>,
     /// How long a claimed delivery is this process's; a crashed holder's deliveries
-    /// run again after it.
+    /// run again after it. A claimed delivery starts in the lease's first half or goes
+    /// back to the queue.
     lease: Duration,
     /// Turns true when the process shuts down (set by [`Scheduler::run`]): no pass
     /// starts and no claimed delivery is started after it.
@@ -118,6 +119,9 @@ impl Scheduler {
     }
 
     async fn pass(&self, now: DateTime<Utc>) -> Result<Pass, StoreError> {
+        // The claimed jobs are leased until `now` + the lease: each starts within the
+        // first half, so that it is recorded before another replica can claim it.
+        let start_by = tokio::time::Instant::now() + self.lease / 2;
         // Expiries and deliveries go on whatever becomes of other programs' rows.
         if let Err(error) = self.intake(now).await {
             tracing::warn!(%error, "could not take in rows inserted into pending_approvals");
@@ -127,9 +131,10 @@ impl Scheduler {
         // Read on a reader, paced, then claimed in one write per job: a post that
         // waits for its channel's slot is moved to it, not leased and put back.
         let due = self.store.due_jobs(now, BATCH).await?;
-        let pass = Pass {
+        let mut pass = Pass {
             fired,
             claimed: due.len(),
+            put_back: 0,
         };
         let deliveries = self
             .store
@@ -141,9 +146,9 @@ impl Scheduler {
         if !deliveries.is_empty() {
             match &self.outbox {
                 Some(outbox) => {
-                    outbox
-                        .deliver_all(deliveries, now, self.stop.as_ref())
-                        .await?
+                    pass.put_back = outbox
+                        .deliver_all(deliveries, now, start_by, self.stop.as_ref())
+                        .await?;
                 }
                 // Nothing here can deliver them: leave them to their lease running out
                 // (another replica, or this one after a restart with Slack configured).
@@ -198,10 +203,13 @@ struct Pass {
     fired: usize,
     /// Deliveries found due (claimed to run now, or moved to their turn).
     claimed: usize,
+    /// Claimed deliveries not started in time, due again at once.
+    put_back: usize,
 }
 
 impl Pass {
+    /// More may be due right now: run another pass at once.
     fn is_full(&self) -> bool {
-        self.fired as i64 >= BATCH || self.claimed as i64 == BATCH
+        self.fired as i64 >= BATCH || self.claimed as i64 == BATCH || self.put_back > 0
     }
 }

@@ -65,7 +65,7 @@ enum Command {
         #[arg(long, env = "SIGNOFF_PUBLIC_URL")]
         public_url: Option<String>,
         /// How long a claimed delivery is this server's before another may run it
-        /// (after a crash); shortened by tests.
+        /// (after a crash); a delivery starts in its first half. Shortened by tests.
         #[arg(long, env = "SIGNOFF_DELIVERY_LEASE", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
         delivery_lease: std::time::Duration,
         /// At most one Slack post per channel per this long (Slack asks for 1 s); `0s`

@@ -103,27 +103,41 @@ impl Outbox {
     }
 
     /// Delivers claimed jobs (a few at a time; posts have their channel's slot
-    /// already, see [`Outbox::pace`]) and records each outcome. Once `stop` turns
-    /// true no further job starts: those not started go back to the queue, due at
-    /// `now`, and the call returns when the ones under way are recorded.
+    /// already, see [`Outbox::pace`]) and records each outcome. A job starts only
+    /// before `start_by` (the scheduler sets it halfway through the jobs' lease, so
+    /// that a job started is recorded before another replica may claim it again), and
+    /// only until `stop` turns true: the jobs not started go back to the queue, due at
+    /// `now`, and the call returns, once the ones under way are recorded, how many
+    /// went back.
     pub async fn deliver_all(
         &self,
         jobs: Vec<DueJob>,
         now: DateTime<Utc>,
+        start_by: tokio::time::Instant,
         stop: Option<&tokio::sync::watch::Receiver<bool>>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<usize, StoreError> {
         let stopping = || stop.is_some_and(|stop| *stop.borrow());
         let mut running = tokio::task::JoinSet::<Result<(), StoreError>>::new();
         let mut queue = jobs.into_iter();
+        let mut put_back = 0;
         loop {
-            if stopping() {
+            let late = tokio::time::Instant::now() >= start_by;
+            if late || stopping() {
                 let unstarted: Vec<(i64, DateTime<Utc>)> =
                     queue.by_ref().map(|job| (job.id, now)).collect();
                 if !unstarted.is_empty() {
-                    tracing::info!(
-                        count = unstarted.len(),
-                        "shutting down: deliveries not started go back to the queue"
-                    );
+                    put_back += unstarted.len();
+                    if late {
+                        tracing::warn!(
+                            count = unstarted.len(),
+                            "deliveries not started within half their lease go back to the queue"
+                        );
+                    } else {
+                        tracing::info!(
+                            count = unstarted.len(),
+                            "shutting down: deliveries not started go back to the queue"
+                        );
+                    }
                     self.store.defer_jobs(unstarted).await?;
                 }
             }
@@ -150,7 +164,7 @@ impl Outbox {
             match running.join_next().await {
                 Some(Ok(reported)) => reported?,
                 Some(Err(panicked)) => tracing::error!(%panicked, "delivery task failed"),
-                None => return Ok(()),
+                None => return Ok(put_back),
             }
         }
     }

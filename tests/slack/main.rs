@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod intake;
 mod interactions;
+mod leases;
 mod lost_posts;
 mod messages;
 mod schedule;

@@ -1,0 +1,82 @@
+//! A slow Slack and a delivery backlog longer than the lease: a replica starts its
+//! claimed deliveries only in the first half of their lease and hands the rest back,
+//! so another replica that claims after the lease has run out never sends one twice.
+
+use std::time::Duration;
+
+use serde_json::json;
+use signoff::approval::NewApproval;
+use signoff::clock::Clock;
+use signoff::outbox::Outbox;
+use signoff::policy::Policy;
+use signoff::scheduler::Scheduler;
+use signoff::slack::client::SlackClient;
+
+use crate::common::TestDb;
+use crate::helpers::*;
+
+const POLICY: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+expires_after = "4h"
+max_pending = 0
+"#;
+
+/// Posts taking this long each, 8 at a time: the backlog would take about 1.8 s, and
+/// its last jobs would start after their lease.
+const BACKLOG: usize = 96;
+const SLOW: Duration = Duration::from_millis(150);
+const LEASE: Duration = Duration::from_secs(1);
+
+async fn a_backlog_longer_than_the_lease_is_never_posted_twice_by_two_replicas(db: TestDb) {
+    let app = spawn_policy(db, POLICY).await;
+    let policy = Policy::from_toml_str(POLICY).unwrap();
+    for n in 0..BACKLOG {
+        let mut request = NewApproval::new("restart_db", json!({"n": n}));
+        request.token_name = Some("agent".into());
+        let class = policy.classify("restart_db", &request.parameters, None);
+        app.store
+            .create(request, class, app.clock.now())
+            .await
+            .unwrap();
+    }
+    // Unpaced, so the backlog runs 8 at a time rather than a post a second.
+    let replica = || {
+        let client = SlackClient::new("xoxb-test-token", &app.slack.url).unwrap();
+        let outbox = Outbox::new(app.store.clone(), Some(client), app.signer.clone())
+            .unwrap()
+            .with_post_interval(Duration::ZERO);
+        Scheduler::with_outbox(app.store.clone(), outbox).with_lease(LEASE)
+    };
+    app.slack.set_delay(SLOW);
+    let first = {
+        let (scheduler, now) = (replica(), app.clock.now());
+        tokio::spawn(async move { scheduler.run_once(now).await })
+    };
+
+    // Well after the first replica's lease has run out (on the clock both read, and
+    // in real time), the second claims what is due: what the first had not started
+    // by half its lease, not what it started and is still sending.
+    tokio::time::sleep(LEASE + LEASE / 2).await;
+    app.clock.advance(LEASE * 2);
+    let second = replica();
+    let claimed = second.run_once(app.clock.now()).await.unwrap();
+    assert_eq!(
+        first.await.unwrap().unwrap(),
+        BACKLOG,
+        "the first replica claimed the whole backlog"
+    );
+    assert!(
+        (1..BACKLOG).contains(&claimed),
+        "the first replica handed back {claimed} of {BACKLOG} it had not started"
+    );
+    app.slack.set_delay(Duration::ZERO);
+    while second.run_once(app.clock.now()).await.unwrap() > 0 {}
+    assert_eq!(
+        app.slack.posts_and_approvals(),
+        (BACKLOG, BACKLOG),
+        "each approval posted once"
+    );
+}
+
+crate::on_both_backends!(a_backlog_longer_than_the_lease_is_never_posted_twice_by_two_replicas);
