@@ -372,6 +372,7 @@ mod tests {
             by: crate::approval::Decider::approver("U1"),
             decision: Decision::Deny,
             reason: None,
+            parameters_shown: None,
         };
         let denied = machine::apply(&a, &deny, a.created_at).unwrap().next;
         let jobs = plan(Some(&a), &denied, Deliveries::default(), a.created_at);
@@ -529,6 +530,7 @@ mod tests {
             by: crate::approval::Decider::approver("U1"),
             decision: Decision::Approve,
             reason: None,
+            parameters_shown: None,
         };
         let after = machine::apply(&a, &vote, a.created_at).unwrap().next;
         let jobs = plan(Some(&a), &after, SLACK, a.created_at);

@@ -133,6 +133,7 @@ async fn one_wake(api: &Api, store: &Store, batch: u64, i: usize) -> Result<Opti
         by: signoff::approval::Decider::approver("U0BENCH"),
         decision: Decision::Approve,
         reason: None,
+        parameters_shown: None,
     };
     store
         .apply(approval, vote, SystemClock.now())

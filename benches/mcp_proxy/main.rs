@@ -192,6 +192,7 @@ async fn approve(app: &App, id: &str) -> Result<()> {
         by: Decider::approver("U0ALICE"),
         decision: Decision::Approve,
         reason: None,
+        parameters_shown: None,
     };
     app.store
         .apply(

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::ids::{Approver, ChannelId};
 pub use crate::policy::Tier;
-pub use machine::{Decider, Event, Happening, Rejection, Transition};
+pub use machine::{Decider, Event, Happening, Rejection, Transition, parameters_fingerprint};
 
 /// The id of one approval (a UUID, shown in full in the API and shortened in Slack).
 #[derive(

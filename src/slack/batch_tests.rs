@@ -1,5 +1,5 @@
 use super::*;
-use crate::approval::Decision;
+use crate::approval::{Decision, parameters_fingerprint};
 use crate::slack::blocks::{ACTION_APPROVE, ACTION_DENY, ACTION_EDIT};
 use crate::slack::testutil::{approval, check_limits, mrkdwn_texts, now, other_id, vote};
 
@@ -44,10 +44,16 @@ fn each_waiting_item_has_its_own_buttons_and_the_batch_approve_all_and_deny_all(
     for (item, (block, pairs)) in batch.iter().zip(&found) {
         let id = item.id.to_string();
         assert_eq!(block, &format!("approval:{id}"));
-        let expected: Vec<(String, String)> = [ACTION_APPROVE, ACTION_DENY, ACTION_EDIT]
-            .iter()
-            .map(|action| ((*action).to_owned(), id.clone()))
-            .collect();
+        // Approve also names the parameters the item shows.
+        let approve = format!("{id}:{}", parameters_fingerprint(&item.parameters));
+        let expected: Vec<(String, String)> = [
+            (ACTION_APPROVE, approve),
+            (ACTION_DENY, id.clone()),
+            (ACTION_EDIT, id.clone()),
+        ]
+        .into_iter()
+        .map(|(action, value)| (action.to_owned(), value))
+        .collect();
         assert_eq!(pairs, &expected);
     }
     let leader = batch[0].id.to_string();

@@ -15,7 +15,7 @@ use super::text::{
     params_plain, people, person, plain, relative, requester, slack_date, tier_badge,
 };
 use crate::approval::machine::POLICY_ACTOR;
-use crate::approval::{Approval, Decision, Status, Tier};
+use crate::approval::{Approval, Decision, Status, Tier, parameters_fingerprint};
 
 /// Message metadata event type of signoff's posts (channel, escalation), whose payload
 /// names the approval: a retry finds its earlier post by it, and a click on it is known
@@ -46,8 +46,22 @@ pub fn throttled_message(requester: &str, waiting: i64, limit: u32) -> Value {
     })
 }
 
-/// `action_id` of the Approve button.
+/// `action_id` of the Approve button. Its value names the approval and the
+/// parameters the message shows ([`approve_value`]), so that an approve clicked on a
+/// message an edit has overtaken is refused.
 pub const ACTION_APPROVE: &str = "approve";
+
+/// The Approve button's value: `<approval id>:<fingerprint of the parameters shown>`.
+pub fn approve_value(a: &Approval) -> String {
+    format!("{}:{}", a.id, parameters_fingerprint(&a.parameters))
+}
+
+/// An Approve button's value read back: the approval id, and the fingerprint of the
+/// parameters the message showed (empty on a message posted before buttons carried
+/// it: on an edited approval such a click is refused).
+pub fn read_approve_value(value: &str) -> (&str, &str) {
+    value.split_once(':').unwrap_or((value, ""))
+}
 /// `action_id` of the Deny button (opens [`super::modals::deny_modal`]).
 pub const ACTION_DENY: &str = "deny";
 /// `action_id` of the Edit & approve button (opens [`super::modals::edit_modal`]).
@@ -275,7 +289,12 @@ fn id_context(a: &Approval, now: Option<DateTime<Utc>>) -> Value {
 
 pub(super) fn actions(a: &Approval) -> Value {
     let id = a.id.to_string();
-    let mut approve = button("Approve", ACTION_APPROVE, &id, Some("primary"));
+    let mut approve = button(
+        "Approve",
+        ACTION_APPROVE,
+        &approve_value(a),
+        Some("primary"),
+    );
     if a.risk_tier == Tier::High {
         // One more look before a high-risk action is let through.
         approve["confirm"] = json!({

@@ -58,7 +58,19 @@ fn a_pending_message_has_the_three_buttons_with_ids_and_styles() {
             ("Edit & approve", "edit", None),
         ]
     );
-    for button in buttons {
+    // Approve names the parameters the message shows, so that an approve from a
+    // message an edit has overtaken is refused; the others name the approval.
+    let shown = parameters_fingerprint(&a.parameters);
+    assert_eq!(buttons[0]["value"], format!("{}:{shown}", a.id));
+    assert_eq!(
+        read_approve_value(buttons[0]["value"].as_str().unwrap()),
+        (a.id.to_string().as_str(), shown.as_str())
+    );
+    assert_eq!(
+        read_approve_value(&a.id.to_string()),
+        (a.id.to_string().as_str(), "")
+    );
+    for button in &buttons[1..] {
         assert_eq!(button["value"], a.id.to_string());
     }
 }

@@ -274,8 +274,9 @@ impl Store {
     /// the message clicked when its metadata does not name the approval, must be one
     /// of the approval's recorded messages; the voter must be one of its approvers
     /// where the list alone says so ([`Routing::lists`]), else the answer is
-    /// [`Voted::AskSlack`]; then the state machine's rules. A refusal carries the
-    /// approval as the writer read it.
+    /// [`Voted::AskSlack`]; then the state machine's rules, among them that an edit
+    /// since the message showed `parameters_shown` refuses an approve. A refusal
+    /// carries the approval as the writer read it.
     ///
     /// [`Routing::lists`]: crate::approval::Routing::lists
     pub async fn vote(
@@ -283,7 +284,7 @@ impl Store {
         id: ApprovalId,
         user: &UserId,
         decision: Decision,
-        shown_in: Option<&MessageKey>,
+        (shown_in, parameters_shown): (Option<&MessageKey>, Option<&str>),
         now: DateTime<Utc>,
     ) -> Result<Voted> {
         let shown = shown_in.map_or(Shown::Named, |message| Shown::On(message.clone()));
@@ -292,6 +293,7 @@ impl Store {
             user: user.clone(),
             decision,
             shown,
+            parameters_shown: parameters_shown.map(str::to_owned),
             now,
             reply,
         })

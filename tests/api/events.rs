@@ -86,6 +86,7 @@ fn vote(decision: Decision, reason: Option<&str>) -> Event {
         by: Decider::approver("U1"),
         decision,
         reason: reason.map(str::to_owned),
+        parameters_shown: None,
     }
 }
 

@@ -136,6 +136,7 @@ impl TestApp {
             by: signoff::approval::Decider::approver(user),
             decision: signoff::approval::Decision::Approve,
             reason: None,
+            parameters_shown: None,
         };
         self.store
             .apply(id.parse().unwrap(), event, self.clock.now())

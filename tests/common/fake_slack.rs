@@ -373,6 +373,23 @@ impl FakeSlack {
             })
     }
 
+    /// The message at `channel`/`ts` as it stands: its post's body, or its latest
+    /// `chat.update`'s.
+    pub fn shown(&self, channel: &str, ts: &str) -> Option<Value> {
+        let inner = self.lock();
+        let updated = inner.calls.iter().rev().find(|c| {
+            c.method == "chat.update" && c.body["channel"] == channel && c.body["ts"] == ts
+        });
+        let posted = || {
+            let post = inner
+                .posted
+                .iter()
+                .find(|p| p.channel == channel && p.ts == ts);
+            post.map(|p| p.body.clone())
+        };
+        updated.map(|c| c.body.clone()).or_else(posted)
+    }
+
     /// The ts the fake answered the `n`-th chat.postMessage with (counting from 0).
     pub fn post_ts(&self, n: usize) -> String {
         let inner = self.lock();

@@ -32,6 +32,12 @@ approvers = ["U0ALICE", "U0BOB"]
 tools = ["deploy_*"]
 tier = "medium"
 batch_window = "off"
+
+[[rules]]
+tools = ["notify_*"]
+tier = "medium"
+approvers = ["U0ALICE", "U0BOB"]
+required_approvals = 2
 "#;
 
 /// Asks through the API with `token`; the new approval's id.
@@ -353,6 +359,50 @@ async fn bulk_clicks_that_may_not_decide_change_nothing(db: TestDb) {
     assert!(told[0].contains("decided already"), "{told:?}");
 }
 
+/// Approve all approves the parameters as requested: an item Alice edited is passed
+/// over, said so, and approved with its own button on the updated message.
+async fn approve_all_leaves_an_edited_item_to_its_own_button(db: TestDb) {
+    let app = spawn_policy(db, POLICY).await;
+    let mut batch = Vec::new();
+    for team in ["sre", "data", "web"] {
+        let parameters = json!({ "team": team, "text": "deploy at 5" });
+        batch.push(ask(&app, &app.token, "notify_team", parameters).await);
+    }
+    post_all(&app).await;
+    let message = batch_of(&app, batch[0]);
+    let edited = app.store.get(batch[1]).await.unwrap().unwrap();
+    let on = app.message(&edited, "main").await;
+    assert_eq!(on.ts, message.ts, "the batch's message");
+    let edit = r#"{"team": "data", "text": "deploy at 6"}"#;
+    let (code, body) = app
+        .interact(&submission(&edited, "U0ALICE", "edit_approve", edit, &on))
+        .await;
+    assert_eq!((code, body.as_str()), (StatusCode::OK, ""));
+
+    click(&app, batch[0], "U0BOB", "approve_all", &message).await;
+    let told = app.ephemerals_to("U0BOB", 1).await;
+    assert_eq!(
+        told,
+        [
+            "2 of 3 approved. It was edited after the request: approve it with its own \
+          Approve button."
+        ]
+    );
+    for id in [batch[0], batch[2]] {
+        let votes = app.store.get(id).await.unwrap().unwrap().votes;
+        assert_eq!(votes.len(), 1, "Bob's");
+    }
+    let votes = app.store.get(batch[1]).await.unwrap().unwrap().votes;
+    assert_eq!(votes.len(), 1, "Alice's edit only");
+
+    app.run_jobs().await;
+    let (code, _) = app.click_shown(&edited, "U0BOB", "approve").await;
+    assert_eq!(code, StatusCode::OK);
+    let approved = app.store.get(batch[1]).await.unwrap().unwrap();
+    assert_eq!(approved.status, Status::Approved);
+    assert_eq!(approved.parameters["text"], "deploy at 6");
+}
+
 /// A batch holds ten requests at most: the eleventh starts the next one.
 async fn the_eleventh_look_alike_starts_a_new_batch(db: TestDb) {
     let app = spawn_policy(db, POLICY).await;
@@ -460,4 +510,5 @@ crate::on_both_backends!(
     bulk_clicks_that_may_not_decide_change_nothing,
     the_eleventh_look_alike_starts_a_new_batch,
     a_lost_batch_post_is_found_and_recorded_for_every_item,
+    approve_all_leaves_an_edited_item_to_its_own_button,
 );

@@ -200,7 +200,9 @@ impl TestApp {
             })
     }
 
-    /// `user` clicks `action` (approve, deny, edit) on the approval's channel message.
+    /// `user` clicks `action` (approve, deny, edit) on the approval's channel message;
+    /// the button's value is the approval id alone (as on a message posted before
+    /// Approve named its parameters; [`TestApp::click_shown`] sends what is shown).
     pub async fn click(
         &self,
         approval: &Approval,
@@ -227,6 +229,41 @@ impl TestApp {
             &message.ts,
         ))
         .await
+    }
+
+    /// `user` clicks `action` on the approval's main message as the fake Slack shows
+    /// it now: the click carries the value of the button there, as Slack's does.
+    pub async fn click_shown(
+        &self,
+        approval: &Approval,
+        user: &str,
+        action: &str,
+    ) -> (StatusCode, String) {
+        let message = self.message(approval, "main").await;
+        let shown = self
+            .slack
+            .shown(&message.channel, &message.ts)
+            .expect("the message is in the fake Slack");
+        let block_id = format!("approval:{}", approval.id);
+        let value = shown["blocks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|block| block["block_id"] == block_id.as_str())
+            .flat_map(|block| block["elements"].as_array().into_iter().flatten())
+            .find(|button| button["action_id"] == action)
+            .and_then(|button| button["value"].as_str())
+            .unwrap_or_else(|| panic!("no {action} button shown: {shown}"))
+            .to_owned();
+        let mut payload = click_payload(
+            &approval.id.to_string(),
+            user,
+            action,
+            &message.channel,
+            &message.ts,
+        );
+        payload["actions"][0]["value"] = value.into();
+        self.interact(&payload).await
     }
 
     /// `user` submits a modal (`deny_reason` or `edit_approve`) with `value` in its input.

@@ -310,6 +310,63 @@ async fn edit_and_approve_validates_the_json_and_runs_only_the_edited_parameters
     );
 }
 
+/// Bob's Edit & approve lands while the message still shows the parameters as
+/// requested: Alice's Approve on it is for parameters that no longer run, so it is
+/// refused until the message shows the edited ones.
+#[tokio::test]
+async fn an_approve_on_a_message_an_edit_has_overtaken_is_refused_until_it_shows_the_edit() {
+    let app = spawn_app().await;
+    let deploy = app
+        .request(
+            "deploy_api",
+            json!({"service": "api", "environment": "staging"}),
+        )
+        .await;
+    app.run_jobs().await;
+    let edited = r#"{"service": "api", "environment": "prod"}"#;
+    let (status, _) = app.submit(&deploy, "U0BOB", "edit_approve", edited).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Not yet updated: the message still shows staging. Clicked as shown, and as a
+    // message posted before buttons named their parameters.
+    // Carol is an approver through a user group: her click takes the path that asks
+    // Slack and reads first, with the same outcome.
+    app.slack.set_group("S0SRE", &["U0CAROL"]);
+    app.click_shown(&deploy, "U0ALICE", "approve").await;
+    app.click(&deploy, "U0ALICE", "approve").await;
+    app.click_shown(&deploy, "U0CAROL", "approve").await;
+    let mut replies = app.ephemerals_to("U0ALICE", 3).await;
+    replies.extend(app.ephemerals_to("U0CAROL", 3).await);
+    assert_eq!(replies.len(), 3, "{replies:?}");
+    for reply in &replies {
+        assert!(
+            reply.contains("edited after the message you clicked was shown"),
+            "{replies:?}"
+        );
+    }
+    let after = app.approval(&deploy).await;
+    assert_eq!(after.status, Status::Pending);
+    assert_eq!(
+        after.votes.len(),
+        1,
+        "Bob's edit, not Alice's or Carol's click"
+    );
+
+    // Updated, the message shows prod; Alice approves what she now sees.
+    app.run_jobs().await;
+    let message = app.message(&deploy, "main").await;
+    let shown = app.slack.shown(&message.channel, &message.ts).unwrap();
+    assert!(shown["blocks"].to_string().contains("prod"), "{shown}");
+    let (status, body) = app.click_shown(&deploy, "U0ALICE", "approve").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+    let approved = app.approval(&deploy).await;
+    assert_eq!(approved.status, Status::Approved);
+    assert_eq!(
+        approved.parameters,
+        json!({"service": "api", "environment": "prod"})
+    );
+}
+
 #[tokio::test]
 async fn slack_endpoints_answer_503_when_slack_is_not_configured() {
     let app = common::app::spawn(common::sqlite(), common::app::Options::new(POLICY)).await;

@@ -35,6 +35,7 @@ async fn break_glass_and_a_click_at_once_make_one_decision(db: TestDb) {
             by: Decider::approver("U0ALICE"),
             decision: Decision::Deny,
             reason: None,
+            parameters_shown: None,
         };
         let (glassed, clicked) = tokio::join!(
             other.apply(a.id, glass(Decision::Approve), clock.now()),

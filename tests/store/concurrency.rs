@@ -108,11 +108,13 @@ async fn an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them(db
             by: signoff::approval::Decider::approver("U1"),
             decision: Decision::Approve,
             reason: None,
+            parameters_shown: None,
         },
         Event::Vote {
             by: signoff::approval::Decider::approver("U2"),
             decision: Decision::Deny,
             reason: Some("no".into()),
+            parameters_shown: None,
         },
     ];
     let mut tasks = Vec::new();
@@ -157,6 +159,7 @@ async fn votes_sent_together_on_one_approval_each_see_the_ones_before(db: TestDb
             by: signoff::approval::Decider::approver(user),
             decision: Decision::Approve,
             reason: None,
+            parameters_shown: None,
         };
         tasks.push(tokio::spawn(async move {
             store.apply(approval.id, event, now).await
@@ -218,6 +221,7 @@ async fn concurrent_votes_from_two_processes_produce_exactly_one_decision(db: Te
                 by: signoff::approval::Decider::approver(format!("U{i}")),
                 decision,
                 reason: None,
+                parameters_shown: None,
             };
             target.apply(approval.id, event, now).await
         }));
@@ -449,6 +453,7 @@ async fn two_processes_creating_and_voting_together_keep_one_audit_chain(db: Tes
                         by,
                         decision: Decision::Approve,
                         reason: None,
+                        parameters_shown: None,
                     };
                     (None, Some(target.apply(voted, event, now).await))
                 }
@@ -517,6 +522,7 @@ async fn an_operation_the_database_refuses_fails_alone_and_the_writer_goes_on(db
                 by,
                 decision: Decision::Approve,
                 reason: None,
+                parameters_shown: None,
             };
             voter.apply(id, event, now).await
         }));

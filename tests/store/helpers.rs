@@ -103,6 +103,7 @@ pub async fn vote(
         by: signoff::approval::Decider::approver(user),
         decision,
         reason: None,
+        parameters_shown: None,
     };
     store.apply(id, event, clock.now()).await
 }

@@ -448,6 +448,7 @@ async fn a_vote_whose_audit_event_cannot_be_stored_changes_nothing(db: TestDb) {
         by: Decider::approver("U0ALICE"),
         decision: Decision::Approve,
         reason: None,
+        parameters_shown: None,
     };
     let refused = store.apply(a.id, vote, clock.now()).await;
     assert!(

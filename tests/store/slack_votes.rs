@@ -80,7 +80,7 @@ async fn approve(
             approval.id,
             &user(by),
             Decision::Approve,
-            shown_in,
+            (shown_in, None),
             clock.now(),
         )
         .await

@@ -44,6 +44,7 @@ fn pending() -> Approval {
         by: Decider::approver("U0ALICE"),
         decision: Decision::Approve,
         reason: None,
+        parameters_shown: None,
     };
     apply(&opened, &vote, t0()).unwrap().next
 }

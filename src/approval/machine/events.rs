@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{
     AuditKind, Decider, Event, Happening, Rejection, Transition, check_can_decide, check_owner,
-    check_pending, decide, settle,
+    check_pending, decide, parameters_fingerprint, settle,
 };
 use crate::approval::{Approval, BREAK_GLASS_VIA, Decision, Status, Vote};
 use crate::canonical;
@@ -24,7 +24,11 @@ pub fn apply(
             by,
             decision,
             reason,
-        } => vote(&mut next, approval, by, *decision, reason, now)?,
+            parameters_shown,
+        } => {
+            let shown = parameters_shown.as_deref();
+            vote(&mut next, approval, by, (*decision, reason), shown, now)?
+        }
         Event::EditApprove { by, parameters } => {
             edit_approve(&mut next, approval, by, parameters, now)?
         }
@@ -55,13 +59,22 @@ fn vote(
     next: &mut Approval,
     approval: &Approval,
     by: &Decider,
-    decision: Decision,
-    reason: &Option<String>,
+    (decision, reason): (Decision, &Option<String>),
+    parameters_shown: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Happening>, Rejection> {
     check_can_decide(approval, by, now)?;
     if approval.has_voted(&by.user) {
         return Err(Rejection::AlreadyVoted);
+    }
+    // Parameters change only by an edit: an approval never edited shows the same
+    // ones everywhere, so only an edited one is hashed to compare.
+    if decision == Decision::Approve
+        && approval.original_parameters.is_some()
+        && parameters_shown
+            .is_some_and(|shown| shown != parameters_fingerprint(&approval.parameters))
+    {
+        return Err(Rejection::EditedSinceShown);
     }
     next.votes.push(Vote {
         user: by.user.clone(),

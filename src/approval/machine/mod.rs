@@ -43,6 +43,11 @@ pub enum Event {
         by: Decider,
         decision: Decision,
         reason: Option<String>,
+        /// When the vote was clicked on a message: the parameters it showed, as
+        /// [`parameters_shown`] gives them (empty: a message too old to say). An
+        /// approve is refused when the approval was edited to other parameters since
+        /// (the message had not been updated yet). `None`: not cast on a message.
+        parameters_shown: Option<String>,
     },
     /// "Edit & approve": new parameters, and the editor's approval of them.
     EditApprove { by: Decider, parameters: Value },
@@ -149,6 +154,11 @@ pub enum Rejection {
     NotAnApprover,
     #[error("the parameters differ from the approved ones")]
     ParametersDiffer,
+    #[error(
+        "the parameters were edited after the message you clicked was shown; approve the \
+         updated message if you agree with them"
+    )]
+    EditedSinceShown,
     #[error("this approval is for another tool")]
     ToolDiffers,
     #[error("edited parameters must be a JSON object")]
@@ -159,6 +169,12 @@ pub enum Rejection {
     NotDue,
     #[error("a deny outside Slack needs a reason")]
     ReasonRequired,
+}
+
+/// How a message shows an approval's parameters to whoever clicks Approve on it
+/// ([`Event::Vote`]'s `parameters_shown`): their canonical SHA-256.
+pub fn parameters_fingerprint(parameters: &Value) -> String {
+    canonical::sha256_hex(parameters)
 }
 
 /// The policy's identity in `decided_by` for decisions nobody clicked.

@@ -66,6 +66,7 @@ fn vote(user: &str, decision: Decision) -> Event {
         by: crate::approval::Decider::approver(user),
         decision,
         reason: None,
+        parameters_shown: None,
     }
 }
 
@@ -196,11 +197,13 @@ fn only_an_approver_decides_whatever_the_event() {
             by: outsider.clone(),
             decision: Decision::Approve,
             reason: None,
+            parameters_shown: None,
         },
         Event::Vote {
             by: outsider.clone(),
             decision: Decision::Deny,
             reason: Some("no".into()),
+            parameters_shown: None,
         },
         Event::EditApprove {
             by: outsider,
@@ -220,6 +223,7 @@ fn only_an_approver_decides_whatever_the_event() {
         by: requester,
         decision: Decision::Approve,
         reason: None,
+        parameters_shown: None,
     };
     assert_eq!(
         apply(&p, &own, later(1)),
@@ -236,6 +240,7 @@ fn any_deny_denies_even_after_approvals() {
         by: crate::approval::Decider::approver("U2"),
         decision: Decision::Deny,
         reason: Some("wrong customer".into()),
+        parameters_shown: None,
     };
     let t = apply(&one, &event, later(2)).unwrap();
     assert_eq!(t.next.status, Status::Denied);
@@ -292,6 +297,51 @@ fn edit_resets_approvals_and_counts_as_the_editors() {
     );
     let t = apply(&t.next, &vote("U1", Decision::Approve), later(3)).unwrap();
     assert_eq!(t.next.status, Status::Approved);
+}
+
+#[test]
+fn an_approve_clicked_on_a_message_showing_parameters_an_edit_replaced_is_refused() {
+    let a = pending(2);
+    let requested = crate::approval::parameters_fingerprint(&a.parameters);
+    let edit = Event::EditApprove {
+        by: crate::approval::Decider::approver("U2"),
+        parameters: json!({"customer_ids": ["c1", "c2", "c3"]}),
+    };
+    let edited = apply(&a, &edit, later(1)).unwrap().next;
+    let on_a_message_showing = |shown: &str, decision| Event::Vote {
+        by: crate::approval::Decider::approver("U1"),
+        decision,
+        reason: None,
+        parameters_shown: Some(shown.to_owned()),
+    };
+    // The message had not been updated yet, or it was posted before buttons said.
+    for stale in [requested.as_str(), ""] {
+        assert_eq!(
+            apply(
+                &edited,
+                &on_a_message_showing(stale, Decision::Approve),
+                later(2)
+            ),
+            Err(Rejection::EditedSinceShown)
+        );
+    }
+    // The updated message counts; so does a deny from the stale one (it runs nothing).
+    let current = crate::approval::parameters_fingerprint(&edited.parameters);
+    let approved = apply(
+        &edited,
+        &on_a_message_showing(&current, Decision::Approve),
+        later(2),
+    );
+    assert_eq!(approved.unwrap().next.status, Status::Approved);
+    let denied = apply(
+        &edited,
+        &on_a_message_showing(&requested, Decision::Deny),
+        later(2),
+    );
+    assert_eq!(denied.unwrap().next.status, Status::Denied);
+    // Before any edit, any message of it shows the parameters as requested.
+    let unedited = apply(&a, &on_a_message_showing("", Decision::Approve), later(2));
+    assert_eq!(unedited.unwrap().next.votes.len(), 1);
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! the state machine, exactly as a click on its own button would: the same checks of
 //! who may decide, one decision each, its own audit events. Items the clicker may not
 //! decide, or that were decided meanwhile, stay as they are, and the clicker is told
-//! which and why.
+//! which and why. Approve all approves the parameters as requested: an item edited
+//! since is left to its own Approve button.
 
 use std::collections::HashMap;
 
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 use super::interactions::{Actor, Clicked, decider, ephemeral};
 use super::{Answer, GONE, NOT_FROM_A_REQUEST, Refused, Unusable, find_from, refusal_text};
 use crate::approval::machine::check_can_decide;
-use crate::approval::{Approval, ApprovalId, Decision, Event, Status};
+use crate::approval::{Approval, ApprovalId, Decision, Event, Status, parameters_fingerprint};
 use crate::http::AppState;
 use crate::slack::app::SlackApp;
 use crate::slack::batch::{deny_all_modal, deny_all_source};
@@ -201,6 +202,9 @@ async fn decide_all(
         .collect()
 }
 
+/// Why Approve all passed over an item.
+const EDITED: &str = "It was edited after the request: approve it with its own Approve button.";
+
 /// One item's vote; else what to say about it.
 async fn vote_on(
     state: &AppState,
@@ -210,11 +214,20 @@ async fn vote_on(
     (decision, reason): (Decision, Option<String>),
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), String> {
+    // Approve all is for the parameters as requested: an item edited since has its
+    // own Approve button, which names the parameters its message shows.
+    let parameters_shown = match decision {
+        Decision::Approve if item.original_parameters.is_some() => return Err(EDITED.into()),
+        // Its fingerprint as read: should an edit land before the vote, it is refused.
+        Decision::Approve => Some(parameters_fingerprint(&item.parameters)),
+        Decision::Deny => None,
+    };
     let by = decider(slack, item, &actor.user).await?;
     let event = Event::Vote {
         by,
         decision,
         reason,
+        parameters_shown,
     };
     match state.store.apply(item.id, event, now).await {
         Ok(_) => Ok(()),

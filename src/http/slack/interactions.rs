@@ -3,8 +3,9 @@
 //! [`super::bulk`]) or a modal's submission. A decision counts only when it comes
 //! from a message signoff posted for that approval, and the state machine decides
 //! with who the clicker is (see `slack::approvers`) whether it counts. An Approve
-//! click goes to the writer without a read of its own, which checks all of that
-//! against the approval as it reads it (`Store::vote`).
+//! click counts for the parameters its message showed, never for ones an edit put in
+//! their place since. It goes to the writer without a read of its own, which checks
+//! all of that against the approval as it reads it (`Store::vote`).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -116,8 +117,14 @@ async fn block_action(
         }
         _ => {}
     }
+    // Approve's value also names the parameters its message shows.
+    let (value, parameters_shown) = match action_id {
+        ACTION_APPROVE => blocks::read_approve_value(value),
+        _ => (value, ""),
+    };
     if action_id == ACTION_APPROVE
-        && let Some(answer) = approve(state, slack, value, &clicked, &actor).await
+        && let Some(answer) =
+            approve(state, slack, (value, parameters_shown), &clicked, &actor).await
     {
         return answer;
     }
@@ -135,6 +142,7 @@ async fn block_action(
                 by,
                 decision: Decision::Approve,
                 reason: None,
+                parameters_shown: Some(parameters_shown.to_owned()),
             };
             match state
                 .store
@@ -146,43 +154,65 @@ async fn block_action(
             }
         }
         ACTION_DENY | ACTION_EDIT => {
-            // Refuse now rather than after the person filled in a modal.
-            if let Err(rejection) = check_can_decide(&approval, &by, state.clock.now()) {
-                return ephemeral(slack, &actor, refusal_text(&rejection, &approval));
-            }
-            let Some(trigger_id) = payload.trigger_id.as_str() else {
-                return Err(Refused::BadRequest(
-                    "block action without trigger_id".into(),
-                ));
-            };
-            let view = if action_id == ACTION_DENY {
-                modals::deny_modal(&approval, &clicked.key)
-            } else {
-                modals::edit_modal(&approval, &clicked.key)
-            };
-            let client = slack.client.clone();
-            let body = json!({ "trigger_id": trigger_id, "view": view });
-            // The trigger expires 3 s after the click: open the modal right away, and
-            // answer Slack without waiting for it.
-            tokio::spawn(async move {
-                let _ = client.call("views.open", &body).await;
-            });
-            Ok(None)
+            let trigger_id = payload.trigger_id.as_str();
+            open_modal(
+                state,
+                slack,
+                (action_id, trigger_id),
+                (&approval, &by),
+                &clicked,
+                &actor,
+            )
         }
         other => Err(Refused::BadRequest(format!("unknown action {other:?}"))),
     }
 }
 
-/// Approve: the vote goes to the writer at once, which checks the message clicked
-/// and the approvers against the approval as it reads it ([`Store::vote`]), so the
-/// click costs no read of its own. `None` when only Slack can tell whether the clicker
-/// is an approver (a user group): the click then takes the path that reads first.
+/// Deny or Edit & approve: opens the modal that asks for the reason or the edited
+/// parameters, unless the clicker may not decide (refused now rather than after they
+/// filled it in).
+fn open_modal(
+    state: &AppState,
+    slack: &SlackApp,
+    (action_id, trigger_id): (&str, Option<&str>),
+    (approval, by): (&Approval, &Decider),
+    clicked: &Clicked,
+    actor: &Actor,
+) -> Result<Answer, Refused> {
+    if let Err(rejection) = check_can_decide(approval, by, state.clock.now()) {
+        return ephemeral(slack, actor, refusal_text(&rejection, approval));
+    }
+    let Some(trigger_id) = trigger_id else {
+        return Err(Refused::BadRequest(
+            "block action without trigger_id".into(),
+        ));
+    };
+    let view = if action_id == ACTION_DENY {
+        modals::deny_modal(approval, &clicked.key)
+    } else {
+        modals::edit_modal(approval, &clicked.key)
+    };
+    let client = slack.client.clone();
+    let body = json!({ "trigger_id": trigger_id, "view": view });
+    // The trigger expires 3 s after the click: open the modal right away, and
+    // answer Slack without waiting for it.
+    tokio::spawn(async move {
+        let _ = client.call("views.open", &body).await;
+    });
+    Ok(None)
+}
+
+/// Approve: the vote goes to the writer at once, which checks the message clicked,
+/// the parameters it showed and the approvers against the approval as it reads it
+/// ([`Store::vote`]), so the click costs no read of its own. `None` when only Slack
+/// can tell whether the clicker is an approver (a user group): the click then takes
+/// the path that reads first.
 ///
 /// [`Store::vote`]: crate::store::Store::vote
 async fn approve(
     state: &AppState,
     slack: &SlackApp,
-    value: &str,
+    (value, parameters_shown): (&str, &str),
     clicked: &Clicked,
     actor: &Actor,
 ) -> Option<Result<Answer, Refused>> {
@@ -198,7 +228,7 @@ async fn approve(
             id,
             &actor.user,
             Decision::Approve,
-            shown_in,
+            (shown_in, Some(parameters_shown)),
             state.clock.now(),
         )
         .await;
@@ -260,6 +290,7 @@ async fn view_submission(
             by,
             decision: Decision::Deny,
             reason,
+            parameters_shown: None,
         },
         Draft::Edit { parameters } => Event::EditApprove { by, parameters },
     };

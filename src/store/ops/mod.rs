@@ -112,6 +112,8 @@ pub(crate) enum Op {
         decision: Decision,
         /// Where it was clicked.
         shown: Shown,
+        /// The parameters the message showed ([`Event::Vote`]'s `parameters_shown`).
+        parameters_shown: Option<String>,
         now: DateTime<Utc>,
         reply: Reply<Voted>,
     },
@@ -497,10 +499,17 @@ async fn run_op<T: Tx>(
             user,
             decision,
             shown,
+            parameters_shown,
             now,
             reply,
         } => {
-            let cast = vote::cast(current, *id, user, *decision, shown, *now, deliveries);
+            let click = vote::Click {
+                user,
+                decision: *decision,
+                shown,
+                parameters_shown: parameters_shown.as_deref(),
+            };
+            let cast = vote::cast(current, *id, click, *now, deliveries);
             settle(reply, done, cast)
         }
         Op::FireDue { now, limit, reply } => settle(

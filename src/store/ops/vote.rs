@@ -61,14 +61,27 @@ pub(super) fn check_shown(ops: &mut [Op], found: Vec<bool>) {
     }
 }
 
-/// Casts `user`'s vote on an approval of `current`, clicked where `shown` says: the
-/// message first, then the approver list, then the state machine with every other rule.
+/// A vote clicked in Slack, as [`cast`] checks it.
+pub(super) struct Click<'a> {
+    pub user: &'a UserId,
+    pub decision: Decision,
+    /// Where it was clicked.
+    pub shown: &'a Shown,
+    /// The parameters the message showed ([`Event::Vote`]'s `parameters_shown`).
+    pub parameters_shown: Option<&'a str>,
+}
+
+/// Casts a `click`'s vote on an approval of `current`: the message first, then the
+/// approver list, then the state machine with every other rule.
 pub(super) fn cast(
     current: &mut Current,
     id: ApprovalId,
-    user: &UserId,
-    decision: Decision,
-    shown: &Shown,
+    Click {
+        user,
+        decision,
+        shown,
+        parameters_shown,
+    }: Click<'_>,
     now: DateTime<Utc>,
     deliveries: Deliveries,
 ) -> Result<(Voted, Done)> {
@@ -88,6 +101,7 @@ pub(super) fn cast(
         by,
         decision,
         reason: None,
+        parameters_shown: parameters_shown.map(str::to_owned),
     };
     let (after, done) = apply(current, id, &event, now, deliveries)?;
     Ok((Voted::Counted(Box::new(after)), done))
