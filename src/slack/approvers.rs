@@ -4,11 +4,15 @@
 //! signoff posted, so "anyone in the channel"). The state machine gets the answer as
 //! data and decides with every other rule (never the requester, one vote each). Where
 //! the list alone answers (`Routing::lists`), an Approve click is checked on the
-//! store's writer instead and never comes here (`Store::vote`).
+//! store's writer instead and never comes here (`Store::vote`). A group is fetched
+//! once however many ask at the same moment, and a click waits for it only as long as
+//! Slack's 3-second answer allows ([`INTERACTIVE_WAIT`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use super::client::{SlackClient, SlackError};
 use crate::approval::Approval;
@@ -17,14 +21,30 @@ use crate::ids::{Approver, GroupId, UserId};
 /// How long a group's member list is trusted.
 pub const GROUP_TTL: Duration = Duration::from_secs(60);
 
-/// User group id → (when fetched, members).
-type GroupCache = HashMap<GroupId, (Instant, Arc<Vec<String>>)>;
+/// How long a click or a command waits for a user group's members: Slack wants its
+/// answer within 3 s (and a modal's trigger expires then). The fetch goes on after
+/// it, so that a try a moment later finds the members cached.
+pub const INTERACTIVE_WAIT: Duration = Duration::from_secs(2);
+
+/// A group's members, or why Slack did not say.
+type Fetched = Result<Arc<Vec<String>>, SlackError>;
+
+#[derive(Default)]
+struct Groups {
+    /// User group id → (when fetched, members).
+    known: HashMap<GroupId, (Instant, Arc<Vec<String>>)>,
+    /// Fetches under way, one per group however many wait on it: each turns `Some`
+    /// when Slack has answered.
+    fetching: HashMap<GroupId, watch::Receiver<Option<Fetched>>>,
+}
 
 /// Resolves approvers; cheap to clone (the cache is shared).
 #[derive(Clone)]
 pub struct Approvers {
     slack: SlackClient,
-    groups: Arc<Mutex<GroupCache>>,
+    groups: Arc<Mutex<Groups>>,
+    /// How long a click or a command waits for a user group ([`INTERACTIVE_WAIT`]).
+    interactive_wait: Duration,
 }
 
 impl Approvers {
@@ -32,31 +52,51 @@ impl Approvers {
         Self {
             slack,
             groups: Arc::default(),
+            interactive_wait: INTERACTIVE_WAIT,
         }
     }
 
-    /// Whether `user` is one of `approval`'s approvers (see the module doc). `Err`:
-    /// a user group could not be read, so membership is unknown; callers refuse
-    /// (fail closed).
+    /// Clicks and commands wait `wait` for a user group instead of
+    /// [`INTERACTIVE_WAIT`] (tests shorten it).
+    pub fn with_interactive_wait(mut self, wait: Duration) -> Self {
+        self.interactive_wait = wait;
+        self
+    }
+
+    /// When user groups must have answered by, for a click or a command that starts
+    /// now to answer Slack in time.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.interactive_wait
+    }
+
+    /// Whether `user` is one of `approval`'s approvers (see the module doc), known by
+    /// `by`. `Err`: a user group could not be read in time, so membership is unknown;
+    /// callers refuse (fail closed).
     pub async fn is_approver(
         &self,
         approval: &Approval,
         user: &UserId,
+        by: tokio::time::Instant,
     ) -> Result<bool, SlackError> {
         match approval.routing.lists(user.as_str()) {
             Some(known) => Ok(known),
-            None => self.is_listed(&approval.routing.approvers, user).await,
+            None => self.is_listed(&approval.routing.approvers, user, by).await,
         }
     }
 
     /// Whether `user` is listed in `approvers`, directly or through a user group.
-    async fn is_listed(&self, approvers: &[Approver], user: &UserId) -> Result<bool, SlackError> {
+    async fn is_listed(
+        &self,
+        approvers: &[Approver],
+        user: &UserId,
+        by: tokio::time::Instant,
+    ) -> Result<bool, SlackError> {
         let mut unknown = None;
         for approver in approvers {
             match approver {
                 Approver::User(listed) if listed == user => return Ok(true),
                 Approver::User(_) => {}
-                Approver::Group(group) => match self.members(group).await {
+                Approver::Group(group) => match self.members_by(group, Some(by)).await {
                     Ok(members) if members.iter().any(|member| user == member.as_str()) => {
                         return Ok(true);
                     }
@@ -72,10 +112,17 @@ impl Approvers {
     }
 
     /// Whether `user`, typing `/approvals` in `channel`, may see `approval`: its listed
-    /// approvers (user groups expanded) anywhere, and anyone in a channel it is posted
-    /// to (its channel and escalation channel). Everyone else is told it does not
-    /// exist, exactly as for an unknown id. Fails closed when a group cannot be read.
-    pub async fn may_see(&self, approval: &Approval, user: &UserId, channel: Option<&str>) -> bool {
+    /// approvers (user groups expanded, known by `by`) anywhere, and anyone in a
+    /// channel it is posted to (its channel and escalation channel). Everyone else is
+    /// told it does not exist, exactly as for an unknown id. Fails closed when a group
+    /// cannot be read in time.
+    pub async fn may_see(
+        &self,
+        approval: &Approval,
+        user: &UserId,
+        channel: Option<&str>,
+        by: tokio::time::Instant,
+    ) -> bool {
         let routing = &approval.routing;
         let posted_here = channel.is_some_and(|channel| {
             routing.channel.as_ref().is_some_and(|c| c == channel)
@@ -86,16 +133,70 @@ impl Approvers {
         });
         posted_here
             || self
-                .is_listed(&routing.approvers, user)
+                .is_listed(&routing.approvers, user, by)
                 .await
                 .unwrap_or(false)
     }
 
-    /// The members of a user group, from the cache when fresh.
-    pub async fn members(&self, group: &GroupId) -> Result<Arc<Vec<String>>, SlackError> {
-        if let Some(members) = self.cached(group) {
-            return Ok(members);
+    /// The members of a user group, from the cache when fresh, else as Slack answers
+    /// (however long its client allows).
+    pub async fn members(&self, group: &GroupId) -> Fetched {
+        self.members_by(group, None).await
+    }
+
+    /// The members of a user group, from the cache when fresh, else from the fetch
+    /// under way for it or a new one, waited for until `by` at most.
+    async fn members_by(&self, group: &GroupId, by: Option<tokio::time::Instant>) -> Fetched {
+        let mut answer = {
+            let mut groups = self.lock();
+            if let Some((at, members)) = groups.known.get(group)
+                && at.elapsed() < GROUP_TTL
+            {
+                return Ok(members.clone());
+            }
+            match groups.fetching.get(group) {
+                Some(under_way) => under_way.clone(),
+                None => {
+                    let under_way = self.fetch(group.clone());
+                    groups.fetching.insert(group.clone(), under_way.clone());
+                    under_way
+                }
+            }
+        };
+        let answered = answer.wait_for(Option::is_some);
+        let answered = match by {
+            Some(by) => tokio::time::timeout_at(by, answered).await.map_err(|_| {
+                SlackError::Transport("usergroups.users.list did not answer in time".into())
+            })?,
+            None => answered.await,
+        };
+        let stopped = || SlackError::Transport("the user group fetch stopped".into());
+        match answered {
+            Ok(fetched) => fetched.clone().unwrap_or_else(|| Err(stopped())),
+            Err(_) => Err(stopped()),
         }
+    }
+
+    /// Starts fetching `group`'s members in a task of its own, which caches them and
+    /// answers on the channel returned, whoever still waits.
+    fn fetch(&self, group: GroupId) -> watch::Receiver<Option<Fetched>> {
+        let (answer, answered) = watch::channel(None);
+        let approvers = self.clone();
+        tokio::spawn(async move {
+            let fetched = approvers.ask_slack(&group).await;
+            let mut groups = approvers.lock();
+            groups.fetching.remove(&group);
+            if let Ok(members) = &fetched {
+                groups
+                    .known
+                    .insert(group.clone(), (Instant::now(), members.clone()));
+            }
+            answer.send_replace(Some(fetched));
+        });
+        answered
+    }
+
+    async fn ask_slack(&self, group: &GroupId) -> Fetched {
         let answer = self
             .slack
             .get("usergroups.users.list", &[("usergroup", group.as_str())])
@@ -109,23 +210,13 @@ impl Approvers {
                     .collect()
             })
             .unwrap_or_default();
-        let members = Arc::new(members);
+        Ok(Arc::new(members))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Groups> {
         self.groups
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(group.clone(), (Instant::now(), members.clone()));
-        Ok(members)
-    }
-
-    fn cached(&self, group: &GroupId) -> Option<Arc<Vec<String>>> {
-        let groups = self
-            .groups
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        groups
-            .get(group)
-            .filter(|(at, _)| at.elapsed() < GROUP_TTL)
-            .map(|(_, members)| members.clone())
     }
 }
 

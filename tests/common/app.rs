@@ -41,6 +41,9 @@ pub struct Options<'a> {
     /// Socket Mode too (with `slack`) with these timings, against a fake Socket Mode
     /// server.
     pub socket_mode: Option<Timings>,
+    /// How long clicks and commands wait for a user group (`Approvers`' default
+    /// otherwise).
+    pub group_wait: Option<std::time::Duration>,
 }
 
 impl<'a> Options<'a> {
@@ -51,7 +54,15 @@ impl<'a> Options<'a> {
             limits: Limits::default(),
             public_url: None,
             socket_mode: None,
+            group_wait: None,
         }
+    }
+
+    /// Slack, with clicks and commands waiting `wait` for a user group.
+    pub fn with_group_wait(mut self, wait: std::time::Duration) -> Self {
+        self.slack = true;
+        self.group_wait = Some(wait);
+        self
     }
 
     /// Slack, and Socket Mode beside the HTTP endpoints.
@@ -140,10 +151,11 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         let slack_client = SlackClient::new("xoxb-test-token", &fake.url)
             .expect("client")
             .with_timeout(std::time::Duration::from_millis(500));
-        state = state.with_slack(SlackApp::new(
-            slack_client.clone(),
-            Some(SLACK_SECRET.into()),
-        ));
+        let mut slack_app = SlackApp::new(slack_client.clone(), Some(SLACK_SECRET.into()));
+        if let Some(wait) = options.group_wait {
+            slack_app.approvers = slack_app.approvers.with_interactive_wait(wait);
+        }
+        state = state.with_slack(slack_app);
         client = Some(slack_client);
     }
     let socket = if let Some(timings) = options.socket_mode {

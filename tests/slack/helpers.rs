@@ -99,7 +99,7 @@ pub async fn spawn_policy(db: TestDb, policy: &str) -> TestApp {
     spawn_with(db, Options::new(policy).with_slack()).await
 }
 
-async fn spawn_with(db: TestDb, options: Options<'_>) -> TestApp {
+pub async fn spawn_with(db: TestDb, options: Options<'_>) -> TestApp {
     let app = app::spawn(db, options).await;
     let slack = app.slack.clone().expect("started with Slack");
     TestApp { app, slack }

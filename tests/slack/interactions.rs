@@ -8,6 +8,7 @@ use signoff::approval::Status;
 use signoff::clock::Clock;
 
 use crate::common;
+use crate::common::app::Options;
 use crate::common::slack::click_on_message;
 use crate::helpers::*;
 
@@ -364,6 +365,56 @@ async fn an_approve_on_a_message_an_edit_has_overtaken_is_refused_until_it_shows
     assert_eq!(
         approved.parameters,
         json!({"service": "api", "environment": "prod"})
+    );
+}
+
+/// Slack is slow to list a user group: clicks that need it answer in time, failing
+/// closed, instead of waiting past Slack's 3 seconds; the group is fetched once for
+/// all of them, and a click a moment later finds it cached.
+#[tokio::test]
+async fn a_slow_user_group_lookup_is_fetched_once_and_clicks_answer_without_waiting_for_it() {
+    // Clicks wait 100 ms; Slack answers in 350 ms, within the client's 500 ms.
+    let options = Options::new(POLICY).with_group_wait(Duration::from_millis(100));
+    let app = spawn_with(common::sqlite(), options).await;
+    app.slack.set_group("S0SRE", &["U0CAROL", "U0DAVE"]);
+    let deploy = app
+        .request(
+            "deploy_api",
+            json!({"service": "api", "environment": "prod"}),
+        )
+        .await;
+    app.run_jobs().await;
+    app.slack.set_delay(Duration::from_millis(350));
+    let (carol, dave) = tokio::join!(
+        app.click(&deploy, "U0CAROL", "approve"),
+        app.click(&deploy, "U0DAVE", "deny"),
+    );
+    assert_eq!((carol.0, dave.0), (StatusCode::OK, StatusCode::OK));
+    let mut replies = app.ephemerals_to("U0CAROL", 2).await;
+    replies.extend(app.ephemerals_to("U0DAVE", 2).await);
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    for reply in &replies {
+        assert!(
+            reply.contains("could not check your approver group"),
+            "{replies:?}"
+        );
+    }
+    assert!(app.approval(&deploy).await.votes.is_empty());
+    assert!(
+        app.slack.calls_to("views.open").is_empty(),
+        "no modal for Dave"
+    );
+
+    // The fetch went on: Carol's next click finds the group without asking again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.slack.set_delay(Duration::ZERO);
+    let (status, body) = app.click(&deploy, "U0CAROL", "approve").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+    assert_eq!(app.approval(&deploy).await.votes.len(), 1, "Carol's");
+    assert_eq!(
+        app.slack.calls_to("usergroups.users.list").len(),
+        1,
+        "one fetch for every click"
     );
 }
 

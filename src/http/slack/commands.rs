@@ -61,6 +61,7 @@ pub(super) async fn command(
     let viewer = Viewer {
         user: &user,
         channel: typed.channel_id,
+        by: slack.approvers.deadline(),
     };
     let reply = match commands::parse(typed.text) {
         Command::Pending => pending_for(state, slack, &viewer).await,
@@ -75,6 +76,8 @@ pub(super) async fn command(
 struct Viewer<'a> {
     user: &'a UserId,
     channel: Option<&'a str>,
+    /// When user groups must have answered by, for the reply to reach Slack in time.
+    by: tokio::time::Instant,
 }
 
 /// Ids a status prefix may match that are looked at; a prefix matching more is too
@@ -96,7 +99,7 @@ async fn status_of(
     for approval in state.store.get_many(&ids).await? {
         if slack
             .approvers
-            .may_see(&approval, viewer.user, viewer.channel)
+            .may_see(&approval, viewer.user, viewer.channel, viewer.by)
             .await
         {
             visible.push(approval);
@@ -123,14 +126,14 @@ async fn pending_for(
         if approval.has_voted(viewer.user.as_str())
             || !slack
                 .approvers
-                .may_see(&approval, viewer.user, viewer.channel)
+                .may_see(&approval, viewer.user, viewer.channel, viewer.by)
                 .await
         {
             continue;
         }
         let approver = slack
             .approvers
-            .is_approver(&approval, viewer.user)
+            .is_approver(&approval, viewer.user, viewer.by)
             .await
             .unwrap_or(false);
         let by = Decider {

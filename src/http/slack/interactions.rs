@@ -360,7 +360,8 @@ pub(super) async fn decider(
     approval: &Approval,
     user: &UserId,
 ) -> Result<Decider, String> {
-    match slack.approvers.is_approver(approval, user).await {
+    let by = slack.approvers.deadline();
+    match slack.approvers.is_approver(approval, user, by).await {
         Ok(approver) => Ok(Decider {
             user: user.to_string(),
             approver,
