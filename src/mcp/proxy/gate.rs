@@ -87,6 +87,12 @@ impl Gate {
             Err(refusal) => return Verdict::Refuse(refusal),
         };
         match view.status.as_str() {
+            // Decided as the client cancelled or went away: nobody wants it run, so the
+            // approval is not spent (it expires unexecuted) and nothing runs.
+            "approved" if cancelled.is_cancelled() || self.client_gone.is_cancelled() => {
+                tracing::info!(approval_id = %view.approval_id, "approved as its call was cancelled: not executed");
+                Verdict::Refuse(texts::cancelled_when_approved())
+            }
             "approved" => Box::pin(self.execute(&call.tool, &view)).await,
             _ => Verdict::Refuse(texts::decided(&view)),
         }
@@ -216,5 +222,94 @@ async fn report(progress: &Progress, count: u32, message: String) {
             }
         }
         Progress::Task(task) => task.set_status_message(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::extract::State;
+    use axum::routing::post;
+
+    use super::*;
+
+    /// A signoff whose every new approval is approved, not spent (as when a person
+    /// decided it just before the proxy read it); it records the requests it gets.
+    async fn approving_signoff() -> (String, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answer = |path: &'static str, body: Value| {
+            move |State(seen): State<Arc<Mutex<Vec<String>>>>| {
+                seen.lock().unwrap().push(path.to_owned());
+                let body = body.clone();
+                async move { axum::Json(body) }
+            }
+        };
+        let approved = json!({"approval_id": "a1", "status": "approved",
+                              "parameters": {"ids": [1]}});
+        let executed = json!({"status": "executed", "parameters": {"ids": [1]}});
+        let router = Router::new()
+            .route("/v1/approvals", post(answer("create", approved)))
+            .route(
+                "/v1/approvals/a1/execute",
+                post(answer("execute", executed)),
+            )
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (base, seen)
+    }
+
+    fn gate(base: &str) -> Gate {
+        let api = Api::new(base, None).unwrap();
+        Gate {
+            watch: Watch::new(api.clone()),
+            api,
+            server: "fixture".into(),
+            hold: Duration::from_secs(5),
+            interval: Duration::from_secs(5),
+            client_gone: CancellationToken::new(),
+            upstream_gone: CancellationToken::new(),
+        }
+    }
+
+    fn call() -> Call {
+        Call {
+            tool: "delete_things".into(),
+            arguments: json!({"ids": [1]}).as_object().unwrap().clone(),
+            annotations: None,
+            requested_by: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_approved_as_its_client_cancelled_or_left_is_neither_executed_nor_run() {
+        let (base, seen) = approving_signoff().await;
+        let gate = gate(&base);
+        let live = CancellationToken::new();
+        assert!(matches!(
+            gate.decide(&call(), &live, None).await,
+            Verdict::Run { .. }
+        ));
+        assert_eq!(*seen.lock().unwrap(), ["create", "execute"]);
+
+        seen.lock().unwrap().clear();
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        let verdict = gate.decide(&call(), &cancelled, None).await;
+        assert!(
+            matches!(&verdict, Verdict::Refuse(why) if why.starts_with("Cancelled as it was approved")),
+            "{verdict:?}"
+        );
+        gate.client_gone.cancel();
+        let verdict = gate.decide(&call(), &live, None).await;
+        assert!(matches!(verdict, Verdict::Refuse(_)), "{verdict:?}");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["create", "create"],
+            "asked, never spent"
+        );
     }
 }

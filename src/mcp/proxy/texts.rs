@@ -97,6 +97,12 @@ pub fn cancelled() -> String {
     format!("Cancelled while waiting for approval; the approval was withdrawn. {NOT_RUN}")
 }
 
+/// The call was approved as its client cancelled it or went away: the approval is
+/// left unspent (it expires unexecuted) and nothing runs.
+pub fn cancelled_when_approved() -> String {
+    format!("Cancelled as it was approved; the approval was not used. {NOT_RUN}")
+}
+
 /// The upstream server is gone.
 pub fn upstream_gone() -> String {
     format!("The MCP server behind signoff proxy has exited. {NOT_RUN}")
