@@ -61,6 +61,7 @@ pub use check::{SampleCall, check_report, sample_calls};
 pub use classify::Denied;
 use condition::Condition;
 pub use error::PolicyError;
+pub use route::MAX_DURATION;
 pub use template::render_summary;
 
 /// Risk tier of a tool call, ordered `Low < Medium < High`.

@@ -17,6 +17,10 @@ const MAX_REQUIRED_APPROVALS: i64 = 20;
 const MAX_MAX_PENDING: i64 = 10_000;
 /// Longest `batch_window`: a batch's first request waits this long to be posted.
 const MAX_BATCH_WINDOW: Duration = Duration::from_secs(600);
+/// The longest duration a policy may give (`expires_after`, `remind_after`, …): a
+/// year. Longer ones would put times past what the stores keep (PostgreSQL's checks
+/// stop at the year 9999) or past what a time can hold at all.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
 
 /// The route keys as written in `[defaults]` or a rule. Fields are optional so "absent" can be told
 /// apart from "set", and strings are kept raw so validation can name them.
@@ -132,7 +136,8 @@ fn parse_batch_window(text: &str, field: &str) -> Result<Option<Duration>, Polic
 }
 
 /// Parses a humantime duration ("1s", "30m", "1h 30m"); zero is refused
-/// because a zero expiry or reminder interval would fire immediately/forever.
+/// because a zero expiry or reminder interval would fire immediately/forever, and
+/// anything over [`MAX_DURATION`].
 fn parse_duration(text: &str, field: &str) -> Result<Duration, PolicyError> {
     let duration = humantime::parse_duration(text.trim()).map_err(|e| {
         PolicyError::invalid(
@@ -144,6 +149,12 @@ fn parse_duration(text: &str, field: &str) -> Result<Duration, PolicyError> {
         return Err(PolicyError::invalid(
             field,
             format!("duration {text:?} must be greater than zero"),
+        ));
+    }
+    if duration > MAX_DURATION {
+        return Err(PolicyError::invalid(
+            field,
+            format!("duration {text:?} is longer than the most a policy may give, 366 days"),
         ));
     }
     Ok(duration)
@@ -192,6 +203,18 @@ mod tests {
         );
         let msg = error(&rule("remind_every = \"5 parsecs\""));
         assert!(msg.contains("rules[0].remind_every"), "{msg}");
+    }
+
+    #[test]
+    fn a_duration_over_a_year_is_rejected_before_it_can_overflow_a_time() {
+        let msg = error("[defaults]\nexpires_after = \"1000000years\"\n");
+        assert!(
+            msg.contains("defaults.expires_after") && msg.contains("366 days"),
+            "{msg}"
+        );
+        let msg = error(&rule("remind_every = \"367days\""));
+        assert!(msg.contains("rules[0].remind_every"), "{msg}");
+        assert!(parse("[defaults]\nexpires_after = \"366days\"\n").is_ok());
     }
 
     #[test]

@@ -170,17 +170,27 @@ impl Store {
     }
 
     /// Resolves once the store can serve nothing more until signoff is restarted, with
-    /// why: on SQLite, a sync of its log that failed (`durable`). Never on PostgreSQL,
-    /// whose server stops itself on such a failure, and which signoff reconnects to.
+    /// why: the writer stopped (a panic: every write would fail from then on), or, on
+    /// SQLite, a sync of its log failed (`durable`). PostgreSQL's server stops itself
+    /// on such a failure, and signoff reconnects to it.
     pub async fn broken(&self) -> StoreError {
-        match self.fence() {
-            Some(fence) => fence.broken().await.into(),
-            None => std::future::pending().await,
+        let synced = async {
+            match self.fence() {
+                Some(fence) => fence.broken().await.into(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            failure = synced => failure,
+            () = self.inner.writes.closed() => StoreError::WriterStopped,
         }
     }
 
     /// Why the store can serve nothing more, if it cannot (see [`Store::broken`]).
     pub fn failure(&self) -> Option<StoreError> {
+        if self.inner.writes.is_closed() {
+            return Some(StoreError::WriterStopped);
+        }
         Some(self.fence()?.failure()?.into())
     }
 
@@ -207,7 +217,7 @@ impl Store {
             .writes
             .send(make(reply))
             .await
-            .map_err(|_| StoreError::Closed)?;
+            .map_err(|_| StoreError::WriterStopped)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -343,7 +353,7 @@ impl Store {
                 .writes
                 .send(op)
                 .await
-                .map_err(|_| StoreError::Closed)?;
+                .map_err(|_| StoreError::WriterStopped)?;
             answers.push(answer);
         }
         let mut fired = 0;
@@ -657,5 +667,40 @@ impl Store {
     /// A receiver of status changes (long-poll wake-ups, metrics).
     pub fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
         self.inner.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose writer's thread has ended (as a panic ends it): `broken` resolves
+    /// and `failure` says so, so that `serve` stops and the process exits non-zero
+    /// instead of answering 503 to every write while `/healthz` says ok.
+    #[tokio::test]
+    async fn a_writer_that_stopped_leaves_the_store_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        assert!(store.failure().is_none());
+        let (writes, stopped) = mpsc::channel(1);
+        drop(stopped);
+        let inner = &store.inner;
+        let dead = Store {
+            inner: Arc::new(Inner {
+                backend: inner.backend.clone(),
+                writes,
+                changes: inner.changes.clone(),
+                wakeup: inner.wakeup.clone(),
+                hearing: inner.hearing.clone(),
+                signs: inner.signs,
+                stats: inner.stats.clone(),
+            }),
+        };
+        let broken = tokio::time::timeout(std::time::Duration::from_secs(5), dead.broken());
+        assert!(matches!(broken.await, Ok(StoreError::WriterStopped)));
+        assert!(matches!(dead.failure(), Some(StoreError::WriterStopped)));
+        let write = dead.token_insert("t", "hash", Utc::now()).await;
+        assert!(matches!(write, Err(StoreError::WriterStopped)), "{write:?}");
     }
 }

@@ -87,6 +87,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("the store is shutting down")]
     Closed,
+    /// The writer's thread ended (it panicked): no write can be made until a restart.
+    #[error("the store's writer stopped (its panic is logged above): signoff must be restarted")]
+    WriterStopped,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

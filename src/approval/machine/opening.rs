@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{AuditKind, Happening, POLICY_ACTOR, Transition, decide};
 use crate::approval::{Approval, ApprovalId, NewApproval, Routing, Status, names};
-use crate::policy::{Classification, TierAction, render_summary};
+use crate::policy::{Classification, MAX_DURATION, TierAction, render_summary};
 
 /// Opens a new approval: classification decides whether it waits for people, is
 /// approved at once (auto-approve tier) or denied at once (deny tier).
@@ -21,7 +21,7 @@ pub fn open(
     let lifetime = request
         .expires_in
         .map_or(route.expires_after, |asked| asked.min(route.expires_after));
-    let expires_at = now + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
+    let expires_at = after(now, lifetime);
     let summary = request.summary.clone().or_else(|| {
         route
             .summary_template
@@ -135,6 +135,15 @@ fn deny_by_policy(approval: &mut Approval, reason: String, now: DateTime<Utc>) -
     )
 }
 
+/// `lifetime` after `now`, no later than a policy may give ([`MAX_DURATION`]): a
+/// policy checked elsewhere, or built in code, cannot overflow the time.
+fn after(now: DateTime<Utc>, lifetime: std::time::Duration) -> DateTime<Utc> {
+    let longest = chrono::TimeDelta::days(366);
+    let lifetime = chrono::Duration::from_std(lifetime.min(MAX_DURATION)).unwrap_or(longest);
+    now.checked_add_signed(lifetime)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Classifies a row another program inserted straight into the shared table (status
 /// pending, signoff's columns unset), as if it had been requested now: the policy's
 /// tier (never lower than the row's), routing, and an expiry no later than the
@@ -145,8 +154,7 @@ pub fn adopt(row: &Approval, class: &Classification, now: DateTime<Utc>) -> Tran
     next.risk_tier = class.tier.max(row.risk_tier);
     next.required_approvals = class.route.required_approvals.max(1);
     next.routing = routing_of(class);
-    let latest = now
-        + chrono::Duration::from_std(class.route.expires_after).unwrap_or(chrono::Duration::MAX);
+    let latest = after(now, class.route.expires_after);
     next.expires_at = row.expires_at.min(latest);
     if next.summary.is_none() {
         next.summary = class

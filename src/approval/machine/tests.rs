@@ -121,6 +121,20 @@ fn auto_approve_and_deny_tiers_decide_at_once() {
 }
 
 #[test]
+fn a_lifetime_past_what_a_time_holds_expires_within_a_year_instead_of_panicking() {
+    let mut forever = class(TierAction::RequireApproval, 1);
+    forever.route.expires_after = Duration::MAX;
+    let opened = open(ApprovalId::new(), request(), &forever, t0()).next;
+    assert_eq!(opened.expires_at, t0() + chrono::Duration::days(366));
+    let adopted = adopt(&pending(1), &forever, t0()).next;
+    assert_eq!(
+        adopted.expires_at,
+        pending(1).expires_at,
+        "the row's own, sooner"
+    );
+}
+
+#[test]
 fn a_shorter_expires_in_wins_but_a_longer_one_does_not() {
     let mut short = request();
     short.expires_in = Some(Duration::from_secs(60));
