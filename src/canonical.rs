@@ -25,8 +25,44 @@ pub fn equal(a: &Value, b: &Value) -> bool {
     to_string(a) == to_string(b)
 }
 
+/// The canonical text of `value` with every number written by its value alone: one
+/// with no fractional part as an integer (`1e16`, `100.0` and `100` are all `100…`),
+/// and `-0` as `0`. What two requests' parameters are compared by (the execute gate,
+/// repeats and idempotency keys), because a store may give a number back in another
+/// form than it was sent in (PostgreSQL's `jsonb` writes `1e16` out in digits and
+/// drops the sign of `-0`). The audit log keeps [`to_string`]: its hashes are the
+/// text as it was recorded.
+pub fn value_text(value: &Value) -> String {
+    let mut out = String::new();
+    write_as(value, &mut out, Numbers::ByValue);
+    out
+}
+
+/// Hex SHA-256 of [`value_text`].
+pub fn value_sha256_hex(value: &Value) -> String {
+    hex::encode(Sha256::digest(value_text(value).as_bytes()))
+}
+
+/// Whether two values are the same JSON, numbers compared by value ([`value_text`]).
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    value_text(a) == value_text(b)
+}
+
+/// How numbers are written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Numbers {
+    /// As serde_json holds them (the audit log's form).
+    AsRead,
+    /// By value (see [`value_text`]).
+    ByValue,
+}
+
 /// Appends the canonical text of `value` to `out`.
 pub fn write(value: &Value, out: &mut String) {
+    write_as(value, out, Numbers::AsRead);
+}
+
+fn write_as(value: &Value, out: &mut String, numbers: Numbers) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<_> = map.iter().collect();
@@ -38,7 +74,7 @@ pub fn write(value: &Value, out: &mut String) {
                 }
                 write_str(key, out);
                 out.push(':');
-                write(item, out);
+                write_as(item, out, numbers);
             }
             out.push('}');
         }
@@ -48,13 +84,29 @@ pub fn write(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                write(item, out);
+                write_as(item, out, numbers);
             }
             out.push(']');
         }
+        Value::Number(number) if numbers == Numbers::ByValue => write_number(number, out),
         // Scalars (strings with their escapes, numbers, bools, null) have exactly one
         // compact serde_json rendering, which is what we want.
         scalar => serialize_into(scalar, out),
+    }
+}
+
+/// Appends `number` by its value: a float with no fractional part that an integer of
+/// 64 bits holds as an integer (serde_json reads such digits as one), `-0` as `0`;
+/// any other as serde_json writes it.
+fn write_number(number: &serde_json::Number, out: &mut String) {
+    /// 2^64: integral floats below it in magnitude are written as integers.
+    const WHOLE: f64 = 18_446_744_073_709_551_616.0;
+    match number.as_f64() {
+        Some(float) if number.is_f64() && float.fract() == 0.0 && float.abs() < WHOLE => {
+            // Integral and within ±2^64: the conversion is exact.
+            out.push_str(&(float as i128).to_string());
+        }
+        _ => serialize_into(number, out),
     }
 }
 
@@ -108,6 +160,36 @@ mod tests {
         ));
         assert!(!equal(&json!({"n": 1}), &json!({"n": "1"})));
         assert!(!equal(&json!({"n": 1}), &json!({"n": 1, "m": null})));
+    }
+
+    #[test]
+    fn numbers_compare_by_value_however_a_store_writes_them_back() {
+        let read = |text: &str| -> Value { serde_json::from_str(text).unwrap() };
+        // As sent, and as PostgreSQL's jsonb gives it back.
+        for (sent, stored) in [
+            ("1e16", "10000000000000000"),
+            ("-0.0", "0"),
+            ("-0", "0.0"),
+            ("100.0", "100"),
+            ("1.50", "1.5"),
+            ("-9223372036854775808.0", "-9223372036854775808"),
+            ("4e18", "4000000000000000000"),
+            ("1e20", "100000000000000000000"),
+        ] {
+            let (a, b) = (read(&format!("[{sent}]")), read(&format!("[{stored}]")));
+            assert!(same_value(&a, &b), "{sent} and {stored}: {a} {b}");
+            assert_eq!(value_sha256_hex(&a), value_sha256_hex(&b));
+        }
+        assert_eq!(value_text(&read("[1e16, -0.0, 2.5]")), "[10000000000000000,0,2.5]");
+        // Different numbers stay different, and the recorded form is untouched.
+        for (a, b) in [("1", "1.5"), ("0.1", "0.10000000000000002"), ("1e16", "1e16+1")] {
+            let Ok(b) = serde_json::from_str::<Value>(&format!("[{b}]")) else {
+                continue;
+            };
+            assert!(!same_value(&read(&format!("[{a}]")), &b), "{a} {b}");
+        }
+        assert!(!same_value(&json!([1]), &json!(["1"])));
+        assert_eq!(to_string(&read("[1e16, -0.0]")), "[1e+16,-0.0]");
     }
 
     #[test]

@@ -31,13 +31,13 @@ pub(super) type RequestKey = (String, String, String);
 /// servers makes two different requests.
 pub fn request_hash(server: Option<&str>, parameters: &Value) -> String {
     match server {
-        None => crate::canonical::sha256_hex(parameters),
+        None => crate::canonical::value_sha256_hex(parameters),
         Some(server) => {
             let mut hasher = Sha256::new();
             hasher.update(b"server:");
             hasher.update(server.as_bytes());
             hasher.update(b"\n");
-            hasher.update(crate::canonical::to_string(parameters).as_bytes());
+            hasher.update(crate::canonical::value_text(parameters).as_bytes());
             hex::encode(hasher.finalize())
         }
     }

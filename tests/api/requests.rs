@@ -354,7 +354,40 @@ fn nested(depth: usize) -> serde_json::Value {
     (0..depth).fold(json!(1), |inner, _| json!({ "a": inner }))
 }
 
-crate::on_both_backends!(the_deepest_parameters_the_api_takes_are_read_back_everywhere);
+crate::on_both_backends!(
+    the_deepest_parameters_the_api_takes_are_read_back_everywhere,
+    numbers_in_another_form_than_the_store_gives_back_still_execute_and_repeat,
+);
+
+/// PostgreSQL's `jsonb` gives `1e16` back as `10000000000000000` and `-0.0` as `0.0`:
+/// the same numbers. The call sent as it was still executes, and a retry with its
+/// idempotency key is still the same call.
+async fn numbers_in_another_form_than_the_store_gives_back_still_execute_and_repeat(
+    db: crate::common::TestDb,
+) {
+    let app = spawn_on(db).await;
+    let parameters = r#"{"amount": 1e16, "offset": -0.0, "rate": 1.50, "n": 100.0}"#;
+    let ask = format!(
+        r#"{{"tool_name": "get_balance", "parameters": {parameters}, "idempotency_key": "k-1"}}"#
+    );
+    let (status, created) = app.post_raw("/v1/approvals", ask.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["status"], "approved");
+    let id = created["approval_id"].as_str().unwrap().to_owned();
+    let (status, again) = app.post_raw("/v1/approvals", ask).await;
+    assert_eq!((status, &again["approval_id"]), (StatusCode::OK, &json!(id)), "{again}");
+
+    let execute = format!("/v1/approvals/{id}/execute");
+    let other = r#"{"parameters": {"amount": 1e16, "offset": 0, "rate": 1.5, "n": 101}}"#;
+    let (status, refused) = app.post_raw(&execute, other).await;
+    assert_eq!(status, StatusCode::CONFLICT, "another n: {refused}");
+    let (status, ran) = app
+        .post_raw(&execute, format!(r#"{{"parameters": {parameters}}}"#))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ran}");
+    assert_eq!(ran["status"], "executed");
+    assert_eq!(ran["parameters"]["amount"].as_f64(), Some(1e16));
+}
 
 /// Parameters as deep as the API takes them are stored and read back by every read:
 /// the status get, the listing, and the scheduler's expiry (whose reads on SQLite wrap

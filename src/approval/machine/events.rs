@@ -154,7 +154,7 @@ fn execute(
     if approval.is_expired_at(now) {
         return Err(Rejection::Expired);
     }
-    if !canonical::equal(parameters, &approval.parameters) {
+    if !canonical::same_value(parameters, &approval.parameters) {
         return Err(Rejection::ParametersDiffer);
     }
     next.status = Status::Executed;

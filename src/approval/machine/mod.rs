@@ -172,9 +172,10 @@ pub enum Rejection {
 }
 
 /// How a message shows an approval's parameters to whoever clicks Approve on it
-/// ([`Event::Vote`]'s `parameters_shown`): their canonical SHA-256.
+/// ([`Event::Vote`]'s `parameters_shown`): the SHA-256 of their canonical text,
+/// numbers by value (a store may give them back in another form).
 pub fn parameters_fingerprint(parameters: &Value) -> String {
-    canonical::sha256_hex(parameters)
+    canonical::value_sha256_hex(parameters)
 }
 
 /// The policy's identity in `decided_by` for decisions nobody clicked.
