@@ -180,9 +180,16 @@ mod tests {
             assert!(same_value(&a, &b), "{sent} and {stored}: {a} {b}");
             assert_eq!(value_sha256_hex(&a), value_sha256_hex(&b));
         }
-        assert_eq!(value_text(&read("[1e16, -0.0, 2.5]")), "[10000000000000000,0,2.5]");
+        assert_eq!(
+            value_text(&read("[1e16, -0.0, 2.5]")),
+            "[10000000000000000,0,2.5]"
+        );
         // Different numbers stay different, and the recorded form is untouched.
-        for (a, b) in [("1", "1.5"), ("0.1", "0.10000000000000002"), ("1e16", "1e16+1")] {
+        for (a, b) in [
+            ("1", "1.5"),
+            ("0.1", "0.10000000000000002"),
+            ("1e16", "1e16+1"),
+        ] {
             let Ok(b) = serde_json::from_str::<Value>(&format!("[{b}]")) else {
                 continue;
             };

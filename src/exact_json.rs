@@ -1,7 +1,7 @@
 //! JSON read so that what signoff stores, shows and compares is exactly what the caller
 //! sent: parameters decide what runs, so two readings of one body must not differ.
 //!
-//! [`parse`] refuses two things plain `serde_json` accepts silently:
+//! [`parse`] refuses three things plain `serde_json` accepts silently:
 //! - **an object key given twice** (`{"id": 1, "id": 2}`): parsers disagree on which
 //!   one wins, so the approver could see one value and the tool run the other;
 //! - **a number that cannot be kept exactly** (`123456789012345678901234567890`, or
@@ -10,6 +10,9 @@
 //!   an execute with a different number that rounds the same way would pass. A number
 //!   is kept when the value serde_json reads renders back to the same decimal value
 //!   (`1e2` and `100.0` read back as `100.0`, which is the same number).
+//! - **the NUL character** (`"\u0000"`) in a string or a key: PostgreSQL can keep it
+//!   nowhere, so one store would refuse (at the commit, as a failure to retry) what
+//!   the other keeps.
 //!
 //! Everything else is serde_json's own reading.
 
@@ -102,11 +105,13 @@ impl<'de> Visitor<'de> for StrictVisitor {
             .ok_or_else(|| E::custom("a number is not finite"))
     }
 
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Value, E> {
+        no_nul(value)?;
         Ok(Value::String(value.to_owned()))
     }
 
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Value, E> {
+        no_nul(&value)?;
         Ok(Value::String(value))
     }
 
@@ -125,6 +130,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            no_nul(&key)?;
             if object.contains_key(&key) {
                 return Err(de::Error::custom(format_args!(
                     "the key {key:?} appears twice in one object; send each key once"
@@ -134,6 +140,17 @@ impl<'de> Visitor<'de> for StrictVisitor {
             object.insert(key, value);
         }
         Ok(Value::Object(object))
+    }
+}
+
+/// Refuses text with the NUL character: PostgreSQL can keep it in neither `jsonb` nor
+/// `text`, so one store would refuse what the other keeps.
+fn no_nul<E: de::Error>(text: &str) -> Result<(), E> {
+    match text.contains('\0') {
+        true => Err(E::custom(
+            "text may not contain the NUL character (U+0000), which the store cannot keep",
+        )),
+        false => Ok(()),
     }
 }
 
@@ -280,6 +297,19 @@ mod tests {
     }
 
     #[test]
+    fn the_nul_character_is_refused_in_strings_and_keys() {
+        for text in [
+            r#"{"a": "x\u0000y"}"#,
+            r#"{"a\u0000": 1}"#,
+            r#"[["\u0000"]]"#,
+        ] {
+            assert!(inexact(text).contains("NUL"), "{text}");
+        }
+        // Other control characters are text like any other.
+        assert_eq!(parse_str(r#"["\u0001"]"#).unwrap(), json!(["\u{1}"]));
+    }
+
+    #[test]
     fn numbers_inside_strings_are_not_numbers() {
         assert!(parse_str(r#"{"id": "123456789012345678901234567890", "e\"1": "-1e999"}"#).is_ok());
     }
@@ -313,7 +343,8 @@ mod tests {
         assert_ne!(d("-1"), d("1"));
     }
 
-    /// Arbitrary JSON values, as serde_json writes them.
+    /// Arbitrary JSON values, as serde_json writes them (without the NUL character,
+    /// which [`parse`] refuses).
     fn values() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -323,12 +354,12 @@ mod tests {
             any::<f64>()
                 .prop_filter("finite", |f| f.is_finite())
                 .prop_map(|f| json!(f)),
-            ".{0,12}".prop_map(Value::String),
+            "[^\\x00]{0,12}".prop_map(Value::String),
         ];
         leaf.prop_recursive(4, 48, 6, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::btree_map(".{0,6}", inner, 0..6)
+                prop::collection::btree_map("[^\\x00]{0,6}", inner, 0..6)
                     .prop_map(|map| Value::Object(map.into_iter().collect())),
             ]
         })

@@ -357,7 +357,32 @@ fn nested(depth: usize) -> serde_json::Value {
 crate::on_both_backends!(
     the_deepest_parameters_the_api_takes_are_read_back_everywhere,
     numbers_in_another_form_than_the_store_gives_back_still_execute_and_repeat,
+    text_with_the_nul_character_is_refused_by_both_stores_alike,
 );
+
+/// PostgreSQL can keep U+0000 nowhere: it is refused at the door, on both stores, as a
+/// 422 that says why (not a 503 to retry for ever).
+async fn text_with_the_nul_character_is_refused_by_both_stores_alike(db: crate::common::TestDb) {
+    let app = spawn_on(db).await;
+    for body in [
+        r#"{"tool_name": "deploy_api", "parameters": {"a": "x\u0000y"}}"#,
+        r#"{"tool_name": "deploy_api", "parameters": {"a\u0000": 1}}"#,
+        r#"{"tool_name": "deploy_api", "parameters": {}, "summary": "\u0000"}"#,
+    ] {
+        let (status, refused) = app.post_raw("/v1/approvals", body).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {refused}"
+        );
+        assert!(
+            refused["detail"].as_str().unwrap().contains("NUL"),
+            "{refused}"
+        );
+    }
+    let opened = crate::common::raw_count(&app.db, "SELECT COUNT(*) FROM pending_approvals");
+    assert_eq!(opened.await, 0, "nothing opened");
+}
 
 /// PostgreSQL's `jsonb` gives `1e16` back as `10000000000000000` and `-0.0` as `0.0`:
 /// the same numbers. The call sent as it was still executes, and a retry with its
@@ -375,7 +400,11 @@ async fn numbers_in_another_form_than_the_store_gives_back_still_execute_and_rep
     assert_eq!(created["status"], "approved");
     let id = created["approval_id"].as_str().unwrap().to_owned();
     let (status, again) = app.post_raw("/v1/approvals", ask).await;
-    assert_eq!((status, &again["approval_id"]), (StatusCode::OK, &json!(id)), "{again}");
+    assert_eq!(
+        (status, &again["approval_id"]),
+        (StatusCode::OK, &json!(id)),
+        "{again}"
+    );
 
     let execute = format!("/v1/approvals/{id}/execute");
     let other = r#"{"parameters": {"amount": 1e16, "offset": 0, "rate": 1.5, "n": 101}}"#;
