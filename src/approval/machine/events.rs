@@ -227,6 +227,10 @@ fn cancel(
 ) -> Result<Vec<Happening>, Rejection> {
     check_owner(approval, caller)?;
     check_pending(approval)?;
+    // Past its expiry it is expired, whether or not the expiry has been recorded yet.
+    if approval.is_expired_at(now) {
+        return Err(Rejection::Expired);
+    }
     let actor = caller.unwrap_or("requester");
     decide(next, Status::Cancelled, actor, None, now);
     Ok(vec![Happening::new(

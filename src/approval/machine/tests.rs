@@ -471,6 +471,12 @@ fn only_the_owner_cancels_and_only_while_pending() {
         apply(&cancelled, &cancel("agent"), later(2)),
         Err(Rejection::AlreadyDecided(Status::Cancelled))
     );
+    // Past its expiry, before the scheduler has recorded it, it is expired already.
+    let at_expiry = p.expires_at - t0();
+    assert_eq!(
+        apply(&p, &cancel("agent"), later(at_expiry.num_seconds())),
+        Err(Rejection::Expired)
+    );
 }
 
 #[test]
