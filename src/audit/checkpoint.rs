@@ -7,7 +7,9 @@
 //!
 //! One is appended every [`EVERY_EVENTS`] events and at least every [`INTERVAL`] while
 //! events arrive. Checkpoints are numbered from 1 without gaps, and the number is
-//! signed too, so removing one shows.
+//! signed too, so removing one shows, unless every one after it goes too: the newest
+//! checkpoint's number and hash are logged as it is signed and printed by `audit
+//! verify`, so that a later verify can be told to find it ([`LogVerifier::expect`]).
 
 use std::fmt;
 
@@ -90,6 +92,10 @@ pub enum Flaw {
     Misnumbered { n: i64, expected: i64 },
     /// The chain no longer has the hash checkpoint `n` signed at event `seq`.
     Rewritten { n: i64, seq: i64 },
+    /// Checkpoint `n`, known from before (`audit verify --checkpoint`), is gone or
+    /// holds another hash: checkpoints were removed, and the chain after the newest
+    /// one left may have been rewritten.
+    Lost { n: i64 },
     /// Checkpoint `n` covers events past the end of the log.
     Truncated {
         after: Option<(i64, i64)>,
@@ -121,6 +127,12 @@ impl fmt::Display for Flaw {
                 f,
                 "audit chain rewritten: event {seq} no longer has the hash signed checkpoint {n} recorded"
             ),
+            Flaw::Lost { n } => write!(
+                f,
+                "audit checkpoint {n}, known from before, is gone or holds another hash: \
+                 checkpoints were removed, and the events after the newest one left may be \
+                 rewritten"
+            ),
             Flaw::Truncated {
                 after,
                 n,
@@ -143,12 +155,15 @@ impl fmt::Display for Flaw {
 }
 
 /// A verified log: how many events, and how many of them the newest checkpoint covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     pub events: i64,
     pub checkpoints: i64,
     /// The newest checkpoint's event (0 without checkpoints).
     pub covered: i64,
+    /// The newest checkpoint's number and hash, to keep outside the database and
+    /// name in a later verify (`--checkpoint N:HASH`).
+    pub newest: Option<(i64, String)>,
 }
 
 impl fmt::Display for Report {
@@ -165,6 +180,13 @@ impl fmt::Display for Report {
         let uncovered = self.events - self.covered;
         if uncovered > 0 {
             write!(f, " ({uncovered} newer events are not signed yet)")?;
+        }
+        if let Some((n, hash)) = &self.newest {
+            write!(
+                f,
+                "\nnewest checkpoint {n}:{hash} (keep it: a later `signoff audit verify \
+                 --checkpoint {n}:{hash}` fails if it is removed)"
+            )?;
         }
         Ok(())
     }
@@ -204,6 +226,16 @@ impl LogVerifier {
         })
     }
 
+    /// Checkpoint `n` with `hash`, known from before (a previous verify, the server's
+    /// log), must still be there: deleting checkpoints is the one way to rewrite the
+    /// chain that the checkpoints left cannot show.
+    pub fn expect(&self, n: i64, hash: &str) -> Result<(), Flaw> {
+        match self.checkpoints.iter().find(|c| c.n == n) {
+            Some(checkpoint) if checkpoint.hash == hash => Ok(()),
+            _ => Err(Flaw::Lost { n }),
+        }
+    }
+
     pub fn check(&mut self, entry: &Entry) -> Result<(), Flaw> {
         self.chain.check(entry)?;
         if let Some(checkpoint) = self.checkpoints.get(self.next)
@@ -240,10 +272,12 @@ impl LogVerifier {
             Some((seq, hash)) => self.chain.finish(seq, hash)?,
             None => last_seq,
         };
+        let newest = self.checkpoints.last();
         Ok(Report {
             events,
             checkpoints: self.checkpoints.len() as i64,
-            covered: self.checkpoints.last().map_or(0, |c| c.seq),
+            covered: newest.map_or(0, |c| c.seq),
+            newest: newest.map(|c| (c.n, c.hash.clone())),
         })
     }
 }

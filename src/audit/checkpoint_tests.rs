@@ -57,8 +57,15 @@ fn a_checkpointed_chain_verifies_and_reports_what_the_newest_checkpoint_covers()
         Report {
             events: 10,
             checkpoints: 2,
-            covered: 8
+            covered: 8,
+            newest: Some((2, entries[7].hash.clone())),
         }
+    );
+    assert!(
+        report
+            .to_string()
+            .contains(&format!("--checkpoint 2:{}", entries[7].hash)),
+        "{report}"
     );
     assert!(report.to_string().contains("covers 8"), "{report}");
     assert!(report.to_string().contains("2 newer events"), "{report}");
@@ -161,4 +168,30 @@ fn export_lines_tell_checkpoints_from_events() {
     let event = serde_json::to_string(&entries[0]).unwrap();
     assert_eq!(serde_json::from_str::<Entry>(&event).unwrap(), entries[0]);
     assert!(serde_json::from_str::<Checkpoint>(&event).is_err());
+}
+
+#[test]
+fn a_checkpoint_known_from_before_must_still_be_there_with_its_hash() {
+    let signer = Signer::generate();
+    let entries = chain(10);
+    let verifier = LogVerifier::new(
+        checkpoints(&signer, &entries, &[4, 8]),
+        &[signer.public_key()],
+    )
+    .unwrap();
+    assert_eq!(verifier.expect(2, &entries[7].hash), Ok(()));
+    // Removed with every checkpoint after it, or another hash in its place.
+    assert_eq!(
+        verifier.expect(3, &entries[9].hash),
+        Err(Flaw::Lost { n: 3 })
+    );
+    assert_eq!(
+        verifier.expect(2, &entries[6].hash),
+        Err(Flaw::Lost { n: 2 })
+    );
+    assert!(
+        Flaw::Lost { n: 3 }
+            .to_string()
+            .contains("checkpoints were removed")
+    );
 }

@@ -27,9 +27,14 @@ pub(super) enum AuditAction {
         /// Verify an export (`signoff audit export`) instead of the database.
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
+        /// A checkpoint known from before, as an earlier verify or the server's log
+        /// gave it: it must still be there with this hash (removing the newest
+        /// checkpoints is how a chain is rewritten unseen). Repeatable.
+        #[arg(long = "checkpoint", value_name = "N:HASH", value_parser = known_checkpoint)]
+        known: Vec<(i64, String)>,
     },
     /// Write every event, and after each event the checkpoint that signs it, as JSON
-    /// lines (stdout, or --output FILE).
+    /// lines (stdout, or --output FILE); the last line is the chain's head.
     Export {
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -41,10 +46,18 @@ const AUDIT_PAGE: i64 = 5000;
 
 pub(super) async fn run(action: AuditAction, db: &Database) -> anyhow::Result<ExitCode> {
     match action {
-        AuditAction::Verify { public_keys, file } => {
+        AuditAction::Verify {
+            public_keys,
+            file,
+            known,
+        } => {
+            let keys = Keys {
+                named: &public_keys,
+                known: &known,
+            };
             let verified = match file {
-                Some(file) => verify_file(&file, &public_keys, db)?,
-                None => verify_store(&connect(db).await?, &public_keys, db).await?,
+                Some(file) => verify_file(&file, keys, db)?,
+                None => verify_store(&connect(db).await?, keys, db).await?,
             };
             match verified {
                 Ok(report) => println!("{report}"),
@@ -77,27 +90,57 @@ fn public_keys(named: &[PathBuf], db: &Database) -> anyhow::Result<Vec<PublicKey
     }
 }
 
+/// `N:HASH`, a checkpoint's number and chain hash.
+fn known_checkpoint(text: &str) -> Result<(i64, String), String> {
+    let (n, hash) = text
+        .split_once(':')
+        .ok_or("expected N:HASH, as `signoff audit verify` prints the newest checkpoint")?;
+    let n = n
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or("N must be a checkpoint number, 1 or more")?;
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("HASH must be a chain hash: 64 hex digits".into());
+    }
+    Ok((n, hash.to_ascii_lowercase()))
+}
+
+/// What checkpoints are checked with: the public keys named (else the signing key's)
+/// and the checkpoints known from before.
+#[derive(Clone, Copy)]
+struct Keys<'a> {
+    named: &'a [PathBuf],
+    known: &'a [(i64, String)],
+}
+
 fn verifier(
     checkpoints: Vec<Checkpoint>,
-    named: &[PathBuf],
+    keys: Keys<'_>,
     db: &Database,
 ) -> anyhow::Result<Result<LogVerifier, Flaw>> {
-    let keys = if checkpoints.is_empty() {
+    let public = if checkpoints.is_empty() {
         Vec::new()
     } else {
-        public_keys(named, db)?
+        public_keys(keys.named, db)?
     };
-    Ok(LogVerifier::new(checkpoints, &keys))
+    let verifier = LogVerifier::new(checkpoints, &public).and_then(|verifier| {
+        for (n, hash) in keys.known {
+            verifier.expect(*n, hash)?;
+        }
+        Ok(verifier)
+    });
+    Ok(verifier)
 }
 
 async fn verify_store(
     store: &Store,
-    named: &[PathBuf],
+    keys: Keys<'_>,
     db: &Database,
 ) -> anyhow::Result<Result<audit::checkpoint::Report, Flaw>> {
     // Checkpoints before the head: every checkpoint read is then within the head.
     let checkpoints = store.audit_checkpoints().await?;
-    let mut verifier = match verifier(checkpoints, named, db)? {
+    let mut verifier = match verifier(checkpoints, keys, db)? {
         Ok(verifier) => verifier,
         Err(flaw) => return Ok(Err(flaw)),
     };
@@ -124,6 +167,16 @@ async fn verify_store(
 enum Line {
     Event(Box<Entry>),
     Checkpoint(Checkpoint),
+    /// The head when it was exported: its last line (none in an export written before
+    /// it was added).
+    Head(Head),
+}
+
+/// The chain's head, as an export's last line records it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Head {
+    head: i64,
+    hash: String,
 }
 
 /// Reads an export line by line (twice: checkpoints first, then the events).
@@ -139,6 +192,8 @@ fn read_lines(path: &Path, mut each: impl FnMut(Line) -> anyhow::Result<()>) -> 
             .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
         let parsed = if value.get("checkpoint").is_some() {
             serde_json::from_value(value).map(Line::Checkpoint)
+        } else if value.get("head").is_some() {
+            serde_json::from_value(value).map(Line::Head)
         } else {
             serde_json::from_value(value).map(|entry| Line::Event(Box::new(entry)))
         };
@@ -156,17 +211,20 @@ fn read_lines(path: &Path, mut each: impl FnMut(Line) -> anyhow::Result<()>) -> 
 
 fn verify_file(
     path: &Path,
-    named: &[PathBuf],
+    keys: Keys<'_>,
     db: &Database,
 ) -> anyhow::Result<Result<audit::checkpoint::Report, Flaw>> {
     let mut checkpoints = Vec::new();
+    let mut head = None;
     read_lines(path, |line| {
-        if let Line::Checkpoint(checkpoint) = line {
-            checkpoints.push(checkpoint);
+        match line {
+            Line::Checkpoint(checkpoint) => checkpoints.push(checkpoint),
+            Line::Head(at) => head = Some(at),
+            Line::Event(_) => {}
         }
         Ok(())
     })?;
-    let mut verifier = match verifier(checkpoints, named, db)? {
+    let mut verifier = match verifier(checkpoints, keys, db)? {
         Ok(verifier) => verifier,
         Err(flaw) => return Ok(Err(flaw)),
     };
@@ -179,7 +237,7 @@ fn verify_file(
     })?;
     Ok(match flaw {
         Some(flaw) => Err(flaw),
-        None => verifier.finish(None),
+        None => verifier.finish(head.as_ref().map(|at| (at.head, at.hash.as_str()))),
     })
 }
 
@@ -191,14 +249,21 @@ async fn export(store: &Store, output: Option<&Path>) -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
+    // Checkpoints, then the head: the events up to the head are written, each
+    // checkpoint after the event it signs, and any pointing past the last event at the
+    // end (so that a log cut in the database shows in its export too), then the head.
     let checkpoints = store.audit_checkpoints().await?;
+    let (head_seq, head_hash) = store.audit_head().await?;
     let mut next = checkpoints.iter().peekable();
     let mut after = 0;
-    loop {
+    'pages: loop {
         let page = store.audit_page(after, AUDIT_PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
         for entry in &page {
+            if entry.seq > head_seq {
+                break 'pages;
+            }
             serde_json::to_writer(&mut out, entry)?;
             out.write_all(b"\n")?;
             while let Some(checkpoint) = next.next_if(|c| c.seq <= entry.seq) {
@@ -207,6 +272,16 @@ async fn export(store: &Store, output: Option<&Path>) -> anyhow::Result<()> {
             }
         }
     }
+    for checkpoint in next {
+        serde_json::to_writer(&mut out, checkpoint)?;
+        out.write_all(b"\n")?;
+    }
+    let head = Head {
+        head: head_seq,
+        hash: head_hash,
+    };
+    serde_json::to_writer(&mut out, &head)?;
+    out.write_all(b"\n")?;
     out.flush()?;
     Ok(())
 }

@@ -16,7 +16,124 @@ on_both_backends!(
     audit_verify_reports_coverage_and_catches_a_rewritten_chain,
     an_export_verifies_offline_with_the_public_key_alone,
     audit_verify_reports_events_missing_after_a_checkpoint,
+    a_chain_rewritten_after_removing_the_newest_checkpoint_is_caught_by_the_one_kept,
+    an_export_of_a_cut_log_fails_as_the_log_does,
 );
+
+/// Events 2–10 rewritten with fresh hashes and checkpoint 2 deleted: the checkpoint
+/// left (1, at event 1) and the chain agree, so a plain verify passes. The newest
+/// checkpoint, as an earlier verify printed it (or the server logged it), does not.
+async fn a_chain_rewritten_after_removing_the_newest_checkpoint_is_caught_by_the_one_kept(
+    db: TestDb,
+) {
+    let (store, _) = signing_store(&db).await;
+    ten_events(&store).await;
+    let before = stdout(&signoff(&["audit", "verify"], &db.url));
+    let kept = before
+        .split_whitespace()
+        .find(|word| word.starts_with("2:"))
+        .expect("the newest checkpoint printed")
+        .to_owned();
+    let entries = store.audit_page(0, 100).await.unwrap();
+    let drafts = entries
+        .iter()
+        .map(|e| Draft {
+            approval_id: e.approval_id,
+            kind: Box::leak(e.kind.clone().into_boxed_str()),
+            actor: (e.seq == 7).then(|| "mallory".into()).or(e.actor.clone()),
+            at: e.at,
+            data: e.data.clone(),
+        })
+        .collect();
+    let mut sql = format!(
+        "{} DELETE FROM audit_checkpoints WHERE n = 2;",
+        unguard(&db)
+    );
+    let rewritten = link(0, GENESIS_HASH, drafts);
+    for e in rewritten.iter().filter(|e| e.seq >= 7) {
+        sql += &format!(
+            "UPDATE audit_events SET actor = {}, prev_hash = '{}', hash = '{}' WHERE seq = {};",
+            e.actor
+                .as_deref()
+                .map_or("NULL".into(), |a| format!("'{a}'")),
+            e.prev_hash,
+            e.hash,
+            e.seq
+        );
+    }
+    let last = rewritten.last().unwrap();
+    sql += &format!("UPDATE audit_head SET hash = '{}' WHERE id = 1;", last.hash);
+    raw_script(&db, &sql).await;
+    let plain = signoff(&["audit", "verify"], &db.url);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert_one_line_error(
+        &signoff(&["audit", "verify", "--checkpoint", &kept], &db.url),
+        "audit checkpoint 2, known from before, is gone or holds another hash",
+    );
+    let malformed = signoff(&["audit", "verify", "--checkpoint", "2:beef"], &db.url);
+    assert!(!malformed.status.success());
+    assert!(
+        stderr(&malformed).contains("64 hex digits"),
+        "{}",
+        stderr(&malformed)
+    );
+}
+
+/// A log cut in the database (events after 3 gone, the head moved back) fails as an
+/// export too: the checkpoint past its end is written at the end; and an export cut
+/// at its own tail no longer reaches the head its last line names.
+async fn an_export_of_a_cut_log_fails_as_the_log_does(db: TestDb) {
+    let (store, signer) = signing_store(&db).await;
+    ten_events(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("signoff.pub");
+    std::fs::write(&public, signer.public_key().to_string()).unwrap();
+    let export = dir.path().join("audit.jsonl");
+    let verify_export = || {
+        let args = [
+            "audit",
+            "verify",
+            "--file",
+            export.to_str().unwrap(),
+            "--public-key",
+        ];
+        signoff(&[&args[..], &[public.to_str().unwrap()]].concat(), &db.url)
+    };
+    let exported = signoff(
+        &["audit", "export", "-o", export.to_str().unwrap()],
+        &db.url,
+    );
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert!(
+        text.lines().last().unwrap().starts_with(r#"{"head":10,"#),
+        "{text}"
+    );
+    assert!(verify_export().status.success());
+    let cut: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains(r#""seq":10,"#))
+        .collect();
+    std::fs::write(&export, cut.join("\n")).unwrap();
+    assert_one_line_error(&verify_export(), "audit chain");
+
+    let third = store.audit_page(2, 1).await.unwrap().remove(0);
+    let sql = format!(
+        "{} DELETE FROM audit_events WHERE seq > 3; UPDATE audit_head SET seq = 3, hash = '{}' WHERE id = 1;",
+        unguard(&db),
+        third.hash
+    );
+    raw_script(&db, &sql).await;
+    let exported = signoff(
+        &["audit", "export", "-o", export.to_str().unwrap()],
+        &db.url,
+    );
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    assert_one_line_error(
+        &verify_export(),
+        "checkpoint 2 signed event 6, but the log ends at event 3",
+    );
+}
 
 /// The key the binary signs with for `db`, and a signing store on it.
 async fn signing_store(db: &TestDb) -> (Store, Signer) {
@@ -60,12 +177,14 @@ async fn raw_script(db: &TestDb, sql: &str) {
     }
 }
 
-/// Statements that lift the append-only guard, as a database owner could.
+/// Statements that lift the append-only guards, as a database owner could.
 fn unguard(db: &TestDb) -> &'static str {
     if db.backend == "sqlite" {
-        "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete;"
+        "DROP TRIGGER audit_events_no_update; DROP TRIGGER audit_events_no_delete; \
+         DROP TRIGGER audit_checkpoints_no_update; DROP TRIGGER audit_checkpoints_no_delete;"
     } else {
-        "ALTER TABLE audit_events DISABLE TRIGGER USER;"
+        "ALTER TABLE audit_events DISABLE TRIGGER USER; \
+         ALTER TABLE audit_checkpoints DISABLE TRIGGER USER;"
     }
 }
 
@@ -74,9 +193,14 @@ async fn audit_verify_reports_coverage_and_catches_a_rewritten_chain(db: TestDb)
     ten_events(&store).await;
     let ok = signoff(&["audit", "verify"], &db.url);
     assert!(ok.status.success(), "{}", stderr(&ok));
+    let sixth = store.audit_page(5, 1).await.unwrap().remove(0);
     assert_eq!(
         stdout(&ok).trim(),
-        "audit chain ok: 10 events; 2 signed checkpoints, the newest covers 6 of them (4 newer events are not signed yet)"
+        format!(
+            "audit chain ok: 10 events; 2 signed checkpoints, the newest covers 6 of them (4 newer events are not signed yet)\n\
+             newest checkpoint 2:{0} (keep it: a later `signoff audit verify --checkpoint 2:{0}` fails if it is removed)",
+            sixth.hash
+        )
     );
 
     // Whoever can write the database changes event 2 and recomputes every hash after
@@ -129,7 +253,11 @@ async fn an_export_verifies_offline_with_the_public_key_alone(db: TestDb) {
     );
     assert!(exported.status.success(), "{}", stderr(&exported));
     let text = std::fs::read_to_string(&export).unwrap();
-    assert_eq!(text.lines().count(), 12, "10 events and 2 checkpoints");
+    assert_eq!(
+        text.lines().count(),
+        13,
+        "10 events, 2 checkpoints and the head"
+    );
     assert!(
         text.lines()
             .nth(1)
@@ -208,7 +336,8 @@ async fn audit_verify_passes_then_names_the_altered_event() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 5);
+    assert_eq!(lines.len(), 6, "5 events and the head");
+    assert_eq!(lines[5]["head"], 5);
     assert_eq!(lines[2]["seq"], 3);
     assert_eq!(lines[0]["kind"], "requested");
     assert!(lines[1]["hash"].as_str().unwrap().len() == 64);

@@ -27,23 +27,36 @@ impl Checkpoints {
         }
     }
 
-    /// The newest checkpoint after a transaction that committed.
-    pub(super) fn committed(&mut self, newest: Option<(i64, DateTime<Utc>)>) {
-        if newest.is_some() {
-            self.known = newest;
+    /// The newest checkpoint after a transaction that committed, and the one it
+    /// signed, logged: a record outside the database, with which `audit verify
+    /// --checkpoint N:HASH` tells whether checkpoints were removed since.
+    pub(super) fn committed(&mut self, looked: Looked) {
+        if let Some((n, seq, hash)) = looked.signed {
+            tracing::info!(checkpoint = %format!("{n}:{hash}"), event = seq, "audit checkpoint signed");
+        }
+        if looked.newest.is_some() {
+            self.known = looked.newest;
         }
     }
 }
 
+/// What [`append_if_due`] found: the newest checkpoint `(seq, at)` when it looked,
+/// and `(n, seq, hash)` of the one it signed, if it did.
+#[derive(Default)]
+pub(crate) struct Looked {
+    newest: Option<(i64, DateTime<Utc>)>,
+    signed: Option<(i64, i64, String)>,
+}
+
 /// Appends a checkpoint of the chain as it stands if one is due at `now`; `head` is
 /// the chain's head when this transaction just wrote it (else it is read, and locked).
-/// Answers the newest checkpoint, for [`Checkpoints::committed`] once this commits.
+/// Answers what it found, for [`Checkpoints::committed`] once this commits.
 pub(super) async fn append_if_due<T: Tx>(
     tx: &mut T,
     checkpoints: &Checkpoints,
     now: DateTime<Utc>,
     head: Option<(i64, String)>,
-) -> sqlx::Result<Option<(i64, DateTime<Utc>)>> {
+) -> sqlx::Result<Looked> {
     let (seq, hash) = match head {
         Some(head) => head,
         None => tx.audit_head().await?,
@@ -51,15 +64,24 @@ pub(super) async fn append_if_due<T: Tx>(
     if let Some(known) = checkpoints.known
         && !checkpoint::due(Some(known), seq, now)
     {
-        return Ok(Some(known));
+        return Ok(Looked {
+            newest: Some(known),
+            signed: None,
+        });
     }
     let newest = tx.newest_checkpoint().await?;
     let newest_at = newest.as_ref().map(|c| (c.seq, c.at));
     if !checkpoint::due(newest_at, seq, now) {
-        return Ok(newest_at);
+        return Ok(Looked {
+            newest: newest_at,
+            signed: None,
+        });
     }
-    let n = newest.map_or(1, |c| c.n + 1);
+    let n = newest.map_or(1, |c| c.n.saturating_add(1));
     tx.insert_checkpoint(&Checkpoint::sign(&checkpoints.signer, n, seq, &hash, now))
         .await?;
-    Ok(Some((seq, now)))
+    Ok(Looked {
+        newest: Some((seq, now)),
+        signed: Some((n, seq, hash)),
+    })
 }

@@ -433,13 +433,13 @@ async fn commit<T: Tx>(
 
 /// Links the batch's audit drafts onto the chain and, with `checkpoints`, appends a
 /// signed checkpoint if one is due at the newest event's time (or at `asked`, the time
-/// a checkpoint was asked for). Answers the newest checkpoint when it was looked at.
+/// a checkpoint was asked for). Answers what it found of the checkpoints.
 async fn append_audit<T: Tx>(
     tx: &mut T,
     drafts: Vec<Draft>,
     checkpoints: Option<&Checkpoints>,
     asked: Option<DateTime<Utc>>,
-) -> sqlx::Result<Option<(i64, DateTime<Utc>)>> {
+) -> sqlx::Result<checkpoint::Looked> {
     let checkpoint_at = drafts.iter().map(|draft| draft.at).chain(asked).max();
     let mut head = None;
     if !drafts.is_empty() {
@@ -453,7 +453,7 @@ async fn append_audit<T: Tx>(
     }
     match (checkpoints, checkpoint_at) {
         (Some(checkpoints), Some(at)) => checkpoint::append_if_due(tx, checkpoints, at, head).await,
-        _ => Ok(None),
+        _ => Ok(checkpoint::Looked::default()),
     }
 }
 
