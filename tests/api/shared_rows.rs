@@ -272,3 +272,49 @@ async fn a_row_signoff_cannot_decode_is_passed_over_by_every_read(db: TestDb) {
     let (_, approval) = app.get(&format!("/v1/approvals/{asked}")).await;
     assert_eq!(approval["status"], "expired", "{approval}");
 }
+
+/// What docs/operations.md advises for other programs on PostgreSQL: a role that may
+/// insert the public columns and read the table. Its inserts are taken in as any
+/// other program's, and it can neither write a decision nor set signoff's columns.
+#[tokio::test]
+async fn a_role_granted_the_public_columns_inserts_requests_and_writes_no_decision() {
+    let Some(db) = crate::common::postgres("shared_rows_grant").await else {
+        return;
+    };
+    let app = spawn_on(db).await;
+    let role = format!("signoff_test_other_{}", uuid::Uuid::new_v4().simple());
+    let grant = format!(
+        "CREATE ROLE {role} LOGIN; GRANT INSERT (tool_name, parameters, risk_tier, \
+         requested_by, expires_at), SELECT ON pending_approvals TO {role}"
+    );
+    for statement in grant.split("; ") {
+        raw_execute(&app.db, statement).await.unwrap();
+    }
+    let other = app.db.as_role(&role);
+    let expires = "now() + interval '1 hour'";
+    let request = format!(
+        "INSERT INTO pending_approvals (tool_name, parameters, requested_by, expires_at) \
+         VALUES ('transfer', '{{\"to\": \"acct-1\"}}', 'other-program', {expires})"
+    );
+    let inserted = raw_execute(&other, &request).await;
+    assert_eq!(inserted, Ok(1));
+    for refused in [
+        format!(
+            "INSERT INTO pending_approvals (tool_name, parameters, expires_at, status) \
+             VALUES ('transfer', '{{}}', {expires}, 'approved')"
+        ),
+        "UPDATE pending_approvals SET status = 'approved'".to_owned(),
+        "DELETE FROM pending_approvals".to_owned(),
+    ] {
+        let error = raw_execute(&other, &refused).await.unwrap_err();
+        assert!(error.contains("permission denied"), "{refused}: {error}");
+    }
+    app.run_jobs().await;
+    let pending = "SELECT COUNT(*) FROM pending_approvals WHERE status = 'pending' \
+                   AND routing IS NOT NULL";
+    assert_eq!(raw_count(&app.db, pending).await, 1, "taken in");
+    let revoke = format!("REVOKE ALL ON pending_approvals FROM {role}; DROP ROLE {role}");
+    for statement in revoke.split("; ") {
+        raw_execute(&app.db, statement).await.unwrap();
+    }
+}

@@ -29,6 +29,20 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl TestDb {
+    /// The same PostgreSQL database, connected to as `role` (the tests' server trusts
+    /// local connections).
+    pub fn as_role(&self, role: &str) -> TestDb {
+        let (scheme, rest) = self.url.split_once("://").expect("a database URL");
+        let (_user, place) = rest.split_once('@').expect("a URL with a user");
+        TestDb {
+            url: format!("{scheme}://{role}@{place}"),
+            backend: self.backend,
+            _dir: None,
+        }
+    }
+}
+
 pub fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("signoff.db").display());
