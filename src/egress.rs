@@ -139,6 +139,19 @@ pub fn target(url: &str) -> Result<Target, String> {
     if host.is_empty() {
         return Err("callback_url has no host".into());
     }
+    // A port written must be one (`Authority::port` reads `:99999` as no port at all,
+    // which would send the callback to the scheme's default instead).
+    let written = authority.as_str();
+    let after_host = written
+        .rfind(']')
+        .map_or(written, |end| &written[end + 1..]);
+    let port = match after_host.rsplit_once(':') {
+        None => port,
+        Some((_, text)) => match text.parse::<u16>() {
+            Ok(given) if given > 0 => given,
+            _ => return Err(format!("callback_url's port {text:?} is not 1 to 65535")),
+        },
+    };
     let host = host.to_ascii_lowercase();
     let ip = match host.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
@@ -151,11 +164,7 @@ pub fn target(url: &str) -> Result<Target, String> {
             "callback_url's host {host:?} is not a valid address"
         ));
     }
-    Ok(Target {
-        host,
-        ip,
-        port: authority.port_u16().unwrap_or(port),
-    })
+    Ok(Target { host, ip, port })
 }
 
 /// Refuses `ip` (reached for `host`) unless the policy opens the host or the range.

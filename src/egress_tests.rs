@@ -86,6 +86,20 @@ fn urls_that_cannot_work_are_refused_with_the_reason() {
         Some(ip("127.0.0.1"))
     );
     assert_eq!(target("http://0x7f.1:9/").unwrap().port, 9);
+    // A port written must be one, not read as none (and the default used).
+    for url in [
+        "https://example.com:99999/",
+        "https://example.com:0/",
+        "http://[::1]:70000/",
+    ] {
+        assert!(
+            why(url).contains("is not 1 to 65535"),
+            "{url}: {}",
+            why(url)
+        );
+    }
+    assert_eq!(target("http://[::1]:8080/").unwrap().port, 8080);
+    assert_eq!(target("http://[::1]/").unwrap().port, 80);
 }
 
 #[test]

@@ -106,7 +106,7 @@ impl CreateRequest {
             ("callback_url", &self.callback_url, 2_000),
         ] {
             if value.as_deref().is_some_and(|v| v.len() > max) {
-                return bad(format!("{field} is longer than {max} characters"));
+                return bad(format!("{field} is longer than {max} bytes (UTF-8)"));
             }
         }
         let requested_tier = match self.risk_tier.as_deref() {
