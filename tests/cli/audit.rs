@@ -385,3 +385,54 @@ async fn audit_verify_catches_tampering_on_postgres_too() {
     .unwrap();
     assert_one_line_error(&signoff(&["audit", "verify"], &db.url), "event 2");
 }
+
+/// SQLite keeps an event's text as written: one that reads the same to the hash but
+/// not to whoever queries the table (a key given twice, which `json_extract` reads by
+/// its first and the hash by its last), or a time in another form, is named altered.
+#[tokio::test]
+async fn audit_verify_names_an_event_whose_text_reads_the_same_but_is_not_as_written() {
+    let db = common::sqlite();
+    let (store, _) = signing_store(&db).await;
+    ten_events(&store).await;
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    let (data, at): (String, String) =
+        sqlx::query_as("SELECT data, at FROM audit_events WHERE seq = 2")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let doubled = format!(r#"{{"tool_name":"evil_tool",{}"#, &data[1..]);
+    let shown: String = sqlx::query_scalar("SELECT json_extract(?, '$.tool_name')")
+        .bind(&doubled)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(shown, "evil_tool", "what a reader of the table would see");
+    for (column, value) in [("data", doubled), ("at", at.replace('Z', "+00:00"))] {
+        let sql = format!(
+            "DROP TRIGGER IF EXISTS audit_events_no_update; \
+             UPDATE audit_events SET {column} = '{value}' WHERE seq = 2"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let broken = signoff(&["audit", "verify"], &db.url);
+        assert!(!broken.status.success());
+        assert!(
+            stderr(&broken).contains(&format!(
+                "audit event 2: its {column} is not as signoff wrote it"
+            )),
+            "{}",
+            stderr(&broken)
+        );
+        let restore = format!("UPDATE audit_events SET {column} = ? WHERE seq = 2");
+        let original = if column == "data" { &data } else { &at };
+        sqlx::query(sqlx::AssertSqlSafe(restore))
+            .bind(original)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let ok = signoff(&["audit", "verify"], &db.url);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}
