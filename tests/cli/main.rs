@@ -98,6 +98,39 @@ fn tokens_are_created_once_listed_and_revoked() {
     );
 }
 
+/// Who may ask is in the audit log: each token created, rotated and revoked (by name;
+/// never its secret), and a refused change records nothing.
+#[tokio::test]
+async fn token_changes_are_in_the_audit_log() {
+    let db = common::sqlite();
+    for args in [
+        ["token", "create", "billing-mcp"],
+        ["token", "create", "billing-mcp"],
+        ["token", "rotate", "billing-mcp"],
+        ["token", "revoke", "billing-mcp"],
+        ["token", "revoke", "billing-mcp"],
+    ] {
+        signoff(&args, &db.url);
+    }
+    let store = signoff::store::Store::connect(&db.url).await.unwrap();
+    let events = store.audit_page(0, 100).await.unwrap();
+    let kinds: Vec<(&str, &serde_json::Value)> = events
+        .iter()
+        .map(|event| (event.kind.as_str(), &event.data))
+        .collect();
+    let named = serde_json::json!({"token": "billing-mcp"});
+    assert_eq!(
+        kinds,
+        [
+            ("token_created", &named),
+            ("token_rotated", &named),
+            ("token_revoked", &named),
+        ]
+    );
+    let verified = signoff(&["audit", "verify"], &db.url);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+}
+
 /// Which token name a secret authenticates as now, as the server would look it up.
 async fn who(db: &common::TestDb, token: &str) -> Option<String> {
     let store = signoff::store::Store::connect(&db.url).await.unwrap();

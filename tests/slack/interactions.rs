@@ -79,8 +79,8 @@ async fn forged_stale_tampered_and_unsigned_requests_are_401_and_change_nothing(
     assert_eq!(app.approval(&approval).await, approval, "nothing changed");
     assert_eq!(
         app.store.audit_head().await.unwrap().0,
-        1,
-        "only the request is in the audit log"
+        2,
+        "only the app's token and the request are in the audit log"
     );
     assert!(app.slack.calls_to("chat.postEphemeral").is_empty());
 }

@@ -154,7 +154,7 @@ async fn an_approve_click_decides_and_every_message_loses_its_buttons() {
         .into_iter()
         .map(|e| e.kind)
         .collect();
-    assert_eq!(kinds, ["requested", "vote", "approved"]);
+    assert_eq!(kinds, ["token_created", "requested", "vote", "approved"]);
 }
 
 #[tokio::test]

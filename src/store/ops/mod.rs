@@ -84,6 +84,25 @@ pub(crate) enum TokenChange {
     },
 }
 
+impl TokenChange {
+    /// Its audit event: who may ask changed (`token_created`, `token_rotated`,
+    /// `token_revoked`, naming the token; never its secret or hash).
+    fn audit(&self) -> Draft {
+        let (kind, name, at) = match self {
+            TokenChange::Insert { name, now, .. } => ("token_created", name, now),
+            TokenChange::Rotate { name, now, .. } => ("token_rotated", name, now),
+            TokenChange::Revoke { name, now } => ("token_revoked", name, now),
+        };
+        Draft {
+            approval_id: None,
+            kind,
+            actor: None,
+            at: *at,
+            data: serde_json::json!({ "token": name }),
+        }
+    }
+}
+
 /// One write, and where its answer goes.
 pub(crate) enum Op {
     /// Open an approval (or answer the one it repeats); with `spend`, an approved
@@ -529,11 +548,17 @@ async fn run_op<T: Tx>(
         ),
         // Recorded with the batch's other reports, before the first operation.
         Op::Report { .. } => Ok(()),
-        Op::Claim { .. }
-        | Op::SetPermalink { .. }
-        | Op::Defer { .. }
-        | Op::Token { .. }
-        | Op::CloseBatch { .. } => keep_books(tx, op).await,
+        Op::Token { change, reply } => {
+            let took = token(tx, change).await?;
+            if took {
+                done.audit.push(change.audit());
+            }
+            reply.set(Ok(took));
+            Ok(())
+        }
+        Op::Claim { .. } | Op::SetPermalink { .. } | Op::Defer { .. } | Op::CloseBatch { .. } => {
+            keep_books(tx, op).await
+        }
         // Done by the batch, after the events (see `batch`).
         Op::Checkpoint { reply, .. } => {
             reply.set(Ok(()));
@@ -542,8 +567,8 @@ async fn run_op<T: Tx>(
     }
 }
 
-/// The operations that change no approval: jobs claimed and deferred, links,
-/// tokens and closed Slack batches. Each answers what its statement did.
+/// The operations that change no approval: jobs claimed and deferred, links and
+/// closed Slack batches. Each answers what its statement did.
 async fn keep_books<T: Tx>(tx: &mut T, op: &mut Op) -> sqlx::Result<()> {
     match op {
         Op::Claim {
@@ -576,20 +601,16 @@ async fn keep_books<T: Tx>(tx: &mut T, op: &mut Op) -> sqlx::Result<()> {
             reply.set(Ok(members));
             Ok(())
         }
-        Op::Token { change, reply } => {
-            let took = match change {
-                TokenChange::Insert { name, hash, now } => {
-                    tx.token_insert(name, hash, *now).await?
-                }
-                TokenChange::Rotate { name, hash, now } => {
-                    tx.token_rotate(name, hash, *now).await?
-                }
-                TokenChange::Revoke { name, now } => tx.token_revoke(name, *now).await?,
-            };
-            reply.set(Ok(took));
-            Ok(())
-        }
         _ => unreachable!("run_op passes only these"),
+    }
+}
+
+/// Makes a token change: whether it took (a new name, a token that exists).
+async fn token<T: Tx>(tx: &mut T, change: &TokenChange) -> sqlx::Result<bool> {
+    match change {
+        TokenChange::Insert { name, hash, now } => tx.token_insert(name, hash, *now).await,
+        TokenChange::Rotate { name, hash, now } => tx.token_rotate(name, hash, *now).await,
+        TokenChange::Revoke { name, now } => tx.token_revoke(name, *now).await,
     }
 }
 
