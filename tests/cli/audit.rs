@@ -34,36 +34,11 @@ async fn a_chain_rewritten_after_removing_the_newest_checkpoint_is_caught_by_the
         .find(|word| word.starts_with("2:"))
         .expect("the newest checkpoint printed")
         .to_owned();
-    let entries = store.audit_page(0, 100).await.unwrap();
-    let drafts = entries
-        .iter()
-        .map(|e| Draft {
-            approval_id: e.approval_id,
-            kind: Box::leak(e.kind.clone().into_boxed_str()),
-            actor: (e.seq == 7).then(|| "mallory".into()).or(e.actor.clone()),
-            at: e.at,
-            data: e.data.clone(),
-        })
-        .collect();
-    let mut sql = format!(
-        "{} DELETE FROM audit_checkpoints WHERE n = 2;",
-        unguard(&db)
+    let sql = format!(
+        "DELETE FROM audit_checkpoints WHERE n = 2; {}",
+        rewrite(&store, 7, "mallory").await
     );
-    let rewritten = link(0, GENESIS_HASH, drafts);
-    for e in rewritten.iter().filter(|e| e.seq >= 7) {
-        sql += &format!(
-            "UPDATE audit_events SET actor = {}, prev_hash = '{}', hash = '{}' WHERE seq = {};",
-            e.actor
-                .as_deref()
-                .map_or("NULL".into(), |a| format!("'{a}'")),
-            e.prev_hash,
-            e.hash,
-            e.seq
-        );
-    }
-    let last = rewritten.last().unwrap();
-    sql += &format!("UPDATE audit_head SET hash = '{}' WHERE id = 1;", last.hash);
-    raw_script(&db, &sql).await;
+    raw_script(&db, &format!("{} {sql}", unguard(&db))).await;
     let plain = signoff(&["audit", "verify"], &db.url);
     assert!(plain.status.success(), "{}", stderr(&plain));
     assert_one_line_error(
@@ -177,6 +152,41 @@ async fn raw_script(db: &TestDb, sql: &str) {
     }
 }
 
+/// The statements that change event `seq`'s actor to `actor` and recompute every hash
+/// from it on, the head too: a chain consistent again, as its owner could make it.
+async fn rewrite(store: &Store, seq: i64, actor: &str) -> String {
+    let entries = store.audit_page(0, 100).await.unwrap();
+    let drafts = entries
+        .iter()
+        .map(|e| Draft {
+            approval_id: e.approval_id,
+            kind: Box::leak(e.kind.clone().into_boxed_str()),
+            actor: if e.seq == seq {
+                Some(actor.into())
+            } else {
+                e.actor.clone()
+            },
+            at: e.at,
+            data: e.data.clone(),
+        })
+        .collect();
+    let rewritten = link(0, GENESIS_HASH, drafts);
+    let mut sql = String::new();
+    for e in rewritten.iter().filter(|e| e.seq >= seq) {
+        sql += &format!(
+            "UPDATE audit_events SET actor = {}, prev_hash = '{}', hash = '{}' WHERE seq = {};",
+            e.actor
+                .as_deref()
+                .map_or("NULL".into(), |a| format!("'{a}'")),
+            e.prev_hash,
+            e.hash,
+            e.seq
+        );
+    }
+    let last = rewritten.last().unwrap();
+    sql + &format!("UPDATE audit_head SET hash = '{}' WHERE id = 1;", last.hash)
+}
+
 /// Statements that lift the append-only guards, as a database owner could.
 fn unguard(db: &TestDb) -> &'static str {
     if db.backend == "sqlite" {
@@ -205,37 +215,8 @@ async fn audit_verify_reports_coverage_and_catches_a_rewritten_chain(db: TestDb)
 
     // Whoever can write the database changes event 2 and recomputes every hash after
     // it: the chain is consistent again, but no longer what checkpoint 2 signed.
-    let entries = store.audit_page(0, 100).await.unwrap();
-    let drafts = entries
-        .iter()
-        .map(|e| Draft {
-            approval_id: e.approval_id,
-            kind: Box::leak(e.kind.clone().into_boxed_str()),
-            actor: if e.seq == 2 {
-                Some("mallory".into())
-            } else {
-                e.actor.clone()
-            },
-            at: e.at,
-            data: e.data.clone(),
-        })
-        .collect();
-    let mut sql = unguard(&db).to_owned();
-    let rewritten = link(0, GENESIS_HASH, drafts);
-    for e in &rewritten {
-        sql += &format!(
-            "UPDATE audit_events SET actor = {}, prev_hash = '{}', hash = '{}' WHERE seq = {};",
-            e.actor
-                .as_deref()
-                .map_or("NULL".into(), |a| format!("'{a}'")),
-            e.prev_hash,
-            e.hash,
-            e.seq
-        );
-    }
-    let last = rewritten.last().unwrap();
-    sql += &format!("UPDATE audit_head SET hash = '{}' WHERE id = 1;", last.hash);
-    raw_script(&db, &sql).await;
+    let sql = rewrite(&store, 2, "mallory").await;
+    raw_script(&db, &format!("{} {sql}", unguard(&db))).await;
     assert_one_line_error(
         &signoff(&["audit", "verify"], &db.url),
         "audit chain rewritten: event 6 no longer has the hash signed checkpoint 2 recorded",

@@ -120,6 +120,15 @@ pub async fn ask_as(app: &App, token: &str, tool: &str, parameters: Value) -> (S
 }
 
 impl TestApp {
+    /// A `deploy_api` request of the api service to `environment` (two approvals of
+    /// Alice, Bob or the S0SRE group), posted to #C0DEPLOYS.
+    pub async fn posted_deploy(&self, environment: &str) -> Approval {
+        let parameters = json!({"service": "api", "environment": environment});
+        let deploy = self.request("deploy_api", parameters).await;
+        self.run_jobs().await;
+        deploy
+    }
+
     /// Creates an approval through the store, as the API does, and returns it.
     pub async fn request(&self, tool: &str, parameters: Value) -> Approval {
         self.request_with_callback(tool, parameters, None).await
@@ -406,4 +415,39 @@ pub async fn health(app: &TestApp) -> (StatusCode, Value) {
         .await
         .unwrap();
     (response.status(), response.json().await.unwrap())
+}
+
+/// A policy whose requests all wait for people in one channel, with no `max_pending`:
+/// for delivery backlogs ([`backlog`]).
+pub const BACKLOG_POLICY: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+expires_after = "4h"
+max_pending = 0
+"#;
+
+/// `n` requests opened straight in the store (as the API opens them), under
+/// [`BACKLOG_POLICY`]: a backlog of posts to deliver.
+pub async fn backlog(app: &TestApp, n: usize) {
+    let policy = Policy::from_toml_str(BACKLOG_POLICY).unwrap();
+    for n in 0..n {
+        let mut request = signoff::approval::NewApproval::new("restart_db", json!({"n": n}));
+        request.token_name = Some("agent".into());
+        let class = policy.classify("restart_db", &request.parameters, None);
+        app.store
+            .create(request, class, app.clock.now())
+            .await
+            .unwrap();
+    }
+}
+
+/// Another replica's scheduler on the app's database, posting unpaced (8 at a time
+/// rather than a post a second per channel).
+pub fn unpaced(app: &TestApp) -> signoff::scheduler::Scheduler {
+    let client =
+        signoff::slack::client::SlackClient::new("xoxb-test-token", &app.slack.url).unwrap();
+    let outbox = signoff::outbox::Outbox::new(app.store.clone(), Some(client), app.signer.clone())
+        .unwrap()
+        .with_post_interval(std::time::Duration::ZERO);
+    signoff::scheduler::Scheduler::with_outbox(app.store.clone(), outbox)
 }

@@ -101,13 +101,7 @@ async fn malformed_payloads_are_400_after_verification() {
 async fn refused_clicks_get_an_ephemeral_reason_and_change_nothing() {
     let app = spawn_app().await;
     app.slack.set_group("S0SRE", &["U0CAROL"]);
-    let deploy = app
-        .request(
-            "deploy_api",
-            json!({"service": "api", "environment": "prod"}),
-        )
-        .await;
-    app.run_jobs().await;
+    let deploy = app.posted_deploy("prod").await;
 
     app.click(&deploy, "U0MALLORY", "approve").await;
     let replies = app.ephemerals_to("U0MALLORY", 1).await;
@@ -317,13 +311,7 @@ async fn edit_and_approve_validates_the_json_and_runs_only_the_edited_parameters
 #[tokio::test]
 async fn an_approve_on_a_message_an_edit_has_overtaken_is_refused_until_it_shows_the_edit() {
     let app = spawn_app().await;
-    let deploy = app
-        .request(
-            "deploy_api",
-            json!({"service": "api", "environment": "staging"}),
-        )
-        .await;
-    app.run_jobs().await;
+    let deploy = app.posted_deploy("staging").await;
     let edited = r#"{"service": "api", "environment": "prod"}"#;
     let (status, _) = app.submit(&deploy, "U0BOB", "edit_approve", edited).await;
     assert_eq!(status, StatusCode::OK);
@@ -377,13 +365,7 @@ async fn a_slow_user_group_lookup_is_fetched_once_and_clicks_answer_without_wait
     let options = Options::new(POLICY).with_group_wait(Duration::from_millis(100));
     let app = spawn_with(common::sqlite(), options).await;
     app.slack.set_group("S0SRE", &["U0CAROL", "U0DAVE"]);
-    let deploy = app
-        .request(
-            "deploy_api",
-            json!({"service": "api", "environment": "prod"}),
-        )
-        .await;
-    app.run_jobs().await;
+    let deploy = app.posted_deploy("prod").await;
     app.slack.set_delay(Duration::from_millis(350));
     let (carol, dave) = tokio::join!(
         app.click(&deploy, "U0CAROL", "approve"),

@@ -4,23 +4,10 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-use signoff::approval::NewApproval;
 use signoff::clock::Clock;
-use signoff::outbox::Outbox;
-use signoff::policy::Policy;
-use signoff::scheduler::Scheduler;
-use signoff::slack::client::SlackClient;
 
 use crate::common::TestDb;
 use crate::helpers::*;
-
-const POLICY: &str = r#"
-[defaults]
-channel = "C0APPROVALS"
-expires_after = "4h"
-max_pending = 0
-"#;
 
 /// Posts taking this long each, 8 at a time: the backlog would take about 1.8 s, and
 /// its last jobs would start after their lease.
@@ -29,25 +16,9 @@ const SLOW: Duration = Duration::from_millis(150);
 const LEASE: Duration = Duration::from_secs(1);
 
 async fn a_backlog_longer_than_the_lease_is_never_posted_twice_by_two_replicas(db: TestDb) {
-    let app = spawn_policy(db, POLICY).await;
-    let policy = Policy::from_toml_str(POLICY).unwrap();
-    for n in 0..BACKLOG {
-        let mut request = NewApproval::new("restart_db", json!({"n": n}));
-        request.token_name = Some("agent".into());
-        let class = policy.classify("restart_db", &request.parameters, None);
-        app.store
-            .create(request, class, app.clock.now())
-            .await
-            .unwrap();
-    }
-    // Unpaced, so the backlog runs 8 at a time rather than a post a second.
-    let replica = || {
-        let client = SlackClient::new("xoxb-test-token", &app.slack.url).unwrap();
-        let outbox = Outbox::new(app.store.clone(), Some(client), app.signer.clone())
-            .unwrap()
-            .with_post_interval(Duration::ZERO);
-        Scheduler::with_outbox(app.store.clone(), outbox).with_lease(LEASE)
-    };
+    let app = spawn_policy(db, BACKLOG_POLICY).await;
+    backlog(&app, BACKLOG).await;
+    let replica = || unpaced(&app).with_lease(LEASE);
     app.slack.set_delay(SLOW);
     let first = {
         let (scheduler, now) = (replica(), app.clock.now());

@@ -5,51 +5,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
-use signoff::approval::NewApproval;
 use signoff::clock::Clock;
-use signoff::outbox::Outbox;
-use signoff::policy::Policy;
-use signoff::scheduler::Scheduler;
-use signoff::slack::client::SlackClient;
 
 use crate::common::TestDb;
 use crate::helpers::*;
-
-const POLICY: &str = r#"
-[defaults]
-channel = "C0APPROVALS"
-expires_after = "4h"
-max_pending = 0
-"#;
 
 /// Posts taking this long each, 8 at a time: the backlog would take about 10 s.
 const BACKLOG: usize = 200;
 const SLOW: Duration = Duration::from_millis(200);
 
 async fn a_shutdown_mid_backlog_finishes_what_runs_and_hands_back_the_rest(db: TestDb) {
-    let app = spawn_policy(db, POLICY).await;
-    let policy = Policy::from_toml_str(POLICY).unwrap();
-    for n in 0..BACKLOG {
-        let mut request = NewApproval::new("restart_db", json!({"n": n}));
-        request.token_name = Some("agent".into());
-        let class = policy.classify("restart_db", &request.parameters, None);
-        app.store
-            .create(request, class, app.clock.now())
-            .await
-            .unwrap();
-    }
-    // Unpaced, so the backlog runs 8 at a time rather than a post a second.
-    let unpaced = || {
-        let client = SlackClient::new("xoxb-test-token", &app.slack.url).unwrap();
-        let outbox = Outbox::new(app.store.clone(), Some(client), app.signer.clone())
-            .unwrap()
-            .with_post_interval(Duration::ZERO);
-        Scheduler::with_outbox(app.store.clone(), outbox)
-    };
+    let app = spawn_policy(db, BACKLOG_POLICY).await;
+    backlog(&app, BACKLOG).await;
     app.slack.set_delay(SLOW);
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let running = tokio::spawn(unpaced().run(
+    let running = tokio::spawn(unpaced(&app).run(
         Arc::new(app.clock.clone()),
         Duration::from_secs(3600),
         stopping,
@@ -69,7 +39,7 @@ async fn a_shutdown_mid_backlog_finishes_what_runs_and_hands_back_the_rest(db: T
     // Another scheduler at the same moment (no lease has run out) posts the rest,
     // and nothing twice: what was under way at the stop was recorded as posted.
     app.slack.set_delay(Duration::ZERO);
-    let again = unpaced();
+    let again = unpaced(&app);
     while again.run_once(app.clock.now()).await.unwrap() > 0 {}
     assert_eq!(
         app.slack.posts_and_approvals(),
