@@ -39,6 +39,9 @@ pub enum Job {
     SlackUpdate {},
     /// DM the approvers who have not voted (or reply in the thread), then plan the next.
     SlackRemind {},
+    /// Note in the thread of the approval's channel message that it was escalated to
+    /// `channel`: after the escalation's post, retried when Slack rate-limits it.
+    SlackEscalationNote { channel: ChannelId },
     /// POST the decision to the request's `callback_url`.
     Callback { status: Status },
     /// Tell a channel that a requester's requests are refused (`max_pending`). Jobs
@@ -59,6 +62,7 @@ impl Job {
             Job::SlackPost { .. } => "slack_post",
             Job::SlackUpdate {} => "slack_update",
             Job::SlackRemind {} => "slack_remind",
+            Job::SlackEscalationNote { .. } => "slack_escalation_note",
             Job::Callback { .. } => "callback",
             Job::SlackThrottled { .. } => "slack_throttled",
         }

@@ -155,7 +155,7 @@ impl Outbox {
                     let mut seen = std::collections::HashSet::new();
                     for message in posted.iter().filter(|m| m.kind != MessageKind::Dm) {
                         if seen.insert((&message.channel, &message.ts)) {
-                            outbox.after_post(message, now).await;
+                            outbox.after_post(message).await;
                         }
                     }
                     Ok(())
@@ -169,14 +169,14 @@ impl Outbox {
         }
     }
 
-    async fn after_post(&self, posted: &crate::jobs::PostedMessage, now: DateTime<Utc>) {
+    async fn after_post(&self, posted: &crate::jobs::PostedMessage) {
         if let (Some(client), Some(approvers)) = (&self.slack, &self.approvers) {
             let slack = slack::Deliverer {
                 client,
                 approvers,
                 store: &self.store,
             };
-            slack.after_post(posted, now).await;
+            slack.after_post(posted).await;
         }
     }
 
@@ -241,24 +241,14 @@ impl Outbox {
             }
             Job::SlackUpdate {} => slack.update(&approval, &messages, &batch, now).await,
             Job::SlackRemind {} => slack.remind(job, &approval, now).await,
+            Job::SlackEscalationNote { channel } => {
+                slack
+                    .escalation_note(channel.as_str(), &approval, now)
+                    .await
+            }
             Job::Callback { .. } => unreachable!("callbacks return above"),
         };
-        match result {
-            Ok(outcome) => outcome,
-            Err(error) if error.is_permanent() => {
-                tracing::error!(%error, "delivery failed for good");
-                Outcome::Dead {
-                    error: error.to_string(),
-                }
-            }
-            Err(error) => {
-                let retry_after = match &error {
-                    SlackError::RateLimited { retry_after } => *retry_after,
-                    _ => None,
-                };
-                retry(job, now, retry_after, error.to_string())
-            }
-        }
+        result.unwrap_or_else(|error| failed(job, now, error))
     }
 
     /// The approval `job` is for. A message update reads its messages and batch in the
@@ -321,6 +311,22 @@ pub fn render(approval: &Approval, now: DateTime<Utc>) -> Value {
     } else {
         blocks::decided_message(approval)
     }
+}
+
+/// A Slack delivery that failed: dead when retrying cannot help, else retried after
+/// the backoff or Slack's `Retry-After`.
+fn failed(job: &DueJob, now: DateTime<Utc>, error: SlackError) -> Outcome {
+    if error.is_permanent() {
+        tracing::error!(%error, "delivery failed for good");
+        return Outcome::Dead {
+            error: error.to_string(),
+        };
+    }
+    let retry_after = match &error {
+        SlackError::RateLimited { retry_after } => *retry_after,
+        _ => None,
+    };
+    retry(job, now, retry_after, error.to_string())
 }
 
 /// Backoff: 1 s, 2 s, 4 s … up to 10 min, or Slack's Retry-After when it asks for

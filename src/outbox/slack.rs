@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::remind::reminder_message;
 use super::render;
 use crate::approval::{Approval, ApprovalId, Status};
-use crate::jobs::{DueJob, MessageKey, MessageKind, Outcome, PostedMessage};
+use crate::jobs::{DueJob, Job, MessageKey, MessageKind, NewJob, Outcome, PostedMessage};
 use crate::slack::approvers::Approvers;
 use crate::slack::blocks::{self, POST_EVENT, THROTTLE_EVENT};
 use crate::slack::client::{SlackClient, SlackError};
@@ -92,8 +92,19 @@ impl Deliverer<'_> {
         };
         // Nothing else happens before the message is recorded: the window between
         // Slack's answer and the record (which a crash leaves to the history lookup
-        // above) holds no further calls (see `after_post` for the permalink and
-        // thread note).
+        // above) holds no further calls (see `after_post` for the permalink). An
+        // escalation's note in the channel message's thread follows as a job of its
+        // own, so that Slack's rate limit delays it rather than loses it.
+        let next = match &job.job {
+            Job::SlackPost { channel, .. } if escalation => Some(NewJob {
+                approval_id: approval.id,
+                job: Job::SlackEscalationNote {
+                    channel: channel.clone(),
+                },
+                due_at: now,
+            }),
+            _ => None,
+        };
         Ok(Outcome::Delivered {
             posted: vec![PostedMessage {
                 approval_id: approval.id,
@@ -105,8 +116,40 @@ impl Deliverer<'_> {
             }],
             rendered: Vec::new(),
             version,
-            next: None,
+            next,
         })
+    }
+
+    /// Notes in the thread of the approval's channel message that it was escalated to
+    /// `channel`. Refused for the rate limit, it is tried again after Slack's wait
+    /// (surely not posted); any other failure is not repeated (perhaps posted, or never
+    /// to be).
+    pub async fn escalation_note(
+        &self,
+        channel: &str,
+        approval: &Approval,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
+        let messages = self
+            .store
+            .messages(approval.id)
+            .await
+            .map_err(store_error)?;
+        if let Some(main) = messages.iter().find(|m| m.kind == MessageKind::Main) {
+            let waited = (now - approval.created_at).num_seconds();
+            let note = format!(
+                ":arrow_up: Escalated to <#{channel}>: no decision after {}.",
+                text::duration_short(waited)
+            );
+            match self.thread_note(&main.channel, &main.ts, &note).await {
+                Ok(()) => {}
+                Err(error @ SlackError::RateLimited { .. }) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, channel = main.channel, "escalation note not posted")
+                }
+            }
+        }
+        Ok(done(approval.version))
     }
 
     /// Tells `channel` that `requester` is throttled (`max_pending`). The approval is
@@ -133,10 +176,9 @@ impl Deliverer<'_> {
         Ok(done(approval.version))
     }
 
-    /// After a post is recorded: fetch its permalink (for `/approvals` and reminders)
-    /// and, for an escalation, note it in the main message's thread. Best effort:
-    /// failures only lose the link or the note.
-    pub async fn after_post(&self, posted: &PostedMessage, now: DateTime<Utc>) {
+    /// After a post is recorded: fetch its permalink (for `/approvals` and reminders).
+    /// Best effort: a failure only loses the link.
+    pub async fn after_post(&self, posted: &PostedMessage) {
         if let Some(link) = self.permalink(&posted.channel, &posted.ts).await
             && let Err(error) = self
                 .store
@@ -144,27 +186,6 @@ impl Deliverer<'_> {
                 .await
         {
             tracing::warn!(%error, "permalink not stored");
-        }
-        if posted.kind != MessageKind::Escalation {
-            return;
-        }
-        let (Ok(Some(approval)), Ok(messages)) = (
-            self.store.get(posted.approval_id).await,
-            self.store.messages(posted.approval_id).await,
-        ) else {
-            return;
-        };
-        if let Some(main) = messages.iter().find(|m| m.kind == MessageKind::Main) {
-            let waited = (now - approval.created_at).num_seconds();
-            let note = format!(
-                ":arrow_up: Escalated to <#{}>: no decision after {}.",
-                posted.channel,
-                text::duration_short(waited)
-            );
-            // Best effort: the note is informational, the escalation itself posted.
-            if let Err(error) = self.thread_note(&main.channel, &main.ts, &note).await {
-                tracing::warn!(%error, channel = main.channel, "escalation note not posted");
-            }
         }
     }
 

@@ -137,6 +137,8 @@ async fn escalation_posts_live_buttons_to_the_manager_channel_and_notes_it_in_th
     app.run_jobs().await;
     app.clock.advance(Duration::from_secs(2 * 3600));
     app.run_jobs().await;
+    // The note follows the escalation's post as a job of its own.
+    app.run_jobs().await;
     let posts = app.slack.calls_to("chat.postMessage");
     let escalated: Vec<_> = posts
         .iter()
@@ -169,6 +171,52 @@ async fn escalation_posts_live_buttons_to_the_manager_channel_and_notes_it_in_th
         updated.contains(&"C0APPROVALS".to_owned()) && updated.contains(&"C0MANAGERS".to_owned()),
         "{updated:?}"
     );
+}
+
+/// The escalation's note in the thread, refused for Slack's rate limit, is sent after
+/// Slack's wait, once (it was lost before: best effort, not retried).
+#[tokio::test]
+async fn an_escalation_note_refused_for_the_rate_limit_is_sent_after_slacks_wait() {
+    let app = spawn_app().await;
+    app.request("escalate_payout", json!({"amount": 5000}))
+        .await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    app.run_jobs().await;
+    let notes = |app: &TestApp| {
+        let posts = app.slack.calls_to("chat.postMessage");
+        posts
+            .iter()
+            .filter(|c| c.body["thread_ts"].is_string())
+            .count()
+    };
+    assert_eq!(notes(&app), 0, "the escalation is posted first");
+    app.slack.fail_next(
+        "chat.postMessage",
+        Failure::RateLimited {
+            retry_after_secs: 30,
+        },
+    );
+    app.run_jobs().await;
+    assert_eq!(notes(&app), 1, "tried, and refused");
+    app.clock.advance(Duration::from_secs(10));
+    app.run_jobs().await;
+    assert_eq!(notes(&app), 1, "not before Slack's wait");
+    app.clock.advance(Duration::from_secs(25));
+    app.run_jobs().await;
+    assert_eq!(notes(&app), 2, "sent after it");
+    let sent = app.slack.calls_to("chat.postMessage").pop().unwrap();
+    assert!(
+        sent.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Escalated to <#C0MANAGERS>"),
+        "{}",
+        sent.body
+    );
+    app.clock.advance(Duration::from_secs(3600));
+    app.run_jobs().await;
+    assert_eq!(notes(&app), 2, "once");
 }
 
 #[tokio::test]
