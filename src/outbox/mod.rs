@@ -365,7 +365,7 @@ mod tests {
 
     use super::*;
 
-    fn failed(attempts: i32, retry_after: Option<Duration>) -> chrono::Duration {
+    fn retried_after(attempts: i32, retry_after: Option<Duration>) -> chrono::Duration {
         let now = Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap();
         let job = DueJob {
             id: 1,
@@ -383,18 +383,18 @@ mod tests {
     fn slacks_retry_after_is_kept_within_the_backoff_and_its_cap() {
         let secs = chrono::Duration::seconds;
         assert_eq!(
-            failed(1, Some(Duration::from_secs(7))),
+            retried_after(1, Some(Duration::from_secs(7))),
             secs(7),
             "as Slack asks"
         );
-        assert_eq!(failed(1, None), secs(1));
+        assert_eq!(retried_after(1, None), secs(1));
         // A run of rate limits backs off like any failure.
-        assert_eq!(failed(6, Some(Duration::from_secs(1))), secs(32));
+        assert_eq!(retried_after(6, Some(Duration::from_secs(1))), secs(32));
         // However long Slack asks for, no more than the cap, and no overflow.
         assert_eq!(
-            failed(1, Some(Duration::from_secs(86_400 * 365))),
+            retried_after(1, Some(Duration::from_secs(86_400 * 365))),
             secs(600)
         );
-        assert_eq!(failed(1, Some(Duration::MAX)), secs(600));
+        assert_eq!(retried_after(1, Some(Duration::MAX)), secs(600));
     }
 }

@@ -74,12 +74,7 @@ async fn an_export_of_a_cut_log_fails_as_the_log_does(db: TestDb) {
         ];
         signoff(&[&args[..], &[public.to_str().unwrap()]].concat(), &db.url)
     };
-    let exported = signoff(
-        &["audit", "export", "-o", export.to_str().unwrap()],
-        &db.url,
-    );
-    assert!(exported.status.success(), "{}", stderr(&exported));
-    let text = std::fs::read_to_string(&export).unwrap();
+    let text = export_to(&db, &export);
     assert!(
         text.lines().last().unwrap().starts_with(r#"{"head":10,"#),
         "{text}"
@@ -99,11 +94,7 @@ async fn an_export_of_a_cut_log_fails_as_the_log_does(db: TestDb) {
         third.hash
     );
     raw_script(&db, &sql).await;
-    let exported = signoff(
-        &["audit", "export", "-o", export.to_str().unwrap()],
-        &db.url,
-    );
-    assert!(exported.status.success(), "{}", stderr(&exported));
+    export_to(&db, &export);
     assert_one_line_error(
         &verify_export(),
         "checkpoint 2 signed event 6, but the log ends at event 3",
@@ -187,6 +178,13 @@ async fn rewrite(store: &Store, seq: i64, actor: &str) -> String {
     sql + &format!("UPDATE audit_head SET hash = '{}' WHERE id = 1;", last.hash)
 }
 
+/// `signoff audit export -o FILE` of `db`, which must succeed: the file's text.
+fn export_to(db: &TestDb, file: &std::path::Path) -> String {
+    let exported = signoff(&["audit", "export", "-o", file.to_str().unwrap()], &db.url);
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    std::fs::read_to_string(file).unwrap()
+}
+
 /// Statements that lift the append-only guards, as a database owner could.
 fn unguard(db: &TestDb) -> &'static str {
     if db.backend == "sqlite" {
@@ -228,12 +226,7 @@ async fn an_export_verifies_offline_with_the_public_key_alone(db: TestDb) {
     ten_events(&store).await;
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("audit.jsonl");
-    let exported = signoff(
-        &["audit", "export", "-o", export.to_str().unwrap()],
-        &db.url,
-    );
-    assert!(exported.status.success(), "{}", stderr(&exported));
-    let text = std::fs::read_to_string(&export).unwrap();
+    let text = export_to(&db, &export);
     assert_eq!(
         text.lines().count(),
         13,

@@ -44,7 +44,7 @@ pub enum Event {
         decision: Decision,
         reason: Option<String>,
         /// When the vote was clicked on a message: the parameters it showed, as
-        /// [`parameters_shown`] gives them (empty: a message too old to say). An
+        /// [`parameters_fingerprint`] gives them (empty: a message too old to say). An
         /// approve is refused when the approval was edited to other parameters since
         /// (the message had not been updated yet). `None`: not cast on a message.
         parameters_shown: Option<String>,

@@ -138,8 +138,8 @@ fn deny_by_policy(approval: &mut Approval, reason: String, now: DateTime<Utc>) -
 /// `lifetime` after `now`, no later than a policy may give ([`MAX_DURATION`]): a
 /// policy checked elsewhere, or built in code, cannot overflow the time.
 fn after(now: DateTime<Utc>, lifetime: std::time::Duration) -> DateTime<Utc> {
-    let longest = chrono::TimeDelta::days(366);
-    let lifetime = chrono::Duration::from_std(lifetime.min(MAX_DURATION)).unwrap_or(longest);
+    let lifetime =
+        chrono::Duration::from_std(lifetime.min(MAX_DURATION)).unwrap_or(chrono::Duration::MAX);
     now.checked_add_signed(lifetime)
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
