@@ -111,21 +111,31 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
     }
     /// Inserts new approvals, each with its `params_sha256` (the request hash), in one
     /// statement, skipping those that repeat an open request (same token, tool and
-    /// request hash, whatever their own status) or reuse an idempotency key, also
-    /// within `rows`; answers the ids inserted. A row inserted may then be changed in
+    /// request hash, whatever their own status) or reuse an idempotency key (one a
+    /// request opened or joined with), also within `rows`; answers the ids inserted. A row inserted may then be changed in
     /// the same transaction without being read (as `create` left it).
     fn insert_approvals(
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> impl Future<Output = sqlx::Result<HashSet<ApprovalId>>> + Send;
     /// For each of `rows` (as given to [`Tx::insert_approvals`], which did not insert
-    /// them), the approval that blocked it, in one statement: the one with the same
-    /// token and idempotency key, else the one with the same token, tool and request
-    /// hash while open at the row's creation; `None` where neither is seen.
+    /// them), the approval that blocked it, in one statement: the one the token's
+    /// idempotency key names (its own, or the one a repeat with the key joined), else
+    /// the one with the same token, tool and request hash while open at the row's
+    /// creation; `None` where neither is seen.
     fn find_existing(
         &mut self,
         rows: &[(&Approval, &str)],
     ) -> impl Future<Output = sqlx::Result<Vec<Option<ApprovalId>>>> + Send;
+    /// Binds `key`, which came with a repeat that joined `approval`, to that approval
+    /// (see [`Tx::find_existing`]) unless `token` has used the key already, for a
+    /// request of its own or another join; answers the approval the key names now.
+    fn bind_joined_key(
+        &mut self,
+        token: &str,
+        key: &str,
+        approval: ApprovalId,
+    ) -> impl Future<Output = sqlx::Result<ApprovalId>> + Send;
     /// How many of `token`'s approvals wait for people at `now` (counting stops at
     /// `up_to`), and whether it is throttled (a refusal not yet followed by an
     /// accepted request). On PostgreSQL the requester is locked first, until commit,

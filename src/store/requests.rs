@@ -1,7 +1,7 @@
-//! Repeated requests, for both backends: a request repeats an open one (pending, or
-//! approved and neither executed nor past its expiry) when it has the same token,
-//! server, tool and canonical parameters, and then answers that one instead of opening
-//! another. An MCP client that calls again after its call timed out so joins the
+//! Repeated requests, for both backends: a request repeats an open one (pending or
+//! approved, and not past its expiry, even before the expiry pass has marked it) when
+//! it has the same token, server, tool and canonical parameters, and then answers that
+//! one instead of opening another. An MCP client that calls again after its call timed out so joins the
 //! approval it is waiting for, also once it is decided, and runs it once.
 //!
 //! Neither backend keeps a unique index over the pending requests: every decision and

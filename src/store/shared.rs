@@ -121,6 +121,29 @@ macro_rules! insert_approvals_sql {
     };
 }
 
+/// Binds the idempotency key `$2` of token `$1`, which came with a repeat that joined
+/// approval `$3`, to that approval, unless the token has used the key already: for a
+/// request of its own (that row's `idempotency_key`) or another join (the key's row).
+macro_rules! bind_key_sql {
+    () => {
+        "INSERT INTO joined_idempotency_keys (token_name, idempotency_key, approval_id) \
+         SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM pending_approvals \
+           WHERE token_name = $1 AND idempotency_key = $2) \
+         ON CONFLICT DO NOTHING"
+    };
+}
+
+/// The approval token `$1`'s idempotency key `$2` names: the one opened with it, else
+/// the one a repeat joined with it (see [`bind_key_sql`]).
+macro_rules! named_by_key_sql {
+    () => {
+        "SELECT COALESCE( \
+           (SELECT id FROM pending_approvals WHERE token_name = $1 AND idempotency_key = $2), \
+           (SELECT approval_id FROM joined_idempotency_keys \
+            WHERE token_name = $1 AND idempotency_key = $2))"
+    };
+}
+
 /// Splits `rows` into chunks whose sizes are powers of two, largest first, none over
 /// `max` (itself a power of two). A multi-row statement then has at most
 /// `log2(max) + 1` shapes, so the prepared-statement cache holds few of them: on

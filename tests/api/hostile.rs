@@ -93,6 +93,22 @@ async fn an_idempotency_key_names_one_call_and_cannot_authorise_another(db: Test
     assert_eq!(denied["status"], "denied", "{denied}");
     let reason = denied["reason"].as_str().unwrap();
     assert!(reason.contains("rules[1] (tools drop_*)"), "{reason}");
+
+    // A key that first came with a repeat of an open request names that request too.
+    let open = json!({"tool_name": "transfer", "parameters": {"amount": 5}});
+    let (_, opened) = app.post("/v1/approvals", &open).await;
+    let mut repeat = open.clone();
+    repeat["idempotency_key"] = json!("step-2");
+    let (status, joined) = app.post("/v1/approvals", &repeat).await;
+    assert_eq!(
+        (status, &joined["approval_id"]),
+        (StatusCode::OK, &opened["approval_id"])
+    );
+    let other_call = json!({"tool_name": "transfer", "parameters": {"amount": 500},
+                            "idempotency_key": "step-2"});
+    let (status, error) = app.post("/v1/approvals", &other_call).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert_error(&error, "idempotency_key_reused");
 }
 
 async fn parameters_keep_every_number_exactly_or_are_refused(db: TestDb) {

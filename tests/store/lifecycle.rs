@@ -14,7 +14,10 @@ crate::on_both_backends!(
     a_created_approval_reads_back_with_every_field,
     an_identical_pending_request_returns_the_existing_one,
     a_repeat_the_policy_would_approve_at_once_still_gets_the_pending_one,
+    a_repeat_past_the_pending_ones_expiry_opens_a_new_request_before_the_sweep,
     the_same_idempotency_key_returns_the_existing_approval,
+    a_key_that_came_with_a_repeat_names_the_approval_it_joined,
+    two_calls_with_one_key_in_one_batch_get_one_answer_and_one_refusal,
     approvals_need_the_required_number_of_distinct_votes,
     a_refused_event_changes_nothing,
     an_edit_replaces_parameters_and_resets_approvals,
@@ -127,6 +130,53 @@ async fn an_identical_pending_request_returns_the_existing_one(db: TestDb) {
     }
 }
 
+/// A pending request past its expiry is no longer open, even while the expiry pass has
+/// not yet marked it: a repeat in between opens a new request instead of joining one
+/// that is about to expire unrun.
+async fn a_repeat_past_the_pending_ones_expiry_opens_a_new_request_before_the_sweep(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let ask = || {
+        store.create(
+            new_request("restart", json!({"host": "db1"})),
+            classify("restart"),
+            clock.now(),
+        )
+    };
+    let first = ask().await.unwrap();
+    assert!(first.created);
+    clock.advance(Duration::from_secs(3599));
+    let joined = ask().await.unwrap();
+    assert_eq!(
+        (joined.created, joined.approval.id),
+        (false, first.approval.id),
+        "a second before its expiry it is still open"
+    );
+
+    clock.advance(Duration::from_secs(1));
+    let fresh = ask().await.unwrap();
+    assert!(fresh.created, "at its expiry it is no longer joined");
+    assert_ne!(fresh.approval.id, first.approval.id);
+    let again = ask().await.unwrap();
+    assert_eq!(
+        (again.created, again.approval.id),
+        (false, fresh.approval.id)
+    );
+
+    signoff::scheduler::Scheduler::new(store.clone())
+        .run_once(clock.now())
+        .await
+        .unwrap();
+    let expired = store.get(first.approval.id).await.unwrap().unwrap();
+    assert_eq!(expired.status, Status::Expired);
+    let after = ask().await.unwrap();
+    assert_eq!(
+        (after.created, after.approval.status),
+        (false, Status::Pending),
+        "the new one is the open one"
+    );
+    assert_eq!(after.approval.id, fresh.approval.id);
+}
+
 async fn a_repeat_the_policy_would_approve_at_once_still_gets_the_pending_one(db: TestDb) {
     let (store, clock) = open(&db).await;
     let params = json!({"ids": ["c1"]});
@@ -223,6 +273,125 @@ async fn the_same_idempotency_key_returns_the_existing_approval(db: TestDb) {
         matches!(other, Err(StoreError::IdempotencyKeyReused(_))),
         "{other:?}"
     );
+}
+
+/// A keyed request that repeats an open one joins it, and its key names that approval
+/// from then on, as if it had opened it: another call with the key is refused, and a
+/// retry with it once the approval is spent answers that approval, not a new one.
+async fn a_key_that_came_with_a_repeat_names_the_approval_it_joined(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let keyed = |tool: &str, parameters: serde_json::Value, key: &str| {
+        let mut request = new_request(tool, parameters);
+        request.idempotency_key = Some(key.into());
+        store.create(request, classify(tool), clock.now())
+    };
+    let unkeyed = create(&store, &clock, "send_email", json!({"to": "a@example.com"})).await;
+    let first_key = keyed("send_email", json!({"to": "b@example.com"}), "k-1")
+        .await
+        .unwrap();
+    assert!(first_key.created);
+
+    for (key, joins) in [("k-2", unkeyed.id), ("k-3", first_key.approval.id)] {
+        let to = if joins == unkeyed.id { "a" } else { "b" };
+        let joined = keyed(
+            "send_email",
+            json!({"to": format!("{to}@example.com")}),
+            key,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (joined.created, joined.approval.id),
+            (false, joins),
+            "{key}"
+        );
+        for other_call in [
+            keyed("send_email", json!({"to": "c@example.com"}), key).await,
+            keyed("delete_mailbox", json!({"to": "a@example.com"}), key).await,
+        ] {
+            assert!(
+                matches!(other_call, Err(StoreError::IdempotencyKeyReused(id)) if id == joins),
+                "{key}: {other_call:?}"
+            );
+        }
+    }
+    assert_eq!(
+        store
+            .get(unkeyed.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .idempotency_key,
+        None,
+        "the approval keeps what it was opened with"
+    );
+
+    vote(&store, &clock, unkeyed.id, "U1", Decision::Approve)
+        .await
+        .unwrap();
+    let execute = Event::Execute {
+        parameters: json!({"to": "a@example.com"}),
+        caller: Some(TOKEN.into()),
+        tool_name: None,
+    };
+    store.apply(unkeyed.id, execute, clock.now()).await.unwrap();
+    let retry = keyed("send_email", json!({"to": "a@example.com"}), "k-2")
+        .await
+        .unwrap();
+    assert_eq!(
+        (retry.created, retry.approval.id, retry.approval.status),
+        (false, unkeyed.id, Status::Executed),
+        "a retry after the run answers the call it made, and opens nothing"
+    );
+    let unkeyed_again = store
+        .create(
+            new_request("send_email", json!({"to": "a@example.com"})),
+            classify("send_email"),
+            clock.now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        unkeyed_again.created,
+        "without the key the same call asks again"
+    );
+
+    let other_token = {
+        let mut request = new_request("send_email", json!({"to": "z@example.com"}));
+        request.idempotency_key = Some("k-2".into());
+        request.token_name = Some("other-agent".into());
+        store
+            .create(request, classify("send_email"), clock.now())
+            .await
+    };
+    assert!(other_token.unwrap().created, "a key is the token's own");
+}
+
+/// Two requests of one batch with one key, each repeating another open request: the
+/// first binds the key to the one it joins, the second is refused.
+async fn two_calls_with_one_key_in_one_batch_get_one_answer_and_one_refusal(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let a = create(&store, &clock, "send_email", json!({"to": "a@example.com"})).await;
+    let b = create(&store, &clock, "send_email", json!({"to": "b@example.com"})).await;
+    let keyed = |to: &str| {
+        let mut request = new_request("send_email", json!({"to": to}));
+        request.idempotency_key = Some("k-1".into());
+        store.create(request, classify("send_email"), clock.now())
+    };
+    for _ in 0..20 {
+        let (first, second) = tokio::join!(keyed("a@example.com"), keyed("b@example.com"));
+        let answers = [first, second];
+        let joined: Vec<_> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+        assert_eq!(joined.len(), 1, "{answers:?}");
+        let bound = joined[0].approval.id;
+        assert!(bound == a.id || bound == b.id);
+        assert!(
+            answers.iter().any(|answer| matches!(
+                answer, Err(StoreError::IdempotencyKeyReused(id)) if *id == bound
+            )),
+            "{answers:?}"
+        );
+    }
 }
 
 async fn approvals_need_the_required_number_of_distinct_votes(db: TestDb) {

@@ -119,10 +119,8 @@ impl Placements {
 }
 
 /// Finishes a create: when `placed` is inserted, plans its jobs and audit; otherwise
-/// answers the approval that blocked the insert (same idempotency key, or the same
-/// request still open). An idempotency key names one call: the same key with another
-/// tool, server or parameters is refused, never answered with the first call's
-/// approval.
+/// answers the approval that blocked the insert (the one its idempotency key names, or
+/// the same request still open), see [`joined`].
 pub(crate) async fn create<T: Tx>(
     tx: &mut T,
     opening: Opening,
@@ -137,25 +135,16 @@ pub(crate) async fn create<T: Tx>(
         ..
     } = opening;
     if let Placed::Blocked(existing) = placed {
-        return match existing {
-            Some(existing)
-                if existing.idempotency_key.is_some()
-                    && existing.idempotency_key == approval.idempotency_key
-                    && (existing.tool_name != approval.tool_name
-                        || requests::approval_request_hash(&existing) != params_sha256) =>
-            {
-                Err(StoreError::IdempotencyKeyReused(existing.id))
-            }
-            Some(approval) => Ok((
-                Created {
-                    approval: Arc::unwrap_or_clone(approval),
-                    created: false,
-                },
-                Done::default(),
-            )),
-            // A conflict with a row we cannot see: let the batch retry.
-            None => Err(StoreError::Database(sqlx::Error::RowNotFound)),
-        };
+        // A conflict with a row we cannot see: let the batch retry.
+        let existing = existing.ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+        let joined = joined(tx, &approval, &params_sha256, existing).await?;
+        return Ok((
+            Created {
+                approval: Arc::unwrap_or_clone(joined),
+                created: false,
+            },
+            Done::default(),
+        ));
     }
     let mut jobs = jobs::plan(None, &approval, deliveries, now);
     batching::place(tx, &approval, &mut jobs).await?;
@@ -176,6 +165,36 @@ pub(crate) async fn create<T: Tx>(
         },
         done,
     ))
+}
+
+/// The answer to `request` (hashed `params_sha256`), which `existing` kept from being
+/// inserted. An idempotency key names one call: the same key with another tool, server
+/// or parameters is refused, never answered with the first call's approval (a blocker
+/// for another call can only be the one the key names). A key that comes with a
+/// repeat of an open request is bound to the approval it joins, so that it names that
+/// call from then on, as if it had opened it; a key the token has used meanwhile for
+/// another call (another request of this batch) is refused.
+async fn joined<T: Tx>(
+    tx: &mut T,
+    request: &Approval,
+    params_sha256: &str,
+    existing: Arc<Approval>,
+) -> Result<Arc<Approval>> {
+    let another_call = existing.tool_name != request.tool_name
+        || requests::approval_request_hash(&existing) != params_sha256;
+    let (Some(token), Some(key)) = (&request.token_name, &request.idempotency_key) else {
+        return Ok(existing);
+    };
+    if another_call {
+        return Err(StoreError::IdempotencyKeyReused(existing.id));
+    }
+    if existing.idempotency_key.as_ref() != Some(key) {
+        let named = tx.bind_joined_key(token, key, existing.id).await?;
+        if named != existing.id {
+            return Err(StoreError::IdempotencyKeyReused(named));
+        }
+    }
+    Ok(existing)
 }
 
 /// A create that spends its approval at once when the answer is approved (approved by

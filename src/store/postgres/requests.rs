@@ -20,7 +20,7 @@ impl PgTx {
     /// after the locks, and the insert reads no table but through that lookup and its
     /// conflict checks, which see the latest committed rows. The function looks each
     /// key up through unique indexes, a plan it keeps at any table size (migration
-    /// 0014).
+    /// 0014; migration 0017 leaves out requests past their expiry).
     pub(super) async fn insert_requests(
         &mut self,
         rows: &[(&Approval, &str)],
@@ -69,15 +69,17 @@ impl PgTx {
             column(&rows, |(_, params_sha256)| *params_sha256) => "text[]",
             column(&rows, |(a, _)| jobs::first_nudge(a)) => "timestamptz[]",
         );
-        // Skips a row whose key is open, and a reused idempotency key (a unique
-        // index); each open request inserted becomes the newest of its key in
-        // `request_keys`.
+        // Skips a row whose key is open, an idempotency key a repeat joined with, and
+        // one a request opened with (a unique index); each open request inserted
+        // becomes the newest of its key in `request_keys`.
         query.push(concat!(
             ") AS r(",
             opening_columns!(),
             ", params_sha256, nudge_at) \
              WHERE NOT EXISTS (SELECT 1 FROM open o WHERE o.token_name = r.token_name \
                AND o.tool_name = r.tool_name AND o.params_sha256 = r.params_sha256) \
+             AND (r.idempotency_key IS NULL OR NOT EXISTS (SELECT 1 FROM joined_idempotency_keys j \
+               WHERE j.token_name = r.token_name AND j.idempotency_key = r.idempotency_key)) \
              ON CONFLICT DO NOTHING \
              RETURNING id, ctid::text AS loc, token_name, tool_name, params_sha256, status), \
              keyed AS (INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
@@ -110,8 +112,9 @@ impl PgTx {
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<Vec<Option<ApprovalId>>> {
         let found: Vec<(i64, Uuid)> = sqlx::query_as(
-            // Per row: the same idempotency key first; else the newest request with
-            // the same tool and parameters, if it is open at the row's creation (its
+            // Per row: the approval its idempotency key names first (opened or joined
+            // with it); else the newest request with the same tool and parameters, if
+            // it is open at the row's creation (its
             // key is locked: see `insert_requests`). Each lookup is an equality on a
             // unique index, so even a plan kept from when the tables were empty reads
             // them through their indexes (a join of `request_keys` to the approvals
@@ -124,10 +127,13 @@ impl PgTx {
                  SELECT id, 0 AS rank FROM pending_approvals \
                  WHERE token_name = k.token AND idempotency_key = k.idempotency_key \
                  UNION ALL \
-                 SELECT id, 1 FROM pending_approvals \
+                 SELECT approval_id, 1 FROM joined_idempotency_keys \
+                 WHERE token_name = k.token AND idempotency_key = k.idempotency_key \
+                 UNION ALL \
+                 SELECT id, 2 FROM pending_approvals \
                  WHERE id = (SELECT approval_id FROM request_keys \
                              WHERE token_name = k.token AND tool_name = k.tool AND params_sha256 = k.sha) \
-                   AND (status = 'pending' OR (status = 'approved' AND expires_at > k.at))) AS one \
+                   AND status IN ('pending', 'approved') AND expires_at > k.at) AS one \
                ORDER BY rank LIMIT 1) AS found",
         )
         .bind(column(rows, |(a, _)| a.token_name.as_deref().unwrap_or_default()))
@@ -141,6 +147,32 @@ impl PgTx {
             rows.len(),
             found.into_iter().map(|(n, id)| (n, ApprovalId(id))),
         ))
+    }
+
+    /// `Tx::bind_joined_key`: see [`bind_key_sql`]. A replica binding the same key at
+    /// the same moment makes this insert wait for its commit; the look that follows,
+    /// a statement of its own, then sees its row. A replica opening a request with the
+    /// key at that moment takes no lock this insert waits for: both may then succeed,
+    /// and the key names the request it opened first, everywhere (see
+    /// `find_requests`).
+    pub(super) async fn bind_key(
+        &mut self,
+        token: &str,
+        key: &str,
+        approval: ApprovalId,
+    ) -> sqlx::Result<ApprovalId> {
+        sqlx::query(bind_key_sql!())
+            .bind(token)
+            .bind(key)
+            .bind(approval.0)
+            .execute(self.conn().await?)
+            .await?;
+        let named: Option<Uuid> = sqlx::query_scalar(named_by_key_sql!())
+            .bind(token)
+            .bind(key)
+            .fetch_one(self.conn().await?)
+            .await?;
+        named.map(ApprovalId).ok_or(sqlx::Error::RowNotFound)
     }
 }
 

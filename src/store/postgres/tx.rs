@@ -174,6 +174,15 @@ impl Tx for PgTx {
         self.find_requests(rows).await
     }
 
+    async fn bind_joined_key(
+        &mut self,
+        token: &str,
+        key: &str,
+        approval: ApprovalId,
+    ) -> sqlx::Result<ApprovalId> {
+        self.bind_key(token, key, approval).await
+    }
+
     async fn waiting(
         &mut self,
         token: &str,

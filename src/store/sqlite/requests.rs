@@ -62,17 +62,20 @@ impl SqliteTx {
             // without a token matches none). The WHERE also keeps SQLite from reading
             // `ON CONFLICT` as a join.
             query.push(
-                ") AS v WHERE NOT COALESCE((SELECT status = 'pending' \
-                 OR (status = 'approved' AND expires_at > ",
+                ") AS v WHERE NOT COALESCE((SELECT status IN ('pending', 'approved') \
+                 AND expires_at > ",
             );
             query.push_bind(now.clone());
             query.push(
-                ") FROM pending_approvals INDEXED BY pending_approvals_request \
+                " FROM pending_approvals INDEXED BY pending_approvals_request \
                  WHERE token_name = v.column15 AND tool_name = v.column2 \
-                 AND params_sha256 = v.column23 ORDER BY rowid DESC LIMIT 1), 0)",
+                 AND params_sha256 = v.column23 ORDER BY rowid DESC LIMIT 1), 0) \
+                 AND (v.column16 IS NULL OR NOT EXISTS (SELECT 1 FROM joined_idempotency_keys \
+                   WHERE token_name = v.column15 AND idempotency_key = v.column16))",
             );
-            // Skips a reused idempotency key (a unique index). The rowids let a change
-            // in this transaction (a spend at once) write the new rows unread.
+            // Skips an idempotency key a repeat joined with (above) and one a request
+            // opened with (a unique index). The rowids let a change in this
+            // transaction (a spend at once) write the new rows unread.
             query.push(" ON CONFLICT DO NOTHING RETURNING id, rowid");
             let rows: Vec<(String, i64)> =
                 query.build_query_as().fetch_all(self.conn().await?).await?;
@@ -103,14 +106,17 @@ impl SqliteTx {
                 ])
             })
             .collect();
-        // Per row: the same idempotency key first; else the newest request with the
-        // same tool and parameters, if it is open at the row's creation.
+        // Per row: the approval its idempotency key names first (opened or joined
+        // with it); else the newest request with the same tool and parameters, if it
+        // is open at the row's creation.
         let found: Vec<(i64, String)> = sqlx::query_as(
             "SELECT key, id FROM (SELECT k.key, COALESCE( \
                (SELECT id FROM pending_approvals \
                 WHERE token_name = k.value ->> 0 AND idempotency_key = k.value ->> 1 LIMIT 1), \
-               (SELECT CASE WHEN status = 'pending' \
-                         OR (status = 'approved' AND expires_at > k.value ->> 4) THEN id END \
+               (SELECT approval_id FROM joined_idempotency_keys \
+                WHERE token_name = k.value ->> 0 AND idempotency_key = k.value ->> 1), \
+               (SELECT CASE WHEN status IN ('pending', 'approved') \
+                         AND expires_at > k.value ->> 4 THEN id END \
                 FROM pending_approvals INDEXED BY pending_approvals_request \
                 WHERE token_name = k.value ->> 0 AND tool_name = k.value ->> 2 \
                   AND params_sha256 = k.value ->> 3 \
@@ -125,5 +131,26 @@ impl SqliteTx {
             .map(|(n, id)| Ok((n, parse_id(&id)?)))
             .collect::<sqlx::Result<Vec<_>>>()?;
         Ok(by_position(rows.len(), found))
+    }
+
+    /// `Tx::bind_joined_key`: see [`bind_key_sql`].
+    pub(super) async fn bind_key(
+        &mut self,
+        token: &str,
+        key: &str,
+        approval: ApprovalId,
+    ) -> sqlx::Result<ApprovalId> {
+        sqlx::query(bind_key_sql!())
+            .bind(token)
+            .bind(key)
+            .bind(approval.to_string())
+            .execute(self.conn().await?)
+            .await?;
+        let named: Option<String> = sqlx::query_scalar(named_by_key_sql!())
+            .bind(token)
+            .bind(key)
+            .fetch_one(self.conn().await?)
+            .await?;
+        parse_id(&named.ok_or(sqlx::Error::RowNotFound)?)
     }
 }
