@@ -169,6 +169,12 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
         &mut self,
         id: ApprovalId,
     ) -> impl Future<Output = sqlx::Result<Option<Approval>>> + Send;
+    /// The approval's parameters as the store holds them, as text: what another
+    /// program wrote into the shared table, before it is read into a [`Approval`].
+    fn parameters_text(
+        &mut self,
+        id: ApprovalId,
+    ) -> impl Future<Output = sqlx::Result<Option<String>>> + Send;
     /// Writes each approval's changeable columns if its stored version is still the
     /// paired one; answers how many it wrote. One statement for a batch.
     fn update_approvals(

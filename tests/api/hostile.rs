@@ -18,6 +18,7 @@ crate::on_both_backends!(
     a_key_given_twice_in_a_body_is_refused,
     a_token_sees_and_acts_on_only_its_own_approvals,
     rows_inserted_already_decided_start_pending_and_are_classified,
+    rows_whose_parameters_cannot_be_shown_exactly_are_denied_at_intake,
     tool_names_outside_the_mcp_rule_are_refused_before_the_policy,
     the_create_answer_carries_what_to_run,
 );
@@ -317,6 +318,73 @@ async fn rows_inserted_already_decided_start_pending_and_are_classified(db: Test
             StatusCode::NOT_FOUND,
             "no token runs a shared-table row"
         );
+    }
+}
+
+/// Another program's row whose parameters signoff cannot show as stored (what the API
+/// refuses with 422) is denied at intake, whatever its tier: an approver would
+/// otherwise approve a neighbouring number, or one of a key's two values. Numbers that
+/// are kept exactly are taken in as usual.
+async fn rows_whose_parameters_cannot_be_shown_exactly_are_denied_at_intake(db: TestDb) {
+    let app = spawn_on(db).await;
+    let expires = sql_time(&app.db, app.clock.now() + chrono::Duration::hours(1));
+    let mut rows = vec![
+        (
+            "'20000000-0000-4000-8000-000000000001'",
+            r#"{"account": 123456789012345678901234567890}"#,
+            Some("cannot be kept exactly"),
+        ),
+        (
+            "'20000000-0000-4000-8000-000000000002'",
+            r#"{"amount": 0.1000000000000000000001}"#,
+            Some("cannot be kept exactly"),
+        ),
+        (
+            "'20000000-0000-4000-8000-000000000003'",
+            r#"{"max": 18446744073709551615, "rate": 0.1, "tiny": 5e-324, "n": 1e2}"#,
+            None,
+        ),
+    ];
+    if app.db.backend == "sqlite" {
+        // PostgreSQL's jsonb keeps one of the two itself, so only SQLite's text can.
+        rows.push((
+            "'20000000-0000-4000-8000-000000000004'",
+            r#"{"to": "a@example.com", "to": "b@example.com"}"#,
+            Some("appears twice"),
+        ));
+    }
+    for (id, parameters, _) in &rows {
+        let id = if app.db.backend == "postgres" {
+            format!("{id}::uuid")
+        } else {
+            id.to_string()
+        };
+        let sql = format!(
+            "INSERT INTO pending_approvals (id, tool_name, parameters, risk_tier, status, \
+             requested_by, expires_at) VALUES ({id}, 'search_accounts', '{parameters}', 'low', \
+             'pending', 'agent-7', {expires})"
+        );
+        assert_eq!(raw_execute(&app.db, &sql).await, Ok(1), "{sql}");
+    }
+
+    let policy = Arc::new(Policy::from_toml_str(POLICY).unwrap());
+    let scheduler = Scheduler::new(app.store.clone()).with_policy(policy);
+    assert_eq!(scheduler.intake(app.clock.now()).await.unwrap(), rows.len());
+    for (id, parameters, refused) in &rows {
+        let row = app.store.get(id_of(id)).await.unwrap().unwrap();
+        match refused {
+            Some(why) => {
+                assert_eq!(row.status.as_str(), "denied", "{parameters}");
+                let reason = row.reason.as_deref().unwrap();
+                assert!(reason.contains(why), "{parameters}: {reason}");
+                assert!(reason.contains("exactly as stored"), "{reason}");
+            }
+            None => assert_eq!(
+                row.status.as_str(),
+                "approved",
+                "{parameters}: the low tier approves an exact row at once"
+            ),
+        }
     }
 }
 

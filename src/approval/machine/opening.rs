@@ -147,8 +147,16 @@ fn after(now: DateTime<Utc>, lifetime: std::time::Duration) -> DateTime<Utc> {
 /// Classifies a row another program inserted straight into the shared table (status
 /// pending, signoff's columns unset), as if it had been requested now: the policy's
 /// tier (never lower than the row's), routing, and an expiry no later than the
-/// policy allows.
-pub fn adopt(row: &Approval, class: &Classification, now: DateTime<Utc>) -> Transition {
+/// policy allows. `unreviewable` says why its parameters as stored cannot be shown
+/// exactly (a number beyond what signoff keeps exactly, a key given twice: what the
+/// API refuses with 422); such a row is denied, never put before people who would
+/// approve another value than the one stored.
+pub fn adopt(
+    row: &Approval,
+    class: &Classification,
+    unreviewable: Option<&str>,
+    now: DateTime<Utc>,
+) -> Transition {
     let mut next = row.clone();
     next.version += 1;
     next.risk_tier = class.tier.max(row.risk_tier);
@@ -178,9 +186,16 @@ pub fn adopt(row: &Approval, class: &Classification, now: DateTime<Utc>) -> Tran
     )];
     // Whatever the row's status said: the policy decides, and a name that does not
     // follow the MCP rule (which the API refuses outright) is denied.
-    match names::check_tool_name(&next.tool_name) {
-        Ok(()) => happened.extend(apply_tier_action(&mut next, class, now)),
-        Err(why) => happened.push(deny_by_policy(&mut next, format!("denied: {why}"), now)),
+    let refused = match (names::check_tool_name(&next.tool_name), unreviewable) {
+        (Err(why), _) => Some(format!("denied: {why}")),
+        (Ok(()), Some(why)) => Some(format!(
+            "denied: its parameters cannot be shown to approvers exactly as stored: {why}"
+        )),
+        (Ok(()), None) => None,
+    };
+    match refused {
+        None => happened.extend(apply_tier_action(&mut next, class, now)),
+        Some(reason) => happened.push(deny_by_policy(&mut next, reason, now)),
     }
     Transition { next, happened }
 }

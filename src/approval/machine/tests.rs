@@ -126,7 +126,7 @@ fn a_lifetime_past_what_a_time_holds_expires_within_a_year_instead_of_panicking(
     forever.route.expires_after = Duration::MAX;
     let opened = open(ApprovalId::new(), request(), &forever, t0()).next;
     assert_eq!(opened.expires_at, t0() + chrono::Duration::days(366));
-    let adopted = adopt(&pending(1), &forever, t0()).next;
+    let adopted = adopt(&pending(1), &forever, None, t0()).next;
     assert_eq!(
         adopted.expires_at,
         pending(1).expires_at,
@@ -490,7 +490,7 @@ fn a_row_from_the_shared_table_is_classified_as_if_requested_now() {
     row.server = Some("github".into());
     let mut class = class(TierAction::RequireApproval, 2);
     class.tier = Tier::Medium;
-    let t = adopt(&row, &class, later(5));
+    let t = adopt(&row, &class, None, later(5));
     assert_eq!(
         t.next.risk_tier,
         Tier::High,
@@ -512,9 +512,22 @@ fn a_row_from_the_shared_table_is_classified_as_if_requested_now() {
         "audit events carry the server, as the API's do"
     );
 
-    let denied = adopt(&row, &self::class(TierAction::Deny, 1), later(5));
+    let denied = adopt(&row, &self::class(TierAction::Deny, 1), None, later(5));
     assert_eq!(denied.next.status, Status::Denied);
     assert_eq!(denied.happened[1].kind, AuditKind::DeniedByPolicy);
+
+    let auto = self::class(TierAction::AutoApprove, 1);
+    let inexact = adopt(&row, &auto, Some("the number 1e400 …"), later(5));
+    assert_eq!(
+        inexact.next.status,
+        Status::Denied,
+        "not even the auto-approve tier approves what cannot be shown"
+    );
+    let reason = inexact.next.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("exactly as stored: the number 1e400"),
+        "{reason}"
+    );
 }
 
 // ---- property test: no sequence of events reaches an illegal state ----

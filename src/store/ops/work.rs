@@ -377,7 +377,12 @@ pub(crate) async fn adopt<T: Tx>(
     let Some(row) = tx.load(id).await? else {
         return Err(StoreError::NotFound(id));
     };
-    let transition = machine::adopt(&row, class, now);
+    // The API refuses parameters it cannot keep exactly; another program's row is
+    // checked here, as stored, since reading it into the row above rounded them.
+    let stored = tx.parameters_text(id).await?.unwrap_or_default();
+    let unreviewable = crate::exact_json::parse_str(&stored).err();
+    let why = unreviewable.as_ref().map(ToString::to_string);
+    let transition = machine::adopt(&row, class, why.as_deref(), now);
     let after = transition.next;
     if !tx.adopt_approval(&after).await? {
         // Classified already (another replica), or decided meanwhile: nothing to do.

@@ -258,6 +258,15 @@ impl Tx for PgTx {
         Ok(self.located(&rows)?.pop())
     }
 
+    async fn parameters_text(&mut self, id: ApprovalId) -> sqlx::Result<Option<String>> {
+        // jsonb's text keeps every number as written (a numeric), where reading it
+        // into a `Value` would round it to an f64.
+        sqlx::query_scalar("SELECT parameters::text FROM pending_approvals WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(self.conn().await?)
+            .await
+    }
+
     async fn update_approvals(&mut self, approvals: &[(&Approval, i64)]) -> sqlx::Result<u64> {
         // Every approval the writer changes was read, and locked, in this transaction,
         // so its place is known; the id and version are compared too, as a guard.

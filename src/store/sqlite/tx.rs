@@ -243,6 +243,13 @@ impl Tx for SqliteTx {
         Ok(self.approvals(query).await?.pop())
     }
 
+    async fn parameters_text(&mut self, id: ApprovalId) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar("SELECT parameters FROM pending_approvals WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(self.conn().await?)
+            .await
+    }
+
     async fn update_approvals(&mut self, approvals: &[(&Approval, i64)]) -> sqlx::Result<u64> {
         // Every approval the writer changes was read (or inserted) in this transaction,
         // so its rowid is known; the id is compared too, as a guard. That read came
