@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::approval::{Approval, ApprovalId, Status, Tier, Vote};
+use crate::store::Created;
 
 /// Answer to `POST /v1/approvals`: the whole approval (an auto-approved one can be
 /// executed at once with its `parameters`), and where to ask next.
@@ -19,13 +20,26 @@ pub struct CreatedView<'a> {
     /// Where to read or wait for the decision.
     #[schema(example = "GET /v1/approvals/1b0c6f2e-7d4a-4c1e-9a53-2f8e0b7c4d19")]
     pub check_status_with: String,
+    /// Present when `status` is `executed`: `true` when this request executed it
+    /// (`execute_if_approved`), so run `parameters` now; `false` when an earlier
+    /// request did (a retry with the same `idempotency_key`), so do not run it again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spent_by_this_request: Option<bool>,
 }
 
 impl<'a> CreatedView<'a> {
-    pub fn new(a: &'a Approval) -> Self {
+    pub fn new(created: &'a Created) -> Self {
+        let a = &created.approval;
+        let mut approval = ApprovalView::new(a, None);
+        if created.spent {
+            approval.next_action = "run the action now, with exactly these parameters: this \
+                request executed the approval, which cannot be executed again"
+                .into();
+        }
         Self {
-            approval: ApprovalView::new(a, None),
+            approval,
             check_status_with: format!("GET /v1/approvals/{}", a.id),
+            spent_by_this_request: (a.status == Status::Executed).then_some(created.spent),
         }
     }
 }

@@ -100,6 +100,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Created {
     pub approval: Approval,
     pub created: bool,
+    /// This request executed the approval (`execute_if_approved`): its caller runs the
+    /// parameters now. False for an approval executed before, by an earlier request
+    /// (an idempotent retry), which must not run again.
+    pub spent: bool,
 }
 
 /// What bringing an approval's Slack messages up to date needs, read in one statement:

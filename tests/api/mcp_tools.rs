@@ -195,6 +195,18 @@ async fn outcomes_at_once_are_said_in_the_line_for_the_model() {
     .await;
     assert_eq!(structured(&auto)["status"], "approved");
     assert!(text(&auto).contains("execute_approved"));
+    let spent = call(
+        &client,
+        "request_approval",
+        json!({"tool_name": "get_user", "parameters": {"id": 6}, "execute_if_approved": true}),
+    )
+    .await;
+    assert_eq!(structured(&spent)["spent_by_this_request"], true);
+    let line = text(&spent);
+    assert!(
+        line.contains("this request executed it: run the call now"),
+        "{line}"
+    );
     let denied = call(
         &client,
         "request_approval",

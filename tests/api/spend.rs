@@ -15,6 +15,7 @@ crate::on_both_backends!(
     a_pending_answer_is_not_spent_but_a_repeat_after_the_approval_is,
     an_edited_approval_is_spent_with_the_edited_parameters,
     refused_and_denied_calls_are_never_spent,
+    a_keyed_retry_after_the_spend_says_it_was_spent_before,
 );
 
 fn ask(tool: &str, parameters: Value) -> Value {
@@ -39,6 +40,14 @@ async fn an_auto_approved_call_is_spent_as_it_is_answered_and_only_once(db: Test
     assert_eq!(status, StatusCode::CREATED, "{spent}");
     assert_eq!(spent["status"], "executed");
     assert_eq!(spent["parameters"], json!({"user_id": 5}));
+    assert_eq!(spent["spent_by_this_request"], true, "{spent}");
+    assert!(
+        spent["next_action"]
+            .as_str()
+            .unwrap()
+            .starts_with("run the action now"),
+        "{spent}"
+    );
     let id = spent["approval_id"].as_str().unwrap().to_owned();
     let kinds = audit_kinds(&app, &id).await;
     assert_eq!(
@@ -72,6 +81,38 @@ async fn an_auto_approved_call_is_spent_as_it_is_answered_and_only_once(db: Test
         )
         .await;
     assert_eq!(plain["status"], "approved");
+    assert!(plain.get("spent_by_this_request").is_none(), "{plain}");
+}
+
+/// A retry with the same idempotency key after the spend answers the approval as it
+/// is, `executed`, and says that an earlier request spent it: the caller ran it then
+/// and must not run it again.
+async fn a_keyed_retry_after_the_spend_says_it_was_spent_before(db: TestDb) {
+    let app = spawn_on(db).await;
+    let mut call = ask("get_user", json!({"user_id": 7}));
+    call["idempotency_key"] = json!("run-7");
+    let (status, first) = app.post("/v1/approvals", &call).await;
+    assert_eq!(
+        (status, &first["spent_by_this_request"]),
+        (StatusCode::CREATED, &json!(true)),
+        "{first}"
+    );
+    let (status, retry) = app.post("/v1/approvals", &call).await;
+    assert_eq!(status, StatusCode::OK, "{retry}");
+    assert_eq!(retry["approval_id"], first["approval_id"]);
+    assert_eq!(retry["status"], "executed");
+    assert_eq!(retry["spent_by_this_request"], false, "{retry}");
+    assert_eq!(
+        retry["next_action"], "nothing: the action was already executed",
+        "{retry}"
+    );
+    let id = first["approval_id"].as_str().unwrap();
+    let kinds = audit_kinds(&app, id).await;
+    assert_eq!(
+        kinds.iter().filter(|kind| *kind == "executed").count(),
+        1,
+        "{kinds:?}"
+    );
 }
 
 async fn a_pending_answer_is_not_spent_but_a_repeat_after_the_approval_is(db: TestDb) {
@@ -96,6 +137,7 @@ async fn a_pending_answer_is_not_spent_but_a_repeat_after_the_approval_is(db: Te
         "the approved request, joined"
     );
     assert_eq!(spent["status"], "executed");
+    assert_eq!(spent["spent_by_this_request"], true, "the join spent it");
 
     let (_, shown) = app.get(&format!("/v1/approvals/{id}")).await;
     assert_eq!(shown["status"], "executed");

@@ -201,7 +201,7 @@ pub async fn create(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(CreatedView::new(&created.approval))).into_response())
+    Ok((status, Json(CreatedView::new(&created))).into_response())
 }
 
 /// Asks for approval: checks the request, classifies it and stores it (or finds the

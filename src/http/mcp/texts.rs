@@ -4,6 +4,20 @@
 use chrono::{DateTime, Utc};
 
 use crate::approval::{Approval, Status};
+use crate::store::Created;
+
+/// What a request's answer means for the caller, in one line: as [`state`], except
+/// for an approval this request executed (`execute_if_approved`), which is to run now.
+pub fn created(created: &Created) -> String {
+    let a = &created.approval;
+    if created.spent {
+        return format!(
+            "Approval {} is approved and this request executed it: run the call now, with exactly these parameters (do not call execute_approved).",
+            a.id
+        );
+    }
+    state(a, None)
+}
 
 /// What an approval's state means for the caller, in one line.
 pub fn state(a: &Approval, permalink: Option<&str>) -> String {

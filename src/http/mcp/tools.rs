@@ -60,8 +60,8 @@ impl Tools {
             REQUEST => {
                 let body: CreateRequest = arguments(args)?;
                 let created = approvals::ask(state, &caller, body).await?;
-                let text = texts::state(&created.approval, None);
-                Ok(answer(text, &CreatedView::new(&created.approval)))
+                let text = texts::created(&created);
+                Ok(answer(text, &CreatedView::new(&created)))
             }
             CHECK => {
                 let args: CheckArgs = arguments(args)?;

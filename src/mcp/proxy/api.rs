@@ -23,6 +23,10 @@ pub struct View {
     pub channel: Option<String>,
     pub permalink: Option<String>,
     pub original_parameters: Option<Value>,
+    /// On an `executed` create answer: whether this request executed it (run it) or an
+    /// earlier one did (never run it again).
+    #[serde(default)]
+    pub spent_by_this_request: Option<bool>,
 }
 
 /// Why signoff gave no usable answer; `Display` is what the agent reads.

@@ -80,7 +80,11 @@ impl Gate {
             Err(refusal) => return Verdict::Refuse(refusal),
         };
         if view.status == "executed" {
-            return self.run(view);
+            // Run only what this request spent: an approval executed earlier ran then.
+            return match view.spent_by_this_request {
+                Some(true) => self.run(view),
+                _ => Verdict::Refuse(texts::decided(&view)),
+            };
         }
         let view = match self.hold(view, cancelled, progress).await {
             Ok(view) => view,
@@ -238,6 +242,14 @@ mod tests {
     /// A signoff whose every new approval is approved, not spent (as when a person
     /// decided it just before the proxy read it); it records the requests it gets.
     async fn approving_signoff() -> (String, Arc<Mutex<Vec<String>>>) {
+        let approved = json!({"approval_id": "a1", "status": "approved",
+                              "parameters": {"ids": [1]}});
+        stand_in(approved).await
+    }
+
+    /// A signoff that answers every new request with `created`; it records the
+    /// requests it gets.
+    async fn stand_in(created: Value) -> (String, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let answer = |path: &'static str, body: Value| {
             move |State(seen): State<Arc<Mutex<Vec<String>>>>| {
@@ -246,11 +258,9 @@ mod tests {
                 async move { axum::Json(body) }
             }
         };
-        let approved = json!({"approval_id": "a1", "status": "approved",
-                              "parameters": {"ids": [1]}});
         let executed = json!({"status": "executed", "parameters": {"ids": [1]}});
         let router = Router::new()
-            .route("/v1/approvals", post(answer("create", approved)))
+            .route("/v1/approvals", post(answer("create", created)))
             .route(
                 "/v1/approvals/a1/execute",
                 post(answer("execute", executed)),
@@ -311,5 +321,28 @@ mod tests {
             ["create", "create"],
             "asked, never spent"
         );
+    }
+
+    /// An `executed` answer runs the call only when this request executed it: one
+    /// executed earlier (by a request signoff took for a retry of it) ran then.
+    #[tokio::test]
+    async fn an_approval_executed_by_an_earlier_request_does_not_run_again() {
+        let executed = |spent: Option<bool>| {
+            json!({"approval_id": "a1", "status": "executed", "parameters": {"ids": [1]},
+                   "spent_by_this_request": spent})
+        };
+        let (base, seen) = stand_in(executed(Some(true))).await;
+        let live = CancellationToken::new();
+        let verdict = gate(&base).decide(&call(), &live, None).await;
+        assert!(matches!(verdict, Verdict::Run { .. }), "{verdict:?}");
+        for earlier in [Some(false), None] {
+            let (base, _) = stand_in(executed(earlier)).await;
+            let verdict = gate(&base).decide(&call(), &live, None).await;
+            assert!(
+                matches!(&verdict, Verdict::Refuse(why) if why.contains("already used")),
+                "{earlier:?}: {verdict:?}"
+            );
+        }
+        assert_eq!(*seen.lock().unwrap(), ["create"], "never executed again");
     }
 }

@@ -142,6 +142,7 @@ pub(crate) async fn create<T: Tx>(
             Created {
                 approval: Arc::unwrap_or_clone(joined),
                 created: false,
+                spent: false,
             },
             Done::default(),
         ));
@@ -162,6 +163,7 @@ pub(crate) async fn create<T: Tx>(
         Created {
             approval,
             created: true,
+            spent: false,
         },
         done,
     ))
@@ -235,6 +237,7 @@ pub(crate) async fn create_and_spend<T: Tx>(
             let created = Created {
                 approval: spent,
                 created: created.created,
+                spent: true,
             };
             Ok((created, done))
         }
