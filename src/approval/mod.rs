@@ -177,6 +177,11 @@ pub struct Routing {
     /// The policy's `batch_window`: look-alike requests within it share one message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_window_ms: Option<u64>,
+    /// The MCP tool's annotations the request came with (the caller's words), kept so
+    /// that an edit of its parameters is classified as the request was
+    /// ([`crate::policy::Policy::check_edit`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<serde_json::Value>,
 }
 
 impl Routing {

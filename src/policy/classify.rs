@@ -152,3 +152,67 @@ impl Policy {
 #[cfg(test)]
 #[path = "classify_tests.rs"]
 pub(crate) mod tests;
+
+/// How a request was classified, as its approval keeps it: what an approver's edit of
+/// its parameters must stay within ([`Policy::check_edit`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Classified<'a> {
+    pub tool: &'a str,
+    pub server: Option<&'a str>,
+    /// The annotations the request came with (an MCP tool's), classified again with
+    /// the edited parameters.
+    pub annotations: Option<&'a serde_json::Value>,
+    pub tier: Tier,
+    /// The rule that matched the request; `None`: none did (the defaults).
+    pub rule: Option<usize>,
+    pub required_approvals: u32,
+}
+
+impl Policy {
+    /// Whether an approver's edit of a request's parameters to `edited` stays within
+    /// how the request was classified: the edited call must be classified by the same
+    /// rule, at no higher tier and needing no more approvals, and not denied.
+    /// Otherwise the edit would run a call the policy denies, or one it sends to other
+    /// people, or to more of them, with this request's weaker review. `Err`: why, for
+    /// the editor. A policy changed since the request (its rules renumbered, say) also
+    /// refuses an edit, which is the safe way to be wrong.
+    pub fn check_edit(
+        &self,
+        asked: &Classified<'_>,
+        edited: &serde_json::Value,
+    ) -> Result<(), String> {
+        let call = Call {
+            tool: asked.tool,
+            server: asked.server,
+            params: edited,
+            annotations: asked.annotations,
+        };
+        let class = self.classify_call(&call, Some(asked.tier));
+        if class.action == TierAction::Deny {
+            return Err(format!(
+                "The policy denies this call with these parameters (risk tier {} by {}), so it \
+                 cannot be approved. Edit it differently, or deny the request.",
+                class.tier, class.why
+            ));
+        }
+        let stricter = class.tier > asked.tier
+            || class.route.required_approvals.max(1) > asked.required_approvals;
+        if class.rule != asked.rule || stricter {
+            let first = match asked.rule.and_then(|i| self.rules.get(i).map(|r| (i, r))) {
+                Some((index, rule)) => rule.describe(index),
+                None => "no rule matched".to_owned(),
+            };
+            return Err(format!(
+                "With these parameters the call is classified by {} (risk tier {}, {} approvals), \
+                 not as this request was ({first}, risk tier {}, {} approvals): it needs a \
+                 request of its own. Edit it differently, or deny this one.",
+                class.why,
+                class.tier,
+                class.route.required_approvals.max(1),
+                asked.tier,
+                asked.required_approvals
+            ));
+        }
+        Ok(())
+    }
+}

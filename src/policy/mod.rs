@@ -58,7 +58,7 @@ use globset::GlobSet;
 use crate::ids::{Approver, ChannelId};
 
 pub use check::{SampleCall, check_report, sample_calls};
-pub use classify::Denied;
+pub use classify::{Classified, Denied};
 use condition::Condition;
 pub use error::PolicyError;
 pub use route::MAX_DURATION;

@@ -305,6 +305,114 @@ async fn edit_and_approve_validates_the_json_and_runs_only_the_edited_parameters
     );
 }
 
+/// A policy whose rules an edit could cross: a denied bulk send, prod deploys that
+/// need two named approvers, other deploys, and purges classified by the tool's
+/// annotations.
+const EDIT_POLICY: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+expires_after = "1h"
+
+[tiers]
+high = "deny"
+
+[[rules]]
+tools = ["send_email"]
+when = "size(params.recipients) > 100"
+tier = "high"
+
+[[rules]]
+tools = ["deploy_*"]
+when = "params.environment == 'prod'"
+tier = "medium"
+required_approvals = 2
+approvers = ["U0ALICE", "U0BOB"]
+
+[[rules]]
+tools = ["deploy_*"]
+tier = "medium"
+
+[[rules]]
+tools = ["purge_*"]
+when = "annotations.destructiveHint == true"
+tier = "medium"
+channel = "C0PURGES"
+"#;
+
+/// An Edit & approve is classified again: parameters the policy denies, or that another
+/// rule (other approvers, more approvals) takes, are refused in the modal and change
+/// nothing; an edit the request's own rule still takes, annotations and all, counts.
+#[tokio::test]
+async fn an_edit_must_stay_within_the_rule_the_request_was_classified_by() {
+    let app = spawn_policy(common::sqlite(), EDIT_POLICY).await;
+    let app = &app;
+    let ask = |body: Value| {
+        let request = app
+            .http
+            .post(app.url("/v1/approvals"))
+            .bearer_auth(&app.token)
+            .json(&body);
+        async move {
+            let created: Value = request.send().await.unwrap().json().await.unwrap();
+            let id = created["approval_id"].as_str().unwrap().parse().unwrap();
+            app.store.get(id).await.unwrap().unwrap()
+        }
+    };
+    let email =
+        ask(json!({"tool_name": "send_email", "parameters": {"recipients": ["a@x.com"]}})).await;
+    let deploy = ask(json!({"tool_name": "deploy_api",
+                            "parameters": {"service": "api", "environment": "staging"}}))
+    .await;
+    let purge = ask(
+        json!({"tool_name": "purge_cache", "parameters": {"region": "eu"},
+                           "server": "ops", "annotations": {"destructiveHint": true}}),
+    )
+    .await;
+    // One post a second per channel: the second in #C0APPROVALS a second later.
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+
+    let bulk: Vec<String> = (0..101).map(|n| format!("u{n}@x.com")).collect();
+    let bulk = json!({"recipients": bulk}).to_string();
+    let prod = r#"{"service": "api", "environment": "prod"}"#;
+    for (approval, edited, expected) in [
+        (&email, bulk.as_str(), "The policy denies this call"),
+        (&deploy, prod, "classified by rules[1]"),
+    ] {
+        let (status, body) = app
+            .submit(approval, "U0CAROL", "edit_approve", edited)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["response_action"], "errors", "{body}");
+        let why = answer["errors"]["parameters"].as_str().unwrap();
+        assert!(why.contains(expected), "{why}");
+        let after = app.approval(approval).await;
+        assert_eq!(
+            (after.status, &after.parameters, after.version),
+            (Status::Pending, &approval.parameters, approval.version),
+            "nothing changed: {why}"
+        );
+    }
+
+    for (approval, edited) in [
+        (&deploy, r#"{"service": "web", "environment": "staging"}"#),
+        (&purge, r#"{"region": "us"}"#),
+    ] {
+        let (status, body) = app
+            .submit(approval, "U0CAROL", "edit_approve", edited)
+            .await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, ""), "{edited}");
+        let after = app.approval(approval).await;
+        assert_eq!(after.status, Status::Approved, "{edited}");
+        assert_eq!(
+            after.parameters,
+            serde_json::from_str::<Value>(edited).unwrap()
+        );
+    }
+}
+
 /// Bob's Edit & approve lands while the message still shows the parameters as
 /// requested: Alice's Approve on it is for parameters that no longer run, so it is
 /// refused until the message shows the edited ones.

@@ -52,7 +52,10 @@ pub fn open(
         executed_at: None,
         idempotency_key: request.idempotency_key,
         callback_url: request.callback_url,
-        routing: routing_of(class),
+        routing: Routing {
+            annotations: annotations.clone(),
+            ..routing_of(class)
+        },
         version: 0,
     };
     let mut happened = vec![Happening::new(
@@ -90,6 +93,7 @@ fn routing_of(class: &Classification) -> Routing {
         batch_window_ms: route
             .batch_window
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        annotations: None,
     }
 }
 

@@ -24,6 +24,7 @@ use crate::http::AppState;
 use crate::http::api::ApiError;
 use crate::ids::UserId;
 use crate::jobs::MessageKey;
+use crate::policy::Classified;
 use crate::slack::app::SlackApp;
 use crate::slack::batch::{ACTION_APPROVE_ALL, ACTION_DENY_ALL, DENY_ALL_CALLBACK};
 use crate::slack::blocks::{self, ACTION_APPROVE, ACTION_DENY, ACTION_EDIT};
@@ -285,6 +286,11 @@ async fn view_submission(
         Ok(by) => by,
         Err(message) => return refuse(&message),
     };
+    if let Draft::Edit { parameters } = &draft
+        && let Err(why) = state.policy.check_edit(&classified(&approval), parameters)
+    {
+        return refuse(&why);
+    }
     let event = match draft {
         Draft::Deny { reason } => Event::Vote {
             by,
@@ -303,6 +309,18 @@ async fn view_submission(
         Ok(_) => Ok(None),
         Err(StoreError::Rejected { rejection, .. }) => refuse(&refusal_text(&rejection, &approval)),
         Err(error) => Err(ApiError::from(error).into()),
+    }
+}
+
+/// How `approval`'s request was classified: what an edit must stay within.
+fn classified(approval: &Approval) -> Classified<'_> {
+    Classified {
+        tool: &approval.tool_name,
+        server: approval.server.as_deref(),
+        annotations: approval.routing.annotations.as_ref(),
+        tier: approval.risk_tier,
+        rule: approval.routing.rule,
+        required_approvals: approval.required_approvals,
     }
 }
 
