@@ -253,6 +253,16 @@ impl Approval {
         self.votes.iter().any(|vote| vote.user == user)
     }
 
+    /// Whether `user` is the requester, who never decides their own request: the
+    /// `requested_by` the caller gave (spaces around it and letter case aside), or the
+    /// name of the API token that asked, which DESIGN makes the requester's identity
+    /// (a token named after a person's Slack user id is that person asking).
+    pub fn is_requester(&self, user: &str) -> bool {
+        let named =
+            |who: Option<&str>| who.is_some_and(|who| who.trim().eq_ignore_ascii_case(user));
+        named(self.requested_by.as_deref()) || named(self.token_name.as_deref())
+    }
+
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         now >= self.expires_at
     }

@@ -120,9 +120,7 @@ impl Deliverer<'_> {
                 }
             }
         }
-        people.retain(|user| {
-            !approval.has_voted(user) && approval.requested_by.as_deref() != Some(user.as_str())
-        });
+        people.retain(|user| !approval.has_voted(user) && !approval.is_requester(user));
         Ok(people)
     }
 

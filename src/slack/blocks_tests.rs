@@ -99,7 +99,7 @@ fn a_pending_message_has_header_fields_fallback_and_short_id() {
         .map(|f| f["text"].as_str().unwrap())
         .collect();
     assert_eq!(fields[0], "*Risk*\n:large_yellow_circle: medium");
-    assert_eq!(fields[1], "Requested by\nagent-session-42");
+    assert_eq!(fields[1], "Requested by\nagent-session-42 (token ci-bot)");
     assert_eq!(
         fields[2],
         "*Expires*\n<!date^1714572300^{date_short_pretty} {time}|2024-05-01 14:05 UTC> (in 2h 5m)"

@@ -238,12 +238,22 @@ pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 /// Who asked, as plain text (for [`plain`]): the `requested_by` the caller gave (never a
-/// mention: the caller chose it), else the API token's name.
+/// mention: the caller chose it) with the API token's name beside it, which the
+/// caller cannot choose (so a request cannot pass itself off as someone else's); the
+/// token's name alone when that is all there is, or what `requested_by` says.
 pub fn requester(a: &Approval) -> String {
-    match (a.requested_by.as_deref(), a.token_name.as_deref()) {
-        (Some(who), _) if !who.trim().is_empty() => fit_plain(who.trim(), 80),
-        (_, Some(token)) => format!("token {}", fit_plain(token, 80)),
-        _ => "unknown".to_string(),
+    let who = a
+        .requested_by
+        .as_deref()
+        .map(str::trim)
+        .filter(|who| !who.is_empty());
+    match (who, a.token_name.as_deref()) {
+        (Some(who), Some(token)) if who != token => {
+            format!("{} (token {})", fit_plain(who, 80), fit_plain(token, 80))
+        }
+        (Some(who), _) => fit_plain(who, 80),
+        (None, Some(token)) => format!("token {}", fit_plain(token, 80)),
+        (None, None) => "unknown".to_string(),
     }
 }
 

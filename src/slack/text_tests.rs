@@ -132,9 +132,19 @@ fn slack_dates_carry_a_utc_fallback() {
 #[test]
 fn the_requester_falls_back_to_the_token_name_and_is_never_a_mention() {
     let mut a = approval();
-    assert_eq!(requester(&a), "agent-session-42");
+    assert_eq!(
+        requester(&a),
+        "agent-session-42 (token ci-bot)",
+        "what the caller says, and the token it cannot choose"
+    );
     a.requested_by = Some("U0BOB".into());
-    assert_eq!(requester(&a), "U0BOB", "the caller chose it: no ping");
+    assert_eq!(
+        requester(&a),
+        "U0BOB (token ci-bot)",
+        "the caller chose it: no ping"
+    );
+    a.requested_by = Some("ci-bot".into());
+    assert_eq!(requester(&a), "ci-bot");
     a.requested_by = None;
     assert_eq!(requester(&a), "token ci-bot");
     a.token_name = None;

@@ -126,6 +126,52 @@ async fn refused_clicks_get_an_ephemeral_reason_and_change_nothing() {
     assert!(app.slack.calls_to("views.open").is_empty());
 }
 
+/// The requester is whoever the token names as well as whatever `requested_by` says:
+/// a token named after Alice's user id is Alice asking, whatever name the agent gives,
+/// and `requested_by` is compared without the spaces or letter case a caller adds.
+#[tokio::test]
+async fn the_token_that_asked_is_the_requester_too_and_cannot_approve() {
+    let app = &spawn_app().await;
+    let alices = crate::common::app::new_token(&app.store, &app.clock, "U0ALICE").await;
+    let ask = |token: &str, requested_by: &str, environment: &str| {
+        let request = app
+            .http
+            .post(app.url("/v1/approvals"))
+            .bearer_auth(token)
+            .json(&json!({
+            "tool_name": "deploy_api", "requested_by": requested_by,
+            "parameters": {"service": "api", "environment": environment}}));
+        async move {
+            let created: Value = request.send().await.unwrap().json().await.unwrap();
+            let id = created["approval_id"].as_str().unwrap().parse().unwrap();
+            app.store.get(id).await.unwrap().unwrap()
+        }
+    };
+    let by_alice = ask(&alices, "claude-code", "staging").await;
+    let for_bob = ask(&app.token, " u0bob ", "qa").await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+
+    app.click(&by_alice, "U0ALICE", "approve").await;
+    app.click(&for_bob, "U0BOB", "approve").await;
+    for user in ["U0ALICE", "U0BOB"] {
+        let replies = app.ephemerals_to(user, 1).await;
+        assert!(replies[0].contains("someone else"), "{user}: {replies:?}");
+    }
+    for approval in [&by_alice, &for_bob] {
+        assert!(app.approval(approval).await.votes.is_empty());
+    }
+    let posted = app.slack.calls_to("chat.postMessage");
+    assert!(
+        posted.iter().any(|call| call
+            .body
+            .to_string()
+            .contains("claude-code (token U0ALICE)")),
+        "the message names the token beside what the agent says"
+    );
+}
+
 #[tokio::test]
 async fn clicks_after_a_decision_or_expiry_or_on_unknown_ids_are_refused() {
     let app = spawn_app().await;

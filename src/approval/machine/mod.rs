@@ -251,7 +251,7 @@ pub fn check_can_decide(
     if approval.is_expired_at(now) {
         return Err(Rejection::Expired);
     }
-    if approval.requested_by.as_deref() == Some(by.user.as_str()) {
+    if approval.is_requester(by.user.as_str()) {
         return Err(Rejection::RequesterCannotVote);
     }
     if !by.approver {
