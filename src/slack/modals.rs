@@ -107,9 +107,25 @@ pub fn edit_modal(a: &Approval, clicked: &MessageKey) -> Value {
 }
 
 /// What a modal carries back to its submission: the approval and the message whose
-/// button opened it, so that the submission is checked against that message again.
+/// button opened it, so that the submission is checked against that message again,
+/// and the fingerprint of the parameters the modal showed
+/// ([`crate::approval::parameters_fingerprint`]), so that an edit started from
+/// parameters someone else has edited since is refused ([`modal_shown`]).
 fn modal_metadata(a: &Approval, clicked: &MessageKey) -> String {
-    json!({ "approval_id": a.id, "channel": clicked.channel, "ts": clicked.ts }).to_string()
+    json!({
+        "approval_id": a.id,
+        "channel": clicked.channel,
+        "ts": clicked.ts,
+        "shown": crate::approval::parameters_fingerprint(&a.parameters),
+    })
+    .to_string()
+}
+
+/// The fingerprint of the parameters a submitted modal showed (see
+/// [`modal_metadata`]); `None` for a modal from before it carried one.
+pub fn modal_shown(private_metadata: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(private_metadata).ok()?;
+    value["shown"].as_str().map(str::to_owned)
 }
 
 /// The approval and the clicked message a submitted modal names (see

@@ -155,6 +155,7 @@ async fn an_edited_approval_is_spent_with_the_edited_parameters(db: TestDb) {
     let edit = Event::EditApprove {
         by: Decider::approver("U1"),
         parameters: json!({"amount": 90, "to": "acct-1"}),
+        parameters_shown: None,
     };
     app.store
         .apply(id.parse().unwrap(), edit, app.clock.now())

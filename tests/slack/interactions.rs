@@ -240,10 +240,12 @@ async fn deny_opens_a_reason_modal_and_the_submission_denies() {
     let metadata: Value =
         serde_json::from_str(opened[0].body["view"]["private_metadata"].as_str().unwrap()).unwrap();
     let main = app.message(&approval, "main").await;
+    let shown = signoff::approval::parameters_fingerprint(&approval.parameters);
     assert_eq!(
         metadata,
-        json!({"approval_id": approval.id, "channel": main.channel, "ts": main.ts}),
-        "the modal remembers the message it was opened from"
+        json!({"approval_id": approval.id, "channel": main.channel, "ts": main.ts,
+               "shown": shown}),
+        "the modal remembers the message it was opened from, and the parameters it showed"
     );
     assert_eq!(
         app.approval(&approval).await.status,
@@ -457,6 +459,39 @@ async fn an_edit_must_stay_within_the_rule_the_request_was_classified_by() {
             serde_json::from_str::<Value>(edited).unwrap()
         );
     }
+}
+
+/// Bob opens Edit & approve, Alice's edit lands first, then Bob submits: his form
+/// started from the parameters Alice replaced, so it would undo her edit unseen. It is
+/// refused in the modal; her edit stands.
+#[tokio::test]
+async fn an_edit_from_a_form_opened_before_another_edit_is_refused() {
+    let app = spawn_app().await;
+    let deploy = app.posted_deploy("staging").await;
+    app.click(&deploy, "U0BOB", "edit").await;
+    let opened = app.slack.wait_for("views.open", 1).await;
+    let bobs_form = opened[0].body["view"]["private_metadata"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let alices = r#"{"service": "api", "environment": "qa"}"#;
+    let (status, body) = app.submit(&deploy, "U0ALICE", "edit_approve", alices).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+
+    let bobs = r#"{"service": "web", "environment": "staging"}"#;
+    let submitted = view_submission("U0BOB", "edit_approve", &bobs_form, "parameters", bobs);
+    let (status, body) = app.interact(&submitted).await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let why = answer["errors"]["parameters"].as_str().unwrap_or_default();
+    assert!(why.starts_with("Someone edited the parameters"), "{body}");
+    let after = app.approval(&deploy).await;
+    assert_eq!(
+        after.parameters,
+        serde_json::from_str::<Value>(alices).unwrap()
+    );
+    assert_eq!(after.votes.len(), 1, "Alice's approval of her edit stands");
 }
 
 /// Bob's Edit & approve lands while the message still shows the parameters as

@@ -103,6 +103,7 @@ async fn an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them(db
         Event::EditApprove {
             by: signoff::approval::Decider::approver("U3"),
             parameters: json!({"x": 2}),
+            parameters_shown: None,
         },
         Event::Vote {
             by: signoff::approval::Decider::approver("U1"),

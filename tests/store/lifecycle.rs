@@ -508,6 +508,7 @@ async fn an_edit_replaces_parameters_and_resets_approvals(db: TestDb) {
     let edit = Event::EditApprove {
         by: signoff::approval::Decider::approver("U2"),
         parameters: json!({"to": ["a"]}),
+        parameters_shown: None,
     };
     let edited = store.apply(approval.id, edit, clock.now()).await.unwrap();
     assert_eq!(edited.status, Status::Pending);

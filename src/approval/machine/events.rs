@@ -29,8 +29,13 @@ pub fn apply(
             let shown = parameters_shown.as_deref();
             vote(&mut next, approval, by, (*decision, reason), shown, now)?
         }
-        Event::EditApprove { by, parameters } => {
-            edit_approve(&mut next, approval, by, parameters, now)?
+        Event::EditApprove {
+            by,
+            parameters,
+            parameters_shown,
+        } => {
+            let shown = parameters_shown.as_deref();
+            edit_approve(&mut next, approval, by, parameters, shown, now)?
         }
         Event::Execute {
             parameters,
@@ -92,17 +97,31 @@ fn vote(
 }
 
 /// An edit changes what would run, so approvals given for the old parameters no
-/// longer count; the editor's own approval counts for the new ones.
+/// longer count; the editor's own approval counts for the new ones. An edit started
+/// from parameters another edit has replaced since is refused (it would silently undo
+/// that edit), and one that changes nothing is the editor's approve, one per person,
+/// so that submitting the form unchanged cannot withdraw everyone else's approvals.
 fn edit_approve(
     next: &mut Approval,
     approval: &Approval,
     by: &Decider,
     parameters: &Value,
+    parameters_shown: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Happening>, Rejection> {
     check_can_decide(approval, by, now)?;
     if !parameters.is_object() {
         return Err(Rejection::ParametersNotObject);
+    }
+    // As for a vote: only an edited approval can differ from what was shown.
+    if approval.original_parameters.is_some()
+        && parameters_shown
+            .is_some_and(|shown| shown != parameters_fingerprint(&approval.parameters))
+    {
+        return Err(Rejection::EditedSinceShown);
+    }
+    if crate::canonical::same_value(parameters, &approval.parameters) {
+        return vote(next, approval, by, (Decision::Approve, &None), None, now);
     }
     next.votes.retain(|vote| vote.decision != Decision::Approve);
     next.votes.push(Vote {

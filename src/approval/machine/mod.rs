@@ -50,7 +50,14 @@ pub enum Event {
         parameters_shown: Option<String>,
     },
     /// "Edit & approve": new parameters, and the editor's approval of them.
-    EditApprove { by: Decider, parameters: Value },
+    EditApprove {
+        by: Decider,
+        parameters: Value,
+        /// The [`crate::approval::parameters_fingerprint`] of the parameters the edit
+        /// started from (the modal showed): refused when someone else's edit has
+        /// replaced them since. `None`: not known (nothing to compare).
+        parameters_shown: Option<String>,
+    },
     /// The requester runs the action; `parameters` must equal the approved ones, and
     /// `tool_name`, when given, the approved tool.
     Execute {

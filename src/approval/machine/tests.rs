@@ -222,6 +222,7 @@ fn only_an_approver_decides_whatever_the_event() {
         Event::EditApprove {
             by: outsider,
             parameters: json!({"customer_ids": []}),
+            parameters_shown: None,
         },
     ];
     for event in events {
@@ -295,6 +296,7 @@ fn edit_resets_approvals_and_counts_as_the_editors() {
     let edit = Event::EditApprove {
         by: crate::approval::Decider::approver("U2"),
         parameters: json!({"customer_ids": ["c1"]}),
+        parameters_shown: None,
     };
     let t = apply(&one, &edit, later(2)).unwrap();
     assert_eq!(
@@ -320,6 +322,7 @@ fn an_approve_clicked_on_a_message_showing_parameters_an_edit_replaced_is_refuse
     let edit = Event::EditApprove {
         by: crate::approval::Decider::approver("U2"),
         parameters: json!({"customer_ids": ["c1", "c2", "c3"]}),
+        parameters_shown: None,
     };
     let edited = apply(&a, &edit, later(1)).unwrap().next;
     let on_a_message_showing = |shown: &str, decision| Event::Vote {
@@ -358,11 +361,56 @@ fn an_approve_clicked_on_a_message_showing_parameters_an_edit_replaced_is_refuse
     assert_eq!(unedited.unwrap().next.votes.len(), 1);
 }
 
+/// An edit from a form opened before another edit would undo that edit unseen: it is
+/// refused. An edit that changes nothing is the editor's approve, once: it withdraws
+/// nobody's approval.
+#[test]
+fn an_edit_from_a_stale_form_is_refused_and_an_unchanged_one_is_an_approve() {
+    let a = pending(3);
+    let requested = crate::approval::parameters_fingerprint(&a.parameters);
+    let edit = |by: &str, parameters: serde_json::Value, shown: &str| Event::EditApprove {
+        by: crate::approval::Decider::approver(by),
+        parameters,
+        parameters_shown: Some(shown.to_owned()),
+    };
+    let approved = apply(&a, &vote("U1", Decision::Approve), later(1))
+        .unwrap()
+        .next;
+    let unchanged = edit("U2", a.parameters.clone(), &requested);
+    let t = apply(&approved, &unchanged, later(2)).unwrap();
+    assert_eq!(
+        t.next.votes.len(),
+        2,
+        "U1's approval stands: {:?}",
+        t.next.votes
+    );
+    assert_eq!(t.next.original_parameters, None, "nothing was edited");
+    assert!(t.happened.iter().all(|h| h.kind != AuditKind::Edited));
+    assert_eq!(
+        apply(&t.next, &unchanged, later(3)),
+        Err(Rejection::AlreadyVoted),
+        "one approve per person, by a click or an unchanged edit"
+    );
+
+    let bobs = edit("U2", json!({"customer_ids": ["c1"]}), &requested);
+    let edited = apply(&approved, &bobs, later(2)).unwrap().next;
+    let from_the_old_form = edit("U3", json!({"customer_ids": ["c9"]}), &requested);
+    assert_eq!(
+        apply(&edited, &from_the_old_form, later(3)),
+        Err(Rejection::EditedSinceShown)
+    );
+    let current = crate::approval::parameters_fingerprint(&edited.parameters);
+    let from_the_new_form = edit("U3", json!({"customer_ids": ["c9"]}), &current);
+    let t = apply(&edited, &from_the_new_form, later(3)).unwrap();
+    assert_eq!(t.next.parameters, json!({"customer_ids": ["c9"]}));
+}
+
 #[test]
 fn edit_must_be_an_object() {
     let edit = Event::EditApprove {
         by: crate::approval::Decider::approver("U2"),
         parameters: json!(["not", "an", "object"]),
+        parameters_shown: None,
     };
     assert_eq!(
         apply(&pending(1), &edit, later(1)),
@@ -551,7 +599,8 @@ fn arb_event() -> impl Strategy<Value = Event> {
         )),
         (user, params.clone()).prop_map(|(u, p)| Event::EditApprove {
             by: crate::approval::Decider::approver(u),
-            parameters: p
+            parameters: p,
+            parameters_shown: None,
         }),
         (params, caller.clone()).prop_map(|(p, c)| Event::Execute {
             parameters: p,

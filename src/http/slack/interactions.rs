@@ -19,7 +19,7 @@ use super::{
     verified,
 };
 use crate::approval::machine::check_can_decide;
-use crate::approval::{Approval, ApprovalId, Decider, Decision, Event};
+use crate::approval::{Approval, ApprovalId, Decider, Decision, Event, Rejection};
 use crate::http::AppState;
 use crate::http::api::ApiError;
 use crate::ids::UserId;
@@ -298,7 +298,13 @@ async fn view_submission(
             reason,
             parameters_shown: None,
         },
-        Draft::Edit { parameters } => Event::EditApprove { by, parameters },
+        Draft::Edit { parameters } => Event::EditApprove {
+            by,
+            parameters,
+            parameters_shown: modals::modal_shown(
+                view["private_metadata"].as_str().unwrap_or_default(),
+            ),
+        },
     };
     match state
         .store
@@ -307,6 +313,13 @@ async fn view_submission(
     {
         // An empty answer closes the modal.
         Ok(_) => Ok(None),
+        Err(StoreError::Rejected {
+            rejection: Rejection::EditedSinceShown,
+            ..
+        }) if input == PARAMETERS_INPUT => refuse(
+            "Someone edited the parameters after this form was opened: close it and click \
+             Edit & approve again to start from their edit.",
+        ),
         Err(StoreError::Rejected { rejection, .. }) => refuse(&refusal_text(&rejection, &approval)),
         Err(error) => Err(ApiError::from(error).into()),
     }
