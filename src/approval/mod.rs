@@ -263,6 +263,24 @@ impl Approval {
         named(self.requested_by.as_deref()) || named(self.token_name.as_deref())
     }
 
+    /// Whether the request has been escalated by `now`: its policy escalates it (after
+    /// `escalate_after`, to `escalation_channel`) and it was still waiting then.
+    pub fn escalated_by(&self, now: DateTime<Utc>) -> bool {
+        let routing = &self.routing;
+        let Some(secs) = routing
+            .escalate_after_secs
+            .filter(|_| routing.escalation_channel.is_some())
+        else {
+            return false;
+        };
+        let due = crate::jobs::after_secs(self.created_at, secs);
+        let waited_until = self
+            .decision_at
+            .unwrap_or(self.expires_at)
+            .min(self.expires_at);
+        due <= now && due < waited_until
+    }
+
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         now >= self.expires_at
     }

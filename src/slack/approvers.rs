@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use super::client::{SlackClient, SlackError};
@@ -113,23 +114,25 @@ impl Approvers {
 
     /// Whether `user`, typing `/approvals` in `channel`, may see `approval`: its listed
     /// approvers (user groups expanded, known by `by`) anywhere, and anyone in a
-    /// channel it is posted to (its channel and escalation channel). Everyone else is
-    /// told it does not exist, exactly as for an unknown id. Fails closed when a group
-    /// cannot be read in time.
+    /// channel it is posted to (its channel, and its escalation channel once it was
+    /// escalated there by `now`). Everyone else is told it does not exist, exactly as
+    /// for an unknown id. Fails closed when a group cannot be read in time.
     pub async fn may_see(
         &self,
         approval: &Approval,
         user: &UserId,
         channel: Option<&str>,
-        by: tokio::time::Instant,
+        (now, by): (DateTime<Utc>, tokio::time::Instant),
     ) -> bool {
         let routing = &approval.routing;
+        let escalated = || approval.escalated_by(now);
         let posted_here = channel.is_some_and(|channel| {
             routing.channel.as_ref().is_some_and(|c| c == channel)
-                || routing
+                || (routing
                     .escalation_channel
                     .as_ref()
                     .is_some_and(|c| c == channel)
+                    && escalated())
         });
         posted_here
             || self

@@ -296,6 +296,42 @@ async fn deny_all_denies_every_waiting_item_with_one_reason(db: TestDb) {
     );
 }
 
+/// A Deny all that could not deny every item (here one Bob asked for himself) denies
+/// the others and tells Bob which it left, in the message's channel: a submission
+/// names no channel of its own.
+async fn a_deny_all_that_leaves_an_item_says_which_where_the_message_is(db: TestDb) {
+    let app = spawn_policy(db, POLICY).await;
+    let mut batch = emails(&app, 2).await;
+    let bobs: Value = app
+        .http
+        .post(app.url("/v1/approvals"))
+        .bearer_auth(&app.token)
+        .json(&json!({"tool_name": "send_email", "requested_by": "U0BOB",
+                      "parameters": {"to": "bob@example.com", "body": "hi"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    batch.push(bobs["approval_id"].as_str().unwrap().parse().unwrap());
+    post_all(&app).await;
+    let message = batch_of(&app, batch[0]);
+    click(&app, batch[0], "U0BOB", "deny_all", &message).await;
+    let opened = app.slack.wait_for("views.open", 1).await;
+    let submit = deny_all_submission("U0BOB", &opened[0].body["view"], "not now");
+    let (status_code, body) = app.interact(&submit).await;
+    assert_eq!((status_code, body.as_str()), (StatusCode::OK, ""));
+    for id in &batch[..2] {
+        assert_eq!(status(&app, *id).await, Status::Denied);
+    }
+    assert_eq!(status(&app, batch[2]).await, Status::Pending, "his own");
+    let told = app.ephemerals_to("U0BOB", 1).await;
+    assert!(told[0].contains("someone else"), "{told:?}");
+    let sent = app.slack.calls_to("chat.postEphemeral");
+    assert_eq!(sent[0].body["channel"], message.channel);
+}
+
 /// A Deny all modal's submission, with `reason`, from `view` as opened.
 fn deny_all_submission(user: &str, view: &Value, reason: &str) -> Value {
     let field = |name: &str| view[name].as_str().expect("the opened modal's field");
@@ -507,6 +543,7 @@ crate::on_both_backends!(
     look_alike_requests_in_the_window_are_posted_as_one_message,
     items_are_decided_alone_or_all_at_once_and_each_runs_once,
     deny_all_denies_every_waiting_item_with_one_reason,
+    a_deny_all_that_leaves_an_item_says_which_where_the_message_is,
     bulk_clicks_that_may_not_decide_change_nothing,
     the_eleventh_look_alike_starts_a_new_batch,
     a_lost_batch_post_is_found_and_recorded_for_every_item,

@@ -113,6 +113,36 @@ async fn a_click_on_a_reminder_dm_counts() {
     assert_eq!(app.approval(&approval).await.votes.len(), 1);
 }
 
+/// The escalation channel sees a request once it was escalated there, not before, and
+/// never one decided before its escalation.
+#[tokio::test]
+async fn the_escalation_channel_sees_a_request_only_once_it_is_escalated() {
+    let app = &spawn_app().await;
+    let waiting = app.request("escalate_db", json!({"db": "prod"})).await;
+    let decided = app.request("escalate_cache", json!({"cache": "eu"})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    let seen = |approval: &signoff::approval::Approval| {
+        let text = format!("status {}", approval.id.short());
+        async move {
+            let (_, reply) = app.command_in("C0MANAGERS", "U0MALLORY", &text).await;
+            !reply.to_string().contains("No approval matches")
+        }
+    };
+    assert!(!seen(&waiting).await, "not escalated yet");
+    app.click(&decided, "U0ALICE", "approve").await;
+    assert_eq!(app.approval(&decided).await.status, Status::Approved);
+
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    app.run_jobs().await;
+    assert!(seen(&waiting).await, "escalated to C0MANAGERS");
+    assert!(
+        !seen(&decided).await,
+        "decided before its escalation: never there"
+    );
+}
+
 #[tokio::test]
 async fn approvals_status_shows_an_approval_only_to_its_deciders_and_in_its_channels() {
     let app = spawn_app().await;

@@ -106,6 +106,12 @@ pub(super) async fn deny_all_submitted(
     else {
         return refuse("This form is out of date: open the requests' message and click again.");
     };
+    // A submission names no channel: what is left undenied is said where the
+    // requests' message is.
+    let actor = &Actor {
+        user: actor.user.clone(),
+        channel: Some(key.channel.clone()),
+    };
     // Checked against what signoff recorded: a modal carries no message metadata.
     let clicked = Clicked {
         key,

@@ -99,7 +99,12 @@ async fn status_of(
     for approval in state.store.get_many(&ids).await? {
         if slack
             .approvers
-            .may_see(&approval, viewer.user, viewer.channel, viewer.by)
+            .may_see(
+                &approval,
+                viewer.user,
+                viewer.channel,
+                (state.clock.now(), viewer.by),
+            )
             .await
         {
             visible.push(approval);
@@ -126,7 +131,12 @@ async fn pending_for(
         if approval.has_voted(viewer.user.as_str())
             || !slack
                 .approvers
-                .may_see(&approval, viewer.user, viewer.channel, viewer.by)
+                .may_see(
+                    &approval,
+                    viewer.user,
+                    viewer.channel,
+                    (state.clock.now(), viewer.by),
+                )
                 .await
         {
             continue;
