@@ -269,6 +269,12 @@ async fn bad_arguments_are_refused_as_the_api_refuses_them_and_create_nothing() 
             json!({"approval_id": uuid(), "parameters": {}}),
             "not_found",
         ),
+        (
+            // A misspelt tool_name would otherwise skip the tool check.
+            "execute_approved",
+            json!({"approval_id": uuid(), "parameters": {}, "tool": "drop_users"}),
+            "unprocessable",
+        ),
         ("no_such_tool", json!({}), "not_found"),
     ] {
         let result = call(&client, tool, args.clone()).await;

@@ -83,7 +83,11 @@ impl Tools {
             EXECUTE => {
                 let args: ExecuteArgs = arguments(args)?;
                 let id = args.id()?;
-                let approval = approvals::run(state, caller, id, args.execute).await?;
+                let execute = ExecuteRequest {
+                    parameters: args.parameters,
+                    tool_name: args.tool_name,
+                };
+                let approval = approvals::run(state, caller, id, execute).await?;
                 Ok(answer(
                     texts::executed(&approval),
                     &ExecutedView::new(&approval),
@@ -166,11 +170,15 @@ struct CheckArgs {
     wait: Option<f64>,
 }
 
+/// `execute_approved`'s arguments: the execute request's fields beside the id, spelt
+/// out (a flattened struct would take unknown fields, and a misspelt `tool_name`
+/// would silently skip the tool check).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExecuteArgs {
     approval_id: String,
-    #[serde(flatten)]
-    execute: ExecuteRequest,
+    parameters: Value,
+    tool_name: Option<String>,
 }
 
 impl CheckArgs {
