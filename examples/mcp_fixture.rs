@@ -1,10 +1,11 @@
 //! An MCP server on stdio for the proxy's tests and bench, written with `rmcp`: tools
 //! that echo, run slowly with progress, fail, crash the process, ask the client's model
 //! (sampling), ask the user (elicitation), read the client's roots, log, change the
-//! tool list and tell that a resource changed (`touch`); one resource (subscribable)
-//! and one prompt. Every tool call, and every resource (un)subscription, is appended
-//! to the file `FIXTURE_LOG` names (one JSON line each), so a test can tell what ran
-//! and how often. With `--http` it serves streamable HTTP instead.
+//! tool list, tell that a resource changed (`touch`) and write lots of stderr
+//! (`shout`); one resource (subscribable) and one prompt. Every tool call, and every
+//! resource (un)subscription, is appended to the file `FIXTURE_LOG` names (one JSON
+//! line each), so a test can tell what ran and how often. With `--http` it serves
+//! streamable HTTP instead.
 // Sampling and logging are deprecated by SEP-2577; the fixture still exercises them.
 #![allow(deprecated)]
 
@@ -216,6 +217,7 @@ impl ServerHandler for Fixture {
             tool("chatty", None),
             tool("add_tool", None),
             tool("touch", None),
+            tool("shout", None),
         ];
         if self.extra_tool.load(Ordering::SeqCst) {
             tools.push(tool("extra", None));
@@ -273,6 +275,16 @@ impl ServerHandler for Fixture {
                 .unwrap();
                 let _ = context.peer.notify_logging_message(log).await;
                 text("logged")
+            }
+            // `kib` lines of 1 KiB each on stderr.
+            "shout" => {
+                let kib = arguments["kib"].as_u64().unwrap_or(1);
+                let line = format!("{}\n", "!".repeat(1023));
+                let mut stderr = std::io::stderr().lock();
+                for _ in 0..kib {
+                    stderr.write_all(line.as_bytes()).unwrap();
+                }
+                text(format!("wrote {kib} KiB to stderr"))
             }
             "add_tool" => {
                 self.extra_tool.store(true, Ordering::SeqCst);

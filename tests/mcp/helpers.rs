@@ -34,7 +34,7 @@ high = "deny"
 
 [[rules]]
 tools = ["echo", "slow", "fail", "crash", "ask_model", "ask_user", "roots", "chatty", "add_tool",
-         "extra", "read_graph", "touch"]
+         "extra", "read_graph", "touch", "shout"]
 tier = "low"
 
 [[rules]]

@@ -176,9 +176,13 @@ async fn not_connected(
 /// Says on stderr that the upstream is gone: how a child ended (stopped, if it
 /// closed its stdout and still runs) and its last stderr lines.
 async fn report_exit(child: Option<Child>) {
+    let stderr = crate::logging::lossy::stderr();
     match child {
-        Some(child) => eprintln!("signoff proxy: the MCP server {}", child.obituary().await),
-        None => eprintln!("signoff proxy: the MCP server closed the connection"),
+        Some(child) => stderr.line(&format!(
+            "signoff proxy: the MCP server {}",
+            child.obituary().await
+        )),
+        None => stderr.line("signoff proxy: the MCP server closed the connection"),
     }
 }
 
@@ -196,7 +200,8 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     let (upstream, child) = tokio::select! {
         connected = connect(&options, relay.clone()) => connected?,
         () = &mut stop_signal => {
-            eprintln!("signoff proxy: stopped before the MCP server answered its handshake");
+            crate::logging::lossy::stderr()
+                .line("signoff proxy: stopped before the MCP server answered its handshake");
             return Ok(ExitCode::SUCCESS);
         }
     };
