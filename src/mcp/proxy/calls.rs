@@ -222,6 +222,9 @@ impl Calls {
             annotations,
             requested_by: context.client_info().map(|info| info.name),
         };
+        // The gate's last look is at `context.ct` and the client (a call cancelled while
+        // its approval was spent is refused there); from here nothing waits before the
+        // call is on its way upstream.
         let (arguments, note) = match self
             .gate
             .decide(&call, &context.ct, progress.as_ref())
