@@ -85,6 +85,16 @@ async fn the_proxy_advertises_the_upstream_and_passes_resources_prompts_progress
     assert!(tools.iter().any(|tool| tool.name == "extra"));
 }
 
+/// The upstream's tools/list_changed makes the proxy read the tool list again before
+/// it classifies the next call: a tool that turned from read-only to destructive is
+/// held for a person, not auto-approved by the annotations it had.
+#[tokio::test]
+async fn a_tool_whose_annotations_changed_is_classified_by_the_new_ones() {
+    let h = harness().await;
+    let proxy = h.proxy(&[]).await;
+    a_hardened_tool_is_held(&h, &proxy).await;
+}
+
 /// The upstream's elicitation and roots requests reach the client, and its answers go
 /// back: the tool's result carries them.
 #[tokio::test]
