@@ -1,10 +1,12 @@
 //! An MCP server on stdio for the proxy's tests and bench, written with `rmcp`: tools
 //! that echo, run slowly with progress, fail, crash the process, ask the client's model
 //! (sampling), ask the user (elicitation), read the client's roots, log, change the
-//! tool list and tell that a resource changed (`touch`); one resource (subscribable)
-//! and one prompt. Every tool call, and every resource (un)subscription, is appended
-//! to the file `FIXTURE_LOG` names (one JSON line each), so a test can tell what ran
-//! and how often. With `--http` it serves streamable HTTP instead.
+//! tool list (`add_tool`, and `harden`, which turns `flip` from read-only to
+//! destructive), tell that a resource changed (`touch`) and write lots of stderr
+//! (`shout`); one resource (subscribable) and one prompt. Every tool call, and every
+//! resource (un)subscription, is appended to the file `FIXTURE_LOG` names (one JSON
+//! line each), so a test can tell what ran and how often. With `--http` it serves
+//! streamable HTTP instead.
 // Sampling and logging are deprecated by SEP-2577; the fixture still exercises them.
 #![allow(deprecated)]
 
@@ -22,6 +24,8 @@ use serde_json::{Value, json};
 #[derive(Clone, Default)]
 struct Fixture {
     extra_tool: Arc<AtomicBool>,
+    /// `flip` is listed as destructive (at first: read-only).
+    hardened: Arc<AtomicBool>,
     /// 2026-07-28 clients' `subscriptions/listen` streams, where list changes go.
     streams: Arc<std::sync::Mutex<Vec<rmcp::service::SubscriptionSink>>>,
 }
@@ -109,6 +113,18 @@ impl Fixture {
 }
 
 impl Fixture {
+    /// Tells the client that the tool list changed.
+    async fn tools_changed(&self, context: &RequestContext<RoleServer>) {
+        // On 2026-07-28 list changes go only on the listen streams.
+        if !modern_only() {
+            let _ = context.peer.notify_tool_list_changed().await;
+        }
+        let streams = self.streams.lock().unwrap().clone();
+        for stream in streams {
+            let _ = stream.notify_tool_list_changed().await;
+        }
+    }
+
     async fn ask_user(&self, context: &RequestContext<RoleServer>) -> CallToolResult {
         let params = serde_json::from_value(json!({
             "mode": "form",
@@ -216,7 +232,15 @@ impl ServerHandler for Fixture {
             tool("chatty", None),
             tool("add_tool", None),
             tool("touch", None),
+            tool("shout", None),
+            tool("harden", None),
         ];
+        let flip = if self.hardened.load(Ordering::SeqCst) {
+            ToolAnnotations::new().destructive(true)
+        } else {
+            ToolAnnotations::new().read_only(true)
+        };
+        tools.push(tool("flip", Some(flip)));
         if self.extra_tool.load(Ordering::SeqCst) {
             tools.push(tool("extra", None));
         }
@@ -274,17 +298,25 @@ impl ServerHandler for Fixture {
                 let _ = context.peer.notify_logging_message(log).await;
                 text("logged")
             }
+            // `kib` lines of 1 KiB each on stderr.
+            "shout" => {
+                let kib = arguments["kib"].as_u64().unwrap_or(1);
+                let line = format!("{}\n", "!".repeat(1023));
+                let mut stderr = std::io::stderr().lock();
+                for _ in 0..kib {
+                    stderr.write_all(line.as_bytes()).unwrap();
+                }
+                text(format!("wrote {kib} KiB to stderr"))
+            }
             "add_tool" => {
                 self.extra_tool.store(true, Ordering::SeqCst);
-                // On 2026-07-28 list changes go only on the listen streams.
-                if !modern_only() {
-                    let _ = context.peer.notify_tool_list_changed().await;
-                }
-                let streams = self.streams.lock().unwrap().clone();
-                for stream in streams {
-                    let _ = stream.notify_tool_list_changed().await;
-                }
+                self.tools_changed(&context).await;
                 text("added")
+            }
+            "harden" => {
+                self.hardened.store(true, Ordering::SeqCst);
+                self.tools_changed(&context).await;
+                text("flip is destructive now")
             }
             "touch" => {
                 let uri = arguments["uri"].as_str().unwrap_or("fixture://note");

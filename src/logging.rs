@@ -3,9 +3,11 @@
 //! escape sequence in it is logged as `\n`, `\u{1b}`, …, so it can neither start a
 //! forged log line nor recolour the terminal (see [`OneLine`]). With
 //! `SIGNOFF_LOG_FORMAT=json`, each line is a JSON object instead ([`json`]), where JSON
-//! string escapes do the same.
+//! string escapes do the same. `signoff proxy` writes its stderr through [`lossy`],
+//! which never blocks it.
 
 mod json;
+pub mod lossy;
 
 use std::io::{self, Write};
 
@@ -45,20 +47,39 @@ impl Format {
     }
 }
 
+/// How log lines reach stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stderr {
+    /// Written as they come, waiting for stderr if it is full (`signoff serve`).
+    Blocking,
+    /// Through [`lossy::stderr`], never waiting (`signoff proxy`, on one thread).
+    Lossy,
+}
+
 /// Starts logging to stderr in `format`: `RUST_LOG` if set, else `default` (a filter
 /// directive).
-pub fn init(default: &str, format: Format) {
+pub fn init(default: &str, format: Format, stderr: Stderr) {
+    match stderr {
+        Stderr::Blocking => init_with(default, format, io::stderr),
+        Stderr::Lossy => init_with(default, format, lossy::stderr().clone()),
+    }
+}
+
+fn init_with<M>(default: &str, format: Format, writer: M)
+where
+    M: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Escapes of our own would be escaped as a caller's are: no colours.
         .with_ansi(false);
     match format {
-        Format::Text => builder.with_writer(OneLine(io::stderr)).init(),
+        Format::Text => builder.with_writer(OneLine(writer)).init(),
         Format::Json => builder
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
             .event_format(json::FlatJson)
-            .with_writer(io::stderr)
+            .with_writer(writer)
             .init(),
     }
 }

@@ -57,5 +57,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(signoff::cli::main())
+    let code = runtime.block_on(signoff::cli::main());
+    // What `signoff proxy` queued for stderr goes out before the process ends, unless
+    // nobody reads it (see `signoff::logging::lossy`).
+    signoff::logging::lossy::settle_stderr(std::time::Duration::from_secs(1));
+    code
 }

@@ -186,16 +186,27 @@ pub async fn main() -> ExitCode {
         }
     };
     // One-shot commands print their own results; only `serve` logs at info.
+    let proxy = matches!(cli.command, Command::Proxy(_));
     let default = if matches!(cli.command, Command::Serve { .. }) {
         "signoff=info,tower_http=info,warn"
-    } else if matches!(cli.command, Command::Proxy(_)) {
+    } else if proxy {
         "signoff=warn,error"
     } else {
         "error"
     };
-    crate::logging::init(default, format);
+    // The proxy runs on one thread, which a stderr nobody reads must not stop.
+    let stderr = if proxy {
+        crate::logging::Stderr::Lossy
+    } else {
+        crate::logging::Stderr::Blocking
+    };
+    crate::logging::init(default, format, stderr);
     match run(cli).await {
         Ok(code) => code,
+        Err(error) if proxy => {
+            crate::logging::lossy::stderr().line(&format!("error: {error:#}"));
+            ExitCode::FAILURE
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

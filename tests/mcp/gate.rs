@@ -466,3 +466,32 @@ async fn when_signoff_goes_away_held_calls_are_errors_and_never_run() {
     );
     assert!(h.ran().is_empty());
 }
+
+/// A decision comes on the event stream with the approval's parameters; non-ASCII text
+/// in them, split across the stream's chunks, arrives whole, so the approved call
+/// passes the gate with exactly the arguments it was asked with.
+#[tokio::test]
+async fn a_held_call_with_non_ascii_arguments_runs_with_exactly_them_once_approved() {
+    let h = harness().await;
+    let proxy = h.proxy(&[]).await;
+    // 270 KB, 9 bytes a round: the stream comes in chunks (64 KiB reads) whose ends
+    // fall inside characters.
+    let arguments = json!({"text": "é日本!".repeat(30_000), "names": ["Zoë", "日本語", "😀"]});
+    let peer = proxy.client.peer().clone();
+    let sent = arguments.clone();
+    let held = tokio::spawn(async move { peer.call_tool(call("delete_things", sent)).await });
+    let id = h.posted(1).await;
+    // Held: the decision comes on the stream, not in the first read.
+    assert!(
+        eventually(|| (proxy.recorder.events().iter()).any(|e| e.get("progress").is_some())).await
+    );
+    h.approve(&id, "U0ALICE").await;
+    let result = held.await.unwrap().unwrap();
+    let said: String = texts(&result).concat().chars().take(300).collect();
+    assert_eq!(result.is_error, Some(false), "{said}");
+    assert_eq!(
+        h.ran(),
+        [json!({"tool": "delete_things", "arguments": arguments})]
+    );
+    assert_eq!(h.status(&id).await, "executed");
+}

@@ -34,7 +34,13 @@ high = "deny"
 
 [[rules]]
 tools = ["echo", "slow", "fail", "crash", "ask_model", "ask_user", "roots", "chatty", "add_tool",
-         "extra", "read_graph", "touch"]
+         "extra", "read_graph", "touch", "shout", "harden"]
+tier = "low"
+
+# `flip` while the upstream lists it read-only; else it is unknown to the policy: medium.
+[[rules]]
+tools = ["flip"]
+when = "has(annotations.readOnlyHint) && annotations.readOnlyHint"
 tier = "low"
 
 [[rules]]
@@ -489,4 +495,35 @@ pub fn modern_meta() -> Value {
         "io.modelcontextprotocol/clientInfo": {"name": "modern-agent", "version": "1"},
         "io.modelcontextprotocol/clientCapabilities": {},
     })
+}
+
+/// How many times the upstream ran `tool`.
+pub fn runs_of(h: &Harness, tool: &str) -> usize {
+    h.ran().iter().filter(|call| call["tool"] == tool).count()
+}
+
+/// `flip` runs at once while the upstream lists it read-only; once `harden` made it
+/// destructive and said that its tool list changed (which reached the client), the
+/// next call is classified by the new annotations: held until a person approves.
+pub async fn a_hardened_tool_is_held(h: &Harness, proxy: &Proxy) {
+    let flipped = proxy.client.call_tool(call("flip", json!({"n": 1}))).await;
+    assert_eq!(flipped.unwrap().is_error, Some(false));
+    assert_eq!(runs_of(h, "flip"), 1, "read-only: auto-approved");
+    proxy
+        .client
+        .call_tool(call("harden", json!({})))
+        .await
+        .unwrap();
+    let changed = || (proxy.recorder.events().iter()).any(|e| e["tool_list_changed"] == true);
+    assert!(eventually(changed).await, "{:?}", proxy.recorder.events());
+
+    let peer = proxy.client.peer().clone();
+    let held = tokio::spawn(async move { peer.call_tool(call("flip", json!({"n": 2}))).await });
+    let id = h.posted(1).await;
+    let approval = h.app.store.get(id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(approval.tool_name, "flip");
+    assert_eq!(runs_of(h, "flip"), 1, "destructive: held");
+    h.approve(&id, "U0ALICE").await;
+    assert_eq!(held.await.unwrap().unwrap().is_error, Some(false));
+    assert_eq!(runs_of(h, "flip"), 2);
 }

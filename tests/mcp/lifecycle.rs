@@ -427,3 +427,76 @@ async fn a_straggler_that_exited_unreaped_does_not_hold_up_the_proxys_exit() {
         .unwrap();
     assert!(exit.success(), "{exit}");
 }
+
+/// A client that pipes the proxy's stderr and never reads it: once the pipe is full,
+/// what the upstream writes there is dropped rather than waited for, so the proxy
+/// keeps answering calls and cancels. When stderr is read again, one line says how
+/// much was lost.
+#[tokio::test]
+async fn a_stderr_nobody_reads_does_not_stop_the_proxy_and_the_loss_is_reported_once_read() {
+    let h = harness().await;
+    let mut proxy = h.proxy(GRACE).await;
+    let mut stderr = proxy.child.stderr.take().unwrap();
+    let answered = Duration::from_secs(20);
+    // 4 MiB: more than the pipe (64 KiB) and the proxy's queue (1 MiB) hold.
+    let shout = proxy.client.call_tool(call("shout", json!({"kib": 4096})));
+    let shouted = tokio::time::timeout(answered, shout)
+        .await
+        .expect("the call that filled stderr is answered")
+        .unwrap();
+    assert_eq!(texts(&shouted), ["wrote 4096 KiB to stderr"]);
+    let echo = proxy
+        .client
+        .call_tool(call("echo", json!({"text": "still here"})));
+    let echoed = tokio::time::timeout(answered, echo)
+        .await
+        .expect("a call after it is answered")
+        .unwrap();
+    assert_eq!(texts(&echoed), [r#"echo ran with {"text":"still here"}"#]);
+
+    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
+        call("delete_things", json!({})),
+    ));
+    let handle = (proxy.client.peer())
+        .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    let id = h.posted(1).await;
+    handle.cancel(None).await.unwrap();
+    let mut status = String::new();
+    for _ in 0..250 {
+        status = h.status(&id).await;
+        if status == "cancelled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, "cancelled", "the cancel was heard");
+
+    let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = read.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = vec![0; 65536];
+        while let Ok(n @ 1..) = stderr.read(&mut chunk).await {
+            reader.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    let notice = "bytes of stderr dropped: nobody was reading it\n";
+    let reported = || String::from_utf8_lossy(&read.lock().unwrap()).contains(notice);
+    assert!(eventually(reported).await, "the loss is reported");
+    let text = String::from_utf8_lossy(&read.lock().unwrap()).into_owned();
+    let line = text.lines().find(|line| line.ends_with(notice.trim_end()));
+    let dropped: u64 = line
+        .and_then(|line| line.strip_prefix("signoff proxy: "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("one line: {line:?}"));
+    assert!(
+        dropped >= 2 << 20,
+        "most of the 4 MiB was dropped: {dropped}"
+    );
+
+    let _ = proxy.client.cancel().await;
+    assert!(exit_of(&mut proxy.child).await.success());
+}

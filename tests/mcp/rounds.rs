@@ -59,10 +59,6 @@ async fn approvals_of(h: &Harness, tool: &str) -> i64 {
     raw_count(&h.app.db, &sql).await
 }
 
-fn runs_of(h: &Harness, tool: &str) -> usize {
-    h.ran().iter().filter(|call| call["tool"] == tool).count()
-}
-
 /// `tool` was asked about once, and the upstream ran it once.
 async fn asked_and_ran_once(h: &Harness, tool: &str) {
     assert_eq!(approvals_of(h, tool).await, 1, "approvals of {tool}");
@@ -540,4 +536,14 @@ async fn a_2026_07_28_only_upstreams_input_required_reaches_a_2026_07_28_client_
     assert_eq!(done["result"]["resultType"], "complete", "{done}");
     asked_and_ran_once(&h, "ask_model").await;
     let _ = raw.child.start_kill();
+}
+
+/// A 2026-07-28 upstream's list changes come on the proxy's listen stream; they too
+/// make the proxy read the tool list again before it classifies the next call.
+#[tokio::test]
+async fn a_2026_07_28_only_upstreams_tool_whose_annotations_changed_is_classified_by_the_new_ones()
+{
+    let h = harness().await;
+    let proxy = h.proxy_with(modern_upstream(&h)).await;
+    a_hardened_tool_is_held(&h, &proxy).await;
 }

@@ -85,6 +85,16 @@ async fn the_proxy_advertises_the_upstream_and_passes_resources_prompts_progress
     assert!(tools.iter().any(|tool| tool.name == "extra"));
 }
 
+/// The upstream's tools/list_changed makes the proxy read the tool list again before
+/// it classifies the next call: a tool that turned from read-only to destructive is
+/// held for a person, not auto-approved by the annotations it had.
+#[tokio::test]
+async fn a_tool_whose_annotations_changed_is_classified_by_the_new_ones() {
+    let h = harness().await;
+    let proxy = h.proxy(&[]).await;
+    a_hardened_tool_is_held(&h, &proxy).await;
+}
+
 /// The upstream's elicitation and roots requests reach the client, and its answers go
 /// back: the tool's result carries them.
 #[tokio::test]
@@ -263,6 +273,55 @@ async fn an_http_upstream_is_wrapped_with_its_credentials_header_and_named_by_it
         .unwrap();
     assert!(!refused.status.success());
     let _ = server.start_kill();
+}
+
+/// An HTTP upstream that redirects to another host is refused with the redirect's
+/// status: neither its credentials header nor the request reaches that host, and the
+/// URL's userinfo and query string (credentials too) are not shown.
+#[tokio::test]
+async fn an_http_upstreams_redirect_is_refused_and_its_credentials_go_nowhere_else() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let h = harness().await;
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counter = reached.clone();
+    let elsewhere = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { "taken" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, elsewhere).await });
+    let redirecting = axum::Router::new().fallback(move || {
+        let to = [(axum::http::header::LOCATION, target.clone())];
+        async move { (axum::http::StatusCode::TEMPORARY_REDIRECT, to) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, redirecting).await });
+
+    let url = format!("http://agent:hunter2@{address}/mcp?api_key=secret");
+    let flags = ["--upstream", &url, "--upstream-header", "X-Api-Key: k3y"];
+    let refused = h.proxy_command(&flags, &[]).output();
+    let refused = tokio::time::timeout(Duration::from_secs(20), refused)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("at http://{address}/mcp?…:")) && stderr.contains("307"),
+        "{stderr}"
+    );
+    for secret in ["secret", "hunter2", "k3y"] {
+        assert!(!stderr.contains(secret), "{secret}: {stderr}");
+    }
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        0,
+        "the other host was never asked"
+    );
 }
 
 #[tokio::test]

@@ -184,11 +184,9 @@ impl Api {
         if response.status().as_u16() != 200 {
             return Self::refused(response).await;
         }
-        let mut pending = String::new();
+        let mut blocks = Blocks::default();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(e))? {
-            pending.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = pending.find("\n\n") {
-                let block: String = pending.drain(..end + 2).collect();
+            for block in blocks.push(&chunk) {
                 let (event, data) = parse_event(&block);
                 on_event(event, &data);
             }
@@ -240,6 +238,39 @@ impl Api {
     }
 }
 
+/// The event stream's bytes, cut into event blocks. The body comes in chunks that
+/// may end anywhere, inside a character too (an approval's parameters hold any
+/// text): bytes are kept until their block is whole, and only whole blocks are
+/// decoded, so that a character split across chunks is read as itself, not as two
+/// replacement characters (which would make the approved parameters differ from
+/// the ones executed).
+#[derive(Default)]
+struct Blocks {
+    pending: Vec<u8>,
+}
+
+impl Blocks {
+    /// Takes `chunk`; the blocks it completed, each with its `\n\n`.
+    fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        // A block's end may straddle the chunks: look from just before this one.
+        let mut from = self.pending.len().saturating_sub(1);
+        self.pending.extend_from_slice(chunk);
+        let mut blocks = Vec::new();
+        while let Some(at) = find_end(&self.pending[from..]) {
+            let end = from + at + 2;
+            blocks.push(String::from_utf8_lossy(&self.pending[..end]).into_owned());
+            self.pending.drain(..end);
+            from = 0;
+        }
+        blocks
+    }
+}
+
+/// Where the first `\n\n` (the end of an event block) starts in `bytes`.
+fn find_end(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(2).position(|pair| pair == b"\n\n")
+}
+
 /// One server-sent event block: its name (`message` when unnamed) and its data lines
 /// joined. Comments (keep-alives) give an empty name.
 fn parse_event(block: &str) -> (&str, String) {
@@ -256,4 +287,39 @@ fn parse_event(block: &str) -> (&str, String) {
         name = "message";
     }
     (name, data.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn characters_and_block_ends_split_across_chunks_come_out_whole() {
+        let stream = "event: approval\ndata: {\"text\":\"é日本😀\"}\n\n: keep-alive\n\nevent: ready\ndata: {}\n\n";
+        let bytes = stream.as_bytes();
+        // Every way of cutting the stream in two, and one byte at a time.
+        let mut cuts: Vec<Vec<&[u8]>> = (0..=bytes.len())
+            .map(|at| vec![&bytes[..at], &bytes[at..]])
+            .collect();
+        cuts.push(bytes.chunks(1).collect());
+        for chunks in cuts {
+            let mut blocks = Blocks::default();
+            let got: Vec<String> = chunks.iter().flat_map(|chunk| blocks.push(chunk)).collect();
+            let events: Vec<(String, String)> = (got.iter())
+                .map(|block| {
+                    let (name, data) = parse_event(block);
+                    (name.to_owned(), data)
+                })
+                .collect();
+            assert_eq!(
+                events,
+                [
+                    ("approval".into(), "{\"text\":\"é日本😀\"}".into()),
+                    (String::new(), String::new()),
+                    ("ready".into(), "{}".into()),
+                ],
+                "{chunks:?}"
+            );
+        }
+    }
 }

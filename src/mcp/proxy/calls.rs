@@ -1,6 +1,9 @@
 //! `tools/call` and `tools/list`: every call goes through the gate before it reaches
 //! the upstream; the tool table (each tool's annotations) comes from the upstream's
-//! list, less the tools the policy denies outright.
+//! list, less the tools the policy denies outright. The table is read again when a
+//! call names a tool it does not hold, and after the upstream said its tool list
+//! changed: a tool whose annotations changed (read-only, now destructive) is
+//! classified by the new ones.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,6 +37,9 @@ pub struct Calls {
     pub relay: Relay,
     /// Each listed tool's annotations (as JSON), by name.
     tools: Mutex<HashMap<String, Option<Value>>>,
+    /// Held while the table is read again: a call that finds it stale meanwhile waits
+    /// for the new table instead of going on with the old one.
+    rereading: tokio::sync::Mutex<()>,
     /// The calls made as tasks (tasks extension).
     pub tasks: TaskManager,
     in_flight: AtomicUsize,
@@ -47,6 +53,7 @@ impl Calls {
             upstream,
             relay,
             tools: Mutex::default(),
+            rereading: tokio::sync::Mutex::new(()),
             tasks: TaskManager::new(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -103,10 +110,43 @@ impl Calls {
         Ok(page)
     }
 
-    /// Every page of the upstream's tools, into the table: up to [`MOST_TOOL_PAGES`],
-    /// so that an upstream whose list never ends (a cursor on every page) neither holds
-    /// the call nor fills the memory; a tool past them is refused as unknown.
-    async fn refresh(&self) -> Result<(), McpError> {
+    /// Whether the upstream said its tool list changed since the table was read.
+    fn stale(&self) -> bool {
+        self.relay.listeners.tools_changed.load(Ordering::SeqCst)
+    }
+
+    /// Reads the table again if the upstream's tool list changed since it was read,
+    /// or if it does not hold `tool`; one reading at a time.
+    async fn current(&self, tool: &str) -> Result<(), McpError> {
+        if !self.stale() && self.annotations(tool).is_some() {
+            return Ok(());
+        }
+        let _one_at_a_time = self.rereading.lock().await;
+        // Cleared before reading: a change said while the list is read is read next time.
+        let changed = self
+            .relay
+            .listeners
+            .tools_changed
+            .swap(false, Ordering::SeqCst);
+        if !changed && self.annotations(tool).is_some() {
+            return Ok(());
+        }
+        let read = self.refresh(changed).await;
+        if read.is_err() && changed {
+            self.relay
+                .listeners
+                .tools_changed
+                .store(true, Ordering::SeqCst);
+        }
+        read
+    }
+
+    /// Every page of the upstream's tools, into the table (which they `replace` when
+    /// the list changed, so that a tool it no longer lists is unknown): up to
+    /// [`MOST_TOOL_PAGES`], so that an upstream whose list never ends (a cursor on
+    /// every page) neither holds the call nor fills the memory; a tool past them is
+    /// refused as unknown.
+    async fn refresh(&self, replace: bool) -> Result<(), McpError> {
         let mut tools = Vec::new();
         let mut cursor = None;
         for _ in 0..MOST_TOOL_PAGES {
@@ -126,6 +166,9 @@ impl Calls {
             tracing::warn!(
                 "the MCP server's tools/list goes on past {MOST_TOOL_PAGES} pages: read no further"
             );
+        }
+        if replace {
+            self.tools.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
         self.remember(&tools);
         Ok(())
@@ -206,9 +249,7 @@ impl Calls {
             return Ok(refusal(texts::upstream_gone()).into());
         }
         let tool = params.name.to_string();
-        if self.annotations(&tool).is_none() {
-            Box::pin(self.refresh()).await?;
-        }
+        Box::pin(self.current(&tool)).await?;
         let Some(annotations) = self.annotations(&tool) else {
             return Err(McpError::invalid_params(
                 format!("unknown tool {tool:?}: the MCP server does not list it"),
@@ -222,6 +263,9 @@ impl Calls {
             annotations,
             requested_by: context.client_info().map(|info| info.name),
         };
+        // The gate's last look is at `context.ct` and the client (a call cancelled while
+        // its approval was spent is refused there); from here nothing waits before the
+        // call is on its way upstream.
         let (arguments, note) = match self
             .gate
             .decide(&call, &context.ct, progress.as_ref())

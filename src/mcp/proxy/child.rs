@@ -12,7 +12,6 @@
 //! kernel.
 
 use std::collections::VecDeque;
-use std::io::Write;
 #[cfg(unix)]
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -234,8 +233,9 @@ fn stopped_with_us(command: &mut tokio::process::Command) {
 /// Copies the child's stderr to ours line by line, byte for byte, keeping the last
 /// [`TAIL`] lines (each cut at [`KEPT_MAX`] characters). It drains the child's stderr to
 /// its end whatever comes: bytes that are not UTF-8, a line longer than [`LINE_MAX`]
-/// (passed on in pieces, kept once), or our own stderr gone (a client that closed
-/// it); a child whose stderr pipe fills would block.
+/// (passed on in pieces, kept once), our own stderr gone (a client that closed it) or
+/// full (a client that never reads it: lines are dropped rather than waited for, see
+/// [`crate::logging::lossy`]); a child whose stderr pipe fills would block.
 async fn copy_stderr(mut stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
     let mut chunk = vec![0; 8192];
     let mut line = Line::default();
@@ -265,10 +265,10 @@ struct Line {
 }
 
 impl Line {
-    /// Writes the bytes read to our stderr (failures ignored: see `copy_stderr`),
-    /// keeps the line in `tail` if it starts here, and empties it.
+    /// Hands the bytes read to our stderr (never waiting: see `copy_stderr`), keeps
+    /// the line in `tail` if it starts here, and empties it.
     fn pass_on(&mut self, tail: &Mutex<VecDeque<String>>) {
-        let _ = std::io::stderr().write_all(&self.bytes);
+        crate::logging::lossy::stderr().send(&self.bytes);
         let ends = self.bytes.last() == Some(&b'\n');
         if !self.continued {
             let text = String::from_utf8_lossy(&self.bytes);

@@ -82,7 +82,7 @@ impl Gate {
         if view.status == "executed" {
             // Run only what this request spent: an approval executed earlier ran then.
             return match view.spent_by_this_request {
-                Some(true) => self.run(view),
+                Some(true) => self.run(view, cancelled),
                 _ => Verdict::Refuse(texts::decided(&view)),
             };
         }
@@ -97,7 +97,7 @@ impl Gate {
                 tracing::info!(approval_id = %view.approval_id, "approved as its call was cancelled: not executed");
                 Verdict::Refuse(texts::cancelled_when_approved())
             }
-            "approved" => Box::pin(self.execute(&call.tool, &view)).await,
+            "approved" => Box::pin(self.execute(&call.tool, &view, cancelled)).await,
             _ => Verdict::Refuse(texts::decided(&view)),
         }
     }
@@ -179,12 +179,12 @@ impl Gate {
     }
 
     /// A call whose approval signoff spent as it answered: run what it answered.
-    fn run(&self, view: View) -> Verdict {
+    fn run(&self, view: View, cancelled: &CancellationToken) -> Verdict {
         let parameters = view.parameters.clone();
-        self.run_with(&view, parameters)
+        self.run_with(&view, parameters, cancelled)
     }
 
-    async fn execute(&self, tool: &str, view: &View) -> Verdict {
+    async fn execute(&self, tool: &str, view: &View, cancelled: &CancellationToken) -> Verdict {
         if self.upstream_gone.is_cancelled() {
             return Verdict::Refuse(texts::upstream_gone());
         }
@@ -193,16 +193,23 @@ impl Gate {
             .execute(&view.approval_id, tool, &view.parameters)
             .await
         {
-            Ok(parameters) => self.run_with(view, parameters),
+            Ok(parameters) => self.run_with(view, parameters, cancelled),
             Err(error) => Verdict::Refuse(texts::not_executable(view, &error)),
         }
     }
 
     /// Runs the call with `parameters`, the ones its spent approval allows, unless the
-    /// upstream has gone meanwhile.
-    fn run_with(&self, view: &View, parameters: Value) -> Verdict {
+    /// upstream has gone meanwhile, or the client cancelled the call or went away while
+    /// signoff spent the approval (in the create of an auto-approved call, or in the
+    /// execute): nobody wants it run any more. Spending cannot be undone, so the
+    /// approval stays used up, and the refusal and the log say that it was.
+    fn run_with(&self, view: &View, parameters: Value, cancelled: &CancellationToken) -> Verdict {
         if self.upstream_gone.is_cancelled() {
             return Verdict::Refuse(texts::upstream_gone());
+        }
+        if cancelled.is_cancelled() || self.client_gone.is_cancelled() {
+            tracing::warn!(approval_id = %view.approval_id, "approval spent as its call was cancelled: the call was not run");
+            return Verdict::Refuse(texts::cancelled_when_spent());
         }
         match parameters {
             Value::Object(arguments) => Verdict::Run {
@@ -250,12 +257,31 @@ mod tests {
     /// A signoff that answers every new request with `created`; it records the
     /// requests it gets.
     async fn stand_in(created: Value) -> (String, Arc<Mutex<Vec<String>>>) {
+        stand_in_slow(created, None).await
+    }
+
+    /// How long the slow request of [`stand_in_slow`] takes.
+    const SLOW: Duration = Duration::from_millis(300);
+
+    /// [`stand_in`], whose answer to `slow` (`create` or `execute`) comes [`SLOW`]ly.
+    async fn stand_in_slow(
+        created: Value,
+        slow: Option<&'static str>,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let answer = |path: &'static str, body: Value| {
+            let delay = if slow == Some(path) {
+                SLOW
+            } else {
+                Duration::ZERO
+            };
             move |State(seen): State<Arc<Mutex<Vec<String>>>>| {
                 seen.lock().unwrap().push(path.to_owned());
                 let body = body.clone();
-                async move { axum::Json(body) }
+                async move {
+                    tokio::time::sleep(delay).await;
+                    axum::Json(body)
+                }
             }
         };
         let executed = json!({"status": "executed", "parameters": {"ids": [1]}});
@@ -344,5 +370,38 @@ mod tests {
             );
         }
         assert_eq!(*seen.lock().unwrap(), ["create"], "never executed again");
+    }
+
+    /// A call cancelled, or whose client left, while signoff spent its approval (in the
+    /// create of an auto-approved call, or in the execute of one approved earlier) does
+    /// not run: the approval is spent, and the refusal says so.
+    #[tokio::test]
+    async fn a_call_cancelled_while_its_approval_is_spent_is_not_run() {
+        let spent = json!({"approval_id": "a1", "status": "executed", "parameters": {"ids": [1]},
+                           "spent_by_this_request": true});
+        let approved =
+            json!({"approval_id": "a1", "status": "approved", "parameters": {"ids": [1]}});
+        for (created, slow) in [(spent, "create"), (approved, "execute")] {
+            for client_left in [false, true] {
+                let (base, seen) = stand_in_slow(created.clone(), Some(slow)).await;
+                let gate = gate(&base);
+                let cancelled = CancellationToken::new();
+                let cancel = if client_left {
+                    gate.client_gone.clone()
+                } else {
+                    cancelled.clone()
+                };
+                tokio::spawn(async move {
+                    tokio::time::sleep(SLOW / 3).await;
+                    cancel.cancel();
+                });
+                let verdict = gate.decide(&call(), &cancelled, None).await;
+                assert!(
+                    matches!(&verdict, Verdict::Refuse(why) if why.contains("the approval is spent")),
+                    "{slow}, client left: {client_left}: {verdict:?}"
+                );
+                assert_eq!(seen.lock().unwrap().last().map(String::as_str), Some(slow));
+            }
+        }
     }
 }

@@ -38,6 +38,10 @@ pub struct Listeners {
     inner: Arc<Mutex<Inner>>,
     /// The client, once connected (shared with the relay).
     client: Arc<OnceLock<Peer<RoleServer>>>,
+    /// Set when the upstream says its tool list changed, however it says it: the
+    /// proxy's table of tools (their annotations, which the policy classifies calls
+    /// by) is stale and read again before the next call (see `Calls`).
+    pub tools_changed: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -205,7 +209,16 @@ impl Listeners {
 
     /// Passes an upstream notification on: to a legacy client as it came, to a client
     /// on the new protocol on each of its streams that asked for it (none: dropped).
+    /// Every upstream notification comes through here, a session upstream's and a
+    /// 2026-07-28 upstream's listen streams' alike: a tool list change marks the
+    /// proxy's tool table stale, before the client hears of it.
     pub async fn tell(&self, notification: ServerNotification) {
+        if matches!(
+            notification,
+            ServerNotification::ToolListChangedNotification(_)
+        ) {
+            self.tools_changed.store(true, Ordering::SeqCst);
+        }
         if self.legacy.load(Ordering::SeqCst) || !streamed(&notification) {
             if let Some(client) = self.client.get() {
                 let _ = client.send_notification(notification).await;

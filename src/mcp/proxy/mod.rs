@@ -9,6 +9,7 @@ mod calls;
 mod child;
 mod flight;
 mod gate;
+mod http_client;
 mod listen;
 mod relay;
 mod rounds;
@@ -75,7 +76,10 @@ fn server_name(options: &Options) -> anyhow::Result<String> {
         (None, Some(url)) => reqwest::Url::parse(url)
             .ok()
             .and_then(|url| url.host_str().map(str::to_owned))
-            .with_context(|| format!("--upstream {url:?} is not an http(s) URL with a host"))?,
+            .with_context(|| {
+                let url = http_client::redact_url(url);
+                format!("--upstream {url:?} is not an http(s) URL with a host")
+            })?,
         (None, None) => {
             let program = options.command.first().context("no command after --")?;
             std::path::Path::new(program)
@@ -164,7 +168,10 @@ async fn not_connected(
     child: Option<Child>,
 ) -> anyhow::Error {
     match (&options.upstream, child) {
-        (Some(url), _) => anyhow::anyhow!("cannot connect to the MCP server at {url}: {error}"),
+        (Some(url), _) => {
+            let url = http_client::redact_url(url);
+            anyhow::anyhow!("cannot connect to the MCP server at {url}: {error}")
+        }
         (None, Some(child)) => {
             let obituary = child.obituary().await;
             anyhow::anyhow!("the MCP server did not start: {error}. It {obituary}")
@@ -176,9 +183,13 @@ async fn not_connected(
 /// Says on stderr that the upstream is gone: how a child ended (stopped, if it
 /// closed its stdout and still runs) and its last stderr lines.
 async fn report_exit(child: Option<Child>) {
+    let stderr = crate::logging::lossy::stderr();
     match child {
-        Some(child) => eprintln!("signoff proxy: the MCP server {}", child.obituary().await),
-        None => eprintln!("signoff proxy: the MCP server closed the connection"),
+        Some(child) => stderr.line(&format!(
+            "signoff proxy: the MCP server {}",
+            child.obituary().await
+        )),
+        None => stderr.line("signoff proxy: the MCP server closed the connection"),
     }
 }
 
@@ -196,7 +207,8 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     let (upstream, child) = tokio::select! {
         connected = connect(&options, relay.clone()) => connected?,
         () = &mut stop_signal => {
-            eprintln!("signoff proxy: stopped before the MCP server answered its handshake");
+            crate::logging::lossy::stderr()
+                .line("signoff proxy: stopped before the MCP server answered its handshake");
             return Ok(ExitCode::SUCCESS);
         }
     };

@@ -103,6 +103,12 @@ pub fn cancelled_when_approved() -> String {
     format!("Cancelled as it was approved; the approval was not used. {NOT_RUN}")
 }
 
+/// The client cancelled the call or went away while signoff spent its approval:
+/// the approval is used up, and nothing runs.
+pub fn cancelled_when_spent() -> String {
+    format!("Cancelled as its approval was being used; the approval is spent. {NOT_RUN}")
+}
+
 /// The upstream server is gone.
 pub fn upstream_gone() -> String {
     format!("The MCP server behind signoff proxy has exited. {NOT_RUN}")

@@ -21,14 +21,15 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde::de::DeserializeOwned;
 
+use super::http_client::Quiet;
 use super::relay::Relay;
 
 /// A streamable HTTP upstream at `url`, with `headers` (`Name: value`, its
-/// credentials) on every request.
+/// credentials) on every request to it and to no other host (see [`Quiet`]).
 pub fn connect_http(
     url: &str,
     headers: &[String],
-) -> anyhow::Result<StreamableHttpClientTransport<reqwest::Client>> {
+) -> anyhow::Result<StreamableHttpClientTransport<Quiet>> {
     let mut map = reqwest::header::HeaderMap::new();
     for header in headers {
         // Neither error repeats what was given: it may be the credential itself.
@@ -45,10 +46,13 @@ pub fn connect_http(
         value.set_sensitive(true);
         map.append(name, value);
     }
-    let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(crate::tls::client_config_for(url).map_err(anyhow::Error::msg)?)
-        .default_headers(map)
-        .build()?;
+    let client = Quiet::build(
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(
+                crate::tls::client_config_for(url).map_err(anyhow::Error::msg)?,
+            )
+            .default_headers(map),
+    )?;
     let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned());
     Ok(StreamableHttpClientTransport::with_client(client, config))
 }
