@@ -64,6 +64,69 @@ pub struct Gate {
     pub client_gone: CancellationToken,
     /// Cancelled when the upstream server exits.
     pub upstream_gone: CancellationToken,
+    /// How many held calls wait for each approval.
+    pub holders: Holders,
+}
+
+/// How many held calls of this proxy wait for each approval: identical calls join one
+/// approval, and a call that is cancelled withdraws it only when no other call still
+/// waits for it (the last one to go does).
+#[derive(Debug, Default)]
+pub struct Holders(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+impl Holders {
+    /// One more call waits for approval `id` until the [`Held`] is dropped or released.
+    fn hold(&self, id: &str) -> Held<'_> {
+        *self.counts().entry(id.to_owned()).or_default() += 1;
+        Held {
+            holders: self,
+            id: id.to_owned(),
+            released: false,
+        }
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
+        // A map of counters that no panic leaves half-changed.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One call fewer waits for `id`; how many still do.
+    fn leave(&self, id: &str) -> usize {
+        let mut counts = self.counts();
+        let left = counts.get_mut(id).map_or(0, |count| {
+            *count = count.saturating_sub(1);
+            *count
+        });
+        if left == 0 {
+            counts.remove(id);
+        }
+        left
+    }
+}
+
+/// A held call's place among the callers of its approval (see [`Holders`]).
+struct Held<'a> {
+    holders: &'a Holders,
+    id: String,
+    released: bool,
+}
+
+impl Held<'_> {
+    /// Leaves now; whether this was the last call waiting for the approval.
+    fn release(mut self) -> bool {
+        self.released = true;
+        self.holders.leave(&self.id) == 0
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            self.holders.leave(&self.id);
+        }
+    }
 }
 
 impl Gate {
@@ -140,6 +203,7 @@ impl Gate {
             return Ok(view);
         }
         let id = view.approval_id.clone();
+        let held = self.holders.hold(&id);
         let deadline = Instant::now() + self.hold;
         let mut waiting = match Box::pin(self.watch.watch(&id)).await {
             Ok(waiting) => waiting,
@@ -163,17 +227,23 @@ impl Gate {
             tokio::select! {
                 decided = waiting.decided() => return decided.map_err(|error| texts::api_failed(&error)),
                 _ = tokio::time::sleep(left.min(self.interval)) => {}
-                _ = cancelled.cancelled() => return Err(Box::pin(self.withdraw(&id, texts::cancelled())).await),
-                _ = self.client_gone.cancelled() => return Err(Box::pin(self.withdraw(&id, texts::cancelled())).await),
-                _ = self.upstream_gone.cancelled() => return Err(Box::pin(self.withdraw(&id, texts::upstream_gone())).await),
+                _ = cancelled.cancelled() => return Err(Box::pin(self.withdraw(held, texts::cancelled())).await),
+                _ = self.client_gone.cancelled() => return Err(Box::pin(self.withdraw(held, texts::cancelled())).await),
+                _ = self.upstream_gone.cancelled() => return Err(Box::pin(self.withdraw(held, texts::upstream_gone())).await),
             }
         }
     }
 
-    /// Cancels the approval of a call nobody waits for any more.
-    async fn withdraw(&self, id: &str, why: String) -> String {
-        if let Err(error) = self.api.cancel(id).await {
-            tracing::warn!(approval_id = id, %error, "could not cancel the approval");
+    /// Cancels the approval of a call that no longer waits, unless another call of this
+    /// proxy still waits for it (an identical call that joined it).
+    async fn withdraw(&self, held: Held<'_>, why: String) -> String {
+        let id = held.id.clone();
+        if !held.release() {
+            tracing::debug!(approval_id = %id, "another call waits for this approval: not cancelled");
+            return why;
+        }
+        if let Err(error) = self.api.cancel(&id).await {
+            tracing::warn!(approval_id = %id, %error, "could not cancel the approval");
         }
         why
     }
@@ -242,7 +312,7 @@ mod tests {
 
     use axum::Router;
     use axum::extract::State;
-    use axum::routing::post;
+    use axum::routing::{get, post};
 
     use super::*;
 
@@ -285,17 +355,67 @@ mod tests {
             }
         };
         let executed = json!({"status": "executed", "parameters": {"ids": [1]}});
+        let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
         let router = Router::new()
             .route("/v1/approvals", post(answer("create", created)))
             .route(
                 "/v1/approvals/a1/execute",
                 post(answer("execute", executed)),
             )
+            .route("/v1/approvals/a1", get(answer("get", pending.clone())))
+            .route("/v1/approvals/a1/cancel", post(answer("cancel", pending)))
+            .route("/v1/approvals/events", get(listening))
             .with_state(seen.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, router).await });
         (base, seen)
+    }
+
+    /// A decision stream that says it listens, then brings nothing.
+    async fn listening() -> axum::response::Response {
+        let ready = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(axum::body::Bytes::from("event: ready\ndata: {}\n\n"))
+        });
+        let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(
+            ready,
+            futures_util::stream::pending(),
+        ));
+        axum::response::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body)
+            .unwrap()
+    }
+
+    /// Two identical calls join one approval: cancelling one leaves it to the other,
+    /// cancelling the other too withdraws it, once.
+    #[tokio::test]
+    async fn a_cancelled_call_withdraws_an_approval_only_when_no_identical_call_waits_for_it() {
+        let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
+        let (base, seen) = stand_in(pending).await;
+        let gate = Arc::new(gate(&base));
+        let (first, second) = (CancellationToken::new(), CancellationToken::new());
+        let held = |cancelled: &CancellationToken| {
+            let (gate, cancelled) = (gate.clone(), cancelled.clone());
+            tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
+        };
+        let (one, other) = (held(&first), held(&second));
+        let cancels = || {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .filter(|s| *s == "cancel")
+                .count()
+        };
+        while seen.lock().unwrap().iter().filter(|s| *s == "get").count() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        first.cancel();
+        assert!(matches!(one.await.unwrap(), Verdict::Refuse(_)));
+        assert_eq!(cancels(), 0, "the other call still waits for it");
+        second.cancel();
+        assert!(matches!(other.await.unwrap(), Verdict::Refuse(_)));
+        assert_eq!(cancels(), 1, "the last one to go withdraws it");
     }
 
     fn gate(base: &str) -> Gate {
@@ -308,6 +428,7 @@ mod tests {
             interval: Duration::from_secs(5),
             client_gone: CancellationToken::new(),
             upstream_gone: CancellationToken::new(),
+            holders: Holders::default(),
         }
     }
 

@@ -224,6 +224,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         interval: options.progress_every,
         client_gone: client_gone.clone(),
         upstream_gone: upstream_gone.clone(),
+        holders: gate::Holders::default(),
     };
     if flight::modern(&upstream_peer) {
         let listeners = relay.listeners.clone();
