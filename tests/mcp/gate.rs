@@ -341,6 +341,10 @@ async fn when_the_upstream_crashes_held_calls_get_an_error_and_the_proxy_exits_n
             && stderr.contains("  fixture: crashing on purpose"),
         "{stderr}"
     );
+    assert!(
+        !stderr.contains("after its command"),
+        "a server's own command names it: {stderr}"
+    );
     assert_eq!(h.status(&id).await, "cancelled");
 }
 

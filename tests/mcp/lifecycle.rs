@@ -176,6 +176,11 @@ async fn sigterm_before_the_upstream_answers_its_handshake_stops_the_proxy_and_t
         stderr.contains("stopped before the MCP server answered"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("the server is named \"sh\" after its command")
+            && stderr.contains("give --name"),
+        "a launcher's name is every server's name: {stderr}"
+    );
     let gone = tokio::time::Instant::now();
     while alive(silent) && gone.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -93,6 +93,26 @@ fn server_name(options: &Options) -> anyhow::Result<String> {
     Ok(name)
 }
 
+/// Commands that start another program rather than being the MCP server themselves.
+const LAUNCHERS: &[&str] = &[
+    "npx", "npm", "pnpm", "pnpx", "yarn", "bunx", "bun", "deno", "node", "uvx", "uv", "pipx",
+    "python", "python3", "docker", "podman", "java", "sh", "bash", "env",
+];
+
+/// A warning when the server name was taken from a command that launches the server
+/// (`npx`, `uvx`, `docker`, …): every server started that way gets the same name, and
+/// policy rules with `servers = ["github*"]` never match it.
+fn launcher_warning(options: &Options, server: &str) -> Option<String> {
+    let named_by_command = options.name.is_none() && options.upstream.is_none();
+    (named_by_command && LAUNCHERS.contains(&server)).then(|| {
+        format!(
+            "signoff proxy: the server is named {server:?} after its command, as is every \
+             server started with {server}; give --name (say --name github) so that policy \
+             rules with servers = [...] tell it apart"
+        )
+    })
+}
+
 /// Connects to the upstream: the HTTP server at `--upstream`, else a child started
 /// from the command. The session protocol's `initialize` first, which nearly every
 /// server speaks; an upstream that refuses it as too old is connected again (a new
@@ -199,6 +219,9 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     let stop_signal = crate::shutdown::signal();
     tokio::pin!(stop_signal);
     let server = server_name(&options)?;
+    if let Some(warning) = launcher_warning(&options, &server) {
+        crate::logging::lossy::stderr().line(&warning);
+    }
     let api = Api::new(&options.url, options.token.clone())?;
     let relay = Relay::new(rounds::Rounds::new(options.input_within));
     // An upstream may take its time to answer the handshake (`npx` fetching a package),
