@@ -267,10 +267,9 @@ impl Approval {
     /// `escalate_after`, to `escalation_channel`) and it was still waiting then.
     pub fn escalated_by(&self, now: DateTime<Utc>) -> bool {
         let routing = &self.routing;
-        let Some(secs) = routing
-            .escalate_after_secs
-            .filter(|_| routing.escalation_channel.is_some())
-        else {
+        // As the jobs plan it: only a request posted to a channel is escalated.
+        let posted = routing.channel.is_some() && routing.escalation_channel.is_some();
+        let Some(secs) = routing.escalate_after_secs.filter(|_| posted) else {
             return false;
         };
         let due = crate::jobs::after_secs(self.created_at, secs);

@@ -55,18 +55,24 @@ async fn an_idempotency_key_names_one_call_and_cannot_authorise_another(db: Test
     );
 
     let execute = format!("/v1/approvals/{id}/execute");
-    let (status, error) = app
-        .post(
-            &execute,
-            &json!({"parameters": {"user_id": 5}, "tool_name": "drop_users"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{error}");
-    assert_eq!(error["status"], "approved", "nothing changed: {error}");
-    assert!(
-        error["detail"].as_str().unwrap().contains("another tool"),
-        "{error}"
-    );
+    // Another tool is refused; so is a misspelt tool_name, not taken for an execute
+    // without the tool check.
+    for (tool, refused, says) in [
+        ("tool_name", StatusCode::CONFLICT, "another tool"),
+        (
+            "tool",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `tool`",
+        ),
+    ] {
+        let body = json!({"parameters": {"user_id": 5}, tool: "drop_users"});
+        let (status, error) = app.post(&execute, &body).await;
+        assert_eq!(status, refused, "{error}");
+        let detail = error["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{error}");
+    }
+    let (_, unchanged) = app.get(&format!("/v1/approvals/{id}")).await;
+    assert_eq!(unchanged["status"], "approved", "nothing changed");
     assert_eq!(
         approvals_in(&app.db).await,
         1,
@@ -434,6 +440,23 @@ async fn tool_names_outside_the_mcp_rule_are_refused_before_the_policy(db: TestD
         shouted["status"], "denied",
         "another case does not dodge `drop_*`: {shouted}"
     );
+    // Annotations are a few hints, kept with the approval: not a document.
+    let long = json!({"title": "x".repeat(10_001)});
+    let (status, error) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "transfer", "parameters": {}, "annotations": long}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("annotations are"),
+        "{error}"
+    );
+    assert_eq!(approvals_in(&app.db).await, 1, "the shouted one alone");
 }
 
 async fn the_create_answer_carries_what_to_run(db: TestDb) {

@@ -199,7 +199,7 @@ fn break_glass(
     if approval.is_expired_at(now) {
         return Err(Rejection::Expired);
     }
-    if approval.requested_by.as_deref() == Some(by) {
+    if approval.is_requester(by) {
         return Err(Rejection::RequesterCannotVote);
     }
     if approval.has_voted(by) {

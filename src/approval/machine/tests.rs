@@ -244,6 +244,28 @@ fn only_an_approver_decides_whatever_the_event() {
         apply(&p, &own, later(1)),
         Err(Rejection::RequesterCannotVote)
     );
+    // So is the token that asked, and `requested_by` with spaces or in other letters,
+    // whether they click or decide outside Slack.
+    for who in ["agent", " u0agent "] {
+        let click = Event::Vote {
+            by: crate::approval::Decider::approver(who.trim()),
+            decision: Decision::Approve,
+            reason: None,
+            parameters_shown: None,
+        };
+        let outside = Event::BreakGlass {
+            by: who.trim().to_owned(),
+            decision: Decision::Approve,
+            reason: None,
+        };
+        for event in [click, outside] {
+            assert_eq!(
+                apply(&p, &event, later(1)),
+                Err(Rejection::RequesterCannotVote),
+                "{who}: {event:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -92,6 +92,15 @@ impl CreateRequest {
         if self.annotations.as_ref().is_some_and(|a| !a.is_object()) {
             return bad("annotations must be a JSON object".into());
         }
+        // Hints of a few fields, kept with the approval (its routing, rewritten with
+        // each decision) to classify an edit: no place for a document.
+        if let Some(size) = self.annotations.as_ref().map(|a| a.to_string().len())
+            && size > MAX_TEXT
+        {
+            return bad(format!(
+                "annotations are {size} bytes (UTF-8) as JSON, more than {MAX_TEXT}"
+            ));
+        }
         if let Some(Err(why)) = self
             .idempotency_key
             .as_deref()
@@ -391,6 +400,7 @@ async fn wait_for_decision(
     "tool_name": "delete_customer_records",
     "parameters": {"customer_ids": ["c1", "c2"]}
 }))]
+#[serde(deny_unknown_fields)]
 pub struct ExecuteRequest {
     /// Equal to the approved parameters (key order does not matter).
     #[schema(value_type = Object)]

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
@@ -40,6 +40,9 @@ pub struct Calls {
     /// Held while the table is read again: a call that finds it stale meanwhile waits
     /// for the new table instead of going on with the old one.
     rereading: tokio::sync::Mutex<()>,
+    /// The upstream's count of tool list changes the table was read at (see
+    /// `Listeners::tools_changed`): stale while it is behind, until a reading ends.
+    read_at: AtomicU64,
     /// The calls made as tasks (tasks extension).
     pub tasks: TaskManager,
     in_flight: AtomicUsize,
@@ -54,6 +57,7 @@ impl Calls {
             relay,
             tools: Mutex::default(),
             rereading: tokio::sync::Mutex::new(()),
+            read_at: AtomicU64::new(0),
             tasks: TaskManager::new(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -90,6 +94,7 @@ impl Calls {
             params,
             extensions: Default::default(),
         });
+        let said = self.changes().0;
         let ServerResult::ListToolsResult(mut page) =
             self.relay.forward(&self.upstream, request, context).await?
         else {
@@ -98,7 +103,10 @@ impl Calls {
                 None,
             ));
         };
-        self.remember(&page.tools);
+        // A page read across a change of the list may be the old one: not kept.
+        if self.changes().0 == said {
+            self.remember(&page.tools);
+        }
         let names: Vec<&str> = page.tools.iter().map(|tool| tool.name.as_ref()).collect();
         match self.gate.api.denied_tools(&self.gate.server, &names).await {
             Ok(denied) => page
@@ -110,35 +118,29 @@ impl Calls {
         Ok(page)
     }
 
-    /// Whether the upstream said its tool list changed since the table was read.
-    fn stale(&self) -> bool {
-        self.relay.listeners.tools_changed.load(Ordering::SeqCst)
+    /// The upstream's count of tool list changes, and whether the table was read
+    /// before the last of them.
+    fn changes(&self) -> (u64, bool) {
+        let said = self.relay.listeners.tools_changed.load(Ordering::SeqCst);
+        (said, said != self.read_at.load(Ordering::SeqCst))
     }
 
     /// Reads the table again if the upstream's tool list changed since it was read,
-    /// or if it does not hold `tool`; one reading at a time.
+    /// or if it does not hold `tool`; one reading at a time. The table stays stale
+    /// until a reading has ended, so a call that comes meanwhile waits for it; a
+    /// change said while the list is read is read next time.
     async fn current(&self, tool: &str) -> Result<(), McpError> {
-        if !self.stale() && self.annotations(tool).is_some() {
+        if !self.changes().1 && self.annotations(tool).is_some() {
             return Ok(());
         }
         let _one_at_a_time = self.rereading.lock().await;
-        // Cleared before reading: a change said while the list is read is read next time.
-        let changed = self
-            .relay
-            .listeners
-            .tools_changed
-            .swap(false, Ordering::SeqCst);
-        if !changed && self.annotations(tool).is_some() {
+        let (said, stale) = self.changes();
+        if !stale && self.annotations(tool).is_some() {
             return Ok(());
         }
-        let read = self.refresh(changed).await;
-        if read.is_err() && changed {
-            self.relay
-                .listeners
-                .tools_changed
-                .store(true, Ordering::SeqCst);
-        }
-        read
+        self.refresh(stale).await?;
+        self.read_at.store(said, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Every page of the upstream's tools, into the table (which they `replace` when

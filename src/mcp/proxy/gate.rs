@@ -144,9 +144,11 @@ impl Gate {
         };
         if view.status == "executed" {
             // Run only what this request spent: an approval executed earlier ran then.
+            // A server from before the field says nothing; the proxy sends no
+            // idempotency key, so there an executed answer is its own spend.
             return match view.spent_by_this_request {
-                Some(true) => self.run(view, cancelled),
-                _ => Verdict::Refuse(texts::decided(&view)),
+                Some(false) => Verdict::Refuse(texts::decided(&view)),
+                Some(true) | None => self.run(view, cancelled),
             };
         }
         let view = match self.hold(view, cancelled, progress).await {
@@ -478,19 +480,21 @@ mod tests {
             json!({"approval_id": "a1", "status": "executed", "parameters": {"ids": [1]},
                    "spent_by_this_request": spent})
         };
-        let (base, seen) = stand_in(executed(Some(true))).await;
         let live = CancellationToken::new();
-        let verdict = gate(&base).decide(&call(), &live, None).await;
-        assert!(matches!(verdict, Verdict::Run { .. }), "{verdict:?}");
-        for earlier in [Some(false), None] {
-            let (base, _) = stand_in(executed(earlier)).await;
+        // `None`: a server from before the field, where an executed answer to the
+        // proxy (which sends no idempotency key) is its own spend.
+        for this_request in [Some(true), None] {
+            let (base, seen) = stand_in(executed(this_request)).await;
             let verdict = gate(&base).decide(&call(), &live, None).await;
-            assert!(
-                matches!(&verdict, Verdict::Refuse(why) if why.contains("already used")),
-                "{earlier:?}: {verdict:?}"
-            );
+            assert!(matches!(verdict, Verdict::Run { .. }), "{verdict:?}");
+            assert_eq!(*seen.lock().unwrap(), ["create"], "never executed again");
         }
-        assert_eq!(*seen.lock().unwrap(), ["create"], "never executed again");
+        let (base, _) = stand_in(executed(Some(false))).await;
+        let verdict = gate(&base).decide(&call(), &live, None).await;
+        assert!(
+            matches!(&verdict, Verdict::Refuse(why) if why.contains("already used")),
+            "{verdict:?}"
+        );
     }
 
     /// A call cancelled, or whose client left, while signoff spent its approval (in the

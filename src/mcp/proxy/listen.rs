@@ -38,10 +38,11 @@ pub struct Listeners {
     inner: Arc<Mutex<Inner>>,
     /// The client, once connected (shared with the relay).
     client: Arc<OnceLock<Peer<RoleServer>>>,
-    /// Set when the upstream says its tool list changed, however it says it: the
-    /// proxy's table of tools (their annotations, which the policy classifies calls
-    /// by) is stale and read again before the next call (see `Calls`).
-    pub tools_changed: Arc<AtomicBool>,
+    /// How many times the upstream has said its tool list changed, however it said
+    /// it: the proxy's table of tools (their annotations, which the policy classifies
+    /// calls by) is stale while it was read at an older count, and is read again
+    /// before the next call (see `Calls`).
+    pub tools_changed: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -217,7 +218,7 @@ impl Listeners {
             notification,
             ServerNotification::ToolListChangedNotification(_)
         ) {
-            self.tools_changed.store(true, Ordering::SeqCst);
+            self.tools_changed.fetch_add(1, Ordering::SeqCst);
         }
         if self.legacy.load(Ordering::SeqCst) || !streamed(&notification) {
             if let Some(client) = self.client.get() {
