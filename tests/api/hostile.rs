@@ -456,6 +456,17 @@ async fn tool_names_outside_the_mcp_rule_are_refused_before_the_policy(db: TestD
             .contains("annotations are"),
         "{error}"
     );
+    // A misspelt field is refused, naming it: `expire_in` would otherwise leave the
+    // request open for the policy's whole lifetime.
+    let (status, error) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "transfer", "parameters": {}, "expire_in": 60}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    let detail = error["detail"].as_str().unwrap();
+    assert!(detail.contains("unknown field `expire_in`"), "{error}");
     assert_eq!(approvals_in(&app.db).await, 1, "the shouted one alone");
 }
 

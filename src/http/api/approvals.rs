@@ -39,6 +39,9 @@ const MAX_SHORT: usize = 200;
     "expires_in": 3600,
     "idempotency_key": "k-123"
 }))]
+// A field it does not know is refused, not ignored: `expire_in` for `expires_in` would
+// otherwise leave the request open for the policy's whole lifetime, unnoticed.
+#[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// The tool: 1–128 characters of `A-Z a-z 0-9 _ - . /`.
     #[schema(example = "delete_customer_records")]
