@@ -140,17 +140,27 @@ impl SqliteTx {
         key: &str,
         approval: ApprovalId,
     ) -> sqlx::Result<ApprovalId> {
+        // A retry with a key bound before (the usual case) binds nothing again.
+        if let Some(named) = self.named_by_key(token, key).await? {
+            return Ok(named);
+        }
         sqlx::query(bind_key_sql!())
             .bind(token)
             .bind(key)
             .bind(approval.to_string())
             .execute(self.conn().await?)
             .await?;
+        let named = self.named_by_key(token, key).await?;
+        named.ok_or(sqlx::Error::RowNotFound)
+    }
+
+    /// The approval `token`'s `key` names, if any (see [`named_by_key_sql`]).
+    async fn named_by_key(&mut self, token: &str, key: &str) -> sqlx::Result<Option<ApprovalId>> {
         let named: Option<String> = sqlx::query_scalar(named_by_key_sql!())
             .bind(token)
             .bind(key)
             .fetch_one(self.conn().await?)
             .await?;
-        parse_id(&named.ok_or(sqlx::Error::RowNotFound)?)
+        named.as_deref().map(parse_id).transpose()
     }
 }
