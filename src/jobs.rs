@@ -292,13 +292,9 @@ fn nudge_times(approval: &Approval) -> impl Iterator<Item = (DateTime<Utc>, Job)
     let remind = routing
         .remind_after_secs
         .map(|secs| (after_secs(approval.created_at, secs), Job::SlackRemind {}));
-    let escalate = routing
-        .escalate_after_secs
-        .zip(routing.escalation_channel.as_ref())
-        .map(|(secs, channel)| {
-            let post = post(approval, channel, MessageKind::Escalation);
-            (after_secs(approval.created_at, secs), post)
-        });
+    let escalate = approval
+        .escalation()
+        .map(|(at, channel)| (at, post(approval, channel, MessageKind::Escalation)));
     remind.into_iter().chain(escalate).filter(move |_| waits)
 }
 

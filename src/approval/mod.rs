@@ -263,16 +263,24 @@ impl Approval {
         named(self.requested_by.as_deref()) || named(self.token_name.as_deref())
     }
 
-    /// Whether the request has been escalated by `now`: its policy escalates it (after
-    /// `escalate_after`, to `escalation_channel`) and it was still waiting then.
-    pub fn escalated_by(&self, now: DateTime<Utc>) -> bool {
+    /// When and where the policy escalates the request, if it does: `escalate_after`
+    /// from its creation, to `escalation_channel`, for a request posted to a channel
+    /// (and still waiting then: see [`crate::jobs`], which plans the post).
+    pub fn escalation(&self) -> Option<(DateTime<Utc>, &ChannelId)> {
         let routing = &self.routing;
-        // As the jobs plan it: only a request posted to a channel is escalated.
-        let posted = routing.channel.is_some() && routing.escalation_channel.is_some();
-        let Some(secs) = routing.escalate_after_secs.filter(|_| posted) else {
+        let secs = routing
+            .escalate_after_secs
+            .filter(|_| routing.channel.is_some())?;
+        let channel = routing.escalation_channel.as_ref()?;
+        Some((crate::jobs::after_secs(self.created_at, secs), channel))
+    }
+
+    /// Whether the request has been escalated by `now`: its policy escalates it and it
+    /// was still waiting then.
+    pub fn escalated_by(&self, now: DateTime<Utc>) -> bool {
+        let Some((due, _)) = self.escalation() else {
             return false;
         };
-        let due = crate::jobs::after_secs(self.created_at, secs);
         let waited_until = self
             .decision_at
             .unwrap_or(self.expires_at)

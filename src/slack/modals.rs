@@ -110,7 +110,7 @@ pub fn edit_modal(a: &Approval, clicked: &MessageKey) -> Value {
 /// button opened it, so that the submission is checked against that message again,
 /// and the fingerprint of the parameters the modal showed
 /// ([`crate::approval::parameters_fingerprint`]), so that an edit started from
-/// parameters someone else has edited since is refused ([`modal_shown`]).
+/// parameters someone else has edited since is refused ([`ModalSource::shown`]).
 fn modal_metadata(a: &Approval, clicked: &MessageKey) -> String {
     json!({
         "approval_id": a.id,
@@ -121,23 +121,32 @@ fn modal_metadata(a: &Approval, clicked: &MessageKey) -> String {
     .to_string()
 }
 
-/// The fingerprint of the parameters a submitted modal showed (see
-/// [`modal_metadata`]); `None` for a modal from before it carried one.
-pub fn modal_shown(private_metadata: &str) -> Option<String> {
-    let value: Value = serde_json::from_str(private_metadata).ok()?;
-    value["shown"].as_str().map(str::to_owned)
+/// What a submitted modal carries back (see [`modal_metadata`]).
+#[derive(Debug, PartialEq)]
+pub struct ModalSource {
+    pub approval_id: ApprovalId,
+    /// The message whose button opened it.
+    pub clicked: MessageKey,
+    /// The fingerprint of the parameters it showed; `None` for a modal from before it
+    /// carried one.
+    pub shown: Option<String>,
 }
 
-/// The approval and the clicked message a submitted modal names (see
-/// [`modal_metadata`]); `None` for anything else (a modal from before this format).
-pub fn modal_source(private_metadata: &str) -> Option<(ApprovalId, MessageKey)> {
+/// What a submitted modal names (see [`modal_metadata`]); `None` for anything else (a
+/// modal from before this format).
+pub fn modal_source(private_metadata: &str) -> Option<ModalSource> {
     let value: Value = serde_json::from_str(private_metadata).ok()?;
-    let id = value["approval_id"].as_str()?.parse().ok()?;
-    let key = MessageKey {
+    let approval_id = value["approval_id"].as_str()?.parse().ok()?;
+    let clicked = MessageKey {
         channel: value["channel"].as_str()?.to_owned(),
         ts: value["ts"].as_str()?.to_owned(),
     };
-    Some((id, key))
+    let shown = value["shown"].as_str().map(str::to_owned);
+    Some(ModalSource {
+        approval_id,
+        clicked,
+        shown,
+    })
 }
 
 pub(super) fn modal_intro(a: &Approval, note: &str) -> Value {

@@ -8,6 +8,15 @@ fn clicked() -> MessageKey {
     }
 }
 
+/// What a modal of `a` opened from [`clicked`] carries back.
+fn opened_from(a: &Approval) -> ModalSource {
+    ModalSource {
+        approval_id: a.id,
+        clicked: clicked(),
+        shown: Some(crate::approval::parameters_fingerprint(&a.parameters)),
+    }
+}
+
 #[test]
 fn the_deny_modal_asks_for_an_optional_reason() {
     let a = approval();
@@ -16,7 +25,7 @@ fn the_deny_modal_asks_for_an_optional_reason() {
     assert_eq!(view["callback_id"], "deny_reason");
     assert_eq!(
         modal_source(view["private_metadata"].as_str().unwrap()),
-        Some((a.id, clicked()))
+        Some(opened_from(&a))
     );
     assert_eq!(view["submit"]["text"], "Deny");
     assert_eq!(view["close"]["text"], "Cancel");
@@ -35,7 +44,7 @@ fn the_edit_modal_holds_pretty_json() {
     assert_eq!(view["callback_id"], "edit_approve");
     assert_eq!(
         modal_source(view["private_metadata"].as_str().unwrap()),
-        Some((a.id, clicked()))
+        Some(opened_from(&a))
     );
     assert_eq!(view["submit"]["text"], "Approve edited");
     let input = find_block(&view, "input").unwrap();

@@ -112,8 +112,9 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
     /// Inserts new approvals, each with its `params_sha256` (the request hash), in one
     /// statement, skipping those that repeat an open request (same token, tool and
     /// request hash, whatever their own status) or reuse an idempotency key (one a
-    /// request opened or joined with), also within `rows`; answers the ids inserted. A row inserted may then be changed in
-    /// the same transaction without being read (as `create` left it).
+    /// request opened or joined with), also within `rows`; answers the ids inserted.
+    /// A row inserted may then be changed in the same transaction without being read
+    /// (as `create` left it).
     fn insert_approvals(
         &mut self,
         rows: &[(&Approval, &str)],

@@ -72,13 +72,7 @@ fn vote(
     if approval.has_voted(&by.user) {
         return Err(Rejection::AlreadyVoted);
     }
-    // Parameters change only by an edit: an approval never edited shows the same
-    // ones everywhere, so only an edited one is hashed to compare.
-    if decision == Decision::Approve
-        && approval.original_parameters.is_some()
-        && parameters_shown
-            .is_some_and(|shown| shown != parameters_fingerprint(&approval.parameters))
-    {
+    if decision == Decision::Approve && edited_since_shown(approval, parameters_shown) {
         return Err(Rejection::EditedSinceShown);
     }
     next.votes.push(Vote {
@@ -94,6 +88,16 @@ fn vote(
     )];
     happened.extend(settle(next, &by.user, reason.clone(), now));
     Ok(happened)
+}
+
+/// Whether an edit has replaced the parameters whose fingerprint a message or form
+/// showed (`parameters_shown`; `None`: nothing to compare). Parameters change only by
+/// an edit: an approval never edited shows the same ones everywhere, so only an edited
+/// one is hashed to compare.
+fn edited_since_shown(approval: &Approval, parameters_shown: Option<&str>) -> bool {
+    approval.original_parameters.is_some()
+        && parameters_shown
+            .is_some_and(|shown| shown != parameters_fingerprint(&approval.parameters))
 }
 
 /// An edit changes what would run, so approvals given for the old parameters no
@@ -113,11 +117,7 @@ fn edit_approve(
     if !parameters.is_object() {
         return Err(Rejection::ParametersNotObject);
     }
-    // As for a vote: only an edited approval can differ from what was shown.
-    if approval.original_parameters.is_some()
-        && parameters_shown
-            .is_some_and(|shown| shown != parameters_fingerprint(&approval.parameters))
-    {
+    if edited_since_shown(approval, parameters_shown) {
         return Err(Rejection::EditedSinceShown);
     }
     if crate::canonical::same_value(parameters, &approval.parameters) {

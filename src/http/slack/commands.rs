@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{Refused, form, respond, verified};
@@ -61,7 +62,7 @@ pub(super) async fn command(
     let viewer = Viewer {
         user: &user,
         channel: typed.channel_id,
-        by: slack.approvers.deadline(),
+        at: (state.clock.now(), slack.approvers.deadline()),
     };
     let reply = match commands::parse(typed.text) {
         Command::Pending => pending_for(state, slack, &viewer).await,
@@ -76,8 +77,9 @@ pub(super) async fn command(
 struct Viewer<'a> {
     user: &'a UserId,
     channel: Option<&'a str>,
-    /// When user groups must have answered by, for the reply to reach Slack in time.
-    by: tokio::time::Instant,
+    /// When it was typed, and when user groups must have answered by, for the reply
+    /// to reach Slack in time.
+    at: (DateTime<Utc>, tokio::time::Instant),
 }
 
 /// Ids a status prefix may match that are looked at; a prefix matching more is too
@@ -99,12 +101,7 @@ async fn status_of(
     for approval in state.store.get_many(&ids).await? {
         if slack
             .approvers
-            .may_see(
-                &approval,
-                viewer.user,
-                viewer.channel,
-                (state.clock.now(), viewer.by),
-            )
+            .may_see(&approval, viewer.user, viewer.channel, viewer.at)
             .await
         {
             visible.push(approval);
@@ -112,7 +109,7 @@ async fn status_of(
     }
     Ok(match visible.as_slice() {
         [] => not_found(),
-        [approval] => commands::status_reply(approval, state.clock.now()),
+        [approval] => commands::status_reply(approval, viewer.at.0),
         _ => commands::text_reply(&format!(
             "`{prefix}` matches more than one approval; type more of the id."
         )),
@@ -131,26 +128,21 @@ async fn pending_for(
         if approval.has_voted(viewer.user.as_str())
             || !slack
                 .approvers
-                .may_see(
-                    &approval,
-                    viewer.user,
-                    viewer.channel,
-                    (state.clock.now(), viewer.by),
-                )
+                .may_see(&approval, viewer.user, viewer.channel, viewer.at)
                 .await
         {
             continue;
         }
         let approver = slack
             .approvers
-            .is_approver(&approval, viewer.user, viewer.by)
+            .is_approver(&approval, viewer.user, viewer.at.1)
             .await
             .unwrap_or(false);
         let by = Decider {
             user: viewer.user.to_string(),
             approver,
         };
-        if check_can_decide(&approval, &by, state.clock.now()).is_ok() {
+        if check_can_decide(&approval, &by, viewer.at.0).is_ok() {
             mine.push(approval);
         }
     }
@@ -160,8 +152,5 @@ async fn pending_for(
         .iter()
         .map(|a| (a, links.get(&a.id).map(String::as_str)))
         .collect();
-    Ok(commands::pending_list_reply_linked(
-        &items,
-        state.clock.now(),
-    ))
+    Ok(commands::pending_list_reply_linked(&items, viewer.at.0))
 }

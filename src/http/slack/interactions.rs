@@ -273,12 +273,12 @@ async fn view_submission(
         _ => return Ok(None),
     };
     let refuse = |message: &str| Ok(Some(modals::modal_errors(input, message)));
-    let Some((id, clicked)) =
-        modals::modal_source(view["private_metadata"].as_str().unwrap_or_default())
+    let Some(source) = modals::modal_source(view["private_metadata"].as_str().unwrap_or_default())
     else {
         return refuse("This form is out of date: open the request's message and click again.");
     };
-    let approval = match find_from(state, &id.to_string(), &clicked, &[]).await {
+    let id = source.approval_id.to_string();
+    let approval = match find_from(state, &id, &source.clicked, &[]).await {
         Ok(approval) => approval,
         Err(unusable) => return refuse(&String::from(unusable)),
     };
@@ -301,9 +301,7 @@ async fn view_submission(
         Draft::Edit { parameters } => Event::EditApprove {
             by,
             parameters,
-            parameters_shown: modals::modal_shown(
-                view["private_metadata"].as_str().unwrap_or_default(),
-            ),
+            parameters_shown: source.shown,
         },
     };
     match state

@@ -182,11 +182,12 @@ async fn joined<T: Tx>(
     params_sha256: &str,
     existing: Arc<Approval>,
 ) -> Result<Arc<Approval>> {
-    let another_call = existing.tool_name != request.tool_name
-        || requests::approval_request_hash(&existing) != params_sha256;
     let (Some(token), Some(key)) = (&request.token_name, &request.idempotency_key) else {
         return Ok(existing);
     };
+    // Hashed only for a keyed request: a repeat without a key joins the same call.
+    let another_call = existing.tool_name != request.tool_name
+        || requests::approval_request_hash(&existing) != params_sha256;
     if another_call {
         return Err(StoreError::IdempotencyKeyReused(existing.id));
     }
