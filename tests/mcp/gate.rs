@@ -242,14 +242,7 @@ async fn cancelling_a_held_call_cancels_its_approval() {
         .cancel(Some("the user changed their mind".into()))
         .await
         .unwrap();
-    let mut status = String::new();
-    for _ in 0..250 {
-        status = h.status(&id).await;
-        if status == "cancelled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let status = h.status_becomes(&id, "cancelled").await;
     assert_eq!(status, "cancelled");
     assert!(h.ran().is_empty());
 }

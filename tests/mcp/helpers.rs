@@ -364,6 +364,20 @@ impl Harness {
         approval.status.to_string()
     }
 
+    /// The status of approval `id` once it is `wanted`, or as it is after 5 s of
+    /// looking (for the caller's assertion to show).
+    pub async fn status_becomes(&self, id: &str, wanted: &str) -> String {
+        let mut status = String::new();
+        for _ in 0..250 {
+            status = self.status(id).await;
+            if status == wanted {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        status
+    }
+
     /// How many approvals are pending.
     pub async fn pending(&self) -> i64 {
         common::raw_count(

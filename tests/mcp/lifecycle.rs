@@ -468,14 +468,7 @@ async fn a_stderr_nobody_reads_does_not_stop_the_proxy_and_the_loss_is_reported_
         .unwrap();
     let id = h.posted(1).await;
     handle.cancel(None).await.unwrap();
-    let mut status = String::new();
-    for _ in 0..250 {
-        status = h.status(&id).await;
-        if status == "cancelled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let status = h.status_becomes(&id, "cancelled").await;
     assert_eq!(status, "cancelled", "the cancel was heard");
 
     let read = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -302,19 +302,9 @@ async fn deny_all_denies_every_waiting_item_with_one_reason(db: TestDb) {
 async fn a_deny_all_that_leaves_an_item_says_which_where_the_message_is(db: TestDb) {
     let app = spawn_policy(db, POLICY).await;
     let mut batch = emails(&app, 2).await;
-    let bobs: Value = app
-        .http
-        .post(app.url("/v1/approvals"))
-        .bearer_auth(&app.token)
-        .json(&json!({"tool_name": "send_email", "requested_by": "U0BOB",
-                      "parameters": {"to": "bob@example.com", "body": "hi"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    batch.push(bobs["approval_id"].as_str().unwrap().parse().unwrap());
+    let bobs = json!({"tool_name": "send_email", "requested_by": "U0BOB",
+                      "parameters": {"to": "bob@example.com", "body": "hi"}});
+    batch.push(asked(&app, &app.token, &bobs).await.id);
     post_all(&app).await;
     let message = batch_of(&app, batch[0]);
     click(&app, batch[0], "U0BOB", "deny_all", &message).await;

@@ -107,16 +107,35 @@ pub async fn spawn_with(db: TestDb, options: Options<'_>) -> TestApp {
 
 /// Asks through the API with `token`: `POST /v1/approvals` and its answer.
 pub async fn ask_as(app: &App, token: &str, tool: &str, parameters: Value) -> (StatusCode, Value) {
+    ask_body(
+        app,
+        token,
+        &json!({ "tool_name": tool, "parameters": parameters }),
+    )
+    .await
+}
+
+/// Asks through the API with `token` and the whole request `body`: `POST
+/// /v1/approvals` and its answer.
+pub async fn ask_body(app: &App, token: &str, body: &Value) -> (StatusCode, Value) {
     let response = app
         .http
         .post(app.url("/v1/approvals"))
         .bearer_auth(token)
-        .json(&json!({ "tool_name": tool, "parameters": parameters }))
+        .json(body)
         .send()
         .await
         .unwrap();
     let status = response.status();
     (status, response.json().await.unwrap())
+}
+
+/// [`ask_body`]'s approval (opened or joined), as the store has it.
+pub async fn asked(app: &App, token: &str, body: &Value) -> Approval {
+    let (status, created) = ask_body(app, token, body).await;
+    assert!(status.is_success(), "{status}: {created}");
+    let id = created["approval_id"].as_str().unwrap().parse().unwrap();
+    app.store.get(id).await.unwrap().unwrap()
 }
 
 impl TestApp {

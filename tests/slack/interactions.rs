@@ -134,18 +134,10 @@ async fn the_token_that_asked_is_the_requester_too_and_cannot_approve() {
     let app = &spawn_app().await;
     let alices = crate::common::app::new_token(&app.store, &app.clock, "U0ALICE").await;
     let ask = |token: &str, requested_by: &str, environment: &str| {
-        let request = app
-            .http
-            .post(app.url("/v1/approvals"))
-            .bearer_auth(token)
-            .json(&json!({
-            "tool_name": "deploy_api", "requested_by": requested_by,
-            "parameters": {"service": "api", "environment": environment}}));
-        async move {
-            let created: Value = request.send().await.unwrap().json().await.unwrap();
-            let id = created["approval_id"].as_str().unwrap().parse().unwrap();
-            app.store.get(id).await.unwrap().unwrap()
-        }
+        let body = json!({"tool_name": "deploy_api", "requested_by": requested_by,
+                          "parameters": {"service": "api", "environment": environment}});
+        let token = token.to_owned();
+        async move { asked(app, &token, &body).await }
     };
     let by_alice = ask(&alices, "claude-code", "staging").await;
     let for_bob = ask(&app.token, " u0bob ", "qa").await;
@@ -394,18 +386,7 @@ channel = "C0PURGES"
 async fn an_edit_must_stay_within_the_rule_the_request_was_classified_by() {
     let app = spawn_policy(common::sqlite(), EDIT_POLICY).await;
     let app = &app;
-    let ask = |body: Value| {
-        let request = app
-            .http
-            .post(app.url("/v1/approvals"))
-            .bearer_auth(&app.token)
-            .json(&body);
-        async move {
-            let created: Value = request.send().await.unwrap().json().await.unwrap();
-            let id = created["approval_id"].as_str().unwrap().parse().unwrap();
-            app.store.get(id).await.unwrap().unwrap()
-        }
-    };
+    let ask = |body: Value| async move { asked(app, &app.token, &body).await };
     let email =
         ask(json!({"tool_name": "send_email", "parameters": {"recipients": ["a@x.com"]}})).await;
     let deploy = ask(json!({"tool_name": "deploy_api",
