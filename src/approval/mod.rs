@@ -292,6 +292,20 @@ impl Approval {
         now >= self.expires_at
     }
 
+    /// The approval as a reader should see it at `now`: one still pending or approved
+    /// past its expiry is expired, as the scheduler's next pass will record it (in
+    /// the moment between, it would show as open a request nobody can decide or run
+    /// any more). What is stored is untouched.
+    pub fn as_seen_at(self, now: DateTime<Utc>) -> Approval {
+        match machine::apply(&self, &Event::Expire, now) {
+            Ok(expired) => Approval {
+                version: self.version,
+                ..expired.next
+            },
+            Err(_) => self,
+        }
+    }
+
     /// Decided outside Slack by an operator with `signoff decide` (`decided_by` is the
     /// name they gave).
     pub fn is_break_glass(&self) -> bool {

@@ -129,7 +129,7 @@ enum Command {
         /// Who decides (recorded as the decider and in the audit log).
         #[arg(long = "as", value_name = "NAME")]
         name: String,
-        /// Why (required for a deny).
+        /// Why (shown to the requester and in the audit log).
         #[arg(long)]
         reason: Option<String>,
     },

@@ -135,9 +135,6 @@ pub async fn decide(
         DecisionArg::Approve => Decision::Approve,
         DecisionArg::Deny => Decision::Deny,
     };
-    if decision == Decision::Deny && reason.is_none() {
-        bail!("a deny needs a reason: add --reason TEXT (the requester and the audit log read it)");
-    }
     let id = resolve(store, raw_id).await?;
     // Its messages are updated when a server with Slack posted it or is to post it
     // (an update that finds no message yet is a no-op, and a post that lands after

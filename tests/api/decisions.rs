@@ -147,6 +147,14 @@ async fn nothing_runs_after_expiry() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "approved but past expiry");
     assert!(error["detail"].as_str().unwrap().contains("expired"));
+    // Before the scheduler's pass records it, a read already says so.
+    let (_, seen) = app.get(&format!("/v1/approvals/{id}")).await;
+    assert_eq!(seen["status"], "expired", "{seen}");
+    assert!(seen["next_action"].as_str().unwrap().contains("do not run"));
+    assert_eq!(
+        seen["decided_by"], "U1",
+        "an expired approval keeps its decider"
+    );
     Scheduler::new(app.store.clone())
         .run_once(signoff::clock::Clock::now(&app.clock))
         .await
@@ -154,6 +162,33 @@ async fn nothing_runs_after_expiry() {
     let (_, full) = app.get(&format!("/v1/approvals/{id}")).await;
     assert_eq!(full["status"], "expired");
     assert!(full["next_action"].as_str().unwrap().contains("do not run"));
+}
+
+#[tokio::test]
+async fn a_pending_request_past_its_expiry_reads_as_expired_at_once_even_when_waited_on() {
+    let app = spawn_app().await;
+    let (_, body) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "restart", "parameters": {"host": "db2"}, "expires_in": 30}),
+        )
+        .await;
+    let id = body["approval_id"].as_str().unwrap().to_owned();
+    app.clock.advance(Duration::from_secs(31));
+    // No scheduler pass has run: the row still says pending.
+    let stored = app.store.get(id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.status, signoff::approval::Status::Pending);
+    let (_, seen) = app.get(&format!("/v1/approvals/{id}")).await;
+    assert_eq!(seen["status"], "expired", "{seen}");
+    assert_eq!(seen["permalink"], serde_json::Value::Null);
+    let started = std::time::Instant::now();
+    let (_, waited) = app.get(&format!("/v1/approvals/{id}?wait=30")).await;
+    assert_eq!(waited["status"], "expired", "{waited}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a wait on an expired request answers at once, not after {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

@@ -171,10 +171,6 @@ async fn a_refused_decision_is_one_line_and_changes_nothing(db: TestDb) {
             "not an approval id",
         ),
         (
-            vec!["decide", second.as_str(), "deny", "--as", "bob"],
-            "needs a reason",
-        ),
-        (
             vec!["decide", second.as_str(), "approve", "--as", "agent"],
             "the requester cannot decide",
         ),
@@ -253,18 +249,23 @@ async fn list_counts_every_approval_and_a_prefix_must_name_one(db: TestDb) {
         &signoff(&["decide", "0000", "approve", "--as", "alice"], &db.url),
         "more than 10",
     );
-    let decided = signoff(
-        &[
-            "decide", "ABCDEF02", "deny", "--as", "alice", "--reason", "not now",
-        ],
-        &db.url,
-    );
+    // The contract's `[--reason TEXT]`: a deny may give none, as in Slack.
+    let decided = signoff(&["decide", "ABCDEF02", "deny", "--as", "alice"], &db.url);
     assert!(decided.status.success(), "{}", stderr(&decided));
     assert!(stdout(&signoff(&["list"], &db.url)).contains("601 approvals pending"));
     let denied = stdout(&signoff(&["list", "--status", "denied"], &db.url));
     assert!(
         denied.contains("abcdef02") && denied.contains("1 approval denied"),
         "{denied}"
+    );
+    let views: Vec<Value> = serde_json::from_str(&stdout(&signoff(
+        &["list", "--status", "denied", "--json"],
+        &db.url,
+    )))
+    .unwrap();
+    assert_eq!(
+        (&views[0]["decided_by"], &views[0]["reason"]),
+        (&json!("alice"), &Value::Null)
     );
     assert!(
         stdout(&signoff(&["list", "--status", "expired"], &db.url))

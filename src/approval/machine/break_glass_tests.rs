@@ -83,13 +83,14 @@ fn an_approval_outside_slack_decides_at_once_and_is_audited_as_break_glass() {
 }
 
 #[test]
-fn a_deny_outside_slack_needs_a_reason_and_keeps_it() {
+fn a_deny_outside_slack_keeps_its_reason_trimmed_and_may_give_none() {
     let a = pending();
     for reason in [None, Some("  ")] {
-        assert_eq!(
-            apply(&a, &glass("carol", Decision::Deny, reason), t0()),
-            Err(Rejection::ReasonRequired)
-        );
+        let denied = apply(&a, &glass("carol", Decision::Deny, reason), t0()).unwrap();
+        assert_eq!(denied.next.status, Status::Denied);
+        assert_eq!(denied.next.decided_by.as_deref(), Some("carol"));
+        assert_eq!(denied.next.reason, None);
+        assert_eq!(denied.happened[1].data["reason"], serde_json::Value::Null);
     }
     let denied = apply(&a, &glass("carol", Decision::Deny, Some(" freeze ")), t0()).unwrap();
     assert_eq!(denied.next.status, Status::Denied);

@@ -205,11 +205,10 @@ fn break_glass(
     if approval.has_voted(by) {
         return Err(Rejection::AlreadyVoted);
     }
-    let reason = reason.map(str::trim).filter(|reason| !reason.is_empty());
-    if decision == Decision::Deny && reason.is_none() {
-        return Err(Rejection::ReasonRequired);
-    }
-    let reason = reason.map(str::to_owned);
+    let reason = reason
+        .map(str::trim)
+        .filter(|reason| !reason.is_empty())
+        .map(str::to_owned);
     next.votes.push(Vote {
         user: by.to_owned(),
         decision,

@@ -68,7 +68,7 @@ pub enum Event {
     /// An operator with access to the database decides alone, outside Slack
     /// (`signoff decide`, break-glass): `by` is the name they gave. It decides at once,
     /// whatever the approvers list and `required_approvals` say, but only a pending,
-    /// unexpired request, never the requester's own, and a deny needs a reason.
+    /// unexpired request, never the requester's own; a reason is optional, as in Slack.
     BreakGlass {
         by: String,
         decision: Decision,
@@ -174,8 +174,6 @@ pub enum Rejection {
     NotOwner,
     #[error("this request has not reached its expiry time")]
     NotDue,
-    #[error("a deny outside Slack needs a reason")]
-    ReasonRequired,
 }
 
 /// How a message shows an approval's parameters to whoever clicks Approve on it

@@ -335,10 +335,13 @@ pub async fn read(
             .await?
             .filter(|(approval, _)| owned_by(approval, caller))
             .ok_or_else(|| ApiError::not_found(id))?;
+        let approval = approval.as_seen_at(state.clock.now());
         let permalink = link.filter(|_| approval.status == Status::Pending);
         return Ok((approval, permalink));
     }
-    let approval = wait_for_decision(state, caller, id, wait).await?;
+    let approval = wait_for_decision(state, caller, id, wait)
+        .await?
+        .as_seen_at(state.clock.now());
     // Without Slack nothing is ever posted: no link to look up.
     let permalink = if approval.status == Status::Pending && state.slack.is_some() {
         state.store.main_permalinks(&[id]).await?.remove(&id)
@@ -379,7 +382,12 @@ async fn wait_for_decision(
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
     let mut approval = load(state, caller, id).await?;
-    while approval.status == Status::Pending && !*shutdown.borrow() {
+    // One past its expiry is answered at once (as expired, by `read`), not when the
+    // scheduler's pass records it.
+    while approval.status == Status::Pending
+        && !approval.is_expired_at(state.clock.now())
+        && !*shutdown.borrow()
+    {
         tokio::select! {
             notice = changes.recv() => match notice {
                 Ok(change) if change.id != id => continue,
