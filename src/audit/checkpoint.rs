@@ -103,6 +103,29 @@ pub enum Flaw {
         seq: i64,
         last_seq: i64,
     },
+    /// Event `seq` lies outside the chain's numbers, 1 to `head`: a row put beside
+    /// the log, where walking the chain never reads it.
+    Outside { seq: i64, head: i64 },
+}
+
+/// The audit table's numbers as one statement read them: the chain's head and the
+/// lowest and highest `seq` of any row (`None` when there are none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub head: i64,
+    pub lowest: Option<i64>,
+    pub highest: Option<i64>,
+}
+
+impl Bounds {
+    /// The first row outside 1..=head, if any: the chain's walk from 1 to the head
+    /// checks every row only when there is none.
+    pub fn outside(&self) -> Option<Flaw> {
+        let head = self.head;
+        let below = self.lowest.filter(|seq| *seq < 1);
+        let above = self.highest.filter(|seq| *seq > head);
+        below.or(above).map(|seq| Flaw::Outside { seq, head })
+    }
 }
 
 impl From<Break> for Flaw {
@@ -150,6 +173,11 @@ impl fmt::Display for Flaw {
                     "checkpoint {n} signed event {seq}, but the log ends at event {last_seq}"
                 )
             }
+            Flaw::Outside { seq, head } => write!(
+                f,
+                "audit event {seq} lies outside the chain, whose events are numbered 1 to {head}: \
+                 a row put beside the log, not appended to it"
+            ),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use super::{Database, connect};
+use super::{Database, connect_existing};
 use crate::audit::checkpoint::{Checkpoint, Flaw, LogVerifier};
 use crate::audit::{self, Entry};
 use crate::signing::{self, PublicKey};
@@ -57,7 +57,7 @@ pub(super) async fn run(action: AuditAction, db: &Database) -> anyhow::Result<Ex
             };
             let verified = match file {
                 Some(file) => verify_file(&file, keys, db)?,
-                None => verify_store(&connect(db).await?, keys, db).await?,
+                None => verify_store(&connect_existing(db).await?, keys, db).await?,
             };
             match verified {
                 Ok(report) => println!("{report}"),
@@ -67,7 +67,9 @@ pub(super) async fn run(action: AuditAction, db: &Database) -> anyhow::Result<Ex
                 }
             }
         }
-        AuditAction::Export { output } => export(&connect(db).await?, output.as_deref()).await?,
+        AuditAction::Export { output } => {
+            export(&connect_existing(db).await?, output.as_deref()).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -160,7 +162,14 @@ async fn verify_store(
             }
         }
     }
-    Ok(verifier.finish(Some((head_seq, &head_hash))))
+    let report = verifier.finish(Some((head_seq, &head_hash)));
+    if report.is_ok()
+        && let Some(flaw) = store.audit_bounds().await?.outside()
+    {
+        // Read after the walk: events appended meanwhile are within the head it reads.
+        return Ok(Err(flaw));
+    }
+    Ok(report)
 }
 
 /// One line of an export.

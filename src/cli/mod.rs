@@ -187,6 +187,9 @@ pub async fn main() -> ExitCode {
     };
     // One-shot commands print their own results; only `serve` logs at info.
     let proxy = matches!(cli.command, Command::Proxy(_));
+    if !proxy && !matches!(cli.command, Command::Serve { .. }) {
+        end_quietly_when_stdout_closes();
+    }
     let default = if matches!(cli.command, Command::Serve { .. }) {
         "signoff=info,tower_http=info,warn"
     } else if proxy {
@@ -214,10 +217,37 @@ pub async fn main() -> ExitCode {
     }
 }
 
+/// A one-shot command whose reader stops early (`signoff audit export | head -1`)
+/// ends there, as other Unix tools do, instead of panicking in `println!`: Rust
+/// starts every program with SIGPIPE ignored. `serve` and `proxy` keep it ignored (a
+/// peer that goes away is theirs to handle); sockets are written with MSG_NOSIGNAL
+/// either way.
+fn end_quietly_when_stdout_closes() {
+    // SAFETY: puts the signal's default disposition back; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 async fn connect(db: &Database) -> anyhow::Result<Store> {
     Store::connect(&db.database_url)
         .await
         .with_context(|| format!("cannot open database {}", redact(&db.database_url)))
+}
+
+/// Opens a database that must exist already, for the commands that read or decide
+/// what is in it: a mistyped SQLite path would otherwise be created empty (and
+/// `audit verify` find nothing wrong with it).
+async fn connect_existing(db: &Database) -> anyhow::Result<Store> {
+    if let Some(file) = crate::store::sqlite_file(&db.database_url)
+        && !file.exists()
+    {
+        bail!(
+            "no database at {}: check DATABASE_URL (signoff serve or signoff migrate creates one)",
+            file.display()
+        );
+    }
+    connect(db).await
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -254,7 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Policy { action } => policy_command(action)?,
         Command::List { status, json } => {
-            operate::list(&connect(&db).await?, status, json, clock.now()).await?;
+            operate::list(&connect_existing(&db).await?, status, json, clock.now()).await?;
         }
         Command::Decide {
             id,
@@ -262,7 +292,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             name,
             reason,
         } => {
-            let store = connect(&db).await?;
+            let store = connect_existing(&db).await?;
             let approval =
                 operate::decide(&store, &id, decision, &name, reason.as_deref(), clock.now())
                     .await?;

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use super::{HealthCounts, Result, StatusChange, TokenInfo, WithMessages};
 use crate::approval::{Approval, ApprovalId, Status, Vote};
 use crate::audit;
-use crate::audit::checkpoint::Checkpoint;
+use crate::audit::checkpoint::{self, Checkpoint};
 use crate::jobs::{DueJobs, MessageKey, NewJob, PostedMessage};
 
 /// The read side, implemented by each backend on its pool of reader connections. It
@@ -76,6 +76,8 @@ pub(crate) trait Reads: Send + Sync {
         limit: i64,
     ) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
     fn audit_head(&self) -> impl Future<Output = Result<(i64, String)>> + Send;
+    /// The head's number and the lowest and highest event numbers, in one snapshot.
+    fn audit_bounds(&self) -> impl Future<Output = Result<checkpoint::Bounds>> + Send;
     fn audit_page(
         &self,
         after_seq: i64,
@@ -265,6 +267,13 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
     /// left (see `SqliteTx::head`): appending onto one another process moved fails the
     /// batch on `seq`, and the retry reads it.
     fn audit_head(&mut self) -> impl Future<Output = sqlx::Result<(i64, String)>> + Send;
+    /// The chain head as the table holds it, locked until commit: on SQLite, not the
+    /// one its last commit left, which misses events another process (`signoff
+    /// decide`, `token create`) appended since. For a checkpoint that signs the head
+    /// without appending to it, where no `seq` collision would tell.
+    fn stored_audit_head(&mut self) -> impl Future<Output = sqlx::Result<(i64, String)>> + Send {
+        self.audit_head()
+    }
     fn insert_audit(
         &mut self,
         entries: &[audit::Entry],

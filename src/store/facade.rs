@@ -593,6 +593,12 @@ impl Store {
         read!(self.audit_head())
     }
 
+    /// The chain head's number and the lowest and highest event numbers, read in one
+    /// snapshot (`audit verify` looks for rows beside the chain with it).
+    pub async fn audit_bounds(&self) -> Result<crate::audit::checkpoint::Bounds> {
+        read!(self.audit_bounds())
+    }
+
     /// Every signed audit checkpoint, by number.
     pub async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
         read!(self.audit_checkpoints())

@@ -51,6 +51,7 @@ use shared::{
 };
 #[cfg(test)]
 pub(crate) use sqlite::SyncLog;
+pub use sqlite::file_of as sqlite_file;
 pub use stats::WriterStats;
 
 /// Why a store call failed.

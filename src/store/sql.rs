@@ -197,6 +197,11 @@ pub(super) mod throttles {
     pub const END: &str = "DELETE FROM throttles WHERE token_name = $1";
 }
 
+/// The chain's head with the lowest and highest `seq` of any event, in one statement
+/// (one snapshot): `audit verify`'s look for rows beside the chain.
+pub(super) const AUDIT_BOUNDS: &str = "SELECT h.seq, (SELECT min(seq) FROM audit_events), \
+     (SELECT max(seq) FROM audit_events) FROM audit_head h WHERE h.id = 1";
+
 /// Signed audit checkpoints.
 pub(super) mod checkpoints {
     pub const ALL: &str = "SELECT n, seq, hash, at, signature FROM audit_checkpoints ORDER BY n";

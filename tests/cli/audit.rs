@@ -18,6 +18,8 @@ on_both_backends!(
     audit_verify_reports_events_missing_after_a_checkpoint,
     a_chain_rewritten_after_removing_the_newest_checkpoint_is_caught_by_the_one_kept,
     an_export_of_a_cut_log_fails_as_the_log_does,
+    audit_verify_names_a_row_put_beside_the_chain_below_or_past_its_head,
+    a_checkpoint_signs_events_another_process_appended,
 );
 
 /// Events 2–10 rewritten with fresh hashes and checkpoint 2 deleted: the checkpoint
@@ -409,4 +411,115 @@ async fn audit_verify_names_an_event_whose_text_reads_the_same_but_is_not_as_wri
     }
     let ok = signoff(&["audit", "verify"], &db.url);
     assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
+/// A copy of event 1 numbered `seq`, inserted straight into the table as whoever can
+/// write it could: the chain's walk from 1 to the head never reads it.
+fn beside(seq: i64) -> String {
+    format!(
+        "INSERT INTO audit_events (seq, approval_id, kind, actor, at, data, prev_hash, hash) \
+         SELECT {seq}, approval_id, kind, 'mallory', at, data, prev_hash, hash \
+         FROM audit_events WHERE seq = 1;"
+    )
+}
+
+async fn audit_verify_names_a_row_put_beside_the_chain_below_or_past_its_head(db: TestDb) {
+    let (store, _) = signing_store(&db).await;
+    ten_events(&store).await;
+    // So that each row put beside can be taken away again.
+    raw_script(&db, unguard(&db)).await;
+    for (seq, says) in [
+        (
+            0,
+            "audit event 0 lies outside the chain, whose events are numbered 1 to 10",
+        ),
+        (-7, "audit event -7 lies outside the chain"),
+        (
+            11,
+            "audit event 11 lies outside the chain, whose events are numbered 1 to 10",
+        ),
+    ] {
+        raw_script(&db, &beside(seq)).await;
+        assert_one_line_error(&signoff(&["audit", "verify"], &db.url), says);
+        raw_script(&db, &format!("DELETE FROM audit_events WHERE seq = {seq};")).await;
+        let ok = signoff(&["audit", "verify"], &db.url);
+        assert!(ok.status.success(), "{}", stderr(&ok));
+    }
+}
+
+/// `audit verify`, `audit export`, `list` and `decide` read what is there: a
+/// mistyped SQLite path is an error, not a new empty database found in order (a
+/// PostgreSQL database is never created by connecting).
+#[test]
+fn the_inspecting_commands_refuse_a_sqlite_file_that_is_not_there() {
+    let db = common::sqlite();
+    let file = db.url.strip_prefix("sqlite://").unwrap();
+    let missing = std::path::Path::new(file).with_file_name("typo.db");
+    let url = format!("sqlite://{}", missing.display());
+    for args in [
+        &["audit", "verify"][..],
+        &["audit", "export"],
+        &["list"],
+        &["decide", "abcd", "approve", "--as", "alice"],
+    ] {
+        assert_one_line_error(&signoff(args, &url), "no database at");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+}
+
+/// The server's scheduler signs the chain's tail within a minute, also when that tail
+/// is another process's (`signoff token create`, `signoff decide`): on SQLite the
+/// server's writer used to sign the head its own last commit left, so the other
+/// process's events stayed unsigned until the server appended one of its own.
+async fn a_checkpoint_signs_events_another_process_appended(db: TestDb) {
+    let (store, _) = signing_store(&db).await;
+    ten_events(&store).await;
+    run_ok_cli(&["token", "create", "ops-bot"], &db.url);
+    let (head, _) = store.audit_head().await.unwrap();
+    assert_eq!(head, 11, "the token's event is the eleventh");
+    store
+        .checkpoint(chrono::Utc::now() + chrono::TimeDelta::minutes(2))
+        .await
+        .unwrap();
+    let newest = store.audit_checkpoints().await.unwrap().pop().unwrap();
+    assert_eq!((newest.n, newest.seq), (3, 11), "{newest:?}");
+    let ok = signoff(&["audit", "verify"], &db.url);
+    assert!(
+        stdout(&ok).contains("11 events; 3 signed checkpoints, the newest covers 11 of them"),
+        "{}{}",
+        stdout(&ok),
+        stderr(&ok)
+    );
+}
+
+fn run_ok_cli(args: &[&str], url: &str) {
+    let done = signoff(args, url);
+    assert!(done.status.success(), "{args:?}: {}", stderr(&done));
+}
+
+/// A reader that stops early (`signoff audit verify | head -c0`) ends the command as
+/// it ends `cat`, by SIGPIPE, never with a panic.
+#[tokio::test]
+async fn a_closed_stdout_ends_the_command_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let db = common::sqlite();
+    let (store, _) = signing_store(&db).await;
+    ten_events(&store).await;
+    drop(store);
+    for args in [&["audit", "verify"][..], &["audit", "export"], &["list"]] {
+        let mut child = common::server::command(args, &db.url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let done = child.wait_with_output().unwrap();
+        let said = stderr(&done);
+        assert!(!said.contains("panicked"), "{args:?}: {said}");
+        assert!(
+            done.status.success() || done.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {said}",
+            done.status
+        );
+    }
 }

@@ -59,7 +59,7 @@ pub(super) async fn append_if_due<T: Tx>(
 ) -> sqlx::Result<Looked> {
     let (seq, hash) = match head {
         Some(head) => head,
-        None => tx.audit_head().await?,
+        None => tx.stored_audit_head().await?,
     };
     if let Some(known) = checkpoints.known
         && !checkpoint::due(Some(known), seq, now)

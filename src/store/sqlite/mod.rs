@@ -31,6 +31,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// How long a job may be overdue before health reports it undelivered.
 const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
 
+/// The file a `sqlite:` URL names (`None` for any other URL, or one SQLite cannot
+/// read).
+pub fn file_of(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    Some(options.get_filename().to_path_buf())
+}
+
 /// Opens the file; `changes` hears what other processes commit to it (see `watch`);
 /// the writer's commits are synced by `log` (the WAL file when `None`).
 pub(crate) async fn open(

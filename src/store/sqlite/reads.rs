@@ -242,6 +242,15 @@ impl Reads for SqliteReads {
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
+    async fn audit_bounds(&self) -> Result<crate::audit::checkpoint::Bounds> {
+        let row = on_conn!(self, |c| sqlx::query(sql::AUDIT_BOUNDS).fetch_one(c));
+        Ok(crate::audit::checkpoint::Bounds {
+            head: row.try_get(0)?,
+            lowest: row.try_get(1)?,
+            highest: row.try_get(2)?,
+        })
+    }
+
     async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<audit::Entry>> {
         let rows = on_conn!(self, |c| sqlx::query(
             "SELECT seq, approval_id, kind, actor, at, data, prev_hash, hash FROM audit_events \

@@ -514,6 +514,13 @@ impl Tx for SqliteTx {
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
+    async fn stored_audit_head(&mut self) -> sqlx::Result<(i64, String)> {
+        if self.staged_head.is_none() {
+            self.head = None;
+        }
+        self.audit_head().await
+    }
+
     async fn insert_audit(&mut self, entries: &[audit::Entry]) -> sqlx::Result<()> {
         // 8 binds per row; stay far below SQLite's variable limit.
         for chunk in pow2_chunks(entries, 128) {
