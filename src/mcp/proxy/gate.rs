@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, View};
+use super::holders::{Holder, Holders};
 use super::texts;
 use super::watch::Watch;
 
@@ -64,76 +65,37 @@ pub struct Gate {
     pub client_gone: CancellationToken,
     /// Cancelled when the upstream server exits.
     pub upstream_gone: CancellationToken,
-    /// How many held calls wait for each approval.
+    /// The calls waiting for each approval, or about to ask for one.
     pub holders: Holders,
 }
 
-/// How many held calls of this proxy wait for each approval: identical calls join one
-/// approval, and a call that is cancelled withdraws it only when no other call still
-/// waits for it (the last one to go does).
-#[derive(Debug, Default)]
-pub struct Holders(std::sync::Mutex<std::collections::HashMap<String, usize>>);
-
-impl Holders {
-    /// One more call waits for approval `id` until the [`Held`] is dropped or released.
-    fn hold(&self, id: &str) -> Held<'_> {
-        *self.counts().entry(id.to_owned()).or_default() += 1;
-        Held {
-            holders: self,
-            id: id.to_owned(),
-            released: false,
-        }
-    }
-
-    fn counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
-        // A map of counters that no panic leaves half-changed.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// One call fewer waits for `id`; how many still do.
-    fn leave(&self, id: &str) -> usize {
-        let mut counts = self.counts();
-        let left = counts.get_mut(id).map_or(0, |count| {
-            *count = count.saturating_sub(1);
-            *count
-        });
-        if left == 0 {
-            counts.remove(id);
-        }
-        left
-    }
-}
-
-/// A held call's place among the callers of its approval (see [`Holders`]).
-struct Held<'a> {
-    holders: &'a Holders,
-    id: String,
-    released: bool,
-}
-
-impl Held<'_> {
-    /// Leaves now; whether this was the last call waiting for the approval.
-    fn release(mut self) -> bool {
-        self.released = true;
-        self.holders.leave(&self.id) == 0
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        if !self.released {
-            self.holders.leave(&self.id);
-        }
-    }
-}
-
 impl Gate {
-    /// Decides `call`; `cancelled` fires when the client cancels this request.
+    /// Decides `call`; `cancelled` fires when the client cancels this request. The call
+    /// counts among the [`Holders`] from before it asks until it is decided, and a
+    /// call that no longer wants its approval withdraws it here, when no identical
+    /// call waits for it or is about to ask.
     pub async fn decide(
         &self,
         call: &Call,
+        cancelled: &CancellationToken,
+        progress: Option<&Progress>,
+    ) -> Verdict {
+        let mut holder = self.holders.hold(&call.tool, &call.arguments);
+        let verdict = self
+            .decide_held(call, &mut holder, cancelled, progress)
+            .await;
+        if let Some(id) = holder.leave()
+            && let Err(error) = Box::pin(self.api.cancel(&id)).await
+        {
+            tracing::warn!(approval_id = %id, %error, "could not cancel the approval");
+        }
+        verdict
+    }
+
+    async fn decide_held(
+        &self,
+        call: &Call,
+        holder: &mut Holder<'_>,
         cancelled: &CancellationToken,
         progress: Option<&Progress>,
     ) -> Verdict {
@@ -142,6 +104,7 @@ impl Gate {
             Ok(view) => view,
             Err(refusal) => return Verdict::Refuse(refusal),
         };
+        holder.answered(&view.approval_id);
         if view.status == "executed" {
             // Run only what this request spent: an approval executed earlier ran then.
             // A server from before the field says nothing; the proxy sends no
@@ -151,7 +114,7 @@ impl Gate {
                 Some(true) | None => self.run(view, cancelled),
             };
         }
-        let view = match self.hold(view, cancelled, progress).await {
+        let view = match self.hold(view, holder, cancelled, progress).await {
             Ok(view) => view,
             Err(refusal) => return Verdict::Refuse(refusal),
         };
@@ -192,12 +155,14 @@ impl Gate {
             .map_err(|error| texts::api_failed(&error))
     }
 
-    /// Waits while `view` is pending, up to the hold; the decided view, or a refusal.
-    /// The decision comes from the proxy's one event stream ([`Watch`]), read once
-    /// after it listens in case it came before.
+    /// Waits while `view` is pending, up to the hold; the decided view, or a refusal
+    /// (the `holder` then withdraws the approval when the call was cancelled, its
+    /// client left or the upstream went). The decision comes from the proxy's one
+    /// event stream ([`Watch`]), read once after it listens in case it came before.
     async fn hold(
         &self,
         view: View,
+        holder: &mut Holder<'_>,
         cancelled: &CancellationToken,
         progress: Option<&Progress>,
     ) -> Result<View, String> {
@@ -205,7 +170,6 @@ impl Gate {
             return Ok(view);
         }
         let id = view.approval_id.clone();
-        let held = self.holders.hold(&id);
         let deadline = Instant::now() + self.hold;
         let mut waiting = match Box::pin(self.watch.watch(&id)).await {
             Ok(waiting) => waiting,
@@ -226,28 +190,16 @@ impl Gate {
                 reports += 1;
                 Box::pin(report(progress, reports, texts::waiting(&view))).await;
             }
-            tokio::select! {
+            let why = tokio::select! {
                 decided = waiting.decided() => return decided.map_err(|error| texts::api_failed(&error)),
-                _ = tokio::time::sleep(left.min(self.interval)) => {}
-                _ = cancelled.cancelled() => return Err(Box::pin(self.withdraw(held, texts::cancelled())).await),
-                _ = self.client_gone.cancelled() => return Err(Box::pin(self.withdraw(held, texts::cancelled())).await),
-                _ = self.upstream_gone.cancelled() => return Err(Box::pin(self.withdraw(held, texts::upstream_gone())).await),
-            }
+                _ = tokio::time::sleep(left.min(self.interval)) => continue,
+                _ = cancelled.cancelled() => texts::cancelled(),
+                _ = self.client_gone.cancelled() => texts::cancelled(),
+                _ = self.upstream_gone.cancelled() => texts::upstream_gone(),
+            };
+            holder.withdraw();
+            return Err(why);
         }
-    }
-
-    /// Cancels the approval of a call that no longer waits, unless another call of this
-    /// proxy still waits for it (an identical call that joined it).
-    async fn withdraw(&self, held: Held<'_>, why: String) -> String {
-        let id = held.id.clone();
-        if !held.release() {
-            tracing::debug!(approval_id = %id, "another call waits for this approval: not cancelled");
-            return why;
-        }
-        if let Err(error) = self.api.cancel(&id).await {
-            tracing::warn!(approval_id = %id, %error, "could not cancel the approval");
-        }
-        why
     }
 
     /// A call whose approval signoff spent as it answered: run what it answered.

@@ -92,22 +92,109 @@ async fn a_cancelled_call_withdraws_an_approval_only_when_no_identical_call_wait
         tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
     };
     let (one, other) = (held(&first), held(&second));
-    let cancels = || {
-        seen.lock()
-            .unwrap()
-            .iter()
-            .filter(|s| *s == "cancel")
-            .count()
-    };
-    while seen.lock().unwrap().iter().filter(|s| *s == "get").count() < 2 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let cancels = || count(&seen, "cancel");
+    until_seen(&seen, "get", 2).await;
     first.cancel();
     assert!(matches!(one.await.unwrap(), Verdict::Refuse(_)));
     assert_eq!(cancels(), 0, "the other call still waits for it");
     second.cancel();
     assert!(matches!(other.await.unwrap(), Verdict::Refuse(_)));
     assert_eq!(cancels(), 1, "the last one to go withdraws it");
+}
+
+/// Counts what `seen` holds of `path`.
+fn count(seen: &Mutex<Vec<String>>, path: &str) -> usize {
+    seen.lock().unwrap().iter().filter(|s| *s == path).count()
+}
+
+/// Waits until `seen` holds `path` `times` times.
+async fn until_seen(seen: &Mutex<Vec<String>>, path: &str, times: usize) {
+    while count(seen, path) < times {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A call cancelled while an identical call's ask is on its way (an agent that
+/// gave a call up and at once called again) leaves the approval to it: the ask
+/// joins it, and the approval is withdrawn only when that call goes too.
+#[tokio::test]
+async fn a_cancelled_call_leaves_its_approval_to_an_identical_call_still_asking() {
+    let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
+    let (base, seen) = stand_in_slow(pending, Some("create")).await;
+    let gate = Arc::new(gate(&base));
+    let (first, second) = (CancellationToken::new(), CancellationToken::new());
+    let held = |cancelled: &CancellationToken| {
+        let (gate, cancelled) = (gate.clone(), cancelled.clone());
+        tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
+    };
+    let one = held(&first);
+    until_seen(&seen, "get", 1).await;
+    let other = held(&second);
+    until_seen(&seen, "create", 2).await;
+    first.cancel();
+    assert!(matches!(one.await.unwrap(), Verdict::Refuse(_)));
+    assert_eq!(count(&seen, "cancel"), 0, "left to the call asking");
+    until_seen(&seen, "get", 2).await;
+    second.cancel();
+    assert!(matches!(other.await.unwrap(), Verdict::Refuse(_)));
+    assert_eq!(count(&seen, "cancel"), 1, "withdrawn by the last to go");
+}
+
+/// A signoff whose first create answers `a1` pending, and every later one, after
+/// [`SLOW`], a 503.
+async fn stand_in_failing_repeats() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = |path: &'static str| {
+        move |State(seen): State<Arc<Mutex<Vec<String>>>>| async move {
+            seen.lock().unwrap().push(path.to_owned());
+            let pending = json!({"approval_id": "a1", "status": "pending"});
+            if path == "create" && count(&seen, "create") > 1 {
+                tokio::time::sleep(SLOW).await;
+                let refused = json!({"error": "unavailable", "detail": "down"});
+                return (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(refused),
+                );
+            }
+            (axum::http::StatusCode::OK, axum::Json(pending))
+        }
+    };
+    let router = Router::new()
+        .route("/v1/approvals", post(record("create")))
+        .route("/v1/approvals/a1", get(record("get")))
+        .route("/v1/approvals/a1/cancel", post(record("cancel")))
+        .route("/v1/approvals/events", get(listening))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (base, seen)
+}
+
+/// The approval a cancelled call left to an identical call asking is withdrawn
+/// when that call goes without an answer (signoff failed it): nobody waits for it.
+#[tokio::test]
+async fn an_approval_left_to_a_call_whose_ask_fails_is_withdrawn_when_it_goes() {
+    let (base, seen) = stand_in_failing_repeats().await;
+    let gate = Arc::new(gate(&base));
+    let first = CancellationToken::new();
+    let held = |cancelled: &CancellationToken| {
+        let (gate, cancelled) = (gate.clone(), cancelled.clone());
+        tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
+    };
+    let one = held(&first);
+    until_seen(&seen, "get", 1).await;
+    let other = held(&CancellationToken::new());
+    until_seen(&seen, "create", 2).await;
+    first.cancel();
+    assert!(matches!(one.await.unwrap(), Verdict::Refuse(_)));
+    assert_eq!(count(&seen, "cancel"), 0, "left to the call asking");
+    let refused = other.await.unwrap();
+    assert!(
+        matches!(&refused, Verdict::Refuse(why) if why.contains("503")),
+        "{refused:?}"
+    );
+    assert_eq!(count(&seen, "cancel"), 1, "withdrawn as the last call went");
 }
 
 fn gate(base: &str) -> Gate {

@@ -9,6 +9,7 @@ mod calls;
 mod child;
 mod flight;
 mod gate;
+mod holders;
 mod http_client;
 mod listen;
 mod relay;
@@ -247,7 +248,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         interval: options.progress_every,
         client_gone: client_gone.clone(),
         upstream_gone: upstream_gone.clone(),
-        holders: gate::Holders::default(),
+        holders: holders::Holders::default(),
     };
     if flight::modern(&upstream_peer) {
         let listeners = relay.listeners.clone();
