@@ -273,9 +273,11 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         _ = &mut upstream_done => false,
     };
     if stopped {
-        // Held calls cancel their approvals and calls under way finish; then the
-        // upstream's session ends, which closes a child's stdin, and the child is stopped.
+        // Held calls cancel their approvals, parked rounds are given up and calls under
+        // way finish; then the upstream's session ends, which closes a child's stdin,
+        // and the child is stopped.
         client_gone.cancel();
+        calls.relay.rounds.close();
         let _ = tokio::time::timeout(SETTLE, calls.settled()).await;
         stop_upstream.cancel();
         let _ = tokio::time::timeout(SETTLE, upstream_done).await;
