@@ -1,6 +1,7 @@
 //! An MCP server on stdio for the proxy's tests and bench, written with `rmcp`: tools
 //! that echo, run slowly with progress, fail, crash the process, ask the client's model
-//! (sampling), ask the user (elicitation), read the client's roots, log, change the
+//! (sampling), ask the user (elicitation), ask both at different times (`ask_twice`),
+//! read the client's roots, log, change the
 //! tool list (`add_tool`, and `harden`, which turns `flip` from read-only to
 //! destructive), tell that a resource changed (`touch`) and write lots of stderr
 //! (`shout`); one resource (subscribable) and one prompt. Every tool call, and every
@@ -148,6 +149,25 @@ impl Fixture {
         }
     }
 
+    /// Asks the client's model and, `after_ms` later (default 300) and without waiting
+    /// for that answer, the user; the user's answer (or the error) is logged as the
+    /// call `ask_twice: elicitation`, whenever it comes.
+    async fn ask_twice(
+        &self,
+        arguments: &Value,
+        context: &RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let after = Duration::from_millis(arguments["after_ms"].as_u64().unwrap_or(300));
+        let (fixture, later) = (self.clone(), context.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let answer = fixture.ask_user(&later).await;
+            let outcome = json!({"is_error": answer.is_error, "text": first_text(&answer)});
+            log_call("ask_twice: elicitation", &outcome);
+        });
+        self.ask_model(context).await
+    }
+
     async fn roots(&self, context: &RequestContext<RoleServer>) -> CallToolResult {
         match context.peer.list_roots().await {
             Ok(roots) => text(format!(
@@ -228,6 +248,7 @@ impl ServerHandler for Fixture {
             tool("drop_table", None),
             tool("ask_model", None),
             tool("ask_user", None),
+            tool("ask_twice", None),
             tool("roots", None),
             tool("chatty", None),
             tool("add_tool", None),
@@ -289,6 +310,7 @@ impl ServerHandler for Fixture {
             }
             "ask_model" => self.ask_model(&context).await,
             "ask_user" => self.ask_user(&context).await,
+            "ask_twice" => self.ask_twice(&arguments, &context).await,
             "roots" => self.roots(&context).await,
             "chatty" => {
                 let log = serde_json::from_value(

@@ -33,7 +33,7 @@ medium = "require_approval"
 high = "deny"
 
 [[rules]]
-tools = ["echo", "slow", "fail", "crash", "ask_model", "ask_user", "roots", "chatty", "add_tool",
+tools = ["echo", "slow", "fail", "crash", "ask_model", "ask_user", "ask_twice", "roots", "chatty", "add_tool",
          "extra", "read_graph", "touch", "shout", "harden"]
 tier = "low"
 

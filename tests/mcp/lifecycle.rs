@@ -191,6 +191,45 @@ async fn sigterm_before_the_upstream_answers_its_handshake_stops_the_proxy_and_t
     );
 }
 
+/// A launcher (`sh -c`, as `npx` or `uvx`) that starts the server as a process of its
+/// own: a stop before the server answers its handshake stops that process too, not
+/// only the launcher, whether the stop is SIGTERM or ctrl-c.
+#[tokio::test]
+async fn a_stop_before_the_handshake_stops_what_the_upstream_started_too() {
+    for stop in ["-TERM", "-INT"] {
+        let h = harness().await;
+        let (launcher, server) = (h.dir.path().join("sh.pid"), h.dir.path().join("server.pid"));
+        let script = format!(
+            "echo $$ > '{}'; (exec sleep 300) </dev/null >/dev/null 2>&1 & echo $! > '{}'; wait",
+            launcher.display(),
+            server.display()
+        );
+        let mut proxy = h
+            .proxy_command(GRACE, &["sh", "-c", &script])
+            .spawn()
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        while !(launcher.exists() && server.exists()) && started.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (launcher, server) = (pid_in(&launcher), pid_in(&server));
+        assert!(alive(launcher) && alive(server), "both wait, silent");
+        signal(proxy.id().unwrap(), stop);
+        assert!(exit_of(&mut proxy).await.success(), "{stop}");
+        let gone = eventually(|| !alive(server)).await;
+        if !gone {
+            signal(server, "-KILL");
+        }
+        assert!(
+            gone,
+            "{stop}: the server the launcher started is stopped with the proxy"
+        );
+        assert!(!alive(launcher), "{stop}");
+    }
+}
+
 /// What the proxy in front of `sh -c SCRIPT`, which exits before any handshake, says
 /// on stderr as it fails.
 async fn startup_failure(h: &Harness, script: &str) -> Vec<u8> {

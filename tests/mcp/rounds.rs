@@ -240,6 +240,43 @@ async fn a_round_the_client_never_comes_back_for_is_given_up_and_its_state_refus
     let _ = raw.child.start_kill();
 }
 
+/// The upstream asks the client again (`ask_twice`: its user, 800 ms after its model)
+/// while the call is parked on the first question: the second waits for a call to
+/// carry it to the client. When the parked call is given up and no call is left that
+/// could, the second request gets an error too, instead of waiting forever.
+#[tokio::test]
+async fn a_request_queued_behind_a_parked_call_gets_an_error_when_that_call_is_given_up() {
+    let h = harness().await;
+    let mut raw = raw_with(&h, &["--input-within", "2s"]).await;
+    raw.send(&call(1, "ask_twice", json!({"after_ms": 800})))
+        .await;
+    let first = raw.answer(1).await;
+    let (_, request) = only_request(&first);
+    assert_eq!(request["method"], "sampling/createMessage", "{first}");
+    let elicited = || (h.ran().into_iter()).find(|call| call["tool"] == "ask_twice: elicitation");
+    let mut outcome = None;
+    for _ in 0..100 {
+        outcome = elicited();
+        if outcome.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let outcome = outcome.expect("the upstream's second request is answered");
+    assert_eq!(outcome["arguments"]["is_error"], true, "{outcome}");
+    let text = outcome["arguments"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("no request of the client's is left"),
+        "{text}"
+    );
+    let failed = h
+        .ran()
+        .into_iter()
+        .filter(|call| call["tool"] == "ask_model: sampling failed");
+    assert_eq!(failed.count(), 1, "the first request got its error as well");
+    let _ = raw.child.start_kill();
+}
+
 #[tokio::test]
 async fn a_prompt_and_a_resource_read_go_in_rounds_too() {
     let h = harness().await;

@@ -6,10 +6,12 @@
 //! the signals go to the whole group: a server started through a wrapper (a shell
 //! script, `npx`, `uvx`) is stopped with the wrapper, and whatever the child leaves
 //! running in its group when it exits is stopped the same way (`SIGTERM`, then
-//! `SIGKILL`). Whatever way the proxy ends, even before that sequence is done, the
-//! child does not outlive it: a child still running when its keeper is dropped is
-//! killed, and on Linux one whose proxy was killed outright gets `SIGTERM` from the
-//! kernel.
+//! `SIGKILL`). Whatever way the proxy ends, the child does not outlive it: the proxy's
+//! last step stops every child it started ([`Children::stop_all`]), also one whose
+//! handle went on the way (a stop before the handshake, a failed connection); a child
+//! still running when its keeper is dropped (the runtime ending) is killed; and on
+//! Linux one whose proxy was killed outright gets `SIGTERM` from the kernel (it alone,
+//! not the rest of its group).
 
 use std::collections::VecDeque;
 #[cfg(unix)]
@@ -97,6 +99,35 @@ fn signal_name(_: i32) -> Option<&'static str> {
     None
 }
 
+/// Every child the proxy started, so that none outlives it.
+#[derive(Clone, Default)]
+pub struct Children(Arc<Mutex<Vec<Kept>>>);
+
+/// What the proxy keeps of a started child: how to stop it, and whether it has ended.
+struct Kept {
+    stop: CancellationToken,
+    state: watch::Receiver<State>,
+}
+
+impl Children {
+    /// Stops every child still running, the way [`Child::stop`] does (its stdin is
+    /// closed by then, with its transport), and waits until each has exited and what
+    /// it left running in its group is stopped. Children that ended already are past
+    /// stopping, and waited for only until their groups are stopped.
+    pub async fn stop_all(&self) {
+        let kept = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for child in &kept {
+            child.stop.cancel();
+        }
+        for mut child in kept {
+            // An error: the keeper is gone, and with it the child.
+            let _ = (child.state)
+                .wait_for(|state| !matches!(state, State::Running))
+                .await;
+        }
+    }
+}
+
 /// A started child MCP server (see the module's documentation).
 pub struct Child {
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -106,9 +137,14 @@ pub struct Child {
 }
 
 impl Child {
-    /// Starts `command` (`CMD ARGS…`); `grace` is how long it has to exit once its
-    /// stdin is closed, and again after `SIGTERM`, when the proxy stops it.
-    pub fn spawn(command: &[String], grace: Duration) -> anyhow::Result<(Transport, Child)> {
+    /// Starts `command` (`CMD ARGS…`), one of `children`; `grace` is how long it has
+    /// to exit once its stdin is closed, and again after `SIGTERM`, when the proxy
+    /// stops it.
+    pub fn spawn(
+        command: &[String],
+        grace: Duration,
+        children: &Children,
+    ) -> anyhow::Result<(Transport, Child)> {
         let (program, args) = command.split_first().ok_or_else(|| {
             anyhow::anyhow!("no command: signoff proxy [OPTIONS] -- CMD [ARGS...]")
         })?;
@@ -138,6 +174,11 @@ impl Child {
         let (state, watched) = watch::channel(State::Running);
         let stop = CancellationToken::new();
         tokio::spawn(keep(child, stop.clone(), grace, state));
+        let kept = Kept {
+            stop: stop.clone(),
+            state: watched.clone(),
+        };
+        (children.0.lock().unwrap_or_else(|e| e.into_inner())).push(kept);
         let child = Child {
             tail,
             copier,

@@ -110,6 +110,19 @@ impl Flight {
         }
     }
 
+    /// A flight that is never answered, and its stand-in driver (aborted when the
+    /// flight is cancelled).
+    #[cfg(test)]
+    pub fn never_answered() -> (Self, tokio::task::JoinHandle<()>) {
+        let driver = tokio::spawn(std::future::pending());
+        let flight = Self {
+            answer: Box::pin(std::future::pending()),
+            stop: Stop::Driver(driver.abort_handle()),
+            done: false,
+        };
+        (flight, driver)
+    }
+
     /// The upstream's answer (cancel-safe: a later call still gets it).
     pub async fn answer(&mut self) -> Result<ServerResult, McpError> {
         let answer = self.answer.as_mut().await;

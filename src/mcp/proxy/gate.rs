@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, View};
+use super::holders::{Holder, Holders};
 use super::texts;
 use super::watch::Watch;
 
@@ -64,76 +65,37 @@ pub struct Gate {
     pub client_gone: CancellationToken,
     /// Cancelled when the upstream server exits.
     pub upstream_gone: CancellationToken,
-    /// How many held calls wait for each approval.
+    /// The calls waiting for each approval, or about to ask for one.
     pub holders: Holders,
 }
 
-/// How many held calls of this proxy wait for each approval: identical calls join one
-/// approval, and a call that is cancelled withdraws it only when no other call still
-/// waits for it (the last one to go does).
-#[derive(Debug, Default)]
-pub struct Holders(std::sync::Mutex<std::collections::HashMap<String, usize>>);
-
-impl Holders {
-    /// One more call waits for approval `id` until the [`Held`] is dropped or released.
-    fn hold(&self, id: &str) -> Held<'_> {
-        *self.counts().entry(id.to_owned()).or_default() += 1;
-        Held {
-            holders: self,
-            id: id.to_owned(),
-            released: false,
-        }
-    }
-
-    fn counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, usize>> {
-        // A map of counters that no panic leaves half-changed.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// One call fewer waits for `id`; how many still do.
-    fn leave(&self, id: &str) -> usize {
-        let mut counts = self.counts();
-        let left = counts.get_mut(id).map_or(0, |count| {
-            *count = count.saturating_sub(1);
-            *count
-        });
-        if left == 0 {
-            counts.remove(id);
-        }
-        left
-    }
-}
-
-/// A held call's place among the callers of its approval (see [`Holders`]).
-struct Held<'a> {
-    holders: &'a Holders,
-    id: String,
-    released: bool,
-}
-
-impl Held<'_> {
-    /// Leaves now; whether this was the last call waiting for the approval.
-    fn release(mut self) -> bool {
-        self.released = true;
-        self.holders.leave(&self.id) == 0
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        if !self.released {
-            self.holders.leave(&self.id);
-        }
-    }
-}
-
 impl Gate {
-    /// Decides `call`; `cancelled` fires when the client cancels this request.
+    /// Decides `call`; `cancelled` fires when the client cancels this request. The call
+    /// counts among the [`Holders`] from before it asks until it is decided, and a
+    /// call that no longer wants its approval withdraws it here, when no identical
+    /// call waits for it or is about to ask.
     pub async fn decide(
         &self,
         call: &Call,
+        cancelled: &CancellationToken,
+        progress: Option<&Progress>,
+    ) -> Verdict {
+        let mut holder = self.holders.hold(&call.tool, &call.arguments);
+        let verdict = self
+            .decide_held(call, &mut holder, cancelled, progress)
+            .await;
+        if let Some(id) = holder.leave()
+            && let Err(error) = Box::pin(self.api.cancel(&id)).await
+        {
+            tracing::warn!(approval_id = %id, %error, "could not cancel the approval");
+        }
+        verdict
+    }
+
+    async fn decide_held(
+        &self,
+        call: &Call,
+        holder: &mut Holder<'_>,
         cancelled: &CancellationToken,
         progress: Option<&Progress>,
     ) -> Verdict {
@@ -142,6 +104,7 @@ impl Gate {
             Ok(view) => view,
             Err(refusal) => return Verdict::Refuse(refusal),
         };
+        holder.answered(&view.approval_id);
         if view.status == "executed" {
             // Run only what this request spent: an approval executed earlier ran then.
             // A server from before the field says nothing; the proxy sends no
@@ -151,7 +114,7 @@ impl Gate {
                 Some(true) | None => self.run(view, cancelled),
             };
         }
-        let view = match self.hold(view, cancelled, progress).await {
+        let view = match self.hold(view, holder, cancelled, progress).await {
             Ok(view) => view,
             Err(refusal) => return Verdict::Refuse(refusal),
         };
@@ -192,12 +155,14 @@ impl Gate {
             .map_err(|error| texts::api_failed(&error))
     }
 
-    /// Waits while `view` is pending, up to the hold; the decided view, or a refusal.
-    /// The decision comes from the proxy's one event stream ([`Watch`]), read once
-    /// after it listens in case it came before.
+    /// Waits while `view` is pending, up to the hold; the decided view, or a refusal
+    /// (the `holder` then withdraws the approval when the call was cancelled, its
+    /// client left or the upstream went). The decision comes from the proxy's one
+    /// event stream ([`Watch`]), read once after it listens in case it came before.
     async fn hold(
         &self,
         view: View,
+        holder: &mut Holder<'_>,
         cancelled: &CancellationToken,
         progress: Option<&Progress>,
     ) -> Result<View, String> {
@@ -205,7 +170,6 @@ impl Gate {
             return Ok(view);
         }
         let id = view.approval_id.clone();
-        let held = self.holders.hold(&id);
         let deadline = Instant::now() + self.hold;
         let mut waiting = match Box::pin(self.watch.watch(&id)).await {
             Ok(waiting) => waiting,
@@ -226,28 +190,16 @@ impl Gate {
                 reports += 1;
                 Box::pin(report(progress, reports, texts::waiting(&view))).await;
             }
-            tokio::select! {
+            let why = tokio::select! {
                 decided = waiting.decided() => return decided.map_err(|error| texts::api_failed(&error)),
-                _ = tokio::time::sleep(left.min(self.interval)) => {}
-                _ = cancelled.cancelled() => return Err(Box::pin(self.withdraw(held, texts::cancelled())).await),
-                _ = self.client_gone.cancelled() => return Err(Box::pin(self.withdraw(held, texts::cancelled())).await),
-                _ = self.upstream_gone.cancelled() => return Err(Box::pin(self.withdraw(held, texts::upstream_gone())).await),
-            }
+                _ = tokio::time::sleep(left.min(self.interval)) => continue,
+                _ = cancelled.cancelled() => texts::cancelled(),
+                _ = self.client_gone.cancelled() => texts::cancelled(),
+                _ = self.upstream_gone.cancelled() => texts::upstream_gone(),
+            };
+            holder.withdraw();
+            return Err(why);
         }
-    }
-
-    /// Cancels the approval of a call that no longer waits, unless another call of this
-    /// proxy still waits for it (an identical call that joined it).
-    async fn withdraw(&self, held: Held<'_>, why: String) -> String {
-        let id = held.id.clone();
-        if !held.release() {
-            tracing::debug!(approval_id = %id, "another call waits for this approval: not cancelled");
-            return why;
-        }
-        if let Err(error) = self.api.cancel(&id).await {
-            tracing::warn!(approval_id = %id, %error, "could not cancel the approval");
-        }
-        why
     }
 
     /// A call whose approval signoff spent as it answered: run what it answered.
@@ -309,224 +261,5 @@ async fn report(progress: &Progress, count: u32, message: String) {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use axum::Router;
-    use axum::extract::State;
-    use axum::routing::{get, post};
-
-    use super::*;
-
-    /// A signoff whose every new approval is approved, not spent (as when a person
-    /// decided it just before the proxy read it); it records the requests it gets.
-    async fn approving_signoff() -> (String, Arc<Mutex<Vec<String>>>) {
-        let approved = json!({"approval_id": "a1", "status": "approved",
-                              "parameters": {"ids": [1]}});
-        stand_in(approved).await
-    }
-
-    /// A signoff that answers every new request with `created`; it records the
-    /// requests it gets.
-    async fn stand_in(created: Value) -> (String, Arc<Mutex<Vec<String>>>) {
-        stand_in_slow(created, None).await
-    }
-
-    /// How long the slow request of [`stand_in_slow`] takes.
-    const SLOW: Duration = Duration::from_millis(300);
-
-    /// [`stand_in`], whose answer to `slow` (`create` or `execute`) comes [`SLOW`]ly.
-    async fn stand_in_slow(
-        created: Value,
-        slow: Option<&'static str>,
-    ) -> (String, Arc<Mutex<Vec<String>>>) {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let answer = |path: &'static str, body: Value| {
-            let delay = if slow == Some(path) {
-                SLOW
-            } else {
-                Duration::ZERO
-            };
-            move |State(seen): State<Arc<Mutex<Vec<String>>>>| {
-                seen.lock().unwrap().push(path.to_owned());
-                let body = body.clone();
-                async move {
-                    tokio::time::sleep(delay).await;
-                    axum::Json(body)
-                }
-            }
-        };
-        let executed = json!({"status": "executed", "parameters": {"ids": [1]}});
-        let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
-        let router = Router::new()
-            .route("/v1/approvals", post(answer("create", created)))
-            .route(
-                "/v1/approvals/a1/execute",
-                post(answer("execute", executed)),
-            )
-            .route("/v1/approvals/a1", get(answer("get", pending.clone())))
-            .route("/v1/approvals/a1/cancel", post(answer("cancel", pending)))
-            .route("/v1/approvals/events", get(listening))
-            .with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        (base, seen)
-    }
-
-    /// A decision stream that says it listens, then brings nothing.
-    async fn listening() -> axum::response::Response {
-        let ready = futures_util::stream::once(async {
-            Ok::<_, std::io::Error>(axum::body::Bytes::from("event: ready\ndata: {}\n\n"))
-        });
-        let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(
-            ready,
-            futures_util::stream::pending(),
-        ));
-        axum::response::Response::builder()
-            .header("content-type", "text/event-stream")
-            .body(body)
-            .unwrap()
-    }
-
-    /// Two identical calls join one approval: cancelling one leaves it to the other,
-    /// cancelling the other too withdraws it, once.
-    #[tokio::test]
-    async fn a_cancelled_call_withdraws_an_approval_only_when_no_identical_call_waits_for_it() {
-        let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
-        let (base, seen) = stand_in(pending).await;
-        let gate = Arc::new(gate(&base));
-        let (first, second) = (CancellationToken::new(), CancellationToken::new());
-        let held = |cancelled: &CancellationToken| {
-            let (gate, cancelled) = (gate.clone(), cancelled.clone());
-            tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
-        };
-        let (one, other) = (held(&first), held(&second));
-        let cancels = || {
-            seen.lock()
-                .unwrap()
-                .iter()
-                .filter(|s| *s == "cancel")
-                .count()
-        };
-        while seen.lock().unwrap().iter().filter(|s| *s == "get").count() < 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        first.cancel();
-        assert!(matches!(one.await.unwrap(), Verdict::Refuse(_)));
-        assert_eq!(cancels(), 0, "the other call still waits for it");
-        second.cancel();
-        assert!(matches!(other.await.unwrap(), Verdict::Refuse(_)));
-        assert_eq!(cancels(), 1, "the last one to go withdraws it");
-    }
-
-    fn gate(base: &str) -> Gate {
-        let api = Api::new(base, None).unwrap();
-        Gate {
-            watch: Watch::new(api.clone()),
-            api,
-            server: "fixture".into(),
-            hold: Duration::from_secs(5),
-            interval: Duration::from_secs(5),
-            client_gone: CancellationToken::new(),
-            upstream_gone: CancellationToken::new(),
-            holders: Holders::default(),
-        }
-    }
-
-    fn call() -> Call {
-        Call {
-            tool: "delete_things".into(),
-            arguments: json!({"ids": [1]}).as_object().unwrap().clone(),
-            annotations: None,
-            requested_by: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_call_approved_as_its_client_cancelled_or_left_is_neither_executed_nor_run() {
-        let (base, seen) = approving_signoff().await;
-        let gate = gate(&base);
-        let live = CancellationToken::new();
-        assert!(matches!(
-            gate.decide(&call(), &live, None).await,
-            Verdict::Run { .. }
-        ));
-        assert_eq!(*seen.lock().unwrap(), ["create", "execute"]);
-
-        seen.lock().unwrap().clear();
-        let cancelled = CancellationToken::new();
-        cancelled.cancel();
-        let verdict = gate.decide(&call(), &cancelled, None).await;
-        assert!(
-            matches!(&verdict, Verdict::Refuse(why) if why.starts_with("Cancelled as it was approved")),
-            "{verdict:?}"
-        );
-        gate.client_gone.cancel();
-        let verdict = gate.decide(&call(), &live, None).await;
-        assert!(matches!(verdict, Verdict::Refuse(_)), "{verdict:?}");
-        assert_eq!(
-            *seen.lock().unwrap(),
-            ["create", "create"],
-            "asked, never spent"
-        );
-    }
-
-    /// An `executed` answer runs the call only when this request executed it: one
-    /// executed earlier (by a request signoff took for a retry of it) ran then.
-    #[tokio::test]
-    async fn an_approval_executed_by_an_earlier_request_does_not_run_again() {
-        let executed = |spent: Option<bool>| {
-            json!({"approval_id": "a1", "status": "executed", "parameters": {"ids": [1]},
-                   "spent_by_this_request": spent})
-        };
-        let live = CancellationToken::new();
-        // `None`: a server from before the field, where an executed answer to the
-        // proxy (which sends no idempotency key) is its own spend.
-        for this_request in [Some(true), None] {
-            let (base, seen) = stand_in(executed(this_request)).await;
-            let verdict = gate(&base).decide(&call(), &live, None).await;
-            assert!(matches!(verdict, Verdict::Run { .. }), "{verdict:?}");
-            assert_eq!(*seen.lock().unwrap(), ["create"], "never executed again");
-        }
-        let (base, _) = stand_in(executed(Some(false))).await;
-        let verdict = gate(&base).decide(&call(), &live, None).await;
-        assert!(
-            matches!(&verdict, Verdict::Refuse(why) if why.contains("already used")),
-            "{verdict:?}"
-        );
-    }
-
-    /// A call cancelled, or whose client left, while signoff spent its approval (in the
-    /// create of an auto-approved call, or in the execute of one approved earlier) does
-    /// not run: the approval is spent, and the refusal says so.
-    #[tokio::test]
-    async fn a_call_cancelled_while_its_approval_is_spent_is_not_run() {
-        let spent = json!({"approval_id": "a1", "status": "executed", "parameters": {"ids": [1]},
-                           "spent_by_this_request": true});
-        let approved =
-            json!({"approval_id": "a1", "status": "approved", "parameters": {"ids": [1]}});
-        for (created, slow) in [(spent, "create"), (approved, "execute")] {
-            for client_left in [false, true] {
-                let (base, seen) = stand_in_slow(created.clone(), Some(slow)).await;
-                let gate = gate(&base);
-                let cancelled = CancellationToken::new();
-                let cancel = if client_left {
-                    gate.client_gone.clone()
-                } else {
-                    cancelled.clone()
-                };
-                tokio::spawn(async move {
-                    tokio::time::sleep(SLOW / 3).await;
-                    cancel.cancel();
-                });
-                let verdict = gate.decide(&call(), &cancelled, None).await;
-                assert!(
-                    matches!(&verdict, Verdict::Refuse(why) if why.contains("the approval is spent")),
-                    "{slow}, client left: {client_left}: {verdict:?}"
-                );
-                assert_eq!(seen.lock().unwrap().last().map(String::as_str), Some(slow));
-            }
-        }
-    }
-}
+#[path = "gate_tests.rs"]
+mod tests;

@@ -9,6 +9,7 @@ mod calls;
 mod child;
 mod flight;
 mod gate;
+mod holders;
 mod http_client;
 mod listen;
 mod relay;
@@ -34,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::api::Api;
 use self::calls::Calls;
-use self::child::Child;
+use self::child::{Child, Children};
 use self::gate::Gate;
 use self::relay::Relay;
 use self::server::Proxy;
@@ -120,9 +121,11 @@ fn launcher_warning(options: &Options, server: &str) -> Option<String> {
 async fn connect(
     options: &Options,
     relay: Relay,
+    children: &Children,
 ) -> anyhow::Result<(RunningService<RoleClient, Upstream>, Option<Child>)> {
     let handler = Upstream { relay };
-    let connected = connect_with(options, handler.clone(), ClientLifecycleMode::Initialize).await?;
+    let initialize = ClientLifecycleMode::Initialize;
+    let connected = connect_with(options, handler.clone(), initialize, children).await?;
     match connected {
         Ok(connected) => Ok(connected),
         Err((error, child)) if refuses_initialize(&error) => {
@@ -133,7 +136,7 @@ async fn connect(
             let modern = ClientLifecycleMode::Discover {
                 preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             };
-            match connect_with(options, handler, modern).await? {
+            match connect_with(options, handler, modern, children).await? {
                 Ok(connected) => Ok(connected),
                 Err((error, child)) => Err(not_connected(options, &error, child).await),
             }
@@ -150,6 +153,7 @@ async fn connect_with(
     options: &Options,
     handler: Upstream,
     lifecycle: ClientLifecycleMode,
+    children: &Children,
 ) -> anyhow::Result<Result<(RunningService<RoleClient, Upstream>, Option<Child>), Refused>> {
     if let Some(url) = &options.upstream {
         let transport = upstream::connect_http(url, &options.upstream_headers)?;
@@ -160,7 +164,7 @@ async fn connect_with(
             },
         );
     }
-    let (transport, child) = Child::spawn(&options.command, options.stop_grace)?;
+    let (transport, child) = Child::spawn(&options.command, options.stop_grace, children)?;
     Ok(
         match handler.serve_with_lifecycle(transport, lifecycle).await {
             Ok(running) => Ok((running, Some(child))),
@@ -214,8 +218,17 @@ async fn report_exit(child: Option<Child>) {
 }
 
 /// Runs the proxy until the client leaves or ctrl-c or SIGTERM stops it (exit 0,
-/// once a child upstream is stopped), or the upstream exits (exit 1).
+/// once a child upstream is stopped), or the upstream exits (exit 1). Whichever way
+/// it ends, every child it started is stopped first, with what it left running in
+/// its process group.
 pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
+    let children = Children::default();
+    let ran = run_until_done(options, &children).await;
+    children.stop_all().await;
+    ran
+}
+
+async fn run_until_done(options: Options, children: &Children) -> anyhow::Result<ExitCode> {
     let stop_signal = crate::shutdown::signal();
     tokio::pin!(stop_signal);
     let server = server_name(&options)?;
@@ -226,9 +239,9 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     let relay = Relay::new(rounds::Rounds::new(options.input_within));
     // An upstream may take its time to answer the handshake (`npx` fetching a package),
     // or never answer: a stop then is a stop all the same, not ignored until SIGKILL.
-    // The child goes with the proxy (killed as its handle drops, and by PDEATHSIG).
+    // The child is stopped with the rest (its stdin closed with the dropped handshake).
     let (upstream, child) = tokio::select! {
-        connected = connect(&options, relay.clone()) => connected?,
+        connected = connect(&options, relay.clone(), children) => connected?,
         () = &mut stop_signal => {
             crate::logging::lossy::stderr()
                 .line("signoff proxy: stopped before the MCP server answered its handshake");
@@ -247,7 +260,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         interval: options.progress_every,
         client_gone: client_gone.clone(),
         upstream_gone: upstream_gone.clone(),
-        holders: gate::Holders::default(),
+        holders: holders::Holders::default(),
     };
     if flight::modern(&upstream_peer) {
         let listeners = relay.listeners.clone();
@@ -272,9 +285,11 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         _ = &mut upstream_done => false,
     };
     if stopped {
-        // Held calls cancel their approvals and calls under way finish; then the
-        // upstream's session ends, which closes a child's stdin, and the child is stopped.
+        // Held calls cancel their approvals, parked rounds are given up and calls under
+        // way finish; then the upstream's session ends, which closes a child's stdin,
+        // and the child is stopped.
         client_gone.cancel();
+        calls.relay.rounds.close();
         let _ = tokio::time::timeout(SETTLE, calls.settled()).await;
         stop_upstream.cancel();
         let _ = tokio::time::timeout(SETTLE, upstream_done).await;

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::flight::{self, Flight, Tokens};
 use super::listen::Listeners;
-use super::rounds::Rounds;
+use super::rounds::{Carried, Rounds};
 
 /// The two peers, the progress tokens in flight, the client's notification streams
 /// and the rounds of 2026-07-28 clients' calls.
@@ -109,13 +109,15 @@ impl Relay {
     /// it, else as an input request of a 2026-07-28 client's task, else as a request
     /// of its own. The client's answer, as JSON.
     pub async fn ask(&self, request: InputRequest) -> Result<Value, McpError> {
-        if let Some(answer) = self.rounds.ask(&request) {
-            return answer.await.map_err(|_| {
-                McpError::internal_error(
+        if let Some(carried) = self.rounds.ask(&request) {
+            return match carried.await {
+                Ok(Carried::Answered(answer)) => Ok(answer),
+                Ok(Carried::Uncarried) => self.ask_uncarried(&request).await,
+                Err(_) => Err(McpError::internal_error(
                     "the MCP client did not come back with an answer (signoff proxy gave the request up)",
                     None,
-                )
-            });
+                )),
+            };
         }
         if let Some(answer) = self.rounds.ask_in_task(&request) {
             return answer.await;
@@ -145,6 +147,20 @@ impl Relay {
         serde_json::to_value(answer).map_err(|error| {
             McpError::internal_error(format!("the MCP client's answer: {error}"), None)
         })
+    }
+
+    /// A question that waited for a 2026-07-28 client's call to carry it when no call
+    /// was left that could: a task's input request if a task waits, else an error (such
+    /// a client takes no requests of its own).
+    async fn ask_uncarried(&self, request: &InputRequest) -> Result<Value, McpError> {
+        match self.rounds.ask_in_task(request) {
+            Some(answer) => answer.await,
+            None => Err(McpError::internal_error(
+                "signoff proxy could not put this request to the MCP client: no request of the \
+                 client's is left to carry it (the one it waited for was given up)",
+                None,
+            )),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, ProgressToken>> {

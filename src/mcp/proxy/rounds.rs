@@ -14,6 +14,12 @@
 //! upstream's requests get an error and the upstream request is cancelled. A 2026-07-28
 //! client's task carries the questions as the task's own input requests instead
 //! (`tasks/get` shows them, `tasks/update` answers them).
+//!
+//! Every question the upstream asks is answered, by the client or with an error: one
+//! that waits for a call to carry it when no call is left that could (the last carrier
+//! ended, the last parked call was given up) is handed back to be asked another way (a
+//! task's input request) or refused, and when the client leaves every parked call is
+//! given up and every question refused.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,7 +66,17 @@ struct Question {
     /// Its key in `inputRequests` / `inputResponses`.
     key: String,
     request: InputRequest,
-    answer: oneshot::Sender<Value>,
+    /// Dropped unanswered: the upstream hears an error.
+    answer: oneshot::Sender<Carried>,
+}
+
+/// What became of an upstream's question that waited for a call to carry it.
+#[derive(Debug)]
+pub enum Carried {
+    /// The client's answer, in a retry.
+    Answered(Value),
+    /// No call was left to carry it to the client: to be asked another way.
+    Uncarried,
 }
 
 /// A call handed back to the client as `input_required`, until its retry.
@@ -86,6 +102,8 @@ struct State {
     next_task: u64,
     /// Numbers the questions' keys.
     asked: u64,
+    /// The client has gone: nothing is carried any more.
+    closed: bool,
 }
 
 impl State {
@@ -93,6 +111,21 @@ impl State {
     fn key(&mut self, request: &InputRequest) -> String {
         self.asked += 1;
         format!("{}-{}", kind(request), self.asked)
+    }
+
+    /// Hands the questions waiting for a call back to their askers when no call is
+    /// left to carry them: none waits on the upstream, none is parked for a retry.
+    fn hand_back_uncarried(&mut self) {
+        if self.carriers > 0 || !self.parked.is_empty() || self.unasked.is_empty() {
+            return;
+        }
+        tracing::info!(
+            count = self.unasked.len(),
+            "no MCP client's call is left to carry the server's requests: asked another way"
+        );
+        for question in self.unasked.drain(..) {
+            let _ = question.answer.send(Carried::Uncarried);
+        }
     }
 }
 
@@ -122,7 +155,9 @@ struct Carrying<'a>(&'a Rounds);
 
 impl Drop for Carrying<'_> {
     fn drop(&mut self) {
-        self.0.lock().carriers -= 1;
+        let mut state = self.0.lock();
+        state.carriers -= 1;
+        state.hand_back_uncarried();
     }
 }
 
@@ -141,13 +176,13 @@ impl Rounds {
 
     /// The upstream asks the client `request`. `None` when no call of a 2026-07-28
     /// client could carry it (the request then goes to the client as a request of its
-    /// own, as on the session protocol); else the client's answer, or an error when it
-    /// gave the round up.
-    pub fn ask(&self, request: &InputRequest) -> Option<oneshot::Receiver<Value>> {
+    /// own, as on the session protocol); else what became of it ([`Carried`]), or an
+    /// error when the round it went in was given up.
+    pub fn ask(&self, request: &InputRequest) -> Option<oneshot::Receiver<Carried>> {
         let (answer, answered) = oneshot::channel();
         {
             let mut state = self.lock();
-            if state.carriers == 0 && state.parked.is_empty() {
+            if state.closed || (state.carriers == 0 && state.parked.is_empty()) {
                 return None;
             }
             let key = state.key(request);
@@ -263,7 +298,12 @@ impl Rounds {
         let rounds = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(rounds.0.answer_within).await;
-            let parked = rounds.lock().parked.remove(&request_state);
+            let parked = {
+                let mut state = rounds.lock();
+                let parked = state.parked.remove(&request_state);
+                state.hand_back_uncarried();
+                parked
+            };
             if let Some(Parked {
                 flight,
                 round,
@@ -276,6 +316,24 @@ impl Rounds {
                 flight.abandon("the MCP client did not answer the server's requests in time");
             }
         });
+    }
+
+    /// The client has gone: every parked call is given up (the upstream request
+    /// cancelled) and every question of the upstream's waiting for the client gets an
+    /// error; later ones are not carried in rounds.
+    pub fn close(&self) {
+        let (parked, unasked) = {
+            let mut state = self.lock();
+            state.closed = true;
+            let parked: Vec<Parked> = state.parked.drain().map(|(_, parked)| parked).collect();
+            (parked, std::mem::take(&mut state.unasked))
+        };
+        // Their answers' senders go: the upstream hears an error for each.
+        drop(unasked);
+        for parked in parked {
+            drop(parked.questions);
+            parked.flight.abandon("the MCP client has gone");
+        }
     }
 
     /// A retry of a parked call: its answers go to the upstream, and the running call
@@ -299,7 +357,7 @@ impl Rounds {
         let parked = state.parked.remove(request_state).expect("looked up above");
         for question in parked.questions {
             match responses.remove(&question.key) {
-                Some(answer) => drop(question.answer.send(answer)),
+                Some(answer) => drop(question.answer.send(Carried::Answered(answer))),
                 // Unanswered: asked again in the next round.
                 None => state.unasked.push(question),
             }
@@ -323,5 +381,113 @@ fn kind(request: &InputRequest) -> &'static str {
         InputRequest::Elicitation(_) => "elicitation",
         InputRequest::ListRoots(_) => "roots",
         _ => "input",
+    }
+}
+
+// Roots are deprecated by SEP-2577; still the simplest question to ask.
+#[allow(deprecated)]
+#[cfg(test)]
+mod tests {
+    use rmcp::model::ListRootsRequest;
+
+    use super::*;
+
+    fn roots() -> InputRequest {
+        InputRequest::ListRoots(ListRootsRequest {
+            method: Default::default(),
+            extensions: Default::default(),
+        })
+    }
+
+    /// A call of `rounds` waiting on an upstream request that never answers; the
+    /// stand-in for that request's driver.
+    async fn carrier(
+        rounds: &Rounds,
+        cancelled: &CancellationToken,
+    ) -> (tokio::task::JoinHandle<Landed>, tokio::task::JoinHandle<()>) {
+        let (flight, driver) = Flight::never_answered();
+        let round = Round {
+            what: "the tool t".into(),
+            arguments: None,
+            note: None,
+        };
+        let (waiter, cancelled) = (rounds.clone(), cancelled.clone());
+        let waiting = tokio::spawn(async move { waiter.wait(flight, round, &cancelled).await });
+        while rounds.lock().carriers == 0 {
+            tokio::task::yield_now().await;
+        }
+        (waiting, driver)
+    }
+
+    /// What became of a question, if anything has within a second.
+    async fn fate(
+        asked: oneshot::Receiver<Carried>,
+    ) -> Option<Result<Carried, oneshot::error::RecvError>> {
+        tokio::time::timeout(Duration::from_secs(1), asked)
+            .await
+            .ok()
+    }
+
+    /// The upstream asks just as the only call that could carry its question is
+    /// cancelled: the question is handed back to be asked another way, not left
+    /// waiting for a call that will never come.
+    #[tokio::test]
+    async fn a_question_asked_as_the_last_carrier_goes_is_handed_back() {
+        let rounds = Rounds::new(Duration::from_secs(600));
+        let cancelled = CancellationToken::new();
+        let (waiting, _driver) = carrier(&rounds, &cancelled).await;
+        cancelled.cancel();
+        let asked = rounds.ask(&roots()).expect("a call waits to carry it");
+        assert!(
+            matches!(waiting.await.unwrap(), Landed::Answer { .. }),
+            "the call ended cancelled, not parked"
+        );
+        let fate = fate(asked).await;
+        assert!(matches!(fate, Some(Ok(Carried::Uncarried))), "{fate:?}");
+    }
+
+    /// The upstream asks again while its call is parked; the parked call is given up
+    /// and no call is left to carry the second question: it is handed back too.
+    #[tokio::test]
+    async fn a_question_queued_behind_a_parked_call_is_handed_back_when_that_call_is_given_up() {
+        let rounds = Rounds::new(Duration::from_millis(100));
+        let (waiting, driver) = carrier(&rounds, &CancellationToken::new()).await;
+        let first = rounds.ask(&roots()).unwrap();
+        assert!(matches!(waiting.await.unwrap(), Landed::Input(_)), "parked");
+        let second = rounds
+            .ask(&roots())
+            .expect("queued for the parked call's retry");
+        assert!(
+            matches!(fate(first).await, Some(Err(_))),
+            "given up: an error"
+        );
+        let fate = fate(second).await;
+        assert!(matches!(fate, Some(Ok(Carried::Uncarried))), "{fate:?}");
+        assert!(
+            driver.await.unwrap_err().is_cancelled(),
+            "its request cancelled"
+        );
+    }
+
+    /// The client left: parked calls are given up (their upstream requests cancelled),
+    /// their questions and those queued get an error, and nothing is carried any more.
+    #[tokio::test]
+    async fn a_client_that_leaves_gives_every_parked_call_up() {
+        let rounds = Rounds::new(Duration::from_secs(600));
+        let (waiting, driver) = carrier(&rounds, &CancellationToken::new()).await;
+        let first = rounds.ask(&roots()).unwrap();
+        assert!(matches!(waiting.await.unwrap(), Landed::Input(_)), "parked");
+        let second = rounds.ask(&roots()).unwrap();
+        rounds.close();
+        assert!(matches!(fate(first).await, Some(Err(_))));
+        assert!(matches!(fate(second).await, Some(Err(_))));
+        assert!(
+            driver.await.unwrap_err().is_cancelled(),
+            "its request cancelled"
+        );
+        assert!(
+            rounds.ask(&roots()).is_none(),
+            "not carried in rounds any more"
+        );
     }
 }

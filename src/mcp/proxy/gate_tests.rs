@@ -1,0 +1,307 @@
+//! The gate against a stand-in signoff: joins, withdrawals and spends.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+
+use super::*;
+
+/// A signoff whose every new approval is approved, not spent (as when a person
+/// decided it just before the proxy read it); it records the requests it gets.
+async fn approving_signoff() -> (String, Arc<Mutex<Vec<String>>>) {
+    let approved = json!({"approval_id": "a1", "status": "approved",
+                          "parameters": {"ids": [1]}});
+    stand_in(approved).await
+}
+
+/// A signoff that answers every new request with `created`; it records the
+/// requests it gets.
+async fn stand_in(created: Value) -> (String, Arc<Mutex<Vec<String>>>) {
+    stand_in_slow(created, None).await
+}
+
+/// How long the slow request of [`stand_in_slow`] takes.
+const SLOW: Duration = Duration::from_millis(300);
+
+/// [`stand_in`], whose answer to `slow` (`create` or `execute`) comes [`SLOW`]ly.
+async fn stand_in_slow(
+    created: Value,
+    slow: Option<&'static str>,
+) -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let answer = |path: &'static str, body: Value| {
+        let delay = if slow == Some(path) {
+            SLOW
+        } else {
+            Duration::ZERO
+        };
+        move |State(seen): State<Arc<Mutex<Vec<String>>>>| {
+            seen.lock().unwrap().push(path.to_owned());
+            let body = body.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                axum::Json(body)
+            }
+        }
+    };
+    let executed = json!({"status": "executed", "parameters": {"ids": [1]}});
+    let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
+    let router = Router::new()
+        .route("/v1/approvals", post(answer("create", created)))
+        .route(
+            "/v1/approvals/a1/execute",
+            post(answer("execute", executed)),
+        )
+        .route("/v1/approvals/a1", get(answer("get", pending.clone())))
+        .route("/v1/approvals/a1/cancel", post(answer("cancel", pending)))
+        .route("/v1/approvals/events", get(listening))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (base, seen)
+}
+
+/// A decision stream that says it listens, then brings nothing.
+async fn listening() -> axum::response::Response {
+    let ready = futures_util::stream::once(async {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from("event: ready\ndata: {}\n\n"))
+    });
+    let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(
+        ready,
+        futures_util::stream::pending(),
+    ));
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(body)
+        .unwrap()
+}
+
+/// Two identical calls join one approval: cancelling one leaves it to the other,
+/// cancelling the other too withdraws it, once.
+#[tokio::test]
+async fn a_cancelled_call_withdraws_an_approval_only_when_no_identical_call_waits_for_it() {
+    let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
+    let (base, seen) = stand_in(pending).await;
+    let gate = Arc::new(gate(&base));
+    let (first, second) = (CancellationToken::new(), CancellationToken::new());
+    let held = |cancelled: &CancellationToken| {
+        let (gate, cancelled) = (gate.clone(), cancelled.clone());
+        tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
+    };
+    let (one, other) = (held(&first), held(&second));
+    let cancels = || count(&seen, "cancel");
+    until_seen(&seen, "get", 2).await;
+    first.cancel();
+    assert!(matches!(one.await.unwrap(), Verdict::Refuse(_)));
+    assert_eq!(cancels(), 0, "the other call still waits for it");
+    second.cancel();
+    assert!(matches!(other.await.unwrap(), Verdict::Refuse(_)));
+    assert_eq!(cancels(), 1, "the last one to go withdraws it");
+}
+
+/// Counts what `seen` holds of `path`.
+fn count(seen: &Mutex<Vec<String>>, path: &str) -> usize {
+    seen.lock().unwrap().iter().filter(|s| *s == path).count()
+}
+
+/// Waits until `seen` holds `path` `times` times.
+async fn until_seen(seen: &Mutex<Vec<String>>, path: &str, times: usize) {
+    while count(seen, path) < times {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A call cancelled while an identical call's ask is on its way (an agent that
+/// gave a call up and at once called again) leaves the approval to it: the ask
+/// joins it, and the approval is withdrawn only when that call goes too.
+#[tokio::test]
+async fn a_cancelled_call_leaves_its_approval_to_an_identical_call_still_asking() {
+    let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
+    let (base, seen) = stand_in_slow(pending, Some("create")).await;
+    let gate = Arc::new(gate(&base));
+    let (first, second) = (CancellationToken::new(), CancellationToken::new());
+    let held = |cancelled: &CancellationToken| {
+        let (gate, cancelled) = (gate.clone(), cancelled.clone());
+        tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
+    };
+    let one = held(&first);
+    until_seen(&seen, "get", 1).await;
+    let other = held(&second);
+    until_seen(&seen, "create", 2).await;
+    first.cancel();
+    assert!(matches!(one.await.unwrap(), Verdict::Refuse(_)));
+    assert_eq!(count(&seen, "cancel"), 0, "left to the call asking");
+    until_seen(&seen, "get", 2).await;
+    second.cancel();
+    assert!(matches!(other.await.unwrap(), Verdict::Refuse(_)));
+    assert_eq!(count(&seen, "cancel"), 1, "withdrawn by the last to go");
+}
+
+/// A signoff whose first create answers `a1` pending, and every later one, after
+/// [`SLOW`], a 503.
+async fn stand_in_failing_repeats() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = |path: &'static str| {
+        move |State(seen): State<Arc<Mutex<Vec<String>>>>| async move {
+            seen.lock().unwrap().push(path.to_owned());
+            let pending = json!({"approval_id": "a1", "status": "pending"});
+            if path == "create" && count(&seen, "create") > 1 {
+                tokio::time::sleep(SLOW).await;
+                let refused = json!({"error": "unavailable", "detail": "down"});
+                return (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(refused),
+                );
+            }
+            (axum::http::StatusCode::OK, axum::Json(pending))
+        }
+    };
+    let router = Router::new()
+        .route("/v1/approvals", post(record("create")))
+        .route("/v1/approvals/a1", get(record("get")))
+        .route("/v1/approvals/a1/cancel", post(record("cancel")))
+        .route("/v1/approvals/events", get(listening))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (base, seen)
+}
+
+/// The approval a cancelled call left to an identical call asking is withdrawn
+/// when that call goes without an answer (signoff failed it): nobody waits for it.
+#[tokio::test]
+async fn an_approval_left_to_a_call_whose_ask_fails_is_withdrawn_when_it_goes() {
+    let (base, seen) = stand_in_failing_repeats().await;
+    let gate = Arc::new(gate(&base));
+    let first = CancellationToken::new();
+    let held = |cancelled: &CancellationToken| {
+        let (gate, cancelled) = (gate.clone(), cancelled.clone());
+        tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
+    };
+    let one = held(&first);
+    until_seen(&seen, "get", 1).await;
+    let other = held(&CancellationToken::new());
+    until_seen(&seen, "create", 2).await;
+    first.cancel();
+    assert!(matches!(one.await.unwrap(), Verdict::Refuse(_)));
+    assert_eq!(count(&seen, "cancel"), 0, "left to the call asking");
+    let refused = other.await.unwrap();
+    assert!(
+        matches!(&refused, Verdict::Refuse(why) if why.contains("503")),
+        "{refused:?}"
+    );
+    assert_eq!(count(&seen, "cancel"), 1, "withdrawn as the last call went");
+}
+
+fn gate(base: &str) -> Gate {
+    let api = Api::new(base, None).unwrap();
+    Gate {
+        watch: Watch::new(api.clone()),
+        api,
+        server: "fixture".into(),
+        hold: Duration::from_secs(5),
+        interval: Duration::from_secs(5),
+        client_gone: CancellationToken::new(),
+        upstream_gone: CancellationToken::new(),
+        holders: Holders::default(),
+    }
+}
+
+fn call() -> Call {
+    Call {
+        tool: "delete_things".into(),
+        arguments: json!({"ids": [1]}).as_object().unwrap().clone(),
+        annotations: None,
+        requested_by: None,
+    }
+}
+
+#[tokio::test]
+async fn a_call_approved_as_its_client_cancelled_or_left_is_neither_executed_nor_run() {
+    let (base, seen) = approving_signoff().await;
+    let gate = gate(&base);
+    let live = CancellationToken::new();
+    assert!(matches!(
+        gate.decide(&call(), &live, None).await,
+        Verdict::Run { .. }
+    ));
+    assert_eq!(*seen.lock().unwrap(), ["create", "execute"]);
+
+    seen.lock().unwrap().clear();
+    let cancelled = CancellationToken::new();
+    cancelled.cancel();
+    let verdict = gate.decide(&call(), &cancelled, None).await;
+    assert!(
+        matches!(&verdict, Verdict::Refuse(why) if why.starts_with("Cancelled as it was approved")),
+        "{verdict:?}"
+    );
+    gate.client_gone.cancel();
+    let verdict = gate.decide(&call(), &live, None).await;
+    assert!(matches!(verdict, Verdict::Refuse(_)), "{verdict:?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["create", "create"],
+        "asked, never spent"
+    );
+}
+
+/// An `executed` answer runs the call only when this request executed it: one
+/// executed earlier (by a request signoff took for a retry of it) ran then.
+#[tokio::test]
+async fn an_approval_executed_by_an_earlier_request_does_not_run_again() {
+    let executed = |spent: Option<bool>| {
+        json!({"approval_id": "a1", "status": "executed", "parameters": {"ids": [1]},
+               "spent_by_this_request": spent})
+    };
+    let live = CancellationToken::new();
+    // `None`: a server from before the field, where an executed answer to the
+    // proxy (which sends no idempotency key) is its own spend.
+    for this_request in [Some(true), None] {
+        let (base, seen) = stand_in(executed(this_request)).await;
+        let verdict = gate(&base).decide(&call(), &live, None).await;
+        assert!(matches!(verdict, Verdict::Run { .. }), "{verdict:?}");
+        assert_eq!(*seen.lock().unwrap(), ["create"], "never executed again");
+    }
+    let (base, _) = stand_in(executed(Some(false))).await;
+    let verdict = gate(&base).decide(&call(), &live, None).await;
+    assert!(
+        matches!(&verdict, Verdict::Refuse(why) if why.contains("already used")),
+        "{verdict:?}"
+    );
+}
+
+/// A call cancelled, or whose client left, while signoff spent its approval (in the
+/// create of an auto-approved call, or in the execute of one approved earlier) does
+/// not run: the approval is spent, and the refusal says so.
+#[tokio::test]
+async fn a_call_cancelled_while_its_approval_is_spent_is_not_run() {
+    let spent = json!({"approval_id": "a1", "status": "executed", "parameters": {"ids": [1]},
+                       "spent_by_this_request": true});
+    let approved = json!({"approval_id": "a1", "status": "approved", "parameters": {"ids": [1]}});
+    for (created, slow) in [(spent, "create"), (approved, "execute")] {
+        for client_left in [false, true] {
+            let (base, seen) = stand_in_slow(created.clone(), Some(slow)).await;
+            let gate = gate(&base);
+            let cancelled = CancellationToken::new();
+            let cancel = if client_left {
+                gate.client_gone.clone()
+            } else {
+                cancelled.clone()
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(SLOW / 3).await;
+                cancel.cancel();
+            });
+            let verdict = gate.decide(&call(), &cancelled, None).await;
+            assert!(
+                matches!(&verdict, Verdict::Refuse(why) if why.contains("the approval is spent")),
+                "{slow}, client left: {client_left}: {verdict:?}"
+            );
+            assert_eq!(seen.lock().unwrap().last().map(String::as_str), Some(slow));
+        }
+    }
+}
