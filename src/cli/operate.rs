@@ -283,7 +283,7 @@ fn terminal_safe(text: &str, max: usize) -> String {
     let escaped: String = text
         .chars()
         .flat_map(|c| {
-            if c.is_control() {
+            if c.is_control() || crate::slack::text::reorders(c) {
                 c.escape_unicode().collect::<Vec<char>>()
             } else {
                 vec![c]

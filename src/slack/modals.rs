@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use super::blocks::{REASON_MAX, plain_section};
-use super::text::{fit_plain, summary_or_params};
+use super::text::{self, fit_plain, summary_or_params};
 use crate::approval::{Approval, ApprovalId};
 use crate::exact_json::{self, ExactError};
 use crate::jobs::MessageKey;
@@ -64,10 +64,10 @@ pub(super) fn reason_input(hint: &str) -> Value {
 /// parameters are too large to edit in Slack, with no input and no submit button.
 pub fn edit_modal(a: &Approval, clicked: &MessageKey) -> Value {
     let fits = |s: &String| s.chars().count() <= INPUT_MAX_CHARS;
-    let initial = serde_json::to_string_pretty(&a.parameters)
-        .ok()
+    let shown = |json: serde_json::Result<String>| json.ok().map(text::json_showing_reorders);
+    let initial = shown(serde_json::to_string_pretty(&a.parameters))
         .filter(fits)
-        .or_else(|| serde_json::to_string(&a.parameters).ok().filter(fits));
+        .or_else(|| shown(serde_json::to_string(&a.parameters)).filter(fits));
     let mut view = json!({
         "type": "modal",
         "callback_id": EDIT_CALLBACK,

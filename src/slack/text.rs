@@ -80,10 +80,15 @@ fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
         } else {
             c
         };
+        let shown;
         let piece = match c {
             '&' if escape => "&amp;",
             '<' if escape => "&lt;",
             '>' if escape => "&gt;",
+            c if reorders(c) => {
+                shown = c.escape_unicode().to_string();
+                shown.as_str()
+            }
             _ => "",
         };
         let len = if piece.is_empty() {
@@ -107,6 +112,35 @@ fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
         used += len;
     }
     out
+}
+
+/// Whether `c` is an invisible mark that reorders the text around it (Unicode's
+/// bidirectional embeddings, overrides, isolates and marks): `/tmp/\u{202E}fdp.exe`
+/// would read as `/tmp/exe.pdf`. Requester text shows them as `\u{202e}` instead, so
+/// an approver reads the characters in their real order.
+pub fn reorders(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// JSON text with every [`reorders`] character written as its `\uXXXX` escape: the
+/// same value, in the order it really has. Such characters only occur inside JSON
+/// strings, where the escape means the character itself.
+pub fn json_showing_reorders(json: String) -> String {
+    if !json.chars().any(reorders) {
+        return json;
+    }
+    json.chars()
+        .map(|c| {
+            if reorders(c) {
+                format!("\\u{:04x}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Whether `id` looks like a Slack user id (`U…` or `W…`, upper-case letters and digits).

@@ -54,6 +54,27 @@ fn escapes_count_towards_the_limit_and_are_never_split() {
 }
 
 #[test]
+fn marks_that_reorder_text_are_shown_as_escapes_counted_whole() {
+    let text = "a\u{202E}cba\u{2066}x\u{200F}";
+    assert_eq!(fit_plain(text, 100), r"a\u{202e}cba\u{2066}x\u{200f}");
+    assert_eq!(fit(text, 100), r"a\u{202e}cba\u{2066}x\u{200f}");
+    // `\u{202e}` is 8 chars: it fits whole or not at all.
+    assert_eq!(fit_plain(text, 9), "a…");
+    assert_eq!(fit_plain(text, 11), r"a\u{202e}c…");
+    for max in 0..30 {
+        let cut = fit_plain(text, max);
+        assert!(len(&cut) <= max);
+        assert!(!cut.chars().any(reorders), "{cut:?}");
+        let body = cut.trim_end_matches('…');
+        assert!(
+            !body.contains(r"\u{") || body.matches(r"\u{").count() == body.matches('}').count()
+        );
+    }
+    let json = json_showing_reorders("{\"f\": \"x\u{202E}y\"}".into());
+    assert_eq!(json, r#"{"f": "x\u202ey"}"#);
+}
+
+#[test]
 fn single_line_helpers_flatten_line_breaks() {
     assert_eq!(fit_line("a\nb\tc\r", 10), "a b c ");
     assert_eq!(fit_plain("a <b>\nc", 10), "a <b> c");

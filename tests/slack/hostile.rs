@@ -196,3 +196,41 @@ async fn approvals_status_shows_an_approval_only_to_its_deciders_and_in_its_chan
     let (_, list) = app.command_in("C0APPROVALS", "U0MALLORY", "").await;
     assert!(list.to_string().contains(&open.id.short()), "{list}");
 }
+
+/// Text that would reorder itself on screen (Unicode's bidirectional overrides) is
+/// shown in its real order, in the message and in the edit form: `\u{202E}fdp.exe`
+/// would read as `exe.pdf` to the approver.
+#[tokio::test]
+async fn text_that_would_reorder_itself_is_shown_in_its_real_order() {
+    let app = spawn_app().await;
+    let file = "/tmp/report-\u{202E}fdp.exe";
+    let body = json!({"tool_name": "delete_customer_records", "parameters": {"file": file},
+                      "summary": format!("Delete {file}")});
+    let approval = asked(&app, &app.token, &body).await;
+    app.run_jobs().await;
+    let posted = app.slack.calls_to("chat.postMessage")[0].body.to_string();
+    assert!(!posted.contains('\u{202E}'), "{posted}");
+    // `\u{202e}` as the message's text has it, its backslash escaped in the JSON.
+    assert!(posted.contains(r"report-\\u{202e}fdp.exe"), "{posted}");
+
+    app.click(&approval, "U0ALICE", "edit").await;
+    let opened = app.slack.wait_for("views.open", 1).await;
+    let initial = opened[0].body["view"]["blocks"][1]["element"]["initial_value"]
+        .as_str()
+        .expect("the edit form holds the parameters")
+        .to_owned();
+    assert!(
+        !initial.contains('\u{202E}') && initial.contains(r"report-\u202efdp.exe"),
+        "{initial}"
+    );
+    let read_back: Value = serde_json::from_str(&initial).unwrap();
+    assert_eq!(read_back, approval.parameters, "the same value, escaped");
+    // Submitted as shown, it approves exactly the parameters asked for.
+    let (status, _) = app
+        .submit(&approval, "U0ALICE", "edit_approve", &initial)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let decided = app.store.get(approval.id).await.unwrap().unwrap();
+    assert_eq!(decided.status, Status::Approved);
+    assert_eq!(decided.parameters["file"], file);
+}
