@@ -177,7 +177,10 @@ enum PolicyAction {
 
 /// Parses the command line, runs the command, and turns any error into one line.
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     let format = match crate::logging::Format::from_env() {
         Ok(format) => format,
         Err(error) => {
@@ -215,6 +218,34 @@ pub async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command line or setting clap refuses, as one `error: …` line and exit code 2
+/// (clap's own text adds a usage block and a hint on lines of their own); help and
+/// the version print as clap prints them.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    eprintln!("{}", one_line(&error.render().to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's message without its usage block and hint, its lines joined.
+fn one_line(rendered: &str) -> String {
+    let message = rendered.split("\n\n").next().unwrap_or(rendered);
+    let words: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    format!("{} (see --help)", words.join(" "))
 }
 
 /// A one-shot command whose reader stops early (`signoff audit export | head -1`)

@@ -51,6 +51,35 @@ fn assert_one_line_error(output: &Output, contains: &str) {
     );
 }
 
+/// What clap refuses (a setting from the environment, a missing argument, an unknown
+/// command) is one line too, with clap's exit code 2.
+#[test]
+fn a_refused_command_line_or_setting_is_one_line() {
+    let db = common::sqlite();
+    let bad_listen = common::server::command(&["serve"], &db.url)
+        .env("SIGNOFF_LISTEN", "foo")
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &bad_listen,
+        "error: invalid value 'foo' for '--listen <LISTEN>'",
+    );
+    let missing = signoff(&["decide"], &db.url);
+    assert_one_line_error(
+        &missing,
+        "error: the following required arguments were not provided: --as <NAME> <ID> <DECISION> (see --help)",
+    );
+    assert_one_line_error(
+        &signoff(&["frob"], &db.url),
+        "unrecognized subcommand 'frob'",
+    );
+    for output in [&bad_listen, &missing] {
+        assert_eq!(output.status.code(), Some(2));
+    }
+    let help = signoff(&["decide", "--help"], &db.url);
+    assert!(help.status.success() && stdout(&help).contains("Usage: signoff decide"));
+}
+
 #[test]
 fn tokens_are_created_once_listed_and_revoked() {
     let db = common::sqlite();
