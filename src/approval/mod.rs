@@ -297,6 +297,9 @@ impl Approval {
     /// the moment between, it would show as open a request nobody can decide or run
     /// any more). What is stored is untouched.
     pub fn as_seen_at(self, now: DateTime<Utc>) -> Approval {
+        if self.status.is_terminal() || !self.is_expired_at(now) {
+            return self; // the usual case, without the machine's copy
+        }
         match machine::apply(&self, &Event::Expire, now) {
             Ok(expired) => Approval {
                 version: self.version,
