@@ -340,6 +340,7 @@ mod tests {
     fn terminal_text_is_escaped_and_cut() {
         assert_eq!(terminal_safe("a\nb", 10), "a\\u{a}b");
         assert_eq!(terminal_safe("abcdef", 4), "abc…");
+        assert_eq!(terminal_safe("x\u{202E}cod", 20), "x\\u{202e}cod");
     }
 
     #[test]
