@@ -16,8 +16,10 @@
 //!   [`Timings::backoff_max`]); `/health/approvals` says `socket_mode: reconnecting`
 //!   until a socket is up again. A socket silent for two [`Timings::ping_every`] is
 //!   taken for dropped.
-//! - A redelivered envelope (Slack retries when an ack is late) is acked again with
-//!   the first answer, never served twice (see `envelope::Recent`).
+//! - A redelivered envelope (Slack retries when an ack is late, on any socket) is
+//!   acked on the socket it came on with the first copy's answer, never served twice
+//!   (see `envelope::Recent`). A copy that comes while the first is still being served
+//!   waits for its answer and is acked too: the first copy's socket may be gone.
 //! - A frame that is not JSON, not a Slack frame, or an envelope whose payload cannot
 //!   be served is logged and counted (`signoff_socket_mode_unparsed_total`), and not
 //!   acknowledged: Slack then shows the clicker that it failed, as an HTTP 400 would.
