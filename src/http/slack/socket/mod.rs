@@ -10,7 +10,9 @@
 //!
 //! - `disconnect` (`refresh_requested`, `warning`, …): a new socket is opened while
 //!   the old one keeps serving, and the old one is closed once the new one said
-//!   `hello` and the old one's envelopes are acked ([`Timings::drain`]).
+//!   `hello` and the envelopes the old one took are acked, also those Slack sent it
+//!   meanwhile; at the latest [`Timings::drain`] after it was replaced or took its
+//!   last envelope.
 //! - A dropped socket, or `apps.connections.open` failing (e.g. `invalid_auth`), is
 //!   retried with doubling, jittered backoff ([`Timings::backoff_min`] …
 //!   [`Timings::backoff_max`]); `/health/approvals` says `socket_mode: reconnecting`
@@ -92,7 +94,9 @@ pub struct Timings {
     pub hello_timeout: Duration,
     /// A socket silent this long is pinged; silent twice as long, it is dropped.
     pub ping_every: Duration,
-    /// How long a replaced socket may finish acking its envelopes before it closes.
+    /// A replaced socket closes once the envelopes it took are acked, but at the
+    /// latest this long after it was replaced or took its last envelope, whichever is
+    /// later.
     pub drain: Duration,
 }
 
@@ -103,7 +107,9 @@ impl Default for Timings {
             backoff_max: Duration::from_secs(60),
             hello_timeout: Duration::from_secs(10),
             ping_every: Duration::from_secs(30),
-            drain: Duration::from_secs(2),
+            // More than serving an envelope takes (a click waits up to 2 s for a user
+            // group, then for its vote to be written), and past Slack's 3 s for an ack.
+            drain: Duration::from_secs(10),
         }
     }
 }
@@ -354,6 +360,13 @@ mod tests {
             }
         }
         assert!(timings.backoff(0) <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_replaced_socket_waits_for_a_click_that_waited_for_its_user_group() {
+        // Such a click may wait this long, and then still has Slack's 3 s for its ack.
+        let longest = crate::slack::approvers::INTERACTIVE_WAIT + Duration::from_secs(3);
+        assert!(Timings::default().drain >= longest);
     }
 
     #[test]
