@@ -9,7 +9,7 @@ use signoff::approval::Status;
 
 use crate::common::app::Options;
 use crate::common::fake_slack::Failure;
-use crate::common::fake_socket::{Happened, envelope};
+use crate::common::fake_socket::{Conn, FakeSocket, Happened, envelope};
 use crate::common::{self, TestDb, app::SOCKET_TIMINGS};
 use crate::helpers::*;
 use crate::socket::{click, connected, deploy, fake_socket, metric, posted, wait_for_socket};
@@ -145,6 +145,64 @@ async fn a_replaced_socket_stays_open_until_an_envelope_it_took_late_is_acked() 
         "closed {:?} after the last ack",
         closed - acked
     );
+}
+
+/// The app with Socket Mode and `drain`, its first socket greeted, and a click on a
+/// deploy being served on it: Carol approves as a member of S0SRE, which Slack takes
+/// `listing` to list.
+async fn serving_a_click(drain: Duration, listing: Duration) -> (TestApp, FakeSocket, Conn) {
+    let timings = signoff::http::slack::socket::Timings {
+        drain,
+        ..SOCKET_TIMINGS
+    };
+    let app = spawn_socket_timed(common::sqlite(), timings).await;
+    let socket = fake_socket(&app).clone();
+    let conn = socket.accept().await;
+    conn.hello();
+    wait_for_socket(&app, "connected").await;
+    let (approval, message) = deploy(&app).await;
+    app.slack.set_group("S0SRE", &["U0CAROL"]);
+    let slow = Failure::Slow(listing);
+    app.slack.fail_next("usergroups.users.list", slow);
+    conn.send(&click("e-1", &approval, "U0CAROL", "approve", &message));
+    app.slack.wait_for("usergroups.users.list", 1).await;
+    (app, socket, conn)
+}
+
+#[tokio::test]
+async fn a_shutdown_acks_what_the_socket_is_serving_before_the_server_returns() {
+    let (app, socket, mut conn) =
+        serving_a_click(Duration::from_secs(5), Duration::from_millis(400)).await;
+    let store = app.store.clone();
+    let stopping = Instant::now();
+    app.stop().await;
+    let took = stopping.elapsed();
+    // Sent before the server returned: here at once, not when the click is served.
+    let ack = conn.next_frame(Duration::from_millis(150)).await;
+    assert_eq!(ack, Some(json!({"envelope_id": "e-1"})), "after {took:?}");
+    let mut closed = None;
+    for _ in 0..50 {
+        closed = socket.when(Happened::ClosedByClient(1));
+        if closed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(closed.is_some(), "the socket was closed");
+    assert!(took < Duration::from_secs(2), "stopped in {took:?}");
+    let pending = store.list_all(Some(Status::Pending)).await.unwrap();
+    assert_eq!(pending[0].votes.len(), 1, "the vote counted");
+}
+
+#[tokio::test]
+async fn a_shutdown_waits_no_longer_than_the_drain_for_an_envelope_being_served() {
+    let drain = Duration::from_millis(150);
+    let (app, _socket, _conn) = serving_a_click(drain, Duration::from_millis(450)).await;
+    let stopping = Instant::now();
+    app.stop().await;
+    let took = stopping.elapsed();
+    assert!(took >= drain, "stopped in {took:?}, before the drain");
+    assert!(took < Duration::from_millis(400), "stopped in {took:?}");
 }
 
 #[tokio::test]

@@ -34,8 +34,9 @@ pub(super) struct Handle {
 }
 
 impl Handle {
-    /// Closes the socket once the envelopes it is serving are acked (at most
-    /// `Timings::drain` from now); it keeps serving what arrives meanwhile.
+    /// Closes the socket once the envelopes it took are acked (at most
+    /// `Timings::drain` from now or from the last one it takes); it keeps serving what
+    /// arrives meanwhile.
     pub fn close(self) {
         let _ = self.close.send(());
     }
@@ -49,11 +50,12 @@ enum Out {
 }
 
 /// Connects to `url` and waits for `hello`; then serves the socket in the background.
+/// Its writer holds `alive` until it has sent its last frame (see [`super::run`]).
 pub(super) async fn open(
     url: &str,
     id: u64,
     shared: Arc<Shared>,
-    events: mpsc::UnboundedSender<Event>,
+    (events, alive): (mpsc::UnboundedSender<Event>, mpsc::Sender<()>),
 ) -> Result<Handle, String> {
     let hello_timeout = shared.timings.hello_timeout;
     let tls = tokio_tungstenite::Connector::Rustls(shared.tls.for_url(url)?);
@@ -64,7 +66,7 @@ pub(super) async fn open(
         .map_err(|error| format!("cannot open the WebSocket: {error}"))?;
     let (sink, stream) = socket.split();
     let (out, outgoing) = mpsc::unbounded_channel();
-    tokio::spawn(write(sink, outgoing));
+    tokio::spawn(write(sink, outgoing, alive));
     let mut reader = Reader {
         id,
         shared,
@@ -83,9 +85,13 @@ pub(super) async fn open(
     Ok(Handle { id, close })
 }
 
-/// Sends what the reader and the envelope tasks hand it, until told to close or the
-/// socket fails.
-async fn write(mut sink: SplitSink<Socket, Message>, mut outgoing: mpsc::UnboundedReceiver<Out>) {
+/// Sends what the reader and the envelope tasks hand it, until told to close, the
+/// socket fails, or nothing is left that could hand it a frame; `_alive` goes with it.
+async fn write(
+    mut sink: SplitSink<Socket, Message>,
+    mut outgoing: mpsc::UnboundedReceiver<Out>,
+    _alive: mpsc::Sender<()>,
+) {
     while let Some(out) = outgoing.recv().await {
         let message = match out {
             Out::Frame(text) => Message::text(text),

@@ -13,6 +13,9 @@
 //!   `hello` and the envelopes the old one took are acked, also those Slack sent it
 //!   meanwhile; at the latest [`Timings::drain`] after it was replaced or took its
 //!   last envelope.
+//! - At shutdown the socket is closed the same way, and [`run`] returns once every
+//!   socket has sent its acks and its close, or after [`Timings::drain`]: the process
+//!   does not exit with a click served but unacked.
 //! - A dropped socket, or `apps.connections.open` failing (e.g. `invalid_auth`), is
 //!   retried with doubling, jittered backoff ([`Timings::backoff_min`] …
 //!   [`Timings::backoff_max`]); `/health/approvals` says `socket_mode: reconnecting`
@@ -176,8 +179,9 @@ impl std::fmt::Debug for SocketMode {
     }
 }
 
-/// Keeps one Socket Mode connection up until `state.shutdown` turns true (see the
-/// module doc). Needs the Slack side (`state.slack`) for the replies.
+/// Keeps one Socket Mode connection up until `state.shutdown` turns true, then closes
+/// the sockets once what they serve is acked, waiting at most [`Timings::drain`] (see
+/// the module doc). Needs the Slack side (`state.slack`) for the replies.
 pub async fn run(state: AppState, mode: SocketMode) {
     let status = state.socket_status.clone();
     let mut shutdown = state.shutdown.clone();
@@ -194,12 +198,14 @@ pub async fn run(state: AppState, mode: SocketMode) {
     };
     status.set(RECONNECTING);
     let shared = Arc::new(Shared::new(state, slack, mode.timings));
+    let (alive, mut all_closed) = mpsc::channel(1);
     let mut keeper = Keeper {
         opener,
         shared,
         timings: mode.timings,
         status,
         events: mpsc::unbounded_channel(),
+        alive,
         current: None,
         failures: 0,
         next_id: 0,
@@ -211,6 +217,19 @@ pub async fn run(state: AppState, mode: SocketMode) {
     if let Some(current) = keeper.current.take() {
         current.close();
     }
+    drop(keeper);
+    // Each socket's writer holds a clone of `alive` until its last frame is sent: the
+    // acks of what its socket is serving, then the close.
+    let drain = mode.timings.drain;
+    if tokio::time::timeout(drain, all_closed.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain,
+            "Socket Mode stops with envelopes still being served; they are not acked"
+        );
+    }
 }
 
 /// The loop that keeps a socket up: which one is current, and how many attempts in a
@@ -221,6 +240,8 @@ struct Keeper {
     timings: Timings,
     status: Status,
     events: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
+    /// Held by every socket's writer (see [`run`]).
+    alive: mpsc::Sender<()>,
     current: Option<Handle>,
     failures: u32,
     next_id: u64,
@@ -272,13 +293,8 @@ impl Keeper {
             .as_str()
             .ok_or("apps.connections.open answered without a url")?;
         self.next_id += 1;
-        connection::open(
-            url,
-            self.next_id,
-            self.shared.clone(),
-            self.events.0.clone(),
-        )
-        .await
+        let ties = (self.events.0.clone(), self.alive.clone());
+        connection::open(url, self.next_id, self.shared.clone(), ties).await
     }
 
     /// Serves until the current socket has to be replaced: `true` when Slack asked for
