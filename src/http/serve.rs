@@ -1,6 +1,7 @@
 //! The server loop: accepts connections on a given listener and serves the router on
 //! each, within [`Limits`], until a shutdown future resolves; then lets in-flight
-//! requests finish (long-polls answer at once with the current state).
+//! requests finish (long-polls answer at once with the current state), and Socket
+//! Mode ack the envelopes it is serving.
 //!
 //! The limits keep a client that sends slowly, or not at all, from holding the server:
 //! a connection has [`Limits::header`] to send each request's head (also when it sits

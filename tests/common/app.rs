@@ -110,7 +110,7 @@ pub struct App {
     pub socket: Option<FakeSocket>,
     pub db: TestDb,
     policy: Policy,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    server: Running,
 }
 
 /// Another process's view of the same database: its own store and server (a replica,
@@ -118,7 +118,7 @@ pub struct App {
 pub struct Replica {
     pub address: String,
     pub store: Store,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    _server: Running,
 }
 
 pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
@@ -176,7 +176,7 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         .with_resolver(Arc::new(TestResolver));
     let scheduler =
         Scheduler::with_outbox(store.clone(), outbox).with_policy(Arc::new(policy.clone()));
-    let (address, stop) = serve(state).await;
+    let (address, server) = serve(state).await;
     App {
         address,
         token,
@@ -189,7 +189,7 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         socket,
         db,
         policy,
-        _shutdown: stop,
+        server,
     }
 }
 
@@ -233,14 +233,32 @@ impl Resolver for TestResolver {
 }
 
 /// Serves `state` on a free port of 127.0.0.1 until the returned sender is dropped.
-async fn serve(state: AppState) -> (String, tokio::sync::oneshot::Sender<()>) {
+/// `signoff::http::run` in a task of its own: it stops when this is dropped, or with
+/// [`Running::stop`].
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops the server as a shutdown signal does, and waits until it has returned.
+    async fn stop(self) {
+        drop(self.stop);
+        self.served
+            .await
+            .expect("the server task")
+            .expect("the server");
+    }
+}
+
+async fn serve(state: AppState) -> (String, Running) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(signoff::http::run(listener, state, async move {
+    let served = tokio::spawn(signoff::http::run(listener, state, async move {
         let _ = stopped.await;
     }));
-    (address, stop)
+    (address, Running { stop, served })
 }
 
 /// A new API token named `name` in `store`: its secret.
@@ -256,6 +274,12 @@ pub async fn new_token(store: &Store, clock: &ManualClock, name: &str) -> String
 }
 
 impl App {
+    /// Shuts the server down as SIGTERM does, and waits until `signoff::http::run` has
+    /// returned.
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
@@ -282,11 +306,11 @@ impl App {
             self.policy.clone(),
             Arc::new(self.clock.clone()),
         );
-        let (address, stop) = serve(state).await;
+        let (address, server) = serve(state).await;
         Replica {
             address,
             store,
-            _shutdown: stop,
+            _server: server,
         }
     }
 

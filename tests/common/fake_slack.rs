@@ -42,6 +42,8 @@ pub enum Failure {
     PostThenHang,
     /// HTTP 200 with a body that is no JSON, as from a proxy's error page.
     NotJson,
+    /// The usual answer, but only after this long.
+    Slow(Duration),
 }
 
 /// A message in a channel, as conversations.history shows it. Its `ts` counts calls
@@ -247,6 +249,7 @@ async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
+        Some(Failure::Slow(delay)) => tokio::time::sleep(delay).await,
         None => {}
     }
     let reply = match method.as_str() {

@@ -68,6 +68,13 @@ pub struct TestApp {
     pub slack: FakeSlack,
 }
 
+impl TestApp {
+    /// Shuts the server down as SIGTERM does, and waits until it has returned.
+    pub async fn stop(self) {
+        self.app.stop().await;
+    }
+}
+
 impl std::ops::Deref for TestApp {
     type Target = App;
     fn deref(&self) -> &App {

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use signoff::approval::{Approval, Status};
 
+use crate::common::fake_slack::Failure;
 use crate::common::fake_socket::{Conn, FakeSocket, envelope, redelivery};
 use crate::common::slack::{SlackMessage, click_on_message};
 use crate::common::{self, TestDb};
@@ -162,6 +163,36 @@ async fn a_redelivered_envelope_is_acked_again_and_never_served_twice(db: TestDb
         .await,
         3.0
     );
+}
+
+#[tokio::test]
+async fn a_copy_redelivered_on_a_new_socket_while_the_first_is_served_is_acked_there() {
+    let (app, old) = connected(common::sqlite()).await;
+    let (approval, message) = deploy(&app).await;
+    // Carol may approve as a member of S0SRE, which Slack takes a moment to list.
+    app.slack.set_group("S0SRE", &["U0CAROL"]);
+    let slow = Failure::Slow(Duration::from_millis(400));
+    app.slack.fail_next("usergroups.users.list", slow);
+    let first = click("e-1", &approval, "U0CAROL", "approve", &message);
+    old.send(&first);
+    app.slack.wait_for("usergroups.users.list", 1).await;
+
+    // The socket the click came on is lost while it is being served, and Slack
+    // redelivers the click on the next one: there is nowhere else to ack it.
+    old.drop_connection();
+    let mut new = fake_socket(&app).accept().await;
+    new.hello();
+    let before = app.approval(&approval).await;
+    assert!(
+        before.votes.is_empty(),
+        "the first copy is still being served"
+    );
+    new.send(&redelivery(&first, 1));
+    assert_eq!(new.ack_of("e-1").await, json!({"envelope_id": "e-1"}));
+    let after = app.approval(&approval).await;
+    assert_eq!(after.votes.len(), 1, "counted once");
+    assert_eq!(after.votes[0].user, "U0CAROL");
+    assert_eq!(app.slack.calls_to("usergroups.users.list").len(), 1);
 }
 
 async fn deny_with_a_reason_and_edit_and_approve_are_modal_submissions_over_the_socket(db: TestDb) {

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use signoff::approval::Status;
 
+use crate::common::app::Options;
 use crate::common::fake_slack::Failure;
-use crate::common::fake_socket::{Happened, envelope};
+use crate::common::fake_socket::{Conn, FakeSocket, Happened, envelope};
 use crate::common::{self, TestDb, app::SOCKET_TIMINGS};
 use crate::helpers::*;
 use crate::socket::{click, connected, deploy, fake_socket, metric, posted, wait_for_socket};
@@ -70,6 +71,138 @@ async fn refresh_requested_opens_the_new_socket_before_the_old_one_closes_and_lo
             .await
             .is_none()
     );
+}
+
+/// Rotations: approved by the S0OPS user group.
+const ROTATE_RULE: &str = r#"
+[[rules]]
+tools = ["rotate_*"]
+tier = "medium"
+approvers = ["S0OPS"]
+"#;
+
+#[tokio::test]
+async fn a_replaced_socket_stays_open_until_an_envelope_it_took_late_is_acked() {
+    let policy = format!("{POLICY}{ROTATE_RULE}");
+    let drain = Duration::from_millis(600);
+    let timings = signoff::http::slack::socket::Timings {
+        drain,
+        ..SOCKET_TIMINGS
+    };
+    let options = Options::new(&policy).with_socket_timings(timings);
+    let app = spawn_with(common::sqlite(), options).await;
+    let socket = fake_socket(&app);
+    let mut old = socket.accept().await;
+    old.hello();
+    wait_for_socket(&app, "connected").await;
+    let (deploy, deploy_message) = deploy(&app).await;
+    let rotate = json!({"tool_name": "rotate_keys", "parameters": {"key": "api"}});
+    let rotate = asked(&app, &app.token, &rotate).await;
+    let rotate_message = posted(&app, &rotate).await;
+    // Each click waits 400 ms for Slack to list its group's members.
+    app.slack.set_group("S0SRE", &["U0CAROL"]);
+    app.slack.set_group("S0OPS", &["U0DAVE"]);
+    for _ in 0..2 {
+        let slow = Failure::Slow(Duration::from_millis(400));
+        app.slack.fail_next("usergroups.users.list", slow);
+    }
+
+    // A click is being served when Slack asks for a new socket...
+    let first = Instant::now();
+    old.send(&click(
+        "e-1",
+        &deploy,
+        "U0CAROL",
+        "approve",
+        &deploy_message,
+    ));
+    app.slack.wait_for("usergroups.users.list", 1).await;
+    old.disconnect("refresh_requested");
+    let new = socket.accept().await;
+    new.hello();
+    // ...and another comes on the old socket after the new one took over, when less
+    // is left of the old socket's 600 ms `drain` (counted from then) than the 400 ms
+    // it takes to serve.
+    tokio::time::sleep_until((first + Duration::from_millis(350)).into()).await;
+    old.send(&click("e-2", &rotate, "U0DAVE", "approve", &rotate_message));
+    old.ack_of("e-1").await;
+    old.ack_of("e-2").await;
+    assert_eq!(app.approval(&deploy).await.votes.len(), 1);
+    assert_eq!(app.approval(&rotate).await.status, Status::Approved);
+    // Closed once acked, not at the end of the drain.
+    let acked = Instant::now();
+    for _ in 0..100 {
+        if socket.when(Happened::ClosedByClient(1)).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let closed = socket
+        .when(Happened::ClosedByClient(1))
+        .expect("the old socket closed");
+    assert!(
+        closed - acked < drain / 2,
+        "closed {:?} after the last ack",
+        closed - acked
+    );
+}
+
+/// The app with Socket Mode and `drain`, its first socket greeted, and a click on a
+/// deploy being served on it: Carol approves as a member of S0SRE, which Slack takes
+/// `listing` to list.
+async fn serving_a_click(drain: Duration, listing: Duration) -> (TestApp, FakeSocket, Conn) {
+    let timings = signoff::http::slack::socket::Timings {
+        drain,
+        ..SOCKET_TIMINGS
+    };
+    let app = spawn_socket_timed(common::sqlite(), timings).await;
+    let socket = fake_socket(&app).clone();
+    let conn = socket.accept().await;
+    conn.hello();
+    wait_for_socket(&app, "connected").await;
+    let (approval, message) = deploy(&app).await;
+    app.slack.set_group("S0SRE", &["U0CAROL"]);
+    let slow = Failure::Slow(listing);
+    app.slack.fail_next("usergroups.users.list", slow);
+    conn.send(&click("e-1", &approval, "U0CAROL", "approve", &message));
+    app.slack.wait_for("usergroups.users.list", 1).await;
+    (app, socket, conn)
+}
+
+#[tokio::test]
+async fn a_shutdown_acks_what_the_socket_is_serving_before_the_server_returns() {
+    let (app, socket, mut conn) =
+        serving_a_click(Duration::from_secs(5), Duration::from_millis(400)).await;
+    let store = app.store.clone();
+    let stopping = Instant::now();
+    app.stop().await;
+    let took = stopping.elapsed();
+    // Sent before the server returned: here at once, not when the click is served.
+    let ack = conn.next_frame(Duration::from_millis(150)).await;
+    assert_eq!(ack, Some(json!({"envelope_id": "e-1"})), "after {took:?}");
+    let mut closed = None;
+    for _ in 0..50 {
+        closed = socket.when(Happened::ClosedByClient(1));
+        if closed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(closed.is_some(), "the socket was closed");
+    assert!(took < Duration::from_secs(2), "stopped in {took:?}");
+    let pending = store.list_all(Some(Status::Pending)).await.unwrap();
+    assert_eq!(pending[0].votes.len(), 1, "the vote counted");
+}
+
+#[tokio::test]
+async fn a_shutdown_waits_no_longer_than_the_drain_for_an_envelope_being_served() {
+    let drain = Duration::from_millis(150);
+    let (app, _socket, _conn) = serving_a_click(drain, Duration::from_millis(450)).await;
+    let stopping = Instant::now();
+    app.stop().await;
+    let took = stopping.elapsed();
+    assert!(took >= drain, "stopped in {took:?}, before the drain");
+    assert!(took < Duration::from_millis(400), "stopped in {took:?}");
 }
 
 #[tokio::test]

@@ -4,13 +4,12 @@
 //! know (`disconnect`, the socket ended) goes to it as an [`Event`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -35,8 +34,9 @@ pub(super) struct Handle {
 }
 
 impl Handle {
-    /// Closes the socket once the envelopes it is serving are acked (at most
-    /// `Timings::drain` from now); it keeps serving what arrives meanwhile.
+    /// Closes the socket once the envelopes it took are acked (at most
+    /// `Timings::drain` from now or from the last one it takes); it keeps serving what
+    /// arrives meanwhile.
     pub fn close(self) {
         let _ = self.close.send(());
     }
@@ -50,11 +50,12 @@ enum Out {
 }
 
 /// Connects to `url` and waits for `hello`; then serves the socket in the background.
+/// Its writer holds `alive` until it has sent its last frame (see [`super::run`]).
 pub(super) async fn open(
     url: &str,
     id: u64,
     shared: Arc<Shared>,
-    events: mpsc::UnboundedSender<Event>,
+    (events, alive): (mpsc::UnboundedSender<Event>, mpsc::Sender<()>),
 ) -> Result<Handle, String> {
     let hello_timeout = shared.timings.hello_timeout;
     let tls = tokio_tungstenite::Connector::Rustls(shared.tls.for_url(url)?);
@@ -65,13 +66,13 @@ pub(super) async fn open(
         .map_err(|error| format!("cannot open the WebSocket: {error}"))?;
     let (sink, stream) = socket.split();
     let (out, outgoing) = mpsc::unbounded_channel();
-    tokio::spawn(write(sink, outgoing));
+    tokio::spawn(write(sink, outgoing, alive));
     let mut reader = Reader {
         id,
         shared,
         stream,
         out,
-        in_flight: Arc::default(),
+        load: Arc::new(watch::channel(Load::default()).0),
         events,
     };
     match timeout(hello_timeout, reader.until_hello()).await {
@@ -84,9 +85,13 @@ pub(super) async fn open(
     Ok(Handle { id, close })
 }
 
-/// Sends what the reader and the envelope tasks hand it, until told to close or the
-/// socket fails.
-async fn write(mut sink: SplitSink<Socket, Message>, mut outgoing: mpsc::UnboundedReceiver<Out>) {
+/// Sends what the reader and the envelope tasks hand it, until told to close, the
+/// socket fails, or nothing is left that could hand it a frame; `_alive` goes with it.
+async fn write(
+    mut sink: SplitSink<Socket, Message>,
+    mut outgoing: mpsc::UnboundedReceiver<Out>,
+    _alive: mpsc::Sender<()>,
+) {
     while let Some(out) = outgoing.recv().await {
         let message = match out {
             Out::Frame(text) => Message::text(text),
@@ -109,8 +114,8 @@ struct Reader {
     shared: Arc<Shared>,
     stream: SplitStream<Socket>,
     out: mpsc::UnboundedSender<Out>,
-    /// Envelopes being served, whose acks are still to be sent.
-    in_flight: Arc<AtomicUsize>,
+    /// The envelopes being served, whose acks are still to be sent.
+    load: Arc<watch::Sender<Load>>,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -137,8 +142,8 @@ impl Reader {
     /// replaced it, and then it closes once drained.
     async fn serve(mut self, closing: oneshot::Receiver<()>) {
         let ping_every = self.shared.timings.ping_every;
-        let (in_flight, out, drain) = (
-            self.in_flight.clone(),
+        let (load, out, drain) = (
+            self.load.clone(),
             self.out.clone(),
             self.shared.timings.drain,
         );
@@ -164,7 +169,7 @@ impl Reader {
                 }
                 _ = until_closing(&mut closing) => {
                     closing = None;
-                    tokio::spawn(drain_then_close(in_flight.clone(), out.clone(), drain));
+                    tokio::spawn(drain_then_close(self.id, load.subscribe(), out.clone(), drain));
                 }
             }
         };
@@ -208,13 +213,17 @@ impl Reader {
     fn dispatch(&self, envelope: envelope::Envelope) {
         let shared = self.shared.clone();
         let out = self.out.clone();
-        let in_flight = self.in_flight.clone();
-        in_flight.fetch_add(1, Ordering::SeqCst);
+        let load = self.load.clone();
+        load.send_modify(|load| {
+            load.serving += 1;
+            load.last_taken = Some(Instant::now());
+        });
         tokio::spawn(async move {
             if let Some(ack) = shared.serve(&envelope).await {
                 let _ = out.send(Out::Frame(ack));
             }
-            in_flight.fetch_sub(1, Ordering::SeqCst);
+            // After the ack is queued: the writer sends it before a close.
+            load.send_modify(|load| load.serving -= 1);
         });
     }
 
@@ -240,15 +249,39 @@ async fn until_closing(closing: &mut Option<oneshot::Receiver<()>>) {
     }
 }
 
-/// Closes a replaced socket once its envelopes are acked, or after `drain`.
+/// What a socket is serving: how many envelopes whose acks are still to be sent, and
+/// when it took the latest.
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    serving: usize,
+    last_taken: Option<Instant>,
+}
+
+/// Closes a replaced socket once the envelopes it took are acked: at the latest
+/// `drain` after it was replaced or took its last envelope, whichever is later (Slack
+/// may still send on it meanwhile, and each envelope gets its time to be served).
 async fn drain_then_close(
-    in_flight: Arc<AtomicUsize>,
+    id: u64,
+    mut load: watch::Receiver<Load>,
     out: mpsc::UnboundedSender<Out>,
     drain: Duration,
 ) {
-    let deadline = Instant::now() + drain;
-    while in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let replaced = Instant::now();
+    loop {
+        let current = *load.borrow_and_update();
+        if current.serving == 0 {
+            break;
+        }
+        let deadline = current.last_taken.map_or(replaced, |at| at.max(replaced)) + drain;
+        tokio::select! {
+            changed = load.changed() => if changed.is_err() {
+                break;
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(socket = id, unacked = current.serving, "closing a replaced Socket Mode socket before all its envelopes were acked");
+                break;
+            }
+        }
     }
     let _ = out.send(Out::Close);
 }

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use super::Timings;
 use crate::http::AppState;
@@ -134,13 +135,22 @@ pub(super) fn ack(id: &str, payload: Option<&Value>) -> String {
 }
 
 /// What the memory knows of an envelope id.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(super) enum Seen {
-    /// New: serve it.
-    New,
-    /// Being served (its ack will follow on the socket it came on).
-    InFlight,
+    /// New: serve it, and drop the sender once it is answered or forgotten, which
+    /// tells the copies that came meanwhile to look again.
+    New(watch::Sender<()>),
+    /// Another copy is being served: wait until the receiver's sender is gone, then
+    /// look again (answered, or forgotten and to be served afresh).
+    InFlight(watch::Receiver<()>),
     /// Served: this ack again.
+    Answered(String),
+}
+
+/// One remembered envelope id.
+enum Slot {
+    /// Being served; its sender is dropped when it is done.
+    Serving(watch::Receiver<()>),
     Answered(String),
 }
 
@@ -148,7 +158,7 @@ pub(super) enum Seen {
 /// may redeliver on another one).
 #[derive(Default)]
 pub(super) struct Recent {
-    acks: HashMap<String, Option<String>>,
+    acks: HashMap<String, Slot>,
     order: VecDeque<String>,
 }
 
@@ -156,27 +166,34 @@ impl Recent {
     /// Far more than Slack redelivers in the minutes it retries at signoff's rates.
     pub const CAPACITY: usize = 50_000;
 
-    /// Notes `id` as being served, unless it was seen.
+    /// Notes `id` as being served, unless it is being served or was answered.
     pub fn begin(&mut self, id: &str) -> Seen {
         match self.acks.get(id) {
-            Some(Some(ack)) => return Seen::Answered(ack.clone()),
-            Some(None) => return Seen::InFlight,
-            None => {}
+            Some(Slot::Answered(ack)) => return Seen::Answered(ack.clone()),
+            Some(Slot::Serving(done)) if done.has_changed().is_ok() => {
+                return Seen::InFlight(done.clone());
+            }
+            // Its sender is gone with neither an answer nor a `forget`: the task
+            // serving it was dropped. This copy serves it.
+            Some(Slot::Serving(_)) => {}
+            None => {
+                if self.order.len() >= Self::CAPACITY
+                    && let Some(oldest) = self.order.pop_front()
+                {
+                    self.acks.remove(&oldest);
+                }
+                self.order.push_back(id.to_owned());
+            }
         }
-        if self.order.len() >= Self::CAPACITY
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.acks.remove(&oldest);
-        }
-        self.acks.insert(id.to_owned(), None);
-        self.order.push_back(id.to_owned());
-        Seen::New
+        let (serving, done) = watch::channel(());
+        self.acks.insert(id.to_owned(), Slot::Serving(done));
+        Seen::New(serving)
     }
 
     /// `id` was served and acked with `ack`.
     pub fn answered(&mut self, id: &str, ack: &str) {
         if let Some(slot) = self.acks.get_mut(id) {
-            *slot = Some(ack.to_owned());
+            *slot = Slot::Answered(ack.to_owned());
         }
     }
 
@@ -215,25 +232,18 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Serves `envelope` once: the ack to send, or `None` (refused, failed, or already
-    /// being served). Logs and counts it either way.
+    /// Serves `envelope` once: the ack to send, or `None` (refused or failed). Logs
+    /// and counts it either way. A copy that comes while another is being served (a
+    /// redelivery, on this socket or another) waits for that one and is acked with its
+    /// answer, on the socket it came on: the first copy's may be gone.
     pub async fn serve(&self, envelope: &Envelope) -> Option<String> {
         let metrics = &self.state.metrics;
         let kind = envelope.kind.label();
-        match self.recent().begin(&envelope.id) {
-            Seen::New => {}
-            Seen::InFlight => {
-                tracing::info!(envelope_id = %envelope.id, "redelivered while being served");
-                metrics.socket_envelope(kind, "redelivered");
-                return None;
-            }
-            Seen::Answered(ack) => {
-                tracing::info!(envelope_id = %envelope.id, "redelivered; acked again");
-                metrics.socket_envelope(kind, "redelivered");
-                return Some(ack);
-            }
-        }
-        match answer(&self.state, &self.slack, envelope).await {
+        let serving = match self.claim(envelope).await {
+            Ok(serving) => serving,
+            Err(ack) => return Some(ack),
+        };
+        let answered = match answer(&self.state, &self.slack, envelope).await {
             Ok(payload) => {
                 let payload = payload.filter(|_| envelope.accepts_response_payload);
                 let ack = ack(&envelope.id, payload.as_ref());
@@ -246,6 +256,32 @@ impl Shared {
                 self.refused(envelope, &refused);
                 None
             }
+        };
+        // Copies waiting for this one look again now.
+        drop(serving);
+        answered
+    }
+
+    /// Claims `envelope` for serving (`Ok`: drop the sender when done), or the ack of
+    /// the copy served before it (`Err`), once that copy is done if it is being served.
+    async fn claim(&self, envelope: &Envelope) -> Result<watch::Sender<()>, String> {
+        let mut seen = self.recent().begin(&envelope.id);
+        if !matches!(seen, Seen::New(_)) {
+            tracing::info!(envelope_id = %envelope.id, "redelivered; acked with the first answer");
+            let kind = envelope.kind.label();
+            self.state.metrics.socket_envelope(kind, "redelivered");
+        }
+        loop {
+            match seen {
+                Seen::New(serving) => return Ok(serving),
+                Seen::Answered(ack) => return Err(ack),
+                // Resolves (as an error) once that copy is answered or forgotten; if
+                // forgotten, this one is served afresh.
+                Seen::InFlight(mut done) => {
+                    let _ = done.changed().await;
+                }
+            }
+            seen = self.recent().begin(&envelope.id);
         }
     }
 

@@ -100,23 +100,53 @@ fn an_ack_names_the_envelope_and_carries_the_payload_only_when_there_is_one() {
 #[test]
 fn a_redelivered_envelope_is_answered_with_its_first_ack_and_a_failed_one_afresh() {
     let mut recent = Recent::default();
-    assert_eq!(recent.begin("a"), Seen::New);
-    assert_eq!(recent.begin("a"), Seen::InFlight);
+    let Seen::New(serving) = recent.begin("a") else {
+        panic!("a is new");
+    };
+    let Seen::InFlight(waiting) = recent.begin("a") else {
+        panic!("a is being served");
+    };
+    assert!(waiting.has_changed().is_ok(), "still being served");
     recent.answered("a", "ack-a");
-    assert_eq!(recent.begin("a"), Seen::Answered("ack-a".into()));
-    assert_eq!(recent.begin("b"), Seen::New);
+    drop(serving);
+    assert!(waiting.has_changed().is_err(), "the waiting copy is told");
+    assert!(matches!(recent.begin("a"), Seen::Answered(ack) if ack == "ack-a"));
+
+    let Seen::New(serving) = recent.begin("b") else {
+        panic!("b is new");
+    };
     recent.forget("b");
-    assert_eq!(recent.begin("b"), Seen::New);
+    drop(serving);
+    assert!(matches!(recent.begin("b"), Seen::New(_)));
+}
+
+#[test]
+fn an_envelope_whose_serving_was_dropped_unanswered_is_served_by_the_next_copy() {
+    let mut recent = Recent::default();
+    let Seen::New(serving) = recent.begin("a") else {
+        panic!("a is new");
+    };
+    drop(serving);
+    assert!(matches!(recent.begin("a"), Seen::New(_)));
+    assert_eq!(recent.order.len(), 1, "remembered once");
 }
 
 #[test]
 fn the_memory_is_bounded_and_forgets_the_oldest_first() {
     let mut recent = Recent::default();
+    let mut newest = None;
     for i in 0..Recent::CAPACITY + 10 {
-        assert_eq!(recent.begin(&i.to_string()), Seen::New);
+        let Seen::New(serving) = recent.begin(&i.to_string()) else {
+            panic!("{i} is new");
+        };
+        newest = Some(serving);
     }
     assert_eq!(recent.acks.len(), Recent::CAPACITY);
-    assert_eq!(recent.begin("0"), Seen::New, "the oldest was forgotten");
-    let newest = (Recent::CAPACITY + 9).to_string();
-    assert_eq!(recent.begin(&newest), Seen::InFlight);
+    assert!(
+        matches!(recent.begin("0"), Seen::New(_)),
+        "the oldest was forgotten"
+    );
+    let newest_id = (Recent::CAPACITY + 9).to_string();
+    assert!(matches!(recent.begin(&newest_id), Seen::InFlight(_)));
+    drop(newest);
 }

@@ -10,14 +10,21 @@
 //!
 //! - `disconnect` (`refresh_requested`, `warning`, …): a new socket is opened while
 //!   the old one keeps serving, and the old one is closed once the new one said
-//!   `hello` and the old one's envelopes are acked ([`Timings::drain`]).
+//!   `hello` and the envelopes the old one took are acked, also those Slack sent it
+//!   meanwhile; at the latest [`Timings::drain`] after it was replaced or took its
+//!   last envelope.
+//! - At shutdown the socket is closed the same way, and [`run`] returns once every
+//!   socket has sent its acks and its close, or after [`Timings::drain`]: the process
+//!   does not exit with a click served but unacked.
 //! - A dropped socket, or `apps.connections.open` failing (e.g. `invalid_auth`), is
 //!   retried with doubling, jittered backoff ([`Timings::backoff_min`] …
 //!   [`Timings::backoff_max`]); `/health/approvals` says `socket_mode: reconnecting`
 //!   until a socket is up again. A socket silent for two [`Timings::ping_every`] is
 //!   taken for dropped.
-//! - A redelivered envelope (Slack retries when an ack is late) is acked again with
-//!   the first answer, never served twice (see `envelope::Recent`).
+//! - A redelivered envelope (Slack retries when an ack is late, on any socket) is
+//!   acked on the socket it came on with the first copy's answer, never served twice
+//!   (see `envelope::Recent`). A copy that comes while the first is still being served
+//!   waits for its answer and is acked too: the first copy's socket may be gone.
 //! - A frame that is not JSON, not a Slack frame, or an envelope whose payload cannot
 //!   be served is logged and counted (`signoff_socket_mode_unparsed_total`), and not
 //!   acknowledged: Slack then shows the clicker that it failed, as an HTTP 400 would.
@@ -90,7 +97,9 @@ pub struct Timings {
     pub hello_timeout: Duration,
     /// A socket silent this long is pinged; silent twice as long, it is dropped.
     pub ping_every: Duration,
-    /// How long a replaced socket may finish acking its envelopes before it closes.
+    /// A replaced socket closes once the envelopes it took are acked, but at the
+    /// latest this long after it was replaced or took its last envelope, whichever is
+    /// later.
     pub drain: Duration,
 }
 
@@ -101,7 +110,9 @@ impl Default for Timings {
             backoff_max: Duration::from_secs(60),
             hello_timeout: Duration::from_secs(10),
             ping_every: Duration::from_secs(30),
-            drain: Duration::from_secs(2),
+            // More than serving an envelope takes (a click waits up to 2 s for a user
+            // group, then for its vote to be written), and past Slack's 3 s for an ack.
+            drain: Duration::from_secs(10),
         }
     }
 }
@@ -168,8 +179,9 @@ impl std::fmt::Debug for SocketMode {
     }
 }
 
-/// Keeps one Socket Mode connection up until `state.shutdown` turns true (see the
-/// module doc). Needs the Slack side (`state.slack`) for the replies.
+/// Keeps one Socket Mode connection up until `state.shutdown` turns true, then closes
+/// the sockets once what they serve is acked, waiting at most [`Timings::drain`] (see
+/// the module doc). Needs the Slack side (`state.slack`) for the replies.
 pub async fn run(state: AppState, mode: SocketMode) {
     let status = state.socket_status.clone();
     let mut shutdown = state.shutdown.clone();
@@ -186,12 +198,14 @@ pub async fn run(state: AppState, mode: SocketMode) {
     };
     status.set(RECONNECTING);
     let shared = Arc::new(Shared::new(state, slack, mode.timings));
+    let (alive, mut all_closed) = mpsc::channel(1);
     let mut keeper = Keeper {
         opener,
         shared,
         timings: mode.timings,
         status,
         events: mpsc::unbounded_channel(),
+        alive,
         current: None,
         failures: 0,
         next_id: 0,
@@ -203,6 +217,19 @@ pub async fn run(state: AppState, mode: SocketMode) {
     if let Some(current) = keeper.current.take() {
         current.close();
     }
+    drop(keeper);
+    // Each socket's writer holds a clone of `alive` until its last frame is sent: the
+    // acks of what its socket is serving, then the close.
+    let drain = mode.timings.drain;
+    if tokio::time::timeout(drain, all_closed.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?drain,
+            "Socket Mode stops with envelopes still being served; they are not acked"
+        );
+    }
 }
 
 /// The loop that keeps a socket up: which one is current, and how many attempts in a
@@ -213,6 +240,8 @@ struct Keeper {
     timings: Timings,
     status: Status,
     events: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
+    /// Held by every socket's writer (see [`run`]).
+    alive: mpsc::Sender<()>,
     current: Option<Handle>,
     failures: u32,
     next_id: u64,
@@ -264,13 +293,8 @@ impl Keeper {
             .as_str()
             .ok_or("apps.connections.open answered without a url")?;
         self.next_id += 1;
-        connection::open(
-            url,
-            self.next_id,
-            self.shared.clone(),
-            self.events.0.clone(),
-        )
-        .await
+        let ties = (self.events.0.clone(), self.alive.clone());
+        connection::open(url, self.next_id, self.shared.clone(), ties).await
     }
 
     /// Serves until the current socket has to be replaced: `true` when Slack asked for
@@ -352,6 +376,13 @@ mod tests {
             }
         }
         assert!(timings.backoff(0) <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_replaced_socket_waits_for_a_click_that_waited_for_its_user_group() {
+        // Such a click may wait this long, and then still has Slack's 3 s for its ack.
+        let longest = crate::slack::approvers::INTERACTIVE_WAIT + Duration::from_secs(3);
+        assert!(Timings::default().drain >= longest);
     }
 
     #[test]
