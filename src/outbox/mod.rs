@@ -123,8 +123,7 @@ impl Outbox {
         loop {
             let late = tokio::time::Instant::now() >= start_by;
             if late || stopping() {
-                let unstarted: Vec<(i64, DateTime<Utc>)> =
-                    queue.by_ref().map(|job| (job.id, now)).collect();
+                let unstarted: Vec<DueJob> = queue.by_ref().collect();
                 if !unstarted.is_empty() {
                     put_back += unstarted.len();
                     if late {
@@ -138,7 +137,8 @@ impl Outbox {
                             "shutting down: deliveries not started go back to the queue"
                         );
                     }
-                    self.store.defer_jobs(unstarted).await?;
+                    let back = unstarted.iter().map(|job| (job, now)).collect();
+                    self.store.defer_jobs(back).await?;
                 }
             }
             while running.len() < CONCURRENCY {
@@ -150,7 +150,15 @@ impl Outbox {
                         Outcome::Delivered { posted, .. } => posted.clone(),
                         _ => Vec::new(),
                     };
-                    outbox.store.report(job, outcome, now).await?;
+                    let (id, lease) = (job.id, job.lease_until);
+                    if !outbox.store.report(job, outcome, now).await? {
+                        tracing::warn!(
+                            job = id,
+                            ?lease,
+                            "delivery report fenced out: the job's lease ran out and another \
+                             holder claimed or finished it; recorded what was sent, nothing more"
+                        );
+                    }
                     // A batch's message is posted once for all its items.
                     let mut seen = std::collections::HashSet::new();
                     for message in posted.iter().filter(|m| m.kind != MessageKind::Dm) {
@@ -372,6 +380,7 @@ mod tests {
             approval_id: crate::approval::ApprovalId(uuid::Uuid::nil()),
             job: Job::SlackUpdate {},
             attempts,
+            lease_until: None,
         };
         match retry(&job, now, retry_after, "rate limited".into()) {
             Outcome::Retry { at, .. } => at - now,
