@@ -5,9 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::remind::reminder_message;
-use super::render;
+use super::{fan_out, render};
 use crate::approval::{Approval, ApprovalId, Status};
 use crate::jobs::{DueJob, Job, MessageKey, MessageKind, NewJob, Outcome, PostedMessage};
 use crate::slack::approvers::Approvers;
@@ -23,6 +24,9 @@ pub(super) struct Deliverer<'a> {
     pub client: &'a SlackClient,
     pub approvers: &'a Approvers,
     pub store: &'a Store,
+    /// When a job that sends many messages (a reminder's DMs, an approval's updates)
+    /// stops waiting for them and reports what was sent.
+    pub deadline: Instant,
 }
 
 pub(super) fn store_error(error: crate::store::StoreError) -> SlackError {
@@ -190,8 +194,10 @@ impl Deliverer<'_> {
     }
 
     /// Brings every one of `messages` (the approval's) that shows an older version up to
-    /// date; a channel message may be a batch's (`batch`, its members), shared with
-    /// look-alike requests.
+    /// date, a few at a time; a channel message may be a batch's (`batch`, its
+    /// members), shared with look-alike requests. Those not updated by the deadline,
+    /// or refused for now, are left to an update of their own, planned with this one's
+    /// report (when Slack took none, the job is retried).
     pub async fn update(
         &self,
         approval: &Approval,
@@ -199,52 +205,79 @@ impl Deliverer<'_> {
         batch: &[ApprovalId],
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
-        let mut rendered = Vec::new();
-        for message in messages
+        let behind = messages
             .iter()
-            .filter(|m| m.rendered_version < approval.version)
-        {
-            if message.kind == MessageKind::Main && batch.len() > 1 {
-                let key = (message.channel.as_str(), message.ts.as_str());
-                match self.update_batch(key, batch, now).await {
-                    Ok(()) => {}
-                    Err(error) if error.is_permanent() => {
-                        tracing::warn!(%error, channel = %message.channel, ts = %message.ts, "batch message cannot be updated; skipped");
-                    }
-                    Err(error) => return Err(error),
-                }
-                rendered.push(MessageKey {
-                    channel: message.channel.clone(),
-                    ts: message.ts.clone(),
-                });
-                continue;
+            .filter(|m| m.rendered_version < approval.version);
+        let updates = behind.map(|message| self.update_one(approval, message, batch, now));
+        let (answers, unanswered) = fan_out(updates, self.deadline).await;
+        let mut rendered = Vec::new();
+        let mut refused = None;
+        for answer in answers {
+            match answer {
+                Ok(key) => rendered.push(key),
+                Err(error) => refused = Some(error),
             }
-            let mut update =
-                if message.kind == MessageKind::Dm && approval.status == Status::Pending {
-                    reminder_message(approval, now, None)
-                } else {
-                    render(approval, now)
-                };
-            update["channel"] = json!(message.channel);
-            update["ts"] = json!(message.ts);
-            match self.client.call("chat.update", &update).await {
-                Ok(_) => {}
-                // Deleted by someone, or too old to edit: nothing left to update there.
-                Err(error) if error.is_permanent() => {
-                    tracing::warn!(%error, channel = %message.channel, ts = %message.ts, "message cannot be updated; skipped");
-                }
-                Err(error) => return Err(error),
+        }
+        let mut next = None;
+        if refused.is_some() || unanswered > 0 {
+            if rendered.is_empty() {
+                return Err(refused.unwrap_or_else(|| {
+                    SlackError::Transport(format!("{unanswered} message updates out of time"))
+                }));
             }
-            rendered.push(MessageKey {
-                channel: message.channel.clone(),
-                ts: message.ts.clone(),
+            tracing::warn!(
+                updated = rendered.len(),
+                unanswered,
+                "some messages not updated: the rest follow in an update of their own"
+            );
+            next = Some(NewJob {
+                approval_id: approval.id,
+                job: Job::SlackUpdate {},
+                due_at: super::after_refusal(now, refused.as_ref()),
             });
         }
         Ok(Outcome::Delivered {
             posted: Vec::new(),
             rendered,
             version: approval.version,
-            next: None,
+            next,
+        })
+    }
+
+    /// Brings one message up to date (a batch's, when the approval is in one with
+    /// others): its key, also when Slack says it can never be updated (deleted, too
+    /// old to edit: nothing left to update there).
+    async fn update_one(
+        &self,
+        approval: &Approval,
+        message: &PostedMessage,
+        batch: &[ApprovalId],
+        now: DateTime<Utc>,
+    ) -> Result<MessageKey, SlackError> {
+        let (channel, ts) = (message.channel.as_str(), message.ts.as_str());
+        let updated = if message.kind == MessageKind::Main && batch.len() > 1 {
+            self.update_batch((channel, ts), batch, now).await
+        } else {
+            let mut update =
+                if message.kind == MessageKind::Dm && approval.status == Status::Pending {
+                    reminder_message(approval, now, None)
+                } else {
+                    render(approval, now)
+                };
+            update["channel"] = json!(channel);
+            update["ts"] = json!(ts);
+            self.client.call("chat.update", &update).await.map(drop)
+        };
+        match updated {
+            Ok(()) => {}
+            Err(error) if error.is_permanent() => {
+                tracing::warn!(%error, channel, ts, "message cannot be updated; skipped");
+            }
+            Err(error) => return Err(error),
+        }
+        Ok(MessageKey {
+            channel: message.channel.clone(),
+            ts: message.ts.clone(),
         })
     }
 

@@ -57,6 +57,9 @@ struct Posted {
 #[derive(Default)]
 struct Inner {
     calls: Vec<Call>,
+    /// The `chat.update` calls Slack applied, in the order it applied them (a call
+    /// left hanging never is).
+    updates: Vec<Call>,
     failures: HashMap<String, VecDeque<Failure>>,
     groups: HashMap<String, Vec<String>>,
     posted: Vec<Posted>,
@@ -249,6 +252,9 @@ async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value
         }
         None => {}
     }
+    if method == "chat.update" {
+        fake.apply_update(&body);
+    }
     let reply = match method.as_str() {
         "chat.postMessage" => {
             fake.keep_post(&channel, &ts, &body);
@@ -281,6 +287,15 @@ async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value
 }
 
 impl FakeSlack {
+    /// A `chat.update` is applied: the message shows its body from now on.
+    fn apply_update(&self, body: &Value) {
+        self.lock().updates.push(Call {
+            method: "chat.update".into(),
+            body: body.clone(),
+            authorization: None,
+        });
+    }
+
     /// A top-level message (not a thread reply) joins the channel's history.
     fn keep_post(&self, channel: &str, ts: &str, body: &Value) {
         if body.get("thread_ts").is_none() {
@@ -373,13 +388,15 @@ impl FakeSlack {
             })
     }
 
-    /// The message at `channel`/`ts` as it stands: its post's body, or its latest
-    /// `chat.update`'s.
+    /// The message at `channel`/`ts` as it stands: its post's body, or the body of the
+    /// last `chat.update` Slack applied to it.
     pub fn shown(&self, channel: &str, ts: &str) -> Option<Value> {
         let inner = self.lock();
-        let updated = inner.calls.iter().rev().find(|c| {
-            c.method == "chat.update" && c.body["channel"] == channel && c.body["ts"] == ts
-        });
+        let updated = inner
+            .updates
+            .iter()
+            .rev()
+            .find(|c| c.body["channel"] == channel && c.body["ts"] == ts);
         let posted = || {
             let post = inner
                 .posted

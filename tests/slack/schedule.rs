@@ -19,6 +19,13 @@ fn opened_for(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
+/// [`opened_for`] from the `n`-th on, sorted: a reminder's DMs go out a few at once.
+fn sorted(mut opened: Vec<String>, n: usize) -> Vec<String> {
+    opened.drain(..n);
+    opened.sort();
+    opened
+}
+
 #[tokio::test]
 async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
     let app = spawn_app().await;
@@ -32,7 +39,7 @@ async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
     app.clock.advance(Duration::from_secs(60));
     app.run_jobs().await;
     assert_eq!(
-        opened_for(&app),
+        sorted(opened_for(&app), 0),
         ["U0ALICE", "U0BOB", "U0CAROL"],
         "each approver once, groups expanded"
     );
@@ -48,9 +55,8 @@ async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
     app.click(&approval, "U0ALICE", "approve").await;
     app.clock.advance(Duration::from_secs(3600));
     app.run_jobs().await;
-    let opened = opened_for(&app);
     assert_eq!(
-        &opened[3..],
+        sorted(opened_for(&app), 3),
         ["U0BOB", "U0CAROL"],
         "Alice voted: no more reminders for her"
     );
