@@ -42,9 +42,10 @@ fn soft_limit(lease: Duration) -> Duration {
 impl Outbox {
     /// Delivers claimed jobs ([`CONCURRENCY`] at a time; posts have their channel's
     /// slot already, see [`Outbox::pace`]) and records each outcome. A job starts only
-    /// in the first half of the lease, and only until `stop` turns true: the jobs not
-    /// started go back to the queue, due at `now`, and the call returns, once the ones
-    /// under way are recorded, how many went back.
+    /// in the first half of the lease, and only until `stop` turns true or a report
+    /// fails: the jobs not started go back to the queue, due at `now`. Returns, once
+    /// the ones under way are recorded, how many went back, or the first error (every
+    /// job under way is still awaited and recorded first: none is cut off mid-call).
     pub async fn deliver_all(&self, claimed: Claimed<'_>) -> Result<usize, StoreError> {
         let Claimed {
             jobs,
@@ -57,23 +58,33 @@ impl Outbox {
         let stopping = || stop.is_some_and(|stop| *stop.borrow());
         let mut running = tokio::task::JoinSet::<Result<(), StoreError>>::new();
         let mut queue = jobs.into_iter();
-        let mut put_back = 0;
+        let (mut put_back, mut failed) = (0, None);
         loop {
             let late = Instant::now() >= start_by;
-            if late || stopping() {
+            if late || stopping() || failed.is_some() {
                 let unstarted: Vec<DueJob> = queue.by_ref().collect();
                 put_back += unstarted.len();
-                self.put_back(&unstarted, now, late).await?;
+                if let Err(error) = self.put_back(&unstarted, now, late).await {
+                    failed.get_or_insert(error);
+                }
             }
             while running.len() < CONCURRENCY {
                 let Some(job) = queue.next() else { break };
                 running.spawn(self.clone().run(job, now, lease));
             }
             match running.join_next().await {
-                Some(Ok(reported)) => reported?,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(error))) => {
+                    tracing::warn!(%error, "a delivery could not be recorded: it waits out its lease; no more start in this pass");
+                    failed.get_or_insert(error);
+                }
                 Some(Err(panicked)) => tracing::error!(%panicked, "delivery task failed"),
-                None => return Ok(put_back),
+                None => break,
             }
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(put_back),
         }
     }
 
@@ -94,13 +105,12 @@ impl Outbox {
                 "deliveries not started within half their lease go back to the queue"
             );
         } else {
-            tracing::info!(
-                count,
-                "shutting down: deliveries not started go back to the queue"
-            );
+            tracing::info!(count, "deliveries not started go back to the queue");
         }
         let back = unstarted.iter().map(|job| (job, now)).collect();
-        self.store.defer_jobs(back).await
+        self.store.defer_jobs(back).await.inspect_err(|error| {
+            tracing::warn!(%error, count, "deliveries not started could not go back: they wait out their lease");
+        })
     }
 
     /// Runs one claimed job within its time limit, records its outcome (fenced by the

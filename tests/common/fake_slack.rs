@@ -1,7 +1,7 @@
 //! A fake Slack Web API on 127.0.0.1:0, for the tests and the benches alike: records
 //! every call and answers like Slack,
 //! or with the failure a test queues for a method (429 + Retry-After, `ok:false`, HTTP
-//! 500, or a hang). Read methods come as GET with a query string, the others as POST
+//! 500, a hang, or a late answer). Read methods come as GET with a query string, the others as POST
 //! with a JSON body (or a form); both are recorded with their arguments as JSON. It
 //! keeps the messages posted to each channel for `conversations.history`, and answers
 //! `apps.connections.open` with the URL of a fake Socket Mode server
@@ -42,6 +42,9 @@ pub enum Failure {
     PostThenHang,
     /// HTTP 200 with a body that is no JSON, as from a proxy's error page.
     NotJson,
+    /// Answers as usual, after this long (a `chat.update` is applied only then, as
+    /// when Slack gets to it late).
+    Slow(Duration),
 }
 
 /// A message in a channel, as conversations.history shows it. Its `ts` counts calls
@@ -250,6 +253,7 @@ async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value
             tokio::time::sleep(Duration::from_secs(3600)).await;
             return StatusCode::GATEWAY_TIMEOUT.into_response();
         }
+        Some(Failure::Slow(delay)) => tokio::time::sleep(delay).await,
         None => {}
     }
     if method == "chat.update" {

@@ -2,14 +2,16 @@
 //! claimed deliveries only in the first half of their lease and hands the rest back,
 //! so another replica that claims after the lease has run out never sends one twice.
 //! A holder that overran its lease anyway is fenced out: its report changes nothing
-//! of the job the other replica holds.
+//! of the job the other replica holds. A report that fails cuts off no delivery under
+//! way, and the deliveries not started go back at once.
 
 use std::time::Duration;
 
 use serde_json::json;
 use signoff::clock::Clock;
 
-use crate::common::TestDb;
+use crate::common::fake_slack::Failure;
+use crate::common::{TestDb, raw_count, refuse};
 use crate::helpers::*;
 
 /// Posts taking this long each, 8 at a time: the backlog would take about 1.8 s, and
@@ -80,7 +82,7 @@ async fn a_reminder_whose_holder_overran_its_lease_plans_one_next_reminder(db: T
     first.await.unwrap().unwrap();
     let reminders = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind'";
     assert_eq!(
-        crate::common::raw_count(&app.db, reminders).await,
+        raw_count(&app.db, reminders).await,
         1,
         "one next reminder, from the report of the lease's holder"
     );
@@ -98,3 +100,43 @@ async fn a_reminder_whose_holder_overran_its_lease_plans_one_next_reminder(db: T
 }
 
 crate::on_both_backends!(a_reminder_whose_holder_overran_its_lease_plans_one_next_reminder);
+
+async fn a_report_that_fails_cuts_off_no_delivery_and_hands_back_those_not_started(db: TestDb) {
+    let app = spawn_policy(db, BACKLOG_POLICY).await;
+    backlog(&app, 20).await;
+    // Eight posts start at once: the first answered at once, its report refused by
+    // the database; the seven others answered a moment later.
+    let first_ts = format!("1700000000.{:06}", app.slack.calls().len() + 1);
+    let refused = format!("NEW.ts = '{first_ts}'");
+    refuse(&app.db, "INSERT", "slack_messages", &refused, "disk full").await;
+    app.slack
+        .fail_next("chat.postMessage", Failure::Slow(Duration::ZERO));
+    for _ in 0..7 {
+        let slow = Failure::Slow(Duration::from_millis(300));
+        app.slack.fail_next("chat.postMessage", slow);
+    }
+    let replica = unpaced(&app);
+    let pass = replica.run_once(app.clock.now()).await;
+    assert!(pass.is_err(), "the failed report is the pass's error");
+    let recorded = "SELECT COUNT(*) FROM slack_messages";
+    assert_eq!(
+        raw_count(&app.db, recorded).await,
+        7,
+        "the seven under way were recorded, not cut off"
+    );
+
+    // At the same moment (no lease has run out), the twelve not started are free.
+    replica.run_once(app.clock.now()).await.unwrap();
+    assert_eq!(
+        app.slack.posts_and_approvals(),
+        (20, 20),
+        "each posted once"
+    );
+    assert_eq!(
+        raw_count(&app.db, recorded).await,
+        19,
+        "the refused one waits out its lease"
+    );
+}
+
+crate::on_both_backends!(a_report_that_fails_cuts_off_no_delivery_and_hands_back_those_not_started);
