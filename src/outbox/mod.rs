@@ -5,7 +5,10 @@
 //!
 //! Messages are rendered when they are sent, from the approval as it is then, and the
 //! store remembers which version each message shows; a change that lands while a
-//! message is in flight schedules one more update (see `store::writer::report`).
+//! message is in flight schedules one more update (see `store::ops::report`), and an
+//! update reads the approval again once sent, to show it again if it changed (see
+//! [`update`]). The jobs of one scheduler pass run in [`pass`], each within a time
+//! limit below half its lease.
 
 pub mod callback;
 
@@ -14,6 +17,7 @@ mod pacing;
 mod pass;
 mod remind;
 mod slack;
+mod update;
 
 pub use pass::Claimed;
 

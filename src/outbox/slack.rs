@@ -1,5 +1,5 @@
 //! Slack deliveries: post an approval's message (to its channel, or to the escalation
-//! channel when it is due) and keep every message up to date. Reminders are
+//! channel when it is due). Updates of the messages are [`super::update`]; reminders
 //! [`super::remind`]; batches of look-alike requests [`super::batch`]; the pace of
 //! posts per channel is [`super::pacing`].
 
@@ -7,10 +7,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::remind::reminder_message;
-use super::{fan_out, render};
-use crate::approval::{Approval, ApprovalId, Status};
-use crate::jobs::{DueJob, Job, MessageKey, MessageKind, NewJob, Outcome, PostedMessage};
+use super::render;
+use crate::approval::{Approval, Status};
+use crate::jobs::{DueJob, Job, MessageKind, NewJob, Outcome, PostedMessage};
 use crate::slack::approvers::Approvers;
 use crate::slack::blocks::{self, POST_EVENT, THROTTLE_EVENT};
 use crate::slack::client::{SlackClient, SlackError};
@@ -191,94 +190,6 @@ impl Deliverer<'_> {
         {
             tracing::warn!(%error, "permalink not stored");
         }
-    }
-
-    /// Brings every one of `messages` (the approval's) that shows an older version up to
-    /// date, a few at a time; a channel message may be a batch's (`batch`, its
-    /// members), shared with look-alike requests. Those not updated by the deadline,
-    /// or refused for now, are left to an update of their own, planned with this one's
-    /// report (when Slack took none, the job is retried).
-    pub async fn update(
-        &self,
-        approval: &Approval,
-        messages: &[PostedMessage],
-        batch: &[ApprovalId],
-        now: DateTime<Utc>,
-    ) -> Result<Outcome, SlackError> {
-        let behind = messages
-            .iter()
-            .filter(|m| m.rendered_version < approval.version);
-        let updates = behind.map(|message| self.update_one(approval, message, batch, now));
-        let (answers, unanswered) = fan_out(updates, self.deadline).await;
-        let mut rendered = Vec::new();
-        let mut refused = None;
-        for answer in answers {
-            match answer {
-                Ok(key) => rendered.push(key),
-                Err(error) => refused = Some(error),
-            }
-        }
-        let mut next = None;
-        if refused.is_some() || unanswered > 0 {
-            if rendered.is_empty() {
-                return Err(refused.unwrap_or_else(|| {
-                    SlackError::Transport(format!("{unanswered} message updates out of time"))
-                }));
-            }
-            tracing::warn!(
-                updated = rendered.len(),
-                unanswered,
-                "some messages not updated: the rest follow in an update of their own"
-            );
-            next = Some(NewJob {
-                approval_id: approval.id,
-                job: Job::SlackUpdate {},
-                due_at: super::after_refusal(now, refused.as_ref()),
-            });
-        }
-        Ok(Outcome::Delivered {
-            posted: Vec::new(),
-            rendered,
-            version: approval.version,
-            next,
-        })
-    }
-
-    /// Brings one message up to date (a batch's, when the approval is in one with
-    /// others): its key, also when Slack says it can never be updated (deleted, too
-    /// old to edit: nothing left to update there).
-    async fn update_one(
-        &self,
-        approval: &Approval,
-        message: &PostedMessage,
-        batch: &[ApprovalId],
-        now: DateTime<Utc>,
-    ) -> Result<MessageKey, SlackError> {
-        let (channel, ts) = (message.channel.as_str(), message.ts.as_str());
-        let updated = if message.kind == MessageKind::Main && batch.len() > 1 {
-            self.update_batch((channel, ts), batch, now).await
-        } else {
-            let mut update =
-                if message.kind == MessageKind::Dm && approval.status == Status::Pending {
-                    reminder_message(approval, now, None)
-                } else {
-                    render(approval, now)
-                };
-            update["channel"] = json!(channel);
-            update["ts"] = json!(ts);
-            self.client.call("chat.update", &update).await.map(drop)
-        };
-        match updated {
-            Ok(()) => {}
-            Err(error) if error.is_permanent() => {
-                tracing::warn!(%error, channel, ts, "message cannot be updated; skipped");
-            }
-            Err(error) => return Err(error),
-        }
-        Ok(MessageKey {
-            channel: message.channel.clone(),
-            ts: message.ts.clone(),
-        })
     }
 
     /// On a retried `job` (a first attempt posted nothing before it): the `ts` of this
