@@ -117,7 +117,7 @@ impl Scheduler {
     /// the outbox, waiting for them. Returns how many jobs it fired or claimed.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let fired = self.fire_timers(now).await?;
-        let deliveries = self.deliver_due(now).await?;
+        let deliveries = self.deliver_due(now, None).await?;
         Ok(fired + deliveries.claimed)
     }
 
@@ -136,8 +136,13 @@ impl Scheduler {
     }
 
     /// Claims the deliveries due at `now` and runs them through the outbox, each
-    /// within its time limit (see `outbox::pass`).
-    async fn deliver_due(&self, now: DateTime<Utc>) -> Result<Deliveries, StoreError> {
+    /// within its time limit (see `outbox::pass`); a retry counts its wait from when
+    /// the attempt ended on `clock` (from `now` without one).
+    async fn deliver_due(
+        &self,
+        now: DateTime<Utc>,
+        clock: Option<&Arc<dyn Clock>>,
+    ) -> Result<Deliveries, StoreError> {
         // The claimed jobs are leased until `now` + the lease: each starts within the
         // first half, so that it is recorded before another replica can claim it.
         let began = tokio::time::Instant::now();
@@ -166,6 +171,7 @@ impl Scheduler {
                     began,
                     lease: self.lease,
                     stop: self.stop.as_ref(),
+                    clock: clock.cloned(),
                 };
                 pass.put_back = outbox.deliver_all(claimed).await?;
             }
@@ -257,7 +263,7 @@ impl Scheduler {
                 _ = shutdown.changed() => break,
             }
             while !*shutdown.borrow() {
-                match self.deliver_due(clock.now()).await {
+                match self.deliver_due(clock.now(), Some(&clock)).await {
                     Ok(pass) if pass.is_full() => continue,
                     Ok(_) => break,
                     Err(error) => {

@@ -4,6 +4,7 @@
 //! and ends within the limit, so it is recorded before its lease runs out and another
 //! replica may claim it again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,6 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{CONCURRENCY, Outbox, retry};
+use crate::clock::Clock;
 use crate::jobs::{DueJob, MessageKind, Outcome};
 use crate::store::StoreError;
 
@@ -25,12 +27,15 @@ pub struct Claimed<'a> {
     pub lease: Duration,
     /// Turns true when the process shuts down: no job starts after it.
     pub stop: Option<&'a watch::Receiver<bool>>,
+    /// Read when a job ends, so that its retry waits from then rather than from `now`
+    /// (a call that took long does not eat Slack's `Retry-After`); without it, `now`.
+    pub clock: Option<Arc<dyn Clock>>,
 }
 
 /// How long one job may run: below half its lease, since it starts in the first half
 /// and must be recorded before the lease ends. A reminder's DMs and an approval's
 /// message updates stop a little earlier ([`soft_limit`]), to report what was sent.
-pub fn job_limit(lease: Duration) -> Duration {
+fn job_limit(lease: Duration) -> Duration {
     lease * 2 / 5
 }
 
@@ -53,6 +58,7 @@ impl Outbox {
             began,
             lease,
             stop,
+            clock,
         } = claimed;
         let start_by = began + lease / 2;
         let stopping = || stop.is_some_and(|stop| *stop.borrow());
@@ -70,7 +76,7 @@ impl Outbox {
             }
             while running.len() < CONCURRENCY {
                 let Some(job) = queue.next() else { break };
-                running.spawn(self.clone().run(job, now, lease));
+                running.spawn(self.clone().run(job, now, lease, clock.clone()));
             }
             match running.join_next().await {
                 Some(Ok(Ok(()))) => {}
@@ -116,7 +122,13 @@ impl Outbox {
     /// Runs one claimed job within its time limit, records its outcome (fenced by the
     /// claim), then fetches the permalinks of the channel messages it posted.
     #[tracing::instrument(skip_all, fields(job = job.id, kind = job.job.kind(), approval_id = %job.approval_id))]
-    async fn run(self, job: DueJob, now: DateTime<Utc>, lease: Duration) -> Result<(), StoreError> {
+    async fn run(
+        self,
+        job: DueJob,
+        now: DateTime<Utc>,
+        lease: Duration,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<(), StoreError> {
         let began = Instant::now();
         let limit = job_limit(lease);
         let delivered = self.deliver(&job, now, began + soft_limit(lease));
@@ -126,6 +138,10 @@ impl Outbox {
                 tracing::warn!(?limit, "delivery out of time: retried");
                 retry(&job, now, None, format!("out of time after {limit:?}"))
             }
+        };
+        let outcome = match clock {
+            Some(clock) => waited_from(outcome, now, clock.now()),
+            None => outcome,
         };
         let posted = match &outcome {
             Outcome::Delivered { posted, .. } => posted.clone(),
@@ -155,5 +171,17 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+}
+
+/// A retry of an attempt that began at `now` and ended at `ended` waits from `ended`:
+/// its time moves on by the attempt's length.
+fn waited_from(outcome: Outcome, now: DateTime<Utc>, ended: DateTime<Utc>) -> Outcome {
+    match outcome {
+        Outcome::Retry { at, error } if ended > now => Outcome::Retry {
+            at: at + (ended - now),
+            error,
+        },
+        other => other,
     }
 }

@@ -80,13 +80,13 @@ impl Deliverer<'_> {
         });
         let (answers, unanswered) = fan_out(sends, self.deadline).await;
         let mut posted = Vec::new();
-        let mut failures = 0;
+        let mut failures = Vec::new();
         for (user, sent) in answers {
             match sent {
                 Ok(message) => posted.push(message),
                 Err(error) => {
-                    failures += 1;
                     tracing::warn!(%error, user, "reminder not delivered");
+                    failures.push(error);
                 }
             }
         }
@@ -96,10 +96,8 @@ impl Deliverer<'_> {
         // Retry only when nobody got it (a retry looks for the DMs this attempt may
         // have sent first); a partial failure waits for the next reminder rather than
         // reminding the others twice.
-        if posted.is_empty() && failures + unanswered > 0 {
-            return Err(SlackError::Transport(format!(
-                "no reminder could be delivered ({failures} failed, {unanswered} out of time)"
-            )));
+        if posted.is_empty() && failures.len() + unanswered > 0 {
+            return Err(nobody_reminded(&failures, unanswered));
         }
         Ok(Outcome::Delivered {
             posted,
@@ -171,6 +169,23 @@ impl Deliverer<'_> {
             permalink: None,
             rendered_version: version,
         })
+    }
+}
+
+/// Why nobody was reminded: Slack's rate limit when it refused any of them for it,
+/// with its longest `Retry-After`, so that the retry waits as long as Slack asks; else
+/// that none could be reached.
+fn nobody_reminded(failures: &[SlackError], unanswered: usize) -> SlackError {
+    let limited = failures.iter().filter_map(|error| match error {
+        SlackError::RateLimited { retry_after } => Some(*retry_after),
+        _ => None,
+    });
+    match limited.max() {
+        Some(retry_after) => SlackError::RateLimited { retry_after },
+        None => SlackError::Transport(format!(
+            "no reminder could be delivered ({} failed, {unanswered} out of time)",
+            failures.len()
+        )),
     }
 }
 

@@ -134,6 +134,31 @@ async fn a_thread_reminder_slack_refuses_for_its_rate_limit_is_tried_again_after
     assert_eq!(threaded(&app), 2, "and posted once");
 }
 
+/// Every approver's DM refused for Slack's rate limit: the reminder is tried again
+/// after Slack's wait, not after the first backoff's second.
+#[tokio::test]
+async fn a_reminder_slack_refuses_every_dm_for_its_rate_limit_waits_for_slacks_wait() {
+    let app = spawn_app().await;
+    app.request("remind_rotate", json!({})).await;
+    app.run_jobs().await;
+    for _ in 0..2 {
+        let limited = Failure::RateLimited {
+            retry_after_secs: 30,
+        };
+        app.slack.fail_next("conversations.open", limited);
+    }
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    assert_eq!(opened_for(&app).len(), 2, "Alice and Bob, both refused");
+    assert!(app.slack.dm_posts().is_empty());
+    app.clock.advance(Duration::from_secs(10));
+    app.run_jobs().await;
+    assert_eq!(opened_for(&app).len(), 2, "not before Slack's wait");
+    app.clock.advance(Duration::from_secs(21));
+    app.run_jobs().await;
+    assert_eq!(app.slack.dm_posts().len(), 2, "both reminded after it");
+}
+
 #[tokio::test]
 async fn escalation_posts_live_buttons_to_the_manager_channel_and_notes_it_in_the_thread() {
     let app = spawn_app().await;

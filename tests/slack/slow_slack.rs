@@ -15,7 +15,7 @@ use signoff::signing::Signer;
 use signoff::store::Store;
 
 use crate::common::fake_slack::Failure;
-use crate::common::{TestDb, raw_count};
+use crate::common::{TestDb, raw_count, sql_time};
 use crate::helpers::*;
 
 /// Five approvers to remind, one approval to decide; other requests expire in an hour.
@@ -43,6 +43,7 @@ crate::on_both_backends!(
     a_reminder_slack_never_answers_ends_within_its_time_limit_and_is_retried,
     a_reminder_slack_hangs_on_for_one_approver_reminds_the_others_once,
     updates_slack_hangs_on_for_one_message_reach_the_others_and_the_last_later,
+    a_retry_waits_from_when_its_attempt_ended,
 );
 
 /// The app under [`FIVE_APPROVERS`] with a request asked through the API for `tool`,
@@ -168,4 +169,47 @@ async fn updates_slack_hangs_on_for_one_message_reach_the_others_and_the_last_la
         "that one, again"
     );
     assert!(live(&app).is_empty(), "every message shows the decision");
+}
+
+/// A post that Slack answers only after a long wait (the manual clock moves on while
+/// it is under way), and then with a 429: the retry waits Slack's `Retry-After` from
+/// the answer, not from when the attempt began.
+async fn a_retry_waits_from_when_its_attempt_ended(db: TestDb) {
+    let app = spawn_policy(db, FIVE_APPROVERS).await;
+    let began = app.clock.now();
+    app.slack.set_delay(Duration::from_millis(300));
+    let limited = Failure::RateLimited {
+        retry_after_secs: 30,
+    };
+    app.slack.fail_next("chat.postMessage", limited);
+    let body = json!({ "tool_name": "restart_db", "parameters": {} });
+    asked(&app, &app.token, &body).await;
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let clock = Arc::new(app.clock.clone());
+    let every = Duration::from_secs(3600);
+    let running = tokio::spawn(unpaced(&app).run(clock, every, stopping));
+    app.slack.wait_for("chat.postMessage", 1).await;
+    app.clock.advance(Duration::from_secs(20));
+
+    let retried = "SELECT COUNT(*) FROM jobs WHERE last_error IS NOT NULL";
+    let mut reported = false;
+    for _ in 0..100 {
+        reported = raw_count(&app.db, retried).await == 1;
+        if reported {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reported, "the refusal is recorded");
+    let due = began + chrono::Duration::seconds(50);
+    let sql = format!(
+        "SELECT COUNT(*) FROM jobs WHERE due_at = {}",
+        sql_time(&app.db, due)
+    );
+    assert_eq!(
+        raw_count(&app.db, &sql).await,
+        1,
+        "due 30 s after the answer"
+    );
+    running.abort();
 }
