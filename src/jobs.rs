@@ -130,6 +130,11 @@ pub struct DueJob {
     pub job: Job,
     /// Including this one.
     pub attempts: i32,
+    /// When the claim's lease ends (`locked_until` as the claim wrote it), `None`
+    /// until claimed. It fences the report: a job finishes, retries or dies only while
+    /// its row still holds this lease, so a holder whose lease ran out (and was claimed
+    /// again by another replica, or finished by it) changes nothing.
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 /// The deliveries due at a moment, as read: none is leased yet (see
@@ -152,6 +157,10 @@ impl DueJobs {
         self.len() == 0
     }
 }
+
+/// A claimed job to put back: its id, the lease of the claim that took it
+/// ([`DueJob::lease_until`]), and when it is due again.
+pub type PutBack = (i64, Option<DateTime<Utc>>, DateTime<Utc>);
 
 /// Due jobs split by pacing: those to run now, and those to come back at the paired
 /// times (job id, when).

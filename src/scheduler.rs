@@ -1,17 +1,19 @@
-//! Timers that live in the database: a loop around [`Scheduler::run_once`], which
-//! expires the approvals due at `now` inside the store (their `expires_at` is the
-//! timer; one transaction, no lease) and claims the due deliveries, reminders and
-//! escalations among them (jobs, with a lease) for the outbox. Tests call `run_once`
-//! with the time they want instead of sleeping.
+//! Timers that live in the database, in two loops: one fires the timers due at `now`
+//! inside the store ([`Scheduler::fire_timers`]: expiries, whose `expires_at` is the
+//! timer, in one transaction and with no lease; the nudges that came due; audit
+//! checkpoints), the other claims the due deliveries, reminders and escalations among
+//! them (jobs, with a lease) for the outbox, so that a slow Slack never delays an
+//! expiry or a checkpoint. Tests call [`Scheduler::run_once`], both in turn, with the
+//! time they want instead of sleeping.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::clock::Clock;
-use crate::outbox::Outbox;
+use crate::outbox::{Claimed, Outbox};
 use crate::policy::{Call, Policy};
 use crate::store::{Store, StoreError};
 
@@ -111,68 +113,115 @@ impl Scheduler {
     }
 
     /// Runs every job due at `now` (up to [`BATCH`] timers and [`BATCH`] deliveries):
-    /// timers inside the store, deliveries through the outbox. Returns how many jobs
-    /// it fired or claimed.
+    /// timers inside the store ([`Scheduler::fire_timers`]), then deliveries through
+    /// the outbox, waiting for them. Returns how many jobs it fired or claimed.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let pass = self.pass(now).await?;
-        Ok(pass.fired + pass.claimed)
+        let fired = self.fire_timers(now).await?;
+        let deliveries = self.deliver_due(now, None).await?;
+        Ok(fired + deliveries.claimed)
     }
 
-    async fn pass(&self, now: DateTime<Utc>) -> Result<Pass, StoreError> {
-        // The claimed jobs are leased until `now` + the lease: each starts within the
-        // first half, so that it is recorded before another replica can claim it.
-        let start_by = tokio::time::Instant::now() + self.lease / 2;
+    /// Fires the timers due at `now`, inside the store and without waiting on any
+    /// delivery: takes in rows other programs inserted, expires approvals, plans the
+    /// nudges that came due, and signs an audit checkpoint when one is due. Returns
+    /// how many timers fired.
+    pub async fn fire_timers(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         // Expiries and deliveries go on whatever becomes of other programs' rows.
         if let Err(error) = self.intake(now).await {
             tracing::warn!(%error, "could not take in rows inserted into pending_approvals");
         }
         let fired = self.store.fire_due(now, BATCH).await?;
         self.store.checkpoint(now).await?;
+        Ok(fired)
+    }
+
+    /// Claims the deliveries due at `now` and runs them through the outbox, each
+    /// within its time limit (see `outbox::pass`); a retry counts its wait from when
+    /// the attempt ended on `clock` (from `now` without one).
+    async fn deliver_due(
+        &self,
+        now: DateTime<Utc>,
+        clock: Option<&Arc<dyn Clock>>,
+    ) -> Result<Deliveries, StoreError> {
+        // The claimed jobs are leased until `now` + the lease: each starts within the
+        // first half, so that it is recorded before another replica can claim it.
+        let began = tokio::time::Instant::now();
         // Read on a reader, paced, then claimed in one write per job: a post that
         // waits for its channel's slot is moved to it, not leased and put back.
         let due = self.store.due_jobs(now, BATCH).await?;
-        let mut pass = Pass {
-            fired,
+        let mut pass = Deliveries {
             claimed: due.len(),
             put_back: 0,
         };
-        let deliveries = self
+        let jobs = self
             .store
             .claim_due(due, now, self.lease, |jobs| match &self.outbox {
                 Some(outbox) => outbox.pace(jobs, now),
                 None => (jobs, Vec::new()),
             })
             .await?;
-        if !deliveries.is_empty() {
-            match &self.outbox {
-                Some(outbox) => {
-                    pass.put_back = outbox
-                        .deliver_all(deliveries, now, start_by, self.stop.as_ref())
-                        .await?;
-                }
-                // Nothing here can deliver them: leave them to their lease running out
-                // (another replica, or this one after a restart with Slack configured).
-                None => tracing::warn!(
-                    count = deliveries.len(),
-                    "delivery jobs claimed without a Slack client"
-                ),
+        if jobs.is_empty() {
+            return Ok(pass);
+        }
+        match &self.outbox {
+            Some(outbox) => {
+                let claimed = Claimed {
+                    jobs,
+                    now,
+                    began,
+                    lease: self.lease,
+                    stop: self.stop.as_ref(),
+                    clock: clock.cloned(),
+                };
+                pass.put_back = outbox.deliver_all(claimed).await?;
             }
+            // Nothing here can deliver them: leave them to their lease running out
+            // (another replica, or this one after a restart with Slack configured).
+            None => tracing::warn!(
+                count = jobs.len(),
+                "delivery jobs claimed without a Slack client"
+            ),
         }
         Ok(pass)
     }
 
-    /// Runs a pass every `every` until `shutdown` turns true. Errors are logged and the
-    /// next pass tries again: a database hiccup must not stop the timers for good.
-    /// On shutdown the deliveries under way finish and are recorded; those claimed but
-    /// not started go back to the queue, due at once for another replica or the next
+    /// Runs until `shutdown` turns true, in two loops, so that a slow delivery never
+    /// holds up a timer: the timers' ([`Scheduler::fire_timers`]) every `every` and
+    /// whenever a row is inserted into the shared table, and the deliveries' after
+    /// each of them. Errors are logged and the next pass tries again: a database
+    /// hiccup must not stop the timers for good. On shutdown the deliveries under way
+    /// finish (each within its time limit) and are recorded; those claimed but not
+    /// started go back to the queue, due at once for another replica or the next
     /// start, so a backlog does not hold the process up.
     pub async fn run(
         mut self,
         clock: Arc<dyn Clock>,
         every: Duration,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
         self.stop = Some(shutdown.clone());
+        let ticked = Arc::new(Notify::new());
+        let timers = tokio::spawn(self.clone().run_timers(
+            clock.clone(),
+            every,
+            shutdown.clone(),
+            ticked.clone(),
+        ));
+        self.run_deliveries(clock, shutdown, ticked).await;
+        if let Err(panicked) = timers.await {
+            tracing::error!(%panicked, "the timers' loop failed");
+        }
+    }
+
+    /// The timers' loop: a pass every `every`, or at once when a row is inserted into
+    /// the shared table, each followed by a wake-up of the deliveries' loop.
+    async fn run_timers(
+        self,
+        clock: Arc<dyn Clock>,
+        every: Duration,
+        mut shutdown: watch::Receiver<bool>,
+        ticked: Arc<Notify>,
+    ) {
         let wakeup = self.store.wakeup();
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -183,12 +232,42 @@ impl Scheduler {
                 _ = shutdown.changed() => break,
             }
             while !*shutdown.borrow() {
-                match self.pass(clock.now()).await {
+                let fired = self.fire_timers(clock.now()).await;
+                // The deliveries look for due jobs after each pass, whatever it did.
+                ticked.notify_one();
+                match fired {
                     // A full batch means more may be due right now.
+                    Ok(fired) if fired as i64 >= BATCH => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "timer pass failed; retrying next tick");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The deliveries' loop: a pass whenever the timers' loop ran one (a wake-up that
+    /// comes while a pass runs starts the next right after it), and again at once
+    /// while a pass finds a full batch or hands jobs back.
+    async fn run_deliveries(
+        &self,
+        clock: Arc<dyn Clock>,
+        mut shutdown: watch::Receiver<bool>,
+        ticked: Arc<Notify>,
+    ) {
+        while !*shutdown.borrow() {
+            tokio::select! {
+                _ = ticked.notified() => {}
+                _ = shutdown.changed() => break,
+            }
+            while !*shutdown.borrow() {
+                match self.deliver_due(clock.now(), Some(&clock)).await {
                     Ok(pass) if pass.is_full() => continue,
                     Ok(_) => break,
                     Err(error) => {
-                        tracing::warn!(%error, "scheduler pass failed; retrying next tick");
+                        tracing::warn!(%error, "delivery pass failed; retrying next tick");
                         break;
                     }
                 }
@@ -197,19 +276,17 @@ impl Scheduler {
     }
 }
 
-/// What one pass did.
-struct Pass {
-    /// Timers fired.
-    fired: usize,
+/// What one pass of deliveries did.
+struct Deliveries {
     /// Deliveries found due (claimed to run now, or moved to their turn).
     claimed: usize,
     /// Claimed deliveries not started in time, due again at once.
     put_back: usize,
 }
 
-impl Pass {
+impl Deliveries {
     /// More may be due right now: run another pass at once.
     fn is_full(&self) -> bool {
-        self.fired as i64 >= BATCH || self.claimed as i64 == BATCH || self.put_back > 0
+        self.claimed as i64 == BATCH || self.put_back > 0
     }
 }

@@ -12,8 +12,8 @@ use crate::slack::batch::batch_message;
 use crate::slack::blocks::POST_EVENT;
 use crate::slack::client::SlackError;
 
-/// Renders of a batch message at most, when its items keep changing under it.
-const RENDERS: usize = 3;
+/// Renders of a message at most, when what it shows keeps changing under it.
+pub(super) const RENDERS: usize = 3;
 
 impl Deliverer<'_> {
     /// Posts the batch `leader` leads to `channel`: closes it (nothing joins it any

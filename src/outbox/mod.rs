@@ -5,20 +5,29 @@
 //!
 //! Messages are rendered when they are sent, from the approval as it is then, and the
 //! store remembers which version each message shows; a change that lands while a
-//! message is in flight schedules one more update (see `store::writer::report`).
+//! message is in flight schedules one more update (see `store::ops::report`), and an
+//! update reads the approval again once sent, to show it again if it changed (see
+//! [`update`]). The jobs of one scheduler pass run in [`pass`], each within a time
+//! limit below half its lease.
 
 pub mod callback;
 
 mod batch;
 mod pacing;
+mod pass;
 mod remind;
 mod slack;
+mod update;
+
+pub use pass::Claimed;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::approval::{Approval, Status};
 use crate::egress;
@@ -35,6 +44,9 @@ pub const MAX_ATTEMPTS: i32 = 14;
 const MAX_BACKOFF_SECS: i64 = 600;
 /// Deliveries run at most this many at a time.
 const CONCURRENCY: usize = 8;
+/// The Slack calls one job makes at once at most: a reminder's DMs, an approval's
+/// message updates.
+const FAN_OUT: usize = 4;
 
 /// Delivers outbox jobs; cheap to clone.
 #[derive(Clone)]
@@ -102,88 +114,24 @@ impl Outbox {
         }
     }
 
-    /// Delivers claimed jobs (a few at a time; posts have their channel's slot
-    /// already, see [`Outbox::pace`]) and records each outcome. A job starts only
-    /// before `start_by` (the scheduler sets it halfway through the jobs' lease, so
-    /// that a job started is recorded before another replica may claim it again), and
-    /// only until `stop` turns true: the jobs not started go back to the queue, due at
-    /// `now`, and the call returns, once the ones under way are recorded, how many
-    /// went back.
-    pub async fn deliver_all(
-        &self,
-        jobs: Vec<DueJob>,
-        now: DateTime<Utc>,
-        start_by: tokio::time::Instant,
-        stop: Option<&tokio::sync::watch::Receiver<bool>>,
-    ) -> Result<usize, StoreError> {
-        let stopping = || stop.is_some_and(|stop| *stop.borrow());
-        let mut running = tokio::task::JoinSet::<Result<(), StoreError>>::new();
-        let mut queue = jobs.into_iter();
-        let mut put_back = 0;
-        loop {
-            let late = tokio::time::Instant::now() >= start_by;
-            if late || stopping() {
-                let unstarted: Vec<(i64, DateTime<Utc>)> =
-                    queue.by_ref().map(|job| (job.id, now)).collect();
-                if !unstarted.is_empty() {
-                    put_back += unstarted.len();
-                    if late {
-                        tracing::warn!(
-                            count = unstarted.len(),
-                            "deliveries not started within half their lease go back to the queue"
-                        );
-                    } else {
-                        tracing::info!(
-                            count = unstarted.len(),
-                            "shutting down: deliveries not started go back to the queue"
-                        );
-                    }
-                    self.store.defer_jobs(unstarted).await?;
-                }
-            }
-            while running.len() < CONCURRENCY {
-                let Some(job) = queue.next() else { break };
-                let outbox = self.clone();
-                running.spawn(async move {
-                    let outcome = outbox.deliver(&job, now).await;
-                    let posted = match &outcome {
-                        Outcome::Delivered { posted, .. } => posted.clone(),
-                        _ => Vec::new(),
-                    };
-                    outbox.store.report(job, outcome, now).await?;
-                    // A batch's message is posted once for all its items.
-                    let mut seen = std::collections::HashSet::new();
-                    for message in posted.iter().filter(|m| m.kind != MessageKind::Dm) {
-                        if seen.insert((&message.channel, &message.ts)) {
-                            outbox.after_post(message).await;
-                        }
-                    }
-                    Ok(())
-                });
-            }
-            match running.join_next().await {
-                Some(Ok(reported)) => reported?,
-                Some(Err(panicked)) => tracing::error!(%panicked, "delivery task failed"),
-                None => return Ok(put_back),
-            }
-        }
-    }
-
+    /// After a post is recorded: its permalink (see `slack::Deliverer::after_post`).
     async fn after_post(&self, posted: &crate::jobs::PostedMessage) {
         if let (Some(client), Some(approvers)) = (&self.slack, &self.approvers) {
             let slack = slack::Deliverer {
                 client,
                 approvers,
                 store: &self.store,
+                deadline: Instant::now(),
             };
             slack.after_post(posted).await;
         }
     }
 
     /// Runs one job; never fails, it answers with the outcome to record. A post has its
-    /// channel's slot already (see [`Outbox::pace`]).
-    #[tracing::instrument(skip_all, fields(job = job.id, kind = job.job.kind(), approval_id = %job.approval_id))]
-    async fn deliver(&self, job: &DueJob, now: DateTime<Utc>) -> Outcome {
+    /// channel's slot already (see [`Outbox::pace`]). A job that sends many messages
+    /// (a reminder's DMs, an approval's updates) stops waiting for them at `deadline`
+    /// and answers with what was sent by then.
+    async fn deliver(&self, job: &DueJob, now: DateTime<Utc>, deadline: Instant) -> Outcome {
         let WithMessages {
             approval,
             messages,
@@ -213,6 +161,7 @@ impl Outbox {
             client,
             approvers,
             store: &self.store,
+            deadline,
         };
         let result = match &job.job {
             Job::SlackPost {
@@ -304,6 +253,23 @@ impl Outbox {
     }
 }
 
+/// Runs `tasks` at most [`FAN_OUT`] at a time, started in order, until `deadline`:
+/// the answers that came by then (in the order they came), and how many did not.
+async fn fan_out<T>(
+    tasks: impl IntoIterator<Item = impl Future<Output = T>>,
+    deadline: Instant,
+) -> (Vec<T>, usize) {
+    let tasks: Vec<_> = tasks.into_iter().collect();
+    let total = tasks.len();
+    let mut running = futures_util::stream::iter(tasks).buffer_unordered(FAN_OUT);
+    let mut answers = Vec::with_capacity(total);
+    while let Ok(Some(answer)) = tokio::time::timeout_at(deadline, running.next()).await {
+        answers.push(answer);
+    }
+    let unanswered = total - answers.len();
+    (answers, unanswered)
+}
+
 /// The message for the approval as it stands: buttons while pending, the outcome after.
 pub fn render(approval: &Approval, now: DateTime<Utc>) -> Value {
     if approval.status == Status::Pending {
@@ -327,6 +293,19 @@ fn failed(job: &DueJob, now: DateTime<Utc>, error: SlackError) -> Outcome {
         _ => None,
     };
     retry(job, now, retry_after, error.to_string())
+}
+
+/// When the rest of a job Slack refused in part is tried, as a job of its own: after
+/// Slack's `Retry-After` (within the backoff's cap), else a second after `now`.
+fn after_refusal(now: DateTime<Utc>, refused: Option<&SlackError>) -> DateTime<Utc> {
+    let cap = chrono::Duration::seconds(MAX_BACKOFF_SECS);
+    let wait = match refused {
+        Some(SlackError::RateLimited {
+            retry_after: Some(after),
+        }) => chrono::Duration::from_std(*after).unwrap_or(cap).min(cap),
+        _ => chrono::Duration::zero(),
+    };
+    now + wait.max(chrono::Duration::seconds(1))
 }
 
 /// Backoff: 1 s, 2 s, 4 s … up to 10 min, or Slack's Retry-After when it asks for
@@ -372,6 +351,7 @@ mod tests {
             approval_id: crate::approval::ApprovalId(uuid::Uuid::nil()),
             job: Job::SlackUpdate {},
             attempts,
+            lease_until: None,
         };
         match retry(&job, now, retry_after, "rate limited".into()) {
             Outcome::Retry { at, .. } => at - now,

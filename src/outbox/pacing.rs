@@ -167,6 +167,7 @@ mod tests {
                 batch: false,
             },
             attempts: 1,
+            lease_until: None,
         }
     }
 

@@ -1,14 +1,15 @@
 //! Reminders: while an approval waits, each approver who has not voted gets a DM (user
-//! groups expanded), or, with no approvers list, a reply in the message's thread; a
-//! retried reminder never reminds anyone twice.
+//! groups expanded; a few sent at once, until the job's deadline), or, with no
+//! approvers list, a reply in the message's thread; a retried reminder never reminds
+//! anyone twice.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::render;
 use super::slack::{Deliverer, done, metadata, store_error};
+use super::{fan_out, render};
 use crate::approval::{Approval, Status};
 use crate::ids::Approver;
 use crate::jobs::{self, DueJob, Job, MessageKind, NewJob, Outcome, PostedMessage};
@@ -71,33 +72,32 @@ impl Deliverer<'_> {
                 next,
             });
         }
-        let mut posted = Vec::new();
-        let mut failures = 0;
         let people = self.people_to_remind(approval).await?;
-        for user in &people {
-            match self
-                .dm(
-                    job,
-                    approval,
-                    user,
-                    main.and_then(|m| m.permalink.as_deref()),
-                    now,
-                )
-                .await
-            {
+        let link = main.and_then(|m| m.permalink.as_deref());
+        let sends = people.iter().map(|user| async move {
+            let sent = self.dm(job, approval, user, link, now).await;
+            (user, sent)
+        });
+        let (answers, unanswered) = fan_out(sends, self.deadline).await;
+        let mut posted = Vec::new();
+        let mut failures = Vec::new();
+        for (user, sent) in answers {
+            match sent {
                 Ok(message) => posted.push(message),
                 Err(error) => {
-                    failures += 1;
                     tracing::warn!(%error, user, "reminder not delivered");
+                    failures.push(error);
                 }
             }
         }
-        // Retry only when nobody got it; a partial failure waits for the next reminder
-        // rather than reminding the others twice.
-        if failures > 0 && posted.is_empty() {
-            return Err(SlackError::Transport(format!(
-                "no reminder could be delivered ({failures} failed)"
-            )));
+        if unanswered > 0 {
+            tracing::warn!(unanswered, "reminder DMs out of time");
+        }
+        // Retry only when nobody got it (a retry looks for the DMs this attempt may
+        // have sent first); a partial failure waits for the next reminder rather than
+        // reminding the others twice.
+        if posted.is_empty() && failures.len() + unanswered > 0 {
+            return Err(nobody_reminded(&failures, unanswered));
         }
         Ok(Outcome::Delivered {
             posted,
@@ -169,6 +169,23 @@ impl Deliverer<'_> {
             permalink: None,
             rendered_version: version,
         })
+    }
+}
+
+/// Why nobody was reminded: Slack's rate limit when it refused any of them for it,
+/// with its longest `Retry-After`, so that the retry waits as long as Slack asks; else
+/// that none could be reached.
+fn nobody_reminded(failures: &[SlackError], unanswered: usize) -> SlackError {
+    let limited = failures.iter().filter_map(|error| match error {
+        SlackError::RateLimited { retry_after } => Some(*retry_after),
+        _ => None,
+    });
+    match limited.max() {
+        Some(retry_after) => SlackError::RateLimited { retry_after },
+        None => SlackError::Transport(format!(
+            "no reminder could be delivered ({} failed, {unanswered} out of time)",
+            failures.len()
+        )),
     }
 }
 

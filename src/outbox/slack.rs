@@ -1,15 +1,15 @@
 //! Slack deliveries: post an approval's message (to its channel, or to the escalation
-//! channel when it is due) and keep every message up to date. Reminders are
+//! channel when it is due). Updates of the messages are [`super::update`]; reminders
 //! [`super::remind`]; batches of look-alike requests [`super::batch`]; the pace of
 //! posts per channel is [`super::pacing`].
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
-use super::remind::reminder_message;
 use super::render;
-use crate::approval::{Approval, ApprovalId, Status};
-use crate::jobs::{DueJob, Job, MessageKey, MessageKind, NewJob, Outcome, PostedMessage};
+use crate::approval::{Approval, Status};
+use crate::jobs::{DueJob, Job, MessageKind, NewJob, Outcome, PostedMessage};
 use crate::slack::approvers::Approvers;
 use crate::slack::blocks::{self, POST_EVENT, THROTTLE_EVENT};
 use crate::slack::client::{SlackClient, SlackError};
@@ -23,6 +23,9 @@ pub(super) struct Deliverer<'a> {
     pub client: &'a SlackClient,
     pub approvers: &'a Approvers,
     pub store: &'a Store,
+    /// When a job that sends many messages (a reminder's DMs, an approval's updates)
+    /// stops waiting for them and reports what was sent.
+    pub deadline: Instant,
 }
 
 pub(super) fn store_error(error: crate::store::StoreError) -> SlackError {
@@ -187,65 +190,6 @@ impl Deliverer<'_> {
         {
             tracing::warn!(%error, "permalink not stored");
         }
-    }
-
-    /// Brings every one of `messages` (the approval's) that shows an older version up to
-    /// date; a channel message may be a batch's (`batch`, its members), shared with
-    /// look-alike requests.
-    pub async fn update(
-        &self,
-        approval: &Approval,
-        messages: &[PostedMessage],
-        batch: &[ApprovalId],
-        now: DateTime<Utc>,
-    ) -> Result<Outcome, SlackError> {
-        let mut rendered = Vec::new();
-        for message in messages
-            .iter()
-            .filter(|m| m.rendered_version < approval.version)
-        {
-            if message.kind == MessageKind::Main && batch.len() > 1 {
-                let key = (message.channel.as_str(), message.ts.as_str());
-                match self.update_batch(key, batch, now).await {
-                    Ok(()) => {}
-                    Err(error) if error.is_permanent() => {
-                        tracing::warn!(%error, channel = %message.channel, ts = %message.ts, "batch message cannot be updated; skipped");
-                    }
-                    Err(error) => return Err(error),
-                }
-                rendered.push(MessageKey {
-                    channel: message.channel.clone(),
-                    ts: message.ts.clone(),
-                });
-                continue;
-            }
-            let mut update =
-                if message.kind == MessageKind::Dm && approval.status == Status::Pending {
-                    reminder_message(approval, now, None)
-                } else {
-                    render(approval, now)
-                };
-            update["channel"] = json!(message.channel);
-            update["ts"] = json!(message.ts);
-            match self.client.call("chat.update", &update).await {
-                Ok(_) => {}
-                // Deleted by someone, or too old to edit: nothing left to update there.
-                Err(error) if error.is_permanent() => {
-                    tracing::warn!(%error, channel = %message.channel, ts = %message.ts, "message cannot be updated; skipped");
-                }
-                Err(error) => return Err(error),
-            }
-            rendered.push(MessageKey {
-                channel: message.channel.clone(),
-                ts: message.ts.clone(),
-            });
-        }
-        Ok(Outcome::Delivered {
-            posted: Vec::new(),
-            rendered,
-            version: approval.version,
-            next: None,
-        })
     }
 
     /// On a retried `job` (a first attempt posted nothing before it): the `ts` of this

@@ -345,8 +345,13 @@ pub(crate) trait OutboxTx {
         &mut self,
         shown: &[(ApprovalId, i64, DateTime<Utc>)],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Deletes finished jobs (finishing one again is a no-op), in one statement.
-    fn finish_jobs(&mut self, job_ids: &[i64]) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Deletes the finished jobs `(id, lease)` whose rows still hold the lease of the
+    /// claim that ran them (finishing one again is a no-op), in one statement; answers
+    /// the ids it deleted.
+    fn finish_jobs(
+        &mut self,
+        jobs: &[(i64, Option<DateTime<Utc>>)],
+    ) -> impl Future<Output = sqlx::Result<Vec<i64>>> + Send;
     fn set_permalink(
         &mut self,
         channel: &str,
@@ -363,24 +368,29 @@ pub(crate) trait OutboxTx {
         lease_until: DateTime<Utc>,
         jobs: &[(i64, Option<DateTime<Utc>>)],
     ) -> impl Future<Output = sqlx::Result<Vec<(i64, i32)>>> + Send;
-    /// Releases the lease and schedules the job again at `at` after a failed attempt.
+    /// Releases the lease and schedules the job again at `at` after a failed attempt,
+    /// if its row still holds `lease` (the claim that ran it): whether it did.
     fn retry_job(
         &mut self,
         job_id: i64,
+        lease: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
         error: &str,
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Releases the leases and schedules the jobs again at the paired times; these
-    /// attempts do not count (the jobs were only waiting their turn).
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
+    /// Releases the leases `(id, lease, at)` that the rows still hold and schedules
+    /// those jobs again at the paired times; these attempts do not count (the jobs
+    /// were only waiting their turn, or never started).
     fn defer_jobs(
         &mut self,
-        jobs: &[(i64, DateTime<Utc>)],
+        jobs: &[crate::jobs::PutBack],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Gives the job up, if its row still holds `lease`: whether it did.
     fn kill_job(
         &mut self,
         job_id: i64,
+        lease: Option<DateTime<Utc>>,
         error: &str,
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    ) -> impl Future<Output = sqlx::Result<bool>> + Send;
     /// Records posted Slack messages, each with when it was reported, in one statement
     /// (a repeated report is a no-op).
     fn insert_messages(

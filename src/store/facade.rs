@@ -461,18 +461,30 @@ impl Store {
             .into_iter()
             .filter_map(|mut job| {
                 job.attempts = *leased.get(&job.id)?;
+                job.lease_until = Some(lease_until);
                 Some(job)
             })
             .collect())
     }
 
-    /// Puts claimed jobs back until the paired times without counting the attempt.
-    pub async fn defer_jobs(&self, jobs: Vec<(i64, DateTime<Utc>)>) -> Result<()> {
+    /// Puts claimed jobs back until the paired times without counting the attempt
+    /// (deliveries claimed and not started): those whose rows still hold the leases of
+    /// the claims that took them, so a holder whose lease ran out releases nothing
+    /// another replica has claimed since.
+    pub async fn defer_jobs(&self, jobs: Vec<(&DueJob, DateTime<Utc>)>) -> Result<()> {
+        let jobs = jobs
+            .into_iter()
+            .map(|(job, at)| (job.id, job.lease_until, at))
+            .collect();
         self.write(|reply| Op::Defer { jobs, reply }).await
     }
 
-    /// Records how a claimed delivery job ended.
-    pub async fn report(&self, job: DueJob, outcome: Outcome, now: DateTime<Utc>) -> Result<()> {
+    /// Records how a claimed delivery job ended, if its row still holds the lease of
+    /// the claim that ran it ([`DueJob::lease_until`]): whether it did. A holder whose
+    /// lease ran out, its job claimed again by another replica or finished, neither
+    /// finishes, retries nor kills it, and plans no follow-up (the next reminder);
+    /// the messages it posted and the versions they show are recorded all the same.
+    pub async fn report(&self, job: DueJob, outcome: Outcome, now: DateTime<Utc>) -> Result<bool> {
         self.write(|reply| Op::Report {
             job: Box::new(job),
             outcome: Box::new(outcome),

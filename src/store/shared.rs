@@ -283,6 +283,7 @@ where
             approval_id: approval_id(row)?,
             job,
             attempts: row.try_get("attempts")?,
+            lease_until: None,
         });
     }
     Ok(due)

@@ -41,16 +41,20 @@ pub(super) mod jobs {
         " GROUP BY id) AS s JOIN pending_approvals a ON a.id = s.id \
          WHERE a.version > s.shown ORDER BY s.id",
     );
-    /// SQLite: deletes the finished jobs whose ids a bound JSON array lists: the
-    /// statement before the array, and after it (the writer keeps it back).
-    pub const FINISH_JSON: (&str, &str) = (
-        "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(",
-        "))",
-    );
-    pub const RETRY: &str =
-        "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = $3 WHERE id = $1";
-    pub const KILL: &str =
-        "UPDATE jobs SET state = 'dead', locked_until = NULL, last_error = $2 WHERE id = $1";
+    /// SQLite: deletes the finished jobs of `$1`, a JSON array of `[id, lease]`
+    /// pairs, whose rows still hold the lease of the claim that ran them (see
+    /// [`crate::jobs::DueJob::lease_until`]), and answers their ids.
+    pub const FINISH_JSON: &str = "DELETE FROM jobs \
+         WHERE id IN (SELECT value ->> 0 FROM json_each($1)) \
+         AND (id, locked_until) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1)) \
+         RETURNING id";
+    /// Schedules job `$1` again at `$2` after a failed attempt, if its row still
+    /// holds the lease `$4` of the claim that ran it.
+    pub const RETRY: &str = "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = $3 \
+         WHERE id = $1 AND locked_until = $4";
+    /// Gives job `$1` up, if its row still holds the lease `$3`.
+    pub const KILL: &str = "UPDATE jobs SET state = 'dead', locked_until = NULL, last_error = $2 \
+         WHERE id = $1 AND locked_until = $3";
     /// A ready job due and not leased at `$1`.
     macro_rules! due_and_free {
         () => {

@@ -1,7 +1,7 @@
 //! A fake Slack Web API on 127.0.0.1:0, for the tests and the benches alike: records
 //! every call and answers like Slack,
 //! or with the failure a test queues for a method (429 + Retry-After, `ok:false`, HTTP
-//! 500, or a hang). Read methods come as GET with a query string, the others as POST
+//! 500, a hang, or a late answer). Read methods come as GET with a query string, the others as POST
 //! with a JSON body (or a form); both are recorded with their arguments as JSON. It
 //! keeps the messages posted to each channel for `conversations.history`, and answers
 //! `apps.connections.open` with the URL of a fake Socket Mode server
@@ -42,7 +42,8 @@ pub enum Failure {
     PostThenHang,
     /// HTTP 200 with a body that is no JSON, as from a proxy's error page.
     NotJson,
-    /// The usual answer, but only after this long.
+    /// Answers as usual, after this long (a `chat.update` is applied only then, as
+    /// when Slack gets to it late).
     Slow(Duration),
 }
 
@@ -59,6 +60,9 @@ struct Posted {
 #[derive(Default)]
 struct Inner {
     calls: Vec<Call>,
+    /// The `chat.update` calls Slack applied, in the order it applied them (a call
+    /// left hanging never is).
+    updates: Vec<Call>,
     failures: HashMap<String, VecDeque<Failure>>,
     groups: HashMap<String, Vec<String>>,
     posted: Vec<Posted>,
@@ -252,6 +256,9 @@ async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value
         Some(Failure::Slow(delay)) => tokio::time::sleep(delay).await,
         None => {}
     }
+    if method == "chat.update" {
+        fake.apply_update(&body);
+    }
     let reply = match method.as_str() {
         "chat.postMessage" => {
             fake.keep_post(&channel, &ts, &body);
@@ -284,6 +291,15 @@ async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value
 }
 
 impl FakeSlack {
+    /// A `chat.update` is applied: the message shows its body from now on.
+    fn apply_update(&self, body: &Value) {
+        self.lock().updates.push(Call {
+            method: "chat.update".into(),
+            body: body.clone(),
+            authorization: None,
+        });
+    }
+
     /// A top-level message (not a thread reply) joins the channel's history.
     fn keep_post(&self, channel: &str, ts: &str, body: &Value) {
         if body.get("thread_ts").is_none() {
@@ -376,13 +392,15 @@ impl FakeSlack {
             })
     }
 
-    /// The message at `channel`/`ts` as it stands: its post's body, or its latest
-    /// `chat.update`'s.
+    /// The message at `channel`/`ts` as it stands: its post's body, or the body of the
+    /// last `chat.update` Slack applied to it.
     pub fn shown(&self, channel: &str, ts: &str) -> Option<Value> {
         let inner = self.lock();
-        let updated = inner.calls.iter().rev().find(|c| {
-            c.method == "chat.update" && c.body["channel"] == channel && c.body["ts"] == ts
-        });
+        let updated = inner
+            .updates
+            .iter()
+            .rev()
+            .find(|c| c.body["channel"] == channel && c.body["ts"] == ts);
         let posted = || {
             let post = inner
                 .posted

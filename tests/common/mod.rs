@@ -148,6 +148,42 @@ pub async fn raw_execute(db: &TestDb, sql: &str) -> Result<u64, String> {
     result.map_err(|error| error.to_string())
 }
 
+/// Makes the database refuse a statement that `event`s (`INSERT`, `UPDATE` or `DELETE`) a row
+/// of `table` for which `when` holds (over `NEW` and `OLD`, written alike in both
+/// dialects), raising `message`: a trigger plays a statement the database refuses.
+/// [`allow`] takes it away.
+pub async fn refuse(db: &TestDb, event: &str, table: &str, when: &str, message: &str) {
+    let sql = if db.backend == "sqlite" {
+        vec![format!(
+            "CREATE TRIGGER refuse BEFORE {event} ON {table} WHEN {when} \
+             BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        )]
+    } else {
+        vec![
+            format!(
+                "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF {when} THEN RAISE EXCEPTION '{message}'; END IF; RETURN COALESCE(NEW, OLD); END $$"
+            ),
+            format!(
+                "CREATE TRIGGER refuse BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()"
+            ),
+        ]
+    };
+    for sql in sql {
+        raw_execute(db, &sql).await.unwrap();
+    }
+}
+
+/// Takes away what [`refuse`] set on `table`.
+pub async fn allow(db: &TestDb, table: &str) {
+    let sql = if db.backend == "sqlite" {
+        "DROP TRIGGER refuse".to_owned()
+    } else {
+        format!("DROP TRIGGER refuse ON {table}")
+    };
+    raw_execute(db, &sql).await.unwrap();
+}
+
 /// A time as an SQL literal of the backend's column type.
 pub fn sql_time(db: &TestDb, at: chrono::DateTime<chrono::Utc>) -> String {
     if db.backend == "sqlite" {

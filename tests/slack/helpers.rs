@@ -470,10 +470,15 @@ pub async fn backlog(app: &TestApp, n: usize) {
 /// Another replica's scheduler on the app's database, posting unpaced (8 at a time
 /// rather than a post a second per channel).
 pub fn unpaced(app: &TestApp) -> signoff::scheduler::Scheduler {
+    unpaced_on(app, app.store.clone())
+}
+
+/// [`unpaced`], with `store` (another one on the app's database).
+pub fn unpaced_on(app: &TestApp, store: signoff::store::Store) -> signoff::scheduler::Scheduler {
     let client =
         signoff::slack::client::SlackClient::new("xoxb-test-token", &app.slack.url).unwrap();
-    let outbox = signoff::outbox::Outbox::new(app.store.clone(), Some(client), app.signer.clone())
+    let outbox = signoff::outbox::Outbox::new(store.clone(), Some(client), app.signer.clone())
         .unwrap()
         .with_post_interval(std::time::Duration::ZERO);
-    signoff::scheduler::Scheduler::with_outbox(app.store.clone(), outbox)
+    signoff::scheduler::Scheduler::with_outbox(store, outbox)
 }

@@ -16,5 +16,6 @@ mod lost_posts;
 mod messages;
 mod schedule;
 mod shutdown;
+mod slow_slack;
 mod socket;
 mod socket_link;

@@ -6,8 +6,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 use signoff::approval::Status;
+use signoff::clock::Clock;
 
 use crate::common::fake_slack::Failure;
+use crate::common::{TestDb, raw_count};
 use crate::helpers::*;
 
 #[tokio::test]
@@ -344,3 +346,42 @@ async fn expiry_updates_the_message_to_say_so() {
         update.body
     );
 }
+
+/// Two replicas update one message: the first renders the approval as a vote left it
+/// and reaches Slack late, after the second showed the decision that came next. The
+/// first reads the approval again once its call is done and shows the decision too,
+/// rather than leave a stale message with live buttons.
+async fn an_update_that_reaches_slack_after_a_newer_one_shows_the_newest(db: TestDb) {
+    let app = spawn_on(db).await;
+    let approval = app.posted_deploy("prod").await;
+    let main = app.message(&approval, "main").await;
+    app.click(&approval, "U0ALICE", "approve").await;
+    app.slack
+        .fail_next("chat.update", Failure::Slow(Duration::from_millis(600)));
+    let first = {
+        let (replica, now) = (unpaced(&app), app.clock.now());
+        tokio::spawn(async move { replica.run_once(now).await })
+    };
+    app.slack.wait_for("chat.update", 1).await;
+    app.click(&approval, "U0BOB", "approve").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+    unpaced(&app).run_once(app.clock.now()).await.unwrap();
+    first.await.unwrap().unwrap();
+    while app.run_jobs().await > 0 {}
+
+    let shown = app.slack.shown(&main.channel, &main.ts).unwrap();
+    assert!(action_ids(&shown).is_empty(), "shows the decision: {shown}");
+    let updates = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_update'";
+    assert_eq!(
+        raw_count(&app.db, updates).await,
+        0,
+        "nothing left to update"
+    );
+    let version = app.approval(&approval).await.version;
+    assert_eq!(
+        app.message(&approval, "main").await.rendered_version,
+        version
+    );
+}
+
+crate::on_both_backends!(an_update_that_reaches_slack_after_a_newer_one_shows_the_newest);

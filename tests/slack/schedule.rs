@@ -19,6 +19,13 @@ fn opened_for(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
+/// [`opened_for`] from the `n`-th on, sorted: a reminder's DMs go out a few at once.
+fn sorted(mut opened: Vec<String>, n: usize) -> Vec<String> {
+    opened.drain(..n);
+    opened.sort();
+    opened
+}
+
 #[tokio::test]
 async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
     let app = spawn_app().await;
@@ -32,7 +39,7 @@ async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
     app.clock.advance(Duration::from_secs(60));
     app.run_jobs().await;
     assert_eq!(
-        opened_for(&app),
+        sorted(opened_for(&app), 0),
         ["U0ALICE", "U0BOB", "U0CAROL"],
         "each approver once, groups expanded"
     );
@@ -48,9 +55,8 @@ async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
     app.click(&approval, "U0ALICE", "approve").await;
     app.clock.advance(Duration::from_secs(3600));
     app.run_jobs().await;
-    let opened = opened_for(&app);
     assert_eq!(
-        &opened[3..],
+        sorted(opened_for(&app), 3),
         ["U0BOB", "U0CAROL"],
         "Alice voted: no more reminders for her"
     );
@@ -126,6 +132,31 @@ async fn a_thread_reminder_slack_refuses_for_its_rate_limit_is_tried_again_after
     );
     app.run_jobs().await;
     assert_eq!(threaded(&app), 2, "and posted once");
+}
+
+/// Every approver's DM refused for Slack's rate limit: the reminder is tried again
+/// after Slack's wait, not after the first backoff's second.
+#[tokio::test]
+async fn a_reminder_slack_refuses_every_dm_for_its_rate_limit_waits_for_slacks_wait() {
+    let app = spawn_app().await;
+    app.request("remind_rotate", json!({})).await;
+    app.run_jobs().await;
+    for _ in 0..2 {
+        let limited = Failure::RateLimited {
+            retry_after_secs: 30,
+        };
+        app.slack.fail_next("conversations.open", limited);
+    }
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    assert_eq!(opened_for(&app).len(), 2, "Alice and Bob, both refused");
+    assert!(app.slack.dm_posts().is_empty());
+    app.clock.advance(Duration::from_secs(10));
+    app.run_jobs().await;
+    assert_eq!(opened_for(&app).len(), 2, "not before Slack's wait");
+    app.clock.advance(Duration::from_secs(21));
+    app.run_jobs().await;
+    assert_eq!(app.slack.dm_posts().len(), 2, "both reminded after it");
 }
 
 #[tokio::test]

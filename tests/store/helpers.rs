@@ -8,7 +8,7 @@ use signoff::clock::{Clock, ManualClock};
 use signoff::policy::{Classification, Policy};
 use signoff::store::{Store, StoreError};
 
-pub use crate::common::{TestDb, raw_count, raw_execute, raw_scalar, sql_time};
+pub use crate::common::{TestDb, allow, raw_count, raw_execute, raw_scalar, refuse, sql_time};
 
 pub const TOKEN: &str = "agent";
 pub const REQUESTER: &str = "U0AGENT";
@@ -121,42 +121,6 @@ pub async fn execute(
         caller: Some(caller.into()),
     };
     store.apply(id, event, clock.now()).await
-}
-
-/// Makes the database refuse a statement that `event`s (`INSERT` or `UPDATE`) a row
-/// of `table` for which `when` holds (over `NEW` and `OLD`, written alike in both
-/// dialects), raising `message`: a trigger plays a statement the database refuses.
-/// [`allow`] takes it away.
-pub async fn refuse(db: &TestDb, event: &str, table: &str, when: &str, message: &str) {
-    let sql = if db.backend == "sqlite" {
-        vec![format!(
-            "CREATE TRIGGER refuse BEFORE {event} ON {table} WHEN {when} \
-             BEGIN SELECT RAISE(ABORT, '{message}'); END"
-        )]
-    } else {
-        vec![
-            format!(
-                "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
-                 BEGIN IF {when} THEN RAISE EXCEPTION '{message}'; END IF; RETURN NEW; END $$"
-            ),
-            format!(
-                "CREATE TRIGGER refuse BEFORE {event} ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()"
-            ),
-        ]
-    };
-    for sql in sql {
-        raw_execute(db, &sql).await.unwrap();
-    }
-}
-
-/// Takes away what [`refuse`] set on `table`.
-pub async fn allow(db: &TestDb, table: &str) {
-    let sql = if db.backend == "sqlite" {
-        "DROP TRIGGER refuse".to_owned()
-    } else {
-        format!("DROP TRIGGER refuse ON {table}")
-    };
-    raw_execute(db, &sql).await.unwrap();
 }
 
 /// Asserts that the jobs free to claim at `at` are exactly `expected`, in any order

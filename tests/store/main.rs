@@ -6,6 +6,7 @@ mod checkpoints;
 #[path = "../common/mod.rs"]
 mod common;
 mod concurrency;
+mod fences;
 mod helpers;
 mod lifecycle;
 mod operations;

@@ -138,7 +138,7 @@ async fn deferred_jobs_come_back_at_their_own_times_without_counting_an_attempt(
     // One goes back a second, one two seconds; the third stays leased.
     let later = |secs| clock.now() + chrono::Duration::seconds(secs);
     store
-        .defer_jobs(vec![(claimed[0].id, later(1)), (claimed[1].id, later(2))])
+        .defer_jobs(vec![(&claimed[0], later(1)), (&claimed[1], later(2))])
         .await
         .unwrap();
     assert!(

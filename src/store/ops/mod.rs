@@ -171,18 +171,19 @@ pub(crate) enum Op {
         leader: ApprovalId,
         reply: Reply<Vec<ApprovalId>>,
     },
-    /// Put claimed jobs back until their times without counting the attempt (posts
-    /// waiting for their channel's next slot).
+    /// Put claimed jobs `(id, lease, at)` back until their times without counting the
+    /// attempt (deliveries not started), those whose rows still hold the leases.
     Defer {
-        jobs: Vec<(i64, DateTime<Utc>)>,
+        jobs: Vec<crate::jobs::PutBack>,
         reply: Reply<()>,
     },
-    /// A claimed delivery finished, failed, or was given up (see [`report`]).
+    /// A claimed delivery finished, failed, or was given up (see [`report`]): whether
+    /// its job still held the claim's lease, and so was recorded as such.
     Report {
         job: Box<DueJob>,
         outcome: Box<Outcome>,
         now: DateTime<Utc>,
-        reply: Reply<()>,
+        reply: Reply<bool>,
     },
     /// Create, rotate or revoke an API token: whether it took effect.
     Token {
@@ -208,8 +209,8 @@ macro_rules! on_reply {
             Op::Claim { $reply, .. } => $body,
             Op::SetPermalink { $reply, .. }
             | Op::Defer { $reply, .. }
-            | Op::Report { $reply, .. }
             | Op::Checkpoint { $reply, .. } => $body,
+            Op::Report { $reply, .. } => $body,
             Op::Token { $reply, .. } => $body,
             Op::CloseBatch { $reply, .. } => $body,
         }
@@ -643,7 +644,7 @@ mod tests {
     fn a_batch_is_logged_as_its_operations_by_kind_with_the_jobs_they_carry() {
         let now = Utc::now();
         let defer = |jobs: usize| Op::Defer {
-            jobs: vec![(1, now); jobs],
+            jobs: vec![(1, None, now); jobs],
             reply: Reply::new().0,
         };
         let checkpoint = Op::Checkpoint {

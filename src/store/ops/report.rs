@@ -6,8 +6,15 @@
 //! one statement too, which compares the versions shown with the approvals' own
 //! without reading them into the batch (`Tx::update_if_newer`). A retry or a job given
 //! up (rare) is one statement each.
+//!
+//! Every change to a job is fenced by the lease of the claim that ran it
+//! ([`DueJob::lease_until`]): a holder whose lease ran out, and whose job another
+//! replica has claimed since (or finished), neither finishes, retries nor kills it, and
+//! its follow-up (the next reminder) is not planned; what it did in Slack (the
+//! messages it posted, the versions they show) is recorded all the same, since it
+//! happened.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -16,12 +23,13 @@ use crate::approval::ApprovalId;
 use crate::jobs::{Deliveries, DueJob, MessageKey, NewJob, Outcome, PostedMessage};
 use crate::store::backend::Tx;
 
-/// Records every report of `ops` and answers them. With Slack on, an approval one of
-/// them shows at an older version than its own (it changed while its message was
-/// being posted or updated; a batch's post shows several approvals) gets an update:
-/// compared with the approval as the batch found it, since the reports are recorded
-/// before any approval is written (one this batch changes gets its update from that
-/// change).
+/// Records every report of `ops` and answers each whether its job still held its
+/// claim's lease (and so was finished, retried or given up). With Slack on, an
+/// approval one of them shows at an older version than its own (it changed while its
+/// message was being posted or updated; a batch's post shows several approvals) gets
+/// an update: compared with the approval as the batch found it, since the reports are
+/// recorded before any approval is written (one this batch changes gets its update
+/// from that change).
 pub(super) async fn record<T: Tx>(
     tx: &mut T,
     ops: &mut [Op],
@@ -29,27 +37,47 @@ pub(super) async fn record<T: Tx>(
     done: &mut Done,
 ) -> sqlx::Result<()> {
     let mut delivered = Delivered::default();
+    // Retries and jobs given up answer here; delivered jobs once they are finished.
+    let mut held = Vec::with_capacity(ops.len());
     for op in ops.iter() {
         let Op::Report {
             job, outcome, now, ..
         } = op
         else {
+            held.push(None);
             continue;
         };
-        match &**outcome {
-            Outcome::Delivered { .. } => delivered.add(job, outcome, *now, deliveries.slack),
-            Outcome::Retry { at, error } => tx.retry_job(job.id, *at, error).await?,
-            Outcome::Dead { error } => tx.kill_job(job.id, error).await?,
-        }
+        held.push(match &**outcome {
+            Outcome::Delivered { .. } => {
+                delivered.add(job, outcome, *now, deliveries.slack);
+                None
+            }
+            Outcome::Retry { at, error } => {
+                Some(tx.retry_job(job.id, job.lease_until, *at, error).await?)
+            }
+            Outcome::Dead { error } => Some(tx.kill_job(job.id, job.lease_until, error).await?),
+        });
     }
     tx.insert_messages(&delivered.posted).await?;
     tx.mark_rendered(&delivered.rendered_rows()).await?;
-    tx.finish_jobs(&delivered.finished).await?;
+    let mut finished: HashSet<i64> = tx
+        .finish_jobs(&delivered.finished)
+        .await?
+        .into_iter()
+        .collect();
     tx.update_if_newer(&delivered.shown).await?;
-    done.jobs.extend(delivered.follow_ups);
-    for op in ops.iter_mut() {
-        if let Op::Report { reply, .. } = op {
-            reply.set(Ok(()));
+    // A job's follow-up only when this report finished it, and once.
+    let mut followed = HashSet::new();
+    done.jobs.extend(
+        delivered
+            .follow_ups
+            .into_iter()
+            .filter(|(job, ..)| finished.contains(job) && followed.insert(*job))
+            .map(|(_, next, at)| (next, at)),
+    );
+    for (op, held) in ops.iter_mut().zip(held) {
+        if let Op::Report { job, reply, .. } = op {
+            reply.set(Ok(held.unwrap_or_else(|| finished.remove(&job.id))));
         }
     }
     Ok(())
@@ -62,12 +90,13 @@ struct Delivered<'a> {
     /// Each approval's row of a message once, at the newest version any report saw
     /// (one statement cannot move a row twice).
     rendered: HashMap<(&'a MessageKey, ApprovalId), i64>,
-    finished: Vec<i64>,
+    /// The jobs to finish, each with the lease of the claim that ran it.
+    finished: Vec<(i64, Option<DateTime<Utc>>)>,
     /// The approvals the delivered messages show, each with the version shown and when
     /// it was reported (Slack on only): compared with the approvals' own.
     shown: Vec<(ApprovalId, i64, DateTime<Utc>)>,
-    /// The jobs that follow (the next reminder).
-    follow_ups: Vec<(NewJob, DateTime<Utc>)>,
+    /// The jobs that follow (the next reminder), each with the job it follows.
+    follow_ups: Vec<(i64, NewJob, DateTime<Utc>)>,
 }
 
 impl<'a> Delivered<'a> {
@@ -92,9 +121,9 @@ impl<'a> Delivered<'a> {
                 .or_insert(*version);
             *shows = (*shows).max(*version);
         }
-        self.finished.push(job.id);
+        self.finished.push((job.id, job.lease_until));
         self.follow_ups
-            .extend(next.iter().map(|next| (next.clone(), now)));
+            .extend(next.iter().map(|next| (job.id, next.clone(), now)));
         if slack {
             let shows = shows(job, outcome).map(|(id, shown)| (id, shown, now));
             self.shown.extend(shows);
@@ -144,6 +173,7 @@ mod tests {
             approval_id,
             job: Job::SlackUpdate {},
             attempts: 1,
+            lease_until: None,
         }
     }
 
@@ -185,7 +215,7 @@ mod tests {
         delivered.add(&second, &older, now, false);
         let key = key();
         assert_eq!(delivered.rendered_rows(), [(&key, id, 5)]);
-        assert_eq!(delivered.finished, [1, 2]);
+        assert_eq!(delivered.finished, [(1, None), (2, None)]);
         assert!(
             delivered.shown.is_empty(),
             "Slack is off: nothing to compare"
@@ -222,6 +252,6 @@ mod tests {
             ],
             "a retry shows nothing"
         );
-        assert_eq!(delivered.finished, [1, 2]);
+        assert_eq!(delivered.finished, [(1, None), (2, None)]);
     }
 }

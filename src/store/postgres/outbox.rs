@@ -65,17 +65,29 @@ impl OutboxTx for PgTx {
         Ok(())
     }
 
-    async fn finish_jobs(&mut self, job_ids: &[i64]) -> sqlx::Result<()> {
-        if job_ids.is_empty() {
-            return Ok(());
+    async fn finish_jobs(
+        &mut self,
+        jobs: &[(i64, Option<DateTime<Utc>>)],
+    ) -> sqlx::Result<Vec<i64>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
         }
-        let job_ids = job_ids.to_vec();
-        self.deferred.push(|q| {
-            q.push("DELETE FROM jobs WHERE id = ANY(")
-                .push_bind(job_ids)
-                .push("::bigint[])");
-        });
-        Ok(())
+        let (ids, leases): (Vec<i64>, Vec<Option<DateTime<Utc>>>) = jobs.iter().copied().unzip();
+        // Only the rows whose leases are still the claims' (see `DueJob::lease_until`).
+        // What is kept back rides along: none of it writes a job row.
+        let (conn, deferred) = self.parts()?;
+        let rows = deferred
+            .run_with(conn, |q| {
+                q.push("DELETE FROM jobs WHERE id = ANY(")
+                    .push_bind(ids.clone())
+                    .push("::bigint[]) AND (id, locked_until) IN (SELECT * FROM unnest(")
+                    .push_bind(ids)
+                    .push("::bigint[], ")
+                    .push_bind(leases)
+                    .push("::timestamptz[])) RETURNING id");
+            })
+            .await?;
+        rows.iter().map(|row| row.try_get(0)).collect()
     }
 
     async fn claim_jobs(
@@ -95,36 +107,53 @@ impl OutboxTx for PgTx {
         Ok(leased(rows))
     }
 
-    async fn retry_job(&mut self, job_id: i64, at: DateTime<Utc>, error: &str) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::RETRY)
+    async fn retry_job(
+        &mut self,
+        job_id: i64,
+        lease: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(sql::jobs::RETRY)
             .bind(job_id)
             .bind(at)
             .bind(error)
+            .bind(lease)
             .execute(self.conn().await?)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    async fn defer_jobs(&mut self, jobs: &[(i64, DateTime<Utc>)]) -> sqlx::Result<()> {
-        let (ids, ats): (Vec<i64>, Vec<DateTime<Utc>>) = jobs.iter().copied().unzip();
+    async fn defer_jobs(&mut self, jobs: &[crate::jobs::PutBack]) -> sqlx::Result<()> {
+        let ids: Vec<i64> = jobs.iter().map(|(id, ..)| *id).collect();
+        let leases: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|(_, lease, _)| *lease).collect();
+        let ats: Vec<DateTime<Utc>> = jobs.iter().map(|(.., at)| *at).collect();
         sqlx::query(
             "UPDATE jobs SET due_at = v.at, locked_until = NULL, attempts = attempts - 1 \
-             FROM UNNEST($1::bigint[], $2::timestamptz[]) AS v(id, at) WHERE jobs.id = v.id",
+             FROM UNNEST($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS v(id, lease, at) \
+             WHERE jobs.id = v.id AND jobs.locked_until = v.lease",
         )
         .bind(ids)
+        .bind(leases)
         .bind(ats)
         .execute(self.conn().await?)
         .await?;
         Ok(())
     }
 
-    async fn kill_job(&mut self, job_id: i64, error: &str) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::KILL)
+    async fn kill_job(
+        &mut self,
+        job_id: i64,
+        lease: Option<DateTime<Utc>>,
+        error: &str,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(sql::jobs::KILL)
             .bind(job_id)
             .bind(error)
+            .bind(lease)
             .execute(self.conn().await?)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn insert_messages(

@@ -1,6 +1,6 @@
 //! Statements of a writer transaction whose answers nobody reads (the batch's jobs,
-//! votes and audit events, the audit head, the approvals' updates, the finished jobs and
-//! the messages' rendered versions), kept back and sent
+//! votes and audit events, the audit head, the approvals' updates and the messages'
+//! rendered versions), kept back and sent
 //! with the next statement that is read, or with the `COMMIT`, as one multi-statement
 //! query. Each query is a hand-off to sqlx's SQLite worker thread and back, which on
 //! this kind of machine costs more than the statement itself. `BEGIN IMMEDIATE` too

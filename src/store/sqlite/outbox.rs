@@ -65,16 +65,22 @@ impl OutboxTx for SqliteTx {
         Ok(())
     }
 
-    async fn finish_jobs(&mut self, job_ids: &[i64]) -> sqlx::Result<()> {
-        if job_ids.is_empty() {
-            return Ok(());
+    async fn finish_jobs(
+        &mut self,
+        jobs: &[(i64, Option<DateTime<Utc>>)],
+    ) -> sqlx::Result<Vec<i64>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
         }
-        let (before, after) = sql::jobs::FINISH_JSON;
-        self.defer()
-            .push(before)
-            .push_bind(serde_json::to_string(job_ids).unwrap_or_default())
-            .push(after);
-        Ok(())
+        // Only the rows whose leases are still the claims' (see `DueJob::lease_until`).
+        let pairs: Vec<(i64, Option<String>)> = jobs
+            .iter()
+            .map(|(id, lease)| (*id, lease.as_ref().map(ts)))
+            .collect();
+        sqlx::query_scalar(sql::jobs::FINISH_JSON)
+            .bind(serde_json::to_string(&pairs).unwrap_or_default())
+            .fetch_all(self.conn().await?)
+            .await
     }
 
     async fn claim_jobs(
@@ -96,22 +102,32 @@ impl OutboxTx for SqliteTx {
         Ok(leased(rows))
     }
 
-    async fn retry_job(&mut self, job_id: i64, at: DateTime<Utc>, error: &str) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::RETRY)
+    async fn retry_job(
+        &mut self,
+        job_id: i64,
+        lease: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(sql::jobs::RETRY)
             .bind(job_id)
             .bind(ts(&at))
             .bind(error)
+            .bind(lease.as_ref().map(ts))
             .execute(self.conn().await?)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    async fn defer_jobs(&mut self, jobs: &[(i64, DateTime<Utc>)]) -> sqlx::Result<()> {
-        let rows: Vec<(i64, String)> = jobs.iter().map(|(id, at)| (*id, ts(at))).collect();
+    async fn defer_jobs(&mut self, jobs: &[crate::jobs::PutBack]) -> sqlx::Result<()> {
+        let rows: Vec<(i64, Option<String>, String)> = jobs
+            .iter()
+            .map(|(id, lease, at)| (*id, lease.as_ref().map(ts), ts(at)))
+            .collect();
         sqlx::query(
             "UPDATE jobs SET due_at = v.at, locked_until = NULL, attempts = attempts - 1 \
-             FROM (SELECT value ->> 0 AS id, value ->> 1 AS at FROM json_each($1)) AS v \
-             WHERE jobs.id = v.id",
+             FROM (SELECT value ->> 0 AS id, value ->> 1 AS lease, value ->> 2 AS at \
+             FROM json_each($1)) AS v WHERE jobs.id = v.id AND jobs.locked_until = v.lease",
         )
         .bind(serde_json::to_string(&rows).unwrap_or_default())
         .execute(self.conn().await?)
@@ -119,13 +135,19 @@ impl OutboxTx for SqliteTx {
         Ok(())
     }
 
-    async fn kill_job(&mut self, job_id: i64, error: &str) -> sqlx::Result<()> {
-        sqlx::query(sql::jobs::KILL)
+    async fn kill_job(
+        &mut self,
+        job_id: i64,
+        lease: Option<DateTime<Utc>>,
+        error: &str,
+    ) -> sqlx::Result<bool> {
+        let done = sqlx::query(sql::jobs::KILL)
             .bind(job_id)
             .bind(error)
+            .bind(lease.as_ref().map(ts))
             .execute(self.conn().await?)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn insert_messages(

@@ -1,0 +1,215 @@
+//! A Slack that answers nothing holds up neither the timers nor the deliveries for
+//! long: expiries and audit checkpoints run in a loop of their own, every delivery job
+//! has a time limit below half its lease, and a reminder's DMs and an approval's
+//! message updates go out a few at a time, each job reporting what Slack took by its
+//! deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use signoff::approval::{Approval, Status};
+use signoff::clock::Clock;
+use signoff::jobs::Deliveries;
+use signoff::signing::Signer;
+use signoff::store::Store;
+
+use crate::common::fake_slack::Failure;
+use crate::common::{TestDb, raw_count, sql_time};
+use crate::helpers::*;
+
+/// Five approvers to remind, one approval to decide; other requests expire in an hour.
+const FIVE_APPROVERS: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+expires_after = "1h"
+
+[[rules]]
+tools = ["remind_*"]
+tier = "medium"
+approvers = ["U01", "U02", "U03", "U04", "U05"]
+remind_after = "30m"
+remind_every = "1h"
+expires_after = "4h"
+"#;
+
+/// Slack "never" answers (the replicas' clients give up after 10 s).
+const NEVER: Duration = Duration::from_secs(3600);
+/// A lease short enough that a job's time limit (2/5 of it) is under a second.
+const LEASE: Duration = Duration::from_secs(2);
+
+crate::on_both_backends!(
+    expiries_and_checkpoints_do_not_wait_for_a_reminder_slack_never_answers,
+    a_reminder_slack_never_answers_ends_within_its_time_limit_and_is_retried,
+    a_reminder_slack_hangs_on_for_one_approver_reminds_the_others_once,
+    updates_slack_hangs_on_for_one_message_reach_the_others_and_the_last_later,
+    a_retry_waits_from_when_its_attempt_ended,
+);
+
+/// The app under [`FIVE_APPROVERS`] with a request asked through the API for `tool`,
+/// posted.
+async fn posted(db: TestDb, tool: &str) -> (TestApp, Approval) {
+    let app = spawn_policy(db, FIVE_APPROVERS).await;
+    let body = json!({ "tool_name": tool, "parameters": {} });
+    let approval = asked(&app, &app.token, &body).await;
+    app.run_jobs().await;
+    (app, approval)
+}
+
+fn reminders_retried(app: &TestApp) -> impl Future<Output = i64> + '_ {
+    let sql = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' \
+               AND locked_until IS NULL AND last_error IS NOT NULL";
+    raw_count(&app.db, sql)
+}
+
+async fn expiries_and_checkpoints_do_not_wait_for_a_reminder_slack_never_answers(db: TestDb) {
+    let (app, _) = posted(db, "remind_rotate").await;
+    let body = json!({ "tool_name": "restart_db", "parameters": {} });
+    let expiring = asked(&app, &app.token, &body).await;
+    app.run_jobs().await;
+    // A replica that signs checkpoints runs the scheduler's loops.
+    let signer = Signer::generate();
+    let deliveries = Deliveries { slack: true };
+    let signing = Store::connect_signing(&app.db.url, deliveries, Some(signer))
+        .await
+        .unwrap();
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.slack.set_delay(NEVER);
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let clock = Arc::new(app.clock.clone());
+    let every = Duration::from_millis(20);
+    let running = tokio::spawn(unpaced_on(&app, signing.clone()).run(clock, every, stopping));
+    app.slack.wait_for("conversations.open", 1).await;
+
+    // While the reminder waits on Slack, the other request's hour is up.
+    app.clock.advance(Duration::from_secs(30 * 60));
+    let mut expired = false;
+    for _ in 0..100 {
+        expired = app.approval(&expiring).await.status == Status::Expired;
+        if expired {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        expired,
+        "expired within two seconds, the reminder still waiting"
+    );
+    let (head, _) = signing.audit_head().await.unwrap();
+    let checkpoint = signing.audit_checkpoints().await.unwrap().pop();
+    assert_eq!(
+        checkpoint.map(|c| (c.seq, c.at)),
+        Some((head, app.clock.now())),
+        "the expiry is signed as it happens"
+    );
+    running.abort();
+}
+
+async fn a_reminder_slack_never_answers_ends_within_its_time_limit_and_is_retried(db: TestDb) {
+    let (app, _) = posted(db, "remind_rotate").await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.slack.set_delay(NEVER);
+    let replica = unpaced(&app).with_lease(LEASE);
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    assert_eq!(
+        app.slack.calls_to("conversations.open").len(),
+        4,
+        "four DMs under way at once, the fifth not started"
+    );
+    assert_eq!(reminders_retried(&app).await, 1, "nobody reminded: retried");
+}
+
+async fn a_reminder_slack_hangs_on_for_one_approver_reminds_the_others_once(db: TestDb) {
+    let (app, _) = posted(db, "remind_rotate").await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.slack.fail_next("conversations.open", Failure::Hang);
+    let replica = unpaced(&app).with_lease(LEASE);
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    assert_eq!(app.slack.dm_posts().len(), 4, "the four others reminded");
+    assert_eq!(reminders_retried(&app).await, 0, "not retried");
+    let next = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND locked_until IS NULL";
+    assert_eq!(raw_count(&app.db, next).await, 1, "the next reminder");
+    replica.run_once(app.clock.now()).await.unwrap();
+    assert_eq!(app.slack.dm_posts().len(), 4, "nobody reminded twice");
+}
+
+async fn updates_slack_hangs_on_for_one_message_reach_the_others_and_the_last_later(db: TestDb) {
+    let (app, approval) = posted(db, "remind_rotate").await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    let messages = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(messages.len(), 6, "its channel message and five reminders");
+    app.click(&approval, "U01", "approve").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+
+    app.slack.fail_next("chat.update", Failure::Hang);
+    let replica = unpaced(&app).with_lease(LEASE);
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    let live = |app: &TestApp| -> Vec<Value> {
+        messages
+            .iter()
+            .filter_map(|m| app.slack.shown(&m.channel, &m.ts))
+            .filter(|shown| !action_ids(shown).is_empty())
+            .collect()
+    };
+    assert_eq!(app.slack.calls_to("chat.update").len(), 6);
+    assert_eq!(
+        live(&app).len(),
+        1,
+        "the message Slack hung on keeps its buttons"
+    );
+    app.clock.advance(Duration::from_secs(1));
+    replica.run_once(app.clock.now()).await.unwrap();
+    assert_eq!(
+        app.slack.calls_to("chat.update").len(),
+        7,
+        "that one, again"
+    );
+    assert!(live(&app).is_empty(), "every message shows the decision");
+}
+
+/// A post that Slack answers only after a long wait (the manual clock moves on while
+/// it is under way), and then with a 429: the retry waits Slack's `Retry-After` from
+/// the answer, not from when the attempt began.
+async fn a_retry_waits_from_when_its_attempt_ended(db: TestDb) {
+    let app = spawn_policy(db, FIVE_APPROVERS).await;
+    let began = app.clock.now();
+    app.slack.set_delay(Duration::from_millis(300));
+    let limited = Failure::RateLimited {
+        retry_after_secs: 30,
+    };
+    app.slack.fail_next("chat.postMessage", limited);
+    let body = json!({ "tool_name": "restart_db", "parameters": {} });
+    asked(&app, &app.token, &body).await;
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let clock = Arc::new(app.clock.clone());
+    let every = Duration::from_secs(3600);
+    let running = tokio::spawn(unpaced(&app).run(clock, every, stopping));
+    app.slack.wait_for("chat.postMessage", 1).await;
+    app.clock.advance(Duration::from_secs(20));
+
+    let retried = "SELECT COUNT(*) FROM jobs WHERE last_error IS NOT NULL";
+    let mut reported = false;
+    for _ in 0..100 {
+        reported = raw_count(&app.db, retried).await == 1;
+        if reported {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reported, "the refusal is recorded");
+    let due = began + chrono::Duration::seconds(50);
+    let sql = format!(
+        "SELECT COUNT(*) FROM jobs WHERE due_at = {}",
+        sql_time(&app.db, due)
+    );
+    assert_eq!(
+        raw_count(&app.db, &sql).await,
+        1,
+        "due 30 s after the answer"
+    );
+    running.abort();
+}
