@@ -35,6 +35,7 @@ enum Command {
     Send(Message),
     Drop,
     Freeze,
+    Deafen,
 }
 
 /// One connection from signoff.
@@ -116,6 +117,7 @@ async fn serve(
     log: Arc<Mutex<Vec<(Instant, Happened)>>>,
 ) {
     let (mut sink, mut stream) = socket.split();
+    let mut deaf = false;
     loop {
         tokio::select! {
             command = to_do.recv() => match command {
@@ -132,10 +134,13 @@ async fn serve(
                 // Open, but neither reading nor writing (no pongs either), as a
                 // half-open connection looks from signoff's side.
                 Some(Command::Freeze) => std::future::pending::<()>().await,
+                // Sending still, but reading nothing more: what signoff sends (its
+                // close too) waits unread, as in a Slack that has not got to it.
+                Some(Command::Deafen) => deaf = true,
                 // The test let go of the connection: it stays open.
                 None => std::future::pending::<()>().await,
             },
-            message = stream.next() => match message {
+            message = stream.next(), if !deaf => match message {
                 Some(Ok(Message::Text(text))) => {
                     let _ = heard.send(text.to_string());
                 }
@@ -190,6 +195,12 @@ impl Conn {
     /// pings unanswered.
     pub fn freeze(&self) {
         let _ = self.commands.send(Command::Freeze);
+    }
+
+    /// Keeps sending what the test asks but reads nothing more from signoff (see
+    /// `Command::Deafen`).
+    pub fn deafen(&self) {
+        let _ = self.commands.send(Command::Deafen);
     }
 
     /// The next frame signoff sends, within `within`; `None` if none (or it closed).

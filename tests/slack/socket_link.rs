@@ -150,6 +150,38 @@ async fn a_replaced_socket_stays_open_until_an_envelope_it_took_late_is_acked() 
 /// The app with Socket Mode and `drain`, its first socket greeted, and a click on a
 /// deploy being served on it: Carol approves as a member of S0SRE, which Slack takes
 /// `listing` to list.
+/// An envelope that reaches a socket after signoff queued its close is left for
+/// Slack to deliver again (its ack could not go out): it takes effect only from the
+/// copy on the new socket, which is acked there.
+#[tokio::test]
+async fn an_envelope_that_comes_after_the_sockets_close_is_left_to_its_redelivery() {
+    let app = spawn_socket_on(common::sqlite()).await;
+    let socket = fake_socket(&app);
+    let old = socket.accept().await;
+    old.hello();
+    wait_for_socket(&app, "connected").await;
+    let (deploy, deploy_message) = deploy(&app).await;
+    app.slack.set_group("S0SRE", &["U0CAROL"]);
+    // Slack has not read the close signoff sends the idle socket once replaced...
+    old.deafen();
+    old.disconnect("refresh_requested");
+    let mut new = socket.accept().await;
+    new.hello();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...and sends a click on it meanwhile.
+    let approve = click("e-late", &deploy, "U0CAROL", "approve", &deploy_message);
+    old.send(&approve);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        app.approval(&deploy).await.votes.is_empty(),
+        "served on a socket that could not ack it"
+    );
+    new.send(&approve);
+    new.ack_of("e-late").await;
+    let decided = app.approval(&deploy).await;
+    assert_eq!(decided.votes.len(), 1);
+}
+
 async fn serving_a_click(drain: Duration, listing: Duration) -> (TestApp, FakeSocket, Conn) {
     let timings = signoff::http::slack::socket::Timings {
         drain,

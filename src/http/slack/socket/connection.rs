@@ -169,7 +169,7 @@ impl Reader {
                 }
                 _ = until_closing(&mut closing) => {
                     closing = None;
-                    tokio::spawn(drain_then_close(self.id, load.subscribe(), out.clone(), drain));
+                    tokio::spawn(drain_then_close(self.id, load.clone(), out.clone(), drain));
                 }
             }
         };
@@ -209,15 +209,25 @@ impl Reader {
         Step::Went
     }
 
-    /// Serves `envelope` in a task of its own; its ack goes out on this socket.
+    /// Serves `envelope` in a task of its own; its ack goes out on this socket. Once
+    /// the socket's close is queued, an envelope that still arrives is left unserved
+    /// and unacked: its ack could not go out, and Slack delivers it again elsewhere.
     fn dispatch(&self, envelope: envelope::Envelope) {
         let shared = self.shared.clone();
         let out = self.out.clone();
         let load = self.load.clone();
-        load.send_modify(|load| {
+        let taken = load.send_if_modified(|load| {
+            if load.closed {
+                return false;
+            }
             load.serving += 1;
             load.last_taken = Some(Instant::now());
+            true
         });
+        if !taken {
+            tracing::info!(socket = self.id, envelope_id = %envelope.id, "Socket Mode envelope after the socket's close: left for Slack to deliver again");
+            return;
+        }
         tokio::spawn(async move {
             if let Some(ack) = shared.serve(&envelope).await {
                 let _ = out.send(Out::Frame(ack));
@@ -255,6 +265,8 @@ async fn until_closing(closing: &mut Option<oneshot::Receiver<()>>) {
 struct Load {
     serving: usize,
     last_taken: Option<Instant>,
+    /// The close is queued: nothing more is taken (set only with nothing serving).
+    closed: bool,
 }
 
 /// Closes a replaced socket once the envelopes it took are acked: at the latest
@@ -262,16 +274,22 @@ struct Load {
 /// may still send on it meanwhile, and each envelope gets its time to be served).
 async fn drain_then_close(
     id: u64,
-    mut load: watch::Receiver<Load>,
+    taking: Arc<watch::Sender<Load>>,
     out: mpsc::UnboundedSender<Out>,
     drain: Duration,
 ) {
     let replaced = Instant::now();
+    let mut load = taking.subscribe();
     loop {
-        let current = *load.borrow_and_update();
-        if current.serving == 0 {
+        // Checked and closed in one step, so that no envelope is taken in between.
+        let idle = taking.send_if_modified(|load| {
+            load.closed = load.serving == 0;
+            load.closed
+        });
+        if idle {
             break;
         }
+        let current = *load.borrow_and_update();
         let deadline = current.last_taken.map_or(replaced, |at| at.max(replaced)) + drain;
         tokio::select! {
             changed = load.changed() => if changed.is_err() {
@@ -279,6 +297,7 @@ async fn drain_then_close(
             },
             () = tokio::time::sleep_until(deadline) => {
                 tracing::warn!(socket = id, unacked = current.serving, "closing a replaced Socket Mode socket before all its envelopes were acked");
+                taking.send_modify(|load| load.closed = true);
                 break;
             }
         }
