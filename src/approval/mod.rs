@@ -301,8 +301,11 @@ impl Approval {
             return self; // the usual case, without the machine's copy
         }
         match machine::apply(&self, &Event::Expire, now) {
+            // A pending one was decided by nobody, at its expiry (the same on every
+            // read; the pass records its own time).
             Ok(expired) => Approval {
                 version: self.version,
+                decision_at: self.decision_at.or(Some(self.expires_at)),
                 ..expired.next
             },
             Err(_) => self,

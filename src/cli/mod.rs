@@ -237,15 +237,36 @@ fn usage_error(error: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// clap's message without its usage block and hint, its lines joined.
+/// clap's message on one line: its usage block and closing hint left out, its tips
+/// kept (`tip: a similar argument exists: '--reason'`), each line joined with the next.
 fn one_line(rendered: &str) -> String {
-    let message = rendered.split("\n\n").next().unwrap_or(rendered);
-    let words: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect();
-    format!("{} (see --help)", words.join(" "))
+    let mut parts: Vec<String> = Vec::new();
+    let mut in_usage = false;
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") {
+            in_usage = true;
+        } else if line.is_empty() {
+            in_usage = false;
+        } else if !in_usage && !line.starts_with("For more information") {
+            let shown: String = line
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+            let joint = if line.starts_with("tip:") { "; " } else { " " };
+            if !parts.is_empty() {
+                parts.push(joint.to_owned());
+            }
+            parts.push(shown);
+        }
+    }
+    format!("{} (see --help)", parts.concat())
 }
 
 /// A one-shot command whose reader stops early (`signoff audit export | head -1`)
@@ -310,7 +331,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied ({})", store.backend_name());
         }
         Command::Token { action } => {
-            let store = connect(&db).await?;
+            // Only a new token may start a database (before the first `serve`).
+            let store = if matches!(action, TokenAction::Create { .. }) {
+                connect(&db).await?
+            } else {
+                connect_existing(&db).await?
+            };
             token(action, &store, clock.as_ref()).await?;
         }
         Command::Policy { action } => policy_command(action)?,

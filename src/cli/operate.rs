@@ -167,7 +167,29 @@ pub async fn list(
     json: bool,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let approvals = store.list_all(status.status()).await?;
+    // As a read shows them: one past its expiry is expired before a server's pass
+    // records it (or while no server runs), so `expired` looks at the open ones too.
+    let wanted = status.status();
+    let stored = match wanted {
+        Some(Status::Expired) => vec![Status::Expired, Status::Pending, Status::Approved],
+        Some(status) => vec![status],
+        None => Vec::new(),
+    };
+    let mut approvals = if wanted.is_none() {
+        store.list_all(None).await?
+    } else {
+        let mut all = Vec::new();
+        for status in stored {
+            all.extend(store.list_all(Some(status)).await?);
+        }
+        all
+    };
+    approvals.sort_by_key(|approval| approval.created_at);
+    let approvals: Vec<Approval> = approvals
+        .into_iter()
+        .map(|approval| approval.as_seen_at(now))
+        .filter(|approval| wanted.is_none_or(|wanted| approval.status == wanted))
+        .collect();
     let mut links = std::collections::HashMap::new();
     if json {
         for chunk in approvals.chunks(500) {
@@ -280,22 +302,33 @@ fn table(approvals: &[Approval], with_status: bool, now: DateTime<Utc>) -> Strin
 
 /// A caller's text for a terminal: control characters escaped, cut to `max` chars.
 fn terminal_safe(text: &str, max: usize) -> String {
-    let escaped: String = text
+    let pieces: Vec<String> = text
         .chars()
-        .flat_map(|c| {
+        .map(|c| {
             if c.is_control() || crate::slack::text::reorders(c) {
-                c.escape_unicode().collect::<Vec<char>>()
+                c.escape_unicode().to_string()
             } else {
-                vec![c]
+                c.to_string()
             }
         })
         .collect();
-    if escaped.chars().count() > max {
-        let cut: String = escaped.chars().take(max - 1).collect();
-        format!("{cut}…")
-    } else {
-        escaped
+    let total: usize = pieces.iter().map(|piece| piece.chars().count()).sum();
+    if total <= max {
+        return pieces.concat();
     }
+    // Cut between whole pieces: an escape is shown whole or not at all.
+    let mut cut = String::new();
+    let mut used = 0;
+    for piece in pieces {
+        let len = piece.chars().count();
+        if used + len > max.saturating_sub(1) {
+            break;
+        }
+        cut.push_str(&piece);
+        used += len;
+    }
+    cut.push('…');
+    cut
 }
 
 /// `signoff policy init [FILE]`: writes the example policy to `file` (mode 0644),
@@ -341,6 +374,11 @@ mod tests {
         assert_eq!(terminal_safe("a\nb", 10), "a\\u{a}b");
         assert_eq!(terminal_safe("abcdef", 4), "abc…");
         assert_eq!(terminal_safe("x\u{202E}cod", 20), "x\\u{202e}cod");
+        assert_eq!(
+            terminal_safe("x\u{202E}cod", 8),
+            "x…",
+            "never half an escape"
+        );
     }
 
     #[test]

@@ -147,6 +147,7 @@ async fn nothing_runs_after_expiry() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "approved but past expiry");
     assert!(error["detail"].as_str().unwrap().contains("expired"));
+    assert_eq!(error["status"], "expired", "{error}");
     // Before the scheduler's pass records it, a read already says so.
     let (_, seen) = app.get(&format!("/v1/approvals/{id}")).await;
     assert_eq!(seen["status"], "expired", "{seen}");
@@ -170,11 +171,29 @@ async fn a_pending_request_past_its_expiry_reads_as_expired_at_once_even_when_wa
     let (_, body) = app
         .post(
             "/v1/approvals",
-            &json!({"tool_name": "restart", "parameters": {"host": "db2"}, "expires_in": 30}),
+            &json!({"tool_name": "restart", "parameters": {"host": "db2"}, "expires_in": 30,
+                    "idempotency_key": "restart-db2"}),
         )
         .await;
     let id = body["approval_id"].as_str().unwrap().to_owned();
     app.clock.advance(Duration::from_secs(31));
+    // Asked again with its key, it is answered as a read is.
+    let (_, again) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "restart", "parameters": {"host": "db2"}, "expires_in": 30,
+                    "idempotency_key": "restart-db2"}),
+        )
+        .await;
+    assert_eq!(
+        (again["approval_id"].as_str(), again["status"].as_str()),
+        (Some(id.as_str()), Some("expired")),
+        "{again}"
+    );
+    assert_eq!(
+        again["decision_at"], again["expires_at"],
+        "decided by nobody, at its expiry"
+    );
     // No scheduler pass has run: the row still says pending.
     let stored = app.store.get(id.parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(stored.status, signoff::approval::Status::Pending);

@@ -73,6 +73,11 @@ fn a_refused_command_line_or_setting_is_one_line() {
         &signoff(&["frob"], &db.url),
         "unrecognized subcommand 'frob'",
     );
+    // clap's tips stay.
+    assert_one_line_error(
+        &signoff(&["lst"], &db.url),
+        "error: unrecognized subcommand 'lst'; tip: a similar subcommand exists: 'list' (see --help)",
+    );
     for output in [&bad_listen, &missing] {
         assert_eq!(output.status.code(), Some(2));
     }

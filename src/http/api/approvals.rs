@@ -7,6 +7,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
@@ -235,11 +236,15 @@ pub async fn ask(
     };
     let class = state.policy.classify_call(&call, request.requested_tier);
     let now = state.clock.now();
-    let created = if spend {
+    let mut created = if spend {
         state.store.create_and_execute(request, class, now).await?
     } else {
         state.store.create(request, class, now).await?
     };
+    if !created.created {
+        // One an idempotency key names may be past its expiry: answered as a read is.
+        created.approval = created.approval.as_seen_at(now);
+    }
     let approval = &created.approval;
     if created.created {
         // Spent in the same write: it was created approved.
@@ -388,6 +393,7 @@ async fn wait_for_decision(
         && !approval.is_expired_at(state.clock.now())
         && !*shutdown.borrow()
     {
+        let expiry = until(state.clock.now(), approval.expires_at);
         tokio::select! {
             notice = changes.recv() => match notice {
                 Ok(change) if change.id != id => continue,
@@ -399,10 +405,17 @@ async fn wait_for_decision(
                 Err(RecvError::Closed) => break,
             },
             _ = tokio::time::sleep_until(deadline) => break,
+            // Looked at again at its expiry, on the clock's time.
+            _ = tokio::time::sleep(expiry) => {}
             _ = shutdown.changed() => break,
         }
     }
     Ok(approval)
+}
+
+/// How long from `now` until `at` (zero once passed).
+fn until(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
+    (at - now).to_std().unwrap_or_default()
 }
 
 /// The call about to run: it must be the approved one, exactly.

@@ -107,7 +107,13 @@ impl From<StoreError> for ApiError {
                 current,
             } => ApiError::not_found(current.id),
             StoreError::Rejected { rejection, current } => ApiError::Conflict {
-                status: current.status,
+                // Past its expiry before the scheduler's pass recorded it: expired, as
+                // a read says (`Approval::as_seen_at`).
+                status: if rejection == Rejection::Expired {
+                    Status::Expired
+                } else {
+                    current.status
+                },
                 detail: rejection.to_string(),
             },
             StoreError::IdempotencyKeyReused(_) => {

@@ -109,7 +109,10 @@ async fn status_of(
     }
     Ok(match visible.as_slice() {
         [] => not_found(),
-        [approval] => commands::status_reply(approval, viewer.at.0),
+        [approval] => {
+            let now = viewer.at.0;
+            commands::status_reply(&approval.clone().as_seen_at(now), now)
+        }
         _ => commands::text_reply(&format!(
             "`{prefix}` matches more than one approval; type more of the id."
         )),
