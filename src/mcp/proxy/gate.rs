@@ -80,14 +80,15 @@ impl Gate {
         cancelled: &CancellationToken,
         progress: Option<&Progress>,
     ) -> Verdict {
-        let mut holder = self.holders.hold(&call.tool, &call.arguments);
+        let mut holder = self.holders.hold_settled(&call.tool, &call.arguments).await;
         let verdict = self
             .decide_held(call, &mut holder, cancelled, progress)
             .await;
-        if let Some(id) = holder.leave()
-            && let Err(error) = Box::pin(self.api.cancel(&id)).await
+        // Identical calls wait to ask until this withdrawal has ended.
+        if let Some(withdrawal) = holder.leave()
+            && let Err(error) = Box::pin(self.api.cancel(&withdrawal.id)).await
         {
-            tracing::warn!(approval_id = %id, %error, "could not cancel the approval");
+            tracing::warn!(approval_id = %withdrawal.id, %error, "could not cancel the approval");
         }
         verdict
     }

@@ -140,6 +140,40 @@ async fn a_cancelled_call_leaves_its_approval_to_an_identical_call_still_asking(
     assert_eq!(count(&seen, "cancel"), 1, "withdrawn by the last to go");
 }
 
+/// A call cancelled just before an identical call arrives (the order an agent that
+/// gives a call up and calls again sends them): the new call asks only once the
+/// withdrawal has reached signoff, so it never joins an approval being cancelled.
+#[tokio::test]
+async fn an_identical_call_after_a_cancel_asks_once_the_withdrawal_has_ended() {
+    let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
+    let (base, seen) = stand_in_slow(pending, Some("cancel")).await;
+    let gate = Arc::new(gate(&base));
+    let (first, second) = (CancellationToken::new(), CancellationToken::new());
+    let held = |cancelled: &CancellationToken| {
+        let (gate, cancelled) = (gate.clone(), cancelled.clone());
+        tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
+    };
+    let one = held(&first);
+    until_seen(&seen, "get", 1).await;
+    first.cancel();
+    until_seen(&seen, "cancel", 1).await;
+    let other = held(&second);
+    tokio::time::sleep(SLOW / 3).await;
+    assert_eq!(
+        count(&seen, "create"),
+        1,
+        "the new call waits for the withdrawal"
+    );
+    assert!(matches!(one.await.unwrap(), Verdict::Refuse(_)));
+    until_seen(&seen, "create", 2).await;
+    let order = seen.lock().unwrap().clone();
+    let cancel_at = order.iter().position(|s| s == "cancel").unwrap();
+    let asked_at = order.iter().rposition(|s| s == "create").unwrap();
+    assert!(cancel_at < asked_at, "{order:?}");
+    second.cancel();
+    assert!(matches!(other.await.unwrap(), Verdict::Refuse(_)));
+}
+
 /// A signoff whose first create answers `a1` pending, and every later one, after
 /// [`SLOW`], a 503.
 async fn stand_in_failing_repeats() -> (String, Arc<Mutex<Vec<String>>>) {

@@ -15,6 +15,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use tokio::sync::Notify;
+
 use serde_json::{Map, Value};
 
 /// A call's identity: its tool, and the SHA-256 of its arguments' canonical text (the
@@ -24,7 +26,11 @@ type Identity = (String, String);
 /// The calls of one proxy that wait for an approval or are about to ask for one, by
 /// their identity.
 #[derive(Debug, Default)]
-pub struct Holders(Mutex<HashMap<Identity, Entry>>);
+pub struct Holders {
+    entries: Mutex<HashMap<Identity, Entry>>,
+    /// Woken each time a withdrawal ends.
+    withdrawn: Notify,
+}
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -34,11 +40,15 @@ struct Entry {
     holding: HashMap<String, usize>,
     /// The approval a cancelled call left to the calls still asking.
     left: Option<String>,
+    /// Withdrawals of this identity's approval on their way to signoff: an identical
+    /// call asks only once they ended, so that it never joins an approval about to be
+    /// cancelled (an agent that gave a call up and at once called again).
+    withdrawing: usize,
 }
 
 impl Entry {
     fn is_empty(&self) -> bool {
-        self.asking == 0 && self.holding.is_empty() && self.left.is_none()
+        self.asking == 0 && self.holding.is_empty() && self.left.is_none() && self.withdrawing == 0
     }
 
     fn holders_of(&self, id: &str) -> usize {
@@ -81,13 +91,32 @@ pub struct Holder<'a> {
 }
 
 impl Holders {
+    /// Counts a call of `tool` with `arguments` that is about to ask signoff, once no
+    /// withdrawal of its identity's approval is on its way (`Entry::withdrawing`).
+    pub async fn hold_settled(&self, tool: &str, arguments: &Map<String, Value>) -> Holder<'_> {
+        let identity = identity(tool, arguments);
+        loop {
+            let withdrawn = self.withdrawn.notified();
+            tokio::pin!(withdrawn);
+            withdrawn.as_mut().enable();
+            let settled = self
+                .lock()
+                .get(&identity)
+                .is_none_or(|entry| entry.withdrawing == 0);
+            if settled {
+                return self.hold_as(identity);
+            }
+            withdrawn.await;
+        }
+    }
+
     /// Counts a call of `tool` with `arguments` that is about to ask signoff.
+    #[cfg(test)]
     pub fn hold(&self, tool: &str, arguments: &Map<String, Value>) -> Holder<'_> {
-        let arguments = Value::Object(arguments.clone());
-        let identity = (
-            tool.to_owned(),
-            crate::canonical::value_sha256_hex(&arguments),
-        );
+        self.hold_as(identity(tool, arguments))
+    }
+
+    fn hold_as(&self, identity: Identity) -> Holder<'_> {
         self.lock().entry(identity.clone()).or_default().asking += 1;
         Holder {
             holders: self,
@@ -100,13 +129,13 @@ impl Holders {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Identity, Entry>> {
         // Counters that no panic leaves half-changed.
-        self.0
+        self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-impl Holder<'_> {
+impl<'a> Holder<'a> {
     /// Signoff answered the call's ask with approval `id`. An approval a cancelled call
     /// left to the calls asking is theirs now: this one joined it, or it was no longer
     /// open to join (signoff joins an identical open request).
@@ -130,12 +159,19 @@ impl Holder<'_> {
     /// The call is done; the approval to withdraw now, if any: its own when it
     /// withdraws and no identical call waits for it or asks, or one a cancelled call
     /// left to the calls asking when this was the last of them and nobody holds it.
-    pub fn leave(mut self) -> Option<String> {
+    pub fn leave(mut self) -> Option<Withdrawal<'a>> {
         self.left = true;
-        self.step_out()
+        let id = self.step_out(true)?;
+        Some(Withdrawal {
+            holders: self.holders,
+            identity: self.identity.clone(),
+            id,
+        })
     }
 
-    fn step_out(&mut self) -> Option<String> {
+    /// Steps out of its entry: the approval to withdraw, if this call is the one to,
+    /// counted as on its way when `withdrawing`.
+    fn step_out(&mut self, withdrawing: bool) -> Option<String> {
         let mut holders = self.holders.lock();
         let entry = holders.entry(self.identity.clone()).or_default();
         let mut withdraw = None;
@@ -155,6 +191,9 @@ impl Holder<'_> {
         if entry.asking == 0 && withdraw.is_none() {
             withdraw = entry.left.take().filter(|id| entry.holders_of(id) == 0);
         }
+        if withdrawing && withdraw.is_some() {
+            entry.withdrawing += 1;
+        }
         if entry.is_empty() {
             holders.remove(&self.identity);
         }
@@ -167,10 +206,50 @@ impl Drop for Holder<'_> {
     /// approval it should have withdrawn is not (it expires unexecuted).
     fn drop(&mut self) {
         if !self.left
-            && let Some(id) = self.step_out()
+            && let Some(id) = self.step_out(false)
         {
             tracing::debug!(approval_id = %id, "a call dropped unfinished: its approval is not withdrawn");
         }
+    }
+}
+
+/// The identity of a call to `tool` with `arguments`.
+fn identity(tool: &str, arguments: &Map<String, Value>) -> Identity {
+    let arguments = Value::Object(arguments.clone());
+    (
+        tool.to_owned(),
+        crate::canonical::value_sha256_hex(&arguments),
+    )
+}
+
+/// An approval a call withdraws: its cancel is on its way to signoff until this is
+/// dropped, and identical calls wait to ask until then.
+#[derive(Debug)]
+pub struct Withdrawal<'a> {
+    holders: &'a Holders,
+    identity: Identity,
+    pub id: String,
+}
+
+impl Withdrawal<'_> {
+    /// The approval's id; the withdrawal ends.
+    #[cfg(test)]
+    pub fn into_id(self) -> String {
+        self.id.clone()
+    }
+}
+
+impl Drop for Withdrawal<'_> {
+    fn drop(&mut self) {
+        let mut holders = self.holders.lock();
+        if let Some(entry) = holders.get_mut(&self.identity) {
+            entry.withdrawing = entry.withdrawing.saturating_sub(1);
+            if entry.is_empty() {
+                holders.remove(&self.identity);
+            }
+        }
+        drop(holders);
+        self.holders.withdrawn.notify_waiters();
     }
 }
 
@@ -192,10 +271,14 @@ mod tests {
         let other = holders.hold("deploy", &arguments(json!({"a": 2, "b": [2]})));
         first.answered("x");
         first.withdraw();
-        assert_eq!(first.leave(), None, "the second call is about to join it");
+        assert_eq!(
+            first.leave().map(Withdrawal::into_id),
+            None,
+            "the second call is about to join it"
+        );
         drop(other);
         assert_eq!(
-            second.leave(),
+            second.leave().map(Withdrawal::into_id),
             Some("x".into()),
             "left to the second call, which went without an answer"
         );
@@ -210,11 +293,11 @@ mod tests {
         first.answered("x");
         let mut second = holders.hold("delete", &call);
         first.withdraw();
-        assert_eq!(first.leave(), None);
+        assert_eq!(first.leave().map(Withdrawal::into_id), None);
         second.answered("x");
         second.withdraw();
         assert_eq!(
-            second.leave(),
+            second.leave().map(Withdrawal::into_id),
             Some("x".into()),
             "withdrawn once, by the last"
         );
@@ -225,9 +308,13 @@ mod tests {
         first.answered("x");
         let mut second = holders.hold("delete", &call);
         first.withdraw();
-        assert_eq!(first.leave(), None);
+        assert_eq!(first.leave().map(Withdrawal::into_id), None);
         second.answered("y");
-        assert_eq!(second.leave(), None, "done without withdrawing");
+        assert_eq!(
+            second.leave().map(Withdrawal::into_id),
+            None,
+            "done without withdrawing"
+        );
         assert!(holders.lock().is_empty());
     }
 
@@ -239,14 +326,14 @@ mod tests {
         first.answered("x");
         second.answered("x");
         first.withdraw();
-        assert_eq!(first.leave(), None);
+        assert_eq!(first.leave().map(Withdrawal::into_id), None);
         second.withdraw();
-        assert_eq!(second.leave(), Some("x".into()));
+        assert_eq!(second.leave().map(Withdrawal::into_id), Some("x".into()));
 
         // A call that leaves without withdrawing (its hold ran out) keeps it open.
         let mut only = holders.hold("t", &call);
         only.answered("x");
-        assert_eq!(only.leave(), None);
+        assert_eq!(only.leave().map(Withdrawal::into_id), None);
         assert!(holders.lock().is_empty());
     }
 }
