@@ -168,23 +168,13 @@ async fn nothing_runs_after_expiry() {
 #[tokio::test]
 async fn a_pending_request_past_its_expiry_reads_as_expired_at_once_even_when_waited_on() {
     let app = spawn_app().await;
-    let (_, body) = app
-        .post(
-            "/v1/approvals",
-            &json!({"tool_name": "restart", "parameters": {"host": "db2"}, "expires_in": 30,
-                    "idempotency_key": "restart-db2"}),
-        )
-        .await;
+    let ask = json!({"tool_name": "restart", "parameters": {"host": "db2"}, "expires_in": 30,
+                     "idempotency_key": "restart-db2"});
+    let (_, body) = app.post("/v1/approvals", &ask).await;
     let id = body["approval_id"].as_str().unwrap().to_owned();
     app.clock.advance(Duration::from_secs(31));
     // Asked again with its key, it is answered as a read is.
-    let (_, again) = app
-        .post(
-            "/v1/approvals",
-            &json!({"tool_name": "restart", "parameters": {"host": "db2"}, "expires_in": 30,
-                    "idempotency_key": "restart-db2"}),
-        )
-        .await;
+    let (_, again) = app.post("/v1/approvals", &ask).await;
     assert_eq!(
         (again["approval_id"].as_str(), again["status"].as_str()),
         (Some(id.as_str()), Some("expired")),

@@ -87,10 +87,7 @@ async fn a_cancelled_call_withdraws_an_approval_only_when_no_identical_call_wait
     let (base, seen) = stand_in(pending).await;
     let gate = Arc::new(gate(&base));
     let (first, second) = (CancellationToken::new(), CancellationToken::new());
-    let held = |cancelled: &CancellationToken| {
-        let (gate, cancelled) = (gate.clone(), cancelled.clone());
-        tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
-    };
+    let held = |cancelled: &CancellationToken| decide_in_task(&gate, cancelled);
     let (one, other) = (held(&first), held(&second));
     let cancels = || count(&seen, "cancel");
     until_seen(&seen, "get", 2).await;
@@ -100,6 +97,15 @@ async fn a_cancelled_call_withdraws_an_approval_only_when_no_identical_call_wait
     second.cancel();
     assert!(matches!(other.await.unwrap(), Verdict::Refuse(_)));
     assert_eq!(cancels(), 1, "the last one to go withdraws it");
+}
+
+/// [`call`] decided in a task of its own, cancelled by `cancelled`.
+fn decide_in_task(
+    gate: &Arc<Gate>,
+    cancelled: &CancellationToken,
+) -> tokio::task::JoinHandle<Verdict> {
+    let (gate, cancelled) = (gate.clone(), cancelled.clone());
+    tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
 }
 
 /// Counts what `seen` holds of `path`.
@@ -123,10 +129,7 @@ async fn a_cancelled_call_leaves_its_approval_to_an_identical_call_still_asking(
     let (base, seen) = stand_in_slow(pending, Some("create")).await;
     let gate = Arc::new(gate(&base));
     let (first, second) = (CancellationToken::new(), CancellationToken::new());
-    let held = |cancelled: &CancellationToken| {
-        let (gate, cancelled) = (gate.clone(), cancelled.clone());
-        tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
-    };
+    let held = |cancelled: &CancellationToken| decide_in_task(&gate, cancelled);
     let one = held(&first);
     until_seen(&seen, "get", 1).await;
     let other = held(&second);
@@ -149,10 +152,7 @@ async fn an_identical_call_after_a_cancel_asks_once_the_withdrawal_has_ended() {
     let (base, seen) = stand_in_slow(pending, Some("cancel")).await;
     let gate = Arc::new(gate(&base));
     let (first, second) = (CancellationToken::new(), CancellationToken::new());
-    let held = |cancelled: &CancellationToken| {
-        let (gate, cancelled) = (gate.clone(), cancelled.clone());
-        tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
-    };
+    let held = |cancelled: &CancellationToken| decide_in_task(&gate, cancelled);
     let one = held(&first);
     until_seen(&seen, "get", 1).await;
     first.cancel();
@@ -212,10 +212,7 @@ async fn an_approval_left_to_a_call_whose_ask_fails_is_withdrawn_when_it_goes() 
     let (base, seen) = stand_in_failing_repeats().await;
     let gate = Arc::new(gate(&base));
     let first = CancellationToken::new();
-    let held = |cancelled: &CancellationToken| {
-        let (gate, cancelled) = (gate.clone(), cancelled.clone());
-        tokio::spawn(async move { gate.decide(&call(), &cancelled, None).await })
-    };
+    let held = |cancelled: &CancellationToken| decide_in_task(&gate, cancelled);
     let one = held(&first);
     until_seen(&seen, "get", 1).await;
     let other = held(&CancellationToken::new());
