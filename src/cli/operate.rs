@@ -171,19 +171,13 @@ pub async fn list(
     // records it (or while no server runs), so `expired` looks at the open ones too.
     let wanted = status.status();
     let stored = match wanted {
-        Some(Status::Expired) => vec![Status::Expired, Status::Pending, Status::Approved],
-        Some(status) => vec![status],
-        None => Vec::new(),
+        Some(Status::Expired) => vec![wanted, Some(Status::Pending), Some(Status::Approved)],
+        _ => vec![wanted],
     };
-    let mut approvals = if wanted.is_none() {
-        store.list_all(None).await?
-    } else {
-        let mut all = Vec::new();
-        for status in stored {
-            all.extend(store.list_all(Some(status)).await?);
-        }
-        all
-    };
+    let mut approvals = Vec::new();
+    for status in stored {
+        approvals.extend(store.list_all(status).await?);
+    }
     approvals.sort_by_key(|approval| approval.created_at);
     let approvals: Vec<Approval> = approvals
         .into_iter()

@@ -83,9 +83,7 @@ async fn listening() -> axum::response::Response {
 /// cancelling the other too withdraws it, once.
 #[tokio::test]
 async fn a_cancelled_call_withdraws_an_approval_only_when_no_identical_call_waits_for_it() {
-    let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
-    let (base, seen) = stand_in(pending).await;
-    let gate = Arc::new(gate(&base));
+    let (gate, seen) = pending_gate(None).await;
     let (first, second) = (CancellationToken::new(), CancellationToken::new());
     let held = |cancelled: &CancellationToken| decide_in_task(&gate, cancelled);
     let (one, other) = (held(&first), held(&second));
@@ -97,6 +95,14 @@ async fn a_cancelled_call_withdraws_an_approval_only_when_no_identical_call_wait
     second.cancel();
     assert!(matches!(other.await.unwrap(), Verdict::Refuse(_)));
     assert_eq!(cancels(), 1, "the last one to go withdraws it");
+}
+
+/// A gate before a signoff that answers every new request `a1` pending, `slow` as
+/// [`stand_in_slow`]'s; with the requests it gets.
+async fn pending_gate(slow: Option<&'static str>) -> (Arc<Gate>, Arc<Mutex<Vec<String>>>) {
+    let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
+    let (base, seen) = stand_in_slow(pending, slow).await;
+    (Arc::new(gate(&base)), seen)
 }
 
 /// [`call`] decided in a task of its own, cancelled by `cancelled`.
@@ -125,9 +131,7 @@ async fn until_seen(seen: &Mutex<Vec<String>>, path: &str, times: usize) {
 /// joins it, and the approval is withdrawn only when that call goes too.
 #[tokio::test]
 async fn a_cancelled_call_leaves_its_approval_to_an_identical_call_still_asking() {
-    let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
-    let (base, seen) = stand_in_slow(pending, Some("create")).await;
-    let gate = Arc::new(gate(&base));
+    let (gate, seen) = pending_gate(Some("create")).await;
     let (first, second) = (CancellationToken::new(), CancellationToken::new());
     let held = |cancelled: &CancellationToken| decide_in_task(&gate, cancelled);
     let one = held(&first);
@@ -148,9 +152,7 @@ async fn a_cancelled_call_leaves_its_approval_to_an_identical_call_still_asking(
 /// withdrawal has reached signoff, so it never joins an approval being cancelled.
 #[tokio::test]
 async fn an_identical_call_after_a_cancel_asks_once_the_withdrawal_has_ended() {
-    let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
-    let (base, seen) = stand_in_slow(pending, Some("cancel")).await;
-    let gate = Arc::new(gate(&base));
+    let (gate, seen) = pending_gate(Some("cancel")).await;
     let (first, second) = (CancellationToken::new(), CancellationToken::new());
     let held = |cancelled: &CancellationToken| decide_in_task(&gate, cancelled);
     let one = held(&first);
