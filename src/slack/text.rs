@@ -432,29 +432,48 @@ fn walk(value: &Value, path: &mut String, depth: usize, emit: &mut dyn FnMut(&st
 /// One value, unescaped but capped: strings unquoted, scalars as written, arrays of
 /// scalars comma-joined, empty containers spelled out.
 fn scalar_or_list(value: &Value) -> String {
-    match value {
+    // Cut once, from the text as written: a cut of text already cut (and its marks
+    // already escaped) could end inside an escape.
+    match as_written(value) {
+        (text, None) => fit_plain(&text, MAX_VALUE_CHARS),
+        (text, Some(more)) => {
+            let more = format!(" (+{more} more)");
+            let mut shown = fit_plain(&text, MAX_VALUE_CHARS - more.len());
+            shown.push_str(&more);
+            shown
+        }
+    }
+}
+
+/// A value's text before [`scalar_or_list`] cuts it; for a list, its items joined with
+/// commas up to a little past the cap, and how many items were left out.
+fn as_written(value: &Value) -> (String, Option<usize>) {
+    let text = match value {
         Value::String(s) if s.is_empty() => "\"\"".to_string(),
-        Value::String(s) => fit_plain(s, MAX_VALUE_CHARS),
+        Value::String(s) => s.clone(),
         Value::Array(items) if items.is_empty() => "(empty list)".to_string(),
         Value::Array(items) => {
             let mut joined = String::new();
             for (i, item) in items.iter().enumerate() {
                 if joined.chars().count() > MAX_VALUE_CHARS {
-                    joined = fit_plain(&joined, MAX_VALUE_CHARS);
-                    joined.push_str(&format!(" (+{} more)", items.len() - i));
-                    return joined;
+                    return (joined, Some(items.len() - i));
                 }
                 if i > 0 {
                     joined.push_str(", ");
                 }
-                joined.push_str(&scalar_or_list(item));
+                let (text, more) = as_written(item);
+                joined.push_str(&text);
+                if let Some(more) = more {
+                    joined.push_str(&format!(" (+{more} more)"));
+                }
             }
-            fit_plain(&joined, MAX_VALUE_CHARS)
+            joined
         }
         Value::Object(map) if map.is_empty() => "(empty)".to_string(),
         Value::Object(_) => "(object)".to_string(),
-        other => fit_plain(&other.to_string(), MAX_VALUE_CHARS),
-    }
+        other => other.to_string(),
+    };
+    (text, None)
 }
 
 #[cfg(test)]

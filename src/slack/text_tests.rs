@@ -268,6 +268,24 @@ fn long_arrays_are_joined_up_to_a_cap() {
 }
 
 #[test]
+fn a_long_list_of_values_with_reordering_marks_is_cut_between_whole_escapes() {
+    for pad in 0..12 {
+        let mut items = vec![json!("x".repeat(pad))];
+        items.extend((0..200).map(|_| json!("a\u{202E}b")));
+        let shown = scalar_or_list(&Value::Array(items));
+        assert!(shown.ends_with(" more)"), "{shown}");
+        assert!(len(&shown) <= MAX_VALUE_CHARS, "{}", len(&shown));
+        assert!(!shown.chars().any(reorders), "{shown:?}");
+        // Every escape is whole: each `\u{` is closed by its `}`.
+        assert_eq!(
+            shown.matches(r"\u{").count(),
+            shown.matches(r"\u{202e}").count(),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
 fn one_line_parameters_join_with_semicolons() {
     assert_eq!(
         params_one_line(&json!({"service": "api", "environment": "prod"}), 100),
