@@ -398,6 +398,21 @@ async fn what_the_upstream_started_is_stopped_with_it_even_when_it_ignores_sigte
 }
 
 #[tokio::test]
+async fn what_the_upstream_started_does_not_outlive_a_proxy_killed_outright() {
+    let h = harness().await;
+    // The kernel's death signal reaches the upstream alone, not what it started.
+    let (mut proxy, pid, straggler) = proxy_in_front_of_a_parent(&h, "exec sleep 300").await;
+    signal(proxy.child.id().unwrap(), "-KILL");
+    let exit = exit_of(&mut proxy.child).await;
+    assert_eq!(exit.code(), None, "killed: {exit}");
+    assert!(eventually(|| !alive(pid)).await, "the upstream is stopped");
+    assert!(
+        eventually(|| !alive(straggler)).await,
+        "what the upstream started does not outlive a proxy killed with SIGKILL"
+    );
+}
+
+#[tokio::test]
 async fn what_a_crashed_upstream_left_running_is_stopped_with_the_proxy() {
     let h = harness().await;
     let (mut proxy, pid, straggler) = proxy_in_front_of_a_parent(&h, "exec sleep 300").await;

@@ -9,9 +9,9 @@
 //! `SIGKILL`). Whatever way the proxy ends, the child does not outlive it: the proxy's
 //! last step stops every child it started ([`Children::stop_all`]), also one whose
 //! handle went on the way (a stop before the handshake, a failed connection); a child
-//! still running when its keeper is dropped (the runtime ending) is killed; and on
-//! Linux one whose proxy was killed outright gets `SIGTERM` from the kernel (it alone,
-//! not the rest of its group).
+//! still running when its keeper is dropped (the runtime ending) is killed; and when
+//! the proxy is killed outright, a watchman shell beside it stops the whole group
+//! ([`Watchman`]), and on Linux the kernel sends the child `SIGTERM` too.
 
 use std::collections::VecDeque;
 #[cfg(unix)]
@@ -340,6 +340,8 @@ async fn keep(
 ) {
     #[cfg(unix)]
     let group = Group::of(&child);
+    #[cfg(unix)]
+    let watchman = group.and_then(|group| Watchman::start(group, grace));
     let (status, sent) = tokio::select! {
         status = child.wait() => (status, Sent::Nothing),
         () = stop.cancelled() => stop_child(&mut child, grace).await,
@@ -347,6 +349,10 @@ async fn keep(
     #[cfg(unix)]
     if let Some(group) = group {
         group.stop_stragglers(grace, sent).await;
+    }
+    #[cfg(unix)]
+    if let Some(watchman) = watchman {
+        watchman.dismiss().await;
     }
     // No process group elsewhere: the child alone was stopped.
     #[cfg(not(unix))]
@@ -461,6 +467,57 @@ impl Group {
             }
         }
         self.signal(libc::SIGKILL);
+    }
+}
+
+/// Stops the child's group if the proxy dies without doing so (killed with `SIGKILL`,
+/// say: the kernel's death signal reaches the child alone, not what it started). A
+/// shell in a process group of its own (so that a signal to the proxy's group does not
+/// reach it), waiting for a line on its stdin, a pipe that only the proxy holds:
+/// `done` once the proxy has stopped the group itself, end of file when the proxy is
+/// gone, whatever way it went. Then, as the proxy would have once the child's stdin
+/// closed (as it now is), it gives the group the grace period to exit, then sends it
+/// `SIGTERM`, and `SIGKILL` after the grace period again.
+#[cfg(unix)]
+struct Watchman {
+    stdin: tokio::process::ChildStdin,
+    shell: tokio::process::Child,
+}
+
+#[cfg(unix)]
+impl Watchman {
+    /// `None` when no shell could be started (the kernel's death signal still stops
+    /// the child).
+    fn start(group: Group, grace: Duration) -> Option<Watchman> {
+        let script = format!(
+            "trap '' INT HUP; read line; [ \"$line\" = done ] && exit 0; sleep {grace:.3}; \
+             kill -s TERM -- -{group} 2>/dev/null || exit 0; sleep {grace:.3}; \
+             kill -s KILL -- -{group} 2>/dev/null; exit 0",
+            group = group.0,
+            grace = grace.as_secs_f64(),
+        );
+        let mut command = tokio::process::Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let mut shell = command
+            .spawn()
+            .inspect_err(|error| tracing::warn!(%error, "cannot start the upstream's watchman"))
+            .ok()?;
+        let stdin = shell.stdin.take()?;
+        Some(Watchman { stdin, shell })
+    }
+
+    /// The proxy stopped the group itself: the watchman goes without a signal.
+    async fn dismiss(mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.stdin.write_all(b"done\n").await;
+        drop(self.stdin);
+        let _ = self.shell.wait().await;
     }
 }
 
