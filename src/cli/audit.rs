@@ -12,6 +12,7 @@ use super::{Database, connect_existing};
 use crate::audit::checkpoint::{Checkpoint, Flaw, LogVerifier};
 use crate::audit::{self, Entry};
 use crate::signing::{self, PublicKey};
+use crate::store::Schema;
 use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
@@ -57,7 +58,9 @@ pub(super) async fn run(action: AuditAction, db: &Database) -> anyhow::Result<Ex
             };
             let verified = match file {
                 Some(file) => verify_file(&file, keys, db)?,
-                None => verify_store(&connect_existing(db).await?, keys, db).await?,
+                None => {
+                    verify_store(&connect_existing(db, Schema::AsFound).await?, keys, db).await?
+                }
             };
             match verified {
                 Ok(report) => println!("{report}"),
@@ -68,7 +71,11 @@ pub(super) async fn run(action: AuditAction, db: &Database) -> anyhow::Result<Ex
             }
         }
         AuditAction::Export { output } => {
-            export(&connect_existing(db).await?, output.as_deref()).await?
+            export(
+                &connect_existing(db, Schema::AsFound).await?,
+                output.as_deref(),
+            )
+            .await?
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -14,7 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{self, DEFAULT_DATABASE_URL, DEFAULT_LISTEN};
 use crate::http::{self, AppState};
 use crate::jobs::Deliveries;
-use crate::store::{Store, redact};
+use crate::store::{Schema, Store, redact};
 use crate::{policy, signing, tokens};
 
 mod audit;
@@ -289,8 +289,9 @@ async fn connect(db: &Database) -> anyhow::Result<Store> {
 
 /// Opens a database that must exist already, for the commands that read or decide
 /// what is in it: a mistyped SQLite path would otherwise be created empty (and
-/// `audit verify` find nothing wrong with it).
-async fn connect_existing(db: &Database) -> anyhow::Result<Store> {
+/// `audit verify` find nothing wrong with it). The commands that only inspect it take
+/// its schema as found ([`Schema::AsFound`]), so that looking changes nothing.
+async fn connect_existing(db: &Database, schema: Schema) -> anyhow::Result<Store> {
     if let Some(file) = crate::store::sqlite_file(&db.database_url)
         && !file.exists()
     {
@@ -299,7 +300,12 @@ async fn connect_existing(db: &Database) -> anyhow::Result<Store> {
             file.display()
         );
     }
-    connect(db).await
+    match schema {
+        Schema::Migrate => connect(db).await,
+        Schema::AsFound => Store::connect_as_found(&db.database_url)
+            .await
+            .with_context(|| format!("cannot inspect database {}", redact(&db.database_url))),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -335,13 +341,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = if matches!(action, TokenAction::Create { .. }) {
                 connect(&db).await?
             } else {
-                connect_existing(&db).await?
+                connect_existing(&db, Schema::Migrate).await?
             };
             token(action, &store, clock.as_ref()).await?;
         }
         Command::Policy { action } => policy_command(action)?,
         Command::List { status, json } => {
-            operate::list(&connect_existing(&db).await?, status, json, clock.now()).await?;
+            operate::list(
+                &connect_existing(&db, Schema::AsFound).await?,
+                status,
+                json,
+                clock.now(),
+            )
+            .await?;
         }
         Command::Decide {
             id,
@@ -349,7 +361,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             name,
             reason,
         } => {
-            let store = connect_existing(&db).await?;
+            let store = connect_existing(&db, Schema::Migrate).await?;
             let approval =
                 operate::decide(&store, &id, decision, &name, reason.as_deref(), clock.now())
                     .await?;

@@ -12,8 +12,8 @@ use super::backend::Reads;
 use super::ops::{Op, Reply, Shown, TokenChange};
 use super::shared::{prefix_range, redact};
 use super::{
-    Created, HealthCounts, Result, StatusChange, StoreError, TokenInfo, Voted, WithMessages,
-    WriterStats, postgres, sqlite, writer,
+    Created, HealthCounts, Result, Schema, StatusChange, StoreError, TokenInfo, Voted,
+    WithMessages, WriterStats, postgres, sqlite, writer,
 };
 use crate::approval::{Approval, ApprovalId, Decision, Event, NewApproval, Status};
 use crate::audit;
@@ -88,7 +88,7 @@ impl Store {
         deliveries: Deliveries,
         signer: Option<Signer>,
     ) -> Result<Store> {
-        Self::connect_logged(url, deliveries, signer, None).await
+        Self::connect_logged(url, Schema::Migrate, deliveries, signer, None).await
     }
 
     /// A SQLite store whose WAL syncs are `log`'s (a test's stand-in for the disk).
@@ -97,12 +97,20 @@ impl Store {
         url: &str,
         log: Box<dyn sqlite::SyncLog>,
     ) -> Result<Store> {
-        Self::connect_logged(url, Deliveries::default(), None, Some(log)).await
+        Self::connect_logged(url, Schema::Migrate, Deliveries::default(), None, Some(log)).await
     }
 
-    /// [`Store::connect_signing`], a SQLite WAL synced by `log` (the file when `None`).
+    /// Connects to inspect what is there ([`Schema::AsFound`]): nothing of the
+    /// database changes, and one whose schema is not this signoff's is refused.
+    pub async fn connect_as_found(url: &str) -> Result<Store> {
+        Self::connect_logged(url, Schema::AsFound, Deliveries::default(), None, None).await
+    }
+
+    /// [`Store::connect_signing`], the schema as `schema` says, a SQLite WAL synced by
+    /// `log` (the file when `None`).
     async fn connect_logged(
         url: &str,
+        schema: Schema,
         deliveries: Deliveries,
         signer: Option<Signer>,
         log: Option<Box<dyn sqlite::SyncLog>>,
@@ -123,11 +131,11 @@ impl Store {
         };
         let backend = if url.starts_with("sqlite:") {
             heard.send_replace(true);
-            let (reads, tx) = sqlite::open(url, changes.clone(), log).await?;
+            let (reads, tx) = sqlite::open(url, schema, changes.clone(), log).await?;
             writer::spawn(tx, rx, setup).map_err(sqlx::Error::Io)?;
             Backend::Sqlite(reads)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let (reads, tx) = postgres::open(url).await?;
+            let (reads, tx) = postgres::open(url, schema).await?;
             writer::spawn(tx, rx, setup).map_err(sqlx::Error::Io)?;
             tokio::spawn(postgres::listen(
                 url.to_owned(),

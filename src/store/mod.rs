@@ -23,6 +23,7 @@
 mod shared;
 #[macro_use]
 mod read_pool;
+mod schema;
 
 mod backend;
 mod coalesce;
@@ -44,6 +45,7 @@ use chrono::{DateTime, Utc};
 
 use crate::approval::{Approval, ApprovalId, Rejection, Status};
 pub use facade::Store;
+pub use schema::Schema;
 pub use shared::redact;
 use shared::{
     by_position, decode, decode_messages, decode_votes, due_jobs, found_at, leased,

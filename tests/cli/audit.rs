@@ -20,6 +20,7 @@ on_both_backends!(
     an_export_of_a_cut_log_fails_as_the_log_does,
     audit_verify_names_a_row_put_beside_the_chain_below_or_past_its_head,
     a_checkpoint_signs_events_another_process_appended,
+    the_inspecting_commands_take_the_schema_as_found,
 );
 
 /// Events 2–10 rewritten with fresh hashes and checkpoint 2 deleted: the checkpoint
@@ -521,5 +522,57 @@ async fn a_closed_stdout_ends_the_command_without_a_panic() {
             "{args:?}: {:?} {said}",
             done.status
         );
+    }
+}
+
+/// `audit verify`, `audit export` and `list` inspect a database as found: one migrated
+/// by a newer signoff (a migration this one does not know) or whose schema is older
+/// than this signoff's (a migration not applied) is refused, saying which signoff to
+/// inspect it with, and is not migrated.
+async fn the_inspecting_commands_take_the_schema_as_found(db: TestDb) {
+    drop(Store::connect(&db.url).await.unwrap());
+    let inspecting: [&[&str]; 3] = [&["audit", "verify"], &["audit", "export"], &["list"]];
+    let checksum = if db.backend == "sqlite" {
+        "X'00'"
+    } else {
+        "'\\x00'::bytea"
+    };
+    raw_script(
+        &db,
+        &format!(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99999999999999, 'from a newer signoff', true, {checksum}, 0);"
+        ),
+    )
+    .await;
+    for args in inspecting {
+        assert_one_line_error(&signoff(args, &db.url), "a newer signoff migrated it");
+    }
+    raw_script(
+        &db,
+        "DELETE FROM _sqlx_migrations WHERE version = 99999999999999; \
+         DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations);",
+    )
+    .await;
+    let applied = migrations_applied(&db).await;
+    for args in inspecting {
+        assert_one_line_error(&signoff(args, &db.url), "older than this signoff's");
+    }
+    assert_eq!(
+        migrations_applied(&db).await,
+        applied,
+        "nothing was migrated"
+    );
+}
+
+/// How many migrations the database records.
+async fn migrations_applied(db: &TestDb) -> i64 {
+    let sql = "SELECT count(*) FROM _sqlx_migrations";
+    if db.backend == "sqlite" {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
     }
 }

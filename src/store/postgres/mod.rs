@@ -23,6 +23,7 @@ use crate::audit;
 use crate::audit::checkpoint::Checkpoint;
 use crate::jobs::{self, DueJobs, MessageKey, NewJob, PostedMessage};
 
+use crate::store::Schema;
 use crate::store::read_pool::ReadPool;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -93,7 +94,8 @@ const READERS: usize = 16;
 /// unclassified, whatever they say).
 pub const WRITER_SETTING: (&str, &str) = ("signoff.writer", "on");
 
-pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
+/// Opens the database, its schema as `schema` says.
+pub(crate) async fn open(url: &str, schema: Schema) -> Result<(PgReads, PgTx)> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|error| {
             StoreError::Invalid(format!(
@@ -113,7 +115,15 @@ pub(crate) async fn open(url: &str) -> Result<(PgReads, PgTx)> {
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.clone())
         .await?;
-    MIGRATOR.run(&migrating).await?;
+    match schema {
+        Schema::Migrate => MIGRATOR.run(&migrating).await?,
+        Schema::AsFound => {
+            let applied = sqlx::query_as(super::schema::APPLIED)
+                .fetch_all(&migrating)
+                .await;
+            super::schema::check(super::schema::applied_or_none(applied)?, &MIGRATOR)?;
+        }
+    }
     migrating.close().await;
     // Connected on first use, i.e. by the writer on its own thread and runtime (see
     // `writer::spawn`), so that its socket wakes that runtime, not the shared one.

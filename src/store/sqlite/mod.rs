@@ -17,12 +17,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use super::backend::{Reads, Tx};
 use super::{
     HealthCounts, QUEUED_WITHIN, QueuedPosts, Result, StoreError, TokenInfo, WithMessages, decode,
-    decode_messages, due_jobs, found_at, leased, posted_messages, pow2_chunks, sql,
+    decode_messages, due_jobs, found_at, leased, posted_messages, pow2_chunks, schema, sql,
 };
 use crate::approval::{Approval, ApprovalId, Routing, Vote};
 use crate::audit;
 use crate::audit::checkpoint::Checkpoint;
 use crate::jobs::{self, DueJobs, MessageKey, NewJob, PostedMessage};
+use crate::store::Schema;
 use crate::store::durable::Fence;
 use crate::store::read_pool::ReadPool;
 
@@ -41,20 +42,23 @@ pub fn file_of(url: &str) -> Option<std::path::PathBuf> {
     Some(options.get_filename().to_path_buf())
 }
 
-/// Opens the file; `changes` hears what other processes commit to it (see `watch`);
-/// the writer's commits are synced by `log` (the WAL file when `None`).
+/// Opens the file, its schema as `schema` says; `changes` hears what other processes
+/// commit to it (see `watch`); the writer's commits are synced by `log` (the WAL file
+/// when `None`).
 pub(crate) async fn open(
     url: &str,
+    schema: Schema,
     changes: tokio::sync::broadcast::Sender<crate::store::StatusChange>,
     log: Option<Box<dyn SyncLog>>,
 ) -> Result<(SqliteReads, SqliteTx)> {
-    open_with(url, changes, WalLimits::default(), log).await
+    open_with(url, schema, changes, WalLimits::default(), log).await
 }
 
 /// [`open`], its WAL kept within `wal` (see [`wal`]) and synced by `log` (the WAL file
 /// when `None`).
 async fn open_with(
     url: &str,
+    schema: Schema,
     changes: tokio::sync::broadcast::Sender<crate::store::StatusChange>,
     wal: WalLimits,
     log: Option<Box<dyn SyncLog>>,
@@ -66,7 +70,8 @@ async fn open_with(
     }
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|error| StoreError::Invalid(format!("bad SQLite URL {url:?}: {error}")))?
-        .create_if_missing(true)
+        // A file taken as found is one that exists (`signoff` checks first, to say so).
+        .create_if_missing(schema == Schema::Migrate)
         .journal_mode(SqliteJournalMode::Wal)
         // FULL for the migrations and any write outside the writer; the writer's
         // transactions commit with NORMAL and are synced beside it (`SqliteTx::begin`).
@@ -92,7 +97,13 @@ async fn open_with(
                 .pragma("journal_size_limit", wal.size_limit.to_string()),
         )
         .await?;
-    MIGRATOR.run(&writer).await?;
+    match schema {
+        Schema::Migrate => MIGRATOR.run(&writer).await?,
+        Schema::AsFound => {
+            let applied = sqlx::query_as(schema::APPLIED).fetch_all(&writer).await;
+            schema::check(schema::applied_or_none(applied)?, &MIGRATOR)?;
+        }
+    }
     // The WAL exists from the first connection in WAL mode until the last one closes;
     // the migrations' commits are on disk (FULL).
     let fence = std::sync::Arc::new(Fence::default());

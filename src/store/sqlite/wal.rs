@@ -78,6 +78,7 @@ async fn passive(conn: &mut SqliteConnection) -> sqlx::Result<(i64, i64)> {
 mod tests {
     use super::super::tx::SqliteTx;
     use super::*;
+    use crate::store::Schema;
     use crate::store::backend::Tx;
 
     async fn commit(tx: &mut SqliteTx, statement: &str) {
@@ -104,9 +105,10 @@ mod tests {
             size_limit: 256 << 10,
         };
         let (changes, _) = tokio::sync::broadcast::channel(16);
-        let (_reads, mut tx) = super::super::open_with(&url, changes, limits, None)
-            .await
-            .unwrap();
+        let (_reads, mut tx) =
+            super::super::open_with(&url, Schema::Migrate, changes, limits, None)
+                .await
+                .unwrap();
         commit(&mut tx, "CREATE TABLE wal_test (body BLOB)").await;
 
         // With no pause between commits (as the writer under load) the WAL never
