@@ -281,7 +281,6 @@ async fn bad_arguments_are_refused_as_the_api_refuses_them_and_create_nothing() 
             json!({"approval_id": uuid(), "parameters": {}, "tool": "drop_users"}),
             "unprocessable",
         ),
-        ("no_such_tool", json!({}), "not_found"),
     ] {
         let result = call(&client, tool, args.clone()).await;
         let line = refused(&result, code);
@@ -293,6 +292,29 @@ async fn bad_arguments_are_refused_as_the_api_refuses_them_and_create_nothing() 
         "nothing happened"
     );
     client.cancel().await.unwrap();
+}
+
+/// A tool this server does not have is a protocol error (MCP: "Unknown tool",
+/// invalid params), not a refused call.
+#[tokio::test]
+async fn an_unknown_tool_is_a_protocol_error() {
+    let app = spawn_app().await;
+    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"request_aproval","arguments":{}}}"#;
+    let response = post(&app, Some(&app.token), &[], body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, answer) = read(response).await;
+    assert_eq!(
+        (answer["id"].as_i64(), answer["error"]["code"].as_i64()),
+        (Some(9), Some(-32602)),
+        "{answer}"
+    );
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Unknown tool: \"request_aproval\"")
+            && message.contains("request_approval"),
+        "{message}"
+    );
+    assert!(answer.get("result").is_none(), "{answer}");
 }
 
 fn uuid() -> String {

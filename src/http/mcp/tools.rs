@@ -1,7 +1,8 @@
 //! The three `/mcp` tools. Each takes the fields of its API endpoint, runs the same
 //! operation (`http::api::approvals`), and answers with the API's JSON as structured
 //! content plus one line for the model; a refusal is an `isError` result carrying the
-//! API's error JSON, so the model reads why and nothing changed.
+//! API's error JSON, so the model reads why and nothing changed. An unknown tool is a
+//! protocol error (JSON-RPC -32602), as MCP asks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,18 +53,18 @@ impl Tools {
     async fn call(
         &self,
         caller: Caller,
-        name: &str,
+        tool: Named,
         args: Value,
     ) -> Result<CallToolResult, ApiError> {
         let state = &self.state;
-        match name {
-            REQUEST => {
+        match tool {
+            Named::Request => {
                 let body: CreateRequest = arguments(args)?;
                 let created = approvals::ask(state, &caller, body).await?;
                 let text = texts::created(&created);
                 Ok(answer(text, &CreatedView::new(&created)))
             }
-            CHECK => {
+            Named::Check => {
                 let args: CheckArgs = arguments(args)?;
                 let wait = match args.wait {
                     None => Duration::ZERO,
@@ -80,7 +81,7 @@ impl Tools {
                 let text = texts::state(&approval, link.as_deref());
                 Ok(answer(text, &ApprovalView::new(&approval, link.as_deref())))
             }
-            EXECUTE => {
+            Named::Execute => {
                 let args: ExecuteArgs = arguments(args)?;
                 let id = args.id()?;
                 let execute = ExecuteRequest {
@@ -93,9 +94,25 @@ impl Tools {
                     &ExecutedView::new(&approval),
                 ))
             }
-            other => Err(ApiError::NotFound(format!(
-                "tool {other:?}: this server has {REQUEST}, {CHECK} and {EXECUTE}"
-            ))),
+        }
+    }
+}
+
+/// The three tools, by name.
+#[derive(Debug, Clone, Copy)]
+enum Named {
+    Request,
+    Check,
+    Execute,
+}
+
+impl Named {
+    fn of(name: &str) -> Option<Self> {
+        match name {
+            REQUEST => Some(Named::Request),
+            CHECK => Some(Named::Check),
+            EXECUTE => Some(Named::Execute),
+            _ => None,
         }
     }
 }
@@ -128,6 +145,17 @@ impl ServerHandler for Tools {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        // An unknown tool is a protocol error (MCP's tools/call: "Unknown tool"), not a
+        // refusal of the call.
+        let Some(tool) = Named::of(&request.name) else {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "Unknown tool: {:?}; this server has {REQUEST}, {CHECK} and {EXECUTE}",
+                    request.name
+                ),
+                None,
+            ));
+        };
         // Put there by `mcp::guard`, which refused the request without one.
         let caller = context
             .extensions
@@ -136,7 +164,7 @@ impl ServerHandler for Tools {
             .cloned()
             .ok_or_else(|| ErrorData::internal_error("request without a caller", None))?;
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let result = match self.call(caller, &request.name, args).await {
+        let result = match self.call(caller, tool, args).await {
             Ok(result) => result,
             Err(error) => refusal(&error),
         };
