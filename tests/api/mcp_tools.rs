@@ -9,6 +9,8 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
+use signoff::approval::{Decider, Event};
+use signoff::clock::Clock;
 
 use crate::common::app::{self, Options};
 use crate::common::{self, TestDb};
@@ -39,12 +41,17 @@ async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
         .expect("the call is answered")
 }
 
+/// The line for the model, which comes first; the JSON follows it as text too, for
+/// clients that read only `content` (MCP: structured content SHOULD also be text).
 fn text(result: &CallToolResult) -> String {
     assert_eq!(
         result.content.len(),
-        1,
-        "one line for the model: {result:?}"
+        2,
+        "one line for the model, then the JSON: {result:?}"
     );
+    let json = &result.content[1].as_text().expect("the JSON as text").text;
+    let json: Value = serde_json::from_str(json).expect("the second block is JSON");
+    assert_eq!(Some(&json), result.structured_content.as_ref());
     result.content[0].as_text().expect("text").text.clone()
 }
 
@@ -291,6 +298,63 @@ async fn bad_arguments_are_refused_as_the_api_refuses_them_and_create_nothing() 
         before,
         "nothing happened"
     );
+    client.cancel().await.unwrap();
+}
+
+/// After *Edit & approve* the line says the parameters to run are an approver's, and
+/// the JSON after it carries them, for clients that read no structured content.
+#[tokio::test]
+async fn after_an_edit_the_line_says_so_and_the_text_carries_the_edited_parameters() {
+    let app = spawn_app().await;
+    let client = connect(&app, &app.token).await;
+    let asked = call(
+        &client,
+        "request_approval",
+        json!({"tool_name": "transfer", "parameters": {"amount": 900}}),
+    )
+    .await;
+    let id = structured(&asked)["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let edit = Event::EditApprove {
+        by: Decider::approver("U0ALICE"),
+        parameters: json!({"amount": 90}),
+        parameters_shown: None,
+    };
+    app.store
+        .apply(id.parse().unwrap(), edit, app.clock.now())
+        .await
+        .unwrap();
+    let checked = call(&client, "check_approval_status", json!({"approval_id": id})).await;
+    let line = text(&checked);
+    assert!(
+        line.contains("approved") && line.contains("an approver edited them"),
+        "{line}"
+    );
+    let json: Value = serde_json::from_str(&checked.content[1].as_text().unwrap().text).unwrap();
+    assert_eq!(
+        (&json["parameters"], &json["original_parameters"]),
+        (&json!({"amount": 90}), &json!({"amount": 900}))
+    );
+    let spent = call(
+        &client,
+        "execute_approved",
+        json!({"approval_id": id, "parameters": {"amount": 90}}),
+    )
+    .await;
+    assert!(
+        text(&spent).contains("an approver edited them"),
+        "{spent:?}"
+    );
+
+    let plain = call(
+        &client,
+        "request_approval",
+        json!({"tool_name": "get_user", "parameters": {"id": 5}}),
+    )
+    .await;
+    assert!(!text(&plain).contains("edited"), "{plain:?}");
     client.cancel().await.unwrap();
 }
 

@@ -1,8 +1,9 @@
 //! The three `/mcp` tools. Each takes the fields of its API endpoint, runs the same
-//! operation (`http::api::approvals`), and answers with the API's JSON as structured
-//! content plus one line for the model; a refusal is an `isError` result carrying the
-//! API's error JSON, so the model reads why and nothing changed. An unknown tool is a
-//! protocol error (JSON-RPC -32602), as MCP asks.
+//! operation (`http::api::approvals`), and answers with one line for the model, then
+//! the API's JSON (as structured content, and as text for clients that read only
+//! `content`); a refusal is an `isError` result carrying the API's error JSON the same
+//! way, so the model reads why and nothing changed. An unknown tool is a protocol
+//! error (JSON-RPC -32602), as MCP asks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,17 +173,25 @@ impl ServerHandler for Tools {
     }
 }
 
-/// A success: the one line first, the API's JSON as structured content.
-fn answer(text: String, view: &impl serde::Serialize) -> CallToolResult {
-    let mut result = CallToolResult::structured(json!(view));
-    result.content = vec![ContentBlock::text(text)];
-    result
+/// A success: the one line for the model, then the API's JSON, as structured content
+/// and as a text block (MCP: a tool that returns structured content SHOULD return it as
+/// text too, for clients that read only `content`).
+fn answer(line: String, view: &impl serde::Serialize) -> CallToolResult {
+    line_first(CallToolResult::structured(json!(view)), line)
 }
 
-/// A refusal: `isError`, the API's error JSON, its detail as the text.
+/// A refusal: `isError`, "Refused: " and the detail, then the API's error JSON (as
+/// [`answer`] gives its JSON).
 fn refusal(error: &ApiError) -> CallToolResult {
-    let mut result = CallToolResult::structured_error(error.body());
-    result.content = vec![ContentBlock::text(format!("Refused: {error}"))];
+    line_first(
+        CallToolResult::structured_error(error.body()),
+        format!("Refused: {error}"),
+    )
+}
+
+/// `result` (whose content is its structured content as JSON text) with `line` before.
+fn line_first(mut result: CallToolResult, line: String) -> CallToolResult {
+    result.content.insert(0, ContentBlock::text(line));
     result
 }
 
