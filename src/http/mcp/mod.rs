@@ -134,16 +134,20 @@ fn unreadable(bytes: &[u8]) -> Option<Response> {
 /// A JSON-RPC error with `code` for a message that cannot be read (HTTP 400), for the
 /// message's id when it has a valid one.
 fn refuse_message(bytes: &[u8], code: i64, detail: &str) -> Response {
-    let id = serde_json::from_slice::<Value>(bytes)
+    let mut error = json!({
+        "jsonrpc": "2.0",
+        "error": {"code": code, "message": detail},
+    });
+    // An id that cannot be read is left out, not null: JSON-RPC 2.0 asks for null, but
+    // MCP's schema (2025-11-25 on: `JSONRPCErrorResponse.id?: RequestId`, a string or a
+    // number) has no null id and leaves it out, as rmcp's own errors do.
+    if let Some(id) = serde_json::from_slice::<Value>(bytes)
         .ok()
         .and_then(|message| message.get("id").cloned())
         .filter(|id| id.is_string() || id.is_i64() || id.is_u64())
-        .unwrap_or(Value::Null);
-    let error = json!({
-        "jsonrpc": "2.0",
-        "id": id,
-        "error": {"code": code, "message": detail},
-    });
+    {
+        error["id"] = id;
+    }
     (StatusCode::BAD_REQUEST, axum::Json(error)).into_response()
 }
 
