@@ -3,9 +3,10 @@
 //! HTTP API does, through the same operations (`http::api::approvals`).
 //!
 //! Before rmcp sees a request, [`guard`] authenticates it like the API (a Bearer
-//! token, looked up on every request), enforces the body limit and reads the body
-//! exactly (no key twice, no number rounded: parameters decide what runs); a body that
-//! is no JSON-RPC message gets the protocol's error. rmcp then
+//! token, looked up on every request), enforces the body's size and time limits as
+//! the API does (413, 408) and reads the body exactly (no key twice, no number
+//! rounded: parameters decide what runs); a body that is no JSON-RPC message gets the
+//! protocol's error. rmcp then
 //! checks `Host` and `Origin` against localhost and `SIGNOFF_PUBLIC_URL` (DNS
 //! rebinding), and serves without sessions, so any replica answers any request.
 
@@ -13,7 +14,7 @@ mod texts;
 mod tools;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::{Method, StatusCode, Uri};
@@ -25,7 +26,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::{Value, json};
 
 use super::api::ApiError;
-use super::api::extract::Caller;
+use super::api::extract::{self, Caller};
 use super::{AppState, BODY_LIMIT};
 use crate::exact_json::{self, ExactError};
 
@@ -97,9 +98,11 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         Err(error) => return error.into_response(),
     };
     parts.extensions.insert(caller);
-    let bytes = match to_bytes(body, BODY_LIMIT).await {
+    // Within the API's limits, answered as the API answers: 413 past the size, 408
+    // when the body does not arrive in time.
+    let bytes = match extract::body(Request::from_parts(parts.clone(), body), &state).await {
         Ok(bytes) => bytes,
-        Err(_) => return ApiError::PayloadTooLarge.into_response(),
+        Err(error) => return error.into_response(),
     };
     // A message is refused here, before anything reads it, unless it is one JSON-RPC
     // message that can be kept as sent.
