@@ -469,8 +469,11 @@ async fn foreign_hosts_and_origins_are_refused_and_the_public_one_is_served() {
     }
 }
 
+/// Arguments that cannot be kept as sent (a number that would be rounded, a key
+/// twice) are refused by the tool as the API refuses the same body (422), before
+/// anything reads them; the envelope's own such problems stay a JSON-RPC error.
 #[tokio::test]
-async fn arguments_that_cannot_be_kept_exactly_are_refused_before_anything_reads_them() {
+async fn arguments_that_cannot_be_kept_exactly_are_refused_as_the_api_refuses_them() {
     let app = spawn_app().await;
     let token = Some(app.token.as_str());
     let before = app.store.audit_head().await.unwrap();
@@ -478,11 +481,34 @@ async fn arguments_that_cannot_be_kept_exactly_are_refused_before_anything_reads
         r#"{"tool_name":"get_user","parameters":{"id":123456789012345678901234567890}}"#,
         r#"{"tool_name":"get_user","parameters":{"id":1,"id":2}}"#,
     ] {
+        let (status, api) = app.post_raw("/v1/approvals", args.to_owned()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{api}");
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"request_approval","arguments":{args}}}}}"#
         );
         let response = post(&app, token, &[], &body).await;
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.status(), StatusCode::OK);
+        let (_, answer) = read(response).await;
+        assert_eq!(answer["id"], 7, "{answer}");
+        let result = &answer["result"];
+        assert_eq!(result["isError"], true, "{answer}");
+        assert_eq!(
+            result["structuredContent"], api,
+            "the API's error: {answer}"
+        );
+        assert_eq!(
+            result["content"][0]["text"],
+            format!("Refused: {}", api["detail"].as_str().unwrap())
+        );
+    }
+    for body in [
+        // A key twice in the envelope, and a number in its `_meta`.
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"request_approval","name":"x","arguments":{"tool_name":"get_user","parameters":{}}}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"request_approval","arguments":{"tool_name":"get_user","parameters":{"id":1,"id":2}},"_meta":{"n":123456789012345678901234567890}}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"method":"ping","params":{"n":123456789012345678901234567890}}"#,
+    ] {
+        let response = post(&app, token, &[], body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
         let (_, answer) = read(response).await;
         assert_eq!(
             (answer["id"].as_i64(), answer["error"]["code"].as_i64()),

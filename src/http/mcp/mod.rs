@@ -6,7 +6,8 @@
 //! token, looked up on every request), enforces the body's size and time limits as
 //! the API does (413, 408) and reads the body exactly (no key twice, no number
 //! rounded: parameters decide what runs); a body that is no JSON-RPC message gets the
-//! protocol's error. rmcp then
+//! protocol's error, and a tool call whose arguments alone cannot be kept is refused
+//! by the tool, as the API refuses them (422). rmcp then
 //! checks `Host` and `Origin` against localhost and `SIGNOFF_PUBLIC_URL` (DNS
 //! rebinding), and serves without sessions, so any replica answers any request.
 
@@ -23,6 +24,8 @@ use axum::response::{IntoResponse, Response};
 use rmcp::model::ClientJsonRpcMessage;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::api::ApiError;
@@ -105,32 +108,94 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         Err(error) => return error.into_response(),
     };
     // A message is refused here, before anything reads it, unless it is one JSON-RPC
-    // message that can be kept as sent.
-    if parts.method == Method::POST
-        && let Some(refusal) = unreadable(&bytes)
-    {
-        return refusal;
+    // message that can be kept as sent, or a tool call whose arguments alone cannot
+    // (the tool refuses those, as the API does).
+    if parts.method == Method::POST {
+        match read(&bytes) {
+            Reading::Exact => {}
+            Reading::InexactArguments(detail) => {
+                parts.extensions.insert(InexactArguments(detail));
+            }
+            Reading::Refused(refusal) => return refusal,
+        }
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }
 
-/// Why a POSTed body is not one JSON-RPC message read exactly, as a JSON-RPC error
-/// (HTTP 400): not JSON (parse error), JSON that cannot be kept as sent (invalid
-/// params), or JSON that is no JSON-RPC message (invalid request). rmcp itself answers
-/// the first and the last with a plain-text 415, as if the content type were wrong.
-fn unreadable(bytes: &[u8]) -> Option<Response> {
+/// Why a `tools/call`'s arguments cannot be kept as sent (a key twice, a number that
+/// would be rounded): `guard` puts it in the request's extensions, and the tool
+/// refuses the call with it (`isError`, as the API's 422) without reading them.
+#[derive(Debug, Clone)]
+pub(super) struct InexactArguments(pub String);
+
+/// What [`guard`] makes of a POSTed body.
+enum Reading {
+    /// One JSON-RPC message, read exactly.
+    Exact,
+    /// A `tools/call` read exactly but for its `params.arguments`: why those cannot be.
+    InexactArguments(String),
+    /// Not one JSON-RPC message read exactly: a JSON-RPC error (HTTP 400). Not JSON
+    /// (parse error), JSON that cannot be kept as sent outside a tool call's arguments
+    /// (invalid params), or JSON that is no JSON-RPC message (invalid request). rmcp
+    /// itself answers the first and the last with a plain-text 415, as if the content
+    /// type were wrong.
+    Refused(Response),
+}
+
+/// What a POSTed body is (see [`Reading`]).
+fn read(bytes: &[u8]) -> Reading {
     match exact_json::parse(bytes) {
         Err(error @ ExactError::Syntax(_)) => {
-            Some(refuse_message(bytes, -32700, &error.to_string()))
+            Reading::Refused(refuse_message(bytes, -32700, &error.to_string()))
         }
-        Err(ExactError::Inexact(detail)) => Some(refuse_message(bytes, -32602, &detail)),
-        Ok(_) => serde_json::from_slice::<ClientJsonRpcMessage>(bytes)
-            .err()
-            .map(|error| {
+        Err(ExactError::Inexact(detail)) => match inexact_arguments(bytes) {
+            Some(detail) => Reading::InexactArguments(detail),
+            None => Reading::Refused(refuse_message(bytes, -32602, &detail)),
+        },
+        Ok(_) => match serde_json::from_slice::<ClientJsonRpcMessage>(bytes) {
+            Ok(_) => Reading::Exact,
+            Err(error) => {
                 let detail = format!("not a JSON-RPC request, notification or response: {error}");
-                refuse_message(bytes, -32600, &detail)
-            }),
+                Reading::Refused(refuse_message(bytes, -32600, &detail))
+            }
+        },
+    }
+}
+
+/// For a `tools/call` whose `params.arguments` are the only part of `bytes` that
+/// cannot be kept as sent (the rest, with `{}` for them, reads exactly): why they
+/// cannot. `None` for anything else, the envelope's own problems included (a key
+/// twice in `params` is one).
+fn inexact_arguments(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Call<'a> {
+        method: String,
+        #[serde(borrow)]
+        params: Params<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        arguments: &'a RawValue,
+    }
+    let call: Call<'_> = serde_json::from_slice(bytes).ok()?;
+    if call.method != "tools/call" {
+        return None;
+    }
+    let arguments = call.params.arguments.get().as_bytes();
+    // Where they are in `bytes`, of which the raw value is a slice.
+    let start = (arguments.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+    let end = start.checked_add(arguments.len())?;
+    let mut envelope = bytes.get(..start)?.to_vec();
+    envelope.extend_from_slice(b"{}");
+    envelope.extend_from_slice(bytes.get(end..)?);
+    exact_json::parse(&envelope).ok()?;
+    // rmcp must read the message to hand the call to the tool, which refuses it.
+    serde_json::from_slice::<ClientJsonRpcMessage>(bytes).ok()?;
+    match exact_json::parse(arguments) {
+        Err(ExactError::Inexact(detail)) => Some(detail),
+        Ok(_) | Err(ExactError::Syntax(_)) => None,
     }
 }
 

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::texts;
+use super::{InexactArguments, texts};
 use crate::approval::ApprovalId;
 use crate::http::AppState;
 use crate::http::api::ApiError;
@@ -157,13 +157,17 @@ impl ServerHandler for Tools {
                 None,
             ));
         };
-        // Put there by `mcp::guard`, which refused the request without one.
-        let caller = context
-            .extensions
-            .get::<Parts>()
+        // Both put there by `mcp::guard`, which refused the request without a caller.
+        let parts = context.extensions.get::<Parts>();
+        let caller = parts
             .and_then(|parts| parts.extensions.get::<Caller>())
             .cloned()
             .ok_or_else(|| ErrorData::internal_error("request without a caller", None))?;
+        if let Some(InexactArguments(detail)) = parts.and_then(|parts| parts.extensions.get()) {
+            // Arguments that cannot be kept as sent: refused as the API refuses such a
+            // body (422), before anything reads what rmcp made of them.
+            return Ok(refusal(&ApiError::Unprocessable(detail.clone())).into());
+        }
         let args = Value::Object(request.arguments.unwrap_or_default());
         let result = match self.call(caller, tool, args).await {
             Ok(result) => result,
