@@ -455,13 +455,17 @@ async fn foreign_hosts_and_origins_are_refused_and_the_public_one_is_served() {
         [("host", "evil.example.net")],
         [("origin", "https://evil.example.net")],
         [("origin", "http://signoff.example.com")],
+        // The public URL names no port: its origin is the default port's only.
+        [("origin", "https://signoff.example.com:8443")],
     ] {
         let response = post(&app, token, &headers, LIST).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{headers:?}");
     }
     for headers in [
         [("host", "signoff.example.com")],
+        // As browsers send the default port's origin: without the port.
         [("origin", "https://signoff.example.com")],
+        [("origin", "https://signoff.example.com:443")],
         [("origin", "http://localhost:3000")],
     ] {
         let response = post(&app, token, &headers, LIST).await;

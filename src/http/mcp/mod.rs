@@ -74,15 +74,31 @@ fn config(public_url: Option<&str>) -> StreamableHttpServerConfig {
         .with_max_request_body_bytes(BODY_LIMIT)
 }
 
-/// `https://signoff.example.com[:port]` → (its origin, its authority).
+/// `https://signoff.example.com[:port]` → (its origin, with its port, and its host as
+/// `Host` names it).
+///
+/// The origin always names its port, the scheme's default when the URL has none: rmcp
+/// takes an allowed origin without a port for any port (deprecated; it warns at every
+/// start), and matches an `Origin` without one (as browsers send the default port) to
+/// the scheme's default port.
 fn public_origin(url: &str) -> Option<(String, String)> {
     let uri: Uri = url.parse().ok()?;
-    let scheme = uri.scheme_str()?;
-    let authority = uri.authority()?.as_str().to_owned();
-    let port = uri
-        .port_u16()
-        .map_or(String::new(), |port| format!(":{port}"));
-    Some((format!("{scheme}://{}{port}", uri.host()?), authority))
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let host = uri.host().filter(|host| !host.is_empty())?;
+    let default_port = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    };
+    let origin = format!(
+        "{scheme}://{host}:{}",
+        uri.port_u16().unwrap_or(default_port)
+    );
+    let authority = match uri.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    Some((origin, authority))
 }
 
 /// Authenticates the request and reads its body exactly; the caller goes along in the
@@ -228,7 +244,14 @@ mod tests {
         assert_eq!(
             public_origin("https://signoff.example.com"),
             Some((
-                "https://signoff.example.com".into(),
+                "https://signoff.example.com:443".into(),
+                "signoff.example.com".into()
+            ))
+        );
+        assert_eq!(
+            public_origin("http://user@signoff.example.com/"),
+            Some((
+                "http://signoff.example.com:80".into(),
                 "signoff.example.com".into()
             ))
         );
