@@ -264,4 +264,31 @@ mod tests {
         );
         assert_eq!(public_origin("not a url"), None);
     }
+
+    /// What `signoff serve` accepts as `SIGNOFF_PUBLIC_URL` (`config::parse_public_url`)
+    /// always gives `/mcp` an origin and a host; no URL, or one with a bad port, it
+    /// refuses.
+    #[test]
+    fn every_public_url_serve_accepts_gives_an_origin() {
+        for url in [
+            "https://signoff.example.com",
+            " https://signoff.example.com/ ",
+            "http://10.0.0.7:8080/signoff",
+            "https://[2001:db8::1]:8443",
+            "https://signoff.example.com?x=1",
+        ] {
+            let accepted = crate::config::parse_public_url(url).expect(url);
+            assert!(public_origin(accepted).is_some(), "{url}");
+        }
+        for url in [
+            "signoff.example.com",
+            "https://",
+            "https:///path",
+            "https://signoff.example.com:99999",
+            "https://sign off.example.com",
+            "ftp://signoff.example.com",
+        ] {
+            assert!(crate::config::parse_public_url(url).is_err(), "{url}");
+        }
+    }
 }
