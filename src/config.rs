@@ -50,6 +50,36 @@ pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// `SIGNOFF_PUBLIC_URL`, checked, spaces around it aside: an http(s) URL with a host,
+/// such as `https://signoff.example.com`, which `signoff manifest` fills in and whose
+/// host and origin `/mcp` accepts. One check for both: a URL let through here that
+/// `/mcp` could not read would leave every remote call refused (403), silently.
+pub fn parse_public_url(raw: &str) -> Result<&str, String> {
+    let url = raw.trim();
+    let has_host = || {
+        let Some(authority) = url
+            .parse::<axum::http::Uri>()
+            .ok()
+            .and_then(|uri| uri.authority().cloned())
+        else {
+            return false;
+        };
+        // A port, if any, is a number that fits (`http` reads any other as none).
+        !authority.host().is_empty()
+            && (authority.as_str().ends_with(authority.host()) || authority.port().is_some())
+    };
+    if (url.starts_with("https://") || url.starts_with("http://"))
+        && !url.contains(char::is_whitespace)
+        && has_host()
+    {
+        Ok(url)
+    } else {
+        Err(format!(
+            "SIGNOFF_PUBLIC_URL must be an http(s) URL such as https://signoff.example.com, not {url:?}"
+        ))
+    }
+}
+
 /// Secrets that may come from a file instead, as containers hand them over: `NAME_FILE`
 /// names the file, whose contents (less a final line break) become `NAME`.
 pub const FILE_SECRETS: [&str; 4] = [

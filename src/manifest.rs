@@ -15,13 +15,7 @@ pub fn render(public_url: Option<&str>) -> Result<String, String> {
         .ok_or(
             "set SIGNOFF_PUBLIC_URL to the https:// address where Slack can reach this server",
         )?;
-    if !(url.starts_with("https://") || url.starts_with("http://"))
-        || url.contains(char::is_whitespace)
-    {
-        return Err(format!(
-            "SIGNOFF_PUBLIC_URL must be an http(s) URL, not {url:?}"
-        ));
-    }
+    let url = crate::config::parse_public_url(url)?;
     Ok(TEMPLATE.replace(PLACEHOLDER, url.trim_end_matches('/')))
 }
 
@@ -101,10 +95,15 @@ mod tests {
     fn a_missing_or_odd_url_is_a_clear_error() {
         assert!(render(None).unwrap_err().contains("SIGNOFF_PUBLIC_URL"));
         assert!(render(Some("  ")).is_err());
-        assert!(
-            render(Some("signoff.example.com"))
-                .unwrap_err()
-                .contains("http(s) URL")
-        );
+        for odd in [
+            "signoff.example.com",
+            "https://",
+            "https://sign off.example.com",
+        ] {
+            assert!(
+                render(Some(odd)).unwrap_err().contains("http(s) URL"),
+                "{odd}"
+            );
+        }
     }
 }

@@ -408,6 +408,16 @@ async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow:
         public_url,
         delivery,
     } = args;
+    // Blank is unset; anything else must be a URL whose host and origin `/mcp` can
+    // accept (checked as `signoff manifest` checks it), or every remote call to it
+    // would be refused without a word.
+    let public_url = public_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| config::parse_public_url(url).map(str::to_owned))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     // Listen for SIGTERM before anything can answer, so a stop sent as soon as
     // the port is open is a clean shutdown.
     let shutdown = crate::shutdown::signal();

@@ -88,6 +88,24 @@ async fn a_body_sent_too_slowly_is_refused_and_changes_nothing() {
     assert_eq!(pending.pending, 0);
 }
 
+/// `/mcp` times a body as the API does: one that stops coming is 408, not 413.
+#[tokio::test]
+async fn a_body_sent_too_slowly_to_mcp_is_refused_as_late_not_as_too_large() {
+    let app = spawn().await;
+    let mut stream = connect(&app).await;
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: 1000\r\n\r\n{{\"jsonrpc\"",
+        app.token
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (answer, took) = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
+}
+
 #[tokio::test]
 async fn past_the_connection_cap_clients_wait_and_are_served_once_slots_free() {
     let app = spawn().await;

@@ -9,6 +9,8 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
+use signoff::approval::{Decider, Event};
+use signoff::clock::Clock;
 
 use crate::common::app::{self, Options};
 use crate::common::{self, TestDb};
@@ -39,12 +41,17 @@ async fn call(client: &Client, tool: &str, args: Value) -> CallToolResult {
         .expect("the call is answered")
 }
 
+/// The line for the model, which comes first; the JSON follows it as text too, for
+/// clients that read only `content` (MCP: structured content SHOULD also be text).
 fn text(result: &CallToolResult) -> String {
     assert_eq!(
         result.content.len(),
-        1,
-        "one line for the model: {result:?}"
+        2,
+        "one line for the model, then the JSON: {result:?}"
     );
+    let json = &result.content[1].as_text().expect("the JSON as text").text;
+    let json: Value = serde_json::from_str(json).expect("the second block is JSON");
+    assert_eq!(Some(&json), result.structured_content.as_ref());
     result.content[0].as_text().expect("text").text.clone()
 }
 
@@ -118,8 +125,8 @@ async fn an_agent_asks_waits_and_spends_an_approval_through_the_mcp_tools(db: Te
     client.cancel().await.unwrap();
 }
 
-/// `check_approval_status` with a long wait answers the moment the (two) approvals
-/// commit, and says what to do next.
+/// `check_approval_status` with a long wait is still waiting half a second on, and
+/// answers the moment the (two) approvals commit, saying what to do next.
 async fn wait_for_the_decision(app: &TestApp, id: &str) {
     let waiting = {
         let id = id.to_owned();
@@ -135,6 +142,12 @@ async fn wait_for_the_decision(app: &TestApp, id: &str) {
             result
         })
     };
+    // Still waiting a moment later: the answer below is the wake-up, not a first read.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the wait answered before a decision"
+    );
     app.approve(id, "U0ALICE").await;
     app.approve(id, "U0BOB").await;
     let decided = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
@@ -275,7 +288,6 @@ async fn bad_arguments_are_refused_as_the_api_refuses_them_and_create_nothing() 
             json!({"approval_id": uuid(), "parameters": {}, "tool": "drop_users"}),
             "unprocessable",
         ),
-        ("no_such_tool", json!({}), "not_found"),
     ] {
         let result = call(&client, tool, args.clone()).await;
         let line = refused(&result, code);
@@ -287,6 +299,86 @@ async fn bad_arguments_are_refused_as_the_api_refuses_them_and_create_nothing() 
         "nothing happened"
     );
     client.cancel().await.unwrap();
+}
+
+/// After *Edit & approve* the line says the parameters to run are an approver's, and
+/// the JSON after it carries them, for clients that read no structured content.
+#[tokio::test]
+async fn after_an_edit_the_line_says_so_and_the_text_carries_the_edited_parameters() {
+    let app = spawn_app().await;
+    let client = connect(&app, &app.token).await;
+    let asked = call(
+        &client,
+        "request_approval",
+        json!({"tool_name": "transfer", "parameters": {"amount": 900}}),
+    )
+    .await;
+    let id = structured(&asked)["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let edit = Event::EditApprove {
+        by: Decider::approver("U0ALICE"),
+        parameters: json!({"amount": 90}),
+        parameters_shown: None,
+    };
+    app.store
+        .apply(id.parse().unwrap(), edit, app.clock.now())
+        .await
+        .unwrap();
+    let checked = call(&client, "check_approval_status", json!({"approval_id": id})).await;
+    let line = text(&checked);
+    assert!(
+        line.contains("approved") && line.contains("an approver edited them"),
+        "{line}"
+    );
+    let json: Value = serde_json::from_str(&checked.content[1].as_text().unwrap().text).unwrap();
+    assert_eq!(
+        (&json["parameters"], &json["original_parameters"]),
+        (&json!({"amount": 90}), &json!({"amount": 900}))
+    );
+    let spent = call(
+        &client,
+        "execute_approved",
+        json!({"approval_id": id, "parameters": {"amount": 90}}),
+    )
+    .await;
+    assert!(
+        text(&spent).contains("an approver edited them"),
+        "{spent:?}"
+    );
+
+    let plain = call(
+        &client,
+        "request_approval",
+        json!({"tool_name": "get_user", "parameters": {"id": 5}}),
+    )
+    .await;
+    assert!(!text(&plain).contains("edited"), "{plain:?}");
+    client.cancel().await.unwrap();
+}
+
+/// A tool this server does not have is a protocol error (MCP: "Unknown tool",
+/// invalid params), not a refused call.
+#[tokio::test]
+async fn an_unknown_tool_is_a_protocol_error() {
+    let app = spawn_app().await;
+    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"request_aproval","arguments":{}}}"#;
+    let response = post(&app, Some(&app.token), &[], body).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, answer) = read(response).await;
+    assert_eq!(
+        (answer["id"].as_i64(), answer["error"]["code"].as_i64()),
+        (Some(9), Some(-32602)),
+        "{answer}"
+    );
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Unknown tool: \"request_aproval\"")
+            && message.contains("request_approval"),
+        "{message}"
+    );
+    assert!(answer.get("result").is_none(), "{answer}");
 }
 
 fn uuid() -> String {
@@ -363,13 +455,17 @@ async fn foreign_hosts_and_origins_are_refused_and_the_public_one_is_served() {
         [("host", "evil.example.net")],
         [("origin", "https://evil.example.net")],
         [("origin", "http://signoff.example.com")],
+        // The public URL names no port: its origin is the default port's only.
+        [("origin", "https://signoff.example.com:8443")],
     ] {
         let response = post(&app, token, &headers, LIST).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{headers:?}");
     }
     for headers in [
         [("host", "signoff.example.com")],
+        // As browsers send the default port's origin: without the port.
         [("origin", "https://signoff.example.com")],
+        [("origin", "https://signoff.example.com:443")],
         [("origin", "http://localhost:3000")],
     ] {
         let response = post(&app, token, &headers, LIST).await;
@@ -377,8 +473,11 @@ async fn foreign_hosts_and_origins_are_refused_and_the_public_one_is_served() {
     }
 }
 
+/// Arguments that cannot be kept as sent (a number that would be rounded, a key
+/// twice) are refused by the tool as the API refuses the same body (422), before
+/// anything reads them; the envelope's own such problems stay a JSON-RPC error.
 #[tokio::test]
-async fn arguments_that_cannot_be_kept_exactly_are_refused_before_anything_reads_them() {
+async fn arguments_that_cannot_be_kept_exactly_are_refused_as_the_api_refuses_them() {
     let app = spawn_app().await;
     let token = Some(app.token.as_str());
     let before = app.store.audit_head().await.unwrap();
@@ -386,11 +485,34 @@ async fn arguments_that_cannot_be_kept_exactly_are_refused_before_anything_reads
         r#"{"tool_name":"get_user","parameters":{"id":123456789012345678901234567890}}"#,
         r#"{"tool_name":"get_user","parameters":{"id":1,"id":2}}"#,
     ] {
+        let (status, api) = app.post_raw("/v1/approvals", args.to_owned()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{api}");
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"request_approval","arguments":{args}}}}}"#
         );
         let response = post(&app, token, &[], &body).await;
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(response.status(), StatusCode::OK);
+        let (_, answer) = read(response).await;
+        assert_eq!(answer["id"], 7, "{answer}");
+        let result = &answer["result"];
+        assert_eq!(result["isError"], true, "{answer}");
+        assert_eq!(
+            result["structuredContent"], api,
+            "the API's error: {answer}"
+        );
+        assert_eq!(
+            result["content"][0]["text"],
+            format!("Refused: {}", api["detail"].as_str().unwrap())
+        );
+    }
+    for body in [
+        // A key twice in the envelope, and a number in its `_meta`.
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"request_approval","name":"x","arguments":{"tool_name":"get_user","parameters":{}}}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"request_approval","arguments":{"tool_name":"get_user","parameters":{"id":1,"id":2}},"_meta":{"n":123456789012345678901234567890}}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"method":"ping","params":{"n":123456789012345678901234567890}}"#,
+    ] {
+        let response = post(&app, token, &[], body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
         let (_, answer) = read(response).await;
         assert_eq!(
             (answer["id"].as_i64(), answer["error"]["code"].as_i64()),
@@ -419,21 +541,22 @@ async fn arguments_that_cannot_be_kept_exactly_are_refused_before_anything_reads
 async fn a_body_that_is_no_json_rpc_message_gets_a_json_rpc_error() {
     let app = spawn_app().await;
     let token = Some(app.token.as_str());
+    // An id that cannot be read is left out (MCP's RequestId is never null).
     for (body, id, code) in [
-        ("", json!(null), -32700),
-        ("{\"jsonrpc\":\"2.0\",\"id\":7,", json!(null), -32700),
-        (r#"{"jsonrpc":"2.0","id":7}"#, json!(7), -32600),
+        ("", None, -32700),
+        ("{\"jsonrpc\":\"2.0\",\"id\":7,", None, -32700),
+        (r#"{"jsonrpc":"2.0","id":7}"#, Some(json!(7)), -32600),
         (
             r#"{"jsonrpc":"1.0","id":"a","method":"ping"}"#,
-            json!("a"),
+            Some(json!("a")),
             -32600,
         ),
         (
             r#"{"jsonrpc":"2.0","id":{"x":1},"method":null}"#,
-            json!(null),
+            None,
             -32600,
         ),
-        ("[]", json!(null), -32600),
+        ("[]", None, -32600),
     ] {
         let response = post(&app, token, &[], body).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
@@ -441,10 +564,10 @@ async fn a_body_that_is_no_json_rpc_message_gets_a_json_rpc_error() {
         assert_eq!(
             (
                 &answer["jsonrpc"],
-                &answer["id"],
+                answer.get("id"),
                 answer["error"]["code"].as_i64()
             ),
-            (&json!("2.0"), &id, Some(code)),
+            (&json!("2.0"), id.as_ref(), Some(code)),
             "{body}: {answer}"
         );
         assert!(

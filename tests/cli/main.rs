@@ -494,3 +494,83 @@ fn manifest_prints_the_slack_app_with_the_public_url() {
         .unwrap();
     assert_one_line_error(&missing, "SIGNOFF_PUBLIC_URL");
 }
+
+/// A `SIGNOFF_PUBLIC_URL` that is no http(s) URL stops `serve` with one line, checked
+/// as `manifest` checks it: `/mcp` would otherwise refuse every remote call (403, its
+/// `Host` not allowed) with nothing logged.
+#[test]
+fn serve_refuses_a_public_url_that_is_no_url() {
+    let db = common::sqlite();
+    for url in [
+        "signoff.example.com",
+        "https://",
+        "https://sign off.example.com",
+    ] {
+        let listen = common::server::free_address();
+        let child = common::server::command(&["serve", "--listen", &listen], &db.url)
+            .env("SIGNOFF_PUBLIC_URL", url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = exited_within(child, Duration::from_secs(20));
+        assert_one_line_error(&output, "SIGNOFF_PUBLIC_URL must be an http(s) URL");
+    }
+}
+
+/// The output of `child`, which must exit within `limit` (else it is killed).
+fn exited_within(mut child: std::process::Child, limit: Duration) -> Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "still running after {limit:?}: {:?}",
+                child.wait_with_output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Spaces around `SIGNOFF_PUBLIC_URL` are no reason to refuse its host; its origin is
+/// its default port's (a browser's `Origin` without the port), not any port's, and
+/// rmcp has no port-less origin to warn about.
+#[tokio::test]
+async fn serve_takes_the_public_url_with_spaces_around_and_its_default_port() {
+    let db = common::sqlite();
+    let token = stdout(&signoff(&["token", "create", "agent"], &db.url));
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("serve.log");
+    let server = common::server::Server::start_logging(
+        &db.url,
+        &[
+            ("SIGNOFF_PUBLIC_URL", "https://signoff.example.com "),
+            ("RUST_LOG", "warn"),
+        ],
+        std::fs::File::create(&log_path).unwrap(),
+    );
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
+    for (origin, status) in [
+        ("https://signoff.example.com", 200),
+        ("https://signoff.example.com:8443", 403),
+    ] {
+        let response = common::http()
+            .post(format!("{}/mcp", server.address))
+            .bearer_auth(token.trim())
+            .header("host", "signoff.example.com")
+            .header("origin", origin)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(list)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{origin}");
+    }
+    drop(server);
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("without a port"), "{log}");
+}

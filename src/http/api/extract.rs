@@ -68,6 +68,20 @@ pub fn timed_out(rejection: &BytesRejection) -> bool {
     false
 }
 
+/// The whole body of `req`: over the body limit is 413, not all there within the time
+/// to send it (see `http::Limits::body`) is 408. For [`JsonBody`] and `/mcp`.
+pub async fn body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else if timed_out(&rejection) {
+            ApiError::RequestTimeout
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    })
+}
+
 /// A JSON body, whatever the Content-Type says. Broken JSON is 400; JSON of the wrong
 /// shape, with a key twice or a number that cannot be kept exactly is 422 (see
 /// [`exact_json`]); over the body limit is 413.
@@ -77,15 +91,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else if timed_out(&rejection) {
-                ApiError::RequestTimeout
-            } else {
-                ApiError::BadRequest(rejection.body_text())
-            }
-        })?;
+        let bytes = body(req, state).await?;
         // Read exactly (no key twice, no number rounded), then into the shape.
         let value = exact_json::parse(&bytes).map_err(|error| match error {
             ExactError::Syntax(_) => ApiError::BadRequest(error.to_string()),

@@ -1,5 +1,6 @@
-//! The one line of text each `/mcp` tool result carries for the model, beside the
-//! API's JSON as structured content: what happened and which tool to call next.
+//! The one line of text each `/mcp` tool result carries for the model before the
+//! API's JSON (which follows it as text, and as structured content): what happened and
+//! which tool to call next. "The parameters below" are the JSON's `parameters`.
 
 use chrono::{DateTime, Utc};
 
@@ -12,8 +13,9 @@ pub fn created(created: &Created) -> String {
     let a = &created.approval;
     if created.spent {
         return format!(
-            "Approval {} is approved and this request executed it: run the call now, with exactly these parameters (do not call execute_approved).",
-            a.id
+            "Approval {} is approved and this request executed it: run the call now, with exactly the parameters below{} (do not call execute_approved).",
+            a.id,
+            edited(a)
         );
     }
     state(a, None)
@@ -37,8 +39,9 @@ pub fn state(a: &Approval, permalink: Option<&str>) -> String {
             )
         }
         Status::Approved => format!(
-            "Approval {id} is approved{}. Call execute_approved with this approval_id and exactly these parameters before {}, then run the call with them.",
+            "Approval {id} is approved{}. Call execute_approved with this approval_id and exactly the parameters below{} before {}, then run the call with them.",
             by(a.decided_by.as_deref()),
+            edited(a),
             time(a.expires_at)
         ),
         Status::Denied => match a.reason.as_deref() {
@@ -65,9 +68,19 @@ pub fn state(a: &Approval, permalink: Option<&str>) -> String {
 /// After a successful `execute_approved`.
 pub fn executed(a: &Approval) -> String {
     format!(
-        "Approval {} is spent on this call: run {} now, once, with exactly these parameters.",
-        a.id, a.tool_name
+        "Approval {} is spent on this call: run {} now, once, with exactly the parameters below{}.",
+        a.id,
+        a.tool_name,
+        edited(a)
     )
+}
+
+/// After *Edit & approve*: that the parameters to run are not the ones asked for.
+fn edited(a: &Approval) -> &'static str {
+    match a.original_parameters {
+        Some(_) => " (an approver edited them: they are not the ones asked for)",
+        None => "",
+    }
 }
 
 fn by(who: Option<&str>) -> String {

@@ -1,7 +1,9 @@
 //! The three `/mcp` tools. Each takes the fields of its API endpoint, runs the same
-//! operation (`http::api::approvals`), and answers with the API's JSON as structured
-//! content plus one line for the model; a refusal is an `isError` result carrying the
-//! API's error JSON, so the model reads why and nothing changed.
+//! operation (`http::api::approvals`), and answers with one line for the model, then
+//! the API's JSON (as structured content, and as text for clients that read only
+//! `content`); a refusal is an `isError` result carrying the API's error JSON the same
+//! way, so the model reads why and nothing changed. An unknown tool is a protocol
+//! error (JSON-RPC -32602), as MCP asks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::texts;
+use super::{InexactArguments, texts};
 use crate::approval::ApprovalId;
 use crate::http::AppState;
 use crate::http::api::ApiError;
@@ -52,18 +54,18 @@ impl Tools {
     async fn call(
         &self,
         caller: Caller,
-        name: &str,
+        tool: Named,
         args: Value,
     ) -> Result<CallToolResult, ApiError> {
         let state = &self.state;
-        match name {
-            REQUEST => {
+        match tool {
+            Named::Request => {
                 let body: CreateRequest = arguments(args)?;
                 let created = approvals::ask(state, &caller, body).await?;
                 let text = texts::created(&created);
                 Ok(answer(text, &CreatedView::new(&created)))
             }
-            CHECK => {
+            Named::Check => {
                 let args: CheckArgs = arguments(args)?;
                 let wait = match args.wait {
                     None => Duration::ZERO,
@@ -80,7 +82,7 @@ impl Tools {
                 let text = texts::state(&approval, link.as_deref());
                 Ok(answer(text, &ApprovalView::new(&approval, link.as_deref())))
             }
-            EXECUTE => {
+            Named::Execute => {
                 let args: ExecuteArgs = arguments(args)?;
                 let id = args.id()?;
                 let execute = ExecuteRequest {
@@ -93,9 +95,25 @@ impl Tools {
                     &ExecutedView::new(&approval),
                 ))
             }
-            other => Err(ApiError::NotFound(format!(
-                "tool {other:?}: this server has {REQUEST}, {CHECK} and {EXECUTE}"
-            ))),
+        }
+    }
+}
+
+/// The three tools, by name.
+#[derive(Debug, Clone, Copy)]
+enum Named {
+    Request,
+    Check,
+    Execute,
+}
+
+impl Named {
+    fn of(name: &str) -> Option<Self> {
+        match name {
+            REQUEST => Some(Named::Request),
+            CHECK => Some(Named::Check),
+            EXECUTE => Some(Named::Execute),
+            _ => None,
         }
     }
 }
@@ -128,15 +146,30 @@ impl ServerHandler for Tools {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        // Put there by `mcp::guard`, which refused the request without one.
-        let caller = context
-            .extensions
-            .get::<Parts>()
+        // An unknown tool is a protocol error (MCP's tools/call: "Unknown tool"), not a
+        // refusal of the call.
+        let Some(tool) = Named::of(&request.name) else {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "Unknown tool: {:?}; this server has {REQUEST}, {CHECK} and {EXECUTE}",
+                    request.name
+                ),
+                None,
+            ));
+        };
+        // Both put there by `mcp::guard`, which refused the request without a caller.
+        let parts = context.extensions.get::<Parts>();
+        let caller = parts
             .and_then(|parts| parts.extensions.get::<Caller>())
             .cloned()
             .ok_or_else(|| ErrorData::internal_error("request without a caller", None))?;
+        if let Some(InexactArguments(detail)) = parts.and_then(|parts| parts.extensions.get()) {
+            // Arguments that cannot be kept as sent: refused as the API refuses such a
+            // body (422), before anything reads what rmcp made of them.
+            return Ok(refusal(&ApiError::Unprocessable(detail.clone())).into());
+        }
         let args = Value::Object(request.arguments.unwrap_or_default());
-        let result = match self.call(caller, &request.name, args).await {
+        let result = match self.call(caller, tool, args).await {
             Ok(result) => result,
             Err(error) => refusal(&error),
         };
@@ -144,17 +177,25 @@ impl ServerHandler for Tools {
     }
 }
 
-/// A success: the one line first, the API's JSON as structured content.
-fn answer(text: String, view: &impl serde::Serialize) -> CallToolResult {
-    let mut result = CallToolResult::structured(json!(view));
-    result.content = vec![ContentBlock::text(text)];
-    result
+/// A success: the one line for the model, then the API's JSON, as structured content
+/// and as a text block (MCP: a tool that returns structured content SHOULD return it as
+/// text too, for clients that read only `content`).
+fn answer(line: String, view: &impl serde::Serialize) -> CallToolResult {
+    line_first(CallToolResult::structured(json!(view)), line)
 }
 
-/// A refusal: `isError`, the API's error JSON, its detail as the text.
+/// A refusal: `isError`, "Refused: " and the detail, then the API's error JSON (as
+/// [`answer`] gives its JSON).
 fn refusal(error: &ApiError) -> CallToolResult {
-    let mut result = CallToolResult::structured_error(error.body());
-    result.content = vec![ContentBlock::text(format!("Refused: {error}"))];
+    line_first(
+        CallToolResult::structured_error(error.body()),
+        format!("Refused: {error}"),
+    )
+}
+
+/// `result` (whose content is its structured content as JSON text) with `line` before.
+fn line_first(mut result: CallToolResult, line: String) -> CallToolResult {
+    result.content.insert(0, ContentBlock::text(line));
     result
 }
 
