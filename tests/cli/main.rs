@@ -350,9 +350,11 @@ fn policy_check_classifies_a_call_to_a_named_mcp_server() {
     for other in ["gitlab/delete_repo", "delete_repo"] {
         assert!(line(other).contains("rule=none"), "{report}");
     }
-    // The rule's own sample call names a server its globs match.
+    // The rule's own sample call names a server its globs match; without a `repo`
+    // its condition cannot be evaluated, so the call takes the rule's tier, denied.
     assert!(
-        line("githubexample/delete_example").contains("tier=medium"),
+        line("githubexample/delete_example")
+            .contains("tier=high (policy medium) action=deny rule=none"),
         "{report}"
     );
 
