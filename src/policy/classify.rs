@@ -129,7 +129,29 @@ impl Policy {
             action = TierAction::RequireApproval;
         }
 
-        let why = decided;
+        // Plain when the rule (or its absence) decided the tier; else what raised it.
+        let why = if tier == policy_tier {
+            decided
+        } else {
+            let mut causes = Vec::new();
+            if requested == tier {
+                causes.push("by the caller's request".to_owned());
+            }
+            if let Some((index, raised)) = failed
+                && raised == tier
+                && let Some(rule) = self.rules.get(index)
+            {
+                causes.push(format!(
+                    "because the condition of {} could not be evaluated",
+                    rule.describe(index)
+                ));
+            }
+            let decided = match matched {
+                Some(_) => format!("{decided} sets {policy_tier}"),
+                None => format!("{decided} ({policy_tier})"),
+            };
+            format!("{decided}, raised to {tier} {}", causes.join(" and "))
+        };
 
         Classification {
             tier,

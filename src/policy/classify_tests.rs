@@ -326,6 +326,11 @@ tier = "low"
     assert!(c.notes[0].contains("rules[0].when"), "{}", c.notes[0]);
     assert!(c.notes[0].contains("recipients"), "{}", c.notes[0]);
     assert!(c.notes[0].contains("at least high"), "{}", c.notes[0]);
+    assert_eq!(
+        c.why,
+        "rules[1] (tools send_*) sets low, raised to high because the condition of \
+         rules[0] (tools send_email) could not be evaluated"
+    );
 
     let wrong_type = policy.classify("send_email", &json!({"recipients": 5}), None);
     assert_eq!(wrong_type.tier, Tier::High);
@@ -364,6 +369,11 @@ fn a_condition_that_fails_raises_to_the_rules_tier_and_never_auto_approves() {
             "{dodge}"
         );
         assert_eq!(c.notes.len(), 1, "{dodge}");
+        assert_eq!(
+            c.why,
+            "no rule matched (medium), raised to high because the condition of \
+             rules[0] (tools transfer_funds) could not be evaluated"
+        );
     }
 
     // A deny tier stays a deny: the failed condition does not turn it into a request.
@@ -388,6 +398,7 @@ fn a_failed_low_rule_still_raises_to_medium() {
         .classify("t", &json!({"n": "x"}), None);
     assert_eq!((c.tier, c.rule), (Tier::Medium, None));
     assert_eq!(c.action, TierAction::RequireApproval);
+    assert_eq!(c.why, "no rule matched", "the tier is the policy's own");
 }
 
 #[test]
@@ -411,6 +422,29 @@ fn an_edit_that_makes_a_condition_fail_is_refused() {
             assert!(why.contains("risk tier high"), "{high}: {edited}: {why}");
         }
     }
+}
+
+#[test]
+fn the_why_says_when_the_caller_raised_the_tier() {
+    let policy = design();
+    let c = policy.classify("search_orders", &json!({}), Some(Tier::High));
+    assert_eq!(
+        c.why,
+        "rules[0] (tools search_*, get_*, list_*) sets low, raised to high by the caller's request"
+    );
+    let c = policy.classify("unknown", &json!({}), Some(Tier::High));
+    assert_eq!(
+        c.why,
+        "no rule matched (medium), raised to high by the caller's request"
+    );
+    let plain = policy.classify("search_orders", &json!({}), Some(Tier::Low));
+    assert_eq!(plain.why, "rules[0] (tools search_*, get_*, list_*)");
+    let both = policy.classify("send_email", &json!({}), Some(Tier::High));
+    assert_eq!(
+        both.why,
+        "no rule matched (medium), raised to high by the caller's request and because \
+         the condition of rules[1] (tools send_email) could not be evaluated"
+    );
 }
 
 #[test]

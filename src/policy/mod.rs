@@ -269,6 +269,9 @@ pub struct Classification {
     pub rule: Option<usize>,
     /// What decided the tier, in words (`rules[2] (tools delete_*)`, `no rule
     /// matched`): a deny says it, so the requester knows which rule to look at.
+    /// When the tier is above the policy's, it says what raised it: `rules[0] (tools
+    /// search_*) sets low, raised to high by the caller's request`, or `… because the
+    /// condition of rules[1] (tools transfer_funds) could not be evaluated`.
     pub why: String,
     /// Routing and timing for the approval.
     pub route: Route,
