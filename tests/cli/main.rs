@@ -375,6 +375,19 @@ fn invalid_policies_and_config_are_one_line_errors() {
         &signoff(&["policy", "check", broken], "sqlite://unused.db"),
         "expires_after",
     );
+    let unreachable = dir.path().join("unreachable.toml");
+    std::fs::write(
+        &unreachable,
+        "[defaults]\nrequired_approvals = 2\n\n[[rules]]\ntools = [\"deploy_*\"]\ntier = \"medium\"\napprovers = [\"U0ALICE\"]\n",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &signoff(
+            &["policy", "check", unreachable.to_str().unwrap()],
+            "sqlite://unused.db",
+        ),
+        "rules[0].required_approvals: 2 (from defaults) is more than the 1 distinct approvers",
+    );
     let syntax = dir.path().join("syntax.toml");
     std::fs::write(&syntax, "[[rules]]\ntools = [\"a\"\ntier = \"low\"\n").unwrap();
     assert_one_line_error(
