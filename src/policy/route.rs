@@ -169,8 +169,9 @@ fn parse_batch_window(text: &str, field: &str) -> Result<Option<Duration>, Polic
 }
 
 /// Parses a humantime duration ("1s", "30m", "1h 30m"); zero is refused
-/// because a zero expiry or reminder interval would fire immediately/forever, and
-/// anything over [`MAX_DURATION`].
+/// because a zero expiry or reminder interval would fire immediately/forever,
+/// anything over [`MAX_DURATION`], and a fraction of a second: approvals keep their
+/// times in whole seconds, so `"900ms"` would become 0 (at once) and `"1500ms"` 1s.
 fn parse_duration(text: &str, field: &str) -> Result<Duration, PolicyError> {
     let duration = humantime::parse_duration(text.trim()).map_err(|e| {
         PolicyError::invalid(
@@ -182,6 +183,14 @@ fn parse_duration(text: &str, field: &str) -> Result<Duration, PolicyError> {
         return Err(PolicyError::invalid(
             field,
             format!("duration {text:?} must be greater than zero"),
+        ));
+    }
+    if duration.subsec_nanos() != 0 {
+        return Err(PolicyError::invalid(
+            field,
+            format!(
+                "duration {text:?} is not a whole number of seconds (the shortest is \"1s\")"
+            ),
         ));
     }
     if duration > MAX_DURATION {
@@ -257,6 +266,28 @@ mod tests {
             msg.contains("defaults.escalate_after") && msg.contains("greater than zero"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn durations_must_be_whole_seconds() {
+        for (key, bad) in [
+            ("escalate_after", "900ms"),
+            ("expires_after", "1500ms"),
+            ("remind_after", "1s 1ns"),
+            ("batch_window", "2s 500ms"),
+        ] {
+            let msg = error(&format!("[defaults]\n{key} = \"{bad}\"\n"));
+            assert!(
+                msg.contains(&format!(
+                    "defaults.{key}: duration \"{bad}\" is not a whole number of seconds"
+                )),
+                "{msg}"
+            );
+        }
+        let msg = error(&rule("remind_every = \"10ms\""));
+        assert!(msg.contains("rules[0].remind_every"), "{msg}");
+        let policy = parse("[defaults]\nexpires_after = \"2000ms\"\n").unwrap();
+        assert_eq!(policy.defaults.expires_after, Duration::from_secs(2));
     }
 
     #[test]
