@@ -47,6 +47,7 @@ mod condition;
 mod error;
 mod load;
 mod route;
+mod schedule;
 mod template;
 
 use std::fmt;

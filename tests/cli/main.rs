@@ -388,6 +388,19 @@ fn invalid_policies_and_config_are_one_line_errors() {
         ),
         "rules[0].required_approvals: 2 (from defaults) is more than the 1 distinct approvers",
     );
+    let never = dir.path().join("never.toml");
+    std::fs::write(
+        &never,
+        "[defaults]\nchannel = \"C0APPROVALS\"\n\n[[rules]]\ntools = [\"deploy_*\"]\ntier = \"medium\"\nremind_every = \"1h\"\n",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &signoff(
+            &["policy", "check", never.to_str().unwrap()],
+            "sqlite://unused.db",
+        ),
+        "rules[0].remind_every: is set without remind_after",
+    );
     let syntax = dir.path().join("syntax.toml");
     std::fs::write(&syntax, "[[rules]]\ntools = [\"a\"\ntier = \"low\"\n").unwrap();
     assert_one_line_error(
