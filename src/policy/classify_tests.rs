@@ -361,7 +361,11 @@ fn a_condition_that_fails_raises_to_the_rules_tier_and_never_auto_approves() {
         (large.tier, large.action, large.rule),
         (Tier::High, TierAction::RequireApproval, Some(0))
     );
-    for dodge in [json!({"amount": "5000"}), json!({}), json!({"amount": null})] {
+    for dodge in [
+        json!({"amount": "5000"}),
+        json!({}),
+        json!({"amount": null}),
+    ] {
         let c = policy.classify("transfer_funds", &dodge, None);
         assert_eq!(
             (c.tier, c.policy_tier, c.action, c.rule),
@@ -384,9 +388,16 @@ fn a_condition_that_fails_raises_to_the_rules_tier_and_never_auto_approves() {
     // Even when every tier auto-approves, a failed condition asks a person.
     let lax = transfers("auto_approve");
     let c = lax.classify("transfer_funds", &json!({"amount": "5000"}), None);
-    assert_eq!((c.tier, c.action), (Tier::High, TierAction::RequireApproval));
+    assert_eq!(
+        (c.tier, c.action),
+        (Tier::High, TierAction::RequireApproval)
+    );
     let c = lax.classify("transfer_funds", &json!({"amount": 5000}), None);
-    assert_eq!(c.action, TierAction::AutoApprove, "evaluated: as configured");
+    assert_eq!(
+        c.action,
+        TierAction::AutoApprove,
+        "evaluated: as configured"
+    );
 }
 
 #[test]
@@ -416,7 +427,10 @@ fn an_edit_that_makes_a_condition_fail_is_refused() {
             rule: class.rule,
             required_approvals: class.route.required_approvals,
         };
-        assert_eq!(policy.check_edit(&classified, &json!({"amount": 900})), Ok(()));
+        assert_eq!(
+            policy.check_edit(&classified, &json!({"amount": 900})),
+            Ok(())
+        );
         for edited in [json!({"amount": "5000"}), json!({"amount": 5000})] {
             let why = policy.check_edit(&classified, &edited).unwrap_err();
             assert!(why.contains("risk tier high"), "{high}: {edited}: {why}");

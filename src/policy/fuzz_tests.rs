@@ -87,7 +87,13 @@ fn arbitrary_conditions_compile_or_are_refused_and_never_auto_approve_by_error()
         };
         let class = policy.classify_call(&call, None);
         if class.notes.is_empty() {
-            prop_assert_eq!(class.action, TierAction::AutoApprove, "{} on {}", when, params);
+            prop_assert_eq!(
+                class.action,
+                TierAction::AutoApprove,
+                "{} on {}",
+                when,
+                params
+            );
         } else {
             // The condition could not be evaluated: a person looks, at the rule's tier.
             prop_assert_eq!(
@@ -97,7 +103,12 @@ fn arbitrary_conditions_compile_or_are_refused_and_never_auto_approve_by_error()
                 when,
                 params
             );
-            prop_assert!(class.tier >= tier.max(Tier::Medium), "{} on {}", when, params);
+            prop_assert!(
+                class.tier >= tier.max(Tier::Medium),
+                "{} on {}",
+                when,
+                params
+            );
         }
         Ok(())
     });

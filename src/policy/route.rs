@@ -188,9 +188,7 @@ fn parse_duration(text: &str, field: &str) -> Result<Duration, PolicyError> {
     if duration.subsec_nanos() != 0 {
         return Err(PolicyError::invalid(
             field,
-            format!(
-                "duration {text:?} is not a whole number of seconds (the shortest is \"1s\")"
-            ),
+            format!("duration {text:?} is not a whole number of seconds (the shortest is \"1s\")"),
         ));
     }
     if duration > MAX_DURATION {
@@ -372,7 +370,9 @@ mod tests {
             "{msg}"
         );
         // The same person twice counts once.
-        let msg = error(&rule("approvers = [\"U1\", \"U1\"]\nrequired_approvals = 2"));
+        let msg = error(&rule(
+            "approvers = [\"U1\", \"U1\"]\nrequired_approvals = 2",
+        ));
         assert!(
             msg.contains("rules[0].required_approvals: 2 is more than the 1 distinct"),
             "{msg}"
@@ -391,7 +391,10 @@ mod tests {
             "[defaults]\napprovers = [\"U1\", \"W2\"]\n{}",
             rule("required_approvals = 3")
         ));
-        assert!(msg.contains("rules[0].required_approvals: 3 is more"), "{msg}");
+        assert!(
+            msg.contains("rules[0].required_approvals: 3 is more"),
+            "{msg}"
+        );
 
         for fine in [
             "[defaults]\napprovers = [\"U1\", \"U2\"]\nrequired_approvals = 2\n",

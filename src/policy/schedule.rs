@@ -26,7 +26,11 @@ pub(crate) enum Timing {
 }
 
 impl Timing {
-    const ALL: [Timing; 3] = [Timing::RemindAfter, Timing::RemindEvery, Timing::EscalateAfter];
+    const ALL: [Timing; 3] = [
+        Timing::RemindAfter,
+        Timing::RemindEvery,
+        Timing::EscalateAfter,
+    ];
 
     fn key(self) -> &'static str {
         match self {
@@ -48,17 +52,10 @@ impl Timing {
     /// Why the key can never take effect on `route` (merged), if it cannot.
     /// `expiry_note` says where the route's `expires_after` comes from, for the message.
     fn idle(self, route: &Route, expiry_note: &str) -> Option<String> {
-        let late = |after: Option<Duration>, what: &str| {
-            after.filter(|after| *after >= route.expires_after).map(|_| {
-                format!(
-                    "must be shorter than expires_after ({}{expiry_note}): the request expires \
-                     before {what}",
-                    humantime::format_duration(route.expires_after)
-                )
-            })
-        };
         match self {
-            Timing::RemindAfter => late(route.remind_after, "the first reminder"),
+            Timing::RemindAfter => {
+                late(route, route.remind_after, "the first reminder", expiry_note)
+            }
             Timing::RemindEvery => route.remind_after.is_none().then(|| {
                 "is set without remind_after: reminders start remind_after after the request \
                  and then come every remind_every, so none would be sent; set remind_after too"
@@ -69,9 +66,27 @@ impl Timing {
                  escalated; set escalation_channel too"
                     .to_owned(),
             ),
-            Timing::EscalateAfter => late(route.escalate_after, "it would be escalated"),
+            Timing::EscalateAfter => late(
+                route,
+                route.escalate_after,
+                "it would be escalated",
+                expiry_note,
+            ),
         }
     }
+}
+
+/// Why a reminder or escalation `after` this long never comes on `route`: the request
+/// expires first. `what` names it, `expiry_note` says where the expiry comes from.
+fn late(route: &Route, after: Option<Duration>, what: &str, expiry_note: &str) -> Option<String> {
+    let expires = route.expires_after;
+    (after? >= expires).then(|| {
+        format!(
+            "must be shorter than expires_after ({}{expiry_note}): the request expires before \
+             {what}",
+            humantime::format_duration(expires)
+        )
+    })
 }
 
 /// Refuses the reminder and escalation keys a rule sets that its route never fires.
@@ -163,7 +178,10 @@ mod tests {
             msg.contains("rules[0].remind_every: is set without remind_after"),
             "{msg}"
         );
-        valid(&format!("[defaults]\nremind_after = \"5m\"\n{}", rule("remind_every = \"1h\"")));
+        valid(&format!(
+            "[defaults]\nremind_after = \"5m\"\n{}",
+            rule("remind_every = \"1h\"")
+        ));
         // A shared interval that a rule starts with its own remind_after.
         let shared = valid(&format!(
             "[defaults]\nremind_every = \"1h\"\n{}",
@@ -231,7 +249,9 @@ mod tests {
             rule("escalate_after = \"45m\"\nescalation_channel = \"C9\"")
         ));
         assert!(
-            msg.contains("rules[0].escalate_after: must be shorter than expires_after (30m, inherited)"),
+            msg.contains(
+                "rules[0].escalate_after: must be shorter than expires_after (30m, inherited)"
+            ),
             "{msg}"
         );
         let msg = error(&rule("expires_after = \"10m\"\nremind_after = \"10m\""));
