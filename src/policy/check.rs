@@ -217,8 +217,13 @@ mod tests {
             "search_example {} -> tier=low action=auto_approve rule=rules[0] channel=C0APPROVALS \
              approvers=U0ALICE,S0ONCALL required_approvals=1 expires_after=4h"
         );
-        // send_email with {} params: the condition cannot be evaluated.
-        assert!(lines[1].starts_with("send_email {} -> tier=medium action=require_approval"));
+        // send_email with {} params: the condition cannot be evaluated, so the call is
+        // taken at the tier of the rule that might have matched, which is denied.
+        assert!(
+            lines[1].starts_with("send_email {} -> tier=high (policy medium) action=deny"),
+            "{}",
+            lines[1]
+        );
         assert!(
             lines[1].contains("rule=none (no rule: default medium)"),
             "{}",

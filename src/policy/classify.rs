@@ -51,10 +51,15 @@ impl Policy {
     /// when the rule names servers) and whose `when`, if any, evaluates to `true`
     /// decides the policy tier and route; no match means `Medium` with the default
     /// route. `requested` can only raise the tier. A `when` that errors does not
-    /// match, adds a note, and raises the effective tier to at least `Medium`.
+    /// match and adds a note; as the rule might have matched, it raises the effective
+    /// tier to at least the rule's own tier (and at least `Medium`), and the call is
+    /// never auto-approved (it needs approval, unless its tier is denied). The route
+    /// stays the matched rule's (or the defaults').
     pub fn classify_call(&self, call: &Call<'_>, requested: Option<Tier>) -> Classification {
         let mut notes = Vec::new();
-        let mut condition_failed = false;
+        // The rule whose failed condition raises the tier the most (the first of
+        // equals), and the tier it raises to.
+        let mut failed: Option<(usize, Tier)> = None;
         let mut matched = None;
 
         for (index, rule) in self.rules.iter().enumerate() {
@@ -66,6 +71,7 @@ impl Policy {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(reason) => {
+                        let floor = rule.tier.max(Tier::Medium);
                         tracing::warn!(
                             rule = index,
                             tool = ?call.tool,
@@ -75,10 +81,13 @@ impl Policy {
                         );
                         notes.push(format!(
                             "rules[{index}].when ({}) could not be evaluated: {reason}; \
-                             rule skipped and tier raised to at least medium",
+                             rule skipped, tier raised to at least {floor} (the rule's tier, \
+                             at least medium) and the call is not auto-approved",
                             condition.source()
                         ));
-                        condition_failed = true;
+                        if failed.is_none_or(|(_, tier)| floor > tier) {
+                            failed = Some((index, floor));
+                        }
                         continue;
                     }
                 }
@@ -86,8 +95,20 @@ impl Policy {
             matched = Some(index);
             break;
         }
+        self.outcome(matched, requested, failed, notes)
+    }
 
-        let (policy_tier, route, why) =
+    /// The classification once the rules were tried: `matched`, the rule that
+    /// matched; `failed`, the rule whose condition could not be evaluated that
+    /// raises the tier the most, and that tier.
+    fn outcome(
+        &self,
+        matched: Option<usize>,
+        requested: Option<Tier>,
+        failed: Option<(usize, Tier)>,
+        notes: Vec<String>,
+    ) -> Classification {
+        let (policy_tier, route, decided) =
             match matched.and_then(|i| self.rules.get(i).map(|r| (i, r))) {
                 Some((index, rule)) => (rule.tier, rule.route.clone(), rule.describe(index)),
                 // Fail-safe: an unlisted tool is neither waved through nor denied.
@@ -97,16 +118,45 @@ impl Policy {
                     "no rule matched".to_owned(),
                 ),
             };
+        let requested = requested.unwrap_or(Tier::Low);
+        let tier = policy_tier
+            .max(requested)
+            .max(failed.map_or(Tier::Low, |(_, tier)| tier));
 
-        let mut tier = policy_tier.max(requested.unwrap_or(Tier::Low));
-        if condition_failed {
-            tier = tier.max(Tier::Medium);
+        let mut action = self.tiers.action(tier);
+        if failed.is_some() && action == TierAction::AutoApprove {
+            // The policy could not tell what this call is: a person must look.
+            action = TierAction::RequireApproval;
         }
+
+        // Plain when the rule (or its absence) decided the tier; else what raised it.
+        let why = if tier == policy_tier {
+            decided
+        } else {
+            let mut causes = Vec::new();
+            if requested == tier {
+                causes.push("by the caller's request".to_owned());
+            }
+            if let Some((index, raised)) = failed
+                && raised == tier
+                && let Some(rule) = self.rules.get(index)
+            {
+                causes.push(format!(
+                    "because the condition of {} could not be evaluated",
+                    rule.describe(index)
+                ));
+            }
+            let decided = match matched {
+                Some(_) => format!("{decided} sets {policy_tier}"),
+                None => format!("{decided} ({policy_tier})"),
+            };
+            format!("{decided}, raised to {tier} {}", causes.join(" and "))
+        };
 
         Classification {
             tier,
             policy_tier,
-            action: self.tiers.action(tier),
+            action,
             rule: matched,
             why,
             route,
@@ -190,7 +240,7 @@ impl Policy {
         let class = self.classify_call(&call, Some(asked.tier));
         if class.action == TierAction::Deny {
             return Err(format!(
-                "The policy denies this call with these parameters (risk tier {} by {}), so it \
+                "The policy denies this call with these parameters (risk tier {}: {}), so it \
                  cannot be approved. Edit it differently, or deny the request.",
                 class.tier, class.why
             ));

@@ -65,12 +65,17 @@ fn arbitrary_policy_files_load_or_are_refused_with_a_message() {
     });
 }
 
+/// Under `[tiers]` where every tier auto-approves, only the fail-safe keeps a call
+/// whose condition could not be evaluated from being waved through: it must need
+/// approval, at no lower tier than the rule's (and at least medium).
 #[test]
 fn arbitrary_conditions_compile_or_are_refused_and_never_auto_approve_by_error() {
-    let inputs = (condition(), params(), prop::option::of("[a-z]{1,6}"));
-    fuzz::run(256, &inputs, |(when, params, server)| {
+    let tier = prop_oneof![Just(Tier::Low), Just(Tier::Medium), Just(Tier::High)];
+    let inputs = (condition(), params(), prop::option::of("[a-z]{1,6}"), tier);
+    fuzz::run(256, &inputs, |(when, params, server, tier)| {
         let toml = format!(
-            "[tiers]\nlow = \"auto_approve\"\n\n[[rules]]\ntools = [\"*\"]\nwhen = {}\ntier = \"low\"\n",
+            "[tiers]\nlow = \"auto_approve\"\nmedium = \"auto_approve\"\nhigh = \"auto_approve\"\n\n\
+             [[rules]]\ntools = [\"*\"]\nwhen = {}\ntier = \"{tier}\"\n",
             toml::Value::String(when.clone())
         );
         let Ok(policy) = Policy::from_toml_str(&toml) else {
@@ -81,9 +86,29 @@ fn arbitrary_conditions_compile_or_are_refused_and_never_auto_approve_by_error()
             ..Call::new("tool", &params)
         };
         let class = policy.classify_call(&call, None);
-        if !class.notes.is_empty() {
-            // The condition could not be evaluated: never the rule's low tier.
-            prop_assert_ne!(class.tier, Tier::Low, "{} on {}", when, params);
+        if class.notes.is_empty() {
+            prop_assert_eq!(
+                class.action,
+                TierAction::AutoApprove,
+                "{} on {}",
+                when,
+                params
+            );
+        } else {
+            // The condition could not be evaluated: a person looks, at the rule's tier.
+            prop_assert_eq!(
+                class.action,
+                TierAction::RequireApproval,
+                "{} on {}",
+                when,
+                params
+            );
+            prop_assert!(
+                class.tier >= tier.max(Tier::Medium),
+                "{} on {}",
+                when,
+                params
+            );
         }
         Ok(())
     });

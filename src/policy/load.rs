@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::policy::condition::Condition;
 use crate::policy::error::PolicyError;
 use crate::policy::route::{RawRoute, apply_overrides};
+use crate::policy::schedule;
 use crate::policy::{Policy, Route, Rule, Tier, TierAction, Tiers};
 
 /// `[tiers]` as written.
@@ -101,6 +102,11 @@ pub(crate) fn parse(text: &str) -> Result<Policy, PolicyError> {
     for (index, raw_rule) in raw.rules.iter().enumerate() {
         rules.push(build_rule(index, raw_rule, &defaults)?);
     }
+    let merged = rules
+        .iter()
+        .zip(&raw.rules)
+        .map(|(rule, raw_rule)| (&rule.route, raw_rule.route()));
+    schedule::check_defaults(&defaults, &raw.defaults, merged)?;
     let callbacks = crate::egress::Allow::parse(&raw.callbacks.allow)
         .map_err(|why| PolicyError::invalid("callbacks.allow", why))?;
     Ok(Policy {
@@ -145,7 +151,9 @@ fn build_rule(index: usize, raw: &RawRule, defaults: &Route) -> Result<Rule, Pol
         None => None,
     };
 
-    let mut route = apply_overrides(defaults, &raw.route(), &at)?;
+    let raw_route = raw.route();
+    let mut route = apply_overrides(defaults, &raw_route, &at)?;
+    schedule::check_rule(&route, &raw_route, &at)?;
     route.summary_template = raw.summary.clone();
 
     Ok(Rule {

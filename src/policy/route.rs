@@ -101,6 +101,7 @@ pub(crate) fn apply_overrides(
     if let Some(text) = &raw.batch_window {
         route.batch_window = parse_batch_window(text, &format!("{at}.batch_window"))?;
     }
+    check_enough_approvers(&route, raw, at)?;
     if let Some(window) = route.batch_window
         && window >= route.expires_after
     {
@@ -113,6 +114,38 @@ pub(crate) fn apply_overrides(
         ));
     }
     Ok(route)
+}
+
+/// Refuses a `required_approvals` the listed approvers can never reach: more than the
+/// distinct people listed, when the list names no user group (whose members are only
+/// known when a request comes). Every such request could only expire. Checked on the
+/// route as merged, so a rule's own approvers are held to an inherited count too.
+fn check_enough_approvers(route: &Route, raw: &RawRoute, at: &str) -> Result<(), PolicyError> {
+    let groups = route
+        .approvers
+        .iter()
+        .any(|approver| matches!(approver, Approver::Group(_)));
+    if route.approvers.is_empty() || groups {
+        return Ok(());
+    }
+    let people: std::collections::HashSet<&Approver> = route.approvers.iter().collect();
+    let needed = route.required_approvals;
+    if usize::try_from(needed).is_ok_and(|needed| needed <= people.len()) {
+        return Ok(());
+    }
+    let inherited = match raw.required_approvals {
+        Some(_) => "",
+        None => " (from defaults)",
+    };
+    Err(PolicyError::invalid(
+        format!("{at}.required_approvals"),
+        format!(
+            "{needed}{inherited} is more than the {} distinct approvers listed, and no user \
+             group (S…) is: no request could ever be approved; list more approvers or need \
+             fewer approvals",
+            people.len()
+        ),
+    ))
 }
 
 /// `batch_window`: a duration up to [`MAX_BATCH_WINDOW`], or `"off"` (also `"0s"`),
@@ -136,8 +169,9 @@ fn parse_batch_window(text: &str, field: &str) -> Result<Option<Duration>, Polic
 }
 
 /// Parses a humantime duration ("1s", "30m", "1h 30m"); zero is refused
-/// because a zero expiry or reminder interval would fire immediately/forever, and
-/// anything over [`MAX_DURATION`].
+/// because a zero expiry or reminder interval would fire immediately/forever,
+/// anything over [`MAX_DURATION`], and a fraction of a second: approvals keep their
+/// times in whole seconds, so `"900ms"` would become 0 (at once) and `"1500ms"` 1s.
 fn parse_duration(text: &str, field: &str) -> Result<Duration, PolicyError> {
     let duration = humantime::parse_duration(text.trim()).map_err(|e| {
         PolicyError::invalid(
@@ -149,6 +183,12 @@ fn parse_duration(text: &str, field: &str) -> Result<Duration, PolicyError> {
         return Err(PolicyError::invalid(
             field,
             format!("duration {text:?} must be greater than zero"),
+        ));
+    }
+    if duration.subsec_nanos() != 0 {
+        return Err(PolicyError::invalid(
+            field,
+            format!("duration {text:?} is not a whole number of seconds (the shortest is \"1s\")"),
         ));
     }
     if duration > MAX_DURATION {
@@ -227,10 +267,33 @@ mod tests {
     }
 
     #[test]
+    fn durations_must_be_whole_seconds() {
+        for (key, bad) in [
+            ("escalate_after", "900ms"),
+            ("expires_after", "1500ms"),
+            ("remind_after", "1s 1ns"),
+            ("batch_window", "2s 500ms"),
+        ] {
+            let msg = error(&format!("[defaults]\n{key} = \"{bad}\"\n"));
+            assert!(
+                msg.contains(&format!(
+                    "defaults.{key}: duration \"{bad}\" is not a whole number of seconds"
+                )),
+                "{msg}"
+            );
+        }
+        let msg = error(&rule("remind_every = \"10ms\""));
+        assert!(msg.contains("rules[0].remind_every"), "{msg}");
+        let policy = parse("[defaults]\nexpires_after = \"2000ms\"\n").unwrap();
+        assert_eq!(policy.defaults.expires_after, Duration::from_secs(2));
+    }
+
+    #[test]
     fn short_and_compound_durations_are_accepted() {
-        let policy =
-            parse("[defaults]\nexpires_after = \"1s\"\nremind_after = \"1h 30m\"\n").unwrap();
+        let policy = parse("[defaults]\nexpires_after = \"1s\"\n").unwrap();
         assert_eq!(policy.defaults.expires_after, Duration::from_secs(1));
+        let policy =
+            parse("[defaults]\nexpires_after = \"2h\"\nremind_after = \"1h 30m\"\n").unwrap();
         assert_eq!(
             policy.defaults.remind_after,
             Some(Duration::from_secs(5400))
@@ -298,6 +361,58 @@ mod tests {
     }
 
     #[test]
+    fn required_approvals_must_be_reachable_by_the_approvers_listed() {
+        let msg = error("[defaults]\napprovers = [\"U1\", \"U2\"]\nrequired_approvals = 3\n");
+        assert!(
+            msg.contains(
+                "defaults.required_approvals: 3 is more than the 2 distinct approvers listed"
+            ),
+            "{msg}"
+        );
+        // The same person twice counts once.
+        let msg = error(&rule(
+            "approvers = [\"U1\", \"U1\"]\nrequired_approvals = 2",
+        ));
+        assert!(
+            msg.contains("rules[0].required_approvals: 2 is more than the 1 distinct"),
+            "{msg}"
+        );
+        // A rule's own approvers against the count it inherits.
+        let msg = error(&format!(
+            "[defaults]\nrequired_approvals = 2\n{}",
+            rule("approvers = [\"U1\"]")
+        ));
+        assert!(
+            msg.contains("rules[0].required_approvals: 2 (from defaults) is more than the 1"),
+            "{msg}"
+        );
+        // A rule's own count against the approvers it inherits.
+        let msg = error(&format!(
+            "[defaults]\napprovers = [\"U1\", \"W2\"]\n{}",
+            rule("required_approvals = 3")
+        ));
+        assert!(
+            msg.contains("rules[0].required_approvals: 3 is more"),
+            "{msg}"
+        );
+
+        for fine in [
+            "[defaults]\napprovers = [\"U1\", \"U2\"]\nrequired_approvals = 2\n",
+            // A user group may have any number of members.
+            "[defaults]\napprovers = [\"U1\", \"S0ONCALL\"]\nrequired_approvals = 5\n",
+            // Anyone in the channel may decide.
+            "[defaults]\nrequired_approvals = 5\n",
+        ] {
+            assert!(parse(fine).is_ok(), "{fine}");
+        }
+        let text = format!(
+            "[defaults]\napprovers = [\"U1\"]\n{}",
+            rule("approvers = [\"U1\", \"U2\", \"U3\"]\nrequired_approvals = 3")
+        );
+        assert!(parse(&text).is_ok(), "a rule may widen the list it needs");
+    }
+
+    #[test]
     fn max_pending_is_20_unless_set_and_must_be_between_0_and_10000() {
         assert_eq!(parse("").unwrap().defaults.max_pending, 20);
         for bad in ["10001", "-5"] {
@@ -359,7 +474,7 @@ mod tests {
     #[test]
     fn rules_can_override_every_defaults_key() {
         let text = rule(
-            "channel = \"C2\"\napprovers = [\"U2\"]\nrequired_approvals = 3\nmax_pending = 5\n\
+            "channel = \"C2\"\napprovers = [\"U2\", \"S2\"]\nrequired_approvals = 3\nmax_pending = 5\n\
              expires_after = \"2h\"\n\
              remind_after = \"5m\"\nremind_every = \"10m\"\nescalate_after = \"1h\"\n\
              escalation_channel = \"C3\"\nbatch_window = \"1m\"\nsummary = \"s\"",
@@ -369,7 +484,7 @@ mod tests {
         let route = &policy.rules[0].route;
         let expected = Route {
             channel: Some("C2".into()),
-            approvers: vec!["U2".into()],
+            approvers: vec!["U2".into(), "S2".into()],
             required_approvals: 3,
             max_pending: 5,
             expires_after: Duration::from_secs(7200),

@@ -3,6 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::common::app::{self, Options};
 use crate::helpers::*;
 
 #[tokio::test]
@@ -109,6 +110,73 @@ async fn policy_tiers_decide_at_once_and_can_only_raise_the_requested_tier() {
         "the rule's template fills the summary"
     );
     assert_eq!(full["required_approvals"], 2);
+}
+
+/// A deny says what decided the tier: the rule alone, or the caller's request above it.
+#[tokio::test]
+async fn a_policy_deny_says_whether_the_rule_or_the_caller_set_the_tier() {
+    let app = spawn_app().await;
+    let (_, dropped) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "drop_table", "parameters": {}}),
+        )
+        .await;
+    let (_, raised) = app
+        .post(
+            "/v1/approvals",
+            &json!({"tool_name": "search_orders", "parameters": {}, "risk_tier": "high"}),
+        )
+        .await;
+    let mut reasons = Vec::new();
+    for body in [dropped, raised] {
+        assert_eq!(body["status"], "denied", "{body}");
+        let id = body["approval_id"].as_str().unwrap();
+        let (_, full) = app.get(&format!("/v1/approvals/{id}")).await;
+        reasons.push(full["reason"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        reasons,
+        [
+            "denied by policy: risk tier high is denied (rules[1] (tools drop_*))",
+            "denied by policy: risk tier high is denied (rules[0] (tools search_*, get_*) sets \
+             low, raised to high by the caller's request)",
+        ]
+    );
+}
+
+/// A condition the policy cannot evaluate never auto-approves (docs/operations.md): an
+/// amount sent as a string does not slip past the rule on large transfers into
+/// `medium`, which this policy auto-approves; it is taken at the rule's tier.
+#[tokio::test]
+async fn a_parameter_that_makes_a_condition_fail_is_never_auto_approved() {
+    for (high, expected) in [("require_approval", "pending"), ("deny", "denied")] {
+        let policy = format!(
+            "[tiers]\nlow = \"auto_approve\"\nmedium = \"auto_approve\"\nhigh = \"{high}\"\n\n\
+             [[rules]]\ntools = [\"transfer_funds\"]\nwhen = \"params.amount > 1000\"\n\
+             tier = \"high\"\n"
+        );
+        let app = TestApp::from(app::spawn(crate::common::sqlite(), Options::new(&policy)).await);
+        for (amount, status, tier) in [
+            (json!(10), "approved", "medium"),
+            (json!(5000), expected, "high"),
+            (json!("5000"), expected, "high"),
+            (json!(null), expected, "high"),
+        ] {
+            let (code, body) = app
+                .post(
+                    "/v1/approvals",
+                    &json!({"tool_name": "transfer_funds", "parameters": {"amount": amount}}),
+                )
+                .await;
+            assert_eq!(code, StatusCode::CREATED, "{body}");
+            assert_eq!(
+                (body["status"].as_str(), body["risk_tier"].as_str()),
+                (Some(status), Some(tier)),
+                "{high}: amount {amount}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -350,9 +350,11 @@ fn policy_check_classifies_a_call_to_a_named_mcp_server() {
     for other in ["gitlab/delete_repo", "delete_repo"] {
         assert!(line(other).contains("rule=none"), "{report}");
     }
-    // The rule's own sample call names a server its globs match.
+    // The rule's own sample call names a server its globs match; without a `repo`
+    // its condition cannot be evaluated, so the call takes the rule's tier, denied.
     assert!(
-        line("githubexample/delete_example").contains("tier=medium"),
+        line("githubexample/delete_example")
+            .contains("tier=high (policy medium) action=deny rule=none"),
         "{report}"
     );
 
@@ -372,6 +374,32 @@ fn invalid_policies_and_config_are_one_line_errors() {
     assert_one_line_error(
         &signoff(&["policy", "check", broken], "sqlite://unused.db"),
         "expires_after",
+    );
+    let unreachable = dir.path().join("unreachable.toml");
+    std::fs::write(
+        &unreachable,
+        "[defaults]\nrequired_approvals = 2\n\n[[rules]]\ntools = [\"deploy_*\"]\ntier = \"medium\"\napprovers = [\"U0ALICE\"]\n",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &signoff(
+            &["policy", "check", unreachable.to_str().unwrap()],
+            "sqlite://unused.db",
+        ),
+        "rules[0].required_approvals: 2 (from defaults) is more than the 1 distinct approvers",
+    );
+    let never = dir.path().join("never.toml");
+    std::fs::write(
+        &never,
+        "[defaults]\nchannel = \"C0APPROVALS\"\n\n[[rules]]\ntools = [\"deploy_*\"]\ntier = \"medium\"\nremind_every = \"1h\"\n",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &signoff(
+            &["policy", "check", never.to_str().unwrap()],
+            "sqlite://unused.db",
+        ),
+        "rules[0].remind_every: is set without remind_after",
     );
     let syntax = dir.path().join("syntax.toml");
     std::fs::write(&syntax, "[[rules]]\ntools = [\"a\"\ntier = \"low\"\n").unwrap();

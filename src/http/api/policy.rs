@@ -36,7 +36,7 @@ pub struct ListedTool {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"denied": [{
     "name": "delete_repo",
-    "reason": "denied by policy: risk tier high is denied (rules[2] (tools delete_*))"
+    "reason": "rules[2] (tools delete_*) sets tier high, which the policy denies"
 }]}))]
 pub struct ToolsAnswer {
     pub denied: Vec<DeniedTool>,
@@ -103,4 +103,32 @@ pub async fn tools(
         })
         .collect();
     Ok(Json(ToolsAnswer { denied }))
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    use crate::policy::Policy;
+
+    /// The documented example answer is one the endpoint gives, word for word.
+    #[test]
+    fn the_documented_reason_is_the_policys_own_wording() {
+        let policy = Policy::from_toml_str(
+            "[tiers]\nhigh = \"deny\"\n\n[[rules]]\ntools = [\"search_*\"]\ntier = \"low\"\n\n\
+             [[rules]]\ntools = [\"send_*\"]\ntier = \"medium\"\n\n\
+             [[rules]]\ntools = [\"delete_*\"]\ntier = \"high\"\n",
+        )
+        .unwrap();
+        let reason = policy
+            .denies_every_call("delete_repo", Some("github"))
+            .unwrap()
+            .reason;
+        let document = serde_json::to_string(&crate::http::openapi::ApiDoc::openapi()).unwrap();
+        let quoted = serde_json::to_string(&reason).unwrap();
+        assert!(
+            document.contains(&quoted),
+            "the OpenAPI example does not show {quoted}"
+        );
+    }
 }
