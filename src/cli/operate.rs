@@ -136,6 +136,16 @@ pub async fn decide(
         DecisionArg::Deny => Decision::Deny,
     };
     let id = resolve(store, raw_id).await?;
+    // A row another program inserted is classified by a running server; approving it
+    // before would skip the policy (a tier it denies, its expiry cap) and leave no
+    // `requested` event. Denying it is always safe.
+    if decision == Decision::Approve && store.unclassified_row(id).await? {
+        bail!(
+            "approval {id} was not decided: no signoff server has classified it yet (another \
+             program inserted it into the table): deny it now, or approve it once `signoff \
+             serve` has applied the policy to it"
+        );
+    }
     // Its messages are updated when a server with Slack posted it or is to post it
     // (an update that finds no message yet is a no-op, and a post that lands after
     // the decision is brought up to date by the server).

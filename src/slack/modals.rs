@@ -56,6 +56,28 @@ pub(super) fn reason_input(hint: &str) -> Value {
     })
 }
 
+/// The reason a submitted deny modal ([`reason_input`]) gives, trimmed (`None`: none),
+/// or what is wrong with it, for the modal to show. Slack keeps the box to
+/// [`REASON_MAX`] characters; a submission is checked again here, since whatever
+/// reaches signoff signed is taken from it as is: a reason goes to the channel, the
+/// audit log, callbacks and the agent, so it is text, lines and tabs at most.
+pub fn submitted_reason(view: &Value) -> Result<Option<String>, String> {
+    let reason = view["state"]["values"][REASON_INPUT][REASON_INPUT]["value"]
+        .as_str()
+        .map(str::trim)
+        .unwrap_or_default();
+    if reason.chars().count() > REASON_MAX {
+        return Err(format!("Keep the reason to {REASON_MAX} characters."));
+    }
+    if reason
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err("The reason has a control character in it: write it as plain text.".into());
+    }
+    Ok((!reason.is_empty()).then(|| reason.to_owned()))
+}
+
 /// The `view` for `views.open` when someone clicks Edit & approve: the parameters as
 /// pretty JSON in a text box.
 ///

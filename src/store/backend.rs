@@ -52,6 +52,9 @@ pub(crate) trait Reads: Send + Sync {
     /// dead) or a message posted (one statement, so a post that finishes meanwhile
     /// is seen as one or the other).
     fn slack_planned(&self, id: ApprovalId) -> impl Future<Output = Result<bool>> + Send;
+    /// Whether approval `id` is a row another program inserted straight into the
+    /// table that no server has classified yet (false when there is no such row).
+    fn unclassified_row(&self, id: ApprovalId) -> impl Future<Output = Result<bool>> + Send;
     /// The ids of every approval with `status` (any status: `None`), oldest first:
     /// ids only, so that a caller can load them all, however many there are.
     fn list_ids(

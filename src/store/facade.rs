@@ -570,6 +570,12 @@ impl Store {
         read!(self.slack_planned(id))
     }
 
+    /// Whether approval `id` is a row another program inserted that no server has
+    /// classified yet (see [`Reads::unclassified_row`]).
+    pub async fn unclassified_row(&self, id: ApprovalId) -> Result<bool> {
+        read!(self.unclassified_row(id))
+    }
+
     /// The permalinks of the main channel posts of `ids`, where Slack gave one.
     pub async fn main_permalinks(&self, ids: &[ApprovalId]) -> Result<HashMap<ApprovalId, String>> {
         if ids.is_empty() {

@@ -249,6 +249,13 @@ async fn list_counts_every_approval_and_a_prefix_must_name_one(db: TestDb) {
         &signoff(&["decide", "0000", "approve", "--as", "alice"], &db.url),
         "more than 10",
     );
+    // Rows no server has classified yet: approving one would skip the policy (a tier
+    // it denies, its expiry cap); denying is always safe.
+    assert_one_line_error(
+        &signoff(&["decide", "ABCDEF01", "approve", "--as", "alice"], &db.url),
+        "no signoff server has classified it yet",
+    );
+    assert!(stdout(&signoff(&["list"], &db.url)).contains("602 approvals pending"));
     // The contract's `[--reason TEXT]`: a deny may give none, as in Slack.
     let decided = signoff(&["decide", "ABCDEF02", "deny", "--as", "alice"], &db.url);
     assert!(decided.status.success(), "{}", stderr(&decided));

@@ -124,6 +124,12 @@ async fn refused_clicks_get_an_ephemeral_reason_and_change_nothing() {
     app.click(&deploy, "U0MALLORY", "deny").await;
     app.ephemerals_to("U0MALLORY", 4).await;
     assert!(app.slack.calls_to("views.open").is_empty());
+    // Nor from someone who voted already: the form would be refused once written.
+    app.click(&deploy, "U0ALICE", "deny").await;
+    let replies = app.ephemerals_to("U0ALICE", 5).await;
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert!(replies[1].contains("already voted"), "{replies:?}");
+    assert!(app.slack.calls_to("views.open").is_empty());
 }
 
 /// The requester is whoever the token names as well as whatever `requested_by` says:
@@ -244,6 +250,24 @@ async fn deny_opens_a_reason_modal_and_the_submission_denies() {
         Status::Pending,
         "the click alone decides nothing"
     );
+
+    // A reason Slack's box would not have let through is refused in the modal.
+    for (reason, says) in [
+        ("Wrong \u{1b}[8mtable", "control character"),
+        (&"x".repeat(3001) as &str, "Keep the reason to"),
+    ] {
+        let (status, body) = app
+            .submit(&approval, "U0ALICE", "deny_reason", reason)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["response_action"], "errors", "{body}");
+        assert!(
+            answer["errors"]["reason"].as_str().unwrap().contains(says),
+            "{body}"
+        );
+        assert_eq!(app.approval(&approval).await.status, Status::Pending);
+    }
 
     let (status, body) = app
         .submit(&approval, "U0ALICE", "deny_reason", "Wrong table")

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::{
-    AuditKind, Decider, Event, Happening, Rejection, Transition, check_can_decide, check_owner,
-    check_pending, decide, parameters_fingerprint, settle,
+    AuditKind, Decider, Event, Happening, Rejection, Transition, check_can_decide, check_can_vote,
+    check_owner, check_pending, decide, parameters_fingerprint, settle,
 };
 use crate::approval::{Approval, BREAK_GLASS_VIA, Decision, Status, Vote};
 use crate::canonical;
@@ -68,10 +68,7 @@ fn vote(
     parameters_shown: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Happening>, Rejection> {
-    check_can_decide(approval, by, now)?;
-    if approval.has_voted(&by.user) {
-        return Err(Rejection::AlreadyVoted);
-    }
+    check_can_vote(approval, by, now)?;
     if decision == Decision::Approve && edited_since_shown(approval, parameters_shown) {
         return Err(Rejection::EditedSinceShown);
     }

@@ -265,6 +265,21 @@ pub fn check_can_decide(
     Ok(())
 }
 
+/// Who may vote, now: [`check_can_decide`], and the vote is the decider's first. A
+/// Deny click is refused by it before its modal opens, not once the reason is
+/// written.
+pub fn check_can_vote(
+    approval: &Approval,
+    by: &Decider,
+    now: DateTime<Utc>,
+) -> Result<(), Rejection> {
+    check_can_decide(approval, by, now)?;
+    if approval.has_voted(&by.user) {
+        return Err(Rejection::AlreadyVoted);
+    }
+    Ok(())
+}
+
 /// Execute and cancel belong to the token that asked. Rows inserted straight into the
 /// shared table have no token: no token may act on them (their program reads the
 /// decision from the table).

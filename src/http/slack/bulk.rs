@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 
 use super::interactions::{Actor, Clicked, decider, ephemeral};
 use super::{Answer, GONE, NOT_FROM_A_REQUEST, Refused, Unusable, find_from, refusal_text};
-use crate::approval::machine::check_can_decide;
+use crate::approval::machine::check_can_vote;
 use crate::approval::{Approval, ApprovalId, Decision, Event, Status, parameters_fingerprint};
 use crate::http::AppState;
 use crate::slack::app::SlackApp;
 use crate::slack::batch::{deny_all_modal, deny_all_source};
-use crate::slack::modals::{REASON_INPUT, modal_errors};
+use crate::slack::modals::{REASON_INPUT, modal_errors, submitted_reason};
 use crate::store::StoreError;
 
 /// Approve all: the clicker's approve vote on every waiting item of the message.
@@ -65,7 +65,7 @@ pub(super) async fn open_deny_all(
             Ok(by) => by,
             Err(message) => return ephemeral(slack, actor, message),
         };
-        match check_can_decide(item, &by, state.clock.now()) {
+        match check_can_vote(item, &by, state.clock.now()) {
             Ok(()) => decidable += 1,
             Err(rejection) => {
                 first_refusal.get_or_insert_with(|| refusal_text(&rejection, item));
@@ -96,11 +96,10 @@ pub(super) async fn deny_all_submitted(
     actor: &Actor,
 ) -> Result<Answer, Refused> {
     let refuse = |message: &str| Ok(Some(modal_errors(REASON_INPUT, message)));
-    let reason = view["state"]["values"][REASON_INPUT][REASON_INPUT]["value"]
-        .as_str()
-        .map(str::trim)
-        .filter(|reason| !reason.is_empty())
-        .map(str::to_owned);
+    let reason = match submitted_reason(view) {
+        Ok(reason) => reason,
+        Err(message) => return refuse(&message),
+    };
     let Some((leader, key)) =
         deny_all_source(view["private_metadata"].as_str().unwrap_or_default())
     else {

@@ -18,7 +18,7 @@ use super::{
     Answer, GONE, NOT_FROM_A_REQUEST, Refused, bulk, find_from, form, refusal_text, respond,
     verified,
 };
-use crate::approval::machine::check_can_decide;
+use crate::approval::machine::{check_can_decide, check_can_vote};
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Event, Rejection};
 use crate::http::AppState;
 use crate::http::api::ApiError;
@@ -180,7 +180,13 @@ fn open_modal(
     clicked: &Clicked,
     actor: &Actor,
 ) -> Result<Answer, Refused> {
-    if let Err(rejection) = check_can_decide(approval, by, state.clock.now()) {
+    // A Deny is a vote; an approver who approved may still edit.
+    let can = if action_id == ACTION_DENY {
+        check_can_vote(approval, by, state.clock.now())
+    } else {
+        check_can_decide(approval, by, state.clock.now())
+    };
+    if let Err(rejection) = can {
         return ephemeral(slack, actor, refusal_text(&rejection, approval));
     }
     let Some(trigger_id) = trigger_id else {
@@ -250,14 +256,10 @@ async fn view_submission(
     let view = &payload.view;
     let callback = view["callback_id"].as_str().unwrap_or_default();
     let (input, draft) = match callback {
-        DENY_CALLBACK => {
-            let reason = view["state"]["values"][REASON_INPUT][REASON_INPUT]["value"]
-                .as_str()
-                .map(str::trim)
-                .filter(|reason| !reason.is_empty())
-                .map(str::to_owned);
-            (REASON_INPUT, Draft::Deny { reason })
-        }
+        DENY_CALLBACK => match modals::submitted_reason(view) {
+            Ok(reason) => (REASON_INPUT, Draft::Deny { reason }),
+            Err(message) => return Ok(Some(modals::modal_errors(REASON_INPUT, &message))),
+        },
         EDIT_CALLBACK => {
             let text = view["state"]["values"][PARAMETERS_INPUT][PARAMETERS_INPUT]["value"]
                 .as_str()

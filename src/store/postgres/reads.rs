@@ -120,6 +120,14 @@ impl Reads for PgReads {
         .fetch_one(c)))
     }
 
+    async fn unclassified_row(&self, id: ApprovalId) -> Result<bool> {
+        Ok(on_conn!(self, |c| sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pending_approvals WHERE id = $1 AND routing IS NULL)"
+        )
+        .bind(id.0)
+        .fetch_one(c)))
+    }
+
     async fn list_ids(&self, status: Option<crate::approval::Status>) -> Result<Vec<ApprovalId>> {
         let ids: Vec<Uuid> = on_conn!(self, |c| sqlx::query_scalar(
             "SELECT id FROM pending_approvals WHERE $1::text IS NULL OR status = $1 \

@@ -167,6 +167,14 @@ impl Reads for SqliteReads {
         .fetch_one(c)))
     }
 
+    async fn unclassified_row(&self, id: ApprovalId) -> Result<bool> {
+        Ok(on_conn!(self, |c| sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pending_approvals WHERE id = $1 AND routing IS NULL)"
+        )
+        .bind(id.to_string())
+        .fetch_one(c)))
+    }
+
     async fn list_ids(&self, status: Option<crate::approval::Status>) -> Result<Vec<ApprovalId>> {
         let ids: Vec<String> = on_conn!(self, |c| sqlx::query_scalar(
             "SELECT id FROM pending_approvals WHERE $1 IS NULL OR status = $1 \
