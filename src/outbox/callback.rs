@@ -195,7 +195,7 @@ impl Poster {
         let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| crate::errors::with_causes(&error))?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -255,6 +255,30 @@ mod tests {
             message_id(id, Status::Expired)
         );
         assert!(message_id(id, Status::Denied).starts_with("msg_"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_connection_says_why() {
+        let poster = Poster::new().unwrap();
+        let signed = sign(&Signer::generate(), "msg_1".into(), 1_700_000_000, "{}");
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = closed.local_addr().unwrap();
+        drop(closed);
+        poster.pin("127.0.0.1", vec![address]);
+        let url = format!("http://127.0.0.1:{}/done", address.port());
+        let error = poster.post(&url, &signed, "{}").await.unwrap_err();
+        assert!(
+            error.to_lowercase().contains("connection refused"),
+            "{error}"
+        );
+        let error = poster
+            .post("http://unpinned.example/done", &signed, "{}")
+            .await
+            .unwrap_err();
+        assert!(
+            error.contains("unpinned.example was not checked"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
