@@ -69,9 +69,12 @@ fn cases(genuine: &Value) -> (Value, Vec<bool>) {
     stale["now"] = json!(genuine["now"].as_i64().unwrap() + 301);
     let mut unsigned = genuine.clone();
     unsigned["headers"]["webhook-signature"] = json!("");
+    // A digit that is not ASCII: refused, not an exception ("²".isdigit() in Python).
+    let mut superscript = genuine.clone();
+    superscript["headers"]["webhook-timestamp"] = json!("²");
     (
-        json!([genuine, changed, other_key, stale, unsigned]),
-        vec![true, false, false, false, false],
+        json!([genuine, changed, other_key, stale, unsigned, superscript]),
+        vec![true, false, false, false, false, false],
     )
 }
 
