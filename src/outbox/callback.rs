@@ -10,8 +10,10 @@
 //!
 //! The receiver checks the signature with the public key alone (`signoff key public`),
 //! so nobody without the key file (a database reader included) can forge one. It
-//! should refuse timestamps more than 5 minutes from now and ignore a `webhook-id` it
-//! has already handled. docs/security.md shows verification in Python and TypeScript.
+//! should refuse timestamps more than 5 minutes from now, ignore a `webhook-id` it
+//! has already handled, and act only on a body whose `callback_url` is its own, about
+//! an approval it asked for (a requester can forward its callbacks elsewhere).
+//! docs/security.md shows verification in Python and TypeScript.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,12 +43,15 @@ const MAX_PINNED: usize = 10_000;
 /// One callback's time limit.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The JSON body: the event, the status it announces, and the approval as it is.
-pub fn body(approval: &Approval, status: &str, now: DateTime<Utc>) -> String {
+/// The JSON body: the event, the status it announces, the URL it is sent to (signed
+/// with the rest, so that a receiver can tell a callback meant for another receiver,
+/// forwarded to it, from its own), and the approval as it is.
+pub fn body(approval: &Approval, url: &str, status: &str, now: DateTime<Utc>) -> String {
     json!({
         "event": "approval.decided",
         "approval_id": approval.id,
         "status": status,
+        "callback_url": url,
         "sent_at": now,
         "approval": ApprovalView::new(approval, None),
     })

@@ -237,7 +237,7 @@ impl Outbox {
             }
             Err(egress::Refusal::NotNow(error)) => return retry(job, now, None, error),
         }
-        let body = callback::body(approval, status.as_str(), now);
+        let body = callback::body(approval, url, status.as_str(), now);
         let id = callback::message_id(approval.id, status);
         let signed = callback::sign(&self.signer, id, now.timestamp(), &body);
         match self.http.post(url, &signed, &body).await {
