@@ -46,6 +46,9 @@ pub const MAX_ATTEMPTS: i32 = 21;
 const MAX_BACKOFF_SECS: i64 = 600;
 /// Deliveries run at most this many at a time.
 const CONCURRENCY: usize = 8;
+/// Callbacks among them at most: a flood of callbacks to receivers that never answer
+/// (each waits out its 10 s) leaves the other slots to Slack.
+const CALLBACK_SLOTS: usize = CONCURRENCY / 2;
 /// The Slack calls one job makes at once at most: a reminder's DMs, an approval's
 /// message updates.
 const FAN_OUT: usize = 4;
