@@ -16,6 +16,9 @@ use signoff::outbox::callback;
 use signoff::policy::{Call, Policy};
 use signoff::signing::Signer;
 
+/// Where the benched callbacks go.
+const URL: &str = "https://hooks.example.com/signoff";
+
 fn callbacks(c: &mut Criterion) {
     let now = chrono::Utc
         .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
@@ -23,7 +26,7 @@ fn callbacks(c: &mut Criterion) {
     let parameters = json!({"customer_ids": ["c1", "c2"], "reason": "purge test accounts"});
     let mut request = NewApproval::new("delete_customer_records", parameters.clone());
     request.summary = Some("Delete 2 customer records".into());
-    request.callback_url = Some("https://hooks.example.com/signoff".into());
+    request.callback_url = Some(URL.into());
     let policy = Policy::builtin();
     let call = Call {
         tool: "delete_customer_records",
@@ -39,12 +42,12 @@ fn callbacks(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("body_and_signature", |b| {
         b.iter(|| {
-            let body = callback::body(black_box(&approval), "approved", now);
+            let body = callback::body(black_box(&approval), URL, "approved", now);
             let id = callback::message_id(approval.id, Status::Approved);
             callback::sign(&signer, id, now.timestamp(), &body)
         })
     });
-    let body = callback::body(&approval, "approved", now);
+    let body = callback::body(&approval, URL, "approved", now);
     group.bench_function("signature_only", |b| {
         b.iter(|| {
             let id = callback::message_id(approval.id, Status::Approved);
@@ -72,7 +75,7 @@ fn per_cpu_second(c: &mut Criterion) {
     let now = chrono::Utc::now();
     let parameters = json!({"customer_ids": ["c1", "c2"], "reason": "purge test accounts"});
     let mut request = NewApproval::new("delete_customer_records", parameters.clone());
-    request.callback_url = Some("https://hooks.example.com/signoff".into());
+    request.callback_url = Some(URL.into());
     let call = Call {
         tool: "delete_customer_records",
         server: None,
@@ -88,7 +91,7 @@ fn per_cpu_second(c: &mut Criterion) {
     let mut done = 0u64;
     let used = loop {
         for _ in 0..1000 {
-            let body = callback::body(&approval, "approved", now);
+            let body = callback::body(&approval, URL, "approved", now);
             let id = callback::message_id(approval.id, Status::Approved);
             black_box(callback::sign(&signer, id, now.timestamp(), &body));
         }

@@ -1,9 +1,12 @@
 //! Where a callback may go: not into the network signoff runs in (server-side request
 //! forgery). An address is refused when it is loopback, private, link-local (cloud
-//! metadata among them), carrier-grade NAT, unique-local, unspecified, multicast or
-//! reserved, IPv4 addresses inside IPv6 forms (`::ffff:127.0.0.1`, NAT64, 6to4) judged
-//! as the IPv4 address they carry, unless the policy's `[callbacks] allow` opens the
-//! host or range. Host names that spell an IPv4 address the way `inet_aton` reads it
+//! metadata among them), carrier-grade NAT, unique-local, unspecified, multicast,
+//! reserved or kept for documentation (`192.0.2.0/24`, `198.51.100.0/24`,
+//! `203.0.113.0/24`, `2001:db8::/32`), a cloud platform's own endpoint (Azure's
+//! `168.63.129.16`) or in the NAT64 local-use prefix (`64:ff9b:1::/48`, RFC 8215, whose
+//! translators serve the local network), IPv4 addresses inside IPv6 forms
+//! (`::ffff:127.0.0.1`, NAT64, 6to4) judged as the IPv4 address they carry, unless the
+//! policy's `[callbacks] allow` opens the host or range. Host names that spell an IPv4 address the way `inet_aton` reads it
 //! (`2130706433`, `0x7f.1`, `0177.0.0.1`) count as that address. Pure: no IO.
 
 use std::future::Future;
@@ -22,6 +25,8 @@ fn refused_v4(ip: Ipv4Addr) -> Option<&'static str> {
     let [a, b, c, d] = ip.octets();
     Some(match (a, b) {
         _ if (a, b, c, d) == (169, 254, 169, 254) => "a cloud metadata address",
+        // Azure's platform endpoint (wire server, DNS, metadata-like).
+        _ if (a, b, c, d) == (168, 63, 129, 16) => "a cloud metadata address",
         (0, _) => "an unspecified address",
         (127, _) => "a loopback address",
         (10, _) | (192, 168) => "a private address",
@@ -29,6 +34,9 @@ fn refused_v4(ip: Ipv4Addr) -> Option<&'static str> {
         (169, 254) => "a link-local address",
         (100, 64..=127) => "a carrier-grade NAT address",
         (192, 0) if c == 0 => "a reserved address",
+        (192, 0) if c == 2 => "a documentation address",
+        (198, 51) if c == 100 => "a documentation address",
+        (203, 0) if c == 113 => "a documentation address",
         (198, 18..=19) => "a reserved address",
         (224..=239, _) => "a multicast address",
         (240..=255, _) => "a reserved address",
@@ -56,6 +64,10 @@ fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
         [0, 0, 0, 0, 0, 0xffff, ..] | [0, 0, 0, 0, 0, 0, ..] => refused_v4(embedded(12)),
         // NAT64 (64:ff9b::a.b.c.d).
         [0x64, 0xff9b, 0, 0, 0, 0, ..] => refused_v4(embedded(12)),
+        // NAT64 for local use (64:ff9b:1::/48): its translators sit in the local
+        // network, and where the IPv4 address sits depends on their prefix length.
+        [0x64, 0xff9b, 1, ..] => Some("a NAT64 local-use address"),
+        [0x2001, 0xdb8, ..] => Some("a documentation address"),
         // 6to4 (2002:aabb:ccdd::).
         [0x2002, ..] => refused_v4(embedded(2)),
         [s, ..] if s & 0xfe00 == 0xfc00 => Some("a unique-local address"),

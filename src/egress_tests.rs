@@ -32,6 +32,17 @@ fn every_internal_range_is_refused_and_public_addresses_pass() {
         ("fd00:ec2::254", "metadata"),
         ("fe80::1", "link-local"),
         ("ff02::1", "multicast"),
+        ("192.0.2.1", "documentation"),
+        ("198.51.100.7", "documentation"),
+        ("203.0.113.255", "documentation"),
+        ("2001:db8::1", "documentation"),
+        ("2001:db8:ffff::1", "documentation"),
+        ("168.63.129.16", "metadata"),
+        ("::ffff:168.63.129.16", "metadata"),
+        ("64:ff9b:1::a00:1", "NAT64 local-use"),
+        ("64:ff9b:1:ffff::808:808", "NAT64 local-use"),
+        ("::ffff:203.0.113.9", "documentation"),
+        ("2002:c633:6401::1", "documentation"),
     ];
     for (address, why) in cases {
         let refusal = refused(ip(address)).unwrap_or_else(|| panic!("{address} passed"));
@@ -43,6 +54,14 @@ fn every_internal_range_is_refused_and_public_addresses_pass() {
         "100.128.0.1",
         "2606:4700::1111",
         "::ffff:8.8.8.8",
+        // Next to the new ranges, and outside them.
+        "192.0.3.1",
+        "198.51.101.1",
+        "203.0.114.1",
+        "168.63.129.17",
+        "2001:db9::1",
+        "64:ff9b:2::1",
+        "64:ff9b::808:808",
     ] {
         assert_eq!(refused(ip(public)), None, "{public}");
     }
@@ -116,6 +135,24 @@ fn the_allow_list_opens_hosts_and_ranges_only() {
     );
     assert!(check("x", ip("127.0.0.1"), &Allow::default()).is_err());
     assert!(check("x", ip("93.184.216.34"), &Allow::default()).is_ok());
+    // The ranges added later open the same way.
+    let allow = Allow::parse(&[
+        "192.0.2.0/24".into(),
+        "2001:db8::/32".into(),
+        "64:ff9b:1::/48".into(),
+        "168.63.129.16".into(),
+        "azure.internal".into(),
+    ])
+    .unwrap();
+    for opened in ["192.0.2.9", "2001:db8::5", "64:ff9b:1::1", "168.63.129.16"] {
+        assert!(check("x", ip(opened), &allow).is_ok(), "{opened}");
+        assert!(
+            check("x", ip(opened), &Allow::default()).is_err(),
+            "{opened}"
+        );
+    }
+    assert!(check("azure.internal", ip("168.63.129.16"), &allow).is_ok());
+    assert!(check("x", ip("198.51.100.1"), &allow).is_err());
     for bad in ["10.0.0.0/33", "not a host", "10.0.0.0/x", ""] {
         assert!(
             Allow::parse(&[bad.into()])

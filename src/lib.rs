@@ -21,8 +21,8 @@
 //!   parameters exactly), [`canonical`] (one text per JSON value), [`ids`] (Slack's
 //!   ids as types), [`logging`] (one line per event, whatever a caller sent),
 //!   [`tokens`], [`clock`], [`manifest`], [`egress`] (where a callback may not go),
-//!   [`tls`] (the TLS settings of the clients signoff configures), [`shutdown`] (ctrl-c
-//!   and SIGTERM),
+//!   [`errors`] (error text with its causes), [`tls`] (the TLS settings of the
+//!   clients signoff configures), [`shutdown`] (ctrl-c and SIGTERM),
 //!   [`signing`] (the Ed25519 key that signs
 //!   callbacks and audit checkpoints).
 
@@ -36,6 +36,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod egress;
+pub mod errors;
 pub mod exact_json;
 /// How long the fuzz targets run (`SIGNOFF_FUZZ_SECONDS`, `SIGNOFF_FUZZ_CASES`): one file
 /// with the integration tests.

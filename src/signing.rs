@@ -89,26 +89,29 @@ impl Signer {
     }
 
     /// Writes a new key to `path`, readable by its owner only (0600); never replaces
-    /// an existing file.
+    /// an existing file. The key appears whole or not at all: it is written and synced
+    /// to a temporary file beside `path`, then hard-linked into place (which fails if
+    /// `path` exists), so that a crash or a second process starting at the same moment
+    /// never leaves, nor reads, a partly written key.
     pub fn create(path: &Path) -> anyhow::Result<Self> {
         let signer = Self::generate();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(|error| {
-            if error.kind() == std::io::ErrorKind::AlreadyExists {
-                anyhow!("{} already exists; it was left as it is", path.display())
-            } else {
-                anyhow!("cannot create {}: {error}", path.display())
-            }
-        })?;
-        if let Err(error) = file
-            .write_all(signer.to_text().as_bytes())
-            .and_then(|()| file.sync_all())
-        {
-            let _ = std::fs::remove_file(path);
-            bail!("cannot write {}: {error}", path.display());
+        let temp = temp_beside(path);
+        let written = write_new(&temp, signer.to_text().as_bytes())
+            .map_err(|error| anyhow!("cannot write {}: {error}", temp.display()))
+            .and_then(|()| {
+                std::fs::hard_link(&temp, path).map_err(|error| {
+                    if error.kind() == std::io::ErrorKind::AlreadyExists {
+                        anyhow!("{} already exists; it was left as it is", path.display())
+                    } else {
+                        anyhow!("cannot create {}: {error}", path.display())
+                    }
+                })
+            });
+        let _ = std::fs::remove_file(&temp);
+        written?;
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            // Best effort: the new name survives a crash once its directory is synced.
+            let _ = std::fs::File::open(dir).and_then(|dir| dir.sync_all());
         }
         Ok(signer)
     }
@@ -174,6 +177,27 @@ impl PublicKey {
         };
         self.0.verify(message, &signature).is_ok()
     }
+}
+
+/// A name for a temporary file in `path`'s directory that no other process picks.
+fn temp_beside(path: &Path) -> PathBuf {
+    let name = path.file_name().map_or_else(
+        || DEFAULT_KEY_FILE.into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let unique = rand::rng().next_u64();
+    path.with_file_name(format!(".{name}.{}.{unique:016x}.tmp", std::process::id()))
+}
+
+/// Writes `bytes` to a new file at `path` (mode 0600) and syncs it.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Where the key file is: the one named, else (SQLite) the default beside the
@@ -298,5 +322,56 @@ mod tests {
             Signer::load(&path).unwrap().public_key(),
             signer.public_key()
         );
+    }
+
+    /// The files in `dir`, by name.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn serves_starting_at_once_share_one_whole_key() {
+        for _ in 0..200 {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+            let start = std::sync::Barrier::new(4);
+            let keys: Vec<PublicKey> = std::thread::scope(|scope| {
+                let starts: Vec<_> = (0..4)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            for_serve(&url, None).unwrap().public_key()
+                        })
+                    })
+                    .collect();
+                starts.into_iter().map(|s| s.join().unwrap()).collect()
+            });
+            assert!(keys.iter().all(|key| *key == keys[0]), "one key for all");
+            assert_eq!(
+                names(dir.path()),
+                [DEFAULT_KEY_FILE],
+                "no temporary file left"
+            );
+        }
+    }
+
+    #[test]
+    fn a_temporary_file_left_by_a_crash_does_not_matter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        // What a start that died before its key was linked into place leaves.
+        let left = dir.path().join(".key.1.00000000deadbeef.tmp");
+        std::fs::write(&left, "").unwrap();
+        let signer = Signer::create(&path).unwrap();
+        assert_eq!(
+            Signer::load(&path).unwrap().public_key(),
+            signer.public_key()
+        );
+        assert_eq!(names(dir.path()), [".key.1.00000000deadbeef.tmp", "key"]);
     }
 }

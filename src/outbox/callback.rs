@@ -10,8 +10,10 @@
 //!
 //! The receiver checks the signature with the public key alone (`signoff key public`),
 //! so nobody without the key file (a database reader included) can forge one. It
-//! should refuse timestamps more than 5 minutes from now and ignore a `webhook-id` it
-//! has already handled. docs/security.md shows verification in Python and TypeScript.
+//! should refuse timestamps more than 5 minutes from now, ignore a `webhook-id` it
+//! has already handled, and act only on a body whose `callback_url` is its own, about
+//! an approval it asked for (a requester can forward its callbacks elsewhere).
+//! docs/security.md shows verification in Python and TypeScript.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,12 +43,15 @@ const MAX_PINNED: usize = 10_000;
 /// One callback's time limit.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The JSON body: the event, the status it announces, and the approval as it is.
-pub fn body(approval: &Approval, status: &str, now: DateTime<Utc>) -> String {
+/// The JSON body: the event, the status it announces, the URL it is sent to (signed
+/// with the rest, so that a receiver can tell a callback meant for another receiver,
+/// forwarded to it, from its own), and the approval as it is.
+pub fn body(approval: &Approval, url: &str, status: &str, now: DateTime<Utc>) -> String {
     json!({
         "event": "approval.decided",
         "approval_id": approval.id,
         "status": status,
+        "callback_url": url,
         "sent_at": now,
         "approval": ApprovalView::new(approval, None),
     })
@@ -195,7 +200,7 @@ impl Poster {
         let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| format!("no answer within {TIMEOUT:?}"))?
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| crate::errors::with_causes(&error))?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -255,6 +260,30 @@ mod tests {
             message_id(id, Status::Expired)
         );
         assert!(message_id(id, Status::Denied).starts_with("msg_"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_connection_says_why() {
+        let poster = Poster::new().unwrap();
+        let signed = sign(&Signer::generate(), "msg_1".into(), 1_700_000_000, "{}");
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = closed.local_addr().unwrap();
+        drop(closed);
+        poster.pin("127.0.0.1", vec![address]);
+        let url = format!("http://127.0.0.1:{}/done", address.port());
+        let error = poster.post(&url, &signed, "{}").await.unwrap_err();
+        assert!(
+            error.to_lowercase().contains("connection refused"),
+            "{error}"
+        );
+        let error = poster
+            .post("http://unpinned.example/done", &signed, "{}")
+            .await
+            .unwrap_err();
+        assert!(
+            error.contains("unpinned.example was not checked"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -38,12 +38,17 @@ use crate::slack::blocks;
 use crate::slack::client::{SlackClient, SlackError};
 use crate::store::{Store, StoreError, WithMessages};
 
-/// Failed attempts before a job is given up (about two hours of backoff).
-pub const MAX_ATTEMPTS: i32 = 14;
+/// Attempts before a job is given up: the waits after the first 20 failures, 1 s,
+/// 2 s … 512 s (17 min) then ten times [`MAX_BACKOFF_SECS`], add up to 1 h 57 min,
+/// the "about two hours" docs/callbacks.md promises (see [`backoff`]).
+pub const MAX_ATTEMPTS: i32 = 21;
 /// Longest wait between two attempts.
 const MAX_BACKOFF_SECS: i64 = 600;
 /// Deliveries run at most this many at a time.
 const CONCURRENCY: usize = 8;
+/// Callbacks among them at most: a flood of callbacks to receivers that never answer
+/// (each waits out its 10 s) leaves the other slots to Slack.
+const CALLBACK_SLOTS: usize = CONCURRENCY / 2;
 /// The Slack calls one job makes at once at most: a reminder's DMs, an approval's
 /// message updates.
 const FAN_OUT: usize = 4;
@@ -235,7 +240,7 @@ impl Outbox {
             }
             Err(egress::Refusal::NotNow(error)) => return retry(job, now, None, error),
         }
-        let body = callback::body(approval, status.as_str(), now);
+        let body = callback::body(approval, url, status.as_str(), now);
         let id = callback::message_id(approval.id, status);
         let signed = callback::sign(&self.signer, id, now.timestamp(), &body);
         match self.http.post(url, &signed, &body).await {
@@ -308,6 +313,13 @@ fn after_refusal(now: DateTime<Utc>, refused: Option<&SlackError>) -> DateTime<U
     now + wait.max(chrono::Duration::seconds(1))
 }
 
+/// The wait after the failure of attempt `attempts` (counting it): 1 s, 2 s, 4 s …
+/// up to [`MAX_BACKOFF_SECS`].
+fn backoff(attempts: i32) -> chrono::Duration {
+    chrono::Duration::seconds(1_i64 << (attempts - 1).clamp(0, 20))
+        .min(chrono::Duration::seconds(MAX_BACKOFF_SECS))
+}
+
 /// Backoff: 1 s, 2 s, 4 s … up to 10 min, or Slack's Retry-After when it asks for
 /// longer; dead after [`MAX_ATTEMPTS`].
 fn retry(
@@ -321,11 +333,10 @@ fn retry(
             error: format!("gave up after {} attempts: {error}", job.attempts),
         };
     }
-    let backoff = chrono::Duration::seconds(1_i64 << (job.attempts - 1).clamp(0, 20))
-        .min(chrono::Duration::seconds(MAX_BACKOFF_SECS));
+    let backoff = backoff(job.attempts);
     // Never less than the backoff, so that a run of rate limits backs off like any
-    // failure (not 14 tries in 15 s and dead), and never past the backoff's cap: a
-    // huge Retry-After would park the job for years, or overflow the time.
+    // failure (not every try within seconds and dead), and never past the backoff's
+    // cap: a huge Retry-After would park the job for years, or overflow the time.
     let cap = chrono::Duration::seconds(MAX_BACKOFF_SECS);
     let wait = retry_after
         .map(|after| chrono::Duration::from_std(after).unwrap_or(cap).min(cap))
@@ -344,7 +355,9 @@ mod tests {
 
     use super::*;
 
-    fn retried_after(attempts: i32, retry_after: Option<Duration>) -> chrono::Duration {
+    /// After the failure of attempt `attempts`: the wait before the next one, or
+    /// `None` when the job is given up.
+    fn wait_after(attempts: i32, retry_after: Option<Duration>) -> Option<chrono::Duration> {
         let now = Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap();
         let job = DueJob {
             id: 1,
@@ -354,9 +367,32 @@ mod tests {
             lease_until: None,
         };
         match retry(&job, now, retry_after, "rate limited".into()) {
-            Outcome::Retry { at, .. } => at - now,
-            _ => panic!("retried"),
+            Outcome::Retry { at, .. } => Some(at - now),
+            Outcome::Dead { .. } => None,
+            _ => panic!("retried or dead"),
         }
+    }
+
+    fn retried_after(attempts: i32, retry_after: Option<Duration>) -> chrono::Duration {
+        wait_after(attempts, retry_after).expect("retried")
+    }
+
+    #[test]
+    fn a_failing_job_is_retried_for_about_two_hours_as_documented() {
+        // docs/callbacks.md and docs/security.md: "about two hours" of retries.
+        let mut total = chrono::Duration::zero();
+        let mut attempts = 1;
+        while let Some(wait) = wait_after(attempts, None) {
+            total += wait;
+            attempts += 1;
+        }
+        assert_eq!(attempts, MAX_ATTEMPTS, "given up at the last attempt");
+        let minutes = total.num_minutes();
+        assert!(
+            (105..=135).contains(&minutes),
+            "retried for {minutes} min, not about two hours"
+        );
+        assert_eq!(total, (1..MAX_ATTEMPTS).map(backoff).sum());
     }
 
     #[test]

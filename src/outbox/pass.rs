@@ -4,6 +4,7 @@
 //! and ends within the limit, so it is recorded before its lease runs out and another
 //! replica may claim it again.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +12,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{CONCURRENCY, Outbox, retry};
+use super::{CALLBACK_SLOTS, CONCURRENCY, Outbox, retry};
 use crate::clock::Clock;
-use crate::jobs::{DueJob, MessageKind, Outcome};
+use crate::jobs::{DueJob, Job, MessageKind, Outcome};
 use crate::store::StoreError;
 
 /// The deliveries a scheduler pass claimed, and when and for how long.
@@ -32,6 +33,42 @@ pub struct Claimed<'a> {
     pub clock: Option<Arc<dyn Clock>>,
 }
 
+/// The jobs of a pass not started yet, and the callbacks under way: a callback starts
+/// only while fewer than [`CALLBACK_SLOTS`] run, the jobs behind it going first, so
+/// that callbacks to receivers that never answer cannot take every slot from Slack.
+struct Queue {
+    waiting: VecDeque<DueJob>,
+    callbacks: HashSet<tokio::task::Id>,
+}
+
+impl Queue {
+    fn new(jobs: Vec<DueJob>) -> Self {
+        Self {
+            waiting: jobs.into(),
+            callbacks: HashSet::new(),
+        }
+    }
+
+    /// The first job that may start now.
+    fn next(&mut self) -> Option<DueJob> {
+        let full = self.callbacks.len() >= CALLBACK_SLOTS;
+        let at = self
+            .waiting
+            .iter()
+            .position(|job| !(full && is_callback(job)))?;
+        self.waiting.remove(at)
+    }
+
+    /// Every job not started, taken out.
+    fn rest(&mut self) -> Vec<DueJob> {
+        self.waiting.drain(..).collect()
+    }
+}
+
+fn is_callback(job: &DueJob) -> bool {
+    matches!(job.job, Job::Callback { .. })
+}
+
 /// How long one job may run: below half its lease, since it starts in the first half
 /// and must be recorded before the lease ends. A reminder's DMs and an approval's
 /// message updates stop a little earlier ([`soft_limit`]), to report what was sent.
@@ -45,12 +82,13 @@ fn soft_limit(lease: Duration) -> Duration {
 }
 
 impl Outbox {
-    /// Delivers claimed jobs ([`CONCURRENCY`] at a time; posts have their channel's
-    /// slot already, see [`Outbox::pace`]) and records each outcome. A job starts only
-    /// in the first half of the lease, and only until `stop` turns true or a report
-    /// fails: the jobs not started go back to the queue, due at `now`. Returns, once
-    /// the ones under way are recorded, how many went back, or the first error (every
-    /// job under way is still awaited and recorded first: none is cut off mid-call).
+    /// Delivers claimed jobs ([`CONCURRENCY`] at a time, callbacks [`CALLBACK_SLOTS`]
+    /// of them at most; posts have their channel's slot already, see
+    /// [`Outbox::pace`]) and records each outcome. A job starts only in the first half
+    /// of the lease, and only until `stop` turns true or a report fails: the jobs not
+    /// started go back to the queue, due at `now`. Returns, once the ones under way are
+    /// recorded, how many went back, or the first error (every job under way is still
+    /// awaited and recorded first: none is cut off mid-call).
     pub async fn deliver_all(&self, claimed: Claimed<'_>) -> Result<usize, StoreError> {
         let Claimed {
             jobs,
@@ -63,12 +101,12 @@ impl Outbox {
         let start_by = began + lease / 2;
         let stopping = || stop.is_some_and(|stop| *stop.borrow());
         let mut running = tokio::task::JoinSet::<Result<(), StoreError>>::new();
-        let mut queue = jobs.into_iter();
+        let mut queue = Queue::new(jobs);
         let (mut put_back, mut failed) = (0, None);
         loop {
             let late = Instant::now() >= start_by;
             if late || stopping() || failed.is_some() {
-                let unstarted: Vec<DueJob> = queue.by_ref().collect();
+                let unstarted = queue.rest();
                 put_back += unstarted.len();
                 if let Err(error) = self.put_back(&unstarted, now, late).await {
                     failed.get_or_insert(error);
@@ -76,17 +114,26 @@ impl Outbox {
             }
             while running.len() < CONCURRENCY {
                 let Some(job) = queue.next() else { break };
-                running.spawn(self.clone().run(job, now, lease, clock.clone()));
+                let callback = is_callback(&job);
+                let task = running.spawn(self.clone().run(job, now, lease, clock.clone()));
+                if callback {
+                    queue.callbacks.insert(task.id());
+                }
             }
-            match running.join_next().await {
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(error))) => {
+            let ended = match running.join_next_with_id().await {
+                Some(Ok((id, Ok(())))) => id,
+                Some(Ok((id, Err(error)))) => {
                     tracing::warn!(%error, "a delivery could not be recorded: it waits out its lease; no more start in this pass");
                     failed.get_or_insert(error);
+                    id
                 }
-                Some(Err(panicked)) => tracing::error!(%panicked, "delivery task failed"),
+                Some(Err(panicked)) => {
+                    tracing::error!(%panicked, "delivery task failed");
+                    panicked.id()
+                }
                 None => break,
-            }
+            };
+            queue.callbacks.remove(&ended);
         }
         match failed {
             Some(error) => Err(error),

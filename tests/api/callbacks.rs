@@ -39,6 +39,7 @@ async fn one_callback() -> (TestApp, Value) {
         },
         "body": body,
         "public_key": app.signer.public_key().to_string(),
+        "url": url,
         "now": header("webhook-timestamp").parse::<i64>().unwrap(),
     });
     (app, case)
@@ -69,9 +70,12 @@ fn cases(genuine: &Value) -> (Value, Vec<bool>) {
     stale["now"] = json!(genuine["now"].as_i64().unwrap() + 301);
     let mut unsigned = genuine.clone();
     unsigned["headers"]["webhook-signature"] = json!("");
+    // A digit that is not ASCII: refused, not an exception ("²".isdigit() in Python).
+    let mut superscript = genuine.clone();
+    superscript["headers"]["webhook-timestamp"] = json!("²");
     (
-        json!([genuine, changed, other_key, stale, unsigned]),
-        vec![true, false, false, false, false],
+        json!([genuine, changed, other_key, stale, unsigned, superscript]),
+        vec![true, false, false, false, false, false],
     )
 }
 
@@ -87,6 +91,15 @@ fn run_verifier(program: &Path, script: &Path, cases: &Path) -> Vec<bool> {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("a JSON list of booleans")
+}
+
+#[tokio::test]
+async fn a_callback_names_under_its_signature_the_url_it_was_sent_to() {
+    let (_app, genuine) = one_callback().await;
+    let body: Value = serde_json::from_str(genuine["body"].as_str().unwrap()).unwrap();
+    // So that a receiver can refuse a genuine callback meant for another receiver.
+    assert_eq!(body["callback_url"], genuine["url"], "{body}");
+    assert_eq!(body["approval_id"], body["approval"]["approval_id"]);
 }
 
 const PYTHON_DRIVER: &str = r#"

@@ -92,19 +92,9 @@ impl Api {
     /// `error` with its causes ("error sending request" alone does not say that a
     /// certificate was refused or the connection was refused).
     fn unreachable(&self, error: reqwest::Error) -> ApiError {
-        let error = error.without_url();
-        let mut detail = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !detail.contains(&text) {
-                detail = format!("{detail}: {text}");
-            }
-            source = cause.source();
-        }
         ApiError::Unreachable {
             url: self.base.clone(),
-            detail,
+            detail: crate::errors::with_causes(&error.without_url()),
         }
     }
 
