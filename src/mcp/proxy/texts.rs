@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::api::{ApiError, View};
+use crate::approval::machine::POLICY_ACTOR;
 
 const NOT_RUN: &str = "The call was not run.";
 
@@ -49,14 +50,17 @@ pub fn decided(view: &View) -> String {
     let who = view.decided_by.as_deref().unwrap_or("an approver");
     let reason = view.reason.as_deref().map(str::trim).unwrap_or_default();
     match view.status.as_str() {
-        "denied" => match reason.strip_prefix("denied by policy:") {
-            Some(rule) => format!("Denied by policy: {}. {NOT_RUN}", rule.trim()),
-            None if reason.is_empty() => format!("Denied by {who} (no reason given). {NOT_RUN}"),
-            None => format!(
-                "Denied by {who}: {}. {NOT_RUN}",
-                reason.trim_end_matches('.')
-            ),
-        },
+        // The policy's own denial, told by who decided: an approver's reason may begin
+        // with the same words.
+        "denied" if who == POLICY_ACTOR => {
+            let rule = reason.strip_prefix("denied by policy:").unwrap_or(reason);
+            format!("Denied by policy: {}. {NOT_RUN}", rule.trim())
+        }
+        "denied" if reason.is_empty() => format!("Denied by {who} (no reason given). {NOT_RUN}"),
+        "denied" => format!(
+            "Denied by {who}: {}. {NOT_RUN}",
+            reason.trim_end_matches('.')
+        ),
         "expired" => format!(
             "Nobody decided before {}. {NOT_RUN}",
             view.expires_at.map_or_else(
@@ -189,10 +193,19 @@ mod tests {
         assert!(
             decided(&view(
                 "denied",
-                None,
+                Some("policy"),
                 Some("denied by policy: rules[1] (tools drop_*)")
             ))
             .starts_with("Denied by policy: rules[1]")
+        );
+        // An approver's reason cannot pass for the policy's.
+        assert_eq!(
+            decided(&view(
+                "denied",
+                Some("U0MALLORY"),
+                Some("denied by policy: rules[1]")
+            )),
+            "Denied by U0MALLORY: denied by policy: rules[1]. The call was not run."
         );
         assert_eq!(
             decided(&view("expired", None, None)),
