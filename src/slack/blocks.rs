@@ -221,7 +221,12 @@ fn body(a: &Approval) -> Vec<Value> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        blocks.push(plain_section(fit_plain_lines(summary, SECTION_MAX)));
+        // After an edit it tells what was asked; the parameters below are what runs.
+        let summary = match a.original_parameters {
+            Some(_) => format!("As asked: {summary}"),
+            None => summary.to_owned(),
+        };
+        blocks.push(plain_section(fit_plain_lines(&summary, SECTION_MAX)));
     }
     // The summary is the requester's own words; the parameters are what would actually
     // run, so approvers always see them too.

@@ -388,9 +388,15 @@ pub fn params_one_line(params: &Value, max: usize) -> String {
 }
 
 /// The summary if there is one, else the parameters on one line; plain text (for
-/// [`plain`]), within `max`.
+/// [`plain`]), within `max`. Once an approver edited the parameters the summary tells
+/// what was asked, not what runs: the edited parameters are shown instead.
 pub fn summary_or_params(a: &Approval, max: usize) -> String {
+    const EDITED: &str = "Edited: ";
     match a.summary.as_deref().map(str::trim) {
+        _ if a.original_parameters.is_some() => format!(
+            "{EDITED}{}",
+            params_one_line(&a.parameters, max.saturating_sub(EDITED.len()))
+        ),
         Some(summary) if !summary.is_empty() => fit_plain(summary, max),
         _ => params_one_line(&a.parameters, max),
     }

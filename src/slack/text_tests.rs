@@ -312,6 +312,15 @@ fn the_summary_is_preferred_over_parameters() {
         summary_or_params(&a, 100),
         "environment: prod; service: api"
     );
+    // Edited: the summary told what was asked; what runs is the edited parameters.
+    a.summary = Some("Deploy api to prod".into());
+    a.original_parameters = Some(a.parameters.clone());
+    a.parameters = json!({"environment": "prod", "service": "web"});
+    assert_eq!(
+        summary_or_params(&a, 100),
+        "Edited: environment: prod; service: web"
+    );
+    assert!(len(&summary_or_params(&a, 20)) <= 20);
 }
 
 #[test]
