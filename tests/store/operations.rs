@@ -741,11 +741,11 @@ async fn reads_survive_the_server_dropping_idle_connections_on_postgres() {
 // ---- PostgreSQL only: the shared table contract ----
 
 #[tokio::test]
-async fn the_shared_table_accepts_direct_inserts_and_updates_on_postgres() {
+async fn the_shared_table_accepts_direct_inserts_and_refuses_direct_decisions_on_postgres() {
     let Some(db) = common::postgres("shared_table").await else {
         return;
     };
-    let (store, _clock) = open(&db).await;
+    let (store, clock) = open(&db).await;
     let id: uuid::Uuid = raw_scalar(
         &db,
         "INSERT INTO pending_approvals (tool_name, parameters, risk_tier, requested_by, expires_at) \
@@ -761,19 +761,53 @@ async fn the_shared_table_accepts_direct_inserts_and_updates_on_postgres() {
     assert_eq!(row.tool_name, "drop_table");
     assert_eq!(row.parameters, json!({"table": "users"}));
     assert_eq!(row.requested_by.as_deref(), Some("agent-7"));
-    raw_execute(
-        &db,
-        &format!("UPDATE pending_approvals SET status = 'approved', decided_by = 'U1', decision_at = NOW() WHERE id = '{id}'"),
-    )
-    .await
-    .unwrap();
+    // Another program writes no decision, changes nothing people approve or signoff
+    // keeps, and moves no expiry once a row is decided (migration 0020).
+    let refused = [
+        "status = 'approved', decided_by = 'U0X', decision_at = NOW()",
+        "decided_by = 'U0X'",
+        "parameters = '{\"table\": \"orders\"}'",
+        "tool_name = 'select'",
+        "risk_tier = 'low'",
+        "routing = '{}'",
+        "created_at = NOW() + INTERVAL '1 year'",
+        "version = version + 1",
+    ];
+    for set in refused {
+        let sql = format!("UPDATE pending_approvals SET {set} WHERE id = '{id}'");
+        let error = raw_execute(&db, &sql).await.unwrap_err();
+        assert!(
+            error.contains("another program may change only expires_at in pending_approvals"),
+            "{set}: {error}"
+        );
+    }
+    let moved = format!(
+        "UPDATE pending_approvals SET expires_at = NOW() + INTERVAL '2 hours' WHERE id = '{id}'"
+    );
+    assert_eq!(
+        raw_execute(&db, &moved).await,
+        Ok(1),
+        "a pending row's expiry moves"
+    );
     let row = store
         .get(signoff::approval::ApprovalId(id))
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(row.status, Status::Pending);
+    assert_eq!(row.decided_by, None);
+    assert_eq!(row.parameters, json!({"table": "users"}));
+    // signoff's own decisions still go through.
+    let decided = vote(&store, &clock, row.id, "U1", Decision::Approve).await;
+    assert!(decided.is_ok(), "{decided:?}");
+    let row = store.get(row.id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Approved);
     assert_eq!(row.decided_by.as_deref(), Some("U1"));
+    let error = raw_execute(&db, &moved).await.unwrap_err();
+    assert!(
+        error.contains("only a pending row's expires_at may be moved"),
+        "{error}"
+    );
     let bad = raw_execute(&db, "INSERT INTO pending_approvals (tool_name, risk_tier, expires_at) VALUES ('x', 'extreme', NOW())").await;
     assert!(bad.is_err(), "risk_tier is checked");
 }
@@ -1610,7 +1644,17 @@ async fn expiries_behind_the_last_pass_still_fire(db: TestDb) {
          WHERE id = '{}'",
         reopened.id
     );
-    assert_eq!(raw_execute(&db, &sql).await, Ok(1));
+    // Only a session that says it is signoff's may reopen a row on PostgreSQL
+    // (migration 0020): an operator's repair, which keeps `version`.
+    let operator = if db.backend == "sqlite" {
+        None
+    } else {
+        Some(db.as_signoff_writer())
+    };
+    assert_eq!(
+        raw_execute(operator.as_ref().unwrap_or(&db), &sql).await,
+        Ok(1)
+    );
     assert_eq!(
         store.fire_due(clock.now(), 10).await.unwrap(),
         2,
