@@ -812,6 +812,57 @@ async fn the_shared_table_accepts_direct_inserts_and_refuses_direct_decisions_on
     assert!(bad.is_err(), "risk_tier is checked");
 }
 
+/// A scheduler that takes in shared-table rows, by a policy that auto-approves the low
+/// tier and asks people in a channel otherwise.
+fn intake_scheduler(store: &signoff::store::Store) -> Scheduler {
+    let policy = signoff::policy::Policy::from_toml_str(
+        "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\nmax_pending = 0\n\
+         [tiers]\nlow = \"auto_approve\"\n",
+    )
+    .unwrap();
+    Scheduler::new(store.clone()).with_policy(std::sync::Arc::new(policy))
+}
+
+/// Parameters nested deeper than signoff's JSON reader goes are refused at the insert
+/// (migration 0021); and rows that got in before that check, a hundred of them older
+/// than the rest, keep no readable row out of the intake.
+#[tokio::test]
+async fn unreadable_rows_keep_nothing_out_of_the_intake_on_postgres() {
+    let Some(db) = common::postgres("intake_unreadable").await else {
+        return;
+    };
+    let (store, clock) = open(&db).await;
+    let deep = |levels: usize| {
+        format!("('{{\"a\": ' || repeat('[', {levels}) || repeat(']', {levels}) || '}}')::jsonb")
+    };
+    let refused = format!(
+        "INSERT INTO pending_approvals (tool_name, parameters, expires_at) \
+         VALUES ('t', {}, NOW() + INTERVAL '1 hour')",
+        deep(200)
+    );
+    let error = raw_execute(&db, &refused).await.unwrap_err();
+    assert!(
+        error.contains("signoff: parameters are nested more than 100 levels deep"),
+        "{error}"
+    );
+    // As they got in before the check: pending, unclassified, and first in line.
+    let before = format!(
+        "INSERT INTO pending_approvals (tool_name, parameters, expires_at, created_at) \
+         SELECT 't', {}, NOW() + INTERVAL '1 hour', NOW() - INTERVAL '1 hour' \
+         FROM generate_series(1, 100)",
+        deep(130)
+    );
+    assert_eq!(raw_execute(&db.as_signoff_writer(), &before).await, Ok(100));
+    let fine = "INSERT INTO pending_approvals (tool_name, parameters, expires_at) \
+                VALUES ('deploy', '{\"to\": \"prod\"}', NOW() + INTERVAL '1 hour')";
+    assert_eq!(raw_execute(&db, fine).await, Ok(1));
+    let scheduler = intake_scheduler(&store);
+    assert_eq!(scheduler.intake(clock.now()).await.unwrap(), 1, "taken in");
+    assert_eq!(scheduler.intake(clock.now()).await.unwrap(), 0);
+    let taken = "SELECT COUNT(*) FROM pending_approvals WHERE routing IS NOT NULL";
+    assert_eq!(raw_count(&db, taken).await, 1);
+}
+
 /// Migration 0006 replaces the unique index over pending requests and the index of
 /// open approvals (see `expiries_behind_the_last_pass_still_fire`): a store upgraded
 /// with rows in it still answers a repeat with its pending request, and still expires
@@ -1059,7 +1110,7 @@ async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
         assert_eq!(store.batch_members(id).await.unwrap(), Vec::new());
         assert_eq!(store.find_by_prefix(&id.short(), 2).await.unwrap(), [id]);
         // Classified at creation; none of the filler is pending either.
-        assert_eq!(store.unclassified(10).await.unwrap(), Vec::new());
+        assert_eq!(store.unclassified(10, &[]).await.unwrap(), Vec::new());
         assert!(
             store
                 .due_jobs(clock.now(), 10)
