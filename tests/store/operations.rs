@@ -863,6 +863,35 @@ async fn unreadable_rows_keep_nothing_out_of_the_intake_on_postgres() {
     assert_eq!(raw_count(&db, taken).await, 1);
 }
 
+/// A row inserted past its expiry (or whose expiry passed while signoff was down) is
+/// expired when signoff takes it in: never approved by an auto-approve tier, never
+/// put before people.
+#[tokio::test]
+async fn a_row_taken_in_past_its_expiry_is_expired_on_postgres() {
+    let Some(db) = common::postgres("intake_expired").await else {
+        return;
+    };
+    let (store, clock) = open_posting(&db).await;
+    for tier in ["low", "medium"] {
+        let sql = format!(
+            "INSERT INTO pending_approvals (tool_name, parameters, risk_tier, expires_at) \
+             VALUES ('drop_{tier}', '{{}}', '{tier}', {})",
+            sql_time(&db, clock.now() - chrono::Duration::minutes(5))
+        );
+        assert_eq!(raw_execute(&db, &sql).await, Ok(1));
+    }
+    let scheduler = intake_scheduler(&store);
+    assert_eq!(scheduler.intake(clock.now()).await.unwrap(), 2);
+    for row in store.list_all(None).await.unwrap() {
+        assert_eq!(row.status, Status::Expired, "{}", row.tool_name);
+        assert_eq!(row.decided_by, None);
+    }
+    assert_eq!(count_audit(&store, "expired").await, 2);
+    assert_eq!(count_audit(&store, "auto_approved").await, 0);
+    let posts = "SELECT COUNT(*) FROM jobs";
+    assert_eq!(raw_count(&db, posts).await, 0, "nothing posted");
+}
+
 /// Migration 0006 replaces the unique index over pending requests and the index of
 /// open approvals (see `expiries_behind_the_last_pass_still_fire`): a store upgraded
 /// with rows in it still answers a repeat with its pending request, and still expires
