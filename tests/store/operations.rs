@@ -809,7 +809,11 @@ async fn the_shared_table_accepts_direct_inserts_and_refuses_direct_decisions_on
         "{error}"
     );
     let bad = raw_execute(&db, "INSERT INTO pending_approvals (tool_name, risk_tier, expires_at) VALUES ('x', 'extreme', NOW())").await;
-    assert!(bad.is_err(), "risk_tier is checked");
+    let error = bad.unwrap_err();
+    assert!(
+        error.contains("pending_approvals_risk_tier_check"),
+        "risk_tier is checked: {error}"
+    );
 }
 
 /// A scheduler that takes in shared-table rows, by a policy that auto-approves the low
@@ -890,6 +894,31 @@ async fn a_row_taken_in_past_its_expiry_is_expired_on_postgres() {
     assert_eq!(count_audit(&store, "auto_approved").await, 0);
     let posts = "SELECT COUNT(*) FROM jobs";
     assert_eq!(raw_count(&db, posts).await, 0, "nothing posted");
+}
+
+/// Another program's row is created when it is inserted, whatever `created_at` it
+/// gives (the reminders go by it), and a `risk_tier` given as NULL is 'medium'; an
+/// unknown tier is refused by the column's check (migration 0022).
+#[tokio::test]
+async fn a_direct_insert_gets_its_creation_time_and_a_default_tier_on_postgres() {
+    let Some(db) = common::postgres("direct_insert_defaults").await else {
+        return;
+    };
+    let _store = open(&db).await;
+    let sql = "INSERT INTO pending_approvals (tool_name, parameters, risk_tier, expires_at, \
+               created_at) VALUES ('deploy', '{}', NULL, NOW() + INTERVAL '1 hour', \
+               '9999-01-01 00:00:00+00')";
+    assert_eq!(raw_execute(&db, sql).await, Ok(1));
+    let now = "SELECT COUNT(*) FROM pending_approvals WHERE created_at \
+               BETWEEN NOW() - INTERVAL '1 minute' AND NOW() AND risk_tier = 'medium'";
+    assert_eq!(raw_count(&db, now).await, 1, "created now, tier medium");
+    let bad = "INSERT INTO pending_approvals (tool_name, risk_tier, expires_at) \
+               VALUES ('x', 'extreme', NOW())";
+    let error = raw_execute(&db, bad).await.unwrap_err();
+    assert!(
+        error.contains("pending_approvals_risk_tier_check"),
+        "{error}"
+    );
 }
 
 /// Migration 0006 replaces the unique index over pending requests and the index of
