@@ -921,6 +921,43 @@ async fn a_direct_insert_gets_its_creation_time_and_a_default_tier_on_postgres()
     );
 }
 
+/// A program granted the public columns and the moving of an expiry moves one: the
+/// trigger that moves the expiry watermark down runs with signoff's rights (migration
+/// 0023), not the program's.
+#[tokio::test]
+async fn a_role_granted_expires_at_moves_an_expiry_on_postgres() {
+    let Some(db) = common::postgres("expiry_grant").await else {
+        return;
+    };
+    let (store, clock) = open(&db).await;
+    let approval = create_expiring(&store, &clock, "moved", 3600).await;
+    let role = format!("signoff_test_mover_{}", uuid::Uuid::new_v4().simple());
+    let grant = format!(
+        "CREATE ROLE {role} LOGIN; GRANT INSERT (tool_name, parameters, risk_tier, \
+         requested_by, expires_at), SELECT, UPDATE (expires_at) ON pending_approvals TO {role}"
+    );
+    for statement in grant.split("; ") {
+        raw_execute(&db, statement).await.unwrap();
+    }
+    let at = sql_time(&db, clock.now() + chrono::Duration::minutes(1));
+    let sql = format!(
+        "UPDATE pending_approvals SET expires_at = {at} WHERE id = '{}'",
+        approval.id
+    );
+    let moved = raw_execute(&db.as_role(&role), &sql).await;
+    let revoke = format!("REVOKE ALL ON pending_approvals FROM {role}; DROP ROLE {role}");
+    for statement in revoke.split("; ") {
+        raw_execute(&db, statement).await.unwrap();
+    }
+    assert_eq!(moved, Ok(1));
+    clock.advance(Duration::from_secs(120));
+    assert_eq!(
+        store.fire_due(clock.now(), 10).await.unwrap(),
+        1,
+        "expired at its new time"
+    );
+}
+
 /// Migration 0006 replaces the unique index over pending requests and the index of
 /// open approvals (see `expiries_behind_the_last_pass_still_fire`): a store upgraded
 /// with rows in it still answers a repeat with its pending request, and still expires
