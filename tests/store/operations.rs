@@ -958,6 +958,59 @@ async fn a_role_granted_expires_at_moves_an_expiry_on_postgres() {
     );
 }
 
+/// Another program's transaction that moved an expiry earlier holds the expiry
+/// watermark's row until it ends; a scheduler pass meanwhile neither waits for it nor
+/// keeps signoff's other writers waiting (it held the audit head while it waited).
+#[tokio::test]
+async fn a_pass_does_not_wait_for_another_programs_open_expiry_move_on_postgres() {
+    use sqlx::Connection;
+    let Some(db) = common::postgres("watermark_held").await else {
+        return;
+    };
+    let (store, clock) = open(&db).await;
+    let closed = create_expiring(&store, &clock, "closed", 10).await;
+    vote(&store, &clock, closed.id, "U1", Decision::Deny)
+        .await
+        .unwrap();
+    let moved = create_expiring(&store, &clock, "moved", 3600).await;
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut holding = other.begin().await.unwrap();
+    let at = sql_time(&db, clock.now() + chrono::Duration::minutes(30));
+    let sql = format!(
+        "UPDATE pending_approvals SET expires_at = {at} WHERE id = '{}'",
+        moved.id
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    // A pass that would move the mark past the closed approval.
+    clock.advance(Duration::from_secs(20));
+    let pass = tokio::time::timeout(Duration::from_secs(5), store.fire_due(clock.now(), 10)).await;
+    let opened = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.create(
+            new_request("after", json!({})),
+            classify("after"),
+            clock.now(),
+        ),
+    )
+    .await;
+    holding.commit().await.unwrap();
+    assert!(matches!(pass, Ok(Ok(_))), "the pass went on: {pass:?}");
+    assert!(matches!(opened, Ok(Ok(_))), "so did a request: {opened:?}");
+    clock.advance(Duration::from_secs(31 * 60));
+    assert_eq!(
+        store.fire_due(clock.now(), 10).await.unwrap(),
+        1,
+        "at its new time"
+    );
+    assert_eq!(
+        store.get(moved.id).await.unwrap().unwrap().status,
+        Status::Expired
+    );
+}
+
 /// Migration 0006 replaces the unique index over pending requests and the index of
 /// open approvals (see `expiries_behind_the_last_pass_still_fire`): a store upgraded
 /// with rows in it still answers a repeat with its pending request, and still expires
