@@ -817,11 +817,11 @@ async fn the_shared_table_accepts_direct_inserts_and_refuses_direct_decisions_on
 }
 
 /// A scheduler that takes in shared-table rows, by a policy that auto-approves the low
-/// tier and asks people in a channel otherwise.
+/// tier (`get_*`) and asks people in a channel otherwise.
 fn intake_scheduler(store: &signoff::store::Store) -> Scheduler {
     let policy = signoff::policy::Policy::from_toml_str(
         "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\nmax_pending = 0\n\
-         [tiers]\nlow = \"auto_approve\"\n",
+         [tiers]\nlow = \"auto_approve\"\n[[rules]]\ntools = [\"get_*\"]\ntier = \"low\"\n",
     )
     .unwrap();
     Scheduler::new(store.clone()).with_policy(std::sync::Arc::new(policy))
@@ -876,10 +876,10 @@ async fn a_row_taken_in_past_its_expiry_is_expired_on_postgres() {
         return;
     };
     let (store, clock) = open_posting(&db).await;
-    for tier in ["low", "medium"] {
+    for (tool, tier) in [("get_users", "low"), ("drop_table", "medium")] {
         let sql = format!(
             "INSERT INTO pending_approvals (tool_name, parameters, risk_tier, expires_at) \
-             VALUES ('drop_{tier}', '{{}}', '{tier}', {})",
+             VALUES ('{tool}', '{{}}', '{tier}', {})",
             sql_time(&db, clock.now() - chrono::Duration::minutes(5))
         );
         assert_eq!(raw_execute(&db, &sql).await, Ok(1));
