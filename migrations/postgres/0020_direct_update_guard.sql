@@ -29,6 +29,8 @@ BEGIN
 END;
 $$;
 -- BEFORE UPDATE triggers run in the order of their names: this one before
--- pending_approvals_direct_update (0016), which checks the new times.
+-- pending_approvals_direct_update (0016), which checks the new times. The WHEN clause
+-- keeps signoff's own updates (every click's) from calling the function at all.
 CREATE TRIGGER pending_approvals_direct_guard BEFORE UPDATE ON pending_approvals
-    FOR EACH ROW EXECUTE FUNCTION signoff_guard_direct_update();
+    FOR EACH ROW WHEN (current_setting('signoff.writer', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION signoff_guard_direct_update();
