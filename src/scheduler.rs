@@ -6,12 +6,14 @@
 //! expiry or a checkpoint. Tests call [`Scheduler::run_once`], both in turn, with the
 //! time they want instead of sleeping.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch};
 
+use crate::approval::ApprovalId;
 use crate::clock::Clock;
 use crate::outbox::{Claimed, Outbox};
 use crate::policy::{Call, Policy};
@@ -36,6 +38,10 @@ pub struct Scheduler {
     /// Turns true when the process shuts down (set by [`Scheduler::run`]): no pass
     /// starts and no claimed delivery is started after it.
     stop: Option<watch::Receiver<bool>>,
+    /// Shared-table rows this process could not read (inserted before the checks on
+    /// direct inserts): left out of the intake's reads, so that they do not stay
+    /// first in its line and keep the rows after them out.
+    passed_over: Arc<Mutex<HashSet<ApprovalId>>>,
 }
 
 impl Scheduler {
@@ -47,6 +53,7 @@ impl Scheduler {
             policy: None,
             lease: crate::jobs::LEASE,
             stop: None,
+            passed_over: Arc::default(),
         }
     }
 
@@ -58,6 +65,7 @@ impl Scheduler {
             policy: None,
             lease: crate::jobs::LEASE,
             stop: None,
+            passed_over: Arc::default(),
         }
     }
 
@@ -80,26 +88,38 @@ impl Scheduler {
             return Ok(0);
         };
         let mut adopting = tokio::task::JoinSet::new();
-        for id in self.store.unclassified(INTAKE_BATCH).await? {
-            // A row that cannot be read (one inserted before the checks on direct
-            // inserts) is passed over, not the pass stopped for every other row.
-            let row = match self.store.get(id).await {
-                Ok(Some(row)) => row,
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::warn!(%id, %error, "a row of pending_approvals cannot be read: passed over");
+        // Up to INTAKE_BATCH readable rows, oldest first: a page with rows that cannot
+        // be read is followed by the next.
+        let mut seen: Vec<ApprovalId> = Vec::new();
+        while adopting.len() < INTAKE_BATCH as usize {
+            let mut skip = seen.clone();
+            skip.extend(
+                self.passed_over
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter(),
+            );
+            let wanted = INTAKE_BATCH - adopting.len() as i64;
+            let page = self.store.unclassified(wanted, &skip).await?;
+            let last = page.len() < wanted as usize;
+            for id in page {
+                seen.push(id);
+                let Some(row) = self.readable(id).await else {
                     continue;
-                }
-            };
-            let call = Call {
-                tool: &row.tool_name,
-                server: row.server.as_deref(),
-                params: &row.parameters,
-                annotations: None,
-            };
-            let class = policy.classify_call(&call, Some(row.risk_tier));
-            let store = self.store.clone();
-            adopting.spawn(async move { store.adopt(id, class, now).await });
+                };
+                let call = Call {
+                    tool: &row.tool_name,
+                    server: row.server.as_deref(),
+                    params: &row.parameters,
+                    annotations: None,
+                };
+                let class = policy.classify_call(&call, Some(row.risk_tier));
+                let store = self.store.clone();
+                adopting.spawn(async move { store.adopt(id, class, now).await });
+            }
+            if last {
+                break;
+            }
         }
         let mut adopted = 0;
         while let Some(result) = adopting.join_next().await {
@@ -110,6 +130,41 @@ impl Scheduler {
             }
         }
         Ok(adopted)
+    }
+
+    /// The shared-table row `id`, if it can be read. One that cannot (inserted before
+    /// the checks on direct inserts) is passed over, and left out of this process's
+    /// intake from then on; one that failed for another reason is tried next pass.
+    async fn readable(&self, id: ApprovalId) -> Option<crate::approval::Approval> {
+        match self.store.get(id).await {
+            Ok(Some(row)) => Some(row),
+            // Gone since the intake's read: it will not be back.
+            Ok(None) => {
+                self.pass_over(id);
+                None
+            }
+            Err(error) => {
+                let unreadable = matches!(
+                    &error,
+                    StoreError::Invalid(_)
+                        | StoreError::Database(
+                            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)
+                        )
+                );
+                if unreadable {
+                    tracing::warn!(%id, %error, "a row of pending_approvals cannot be read: passed over from now on");
+                    self.pass_over(id);
+                } else {
+                    tracing::warn!(%id, %error, "a row of pending_approvals could not be read: tried next pass");
+                }
+                None
+            }
+        }
+    }
+
+    fn pass_over(&self, id: ApprovalId) {
+        let mut passed_over = self.passed_over.lock().unwrap_or_else(|e| e.into_inner());
+        passed_over.insert(id);
     }
 
     /// Runs every job due at `now` (up to [`BATCH`] timers and [`BATCH`] deliveries):

@@ -68,8 +68,13 @@ pub(crate) trait Reads: Send + Sync {
         now: DateTime<Utc>,
         limit: i64,
     ) -> impl Future<Output = Result<DueJobs>> + Send;
-    /// Pending rows nobody classified yet (inserted straight into the table), oldest first.
-    fn unclassified(&self, limit: i64) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
+    /// Pending rows nobody classified yet (inserted straight into the table), oldest
+    /// first, but for those in `skip`.
+    fn unclassified(
+        &self,
+        limit: i64,
+        skip: &[ApprovalId],
+    ) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
     /// Ids from `first` to `last` (both included) in id order, at most `limit`: an id
     /// prefix as a range, which the primary key answers without a scan.
     fn find_in_range(

@@ -502,9 +502,10 @@ impl Store {
         .await
     }
 
-    /// Pending rows inserted straight into the shared table, not yet classified.
-    pub async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
-        read!(self.unclassified(limit))
+    /// Pending rows inserted straight into the shared table, not yet classified, oldest
+    /// first, but for those in `skip`.
+    pub async fn unclassified(&self, limit: i64, skip: &[ApprovalId]) -> Result<Vec<ApprovalId>> {
+        read!(self.unclassified(limit, skip))
     }
 
     /// Classifies such a row (a no-op if another replica already did).

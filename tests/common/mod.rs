@@ -41,6 +41,17 @@ impl TestDb {
             _dir: None,
         }
     }
+
+    /// The same PostgreSQL database, in sessions that say they are signoff's own
+    /// (`signoff.writer = on`): what migration 0020 lets change any column.
+    pub fn as_signoff_writer(&self) -> TestDb {
+        let joint = if self.url.contains('?') { '&' } else { '?' };
+        TestDb {
+            url: format!("{}{joint}options=-c%20signoff.writer%3Don", self.url),
+            backend: self.backend,
+            _dir: None,
+        }
+    }
 }
 
 pub fn sqlite() -> TestDb {

@@ -741,11 +741,11 @@ async fn reads_survive_the_server_dropping_idle_connections_on_postgres() {
 // ---- PostgreSQL only: the shared table contract ----
 
 #[tokio::test]
-async fn the_shared_table_accepts_direct_inserts_and_updates_on_postgres() {
+async fn the_shared_table_accepts_direct_inserts_and_refuses_direct_decisions_on_postgres() {
     let Some(db) = common::postgres("shared_table").await else {
         return;
     };
-    let (store, _clock) = open(&db).await;
+    let (store, clock) = open(&db).await;
     let id: uuid::Uuid = raw_scalar(
         &db,
         "INSERT INTO pending_approvals (tool_name, parameters, risk_tier, requested_by, expires_at) \
@@ -761,21 +761,254 @@ async fn the_shared_table_accepts_direct_inserts_and_updates_on_postgres() {
     assert_eq!(row.tool_name, "drop_table");
     assert_eq!(row.parameters, json!({"table": "users"}));
     assert_eq!(row.requested_by.as_deref(), Some("agent-7"));
-    raw_execute(
-        &db,
-        &format!("UPDATE pending_approvals SET status = 'approved', decided_by = 'U1', decision_at = NOW() WHERE id = '{id}'"),
-    )
-    .await
-    .unwrap();
+    // Another program writes no decision, changes nothing people approve or signoff
+    // keeps, and moves no expiry once a row is decided (migration 0020).
+    let refused = [
+        "status = 'approved', decided_by = 'U0X', decision_at = NOW()",
+        "decided_by = 'U0X'",
+        "parameters = '{\"table\": \"orders\"}'",
+        "tool_name = 'select'",
+        "risk_tier = 'low'",
+        "routing = '{}'",
+        "created_at = NOW() + INTERVAL '1 year'",
+        "version = version + 1",
+    ];
+    for set in refused {
+        let sql = format!("UPDATE pending_approvals SET {set} WHERE id = '{id}'");
+        let error = raw_execute(&db, &sql).await.unwrap_err();
+        assert!(
+            error.contains("another program may change only expires_at in pending_approvals"),
+            "{set}: {error}"
+        );
+    }
+    let moved = format!(
+        "UPDATE pending_approvals SET expires_at = NOW() + INTERVAL '2 hours' WHERE id = '{id}'"
+    );
+    assert_eq!(
+        raw_execute(&db, &moved).await,
+        Ok(1),
+        "a pending row's expiry moves"
+    );
     let row = store
         .get(signoff::approval::ApprovalId(id))
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(row.status, Status::Pending);
+    assert_eq!(row.decided_by, None);
+    assert_eq!(row.parameters, json!({"table": "users"}));
+    // signoff's own decisions still go through.
+    let decided = vote(&store, &clock, row.id, "U1", Decision::Approve).await;
+    assert!(decided.is_ok(), "{decided:?}");
+    let row = store.get(row.id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Approved);
     assert_eq!(row.decided_by.as_deref(), Some("U1"));
+    let error = raw_execute(&db, &moved).await.unwrap_err();
+    assert!(
+        error.contains("only a pending row's expires_at may be moved"),
+        "{error}"
+    );
     let bad = raw_execute(&db, "INSERT INTO pending_approvals (tool_name, risk_tier, expires_at) VALUES ('x', 'extreme', NOW())").await;
-    assert!(bad.is_err(), "risk_tier is checked");
+    let error = bad.unwrap_err();
+    assert!(
+        error.contains("pending_approvals_risk_tier_check"),
+        "risk_tier is checked: {error}"
+    );
+}
+
+/// A scheduler that takes in shared-table rows, by a policy that auto-approves the low
+/// tier (`get_*`) and asks people in a channel otherwise.
+fn intake_scheduler(store: &signoff::store::Store) -> Scheduler {
+    let policy = signoff::policy::Policy::from_toml_str(
+        "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\nmax_pending = 0\n\
+         [tiers]\nlow = \"auto_approve\"\n[[rules]]\ntools = [\"get_*\"]\ntier = \"low\"\n",
+    )
+    .unwrap();
+    Scheduler::new(store.clone()).with_policy(std::sync::Arc::new(policy))
+}
+
+/// Parameters nested deeper than signoff's JSON reader goes are refused at the insert
+/// (migration 0021); and rows that got in before that check, a hundred of them older
+/// than the rest, keep no readable row out of the intake.
+#[tokio::test]
+async fn unreadable_rows_keep_nothing_out_of_the_intake_on_postgres() {
+    let Some(db) = common::postgres("intake_unreadable").await else {
+        return;
+    };
+    let (store, clock) = open(&db).await;
+    let deep = |levels: usize| {
+        format!("('{{\"a\": ' || repeat('[', {levels}) || repeat(']', {levels}) || '}}')::jsonb")
+    };
+    let refused = format!(
+        "INSERT INTO pending_approvals (tool_name, parameters, expires_at) \
+         VALUES ('t', {}, NOW() + INTERVAL '1 hour')",
+        deep(200)
+    );
+    let error = raw_execute(&db, &refused).await.unwrap_err();
+    assert!(
+        error.contains("signoff: parameters are nested more than 100 levels deep"),
+        "{error}"
+    );
+    // As they got in before the check: pending, unclassified, and first in line.
+    let before = format!(
+        "INSERT INTO pending_approvals (tool_name, parameters, expires_at, created_at) \
+         SELECT 't', {}, NOW() + INTERVAL '1 hour', NOW() - INTERVAL '1 hour' \
+         FROM generate_series(1, 100)",
+        deep(130)
+    );
+    assert_eq!(raw_execute(&db.as_signoff_writer(), &before).await, Ok(100));
+    let fine = "INSERT INTO pending_approvals (tool_name, parameters, expires_at) \
+                VALUES ('deploy', '{\"to\": \"prod\"}', NOW() + INTERVAL '1 hour')";
+    assert_eq!(raw_execute(&db, fine).await, Ok(1));
+    let scheduler = intake_scheduler(&store);
+    assert_eq!(scheduler.intake(clock.now()).await.unwrap(), 1, "taken in");
+    assert_eq!(scheduler.intake(clock.now()).await.unwrap(), 0);
+    let taken = "SELECT COUNT(*) FROM pending_approvals WHERE routing IS NOT NULL";
+    assert_eq!(raw_count(&db, taken).await, 1);
+}
+
+/// A row inserted past its expiry (or whose expiry passed while signoff was down) is
+/// expired when signoff takes it in: never approved by an auto-approve tier, never
+/// put before people.
+#[tokio::test]
+async fn a_row_taken_in_past_its_expiry_is_expired_on_postgres() {
+    let Some(db) = common::postgres("intake_expired").await else {
+        return;
+    };
+    let (store, clock) = open_posting(&db).await;
+    for (tool, tier) in [("get_users", "low"), ("drop_table", "medium")] {
+        let sql = format!(
+            "INSERT INTO pending_approvals (tool_name, parameters, risk_tier, expires_at) \
+             VALUES ('{tool}', '{{}}', '{tier}', {})",
+            sql_time(&db, clock.now() - chrono::Duration::minutes(5))
+        );
+        assert_eq!(raw_execute(&db, &sql).await, Ok(1));
+    }
+    let scheduler = intake_scheduler(&store);
+    assert_eq!(scheduler.intake(clock.now()).await.unwrap(), 2);
+    for row in store.list_all(None).await.unwrap() {
+        assert_eq!(row.status, Status::Expired, "{}", row.tool_name);
+        assert_eq!(row.decided_by, None);
+    }
+    assert_eq!(count_audit(&store, "expired").await, 2);
+    assert_eq!(count_audit(&store, "auto_approved").await, 0);
+    let posts = "SELECT COUNT(*) FROM jobs";
+    assert_eq!(raw_count(&db, posts).await, 0, "nothing posted");
+}
+
+/// Another program's row is created when it is inserted, whatever `created_at` it
+/// gives (the reminders go by it), and a `risk_tier` given as NULL is 'medium'; an
+/// unknown tier is refused by the column's check (migration 0022).
+#[tokio::test]
+async fn a_direct_insert_gets_its_creation_time_and_a_default_tier_on_postgres() {
+    let Some(db) = common::postgres("direct_insert_defaults").await else {
+        return;
+    };
+    let _store = open(&db).await;
+    let sql = "INSERT INTO pending_approvals (tool_name, parameters, risk_tier, expires_at, \
+               created_at) VALUES ('deploy', '{}', NULL, NOW() + INTERVAL '1 hour', \
+               '9999-01-01 00:00:00+00')";
+    assert_eq!(raw_execute(&db, sql).await, Ok(1));
+    let now = "SELECT COUNT(*) FROM pending_approvals WHERE created_at \
+               BETWEEN NOW() - INTERVAL '1 minute' AND NOW() AND risk_tier = 'medium'";
+    assert_eq!(raw_count(&db, now).await, 1, "created now, tier medium");
+    let bad = "INSERT INTO pending_approvals (tool_name, risk_tier, expires_at) \
+               VALUES ('x', 'extreme', NOW())";
+    let error = raw_execute(&db, bad).await.unwrap_err();
+    assert!(
+        error.contains("pending_approvals_risk_tier_check"),
+        "{error}"
+    );
+}
+
+/// A program granted the public columns and the moving of an expiry moves one: the
+/// trigger that moves the expiry watermark down runs with signoff's rights (migration
+/// 0023), not the program's.
+#[tokio::test]
+async fn a_role_granted_expires_at_moves_an_expiry_on_postgres() {
+    let Some(db) = common::postgres("expiry_grant").await else {
+        return;
+    };
+    let (store, clock) = open(&db).await;
+    let approval = create_expiring(&store, &clock, "moved", 3600).await;
+    let role = format!("signoff_test_mover_{}", uuid::Uuid::new_v4().simple());
+    let grant = format!(
+        "CREATE ROLE {role} LOGIN; GRANT INSERT (tool_name, parameters, risk_tier, \
+         requested_by, expires_at), SELECT, UPDATE (expires_at) ON pending_approvals TO {role}"
+    );
+    for statement in grant.split("; ") {
+        raw_execute(&db, statement).await.unwrap();
+    }
+    let at = sql_time(&db, clock.now() + chrono::Duration::minutes(1));
+    let sql = format!(
+        "UPDATE pending_approvals SET expires_at = {at} WHERE id = '{}'",
+        approval.id
+    );
+    let moved = raw_execute(&db.as_role(&role), &sql).await;
+    let revoke = format!("REVOKE ALL ON pending_approvals FROM {role}; DROP ROLE {role}");
+    for statement in revoke.split("; ") {
+        raw_execute(&db, statement).await.unwrap();
+    }
+    assert_eq!(moved, Ok(1));
+    clock.advance(Duration::from_secs(120));
+    assert_eq!(
+        store.fire_due(clock.now(), 10).await.unwrap(),
+        1,
+        "expired at its new time"
+    );
+}
+
+/// Another program's transaction that moved an expiry earlier holds the expiry
+/// watermark's row until it ends; a scheduler pass meanwhile neither waits for it nor
+/// keeps signoff's other writers waiting (it held the audit head while it waited).
+#[tokio::test]
+async fn a_pass_does_not_wait_for_another_programs_open_expiry_move_on_postgres() {
+    use sqlx::Connection;
+    let Some(db) = common::postgres("watermark_held").await else {
+        return;
+    };
+    let (store, clock) = open(&db).await;
+    let closed = create_expiring(&store, &clock, "closed", 10).await;
+    vote(&store, &clock, closed.id, "U1", Decision::Deny)
+        .await
+        .unwrap();
+    let moved = create_expiring(&store, &clock, "moved", 3600).await;
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut holding = other.begin().await.unwrap();
+    let at = sql_time(&db, clock.now() + chrono::Duration::minutes(30));
+    let sql = format!(
+        "UPDATE pending_approvals SET expires_at = {at} WHERE id = '{}'",
+        moved.id
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+    // A pass that would move the mark past the closed approval.
+    clock.advance(Duration::from_secs(20));
+    let pass = tokio::time::timeout(Duration::from_secs(5), store.fire_due(clock.now(), 10)).await;
+    let opened = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.create(
+            new_request("after", json!({})),
+            classify("after"),
+            clock.now(),
+        ),
+    )
+    .await;
+    holding.commit().await.unwrap();
+    assert!(matches!(pass, Ok(Ok(_))), "the pass went on: {pass:?}");
+    assert!(matches!(opened, Ok(Ok(_))), "so did a request: {opened:?}");
+    clock.advance(Duration::from_secs(31 * 60));
+    assert_eq!(
+        store.fire_due(clock.now(), 10).await.unwrap(),
+        1,
+        "at its new time"
+    );
+    assert_eq!(
+        store.get(moved.id).await.unwrap().unwrap().status,
+        Status::Expired
+    );
 }
 
 /// Migration 0006 replaces the unique index over pending requests and the index of
@@ -1025,7 +1258,7 @@ async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
         assert_eq!(store.batch_members(id).await.unwrap(), Vec::new());
         assert_eq!(store.find_by_prefix(&id.short(), 2).await.unwrap(), [id]);
         // Classified at creation; none of the filler is pending either.
-        assert_eq!(store.unclassified(10).await.unwrap(), Vec::new());
+        assert_eq!(store.unclassified(10, &[]).await.unwrap(), Vec::new());
         assert!(
             store
                 .due_jobs(clock.now(), 10)
@@ -1610,7 +1843,17 @@ async fn expiries_behind_the_last_pass_still_fire(db: TestDb) {
          WHERE id = '{}'",
         reopened.id
     );
-    assert_eq!(raw_execute(&db, &sql).await, Ok(1));
+    // Only a session that says it is signoff's may reopen a row on PostgreSQL
+    // (migration 0020): an operator's repair, which keeps `version`.
+    let operator = if db.backend == "sqlite" {
+        None
+    } else {
+        Some(db.as_signoff_writer())
+    };
+    assert_eq!(
+        raw_execute(operator.as_ref().unwrap_or(&db), &sql).await,
+        Ok(1)
+    );
     assert_eq!(
         store.fire_due(clock.now(), 10).await.unwrap(),
         2,

@@ -123,6 +123,18 @@ fn apply_tier_action(
     }
 }
 
+/// A row taken in already past its expiry: expired, by nobody, as an expiry pass
+/// records one.
+fn expire_at_intake(approval: &mut Approval, now: DateTime<Utc>) -> Happening {
+    approval.status = Status::Expired;
+    approval.decision_at = Some(now);
+    Happening::new(
+        AuditKind::Expired,
+        None,
+        json!({ "was": "pending", "reason": "past its expiry when signoff took it in" }),
+    )
+}
+
 /// The policy denies at once, for `reason`.
 fn deny_by_policy(approval: &mut Approval, reason: String, now: DateTime<Utc>) -> Happening {
     decide(
@@ -197,6 +209,12 @@ pub fn adopt(
         )),
         (Ok(()), None) => None,
     };
+    // A row past its expiry (inserted so, or whose time passed while signoff was down)
+    // is expired, never approved nor put before people: expired means not run.
+    if next.is_expired_at(now) {
+        happened.push(expire_at_intake(&mut next, now));
+        return Transition { next, happened };
+    }
     match refused {
         None => happened.extend(apply_tier_action(&mut next, class, now)),
         Some(reason) => happened.push(deny_by_policy(&mut next, reason, now)),

@@ -150,13 +150,16 @@ impl Reads for PgReads {
         )?)
     }
 
-    async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
+    async fn unclassified(&self, limit: i64, skip: &[ApprovalId]) -> Result<Vec<ApprovalId>> {
+        let skip: Vec<Uuid> = skip.iter().map(|id| id.0).collect();
         let ids: Vec<Uuid> = on_conn!(self, |c| {
             sqlx::query_scalar(
-            "SELECT id FROM pending_approvals WHERE routing IS NULL AND status = 'pending' ORDER BY created_at LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(c)
+                "SELECT id FROM pending_approvals WHERE routing IS NULL AND status = 'pending' \
+             AND NOT (id = ANY($2)) ORDER BY created_at LIMIT $1",
+            )
+            .bind(limit)
+            .bind(&skip)
+            .fetch_all(c)
         });
         Ok(ids.into_iter().map(ApprovalId).collect())
     }

@@ -37,7 +37,8 @@ impl PgTx {
     /// left the mark (and moves it down below its own approvals, kept back to go with
     /// the commit's last statement: no round trip of its own). A pass also locks the
     /// watermark's row, which
-    /// another program's trigger (an expiry moved earlier) takes to move it down.
+    /// another program's trigger (an expiry moved earlier) takes to move it down; a
+    /// pass that finds it locked leaves the mark as it is.
     pub(super) async fn settle_watermark(&mut self) -> sqlx::Result<()> {
         let Timers { opened, mut swept } = std::mem::take(&mut self.timers);
         if let Some(now) = swept
@@ -62,10 +63,18 @@ impl PgTx {
         let Some(now) = swept else {
             return Ok(());
         };
-        let below: DateTime<Utc> =
-            sqlx::query_scalar("SELECT below FROM expiry_watermark WHERE id = 1 FOR UPDATE")
-                .fetch_one(self.conn().await?)
-                .await?;
+        // Another program's transaction that moved an expiry earlier holds the row
+        // (its trigger moved the mark down) until it ends: the pass then leaves the
+        // mark where it is, which is always safe, rather than wait for it while it
+        // holds the audit head, which every signoff writer waits for.
+        let below: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT below FROM expiry_watermark WHERE id = 1 FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_optional(self.conn().await?)
+        .await?;
+        let Some(below) = below else {
+            return Ok(());
+        };
         // The earliest approval still open up to `now`: one this pass left for later
         // (over its limit, or locked by another transaction). Its own expiries read as
         // expired here. A row not taken in does not count (the expiries leave it out):

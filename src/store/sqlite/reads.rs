@@ -197,13 +197,16 @@ impl Reads for SqliteReads {
         )?)
     }
 
-    async fn unclassified(&self, limit: i64) -> Result<Vec<ApprovalId>> {
+    async fn unclassified(&self, limit: i64, skip: &[ApprovalId]) -> Result<Vec<ApprovalId>> {
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".to_owned());
         let ids: Vec<Option<String>> = on_conn!(self, |c| {
             sqlx::query_scalar(
-            "SELECT id FROM pending_approvals WHERE routing IS NULL AND status = 'pending' ORDER BY created_at LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(c)
+                "SELECT id FROM pending_approvals WHERE routing IS NULL AND status = 'pending' \
+             AND id NOT IN (SELECT value FROM json_each($2)) ORDER BY created_at LIMIT $1",
+            )
+            .bind(limit)
+            .bind(&skip)
+            .fetch_all(c)
         });
         // A row whose id is no UUID (inserted before the insert trigger refused such
         // rows) is passed over, so that it does not stop the rows after it.
