@@ -311,8 +311,8 @@ fn block_kit_limits_hold_for_huge_input_in_every_status() {
         a.risk_tier = tier;
         check_limits(&approval_message(&a, now()));
     }
-    check_limits(&deny_modal(&a, &clicked()));
-    check_limits(&edit_modal(&a, &clicked()));
+    check_limits(&deny_modal(&a, &clicked(), false));
+    check_limits(&edit_modal(&a, &clicked(), false));
 }
 
 #[test]
@@ -352,8 +352,8 @@ fn requester_text_is_shown_as_plain_text_and_cannot_pose_as_signoff() {
     for message in [
         approval_message(&a, now()),
         decided_message(&a),
-        edit_modal(&a, &clicked()),
-        deny_modal(&a, &clicked()),
+        edit_modal(&a, &clicked(), false),
+        deny_modal(&a, &clicked(), false),
     ] {
         check_limits(&message);
         for mrkdwn in mrkdwn_texts(&message) {

@@ -24,11 +24,11 @@ pub const INPUT_MAX_CHARS: usize = 3000;
 
 /// The `view` for `views.open` when someone clicks Deny: an optional reason, sent back
 /// to the requester. Optional, because denying must never be harder than approving.
-pub fn deny_modal(a: &Approval, clicked: &MessageKey) -> Value {
+pub fn deny_modal(a: &Approval, clicked: &MessageKey, named: bool) -> Value {
     json!({
         "type": "modal",
         "callback_id": DENY_CALLBACK,
-        "private_metadata": modal_metadata(a, clicked),
+        "private_metadata": modal_metadata(a, clicked, named),
         "title": { "type": "plain_text", "text": "Deny request" },
         "submit": { "type": "plain_text", "text": "Deny" },
         "close": { "type": "plain_text", "text": "Cancel" },
@@ -84,7 +84,7 @@ pub fn submitted_reason(view: &Value) -> Result<Option<String>, String> {
 /// A `plain_text_input` holds at most 3000 chars: longer pretty JSON falls back to
 /// compact JSON, and if that is still too long the modal only explains that the
 /// parameters are too large to edit in Slack, with no input and no submit button.
-pub fn edit_modal(a: &Approval, clicked: &MessageKey) -> Value {
+pub fn edit_modal(a: &Approval, clicked: &MessageKey, named: bool) -> Value {
     let fits = |s: &String| s.chars().count() <= INPUT_MAX_CHARS;
     let shown = |json: serde_json::Result<String>| json.ok().map(text::json_showing_reorders);
     let initial = shown(serde_json::to_string_pretty(&a.parameters))
@@ -93,7 +93,7 @@ pub fn edit_modal(a: &Approval, clicked: &MessageKey) -> Value {
     let mut view = json!({
         "type": "modal",
         "callback_id": EDIT_CALLBACK,
-        "private_metadata": modal_metadata(a, clicked),
+        "private_metadata": modal_metadata(a, clicked, named),
         "title": { "type": "plain_text", "text": "Edit & approve" },
     });
     match initial {
@@ -133,14 +133,17 @@ pub fn edit_modal(a: &Approval, clicked: &MessageKey) -> Value {
 /// and the fingerprint of the parameters the modal showed
 /// ([`crate::approval::parameters_fingerprint`]), so that an edit started from
 /// parameters someone else has edited since is refused ([`ModalSource::shown`]).
-fn modal_metadata(a: &Approval, clicked: &MessageKey) -> String {
-    json!({
+fn modal_metadata(a: &Approval, clicked: &MessageKey, named: bool) -> String {
+    let mut metadata = json!({
         "approval_id": a.id,
         "channel": clicked.channel,
         "ts": clicked.ts,
         "shown": crate::approval::parameters_fingerprint(&a.parameters),
-    })
-    .to_string()
+    });
+    if named {
+        metadata["named"] = json!(true);
+    }
+    metadata.to_string()
 }
 
 /// What a submitted modal carries back (see [`modal_metadata`]).
@@ -152,6 +155,11 @@ pub struct ModalSource {
     /// The fingerprint of the parameters it showed; `None` for a modal from before it
     /// carried one.
     pub shown: Option<String>,
+    /// The clicked message's own metadata named the approval (see
+    /// `http::slack::interactions::Clicked`): it counts for the submission as it did
+    /// for the click, although signoff may not have recorded it (yet). Only signoff
+    /// writes a modal's metadata, and Slack signs it back.
+    pub named: bool,
 }
 
 /// What a submitted modal names (see [`modal_metadata`]); `None` for anything else (a
@@ -168,6 +176,7 @@ pub fn modal_source(private_metadata: &str) -> Option<ModalSource> {
         approval_id,
         clicked,
         shown,
+        named: value["named"].as_bool().unwrap_or(false),
     })
 }
 

@@ -14,13 +14,14 @@ fn opened_from(a: &Approval) -> ModalSource {
         approval_id: a.id,
         clicked: clicked(),
         shown: Some(crate::approval::parameters_fingerprint(&a.parameters)),
+        named: false,
     }
 }
 
 #[test]
 fn the_deny_modal_asks_for_an_optional_reason() {
     let a = approval();
-    let view = deny_modal(&a, &clicked());
+    let view = deny_modal(&a, &clicked(), false);
     check_limits(&view);
     assert_eq!(view["callback_id"], "deny_reason");
     assert_eq!(
@@ -28,6 +29,15 @@ fn the_deny_modal_asks_for_an_optional_reason() {
         Some(opened_from(&a))
     );
     assert_eq!(view["submit"]["text"], "Deny");
+    // Opened from a message its own metadata tied to the approval: the form says so.
+    let named = deny_modal(&a, &clicked(), true);
+    assert_eq!(
+        modal_source(named["private_metadata"].as_str().unwrap()),
+        Some(ModalSource {
+            named: true,
+            ..opened_from(&a)
+        })
+    );
     assert_eq!(view["close"]["text"], "Cancel");
     let input = find_block(&view, "input").unwrap();
     assert_eq!(input["block_id"], "reason");
@@ -39,7 +49,7 @@ fn the_deny_modal_asks_for_an_optional_reason() {
 #[test]
 fn the_edit_modal_holds_pretty_json() {
     let a = approval();
-    let view = edit_modal(&a, &clicked());
+    let view = edit_modal(&a, &clicked(), false);
     check_limits(&view);
     assert_eq!(view["callback_id"], "edit_approve");
     assert_eq!(
@@ -70,7 +80,7 @@ fn the_edit_modal_falls_back_to_compact_json_then_to_a_note() {
     assert!(
         compact.len() <= 3000 && serde_json::to_string_pretty(&a.parameters).unwrap().len() > 3000
     );
-    let view = edit_modal(&a, &clicked());
+    let view = edit_modal(&a, &clicked(), false);
     check_limits(&view);
     assert_eq!(
         find_block(&view, "input").unwrap()["element"]["initial_value"],
@@ -78,7 +88,7 @@ fn the_edit_modal_falls_back_to_compact_json_then_to_a_note() {
     );
 
     a.parameters = json!({"big": "x".repeat(3000)});
-    let view = edit_modal(&a, &clicked());
+    let view = edit_modal(&a, &clicked(), false);
     check_limits(&view);
     assert!(find_block(&view, "input").is_none());
     assert!(view.get("submit").is_none());
@@ -119,7 +129,7 @@ fn edited_parameters_must_be_a_json_object() {
 fn the_edit_modal_shows_numbers_exactly_and_reads_them_back_the_same() {
     let mut a = approval();
     a.parameters = json!({"account": 9_007_199_254_740_993_u64, "rate": 0.1, "huge": 1e300});
-    let view = edit_modal(&a, &clicked());
+    let view = edit_modal(&a, &clicked(), false);
     let shown = view["blocks"][1]["element"]["initial_value"]
         .as_str()
         .unwrap();

@@ -713,3 +713,32 @@ approvers = ["U0ALICE", "U0BOB"]
     app.run_jobs().await;
     assert_eq!(app.slack.calls_to("chat.update").len(), 1);
 }
+
+/// A message signoff posted but has not recorded (its delivery report still on its
+/// way, or a post found only by its metadata) counts for Deny as it does for Approve:
+/// the form remembers that the message's own metadata named the approval.
+#[tokio::test]
+async fn a_deny_from_a_message_known_by_its_metadata_alone_counts_as_an_approve_would() {
+    let app = spawn_app().await;
+    let deploy = app.posted_deploy("prod").await;
+    let main = app.message(&deploy, "main").await;
+    let mut click = click_payload(
+        &deploy.id.to_string(),
+        "U0ALICE",
+        "deny",
+        &main.channel,
+        "1700000099.000001",
+    );
+    click["message"] = json!({"ts": "1700000099.000001", "metadata": {
+        "event_type": "signoff_approval_posted",
+        "event_payload": {"approval_id": deploy.id.to_string(), "kind": "main", "version": 0}}});
+    app.interact(&click).await;
+    let opened = app.slack.wait_for("views.open", 1).await;
+    let metadata = opened[0].body["view"]["private_metadata"].as_str().unwrap();
+    let submitted = view_submission("U0ALICE", "deny_reason", metadata, "reason", "not today");
+    let (status, body) = app.interact(&submitted).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""), "{body}");
+    let denied = app.approval(&deploy).await;
+    assert_eq!(denied.status, Status::Denied);
+    assert_eq!(denied.reason.as_deref(), Some("not today"));
+}

@@ -194,10 +194,11 @@ fn open_modal(
             "block action without trigger_id".into(),
         ));
     };
+    let named = clicked.for_approvals.contains(&approval.id);
     let view = if action_id == ACTION_DENY {
-        modals::deny_modal(approval, &clicked.key)
+        modals::deny_modal(approval, &clicked.key, named)
     } else {
-        modals::edit_modal(approval, &clicked.key)
+        modals::edit_modal(approval, &clicked.key, named)
     };
     let client = slack.client.clone();
     let body = json!({ "trigger_id": trigger_id, "view": view });
@@ -280,7 +281,13 @@ async fn view_submission(
         return refuse("This form is out of date: open the request's message and click again.");
     };
     let id = source.approval_id.to_string();
-    let approval = match find_from(state, &id, &source.clicked, &[]).await {
+    // A message known by its own metadata counts as it did for the click.
+    let named: &[ApprovalId] = if source.named {
+        std::slice::from_ref(&source.approval_id)
+    } else {
+        &[]
+    };
+    let approval = match find_from(state, &id, &source.clicked, named).await {
         Ok(approval) => approval,
         Err(unusable) => return refuse(&String::from(unusable)),
     };
