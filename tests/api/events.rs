@@ -30,10 +30,15 @@ impl Events {
         }
     }
 
-    async fn open(app: &TestApp, token: &str) -> Events {
+    pub async fn open(app: &TestApp, token: &str) -> Events {
+        Events::open_at(app, &app.address, token).await
+    }
+
+    /// A stream of the server at `address` (the app's, or a replica's).
+    pub async fn open_at(app: &TestApp, address: &str, token: &str) -> Events {
         let response = app
             .http
-            .get(app.url("/v1/approvals/events"))
+            .get(format!("{address}/v1/approvals/events"))
             .bearer_auth(token)
             .send()
             .await
@@ -73,6 +78,29 @@ impl Events {
                 .expect("the stream did not end");
             self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
         }
+    }
+
+    /// Waits up to `within` for the server to end the stream: the names of the events
+    /// sent before it did, or `None` if it is still open.
+    pub async fn end(&mut self, within: Duration) -> Option<Vec<String>> {
+        let ended = async {
+            while let Some(chunk) = self
+                .response
+                .chunk()
+                .await
+                .expect("the stream ends cleanly")
+            {
+                self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+        };
+        tokio::time::timeout(within, ended).await.ok()?;
+        let names = self
+            .buffer
+            .lines()
+            .filter_map(|line| line.strip_prefix("event: "))
+            .map(str::to_owned)
+            .collect();
+        Some(names)
     }
 
     /// Whether an event arrives within `within`.

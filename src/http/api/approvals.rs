@@ -286,7 +286,8 @@ pub struct ShowQuery {
         ("id" = ApprovalId, Path, description = "The approval's id"),
         ("wait" = Option<f64>, Query, minimum = 0, example = 30,
             description = "Seconds (fractions allowed, capped at 60) to wait while it is `pending`: \
-                the answer comes the moment the decision commits, or after `wait` with the pending state"),
+                the answer comes the moment the decision commits, or after `wait` with the pending state; \
+                a token revoked meanwhile gets 401"),
     ),
     responses(
         (status = 200, description = "The approval", body = ApprovalView),
@@ -347,6 +348,8 @@ pub async fn read(
     let approval = wait_for_decision(state, caller, id, wait)
         .await?
         .as_seen_at(state.clock.now());
+    // The token was checked up to a minute ago: one revoked meanwhile reads nothing.
+    caller.verify_again(state).await?;
     // Without Slack nothing is ever posted: no link to look up.
     let permalink = if approval.status == Status::Pending && state.slack.is_some() {
         state.store.main_permalinks(&[id]).await?.remove(&id)

@@ -6,7 +6,9 @@
 //! `approval` with the approval as `GET` shows it whenever one of the caller's
 //! approvals changes status (once per status), and `resync` when changes may have
 //! been missed (the client reads again the approvals it waits for). A comment every
-//! 15 s keeps idle connections open. The stream ends when the server shuts down.
+//! 15 s keeps idle connections open. The stream ends when the server shuts down, and
+//! when its token no longer verifies (revoked or rotated): checked before each event,
+//! so none is sent once revoke returns, and every [`RECHECK`] while it is quiet.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,6 +21,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 
 use super::doc;
+use super::error::ApiError;
 use super::extract::Caller;
 use crate::approval::{ApprovalId, Status};
 use crate::http::AppState;
@@ -27,12 +30,18 @@ use crate::wire::ApprovalView;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// How often a quiet stream verifies its token again (through the token cache: one
+/// lookup per token at most every `tokens::CACHE_TTL`, whatever the streams).
+pub const RECHECK: Duration = Duration::from_secs(2);
+
 /// What the stream follows between events.
 struct Follow {
     state: AppState,
     caller: Caller,
     changes: broadcast::Receiver<StatusChange>,
     shutdown: watch::Receiver<bool>,
+    /// When to verify the token again while no event comes.
+    recheck: tokio::time::Interval,
     /// The latest approvals and statuses sent: a change is heard twice on PostgreSQL
     /// (made here, then its NOTIFY), and sent once.
     sent: VecDeque<(ApprovalId, Status)>,
@@ -56,7 +65,8 @@ const STREAM_EXAMPLE: &str = "event: ready\ndata: {}\n\nevent: approval\ndata: \
         /v1/approvals/{id}` shows it, schema `Approval`) each time one of the token's \
         approvals changes status. `resync` (data `{}`) when changes may have been missed: \
         read again the approvals you wait for. A comment every 15 s keeps the connection \
-        open; the stream ends when the server shuts down.",
+        open; the stream ends when the server shuts down, and when the token is revoked \
+        or rotated (no event is sent once revoke returns; a quiet stream ends within 2 s).",
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream",
             body = String, example = json!(STREAM_EXAMPLE)),
@@ -69,10 +79,13 @@ pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Subscribed before `ready` is sent: nothing committed after it is missed.
     let follow = Follow {
         changes: state.store.subscribe(),
         shutdown: state.shutdown.clone(),
+        recheck,
         state,
         caller,
         sent: VecDeque::with_capacity(REMEMBER),
@@ -88,17 +101,27 @@ async fn next(mut follow: Follow) -> Option<(Result<Event, Infallible>, Follow)>
         if *follow.shutdown.borrow() {
             return None;
         }
-        let notice = tokio::select! {
-            notice = follow.changes.recv() => notice,
-            _ = follow.shutdown.changed() => return None,
-        };
-        let event = match notice {
-            Ok(change) => match approval_event(&mut follow, change).await {
-                Some(event) => event,
-                None => continue,
+        let event = tokio::select! {
+            notice = follow.changes.recv() => match notice {
+                Ok(change) => match approval_event(&mut follow, change).await {
+                    Some(event) => event,
+                    None => continue,
+                },
+                Err(RecvError::Lagged(_)) => resync(),
+                Err(RecvError::Closed) => return None,
             },
-            Err(RecvError::Lagged(_)) => resync(),
-            Err(RecvError::Closed) => return None,
+            _ = follow.shutdown.changed() => return None,
+            _ = follow.recheck.tick() => match follow.caller.verify_again(&follow.state).await {
+                Err(ApiError::Unauthorized) => return None,
+                // The store is out of reach: the next event checks, or the next tick.
+                Ok(()) | Err(_) => continue,
+            },
+        };
+        let event = match follow.caller.verify_again(&follow.state).await {
+            Ok(()) => event,
+            Err(ApiError::Unauthorized) => return None,
+            // Not verified, so not sent: the client reads again (and is checked then).
+            Err(_) => resync(),
         };
         return Some((Ok(event), follow));
     }
