@@ -235,6 +235,9 @@ pub async fn ask(
         annotations: request.annotations.as_ref(),
     };
     let class = state.policy.classify_call(&call, request.requested_tier);
+    // The token was checked before the body arrived, which may have taken up to 30 s:
+    // a token revoked meanwhile asks for nothing.
+    caller.verify_again(state).await?;
     let now = state.clock.now();
     let mut created = if spend {
         state.store.create_and_execute(request, class, now).await?
@@ -483,6 +486,8 @@ pub async fn run(
     id: ApprovalId,
     body: ExecuteRequest,
 ) -> Result<Approval, ApiError> {
+    // As in `ask`: a token revoked while the body arrived runs nothing.
+    caller.verify_again(state).await?;
     let event = Event::Execute {
         parameters: body.parameters,
         tool_name: body.tool_name,
