@@ -243,3 +243,32 @@ async fn the_api_works_the_same_on_postgres() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
+
+crate::on_both_backends!(a_long_poll_reads_the_approval_again_at_its_deadline);
+
+/// A decision whose notice never came (here written straight into the table, as no
+/// replica would) is still what a long-poll answers at its deadline: the last word is a
+/// read, not the pending state it began with.
+async fn a_long_poll_reads_the_approval_again_at_its_deadline(db: common::TestDb) {
+    let app = spawn_on(db).await;
+    let id = app.request("delete_repo", json!({"repo": "z"})).await;
+    let poll = {
+        let (http, url, token) = (
+            app.http.clone(),
+            app.url(&format!("/v1/approvals/{id}?wait=1")),
+            app.token.clone(),
+        );
+        tokio::spawn(
+            async move { read(http.get(url).bearer_auth(token).send().await.unwrap()).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unannounced = format!(
+        "UPDATE pending_approvals SET status = 'denied', decided_by = 'U9', \
+         version = version + 1 WHERE id = '{id}'"
+    );
+    assert_eq!(common::raw_execute(&app.db, &unannounced).await, Ok(1));
+    let (status, body) = poll.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "denied", "{body}");
+}

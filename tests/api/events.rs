@@ -208,3 +208,84 @@ async fn a_decision_made_on_another_replica_reaches_the_stream() {
     assert_eq!(view["approval_id"], id.as_str());
     assert_eq!(view["status"], "approved");
 }
+
+/// PostgreSQL only: a decision another replica commits while this replica's LISTEN
+/// connection is down never reaches it as a notice. Once it listens again, a long-poll
+/// reads the approval again (long before its deadline) and an event stream says
+/// `resync`; also when the connection comes back at once (sqlx's own reconnect).
+#[tokio::test]
+async fn a_decision_missed_while_the_listen_connection_was_down_is_read_again() {
+    let Some(db) = crate::common::postgres("missed_while_not_listening").await else {
+        return;
+    };
+    let app = spawn_on(db).await;
+    app.store.hearing().await;
+    let replica = app.replica().await;
+    let id = app.request("delete_repo", json!({"repo": "c"})).await;
+    // The replica's writer connects now, to commit later while new connections fail.
+    let warm_up = app.request("delete_repo", json!({"repo": "d"})).await;
+    let deny = vote(Decision::Deny, None);
+    let now = app.clock.now();
+    replica
+        .store
+        .apply(warm_up.parse().unwrap(), deny, now)
+        .await
+        .unwrap();
+    let mut events = Events::open(&app, &app.token).await;
+    assert_eq!(events.next().await.0, "ready");
+    let waiting = app
+        .http
+        .get(app.url(&format!("/v1/approvals/{id}?wait=30")))
+        .bearer_auth(&app.token)
+        .send();
+    let waiting = tokio::spawn(async move { read(waiting.await.unwrap()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let name = app.db.url.rsplit('/').next().unwrap().to_owned();
+    admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
+    let listening = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{name}' AND query LIKE 'LISTEN%'"
+    );
+    assert_eq!(admin(&listening).await, 2, "both replicas' listeners");
+    let approve = vote(Decision::Approve, None);
+    let committed = replica.store.apply(id.parse().unwrap(), approve, now).await;
+    assert_eq!(
+        committed.unwrap().status,
+        signoff::approval::Status::Approved
+    );
+    admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
+
+    let (status, view) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the long-poll answers long before its 30 s")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["status"], "approved", "{view}");
+    // The replica's first decision may come first, heard before the connection dropped.
+    loop {
+        let (name, view) = events.next().await;
+        if name == "resync" {
+            break;
+        }
+        assert_eq!(view["approval_id"], warm_up.as_str(), "{name}: {view}");
+    }
+    // Dropped and at once connected again (nothing refused): the notices sent in
+    // between may be lost all the same.
+    assert_eq!(admin(&listening).await, 2);
+    assert_eq!(events.next().await.0, "resync");
+}
+
+/// Runs `sql` as the tests' PostgreSQL administrator (outside the test's database):
+/// the rows it returned or changed.
+async fn admin(sql: &str) -> u64 {
+    use sqlx::Connection;
+    let url = std::env::var("SIGNOFF_TEST_POSTGRES_URL").unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    sqlx::query(sql)
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected()
+}

@@ -289,7 +289,7 @@ pub struct ShowQuery {
         ("id" = ApprovalId, Path, description = "The approval's id"),
         ("wait" = Option<f64>, Query, minimum = 0, example = 30,
             description = "Seconds (fractions allowed, capped at 60) to wait while it is `pending`: \
-                the answer comes the moment the decision commits, or after `wait` with the pending state; \
+                the answer comes the moment the decision commits, or after `wait` with the state read then; \
                 a token revoked meanwhile gets 401"),
     ),
     responses(
@@ -380,9 +380,10 @@ async fn load(state: &AppState, caller: &Caller, id: ApprovalId) -> Result<Appro
         .ok_or_else(|| ApiError::not_found(id))
 }
 
-/// Answers as soon as the approval leaves `pending`, or after `wait`. Woken by the
-/// store's change notices (no polling); subscribing before the first read means a
-/// decision committed in between is never missed.
+/// Answers as soon as the approval leaves `pending`, or after `wait` (reading it once
+/// more then). Woken by the store's change notices (no polling); subscribing before
+/// the first read means a decision committed in between is never missed, and when
+/// notices may have been lost (`Store::missed`) it reads again.
 async fn wait_for_decision(
     state: &AppState,
     caller: &Caller,
@@ -390,6 +391,7 @@ async fn wait_for_decision(
     wait: Duration,
 ) -> Result<Approval, ApiError> {
     let mut changes = state.store.subscribe();
+    let mut missed = state.store.missed();
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
     let mut approval = load(state, caller, id).await?;
@@ -410,7 +412,13 @@ async fn wait_for_decision(
                 Ok(_) | Err(RecvError::Lagged(_)) => approval = load(state, caller, id).await?,
                 Err(RecvError::Closed) => break,
             },
-            _ = tokio::time::sleep_until(deadline) => break,
+            // Other replicas' notices were lost (PostgreSQL's LISTEN connection dropped).
+            Ok(()) = missed.changed() => approval = load(state, caller, id).await?,
+            // The last word is a read: a notice lost on its way leaves nothing pending.
+            _ = tokio::time::sleep_until(deadline) => {
+                approval = load(state, caller, id).await?;
+                break;
+            }
             // Looked at again at its expiry, on the clock's time.
             _ = tokio::time::sleep(expiry) => {}
             _ = shutdown.changed() => break,

@@ -39,6 +39,8 @@ struct Follow {
     state: AppState,
     caller: Caller,
     changes: broadcast::Receiver<StatusChange>,
+    /// Moves when other replicas' notices may have been missed (`Store::missed`).
+    missed: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
     /// When to verify the token again while no event comes.
     recheck: tokio::time::Interval,
@@ -84,6 +86,7 @@ pub async fn events(
     // Subscribed before `ready` is sent: nothing committed after it is missed.
     let follow = Follow {
         changes: state.store.subscribe(),
+        missed: state.store.missed(),
         shutdown: state.shutdown.clone(),
         recheck,
         state,
@@ -110,6 +113,8 @@ async fn next(mut follow: Follow) -> Option<(Result<Event, Infallible>, Follow)>
                 Err(RecvError::Lagged(_)) => resync(),
                 Err(RecvError::Closed) => return None,
             },
+            // Other replicas' notices were lost (PostgreSQL's LISTEN connection dropped).
+            Ok(()) = follow.missed.changed() => resync(),
             _ = follow.shutdown.changed() => return None,
             _ = follow.recheck.tick() => match follow.caller.verify_again(&follow.state).await {
                 Err(ApiError::Unauthorized) => return None,
