@@ -289,3 +289,59 @@ async fn admin(sql: &str) -> u64 {
         .unwrap()
         .rows_affected()
 }
+
+/// A stream holds a connection as long as it lasts: one token has at most
+/// `Limits::streams_per_token` open at once (past it, 429 and nothing opened), so that
+/// it cannot take every connection of the server; others still open theirs, and one
+/// closed makes room for the next.
+#[tokio::test]
+async fn a_token_has_at_most_streams_per_token_streams_open_at_once() {
+    let limits = signoff::http::Limits {
+        streams_per_token: 2,
+        ..signoff::http::Limits::default()
+    };
+    let app = spawn_limited(crate::common::sqlite(), limits).await;
+    let open = |token: String| {
+        let request = app
+            .http
+            .get(app.url("/v1/approvals/events"))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    let mut first = Events::open(&app, &app.token).await;
+    assert_eq!(first.next().await.0, "ready");
+    let mut second = Events::open(&app, &app.token).await;
+    assert_eq!(second.next().await.0, "ready");
+    let refused = open(app.token.clone()).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let (_, error) = read(refused).await;
+    assert_error(&error, "too_many_streams");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("agent has 2 event streams open"),
+        "{error}"
+    );
+    let other = new_token(&app.store, &app.clock, "other-agent").await;
+    assert_eq!(open(other).await.status(), StatusCode::OK, "per token");
+
+    drop(first);
+    let started = std::time::Instant::now();
+    let _third = loop {
+        let response = open(app.token.clone()).await;
+        if response.status() == StatusCode::OK {
+            break response;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a closed stream makes room"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Counted: `second` and the one just opened.
+    assert_eq!(
+        open(app.token.clone()).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}

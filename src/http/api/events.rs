@@ -9,9 +9,14 @@
 //! 15 s keeps idle connections open. The stream ends when the server shuts down, and
 //! when its token no longer verifies (revoked or rotated): checked before each event,
 //! so none is sent once revoke returns, and every [`RECHECK`] while it is quiet.
+//!
+//! A stream lasts, and holds one of the server's connections (`Limits`) as long: a
+//! token has at most `Limits::streams_per_token` open at once on one server ([`StreamCounts`]),
+//! so that it cannot take every connection (Slack's callbacks need some).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -21,7 +26,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 
 use super::doc;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::Caller;
 use crate::approval::{ApprovalId, Status};
 use crate::http::AppState;
@@ -47,6 +52,49 @@ struct Follow {
     /// The latest approvals and statuses sent: a change is heard twice on PostgreSQL
     /// (made here, then its NOTIFY), and sent once.
     sent: VecDeque<(ApprovalId, Status)>,
+    /// This stream in its token's count, until the stream ends or its client leaves.
+    _counted: Counted,
+}
+
+/// The event streams open on this server, per token name.
+#[derive(Debug, Default)]
+pub struct StreamCounts(Mutex<HashMap<String, usize>>);
+
+/// One open stream of a token, counted until dropped.
+struct Counted {
+    counts: Arc<StreamCounts>,
+    name: String,
+}
+
+impl StreamCounts {
+    /// Counts one more stream of `name`, unless it has `max` open already.
+    fn open(self: &Arc<Self>, name: &str, max: usize) -> Result<Counted, ApiError> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let open = counts.entry(name.to_owned()).or_default();
+        if *open >= max {
+            return Err(ApiError::TooManyStreams(format!(
+                "{name} has {open} event streams open on this server, the most a token may \
+                 have at once: close one (one stream follows all of a token's approvals)"
+            )));
+        }
+        *open += 1;
+        Ok(Counted {
+            counts: self.clone(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = counts.get_mut(&self.name) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&self.name);
+            }
+        }
+    }
 }
 
 /// How many sent changes a stream remembers to leave out repeats.
@@ -73,6 +121,13 @@ const STREAM_EXAMPLE: &str = "event: ready\ndata: {}\n\nevent: approval\ndata: \
         (status = 200, description = "The event stream", content_type = "text/event-stream",
             body = String, example = json!(STREAM_EXAMPLE)),
         (status = 401, response = doc::Unauthorized),
+        (status = 429, description = "The token has 64 streams open on this server already \
+            (`Limits::streams_per_token`): nothing was opened", body = ErrorBody,
+            example = json!({
+                "error": "too_many_streams",
+                "detail": "agent-session-42 has 64 event streams open on this server, the most a \
+                    token may have at once: close one (one stream follows all of a token's approvals)"
+            })),
         (status = 503, response = doc::Unavailable),
     ),
     security(("bearer" = []))
@@ -80,7 +135,10 @@ const STREAM_EXAMPLE: &str = "event: ready\ndata: {}\n\nevent: approval\ndata: \
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let counted = state
+        .streams
+        .open(&caller.0, state.limits.streams_per_token)?;
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Subscribed before `ready` is sent: nothing committed after it is missed.
@@ -92,10 +150,11 @@ pub async fn events(
         state,
         caller,
         sent: VecDeque::with_capacity(REMEMBER),
+        _counted: counted,
     };
     let ready = Event::default().event("ready").data("{}");
     let events = stream::once(async { Ok(ready) }).chain(stream::unfold(follow, next));
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
 /// The next event for the caller, or `None` when the stream ends.
