@@ -11,8 +11,9 @@
 //! so none is sent once revoke returns, and every [`RECHECK`] while it is quiet.
 //!
 //! A stream lasts, and holds one of the server's connections (`Limits`) as long: a
-//! token has at most `Limits::streams_per_token` open at once on one server ([`StreamCounts`]),
-//! so that it cannot take every connection (Slack's callbacks need some).
+//! token has at most `Limits::streams_per_token` open at once on one server
+//! ([`StreamCounts`]), so that it cannot take every connection (Slack's callbacks need
+//! some).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -35,8 +36,8 @@ use crate::wire::ApprovalView;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// How often a quiet stream verifies its token again (through the token cache: one
-/// lookup per token at most every `tokens::CACHE_TTL`, whatever the streams).
+/// How often a quiet stream verifies its token again: through the token cache, which
+/// every stream and request of the token shares, so most checks read no database.
 pub const RECHECK: Duration = Duration::from_secs(2);
 
 /// What the stream follows between events.
