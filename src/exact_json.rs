@@ -14,7 +14,9 @@
 //!   nowhere, so one store would refuse (at the commit, as a failure to retry) what
 //!   the other keeps.
 //!
-//! Everything else is serde_json's own reading.
+//! Everything else is serde_json's own reading, whose own limits (a number beyond
+//! ±1.8e308, nesting past [`MAX_DEPTH`]) are refusals of the same kind, not malformed
+//! JSON.
 
 use std::fmt;
 
@@ -44,13 +46,38 @@ pub fn parse(bytes: &[u8]) -> Result<Value, ExactError> {
             match error.classify() {
                 // Our own refusal (a duplicate key) comes back as a data error.
                 Category::Data => ExactError::Inexact(strip_position(&error)),
-                Category::Syntax | Category::Eof | Category::Io => {
-                    ExactError::Syntax(error.to_string())
-                }
+                Category::Syntax | Category::Eof | Category::Io => match beyond_limits(&error) {
+                    Some(why) => ExactError::Inexact(why),
+                    None => ExactError::Syntax(error.to_string()),
+                },
             }
         })?;
     check_numbers(bytes)?;
     Ok(value)
+}
+
+/// Levels of arrays and objects a document may nest (serde_json's limit, 128, less
+/// one: it refuses the 128th).
+pub const MAX_DEPTH: usize = 127;
+
+/// The well-formed JSON serde_json refuses as if it were malformed: a number beyond a
+/// 64-bit float's range and nesting past [`MAX_DEPTH`]. Neither can be kept, like an
+/// inexact number (422, not 400). serde_json names them only in its message.
+fn beyond_limits(error: &serde_json::Error) -> Option<String> {
+    let text = error.to_string();
+    if text.starts_with("number out of range") {
+        Some(
+            "a number is beyond ±1.8e308 (a 64-bit float's range) and cannot be kept: \
+             send it as a string"
+                .into(),
+        )
+    } else if text.starts_with("recursion limit exceeded") {
+        Some(format!(
+            "the JSON is nested deeper than {MAX_DEPTH} levels of arrays and objects"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Parses a string (the edit modal's text box).
@@ -289,9 +316,25 @@ mod tests {
         inexact(r#"[0.1000000000000000000001]"#);
         inexact(r#"{"deep": [{"x": 1.00000000000000000000001}]}"#);
         assert!(inexact(&format!("[{}]", "9".repeat(80))).contains('…'));
-        // Beyond any f64: serde_json cannot read it at all.
+        // Beyond any f64: well-formed, and no value can keep it.
+        for huge in [
+            format!("[{}]", "9".repeat(400)),
+            "[1e400]".into(),
+            "[-1e400]".into(),
+        ] {
+            assert!(inexact(&huge).contains("beyond ±1.8e308"), "{huge}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_kept_to_max_depth_levels() {
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        assert!(parse_str(&nested(MAX_DEPTH)).is_ok());
+        let why = inexact(&nested(MAX_DEPTH + 1));
+        assert!(why.contains("nested deeper than 127 levels"), "{why}");
+        // Cut short at that depth it is still malformed.
         assert!(matches!(
-            parse_str(&format!("[{}]", "9".repeat(400))),
+            parse_str(&"[".repeat(10)),
             Err(ExactError::Syntax(_))
         ));
     }
@@ -324,7 +367,7 @@ mod tests {
 
     #[test]
     fn broken_json_is_a_syntax_error() {
-        for bad in ["{", "not json", r#"{"a": 1} x"#, "", r#"{"a": 1e999}"#] {
+        for bad in ["{", "not json", r#"{"a": 1} x"#, "", r#"{"a": 1e}"#] {
             assert!(
                 matches!(parse_str(bad), Err(ExactError::Syntax(_))),
                 "{bad:?}: {:?}",

@@ -63,6 +63,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Verified API tokens, briefly (see `tokens::Cache`).
     pub tokens: Arc<crate::tokens::Cache>,
+    /// The event streams open per token (see `Limits::streams_per_token`).
+    pub streams: Arc<api::StreamCounts>,
     /// Present when a Slack bot token is configured.
     pub slack: Option<SlackApp>,
     /// Present when Socket Mode is configured (`SLACK_APP_TOKEN`): [`run`] keeps its
@@ -92,6 +94,7 @@ impl AppState {
             clock,
             metrics,
             tokens: Arc::default(),
+            streams: Arc::default(),
             slack: None,
             socket_mode: None,
             socket_status: slack::socket::Status::default(),

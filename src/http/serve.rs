@@ -8,7 +8,8 @@
 //! idle between requests), a request [`Limits::body`] to send its whole body, and at
 //! most [`Limits::max_connections`] are served at once (past it, new connections wait
 //! in the listen queue, and the log says so). A request being answered has no time
-//! limit here: long-polls keep their own.
+//! limit here: long-polls keep their own, and event streams, which last, are at most
+//! [`Limits::streams_per_token`] per token (one token cannot take every connection).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ pub struct Limits {
     pub body: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Event streams (`GET /v1/approvals/events`) one token may have open at once on
+    /// this server; past it, `429 too_many_streams`.
+    pub streams_per_token: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +45,7 @@ impl Default for Limits {
             header: Duration::from_secs(10),
             body: Duration::from_secs(30),
             max_connections: 1024,
+            streams_per_token: 64,
         }
     }
 }

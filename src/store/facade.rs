@@ -57,6 +57,9 @@ struct Inner {
     /// True while this process hears other processes' notices (PostgreSQL's LISTEN
     /// connection is up); always true on SQLite, which has one process.
     hearing: tokio::sync::watch::Receiver<bool>,
+    /// Counts the times this process may have missed other processes' change notices
+    /// (see [`Store::missed`]); never moves on SQLite, whose watcher misses nothing.
+    missed: tokio::sync::watch::Sender<u64>,
     /// Whether the writer signs audit checkpoints.
     signs: bool,
     /// Where the writer's time goes (for `/metrics`).
@@ -122,6 +125,7 @@ impl Store {
         let wakeup = Arc::new(tokio::sync::Notify::new());
         let (writes, rx) = mpsc::channel(writer::QUEUE);
         let (heard, hearing) = tokio::sync::watch::channel(false);
+        let missed = tokio::sync::watch::Sender::new(0);
         let stats = WriterStats::default();
         let setup = writer::Setup {
             changes: changes.clone(),
@@ -142,6 +146,7 @@ impl Store {
                 changes.clone(),
                 wakeup.clone(),
                 heard,
+                missed.clone(),
             ));
             Backend::Postgres(reads)
         } else {
@@ -157,6 +162,7 @@ impl Store {
                 changes,
                 wakeup,
                 hearing,
+                missed,
                 signs,
                 stats,
             }),
@@ -701,6 +707,14 @@ impl Store {
     pub fn subscribe(&self) -> broadcast::Receiver<StatusChange> {
         self.inner.changes.subscribe()
     }
+
+    /// A receiver that changes whenever notices of other processes' changes may have
+    /// been missed (on PostgreSQL, once its LISTEN connection is back after it was
+    /// lost: the notices sent meanwhile are gone). What waits on [`Store::subscribe`]
+    /// reads again what it waits for; taken before that read, like the subscription.
+    pub fn missed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.missed.subscribe()
+    }
 }
 
 #[cfg(test)]
@@ -726,6 +740,7 @@ mod tests {
                 changes: inner.changes.clone(),
                 wakeup: inner.wakeup.clone(),
                 hearing: inner.hearing.clone(),
+                missed: inner.missed.clone(),
                 signs: inner.signs,
                 stats: inner.stats.clone(),
             }),

@@ -17,6 +17,7 @@ const LIMITS: Limits = Limits {
     header: Duration::from_millis(300),
     body: Duration::from_millis(300),
     max_connections: 4,
+    streams_per_token: 64,
 };
 
 async fn spawn() -> TestApp {

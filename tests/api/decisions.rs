@@ -243,3 +243,67 @@ async fn the_api_works_the_same_on_postgres() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
+
+crate::on_both_backends!(
+    a_long_poll_reads_the_approval_again_at_its_deadline,
+    execute_past_the_expiry_is_refused_as_expired_whatever_else_is_wrong,
+);
+
+/// A decision whose notice never came (here written straight into the table, as no
+/// replica would) is still what a long-poll answers at its deadline: the last word is a
+/// read, not the pending state it began with.
+async fn a_long_poll_reads_the_approval_again_at_its_deadline(db: common::TestDb) {
+    let app = spawn_on(db).await;
+    let id = app.request("delete_repo", json!({"repo": "z"})).await;
+    let poll = {
+        let (http, url, token) = (
+            app.http.clone(),
+            app.url(&format!("/v1/approvals/{id}?wait=1")),
+            app.token.clone(),
+        );
+        tokio::spawn(
+            async move { read(http.get(url).bearer_auth(token).send().await.unwrap()).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unannounced = format!(
+        "UPDATE pending_approvals SET status = 'denied', decided_by = 'U9', \
+         version = version + 1 WHERE id = '{id}'"
+    );
+    assert_eq!(common::raw_execute(&app.db, &unannounced).await, Ok(1));
+    let (status, body) = poll.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "denied", "{body}");
+}
+
+/// A request past its `expires_at` that the scheduler has not swept yet is refused as
+/// expired (what a read says), before its status or another tool is looked at.
+async fn execute_past_the_expiry_is_refused_as_expired_whatever_else_is_wrong(db: common::TestDb) {
+    let app = spawn_on(db).await;
+    let pending = app.request("delete_repo", json!({"repo": "p"})).await;
+    let approved = app.request("delete_repo", json!({"repo": "a"})).await;
+    app.approve(&approved, "U1").await;
+    // The policy's expires_after is 1h; no scheduler pass runs.
+    app.clock.advance(Duration::from_secs(3601));
+    let cases = [
+        (
+            &pending,
+            json!({"parameters": {"repo": "p"}, "tool_name": "delete_repo"}),
+        ),
+        (
+            &approved,
+            json!({"parameters": {"repo": "a"}, "tool_name": "drop_repo"}),
+        ),
+        (&approved, json!({"parameters": {"repo": "other"}})),
+    ];
+    for (id, body) in cases {
+        let (status, error) = app
+            .post(&format!("/v1/approvals/{id}/execute"), &body)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}: {error}");
+        assert_eq!(error["status"], "expired", "{body}: {error}");
+        assert_eq!(error["detail"], "this request expired", "{body}: {error}");
+        let (_, seen) = app.get(&format!("/v1/approvals/{id}")).await;
+        assert_eq!(seen["status"], "expired", "as a read says");
+    }
+}

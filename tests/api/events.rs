@@ -30,10 +30,15 @@ impl Events {
         }
     }
 
-    async fn open(app: &TestApp, token: &str) -> Events {
+    pub async fn open(app: &TestApp, token: &str) -> Events {
+        Events::open_at(app, &app.address, token).await
+    }
+
+    /// A stream of the server at `address` (the app's, or a replica's).
+    pub async fn open_at(app: &TestApp, address: &str, token: &str) -> Events {
         let response = app
             .http
-            .get(app.url("/v1/approvals/events"))
+            .get(format!("{address}/v1/approvals/events"))
             .bearer_auth(token)
             .send()
             .await
@@ -73,6 +78,29 @@ impl Events {
                 .expect("the stream did not end");
             self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
         }
+    }
+
+    /// Waits up to `within` for the server to end the stream: the names of the events
+    /// sent before it did, or `None` if it is still open.
+    pub async fn end(&mut self, within: Duration) -> Option<Vec<String>> {
+        let ended = async {
+            while let Some(chunk) = self
+                .response
+                .chunk()
+                .await
+                .expect("the stream ends cleanly")
+            {
+                self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+            }
+        };
+        tokio::time::timeout(within, ended).await.ok()?;
+        let names = self
+            .buffer
+            .lines()
+            .filter_map(|line| line.strip_prefix("event: "))
+            .map(str::to_owned)
+            .collect();
+        Some(names)
     }
 
     /// Whether an event arrives within `within`.
@@ -179,4 +207,141 @@ async fn a_decision_made_on_another_replica_reaches_the_stream() {
     assert_eq!(name, "approval");
     assert_eq!(view["approval_id"], id.as_str());
     assert_eq!(view["status"], "approved");
+}
+
+/// PostgreSQL only: a decision another replica commits while this replica's LISTEN
+/// connection is down never reaches it as a notice. Once it listens again, a long-poll
+/// reads the approval again (long before its deadline) and an event stream says
+/// `resync`; also when the connection comes back at once (sqlx's own reconnect).
+#[tokio::test]
+async fn a_decision_missed_while_the_listen_connection_was_down_is_read_again() {
+    let Some(db) = crate::common::postgres("missed_while_not_listening").await else {
+        return;
+    };
+    let app = spawn_on(db).await;
+    app.store.hearing().await;
+    let replica = app.replica().await;
+    let id = app.request("delete_repo", json!({"repo": "c"})).await;
+    // The replica's writer connects now, to commit later while new connections fail.
+    let warm_up = app.request("delete_repo", json!({"repo": "d"})).await;
+    let deny = vote(Decision::Deny, None);
+    let now = app.clock.now();
+    replica
+        .store
+        .apply(warm_up.parse().unwrap(), deny, now)
+        .await
+        .unwrap();
+    let mut events = Events::open(&app, &app.token).await;
+    assert_eq!(events.next().await.0, "ready");
+    let waiting = app
+        .http
+        .get(app.url(&format!("/v1/approvals/{id}?wait=30")))
+        .bearer_auth(&app.token)
+        .send();
+    let waiting = tokio::spawn(async move { read(waiting.await.unwrap()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let name = app.db.url.rsplit('/').next().unwrap().to_owned();
+    admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
+    let listening = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{name}' AND query LIKE 'LISTEN%'"
+    );
+    assert_eq!(admin(&listening).await, 2, "both replicas' listeners");
+    let approve = vote(Decision::Approve, None);
+    let committed = replica.store.apply(id.parse().unwrap(), approve, now).await;
+    assert_eq!(
+        committed.unwrap().status,
+        signoff::approval::Status::Approved
+    );
+    admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await;
+
+    let (status, view) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the long-poll answers long before its 30 s")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["status"], "approved", "{view}");
+    // The replica's first decision may come first, heard before the connection dropped.
+    loop {
+        let (name, view) = events.next().await;
+        if name == "resync" {
+            break;
+        }
+        assert_eq!(view["approval_id"], warm_up.as_str(), "{name}: {view}");
+    }
+    // Dropped and at once connected again (nothing refused): the notices sent in
+    // between may be lost all the same.
+    assert_eq!(admin(&listening).await, 2);
+    assert_eq!(events.next().await.0, "resync");
+}
+
+/// Runs `sql` as the tests' PostgreSQL administrator (outside the test's database):
+/// the rows it returned or changed.
+async fn admin(sql: &str) -> u64 {
+    use sqlx::Connection;
+    let url = std::env::var("SIGNOFF_TEST_POSTGRES_URL").unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    sqlx::query(sql)
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected()
+}
+
+/// A stream holds a connection as long as it lasts: one token has at most
+/// `Limits::streams_per_token` open at once (past it, 429 and nothing opened), so that
+/// it cannot take every connection of the server; others still open theirs, and one
+/// closed makes room for the next.
+#[tokio::test]
+async fn a_token_has_at_most_streams_per_token_streams_open_at_once() {
+    let limits = signoff::http::Limits {
+        streams_per_token: 2,
+        ..signoff::http::Limits::default()
+    };
+    let app = spawn_limited(crate::common::sqlite(), limits).await;
+    let open = |token: String| {
+        let request = app
+            .http
+            .get(app.url("/v1/approvals/events"))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    let mut first = Events::open(&app, &app.token).await;
+    assert_eq!(first.next().await.0, "ready");
+    let mut second = Events::open(&app, &app.token).await;
+    assert_eq!(second.next().await.0, "ready");
+    let refused = open(app.token.clone()).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let (_, error) = read(refused).await;
+    assert_error(&error, "too_many_streams");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("agent has 2 event streams open"),
+        "{error}"
+    );
+    let other = new_token(&app.store, &app.clock, "other-agent").await;
+    assert_eq!(open(other).await.status(), StatusCode::OK, "per token");
+
+    drop(first);
+    let started = std::time::Instant::now();
+    let _third = loop {
+        let response = open(app.token.clone()).await;
+        if response.status() == StatusCode::OK {
+            break response;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a closed stream makes room"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Counted: `second` and the one just opened.
+    assert_eq!(
+        open(app.token.clone()).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }

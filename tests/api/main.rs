@@ -17,5 +17,6 @@ mod openapi;
 mod openapi_spec;
 mod operations;
 mod requests;
+mod revocation;
 mod shared_rows;
 mod spend;

@@ -111,6 +111,7 @@ async fn every_answer_matches_the_openapi_document_and_every_documented_answer_i
     other_methods(&driver).await;
     operations(&driver).await;
     slow_bodies(&spec).await;
+    crowded_streams(&spec).await;
     store_down(&spec).await;
 
     let missing = spec.unexercised();
@@ -415,6 +416,24 @@ async fn slow_bodies(spec: &Spec) {
         assert_eq!(answer.status, 408, "{url}: {}", answer.body);
         spec.check(path, "post", &answer);
     }
+}
+
+/// `429` on the event stream: the token has `Limits::streams_per_token` open already.
+async fn crowded_streams(spec: &Spec) {
+    let limits = Limits {
+        streams_per_token: 1,
+        ..Limits::default()
+    };
+    let app = spawn_limited(common::sqlite(), limits).await;
+    let path = "/v1/approvals/events";
+    let mut open = Events::open(&app, &app.token).await;
+    assert_eq!(open.next().await.0, "ready");
+    let d = Driver { app: &app, spec };
+    let refused = d.expect(429, "get", path, path, With::Token);
+    let error = tokio::time::timeout(Duration::from_secs(10), refused)
+        .await
+        .expect("refused at once, not a stream");
+    assert_eq!(error["error"], "too_many_streams");
 }
 
 /// `503`: the store fails. A token the app has not seen yet is looked up in a table

@@ -565,3 +565,36 @@ async fn every_audit_event_of_an_approval_carries_its_server() {
         );
     }
 }
+
+/// Well-formed JSON that cannot be kept is 422, as an inexact number is, not the 400
+/// of malformed JSON: a number beyond a 64-bit float, nesting past 127 levels.
+#[tokio::test]
+async fn a_number_beyond_a_float_or_nesting_too_deep_is_422() {
+    let app = spawn_app().await;
+    // The body, its parameters and 126 arrays: 128 levels.
+    let deep = format!("{}1{}", "[".repeat(126), "]".repeat(126));
+    let cases = [
+        (r#"{"n": 1e400}"#.to_owned(), "beyond ±1.8e308"),
+        (r#"{"n": [-1e400]}"#.to_owned(), "beyond ±1.8e308"),
+        (
+            format!(r#"{{"n": {deep}}}"#),
+            "nested deeper than 127 levels",
+        ),
+    ];
+    for (parameters, why) in cases {
+        let body = format!(r#"{{"tool_name": "get_user", "parameters": {parameters}}}"#);
+        for path in ["/v1/approvals", "/v1/policy/tools"] {
+            let (status, error) = app.post_raw(path, body.clone()).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {error}");
+            assert_error(&error, "unprocessable");
+            let detail = error["detail"].as_str().unwrap();
+            assert!(detail.contains(why), "{path}: {detail}");
+        }
+    }
+    // One level less is kept.
+    let fits = format!("{}1{}", "[".repeat(125), "]".repeat(125));
+    let body = format!(r#"{{"tool_name": "get_user", "parameters": {{"n": {fits}}}}}"#);
+    let (status, created) = app.post_raw("/v1/approvals", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(app.store.list_all(None).await.unwrap().len(), 1);
+}

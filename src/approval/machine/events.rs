@@ -148,7 +148,8 @@ fn edit_approve(
 }
 
 /// The single-use gate: only the owner, only approved and unexpired, only the approved
-/// tool and parameters.
+/// tool and parameters. An open request past its expiry is refused as expired before
+/// anything else is looked at: expired is what a read says it is (`as_seen_at`).
 fn execute(
     next: &mut Approval,
     approval: &Approval,
@@ -158,6 +159,9 @@ fn execute(
     now: DateTime<Utc>,
 ) -> Result<Vec<Happening>, Rejection> {
     check_owner(approval, caller)?;
+    if !approval.status.is_terminal() && approval.is_expired_at(now) {
+        return Err(Rejection::Expired);
+    }
     if tool_name.is_some_and(|tool| tool != approval.tool_name) {
         return Err(Rejection::ToolDiffers);
     }
@@ -166,9 +170,6 @@ fn execute(
             Status::Pending => Rejection::NotApproved(Status::Pending),
             other => Rejection::AlreadyDecided(other),
         });
-    }
-    if approval.is_expired_at(now) {
-        return Err(Rejection::Expired);
     }
     if !canonical::same_value(parameters, &approval.parameters) {
         return Err(Rejection::ParametersDiffer);

@@ -501,6 +501,20 @@ fn execute_is_refused_when_pending_expired_or_someone_elses() {
         apply(&approved, &exec("agent"), later(3600)),
         Err(Rejection::Expired)
     );
+    // Past its expiry, before the scheduler's pass: expired, whatever else is wrong.
+    assert_eq!(
+        apply(&p, &exec("agent"), later(3600)),
+        Err(Rejection::Expired)
+    );
+    let another_tool = Event::Execute {
+        parameters: p.parameters.clone(),
+        tool_name: Some("drop_everything".into()),
+        caller: Some("agent".into()),
+    };
+    assert_eq!(
+        apply(&approved, &another_tool, later(3600)),
+        Err(Rejection::Expired)
+    );
 }
 
 #[test]

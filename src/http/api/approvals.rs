@@ -235,6 +235,9 @@ pub async fn ask(
         annotations: request.annotations.as_ref(),
     };
     let class = state.policy.classify_call(&call, request.requested_tier);
+    // The token was checked before the body arrived, which may have taken up to 30 s:
+    // a token revoked meanwhile asks for nothing.
+    caller.verify_again(state).await?;
     let now = state.clock.now();
     let mut created = if spend {
         state.store.create_and_execute(request, class, now).await?
@@ -286,7 +289,8 @@ pub struct ShowQuery {
         ("id" = ApprovalId, Path, description = "The approval's id"),
         ("wait" = Option<f64>, Query, minimum = 0, example = 30,
             description = "Seconds (fractions allowed, capped at 60) to wait while it is `pending`: \
-                the answer comes the moment the decision commits, or after `wait` with the pending state"),
+                the answer comes the moment the decision commits, or after `wait` with the state read then; \
+                a token revoked meanwhile gets 401"),
     ),
     responses(
         (status = 200, description = "The approval", body = ApprovalView),
@@ -347,6 +351,8 @@ pub async fn read(
     let approval = wait_for_decision(state, caller, id, wait)
         .await?
         .as_seen_at(state.clock.now());
+    // The token was checked up to a minute ago: one revoked meanwhile reads nothing.
+    caller.verify_again(state).await?;
     // Without Slack nothing is ever posted: no link to look up.
     let permalink = if approval.status == Status::Pending && state.slack.is_some() {
         state.store.main_permalinks(&[id]).await?.remove(&id)
@@ -374,9 +380,10 @@ async fn load(state: &AppState, caller: &Caller, id: ApprovalId) -> Result<Appro
         .ok_or_else(|| ApiError::not_found(id))
 }
 
-/// Answers as soon as the approval leaves `pending`, or after `wait`. Woken by the
-/// store's change notices (no polling); subscribing before the first read means a
-/// decision committed in between is never missed.
+/// Answers as soon as the approval leaves `pending`, or after `wait` (reading it once
+/// more then). Woken by the store's change notices (no polling); subscribing before
+/// the first read means a decision committed in between is never missed, and when
+/// notices may have been lost (`Store::missed`) it reads again.
 async fn wait_for_decision(
     state: &AppState,
     caller: &Caller,
@@ -384,6 +391,7 @@ async fn wait_for_decision(
     wait: Duration,
 ) -> Result<Approval, ApiError> {
     let mut changes = state.store.subscribe();
+    let mut missed = state.store.missed();
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
     let mut approval = load(state, caller, id).await?;
@@ -404,7 +412,13 @@ async fn wait_for_decision(
                 Ok(_) | Err(RecvError::Lagged(_)) => approval = load(state, caller, id).await?,
                 Err(RecvError::Closed) => break,
             },
-            _ = tokio::time::sleep_until(deadline) => break,
+            // Other replicas' notices were lost (PostgreSQL's LISTEN connection dropped).
+            Ok(()) = missed.changed() => approval = load(state, caller, id).await?,
+            // The last word is a read: a notice lost on its way leaves nothing pending.
+            _ = tokio::time::sleep_until(deadline) => {
+                approval = load(state, caller, id).await?;
+                break;
+            }
             // Looked at again at its expiry, on the clock's time.
             _ = tokio::time::sleep(expiry) => {}
             _ = shutdown.changed() => break,
@@ -480,6 +494,8 @@ pub async fn run(
     id: ApprovalId,
     body: ExecuteRequest,
 ) -> Result<Approval, ApiError> {
+    // As in `ask`: a token revoked while the body arrived runs nothing.
+    caller.verify_again(state).await?;
     let event = Event::Execute {
         parameters: body.parameters,
         tool_name: body.tool_name,

@@ -40,6 +40,9 @@ pub enum ApiError {
     RequestTimeout,
     #[error("{0}")]
     Unprocessable(String),
+    /// The token has `Limits::streams_per_token` event streams open here already.
+    #[error("{0}")]
+    TooManyStreams(String),
     /// The requester has `max_pending` requests waiting for people already.
     #[error("{detail}")]
     TooManyPending {
@@ -68,7 +71,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyPending { .. } | ApiError::TooManyStreams(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
         }
@@ -86,6 +91,7 @@ impl ApiError {
             ApiError::RequestTimeout => ErrorCode::RequestTimeout,
             ApiError::Unprocessable(_) => ErrorCode::Unprocessable,
             ApiError::TooManyPending { .. } => ErrorCode::TooManyPending,
+            ApiError::TooManyStreams(_) => ErrorCode::TooManyStreams,
             ApiError::Unavailable => ErrorCode::Unavailable,
             ApiError::BadSignature(_) => ErrorCode::BadSignature,
             ApiError::NotConfigured(_) => ErrorCode::NotConfigured,
@@ -166,6 +172,7 @@ pub enum ErrorCode {
     RequestTimeout,
     Unprocessable,
     TooManyPending,
+    TooManyStreams,
     Unavailable,
     BadSignature,
     NotConfigured,

@@ -6,10 +6,18 @@
 //! `approval` with the approval as `GET` shows it whenever one of the caller's
 //! approvals changes status (once per status), and `resync` when changes may have
 //! been missed (the client reads again the approvals it waits for). A comment every
-//! 15 s keeps idle connections open. The stream ends when the server shuts down.
+//! 15 s keeps idle connections open. The stream ends when the server shuts down, and
+//! when its token no longer verifies (revoked or rotated): checked before each event,
+//! so none is sent once revoke returns, and every [`RECHECK`] while it is quiet.
+//!
+//! A stream lasts, and holds one of the server's connections (`Limits`) as long: a
+//! token has at most `Limits::streams_per_token` open at once on one server
+//! ([`StreamCounts`]), so that it cannot take every connection (Slack's callbacks need
+//! some).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -19,6 +27,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 
 use super::doc;
+use super::error::{ApiError, ErrorBody};
 use super::extract::Caller;
 use crate::approval::{ApprovalId, Status};
 use crate::http::AppState;
@@ -27,15 +36,66 @@ use crate::wire::ApprovalView;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// How often a quiet stream verifies its token again: through the token cache, which
+/// every stream and request of the token shares, so most checks read no database.
+pub const RECHECK: Duration = Duration::from_secs(2);
+
 /// What the stream follows between events.
 struct Follow {
     state: AppState,
     caller: Caller,
     changes: broadcast::Receiver<StatusChange>,
+    /// Moves when other replicas' notices may have been missed (`Store::missed`).
+    missed: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
+    /// When to verify the token again while no event comes.
+    recheck: tokio::time::Interval,
     /// The latest approvals and statuses sent: a change is heard twice on PostgreSQL
     /// (made here, then its NOTIFY), and sent once.
     sent: VecDeque<(ApprovalId, Status)>,
+    /// This stream in its token's count, until the stream ends or its client leaves.
+    _counted: Counted,
+}
+
+/// The event streams open on this server, per token name.
+#[derive(Debug, Default)]
+pub struct StreamCounts(Mutex<HashMap<String, usize>>);
+
+/// One open stream of a token, counted until dropped.
+struct Counted {
+    counts: Arc<StreamCounts>,
+    name: String,
+}
+
+impl StreamCounts {
+    /// Counts one more stream of `name`, unless it has `max` open already.
+    fn open(self: &Arc<Self>, name: &str, max: usize) -> Result<Counted, ApiError> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let open = counts.entry(name.to_owned()).or_default();
+        if *open >= max {
+            return Err(ApiError::TooManyStreams(format!(
+                "{name} has {open} event streams open on this server, the most a token may \
+                 have at once: close one (one stream follows all of a token's approvals)"
+            )));
+        }
+        *open += 1;
+        Ok(Counted {
+            counts: self.clone(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = counts.get_mut(&self.name) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&self.name);
+            }
+        }
+    }
 }
 
 /// How many sent changes a stream remembers to leave out repeats.
@@ -56,11 +116,19 @@ const STREAM_EXAMPLE: &str = "event: ready\ndata: {}\n\nevent: approval\ndata: \
         /v1/approvals/{id}` shows it, schema `Approval`) each time one of the token's \
         approvals changes status. `resync` (data `{}`) when changes may have been missed: \
         read again the approvals you wait for. A comment every 15 s keeps the connection \
-        open; the stream ends when the server shuts down.",
+        open; the stream ends when the server shuts down, and when the token is revoked \
+        or rotated (no event is sent once revoke returns; a quiet stream ends within 2 s).",
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream",
             body = String, example = json!(STREAM_EXAMPLE)),
         (status = 401, response = doc::Unauthorized),
+        (status = 429, description = "The token has 64 streams open on this server already \
+            (`Limits::streams_per_token`): nothing was opened", body = ErrorBody,
+            example = json!({
+                "error": "too_many_streams",
+                "detail": "agent-session-42 has 64 event streams open on this server, the most a \
+                    token may have at once: close one (one stream follows all of a token's approvals)"
+            })),
         (status = 503, response = doc::Unavailable),
     ),
     security(("bearer" = []))
@@ -68,18 +136,26 @@ const STREAM_EXAMPLE: &str = "event: ready\ndata: {}\n\nevent: approval\ndata: \
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let counted = state
+        .streams
+        .open(&caller.0, state.limits.streams_per_token)?;
+    let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Subscribed before `ready` is sent: nothing committed after it is missed.
     let follow = Follow {
         changes: state.store.subscribe(),
+        missed: state.store.missed(),
         shutdown: state.shutdown.clone(),
+        recheck,
         state,
         caller,
         sent: VecDeque::with_capacity(REMEMBER),
+        _counted: counted,
     };
     let ready = Event::default().event("ready").data("{}");
     let events = stream::once(async { Ok(ready) }).chain(stream::unfold(follow, next));
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
 /// The next event for the caller, or `None` when the stream ends.
@@ -88,17 +164,29 @@ async fn next(mut follow: Follow) -> Option<(Result<Event, Infallible>, Follow)>
         if *follow.shutdown.borrow() {
             return None;
         }
-        let notice = tokio::select! {
-            notice = follow.changes.recv() => notice,
-            _ = follow.shutdown.changed() => return None,
-        };
-        let event = match notice {
-            Ok(change) => match approval_event(&mut follow, change).await {
-                Some(event) => event,
-                None => continue,
+        let event = tokio::select! {
+            notice = follow.changes.recv() => match notice {
+                Ok(change) => match approval_event(&mut follow, change).await {
+                    Some(event) => event,
+                    None => continue,
+                },
+                Err(RecvError::Lagged(_)) => resync(),
+                Err(RecvError::Closed) => return None,
             },
-            Err(RecvError::Lagged(_)) => resync(),
-            Err(RecvError::Closed) => return None,
+            // Other replicas' notices were lost (PostgreSQL's LISTEN connection dropped).
+            Ok(()) = follow.missed.changed() => resync(),
+            _ = follow.shutdown.changed() => return None,
+            _ = follow.recheck.tick() => match follow.caller.verify_again(&follow.state).await {
+                Err(ApiError::Unauthorized) => return None,
+                // The store is out of reach: the next event checks, or the next tick.
+                Ok(()) | Err(_) => continue,
+            },
+        };
+        let event = match follow.caller.verify_again(&follow.state).await {
+            Ok(()) => event,
+            Err(ApiError::Unauthorized) => return None,
+            // Not verified, so not sent: the client reads again (and is checked then).
+            Err(_) => resync(),
         };
         return Some((Ok(event), follow));
     }

@@ -15,9 +15,34 @@ use crate::exact_json::{self, ExactError};
 use crate::http::AppState;
 use crate::tokens;
 
-/// The authenticated API token's name.
+/// The authenticated API token's name, and what verifies the token again
+/// ([`Caller::verify_again`]).
 #[derive(Debug, Clone)]
-pub struct Caller(pub String);
+pub struct Caller(pub String, TokenHash);
+
+/// The SHA-256 of the request's token (never its secret), left out of `Debug`.
+#[derive(Clone)]
+struct TokenHash(String);
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(…)")
+    }
+}
+
+impl Caller {
+    /// Verifies the token again: it may have been revoked or rotated since the request
+    /// began. A request checks before it writes what a body that took long to arrive
+    /// asked for; a long-poll before it answers; an event stream while it runs. As
+    /// cheap as the first check (the same cache), and as prompt: once revoke returns,
+    /// this is 401 on every replica.
+    pub async fn verify_again(&self, state: &AppState) -> Result<(), ApiError> {
+        match verify(state, &self.1.0).await? == self.0 {
+            true => Ok(()),
+            false => Err(ApiError::Unauthorized),
+        }
+    }
+}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
@@ -31,20 +56,26 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        // Trusted for at most tokens::CACHE_TTL from before its lookup; revoke and
-        // rotate wait that out, so a revoked token is refused once revoke returns.
         let hash = tokens::hash(token);
-        if let Some(name) = state.tokens.get(&hash, Instant::now()) {
-            return Ok(Caller(name));
+        let name = verify(state, &hash).await?;
+        Ok(Caller(name, TokenHash(hash)))
+    }
+}
+
+/// The name of the active token with this hash. Trusted for at most
+/// tokens::CACHE_TTL from before its lookup; revoke and rotate wait that out, so a
+/// revoked token is refused once revoke returns.
+async fn verify(state: &AppState, hash: &str) -> Result<String, ApiError> {
+    if let Some(name) = state.tokens.get(hash, Instant::now()) {
+        return Ok(name);
+    }
+    let asked = Instant::now();
+    match state.store.token_lookup(hash).await? {
+        Some(name) => {
+            state.tokens.insert(hash, name.clone(), asked);
+            Ok(name)
         }
-        let asked = Instant::now();
-        match state.store.token_lookup(&hash).await? {
-            Some(name) => {
-                state.tokens.insert(&hash, name.clone(), asked);
-                Ok(Caller(name))
-            }
-            None => Err(ApiError::Unauthorized),
-        }
+        None => Err(ApiError::Unauthorized),
     }
 }
 

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use crate::http::AppState;
 
 pub use error::ApiError;
+pub use events::StreamCounts;
 
 /// The `/v1` routes.
 pub fn router() -> Router<AppState> {

@@ -71,9 +71,11 @@ pub struct DeniedTool {
 )]
 pub async fn tools(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     JsonBody(body): JsonBody<ToolsRequest>,
 ) -> Result<Json<ToolsAnswer>, ApiError> {
+    // Checked again once the body is in: a token revoked while it arrived learns nothing.
+    caller.verify_again(&state).await?;
     if let Some(Err(why)) = body.server.as_deref().map(names::check_server_name) {
         return Err(ApiError::Unprocessable(why));
     }

@@ -35,13 +35,20 @@ const INTAKE_CHANNEL: &str = "signoff_intake";
 
 /// Listens for other replicas' decisions (waking long-polls here) and for rows
 /// inserted straight into the shared table (waking the scheduler). Reconnects after
-/// a lost connection; the scheduler's sweep covers anything missed meanwhile.
+/// a lost connection; the notices sent meanwhile are gone, so each (re)connection
+/// moves `missed` (waiters and event streams read again) and wakes the scheduler
+/// (whose sweep covers the rows inserted meanwhile).
 pub(crate) async fn listen(
     url: String,
     changes: tokio::sync::broadcast::Sender<StatusChange>,
     wakeup: std::sync::Arc<tokio::sync::Notify>,
     hearing: tokio::sync::watch::Sender<bool>,
+    missed: tokio::sync::watch::Sender<u64>,
 ) {
+    let heard_again = || {
+        wakeup.notify_one();
+        missed.send_modify(|times| *times += 1);
+    };
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect(&url).await {
             Ok(listener) => listener,
@@ -57,22 +64,21 @@ pub(crate) async fn listen(
             continue;
         }
         hearing.send_replace(true);
-        // A reconnect may have missed notices: let the scheduler sweep.
-        wakeup.notify_one();
+        heard_again();
         loop {
-            match listener.recv().await {
-                Ok(notice) if notice.channel() == INTAKE_CHANNEL => wakeup.notify_one(),
-                Ok(notice) => {
-                    let parsed = notice.payload().split_once(':').and_then(|(id, status)| {
-                        Some(StatusChange {
-                            id: id.parse().ok()?,
-                            status: status.parse().ok()?,
-                            after: None,
-                        })
-                    });
-                    if let Some(change) = parsed {
+            // `try_recv`, not `recv`: `recv` reconnects without a word, and what was
+            // missed meanwhile would go unnoticed.
+            match listener.try_recv().await {
+                Ok(Some(notice)) if notice.channel() == INTAKE_CHANNEL => wakeup.notify_one(),
+                Ok(Some(notice)) => {
+                    if let Some(change) = parse_change(notice.payload()) {
                         let _ = changes.send(change);
                     }
+                }
+                // Lost, and connected and listening again already.
+                Ok(None) => {
+                    tracing::warn!("LISTEN connection lost; listening again");
+                    heard_again();
                 }
                 Err(error) => {
                     tracing::warn!(%error, "LISTEN connection lost; reconnecting");
@@ -82,6 +88,16 @@ pub(crate) async fn listen(
             }
         }
     }
+}
+
+/// A change notice's payload, `id:status`.
+fn parse_change(payload: &str) -> Option<StatusChange> {
+    let (id, status) = payload.split_once(':')?;
+    Some(StatusChange {
+        id: id.parse().ok()?,
+        status: status.parse().ok()?,
+        after: None,
+    })
 }
 
 const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
