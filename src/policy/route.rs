@@ -212,12 +212,12 @@ fn check_channel(id: &str, field: &str) -> Result<ChannelId, PolicyError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::policy::Policy;
 
     /// Parses `text`, expecting failure, and returns the one-line message.
-    fn error(text: &str) -> String {
+    pub(crate) fn error(text: &str) -> String {
         let message = match Policy::from_toml_str(text) {
             Ok(_) => panic!("policy unexpectedly valid:\n{text}"),
             Err(e) => e.to_string(),

@@ -147,16 +147,7 @@ mod tests {
     use std::time::Duration;
 
     use crate::policy::Policy;
-
-    /// Parses `text`, expecting failure, and returns the one-line message.
-    fn error(text: &str) -> String {
-        let message = match Policy::from_toml_str(text) {
-            Ok(_) => panic!("policy unexpectedly valid:\n{text}"),
-            Err(e) => e.to_string(),
-        };
-        assert!(!message.contains('\n'), "not one line: {message}");
-        message
-    }
+    use crate::policy::route::tests::error;
 
     fn rule(extra: &str) -> String {
         format!("[[rules]]\ntools = [\"a\"]\ntier = \"medium\"\n{extra}\n")

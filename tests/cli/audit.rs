@@ -554,25 +554,13 @@ async fn the_inspecting_commands_take_the_schema_as_found(db: TestDb) {
          DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations);",
     )
     .await;
-    let applied = migrations_applied(&db).await;
+    let applied = common::raw_count(&db, "SELECT count(*) FROM _sqlx_migrations").await;
     for args in inspecting {
         assert_one_line_error(&signoff(args, &db.url), "older than this signoff's");
     }
     assert_eq!(
-        migrations_applied(&db).await,
+        common::raw_count(&db, "SELECT count(*) FROM _sqlx_migrations").await,
         applied,
         "nothing was migrated"
     );
-}
-
-/// How many migrations the database records.
-async fn migrations_applied(db: &TestDb) -> i64 {
-    let sql = "SELECT count(*) FROM _sqlx_migrations";
-    if db.backend == "sqlite" {
-        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
-    } else {
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
-    }
 }
