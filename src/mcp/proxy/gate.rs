@@ -172,14 +172,15 @@ impl Gate {
         }
         let id = view.approval_id.clone();
         let deadline = Instant::now() + self.hold;
+        // Past the ask, a failure leaves the approval open for the same call again.
         let mut waiting = match Box::pin(self.watch.watch(&id)).await {
             Ok(waiting) => waiting,
-            Err(error) => return Err(texts::api_failed(&error)),
+            Err(error) => return Err(texts::lost_track(&view, &error)),
         };
         let view = match Box::pin(self.api.get(&id)).await {
             Ok(now) if now.status != "pending" => return Ok(now),
             Ok(now) => now,
-            Err(error) => return Err(texts::api_failed(&error)),
+            Err(error) => return Err(texts::lost_track(&view, &error)),
         };
         let mut reports = 0u32;
         loop {
@@ -192,7 +193,7 @@ impl Gate {
                 Box::pin(report(progress, reports, texts::waiting(&view))).await;
             }
             let why = tokio::select! {
-                decided = waiting.decided() => return decided.map_err(|error| texts::api_failed(&error)),
+                decided = waiting.decided() => return decided.map_err(|error| texts::lost_track(&view, &error)),
                 _ = tokio::time::sleep(left.min(self.interval)) => continue,
                 _ = cancelled.cancelled() => texts::cancelled(),
                 _ = self.client_gone.cancelled() => texts::cancelled(),

@@ -338,3 +338,44 @@ async fn a_call_cancelled_while_its_approval_is_spent_is_not_run() {
         }
     }
 }
+
+/// A call signoff took but whose decision the proxy cannot follow (its decision stream
+/// refused: more streams than the token may open) is told so, not "Not asked", and
+/// its approval stays open for the same call again.
+#[tokio::test]
+async fn a_call_whose_decision_stream_is_refused_says_it_was_asked_and_leaves_its_approval() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
+    let record = |path: &'static str, body: Value| {
+        move |State(seen): State<Arc<Mutex<Vec<String>>>>| {
+            seen.lock().unwrap().push(path.to_owned());
+            let body = body.clone();
+            async move { axum::Json(body) }
+        }
+    };
+    let refused = || async {
+        let body = json!({"error": "too_many_streams", "detail": "64 event streams are open"});
+        (axum::http::StatusCode::TOO_MANY_REQUESTS, axum::Json(body))
+    };
+    let router = Router::new()
+        .route("/v1/approvals", post(record("create", pending.clone())))
+        .route("/v1/approvals/a1/cancel", post(record("cancel", pending)))
+        .route("/v1/approvals/events", get(refused))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let verdict = gate(&base)
+        .decide(&call(), &CancellationToken::new(), None)
+        .await;
+    let Verdict::Refuse(text) = verdict else {
+        panic!("ran: {verdict:?}");
+    };
+    assert!(
+        text.starts_with("Approval a1 was asked for") && text.contains("64 event streams are open"),
+        "{text}"
+    );
+    assert!(text.contains("Call this tool again"), "{text}");
+    assert_eq!(count(&seen, "cancel"), 0, "the approval stays open");
+}

@@ -88,6 +88,21 @@ pub fn api_failed(error: &ApiError) -> String {
     }
 }
 
+/// signoff took the call's request, but the proxy could not wait for its decision
+/// (the decision stream refused or broke): the approval stays open, and the same call
+/// again joins it.
+pub fn lost_track(view: &View, error: &ApiError) -> String {
+    let why = match error {
+        ApiError::Throttled(detail) => detail.clone(),
+        other => other.to_string(),
+    };
+    format!(
+        "Approval {} was asked for in {}, but the proxy could not wait for its decision ({why}). Not run yet. Call this tool again with the same arguments to wait for the decision.",
+        short_id(view),
+        channel(view)
+    )
+}
+
 /// The approved call could not pass the single-use gate.
 pub fn not_executable(view: &View, error: &ApiError) -> String {
     format!(
