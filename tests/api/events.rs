@@ -242,6 +242,7 @@ async fn a_decision_missed_while_the_listen_connection_was_down_is_read_again() 
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let name = app.db.url.rsplit('/').next().unwrap().to_owned();
+    both_listening(&name).await;
     admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await;
     let listening = format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -271,9 +272,25 @@ async fn a_decision_missed_while_the_listen_connection_was_down_is_read_again() 
         assert_eq!(view["approval_id"], warm_up.as_str(), "{name}: {view}");
     }
     // Dropped and at once connected again (nothing refused): the notices sent in
-    // between may be lost all the same.
+    // between may be lost all the same. Both listeners first, the replica's too (it
+    // reconnects in its own time).
+    both_listening(&name).await;
     assert_eq!(admin(&listening).await, 2);
     assert_eq!(events.next().await.0, "resync");
+}
+
+/// Waits (up to 10 s) until two connections to database `name` listen: the app's and
+/// its replica's, each (re)connecting in its own time.
+async fn both_listening(name: &str) {
+    let listeners = format!(
+        "SELECT pid FROM pg_stat_activity WHERE datname = '{name}' AND query LIKE 'LISTEN%'"
+    );
+    for _ in 0..200 {
+        if admin(&listeners).await == 2 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs `sql` as the tests' PostgreSQL administrator (outside the test's database):
