@@ -23,6 +23,10 @@ pub(super) mod tokens {
 /// A vote taken back (an edit resets earlier approvals).
 pub(super) const DELETE_VOTE: &str = "DELETE FROM votes WHERE approval_id = $1 AND user_id = $2";
 
+/// Whether `$1` is a row another program inserted that nobody classified yet.
+pub(super) const UNCLASSIFIED_ROW: &str =
+    "SELECT EXISTS (SELECT 1 FROM pending_approvals WHERE id = $1 AND routing IS NULL)";
+
 /// Classifies a row another program inserted, if nobody did yet (`$12`: its first
 /// nudge, [`crate::jobs::first_nudge`]).
 pub(super) const ADOPT: &str = "UPDATE pending_approvals SET risk_tier = $2, status = $3, \

@@ -267,16 +267,17 @@ fn expire(
     if !approval.is_expired_at(now) {
         return Err(Rejection::NotDue);
     }
-    let was = approval.status;
+    Ok(vec![expired(next, approval.status, now)])
+}
+
+/// Records that `next`, open as `was`, expired at `now`: by the scheduler's pass, or
+/// when signoff takes in a row already past its expiry.
+pub(super) fn expired(next: &mut Approval, was: Status, now: DateTime<Utc>) -> Happening {
     next.status = Status::Expired;
     // An approval that was never executed keeps its decider; a pending one was decided
     // by nobody.
     if was == Status::Pending {
         next.decision_at = Some(now);
     }
-    Ok(vec![Happening::new(
-        AuditKind::Expired,
-        None,
-        json!({ "was": was.as_str() }),
-    )])
+    Happening::new(AuditKind::Expired, None, json!({ "was": was.as_str() }))
 }

@@ -123,18 +123,6 @@ fn apply_tier_action(
     }
 }
 
-/// A row taken in already past its expiry: expired, by nobody, as an expiry pass
-/// records one.
-fn expire_at_intake(approval: &mut Approval, now: DateTime<Utc>) -> Happening {
-    approval.status = Status::Expired;
-    approval.decision_at = Some(now);
-    Happening::new(
-        AuditKind::Expired,
-        None,
-        json!({ "was": "pending", "reason": "past its expiry when signoff took it in" }),
-    )
-}
-
 /// The policy denies at once, for `reason`.
 fn deny_by_policy(approval: &mut Approval, reason: String, now: DateTime<Utc>) -> Happening {
     decide(
@@ -212,7 +200,10 @@ pub fn adopt(
     // A row past its expiry (inserted so, or whose time passed while signoff was down)
     // is expired, never approved nor put before people: expired means not run.
     if next.is_expired_at(now) {
-        happened.push(expire_at_intake(&mut next, now));
+        // As an expiry pass records one, and why it came at intake.
+        let mut expiry = super::events::expired(&mut next, Status::Pending, now);
+        expiry.data["reason"] = json!("past its expiry when signoff took it in");
+        happened.push(expiry);
         return Transition { next, happened };
     }
     match refused {

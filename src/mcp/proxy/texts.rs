@@ -7,6 +7,9 @@ use super::api::{ApiError, View};
 use crate::approval::machine::POLICY_ACTOR;
 
 const NOT_RUN: &str = "The call was not run.";
+/// A call signoff took that still waits: the same call again joins its approval.
+const CALL_AGAIN: &str =
+    "Not run yet. Call this tool again with the same arguments to wait for the decision.";
 
 fn short_id(view: &View) -> &str {
     view.approval_id.get(..8).unwrap_or(&view.approval_id)
@@ -39,7 +42,7 @@ pub fn waiting(view: &View) -> String {
 pub fn still_pending(view: &View) -> String {
     let link = view.permalink.as_deref().unwrap_or("not posted yet");
     format!(
-        "Waiting for approval {} in {} ({link}). Not run yet. Call this tool again with the same arguments to wait for the decision.",
+        "Waiting for approval {} in {} ({link}). {CALL_AGAIN}",
         short_id(view),
         channel(view)
     )
@@ -97,7 +100,7 @@ pub fn lost_track(view: &View, error: &ApiError) -> String {
         other => other.to_string(),
     };
     format!(
-        "Approval {} was asked for in {}, but the proxy could not wait for its decision ({why}). Not run yet. Call this tool again with the same arguments to wait for the decision.",
+        "Approval {} was asked for in {}, but the proxy could not wait for its decision ({why}). {CALL_AGAIN}",
         short_id(view),
         channel(view)
     )

@@ -122,7 +122,7 @@ impl Reads for PgReads {
 
     async fn unclassified_row(&self, id: ApprovalId) -> Result<bool> {
         Ok(on_conn!(self, |c| sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pending_approvals WHERE id = $1 AND routing IS NULL)"
+            sql::UNCLASSIFIED_ROW
         )
         .bind(id.0)
         .fetch_one(c)))

@@ -169,7 +169,7 @@ impl Reads for SqliteReads {
 
     async fn unclassified_row(&self, id: ApprovalId) -> Result<bool> {
         Ok(on_conn!(self, |c| sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pending_approvals WHERE id = $1 AND routing IS NULL)"
+            sql::UNCLASSIFIED_ROW
         )
         .bind(id.to_string())
         .fetch_one(c)))
