@@ -127,8 +127,19 @@ fn bulk_actions(leader: ApprovalId, waiting: &[&Approval]) -> Value {
 
 /// The `view` for `views.open` when someone clicks Deny all: one optional reason for
 /// every item still waiting.
-pub fn deny_all_modal(leader: &Approval, waiting: usize, clicked: &MessageKey) -> Value {
-    let metadata = json!({ "leader": leader.id, "channel": clicked.channel, "ts": clicked.ts });
+///
+/// `named` are the items the clicked message's own metadata listed: the submission
+/// counts them as on the message, as the click did, even where signoff has not recorded
+/// the post (at most [`MAX_BATCH`](crate::store::ops::batching::MAX_BATCH) ids).
+pub fn deny_all_modal(
+    leader: &Approval,
+    waiting: usize,
+    clicked: &MessageKey,
+    named: &[ApprovalId],
+) -> Value {
+    let metadata = json!({
+        "leader": leader.id, "channel": clicked.channel, "ts": clicked.ts, "named": named,
+    });
     json!({
         "type": "modal",
         "callback_id": DENY_ALL_CALLBACK,
@@ -149,15 +160,28 @@ pub fn deny_all_modal(leader: &Approval, waiting: usize, clicked: &MessageKey) -
     })
 }
 
-/// The batch leader and the clicked message a submitted Deny all modal names.
-pub fn deny_all_source(private_metadata: &str) -> Option<(ApprovalId, MessageKey)> {
+/// What a submitted Deny all modal names: the batch leader, the clicked message and
+/// the items that message's metadata listed (see [`deny_all_modal`]).
+pub fn deny_all_source(
+    private_metadata: &str,
+) -> Option<(ApprovalId, MessageKey, Vec<ApprovalId>)> {
     let value: Value = serde_json::from_str(private_metadata).ok()?;
     let leader = value["leader"].as_str()?.parse().ok()?;
     let key = MessageKey {
         channel: value["channel"].as_str()?.to_owned(),
         ts: value["ts"].as_str()?.to_owned(),
     };
-    Some((leader, key))
+    // A form opened before the named items were kept names none: checked against what
+    // signoff recorded, as then.
+    let named = match value.get("named") {
+        None => Vec::new(),
+        Some(named) => named
+            .as_array()?
+            .iter()
+            .map(|id| id.as_str()?.parse().ok())
+            .collect::<Option<_>>()?,
+    };
+    Some((leader, key, named))
 }
 
 #[cfg(test)]

@@ -139,18 +139,25 @@ fn requester_text_never_reaches_mrkdwn() {
 }
 
 #[test]
-fn the_deny_all_modal_carries_the_leader_and_the_clicked_message_back() {
+fn the_deny_all_modal_carries_the_leader_the_clicked_message_and_its_named_items_back() {
     let leader = approval();
     let clicked = MessageKey {
         channel: "C0APPROVALS".into(),
         ts: "1700000000.000100".into(),
     };
-    let modal = deny_all_modal(&leader, 4, &clicked);
+    let named = vec![leader.id, ApprovalId::new()];
+    let modal = deny_all_modal(&leader, 4, &clicked, &named);
     check_limits(&modal);
     assert_eq!(modal["callback_id"], DENY_ALL_CALLBACK);
     assert_eq!(modal["submit"]["text"], "Deny 4");
     let source = deny_all_source(modal["private_metadata"].as_str().unwrap());
-    assert_eq!(source, Some((leader.id, clicked)));
+    assert_eq!(source, Some((leader.id, clicked.clone(), named)));
+    // A form opened before the named items were kept: none named.
+    let older = json!({"leader": leader.id, "channel": clicked.channel, "ts": clicked.ts});
+    let source = deny_all_source(&older.to_string());
+    assert_eq!(source, Some((leader.id, clicked.clone(), Vec::new())));
+    let garbled = json!({"leader": leader.id, "channel": "C", "ts": "1", "named": ["x"]});
+    assert_eq!(deny_all_source(&garbled.to_string()), None);
     assert_eq!(deny_all_source("{}"), None);
     assert_eq!(deny_all_source("not json"), None);
 }

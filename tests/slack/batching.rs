@@ -322,6 +322,27 @@ async fn a_deny_all_that_leaves_an_item_says_which_where_the_message_is(db: Test
     assert_eq!(sent[0].body["channel"], message.channel);
 }
 
+/// A Deny all from a batch message signoff has not recorded (its post's answer was
+/// lost) counts, as Approve all does there: the message's own metadata names the items,
+/// and the form carries them to its submission.
+async fn a_deny_all_from_a_message_known_by_its_metadata_alone_denies_its_items(db: TestDb) {
+    let app = spawn_policy(db, POLICY).await;
+    let batch = emails(&app, 2).await;
+    post_all(&app).await;
+    let mut unrecorded = batch_of(&app, batch[0]);
+    unrecorded.ts = "1700000099.000001".into();
+    click(&app, batch[0], "U0BOB", "deny_all", &unrecorded).await;
+    let opened = app.slack.wait_for("views.open", 1).await;
+    let submit = deny_all_submission("U0BOB", &opened[0].body["view"], "not this week");
+    let (status_code, body) = app.interact(&submit).await;
+    assert_eq!((status_code, body.as_str()), (StatusCode::OK, ""), "{body}");
+    for id in &batch {
+        let approval = app.store.get(*id).await.unwrap().unwrap();
+        assert_eq!(approval.status, Status::Denied);
+        assert_eq!(approval.reason.as_deref(), Some("not this week"));
+    }
+}
+
 /// A Deny all modal's submission, with `reason`, from `view` as opened.
 fn deny_all_submission(user: &str, view: &Value, reason: &str) -> Value {
     let field = |name: &str| view[name].as_str().expect("the opened modal's field");
@@ -534,6 +555,7 @@ crate::on_both_backends!(
     items_are_decided_alone_or_all_at_once_and_each_runs_once,
     deny_all_denies_every_waiting_item_with_one_reason,
     a_deny_all_that_leaves_an_item_says_which_where_the_message_is,
+    a_deny_all_from_a_message_known_by_its_metadata_alone_denies_its_items,
     bulk_clicks_that_may_not_decide_change_nothing,
     the_eleventh_look_alike_starts_a_new_batch,
     a_lost_batch_post_is_found_and_recorded_for_every_item,

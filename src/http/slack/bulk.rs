@@ -76,7 +76,13 @@ pub(super) async fn open_deny_all(
         let text = first_refusal.unwrap_or_else(|| NOT_FROM_A_REQUEST.into());
         return ephemeral(slack, actor, text);
     }
-    let view = deny_all_modal(&items[0], items.len(), &clicked.key);
+    // The waiting items the message's metadata named (a batch's, so at most ten).
+    let named: Vec<ApprovalId> = items
+        .iter()
+        .map(|item| item.id)
+        .filter(|id| clicked.for_approvals.contains(id))
+        .collect();
+    let view = deny_all_modal(&items[0], items.len(), &clicked.key, &named);
     let client = slack.client.clone();
     let body = json!({ "trigger_id": trigger_id, "view": view });
     // The trigger expires 3 s after the click: open the modal right away.
@@ -100,7 +106,7 @@ pub(super) async fn deny_all_submitted(
         Ok(reason) => reason,
         Err(message) => return refuse(&message),
     };
-    let Some((leader, key)) =
+    let Some((leader, key, named)) =
         deny_all_source(view["private_metadata"].as_str().unwrap_or_default())
     else {
         return refuse("This form is out of date: open the requests' message and click again.");
@@ -111,10 +117,11 @@ pub(super) async fn deny_all_submitted(
         user: actor.user.clone(),
         channel: Some(key.channel.clone()),
     };
-    // Checked against what signoff recorded: a modal carries no message metadata.
+    // A modal carries no message metadata: the items the clicked message's own
+    // metadata listed come back in the form's, which only signoff writes.
     let clicked = Clicked {
         key,
-        for_approvals: Vec::new(),
+        for_approvals: named,
     };
     let items = match waiting_items(state, &leader.to_string(), &clicked).await {
         Ok(items) => items,
