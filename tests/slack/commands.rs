@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
+use signoff::clock::Clock;
 
 use crate::helpers::*;
 
@@ -80,4 +81,37 @@ async fn approvals_counts_a_backlog_of_any_length() {
     let text = reply.to_string();
     assert!(text.contains("620 requests are waiting for you"), "{text}");
     assert!(text.contains("… and 600 more"), "{text}");
+}
+
+/// Slack's certificate check of the command URL (`ssl_check=1`, no command) gets the
+/// 200 Slack asks for, signed or not, and does nothing; a command is still refused
+/// unsigned, `ssl_check` or not.
+#[tokio::test]
+async fn slacks_certificate_check_gets_a_bare_200_and_commands_still_need_a_signature() {
+    let app = spawn_app().await;
+    let post = |body: &'static str| {
+        app.http
+            .post(format!("{}/slack/commands", app.address))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let check = post("ssl_check=1&token=legacy").await.unwrap();
+    assert_eq!(check.status(), StatusCode::OK);
+    assert_eq!(check.text().await.unwrap(), "");
+    let (status, body) = app
+        .post_signed(
+            "/slack/commands",
+            "ssl_check=1&token=legacy",
+            SECRET,
+            app.clock.now().timestamp(),
+        )
+        .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+
+    let sneaked = post("ssl_check=1&command=%2Fapprovals&user_id=U0ALICE&text=pending");
+    assert_eq!(sneaked.await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let unsigned = post("command=%2Fapprovals&user_id=U0ALICE&text=pending");
+    assert_eq!(unsigned.await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert!(app.slack.calls().is_empty(), "nothing sent to Slack");
 }

@@ -9,6 +9,7 @@ use signoff::clock::Clock;
 
 use crate::common;
 use crate::common::app::Options;
+use crate::common::fake_slack::Failure;
 use crate::common::slack::click_on_message;
 use crate::helpers::*;
 
@@ -592,6 +593,26 @@ async fn a_slow_user_group_lookup_is_fetched_once_and_clicks_answer_without_wait
         1,
         "one fetch for every click"
     );
+}
+
+/// Slack refuses to list an approvers group (deleted, or a scope missing): a click that
+/// needs it counts for nothing and says what Slack said and who can fix it, not "try
+/// again in a minute".
+#[tokio::test]
+async fn a_user_group_slack_refuses_to_list_is_said_so_and_the_click_counts_for_nothing() {
+    let app = spawn_app().await;
+    let deploy = app.posted_deploy("prod").await;
+    app.slack
+        .fail_next("usergroups.users.list", Failure::NotOk("no_such_subteam"));
+    let (status, body) = app.click(&deploy, "U0CAROL", "approve").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+    let reply = app.ephemerals_to("U0CAROL", 1).await;
+    assert!(
+        reply[0].contains("no_such_subteam") && reply[0].contains("policy's approvers"),
+        "{reply:?}"
+    );
+    assert!(!reply[0].contains("try again"), "{reply:?}");
+    assert!(app.approval(&deploy).await.votes.is_empty());
 }
 
 #[tokio::test]

@@ -25,6 +25,12 @@ pub(super) async fn handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Slack checks the certificate of a command's URL now and then with a POST naming
+    // no command and asks for a 200; Slack's own SDKs answer it before the signature
+    // check, as here. It does nothing and tells nothing.
+    if is_ssl_check(&body) {
+        return axum::http::StatusCode::OK.into_response();
+    }
     let slack = match verified(&state, &headers, &body) {
         Ok(slack) => slack.clone(),
         Err(refused) => return refused.into_response(),
@@ -40,6 +46,13 @@ pub(super) async fn handler(
         text: field("text").unwrap_or_default(),
     };
     respond(command(&state, &slack, &typed).await.map(Some))
+}
+
+/// Whether `body` is Slack's certificate check (`ssl_check=1`), not a command.
+fn is_ssl_check(body: &[u8]) -> bool {
+    form(body).is_ok_and(|fields| {
+        fields.get("ssl_check").map(String::as_str) == Some("1") && !fields.contains_key("command")
+    })
 }
 
 /// A slash command's fields, however it came: the signed HTTP form, or a Socket Mode

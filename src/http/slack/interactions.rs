@@ -28,6 +28,7 @@ use crate::policy::Classified;
 use crate::slack::app::SlackApp;
 use crate::slack::batch::{ACTION_APPROVE_ALL, ACTION_DENY_ALL, DENY_ALL_CALLBACK};
 use crate::slack::blocks::{self, ACTION_APPROVE, ACTION_DENY, ACTION_EDIT};
+use crate::slack::client::SlackError;
 use crate::slack::modals::{self, DENY_CALLBACK, EDIT_CALLBACK, PARAMETERS_INPUT, REASON_INPUT};
 use crate::store::{StoreError, Voted};
 
@@ -404,7 +405,22 @@ pub(super) async fn decider(
             user: user.to_string(),
             approver,
         }),
-        Err(_) => Err("I could not check your approver group membership with Slack just now; please try again in a minute.".into()),
+        Err(error) => Err(group_unknown(&error)),
+    }
+}
+
+/// Why a click whose clicker's group membership could not be read counts for nothing.
+/// A refusal from Slack (a deleted group, a missing scope) does not pass in a minute.
+fn group_unknown(error: &SlackError) -> String {
+    match error {
+        SlackError::Api { code } => format!(
+            "Slack would not list the members of this request's approver group (it said \
+             `{code}`), so I cannot tell whether you may decide it: ask whoever runs signoff \
+             to check the policy's approvers."
+        ),
+        _ => "I could not check your approver group membership with Slack just now; please \
+              try again in a minute."
+            .into(),
     }
 }
 
