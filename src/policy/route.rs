@@ -292,8 +292,10 @@ pub(crate) mod tests {
     fn short_and_compound_durations_are_accepted() {
         let policy = parse("[defaults]\nexpires_after = \"1s\"\n").unwrap();
         assert_eq!(policy.defaults.expires_after, Duration::from_secs(1));
-        let policy =
-            parse("[defaults]\nexpires_after = \"2h\"\nremind_after = \"1h 30m\"\n").unwrap();
+        let policy = parse(
+            "[defaults]\nchannel = \"C1\"\nexpires_after = \"2h\"\nremind_after = \"1h 30m\"\n",
+        )
+        .unwrap();
         assert_eq!(
             policy.defaults.remind_after,
             Some(Duration::from_secs(5400))

@@ -1,4 +1,5 @@
-//! Reminders and escalations that could never happen: `remind_every` without a
+//! Reminders and escalations that could never happen: any of them on a route with no
+//! `channel` (its requests are never posted), `remind_every` without a
 //! `remind_after` to start from, `escalate_after` without an `escalation_channel` to
 //! post to, and a `remind_after` or `escalate_after` at or past `expires_after`. Each
 //! is refused where it is set, judged on the routes that take it once defaults and
@@ -52,6 +53,17 @@ impl Timing {
     /// Why the key can never take effect on `route` (merged), if it cannot.
     /// `expiry_note` says where the route's `expires_after` comes from, for the message.
     fn idle(self, route: &Route, expiry_note: &str) -> Option<String> {
+        self.never_fires(route, expiry_note).or_else(|| {
+            route.channel.is_none().then(|| {
+                "is set on a route with no channel: its requests are posted nowhere, so none \
+                 would be reminded or escalated; set channel too"
+                    .to_owned()
+            })
+        })
+    }
+
+    /// Why the key can never take effect on `route`, even were it posted.
+    fn never_fires(self, route: &Route, expiry_note: &str) -> Option<String> {
         match self {
             Timing::RemindAfter => {
                 late(route, route.remind_after, "the first reminder", expiry_note)
@@ -159,7 +171,7 @@ mod tests {
 
     #[test]
     fn remind_every_needs_a_remind_after() {
-        let msg = error("[defaults]\nremind_every = \"1h\"\n");
+        let msg = error("[defaults]\nchannel = \"C0\"\nremind_every = \"1h\"\n");
         assert!(
             msg.contains("defaults.remind_every: is set without remind_after"),
             "{msg}"
@@ -170,12 +182,12 @@ mod tests {
             "{msg}"
         );
         valid(&format!(
-            "[defaults]\nremind_after = \"5m\"\n{}",
+            "[defaults]\nchannel = \"C0\"\nremind_after = \"5m\"\n{}",
             rule("remind_every = \"1h\"")
         ));
         // A shared interval that a rule starts with its own remind_after.
         let shared = valid(&format!(
-            "[defaults]\nremind_every = \"1h\"\n{}",
+            "[defaults]\nchannel = \"C0\"\nremind_every = \"1h\"\n{}",
             rule("remind_after = \"10m\"")
         ));
         assert_eq!(
@@ -186,7 +198,7 @@ mod tests {
 
     #[test]
     fn escalate_after_needs_an_escalation_channel() {
-        let msg = error("[defaults]\nescalate_after = \"30m\"\n");
+        let msg = error("[defaults]\nchannel = \"C0\"\nescalate_after = \"30m\"\n");
         assert!(
             msg.contains("defaults.escalate_after: is set without an escalation_channel"),
             "{msg}"
@@ -197,7 +209,7 @@ mod tests {
             "{msg}"
         );
         let msg = error(&format!(
-            "[defaults]\nescalate_after = \"30m\"\n{}",
+            "[defaults]\nchannel = \"C0\"\nescalate_after = \"30m\"\n{}",
             rule("channel = \"C1\"")
         ));
         assert!(
@@ -205,12 +217,12 @@ mod tests {
             "{msg}"
         );
         valid(&format!(
-            "[defaults]\nescalation_channel = \"C9\"\n{}",
+            "[defaults]\nchannel = \"C0\"\nescalation_channel = \"C9\"\n{}",
             rule("escalate_after = \"30m\"")
         ));
         // A shared delay that a rule sends to its own managers' channel.
         valid(&format!(
-            "[defaults]\nescalate_after = \"30m\"\n{}",
+            "[defaults]\nchannel = \"C0\"\nescalate_after = \"30m\"\n{}",
             rule("escalation_channel = \"C9\"")
         ));
     }
@@ -218,7 +230,7 @@ mod tests {
     #[test]
     fn a_reminder_or_escalation_set_at_or_past_the_expiry_is_refused() {
         let msg = error(
-            "[defaults]\nexpires_after = \"1h\"\nremind_after = \"1h\"\nremind_every = \"1h\"\n",
+            "[defaults]\nchannel = \"C0\"\nexpires_after = \"1h\"\nremind_after = \"1h\"\nremind_every = \"1h\"\n",
         );
         assert!(
             msg.contains(
@@ -227,7 +239,9 @@ mod tests {
             ),
             "{msg}"
         );
-        let msg = error("[defaults]\nescalate_after = \"2h\"\nescalation_channel = \"C9\"\n");
+        let msg = error(
+            "[defaults]\nchannel = \"C0\"\nescalate_after = \"2h\"\nescalation_channel = \"C9\"\n",
+        );
         assert!(
             msg.contains(
                 "defaults.escalate_after: must be shorter than expires_after (1h, the built-in \
@@ -236,7 +250,7 @@ mod tests {
             "{msg}"
         );
         let msg = error(&format!(
-            "[defaults]\nexpires_after = \"30m\"\n{}",
+            "[defaults]\nchannel = \"C0\"\nexpires_after = \"30m\"\n{}",
             rule("escalate_after = \"45m\"\nescalation_channel = \"C9\"")
         ));
         assert!(
@@ -267,11 +281,11 @@ mod tests {
         // A default the defaults' own expiry never reaches, which a rule's longer
         // expiry does: it takes effect there.
         valid(&format!(
-            "[defaults]\nescalate_after = \"2h\"\nescalation_channel = \"C9\"\n{}",
+            "[defaults]\nchannel = \"C0\"\nescalate_after = \"2h\"\nescalation_channel = \"C9\"\n{}",
             rule("expires_after = \"4h\"")
         ));
         let msg = error(&format!(
-            "[defaults]\nescalate_after = \"2h\"\nescalation_channel = \"C9\"\n{}",
+            "[defaults]\nchannel = \"C0\"\nescalate_after = \"2h\"\nescalation_channel = \"C9\"\n{}",
             rule("expires_after = \"90m\"")
         ));
         assert!(
@@ -279,5 +293,24 @@ mod tests {
                 && msg.contains("nor for any rule"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_reminder_or_escalation_on_a_route_with_no_channel_is_refused() {
+        let no_channel = "[defaults]\nremind_after = \"5m\"\n";
+        let msg = error(no_channel);
+        assert!(
+            msg.contains("defaults.remind_after: is set on a route with no channel"),
+            "{msg}"
+        );
+        let msg = error(&rule(
+            "escalate_after = \"30m\"\nescalation_channel = \"C9\"",
+        ));
+        assert!(
+            msg.contains("rules[0].escalate_after: is set on a route with no channel"),
+            "{msg}"
+        );
+        // A shared reminder that only the rules with a channel take.
+        valid(&format!("{no_channel}{}", rule("channel = \"C1\"")));
     }
 }
