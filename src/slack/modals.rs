@@ -210,9 +210,43 @@ pub fn parse_edited_parameters(text: &str) -> Result<Value, String> {
 }
 
 /// The answer to a `view_submission` that keeps the modal open and shows `message`
-/// under the input `block_id`.
+/// under the input `block_id`. Slack shows a form's errors as plain text, so the
+/// mentions a refusal names people with are written as `@U…` there.
 pub fn modal_errors(block_id: &str, message: &str) -> Value {
+    let message = plain_mentions(message);
     json!({ "response_action": "errors", "errors": { block_id: message } })
+}
+
+/// `message` with each `<@U…>` and `<!subteam^S…>` (see
+/// [`mention`](crate::slack::approvers::mention)) written as `@U…`, `@S…`.
+fn plain_mentions(message: &str) -> String {
+    let mut plain = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find('<') {
+        plain.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let inner = tail[1..].split_once('>').and_then(|(inner, _)| {
+            let id = inner
+                .strip_prefix('@')
+                .or(inner.strip_prefix("!subteam^"))?;
+            id.chars()
+                .all(|c| c.is_ascii_alphanumeric())
+                .then_some((inner.len(), id))
+        });
+        match inner {
+            Some((len, id)) => {
+                plain.push('@');
+                plain.push_str(id);
+                rest = &tail[len + 2..];
+            }
+            None => {
+                plain.push('<');
+                rest = &tail[1..];
+            }
+        }
+    }
+    plain.push_str(rest);
+    plain
 }
 
 #[cfg(test)]

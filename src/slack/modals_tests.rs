@@ -147,3 +147,18 @@ fn modal_errors_name_the_input_block() {
         json!({"response_action": "errors", "errors": {"parameters": "Parameters must be a JSON object"}})
     );
 }
+
+#[test]
+fn a_form_error_names_people_as_plain_text_shows_them() {
+    let errors = modal_errors(
+        "reason",
+        "Only the approvers of this request can decide it: <@U0ALICE>, <!subteam^S0SRE>.",
+    );
+    assert_eq!(
+        errors["errors"]["reason"],
+        "Only the approvers of this request can decide it: @U0ALICE, @S0SRE."
+    );
+    // Anything else that looks like markup is left as it is.
+    let kept = "a < b, <@not an id>, <!channel>, <@U1";
+    assert_eq!(modal_errors("reason", kept)["errors"]["reason"], kept);
+}
