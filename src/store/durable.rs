@@ -150,9 +150,13 @@ impl Fence {
         }
     }
 
-    /// For the writer's answerer: waits until commit `n` is on disk.
+    /// For the writer's answerer: waits until commit `n` is on disk. A sync that failed
+    /// after one covering `n` ended does not take `n` back: it is on disk.
     pub(crate) async fn until_flushed(&self, n: u64) -> Result<(), SyncFailed> {
-        self.until(&self.flushed, n).await
+        match self.until(&self.flushed, n).await {
+            Err(_) if self.flushed.load(Ordering::SeqCst) >= n => Ok(()),
+            reached => reached,
+        }
     }
 
     /// For the writer's answerer: commit `n`'s operations were answered.
@@ -271,6 +275,22 @@ mod tests {
         assert!(fence.settle().await.is_err());
         // Even one released earlier: nothing is read from a file that may have lost it.
         fence.released(n);
+        assert!(fence.settle().await.is_err());
+    }
+
+    /// A commit a finished sync covered is on disk: its operations are answered as
+    /// done though a later sync failed before the answerer got to them; the commit
+    /// after it is not, and reads are refused all the same.
+    #[tokio::test]
+    async fn a_commit_synced_before_a_later_sync_failed_is_answered_as_done() {
+        let fence = Fence::default();
+        let (synced, lost) = (fence.committing(), fence.committing());
+        fence.returned(synced);
+        fence.flushed(synced);
+        fence.returned(lost);
+        fence.fail("EIO".into());
+        fence.until_flushed(synced).await.expect("on disk");
+        assert!(fence.until_flushed(lost).await.is_err());
         assert!(fence.settle().await.is_err());
     }
 
