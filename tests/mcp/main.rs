@@ -7,6 +7,7 @@ mod common;
 mod fuzz;
 mod gate;
 mod helpers;
+mod leaks;
 mod lifecycle;
 mod memory;
 mod python;

@@ -50,6 +50,9 @@ pub enum ApiError {
 pub struct Api {
     http: reqwest::Client,
     base: String,
+    /// `base` as errors and logs show it: without its userinfo (credentials), query or
+    /// fragment.
+    shown: String,
     token: Option<String>,
     /// Requests in flight at once (the event stream aside). A burst of calls queues
     /// here instead of opening a connection each: HTTP/1.1 carries one request per
@@ -73,9 +76,11 @@ impl Api {
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(CONNECTIONS)
             .build()?;
+        let base = base.trim_end_matches('/').to_owned();
         Ok(Self {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            shown: super::http_client::redact_url(&base),
+            base,
             token,
             in_flight: Arc::new(Semaphore::new(CONNECTIONS)),
         })
@@ -84,7 +89,7 @@ impl Api {
     /// The decision stream ended: signoff went away (or shut down).
     pub fn stream_closed(&self) -> ApiError {
         ApiError::Unreachable {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             detail: "it closed the decision stream".into(),
         }
     }
@@ -93,7 +98,7 @@ impl Api {
     /// certificate was refused or the connection was refused).
     fn unreachable(&self, error: reqwest::Error) -> ApiError {
         ApiError::Unreachable {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             detail: crate::errors::with_causes(&error.without_url()),
         }
     }
