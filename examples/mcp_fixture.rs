@@ -1,5 +1,6 @@
 //! An MCP server on stdio for the proxy's tests and bench, written with `rmcp`: tools
-//! that echo, run slowly with progress, fail, crash the process, ask the client's model
+//! that echo, run slowly with progress, name the environment variables the server sees
+//! (`environment`), fail, crash the process, ask the client's model
 //! (sampling), ask the user (elicitation), ask both at different times (`ask_twice`),
 //! read the client's roots, log, change the
 //! tool list (`add_tool`, and `harden`, which turns `flip` from read-only to
@@ -255,6 +256,7 @@ impl ServerHandler for Fixture {
             tool("touch", None),
             tool("shout", None),
             tool("harden", None),
+            tool("environment", Some(ToolAnnotations::new().read_only(true))),
         ];
         let flip = if self.hardened.load(Ordering::SeqCst) {
             ToolAnnotations::new().destructive(true)
@@ -301,6 +303,14 @@ impl ServerHandler for Fixture {
         }
         let result = match request.name.as_ref() {
             "slow" => self.slow(&arguments, &context).await,
+            // The names only: values may be secrets, and the result is logged.
+            "environment" => {
+                let mut names: Vec<String> = std::env::vars_os()
+                    .map(|(name, _)| name.to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                text(json!(names).to_string())
+            }
             "fail" => {
                 CallToolResult::error(vec![ContentBlock::text("the fixture failed on purpose")])
             }

@@ -1,5 +1,5 @@
 //! What the proxy keeps to itself: the credentials in its signoff URL never reach the
-//! model or the log.
+//! model or the log, and its signoff token and URL never reach the upstream.
 
 use serde_json::json;
 
@@ -43,4 +43,31 @@ async fn the_credentials_in_the_signoff_url_reach_neither_the_model_nor_the_log(
         "the log names signoff: {stderr}"
     );
     assert!(!stderr.contains("s3cr3t"), "{stderr}");
+}
+
+/// The upstream server is someone else's code: it does not inherit the token that
+/// reads, cancels and spends the proxy's approvals, nor where signoff is.
+#[tokio::test]
+async fn the_upstream_inherits_neither_the_signoff_token_nor_the_signoff_url() {
+    let h = harness().await;
+    let fixture = fixture();
+    let mut command = h.proxy_command(&[], &[fixture.to_str().unwrap()]);
+    command
+        .env("SIGNOFF_TOKEN", &h.app.token)
+        .env("SIGNOFF_URL", &h.app.address);
+    let proxy = h.proxy_with(command).await;
+    let result = proxy
+        .client
+        .call_tool(call("environment", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(false), "{result:?}");
+    let names: Vec<String> = serde_json::from_str(&texts(&result)[0]).unwrap();
+    assert!(
+        names.iter().any(|name| name == "FIXTURE_LOG"),
+        "the rest of the environment is passed on: {names:?}"
+    );
+    for secret in ["SIGNOFF_TOKEN", "SIGNOFF_URL"] {
+        assert!(!names.iter().any(|name| name == secret), "{names:?}");
+    }
 }
