@@ -48,7 +48,7 @@ tools = ["drop_*"]
 tier = "high"
 
 [[rules]]
-tools = ["delete_things"]
+tools = ["delete_things", "migrate"]
 tier = "medium"
 channel = "C0DEPLOYS"
 "#;
@@ -161,7 +161,10 @@ impl ClientHandler for Recorder {
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        self.push(json!({"progress": params.message, "token": params.progress_token}));
+        self.push(
+            json!({"progress": params.message, "token": params.progress_token,
+                         "value": params.progress, "total": params.total}),
+        );
     }
 
     async fn on_logging_message(

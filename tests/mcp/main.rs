@@ -10,6 +10,7 @@ mod helpers;
 mod leaks;
 mod lifecycle;
 mod memory;
+mod progress;
 mod python;
 mod rounds;
 mod tasks;

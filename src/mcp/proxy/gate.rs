@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, ApiError, View};
 use super::holders::{Holder, Holders};
+use super::relay::Sent;
 use super::texts;
 use super::watch::Watch;
 
@@ -42,10 +43,12 @@ pub enum Verdict {
 
 /// Where a held call reports that it waits.
 pub enum Progress {
-    /// `notifications/progress` under the request's progress token.
+    /// `notifications/progress` under the request's progress token; `sent` keeps the
+    /// values, so that the upstream's progress once the call runs comes after them.
     Notify {
         peer: Peer<RoleServer>,
         token: ProgressToken,
+        sent: Sent,
     },
     /// The status message of the call's task (tasks extension).
     Task(TaskContext),
@@ -227,15 +230,13 @@ impl Gate {
             Ok(now) => now,
             Err(error) => return Err(self.lost(&view, &error, holder, cancelled)),
         };
-        let mut reports = 0u32;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(texts::still_pending(&view));
             }
             if let Some(progress) = progress {
-                reports += 1;
-                Box::pin(report(progress, reports, texts::waiting(&view))).await;
+                Box::pin(report(progress, texts::waiting(&view))).await;
             }
             let stop = tokio::select! {
                 decided = waiting.decided() => return match decided {
@@ -337,10 +338,13 @@ fn withdrawn(holder: &mut Holder<'_>, stop: Stop) -> String {
     stop.held()
 }
 
-async fn report(progress: &Progress, count: u32, message: String) {
+/// Reports that the call still waits: progress 1, 2, 3… under its token, or its task's
+/// status.
+async fn report(progress: &Progress, message: String) {
     match progress {
-        Progress::Notify { peer, token } => {
-            let mut params = ProgressNotificationParam::new(token.clone(), f64::from(count));
+        Progress::Notify { peer, token, sent } => {
+            let value = sent.held();
+            let mut params = ProgressNotificationParam::new(token.clone(), value);
             params.message = Some(message);
             if let Err(error) = peer.notify_progress(params).await {
                 tracing::debug!(%error, "progress not delivered");
