@@ -233,7 +233,7 @@ async fn an_approval_left_to_a_call_whose_ask_fails_is_withdrawn_when_it_goes() 
 fn gate(base: &str) -> Gate {
     let api = Api::new(base, None).unwrap();
     Gate {
-        watch: Watch::new(api.clone()),
+        watch: Watch::new(api.clone(), super::super::watch::SILENT),
         api,
         server: "fixture".into(),
         hold: Duration::from_secs(5),
