@@ -1,5 +1,7 @@
 //! An MCP server on stdio for the proxy's tests and bench, written with `rmcp`: tools
-//! that echo, run slowly with progress, fail, crash the process, ask the client's model
+//! that echo, run slowly with progress (`slow`, and `migrate`, destructive, with a
+//! total), name the environment variables the server sees (`environment`), fail, crash
+//! the process, ask the client's model
 //! (sampling), ask the user (elicitation), ask both at different times (`ask_twice`),
 //! read the client's roots, log, change the
 //! tool list (`add_tool`, and `harden`, which turns `flip` from read-only to
@@ -72,16 +74,19 @@ fn text(text: impl Into<String>) -> CallToolResult {
 }
 
 impl Fixture {
+    /// Progress 1, 2, … `steps` (of `steps` when `total`), then done.
     async fn slow(
         &self,
         arguments: &Value,
         context: &RequestContext<RoleServer>,
+        total: bool,
     ) -> CallToolResult {
         let steps = arguments["steps"].as_u64().unwrap_or(3);
         for step in 1..=steps {
             tokio::time::sleep(Duration::from_millis(50)).await;
             if let Some(token) = context.meta.get_progress_token() {
                 let mut params = ProgressNotificationParam::new(token, step as f64);
+                params.total = total.then_some(steps as f64);
                 params.message = Some(format!("step {step} of {steps}"));
                 let _ = context.peer.notify_progress(params).await;
             }
@@ -255,6 +260,8 @@ impl ServerHandler for Fixture {
             tool("touch", None),
             tool("shout", None),
             tool("harden", None),
+            tool("environment", Some(ToolAnnotations::new().read_only(true))),
+            tool("migrate", Some(ToolAnnotations::new().destructive(true))),
         ];
         let flip = if self.hardened.load(Ordering::SeqCst) {
             ToolAnnotations::new().destructive(true)
@@ -300,7 +307,16 @@ impl ServerHandler for Fixture {
             return Ok(ask_model_in_rounds(&request));
         }
         let result = match request.name.as_ref() {
-            "slow" => self.slow(&arguments, &context).await,
+            "slow" => self.slow(&arguments, &context, false).await,
+            "migrate" => self.slow(&arguments, &context, true).await,
+            // The names only: values may be secrets, and the result is logged.
+            "environment" => {
+                let mut names: Vec<String> = std::env::vars_os()
+                    .map(|(name, _)| name.to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                text(json!(names).to_string())
+            }
             "fail" => {
                 CallToolResult::error(vec![ContentBlock::text("the fixture failed on purpose")])
             }

@@ -34,7 +34,7 @@ high = "deny"
 
 [[rules]]
 tools = ["echo", "slow", "fail", "crash", "ask_model", "ask_user", "ask_twice", "roots", "chatty", "add_tool",
-         "extra", "read_graph", "touch", "shout", "harden"]
+         "extra", "read_graph", "touch", "shout", "harden", "environment"]
 tier = "low"
 
 # `flip` while the upstream lists it read-only; else it is unknown to the policy: medium.
@@ -48,7 +48,7 @@ tools = ["drop_*"]
 tier = "high"
 
 [[rules]]
-tools = ["delete_things"]
+tools = ["delete_things", "migrate"]
 tier = "medium"
 channel = "C0DEPLOYS"
 "#;
@@ -161,7 +161,10 @@ impl ClientHandler for Recorder {
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        self.push(json!({"progress": params.message, "token": params.progress_token}));
+        self.push(
+            json!({"progress": params.message, "token": params.progress_token,
+                         "value": params.progress, "total": params.total}),
+        );
     }
 
     async fn on_logging_message(

@@ -45,11 +45,23 @@ pub enum ApiError {
     Refused { status: u16, detail: String },
 }
 
+/// How a decision stream ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Signoff closed it (it went away, or shut down).
+    Closed,
+    /// Nothing came for too long: given up as dead.
+    Silent,
+}
+
 /// The HTTP API of one `signoff serve`, with one token.
 #[derive(Debug, Clone)]
 pub struct Api {
     http: reqwest::Client,
     base: String,
+    /// `base` as errors and logs show it: without its userinfo (credentials), query or
+    /// fragment.
+    shown: String,
     token: Option<String>,
     /// Requests in flight at once (the event stream aside). A burst of calls queues
     /// here instead of opening a connection each: HTTP/1.1 carries one request per
@@ -73,9 +85,11 @@ impl Api {
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(CONNECTIONS)
             .build()?;
+        let base = base.trim_end_matches('/').to_owned();
         Ok(Self {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            shown: super::http_client::redact_url(&base),
+            base,
             token,
             in_flight: Arc::new(Semaphore::new(CONNECTIONS)),
         })
@@ -84,7 +98,7 @@ impl Api {
     /// The decision stream ended: signoff went away (or shut down).
     pub fn stream_closed(&self) -> ApiError {
         ApiError::Unreachable {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             detail: "it closed the decision stream".into(),
         }
     }
@@ -93,7 +107,7 @@ impl Api {
     /// certificate was refused or the connection was refused).
     fn unreachable(&self, error: reqwest::Error) -> ApiError {
         ApiError::Unreachable {
-            url: self.base.clone(),
+            url: self.shown.clone(),
             detail: crate::errors::with_causes(&error.without_url()),
         }
     }
@@ -167,21 +181,36 @@ impl Api {
     }
 
     /// `GET /v1/approvals/events`: calls `on_event` with each event's name and data
-    /// until the stream ends (`Ok`) or breaks.
-    pub async fn events(&self, mut on_event: impl FnMut(&str, &str)) -> Result<(), ApiError> {
+    /// until the stream ends or breaks. A stream that brings no byte for `silent` (the
+    /// server sends a keep-alive every 15 s) is given up as dead: a buffering proxy or a
+    /// half-dead peer would otherwise hold it open, bringing nothing, until TCP notices.
+    pub async fn events(
+        &self,
+        silent: Duration,
+        mut on_event: impl FnMut(&str, &str),
+    ) -> Result<Ended, ApiError> {
         let request = self.http.get(format!("{}/v1/approvals/events", self.base));
-        let mut response = self.answer(request).await?;
+        let Ok(response) = tokio::time::timeout(silent, self.answer(request)).await else {
+            return Ok(Ended::Silent);
+        };
+        let mut response = response?;
         if response.status().as_u16() != 200 {
             return Self::refused(response).await;
         }
         let mut blocks = Blocks::default();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(e))? {
+        loop {
+            let chunk = match tokio::time::timeout(silent, response.chunk()).await {
+                Ok(chunk) => chunk.map_err(|e| self.unreachable(e))?,
+                Err(_) => return Ok(Ended::Silent),
+            };
+            let Some(chunk) = chunk else {
+                return Ok(Ended::Closed);
+            };
             for block in blocks.push(&chunk) {
                 let (event, data) = parse_event(&block);
                 on_event(event, &data);
             }
         }
-        Ok(())
     }
 
     /// `POST /v1/approvals/{id}/execute`: the single-use gate; the parameters to run.

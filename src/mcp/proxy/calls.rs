@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use super::flight::Flight;
 use super::gate::{Call, Gate, Progress, Verdict};
-use super::relay::{Relay, upstream_error};
+use super::relay::{Relay, Sent, upstream_error};
 use super::rounds::{Landed, Round, in_rounds};
 use super::texts;
 
@@ -192,6 +192,7 @@ impl Calls {
             .map(|token| Progress::Notify {
                 peer: context.peer.clone(),
                 token,
+                sent: Sent::default(),
             });
         self.gated(params, context, progress, in_rounds(context))
             .await
@@ -278,8 +279,14 @@ impl Calls {
         };
         params.arguments = Some(arguments);
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        // The upstream's progress comes after what the gate reported while it held it.
+        let reported = match &progress {
+            Some(Progress::Notify { sent, .. }) => sent.clone(),
+            _ => Sent::default(),
+        };
         // Boxed, as the landing below: a held call's future keeps only the gate's hold.
-        let flight = match Box::pin(self.relay.send(&self.upstream, request, context)).await {
+        let sending = self.relay.send(&self.upstream, request, context, reported);
+        let flight = match Box::pin(sending).await {
             Ok(flight) => flight,
             Err(_) if self.gate.upstream_gone.is_cancelled() => {
                 return Ok(refusal(texts::upstream_gone()).into());

@@ -1,5 +1,6 @@
-//! The upstream as a child process. Its stdin and stdout are the MCP transport; its
-//! stderr is copied to ours line by line, the last lines kept to explain an exit. When
+//! The upstream as a child process, in the proxy's environment less its signoff
+//! credentials (`SIGNOFF_TOKEN`, `SIGNOFF_URL`). Its stdin and stdout are the MCP
+//! transport; its stderr is copied to ours line by line, the last lines kept to explain an exit. When
 //! the proxy ends it stops the child the way the MCP stdio transport asks: the child's
 //! stdin closed, then `SIGTERM` if it has not exited within a grace period, then
 //! `SIGKILL` after another. On Unix the child leads a process group of its own, and
@@ -37,6 +38,10 @@ const KEPT_MAX: usize = 500;
 /// How long a child whose session is over (it closed its stdout, or refused the
 /// handshake) has to exit before it is stopped.
 const EXIT_WITHIN: Duration = Duration::from_secs(1);
+
+/// The proxy's environment variables that its child does not inherit: where signoff
+/// is and the token that asks it.
+const PROXY_ONLY_ENV: [&str; 2] = ["SIGNOFF_TOKEN", "SIGNOFF_URL"];
 
 /// The transport to a child MCP server: its stdout and stdin.
 pub type Transport = AsyncRwTransport<RoleClient, ChildStdout, ChildStdin>;
@@ -149,6 +154,11 @@ impl Child {
             anyhow::anyhow!("no command: signoff proxy [OPTIONS] -- CMD [ARGS...]")
         })?;
         let mut command = tokio::process::Command::new(program);
+        // The proxy's own credentials are not the server's: with them it could read,
+        // cancel or spend the token's approvals (and the URL may carry a password).
+        for name in PROXY_ONLY_ENV {
+            command.env_remove(name);
+        }
         command
             .args(args)
             .stdin(Stdio::piped())

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::relay::{Relay, upstream_error};
+use super::relay::{Relay, Route, upstream_error};
 
 /// Progress can arrive just after its response (notifications are handled on tasks of
 /// their own), so a token is kept this long after the answer.
@@ -30,8 +30,8 @@ const KEEP_TOKEN: Duration = Duration::from_secs(2);
 /// How many `input_required` rounds one request may take upstream (as SDK clients cap it).
 const MAX_ROUNDS: usize = 10;
 
-/// The proxy's progress token on an upstream request → the client's.
-pub type Tokens = Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>;
+/// The proxy's progress token on an upstream request → where its progress goes.
+pub type Tokens = Arc<Mutex<HashMap<ProgressToken, Route>>>;
 
 type Answer = Pin<Box<dyn Future<Output = Result<ServerResult, McpError>> + Send>>;
 
@@ -89,7 +89,7 @@ impl Flight {
         relay: Relay,
         upstream: Peer<RoleClient>,
         request: ClientRequest,
-        theirs: Option<ProgressToken>,
+        theirs: Option<Route>,
     ) -> Self {
         let (sender, answered) = oneshot::channel();
         let driver = tokio::spawn(async move {
@@ -216,7 +216,7 @@ async fn drive(
     relay: &Relay,
     upstream: &Peer<RoleClient>,
     mut request: ClientRequest,
-    theirs: Option<ProgressToken>,
+    theirs: Option<Route>,
 ) -> Result<ServerResult, McpError> {
     for _ in 0..MAX_ROUNDS {
         let mut flight = relay

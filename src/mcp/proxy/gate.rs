@@ -11,8 +11,9 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{Api, View};
+use super::api::{Api, ApiError, View};
 use super::holders::{Holder, Holders};
+use super::relay::Sent;
 use super::texts;
 use super::watch::Watch;
 
@@ -42,13 +43,42 @@ pub enum Verdict {
 
 /// Where a held call reports that it waits.
 pub enum Progress {
-    /// `notifications/progress` under the request's progress token.
+    /// `notifications/progress` under the request's progress token; `sent` keeps the
+    /// values, so that the upstream's progress once the call runs comes after them.
     Notify {
         peer: Peer<RoleServer>,
         token: ProgressToken,
+        sent: Sent,
     },
     /// The status message of the call's task (tasks extension).
     Task(TaskContext),
+}
+
+/// Why a call no longer wants an approval.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// The client cancelled it, or went away.
+    Cancelled,
+    /// The upstream server is gone.
+    UpstreamGone,
+}
+
+impl Stop {
+    /// The refusal of a call stopped while it waited for its approval (withdrawn).
+    fn held(self) -> String {
+        match self {
+            Stop::Cancelled => texts::cancelled(),
+            Stop::UpstreamGone => texts::upstream_gone(),
+        }
+    }
+
+    /// The refusal of a call stopped before it asked for one.
+    fn unasked(self) -> String {
+        match self {
+            Stop::Cancelled => texts::cancelled_unasked(),
+            Stop::UpstreamGone => texts::upstream_gone(),
+        }
+    }
 }
 
 /// The gate, shared by every call of one proxy.
@@ -73,14 +103,18 @@ impl Gate {
     /// Decides `call`; `cancelled` fires when the client cancels this request. The call
     /// counts among the [`Holders`] from before it asks until it is decided, and a
     /// call that no longer wants its approval withdraws it here, when no identical
-    /// call waits for it or is about to ask.
+    /// call waits for it or is about to ask. A call stopped before it asks (while an
+    /// identical call's withdrawal is on its way) never asks.
     pub async fn decide(
         &self,
         call: &Call,
         cancelled: &CancellationToken,
         progress: Option<&Progress>,
     ) -> Verdict {
-        let mut holder = self.holders.hold_settled(&call.tool, &call.arguments).await;
+        let mut holder = tokio::select! {
+            holder = self.holders.hold_settled(&call.tool, &call.arguments) => holder,
+            stop = self.stop(cancelled) => return Verdict::Refuse(stop.unasked()),
+        };
         let verdict = self
             .decide_held(call, &mut holder, cancelled, progress)
             .await;
@@ -100,6 +134,11 @@ impl Gate {
         cancelled: &CancellationToken,
         progress: Option<&Progress>,
     ) -> Verdict {
+        // Nobody wants it any more: nothing is asked (no Slack message, and no
+        // auto-approval spent for a call that would not run).
+        if let Some(stop) = self.stopped(cancelled) {
+            return Verdict::Refuse(stop.unasked());
+        }
         // The one-off requests are boxed: a held call's future keeps only the hold.
         let view = match Box::pin(self.ask(call)).await {
             Ok(view) => view,
@@ -158,8 +197,9 @@ impl Gate {
 
     /// Waits while `view` is pending, up to the hold; the decided view, or a refusal
     /// (the `holder` then withdraws the approval when the call was cancelled, its
-    /// client left or the upstream went). The decision comes from the proxy's one
-    /// event stream ([`Watch`]), read once after it listens in case it came before.
+    /// client left or the upstream went, also while the proxy starts to follow the
+    /// decision). The decision comes from the proxy's one event stream ([`Watch`]),
+    /// read once after it listens in case it came before.
     async fn hold(
         &self,
         view: View,
@@ -173,34 +213,77 @@ impl Gate {
         let id = view.approval_id.clone();
         let deadline = Instant::now() + self.hold;
         // Past the ask, a failure leaves the approval open for the same call again.
-        let mut waiting = match Box::pin(self.watch.watch(&id)).await {
-            Ok(waiting) => waiting,
-            Err(error) => return Err(texts::lost_track(&view, &error)),
+        let watched = tokio::select! {
+            watched = Box::pin(self.watch.watch(&id)) => watched,
+            stop = self.stop(cancelled) => return Err(withdrawn(holder, stop)),
         };
-        let view = match Box::pin(self.api.get(&id)).await {
+        let mut waiting = match watched {
+            Ok(waiting) => waiting,
+            Err(error) => return Err(self.lost(&view, &error, holder, cancelled)),
+        };
+        let read = tokio::select! {
+            read = Box::pin(self.api.get(&id)) => read,
+            stop = self.stop(cancelled) => return Err(withdrawn(holder, stop)),
+        };
+        let view = match read {
             Ok(now) if now.status != "pending" => return Ok(now),
             Ok(now) => now,
-            Err(error) => return Err(texts::lost_track(&view, &error)),
+            Err(error) => return Err(self.lost(&view, &error, holder, cancelled)),
         };
-        let mut reports = 0u32;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(texts::still_pending(&view));
             }
             if let Some(progress) = progress {
-                reports += 1;
-                Box::pin(report(progress, reports, texts::waiting(&view))).await;
+                Box::pin(report(progress, texts::waiting(&view))).await;
             }
-            let why = tokio::select! {
-                decided = waiting.decided() => return decided.map_err(|error| texts::lost_track(&view, &error)),
+            let stop = tokio::select! {
+                decided = waiting.decided() => return match decided {
+                    Ok(decided) => Ok(decided),
+                    Err(error) => Err(self.lost(&view, &error, holder, cancelled)),
+                },
                 _ = tokio::time::sleep(left.min(self.interval)) => continue,
-                _ = cancelled.cancelled() => texts::cancelled(),
-                _ = self.client_gone.cancelled() => texts::cancelled(),
-                _ = self.upstream_gone.cancelled() => texts::upstream_gone(),
+                stop = self.stop(cancelled) => stop,
             };
-            holder.withdraw();
-            return Err(why);
+            return Err(withdrawn(holder, stop));
+        }
+    }
+
+    /// Why the call should stop now, if it should.
+    fn stopped(&self, cancelled: &CancellationToken) -> Option<Stop> {
+        if cancelled.is_cancelled() || self.client_gone.is_cancelled() {
+            Some(Stop::Cancelled)
+        } else if self.upstream_gone.is_cancelled() {
+            Some(Stop::UpstreamGone)
+        } else {
+            None
+        }
+    }
+
+    /// Resolves once the call should stop: cancelled, its client gone, or the
+    /// upstream gone.
+    async fn stop(&self, cancelled: &CancellationToken) -> Stop {
+        tokio::select! {
+            _ = cancelled.cancelled() => Stop::Cancelled,
+            _ = self.client_gone.cancelled() => Stop::Cancelled,
+            _ = self.upstream_gone.cancelled() => Stop::UpstreamGone,
+        }
+    }
+
+    /// The refusal of a held call whose decision the proxy lost track of (`error`):
+    /// the approval stays open for the same call again, unless the call was stopped
+    /// meanwhile, which withdraws it.
+    fn lost(
+        &self,
+        view: &View,
+        error: &ApiError,
+        holder: &mut Holder<'_>,
+        cancelled: &CancellationToken,
+    ) -> String {
+        match self.stopped(cancelled) {
+            Some(stop) => withdrawn(holder, stop),
+            None => texts::lost_track(view, error),
         }
     }
 
@@ -249,10 +332,19 @@ impl Gate {
     }
 }
 
-async fn report(progress: &Progress, count: u32, message: String) {
+/// A held call's approval is withdrawn as it stops; the refusal.
+fn withdrawn(holder: &mut Holder<'_>, stop: Stop) -> String {
+    holder.withdraw();
+    stop.held()
+}
+
+/// Reports that the call still waits: progress 1, 2, 3… under its token, or its task's
+/// status.
+async fn report(progress: &Progress, message: String) {
     match progress {
-        Progress::Notify { peer, token } => {
-            let mut params = ProgressNotificationParam::new(token.clone(), f64::from(count));
+        Progress::Notify { peer, token, sent } => {
+            let value = sent.held();
+            let mut params = ProgressNotificationParam::new(token.clone(), value);
             params.message = Some(message);
             if let Err(error) = peer.notify_progress(params).await {
                 tracing::debug!(%error, "progress not delivered");

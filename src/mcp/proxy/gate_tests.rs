@@ -233,7 +233,7 @@ async fn an_approval_left_to_a_call_whose_ask_fails_is_withdrawn_when_it_goes() 
 fn gate(base: &str) -> Gate {
     let api = Api::new(base, None).unwrap();
     Gate {
-        watch: Watch::new(api.clone()),
+        watch: Watch::new(api.clone(), super::super::watch::SILENT),
         api,
         server: "fixture".into(),
         hold: Duration::from_secs(5),
@@ -256,30 +256,159 @@ fn call() -> Call {
 #[tokio::test]
 async fn a_call_approved_as_its_client_cancelled_or_left_is_neither_executed_nor_run() {
     let (base, seen) = approving_signoff().await;
-    let gate = gate(&base);
     let live = CancellationToken::new();
     assert!(matches!(
-        gate.decide(&call(), &live, None).await,
+        gate(&base).decide(&call(), &live, None).await,
         Verdict::Run { .. }
     ));
     assert_eq!(*seen.lock().unwrap(), ["create", "execute"]);
 
-    seen.lock().unwrap().clear();
-    let cancelled = CancellationToken::new();
-    cancelled.cancel();
-    let verdict = gate.decide(&call(), &cancelled, None).await;
+    // Cancelled, or its client gone, while signoff answers the ask with an approval.
+    let approved = json!({"approval_id": "a1", "status": "approved", "parameters": {"ids": [1]}});
+    for client_left in [false, true] {
+        let (base, seen) = stand_in_slow(approved.clone(), Some("create")).await;
+        let gate = gate(&base);
+        let cancelled = CancellationToken::new();
+        cancel_soon(if client_left {
+            &gate.client_gone
+        } else {
+            &cancelled
+        });
+        let verdict = gate.decide(&call(), &cancelled, None).await;
+        assert!(
+            matches!(&verdict, Verdict::Refuse(why) if why.starts_with("Cancelled as it was approved")),
+            "client left: {client_left}: {verdict:?}"
+        );
+        assert_eq!(*seen.lock().unwrap(), ["create"], "asked, never spent");
+    }
+}
+
+/// Cancels `token` a third of [`SLOW`] from now (while a slow request is on its way).
+fn cancel_soon(token: &CancellationToken) {
+    let token = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(SLOW / 3).await;
+        token.cancel();
+    });
+}
+
+/// A call cancelled, or whose client left, before it asked signoff never asks (no
+/// Slack message, no auto-approval spent for nothing): also one that waits to ask
+/// while an identical call's withdrawal is on its way stops at once.
+#[tokio::test]
+async fn a_call_cancelled_before_it_asks_never_asks() {
+    for client_left in [false, true] {
+        let (gate, seen) = pending_gate(None).await;
+        let cancelled = CancellationToken::new();
+        if client_left {
+            gate.client_gone.cancel();
+        } else {
+            cancelled.cancel();
+        }
+        let verdict = gate.decide(&call(), &cancelled, None).await;
+        assert!(
+            matches!(&verdict, Verdict::Refuse(why) if why.starts_with("Cancelled before approval was asked for")),
+            "client left: {client_left}: {verdict:?}"
+        );
+        assert!(seen.lock().unwrap().is_empty(), "nothing asked");
+    }
+
+    let (gate, seen) = pending_gate(Some("cancel")).await;
+    let (first, second) = (CancellationToken::new(), CancellationToken::new());
+    let one = decide_in_task(&gate, &first);
+    until_seen(&seen, "get", 1).await;
+    first.cancel();
+    until_seen(&seen, "cancel", 1).await;
+    // Waits for the withdrawal (SLOW) before it asks; cancelled meanwhile.
+    let other = decide_in_task(&gate, &second);
+    tokio::time::sleep(SLOW / 6).await;
+    second.cancel();
+    let verdict = tokio::time::timeout(SLOW / 3, other)
+        .await
+        .expect("it stops at once, not after the withdrawal")
+        .unwrap();
     assert!(
-        matches!(&verdict, Verdict::Refuse(why) if why.starts_with("Cancelled as it was approved")),
+        matches!(&verdict, Verdict::Refuse(why) if why.starts_with("Cancelled before approval was asked for")),
         "{verdict:?}"
     );
-    gate.client_gone.cancel();
-    let verdict = gate.decide(&call(), &live, None).await;
-    assert!(matches!(verdict, Verdict::Refuse(_)), "{verdict:?}");
-    assert_eq!(
-        *seen.lock().unwrap(),
-        ["create", "create"],
-        "asked, never spent"
-    );
+    assert!(matches!(one.await.unwrap(), Verdict::Refuse(_)));
+    tokio::time::sleep(SLOW / 3).await;
+    assert_eq!(count(&seen, "create"), 1, "asked by the first call only");
+}
+
+/// A signoff that answers every new request `a1` pending, whose decision stream never
+/// answers (`stuck` = `events`: the proxy would wait 30 s for it to listen), or whose
+/// read of the approval fails after [`SLOW`] (`stuck` = `get`).
+async fn stand_in_stuck(stuck: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = |path: &'static str| {
+        move |State(seen): State<Arc<Mutex<Vec<String>>>>| async move {
+            seen.lock().unwrap().push(path.to_owned());
+            if path == stuck {
+                tokio::time::sleep(SLOW).await;
+                if path == "events" {
+                    std::future::pending::<()>().await;
+                }
+                let refused = json!({"error": "unavailable", "detail": "down"});
+                return (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(refused),
+                );
+            }
+            let pending = json!({"approval_id": "a1", "status": "pending"});
+            (axum::http::StatusCode::OK, axum::Json(pending))
+        }
+    };
+    let events = if stuck == "events" {
+        get(record("events"))
+    } else {
+        get(listening)
+    };
+    let router = Router::new()
+        .route("/v1/approvals", post(record("create")))
+        .route("/v1/approvals/a1", get(record("get")))
+        .route("/v1/approvals/a1/cancel", post(record("cancel")))
+        .route("/v1/approvals/events", events)
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (base, seen)
+}
+
+/// A call cancelled, whose client left or whose upstream went while the proxy starts
+/// to follow its decision (the stream not listening yet, or the first read of the
+/// approval on its way) stops at once and withdraws its approval.
+#[tokio::test]
+async fn a_call_stopped_while_the_proxy_starts_to_follow_its_decision_withdraws_its_approval() {
+    for stuck in ["events", "get"] {
+        for stop in ["cancelled", "client_gone", "upstream_gone"] {
+            let (base, seen) = stand_in_stuck(stuck).await;
+            let gate = Arc::new(gate(&base));
+            let cancelled = CancellationToken::new();
+            let held = decide_in_task(&gate, &cancelled);
+            until_seen(&seen, stuck, 1).await;
+            match stop {
+                "cancelled" => cancelled.cancel(),
+                "client_gone" => gate.client_gone.cancel(),
+                _ => gate.upstream_gone.cancel(),
+            }
+            let verdict = tokio::time::timeout(Duration::from_secs(5), held)
+                .await
+                .expect("it stops at once")
+                .unwrap();
+            let why = if stop == "upstream_gone" {
+                "The MCP server behind signoff proxy has exited"
+            } else {
+                "Cancelled while waiting for approval; the approval was withdrawn"
+            };
+            assert!(
+                matches!(&verdict, Verdict::Refuse(text) if text.starts_with(why)),
+                "{stuck}, {stop}: {verdict:?}"
+            );
+            assert_eq!(count(&seen, "cancel"), 1, "{stuck}, {stop}: withdrawn");
+        }
+    }
 }
 
 /// An `executed` answer runs the call only when this request executed it: one

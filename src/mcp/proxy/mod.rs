@@ -253,7 +253,7 @@ async fn run_until_done(options: Options, children: &Children) -> anyhow::Result
     let upstream_gone = CancellationToken::new();
     let client_gone = CancellationToken::new();
     let gate = Gate {
-        watch: watch::Watch::new(api.clone()),
+        watch: watch::Watch::new(api.clone(), watch::SILENT),
         api,
         server,
         hold: options.hold,

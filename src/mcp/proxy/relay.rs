@@ -1,9 +1,10 @@
 //! Passing requests through: the client's requests to the upstream (with its progress
 //! token mapped back and its cancellation forwarded), and the upstream's progress back
-//! to the client under the client's own token.
+//! to the client under the client's own token, after whatever the gate reported under
+//! it while the call was held ([`Sent`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
@@ -32,6 +33,59 @@ pub struct Relay {
     progress: Tokens,
 }
 
+/// The progress values sent under one client request's token: the gate's reports
+/// while the call is held (1, 2, 3…), then the upstream's once it runs, shifted past
+/// them, so that they keep increasing as MCP requires (the upstream counts from its
+/// own start). Shared by every upstream request of the call (each round of one driven
+/// in rounds).
+#[derive(Debug, Clone, Default)]
+pub struct Sent(Arc<Mutex<Values>>);
+
+#[derive(Debug, Default)]
+struct Values {
+    /// The last value the gate reported while the call was held (0: none).
+    held: f64,
+    /// The last value sent under the token, by the gate or for the upstream.
+    last: Option<f64>,
+}
+
+impl Sent {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Values> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The gate's next report while the call is held: 1, 2, 3…
+    pub fn held(&self) -> f64 {
+        let mut values = self.lock();
+        values.held += 1.0;
+        values.last = Some(values.held);
+        values.held
+    }
+
+    /// The upstream's `params` shifted past the gate's reports (its total too); false
+    /// when the value would not be above the last one sent (not to be sent).
+    fn shift(&self, params: &mut ProgressNotificationParam) -> bool {
+        let mut values = self.lock();
+        params.progress += values.held;
+        if let Some(total) = &mut params.total {
+            *total += values.held;
+        }
+        if values.last.is_some_and(|last| params.progress <= last) {
+            return false;
+        }
+        values.last = Some(params.progress);
+        true
+    }
+}
+
+/// Where an upstream request's progress goes: the client's token, and what was sent
+/// under it.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub theirs: ProgressToken,
+    pub sent: Sent,
+}
+
 /// The client cancelled its request.
 pub fn cancelled() -> McpError {
     McpError::internal_error("cancelled by the client", None)
@@ -57,24 +111,25 @@ impl Relay {
         context: &RequestContext<RoleServer>,
     ) -> Result<ServerResult, McpError> {
         // Boxed: the sending is a one-off, the landing is what waits.
-        Box::pin(self.send(upstream, request, context))
+        Box::pin(self.send(upstream, request, context, Sent::default()))
             .await?
             .land(&context.ct)
             .await
     }
 
     /// Sends `request` upstream on behalf of the client request `context`, with the
-    /// client's progress token mapped to the upstream request's. To an upstream on
-    /// 2026-07-28, a request that may come back `input_required` is driven through its
-    /// rounds (see [`Flight::driven`]).
+    /// client's progress token mapped to the upstream request's (its progress comes
+    /// after what `sent` holds). To an upstream on 2026-07-28, a request that may come
+    /// back `input_required` is driven through its rounds (see [`Flight::driven`]).
     pub async fn send(
         &self,
         upstream: &Peer<RoleClient>,
         request: ClientRequest,
         context: &RequestContext<RoleServer>,
+        sent: Sent,
     ) -> Result<Flight, McpError> {
         let _ = self.client.set(context.peer.clone());
-        let theirs = context.meta.get_progress_token();
+        let theirs = (context.meta.get_progress_token()).map(|theirs| Route { theirs, sent });
         if flight::modern(upstream) && flight::takes_rounds(&request) {
             let upstream = upstream.clone();
             return Ok(Flight::driven(self.clone(), upstream, request, theirs));
@@ -82,13 +137,13 @@ impl Relay {
         self.send_once(upstream, request, theirs).await
     }
 
-    /// Sends `request` upstream once, with the client's progress token `theirs`
-    /// mapped to the upstream request's.
+    /// Sends `request` upstream once, with the upstream request's progress going to
+    /// `theirs`.
     pub async fn send_once(
         &self,
         upstream: &Peer<RoleClient>,
         request: ClientRequest,
-        theirs: Option<ProgressToken>,
+        theirs: Option<Route>,
     ) -> Result<Flight, McpError> {
         let handle = upstream
             .send_request_with_option(request, PeerRequestOptions::no_options())
@@ -163,16 +218,24 @@ impl Relay {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, ProgressToken>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, Route>> {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Upstream progress, passed on under the client's token (dropped when unknown).
+    /// Upstream progress, passed on under the client's token after what was sent under
+    /// it (dropped when unknown, or when it would not increase).
     pub async fn progress(&self, mut params: ProgressNotificationParam) {
-        let Some(theirs) = self.lock().get(&params.progress_token).cloned() else {
+        let Some(route) = self.lock().get(&params.progress_token).cloned() else {
             return;
         };
-        params.progress_token = theirs;
+        if !route.sent.shift(&mut params) {
+            tracing::debug!(
+                progress = params.progress,
+                "upstream progress that would not increase: not passed on"
+            );
+            return;
+        }
+        params.progress_token = route.theirs;
         if let Some(client) = self.client.get() {
             let _ = client.notify_progress(params).await;
         }

@@ -16,6 +16,7 @@ use rmcp::service::{NotificationContext, RequestContext, RoleServer, Subscriptio
 
 use super::calls::Calls;
 use super::flight;
+use super::relay::Sent;
 use super::rounds::{Landed, Round, in_rounds};
 
 /// The proxy's server handler.
@@ -63,7 +64,8 @@ impl Proxy {
                 .resume(&state, &round.what, &round.arguments, answers)
                 .map_err(|why| McpError::invalid_params(why, None))?,
             None => (
-                Box::pin(relay.send(&self.calls.upstream, request, context)).await?,
+                Box::pin(relay.send(&self.calls.upstream, request, context, Sent::default()))
+                    .await?,
                 round,
             ),
         };

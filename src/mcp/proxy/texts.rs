@@ -119,6 +119,11 @@ pub fn cancelled() -> String {
     format!("Cancelled while waiting for approval; the approval was withdrawn. {NOT_RUN}")
 }
 
+/// The client withdrew the call before it was asked for: nothing was asked.
+pub fn cancelled_unasked() -> String {
+    format!("Cancelled before approval was asked for. {NOT_RUN}")
+}
+
 /// The call was approved as its client cancelled it or went away: the approval is
 /// left unspent (it expires unexecuted) and nothing runs.
 pub fn cancelled_when_approved() -> String {

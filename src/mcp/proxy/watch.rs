@@ -6,8 +6,12 @@
 //! none runs and returns once the stream listens; the call then reads its approval once
 //! (a decision made before the stream listened) and waits on its [`Waiting`]. When the
 //! stream breaks, every registered call gets the error (it fails closed, as a failed
-//! long-poll did); the next registration opens a new stream. A `resync` event (the
-//! server may have dropped changes) reads every registered approval again.
+//! long-poll did); the next registration opens a new stream. A stream that goes silent
+//! (no byte for [`SILENT`], though the server sends a keep-alive every 15 s: a
+//! buffering proxy, a half-dead peer) is given up and a new one started in its place;
+//! the held calls keep waiting, and once it listens every registered approval is read
+//! again (a decision may have come meanwhile). A `resync` event (the server may have
+//! dropped changes) reads every registered approval again too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,10 +19,14 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-use super::api::{Api, ApiError, View};
+use super::api::{Api, ApiError, Ended, View};
 
 /// How long a registration waits for a new stream to listen.
 const CONNECT: Duration = Duration::from_secs(30);
+
+/// How long the stream may bring nothing before it is given up as dead: three of the
+/// server's 15 s keep-alives.
+pub const SILENT: Duration = Duration::from_secs(45);
 
 /// The stream's state, as registrations see it.
 #[derive(Debug, Clone)]
@@ -43,6 +51,8 @@ struct Shared {
 #[derive(Clone)]
 pub struct Watch {
     api: Api,
+    /// How long the stream may bring nothing ([`SILENT`]; shorter in tests).
+    silent: Duration,
     shared: Arc<Mutex<Shared>>,
 }
 
@@ -89,9 +99,10 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 impl Watch {
-    pub fn new(api: Api) -> Self {
+    pub fn new(api: Api, silent: Duration) -> Self {
         Self {
             api,
+            silent,
             shared: Arc::default(),
         }
     }
@@ -142,23 +153,39 @@ impl Watch {
         listening
     }
 
-    /// Runs the stream until it ends; then fails every call still waiting.
+    /// Runs the stream until it ends, with a new one in place of each that went
+    /// silent; then fails every call still waiting.
     async fn follow(self, phase: watch::Sender<Phase>) {
-        let outcome = self
-            .api
-            .events(|event, data| match event {
-                "ready" => {
-                    phase.send_replace(Phase::Listening);
+        let mut again = false;
+        let error = loop {
+            let outcome = self
+                .api
+                .events(self.silent, |event, data| match event {
+                    "ready" => {
+                        phase.send_replace(Phase::Listening);
+                        // In place of a silent stream: decisions may have come meanwhile.
+                        if again {
+                            self.resync();
+                        }
+                    }
+                    "approval" => match serde_json::from_str::<View>(data) {
+                        Ok(view) => self.deliver(view),
+                        Err(error) => tracing::warn!(%error, "unreadable approval event"),
+                    },
+                    "resync" => self.resync(),
+                    _ => {}
+                })
+                .await;
+            match outcome {
+                Ok(Ended::Silent) => {
+                    tracing::info!(silent = ?self.silent, "the decision stream went silent: starting a new one");
+                    phase.send_replace(Phase::Connecting);
+                    again = true;
                 }
-                "approval" => match serde_json::from_str::<View>(data) {
-                    Ok(view) => self.deliver(view),
-                    Err(error) => tracing::warn!(%error, "unreadable approval event"),
-                },
-                "resync" => self.resync(),
-                _ => {}
-            })
-            .await;
-        let error = outcome.err().unwrap_or_else(|| self.api.stream_closed());
+                Ok(Ended::Closed) => break self.api.stream_closed(),
+                Err(error) => break error,
+            }
+        };
         tracing::debug!(%error, "decision stream ended");
         let waiters = {
             let mut shared = lock(&self.shared);
@@ -194,5 +221,66 @@ impl Watch {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::routing::get;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A signoff whose decision streams say they listen, then go silent (no
+    /// keep-alive); its approval `a1` is approved. With how many streams it opened.
+    async fn silent_signoff() -> (String, Arc<AtomicUsize>) {
+        let opened = Arc::new(AtomicUsize::new(0));
+        let counted = opened.clone();
+        let events = move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let ready = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(axum::body::Bytes::from("event: ready\ndata: {}\n\n"))
+            });
+            let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(
+                ready,
+                futures_util::stream::pending(),
+            ));
+            async move {
+                axum::response::Response::builder()
+                    .header("content-type", "text/event-stream")
+                    .body(body)
+                    .unwrap()
+            }
+        };
+        let approved = json!({"approval_id": "a1", "status": "approved", "parameters": {}});
+        let router = Router::new()
+            .route("/v1/approvals/events", get(events))
+            .route(
+                "/v1/approvals/a1",
+                get(move || std::future::ready(axum::Json(approved.clone()))),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (base, opened)
+    }
+
+    /// A stream that brings nothing for the silent time is given up and a new one
+    /// started; once it listens, a decision the silent one never brought is read, and
+    /// the held call gets it (not an error).
+    #[tokio::test]
+    async fn a_silent_decision_stream_is_replaced_and_the_held_call_still_gets_its_decision() {
+        let (base, opened) = silent_signoff().await;
+        let watch = Watch::new(Api::new(&base, None).unwrap(), Duration::from_millis(200));
+        let mut waiting = watch.watch("a1").await.unwrap();
+        let decided = tokio::time::timeout(Duration::from_secs(5), waiting.decided())
+            .await
+            .expect("the silent stream is given up, and the decision read again")
+            .unwrap();
+        assert_eq!(decided.status, "approved");
+        assert!(opened.load(Ordering::SeqCst) >= 2, "a new stream");
     }
 }
