@@ -301,41 +301,39 @@ where
 
 /// The URL without its password, for error messages and logs: the userinfo's
 /// (`postgres://u:secret@h/db`) and a query's (`?password=secret`, which the
-/// PostgreSQL driver takes too).
+/// PostgreSQL driver takes too). A password written without percent-escapes may hold
+/// `/`, `?`, `#` or `@`: it runs from the user's `:` to the last `@`. (Where a query
+/// holds an `@` too, more than the password may be hidden.)
 pub fn redact(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
+    let Some(start) = url.find("://").map(|scheme| scheme + 3) else {
+        return redact_query(url);
     };
-    let mut redacted = match (base.find("://"), base.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &base[scheme_end + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &base[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &base[at..]
-                ),
-                None => base.to_owned(),
-            }
-        }
-        _ => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.to_ascii_lowercase().ends_with("password") => {
-                    format!("{key}=***")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect();
-        redacted.push('?');
-        redacted.push_str(&pairs.join("&"));
+    let rest = &url[start..];
+    let password = rest
+        .find(':')
+        .zip(rest.rfind('@'))
+        .filter(|(colon, at)| colon < at && !rest[..*colon].contains(['/', '@', '?']));
+    match password {
+        Some((colon, at)) => format!("{}:***{}", &url[..start + colon], redact_query(&rest[at..])),
+        None => redact_query(url),
     }
-    redacted
+}
+
+/// `url` with the value of each query parameter named `…password` hidden.
+fn redact_query(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.to_ascii_lowercase().ends_with("password") => {
+                format!("{key}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
 }
 
 /// What a batch lookup found, each at the 0-based position of the row it was found
@@ -428,6 +426,19 @@ mod tests {
         assert_eq!(
             redact("sqlite://signoff.db?mode=rwc"),
             "sqlite://signoff.db?mode=rwc"
+        );
+        // A password written without its escapes.
+        for raw in ["p?ss", "p/ss", "p#ss", "p@ss", "p:ss"] {
+            let url = format!("postgres://u:{raw}@db/x?sslmode=require&password=two");
+            assert_eq!(
+                redact(&url),
+                "postgres://u:***@db/x?sslmode=require&password=***",
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            redact("postgres://h:5432/db?password=p&application_name=a"),
+            "postgres://h:5432/db?password=***&application_name=a"
         );
     }
 }
