@@ -68,16 +68,53 @@ pub fn parse_public_url(raw: &str) -> Result<&str, String> {
         !authority.host().is_empty()
             && (authority.as_str().ends_with(authority.host()) || authority.port().is_some())
     };
+    // signoff's paths are appended to it (`signoff manifest`): a query or fragment would
+    // swallow them, and credentials have no place in a URL shown to Slack.
     if (url.starts_with("https://") || url.starts_with("http://"))
         && !url.contains(char::is_whitespace)
+        && !url.contains(['?', '#', '@'])
         && has_host()
     {
         Ok(url)
     } else {
         Err(format!(
-            "SIGNOFF_PUBLIC_URL must be an http(s) URL such as https://signoff.example.com, not {url:?}"
+            "SIGNOFF_PUBLIC_URL must be an http(s) URL such as https://signoff.example.com \
+             (no user, query or fragment), not {url:?}"
         ))
     }
+}
+
+/// The variables signoff reads that count as unset when set to the empty string, as
+/// container and compose files leave them (`SIGNOFF_POLICY=`): each has a default or
+/// is optional. `DATABASE_URL` is not among them: an empty one is refused rather than
+/// taken for the SQLite default, which would put a server meant for PostgreSQL on a
+/// file of its own.
+pub const BLANK_IS_UNSET: [&str; 16] = [
+    "SIGNOFF_LISTEN",
+    "SIGNOFF_POLICY",
+    "SIGNOFF_PUBLIC_URL",
+    "SIGNOFF_SIGNING_KEY_FILE",
+    "SIGNOFF_LOG_FORMAT",
+    "SIGNOFF_URL",
+    "SIGNOFF_TOKEN",
+    "SIGNOFF_DELIVERY_LEASE",
+    "SIGNOFF_SLACK_POST_INTERVAL",
+    "SLACK_API_URL",
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "SLACK_BOT_TOKEN_FILE",
+    "SLACK_SIGNING_SECRET_FILE",
+    "SLACK_APP_TOKEN_FILE",
+];
+
+/// Which of [`BLANK_IS_UNSET`] are set to the empty string, for `main` to unset
+/// before anything reads the environment.
+pub fn blank_variables(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<&'static str> {
+    BLANK_IS_UNSET
+        .into_iter()
+        .filter(|name| var(name).is_some_and(|value| value.is_empty()))
+        .collect()
 }
 
 /// Secrets that may come from a file instead, as containers hand them over: `NAME_FILE`

@@ -12,6 +12,11 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // A variable set to "" is one left unset (see `config::BLANK_IS_UNSET`).
+    for name in signoff::config::blank_variables(|name| std::env::var_os(name)) {
+        // SAFETY: single-threaded here: the runtime starts below.
+        unsafe { std::env::remove_var(name) };
+    }
     // Secrets handed over as files (`NAME_FILE`) become `NAME` before anything reads the
     // environment, and before any other thread exists (so setting it is sound).
     match signoff::config::secrets_from_files(|name| std::env::var(name).ok()) {

@@ -40,7 +40,7 @@ pub struct Cli {
 #[derive(Debug, clap::Args)]
 struct Database {
     /// sqlite://FILE (created if missing) or postgres://USER@HOST/DB
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true, hide_env_values = true)]
     database_url: String,
     /// The Ed25519 key that signs callbacks and audit checkpoints (default with
     /// SQLite: signoff-signing.key beside the database; required with PostgreSQL).

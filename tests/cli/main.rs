@@ -533,6 +533,8 @@ fn serve_refuses_a_public_url_that_is_no_url() {
         "signoff.example.com",
         "https://",
         "https://sign off.example.com",
+        "https://signoff.example.com?team=a",
+        "https://user:secret@signoff.example.com",
     ] {
         let listen = common::server::free_address();
         let child = common::server::command(&["serve", "--listen", &listen], &db.url)
@@ -543,6 +545,38 @@ fn serve_refuses_a_public_url_that_is_no_url() {
             .unwrap();
         let output = exited_within(child, Duration::from_secs(20));
         assert_one_line_error(&output, "SIGNOFF_PUBLIC_URL must be an http(s) URL");
+    }
+}
+
+/// A setting left empty, as compose and container files leave them, counts as unset
+/// (a global one used to fail every command, naming the flag, not the variable); the
+/// database URL's password never shows in `--help`.
+#[test]
+fn an_empty_setting_counts_as_unset_and_help_shows_no_database_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, "[[rules]]\ntools = [\"search_*\"]\ntier = \"low\"\n").unwrap();
+    let path = file.to_str().unwrap();
+    let checked = common::server::command(
+        &["policy", "check", path, "--call", "search_docs"],
+        "sqlite://unused.db",
+    )
+    .env("SIGNOFF_SIGNING_KEY_FILE", "")
+    .env("SIGNOFF_POLICY", "")
+    .env("SIGNOFF_LISTEN", "")
+    .output()
+    .unwrap();
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    assert!(
+        stdout(&checked).contains("search_docs"),
+        "{}",
+        stdout(&checked)
+    );
+
+    for args in [&["serve", "--help"][..], &["list", "--help"], &["--help"]] {
+        let help = signoff(args, "postgres://signoff:hunter2@127.0.0.1:1/x");
+        assert!(help.status.success(), "{}", stderr(&help));
+        assert!(!stdout(&help).contains("hunter2"), "{}", stdout(&help));
     }
 }
 

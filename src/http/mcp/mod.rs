@@ -275,7 +275,6 @@ mod tests {
             " https://signoff.example.com/ ",
             "http://10.0.0.7:8080/signoff",
             "https://[2001:db8::1]:8443",
-            "https://signoff.example.com?x=1",
         ] {
             let accepted = crate::config::parse_public_url(url).expect(url);
             assert!(public_origin(accepted).is_some(), "{url}");
@@ -287,6 +286,10 @@ mod tests {
             "https://signoff.example.com:99999",
             "https://sign off.example.com",
             "ftp://signoff.example.com",
+            // signoff's paths go after it: no query or fragment; no credentials.
+            "https://signoff.example.com?x=1",
+            "https://signoff.example.com/#top",
+            "https://user:secret@signoff.example.com",
         ] {
             assert!(crate::config::parse_public_url(url).is_err(), "{url}");
         }
