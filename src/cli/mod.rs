@@ -401,12 +401,35 @@ struct ServeArgs {
 /// `signoff serve`: the store, the policy, Slack if configured, and the HTTP server
 /// with its scheduler until a shutdown signal.
 async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow::Result<()> {
+    let delivery = args.delivery;
+    // Listen for SIGTERM before anything can answer, so a stop sent as soon as
+    // the port is open is a clean shutdown; one sent while starting (a database that
+    // never answers, Slack slow to) stops the start, which has no time limit of its own.
+    let mut shutdown = Box::pin(crate::shutdown::signal());
+    let (listener, state) = tokio::select! {
+        started = start(db, clock, args) => started?,
+        () = &mut shutdown => {
+            tracing::info!("stopped before it was serving");
+            return Ok(());
+        }
+    };
+    http::serve(listener, state, delivery, shutdown).await?;
+    Ok(())
+}
+
+/// What `signoff serve` serves: the policy, the signing key, Slack, the store and the
+/// listening socket, ready.
+async fn start(
+    db: &Database,
+    clock: Arc<dyn Clock>,
+    args: ServeArgs,
+) -> anyhow::Result<(tokio::net::TcpListener, AppState)> {
     let ServeArgs {
         listen,
         policy,
         slack,
         public_url,
-        delivery,
+        delivery: _,
     } = args;
     // Blank is unset; anything else must be a URL whose host and origin `/mcp` can
     // accept (checked as `signoff manifest` checks it), or every remote call to it
@@ -418,9 +441,6 @@ async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow:
         .map(|url| config::parse_public_url(url).map(str::to_owned))
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    // Listen for SIGTERM before anything can answer, so a stop sent as soon as
-    // the port is open is a clean shutdown.
-    let shutdown = crate::shutdown::signal();
     let (policy, source) = config::load_policy(policy.as_deref())?;
     let signer = signing::for_serve(&db.database_url, db.signing_key_file.as_deref())?;
     let (slack, socket_mode) = connect_slack(&slack).await?;
@@ -450,8 +470,7 @@ async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow:
     if let Some(mode) = socket_mode {
         state = state.with_socket_mode(mode);
     }
-    http::serve(listener, state, delivery, shutdown).await?;
-    Ok(())
+    Ok((listener, state))
 }
 
 async fn token(action: TokenAction, store: &Store, clock: &dyn Clock) -> anyhow::Result<()> {

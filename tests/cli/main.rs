@@ -504,6 +504,47 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
     assert!(logs.contains("shutting down"), "{logs}");
 }
 
+/// A stop sent while `serve` is still starting ends it at once: here its database
+/// takes the connection and never answers, and nothing else would ever end the wait.
+#[test]
+fn serve_stops_on_sigterm_while_its_database_never_answers() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let database = format!(
+        "postgres://signoff@{}/signoff",
+        silent.local_addr().unwrap()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signing.key");
+    let generated = signoff(
+        &["key", "generate", key.to_str().unwrap()],
+        "sqlite://unused.db",
+    );
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let listen = common::server::free_address();
+    let child = common::server::command(&["serve", "--listen", &listen], &database)
+        .env("SIGNOFF_SIGNING_KEY_FILE", &key)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its connection is in the listener's queue: the start is waiting on it.
+    std::thread::sleep(Duration::from_millis(500));
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = exited_within(child, Duration::from_secs(10));
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stderr(&output).contains("stopped before it was serving"),
+        "{}",
+        stderr(&output)
+    );
+    drop(silent);
+}
+
 #[test]
 fn manifest_prints_the_slack_app_with_the_public_url() {
     let output = Command::new(env!("CARGO_BIN_EXE_signoff"))
