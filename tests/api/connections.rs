@@ -97,6 +97,20 @@ async fn a_body_sent_too_slowly_to_mcp_is_refused_as_late_not_as_too_large() {
     refused_as_late(&app, &head).await;
 }
 
+/// Slack's endpoints read a body with the API's limits and answers: one that stops
+/// coming is 408, not a plain-text 400.
+#[tokio::test]
+async fn a_body_sent_too_slowly_to_slack_is_refused_as_late() {
+    let app = spawn().await;
+    for path in ["/slack/interactions", "/slack/commands"] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\npayload="
+        );
+        refused_as_late(&app, &head).await;
+    }
+}
+
 /// Sends `head` (a request whose body stops short) and expects 408 `request_timeout`
 /// once the body's time limit has passed.
 async fn refused_as_late(app: &TestApp, head: &str) {

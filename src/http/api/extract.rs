@@ -100,7 +100,7 @@ pub fn timed_out(rejection: &BytesRejection) -> bool {
 }
 
 /// The whole body of `req`: over the body limit is 413, not all there within the time
-/// to send it (see `http::Limits::body`) is 408. For [`JsonBody`] and `/mcp`.
+/// to send it (see `http::Limits::body`) is 408. For [`JsonBody`], [`RawBody`] and `/mcp`.
 pub async fn body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -111,6 +111,18 @@ pub async fn body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
             ApiError::BadRequest(rejection.body_text())
         }
     })
+}
+
+/// The whole body as it came, with [`body`]'s limits and answers: for the Slack
+/// endpoints, which check the signature over the exact bytes.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        body(req, state).await.map(RawBody)
+    }
 }
 
 /// A JSON body, whatever the Content-Type says. Broken JSON is 400; JSON of the wrong

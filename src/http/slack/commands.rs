@@ -2,7 +2,6 @@
 //! and `/approvals help`. An approval is shown only to its approvers and in the
 //! channels it was posted to; to anyone else it does not exist.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -14,6 +13,7 @@ use crate::approval::machine::check_can_decide;
 use crate::approval::{Approval, Decider, Status};
 use crate::http::AppState;
 use crate::http::api::ApiError;
+use crate::http::api::extract::RawBody;
 use crate::ids::UserId;
 use crate::slack::app::SlackApp;
 use crate::slack::commands::{self, Command};
@@ -23,7 +23,7 @@ use crate::store::StoreError;
 pub(super) async fn handler(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     // Slack checks the certificate of a command's URL now and then with a POST naming
     // no command and asks for a 200; Slack's own SDKs answer it before the signature

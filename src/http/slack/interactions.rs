@@ -7,7 +7,6 @@
 //! their place since. It goes to the writer without a read of its own, which checks
 //! all of that against the approval as it reads it (`Store::vote`).
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +21,7 @@ use crate::approval::machine::{check_can_decide, check_can_vote};
 use crate::approval::{Approval, ApprovalId, Decider, Decision, Event, Rejection};
 use crate::http::AppState;
 use crate::http::api::ApiError;
+use crate::http::api::extract::RawBody;
 use crate::ids::UserId;
 use crate::jobs::MessageKey;
 use crate::policy::Classified;
@@ -42,7 +42,7 @@ pub(super) struct Actor {
 pub(super) async fn handler(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Response {
     let slack = match verified(&state, &headers, &body) {
         Ok(slack) => slack.clone(),
