@@ -23,7 +23,8 @@ const MAX_BLOCKS: usize = 50;
 impl Deliverer<'_> {
     /// DMs each approver who has not voted (with live buttons and a link to the
     /// channel message), or replies in the thread when anyone may decide; then plans
-    /// the next reminder. Nothing once the approval is decided.
+    /// the next reminder. Nothing once the approval is decided or expired (the chain of
+    /// reminders ends there).
     pub async fn remind(
         &self,
         job: &DueJob,
@@ -33,15 +34,15 @@ impl Deliverer<'_> {
         if approval.status != Status::Pending || approval.is_expired_at(now) {
             return Ok(done(approval.version));
         }
-        let next = approval
-            .routing
-            .remind_every_secs
-            .map(|secs| NewJob {
-                approval_id: approval.id,
-                job: Job::SlackRemind {},
-                due_at: jobs::after_secs(now, secs.max(1)),
-            })
-            .filter(|next| next.due_at < approval.expires_at);
+        // Planned while it waits, even past its expiry as it stands now: another
+        // program may move `expires_at` later (the shared table's contract), and the
+        // chain must go on then. A reminder that comes due once the approval is decided
+        // or expired does nothing and plans nothing (above), so the chain ends there.
+        let next = approval.routing.remind_every_secs.map(|secs| NewJob {
+            approval_id: approval.id,
+            job: Job::SlackRemind {},
+            due_at: jobs::after_secs(now, secs.max(1)),
+        });
         let messages = self
             .store
             .messages(approval.id)
