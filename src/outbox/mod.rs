@@ -194,8 +194,8 @@ impl Outbox {
                 slack.throttle_notice(job, notice, &approval).await
             }
             Job::SlackUpdate {} => slack.update(&approval, &messages, &batch, now).await,
-            Job::SlackRemind {} => slack.remind(job, &approval, now).await,
-            Job::SlackEscalationNote { channel } => {
+            Job::SlackRemind { .. } => slack.remind(job, &approval, now).await,
+            Job::SlackEscalationNote { channel, .. } => {
                 slack
                     .escalation_note(channel.as_str(), &approval, now)
                     .await

@@ -12,7 +12,7 @@ use super::slack::{Deliverer, done, metadata, store_error};
 use super::{fan_out, render};
 use crate::approval::{Approval, Status};
 use crate::ids::Approver;
-use crate::jobs::{self, DueJob, Job, MessageKind, NewJob, Outcome, PostedMessage};
+use crate::jobs::{self, DueJob, MessageKind, NewJob, Outcome, PostedMessage};
 use crate::slack::blocks::REMINDER_EVENT;
 use crate::slack::client::SlackError;
 use crate::slack::text;
@@ -40,7 +40,7 @@ impl Deliverer<'_> {
         // or expired does nothing and plans nothing (above), so the chain ends there.
         let next = approval.routing.remind_every_secs.map(|secs| NewJob {
             approval_id: approval.id,
-            job: Job::SlackRemind {},
+            job: jobs::reminder(approval),
             due_at: jobs::after_secs(now, secs.max(1)),
         });
         let messages = self

@@ -99,13 +99,16 @@ impl Deliverer<'_> {
         // escalation's note in the channel message's thread follows as a job of its
         // own, so that Slack's rate limit delays it rather than loses it.
         let next = match &job.job {
-            Job::SlackPost { channel, .. } if escalation => Some(NewJob {
-                approval_id: approval.id,
-                job: Job::SlackEscalationNote {
-                    channel: channel.clone(),
-                },
-                due_at: now,
-            }),
+            Job::SlackPost { channel, .. } if escalation => {
+                Some(NewJob {
+                    approval_id: approval.id,
+                    job: Job::SlackEscalationNote {
+                        channel: channel.clone(),
+                        thread_in: approval.routing.channel.clone(),
+                    },
+                    due_at: now,
+                })
+            }
             _ => None,
         };
         Ok(Outcome::Delivered {
