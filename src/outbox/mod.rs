@@ -301,7 +301,8 @@ fn failed(job: &DueJob, now: DateTime<Utc>, error: SlackError) -> Outcome {
 }
 
 /// When the rest of a job Slack refused in part is tried, as a job of its own: after
-/// Slack's `Retry-After` (within the backoff's cap), else a second after `now`.
+/// Slack's `Retry-After` (within the backoff's cap), else a second after `now` (the
+/// attempt's start: the pass moves it on to its end, `pass::waited_from`).
 fn after_refusal(now: DateTime<Utc>, refused: Option<&SlackError>) -> DateTime<Utc> {
     let cap = chrono::Duration::seconds(MAX_BACKOFF_SECS);
     let wait = match refused {

@@ -44,6 +44,7 @@ crate::on_both_backends!(
     a_reminder_slack_hangs_on_for_one_approver_reminds_the_others_once,
     updates_slack_hangs_on_for_one_message_reach_the_others_and_the_last_later,
     a_retry_waits_from_when_its_attempt_ended,
+    the_rest_of_an_update_slack_took_in_part_waits_from_when_its_attempt_ended,
 );
 
 /// The app under [`FIVE_APPROVERS`] with a request asked through the API for `tool`,
@@ -133,6 +134,52 @@ async fn a_reminder_slack_hangs_on_for_one_approver_reminds_the_others_once(db: 
     assert_eq!(raw_count(&app.db, next).await, 1, "the next reminder");
     replica.run_once(app.clock.now()).await.unwrap();
     assert_eq!(app.slack.dm_posts().len(), 4, "nobody reminded twice");
+}
+
+/// An update Slack takes in part, answering late (the manual clock moves on while it
+/// is under way) and refusing one message with a 429: the update of the rest waits
+/// Slack's `Retry-After` from the answer, not from when the attempt began.
+async fn the_rest_of_an_update_slack_took_in_part_waits_from_when_its_attempt_ended(db: TestDb) {
+    let (app, approval) = posted(db, "remind_rotate").await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    assert_eq!(app.store.messages(approval.id).await.unwrap().len(), 6);
+    app.click(&approval, "U01", "approve").await;
+    let began = app.clock.now();
+    app.slack.set_delay(Duration::from_millis(300));
+    let limited = Failure::RateLimited {
+        retry_after_secs: 30,
+    };
+    app.slack.fail_next("chat.update", limited);
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let clock = Arc::new(app.clock.clone());
+    let every = Duration::from_secs(3600);
+    let running = tokio::spawn(unpaced(&app).run(clock, every, stopping));
+    app.slack.wait_for("chat.update", 1).await;
+    app.clock.advance(Duration::from_secs(20));
+
+    let rest = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_update' AND locked_until IS NULL";
+    let mut reported = false;
+    for _ in 0..100 {
+        reported = raw_count(&app.db, rest).await == 1;
+        if reported {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reported, "the rest follows in an update of its own");
+    assert_eq!(app.slack.calls_to("chat.update").len(), 6);
+    let due = began + chrono::Duration::seconds(50);
+    let sql = format!(
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_update' AND due_at = {}",
+        sql_time(&app.db, due)
+    );
+    assert_eq!(
+        raw_count(&app.db, &sql).await,
+        1,
+        "due 30 s after the answer"
+    );
+    running.abort();
 }
 
 async fn updates_slack_hangs_on_for_one_message_reach_the_others_and_the_last_later(db: TestDb) {
