@@ -97,9 +97,10 @@ impl Deliverer<'_> {
         // Slack's answer and the record (which a crash leaves to the history lookup
         // above) holds no further calls (see `after_post` for the permalink). An
         // escalation's note in the channel message's thread follows as a job of its
-        // own, so that Slack's rate limit delays it rather than loses it.
+        // own, so that Slack's rate limit delays it rather than loses it; none for an
+        // escalation found in the history once the approval was decided.
         let next = match &job.job {
-            Job::SlackPost { channel, .. } if escalation => {
+            Job::SlackPost { channel, .. } if escalation && approval.status == Status::Pending => {
                 Some(NewJob {
                     approval_id: approval.id,
                     job: Job::SlackEscalationNote {
@@ -129,13 +130,17 @@ impl Deliverer<'_> {
     /// Notes in the thread of the approval's channel message that it was escalated to
     /// `channel`. Refused for the rate limit, it is tried again after Slack's wait
     /// (surely not posted); any other failure is not repeated (perhaps posted, or never
-    /// to be).
+    /// to be). Nothing once the approval is decided or expired: "no decision after…"
+    /// would no longer be true.
     pub async fn escalation_note(
         &self,
         channel: &str,
         approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
+        if approval.status != Status::Pending || approval.is_expired_at(now) {
+            return Ok(done(approval.version));
+        }
         let messages = self
             .store
             .messages(approval.id)

@@ -300,6 +300,48 @@ async fn an_escalation_note_refused_for_the_rate_limit_is_sent_after_slacks_wait
     assert_eq!(notes(&app), 2, "once");
 }
 
+/// The thread of a decided request never says "no decision after…": not when the
+/// escalation's post is found in Slack's history after the decision (an attempt whose
+/// answer was lost), nor when the decision lands between the post and its note.
+#[tokio::test]
+async fn no_escalation_note_once_decided() {
+    let notes = |app: &TestApp| {
+        let posts = app.slack.calls_to("chat.postMessage");
+        posts
+            .iter()
+            .filter(|c| c.body["thread_ts"].is_string())
+            .count()
+    };
+    // Slack takes the escalation, its answer is lost; decided before the retry.
+    let app = spawn_app().await;
+    let approval = app.request("escalate_payout", json!({"amount": 1})).await;
+    app.run_jobs().await;
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    app.run_jobs().await;
+    app.click(&approval, "U0ALICE", "approve").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    app.run_jobs().await;
+    let escalation = app.message(&approval, "escalation").await;
+    assert_eq!(escalation.channel, "C0MANAGERS", "found and recorded");
+    assert_eq!(notes(&app), 0, "no note in the thread");
+
+    // The note's own job comes after the decision.
+    let app = spawn_app().await;
+    let approval = app.request("escalate_payout", json!({"amount": 2})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    app.run_jobs().await;
+    app.message(&approval, "escalation").await;
+    app.click(&approval, "U0ALICE", "approve").await;
+    app.run_jobs().await;
+    app.run_jobs().await;
+    assert_eq!(notes(&app), 0, "no note in the thread");
+}
+
 #[tokio::test]
 async fn nothing_is_escalated_once_decided() {
     let app = spawn_app().await;
