@@ -45,6 +45,17 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         thread_in: Option<ChannelId>,
     },
+    /// Look in the DM history of `users` for the reminder DMs that job `reminder` sent
+    /// but could not record (Slack still on them at its deadline; it may have taken
+    /// them), record those found (so that they are brought up to date like any
+    /// message, and lose their buttons at the decision), then plan the next reminder,
+    /// due at `next_at`.
+    SlackRemindLookup {
+        reminder: i64,
+        users: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_at: Option<DateTime<Utc>>,
+    },
     /// Note in the thread of the approval's channel message that it was escalated to
     /// `channel`: after the escalation's post, retried when Slack rate-limits it.
     SlackEscalationNote {
@@ -74,6 +85,7 @@ impl Job {
             Job::SlackPost { .. } => "slack_post",
             Job::SlackUpdate {} => "slack_update",
             Job::SlackRemind { .. } => "slack_remind",
+            Job::SlackRemindLookup { .. } => "slack_remind_lookup",
             Job::SlackEscalationNote { .. } => "slack_escalation_note",
             Job::Callback { .. } => "callback",
             Job::SlackThrottled { .. } => "slack_throttled",
@@ -500,6 +512,11 @@ mod tests {
                 channel: "C2".into(),
                 thread_in: Some("C1".into()),
             },
+            Job::SlackRemindLookup {
+                reminder: 7,
+                users: vec!["U1".into(), "U2".into()],
+                next_at: Some(chrono::DateTime::UNIX_EPOCH),
+            },
             Job::Callback {
                 status: Status::Expired,
             },
@@ -528,12 +545,6 @@ mod tests {
             Some(Job::SlackUpdate {})
         );
         assert_eq!(
-            Job::from_columns("callback", json!({"status": "approved"})),
-            Some(Job::Callback {
-                status: Status::Approved
-            })
-        );
-        assert_eq!(
             Job::from_columns("slack_remind", json!({})),
             Some(Job::SlackRemind { thread_in: None })
         );
@@ -542,6 +553,12 @@ mod tests {
             Some(Job::SlackEscalationNote {
                 channel: "C2".into(),
                 thread_in: None
+            })
+        );
+        assert_eq!(
+            Job::from_columns("callback", json!({"status": "approved"})),
+            Some(Job::Callback {
+                status: Status::Approved
             })
         );
         assert_eq!(

@@ -12,13 +12,18 @@ use super::slack::{Deliverer, done, metadata, store_error};
 use super::{fan_out, render};
 use crate::approval::{Approval, Status};
 use crate::ids::Approver;
-use crate::jobs::{self, DueJob, MessageKind, NewJob, Outcome, PostedMessage};
+use crate::jobs::{self, DueJob, Job, MessageKind, NewJob, Outcome, PostedMessage};
 use crate::slack::blocks::REMINDER_EVENT;
 use crate::slack::client::SlackError;
 use crate::slack::text;
 
 /// Block Kit's limit on blocks per message.
 const MAX_BLOCKS: usize = 50;
+/// How long after a reminder the DMs still under way at its deadline are looked up:
+/// by then each call has had its time (10 s) and Slack has taken the DM or not.
+const LOOKUP_AFTER: chrono::Duration = chrono::Duration::seconds(30);
+/// Attempts at that lookup before it is given up (and the reminders go on).
+const LOOKUP_ATTEMPTS: i32 = 3;
 
 impl Deliverer<'_> {
     /// DMs each approver who has not voted (with live buttons and a link to the
@@ -73,16 +78,32 @@ impl Deliverer<'_> {
                 next,
             });
         }
-        let people = self.people_to_remind(approval).await?;
         let link = main.and_then(|m| m.permalink.as_deref());
+        self.remind_by_dm(job, approval, link, next, now).await
+    }
+
+    /// DMs each approver who has not voted, a few at once until the deadline. The DMs
+    /// still under way then may have reached Slack: a lookup in their history for them
+    /// follows ([`Job::SlackRemindLookup`]), and plans the next reminder in its turn.
+    async fn remind_by_dm(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        link: Option<&str>,
+        next: Option<NewJob>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
+        let people = self.people_to_remind(approval).await?;
         let sends = people.iter().map(|user| async move {
             let sent = self.dm(job, approval, user, link, now).await;
             (user, sent)
         });
         let (answers, unanswered) = fan_out(sends, self.deadline).await;
+        let mut late: BTreeSet<&String> = people.iter().collect();
         let mut posted = Vec::new();
         let mut failures = Vec::new();
         for (user, sent) in answers {
+            late.remove(user);
             match sent {
                 Ok(message) => posted.push(message),
                 Err(error) => {
@@ -100,11 +121,82 @@ impl Deliverer<'_> {
         if posted.is_empty() && failures.len() + unanswered > 0 {
             return Err(nobody_reminded(&failures, unanswered));
         }
+        let next = if late.is_empty() {
+            next
+        } else {
+            Some(NewJob {
+                approval_id: approval.id,
+                job: Job::SlackRemindLookup {
+                    reminder: job.id,
+                    users: late.into_iter().cloned().collect(),
+                    next_at: next.map(|next| next.due_at),
+                },
+                due_at: now + LOOKUP_AFTER,
+            })
+        };
         Ok(Outcome::Delivered {
             posted,
             rendered: Vec::new(),
             version: approval.version,
             next,
+        })
+    }
+
+    /// Records the DMs reminder `reminder` sent to `users` but could not record, found
+    /// in their DM history by the metadata each carries; then plans the next reminder
+    /// at `next_at`. A lookup that fails is tried again a few times, then given up
+    /// (those DMs stay as they are), so that the reminders go on.
+    pub async fn find_reminders(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        (reminder, users): (i64, &[String]),
+        next_at: Option<DateTime<Utc>>,
+    ) -> Result<Outcome, SlackError> {
+        let lookups = users.iter().map(|user| async move {
+            let channel = self.dm_channel(user).await?;
+            let found = self
+                .find_posted(approval, &channel, REMINDER_EVENT, |payload| {
+                    payload["job"] == reminder
+                })
+                .await;
+            match found {
+                Ok(found) => Ok(found.map(|(ts, version)| dm_message(approval, channel, ts, version))),
+                Err(error) if error.is_permanent() => {
+                    tracing::warn!(%error, user, "cannot read the DM history to find a reminder sent late (grant im:history)");
+                    Ok(None)
+                }
+                Err(error) => Err(error),
+            }
+        });
+        let (answers, unanswered) = fan_out(lookups, self.deadline).await;
+        let mut posted = Vec::new();
+        let mut failed = (unanswered > 0)
+            .then(|| SlackError::Transport(format!("{unanswered} DM history lookups out of time")));
+        for answer in answers {
+            match answer {
+                Ok(found) => posted.extend(found),
+                Err(error) => failed = Some(error),
+            }
+        }
+        if let Some(error) = failed {
+            if job.attempts < LOOKUP_ATTEMPTS {
+                return Err(error);
+            }
+            tracing::warn!(%error, "reminder DMs sent late not looked up: given up");
+        }
+        Ok(Outcome::Delivered {
+            posted,
+            rendered: Vec::new(),
+            version: approval.version,
+            // Decided meanwhile: nobody left to remind.
+            next: next_at
+                .filter(|_| approval.status == Status::Pending)
+                .map(|due_at| NewJob {
+                    approval_id: approval.id,
+                    job: jobs::reminder(approval),
+                    due_at,
+                }),
         })
     }
 
@@ -136,16 +228,7 @@ impl Deliverer<'_> {
         link: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<PostedMessage, SlackError> {
-        let opened = self
-            .client
-            .call("conversations.open", &json!({ "users": user }))
-            .await?;
-        let channel = opened["channel"]["id"]
-            .as_str()
-            .ok_or_else(|| SlackError::Api {
-                code: "conversations.open answered without a channel".into(),
-            })?
-            .to_owned();
+        let channel = self.dm_channel(user).await?;
         let found = self
             .posted_earlier(job, approval, &channel, REMINDER_EVENT, |payload| {
                 payload["job"] == job.id
@@ -162,14 +245,33 @@ impl Deliverer<'_> {
                 (ts, approval.version)
             }
         };
-        Ok(PostedMessage {
-            approval_id: approval.id,
-            channel,
-            ts,
-            kind: MessageKind::Dm,
-            permalink: None,
-            rendered_version: version,
-        })
+        Ok(dm_message(approval, channel, ts, version))
+    }
+
+    /// The DM channel with `user`.
+    async fn dm_channel(&self, user: &str) -> Result<String, SlackError> {
+        let opened = self
+            .client
+            .call("conversations.open", &json!({ "users": user }))
+            .await?;
+        let channel = opened["channel"]["id"]
+            .as_str()
+            .ok_or_else(|| SlackError::Api {
+                code: "conversations.open answered without a channel".into(),
+            })?;
+        Ok(channel.to_owned())
+    }
+}
+
+/// A reminder DM of `approval` at `channel`/`ts`, showing `version`.
+fn dm_message(approval: &Approval, channel: String, ts: String, version: i64) -> PostedMessage {
+    PostedMessage {
+        approval_id: approval.id,
+        channel,
+        ts,
+        kind: MessageKind::Dm,
+        permalink: None,
+        rendered_version: version,
     }
 }
 

@@ -220,6 +220,33 @@ impl Deliverer<'_> {
         if job.attempts <= 1 {
             return Ok(None);
         }
+        match self.find_posted(approval, channel, event, matches).await {
+            Err(error) if error.is_permanent() => {
+                tracing::warn!(
+                    %error,
+                    channel,
+                    "cannot read the channel's history to look for an earlier post; \
+                     posting again (grant channels:history, groups:history and \
+                     im:history, and \
+                     name channels by ID, for exactly-once posts)"
+                );
+                Ok(None)
+            }
+            found => found,
+        }
+    }
+
+    /// The `ts` of this approval's message in `channel` whose [`metadata`] is of
+    /// `event` and `matches` (its payload), and the approval version it shows (-1 when
+    /// its metadata carries none), read from the channel's history since the approval
+    /// was created (at most [`HISTORY_PAGES`] pages).
+    pub(super) async fn find_posted(
+        &self,
+        approval: &Approval,
+        channel: &str,
+        event: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Option<(String, i64)>, SlackError> {
         // A minute early: Slack's clock and ours may differ a little.
         let oldest = format!("{}.000000", approval.created_at.timestamp() - 60);
         let id = approval.id.to_string();
@@ -234,21 +261,7 @@ impl Deliverer<'_> {
             if !cursor.is_empty() {
                 params.push(("cursor", cursor.as_str()));
             }
-            let answer = match self.client.get("conversations.history", &params).await {
-                Ok(answer) => answer,
-                Err(error) if error.is_permanent() => {
-                    tracing::warn!(
-                        %error,
-                        channel,
-                        "cannot read the channel's history to look for an earlier post; \
-                         posting again (grant channels:history, groups:history and \
-                         im:history, and \
-                         name channels by ID, for exactly-once posts)"
-                    );
-                    return Ok(None);
-                }
-                Err(error) => return Err(error),
-            };
+            let answer = self.client.get("conversations.history", &params).await?;
             let found = answer["messages"]
                 .as_array()
                 .into_iter()

@@ -45,6 +45,7 @@ crate::on_both_backends!(
     updates_slack_hangs_on_for_one_message_reach_the_others_and_the_last_later,
     a_retry_waits_from_when_its_attempt_ended,
     the_rest_of_an_update_slack_took_in_part_waits_from_when_its_attempt_ended,
+    a_reminder_dm_slack_took_as_its_time_ran_out_is_found_and_loses_its_buttons,
 );
 
 /// The app under [`FIVE_APPROVERS`] with a request asked through the API for `tool`,
@@ -130,10 +131,58 @@ async fn a_reminder_slack_hangs_on_for_one_approver_reminds_the_others_once(db: 
     assert!(pass.is_ok(), "the pass ended within half the lease");
     assert_eq!(app.slack.dm_posts().len(), 4, "the four others reminded");
     assert_eq!(reminders_retried(&app).await, 0, "not retried");
+    // The DM under way may have reached Slack: a lookup in its history follows, then
+    // the next reminder.
+    let lookup = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind_lookup'";
+    assert_eq!(raw_count(&app.db, lookup).await, 1, "the lookup");
+    replica.run_once(app.clock.now()).await.unwrap();
+    app.clock.advance(Duration::from_secs(30));
+    replica.run_once(app.clock.now()).await.unwrap();
+    assert_eq!(raw_count(&app.db, lookup).await, 0, "looked up");
     let next = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND locked_until IS NULL";
     assert_eq!(raw_count(&app.db, next).await, 1, "the next reminder");
-    replica.run_once(app.clock.now()).await.unwrap();
     assert_eq!(app.slack.dm_posts().len(), 4, "nobody reminded twice");
+}
+
+/// A reminder DM Slack took but answered too late for its job: recorded all the same
+/// (found in the DM's history by a lookup after the reminder), so that it loses its
+/// buttons at the decision like every other message.
+async fn a_reminder_dm_slack_took_as_its_time_ran_out_is_found_and_loses_its_buttons(db: TestDb) {
+    let (app, approval) = posted(db, "remind_rotate").await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
+    let replica = unpaced(&app).with_lease(LEASE);
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    assert_eq!(app.slack.dm_posts().len(), 5, "all five sent");
+    let recorded = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(recorded.len(), 5, "the one Slack hung on not recorded");
+
+    app.click(&approval, "U01", "approve").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+    app.clock.advance(Duration::from_secs(30));
+    for _ in 0..3 {
+        replica.run_once(app.clock.now()).await.unwrap();
+    }
+    let messages = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(messages.len(), 6, "found and recorded");
+    let live: Vec<Value> = messages
+        .iter()
+        .filter_map(|m| app.slack.shown(&m.channel, &m.ts))
+        .filter(|shown| !action_ids(shown).is_empty())
+        .collect();
+    assert!(
+        live.is_empty(),
+        "every message shows the decision: {live:?}"
+    );
+    assert_eq!(app.slack.dm_posts().len(), 5, "nobody reminded twice");
+    let reminders = "SELECT COUNT(*) FROM jobs WHERE kind LIKE 'slack_remind%'";
+    assert_eq!(
+        raw_count(&app.db, reminders).await,
+        0,
+        "decided: no next reminder"
+    );
 }
 
 /// An update Slack takes in part, answering late (the manual clock moves on while it
