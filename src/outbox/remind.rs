@@ -153,22 +153,9 @@ impl Deliverer<'_> {
         (reminder, users): (i64, &[String]),
         next_at: Option<DateTime<Utc>>,
     ) -> Result<Outcome, SlackError> {
-        let lookups = users.iter().map(|user| async move {
-            let channel = self.dm_channel(user).await?;
-            let found = self
-                .find_posted(approval, &channel, REMINDER_EVENT, |payload| {
-                    payload["job"] == reminder
-                })
-                .await;
-            match found {
-                Ok(found) => Ok(found.map(|(ts, version)| dm_message(approval, channel, ts, version))),
-                Err(error) if error.is_permanent() => {
-                    tracing::warn!(%error, user, "cannot read the DM history to find a reminder sent late (grant im:history)");
-                    Ok(None)
-                }
-                Err(error) => Err(error),
-            }
-        });
+        let lookups = users
+            .iter()
+            .map(|user| self.sent_reminder(approval, reminder, user));
         let (answers, unanswered) = fan_out(lookups, self.deadline).await;
         let mut posted = Vec::new();
         let mut failed = (unanswered > 0)
@@ -198,6 +185,34 @@ impl Deliverer<'_> {
                     due_at,
                 }),
         })
+    }
+
+    /// The DM reminder `reminder` sent to `user`, if Slack took it: found in their DM
+    /// history by its metadata. `None` too when it cannot be looked for (no
+    /// `im:history` scope, the user gone): a retry would not find it either.
+    async fn sent_reminder(
+        &self,
+        approval: &Approval,
+        reminder: i64,
+        user: &str,
+    ) -> Result<Option<PostedMessage>, SlackError> {
+        let found = async {
+            let channel = self.dm_channel(user).await?;
+            let found = self
+                .find_posted(approval, &channel, REMINDER_EVENT, |payload| {
+                    payload["job"] == reminder
+                })
+                .await?;
+            let found = found.map(|(ts, version)| dm_message(approval, channel, ts, version));
+            Ok::<_, SlackError>(found)
+        };
+        match found.await {
+            Err(error) if error.is_permanent() => {
+                tracing::warn!(%error, user, "cannot look for a reminder DM sent late");
+                Ok(None)
+            }
+            found => found,
+        }
     }
 
     /// Approvers (groups expanded) who may still vote: not the requester, not voted.
