@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::policy::Policy;
 
@@ -41,6 +42,39 @@ pub fn load_policy(explicit: Option<&Path>) -> anyhow::Result<(Policy, PolicySou
         }
         None => Ok((Policy::builtin(), PolicySource::Builtin)),
     }
+}
+
+/// `SIGNOFF_DELIVERY_LEASE`, from 2 s to an hour: a job runs for 2/5 of it, so a
+/// shorter lease leaves a delivery no time (at zero the deliveries' loop would claim
+/// and put back its jobs forever, delivering nothing), and a longer one only delays
+/// the deliveries a crashed replica held (thousands of years would overflow the
+/// lease's time).
+pub fn parse_delivery_lease(raw: &str) -> Result<Duration, String> {
+    bounded_duration("SIGNOFF_DELIVERY_LEASE", raw, (2, 3600))
+}
+
+/// `SIGNOFF_SLACK_POST_INTERVAL`, from 0 (no pacing) to a minute.
+pub fn parse_post_interval(raw: &str) -> Result<Duration, String> {
+    bounded_duration("SIGNOFF_SLACK_POST_INTERVAL", raw, (0, 60))
+}
+
+/// A duration such as `60s` or `1m`, within `(min, max)` seconds; the message names
+/// the setting.
+fn bounded_duration(name: &str, raw: &str, (min, max): (u64, u64)) -> Result<Duration, String> {
+    let bounds = || {
+        let (min, max) = (Duration::from_secs(min), Duration::from_secs(max));
+        format!(
+            "{} to {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )
+    };
+    let value = humantime::parse_duration(raw.trim())
+        .map_err(|error| format!("{name} must be a duration from {}: {error}", bounds()))?;
+    if value < Duration::from_secs(min) || value > Duration::from_secs(max) {
+        return Err(format!("{name} must be from {}", bounds()));
+    }
+    Ok(value)
 }
 
 /// Parses the listen address with a message that names the flag.

@@ -38,10 +38,33 @@ pub enum Job {
     /// Bring every posted message of the approval up to date.
     SlackUpdate {},
     /// DM the approvers who have not voted (or reply in the thread), then plan the next.
-    SlackRemind {},
+    SlackRemind {
+        /// With no approvers list, the reminder is a reply in the thread of the
+        /// approval's message in this channel: paced with the channel's posts. `None`
+        /// for DMs, and in rows written before it was recorded (not paced).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_in: Option<ChannelId>,
+    },
+    /// Look in the DM history of `users` for the reminder DMs that job `reminder` sent
+    /// but could not record (Slack still on them at its deadline; it may have taken
+    /// them), record those found (so that they are brought up to date like any
+    /// message, and lose their buttons at the decision), then plan the next reminder,
+    /// due at `next_at`.
+    SlackRemindLookup {
+        reminder: i64,
+        users: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_at: Option<DateTime<Utc>>,
+    },
     /// Note in the thread of the approval's channel message that it was escalated to
     /// `channel`: after the escalation's post, retried when Slack rate-limits it.
-    SlackEscalationNote { channel: ChannelId },
+    SlackEscalationNote {
+        channel: ChannelId,
+        /// The channel of the approval's message, where the note is posted: paced with
+        /// its posts. Absent in rows written before it was recorded (not paced).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_in: Option<ChannelId>,
+    },
     /// POST the decision to the request's `callback_url`.
     Callback { status: Status },
     /// Tell a channel that a requester's requests are refused (`max_pending`). Jobs
@@ -61,7 +84,8 @@ impl Job {
         match self {
             Job::SlackPost { .. } => "slack_post",
             Job::SlackUpdate {} => "slack_update",
-            Job::SlackRemind {} => "slack_remind",
+            Job::SlackRemind { .. } => "slack_remind",
+            Job::SlackRemindLookup { .. } => "slack_remind_lookup",
             Job::SlackEscalationNote { .. } => "slack_escalation_note",
             Job::Callback { .. } => "callback",
             Job::SlackThrottled { .. } => "slack_throttled",
@@ -300,11 +324,24 @@ fn nudge_times(approval: &Approval) -> impl Iterator<Item = (DateTime<Utc>, Job)
     let waits = approval.status == Status::Pending && routing.channel.is_some();
     let remind = routing
         .remind_after_secs
-        .map(|secs| (after_secs(approval.created_at, secs), Job::SlackRemind {}));
+        .map(|secs| (after_secs(approval.created_at, secs), reminder(approval)));
     let escalate = approval
         .escalation()
         .map(|(at, channel)| (at, post(approval, channel, MessageKind::Escalation)));
     remind.into_iter().chain(escalate).filter(move |_| waits)
+}
+
+/// A reminder of `approval`: DMs to its approvers, or with no approvers list a reply
+/// in its message's thread (in its channel, whose pace it keeps).
+pub fn reminder(approval: &Approval) -> Job {
+    let routing = &approval.routing;
+    Job::SlackRemind {
+        thread_in: routing
+            .approvers
+            .is_empty()
+            .then(|| routing.channel.clone())
+            .flatten(),
+    }
 }
 
 /// A post of `approval` to `channel`.
@@ -467,7 +504,19 @@ mod tests {
                 batch: true,
             },
             Job::SlackUpdate {},
-            Job::SlackRemind {},
+            Job::SlackRemind { thread_in: None },
+            Job::SlackRemind {
+                thread_in: Some("C1".into()),
+            },
+            Job::SlackEscalationNote {
+                channel: "C2".into(),
+                thread_in: Some("C1".into()),
+            },
+            Job::SlackRemindLookup {
+                reminder: 7,
+                users: vec!["U1".into(), "U2".into()],
+                next_at: Some(chrono::DateTime::UNIX_EPOCH),
+            },
             Job::Callback {
                 status: Status::Expired,
             },
@@ -494,6 +543,17 @@ mod tests {
         assert_eq!(
             Job::from_columns("slack_update", json!({})),
             Some(Job::SlackUpdate {})
+        );
+        assert_eq!(
+            Job::from_columns("slack_remind", json!({})),
+            Some(Job::SlackRemind { thread_in: None })
+        );
+        assert_eq!(
+            Job::from_columns("slack_escalation_note", json!({"channel": "C2"})),
+            Some(Job::SlackEscalationNote {
+                channel: "C2".into(),
+                thread_in: None
+            })
         );
         assert_eq!(
             Job::from_columns("callback", json!({"status": "approved"})),

@@ -65,12 +65,13 @@ enum Command {
         #[arg(long, env = "SIGNOFF_PUBLIC_URL")]
         public_url: Option<String>,
         /// How long a claimed delivery is this server's before another may run it
-        /// (after a crash); a delivery starts in its first half. Shortened by tests.
-        #[arg(long, env = "SIGNOFF_DELIVERY_LEASE", default_value = "60s", value_parser = humantime::parse_duration, hide = true)]
+        /// (after a crash); a delivery starts in its first half. Shortened by tests;
+        /// 2 s to 1 h.
+        #[arg(long, env = "SIGNOFF_DELIVERY_LEASE", default_value = "60s", value_parser = config::parse_delivery_lease, hide = true)]
         delivery_lease: std::time::Duration,
         /// At most one Slack post per channel per this long (Slack asks for 1 s); `0s`
-        /// turns pacing off, for Slack fakes and load tests.
-        #[arg(long, env = "SIGNOFF_SLACK_POST_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, hide = true)]
+        /// turns pacing off, for Slack fakes and load tests; at most 1 min.
+        #[arg(long, env = "SIGNOFF_SLACK_POST_INTERVAL", default_value = "1s", value_parser = config::parse_post_interval, hide = true)]
         slack_post_interval: std::time::Duration,
     },
     /// Apply database migrations and exit.

@@ -194,8 +194,16 @@ impl Outbox {
                 slack.throttle_notice(job, notice, &approval).await
             }
             Job::SlackUpdate {} => slack.update(&approval, &messages, &batch, now).await,
-            Job::SlackRemind {} => slack.remind(job, &approval, now).await,
-            Job::SlackEscalationNote { channel } => {
+            Job::SlackRemind { .. } => slack.remind(job, &approval, now).await,
+            Job::SlackRemindLookup {
+                reminder,
+                users,
+                next_at,
+            } => {
+                let sent = (*reminder, users.as_slice());
+                slack.find_reminders(job, &approval, sent, *next_at).await
+            }
+            Job::SlackEscalationNote { channel, .. } => {
                 slack
                     .escalation_note(channel.as_str(), &approval, now)
                     .await
@@ -301,7 +309,8 @@ fn failed(job: &DueJob, now: DateTime<Utc>, error: SlackError) -> Outcome {
 }
 
 /// When the rest of a job Slack refused in part is tried, as a job of its own: after
-/// Slack's `Retry-After` (within the backoff's cap), else a second after `now`.
+/// Slack's `Retry-After` (within the backoff's cap), else a second after `now` (the
+/// attempt's start: the pass moves it on to its end, `pass::waited_from`).
 fn after_refusal(now: DateTime<Utc>, refused: Option<&SlackError>) -> DateTime<Utc> {
     let cap = chrono::Duration::seconds(MAX_BACKOFF_SECS);
     let wait = match refused {

@@ -1,5 +1,6 @@
 //! Pacing of posts: Slack asks for at most one chat.postMessage per second per
-//! channel. A backlog of posts to one channel drains a post a second, served round
+//! channel, replies in a thread included (a reminder under a rule with no approvers
+//! list, an escalation's note: each a post to the approval's channel). A backlog of posts to one channel drains a post a second, served round
 //! robin across requesters (not first come), and no post is promised a slot more than
 //! [`HORIZON`] ahead: whoever asks during a flood from someone else is posted within
 //! about that long, not after the whole flood.
@@ -108,6 +109,9 @@ pub fn pace_posts(
 }
 
 /// The channel a post job goes to, and who asked; `None` for jobs that are no posts.
+/// A reply in an approval's thread (a reminder without an approvers list, an
+/// escalation's note) is a post to the approval's channel too; such replies take their
+/// turns as one requester of their own.
 fn post_target(job: &DueJob) -> Option<(&str, Option<&str>)> {
     match &job.job {
         Job::SlackPost {
@@ -116,6 +120,13 @@ fn post_target(job: &DueJob) -> Option<(&str, Option<&str>)> {
         Job::SlackThrottled {
             channel, requester, ..
         } => Some((channel.as_str(), Some(requester.as_str()))),
+        Job::SlackRemind {
+            thread_in: Some(channel),
+        }
+        | Job::SlackEscalationNote {
+            thread_in: Some(channel),
+            ..
+        } => Some((channel.as_str(), None)),
         _ => None,
     }
 }

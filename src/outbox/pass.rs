@@ -222,13 +222,33 @@ impl Outbox {
 }
 
 /// A retry of an attempt that began at `now` and ended at `ended` waits from `ended`:
-/// its time moves on by the attempt's length.
+/// its time moves on by the attempt's length. So does the update that follows one
+/// Slack took only in part (see `update::partly`), the rest of the attempt, due
+/// after Slack's `Retry-After`: the wait counts from Slack's answer.
 fn waited_from(outcome: Outcome, now: DateTime<Utc>, ended: DateTime<Utc>) -> Outcome {
+    if ended <= now {
+        return outcome;
+    }
+    let took = ended - now;
     match outcome {
-        Outcome::Retry { at, error } if ended > now => Outcome::Retry {
-            at: at + (ended - now),
+        Outcome::Retry { at, error } => Outcome::Retry {
+            at: at + took,
             error,
         },
+        Outcome::Delivered {
+            posted,
+            rendered,
+            version,
+            next: Some(mut rest),
+        } if rest.job == Job::SlackUpdate {} => {
+            rest.due_at += took;
+            Outcome::Delivered {
+                posted,
+                rendered,
+                version,
+                next: Some(rest),
+            }
+        }
         other => other,
     }
 }

@@ -19,11 +19,17 @@ use crate::slack::text;
 
 /// Block Kit's limit on blocks per message.
 const MAX_BLOCKS: usize = 50;
+/// How long after a reminder the DMs still under way at its deadline are looked up:
+/// by then each call has had its time (10 s) and Slack has taken the DM or not.
+const LOOKUP_AFTER: chrono::Duration = chrono::Duration::seconds(30);
+/// Attempts at that lookup before it is given up (and the reminders go on).
+const LOOKUP_ATTEMPTS: i32 = 3;
 
 impl Deliverer<'_> {
     /// DMs each approver who has not voted (with live buttons and a link to the
     /// channel message), or replies in the thread when anyone may decide; then plans
-    /// the next reminder. Nothing once the approval is decided.
+    /// the next reminder. Nothing once the approval is decided or expired (the chain of
+    /// reminders ends there).
     pub async fn remind(
         &self,
         job: &DueJob,
@@ -33,15 +39,15 @@ impl Deliverer<'_> {
         if approval.status != Status::Pending || approval.is_expired_at(now) {
             return Ok(done(approval.version));
         }
-        let next = approval
-            .routing
-            .remind_every_secs
-            .map(|secs| NewJob {
-                approval_id: approval.id,
-                job: Job::SlackRemind {},
-                due_at: jobs::after_secs(now, secs.max(1)),
-            })
-            .filter(|next| next.due_at < approval.expires_at);
+        // Planned while it waits, even past its expiry as it stands now: another
+        // program may move `expires_at` later (the shared table's contract), and the
+        // chain must go on then. A reminder that comes due once the approval is decided
+        // or expired does nothing and plans nothing (above), so the chain ends there.
+        let next = approval.routing.remind_every_secs.map(|secs| NewJob {
+            approval_id: approval.id,
+            job: jobs::reminder(approval),
+            due_at: jobs::after_secs(now, secs.max(1)),
+        });
         let messages = self
             .store
             .messages(approval.id)
@@ -72,16 +78,32 @@ impl Deliverer<'_> {
                 next,
             });
         }
-        let people = self.people_to_remind(approval).await?;
         let link = main.and_then(|m| m.permalink.as_deref());
+        self.remind_by_dm(job, approval, link, next, now).await
+    }
+
+    /// DMs each approver who has not voted, a few at once until the deadline. The DMs
+    /// still under way then may have reached Slack: a lookup in their history for them
+    /// follows ([`Job::SlackRemindLookup`]), and plans the next reminder in its turn.
+    async fn remind_by_dm(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        link: Option<&str>,
+        next: Option<NewJob>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
+        let people = self.people_to_remind(approval).await?;
         let sends = people.iter().map(|user| async move {
             let sent = self.dm(job, approval, user, link, now).await;
             (user, sent)
         });
         let (answers, unanswered) = fan_out(sends, self.deadline).await;
+        let mut late: BTreeSet<&String> = people.iter().collect();
         let mut posted = Vec::new();
         let mut failures = Vec::new();
         for (user, sent) in answers {
+            late.remove(user);
             match sent {
                 Ok(message) => posted.push(message),
                 Err(error) => {
@@ -99,12 +121,98 @@ impl Deliverer<'_> {
         if posted.is_empty() && failures.len() + unanswered > 0 {
             return Err(nobody_reminded(&failures, unanswered));
         }
+        let next = if late.is_empty() {
+            next
+        } else {
+            Some(NewJob {
+                approval_id: approval.id,
+                job: Job::SlackRemindLookup {
+                    reminder: job.id,
+                    users: late.into_iter().cloned().collect(),
+                    next_at: next.map(|next| next.due_at),
+                },
+                due_at: now + LOOKUP_AFTER,
+            })
+        };
         Ok(Outcome::Delivered {
             posted,
             rendered: Vec::new(),
             version: approval.version,
             next,
         })
+    }
+
+    /// Records the DMs reminder `reminder` sent to `users` but could not record, found
+    /// in their DM history by the metadata each carries; then plans the next reminder
+    /// at `next_at`. A lookup that fails is tried again a few times, then given up
+    /// (those DMs stay as they are), so that the reminders go on.
+    pub async fn find_reminders(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        (reminder, users): (i64, &[String]),
+        next_at: Option<DateTime<Utc>>,
+    ) -> Result<Outcome, SlackError> {
+        let lookups = users
+            .iter()
+            .map(|user| self.sent_reminder(approval, reminder, user));
+        let (answers, unanswered) = fan_out(lookups, self.deadline).await;
+        let mut posted = Vec::new();
+        let mut failed = (unanswered > 0)
+            .then(|| SlackError::Transport(format!("{unanswered} DM history lookups out of time")));
+        for answer in answers {
+            match answer {
+                Ok(found) => posted.extend(found),
+                Err(error) => failed = Some(error),
+            }
+        }
+        if let Some(error) = failed {
+            if job.attempts < LOOKUP_ATTEMPTS {
+                return Err(error);
+            }
+            tracing::warn!(%error, "reminder DMs sent late not looked up: given up");
+        }
+        Ok(Outcome::Delivered {
+            posted,
+            rendered: Vec::new(),
+            version: approval.version,
+            // Decided meanwhile: nobody left to remind.
+            next: next_at
+                .filter(|_| approval.status == Status::Pending)
+                .map(|due_at| NewJob {
+                    approval_id: approval.id,
+                    job: jobs::reminder(approval),
+                    due_at,
+                }),
+        })
+    }
+
+    /// The DM reminder `reminder` sent to `user`, if Slack took it: found in their DM
+    /// history by its metadata. `None` too when it cannot be looked for (no
+    /// `im:history` scope, the user gone): a retry would not find it either.
+    async fn sent_reminder(
+        &self,
+        approval: &Approval,
+        reminder: i64,
+        user: &str,
+    ) -> Result<Option<PostedMessage>, SlackError> {
+        let found = async {
+            let channel = self.dm_channel(user).await?;
+            let found = self
+                .find_posted(approval, &channel, REMINDER_EVENT, |payload| {
+                    payload["job"] == reminder
+                })
+                .await?;
+            let found = found.map(|(ts, version)| dm_message(approval, channel, ts, version));
+            Ok::<_, SlackError>(found)
+        };
+        match found.await {
+            Err(error) if error.is_permanent() => {
+                tracing::warn!(%error, user, "cannot look for a reminder DM sent late");
+                Ok(None)
+            }
+            found => found,
+        }
     }
 
     /// Approvers (groups expanded) who may still vote: not the requester, not voted.
@@ -135,16 +243,7 @@ impl Deliverer<'_> {
         link: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<PostedMessage, SlackError> {
-        let opened = self
-            .client
-            .call("conversations.open", &json!({ "users": user }))
-            .await?;
-        let channel = opened["channel"]["id"]
-            .as_str()
-            .ok_or_else(|| SlackError::Api {
-                code: "conversations.open answered without a channel".into(),
-            })?
-            .to_owned();
+        let channel = self.dm_channel(user).await?;
         let found = self
             .posted_earlier(job, approval, &channel, REMINDER_EVENT, |payload| {
                 payload["job"] == job.id
@@ -161,14 +260,33 @@ impl Deliverer<'_> {
                 (ts, approval.version)
             }
         };
-        Ok(PostedMessage {
-            approval_id: approval.id,
-            channel,
-            ts,
-            kind: MessageKind::Dm,
-            permalink: None,
-            rendered_version: version,
-        })
+        Ok(dm_message(approval, channel, ts, version))
+    }
+
+    /// The DM channel with `user`.
+    async fn dm_channel(&self, user: &str) -> Result<String, SlackError> {
+        let opened = self
+            .client
+            .call("conversations.open", &json!({ "users": user }))
+            .await?;
+        let channel = opened["channel"]["id"]
+            .as_str()
+            .ok_or_else(|| SlackError::Api {
+                code: "conversations.open answered without a channel".into(),
+            })?;
+        Ok(channel.to_owned())
+    }
+}
+
+/// A reminder DM of `approval` at `channel`/`ts`, showing `version`.
+fn dm_message(approval: &Approval, channel: String, ts: String, version: i64) -> PostedMessage {
+    PostedMessage {
+        approval_id: approval.id,
+        channel,
+        ts,
+        kind: MessageKind::Dm,
+        permalink: None,
+        rendered_version: version,
     }
 }
 

@@ -97,15 +97,19 @@ impl Deliverer<'_> {
         // Slack's answer and the record (which a crash leaves to the history lookup
         // above) holds no further calls (see `after_post` for the permalink). An
         // escalation's note in the channel message's thread follows as a job of its
-        // own, so that Slack's rate limit delays it rather than loses it.
+        // own, so that Slack's rate limit delays it rather than loses it; none for an
+        // escalation found in the history once the approval was decided.
         let next = match &job.job {
-            Job::SlackPost { channel, .. } if escalation => Some(NewJob {
-                approval_id: approval.id,
-                job: Job::SlackEscalationNote {
-                    channel: channel.clone(),
-                },
-                due_at: now,
-            }),
+            Job::SlackPost { channel, .. } if escalation && approval.status == Status::Pending => {
+                Some(NewJob {
+                    approval_id: approval.id,
+                    job: Job::SlackEscalationNote {
+                        channel: channel.clone(),
+                        thread_in: approval.routing.channel.clone(),
+                    },
+                    due_at: now,
+                })
+            }
             _ => None,
         };
         Ok(Outcome::Delivered {
@@ -126,13 +130,17 @@ impl Deliverer<'_> {
     /// Notes in the thread of the approval's channel message that it was escalated to
     /// `channel`. Refused for the rate limit, it is tried again after Slack's wait
     /// (surely not posted); any other failure is not repeated (perhaps posted, or never
-    /// to be).
+    /// to be). Nothing once the approval is decided or expired: "no decision after…"
+    /// would no longer be true.
     pub async fn escalation_note(
         &self,
         channel: &str,
         approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
+        if approval.status != Status::Pending || approval.is_expired_at(now) {
+            return Ok(done(approval.version));
+        }
         let messages = self
             .store
             .messages(approval.id)
@@ -212,6 +220,33 @@ impl Deliverer<'_> {
         if job.attempts <= 1 {
             return Ok(None);
         }
+        match self.find_posted(approval, channel, event, matches).await {
+            Err(error) if error.is_permanent() => {
+                tracing::warn!(
+                    %error,
+                    channel,
+                    "cannot read the channel's history to look for an earlier post; \
+                     posting again (grant channels:history, groups:history and \
+                     im:history, and \
+                     name channels by ID, for exactly-once posts)"
+                );
+                Ok(None)
+            }
+            found => found,
+        }
+    }
+
+    /// The `ts` of this approval's message in `channel` whose [`metadata`] is of
+    /// `event` and `matches` (its payload), and the approval version it shows (-1 when
+    /// its metadata carries none), read from the channel's history since the approval
+    /// was created (at most [`HISTORY_PAGES`] pages).
+    pub(super) async fn find_posted(
+        &self,
+        approval: &Approval,
+        channel: &str,
+        event: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Option<(String, i64)>, SlackError> {
         // A minute early: Slack's clock and ours may differ a little.
         let oldest = format!("{}.000000", approval.created_at.timestamp() - 60);
         let id = approval.id.to_string();
@@ -226,21 +261,7 @@ impl Deliverer<'_> {
             if !cursor.is_empty() {
                 params.push(("cursor", cursor.as_str()));
             }
-            let answer = match self.client.get("conversations.history", &params).await {
-                Ok(answer) => answer,
-                Err(error) if error.is_permanent() => {
-                    tracing::warn!(
-                        %error,
-                        channel,
-                        "cannot read the channel's history to look for an earlier post; \
-                         posting again (grant channels:history, groups:history and \
-                         im:history, and \
-                         name channels by ID, for exactly-once posts)"
-                    );
-                    return Ok(None);
-                }
-                Err(error) => return Err(error),
-            };
+            let answer = self.client.get("conversations.history", &params).await?;
             let found = answer["messages"]
                 .as_array()
                 .into_iter()

@@ -132,7 +132,10 @@ impl Deliverer<'_> {
 }
 
 /// A round Slack took only in part: the messages it updated show `shown`, the rest
-/// follow in an update of their own; none updated, the job is retried.
+/// follow in an update of their own, after Slack's wait counted from when the attempt
+/// ended (the pass moves it on by the attempt's length, `pass::waited_from`); none
+/// updated, the job is retried. Each such update takes at least one message along,
+/// so a run of them ends.
 fn partly(shown: &Approval, round: Round, now: DateTime<Utc>) -> Result<Outcome, SlackError> {
     let Round {
         rendered,

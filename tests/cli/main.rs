@@ -621,6 +621,32 @@ fn an_empty_setting_counts_as_unset_and_help_shows_no_database_password() {
     }
 }
 
+/// The hidden delivery settings out of their bounds stop `serve` with one line naming
+/// the setting: a lease of zero would have the deliveries claim and put back their
+/// jobs forever, one of thousands of years overflow the lease's time, and a post
+/// interval of hours hold every channel's posts back.
+#[test]
+fn serve_refuses_delivery_settings_out_of_bounds() {
+    let db = common::sqlite();
+    for (name, value) in [
+        ("SIGNOFF_DELIVERY_LEASE", "0s"),
+        ("SIGNOFF_DELIVERY_LEASE", "1s"),
+        ("SIGNOFF_DELIVERY_LEASE", "5000years"),
+        ("SIGNOFF_DELIVERY_LEASE", "soon"),
+        ("SIGNOFF_SLACK_POST_INTERVAL", "2h"),
+    ] {
+        let listen = common::server::free_address();
+        let child = common::server::command(&["serve", "--listen", &listen], &db.url)
+            .env(name, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = exited_within(child, Duration::from_secs(10));
+        assert_one_line_error(&output, &format!("{name} must be"));
+    }
+}
+
 /// The output of `child`, which must exit within `limit` (else it is killed).
 fn exited_within(mut child: std::process::Child, limit: Duration) -> Output {
     let deadline = std::time::Instant::now() + limit;

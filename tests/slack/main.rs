@@ -19,3 +19,4 @@ mod shutdown;
 mod slow_slack;
 mod socket;
 mod socket_link;
+mod thread_replies;

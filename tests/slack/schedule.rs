@@ -9,7 +9,10 @@ use signoff::clock::Clock;
 
 use crate::common::fake_slack::Failure;
 use crate::common::receiver::Receiver;
+use crate::common::{TestDb, raw_count, raw_execute, sql_time};
 use crate::helpers::*;
+
+crate::on_both_backends!(reminders_go_on_while_another_program_moves_the_expiry_later);
 
 fn opened_for(app: &TestApp) -> Vec<String> {
     app.slack
@@ -72,6 +75,53 @@ async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
     app.clock.advance(Duration::from_secs(3 * 3600));
     app.run_jobs().await;
     assert_eq!(opened_for(&app).len(), 5, "no reminder after the decision");
+}
+
+/// The shared table lets another program move a pending approval's expiry later: its
+/// reminders go on until the new expiry (they stopped for good at the first one), and
+/// end with it, leaving no reminder job behind.
+async fn reminders_go_on_while_another_program_moves_the_expiry_later(db: TestDb) {
+    let app = spawn_on(db).await;
+    let began = app.clock.now();
+    // Reminded at 30 min, then every hour; expires at 4 h.
+    let approval = app.request("remind_rotate", json!({})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    for _ in 0..3 {
+        app.clock.advance(Duration::from_secs(3600));
+        app.run_jobs().await;
+    }
+    assert_eq!(app.slack.dm_posts().len(), 8, "Alice and Bob, four times");
+
+    let later = sql_time(&app.db, began + chrono::Duration::hours(6));
+    let moved = format!(
+        "UPDATE pending_approvals SET expires_at = {later} WHERE id = '{}'",
+        approval.id
+    );
+    assert_eq!(raw_execute(&app.db, &moved).await, Ok(1));
+    for reminded in [10, 12] {
+        app.clock.advance(Duration::from_secs(3600));
+        app.run_jobs().await;
+        assert_eq!(
+            app.slack.dm_posts().len(),
+            reminded,
+            "reminded again past the first expiry"
+        );
+    }
+
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    assert_eq!(app.approval(&approval).await.status, Status::Expired);
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    assert_eq!(
+        app.slack.dm_posts().len(),
+        12,
+        "nobody reminded once expired"
+    );
+    let reminders = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind'";
+    assert_eq!(raw_count(&app.db, reminders).await, 0, "the chain ended");
 }
 
 #[tokio::test]
@@ -248,6 +298,48 @@ async fn an_escalation_note_refused_for_the_rate_limit_is_sent_after_slacks_wait
     app.clock.advance(Duration::from_secs(3600));
     app.run_jobs().await;
     assert_eq!(notes(&app), 2, "once");
+}
+
+/// The thread of a decided request never says "no decision after…": not when the
+/// escalation's post is found in Slack's history after the decision (an attempt whose
+/// answer was lost), nor when the decision lands between the post and its note.
+#[tokio::test]
+async fn no_escalation_note_once_decided() {
+    let notes = |app: &TestApp| {
+        let posts = app.slack.calls_to("chat.postMessage");
+        posts
+            .iter()
+            .filter(|c| c.body["thread_ts"].is_string())
+            .count()
+    };
+    // Slack takes the escalation, its answer is lost; decided before the retry.
+    let app = spawn_app().await;
+    let approval = app.request("escalate_payout", json!({"amount": 1})).await;
+    app.run_jobs().await;
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    app.run_jobs().await;
+    app.click(&approval, "U0ALICE", "approve").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+    app.clock.advance(Duration::from_secs(1));
+    app.run_jobs().await;
+    app.run_jobs().await;
+    let escalation = app.message(&approval, "escalation").await;
+    assert_eq!(escalation.channel, "C0MANAGERS", "found and recorded");
+    assert_eq!(notes(&app), 0, "no note in the thread");
+
+    // The note's own job comes after the decision.
+    let app = spawn_app().await;
+    let approval = app.request("escalate_payout", json!({"amount": 2})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    app.run_jobs().await;
+    app.message(&approval, "escalation").await;
+    app.click(&approval, "U0ALICE", "approve").await;
+    app.run_jobs().await;
+    app.run_jobs().await;
+    assert_eq!(notes(&app), 0, "no note in the thread");
 }
 
 #[tokio::test]

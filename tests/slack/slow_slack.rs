@@ -44,6 +44,8 @@ crate::on_both_backends!(
     a_reminder_slack_hangs_on_for_one_approver_reminds_the_others_once,
     updates_slack_hangs_on_for_one_message_reach_the_others_and_the_last_later,
     a_retry_waits_from_when_its_attempt_ended,
+    the_rest_of_an_update_slack_took_in_part_waits_from_when_its_attempt_ended,
+    a_reminder_dm_slack_took_as_its_time_ran_out_is_found_and_loses_its_buttons,
 );
 
 /// The app under [`FIVE_APPROVERS`] with a request asked through the API for `tool`,
@@ -129,10 +131,104 @@ async fn a_reminder_slack_hangs_on_for_one_approver_reminds_the_others_once(db: 
     assert!(pass.is_ok(), "the pass ended within half the lease");
     assert_eq!(app.slack.dm_posts().len(), 4, "the four others reminded");
     assert_eq!(reminders_retried(&app).await, 0, "not retried");
+    // The DM under way may have reached Slack: a lookup in its history follows, then
+    // the next reminder.
+    let lookup = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind_lookup'";
+    assert_eq!(raw_count(&app.db, lookup).await, 1, "the lookup");
+    replica.run_once(app.clock.now()).await.unwrap();
+    app.clock.advance(Duration::from_secs(30));
+    replica.run_once(app.clock.now()).await.unwrap();
+    assert_eq!(raw_count(&app.db, lookup).await, 0, "looked up");
     let next = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND locked_until IS NULL";
     assert_eq!(raw_count(&app.db, next).await, 1, "the next reminder");
-    replica.run_once(app.clock.now()).await.unwrap();
     assert_eq!(app.slack.dm_posts().len(), 4, "nobody reminded twice");
+}
+
+/// A reminder DM Slack took but answered too late for its job: recorded all the same
+/// (found in the DM's history by a lookup after the reminder), so that it loses its
+/// buttons at the decision like every other message.
+async fn a_reminder_dm_slack_took_as_its_time_ran_out_is_found_and_loses_its_buttons(db: TestDb) {
+    let (app, approval) = posted(db, "remind_rotate").await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
+    let replica = unpaced(&app).with_lease(LEASE);
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    assert_eq!(app.slack.dm_posts().len(), 5, "all five sent");
+    let recorded = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(recorded.len(), 5, "the one Slack hung on not recorded");
+
+    app.click(&approval, "U01", "approve").await;
+    assert_eq!(app.approval(&approval).await.status, Status::Approved);
+    app.clock.advance(Duration::from_secs(30));
+    for _ in 0..3 {
+        replica.run_once(app.clock.now()).await.unwrap();
+    }
+    let messages = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(messages.len(), 6, "found and recorded");
+    let live: Vec<Value> = messages
+        .iter()
+        .filter_map(|m| app.slack.shown(&m.channel, &m.ts))
+        .filter(|shown| !action_ids(shown).is_empty())
+        .collect();
+    assert!(
+        live.is_empty(),
+        "every message shows the decision: {live:?}"
+    );
+    assert_eq!(app.slack.dm_posts().len(), 5, "nobody reminded twice");
+    let reminders = "SELECT COUNT(*) FROM jobs WHERE kind LIKE 'slack_remind%'";
+    assert_eq!(
+        raw_count(&app.db, reminders).await,
+        0,
+        "decided: no next reminder"
+    );
+}
+
+/// An update Slack takes in part, answering late (the manual clock moves on while it
+/// is under way) and refusing one message with a 429: the update of the rest waits
+/// Slack's `Retry-After` from the answer, not from when the attempt began.
+async fn the_rest_of_an_update_slack_took_in_part_waits_from_when_its_attempt_ended(db: TestDb) {
+    let (app, approval) = posted(db, "remind_rotate").await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    assert_eq!(app.store.messages(approval.id).await.unwrap().len(), 6);
+    app.click(&approval, "U01", "approve").await;
+    let began = app.clock.now();
+    app.slack.set_delay(Duration::from_millis(300));
+    let limited = Failure::RateLimited {
+        retry_after_secs: 30,
+    };
+    app.slack.fail_next("chat.update", limited);
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let clock = Arc::new(app.clock.clone());
+    let every = Duration::from_secs(3600);
+    let running = tokio::spawn(unpaced(&app).run(clock, every, stopping));
+    app.slack.wait_for("chat.update", 1).await;
+    app.clock.advance(Duration::from_secs(20));
+
+    let rest = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_update' AND locked_until IS NULL";
+    let mut reported = false;
+    for _ in 0..100 {
+        reported = raw_count(&app.db, rest).await == 1;
+        if reported {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reported, "the rest follows in an update of its own");
+    assert_eq!(app.slack.calls_to("chat.update").len(), 6);
+    let due = began + chrono::Duration::seconds(50);
+    let sql = format!(
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_update' AND due_at = {}",
+        sql_time(&app.db, due)
+    );
+    assert_eq!(
+        raw_count(&app.db, &sql).await,
+        1,
+        "due 30 s after the answer"
+    );
+    running.abort();
 }
 
 async fn updates_slack_hangs_on_for_one_message_reach_the_others_and_the_last_later(db: TestDb) {

@@ -23,7 +23,7 @@ fn reminded(job: &DueJob, now: chrono::DateTime<chrono::Utc>) -> Outcome {
         version: 1,
         next: Some(NewJob {
             approval_id: job.approval_id,
-            job: Job::SlackRemind {},
+            job: Job::SlackRemind { thread_in: None },
             due_at: now + chrono::Duration::hours(1),
         }),
     }

@@ -1546,7 +1546,7 @@ async fn nudges_become_jobs_when_due_once_across_replicas_and_never_once_decided
     let reminded: Vec<_> = due
         .jobs
         .iter()
-        .filter(|job| job.job == Job::SlackRemind {})
+        .filter(|job| matches!(job.job, Job::SlackRemind { .. }))
         .map(|job| job.approval_id)
         .collect();
     let mut expected = waiting.to_vec();
