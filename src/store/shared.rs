@@ -299,24 +299,40 @@ where
         .map_err(|error: T::Err| sqlx::Error::Decode(error.to_string().into()))
 }
 
-/// The URL without its password, for error messages and logs: the userinfo's
+/// The URL without its passwords, for error messages and logs: the userinfo's
 /// (`postgres://u:secret@h/db`) and a query's (`?password=secret`, which the
-/// PostgreSQL driver takes too). A password written without percent-escapes may hold
-/// `/`, `?`, `#` or `@`: it runs from the user's `:` to the last `@`. (Where a query
-/// holds an `@` too, more than the password may be hidden.)
+/// PostgreSQL driver takes too). Written without percent-escapes, a user may hold an
+/// `@` (`user@server`) and a password any of `/?#@`, and a query may hold an `@`: the
+/// userinfo ends at the last `@` followed by a host, and its password runs from its
+/// first `:`. Where that is ambiguous, more is hidden, never less.
 pub fn redact(url: &str) -> String {
+    let url = redact_query(url);
     let Some(start) = url.find("://").map(|scheme| scheme + 3) else {
-        return redact_query(url);
+        return url;
     };
     let rest = &url[start..];
-    let password = rest
-        .find(':')
-        .zip(rest.rfind('@'))
-        .filter(|(colon, at)| colon < at && !rest[..*colon].contains(['/', '@', '?']));
+    // Before any `?` if it can be (the query's `@`s are no end), else the last.
+    let mut ends = rest
+        .rmatch_indices('@')
+        .map(|(at, _)| at)
+        .filter(|at| is_host(&rest[at + 1..]))
+        .peekable();
+    let query = rest.find('?').unwrap_or(rest.len());
+    let last = ends.peek().copied();
+    let userinfo_end = ends.find(|at| *at < query).or(last);
+    let password = userinfo_end.and_then(|at| Some((rest[..at].find(':')?, at)));
     match password {
-        Some((colon, at)) => format!("{}:***{}", &url[..start + colon], redact_query(&rest[at..])),
-        None => redact_query(url),
+        Some((colon, at)) => format!("{}:***{}", &url[..start + colon], &rest[at..]),
+        None => url,
     }
+}
+
+/// Whether `text` begins with what could be a host (and port) ending the authority:
+/// then the end, a path, a query or a fragment. A query's `name=value&…` could not.
+fn is_host(text: &str) -> bool {
+    let host = text.split(['/', '?', '#']).next().unwrap_or_default();
+    !host.is_empty()
+        && !host.contains(|c: char| c.is_whitespace() || c.is_control() || "@&=*".contains(c))
 }
 
 /// `url` with the value of each query parameter named `…password` hidden.
@@ -440,5 +456,37 @@ mod tests {
             redact("postgres://h:5432/db?password=p&application_name=a"),
             "postgres://h:5432/db?password=***&application_name=a"
         );
+        // A user with an `@` of its own (Azure's `user@server`).
+        assert_eq!(
+            redact("postgres://signoff@myserver:pw@db.example.com/signoff"),
+            "postgres://signoff@myserver:***@db.example.com/signoff"
+        );
+        // An `@` in the query, before or inside a password.
+        assert_eq!(
+            redact("postgres://db:5432/x?user=svc@corp&password=s3cret"),
+            "postgres://db:5432/x?user=svc@corp&password=***"
+        );
+        assert_eq!(
+            redact("postgres://db:5432/x?password=se@cret"),
+            "postgres://db:5432/x?password=***"
+        );
+        assert_eq!(
+            redact("postgres://u:pw@db/x?application_name=a@b"),
+            "postgres://u:***@db/x?application_name=a@b"
+        );
+        // Two ends a host could follow: the last is the userinfo's.
+        assert_eq!(redact("postgres://u:p@h/x@db/y"), "postgres://u:***@db/y");
+        for url in [
+            "",
+            "://",
+            "postgres://@",
+            "postgres://:@h",
+            "é://ü:ö@ß/?password=ä",
+        ] {
+            assert!(
+                !redact(url).contains('ö') && !redact(url).contains('ä'),
+                "{url}"
+            );
+        }
     }
 }
