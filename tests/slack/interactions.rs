@@ -613,6 +613,14 @@ async fn a_user_group_slack_refuses_to_list_is_said_so_and_the_click_counts_for_
     );
     assert!(!reply[0].contains("try again"), "{reply:?}");
     assert!(app.approval(&deploy).await.votes.is_empty());
+
+    // An error of Slack's own that passes is to be tried again, not a policy to fix.
+    app.slack
+        .fail_next("usergroups.users.list", Failure::NotOk("internal_error"));
+    app.click(&deploy, "U0CAROL", "approve").await;
+    let replies = app.ephemerals_to("U0CAROL", 2).await;
+    assert!(replies[1].contains("try again in a minute"), "{replies:?}");
+    assert!(app.approval(&deploy).await.votes.is_empty());
 }
 
 #[tokio::test]

@@ -413,7 +413,7 @@ pub(super) async fn decider(
 /// A refusal from Slack (a deleted group, a missing scope) does not pass in a minute.
 fn group_unknown(error: &SlackError) -> String {
     match error {
-        SlackError::Api { code } => format!(
+        SlackError::Api { code } if error.is_permanent() => format!(
             "Slack would not list the members of this request's approver group (it said \
              `{code}`), so I cannot tell whether you may decide it: ask whoever runs signoff \
              to check the policy's approvers."
