@@ -69,7 +69,15 @@ fn init_with<M>(default: &str, format: Format, writer: M)
 where
     M: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // A RUST_LOG that is set but cannot be read is said once logging works, not
+    // passed over in silence.
+    let (filter, unread) = match EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, None),
+        Err(error) => {
+            let set = std::env::var_os(EnvFilter::DEFAULT_ENV).is_some_and(|v| !v.is_empty());
+            (EnvFilter::new(default), set.then(|| error.to_string()))
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Escapes of our own would be escaped as a caller's are: no colours.
@@ -81,6 +89,10 @@ where
             .event_format(json::FlatJson)
             .with_writer(writer)
             .init(),
+    }
+    // At error level: the default filters of one-shot commands show nothing less.
+    if let Some(error) = unread {
+        tracing::error!(%error, default, "RUST_LOG cannot be read; logging with the default filter");
     }
 }
 

@@ -61,7 +61,7 @@ pub(super) async fn connect_slack(
     let client = SlackClient::new(token, &args.api_url).map_err(anyhow::Error::msg)?;
     match client.call("auth.test", &serde_json::json!({})).await {
         Ok(me) => {
-            tracing::info!(bot = %me["user"].as_str().unwrap_or("?"), team = %me["team"].as_str().unwrap_or("?"), api = %args.api_url, "connected to Slack")
+            tracing::info!(bot = %me["user"].as_str().unwrap_or("?"), team = %me["team"].as_str().unwrap_or("?"), api = %crate::store::redact(&args.api_url), "connected to Slack")
         }
         Err(error) if error.is_permanent() => {
             bail!("SLACK_BOT_TOKEN was refused by Slack ({error})")

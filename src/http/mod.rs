@@ -47,6 +47,8 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 pub const SCHEDULER_TICK: Duration = Duration::from_millis(500);
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// How much of a caller's `x-request-id` the log lines of its request carry.
+const MAX_REQUEST_ID_LOGGED: usize = 64;
 
 /// Everything a handler needs, behind one `Arc`: axum clones the state for every
 /// request (each handler's `State`, the metrics middleware), and a clone is then one
@@ -177,11 +179,13 @@ pub fn app(state: AppState) -> Router {
         .layer(RequestBodyDeadlineLayer::new(state.limits.body))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                // A caller's id, cut to a length that correlates without filling
+                // every line of the request (visible ASCII: any cut is a char's edge).
                 let request_id = request
                     .headers()
                     .get(&REQUEST_ID)
                     .and_then(|value| value.to_str().ok())
-                    .unwrap_or("-");
+                    .map_or("-", |id| id.get(..MAX_REQUEST_ID_LOGGED).unwrap_or(id));
                 tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
             }),
         )

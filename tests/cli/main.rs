@@ -244,6 +244,16 @@ async fn what_a_caller_sends_cannot_forge_a_log_line_or_colour_the_terminal() {
     .send()
     .await
     .unwrap();
+    // A field of its own in a caller's text; an id long enough to fill every line.
+    let fields = serde_json::json!({"tool_name": "transfer", "parameters": {"n": 3},
+                                    "requested_by": "x status=approved"});
+    server.ask(token, &fields).await;
+    let long_id = "r".repeat(5000);
+    http.get(format!("{}/healthz", server.address))
+        .header("x-request-id", &long_id)
+        .send()
+        .await
+        .unwrap();
     drop(server);
     let log = std::fs::read(&log_path).unwrap();
     assert!(!log.contains(&0x1b), "no escape byte reaches the terminal");
@@ -253,6 +263,12 @@ async fn what_a_caller_sends_cannot_forge_a_log_line_or_colour_the_terminal() {
         log.contains("forged"),
         "the value is logged, escaped: {log}"
     );
+    assert!(
+        log.contains(r#"requested_by="x status=approved""#),
+        "a caller's text is quoted: {log}"
+    );
+    assert!(log.contains(&long_id[..64]), "{log}");
+    assert!(!log.contains(&long_id[..65]), "a caller's id is cut");
     for line in log.lines() {
         assert!(
             !line.trim_start().starts_with("ERROR forged"),
@@ -645,6 +661,22 @@ fn serve_refuses_delivery_settings_out_of_bounds() {
         let output = exited_within(child, Duration::from_secs(10));
         assert_one_line_error(&output, &format!("{name} must be"));
     }
+}
+
+/// A RUST_LOG that cannot be read is said, and the default filter used.
+#[test]
+fn an_unreadable_rust_log_is_said_and_the_default_used() {
+    let db = common::sqlite();
+    let output = common::server::command(&["token", "create", "agent"], &db.url)
+        .env("RUST_LOG", "signoff=loud")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("RUST_LOG cannot be read"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// The output of `child`, which must exit within `limit` (else it is killed).

@@ -55,7 +55,7 @@ pub enum Ended {
 }
 
 /// The HTTP API of one `signoff serve`, with one token.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     base: String,
@@ -68,6 +68,16 @@ pub struct Api {
     /// connection, and a thousand connections would cost the proxy (and the server)
     /// far more memory than the calls themselves.
     in_flight: Arc<Semaphore>,
+}
+
+/// Shows where, never the URL's credentials nor the token.
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.shown)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// How many requests the proxy sends to signoff at once, and keeps connections for.
@@ -311,6 +321,20 @@ fn parse_event(block: &str) -> (&str, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn its_debug_form_shows_neither_the_urls_credentials_nor_the_token() {
+        let api = Api::new(
+            "https://proxy:s3cret@signoff.example.com",
+            Some("so_t0ken".into()),
+        );
+        let shown = format!("{:?}", api.unwrap());
+        assert!(shown.contains("signoff.example.com"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("so_t0ken"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn characters_and_block_ends_split_across_chunks_come_out_whole() {
