@@ -108,6 +108,10 @@ pub fn pace_posts(
     (ready, waiting)
 }
 
+/// The requester thread replies take their turns as: no token's name (a space is no
+/// character of one), nor the `None` of posts whose requester is not known.
+const THREAD_REPLIES: &str = "thread replies";
+
 /// The channel a post job goes to, and who asked; `None` for jobs that are no posts.
 /// A reply in an approval's thread (a reminder without an approvers list, an
 /// escalation's note) is a post to the approval's channel too; such replies take their
@@ -126,7 +130,7 @@ fn post_target(job: &DueJob) -> Option<(&str, Option<&str>)> {
         | Job::SlackEscalationNote {
             thread_in: Some(channel),
             ..
-        } => Some((channel.as_str(), None)),
+        } => Some((channel.as_str(), Some(THREAD_REPLIES))),
         _ => None,
     }
 }
@@ -256,6 +260,35 @@ mod tests {
             waves.last().map(|(at, _)| *at),
             Some(now + HORIZON * MAX_WAVES),
             "none further than the last wave"
+        );
+    }
+
+    /// Thread replies take turns as a requester of their own, not as the posts whose
+    /// requester is not known (rows another program inserted).
+    #[test]
+    fn thread_replies_take_turns_apart_from_posts_of_no_known_requester() {
+        let now = Utc::now();
+        let unknown = |id| {
+            let mut job = post(id, "C1", "-");
+            if let Job::SlackPost { requester, .. } = &mut job.job {
+                *requester = None;
+            }
+            job
+        };
+        let reply = |id| DueJob {
+            job: Job::SlackRemind {
+                thread_in: Some("C1".into()),
+            },
+            ..post(id, "C1", "-")
+        };
+        let mut jobs: Vec<DueJob> = (1..=10).map(unknown).collect();
+        jobs.push(reply(11));
+        let (ready, waiting) = pace_posts(&Mutex::default(), jobs, now, POST_INTERVAL);
+        assert_eq!(ready.iter().map(|job| job.id).collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            waiting[0],
+            (11, now + chrono::Duration::seconds(1)),
+            "the reply's turn comes next, not after the ten"
         );
     }
 
