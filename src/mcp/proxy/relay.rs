@@ -34,10 +34,10 @@ pub struct Relay {
 }
 
 /// The progress values sent under one client request's token: the gate's reports
-/// while the call is held (1, 2, 3…), then the upstream's once it runs, shifted past
-/// them, so that they keep increasing as MCP requires (the upstream counts from its
-/// own start). Shared by every upstream request of the call (each round of one driven
-/// in rounds).
+/// while the call is held (1, 2, 3…), then the upstream's once it runs, each upstream
+/// request's shifted past what was sent before it began, so that they keep increasing
+/// as MCP requires (an upstream counts from its own start, and again from 0 in each
+/// round of a call driven in rounds). Shared by every upstream request of the call.
 #[derive(Debug, Clone, Default)]
 pub struct Sent(Arc<Mutex<Values>>);
 
@@ -62,13 +62,18 @@ impl Sent {
         values.held
     }
 
-    /// The upstream's `params` shifted past the gate's reports (its total too); false
+    /// Where an upstream request beginning now counts from: the last value sent.
+    fn base(&self) -> f64 {
+        self.lock().last.unwrap_or(0.0)
+    }
+
+    /// The upstream's `params` shifted by `base`, its request's (its total too); false
     /// when the value would not be above the last one sent (not to be sent).
-    fn shift(&self, params: &mut ProgressNotificationParam) -> bool {
+    fn shift(&self, params: &mut ProgressNotificationParam, base: f64) -> bool {
         let mut values = self.lock();
-        params.progress += values.held;
+        params.progress += base;
         if let Some(total) = &mut params.total {
-            *total += values.held;
+            *total += base;
         }
         if values.last.is_some_and(|last| params.progress <= last) {
             return false;
@@ -84,6 +89,8 @@ impl Sent {
 pub struct Route {
     pub theirs: ProgressToken,
     pub sent: Sent,
+    /// What the upstream request's values are shifted by (set as it is sent).
+    base: f64,
 }
 
 /// The client cancelled its request.
@@ -129,7 +136,11 @@ impl Relay {
         sent: Sent,
     ) -> Result<Flight, McpError> {
         let _ = self.client.set(context.peer.clone());
-        let theirs = (context.meta.get_progress_token()).map(|theirs| Route { theirs, sent });
+        let theirs = (context.meta.get_progress_token()).map(|theirs| Route {
+            theirs,
+            sent,
+            base: 0.0,
+        });
         if flight::modern(upstream) && flight::takes_rounds(&request) {
             let upstream = upstream.clone();
             return Ok(Flight::driven(self.clone(), upstream, request, theirs));
@@ -150,7 +161,9 @@ impl Relay {
             .await
             .map_err(upstream_error)?;
         if let Some(theirs) = theirs {
-            self.lock().insert(handle.progress_token.clone(), theirs);
+            let base = theirs.sent.base();
+            self.lock()
+                .insert(handle.progress_token.clone(), Route { base, ..theirs });
         }
         Ok(Flight::request(
             handle,
@@ -228,7 +241,7 @@ impl Relay {
         let Some(route) = self.lock().get(&params.progress_token).cloned() else {
             return;
         };
-        if !route.sent.shift(&mut params) {
+        if !route.sent.shift(&mut params, route.base) {
             tracing::debug!(
                 progress = params.progress,
                 "upstream progress that would not increase: not passed on"
@@ -250,5 +263,34 @@ pub fn upstream_error(error: ServiceError) -> McpError {
             format!("the MCP server behind signoff proxy: {other}"),
             None,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rmcp::model::NumberOrString;
+
+    use super::*;
+
+    /// What the client is sent of an upstream request's `progress`, counted from `base`.
+    fn passed(sent: &Sent, base: f64, progress: f64) -> Option<f64> {
+        let token = ProgressToken(NumberOrString::Number(1));
+        let mut params = ProgressNotificationParam::new(token, progress);
+        sent.shift(&mut params, base).then_some(params.progress)
+    }
+
+    #[test]
+    fn progress_keeps_increasing_from_the_waiting_reports_through_every_round() {
+        let sent = Sent::default();
+        assert_eq!((sent.held(), sent.held()), (1.0, 2.0), "the gate's");
+        let first = sent.base();
+        assert_eq!(passed(&sent, first, 0.5), Some(2.5));
+        assert_eq!(passed(&sent, first, 1.0), Some(3.0));
+        // The next round's upstream request counts from 0 again.
+        let second = sent.base();
+        assert_eq!(passed(&sent, second, 0.5), Some(3.5));
+        // A late report of the first round that would go back is not passed on.
+        assert_eq!(passed(&sent, first, 1.2), None);
+        assert_eq!(passed(&sent, second, 1.0), Some(4.0));
     }
 }
