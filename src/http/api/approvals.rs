@@ -260,9 +260,10 @@ pub async fn ask(
             approval_id = %approval.id,
             tool = %approval.tool_name,
             server = approval.server.as_deref(),
-            // A caller's text, quoted (so `x status=approved` adds no field of its
-            // own); logging keeps each event one line.
-            requested_by = ?approval.requested_by.as_deref().unwrap_or("-"),
+            // A caller's text, as a string: quoted in text logs (so `x status=approved`
+            // adds no field of its own), a JSON string in JSON ones; logging keeps each
+            // event one line.
+            requested_by = approval.requested_by.as_deref().unwrap_or("-"),
             status = %approval.status,
             tier = %approval.risk_tier,
             "approval requested"
