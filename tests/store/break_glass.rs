@@ -74,8 +74,6 @@ async fn another_processs_decision_is_heard(db: TestDb) {
     store.hearing().await;
     let a = create(&store, &clock, "deploy", json!({})).await;
     let mut changes = store.subscribe();
-    // Let SQLite's watcher take its first look before the change.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let other = Store::connect(&db.url).await.unwrap();
     other
         .apply(a.id, glass(Decision::Deny), clock.now())

@@ -124,6 +124,9 @@ async fn open_with(
         .max_connections(1)
         .connect_with(options.clone().pragma("cache_size", "-256"))
         .await?;
+    // Other processes' changes are heard from the moment the store is open (as
+    // `Store::hearing` says), not from the watcher's first look.
+    let head = watch::head(&watcher).await?;
     // A checkpoint copies WAL frames to the file without the page cache.
     let checkpointer = SqlitePoolOptions::new()
         .max_connections(1)
@@ -138,7 +141,12 @@ async fn open_with(
             pool: writer,
             conn: None,
             _checkpointer: Checkpointer(tokio::spawn(checkpointer)),
-            _watcher: Checkpointer(tokio::spawn(watch::watch(watcher, changes, fence.clone()))),
+            _watcher: Checkpointer(tokio::spawn(watch::watch(
+                watcher,
+                changes,
+                fence.clone(),
+                head,
+            ))),
             fence: closing,
             rowids: HashMap::new(),
             deferred: Default::default(),

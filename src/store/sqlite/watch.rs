@@ -75,13 +75,22 @@ impl Own {
     }
 }
 
-/// Runs until the process ends; a failed look is retried on the next.
+/// The newest audit event's number: where [`watch`] starts.
+pub(crate) async fn head(pool: &SqlitePool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
+        .fetch_one(pool)
+        .await
+}
+
+/// Runs until the process ends, announcing what other processes change after the
+/// audit event `from`; a failed look is retried on the next.
 pub(crate) async fn watch(
     pool: SqlitePool,
     changes: broadcast::Sender<StatusChange>,
     fence: Arc<Fence>,
+    from: i64,
 ) {
-    let mut seen = None;
+    let mut seen = from;
     let mut version = None;
     let mut local = changes.subscribe();
     let mut own = Own::default();
@@ -114,21 +123,20 @@ async fn look(
     pool: &SqlitePool,
     changes: &broadcast::Sender<StatusChange>,
     heard: &mut Heard<'_>,
-    seen: &mut Option<i64>,
+    seen: &mut i64,
     version: &mut Option<i64>,
 ) -> sqlx::Result<()> {
     let mut conn = pool.acquire().await?;
     let now: i64 = sqlx::query_scalar("PRAGMA data_version")
         .fetch_one(&mut *conn)
         .await?;
-    if seen.is_some() && *version == Some(now) {
+    if *version == Some(now) {
         return Ok(());
     }
     let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
         .fetch_one(&mut *conn)
         .await?;
-    // At the start, only what comes from now on.
-    let after = seen.unwrap_or(head);
+    let after = *seen;
     // Only the events that move a status, of those appended since the last look.
     let rows = sqlx::query(
         "SELECT approval_id, kind FROM audit_events WHERE seq > $1 AND seq <= $2 \
@@ -160,6 +168,6 @@ async fn look(
         // Nobody listening is fine.
         let _ = changes.send(change);
     }
-    (*seen, *version) = (Some(head), Some(now));
+    (*seen, *version) = (head, Some(now));
     Ok(())
 }
