@@ -544,8 +544,19 @@ fn serve_stops_on_sigterm_while_its_database_never_answers() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Its connection is in the listener's queue: the start is waiting on it.
-    std::thread::sleep(Duration::from_millis(500));
+    // Once it connects, the start waits on the database (its stop handlers were
+    // installed before): the connection is taken, and never answered.
+    silent.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let _connection = loop {
+        match silent.accept() {
+            Ok((connection, _)) => break connection,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => panic!("serve never reached its database: {error}"),
+        }
+    };
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -186,6 +186,7 @@ async fn a_call_still_pending_after_the_hold_says_where_and_a_repeat_joins_the_s
             .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!again.is_finished(), "the repeat waits for the decision");
     h.approve(&id, "U0ALICE").await;
     let result = again.await.unwrap().unwrap();
     assert_eq!(result.is_error, Some(false), "{result:?}");
@@ -319,13 +320,15 @@ async fn when_the_upstream_crashes_held_calls_get_an_error_and_the_proxy_exits_n
         crashed.is_err() || crashed.as_ref().unwrap().is_error == Some(true),
         "{crashed:?}"
     );
-    let held = held.await.unwrap();
-    if let Ok(result) = &held {
-        assert_eq!(
-            texts(result),
-            ["The MCP server behind signoff proxy has exited. The call was not run."]
-        );
-    }
+    let held = held
+        .await
+        .unwrap()
+        .expect("the held call is answered before the exit");
+    assert_eq!(held.is_error, Some(true), "{held:?}");
+    assert_eq!(
+        texts(&held),
+        ["The MCP server behind signoff proxy has exited. The call was not run."]
+    );
     let exit = exit_of(&mut proxy.child).await;
     assert_eq!(exit.code(), Some(1));
     let stderr = stderr_of(&mut proxy.child).await;

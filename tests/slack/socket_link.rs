@@ -229,12 +229,13 @@ async fn a_shutdown_acks_what_the_socket_is_serving_before_the_server_returns() 
 #[tokio::test]
 async fn a_shutdown_waits_no_longer_than_the_drain_for_an_envelope_being_served() {
     let drain = Duration::from_millis(150);
-    let (app, _socket, _conn) = serving_a_click(drain, Duration::from_millis(450)).await;
+    // Served in 2 s: a stop well before that did not wait for it.
+    let (app, _socket, _conn) = serving_a_click(drain, Duration::from_secs(2)).await;
     let stopping = Instant::now();
     app.stop().await;
     let took = stopping.elapsed();
     assert!(took >= drain, "stopped in {took:?}, before the drain");
-    assert!(took < Duration::from_millis(400), "stopped in {took:?}");
+    assert!(took < Duration::from_millis(1500), "stopped in {took:?}");
 }
 
 #[tokio::test]
