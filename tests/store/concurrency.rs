@@ -15,11 +15,36 @@ crate::on_both_backends!(
     one_batch_of_new_duplicate_and_idempotent_requests_answers_each,
     a_batch_of_repeats_of_stored_requests_answers_each_with_its_own,
     a_flood_past_the_limit_joins_its_repeats_and_refuses_the_rest,
+    a_request_past_its_expiry_does_not_count_against_max_pending,
     votes_sent_together_on_one_approval_each_see_the_ones_before,
     an_edit_and_votes_sent_together_are_stored_as_the_last_one_left_them,
     two_processes_creating_and_voting_together_keep_one_audit_chain,
     an_operation_the_database_refuses_fails_alone_and_the_writer_goes_on,
 );
+
+/// A request past its expiry that the expiry pass has not marked yet waits for
+/// nothing: it does not count against `max_pending`, on either store.
+async fn a_request_past_its_expiry_does_not_count_against_max_pending(db: TestDb) {
+    let (store, clock) = open_posting(&db).await;
+    let policy = signoff::policy::Policy::from_toml_str(
+        "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\nmax_pending = 1\n",
+    )
+    .unwrap();
+    let create = |name: &str| {
+        let request = new_request("wipe_disk", json!({ "disk": name }));
+        let class = policy.classify("wipe_disk", &request.parameters, None);
+        store.create(request, class, clock.now())
+    };
+    create("sda").await.unwrap();
+    assert!(matches!(
+        create("sdb").await,
+        Err(StoreError::TooManyPending { waiting: 1, .. })
+    ));
+    // Past sda's expiry; no expiry pass runs.
+    clock.advance(std::time::Duration::from_secs(3601));
+    let sdb = create("sdb").await.expect("sda waits for nothing now");
+    assert!(sdb.created);
+}
 
 /// A batch from a requester at its `max_pending`: the repeats of its waiting requests
 /// (looked up together) join them, each the one it repeats; the rest are refused with

@@ -179,14 +179,14 @@ impl Tx for SqliteTx {
         &mut self,
         token: &str,
         up_to: u32,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> sqlx::Result<(i64, bool)> {
-        // The partial index holds waiting rows only: the count never reads history
-        // (SQLite has no HOT updates to keep, unlike PostgreSQL's query). Usually a
-        // create batch's first query.
+        // The partial index holds pending rows only: the count never reads history.
+        // A pending row past its expiry, which the expiry pass has not marked yet,
+        // waits for nothing (as on PostgreSQL). Usually a create batch's first query.
         const WAITING: &str = "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM pending_approvals \
                INDEXED BY pending_approvals_waiting \
-               WHERE token_name = $1 AND status = 'pending' LIMIT $2)), \
+               WHERE token_name = $1 AND status = 'pending' AND expires_at > $3 LIMIT $2)), \
              EXISTS (SELECT 1 FROM throttles WHERE token_name = $1)";
         let mut query = QueryBuilder::<Sqlite>::new(self.opening().await?);
         query.push(WAITING);
@@ -194,6 +194,7 @@ impl Tx for SqliteTx {
             .build_query_as()
             .bind(token)
             .bind(i64::from(up_to))
+            .bind(ts(&now))
             .fetch_one(self.conn().await?)
             .await
     }
@@ -201,13 +202,15 @@ impl Tx for SqliteTx {
     async fn newest_waiting(
         &mut self,
         token: &str,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> sqlx::Result<Option<ApprovalId>> {
         let id: Option<String> = sqlx::query_scalar(
             "SELECT id FROM pending_approvals INDEXED BY pending_approvals_waiting \
-             WHERE token_name = $1 AND status = 'pending' ORDER BY created_at DESC LIMIT 1",
+             WHERE token_name = $1 AND status = 'pending' AND expires_at > $2 \
+             ORDER BY created_at DESC LIMIT 1",
         )
         .bind(token)
+        .bind(ts(&now))
         .fetch_optional(self.conn().await?)
         .await?;
         id.as_deref().map(parse_id).transpose()
