@@ -39,46 +39,40 @@ pub struct Relay {
 /// as MCP requires (an upstream counts from its own start, and again from 0 in each
 /// round of a call driven in rounds). Shared by every upstream request of the call.
 #[derive(Debug, Clone, Default)]
-pub struct Sent(Arc<Mutex<Values>>);
-
-#[derive(Debug, Default)]
-struct Values {
-    /// The last value the gate reported while the call was held (0: none).
-    held: f64,
-    /// The last value sent under the token, by the gate or for the upstream.
-    last: Option<f64>,
-}
+pub struct Sent(Arc<Mutex<Option<f64>>>);
 
 impl Sent {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Values> {
+    /// The last value sent under the token, by the gate or for the upstream.
+    fn last(&self) -> std::sync::MutexGuard<'_, Option<f64>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The gate's next report while the call is held: 1, 2, 3…
+    /// The gate's next report while the call is held: 1, 2, 3… (the gate reports only
+    /// before the call runs, so nothing else was sent before).
     pub fn held(&self) -> f64 {
-        let mut values = self.lock();
-        values.held += 1.0;
-        values.last = Some(values.held);
-        values.held
+        let mut last = self.last();
+        let next = last.unwrap_or(0.0) + 1.0;
+        *last = Some(next);
+        next
     }
 
     /// Where an upstream request beginning now counts from: the last value sent.
     fn base(&self) -> f64 {
-        self.lock().last.unwrap_or(0.0)
+        self.last().unwrap_or(0.0)
     }
 
     /// The upstream's `params` shifted by `base`, its request's (its total too); false
     /// when the value would not be above the last one sent (not to be sent).
     fn shift(&self, params: &mut ProgressNotificationParam, base: f64) -> bool {
-        let mut values = self.lock();
+        let mut last = self.last();
         params.progress += base;
         if let Some(total) = &mut params.total {
             *total += base;
         }
-        if values.last.is_some_and(|last| params.progress <= last) {
+        if last.is_some_and(|last| params.progress <= last) {
             return false;
         }
-        values.last = Some(params.progress);
+        *last = Some(params.progress);
         true
     }
 }
