@@ -2,6 +2,8 @@
 //! and `/approvals help`. An approval is shown only to its approvers and in the
 //! channels it was posted to; to anyone else it does not exist.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -25,17 +27,19 @@ pub(super) async fn handler(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Response {
-    // Slack checks the certificate of a command's URL now and then with a POST naming
-    // no command and asks for a 200; Slack's own SDKs answer it before the signature
-    // check, as here. It does nothing and tells nothing.
-    if is_ssl_check(&body) {
+    // Read once, used only once signed; but Slack checks the certificate of a
+    // command's URL now and then with a POST naming no command and asks for a 200,
+    // which Slack's own SDKs answer before the signature check, as here. It does
+    // nothing and tells nothing.
+    let fields = form(&body);
+    if fields.as_ref().is_ok_and(is_ssl_check) {
         return axum::http::StatusCode::OK.into_response();
     }
     let slack = match verified(&state, &headers, &body) {
         Ok(slack) => slack.clone(),
         Err(refused) => return refused.into_response(),
     };
-    let fields = match form(&body) {
+    let fields = match fields {
         Ok(fields) => fields,
         Err(refused) => return refused.into_response(),
     };
@@ -48,11 +52,9 @@ pub(super) async fn handler(
     respond(command(&state, &slack, &typed).await.map(Some))
 }
 
-/// Whether `body` is Slack's certificate check (`ssl_check=1`), not a command.
-fn is_ssl_check(body: &[u8]) -> bool {
-    form(body).is_ok_and(|fields| {
-        fields.get("ssl_check").map(String::as_str) == Some("1") && !fields.contains_key("command")
-    })
+/// Whether a form is Slack's certificate check (`ssl_check=1`), not a command.
+fn is_ssl_check(fields: &HashMap<String, String>) -> bool {
+    fields.get("ssl_check").map(String::as_str) == Some("1") && !fields.contains_key("command")
 }
 
 /// A slash command's fields, however it came: the signed HTTP form, or a Socket Mode
