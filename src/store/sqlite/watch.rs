@@ -75,11 +75,12 @@ impl Own {
     }
 }
 
+/// The newest audit event's number (0 with none).
+const HEAD: &str = "SELECT COALESCE(MAX(seq), 0) FROM audit_events";
+
 /// The newest audit event's number: where [`watch`] starts.
 pub(crate) async fn head(pool: &SqlitePool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
-        .fetch_one(pool)
-        .await
+    sqlx::query_scalar(HEAD).fetch_one(pool).await
 }
 
 /// Runs until the process ends, announcing what other processes change after the
@@ -133,9 +134,7 @@ async fn look(
     if *version == Some(now) {
         return Ok(());
     }
-    let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM audit_events")
-        .fetch_one(&mut *conn)
-        .await?;
+    let head: i64 = sqlx::query_scalar(HEAD).fetch_one(&mut *conn).await?;
     let after = *seen;
     // Only the events that move a status, of those appended since the last look.
     let rows = sqlx::query(
