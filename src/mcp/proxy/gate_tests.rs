@@ -58,10 +58,16 @@ async fn stand_in_slow(
         .route("/v1/approvals/a1/cancel", post(answer("cancel", pending)))
         .route("/v1/approvals/events", get(listening))
         .with_state(seen.clone());
+    let base = serve(router).await;
+    (base, seen)
+}
+
+/// Serves `router` as a stand-in signoff on a port of its own; its base URL.
+async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
-    (base, seen)
+    base
 }
 
 /// A decision stream that says it listens, then brings nothing.
@@ -201,9 +207,7 @@ async fn stand_in_failing_repeats() -> (String, Arc<Mutex<Vec<String>>>) {
         .route("/v1/approvals/a1/cancel", post(record("cancel")))
         .route("/v1/approvals/events", get(listening))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let base = serve(router).await;
     (base, seen)
 }
 
@@ -370,9 +374,7 @@ async fn stand_in_stuck(stuck: &'static str) -> (String, Arc<Mutex<Vec<String>>>
         .route("/v1/approvals/a1/cancel", post(record("cancel")))
         .route("/v1/approvals/events", events)
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let base = serve(router).await;
     (base, seen)
 }
 
@@ -491,9 +493,7 @@ async fn a_call_whose_decision_stream_is_refused_says_it_was_asked_and_leaves_it
         .route("/v1/approvals/a1/cancel", post(record("cancel", pending)))
         .route("/v1/approvals/events", get(refused))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let base = serve(router).await;
 
     let verdict = gate(&base)
         .decide(&call(), &CancellationToken::new(), None)
