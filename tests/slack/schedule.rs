@@ -254,6 +254,15 @@ async fn escalation_posts_live_buttons_to_the_manager_channel_and_notes_it_in_th
     );
 }
 
+/// The replies posted in threads so far (escalation notes, thread reminders).
+fn thread_notes(app: &TestApp) -> usize {
+    let posts = app.slack.calls_to("chat.postMessage");
+    posts
+        .iter()
+        .filter(|c| c.body["thread_ts"].is_string())
+        .count()
+}
+
 /// The escalation's note in the thread, refused for Slack's rate limit, is sent after
 /// Slack's wait, once (it was lost before: best effort, not retried).
 #[tokio::test]
@@ -264,14 +273,7 @@ async fn an_escalation_note_refused_for_the_rate_limit_is_sent_after_slacks_wait
     app.run_jobs().await;
     app.clock.advance(Duration::from_secs(2 * 3600));
     app.run_jobs().await;
-    let notes = |app: &TestApp| {
-        let posts = app.slack.calls_to("chat.postMessage");
-        posts
-            .iter()
-            .filter(|c| c.body["thread_ts"].is_string())
-            .count()
-    };
-    assert_eq!(notes(&app), 0, "the escalation is posted first");
+    assert_eq!(thread_notes(&app), 0, "the escalation is posted first");
     app.slack.fail_next(
         "chat.postMessage",
         Failure::RateLimited {
@@ -279,13 +281,13 @@ async fn an_escalation_note_refused_for_the_rate_limit_is_sent_after_slacks_wait
         },
     );
     app.run_jobs().await;
-    assert_eq!(notes(&app), 1, "tried, and refused");
+    assert_eq!(thread_notes(&app), 1, "tried, and refused");
     app.clock.advance(Duration::from_secs(10));
     app.run_jobs().await;
-    assert_eq!(notes(&app), 1, "not before Slack's wait");
+    assert_eq!(thread_notes(&app), 1, "not before Slack's wait");
     app.clock.advance(Duration::from_secs(25));
     app.run_jobs().await;
-    assert_eq!(notes(&app), 2, "sent after it");
+    assert_eq!(thread_notes(&app), 2, "sent after it");
     let sent = app.slack.calls_to("chat.postMessage").pop().unwrap();
     assert!(
         sent.body["text"]
@@ -297,7 +299,7 @@ async fn an_escalation_note_refused_for_the_rate_limit_is_sent_after_slacks_wait
     );
     app.clock.advance(Duration::from_secs(3600));
     app.run_jobs().await;
-    assert_eq!(notes(&app), 2, "once");
+    assert_eq!(thread_notes(&app), 2, "once");
 }
 
 /// The thread of a decided request never says "no decision after…": not when the
@@ -305,13 +307,6 @@ async fn an_escalation_note_refused_for_the_rate_limit_is_sent_after_slacks_wait
 /// answer was lost), nor when the decision lands between the post and its note.
 #[tokio::test]
 async fn no_escalation_note_once_decided() {
-    let notes = |app: &TestApp| {
-        let posts = app.slack.calls_to("chat.postMessage");
-        posts
-            .iter()
-            .filter(|c| c.body["thread_ts"].is_string())
-            .count()
-    };
     // Slack takes the escalation, its answer is lost; decided before the retry.
     let app = spawn_app().await;
     let approval = app.request("escalate_payout", json!({"amount": 1})).await;
@@ -327,7 +322,7 @@ async fn no_escalation_note_once_decided() {
     app.run_jobs().await;
     let escalation = app.message(&approval, "escalation").await;
     assert_eq!(escalation.channel, "C0MANAGERS", "found and recorded");
-    assert_eq!(notes(&app), 0, "no note in the thread");
+    assert_eq!(thread_notes(&app), 0, "no note in the thread");
 
     // The note's own job comes after the decision.
     let app = spawn_app().await;
@@ -339,7 +334,7 @@ async fn no_escalation_note_once_decided() {
     app.click(&approval, "U0ALICE", "approve").await;
     app.run_jobs().await;
     app.run_jobs().await;
-    assert_eq!(notes(&app), 0, "no note in the thread");
+    assert_eq!(thread_notes(&app), 0, "no note in the thread");
 }
 
 #[tokio::test]
