@@ -22,19 +22,32 @@ crate::on_both_backends!(
     an_operation_the_database_refuses_fails_alone_and_the_writer_goes_on,
 );
 
+/// A policy under which a requester may have `n` requests waiting, each for an hour.
+fn max_pending(n: u32) -> signoff::policy::Policy {
+    let text = format!(
+        "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\nmax_pending = {n}\n"
+    );
+    signoff::policy::Policy::from_toml_str(&text).unwrap()
+}
+
+/// Asks to wipe `disk`, classified by `policy`, at `now`.
+fn wipe<'a>(
+    store: &'a Store,
+    policy: &signoff::policy::Policy,
+    now: chrono::DateTime<chrono::Utc>,
+    disk: &str,
+) -> impl std::future::Future<Output = Result<signoff::store::Created, StoreError>> + use<'a> {
+    let request = new_request("wipe_disk", json!({ "disk": disk }));
+    let class = policy.classify("wipe_disk", &request.parameters, None);
+    store.create(request, class, now)
+}
+
 /// A request past its expiry that the expiry pass has not marked yet waits for
 /// nothing: it does not count against `max_pending`, on either store.
 async fn a_request_past_its_expiry_does_not_count_against_max_pending(db: TestDb) {
     let (store, clock) = open_posting(&db).await;
-    let policy = signoff::policy::Policy::from_toml_str(
-        "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\nmax_pending = 1\n",
-    )
-    .unwrap();
-    let create = |name: &str| {
-        let request = new_request("wipe_disk", json!({ "disk": name }));
-        let class = policy.classify("wipe_disk", &request.parameters, None);
-        store.create(request, class, clock.now())
-    };
+    let policy = max_pending(1);
+    let create = |disk: &str| wipe(&store, &policy, clock.now(), disk);
     create("sda").await.unwrap();
     assert!(matches!(
         create("sdb").await,
@@ -52,15 +65,8 @@ async fn a_request_past_its_expiry_does_not_count_against_max_pending(db: TestDb
 /// starting the episode (its notice), the others not.
 async fn a_flood_past_the_limit_joins_its_repeats_and_refuses_the_rest(db: TestDb) {
     let (store, clock) = open_posting(&db).await;
-    let policy = signoff::policy::Policy::from_toml_str(
-        "[defaults]\nchannel = \"C0APPROVALS\"\nexpires_after = \"1h\"\nmax_pending = 2\n",
-    )
-    .unwrap();
-    let create = |name: &str| {
-        let request = new_request("wipe_disk", json!({ "disk": name }));
-        let class = policy.classify("wipe_disk", &request.parameters, None);
-        store.create(request, class, clock.now())
-    };
+    let policy = max_pending(2);
+    let create = |disk: &str| wipe(&store, &policy, clock.now(), disk);
     let sda = create("sda").await.unwrap().approval;
     let sdb = create("sdb").await.unwrap().approval;
     let results = tokio::join!(
