@@ -634,6 +634,24 @@ async fn slack_endpoints_answer_503_when_slack_is_not_configured() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Slack's certificate check too: a 200 would tell whoever set the URL up that
+    // it works.
+    for form in ["ssl_check=1&token=legacy", "command=%2Fapprovals&text=help"] {
+        let response = app
+            .http
+            .post(app.url("/slack/commands"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{form}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            body.to_string().contains("Slack is not configured"),
+            "{form}: {body}"
+        );
+    }
 }
 
 async fn two_simultaneous_clicks_produce_exactly_one_decision(db: common::TestDb) {

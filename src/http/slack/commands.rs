@@ -30,9 +30,15 @@ pub(super) async fn handler(
     // Read once, used only once signed; but Slack checks the certificate of a
     // command's URL now and then with a POST naming no command and asks for a 200,
     // which Slack's own SDKs answer before the signature check, as here. It does
-    // nothing and tells nothing.
+    // nothing and tells nothing. Where signed requests are not served (no Slack, or
+    // Socket Mode without a signing secret) it is the same 503 as every other
+    // `/slack/*` request, so that a URL set up against the wrong deployment shows.
     let fields = form(&body);
-    if fields.as_ref().is_ok_and(is_ssl_check) {
+    let served = state
+        .slack
+        .as_ref()
+        .is_some_and(|slack| slack.signing_secret.is_some());
+    if served && fields.as_ref().is_ok_and(is_ssl_check) {
         return axum::http::StatusCode::OK.into_response();
     }
     let slack = match verified(&state, &headers, &body) {
