@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod openapi;
 mod serve;
 pub mod slack;
+mod stalled;
 
 pub use serve::{Limits, run};
 

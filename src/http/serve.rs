@@ -7,9 +7,11 @@
 //! a connection has [`Limits::header`] to send each request's head (also when it sits
 //! idle between requests), a request [`Limits::body`] to send its whole body, and at
 //! most [`Limits::max_connections`] are served at once (past it, new connections wait
-//! in the listen queue, and the log says so). A request being answered has no time
-//! limit here: long-polls keep their own, and event streams, which last, are at most
-//! [`Limits::streams_per_token`] per token (one token cannot take every connection).
+//! in the listen queue, and the log says so). An answer being written that the client
+//! does not read for [`Limits::write`] closes the connection ([`super::stalled`]).
+//! A request being answered has no time limit here: long-polls keep their own, and
+//! event streams, which last, are at most [`Limits::streams_per_token`] per token (one
+//! token cannot take every connection).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::AppState;
+use super::stalled::Stalled;
 
 /// Per-connection limits (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +35,9 @@ pub struct Limits {
     pub header: Duration,
     /// Time to send a whole request body, from when the handler starts reading it.
     pub body: Duration,
+    /// Time a write of the answer may wait for the client to read (any progress
+    /// starts it again): past it, the connection is closed.
+    pub write: Duration,
     /// Connections served at once.
     pub max_connections: usize,
     /// Event streams (`GET /v1/approvals/events`) one token may have open at once on
@@ -44,6 +50,7 @@ impl Default for Limits {
         Limits {
             header: Duration::from_secs(10),
             body: Duration::from_secs(30),
+            write: Duration::from_secs(30),
             max_connections: 1024,
             streams_per_token: 64,
         }
@@ -116,7 +123,8 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let service = TowerToHyperService::new(router.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let stream = TokioIo::new(Stalled::new(stream, limits.write));
+        let connection = graceful.watch(builder.serve_connection(stream, service));
         tokio::spawn(async move {
             // Held until the connection closes.
             let _slot = slot;

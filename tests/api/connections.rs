@@ -16,6 +16,7 @@ use crate::helpers::*;
 const LIMITS: Limits = Limits {
     header: Duration::from_millis(300),
     body: Duration::from_millis(300),
+    write: Duration::from_millis(300),
     max_connections: 4,
     streams_per_token: 64,
 };
@@ -153,4 +154,62 @@ async fn a_long_poll_outlives_the_header_and_body_limits() {
         (StatusCode::OK, Some("pending"))
     );
     assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+/// A client that asks and never reads its answers (here, the OpenAPI document again and
+/// again, pipelined, more than the sockets' buffers hold) is cut off once the server's
+/// writes have waited [`Limits::write`]: it cannot hold its slot for good.
+#[tokio::test]
+async fn clients_that_never_read_their_answers_are_cut_off() {
+    let app = spawn().await;
+    // One answer's size, on a connection closed after it (a pooled one would hold a
+    // slot).
+    let mut asker = connect(&app).await;
+    asker
+        .write_all(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (document, _) = read_until_closed(&mut asker).await;
+    assert!(document.starts_with("HTTP/1.1 200"), "{document}");
+    let size = document.len();
+    // Well past what the server's send buffer (up to 4 MiB here) and ours hold.
+    let requests = 12 * 1024 * 1024 / size + 1;
+    let asked = "GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(requests);
+    let mut hogs = Vec::new();
+    for _ in 0..LIMITS.max_connections {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let address = app.address.trim_start_matches("http://").parse().unwrap();
+        let mut stream = socket.connect(address).await.unwrap();
+        stream.write_all(asked.as_bytes()).await.unwrap();
+        hogs.push(stream);
+    }
+    let started = Instant::now();
+    let mut client = connect(&app).await;
+    client
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let served = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer));
+    served
+        .await
+        .expect("a slot freed: the hogs were cut off")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    // The hogs' connections were closed: past what they had buffered, nothing more.
+    for mut hog in hogs {
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), hog.read_to_end(&mut sink)).await;
+        let got = match read {
+            Ok(Ok(n)) => n,
+            // A reset after the server's close is as closed.
+            Ok(Err(_)) => 0,
+            Err(_) => panic!("a hog's connection is still open"),
+        };
+        assert!(got < requests * size, "it got every answer ({got} bytes)");
+    }
 }
