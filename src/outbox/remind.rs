@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::slack::{Deliverer, done, metadata, store_error};
+use super::slack::{Deliverer, done, done_then, metadata, store_error};
 use super::{fan_out, render};
 use crate::approval::{Approval, Status};
 use crate::ids::Approver;
@@ -36,7 +36,7 @@ impl Deliverer<'_> {
         approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
-        if approval.status != Status::Pending || approval.is_expired_at(now) {
+        if approval.status != Status::Pending {
             return Ok(done(approval.version));
         }
         // Planned while it waits, even past its expiry as it stands now: another
@@ -48,6 +48,12 @@ impl Deliverer<'_> {
             job: jobs::reminder(approval),
             due_at: jobs::after_secs(now, secs.max(1)),
         });
+        if approval.is_expired_at(now) {
+            // Past its expiry and not yet marked (the timers' pass runs apart from the
+            // deliveries): nobody is reminded of what can no longer be decided, but the
+            // chain goes on, ending at the next reminder if the mark comes first.
+            return Ok(done_then(approval.version, next));
+        }
         let messages = self
             .store
             .messages(approval.id)
@@ -71,12 +77,7 @@ impl Deliverer<'_> {
                     }
                 }
             }
-            return Ok(Outcome::Delivered {
-                posted: Vec::new(),
-                rendered: Vec::new(),
-                version: approval.version,
-                next,
-            });
+            return Ok(done_then(approval.version, next));
         }
         let link = main.and_then(|m| m.permalink.as_deref());
         self.remind_by_dm(job, approval, link, next, now).await

@@ -33,11 +33,16 @@ pub(super) fn store_error(error: crate::store::StoreError) -> SlackError {
 }
 
 pub(super) fn done(version: i64) -> Outcome {
+    done_then(version, None)
+}
+
+/// Delivered with nothing posted or rendered, planning `next`.
+pub(super) fn done_then(version: i64, next: Option<NewJob>) -> Outcome {
     Outcome::Delivered {
         posted: Vec::new(),
         rendered: Vec::new(),
         version,
-        next: None,
+        next,
     }
 }
 

@@ -13,6 +13,7 @@ use crate::common::{TestDb, raw_count, raw_execute, sql_time};
 use crate::helpers::*;
 
 crate::on_both_backends!(reminders_go_on_while_another_program_moves_the_expiry_later);
+crate::on_both_backends!(a_reminder_due_before_the_expiry_is_marked_keeps_the_chain_going);
 
 fn opened_for(app: &TestApp) -> Vec<String> {
     app.slack
@@ -118,6 +119,63 @@ async fn reminders_go_on_while_another_program_moves_the_expiry_later(db: TestDb
     assert_eq!(
         app.slack.dm_posts().len(),
         12,
+        "nobody reminded once expired"
+    );
+    let reminders = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind'";
+    assert_eq!(raw_count(&app.db, reminders).await, 0, "the chain ended");
+}
+
+/// The deliveries run apart from the timers, so a reminder can come due after the
+/// approval's expiry and before the timers mark it: nobody is reminded of it, and the
+/// chain goes on (it ended there, so an expiry another program moved later after that
+/// reminded nobody again).
+async fn a_reminder_due_before_the_expiry_is_marked_keeps_the_chain_going(db: TestDb) {
+    let app = spawn_on(db).await;
+    let began = app.clock.now();
+    // Reminded at 30 min, then every hour; expires at 4 h.
+    let approval = app.request("remind_rotate", json!({})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    for _ in 0..3 {
+        app.clock.advance(Duration::from_secs(3600));
+        app.run_jobs().await;
+    }
+    assert_eq!(app.slack.dm_posts().len(), 8, "Alice and Bob, four times");
+
+    // 4 h 30: the fifth reminder is due, the expiry (4 h) not yet marked.
+    app.clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        app.scheduler.deliver_once(app.clock.now()).await.unwrap(),
+        1
+    );
+    assert_eq!(app.approval(&approval).await.status, Status::Pending);
+    assert_eq!(
+        app.slack.dm_posts().len(),
+        8,
+        "nobody reminded past the expiry"
+    );
+
+    let later = sql_time(&app.db, began + chrono::Duration::hours(6));
+    let moved = format!(
+        "UPDATE pending_approvals SET expires_at = {later} WHERE id = '{}'",
+        approval.id
+    );
+    assert_eq!(raw_execute(&app.db, &moved).await, Ok(1));
+    app.clock.advance(Duration::from_secs(3600));
+    app.run_jobs().await;
+    assert_eq!(
+        app.slack.dm_posts().len(),
+        10,
+        "reminded again once the expiry moved"
+    );
+
+    app.clock.advance(Duration::from_secs(3600));
+    app.run_jobs().await;
+    assert_eq!(app.approval(&approval).await.status, Status::Expired);
+    assert_eq!(
+        app.slack.dm_posts().len(),
+        10,
         "nobody reminded once expired"
     );
     let reminders = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind'";
