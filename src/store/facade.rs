@@ -441,10 +441,14 @@ impl Store {
             .ok()
             .and_then(|lease| now.checked_add_signed(lease))
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        // A job of a kind only a newer signoff knows (a rolling upgrade) is moved a
+        // lease later, as a paced one is: out of the way of the next passes, its
+        // attempts left for the version that runs it (a lease would count one).
+        let foreign = due.foreign.into_iter().map(|id| (id, Some(lease_until)));
         let jobs: Vec<(i64, Option<DateTime<Utc>>)> = ready
             .iter()
             .map(|job| (job.id, None))
-            .chain(due.foreign.into_iter().map(|id| (id, None)))
+            .chain(foreign)
             .chain(waiting.into_iter().map(|(id, at)| (id, Some(at))))
             .collect();
         // One write operation per chunk, one after the other, so that the requests
