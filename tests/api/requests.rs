@@ -412,9 +412,15 @@ async fn odd_paths_methods_and_queries_are_refused_with_the_apis_json() {
         .send()
         .await
         .unwrap();
+    // RFC 9110: a 405 lists the methods the path has.
+    let allow = response
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_owned());
     let (status, error) = read(response).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_error(&error, "method_not_allowed");
+    assert_eq!(allow.as_deref(), Some("GET,HEAD"), "the path's own methods");
     let (_, still) = app.get(&format!("/v1/approvals/{id}")).await;
     assert_eq!(still["status"], "pending", "nothing changed");
 }
