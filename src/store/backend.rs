@@ -111,6 +111,22 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
     /// backend may open the next transaction in the same round trip, so that the next
     /// [`Tx::begin`] sends nothing.
     fn commit(&mut self, then_begin: bool) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// After [`Tx::commit`] failed with `error`, whether the transaction committed
+    /// all the same, learned by whether the last audit event it appended, `appended`
+    /// (`(seq, hash)`), is there. `Ok(None)`: the error is the database's answer to
+    /// the commit, so it did not commit. `Ok(Some(committed))`: the reply was lost
+    /// (the connection broke after the commit was sent), and this is what became of
+    /// it. `Err`: the reply was lost and what became of it could not be learned, so
+    /// the batch may have committed or not. SQLite's commit runs in this process, and
+    /// an error from it means it did not commit.
+    fn committed_after_all(
+        &mut self,
+        error: &sqlx::Error,
+        appended: (i64, &str),
+    ) -> impl Future<Output = sqlx::Result<Option<bool>>> + Send {
+        let _ = (error, appended);
+        std::future::ready(Ok(None))
+    }
     /// Rolls back; on failure the backend drops the connection and reconnects later.
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
     /// The fence a backend whose commits return before they are durable numbers them

@@ -91,7 +91,19 @@ impl Store {
         deliveries: Deliveries,
         signer: Option<Signer>,
     ) -> Result<Store> {
-        Self::connect_logged(url, Schema::Migrate, deliveries, signer, None).await
+        Self::connect_logged(url, Schema::Migrate, deliveries, signer, None, None).await
+    }
+
+    /// Like [`Store::connect`]; on PostgreSQL, when a write batch's `COMMIT` gets no
+    /// reply, the writer tries for `within` (instead of ten seconds) to learn whether
+    /// it committed before it fails the batch's writes. For tests that cut the
+    /// connection and keep the database out of reach.
+    pub async fn connect_learning_commits_within(
+        url: &str,
+        within: std::time::Duration,
+    ) -> Result<Store> {
+        let deliveries = Deliveries::default();
+        Self::connect_logged(url, Schema::Migrate, deliveries, None, None, Some(within)).await
     }
 
     /// A SQLite store whose WAL syncs are `log`'s (a test's stand-in for the disk).
@@ -100,23 +112,34 @@ impl Store {
         url: &str,
         log: Box<dyn sqlite::SyncLog>,
     ) -> Result<Store> {
-        Self::connect_logged(url, Schema::Migrate, Deliveries::default(), None, Some(log)).await
+        let deliveries = Deliveries::default();
+        Self::connect_logged(url, Schema::Migrate, deliveries, None, Some(log), None).await
     }
 
     /// Connects to inspect what is there ([`Schema::AsFound`]): nothing of the
     /// database changes, and one whose schema is not this signoff's is refused.
     pub async fn connect_as_found(url: &str) -> Result<Store> {
-        Self::connect_logged(url, Schema::AsFound, Deliveries::default(), None, None).await
+        Self::connect_logged(
+            url,
+            Schema::AsFound,
+            Deliveries::default(),
+            None,
+            None,
+            None,
+        )
+        .await
     }
 
     /// [`Store::connect_signing`], the schema as `schema` says, a SQLite WAL synced by
-    /// `log` (the file when `None`).
+    /// `log` (the file when `None`), PostgreSQL's lost commits learned within
+    /// `learn_within` (`postgres::LEARN_WITHIN` when `None`).
     async fn connect_logged(
         url: &str,
         schema: Schema,
         deliveries: Deliveries,
         signer: Option<Signer>,
         log: Option<Box<dyn sqlite::SyncLog>>,
+        learn_within: Option<std::time::Duration>,
     ) -> Result<Store> {
         let signs = signer.is_some();
         // Each notice may hold an approval snapshot; a waiter that falls further
@@ -139,7 +162,8 @@ impl Store {
             writer::spawn(tx, rx, setup).map_err(sqlx::Error::Io)?;
             Backend::Sqlite(reads)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let (reads, tx) = postgres::open(url, schema).await?;
+            let learn_within = learn_within.unwrap_or(postgres::LEARN_WITHIN);
+            let (reads, tx) = postgres::open(url, schema, learn_within).await?;
             writer::spawn(tx, rx, setup).map_err(sqlx::Error::Io)?;
             tokio::spawn(postgres::listen(
                 url.to_owned(),

@@ -3,8 +3,10 @@
 //! are waiting in one transaction (group commit: one fsync for many changes). Each
 //! operation is answered only after its transaction committed. If a database error
 //! hits a batch, the transaction is rolled back and every operation in it is retried
-//! alone, so one bad operation cannot fail its neighbours. What the operations do is
-//! [`super::ops`].
+//! alone, so one bad operation cannot fail its neighbours. A batch whose `COMMIT` got
+//! no reply is first looked up: answered as committed if it was, retried if it was
+//! not, and failed, not retried, if that cannot be learned (`ops::Failed`). What the
+//! operations do is [`super::ops`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,8 +15,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::backend::Tx;
 use super::durable::{Fence, SyncFailed};
-use super::ops::{self, Op};
-use super::{StatusChange, WriterStats};
+use super::ops::{self, Failed, Op};
+use super::{StatusChange, StoreError, WriterStats};
 use crate::jobs::Deliveries;
 use crate::signing::Signer;
 
@@ -82,25 +84,20 @@ pub(crate) async fn run<T: Tx>(mut tx: T, mut queue: mpsc::Receiver<Op>, setup: 
         };
         let committed = match ops::run_batch(&mut tx, &mut batch, this).await {
             Ok(committed) => committed,
-            Err(error) => {
+            Err(Failed::RolledBack(error)) => {
                 tracing::warn!(%error, size = batch.len(), "batch failed; retrying its operations one by one");
                 let mut committed = Vec::new();
                 for op in batch.iter_mut() {
-                    // Each gets a second try: on SQLite, another process may append
-                    // to the audit chain after the op before it committed, and the
-                    // op's first event collides with it; the failure rolled back and
-                    // forgot the cached head, so the retry reads it under the lock.
-                    let mut outcome =
-                        alone(&mut tx, op, deliveries, &mut checkpoints, &stats).await;
-                    if outcome.is_err() {
-                        outcome = alone(&mut tx, op, deliveries, &mut checkpoints, &stats).await;
-                    }
-                    match outcome {
-                        Ok(changes) => committed.extend(changes),
-                        Err(error) => op.fail(super::StoreError::Database(error)),
-                    }
+                    committed
+                        .extend(retry(&mut tx, op, deliveries, &mut checkpoints, &stats).await);
                 }
                 committed
+            }
+            Err(Failed::Unknown(why)) => {
+                for op in batch.iter_mut() {
+                    op.fail(unknown(&why));
+                }
+                Vec::new()
             }
         };
         stats.batch(began.elapsed());
@@ -203,6 +200,47 @@ impl Held {
     }
 }
 
+/// Runs `op` again, alone, after its batch failed, and sets its answer; answers the
+/// status changes to announce if it committed. It gets a second try: on SQLite,
+/// another process may append to the audit chain after the op before it committed,
+/// and the op's first event collides with it; the failure rolled back and forgot the
+/// cached head, so the retry reads it under the lock. None after a commit whose
+/// outcome is unknown: it may have been made.
+async fn retry<T: Tx>(
+    tx: &mut T,
+    op: &mut Op,
+    deliveries: Deliveries,
+    checkpoints: &mut Option<ops::Checkpoints>,
+    stats: &WriterStats,
+) -> Vec<StatusChange> {
+    let mut outcome = alone(tx, op, deliveries, checkpoints, stats).await;
+    if let Err(Failed::RolledBack(_)) = outcome {
+        outcome = alone(tx, op, deliveries, checkpoints, stats).await;
+    }
+    match outcome {
+        Ok(changes) => changes,
+        Err(Failed::RolledBack(error)) => {
+            op.fail(StoreError::Database(error));
+            Vec::new()
+        }
+        Err(Failed::Unknown(why)) => {
+            op.fail(unknown(&why));
+            Vec::new()
+        }
+    }
+}
+
+/// The error an operation fails with when its batch's `COMMIT` got no reply and
+/// whether it committed could not be learned (`why`): a database error, as when the
+/// database cannot be reached, whose words say that the write may have been made.
+fn unknown(why: &sqlx::Error) -> StoreError {
+    let words = format!(
+        "the write's COMMIT got no reply and the database could not be asked whether it \
+         committed, so it may have been made ({why})"
+    );
+    StoreError::Database(sqlx::Error::Io(std::io::Error::other(words)))
+}
+
 /// Runs `op` in a transaction of its own, its earlier answer (if any) cleared.
 async fn alone<T: Tx>(
     tx: &mut T,
@@ -210,7 +248,7 @@ async fn alone<T: Tx>(
     deliveries: Deliveries,
     checkpoints: &mut Option<ops::Checkpoints>,
     stats: &WriterStats,
-) -> sqlx::Result<Vec<StatusChange>> {
+) -> Result<Vec<StatusChange>, Failed> {
     op.clear();
     let this = ops::Batch {
         deliveries,

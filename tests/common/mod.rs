@@ -11,6 +11,7 @@ pub mod deps;
 pub mod fake_slack;
 pub mod fake_socket;
 pub mod fuzz;
+pub mod pg_cut;
 pub mod receiver;
 pub mod server;
 pub mod slack;

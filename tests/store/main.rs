@@ -9,5 +9,6 @@ mod concurrency;
 mod fences;
 mod helpers;
 mod lifecycle;
+mod lost_commits;
 mod operations;
 mod slack_votes;

@@ -308,15 +308,32 @@ impl Done {
     }
 }
 
+/// Why a batch is not answered as committed; the answers its operations set are void.
+#[derive(Debug)]
+pub(crate) enum Failed {
+    /// A database error: the transaction was rolled back (or its `COMMIT`'s reply was
+    /// lost and it is known not to have committed, or it appended nothing, see
+    /// [`committed_after_all`]), so its operations may run again.
+    RolledBack(sqlx::Error),
+    /// Its `COMMIT` was sent and the reply lost, and whether it committed could not be
+    /// learned (why: the error): running its operations again could apply them twice.
+    Unknown(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(error: sqlx::Error) -> Self {
+        Failed::RolledBack(error)
+    }
+}
+
 /// Runs `ops` in one transaction and sets each one's answer (its output, or why it was
-/// refused); answers the status changes to announce once it committed. `Err` means a
-/// database error: the transaction was rolled back, and the answers set are void.
+/// refused); answers the status changes to announce once it committed.
 /// With `checkpoints`, a signed audit checkpoint joins the batch when one is due.
 pub(crate) async fn run_batch<T: Tx>(
     tx: &mut T,
     ops: &mut [Op],
     batch_of: Batch<'_>,
-) -> sqlx::Result<Vec<StatusChange>> {
+) -> Result<Vec<StatusChange>, Failed> {
     tx.begin().await?;
     let outcome = batch(tx, ops, batch_of).await;
     if outcome.is_err() {
@@ -341,7 +358,7 @@ async fn batch<T: Tx>(
     tx: &mut T,
     ops: &mut [Op],
     batch_of: Batch<'_>,
-) -> sqlx::Result<Vec<StatusChange>> {
+) -> Result<Vec<StatusChange>, Failed> {
     let Batch {
         deliveries,
         mut checkpoints,
@@ -415,11 +432,11 @@ async fn batch<T: Tx>(
     });
     let asked = asked.max();
     let drafts = std::mem::take(&mut done.audit);
-    let newest = append_audit(tx, drafts, checkpoints.as_deref(), asked).await?;
+    let (appended, newest) = append_audit(tx, drafts, checkpoints.as_deref(), asked).await?;
     if !done.changes.is_empty() {
         tx.announce(&done.changes).await?;
     }
-    commit(tx, ops, stats, waiting(), started).await?;
+    commit(tx, ops, stats, waiting(), started, appended).await?;
     if let Some(checkpoints) = checkpoints.as_mut() {
         checkpoints.committed(newest);
     }
@@ -429,16 +446,20 @@ async fn batch<T: Tx>(
 /// Commits the batch that began at `started` (the next transaction opened with it
 /// when operations are `waiting`), and logs it at debug level: what a slow write
 /// waited behind (`RUST_LOG=signoff::store::ops=debug`; nothing is formatted unless
-/// that level is on).
+/// that level is on). `appended` is the last audit event the batch appended, by which
+/// a commit whose reply was lost is known to have committed or not.
 async fn commit<T: Tx>(
     tx: &mut T,
     ops: &[Op],
     stats: &WriterStats,
     waiting: bool,
     started: Instant,
-) -> sqlx::Result<()> {
+    appended: Option<(i64, String)>,
+) -> Result<(), Failed> {
     let committing = Instant::now();
-    tx.commit(waiting).await?;
+    if let Err(error) = tx.commit(waiting).await {
+        committed_after_all(tx, ops, error, appended).await?;
+    }
     let committed = committing.elapsed();
     stats.commit(committed);
     tracing::debug!(
@@ -451,15 +472,58 @@ async fn commit<T: Tx>(
     Ok(())
 }
 
+/// After the batch's commit failed with `error`: `Ok` when it committed all the same
+/// (the reply was lost on the way back), and the batch is answered as committed;
+/// else whether its operations may run again ([`Failed`]). Running them again after
+/// they committed would answer an execute that took place as refused (already
+/// executed), and would create and spend a second approval for a call spent at
+/// once; so it is learned first ([`Tx::committed_after_all`]), and when that cannot
+/// be learned they fail, not run again.
+async fn committed_after_all<T: Tx>(
+    tx: &mut T,
+    ops: &[Op],
+    error: sqlx::Error,
+    appended: Option<(i64, String)>,
+) -> Result<(), Failed> {
+    // A batch that appended no audit event changed no approval, token or chain: its
+    // claims and deferrals take only jobs still free or still leased to them, its
+    // reports change only jobs that still hold their claims' leases, and links and
+    // closed Slack batches are set again to what they are; a checkpoint is appended
+    // only when the chain has grown past the table's newest. Each may run again,
+    // committed or not.
+    let Some((seq, hash)) = appended else {
+        return Err(Failed::RolledBack(error));
+    };
+    match tx.committed_after_all(&error, (seq, &hash)).await {
+        Ok(None) => Err(Failed::RolledBack(error)),
+        Ok(Some(true)) => {
+            tracing::warn!(%error, operations = ops.len(), kinds = %Kinds(ops), seq,
+                "a write batch's COMMIT got no reply, and the batch committed: answered as committed");
+            Ok(())
+        }
+        Ok(Some(false)) => {
+            tracing::warn!(%error, operations = ops.len(), kinds = %Kinds(ops), seq,
+                "a write batch's COMMIT got no reply, and the batch did not commit: its operations run again");
+            Err(Failed::RolledBack(error))
+        }
+        Err(unknown) => {
+            tracing::warn!(%error, why = %unknown, operations = ops.len(), kinds = %Kinds(ops), seq,
+                "a write batch's COMMIT got no reply, and whether it committed cannot be learned: its operations fail");
+            Err(Failed::Unknown(unknown))
+        }
+    }
+}
+
 /// Links the batch's audit drafts onto the chain and, with `checkpoints`, appends a
 /// signed checkpoint if one is due at the newest event's time (or at `asked`, the time
-/// a checkpoint was asked for). Answers what it found of the checkpoints.
+/// a checkpoint was asked for). Answers the last event it linked, `(seq, hash)`, and
+/// what it found of the checkpoints.
 async fn append_audit<T: Tx>(
     tx: &mut T,
     drafts: Vec<Draft>,
     checkpoints: Option<&Checkpoints>,
     asked: Option<DateTime<Utc>>,
-) -> sqlx::Result<checkpoint::Looked> {
+) -> sqlx::Result<(Option<(i64, String)>, checkpoint::Looked)> {
     let checkpoint_at = drafts.iter().map(|draft| draft.at).chain(asked).max();
     let mut head = None;
     if !drafts.is_empty() {
@@ -471,10 +535,13 @@ async fn append_audit<T: Tx>(
             head = Some((last.seq, last.hash.clone()));
         }
     }
-    match (checkpoints, checkpoint_at) {
-        (Some(checkpoints), Some(at)) => checkpoint::append_if_due(tx, checkpoints, at, head).await,
-        _ => Ok(checkpoint::Looked::default()),
-    }
+    let looked = match (checkpoints, checkpoint_at) {
+        (Some(checkpoints), Some(at)) => {
+            checkpoint::append_if_due(tx, checkpoints, at, head.clone()).await?
+        }
+        _ => checkpoint::Looked::default(),
+    };
+    Ok((head, looked))
 }
 
 /// Runs one operation of the batch and sets its answer; what it leaves behind joins

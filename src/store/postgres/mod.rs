@@ -110,8 +110,14 @@ const READERS: usize = 16;
 /// unclassified, whatever they say).
 pub const WRITER_SETTING: (&str, &str) = ("signoff.writer", "on");
 
-/// Opens the database, its schema as `schema` says.
-pub(crate) async fn open(url: &str, schema: Schema) -> Result<(PgReads, PgTx)> {
+/// Opens the database, its schema as `schema` says; the writer tries for
+/// `learn_within` to learn whether a commit whose reply was lost committed
+/// (`lost_commit`).
+pub(crate) async fn open(
+    url: &str,
+    schema: Schema,
+    learn_within: Duration,
+) -> Result<(PgReads, PgTx)> {
     let options = PgConnectOptions::from_str(url)
         .map_err(|error| {
             StoreError::Invalid(format!(
@@ -161,6 +167,8 @@ pub(crate) async fn open(url: &str, schema: Schema) -> Result<(PgReads, PgTx)> {
             head: None,
             begun: false,
             unplanned_in: tx::REPLAN_EVERY,
+            process: None,
+            learn_within,
         },
     ))
 }
@@ -325,11 +333,13 @@ macro_rules! unnest_arrays {
 mod batches;
 mod coalesced;
 mod deferred;
+mod lost_commit;
 mod outbox;
 mod reads;
 mod requests;
 mod tx;
 mod watermark;
 
+pub(crate) use lost_commit::LEARN_WITHIN;
 pub(crate) use reads::PgReads;
 pub(crate) use tx::PgTx;

@@ -2,6 +2,7 @@
 //! the generic writer (`store::writer`) is made of.
 
 use super::deferred::Deferred;
+use super::lost_commit::ServerProcess;
 use super::watermark::Timers;
 use super::*;
 
@@ -55,6 +56,11 @@ pub(crate) struct PgTx {
     /// Transactions to go before the statements' kept plans are dropped
     /// ([`REPLAN_EVERY`]).
     pub(super) unplanned_in: u32,
+    /// The server process behind `conn`, read when it connected: the one to end when a
+    /// commit's reply is lost (`lost_commit`).
+    pub(super) process: Option<ServerProcess>,
+    /// How long to try to learn whether a commit whose reply was lost committed.
+    pub(super) learn_within: std::time::Duration,
 }
 
 impl PgTx {
@@ -115,7 +121,9 @@ impl PgTx {
 impl Tx for PgTx {
     async fn begin(&mut self) -> sqlx::Result<()> {
         if self.conn.is_none() {
-            self.conn = Some(self.pool.acquire().await?);
+            let mut conn = self.pool.acquire().await?;
+            self.process = Some(ServerProcess::of(&mut conn).await?);
+            self.conn = Some(conn);
         }
         self.locations.clear();
         self.timers = Timers::default();
@@ -147,6 +155,14 @@ impl Tx for PgTx {
         sqlx::raw_sql(sql).execute(self.conn().await?).await?;
         self.begun = then_begin;
         Ok(())
+    }
+
+    async fn committed_after_all(
+        &mut self,
+        error: &sqlx::Error,
+        appended: (i64, &str),
+    ) -> sqlx::Result<Option<bool>> {
+        self.learn_commit(error, appended).await
     }
 
     async fn rollback(&mut self) {

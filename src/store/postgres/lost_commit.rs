@@ -1,0 +1,153 @@
+//! A `COMMIT` whose reply was lost: the connection broke after the commit was sent, and
+//! the server may have committed it before the break or not. Answering such a batch as
+//! failed when it committed tells the caller of an execute that it did not happen while
+//! the audit log says it did, and running it again applies it twice (a second execute
+//! is refused as already executed, a call spent at once is spent again); so what
+//! became of it is learned first ([`Tx::committed_after_all`]), on a connection of its
+//! own. The writer's old server process may still be running the commit: it is ended
+//! (`pg_terminate_backend`, which a role may do to its own sessions, and which does
+//! nothing to a process already gone), and once it is gone its transaction has
+//! committed or rolled back, nothing in between. Then the batch committed if and only
+//! if the last audit event it appended is in the log (every batch that changes an
+//! approval or a token appends one, and no other transaction can write the same event:
+//! its hash covers the chain before it).
+//!
+//! [`Tx::committed_after_all`]: crate::store::backend::Tx::committed_after_all
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgSeverity};
+use sqlx::{Connection, PgConnection};
+
+use super::PgTx;
+
+/// How long the writer tries, unless told otherwise, to learn whether a commit whose
+/// reply was lost committed (a restarting server has this long to come back) before it
+/// gives up and fails the batch's operations. Every write waits meanwhile.
+pub(crate) const LEARN_WITHIN: Duration = Duration::from_secs(10);
+
+/// How often it looks again: whether the old server process is gone, and after a
+/// failed attempt (the server not reachable).
+const POLL: Duration = Duration::from_millis(20);
+
+/// The server process behind a connection: its pid, and when it started, which tells
+/// it from a later process given the same pid.
+pub(crate) struct ServerProcess {
+    pid: i32,
+    started: DateTime<Utc>,
+}
+
+impl ServerProcess {
+    /// The process behind `conn`: one statement, when the writer connects.
+    pub(super) async fn of(conn: &mut PgConnection) -> sqlx::Result<Self> {
+        let (pid, started) = sqlx::query_as(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        )
+        .fetch_one(conn)
+        .await?;
+        Ok(ServerProcess { pid, started })
+    }
+}
+
+/// Whether `error`, from a commit, leaves unknown whether it committed: any error but
+/// one the server answered, since the reply may be what was lost, and a fatal one too
+/// (the server ends the session, as when it shuts down or the session is terminated),
+/// which may come after the `COMMIT` of `COMMIT; BEGIN` has committed.
+fn outcome_unknown(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(error) = error else {
+        return true;
+    };
+    error
+        .try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|error| matches!(error.severity(), PgSeverity::Fatal | PgSeverity::Panic))
+}
+
+impl PgTx {
+    /// [`Tx::committed_after_all`] on PostgreSQL (see the module's comment), trying
+    /// for `learn_within` at most.
+    ///
+    /// [`Tx::committed_after_all`]: crate::store::backend::Tx::committed_after_all
+    pub(super) async fn learn_commit(
+        &mut self,
+        error: &sqlx::Error,
+        (seq, hash): (i64, &str),
+    ) -> sqlx::Result<Option<bool>> {
+        self.deferred.discard();
+        if !outcome_unknown(error) {
+            return Ok(None);
+        }
+        // Broken, or in a state nobody knows: never used again.
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
+        }
+        let Some(process) = self.process.take() else {
+            return Err(sqlx::Error::Protocol(
+                "the writer's server process is not known".into(),
+            ));
+        };
+        let options = self.pool.connect_options();
+        let mut failed = None;
+        let looked = tokio::time::timeout(self.learn_within, async {
+            loop {
+                match look(&options, &process, seq, hash).await {
+                    Ok(committed) => return committed,
+                    Err(error) => failed = Some(error),
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        })
+        .await;
+        match looked {
+            Ok(committed) => Ok(Some(committed)),
+            Err(_) => Err(failed.unwrap_or_else(|| {
+                let words = format!("not learned within {:?}", self.learn_within);
+                sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, words))
+            })),
+        }
+    }
+}
+
+/// One attempt, on a new connection: ends the old server `process`, waits until it is
+/// gone, and answers whether the audit event `(seq, hash)` is in the log.
+async fn look(
+    options: &PgConnectOptions,
+    process: &ServerProcess,
+    seq: i64,
+    hash: &str,
+) -> sqlx::Result<bool> {
+    let mut conn = PgConnection::connect_with(options).await?;
+    let &ServerProcess { pid, started } = process;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE pid = $1 AND backend_start = $2",
+    )
+    .bind(pid)
+    .bind(started)
+    .execute(&mut conn)
+    .await?;
+    // Each statement its own transaction, so each reads the processes afresh.
+    loop {
+        let running: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2)",
+        )
+        .bind(pid)
+        .bind(started)
+        .fetch_one(&mut conn)
+        .await?;
+        if !running {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let committed = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq = $1 AND hash = $2)",
+    )
+    .bind(seq)
+    .bind(hash)
+    .fetch_one(&mut conn)
+    .await?;
+    // Nothing more is asked of it: an error closing it changes nothing learned.
+    let _ = conn.close().await;
+    Ok(committed)
+}
