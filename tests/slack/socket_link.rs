@@ -173,9 +173,17 @@ async fn an_envelope_that_comes_after_the_sockets_close_is_left_to_its_redeliver
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut sent = 0.0;
     while metric(&app, &left("events_api")).await == 0.0 {
-        assert!(Instant::now() < deadline, "the old socket's close was never queued");
+        assert!(
+            Instant::now() < deadline,
+            "the old socket's close was never queued"
+        );
         sent += 1.0;
-        old.send(&envelope(&format!("probe-{sent}"), "events_api", &json!({}), false));
+        old.send(&envelope(
+            &format!("probe-{sent}"),
+            "events_api",
+            &json!({}),
+            false,
+        ));
         // Each probe read (served, or left) before the next.
         while metric(&app, acked).await + metric(&app, &left("events_api")).await < sent {
             assert!(Instant::now() < deadline, "probe {sent} was never read");

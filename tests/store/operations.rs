@@ -1307,7 +1307,12 @@ async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     let publish = async || {
         store.get(id).await.unwrap();
         let hash = signoff::tokens::hash("sgf_publish");
-        assert!(store.token_insert("publish", &hash, clock.now()).await.unwrap());
+        assert!(
+            store
+                .token_insert("publish", &hash, clock.now())
+                .await
+                .unwrap()
+        );
     };
     let before = published_scans(last_read, publish, &mut conn, &tables).await;
     for _ in 0..3 {
@@ -1411,7 +1416,10 @@ async fn final_scans(conn: &mut sqlx::PgConnection, tables: &[&str]) -> Vec<(Str
     .await
     .unwrap();
     assert!(ended.len() >= 2, "the store's writer and reader: {ended:?}");
-    assert!(ended.iter().all(|(_, gone)| *gone), "each exited: {ended:?}");
+    assert!(
+        ended.iter().all(|(_, gone)| *gone),
+        "each exited: {ended:?}"
+    );
     seq_scans(conn, tables).await
 }
 
