@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics`): HTTP requests by route and status, request
 //! latency, approvals created, decisions by outcome, Socket Mode envelopes (by type
-//! and outcome) and unreadable frames, and the store's single writer: queue wait,
-//! batch and commit times, operations per batch (`store::WriterStats`).
+//! and outcome) and unreadable frames, long-polls waiting and request bodies being
+//! read now, and the store's single writer: queue wait, batch and commit times,
+//! operations per batch (`store::WriterStats`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -66,6 +68,8 @@ pub struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     socket_envelopes: Family<EnvelopeLabels, Counter>,
     socket_unparsed: Family<ReasonLabels, Counter>,
+    long_polls: Gauge,
+    bodies: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,6 +82,8 @@ impl Default for Metrics {
         let decisions = Family::<DecisionLabels, Counter>::default();
         let socket_envelopes = Family::<EnvelopeLabels, Counter>::default();
         let socket_unparsed = Family::<ReasonLabels, Counter>::default();
+        let long_polls = Gauge::default();
+        let bodies = Gauge::default();
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -100,13 +106,26 @@ impl Default for Metrics {
         );
         registry.register(
             "socket_mode_envelopes",
-            "Socket Mode envelopes by type and outcome (acked, redelivered, failed)",
+            "Socket Mode envelopes by type and outcome (acked, redelivered, failed, left: came \
+             after its socket's close, unserved and unacked, for Slack to deliver again)",
             socket_envelopes.clone(),
         );
         registry.register(
             "socket_mode_unparsed",
             "Socket Mode frames or envelopes that could not be read or served, by reason; never acked",
             socket_unparsed.clone(),
+        );
+        registry.register(
+            "long_polls_waiting",
+            "Long-polls (GET /v1/approvals/{id}?wait=, the MCP check tool's wait) waiting now \
+             for a pending approval's decision",
+            long_polls.clone(),
+        );
+        registry.register(
+            "http_request_bodies_reading",
+            "Requests whose body is being read now: their head was read, and on the API their \
+             token checked",
+            bodies.clone(),
         );
         Self {
             registry,
@@ -116,7 +135,26 @@ impl Default for Metrics {
             decisions,
             socket_envelopes,
             socket_unparsed,
+            long_polls,
+            bodies,
         }
+    }
+}
+
+/// One in a gauge for as long as it is held (also when the request is dropped midway).
+#[must_use = "counts only while held"]
+pub struct Held(Gauge);
+
+impl Held {
+    fn on(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Held(gauge.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -150,7 +188,7 @@ impl Metrics {
     }
 
     /// A Socket Mode envelope of `kind` served (`acked`), acked again (`redelivered`),
-    /// or failed.
+    /// failed, or `left` for Slack to deliver again (it came after its socket's close).
     pub fn socket_envelope(&self, kind: &'static str, outcome: &'static str) {
         self.socket_envelopes
             .get_or_create(&EnvelopeLabels {
@@ -165,6 +203,16 @@ impl Metrics {
         self.socket_unparsed
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// A long-poll waiting for a pending approval's decision, until dropped.
+    pub fn long_poll_waiting(&self) -> Held {
+        Held::on(&self.long_polls)
+    }
+
+    /// A request body being read, until dropped.
+    pub fn body_reading(&self) -> Held {
+        Held::on(&self.bodies)
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {

@@ -23,9 +23,9 @@ async fn a_waiting_long_poll_answers_when_the_decision_commits() {
             async move { read(http.get(url).bearer_auth(token).send().await.unwrap()).await },
         )
     };
-    // Let the poll reach the server and start waiting; a decision before it started
-    // waiting must be seen too, so the exact moment does not matter.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Decided once the poll is parked (a decision before it started waiting is seen
+    // too, but would not test the wake-up).
+    app.until_metric("signoff_long_polls_waiting", 1.0).await;
     assert!(
         !poll.is_finished(),
         "a pending approval keeps the long-poll waiting"
@@ -265,7 +265,9 @@ async fn a_long_poll_reads_the_approval_again_at_its_deadline(db: common::TestDb
             async move { read(http.get(url).bearer_auth(token).send().await.unwrap()).await },
         )
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Written behind its back once it is parked (written before, its first read would
+    // already answer denied).
+    app.until_metric("signoff_long_polls_waiting", 1.0).await;
     let unannounced = format!(
         "UPDATE pending_approvals SET status = 'denied', decided_by = 'U9', \
          version = version + 1 WHERE id = '{id}'"

@@ -239,7 +239,8 @@ async fn a_decision_missed_while_the_listen_connection_was_down_is_read_again() 
         .bearer_auth(&app.token)
         .send();
     let waiting = tokio::spawn(async move { read(waiting.await.unwrap()).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Parked before its notice is lost (started later, it would read the decision).
+    app.until_metric("signoff_long_polls_waiting", 1.0).await;
 
     let name = app.db.url.rsplit('/').next().unwrap().to_owned();
     both_listening(&name).await;

@@ -125,8 +125,8 @@ async fn an_agent_asks_waits_and_spends_an_approval_through_the_mcp_tools(db: Te
     client.cancel().await.unwrap();
 }
 
-/// `check_approval_status` with a long wait is still waiting half a second on, and
-/// answers the moment the (two) approvals commit, saying what to do next.
+/// `check_approval_status` with a long wait parks (as a long-poll) until the (two)
+/// approvals commit, and answers the moment they do, saying what to do next.
 async fn wait_for_the_decision(app: &TestApp, id: &str) {
     let waiting = {
         let id = id.to_owned();
@@ -142,8 +142,8 @@ async fn wait_for_the_decision(app: &TestApp, id: &str) {
             result
         })
     };
-    // Still waiting a moment later: the answer below is the wake-up, not a first read.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Parked before the decision: the answer below is the wake-up, not a first read.
+    app.until_metric("signoff_long_polls_waiting", 1.0).await;
     assert!(
         !waiting.is_finished(),
         "the wait answered before a decision"

@@ -56,8 +56,8 @@ async fn a_long_poll_whose_token_is_revoked_meanwhile_reads_nothing(db: TestDb) 
         .bearer_auth(&app.token)
         .send();
     let waiting = tokio::spawn(async move { read(waiting.await.unwrap()).await });
-    // The long-poll is let in, then waits.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The long-poll is let in, then waits: revoked only once it is parked.
+    app.until_metric("signoff_long_polls_waiting", 1.0).await;
     revoke(&app).await;
     app.approve(&id, "U1").await;
     let (status, body) = waiting.await.unwrap();
@@ -108,8 +108,10 @@ async fn a_body_that_arrives_after_its_token_was_revoked_asks_for_and_runs_nothi
     let asking = head_only(&app, "/v1/approvals", ask).await;
     let running = head_only(&app, &format!("/v1/approvals/{id}/execute"), run).await;
     let listing = head_only(&app, "/v1/policy/tools", tools).await;
-    // Each head is read and its token checked; then the token is revoked.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each head is read and its token checked (each request now reads its body); then
+    // the token is revoked.
+    app.until_metric("signoff_http_request_bodies_reading", 3.0)
+        .await;
     revoke(&app).await;
 
     let answers = [

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::server::{Server, signoff as run_ok};
+use crate::common::server::{Server, signoff as run_ok, until_metric};
 use crate::common::{self, TestDb};
 use crate::{assert_one_line_error, on_both_backends, signoff, stderr, stdout};
 
@@ -64,7 +64,8 @@ async fn a_decision_in_another_process_wakes_the_caller_and_is_audited(db: TestD
         let (address, token, id) = (server.address.clone(), token.clone(), first.clone());
         tokio::spawn(async move { get(&address, &token, &id, 30).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Decided once it is parked: decided before, its first read would answer.
+    until_metric(&server.address, "signoff_long_polls_waiting", 1.0).await;
     let started = Instant::now();
     let decided = signoff(
         &[
@@ -191,8 +192,10 @@ async fn a_refused_decision_is_one_line_and_changes_nothing(db: TestDb) {
         .json()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let id = short["approval_id"].as_str().unwrap();
+    // The server answers a long-poll at the expiry (no clock of the binary's to move).
+    let expired = get(&server.address, &token, id, 10).await;
+    assert_eq!(expired["status"], "expired", "{expired}");
     assert_one_line_error(
         &signoff(&["decide", id, "approve", "--as", "bob"], &db.url),
         "expired",

@@ -296,6 +296,12 @@ impl App {
             .unwrap()
     }
 
+    /// Waits (at most 10 s) until `series` of `/metrics` reads `value`: see
+    /// [`super::server::until_metric`].
+    pub async fn until_metric(&self, series: &str, value: f64) {
+        super::server::until_metric(&self.address, series, value).await;
+    }
+
     /// A second store and server on the same database, with the same policy and clock.
     pub async fn replica(&self) -> Replica {
         let store = Store::connect(&self.db.url)

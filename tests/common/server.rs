@@ -202,6 +202,46 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
     check()
 }
 
+/// One series of the `/metrics` of the server at `base` (e.g.
+/// `signoff_long_polls_waiting`, or one with its labels), 0 when absent.
+pub async fn metric(base: &str, series: &str) -> f64 {
+    let text = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits until `series` of the server at `base` reads `value` (a state of the server
+/// the test cannot otherwise see, such as a long-poll parked), polling; panics after
+/// 10 s.
+pub async fn until_metric(base: &str, series: &str, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = metric(base, series).await;
+        if now == value {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {now}, not {value}, after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A client for the tests' plain-HTTP servers, to set up further. signoff compiles one
 /// rustls provider (ring) and reqwest none of its own (`rustls-no-provider`), so every
 /// client names its TLS config; this one trusts no certificate: plain HTTP needs none.

@@ -179,13 +179,17 @@ async fn a_call_still_pending_after_the_hold_says_where_and_a_repeat_joins_the_s
         "{text}"
     );
     assert_eq!(first.is_error, Some(true));
-    // The repeat waits on the same approval; the decision comes while it is held.
+    // The repeat waits on the same approval; the decision comes while it is held: once
+    // the proxy, listening for it, has read it pending (one more read of it served).
+    let reads =
+        r#"signoff_http_requests_total{method="GET",route="/v1/approvals/{id}",status="200"}"#;
+    let before = crate::common::server::metric(&h.app.address, reads).await;
     let peer = proxy.client.peer().clone();
     let again = tokio::spawn(async move {
         peer.call_tool(call("delete_things", json!({"ids": [7]})))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::common::server::until_metric(&h.app.address, reads, before + 1.0).await;
     assert!(!again.is_finished(), "the repeat waits for the decision");
     h.approve(&id, "U0ALICE").await;
     let result = again.await.unwrap().unwrap();

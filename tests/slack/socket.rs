@@ -153,7 +153,16 @@ async fn a_redelivered_envelope_is_acked_again_and_never_served_twice(db: TestDb
     app.ephemerals_to("U0MALLORY", 1).await;
     conn.send(&redelivery(&refused, 1));
     conn.ack_of("e-2").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Served again, it would have been counted before this ack (and replied to).
+    assert_eq!(
+        metric(
+            &app,
+            r#"signoff_socket_mode_envelopes_total{type="interactive",outcome="acked"}"#
+        )
+        .await,
+        2.0,
+        "e-1 and e-2, each served once"
+    );
     assert_eq!(app.slack.calls_to("chat.postEphemeral").len(), 1);
     assert_eq!(
         metric(

@@ -147,9 +147,6 @@ async fn a_replaced_socket_stays_open_until_an_envelope_it_took_late_is_acked() 
     );
 }
 
-/// The app with Socket Mode and `drain`, its first socket greeted, and a click on a
-/// deploy being served on it: Carol approves as a member of S0SRE, which Slack takes
-/// `listing` to list.
 /// An envelope that reaches a socket after signoff queued its close is left for
 /// Slack to deliver again (its ack could not go out): it takes effect only from the
 /// copy on the new socket, which is acked there.
@@ -167,11 +164,36 @@ async fn an_envelope_that_comes_after_the_sockets_close_is_left_to_its_redeliver
     old.disconnect("refresh_requested");
     let mut new = socket.accept().await;
     new.hello();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // ...and sends a click on it meanwhile.
+    // The close is queued once the new socket is up: until then an envelope on the old
+    // one is served and acked. Slack's events need nothing, so they probe it.
+    let left = |kind: &str| {
+        format!("signoff_socket_mode_envelopes_total{{type=\"{kind}\",outcome=\"left\"}}")
+    };
+    let acked = r#"signoff_socket_mode_envelopes_total{type="events_api",outcome="acked"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sent = 0.0;
+    while metric(&app, &left("events_api")).await == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the old socket's close was never queued"
+        );
+        sent += 1.0;
+        old.send(&envelope(
+            &format!("probe-{sent}"),
+            "events_api",
+            &json!({}),
+            false,
+        ));
+        // Each probe read (served, or left) before the next.
+        while metric(&app, acked).await + metric(&app, &left("events_api")).await < sent {
+            assert!(Instant::now() < deadline, "probe {sent} was never read");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // ...and sends a click on it meanwhile, left like the probe before it.
     let approve = click("e-late", &deploy, "U0CAROL", "approve", &deploy_message);
     old.send(&approve);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.until_metric(&left("interactive"), 1.0).await;
     assert!(
         app.approval(&deploy).await.votes.is_empty(),
         "served on a socket that could not ack it"
@@ -182,6 +204,9 @@ async fn an_envelope_that_comes_after_the_sockets_close_is_left_to_its_redeliver
     assert_eq!(decided.votes.len(), 1);
 }
 
+/// The app with Socket Mode and `drain`, its first socket greeted, and a click on a
+/// deploy being served on it: Carol approves as a member of S0SRE, which Slack takes
+/// `listing` to list.
 async fn serving_a_click(drain: Duration, listing: Duration) -> (TestApp, FakeSocket, Conn) {
     let timings = signoff::http::slack::socket::Timings {
         drain,

@@ -1,6 +1,6 @@
 //! Expiry timers, change notices, the audit log, tokens, health and the shared table.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use signoff::approval::{Decision, Rejection, Status};
@@ -1186,8 +1186,7 @@ async fn the_request_key_lookup_follows_the_table_as_it_grows_on_postgres() {
 /// the approvals and their messages grow, a post's report (whose statement joins its
 /// approval, to check the version the message shows, and its message) scans neither
 /// table. Counted with
-/// the tables' scan statistics, which a backend publishes at the end of a transaction
-/// a second or more after it last did.
+/// the tables' scan statistics (see [`published_scans`] and [`final_scans`]).
 #[tokio::test]
 async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     let Some(db) = common::postgres("writer_plans").await else {
@@ -1216,18 +1215,17 @@ async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     for _ in 0..50 {
         post_and_report(&store).await;
     }
-    let scans = async |store: &signoff::store::Store, conn: &mut sqlx::PgConnection| {
-        // A second on, the writer's next transaction publishes its counts.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        create(store, &clock, "publish", json!({ "at": clock.now() })).await;
-        clock.advance(Duration::from_secs(1));
-        seq_scans(conn, &["pending_approvals", "slack_messages"]).await
+    let tables = ["pending_approvals", "slack_messages"];
+    // What the writer and the reader (each report's `due_jobs`) counted so far.
+    let publish = async || {
+        let published = create(&store, &clock, "publish", json!({})).await;
+        store.get(published.id).await.unwrap();
     };
-    let before = scans(&store, &mut conn).await;
+    let before = published_scans(Instant::now(), publish, &mut conn, &tables).await;
     for _ in 0..5 {
         post_and_report(&store).await;
     }
-    let after = scans(&store, &mut conn).await;
+    let after = final_scans(&mut conn, &tables).await;
     assert_eq!(before.len(), 2);
     assert_eq!(after, before, "no whole-table scan of either table");
 }
@@ -1240,8 +1238,8 @@ async fn the_writers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
 /// made often enough on a fresh database for PostgreSQL to keep its plan, the tables
 /// grow to 20,000 rows, and the reads made again scan none of them whole. (Listing
 /// every approval and `/health/approvals`' counts read whole tables by design.)
-/// Counted with the tables' scan statistics, which the reads' connection publishes
-/// when it next goes idle a second or more after it last did.
+/// Counted with the tables' scan statistics (see [`published_scans`] and
+/// [`final_scans`]).
 #[tokio::test]
 async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     let Some(db) = common::postgres("reader_plans").await else {
@@ -1287,6 +1285,7 @@ async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
     for _ in 0..8 {
         reads().await;
     }
+    let last_read = Instant::now();
     let mut conn = grow(
         &db,
         "INSERT INTO slack_messages (approval_id, channel, ts, kind, permalink, \
@@ -1313,17 +1312,23 @@ async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
         "slack_batch_members",
         "slack_messages",
     ];
-    let scans = async |conn: &mut sqlx::PgConnection| {
-        // The reads' connection publishes its counts as it goes idle after this read.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+    // What the reads' connection and the writer (the setup's) counted so far; a write
+    // that plans no delivery (`reads` finds none due).
+    let publish = async || {
         store.get(id).await.unwrap();
-        seq_scans(conn, &tables).await
+        let hash = signoff::tokens::hash("sgf_publish");
+        assert!(
+            store
+                .token_insert("publish", &hash, clock.now())
+                .await
+                .unwrap()
+        );
     };
-    let before = scans(&mut conn).await;
+    let before = published_scans(last_read, publish, &mut conn, &tables).await;
     for _ in 0..3 {
         reads().await;
     }
-    let after = scans(&mut conn).await;
+    let after = final_scans(&mut conn, &tables).await;
     assert_eq!(before.len(), tables.len());
     assert_eq!(after, before, "no whole-table scan of any table");
 }
@@ -1366,7 +1371,9 @@ async fn report_posted(
 }
 
 /// A connection to `db`'s database after 20,000 decided approvals named `filler` were
-/// inserted there, then `more` ran (statements that fill other tables from them).
+/// inserted there, then `more` ran (statements that fill other tables from them); what
+/// these statements counted is published as it returns (`pg_stat_force_next_flush()`,
+/// in their own session).
 async fn grow(db: &TestDb, more: &str) -> sqlx::PgConnection {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -1375,7 +1382,8 @@ async fn grow(db: &TestDb, more: &str) -> sqlx::PgConnection {
          INSERT INTO pending_approvals (id, tool_name, parameters, status, expires_at, \
            created_at, token_name, params_sha256, routing) \
          SELECT gen_random_uuid(), 'filler', '{{}}', 'denied', NOW() + interval '1 day', \
-           NOW(), 'filler', md5(g::text), '{{}}' FROM generate_series(1, 20000) g; {more}"
+           NOW(), 'filler', md5(g::text), '{{}}' FROM generate_series(1, 20000) g; {more}; \
+         SELECT pg_stat_force_next_flush()"
     );
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)
@@ -1384,9 +1392,54 @@ async fn grow(db: &TestDb, more: &str) -> sqlx::PgConnection {
     conn
 }
 
+/// Each of `tables` with its whole-table scans so far, by name, with everything the
+/// store's connections (the writer's, the readers') counted before `since` (when the
+/// test last used them): PostgreSQL's backends publish their counts as they go idle,
+/// but at most once a second (`PGSTAT_MIN_INTERVAL`), so `publish`, one statement on
+/// each connection made a second after `since`, publishes all each one holds. (Only a
+/// session itself can be told to publish at once, by `pg_stat_force_next_flush()`, and
+/// these sessions are the store's, not the test's.) A count left out here would be in
+/// [`final_scans`] and fail the test: it cannot make it pass.
+async fn published_scans(
+    since: Instant,
+    publish: impl AsyncFnOnce(),
+    conn: &mut sqlx::PgConnection,
+    tables: &[&str],
+) -> Vec<(String, i64)> {
+    tokio::time::sleep_until((since + Duration::from_millis(1100)).into()).await;
+    publish().await;
+    seq_scans(conn, tables).await
+}
+
+/// Each of `tables` with its whole-table scans, final: every other session on the
+/// database (the store's writer, readers and listener) is ended first.
+/// `pg_terminate_backend` with a timeout returns once the backend has exited, and a
+/// backend publishes what it still holds as it exits, so no scan the store made can be
+/// left out, however late its connection would have published it.
+async fn final_scans(conn: &mut sqlx::PgConnection, tables: &[&str]) -> Vec<(String, i64)> {
+    let ended: Vec<(i32, bool)> = sqlx::query_as(
+        "SELECT pid, pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
+         WHERE datname = current_database() AND backend_type = 'client backend' \
+           AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert!(ended.len() >= 2, "the store's writer and reader: {ended:?}");
+    assert!(
+        ended.iter().all(|(_, gone)| *gone),
+        "each exited: {ended:?}"
+    );
+    seq_scans(conn, tables).await
+}
+
 /// Each of `tables` with its whole-table scans so far, by name, as the backends last
-/// published them.
+/// published them (this session's cached snapshot of them dropped first).
 async fn seq_scans(conn: &mut sqlx::PgConnection, tables: &[&str]) -> Vec<(String, i64)> {
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     sqlx::query_as(
         "SELECT relname::text, seq_scan FROM pg_stat_user_tables \
          WHERE relname = ANY($1) ORDER BY relname",

@@ -397,6 +397,9 @@ async fn wait_for_decision(
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
     let mut approval = load(state, caller, id).await?;
+    // Counted in `signoff_long_polls_waiting` from here (subscribed, and read pending)
+    // until it answers or its client leaves.
+    let _waiting = (approval.status == Status::Pending).then(|| state.metrics.long_poll_waiting());
     // One past its expiry is answered at once (as expired, by `read`), not when the
     // scheduler's pass records it.
     while approval.status == Status::Pending

@@ -102,6 +102,8 @@ pub fn timed_out(rejection: &BytesRejection) -> bool {
 /// The whole body of `req`: over the body limit is 413, not all there within the time
 /// to send it (see `http::Limits::body`) is 408. For [`JsonBody`], [`RawBody`] and `/mcp`.
 pub async fn body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    // Counted in `signoff_http_request_bodies_reading` while it arrives.
+    let _reading = state.metrics.body_reading();
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge

@@ -226,6 +226,8 @@ impl Reader {
         });
         if !taken {
             tracing::info!(socket = self.id, envelope_id = %envelope.id, "Socket Mode envelope after the socket's close: left for Slack to deliver again");
+            let kind = envelope.kind.label();
+            self.shared.state.metrics.socket_envelope(kind, "left");
             return;
         }
         tokio::spawn(async move {
