@@ -303,12 +303,15 @@ where
 /// (`postgres://u:secret@h/db`) and a query's (`?password=secret`, which the
 /// PostgreSQL driver takes too). Written without percent-escapes, a user may hold an
 /// `@` (`user@server`) and a password any of `/?#@`, and a query may hold an `@`: the
-/// userinfo ends at the last `@` followed by a host, and its password runs from its
-/// first `:`. Where that is ambiguous, more is hidden, never less.
+/// userinfo ends at the last `@` followed by a host (or, with no host, the last `@`
+/// before the query: `postgres://u:pw@/db?host=/run/postgresql`), and its password
+/// runs from its first `:`. Text that is no URL (a mistyped scheme, libpq's
+/// `host=h password=pw`) has its `password=` values hidden and everything from its
+/// first `:` to its last `@`. Where that is ambiguous, more is hidden, never less.
 pub fn redact(url: &str) -> String {
     let url = redact_query(url);
     let Some(start) = url.find("://").map(|scheme| scheme + 3) else {
-        return url;
+        return redact_bare(&url);
     };
     let rest = &url[start..];
     // Before any `?` if it can be (the query's `@`s are no end), else the last.
@@ -319,11 +322,54 @@ pub fn redact(url: &str) -> String {
         .peekable();
     let query = rest.find('?').unwrap_or(rest.len());
     let last = ends.peek().copied();
-    let userinfo_end = ends.find(|at| *at < query).or(last);
+    let userinfo_end = ends
+        .find(|at| *at < query)
+        .or(last)
+        .or_else(|| rest[..query].rfind('@'));
     let password = userinfo_end.and_then(|at| Some((rest[..at].find(':')?, at)));
     match password {
         Some((colon, at)) => format!("{}:***{}", &url[..start + colon], &rest[at..]),
         None => url,
+    }
+}
+
+/// [`redact`] for text without `://`: each `…password=value` (a libpq keyword, its
+/// value quoted or not) hidden, then everything from the first `:` to the last `@`.
+fn redact_bare(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.to_ascii_lowercase().find("password") {
+        let after = &rest[at + "password".len()..];
+        let value = after.trim_start();
+        let Some(value) = value.strip_prefix('=') else {
+            shown.push_str(&rest[..at + "password".len()]);
+            rest = after;
+            continue;
+        };
+        let value = value.trim_start();
+        let len = match value.strip_prefix('\'') {
+            // Up to the closing quote (`\'` escapes one), or to the end.
+            Some(quoted) => quoted
+                .char_indices()
+                .scan(false, |escaped, (n, c)| {
+                    let end = c == '\'' && !*escaped;
+                    *escaped = c == '\\' && !*escaped;
+                    Some((n, end))
+                })
+                .find(|(_, end)| *end)
+                .map_or(value.len(), |(n, _)| n + 2),
+            None => value.find(char::is_whitespace).unwrap_or(value.len()),
+        };
+        shown.push_str(&rest[..rest.len() - value.len()]);
+        shown.push_str("***");
+        rest = &value[len..];
+    }
+    shown.push_str(rest);
+    match (shown.find(':'), shown.rfind('@')) {
+        (Some(colon), Some(at)) if colon < at => {
+            format!("{}:***{}", &shown[..colon], &shown[at..])
+        }
+        _ => shown,
     }
 }
 
@@ -476,6 +522,25 @@ mod tests {
         );
         // Two ends a host could follow: the last is the userinfo's.
         assert_eq!(redact("postgres://u:p@h/x@db/y"), "postgres://u:***@db/y");
+        // No host: a socket's directory in the query, or nothing at all.
+        assert_eq!(
+            redact("postgres://signoff:hunter2@/signoff?host=/run/postgresql"),
+            "postgres://signoff:***@/signoff?host=/run/postgresql"
+        );
+        assert_eq!(redact("postgres://u:hunter2@"), "postgres://u:***@");
+        // No URL: a mistyped scheme, libpq's keywords.
+        assert_eq!(redact("postgres:/u:hunter2@h/db"), "postgres:***@h/db");
+        assert_eq!(redact("postgres//u:hunter2@h/db"), "postgres//u:***@h/db");
+        assert_eq!(
+            redact("host=db user=signoff password=hunter2 dbname=x"),
+            "host=db user=signoff password=*** dbname=x"
+        );
+        assert_eq!(
+            redact("host=db PASSWORD = 'hun ter\\'2' sslpassword=k dbname=x"),
+            "host=db PASSWORD = *** sslpassword=*** dbname=x"
+        );
+        assert_eq!(redact("password='hunter2"), "password=***");
+        assert_eq!(redact("no password here"), "no password here");
         for url in [
             "",
             "://",
