@@ -159,21 +159,26 @@ impl StreamableHttpClient for Quiet {
 /// `url` as the proxy shows it: without userinfo, and with `…` for a query string or
 /// fragment (`https://user:key@host/mcp?api_key=k` is `https://host/mcp?…`). Works on
 /// the text, so that a URL that does not parse is shown no more than one that does.
+/// Written without its escapes, a password may hold `/`, `@`, `?` or `#`: the userinfo
+/// ends at the last `@` before the first `?` or `#`; an `@` only past one of those is a
+/// query's or a password's, which cannot be told apart, so nothing but the scheme is
+/// shown.
 pub fn redact_url(url: &str) -> String {
-    let (rest, hidden) = match url.find(['?', '#']) {
-        Some(at) => (&url[..at], Some(&url[at..at + 1])),
-        None => (url, None),
+    let (scheme, after) = match url.find("://") {
+        Some(at) => url.split_at(at + 3),
+        None => ("", url),
     };
-    let (scheme, after) = match rest.split_once("://") {
-        Some((scheme, after)) => (format!("{scheme}://"), after),
-        None => (String::new(), rest),
+    let before_mark = &after[..after.find(['?', '#']).unwrap_or(after.len())];
+    let from = match before_mark.rfind('@') {
+        Some(at) => at + 1,
+        None if after.contains('@') => return format!("{scheme}…"),
+        None => 0,
     };
-    let (authority, path) = after.split_at(after.find('/').unwrap_or(after.len()));
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let hidden = hidden.map_or(String::new(), |mark| format!("{mark}…"));
-    format!("{scheme}{host}{path}{hidden}")
+    let shown = &after[from..];
+    match shown.find(['?', '#']) {
+        Some(at) => format!("{scheme}{}{}…", &shown[..at], &shown[at..=at]),
+        None => format!("{scheme}{shown}"),
+    }
 }
 
 #[cfg(test)]
@@ -194,9 +199,18 @@ mod tests {
             ("https://u:p@host/a/b?k=secret#f", "https://host/a/b?…"),
             ("not a url?secret", "not a url?…"),
             ("user:secret@host/mcp", "host/mcp"),
+            // A password written without its escapes.
+            ("https://u:sec/ret@host/mcp", "https://host/mcp"),
+            ("https://u:sec@ret@host/mcp?k=v", "https://host/mcp?…"),
+            ("https://u:sec?ret@host/mcp", "https://…"),
+            ("https://u:sec#ret@host/mcp", "https://…"),
+            // An `@` in the query alone: a password's, as far as the text tells.
+            ("https://host/mcp?k=sec@ret", "https://…"),
+            ("https://u:p@host/mcp?k=sec@ret", "https://host/mcp?…"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
-            assert!(!redact_url(url).contains("secret"), "{url}");
+            assert!(!redact_url(url).contains("sec"), "{url}");
+            assert!(!redact_url(url).contains("ret"), "{url}");
         }
     }
 }
