@@ -84,6 +84,20 @@ pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// The policy file's path. An empty one is refused, not taken for the default: that
+/// would put a server meant to run under its rules (its deny rules, channels and
+/// approvers) on `./signoff.toml` or the built-in defaults, which post nowhere.
+pub fn parse_policy_path(raw: &str) -> Result<std::path::PathBuf, String> {
+    if raw.trim().is_empty() {
+        return Err(
+            "SIGNOFF_POLICY (--policy) is empty: name a policy file, or leave it \
+                    unset for ./signoff.toml or the built-in defaults"
+                .to_owned(),
+        );
+    }
+    Ok(raw.into())
+}
+
 /// `SIGNOFF_PUBLIC_URL`, checked, spaces around it aside: an http(s) URL with a host,
 /// such as `https://signoff.example.com`, which `signoff manifest` fills in and whose
 /// host and origin `/mcp` accepts. One check for both: a URL let through here that
@@ -120,12 +134,12 @@ pub fn parse_public_url(raw: &str) -> Result<&str, String> {
 
 /// The variables signoff reads that count as unset when set to the empty string, as
 /// container and compose files leave them (`SIGNOFF_POLICY=`): each has a default or
-/// is optional. `DATABASE_URL` is not among them: an empty one is refused rather than
-/// taken for the SQLite default, which would put a server meant for PostgreSQL on a
-/// file of its own.
-pub const BLANK_IS_UNSET: [&str; 16] = [
+/// is optional. `DATABASE_URL` and `SIGNOFF_POLICY` are not among them: an empty one
+/// is refused rather than taken for the default, which would put a server meant for
+/// PostgreSQL on a file of its own, or one meant for its rules on none
+/// ([`parse_policy_path`]).
+pub const BLANK_IS_UNSET: [&str; 15] = [
     "SIGNOFF_LISTEN",
-    "SIGNOFF_POLICY",
     "SIGNOFF_PUBLIC_URL",
     "SIGNOFF_SIGNING_KEY_FILE",
     "SIGNOFF_LOG_FORMAT",
@@ -169,9 +183,21 @@ pub fn secrets_from_files(
     let mut found = Vec::new();
     for name in FILE_SECRETS {
         let file_var = format!("{name}_FILE");
-        let Some(path) = var(&file_var).filter(|path| !path.is_empty()) else {
+        let Some(path) = var(&file_var) else {
             continue;
         };
+        if path.is_empty() {
+            // Left blank, as compose files leave a variable: unset, but for the
+            // database's when nothing else names one (the SQLite default would put a
+            // server meant for PostgreSQL on a file of its own).
+            if name == "DATABASE_URL" && var(name).is_none() {
+                return Err(format!(
+                    "{file_var} is empty: name the file that holds the database URL, or \
+                     leave it unset"
+                ));
+            }
+            continue;
+        }
         if var(name).is_some() {
             return Err(format!("set {name} or {file_var}, not both"));
         }

@@ -56,7 +56,7 @@ enum Command {
         #[arg(long, env = "SIGNOFF_LISTEN", default_value = DEFAULT_LISTEN, value_parser = config::parse_listen)]
         listen: SocketAddr,
         /// Policy file (default: ./signoff.toml if it exists, else built-in defaults).
-        #[arg(long, env = "SIGNOFF_POLICY")]
+        #[arg(long, env = "SIGNOFF_POLICY", value_parser = config::parse_policy_path)]
         policy: Option<PathBuf>,
         #[command(flatten)]
         slack: SlackArgs,

@@ -617,8 +617,9 @@ fn serve_refuses_a_public_url_that_is_no_url() {
 }
 
 /// A setting left empty, as compose and container files leave them, counts as unset
-/// (a global one used to fail every command, naming the flag, not the variable); the
-/// database URL's password never shows in `--help`.
+/// (a global one used to fail every command, naming the flag, not the variable),
+/// except where its default would run the server on other rules or another database;
+/// the database URL's password never shows in `--help`.
 #[test]
 fn an_empty_setting_counts_as_unset_and_help_shows_no_database_password() {
     let dir = tempfile::tempdir().unwrap();
@@ -640,6 +641,21 @@ fn an_empty_setting_counts_as_unset_and_help_shows_no_database_password() {
         "{}",
         stdout(&checked)
     );
+
+    // But not the policy, nor the database's file when no URL is given: the default
+    // would run a server meant for its rules, or for PostgreSQL, on another.
+    let listen = common::server::free_address();
+    let serve = common::server::command(&["serve", "--listen", &listen], "sqlite://unused.db")
+        .env("SIGNOFF_POLICY", "")
+        .output()
+        .unwrap();
+    assert_one_line_error(&serve, "SIGNOFF_POLICY (--policy) is empty");
+    let listed = common::server::command(&["token", "list"], "sqlite://unused.db")
+        .env_remove("DATABASE_URL")
+        .env("DATABASE_URL_FILE", "")
+        .output()
+        .unwrap();
+    assert_one_line_error(&listed, "DATABASE_URL_FILE is empty");
 
     for args in [&["serve", "--help"][..], &["list", "--help"], &["--help"]] {
         let help = signoff(args, "postgres://signoff:hunter2@127.0.0.1:1/x");
