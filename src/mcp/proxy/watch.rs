@@ -180,6 +180,9 @@ impl Watch {
                 Ok(Ended::Silent) => {
                     tracing::info!(silent = ?self.silent, "the decision stream went silent: starting a new one");
                     phase.send_replace(Phase::Connecting);
+                    // Read now, not only once the new one listens: behind a reverse
+                    // proxy that buffers streams, it never says it does.
+                    self.resync();
                     again = true;
                 }
                 Ok(Ended::Closed) => break self.api.stream_closed(),
@@ -236,13 +239,20 @@ mod tests {
 
     /// A signoff whose decision streams say they listen, then go silent (no
     /// keep-alive); its approval `a1` is approved. With how many streams it opened.
-    async fn silent_signoff() -> (String, Arc<AtomicUsize>) {
+    /// `buffered`: every stream after the first brings nothing at all, not even that
+    /// it listens, as behind a reverse proxy that buffers them.
+    async fn silent_signoff(buffered: bool) -> (String, Arc<AtomicUsize>) {
         let opened = Arc::new(AtomicUsize::new(0));
         let counted = opened.clone();
         let events = move || {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let ready = futures_util::stream::once(async {
-                Ok::<_, std::io::Error>(axum::body::Bytes::from("event: ready\ndata: {}\n\n"))
+            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+            let said = if first || !buffered {
+                "event: ready\ndata: {}\n\n"
+            } else {
+                ""
+            };
+            let ready = futures_util::stream::once(async move {
+                Ok::<_, std::io::Error>(axum::body::Bytes::from(said))
             });
             let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(
                 ready,
@@ -273,12 +283,28 @@ mod tests {
     /// the held call gets it (not an error).
     #[tokio::test]
     async fn a_silent_decision_stream_is_replaced_and_the_held_call_still_gets_its_decision() {
-        let (base, opened) = silent_signoff().await;
+        let (base, opened) = silent_signoff(false).await;
         let watch = Watch::new(Api::new(&base, None).unwrap(), Duration::from_millis(200));
         let mut waiting = watch.watch("a1").await.unwrap();
         let decided = tokio::time::timeout(Duration::from_secs(5), waiting.decided())
             .await
             .expect("the silent stream is given up, and the decision read again")
+            .unwrap();
+        assert_eq!(decided.status, "approved");
+        assert!(opened.load(Ordering::SeqCst) >= 2, "a new stream");
+    }
+
+    /// Behind a reverse proxy that buffers the streams, the new stream never says it
+    /// listens: the held call's approval is read again when the silent one is given up,
+    /// and the call gets its decision all the same.
+    #[tokio::test]
+    async fn a_held_call_gets_its_decision_when_the_new_stream_is_buffered_too() {
+        let (base, opened) = silent_signoff(true).await;
+        let watch = Watch::new(Api::new(&base, None).unwrap(), Duration::from_millis(200));
+        let mut waiting = watch.watch("a1").await.unwrap();
+        let decided = tokio::time::timeout(Duration::from_secs(5), waiting.decided())
+            .await
+            .expect("read again when the silent stream was given up")
             .unwrap();
         assert_eq!(decided.status, "approved");
         assert!(opened.load(Ordering::SeqCst) >= 2, "a new stream");
