@@ -49,6 +49,9 @@ impl Events {
             "text/event-stream",
             "a server-sent event stream"
         );
+        // Not held back by a reverse proxy (nginx) until it is whole.
+        assert_eq!(response.headers()["x-accel-buffering"], "no");
+        assert_eq!(response.headers()["cache-control"], "no-cache");
         Events::from_response(response)
     }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::stream::{self, Stream, StreamExt};
+use futures_util::stream::{self, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 
@@ -136,7 +136,7 @@ const STREAM_EXAMPLE: &str = "event: ready\ndata: {}\n\nevent: approval\ndata: \
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<impl axum::response::IntoResponse, ApiError> {
     let counted = state
         .streams
         .open(&caller.0, state.limits.streams_per_token)?;
@@ -155,7 +155,16 @@ pub async fn events(
     };
     let ready = Event::default().event("ready").data("{}");
     let events = stream::once(async { Ok(ready) }).chain(stream::unfold(follow, next));
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    // nginx holds a proxied answer back until it is whole unless told not to: a
+    // stream it buffered would bring nothing (`Cache-Control: no-cache` is axum's).
+    let unbuffered = [(
+        axum::http::HeaderName::from_static("x-accel-buffering"),
+        "no",
+    )];
+    Ok((
+        unbuffered,
+        Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+    ))
 }
 
 /// The next event for the caller, or `None` when the stream ends.
