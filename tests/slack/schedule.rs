@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use signoff::approval::Status;
+use signoff::approval::{Approval, Status};
 use signoff::clock::Clock;
 
 use crate::common::fake_slack::Failure;
@@ -78,13 +78,10 @@ async fn reminders_go_to_approvers_who_have_not_voted_until_the_decision() {
     assert_eq!(opened_for(&app).len(), 5, "no reminder after the decision");
 }
 
-/// The shared table lets another program move a pending approval's expiry later: its
-/// reminders go on until the new expiry (they stopped for good at the first one), and
-/// end with it, leaving no reminder job behind.
-async fn reminders_go_on_while_another_program_moves_the_expiry_later(db: TestDb) {
-    let app = spawn_on(db).await;
+/// `remind_rotate` requested (reminded at 30 min, then every hour; expires at 4 h) and
+/// reminded four times, Alice and Bob each time: 3 h 30 later. With when it began.
+async fn reminded_four_times(app: &TestApp) -> (Approval, chrono::DateTime<chrono::Utc>) {
     let began = app.clock.now();
-    // Reminded at 30 min, then every hour; expires at 4 h.
     let approval = app.request("remind_rotate", json!({})).await;
     app.run_jobs().await;
     app.clock.advance(Duration::from_secs(30 * 60));
@@ -94,6 +91,15 @@ async fn reminders_go_on_while_another_program_moves_the_expiry_later(db: TestDb
         app.run_jobs().await;
     }
     assert_eq!(app.slack.dm_posts().len(), 8, "Alice and Bob, four times");
+    (approval, began)
+}
+
+/// The shared table lets another program move a pending approval's expiry later: its
+/// reminders go on until the new expiry (they stopped for good at the first one), and
+/// end with it, leaving no reminder job behind.
+async fn reminders_go_on_while_another_program_moves_the_expiry_later(db: TestDb) {
+    let app = spawn_on(db).await;
+    let (approval, began) = reminded_four_times(&app).await;
 
     let later = sql_time(&app.db, began + chrono::Duration::hours(6));
     let moved = format!(
@@ -131,17 +137,7 @@ async fn reminders_go_on_while_another_program_moves_the_expiry_later(db: TestDb
 /// reminded nobody again).
 async fn a_reminder_due_before_the_expiry_is_marked_keeps_the_chain_going(db: TestDb) {
     let app = spawn_on(db).await;
-    let began = app.clock.now();
-    // Reminded at 30 min, then every hour; expires at 4 h.
-    let approval = app.request("remind_rotate", json!({})).await;
-    app.run_jobs().await;
-    app.clock.advance(Duration::from_secs(30 * 60));
-    app.run_jobs().await;
-    for _ in 0..3 {
-        app.clock.advance(Duration::from_secs(3600));
-        app.run_jobs().await;
-    }
-    assert_eq!(app.slack.dm_posts().len(), 8, "Alice and Bob, four times");
+    let (approval, began) = reminded_four_times(&app).await;
 
     // 4 h 30: the fifth reminder is due, the expiry (4 h) not yet marked.
     app.clock.advance(Duration::from_secs(3600));

@@ -15,12 +15,16 @@ pub const REQUESTER: &str = "U0AGENT";
 
 pub async fn open(db: &TestDb) -> (Store, ManualClock) {
     let store = Store::connect(&db.url).await.expect("store opens");
-    let clock = ManualClock::new(
+    (store, clock())
+}
+
+/// The suite's manual clock, at its starting time.
+pub fn clock() -> ManualClock {
+    ManualClock::new(
         chrono::Utc
             .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
             .unwrap(),
-    );
-    (store, clock)
+    )
 }
 
 /// A store that also plans Slack deliveries (as with a bot token), so every new
@@ -30,7 +34,7 @@ pub async fn open_posting(db: &TestDb) -> (Store, ManualClock) {
     let store = Store::connect_with(&db.url, deliveries)
         .await
         .expect("store opens");
-    (store, open(db).await.1)
+    (store, clock())
 }
 
 /// Classification by a policy that routes everything to one channel and needs one approval.

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use chrono::TimeZone;
 use serde_json::{Value, json};
 use signoff::approval::{Approval, Decision, Status};
 use signoff::clock::{Clock, ManualClock};
@@ -27,11 +26,7 @@ async fn open_cut(db: &TestDb, within: Duration) -> (Store, ManualClock, PgCut) 
     let store = Store::connect_learning_commits_within(&cut.db(db).url, within)
         .await
         .expect("store opens");
-    let clock = ManualClock::new(
-        chrono::Utc
-            .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
-            .unwrap(),
-    );
+    let clock = clock();
     create(&store, &clock, "warm_up", json!({})).await;
     (store, clock, cut)
 }
