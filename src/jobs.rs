@@ -204,7 +204,12 @@ pub enum Outcome {
     /// Try again at `at` (backoff, or Slack's Retry-After).
     Retry { at: DateTime<Utc>, error: String },
     /// Give up: the error will not go away by retrying. Counted as undelivered.
-    Dead { error: String },
+    /// `next`: a job to schedule all the same (a reminder given up plans the next one,
+    /// so that one refusal does not end the chain of reminders).
+    Dead {
+        error: String,
+        next: Option<NewJob>,
+    },
 }
 
 /// A Slack message's identity.

@@ -1,7 +1,8 @@
 //! Reminders: while an approval waits, each approver who has not voted gets a DM (user
 //! groups expanded; a few sent at once, until the job's deadline), or, with no
 //! approvers list, a reply in the message's thread; a retried reminder never reminds
-//! anyone twice.
+//! anyone twice. A reminder given up (dead-lettered) plans the next one all the same:
+//! the chain of reminders ends only at the decision or the expiry.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::slack::{Deliverer, done, metadata, store_error};
-use super::{fan_out, render};
+use super::{failed, fan_out, render};
 use crate::approval::{Approval, Status};
 use crate::ids::Approver;
 use crate::jobs::{self, DueJob, Job, MessageKind, NewJob, Outcome, PostedMessage};
@@ -28,8 +29,8 @@ const LOOKUP_ATTEMPTS: i32 = 3;
 impl Deliverer<'_> {
     /// DMs each approver who has not voted (with live buttons and a link to the
     /// channel message), or replies in the thread when anyone may decide; then plans
-    /// the next reminder. Nothing once the approval is decided or expired (the chain of
-    /// reminders ends there).
+    /// the next reminder, also when this one is given up. Nothing once the approval is
+    /// decided or expired (the chain of reminders ends there).
     pub async fn remind(
         &self,
         job: &DueJob,
@@ -48,6 +49,24 @@ impl Deliverer<'_> {
             job: jobs::reminder(approval),
             due_at: jobs::after_secs(now, secs.max(1)),
         });
+        let reminded = self.remind_now(job, approval, next.clone(), now).await;
+        // Given up (a refusal retrying cannot fix, or too many attempts): the next
+        // reminder comes all the same, when Slack may be set right.
+        Ok(match reminded.unwrap_or_else(|error| failed(job, now, error)) {
+            Outcome::Dead { error, next: None } => Outcome::Dead { error, next },
+            outcome => outcome,
+        })
+    }
+
+    /// The reminder itself: the reply in the thread, or the DMs; `next` (the next
+    /// reminder) is planned once it is delivered.
+    async fn remind_now(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        next: Option<NewJob>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
         let messages = self
             .store
             .messages(approval.id)
@@ -291,16 +310,23 @@ fn dm_message(approval: &Approval, channel: String, ts: String, version: i64) ->
 }
 
 /// Why nobody was reminded: Slack's rate limit when it refused any of them for it,
-/// with its longest `Retry-After`, so that the retry waits as long as Slack asks; else
-/// that none could be reached.
+/// with its longest `Retry-After`, so that the retry waits as long as Slack asks; a
+/// refusal for good when Slack refused every one for good (a missing scope, users
+/// gone: given up at once, not retried for two hours); else that none could be
+/// reached.
 fn nobody_reminded(failures: &[SlackError], unanswered: usize) -> SlackError {
     let limited = failures.iter().filter_map(|error| match error {
         SlackError::RateLimited { retry_after } => Some(*retry_after),
         _ => None,
     });
-    match limited.max() {
-        Some(retry_after) => SlackError::RateLimited { retry_after },
-        None => SlackError::Transport(format!(
+    if let Some(retry_after) = limited.max() {
+        return SlackError::RateLimited { retry_after };
+    }
+    match failures.first() {
+        Some(error) if unanswered == 0 && failures.iter().all(SlackError::is_permanent) => {
+            error.clone()
+        }
+        _ => SlackError::Transport(format!(
             "no reminder could be delivered ({} failed, {unanswered} out of time)",
             failures.len()
         )),

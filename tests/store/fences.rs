@@ -55,6 +55,7 @@ async fn a_holder_whose_lease_ran_out_changes_nothing_of_the_job_another_claimed
 
     let dead = Outcome::Dead {
         error: "channel_not_found".into(),
+        next: None,
     };
     assert!(!store.report(first.clone(), dead, now).await.unwrap());
     let dead = "SELECT COUNT(*) FROM jobs WHERE state = 'dead'";
