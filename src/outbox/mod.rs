@@ -196,14 +196,7 @@ impl Outbox {
             }
             Job::SlackUpdate {} => slack.update(&approval, &messages, &batch, now).await,
             Job::SlackRemind { .. } => slack.remind(job, &approval, now).await,
-            Job::SlackRemindLookup {
-                reminder,
-                users,
-                next_at,
-            } => {
-                let sent = (*reminder, users.as_slice());
-                slack.find_reminders(job, &approval, sent, *next_at).await
-            }
+            Job::SlackRemindLookup { .. } => slack.find_reminders(job, &approval, now).await,
             Job::SlackEscalationNote { channel, .. } => {
                 slack
                     .escalation_note(channel.as_str(), &approval, now)

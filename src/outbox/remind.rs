@@ -5,6 +5,8 @@
 //! the chain of reminders ends only at the decision or the expiry.
 
 use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -20,11 +22,48 @@ use crate::slack::text;
 
 /// Block Kit's limit on blocks per message.
 const MAX_BLOCKS: usize = 50;
-/// How long after a reminder the DMs still under way at its deadline are looked up:
-/// by then each call has had its time (10 s) and Slack has taken the DM or not.
-const LOOKUP_AFTER: chrono::Duration = chrono::Duration::seconds(30);
+/// How long after a reminder the DMs that may have reached Slack unanswered are looked
+/// up: by then each call has had its time (10 s), Slack has taken the DM or not, and
+/// the DM shows in its history.
+const LOOKUP_AFTER: Duration = Duration::from_secs(30);
 /// Attempts at that lookup before it is given up (and the reminders go on).
 const LOOKUP_ATTEMPTS: i32 = 3;
+
+/// One round of reminder DMs: the reminder job's id, which each DM carries in its
+/// metadata, and whether a DM of the round may have gone out already (a retried
+/// reminder, or the rest of a round sent by the job that follows it), to be looked for
+/// first.
+#[derive(Clone, Copy)]
+struct Round {
+    id: i64,
+    again: bool,
+}
+
+/// What became of a round's DMs by the job's deadline.
+#[derive(Default)]
+struct Sent {
+    /// The DMs Slack took.
+    posted: Vec<PostedMessage>,
+    /// Why the DMs that surely did not reach Slack were refused (a 429 or an
+    /// `ok:false` from Slack, a failure before `chat.postMessage`): those wait for the
+    /// next reminder (a retry would remind the others twice).
+    failed: Vec<SlackError>,
+    /// The users whose DM may have reached Slack unanswered: still under way at the
+    /// deadline, or `chat.postMessage` failed without Slack's own answer (a transport
+    /// error or timeout, a gateway's 5xx). Looked up in their DM history.
+    unsure: Vec<String>,
+    /// The users whose DM had not started by the deadline (a few go out at once):
+    /// nothing was sent to them, so nothing is looked up; the job that follows sends
+    /// them theirs, in this round, rather than leave them to the next reminder (which
+    /// would start in the same order and might never reach them while Slack is slow).
+    unsent: Vec<String>,
+}
+
+/// A reminder DM not delivered, and whether Slack may have taken it all the same.
+struct NotSent {
+    error: SlackError,
+    perhaps: bool,
+}
 
 impl Deliverer<'_> {
     /// DMs each approver who has not voted (with live buttons and a link to the
@@ -102,8 +141,10 @@ impl Deliverer<'_> {
     }
 
     /// DMs each approver who has not voted, a few at once until the deadline. The DMs
-    /// still under way then may have reached Slack: a lookup in their history for them
-    /// follows ([`Job::SlackRemindLookup`]), and plans the next reminder in its turn.
+    /// that may have reached Slack unanswered are looked up in their history, and
+    /// those that had no time to start are sent, by a job that follows
+    /// ([`Job::SlackRemindLookup`]) and plans the next reminder in its turn. Nobody
+    /// reminded, the reminder is retried, unless Slack refused every DM for good.
     async fn remind_by_dm(
         &self,
         job: &DueJob,
@@ -112,66 +153,149 @@ impl Deliverer<'_> {
         next: Option<NewJob>,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
-        let people = self.people_to_remind(approval).await?;
-        let sends = people.iter().map(|user| async move {
-            let sent = self.dm(job, approval, user, link, now).await;
-            (user, sent)
-        });
-        let (answers, unanswered) = fan_out(sends, self.deadline).await;
-        let mut late: BTreeSet<&String> = people.iter().collect();
-        let mut posted = Vec::new();
-        let mut failures = Vec::new();
-        for (user, sent) in answers {
-            late.remove(user);
-            match sent {
-                Ok(message) => posted.push(message),
-                Err(error) => {
-                    tracing::warn!(%error, user, "reminder not delivered");
-                    failures.push(error);
-                }
-            }
-        }
-        if unanswered > 0 {
-            tracing::warn!(unanswered, "reminder DMs out of time");
-        }
+        let people: Vec<String> = self.people_to_remind(approval).await?.into_iter().collect();
+        let round = Round {
+            id: job.id,
+            again: job.attempts > 1,
+        };
+        let sent = self.send_round(approval, round, &people, link, now).await;
         // Retry only when nobody got it (a retry looks for the DMs this attempt may
         // have sent first); a partial failure waits for the next reminder rather than
         // reminding the others twice.
-        if posted.is_empty() && failures.len() + unanswered > 0 {
-            return Err(nobody_reminded(&failures, unanswered));
+        if sent.posted.is_empty() && !people.is_empty() {
+            let unanswered = sent.unsure.len() + sent.unsent.len();
+            return Err(nobody_reminded(&sent.failed, unanswered));
         }
-        let next = if late.is_empty() {
-            next
-        } else {
-            Some(NewJob {
-                approval_id: approval.id,
-                job: Job::SlackRemindLookup {
-                    reminder: job.id,
-                    users: late.into_iter().cloned().collect(),
-                    next_at: next.map(|next| next.due_at),
-                },
-                due_at: now + LOOKUP_AFTER,
-            })
-        };
         Ok(Outcome::Delivered {
-            posted,
-            rendered: Vec::new(),
             version: approval.version,
-            next,
+            next: after_round(approval, round, (sent.unsure, sent.unsent), next, now),
+            posted: sent.posted,
+            rendered: Vec::new(),
         })
     }
 
-    /// Records the DMs reminder `reminder` sent to `users` but could not record, found
-    /// in their DM history by the metadata each carries; then plans the next reminder
-    /// at `next_at`. A lookup that fails is tried again a few times, then given up
-    /// (those DMs stay as they are), so that the reminders go on.
+    /// DMs `users` the `round`'s reminder, a few at once until the deadline.
+    async fn send_round(
+        &self,
+        approval: &Approval,
+        round: Round,
+        users: &[String],
+        link: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Sent {
+        let started = Mutex::new(BTreeSet::new());
+        let sends = users.iter().map(|user| {
+            let started = &started;
+            async move {
+                let starting = started.lock();
+                starting.unwrap_or_else(PoisonError::into_inner).insert(user.as_str());
+                (user, self.dm(approval, round, user, link, now).await)
+            }
+        });
+        let (answers, unanswered) = fan_out(sends, self.deadline).await;
+        if unanswered > 0 {
+            tracing::warn!(unanswered, "reminder DMs out of time");
+        }
+        let mut sent = Sent::default();
+        let mut answered = BTreeSet::new();
+        for (user, result) in answers {
+            answered.insert(user.as_str());
+            match result {
+                Ok(message) => sent.posted.push(message),
+                Err(NotSent { error, perhaps }) => {
+                    tracing::warn!(%error, user, perhaps, "reminder not delivered");
+                    match perhaps {
+                        true => sent.unsure.push(user.clone()),
+                        false => sent.failed.push(error),
+                    }
+                }
+            }
+        }
+        let started = started.into_inner().unwrap_or_else(PoisonError::into_inner);
+        for user in users.iter().filter(|u| !answered.contains(u.as_str())) {
+            match started.contains(user.as_str()) {
+                true => sent.unsure.push(user.clone()),
+                false => sent.unsent.push(user.clone()),
+            }
+        }
+        sent
+    }
+
+    /// Ends a round of reminder DMs cut short (`job`, a [`Job::SlackRemindLookup`]):
+    /// records the DMs the reminder sent to `users` unanswered, found in their DM
+    /// history by the metadata each carries; DMs `unsent` while the approval waits
+    /// (each looked for first, should an attempt of this job have sent it); then plans
+    /// the next reminder at `next_at`, or the end of the round again when these DMs
+    /// are cut short too. A lookup that fails is tried again a few times, then given
+    /// up (those DMs stay as they are), so that the reminders go on; a DM refused
+    /// waits for the next reminder.
     pub async fn find_reminders(
         &self,
         job: &DueJob,
         approval: &Approval,
-        (reminder, users): (i64, &[String]),
-        next_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
+        let Job::SlackRemindLookup {
+            reminder,
+            users,
+            unsent,
+            next_at,
+        } = &job.job
+        else {
+            return Ok(done(approval.version));
+        };
+        let mut posted = self.sent_late(job, approval, *reminder, users).await?;
+        // Decided meanwhile: nobody left to remind.
+        let waits = approval.status == Status::Pending;
+        let next = next_at.filter(|_| waits).map(|due_at| NewJob {
+            approval_id: approval.id,
+            job: jobs::reminder(approval),
+            due_at,
+        });
+        let unsent: Vec<String> = unsent
+            .iter()
+            .filter(|user| may_vote(approval, user))
+            .cloned()
+            .collect();
+        if unsent.is_empty() || !waits || approval.is_expired_at(now) {
+            return Ok(Outcome::Delivered {
+                posted,
+                rendered: Vec::new(),
+                version: approval.version,
+                next,
+            });
+        }
+        let messages = self
+            .store
+            .messages(approval.id)
+            .await
+            .map_err(store_error)?;
+        let main = messages.iter().find(|m| m.kind == MessageKind::Main);
+        let link = main.and_then(|m| m.permalink.as_deref());
+        let round = Round {
+            id: *reminder,
+            again: true,
+        };
+        let sent = self.send_round(approval, round, &unsent, link, now).await;
+        posted.extend(sent.posted);
+        Ok(Outcome::Delivered {
+            posted,
+            rendered: Vec::new(),
+            version: approval.version,
+            next: after_round(approval, round, (sent.unsure, sent.unsent), next, now),
+        })
+    }
+
+    /// The DMs reminder `reminder` sent to `users` that Slack took unanswered, found in
+    /// their DM history. A failure to look is retried while [`LOOKUP_ATTEMPTS`] allow;
+    /// then what was found.
+    async fn sent_late(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        reminder: i64,
+        users: &[String],
+    ) -> Result<Vec<PostedMessage>, SlackError> {
         let lookups = users
             .iter()
             .map(|user| self.sent_reminder(approval, reminder, user));
@@ -191,19 +315,7 @@ impl Deliverer<'_> {
             }
             tracing::warn!(%error, "reminder DMs sent late not looked up: given up");
         }
-        Ok(Outcome::Delivered {
-            posted,
-            rendered: Vec::new(),
-            version: approval.version,
-            // Decided meanwhile: nobody left to remind.
-            next: next_at
-                .filter(|_| approval.status == Status::Pending)
-                .map(|due_at| NewJob {
-                    approval_id: approval.id,
-                    job: jobs::reminder(approval),
-                    due_at,
-                }),
-        })
+        Ok(posted)
     }
 
     /// The DM reminder `reminder` sent to `user`, if Slack took it: found in their DM
@@ -247,34 +359,46 @@ impl Deliverer<'_> {
                 }
             }
         }
-        people.retain(|user| !approval.has_voted(user) && !approval.is_requester(user));
+        people.retain(|user| may_vote(approval, user));
         Ok(people)
     }
 
-    /// One reminder DM. A retried reminder job first looks for the DM an earlier
-    /// attempt sent but did not live to record (as a post does), so nobody is
-    /// reminded twice for one reminder.
+    /// One reminder DM of `round`. A DM the round may have sent already (an earlier
+    /// attempt that did not live to record it) is looked for first (as a post is), so
+    /// nobody is reminded twice for one reminder.
     async fn dm(
         &self,
-        job: &DueJob,
         approval: &Approval,
+        round: Round,
         user: &str,
         link: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<PostedMessage, SlackError> {
-        let channel = self.dm_channel(user).await?;
-        let found = self
-            .posted_earlier(job, approval, &channel, REMINDER_EVENT, |payload| {
-                payload["job"] == job.id
-            })
-            .await?;
+    ) -> Result<PostedMessage, NotSent> {
+        let surely = |error| NotSent {
+            error,
+            perhaps: false,
+        };
+        let channel = self.dm_channel(user).await.map_err(surely)?;
+        let found = match round.again {
+            true => self
+                .look_for_earlier(approval, &channel, REMINDER_EVENT, |payload| {
+                    payload["job"] == round.id
+                })
+                .await
+                .map_err(surely)?,
+            false => None,
+        };
         let (ts, version) = match found {
             Some(found) => found,
             None => {
                 let mut body = reminder_message(approval, now, link);
                 body["channel"] = json!(channel);
-                body["metadata"] = metadata(REMINDER_EVENT, approval, ("job", json!(job.id)));
-                let answer = self.client.call("chat.postMessage", &body).await?;
+                body["metadata"] = metadata(REMINDER_EVENT, approval, ("job", json!(round.id)));
+                let answer = self.client.call("chat.postMessage", &body).await;
+                let answer = answer.map_err(|error| NotSent {
+                    perhaps: may_have_posted(&error),
+                    error,
+                })?;
                 let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
                 (ts, approval.version)
             }
@@ -309,11 +433,53 @@ fn dm_message(approval: &Approval, channel: String, ts: String, version: i64) ->
     }
 }
 
+/// Whether the approver `user` may still vote on `approval`: not the requester, not
+/// voted.
+fn may_vote(approval: &Approval, user: &str) -> bool {
+    !approval.has_voted(user) && !approval.is_requester(user)
+}
+
+/// Whether a `chat.postMessage` that failed with `error` may have reached Slack all
+/// the same: no answer came (a transport error, a timeout) or a gateway's (a 5xx). A
+/// 429 or an `ok:false` is Slack's own answer: the message was not posted.
+fn may_have_posted(error: &SlackError) -> bool {
+    match error {
+        SlackError::Transport(_) => true,
+        SlackError::Http { status } => *status >= 500,
+        SlackError::Api { .. } | SlackError::RateLimited { .. } => false,
+    }
+}
+
+/// What follows a `round` of DMs: with DMs that may have reached Slack unanswered or
+/// had no time to start (`unsure`, `unsent`), the job that ends the round
+/// ([`LOOKUP_AFTER`] later), which plans `next` in its turn; else `next`.
+fn after_round(
+    approval: &Approval,
+    round: Round,
+    (unsure, unsent): (Vec<String>, Vec<String>),
+    next: Option<NewJob>,
+    now: DateTime<Utc>,
+) -> Option<NewJob> {
+    if unsure.is_empty() && unsent.is_empty() {
+        return next;
+    }
+    Some(NewJob {
+        approval_id: approval.id,
+        job: Job::SlackRemindLookup {
+            reminder: round.id,
+            users: unsure,
+            unsent,
+            next_at: next.map(|next| next.due_at),
+        },
+        due_at: jobs::after_secs(now, LOOKUP_AFTER.as_secs()),
+    })
+}
+
 /// Why nobody was reminded: Slack's rate limit when it refused any of them for it,
 /// with its longest `Retry-After`, so that the retry waits as long as Slack asks; a
 /// refusal for good when Slack refused every one for good (a missing scope, users
 /// gone: given up at once, not retried for two hours); else that none could be
-/// reached.
+/// reached (`unanswered`: DMs that may have reached Slack, or not started).
 fn nobody_reminded(failures: &[SlackError], unanswered: usize) -> SlackError {
     let limited = failures.iter().filter_map(|error| match error {
         SlackError::RateLimited { retry_after } => Some(*retry_after),

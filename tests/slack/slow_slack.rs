@@ -33,6 +33,21 @@ remind_every = "1h"
 expires_after = "4h"
 "#;
 
+/// [`FIVE_APPROVERS`] with a sixth: one more than a reminder's DMs under way at once
+/// and the one answered.
+const SIX_APPROVERS: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+
+[[rules]]
+tools = ["remind_*"]
+tier = "medium"
+approvers = ["U01", "U02", "U03", "U04", "U05", "U06"]
+remind_after = "30m"
+remind_every = "1h"
+expires_after = "4h"
+"#;
+
 /// Slack "never" answers (the replicas' clients give up after 10 s).
 const NEVER: Duration = Duration::from_secs(3600);
 /// A lease short enough that a job's time limit (2/5 of it) is under a second.
@@ -46,6 +61,8 @@ crate::on_both_backends!(
     a_retry_waits_from_when_its_attempt_ended,
     the_rest_of_an_update_slack_took_in_part_waits_from_when_its_attempt_ended,
     a_reminder_dm_slack_took_as_its_time_ran_out_is_found_and_loses_its_buttons,
+    a_reminder_dm_whose_post_timed_out_is_found_and_loses_its_buttons,
+    dms_a_reminder_had_no_time_to_start_are_sent_in_the_same_round,
 );
 
 /// The app under [`FIVE_APPROVERS`] with a request asked through the API for `tool`,
@@ -183,6 +200,75 @@ async fn a_reminder_dm_slack_took_as_its_time_ran_out_is_found_and_loses_its_but
         0,
         "decided: no next reminder"
     );
+}
+
+/// A reminder DM Slack took whose `chat.postMessage` timed out on signoff's side (the
+/// Slack client gives up long before the job's deadline), the others delivered:
+/// looked up and recorded all the same, so that it loses its buttons at the decision.
+async fn a_reminder_dm_whose_post_timed_out_is_found_and_loses_its_buttons(db: TestDb) {
+    let (app, approval) = posted(db, "remind_rotate").await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
+    app.run_jobs().await;
+    assert_eq!(app.slack.dm_posts().len(), 5, "all five sent");
+    let recorded = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(recorded.len(), 5, "the one that timed out not recorded");
+    let lookup = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind_lookup'";
+    assert_eq!(raw_count(&app.db, lookup).await, 1, "it is looked up");
+
+    app.click(&approval, "U01", "approve").await;
+    app.clock.advance(Duration::from_secs(30));
+    for _ in 0..3 {
+        app.run_jobs().await;
+    }
+    let messages = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(messages.len(), 6, "found and recorded");
+    let live: Vec<Value> = messages
+        .iter()
+        .filter_map(|m| app.slack.shown(&m.channel, &m.ts))
+        .filter(|shown| !action_ids(shown).is_empty())
+        .collect();
+    assert!(
+        live.is_empty(),
+        "every message shows the decision: {live:?}"
+    );
+    assert_eq!(app.slack.dm_posts().len(), 5, "nobody reminded twice");
+}
+
+/// A reminder whose time runs out before it could start every DM (a few go out at
+/// once): the DMs under way are looked up, and those not started are sent in the same
+/// round by the job that follows, rather than looked up (nothing was sent) and left
+/// for the next reminder.
+async fn dms_a_reminder_had_no_time_to_start_are_sent_in_the_same_round(db: TestDb) {
+    let app = spawn_policy(db, SIX_APPROVERS).await;
+    let body = json!({ "tool_name": "remind_rotate", "parameters": {} });
+    let approval = asked(&app, &app.token, &body).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    // Slack hangs on three of the first four DMs, answers the fourth, and hangs on the
+    // fifth: at the deadline four are under way, and the sixth (U06) not started.
+    let open = [Failure::Hang, Failure::Hang, Failure::Hang];
+    let open = open.into_iter().chain([Failure::Slow(Duration::ZERO), Failure::Hang]);
+    for failure in open {
+        app.slack.fail_next("conversations.open", failure);
+    }
+    let replica = unpaced(&app).with_lease(LEASE);
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    assert_eq!(app.slack.calls_to("conversations.open").len(), 5);
+    assert_eq!(app.slack.dm_posts().len(), 1, "one reminded");
+
+    app.clock.advance(Duration::from_secs(30));
+    replica.run_once(app.clock.now()).await.unwrap();
+    let dms = app.slack.dm_posts();
+    assert_eq!(dms.len(), 2, "the one not started reminded in the same round");
+    assert_eq!(dms[1]["channel"], "DU06");
+    assert_eq!(app.store.messages(approval.id).await.unwrap().len(), 3);
+    let lookup = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind_lookup'";
+    assert_eq!(raw_count(&app.db, lookup).await, 0, "the round is over");
+    let next = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND locked_until IS NULL";
+    assert_eq!(raw_count(&app.db, next).await, 1, "the next reminder");
 }
 
 /// An update Slack takes in part, answering late (the manual clock moves on while it
