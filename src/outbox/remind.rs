@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::slack::{Deliverer, done, metadata, store_error};
-use super::{failed, fan_out, render};
+use super::{failed, fan_out, render, retry};
 use crate::approval::{Approval, Status};
 use crate::ids::Approver;
 use crate::jobs::{self, DueJob, Job, MessageKind, NewJob, Outcome, PostedMessage};
@@ -23,8 +23,9 @@ use crate::slack::text;
 /// Block Kit's limit on blocks per message.
 const MAX_BLOCKS: usize = 50;
 /// How long after a reminder the DMs that may have reached Slack unanswered are looked
-/// up: by then each call has had its time (10 s), Slack has taken the DM or not, and
-/// the DM shows in its history.
+/// up, and the least a reminder nobody answered waits before its retry looks for them:
+/// by then each call has had its time (10 s), Slack has taken the DM or not, and the
+/// DM shows in its history.
 const LOOKUP_AFTER: Duration = Duration::from_secs(30);
 /// Attempts at that lookup before it is given up (and the reminders go on).
 const LOOKUP_ATTEMPTS: i32 = 3;
@@ -163,8 +164,19 @@ impl Deliverer<'_> {
         // have sent first); a partial failure waits for the next reminder rather than
         // reminding the others twice.
         if sent.posted.is_empty() && !people.is_empty() {
-            let unanswered = sent.unsure.len() + sent.unsent.len();
-            return Err(nobody_reminded(&sent.failed, unanswered));
+            let error = nobody_reminded(&sent.failed, sent.unsure.len() + sent.unsent.len());
+            if sent.unsure.is_empty() {
+                return Err(error);
+            }
+            // A DM Slack took as the attempt ended may not show in its history at
+            // once: the retry looks for it no sooner than a lookup would.
+            let wait = match &error {
+                SlackError::RateLimited {
+                    retry_after: Some(after),
+                } => (*after).max(LOOKUP_AFTER),
+                _ => LOOKUP_AFTER,
+            };
+            return Ok(retry(job, now, Some(wait), error.to_string()));
         }
         Ok(Outcome::Delivered {
             version: approval.version,

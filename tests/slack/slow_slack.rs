@@ -63,6 +63,7 @@ crate::on_both_backends!(
     a_reminder_dm_slack_took_as_its_time_ran_out_is_found_and_loses_its_buttons,
     a_reminder_dm_whose_post_timed_out_is_found_and_loses_its_buttons,
     dms_a_reminder_had_no_time_to_start_are_sent_in_the_same_round,
+    a_reminder_cut_off_before_any_answer_is_retried_once_its_dms_may_show,
 );
 
 /// The app under [`FIVE_APPROVERS`] with a request asked through the API for `tool`,
@@ -269,6 +270,36 @@ async fn dms_a_reminder_had_no_time_to_start_are_sent_in_the_same_round(db: Test
     assert_eq!(raw_count(&app.db, lookup).await, 0, "the round is over");
     let next = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND locked_until IS NULL";
     assert_eq!(raw_count(&app.db, next).await, 1, "the next reminder");
+}
+
+/// A reminder whose every DM was cut off at its deadline, Slack having taken them: its
+/// retry waits as long as a lookup would (30 s), so that the DMs show in Slack's
+/// history by then and are found there, not sent again.
+async fn a_reminder_cut_off_before_any_answer_is_retried_once_its_dms_may_show(db: TestDb) {
+    let (app, approval) = posted(db, "remind_rotate").await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    for _ in 0..4 {
+        app.slack
+            .fail_next("chat.postMessage", Failure::PostThenHang);
+    }
+    let replica = unpaced(&app).with_lease(LEASE);
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    assert_eq!(app.slack.dm_posts().len(), 4, "four under way, none answered");
+    assert_eq!(reminders_retried(&app).await, 1, "nobody reminded: retried");
+
+    app.clock.advance(Duration::from_secs(29));
+    replica.run_once(app.clock.now()).await.unwrap();
+    assert_eq!(
+        app.slack.calls_to("conversations.open").len(),
+        4,
+        "not retried before its DMs may show in Slack's history"
+    );
+    app.clock.advance(Duration::from_secs(1));
+    replica.run_once(app.clock.now()).await.unwrap();
+    assert_eq!(app.slack.dm_posts().len(), 5, "the fifth reminded, nobody twice");
+    let messages = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(messages.len(), 6, "every DM recorded");
 }
 
 /// An update Slack takes in part, answering late (the manual clock moves on while it
