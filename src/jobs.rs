@@ -209,10 +209,7 @@ pub enum Outcome {
     /// Give up: the error will not go away by retrying. Counted as undelivered.
     /// `next`: a job to schedule all the same (a reminder given up plans the next one,
     /// so that one refusal does not end the chain of reminders).
-    Dead {
-        error: String,
-        next: Option<NewJob>,
-    },
+    Dead { error: String, next: Option<NewJob> },
 }
 
 /// A Slack message's identity.

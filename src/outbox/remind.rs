@@ -92,7 +92,8 @@ impl Deliverer<'_> {
         let reminded = self.remind_now(job, approval, next.clone(), now).await;
         // Given up (a refusal retrying cannot fix, or too many attempts): the next
         // reminder comes all the same, when Slack may be set right.
-        Ok(match reminded.unwrap_or_else(|error| failed(job, now, error)) {
+        let outcome = reminded.unwrap_or_else(|error| failed(job, now, error));
+        Ok(match outcome {
             Outcome::Dead { error, next: None } => Outcome::Dead { error, next },
             outcome => outcome,
         })
@@ -199,8 +200,10 @@ impl Deliverer<'_> {
         let sends = users.iter().map(|user| {
             let started = &started;
             async move {
-                let starting = started.lock();
-                starting.unwrap_or_else(PoisonError::into_inner).insert(user.as_str());
+                {
+                    let mut starting = started.lock().unwrap_or_else(PoisonError::into_inner);
+                    starting.insert(user.as_str());
+                }
                 (user, self.dm(approval, round, user, link, now).await)
             }
         });

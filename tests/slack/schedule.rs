@@ -156,7 +156,11 @@ async fn a_reminder_slack_refuses_for_good_gives_up_and_the_next_one_comes_all_t
     }
     app.clock.advance(Duration::from_secs(3600));
     app.run_jobs().await;
-    assert_eq!(opened_for(&app).len(), 2, "the next reminder, for Alice and Bob");
+    assert_eq!(
+        opened_for(&app).len(),
+        2,
+        "the next reminder, for Alice and Bob"
+    );
     assert!(app.slack.dm_posts().is_empty());
     assert_eq!(raw_count(&app.db, retried).await, 0, "not retried");
     assert_eq!(raw_count(&app.db, dead).await, 2, "given up at once");

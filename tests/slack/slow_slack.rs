@@ -250,7 +250,9 @@ async fn dms_a_reminder_had_no_time_to_start_are_sent_in_the_same_round(db: Test
     // Slack hangs on three of the first four DMs, answers the fourth, and hangs on the
     // fifth: at the deadline four are under way, and the sixth (U06) not started.
     let open = [Failure::Hang, Failure::Hang, Failure::Hang];
-    let open = open.into_iter().chain([Failure::Slow(Duration::ZERO), Failure::Hang]);
+    let open = open
+        .into_iter()
+        .chain([Failure::Slow(Duration::ZERO), Failure::Hang]);
     for failure in open {
         app.slack.fail_next("conversations.open", failure);
     }
@@ -263,7 +265,11 @@ async fn dms_a_reminder_had_no_time_to_start_are_sent_in_the_same_round(db: Test
     app.clock.advance(Duration::from_secs(30));
     replica.run_once(app.clock.now()).await.unwrap();
     let dms = app.slack.dm_posts();
-    assert_eq!(dms.len(), 2, "the one not started reminded in the same round");
+    assert_eq!(
+        dms.len(),
+        2,
+        "the one not started reminded in the same round"
+    );
     assert_eq!(dms[1]["channel"], "DU06");
     assert_eq!(app.store.messages(approval.id).await.unwrap().len(), 3);
     let lookup = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind_lookup'";
@@ -285,7 +291,11 @@ async fn a_reminder_cut_off_before_any_answer_is_retried_once_its_dms_may_show(d
     let replica = unpaced(&app).with_lease(LEASE);
     let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
     assert!(pass.is_ok(), "the pass ended within half the lease");
-    assert_eq!(app.slack.dm_posts().len(), 4, "four under way, none answered");
+    assert_eq!(
+        app.slack.dm_posts().len(),
+        4,
+        "four under way, none answered"
+    );
     assert_eq!(reminders_retried(&app).await, 1, "nobody reminded: retried");
 
     app.clock.advance(Duration::from_secs(29));
@@ -297,7 +307,11 @@ async fn a_reminder_cut_off_before_any_answer_is_retried_once_its_dms_may_show(d
     );
     app.clock.advance(Duration::from_secs(1));
     replica.run_once(app.clock.now()).await.unwrap();
-    assert_eq!(app.slack.dm_posts().len(), 5, "the fifth reminded, nobody twice");
+    assert_eq!(
+        app.slack.dm_posts().len(),
+        5,
+        "the fifth reminded, nobody twice"
+    );
     let messages = app.store.messages(approval.id).await.unwrap();
     assert_eq!(messages.len(), 6, "every DM recorded");
 }

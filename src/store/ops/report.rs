@@ -58,7 +58,8 @@ pub(super) async fn record<T: Tx>(
             Outcome::Dead { error, next } => {
                 let held = tx.kill_job(job.id, job.lease_until, error).await?;
                 // Its follow-up only when this report gave it up.
-                done.jobs.extend(next.iter().filter(|_| held).map(|n| (n.clone(), *now)));
+                done.jobs
+                    .extend(next.iter().filter(|_| held).map(|n| (n.clone(), *now)));
                 Some(held)
             }
         });
