@@ -49,8 +49,9 @@ pub enum Job {
     /// but could not record (no answer from Slack by its deadline, or a call that timed
     /// out: it may have taken them), record those found (so that they are brought up
     /// to date like any message, and lose their buttons at the decision); DM `unsent`,
-    /// whose DMs the reminder had no time to start (the rest of its round); then plan
-    /// the next reminder, due at `next_at`.
+    /// whose DMs the reminder had no time to post (the rest of its round; absent in
+    /// rows written before it was recorded); then plan the next reminder, due at
+    /// `next_at`.
     SlackRemindLookup {
         reminder: i64,
         users: Vec<String>,

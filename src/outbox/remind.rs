@@ -49,15 +49,23 @@ struct Sent {
     /// `ok:false` from Slack, a failure before `chat.postMessage`): those wait for the
     /// next reminder (a retry would remind the others twice).
     failed: Vec<SlackError>,
-    /// The users whose DM may have reached Slack unanswered: still under way at the
-    /// deadline, or `chat.postMessage` failed without Slack's own answer (a transport
-    /// error or timeout, a gateway's 5xx). Looked up in their DM history.
+    /// The users whose DM may have reached Slack unanswered: its `chat.postMessage`
+    /// still under way at the deadline, or failed without Slack's own answer (a
+    /// transport error or timeout, a gateway's 5xx). Looked up in their DM history.
     unsure: Vec<String>,
-    /// The users whose DM had not started by the deadline (a few go out at once):
-    /// nothing was sent to them, so nothing is looked up; the job that follows sends
-    /// them theirs, in this round, rather than leave them to the next reminder (which
-    /// would start in the same order and might never reach them while Slack is slow).
+    /// The users whose DM cannot have reached Slack by the deadline, neither sent nor
+    /// refused: not started (a few go out at once), or still opening its DM channel or
+    /// looking in its history. Nothing to look up: the job that follows sends them
+    /// theirs, in this round, rather than leave them to the next reminder (which
+    /// starts in the same order and might never reach them while Slack is slow).
     unsent: Vec<String>,
+}
+
+/// A reminder DM ready to post: the DM of its round found already, or the DM channel
+/// to post it to.
+enum Ready {
+    Found(PostedMessage),
+    To(String),
 }
 
 /// A reminder DM not delivered, and whether Slack may have taken it all the same.
@@ -144,7 +152,7 @@ impl Deliverer<'_> {
 
     /// DMs each approver who has not voted, a few at once until the deadline. The DMs
     /// that may have reached Slack unanswered are looked up in their history, and
-    /// those that had no time to start are sent, by a job that follows
+    /// those that cannot have reached it by then are sent, by a job that follows
     /// ([`Job::SlackRemindLookup`]) and plans the next reminder in its turn. Nobody
     /// reminded, the reminder is retried, unless Slack refused every DM for good.
     async fn remind_by_dm(
@@ -196,15 +204,31 @@ impl Deliverer<'_> {
         link: Option<&str>,
         now: DateTime<Utc>,
     ) -> Sent {
-        let started = Mutex::new(BTreeSet::new());
+        let posting = Mutex::new(BTreeSet::new());
         let sends = users.iter().map(|user| {
-            let started = &started;
+            let posting = &posting;
             async move {
-                {
-                    let mut starting = started.lock().unwrap_or_else(PoisonError::into_inner);
-                    starting.insert(user.as_str());
-                }
-                (user, self.dm(approval, round, user, link, now).await)
+                let sent = match self.dm_ready(approval, round, user).await {
+                    Ok(Ready::Found(message)) => Ok(message),
+                    Ok(Ready::To(channel)) => {
+                        // From here on, Slack may take the DM and no answer come.
+                        {
+                            let mut posting =
+                                posting.lock().unwrap_or_else(PoisonError::into_inner);
+                            posting.insert(user.as_str());
+                        }
+                        let posted = self.post_dm(approval, round, channel, link, now).await;
+                        posted.map_err(|error| NotSent {
+                            perhaps: may_have_posted(&error),
+                            error,
+                        })
+                    }
+                    Err(error) => Err(NotSent {
+                        error,
+                        perhaps: false,
+                    }),
+                };
+                (user, sent)
             }
         });
         let (answers, unanswered) = fan_out(sends, self.deadline).await;
@@ -226,9 +250,9 @@ impl Deliverer<'_> {
                 }
             }
         }
-        let started = started.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let posting = posting.into_inner().unwrap_or_else(PoisonError::into_inner);
         for user in users.iter().filter(|u| !answered.contains(u.as_str())) {
-            match started.contains(user.as_str()) {
+            match posting.contains(user.as_str()) {
                 true => sent.unsure.push(user.clone()),
                 false => sent.unsent.push(user.clone()),
             }
@@ -239,11 +263,11 @@ impl Deliverer<'_> {
     /// Ends a round of reminder DMs cut short (`job`, a [`Job::SlackRemindLookup`]):
     /// records the DMs the reminder sent to `users` unanswered, found in their DM
     /// history by the metadata each carries; DMs `unsent` while the approval waits
-    /// (each looked for first, should an attempt of this job have sent it); then plans
-    /// the next reminder at `next_at`, or the end of the round again when these DMs
-    /// are cut short too. A lookup that fails is tried again a few times, then given
-    /// up (those DMs stay as they are), so that the reminders go on; a DM refused
-    /// waits for the next reminder.
+    /// (each looked for in its history first: an earlier attempt of the reminder, or
+    /// of this job, may have sent it); then plans the next reminder at `next_at`, or
+    /// the end of the round again when these DMs are cut short too. A lookup that
+    /// fails is tried again a few times, then given up (those DMs stay as they are),
+    /// so that the reminders go on; a DM refused waits for the next reminder.
     pub async fn find_reminders(
         &self,
         job: &DueJob,
@@ -378,47 +402,44 @@ impl Deliverer<'_> {
         Ok(people)
     }
 
-    /// One reminder DM of `round`. A DM the round may have sent already (an earlier
-    /// attempt that did not live to record it) is looked for first (as a post is), so
-    /// nobody is reminded twice for one reminder.
-    async fn dm(
+    /// Gets one reminder DM of `round` ready, nothing sent yet: its DM channel, or the
+    /// DM of the round found already (an earlier attempt that did not live to record
+    /// it, looked for as a post is), so nobody is reminded twice for one reminder.
+    async fn dm_ready(
         &self,
         approval: &Approval,
         round: Round,
         user: &str,
-        link: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<PostedMessage, NotSent> {
-        let surely = |error| NotSent {
-            error,
-            perhaps: false,
-        };
-        let channel = self.dm_channel(user).await.map_err(surely)?;
-        let found = match round.again {
-            true => self
+    ) -> Result<Ready, SlackError> {
+        let channel = self.dm_channel(user).await?;
+        if round.again {
+            let found = self
                 .look_for_earlier(approval, &channel, REMINDER_EVENT, |payload| {
                     payload["job"] == round.id
                 })
-                .await
-                .map_err(surely)?,
-            false => None,
-        };
-        let (ts, version) = match found {
-            Some(found) => found,
-            None => {
-                let mut body = reminder_message(approval, now, link);
-                body["channel"] = json!(channel);
-                body["metadata"] = metadata(REMINDER_EVENT, approval, ("job", json!(round.id)));
-                let answer = self.client.call("chat.postMessage", &body).await;
-                let answer = answer.map_err(|error| NotSent {
-                    perhaps: may_have_posted(&error),
-                    error,
-                })?;
-                let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
-                (ts, approval.version)
+                .await?;
+            if let Some((ts, version)) = found {
+                return Ok(Ready::Found(dm_message(approval, channel, ts, version)));
             }
-        };
-        Ok(dm_message(approval, channel, ts, version))
+        }
+        Ok(Ready::To(channel))
+    }
+
+    /// Posts one reminder DM of `round` to the DM `channel`.
+    async fn post_dm(
+        &self,
+        approval: &Approval,
+        round: Round,
+        channel: String,
+        link: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<PostedMessage, SlackError> {
+        let mut body = reminder_message(approval, now, link);
+        body["channel"] = json!(channel);
+        body["metadata"] = metadata(REMINDER_EVENT, approval, ("job", json!(round.id)));
+        let answer = self.client.call("chat.postMessage", &body).await?;
+        let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
+        Ok(dm_message(approval, channel, ts, approval.version))
     }
 
     /// The DM channel with `user`.

@@ -62,7 +62,7 @@ crate::on_both_backends!(
     the_rest_of_an_update_slack_took_in_part_waits_from_when_its_attempt_ended,
     a_reminder_dm_slack_took_as_its_time_ran_out_is_found_and_loses_its_buttons,
     a_reminder_dm_whose_post_timed_out_is_found_and_loses_its_buttons,
-    dms_a_reminder_had_no_time_to_start_are_sent_in_the_same_round,
+    dms_a_reminder_had_no_time_to_send_are_sent_in_the_same_round,
     a_reminder_cut_off_before_any_answer_is_retried_once_its_dms_may_show,
 );
 
@@ -149,17 +149,21 @@ async fn a_reminder_slack_hangs_on_for_one_approver_reminds_the_others_once(db: 
     assert!(pass.is_ok(), "the pass ended within half the lease");
     assert_eq!(app.slack.dm_posts().len(), 4, "the four others reminded");
     assert_eq!(reminders_retried(&app).await, 0, "not retried");
-    // The DM under way may have reached Slack: a lookup in its history follows, then
-    // the next reminder.
+    // The DM still opening its channel cannot have reached Slack: the job that follows
+    // sends it, in the same round, then plans the next reminder.
     let lookup = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind_lookup'";
-    assert_eq!(raw_count(&app.db, lookup).await, 1, "the lookup");
+    assert_eq!(raw_count(&app.db, lookup).await, 1, "the rest of the round");
     replica.run_once(app.clock.now()).await.unwrap();
     app.clock.advance(Duration::from_secs(30));
     replica.run_once(app.clock.now()).await.unwrap();
-    assert_eq!(raw_count(&app.db, lookup).await, 0, "looked up");
+    assert_eq!(raw_count(&app.db, lookup).await, 0, "done");
     let next = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND locked_until IS NULL";
     assert_eq!(raw_count(&app.db, next).await, 1, "the next reminder");
-    assert_eq!(app.slack.dm_posts().len(), 4, "nobody reminded twice");
+    assert_eq!(
+        app.slack.dm_posts().len(),
+        5,
+        "the fifth reminded in the same round, nobody twice"
+    );
 }
 
 /// A reminder DM Slack took but answered too late for its job: recorded all the same
@@ -237,41 +241,49 @@ async fn a_reminder_dm_whose_post_timed_out_is_found_and_loses_its_buttons(db: T
     assert_eq!(app.slack.dm_posts().len(), 5, "nobody reminded twice");
 }
 
-/// A reminder whose time runs out before it could start every DM (a few go out at
-/// once): the DMs under way are looked up, and those not started are sent in the same
-/// round by the job that follows, rather than looked up (nothing was sent) and left
-/// for the next reminder.
-async fn dms_a_reminder_had_no_time_to_start_are_sent_in_the_same_round(db: TestDb) {
+/// A reminder whose time runs out with DMs in every state: the DM whose post is under
+/// way (Slack took it) is looked up and recorded; those that cannot have reached Slack
+/// (still opening their DM channel, or not started: a few go out at once) are sent in
+/// the same round by the job that follows, rather than looked up for nothing and left
+/// for the next reminder. Nobody is reminded twice.
+async fn dms_a_reminder_had_no_time_to_send_are_sent_in_the_same_round(db: TestDb) {
     let app = spawn_policy(db, SIX_APPROVERS).await;
     let body = json!({ "tool_name": "remind_rotate", "parameters": {} });
     let approval = asked(&app, &app.token, &body).await;
     app.run_jobs().await;
     app.clock.advance(Duration::from_secs(30 * 60));
-    // Slack hangs on three of the first four DMs, answers the fourth, and hangs on the
-    // fifth: at the deadline four are under way, and the sixth (U06) not started.
-    let open = [Failure::Hang, Failure::Hang, Failure::Hang];
+    // Of the first four DMs, Slack hangs on two as they open their channel, takes one
+    // and hangs on the answer, and answers the fourth; then it hangs on the fifth as
+    // it opens: at the deadline four are under way and the sixth not started.
+    let open = [Failure::Hang, Failure::Hang, Failure::Slow(Duration::ZERO)];
     let open = open
         .into_iter()
         .chain([Failure::Slow(Duration::ZERO), Failure::Hang]);
     for failure in open {
         app.slack.fail_next("conversations.open", failure);
     }
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
     let replica = unpaced(&app).with_lease(LEASE);
     let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
     assert!(pass.is_ok(), "the pass ended within half the lease");
     assert_eq!(app.slack.calls_to("conversations.open").len(), 5);
-    assert_eq!(app.slack.dm_posts().len(), 1, "one reminded");
+    assert_eq!(app.slack.dm_posts().len(), 2, "one answered, one taken");
+    assert_eq!(app.store.messages(approval.id).await.unwrap().len(), 2);
 
     app.clock.advance(Duration::from_secs(30));
     replica.run_once(app.clock.now()).await.unwrap();
-    let dms = app.slack.dm_posts();
-    assert_eq!(
-        dms.len(),
-        2,
-        "the one not started reminded in the same round"
-    );
-    assert_eq!(dms[1]["channel"], "DU06");
-    assert_eq!(app.store.messages(approval.id).await.unwrap().len(), 3);
+    let mut reminded: Vec<String> = app
+        .slack
+        .dm_posts()
+        .iter()
+        .map(|dm| dm["channel"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    reminded.sort();
+    let everyone = ["DU01", "DU02", "DU03", "DU04", "DU05", "DU06"];
+    assert_eq!(reminded, everyone, "each once, in the same round");
+    let messages = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(messages.len(), 7, "every DM recorded, the one taken too");
     let lookup = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind_lookup'";
     assert_eq!(raw_count(&app.db, lookup).await, 0, "the round is over");
     let next = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND locked_until IS NULL";
