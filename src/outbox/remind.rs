@@ -98,13 +98,8 @@ impl Deliverer<'_> {
             due_at: jobs::after_secs(now, secs.max(1)),
         });
         let reminded = self.remind_now(job, approval, next.clone(), now).await;
-        // Given up (a refusal retrying cannot fix, or too many attempts): the next
-        // reminder comes all the same, when Slack may be set right.
         let outcome = reminded.unwrap_or_else(|error| failed(job, now, error));
-        Ok(match outcome {
-            Outcome::Dead { error, next: None } => Outcome::Dead { error, next },
-            outcome => outcome,
-        })
+        Ok(given_up_then(outcome, next))
     }
 
     /// The reminder itself: the reply in the thread, or the DMs; `next` (the next
@@ -267,7 +262,8 @@ impl Deliverer<'_> {
     /// of this job, may have sent it); then plans the next reminder at `next_at`, or
     /// the end of the round again when these DMs are cut short too. A lookup that
     /// fails is tried again a few times, then given up (those DMs stay as they are),
-    /// so that the reminders go on; a DM refused waits for the next reminder.
+    /// so that the reminders go on; a DM refused waits for the next reminder. Given up
+    /// all the same (the store failing for two hours), it plans the next reminder.
     pub async fn find_reminders(
         &self,
         job: &DueJob,
@@ -283,7 +279,6 @@ impl Deliverer<'_> {
         else {
             return Ok(done(approval.version));
         };
-        let mut posted = self.sent_late(job, approval, *reminder, users).await?;
         // Decided meanwhile: nobody left to remind.
         let waits = approval.status == Status::Pending;
         let next = next_at.filter(|_| waits).map(|due_at| NewJob {
@@ -291,12 +286,33 @@ impl Deliverer<'_> {
             job: jobs::reminder(approval),
             due_at,
         });
+        let round = (*reminder, users.as_slice(), unsent.as_slice());
+        let ended = self
+            .end_round(job, approval, round, next.clone(), now)
+            .await;
+        let outcome = ended.unwrap_or_else(|error| failed(job, now, error));
+        Ok(given_up_then(outcome, next))
+    }
+
+    /// [`Deliverer::find_reminders`] for the DMs reminder `reminder` may have sent to
+    /// `users` and those it did not send to `unsent`; `next` is planned once it is
+    /// delivered.
+    async fn end_round(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        (reminder, users, unsent): (i64, &[String], &[String]),
+        next: Option<NewJob>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
+        let mut posted = self.sent_late(job, approval, reminder, users).await?;
         let unsent: Vec<String> = unsent
             .iter()
             .filter(|user| may_vote(approval, user))
             .cloned()
             .collect();
-        if unsent.is_empty() || !waits || approval.is_expired_at(now) {
+        let waits = approval.status == Status::Pending && !approval.is_expired_at(now);
+        if unsent.is_empty() || !waits {
             return Ok(Outcome::Delivered {
                 posted,
                 rendered: Vec::new(),
@@ -312,7 +328,7 @@ impl Deliverer<'_> {
         let main = messages.iter().find(|m| m.kind == MessageKind::Main);
         let link = main.and_then(|m| m.permalink.as_deref());
         let round = Round {
-            id: *reminder,
+            id: reminder,
             again: true,
         };
         let sent = self.send_round(approval, round, &unsent, link, now).await;
@@ -466,6 +482,16 @@ fn dm_message(approval: &Approval, channel: String, ts: String, version: i64) ->
         kind: MessageKind::Dm,
         permalink: None,
         rendered_version: version,
+    }
+}
+
+/// `outcome`, and when it gives the job up (a refusal retrying cannot fix, or too many
+/// attempts), `next` planned with it all the same: the next reminder comes when Slack
+/// may be set right, rather than the chain of reminders ending there.
+fn given_up_then(outcome: Outcome, next: Option<NewJob>) -> Outcome {
+    match outcome {
+        Outcome::Dead { error, next: None } => Outcome::Dead { error, next },
+        outcome => outcome,
     }
 }
 
