@@ -274,18 +274,12 @@ impl Deliverer<'_> {
             reminder,
             users,
             unsent,
-            next_at,
+            ..
         } = &job.job
         else {
             return Ok(done(approval.version));
         };
-        // Decided meanwhile: nobody left to remind.
-        let waits = approval.status == Status::Pending;
-        let next = next_at.filter(|_| waits).map(|due_at| NewJob {
-            approval_id: approval.id,
-            job: jobs::reminder(approval),
-            due_at,
-        });
+        let next = next_reminder(job, approval, now);
         let round = (*reminder, users.as_slice(), unsent.as_slice());
         let ended = self
             .end_round(job, approval, round, next.clone(), now)
@@ -485,10 +479,35 @@ fn dm_message(approval: &Approval, channel: String, ts: String, version: i64) ->
     }
 }
 
+/// The next reminder that reminder `job` (or the job that ends its round) plans, as
+/// [`Deliverer::remind`] does, with `approval` as it is at `now`: `None` once it is
+/// decided (nobody left to remind), or for any other job.
+pub(super) fn next_reminder(
+    job: &DueJob,
+    approval: &Approval,
+    now: DateTime<Utc>,
+) -> Option<NewJob> {
+    if approval.status != Status::Pending {
+        return None;
+    }
+    let due_at = match &job.job {
+        Job::SlackRemind { .. } => {
+            jobs::after_secs(now, approval.routing.remind_every_secs?.max(1))
+        }
+        Job::SlackRemindLookup { next_at, .. } => (*next_at)?,
+        _ => return None,
+    };
+    Some(NewJob {
+        approval_id: approval.id,
+        job: jobs::reminder(approval),
+        due_at,
+    })
+}
+
 /// `outcome`, and when it gives the job up (a refusal retrying cannot fix, or too many
 /// attempts), `next` planned with it all the same: the next reminder comes when Slack
 /// may be set right, rather than the chain of reminders ending there.
-fn given_up_then(outcome: Outcome, next: Option<NewJob>) -> Outcome {
+pub(super) fn given_up_then(outcome: Outcome, next: Option<NewJob>) -> Outcome {
     match outcome {
         Outcome::Dead { error, next: None } => Outcome::Dead { error, next },
         outcome => outcome,

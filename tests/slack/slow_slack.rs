@@ -15,7 +15,7 @@ use signoff::signing::Signer;
 use signoff::store::Store;
 
 use crate::common::fake_slack::Failure;
-use crate::common::{TestDb, raw_count, sql_time};
+use crate::common::{TestDb, raw_count, raw_execute, sql_time};
 use crate::helpers::*;
 
 /// Five approvers to remind, one approval to decide; other requests expire in an hour.
@@ -64,6 +64,7 @@ crate::on_both_backends!(
     a_reminder_dm_whose_post_timed_out_is_found_and_loses_its_buttons,
     dms_a_reminder_had_no_time_to_send_are_sent_in_the_same_round,
     a_reminder_cut_off_before_any_answer_is_retried_once_its_dms_may_show,
+    a_reminder_given_up_for_running_out_of_time_plans_the_next_one,
 );
 
 /// The app under [`FIVE_APPROVERS`] with a request asked through the API for `tool`,
@@ -326,6 +327,35 @@ async fn a_reminder_cut_off_before_any_answer_is_retried_once_its_dms_may_show(d
     );
     let messages = app.store.messages(approval.id).await.unwrap();
     assert_eq!(messages.len(), 6, "every DM recorded");
+}
+
+/// A reminder that runs out of its job's time limit at every attempt (Slack hangs on
+/// its user group) is given up at the last one, and plans the next reminder all the
+/// same, as a reminder given up for any other reason does.
+async fn a_reminder_given_up_for_running_out_of_time_plans_the_next_one(db: TestDb) {
+    let app = spawn_on(db).await;
+    app.request("remind_rotate", json!({})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.slack.fail_next("usergroups.users.list", Failure::Hang);
+    let replica = unpaced(&app).with_lease(LEASE);
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    assert_eq!(reminders_retried(&app).await, 1, "out of time: retried");
+    // Up to its last attempt, the group still not answered.
+    let last = "UPDATE jobs SET attempts = 20 WHERE kind = 'slack_remind'";
+    assert_eq!(raw_execute(&app.db, last).await, Ok(1));
+    app.clock.advance(Duration::from_secs(2));
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    let dead = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'dead'";
+    assert_eq!(raw_count(&app.db, dead).await, 1, "given up");
+    let next = format!(
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'ready' \
+         AND due_at = {}",
+        sql_time(&app.db, app.clock.now() + chrono::Duration::hours(1))
+    );
+    assert_eq!(raw_count(&app.db, &next).await, 1, "the next reminder");
 }
 
 /// An update Slack takes in part, answering late (the manual clock moves on while it
