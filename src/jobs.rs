@@ -46,13 +46,17 @@ pub enum Job {
         thread_in: Option<ChannelId>,
     },
     /// Look in the DM history of `users` for the reminder DMs that job `reminder` sent
-    /// but could not record (Slack still on them at its deadline; it may have taken
-    /// them), record those found (so that they are brought up to date like any
-    /// message, and lose their buttons at the decision), then plan the next reminder,
-    /// due at `next_at`.
+    /// but could not record (no answer from Slack by its deadline, or a call that timed
+    /// out: it may have taken them), record those found (so that they are brought up
+    /// to date like any message, and lose their buttons at the decision); DM `unsent`,
+    /// whose DMs the reminder had no time to post (the rest of its round; absent in
+    /// rows written before it was recorded); then plan the next reminder, due at
+    /// `next_at`.
     SlackRemindLookup {
         reminder: i64,
         users: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unsent: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next_at: Option<DateTime<Utc>>,
     },
@@ -204,7 +208,9 @@ pub enum Outcome {
     /// Try again at `at` (backoff, or Slack's Retry-After).
     Retry { at: DateTime<Utc>, error: String },
     /// Give up: the error will not go away by retrying. Counted as undelivered.
-    Dead { error: String },
+    /// `next`: a job to schedule all the same (a reminder given up plans the next one,
+    /// so that one refusal does not end the chain of reminders).
+    Dead { error: String, next: Option<NewJob> },
 }
 
 /// A Slack message's identity.
@@ -515,6 +521,7 @@ mod tests {
             Job::SlackRemindLookup {
                 reminder: 7,
                 users: vec!["U1".into(), "U2".into()],
+                unsent: vec!["U3".into()],
                 next_at: Some(chrono::DateTime::UNIX_EPOCH),
             },
             Job::Callback {

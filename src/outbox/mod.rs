@@ -146,6 +146,7 @@ impl Outbox {
             Ok(None) => {
                 return Outcome::Dead {
                     error: "the approval no longer exists".into(),
+                    next: None,
                 };
             }
             Err(error) => return retry(job, now, None, error.to_string()),
@@ -195,14 +196,7 @@ impl Outbox {
             }
             Job::SlackUpdate {} => slack.update(&approval, &messages, &batch, now).await,
             Job::SlackRemind { .. } => slack.remind(job, &approval, now).await,
-            Job::SlackRemindLookup {
-                reminder,
-                users,
-                next_at,
-            } => {
-                let sent = (*reminder, users.as_slice());
-                slack.find_reminders(job, &approval, sent, *next_at).await
-            }
+            Job::SlackRemindLookup { .. } => slack.find_reminders(job, &approval, now).await,
             Job::SlackEscalationNote { channel, .. } => {
                 slack
                     .escalation_note(channel.as_str(), &approval, now)
@@ -237,6 +231,7 @@ impl Outbox {
         let Some(url) = approval.callback_url.as_deref() else {
             return Outcome::Dead {
                 error: "no callback_url".into(),
+                next: None,
             };
         };
         let target = egress::checked_addresses(url, &self.allow, self.resolver.as_ref()).await;
@@ -244,7 +239,7 @@ impl Outbox {
             Ok((target, addresses)) => self.http.pin(&target.host, addresses),
             Err(egress::Refusal::Never(error)) => {
                 tracing::warn!(%error, "callback refused");
-                return Outcome::Dead { error };
+                return Outcome::Dead { error, next: None };
             }
             Err(egress::Refusal::NotNow(error)) => return retry(job, now, None, error),
         }
@@ -299,6 +294,7 @@ fn failed(job: &DueJob, now: DateTime<Utc>, error: SlackError) -> Outcome {
         tracing::error!(%error, "delivery failed for good");
         return Outcome::Dead {
             error: error.to_string(),
+            next: None,
         };
     }
     let retry_after = match &error {
@@ -340,6 +336,7 @@ fn retry(
     if job.attempts >= MAX_ATTEMPTS {
         return Outcome::Dead {
             error: format!("gave up after {} attempts: {error}", job.attempts),
+            next: None,
         };
     }
     let backoff = backoff(job.attempts);

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{CALLBACK_SLOTS, CONCURRENCY, Outbox, retry};
+use super::{CALLBACK_SLOTS, CONCURRENCY, Outbox, remind, retry};
 use crate::clock::Clock;
 use crate::jobs::{DueJob, Job, MessageKind, Outcome};
 use crate::store::StoreError;
@@ -183,7 +183,8 @@ impl Outbox {
             Ok(outcome) => outcome,
             Err(_) => {
                 tracing::warn!(?limit, "delivery out of time: retried");
-                retry(&job, now, None, format!("out of time after {limit:?}"))
+                let outcome = retry(&job, now, None, format!("out of time after {limit:?}"));
+                self.given_up_then_next(&job, outcome, now).await
             }
         };
         let outcome = match clock {
@@ -218,6 +219,37 @@ impl Outbox {
             }
         }
         Ok(())
+    }
+}
+
+impl Outbox {
+    /// `outcome` of `job`, which ran out of time; given up, a reminder (or the job that
+    /// ends its round) plans the next reminder all the same, as when it gives up for
+    /// another reason (`remind::given_up_then`), from the approval as it is now.
+    async fn given_up_then_next(
+        &self,
+        job: &DueJob,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        let reminds = matches!(
+            job.job,
+            Job::SlackRemind { .. } | Job::SlackRemindLookup { .. }
+        );
+        if !reminds || !matches!(outcome, Outcome::Dead { .. }) {
+            return outcome;
+        }
+        match self.store.get(job.approval_id).await {
+            Ok(Some(approval)) => {
+                let next = remind::next_reminder(job, &approval, now);
+                remind::given_up_then(outcome, next)
+            }
+            Ok(None) => outcome,
+            Err(error) => {
+                tracing::warn!(%error, "reminder given up; the next one could not be planned");
+                outcome
+            }
+        }
     }
 }
 

@@ -1,15 +1,18 @@
 //! Reminders: while an approval waits, each approver who has not voted gets a DM (user
 //! groups expanded; a few sent at once, until the job's deadline), or, with no
 //! approvers list, a reply in the message's thread; a retried reminder never reminds
-//! anyone twice.
+//! anyone twice. A reminder given up (dead-lettered) plans the next one all the same:
+//! the chain of reminders ends only at the decision or the expiry.
 
 use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::slack::{Deliverer, done, done_then, metadata, store_error};
-use super::{fan_out, render};
+use super::{failed, fan_out, render, retry};
 use crate::approval::{Approval, Status};
 use crate::ids::Approver;
 use crate::jobs::{self, DueJob, Job, MessageKind, NewJob, Outcome, PostedMessage};
@@ -19,17 +22,63 @@ use crate::slack::text;
 
 /// Block Kit's limit on blocks per message.
 const MAX_BLOCKS: usize = 50;
-/// How long after a reminder the DMs still under way at its deadline are looked up:
-/// by then each call has had its time (10 s) and Slack has taken the DM or not.
-const LOOKUP_AFTER: chrono::Duration = chrono::Duration::seconds(30);
+/// How long after a reminder the DMs that may have reached Slack unanswered are looked
+/// up, and the least a reminder nobody answered waits before its retry looks for them:
+/// by then each call has had its time (10 s), Slack has taken the DM or not, and the
+/// DM shows in its history.
+const LOOKUP_AFTER: Duration = Duration::from_secs(30);
 /// Attempts at that lookup before it is given up (and the reminders go on).
 const LOOKUP_ATTEMPTS: i32 = 3;
+
+/// One round of reminder DMs: the reminder job's id, which each DM carries in its
+/// metadata, and whether a DM of the round may have gone out already (a retried
+/// reminder, or the rest of a round sent by the job that follows it), to be looked for
+/// first.
+#[derive(Clone, Copy)]
+struct Round {
+    id: i64,
+    again: bool,
+}
+
+/// What became of a round's DMs by the job's deadline.
+#[derive(Default)]
+struct Sent {
+    /// The DMs Slack took.
+    posted: Vec<PostedMessage>,
+    /// Why the DMs that surely did not reach Slack were refused (a 429 or an
+    /// `ok:false` from Slack, a failure before `chat.postMessage`): those wait for the
+    /// next reminder (a retry would remind the others twice).
+    failed: Vec<SlackError>,
+    /// The users whose DM may have reached Slack unanswered: its `chat.postMessage`
+    /// still under way at the deadline, or failed without Slack's own answer (a
+    /// transport error or timeout, a gateway's 5xx). Looked up in their DM history.
+    unsure: Vec<String>,
+    /// The users whose DM cannot have reached Slack by the deadline, neither sent nor
+    /// refused: not started (a few go out at once), or still opening its DM channel or
+    /// looking in its history. Nothing to look up: the job that follows sends them
+    /// theirs, in this round, rather than leave them to the next reminder (which
+    /// starts in the same order and might never reach them while Slack is slow).
+    unsent: Vec<String>,
+}
+
+/// A reminder DM ready to post: the DM of its round found already, or the DM channel
+/// to post it to.
+enum Ready {
+    Found(PostedMessage),
+    To(String),
+}
+
+/// A reminder DM not delivered, and whether Slack may have taken it all the same.
+struct NotSent {
+    error: SlackError,
+    perhaps: bool,
+}
 
 impl Deliverer<'_> {
     /// DMs each approver who has not voted (with live buttons and a link to the
     /// channel message), or replies in the thread when anyone may decide; then plans
-    /// the next reminder. Nothing once the approval is decided or expired (the chain of
-    /// reminders ends there).
+    /// the next reminder, also when this one is given up. Nothing once the approval is
+    /// decided or expired (the chain of reminders ends there).
     pub async fn remind(
         &self,
         job: &DueJob,
@@ -42,18 +91,28 @@ impl Deliverer<'_> {
         // Planned while it waits, even past its expiry as it stands now: another
         // program may move `expires_at` later (the shared table's contract), and the
         // chain must go on then. A reminder that comes due once the approval is decided
-        // or expired does nothing and plans nothing (above), so the chain ends there.
-        let next = approval.routing.remind_every_secs.map(|secs| NewJob {
-            approval_id: approval.id,
-            job: jobs::reminder(approval),
-            due_at: jobs::after_secs(now, secs.max(1)),
-        });
+        // or marked expired does nothing and plans nothing (above): the chain ends there.
+        let next = next_reminder(job, approval, now);
         if approval.is_expired_at(now) {
             // Past its expiry and not yet marked (the timers' pass runs apart from the
             // deliveries): nobody is reminded of what can no longer be decided, but the
             // chain goes on, ending at the next reminder if the mark comes first.
             return Ok(done_then(approval.version, next));
         }
+        let reminded = self.remind_now(job, approval, next.clone(), now).await;
+        let outcome = reminded.unwrap_or_else(|error| failed(job, now, error));
+        Ok(given_up_then(outcome, next))
+    }
+
+    /// The reminder itself: the reply in the thread, or the DMs; `next` (the next
+    /// reminder) is planned once it is delivered.
+    async fn remind_now(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        next: Option<NewJob>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
         let messages = self
             .store
             .messages(approval.id)
@@ -84,8 +143,10 @@ impl Deliverer<'_> {
     }
 
     /// DMs each approver who has not voted, a few at once until the deadline. The DMs
-    /// still under way then may have reached Slack: a lookup in their history for them
-    /// follows ([`Job::SlackRemindLookup`]), and plans the next reminder in its turn.
+    /// that may have reached Slack unanswered are looked up in their history, and
+    /// those that cannot have reached it by then are sent, by a job that follows
+    /// ([`Job::SlackRemindLookup`]) and plans the next reminder in its turn. Nobody
+    /// reminded, the reminder is retried, unless Slack refused every DM for good.
     async fn remind_by_dm(
         &self,
         job: &DueJob,
@@ -94,66 +155,193 @@ impl Deliverer<'_> {
         next: Option<NewJob>,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
-        let people = self.people_to_remind(approval).await?;
-        let sends = people.iter().map(|user| async move {
-            let sent = self.dm(job, approval, user, link, now).await;
-            (user, sent)
-        });
-        let (answers, unanswered) = fan_out(sends, self.deadline).await;
-        let mut late: BTreeSet<&String> = people.iter().collect();
-        let mut posted = Vec::new();
-        let mut failures = Vec::new();
-        for (user, sent) in answers {
-            late.remove(user);
-            match sent {
-                Ok(message) => posted.push(message),
-                Err(error) => {
-                    tracing::warn!(%error, user, "reminder not delivered");
-                    failures.push(error);
-                }
-            }
-        }
-        if unanswered > 0 {
-            tracing::warn!(unanswered, "reminder DMs out of time");
-        }
+        let people: Vec<String> = self.people_to_remind(approval).await?.into_iter().collect();
+        let round = Round {
+            id: job.id,
+            again: job.attempts > 1,
+        };
+        let sent = self.send_round(approval, round, &people, link, now).await;
         // Retry only when nobody got it (a retry looks for the DMs this attempt may
         // have sent first); a partial failure waits for the next reminder rather than
         // reminding the others twice.
-        if posted.is_empty() && failures.len() + unanswered > 0 {
-            return Err(nobody_reminded(&failures, unanswered));
+        if sent.posted.is_empty() && !people.is_empty() {
+            let error = nobody_reminded(&sent.failed, sent.unsure.len() + sent.unsent.len());
+            if sent.unsure.is_empty() {
+                return Err(error);
+            }
+            // A DM Slack took as the attempt ended may not show in its history at
+            // once: the retry looks for it no sooner than a lookup would.
+            let wait = match &error {
+                SlackError::RateLimited {
+                    retry_after: Some(after),
+                } => (*after).max(LOOKUP_AFTER),
+                _ => LOOKUP_AFTER,
+            };
+            return Ok(retry(job, now, Some(wait), error.to_string()));
         }
-        let next = if late.is_empty() {
-            next
-        } else {
-            Some(NewJob {
-                approval_id: approval.id,
-                job: Job::SlackRemindLookup {
-                    reminder: job.id,
-                    users: late.into_iter().cloned().collect(),
-                    next_at: next.map(|next| next.due_at),
-                },
-                due_at: now + LOOKUP_AFTER,
-            })
-        };
         Ok(Outcome::Delivered {
-            posted,
-            rendered: Vec::new(),
             version: approval.version,
-            next,
+            next: after_round(approval, round, (sent.unsure, sent.unsent), next, now),
+            posted: sent.posted,
+            rendered: Vec::new(),
         })
     }
 
-    /// Records the DMs reminder `reminder` sent to `users` but could not record, found
-    /// in their DM history by the metadata each carries; then plans the next reminder
-    /// at `next_at`. A lookup that fails is tried again a few times, then given up
-    /// (those DMs stay as they are), so that the reminders go on.
+    /// DMs `users` the `round`'s reminder, a few at once until the deadline.
+    async fn send_round(
+        &self,
+        approval: &Approval,
+        round: Round,
+        users: &[String],
+        link: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Sent {
+        let posting = Mutex::new(BTreeSet::new());
+        let sends = users.iter().map(|user| {
+            let posting = &posting;
+            async move {
+                let sent = match self.dm_ready(approval, round, user).await {
+                    Ok(Ready::Found(message)) => Ok(message),
+                    Ok(Ready::To(channel)) => {
+                        // From here on, Slack may take the DM and no answer come.
+                        {
+                            let mut posting =
+                                posting.lock().unwrap_or_else(PoisonError::into_inner);
+                            posting.insert(user.as_str());
+                        }
+                        let posted = self.post_dm(approval, round, channel, link, now).await;
+                        posted.map_err(|error| NotSent {
+                            perhaps: may_have_posted(&error),
+                            error,
+                        })
+                    }
+                    Err(error) => Err(NotSent {
+                        error,
+                        perhaps: false,
+                    }),
+                };
+                (user, sent)
+            }
+        });
+        let (answers, unanswered) = fan_out(sends, self.deadline).await;
+        if unanswered > 0 {
+            tracing::warn!(unanswered, "reminder DMs out of time");
+        }
+        let mut sent = Sent::default();
+        let mut answered = BTreeSet::new();
+        for (user, result) in answers {
+            answered.insert(user.as_str());
+            match result {
+                Ok(message) => sent.posted.push(message),
+                Err(NotSent { error, perhaps }) => {
+                    tracing::warn!(%error, user, perhaps, "reminder not delivered");
+                    match perhaps {
+                        true => sent.unsure.push(user.clone()),
+                        false => sent.failed.push(error),
+                    }
+                }
+            }
+        }
+        let posting = posting.into_inner().unwrap_or_else(PoisonError::into_inner);
+        for user in users.iter().filter(|u| !answered.contains(u.as_str())) {
+            match posting.contains(user.as_str()) {
+                true => sent.unsure.push(user.clone()),
+                false => sent.unsent.push(user.clone()),
+            }
+        }
+        sent
+    }
+
+    /// Ends a round of reminder DMs cut short (`job`, a [`Job::SlackRemindLookup`]):
+    /// records the DMs the reminder sent to `users` unanswered, found in their DM
+    /// history by the metadata each carries; DMs `unsent` while the approval waits
+    /// (each looked for in its history first: an earlier attempt of the reminder, or
+    /// of this job, may have sent it); then plans the next reminder at `next_at`, or
+    /// the end of the round again when these DMs are cut short too. A lookup that
+    /// fails is tried again a few times, then given up (those DMs stay as they are),
+    /// so that the reminders go on; a DM refused waits for the next reminder. Given up
+    /// all the same (the store failing for two hours), it plans the next reminder.
     pub async fn find_reminders(
         &self,
         job: &DueJob,
         approval: &Approval,
-        (reminder, users): (i64, &[String]),
-        next_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
+        let Job::SlackRemindLookup {
+            reminder,
+            users,
+            unsent,
+            ..
+        } = &job.job
+        else {
+            return Ok(done(approval.version));
+        };
+        let next = next_reminder(job, approval, now);
+        let round = (*reminder, users.as_slice(), unsent.as_slice());
+        let ended = self
+            .end_round(job, approval, round, next.clone(), now)
+            .await;
+        let outcome = ended.unwrap_or_else(|error| failed(job, now, error));
+        Ok(given_up_then(outcome, next))
+    }
+
+    /// [`Deliverer::find_reminders`] for the DMs reminder `reminder` may have sent to
+    /// `users` and those it did not send to `unsent`; `next` is planned once it is
+    /// delivered.
+    async fn end_round(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        (reminder, users, unsent): (i64, &[String], &[String]),
+        next: Option<NewJob>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
+        let mut posted = self.sent_late(job, approval, reminder, users).await?;
+        let unsent: Vec<String> = unsent
+            .iter()
+            .filter(|user| may_vote(approval, user))
+            .cloned()
+            .collect();
+        let waits = approval.status == Status::Pending && !approval.is_expired_at(now);
+        if unsent.is_empty() || !waits {
+            return Ok(Outcome::Delivered {
+                posted,
+                rendered: Vec::new(),
+                version: approval.version,
+                next,
+            });
+        }
+        let messages = self
+            .store
+            .messages(approval.id)
+            .await
+            .map_err(store_error)?;
+        let main = messages.iter().find(|m| m.kind == MessageKind::Main);
+        let link = main.and_then(|m| m.permalink.as_deref());
+        let round = Round {
+            id: reminder,
+            again: true,
+        };
+        let sent = self.send_round(approval, round, &unsent, link, now).await;
+        posted.extend(sent.posted);
+        Ok(Outcome::Delivered {
+            posted,
+            rendered: Vec::new(),
+            version: approval.version,
+            next: after_round(approval, round, (sent.unsure, sent.unsent), next, now),
+        })
+    }
+
+    /// The DMs reminder `reminder` sent to `users` that Slack took unanswered, found in
+    /// their DM history. A failure to look is retried while [`LOOKUP_ATTEMPTS`] allow;
+    /// then what was found.
+    async fn sent_late(
+        &self,
+        job: &DueJob,
+        approval: &Approval,
+        reminder: i64,
+        users: &[String],
+    ) -> Result<Vec<PostedMessage>, SlackError> {
         let lookups = users
             .iter()
             .map(|user| self.sent_reminder(approval, reminder, user));
@@ -173,19 +361,7 @@ impl Deliverer<'_> {
             }
             tracing::warn!(%error, "reminder DMs sent late not looked up: given up");
         }
-        Ok(Outcome::Delivered {
-            posted,
-            rendered: Vec::new(),
-            version: approval.version,
-            // Decided meanwhile: nobody left to remind.
-            next: next_at
-                .filter(|_| approval.status == Status::Pending)
-                .map(|due_at| NewJob {
-                    approval_id: approval.id,
-                    job: jobs::reminder(approval),
-                    due_at,
-                }),
-        })
+        Ok(posted)
     }
 
     /// The DM reminder `reminder` sent to `user`, if Slack took it: found in their DM
@@ -229,39 +405,48 @@ impl Deliverer<'_> {
                 }
             }
         }
-        people.retain(|user| !approval.has_voted(user) && !approval.is_requester(user));
+        people.retain(|user| may_vote(approval, user));
         Ok(people)
     }
 
-    /// One reminder DM. A retried reminder job first looks for the DM an earlier
-    /// attempt sent but did not live to record (as a post does), so nobody is
-    /// reminded twice for one reminder.
-    async fn dm(
+    /// Gets one reminder DM of `round` ready, nothing sent yet: its DM channel, or the
+    /// DM of the round found already (an earlier attempt that did not live to record
+    /// it, looked for as a post is), so nobody is reminded twice for one reminder.
+    async fn dm_ready(
         &self,
-        job: &DueJob,
         approval: &Approval,
+        round: Round,
         user: &str,
+    ) -> Result<Ready, SlackError> {
+        let channel = self.dm_channel(user).await?;
+        if round.again {
+            let found = self
+                .look_for_earlier(approval, &channel, REMINDER_EVENT, |payload| {
+                    payload["job"] == round.id
+                })
+                .await?;
+            if let Some((ts, version)) = found {
+                return Ok(Ready::Found(dm_message(approval, channel, ts, version)));
+            }
+        }
+        Ok(Ready::To(channel))
+    }
+
+    /// Posts one reminder DM of `round` to the DM `channel`.
+    async fn post_dm(
+        &self,
+        approval: &Approval,
+        round: Round,
+        channel: String,
         link: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<PostedMessage, SlackError> {
-        let channel = self.dm_channel(user).await?;
-        let found = self
-            .posted_earlier(job, approval, &channel, REMINDER_EVENT, |payload| {
-                payload["job"] == job.id
-            })
-            .await?;
-        let (ts, version) = match found {
-            Some(found) => found,
-            None => {
-                let mut body = reminder_message(approval, now, link);
-                body["channel"] = json!(channel);
-                body["metadata"] = metadata(REMINDER_EVENT, approval, ("job", json!(job.id)));
-                let answer = self.client.call("chat.postMessage", &body).await?;
-                let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
-                (ts, approval.version)
-            }
-        };
-        Ok(dm_message(approval, channel, ts, version))
+        let mut body = reminder_message(approval, now, link);
+        body["channel"] = json!(channel);
+        body["metadata"] = metadata(REMINDER_EVENT, approval, ("job", json!(round.id)));
+        let answer = self.client.call("chat.postMessage", &body).await?;
+        let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
+        Ok(dm_message(approval, channel, ts, approval.version))
     }
 
     /// The DM channel with `user`.
@@ -291,17 +476,101 @@ fn dm_message(approval: &Approval, channel: String, ts: String, version: i64) ->
     }
 }
 
+/// The next reminder that reminder `job` (or the job that ends its round) plans, as
+/// [`Deliverer::remind`] does, with `approval` as it is at `now`: `None` once it is
+/// decided (nobody left to remind), or for any other job.
+pub(super) fn next_reminder(
+    job: &DueJob,
+    approval: &Approval,
+    now: DateTime<Utc>,
+) -> Option<NewJob> {
+    if approval.status != Status::Pending {
+        return None;
+    }
+    let due_at = match &job.job {
+        Job::SlackRemind { .. } => {
+            jobs::after_secs(now, approval.routing.remind_every_secs?.max(1))
+        }
+        Job::SlackRemindLookup { next_at, .. } => (*next_at)?,
+        _ => return None,
+    };
+    Some(NewJob {
+        approval_id: approval.id,
+        job: jobs::reminder(approval),
+        due_at,
+    })
+}
+
+/// `outcome`, and when it gives the job up (a refusal retrying cannot fix, or too many
+/// attempts), `next` planned with it all the same: the next reminder comes when Slack
+/// may be set right, rather than the chain of reminders ending there.
+pub(super) fn given_up_then(outcome: Outcome, next: Option<NewJob>) -> Outcome {
+    match outcome {
+        Outcome::Dead { error, next: None } => Outcome::Dead { error, next },
+        outcome => outcome,
+    }
+}
+
+/// Whether the approver `user` may still vote on `approval`: not the requester, not
+/// voted.
+fn may_vote(approval: &Approval, user: &str) -> bool {
+    !approval.has_voted(user) && !approval.is_requester(user)
+}
+
+/// Whether a `chat.postMessage` that failed with `error` may have reached Slack all
+/// the same: no answer came (a transport error, a timeout) or a gateway's (a 5xx). A
+/// 429 or an `ok:false` is Slack's own answer: the message was not posted.
+fn may_have_posted(error: &SlackError) -> bool {
+    match error {
+        SlackError::Transport(_) => true,
+        SlackError::Http { status } => *status >= 500,
+        SlackError::Api { .. } | SlackError::RateLimited { .. } => false,
+    }
+}
+
+/// What follows a `round` of DMs: with DMs that may have reached Slack unanswered or
+/// had no time to start (`unsure`, `unsent`), the job that ends the round
+/// ([`LOOKUP_AFTER`] later), which plans `next` in its turn; else `next`.
+fn after_round(
+    approval: &Approval,
+    round: Round,
+    (unsure, unsent): (Vec<String>, Vec<String>),
+    next: Option<NewJob>,
+    now: DateTime<Utc>,
+) -> Option<NewJob> {
+    if unsure.is_empty() && unsent.is_empty() {
+        return next;
+    }
+    Some(NewJob {
+        approval_id: approval.id,
+        job: Job::SlackRemindLookup {
+            reminder: round.id,
+            users: unsure,
+            unsent,
+            next_at: next.map(|next| next.due_at),
+        },
+        due_at: jobs::after_secs(now, LOOKUP_AFTER.as_secs()),
+    })
+}
+
 /// Why nobody was reminded: Slack's rate limit when it refused any of them for it,
-/// with its longest `Retry-After`, so that the retry waits as long as Slack asks; else
-/// that none could be reached.
+/// with its longest `Retry-After`, so that the retry waits as long as Slack asks; a
+/// refusal for good when Slack refused every one for good (a missing scope, users
+/// gone: given up at once, not retried for two hours); else that none could be
+/// reached (`unanswered`: DMs that may have reached Slack, or not started).
 fn nobody_reminded(failures: &[SlackError], unanswered: usize) -> SlackError {
     let limited = failures.iter().filter_map(|error| match error {
         SlackError::RateLimited { retry_after } => Some(*retry_after),
         _ => None,
     });
-    match limited.max() {
-        Some(retry_after) => SlackError::RateLimited { retry_after },
-        None => SlackError::Transport(format!(
+    if let Some(retry_after) = limited.max() {
+        return SlackError::RateLimited { retry_after };
+    }
+    match failures.first() {
+        Some(error) if unanswered == 0 && failures.iter().all(SlackError::is_permanent) => {
+            error.clone()
+        }
+        _ => SlackError::Transport(format!(
             "no reminder could be delivered ({} failed, {unanswered} out of time)",
             failures.len()
         )),

@@ -225,6 +225,19 @@ impl Deliverer<'_> {
         if job.attempts <= 1 {
             return Ok(None);
         }
+        self.look_for_earlier(approval, channel, event, matches)
+            .await
+    }
+
+    /// [`Deliverer::posted_earlier`] on any attempt: the message an earlier attempt may
+    /// have sent, `None` (with a warning) when the history cannot be read.
+    pub(super) async fn look_for_earlier(
+        &self,
+        approval: &Approval,
+        channel: &str,
+        event: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Option<(String, i64)>, SlackError> {
         match self.find_posted(approval, channel, event, matches).await {
             Err(error) if error.is_permanent() => {
                 tracing::warn!(

@@ -12,8 +12,11 @@ use crate::common::receiver::Receiver;
 use crate::common::{TestDb, raw_count, raw_execute, sql_time};
 use crate::helpers::*;
 
-crate::on_both_backends!(reminders_go_on_while_another_program_moves_the_expiry_later);
-crate::on_both_backends!(a_reminder_due_before_the_expiry_is_marked_keeps_the_chain_going);
+crate::on_both_backends!(
+    reminders_go_on_while_another_program_moves_the_expiry_later,
+    a_reminder_due_before_the_expiry_is_marked_keeps_the_chain_going,
+    a_reminder_slack_refuses_for_good_gives_up_and_the_next_one_comes_all_the_same,
+);
 
 fn opened_for(app: &TestApp) -> Vec<String> {
     app.slack
@@ -176,6 +179,50 @@ async fn a_reminder_due_before_the_expiry_is_marked_keeps_the_chain_going(db: Te
     );
     let reminders = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind'";
     assert_eq!(raw_count(&app.db, reminders).await, 0, "the chain ended");
+}
+
+/// A reminder Slack refuses for good is given up at once (dead-lettered, not retried
+/// for two hours), whether the refusal is the user group's (deleted) or every DM's (a
+/// missing scope); the next reminder comes all the same, and reaches everyone once
+/// Slack is set right.
+async fn a_reminder_slack_refuses_for_good_gives_up_and_the_next_one_comes_all_the_same(
+    db: TestDb,
+) {
+    let app = spawn_on(db).await;
+    app.request("remind_rotate", json!({})).await;
+    app.run_jobs().await;
+    let dead = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'dead'";
+    let retried = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' \
+                   AND state <> 'dead' AND last_error IS NOT NULL";
+
+    // At 30 min, the user group is gone.
+    let deleted = Failure::NotOk("no_such_subteam");
+    app.slack.fail_next("usergroups.users.list", deleted);
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.run_jobs().await;
+    assert!(app.slack.dm_posts().is_empty());
+    assert_eq!(raw_count(&app.db, dead).await, 1, "given up at once");
+
+    // An hour later the next reminder comes; Slack refuses every DM (no scope).
+    for _ in 0..2 {
+        app.slack
+            .fail_next("conversations.open", Failure::NotOk("missing_scope"));
+    }
+    app.clock.advance(Duration::from_secs(3600));
+    app.run_jobs().await;
+    assert_eq!(
+        opened_for(&app).len(),
+        2,
+        "the next reminder, for Alice and Bob"
+    );
+    assert!(app.slack.dm_posts().is_empty());
+    assert_eq!(raw_count(&app.db, retried).await, 0, "not retried");
+    assert_eq!(raw_count(&app.db, dead).await, 2, "given up at once");
+
+    // Another hour, the scope granted: everyone is reminded again.
+    app.clock.advance(Duration::from_secs(3600));
+    app.run_jobs().await;
+    assert_eq!(app.slack.dm_posts().len(), 2, "Alice and Bob reminded");
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use signoff::signing::Signer;
 use signoff::store::Store;
 
 use crate::common::fake_slack::Failure;
-use crate::common::{TestDb, raw_count, sql_time};
+use crate::common::{TestDb, raw_count, raw_execute, sql_time};
 use crate::helpers::*;
 
 /// Five approvers to remind, one approval to decide; other requests expire in an hour.
@@ -28,6 +28,21 @@ expires_after = "1h"
 tools = ["remind_*"]
 tier = "medium"
 approvers = ["U01", "U02", "U03", "U04", "U05"]
+remind_after = "30m"
+remind_every = "1h"
+expires_after = "4h"
+"#;
+
+/// [`FIVE_APPROVERS`] with a sixth: one more than a reminder's DMs under way at once
+/// and the one answered.
+const SIX_APPROVERS: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+
+[[rules]]
+tools = ["remind_*"]
+tier = "medium"
+approvers = ["U01", "U02", "U03", "U04", "U05", "U06"]
 remind_after = "30m"
 remind_every = "1h"
 expires_after = "4h"
@@ -46,6 +61,10 @@ crate::on_both_backends!(
     a_retry_waits_from_when_its_attempt_ended,
     the_rest_of_an_update_slack_took_in_part_waits_from_when_its_attempt_ended,
     a_reminder_dm_slack_took_as_its_time_ran_out_is_found_and_loses_its_buttons,
+    a_reminder_dm_whose_post_timed_out_is_found_and_loses_its_buttons,
+    dms_a_reminder_had_no_time_to_send_are_sent_in_the_same_round,
+    a_reminder_cut_off_before_any_answer_is_retried_once_its_dms_may_show,
+    a_reminder_given_up_for_running_out_of_time_plans_the_next_one,
 );
 
 /// The app under [`FIVE_APPROVERS`] with a request asked through the API for `tool`,
@@ -131,17 +150,21 @@ async fn a_reminder_slack_hangs_on_for_one_approver_reminds_the_others_once(db: 
     assert!(pass.is_ok(), "the pass ended within half the lease");
     assert_eq!(app.slack.dm_posts().len(), 4, "the four others reminded");
     assert_eq!(reminders_retried(&app).await, 0, "not retried");
-    // The DM under way may have reached Slack: a lookup in its history follows, then
-    // the next reminder.
+    // The DM still opening its channel cannot have reached Slack: the job that follows
+    // sends it, in the same round, then plans the next reminder.
     let lookup = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind_lookup'";
-    assert_eq!(raw_count(&app.db, lookup).await, 1, "the lookup");
+    assert_eq!(raw_count(&app.db, lookup).await, 1, "the rest of the round");
     replica.run_once(app.clock.now()).await.unwrap();
     app.clock.advance(Duration::from_secs(30));
     replica.run_once(app.clock.now()).await.unwrap();
-    assert_eq!(raw_count(&app.db, lookup).await, 0, "looked up");
+    assert_eq!(raw_count(&app.db, lookup).await, 0, "done");
     let next = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND locked_until IS NULL";
     assert_eq!(raw_count(&app.db, next).await, 1, "the next reminder");
-    assert_eq!(app.slack.dm_posts().len(), 4, "nobody reminded twice");
+    assert_eq!(
+        app.slack.dm_posts().len(),
+        5,
+        "the fifth reminded in the same round, nobody twice"
+    );
 }
 
 /// A reminder DM Slack took but answered too late for its job: recorded all the same
@@ -183,6 +206,156 @@ async fn a_reminder_dm_slack_took_as_its_time_ran_out_is_found_and_loses_its_but
         0,
         "decided: no next reminder"
     );
+}
+
+/// A reminder DM Slack took whose `chat.postMessage` timed out on signoff's side (the
+/// Slack client gives up long before the job's deadline), the others delivered:
+/// looked up and recorded all the same, so that it loses its buttons at the decision.
+async fn a_reminder_dm_whose_post_timed_out_is_found_and_loses_its_buttons(db: TestDb) {
+    let (app, approval) = posted(db, "remind_rotate").await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
+    app.run_jobs().await;
+    assert_eq!(app.slack.dm_posts().len(), 5, "all five sent");
+    let recorded = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(recorded.len(), 5, "the one that timed out not recorded");
+    let lookup = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind_lookup'";
+    assert_eq!(raw_count(&app.db, lookup).await, 1, "it is looked up");
+
+    app.click(&approval, "U01", "approve").await;
+    app.clock.advance(Duration::from_secs(30));
+    for _ in 0..3 {
+        app.run_jobs().await;
+    }
+    let messages = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(messages.len(), 6, "found and recorded");
+    let live: Vec<Value> = messages
+        .iter()
+        .filter_map(|m| app.slack.shown(&m.channel, &m.ts))
+        .filter(|shown| !action_ids(shown).is_empty())
+        .collect();
+    assert!(
+        live.is_empty(),
+        "every message shows the decision: {live:?}"
+    );
+    assert_eq!(app.slack.dm_posts().len(), 5, "nobody reminded twice");
+}
+
+/// A reminder whose time runs out with DMs in every state: the DM whose post is under
+/// way (Slack took it) is looked up and recorded; those that cannot have reached Slack
+/// (still opening their DM channel, or not started: a few go out at once) are sent in
+/// the same round by the job that follows, rather than looked up for nothing and left
+/// for the next reminder. Nobody is reminded twice.
+async fn dms_a_reminder_had_no_time_to_send_are_sent_in_the_same_round(db: TestDb) {
+    let app = spawn_policy(db, SIX_APPROVERS).await;
+    let body = json!({ "tool_name": "remind_rotate", "parameters": {} });
+    let approval = asked(&app, &app.token, &body).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    // Of the first four DMs, Slack hangs on two as they open their channel, takes one
+    // and hangs on the answer, and answers the fourth; then it hangs on the fifth as
+    // it opens: at the deadline four are under way and the sixth not started.
+    let open = [Failure::Hang, Failure::Hang, Failure::Slow(Duration::ZERO)];
+    let open = open
+        .into_iter()
+        .chain([Failure::Slow(Duration::ZERO), Failure::Hang]);
+    for failure in open {
+        app.slack.fail_next("conversations.open", failure);
+    }
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
+    let replica = unpaced(&app).with_lease(LEASE);
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    assert_eq!(app.slack.calls_to("conversations.open").len(), 5);
+    assert_eq!(app.slack.dm_posts().len(), 2, "one answered, one taken");
+    assert_eq!(app.store.messages(approval.id).await.unwrap().len(), 2);
+
+    app.clock.advance(Duration::from_secs(30));
+    replica.run_once(app.clock.now()).await.unwrap();
+    let mut reminded: Vec<String> = app
+        .slack
+        .dm_posts()
+        .iter()
+        .map(|dm| dm["channel"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    reminded.sort();
+    let everyone = ["DU01", "DU02", "DU03", "DU04", "DU05", "DU06"];
+    assert_eq!(reminded, everyone, "each once, in the same round");
+    let messages = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(messages.len(), 7, "every DM recorded, the one taken too");
+    let lookup = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind_lookup'";
+    assert_eq!(raw_count(&app.db, lookup).await, 0, "the round is over");
+    let next = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND locked_until IS NULL";
+    assert_eq!(raw_count(&app.db, next).await, 1, "the next reminder");
+}
+
+/// A reminder whose every DM was cut off at its deadline, Slack having taken them: its
+/// retry waits as long as a lookup would (30 s), so that the DMs show in Slack's
+/// history by then and are found there, not sent again.
+async fn a_reminder_cut_off_before_any_answer_is_retried_once_its_dms_may_show(db: TestDb) {
+    let (app, approval) = posted(db, "remind_rotate").await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    for _ in 0..4 {
+        app.slack
+            .fail_next("chat.postMessage", Failure::PostThenHang);
+    }
+    let replica = unpaced(&app).with_lease(LEASE);
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    assert_eq!(
+        app.slack.dm_posts().len(),
+        4,
+        "four under way, none answered"
+    );
+    assert_eq!(reminders_retried(&app).await, 1, "nobody reminded: retried");
+
+    app.clock.advance(Duration::from_secs(29));
+    replica.run_once(app.clock.now()).await.unwrap();
+    assert_eq!(
+        app.slack.calls_to("conversations.open").len(),
+        4,
+        "not retried before its DMs may show in Slack's history"
+    );
+    app.clock.advance(Duration::from_secs(1));
+    replica.run_once(app.clock.now()).await.unwrap();
+    assert_eq!(
+        app.slack.dm_posts().len(),
+        5,
+        "the fifth reminded, nobody twice"
+    );
+    let messages = app.store.messages(approval.id).await.unwrap();
+    assert_eq!(messages.len(), 6, "every DM recorded");
+}
+
+/// A reminder that runs out of its job's time limit at every attempt (Slack hangs on
+/// its user group) is given up at the last one, and plans the next reminder all the
+/// same, as a reminder given up for any other reason does.
+async fn a_reminder_given_up_for_running_out_of_time_plans_the_next_one(db: TestDb) {
+    let app = spawn_on(db).await;
+    app.request("remind_rotate", json!({})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.slack.fail_next("usergroups.users.list", Failure::Hang);
+    let replica = unpaced(&app).with_lease(LEASE);
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    assert_eq!(reminders_retried(&app).await, 1, "out of time: retried");
+    // Up to its last attempt, the group still not answered.
+    let last = "UPDATE jobs SET attempts = 20 WHERE kind = 'slack_remind'";
+    assert_eq!(raw_execute(&app.db, last).await, Ok(1));
+    app.clock.advance(Duration::from_secs(2));
+    let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
+    assert!(pass.is_ok(), "the pass ended within half the lease");
+    let dead = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'dead'";
+    assert_eq!(raw_count(&app.db, dead).await, 1, "given up");
+    let next = format!(
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'ready' \
+         AND due_at = {}",
+        sql_time(&app.db, app.clock.now() + chrono::Duration::hours(1))
+    );
+    assert_eq!(raw_count(&app.db, &next).await, 1, "the next reminder");
 }
 
 /// An update Slack takes in part, answering late (the manual clock moves on while it

@@ -13,6 +13,7 @@ use crate::helpers::*;
 crate::on_both_backends!(
     a_holder_whose_lease_ran_out_changes_nothing_of_the_job_another_claimed,
     a_job_reported_done_twice_plans_its_follow_up_once,
+    a_job_given_up_plans_its_follow_up_when_it_holds_the_lease,
 );
 
 /// A reminder's report: delivered, with the next reminder an hour on.
@@ -21,11 +22,23 @@ fn reminded(job: &DueJob, now: chrono::DateTime<chrono::Utc>) -> Outcome {
         posted: Vec::new(),
         rendered: Vec::new(),
         version: 1,
-        next: Some(NewJob {
-            approval_id: job.approval_id,
-            job: Job::SlackRemind { thread_in: None },
-            due_at: now + chrono::Duration::hours(1),
-        }),
+        next: Some(next_reminder(job, now)),
+    }
+}
+
+/// A reminder's report: given up, with the next reminder an hour on all the same.
+fn given_up(job: &DueJob, now: chrono::DateTime<chrono::Utc>) -> Outcome {
+    Outcome::Dead {
+        error: "missing_scope".into(),
+        next: Some(next_reminder(job, now)),
+    }
+}
+
+fn next_reminder(job: &DueJob, now: chrono::DateTime<chrono::Utc>) -> NewJob {
+    NewJob {
+        approval_id: job.approval_id,
+        job: Job::SlackRemind { thread_in: None },
+        due_at: now + chrono::Duration::hours(1),
     }
 }
 
@@ -53,12 +66,11 @@ async fn a_holder_whose_lease_ran_out_changes_nothing_of_the_job_another_claimed
     assert_claimable(&store, now, &[], "still leased to the second holder").await;
     assert!(!recorded, "the first holder's retry is fenced out");
 
-    let dead = Outcome::Dead {
-        error: "channel_not_found".into(),
-    };
+    let dead = given_up(&first, now);
     assert!(!store.report(first.clone(), dead, now).await.unwrap());
     let dead = "SELECT COUNT(*) FROM jobs WHERE state = 'dead'";
     assert_eq!(raw_count(&db, dead).await, 0, "not given up");
+    assert_eq!(jobs().await, 1, "and no follow-up planned");
 
     store.defer_jobs(vec![(&first, now)]).await.unwrap();
     assert_claimable(&store, now, &[], "not put back either").await;
@@ -104,4 +116,25 @@ async fn a_job_reported_done_twice_plans_its_follow_up_once(db: TestDb) {
         1,
         "one of them finished it: {recorded:?}"
     );
+}
+
+/// A reminder given up (dead-lettered) by the holder of its lease plans the next
+/// reminder in the same report: one refusal does not end the chain.
+async fn a_job_given_up_plans_its_follow_up_when_it_holds_the_lease(db: TestDb) {
+    let (store, clock) = open_posting(&db).await;
+    create(&store, &clock, "a", json!({})).await;
+    let claimed = store.claim_jobs(clock.now(), 10, LEASE).await.unwrap();
+    let job = claimed.into_iter().next().expect("its post");
+    let now = clock.now();
+    assert!(
+        store
+            .report(job.clone(), given_up(&job, now), now)
+            .await
+            .unwrap()
+    );
+    let dead = "SELECT COUNT(*) FROM jobs WHERE state = 'dead'";
+    assert_eq!(raw_count(&db, dead).await, 1, "kept for health to report");
+    let reminders = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'ready'";
+    assert_eq!(raw_count(&db, reminders).await, 1, "the next reminder");
+    assert_claimable(&store, now, &[], "due an hour on").await;
 }

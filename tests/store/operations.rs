@@ -1713,6 +1713,7 @@ async fn finished_jobs_are_deleted_and_given_up_ones_kept(db: TestDb) {
     );
     let dead = Outcome::Dead {
         error: "channel_not_found".into(),
+        next: None,
     };
     store.report(update, dead, clock.now()).await.unwrap();
     assert_eq!(

@@ -10,9 +10,9 @@
 //! Every change to a job is fenced by the lease of the claim that ran it
 //! ([`DueJob::lease_until`]): a holder whose lease ran out, and whose job another
 //! replica has claimed since (or finished), neither finishes, retries nor kills it, and
-//! its follow-up (the next reminder) is not planned; what it did in Slack (the
-//! messages it posted, the versions they show) is recorded all the same, since it
-//! happened.
+//! its follow-up (the next reminder, planned by a reminder delivered or given up) is
+//! not planned; what it did in Slack (the messages it posted, the versions they show)
+//! is recorded all the same, since it happened.
 
 use std::collections::{HashMap, HashSet};
 
@@ -55,7 +55,13 @@ pub(super) async fn record<T: Tx>(
             Outcome::Retry { at, error } => {
                 Some(tx.retry_job(job.id, job.lease_until, *at, error).await?)
             }
-            Outcome::Dead { error } => Some(tx.kill_job(job.id, job.lease_until, error).await?),
+            Outcome::Dead { error, next } => {
+                let held = tx.kill_job(job.id, job.lease_until, error).await?;
+                // Its follow-up only when this report gave it up.
+                done.jobs
+                    .extend(next.iter().filter(|_| held).map(|n| (n.clone(), *now)));
+                Some(held)
+            }
         });
     }
     tx.insert_messages(&delivered.posted).await?;
