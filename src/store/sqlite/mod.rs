@@ -126,6 +126,7 @@ async fn open_with(
         .await?;
     // Other processes' changes are heard from the moment the store is open (as
     // `Store::hearing` says), not from the watcher's first look.
+    let local = changes.subscribe();
     let head = watch::head(&watcher).await?;
     // A checkpoint copies WAL frames to the file without the page cache.
     let checkpointer = SqlitePoolOptions::new()
@@ -144,6 +145,7 @@ async fn open_with(
             _watcher: Checkpointer(tokio::spawn(watch::watch(
                 watcher,
                 changes,
+                local,
                 fence.clone(),
                 head,
             ))),

@@ -84,16 +84,19 @@ pub(crate) async fn head(pool: &SqlitePool) -> sqlx::Result<i64> {
 }
 
 /// Runs until the process ends, announcing what other processes change after the
-/// audit event `from`; a failed look is retried on the next.
+/// audit event `from`; a failed look is retried on the next. `local` hears this
+/// process's announcements: subscribed when `from` was read, before this process could
+/// write (a change of its own made before the task first ran would otherwise be
+/// announced again as another's).
 pub(crate) async fn watch(
     pool: SqlitePool,
     changes: broadcast::Sender<StatusChange>,
+    mut local: broadcast::Receiver<StatusChange>,
     fence: Arc<Fence>,
     from: i64,
 ) {
     let mut seen = from;
     let mut version = None;
-    let mut local = changes.subscribe();
     let mut own = Own::default();
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
