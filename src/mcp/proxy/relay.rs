@@ -39,12 +39,17 @@ pub struct Relay {
 /// as MCP requires (an upstream counts from its own start, and again from 0 in each
 /// round of a call driven in rounds). Shared by every upstream request of the call.
 #[derive(Debug, Clone, Default)]
-pub struct Sent(Arc<Mutex<Option<f64>>>);
+pub struct Sent {
+    last: Arc<Mutex<Option<f64>>>,
+    /// Held from a value's shift to its send: each upstream notification is handled
+    /// on a task of its own, and two sends could otherwise pass each other, a decrease.
+    sending: Arc<tokio::sync::Mutex<()>>,
+}
 
 impl Sent {
     /// The last value sent under the token, by the gate or for the upstream.
     fn last(&self) -> std::sync::MutexGuard<'_, Option<f64>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The gate's next report while the call is held: 1, 2, 3… (the gate reports only
@@ -235,6 +240,7 @@ impl Relay {
         let Some(route) = self.lock().get(&params.progress_token).cloned() else {
             return;
         };
+        let _in_order = route.sent.sending.lock().await;
         if !route.sent.shift(&mut params, route.base) {
             tracing::debug!(
                 progress = params.progress,
