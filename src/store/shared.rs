@@ -310,7 +310,7 @@ where
 /// first `:` to its last `@`. Where that is ambiguous, more is hidden, never less.
 pub fn redact(url: &str) -> String {
     let url = redact_query(url);
-    let Some(start) = url.find("://").map(|scheme| scheme + 3) else {
+    let Some(start) = scheme_end(&url) else {
         return redact_bare(&url);
     };
     let rest = &url[start..];
@@ -322,10 +322,14 @@ pub fn redact(url: &str) -> String {
         .peekable();
     let query = rest.find('?').unwrap_or(rest.len());
     let last = ends.peek().copied();
+    // With no host: the last `@` before the query, or past it while the authority has
+    // not ended (no `/` yet), as the query's `?` may then be the password's.
+    let open = !rest[..query].contains('/');
     let userinfo_end = ends
         .find(|at| *at < query)
         .or(last)
-        .or_else(|| rest[..query].rfind('@'));
+        .or_else(|| rest[..query].rfind('@'))
+        .or_else(|| rest.rfind('@').filter(|_| open));
     let password = userinfo_end.and_then(|at| Some((rest[..at].find(':')?, at)));
     match password {
         Some((colon, at)) => format!("{}:***{}", &url[..start + colon], &rest[at..]),
@@ -333,7 +337,18 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// [`redact`] for text without `://`: each `…password=value` (a libpq keyword, its
+/// Where a URL's `scheme://` ends, if the text begins with one (a `://` further on,
+/// in a password or a query, is none).
+fn scheme_end(text: &str) -> Option<usize> {
+    let at = text.find("://")?;
+    let scheme = &text[..at];
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    valid.then_some(at + 3)
+}
+
+/// [`redact`] for text without a scheme: each `…password=value` (a libpq keyword, its
 /// value quoted or not) hidden, then everything from the first `:` to the last `@`.
 fn redact_bare(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
@@ -473,6 +488,43 @@ mod tests {
     }
 
     #[test]
+    fn redact_hides_the_password_of_a_url_without_a_host_or_of_no_url() {
+        // No host: a socket's directory in the query, or nothing at all.
+        assert_eq!(
+            redact("postgres://signoff:hunter2@/signoff?host=/run/postgresql"),
+            "postgres://signoff:***@/signoff?host=/run/postgresql"
+        );
+        assert_eq!(redact("postgres://u:hunter2@"), "postgres://u:***@");
+        assert_eq!(redact("postgres://u:hun?ter2@/db"), "postgres://u:***@/db");
+        assert_eq!(
+            redact("postgres://u:hun?ter2@/db?host=/run/postgresql"),
+            "postgres://u:***@/db?host=/run/postgresql"
+        );
+        // A `://` that is no scheme's.
+        assert_eq!(
+            redact("host=db password=hun://ter2 dbname=x"),
+            "host=db password=*** dbname=x"
+        );
+        assert_eq!(
+            redact("u:hunter2@h/db?next=https://x"),
+            "u:***@h/db?next=https://x"
+        );
+        // No URL: a mistyped scheme, libpq's keywords.
+        assert_eq!(redact("postgres:/u:hunter2@h/db"), "postgres:***@h/db");
+        assert_eq!(redact("postgres//u:hunter2@h/db"), "postgres//u:***@h/db");
+        assert_eq!(
+            redact("host=db user=signoff password=hunter2 dbname=x"),
+            "host=db user=signoff password=*** dbname=x"
+        );
+        assert_eq!(
+            redact("host=db PASSWORD = 'hun ter\\'2' sslpassword=k dbname=x"),
+            "host=db PASSWORD = *** sslpassword=*** dbname=x"
+        );
+        assert_eq!(redact("password='hunter2"), "password=***");
+        assert_eq!(redact("no password here"), "no password here");
+    }
+
+    #[test]
     fn redact_hides_only_the_password() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
@@ -522,25 +574,6 @@ mod tests {
         );
         // Two ends a host could follow: the last is the userinfo's.
         assert_eq!(redact("postgres://u:p@h/x@db/y"), "postgres://u:***@db/y");
-        // No host: a socket's directory in the query, or nothing at all.
-        assert_eq!(
-            redact("postgres://signoff:hunter2@/signoff?host=/run/postgresql"),
-            "postgres://signoff:***@/signoff?host=/run/postgresql"
-        );
-        assert_eq!(redact("postgres://u:hunter2@"), "postgres://u:***@");
-        // No URL: a mistyped scheme, libpq's keywords.
-        assert_eq!(redact("postgres:/u:hunter2@h/db"), "postgres:***@h/db");
-        assert_eq!(redact("postgres//u:hunter2@h/db"), "postgres//u:***@h/db");
-        assert_eq!(
-            redact("host=db user=signoff password=hunter2 dbname=x"),
-            "host=db user=signoff password=*** dbname=x"
-        );
-        assert_eq!(
-            redact("host=db PASSWORD = 'hun ter\\'2' sslpassword=k dbname=x"),
-            "host=db PASSWORD = *** sslpassword=*** dbname=x"
-        );
-        assert_eq!(redact("password='hunter2"), "password=***");
-        assert_eq!(redact("no password here"), "no password here");
         for url in [
             "",
             "://",
