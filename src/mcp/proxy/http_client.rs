@@ -164,7 +164,13 @@ impl StreamableHttpClient for Quiet {
 /// query's or a password's, which cannot be told apart, so nothing but the scheme is
 /// shown.
 pub fn redact_url(url: &str) -> String {
-    let (scheme, after) = match url.find("://") {
+    // A scheme only at the start: a `://` further on is a password's or a query's.
+    let scheme = url.find("://").filter(|at| {
+        let mut chars = url[..*at].chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    let (scheme, after) = match scheme {
         Some(at) => url.split_at(at + 3),
         None => ("", url),
     };
@@ -207,6 +213,9 @@ mod tests {
             // An `@` in the query alone: a password's, as far as the text tells.
             ("https://host/mcp?k=sec@ret", "https://…"),
             ("https://u:p@host/mcp?k=sec@ret", "https://host/mcp?…"),
+            // A `://` that is no scheme's.
+            ("u:sec@host/mcp?next=https://x", "host/mcp?…"),
+            ("u:sec://ret@host/mcp", "host/mcp"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
             assert!(!redact_url(url).contains("sec"), "{url}");
