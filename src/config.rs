@@ -188,13 +188,12 @@ pub fn secrets_from_files(
         };
         if path.is_empty() {
             // Left blank, as compose files leave a variable: unset, but for the
-            // database's when nothing else names one (the SQLite default would put a
-            // server meant for PostgreSQL on a file of its own).
+            // database's when nothing else names one: then the URL is empty, refused
+            // where a command opens the database (the SQLite default would put a server
+            // meant for PostgreSQL on a file of its own), and `--database-url` or a
+            // command that opens none is not held up.
             if name == "DATABASE_URL" && var(name).is_none() {
-                return Err(format!(
-                    "{file_var} is empty: name the file that holds the database URL, or \
-                     leave it unset"
-                ));
+                found.push((name, String::new()));
             }
             continue;
         }

@@ -173,6 +173,13 @@ impl Store {
                 missed.clone(),
             ));
             Backend::Postgres(reads)
+        } else if url.trim().is_empty() {
+            return Err(StoreError::Invalid(
+                "the database URL is empty (DATABASE_URL, or the file DATABASE_URL_FILE \
+                 names): use sqlite://FILE or postgres://…, or leave both unset for the \
+                 SQLite default"
+                    .into(),
+            ));
         } else {
             return Err(StoreError::Invalid(format!(
                 "unsupported database URL {:?}: use sqlite://FILE or postgres://…",

@@ -650,12 +650,24 @@ fn an_empty_setting_counts_as_unset_and_help_shows_no_database_password() {
         .output()
         .unwrap();
     assert_one_line_error(&serve, "SIGNOFF_POLICY (--policy) is empty");
-    let listed = common::server::command(&["token", "list"], "sqlite://unused.db")
-        .env_remove("DATABASE_URL")
-        .env("DATABASE_URL_FILE", "")
-        .output()
-        .unwrap();
-    assert_one_line_error(&listed, "DATABASE_URL_FILE is empty");
+    let file_left_blank = |args: &[&str]| {
+        common::server::command(args, "sqlite://unused.db")
+            .env_remove("DATABASE_URL")
+            .env("DATABASE_URL_FILE", "")
+            .output()
+            .unwrap()
+    };
+    let listed = file_left_blank(&["token", "list"]);
+    assert_one_line_error(
+        &listed,
+        "the database URL is empty (DATABASE_URL, or the file",
+    );
+    // Nothing else is held up: help, or a URL given on the command line.
+    assert!(file_left_blank(&["--help"]).status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("given.db").display());
+    let migrated = file_left_blank(&["migrate", "--database-url", &url]);
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
 
     for args in [&["serve", "--help"][..], &["list", "--help"], &["--help"]] {
         let help = signoff(args, "postgres://signoff:hunter2@127.0.0.1:1/x");
