@@ -114,15 +114,17 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
     /// After [`Tx::commit`] failed with `error`, whether the transaction committed
     /// all the same, learned by whether the last audit event it appended, `appended`
     /// (`(seq, hash)`), is there. `Ok(None)`: the error is the database's answer to
-    /// the commit, so it did not commit. `Ok(Some(committed))`: the reply was lost
-    /// (the connection broke after the commit was sent), and this is what became of
-    /// it. `Err`: the reply was lost and what became of it could not be learned, so
-    /// the batch may have committed or not. SQLite's commit runs in this process, and
-    /// an error from it means it did not commit.
+    /// the commit, so it did not commit; or the batch appended no event (its
+    /// operations may run again either way), and its old session, whose locks a retry
+    /// would wait for, is gone. `Ok(Some(committed))`: the reply was lost (the
+    /// connection broke after the commit was sent), and this is what became of it.
+    /// `Err`: the reply was lost and what became of it could not be learned, so the
+    /// batch may have committed or not. SQLite's commit runs in this process, and an
+    /// error from it means it did not commit.
     fn committed_after_all(
         &mut self,
         error: &sqlx::Error,
-        appended: (i64, &str),
+        appended: Option<(i64, &str)>,
     ) -> impl Future<Output = sqlx::Result<Option<bool>>> + Send {
         let _ = (error, appended);
         std::future::ready(Ok(None))

@@ -180,3 +180,38 @@ async fn writes_whose_commit_outcome_cannot_be_learned_fail_and_are_not_run_agai
     assert!(next.spent);
     assert_one_audit_chain(&store).await;
 }
+
+/// A batch that appends no audit event (here, a claim of due deliveries) whose `COMMIT`
+/// never reached the server: its old session, still holding the jobs' row locks, is
+/// ended before the claim runs again, which then takes them (it skipped them, locked,
+/// and they waited for a session nobody would end).
+#[tokio::test]
+async fn a_claim_whose_commit_never_reached_the_server_takes_its_jobs_when_run_again_on_postgres() {
+    let Some(db) = common::postgres("lost_commit_claim").await else {
+        return;
+    };
+    let (store, clock, cut) = open_cut(&db, LEARN_WITHIN).await;
+    let approval = create(&store, &clock, "deploy", json!({})).await;
+    let due = sql_time(&db, clock.now() - chrono::Duration::minutes(1));
+    let planned = format!(
+        "INSERT INTO jobs (approval_id, kind, payload, due_at, created_at) \
+         VALUES ('{}', 'slack_update', '{{}}', {due}, {due})",
+        approval.id
+    );
+    assert_eq!(raw_execute(&db, &planned).await, Ok(1));
+    let due = store.due_jobs(clock.now(), 10).await.unwrap();
+    assert_eq!(due.jobs.len(), 1);
+    cut.arm(Cut::NeverSent);
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(30),
+        store.claim_due(due, clock.now(), signoff::jobs::LEASE, |jobs| {
+            (jobs, Vec::new())
+        }),
+    )
+    .await
+    .expect("answered within 30 s")
+    .expect("run again");
+    assert_eq!(cut.cuts(), 1, "the claim's COMMIT was cut");
+    assert_eq!(claimed.len(), 1, "claimed when run again");
+    assert_eq!(claimed[0].attempts, 1);
+}

@@ -486,15 +486,15 @@ async fn committed_after_all<T: Tx>(
     appended: Option<(i64, String)>,
 ) -> Result<(), Failed> {
     // A batch that appended no audit event changed no approval, token or chain: its
-    // claims and deferrals take only jobs still free or still leased to them, its
-    // reports change only jobs that still hold their claims' leases, and links and
-    // closed Slack batches are set again to what they are; a checkpoint is appended
-    // only when the chain has grown past the table's newest. Each may run again,
-    // committed or not.
-    let Some((seq, hash)) = appended else {
-        return Err(Failed::RolledBack(error));
-    };
-    match tx.committed_after_all(&error, (seq, &hash)).await {
+    // reports change only jobs that still hold their claims' leases, links and closed
+    // Slack batches are set again to what they are, and a checkpoint is appended only
+    // when the chain has grown past the table's newest. Each may run again, committed
+    // or not, once the old session is gone (its locks would hold the retry up); a
+    // claim that did commit finds its jobs leased and claims nothing, so they wait
+    // out their lease. Nothing to look for, nothing is learned: `Ok(None)`.
+    let seq = appended.as_ref().map(|(seq, _)| *seq);
+    let looked = appended.as_ref().map(|(seq, hash)| (*seq, hash.as_str()));
+    match tx.committed_after_all(&error, looked).await {
         Ok(None) => Err(Failed::RolledBack(error)),
         Ok(Some(true)) => {
             tracing::warn!(%error, operations = ops.len(), kinds = %Kinds(ops), seq,

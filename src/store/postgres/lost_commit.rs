@@ -71,7 +71,7 @@ impl PgTx {
     pub(super) async fn learn_commit(
         &mut self,
         error: &sqlx::Error,
-        (seq, hash): (i64, &str),
+        appended: Option<(i64, &str)>,
     ) -> sqlx::Result<Option<bool>> {
         self.deferred.discard();
         if !outcome_unknown(error) {
@@ -90,7 +90,7 @@ impl PgTx {
         let mut failed = None;
         let looked = tokio::time::timeout(self.learn_within, async {
             loop {
-                match look(&options, &process, seq, hash).await {
+                match look(&options, &process, appended).await {
                     Ok(committed) => return committed,
                     Err(error) => failed = Some(error),
                 }
@@ -99,7 +99,7 @@ impl PgTx {
         })
         .await;
         match looked {
-            Ok(committed) => Ok(Some(committed)),
+            Ok(committed) => Ok(committed),
             Err(_) => Err(failed.unwrap_or_else(|| {
                 let words = format!("not learned within {:?}", self.learn_within);
                 sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, words))
@@ -109,13 +109,13 @@ impl PgTx {
 }
 
 /// One attempt, on a new connection: ends the old server `process`, waits until it is
-/// gone, and answers whether the audit event `(seq, hash)` is in the log.
+/// gone, and answers whether the audit event `appended` (`(seq, hash)`) is in the log
+/// (`None` with none to look for).
 async fn look(
     options: &PgConnectOptions,
     process: &ServerProcess,
-    seq: i64,
-    hash: &str,
-) -> sqlx::Result<bool> {
+    appended: Option<(i64, &str)>,
+) -> sqlx::Result<Option<bool>> {
     let mut conn = PgConnection::connect_with(options).await?;
     let &ServerProcess { pid, started } = process;
     sqlx::query(
@@ -140,6 +140,10 @@ async fn look(
         }
         tokio::time::sleep(POLL).await;
     }
+    let Some((seq, hash)) = appended else {
+        let _ = conn.close().await;
+        return Ok(None);
+    };
     let committed = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq = $1 AND hash = $2)",
     )
@@ -149,5 +153,5 @@ async fn look(
     .await?;
     // Nothing more is asked of it: an error closing it changes nothing learned.
     let _ = conn.close().await;
-    Ok(committed)
+    Ok(Some(committed))
 }

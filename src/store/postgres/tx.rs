@@ -160,7 +160,7 @@ impl Tx for PgTx {
     async fn committed_after_all(
         &mut self,
         error: &sqlx::Error,
-        appended: (i64, &str),
+        appended: Option<(i64, &str)>,
     ) -> sqlx::Result<Option<bool>> {
         self.learn_commit(error, appended).await
     }
