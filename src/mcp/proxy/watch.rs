@@ -9,8 +9,9 @@
 //! long-poll did); the next registration opens a new stream. A stream that goes silent
 //! (no byte for [`SILENT`], though the server sends a keep-alive every 15 s: a
 //! buffering proxy, a half-dead peer) is given up and a new one started in its place;
-//! the held calls keep waiting, and once it listens every registered approval is read
-//! again (a decision may have come meanwhile). A `resync` event (the server may have
+//! the held calls keep waiting, and every registered approval is read again then and
+//! once the new one listens (a decision may have come meanwhile); a call held before it
+//! listens registers at once ([`Phase::Resuming`]). A `resync` event (the server may have
 //! dropped changes) reads every registered approval again too.
 
 use std::collections::HashMap;
@@ -33,6 +34,11 @@ pub const SILENT: Duration = Duration::from_secs(45);
 enum Phase {
     Connecting,
     Listening,
+    /// A stream given up for silence, a new one not listening yet: a registration
+    /// goes ahead (the call reads its approval once, and every registered approval is
+    /// read again at each give-up), rather than wait for a stream that a buffering
+    /// proxy may never let say it listens.
+    Resuming,
     Broken(ApiError),
 }
 
@@ -179,7 +185,7 @@ impl Watch {
             match outcome {
                 Ok(Ended::Silent) => {
                     tracing::info!(silent = ?self.silent, "the decision stream went silent: starting a new one");
-                    phase.send_replace(Phase::Connecting);
+                    phase.send_replace(Phase::Resuming);
                     // Read now, not only once the new one listens: behind a reverse
                     // proxy that buffers streams, it never says it does.
                     self.resync();
@@ -298,6 +304,34 @@ mod tests {
             .unwrap();
         assert_eq!(decided.status, "approved");
         assert!(opened.load(Ordering::SeqCst) >= 2, "a new stream");
+    }
+
+    /// A call held after the stream went silent, while the new one does not say it
+    /// listens (buffered): registered at once, not after the 30 s a new stream has to
+    /// start, and its decision comes with the next give-up's reads.
+    #[tokio::test]
+    async fn a_call_held_while_a_buffered_stream_resumes_is_registered_at_once() {
+        let (base, opened) = silent_signoff(true).await;
+        let watch = Watch::new(Api::new(&base, None).unwrap(), Duration::from_millis(200));
+        let first = watch.watch("a1").await.unwrap();
+        let replaced = async {
+            while opened.load(Ordering::SeqCst) < 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), replaced)
+            .await
+            .expect("the silent stream is given up");
+        let mut waiting = tokio::time::timeout(Duration::from_secs(2), watch.watch("a1"))
+            .await
+            .expect("registered without waiting for the stream to listen")
+            .unwrap();
+        let decided = tokio::time::timeout(Duration::from_secs(5), waiting.decided())
+            .await
+            .expect("read again at the next give-up")
+            .unwrap();
+        assert_eq!(decided.status, "approved");
+        drop(first);
     }
 
     /// Behind a reverse proxy that buffers the streams, the new stream never says it
