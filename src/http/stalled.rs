@@ -4,6 +4,9 @@
 //! connection slot for good once the socket's buffers are full. [`Stalled`] fails a
 //! write that makes no progress for [`super::Limits::write`], which closes the
 //! connection; any progress starts the time again, so a slow reader is served.
+//! Progress is what the kernel reports: a full socket takes writes again once about a
+//! third of its send buffer has drained, so a client that reads less than that (tens
+//! of KiB at most) in the whole time counts as reading nothing.
 
 use std::future::Future;
 use std::io;
