@@ -92,13 +92,7 @@ async fn a_denied_call_is_an_error_naming_who_and_why_and_never_runs() {
 async fn a_policy_denied_call_names_the_rule_never_runs_and_its_tool_is_not_listed() {
     let h = harness().await;
     let proxy = h.proxy(&[]).await;
-    let result = proxy
-        .client
-        .call_tool(call("drop_table", json!({"table": "users"})))
-        .await
-        .unwrap();
-    assert_eq!(result.is_error, Some(true));
-    let text = &texts(&result)[0];
+    let text = &proxy.refused("drop_table", json!({"table": "users"})).await[0];
     assert!(
         text.starts_with("Denied by policy: ") && text.contains("drop_*"),
         "{text}"
@@ -282,13 +276,7 @@ async fn signoff_unreachable_or_the_token_refused_is_an_error_the_call_never_run
         )
         .await;
     for _ in 0..2 {
-        let result = proxy
-            .client
-            .call_tool(call("echo", json!({})))
-            .await
-            .unwrap();
-        assert_eq!(result.is_error, Some(true));
-        let text = &texts(&result)[0];
+        let text = &proxy.refused("echo", json!({})).await[0];
         assert!(
             text.contains(&format!("signoff is unreachable at http://{down}"))
                 && text.contains("Connection refused")

@@ -211,6 +211,16 @@ pub struct Proxy {
     pub child: tokio::process::Child,
 }
 
+impl Proxy {
+    /// Calls `tool` with `arguments`, which must be answered with an error result;
+    /// its texts.
+    pub async fn refused(&self, tool: &str, arguments: Value) -> Vec<String> {
+        let result = self.client.call_tool(call(tool, arguments)).await.unwrap();
+        assert_eq!(result.is_error, Some(true), "{:?}", texts(&result));
+        texts(&result)
+    }
+}
+
 impl Harness {
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("calls.jsonl")

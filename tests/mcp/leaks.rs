@@ -20,13 +20,7 @@ async fn the_credentials_in_the_signoff_url_reach_neither_the_model_nor_the_log(
     // The policy cannot be read for the list (a warning in the log) ...
     proxy.client.list_all_tools().await.unwrap();
     // ... and the call is refused, saying where signoff was not reached.
-    let result = proxy
-        .client
-        .call_tool(call("echo", json!({})))
-        .await
-        .unwrap();
-    assert_eq!(result.is_error, Some(true));
-    let text = &texts(&result)[0];
+    let text = &proxy.refused("echo", json!({})).await[0];
     assert!(
         text.contains(&format!("signoff is unreachable at http://{down} (")),
         "{text}"

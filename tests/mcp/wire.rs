@@ -130,13 +130,8 @@ async fn the_upstreams_elicitation_and_roots_requests_reach_the_client_and_its_a
 async fn a_failing_tool_returns_the_upstreams_error_result_as_it_came() {
     let h = harness().await;
     let proxy = h.proxy(&[]).await;
-    let result = proxy
-        .client
-        .call_tool(call("fail", json!({})))
-        .await
-        .unwrap();
-    assert_eq!(result.is_error, Some(true));
-    assert_eq!(texts(&result), ["the fixture failed on purpose"]);
+    let refused = proxy.refused("fail", json!({})).await;
+    assert_eq!(refused, ["the fixture failed on purpose"]);
 }
 
 #[tokio::test]
@@ -182,17 +177,8 @@ async fn a_five_mib_argument_is_refused_as_too_large_and_never_runs() {
     let h = harness().await;
     let proxy = h.proxy(&[]).await;
     let big = "x".repeat(5 * 1024 * 1024);
-    let result = proxy
-        .client
-        .call_tool(call("echo", json!({"blob": big})))
-        .await
-        .unwrap();
-    assert_eq!(result.is_error, Some(true));
-    assert!(
-        texts(&result)[0].contains("too large"),
-        "{:?}",
-        texts(&result)
-    );
+    let refused = proxy.refused("echo", json!({"blob": big})).await;
+    assert!(refused[0].contains("too large"), "{refused:?}");
     assert!(h.ran().is_empty());
     let still = proxy
         .client
