@@ -84,6 +84,17 @@ pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// Where a URL's `scheme://` ends, if the text begins with one (RFC 3986: a letter,
+/// then letters, digits, `+`, `-` or `.`); a `://` further on, in a password or a
+/// query, is none. For the code that hides a URL's credentials.
+pub fn scheme_end(text: &str) -> Option<usize> {
+    let at = text.find("://")?;
+    let mut chars = text[..at].chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    valid.then_some(at + 3)
+}
+
 /// The policy file's path. An empty one is refused, not taken for the default: that
 /// would put a server meant to run under its rules (its deny rules, channels and
 /// approvers) on `./signoff.toml` or the built-in defaults, which post nowhere.

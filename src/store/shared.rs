@@ -310,7 +310,7 @@ where
 /// first `:` to its last `@`. Where that is ambiguous, more is hidden, never less.
 pub fn redact(url: &str) -> String {
     let url = redact_query(url);
-    let Some(start) = scheme_end(&url) else {
+    let Some(start) = crate::config::scheme_end(&url) else {
         return redact_bare(&url);
     };
     let rest = &url[start..];
@@ -335,17 +335,6 @@ pub fn redact(url: &str) -> String {
         Some((colon, at)) => format!("{}:***{}", &url[..start + colon], &rest[at..]),
         None => url,
     }
-}
-
-/// Where a URL's `scheme://` ends, if the text begins with one (a `://` further on,
-/// in a password or a query, is none).
-fn scheme_end(text: &str) -> Option<usize> {
-    let at = text.find("://")?;
-    let scheme = &text[..at];
-    let mut chars = scheme.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    valid.then_some(at + 3)
 }
 
 /// [`redact`] for text without a scheme: each `…password=value` (a libpq keyword, its

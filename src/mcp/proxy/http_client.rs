@@ -164,14 +164,8 @@ impl StreamableHttpClient for Quiet {
 /// query's or a password's, which cannot be told apart, so nothing but the scheme is
 /// shown.
 pub fn redact_url(url: &str) -> String {
-    // A scheme only at the start: a `://` further on is a password's or a query's.
-    let scheme = url.find("://").filter(|at| {
-        let mut chars = url[..*at].chars();
-        chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-            && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    });
-    let (scheme, after) = match scheme {
-        Some(at) => url.split_at(at + 3),
+    let (scheme, after) = match crate::config::scheme_end(url) {
+        Some(end) => url.split_at(end),
         None => ("", url),
     };
     let before_mark = &after[..after.find(['?', '#']).unwrap_or(after.len())];
