@@ -58,7 +58,10 @@ fn log_call(name: &str, arguments: &Value) {
         .append(true)
         .open(path)
         .unwrap();
-    writeln!(file, "{}", json!({"tool": name, "arguments": arguments})).unwrap();
+    // One `write` per line: `writeln!` writes a line in pieces, and a test reading
+    // the file meanwhile would see half of one.
+    let line = format!("{}\n", json!({"tool": name, "arguments": arguments}));
+    file.write_all(line.as_bytes()).unwrap();
 }
 
 /// A tool result's first text.

@@ -226,10 +226,12 @@ impl Harness {
         self.dir.path().join("calls.jsonl")
     }
 
-    /// Every tool call the fixture ran, in order.
+    /// Every tool call the fixture ran, in order (whole lines only: the fixture may
+    /// be writing the next one).
     pub fn ran(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.log_path())
-            .unwrap_or_default()
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let whole = &log[..log.rfind('\n').map_or(0, |end| end + 1)];
+        whole
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()

@@ -203,19 +203,11 @@ async fn a_round_the_client_never_comes_back_for_is_given_up_and_its_state_refus
     let first = raw.answer(1).await;
     let (key, _) = only_request(&first);
     let state = first["result"]["requestState"].clone();
-    let mut failed = Vec::new();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        failed = h
-            .ran()
-            .into_iter()
-            .filter(|call| call["tool"] == "ask_model: sampling failed")
-            .collect();
-        if !failed.is_empty() {
-            break;
-        }
-    }
-    let error = failed[0]["arguments"]["error"].as_str().unwrap();
+    let sampling_failed =
+        || (h.ran().into_iter()).find(|call| call["tool"] == "ask_model: sampling failed");
+    assert!(eventually(|| sampling_failed().is_some()).await);
+    let failed = sampling_failed().expect("the upstream's sampling got its error");
+    let error = failed["arguments"]["error"].as_str().unwrap();
     assert!(error.contains("did not come back"), "{error}");
 
     raw.send(&retry(
@@ -253,27 +245,29 @@ async fn a_request_queued_behind_a_parked_call_gets_an_error_when_that_call_is_g
     let first = raw.answer(1).await;
     let (_, request) = only_request(&first);
     assert_eq!(request["method"], "sampling/createMessage", "{first}");
-    let elicited = || (h.ran().into_iter()).find(|call| call["tool"] == "ask_twice: elicitation");
-    let mut outcome = None;
-    for _ in 0..100 {
-        outcome = elicited();
-        if outcome.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let outcome = outcome.expect("the upstream's second request is answered");
+    // Both requests are answered, in either order; wait until the fixture logged both.
+    let logged = |tool: &str| -> Vec<Value> {
+        (h.ran().into_iter())
+            .filter(|call| call["tool"] == tool)
+            .collect()
+    };
+    let both = eventually(|| {
+        !logged("ask_twice: elicitation").is_empty()
+            && !logged("ask_model: sampling failed").is_empty()
+    });
+    assert!(both.await, "{:?}", h.ran());
+    let elicited = logged("ask_twice: elicitation");
+    let outcome = elicited
+        .first()
+        .expect("the upstream's second request is answered");
     assert_eq!(outcome["arguments"]["is_error"], true, "{outcome}");
     let text = outcome["arguments"]["text"].as_str().unwrap();
     assert!(
         text.contains("no request of the client's is left"),
         "{text}"
     );
-    let failed = h
-        .ran()
-        .into_iter()
-        .filter(|call| call["tool"] == "ask_model: sampling failed");
-    assert_eq!(failed.count(), 1, "the first request got its error as well");
+    let failed = logged("ask_model: sampling failed");
+    assert_eq!(failed.len(), 1, "the first request got its error as well");
     let _ = raw.child.start_kill();
 }
 
