@@ -30,6 +30,11 @@ pub const SLACK_SECRET: &str = "test-signing-secret";
 /// The API token's name (the requester identity of the app's token).
 pub const TOKEN_NAME: &str = "agent";
 
+/// A Slack client time limit far above the fake Slack's deliberate delays (which
+/// stay under 2 s), for the tests that use them: on a busy machine, 400 ms of delay
+/// against the usual 500 ms limit can time out instead.
+pub const PATIENT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How to start the app.
 pub struct Options<'a> {
     pub policy: &'a str,
@@ -44,6 +49,8 @@ pub struct Options<'a> {
     /// How long clicks and commands wait for a user group (`Approvers`' default
     /// otherwise).
     pub group_wait: Option<std::time::Duration>,
+    /// How long the app's Slack client waits for an answer.
+    pub slack_timeout: std::time::Duration,
 }
 
 impl<'a> Options<'a> {
@@ -55,6 +62,8 @@ impl<'a> Options<'a> {
             public_url: None,
             socket_mode: None,
             group_wait: None,
+            // Short, so the "Slack hangs" tests take a moment, not 10 s.
+            slack_timeout: std::time::Duration::from_millis(500),
         }
     }
 
@@ -74,6 +83,15 @@ impl<'a> Options<'a> {
     pub fn with_socket_timings(mut self, timings: Timings) -> Self {
         self.slack = true;
         self.socket_mode = Some(timings);
+        self
+    }
+
+    /// Slack, whose client waits `timeout` for each answer: for tests whose fake
+    /// Slack answers slowly on purpose, so that slow stays far from timed out on a
+    /// busy machine.
+    pub fn with_slack_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.slack = true;
+        self.slack_timeout = timeout;
         self
     }
 
@@ -147,10 +165,9 @@ pub async fn spawn(db: TestDb, options: Options<'_>) -> App {
         .with_signer(signer.clone());
     let mut client = None;
     if let Some(fake) = &slack {
-        // A short time limit so the "Slack hangs" tests take a moment, not 10 s.
         let slack_client = SlackClient::new("xoxb-test-token", &fake.url)
             .expect("client")
-            .with_timeout(std::time::Duration::from_millis(500));
+            .with_timeout(options.slack_timeout);
         let mut slack_app = SlackApp::new(slack_client.clone(), Some(SLACK_SECRET.into()));
         if let Some(wait) = options.group_wait {
             slack_app.approvers = slack_app.approvers.with_interactive_wait(wait);

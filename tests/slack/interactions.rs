@@ -8,7 +8,7 @@ use signoff::approval::Status;
 use signoff::clock::Clock;
 
 use crate::common;
-use crate::common::app::Options;
+use crate::common::app::{Options, PATIENT};
 use crate::common::fake_slack::Failure;
 use crate::common::slack::click_on_message;
 use crate::helpers::*;
@@ -556,8 +556,10 @@ async fn an_approve_on_a_message_an_edit_has_overtaken_is_refused_until_it_shows
 /// all of them, and a click a moment later finds it cached.
 #[tokio::test]
 async fn a_slow_user_group_lookup_is_fetched_once_and_clicks_answer_without_waiting_for_it() {
-    // Clicks wait 100 ms; Slack answers in 350 ms, within the client's 500 ms.
-    let options = Options::new(POLICY).with_group_wait(Duration::from_millis(100));
+    // Clicks wait 100 ms; Slack answers in 350 ms, well within the client's limit.
+    let options = Options::new(POLICY)
+        .with_group_wait(Duration::from_millis(100))
+        .with_slack_timeout(PATIENT);
     let app = spawn_with(common::sqlite(), options).await;
     app.slack.set_group("S0SRE", &["U0CAROL", "U0DAVE"]);
     let deploy = app.posted_deploy("prod").await;
@@ -583,7 +585,7 @@ async fn a_slow_user_group_lookup_is_fetched_once_and_clicks_answer_without_wait
     );
 
     // The fetch went on: Carol's next click finds the group without asking again.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     app.slack.set_delay(Duration::ZERO);
     let (status, body) = app.click(&deploy, "U0CAROL", "approve").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, ""));

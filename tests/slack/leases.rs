@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use signoff::clock::Clock;
 
+use crate::common::app::{Options, PATIENT};
 use crate::common::fake_slack::Failure;
 use crate::common::{TestDb, raw_count, refuse};
 use crate::helpers::*;
@@ -102,7 +103,8 @@ async fn a_reminder_whose_holder_overran_its_lease_plans_one_next_reminder(db: T
 crate::on_both_backends!(a_reminder_whose_holder_overran_its_lease_plans_one_next_reminder);
 
 async fn a_report_that_fails_cuts_off_no_delivery_and_hands_back_those_not_started(db: TestDb) {
-    let app = spawn_policy(db, BACKLOG_POLICY).await;
+    let options = Options::new(BACKLOG_POLICY).with_slack_timeout(PATIENT);
+    let app = spawn_with(db, options).await;
     backlog(&app, 20).await;
     // Eight posts start at once: the first answered at once, its report refused by
     // the database; the seven others answered a moment later.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use signoff::approval::Status;
 
-use crate::common::app::Options;
+use crate::common::app::{Options, PATIENT};
 use crate::common::fake_slack::Failure;
 use crate::common::fake_socket::{Conn, FakeSocket, Happened, envelope};
 use crate::common::{self, TestDb, app::SOCKET_TIMINGS};
@@ -89,7 +89,9 @@ async fn a_replaced_socket_stays_open_until_an_envelope_it_took_late_is_acked() 
         drain,
         ..SOCKET_TIMINGS
     };
-    let options = Options::new(&policy).with_socket_timings(timings);
+    let options = Options::new(&policy)
+        .with_socket_timings(timings)
+        .with_slack_timeout(PATIENT);
     let app = spawn_with(common::sqlite(), options).await;
     let socket = fake_socket(&app);
     let mut old = socket.accept().await;
@@ -212,7 +214,10 @@ async fn serving_a_click(drain: Duration, listing: Duration) -> (TestApp, FakeSo
         drain,
         ..SOCKET_TIMINGS
     };
-    let app = spawn_socket_timed(common::sqlite(), timings).await;
+    let options = Options::new(POLICY)
+        .with_socket_timings(timings)
+        .with_slack_timeout(PATIENT);
+    let app = spawn_with(common::sqlite(), options).await;
     let socket = fake_socket(&app).clone();
     let conn = socket.accept().await;
     conn.hello();
