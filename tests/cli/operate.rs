@@ -136,7 +136,7 @@ fn assert_audited_as_break_glass(db: &TestDb, first: &str) {
 
 async fn a_refused_decision_is_one_line_and_changes_nothing(db: TestDb) {
     let token = run_ok(&["token", "create", "agent"], &db.url);
-    let server = Server::start(&db.url, &[]);
+    let mut server = Server::start(&db.url, &[]);
     let first = ask(&server, &token, json!({"ids": [1]})).await;
     let second = ask(&server, &token, json!({"ids": [2]})).await;
     run_ok(&["decide", &first, "approve", "--as", "alice"], &db.url);
@@ -203,6 +203,27 @@ async fn a_refused_decision_is_one_line_and_changes_nothing(db: TestDb) {
     let untouched = get(&server.address, &token, &second, 0).await;
     assert_eq!(untouched["status"], "pending");
     assert_eq!(untouched["votes"], json!([]));
+
+    // Past its expiry while no server runs to mark it: still `pending` in the table,
+    // refused by the decision's own clock (above, a server's pass may mark it first).
+    let lapsed = ask(&server, &token, json!({"ids": [3]})).await;
+    server.kill();
+    let past = common::sql_time(&db, chrono::Utc::now() - chrono::Duration::minutes(5));
+    let sql = format!("UPDATE pending_approvals SET expires_at = {past} WHERE id = '{lapsed}'");
+    common::raw_execute(&db, &sql).await.unwrap();
+    assert_one_line_error(
+        &signoff(&["decide", &lapsed, "approve", "--as", "bob"], &db.url),
+        "expired",
+    );
+    let open = format!(
+        "SELECT COUNT(*) FROM pending_approvals WHERE id = '{lapsed}' AND status = 'pending' \
+         AND NOT EXISTS (SELECT 1 FROM votes WHERE approval_id = '{lapsed}')"
+    );
+    assert_eq!(
+        common::raw_count(&db, &open).await,
+        1,
+        "the row is untouched"
+    );
 }
 
 /// Rows straight into the shared table: `count` numbered ones, and two whose ids share
