@@ -215,3 +215,41 @@ async fn a_claim_whose_commit_never_reached_the_server_takes_its_jobs_when_run_a
     assert_eq!(claimed.len(), 1, "claimed when run again");
     assert_eq!(claimed[0].attempts, 1);
 }
+
+/// A batch whose `COMMIT` never reached the server, and whose outcome could not be
+/// learned in time (no new connection answered): its old server process, idle in its
+/// transaction and holding the audit head's lock (the server has not noticed the
+/// partition), is ended before the writer's next transaction, which would otherwise
+/// wait for it until the server noticed, hours later.
+#[tokio::test]
+async fn a_session_an_unlearned_commit_left_open_is_ended_before_the_next_write_on_postgres() {
+    let Some(db) = common::postgres("lost_commit_abandoned").await else {
+        return;
+    };
+    let within = Duration::from_millis(300);
+    let (store, clock, cut) = open_cut(&db, within).await;
+    cut.arm(Cut::NeverSent);
+    cut.hold(true);
+    let unlearned = spend(&store, &clock, "read_file", json!({})).await;
+    assert!(
+        matches!(&unlearned, Err(StoreError::Database(_))),
+        "failed as may have been made: {unlearned:?}"
+    );
+    cut.hold(false);
+
+    let next = spend(&store, &clock, "list_files", json!({}));
+    let next = tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("the next write does not wait for the abandoned session")
+        .unwrap();
+    assert!(next.spent);
+    assert_eq!(cut.cuts(), 1);
+    let spends = "SELECT COUNT(*) FROM pending_approvals WHERE tool_name = 'read_file'";
+    assert_eq!(
+        count(&db, spends).await,
+        0,
+        "rolled back when its session ended"
+    );
+    assert_eq!(count(&db, EXECUTED).await, 1, "the next one's");
+    assert_one_audit_chain(&store).await;
+}

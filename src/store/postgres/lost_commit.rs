@@ -12,6 +12,13 @@
 //! approval or a token appends one, and no other transaction can write the same event:
 //! its hash covers the chain before it).
 //!
+//! A server process whose connection the writer gave up on while its transaction may
+//! still be open (a lost commit whose outcome could not be learned in time, a
+//! `ROLLBACK` that failed on a broken connection) is ended too, by the next `begin`,
+//! before it opens a transaction on a new connection: the server notices a client
+//! that vanished without a word only hours later, and meanwhile the old transaction
+//! holds the locks the next one needs (the audit head's), so every write would wait.
+//!
 //! [`Tx::committed_after_all`]: crate::store::backend::Tx::committed_after_all
 
 use std::time::Duration;
@@ -33,6 +40,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// The server process behind a connection: its pid, and when it started, which tells
 /// it from a later process given the same pid.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct ServerProcess {
     pid: i32,
     started: DateTime<Utc>,
@@ -100,11 +108,64 @@ impl PgTx {
         .await;
         match looked {
             Ok(committed) => Ok(committed),
-            Err(_) => Err(failed.unwrap_or_else(|| {
-                let words = format!("not learned within {:?}", self.learn_within);
-                sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, words))
-            })),
+            Err(_) => {
+                // It may still be there, its transaction open: the next `begin` ends it.
+                self.abandoned = Some(process);
+                Err(failed.unwrap_or_else(|| timed_out("not learned", self.learn_within)))
+            }
         }
+    }
+
+    /// Ends the server process the writer last abandoned, if any, from `conn` (a new
+    /// connection, before its first transaction), and waits until it is gone, for
+    /// `learn_within` at most; it stays to be ended on failure.
+    pub(super) async fn end_abandoned(&mut self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        let Some(process) = self.abandoned else {
+            return Ok(());
+        };
+        tokio::time::timeout(self.learn_within, end(conn, &process))
+            .await
+            .map_err(|_| {
+                timed_out(
+                    "the writer's abandoned server process not ended",
+                    self.learn_within,
+                )
+            })??;
+        self.abandoned = None;
+        Ok(())
+    }
+}
+
+fn timed_out(what: &str, within: Duration) -> sqlx::Error {
+    let words = format!("{what} within {within:?}");
+    sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, words))
+}
+
+/// Ends the server `process` (nothing, if it is gone already), from `conn`, and waits
+/// until it is gone: then its transaction has committed or rolled back.
+async fn end(conn: &mut PgConnection, process: &ServerProcess) -> sqlx::Result<()> {
+    let &ServerProcess { pid, started } = process;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE pid = $1 AND backend_start = $2",
+    )
+    .bind(pid)
+    .bind(started)
+    .execute(&mut *conn)
+    .await?;
+    // Each statement its own transaction, so each reads the processes afresh.
+    loop {
+        let running: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2)",
+        )
+        .bind(pid)
+        .bind(started)
+        .fetch_one(&mut *conn)
+        .await?;
+        if !running {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -117,29 +178,7 @@ async fn look(
     appended: Option<(i64, &str)>,
 ) -> sqlx::Result<Option<bool>> {
     let mut conn = PgConnection::connect_with(options).await?;
-    let &ServerProcess { pid, started } = process;
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE pid = $1 AND backend_start = $2",
-    )
-    .bind(pid)
-    .bind(started)
-    .execute(&mut conn)
-    .await?;
-    // Each statement its own transaction, so each reads the processes afresh.
-    loop {
-        let running: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2)",
-        )
-        .bind(pid)
-        .bind(started)
-        .fetch_one(&mut conn)
-        .await?;
-        if !running {
-            break;
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    end(&mut conn, process).await?;
     let Some((seq, hash)) = appended else {
         let _ = conn.close().await;
         return Ok(None);

@@ -168,6 +168,7 @@ pub(crate) async fn open(
             begun: false,
             unplanned_in: tx::REPLAN_EVERY,
             process: None,
+            abandoned: None,
             learn_within,
         },
     ))

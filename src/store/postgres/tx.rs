@@ -59,6 +59,10 @@ pub(crate) struct PgTx {
     /// The server process behind `conn`, read when it connected: the one to end when a
     /// commit's reply is lost (`lost_commit`).
     pub(super) process: Option<ServerProcess>,
+    /// A server process of the writer's whose connection was given up while its
+    /// transaction may be open, to be ended before the next one begins
+    /// ([`PgTx::end_abandoned`]).
+    pub(super) abandoned: Option<ServerProcess>,
     /// How long to try to learn whether a commit whose reply was lost committed.
     pub(super) learn_within: std::time::Duration,
 }
@@ -122,6 +126,7 @@ impl Tx for PgTx {
     async fn begin(&mut self) -> sqlx::Result<()> {
         if self.conn.is_none() {
             let mut conn = self.pool.acquire().await?;
+            self.end_abandoned(&mut conn).await?;
             self.process = Some(ServerProcess::of(&mut conn).await?);
             self.conn = Some(conn);
         }
@@ -173,6 +178,8 @@ impl Tx for PgTx {
         };
         if !ok && let Some(mut conn) = self.conn.take() {
             conn.close_on_drop();
+            // The server may not have noticed: its transaction may hold locks still.
+            self.abandoned = self.process.take();
         }
     }
 
