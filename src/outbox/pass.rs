@@ -183,10 +183,10 @@ impl Outbox {
             Ok(outcome) => outcome,
             Err(_) => {
                 tracing::warn!(?limit, "delivery out of time: retried");
-                let outcome = retry(&job, now, None, format!("out of time after {limit:?}"));
-                self.given_up_then_next(&job, outcome, now).await
+                retry(&job, now, None, format!("out of time after {limit:?}"))
             }
         };
+        let outcome = self.given_up_then_next(&job, outcome, now).await;
         let outcome = match clock {
             Some(clock) => waited_from(outcome, now, clock.now()),
             None => outcome,
@@ -223,9 +223,11 @@ impl Outbox {
 }
 
 impl Outbox {
-    /// `outcome` of `job`, which ran out of time; given up, a reminder (or the job that
-    /// ends its round) plans the next reminder all the same, as when it gives up for
-    /// another reason (`remind::given_up_then`), from the approval as it is now.
+    /// `outcome` of `job`; given up with nothing planned next (out of time, the
+    /// approval not readable, no Slack on this replica: anything before or around the
+    /// reminding, which plans its own, `remind::given_up_then`), a reminder (or the job
+    /// that ends its round) plans the next reminder all the same, from the approval as
+    /// it is now: the chain ends only at the decision or the expiry.
     async fn given_up_then_next(
         &self,
         job: &DueJob,
@@ -236,7 +238,7 @@ impl Outbox {
             job.job,
             Job::SlackRemind { .. } | Job::SlackRemindLookup { .. }
         );
-        if !reminds || !matches!(outcome, Outcome::Dead { .. }) {
+        if !reminds || !matches!(outcome, Outcome::Dead { next: None, .. }) {
             return outcome;
         }
         match self.store.get(job.approval_id).await {

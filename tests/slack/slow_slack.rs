@@ -11,9 +11,12 @@ use serde_json::{Value, json};
 use signoff::approval::{Approval, Status};
 use signoff::clock::Clock;
 use signoff::jobs::Deliveries;
+use signoff::outbox::Outbox;
+use signoff::scheduler::Scheduler;
 use signoff::signing::Signer;
 use signoff::store::Store;
 
+use crate::common::app::{Options, PATIENT};
 use crate::common::fake_slack::Failure;
 use crate::common::{TestDb, raw_count, raw_execute, sql_time};
 use crate::helpers::*;
@@ -65,12 +68,18 @@ crate::on_both_backends!(
     dms_a_reminder_had_no_time_to_send_are_sent_in_the_same_round,
     a_reminder_cut_off_before_any_answer_is_retried_once_its_dms_may_show,
     a_reminder_given_up_for_running_out_of_time_plans_the_next_one,
+    a_reminder_given_up_where_slack_is_not_configured_plans_the_next_one,
 );
 
 /// The app under [`FIVE_APPROVERS`] with a request asked through the API for `tool`,
 /// posted.
 async fn posted(db: TestDb, tool: &str) -> (TestApp, Approval) {
-    let app = spawn_policy(db, FIVE_APPROVERS).await;
+    posted_with(db, tool, Options::new(FIVE_APPROVERS).with_slack()).await
+}
+
+/// [`posted`], the app started with `options`.
+async fn posted_with(db: TestDb, tool: &str, options: Options<'_>) -> (TestApp, Approval) {
+    let app = spawn_with(db, options).await;
     let body = json!({ "tool_name": tool, "parameters": {} });
     let approval = asked(&app, &app.token, &body).await;
     app.run_jobs().await;
@@ -353,11 +362,40 @@ async fn a_reminder_given_up_for_running_out_of_time_plans_the_next_one(db: Test
     assert_eq!(raw_count(&app.db, &next).await, 1, "the next reminder");
 }
 
+/// A reminder given up before it reminds anyone (here on a replica with no Slack
+/// token, which took it at its last attempt) plans the next reminder all the same, for
+/// a replica with Slack: the chain ends only at the decision or the expiry.
+async fn a_reminder_given_up_where_slack_is_not_configured_plans_the_next_one(db: TestDb) {
+    let app = spawn_on(db).await;
+    app.request("remind_rotate", json!({})).await;
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(30 * 60));
+    let outbox = Outbox::new(app.store.clone(), None, app.signer.clone()).unwrap();
+    let without_slack = Scheduler::with_outbox(app.store.clone(), outbox);
+    without_slack.run_once(app.clock.now()).await.unwrap();
+    assert_eq!(reminders_retried(&app).await, 1, "no Slack here: retried");
+    let last = "UPDATE jobs SET attempts = 20 WHERE kind = 'slack_remind'";
+    assert_eq!(raw_execute(&app.db, last).await, Ok(1));
+    app.clock.advance(Duration::from_secs(2));
+    without_slack.run_once(app.clock.now()).await.unwrap();
+    let dead = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'dead' \
+                AND last_error LIKE '%Slack is not configured%'";
+    assert_eq!(raw_count(&app.db, dead).await, 1, "given up");
+    assert!(app.slack.dm_posts().is_empty(), "nobody reminded");
+    let next = format!(
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'ready' \
+         AND due_at = {}",
+        sql_time(&app.db, app.clock.now() + chrono::Duration::hours(1))
+    );
+    assert_eq!(raw_count(&app.db, &next).await, 1, "the next reminder");
+}
+
 /// An update Slack takes in part, answering late (the manual clock moves on while it
 /// is under way) and refusing one message with a 429: the update of the rest waits
 /// Slack's `Retry-After` from the answer, not from when the attempt began.
 async fn the_rest_of_an_update_slack_took_in_part_waits_from_when_its_attempt_ended(db: TestDb) {
-    let (app, approval) = posted(db, "remind_rotate").await;
+    let options = Options::new(FIVE_APPROVERS).with_slack_timeout(PATIENT);
+    let (app, approval) = posted_with(db, "remind_rotate", options).await;
     app.clock.advance(Duration::from_secs(30 * 60));
     app.run_jobs().await;
     assert_eq!(app.store.messages(approval.id).await.unwrap().len(), 6);
@@ -439,7 +477,8 @@ async fn updates_slack_hangs_on_for_one_message_reach_the_others_and_the_last_la
 /// it is under way), and then with a 429: the retry waits Slack's `Retry-After` from
 /// the answer, not from when the attempt began.
 async fn a_retry_waits_from_when_its_attempt_ended(db: TestDb) {
-    let app = spawn_policy(db, FIVE_APPROVERS).await;
+    let options = Options::new(FIVE_APPROVERS).with_slack_timeout(PATIENT);
+    let app = spawn_with(db, options).await;
     let began = app.clock.now();
     app.slack.set_delay(Duration::from_millis(300));
     let limited = Failure::RateLimited {
