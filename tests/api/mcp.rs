@@ -115,4 +115,17 @@ async fn the_policy_names_the_tools_it_denies_outright() {
         .post("/v1/policy/tools", &json!({"server": "a b", "tools": []}))
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // A misspelt `server` is refused: read as no server, rules naming one would not
+    // match, and a tool they deny would be listed as allowed.
+    let (status, error) = app
+        .post(
+            "/v1/policy/tools",
+            &json!({"servr": "db", "tools": [{"name": "drop_table"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert!(
+        error["detail"].as_str().unwrap().contains("servr"),
+        "{error}"
+    );
 }

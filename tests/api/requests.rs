@@ -397,6 +397,12 @@ async fn odd_paths_methods_and_queries_are_refused_with_the_apis_json() {
             StatusCode::BAD_REQUEST,
             "bad_request",
         ),
+        // A misspelt `wait` is refused, not read as no wait at all.
+        (
+            format!("/v1/approvals/{id}?wiat=30"),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
     ] {
         let (got, error) = app.get(&path).await;
         assert_eq!(got, status, "{path}: {error}");

@@ -276,6 +276,9 @@ pub async fn ask(
 }
 
 #[derive(Debug, Deserialize)]
+// A parameter it does not know is refused, not ignored: `?wiat=30` would otherwise read
+// at once, and a client that believes it long-polls would ask again and again.
+#[serde(deny_unknown_fields)]
 pub struct ShowQuery {
     wait: Option<String>,
 }

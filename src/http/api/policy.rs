@@ -18,6 +18,9 @@ const MAX_TOOLS: usize = 10_000;
 /// An MCP server's tools, as its `tools/list` gave them.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(example = json!({"server": "github", "tools": [{"name": "delete_repo"}, {"name": "get_issue"}]}))]
+// A field it does not know is refused, not ignored: with `servr` for `server`, rules
+// naming servers would not match, and a tool they deny would be listed as allowed.
+#[serde(deny_unknown_fields)]
 pub struct ToolsRequest {
     /// The MCP server's name, as the approvals' `server`.
     server: Option<String>,
