@@ -247,6 +247,7 @@ async fn the_api_works_the_same_on_postgres() {
 crate::on_both_backends!(
     a_long_poll_reads_the_approval_again_at_its_deadline,
     execute_past_the_expiry_is_refused_as_expired_whatever_else_is_wrong,
+    the_executed_event_hashes_the_approved_parameters_however_the_caller_wrote_them,
 );
 
 /// A decision whose notice never came (here written straight into the table as a
@@ -311,4 +312,39 @@ async fn execute_past_the_expiry_is_refused_as_expired_whatever_else_is_wrong(db
         let (_, seen) = app.get(&format!("/v1/approvals/{id}")).await;
         assert_eq!(seen["status"], "expired", "as a read says");
     }
+}
+
+/// An execute whose parameters write the approved numbers otherwise (`1e2` for `100`,
+/// `1e16` as PostgreSQL's jsonb gives back its digits) runs, and the audit log's
+/// `executed` event names the same parameters' hash as its `approved` event: the log
+/// alone shows that what ran is what was approved.
+async fn the_executed_event_hashes_the_approved_parameters_however_the_caller_wrote_them(
+    db: common::TestDb,
+) {
+    let app = spawn_on(db).await;
+    let (status, created) = app
+        .post_raw(
+            "/v1/approvals",
+            r#"{"tool_name": "transfer", "parameters": {"amount": 100, "cap": 1e16}}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["approval_id"].as_str().unwrap().to_owned();
+    app.approve(&id, "U1").await;
+    let (status, done) = app
+        .post_raw(
+            &format!("/v1/approvals/{id}/execute"),
+            r#"{"parameters": {"cap": 1e16, "amount": 1e2}}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let entries = app.store.audit_page(0, 1_000).await.unwrap();
+    let hash_of = |kind: &str| {
+        let entry = entries
+            .iter()
+            .find(|e| e.kind == kind && e.approval_id.map(|a| a.to_string()) == Some(id.clone()))
+            .unwrap_or_else(|| panic!("a {kind} event"));
+        entry.data["parameters_sha256"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(hash_of("executed"), hash_of("approved"));
 }

@@ -179,7 +179,9 @@ fn execute(
     Ok(vec![Happening::new(
         AuditKind::Executed,
         caller,
-        json!({ "parameters_sha256": canonical::sha256_hex(parameters) }),
+        // The approved parameters' hash, as the `approved` event has it: the caller's
+        // text may write the same numbers otherwise (`1e2` for `100`).
+        json!({ "parameters_sha256": canonical::sha256_hex(&approval.parameters) }),
     )])
 }
 
