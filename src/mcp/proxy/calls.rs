@@ -22,8 +22,8 @@ use tokio::sync::Notify;
 
 use super::flight::Flight;
 use super::gate::{Call, Gate, Progress, Verdict};
-use super::relay::{Relay, Sent, upstream_error};
-use super::rounds::{Landed, Round, in_rounds};
+use super::relay::{Relay, Sent, upstream_closed, upstream_error};
+use super::rounds::{CarryingTask, Landed, Round, in_rounds};
 use super::texts;
 
 /// Pages of the upstream's `tools/list` read at most to find a tool (see
@@ -243,13 +243,33 @@ impl Calls {
 
     async fn gated(
         &self,
-        mut params: CallToolRequestParams,
+        params: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
         progress: Option<Progress>,
         rounds: bool,
     ) -> Result<CallToolResponse, McpError> {
+        let (flight, round) = match self
+            .sent(params, context, progress.as_ref(), rounds)
+            .await?
+        {
+            Ok(sent) => sent,
+            Err(refusal) => return Ok(refusal.into()),
+        };
+        let _carrying = self.carrying(progress, context);
+        Box::pin(self.land(flight, round, context, rounds)).await
+    }
+
+    /// The call through the gate and, approved and executed, on its way upstream: its
+    /// flight and round, or the refusal of a call that was not sent.
+    async fn sent(
+        &self,
+        mut params: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+        progress: Option<&Progress>,
+        rounds: bool,
+    ) -> Result<Result<(Flight, Round), CallToolResult>, McpError> {
         if self.gate.upstream_gone.is_cancelled() {
-            return Ok(refusal(texts::upstream_gone()).into());
+            return Ok(Err(refusal(texts::upstream_gone())));
         }
         let tool = params.name.to_string();
         Box::pin(self.current(&tool)).await?;
@@ -269,27 +289,29 @@ impl Calls {
         // The gate's last look is at `context.ct` and the client (a call cancelled while
         // its approval was spent is refused there); from here nothing waits before the
         // call is on its way upstream.
-        let (arguments, note) = match self
-            .gate
-            .decide(&call, &context.ct, progress.as_ref())
-            .await
+        let (arguments, note, approval) = match self.gate.decide(&call, &context.ct, progress).await
         {
-            Verdict::Run { arguments, note } => (arguments, note),
-            Verdict::Refuse(why) => return Ok(refusal(why).into()),
+            Verdict::Run {
+                arguments,
+                note,
+                approval,
+            } => (arguments, note, approval),
+            Verdict::Refuse(why) => return Ok(Err(refusal(why))),
         };
         params.arguments = Some(arguments);
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         // The upstream's progress comes after what the gate reported while it held it.
-        let reported = match &progress {
+        let reported = match progress {
             Some(Progress::Notify { sent, .. }) => sent.clone(),
             _ => Sent::default(),
         };
-        // Boxed, as the landing below: a held call's future keeps only the gate's hold.
+        // Boxed, as the landing: a held call's future keeps only the gate's hold.
         let sending = self.relay.send(&self.upstream, request, context, reported);
         let flight = match Box::pin(sending).await {
             Ok(flight) => flight,
-            Err(_) if self.gate.upstream_gone.is_cancelled() => {
-                return Ok(refusal(texts::upstream_gone()).into());
+            // Not sent: the upstream never had it.
+            Err(error) if self.gate.upstream_gone.is_cancelled() || upstream_closed(&error) => {
+                return Ok(Err(refusal(texts::upstream_gone())));
             }
             Err(error) => return Err(error),
         };
@@ -297,15 +319,23 @@ impl Calls {
             what: tool_round(&call.tool),
             arguments: sent.flatten(),
             note,
+            approval: Some(approval),
         };
-        // A 2026-07-28 client's task: the upstream's questions meanwhile go to it.
-        let _carrying = match progress {
+        Ok(Ok((flight, round)))
+    }
+
+    /// A 2026-07-28 client's task: the upstream's questions during its call go to it.
+    fn carrying(
+        &self,
+        progress: Option<Progress>,
+        context: &RequestContext<RoleServer>,
+    ) -> Option<CarryingTask<'_>> {
+        match progress {
             Some(Progress::Task(task)) if in_rounds(context) => {
                 Some(self.relay.rounds.carry_task(task))
             }
             _ => None,
-        };
-        Box::pin(self.land(flight, round, context, rounds)).await
+        }
     }
 
     /// Waits for the upstream's answer to a forwarded call, in rounds when `rounds`.
@@ -316,6 +346,7 @@ impl Calls {
         context: &RequestContext<RoleServer>,
         rounds: bool,
     ) -> Result<CallToolResponse, McpError> {
+        let approval = round.approval.clone();
         let (answer, note) = if rounds {
             match self.relay.rounds.wait(flight, round, &context.ct).await {
                 Landed::Input(input) => return Ok(CallToolResponse::InputRequired(input)),
@@ -332,8 +363,11 @@ impl Calls {
                     None,
                 ));
             }
-            Err(_) if self.gate.upstream_gone.is_cancelled() => {
-                return Ok(refusal(texts::upstream_gone()).into());
+            // The call was sent: the upstream may have run it before it died, whether
+            // the proxy has seen it go yet or only its connection close.
+            Err(error) if self.gate.upstream_gone.is_cancelled() || upstream_closed(&error) => {
+                let why = texts::upstream_gone_running(approval.as_deref());
+                return Ok(refusal(why).into());
             }
             Err(error) => return Err(error),
         };

@@ -266,6 +266,12 @@ pub fn upstream_error(error: ServiceError) -> McpError {
     }
 }
 
+/// Whether `error` says the connection to the upstream closed (the upstream died),
+/// which a request in flight may learn before the proxy has seen the upstream go.
+pub fn upstream_closed(error: &McpError) -> bool {
+    *error == upstream_error(ServiceError::TransportClosed)
+}
+
 #[cfg(test)]
 mod tests {
     use rmcp::model::NumberOrString;

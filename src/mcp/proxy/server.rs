@@ -217,6 +217,7 @@ impl ServerHandler for Proxy {
             what: format!("the prompt {}", request.name),
             arguments: request.arguments.clone(),
             note: None,
+            approval: None,
         };
         let request = GetPromptRequest::new(request).into();
         match self
@@ -296,6 +297,7 @@ impl ServerHandler for Proxy {
             what: format!("the resource {}", request.uri),
             arguments: None,
             note: None,
+            approval: None,
         };
         let request = ReadResourceRequest::new(request).into();
         match self
