@@ -578,3 +578,31 @@ async fn a_2026_07_28_only_upstreams_tool_whose_annotations_changed_is_classifie
     let proxy = h.proxy_with(modern_upstream(&h)).await;
     a_hardened_tool_is_held(&h, &proxy).await;
 }
+
+/// A retry of a parked round that declares the tasks extension (a client may declare
+/// it on any request) still rejoins the running call: not gated anew as a task of its
+/// own, which would be a second approval and the tool run twice.
+#[tokio::test]
+async fn a_retry_that_declares_the_tasks_extension_rejoins_its_round_and_the_call_runs_once() {
+    let h = harness().await;
+    let mut raw = raw(&h).await;
+    raw.send(&call(1, "ask_model", json!({"topic": "tasks"})))
+        .await;
+    let first = raw.answer(1).await;
+    let (key, _) = only_request(&first);
+    let state = first["result"]["requestState"].clone();
+    let params = json!({
+        "name": "ask_model", "arguments": {"topic": "tasks"},
+        "inputResponses": {key: model_answer("as a task")}, "requestState": state,
+    });
+    raw.send(&task_request(2, "tools/call", params)).await;
+    let done = raw.answer(2).await;
+    assert!(done["result"].get("taskId").is_none(), "{done}");
+    assert!(text_of(&done).contains("as a task"), "{done}");
+    assert_ne!(done["result"]["isError"], true, "{done}");
+    asked_and_ran_once(&h, "ask_model").await;
+    // Nothing runs or is asked for later, as a task would.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    asked_and_ran_once(&h, "ask_model").await;
+    let _ = raw.child.start_kill();
+}
