@@ -198,21 +198,31 @@ impl Calls {
             .await
     }
 
-    /// A call whose waiting is reported to `progress` (a task's status), in one round.
+    /// A call whose waiting is reported to `progress` (a task's status), in one round;
+    /// whether it went upstream is told apart (see [`Reported`]).
     pub async fn call_reporting(
         &self,
         params: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
         progress: Option<Progress>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Reported {
         let _flying = self.flying();
-        match self.gated(params, context, progress, false).await? {
-            CallToolResponse::Complete(result) => Ok(result),
-            _ => Err(McpError::internal_error(
-                "a task's call came back unfinished",
-                None,
-            )),
-        }
+        let (flight, round) = match self.sent(params, context, progress.as_ref(), false).await {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(refusal)) => return Reported::NotSent(Ok(refusal)),
+            Err(error) => return Reported::NotSent(Err(error)),
+        };
+        let _carrying = self.carrying(progress, context);
+        Reported::Sent(
+            match Box::pin(self.land(flight, round, context, false)).await {
+                Ok(CallToolResponse::Complete(result)) => Ok(result),
+                Ok(_) => Err(McpError::internal_error(
+                    "a task's call came back unfinished",
+                    None,
+                )),
+                Err(error) => Err(error),
+            },
+        )
     }
 
     /// A 2026-07-28 client's retry of a call that came back `input_required`: its
@@ -387,6 +397,15 @@ impl Calls {
             idle.await;
         }
     }
+}
+
+/// A task's call as it ended: whether it went upstream decides what a cancel of its
+/// task means (see `super::tasks`).
+pub enum Reported {
+    /// Refused or failed before it was sent: the upstream never had it.
+    NotSent(Result<CallToolResult, McpError>),
+    /// Sent upstream: the upstream's answer, or why there is none.
+    Sent(Result<CallToolResult, McpError>),
 }
 
 /// A tool call's [`Round::what`].

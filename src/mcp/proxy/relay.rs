@@ -272,6 +272,11 @@ pub fn upstream_closed(error: &McpError) -> bool {
     *error == upstream_error(ServiceError::TransportClosed)
 }
 
+/// Whether `error` is the client's cancel of the request ([`cancelled`]).
+pub fn is_cancelled(error: &McpError) -> bool {
+    *error == cancelled()
+}
+
 #[cfg(test)]
 mod tests {
     use rmcp::model::NumberOrString;
