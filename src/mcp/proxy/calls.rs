@@ -118,11 +118,14 @@ impl Calls {
         Ok(page)
     }
 
-    /// The upstream's count of tool list changes, and whether the table was read
-    /// before the last of them.
+    /// The upstream's count of tool list changes, and whether the table is stale: read
+    /// before the last of them, or no stream listens for them now (a change would go
+    /// unheard, see `Listeners::deaf`).
     fn changes(&self) -> (u64, bool) {
-        let said = self.relay.listeners.tools_changed.load(Ordering::SeqCst);
-        (said, said != self.read_at.load(Ordering::SeqCst))
+        let listeners = &self.relay.listeners;
+        let said = listeners.tools_changed.load(Ordering::SeqCst);
+        let deaf = listeners.deaf.load(Ordering::SeqCst);
+        (said, deaf || said != self.read_at.load(Ordering::SeqCst))
     }
 
     /// Reads the table again if the upstream's tool list changed since it was read,
