@@ -5,9 +5,10 @@
 //! (sampling), ask the user (elicitation), ask both at different times (`ask_twice`),
 //! read the client's roots, log, change the
 //! tool list (`add_tool`, and `harden`, which turns `flip` from read-only to
-//! destructive), tell that a resource changed (`touch`) and write lots of stderr
-//! (`shout`); one resource (subscribable) and one prompt. Every tool call, and every
-//! resource (un)subscription, is appended to the file `FIXTURE_LOG` names (one JSON
+//! destructive), tell that a resource changed (`touch`), end every listen stream
+//! (`end_streams`) and write lots of stderr (`shout`); one resource (subscribable) and
+//! one prompt. Every tool call, every resource (un)subscription and every listen
+//! stream opened (`subscriptions/listen`) is appended to the file `FIXTURE_LOG` names (one JSON
 //! line each), so a test can tell what ran and how often. With `--http` it serves
 //! streamable HTTP instead.
 // Sampling and logging are deprecated by SEP-2577; the fixture still exercises them.
@@ -31,6 +32,10 @@ struct Fixture {
     hardened: Arc<AtomicBool>,
     /// 2026-07-28 clients' `subscriptions/listen` streams, where list changes go.
     streams: Arc<std::sync::Mutex<Vec<rmcp::service::SubscriptionSink>>>,
+    /// Ends every listen stream open (`end_streams`).
+    end_streams: Arc<tokio::sync::Notify>,
+    /// How many listen streams are open.
+    listening: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn tool(name: &str, annotations: Option<ToolAnnotations>) -> Tool {
@@ -122,6 +127,21 @@ impl Fixture {
 }
 
 impl Fixture {
+    /// Ends every open listen stream, and answers once they have ended (and a little
+    /// later, for their final results to go out before this answer).
+    async fn end_streams(&self) -> CallToolResult {
+        self.streams.lock().unwrap().clear();
+        self.end_streams.notify_waiters();
+        for _ in 0..100 {
+            if self.listening.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text("ended every listen stream")
+    }
+
     /// Tells the client that the tool list changed.
     async fn tools_changed(&self, context: &RequestContext<RoleServer>) {
         // On 2026-07-28 list changes go only on the listen streams.
@@ -265,6 +285,7 @@ impl ServerHandler for Fixture {
             tool("harden", None),
             tool("environment", Some(ToolAnnotations::new().read_only(true))),
             tool("migrate", Some(ToolAnnotations::new().destructive(true))),
+            tool("end_streams", None),
         ];
         let flip = if self.hardened.load(Ordering::SeqCst) {
             ToolAnnotations::new().destructive(true)
@@ -359,6 +380,7 @@ impl ServerHandler for Fixture {
                 self.tools_changed(&context).await;
                 text("flip is destructive now")
             }
+            "end_streams" => self.end_streams().await,
             "touch" => {
                 let uri = arguments["uri"].as_str().unwrap_or("fixture://note");
                 let updated = ResourceUpdatedNotificationParam::new(uri);
@@ -384,9 +406,19 @@ impl ServerHandler for Fixture {
         Some(requested.clone())
     }
 
+    /// Until the client cancels the stream, or `end_streams` ends it (the server's end
+    /// of it: the final result).
     async fn listen(&self, stream: rmcp::service::SubscriptionContext) -> Result<(), McpError> {
+        let filter = serde_json::to_value(stream.accepted()).unwrap();
+        log_call("subscriptions/listen", &filter);
+        let ended = self.end_streams.notified();
+        self.listening.fetch_add(1, Ordering::SeqCst);
         self.streams.lock().unwrap().push(stream.sink().clone());
-        stream.cancelled().await;
+        tokio::select! {
+            () = stream.cancelled() => {}
+            () = ended => {}
+        }
+        self.listening.fetch_sub(1, Ordering::SeqCst);
         Ok(())
     }
 

@@ -299,8 +299,11 @@ async fn signoff_unreachable_or_the_token_refused_is_an_error_the_call_never_run
     assert!(h.ran().is_empty());
 }
 
+/// The call the upstream died running was sent to it: it may have run, and its
+/// approval is spent, whether the proxy saw the upstream go before the call's
+/// connection closed or after. A held call was never sent: it was not run.
 #[tokio::test]
-async fn when_the_upstream_crashes_held_calls_get_an_error_and_the_proxy_exits_non_zero_quoting_its_stderr()
+async fn when_the_upstream_crashes_the_call_it_ran_may_have_run_held_calls_did_not_and_the_proxy_exits_non_zero_quoting_its_stderr()
  {
     let h = harness().await;
     let mut proxy = h.proxy(&[]).await;
@@ -308,10 +311,23 @@ async fn when_the_upstream_crashes_held_calls_get_an_error_and_the_proxy_exits_n
     let held = tokio::spawn(async move { peer.call_tool(call("delete_things", json!({}))).await });
     let id = h.posted(1).await;
     let crashed = proxy.client.call_tool(call("crash", json!({}))).await;
+    let crashed = crashed.expect("the crash call is answered with a result");
+    assert_eq!(crashed.is_error, Some(true), "{crashed:?}");
+    let [text] = &texts(&crashed)[..] else {
+        panic!("{crashed:?}")
+    };
+    let prefix = "The MCP server behind signoff proxy exited while running the call: it may \
+                  have run (approval ";
+    let approval = text
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(" is spent); check before calling again."));
     assert!(
-        crashed.is_err() || crashed.as_ref().unwrap().is_error == Some(true),
-        "{crashed:?}"
+        approval.is_some_and(|id| id.len() == 8 && id.chars().all(|c| c.is_ascii_hexdigit())),
+        "{text}"
     );
+    let spent =
+        "SELECT COUNT(*) FROM pending_approvals WHERE tool_name = 'crash' AND status = 'executed'";
+    assert_eq!(crate::common::raw_count(&h.app.db, spent).await, 1);
     let held = held
         .await
         .unwrap()

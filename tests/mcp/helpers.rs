@@ -34,7 +34,7 @@ high = "deny"
 
 [[rules]]
 tools = ["echo", "slow", "fail", "crash", "ask_model", "ask_user", "ask_twice", "roots", "chatty", "add_tool",
-         "extra", "read_graph", "touch", "shout", "harden", "environment"]
+         "extra", "read_graph", "touch", "shout", "harden", "environment", "end_streams"]
 tier = "low"
 
 # `flip` while the upstream lists it read-only; else it is unknown to the policy: medium.

@@ -578,3 +578,95 @@ async fn a_2026_07_28_only_upstreams_tool_whose_annotations_changed_is_classifie
     let proxy = h.proxy_with(modern_upstream(&h)).await;
     a_hardened_tool_is_held(&h, &proxy).await;
 }
+
+/// A retry of a parked round that declares the tasks extension (a client may declare
+/// it on any request) still rejoins the running call: not gated anew as a task of its
+/// own, which would be a second approval and the tool run twice.
+#[tokio::test]
+async fn a_retry_that_declares_the_tasks_extension_rejoins_its_round_and_the_call_runs_once() {
+    let h = harness().await;
+    let mut raw = raw(&h).await;
+    raw.send(&call(1, "ask_model", json!({"topic": "tasks"})))
+        .await;
+    let first = raw.answer(1).await;
+    let (key, _) = only_request(&first);
+    let state = first["result"]["requestState"].clone();
+    let params = json!({
+        "name": "ask_model", "arguments": {"topic": "tasks"},
+        "inputResponses": {key: model_answer("as a task")}, "requestState": state,
+    });
+    raw.send(&task_request(2, "tools/call", params)).await;
+    let done = raw.answer(2).await;
+    assert!(done["result"].get("taskId").is_none(), "{done}");
+    assert!(text_of(&done).contains("as a task"), "{done}");
+    assert_ne!(done["result"]["isError"], true, "{done}");
+    asked_and_ran_once(&h, "ask_model").await;
+    // Nothing runs or is asked for later, as a task would.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    asked_and_ran_once(&h, "ask_model").await;
+    let _ = raw.child.start_kill();
+}
+
+/// A session client's call of `tool`.
+fn tool_call(tool: &str, arguments: Value) -> CallToolRequestParams {
+    crate::helpers::call(tool, arguments)
+}
+
+/// How many listen streams the fixture opened.
+fn listens(h: &Harness) -> usize {
+    runs_of(h, "subscriptions/listen")
+}
+
+/// A 2026-07-28 upstream's stream of list changes that ends is opened again; meanwhile
+/// a change could go unheard, so the tool list is read again before each call: an
+/// annotation changed right after the stream ended still classifies the next call.
+#[tokio::test]
+async fn a_2026_07_28_upstreams_list_stream_that_ends_is_opened_again_and_no_change_is_missed_meanwhile()
+ {
+    let h = harness().await;
+    let proxy = h.proxy_with(modern_upstream(&h)).await;
+    assert!(eventually(|| listens(&h) == 1).await, "{:?}", h.ran());
+    let flipped = proxy
+        .client
+        .call_tool(tool_call("flip", json!({"n": 1})))
+        .await;
+    assert_eq!(flipped.unwrap().is_error, Some(false));
+    assert_eq!(runs_of(&h, "flip"), 1, "read-only: auto-approved");
+
+    proxy
+        .client
+        .call_tool(tool_call("end_streams", json!({})))
+        .await
+        .unwrap();
+    proxy
+        .client
+        .call_tool(tool_call("harden", json!({})))
+        .await
+        .unwrap();
+    let peer = proxy.client.peer().clone();
+    let held =
+        tokio::spawn(async move { peer.call_tool(tool_call("flip", json!({"n": 2}))).await });
+    let id = h.posted(1).await;
+    assert_eq!(runs_of(&h, "flip"), 1, "destructive now: held");
+    h.approve(&id, "U0ALICE").await;
+    assert_eq!(held.await.unwrap().unwrap().is_error, Some(false));
+
+    // Listening again, the proxy hears the next change and passes it on.
+    assert!(eventually(|| listens(&h) == 2).await, "{:?}", h.ran());
+    let changed = |proxy: &Proxy| {
+        (proxy.recorder.events().iter())
+            .filter(|e| e["tool_list_changed"] == true)
+            .count()
+    };
+    let before = changed(&proxy);
+    proxy
+        .client
+        .call_tool(tool_call("add_tool", json!({})))
+        .await
+        .unwrap();
+    assert!(
+        eventually(|| changed(&proxy) > before).await,
+        "{:?}",
+        proxy.recorder.events()
+    );
+}

@@ -22,8 +22,8 @@ use tokio::sync::Notify;
 
 use super::flight::Flight;
 use super::gate::{Call, Gate, Progress, Verdict};
-use super::relay::{Relay, Sent, upstream_error};
-use super::rounds::{Landed, Round, in_rounds};
+use super::relay::{Relay, Sent, upstream_closed, upstream_error};
+use super::rounds::{CarryingTask, Landed, Round, in_rounds};
 use super::texts;
 
 /// Pages of the upstream's `tools/list` read at most to find a tool (see
@@ -118,11 +118,14 @@ impl Calls {
         Ok(page)
     }
 
-    /// The upstream's count of tool list changes, and whether the table was read
-    /// before the last of them.
+    /// The upstream's count of tool list changes, and whether the table is stale: read
+    /// before the last of them, or no stream listens for them now (a change would go
+    /// unheard, see `Listeners::deaf`).
     fn changes(&self) -> (u64, bool) {
-        let said = self.relay.listeners.tools_changed.load(Ordering::SeqCst);
-        (said, said != self.read_at.load(Ordering::SeqCst))
+        let listeners = &self.relay.listeners;
+        let said = listeners.tools_changed.load(Ordering::SeqCst);
+        let deaf = listeners.deaf.load(Ordering::SeqCst);
+        (said, deaf || said != self.read_at.load(Ordering::SeqCst))
     }
 
     /// Reads the table again if the upstream's tool list changed since it was read,
@@ -198,21 +201,31 @@ impl Calls {
             .await
     }
 
-    /// A call whose waiting is reported to `progress` (a task's status), in one round.
+    /// A call whose waiting is reported to `progress` (a task's status), in one round;
+    /// whether it went upstream is told apart (see [`Reported`]).
     pub async fn call_reporting(
         &self,
         params: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
         progress: Option<Progress>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Reported {
         let _flying = self.flying();
-        match self.gated(params, context, progress, false).await? {
-            CallToolResponse::Complete(result) => Ok(result),
-            _ => Err(McpError::internal_error(
-                "a task's call came back unfinished",
-                None,
-            )),
-        }
+        let (flight, round) = match self.sent(params, context, progress.as_ref(), false).await {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(refusal)) => return Reported::NotSent(Ok(refusal)),
+            Err(error) => return Reported::NotSent(Err(error)),
+        };
+        let _carrying = self.carrying(progress, context);
+        Reported::Sent(
+            match Box::pin(self.land(flight, round, context, false)).await {
+                Ok(CallToolResponse::Complete(result)) => Ok(result),
+                Ok(_) => Err(McpError::internal_error(
+                    "a task's call came back unfinished",
+                    None,
+                )),
+                Err(error) => Err(error),
+            },
+        )
     }
 
     /// A 2026-07-28 client's retry of a call that came back `input_required`: its
@@ -243,13 +256,33 @@ impl Calls {
 
     async fn gated(
         &self,
-        mut params: CallToolRequestParams,
+        params: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
         progress: Option<Progress>,
         rounds: bool,
     ) -> Result<CallToolResponse, McpError> {
+        let (flight, round) = match self
+            .sent(params, context, progress.as_ref(), rounds)
+            .await?
+        {
+            Ok(sent) => sent,
+            Err(refusal) => return Ok(refusal.into()),
+        };
+        let _carrying = self.carrying(progress, context);
+        Box::pin(self.land(flight, round, context, rounds)).await
+    }
+
+    /// The call through the gate and, approved and executed, on its way upstream: its
+    /// flight and round, or the refusal of a call that was not sent.
+    async fn sent(
+        &self,
+        mut params: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+        progress: Option<&Progress>,
+        rounds: bool,
+    ) -> Result<Result<(Flight, Round), CallToolResult>, McpError> {
         if self.gate.upstream_gone.is_cancelled() {
-            return Ok(refusal(texts::upstream_gone()).into());
+            return Ok(Err(refusal(texts::upstream_gone())));
         }
         let tool = params.name.to_string();
         Box::pin(self.current(&tool)).await?;
@@ -269,27 +302,29 @@ impl Calls {
         // The gate's last look is at `context.ct` and the client (a call cancelled while
         // its approval was spent is refused there); from here nothing waits before the
         // call is on its way upstream.
-        let (arguments, note) = match self
-            .gate
-            .decide(&call, &context.ct, progress.as_ref())
-            .await
+        let (arguments, note, approval) = match self.gate.decide(&call, &context.ct, progress).await
         {
-            Verdict::Run { arguments, note } => (arguments, note),
-            Verdict::Refuse(why) => return Ok(refusal(why).into()),
+            Verdict::Run {
+                arguments,
+                note,
+                approval,
+            } => (arguments, note, approval),
+            Verdict::Refuse(why) => return Ok(Err(refusal(why))),
         };
         params.arguments = Some(arguments);
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         // The upstream's progress comes after what the gate reported while it held it.
-        let reported = match &progress {
+        let reported = match progress {
             Some(Progress::Notify { sent, .. }) => sent.clone(),
             _ => Sent::default(),
         };
-        // Boxed, as the landing below: a held call's future keeps only the gate's hold.
+        // Boxed, as the landing: a held call's future keeps only the gate's hold.
         let sending = self.relay.send(&self.upstream, request, context, reported);
         let flight = match Box::pin(sending).await {
             Ok(flight) => flight,
-            Err(_) if self.gate.upstream_gone.is_cancelled() => {
-                return Ok(refusal(texts::upstream_gone()).into());
+            // Not sent: the upstream never had it.
+            Err(error) if self.gate.upstream_gone.is_cancelled() || upstream_closed(&error) => {
+                return Ok(Err(refusal(texts::upstream_gone())));
             }
             Err(error) => return Err(error),
         };
@@ -297,15 +332,23 @@ impl Calls {
             what: tool_round(&call.tool),
             arguments: sent.flatten(),
             note,
+            approval: Some(approval),
         };
-        // A 2026-07-28 client's task: the upstream's questions meanwhile go to it.
-        let _carrying = match progress {
+        Ok(Ok((flight, round)))
+    }
+
+    /// A 2026-07-28 client's task: the upstream's questions during its call go to it.
+    fn carrying(
+        &self,
+        progress: Option<Progress>,
+        context: &RequestContext<RoleServer>,
+    ) -> Option<CarryingTask<'_>> {
+        match progress {
             Some(Progress::Task(task)) if in_rounds(context) => {
                 Some(self.relay.rounds.carry_task(task))
             }
             _ => None,
-        };
-        Box::pin(self.land(flight, round, context, rounds)).await
+        }
     }
 
     /// Waits for the upstream's answer to a forwarded call, in rounds when `rounds`.
@@ -316,6 +359,7 @@ impl Calls {
         context: &RequestContext<RoleServer>,
         rounds: bool,
     ) -> Result<CallToolResponse, McpError> {
+        let approval = round.approval.clone();
         let (answer, note) = if rounds {
             match self.relay.rounds.wait(flight, round, &context.ct).await {
                 Landed::Input(input) => return Ok(CallToolResponse::InputRequired(input)),
@@ -332,8 +376,11 @@ impl Calls {
                     None,
                 ));
             }
-            Err(_) if self.gate.upstream_gone.is_cancelled() => {
-                return Ok(refusal(texts::upstream_gone()).into());
+            // The call was sent: the upstream may have run it before it died, whether
+            // the proxy has seen it go yet or only its connection close.
+            Err(error) if self.gate.upstream_gone.is_cancelled() || upstream_closed(&error) => {
+                let why = texts::upstream_gone_running(approval.as_deref());
+                return Ok(refusal(why).into());
             }
             Err(error) => return Err(error),
         };
@@ -353,6 +400,15 @@ impl Calls {
             idle.await;
         }
     }
+}
+
+/// A task's call as it ended: whether it went upstream decides what a cancel of its
+/// task means (see `super::tasks`).
+pub enum Reported {
+    /// Refused or failed before it was sent: the upstream never had it.
+    NotSent(Result<CallToolResult, McpError>),
+    /// Sent upstream: the upstream's answer, or why there is none.
+    Sent(Result<CallToolResult, McpError>),
 }
 
 /// A tool call's [`Round::what`].

@@ -32,10 +32,12 @@ pub struct Call {
 /// What happens to a call.
 #[derive(Debug)]
 pub enum Verdict {
-    /// Run it with these (the approved) arguments; `note` says what an approver changed.
+    /// Run it with these (the approved) arguments; `note` says what an approver changed,
+    /// `approval` is the approval it spends (named if the upstream dies under the call).
     Run {
         arguments: Map<String, Value>,
         note: Option<String>,
+        approval: String,
     },
     /// Do not run it; the text says why.
     Refuse(String),
@@ -324,6 +326,7 @@ impl Gate {
             Value::Object(arguments) => Verdict::Run {
                 note: texts::edited(view, &Value::Object(arguments.clone())),
                 arguments,
+                approval: view.approval_id.clone(),
             },
             other => Verdict::Refuse(format!(
                 "signoff returned parameters that are not an object ({other}). The call was not run."

@@ -7,13 +7,15 @@
 //! last stream naming it closes. A client that began with `initialize` gets the upstream's
 //! notifications as they come, as before. A 2026-07-28 upstream sends its own list
 //! changes and resource updates only on listen streams, which the proxy opens upstream
-//! ([`Listeners::hear_list_changes`], [`Listeners::subscribe_upstream`]).
+//! ([`Listeners::hear_list_changes`], opened again whenever it ends, and
+//! [`Listeners::subscribe_upstream`]).
 // A session-protocol upstream's subscriptions are the deprecated RPCs.
 #![allow(deprecated)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
@@ -43,7 +45,17 @@ pub struct Listeners {
     /// calls by) is stale while it was read at an older count, and is read again
     /// before the next call (see `Calls`).
     pub tools_changed: Arc<AtomicU64>,
+    /// No stream listens for a 2026-07-28 upstream's tool list changes (one ended and
+    /// is not open again yet): a change now goes unheard, so the tool table counts as
+    /// stale, read again before each call (see `Calls`).
+    pub deaf: Arc<AtomicBool>,
 }
+
+/// The first pause before a stream of the upstream's list changes is opened again.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between tries, while the upstream refuses the stream or ends it
+/// at once; a stream that lasted this long is opened again after the first pause.
+const LONGEST_PAUSE: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Inner {
@@ -114,8 +126,10 @@ impl Listeners {
 
     /// A 2026-07-28 upstream sends list changes only on a `subscriptions/listen`
     /// stream: this opens one for the list changes the upstream advertises and passes
-    /// them on until the stream or the upstream ends.
-    pub async fn hear_list_changes(self, upstream: Peer<RoleClient>) {
+    /// them on, and opens it again whenever it ends (closed by the upstream, given up
+    /// as lagging) while the upstream is there (see [`Listeners::keep_listening`]).
+    /// Until the first stream listens, the tool table is read again before each call.
+    pub fn hear_list_changes(&self, upstream: Peer<RoleClient>) {
         let Some(info) = upstream.peer_info() else {
             return;
         };
@@ -134,11 +148,46 @@ impl Listeners {
         if filter == SubscriptionFilter::default() {
             return;
         }
-        match upstream.listen(filter).await {
-            Ok(stream) => self.pass_on(stream).await,
-            Err(error) => {
-                tracing::warn!(%error, "the MCP server refused a stream of its list changes");
+        let tools = filter.tools_list_changed == Some(true);
+        self.deaf.store(tools, Ordering::SeqCst);
+        tokio::spawn(self.clone().keep_listening(upstream, filter));
+    }
+
+    /// Listens for the upstream's list changes with `filter` until the upstream is
+    /// gone: a stream that ends is opened again after a pause (100 ms, doubling up to
+    /// 5 s while the upstream refuses it or ends it at once). A change said while no stream listened is
+    /// never heard, so the tool table counts as stale meanwhile (`deaf`), and again
+    /// once a stream is acknowledged (a change just before it was missed too).
+    async fn keep_listening(self, upstream: Peer<RoleClient>, filter: SubscriptionFilter) {
+        let tools = filter.tools_list_changed == Some(true);
+        let mut pause = FIRST_PAUSE;
+        let mut refused = false;
+        while !upstream.is_transport_closed() {
+            // Boxed, as in `send`.
+            match Box::pin(upstream.listen(filter.clone())).await {
+                Ok(stream) => {
+                    self.tools_changed.fetch_add(1, Ordering::SeqCst);
+                    self.deaf.store(false, Ordering::SeqCst);
+                    refused = false;
+                    let opened = tokio::time::Instant::now();
+                    self.clone().pass_on(stream).await;
+                    if opened.elapsed() >= LONGEST_PAUSE {
+                        pause = FIRST_PAUSE;
+                    }
+                    self.deaf.store(tools, Ordering::SeqCst);
+                    self.tools_changed.fetch_add(1, Ordering::SeqCst);
+                    tracing::debug!(
+                        "the MCP server's stream of list changes ended: listening again"
+                    );
+                }
+                Err(error) if !refused && !upstream.is_transport_closed() => {
+                    refused = true;
+                    tracing::warn!(%error, "the MCP server refused a stream of its list changes");
+                }
+                Err(_) => {}
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LONGEST_PAUSE);
         }
     }
 

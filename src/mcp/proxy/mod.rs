@@ -263,8 +263,7 @@ async fn run_until_done(options: Options, children: &Children) -> anyhow::Result
         holders: holders::Holders::default(),
     };
     if flight::modern(&upstream_peer) {
-        let listeners = relay.listeners.clone();
-        tokio::spawn(listeners.hear_list_changes(upstream_peer.clone()));
+        relay.listeners.hear_list_changes(upstream_peer.clone());
     }
     let calls = Arc::new(Calls::new(gate, upstream_peer, relay));
     let mut upstream_done = tokio::spawn(upstream.waiting());

@@ -266,6 +266,17 @@ pub fn upstream_error(error: ServiceError) -> McpError {
     }
 }
 
+/// Whether `error` says the connection to the upstream closed (the upstream died),
+/// which a request in flight may learn before the proxy has seen the upstream go.
+pub fn upstream_closed(error: &McpError) -> bool {
+    *error == upstream_error(ServiceError::TransportClosed)
+}
+
+/// Whether `error` is the client's cancel of the request ([`cancelled`]).
+pub fn is_cancelled(error: &McpError) -> bool {
+    *error == cancelled()
+}
+
 #[cfg(test)]
 mod tests {
     use rmcp::model::NumberOrString;

@@ -47,6 +47,9 @@ pub struct Round {
     pub arguments: Option<JsonObject>,
     /// What an approver changed: the first text of the call's result.
     pub note: Option<String>,
+    /// The approval a tool call spent as it went upstream (none for a prompt or a
+    /// resource read): named if the upstream dies under the call.
+    pub approval: Option<String>,
 }
 
 /// How a call's wait for the upstream ended.
@@ -410,6 +413,7 @@ mod tests {
             what: "the tool t".into(),
             arguments: None,
             note: None,
+            approval: None,
         };
         let (waiter, cancelled) = (rounds.clone(), cancelled.clone());
         let waiting = tokio::spawn(async move { waiter.wait(flight, round, &cancelled).await });

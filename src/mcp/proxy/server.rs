@@ -140,7 +140,14 @@ impl ServerHandler for Proxy {
         mut request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let retry = retry(&mut request.request_state, &mut request.input_responses);
+        // A retry continues its parked round (or is refused), whatever capabilities it
+        // declares: made a task, it would be gated anew as another call, a second
+        // approval, and the tool would run twice.
+        if let Some((state, answers)) =
+            retry(&mut request.request_state, &mut request.input_responses)
+        {
+            return self.calls.resume(request, &state, answers, &context).await;
+        }
         if context
             .client_capabilities()
             .is_some_and(|capabilities| capabilities.supports_tasks())
@@ -148,10 +155,7 @@ impl ServerHandler for Proxy {
             let task = super::tasks::spawn(&self.calls, request, &context);
             return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
         }
-        match retry {
-            Some((state, answers)) => self.calls.resume(request, &state, answers, &context).await,
-            None => self.calls.call(request, &context).await,
-        }
+        self.calls.call(request, &context).await
     }
 
     async fn get_task(
@@ -217,6 +221,7 @@ impl ServerHandler for Proxy {
             what: format!("the prompt {}", request.name),
             arguments: request.arguments.clone(),
             note: None,
+            approval: None,
         };
         let request = GetPromptRequest::new(request).into();
         match self
@@ -296,6 +301,7 @@ impl ServerHandler for Proxy {
             what: format!("the resource {}", request.uri),
             arguments: None,
             note: None,
+            approval: None,
         };
         let request = ReadResourceRequest::new(request).into();
         match self

@@ -136,9 +136,22 @@ pub fn cancelled_when_spent() -> String {
     format!("Cancelled as its approval was being used; the approval is spent. {NOT_RUN}")
 }
 
-/// The upstream server is gone.
+/// The upstream server is gone, and the call was not sent to it.
 pub fn upstream_gone() -> String {
     format!("The MCP server behind signoff proxy has exited. {NOT_RUN}")
+}
+
+/// The upstream server died with the call sent to it: it may have run it, and its
+/// approval (when it spent one) is used up, so the agent must not take the call for
+/// not run and repeat it blindly.
+pub fn upstream_gone_running(approval: Option<&str>) -> String {
+    let spent = approval.map_or_else(String::new, |id| {
+        format!(" (approval {} is spent)", id.get(..8).unwrap_or(id))
+    });
+    format!(
+        "The MCP server behind signoff proxy exited while running the call: it may have \
+         run{spent}; check before calling again."
+    )
 }
 
 /// The first text of an edited call's result: what the approver changed.
