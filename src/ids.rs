@@ -7,6 +7,19 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The user a Slack mention names, as programs driven from Slack often write one:
+/// `<@U0BOB>`, `<@U0BOB|bob>` or `@U0BOB` name `U0BOB`; other text names nobody.
+pub fn mentioned_user(text: &str) -> Option<&str> {
+    let id = match text.strip_prefix("<@") {
+        Some(rest) => {
+            let inner = rest.strip_suffix('>')?;
+            inner.split_once('|').map_or(inner, |(id, _)| id)
+        }
+        None => text.strip_prefix('@')?,
+    };
+    is_slack_id(id, &['U', 'W']).then_some(id)
+}
+
 /// The shape of every Slack id: a prefix letter, then upper-case letters and digits.
 fn is_slack_id(id: &str, prefixes: &[char]) -> bool {
     let mut chars = id.chars();
@@ -203,6 +216,23 @@ mod tests {
                 .unwrap_err()
                 .contains("user or user-group")
         );
+    }
+
+    #[test]
+    fn a_mention_names_its_user_and_other_text_nobody() {
+        for (text, user) in [
+            ("<@U0BOB>", Some("U0BOB")),
+            ("<@U0BOB|bob>", Some("U0BOB")),
+            ("@W0ALICE", Some("W0ALICE")),
+            ("U0BOB", None),
+            ("<@U0BOB", None),
+            ("<@C0CHAN>", None),
+            ("<@S0SRE|sre>", None),
+            ("@bob", None),
+            ("<@>", None),
+        ] {
+            assert_eq!(mentioned_user(text), user, "{text}");
+        }
     }
 
     #[test]

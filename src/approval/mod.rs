@@ -254,12 +254,17 @@ impl Approval {
     }
 
     /// Whether `user` is the requester, who never decides their own request: the
-    /// `requested_by` the caller gave (spaces around it and letter case aside), or the
-    /// name of the API token that asked, which DESIGN makes the requester's identity
-    /// (a token named after a person's Slack user id is that person asking).
+    /// `requested_by` the caller gave (spaces around it and letter case aside, or as a
+    /// Slack mention: `<@U0BOB|bob>` is `U0BOB`), or the name of the API token that
+    /// asked, which DESIGN makes the requester's identity (a token named after a
+    /// person's Slack user id is that person asking).
     pub fn is_requester(&self, user: &str) -> bool {
-        let named =
-            |who: Option<&str>| who.is_some_and(|who| who.trim().eq_ignore_ascii_case(user));
+        let named = |who: Option<&str>| {
+            who.map(str::trim).is_some_and(|who| {
+                let mentioned = crate::ids::mentioned_user(who).unwrap_or(who);
+                mentioned.eq_ignore_ascii_case(user)
+            })
+        };
         named(self.requested_by.as_deref()) || named(self.token_name.as_deref())
     }
 

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::client::{SlackClient, SlackError};
 use crate::approval::Approval;
 use crate::ids::{Approver, GroupId, UserId};
+use crate::jobs::{MessageKind, PostedMessage};
 
 /// How long a group's member list is trusted.
 pub const GROUP_TTL: Duration = Duration::from_secs(60);
@@ -112,31 +113,22 @@ impl Approvers {
         unknown.map_or(Ok(false), Err)
     }
 
-    /// Whether `user`, typing `/approvals` in `channel`, may see `approval`: its listed
-    /// approvers (user groups expanded, known by `by`) anywhere, and anyone in a
-    /// channel it is posted to (its channel, and its escalation channel once it was
-    /// escalated there by `now`). Everyone else is told it does not exist, exactly as
-    /// for an unknown id. Fails closed when a group cannot be read in time.
+    /// Whether `user`, typing `/approvals` where `shown_here` says whether the channel
+    /// shows `approval` to everyone in it ([`posted_in`] for any approval, [`routed_to`]
+    /// for a pending one), may see it: its listed approvers (user groups expanded,
+    /// known by `by`) anywhere, and anyone in such a channel. Everyone else is told it
+    /// does not exist, exactly as for an unknown id. Fails closed when a group cannot
+    /// be read in time.
     pub async fn may_see(
         &self,
         approval: &Approval,
         user: &UserId,
-        channel: Option<&str>,
-        (now, by): (DateTime<Utc>, tokio::time::Instant),
+        shown_here: bool,
+        by: tokio::time::Instant,
     ) -> bool {
-        let routing = &approval.routing;
-        let escalated = || approval.escalated_by(now);
-        let posted_here = channel.is_some_and(|channel| {
-            routing.channel.as_ref().is_some_and(|c| c == channel)
-                || (routing
-                    .escalation_channel
-                    .as_ref()
-                    .is_some_and(|c| c == channel)
-                    && escalated())
-        });
-        posted_here
+        shown_here
             || self
-                .is_listed(&routing.approvers, user, by)
+                .is_listed(&approval.routing.approvers, user, by)
                 .await
                 .unwrap_or(false)
     }
@@ -229,4 +221,30 @@ pub fn mention(approver: &Approver) -> String {
         Approver::User(user) => format!("<@{user}>"),
         Approver::Group(group) => format!("<!subteam^{group}>"),
     }
+}
+
+/// Whether a channel message or escalation message of the approval's, among
+/// `messages` (its recorded ones), was posted in `channel`: what shows it there. A
+/// request decided as it was made (auto-approved, denied by policy) was never posted,
+/// so its rule's channel does not show it.
+pub fn posted_in(messages: &[PostedMessage], channel: Option<&str>) -> bool {
+    channel.is_some_and(|channel| {
+        messages
+            .iter()
+            .any(|m| m.kind != MessageKind::Dm && m.channel == channel)
+    })
+}
+
+/// Whether a pending `approval` is posted, or is to be, in `channel` by `now`: its
+/// channel, and its escalation channel once escalated there.
+pub fn routed_to(approval: &Approval, channel: Option<&str>, now: DateTime<Utc>) -> bool {
+    let routing = &approval.routing;
+    channel.is_some_and(|channel| {
+        routing.channel.as_ref().is_some_and(|c| c == channel)
+            || (routing
+                .escalation_channel
+                .as_ref()
+                .is_some_and(|c| c == channel)
+                && approval.escalated_by(now))
+    })
 }

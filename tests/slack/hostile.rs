@@ -189,6 +189,18 @@ async fn approvals_status_shows_an_approval_only_to_its_deciders_and_in_its_chan
         .command_in("C0ELSEWHERE", "U0ALICE", &status(&deploy))
         .await;
     assert!(reply.to_string().contains("deploy_api"), "{reply}");
+    // Approved by the policy as it was made, it was never posted: its rule's channel
+    // does not show it.
+    let searched = app
+        .request("search_customers", json!({"email": "ceo@example.com"}))
+        .await;
+    assert_eq!(searched.status.as_str(), "approved");
+    app.run_jobs().await;
+    let (_, reply) = app
+        .command_in("C0APPROVALS", "U0MALLORY", &status(&searched))
+        .await;
+    assert!(not_found(&reply), "{reply}");
+    assert!(!reply.to_string().contains("ceo@example.com"), "{reply}");
 
     // The pending list follows the same rule.
     let (_, list) = app.command_in("C0ELSEWHERE", "U0MALLORY", "").await;

@@ -148,17 +148,29 @@ async fn the_token_that_asked_is_the_requester_too_and_cannot_approve() {
     };
     let by_alice = ask(&alices, "claude-code", "staging").await;
     let for_bob = ask(&app.token, " u0bob ", "qa").await;
+    // As a Slack mention, as programs driven from Slack write the user they act for.
+    let mentioned = ask(&app.token, "<@U0BOB|bob>", "dev").await;
+    let at = ask(&app.token, "@U0ALICE", "test").await;
+    // One post a second in the channel.
     app.run_jobs().await;
-    app.clock.advance(Duration::from_secs(1));
-    app.run_jobs().await;
+    for _ in 0..3 {
+        app.clock.advance(Duration::from_secs(1));
+        app.run_jobs().await;
+    }
 
     app.click(&by_alice, "U0ALICE", "approve").await;
     app.click(&for_bob, "U0BOB", "approve").await;
+    app.click(&mentioned, "U0BOB", "approve").await;
+    app.click(&at, "U0ALICE", "approve").await;
     for user in ["U0ALICE", "U0BOB"] {
-        let replies = app.ephemerals_to(user, 1).await;
-        assert!(replies[0].contains("someone else"), "{user}: {replies:?}");
+        // Four refusals in all, two each.
+        let replies = app.ephemerals_to(user, 4).await;
+        assert_eq!(replies.len(), 2, "{user}: {replies:?}");
+        for reply in &replies {
+            assert!(reply.contains("someone else"), "{user}: {replies:?}");
+        }
     }
-    for approval in [&by_alice, &for_bob] {
+    for approval in [&by_alice, &for_bob, &mentioned, &at] {
         assert!(app.approval(approval).await.votes.is_empty());
     }
     let posted = app.slack.calls_to("chat.postMessage");

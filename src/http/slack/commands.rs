@@ -18,6 +18,7 @@ use crate::http::api::ApiError;
 use crate::http::api::extract::RawBody;
 use crate::ids::UserId;
 use crate::slack::app::SlackApp;
+use crate::slack::approvers;
 use crate::slack::commands::{self, Command};
 use crate::store::StoreError;
 
@@ -108,8 +109,8 @@ struct Viewer<'a> {
 const PREFIX_MATCHES: i64 = 50;
 
 /// `/approvals status PREFIX`: the one approval the prefix names among those the viewer
-/// may see (see `Approvers::may_see`). Approvals the viewer may not see are not
-/// mentioned, not even as making the prefix ambiguous.
+/// may see (see `Approvers::may_see`), a channel showing those posted in it. Approvals
+/// the viewer may not see are not mentioned, not even as making the prefix ambiguous.
 async fn status_of(
     state: &AppState,
     slack: &SlackApp,
@@ -120,9 +121,11 @@ async fn status_of(
     let mut visible = Vec::new();
     let ids = state.store.find_by_prefix(prefix, PREFIX_MATCHES).await?;
     for approval in state.store.get_many(&ids).await? {
+        let messages = state.store.messages(approval.id).await?;
+        let shown_here = approvers::posted_in(&messages, viewer.channel);
         if slack
             .approvers
-            .may_see(&approval, viewer.user, viewer.channel, viewer.at)
+            .may_see(&approval, viewer.user, shown_here, viewer.at.1)
             .await
         {
             visible.push(approval);
@@ -149,10 +152,12 @@ async fn pending_for(
 ) -> Result<Value, StoreError> {
     let mut mine = Vec::new();
     for approval in state.store.list_all(Some(Status::Pending)).await? {
+        // Pending: shown where it is posted or is to be (a backlog may hold its post).
+        let shown_here = approvers::routed_to(&approval, viewer.channel, viewer.at.0);
         if approval.has_voted(viewer.user.as_str())
             || !slack
                 .approvers
-                .may_see(&approval, viewer.user, viewer.channel, viewer.at)
+                .may_see(&approval, viewer.user, shown_here, viewer.at.1)
                 .await
         {
             continue;
