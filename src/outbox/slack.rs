@@ -81,8 +81,11 @@ impl Deliverer<'_> {
             // Rendered at the version it carries: the report brings it up to date
             // (an escalation found after the decision loses its buttons that way).
             Some((ts, version)) => (channel.to_owned(), ts, version),
-            // An escalation is posted only while the approval waits for people.
-            None if escalation && approval.status != Status::Pending => {
+            // An escalation is posted only while the approval waits for people: not
+            // once decided, nor past its expiry before the timers have marked it.
+            None if escalation
+                && (approval.status != Status::Pending || approval.is_expired_at(now)) =>
+            {
                 return Ok(done(approval.version));
             }
             None => {

@@ -343,7 +343,9 @@ pub(crate) async fn fire_due<T: Tx>(
 /// one's `nudge_at` on to its next nudge, or clears it (decided, expired, none left).
 /// The approvals are read as the batch has them (one an earlier request decided gets
 /// no nudge) and, on Postgres, stay locked to this transaction, so replicas plan each
-/// nudge once. Answers how many approvals it moved on.
+/// nudge once. Answers how many approvals it moved on. A process without Slack leaves
+/// them alone: it could plan none, and clearing them would lose them for a replica
+/// with Slack (or for this one, restarted with its token).
 async fn fire_nudges<T: Tx>(
     tx: &mut T,
     current: &mut Current,
@@ -352,6 +354,9 @@ async fn fire_nudges<T: Tx>(
     deliveries: Deliveries,
     done: &mut Done,
 ) -> sqlx::Result<usize> {
+    if !deliveries.slack {
+        return Ok(0);
+    }
     let due = tx.due_nudges(now, limit).await?;
     if due.is_empty() {
         return Ok(0);
