@@ -64,8 +64,14 @@ impl Calls {
         }
     }
 
-    fn remember(&self, tools: &[Tool]) {
+    /// Puts `tools` into the table, which they `replace` when the list changed.
+    fn remember(&self, tools: &[Tool], replace: bool) {
+        // One lock for both: a call looking its tool up meanwhile never finds the
+        // table emptied and not yet filled again.
         let mut table = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        if replace {
+            table.clear();
+        }
         for tool in tools {
             let annotations = tool
                 .annotations
@@ -105,7 +111,7 @@ impl Calls {
         };
         // A page read across a change of the list may be the old one: not kept.
         if self.changes().0 == said {
-            self.remember(&page.tools);
+            self.remember(&page.tools, false);
         }
         let names: Vec<&str> = page.tools.iter().map(|tool| tool.name.as_ref()).collect();
         match self.gate.api.denied_tools(&self.gate.server, &names).await {
@@ -172,10 +178,7 @@ impl Calls {
                 "the MCP server's tools/list goes on past {MOST_TOOL_PAGES} pages: read no further"
             );
         }
-        if replace {
-            self.tools.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        }
-        self.remember(&tools);
+        self.remember(&tools, replace);
         Ok(())
     }
 
