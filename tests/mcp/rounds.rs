@@ -651,13 +651,20 @@ async fn a_2026_07_28_upstreams_list_stream_that_ends_is_opened_again_and_no_cha
     h.approve(&id, "U0ALICE").await;
     assert_eq!(held.await.unwrap().unwrap().is_error, Some(false));
 
-    // Listening again, the proxy hears the next change and passes it on.
+    // Listening again, the proxy tells the client that its lists may have changed (the
+    // upstream's word of `harden` was lost), then hears the next change and passes
+    // it on.
     assert!(eventually(|| listens(&h) == 2).await, "{:?}", h.ran());
     let changed = |proxy: &Proxy| {
         (proxy.recorder.events().iter())
             .filter(|e| e["tool_list_changed"] == true)
             .count()
     };
+    assert!(
+        eventually(|| changed(&proxy) >= 1).await,
+        "{:?}",
+        proxy.recorder.events()
+    );
     let before = changed(&proxy);
     proxy
         .client

@@ -155,19 +155,25 @@ impl Listeners {
 
     /// Listens for the upstream's list changes with `filter` until the upstream is
     /// gone: a stream that ends is opened again after a pause (100 ms, doubling up to
-    /// 5 s while the upstream refuses it or ends it at once). A change said while no stream listened is
-    /// never heard, so the tool table counts as stale meanwhile (`deaf`), and again
-    /// once a stream is acknowledged (a change just before it was missed too).
+    /// 5 s while the upstream refuses it or ends it at once). A change said while no
+    /// stream listened is never heard, so the tool table counts as stale meanwhile
+    /// (`deaf`), and again once a stream is acknowledged (a change just before it was
+    /// missed too); and the client is told that each list may have changed, once a
+    /// stream listens again after one ended.
     async fn keep_listening(self, upstream: Peer<RoleClient>, filter: SubscriptionFilter) {
         let tools = filter.tools_list_changed == Some(true);
         let mut pause = FIRST_PAUSE;
         let mut refused = false;
+        let mut heard_before = false;
         while !upstream.is_transport_closed() {
             // Boxed, as in `send`.
             match Box::pin(upstream.listen(filter.clone())).await {
                 Ok(stream) => {
                     self.tools_changed.fetch_add(1, Ordering::SeqCst);
                     self.deaf.store(false, Ordering::SeqCst);
+                    if std::mem::replace(&mut heard_before, true) {
+                        self.tell_lists_may_have_changed(&filter).await;
+                    }
                     refused = false;
                     let opened = tokio::time::Instant::now();
                     self.clone().pass_on(stream).await;
@@ -188,6 +194,30 @@ impl Listeners {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(LONGEST_PAUSE);
+        }
+    }
+
+    /// Tells the client that each list `filter` follows may have changed: what the
+    /// upstream said while no stream listened was lost.
+    async fn tell_lists_may_have_changed(&self, filter: &SubscriptionFilter) {
+        let mut told = Vec::new();
+        if filter.tools_list_changed == Some(true) {
+            told.push(ServerNotification::ToolListChangedNotification(
+                Default::default(),
+            ));
+        }
+        if filter.prompts_list_changed == Some(true) {
+            told.push(ServerNotification::PromptListChangedNotification(
+                Default::default(),
+            ));
+        }
+        if filter.resources_list_changed == Some(true) {
+            told.push(ServerNotification::ResourceListChangedNotification(
+                Default::default(),
+            ));
+        }
+        for notification in told {
+            self.tell(notification).await;
         }
     }
 
