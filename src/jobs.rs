@@ -296,8 +296,9 @@ pub fn first_nudge(approval: &Approval) -> Option<DateTime<Utc>> {
 /// The nudges of `approval` that fall due from `from` (its row's `nudge_at`, the
 /// earliest not yet planned) up to `now`, each a delivery due at its own time; and
 /// when the next one falls due (its new `nudge_at`), `None` when none is left. Nothing
-/// once it is decided or expired, or without Slack: each reminder then runs as it
-/// always has (and plans the next, `remind_every` later).
+/// once it is decided or expired (each reminder planned by then runs as it always has,
+/// and plans the next, `remind_every` later), or without Slack (a process without it
+/// does not fire nudges: `work::fire_nudges`).
 pub fn nudges(
     approval: &Approval,
     from: DateTime<Utc>,

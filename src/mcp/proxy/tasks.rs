@@ -2,8 +2,9 @@
 //! gets a task for each call instead of a held request. The task is `working` with
 //! the waiting message as its status, then `completed` with the upstream's result (or
 //! the refusal as an `isError` result); cancelling the task cancels the approval. A
-//! task is `cancelled` only when its call did not reach the upstream: one the upstream
-//! answered completes with the answer, even if the cancel came just before it settled.
+//! task is `cancelled` when its call did not reach the upstream, or when it did and the
+//! cancel was passed on to the upstream before it answered; one the upstream answered
+//! completes with the answer, even if the cancel came just before it settled.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,9 +52,10 @@ pub fn spawn(
 }
 
 /// How a task ends. `cancelled` when it was cancelled and its call did not reach the
-/// upstream (refused before it was sent, or its flight cancelled); a call the upstream
-/// answered completes with that answer, cancel or not: it ran, and its approval is
-/// spent, so throwing the result away would hide what happened.
+/// upstream (refused before it was sent), or reached it and the cancel was passed on
+/// before it answered (its flight cancelled); a call the upstream answered completes
+/// with that answer, cancel or not: it ran, and its approval is spent, so throwing the
+/// result away would hide what happened.
 fn settle(reported: Reported, cancel_requested: bool) -> Result<CallToolResult, TaskExit> {
     let (sent, ended) = match reported {
         Reported::NotSent(ended) => (false, ended),
@@ -116,6 +118,13 @@ mod tests {
             text(&settle(Reported::Sent(Ok(answer())), false)),
             "the upstream's answer"
         );
+        let error = McpError::internal_error("the upstream failed", None);
+        let failed = settle(Reported::Sent(Err(error.clone())), false);
+        assert!(matches!(failed, Err(TaskExit::Error(e)) if e == error));
+    }
+
+    #[test]
+    fn a_sent_call_that_failed_as_it_was_cancelled_ends_as_the_failure() {
         let error = McpError::internal_error("the upstream failed", None);
         let failed = settle(Reported::Sent(Err(error.clone())), true);
         assert!(matches!(failed, Err(TaskExit::Error(e)) if e == error));
