@@ -8,7 +8,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The user a Slack mention names, as programs driven from Slack often write one:
-/// `<@U0BOB>`, `<@U0BOB|bob>` or `@U0BOB` name `U0BOB`; other text names nobody.
+/// `<@U0BOB>`, `<@U0BOB|bob>` or `@U0BOB` name `U0BOB` (in whatever letter case it
+/// was written: the requester is compared regardless of case); other text names
+/// nobody.
 pub fn mentioned_user(text: &str) -> Option<&str> {
     let id = match text.strip_prefix("<@") {
         Some(rest) => {
@@ -17,7 +19,7 @@ pub fn mentioned_user(text: &str) -> Option<&str> {
         }
         None => text.strip_prefix('@')?,
     };
-    is_slack_id(id, &['U', 'W']).then_some(id)
+    is_slack_id(&id.to_ascii_uppercase(), &['U', 'W']).then_some(id)
 }
 
 /// The shape of every Slack id: a prefix letter, then upper-case letters and digits.
@@ -224,6 +226,7 @@ mod tests {
             ("<@U0BOB>", Some("U0BOB")),
             ("<@U0BOB|bob>", Some("U0BOB")),
             ("@W0ALICE", Some("W0ALICE")),
+            ("@u0bob", Some("u0bob")),
             ("U0BOB", None),
             ("<@U0BOB", None),
             ("<@C0CHAN>", None),

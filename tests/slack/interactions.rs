@@ -150,7 +150,7 @@ async fn the_token_that_asked_is_the_requester_too_and_cannot_approve() {
     let for_bob = ask(&app.token, " u0bob ", "qa").await;
     // As a Slack mention, as programs driven from Slack write the user they act for.
     let mentioned = ask(&app.token, "<@U0BOB|bob>", "dev").await;
-    let at = ask(&app.token, "@U0ALICE", "test").await;
+    let at = ask(&app.token, "@u0alice", "test").await;
     // One post a second in the channel.
     app.run_jobs().await;
     for _ in 0..3 {
