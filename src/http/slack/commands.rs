@@ -121,8 +121,11 @@ async fn status_of(
     let mut visible = Vec::new();
     let ids = state.store.find_by_prefix(prefix, PREFIX_MATCHES).await?;
     for approval in state.store.get_many(&ids).await? {
+        // Where it was posted, or (pending) is to be, as `/approvals pending` says.
         let messages = state.store.messages(approval.id).await?;
-        let shown_here = approvers::posted_in(&messages, viewer.channel);
+        let shown_here = approvers::posted_in(&messages, viewer.channel)
+            || (approval.status == Status::Pending
+                && approvers::routed_to(&approval, viewer.channel, viewer.at.0));
         if slack
             .approvers
             .may_see(&approval, viewer.user, shown_here, viewer.at.1)
