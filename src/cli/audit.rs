@@ -195,34 +195,46 @@ struct Head {
     hash: String,
 }
 
-/// Reads an export line by line (twice: checkpoints first, then the events).
+/// Reads an export line by line (twice: checkpoints first, then the events). Each
+/// line must be exactly what `audit export` wrote, or the line is named.
 fn read_lines(path: &Path, mut each: impl FnMut(Line) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read audit export {}", path.display()))?;
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("cannot read audit export {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
-        let parsed = if value.get("checkpoint").is_some() {
-            serde_json::from_value(value).map(Line::Checkpoint)
-        } else if value.get("head").is_some() {
-            serde_json::from_value(value).map(Line::Head)
-        } else {
-            serde_json::from_value(value).map(|entry| Line::Event(Box::new(entry)))
-        };
-        let parsed = parsed.with_context(|| {
-            format!(
-                "{} line {}: not an audit event or checkpoint",
-                path.display(),
-                i + 1
-            )
-        })?;
+        let parsed =
+            parse_line(&line).with_context(|| format!("{} line {}", path.display(), i + 1))?;
         each(parsed)?;
     }
     Ok(())
+}
+
+/// One line of an export, which must read back as the very text `audit export` writes:
+/// parsing alone takes a key given twice (by its last), fields export never writes, or
+/// a time in another form, so that the line would read one way to the hash and another
+/// to whoever reads the file.
+fn parse_line(text: &str) -> anyhow::Result<Line> {
+    let value: serde_json::Value = serde_json::from_str(text).context("not JSON")?;
+    let not_ours = "not an audit event or checkpoint";
+    let (line, written) = if value.get("checkpoint").is_some() {
+        let checkpoint: Checkpoint = serde_json::from_value(value).context(not_ours)?;
+        let written = serde_json::to_string(&checkpoint)?;
+        (Line::Checkpoint(checkpoint), written)
+    } else if value.get("head").is_some() {
+        let head: Head = serde_json::from_value(value).context(not_ours)?;
+        let written = serde_json::to_string(&head)?;
+        (Line::Head(head), written)
+    } else {
+        let mut entry: Entry = serde_json::from_value(value).context(not_ours)?;
+        // As export has it: `data` read from the canonical text the store keeps.
+        entry.data = serde_json::from_str(&crate::canonical::to_string(&entry.data))?;
+        let written = serde_json::to_string(&entry)?;
+        (Line::Event(Box::new(entry)), written)
+    };
+    if written != text {
+        bail!("not as `signoff audit export` writes it (altered)");
+    }
+    Ok(line)
 }
 
 fn verify_file(

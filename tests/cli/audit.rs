@@ -22,6 +22,7 @@ on_both_backends!(
     a_checkpoint_signs_events_another_process_appended,
     the_inspecting_commands_take_the_schema_as_found,
     audit_verify_names_an_event_whose_text_reads_the_same_but_is_not_as_written,
+    an_export_line_not_as_export_wrote_it_is_named_by_its_number,
 );
 
 /// Events 2–10 rewritten with fresh hashes and checkpoint 2 deleted: the checkpoint
@@ -103,6 +104,67 @@ async fn an_export_of_a_cut_log_fails_as_the_log_does(db: TestDb) {
         &verify_export(),
         "checkpoint 2 signed event 6, but the log ends at event 3",
     );
+}
+
+/// An export verifies only as `audit export` wrote it, line for line: a key given
+/// twice (the first what a reader sees, the last what the hash reads), a field export
+/// never writes, or a time written another way (`+00:00`, nanoseconds) reads the same
+/// to the hash and to the signature, so under a signed checkpoint too it would pass.
+async fn an_export_line_not_as_export_wrote_it_is_named_by_its_number(db: TestDb) {
+    let (store, signer) = signing_store(&db).await;
+    ten_events(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("signoff.pub");
+    std::fs::write(&public, signer.public_key().to_string()).unwrap();
+    let export = dir.path().join("audit.jsonl");
+    let text = export_to(&db, &export);
+    let lines: Vec<&str> = text.lines().collect();
+    let find = |start: &str| lines.iter().position(|l| l.starts_with(start)).unwrap();
+    let event = find(r#"{"seq":2,"#);
+    let checkpoint = find(r#"{"checkpoint":1,"#);
+    let head = find(r#"{"head":"#);
+    let evil = r#""data":{"tool_name":"evil_tool","#;
+    let altered = [
+        (event, lines[event].replacen(r#""data":{"#, evil, 1)),
+        (
+            event,
+            lines[event].replacen('{', r#"{"note":"harmless","#, 1),
+        ),
+        (
+            event,
+            lines[event].replacen(r#"Z","data""#, r#"+00:00","data""#, 1),
+        ),
+        (
+            event,
+            lines[event].replacen(r#"Z","data""#, r#"000Z","data""#, 1),
+        ),
+        (
+            checkpoint,
+            lines[checkpoint].replacen(r#"Z","signature""#, r#"+00:00","signature""#, 1),
+        ),
+        (head, lines[head].replacen('{', r#"{"head":0,"#, 1)),
+    ];
+    let verify = [
+        "audit",
+        "verify",
+        "--file",
+        export.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ];
+    for (at, line) in altered {
+        assert_ne!(line, lines[at], "the alteration applies");
+        let mut copy = lines.clone();
+        copy[at] = &line;
+        std::fs::write(&export, copy.join("\n") + "\n").unwrap();
+        assert_one_line_error(
+            &signoff(&verify, &db.url),
+            &format!("line {}: not as `signoff audit export` writes it", at + 1),
+        );
+    }
+    std::fs::write(&export, &text).unwrap();
+    let ok = signoff(&verify, &db.url);
+    assert!(ok.status.success(), "{}", stderr(&ok));
 }
 
 /// The key the binary signs with for `db`, and a signing store on it.
