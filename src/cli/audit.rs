@@ -183,8 +183,7 @@ async fn verify_store(
 enum Line {
     Event(Box<Entry>),
     Checkpoint(Checkpoint),
-    /// The head when it was exported: its last line (none in an export written before
-    /// it was added).
+    /// The head when it was exported: its last line, which every export has.
     Head(Head),
 }
 
@@ -245,6 +244,12 @@ fn verify_file(
     let mut checkpoints = Vec::new();
     let mut head = None;
     read_lines(path, |line| {
+        if head.is_some() {
+            bail!(
+                "{}: a line after the head, which ends an export",
+                path.display()
+            );
+        }
         match line {
             Line::Checkpoint(checkpoint) => checkpoints.push(checkpoint),
             Line::Head(at) => head = Some(at),
@@ -252,6 +257,13 @@ fn verify_file(
         }
         Ok(())
     })?;
+    // Without its head a file cut anywhere (or empty) would verify as the events left.
+    let Some(head) = head else {
+        bail!(
+            "{}: no head line, so not a complete `signoff audit export` (its last line is the chain's head)",
+            path.display()
+        );
+    };
     let mut verifier = match verifier(checkpoints, keys, db)? {
         Ok(verifier) => verifier,
         Err(flaw) => return Ok(Err(flaw)),
@@ -265,18 +277,43 @@ fn verify_file(
     })?;
     Ok(match flaw {
         Some(flaw) => Err(flaw),
-        None => verifier.finish(head.as_ref().map(|at| (at.head, at.hash.as_str()))),
+        None => verifier.finish(Some((head.head, head.hash.as_str()))),
     })
 }
 
+/// Writes the export to stdout, or to `output` whole or not at all: it is written to
+/// a file beside it and renamed over it once complete, so an export that fails (an
+/// event altered, the database gone) leaves an earlier export as it was, never a cut
+/// one in its place.
 async fn export(store: &Store, output: Option<&Path>) -> anyhow::Result<()> {
-    let mut out: Box<dyn Write> = match output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot write {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    let Some(path) = output else {
+        return write_export(store, std::io::BufWriter::new(std::io::stdout().lock())).await;
     };
+    let name = path
+        .file_name()
+        .with_context(|| format!("cannot write {}: not a file name", path.display()))?;
+    let mut partial = std::ffi::OsString::from(".");
+    partial.push(name);
+    partial.push(format!(".{}.partial", std::process::id()));
+    let partial = path.with_file_name(partial);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    let written = async {
+        write_export(store, std::io::BufWriter::new(&file)).await?;
+        file.sync_all()?;
+        std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
+    };
+    let written = written.await;
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
+async fn write_export(store: &Store, mut out: impl Write) -> anyhow::Result<()> {
     // Checkpoints, then the head: the events up to the head are written, each
     // checkpoint after the event it signs, and any pointing past the last event at the
     // end (so that a log cut in the database shows in its export too), then the head.

@@ -23,6 +23,7 @@ on_both_backends!(
     the_inspecting_commands_take_the_schema_as_found,
     audit_verify_names_an_event_whose_text_reads_the_same_but_is_not_as_written,
     an_export_line_not_as_export_wrote_it_is_named_by_its_number,
+    a_failed_export_leaves_the_earlier_one_and_a_file_without_its_head_does_not_verify,
 );
 
 /// Events 2–10 rewritten with fresh hashes and checkpoint 2 deleted: the checkpoint
@@ -165,6 +166,51 @@ async fn an_export_line_not_as_export_wrote_it_is_named_by_its_number(db: TestDb
     std::fs::write(&export, &text).unwrap();
     let ok = signoff(&verify, &db.url);
     assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
+/// `audit export -o FILE` replaces FILE only with a whole export: one that fails (an
+/// event altered in the database) exits non-zero and leaves the earlier export byte
+/// for byte, with nothing left beside it. And a file without its head line (an empty
+/// one too) is not a complete export: verify refuses it rather than pass the events
+/// left.
+async fn a_failed_export_leaves_the_earlier_one_and_a_file_without_its_head_does_not_verify(
+    db: TestDb,
+) {
+    let (store, signer) = signing_store(&db).await;
+    ten_events(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("signoff.pub");
+    std::fs::write(&public, signer.public_key().to_string()).unwrap();
+    let export = dir.path().join("audit.jsonl");
+    let text = export_to(&db, &export);
+    let sql = "UPDATE audit_events SET data = 'not json' WHERE seq = 4;";
+    raw_script(&db, &format!("{} {sql}", unguard(&db))).await;
+    let failed = signoff(
+        &["audit", "export", "-o", export.to_str().unwrap()],
+        &db.url,
+    );
+    assert!(!failed.status.success(), "{}", stdout(&failed));
+    assert_eq!(std::fs::read_to_string(&export).unwrap(), text);
+    let beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(beside.len(), 2, "the key and the export alone: {beside:?}");
+
+    let verify = [
+        "audit",
+        "verify",
+        "--file",
+        export.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ];
+    let headless = text.lines().filter(|l| !l.starts_with(r#"{"head":"#));
+    let headless = headless.map(|l| format!("{l}\n")).collect::<String>();
+    for file in ["", &headless] {
+        std::fs::write(&export, file).unwrap();
+        assert_one_line_error(
+            &signoff(&verify, &db.url),
+            "no head line, so not a complete `signoff audit export`",
+        );
+    }
 }
 
 /// The key the binary signs with for `db`, and a signing store on it.
