@@ -82,7 +82,7 @@ pub(super) async fn run(action: AuditAction, db: &Database) -> anyhow::Result<Ex
 }
 
 /// The keys checkpoints are checked with: those named, else the signing key's public
-/// key. Only asked for when there are checkpoints.
+/// key.
 fn public_keys(named: &[PathBuf], db: &Database) -> anyhow::Result<Vec<PublicKey>> {
     if !named.is_empty() {
         return named.iter().map(|path| PublicKey::load(path)).collect();
@@ -128,7 +128,10 @@ fn verifier(
     keys: Keys<'_>,
     db: &Database,
 ) -> anyhow::Result<Result<LogVerifier, Flaw>> {
-    let public = if checkpoints.is_empty() {
+    // A key the operator named is read even with no checkpoint to check: a mistyped
+    // path is an error, not a pass. The signing key's own is looked for only when
+    // there are checkpoints (a log verifies before its first one, with no key at all).
+    let public = if checkpoints.is_empty() && keys.named.is_empty() {
         Vec::new()
     } else {
         public_keys(keys.named, db)?

@@ -24,6 +24,7 @@ on_both_backends!(
     audit_verify_names_an_event_whose_text_reads_the_same_but_is_not_as_written,
     an_export_line_not_as_export_wrote_it_is_named_by_its_number,
     a_failed_export_leaves_the_earlier_one_and_a_file_without_its_head_does_not_verify,
+    a_public_key_named_but_unreadable_fails_even_before_the_first_checkpoint,
 );
 
 /// Events 2–10 rewritten with fresh hashes and checkpoint 2 deleted: the checkpoint
@@ -210,6 +211,28 @@ async fn a_failed_export_leaves_the_earlier_one_and_a_file_without_its_head_does
             &signoff(&verify, &db.url),
             "no head line, so not a complete `signoff audit export`",
         );
+    }
+}
+
+/// A public key the operator names must be readable even when the log has no
+/// checkpoint yet to check it with: a mistyped path is an error, never a pass, in the
+/// database and in an export alike.
+async fn a_public_key_named_but_unreadable_fails_even_before_the_first_checkpoint(db: TestDb) {
+    let store = Store::connect(&db.url).await.unwrap();
+    ten_events(&store).await;
+    assert!(store.audit_checkpoints().await.unwrap().is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("audit.jsonl");
+    export_to(&db, &export);
+    let typo = dir.path().join("signof.pub");
+    let (export, typo) = (export.to_str().unwrap(), typo.to_str().unwrap());
+    let plain = signoff(&["audit", "verify"], &db.url);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    for args in [
+        &["audit", "verify", "--public-key", typo][..],
+        &["audit", "verify", "--file", export, "--public-key", typo],
+    ] {
+        assert_one_line_error(&signoff(args, &db.url), "cannot read public key file");
     }
 }
 
