@@ -201,24 +201,26 @@ fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Where the key file is: the one named, else (SQLite) the default beside the
-/// database file. The flag says whether it was named.
+/// database file, as sqlx reads the URL (`%20` a space, `?mode=rwc` no part of the
+/// name): read any other way, the key would be looked for beside another file. The
+/// flag says whether it was named.
 pub fn key_path(database_url: &str, named: Option<&Path>) -> anyhow::Result<(PathBuf, bool)> {
     if let Some(path) = named {
         return Ok((path.to_path_buf(), true));
     }
-    let Some(rest) = database_url.strip_prefix("sqlite:") else {
+    if !database_url.starts_with("sqlite:") {
         bail!(
             "SIGNOFF_SIGNING_KEY_FILE is required with PostgreSQL, so that every replica signs with the same key: create one with `signoff key generate FILE`"
         );
-    };
-    let file = rest.trim_start_matches("//");
-    let file = file.split_once('?').map_or(file, |(file, _)| file);
-    if file.is_empty() || file.contains(":memory:") {
+    }
+    let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
+    let file = crate::store::sqlite_file(database_url).filter(|file| !file.as_os_str().is_empty());
+    let (Some(file), false) = (file, in_memory) else {
         bail!(
             "SIGNOFF_SIGNING_KEY_FILE is required with an in-memory database: create one with `signoff key generate FILE`"
         );
-    }
-    let dir = Path::new(file).parent().unwrap_or(Path::new(""));
+    };
+    let dir = file.parent().unwrap_or(Path::new(""));
     Ok((dir.join(DEFAULT_KEY_FILE), false))
 }
 
@@ -296,7 +298,13 @@ mod tests {
             path("sqlite://signoff.db").unwrap(),
             Path::new("signoff-signing.key")
         );
+        assert_eq!(
+            path("sqlite:///srv/my%20data/signoff.db").unwrap(),
+            Path::new("/srv/my data/signoff-signing.key"),
+            "as sqlx reads the URL"
+        );
         assert!(path("sqlite::memory:").is_err());
+        assert!(path("sqlite://").is_err());
         let pg = path("postgres://db/signoff").unwrap_err().to_string();
         assert!(pg.contains("signoff key generate"), "{pg}");
         assert_eq!(

@@ -82,7 +82,7 @@ pub(super) async fn run(action: AuditAction, db: &Database) -> anyhow::Result<Ex
 }
 
 /// The keys checkpoints are checked with: those named, else the signing key's public
-/// key. Only asked for when there are checkpoints.
+/// key.
 fn public_keys(named: &[PathBuf], db: &Database) -> anyhow::Result<Vec<PublicKey>> {
     if !named.is_empty() {
         return named.iter().map(|path| PublicKey::load(path)).collect();
@@ -128,7 +128,10 @@ fn verifier(
     keys: Keys<'_>,
     db: &Database,
 ) -> anyhow::Result<Result<LogVerifier, Flaw>> {
-    let public = if checkpoints.is_empty() {
+    // A key the operator named is read even with no checkpoint to check: a mistyped
+    // path is an error, not a pass. The signing key's own is looked for only when
+    // there are checkpoints (a log verifies before its first one, with no key at all).
+    let public = if checkpoints.is_empty() && keys.named.is_empty() {
         Vec::new()
     } else {
         public_keys(keys.named, db)?
@@ -183,8 +186,7 @@ async fn verify_store(
 enum Line {
     Event(Box<Entry>),
     Checkpoint(Checkpoint),
-    /// The head when it was exported: its last line (none in an export written before
-    /// it was added).
+    /// The head when it was exported: its last line, which every export has.
     Head(Head),
 }
 
@@ -195,34 +197,46 @@ struct Head {
     hash: String,
 }
 
-/// Reads an export line by line (twice: checkpoints first, then the events).
+/// Reads an export line by line (twice: checkpoints first, then the events). Each
+/// line must be exactly what `audit export` wrote, or the line is named.
 fn read_lines(path: &Path, mut each: impl FnMut(Line) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read audit export {}", path.display()))?;
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("cannot read audit export {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
-        let parsed = if value.get("checkpoint").is_some() {
-            serde_json::from_value(value).map(Line::Checkpoint)
-        } else if value.get("head").is_some() {
-            serde_json::from_value(value).map(Line::Head)
-        } else {
-            serde_json::from_value(value).map(|entry| Line::Event(Box::new(entry)))
-        };
-        let parsed = parsed.with_context(|| {
-            format!(
-                "{} line {}: not an audit event or checkpoint",
-                path.display(),
-                i + 1
-            )
-        })?;
+        let parsed =
+            parse_line(&line).with_context(|| format!("{} line {}", path.display(), i + 1))?;
         each(parsed)?;
     }
     Ok(())
+}
+
+/// One line of an export, which must read back as the very text `audit export` writes:
+/// parsing alone takes a key given twice (by its last), fields export never writes, or
+/// a time in another form, so that the line would read one way to the hash and another
+/// to whoever reads the file.
+fn parse_line(text: &str) -> anyhow::Result<Line> {
+    let value: serde_json::Value = serde_json::from_str(text).context("not JSON")?;
+    let not_ours = "not an audit event or checkpoint";
+    let (line, written) = if value.get("checkpoint").is_some() {
+        let checkpoint: Checkpoint = serde_json::from_value(value).context(not_ours)?;
+        let written = serde_json::to_string(&checkpoint)?;
+        (Line::Checkpoint(checkpoint), written)
+    } else if value.get("head").is_some() {
+        let head: Head = serde_json::from_value(value).context(not_ours)?;
+        let written = serde_json::to_string(&head)?;
+        (Line::Head(head), written)
+    } else {
+        let mut entry: Entry = serde_json::from_value(value).context(not_ours)?;
+        // As export has it: `data` read from the canonical text the store keeps.
+        entry.data = serde_json::from_str(&crate::canonical::to_string(&entry.data))?;
+        let written = serde_json::to_string(&entry)?;
+        (Line::Event(Box::new(entry)), written)
+    };
+    if written != text {
+        bail!("not as `signoff audit export` writes it (altered)");
+    }
+    Ok(line)
 }
 
 fn verify_file(
@@ -233,6 +247,12 @@ fn verify_file(
     let mut checkpoints = Vec::new();
     let mut head = None;
     read_lines(path, |line| {
+        if head.is_some() {
+            bail!(
+                "{}: a line after the head, which ends an export",
+                path.display()
+            );
+        }
         match line {
             Line::Checkpoint(checkpoint) => checkpoints.push(checkpoint),
             Line::Head(at) => head = Some(at),
@@ -240,6 +260,13 @@ fn verify_file(
         }
         Ok(())
     })?;
+    // Without its head a file cut anywhere (or empty) would verify as the events left.
+    let Some(head) = head else {
+        bail!(
+            "{}: no head line, so not a complete `signoff audit export` (its last line is the chain's head)",
+            path.display()
+        );
+    };
     let mut verifier = match verifier(checkpoints, keys, db)? {
         Ok(verifier) => verifier,
         Err(flaw) => return Ok(Err(flaw)),
@@ -253,18 +280,43 @@ fn verify_file(
     })?;
     Ok(match flaw {
         Some(flaw) => Err(flaw),
-        None => verifier.finish(head.as_ref().map(|at| (at.head, at.hash.as_str()))),
+        None => verifier.finish(Some((head.head, head.hash.as_str()))),
     })
 }
 
+/// Writes the export to stdout, or to `output` whole or not at all: it is written to
+/// a file beside it and renamed over it once complete, so an export that fails (an
+/// event altered, the database gone) leaves an earlier export as it was, never a cut
+/// one in its place.
 async fn export(store: &Store, output: Option<&Path>) -> anyhow::Result<()> {
-    let mut out: Box<dyn Write> = match output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot write {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    let Some(path) = output else {
+        return write_export(store, std::io::BufWriter::new(std::io::stdout().lock())).await;
     };
+    let name = path
+        .file_name()
+        .with_context(|| format!("cannot write {}: not a file name", path.display()))?;
+    let mut partial = std::ffi::OsString::from(".");
+    partial.push(name);
+    partial.push(format!(".{}.partial", std::process::id()));
+    let partial = path.with_file_name(partial);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
+    let written = async {
+        write_export(store, std::io::BufWriter::new(&file)).await?;
+        file.sync_all()?;
+        std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
+    };
+    let written = written.await;
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
+async fn write_export(store: &Store, mut out: impl Write) -> anyhow::Result<()> {
     // Checkpoints, then the head: the events up to the head are written, each
     // checkpoint after the event it signs, and any pointing past the last event at the
     // end (so that a log cut in the database shows in its export too), then the head.

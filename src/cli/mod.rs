@@ -338,8 +338,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied ({})", store.backend_name());
         }
         Command::Token { action } => {
-            // Only a new token may start a database (before the first `serve`).
-            let store = if matches!(action, TokenAction::Create { .. }) {
+            // Only a new token may start a database (before the first `serve`), and
+            // only once its name is valid: a refused name leaves no database behind.
+            let store = if let TokenAction::Create { name } = &action {
+                tokens::validate_name(name).map_err(anyhow::Error::msg)?;
                 connect(&db).await?
             } else {
                 connect_existing(&db, Schema::Migrate).await?
@@ -477,7 +479,6 @@ async fn start(
 async fn token(action: TokenAction, store: &Store, clock: &dyn Clock) -> anyhow::Result<()> {
     match action {
         TokenAction::Create { name } => {
-            tokens::validate_name(&name).map_err(anyhow::Error::msg)?;
             let token = tokens::generate();
             if !store
                 .token_insert(&name, &tokens::hash(&token), clock.now())

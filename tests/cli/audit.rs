@@ -21,6 +21,10 @@ on_both_backends!(
     audit_verify_names_a_row_put_beside_the_chain_below_or_past_its_head,
     a_checkpoint_signs_events_another_process_appended,
     the_inspecting_commands_take_the_schema_as_found,
+    audit_verify_names_an_event_whose_text_reads_the_same_but_is_not_as_written,
+    an_export_line_not_as_export_wrote_it_is_named_by_its_number,
+    a_failed_export_leaves_the_earlier_one_and_a_file_without_its_head_does_not_verify,
+    a_public_key_named_but_unreadable_fails_even_before_the_first_checkpoint,
 );
 
 /// Events 2–10 rewritten with fresh hashes and checkpoint 2 deleted: the checkpoint
@@ -102,6 +106,134 @@ async fn an_export_of_a_cut_log_fails_as_the_log_does(db: TestDb) {
         &verify_export(),
         "checkpoint 2 signed event 6, but the log ends at event 3",
     );
+}
+
+/// An export verifies only as `audit export` wrote it, line for line: a key given
+/// twice (the first what a reader sees, the last what the hash reads), a field export
+/// never writes, or a time written another way (`+00:00`, nanoseconds) reads the same
+/// to the hash and to the signature, so under a signed checkpoint too it would pass.
+async fn an_export_line_not_as_export_wrote_it_is_named_by_its_number(db: TestDb) {
+    let (store, signer) = signing_store(&db).await;
+    ten_events(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("signoff.pub");
+    std::fs::write(&public, signer.public_key().to_string()).unwrap();
+    let export = dir.path().join("audit.jsonl");
+    let text = export_to(&db, &export);
+    let lines: Vec<&str> = text.lines().collect();
+    let find = |start: &str| lines.iter().position(|l| l.starts_with(start)).unwrap();
+    let event = find(r#"{"seq":2,"#);
+    let checkpoint = find(r#"{"checkpoint":1,"#);
+    let head = find(r#"{"head":"#);
+    let evil = r#""data":{"tool_name":"evil_tool","#;
+    let altered = [
+        (event, lines[event].replacen(r#""data":{"#, evil, 1)),
+        (
+            event,
+            lines[event].replacen('{', r#"{"note":"harmless","#, 1),
+        ),
+        (
+            event,
+            lines[event].replacen(r#"Z","data""#, r#"+00:00","data""#, 1),
+        ),
+        (
+            event,
+            lines[event].replacen(r#"Z","data""#, r#"000Z","data""#, 1),
+        ),
+        (
+            checkpoint,
+            lines[checkpoint].replacen(r#"Z","signature""#, r#"+00:00","signature""#, 1),
+        ),
+        (head, lines[head].replacen('{', r#"{"head":0,"#, 1)),
+    ];
+    let verify = [
+        "audit",
+        "verify",
+        "--file",
+        export.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ];
+    for (at, line) in altered {
+        assert_ne!(line, lines[at], "the alteration applies");
+        let mut copy = lines.clone();
+        copy[at] = &line;
+        std::fs::write(&export, copy.join("\n") + "\n").unwrap();
+        assert_one_line_error(
+            &signoff(&verify, &db.url),
+            &format!("line {}: not as `signoff audit export` writes it", at + 1),
+        );
+    }
+    std::fs::write(&export, &text).unwrap();
+    let ok = signoff(&verify, &db.url);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
+/// `audit export -o FILE` replaces FILE only with a whole export: one that fails (an
+/// event altered in the database) exits non-zero and leaves the earlier export byte
+/// for byte, with nothing left beside it. And a file without its head line (an empty
+/// one too) is not a complete export: verify refuses it rather than pass the events
+/// left.
+async fn a_failed_export_leaves_the_earlier_one_and_a_file_without_its_head_does_not_verify(
+    db: TestDb,
+) {
+    let (store, signer) = signing_store(&db).await;
+    ten_events(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("signoff.pub");
+    std::fs::write(&public, signer.public_key().to_string()).unwrap();
+    let export = dir.path().join("audit.jsonl");
+    let text = export_to(&db, &export);
+    let sql = "UPDATE audit_events SET data = 'not json' WHERE seq = 4;";
+    raw_script(&db, &format!("{} {sql}", unguard(&db))).await;
+    let failed = signoff(
+        &["audit", "export", "-o", export.to_str().unwrap()],
+        &db.url,
+    );
+    assert!(!failed.status.success(), "{}", stdout(&failed));
+    assert_eq!(std::fs::read_to_string(&export).unwrap(), text);
+    let beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(beside.len(), 2, "the key and the export alone: {beside:?}");
+
+    let verify = [
+        "audit",
+        "verify",
+        "--file",
+        export.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ];
+    let headless = text.lines().filter(|l| !l.starts_with(r#"{"head":"#));
+    let headless = headless.map(|l| format!("{l}\n")).collect::<String>();
+    for file in ["", &headless] {
+        std::fs::write(&export, file).unwrap();
+        assert_one_line_error(
+            &signoff(&verify, &db.url),
+            "no head line, so not a complete `signoff audit export`",
+        );
+    }
+}
+
+/// A public key the operator names must be readable even when the log has no
+/// checkpoint yet to check it with: a mistyped path is an error, never a pass, in the
+/// database and in an export alike.
+async fn a_public_key_named_but_unreadable_fails_even_before_the_first_checkpoint(db: TestDb) {
+    let store = Store::connect(&db.url).await.unwrap();
+    ten_events(&store).await;
+    assert!(store.audit_checkpoints().await.unwrap().is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("audit.jsonl");
+    export_to(&db, &export);
+    let typo = dir.path().join("signof.pub");
+    let (export, typo) = (export.to_str().unwrap(), typo.to_str().unwrap());
+    let plain = signoff(&["audit", "verify"], &db.url);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    for args in [
+        &["audit", "verify", "--public-key", typo][..],
+        &["audit", "verify", "--file", export, "--public-key", typo],
+    ] {
+        assert_one_line_error(&signoff(args, &db.url), "cannot read public key file");
+    }
 }
 
 /// The key the binary signs with for `db`, and a signing store on it.
@@ -363,36 +495,32 @@ async fn audit_verify_catches_tampering_on_postgres_too() {
     assert_one_line_error(&signoff(&["audit", "verify"], &db.url), "event 2");
 }
 
-/// SQLite keeps an event's text as written: one that reads the same to the hash but
-/// not to whoever queries the table (a key given twice, which `json_extract` reads by
-/// its first and the hash by its last), or a time in another form, is named altered.
-#[tokio::test]
-async fn audit_verify_names_an_event_whose_text_reads_the_same_but_is_not_as_written() {
-    let db = common::sqlite();
+/// An event's text must be as signoff wrote it, on either backend: one that reads the
+/// same to the hash but not to whoever reads the table (a key given twice, the first
+/// read by SQLite's `json_extract` and by anyone reading the text, the last by the
+/// hash), or on SQLite, where times are text, a time in another form, is named
+/// altered. (PostgreSQL keeps `data` as TEXT for this; its times are typed.)
+async fn audit_verify_names_an_event_whose_text_reads_the_same_but_is_not_as_written(db: TestDb) {
     let (store, _) = signing_store(&db).await;
     ten_events(&store).await;
-    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-    let (data, at): (String, String) =
-        sqlx::query_as("SELECT data, at FROM audit_events WHERE seq = 2")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+    let data = raw_text(&db, "SELECT data FROM audit_events WHERE seq = 2").await;
     let doubled = format!(r#"{{"tool_name":"evil_tool",{}"#, &data[1..]);
-    let shown: String = sqlx::query_scalar("SELECT json_extract(?, '$.tool_name')")
-        .bind(&doubled)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(shown, "evil_tool", "what a reader of the table would see");
-    for (column, value) in [("data", doubled), ("at", at.replace('Z', "+00:00"))] {
-        let sql = format!(
-            "DROP TRIGGER IF EXISTS audit_events_no_update; \
-             UPDATE audit_events SET {column} = '{value}' WHERE seq = 2"
+    let mut altered = vec![("data", doubled.clone(), data)];
+    if db.backend == "sqlite" {
+        let shown = format!("SELECT json_extract('{doubled}', '$.tool_name')");
+        assert_eq!(
+            raw_text(&db, &shown).await,
+            "evil_tool",
+            "what a reader sees"
         );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let at = raw_text(&db, "SELECT at FROM audit_events WHERE seq = 2").await;
+        altered.push(("at", at.replace('Z', "+00:00"), at));
+    }
+    raw_script(&db, unguard(&db)).await;
+    for (column, value, original) in altered {
+        let set =
+            |value: &str| format!("UPDATE audit_events SET {column} = '{value}' WHERE seq = 2;");
+        raw_script(&db, &set(&value)).await;
         let broken = signoff(&["audit", "verify"], &db.url);
         assert!(!broken.status.success());
         assert!(
@@ -402,16 +530,22 @@ async fn audit_verify_names_an_event_whose_text_reads_the_same_but_is_not_as_wri
             "{}",
             stderr(&broken)
         );
-        let restore = format!("UPDATE audit_events SET {column} = ? WHERE seq = 2");
-        let original = if column == "data" { &data } else { &at };
-        sqlx::query(sqlx::AssertSqlSafe(restore))
-            .bind(original)
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        raw_script(&db, &set(&original)).await;
     }
     let ok = signoff(&["audit", "verify"], &db.url);
     assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
+/// One text value straight from the database.
+async fn raw_text(db: &TestDb, sql: &str) -> String {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    if db.backend == "sqlite" {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    }
 }
 
 /// A copy of event 1 numbered `seq`, inserted straight into the table as whoever can

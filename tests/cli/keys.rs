@@ -65,6 +65,26 @@ fn serve_on_sqlite_creates_the_default_key_beside_the_database_on_first_start() 
     assert!(public.trim().starts_with("whpk_"), "{public}");
 }
 
+/// The default key lies beside the database as sqlx reads its URL: in a directory
+/// whose name has a space, written `%20`, the key is made and found in that directory,
+/// not in one named with the `%20` itself.
+#[test]
+fn the_default_key_lies_beside_a_database_whose_url_is_percent_encoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("my data");
+    std::fs::create_dir(&data).unwrap();
+    let url = format!("sqlite://{}/my%20data/signoff.db", dir.path().display());
+    drop(Server::start(&url, &[]));
+    assert!(data.join("signoff.db").exists(), "the database sqlx opened");
+    let key = data.join("signoff-signing.key");
+    assert!(key.exists(), "created beside the database");
+    assert!(!dir.path().join("my%20data").exists());
+    let public = signoff(&["key", "public"], &url);
+    assert!(public.status.success(), "{}", stderr(&public));
+    let signer = signoff::signing::Signer::load(&key).unwrap();
+    assert_eq!(stdout(&public).trim(), signer.public_key().to_string());
+}
+
 #[test]
 fn postgres_needs_a_key_file_and_bad_files_are_one_line_errors() {
     // Refused before any connection is tried: no database is needed.

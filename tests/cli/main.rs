@@ -85,6 +85,20 @@ fn a_refused_command_line_or_setting_is_one_line() {
     assert!(help.status.success() && stdout(&help).contains("Usage: signoff decide"));
 }
 
+/// `token create` may start a database, but a name it refuses starts none: the name is
+/// checked before connecting, so a typo leaves no new SQLite file behind.
+#[test]
+fn a_refused_token_name_creates_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("signoff.db");
+    let url = format!("sqlite://{}", file.display());
+    assert_one_line_error(
+        &signoff(&["token", "create", "bad name"], &url),
+        "invalid token name",
+    );
+    assert!(!file.exists(), "{} was created", file.display());
+}
+
 #[test]
 fn tokens_are_created_once_listed_and_revoked() {
     let db = common::sqlite();

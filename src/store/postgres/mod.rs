@@ -292,17 +292,31 @@ fn payload(row: &PgRow) -> sqlx::Result<Value> {
     row.try_get("payload")
 }
 
+/// An audit event as stored. Its `data` must be the canonical text signoff wrote (the
+/// column is TEXT, not jsonb, so that the text is kept to compare): the hash covers
+/// what the text reads as, so another text that reads the same (a key given twice,
+/// which the hash reads by its last and whoever reads the text by its first; a number
+/// too long to read exactly) would verify while showing something else to whoever
+/// reads the table. `at` and `approval_id` are typed columns, with one form each.
 fn entry_from_row(row: &PgRow) -> sqlx::Result<audit::Entry> {
-    let data: String = row.try_get("data")?;
+    let seq: i64 = row.try_get("seq")?;
+    let text: String = row.try_get("data")?;
+    let data: Value =
+        serde_json::from_str(&text).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+    if crate::canonical::to_string(&data) != text {
+        return Err(sqlx::Error::Decode(
+            format!("audit event {seq}: its data is not as signoff wrote it (altered)").into(),
+        ));
+    }
     Ok(audit::Entry {
-        seq: row.try_get("seq")?,
+        seq,
         approval_id: row
             .try_get::<Option<Uuid>, _>("approval_id")?
             .map(ApprovalId),
         kind: row.try_get("kind")?,
         actor: row.try_get("actor")?,
         at: row.try_get("at")?,
-        data: serde_json::from_str(&data).map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+        data,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
     })
