@@ -287,33 +287,51 @@ fn verify_file(
 /// Writes the export to stdout, or to `output` whole or not at all: it is written to
 /// a file beside it and renamed over it once complete, so an export that fails (an
 /// event altered, the database gone) leaves an earlier export as it was, never a cut
-/// one in its place.
+/// one in its place. A symlink is written through (the file it names is replaced),
+/// an earlier export's permissions are kept (a new one is the owner's alone), and
+/// what is not a regular file (a pipe, `/dev/stdout`) is written as it is.
 async fn export(store: &Store, output: Option<&Path>) -> anyhow::Result<()> {
     let Some(path) = output else {
         return write_export(store, std::io::BufWriter::new(std::io::stdout().lock())).await;
     };
-    let name = path
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let earlier = std::fs::metadata(&target).ok();
+    if earlier.as_ref().is_some_and(|meta| !meta.is_file()) {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        return write_export(store, std::io::BufWriter::new(file)).await;
+    }
+    let name = target
         .file_name()
         .with_context(|| format!("cannot write {}: not a file name", path.display()))?;
-    let mut partial = std::ffi::OsString::from(".");
-    partial.push(name);
-    partial.push(format!(".{}.partial", std::process::id()));
-    let partial = path.with_file_name(partial);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&partial)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    let written = async {
-        write_export(store, std::io::BufWriter::new(&file)).await?;
-        file.sync_all()?;
-        std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     };
-    let written = written.await;
-    if written.is_err() {
-        let _ = std::fs::remove_file(&partial);
+    // Removed if the export fails or panics; created readable by its owner alone.
+    let partial = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| {
+            format!(
+                "cannot write {}: the export is written beside it and renamed over it once \
+                 whole, so its directory must be writable",
+                path.display()
+            )
+        })?;
+    if let Some(earlier) = earlier {
+        std::fs::set_permissions(partial.path(), earlier.permissions())
+            .with_context(|| format!("cannot write {}", partial.path().display()))?;
     }
-    written
+    write_export(store, std::io::BufWriter::new(partial.as_file())).await?;
+    partial.as_file().sync_all()?;
+    partial
+        .persist(&target)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 async fn write_export(store: &Store, mut out: impl Write) -> anyhow::Result<()> {

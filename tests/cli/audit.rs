@@ -314,6 +314,41 @@ async fn rewrite(store: &Store, seq: i64, actor: &str) -> String {
 }
 
 /// `signoff audit export -o FILE` of `db`, which must succeed: the file's text.
+/// `-o` through a symlink replaces the file it names and keeps the link; an earlier
+/// export's permissions are kept, and a new export is its owner's alone.
+#[tokio::test]
+async fn an_export_writes_through_a_symlink_and_keeps_the_earlier_files_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = common::sqlite();
+    let (store, _) = signing_store(&db).await;
+    ten_events(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.jsonl");
+    export_to(&db, &fresh);
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&fresh), 0o600, "a new export is its owner's alone");
+
+    let archived = dir.path().join("archived.jsonl");
+    std::fs::write(&archived, "last night's\n").unwrap();
+    std::fs::set_permissions(&archived, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let latest = dir.path().join("latest.jsonl");
+    std::os::unix::fs::symlink(&archived, &latest).unwrap();
+    let text = export_to(&db, &latest);
+    assert!(
+        std::fs::symlink_metadata(&latest)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link is kept"
+    );
+    assert_eq!(std::fs::read_to_string(&archived).unwrap(), text);
+    assert_eq!(text, std::fs::read_to_string(&fresh).unwrap());
+    assert_eq!(mode(&archived), 0o640, "the earlier file's permissions");
+    let beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(beside.len(), 3, "nothing left beside them: {beside:?}");
+}
+
 fn export_to(db: &TestDb, file: &std::path::Path) -> String {
     let exported = signoff(&["audit", "export", "-o", file.to_str().unwrap()], &db.url);
     assert!(exported.status.success(), "{}", stderr(&exported));
