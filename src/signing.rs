@@ -214,10 +214,16 @@ pub fn key_path(database_url: &str, named: Option<&Path>) -> anyhow::Result<(Pat
         );
     }
     let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
-    let file = crate::store::sqlite_file(database_url).filter(|file| !file.as_os_str().is_empty());
-    let (Some(file), false) = (file, in_memory) else {
+    if in_memory {
         bail!(
             "SIGNOFF_SIGNING_KEY_FILE is required with an in-memory database: create one with `signoff key generate FILE`"
+        );
+    }
+    let file = crate::store::sqlite_file(database_url).filter(|file| !file.as_os_str().is_empty());
+    let Some(file) = file else {
+        bail!(
+            "the database URL names no SQLite file this key could lie beside (sqlx cannot read it \
+             as one): correct DATABASE_URL, or name the key with SIGNOFF_SIGNING_KEY_FILE"
         );
     };
     let dir = file.parent().unwrap_or(Path::new(""));
@@ -303,8 +309,12 @@ mod tests {
             Path::new("/srv/my data/signoff-signing.key"),
             "as sqlx reads the URL"
         );
-        assert!(path("sqlite::memory:").is_err());
+        let memory = path("sqlite::memory:").unwrap_err().to_string();
+        assert!(memory.contains("in-memory"), "{memory}");
         assert!(path("sqlite://").is_err());
+        let unreadable = path("sqlite:x.db?journal=wal").unwrap_err().to_string();
+        assert!(unreadable.contains("DATABASE_URL"), "{unreadable}");
+        assert!(!unreadable.contains("in-memory"), "{unreadable}");
         let pg = path("postgres://db/signoff").unwrap_err().to_string();
         assert!(pg.contains("signoff key generate"), "{pg}");
         assert_eq!(
