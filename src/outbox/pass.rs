@@ -223,11 +223,11 @@ impl Outbox {
 }
 
 impl Outbox {
-    /// `outcome` of `job`; given up with nothing planned next (out of time, the
-    /// approval not readable, no Slack on this replica: anything before or around the
-    /// reminding, which plans its own, `remind::given_up_then`), a reminder (or the job
-    /// that ends its round) plans the next reminder all the same, from the approval as
-    /// it is now: the chain ends only at the decision or the expiry.
+    /// `outcome` of `job`; given up with nothing planned next (Slack refusing for good,
+    /// too many attempts, out of time, the approval not readable, no Slack on this
+    /// replica), a reminder (or the job that ends its round) plans the next reminder all
+    /// the same (`remind::given_up_then`), from the approval as it is now: the chain
+    /// ends only at the decision or the expiry.
     async fn given_up_then_next(
         &self,
         job: &DueJob,

@@ -77,7 +77,7 @@ struct NotSent {
 impl Deliverer<'_> {
     /// DMs each approver who has not voted (with live buttons and a link to the
     /// channel message), or replies in the thread when anyone may decide; then plans
-    /// the next reminder, also when this one is given up. Nothing once the approval is
+    /// the next reminder (given up, the pass plans it: `given_up_then`). Nothing once the approval is
     /// decided or expired (the chain of reminders ends there).
     pub async fn remind(
         &self,
@@ -99,9 +99,8 @@ impl Deliverer<'_> {
             // chain goes on, ending at the next reminder if the mark comes first.
             return Ok(done_then(approval.version, next));
         }
-        let reminded = self.remind_now(job, approval, next.clone(), now).await;
-        let outcome = reminded.unwrap_or_else(|error| failed(job, now, error));
-        Ok(given_up_then(outcome, next))
+        let reminded = self.remind_now(job, approval, next, now).await;
+        Ok(reminded.unwrap_or_else(|error| failed(job, now, error)))
     }
 
     /// The reminder itself: the reply in the thread, or the DMs; `next` (the next
@@ -260,7 +259,8 @@ impl Deliverer<'_> {
     /// the end of the round again when these DMs are cut short too. A lookup that
     /// fails is tried again a few times, then given up (those DMs stay as they are),
     /// so that the reminders go on; a DM refused waits for the next reminder. Given up
-    /// all the same (the store failing for two hours), it plans the next reminder.
+    /// all the same (the store failing for two hours), the pass plans the next reminder
+    /// (`given_up_then`).
     pub async fn find_reminders(
         &self,
         job: &DueJob,
@@ -278,11 +278,8 @@ impl Deliverer<'_> {
         };
         let next = next_reminder(job, approval, now);
         let round = (*reminder, users.as_slice(), unsent.as_slice());
-        let ended = self
-            .end_round(job, approval, round, next.clone(), now)
-            .await;
-        let outcome = ended.unwrap_or_else(|error| failed(job, now, error));
-        Ok(given_up_then(outcome, next))
+        let ended = self.end_round(job, approval, round, next, now).await;
+        Ok(ended.unwrap_or_else(|error| failed(job, now, error)))
     }
 
     /// [`Deliverer::find_reminders`] for the DMs reminder `reminder` may have sent to
@@ -501,9 +498,11 @@ pub(super) fn next_reminder(
     })
 }
 
-/// `outcome`, and when it gives the job up (a refusal retrying cannot fix, or too many
-/// attempts), `next` planned with it all the same: the next reminder comes when Slack
-/// may be set right, rather than the chain of reminders ending there.
+/// `outcome`, and when it gives the job up (a refusal retrying cannot fix, too many
+/// attempts, out of time, no Slack here) with nothing planned next, `next` planned with
+/// it all the same: the next reminder comes when Slack may be set right, rather than
+/// the chain of reminders ending there. Applied by the pass to every reminder's outcome
+/// (`Outbox::given_up_then_next`), whatever gave it up.
 pub(super) fn given_up_then(outcome: Outcome, next: Option<NewJob>) -> Outcome {
     match outcome {
         Outcome::Dead { error, next: None } => Outcome::Dead { error, next },
