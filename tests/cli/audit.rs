@@ -2,6 +2,8 @@
 //! on both backends, what the newest checkpoint covers, a chain rewritten with fresh
 //! hashes, a cut tail, and an export verified offline with the public key alone.
 
+use std::path::{Path, PathBuf};
+
 use chrono::TimeZone;
 use signoff::audit::{Draft, GENESIS_HASH, link};
 use signoff::signing::Signer;
@@ -65,22 +67,8 @@ async fn a_chain_rewritten_after_removing_the_newest_checkpoint_is_caught_by_the
 /// export too: the checkpoint past its end is written at the end; and an export cut
 /// at its own tail no longer reaches the head its last line names.
 async fn an_export_of_a_cut_log_fails_as_the_log_does(db: TestDb) {
-    let (store, signer) = signing_store(&db).await;
-    ten_events(&store).await;
-    let dir = tempfile::tempdir().unwrap();
-    let public = dir.path().join("signoff.pub");
-    std::fs::write(&public, signer.public_key().to_string()).unwrap();
-    let export = dir.path().join("audit.jsonl");
-    let verify_export = || {
-        let args = [
-            "audit",
-            "verify",
-            "--file",
-            export.to_str().unwrap(),
-            "--public-key",
-        ];
-        signoff(&[&args[..], &[public.to_str().unwrap()]].concat(), &db.url)
-    };
+    let (store, _dir, public, export) = ten_events_to_export(&db).await;
+    let verify_export = || signoff(&verify_file(&export, &public), &db.url);
     let text = export_to(&db, &export);
     assert!(
         text.lines().last().unwrap().starts_with(r#"{"head":10,"#),
@@ -113,12 +101,7 @@ async fn an_export_of_a_cut_log_fails_as_the_log_does(db: TestDb) {
 /// never writes, or a time written another way (`+00:00`, nanoseconds) reads the same
 /// to the hash and to the signature, so under a signed checkpoint too it would pass.
 async fn an_export_line_not_as_export_wrote_it_is_named_by_its_number(db: TestDb) {
-    let (store, signer) = signing_store(&db).await;
-    ten_events(&store).await;
-    let dir = tempfile::tempdir().unwrap();
-    let public = dir.path().join("signoff.pub");
-    std::fs::write(&public, signer.public_key().to_string()).unwrap();
-    let export = dir.path().join("audit.jsonl");
+    let (_store, _dir, public, export) = ten_events_to_export(&db).await;
     let text = export_to(&db, &export);
     let lines: Vec<&str> = text.lines().collect();
     let find = |start: &str| lines.iter().position(|l| l.starts_with(start)).unwrap();
@@ -146,14 +129,7 @@ async fn an_export_line_not_as_export_wrote_it_is_named_by_its_number(db: TestDb
         ),
         (head, lines[head].replacen('{', r#"{"head":0,"#, 1)),
     ];
-    let verify = [
-        "audit",
-        "verify",
-        "--file",
-        export.to_str().unwrap(),
-        "--public-key",
-        public.to_str().unwrap(),
-    ];
+    let verify = verify_file(&export, &public);
     for (at, line) in altered {
         assert_ne!(line, lines[at], "the alteration applies");
         let mut copy = lines.clone();
@@ -177,12 +153,7 @@ async fn an_export_line_not_as_export_wrote_it_is_named_by_its_number(db: TestDb
 async fn a_failed_export_leaves_the_earlier_one_and_a_file_without_its_head_does_not_verify(
     db: TestDb,
 ) {
-    let (store, signer) = signing_store(&db).await;
-    ten_events(&store).await;
-    let dir = tempfile::tempdir().unwrap();
-    let public = dir.path().join("signoff.pub");
-    std::fs::write(&public, signer.public_key().to_string()).unwrap();
-    let export = dir.path().join("audit.jsonl");
+    let (_store, dir, public, export) = ten_events_to_export(&db).await;
     let text = export_to(&db, &export);
     let sql = "UPDATE audit_events SET data = 'not json' WHERE seq = 4;";
     raw_script(&db, &format!("{} {sql}", unguard(&db))).await;
@@ -195,14 +166,7 @@ async fn a_failed_export_leaves_the_earlier_one_and_a_file_without_its_head_does
     let beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(beside.len(), 2, "the key and the export alone: {beside:?}");
 
-    let verify = [
-        "audit",
-        "verify",
-        "--file",
-        export.to_str().unwrap(),
-        "--public-key",
-        public.to_str().unwrap(),
-    ];
+    let verify = verify_file(&export, &public);
     let headless = text.lines().filter(|l| !l.starts_with(r#"{"head":"#));
     let headless = headless.map(|l| format!("{l}\n")).collect::<String>();
     for file in ["", &headless] {
@@ -234,6 +198,25 @@ async fn a_public_key_named_but_unreadable_fails_even_before_the_first_checkpoin
     ] {
         assert_one_line_error(&signoff(args, &db.url), "cannot read public key file");
     }
+}
+
+/// Ten events in `db`, signed with the key the binary signs with, that key's public
+/// half in a file, and where an export goes, in a directory of their own: the store,
+/// the directory, the public key file and the export file.
+async fn ten_events_to_export(db: &TestDb) -> (Store, tempfile::TempDir, PathBuf, PathBuf) {
+    let (store, signer) = signing_store(db).await;
+    ten_events(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("signoff.pub");
+    std::fs::write(&public, signer.public_key().to_string()).unwrap();
+    let export = dir.path().join("audit.jsonl");
+    (store, dir, public, export)
+}
+
+/// `signoff audit verify --file EXPORT --public-key PUBLIC`.
+fn verify_file<'a>(export: &'a Path, public: &'a Path) -> [&'a str; 6] {
+    let (export, public) = (export.to_str().unwrap(), public.to_str().unwrap());
+    ["audit", "verify", "--file", export, "--public-key", public]
 }
 
 /// The key the binary signs with for `db`, and a signing store on it.
@@ -410,14 +393,7 @@ async fn an_export_verifies_offline_with_the_public_key_alone(db: TestDb) {
     );
     let public = dir.path().join("signoff.pub");
     std::fs::write(&public, signer.public_key().to_string()).unwrap();
-    let offline = [
-        "audit",
-        "verify",
-        "--file",
-        export.to_str().unwrap(),
-        "--public-key",
-        public.to_str().unwrap(),
-    ];
+    let offline = verify_file(&export, &public);
     let nowhere = "sqlite:///nonexistent-dir/none.db";
     let checked = signoff(&offline, nowhere);
     assert!(checked.status.success(), "{}", stderr(&checked));
@@ -538,17 +514,18 @@ async fn audit_verify_catches_tampering_on_postgres_too() {
 async fn audit_verify_names_an_event_whose_text_reads_the_same_but_is_not_as_written(db: TestDb) {
     let (store, _) = signing_store(&db).await;
     ten_events(&store).await;
-    let data = raw_text(&db, "SELECT data FROM audit_events WHERE seq = 2").await;
+    let data: String = common::raw_value(&db, "SELECT data FROM audit_events WHERE seq = 2").await;
     let doubled = format!(r#"{{"tool_name":"evil_tool",{}"#, &data[1..]);
     let mut altered = vec![("data", doubled.clone(), data)];
     if db.backend == "sqlite" {
         let shown = format!("SELECT json_extract('{doubled}', '$.tool_name')");
         assert_eq!(
-            raw_text(&db, &shown).await,
+            common::raw_value::<String>(&db, &shown).await,
             "evil_tool",
             "what a reader sees"
         );
-        let at = raw_text(&db, "SELECT at FROM audit_events WHERE seq = 2").await;
+        let at =
+            common::raw_value::<String>(&db, "SELECT at FROM audit_events WHERE seq = 2").await;
         altered.push(("at", at.replace('Z', "+00:00"), at));
     }
     raw_script(&db, unguard(&db)).await;
@@ -569,18 +546,6 @@ async fn audit_verify_names_an_event_whose_text_reads_the_same_but_is_not_as_wri
     }
     let ok = signoff(&["audit", "verify"], &db.url);
     assert!(ok.status.success(), "{}", stderr(&ok));
-}
-
-/// One text value straight from the database.
-async fn raw_text(db: &TestDb, sql: &str) -> String {
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    if db.backend == "sqlite" {
-        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
-    } else {
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
-    }
 }
 
 /// A copy of event 1 numbered `seq`, inserted straight into the table as whoever can

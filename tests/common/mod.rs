@@ -207,6 +207,16 @@ pub fn sql_time(db: &TestDb, at: chrono::DateTime<chrono::Utc>) -> String {
 
 /// A count straight from the database.
 pub async fn raw_count(db: &TestDb, sql: &str) -> i64 {
+    raw_value(db, sql).await
+}
+
+/// One value straight from the database, of a type both stores read alike.
+pub async fn raw_value<T>(db: &TestDb, sql: &str) -> T
+where
+    T: Send + Unpin,
+    T: sqlx::Type<sqlx::Sqlite> + for<'r> sqlx::Decode<'r, sqlx::Sqlite>,
+    T: sqlx::Type<sqlx::Postgres> + for<'r> sqlx::Decode<'r, sqlx::Postgres>,
+{
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
     if db.backend == "sqlite" {
         let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
