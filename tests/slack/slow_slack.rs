@@ -86,6 +86,23 @@ async fn posted_with(db: TestDb, tool: &str, options: Options<'_>) -> (TestApp, 
     (app, approval)
 }
 
+/// The reminder, retried once, up to its last attempt and due (2 s on).
+async fn to_its_last_attempt(app: &TestApp) {
+    let last = "UPDATE jobs SET attempts = 20 WHERE kind = 'slack_remind'";
+    assert_eq!(raw_execute(&app.db, last).await, Ok(1));
+    app.clock.advance(Duration::from_secs(2));
+}
+
+/// Reminders ready and due an hour (the policy's `remind_every`) from now.
+async fn next_reminders(app: &TestApp) -> i64 {
+    let next = format!(
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'ready' \
+         AND due_at = {}",
+        sql_time(&app.db, app.clock.now() + chrono::Duration::hours(1))
+    );
+    raw_count(&app.db, &next).await
+}
+
 fn reminders_retried(app: &TestApp) -> impl Future<Output = i64> + '_ {
     let sql = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' \
                AND locked_until IS NULL AND last_error IS NOT NULL";
@@ -347,19 +364,12 @@ async fn a_reminder_given_up_for_running_out_of_time_plans_the_next_one(db: Test
     assert!(pass.is_ok(), "the pass ended within half the lease");
     assert_eq!(reminders_retried(&app).await, 1, "out of time: retried");
     // Up to its last attempt, the group still not answered.
-    let last = "UPDATE jobs SET attempts = 20 WHERE kind = 'slack_remind'";
-    assert_eq!(raw_execute(&app.db, last).await, Ok(1));
-    app.clock.advance(Duration::from_secs(2));
+    to_its_last_attempt(&app).await;
     let pass = tokio::time::timeout(LEASE / 2, replica.run_once(app.clock.now())).await;
     assert!(pass.is_ok(), "the pass ended within half the lease");
     let dead = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'dead'";
     assert_eq!(raw_count(&app.db, dead).await, 1, "given up");
-    let next = format!(
-        "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'ready' \
-         AND due_at = {}",
-        sql_time(&app.db, app.clock.now() + chrono::Duration::hours(1))
-    );
-    assert_eq!(raw_count(&app.db, &next).await, 1, "the next reminder");
+    assert_eq!(next_reminders(&app).await, 1, "the next reminder");
 }
 
 /// A reminder given up before it reminds anyone (here on a replica with no Slack
@@ -374,20 +384,13 @@ async fn a_reminder_given_up_where_slack_is_not_configured_plans_the_next_one(db
     let without_slack = Scheduler::with_outbox(app.store.clone(), outbox);
     without_slack.run_once(app.clock.now()).await.unwrap();
     assert_eq!(reminders_retried(&app).await, 1, "no Slack here: retried");
-    let last = "UPDATE jobs SET attempts = 20 WHERE kind = 'slack_remind'";
-    assert_eq!(raw_execute(&app.db, last).await, Ok(1));
-    app.clock.advance(Duration::from_secs(2));
+    to_its_last_attempt(&app).await;
     without_slack.run_once(app.clock.now()).await.unwrap();
     let dead = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'dead' \
                 AND last_error LIKE '%Slack is not configured%'";
     assert_eq!(raw_count(&app.db, dead).await, 1, "given up");
     assert!(app.slack.dm_posts().is_empty(), "nobody reminded");
-    let next = format!(
-        "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'ready' \
-         AND due_at = {}",
-        sql_time(&app.db, app.clock.now() + chrono::Duration::hours(1))
-    );
-    assert_eq!(raw_count(&app.db, &next).await, 1, "the next reminder");
+    assert_eq!(next_reminders(&app).await, 1, "the next reminder");
 }
 
 /// An update Slack takes in part, answering late (the manual clock moves on while it
