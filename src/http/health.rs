@@ -36,8 +36,8 @@ pub enum HealthStatus {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({
-    "status": "ok", "pending_count": 3, "stale_pending": 0, "undelivered": 0, "slack_reachable": true,
-    "behind": [], "socket_mode": "off"
+    "status": "ok", "pending_count": 3, "stale_pending": 0, "undelivered": 0,
+    "callbacks_given_up": 0, "slack_reachable": true, "behind": [], "socket_mode": "off"
 }))]
 pub struct ApprovalHealth {
     pub status: HealthStatus,
@@ -45,8 +45,13 @@ pub struct ApprovalHealth {
     pub pending_count: i64,
     /// Pending or approved past expiry by more than a minute: the scheduler is behind.
     pub stale_pending: i64,
-    /// Deliveries given up on or overdue by more than a minute.
+    /// Deliveries overdue by more than a minute, and Slack deliveries given up within
+    /// the last hour.
     pub undelivered: i64,
+    /// Callbacks given up within the last hour. Their receivers are the callers' to
+    /// run, so these do not degrade the status (a caller's receiver that is down, or a
+    /// `callback_url` that the egress rules refuse, says nothing of signoff's health).
+    pub callbacks_given_up: i64,
     /// `null` while no Slack token is configured.
     #[schema(required = true)]
     pub slack_reachable: Option<bool>,
@@ -100,11 +105,11 @@ fn behind(queued: Vec<QueuedPosts>, now: DateTime<Utc>) -> Vec<Behind> {
     responses(
         (status = 200, description = "Ok", body = ApprovalHealth),
         (status = 503, description = "Degraded: expiries or deliveries overdue by more than a \
-            minute, a channel's queued posts that would reach an approval only after it expired \
+            minute, a Slack delivery given up within the hour, a channel's queued posts that would reach an approval only after it expired \
             (`behind`), Slack unreachable, or the store unreachable (then with `error`)",
             body = ApprovalHealth, example = json!({
                 "status": "degraded", "pending_count": 903, "stale_pending": 0, "undelivered": 0,
-                "slack_reachable": true,
+                "callbacks_given_up": 0, "slack_reachable": true,
                 "behind": [{
                     "channel": "C0DEPLOYS", "queued_posts": 900, "drains_in_secs": 900,
                     "first_expiry": "2026-11-23T12:10:00Z"
@@ -135,6 +140,7 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
                 pending_count: counts.pending,
                 stale_pending: counts.stale_pending,
                 undelivered: counts.undelivered,
+                callbacks_given_up: counts.callbacks_given_up,
                 slack_reachable,
                 behind,
                 socket_mode: state.socket_status.state(),
@@ -148,6 +154,7 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
                 pending_count: 0,
                 stale_pending: 0,
                 undelivered: 0,
+                callbacks_given_up: 0,
                 slack_reachable,
                 behind: Vec::new(),
                 socket_mode: state.socket_status.state(),

@@ -410,12 +410,13 @@ pub(crate) trait OutboxTx {
         &mut self,
         jobs: &[crate::jobs::PutBack],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    /// Gives the job up, if its row still holds `lease`: whether it did.
+    /// Gives the job up at `now`, if its row still holds `lease`: whether it did.
     fn kill_job(
         &mut self,
         job_id: i64,
         lease: Option<DateTime<Utc>>,
         error: &str,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = sqlx::Result<bool>> + Send;
     /// Records posted Slack messages, each with when it was reported, in one statement
     /// (a repeated report is a no-op).

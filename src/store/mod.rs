@@ -159,14 +159,26 @@ pub struct TokenInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// How long a job may be overdue before health reports it undelivered.
+pub(crate) const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// How long health reports a delivery given up: long enough for any monitor to see
+/// it, and then it clears (nothing can bring it back, and a status degraded for good
+/// would hide the next failure).
+pub const GIVEN_UP_SHOWN: chrono::Duration = chrono::Duration::hours(1);
+
 /// Counts for `/health/approvals`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HealthCounts {
     pub pending: i64,
     /// Pending or approved approvals past their expiry that the scheduler has not expired yet.
     pub stale_pending: i64,
-    /// Jobs that were given up on, or are overdue by more than the grace period.
+    /// Deliveries overdue by more than [`OVERDUE_GRACE`], and Slack deliveries given up
+    /// within [`GIVEN_UP_SHOWN`].
     pub undelivered: i64,
+    /// Callbacks given up within [`GIVEN_UP_SHOWN`]: their receivers are the callers',
+    /// so they are reported apart and do not degrade health.
+    pub callbacks_given_up: i64,
     /// Per channel, the approvals whose post waits its turn (see `outbox` pacing).
     pub queued_posts: Vec<QueuedPosts>,
 }

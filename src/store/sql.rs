@@ -56,9 +56,10 @@ pub(super) mod jobs {
     /// holds the lease `$4` of the claim that ran it.
     pub const RETRY: &str = "UPDATE jobs SET due_at = $2, locked_until = NULL, last_error = $3 \
          WHERE id = $1 AND locked_until = $4";
-    /// Gives job `$1` up, if its row still holds the lease `$3`.
-    pub const KILL: &str = "UPDATE jobs SET state = 'dead', locked_until = NULL, last_error = $2 \
-         WHERE id = $1 AND locked_until = $3";
+    /// Gives job `$1` up at `$4`, if its row still holds the lease `$3`: a dead job's
+    /// `due_at` is when it was given up (`/health/approvals` counts the recent ones).
+    pub const KILL: &str = "UPDATE jobs SET state = 'dead', locked_until = NULL, last_error = $2, \
+         due_at = $4 WHERE id = $1 AND locked_until = $3";
     /// A ready job due and not leased at `$1`.
     macro_rules! due_and_free {
         () => {

@@ -56,7 +56,7 @@ pub(super) async fn record<T: Tx>(
                 Some(tx.retry_job(job.id, job.lease_until, *at, error).await?)
             }
             Outcome::Dead { error, next } => {
-                let held = tx.kill_job(job.id, job.lease_until, error).await?;
+                let held = tx.kill_job(job.id, job.lease_until, error, *now).await?;
                 // Its follow-up only when this report gave it up.
                 done.jobs
                     .extend(next.iter().filter(|_| held).map(|n| (n.clone(), *now)));

@@ -100,8 +100,6 @@ fn parse_change(payload: &str) -> Option<StatusChange> {
     })
 }
 
-const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
-
 /// Reader connections at most, besides those of the coalesced reads (`coalesced`).
 const READERS: usize = 16;
 

@@ -146,11 +146,13 @@ impl OutboxTx for PgTx {
         job_id: i64,
         lease: Option<DateTime<Utc>>,
         error: &str,
+        now: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
         let done = sqlx::query(sql::jobs::KILL)
             .bind(job_id)
             .bind(error)
             .bind(lease)
+            .bind(now)
             .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::coalesced::Coalesced;
 use super::*;
-use crate::store::sql;
+use crate::store::{GIVEN_UP_SHOWN, OVERDUE_GRACE, sql};
 
 #[derive(Clone)]
 pub(crate) struct PgReads {
@@ -55,9 +55,12 @@ impl Reads for PgReads {
                (SELECT COUNT(*) FROM pending_approvals WHERE status = 'pending'), \
                (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') \
                   AND expires_at >= (SELECT below FROM expiry_watermark WHERE id = 1) AND expires_at < $1), \
-               (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND due_at < $1))",
+               (SELECT COUNT(*) FROM jobs WHERE (state = 'ready' AND due_at < $1) \
+                  OR (state = 'dead' AND kind <> 'callback' AND due_at >= $2)), \
+               (SELECT COUNT(*) FROM jobs WHERE state = 'dead' AND kind = 'callback' AND due_at >= $2)",
         )
         .bind(now - OVERDUE_GRACE)
+        .bind(now - GIVEN_UP_SHOWN)
         .fetch_one(c)
         });
         let queued: Vec<(String, i64, DateTime<Utc>)> = on_conn!(self, |c| sqlx::query_as(
@@ -81,6 +84,7 @@ impl Reads for PgReads {
             pending: row.try_get(0)?,
             stale_pending: row.try_get(1)?,
             undelivered: row.try_get(2)?,
+            callbacks_given_up: row.try_get(3)?,
             queued_posts,
         })
     }

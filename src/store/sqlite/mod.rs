@@ -29,9 +29,6 @@ use crate::store::read_pool::ReadPool;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
-/// How long a job may be overdue before health reports it undelivered.
-const OVERDUE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
-
 /// The file a `sqlite:` URL names (`None` for any other URL, or one SQLite cannot
 /// read).
 pub fn file_of(url: &str) -> Option<std::path::PathBuf> {

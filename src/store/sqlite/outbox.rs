@@ -140,11 +140,13 @@ impl OutboxTx for SqliteTx {
         job_id: i64,
         lease: Option<DateTime<Utc>>,
         error: &str,
+        now: DateTime<Utc>,
     ) -> sqlx::Result<bool> {
         let done = sqlx::query(sql::jobs::KILL)
             .bind(job_id)
             .bind(error)
             .bind(lease.as_ref().map(ts))
+            .bind(ts(&now))
             .execute(self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)

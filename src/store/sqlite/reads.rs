@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::store::sql;
+use crate::store::{GIVEN_UP_SHOWN, OVERDUE_GRACE, sql};
 
 #[derive(Clone)]
 pub(crate) struct SqliteReads {
@@ -76,9 +76,12 @@ impl Reads for SqliteReads {
                (SELECT COUNT(*) FROM pending_approvals \
                 WHERE status IN ('pending', 'approved') AND status = 'pending'), \
                (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') AND expires_at < $1), \
-               (SELECT COUNT(*) FROM jobs WHERE state = 'dead' OR (state = 'ready' AND due_at < $1))",
+               (SELECT COUNT(*) FROM jobs WHERE (state = 'ready' AND due_at < $1) \
+                  OR (state = 'dead' AND kind <> 'callback' AND due_at >= $2)), \
+               (SELECT COUNT(*) FROM jobs WHERE state = 'dead' AND kind = 'callback' AND due_at >= $2)",
         )
         .bind(ts(&(now - OVERDUE_GRACE)))
+        .bind(ts(&(now - GIVEN_UP_SHOWN)))
         .fetch_one(c)
         });
         let queued: Vec<(String, i64, String)> = on_conn!(self, |c| sqlx::query_as(
@@ -103,6 +106,7 @@ impl Reads for SqliteReads {
             pending: row.try_get(0)?,
             stale_pending: row.try_get(1)?,
             undelivered: row.try_get(2)?,
+            callbacks_given_up: row.try_get(3)?,
             queued_posts,
         })
     }
