@@ -14,6 +14,7 @@ use crate::helpers::*;
 crate::on_both_backends!(
     rows_signoff_could_not_read_are_refused_at_the_insert_with_the_reason,
     a_row_signoff_cannot_decode_is_passed_over_by_every_read,
+    a_row_is_created_when_it_is_inserted_whatever_time_it_gives,
 );
 
 fn insert(id: &str, parameters: &str, expires: &str) -> String {
@@ -22,6 +23,14 @@ fn insert(id: &str, parameters: &str, expires: &str) -> String {
          VALUES ({id}, 'transfer', '{parameters}', 'other-program', {expires})"
     )
 }
+
+/// [`POLICY`]'s defaults with a first reminder: planned from a row's creation time.
+const REMINDING: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+expires_after = "1h"
+remind_after = "30m"
+"#;
 
 /// What each backend's types let in but signoff cannot read, and the reason given.
 fn unreadable(backend: &str, expires: &str) -> Vec<(String, &'static str)> {
@@ -343,4 +352,46 @@ async fn a_role_granted_the_public_columns_inserts_requests_and_writes_no_decisi
     for statement in revoke.split("; ") {
         raw_execute(&app.db, statement).await.unwrap();
     }
+}
+
+/// The creation time a row gives is not taken: it is created when it is inserted. On
+/// SQLite a row dated in 9999 had its first reminder planned past the year 9999, which
+/// SQLite's text order puts before every other time and signoff cannot read back, so
+/// every scheduler pass failed on it (no expiry, no reminder, no checkpoint); one dated
+/// 1970 was reminded about at once.
+async fn a_row_is_created_when_it_is_inserted_whatever_time_it_gives(db: TestDb) {
+    let app = spawn_on(db).await;
+    let asked = app
+        .request("transfer", serde_json::json!({"amount": 1}))
+        .await;
+    let expires = sql_time(&app.db, app.clock.now() + chrono::Duration::minutes(30));
+    let dated = [
+        ("21", "'9999-12-31T23:59:59Z'"),
+        ("22", "'1970-01-01T00:00:00Z'"),
+    ];
+    for (n, created) in dated {
+        let sql = format!(
+            "INSERT INTO pending_approvals (id, tool_name, parameters, requested_by, \
+             expires_at, created_at) VALUES ('20000000-0000-4000-8000-0000000000{n}', \
+             'transfer', '{{}}', 'other-program', {expires}, {created})"
+        );
+        assert_eq!(raw_execute(&app.db, &sql).await, Ok(1), "{sql}");
+    }
+    let policy = Arc::new(Policy::from_toml_str(REMINDING).unwrap());
+    let scheduler = Scheduler::new(app.store.clone()).with_policy(policy);
+    assert_eq!(scheduler.intake(app.clock.now()).await.unwrap(), 2);
+    let rows = app.store.list_all(None).await.unwrap();
+    let theirs = rows.iter().filter(|row| row.id.to_string() != asked);
+    for row in theirs {
+        let off = (row.created_at - chrono::Utc::now()).num_seconds().abs();
+        assert!(off < 60, "{} created at {}", row.id, row.created_at);
+    }
+    scheduler
+        .run_once(app.clock.now() + chrono::Duration::hours(2))
+        .await
+        .expect("the schedule goes on");
+    let (_, approval) = app.get(&format!("/v1/approvals/{asked}")).await;
+    assert_eq!(approval["status"], "expired", "{approval}");
+    let expired = "SELECT COUNT(*) FROM pending_approvals WHERE status = 'expired'";
+    assert_eq!(raw_count(&app.db, expired).await, 3, "the two rows with it");
 }
