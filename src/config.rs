@@ -58,6 +58,30 @@ pub fn parse_post_interval(raw: &str) -> Result<Duration, String> {
     bounded_duration("SIGNOFF_SLACK_POST_INTERVAL", raw, (0, 60))
 }
 
+/// `SLACK_API_URL`: an absolute `http(s)://` URL with a host (a stand-in's, or a proxy's
+/// in front of Slack). Anything else would start a server that never reaches Slack, each
+/// call failing as if Slack were down; it is refused at the start instead.
+pub fn parse_slack_api_url(raw: &str) -> Result<String, String> {
+    let refused = |why: &str| {
+        format!(
+            "SLACK_API_URL must be an http:// or https:// URL, such as https://slack.com/api ({why})"
+        )
+    };
+    let url = reqwest::Url::parse(raw.trim()).map_err(|error| refused(&error.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(refused(&format!("not {}:", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(refused("no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(refused(
+            "a method's name is put after it, so no query or fragment",
+        ));
+    }
+    Ok(raw.trim().trim_end_matches('/').to_owned())
+}
+
 /// A duration such as `60s` or `1m`, within `(min, max)` seconds; the message names
 /// the setting.
 fn bounded_duration(name: &str, raw: &str, (min, max): (u64, u64)) -> Result<Duration, String> {
@@ -262,5 +286,29 @@ mod secret_file_tests {
         );
         let blank = |name: &str| (name == "SLACK_APP_TOKEN_FILE").then(|| empty.clone());
         assert!(secrets_from_files(blank).unwrap_err().ends_with("is empty"));
+    }
+}
+
+#[cfg(test)]
+mod slack_api_url_tests {
+    use super::*;
+
+    #[test]
+    fn a_slack_api_url_is_an_http_url_with_a_host_and_loses_its_last_slash() {
+        assert_eq!(
+            parse_slack_api_url("http://127.0.0.1:9/api/"),
+            Ok("http://127.0.0.1:9/api".to_owned())
+        );
+        for raw in [
+            "slack.com/api",
+            "htps://slack.com/api",
+            "file:///tmp/slack",
+            "https://",
+            "https://slack.com/api?x=1",
+            "",
+        ] {
+            let error = parse_slack_api_url(raw).unwrap_err();
+            assert!(error.starts_with("SLACK_API_URL must be"), "{raw}: {error}");
+        }
     }
 }

@@ -32,7 +32,7 @@ pub(super) struct SlackArgs {
         hide_env_values = true
     )]
     app_token: Option<String>,
-    #[arg(long = "slack-api-url", env = "SLACK_API_URL", hide = true, default_value = crate::slack::client::DEFAULT_API_URL)]
+    #[arg(long = "slack-api-url", env = "SLACK_API_URL", hide = true, default_value = crate::slack::client::DEFAULT_API_URL, value_parser = crate::config::parse_slack_api_url)]
     api_url: String,
 }
 

@@ -693,9 +693,10 @@ fn an_empty_setting_counts_as_unset_and_help_shows_no_database_password() {
 /// The hidden delivery settings out of their bounds stop `serve` with one line naming
 /// the setting: a lease of zero would have the deliveries claim and put back their
 /// jobs forever, one of thousands of years overflow the lease's time, and a post
-/// interval of hours hold every channel's posts back.
+/// interval of hours hold every channel's posts back. A `SLACK_API_URL` that is no
+/// http(s) URL started a server whose every call to Slack failed as if Slack were down.
 #[test]
-fn serve_refuses_delivery_settings_out_of_bounds() {
+fn serve_refuses_delivery_settings_out_of_bounds_and_a_slack_api_url_that_is_no_url() {
     let db = common::sqlite();
     for (name, value) in [
         ("SIGNOFF_DELIVERY_LEASE", "0s"),
@@ -703,6 +704,9 @@ fn serve_refuses_delivery_settings_out_of_bounds() {
         ("SIGNOFF_DELIVERY_LEASE", "5000years"),
         ("SIGNOFF_DELIVERY_LEASE", "soon"),
         ("SIGNOFF_SLACK_POST_INTERVAL", "2h"),
+        ("SLACK_API_URL", "slack.com/api"),
+        ("SLACK_API_URL", "htps://slack.com/api"),
+        ("SLACK_API_URL", "file:///tmp/slack"),
     ] {
         let listen = common::server::free_address();
         let child = common::server::command(&["serve", "--listen", &listen], &db.url)
