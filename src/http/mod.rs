@@ -67,7 +67,9 @@ pub struct Shared {
     /// Verified API tokens, briefly (see `tokens::Cache`).
     pub tokens: Arc<crate::tokens::Cache>,
     /// The event streams open per token (see `Limits::streams_per_token`).
-    pub streams: Arc<api::StreamCounts>,
+    pub streams: Arc<api::PerToken>,
+    /// The long-polls waiting per token (see `Limits::waits_per_token`).
+    pub waits: Arc<api::PerToken>,
     /// Present when a Slack bot token is configured.
     pub slack: Option<SlackApp>,
     /// Present when Socket Mode is configured (`SLACK_APP_TOKEN`): [`run`] keeps its
@@ -98,6 +100,7 @@ impl AppState {
             metrics,
             tokens: Arc::default(),
             streams: Arc::default(),
+            waits: Arc::default(),
             slack: None,
             socket_mode: None,
             socket_status: slack::socket::Status::default(),

@@ -43,6 +43,10 @@ pub struct Limits {
     /// Event streams (`GET /v1/approvals/events`) one token may have open at once on
     /// this server; past it, `429 too_many_streams`.
     pub streams_per_token: usize,
+    /// Long-polls (`GET /v1/approvals/{id}?wait=N`, and `/mcp`'s
+    /// `check_approval_status` with a wait) one token may have waiting at once on this
+    /// server; past it, `429 too_many_waits`.
+    pub waits_per_token: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +57,7 @@ impl Default for Limits {
             write: Duration::from_secs(30),
             max_connections: 1024,
             streams_per_token: 64,
+            waits_per_token: 256,
         }
     }
 }

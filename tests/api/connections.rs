@@ -19,6 +19,7 @@ const LIMITS: Limits = Limits {
     write: Duration::from_millis(300),
     max_connections: 4,
     streams_per_token: 64,
+    waits_per_token: 256,
 };
 
 async fn spawn() -> TestApp {

@@ -55,6 +55,66 @@ async fn a_long_poll_times_out_with_the_pending_state() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// Each long-poll waits on one of the server's connections: a token has at most
+/// `Limits::waits_per_token` waiting at once (past it, 429 at once), so that it cannot
+/// take them all. Another token's waits, and reads that do not wait or find the
+/// approval decided, are not held back; a decision that ends the waits makes room.
+#[tokio::test]
+async fn a_token_has_at_most_waits_per_token_long_polls_waiting_at_once() {
+    let limits = signoff::http::Limits {
+        waits_per_token: 2,
+        ..signoff::http::Limits::default()
+    };
+    let app = spawn_limited(common::sqlite(), limits).await;
+    let id = app.request("delete_repo", json!({"repo": "x"})).await;
+    let wait = |token: &str, seconds: u32| {
+        let url = app.url(&format!("/v1/approvals/{id}?wait={seconds}"));
+        let request = app.http.get(url).bearer_auth(token);
+        async move { read(request.send().await.unwrap()).await }
+    };
+    let first = tokio::spawn(wait(&app.token, 60));
+    let second = tokio::spawn(wait(&app.token, 60));
+    app.until_metric("signoff_long_polls_waiting", 2.0).await;
+    let (status, error) = tokio::time::timeout(Duration::from_secs(5), wait(&app.token, 60))
+        .await
+        .expect("refused at once");
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{error}");
+    assert_error(&error, "too_many_waits");
+    let detail = error["detail"].as_str().unwrap();
+    assert!(detail.contains("agent has 2 requests waiting"), "{detail}");
+    let (status, body) = app.get(&format!("/v1/approvals/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "a read that does not wait: {body}");
+    let other = new_token(&app.store, &app.clock, "other-agent").await;
+    let theirs = json!({"tool_name": "delete_repo", "parameters": {"repo": "y"}});
+    let (status, created) = app.post_as(&other, "/v1/approvals", &theirs).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let mine = created["approval_id"].as_str().unwrap();
+    let url = app.url(&format!("/v1/approvals/{mine}?wait=0.2"));
+    let answer = app.http.get(url).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK, "another token waits");
+
+    app.approve(&id, "U1").await;
+    for poll in [first, second] {
+        let (status, body) = poll.await.unwrap();
+        assert_eq!(
+            (status, &body["status"]),
+            (StatusCode::OK, &json!("approved"))
+        );
+    }
+    let (status, body) = wait(&app.token, 60).await;
+    assert_eq!(status, StatusCode::OK, "decided: answered at once, {body}");
+    let next = app.request("delete_repo", json!({"repo": "z"})).await;
+    let url = app.url(&format!("/v1/approvals/{next}?wait=0.2"));
+    let answer = app
+        .http
+        .get(url)
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK, "the ended waits made room");
+}
+
 #[tokio::test]
 async fn execute_is_single_use_and_only_for_the_approved_parameters() {
     let app = spawn_app().await;

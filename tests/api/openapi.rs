@@ -112,6 +112,7 @@ async fn every_answer_matches_the_openapi_document_and_every_documented_answer_i
     operations(&driver).await;
     slow_bodies(&spec).await;
     crowded_streams(&spec).await;
+    crowded_waits(&spec).await;
     store_down(&spec).await;
 
     let missing = spec.unexercised();
@@ -434,6 +435,27 @@ async fn crowded_streams(spec: &Spec) {
         .await
         .expect("refused at once, not a stream");
     assert_eq!(error["error"], "too_many_streams");
+}
+
+/// `429` on a long-poll: the token has `Limits::waits_per_token` waiting already.
+async fn crowded_waits(spec: &Spec) {
+    let limits = Limits {
+        waits_per_token: 1,
+        ..Limits::default()
+    };
+    let app = spawn_limited(common::sqlite(), limits).await;
+    let d = Driver { app: &app, spec };
+    let id = d.pending("crowded").await;
+    let url = format!("/v1/approvals/{id}?wait=60");
+    let waiting = app.http.get(app.url(&url)).bearer_auth(&app.token).send();
+    let waiting = tokio::spawn(waiting);
+    app.until_metric("signoff_long_polls_waiting", 1.0).await;
+    let refused = d.expect(429, "get", "/v1/approvals/{id}", &url, With::Token);
+    let error = tokio::time::timeout(Duration::from_secs(10), refused)
+        .await
+        .expect("refused at once");
+    assert_eq!(error["error"], "too_many_waits");
+    waiting.abort();
 }
 
 /// `503`: the store fails. A token the app has not seen yet is looked up in a table

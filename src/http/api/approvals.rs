@@ -302,6 +302,15 @@ pub struct ShowQuery {
         (status = 400, response = doc::BadRequest),
         (status = 401, response = doc::Unauthorized),
         (status = 404, response = doc::NotFound),
+        (status = 429, description = "The token has 256 long-polls waiting on this server already \
+            (`Limits::waits_per_token`) and this one would wait: follow the token's approvals with \
+            one event stream (`GET /v1/approvals/events`) instead, or wait in fewer places at once", body = ErrorBody,
+            example = json!({
+                "error": "too_many_waits",
+                "detail": "agent-session-42 has 256 requests waiting for decisions on this server, \
+                    the most a token may have at once: follow its approvals with one event stream \
+                    (GET /v1/approvals/events) instead"
+            })),
         (status = 503, response = doc::Unavailable),
     ),
     security(("bearer" = []))
@@ -400,9 +409,25 @@ async fn wait_for_decision(
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
     let mut approval = load(state, caller, id).await?;
+    if approval.status != Status::Pending || approval.is_expired_at(state.clock.now()) {
+        return Ok(approval);
+    }
+    // Each waits on one of the server's connections: a token has at most so many
+    // waiting at once, so that it cannot take them all.
+    let name = &caller.0;
+    let _counted = state
+        .waits
+        .open(name, state.limits.waits_per_token)
+        .map_err(|open| {
+            ApiError::TooManyWaits(format!(
+                "{name} has {open} requests waiting for decisions on this server, the most a \
+                 token may have at once: follow its approvals with one event stream \
+                 (GET /v1/approvals/events) instead"
+            ))
+        })?;
     // Counted in `signoff_long_polls_waiting` from here (subscribed, and read pending)
     // until it answers or its client leaves.
-    let _waiting = (approval.status == Status::Pending).then(|| state.metrics.long_poll_waiting());
+    let _waiting = state.metrics.long_poll_waiting();
     // One past its expiry is answered at once (as expired, by `read`), not when the
     // scheduler's pass records it.
     while approval.status == Status::Pending

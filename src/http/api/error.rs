@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The token has `Limits::streams_per_token` event streams open here already.
     #[error("{0}")]
     TooManyStreams(String),
+    /// The token has `Limits::waits_per_token` long-polls waiting here already.
+    #[error("{0}")]
+    TooManyWaits(String),
     /// The requester has `max_pending` requests waiting for people already.
     #[error("{detail}")]
     TooManyPending {
@@ -71,9 +74,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyPending { .. } | ApiError::TooManyStreams(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::TooManyPending { .. }
+            | ApiError::TooManyStreams(_)
+            | ApiError::TooManyWaits(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable | ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
         }
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => ErrorCode::Unprocessable,
             ApiError::TooManyPending { .. } => ErrorCode::TooManyPending,
             ApiError::TooManyStreams(_) => ErrorCode::TooManyStreams,
+            ApiError::TooManyWaits(_) => ErrorCode::TooManyWaits,
             ApiError::Unavailable => ErrorCode::Unavailable,
             ApiError::BadSignature(_) => ErrorCode::BadSignature,
             ApiError::NotConfigured(_) => ErrorCode::NotConfigured,
@@ -173,6 +177,7 @@ pub enum ErrorCode {
     Unprocessable,
     TooManyPending,
     TooManyStreams,
+    TooManyWaits,
     Unavailable,
     BadSignature,
     NotConfigured,

@@ -12,12 +12,11 @@
 //!
 //! A stream lasts, and holds one of the server's connections (`Limits`) as long: a
 //! token has at most `Limits::streams_per_token` open at once on one server
-//! ([`StreamCounts`]), so that it cannot take every connection (Slack's callbacks need
+//! ([`PerToken`](super::per_token::PerToken)), so that it cannot take every connection (Slack's callbacks need
 //! some).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -29,6 +28,7 @@ use tokio::sync::watch;
 use super::doc;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Caller;
+use super::per_token::Counted;
 use crate::approval::{ApprovalId, Status};
 use crate::http::AppState;
 use crate::store::StatusChange;
@@ -55,47 +55,6 @@ struct Follow {
     sent: VecDeque<(ApprovalId, Status)>,
     /// This stream in its token's count, until the stream ends or its client leaves.
     _counted: Counted,
-}
-
-/// The event streams open on this server, per token name.
-#[derive(Debug, Default)]
-pub struct StreamCounts(Mutex<HashMap<String, usize>>);
-
-/// One open stream of a token, counted until dropped.
-struct Counted {
-    counts: Arc<StreamCounts>,
-    name: String,
-}
-
-impl StreamCounts {
-    /// Counts one more stream of `name`, unless it has `max` open already.
-    fn open(self: &Arc<Self>, name: &str, max: usize) -> Result<Counted, ApiError> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let open = counts.entry(name.to_owned()).or_default();
-        if *open >= max {
-            return Err(ApiError::TooManyStreams(format!(
-                "{name} has {open} event streams open on this server, the most a token may \
-                 have at once: close one (one stream follows all of a token's approvals)"
-            )));
-        }
-        *open += 1;
-        Ok(Counted {
-            counts: self.clone(),
-            name: name.to_owned(),
-        })
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(open) = counts.get_mut(&self.name) {
-            *open -= 1;
-            if *open == 0 {
-                counts.remove(&self.name);
-            }
-        }
-    }
 }
 
 /// How many sent changes a stream remembers to leave out repeats.
@@ -137,9 +96,16 @@ pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
+    let name = &caller.0;
     let counted = state
         .streams
-        .open(&caller.0, state.limits.streams_per_token)?;
+        .open(name, state.limits.streams_per_token)
+        .map_err(|open| {
+            ApiError::TooManyStreams(format!(
+                "{name} has {open} event streams open on this server, the most a token may \
+                 have at once: close one (one stream follows all of a token's approvals)"
+            ))
+        })?;
     let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Subscribed before `ready` is sent: nothing committed after it is missed.

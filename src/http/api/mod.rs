@@ -7,6 +7,7 @@ pub mod doc;
 pub mod error;
 pub(super) mod events;
 pub(super) mod extract;
+pub(super) mod per_token;
 pub(super) mod policy;
 
 use axum::Router;
@@ -15,7 +16,7 @@ use axum::routing::{get, post};
 use crate::http::AppState;
 
 pub use error::ApiError;
-pub use events::StreamCounts;
+pub use per_token::PerToken;
 
 /// The `/v1` routes.
 pub fn router() -> Router<AppState> {
