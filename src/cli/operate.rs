@@ -309,7 +309,7 @@ fn terminal_safe(text: &str, max: usize) -> String {
     let pieces: Vec<String> = text
         .chars()
         .map(|c| {
-            if c.is_control() || crate::slack::text::reorders(c) {
+            if c.is_control() || crate::slack::text::hidden(c) {
                 c.escape_unicode().to_string()
             } else {
                 c.to_string()

@@ -86,7 +86,7 @@ pub fn submitted_reason(view: &Value) -> Result<Option<String>, String> {
 /// parameters are too large to edit in Slack, with no input and no submit button.
 pub fn edit_modal(a: &Approval, clicked: &MessageKey, named: bool) -> Value {
     let fits = |s: &String| s.chars().count() <= INPUT_MAX_CHARS;
-    let shown = |json: serde_json::Result<String>| json.ok().map(text::json_showing_reorders);
+    let shown = |json: serde_json::Result<String>| json.ok().map(text::json_showing_hidden);
     let initial = shown(serde_json::to_string_pretty(&a.parameters))
         .filter(fits)
         .or_else(|| shown(serde_json::to_string(&a.parameters)).filter(fits));

@@ -85,7 +85,7 @@ fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
             '&' if escape => "&amp;",
             '<' if escape => "&lt;",
             '>' if escape => "&gt;",
-            c if reorders(c) => {
+            c if hidden(c) => {
                 shown = c.escape_unicode().to_string();
                 shown.as_str()
             }
@@ -114,33 +114,58 @@ fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
     out
 }
 
-/// Whether `c` is an invisible mark that reorders the text around it (Unicode's
-/// bidirectional embeddings, overrides, isolates and marks): `/tmp/\u{202E}fdp.exe`
-/// would read as `/tmp/exe.pdf`. Requester text shows them as `\u{202e}` instead, so
-/// an approver reads the characters in their real order.
-pub fn reorders(c: char) -> bool {
+/// Whether `c` shows nothing, or reorders the text around it, so that an approver
+/// would not read what is there: Unicode's bidirectional embeddings, overrides,
+/// isolates and marks (`/tmp/\u{202E}fdp.exe` reads as `/tmp/exe.pdf`); zero-width
+/// spaces and joiners, the word joiner and invisible operators, the byte-order mark,
+/// the soft hyphen and the fillers (two keys, or two values, that differ only by them
+/// look the same); and the tag characters and the supplementary variation selectors,
+/// which can spell out whole hidden sentences (instructions smuggled past a reader).
+/// Requester text shows them as `\u{202e}` instead, so an approver reads every
+/// character in its real order.
+pub fn hidden(c: char) -> bool {
     matches!(
         c,
-        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{E0000}'..='\u{E007F}'
+            | '\u{E0100}'..='\u{E01EF}'
     )
 }
 
-/// JSON text with every [`reorders`] character written as its `\uXXXX` escape: the
-/// same value, in the order it really has. Such characters only occur inside JSON
-/// strings, where the escape means the character itself.
-pub fn json_showing_reorders(json: String) -> String {
-    if !json.chars().any(reorders) {
+/// JSON text with every [`hidden`] character written as its `\uXXXX` escape (past
+/// U+FFFF a pair of them, JSON's surrogates): the same value, every character in
+/// sight. Such characters only occur inside JSON strings, where the escape means the
+/// character itself.
+pub fn json_showing_hidden(json: String) -> String {
+    if !json.chars().any(hidden) {
         return json;
     }
-    json.chars()
-        .map(|c| {
-            if reorders(c) {
-                format!("\\u{:04x}", u32::from(c))
-            } else {
-                c.to_string()
+    let mut out = String::with_capacity(json.len() + 16);
+    let mut units = [0u16; 2];
+    for c in json.chars() {
+        if hidden(c) {
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
             }
-        })
-        .collect()
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether `id` looks like a Slack user id (`U…` or `W…`, upper-case letters and digits).

@@ -64,14 +64,29 @@ fn marks_that_reorder_text_are_shown_as_escapes_counted_whole() {
     for max in 0..30 {
         let cut = fit_plain(text, max);
         assert!(len(&cut) <= max);
-        assert!(!cut.chars().any(reorders), "{cut:?}");
+        assert!(!cut.chars().any(hidden), "{cut:?}");
         let body = cut.trim_end_matches('…');
         assert!(
             !body.contains(r"\u{") || body.matches(r"\u{").count() == body.matches('}').count()
         );
     }
-    let json = json_showing_reorders("{\"f\": \"x\u{202E}y\"}".into());
+    let json = json_showing_hidden("{\"f\": \"x\u{202E}y\"}".into());
     assert_eq!(json, r#"{"f": "x\u202ey"}"#);
+}
+
+#[test]
+fn characters_that_show_nothing_are_shown_as_escapes_and_json_keeps_their_value() {
+    let text = "a\u{200B}b\u{FEFF}c\u{E0041}\u{AD}";
+    assert_eq!(fit_plain(text, 100), r"a\u{200b}b\u{feff}c\u{e0041}\u{ad}");
+    let value = json!({"k\u{2060}": "v\u{E0041}\u{E0100}"});
+    let shown = json_showing_hidden(value.to_string());
+    assert_eq!(shown, r#"{"k\u2060":"v\udb40\udc41\udb40\udd00"}"#);
+    let read_back: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(read_back, value, "the same value");
+    // What people write every day stays as it is.
+    for plain in ["café", "日本語", "❤\u{FE0F}", "a-b", "tab\there"] {
+        assert!(!plain.chars().any(hidden), "{plain:?}");
+    }
 }
 
 #[test]
@@ -275,7 +290,7 @@ fn a_long_list_of_values_with_reordering_marks_is_cut_between_whole_escapes() {
         let shown = scalar_or_list(&Value::Array(items));
         assert!(shown.ends_with(" more)"), "{shown}");
         assert!(len(&shown) <= MAX_VALUE_CHARS, "{}", len(&shown));
-        assert!(!shown.chars().any(reorders), "{shown:?}");
+        assert!(!shown.chars().any(hidden), "{shown:?}");
         // Every escape is whole: each `\u{` is closed by its `}`.
         assert_eq!(
             shown.matches(r"\u{").count(),

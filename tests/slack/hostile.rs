@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use signoff::approval::{Approval, Status};
 use signoff::jobs::PostedMessage;
+use signoff::slack::text;
 
 use crate::helpers::*;
 
@@ -209,21 +210,32 @@ async fn approvals_status_shows_an_approval_only_to_its_deciders_and_in_its_chan
     assert!(list.to_string().contains(&open.id.short()), "{list}");
 }
 
-/// Text that would reorder itself on screen (Unicode's bidirectional overrides) is
-/// shown in its real order, in the message and in the edit form: `\u{202E}fdp.exe`
-/// would read as `exe.pdf` to the approver.
+/// Text that would reorder itself on screen (Unicode's bidirectional overrides), or
+/// that shows nothing (a zero-width space in a key, tag characters spelling out a
+/// hidden sentence), is shown in its real order and in sight, in the message and in
+/// the edit form: `\u{202E}fdp.exe` would read as `exe.pdf` to the approver, and two
+/// keys differing by a zero-width space as one.
 #[tokio::test]
-async fn text_that_would_reorder_itself_is_shown_in_its_real_order() {
+async fn text_that_would_reorder_itself_or_hide_is_shown_in_its_real_order() {
     let app = spawn_app().await;
     let file = "/tmp/report-\u{202E}fdp.exe";
-    let body = json!({"tool_name": "delete_customer_records", "parameters": {"file": file},
+    // "IG" in tag characters (past U+FFFF), after a value that looks like "yes".
+    let smuggled = "yes\u{E0049}\u{E0047}\u{FEFF}";
+    let body = json!({"tool_name": "delete_customer_records",
+                      "parameters": {"file": file, "con\u{200B}firm": smuggled},
                       "summary": format!("Delete {file}")});
     let approval = asked(&app, &app.token, &body).await;
     app.run_jobs().await;
     let posted = app.slack.calls_to("chat.postMessage")[0].body.to_string();
-    assert!(!posted.contains('\u{202E}'), "{posted}");
+    let hidden: Vec<char> = posted.chars().filter(|c| text::hidden(*c)).collect();
+    assert!(hidden.is_empty(), "{hidden:?} in {posted}");
     // `\u{202e}` as the message's text has it, its backslash escaped in the JSON.
     assert!(posted.contains(r"report-\\u{202e}fdp.exe"), "{posted}");
+    assert!(posted.contains(r"con\\u{200b}firm"), "{posted}");
+    assert!(
+        posted.contains(r"yes\\u{e0049}\\u{e0047}\\u{feff}"),
+        "{posted}"
+    );
 
     app.click(&approval, "U0ALICE", "edit").await;
     let opened = app.slack.wait_for("views.open", 1).await;
@@ -231,8 +243,12 @@ async fn text_that_would_reorder_itself_is_shown_in_its_real_order() {
         .as_str()
         .expect("the edit form holds the parameters")
         .to_owned();
+    assert!(!initial.chars().any(text::hidden), "{initial}");
+    assert!(initial.contains(r"report-\u202efdp.exe"), "{initial}");
+    assert!(initial.contains(r"con\u200bfirm"), "{initial}");
+    // Past U+FFFF, as JSON writes it: a surrogate pair.
     assert!(
-        !initial.contains('\u{202E}') && initial.contains(r"report-\u202efdp.exe"),
+        initial.contains(r"yes\udb40\udc49\udb40\udc47\ufeff"),
         "{initial}"
     );
     let read_back: Value = serde_json::from_str(&initial).unwrap();
