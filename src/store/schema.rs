@@ -5,7 +5,7 @@
 //! whose migrations are not exactly this signoff's is then refused, saying which
 //! signoff to inspect it with.
 
-use sqlx::migrate::Migrator;
+use sqlx::migrate::{MigrateError, Migrator};
 
 use super::{Result, StoreError};
 
@@ -73,6 +73,20 @@ pub(crate) fn check(applied: Option<Vec<Applied>>, migrator: &Migrator) -> Resul
         ));
     }
     Ok(())
+}
+
+/// What applying this signoff's migrations came to: a database that a newer signoff
+/// migrated (sqlx: a migration "previously applied but missing") is refused saying
+/// so, and which signoff to run; this one would write it by a schema it does not know.
+pub(crate) fn migrated(result: std::result::Result<(), MigrateError>) -> Result<()> {
+    match result {
+        Err(MigrateError::VersionMissing(version)) => Err(StoreError::Invalid(format!(
+            "a newer signoff migrated it (migration {version} is not this version's): run \
+             that signoff or a newer one (the replicas sharing a database run one version, \
+             see docs/operations.md)"
+        ))),
+        other => other.map_err(Into::into),
+    }
 }
 
 /// [`APPLIED`]'s rows, or `None` when the database has no such table (a database

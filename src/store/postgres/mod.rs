@@ -136,7 +136,7 @@ pub(crate) async fn open(
         .connect_with(options.clone())
         .await?;
     match schema {
-        Schema::Migrate => MIGRATOR.run(&migrating).await?,
+        Schema::Migrate => super::schema::migrated(MIGRATOR.run(&migrating).await)?,
         Schema::AsFound => {
             let applied = sqlx::query_as(super::schema::APPLIED)
                 .fetch_all(&migrating)

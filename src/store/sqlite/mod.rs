@@ -95,7 +95,7 @@ async fn open_with(
         )
         .await?;
     match schema {
-        Schema::Migrate => MIGRATOR.run(&writer).await?,
+        Schema::Migrate => schema::migrated(MIGRATOR.run(&writer).await)?,
         Schema::AsFound => {
             let applied = sqlx::query_as(schema::APPLIED).fetch_all(&writer).await;
             schema::check(schema::applied_or_none(applied)?, &MIGRATOR)?;
