@@ -312,6 +312,27 @@ async fn deny_opens_a_reason_modal_and_the_submission_denies() {
     );
 }
 
+/// A form Slack would not open (a refusal, an answer that never came) is said to the
+/// clicker, who would otherwise see nothing happen; nothing is decided.
+#[tokio::test]
+async fn a_form_slack_would_not_open_is_said_to_the_clicker() {
+    let app = spawn_app().await;
+    let approval = app.request("drop_table", json!({"table": "users"})).await;
+    app.run_jobs().await;
+    for action in ["edit", "deny"] {
+        app.slack
+            .fail_next("views.open", Failure::NotOk("invalid_arguments"));
+        let (status, _) = app.click(&approval, "U0ALICE", action).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let told = app.ephemerals_to("U0ALICE", 2).await;
+    assert_eq!(told.len(), 2, "{told:?}");
+    for text in told {
+        assert!(text.contains("Slack would not open the form"), "{text}");
+    }
+    assert_eq!(app.approval(&approval).await.status, Status::Pending);
+}
+
 #[tokio::test]
 async fn edit_and_approve_validates_the_json_and_runs_only_the_edited_parameters() {
     let app = spawn_app().await;

@@ -203,10 +203,22 @@ fn open_modal(
     };
     let client = slack.client.clone();
     let body = json!({ "trigger_id": trigger_id, "view": view });
+    // Said to the clicker when Slack would not open the form: the click otherwise
+    // did nothing they could see.
+    let told = actor.channel.clone().map(|channel| {
+        let text = "Slack would not open the form, so nothing was decided: try again, or \
+                    decide with the message's buttons.";
+        json!({ "channel": channel, "user": actor.user, "text": text })
+    });
     // The trigger expires 3 s after the click: open the modal right away, and
     // answer Slack without waiting for it.
     tokio::spawn(async move {
-        let _ = client.call("views.open", &body).await;
+        if let Err(error) = client.call("views.open", &body).await {
+            tracing::warn!(%error, "Slack would not open a form: the clicker is told");
+            if let Some(told) = told {
+                let _ = client.call("chat.postEphemeral", &told).await;
+            }
+        }
     });
     Ok(None)
 }
