@@ -328,6 +328,10 @@ impl Approval {
 /// audit events.
 pub const BREAK_GLASS_VIA: &str = "cli";
 
+/// The longest `summary` or `context` an approval keeps, in bytes (UTF-8): a caller's
+/// longer one is refused, a policy template's rendering longer is cut.
+pub const MAX_TEXT_BYTES: usize = 10_000;
+
 /// What a caller asks for (already validated at the edge).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewApproval {

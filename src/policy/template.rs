@@ -1,8 +1,10 @@
 //! `summary` templates: `{name}` / `{a.b}` placeholders filled from the
-//! call's JSON parameters. No truncation happens here; the Slack renderer
-//! decides how much of the result fits.
+//! call's JSON parameters. The result is kept to what an approval's summary may
+//! hold ([`MAX_TEXT_BYTES`]); the Slack renderer decides how much of it fits.
 
 use serde_json::Value;
+
+use crate::approval::MAX_TEXT_BYTES;
 
 /// Renders `template` with values from `params`.
 ///
@@ -13,6 +15,7 @@ use serde_json::Value;
 /// - A placeholder whose path is missing is left exactly as written, so a
 ///   reviewer sees that something was absent rather than an empty gap.
 /// - `{{` and `}}` produce literal braces; any other unmatched brace is kept.
+/// - Past [`MAX_TEXT_BYTES`] the result is cut, ending in `…`.
 pub fn render_summary(template: &str, params: &Value) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
@@ -53,7 +56,23 @@ pub fn render_summary(template: &str, params: &Value) -> String {
         }
     }
     out.push_str(rest);
-    out
+    cut_to(out, MAX_TEXT_BYTES)
+}
+
+/// `text` cut to `max` bytes at most, at a character's boundary, ending in `…` when cut:
+/// a placeholder may stand for parameters of up to a megabyte, a template may repeat it,
+/// and the summary is kept with the approval and shown in every answer.
+fn cut_to(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }
 
 /// Finds the value at a dotted `path`. If the nested walk fails, a
@@ -95,6 +114,17 @@ fn format_item(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_summary_past_what_an_approval_keeps_is_cut_at_a_character() {
+        let params = json!({"name": "é".repeat(600_000)});
+        let summary = render_summary("Rename to {name} ({name})", &params);
+        assert!(summary.len() <= MAX_TEXT_BYTES, "{}", summary.len());
+        assert!(summary.len() > MAX_TEXT_BYTES - 8, "{}", summary.len());
+        assert!(summary.starts_with("Rename to éé") && summary.ends_with("é…"));
+        let short = render_summary("Rename to {name}", &json!({"name": "x"}));
+        assert_eq!(short, "Rename to x");
+    }
 
     #[test]
     fn top_level_strings_are_inserted_without_quotes() {

@@ -25,7 +25,7 @@ use crate::wire::{ApprovalView, CreatedView, ExecutedView};
 /// Longest long-poll, in seconds.
 pub const MAX_WAIT_SECS: f64 = 60.0;
 
-const MAX_TEXT: usize = 10_000;
+const MAX_TEXT: usize = crate::approval::MAX_TEXT_BYTES;
 const MAX_SHORT: usize = 200;
 
 /// A request for approval: the call about to be made, and how to ask.
