@@ -34,9 +34,19 @@ use super::PgTx;
 /// gives up and fails the batch's operations. Every write waits meanwhile.
 pub(crate) const LEARN_WITHIN: Duration = Duration::from_secs(10);
 
-/// How often it looks again: whether the old server process is gone, and after a
-/// failed attempt (the server not reachable).
+/// How often it looks again whether the old server process is gone, and how long it
+/// first waits after a failed attempt (the server not reachable).
 const POLL: Duration = Duration::from_millis(20);
+
+/// The longest wait between attempts while the server cannot be reached: the waits
+/// double from [`POLL`] up to it, so that a server coming back is not met by fifty
+/// connection attempts a second.
+const RETRY_AT_MOST: Duration = Duration::from_millis(500);
+
+/// The wait after a failed attempt that followed a wait of `last`.
+fn next_wait(last: Duration) -> Duration {
+    (last * 2).min(RETRY_AT_MOST)
+}
 
 /// The server process behind a connection: its pid, and when it started, which tells
 /// it from a later process given the same pid.
@@ -97,12 +107,14 @@ impl PgTx {
         let options = self.pool.connect_options();
         let mut failed = None;
         let looked = tokio::time::timeout(self.learn_within, async {
+            let mut wait = POLL;
             loop {
                 match look(&options, &process, appended).await {
                     Ok(committed) => return committed,
                     Err(error) => failed = Some(error),
                 }
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(wait).await;
+                wait = next_wait(wait);
             }
         })
         .await;
@@ -193,4 +205,18 @@ async fn look(
     // Nothing more is asked of it: an error closing it changes nothing learned.
     let _ = conn.close().await;
     Ok(Some(committed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_waits_between_attempts_double_from_the_poll_to_half_a_second() {
+        let waits: Vec<u128> = std::iter::successors(Some(POLL), |w| Some(next_wait(*w)))
+            .take(8)
+            .map(|w| w.as_millis())
+            .collect();
+        assert_eq!(waits, [20, 40, 80, 160, 320, 500, 500, 500]);
+    }
 }
