@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
+use signoff::clock::Clock;
 use signoff::scheduler::Scheduler;
 
 use crate::common;
@@ -376,8 +377,9 @@ async fn execute_past_the_expiry_is_refused_as_expired_whatever_else_is_wrong(db
 
 /// An execute whose parameters write the approved numbers otherwise (`1e2` for `100`,
 /// `1e16` as PostgreSQL's jsonb gives back its digits) runs, and the audit log's
-/// `executed` event names the same parameters' hash as its `approved` event: the log
-/// alone shows that what ran is what was approved.
+/// `executed` event names the same parameters' hash as its `approved` event, the
+/// numbers hashed by their value, however the approval came about (a vote, the
+/// policy at once, an edit): the log alone shows that what ran is what was approved.
 async fn the_executed_event_hashes_the_approved_parameters_however_the_caller_wrote_them(
     db: common::TestDb,
 ) {
@@ -398,13 +400,43 @@ async fn the_executed_event_hashes_the_approved_parameters_however_the_caller_wr
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{done}");
+    // Approved as it was asked (auto-approved), and approved by an edit: the approved
+    // parameters are hashed as they were parsed, the executed ones as the store gave
+    // them back (PostgreSQL writes `1e16` out in digits).
+    let auto = r#"{"tool_name": "get_rate", "parameters": {"cap": 1e16}}"#;
+    let (status, asked) = app.post_raw("/v1/approvals", auto).await;
+    assert_eq!(asked["status"], "approved", "{status} {asked}");
+    let auto = asked["approval_id"].as_str().unwrap().to_owned();
+    let edited = app.request("transfer", json!({"cap": 1})).await;
+    let edit = signoff::approval::Event::EditApprove {
+        by: signoff::approval::Decider::approver("U1"),
+        parameters: serde_json::from_str(r#"{"cap": 1e16}"#).unwrap(),
+        parameters_shown: None,
+    };
+    let decided = app
+        .store
+        .apply(edited.parse().unwrap(), edit, app.clock.now());
+    assert_eq!(decided.await.unwrap().status.as_str(), "approved");
+    for other in [&auto, &edited] {
+        let path = format!("/v1/approvals/{other}/execute");
+        let (status, done) = app
+            .post_raw(&path, r#"{"parameters": {"cap": 1e16}}"#)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{done}");
+    }
     let entries = app.store.audit_page(0, 1_000).await.unwrap();
-    let hash_of = |kind: &str| {
+    let hash_of = |id: &str, kind: &str| {
         let entry = entries
             .iter()
-            .find(|e| e.kind == kind && e.approval_id.map(|a| a.to_string()) == Some(id.clone()))
-            .unwrap_or_else(|| panic!("a {kind} event"));
+            .find(|e| e.kind == kind && e.approval_id.map(|a| a.to_string()).as_deref() == Some(id))
+            .unwrap_or_else(|| panic!("a {kind} event of {id}"));
         entry.data["parameters_sha256"].as_str().unwrap().to_owned()
     };
-    assert_eq!(hash_of("executed"), hash_of("approved"));
+    for (id, approved) in [
+        (&id, "approved"),
+        (&auto, "auto_approved"),
+        (&edited, "approved"),
+    ] {
+        assert_eq!(hash_of(id, "executed"), hash_of(id, approved), "{id}");
+    }
 }

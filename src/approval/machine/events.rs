@@ -181,7 +181,7 @@ fn execute(
         caller,
         // The approved parameters' hash, as the `approved` event has it: the caller's
         // text may write the same numbers otherwise (`1e2` for `100`).
-        json!({ "parameters_sha256": canonical::sha256_hex(&approval.parameters) }),
+        json!({ "parameters_sha256": canonical::value_sha256_hex(&approval.parameters) }),
     )])
 }
 
@@ -219,7 +219,7 @@ fn break_glass(
         Decision::Approve => (
             Status::Approved,
             AuditKind::Approved,
-            json!({ "parameters_sha256": canonical::sha256_hex(&next.parameters) }),
+            json!({ "parameters_sha256": canonical::value_sha256_hex(&next.parameters) }),
         ),
         Decision::Deny => (Status::Denied, AuditKind::Denied, json!({})),
     };

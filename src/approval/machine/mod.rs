@@ -217,7 +217,7 @@ pub(super) fn settle(
         return vec![Happening::new(
             AuditKind::Approved,
             Some(&decided_by),
-            json!({ "parameters_sha256": canonical::sha256_hex(&next.parameters) }),
+            json!({ "parameters_sha256": canonical::value_sha256_hex(&next.parameters) }),
         )];
     }
     Vec::new()

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{AuditKind, Happening, POLICY_ACTOR, Transition, decide};
 use crate::approval::{Approval, ApprovalId, NewApproval, Routing, Status, names};
+use crate::canonical;
 use crate::policy::{Classification, MAX_DURATION, TierAction, render_summary};
 
 /// Opens a new approval: classification decides whether it waits for people, is
@@ -110,7 +111,10 @@ fn apply_tier_action(
             Some(Happening::new(
                 AuditKind::AutoApproved,
                 Some(POLICY_ACTOR),
-                json!({ "risk_tier": approval.risk_tier }),
+                json!({
+                    "risk_tier": approval.risk_tier,
+                    "parameters_sha256": canonical::value_sha256_hex(&approval.parameters),
+                }),
             ))
         }
         TierAction::Deny => {
