@@ -122,7 +122,8 @@ impl tower_service::Service<Name> for Pinned {
 }
 
 /// An HTTP(S) client for callbacks; cheap to clone. It connects only to addresses
-/// pinned for the host by [`Poster::pin`].
+/// pinned for the host by [`Poster::pin`], and closes each connection once its
+/// callback is answered (it keeps none idle).
 #[derive(Clone)]
 pub struct Poster {
     client: Client<HttpsConnector<HttpConnector<Pinned>>, Full<Bytes>>,
@@ -157,8 +158,14 @@ impl Poster {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        // No idle connections: a callback is one request to a host its requester chose,
+        // and a pooled connection stays open until the receiver closes it, so callbacks
+        // to many hosts (or one that never closes) would each keep a socket for good.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(https);
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client,
             pinned,
             no_roots,
         })
