@@ -40,8 +40,11 @@ pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 /// Hosts whose checked addresses are kept at most.
 const MAX_PINNED: usize = 10_000;
-/// One callback's time limit.
+/// One callback's time limit, once its host is resolved.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a callback's host may take to resolve: with [`TIMEOUT`], 15 s, within
+/// the job's limit at the default lease (24 s).
+pub(super) const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The JSON body: the event, the status it announces, the URL it is sent to (signed
 /// with the rest, so that a receiver can tell a callback meant for another receiver,

@@ -20,6 +20,7 @@ mod slack;
 mod update;
 
 pub use pass::Claimed;
+use pass::Callbacks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,10 +45,11 @@ use crate::store::{Store, StoreError, WithMessages};
 pub const MAX_ATTEMPTS: i32 = 21;
 /// Longest wait between two attempts.
 const MAX_BACKOFF_SECS: i64 = 600;
-/// Deliveries run at most this many at a time.
+/// Slack deliveries run at most this many at a time (callbacks apart).
 const CONCURRENCY: usize = 8;
-/// Callbacks among them at most: a flood of callbacks to receivers that never answer
-/// (each waits out its 10 s) leaves the other slots to Slack.
+/// Callbacks under way at once at most, across passes, beside the Slack deliveries
+/// (see `pass::Callbacks`): a flood of callbacks to receivers that never answer (each
+/// waits out its time limit) takes no slot from Slack, and opens few sockets at once.
 const CALLBACK_SLOTS: usize = CONCURRENCY / 2;
 /// The Slack calls one job makes at once at most: a reminder's DMs, an approval's
 /// message updates.
@@ -60,6 +62,8 @@ pub struct Outbox {
     slack: Option<SlackClient>,
     approvers: Option<Approvers>,
     http: callback::Poster,
+    /// The callbacks waiting for a slot or under way, across passes.
+    callbacks: Callbacks,
     /// Signs callbacks.
     signer: Signer,
     /// Internal hosts and ranges callbacks may reach (`[callbacks] allow`).
@@ -80,6 +84,7 @@ impl Outbox {
             approvers: slack.clone().map(Approvers::new),
             slack,
             http: callback::Poster::new()?,
+            callbacks: Callbacks::default(),
             signer,
             allow: Arc::default(),
             resolver: Arc::new(egress::SystemResolver),
@@ -117,6 +122,13 @@ impl Outbox {
         } else {
             (jobs, Vec::new())
         }
+    }
+
+    /// Waits until no callback this outbox claimed is waiting for a slot or under way:
+    /// each ends within its time limit and is recorded, or goes back to the queue
+    /// (see [`Outbox::deliver_all`]).
+    pub async fn callbacks_ended(&self) {
+        self.callbacks.ended().await;
     }
 
     /// After a post is recorded: its permalink (see `slack::Deliverer::after_post`).
@@ -234,7 +246,17 @@ impl Outbox {
                 next: None,
             };
         };
-        let target = egress::checked_addresses(url, &self.allow, self.resolver.as_ref()).await;
+        let checked = egress::checked_addresses(url, &self.allow, self.resolver.as_ref());
+        // The system's resolver has no time limit of its own that signoff chooses.
+        let target = tokio::time::timeout(callback::DNS_TIMEOUT, checked)
+            .await
+            .unwrap_or_else(|_| {
+                let host = callback::shown(url);
+                let limit = callback::DNS_TIMEOUT;
+                Err(egress::Refusal::NotNow(format!(
+                    "callback to {host}: no DNS answer within {limit:?}"
+                )))
+            });
         match target {
             Ok((target, addresses)) => self.http.pin(&target.host, addresses),
             Err(egress::Refusal::Never(error)) => {

@@ -16,6 +16,7 @@ mod lost_posts;
 mod messages;
 mod schedule;
 mod shutdown;
+mod slow_callbacks;
 mod slow_slack;
 mod socket;
 mod socket_link;
