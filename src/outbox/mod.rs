@@ -31,6 +31,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::approval::{Approval, Status};
+use crate::clock::Clock;
 use crate::egress;
 use crate::jobs::{DueJob, Job, MessageKind, Outcome, Paced};
 use crate::signing::Signer;
@@ -147,8 +148,15 @@ impl Outbox {
     /// Runs one job; never fails, it answers with the outcome to record. A post has its
     /// channel's slot already (see [`Outbox::pace`]). A job that sends many messages
     /// (a reminder's DMs, an approval's updates) stops waiting for them at `deadline`
-    /// and answers with what was sent by then.
-    async fn deliver(&self, job: &DueJob, now: DateTime<Utc>, deadline: Instant) -> Outcome {
+    /// and answers with what was sent by then. A callback is signed at `clock`'s time
+    /// (if later than `now`) once its host is resolved, right before it is sent.
+    async fn deliver(
+        &self,
+        job: &DueJob,
+        now: DateTime<Utc>,
+        deadline: Instant,
+        clock: Option<&dyn Clock>,
+    ) -> Outcome {
         let WithMessages {
             approval,
             messages,
@@ -164,7 +172,7 @@ impl Outbox {
             Err(error) => return retry(job, now, None, error.to_string()),
         };
         if let Job::Callback { status } = job.job {
-            return self.callback(job, &approval, status, now).await;
+            return self.callback(job, &approval, status, now, clock).await;
         }
         let (Some(client), Some(approvers)) = (&self.slack, &self.approvers) else {
             // Planned while Slack was configured; this process has no token.
@@ -233,12 +241,16 @@ impl Outbox {
         }))
     }
 
+    /// Sends `job`'s callback announcing `status`; signed at `clock`'s time, read once
+    /// the host is resolved (DNS may take seconds), so that the receiver, which refuses
+    /// timestamps more than 5 minutes off, sees the time it was sent.
     async fn callback(
         &self,
         job: &DueJob,
         approval: &Approval,
         status: Status,
         now: DateTime<Utc>,
+        clock: Option<&dyn Clock>,
     ) -> Outcome {
         let Some(url) = approval.callback_url.as_deref() else {
             return Outcome::Dead {
@@ -265,9 +277,10 @@ impl Outbox {
             }
             Err(egress::Refusal::NotNow(error)) => return retry(job, now, None, error),
         }
-        let body = callback::body(approval, url, status.as_str(), now);
+        let sent = clock.map_or(now, |clock| clock.now().max(now));
+        let body = callback::body(approval, url, status.as_str(), sent);
         let id = callback::message_id(approval.id, status);
-        let signed = callback::sign(&self.signer, id, now.timestamp(), &body);
+        let signed = callback::sign(&self.signer, id, sent.timestamp(), &body);
         match self.http.post(url, &signed, &body).await {
             Ok(()) => Outcome::Delivered {
                 posted: Vec::new(),

@@ -22,7 +22,8 @@ use crate::store::StoreError;
 /// The deliveries a scheduler pass claimed, and when and for how long.
 pub struct Claimed<'a> {
     pub jobs: Vec<DueJob>,
-    /// The pass's time: the lease runs from it, and each job runs at it.
+    /// The pass's time: the lease runs from it, and each job runs at it, or, with a
+    /// `clock`, at the clock's time when it starts, if later.
     pub now: DateTime<Utc>,
     /// When the pass began (before its claim), in real time.
     pub began: Instant,
@@ -30,8 +31,10 @@ pub struct Claimed<'a> {
     pub lease: Duration,
     /// Turns true when the process shuts down: no job starts after it.
     pub stop: Option<&'a watch::Receiver<bool>>,
-    /// Read when a job ends, so that its retry waits from then rather than from `now`
-    /// (a call that took long does not eat Slack's `Retry-After`); without it, `now`.
+    /// Read when a job starts, so that one that waited for its turn (up to half the
+    /// lease) runs at its own time, and a callback signs with the time it is sent;
+    /// read again when it ends, so that its retry waits from then (a call that took
+    /// long does not eat Slack's `Retry-After`). Without it, `now` throughout.
     pub clock: Option<Arc<dyn Clock>>,
 }
 
@@ -232,8 +235,9 @@ impl Outbox {
         })
     }
 
-    /// Runs one claimed job within its time limit, records its outcome (fenced by the
-    /// claim), then fetches the permalinks of the channel messages it posted.
+    /// Runs one claimed job within its time limit, at its start time (see
+    /// [`Claimed::clock`]), records its outcome (fenced by the claim), then fetches the
+    /// permalinks of the channel messages it posted.
     #[tracing::instrument(skip_all, fields(job = job.id, kind = job.job.kind(), approval_id = %job.approval_id))]
     async fn run(
         self,
@@ -243,8 +247,11 @@ impl Outbox {
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<(), StoreError> {
         let began = Instant::now();
+        // A job may wait for its turn up to half its lease after its pass's `now`.
+        let now = clock.as_ref().map_or(now, |clock| clock.now().max(now));
         let limit = job_limit(lease);
-        let delivered = self.deliver(&job, now, began + soft_limit(lease));
+        let deadline = began + soft_limit(lease);
+        let delivered = self.deliver(&job, now, deadline, clock.as_deref());
         let outcome = match tokio::time::timeout_at(began + limit, delivered).await {
             Ok(outcome) => outcome,
             Err(_) => {

@@ -1,20 +1,27 @@
 //! Callbacks to a receiver that is slow or never answers hold up no Slack delivery:
 //! they run apart from the scheduler's passes, a few at a time across passes, and
-//! shutdown still waits for those under way and records them.
+//! shutdown still waits for those under way and records them. A callback is signed
+//! when it is sent, however long its host took to resolve.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use signoff::approval::Approval;
+use signoff::clock::{Clock, ManualClock};
+use signoff::egress::Resolver;
+use signoff::outbox::Outbox;
+use signoff::policy::Policy;
 use signoff::scheduler::Scheduler;
 use tokio::sync::{mpsc, watch};
 
+use crate::common::receiver::Receiver;
 use crate::common::{TestDb, raw_count};
 use crate::helpers::*;
 
 crate::on_both_backends!(
     a_callback_a_receiver_never_answers_holds_up_no_later_post_and_shutdown_records_it,
+    a_callback_is_signed_when_it_is_sent_not_when_its_pass_began,
 );
 
 /// A receiver on 127.0.0.1 that takes connections, holds them and never answers: the
@@ -90,6 +97,62 @@ async fn a_callback_a_receiver_never_answers_holds_up_no_later_post_and_shutdown
     let recorded = "SELECT COUNT(*) FROM jobs WHERE kind = 'callback' \
                     AND locked_until IS NULL AND last_error LIKE '%no answer within%'";
     assert_eq!(raw_count(&app.db, recorded).await, 1, "retried, not cut off");
+}
+
+/// A resolver that takes ten minutes of the manual clock to answer 127.0.0.1.
+struct SlowDns(ManualClock);
+
+const SLOW_DNS: Duration = Duration::from_secs(600);
+
+impl Resolver for SlowDns {
+    fn resolve<'a>(
+        &'a self,
+        _host: &'a str,
+        port: u16,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>>
+                + Send
+                + 'a,
+        >,
+    > {
+        self.0.advance(SLOW_DNS);
+        let answer = vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))];
+        Box::pin(std::future::ready(Ok(answer)))
+    }
+}
+
+/// A callback whose host took ten minutes to resolve carries the time it was sent,
+/// in its `webhook-timestamp` and its body's `sent_at`, not its pass's (receivers
+/// refuse timestamps more than five minutes off).
+async fn a_callback_is_signed_when_it_is_sent_not_when_its_pass_began(db: TestDb) {
+    let app = spawn_on(db).await;
+    let (receiver, url) = Receiver::start(vec![]).await;
+    let outbox = Outbox::new(app.store.clone(), None, app.signer.clone())
+        .unwrap()
+        .with_allow(Policy::from_toml_str(POLICY).unwrap().callbacks)
+        .with_resolver(Arc::new(SlowDns(app.clock.clone())));
+    let body = json!({"tool_name": "search_docs", "parameters": {}, "callback_url": url});
+    asked(&app, &app.token, &body).await;
+    let sent = app.clock.now() + SLOW_DNS;
+    let (stop, loops) = running(&app, Scheduler::with_outbox(app.store.clone(), outbox));
+    for _ in 0..250 {
+        if !receiver.got().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    loops.await.unwrap();
+    let (headers, body) = receiver.got().pop().expect("the callback arrived");
+    let header = |name: &str| headers[name].to_str().unwrap().to_owned();
+    assert_eq!(header("webhook-timestamp"), sent.timestamp().to_string());
+    let parsed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(parsed["sent_at"], json!(sent), "{body}");
+    let signed = format!("{}.{}.{body}", header("webhook-id"), sent.timestamp());
+    let signature = header("webhook-signature");
+    let signature = signature.strip_prefix("v1a,").unwrap();
+    assert!(app.signer.public_key().verify(signed.as_bytes(), signature));
 }
 
 /// Callbacks to a receiver that takes connections and never answers, more of them than
