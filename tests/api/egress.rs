@@ -252,3 +252,36 @@ async fn callbacks_close_their_connections_once_answered_though_receivers_keep_t
         assert!(wait.await.is_ok(), "socket {socket} closed by signoff at once");
     }
 }
+
+/// A resolver that never answers.
+struct Silent;
+
+impl Resolver for Silent {
+    fn resolve<'a>(
+        &'a self,
+        _host: &'a str,
+        _port: u16,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_callback_whose_host_never_resolves_is_retried_after_5_seconds() {
+    let app = spawn_app().await;
+    let outbox = Outbox::new(app.store.clone(), None, app.signer.clone())
+        .unwrap()
+        .with_resolver(Arc::new(Silent));
+    let scheduler = Scheduler::with_outbox(app.store.clone(), outbox);
+    let (status, body) = create_with(&app, "https://hooks.example.com/cb").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let began = std::time::Instant::now();
+    scheduler.run_once(app.clock.now()).await.unwrap();
+    assert!(began.elapsed() < std::time::Duration::from_secs(8), "not its job's 24 s");
+    let sql = "SELECT last_error FROM jobs WHERE kind = 'callback' AND locked_until IS NULL";
+    let error: String = crate::common::raw_value(&app.db, sql).await;
+    assert_eq!(
+        error,
+        "callback to https://hooks.example.com/cb: no DNS answer within 5s"
+    );
+}
