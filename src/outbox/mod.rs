@@ -19,8 +19,8 @@ mod remind;
 mod slack;
 mod update;
 
-pub use pass::Claimed;
 use pass::Callbacks;
+pub use pass::Claimed;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -137,7 +137,9 @@ impl Outbox {
             // follows at once (`Scheduler::run_once`) cannot miss it.
             let counted = self.callbacks.count();
             let stop = stop.cloned();
-            let apart = self.clone().callback_apart(job, now, lease, clock.clone(), start_by, stop);
+            let apart = self
+                .clone()
+                .callback_apart(job, now, lease, clock.clone(), start_by, stop);
             tokio::spawn(async move {
                 let _counted = counted;
                 apart.await;
@@ -157,7 +159,9 @@ impl Outbox {
                 }
             }
             while running.len() < CONCURRENCY {
-                let Some(job) = waiting.pop_front() else { break };
+                let Some(job) = waiting.pop_front() else {
+                    break;
+                };
                 running.spawn(self.clone().run(job, now, lease, clock.clone()));
             }
             match running.join_next().await {

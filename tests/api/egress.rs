@@ -246,10 +246,17 @@ async fn callbacks_close_their_connections_once_answered_though_receivers_keep_t
     let (_, health) = app.get("/health/approvals").await;
     assert_eq!(health["undelivered"], 0, "{health}");
     let delivered = "SELECT COUNT(*) FROM jobs WHERE kind = 'callback'";
-    assert_eq!(crate::common::raw_count(&app.db, delivered).await, 0, "all answered");
+    assert_eq!(
+        crate::common::raw_count(&app.db, delivered).await,
+        0,
+        "all answered"
+    );
     for socket in 1..=3 {
         let wait = tokio::time::timeout(std::time::Duration::from_secs(2), heard.recv());
-        assert!(wait.await.is_ok(), "socket {socket} closed by signoff at once");
+        assert!(
+            wait.await.is_ok(),
+            "socket {socket} closed by signoff at once"
+        );
     }
 }
 
@@ -277,7 +284,10 @@ async fn a_callback_whose_host_never_resolves_is_retried_after_5_seconds() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let began = std::time::Instant::now();
     scheduler.run_once(app.clock.now()).await.unwrap();
-    assert!(began.elapsed() < std::time::Duration::from_secs(8), "not its job's 24 s");
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(8),
+        "not its job's 24 s"
+    );
     let sql = "SELECT last_error FROM jobs WHERE kind = 'callback' AND locked_until IS NULL";
     let error: String = crate::common::raw_value(&app.db, sql).await;
     assert_eq!(

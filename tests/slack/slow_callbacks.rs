@@ -93,10 +93,17 @@ async fn a_callback_a_receiver_never_answers_holds_up_no_later_post_and_shutdown
 
     stop.send(true).unwrap();
     let stopped = tokio::time::timeout(Duration::from_secs(15), loops).await;
-    assert!(stopped.is_ok(), "the scheduler returns once the callback ends");
+    assert!(
+        stopped.is_ok(),
+        "the scheduler returns once the callback ends"
+    );
     let recorded = "SELECT COUNT(*) FROM jobs WHERE kind = 'callback' \
                     AND locked_until IS NULL AND last_error LIKE '%no answer within%'";
-    assert_eq!(raw_count(&app.db, recorded).await, 1, "retried, not cut off");
+    assert_eq!(
+        raw_count(&app.db, recorded).await,
+        1,
+        "retried, not cut off"
+    );
 }
 
 /// A resolver that takes ten minutes of the manual clock to answer 127.0.0.1.
