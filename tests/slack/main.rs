@@ -21,3 +21,4 @@ mod slow_slack;
 mod socket;
 mod socket_link;
 mod thread_replies;
+mod turns;
