@@ -233,8 +233,8 @@ fn whole_request(bytes: &[u8]) -> bool {
 async fn callbacks_close_their_connections_once_answered_though_receivers_keep_them_open() {
     let app = spawn_app().await;
     let (closed, mut heard) = tokio::sync::mpsc::unbounded_channel();
-    // Three receivers, three hosts and ports: a kept connection would be one per
-    // host and port, open for as long as the receiver keeps it.
+    // Three receivers on three ports: a pooled connection would be one per host and
+    // port, open for as long as the receiver keeps it.
     for n in 0..3 {
         let port = keeps_sockets_open(closed.clone()).await;
         let url = format!("http://hooks.test:{port}/cb");
@@ -243,8 +243,6 @@ async fn callbacks_close_their_connections_once_answered_though_receivers_keep_t
         assert_eq!(status, StatusCode::CREATED, "{created}");
     }
     app.run_jobs().await;
-    let (_, health) = app.get("/health/approvals").await;
-    assert_eq!(health["undelivered"], 0, "{health}");
     let delivered = "SELECT COUNT(*) FROM jobs WHERE kind = 'callback'";
     assert_eq!(
         crate::common::raw_count(&app.db, delivered).await,
