@@ -115,7 +115,7 @@ impl Outbox {
     /// Delivers claimed jobs and records each outcome: the Slack jobs [`CONCURRENCY`]
     /// at a time (posts have their channel's slot already, see [`Outbox::pace`]), the
     /// callbacks apart, [`CALLBACK_SLOTS`] at a time across passes
-    /// ([`Outbox::callback_apart`]). A job starts only in the first half of the lease,
+    /// (`Outbox::callback_apart`). A job starts only in the first half of the lease,
     /// and only until `stop` turns true or a report fails: the jobs not started go back
     /// to the queue, due at `now`. Returns, once the Slack jobs under way are recorded
     /// (the callbacks may still run: see [`Outbox::callbacks_ended`]), how many went
