@@ -40,8 +40,11 @@ pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 /// Hosts whose checked addresses are kept at most.
 const MAX_PINNED: usize = 10_000;
-/// One callback's time limit.
+/// One callback's time limit, once its host is resolved.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a callback's host may take to resolve: with [`TIMEOUT`], 15 s, within
+/// the job's limit at the default lease (24 s).
+pub(super) const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The JSON body: the event, the status it announces, the URL it is sent to (signed
 /// with the rest, so that a receiver can tell a callback meant for another receiver,
@@ -122,7 +125,8 @@ impl tower_service::Service<Name> for Pinned {
 }
 
 /// An HTTP(S) client for callbacks; cheap to clone. It connects only to addresses
-/// pinned for the host by [`Poster::pin`].
+/// pinned for the host by [`Poster::pin`], and closes each connection once its
+/// callback is answered (it keeps none idle).
 #[derive(Clone)]
 pub struct Poster {
     client: Client<HttpsConnector<HttpConnector<Pinned>>, Full<Bytes>>,
@@ -157,8 +161,14 @@ impl Poster {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        // No idle connections: a callback is one request to a host its requester chose,
+        // and a pooled connection stays open until the receiver closes it, so callbacks
+        // to many hosts (or one that never closes) would each keep a socket for good.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(https);
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client,
             pinned,
             no_roots,
         })

@@ -19,6 +19,7 @@ mod remind;
 mod slack;
 mod update;
 
+use pass::Callbacks;
 pub use pass::Claimed;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::approval::{Approval, Status};
+use crate::clock::Clock;
 use crate::egress;
 use crate::jobs::{DueJob, Job, MessageKind, Outcome, Paced};
 use crate::signing::Signer;
@@ -44,10 +46,11 @@ use crate::store::{Store, StoreError, WithMessages};
 pub const MAX_ATTEMPTS: i32 = 21;
 /// Longest wait between two attempts.
 const MAX_BACKOFF_SECS: i64 = 600;
-/// Deliveries run at most this many at a time.
+/// Slack deliveries run at most this many at a time (callbacks apart).
 const CONCURRENCY: usize = 8;
-/// Callbacks among them at most: a flood of callbacks to receivers that never answer
-/// (each waits out its 10 s) leaves the other slots to Slack.
+/// Callbacks under way at once at most, across passes, beside the Slack deliveries
+/// (see `pass::Callbacks`): a flood of callbacks to receivers that never answer (each
+/// waits out its time limit) takes no slot from Slack, and opens few sockets at once.
 const CALLBACK_SLOTS: usize = CONCURRENCY / 2;
 /// The Slack calls one job makes at once at most: a reminder's DMs, an approval's
 /// message updates.
@@ -60,6 +63,8 @@ pub struct Outbox {
     slack: Option<SlackClient>,
     approvers: Option<Approvers>,
     http: callback::Poster,
+    /// The callbacks waiting for a slot or under way, across passes.
+    callbacks: Callbacks,
     /// Signs callbacks.
     signer: Signer,
     /// Internal hosts and ranges callbacks may reach (`[callbacks] allow`).
@@ -80,6 +85,7 @@ impl Outbox {
             approvers: slack.clone().map(Approvers::new),
             slack,
             http: callback::Poster::new()?,
+            callbacks: Callbacks::default(),
             signer,
             allow: Arc::default(),
             resolver: Arc::new(egress::SystemResolver),
@@ -119,6 +125,13 @@ impl Outbox {
         }
     }
 
+    /// Waits until no callback this outbox claimed is waiting for a slot or under way:
+    /// each ends within its time limit and is recorded, or goes back to the queue
+    /// (see [`Outbox::deliver_all`]).
+    pub async fn callbacks_ended(&self) {
+        self.callbacks.ended().await;
+    }
+
     /// After a post is recorded: its permalink (see `slack::Deliverer::after_post`).
     async fn after_post(&self, posted: &crate::jobs::PostedMessage) {
         if let (Some(client), Some(approvers)) = (&self.slack, &self.approvers) {
@@ -135,8 +148,15 @@ impl Outbox {
     /// Runs one job; never fails, it answers with the outcome to record. A post has its
     /// channel's slot already (see [`Outbox::pace`]). A job that sends many messages
     /// (a reminder's DMs, an approval's updates) stops waiting for them at `deadline`
-    /// and answers with what was sent by then.
-    async fn deliver(&self, job: &DueJob, now: DateTime<Utc>, deadline: Instant) -> Outcome {
+    /// and answers with what was sent by then. A callback is signed at `clock`'s time
+    /// (if later than `now`) once its host is resolved, right before it is sent.
+    async fn deliver(
+        &self,
+        job: &DueJob,
+        now: DateTime<Utc>,
+        deadline: Instant,
+        clock: Option<&dyn Clock>,
+    ) -> Outcome {
         let WithMessages {
             approval,
             messages,
@@ -152,7 +172,7 @@ impl Outbox {
             Err(error) => return retry(job, now, None, error.to_string()),
         };
         if let Job::Callback { status } = job.job {
-            return self.callback(job, &approval, status, now).await;
+            return self.callback(job, &approval, status, now, clock).await;
         }
         let (Some(client), Some(approvers)) = (&self.slack, &self.approvers) else {
             // Planned while Slack was configured; this process has no token.
@@ -221,12 +241,16 @@ impl Outbox {
         }))
     }
 
+    /// Sends `job`'s callback announcing `status`; signed at `clock`'s time, read once
+    /// the host is resolved (DNS may take seconds), so that the receiver, which refuses
+    /// timestamps more than 5 minutes off, sees the time it was sent.
     async fn callback(
         &self,
         job: &DueJob,
         approval: &Approval,
         status: Status,
         now: DateTime<Utc>,
+        clock: Option<&dyn Clock>,
     ) -> Outcome {
         let Some(url) = approval.callback_url.as_deref() else {
             return Outcome::Dead {
@@ -234,7 +258,17 @@ impl Outbox {
                 next: None,
             };
         };
-        let target = egress::checked_addresses(url, &self.allow, self.resolver.as_ref()).await;
+        let checked = egress::checked_addresses(url, &self.allow, self.resolver.as_ref());
+        // The system's resolver has no time limit of its own that signoff chooses.
+        let target = tokio::time::timeout(callback::DNS_TIMEOUT, checked)
+            .await
+            .unwrap_or_else(|_| {
+                let host = callback::shown(url);
+                let limit = callback::DNS_TIMEOUT;
+                Err(egress::Refusal::NotNow(format!(
+                    "callback to {host}: no DNS answer within {limit:?}"
+                )))
+            });
         match target {
             Ok((target, addresses)) => self.http.pin(&target.host, addresses),
             Err(egress::Refusal::Never(error)) => {
@@ -243,9 +277,10 @@ impl Outbox {
             }
             Err(egress::Refusal::NotNow(error)) => return retry(job, now, None, error),
         }
-        let body = callback::body(approval, url, status.as_str(), now);
+        let sent = clock.map_or(now, |clock| clock.now().max(now));
+        let body = callback::body(approval, url, status.as_str(), sent);
         let id = callback::message_id(approval.id, status);
-        let signed = callback::sign(&self.signer, id, now.timestamp(), &body);
+        let signed = callback::sign(&self.signer, id, sent.timestamp(), &body);
         match self.http.post(url, &signed, &body).await {
             Ok(()) => Outcome::Delivered {
                 posted: Vec::new(),

@@ -191,3 +191,109 @@ async fn a_refused_connection_is_retried_with_the_refusal_as_its_error() {
     );
     assert_ne!(state, "dead", "retried");
 }
+
+/// A receiver on 127.0.0.1 that answers each request 204 and never closes a socket
+/// itself: its port. `closed` hears of each socket the other side closed.
+async fn keeps_sockets_open(closed: tokio::sync::mpsc::UnboundedSender<()>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let (mut request, mut chunk) = (Vec::new(), [0; 4096]);
+                let mut answered = false;
+                while let Ok(read @ 1..) = socket.read(&mut chunk).await {
+                    request.extend_from_slice(&chunk[..read]);
+                    if !answered && whole_request(&request) {
+                        let answer = b"HTTP/1.1 204 No Content\r\n\r\n";
+                        answered = socket.write_all(answer).await.is_ok();
+                    }
+                }
+                let _ = closed.send(());
+            });
+        }
+    });
+    port
+}
+
+/// Whether `bytes` hold an HTTP/1.1 request's head and its whole body.
+fn whole_request(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+#[tokio::test]
+async fn callbacks_close_their_connections_once_answered_though_receivers_keep_them_open() {
+    let app = spawn_app().await;
+    let (closed, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    // Three receivers on three ports: a pooled connection would be one per host and
+    // port, open for as long as the receiver keeps it.
+    for n in 0..3 {
+        let port = keeps_sockets_open(closed.clone()).await;
+        let url = format!("http://hooks.test:{port}/cb");
+        let body = json!({"tool_name": "get_invoice", "parameters": {"n": n}, "callback_url": url});
+        let (status, created) = app.post("/v1/approvals", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+    }
+    app.run_jobs().await;
+    let delivered = "SELECT COUNT(*) FROM jobs WHERE kind = 'callback'";
+    assert_eq!(
+        crate::common::raw_count(&app.db, delivered).await,
+        0,
+        "all answered"
+    );
+    for socket in 1..=3 {
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(2), heard.recv());
+        assert!(
+            wait.await.is_ok(),
+            "socket {socket} closed by signoff at once"
+        );
+    }
+}
+
+/// A resolver that never answers.
+struct Silent;
+
+impl Resolver for Silent {
+    fn resolve<'a>(
+        &'a self,
+        _host: &'a str,
+        _port: u16,
+    ) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_callback_whose_host_never_resolves_is_retried_after_5_seconds() {
+    let app = spawn_app().await;
+    let outbox = Outbox::new(app.store.clone(), None, app.signer.clone())
+        .unwrap()
+        .with_resolver(Arc::new(Silent));
+    let scheduler = Scheduler::with_outbox(app.store.clone(), outbox);
+    let (status, body) = create_with(&app, "https://hooks.example.com/cb").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let began = std::time::Instant::now();
+    scheduler.run_once(app.clock.now()).await.unwrap();
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(8),
+        "not its job's 24 s"
+    );
+    let sql = "SELECT last_error FROM jobs WHERE kind = 'callback' AND locked_until IS NULL";
+    let error: String = crate::common::raw_value(&app.db, sql).await;
+    assert_eq!(
+        error,
+        "callback to https://hooks.example.com/cb: no DNS answer within 5s"
+    );
+}
