@@ -304,7 +304,7 @@ fn requested_tier_raises_but_never_lowers() {
 }
 
 #[test]
-fn condition_error_skips_the_rule_raises_to_its_tier_and_leaves_a_note() {
+fn a_condition_error_makes_its_rule_apply_at_its_tier_and_leaves_a_note() {
     let text = r#"
 [[rules]]
 tools = ["send_email"]
@@ -316,20 +316,25 @@ tier = "low"
 "#;
     let policy = Policy::from_toml_str(text).unwrap();
     let c = policy.classify("send_email", &json!({"subject": "hi"}), None);
-    // The low rule matched, but the failed condition might have matched: its tier.
+    // The low rule matched, but the failed condition might have matched: its rule.
     assert_eq!(
         (c.rule, c.policy_tier, c.tier),
-        (Some(1), Tier::Low, Tier::High)
+        (Some(0), Tier::High, Tier::High)
     );
     assert_eq!(c.action, TierAction::RequireApproval);
     assert_eq!(c.notes.len(), 1);
     assert!(c.notes[0].contains("rules[0].when"), "{}", c.notes[0]);
     assert!(c.notes[0].contains("recipients"), "{}", c.notes[0]);
+    assert!(
+        c.notes[0].contains("this rule routes the call"),
+        "{}",
+        c.notes[0]
+    );
     assert!(c.notes[0].contains("at least high"), "{}", c.notes[0]);
     assert_eq!(
         c.why,
-        "rules[1] (tools send_*) sets low, raised to high because the condition of \
-         rules[0] (tools send_email) could not be evaluated"
+        "the condition of rules[0] (tools send_email) could not be evaluated, so that rule \
+         applies (high)"
     );
 
     let wrong_type = policy.classify("send_email", &json!({"recipients": 5}), None);
@@ -369,14 +374,14 @@ fn a_condition_that_fails_raises_to_the_rules_tier_and_never_auto_approves() {
         let c = policy.classify("transfer_funds", &dodge, None);
         assert_eq!(
             (c.tier, c.policy_tier, c.action, c.rule),
-            (Tier::High, Tier::Medium, TierAction::RequireApproval, None),
+            (Tier::High, Tier::High, TierAction::RequireApproval, Some(0)),
             "{dodge}"
         );
         assert_eq!(c.notes.len(), 1, "{dodge}");
         assert_eq!(
             c.why,
-            "no rule matched (medium), raised to high because the condition of \
-             rules[0] (tools transfer_funds) could not be evaluated"
+            "the condition of rules[0] (tools transfer_funds) could not be evaluated, so \
+             that rule applies (high)"
         );
     }
 
@@ -407,9 +412,122 @@ fn a_failed_low_rule_still_raises_to_medium() {
     let c = Policy::from_toml_str(text)
         .unwrap()
         .classify("t", &json!({"n": "x"}), None);
-    assert_eq!((c.tier, c.rule), (Tier::Medium, None));
+    assert_eq!((c.tier, c.rule), (Tier::Medium, Some(0)));
     assert_eq!(c.action, TierAction::RequireApproval);
-    assert_eq!(c.why, "no rule matched", "the tier is the policy's own");
+    assert_eq!(
+        c.why,
+        "the condition of rules[0] (tools t) could not be evaluated, so that rule applies \
+         (medium)",
+        "said even though it raised nothing"
+    );
+}
+
+/// A stricter rule for production deploys before the everyday one: a call that leaves
+/// `environment` out must not get the everyday rule's reviewers.
+pub(crate) const STRICT_PROD: &str = r#"
+[defaults]
+channel = "C0APPROVALS"
+
+[[rules]]
+tools = ["deploy_*"]
+when = "params.environment == 'prod'"
+tier = "medium"
+required_approvals = 2
+approvers = ["U0ALICE", "U0BOB"]
+channel = "C0PROD"
+
+[[rules]]
+tools = ["deploy_*"]
+tier = "medium"
+"#;
+
+#[test]
+fn a_rule_whose_condition_cannot_be_evaluated_routes_the_call_to_its_approvers() {
+    let policy = Policy::from_toml_str(STRICT_PROD).unwrap();
+    let prod = policy.classify("deploy_api", &json!({"environment": "prod"}), None);
+    let missing = policy.classify("deploy_api", &json!({"service": "api"}), None);
+    for c in [&prod, &missing] {
+        assert_eq!(c.rule, Some(0));
+        assert_eq!(c.route.required_approvals, 2);
+        assert_eq!(c.route.approvers, ["U0ALICE", "U0BOB"]);
+        assert_eq!(c.route.channel.as_deref(), Some("C0PROD"));
+        assert_eq!(c.action, TierAction::RequireApproval);
+    }
+    assert!(
+        missing.why.contains("could not be evaluated"),
+        "{}",
+        missing.why
+    );
+    let staging = policy.classify("deploy_api", &json!({"environment": "staging"}), None);
+    assert_eq!(
+        (staging.rule, staging.route.required_approvals),
+        (Some(1), 1)
+    );
+}
+
+#[test]
+fn the_first_rule_that_might_have_matched_routes_and_the_highest_tier_counts() {
+    let text = r#"
+[[rules]]
+tools = ["t"]
+when = "params.a == 1"
+tier = "low"
+required_approvals = 3
+[[rules]]
+tools = ["t"]
+when = "params.b == 1"
+tier = "high"
+[[rules]]
+tools = ["t"]
+tier = "high"
+"#;
+    let policy = Policy::from_toml_str(text).unwrap();
+    let both = policy.classify("t", &json!({}), None);
+    assert_eq!((both.rule, both.tier), (Some(0), Tier::High));
+    assert_eq!(both.route.required_approvals, 3);
+    assert_eq!(both.notes.len(), 2);
+    assert_eq!(
+        both.why,
+        "the condition of rules[0] (tools t) could not be evaluated, so that rule applies \
+         (medium), raised to high because the condition of rules[1] (tools t) could not be \
+         evaluated and because rules[2] (tools t) matched"
+    );
+    // Only the later rule, whose tier is as high.
+    let matched = policy.classify("t", &json!({"b": 2}), None);
+    assert_eq!((matched.rule, matched.tier), (Some(0), Tier::High));
+    assert_eq!(
+        matched.why,
+        "the condition of rules[0] (tools t) could not be evaluated, so that rule applies \
+         (medium), raised to high because rules[2] (tools t) matched"
+    );
+}
+
+/// How `params` of `tool` were classified under `policy`, as an approval keeps it.
+fn classified<'a>(policy: &Policy, tool: &'a str, params: &serde_json::Value) -> Classified<'a> {
+    let class = policy.classify(tool, params, None);
+    Classified {
+        tool,
+        server: None,
+        annotations: None,
+        tier: class.tier,
+        rule: class.rule,
+        required_approvals: class.route.required_approvals,
+    }
+}
+
+#[test]
+fn an_edit_that_leaves_out_a_field_a_stricter_rule_needs_is_refused() {
+    let policy = Policy::from_toml_str(STRICT_PROD).unwrap();
+    let staging = json!({"service": "api", "environment": "staging"});
+    let asked = classified(&policy, "deploy_api", &staging);
+    assert_eq!(asked.rule, Some(1));
+    let why = policy
+        .check_edit(&asked, &json!({"service": "api"}))
+        .unwrap_err();
+    assert!(why.contains("could not be evaluated"), "{why}");
+    assert!(why.contains("2 approvals"), "{why}");
+    let other = json!({"service": "web", "environment": "staging"});
+    assert_eq!(policy.check_edit(&asked, &other), Ok(()));
 }
 
 #[test]
@@ -453,11 +571,11 @@ fn the_why_says_when_the_caller_raised_the_tier() {
     );
     let plain = policy.classify("search_orders", &json!({}), Some(Tier::Low));
     assert_eq!(plain.why, "rules[0] (tools search_*, get_*, list_*)");
-    let both = policy.classify("send_email", &json!({}), Some(Tier::High));
+    let failed = policy.classify("send_email", &json!({}), Some(Tier::High));
     assert_eq!(
-        both.why,
-        "no rule matched (medium), raised to high by the caller's request and because \
-         the condition of rules[1] (tools send_email) could not be evaluated"
+        failed.why,
+        "the condition of rules[1] (tools send_email) could not be evaluated, so that rule \
+         applies (high)"
     );
 }
 
@@ -467,7 +585,7 @@ fn non_bool_condition_counts_as_an_error() {
     let c = Policy::from_toml_str(text)
         .unwrap()
         .classify("t", &json!({"n": 1}), None);
-    assert_eq!((c.rule, c.tier), (None, Tier::Medium));
+    assert_eq!((c.rule, c.tier), (Some(0), Tier::Medium));
     assert!(c.notes[0].contains("instead of bool"), "{}", c.notes[0]);
 }
 

@@ -32,9 +32,11 @@
 //! ```
 //!
 //! Fail-safe rules: a tool no rule matches is `medium`; a `when` that fails
-//! to evaluate skips its rule, raises the result to at least that rule's tier
-//! (and at least `medium`), and keeps the call from being auto-approved;
-//! a requested tier can raise the policy's tier but never lower it.
+//! to evaluate counts as if its rule might have matched: the first such rule
+//! routes the call (its approvers, approval count and channel), the result is
+//! raised to at least that rule's tier (and at least `medium`), and the call is
+//! never auto-approved; a requested tier can raise the policy's tier but never
+//! lower it.
 //!
 //! Errors name their location: TOML problems as "line L, column C", semantic
 //! ones by field path. Rule indexes are **0-based** everywhere (`rules[0]` is
@@ -256,23 +258,26 @@ impl<'a> Call<'a> {
 /// The outcome of classifying one tool call.
 #[derive(Debug, Clone)]
 pub struct Classification {
-    /// Effective tier: max of the policy tier and the requested tier, raised to
+    /// Effective tier: max of the policy tier and the requested tier.
+    pub tier: Tier,
+    /// What the policy alone said: the matched rule's tier (or `Medium`), raised to
     /// at least the tier of each rule whose condition failed to evaluate (and at
     /// least `Medium` then).
-    pub tier: Tier,
-    /// What the policy alone said (the matched rule's tier, or `Medium`).
     pub policy_tier: Tier,
     /// The action configured for the effective `tier`, except that a call whose
     /// classification met a condition that failed to evaluate is never
     /// auto-approved: `RequireApproval` instead.
     pub action: TierAction,
-    /// 0-based index of the matched rule; `None` if no rule matched.
+    /// 0-based index of the rule that applies, whose route this is: the first rule
+    /// whose condition failed to evaluate (it might have matched, and comes before
+    /// any that did), else the matched rule; `None` if neither.
     pub rule: Option<usize>,
     /// What decided the tier, in words (`rules[2] (tools delete_*)`, `no rule
-    /// matched`): a deny says it, so the requester knows which rule to look at.
-    /// When the tier is above the policy's, it says what raised it: `rules[0] (tools
-    /// search_*) sets low, raised to high by the caller's request`, or `… because the
-    /// condition of rules[1] (tools transfer_funds) could not be evaluated`.
+    /// matched`): a deny says it, so the requester knows which rule to look at. A
+    /// condition that could not be evaluated is always said: `the condition of
+    /// rules[1] (tools transfer_funds) could not be evaluated, so that rule applies
+    /// (high)`. When the tier is above that rule's, it says what raised it: `rules[0]
+    /// (tools search_*) sets low, raised to high by the caller's request`.
     pub why: String,
     /// Routing and timing for the approval.
     pub route: Route,

@@ -381,10 +381,9 @@ fn policy_check_classifies_a_call_to_a_named_mcp_server() {
         assert!(line(other).contains("rule=none"), "{report}");
     }
     // The rule's own sample call names a server its globs match; without a `repo`
-    // its condition cannot be evaluated, so the call takes the rule's tier, denied.
+    // its condition cannot be evaluated, so the call takes the rule, at its tier, denied.
     assert!(
-        line("githubexample/delete_example")
-            .contains("tier=high (policy medium) action=deny rule=none"),
+        line("githubexample/delete_example").contains("tier=high action=deny rule=rules[0]"),
         "{report}"
     );
 
