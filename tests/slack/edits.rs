@@ -1,5 +1,7 @@
 //! Requests and their edits at the edges: a rule whose `when` cannot be evaluated for a
-//! call still decides who reviews it, in the channel and in the Edit & approve modal.
+//! call still decides who reviews it, in the channel and in the Edit & approve modal;
+//! and an edit nests no deeper than a request's parameters may, so that what signoff
+//! keeps of it reads back.
 
 use std::time::Duration;
 
@@ -10,6 +12,8 @@ use signoff::approval::Status;
 use crate::common;
 use crate::helpers::*;
 use crate::interactions::EDIT_POLICY;
+
+crate::on_both_backends!(an_edit_as_deep_as_a_requests_parameters_leaves_the_audit_log_readable);
 
 /// A deploy that leaves `environment` out might be a prod deploy: it needs the prod
 /// rule's two named approvers, not one approval from anyone through the everyday
@@ -57,4 +61,42 @@ async fn a_call_whose_condition_cannot_be_evaluated_needs_that_rules_approvers_a
         (after.status, &after.parameters, after.version),
         (Status::Pending, &staging.parameters, staging.version)
     );
+}
+
+/// Parameters of 126 levels (the most a request's may have) as an edit: approved, and
+/// the audit log (the edit's event wraps them in `{"from": …, "to": …}`) and the
+/// approval still read back. One level more is refused in the modal.
+async fn an_edit_as_deep_as_a_requests_parameters_leaves_the_audit_log_readable(
+    db: common::TestDb,
+) {
+    let app = spawn_on(db).await;
+    let nested = |levels: usize| format!("{}1{}", r#"{"a": "#.repeat(levels), "}".repeat(levels));
+    let wipe = app.request("wipe", json!({"disk": "sda"})).await;
+    app.run_jobs().await;
+
+    let (status, body) = app
+        .submit(&wipe, "U0ALICE", "edit_approve", &nested(127))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let why = answer["errors"]["parameters"].as_str().unwrap_or_default();
+    assert!(why.contains("nested deeper than 126 levels"), "{body}");
+    assert_eq!(app.approval(&wipe).await.status, Status::Pending);
+
+    let (status, body) = app
+        .submit(&wipe, "U0ALICE", "edit_approve", &nested(126))
+        .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+    let edited = app.approval(&wipe).await;
+    assert_eq!(edited.status, Status::Approved);
+    let events = app.store.audit_page(0, 100).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "edited"), "{events:?}");
+    let response = app
+        .http
+        .get(app.url(&format!("/v1/approvals/{}", wipe.id)))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
