@@ -295,6 +295,12 @@ mod tests {
             msg.contains("rules[0].when: unknown variable `parms`"),
             "{msg}"
         );
+        let msg = error(&rule("when = \"params.x.startWith('a')\""));
+        assert!(
+            msg.starts_with("invalid policy: rules[0].when: unknown function `startWith`"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
     }
 
     #[test]

@@ -439,6 +439,20 @@ fn invalid_policies_and_config_are_one_line_errors() {
         ),
         "line",
     );
+    // A misspelt function would fail on every call: refused, naming the rule.
+    let misspelt = dir.path().join("misspelt.toml");
+    std::fs::write(
+        &misspelt,
+        "[[rules]]\ntools = [\"deploy_*\"]\nwhen = \"params.env.startWith('prod')\"\ntier = \"high\"\n",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &signoff(
+            &["policy", "check", misspelt.to_str().unwrap()],
+            "sqlite://unused.db",
+        ),
+        "rules[0].when: unknown function `startWith`",
+    );
     assert_one_line_error(
         &signoff(
             &["policy", "check", "/nonexistent/policy.toml"],
