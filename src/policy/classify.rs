@@ -130,7 +130,25 @@ impl Policy {
         let requested = requested.unwrap_or(Tier::Low);
         let tier = policy_tier.max(requested);
 
-        let mut action = self.tiers.action(tier);
+        // A higher tier can have a laxer action (`high = "auto_approve"`): the
+        // strictest action of every tier the call might be taken at stands, so that
+        // neither the caller's tier nor a failed condition makes review laxer.
+        let mut tiers = [tier, matched_tier]
+            .into_iter()
+            .chain(failed.iter().map(|&(_, floor)| floor));
+        let strictest = tiers
+            .clone()
+            .map(|tier| self.tiers.action(tier))
+            .fold(TierAction::AutoApprove, TierAction::stricter);
+        let mut why = self.why(matched, failed, requested, tier);
+        if strictest != self.tiers.action(tier)
+            && let Some(source) = tiers.find(|&t| self.tiers.action(t) == strictest)
+        {
+            why.push_str(&format!(
+                "; {source}'s action, {strictest}, is the stricter and stands"
+            ));
+        }
+        let mut action = strictest;
         if !failed.is_empty() && action == TierAction::AutoApprove {
             // The policy could not tell what this call is: a person must look.
             action = TierAction::RequireApproval;
@@ -141,7 +159,7 @@ impl Policy {
             policy_tier,
             action,
             rule: decider,
-            why: self.why(matched, failed, requested, tier),
+            why,
             route,
             notes,
         }

@@ -303,6 +303,56 @@ fn requested_tier_raises_but_never_lowers() {
     assert_eq!(same.tier, Tier::Low);
 }
 
+/// `[tiers]` where a higher tier has a laxer action: the caller's tier, or a failed
+/// condition's, can add review but never take it away.
+#[test]
+fn a_raised_tier_never_makes_the_action_laxer() {
+    let policy = Policy::from_toml_str(
+        "[tiers]\nlow = \"require_approval\"\nmedium = \"deny\"\nhigh = \"auto_approve\"\n\
+         [[rules]]\ntools = [\"deploy_*\"]\ntier = \"low\"\n\
+         [[rules]]\ntools = [\"send\"]\nwhen = \"params.n > 1\"\ntier = \"high\"\n",
+    )
+    .unwrap();
+    let deploy = policy.classify("deploy_api", &json!({}), Some(Tier::High));
+    assert_eq!(
+        (deploy.tier, deploy.policy_tier, deploy.action),
+        (Tier::High, Tier::Low, TierAction::RequireApproval)
+    );
+    assert_eq!(
+        deploy.why,
+        "rules[0] (tools deploy_*) sets low, raised to high by the caller's request; low's \
+         action, require_approval, is the stricter and stands"
+    );
+    let unknown = policy.classify("drop_table", &json!({}), Some(Tier::High));
+    assert_eq!(
+        (unknown.tier, unknown.action),
+        (Tier::High, TierAction::Deny)
+    );
+    // Had the condition held, high; had it not, no rule: medium, which is denied.
+    let failed = policy.classify("send", &json!({}), None);
+    assert_eq!((failed.tier, failed.action), (Tier::High, TierAction::Deny));
+    // Asked as they are, or raised to a stricter tier, the tier's own action.
+    let asked = policy.classify("deploy_api", &json!({}), None);
+    assert_eq!(asked.action, TierAction::RequireApproval);
+    let raised = policy.classify("deploy_api", &json!({}), Some(Tier::Medium));
+    assert_eq!(raised.action, TierAction::Deny);
+    let held = policy.classify("send", &json!({"n": 2}), None);
+    assert_eq!(held.action, TierAction::AutoApprove);
+}
+
+#[test]
+fn the_stricter_action_is_deny_then_require_approval_then_auto_approve() {
+    let [auto, ask, deny] = [
+        TierAction::AutoApprove,
+        TierAction::RequireApproval,
+        TierAction::Deny,
+    ];
+    for (a, b, stricter) in [(auto, ask, ask), (ask, deny, deny), (auto, deny, deny)] {
+        assert_eq!((a.stricter(b), b.stricter(a)), (stricter, stricter));
+    }
+    assert_eq!(auto.stricter(auto), auto);
+}
+
 #[test]
 fn a_condition_error_makes_its_rule_apply_at_its_tier_and_leaves_a_note() {
     let text = r#"

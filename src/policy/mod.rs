@@ -36,7 +36,8 @@
 //! routes the call (its approvers, approval count and channel), the result is
 //! raised to at least that rule's tier (and at least `medium`), and the call is
 //! never auto-approved; a requested tier can raise the policy's tier but never
-//! lower it.
+//! lower it, nor make its action laxer (under `[tiers]` where a higher tier has a
+//! laxer action, the stricter action stands).
 //!
 //! Errors name their location: TOML problems as "line L, column C", semantic
 //! ones by field path. Rule indexes are **0-based** everywhere (`rules[0]` is
@@ -158,6 +159,25 @@ impl TierAction {
     }
 }
 
+impl TierAction {
+    /// The stricter of two actions: `Deny`, then `RequireApproval`, then `AutoApprove`.
+    /// `[tiers]` need not be ordered (`high = "auto_approve"` is allowed), so a higher
+    /// tier can have a laxer action; where a call could be taken at either, this one
+    /// stands.
+    pub fn stricter(self, other: TierAction) -> TierAction {
+        let rank = |action: TierAction| match action {
+            TierAction::AutoApprove => 0,
+            TierAction::RequireApproval => 1,
+            TierAction::Deny => 2,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 impl fmt::Display for TierAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -264,9 +284,11 @@ pub struct Classification {
     /// at least the tier of each rule whose condition failed to evaluate (and at
     /// least `Medium` then).
     pub policy_tier: Tier,
-    /// The action configured for the effective `tier`, except that a call whose
-    /// classification met a condition that failed to evaluate is never
-    /// auto-approved: `RequireApproval` instead.
+    /// The action configured for the effective `tier`, unless the policy's own tier
+    /// (or the matched rule's, or that of a rule whose condition failed to evaluate)
+    /// has a stricter one, which stands: the caller's tier only ever adds review.
+    /// And a call whose classification met a condition that failed to evaluate is
+    /// never auto-approved: `RequireApproval` instead.
     pub action: TierAction,
     /// 0-based index of the rule that applies, whose route this is: the first rule
     /// whose condition failed to evaluate (it might have matched, and comes before
