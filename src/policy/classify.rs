@@ -159,6 +159,9 @@ impl Policy {
             policy_tier,
             action,
             rule: decider,
+            rule_fingerprint: decider
+                .and_then(|index| self.rules.get(index))
+                .map(|rule| rule.fingerprint.clone()),
             why,
             route,
             notes,
@@ -271,6 +274,9 @@ pub struct Classified<'a> {
     pub tier: Tier,
     /// The rule that matched the request; `None`: none did (the defaults).
     pub rule: Option<usize>,
+    /// That rule's fingerprint as the request was classified; `None` for an approval
+    /// from before fingerprints were kept.
+    pub rule_fingerprint: Option<&'a str>,
     pub required_approvals: u32,
 }
 
@@ -281,7 +287,8 @@ impl Policy {
     /// Otherwise the edit would run a call the policy denies, or one it sends to other
     /// people, or to more of them, with this request's weaker review. `Err`: why, for
     /// the editor. A policy changed since the request (its rules renumbered, say) also
-    /// refuses an edit, which is the safe way to be wrong.
+    /// refuses an edit, which is the safe way to be wrong: the rule's index may name
+    /// another rule now, so its fingerprint must still be the one the request kept.
     pub fn check_edit(
         &self,
         asked: &Classified<'_>,
@@ -293,6 +300,18 @@ impl Policy {
             params: edited,
             annotations: asked.annotations,
         };
+        if let (Some(index), Some(kept)) = (asked.rule, asked.rule_fingerprint)
+            && self
+                .rules
+                .get(index)
+                .is_none_or(|rule| rule.fingerprint != kept)
+        {
+            return Err(format!(
+                "The policy has changed since this request was classified: its rules[{index}] \
+                 is not the rule that classified it, so an edit cannot be checked against it. \
+                 Approve or deny the request as it is, or deny it and have it asked again."
+            ));
+        }
         let class = self.classify_call(&call, Some(asked.tier));
         if class.action == TierAction::Deny {
             return Err(format!(

@@ -553,7 +553,7 @@ tier = "high"
 }
 
 /// How `params` of `tool` were classified under `policy`, as an approval keeps it.
-fn classified<'a>(policy: &Policy, tool: &'a str, params: &serde_json::Value) -> Classified<'a> {
+fn classified<'a>(policy: &'a Policy, tool: &'a str, params: &serde_json::Value) -> Classified<'a> {
     let class = policy.classify(tool, params, None);
     Classified {
         tool,
@@ -561,6 +561,10 @@ fn classified<'a>(policy: &Policy, tool: &'a str, params: &serde_json::Value) ->
         annotations: None,
         tier: class.tier,
         rule: class.rule,
+        rule_fingerprint: class
+            .rule
+            .and_then(|index| policy.rules.get(index))
+            .map(|rule| rule.fingerprint.as_str()),
         required_approvals: class.route.required_approvals,
     }
 }
@@ -580,21 +584,50 @@ fn an_edit_that_leaves_out_a_field_a_stricter_rule_needs_is_refused() {
     assert_eq!(policy.check_edit(&asked, &other), Ok(()));
 }
 
+/// The policy file changed after the request: a rule was put before the one that
+/// classified it, so its index now names another rule, which the edit would satisfy.
+#[test]
+fn an_edit_is_refused_when_the_requests_rule_index_names_another_rule_now() {
+    let staging = json!({"service": "api", "environment": "staging"});
+    let before = Policy::from_toml_str(STRICT_PROD).unwrap();
+    let asked = classified(&before, "deploy_api", &staging);
+    assert_eq!(asked.rule, Some(1));
+    let edited = json!({"service": "web", "environment": "staging"});
+    assert_eq!(before.check_edit(&asked, &edited), Ok(()));
+
+    let inserted = STRICT_PROD.replacen(
+        "[[rules]]",
+        "[[rules]]\ntools = [\"deploy_*\"]\nwhen = \"params.service == 'db'\"\n\
+         tier = \"high\"\n\n[[rules]]",
+        1,
+    );
+    let after = Policy::from_toml_str(&inserted).unwrap();
+    assert_eq!(after.classify("deploy_api", &edited, None).rule, Some(2));
+    let why = after.check_edit(&asked, &edited).unwrap_err();
+    assert!(why.starts_with("The policy has changed since"), "{why}");
+    assert!(why.contains("rules[1]"), "{why}");
+
+    // Comments and layout are no change; an approval without a fingerprint (kept
+    // before there were any) is checked by its index, as before.
+    let relaid = Policy::from_toml_str(&STRICT_PROD.replace("\n\n", "\n# a comment\n\n")).unwrap();
+    assert_eq!(relaid.check_edit(&asked, &edited), Ok(()));
+    let unmarked = Classified {
+        rule_fingerprint: None,
+        ..asked
+    };
+    assert!(
+        after.check_edit(&unmarked, &edited).is_err(),
+        "rules[2] now"
+    );
+}
+
 #[test]
 fn an_edit_that_makes_a_condition_fail_is_refused() {
     for high in ["require_approval", "deny"] {
         let policy = transfers(high);
         let asked = json!({"amount": 500});
-        let class = policy.classify("transfer_funds", &asked, None);
-        assert_eq!(class.tier, Tier::Medium);
-        let classified = Classified {
-            tool: "transfer_funds",
-            server: None,
-            annotations: None,
-            tier: class.tier,
-            rule: class.rule,
-            required_approvals: class.route.required_approvals,
-        };
+        let classified = classified(&policy, "transfer_funds", &asked);
+        assert_eq!(classified.tier, Tier::Medium);
         assert_eq!(
             policy.check_edit(&classified, &json!({"amount": 900})),
             Ok(())

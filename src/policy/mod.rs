@@ -294,6 +294,8 @@ pub struct Classification {
     /// whose condition failed to evaluate (it might have matched, and comes before
     /// any that did), else the matched rule; `None` if neither.
     pub rule: Option<usize>,
+    /// [`Classification::rule`]'s fingerprint (see `Rule::fingerprint`).
+    pub rule_fingerprint: Option<String>,
     /// What decided the tier, in words (`rules[2] (tools delete_*)`, `no rule
     /// matched`): a deny says it, so the requester knows which rule to look at. A
     /// condition that could not be evaluated is always said: `the condition of
@@ -343,6 +345,10 @@ impl Default for Tiers {
 /// One validated `[[rules]]` entry.
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
+    /// What the rule says, as a short digest of it as written: an approval keeps its
+    /// rule's, so that an edit is not checked against another rule that took its
+    /// place (its index) after the policy file changed.
+    pub(crate) fingerprint: String,
     /// The globs as written, for reports.
     pub(crate) tools: Vec<String>,
     pub(crate) matcher: GlobSet,

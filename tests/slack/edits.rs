@@ -28,6 +28,8 @@ async fn a_call_whose_condition_cannot_be_evaluated_needs_that_rules_approvers_a
         (unnamed.required_approvals, unnamed.routing.rule),
         (2, Some(1))
     );
+    // Kept with the rule's index: which rule that index named (see check_edit).
+    assert!(unnamed.routing.rule_fingerprint.is_some());
     app.run_jobs().await;
 
     app.click(&unnamed, "U0CAROL", "approve").await;
