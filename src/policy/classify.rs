@@ -262,6 +262,10 @@ impl Policy {
 #[path = "classify_tests.rs"]
 pub(crate) mod tests;
 
+#[cfg(test)]
+#[path = "classify_failed_tests.rs"]
+mod failed_tests;
+
 /// How a request was classified, as its approval keeps it: what an approver's edit of
 /// its parameters must stay within ([`Policy::check_edit`]).
 #[derive(Debug, Clone, Copy)]
