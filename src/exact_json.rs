@@ -60,6 +60,13 @@ pub fn parse(bytes: &[u8]) -> Result<Value, ExactError> {
 /// one: it refuses the 128th).
 pub const MAX_DEPTH: usize = 127;
 
+/// Levels of arrays and objects a call's parameters may nest: a request's sit in its
+/// body, one level below [`MAX_DEPTH`]. What signoff keeps wraps them once at most
+/// (an audit event's data: `{"parameters": …}`, an edit's `{"from": …, "to": …}`), so
+/// at this depth all of it reads back; parameters given on their own (an approver's
+/// edit) are held to it too ([`parse_parameters`]).
+pub const MAX_PARAMETERS_DEPTH: usize = MAX_DEPTH - 1;
+
 /// The well-formed JSON serde_json refuses as if it were malformed: a number beyond a
 /// 64-bit float's range and nesting past [`MAX_DEPTH`]. Neither can be kept, like an
 /// inexact number (422, not 400). serde_json names them only in its message.
@@ -72,17 +79,49 @@ fn beyond_limits(error: &serde_json::Error) -> Option<String> {
                 .into(),
         )
     } else if text.starts_with("recursion limit exceeded") {
-        Some(format!(
-            "the JSON is nested deeper than {MAX_DEPTH} levels of arrays and objects"
-        ))
+        Some(nested_deeper("the JSON is", MAX_DEPTH))
     } else {
         None
     }
 }
 
-/// Parses a string (the edit modal's text box).
+/// The refusal of what is nested past `levels`: `what_is`, as "the JSON is".
+fn nested_deeper(what_is: &str, levels: usize) -> String {
+    format!("{what_is} nested deeper than {levels} levels of arrays and objects")
+}
+
+/// Parses a string (a row another program stored).
 pub fn parse_str(text: &str) -> Result<Value, ExactError> {
     parse(text.as_bytes())
+}
+
+/// Parses parameters given on their own (the edit modal's text box) as [`parse`] does,
+/// and refuses them nested past [`MAX_PARAMETERS_DEPTH`]: an edit may not go one level
+/// deeper than a request could, or its audit event could not be read back.
+pub fn parse_parameters(text: &str) -> Result<Value, ExactError> {
+    let too_deep = || {
+        ExactError::Inexact(format!(
+            "{}, the most a request's may have",
+            nested_deeper("the parameters are", MAX_PARAMETERS_DEPTH)
+        ))
+    };
+    match parse(text.as_bytes()) {
+        Ok(value) if depth(&value) > MAX_PARAMETERS_DEPTH => Err(too_deep()),
+        Err(ExactError::Inexact(why)) if why == nested_deeper("the JSON is", MAX_DEPTH) => {
+            Err(too_deep())
+        }
+        read => read,
+    }
+}
+
+/// Levels of arrays and objects in `value`: `1` is `[]` or `{"a": 1}`, `0` a scalar.
+/// Recursion is safe: a parsed value is at most [`MAX_DEPTH`] deep.
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(fields) => 1 + fields.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// serde_json appends " at line L column C" to custom errors; keys are named already.
@@ -332,6 +371,20 @@ mod tests {
         assert!(parse_str(&nested(MAX_DEPTH)).is_ok());
         let why = inexact(&nested(MAX_DEPTH + 1));
         assert!(why.contains("nested deeper than 127 levels"), "{why}");
+        // Parameters on their own go one level less deep: a request's sit in its body.
+        let nested_object =
+            |levels: usize| format!("{}1{}", r#"{"a": "#.repeat(levels), "}".repeat(levels));
+        assert!(parse_parameters(&nested_object(MAX_PARAMETERS_DEPTH)).is_ok());
+        for levels in [MAX_DEPTH, MAX_DEPTH + 1, 200] {
+            let Err(ExactError::Inexact(why)) = parse_parameters(&nested_object(levels)) else {
+                panic!("{levels} levels of parameters were read");
+            };
+            assert_eq!(
+                why,
+                "the parameters are nested deeper than 126 levels of arrays and objects, \
+                 the most a request's may have"
+            );
+        }
         // Cut short at that depth it is still malformed.
         assert!(matches!(
             parse_str(&"[".repeat(10)),

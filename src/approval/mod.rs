@@ -170,6 +170,11 @@ pub struct Routing {
     pub approvers: Vec<Approver>,
     /// Index of the policy rule that matched, if any.
     pub rule: Option<usize>,
+    /// That rule's fingerprint (`policy::Rule::fingerprint`): after the policy file
+    /// changes, the index may name another rule. `None` when no rule matched, or on an
+    /// approval classified before fingerprints were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_fingerprint: Option<String>,
     pub remind_after_secs: Option<u64>,
     pub remind_every_secs: Option<u64>,
     pub escalate_after_secs: Option<u64>,

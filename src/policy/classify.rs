@@ -50,16 +50,19 @@ impl Policy {
     /// The first rule (in file order) whose globs match the tool (and the server,
     /// when the rule names servers) and whose `when`, if any, evaluates to `true`
     /// decides the policy tier and route; no match means `Medium` with the default
-    /// route. `requested` can only raise the tier. A `when` that errors does not
-    /// match and adds a note; as the rule might have matched, it raises the effective
-    /// tier to at least the rule's own tier (and at least `Medium`), and the call is
-    /// never auto-approved (it needs approval, unless its tier is denied). The route
-    /// stays the matched rule's (or the defaults').
+    /// route. `requested` can only raise the tier. A `when` that errors adds a note,
+    /// and as its rule might have matched, it is taken the fail-safe way on every
+    /// count: the first such rule decides the route and is the one recorded (it
+    /// comes before any rule that matched, so it would have won had its condition
+    /// held: its approvers and approval count must not be dodged by leaving a field
+    /// out); the effective tier is at least each such rule's tier (and at least
+    /// `Medium`) and at least the matched rule's; and the call is never auto-approved
+    /// (it needs approval, unless its tier is denied).
     pub fn classify_call(&self, call: &Call<'_>, requested: Option<Tier>) -> Classification {
         let mut notes = Vec::new();
-        // The rule whose failed condition raises the tier the most (the first of
-        // equals), and the tier it raises to.
-        let mut failed: Option<(usize, Tier)> = None;
+        // Each rule whose condition could not be evaluated, in file order, and the
+        // tier it raises the call to.
+        let mut failed: Vec<(usize, Tier)> = Vec::new();
         let mut matched = None;
 
         for (index, rule) in self.rules.iter().enumerate() {
@@ -77,17 +80,20 @@ impl Policy {
                             tool = ?call.tool,
                             condition = condition.source(),
                             %reason,
-                            "policy condition failed to evaluate; rule skipped"
+                            "policy condition failed to evaluate; the rule routes the call"
                         );
+                        let routes = if failed.is_empty() {
+                            "this rule routes the call (it might have matched), "
+                        } else {
+                            ""
+                        };
                         notes.push(format!(
                             "rules[{index}].when ({}) could not be evaluated: {reason}; \
-                             rule skipped, tier raised to at least {floor} (the rule's tier, \
+                             {routes}the tier is raised to at least {floor} (the rule's tier, \
                              at least medium) and the call is not auto-approved",
                             condition.source()
                         ));
-                        if failed.is_none_or(|(_, tier)| floor > tier) {
-                            failed = Some((index, floor));
-                        }
+                        failed.push((index, floor));
                         continue;
                     }
                 }
@@ -95,73 +101,126 @@ impl Policy {
             matched = Some(index);
             break;
         }
-        self.outcome(matched, requested, failed, notes)
+        self.outcome(matched, requested, &failed, notes)
     }
 
     /// The classification once the rules were tried: `matched`, the rule that
-    /// matched; `failed`, the rule whose condition could not be evaluated that
-    /// raises the tier the most, and that tier.
+    /// matched; `failed`, each rule whose condition could not be evaluated (all
+    /// before `matched`, in file order) and the tier it raises the call to.
     fn outcome(
         &self,
         matched: Option<usize>,
         requested: Option<Tier>,
-        failed: Option<(usize, Tier)>,
+        failed: &[(usize, Tier)],
         notes: Vec<String>,
     ) -> Classification {
-        let (policy_tier, route, decided) =
-            match matched.and_then(|i| self.rules.get(i).map(|r| (i, r))) {
-                Some((index, rule)) => (rule.tier, rule.route.clone(), rule.describe(index)),
-                // Fail-safe: an unlisted tool is neither waved through nor denied.
-                None => (
-                    Tier::Medium,
-                    self.defaults.clone(),
-                    "no rule matched".to_owned(),
-                ),
-            };
+        // Fail-safe: an unlisted tool is neither waved through nor denied.
+        let matched_tier = matched
+            .and_then(|index| self.rules.get(index))
+            .map_or(Tier::Medium, |rule| rule.tier);
+        let policy_tier = failed
+            .iter()
+            .map(|&(_, tier)| tier)
+            .fold(matched_tier, Tier::max);
+        // The first rule that might have matched comes before the one that did.
+        let decider = failed.first().map(|&(index, _)| index).or(matched);
+        let route = decider
+            .and_then(|index| self.rules.get(index))
+            .map_or_else(|| self.defaults.clone(), |rule| rule.route.clone());
         let requested = requested.unwrap_or(Tier::Low);
-        let tier = policy_tier
-            .max(requested)
-            .max(failed.map_or(Tier::Low, |(_, tier)| tier));
+        let tier = policy_tier.max(requested);
 
-        let mut action = self.tiers.action(tier);
-        if failed.is_some() && action == TierAction::AutoApprove {
+        // A higher tier can have a laxer action (`high = "auto_approve"`): the
+        // strictest action of every tier the call might be taken at stands, so that
+        // neither the caller's tier nor a failed condition makes review laxer.
+        let mut tiers = [tier, matched_tier]
+            .into_iter()
+            .chain(failed.iter().map(|&(_, floor)| floor));
+        let strictest = tiers
+            .clone()
+            .map(|tier| self.tiers.action(tier))
+            .fold(TierAction::AutoApprove, TierAction::stricter);
+        let mut why = self.why(matched, failed, requested, tier);
+        if strictest != self.tiers.action(tier)
+            && let Some(source) = tiers.find(|&t| self.tiers.action(t) == strictest)
+        {
+            why.push_str(&format!(
+                "; {source}'s action, {strictest}, is the stricter and stands"
+            ));
+        }
+        let mut action = strictest;
+        if !failed.is_empty() && action == TierAction::AutoApprove {
             // The policy could not tell what this call is: a person must look.
             action = TierAction::RequireApproval;
         }
-
-        // Plain when the rule (or its absence) decided the tier; else what raised it.
-        let why = if tier == policy_tier {
-            decided
-        } else {
-            let mut causes = Vec::new();
-            if requested == tier {
-                causes.push("by the caller's request".to_owned());
-            }
-            if let Some((index, raised)) = failed
-                && raised == tier
-                && let Some(rule) = self.rules.get(index)
-            {
-                causes.push(format!(
-                    "because the condition of {} could not be evaluated",
-                    rule.describe(index)
-                ));
-            }
-            let decided = match matched {
-                Some(_) => format!("{decided} sets {policy_tier}"),
-                None => format!("{decided} ({policy_tier})"),
-            };
-            format!("{decided}, raised to {tier} {}", causes.join(" and "))
-        };
 
         Classification {
             tier,
             policy_tier,
             action,
-            rule: matched,
+            rule: decider,
+            rule_fingerprint: decider
+                .and_then(|index| self.rules.get(index))
+                .map(|rule| rule.fingerprint.clone()),
             why,
             route,
             notes,
         }
+    }
+
+    /// [`Classification::why`]: the rule that applies (or none), and what raised the
+    /// tier above that rule's own.
+    fn why(
+        &self,
+        matched: Option<usize>,
+        failed: &[(usize, Tier)],
+        requested: Tier,
+        tier: Tier,
+    ) -> String {
+        let rule_at = |index: usize| self.rules.get(index).map(|rule| rule.describe(index));
+        let matched = matched.and_then(|index| {
+            let rule = self.rules.get(index)?;
+            Some((rule.describe(index), rule.tier))
+        });
+        let (decided, own_tier) = match (failed.first(), &matched) {
+            (Some(&(index, floor)), _) => (
+                format!(
+                    "the condition of {} could not be evaluated, so that rule applies",
+                    rule_at(index).unwrap_or_default()
+                ),
+                floor,
+            ),
+            (None, Some((rule, rule_tier))) => (rule.clone(), *rule_tier),
+            (None, None) => ("no rule matched".to_owned(), Tier::Medium),
+        };
+        // A matched rule's name says it all; otherwise the tier goes with it.
+        let plain = failed.is_empty() && matched.is_some();
+        if tier == own_tier {
+            return if failed.is_empty() {
+                decided
+            } else {
+                format!("{decided} ({tier})")
+            };
+        }
+        let mut causes = Vec::new();
+        if requested == tier {
+            causes.push("by the caller's request".to_owned());
+        }
+        if let Some(&(index, _)) = failed.iter().skip(1).find(|&&(_, raised)| raised == tier) {
+            causes.push(format!(
+                "because the condition of {} could not be evaluated",
+                rule_at(index).unwrap_or_default()
+            ));
+        }
+        if let Some((rule, _)) = matched.filter(|&(_, rule_tier)| rule_tier == tier && !plain) {
+            causes.push(format!("because {rule} matched"));
+        }
+        let decided = if plain {
+            format!("{decided} sets {own_tier}")
+        } else {
+            format!("{decided} ({own_tier})")
+        };
+        format!("{decided}, raised to {tier} {}", causes.join(" and "))
     }
 
     /// `Some` when every call of `tool` on `server` is denied, whatever its
@@ -203,6 +262,10 @@ impl Policy {
 #[path = "classify_tests.rs"]
 pub(crate) mod tests;
 
+#[cfg(test)]
+#[path = "classify_failed_tests.rs"]
+mod failed_tests;
+
 /// How a request was classified, as its approval keeps it: what an approver's edit of
 /// its parameters must stay within ([`Policy::check_edit`]).
 #[derive(Debug, Clone, Copy)]
@@ -215,6 +278,9 @@ pub struct Classified<'a> {
     pub tier: Tier,
     /// The rule that matched the request; `None`: none did (the defaults).
     pub rule: Option<usize>,
+    /// That rule's fingerprint as the request was classified; `None` for an approval
+    /// from before fingerprints were kept.
+    pub rule_fingerprint: Option<&'a str>,
     pub required_approvals: u32,
 }
 
@@ -225,7 +291,8 @@ impl Policy {
     /// Otherwise the edit would run a call the policy denies, or one it sends to other
     /// people, or to more of them, with this request's weaker review. `Err`: why, for
     /// the editor. A policy changed since the request (its rules renumbered, say) also
-    /// refuses an edit, which is the safe way to be wrong.
+    /// refuses an edit, which is the safe way to be wrong: the rule's index may name
+    /// another rule now, so its fingerprint must still be the one the request kept.
     pub fn check_edit(
         &self,
         asked: &Classified<'_>,
@@ -237,6 +304,18 @@ impl Policy {
             params: edited,
             annotations: asked.annotations,
         };
+        if let (Some(index), Some(kept)) = (asked.rule, asked.rule_fingerprint)
+            && self
+                .rules
+                .get(index)
+                .is_none_or(|rule| rule.fingerprint != kept)
+        {
+            return Err(format!(
+                "The policy has changed since this request was classified: its rules[{index}] \
+                 is not the rule that classified it, so an edit cannot be checked against it. \
+                 Approve or deny the request as it is, or deny it and have it asked again."
+            ));
+        }
         let class = self.classify_call(&call, Some(asked.tier));
         if class.action == TierAction::Deny {
             return Err(format!(
@@ -248,17 +327,26 @@ impl Policy {
         let stricter = class.tier > asked.tier
             || class.route.required_approvals.max(1) > asked.required_approvals;
         if class.rule != asked.rule || stricter {
-            let first = match asked.rule.and_then(|i| self.rules.get(i).map(|r| (i, r))) {
+            let named = |rule: Option<usize>| match rule.and_then(|i| Some((i, self.rules.get(i)?)))
+            {
                 Some((index, rule)) => rule.describe(index),
                 None => "no rule matched".to_owned(),
             };
+            let now = named(class.rule);
+            // The why when it says more than the rule's name: a failed condition, say.
+            let because = if class.why == now {
+                String::new()
+            } else {
+                format!("; {}", class.why)
+            };
             return Err(format!(
-                "With these parameters the call is classified by {} (risk tier {}, {} approvals), \
-                 not as this request was ({first}, risk tier {}, {} approvals): it needs a \
-                 request of its own. Edit it differently, or deny this one.",
-                class.why,
+                "With these parameters the call is classified by {now} (risk tier {}, {} \
+                 approvals{because}), not as this request was ({}, risk tier {}, {} \
+                 approvals): it needs a request of its own. Edit it differently, or deny \
+                 this one.",
                 class.tier,
                 class.route.required_approvals.max(1),
+                named(asked.rule),
                 asked.tier,
                 asked.required_approvals
             ));

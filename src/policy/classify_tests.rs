@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::policy::{Call, Classification, Classified, Policy, Tier, TierAction};
+use crate::policy::{Call, Classification, Policy, Tier, TierAction};
 
 /// The example from the design document, verbatim.
 pub(crate) const DESIGN_EXAMPLE: &str = r#"
@@ -303,139 +303,54 @@ fn requested_tier_raises_but_never_lowers() {
     assert_eq!(same.tier, Tier::Low);
 }
 
+/// `[tiers]` where a higher tier has a laxer action: the caller's tier, or a failed
+/// condition's, can add review but never take it away.
 #[test]
-fn condition_error_skips_the_rule_raises_to_its_tier_and_leaves_a_note() {
-    let text = r#"
-[[rules]]
-tools = ["send_email"]
-when = "size(params.recipients) > 100"
-tier = "high"
-[[rules]]
-tools = ["send_*"]
-tier = "low"
-"#;
-    let policy = Policy::from_toml_str(text).unwrap();
-    let c = policy.classify("send_email", &json!({"subject": "hi"}), None);
-    // The low rule matched, but the failed condition might have matched: its tier.
+fn a_raised_tier_never_makes_the_action_laxer() {
+    let policy = Policy::from_toml_str(
+        "[tiers]\nlow = \"require_approval\"\nmedium = \"deny\"\nhigh = \"auto_approve\"\n\
+         [[rules]]\ntools = [\"deploy_*\"]\ntier = \"low\"\n\
+         [[rules]]\ntools = [\"send\"]\nwhen = \"params.n > 1\"\ntier = \"high\"\n",
+    )
+    .unwrap();
+    let deploy = policy.classify("deploy_api", &json!({}), Some(Tier::High));
     assert_eq!(
-        (c.rule, c.policy_tier, c.tier),
-        (Some(1), Tier::Low, Tier::High)
+        (deploy.tier, deploy.policy_tier, deploy.action),
+        (Tier::High, Tier::Low, TierAction::RequireApproval)
     );
-    assert_eq!(c.action, TierAction::RequireApproval);
-    assert_eq!(c.notes.len(), 1);
-    assert!(c.notes[0].contains("rules[0].when"), "{}", c.notes[0]);
-    assert!(c.notes[0].contains("recipients"), "{}", c.notes[0]);
-    assert!(c.notes[0].contains("at least high"), "{}", c.notes[0]);
     assert_eq!(
-        c.why,
-        "rules[1] (tools send_*) sets low, raised to high because the condition of \
-         rules[0] (tools send_email) could not be evaluated"
+        deploy.why,
+        "rules[0] (tools deploy_*) sets low, raised to high by the caller's request; low's \
+         action, require_approval, is the stricter and stands"
     );
-
-    let wrong_type = policy.classify("send_email", &json!({"recipients": 5}), None);
-    assert_eq!(wrong_type.tier, Tier::High);
-    assert_eq!(wrong_type.notes.len(), 1);
-}
-
-/// A transfer rule as an operator writes it, under `[tiers]` where `medium` and `low`
-/// need nobody: a string amount must not dodge the rule into an auto-approval.
-fn transfers(high: &str) -> Policy {
-    Policy::from_toml_str(&format!(
-        "[tiers]\nlow = \"auto_approve\"\nmedium = \"auto_approve\"\nhigh = \"{high}\"\n\
-         [[rules]]\ntools = [\"transfer_funds\"]\nwhen = \"params.amount > 1000\"\n\
-         tier = \"high\"\n"
-    ))
-    .unwrap()
+    let unknown = policy.classify("drop_table", &json!({}), Some(Tier::High));
+    assert_eq!(
+        (unknown.tier, unknown.action),
+        (Tier::High, TierAction::Deny)
+    );
+    // Had the condition held, high; had it not, no rule: medium, which is denied.
+    let failed = policy.classify("send", &json!({}), None);
+    assert_eq!((failed.tier, failed.action), (Tier::High, TierAction::Deny));
+    // Asked as they are, or raised to a stricter tier, the tier's own action.
+    let asked = policy.classify("deploy_api", &json!({}), None);
+    assert_eq!(asked.action, TierAction::RequireApproval);
+    let raised = policy.classify("deploy_api", &json!({}), Some(Tier::Medium));
+    assert_eq!(raised.action, TierAction::Deny);
+    let held = policy.classify("send", &json!({"n": 2}), None);
+    assert_eq!(held.action, TierAction::AutoApprove);
 }
 
 #[test]
-fn a_condition_that_fails_raises_to_the_rules_tier_and_never_auto_approves() {
-    let policy = transfers("require_approval");
-    let small = policy.classify("transfer_funds", &json!({"amount": 10}), None);
-    assert_eq!(
-        (small.tier, small.action, small.rule),
-        (Tier::Medium, TierAction::AutoApprove, None)
-    );
-    let large = policy.classify("transfer_funds", &json!({"amount": 5000}), None);
-    assert_eq!(
-        (large.tier, large.action, large.rule),
-        (Tier::High, TierAction::RequireApproval, Some(0))
-    );
-    for dodge in [
-        json!({"amount": "5000"}),
-        json!({}),
-        json!({"amount": null}),
-    ] {
-        let c = policy.classify("transfer_funds", &dodge, None);
-        assert_eq!(
-            (c.tier, c.policy_tier, c.action, c.rule),
-            (Tier::High, Tier::Medium, TierAction::RequireApproval, None),
-            "{dodge}"
-        );
-        assert_eq!(c.notes.len(), 1, "{dodge}");
-        assert_eq!(
-            c.why,
-            "no rule matched (medium), raised to high because the condition of \
-             rules[0] (tools transfer_funds) could not be evaluated"
-        );
-    }
-
-    // A deny tier stays a deny: the failed condition does not turn it into a request.
-    let denying = transfers("deny");
-    let c = denying.classify("transfer_funds", &json!({"amount": "5000"}), None);
-    assert_eq!((c.tier, c.action), (Tier::High, TierAction::Deny));
-
-    // Even when every tier auto-approves, a failed condition asks a person.
-    let lax = transfers("auto_approve");
-    let c = lax.classify("transfer_funds", &json!({"amount": "5000"}), None);
-    assert_eq!(
-        (c.tier, c.action),
-        (Tier::High, TierAction::RequireApproval)
-    );
-    let c = lax.classify("transfer_funds", &json!({"amount": 5000}), None);
-    assert_eq!(
-        c.action,
+fn the_stricter_action_is_deny_then_require_approval_then_auto_approve() {
+    let [auto, ask, deny] = [
         TierAction::AutoApprove,
-        "evaluated: as configured"
-    );
-}
-
-#[test]
-fn a_failed_low_rule_still_raises_to_medium() {
-    let text = "[tiers]\nmedium = \"auto_approve\"\n\
-                [[rules]]\ntools = [\"t\"]\nwhen = \"params.n > 1\"\ntier = \"low\"\n";
-    let c = Policy::from_toml_str(text)
-        .unwrap()
-        .classify("t", &json!({"n": "x"}), None);
-    assert_eq!((c.tier, c.rule), (Tier::Medium, None));
-    assert_eq!(c.action, TierAction::RequireApproval);
-    assert_eq!(c.why, "no rule matched", "the tier is the policy's own");
-}
-
-#[test]
-fn an_edit_that_makes_a_condition_fail_is_refused() {
-    for high in ["require_approval", "deny"] {
-        let policy = transfers(high);
-        let asked = json!({"amount": 500});
-        let class = policy.classify("transfer_funds", &asked, None);
-        assert_eq!(class.tier, Tier::Medium);
-        let classified = Classified {
-            tool: "transfer_funds",
-            server: None,
-            annotations: None,
-            tier: class.tier,
-            rule: class.rule,
-            required_approvals: class.route.required_approvals,
-        };
-        assert_eq!(
-            policy.check_edit(&classified, &json!({"amount": 900})),
-            Ok(())
-        );
-        for edited in [json!({"amount": "5000"}), json!({"amount": 5000})] {
-            let why = policy.check_edit(&classified, &edited).unwrap_err();
-            assert!(why.contains("risk tier high"), "{high}: {edited}: {why}");
-        }
+        TierAction::RequireApproval,
+        TierAction::Deny,
+    ];
+    for (a, b, stricter) in [(auto, ask, ask), (ask, deny, deny), (auto, deny, deny)] {
+        assert_eq!((a.stricter(b), b.stricter(a)), (stricter, stricter));
     }
+    assert_eq!(auto.stricter(auto), auto);
 }
 
 #[test]
@@ -453,22 +368,12 @@ fn the_why_says_when_the_caller_raised_the_tier() {
     );
     let plain = policy.classify("search_orders", &json!({}), Some(Tier::Low));
     assert_eq!(plain.why, "rules[0] (tools search_*, get_*, list_*)");
-    let both = policy.classify("send_email", &json!({}), Some(Tier::High));
+    let failed = policy.classify("send_email", &json!({}), Some(Tier::High));
     assert_eq!(
-        both.why,
-        "no rule matched (medium), raised to high by the caller's request and because \
-         the condition of rules[1] (tools send_email) could not be evaluated"
+        failed.why,
+        "the condition of rules[1] (tools send_email) could not be evaluated, so that rule \
+         applies (high)"
     );
-}
-
-#[test]
-fn non_bool_condition_counts_as_an_error() {
-    let text = "[[rules]]\ntools = [\"t\"]\nwhen = \"params.n\"\ntier = \"low\"";
-    let c = Policy::from_toml_str(text)
-        .unwrap()
-        .classify("t", &json!({"n": 1}), None);
-    assert_eq!((c.rule, c.tier), (None, Tier::Medium));
-    assert!(c.notes[0].contains("instead of bool"), "{}", c.notes[0]);
 }
 
 #[test]

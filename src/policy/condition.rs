@@ -58,8 +58,11 @@ impl fmt::Debug for Condition {
 }
 
 impl Condition {
-    /// Compiles `source`, returning a one-line reason on failure (syntax
-    /// error, or a reference to a variable other than `params`/`tool`).
+    /// Compiles `source`, returning a one-line reason on failure: a syntax error, a
+    /// reference to a variable other than `params`, `tool`, `server` and
+    /// `annotations`, or a call of a function the environment does not declare. The
+    /// last two would fail on every call, which the classification takes as "might
+    /// have matched": a typo would put every call before people, never the ones meant.
     pub fn compile(source: &str) -> Result<Condition, String> {
         if source.trim().is_empty() {
             return Err("condition is empty".to_string());
@@ -93,6 +96,21 @@ impl Condition {
         if !unknown.is_empty() {
             return Err(format!(
                 "unknown variable {}; only `params`, `tool`, `server` and `annotations` are available",
+                unknown.join(", ")
+            ));
+        }
+        let mut called = BTreeSet::new();
+        functions_called(program.expression(), &mut called);
+        let unknown: Vec<String> = called
+            .into_iter()
+            .filter(|name| !declared(name))
+            .map(|name| format!("`{name}`"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "unknown function {}; conditions have CEL's standard functions (such as \
+                 size, contains, startsWith, endsWith, matches, int, string) and macros \
+                 (has, all, exists, exists_one, map, filter), but not timestamp or duration",
                 unknown.join(", ")
             ));
         }
@@ -171,6 +189,74 @@ fn free_variables<'e>(expr: &'e IdedExpr, bound: &mut Vec<&'e str>, out: &mut BT
             bound.truncate(depth);
         }
     }
+}
+
+/// Collects the names of the functions `expr` calls, globally (`size(x)`) or as members
+/// (`x.startsWith(y)`). Operators are calls too, named with symbols (`_&&_`, `@in`),
+/// which the interpreter handles itself: they are left out. So are macros, which the
+/// parser has expanded already (unless called wrongly, as `xs.all(true)`: then they are
+/// plain calls of functions nobody declares, and refused as such).
+fn functions_called(expr: &IdedExpr, out: &mut BTreeSet<String>) {
+    let inner: Vec<&IdedExpr> = match &expr.expr {
+        Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) => Vec::new(),
+        Expr::Call(call) => {
+            let named = call
+                .func_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            if named && !call.func_name.is_empty() {
+                out.insert(call.func_name.clone());
+            }
+            call.target
+                .iter()
+                .map(AsRef::as_ref)
+                .chain(&call.args)
+                .collect()
+        }
+        Expr::Select(select) => vec![&select.operand],
+        Expr::List(list) => list.elements.iter().collect(),
+        Expr::Map(map) => {
+            map.entries.iter().for_each(|entry| entry_calls(entry, out));
+            Vec::new()
+        }
+        Expr::Struct(structure) => {
+            structure
+                .entries
+                .iter()
+                .for_each(|entry| entry_calls(entry, out));
+            Vec::new()
+        }
+        Expr::Comprehension(comp) => vec![
+            &comp.iter_range,
+            &comp.accu_init,
+            &comp.loop_cond,
+            &comp.loop_step,
+            &comp.result,
+        ],
+    };
+    for expr in inner {
+        functions_called(expr, out);
+    }
+}
+
+/// [`functions_called`] for a map or struct literal entry.
+fn entry_calls(entry: &cel::common::ast::IdedEntryExpr, out: &mut BTreeSet<String>) {
+    match &entry.expr {
+        EntryExpr::StructField(field) => functions_called(&field.value, out),
+        EntryExpr::MapEntry(pair) => {
+            functions_called(&pair.key, out);
+            functions_called(&pair.value, out);
+        }
+    }
+}
+
+/// Whether the environment declares `name`, as a function or a member function. The
+/// crate answers this publicly only by refusing a context function that an overload
+/// would shadow (see `cel::Context::add_function`), so that is asked: the answer
+/// follows what the crate registers with the features enabled, not a list kept here.
+fn declared(name: &str) -> bool {
+    let mut probe = Context::with_env(Arc::clone(env()));
+    probe.add_function(name, |a: i64| a).is_err()
 }
 
 /// [`free_variables`] for map and struct literal entries.
@@ -340,6 +426,46 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn regular_expressions_match_with_matches() {
+        let params = json!({"b": "release-1"});
+        assert_eq!(eval("params.b.matches('^r')", params.clone()), Ok(true));
+        assert_eq!(eval("params.b.matches('^x')", params.clone()), Ok(false));
+        assert_eq!(eval("matches(params.b, '[0-9]$')", params), Ok(true));
+    }
+
+    #[test]
+    fn standard_functions_conversions_and_macros_compile() {
+        for source in [
+            "size(params.xs) > 0 && params.xs.size() > 0",
+            "params.s.contains('a') || params.s.startsWith('a') || params.s.endsWith('a')",
+            "int(params.n) + 1 > 0 && uint(1) > uint(0) && double(params.n) > 0.5",
+            "string(params.n) == '1' && type(params.n) == int && dyn(params.n) == 1",
+            "bool(true) && bytes('a') == b'a'",
+            "params.xs.exists_one(x, x == 1) && params.xs.filter(x, x > 0) == [1]",
+            "params.xs.map(x, x * 2) == [2] && params.xs.all(x, x in [1])",
+            "has(params.s) ? params.s.size() == 1 : false",
+        ] {
+            if let Err(error) = Condition::compile(source) {
+                panic!("{source}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_functions_are_reported_at_compile_time() {
+        let err = Condition::compile("params.b.startWith('r')").unwrap_err();
+        assert!(err.starts_with("unknown function `startWith`"), "{err}");
+        let err = Condition::compile("sise(params.xs) > 1 || lenght(params.s) > 2").unwrap_err();
+        assert!(err.contains("`lenght`, `sise`"), "{err}");
+        // A macro called wrongly is no macro, and no function either.
+        let err = Condition::compile("params.xs.all(true)").unwrap_err();
+        assert!(err.contains("`all`"), "{err}");
+        let err = Condition::compile("timestamp(params.at) > timestamp('2024-01-01T00:00:00Z')")
+            .unwrap_err();
+        assert!(err.contains("`timestamp`"), "{err}");
     }
 
     #[test]

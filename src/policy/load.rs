@@ -3,7 +3,8 @@
 //! ranges) is checked here, so a bad file fails at startup, not mid-request.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::policy::condition::Condition;
 use crate::policy::error::PolicyError;
@@ -22,7 +23,8 @@ struct RawTiers {
 
 /// One `[[rules]]` entry. The route keys are repeated rather than
 /// `#[serde(flatten)]`ed because serde ignores `deny_unknown_fields` there.
-#[derive(Debug, Deserialize)]
+/// Serialized (as JSON) only for its [`Rule::fingerprint`].
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
     tools: Vec<String>,
@@ -157,6 +159,7 @@ fn build_rule(index: usize, raw: &RawRule, defaults: &Route) -> Result<Rule, Pol
     route.summary_template = raw.summary.clone();
 
     Ok(Rule {
+        fingerprint: fingerprint(raw),
         tools: raw.tools.clone(),
         matcher,
         servers: raw.servers.clone().unwrap_or_default(),
@@ -165,6 +168,19 @@ fn build_rule(index: usize, raw: &RawRule, defaults: &Route) -> Result<Rule, Pol
         tier: raw.tier,
         route,
     })
+}
+
+/// [`Rule::fingerprint`]: the first 16 hex digits of the SHA-256 of the rule as
+/// written, as JSON (its keys in a fixed order, so TOML's layout and comments play no
+/// part).
+fn fingerprint(raw: &RawRule) -> String {
+    let written = serde_json::to_string(raw).unwrap_or_default();
+    let digest = Sha256::digest(written.as_bytes());
+    digest
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// The globs of one key (`tools` or `servers`) as one set matching whole names. `*`
@@ -295,6 +311,12 @@ mod tests {
             msg.contains("rules[0].when: unknown variable `parms`"),
             "{msg}"
         );
+        let msg = error(&rule("when = \"params.x.startWith('a')\""));
+        assert!(
+            msg.starts_with("invalid policy: rules[0].when: unknown function `startWith`"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
     }
 
     #[test]

@@ -32,9 +32,12 @@
 //! ```
 //!
 //! Fail-safe rules: a tool no rule matches is `medium`; a `when` that fails
-//! to evaluate skips its rule, raises the result to at least that rule's tier
-//! (and at least `medium`), and keeps the call from being auto-approved;
-//! a requested tier can raise the policy's tier but never lower it.
+//! to evaluate counts as if its rule might have matched: the first such rule
+//! routes the call (its approvers, approval count and channel), the result is
+//! raised to at least that rule's tier (and at least `medium`), and the call is
+//! never auto-approved; a requested tier can raise the policy's tier but never
+//! lower it, nor make its action laxer (under `[tiers]` where a higher tier has a
+//! laxer action, the stricter action stands).
 //!
 //! Errors name their location: TOML problems as "line L, column C", semantic
 //! ones by field path. Rule indexes are **0-based** everywhere (`rules[0]` is
@@ -156,6 +159,25 @@ impl TierAction {
     }
 }
 
+impl TierAction {
+    /// The stricter of two actions: `Deny`, then `RequireApproval`, then `AutoApprove`.
+    /// `[tiers]` need not be ordered (`high = "auto_approve"` is allowed), so a higher
+    /// tier can have a laxer action; where a call could be taken at either, this one
+    /// stands.
+    pub fn stricter(self, other: TierAction) -> TierAction {
+        let rank = |action: TierAction| match action {
+            TierAction::AutoApprove => 0,
+            TierAction::RequireApproval => 1,
+            TierAction::Deny => 2,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 impl fmt::Display for TierAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -256,23 +278,30 @@ impl<'a> Call<'a> {
 /// The outcome of classifying one tool call.
 #[derive(Debug, Clone)]
 pub struct Classification {
-    /// Effective tier: max of the policy tier and the requested tier, raised to
+    /// Effective tier: max of the policy tier and the requested tier.
+    pub tier: Tier,
+    /// What the policy alone said: the matched rule's tier (or `Medium`), raised to
     /// at least the tier of each rule whose condition failed to evaluate (and at
     /// least `Medium` then).
-    pub tier: Tier,
-    /// What the policy alone said (the matched rule's tier, or `Medium`).
     pub policy_tier: Tier,
-    /// The action configured for the effective `tier`, except that a call whose
-    /// classification met a condition that failed to evaluate is never
-    /// auto-approved: `RequireApproval` instead.
+    /// The action configured for the effective `tier`, unless the policy's own tier
+    /// (or the matched rule's, or that of a rule whose condition failed to evaluate)
+    /// has a stricter one, which stands: the caller's tier only ever adds review.
+    /// And a call whose classification met a condition that failed to evaluate is
+    /// never auto-approved: `RequireApproval` instead.
     pub action: TierAction,
-    /// 0-based index of the matched rule; `None` if no rule matched.
+    /// 0-based index of the rule that applies, whose route this is: the first rule
+    /// whose condition failed to evaluate (it might have matched, and comes before
+    /// any that did), else the matched rule; `None` if neither.
     pub rule: Option<usize>,
+    /// [`Classification::rule`]'s fingerprint (see `Rule::fingerprint`).
+    pub rule_fingerprint: Option<String>,
     /// What decided the tier, in words (`rules[2] (tools delete_*)`, `no rule
-    /// matched`): a deny says it, so the requester knows which rule to look at.
-    /// When the tier is above the policy's, it says what raised it: `rules[0] (tools
-    /// search_*) sets low, raised to high by the caller's request`, or `… because the
-    /// condition of rules[1] (tools transfer_funds) could not be evaluated`.
+    /// matched`): a deny says it, so the requester knows which rule to look at. A
+    /// condition that could not be evaluated is always said: `the condition of
+    /// rules[1] (tools transfer_funds) could not be evaluated, so that rule applies
+    /// (high)`. When the tier is above that rule's, it says what raised it: `rules[0]
+    /// (tools search_*) sets low, raised to high by the caller's request`.
     pub why: String,
     /// Routing and timing for the approval.
     pub route: Route,
@@ -316,6 +345,10 @@ impl Default for Tiers {
 /// One validated `[[rules]]` entry.
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
+    /// What the rule says, as a short digest of it as written: an approval keeps its
+    /// rule's, so that an edit is not checked against another rule that took its
+    /// place (its index) after the policy file changed.
+    pub(crate) fingerprint: String,
     /// The globs as written, for reports.
     pub(crate) tools: Vec<String>,
     pub(crate) matcher: GlobSet,

@@ -191,8 +191,9 @@ pub(super) fn modal_intro(a: &Approval, note: &str) -> Value {
 /// Parses the text submitted from [`edit_modal`]. The error is what the person reads
 /// under the input (see [`modal_errors`]).
 pub fn parse_edited_parameters(text: &str) -> Result<Value, String> {
-    // Read exactly, as the API reads requests: no key twice, no number rounded.
-    let value: Value = exact_json::parse_str(text.trim()).map_err(|err| {
+    // Read exactly, as the API reads requests: no key twice, no number rounded, no
+    // deeper than a request's parameters.
+    let value: Value = exact_json::parse_parameters(text.trim()).map_err(|err| {
         let mut message = match err {
             ExactError::Syntax(why) => format!("Not valid JSON: {why}"),
             ExactError::Inexact(why) => why,

@@ -20,3 +20,4 @@ mod requests;
 mod revocation;
 mod shared_rows;
 mod spend;
+mod tiers;

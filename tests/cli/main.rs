@@ -381,10 +381,9 @@ fn policy_check_classifies_a_call_to_a_named_mcp_server() {
         assert!(line(other).contains("rule=none"), "{report}");
     }
     // The rule's own sample call names a server its globs match; without a `repo`
-    // its condition cannot be evaluated, so the call takes the rule's tier, denied.
+    // its condition cannot be evaluated, so the call takes the rule, at its tier, denied.
     assert!(
-        line("githubexample/delete_example")
-            .contains("tier=high (policy medium) action=deny rule=none"),
+        line("githubexample/delete_example").contains("tier=high action=deny rule=rules[0]"),
         "{report}"
     );
 
@@ -439,6 +438,20 @@ fn invalid_policies_and_config_are_one_line_errors() {
             "sqlite://unused.db",
         ),
         "line",
+    );
+    // A misspelt function would fail on every call: refused, naming the rule.
+    let misspelt = dir.path().join("misspelt.toml");
+    std::fs::write(
+        &misspelt,
+        "[[rules]]\ntools = [\"deploy_*\"]\nwhen = \"params.env.startWith('prod')\"\ntier = \"high\"\n",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &signoff(
+            &["policy", "check", misspelt.to_str().unwrap()],
+            "sqlite://unused.db",
+        ),
+        "rules[0].when: unknown function `startWith`",
     );
     assert_one_line_error(
         &signoff(

@@ -406,7 +406,7 @@ async fn edit_and_approve_validates_the_json_and_runs_only_the_edited_parameters
 /// A policy whose rules an edit could cross: a denied bulk send, prod deploys that
 /// need two named approvers, other deploys, and purges classified by the tool's
 /// annotations.
-const EDIT_POLICY: &str = r#"
+pub(crate) const EDIT_POLICY: &str = r#"
 [defaults]
 channel = "C0APPROVALS"
 expires_after = "1h"

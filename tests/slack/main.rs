@@ -5,6 +5,7 @@ mod batching;
 mod commands;
 #[path = "../common/mod.rs"]
 mod common;
+mod edits;
 mod fatigue;
 mod fuzz;
 mod helpers;

@@ -21,6 +21,7 @@ fn pending() -> Approval {
         policy_tier: Tier::Medium,
         action: TierAction::RequireApproval,
         rule: None,
+        rule_fingerprint: None,
         why: "no rule matched".into(),
         route: Route {
             channel: Some("C0APPROVALS".into()),

@@ -87,6 +87,7 @@ fn routing_of(class: &Classification) -> Routing {
         channel: route.channel.clone(),
         approvers: route.approvers.clone(),
         rule: class.rule,
+        rule_fingerprint: class.rule_fingerprint.clone(),
         remind_after_secs: route.remind_after.map(|d| d.as_secs()),
         remind_every_secs: route.remind_every.map(|d| d.as_secs()),
         escalate_after_secs: route.escalate_after.map(|d| d.as_secs()),

@@ -21,6 +21,7 @@ fn class(action: TierAction, required: u32) -> Classification {
         policy_tier: Tier::Medium,
         action,
         rule: None,
+        rule_fingerprint: None,
         why: "no rule matched".into(),
         route: Route {
             channel: Some("C0APPROVALS".into()),

@@ -353,6 +353,7 @@ fn classified(approval: &Approval) -> Classified<'_> {
         annotations: approval.routing.annotations.as_ref(),
         tier: approval.risk_tier,
         rule: approval.routing.rule,
+        rule_fingerprint: approval.routing.rule_fingerprint.as_deref(),
         required_approvals: approval.required_approvals,
     }
 }
