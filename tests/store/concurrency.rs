@@ -603,3 +603,75 @@ async fn an_operation_the_database_refuses_fails_alone_and_the_writer_goes_on(db
     assert_eq!(after.status, Status::Approved);
     assert_one_audit_chain(&store).await;
 }
+
+/// On PostgreSQL, another writer (a replica, `signoff decide`) commits a vote while
+/// this one's read of the approval waits for its lock: the read gets the newest row,
+/// and is read again so that its votes are as new (the first read's votes were from
+/// before that vote, and two approvals of two needed stayed pending). Likewise an edit
+/// that cleared the approve votes before it is not undone.
+#[tokio::test]
+async fn a_vote_committed_while_the_writer_waits_for_the_lock_is_counted_on_postgres() {
+    let Some(db) = crate::common::postgres("vote_while_waiting").await else {
+        return;
+    };
+    let (store, clock) = open(&db).await;
+    let approval = create_needing(&store, &clock, "deploy_api", json!({}), 2).await;
+    let writer = db.as_signoff_writer();
+    let mut other = <sqlx::PgConnection as sqlx::Connection>::connect(&writer.url)
+        .await
+        .unwrap();
+    // The other writer's vote, its transaction open and the row locked.
+    let id = approval.id.to_string();
+    for sql in [
+        "BEGIN".to_owned(),
+        format!(
+            "INSERT INTO votes (approval_id, user_id, decision, at) \
+             VALUES ('{id}', 'U2', 'approve', now())"
+        ),
+        format!("UPDATE pending_approvals SET version = version + 1 WHERE id = '{id}'"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut other)
+            .await
+            .unwrap();
+    }
+    let voting = {
+        let (store, now) = (store.clone(), clock.now());
+        tokio::spawn(async move { vote_at(&store, now, approval.id, "U1").await })
+    };
+    // Until the vote's read waits for the lock the other transaction holds.
+    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                   AND query LIKE '%FOR UPDATE%'";
+    let started = std::time::Instant::now();
+    while crate::common::raw_count(&db, waiting).await != 1 {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the vote waits for the lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let after = voting.await.unwrap().expect("the vote is taken");
+    let mut users: Vec<&str> = after.votes.iter().map(|v| v.user.as_str()).collect();
+    users.sort_unstable();
+    assert_eq!(users, ["U1", "U2"], "both votes counted");
+    assert_eq!(after.status, Status::Approved, "two of two");
+    let stored = store.get(approval.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.votes.len()), (Status::Approved, 2));
+}
+
+/// U1's approving vote on `id` at `now`.
+async fn vote_at(
+    store: &Store,
+    now: chrono::DateTime<chrono::Utc>,
+    id: signoff::approval::ApprovalId,
+    user: &str,
+) -> Result<signoff::approval::Approval, StoreError> {
+    let event = Event::Vote {
+        by: signoff::approval::Decider::approver(user),
+        decision: Decision::Approve,
+        reason: None,
+        parameters_shown: None,
+    };
+    store.apply(id, event, now).await
+}

@@ -210,12 +210,25 @@ fn approval_from_row(row: &PgRow, votes: Vec<Vote>) -> sqlx::Result<Approval> {
 /// `located` adds each row version's place as `loc` (see `PgTx::locations`). An
 /// approval still at version 0 has had no event accepted, so it has no votes: its
 /// lookup is skipped.
+/// With a read that locks (`FOR UPDATE`): the approval's version as the statement's
+/// snapshot has it, beside the row it locked. They differ when another writer (a
+/// replica, `signoff decide`) committed a change to the row while the statement waited
+/// for its lock: PostgreSQL then returns that newest row, but everything else the
+/// statement reads (the votes, the messages) as its snapshot had it, from before the
+/// change, so the statement is read again (see `PgTx::locked`), the rows now ours.
+macro_rules! seen_version {
+    () => {
+        ", (SELECT s.version FROM pending_approvals s WHERE s.id = pending_approvals.id) \
+         AS seen_version"
+    };
+}
+
 macro_rules! select_approvals {
     ($where:literal) => {
         select_approvals!(@ "", $where)
     };
     (located $where:literal) => {
-        select_approvals!(@ ", ctid::text AS loc", $where)
+        select_approvals!(@ concat!(", ctid::text AS loc", seen_version!()), $where)
     };
     (@ $extra:expr, $where:literal) => {
         concat!(

@@ -8,8 +8,16 @@ use super::*;
 
 /// `Tx::load_many`'s read with the check of the messages votes were clicked on.
 pub(super) const LOAD_SHOWN: &str = select_approvals!(@
-    concat!(", ctid::text AS loc, ", shown_at_jsonb_2!(), " AS shown_at"),
+    concat!(", ctid::text AS loc", seen_version!(), ", ", shown_at_jsonb_2!(), " AS shown_at"),
     "WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+
+/// Whether `row`, read with `seen_version!`, was changed by another writer while its
+/// statement waited for the lock: the rest of the statement is then older than it.
+fn changed_while_waiting(row: &PgRow) -> bool {
+    let seen: Option<i64> = row.try_get("seen_version").unwrap_or(None);
+    let locked: Option<i64> = row.try_get("version").ok();
+    seen != locked
+}
 
 /// The setting that makes a connection keep one plan per statement: the writer's,
 /// whose plans are made afresh every [`REPLAN_EVERY`] transactions, and the coalesced
@@ -111,6 +119,21 @@ impl PgTx {
     }
 
     /// Approvals read with `select_approvals!(located …)`, their places remembered.
+    /// The rows of a read that locks them (`FOR UPDATE`, with `seen_version!`): read
+    /// again when another writer changed one while the read waited for its lock, so
+    /// that its votes and messages are as new as the row (the locks are ours by then,
+    /// and the second read's snapshot is taken after that writer committed).
+    async fn locked<'q>(
+        &mut self,
+        read: impl Fn() -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::Result<Vec<PgRow>> {
+        let rows = read().fetch_all(self.conn().await?).await?;
+        if !rows.iter().any(changed_while_waiting) {
+            return Ok(rows);
+        }
+        read().fetch_all(self.conn().await?).await
+    }
+
     fn located(&mut self, rows: &[PgRow]) -> sqlx::Result<Vec<Approval>> {
         let mut approvals = Vec::with_capacity(rows.len());
         for row in rows {
@@ -274,10 +297,8 @@ impl Tx for PgTx {
     }
 
     async fn load(&mut self, id: ApprovalId) -> sqlx::Result<Option<Approval>> {
-        let rows = sqlx::query(select_approvals!(located "WHERE id = $1 FOR UPDATE"))
-            .bind(id.0)
-            .fetch_all(self.conn().await?)
-            .await?;
+        let read = || sqlx::query(select_approvals!(located "WHERE id = $1 FOR UPDATE")).bind(id.0);
+        let rows = self.locked(read).await?;
         Ok(self.located(&rows)?.pop())
     }
 
@@ -375,12 +396,13 @@ impl Tx for PgTx {
     async fn load_many(&mut self, ids: &[ApprovalId]) -> sqlx::Result<Vec<Approval>> {
         let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
         // In id order, so two replicas lock overlapping sets without deadlocking.
-        let rows = sqlx::query(select_approvals!(
-            located "WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-        ))
-        .bind(&ids)
-        .fetch_all(self.conn().await?)
-        .await?;
+        let read = || {
+            sqlx::query(select_approvals!(
+                located "WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+            ))
+            .bind(&ids)
+        };
+        let rows = self.locked(read).await?;
         self.located(&rows)
     }
 
@@ -396,11 +418,9 @@ impl Tx for PgTx {
             let pair = serde_json::json!([message.channel, message.ts, at]);
             asked.entry(id.to_string()).or_default().push(pair);
         }
-        let rows = sqlx::query(LOAD_SHOWN)
-            .bind(&ids)
-            .bind(sqlx::types::Json(asked))
-            .fetch_all(self.conn().await?)
-            .await?;
+        let asked = sqlx::types::Json(asked);
+        let read = || sqlx::query(LOAD_SHOWN).bind(&ids).bind(&asked);
+        let rows = self.locked(read).await?;
         let mut found = Vec::new();
         for row in &rows {
             found.extend(row.try_get::<Vec<i64>, _>("shown_at")?);
