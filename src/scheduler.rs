@@ -177,20 +177,9 @@ impl Scheduler {
 
     /// One pass of the deliveries alone, as their loop runs apart from the timers'
     /// (so an approval may be past its expiry and not yet marked): claims the jobs due
-    /// at `now` and runs them, waiting for the callbacks too (which the loop's passes
-    /// leave running). Returns how many were claimed.
+    /// at `now` and runs them. Returns how many were claimed.
     pub async fn deliver_once(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let pass = self.deliver_due(now, None).await;
-        self.callbacks_ended().await;
-        Ok(pass?.claimed)
-    }
-
-    /// Waits until every callback under way has ended and been recorded (or gone back
-    /// to the queue).
-    async fn callbacks_ended(&self) {
-        if let Some(outbox) = &self.outbox {
-            outbox.callbacks_ended().await;
-        }
+        Ok(self.deliver_due(now, None).await?.claimed)
     }
 
     /// Fires the timers due at `now`, inside the store and without waiting on any
@@ -261,10 +250,8 @@ impl Scheduler {
     /// holds up a timer: the timers' ([`Scheduler::fire_timers`]) every `every` and
     /// whenever a row is inserted into the shared table, and the deliveries' after
     /// each of them. Errors are logged and the next pass tries again: a database
-    /// hiccup must not stop the timers for good. A pass does not wait for its
-    /// callbacks (see `outbox::pass`), so a slow receiver holds up no Slack delivery.
-    /// On shutdown the deliveries under way, callbacks too, finish (each within its
-    /// time limit) and are recorded; those claimed but not
+    /// hiccup must not stop the timers for good. On shutdown the deliveries under way
+    /// finish (each within its time limit) and are recorded; those claimed but not
     /// started go back to the queue, due at once for another replica or the next
     /// start, so a backlog does not hold the process up.
     pub async fn run(
@@ -282,9 +269,6 @@ impl Scheduler {
             ticked.clone(),
         ));
         self.run_deliveries(clock, shutdown, ticked).await;
-        // Callbacks outlive the pass that started them: each still under way ends
-        // within its time limit and is recorded; those waiting for a slot go back.
-        self.callbacks_ended().await;
         if let Err(panicked) = timers.await {
             tracing::error!(%panicked, "the timers' loop failed");
         }

@@ -19,7 +19,6 @@ mod remind;
 mod slack;
 mod update;
 
-use pass::Callbacks;
 pub use pass::Claimed;
 
 use std::collections::HashMap;
@@ -46,11 +45,10 @@ use crate::store::{Store, StoreError, WithMessages};
 pub const MAX_ATTEMPTS: i32 = 21;
 /// Longest wait between two attempts.
 const MAX_BACKOFF_SECS: i64 = 600;
-/// Slack deliveries run at most this many at a time (callbacks apart).
+/// Deliveries run at most this many at a time.
 const CONCURRENCY: usize = 8;
-/// Callbacks under way at once at most, across passes, beside the Slack deliveries
-/// (see `pass::Callbacks`): a flood of callbacks to receivers that never answer (each
-/// waits out its time limit) takes no slot from Slack, and opens few sockets at once.
+/// Callbacks among them at most: a flood of callbacks to receivers that never answer
+/// (each waits out its time limit) leaves the other slots to Slack.
 const CALLBACK_SLOTS: usize = CONCURRENCY / 2;
 /// The Slack calls one job makes at once at most: a reminder's DMs, an approval's
 /// message updates.
@@ -63,8 +61,6 @@ pub struct Outbox {
     slack: Option<SlackClient>,
     approvers: Option<Approvers>,
     http: callback::Poster,
-    /// The callbacks waiting for a slot or under way, across passes.
-    callbacks: Callbacks,
     /// Signs callbacks.
     signer: Signer,
     /// Internal hosts and ranges callbacks may reach (`[callbacks] allow`).
@@ -85,7 +81,6 @@ impl Outbox {
             approvers: slack.clone().map(Approvers::new),
             slack,
             http: callback::Poster::new()?,
-            callbacks: Callbacks::default(),
             signer,
             allow: Arc::default(),
             resolver: Arc::new(egress::SystemResolver),
@@ -123,13 +118,6 @@ impl Outbox {
         } else {
             (jobs, Vec::new())
         }
-    }
-
-    /// Waits until no callback this outbox claimed is waiting for a slot or under way:
-    /// each ends within its time limit and is recorded, or goes back to the queue
-    /// (see [`Outbox::deliver_all`]).
-    pub async fn callbacks_ended(&self) {
-        self.callbacks.ended().await;
     }
 
     /// After a post is recorded: its permalink (see `slack::Deliverer::after_post`).

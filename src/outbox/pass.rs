@@ -2,16 +2,14 @@
 //! a time limit below half its lease, and each outcome is reported, fenced by the
 //! claim (see `store::ops::report`). A job starts only in the first half of the lease
 //! and ends within the limit, so it is recorded before its lease runs out and another
-//! replica may claim it again. Callbacks run apart from their pass (see
-//! [`Callbacks`]): the pass does not wait for them, so a receiver that never answers
-//! holds up no Slack job, of this pass or the next.
+//! replica may claim it again.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{CALLBACK_SLOTS, CONCURRENCY, Outbox, remind, retry};
@@ -38,65 +36,40 @@ pub struct Claimed<'a> {
     pub clock: Option<Arc<dyn Clock>>,
 }
 
-/// The callbacks of this outbox waiting for a slot or under way, across passes. They
-/// run apart from the pass that claimed them, [`CALLBACK_SLOTS`] at a time, so that a
-/// receiver that is slow or never answers holds up neither the Slack jobs of its pass
-/// nor the next pass (whose posts, updates and reminders would wait behind it).
-#[derive(Clone)]
-pub(super) struct Callbacks {
-    /// One permit per callback running.
-    slots: Arc<Semaphore>,
-    /// How many are waiting for a slot or running: shutdown (and
-    /// `Scheduler::run_once`) waits until none is.
-    under_way: Arc<watch::Sender<usize>>,
+/// The jobs of a pass not started yet, and the callbacks under way: a callback starts
+/// only while fewer than [`CALLBACK_SLOTS`] run, the jobs behind it going first, so
+/// that callbacks to receivers that never answer cannot take every slot from Slack.
+struct Queue {
+    waiting: VecDeque<DueJob>,
+    callbacks: HashSet<tokio::task::Id>,
 }
 
-impl Default for Callbacks {
-    fn default() -> Self {
+impl Queue {
+    fn new(jobs: Vec<DueJob>) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(CALLBACK_SLOTS)),
-            under_way: Arc::new(watch::Sender::new(0)),
+            waiting: jobs.into(),
+            callbacks: HashSet::new(),
         }
     }
-}
 
-impl Callbacks {
-    /// Counts one more under way until the guard is dropped (a task that panics drops
-    /// it too).
-    fn count(&self) -> UnderWay {
-        self.under_way.send_modify(|n| *n += 1);
-        UnderWay(self.under_way.clone())
+    /// The first job that may start now.
+    fn next(&mut self) -> Option<DueJob> {
+        let full = self.callbacks.len() >= CALLBACK_SLOTS;
+        let at = self
+            .waiting
+            .iter()
+            .position(|job| !(full && is_callback(job)))?;
+        self.waiting.remove(at)
     }
 
-    /// Waits until no callback waits for a slot or runs: each ends within its time
-    /// limit, or goes back to the queue at its start-by time or at the stop.
-    pub(super) async fn ended(&self) {
-        let mut under_way = self.under_way.subscribe();
-        // The sender lives in `self`: this cannot fail.
-        let _ = under_way.wait_for(|n| *n == 0).await;
-    }
-}
-
-struct UnderWay(Arc<watch::Sender<usize>>);
-
-impl Drop for UnderWay {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
+    /// Every job not started, taken out.
+    fn rest(&mut self) -> Vec<DueJob> {
+        self.waiting.drain(..).collect()
     }
 }
 
 fn is_callback(job: &DueJob) -> bool {
     matches!(job.job, Job::Callback { .. })
-}
-
-/// Resolves once `stop` turns true; never without one (or once its sender is gone).
-async fn stopped(stop: Option<watch::Receiver<bool>>) {
-    if let Some(mut stop) = stop
-        && stop.wait_for(|stop| *stop).await.is_ok()
-    {
-        return;
-    }
-    std::future::pending().await
 }
 
 /// How long one job may run: below half its lease, since it starts in the first half
@@ -112,15 +85,13 @@ fn soft_limit(lease: Duration) -> Duration {
 }
 
 impl Outbox {
-    /// Delivers claimed jobs and records each outcome: the Slack jobs [`CONCURRENCY`]
-    /// at a time (posts have their channel's slot already, see [`Outbox::pace`]), the
-    /// callbacks apart, [`CALLBACK_SLOTS`] at a time across passes
-    /// (`Outbox::callback_apart`). A job starts only in the first half of the lease,
-    /// and only until `stop` turns true or a report fails: the jobs not started go back
-    /// to the queue, due at `now`. Returns, once the Slack jobs under way are recorded
-    /// (the callbacks may still run: see [`Outbox::callbacks_ended`]), how many went
-    /// back, or the first error (every Slack job under way is still awaited and
-    /// recorded first: none is cut off mid-call).
+    /// Delivers claimed jobs ([`CONCURRENCY`] at a time, callbacks [`CALLBACK_SLOTS`]
+    /// of them at most; posts have their channel's slot already, see
+    /// [`Outbox::pace`]) and records each outcome. A job starts only in the first half
+    /// of the lease, and only until `stop` turns true or a report fails: the jobs not
+    /// started go back to the queue, due at `now`. Returns, once the ones under way are
+    /// recorded, how many went back, or the first error (every job under way is still
+    /// awaited and recorded first: none is cut off mid-call).
     pub async fn deliver_all(&self, claimed: Claimed<'_>) -> Result<usize, StoreError> {
         let Claimed {
             jobs,
@@ -131,86 +102,45 @@ impl Outbox {
             clock,
         } = claimed;
         let start_by = began + lease / 2;
-        let (callbacks, jobs): (Vec<_>, Vec<_>) = jobs.into_iter().partition(is_callback);
-        for job in callbacks {
-            // Counted before the task runs, so that a wait for the callbacks that
-            // follows at once (`Scheduler::run_once`) cannot miss it.
-            let counted = self.callbacks.count();
-            let stop = stop.cloned();
-            let apart = self
-                .clone()
-                .callback_apart(job, now, lease, clock.clone(), start_by, stop);
-            tokio::spawn(async move {
-                let _counted = counted;
-                apart.await;
-            });
-        }
         let stopping = || stop.is_some_and(|stop| *stop.borrow());
         let mut running = tokio::task::JoinSet::<Result<(), StoreError>>::new();
-        let mut waiting = VecDeque::from(jobs);
+        let mut queue = Queue::new(jobs);
         let (mut put_back, mut failed) = (0, None);
         loop {
             let late = Instant::now() >= start_by;
             if late || stopping() || failed.is_some() {
-                let unstarted: Vec<_> = waiting.drain(..).collect();
+                let unstarted = queue.rest();
                 put_back += unstarted.len();
                 if let Err(error) = self.put_back(&unstarted, now, late).await {
                     failed.get_or_insert(error);
                 }
             }
             while running.len() < CONCURRENCY {
-                let Some(job) = waiting.pop_front() else {
-                    break;
-                };
-                running.spawn(self.clone().run(job, now, lease, clock.clone()));
+                let Some(job) = queue.next() else { break };
+                let callback = is_callback(&job);
+                let task = running.spawn(self.clone().run(job, now, lease, clock.clone()));
+                if callback {
+                    queue.callbacks.insert(task.id());
+                }
             }
-            match running.join_next().await {
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(error))) => {
+            let ended = match running.join_next_with_id().await {
+                Some(Ok((id, Ok(())))) => id,
+                Some(Ok((id, Err(error)))) => {
                     tracing::warn!(%error, "a delivery could not be recorded: it waits out its lease; no more start in this pass");
                     failed.get_or_insert(error);
+                    id
                 }
-                Some(Err(panicked)) => tracing::error!(%panicked, "delivery task failed"),
+                Some(Err(panicked)) => {
+                    tracing::error!(%panicked, "delivery task failed");
+                    panicked.id()
+                }
                 None => break,
-            }
+            };
+            queue.callbacks.remove(&ended);
         }
         match failed {
             Some(error) => Err(error),
             None => Ok(put_back),
-        }
-    }
-
-    /// Runs a claimed callback once one of [`CALLBACK_SLOTS`] is free, if that comes
-    /// before `start_by` (the first half of its lease) and before the stop; else puts
-    /// it back in the queue, due at `now`. A report that fails is logged: the job
-    /// waits out its lease, as in a pass.
-    async fn callback_apart(
-        self,
-        job: DueJob,
-        now: DateTime<Utc>,
-        lease: Duration,
-        clock: Option<Arc<dyn Clock>>,
-        start_by: Instant,
-        stop: Option<watch::Receiver<bool>>,
-    ) {
-        let slot = tokio::select! {
-            slot = self.callbacks.slots.clone().acquire_owned() => slot.ok(),
-            () = tokio::time::sleep_until(start_by) => None,
-            () = stopped(stop.clone()) => None,
-        };
-        let stopping = stop.is_some_and(|stop| *stop.borrow());
-        let late = Instant::now() >= start_by;
-        match slot {
-            Some(slot) if !stopping && !late => {
-                let _slot = slot;
-                if let Err(error) = self.run(job, now, lease, clock).await {
-                    tracing::warn!(%error, "a callback could not be recorded: it waits out its lease");
-                }
-            }
-            _ => {
-                // Logged by put_back; the job waits out its lease when this fails.
-                let _ = self.put_back(&[job], now, late).await;
-            }
         }
     }
 
