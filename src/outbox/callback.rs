@@ -219,10 +219,17 @@ impl Poster {
     }
 }
 
-/// A callback URL as errors and logs show it: without its query or fragment, which may
-/// carry a token.
-pub(super) fn shown(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
+/// A callback URL as errors and logs show it: its scheme and host (and port) only, the
+/// rest as `/…`. A query may carry a token, and so may the path: a Slack or Discord
+/// webhook's URL is its secret (`https://hooks.slack.com/services/T…/B…/…`).
+pub(super) fn shown(url: &str) -> String {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    match url[after_scheme..].find(['/', '?', '#']) {
+        Some(end) if url.len() > after_scheme + end + 1 || !url.ends_with('/') => {
+            format!("{}/…", &url[..after_scheme + end])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -230,19 +237,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_callback_url_is_shown_without_its_query_or_fragment() {
-        assert_eq!(
-            shown("https://hooks.example.com/done?token=secret#x"),
-            "https://hooks.example.com/done"
-        );
-        assert_eq!(
-            shown("https://hooks.example.com/a#t=1"),
-            "https://hooks.example.com/a"
-        );
-        assert_eq!(
-            shown("https://hooks.example.com/a"),
-            "https://hooks.example.com/a"
-        );
+    fn a_callback_url_is_shown_as_its_scheme_and_host_alone() {
+        for (url, as_shown) in [
+            (
+                "https://hooks.example.com/done?token=secret#x",
+                "https://hooks.example.com/…",
+            ),
+            (
+                "https://hooks.example.com/a#t=1",
+                "https://hooks.example.com/…",
+            ),
+            (
+                "https://hooks.slack.com/services/T0/B0/secretsecret",
+                "https://hooks.slack.com/…",
+            ),
+            ("http://10.0.0.1:8080?token=x", "http://10.0.0.1:8080/…"),
+            ("https://hooks.example.com/", "https://hooks.example.com/"),
+            ("https://hooks.example.com", "https://hooks.example.com"),
+        ] {
+            assert_eq!(shown(url), as_shown, "{url}");
+        }
     }
 
     #[test]
