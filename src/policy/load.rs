@@ -175,12 +175,7 @@ fn build_rule(index: usize, raw: &RawRule, defaults: &Route) -> Result<Rule, Pol
 /// part).
 fn fingerprint(raw: &RawRule) -> String {
     let written = serde_json::to_string(raw).unwrap_or_default();
-    let digest = Sha256::digest(written.as_bytes());
-    digest
-        .iter()
-        .take(8)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex::encode(&Sha256::digest(written.as_bytes())[..8])
 }
 
 /// The globs of one key (`tools` or `servers`) as one set matching whole names. `*`

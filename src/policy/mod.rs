@@ -157,9 +157,7 @@ impl TierAction {
             TierAction::Deny => "deny",
         }
     }
-}
 
-impl TierAction {
     /// The stricter of two actions: `Deny`, then `RequireApproval`, then `AutoApprove`.
     /// `[tiers]` need not be ordered (`high = "auto_approve"` is allowed), so a higher
     /// tier can have a laxer action; where a call could be taken at either, this one

@@ -206,10 +206,6 @@ fn approval_from_row(row: &PgRow, votes: Vec<Vote>) -> sqlx::Result<Approval> {
     })
 }
 
-/// `SELECT` of approvals with their votes as a JSON array (one statement), then `$where`;
-/// `located` adds each row version's place as `loc` (see `PgTx::locations`). An
-/// approval still at version 0 has had no event accepted, so it has no votes: its
-/// lookup is skipped.
 /// With a read that locks (`FOR UPDATE`): the approval's version as the statement's
 /// snapshot has it, beside the row it locked. They differ when another writer (a
 /// replica, `signoff decide`) committed a change to the row while the statement waited
@@ -223,6 +219,11 @@ macro_rules! seen_version {
     };
 }
 
+/// `SELECT` of approvals with their votes as a JSON array (one statement), then `$where`;
+/// `located` adds each row version's place as `loc` (see `PgTx::locations`) and its
+/// version as the statement's snapshot saw it (`seen_version!`), for a read that locks.
+/// An approval still at version 0 has had no event accepted, so it has no votes: its
+/// lookup is skipped.
 macro_rules! select_approvals {
     ($where:literal) => {
         select_approvals!(@ "", $where)

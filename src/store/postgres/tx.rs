@@ -118,7 +118,6 @@ impl PgTx {
         true
     }
 
-    /// Approvals read with `select_approvals!(located …)`, their places remembered.
     /// The rows of a read that locks them (`FOR UPDATE`, with `seen_version!`): read
     /// again when another writer changed one while the read waited for its lock, so
     /// that its votes and messages are as new as the row (the locks are ours by then,
@@ -134,6 +133,7 @@ impl PgTx {
         read().fetch_all(self.conn().await?).await
     }
 
+    /// Approvals read with `select_approvals!(located …)`, their places remembered.
     fn located(&mut self, rows: &[PgRow]) -> sqlx::Result<Vec<Approval>> {
         let mut approvals = Vec::with_capacity(rows.len());
         for row in rows {
