@@ -173,7 +173,8 @@ pub fn parse_public_url(raw: &str) -> Result<&str, String> {
 /// is refused rather than taken for the default, which would put a server meant for
 /// PostgreSQL on a file of its own, or one meant for its rules on none
 /// ([`parse_policy_path`]).
-pub const BLANK_IS_UNSET: [&str; 15] = [
+pub const BLANK_IS_UNSET: [&str; 16] = [
+    "RUST_LOG",
     "SIGNOFF_LISTEN",
     "SIGNOFF_PUBLIC_URL",
     "SIGNOFF_SIGNING_KEY_FILE",

@@ -189,6 +189,23 @@ fn temp_beside(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{unique:016x}.tmp", std::process::id()))
 }
 
+/// The permissions of the file at `path` when they let others than its owner in (a
+/// group or other bit set), which the key file must not: it is warned about, not
+/// refused, since secrets mounted by an orchestrator are often 0644.
+fn open_to_others(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// Writes `bytes` to a new file at `path` (mode 0600) and syncs it.
 fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
@@ -235,7 +252,15 @@ pub fn key_path(database_url: &str, named: Option<&Path>) -> anyhow::Result<(Pat
 pub fn for_serve(database_url: &str, named: Option<&Path>) -> anyhow::Result<Signer> {
     let (path, named) = key_path(database_url, named)?;
     if named || path.exists() {
-        return Signer::load(&path);
+        let signer = Signer::load(&path)?;
+        if let Some(mode) = open_to_others(&path) {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{mode:04o}"),
+                "the signing key file can be read or written by others than its owner, who could then forge callbacks and re-sign a rewritten audit log: chmod 600 it"
+            );
+        }
+        return Ok(signer);
     }
     match Signer::create(&path) {
         Ok(signer) => {

@@ -179,6 +179,10 @@ pub struct Routing {
     pub remind_every_secs: Option<u64>,
     pub escalate_after_secs: Option<u64>,
     pub escalation_channel: Option<ChannelId>,
+    /// Who may decide as approvers too once the request is escalated (the policy's
+    /// `escalation_approvers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalation_approvers: Vec<Approver>,
     /// The policy's `batch_window`: look-alike requests within it share one message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_window_ms: Option<u64>,
@@ -194,17 +198,30 @@ impl Routing {
     /// `Some(true)` when nobody is listed (anyone who can see the message decides) or
     /// `user` is listed by name, `Some(false)` when only other people are listed,
     /// `None` when a user group is listed (its members are Slack's to tell; see
-    /// `slack::approvers`).
-    pub fn lists(&self, user: &str) -> Option<bool> {
-        let named = |approver: &Approver| matches!(approver, Approver::User(listed) if listed.as_str() == user);
-        if self.approvers.is_empty() || self.approvers.iter().any(named) {
+    /// `slack::approvers`). Once `escalated`, the escalation approvers are listed too.
+    pub fn lists(&self, user: &str, escalated: bool) -> Option<bool> {
+        if self.approvers.is_empty() {
             return Some(true);
         }
-        let groups = self
-            .approvers
-            .iter()
-            .any(|approver| matches!(approver, Approver::Group(_)));
+        let mut groups = false;
+        for approver in self.approvers_when(escalated) {
+            match approver {
+                Approver::User(listed) if listed.as_str() == user => return Some(true),
+                Approver::User(_) => {}
+                Approver::Group(_) => groups = true,
+            }
+        }
         (!groups).then_some(false)
+    }
+
+    /// The approvers listed, and the escalation approvers too once `escalated`.
+    pub fn approvers_when(&self, escalated: bool) -> impl Iterator<Item = &Approver> {
+        let managers = if escalated {
+            self.escalation_approvers.as_slice()
+        } else {
+            &[]
+        };
+        self.approvers.iter().chain(managers)
     }
 }
 
@@ -283,6 +300,11 @@ impl Approval {
             .filter(|_| routing.channel.is_some())?;
         let channel = routing.escalation_channel.as_ref()?;
         Some((crate::jobs::after_secs(self.created_at, secs), channel))
+    }
+
+    /// Whether `user` is one of its approvers at `now` (see [`Routing::lists`]).
+    pub fn lists(&self, user: &str, now: DateTime<Utc>) -> Option<bool> {
+        self.routing.lists(user, self.escalated_by(now))
     }
 
     /// Whether the request has been escalated by `now`: its policy escalates it and it

@@ -43,6 +43,7 @@ struct RawRule {
     remind_every: Option<String>,
     escalate_after: Option<String>,
     escalation_channel: Option<String>,
+    escalation_approvers: Option<Vec<String>>,
     batch_window: Option<String>,
 }
 
@@ -60,6 +61,7 @@ impl RawRule {
             remind_every: self.remind_every.clone(),
             escalate_after: self.escalate_after.clone(),
             escalation_channel: self.escalation_channel.clone(),
+            escalation_approvers: self.escalation_approvers.clone(),
             batch_window: self.batch_window.clone(),
         }
     }

@@ -14,6 +14,7 @@
 //! remind_every = "1h"
 //! escalate_after = "2h"
 //! escalation_channel = "C0MANAGERS"
+//! escalation_approvers = ["S0MANAGERS"] # decide too once escalated; built-in: nobody more
 //! batch_window = "30s"            # look-alike requests in one message; built-in off
 //!
 //! [tiers]                         # auto_approve | require_approval | deny
@@ -224,6 +225,9 @@ pub struct Route {
     pub escalate_after: Option<Duration>,
     /// Where escalations go.
     pub escalation_channel: Option<ChannelId>,
+    /// Slack users (U/W) or user groups (S) who may decide as approvers too once the
+    /// request is escalated (managers), beside `approvers`.
+    pub escalation_approvers: Vec<Approver>,
     /// Look-alike requests (same requester, tool and parameter names, in one channel)
     /// arriving within this window of the first are posted as one message; `None`: off.
     pub batch_window: Option<Duration>,
@@ -244,6 +248,7 @@ impl Default for Route {
             remind_every: None,
             escalate_after: None,
             escalation_channel: None,
+            escalation_approvers: Vec::new(),
             batch_window: None,
             summary_template: None,
         }

@@ -37,6 +37,7 @@ pub(crate) struct RawRoute {
     pub(crate) remind_every: Option<String>,
     pub(crate) escalate_after: Option<String>,
     pub(crate) escalation_channel: Option<String>,
+    pub(crate) escalation_approvers: Option<Vec<String>>,
     pub(crate) batch_window: Option<String>,
 }
 
@@ -52,11 +53,11 @@ pub(crate) fn apply_overrides(
         route.channel = Some(check_channel(channel, &format!("{at}.channel"))?);
     }
     if let Some(approvers) = &raw.approvers {
-        let mut checked = Vec::with_capacity(approvers.len());
-        for (i, id) in approvers.iter().enumerate() {
-            checked.push(check_approver(id, &format!("{at}.approvers[{i}]"))?);
-        }
-        route.approvers = checked;
+        route.approvers = check_approvers(approvers, &format!("{at}.approvers"))?;
+    }
+    if let Some(approvers) = &raw.escalation_approvers {
+        let field = format!("{at}.escalation_approvers");
+        route.escalation_approvers = check_approvers(approvers, &field)?;
     }
     if let Some(n) = raw.required_approvals {
         if !(1..=MAX_REQUIRED_APPROVALS).contains(&n) {
@@ -114,6 +115,14 @@ pub(crate) fn apply_overrides(
         ));
     }
     Ok(route)
+}
+
+/// Each of `ids` as an approver; `field` names the list in errors.
+fn check_approvers(ids: &[String], field: &str) -> Result<Vec<Approver>, PolicyError> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| check_approver(id, &format!("{field}[{i}]")))
+        .collect()
 }
 
 /// Refuses a `required_approvals` the listed approvers can never reach: more than the
@@ -479,7 +488,8 @@ pub(crate) mod tests {
             "channel = \"C2\"\napprovers = [\"U2\", \"S2\"]\nrequired_approvals = 3\nmax_pending = 5\n\
              expires_after = \"2h\"\n\
              remind_after = \"5m\"\nremind_every = \"10m\"\nescalate_after = \"1h\"\n\
-             escalation_channel = \"C3\"\nbatch_window = \"1m\"\nsummary = \"s\"",
+             escalation_channel = \"C3\"\nescalation_approvers = [\"U3\", \"S3\"]\n\
+             batch_window = \"1m\"\nsummary = \"s\"",
         );
         let base = "[defaults]\nchannel = \"C1\"\napprovers = [\"U1\"]\nremind_after = \"1m\"\n";
         let policy = parse(&format!("{base}{text}")).unwrap();
@@ -494,6 +504,7 @@ pub(crate) mod tests {
             remind_every: Some(Duration::from_secs(600)),
             escalate_after: Some(Duration::from_secs(3600)),
             escalation_channel: Some("C3".into()),
+            escalation_approvers: vec!["U3".into(), "S3".into()],
             batch_window: Some(Duration::from_secs(60)),
             summary_template: Some("s".into()),
         };

@@ -1,7 +1,8 @@
 //! Reminders and escalations that could never happen: any of them on a route with no
 //! `channel` (its requests are never posted), `remind_every` without a
 //! `remind_after` to start from, `escalate_after` without an `escalation_channel` to
-//! post to, and a `remind_after` or `escalate_after` at or past `expires_after`. Each
+//! post to, `escalation_approvers` on a route that never escalates, and a
+//! `remind_after` or `escalate_after` at or past `expires_after`. Each
 //! is refused where it is set, judged on the routes that take it once defaults and
 //! rules are merged.
 //!
@@ -24,13 +25,16 @@ pub(crate) enum Timing {
     RemindAfter,
     RemindEvery,
     EscalateAfter,
+    /// Not a time, but idle exactly when the escalation it waits for is.
+    EscalationApprovers,
 }
 
 impl Timing {
-    const ALL: [Timing; 3] = [
+    const ALL: [Timing; 4] = [
         Timing::RemindAfter,
         Timing::RemindEvery,
         Timing::EscalateAfter,
+        Timing::EscalationApprovers,
     ];
 
     fn key(self) -> &'static str {
@@ -38,6 +42,7 @@ impl Timing {
             Timing::RemindAfter => "remind_after",
             Timing::RemindEvery => "remind_every",
             Timing::EscalateAfter => "escalate_after",
+            Timing::EscalationApprovers => "escalation_approvers",
         }
     }
 
@@ -47,6 +52,11 @@ impl Timing {
             Timing::RemindAfter => raw.remind_after.is_some(),
             Timing::RemindEvery => raw.remind_every.is_some(),
             Timing::EscalateAfter => raw.escalate_after.is_some(),
+            // An empty list turns off the one it would inherit: never idle.
+            Timing::EscalationApprovers => raw
+                .escalation_approvers
+                .as_ref()
+                .is_some_and(|approvers| !approvers.is_empty()),
         }
     }
 
@@ -84,6 +94,11 @@ impl Timing {
                 "it would be escalated",
                 expiry_note,
             ),
+            Timing::EscalationApprovers if route.escalate_after.is_none() => Some(
+                "is set without escalate_after: the request is never escalated, so they would                  never decide; set escalate_after and escalation_channel too"
+                    .to_owned(),
+            ),
+            Timing::EscalationApprovers => Timing::EscalateAfter.never_fires(route, expiry_note),
         }
     }
 }
@@ -194,6 +209,26 @@ mod tests {
             shared.rules[0].route.remind_every,
             Some(Duration::from_secs(3600))
         );
+    }
+
+    #[test]
+    fn escalation_approvers_need_an_escalation() {
+        let msg = error(&rule("escalation_approvers = [\"U0MGR\"]"));
+        assert!(
+            msg.contains("rules[0].escalation_approvers: is set without escalate_after"),
+            "{msg}"
+        );
+        let msg = error(&rule("escalation_approvers = [\"bob\"]"));
+        assert!(msg.contains("rules[0].escalation_approvers[0]"), "{msg}");
+        // Shared managers, for the rules that escalate; an empty list turns them off.
+        let shared = valid(&format!(
+            "[defaults]\nchannel = \"C0\"\nescalation_approvers = [\"S0MGRS\"]\n\
+             escalation_channel = \"C9\"\n{}{}",
+            rule("escalate_after = \"30m\""),
+            rule("escalation_approvers = []")
+        ));
+        assert_eq!(shared.rules[0].route.escalation_approvers, ["S0MGRS"]);
+        assert!(shared.rules[1].route.escalation_approvers.is_empty());
     }
 
     #[test]

@@ -71,30 +71,34 @@ impl Approvers {
         tokio::time::Instant::now() + self.interactive_wait
     }
 
-    /// Whether `user` is one of `approval`'s approvers (see the module doc), known by
-    /// `by`. `Err`: a user group could not be read in time, so membership is unknown;
-    /// callers refuse (fail closed).
+    /// Whether `user` is one of `approval`'s approvers at `now` (see the module doc;
+    /// its escalation approvers too once it is escalated), known by `by`. `Err`: a
+    /// user group could not be read in time, so membership is unknown; callers refuse
+    /// (fail closed).
     pub async fn is_approver(
         &self,
         approval: &Approval,
         user: &UserId,
-        by: tokio::time::Instant,
+        (now, by): (DateTime<Utc>, tokio::time::Instant),
     ) -> Result<bool, SlackError> {
-        match approval.routing.lists(user.as_str()) {
+        match approval.lists(user.as_str(), now) {
             Some(known) => Ok(known),
-            None => self.is_listed(&approval.routing.approvers, user, by).await,
+            None => self.is_listed(approval, now, user, by).await,
         }
     }
 
-    /// Whether `user` is listed in `approvers`, directly or through a user group.
+    /// Whether `user` is listed among `approval`'s approvers at `now`, directly or
+    /// through a user group.
     async fn is_listed(
         &self,
-        approvers: &[Approver],
+        approval: &Approval,
+        now: DateTime<Utc>,
         user: &UserId,
         by: tokio::time::Instant,
     ) -> Result<bool, SlackError> {
         let mut unknown = None;
-        for approver in approvers {
+        let escalated = approval.escalated_by(now);
+        for approver in approval.routing.approvers_when(escalated) {
             match approver {
                 Approver::User(listed) if listed == user => return Ok(true),
                 Approver::User(_) => {}
@@ -113,22 +117,23 @@ impl Approvers {
         unknown.map_or(Ok(false), Err)
     }
 
-    /// Whether `user`, typing `/approvals` where `shown_here` says whether the channel
-    /// shows `approval` to everyone in it ([`posted_in`] for any approval, [`routed_to`]
-    /// for a pending one), may see it: its listed approvers (user groups expanded,
-    /// known by `by`) anywhere, and anyone in such a channel. Everyone else is told it
-    /// does not exist, exactly as for an unknown id. Fails closed when a group cannot
-    /// be read in time.
+    /// Whether `user`, typing `/approvals` at `now` where `shown_here` says whether the
+    /// channel shows `approval` to everyone in it ([`posted_in`] for any approval,
+    /// [`routed_to`] for a pending one), may see it: its listed approvers (its
+    /// escalation approvers too once it is escalated; user groups expanded, known by
+    /// `by`) anywhere, and anyone in such a channel. Everyone else is told it does not
+    /// exist, exactly as for an unknown id. Fails closed when a group cannot be read in
+    /// time.
     pub async fn may_see(
         &self,
         approval: &Approval,
         user: &UserId,
         shown_here: bool,
-        by: tokio::time::Instant,
+        (now, by): (DateTime<Utc>, tokio::time::Instant),
     ) -> bool {
         shown_here
             || self
-                .is_listed(&approval.routing.approvers, user, by)
+                .is_listed(approval, now, user, by)
                 .await
                 .unwrap_or(false)
     }

@@ -85,6 +85,43 @@ fn the_default_key_lies_beside_a_database_whose_url_is_percent_encoded() {
     assert_eq!(stdout(&public).trim(), signer.public_key().to_string());
 }
 
+/// A key file others may read is served with, and warned about, naming the file and
+/// its mode; an owner-only one is not.
+#[cfg(unix)]
+#[test]
+fn serve_warns_of_a_key_file_that_others_may_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = common::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("shared.key");
+    let generated = signoff(&["key", "generate", key.to_str().unwrap()], &db.url);
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let served_log = |name: &str| {
+        let log = dir.path().join(name);
+        let env = [
+            ("RUST_LOG", "warn"),
+            ("SIGNOFF_SIGNING_KEY_FILE", key.to_str().unwrap()),
+        ];
+        drop(Server::start_logging(
+            &db.url,
+            &env,
+            std::fs::File::create(&log).unwrap(),
+        ));
+        std::fs::read_to_string(&log).unwrap()
+    };
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let log = served_log("open.log");
+    let warned: Vec<&str> = log.lines().filter(|l| l.contains("chmod 600")).collect();
+    assert_eq!(warned.len(), 1, "{log}");
+    assert!(
+        warned[0].contains(key.to_str().unwrap()) && warned[0].contains("0644"),
+        "{log}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let log = served_log("closed.log");
+    assert!(!log.contains("chmod 600"), "{log}");
+}
+
 #[test]
 fn postgres_needs_a_key_file_and_bad_files_are_one_line_errors() {
     // Refused before any connection is tried: no database is needed.

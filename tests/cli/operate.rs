@@ -363,27 +363,32 @@ async fn a_decision_outside_slack_updates_its_messages(db: TestDb) {
     );
 }
 
+/// Without Slack, `serve` says how to decide instead. It says so with `RUST_LOG`
+/// left empty too, as compose files leave it: an empty filter, read as one, showed
+/// nothing at all, errors included.
 #[test]
 fn serve_without_slack_says_how_to_decide() {
-    let db = common::sqlite();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("serve.log");
-    let server = Server::start_logging(
-        &db.url,
-        &[("RUST_LOG", "info")],
-        std::fs::File::create(&path).unwrap(),
-    );
-    drop(server);
-    let log = std::fs::read_to_string(&path).unwrap();
-    let hint: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("signoff decide"))
-        .collect();
-    assert_eq!(hint.len(), 1, "{log}");
-    assert!(
-        hint[0].contains("signoff list") && hint[0].contains("--as"),
-        "{log}"
-    );
+    for rust_log in ["info", ""] {
+        let db = common::sqlite();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.log");
+        let server = Server::start_logging(
+            &db.url,
+            &[("RUST_LOG", rust_log)],
+            std::fs::File::create(&path).unwrap(),
+        );
+        drop(server);
+        let log = std::fs::read_to_string(&path).unwrap();
+        let hint: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("signoff decide"))
+            .collect();
+        assert_eq!(hint.len(), 1, "RUST_LOG={rust_log:?}: {log}");
+        assert!(
+            hint[0].contains("signoff list") && hint[0].contains("--as"),
+            "{log}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ mod commands;
 #[path = "../common/mod.rs"]
 mod common;
 mod edits;
+mod escalation;
 mod fatigue;
 mod fuzz;
 mod helpers;

@@ -293,6 +293,72 @@ async fn a_dropped_socket_reconnects_with_backoff_and_health_follows() {
     assert_eq!(app.approval(&approval).await.status, Status::Approved);
 }
 
+/// Sockets that end right after their `hello`, whether Slack asks for a new one or
+/// they drop, are reopened with a backoff that keeps doubling, not in a tight loop.
+#[tokio::test]
+async fn sockets_that_end_right_after_their_hello_are_reopened_with_a_growing_backoff() {
+    let app = spawn_socket_on(common::sqlite()).await;
+    let socket = fake_socket(&app);
+    // Kept open (a replaced socket stays up until Slack closes it).
+    let mut replaced = Vec::new();
+    for n in 0..5 {
+        let conn = socket.accept().await;
+        conn.hello();
+        if n % 2 == 0 {
+            conn.disconnect("refresh_requested");
+        } else {
+            conn.drop_connection();
+        }
+        replaced.push(conn);
+    }
+    let _sixth = socket.accept().await;
+    let opened = |n| socket.when(Happened::Opened(n)).unwrap();
+    // After k short-lived sockets in a row, at least half of 20 ms doubled k - 1 times.
+    for k in 1..=5 {
+        let least = SOCKET_TIMINGS.backoff_min * (1 << (k - 1)) / 2;
+        let gap = opened(k + 1) - opened(k);
+        assert!(
+            gap >= least,
+            "socket {} opened {gap:?} after socket {k}",
+            k + 1
+        );
+    }
+}
+
+/// A socket that stayed up is replaced at once when Slack asks; the backoff is for
+/// sockets that end right after their `hello`.
+#[tokio::test]
+async fn a_socket_that_stayed_up_is_replaced_at_once_when_slack_asks() {
+    let timings = signoff::http::slack::socket::Timings {
+        backoff_min: Duration::from_secs(4),
+        backoff_max: Duration::from_secs(8),
+        stable: Duration::from_millis(100),
+        ..SOCKET_TIMINGS
+    };
+    let app = spawn_socket_timed(common::sqlite(), timings).await;
+    let socket = fake_socket(&app);
+    let first = socket.accept().await;
+    first.hello();
+    wait_for_socket(&app, "connected").await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    first.disconnect("refresh_requested");
+    let second = socket
+        .accept_within(Duration::from_millis(1500))
+        .await
+        .expect("a socket that stayed up is replaced at once");
+    second.hello();
+    second.disconnect("refresh_requested");
+    // At least half of the 4 s backoff, and the old socket serves meanwhile.
+    assert!(
+        socket
+            .accept_within(Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "a socket replaced right after its hello was reopened at once"
+    );
+    assert_eq!(health(&app).await.1["socket_mode"], "connected");
+}
+
 #[tokio::test]
 async fn garbage_and_unreadable_envelopes_are_logged_counted_and_never_acked() {
     let (app, mut conn) = connected(common::sqlite()).await;

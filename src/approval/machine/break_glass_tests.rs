@@ -33,6 +33,7 @@ fn pending() -> Approval {
             remind_every: None,
             escalate_after: None,
             escalation_channel: None,
+            escalation_approvers: vec![],
             batch_window: None,
             summary_template: None,
         },

@@ -92,6 +92,7 @@ fn routing_of(class: &Classification) -> Routing {
         remind_every_secs: route.remind_every.map(|d| d.as_secs()),
         escalate_after_secs: route.escalate_after.map(|d| d.as_secs()),
         escalation_channel: route.escalation_channel.clone(),
+        escalation_approvers: route.escalation_approvers.clone(),
         batch_window_ms: route
             .batch_window
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

@@ -33,6 +33,7 @@ fn class(action: TierAction, required: u32) -> Classification {
             remind_every: None,
             escalate_after: None,
             escalation_channel: None,
+            escalation_approvers: vec![],
             batch_window: None,
             summary_template: Some("Delete {customer_ids}".into()),
         },

@@ -61,7 +61,7 @@ pub(super) async fn open_deny_all(
     let mut first_refusal = None;
     let mut decidable = 0;
     for item in &items {
-        let by = match decider(slack, item, &actor.user).await {
+        let by = match decider(slack, item, &actor.user, state.clock.now()).await {
             Ok(by) => by,
             Err(message) => return ephemeral(slack, actor, message),
         };
@@ -234,7 +234,7 @@ async fn vote_on(
         Decision::Approve => Some(parameters_fingerprint(&item.parameters)),
         Decision::Deny => None,
     };
-    let by = decider(slack, item, &actor.user).await?;
+    let by = decider(slack, item, &actor.user, now).await?;
     let event = Event::Vote {
         by,
         decision,

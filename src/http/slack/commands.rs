@@ -128,7 +128,7 @@ async fn status_of(
                 && approvers::routed_to(&approval, viewer.channel, viewer.at.0));
         if slack
             .approvers
-            .may_see(&approval, viewer.user, shown_here, viewer.at.1)
+            .may_see(&approval, viewer.user, shown_here, viewer.at)
             .await
         {
             visible.push(approval);
@@ -160,14 +160,14 @@ async fn pending_for(
         if approval.has_voted(viewer.user.as_str())
             || !slack
                 .approvers
-                .may_see(&approval, viewer.user, shown_here, viewer.at.1)
+                .may_see(&approval, viewer.user, shown_here, viewer.at)
                 .await
         {
             continue;
         }
         let approver = slack
             .approvers
-            .is_approver(&approval, viewer.user, viewer.at.1)
+            .is_approver(&approval, viewer.user, viewer.at)
             .await
             .unwrap_or(false);
         let by = Decider {

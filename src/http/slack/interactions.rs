@@ -134,7 +134,7 @@ async fn block_action(
         Ok(approval) => approval,
         Err(unusable) => return ephemeral(slack, &actor, unusable.into()),
     };
-    let by = match decider(slack, &approval, &actor.user).await {
+    let by = match decider(slack, &approval, &actor.user, state.clock.now()).await {
         Ok(by) => by,
         Err(message) => return ephemeral(slack, &actor, message),
     };
@@ -304,7 +304,7 @@ async fn view_submission(
         Ok(approval) => approval,
         Err(unusable) => return refuse(&String::from(unusable)),
     };
-    let by = match decider(slack, &approval, &actor.user).await {
+    let by = match decider(slack, &approval, &actor.user, state.clock.now()).await {
         Ok(by) => by,
         Err(message) => return refuse(&message),
     };
@@ -411,9 +411,10 @@ pub(super) async fn decider(
     slack: &SlackApp,
     approval: &Approval,
     user: &UserId,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Decider, String> {
     let by = slack.approvers.deadline();
-    match slack.approvers.is_approver(approval, user, by).await {
+    match slack.approvers.is_approver(approval, user, (now, by)).await {
         Ok(approver) => Ok(Decider {
             user: user.to_string(),
             approver,

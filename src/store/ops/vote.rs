@@ -90,7 +90,7 @@ pub(super) fn cast(
     if !matches!(shown, Shown::Named | Shown::Checked(true)) {
         return Ok((Voted::NotShownThere, Done::default()));
     }
-    let Some(approver) = approval.routing.lists(user.as_str()) else {
+    let Some(approver) = approval.lists(user.as_str(), now) else {
         return Ok((Voted::AskSlack, Done::default()));
     };
     let by = Decider {

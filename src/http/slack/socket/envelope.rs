@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -154,20 +155,26 @@ enum Slot {
     Answered(String),
 }
 
-/// The last [`Recent::CAPACITY`] envelope ids and their acks, across sockets (Slack
-/// may redeliver on another one).
+/// The envelope ids of the last [`Recent::MAX_AGE`], [`Recent::CAPACITY`] at most,
+/// and their acks, across sockets (Slack may redeliver on another one).
 #[derive(Default)]
 pub(super) struct Recent {
     acks: HashMap<String, Slot>,
-    order: VecDeque<String>,
+    /// The ids in the order they came, with when.
+    order: VecDeque<(Instant, String)>,
 }
 
 impl Recent {
     /// Far more than Slack redelivers in the minutes it retries at signoff's rates.
     pub const CAPACITY: usize = 50_000;
+    /// Slack redelivers an envelope a few times within its first minutes; an id is
+    /// forgotten this long after it came, so a quiet process keeps no acks for good.
+    pub const MAX_AGE: Duration = Duration::from_secs(10 * 60);
 
-    /// Notes `id` as being served, unless it is being served or was answered.
-    pub fn begin(&mut self, id: &str) -> Seen {
+    /// Notes `id`, come at `now`, as being served, unless it is being served or was
+    /// answered.
+    pub fn begin(&mut self, id: &str, now: Instant) -> Seen {
+        self.forget_older(now);
         match self.acks.get(id) {
             Some(Slot::Answered(ack)) => return Seen::Answered(ack.clone()),
             Some(Slot::Serving(done)) if done.has_changed().is_ok() => {
@@ -178,11 +185,11 @@ impl Recent {
             Some(Slot::Serving(_)) => {}
             None => {
                 if self.order.len() >= Self::CAPACITY
-                    && let Some(oldest) = self.order.pop_front()
+                    && let Some((_, oldest)) = self.order.pop_front()
                 {
                     self.acks.remove(&oldest);
                 }
-                self.order.push_back(id.to_owned());
+                self.order.push_back((now, id.to_owned()));
             }
         }
         let (serving, done) = watch::channel(());
@@ -200,7 +207,18 @@ impl Recent {
     /// `id` was not served (refused or failed): a redelivery is served afresh.
     pub fn forget(&mut self, id: &str) {
         self.acks.remove(id);
-        self.order.retain(|known| known != id);
+        self.order.retain(|(_, known)| known != id);
+    }
+
+    /// Forgets the ids that came more than [`Recent::MAX_AGE`] before `now`.
+    fn forget_older(&mut self, now: Instant) {
+        while let Some((came, _)) = self.order.front()
+            && now.saturating_duration_since(*came) > Self::MAX_AGE
+        {
+            if let Some((_, id)) = self.order.pop_front() {
+                self.acks.remove(&id);
+            }
+        }
     }
 }
 
@@ -265,7 +283,7 @@ impl Shared {
     /// Claims `envelope` for serving (`Ok`: drop the sender when done), or the ack of
     /// the copy served before it (`Err`), once that copy is done if it is being served.
     async fn claim(&self, envelope: &Envelope) -> Result<watch::Sender<()>, String> {
-        let mut seen = self.recent().begin(&envelope.id);
+        let mut seen = self.recent().begin(&envelope.id, Instant::now());
         if !matches!(seen, Seen::New(_)) {
             tracing::info!(envelope_id = %envelope.id, "redelivered; acked with the first answer");
             let kind = envelope.kind.label();
@@ -281,7 +299,7 @@ impl Shared {
                     let _ = done.changed().await;
                 }
             }
-            seen = self.recent().begin(&envelope.id);
+            seen = self.recent().begin(&envelope.id, Instant::now());
         }
     }
 

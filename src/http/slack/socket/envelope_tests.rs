@@ -2,6 +2,10 @@ use serde_json::json;
 
 use super::*;
 
+fn now() -> Instant {
+    Instant::now()
+}
+
 /// A click envelope as Slack sends it over the socket, on a message signoff posted:
 /// its metadata carries the approval's `version`, a number.
 fn click_envelope() -> Value {
@@ -100,34 +104,34 @@ fn an_ack_names_the_envelope_and_carries_the_payload_only_when_there_is_one() {
 #[test]
 fn a_redelivered_envelope_is_answered_with_its_first_ack_and_a_failed_one_afresh() {
     let mut recent = Recent::default();
-    let Seen::New(serving) = recent.begin("a") else {
+    let Seen::New(serving) = recent.begin("a", now()) else {
         panic!("a is new");
     };
-    let Seen::InFlight(waiting) = recent.begin("a") else {
+    let Seen::InFlight(waiting) = recent.begin("a", now()) else {
         panic!("a is being served");
     };
     assert!(waiting.has_changed().is_ok(), "still being served");
     recent.answered("a", "ack-a");
     drop(serving);
     assert!(waiting.has_changed().is_err(), "the waiting copy is told");
-    assert!(matches!(recent.begin("a"), Seen::Answered(ack) if ack == "ack-a"));
+    assert!(matches!(recent.begin("a", now()), Seen::Answered(ack) if ack == "ack-a"));
 
-    let Seen::New(serving) = recent.begin("b") else {
+    let Seen::New(serving) = recent.begin("b", now()) else {
         panic!("b is new");
     };
     recent.forget("b");
     drop(serving);
-    assert!(matches!(recent.begin("b"), Seen::New(_)));
+    assert!(matches!(recent.begin("b", now()), Seen::New(_)));
 }
 
 #[test]
 fn an_envelope_whose_serving_was_dropped_unanswered_is_served_by_the_next_copy() {
     let mut recent = Recent::default();
-    let Seen::New(serving) = recent.begin("a") else {
+    let Seen::New(serving) = recent.begin("a", now()) else {
         panic!("a is new");
     };
     drop(serving);
-    assert!(matches!(recent.begin("a"), Seen::New(_)));
+    assert!(matches!(recent.begin("a", now()), Seen::New(_)));
     assert_eq!(recent.order.len(), 1, "remembered once");
 }
 
@@ -136,17 +140,39 @@ fn the_memory_is_bounded_and_forgets_the_oldest_first() {
     let mut recent = Recent::default();
     let mut newest = None;
     for i in 0..Recent::CAPACITY + 10 {
-        let Seen::New(serving) = recent.begin(&i.to_string()) else {
+        let Seen::New(serving) = recent.begin(&i.to_string(), now()) else {
             panic!("{i} is new");
         };
         newest = Some(serving);
     }
     assert_eq!(recent.acks.len(), Recent::CAPACITY);
     assert!(
-        matches!(recent.begin("0"), Seen::New(_)),
+        matches!(recent.begin("0", now()), Seen::New(_)),
         "the oldest was forgotten"
     );
     let newest_id = (Recent::CAPACITY + 9).to_string();
-    assert!(matches!(recent.begin(&newest_id), Seen::InFlight(_)));
+    assert!(matches!(recent.begin(&newest_id, now()), Seen::InFlight(_)));
     drop(newest);
+}
+
+#[test]
+fn an_envelope_id_is_forgotten_ten_minutes_after_it_came() {
+    let mut recent = Recent::default();
+    let came = Instant::now();
+    let Seen::New(serving) = recent.begin("a", came) else {
+        panic!("a is new");
+    };
+    recent.answered("a", "ack-a");
+    drop(serving);
+    let later = came + Recent::MAX_AGE;
+    assert!(
+        matches!(recent.begin("a", later), Seen::Answered(_)),
+        "still remembered at ten minutes"
+    );
+    let Seen::New(_b) = recent.begin("b", later + Duration::from_millis(1)) else {
+        panic!("b is new");
+    };
+    assert!(!recent.acks.contains_key("a"), "a was forgotten");
+    assert_eq!(recent.order.len(), 1, "only b is remembered");
+    assert!(matches!(recent.begin("a", later), Seen::New(_)));
 }

@@ -19,7 +19,10 @@
 //! - A dropped socket, or `apps.connections.open` failing (e.g. `invalid_auth`), is
 //!   retried with doubling, jittered backoff ([`Timings::backoff_min`] …
 //!   [`Timings::backoff_max`]); `/health/approvals` says `socket_mode: reconnecting`
-//!   until a socket is up again. A socket silent for two [`Timings::ping_every`] is
+//!   until a socket is up again. A socket that ends within [`Timings::stable`] of its
+//!   `hello`, even at Slack's request, counts as a failure too: the backoff is reset
+//!   only by a socket that stayed up, so sockets that end at once are not reopened in
+//!   a tight loop. A socket silent for two [`Timings::ping_every`] is
 //!   taken for dropped.
 //! - A redelivered envelope (Slack retries when an ack is late, on any socket) is
 //!   acked on the socket it came on with the first copy's answer, never served twice
@@ -101,6 +104,10 @@ pub struct Timings {
     /// latest this long after it was replaced or took its last envelope, whichever is
     /// later.
     pub drain: Duration,
+    /// A socket that ends sooner than this after its `hello` (it dropped, or Slack
+    /// asked for a new one) counts as a failure: the next one waits its backoff, which
+    /// keeps doubling while sockets keep ending this soon.
+    pub stable: Duration,
 }
 
 impl Default for Timings {
@@ -113,6 +120,8 @@ impl Default for Timings {
             // More than serving an envelope takes (a click waits up to 2 s for a user
             // group, then for its vote to be written), and past Slack's 3 s for an ack.
             drain: Duration::from_secs(10),
+            // Slack refreshes a socket every few hours.
+            stable: Duration::from_secs(30),
         }
     }
 }
@@ -252,16 +261,27 @@ impl Keeper {
         loop {
             match self.connect().await {
                 Ok(handle) => {
-                    self.failures = 0;
+                    let up_since = tokio::time::Instant::now();
                     tracing::info!(socket = handle.id, "Socket Mode connected");
                     if let Some(old) = self.current.replace(handle) {
                         old.close();
                     }
                     self.status.set(CONNECTED);
                     // Until Slack asks for a new socket, or this one drops.
-                    if !self.watch_current().await {
-                        self.failures = 1;
-                        self.wait(self.timings.backoff(self.failures)).await;
+                    let replace = self.watch_current().await;
+                    let stayed_up = up_since.elapsed() >= self.timings.stable;
+                    if stayed_up {
+                        self.failures = 0;
+                    }
+                    // A new socket asked for by Slack opens at once, unless the last
+                    // one ended right after its hello.
+                    if !replace || !stayed_up {
+                        self.failures = self.failures.saturating_add(1);
+                        let wait = self.timings.backoff(self.failures);
+                        if replace {
+                            tracing::warn!(retry_in = ?wait, "Slack asked for a new socket right after the last one's hello; waiting");
+                        }
+                        self.wait(wait).await;
                     }
                 }
                 Err(error) => {
