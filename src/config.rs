@@ -167,6 +167,16 @@ pub fn parse_public_url(raw: &str) -> Result<&str, String> {
     }
 }
 
+/// `--public-url` (`SIGNOFF_PUBLIC_URL`) as given, for clap: blank is unset (left to the
+/// command), anything else must pass [`parse_public_url`], so that a URL `/mcp` could
+/// not accept is refused before anything runs, as clap refuses a setting (exit code 2).
+pub fn parse_public_url_setting(raw: &str) -> Result<String, String> {
+    if !raw.trim().is_empty() {
+        parse_public_url(raw)?;
+    }
+    Ok(raw.to_owned())
+}
+
 /// The variables signoff reads that count as unset when set to the empty string, as
 /// container and compose files leave them (`SIGNOFF_POLICY=`): each has a default or
 /// is optional. `DATABASE_URL` and `SIGNOFF_POLICY` are not among them: an empty one
@@ -209,6 +219,17 @@ pub const FILE_SECRETS: [&str; 4] = [
     "SLACK_APP_TOKEN",
     "DATABASE_URL",
 ];
+
+/// The first of [`FILE_SECRETS`] given both as `NAME` and as `NAME_FILE` (a blank one
+/// is unset), as the error that names both: a setting refused before anything runs,
+/// as clap refuses one (exit code 2), where a file that cannot be read is not.
+pub fn secret_given_twice(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    FILE_SECRETS.into_iter().find_map(|name| {
+        let file_var = format!("{name}_FILE");
+        (var(&file_var).is_some_and(|path| !path.is_empty()) && var(name).is_some())
+            .then(|| format!("set {name} or {file_var}, not both"))
+    })
+}
 
 /// For each of [`FILE_SECRETS`] given as `NAME_FILE`, the value its file holds. Both
 /// `NAME` and `NAME_FILE`, an unreadable file or an empty one is an error naming the
@@ -278,6 +299,7 @@ mod secret_file_tests {
         };
         let error = secrets_from_files(both).unwrap_err();
         assert_eq!(error, "set DATABASE_URL or DATABASE_URL_FILE, not both");
+        assert_eq!(secret_given_twice(both), Some(error));
         let missing =
             |name: &str| (name == "SLACK_SIGNING_SECRET_FILE").then(|| "/nonexistent/s".to_owned());
         assert!(
@@ -287,6 +309,9 @@ mod secret_file_tests {
         );
         let blank = |name: &str| (name == "SLACK_APP_TOKEN_FILE").then(|| empty.clone());
         assert!(secrets_from_files(blank).unwrap_err().ends_with("is empty"));
+        // A file that cannot be read, or is empty, is not a setting given twice.
+        assert_eq!(secret_given_twice(missing), None);
+        assert_eq!(secret_given_twice(blank), None);
     }
 }
 

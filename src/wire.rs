@@ -77,10 +77,14 @@ pub struct ApprovalView<'a> {
     pub created_at: DateTime<Utc>,
     #[schema(required = true)]
     pub executed_at: Option<DateTime<Utc>>,
-    /// The Slack channel the request is posted to (an id such as `C0DEPLOYS`).
+    /// The Slack channel the policy routes the request to (an id such as `C0DEPLOYS`),
+    /// set when it is created, also without Slack and for a call the policy approved or
+    /// denied at once; null when the policy names none.
     #[schema(required = true)]
     pub channel: Option<&'a str>,
-    /// The link to the request's message once it is posted, while it waits.
+    /// The link to the request's Slack message, given by a read while the request is
+    /// `pending` and posted; null otherwise, and always in the answers to create and
+    /// cancel and in the event stream.
     #[schema(required = true)]
     pub permalink: Option<&'a str>,
     /// Present when an approver edited the parameters: what was first asked for.

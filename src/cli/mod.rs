@@ -62,7 +62,7 @@ enum Command {
         slack: SlackArgs,
         /// Where Slack and MCP clients reach this server, e.g. https://signoff.example.com
         /// (`/mcp` accepts its host besides localhost).
-        #[arg(long, env = "SIGNOFF_PUBLIC_URL")]
+        #[arg(long, env = "SIGNOFF_PUBLIC_URL", value_parser = config::parse_public_url_setting)]
         public_url: Option<String>,
         /// How long a claimed delivery is this server's before another may run it
         /// (after a crash); a delivery starts in its first half. Shortened by tests;
@@ -185,8 +185,9 @@ pub async fn main() -> ExitCode {
     let format = match crate::logging::Format::from_env() {
         Ok(format) => format,
         Err(error) => {
+            // A setting refused before anything runs, as clap refuses one.
             eprintln!("error: {error}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     // One-shot commands print their own results; only `serve` logs at info.
@@ -379,17 +380,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Manifest {
             socket_mode: true, ..
         } => print!("{}", crate::manifest::render_socket_mode()),
-        Command::Manifest { public_url, .. } => {
-            print!(
-                "{}",
-                crate::manifest::render(public_url.as_deref()).map_err(anyhow::Error::msg)?
-            );
-        }
+        Command::Manifest { public_url, .. } => return Ok(manifest(public_url.as_deref())),
         Command::Key { action } => key(action, &db)?,
         Command::Audit { action } => return audit::run(action, &db).await,
         Command::Proxy(args) => return proxy::run(args).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `signoff manifest`: a public URL missing or refused is a setting refused before
+/// anything runs, as clap refuses one (exit code 2).
+fn manifest(public_url: Option<&str>) -> ExitCode {
+    match crate::manifest::render(public_url) {
+        Ok(manifest) => {
+            print!("{manifest}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// What `signoff serve` was given.
@@ -435,8 +446,8 @@ async fn start(
         delivery: _,
     } = args;
     // Blank is unset; anything else must be a URL whose host and origin `/mcp` can
-    // accept (checked as `signoff manifest` checks it), or every remote call to it
-    // would be refused without a word.
+    // accept (clap checked it with `config::parse_public_url_setting`, as `signoff
+    // manifest` checks it), or every remote call to it would be refused without a word.
     let public_url = public_url
         .as_deref()
         .map(str::trim)

@@ -81,6 +81,30 @@ async fn an_agent_asks_waits_and_spends_an_approval_through_the_mcp_tools(db: Te
             "execute_approved"
         ]
     );
+    // request_approval advertises every field POST /v1/approvals takes, as its
+    // OpenAPI document lists them: execute_if_approved too.
+    let schema = &tools[0].input_schema;
+    let properties = schema["properties"].as_object().expect("properties");
+    assert_eq!(
+        properties["execute_if_approved"]["type"], "boolean",
+        "{schema:?}"
+    );
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fields = doc["components"]["schemas"]["CreateRequest"]["properties"]
+        .as_object()
+        .expect("the CreateRequest schema's properties");
+    assert_eq!(
+        properties.keys().collect::<std::collections::BTreeSet<_>>(),
+        fields.keys().collect::<std::collections::BTreeSet<_>>()
+    );
 
     let params = json!({"service": "api", "environment": "prod"});
     let asked = call(

@@ -85,6 +85,77 @@ fn a_refused_command_line_or_setting_is_one_line() {
     assert!(help.status.success() && stdout(&help).contains("Usage: signoff decide"));
 }
 
+/// A setting refused for its value exits 2 before anything runs, as clap's refusals do,
+/// whether clap or signoff refuses it; a file a setting names that cannot be read exits
+/// 1, as other failures do.
+#[test]
+fn a_setting_refused_before_the_command_runs_exits_2() {
+    let db = common::sqlite();
+    let listen = common::server::free_address();
+    let serve = ["serve", "--listen", listen.as_str()];
+    // The command, its environment, what the error says, the exit code.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, i32);
+    let cases: [Case; 9] = [
+        (&["serve"], &[("SIGNOFF_LISTEN", "foo")], "--listen", 2),
+        (
+            &serve,
+            &[("SIGNOFF_DELIVERY_LEASE", "1ms")],
+            "SIGNOFF_DELIVERY_LEASE",
+            2,
+        ),
+        (
+            &serve,
+            &[("SIGNOFF_POLICY", "")],
+            "SIGNOFF_POLICY (--policy) is empty",
+            2,
+        ),
+        (
+            &serve,
+            &[("SIGNOFF_PUBLIC_URL", "signoff.example.com")],
+            "SIGNOFF_PUBLIC_URL must be an http(s) URL",
+            2,
+        ),
+        (&["manifest"], &[], "set SIGNOFF_PUBLIC_URL", 2),
+        (
+            &["manifest"],
+            &[("SIGNOFF_PUBLIC_URL", "https://signoff.example.com?team=a")],
+            "SIGNOFF_PUBLIC_URL must be an http(s) URL",
+            2,
+        ),
+        (
+            &["token", "list"],
+            &[("SIGNOFF_LOG_FORMAT", "xml")],
+            "SIGNOFF_LOG_FORMAT",
+            2,
+        ),
+        (
+            &["token", "list"],
+            &[("DATABASE_URL_FILE", "/nonexistent/database")],
+            "set DATABASE_URL or DATABASE_URL_FILE, not both",
+            2,
+        ),
+        (
+            &["token", "list"],
+            &[("SLACK_BOT_TOKEN_FILE", "/nonexistent/token")],
+            "SLACK_BOT_TOKEN_FILE: cannot read /nonexistent/token",
+            1,
+        ),
+    ];
+    for (args, env, says, code) in cases {
+        // A server that is not refused would run on: it is stopped, and the test fails.
+        let child = common::server::command(args, &db.url)
+            .env_remove("SIGNOFF_PUBLIC_URL")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = exited_within(child, Duration::from_secs(20));
+        assert_one_line_error(&output, says);
+        assert_eq!(output.status.code(), Some(code), "{args:?} {env:?}");
+    }
+}
+
 /// `token create` may start a database, but a name it refuses starts none: the name is
 /// checked before connecting, so a typo leaves no new SQLite file behind.
 #[test]

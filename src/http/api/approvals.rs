@@ -50,17 +50,18 @@ pub struct CreateRequest {
     /// Its arguments, kept exactly (numbers digit for digit).
     #[schema(value_type = Object)]
     parameters: Value,
-    /// The MCP server's name (`A-Z a-z 0-9 _ . - :`); policy rules match it.
+    /// The MCP server's name (1–128 characters of `A-Z a-z 0-9 _ . - :`); policy rules
+    /// match it.
     #[schema(example = "github")]
     server: Option<String>,
     /// The tool's MCP annotations.
     #[schema(value_type = Option<Object>)]
     annotations: Option<Value>,
-    /// What the call does, in words (up to 10,000 characters).
+    /// What the call does, in words (up to 10,000 bytes as UTF-8).
     summary: Option<String>,
-    /// Why it is made (up to 10,000 characters).
+    /// Why it is made (up to 10,000 bytes as UTF-8).
     context: Option<String>,
-    /// Who asks (up to 200 characters); default: the token's name.
+    /// Who asks (up to 200 bytes as UTF-8); default: the token's name.
     requested_by: Option<String>,
     /// The requester's tier: the policy may raise it, never lower it.
     #[schema(value_type = Option<Tier>)]
@@ -70,7 +71,8 @@ pub struct CreateRequest {
     expires_in: Option<u64>,
     /// Binds this call for good, per token (printable ASCII, up to 200).
     idempotency_key: Option<String>,
-    /// Where the decision is posted (http or https; Standard Webhooks, signed).
+    /// Where the decision is posted (http or https, up to 2,000 bytes; Standard
+    /// Webhooks, signed).
     callback_url: Option<String>,
     /// Spend an approved answer in the same write: the answer is `executed`, with
     /// the parameters to run (an auto-approved call is then one request).

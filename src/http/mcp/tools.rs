@@ -252,7 +252,8 @@ fn list() -> Vec<Tool> {
             "risk_tier": {"type": "string", "enum": ["low", "medium", "high"], "description": "Raise the policy's tier (never lower it)."},
             "expires_in": {"type": "integer", "minimum": 1, "description": "Seconds; can shorten the policy's expiry."},
             "idempotency_key": {"type": "string"},
-            "callback_url": {"type": "string"}
+            "callback_url": {"type": "string"},
+            "execute_if_approved": {"type": "boolean", "default": false, "description": "Spend an approved answer (approved by policy, or the approved request this one repeats) in the same write: the answer is executed, with the parameters to run now and spent_by_this_request. Anything else is answered as without it."}
         }), &["tool_name", "parameters"]),
     )
     .with_annotations(ToolAnnotations::new().read_only(false).destructive(false).idempotent(true).open_world(false));
