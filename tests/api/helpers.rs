@@ -65,6 +65,12 @@ pub async fn spawn_on(db: TestDb) -> TestApp {
     spawn_limited(db, signoff::http::Limits::default()).await
 }
 
+/// The app with a fake Slack.
+pub async fn spawn_with_slack() -> TestApp {
+    let app = app::spawn(common::sqlite(), Options::new(POLICY).with_slack()).await;
+    TestApp { app }
+}
+
 /// The app with other connection limits.
 pub async fn spawn_limited(db: TestDb, limits: signoff::http::Limits) -> TestApp {
     let app = app::spawn(db, Options::new(POLICY).with_limits(limits)).await;

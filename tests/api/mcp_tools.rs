@@ -129,11 +129,11 @@ async fn an_agent_asks_waits_and_spends_an_approval_through_the_mcp_tools(db: Te
     let id = view["approval_id"].as_str().unwrap().to_owned();
     let line = text(&asked);
     assert!(
-        line.contains("waiting")
-            && line.contains("C0APPROVALS")
-            && line.contains("check_approval_status"),
+        line.contains("waiting") && line.contains("check_approval_status"),
         "{line}"
     );
+    // No Slack here: the route's channel is where nobody is asked.
+    assert!(!line.contains("Slack"), "{line}");
 
     // Not approved yet: nothing can be spent.
     let early = call(
@@ -146,6 +146,23 @@ async fn an_agent_asks_waits_and_spends_an_approval_through_the_mcp_tools(db: Te
 
     wait_for_the_decision(&app, &id).await;
     spend_only_the_approved_call(&client, &id, &params).await;
+    client.cancel().await.unwrap();
+}
+
+/// With Slack, a pending request's line names the channel it is posted to.
+#[tokio::test]
+async fn a_pending_request_names_its_slack_channel_when_slack_is_set_up() {
+    let app = spawn_with_slack().await;
+    let client = connect(&app, &app.token).await;
+    let params = json!({"service": "api", "environment": "prod"});
+    let asked = call(
+        &client,
+        "request_approval",
+        json!({"tool_name": "deploy_api", "parameters": params}),
+    )
+    .await;
+    let line = text(&asked);
+    assert!(line.contains("in Slack channel C0APPROVALS"), "{line}");
     client.cancel().await.unwrap();
 }
 

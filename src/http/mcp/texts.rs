@@ -9,7 +9,7 @@ use crate::store::Created;
 
 /// What a request's answer means for the caller, in one line: as [`state`], except
 /// for an approval this request executed (`execute_if_approved`), which is to run now.
-pub fn created(created: &Created) -> String {
+pub fn created(created: &Created, slack: bool) -> String {
     let a = &created.approval;
     if created.spent {
         return format!(
@@ -18,15 +18,18 @@ pub fn created(created: &Created) -> String {
             edited(a)
         );
     }
-    state(a, None)
+    state(a, None, slack)
 }
 
-/// What an approval's state means for the caller, in one line.
-pub fn state(a: &Approval, permalink: Option<&str>) -> String {
+/// What an approval's state means for the caller, in one line. A pending one names
+/// its Slack channel (and message) when this server has `slack`: without it, the
+/// route's channel is where nobody is asked.
+pub fn state(a: &Approval, permalink: Option<&str>, slack: bool) -> String {
     let id = a.id;
     match a.status {
         Status::Pending => {
-            let place = match (a.routing.channel.as_ref(), permalink) {
+            let channel = a.routing.channel.as_ref().filter(|_| slack);
+            let place = match (channel, permalink) {
                 (Some(channel), Some(link)) => {
                     format!(" in Slack channel {} ({link})", channel.as_str())
                 }

@@ -62,7 +62,7 @@ impl Tools {
             Named::Request => {
                 let body: CreateRequest = arguments(args)?;
                 let created = approvals::ask(state, &caller, body).await?;
-                let text = texts::created(&created);
+                let text = texts::created(&created, state.slack.is_some());
                 Ok(answer(text, &CreatedView::new(&created)))
             }
             Named::Check => {
@@ -79,7 +79,7 @@ impl Tools {
                     }
                 };
                 let (approval, link) = approvals::read(state, &caller, args.id()?, wait).await?;
-                let text = texts::state(&approval, link.as_deref());
+                let text = texts::state(&approval, link.as_deref(), state.slack.is_some());
                 Ok(answer(text, &ApprovalView::new(&approval, link.as_deref())))
             }
             Named::Execute => {
