@@ -209,7 +209,10 @@ impl Scheduler {
         let began = tokio::time::Instant::now();
         // Read on a reader, paced, then claimed in one write per job: a post that
         // waits for its channel's slot is moved to it, not leased and put back.
-        let due = self.store.due_jobs(now, BATCH).await?;
+        let due = self
+            .store
+            .due_jobs(now, BATCH, crate::jobs::Due::All)
+            .await?;
         let mut pass = Deliveries {
             claimed: due.len(),
             put_back: 0,
