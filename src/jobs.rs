@@ -82,6 +82,25 @@ pub enum Job {
     },
 }
 
+/// The `kind` of a callback's row ([`Job::Callback`]); the reads of [`Due`] and the
+/// partial indexes they go through (migrations SQLite 0017, PostgreSQL 0024) spell it
+/// out.
+pub const CALLBACK_KIND: &str = "callback";
+
+/// Which due jobs a read takes (`Store::due_jobs`). The scheduler's delivery pass and
+/// its callbacks' loop each read their own, through a partial index of their own, so
+/// that neither walks the other's backlog.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Every kind but callbacks (kinds only a newer signoff knows included): the
+    /// delivery pass's.
+    Deliveries,
+    /// Callbacks alone: the callbacks' loop's.
+    Callbacks,
+    /// Every kind, earliest first (`Store::claim_jobs`, for tests and tools).
+    All,
+}
+
 impl Job {
     /// The `kind` column.
     pub fn kind(&self) -> &'static str {
@@ -91,7 +110,7 @@ impl Job {
             Job::SlackRemind { .. } => "slack_remind",
             Job::SlackRemindLookup { .. } => "slack_remind_lookup",
             Job::SlackEscalationNote { .. } => "slack_escalation_note",
-            Job::Callback { .. } => "callback",
+            Job::Callback { .. } => CALLBACK_KIND,
             Job::SlackThrottled { .. } => "slack_throttled",
         }
     }
@@ -165,7 +184,7 @@ pub struct DueJob {
     pub lease_until: Option<DateTime<Utc>>,
 }
 
-/// The deliveries due at a moment, as read: none is leased yet (see
+/// The deliveries due at a moment, as read (of the kinds a [`Due`] takes): none is leased yet (see
 /// `Store::claim_due`), and each one's `attempts` does not count the next.
 #[derive(Debug, Default)]
 pub struct DueJobs {

@@ -1,9 +1,11 @@
-//! Timers that live in the database, in two loops: one fires the timers due at `now`
-//! inside the store ([`Scheduler::fire_timers`]: expiries, whose `expires_at` is the
-//! timer, in one transaction and with no lease; the nudges that came due; audit
-//! checkpoints), the other claims the due deliveries, reminders and escalations among
-//! them (jobs, with a lease) for the outbox, so that a slow Slack never delays an
-//! expiry or a checkpoint. Tests call [`Scheduler::run_once`], both in turn, with the
+//! Timers that live in the database, in three loops: one fires the timers due at
+//! `now` inside the store ([`Scheduler::fire_timers`]: expiries, whose `expires_at` is
+//! the timer, in one transaction and with no lease; the nudges that came due; audit
+//! checkpoints), one claims the due deliveries, reminders and escalations among them
+//! (jobs, with a lease) for the outbox in passes, and one runs the due callbacks, a
+//! few at a time, each as soon as a slot is free ([`CallbackSlots`]). So a slow Slack
+//! never delays an expiry or a checkpoint, and a receiver that never answers never
+//! delays a Slack delivery. Tests call [`Scheduler::run_once`], all in turn, with the
 //! time they want instead of sleeping.
 
 use std::collections::HashSet;
@@ -15,7 +17,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::approval::ApprovalId;
 use crate::clock::Clock;
-use crate::outbox::{Claimed, Outbox};
+use crate::jobs::Due;
+#[cfg(doc)]
+use crate::outbox::CALLBACK_SLOTS;
+use crate::outbox::{CallbackSlots, Claimed, Outbox};
 use crate::policy::{Call, Policy};
 use crate::store::{Store, StoreError};
 
@@ -167,19 +172,24 @@ impl Scheduler {
         passed_over.insert(id);
     }
 
-    /// Runs every job due at `now` (up to [`BATCH`] timers and [`BATCH`] deliveries):
-    /// timers inside the store ([`Scheduler::fire_timers`]), then deliveries through
-    /// the outbox, waiting for them. Returns how many jobs it fired or claimed.
+    /// Runs every job due at `now` (up to [`BATCH`] timers and [`BATCH`] deliveries, and
+    /// the callbacks): timers inside the store ([`Scheduler::fire_timers`]), then
+    /// deliveries and callbacks through the outbox, waiting for them. Returns how many
+    /// jobs it fired or claimed.
     pub async fn run_once(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let fired = self.fire_timers(now).await?;
         Ok(fired + self.deliver_once(now).await?)
     }
 
-    /// One pass of the deliveries alone, as their loop runs apart from the timers'
+    /// One pass of the deliveries alone, as their loops run apart from the timers'
     /// (so an approval may be past its expiry and not yet marked): claims the jobs due
-    /// at `now` and runs them. Returns how many were claimed.
+    /// at `now` and runs them, the callbacks beside the others as their loop runs them
+    /// ([`CALLBACK_SLOTS`] at a time, each claimed as a slot frees), until none is due
+    /// at `now` or under way. Returns how many were claimed.
     pub async fn deliver_once(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        Ok(self.deliver_due(now, None).await?.claimed)
+        let (deliveries, callbacks) =
+            tokio::join!(self.deliver_due(now, None), self.drain_callbacks(now));
+        Ok(deliveries?.claimed + callbacks?)
     }
 
     /// Fires the timers due at `now`, inside the store and without waiting on any
@@ -196,9 +206,9 @@ impl Scheduler {
         Ok(fired)
     }
 
-    /// Claims the deliveries due at `now` and runs them through the outbox, each
-    /// within its time limit (see `outbox::pass`); a retry counts its wait from when
-    /// the attempt ended on `clock` (from `now` without one).
+    /// Claims the deliveries (every kind but callbacks) due at `now` and runs them
+    /// through the outbox, each within its time limit (see `outbox::pass`); a retry
+    /// counts its wait from when the attempt ended on `clock` (from `now` without one).
     async fn deliver_due(
         &self,
         now: DateTime<Utc>,
@@ -209,7 +219,7 @@ impl Scheduler {
         let began = tokio::time::Instant::now();
         // Read on a reader, paced, then claimed in one write per job: a post that
         // waits for its channel's slot is moved to it, not leased and put back.
-        let due = self.store.due_jobs(now, BATCH).await?;
+        let due = self.store.due_jobs(now, BATCH, Due::Deliveries).await?;
         let mut pass = Deliveries {
             claimed: due.len(),
             put_back: 0,
@@ -246,11 +256,12 @@ impl Scheduler {
         Ok(pass)
     }
 
-    /// Runs until `shutdown` turns true, in two loops, so that a slow delivery never
-    /// holds up a timer: the timers' ([`Scheduler::fire_timers`]) every `every` and
-    /// whenever a row is inserted into the shared table, and the deliveries' after
-    /// each of them. Errors are logged and the next pass tries again: a database
-    /// hiccup must not stop the timers for good. On shutdown the deliveries under way
+    /// Runs until `shutdown` turns true, in three loops, so that a slow delivery never
+    /// holds up a timer nor a slow callback a delivery: the timers'
+    /// ([`Scheduler::fire_timers`]) every `every` and whenever a row is inserted into
+    /// the shared table, and the deliveries' and the callbacks' after each of them.
+    /// Errors are logged and the next pass tries again: a database hiccup must not
+    /// stop the timers for good. On shutdown the deliveries and callbacks under way
     /// finish (each within its time limit) and are recorded; those claimed but not
     /// started go back to the queue, due at once for another replica or the next
     /// start, so a backlog does not hold the process up.
@@ -261,27 +272,37 @@ impl Scheduler {
         shutdown: watch::Receiver<bool>,
     ) {
         self.stop = Some(shutdown.clone());
-        let ticked = Arc::new(Notify::new());
+        let ticked = Ticked::default();
         let timers = tokio::spawn(self.clone().run_timers(
             clock.clone(),
             every,
             shutdown.clone(),
             ticked.clone(),
         ));
-        self.run_deliveries(clock, shutdown, ticked).await;
+        let callbacks = tokio::spawn(self.clone().run_callbacks(
+            clock.clone(),
+            shutdown.clone(),
+            ticked.callbacks,
+        ));
+        self.run_deliveries(clock, shutdown, ticked.deliveries)
+            .await;
         if let Err(panicked) = timers.await {
             tracing::error!(%panicked, "the timers' loop failed");
+        }
+        if let Err(panicked) = callbacks.await {
+            tracing::error!(%panicked, "the callbacks' loop failed");
         }
     }
 
     /// The timers' loop: a pass every `every`, or at once when a row is inserted into
-    /// the shared table, each followed by a wake-up of the deliveries' loop.
+    /// the shared table, each followed by a wake-up of the deliveries' loop and of the
+    /// callbacks'.
     async fn run_timers(
         self,
         clock: Arc<dyn Clock>,
         every: Duration,
         mut shutdown: watch::Receiver<bool>,
-        ticked: Arc<Notify>,
+        ticked: Ticked,
     ) {
         let wakeup = self.store.wakeup();
         let mut tick = tokio::time::interval(every);
@@ -294,8 +315,10 @@ impl Scheduler {
             }
             while !*shutdown.borrow() {
                 let fired = self.fire_timers(clock.now()).await;
-                // The deliveries look for due jobs after each pass, whatever it did.
-                ticked.notify_one();
+                // The deliveries and the callbacks look for due jobs after each pass,
+                // whatever it did.
+                ticked.deliveries.notify_one();
+                ticked.callbacks.notify_one();
                 match fired {
                     // A full batch means more may be due right now.
                     Ok(fired) if fired as i64 >= BATCH => continue,
@@ -335,6 +358,105 @@ impl Scheduler {
             }
         }
     }
+
+    /// The callbacks' loop: whenever the timers' loop ran a pass or one of its
+    /// callbacks ended, it claims as many due callbacks as it has free slots
+    /// ([`CALLBACK_SLOTS`]) and starts each at once in its own task, so that none is
+    /// claimed and put back: a backlog of receivers that never answer costs one claim
+    /// and one report per attempt. Errors are logged, and the next wake-up tries
+    /// again. On shutdown it starts no more and waits for the callbacks under way,
+    /// recorded. Without an outbox the callbacks stay queued.
+    async fn run_callbacks(
+        self,
+        clock: Arc<dyn Clock>,
+        mut shutdown: watch::Receiver<bool>,
+        ticked: Arc<Notify>,
+    ) {
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
+        let mut slots = CallbackSlots::new(outbox, self.lease, Some(clock.clone()));
+        while !*shutdown.borrow() {
+            if let Err(error) = self.start_callbacks(&mut slots, clock.now()).await {
+                tracing::warn!(%error, "could not start the due callbacks; retrying at the next wake-up");
+            }
+            tokio::select! {
+                _ = ticked.notified() => {}
+                _ = slots.ended(), if !slots.is_idle() => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        slots.finish().await;
+    }
+
+    /// Runs the callbacks due at `now` as their loop does, until none is due at `now`
+    /// or under way (a retry is due later); returns how many were claimed. After a
+    /// read or a claim fails it starts no more, and answers the error once those under
+    /// way are recorded.
+    async fn drain_callbacks(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let Some(outbox) = self.outbox.clone() else {
+            return Ok(0);
+        };
+        let mut slots = CallbackSlots::new(outbox, self.lease, None);
+        let (mut claimed, mut failed) = (0, None);
+        loop {
+            if failed.is_none() {
+                match self.start_callbacks(&mut slots, now).await {
+                    Ok(started) => claimed += started,
+                    Err(error) => failed = Some(error),
+                }
+            }
+            if !slots.ended().await {
+                break;
+            }
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(claimed),
+        }
+    }
+
+    /// Reads as many callbacks due at `now` as `slots` has free, claims them (no
+    /// pacing) and starts them; returns how many started. Once the process shuts
+    /// down it starts none: those claimed meanwhile go back to the queue, due at once.
+    async fn start_callbacks(
+        &self,
+        slots: &mut CallbackSlots,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let free = slots.free();
+        if free == 0 || self.stopping() {
+            return Ok(0);
+        }
+        let due = self
+            .store
+            .due_jobs(now, free as i64, Due::Callbacks)
+            .await?;
+        let jobs = self
+            .store
+            .claim_due(due, now, self.lease, |jobs| (jobs, Vec::new()))
+            .await?;
+        if self.stopping() {
+            let back = jobs.iter().map(|job| (job, now)).collect();
+            self.store.defer_jobs(back).await?;
+            return Ok(0);
+        }
+        let started = jobs.len();
+        slots.start(jobs, now);
+        Ok(started)
+    }
+
+    /// Whether the process is shutting down ([`Scheduler::run`]'s `shutdown`).
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|stop| *stop.borrow())
+    }
+}
+
+/// The wake-ups the timers' loop gives after each pass, one for each loop it wakes.
+#[derive(Clone, Default)]
+struct Ticked {
+    deliveries: Arc<Notify>,
+    callbacks: Arc<Notify>,
 }
 
 /// What one pass of deliveries did.

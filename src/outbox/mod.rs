@@ -7,8 +7,9 @@
 //! store remembers which version each message shows; a change that lands while a
 //! message is in flight schedules one more update (see `store::ops::report`), and an
 //! update reads the approval again once sent, to show it again if it changed (see
-//! [`update`]). The jobs of one scheduler pass run in [`pass`], each within a time
-//! limit below half its lease.
+//! [`update`]). The Slack jobs of one scheduler pass run in [`pass`], each within a
+//! time limit below half its lease; callbacks run apart, in the scheduler's callbacks
+//! loop, through the same per-job path ([`slots`]).
 
 pub mod callback;
 
@@ -17,9 +18,11 @@ mod pacing;
 mod pass;
 mod remind;
 mod slack;
+mod slots;
 mod update;
 
 pub use pass::Claimed;
+pub use slots::CallbackSlots;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,11 +48,13 @@ use crate::store::{Store, StoreError, WithMessages};
 pub const MAX_ATTEMPTS: i32 = 21;
 /// Longest wait between two attempts.
 const MAX_BACKOFF_SECS: i64 = 600;
-/// Deliveries run at most this many at a time.
+/// A pass's deliveries (every kind but callbacks) run at most this many at a time.
 const CONCURRENCY: usize = 8;
-/// Callbacks among them at most: a flood of callbacks to receivers that never answer
-/// (each waits out its time limit) leaves the other slots to Slack.
-const CALLBACK_SLOTS: usize = CONCURRENCY / 2;
+/// Callbacks run at most this many at a time, in the scheduler's callbacks loop
+/// ([`CallbackSlots`]), apart from the passes: a flood of callbacks to receivers that
+/// never answer (each waits out its time limit) holds up no Slack delivery, and costs
+/// one claim per attempt.
+pub const CALLBACK_SLOTS: usize = 4;
 /// The Slack calls one job makes at once at most: a reminder's DMs, an approval's
 /// message updates.
 const FAN_OUT: usize = 4;

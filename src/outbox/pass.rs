@@ -1,10 +1,12 @@
-//! One scheduler pass's deliveries: the claimed jobs run a few at a time, each within
-//! a time limit below half its lease, and each outcome is reported, fenced by the
-//! claim (see `store::ops::report`). A job starts only in the first half of the lease
-//! and ends within the limit, so it is recorded before its lease runs out and another
-//! replica may claim it again.
+//! One scheduler pass's deliveries (every kind but callbacks, which the callbacks
+//! loop runs, see `slots`): the claimed jobs run a few at a time, each within a time
+//! limit below half its lease, and each outcome is reported, fenced by the claim (see
+//! `store::ops::report`). A job starts only in the first half of the lease and ends
+//! within the limit, so it is recorded before its lease runs out and another replica
+//! may claim it again. A callback runs through the same per-job path
+//! ([`Outbox::run`]).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{CALLBACK_SLOTS, CONCURRENCY, Outbox, remind, retry};
+use super::{CONCURRENCY, Outbox, remind, retry};
 use crate::clock::Clock;
 use crate::jobs::{DueJob, Job, MessageKind, Outcome};
 use crate::store::StoreError;
@@ -30,46 +32,9 @@ pub struct Claimed<'a> {
     /// Turns true when the process shuts down: no job starts after it.
     pub stop: Option<&'a watch::Receiver<bool>>,
     /// Read when a job starts, so that one that waited for its turn (up to half the
-    /// lease) runs at its own time, and a callback signs with the time it is sent;
-    /// read again when it ends, so that its retry waits from then (a call that took
+    /// lease) runs at its own time; read again when it ends, so that its retry waits from then (a call that took
     /// long does not eat Slack's `Retry-After`). Without it, `now` throughout.
     pub clock: Option<Arc<dyn Clock>>,
-}
-
-/// The jobs of a pass not started yet, and the callbacks under way: a callback starts
-/// only while fewer than [`CALLBACK_SLOTS`] run, the jobs behind it going first, so
-/// that callbacks to receivers that never answer cannot take every slot from Slack.
-struct Queue {
-    waiting: VecDeque<DueJob>,
-    callbacks: HashSet<tokio::task::Id>,
-}
-
-impl Queue {
-    fn new(jobs: Vec<DueJob>) -> Self {
-        Self {
-            waiting: jobs.into(),
-            callbacks: HashSet::new(),
-        }
-    }
-
-    /// The first job that may start now.
-    fn next(&mut self) -> Option<DueJob> {
-        let full = self.callbacks.len() >= CALLBACK_SLOTS;
-        let at = self
-            .waiting
-            .iter()
-            .position(|job| !(full && is_callback(job)))?;
-        self.waiting.remove(at)
-    }
-
-    /// Every job not started, taken out.
-    fn rest(&mut self) -> Vec<DueJob> {
-        self.waiting.drain(..).collect()
-    }
-}
-
-fn is_callback(job: &DueJob) -> bool {
-    matches!(job.job, Job::Callback { .. })
 }
 
 /// How long one job may run: below half its lease, since it starts in the first half
@@ -85,9 +50,8 @@ fn soft_limit(lease: Duration) -> Duration {
 }
 
 impl Outbox {
-    /// Delivers claimed jobs ([`CONCURRENCY`] at a time, callbacks [`CALLBACK_SLOTS`]
-    /// of them at most; posts have their channel's slot already, see
-    /// [`Outbox::pace`]) and records each outcome. A job starts only in the first half
+    /// Delivers claimed jobs ([`CONCURRENCY`] at a time; posts have their channel's
+    /// slot already, see [`Outbox::pace`]) and records each outcome. A job starts only in the first half
     /// of the lease, and only until `stop` turns true or a report fails: the jobs not
     /// started go back to the queue, due at `now`. Returns, once the ones under way are
     /// recorded, how many went back, or the first error (every job under way is still
@@ -104,39 +68,32 @@ impl Outbox {
         let start_by = began + lease / 2;
         let stopping = || stop.is_some_and(|stop| *stop.borrow());
         let mut running = tokio::task::JoinSet::<Result<(), StoreError>>::new();
-        let mut queue = Queue::new(jobs);
+        let mut waiting = VecDeque::from(jobs);
         let (mut put_back, mut failed) = (0, None);
         loop {
             let late = Instant::now() >= start_by;
             if late || stopping() || failed.is_some() {
-                let unstarted = queue.rest();
+                let unstarted: Vec<DueJob> = waiting.drain(..).collect();
                 put_back += unstarted.len();
                 if let Err(error) = self.put_back(&unstarted, now, late).await {
                     failed.get_or_insert(error);
                 }
             }
             while running.len() < CONCURRENCY {
-                let Some(job) = queue.next() else { break };
-                let callback = is_callback(&job);
-                let task = running.spawn(self.clone().run(job, now, lease, clock.clone()));
-                if callback {
-                    queue.callbacks.insert(task.id());
-                }
+                let Some(job) = waiting.pop_front() else {
+                    break;
+                };
+                running.spawn(self.clone().run(job, now, lease, clock.clone()));
             }
-            let ended = match running.join_next_with_id().await {
-                Some(Ok((id, Ok(())))) => id,
-                Some(Ok((id, Err(error)))) => {
+            match running.join_next().await {
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(error))) => {
                     tracing::warn!(%error, "a delivery could not be recorded: it waits out its lease; no more start in this pass");
                     failed.get_or_insert(error);
-                    id
                 }
-                Some(Err(panicked)) => {
-                    tracing::error!(%panicked, "delivery task failed");
-                    panicked.id()
-                }
+                Some(Err(panicked)) => tracing::error!(%panicked, "delivery task failed"),
                 None => break,
-            };
-            queue.callbacks.remove(&ended);
+            }
         }
         match failed {
             Some(error) => Err(error),
@@ -171,9 +128,10 @@ impl Outbox {
 
     /// Runs one claimed job within its time limit, at its start time (see
     /// [`Claimed::clock`]), records its outcome (fenced by the claim), then fetches the
-    /// permalinks of the channel messages it posted.
+    /// permalinks of the channel messages it posted. A pass's jobs and the callbacks
+    /// loop's ([`super::CallbackSlots`]) alike.
     #[tracing::instrument(skip_all, fields(job = job.id, kind = job.job.kind(), approval_id = %job.approval_id))]
-    async fn run(
+    pub(super) async fn run(
         self,
         job: DueJob,
         now: DateTime<Utc>,

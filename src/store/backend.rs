@@ -13,7 +13,7 @@ use super::{HealthCounts, Result, StatusChange, TokenInfo, WithMessages};
 use crate::approval::{Approval, ApprovalId, Status, Vote};
 use crate::audit;
 use crate::audit::checkpoint::{self, Checkpoint};
-use crate::jobs::{DueJobs, MessageKey, NewJob, PostedMessage};
+use crate::jobs::{Due, DueJobs, MessageKey, NewJob, PostedMessage};
 
 /// The read side, implemented by each backend on its pool of reader connections. It
 /// never writes: every write goes through the writer ([`Tx`]).
@@ -61,12 +61,14 @@ pub(crate) trait Reads: Send + Sync {
         &self,
         status: Option<Status>,
     ) -> impl Future<Output = Result<Vec<ApprovalId>>> + Send;
-    /// Up to `limit` deliveries (every ready job but timers) due and not leased at
-    /// `now`, earliest first; the writer claims them after (`Tx::claim_jobs`).
+    /// Up to `limit` deliveries (ready jobs) of the kinds `which` takes, due and not
+    /// leased at `now`, earliest first; the writer claims them after
+    /// (`Tx::claim_jobs`).
     fn due_jobs(
         &self,
         now: DateTime<Utc>,
         limit: i64,
+        which: Due,
     ) -> impl Future<Output = Result<DueJobs>> + Send;
     /// Pending rows nobody classified yet (inserted straight into the table), oldest
     /// first, but for those in `skip`.

@@ -19,7 +19,7 @@ use crate::approval::{Approval, ApprovalId, Decision, Event, NewApproval, Status
 use crate::audit;
 use crate::audit::checkpoint::{self, Checkpoint};
 use crate::ids::UserId;
-use crate::jobs::{Deliveries, DueJob, DueJobs, MessageKey, Outcome, Paced, PostedMessage};
+use crate::jobs::{Deliveries, Due, DueJob, DueJobs, MessageKey, Outcome, Paced, PostedMessage};
 use crate::policy::Classification;
 use crate::signing::Signer;
 
@@ -431,25 +431,27 @@ impl Store {
         read!(self.health(now))
     }
 
-    /// Leases up to `limit` deliveries due at `now` for `lease` (a holder that dies
-    /// loses them after it); expiry timers are not leased but fired by
-    /// [`Store::fire_due`]. The scheduler does this in two steps, pacing posts in
-    /// between: [`Store::due_jobs`], then [`Store::claim_due`].
+    /// Leases up to `limit` deliveries of every kind due at `now` for `lease` (a
+    /// holder that dies loses them after it); expiry timers are not leased but fired
+    /// by [`Store::fire_due`]. The scheduler does this in two steps, its deliveries and
+    /// its callbacks apart, pacing posts in between: [`Store::due_jobs`], then
+    /// [`Store::claim_due`].
     pub async fn claim_jobs(
         &self,
         now: DateTime<Utc>,
         limit: i64,
         lease: std::time::Duration,
     ) -> Result<Vec<DueJob>> {
-        let due = self.due_jobs(now, limit).await?;
+        let due = self.due_jobs(now, limit, Due::All).await?;
         self.claim_due(due, now, lease, |jobs| (jobs, Vec::new()))
             .await
     }
 
-    /// Up to `limit` deliveries due and not leased at `now`, earliest first, read on a
-    /// reader: the writer only claims them ([`Store::claim_due`]).
-    pub async fn due_jobs(&self, now: DateTime<Utc>, limit: i64) -> Result<DueJobs> {
-        read!(self.due_jobs(now, limit))
+    /// Up to `limit` deliveries of the kinds `which` takes, due and not leased at
+    /// `now`, earliest first, read on a reader: the writer only claims them
+    /// ([`Store::claim_due`]).
+    pub async fn due_jobs(&self, now: DateTime<Utc>, limit: i64, which: Due) -> Result<DueJobs> {
+        read!(self.due_jobs(now, limit, which))
     }
 
     /// Claims what `due` holds, one write per job, in write operations of at most

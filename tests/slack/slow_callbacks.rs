@@ -1,14 +1,16 @@
-//! Callbacks to a receiver that is slow or never answers take at most half of a pass's
-//! delivery slots, so Slack's posts go out beside them; a callback is signed when it is
-//! sent, however long its host took to resolve.
+//! Callbacks to a receiver that is slow or never answers run in slots of their own
+//! (`outbox::CALLBACK_SLOTS`), apart from the passes of Slack's deliveries, so Slack's
+//! posts go out beside them, and a backlog of them costs one claim per attempt; a
+//! callback is signed when it is sent, however long its host took to resolve.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use signoff::clock::{Clock, ManualClock};
 use signoff::egress::Resolver;
-use signoff::outbox::Outbox;
+use signoff::outbox::{CALLBACK_SLOTS, Outbox};
 use signoff::policy::Policy;
 use signoff::scheduler::Scheduler;
 use tokio::sync::watch;
@@ -17,7 +19,11 @@ use crate::common::TestDb;
 use crate::common::receiver::Receiver;
 use crate::helpers::*;
 
-crate::on_both_backends!(a_callback_is_signed_when_it_is_sent_not_when_its_pass_began);
+crate::on_both_backends!(
+    a_callback_is_signed_when_it_is_sent_not_when_its_pass_began,
+    slack_posts_go_out_while_callbacks_wait_for_a_receiver_that_never_answers,
+    a_backlog_of_callbacks_to_a_silent_receiver_costs_one_claim_per_attempt,
+);
 
 /// The scheduler's loops, as the server runs them, at the manual clock's time: the
 /// sender that stops them, and the task.
@@ -91,8 +97,9 @@ async fn a_callback_is_signed_when_it_is_sent_not_when_its_pass_began(db: TestDb
     assert!(app.signer.public_key().verify(signed.as_bytes(), signature));
 }
 
-/// Callbacks to a receiver that takes connections and never answers hold at most half
-/// the delivery slots: a request's Slack post goes out while they wait out their 10 s.
+/// Callbacks to a receiver that takes connections and never answers take none of a
+/// pass's delivery slots: a request's Slack post goes out while they wait out their
+/// 10 s, in a scheduler pass as the tests run it (`run_once`).
 #[tokio::test]
 async fn callbacks_a_receiver_never_answers_leave_slots_to_slack() {
     let app = spawn_app().await;
@@ -122,4 +129,135 @@ async fn callbacks_a_receiver_never_answers_leave_slots_to_slack() {
             panic!("no post while the callbacks wait for their receiver")
         }
     }
+}
+
+/// A receiver that takes connections and never answers: its port, how many
+/// connections it took, and the task that holds them (aborted, it closes them all).
+async fn silent_receiver() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let counted = taken.clone();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (port, taken, holding)
+}
+
+/// `count` auto-approved requests whose callbacks go to `port` on a test host.
+async fn with_callbacks(app: &TestApp, port: u16, count: usize) {
+    let url = format!("http://hooks.test:{port}/cb");
+    for id in 0..count {
+        let body =
+            json!({"tool_name": "search_docs", "parameters": {"id": id}, "callback_url": url});
+        asked(app, &app.token, &body).await;
+    }
+}
+
+/// With the scheduler's loops running as the server runs them, callbacks to a receiver
+/// that takes connections and never answers hold up no Slack post: a request made
+/// once they are under way has its message posted at once, not after their 10 s.
+async fn slack_posts_go_out_while_callbacks_wait_for_a_receiver_that_never_answers(db: TestDb) {
+    let app = spawn_on(db).await;
+    let (port, taken, silent) = silent_receiver().await;
+    with_callbacks(&app, port, 8).await;
+    let (stop, loops) = running(&app, app.scheduler.clone());
+    // Claimed and under way: the receiver holds their connections.
+    let under_way = async {
+        while taken.load(Ordering::SeqCst) < CALLBACK_SLOTS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), under_way)
+        .await
+        .expect("the callbacks were started");
+    let body = json!({"tool_name": "nudge_me", "parameters": {}});
+    asked(&app, &app.token, &body).await;
+    let asked_at = std::time::Instant::now();
+    let posted = tokio::time::timeout(
+        Duration::from_secs(3),
+        app.slack.wait_for("chat.postMessage", 1),
+    )
+    .await;
+    let took = asked_at.elapsed();
+    // Closed connections end the callbacks under way, so that the loops stop at once.
+    silent.abort();
+    stop.send(true).unwrap();
+    loops.await.unwrap();
+    assert!(
+        posted.is_ok(),
+        "no post within {took:?} while the callbacks wait for their receiver"
+    );
+}
+
+/// Counts, in `claims_seen`, every claim of a callback (a write that leases its row),
+/// whatever becomes of it after: started, or put back.
+async fn count_callback_claims(db: &TestDb) {
+    let sql = if db.backend == "sqlite" {
+        vec![
+            "CREATE TABLE claims_seen (job INTEGER)".to_owned(),
+            "CREATE TRIGGER claims_seen AFTER UPDATE OF locked_until ON jobs \
+             WHEN NEW.locked_until IS NOT NULL AND NEW.kind = 'callback' \
+             BEGIN INSERT INTO claims_seen VALUES (NEW.id); END"
+                .to_owned(),
+        ]
+    } else {
+        vec![
+            "CREATE TABLE claims_seen (job BIGINT)".to_owned(),
+            "CREATE FUNCTION claims_seen() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN INSERT INTO claims_seen VALUES (NEW.id); RETURN NEW; END $$"
+                .to_owned(),
+            "CREATE TRIGGER claims_seen AFTER UPDATE OF locked_until ON jobs FOR EACH ROW \
+             WHEN (NEW.locked_until IS NOT NULL AND NEW.kind = 'callback') \
+             EXECUTE FUNCTION claims_seen()"
+                .to_owned(),
+        ]
+    };
+    for sql in sql {
+        crate::common::raw_execute(db, &sql).await.unwrap();
+    }
+}
+
+/// A backlog of callbacks to a receiver that takes connections and never answers,
+/// with the scheduler's loops running as the server runs them and the clock moving
+/// on (so that the retries come due): each slot claims a callback only when it can
+/// start it, so the claims are at most [`CALLBACK_SLOTS`] per callback time limit
+/// elapsed, plus those in flight, and none is put back (every claim counted an
+/// attempt that was made).
+async fn a_backlog_of_callbacks_to_a_silent_receiver_costs_one_claim_per_attempt(db: TestDb) {
+    let app = spawn_on(db).await;
+    let (port, _, silent) = silent_receiver().await;
+    with_callbacks(&app, port, 20).await;
+    count_callback_claims(&app.db).await;
+    // A short lease, so that a callback's time limit (2/5 of it) comes well before
+    // its receiver's 10 s.
+    let lease = Duration::from_secs(2);
+    let limit = lease * 2 / 5;
+    let began = std::time::Instant::now();
+    let (stop, loops) = running(&app, app.scheduler.clone().with_lease(lease));
+    while began.elapsed() < Duration::from_secs(6) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        app.clock.advance(Duration::from_millis(50));
+    }
+    let claims = crate::common::raw_count(&app.db, "SELECT count(*) FROM claims_seen").await;
+    let elapsed = began.elapsed();
+    silent.abort();
+    stop.send(true).unwrap();
+    loops.await.unwrap();
+    let most = CALLBACK_SLOTS as f64 * (elapsed.as_secs_f64() / limit.as_secs_f64() + 1.0);
+    assert!(
+        claims as f64 <= most,
+        "{claims} claims in {elapsed:?}: more than {CALLBACK_SLOTS} slots can start"
+    );
+    let count = |sql| crate::common::raw_count(&app.db, sql);
+    let unattempted = count("SELECT count(*) FROM jobs WHERE kind = 'callback' AND attempts = 0");
+    assert_eq!(unattempted.await, 0, "every callback was tried");
+    // Now that those under way are recorded: one claim per attempt, none put back.
+    let claims = count("SELECT count(*) FROM claims_seen").await;
+    let attempts = count("SELECT COALESCE(SUM(attempts), 0) FROM jobs WHERE kind = 'callback'");
+    assert_eq!(attempts.await, claims, "no claim was put back");
 }

@@ -199,7 +199,10 @@ async fn a_claim_whose_commit_never_reached_the_server_takes_its_jobs_when_run_a
         approval.id
     );
     assert_eq!(raw_execute(&db, &planned).await, Ok(1));
-    let due = store.due_jobs(clock.now(), 10).await.unwrap();
+    let due = store
+        .due_jobs(clock.now(), 10, signoff::jobs::Due::All)
+        .await
+        .unwrap();
     assert_eq!(due.jobs.len(), 1);
     cut.arm(Cut::NeverSent);
     let claimed = tokio::time::timeout(

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use signoff::approval::{Decision, Rejection, Status};
 use signoff::clock::Clock;
-use signoff::jobs::LEASE;
+use signoff::jobs::{Due, LEASE};
 use signoff::scheduler::Scheduler;
 use signoff::store::StoreError;
 
@@ -175,12 +175,12 @@ async fn a_paced_claim_leases_the_ready_and_moves_the_waiting_in_one_step(db: Te
     }
     let now = clock.now();
     let later = |secs| now + chrono::Duration::seconds(secs);
-    let due = store.due_jobs(now, 10).await.unwrap();
+    let due = store.due_jobs(now, 10, Due::All).await.unwrap();
     assert_eq!(due.len(), 4);
     assert!(due.jobs.iter().all(|job| job.attempts == 0), "only read");
     let ids: Vec<i64> = due.jobs.iter().map(|job| job.id).collect();
     // Between the read and the claim, another replica claims the first job.
-    let theirs = replica.due_jobs(now, 10).await.unwrap();
+    let theirs = replica.due_jobs(now, 10, Due::All).await.unwrap();
     let taken = replica
         .claim_due(theirs, now, LEASE, |mut jobs| {
             jobs.retain(|job| job.id == ids[0]);
@@ -235,7 +235,7 @@ async fn a_backlog_claimed_in_several_writes_is_claimed_whole_and_in_order(db: T
     }
     let now = clock.now();
     let later = |secs| now + chrono::Duration::seconds(secs);
-    let due = store.due_jobs(now, 1000).await.unwrap();
+    let due = store.due_jobs(now, 1000, Due::All).await.unwrap();
     assert_eq!(due.len(), 300);
     let ids: Vec<i64> = due.jobs.iter().map(|job| job.id).collect();
     // The first 200 now, last first; the other 100 wait five seconds.
@@ -276,7 +276,7 @@ async fn a_claim_that_fails_part_way_answers_the_jobs_it_leased_and_leaves_the_r
         create(&store, &clock, "tool", json!({ "n": n })).await;
     }
     let now = clock.now();
-    let due = store.due_jobs(now, 1000).await.unwrap();
+    let due = store.due_jobs(now, 1000, Due::All).await.unwrap();
     let ids: Vec<i64> = due.jobs.iter().map(|job| job.id).collect();
     assert_eq!(ids.len(), 300);
     let refused_job = |id: i64| format!("OLD.id = {id}");
@@ -289,7 +289,7 @@ async fn a_claim_that_fails_part_way_answers_the_jobs_it_leased_and_leaves_the_r
         "claim refused by trigger",
     )
     .await;
-    let first = store.due_jobs(now, 1000).await.unwrap();
+    let first = store.due_jobs(now, 1000, Due::All).await.unwrap();
     let refused = store
         .claim_due(first, now, LEASE, |jobs| (jobs, Vec::new()))
         .await;
@@ -297,7 +297,10 @@ async fn a_claim_that_fails_part_way_answers_the_jobs_it_leased_and_leaves_the_r
         matches!(&refused, Err(StoreError::Database(e)) if e.to_string().contains("claim refused")),
         "{refused:?}"
     );
-    assert_eq!(store.due_jobs(now, 1000).await.unwrap().len(), 300);
+    assert_eq!(
+        store.due_jobs(now, 1000, Due::All).await.unwrap().len(),
+        300
+    );
     allow(&db, "jobs").await;
     // The second write refused: the first write's 128 are answered, leased.
     refuse(
@@ -335,7 +338,7 @@ async fn a_job_a_newer_signoff_wrote_is_put_off_without_an_attempt_and_never_del
     .await
     .unwrap();
     assert_eq!(marked, 1);
-    let due = store.due_jobs(clock.now(), 10).await.unwrap();
+    let due = store.due_jobs(clock.now(), 10, Due::All).await.unwrap();
     assert_eq!((due.jobs.len(), due.foreign.len()), (1, 1));
     let claimed = store
         .claim_due(due, clock.now(), LEASE, |jobs| (jobs, Vec::new()))
@@ -346,7 +349,11 @@ async fn a_job_a_newer_signoff_wrote_is_put_off_without_an_attempt_and_never_del
         [ours.id]
     );
     assert!(
-        store.due_jobs(clock.now(), 10).await.unwrap().is_empty(),
+        store
+            .due_jobs(clock.now(), 10, Due::All)
+            .await
+            .unwrap()
+            .is_empty(),
         "put off, so that it does not come back at every pass"
     );
     let untouched = raw_count(
@@ -360,7 +367,7 @@ async fn a_job_a_newer_signoff_wrote_is_put_off_without_an_attempt_and_never_del
         "left in the table for the version that knows it"
     );
     let later = clock.now() + chrono::Duration::from_std(LEASE).unwrap();
-    let due = store.due_jobs(later, 10).await.unwrap();
+    let due = store.due_jobs(later, 10, Due::All).await.unwrap();
     assert_eq!(due.foreign.len(), 1, "due again a lease later");
 }
 
@@ -1269,7 +1276,7 @@ async fn the_readers_kept_plans_follow_the_tables_as_they_grow_on_postgres() {
         assert_eq!(store.unclassified(10, &[]).await.unwrap(), Vec::new());
         assert!(
             store
-                .due_jobs(clock.now(), 10)
+                .due_jobs(clock.now(), 10, Due::All)
                 .await
                 .unwrap()
                 .jobs
@@ -1605,7 +1612,7 @@ async fn nudges_become_jobs_when_due_once_across_replicas_and_never_once_decided
         "decided ones are cleared"
     );
     assert_eq!(store.fire_due(clock.now(), 100).await.unwrap(), 0);
-    let due = store.due_jobs(clock.now(), 100).await.unwrap();
+    let due = store.due_jobs(clock.now(), 100, Due::All).await.unwrap();
     let reminded: Vec<_> = due
         .jobs
         .iter()
@@ -1630,7 +1637,7 @@ async fn nudges_become_jobs_when_due_once_across_replicas_and_never_once_decided
         "none left"
     );
     let escalations = store
-        .due_jobs(clock.now(), 100)
+        .due_jobs(clock.now(), 100, Due::All)
         .await
         .unwrap()
         .jobs

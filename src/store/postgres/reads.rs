@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use super::coalesced::Coalesced;
 use super::*;
+use crate::jobs::Due;
 use crate::store::{GIVEN_UP_SHOWN, OVERDUE_GRACE, sql};
 
 #[derive(Clone)]
@@ -142,8 +143,8 @@ impl Reads for PgReads {
         Ok(ids.into_iter().map(ApprovalId).collect())
     }
 
-    async fn due_jobs(&self, now: DateTime<Utc>, limit: i64) -> Result<DueJobs> {
-        let rows = on_conn!(self, |c| sqlx::query(sql::jobs::DUE)
+    async fn due_jobs(&self, now: DateTime<Utc>, limit: i64, which: Due) -> Result<DueJobs> {
+        let rows = on_conn!(self, |c| sqlx::query(sql::jobs::due(which))
             .bind(now)
             .bind(limit)
             .fetch_all(c));

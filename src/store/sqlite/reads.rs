@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::jobs::Due;
 use crate::store::{GIVEN_UP_SHOWN, OVERDUE_GRACE, sql};
 
 #[derive(Clone)]
@@ -189,8 +190,8 @@ impl Reads for SqliteReads {
         Ok(parse_ids(&ids)?)
     }
 
-    async fn due_jobs(&self, now: DateTime<Utc>, limit: i64) -> Result<DueJobs> {
-        let rows = on_conn!(self, |c| sqlx::query(sql::jobs::DUE)
+    async fn due_jobs(&self, now: DateTime<Utc>, limit: i64, which: Due) -> Result<DueJobs> {
+        let rows = on_conn!(self, |c| sqlx::query(sql::jobs::due(which))
             .bind(ts(&now))
             .bind(limit)
             .fetch_all(c));
