@@ -365,11 +365,12 @@ async fn record_claims<T: Tx>(
     current.load_more(tx, &ids).await?;
     let mut recorded = 0;
     for (id, at) in claims {
-        let after = current.get(id).cloned();
-        let Some((after, (before, happening))) =
-            after.and_then(|after| Some((after.clone(), machine::claimed(&after, at)?)))
-        else {
-            tracing::warn!(%id, "a claim marked in the shared table names no claimed row: dropped");
+        let Some(after) = current.get(id).cloned() else {
+            tracing::warn!(%id, "a claim marked in the shared table names no row: dropped");
+            continue;
+        };
+        let Some((before, happening)) = machine::claimed(&after, at) else {
+            tracing::warn!(%id, status = %after.status, "a claim marked in the shared table names a row not claimed: dropped");
             continue;
         };
         let planned = jobs::plan(Some(&before), &after, deliveries, now);
