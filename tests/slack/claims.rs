@@ -353,3 +353,24 @@ async fn of_two_concurrent_claims_one_gets_the_row(db: TestDb) {
     assert_eq!(executed_events(&app, row.id).await.len(), 1);
     chain_verifies(&app).await;
 }
+
+/// On PostgreSQL the claim wakes every replica's scheduler (the intake's `NOTIFY`), so
+/// that it is recorded within a second, not at the next sweep.
+#[tokio::test]
+async fn a_claim_wakes_the_scheduler_on_postgres() {
+    let Some(db) = crate::common::postgres("claim_wakes").await else {
+        return;
+    };
+    let app = spawn_now(db).await;
+    let row = inserted(&app, "{}").await;
+    app.click(&row, "U0ALICE", "approve").await;
+    app.store.hearing().await;
+    let wakeup = app.store.wakeup();
+    // A wake-up stored before (the insert's, the listener's) is not the claim's.
+    let _ = tokio::time::timeout(Duration::from_millis(300), wakeup.notified()).await;
+    let woken = wakeup.notified();
+    assert_eq!(raw_execute(&app.db, &claim_sql(row.id)).await, Ok(1));
+    tokio::time::timeout(Duration::from_secs(5), woken)
+        .await
+        .expect("the claim's NOTIFY woke the scheduler");
+}
