@@ -270,6 +270,15 @@ pub(crate) trait Tx: OutboxTx + BatchTx + Send + 'static {
         &mut self,
         nudges: &[(ApprovalId, Option<DateTime<Utc>>)],
     ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Takes up to `limit` of the claims other programs made in the shared table (a row
+    /// moved from approved to executed, see `migrations/postgres/0025_shared_claim.sql`),
+    /// oldest first, each with when it was made: their markers are deleted, so that the
+    /// transaction that records them takes each once (Postgres: skipping those another
+    /// replica is taking).
+    fn take_shared_claims(
+        &mut self,
+        limit: i64,
+    ) -> impl Future<Output = sqlx::Result<Vec<(ApprovalId, DateTime<Utc>)>>> + Send;
     /// Stores a token hash under `name` (also the name of a revoked token); false if
     /// an active token has the name.
     fn token_insert(

@@ -2,6 +2,7 @@
 //! by payloads signed and shaped as Slack sends them.
 
 mod batching;
+mod claims;
 mod commands;
 #[path = "../common/mod.rs"]
 mod common;

@@ -15,6 +15,7 @@ use crate::helpers::*;
 crate::on_both_backends!(
     a_claimed_job_is_leased_and_a_crashed_holder_loses_it,
     timers_fire_in_their_own_transaction_once_across_replicas,
+    claims_in_the_shared_table_are_recorded_once_across_replicas,
     nudges_become_jobs_when_due_once_across_replicas_and_never_once_decided,
     an_expiry_timer_follows_an_expiry_moved_in_the_shared_table,
     expiries_behind_the_last_pass_still_fire,
@@ -1555,6 +1556,52 @@ async fn timers_fire_in_their_own_transaction_once_across_replicas(db: TestDb) {
         );
     }
     assert_eq!(count_audit(&store, "expired").await, 40, "one expiry each");
+}
+
+/// Rows a program inserted, approved and claimed itself in the shared table (see
+/// migrations/postgres/0025_shared_claim.sql): two processes' timer passes at the same
+/// moment record each claim once, and a later pass finds none left.
+async fn claims_in_the_shared_table_are_recorded_once_across_replicas(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    // The claim judges expiry by the database's clock.
+    clock.set(chrono::Utc::now());
+    let replica = signoff::store::Store::connect(&db.url).await.unwrap();
+    let expires = common::sql_time(&db, clock.now() + chrono::Duration::hours(1));
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        let id = signoff::approval::ApprovalId::new();
+        let sql = format!(
+            "INSERT INTO pending_approvals (id, tool_name, parameters, requested_by, expires_at) \
+             VALUES ('{id}', 'transfer', '{{\"n\": {n}}}', 'agent-7', {expires})"
+        );
+        assert_eq!(raw_execute(&db, &sql).await, Ok(1));
+        ids.push(id);
+    }
+    assert_eq!(
+        intake_scheduler(&store).intake(clock.now()).await.unwrap(),
+        30
+    );
+    for id in &ids {
+        let approved = vote(&store, &clock, *id, "U1", Decision::Approve).await;
+        assert_eq!(approved.unwrap().status, Status::Approved);
+        let claim = format!(
+            "UPDATE pending_approvals SET status = 'executed' WHERE id = '{id}' AND status = 'approved'"
+        );
+        assert_eq!(raw_execute(&db, &claim).await, Ok(1));
+    }
+    let (mine, theirs) = tokio::join!(
+        store.fire_due(clock.now(), 100),
+        replica.fire_due(clock.now(), 100)
+    );
+    assert_eq!(mine.unwrap() + theirs.unwrap(), 30);
+    assert_eq!(store.fire_due(clock.now(), 100).await.unwrap(), 0);
+    assert_eq!(count_audit(&store, "executed").await, 30, "one each");
+    for id in ids {
+        assert_eq!(
+            store.get(id).await.unwrap().unwrap().status,
+            Status::Executed
+        );
+    }
 }
 
 /// The first reminder and the escalation are not written when a request opens: its

@@ -185,6 +185,32 @@ fn execute(
     )])
 }
 
+/// Another program's claim of `approval` in the shared table: its row, inserted there
+/// (no token), moved from approved to executed at `at` by the program itself, which
+/// the database allows only as [`execute`] would (approved, unexpired, the parameters
+/// as approved; see migrations/postgres/0025_shared_claim.sql). Answers the approval
+/// as it was before the claim (what its message and waiters knew) and the `executed`
+/// event to record, as the API's execute records one, by the row's requester (as its
+/// `requested` event names it); `None` when `approval` is not so claimed.
+pub fn claimed(approval: &Approval, at: DateTime<Utc>) -> Option<(Approval, Happening)> {
+    if approval.status != Status::Executed || approval.token_name.is_some() {
+        return None;
+    }
+    let mut before = approval.clone();
+    before.status = Status::Approved;
+    before.executed_at = None;
+    let happening = Happening::new(
+        AuditKind::Executed,
+        approval.requested_by.as_deref(),
+        json!({
+            "parameters_sha256": canonical::value_sha256_hex(&approval.parameters),
+            "source": "shared_table",
+            "claimed_at": at,
+        }),
+    );
+    Some((before, happening))
+}
+
 /// A decision by an operator outside Slack: final at once, recorded as a vote by `by`
 /// and, in the audit log, as break-glass (`via`, `break_glass`).
 fn break_glass(

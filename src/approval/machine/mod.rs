@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{Approval, Decision, Status};
 use crate::canonical;
-pub use events::apply;
+pub use events::{apply, claimed};
 pub use opening::{adopt, open};
 
 /// Who is deciding, as the edge that heard them established it: their name (a Slack

@@ -707,3 +707,36 @@ proptest! {
         prop_assert!(executions <= 1, "executed {} times", executions);
     }
 }
+
+#[test]
+fn a_claim_in_the_shared_table_is_recorded_as_an_execute_by_the_rows_requester() {
+    let mut row = pending(1);
+    row.token_name = None;
+    let approved = apply(&row, &vote("U0ALICE", Decision::Approve), t0())
+        .unwrap()
+        .next;
+    assert_eq!(
+        claimed(&approved, t0()),
+        None,
+        "not claimed: still approved"
+    );
+    let mut executed = approved.clone();
+    executed.status = Status::Executed;
+    executed.executed_at = Some(t0());
+    let (before, happening) = claimed(&executed, t0()).unwrap();
+    assert_eq!(before.status, Status::Approved);
+    assert_eq!(before.executed_at, None);
+    assert_eq!(happening.kind, AuditKind::Executed);
+    assert_eq!(happening.actor.as_deref(), Some("U0AGENT"));
+    assert_eq!(happening.data["source"], "shared_table");
+    assert_eq!(
+        happening.data["parameters_sha256"],
+        canonical::value_sha256_hex(&executed.parameters)
+    );
+    executed.token_name = Some("agent".into());
+    assert_eq!(
+        claimed(&executed, t0()),
+        None,
+        "a token's row is not claimed"
+    );
+}

@@ -299,7 +299,9 @@ impl Done {
 }
 
 /// Fires the timers on approvals' rows that have come by `now`, up to `limit` of each
-/// kind: expiries, then nudges ([`fire_nudges`]). Answers how many fired.
+/// kind: expiries, then nudges ([`fire_nudges`]), and records the claims other programs
+/// made in the shared table ([`record_claims`]). Answers how many fired or were
+/// recorded.
 ///
 /// Expiries are set-based and in this one transaction, so an expiry needs no lease: a
 /// process that dies mid-way expired nothing. The timer is the approval's own
@@ -335,7 +337,47 @@ pub(crate) async fn fire_due<T: Tx>(
         fired += 1;
     }
     fired += fire_nudges(tx, current, now, limit, deliveries, &mut done).await?;
+    fired += record_claims(tx, current, now, limit, deliveries, &mut done).await?;
     Ok((fired, done))
+}
+
+/// Records up to `limit` of the claims other programs made in the shared table since
+/// the last pass: a row they inserted, approved, that they moved to executed themselves
+/// (`UPDATE … SET status = 'executed' WHERE id = … AND status = 'approved'`), which
+/// the database allows only as the API's execute would, and marks (see
+/// `migrations/postgres/0025_shared_claim.sql`). Each gets what an execute through the
+/// API gets: its `executed` event, its message update and its change notice. The row
+/// itself is as the claim left it (executed, its version moved on): it is read, not
+/// written. Answers how many it recorded.
+async fn record_claims<T: Tx>(
+    tx: &mut T,
+    current: &mut Current,
+    now: DateTime<Utc>,
+    limit: i64,
+    deliveries: Deliveries,
+    done: &mut Done,
+) -> sqlx::Result<usize> {
+    let claims = tx.take_shared_claims(limit).await?;
+    if claims.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<ApprovalId> = claims.iter().map(|(id, _)| *id).collect();
+    current.load_more(tx, &ids).await?;
+    let mut recorded = 0;
+    for (id, at) in claims {
+        let Some(after) = current.get(id).cloned() else {
+            tracing::warn!(%id, "a claim marked in the shared table names no row: dropped");
+            continue;
+        };
+        let Some((before, happening)) = machine::claimed(&after, at) else {
+            tracing::warn!(%id, status = %after.status, "a claim marked in the shared table names a row not claimed: dropped");
+            continue;
+        };
+        let planned = jobs::plan(Some(&before), &after, deliveries, now);
+        done.record(before.status, after, vec![happening], planned, now);
+        recorded += 1;
+    }
+    Ok(recorded)
 }
 
 /// Plans the nudges (first reminder, escalation post) of up to `limit` approvals whose

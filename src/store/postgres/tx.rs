@@ -539,6 +539,27 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    async fn take_shared_claims(
+        &mut self,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(ApprovalId, DateTime<Utc>)>> {
+        // SKIP LOCKED: replicas taking claims at the same moment take different ones.
+        // With none (the usual pass) it deletes nothing, and so writes nothing.
+        let taken: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "DELETE FROM shared_claims WHERE approval_id IN (SELECT approval_id FROM shared_claims \
+             ORDER BY at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING approval_id, at",
+        )
+        .bind(limit)
+        .fetch_all(self.conn().await?)
+        .await?;
+        let mut taken: Vec<(ApprovalId, DateTime<Utc>)> = taken
+            .into_iter()
+            .map(|(id, at)| (ApprovalId(id), at))
+            .collect();
+        taken.sort_by_key(|(_, at)| *at);
+        Ok(taken)
+    }
+
     async fn token_insert(
         &mut self,
         name: &str,

@@ -468,6 +468,32 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    async fn take_shared_claims(
+        &mut self,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(ApprovalId, DateTime<Utc>)>> {
+        // Read first: the usual pass finds none, and then writes nothing.
+        let found: Vec<(String, String)> =
+            sqlx::query_as("SELECT approval_id, at FROM shared_claims ORDER BY at LIMIT $1")
+                .bind(limit)
+                .fetch_all(self.conn().await?)
+                .await?;
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = found.iter().map(|(id, _)| id.as_str()).collect();
+        sqlx::query(
+            "DELETE FROM shared_claims WHERE approval_id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(serde_json::to_string(&ids).unwrap_or_default())
+        .execute(self.conn().await?)
+        .await?;
+        found
+            .iter()
+            .map(|(id, at)| Ok((parse_id(id)?, parse_ts(at)?)))
+            .collect()
+    }
+
     async fn token_insert(
         &mut self,
         name: &str,
