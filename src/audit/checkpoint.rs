@@ -23,6 +23,9 @@ use crate::signing::{PublicKey, Signer};
 pub const EVERY_EVENTS: i64 = 1000;
 /// …or once the newest one is this old and events arrived since.
 pub const INTERVAL: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+/// An unsigned tail longer than this (from the newest checkpoint's time to its newest
+/// event's) is more than a running server leaves: `audit verify` warns of it.
+pub const UNSIGNED_WARNING: chrono::TimeDelta = chrono::TimeDelta::seconds(2 * 60);
 
 /// One signed checkpoint; also a line of `signoff audit export` (the line after the
 /// event it covers), told from events by its `checkpoint` field.
@@ -192,13 +195,17 @@ pub struct Report {
     /// The newest checkpoint's number and hash, to keep outside the database and
     /// name in a later verify (`--checkpoint N:HASH`).
     pub newest: Option<(i64, String)>,
+    /// How long after the newest checkpoint was signed (without one, after the first
+    /// event) the newest event it does not cover came; `None` when it covers them all.
+    pub unsigned_for: Option<chrono::TimeDelta>,
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "audit chain ok: {} events", self.events)?;
         if self.checkpoints == 0 {
-            return write!(f, "; no signed checkpoint yet");
+            write!(f, "; no signed checkpoint yet")?;
+            return self.warn_of_the_tail(f);
         }
         write!(
             f,
@@ -216,7 +223,31 @@ impl fmt::Display for Report {
                  --checkpoint {n}:{hash}` fails if it is removed)"
             )?;
         }
-        Ok(())
+        self.warn_of_the_tail(f)
+    }
+}
+
+impl Report {
+    /// A line when the unsigned events run on longer after the newest checkpoint than a
+    /// running server lets them ([`UNSIGNED_WARNING`]): checkpoints removed leave such a
+    /// tail, as does a database written while no server ran.
+    fn warn_of_the_tail(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(span) = self.unsigned_for.filter(|span| *span > UNSIGNED_WARNING) else {
+            return Ok(());
+        };
+        let since = match self.newest {
+            Some(_) => "the newest checkpoint was signed",
+            None => "the first event, and no checkpoint was ever signed",
+        };
+        let span = humantime::format_duration(span.to_std().unwrap_or_default());
+        write!(
+            f,
+            "\nwarning: the newest unsigned event came {span} after {since}; a running \
+             `signoff serve` signs at least every minute while events arrive, so unless \
+             these were written while no server ran (`signoff decide`, `signoff token`), \
+             newer checkpoints may have been removed: verify against one kept from before \
+             (--checkpoint N:HASH)"
+        )
     }
 }
 
@@ -227,6 +258,10 @@ pub struct LogVerifier {
     checkpoints: Vec<Checkpoint>,
     /// The next checkpoint to meet.
     next: usize,
+    /// The first event's time, and the newest time among the events past the newest
+    /// checkpoint ([`Report::unsigned_for`]).
+    first_at: Option<DateTime<Utc>>,
+    newest_unsigned_at: Option<DateTime<Utc>>,
 }
 
 impl LogVerifier {
@@ -251,6 +286,8 @@ impl LogVerifier {
             chain: Verifier::default(),
             checkpoints,
             next: 0,
+            first_at: None,
+            newest_unsigned_at: None,
         })
     }
 
@@ -266,6 +303,11 @@ impl LogVerifier {
 
     pub fn check(&mut self, entry: &Entry) -> Result<(), Flaw> {
         self.chain.check(entry)?;
+        self.first_at.get_or_insert(entry.at);
+        if entry.seq > self.checkpoints.last().map_or(0, |newest| newest.seq) {
+            let newest = self.newest_unsigned_at.get_or_insert(entry.at);
+            *newest = (*newest).max(entry.at);
+        }
         if let Some(checkpoint) = self.checkpoints.get(self.next)
             && checkpoint.seq == entry.seq
         {
@@ -301,11 +343,16 @@ impl LogVerifier {
             None => last_seq,
         };
         let newest = self.checkpoints.last();
+        let since = newest.map(|c| c.at).or(self.first_at);
         Ok(Report {
             events,
             checkpoints: self.checkpoints.len() as i64,
             covered: newest.map_or(0, |c| c.seq),
             newest: newest.map(|c| (c.n, c.hash.clone())),
+            unsigned_for: self
+                .newest_unsigned_at
+                .zip(since)
+                .map(|(at, since)| at - since),
         })
     }
 }

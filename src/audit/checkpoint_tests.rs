@@ -59,8 +59,11 @@ fn a_checkpointed_chain_verifies_and_reports_what_the_newest_checkpoint_covers()
             checkpoints: 2,
             covered: 8,
             newest: Some((2, entries[7].hash.clone())),
+            // Events 9 and 10, one and two seconds after event 8, which 2 signed.
+            unsigned_for: Some(chrono::TimeDelta::seconds(2)),
         }
     );
+    assert!(!report.to_string().contains("warning"), "{report}");
     assert!(
         report
             .to_string()
@@ -194,4 +197,53 @@ fn a_checkpoint_known_from_before_must_still_be_there_with_its_hash() {
             .to_string()
             .contains("checkpoints were removed")
     );
+}
+
+/// An unsigned tail that runs on longer after the newest checkpoint than a running
+/// server lets it is warned of; one within a minute or two is not.
+#[test]
+fn a_long_unsigned_tail_is_warned_of() {
+    let signer = Signer::generate();
+    let drafts = (0..6)
+        .map(|i| Draft {
+            approval_id: None,
+            kind: "vote",
+            actor: Some(format!("U{i}")),
+            // Events 5 and 6 come an hour after event 4.
+            at: at(if i < 4 { i } else { 3600 + i }),
+            data: json!({"n": i}),
+        })
+        .collect();
+    let entries = link(0, GENESIS_HASH, drafts);
+    let report = verify(
+        &entries,
+        checkpoints(&signer, &entries, &[4]),
+        signer.public_key(),
+    )
+    .unwrap();
+    assert_eq!(report.unsigned_for, Some(chrono::TimeDelta::seconds(3602)));
+    let text = report.to_string();
+    assert!(
+        text.contains(
+            "warning: the newest unsigned event came 1h 2s after the newest checkpoint was signed"
+        ),
+        "{text}"
+    );
+    // Without a checkpoint: from the first event.
+    let unsigned = verify(&entries, vec![], signer.public_key()).unwrap();
+    assert!(
+        unsigned
+            .to_string()
+            .contains("no checkpoint was ever signed"),
+        "{unsigned}"
+    );
+    // Covered whole: nothing to warn of.
+    let covered = verify(
+        &entries,
+        checkpoints(&signer, &entries, &[6]),
+        signer.public_key(),
+    )
+    .unwrap();
+    assert_eq!(covered.unsigned_for, None);
+    assert!(!covered.to_string().contains("warning"), "{covered}");
 }

@@ -47,9 +47,19 @@ async fn a_chain_rewritten_after_removing_the_newest_checkpoint_is_caught_by_the
         "DELETE FROM audit_checkpoints WHERE n = 2; {}",
         rewrite(&store, 7, "mallory").await
     );
+    assert!(!before.contains("warning"), "{before}");
     raw_script(&db, &format!("{} {sql}", unguard(&db))).await;
+    // Alone, the checkpoints left verify: the rewritten tail is unsigned, but it runs
+    // on ten minutes past the newest checkpoint left, which is warned of.
     let plain = signoff(&["audit", "verify"], &db.url);
     assert!(plain.status.success(), "{}", stderr(&plain));
+    assert!(
+        stdout(&plain).contains(
+            "warning: the newest unsigned event came 10m 9s after the newest checkpoint was signed"
+        ),
+        "{}",
+        stdout(&plain)
+    );
     assert_one_line_error(
         &signoff(&["audit", "verify", "--checkpoint", &kept], &db.url),
         "audit checkpoint 2, known from before, is gone or holds another hash",
@@ -234,7 +244,7 @@ async fn signing_store(db: &TestDb) -> (Store, Signer) {
     (store, signer)
 }
 
-/// Ten events: five at noon, five a minute later, so checkpoints sign events 1 and 6.
+/// Ten events: five at noon, five ten minutes later, so checkpoints sign events 1 and 6.
 async fn ten_events(store: &Store) {
     let policy = signoff::policy::Policy::builtin();
     let noon = chrono::Utc
@@ -244,7 +254,7 @@ async fn ten_events(store: &Store) {
         let mut request = signoff::approval::NewApproval::new("t", serde_json::json!({ "i": i }));
         request.token_name = Some("agent".into());
         let class = policy.classify("t", &request.parameters, None);
-        let at = noon + chrono::TimeDelta::seconds(if i < 5 { i } else { 61 + i });
+        let at = noon + chrono::TimeDelta::seconds(if i < 5 { i } else { 600 + i });
         store.create(request, class, at).await.unwrap();
     }
 }
