@@ -104,8 +104,9 @@ async fn a_claim_runs_an_approved_row_once_and_is_recorded_as_an_execute(db: Tes
     let before = app.approval(&row).await.version;
 
     // On PostgreSQL, as a role granted what docs/operations.md says a program needs.
-    let role_db = if app.db.backend == "postgres" {
-        let role = format!("signoff_test_claim_{}", uuid::Uuid::new_v4().simple());
+    let role = (app.db.backend == "postgres")
+        .then(|| format!("signoff_test_claim_{}", uuid::Uuid::new_v4().simple()));
+    let role_db = if let Some(role) = &role {
         let grant = format!(
             "CREATE ROLE {role} LOGIN; GRANT INSERT (tool_name, parameters, risk_tier, \
              requested_by, expires_at), SELECT, UPDATE (expires_at, status) \
@@ -114,7 +115,7 @@ async fn a_claim_runs_an_approved_row_once_and_is_recorded_as_an_execute(db: Tes
         for statement in grant.split("; ") {
             raw_execute(&app.db, statement).await.unwrap();
         }
-        Some(app.db.as_role(&role))
+        Some(app.db.as_role(role))
     } else {
         None
     };
@@ -182,6 +183,13 @@ async fn a_claim_runs_an_approved_row_once_and_is_recorded_as_an_execute(db: Tes
         signoff::canonical::value_sha256_hex(&json!({"table": "guests"}))
     );
     chain_verifies(&app).await;
+    // Roles outlive their test's database: this one goes with it.
+    if let Some(role) = role {
+        let revoke = format!("REVOKE ALL ON pending_approvals FROM {role}; DROP ROLE {role}");
+        for statement in revoke.split("; ") {
+            raw_execute(&app.db, statement).await.unwrap();
+        }
+    }
 }
 
 async fn a_row_not_approved_or_past_its_expiry_or_opened_through_the_api_is_not_claimed(
