@@ -167,14 +167,15 @@ pub fn parse_public_url(raw: &str) -> Result<&str, String> {
     }
 }
 
-/// `--public-url` (`SIGNOFF_PUBLIC_URL`) as given, for clap: blank is unset (left to the
-/// command), anything else must pass [`parse_public_url`], so that a URL `/mcp` could
-/// not accept is refused before anything runs, as clap refuses a setting (exit code 2).
+/// `--public-url` (`SIGNOFF_PUBLIC_URL`) for clap: blank is unset (the empty string,
+/// left to the command), anything else the URL [`parse_public_url`] answers, so that
+/// one `/mcp` could not accept is refused before anything runs, as clap refuses a
+/// setting (exit code 2).
 pub fn parse_public_url_setting(raw: &str) -> Result<String, String> {
-    if !raw.trim().is_empty() {
-        parse_public_url(raw)?;
+    if raw.trim().is_empty() {
+        return Ok(String::new());
     }
-    Ok(raw.to_owned())
+    parse_public_url(raw).map(str::to_owned)
 }
 
 /// The variables signoff reads that count as unset when set to the empty string, as
@@ -220,10 +221,37 @@ pub const FILE_SECRETS: [&str; 4] = [
     "DATABASE_URL",
 ];
 
+/// Why the secrets given as files cannot be had.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SecretsError {
+    /// `NAME` and `NAME_FILE` both set: a setting refused before anything runs, as clap
+    /// refuses one (exit code 2).
+    GivenTwice(String),
+    /// A file that cannot be read, or is empty (exit code 1).
+    File(String),
+}
+
+impl SecretsError {
+    /// The process's exit code for it.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SecretsError::GivenTwice(_) => 2,
+            SecretsError::File(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for SecretsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretsError::GivenTwice(why) | SecretsError::File(why) => f.write_str(why),
+        }
+    }
+}
+
 /// The first of [`FILE_SECRETS`] given both as `NAME` and as `NAME_FILE` (a blank one
-/// is unset), as the error that names both: a setting refused before anything runs,
-/// as clap refuses one (exit code 2), where a file that cannot be read is not.
-pub fn secret_given_twice(var: impl Fn(&str) -> Option<String>) -> Option<String> {
+/// is unset), as the error that names both.
+fn secret_given_twice(var: &impl Fn(&str) -> Option<String>) -> Option<String> {
     FILE_SECRETS.into_iter().find_map(|name| {
         let file_var = format!("{name}_FILE");
         (var(&file_var).is_some_and(|path| !path.is_empty()) && var(name).is_some())
@@ -232,11 +260,14 @@ pub fn secret_given_twice(var: impl Fn(&str) -> Option<String>) -> Option<String
 }
 
 /// For each of [`FILE_SECRETS`] given as `NAME_FILE`, the value its file holds. Both
-/// `NAME` and `NAME_FILE`, an unreadable file or an empty one is an error naming the
-/// variable (never the value).
+/// `NAME` and `NAME_FILE` (for any of them, before any file is read), an unreadable
+/// file or an empty one is an error naming the variable (never the value).
 pub fn secrets_from_files(
     var: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<(&'static str, String)>, String> {
+) -> Result<Vec<(&'static str, String)>, SecretsError> {
+    if let Some(twice) = secret_given_twice(&var) {
+        return Err(SecretsError::GivenTwice(twice));
+    }
     let mut found = Vec::new();
     for name in FILE_SECRETS {
         let file_var = format!("{name}_FILE");
@@ -254,15 +285,13 @@ pub fn secrets_from_files(
             }
             continue;
         }
-        if var(name).is_some() {
-            return Err(format!("set {name} or {file_var}, not both"));
-        }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|error| format!("{file_var}: cannot read {path}: {error}"))?;
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            SecretsError::File(format!("{file_var}: cannot read {path}: {error}"))
+        })?;
         let value = text.strip_suffix('\n').unwrap_or(&text);
         let value = value.strip_suffix('\r').unwrap_or(value);
         if value.is_empty() {
-            return Err(format!("{file_var}: {path} is empty"));
+            return Err(SecretsError::File(format!("{file_var}: {path} is empty")));
         }
         found.push((name, value.to_owned()));
     }
@@ -298,20 +327,25 @@ mod secret_file_tests {
             _ => None,
         };
         let error = secrets_from_files(both).unwrap_err();
-        assert_eq!(error, "set DATABASE_URL or DATABASE_URL_FILE, not both");
-        assert_eq!(secret_given_twice(both), Some(error));
+        assert_eq!(
+            error,
+            SecretsError::GivenTwice("set DATABASE_URL or DATABASE_URL_FILE, not both".into())
+        );
+        assert_eq!(error.exit_code(), 2);
         let missing =
             |name: &str| (name == "SLACK_SIGNING_SECRET_FILE").then(|| "/nonexistent/s".to_owned());
+        let unread = secrets_from_files(missing).unwrap_err();
         assert!(
-            secrets_from_files(missing)
-                .unwrap_err()
+            unread
+                .to_string()
                 .starts_with("SLACK_SIGNING_SECRET_FILE: cannot read /nonexistent/s")
         );
         let blank = |name: &str| (name == "SLACK_APP_TOKEN_FILE").then(|| empty.clone());
-        assert!(secrets_from_files(blank).unwrap_err().ends_with("is empty"));
+        let emptied = secrets_from_files(blank).unwrap_err();
+        assert!(emptied.to_string().ends_with("is empty"));
         // A file that cannot be read, or is empty, is not a setting given twice.
-        assert_eq!(secret_given_twice(missing), None);
-        assert_eq!(secret_given_twice(blank), None);
+        assert!(matches!(unread, SecretsError::File(_)), "{unread:?}");
+        assert!(matches!(emptied, SecretsError::File(_)), "{emptied:?}");
     }
 }
 

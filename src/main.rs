@@ -17,11 +17,6 @@ fn main() -> ExitCode {
         // SAFETY: single-threaded here: the runtime starts below.
         unsafe { std::env::remove_var(name) };
     }
-    // A secret given both ways is a setting refused, as clap refuses one: exit code 2.
-    if let Some(error) = signoff::config::secret_given_twice(|name| std::env::var(name).ok()) {
-        eprintln!("error: {error}");
-        return ExitCode::from(2);
-    }
     // Secrets handed over as files (`NAME_FILE`) become `NAME` before anything reads the
     // environment, and before any other thread exists (so setting it is sound).
     match signoff::config::secrets_from_files(|name| std::env::var(name).ok()) {
@@ -31,9 +26,10 @@ fn main() -> ExitCode {
                 unsafe { std::env::set_var(name, value) };
             }
         }
+        // A secret given both ways is a setting refused, as clap refuses one: exit code 2.
         Err(error) => {
             eprintln!("error: {error}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(error.exit_code());
         }
     }
     // Every TLS client is given ring by `signoff::tls`; one built without a config

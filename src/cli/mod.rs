@@ -445,16 +445,10 @@ async fn start(
         public_url,
         delivery: _,
     } = args;
-    // Blank is unset; anything else must be a URL whose host and origin `/mcp` can
-    // accept (clap checked it with `config::parse_public_url_setting`, as `signoff
-    // manifest` checks it), or every remote call to it would be refused without a word.
-    let public_url = public_url
-        .as_deref()
-        .map(str::trim)
-        .filter(|url| !url.is_empty())
-        .map(|url| config::parse_public_url(url).map(str::to_owned))
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    // Blank is unset; anything else is a URL whose host and origin `/mcp` can accept
+    // (clap checked it with `config::parse_public_url_setting`, as `signoff manifest`
+    // checks it), or every remote call to it would be refused without a word.
+    let public_url = public_url.filter(|url| !url.is_empty());
     let (policy, source) = config::load_policy(policy.as_deref())?;
     let signer = signing::for_serve(&db.database_url, db.signing_key_file.as_deref())?;
     let (slack, socket_mode) = connect_slack(&slack).await?;
