@@ -184,8 +184,9 @@ pub struct DueJob {
     pub lease_until: Option<DateTime<Utc>>,
 }
 
-/// The deliveries due at a moment, as read (of the kinds a [`Due`] takes): none is leased yet (see
-/// `Store::claim_due`), and each one's `attempts` does not count the next.
+/// The deliveries due at a moment, as read (of the kinds a [`Due`] takes): none is
+/// leased yet (see `Store::claim_due`), and each one's `attempts` does not count the
+/// next.
 #[derive(Debug, Default)]
 pub struct DueJobs {
     pub jobs: Vec<DueJob>,

@@ -32,8 +32,9 @@ pub struct Claimed<'a> {
     /// Turns true when the process shuts down: no job starts after it.
     pub stop: Option<&'a watch::Receiver<bool>>,
     /// Read when a job starts, so that one that waited for its turn (up to half the
-    /// lease) runs at its own time; read again when it ends, so that its retry waits from then (a call that took
-    /// long does not eat Slack's `Retry-After`). Without it, `now` throughout.
+    /// lease) runs at its own time; read again when it ends, so that its retry waits
+    /// from then (a call that took long does not eat Slack's `Retry-After`). Without
+    /// it, `now` throughout.
     pub clock: Option<Arc<dyn Clock>>,
 }
 

@@ -89,15 +89,8 @@ async fn an_agent_asks_waits_and_spends_an_approval_through_the_mcp_tools(db: Te
         properties["execute_if_approved"]["type"], "boolean",
         "{schema:?}"
     );
-    let doc: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, doc) = app.get("/openapi.json").await;
+    assert!(status.is_success(), "{status}: {doc}");
     let fields = doc["components"]["schemas"]["CreateRequest"]["properties"]
         .as_object()
         .expect("the CreateRequest schema's properties");

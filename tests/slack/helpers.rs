@@ -5,7 +5,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use signoff::approval::Approval;
 use signoff::clock::Clock;
-use signoff::http::slack::socket::Timings;
 use signoff::jobs::PostedMessage;
 use signoff::policy::Policy;
 
@@ -94,11 +93,6 @@ pub async fn spawn_on(db: TestDb) -> TestApp {
 /// (`app.socket`).
 pub async fn spawn_socket_on(db: TestDb) -> TestApp {
     spawn_with(db, Options::new(POLICY).with_socket_mode()).await
-}
-
-/// [`spawn_socket_on`] with other Socket Mode timings.
-pub async fn spawn_socket_timed(db: TestDb, timings: Timings) -> TestApp {
-    spawn_with(db, Options::new(POLICY).with_socket_timings(timings)).await
 }
 
 /// With Slack, under another `policy`.

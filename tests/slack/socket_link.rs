@@ -12,7 +12,9 @@ use crate::common::fake_slack::Failure;
 use crate::common::fake_socket::{Conn, FakeSocket, Happened, envelope};
 use crate::common::{self, TestDb, app::SOCKET_TIMINGS};
 use crate::helpers::*;
-use crate::socket::{click, connected, deploy, fake_socket, metric, posted, wait_for_socket};
+use crate::socket::{
+    click, connected, connected_with, deploy, fake_socket, metric, posted, wait_for_socket,
+};
 
 crate::on_both_backends!(
     refresh_requested_opens_the_new_socket_before_the_old_one_closes_and_loses_nothing,
@@ -217,11 +219,8 @@ async fn serving_a_click(drain: Duration, listing: Duration) -> (TestApp, FakeSo
     let options = Options::new(POLICY)
         .with_socket_timings(timings)
         .with_slack_timeout(PATIENT);
-    let app = spawn_with(common::sqlite(), options).await;
+    let (app, conn) = connected_with(common::sqlite(), options).await;
     let socket = fake_socket(&app).clone();
-    let conn = socket.accept().await;
-    conn.hello();
-    wait_for_socket(&app, "connected").await;
     let (approval, message) = deploy(&app).await;
     app.slack.set_group("S0SRE", &["U0CAROL"]);
     let slow = Failure::Slow(listing);
@@ -335,11 +334,9 @@ async fn a_socket_that_stayed_up_is_replaced_at_once_when_slack_asks() {
         stable: Duration::from_millis(100),
         ..SOCKET_TIMINGS
     };
-    let app = spawn_socket_timed(common::sqlite(), timings).await;
+    let options = Options::new(POLICY).with_socket_timings(timings);
+    let (app, first) = connected_with(common::sqlite(), options).await;
     let socket = fake_socket(&app);
-    let first = socket.accept().await;
-    first.hello();
-    wait_for_socket(&app, "connected").await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     first.disconnect("refresh_requested");
     let second = socket
@@ -444,11 +441,9 @@ async fn a_silent_socket_is_pinged_then_given_up_and_replaced() {
         ping_every: Duration::from_millis(150),
         ..SOCKET_TIMINGS
     };
-    let app = spawn_socket_timed(common::sqlite(), timings).await;
+    let options = Options::new(POLICY).with_socket_timings(timings);
+    let (app, first) = connected_with(common::sqlite(), options).await;
     let socket = fake_socket(&app);
-    let first = socket.accept().await;
-    first.hello();
-    wait_for_socket(&app, "connected").await;
     // Answered pings keep a quiet socket up.
     assert!(
         socket
