@@ -8,6 +8,7 @@ mod common;
 mod concurrency;
 mod fences;
 mod helpers;
+mod idempotency_keys;
 mod lifecycle;
 mod lost_commits;
 mod operations;

@@ -13,9 +13,10 @@ impl PgTx {
     /// The look for an open request is part of the insert, one round trip on the
     /// writer's serial path instead of two. Repeats within `rows` are dropped first, so
     /// a row never needs to see one inserted by the same statement. The statement then
-    /// locks each remaining key until commit (an advisory lock, taken in one order by
-    /// every writer; migration 0008's `signoff_open_requests`), so that a replica
-    /// inserting the same request waits for this transaction and then sees its row:
+    /// locks each idempotency key of the batch and each remaining request key until
+    /// commit (advisory locks, taken in one order by every writer; migration 0026's
+    /// `signoff_open_requests`), so that a replica inserting the same request, or
+    /// using the same idempotency key, waits for this transaction and then sees its row:
     /// the function's lookup, a statement of its own inside it, takes its snapshot
     /// after the locks, and the insert reads no table but through that lookup and its
     /// conflict checks, which see the latest committed rows. The function looks each
@@ -26,12 +27,15 @@ impl PgTx {
         rows: &[(&Approval, &str)],
     ) -> sqlx::Result<HashSet<ApprovalId>> {
         let now = requests::now_of(rows);
+        // Every key of the batch, a repeat's too: `bind_key` later binds it under the
+        // lock this statement takes.
+        let keys = idempotency_keys(rows);
         let rows = unrepeated(rows);
         let mut inserted = HashSet::with_capacity(rows.len());
         if rows.is_empty() {
             return Ok(inserted);
         }
-        let mut query = open_keys(&rows, now);
+        let mut query = open_keys(&rows, &keys, now);
         query.push(concat!(
             ")), added AS (",
             insert_approvals_sql!(),
@@ -69,17 +73,18 @@ impl PgTx {
             column(&rows, |(_, params_sha256)| *params_sha256) => "text[]",
             column(&rows, |(a, _)| jobs::first_nudge(a)) => "timestamptz[]",
         );
-        // Skips a row whose key is open, an idempotency key a repeat joined with, and
-        // one a request opened with (a unique index); each open request inserted
-        // becomes the newest of its key in `request_keys`.
+        // Skips a row whose key is open, an idempotency key a repeat joined with (both
+        // as `open` found them, after the locks), and one a request opened with (a
+        // unique index); each open request inserted becomes the newest of its key in
+        // `request_keys`.
         query.push(concat!(
             ") AS r(",
             opening_columns!(),
             ", params_sha256, nudge_at) \
              WHERE NOT EXISTS (SELECT 1 FROM open o WHERE o.token_name = r.token_name \
                AND o.tool_name = r.tool_name AND o.params_sha256 = r.params_sha256) \
-             AND (r.idempotency_key IS NULL OR NOT EXISTS (SELECT 1 FROM joined_idempotency_keys j \
-               WHERE j.token_name = r.token_name AND j.idempotency_key = r.idempotency_key)) \
+             AND (r.idempotency_key IS NULL OR NOT EXISTS (SELECT 1 FROM open o \
+               WHERE o.token_name = r.token_name AND o.idempotency_key = r.idempotency_key)) \
              ON CONFLICT DO NOTHING \
              RETURNING id, ctid::text AS loc, token_name, tool_name, params_sha256, status), \
              keyed AS (INSERT INTO request_keys (token_name, tool_name, params_sha256, approval_id) \
@@ -149,12 +154,9 @@ impl PgTx {
         ))
     }
 
-    /// `Tx::bind_joined_key`: see [`bind_key_sql`]. A replica binding the same key at
-    /// the same moment makes this insert wait for its commit; the look that follows,
-    /// a statement of its own, then sees its row. A replica opening a request with the
-    /// key at that moment takes no lock this insert waits for: both may then succeed,
-    /// and the key names the request it opened first, everywhere (see
-    /// `find_requests`).
+    /// `Tx::bind_joined_key`: see [`bind_key_sql`]. The batch's insert locked the key
+    /// until commit (`insert_requests`), so no other writer binds it or opens a request
+    /// with it meanwhile: what this sees of the key stays true until the commit.
     pub(super) async fn bind_key(
         &mut self,
         token: &str,
@@ -187,17 +189,40 @@ impl PgTx {
 }
 
 /// The start of the insert's statement: the clause `open`, the keys among `rows` whose
-/// newest request is open, each key locked first (`signoff_open_requests`).
-fn open_keys(rows: &[&(&Approval, &str)], now: DateTime<Utc>) -> QueryBuilder<Postgres> {
-    let keys: Vec<RequestKey> = rows.iter().copied().filter_map(request_key).collect();
+/// newest request is open and the idempotency `keys` a repeat has bound, each key
+/// locked first (`signoff_open_requests`, migration 0026).
+fn open_keys(
+    rows: &[&(&Approval, &str)],
+    keys: &[(&str, &str)],
+    now: DateTime<Utc>,
+) -> QueryBuilder<Postgres> {
+    let requests: Vec<RequestKey> = rows.iter().copied().filter_map(request_key).collect();
     let mut query = QueryBuilder::<Postgres>::new(
         "WITH open AS MATERIALIZED (SELECT * FROM signoff_open_requests(",
     );
     unnest_arrays!(query,
-        column(&keys, |k| k.0.as_str()) => "text[]",
-        column(&keys, |k| k.1.as_str()) => "text[]",
-        column(&keys, |k| k.2.as_str()) => "text[]",
+        column(&requests, |k| k.0.as_str()) => "text[]",
+        column(&requests, |k| k.1.as_str()) => "text[]",
+        column(&requests, |k| k.2.as_str()) => "text[]",
         now => "timestamptz",
+        column(keys, |k| k.0) => "text[]",
+        column(keys, |k| k.1) => "text[]",
     );
     query
+}
+
+/// The idempotency keys of `rows` (token and key), each once.
+fn idempotency_keys<'a>(rows: &[(&'a Approval, &str)]) -> Vec<(&'a str, &'a str)> {
+    let mut keys: Vec<(&str, &str)> = rows
+        .iter()
+        .filter_map(|(approval, _)| {
+            Some((
+                approval.token_name.as_deref()?,
+                approval.idempotency_key.as_deref()?,
+            ))
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
