@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::blocks::{actions, button, context, header_text, outcome_line, plain_section, votes};
 use super::modals::reason_input;
-use super::text::{fit_line, fit_plain, params_plain, plain, relative, requester, tier_badge};
+use super::text::{fit_line, fit_plain, params_plain, plain, requester, slack_date, tier_badge};
 use crate::approval::{Approval, ApprovalId, Status, Tier};
 use crate::jobs::MessageKey;
 
@@ -87,7 +87,12 @@ fn item_blocks(n: usize, a: &Approval, now: DateTime<Utc>) -> Vec<Value> {
     let mut blocks = vec![plain_section(format!("{n}. {summary}{params}"))];
     let id = format!("ID `{}`", a.id.short());
     if a.status == Status::Pending {
-        let expires = relative(a.expires_at, now);
+        // The date, not "in 2h", which would go stale while the message stays up.
+        let expires = if now < a.expires_at {
+            slack_date(a.expires_at)
+        } else {
+            format!("{} (overdue)", slack_date(a.expires_at))
+        };
         blocks.push(actions(a));
         blocks.push(context(format!("{id} · {} · expires {expires}", votes(a))));
     } else {

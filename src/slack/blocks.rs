@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::text::{
     ELLIPSIS, decider, fit, fit_line, fit_plain, fit_plain_lines, join_limited, outside_slack,
-    params_plain, people, person, plain, relative, requester, slack_date, tier_badge,
+    params_plain, people, person, plain, requester, slack_ago, slack_date, tier_badge,
 };
 use crate::approval::machine::POLICY_ACTOR;
 use crate::approval::{Approval, Decision, Status, Tier, parameters_fingerprint};
@@ -88,12 +88,11 @@ pub fn approval_message(a: &Approval, now: DateTime<Utc>) -> Value {
         return decided_message(a);
     }
     let mut blocks = body(a);
+    // No "in 2h" beside the date: the message stays up for hours unchanged, and a
+    // relative time would go stale with it (Slack renders the date in each reader's
+    // time zone, and `{ago}` below, live).
     let expires = if now < a.expires_at {
-        format!(
-            "{} ({})",
-            slack_date(a.expires_at),
-            relative(a.expires_at, now)
-        )
+        slack_date(a.expires_at)
     } else {
         format!("{} (overdue)", slack_date(a.expires_at))
     };
@@ -103,7 +102,7 @@ pub fn approval_message(a: &Approval, now: DateTime<Utc>) -> Value {
         Field::Mrkdwn("Expires", expires),
         Field::Mrkdwn("Votes", votes(a)),
     ]));
-    blocks.push(id_context(a, Some(now)));
+    blocks.push(id_context(a, true));
     blocks.push(actions(a));
     json!({ "text": fallback("Approval needed", a), "blocks": blocks })
 }
@@ -117,7 +116,7 @@ pub fn decided_message(a: &Approval) -> Value {
         Field::Plain("Requested by", requester(a)),
     ]));
     blocks.push(mrkdwn_section(outcome_line(a)));
-    blocks.push(id_context(a, None));
+    blocks.push(id_context(a, false));
     json!({ "text": fallback(outcome_word(a.status), a), "blocks": blocks })
 }
 
@@ -285,10 +284,14 @@ pub(super) fn votes(a: &Approval) -> String {
     format!("{count}: {names}")
 }
 
-fn id_context(a: &Approval, now: Option<DateTime<Utc>>) -> Value {
-    let asked = now.map_or(String::new(), |now| {
-        format!(" · requested {}", relative(a.created_at, now))
-    });
+/// The approval's short id, and with `asked` when it was requested (as Slack's live
+/// "5 minutes ago").
+fn id_context(a: &Approval, asked: bool) -> Value {
+    let asked = if asked {
+        format!(" · requested {}", slack_ago(a.created_at))
+    } else {
+        String::new()
+    };
     context(format!("ID `{}`{asked}", a.id.short()))
 }
 

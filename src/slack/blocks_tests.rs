@@ -101,12 +101,15 @@ fn a_pending_message_has_header_fields_fallback_and_short_id() {
     assert_eq!(fields[0], "*Risk*\n:large_yellow_circle: medium");
     assert_eq!(fields[1], "Requested by\nagent-session-42 (token ci-bot)");
     assert_eq!(
-        fields[2],
-        "*Expires*\n<!date^1714572300^{date_short_pretty} {time}|2024-05-01 14:05 UTC> (in 2h 5m)"
+        fields[2], "*Expires*\n<!date^1714572300^{date_short_pretty} {time}|2024-05-01 14:05 UTC>",
+        "the date alone: an \"in 2h 5m\" would go stale while the message stays up"
     );
     assert_eq!(fields[3], "*Votes*\n1 of 2 approvals: <@U1>");
     let text = all_text(&message);
-    assert!(text.contains("ID `0123abcd` · requested 5m ago"), "{text}");
+    assert!(
+        text.contains("ID `0123abcd` · requested <!date^1714564500^{ago}|2024-05-01 11:55 UTC>"),
+        "when it was requested, as Slack keeps it current: {text}"
+    );
 }
 
 #[test]

@@ -267,6 +267,16 @@ pub fn slack_date(at: DateTime<Utc>) -> String {
     )
 }
 
+/// A Slack date token for a past time, which each reader sees as how long ago it was
+/// ("5 minutes ago"), kept current by Slack; the fallback is the time in UTC.
+pub fn slack_ago(at: DateTime<Utc>) -> String {
+    format!(
+        "<!date^{}^{{ago}}|{}>",
+        at.timestamp(),
+        at.format("%Y-%m-%d %H:%M UTC")
+    )
+}
+
 /// A short duration such as `2h 5m`, `3d 4h`, `5m` or `40s` (negative is treated as 0).
 pub fn duration_short(secs: i64) -> String {
     let secs = secs.max(0);
