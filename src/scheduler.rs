@@ -214,6 +214,17 @@ impl Scheduler {
         now: DateTime<Utc>,
         clock: Option<&Arc<dyn Clock>>,
     ) -> Result<Deliveries, StoreError> {
+        // Every kind but callbacks is Slack's: a process whose outbox has no Slack
+        // client claims none, leaving them to a replica with Slack (or to this one,
+        // restarted with its bot token), where claiming them spent their attempts on
+        // "Slack is not configured" until they were given up.
+        if self
+            .outbox
+            .as_ref()
+            .is_some_and(|outbox| !outbox.has_slack())
+        {
+            return Ok(Deliveries::default());
+        }
         // The claimed jobs are leased until `now` + the lease: each starts within the
         // first half, so that it is recorded before another replica can claim it.
         let began = tokio::time::Instant::now();
@@ -460,6 +471,7 @@ struct Ticked {
 }
 
 /// What one pass of deliveries did.
+#[derive(Default)]
 struct Deliveries {
     /// Deliveries found due (claimed to run now, or moved to their turn).
     claimed: usize,

@@ -94,6 +94,11 @@ impl Outbox {
         })
     }
 
+    /// Whether it can deliver to Slack (it was given a client).
+    pub fn has_slack(&self) -> bool {
+        self.slack.is_some()
+    }
+
     /// Posts to a channel at most once per `interval` instead of once a second; zero
     /// turns pacing off (for Slack fakes and load tests; Slack itself asks for 1 s).
     pub fn with_post_interval(mut self, interval: std::time::Duration) -> Self {
@@ -168,7 +173,9 @@ impl Outbox {
             return self.callback(job, &approval, status, now, clock).await;
         }
         let (Some(client), Some(approvers)) = (&self.slack, &self.approvers) else {
-            // Planned while Slack was configured; this process has no token.
+            // Planned while Slack was configured; this process has no token. The
+            // scheduler claims no Slack job here (`Scheduler::deliver_due`): only a
+            // caller that hands one over reaches this.
             return retry(
                 job,
                 now,

@@ -25,3 +25,4 @@ mod socket;
 mod socket_link;
 mod thread_replies;
 mod turns;
+mod without_slack;

@@ -6,9 +6,6 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use signoff::approval::{Approval, Status};
 use signoff::clock::Clock;
-use signoff::jobs::Deliveries;
-use signoff::scheduler::Scheduler;
-use signoff::store::Store;
 
 use crate::common::fake_slack::Failure;
 use crate::common::receiver::Receiver;
@@ -19,7 +16,6 @@ crate::on_both_backends!(
     reminders_go_on_while_another_program_moves_the_expiry_later,
     a_reminder_due_before_the_expiry_is_marked_keeps_the_chain_going,
     a_reminder_slack_refuses_for_good_gives_up_and_the_next_one_comes_all_the_same,
-    an_escalation_falling_due_on_a_replica_without_slack_is_left_for_one_with_it,
 );
 
 fn opened_for(app: &TestApp) -> Vec<String> {
@@ -457,29 +453,6 @@ async fn nothing_is_escalated_once_decided() {
             .iter()
             .all(|c| c.body["channel"] != "C0MANAGERS")
     );
-}
-
-/// The timers of a replica without Slack (or of this server, restarted without its bot
-/// token for a while) leave the first reminder and the escalation to a replica with
-/// Slack: they could plan neither, and clearing them lost them for good.
-async fn an_escalation_falling_due_on_a_replica_without_slack_is_left_for_one_with_it(db: TestDb) {
-    let app = spawn_on(db).await;
-    app.request("escalate_payout", json!({"amount": 1})).await;
-    app.run_jobs().await;
-    let without_slack = Store::connect_with(&app.db.url, Deliveries { slack: false })
-        .await
-        .unwrap();
-    app.clock.advance(Duration::from_secs(2 * 3600));
-    Scheduler::new(without_slack)
-        .fire_timers(app.clock.now())
-        .await
-        .unwrap();
-    app.run_jobs().await;
-    let to_managers = app.slack.calls_to("chat.postMessage");
-    let escalations = to_managers
-        .iter()
-        .filter(|c| c.body["channel"] == "C0MANAGERS");
-    assert_eq!(escalations.count(), 1, "{to_managers:?}");
 }
 
 /// An escalation post whose delivery comes only past the approval's expiry, before the

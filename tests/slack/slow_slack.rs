@@ -11,8 +11,6 @@ use serde_json::{Value, json};
 use signoff::approval::{Approval, Status};
 use signoff::clock::Clock;
 use signoff::jobs::Deliveries;
-use signoff::outbox::Outbox;
-use signoff::scheduler::Scheduler;
 use signoff::signing::Signer;
 use signoff::store::Store;
 
@@ -68,7 +66,6 @@ crate::on_both_backends!(
     dms_a_reminder_had_no_time_to_send_are_sent_in_the_same_round,
     a_reminder_cut_off_before_any_answer_is_retried_once_its_dms_may_show,
     a_reminder_given_up_for_running_out_of_time_plans_the_next_one,
-    a_reminder_given_up_where_slack_is_not_configured_plans_the_next_one,
 );
 
 /// The app under [`FIVE_APPROVERS`] with a request asked through the API for `tool`,
@@ -369,27 +366,6 @@ async fn a_reminder_given_up_for_running_out_of_time_plans_the_next_one(db: Test
     assert!(pass.is_ok(), "the pass ended within half the lease");
     let dead = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'dead'";
     assert_eq!(raw_count(&app.db, dead).await, 1, "given up");
-    assert_eq!(next_reminders(&app).await, 1, "the next reminder");
-}
-
-/// A reminder given up before it reminds anyone (here on a replica with no Slack
-/// token, which took it at its last attempt) plans the next reminder all the same, for
-/// a replica with Slack: the chain ends only at the decision or the expiry.
-async fn a_reminder_given_up_where_slack_is_not_configured_plans_the_next_one(db: TestDb) {
-    let app = spawn_on(db).await;
-    app.request("remind_rotate", json!({})).await;
-    app.run_jobs().await;
-    app.clock.advance(Duration::from_secs(30 * 60));
-    let outbox = Outbox::new(app.store.clone(), None, app.signer.clone()).unwrap();
-    let without_slack = Scheduler::with_outbox(app.store.clone(), outbox);
-    without_slack.run_once(app.clock.now()).await.unwrap();
-    assert_eq!(reminders_retried(&app).await, 1, "no Slack here: retried");
-    to_its_last_attempt(&app).await;
-    without_slack.run_once(app.clock.now()).await.unwrap();
-    let dead = "SELECT COUNT(*) FROM jobs WHERE kind = 'slack_remind' AND state = 'dead' \
-                AND last_error LIKE '%Slack is not configured%'";
-    assert_eq!(raw_count(&app.db, dead).await, 1, "given up");
-    assert!(app.slack.dm_posts().is_empty(), "nobody reminded");
     assert_eq!(next_reminders(&app).await, 1, "the next reminder");
 }
 
