@@ -33,19 +33,22 @@ pub fn fit(text: &str, max: usize) -> String {
     cut(text, max, true, false)
 }
 
-/// Like [`fit`], with line breaks and tabs turned into spaces: for list items and
-/// fallback text where one value must stay on one line.
+/// Like [`fit`], with line breaks, tabs and the other control characters turned into
+/// spaces ([`breaks_line`]): for list items and fallback text where one value must
+/// stay on one line.
 pub fn fit_line(text: &str, max: usize) -> String {
     cut(text, max, true, true)
 }
 
 /// For `plain_text` objects (headers, button labels, modal titles): no escaping, since
-/// Slack shows plain text literally, one line, cut to `max` chars.
+/// Slack shows plain text literally, one line ([`breaks_line`] as spaces), cut to
+/// `max` chars.
 pub fn fit_plain(text: &str, max: usize) -> String {
     cut(text, max, false, true)
 }
 
-/// Like [`fit_plain`], keeping line breaks: for a requester's summary or context.
+/// Like [`fit_plain`], keeping line feeds and tabs (other control characters and line
+/// separators are shown escaped): for a requester's summary or context.
 pub fn fit_plain_lines(text: &str, max: usize) -> String {
     cut(text, max, false, false)
 }
@@ -63,16 +66,32 @@ pub fn plain(text: impl Into<String>) -> Value {
 }
 
 fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
+    cut_reporting(text, max, escape, single_line).0
+}
+
+/// Like [`fit_plain`], also saying whether anything was cut.
+pub fn fit_plain_reporting(text: &str, max: usize) -> (String, bool) {
+    cut_reporting(text, max, false, true)
+}
+
+/// [`cut`], and whether it cut anything. In single-line mode every character that
+/// breaks a line or controls the terminal (see [`breaks_line`]) is a space; elsewhere
+/// a line feed (or a CR LF, read as one) and a tab are kept, and the rest are shown
+/// escaped (see [`hidden`]).
+fn cut_reporting(text: &str, max: usize, escape: bool, single_line: bool) -> (String, bool) {
     if max == 0 {
-        return String::new();
+        return (String::new(), !text.is_empty());
     }
     let mut out = String::new();
     let mut used = 0usize;
     // Byte length of `out` at the last point that still leaves room for the ellipsis.
     let mut mark = None;
-    for c in text.chars() {
-        let c = if single_line && matches!(c, '\n' | '\r' | '\t') {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let c = if single_line && breaks_line(c) {
             ' '
+        } else if c == '\r' && chars.peek() == Some(&'\n') {
+            continue;
         } else {
             c
         };
@@ -95,7 +114,7 @@ fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
         if used + len > max {
             out.truncate(mark.unwrap_or(out.len()));
             out.push(ELLIPSIS);
-            return out;
+            return (out, true);
         }
         if mark.is_none() && used + len > max - 1 {
             mark = Some(out.len());
@@ -107,7 +126,16 @@ fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
         }
         used += len;
     }
-    out
+    (out, false)
+}
+
+/// Whether `c` ends a line, or may, wherever a reader shows it: the C0 and C1 control
+/// characters (line feed, CR, tab, vertical tab, form feed, next line U+0085, …) and
+/// Unicode's line and paragraph separators (U+2028, U+2029). Requester text in one
+/// line has them as spaces, so it cannot start a line of its own (a fake
+/// `• dry_run: true` under a real parameter).
+pub fn breaks_line(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// Whether `c` shows nothing, or reorders the text around it, so that an approver
@@ -116,13 +144,19 @@ fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
 /// spaces and joiners, the word joiner and invisible operators, the byte-order mark,
 /// the soft hyphen and the fillers (two keys, or two values, that differ only by them
 /// look the same); and the tag characters and the supplementary variation selectors,
-/// which can spell out whole hidden sentences (instructions smuggled past a reader).
-/// Requester text shows them as `\u{202e}` instead, so an approver reads every
-/// character in its real order.
+/// which can spell out whole hidden sentences (instructions smuggled past a reader);
+/// and the characters that break a line where signoff did not, or control a terminal
+/// ([`breaks_line`]: every C0 and C1 control character but the line feed and the tab,
+/// which text on several lines keeps, and U+2028, U+2029). Requester text shows them
+/// as `\u{202e}` instead, so an approver reads every character in its real order and
+/// every line break as signoff made it.
 pub fn hidden(c: char) -> bool {
     matches!(
         c,
-        '\u{00AD}'
+        '\u{0}'..='\u{8}'
+            | '\u{B}'..='\u{1F}'
+            | '\u{7F}'..='\u{9F}'
+            | '\u{00AD}'
             | '\u{034F}'
             | '\u{061C}'
             | '\u{115F}'
@@ -132,6 +166,8 @@ pub fn hidden(c: char) -> bool {
             | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200F}'
             | '\u{202A}'..='\u{202E}'
+            | '\u{2028}'
+            | '\u{2029}'
             | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{206F}'
             | '\u{3164}'

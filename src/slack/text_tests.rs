@@ -213,3 +213,32 @@ fn a_decision_outside_slack_says_so_in_plain_words() {
     a.decided_via = None;
     assert!(outcome_line(&a).contains("<@U0CAROL>"));
 }
+
+#[test]
+fn no_character_that_breaks_a_line_survives_and_text_on_lines_shows_it_escaped() {
+    let breakers = [
+        '\n', '\r', '\t', '\u{0B}', '\u{0C}', '\u{85}', '\u{2028}', '\u{2029}', '\u{0}', '\u{1B}',
+        '\u{7F}', '\u{9B}',
+    ];
+    for c in breakers {
+        assert!(breaks_line(c), "{c:?}");
+        let text = format!("prod{c}• dry_run: true");
+        assert_eq!(fit_plain(&text, 100), "prod • dry_run: true", "{c:?}");
+        assert_eq!(fit_line(&text, 100), "prod • dry_run: true", "{c:?}");
+        let lines = fit_plain_lines(&text, 100);
+        match c {
+            '\n' | '\t' => assert_eq!(lines, text, "kept where lines are kept"),
+            c => {
+                assert!(!lines.chars().any(breaks_line), "{c:?}: {lines:?}");
+                assert_eq!(lines, format!("prod{}• dry_run: true", c.escape_unicode()));
+            }
+        }
+    }
+    // A Windows line end is one line break.
+    assert_eq!(fit_plain_lines("a\r\nb", 10), "a\nb");
+    // In JSON they are written as escapes, as the hidden ones are.
+    let json = json_showing_hidden(json!({"k": "a\u{2028}b\u{85}c\u{9B}"}).to_string());
+    assert_eq!(json, r#"{"k":"a\u2028b\u0085c\u009b"}"#);
+    let pretty = json_showing_hidden(serde_json::to_string_pretty(&json!({"k": 1})).unwrap());
+    assert_eq!(pretty, "{\n  \"k\": 1\n}", "its own line breaks stay");
+}
