@@ -1,5 +1,5 @@
 use super::*;
-use crate::slack::testutil::approval;
+use crate::slack::testutil::{approval, email_behind_attachments};
 use crate::slack::text::hidden;
 use serde_json::json;
 
@@ -77,9 +77,18 @@ fn a_huge_value_is_capped_on_its_line() {
 }
 
 #[test]
-fn a_line_too_long_for_the_room_is_cut_and_counted() {
-    let text = params_plain(&json!({"a": "x".repeat(290), "b": 1}), 100);
-    assert!(len(&text) <= 100, "{text}");
+fn a_line_too_long_for_the_room_is_shortened_so_that_every_key_still_shows() {
+    let rendered = params_rendered(&json!({"a": "x".repeat(290), "b": 1}), 100);
+    let text = &rendered.text;
+    assert!(len(text) <= 100, "{text}");
+    assert!(
+        text.starts_with("• a: xxx") && text.contains("…\n• b: 1"),
+        "{text}"
+    );
+    assert!(rendered.cut);
+    // With no room for even a short line per key, whole lines while they fit, counted.
+    let text = params_plain(&json!({"a": "x".repeat(290), "b": 1}), 20);
+    assert!(len(&text) <= 20, "{text}");
     assert!(text.ends_with("… and 2 more"), "{text}");
 }
 
@@ -107,7 +116,8 @@ fn a_long_list_of_values_with_reordering_marks_is_cut_between_whole_escapes() {
     for pad in 0..12 {
         let mut items = vec![json!("x".repeat(pad))];
         items.extend((0..200).map(|_| json!("a\u{202E}b")));
-        let shown = scalar_or_list(&Value::Array(items));
+        let (shown, cut) = scalar_or_list(&Value::Array(items));
+        assert!(cut);
         assert!(shown.ends_with(" more)"), "{shown}");
         assert!(len(&shown) <= MAX_VALUE_CHARS, "{}", len(&shown));
         assert!(!shown.chars().any(hidden), "{shown:?}");
@@ -156,4 +166,167 @@ fn the_summary_is_preferred_over_parameters() {
         "Edited: environment: prod; service: web"
     );
     assert!(len(&summary_or_params(&a, 20)) <= 20);
+}
+
+/// The `N` of a rendering's last line, `… and N more`.
+fn missing(text: &str) -> usize {
+    let last = text.lines().last().unwrap();
+    let n = last
+        .strip_prefix("… and ")
+        .and_then(|l| l.strip_suffix(" more"));
+    n.unwrap_or_else(|| panic!("no count: {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn every_top_level_key_gets_a_line_before_the_nested_ones_fill_the_room() {
+    let params = email_behind_attachments();
+    for max in [3000, 700, 200] {
+        let rendered = params_rendered(&params, max);
+        let text = &rendered.text;
+        assert!(len(text) <= max, "{max}: {}", len(text));
+        assert!(rendered.cut, "{max}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..2],
+            ["• attachments: (60 items)", "• to: attacker@evil.example"]
+        );
+        // The count is honest: the 120 attachment lines, shown or counted.
+        let details = lines
+            .iter()
+            .filter(|l| l.starts_with("• attachments."))
+            .count();
+        assert_eq!(details + missing(text), 120, "{max}: {text}");
+        assert!(
+            text.contains("• attachments.0.name: f1.pdf"),
+            "{max}: {text}"
+        );
+    }
+    let nested = json!({"a": {"x": 1, "y": [{"z": 1}]}, "b": [1, 2], "c": {"k": "v".repeat(3000)}});
+    let text = params_plain(&nested, 200);
+    assert!(
+        text.starts_with("• a: (object, 2 keys)\n• b: 1, 2\n• c: (object, 1 key)\n• a.x: 1\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn what_fits_whole_is_shown_whole_and_not_called_cut() {
+    let params = json!({"service": "api", "target": {"cluster": "main"}});
+    let rendered = params_rendered(&params, 3000);
+    assert_eq!(rendered.text, "• service: api\n• target.cluster: main");
+    assert!(!rendered.cut);
+    assert!(
+        params_rendered(&json!({"a": "x".repeat(400)}), 3000).cut,
+        "a capped value"
+    );
+    assert!(!params_rendered(&json!({}), 3000).cut);
+}
+
+#[test]
+fn a_one_line_rendering_also_names_every_key_first() {
+    let line = params_one_line(&email_behind_attachments(), 1000);
+    assert!(
+        line.starts_with("attachments: (60 items); to: attacker@evil.example; attachments.0"),
+        "{line}"
+    );
+    assert!(line.ends_with(" more"), "{line}");
+    assert!(len(&line) <= 1000);
+}
+
+#[test]
+fn values_and_keys_that_would_read_alike_render_differently() {
+    let pairs = [
+        (json!({"dry_run": "true"}), json!({"dry_run": true})),
+        (json!({"n": "5"}), json!({"n": 5})),
+        (json!({"n": "null"}), json!({"n": null})),
+        (json!({"l": "(empty list)"}), json!({"l": []})),
+        (json!({"o": "(empty)"}), json!({"o": {}})),
+        (json!({"o": "(object)"}), json!({"o": [{}]})),
+        (json!({"s": "\"\""}), json!({"s": ""})),
+        (json!({"l": ["a, b"]}), json!({"l": ["a", "b"]})),
+        (json!({"l": ["x (+3 more)"]}), json!({"l": ["x"]})),
+        (json!({"a.b": 1}), json!({"a": {"b": 1}})),
+        (json!({"a": {"0": {"b": 1}}}), json!({"a": [{"b": 1}]})),
+        (
+            json!({"to: boss@corp.com; x": 1}),
+            json!({"to": "boss@corp.com; x: 1"}),
+        ),
+        (json!({"•x": 1}), json!({"x": 1})),
+        (json!({"": "x"}), json!({"\"\"": "x"})),
+        (
+            json!({"a": "(1 item)", "b": "x".repeat(400)}),
+            json!({"a": [[1]], "b": "x".repeat(400)}),
+        ),
+    ];
+    for (a, b) in pairs {
+        for max in [3000, 60] {
+            let (shown_a, shown_b) = (params_plain(&a, max), params_plain(&b, max));
+            assert_ne!(shown_a, shown_b, "{a} and {b} at {max}");
+        }
+        assert_ne!(
+            params_one_line(&a, 200),
+            params_one_line(&b, 200),
+            "{a} and {b}"
+        );
+    }
+    assert_eq!(
+        params_plain(&json!({"dry_run": "true"}), 100),
+        "• dry_run: \"true\""
+    );
+    assert_eq!(params_plain(&json!({"a.b": 1}), 100), "• \"a.b\": 1");
+    assert_eq!(
+        params_plain(&json!({"to: boss@corp.com; x": 1}), 100),
+        "• \"to: boss@corp.com; x\": 1"
+    );
+    assert_eq!(
+        params_plain(&json!({"l": ["a, b", "c"]}), 100),
+        "• l: \"a, b\", c"
+    );
+    assert_eq!(
+        params_plain(&json!({"d": "(nested too deep to show)"}), 100),
+        "• d: \"(nested too deep to show)\""
+    );
+}
+
+#[test]
+fn ordinary_strings_and_keys_stay_unquoted() {
+    let params = json!({
+        "to": "bob@example.com", "subject": "Re: the plan, v2", "count": "five",
+        "path": "/tmp/a.txt", "list": ["eu-1", "us-2"], "note": "(see the doc) ok",
+        "version": "v1.2.3", "snake_case-key": "x",
+    });
+    let text = params_plain(&params, 3000);
+    assert!(!text.contains('"'), "{text}");
+}
+
+#[test]
+fn no_line_break_in_a_value_or_key_makes_a_line_of_its_own() {
+    for c in [
+        '\n', '\r', '\u{0B}', '\u{0C}', '\u{85}', '\u{2028}', '\u{2029}', '\u{1E}',
+    ] {
+        let params = json!({
+            "env": format!("prod{c}• dry_run: true"),
+            format!("k{c}• dry_run"): "true",
+            "list": [format!("a{c}• dry_run: true")],
+        });
+        for max in [3000, 40] {
+            let text = params_plain(&params, max);
+            assert!(!text.chars().any(breaks_line_but_lf), "{c:?}: {text:?}");
+            assert!(
+                text.lines().all(|l| !l.starts_with("• dry_run")),
+                "{c:?}: {text}"
+            );
+        }
+        let line = params_one_line(&params, 500);
+        assert!(
+            !line.chars().any(crate::slack::text::breaks_line),
+            "{c:?}: {line:?}"
+        );
+    }
+}
+
+fn breaks_line_but_lf(c: char) -> bool {
+    c != '\n' && crate::slack::text::breaks_line(c)
 }
