@@ -77,7 +77,9 @@ pub fn batch_message(items: &[Approval], now: DateTime<Utc>) -> Value {
     json!({ "text": text, "blocks": blocks })
 }
 
-/// One item: what it asks, then its buttons and votes while it waits, or how it ended.
+/// One item: what it asks (its summary on its own line, one line at most, and its
+/// parameters under a label, so that a summary cannot pass for a parameter), then its
+/// buttons and votes while it waits, or how it ended.
 fn item_blocks(n: usize, a: &Approval, now: DateTime<Utc>) -> Vec<Value> {
     let summary = a
         .summary
@@ -86,7 +88,7 @@ fn item_blocks(n: usize, a: &Approval, now: DateTime<Utc>) -> Vec<Value> {
         .filter(|s| !s.is_empty())
         .map_or(String::new(), |s| format!("{}\n", fit_plain(s, 300)));
     let params = params_rendered(&a.parameters, ITEM_MAX);
-    let text = format!("{n}. {summary}{}", params.text);
+    let text = format!("{n}. {summary}Parameters:\n{}", params.text);
     let mut blocks = vec![plain_section(text)];
     let id = format!("ID `{}`", a.id.short());
     if a.status == Status::Pending {

@@ -163,6 +163,29 @@ fn the_deny_all_modal_carries_the_leader_the_clicked_message_and_its_named_items
 }
 
 #[test]
+fn an_items_summary_sits_apart_from_its_labelled_parameters() {
+    let mut batch = items(2);
+    batch[0].summary = Some("• amount: 10\n• to: me".into());
+    let message = batch_message(&batch, now());
+    let texts: Vec<&str> = message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["text"]["text"].as_str())
+        .collect();
+    assert!(
+        texts.contains(
+            &"1. • amount: 10 • to: me\nParameters:\n• environment: prod\n• service: svc-0"
+        ),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains(&"2. Parameters:\n• environment: prod\n• service: svc-1"),
+        "{texts:?}"
+    );
+}
+
+#[test]
 fn a_cut_item_names_every_key_and_offers_all_its_parameters() {
     let mut batch = items(3);
     batch[1].parameters = crate::slack::testutil::email_behind_attachments();
