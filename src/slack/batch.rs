@@ -1,6 +1,7 @@
 //! Block Kit for a batch (`batch_window`): look-alike requests of one requester in one
 //! message. Each item has its parameters, where it stands and, while it waits, its own
-//! Approve / Deny / Edit & approve buttons (the same actions as a single request's);
+//! Approve / Deny / Edit & approve buttons (the same actions as a single request's,
+//! with Show all parameters when its parameters were cut);
 //! below them Approve all / Deny all act on every item still waiting. Within Block
 //! Kit's limits for up to `MAX_BATCH` items (three blocks each).
 
@@ -9,7 +10,8 @@ use serde_json::{Value, json};
 
 use super::blocks::{actions, button, context, header_text, outcome_line, plain_section, votes};
 use super::modals::reason_input;
-use super::text::{fit_line, fit_plain, params_plain, plain, requester, slack_date, tier_badge};
+use super::params::params_rendered;
+use super::text::{fit_line, fit_plain, plain, requester, slack_date, tier_badge};
 use crate::approval::{Approval, ApprovalId, Status, Tier};
 use crate::jobs::MessageKey;
 
@@ -75,7 +77,9 @@ pub fn batch_message(items: &[Approval], now: DateTime<Utc>) -> Value {
     json!({ "text": text, "blocks": blocks })
 }
 
-/// One item: what it asks, then its buttons and votes while it waits, or how it ended.
+/// One item: what it asks (its summary on its own line, one line at most, and its
+/// parameters under a label, so that a summary cannot pass for a parameter), then its
+/// buttons and votes while it waits, or how it ended.
 fn item_blocks(n: usize, a: &Approval, now: DateTime<Utc>) -> Vec<Value> {
     let summary = a
         .summary
@@ -83,8 +87,9 @@ fn item_blocks(n: usize, a: &Approval, now: DateTime<Utc>) -> Vec<Value> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map_or(String::new(), |s| format!("{}\n", fit_plain(s, 300)));
-    let params = params_plain(&a.parameters, ITEM_MAX);
-    let mut blocks = vec![plain_section(format!("{n}. {summary}{params}"))];
+    let params = params_rendered(&a.parameters, ITEM_MAX);
+    let text = format!("{n}. {summary}Parameters:\n{}", params.text);
+    let mut blocks = vec![plain_section(text)];
     let id = format!("ID `{}`", a.id.short());
     if a.status == Status::Pending {
         // The date, not "in 2h", which would go stale while the message stays up.
@@ -93,7 +98,7 @@ fn item_blocks(n: usize, a: &Approval, now: DateTime<Utc>) -> Vec<Value> {
         } else {
             format!("{} (overdue)", slack_date(a.expires_at))
         };
-        blocks.push(actions(a));
+        blocks.push(actions(a, params.cut));
         blocks.push(context(format!("{id} · {} · expires {expires}", votes(a))));
     } else {
         blocks.push(context(format!("{} · {id}", outcome_line(a))));

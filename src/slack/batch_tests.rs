@@ -1,6 +1,6 @@
 use super::*;
 use crate::approval::{Decision, parameters_fingerprint};
-use crate::slack::blocks::{ACTION_APPROVE, ACTION_DENY, ACTION_EDIT};
+use crate::slack::blocks::{ACTION_APPROVE, ACTION_DENY, ACTION_EDIT, ACTION_SHOW_PARAMETERS};
 use crate::slack::testutil::{approval, check_limits, mrkdwn_texts, now, other_id, vote};
 
 /// `n` look-alike requests, the first the leader.
@@ -181,4 +181,55 @@ fn the_deny_all_modal_carries_the_leader_the_clicked_message_and_its_named_items
     assert_eq!(deny_all_source(&garbled.to_string()), None);
     assert_eq!(deny_all_source("{}"), None);
     assert_eq!(deny_all_source("not json"), None);
+}
+
+#[test]
+fn an_items_summary_sits_apart_from_its_labelled_parameters() {
+    let mut batch = items(2);
+    batch[0].summary = Some("• amount: 10\n• to: me".into());
+    let message = batch_message(&batch, now());
+    let texts: Vec<&str> = message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["text"]["text"].as_str())
+        .collect();
+    assert!(
+        texts.contains(
+            &"1. • amount: 10 • to: me\nParameters:\n• environment: prod\n• service: svc-0"
+        ),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains(&"2. Parameters:\n• environment: prod\n• service: svc-1"),
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn a_cut_item_names_every_key_and_offers_all_its_parameters() {
+    let mut batch = items(3);
+    batch[1].parameters = crate::slack::testutil::email_behind_attachments();
+    let message = batch_message(&batch, now());
+    check_limits(&message);
+    let item = message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["text"]["text"].as_str())
+        .find(|t| t.starts_with("2. "))
+        .unwrap();
+    assert!(item.contains("• to: attacker@evil.example"), "{item}");
+    assert!(item.lines().last().unwrap().starts_with("… and "), "{item}");
+    let found = buttons(&message);
+    let shows: Vec<&String> = found
+        .iter()
+        .filter(|(_, pairs)| pairs.iter().any(|(a, _)| a == ACTION_SHOW_PARAMETERS))
+        .map(|(block, _)| block)
+        .collect();
+    assert_eq!(
+        shows,
+        [&format!("approval:{}", batch[1].id)],
+        "only the cut one"
+    );
 }

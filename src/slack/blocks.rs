@@ -10,9 +10,10 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::params::params_rendered;
 use super::text::{
     ELLIPSIS, decider, fit, fit_line, fit_plain, fit_plain_lines, join_limited, outside_slack,
-    params_plain, people, person, plain, requester, slack_ago, slack_date, tier_badge,
+    people, person, plain, requester, slack_ago, slack_date, tier_badge,
 };
 use crate::approval::machine::POLICY_ACTOR;
 use crate::approval::{Approval, Decision, Status, Tier, parameters_fingerprint};
@@ -66,6 +67,10 @@ pub fn read_approve_value(value: &str) -> (&str, &str) {
 pub const ACTION_DENY: &str = "deny";
 /// `action_id` of the Edit & approve button (opens [`super::modals::edit_modal`]).
 pub const ACTION_EDIT: &str = "edit";
+/// `action_id` of the Show all parameters button, there when the message could not
+/// show every parameter in full (opens [`super::modals::parameters_modal`]). Not a
+/// vote: whoever sees the message may open it.
+pub const ACTION_SHOW_PARAMETERS: &str = "show_parameters";
 
 const SECTION_MAX: usize = 3000;
 const FIELD_MAX: usize = 2000;
@@ -87,7 +92,7 @@ pub fn approval_message(a: &Approval, now: DateTime<Utc>) -> Value {
     if a.status != Status::Pending {
         return decided_message(a);
     }
-    let mut blocks = body(a);
+    let (mut blocks, cut) = body(a);
     // No "in 2h" beside the date: the message stays up for hours unchanged, and a
     // relative time would go stale with it (Slack renders the date in each reader's
     // time zone, and `{ago}` below, live).
@@ -103,14 +108,14 @@ pub fn approval_message(a: &Approval, now: DateTime<Utc>) -> Value {
         Field::Mrkdwn("Votes", votes(a)),
     ]));
     blocks.push(id_context(a, true));
-    blocks.push(actions(a));
+    blocks.push(actions(a, cut));
     json!({ "text": fallback("Approval needed", a), "blocks": blocks })
 }
 
 /// The message after a decision, expiry, cancellation or execution: the same request,
 /// no buttons, and one outcome line saying what happened, who and when.
 pub fn decided_message(a: &Approval) -> Value {
-    let mut blocks = body(a);
+    let (mut blocks, _) = body(a);
     blocks.push(fields(&[
         Field::Mrkdwn("Risk", tier_badge(a.risk_tier)),
         Field::Plain("Requested by", requester(a)),
@@ -209,7 +214,8 @@ fn outcome_word(status: Status) -> &'static str {
 
 /// Header, summary, parameters and context: shared by live and settled messages. All
 /// of it but the header's emoji is the requester's text, so all of it is plain text.
-fn body(a: &Approval) -> Vec<Value> {
+/// Also whether the parameters had to be cut to fit.
+fn body(a: &Approval) -> (Vec<Value>, bool) {
     let mut blocks = vec![json!({
         "type": "header",
         "text": plain(header_text(a)),
@@ -230,8 +236,8 @@ fn body(a: &Approval) -> Vec<Value> {
     // The summary is the requester's own words; the parameters are what would actually
     // run, so approvers always see them too.
     let label = "Parameters:\n";
-    let params = params_plain(&a.parameters, SECTION_MAX - label.len());
-    blocks.push(plain_section(format!("{label}{params}")));
+    let params = params_rendered(&a.parameters, SECTION_MAX - label.len());
+    blocks.push(plain_section(format!("{label}{}", params.text)));
     if a.original_parameters.is_some() {
         blocks.push(context(
             ":pencil2: An approver edited these parameters; the edited ones are what runs.".into(),
@@ -251,7 +257,7 @@ fn body(a: &Approval) -> Vec<Value> {
             ],
         }));
     }
-    blocks
+    (blocks, params.cut)
 }
 
 /// The tool (and its MCP server); an empty tool name still needs some text.
@@ -295,7 +301,9 @@ fn id_context(a: &Approval, asked: bool) -> Value {
     context(format!("ID `{}`{asked}", a.id.short()))
 }
 
-pub(super) fn actions(a: &Approval) -> Value {
+/// The buttons of a pending approval; `show_all` adds Show all parameters, for
+/// parameters the message had to cut.
+pub(super) fn actions(a: &Approval, show_all: bool) -> Value {
     let id = a.id.to_string();
     let mut approve = button(
         "Approve",
@@ -313,15 +321,20 @@ pub(super) fn actions(a: &Approval) -> Value {
             "deny": { "type": "plain_text", "text": "Back" },
         });
     }
-    json!({
-        "type": "actions",
-        "block_id": block_id(a),
-        "elements": [
-            approve,
-            button("Deny", ACTION_DENY, &id, Some("danger")),
-            button("Edit & approve", ACTION_EDIT, &id, None),
-        ],
-    })
+    let mut elements = vec![
+        approve,
+        button("Deny", ACTION_DENY, &id, Some("danger")),
+        button("Edit & approve", ACTION_EDIT, &id, None),
+    ];
+    if show_all {
+        elements.push(button(
+            "Show all parameters",
+            ACTION_SHOW_PARAMETERS,
+            &id,
+            None,
+        ));
+    }
+    json!({ "type": "actions", "block_id": block_id(a), "elements": elements })
 }
 
 pub(super) fn button(text: &str, action_id: &str, value: &str, style: Option<&str>) -> Value {

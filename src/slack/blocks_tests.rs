@@ -2,7 +2,7 @@ use super::*;
 use crate::jobs::MessageKey;
 use crate::slack::modals::{deny_modal, edit_modal};
 use crate::slack::testutil::{
-    all_text, approval, check_limits, find_block, mrkdwn_texts, now, vote,
+    all_text, approval, check_limits, email_behind_attachments, find_block, mrkdwn_texts, now, vote,
 };
 use serde_json::json;
 
@@ -328,7 +328,54 @@ fn huge_parameters_say_how_many_lines_were_left_out() {
         params.lines().last().unwrap().starts_with("… and "),
         "{params}"
     );
-    assert!(params.contains("(nested too deep to show)"));
+    // Past what a section holds, each key's line while they fit: the deep one summarised.
+    assert!(params.contains("• aab_deep: (object, 1 key)"), "{params}");
+    assert!(action_ids(&message).contains(&ACTION_SHOW_PARAMETERS));
+}
+
+#[test]
+fn every_key_shows_when_the_parameters_are_cut_and_so_does_show_all() {
+    let mut a = approval();
+    a.tool_name = "send_email".into();
+    a.parameters = email_behind_attachments();
+    let message = approval_message(&a, now());
+    check_limits(&message);
+    let params = section_texts(&message)[0].clone();
+    assert!(
+        params.starts_with("Parameters:\n• attachments: (60 items)\n• to: attacker@evil.example\n"),
+        "{params}"
+    );
+    assert!(
+        params.lines().last().unwrap().starts_with("… and "),
+        "{params}"
+    );
+    let actions = find_block(&message, "actions").unwrap();
+    let show = &actions["elements"][3];
+    assert_eq!(show["action_id"], ACTION_SHOW_PARAMETERS);
+    assert_eq!(show["value"], a.id.to_string());
+    assert_eq!(show["text"]["text"], "Show all parameters");
+    assert!(show.get("style").is_none(), "not a decision");
+    // Settled, no buttons at all.
+    a.status = Status::Denied;
+    assert!(find_block(&approval_message(&a, now()), "actions").is_none());
+}
+
+#[test]
+fn parameters_shown_whole_need_no_show_all_button() {
+    let message = approval_message(&approval(), now());
+    assert_eq!(
+        action_ids(&message),
+        [ACTION_APPROVE, ACTION_DENY, ACTION_EDIT]
+    );
+}
+
+fn action_ids(message: &Value) -> Vec<&str> {
+    let actions = find_block(message, "actions").expect("actions block");
+    let buttons = actions["elements"].as_array().unwrap();
+    buttons
+        .iter()
+        .map(|b| b["action_id"].as_str().unwrap())
+        .collect()
 }
 
 #[test]

@@ -1,11 +1,11 @@
-//! The modals a click opens: Deny (an optional reason) and Edit & approve (the
-//! parameters as JSON in a text box), what they carry back to their submission, and
-//! reading what was submitted. Within Block Kit's limits like the messages
+//! The modals a click opens: Deny (an optional reason), Edit & approve (the
+//! parameters as JSON in a text box) and Show all parameters (read only), what they
+//! carry back to their submission, and reading what was submitted. Within Block Kit's limits like the messages
 //! ([`super::blocks`]).
 
 use serde_json::{Value, json};
 
-use super::blocks::{REASON_MAX, plain_section};
+use super::blocks::{REASON_MAX, header_text, plain_section};
 use super::text::{self, fit_plain, summary_or_params};
 use crate::approval::{Approval, ApprovalId};
 use crate::exact_json::{self, ExactError};
@@ -21,6 +21,11 @@ pub const REASON_INPUT: &str = "reason";
 pub const PARAMETERS_INPUT: &str = "parameters";
 /// The most a `plain_text_input` may hold, and so the largest editable parameters.
 pub const INPUT_MAX_CHARS: usize = 3000;
+/// `callback_id` of the Show all parameters modal (it has no submit button).
+pub const PARAMETERS_CALLBACK: &str = "show_parameters";
+/// Block Kit: a modal holds at most 100 blocks, a section's text 3000 chars.
+const MODAL_BLOCKS: usize = 100;
+const SECTION_CHARS: usize = 3000;
 
 /// The `view` for `views.open` when someone clicks Deny: an optional reason, sent back
 /// to the requester. Optional, because denying must never be harder than approving.
@@ -126,6 +131,74 @@ pub fn edit_modal(a: &Approval, clicked: &MessageKey, named: bool) -> Value {
         }
     }
     view
+}
+
+/// The `view` for `views.open` when someone clicks Show all parameters: the whole
+/// parameters as pretty JSON (every hidden or line-breaking character escaped, see
+/// [`text::json_showing_hidden`]), read only, in as many sections as they need. Past
+/// what one modal holds (99 sections of 3000 chars), the last block says exactly how
+/// much is not shown, and where to read all of it.
+pub fn parameters_modal(a: &Approval) -> Value {
+    let json = serde_json::to_string_pretty(&a.parameters)
+        .map(text::json_showing_hidden)
+        .unwrap_or_default();
+    let intro = plain_section(format!(
+        "{}\n\nThe parameters that run if this request is approved, in full, as JSON \
+         (read only).",
+        header_text(a)
+    ));
+    let room = MODAL_BLOCKS - 1;
+    let (mut chunks, rest) = sections_of(&json, room);
+    if !rest.is_empty() {
+        // One section gives way to the note.
+        let last = chunks.pop().unwrap_or_default();
+        let rest = format!("{last}{rest}");
+        chunks.push(not_shown(a, &rest));
+    }
+    let blocks: Vec<Value> = std::iter::once(intro)
+        .chain(chunks.into_iter().map(plain_section))
+        .collect();
+    json!({
+        "type": "modal",
+        "callback_id": PARAMETERS_CALLBACK,
+        "title": { "type": "plain_text", "text": "Parameters" },
+        "close": { "type": "plain_text", "text": "Close" },
+        "blocks": blocks,
+    })
+}
+
+/// `text` in at most `count` pieces of at most [`SECTION_CHARS`] chars, each ending at
+/// a line's end where a line fits; and what did not fit. The pieces and the rest,
+/// joined, are `text`.
+fn sections_of(text: &str, count: usize) -> (Vec<String>, &str) {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() && pieces.len() < count {
+        let end = rest
+            .char_indices()
+            .nth(SECTION_CHARS)
+            .map_or(rest.len(), |(at, _)| at);
+        let end = match rest[..end].rfind('\n') {
+            Some(line_end) if end < rest.len() && line_end > 0 => line_end + 1,
+            _ => end,
+        };
+        pieces.push(rest[..end].to_owned());
+        rest = &rest[end..];
+    }
+    (pieces, rest)
+}
+
+/// What the parameters modal says of `rest`, the JSON it has no room for.
+fn not_shown(a: &Approval, rest: &str) -> String {
+    format!(
+        "Not shown: the last {} characters ({} lines) of the JSON above, more than a Slack \
+         form holds. Read the whole parameters with `signoff list --status pending --json` \
+         where signoff runs (an operator), or GET /v1/approvals/{} with the API token that \
+         asked.",
+        rest.chars().count(),
+        rest.lines().count(),
+        a.id
+    )
 }
 
 /// What a modal carries back to its submission: the approval and the message whose

@@ -177,3 +177,73 @@ fn a_form_error_names_people_as_plain_text_shows_them() {
     let kept = "a < b, <@not an id>, <!channel>, <@U1";
     assert_eq!(modal_errors("reason", kept)["errors"]["reason"], kept);
 }
+
+/// The text of a modal's sections after its intro, joined.
+fn shown_after_intro(view: &Value) -> String {
+    let blocks = view["blocks"].as_array().unwrap();
+    blocks[1..]
+        .iter()
+        .map(|b| b["text"]["text"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn show_all_opens_every_parameter_as_json_read_only() {
+    let mut a = approval();
+    a.parameters = crate::slack::testutil::email_behind_attachments();
+    a.parameters["note"] = json!("x\u{202E}y\u{2028}• dry_run: true");
+    let view = parameters_modal(&a);
+    check_limits(&view);
+    assert_eq!(view["callback_id"], PARAMETERS_CALLBACK);
+    assert!(view.get("submit").is_none(), "read only");
+    assert!(
+        view["blocks"].as_array().unwrap().len() > 2,
+        "more than one section"
+    );
+    let json = shown_after_intro(&view);
+    assert!(!json.chars().any(text::hidden), "{json}");
+    assert!(
+        json.contains(r#""note": "x\u202ey\u2028• dry_run: true""#),
+        "{json}"
+    );
+    let read_back: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(read_back, a.parameters, "all of it, exactly");
+    // Sections end at line ends.
+    let blocks = view["blocks"].as_array().unwrap();
+    for block in &blocks[1..blocks.len() - 1] {
+        assert!(block["text"]["text"].as_str().unwrap().ends_with('\n'));
+    }
+}
+
+#[test]
+fn parameters_past_what_a_modal_holds_say_how_much_is_not_shown_and_where_it_is() {
+    let mut a = approval();
+    a.parameters = json!({"big": "ü<&>".repeat(100_000), "lines": (0..20_000).collect::<Vec<_>>()});
+    let view = parameters_modal(&a);
+    check_limits(&view);
+    let blocks = view["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 100);
+    let note = blocks[99]["text"]["text"].as_str().unwrap();
+    let json = serde_json::to_string_pretty(&a.parameters).unwrap();
+    let shown: String = blocks[1..99]
+        .iter()
+        .map(|b| b["text"]["text"].as_str().unwrap())
+        .collect();
+    let rest = json
+        .strip_prefix(shown.as_str())
+        .expect("the JSON from its start");
+    let counted = format!(
+        "Not shown: the last {} characters ({} lines) of the JSON above",
+        rest.chars().count(),
+        rest.lines().count()
+    );
+    assert!(note.starts_with(&counted), "{note}");
+    assert!(
+        note.contains("signoff list --status pending --json"),
+        "{note}"
+    );
+    assert!(
+        note.contains(&format!("GET /v1/approvals/{}", a.id)),
+        "{note}"
+    );
+}

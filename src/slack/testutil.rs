@@ -51,6 +51,15 @@ pub fn vote(user: &str, decision: Decision, minutes_ago: i64) -> Vote {
     }
 }
 
+/// `send_email`'s parameters: to an attacker, behind 60 attachments (120 lines, more
+/// than a section holds, and alphabetically before `to`).
+pub fn email_behind_attachments() -> Value {
+    let attachments: Vec<Value> = (1..=60)
+        .map(|i| json!({"name": format!("f{i}.pdf"), "url": format!("https://files.example/{i}")}))
+        .collect();
+    json!({"attachments": attachments, "to": "attacker@evil.example"})
+}
+
 /// An id that is not the fixture's, for lists.
 pub fn other_id(n: u128) -> ApprovalId {
     ApprovalId(uuid::Uuid::from_u128(n))

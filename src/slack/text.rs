@@ -1,6 +1,6 @@
 //! Text helpers shared by the Slack renderers: cutting text to Block Kit's limits on
-//! character boundaries, mentions, times, and the readable `• key: value` rendering of
-//! parameters (never a raw JSON dump).
+//! character boundaries, mentions and times. The readable `• key: value` rendering of
+//! parameters (never a raw JSON dump) is in [`super::params`], re-exported here.
 //!
 //! Text a requester wrote (tool name aside: its alphabet is fixed) — the summary, the
 //! context, the parameters, `requested_by` — only ever goes into `plain_text` objects
@@ -15,15 +15,11 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+pub use super::params::{params_one_line, params_plain, summary_or_params};
 use crate::approval::{Approval, Tier};
 
 /// Appended to anything that was cut.
 pub const ELLIPSIS: char = '…';
-/// How deep the parameter rendering walks into nested values before summarising the rest.
-const MAX_DEPTH: usize = 8;
-/// Caps for one parameter line, so a single huge key or value cannot crowd out the rest.
-const MAX_KEY_CHARS: usize = 120;
-const MAX_VALUE_CHARS: usize = 300;
 
 /// Escapes the three characters Slack treats as control characters in mrkdwn, so that
 /// user text cannot produce mentions (`<!channel>`), links or user pings.
@@ -37,19 +33,22 @@ pub fn fit(text: &str, max: usize) -> String {
     cut(text, max, true, false)
 }
 
-/// Like [`fit`], with line breaks and tabs turned into spaces: for list items and
-/// fallback text where one value must stay on one line.
+/// Like [`fit`], with line breaks, tabs and the other control characters turned into
+/// spaces ([`breaks_line`]): for list items and fallback text where one value must
+/// stay on one line.
 pub fn fit_line(text: &str, max: usize) -> String {
     cut(text, max, true, true)
 }
 
 /// For `plain_text` objects (headers, button labels, modal titles): no escaping, since
-/// Slack shows plain text literally, one line, cut to `max` chars.
+/// Slack shows plain text literally, one line ([`breaks_line`] as spaces), cut to
+/// `max` chars.
 pub fn fit_plain(text: &str, max: usize) -> String {
     cut(text, max, false, true)
 }
 
-/// Like [`fit_plain`], keeping line breaks: for a requester's summary or context.
+/// Like [`fit_plain`], keeping line feeds and tabs (other control characters and line
+/// separators are shown escaped): for a requester's summary or context.
 pub fn fit_plain_lines(text: &str, max: usize) -> String {
     cut(text, max, false, false)
 }
@@ -67,16 +66,32 @@ pub fn plain(text: impl Into<String>) -> Value {
 }
 
 fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
+    cut_reporting(text, max, escape, single_line).0
+}
+
+/// Like [`fit_plain`], also saying whether anything was cut.
+pub fn fit_plain_reporting(text: &str, max: usize) -> (String, bool) {
+    cut_reporting(text, max, false, true)
+}
+
+/// [`cut`], and whether it cut anything. In single-line mode every character that
+/// breaks a line or controls the terminal (see [`breaks_line`]) is a space; elsewhere
+/// a line feed (or a CR LF, read as one) and a tab are kept, and the rest are shown
+/// escaped (see [`hidden`]).
+fn cut_reporting(text: &str, max: usize, escape: bool, single_line: bool) -> (String, bool) {
     if max == 0 {
-        return String::new();
+        return (String::new(), !text.is_empty());
     }
     let mut out = String::new();
     let mut used = 0usize;
     // Byte length of `out` at the last point that still leaves room for the ellipsis.
     let mut mark = None;
-    for c in text.chars() {
-        let c = if single_line && matches!(c, '\n' | '\r' | '\t') {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let c = if single_line && breaks_line(c) {
             ' '
+        } else if c == '\r' && chars.peek() == Some(&'\n') {
+            continue;
         } else {
             c
         };
@@ -99,7 +114,7 @@ fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
         if used + len > max {
             out.truncate(mark.unwrap_or(out.len()));
             out.push(ELLIPSIS);
-            return out;
+            return (out, true);
         }
         if mark.is_none() && used + len > max - 1 {
             mark = Some(out.len());
@@ -111,7 +126,16 @@ fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
         }
         used += len;
     }
-    out
+    (out, false)
+}
+
+/// Whether `c` ends a line, or may, wherever a reader shows it: the C0 and C1 control
+/// characters (line feed, CR, tab, vertical tab, form feed, next line U+0085, …) and
+/// Unicode's line and paragraph separators (U+2028, U+2029). Requester text in one
+/// line has them as spaces, so it cannot start a line of its own (a fake
+/// `• dry_run: true` under a real parameter).
+pub fn breaks_line(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// Whether `c` shows nothing, or reorders the text around it, so that an approver
@@ -120,13 +144,19 @@ fn cut(text: &str, max: usize, escape: bool, single_line: bool) -> String {
 /// spaces and joiners, the word joiner and invisible operators, the byte-order mark,
 /// the soft hyphen and the fillers (two keys, or two values, that differ only by them
 /// look the same); and the tag characters and the supplementary variation selectors,
-/// which can spell out whole hidden sentences (instructions smuggled past a reader).
-/// Requester text shows them as `\u{202e}` instead, so an approver reads every
-/// character in its real order.
+/// which can spell out whole hidden sentences (instructions smuggled past a reader);
+/// and the characters that break a line where signoff did not, or control a terminal
+/// ([`breaks_line`]: every C0 and C1 control character but the line feed and the tab,
+/// which text on several lines keeps, and U+2028, U+2029). Requester text shows them
+/// as `\u{202e}` instead, so an approver reads every character in its real order and
+/// every line break as signoff made it.
 pub fn hidden(c: char) -> bool {
     matches!(
         c,
-        '\u{00AD}'
+        '\u{0}'..='\u{8}'
+            | '\u{B}'..='\u{1F}'
+            | '\u{7F}'..='\u{9F}'
+            | '\u{00AD}'
             | '\u{034F}'
             | '\u{061C}'
             | '\u{115F}'
@@ -136,6 +166,8 @@ pub fn hidden(c: char) -> bool {
             | '\u{180B}'..='\u{180F}'
             | '\u{200B}'..='\u{200F}'
             | '\u{202A}'..='\u{202E}'
+            | '\u{2028}'
+            | '\u{2029}'
             | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{206F}'
             | '\u{3164}'
@@ -324,197 +356,6 @@ pub fn requester(a: &Approval) -> String {
         (None, Some(token)) => format!("token {}", fit_plain(token, 80)),
         (None, None) => "unknown".to_string(),
     }
-}
-
-/// Parameters as readable lines (`• key: value`), at most `max_lines` of them, plus the
-/// total number of lines the full rendering has. The lines are NOT escaped yet: callers
-/// escape whole lines so that length accounting happens on what Slack receives.
-///
-/// Strings are unquoted; arrays of scalars are comma-joined; nested objects become
-/// `key.sub: value`; arrays holding objects or arrays are indexed (`key.0.sub`).
-fn raw_param_lines(params: &Value, max_lines: usize) -> (Vec<String>, usize) {
-    let mut lines = Vec::new();
-    let mut total = 0;
-    match params {
-        Value::Null => {}
-        Value::Object(map) if map.is_empty() => {}
-        Value::Object(_) => walk(params, &mut String::new(), 0, &mut |path, value| {
-            total += 1;
-            if lines.len() < max_lines {
-                lines.push(format!(
-                    "• {}: {}",
-                    fit_plain(path, MAX_KEY_CHARS),
-                    scalar_or_list(value)
-                ));
-            }
-        }),
-        other => {
-            total = 1;
-            if max_lines > 0 {
-                lines.push(format!("• {}", scalar_or_list(other)));
-            }
-        }
-    }
-    (lines, total)
-}
-
-/// The parameters as plain-text lines (for [`plain`]) within `max` chars, ending with
-/// `… and N more` when lines had to be left out. An empty object reads `No parameters.`.
-pub fn params_plain(params: &Value, max: usize) -> String {
-    // A line is at least 6 chars plus a newline, so this many lines always fill `max`.
-    let (lines, total) = raw_param_lines(params, max / 4 + 1);
-    if total == 0 {
-        return "No parameters.".to_string();
-    }
-    let more = |n: usize| format!("… and {n} more");
-    let mut out = String::new();
-    let mut used = 0;
-    for (i, line) in lines.iter().enumerate() {
-        let left = total - i - 1;
-        let tail = if left > 0 {
-            more(left).chars().count() + 1
-        } else {
-            0
-        };
-        let add = line.chars().count() + usize::from(i > 0);
-        if used + add + tail > max {
-            let missing = more(total - i);
-            if i == 0 {
-                // Not even one whole line fits: cut it, and still say what is missing.
-                let room = max.saturating_sub(missing.chars().count() + 1);
-                if room == 0 {
-                    return fit_plain(&missing, max);
-                }
-                return format!("{}\n{missing}", fit_plain(line, room));
-            }
-            out.push('\n');
-            out.push_str(&missing);
-            return out;
-        }
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(line);
-        used += add;
-    }
-    if total > lines.len() {
-        out.push('\n');
-        out.push_str(&more(total - lines.len()));
-    }
-    out
-}
-
-/// Parameters on one line (`key: value; key: value`), plain text within `max` chars:
-/// for list items.
-pub fn params_one_line(params: &Value, max: usize) -> String {
-    let (lines, total) = raw_param_lines(params, 12);
-    if total == 0 {
-        return "no parameters".to_string();
-    }
-    let mut joined = lines
-        .iter()
-        .map(|line| line.trim_start_matches("• "))
-        .collect::<Vec<_>>()
-        .join("; ");
-    if total > lines.len() {
-        joined.push_str(&format!("; +{} more", total - lines.len()));
-    }
-    fit_plain(&joined, max)
-}
-
-/// The summary if there is one, else the parameters on one line; plain text (for
-/// [`plain`]), within `max`. Once an approver edited the parameters the summary tells
-/// what was asked, not what runs: the edited parameters are shown instead.
-pub fn summary_or_params(a: &Approval, max: usize) -> String {
-    const EDITED: &str = "Edited: ";
-    match a.summary.as_deref().map(str::trim) {
-        _ if a.original_parameters.is_some() => format!(
-            "{EDITED}{}",
-            params_one_line(&a.parameters, max.saturating_sub(EDITED.len()))
-        ),
-        Some(summary) if !summary.is_empty() => fit_plain(summary, max),
-        _ => params_one_line(&a.parameters, max),
-    }
-}
-
-/// Calls `emit(path, value)` for every leaf, in key order. Depth is bounded so that a
-/// pathological nesting cannot exhaust the stack.
-fn walk(value: &Value, path: &mut String, depth: usize, emit: &mut dyn FnMut(&str, &Value)) {
-    let has_children = match value {
-        Value::Object(map) => !map.is_empty(),
-        Value::Array(items) => items.iter().any(|i| i.is_object() || i.is_array()),
-        _ => false,
-    };
-    if !has_children {
-        return emit(path, value);
-    }
-    if depth >= MAX_DEPTH {
-        return emit(path, &Value::String("(nested too deep to show)".into()));
-    }
-    let mut child = |key: &str, item: &Value| {
-        let len = path.len();
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(key);
-        walk(item, path, depth + 1, emit);
-        path.truncate(len);
-    };
-    match value {
-        Value::Object(map) => map.iter().for_each(|(key, item)| child(key, item)),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .for_each(|(i, item)| child(&i.to_string(), item)),
-        _ => {}
-    }
-}
-
-/// One value, unescaped but capped: strings unquoted, scalars as written, arrays of
-/// scalars comma-joined, empty containers spelled out.
-fn scalar_or_list(value: &Value) -> String {
-    // Cut once, from the text as written: a cut of text already cut (and its marks
-    // already escaped) could end inside an escape.
-    match as_written(value) {
-        (text, None) => fit_plain(&text, MAX_VALUE_CHARS),
-        (text, Some(more)) => {
-            let more = format!(" (+{more} more)");
-            let mut shown = fit_plain(&text, MAX_VALUE_CHARS - more.len());
-            shown.push_str(&more);
-            shown
-        }
-    }
-}
-
-/// A value's text before [`scalar_or_list`] cuts it; for a list, its items joined with
-/// commas up to a little past the cap, and how many items were left out.
-fn as_written(value: &Value) -> (String, Option<usize>) {
-    let text = match value {
-        Value::String(s) if s.is_empty() => "\"\"".to_string(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) if items.is_empty() => "(empty list)".to_string(),
-        Value::Array(items) => {
-            let mut joined = String::new();
-            for (i, item) in items.iter().enumerate() {
-                if joined.chars().count() > MAX_VALUE_CHARS {
-                    return (joined, Some(items.len() - i));
-                }
-                if i > 0 {
-                    joined.push_str(", ");
-                }
-                let (text, more) = as_written(item);
-                joined.push_str(&text);
-                if let Some(more) = more {
-                    joined.push_str(&format!(" (+{more} more)"));
-                }
-            }
-            joined
-        }
-        Value::Object(map) if map.is_empty() => "(empty)".to_string(),
-        Value::Object(_) => "(object)".to_string(),
-        other => other.to_string(),
-    };
-    (text, None)
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod interactions;
 mod leases;
 mod lost_posts;
 mod messages;
+mod parameters;
 mod schedule;
 mod shutdown;
 mod slow_callbacks;

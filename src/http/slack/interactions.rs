@@ -1,6 +1,7 @@
 //! `POST /slack/interactions`: a button click (Approve, or Deny / Edit & approve,
 //! which open a modal; on a batch's message also Approve all / Deny all, see
-//! [`super::bulk`]) or a modal's submission. A decision counts only when it comes
+//! [`super::bulk`]; Show all parameters, which only shows them) or a modal's
+//! submission. A decision counts only when it comes
 //! from a message signoff posted for that approval, and the state machine decides
 //! with who the clicker is (see `slack::approvers`) whether it counts. An Approve
 //! click counts for the parameters its message showed, never for ones an edit put in
@@ -27,7 +28,9 @@ use crate::jobs::MessageKey;
 use crate::policy::Classified;
 use crate::slack::app::SlackApp;
 use crate::slack::batch::{ACTION_APPROVE_ALL, ACTION_DENY_ALL, DENY_ALL_CALLBACK};
-use crate::slack::blocks::{self, ACTION_APPROVE, ACTION_DENY, ACTION_EDIT};
+use crate::slack::blocks::{
+    self, ACTION_APPROVE, ACTION_DENY, ACTION_EDIT, ACTION_SHOW_PARAMETERS,
+};
 use crate::slack::client::SlackError;
 use crate::slack::modals::{self, DENY_CALLBACK, EDIT_CALLBACK, PARAMETERS_INPUT, REASON_INPUT};
 use crate::store::{StoreError, Voted};
@@ -117,6 +120,10 @@ async fn block_action(
             let trigger = payload.trigger_id.as_str();
             return bulk::open_deny_all(state, slack, (value, trigger), &clicked, &actor).await;
         }
+        ACTION_SHOW_PARAMETERS => {
+            let trigger = payload.trigger_id.as_str();
+            return show_parameters(state, slack, (value, trigger), &clicked, &actor).await;
+        }
         _ => {}
     }
     // Approve's value also names the parameters its message shows.
@@ -201,17 +208,54 @@ fn open_modal(
     } else {
         modals::edit_modal(approval, &clicked.key, named)
     };
+    let told = "Slack would not open the form, so nothing was decided: try again, or \
+                decide with the message's buttons.";
+    open_view(slack, trigger_id, view, actor, told);
+    Ok(None)
+}
+
+/// Show all parameters: the read-only modal with the whole parameters of the approval
+/// whose message was clicked. Not a vote, so anyone who sees the message may open it;
+/// a click for an approval that is not there (or not on that message) is told why.
+async fn show_parameters(
+    state: &AppState,
+    slack: &SlackApp,
+    (value, trigger_id): (&str, Option<&str>),
+    clicked: &Clicked,
+    actor: &Actor,
+) -> Result<Answer, Refused> {
+    let approval = match find_from(state, value, &clicked.key, &clicked.for_approvals).await {
+        Ok(approval) => approval,
+        Err(unusable) => return ephemeral(slack, actor, unusable.into()),
+    };
+    let Some(trigger_id) = trigger_id else {
+        return Err(Refused::BadRequest(
+            "block action without trigger_id".into(),
+        ));
+    };
+    let told = "Slack would not open the parameters, so nothing is shown: click Show all \
+                parameters again in a moment.";
+    open_view(
+        slack,
+        trigger_id,
+        modals::parameters_modal(&approval),
+        actor,
+        told,
+    );
+    Ok(None)
+}
+
+/// Opens `view` for the click `trigger_id` in the background (the trigger expires 3 s
+/// after the click: open it right away, and answer Slack without waiting for it), and
+/// tells the clicker `told` when Slack would not open it: the click otherwise did
+/// nothing they could see.
+fn open_view(slack: &SlackApp, trigger_id: &str, view: Value, actor: &Actor, told: &str) {
     let client = slack.client.clone();
     let body = json!({ "trigger_id": trigger_id, "view": view });
-    // Said to the clicker when Slack would not open the form: the click otherwise
-    // did nothing they could see.
-    let told = actor.channel.clone().map(|channel| {
-        let text = "Slack would not open the form, so nothing was decided: try again, or \
-                    decide with the message's buttons.";
-        json!({ "channel": channel, "user": actor.user, "text": text })
-    });
-    // The trigger expires 3 s after the click: open the modal right away, and
-    // answer Slack without waiting for it.
+    let told = actor
+        .channel
+        .clone()
+        .map(|channel| json!({ "channel": channel, "user": actor.user, "text": told }));
     tokio::spawn(async move {
         if let Err(error) = client.call("views.open", &body).await {
             tracing::warn!(%error, "Slack would not open a form: the clicker is told");
@@ -220,7 +264,6 @@ fn open_modal(
             }
         }
     });
-    Ok(None)
 }
 
 /// Approve: the vote goes to the writer at once, which checks the message clicked,
