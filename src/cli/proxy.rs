@@ -1,6 +1,13 @@
 //! `signoff proxy`: its flags; the proxy itself is `crate::mcp::proxy`.
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// The shortest hold, progress interval and time to answer: below this a proxy would
+/// mostly spin.
+const SHORTEST: Duration = Duration::from_millis(100);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, clap::Args)]
 pub struct ProxyArgs {
@@ -13,20 +20,21 @@ pub struct ProxyArgs {
     /// The server name in approvals and policy rules (default: CMD's file name).
     #[arg(long)]
     name: Option<String>,
-    /// How long a call waits for a decision before the agent is told to call again.
-    #[arg(long, default_value = "50s", value_parser = humantime::parse_duration)]
-    hold: std::time::Duration,
+    /// How long a call waits for a decision before the agent is told to call again
+    /// (100ms to 1h).
+    #[arg(long, default_value = "50s", value_parser = duration_between(SHORTEST, HOUR))]
+    hold: Duration,
     /// How often a held call reports progress; shortened by tests.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, hide = true)]
-    progress_every: std::time::Duration,
+    #[arg(long, default_value = "15s", value_parser = duration_between(SHORTEST, HOUR), hide = true)]
+    progress_every: Duration,
     /// How long a 2026-07-28 client has to answer the server's requests (sampling,
     /// elicitation, roots) of a running call before the call is cancelled.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, hide = true)]
-    input_within: std::time::Duration,
+    #[arg(long, default_value = "10m", value_parser = duration_between(SHORTEST, 24 * HOUR), hide = true)]
+    input_within: Duration,
     /// How long the upstream command has to exit when the proxy ends, once its stdin is
     /// closed and again after SIGTERM, before it is killed; shortened by tests.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration, hide = true)]
-    stop_grace: std::time::Duration,
+    #[arg(long, default_value = "3s", value_parser = duration_between(Duration::ZERO, 10 * MINUTE), hide = true)]
+    stop_grace: Duration,
     /// A streamable HTTP MCP server to wrap instead of a command, e.g. https://host/mcp.
     #[arg(long, value_name = "URL", conflicts_with = "command")]
     upstream: Option<String>,
@@ -40,6 +48,26 @@ pub struct ProxyArgs {
     /// The upstream MCP server: CMD [ARGS...].
     #[arg(last = true, required_unless_present = "upstream", value_name = "CMD")]
     command: Vec<String>,
+}
+
+/// A duration flag's parser (humantime: `50s`, `1m 30s`): one from `least` to `most`,
+/// so that none spins (a progress report every 0 s) or overflows a deadline.
+fn duration_between(
+    least: Duration,
+    most: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let duration = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+        if duration < least || duration > most {
+            let shown = |d| humantime::format_duration(d).to_string();
+            return Err(format!(
+                "must be between {} and {}",
+                shown(least),
+                shown(most)
+            ));
+        }
+        Ok(duration)
+    }
 }
 
 /// Runs the proxy until the client leaves or a stop signal (0), or the upstream dies (1).

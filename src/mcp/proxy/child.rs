@@ -469,8 +469,9 @@ impl Group {
                 }
             }
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < deadline {
+        // No deadline (a grace past the clock's range) is no limit.
+        let deadline = tokio::time::Instant::now().checked_add(grace);
+        while deadline.is_none_or(|deadline| tokio::time::Instant::now() < deadline) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             if !self.runs() {
                 return;
