@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// The shortest hold, progress interval and time to answer: below this a proxy would
-/// mostly spin.
+/// The shortest hold, progress interval, time to answer and task TTL: below this a
+/// proxy would mostly spin.
 const SHORTEST: Duration = Duration::from_millis(100);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -35,6 +35,10 @@ pub struct ProxyArgs {
     /// closed and again after SIGTERM, before it is killed; shortened by tests.
     #[arg(long, default_value = "3s", value_parser = duration_between(Duration::ZERO, 10 * MINUTE), hide = true)]
     stop_grace: Duration,
+    /// How long a task (tasks extension) is kept, running or ended (default: the hold
+    /// and an hour); shortened by tests.
+    #[arg(long, value_parser = duration_between(SHORTEST, 24 * HOUR), hide = true)]
+    task_ttl: Option<Duration>,
     /// A streamable HTTP MCP server to wrap instead of a command, e.g. https://host/mcp.
     #[arg(long, value_name = "URL", conflicts_with = "command")]
     upstream: Option<String>,
@@ -83,6 +87,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         upstream: args.upstream,
         upstream_headers: args.upstream_headers,
         stop_grace: args.stop_grace,
+        task_ttl: args.task_ttl,
     })
     .await
 }

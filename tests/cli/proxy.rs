@@ -31,6 +31,7 @@ fn a_duration_out_of_its_range_is_a_one_line_error_exiting_2() {
         ("--progress-every", "0s", "between 100ms and 1h"),
         ("--input-within", "0s", "between 100ms and 1day"),
         ("--stop-grace", "300000000000y", "between 0s and 10m"),
+        ("--task-ttl", "300000000000y", "between 100ms and 1day"),
     ] {
         let output = proxy(&[flag, value], &[]);
         assert_eq!(output.status.code(), Some(2), "{flag} {value}: {output:?}");
