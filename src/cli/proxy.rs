@@ -14,9 +14,22 @@ pub struct ProxyArgs {
     /// The signoff server to ask.
     #[arg(long, env = "SIGNOFF_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// API token (`signoff token create NAME`).
+    /// API token (`signoff token create NAME`). On the command line it is visible to
+    /// every user of the host: prefer SIGNOFF_TOKEN or SIGNOFF_TOKEN_FILE.
     #[arg(long, env = "SIGNOFF_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file that holds the API token (surrounding whitespace ignored).
+    #[arg(
+        long = "token-file",
+        env = "SIGNOFF_TOKEN_FILE",
+        value_name = "PATH",
+        value_parser = token_from_file,
+        conflicts_with = "token"
+    )]
+    token_from_file: Option<String>,
+    /// Whether `--token` was given on the command line (set once parsed).
+    #[arg(skip)]
+    pub token_on_command_line: bool,
     /// The server name in approvals and policy rules (default: CMD's file name).
     #[arg(long)]
     name: Option<String>,
@@ -74,11 +87,34 @@ fn duration_between(
     }
 }
 
+/// The token in the file at `path`, without surrounding whitespace (its final line
+/// break); a file that cannot be read or holds nothing is refused. The error never
+/// shows what the file holds.
+fn token_from_file(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read it: {error}"))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err("the file is empty".into());
+    }
+    Ok(token.to_owned())
+}
+
+/// Says on stderr that a token on the command line is there for every user to read.
+fn warn_of_token_on_command_line() {
+    crate::logging::lossy::stderr().line(
+        "signoff proxy: warning: --token on the command line is visible to every user of \
+         this host (ps, /proc/PID/cmdline); give it as SIGNOFF_TOKEN or SIGNOFF_TOKEN_FILE",
+    );
+}
+
 /// Runs the proxy until the client leaves or a stop signal (0), or the upstream dies (1).
 pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    if args.token_on_command_line {
+        warn_of_token_on_command_line();
+    }
     crate::mcp::proxy::run(crate::mcp::proxy::Options {
         url: args.url,
-        token: args.token,
+        token: args.token.or(args.token_from_file),
         name: args.name,
         hold: args.hold,
         progress_every: args.progress_every,
