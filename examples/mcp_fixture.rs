@@ -1,6 +1,7 @@
 //! An MCP server on stdio for the proxy's tests and bench, written with `rmcp`: tools
 //! that echo, run slowly with progress (`slow`, and `migrate`, destructive, with a
-//! total), name the environment variables the server sees (`environment`), fail, crash
+//! total), name the environment variables the server sees (`environment`), read the
+//! proxy's `/proc` files as its child can (`parent`), fail, crash
 //! the process, ask the client's model
 //! (sampling), ask the user (elicitation), ask both at different times (`ask_twice`),
 //! read the client's roots, log, change the
@@ -75,6 +76,21 @@ fn first_text(result: &CallToolResult) -> String {
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// What the fixture, as any process of its parent's user, reads of its parent's
+/// (the proxy's) `environ` and `cmdline` in `/proc`: each file's text (NULs as spaces),
+/// or why it could not.
+fn parent_proc_files() -> Value {
+    #[cfg(unix)]
+    let parent = std::os::unix::process::parent_id();
+    #[cfg(not(unix))]
+    let parent = 0;
+    let read = |file: &str| match std::fs::read(format!("/proc/{parent}/{file}")) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).replace('\0', " "),
+        Err(error) => format!("unreadable: {error}"),
+    };
+    json!({"environ": read("environ"), "cmdline": read("cmdline")})
 }
 
 fn text(text: impl Into<String>) -> CallToolResult {
@@ -284,6 +300,7 @@ impl ServerHandler for Fixture {
             tool("shout", None),
             tool("harden", None),
             tool("environment", Some(ToolAnnotations::new().read_only(true))),
+            tool("parent", Some(ToolAnnotations::new().read_only(true))),
             tool("migrate", Some(ToolAnnotations::new().destructive(true))),
             tool("end_streams", None),
         ];
@@ -341,6 +358,7 @@ impl ServerHandler for Fixture {
                 names.sort();
                 text(json!(names).to_string())
             }
+            "parent" => text(parent_proc_files().to_string()),
             "fail" => {
                 CallToolResult::error(vec![ContentBlock::text("the fixture failed on purpose")])
             }

@@ -184,7 +184,7 @@ pub fn parse_public_url_setting(raw: &str) -> Result<String, String> {
 /// is refused rather than taken for the default, which would put a server meant for
 /// PostgreSQL on a file of its own, or one meant for its rules on none
 /// ([`parse_policy_path`]).
-pub const BLANK_IS_UNSET: [&str; 16] = [
+pub const BLANK_IS_UNSET: [&str; 17] = [
     "RUST_LOG",
     "SIGNOFF_LISTEN",
     "SIGNOFF_PUBLIC_URL",
@@ -192,6 +192,7 @@ pub const BLANK_IS_UNSET: [&str; 16] = [
     "SIGNOFF_LOG_FORMAT",
     "SIGNOFF_URL",
     "SIGNOFF_TOKEN",
+    "SIGNOFF_TOKEN_FILE",
     "SIGNOFF_DELIVERY_LEASE",
     "SIGNOFF_SLACK_POST_INTERVAL",
     "SLACK_API_URL",

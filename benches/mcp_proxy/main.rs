@@ -324,17 +324,9 @@ async fn main() -> Result<()> {
     let (direct, _fixture) = connect(tokio::process::Command::new(&fixture)).await?;
     let mut proxy = tokio::process::Command::new(env!("CARGO_BIN_EXE_signoff"));
     proxy
-        .args([
-            "proxy",
-            "--url",
-            &app.address,
-            "--token",
-            &app.token,
-            "--hold",
-            "10m",
-            "--",
-        ])
+        .args(["proxy", "--url", &app.address, "--hold", "10m", "--"])
         .arg(&fixture)
+        .env("SIGNOFF_TOKEN", &app.token)
         .env("RUST_LOG", "error");
     let (proxied, proxy) = connect(proxy).await?;
     let pid = proxy.id().context("no pid")?;

@@ -178,7 +178,7 @@ enum PolicyAction {
 
 /// Parses the command line, runs the command, and turns any error into one line.
 pub async fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
@@ -225,6 +225,19 @@ pub async fn main() -> ExitCode {
 /// A command line or setting clap refuses, as one `error: …` line and exit code 2
 /// (clap's own text adds a usage block and a hint on lines of their own); help and
 /// the version print as clap prints them.
+/// The command line, with what clap alone does not keep: whether `signoff proxy` was
+/// given its token on the command line (where every user of the host can read it).
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches()?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let Command::Proxy(args) = &mut cli.command {
+        let source = (matches.subcommand_matches("proxy")).and_then(|m| m.value_source("token"));
+        args.token_on_command_line = source == Some(clap::parser::ValueSource::CommandLine);
+    }
+    Ok(cli)
+}
+
 fn usage_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(

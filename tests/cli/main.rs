@@ -7,6 +7,7 @@ mod docs;
 mod keys;
 mod operate;
 mod pacing;
+mod proxy;
 mod readme;
 mod secrets;
 mod socket_mode;

@@ -34,7 +34,7 @@ high = "deny"
 
 [[rules]]
 tools = ["echo", "slow", "fail", "crash", "ask_model", "ask_user", "ask_twice", "roots", "chatty", "add_tool",
-         "extra", "read_graph", "touch", "shout", "harden", "environment", "end_streams"]
+         "extra", "read_graph", "touch", "shout", "harden", "environment", "parent", "end_streams"]
 tier = "low"
 
 # `flip` while the upstream lists it read-only; else it is unknown to the policy: medium.
@@ -237,13 +237,13 @@ impl Harness {
             .collect()
     }
 
-    /// `signoff proxy FLAGS -- UPSTREAM`, as a process with piped stdio.
+    /// `signoff proxy FLAGS -- UPSTREAM`, as a process with piped stdio; its token in
+    /// `SIGNOFF_TOKEN` unless FLAGS give `--token`.
     pub fn proxy_command(&self, flags: &[&str], upstream: &[&str]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_signoff"));
         command.arg("proxy");
         for (flag, default) in [
             ("--url", self.app.address.as_str()),
-            ("--token", self.app.token.as_str()),
             ("--progress-every", "200ms"),
         ] {
             if !flags.contains(&flag) {
@@ -257,11 +257,16 @@ impl Harness {
         command
             .env("FIXTURE_LOG", self.log_path())
             .env_remove("SIGNOFF_URL")
-            .env_remove("SIGNOFF_TOKEN")
+            .env_remove("SIGNOFF_TOKEN_FILE")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if flags.contains(&"--token") {
+            command.env_remove("SIGNOFF_TOKEN");
+        } else {
+            command.env("SIGNOFF_TOKEN", &self.app.token);
+        }
         command
     }
 

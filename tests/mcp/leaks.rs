@@ -65,3 +65,94 @@ async fn the_upstream_inherits_neither_the_signoff_token_nor_the_signoff_url() {
         assert!(!names.iter().any(|name| name == secret), "{names:?}");
     }
 }
+
+/// The proxy's `/proc` files, which only Linux's `prctl` closes to its user.
+#[cfg(target_os = "linux")]
+mod proc_files {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use serde_json::{Value, json};
+
+    use crate::helpers::*;
+
+    /// What the upstream reads of the proxy's `/proc/PID/environ` and `cmdline` (the
+    /// fixture's `parent` tool), as JSON.
+    async fn parent_proc_files(proxy: &Proxy) -> Value {
+        let result = proxy
+            .client
+            .call_tool(call("parent", json!({})))
+            .await
+            .unwrap();
+        assert_eq!(result.is_error, Some(false), "{result:?}");
+        serde_json::from_str(&texts(&result)[0]).unwrap()
+    }
+
+    /// `nobody`, whom the proxy runs as when the tests run as root.
+    const NOBODY: u32 = 65534;
+
+    /// The proxy and its upstream as one user, as an agent's are: as root, which may read
+    /// every process's files (CAP_SYS_PTRACE), they run as [`NOBODY`], who then owns the
+    /// test's directory (where the fixture logs its calls) and `owned` files.
+    fn as_one_unprivileged_user(
+        h: &Harness,
+        command: &mut tokio::process::Command,
+        owned: &[&Path],
+    ) {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+        if !root {
+            return;
+        }
+        for path in [h.dir.path()].iter().chain(owned) {
+            std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        command.uid(NOBODY).gid(NOBODY);
+    }
+
+    /// A process of the proxy's user, the upstream it starts above all, cannot read the
+    /// token in the proxy's environment (`/proc/PID/environ` is root's: the proxy is not
+    /// dumpable), and the command line (readable by every user) does not hold it when it
+    /// is given as `SIGNOFF_TOKEN` or as `SIGNOFF_TOKEN_FILE` (whose name the upstream does
+    /// not inherit either).
+    #[tokio::test]
+    async fn the_upstream_cannot_read_the_token_in_the_proxys_environment_or_command_line() {
+        let h = harness().await;
+        let fixture = fixture();
+        let token_file = h.dir.path().join("token");
+        std::fs::write(&token_file, format!("{}\n", h.app.token)).unwrap();
+        let private = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(&token_file, private).unwrap();
+        for from_file in [false, true] {
+            let mut command = h.proxy_command(&[], &[fixture.to_str().unwrap()]);
+            if from_file {
+                command
+                    .env_remove("SIGNOFF_TOKEN")
+                    .env("SIGNOFF_TOKEN_FILE", &token_file);
+            }
+            as_one_unprivileged_user(&h, &mut command, &[&token_file]);
+            let proxy = h.proxy_with(command).await;
+            let read = parent_proc_files(&proxy).await;
+            let (environ, cmdline) = (&read["environ"], read["cmdline"].as_str().unwrap());
+            // Not shown when read: it is the whole environment of the test.
+            assert!(
+                environ
+                    .as_str()
+                    .unwrap()
+                    .starts_with("unreadable: Permission denied"),
+                "from file: {from_file}: the upstream read the proxy's environment"
+            );
+            assert!(cmdline.contains(" proxy "), "{cmdline}");
+            assert!(!cmdline.contains(&h.app.token), "{cmdline}");
+            // The token it read from the file is the one signoff knows: the call ran.
+            let environment = proxy
+                .client
+                .call_tool(call("environment", json!({})))
+                .await
+                .unwrap();
+            assert_eq!(environment.is_error, Some(false), "{environment:?}");
+            let names = &texts(&environment)[0];
+            assert!(!names.contains("SIGNOFF_TOKEN"), "{names}");
+        }
+    }
+}

@@ -34,9 +34,16 @@ impl PythonClient {
             ))
             .arg(std.get_program())
             .args(std.get_args())
-            .env("FIXTURE_LOG", h.log_path())
             .stdout(Stdio::piped())
             .kill_on_drop(true);
+        // The script starts the proxy in its own environment: the proxy's (its token,
+        // and FIXTURE_LOG for the fixture behind it).
+        for (name, value) in std.get_envs() {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
         let mut process = command.spawn().unwrap();
         let lines = BufReader::new(process.stdout.take().unwrap()).lines();
         PythonClient {

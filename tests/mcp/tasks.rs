@@ -10,13 +10,20 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 async fn tasks_proxy(h: &Harness) -> Proxy {
+    tasks_proxy_with(h, &[]).await
+}
+
+async fn tasks_proxy_with(h: &Harness, flags: &[&str]) -> Proxy {
     let fixture = fixture();
     let recorder = Recorder {
         tasks: true,
         ..Recorder::default()
     };
-    h.proxy_as(h.proxy_command(&[], &[fixture.to_str().unwrap()]), recorder)
-        .await
+    h.proxy_as(
+        h.proxy_command(flags, &[fixture.to_str().unwrap()]),
+        recorder,
+    )
+    .await
 }
 
 /// Starts `tool` as a task; its id.
@@ -130,4 +137,38 @@ async fn cancelling_a_task_cancels_its_approval() {
     assert_eq!(done.task.status, TaskStatus::Cancelled);
     assert_eq!(h.status(&approval).await, "cancelled");
     assert!(h.ran().is_empty());
+}
+
+/// A task that ended is kept, with its result, for its TTL (the hold and an hour;
+/// here shortened), then forgotten: a busy client's results do not pile up in the
+/// proxy. Tasks started later are served all the same.
+#[tokio::test]
+async fn a_finished_task_is_forgotten_once_its_ttl_has_passed() {
+    let h = harness().await;
+    let ttl = Duration::from_secs(2);
+    let proxy = tasks_proxy_with(&h, &["--task-ttl", "2s"]).await;
+    let first = start(&proxy, "echo", json!({"n": 1})).await;
+    let done = settled(&proxy, &first).await;
+    assert_eq!(done.task.ttl_ms, Some(2000));
+    assert_eq!(
+        result(&done)["content"][0]["text"],
+        r#"echo ran with {"n":1}"#
+    );
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    let later = start(&proxy, "echo", json!({"n": 2})).await;
+    let done = settled(&proxy, &later).await;
+    assert_eq!(
+        result(&done)["content"][0]["text"],
+        r#"echo ran with {"n":2}"#
+    );
+    let gone = proxy
+        .client
+        .peer()
+        .get_task(GetTaskParams::new(&first))
+        .await;
+    assert!(
+        matches!(&gone, Err(error) if error.to_string().contains("unknown task")),
+        "{gone:?}"
+    );
+    assert_eq!(runs_of(&h, "echo"), 2);
 }

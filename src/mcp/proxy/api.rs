@@ -94,6 +94,10 @@ impl Api {
             )
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(CONNECTIONS)
+            // A redirect is signoff's answer as it stands, not to be followed: a 303
+            // from an execute to the approval's `GET` would answer 200 with an
+            // approval that is merely `approved`, and never spent.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let base = base.trim_end_matches('/').to_owned();
         Ok(Self {
@@ -223,7 +227,8 @@ impl Api {
         }
     }
 
-    /// `POST /v1/approvals/{id}/execute`: the single-use gate; the parameters to run.
+    /// `POST /v1/approvals/{id}/execute`: the single-use gate; the parameters to run,
+    /// once signoff says that it spent approval `id` (see [`spent`]).
     pub async fn execute(
         &self,
         id: &str,
@@ -234,8 +239,7 @@ impl Api {
             .http
             .post(format!("{}/v1/approvals/{id}/execute", self.base))
             .json(&json!({"parameters": parameters, "tool_name": tool}));
-        let mut body = self.send(request, CALL_TIMEOUT).await?;
-        Ok(body["parameters"].take())
+        spent(id, self.send(request, CALL_TIMEOUT).await?)
     }
 
     /// `POST /v1/approvals/{id}/cancel`.
@@ -265,6 +269,23 @@ impl Api {
             .filter_map(|tool| tool["name"].as_str().map(str::to_owned))
             .collect())
     }
+}
+
+/// The parameters an execute answer allows to run, when it says that approval `id` is
+/// `executed`: any other answer (one merely `approved`, as a `GET` of it says, or about
+/// another approval) spent nothing the proxy can count on, and the call is refused.
+fn spent(id: &str, mut body: Value) -> Result<Value, ApiError> {
+    if body["status"] == "executed" && body["approval_id"] == id {
+        return Ok(body["parameters"].take());
+    }
+    let detail = match body["status"].as_str() {
+        Some("executed") => format!("approval {} executed, not {id}", body["approval_id"]),
+        status => format!("status {:?}, not \"executed\"", status.unwrap_or("none")),
+    };
+    Err(ApiError::Refused {
+        status: 200,
+        detail: format!("unexpected answer to the execute: {detail}"),
+    })
 }
 
 /// The event stream's bytes, cut into event blocks. The body comes in chunks that

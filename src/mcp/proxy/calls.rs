@@ -45,13 +45,21 @@ pub struct Calls {
     read_at: AtomicU64,
     /// The calls made as tasks (tasks extension).
     pub tasks: TaskManager,
+    /// How long a task is kept (see [`super::tasks::ttl`]).
+    pub task_ttl: std::time::Duration,
     in_flight: AtomicUsize,
     idle: Notify,
 }
 
 impl Calls {
-    pub fn new(gate: Gate, upstream: Peer<RoleClient>, relay: Relay) -> Self {
+    pub fn new(
+        gate: Gate,
+        upstream: Peer<RoleClient>,
+        relay: Relay,
+        task_ttl: std::time::Duration,
+    ) -> Self {
         Self {
+            task_ttl,
             gate,
             upstream,
             relay,

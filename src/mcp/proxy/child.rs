@@ -1,5 +1,5 @@
 //! The upstream as a child process, in the proxy's environment less its signoff
-//! credentials (`SIGNOFF_TOKEN`, `SIGNOFF_URL`). Its stdin and stdout are the MCP
+//! credentials (`SIGNOFF_TOKEN`, `SIGNOFF_TOKEN_FILE`, `SIGNOFF_URL`). Its stdin and stdout are the MCP
 //! transport; its stderr is copied to ours line by line, the last lines kept to explain an exit. When
 //! the proxy ends it stops the child the way the MCP stdio transport asks: the child's
 //! stdin closed, then `SIGTERM` if it has not exited within a grace period, then
@@ -40,8 +40,8 @@ const KEPT_MAX: usize = 500;
 const EXIT_WITHIN: Duration = Duration::from_secs(1);
 
 /// The proxy's environment variables that its child does not inherit: where signoff
-/// is and the token that asks it.
-const PROXY_ONLY_ENV: [&str; 2] = ["SIGNOFF_TOKEN", "SIGNOFF_URL"];
+/// is, the token that asks it, and the file it came from.
+const PROXY_ONLY_ENV: [&str; 3] = ["SIGNOFF_TOKEN", "SIGNOFF_TOKEN_FILE", "SIGNOFF_URL"];
 
 /// The transport to a child MCP server: its stdout and stdin.
 pub type Transport = AsyncRwTransport<RoleClient, ChildStdout, ChildStdin>;
@@ -469,8 +469,9 @@ impl Group {
                 }
             }
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < deadline {
+        // No deadline (a grace past the clock's range) is no limit.
+        let deadline = tokio::time::Instant::now().checked_add(grace);
+        while deadline.is_none_or(|deadline| tokio::time::Instant::now() < deadline) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             if !self.runs() {
                 return;

@@ -123,6 +123,17 @@ impl Flight {
         (flight, driver)
     }
 
+    /// A flight already answered with `answer`.
+    #[cfg(test)]
+    pub fn answered(answer: ServerResult) -> Self {
+        let driver = tokio::spawn(std::future::pending::<()>());
+        Self {
+            answer: Box::pin(std::future::ready(Ok(answer))),
+            stop: Stop::Driver(driver.abort_handle()),
+            done: false,
+        }
+    }
+
     /// The upstream's answer (cancel-safe: a later call still gets it).
     pub async fn answer(&mut self) -> Result<ServerResult, McpError> {
         let answer = self.answer.as_mut().await;
@@ -133,9 +144,11 @@ impl Flight {
     }
 
     /// The answer, or an error when `cancelled` fires first (the upstream request is
-    /// then cancelled).
+    /// then cancelled). An answer that is there is taken even when the cancel is there
+    /// too: the call ran, and its approval is spent, which the answer tells.
     pub async fn land(mut self, cancelled: &CancellationToken) -> Result<ServerResult, McpError> {
         tokio::select! {
+            biased;
             answer = self.answer() => answer,
             _ = cancelled.cancelled() => {
                 self.abandon("cancelled by the client");
@@ -277,4 +290,28 @@ fn stamp_complete(result: &mut ServerResult) {
         _ => return,
     };
     result_type.get_or_insert(ResultType::COMPLETE);
+}
+
+#[cfg(test)]
+mod tests {
+    use rmcp::model::{CallToolResult, ContentBlock};
+
+    use super::*;
+
+    /// An answer that came as the call was cancelled is the call's outcome: it ran.
+    #[tokio::test]
+    async fn a_flight_answered_as_it_is_cancelled_lands_with_its_answer() {
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        // `select!` picks at random among the ready branches unless told otherwise.
+        for _ in 0..64 {
+            let answer = CallToolResult::success(vec![ContentBlock::text("ran")]);
+            let flight = Flight::answered(ServerResult::CallToolResult(answer));
+            let landed = flight.land(&cancelled).await;
+            assert!(
+                matches!(&landed, Ok(ServerResult::CallToolResult(result)) if result.is_error != Some(true)),
+                "{landed:?}"
+            );
+        }
+    }
 }

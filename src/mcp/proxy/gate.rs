@@ -213,7 +213,8 @@ impl Gate {
             return Ok(view);
         }
         let id = view.approval_id.clone();
-        let deadline = Instant::now() + self.hold;
+        // No deadline (a hold past the clock's range) is no limit.
+        let deadline = Instant::now().checked_add(self.hold);
         // Past the ask, a failure leaves the approval open for the same call again.
         let watched = tokio::select! {
             watched = Box::pin(self.watch.watch(&id)) => watched,
@@ -233,7 +234,9 @@ impl Gate {
             Err(error) => return Err(self.lost(&view, &error, holder, cancelled)),
         };
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map_or(Duration::MAX, |deadline| {
+                deadline.saturating_duration_since(Instant::now())
+            });
             if left.is_zero() {
                 return Err(texts::still_pending(&view));
             }

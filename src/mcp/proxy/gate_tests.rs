@@ -46,7 +46,7 @@ async fn stand_in_slow(
             }
         }
     };
-    let executed = json!({"status": "executed", "parameters": {"ids": [1]}});
+    let executed = json!({"approval_id": "a1", "status": "executed", "parameters": {"ids": [1]}});
     let pending = json!({"approval_id": "a1", "status": "pending", "parameters": {"ids": [1]}});
     let router = Router::new()
         .route("/v1/approvals", post(answer("create", created)))
@@ -507,4 +507,54 @@ async fn a_call_whose_decision_stream_is_refused_says_it_was_asked_and_leaves_it
     );
     assert!(text.contains("Call this tool again"), "{text}");
     assert_eq!(count(&seen, "cancel"), 0, "the approval stays open");
+}
+
+/// A signoff that approves every new request `a1` and whose execute answers as `how`
+/// says: `approved` (200, the approval as its `GET` shows it, not spent), `redirect`
+/// (303 to that `GET`) or `another` (200, a different approval executed).
+async fn stand_in_executing(how: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    use axum::response::IntoResponse;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = |path: &'static str| {
+        move |State(seen): State<Arc<Mutex<Vec<String>>>>| async move {
+            seen.lock().unwrap().push(path.to_owned());
+            let (id, status) = match (path, how) {
+                ("execute", "redirect") => {
+                    return axum::response::Redirect::to("/v1/approvals/a1").into_response();
+                }
+                ("execute", "another") => ("a2", "executed"),
+                _ => ("a1", "approved"),
+            };
+            let body = json!({"approval_id": id, "status": status, "parameters": {"ids": [1]}});
+            axum::Json(body).into_response()
+        }
+    };
+    let router = Router::new()
+        .route("/v1/approvals", post(record("create")))
+        .route("/v1/approvals/a1/execute", post(record("execute")))
+        .route("/v1/approvals/a1", get(record("get")))
+        .route("/v1/approvals/events", get(listening))
+        .with_state(seen.clone());
+    let base = serve(router).await;
+    (base, seen)
+}
+
+/// Only an execute answer that says this approval is `executed` runs the call: one
+/// that answers with the approval merely approved (the call would run without
+/// spending it, and a repeat could run it again), a redirect to the approval's `GET`
+/// (not followed: it would answer so) or another approval's spend is refused.
+#[tokio::test]
+async fn an_execute_that_does_not_say_it_spent_the_approval_refuses_the_call() {
+    for how in ["approved", "redirect", "another"] {
+        let (base, seen) = stand_in_executing(how).await;
+        let verdict = gate(&base)
+            .decide(&call(), &CancellationToken::new(), None)
+            .await;
+        assert!(
+            matches!(&verdict, Verdict::Refuse(why) if why.starts_with("Approval a1 could not be used")
+                && why.ends_with("The call was not run.")),
+            "{how}: {verdict:?}"
+        );
+        assert_eq!(*seen.lock().unwrap(), ["create", "execute"], "{how}");
+    }
 }

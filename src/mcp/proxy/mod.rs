@@ -65,6 +65,8 @@ pub struct Options {
     /// How long a child upstream has to exit when the proxy ends, once its stdin is
     /// closed and again after `SIGTERM`, before it is killed.
     pub stop_grace: Duration,
+    /// How long a task is kept, instead of [`tasks::ttl`] of the hold (tests).
+    pub task_ttl: Option<Duration>,
 }
 
 /// How long held calls get to answer after the upstream died or the client left.
@@ -217,11 +219,34 @@ async fn report_exit(child: Option<Child>) {
     }
 }
 
+/// Linux: the proxy is no longer "dumpable", so that its `/proc/PID` files that
+/// show its memory and environment (`environ`, with `SIGNOFF_TOKEN`; `mem`) belong to
+/// root and no process of the same user (the upstream it starts, running someone
+/// else's code) can read them or trace the proxy. The child gets the default back as
+/// it starts its program. Its command line stays readable by every user: hence the
+/// warning about `--token` (see `crate::cli::proxy`).
+#[cfg(target_os = "linux")]
+fn keep_secrets_from_same_user() {
+    let off: libc::c_ulong = 0;
+    // SAFETY: prctl(2) with PR_SET_DUMPABLE reads its integer arguments only, and
+    // changes only this process's dumpable flag.
+    let set = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, off, off, off, off) };
+    if set == -1 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "the proxy's environment stays readable by its user's processes");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn keep_secrets_from_same_user() {}
+
 /// Runs the proxy until the client leaves or ctrl-c or SIGTERM stops it (exit 0,
 /// once a child upstream is stopped), or the upstream exits (exit 1). Whichever way
 /// it ends, every child it started is stopped first, with what it left running in
 /// its process group.
 pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
+    // Before any child exists.
+    keep_secrets_from_same_user();
     let children = Children::default();
     let ran = run_until_done(options, &children).await;
     children.stop_all().await;
@@ -265,7 +290,8 @@ async fn run_until_done(options: Options, children: &Children) -> anyhow::Result
     if flight::modern(&upstream_peer) {
         relay.listeners.hear_list_changes(upstream_peer.clone());
     }
-    let calls = Arc::new(Calls::new(gate, upstream_peer, relay));
+    let task_ttl = (options.task_ttl).unwrap_or_else(|| tasks::ttl(options.hold));
+    let calls = Arc::new(Calls::new(gate, upstream_peer, relay, task_ttl));
     let mut upstream_done = tokio::spawn(upstream.waiting());
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
     let stdin = stdio::Watched::new(stdin, client_gone.clone());

@@ -17,8 +17,20 @@ use rmcp::task_manager::{TaskExit, TaskOptions};
 use super::calls::{Calls, Reported};
 use super::gate::Progress;
 
-/// Tasks outlive any approval (`rmcp` aborts a task when its TTL runs out).
-const TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a task lives past the hold (see [`ttl`]).
+const KEEP: Duration = Duration::from_secs(3600);
+
+/// A task's TTL: the hold and an hour. `rmcp` fails a task still running a TTL after
+/// it began (dropping its call: a call sent upstream is cancelled there), and keeps
+/// one that ended, with its result, for a TTL after it ended, reading through every
+/// task kept at each `tasks/get`. Past the ask, a call waits for its decision no
+/// longer than the hold (then its task completes, saying to call again), and signoff's
+/// answers come within 30 s each, so the hour is left to the upstream to run the call
+/// and to the client to fetch the result: a busy client's finished tasks are gone an
+/// hour or so after they ended, not kept a day.
+pub fn ttl(hold: Duration) -> Duration {
+    hold.saturating_add(KEEP)
+}
 
 /// Starts `params` as a task; its seed state for the `CreateTaskResult`.
 pub fn spawn(
@@ -32,7 +44,7 @@ pub fn spawn(
     own.extensions = context.extensions.clone();
     let calls = calls.clone();
     let options = TaskOptions::new()
-        .with_ttl_ms(TTL.as_millis() as u64)
+        .with_ttl_ms(u64::try_from(calls.task_ttl.as_millis()).unwrap_or(u64::MAX))
         .with_status_message("asking signoff for approval");
     calls.clone().tasks.spawn(options, move |task| {
         Box::pin(async move {
