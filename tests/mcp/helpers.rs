@@ -5,7 +5,7 @@
 // Sampling and logging are deprecated by SEP-2577; the tests still relay them.
 #![allow(deprecated)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -240,7 +240,18 @@ impl Harness {
     /// `signoff proxy FLAGS -- UPSTREAM`, as a process with piped stdio; its token in
     /// `SIGNOFF_TOKEN` unless FLAGS give `--token`.
     pub fn proxy_command(&self, flags: &[&str], upstream: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_signoff"));
+        let signoff = Path::new(env!("CARGO_BIN_EXE_signoff"));
+        self.proxy_command_of(signoff, flags, upstream)
+    }
+
+    /// [`Harness::proxy_command`], running the `signoff` binary at `signoff`.
+    pub fn proxy_command_of(
+        &self,
+        signoff: &Path,
+        flags: &[&str],
+        upstream: &[&str],
+    ) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(signoff);
         command.arg("proxy");
         for (flag, default) in [
             ("--url", self.app.address.as_str()),

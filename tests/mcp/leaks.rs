@@ -70,7 +70,7 @@ async fn the_upstream_inherits_neither_the_signoff_token_nor_the_signoff_url() {
 #[cfg(target_os = "linux")]
 mod proc_files {
     use std::os::unix::fs::PermissionsExt;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use serde_json::{Value, json};
 
@@ -93,21 +93,46 @@ mod proc_files {
 
     /// The proxy and its upstream as one user, as an agent's are: as root, which may read
     /// every process's files (CAP_SYS_PTRACE), they run as [`NOBODY`], who then owns the
-    /// test's directory (where the fixture logs its calls) and `owned` files.
-    fn as_one_unprivileged_user(
-        h: &Harness,
-        command: &mut tokio::process::Command,
-        owned: &[&Path],
-    ) {
+    /// test's directory (where the fixture logs its calls) and `owned` files, and runs
+    /// the two binaries from there (linked, or copied across file systems), whatever
+    /// directories the build's own are in. Answers the `signoff` and fixture binaries
+    /// to run.
+    fn as_one_unprivileged_user(h: &Harness, owned: &[&Path]) -> Unprivileged {
         use std::os::unix::fs::MetadataExt;
+        let (signoff, fixture) = (PathBuf::from(env!("CARGO_BIN_EXE_signoff")), fixture());
         let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
         if !root {
-            return;
+            return Unprivileged {
+                signoff,
+                fixture,
+                user: None,
+            };
         }
+        let place = |binary: &Path, name: &str| {
+            let placed = h.dir.path().join(name);
+            if std::fs::hard_link(binary, &placed).is_err() {
+                std::fs::copy(binary, &placed).unwrap();
+            }
+            placed
+        };
+        let signoff = place(&signoff, "signoff");
+        let fixture = place(&fixture, "mcp_fixture");
         for path in [h.dir.path()].iter().chain(owned) {
             std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
         }
-        command.uid(NOBODY).gid(NOBODY);
+        Unprivileged {
+            signoff,
+            fixture,
+            user: Some(NOBODY),
+        }
+    }
+
+    /// What [`as_one_unprivileged_user`] answers.
+    struct Unprivileged {
+        signoff: PathBuf,
+        fixture: PathBuf,
+        /// The user (and group) to run them as, if not the tests' own.
+        user: Option<u32>,
     }
 
     /// A process of the proxy's user, the upstream it starts above all, cannot read the
@@ -118,19 +143,22 @@ mod proc_files {
     #[tokio::test]
     async fn the_upstream_cannot_read_the_token_in_the_proxys_environment_or_command_line() {
         let h = harness().await;
-        let fixture = fixture();
         let token_file = h.dir.path().join("token");
         std::fs::write(&token_file, format!("{}\n", h.app.token)).unwrap();
         let private = std::fs::Permissions::from_mode(0o600);
         std::fs::set_permissions(&token_file, private).unwrap();
+        let run = as_one_unprivileged_user(&h, &[&token_file]);
         for from_file in [false, true] {
-            let mut command = h.proxy_command(&[], &[fixture.to_str().unwrap()]);
+            let upstream = [run.fixture.to_str().unwrap()];
+            let mut command = h.proxy_command_of(&run.signoff, &[], &upstream);
             if from_file {
                 command
                     .env_remove("SIGNOFF_TOKEN")
                     .env("SIGNOFF_TOKEN_FILE", &token_file);
             }
-            as_one_unprivileged_user(&h, &mut command, &[&token_file]);
+            if let Some(user) = run.user {
+                command.uid(user).gid(user);
+            }
             let proxy = h.proxy_with(command).await;
             let read = parent_proc_files(&proxy).await;
             let (environ, cmdline) = (&read["environ"], read["cmdline"].as_str().unwrap());
