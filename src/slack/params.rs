@@ -107,7 +107,7 @@ pub fn summary_or_params(a: &Approval, max: usize) -> String {
 /// lines that fit ([`fit_summarised`]); `None` for no parameters.
 ///
 /// Strings are unquoted unless they would read as something else; arrays of scalars
-/// are comma-joined; nested objects become `key.sub: value`; arrays holding objects or
+/// are comma-joined in brackets; nested objects become `key.sub: value`; arrays holding objects or
 /// arrays are indexed (`key.0.sub`).
 fn render(params: &Value, max: usize, layout: &Layout) -> Option<Rendered> {
     // A line is at least 4 chars with its separator, so this many lines fill `max`.
@@ -367,7 +367,7 @@ fn key_segment(key: &str) -> String {
 }
 
 /// One value, unescaped but capped: strings unquoted (unless they would read as
-/// something else), scalars as written, arrays of scalars comma-joined, empty
+/// something else), scalars as written, arrays of scalars comma-joined in brackets, empty
 /// containers spelled out; and whether it was cut.
 fn scalar_or_list(value: &Value) -> (String, bool) {
     // Cut once, from the text as written: a cut of text already cut (and its marks
@@ -384,16 +384,17 @@ fn scalar_or_list(value: &Value) -> (String, bool) {
 }
 
 /// A value's text before [`scalar_or_list`] cuts it; for a list, its items joined with
-/// commas up to a little past the cap, and how many items were left out.
+/// commas in brackets up to a little past the cap, and how many items were left out.
 fn as_written(value: &Value, in_list: bool) -> (String, Option<usize>) {
     let text = match value {
         Value::String(s) if reads_as_other(s, in_list) => value.to_string(),
         Value::String(s) => s.clone(),
         Value::Array(items) if items.is_empty() => "(empty list)".to_string(),
         Value::Array(items) => {
-            let mut joined = String::new();
+            let mut joined = String::from("[");
             for (i, item) in items.iter().enumerate() {
                 if joined.chars().count() > MAX_VALUE_CHARS {
+                    joined.push(']');
                     return (joined, Some(items.len() - i));
                 }
                 if i > 0 {
@@ -405,6 +406,7 @@ fn as_written(value: &Value, in_list: bool) -> (String, Option<usize>) {
                     joined.push_str(&format!(" (+{more} more)"));
                 }
             }
+            joined.push(']');
             joined
         }
         Value::Object(map) if map.is_empty() => "(empty)".to_string(),
@@ -415,14 +417,16 @@ fn as_written(value: &Value, in_list: bool) -> (String, Option<usize>) {
 }
 
 /// Whether a string, unquoted, would read as something it is not: another JSON value
-/// (`true`, `5`, `null`, `"x"`, `[1]`), nothing, one of this rendering's own words
-/// (`(empty list)`, `(object, 3 keys)`, `(+4 more)`), or in a list, two items.
+/// (`true`, `5`, `null`, `"x"`, `[1]`), a list as this rendering writes one (`[a, b]`),
+/// nothing, one of this rendering's own words (`(empty list)`, `(object, 3 keys)`,
+/// `(+4 more)`), or in a list, two items.
 fn reads_as_other(s: &str, in_list: bool) -> bool {
     let trimmed = s.trim();
     s.is_empty()
         || trimmed.starts_with('"')
         || (trimmed.starts_with('(') && trimmed.ends_with(')'))
         || trimmed.ends_with(" more)")
+        || (trimmed.starts_with('[') && trimmed.ends_with(']'))
         || (in_list && s.contains(", "))
         || serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
 }

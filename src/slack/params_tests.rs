@@ -24,7 +24,7 @@ fn parameters_render_as_readable_lines() {
     assert_eq!(
         params_plain(&params, 3000),
         "• blank: (empty)\n• empty: \"\"\n• force: true\n• none: (empty list)\n• note: null\n\
-         • records.0.id: 1\n• records.1.id: 2\n• regions: eu-1, us-2\n• replicas: 3\n\
+         • records.0.id: 1\n• records.1.id: 2\n• regions: [eu-1, us-2]\n• replicas: 3\n\
          • service: api\n• target.cluster.name: main\n• target.zone: b"
     );
 }
@@ -38,7 +38,7 @@ fn empty_parameters_say_so() {
 
 #[test]
 fn non_object_parameters_still_render() {
-    assert_eq!(params_plain(&json!(["a", "b"]), 3000), "• a, b");
+    assert_eq!(params_plain(&json!(["a", "b"]), 3000), "• [a, b]");
     assert_eq!(params_plain(&json!("x"), 3000), "• x");
 }
 
@@ -206,7 +206,7 @@ fn every_top_level_key_gets_a_line_before_the_nested_ones_fill_the_room() {
     let nested = json!({"a": {"x": 1, "y": [{"z": 1}]}, "b": [1, 2], "c": {"k": "v".repeat(3000)}});
     let text = params_plain(&nested, 200);
     assert!(
-        text.starts_with("• a: (object, 2 keys)\n• b: 1, 2\n• c: (object, 1 key)\n• a.x: 1\n"),
+        text.starts_with("• a: (object, 2 keys)\n• b: [1, 2]\n• c: (object, 1 key)\n• a.x: 1\n"),
         "{text}"
     );
 }
@@ -246,6 +246,9 @@ fn values_and_keys_that_would_read_alike_render_differently() {
         (json!({"o": "(object)"}), json!({"o": [{}]})),
         (json!({"s": "\"\""}), json!({"s": ""})),
         (json!({"l": ["a, b"]}), json!({"l": ["a", "b"]})),
+        (json!({"l": "a, b"}), json!({"l": ["a", "b"]})),
+        (json!({"l": "a"}), json!({"l": ["a"]})),
+        (json!({"l": "[a, b]"}), json!({"l": ["a", "b"]})),
         (json!({"l": ["x (+3 more)"]}), json!({"l": ["x"]})),
         (json!({"a.b": 1}), json!({"a": {"b": 1}})),
         (json!({"a": {"0": {"b": 1}}}), json!({"a": [{"b": 1}]})),
@@ -282,7 +285,7 @@ fn values_and_keys_that_would_read_alike_render_differently() {
     );
     assert_eq!(
         params_plain(&json!({"l": ["a, b", "c"]}), 100),
-        "• l: \"a, b\", c"
+        "• l: [\"a, b\", c]"
     );
     assert_eq!(
         params_plain(&json!({"d": "(nested too deep to show)"}), 100),
