@@ -425,6 +425,28 @@ struct ServeArgs {
     delivery: http::Delivery,
 }
 
+/// Warns when this host's clock and PostgreSQL's are apart by more than
+/// [`CLOCK_OFFSET_WARNING`]: replicas judge job leases and expiries by their own
+/// clocks, so two of them apart by a tenth of the lease may send a reminder twice, and
+/// one behind accepts an execute past its expiry. The start goes on.
+async fn warn_of_clock_offset(store: &Store, clock: &dyn Clock) {
+    match store.clock_offset(clock).await {
+        Ok(Some(offset)) if offset.abs() > CLOCK_OFFSET_WARNING => tracing::warn!(
+            database_ahead_ms = offset.num_milliseconds(),
+            "this host's clock and the database's differ by {:.1} s: replicas whose \
+             clocks differ by more than {} s may send a reminder twice or accept an \
+             execute past its expiry; keep every replica's clock in sync (NTP)",
+            offset.num_milliseconds().abs() as f64 / 1000.0,
+            crate::jobs::LEASE.as_secs() / 10,
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not read the database's clock"),
+    }
+}
+
+/// How far this host's clock may be from the database's before `serve` warns.
+pub const CLOCK_OFFSET_WARNING: chrono::Duration = chrono::Duration::seconds(2);
+
 /// `signoff serve`: the store, the policy, Slack if configured, and the HTTP server
 /// with its scheduler until a shutdown signal.
 async fn serve(db: &Database, clock: Arc<dyn Clock>, args: ServeArgs) -> anyhow::Result<()> {
@@ -471,6 +493,7 @@ async fn start(
     let store = Store::connect_signing(&db.database_url, deliveries, Some(signer.clone()))
         .await
         .with_context(|| format!("cannot open database {}", redact(&db.database_url)))?;
+    warn_of_clock_offset(&store, clock.as_ref()).await;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -18,6 +18,7 @@ use super::{
 use crate::approval::{Approval, ApprovalId, Decision, Event, NewApproval, Status};
 use crate::audit;
 use crate::audit::checkpoint::{self, Checkpoint};
+use crate::clock::Clock;
 use crate::ids::UserId;
 use crate::jobs::{Deliveries, Due, DueJob, DueJobs, MessageKey, Outcome, Paced, PostedMessage};
 use crate::policy::Classification;
@@ -244,6 +245,20 @@ impl Store {
             Backend::Sqlite(reads) => reads.fence(),
             Backend::Postgres(_) => None,
         }
+    }
+
+    /// How far the database's clock is ahead of `clock` (negative: behind), against
+    /// the middle of the round trip; `None` on SQLite, whose clock is this host's.
+    /// Replicas judge leases and expiries by their own clocks, so clocks apart by more
+    /// than a tenth of the lease may send a reminder twice (see [`crate::jobs::LEASE`]).
+    pub async fn clock_offset(&self, clock: &dyn Clock) -> Result<Option<chrono::Duration>> {
+        let Backend::Postgres(reads) = &self.inner.backend else {
+            return Ok(None);
+        };
+        let before = clock.now();
+        let database = reads.database_now().await?;
+        let after = clock.now();
+        Ok(Some(database - (before + (after - before) / 2)))
     }
 
     /// `"sqlite"` or `"postgres"`.

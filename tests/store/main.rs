@@ -3,6 +3,7 @@
 
 mod break_glass;
 mod checkpoints;
+mod clock;
 #[path = "../common/mod.rs"]
 mod common;
 mod concurrency;

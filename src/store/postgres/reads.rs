@@ -17,6 +17,16 @@ pub(crate) struct PgReads {
     pub(super) coalesced: Coalesced,
 }
 
+impl PgReads {
+    /// The database server's clock now (`clock_timestamp()`, not the transaction's).
+    pub(crate) async fn database_now(&self) -> Result<DateTime<Utc>> {
+        Ok(on_conn!(self, |c| sqlx::query_scalar(
+            "SELECT clock_timestamp()"
+        )
+        .fetch_one(c)))
+    }
+}
+
 impl Reads for PgReads {
     async fn get(&self, id: ApprovalId) -> Result<Option<Approval>> {
         Ok(on_conn!(self, |c| load_approval(c, id)))
