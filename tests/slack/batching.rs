@@ -296,6 +296,31 @@ async fn deny_all_denies_every_waiting_item_with_one_reason(db: TestDb) {
     );
 }
 
+/// When Slack would not open the Deny all form (an expired trigger, say), the clicker
+/// is told, as for Deny and Edit & approve: the click otherwise did nothing they could
+/// see. Nothing is decided.
+#[tokio::test]
+async fn a_deny_all_form_slack_would_not_open_is_said_to_the_clicker() {
+    let app = spawn_policy(crate::common::sqlite(), POLICY).await;
+    let batch = emails(&app, 2).await;
+    post_all(&app).await;
+    let message = batch_of(&app, batch[0]);
+    app.slack.fail_next(
+        "views.open",
+        crate::common::fake_slack::Failure::NotOk("expired_trigger_id"),
+    );
+    click(&app, batch[0], "U0BOB", "deny_all", &message).await;
+    let told = app.ephemerals_to("U0BOB", 1).await;
+    assert!(
+        told.iter()
+            .any(|text| text.contains("Slack would not open the form")),
+        "{told:?}"
+    );
+    for id in &batch {
+        assert_eq!(status(&app, *id).await, Status::Pending);
+    }
+}
+
 /// A Deny all that could not deny every item (here one Bob asked for himself) denies
 /// the others and tells Bob which it left, in the message's channel: a submission
 /// names no channel of its own.

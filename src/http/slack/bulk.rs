@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 
 use futures_util::future::join_all;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::interactions::{Actor, Clicked, decider, ephemeral};
+use super::interactions::{Actor, Clicked, FORM_NOT_OPENED, decider, ephemeral, open_view};
 use super::{Answer, GONE, NOT_FROM_A_REQUEST, Refused, Unusable, find_from, refusal_text};
 use crate::approval::machine::check_can_vote;
 use crate::approval::{Approval, ApprovalId, Decision, Event, Status, parameters_fingerprint};
@@ -83,12 +83,7 @@ pub(super) async fn open_deny_all(
         .filter(|id| clicked.for_approvals.contains(id))
         .collect();
     let view = deny_all_modal(&items[0], items.len(), &clicked.key, &named);
-    let client = slack.client.clone();
-    let body = json!({ "trigger_id": trigger_id, "view": view });
-    // The trigger expires 3 s after the click: open the modal right away.
-    tokio::spawn(async move {
-        let _ = client.call("views.open", &body).await;
-    });
+    open_view(slack, trigger_id, view, actor, FORM_NOT_OPENED);
     Ok(None)
 }
 

@@ -208,9 +208,7 @@ fn open_modal(
     } else {
         modals::edit_modal(approval, &clicked.key, named)
     };
-    let told = "Slack would not open the form, so nothing was decided: try again, or \
-                decide with the message's buttons.";
-    open_view(slack, trigger_id, view, actor, told);
+    open_view(slack, trigger_id, view, actor, FORM_NOT_OPENED);
     Ok(None)
 }
 
@@ -245,11 +243,23 @@ async fn show_parameters(
     Ok(None)
 }
 
+/// Said to the clicker when Slack would not open a form (Deny, Edit & approve, Deny
+/// all).
+pub(super) const FORM_NOT_OPENED: &str = "Slack would not open the form, so nothing was \
+                                          decided: try again, or decide with the \
+                                          message's buttons.";
+
 /// Opens `view` for the click `trigger_id` in the background (the trigger expires 3 s
 /// after the click: open it right away, and answer Slack without waiting for it), and
 /// tells the clicker `told` when Slack would not open it: the click otherwise did
 /// nothing they could see.
-fn open_view(slack: &SlackApp, trigger_id: &str, view: Value, actor: &Actor, told: &str) {
+pub(super) fn open_view(
+    slack: &SlackApp,
+    trigger_id: &str,
+    view: Value,
+    actor: &Actor,
+    told: &str,
+) {
     let client = slack.client.clone();
     let body = json!({ "trigger_id": trigger_id, "view": view });
     let told = actor
