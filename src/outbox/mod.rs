@@ -219,7 +219,7 @@ impl Outbox {
             Job::SlackRemindLookup { .. } => slack.find_reminders(job, &approval, now).await,
             Job::SlackEscalationNote { channel, .. } => {
                 slack
-                    .escalation_note(channel.as_str(), &approval, now)
+                    .escalation_note(job, channel.as_str(), &approval, now)
                     .await
             }
             Job::Callback { .. } => unreachable!("callbacks return above"),

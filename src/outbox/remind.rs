@@ -124,7 +124,8 @@ impl Deliverer<'_> {
                 let note = format!(
                     ":bell: Reminder: this request is still waiting for a decision ({left} left)."
                 );
-                match self.thread_note(&main.channel, &main.ts, &note).await {
+                let thread = (main.channel.as_str(), main.ts.as_str());
+                match self.thread_note(job, approval, thread, &note).await {
                     Ok(()) => {}
                     // Surely not posted: the reminder is tried again after Slack's
                     // wait, so that a burst of them in one channel reminds every one.

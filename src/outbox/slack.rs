@@ -11,7 +11,7 @@ use super::render;
 use crate::approval::{Approval, Status};
 use crate::jobs::{DueJob, Job, MessageKind, NewJob, Outcome, PostedMessage};
 use crate::slack::approvers::Approvers;
-use crate::slack::blocks::{self, POST_EVENT, THROTTLE_EVENT};
+use crate::slack::blocks::{self, POST_EVENT, THREAD_NOTE_EVENT, THROTTLE_EVENT};
 use crate::slack::client::{SlackClient, SlackError};
 use crate::slack::text;
 use crate::store::Store;
@@ -142,6 +142,7 @@ impl Deliverer<'_> {
     /// would no longer be true.
     pub async fn escalation_note(
         &self,
+        job: &DueJob,
         channel: &str,
         approval: &Approval,
         now: DateTime<Utc>,
@@ -160,7 +161,8 @@ impl Deliverer<'_> {
                 ":arrow_up: Escalated to <#{channel}>: no decision after {}.",
                 text::duration_short(waited)
             );
-            match self.thread_note(&main.channel, &main.ts, &note).await {
+            let thread = (main.channel.as_str(), main.ts.as_str());
+            match self.thread_note(job, approval, thread, &note).await {
                 Ok(()) => {}
                 Err(error @ SlackError::RateLimited { .. }) => return Err(error),
                 Err(error) => {
@@ -270,19 +272,44 @@ impl Deliverer<'_> {
     ) -> Result<Option<(String, i64)>, SlackError> {
         // A minute early: Slack's clock and ours may differ a little.
         let oldest = format!("{}.000000", approval.created_at.timestamp() - 60);
+        let params = [("channel", channel), ("oldest", oldest.as_str())];
+        self.search("conversations.history", &params, approval, event, matches)
+            .await
+    }
+
+    /// Like [`Deliverer::find_posted`], among the replies in the thread of the message
+    /// `ts` in `channel`.
+    async fn find_reply(
+        &self,
+        approval: &Approval,
+        (channel, ts): (&str, &str),
+        event: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Option<(String, i64)>, SlackError> {
+        let params = [("channel", channel), ("ts", ts)];
+        self.search("conversations.replies", &params, approval, event, matches)
+            .await
+    }
+
+    /// Reads `method` (a history: `conversations.history` or `.replies`) with `params`,
+    /// page by page, for this approval's message of `event` that `matches`.
+    async fn search(
+        &self,
+        method: &str,
+        params: &[(&str, &str)],
+        approval: &Approval,
+        event: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Option<(String, i64)>, SlackError> {
         let id = approval.id.to_string();
         let mut cursor = String::new();
         for _ in 0..HISTORY_PAGES {
-            let mut params = vec![
-                ("channel", channel),
-                ("oldest", oldest.as_str()),
-                ("limit", "200"),
-                ("include_all_metadata", "true"),
-            ];
+            let mut params = params.to_vec();
+            params.extend([("limit", "200"), ("include_all_metadata", "true")]);
             if !cursor.is_empty() {
                 params.push(("cursor", cursor.as_str()));
             }
-            let answer = self.client.get("conversations.history", &params).await?;
+            let answer = self.client.get(method, &params).await?;
             let found = answer["messages"]
                 .as_array()
                 .into_iter()
@@ -311,14 +338,42 @@ impl Deliverer<'_> {
         Ok(None)
     }
 
-    /// A reply in a message's thread.
+    /// A reply in the thread of the message `ts` in `channel`, for `job` (its
+    /// [`metadata`], [`THREAD_NOTE_EVENT`], names the job). A retried job first looks
+    /// in the thread for the reply an earlier attempt may have posted (Slack took it,
+    /// then the process died or its lease ran out before it was recorded), and posts
+    /// nothing when it is there; a thread it may not read (a missing scope) is posted
+    /// to again, with a warning, as for posts.
     pub(super) async fn thread_note(
         &self,
-        channel: &str,
-        ts: &str,
+        job: &DueJob,
+        approval: &Approval,
+        (channel, ts): (&str, &str),
         note: &str,
     ) -> Result<(), SlackError> {
-        let body = json!({ "channel": channel, "thread_ts": ts, "text": note });
+        let ours = |payload: &Value| payload["job"] == job.id;
+        if job.attempts > 1 {
+            let found = self
+                .find_reply(approval, (channel, ts), THREAD_NOTE_EVENT, ours)
+                .await;
+            match found {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) => {}
+                Err(error) if error.is_permanent() => tracing::warn!(
+                    %error,
+                    channel,
+                    "cannot read the thread to look for an earlier reply; posting again \
+                     (grant channels:history and groups:history for exactly-once replies)"
+                ),
+                Err(error) => return Err(error),
+            }
+        }
+        let body = json!({
+            "channel": channel,
+            "thread_ts": ts,
+            "text": note,
+            "metadata": metadata(THREAD_NOTE_EVENT, approval, ("job", json!(job.id))),
+        });
         self.client.call("chat.postMessage", &body).await.map(drop)
     }
 
@@ -336,8 +391,9 @@ impl Deliverer<'_> {
     }
 }
 
-/// The message metadata every post ([`POST_EVENT`], keyed by `kind`) and reminder DM
-/// ([`REMINDER_EVENT`], keyed by `job`) carries, by which a retry finds a message an
+/// The message metadata every post ([`POST_EVENT`], keyed by `kind`), reminder DM
+/// ([`REMINDER_EVENT`], keyed by `job`) and thread reply ([`THREAD_NOTE_EVENT`], keyed
+/// by `job`) carries, by which a retry finds a message an
 /// earlier attempt sent but did not record (see `Deliverer::posted_earlier`), and the
 /// approval version it shows.
 pub(super) fn metadata(event: &str, approval: &Approval, (key, value): (&str, Value)) -> Value {

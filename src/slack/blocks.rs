@@ -24,6 +24,9 @@ use crate::approval::{Approval, Decision, Status, Tier, parameters_fingerprint};
 pub const POST_EVENT: &str = "signoff_approval_posted";
 /// Message metadata event type of reminder DMs: the approval and the reminder job.
 pub const REMINDER_EVENT: &str = "signoff_reminder_sent";
+/// Message metadata event type of replies in an approval's thread (a reminder with no
+/// approvers list, an escalation's note): the approval and the job that posted it.
+pub const THREAD_NOTE_EVENT: &str = "signoff_thread_note";
 
 /// Message metadata event type of the notice that a requester is throttled
 /// (`max_pending`): a retry finds its earlier post by it.

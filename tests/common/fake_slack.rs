@@ -66,6 +66,9 @@ struct Inner {
     failures: HashMap<String, VecDeque<Failure>>,
     groups: HashMap<String, Vec<String>>,
     posted: Vec<Posted>,
+    /// Replies in threads, for `conversations.replies`: their body's `thread_ts`
+    /// names the message they reply to.
+    replies: Vec<Posted>,
     next_ts: u64,
     socket_url: Option<String>,
     /// How long every answer takes.
@@ -265,6 +268,7 @@ async fn answer(fake: FakeSlack, method: String, headers: HeaderMap, body: Value
             json!({"ok": true, "channel": channel, "ts": ts})
         }
         "conversations.history" => fake.history(&channel, &body),
+        "conversations.replies" => fake.replies(&channel, &body),
         "chat.update" => json!({"ok": true, "channel": channel, "ts": body["ts"]}),
         "chat.getPermalink" => json!({"ok": true, "permalink": format!(
             "https://example.slack.com/archives/{channel}/p{}", body["message_ts"].as_str().unwrap_or("").replace('.', ""))}),
@@ -300,19 +304,58 @@ impl FakeSlack {
         });
     }
 
-    /// A top-level message (not a thread reply) joins the channel's history.
+    /// A top-level message joins the channel's history; a reply, its thread.
     fn keep_post(&self, channel: &str, ts: &str, body: &Value) {
+        let posted = Posted {
+            channel: channel.into(),
+            ts: ts.into(),
+            body: body.clone(),
+            at_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64(),
+        };
+        let mut inner = self.lock();
         if body.get("thread_ts").is_none() {
-            self.lock().posted.push(Posted {
-                channel: channel.into(),
-                ts: ts.into(),
-                body: body.clone(),
-                at_unix: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs_f64(),
-            });
+            inner.posted.push(posted);
+        } else {
+            inner.replies.push(posted);
         }
+    }
+
+    /// conversations.replies: the replies in the thread of the message `ts` in
+    /// `channel`, oldest first (Slack puts the parent first; no search here needs it),
+    /// `limit` a page (the cursor is the offset), metadata only with
+    /// `include_all_metadata=true`.
+    fn replies(&self, channel: &str, args: &Value) -> Value {
+        let number = |name: &str| -> Option<usize> { args[name].as_str()?.parse().ok() };
+        let (limit, offset) = (
+            number("limit").unwrap_or(1000),
+            number("cursor").unwrap_or(0),
+        );
+        let metadata = args["include_all_metadata"] == "true";
+        let inner = self.lock();
+        let messages: Vec<Value> = inner
+            .replies
+            .iter()
+            .filter(|p| p.channel == channel && p.body["thread_ts"] == args["ts"])
+            .map(|p| {
+                let mut message = json!({"type": "message", "ts": p.ts, "text": p.body["text"],
+                                         "thread_ts": p.body["thread_ts"]});
+                if metadata && p.body.get("metadata").is_some() {
+                    message["metadata"] = p.body["metadata"].clone();
+                }
+                message
+            })
+            .collect();
+        let page: Vec<Value> = messages.iter().skip(offset).take(limit).cloned().collect();
+        let next = if offset + limit < messages.len() {
+            (offset + limit).to_string()
+        } else {
+            String::new()
+        };
+        json!({"ok": true, "messages": page, "has_more": !next.is_empty(),
+               "response_metadata": {"next_cursor": next}})
     }
 
     /// conversations.history: newest first, from `oldest` on, `limit` a page (the

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use serde_json::json;
+use signoff::clock::Clock;
 
+use crate::common::fake_slack::Failure;
 use crate::helpers::*;
 
 /// Three escalations, each to a channel of its own, so that their notes fall due in
@@ -95,4 +97,37 @@ async fn escalation_notes_due_at_once_go_out_one_a_second_in_their_channel() {
     assert_eq!(escalated.len(), 6, "each escalated at once: {escalated:?}");
     assert_eq!(replies_in(&app, "C0APPROVALS"), 0, "the notes follow");
     one_a_second(&app, 3).await;
+}
+
+/// A thread reminder Slack took while its holder died before recording it (the reply
+/// posted, Slack's answer never read): the replica that claims the reminder once the
+/// lease has run out finds the reply in the thread by its metadata and posts no
+/// second one. Before, every such retry replied again.
+#[tokio::test]
+async fn a_thread_reminder_slack_took_before_its_holder_died_is_not_posted_again() {
+    const LEASE: Duration = Duration::from_secs(6);
+    let app = spawn_app().await;
+    let approval = app.request("nudge_backup", json!({})).await;
+    app.run_jobs().await;
+    let main = app.store.messages(approval.id).await.unwrap().remove(0);
+    app.clock.advance(Duration::from_secs(30 * 60));
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
+    let replica = || unpaced(&app).with_lease(LEASE);
+    let first = {
+        let (scheduler, now) = (replica(), app.clock.now());
+        tokio::spawn(async move { scheduler.run_once(now).await })
+    };
+    app.slack.wait_for("chat.postMessage", 2).await;
+    first.abort();
+    app.clock.advance(LEASE + Duration::from_secs(1));
+    let claimed = replica().run_once(app.clock.now()).await.unwrap();
+    assert_eq!(claimed, 1, "the reminder, claimed again");
+    assert_eq!(replies_in(&app, "C0APPROVALS"), 1, "replied once");
+    let looked = app.slack.calls_to("conversations.replies");
+    assert_eq!(looked.len(), 1, "{looked:?}");
+    assert_eq!(looked[0].body["channel"], main.channel.as_str());
+    assert_eq!(looked[0].body["ts"], main.ts.as_str());
+    let reply = &app.slack.calls_to("chat.postMessage")[1];
+    assert_eq!(reply.body["metadata"]["event_type"], "signoff_thread_note");
 }
