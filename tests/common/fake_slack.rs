@@ -57,6 +57,34 @@ struct Posted {
     at_unix: f64,
 }
 
+impl Posted {
+    /// As a history shows it: its metadata only with `include_all_metadata=true`.
+    fn as_message(&self, metadata: bool) -> Value {
+        let mut message = json!({"type": "message", "ts": self.ts, "text": self.body["text"]});
+        if metadata && self.body.get("metadata").is_some() {
+            message["metadata"] = self.body["metadata"].clone();
+        }
+        message
+    }
+}
+
+/// A page of a history's `messages`: `limit` from `offset` on, the next offset as the
+/// cursor.
+fn page(messages: &[Value], offset: usize, limit: usize) -> Value {
+    let page: Vec<Value> = messages.iter().skip(offset).take(limit).cloned().collect();
+    let next = if offset + limit < messages.len() {
+        (offset + limit).to_string()
+    } else {
+        String::new()
+    };
+    json!({
+        "ok": true,
+        "messages": page,
+        "has_more": !next.is_empty(),
+        "response_metadata": {"next_cursor": next},
+    })
+}
+
 #[derive(Default)]
 struct Inner {
     calls: Vec<Call>,
@@ -340,22 +368,12 @@ impl FakeSlack {
             .iter()
             .filter(|p| p.channel == channel && p.body["thread_ts"] == args["ts"])
             .map(|p| {
-                let mut message = json!({"type": "message", "ts": p.ts, "text": p.body["text"],
-                                         "thread_ts": p.body["thread_ts"]});
-                if metadata && p.body.get("metadata").is_some() {
-                    message["metadata"] = p.body["metadata"].clone();
-                }
+                let mut message = p.as_message(metadata);
+                message["thread_ts"] = p.body["thread_ts"].clone();
                 message
             })
             .collect();
-        let page: Vec<Value> = messages.iter().skip(offset).take(limit).cloned().collect();
-        let next = if offset + limit < messages.len() {
-            (offset + limit).to_string()
-        } else {
-            String::new()
-        };
-        json!({"ok": true, "messages": page, "has_more": !next.is_empty(),
-               "response_metadata": {"next_cursor": next}})
+        page(&messages, offset, limit)
     }
 
     /// conversations.history: newest first, from `oldest` on, `limit` a page (the
@@ -372,26 +390,9 @@ impl FakeSlack {
             .iter()
             .rev()
             .filter(|p| p.channel == channel && p.at_unix >= oldest)
-            .map(|p| {
-                let mut message = json!({"type": "message", "ts": p.ts, "text": p.body["text"]});
-                if metadata && p.body.get("metadata").is_some() {
-                    message["metadata"] = p.body["metadata"].clone();
-                }
-                message
-            })
+            .map(|p| p.as_message(metadata))
             .collect();
-        let page: Vec<Value> = messages.iter().skip(offset).take(limit).cloned().collect();
-        let next = if offset + limit < messages.len() {
-            (offset + limit).to_string()
-        } else {
-            String::new()
-        };
-        json!({
-            "ok": true,
-            "messages": page,
-            "has_more": !next.is_empty(),
-            "response_metadata": {"next_cursor": next},
-        })
+        page(&messages, offset, limit)
     }
 
     /// `count` messages from other people posted to `channel` now, for history pages.
