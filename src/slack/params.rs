@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use super::text::{ELLIPSIS, fit_plain, fit_plain_reporting};
+use super::text::{ELLIPSIS, breaks_line, fit_plain, fit_plain_reporting};
 use crate::approval::Approval;
 
 /// How deep the parameter rendering walks into nested values before summarising the rest.
@@ -352,11 +352,13 @@ fn walk(
 }
 
 /// A key as one segment of a path: quoted as JSON writes it when it would read as
-/// something else: a path (`a.b`), a line of its own or a value after it (`:`, `•`), an
-/// array's index (`0`), a quoted key, or nothing.
+/// something else: a path (`a.b`), a line of its own or a value after it (`:`, `•`),
+/// another parameter on one line (`;`), an array's index (`0`), a quoted key, nothing,
+/// or the same key with a space for its control character.
 fn key_segment(key: &str) -> String {
     let quote = key.is_empty()
-        || key.contains(['.', ':'])
+        || key.contains(['.', ':', ';'])
+        || key.chars().any(breaks_line)
         || key.starts_with(['•', '"'])
         || key.bytes().all(|b| b.is_ascii_digit());
     if quote {
@@ -391,20 +393,22 @@ fn as_written(value: &Value, in_list: bool) -> (String, Option<usize>) {
         Value::String(s) => s.clone(),
         Value::Array(items) if items.is_empty() => "(empty list)".to_string(),
         Value::Array(items) => {
+            // Whole items while they fit, with room left for the count of the rest, so
+            // that what is shown is not cut again and the count is of what is not
+            // (lengths as shown: a hidden character shows as its escape).
+            let budget = MAX_VALUE_CHARS - " (+1000000 more)".len();
             let mut joined = String::from("[");
+            let mut shown = 1;
             for (i, item) in items.iter().enumerate() {
-                if joined.chars().count() > MAX_VALUE_CHARS {
+                let (text, _) = as_written(item, true);
+                let piece = if i == 0 { text } else { format!(", {text}") };
+                let length = fit_plain(&piece, usize::MAX).chars().count();
+                if i > 0 && shown + length + 1 > budget {
                     joined.push(']');
                     return (joined, Some(items.len() - i));
                 }
-                if i > 0 {
-                    joined.push_str(", ");
-                }
-                let (text, more) = as_written(item, true);
-                joined.push_str(&text);
-                if let Some(more) = more {
-                    joined.push_str(&format!(" (+{more} more)"));
-                }
+                joined.push_str(&piece);
+                shown += length;
             }
             joined.push(']');
             joined
@@ -419,10 +423,14 @@ fn as_written(value: &Value, in_list: bool) -> (String, Option<usize>) {
 /// Whether a string, unquoted, would read as something it is not: another JSON value
 /// (`true`, `5`, `null`, `"x"`, `[1]`), a list as this rendering writes one (`[a, b]`),
 /// nothing, one of this rendering's own words (`(empty list)`, `(object, 3 keys)`,
-/// `(+4 more)`), or in a list, two items.
+/// `(+4 more)`), in a list two items, on one line two parameters (`; `), or, with a
+/// line break or another control character in it, the same text with a space there
+/// (`"echo\nrm -rf ~"` quoted shows its `\n`).
 fn reads_as_other(s: &str, in_list: bool) -> bool {
     let trimmed = s.trim();
     s.is_empty()
+        || s.chars().any(breaks_line)
+        || s.contains("; ")
         || trimmed.starts_with('"')
         || (trimmed.starts_with('(') && trimmed.ends_with(')'))
         || trimmed.ends_with(" more)")

@@ -108,7 +108,15 @@ fn long_arrays_are_joined_up_to_a_cap() {
     let items: Vec<u32> = (0..10_000).collect();
     let text = params_plain(&json!({ "ids": items }), 3000);
     assert!(len(&text) < 400, "{}", len(&text));
-    assert!(text.contains("more)"), "{text}");
+    // The items shown are whole, the list closed, and the count is of the rest.
+    let (list, more) = text
+        .strip_prefix("• ids: [")
+        .and_then(|rest| rest.split_once("] (+"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let shown: Vec<u32> = list.split(", ").map(|n| n.parse().unwrap()).collect();
+    assert_eq!(shown, (0..shown.len() as u32).collect::<Vec<_>>());
+    let more: usize = more.trim_end_matches(" more)").parse().unwrap();
+    assert_eq!(shown.len() + more, 10_000, "{text}");
 }
 
 #[test]
@@ -257,6 +265,14 @@ fn values_and_keys_that_would_read_alike_render_differently() {
             json!({"to": "boss@corp.com; x: 1"}),
         ),
         (json!({"•x": 1}), json!({"x": 1})),
+        (
+            json!({"cmd": "echo\nrm -rf ~"}),
+            json!({"cmd": "echo rm -rf ~"}),
+        ),
+        (json!({"cmd": "a\u{1b}[2Jb"}), json!({"cmd": "a [2Jb"})),
+        (json!({"k\nx": 1}), json!({"k x": 1})),
+        (json!({"b": "2; x: 1"}), json!({"b": 2, "x": 1})),
+        (json!({"b; x": 1}), json!({"b": {"x": 1}})),
         (json!({"": "x"}), json!({"\"\"": "x"})),
         (
             json!({"a": "(1 item)", "b": "x".repeat(400)}),
