@@ -426,26 +426,35 @@ struct ServeArgs {
 }
 
 /// Warns when this host's clock and PostgreSQL's are apart by more than
-/// [`CLOCK_OFFSET_WARNING`]: replicas judge job leases and expiries by their own
-/// clocks, so two of them apart by a tenth of the lease may send a reminder twice, and
-/// one behind accepts an execute past its expiry. The start goes on.
-async fn warn_of_clock_offset(store: &Store, clock: &dyn Clock) {
+/// [`clock_offset_warning`] of the deliveries' `lease`: replicas judge job leases and
+/// expiries by their own clocks, so two of them apart by a tenth of the lease may send
+/// a reminder twice, and one behind accepts an execute past its expiry. The start goes
+/// on.
+async fn warn_of_clock_offset(store: &Store, clock: &dyn Clock, lease: std::time::Duration) {
+    let most = clock_offset_warning(lease);
     match store.clock_offset(clock).await {
-        Ok(Some(offset)) if offset.abs() > CLOCK_OFFSET_WARNING => tracing::warn!(
+        Ok(Some(offset)) if offset.abs() > most => tracing::warn!(
             database_ahead_ms = offset.num_milliseconds(),
             "this host's clock and the database's differ by {:.1} s: replicas whose \
-             clocks differ by more than {} s may send a reminder twice or accept an \
-             execute past its expiry; keep every replica's clock in sync (NTP)",
+             clocks differ by more than {:.1} s (a tenth of the {} s lease) may send a \
+             reminder twice or accept an execute past its expiry; keep every replica's \
+             clock in sync (NTP)",
             offset.num_milliseconds().abs() as f64 / 1000.0,
-            crate::jobs::LEASE.as_secs() / 10,
+            lease.as_secs_f64() / 10.0,
+            lease.as_secs_f64(),
         ),
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "could not read the database's clock"),
     }
 }
 
-/// How far this host's clock may be from the database's before `serve` warns.
-pub const CLOCK_OFFSET_WARNING: chrono::Duration = chrono::Duration::seconds(2);
+/// How far this host's clock may be from the database's before `serve` warns, with
+/// deliveries leased for `lease`: a twentieth of it (half the tenth that two replicas'
+/// clocks may differ by, each from the database's), at most 2 s.
+pub fn clock_offset_warning(lease: std::time::Duration) -> chrono::Duration {
+    let twentieth = chrono::Duration::from_std(lease / 20).unwrap_or(chrono::Duration::MAX);
+    twentieth.min(chrono::Duration::seconds(2))
+}
 
 /// `signoff serve`: the store, the policy, Slack if configured, and the HTTP server
 /// with its scheduler until a shutdown signal.
@@ -478,7 +487,7 @@ async fn start(
         policy,
         slack,
         public_url,
-        delivery: _,
+        delivery,
     } = args;
     // Blank is unset; anything else is a URL whose host and origin `/mcp` can accept
     // (clap checked it with `config::parse_public_url_setting`, as `signoff manifest`
@@ -493,7 +502,7 @@ async fn start(
     let store = Store::connect_signing(&db.database_url, deliveries, Some(signer.clone()))
         .await
         .with_context(|| format!("cannot open database {}", redact(&db.database_url)))?;
-    warn_of_clock_offset(&store, clock.as_ref()).await;
+    warn_of_clock_offset(&store, clock.as_ref(), delivery.lease).await;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -26,9 +26,26 @@ async fn the_offset_to_the_databases_clock_is_measured_on_postgres_only(db: Test
         "{offset} against a clock {expected} behind"
     );
     let even = store.clock_offset(&SystemClock).await.unwrap().unwrap();
-    assert!(even.abs() < signoff::cli::CLOCK_OFFSET_WARNING, "{even}");
+    let lease = signoff::jobs::LEASE;
+    assert!(
+        even.abs() < signoff::cli::clock_offset_warning(lease),
+        "{even}"
+    );
     // A clock ahead of the database's reads as the database behind.
     let ahead = ManualClock::new(Utc::now() + chrono::Duration::hours(1));
     let offset = store.clock_offset(&ahead).await.unwrap().unwrap();
     assert!(offset < -chrono::Duration::minutes(59), "{offset}");
+}
+
+/// `serve` warns past a twentieth of the lease (each replica's offset from the
+/// database's clock, of the tenth two replicas may differ by), 2 s at most.
+#[test]
+fn the_warning_threshold_follows_the_lease() {
+    use signoff::cli::clock_offset_warning;
+    let secs = std::time::Duration::from_secs;
+    assert_eq!(clock_offset_warning(secs(60)), chrono::Duration::seconds(2));
+    assert_eq!(
+        clock_offset_warning(secs(10)),
+        chrono::Duration::milliseconds(500)
+    );
 }
