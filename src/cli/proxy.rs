@@ -48,9 +48,9 @@ pub struct ProxyArgs {
     /// closed and again after SIGTERM, before it is killed; shortened by tests.
     #[arg(long, default_value = "3s", value_parser = duration_between(Duration::ZERO, 10 * MINUTE), hide = true)]
     stop_grace: Duration,
-    /// How long a task (tasks extension) is kept, running or ended (default: the hold
-    /// and an hour); shortened by tests.
-    #[arg(long, value_parser = duration_between(SHORTEST, 24 * HOUR), hide = true)]
+    /// How long a task (tasks extension) lives, running or ended (default: the hold
+    /// and an hour): longer for tools that run longer, at most a day.
+    #[arg(long, value_parser = duration_between(SHORTEST, 24 * HOUR))]
     task_ttl: Option<Duration>,
     /// A streamable HTTP MCP server to wrap instead of a command, e.g. https://host/mcp.
     #[arg(long, value_name = "URL", conflicts_with = "command")]

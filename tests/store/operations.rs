@@ -1128,7 +1128,9 @@ async fn the_request_key_lookup_follows_the_table_as_it_grows_on_postgres() {
     };
     let (_store, _clock) = open(&db).await;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let lookup = "SELECT * FROM signoff_open_requests(ARRAY['t'], ARRAY['tool'], ARRAY[$1], NOW())";
+    // As the writer calls it (migration 0026), an idempotency key beside the request.
+    let lookup = "SELECT * FROM signoff_open_requests(ARRAY['t'], ARRAY['tool'], ARRAY[$1], \
+                  NOW(), ARRAY['t'], ARRAY['k-' || $1])";
     sqlx::query("ANALYZE request_keys")
         .execute(&mut conn)
         .await
