@@ -73,6 +73,9 @@ async fn show_all_parameters_says_when_slack_would_not_open_them_or_they_are_gon
         told[0].contains("Slack would not open the parameters"),
         "{told:?}"
     );
+    // Where else to read them, should the form be too large for Slack.
+    let elsewhere = format!("GET /v1/approvals/{}", approval.id);
+    assert!(told[0].contains(&elsewhere), "{told:?}");
 
     let posted = app.message(&approval, "main").await;
     let unknown = ApprovalId::new().to_string();

@@ -231,14 +231,19 @@ async fn show_parameters(
             "block action without trigger_id".into(),
         ));
     };
-    let told = "Slack would not open the parameters, so nothing is shown: click Show all \
-                parameters again in a moment.";
+    // Perhaps a passing failure, perhaps parameters too large for a form Slack takes.
+    let told = format!(
+        "Slack would not open the parameters: click Show all parameters again in a \
+         moment, or read them where signoff runs (`signoff list --status pending --json`, \
+         an operator) or with GET /v1/approvals/{} and the API token that asked.",
+        approval.id
+    );
     open_view(
         slack,
         trigger_id,
         modals::parameters_modal(&approval),
         actor,
-        told,
+        &told,
     );
     Ok(None)
 }
