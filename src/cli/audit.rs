@@ -33,6 +33,12 @@ pub(super) enum AuditAction {
         /// checkpoints is how a chain is rewritten unseen). Repeatable.
         #[arg(long = "checkpoint", value_name = "N:HASH", value_parser = known_checkpoint)]
         known: Vec<(i64, String)>,
+        /// Fail (exit 1) when the newest event no checkpoint signs came more than this
+        /// long after the newest checkpoint was signed (or after the first event, with
+        /// none), instead of only warning past 2 minutes: for scheduled checks of a
+        /// log a server always runs beside. E.g. 10m.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        max_unsigned: Option<std::time::Duration>,
     },
     /// Write every event, and after each event the checkpoint that signs it, as JSON
     /// lines (stdout, or --output FILE); the last line is the chain's head.
@@ -51,6 +57,7 @@ pub(super) async fn run(action: AuditAction, db: &Database) -> anyhow::Result<Ex
             public_keys,
             file,
             known,
+            max_unsigned,
         } => {
             let keys = Keys {
                 named: &public_keys,
@@ -63,7 +70,13 @@ pub(super) async fn run(action: AuditAction, db: &Database) -> anyhow::Result<Ex
                 }
             };
             match verified {
-                Ok(report) => println!("{report}"),
+                Ok(report) => {
+                    println!("{report}");
+                    if let Some(error) = unsigned_too_long(&report, max_unsigned) {
+                        eprintln!("error: {error}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
                 Err(flaw) => {
                     eprintln!("error: {flaw}");
                     return Ok(ExitCode::FAILURE);
@@ -79,6 +92,23 @@ pub(super) async fn run(action: AuditAction, db: &Database) -> anyhow::Result<Ex
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `report` fails `--max-unsigned` (`most`), if it does: its unsigned tail runs on
+/// longer than that.
+fn unsigned_too_long(
+    report: &audit::checkpoint::Report,
+    most: Option<std::time::Duration>,
+) -> Option<String> {
+    let (most, span) = (most?, report.unsigned_for?.to_std().ok()?);
+    (span > most).then(|| {
+        format!(
+            "the newest unsigned event came {} after the newest checkpoint (or the first \
+             event), more than --max-unsigned {}",
+            humantime::format_duration(span),
+            humantime::format_duration(most)
+        )
+    })
 }
 
 /// The keys checkpoints are checked with: those named, else the signing key's public

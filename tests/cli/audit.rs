@@ -60,6 +60,14 @@ async fn a_chain_rewritten_after_removing_the_newest_checkpoint_is_caught_by_the
         "{}",
         stdout(&plain)
     );
+    // A scheduled check that fails on such a tail, and one that allows it.
+    assert_one_line_error(
+        &signoff(&["audit", "verify", "--max-unsigned", "5m"], &db.url),
+        "the newest unsigned event came 10m 9s after the newest checkpoint (or the first \
+         event), more than --max-unsigned 5m",
+    );
+    let allowed = signoff(&["audit", "verify", "--max-unsigned", "1h"], &db.url);
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
     assert_one_line_error(
         &signoff(&["audit", "verify", "--checkpoint", &kept], &db.url),
         "audit checkpoint 2, known from before, is gone or holds another hash",
