@@ -18,10 +18,14 @@ CREATE FUNCTION signoff_open_requests(tokens TEXT[], tools TEXT[], hashes TEXT[]
 RETURNS TABLE (token_name TEXT, tool_name TEXT, params_sha256 TEXT, idempotency_key TEXT)
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(1397311311, h) FROM (
-        SELECT DISTINCT hashtext(k.token || '/' || k.ikey) AS h
-        FROM unnest(key_tokens, keys) AS k(token, ikey)
-        ORDER BY h) AS locks;
+    -- A batch without keys (the usual one) runs no statement for them: each costs
+    -- about as much as the lookup itself.
+    IF cardinality(keys) > 0 THEN
+        PERFORM pg_advisory_xact_lock(1397311311, h) FROM (
+            SELECT DISTINCT hashtext(k.token || '/' || k.ikey) AS h
+            FROM unnest(key_tokens, keys) AS k(token, ikey)
+            ORDER BY h) AS locks;
+    END IF;
     PERFORM pg_advisory_xact_lock(1397311310, h) FROM (
         SELECT DISTINCT hashtext(k.token || '/' || k.tool || '/' || k.sha) AS h
         FROM unnest(tokens, tools, hashes) AS k(token, tool, sha)
@@ -36,12 +40,14 @@ BEGIN
                             AND r.params_sha256 = k.sha)
               AND p.status IN ('pending', 'approved') AND p.expires_at > now
             LIMIT 1
-        ) AS open
-        UNION ALL
-        SELECT k.token, NULL, NULL, k.ikey
-        FROM unnest(key_tokens, keys) AS k(token, ikey)
-        WHERE EXISTS (SELECT 1 FROM joined_idempotency_keys j
-                      WHERE j.token_name = k.token AND j.idempotency_key = k.ikey);
+        ) AS open;
+    IF cardinality(keys) > 0 THEN
+        RETURN QUERY
+            SELECT k.token, NULL, NULL, k.ikey
+            FROM unnest(key_tokens, keys) AS k(token, ikey)
+            WHERE EXISTS (SELECT 1 FROM joined_idempotency_keys j
+                          WHERE j.token_name = k.token AND j.idempotency_key = k.ikey);
+    END IF;
 END;
 $$;
 ALTER FUNCTION signoff_open_requests(TEXT[], TEXT[], TEXT[], TIMESTAMPTZ, TEXT[], TEXT[]) RESET ALL;
