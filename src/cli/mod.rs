@@ -222,9 +222,6 @@ pub async fn main() -> ExitCode {
     }
 }
 
-/// A command line or setting clap refuses, as one `error: …` line and exit code 2
-/// (clap's own text adds a usage block and a hint on lines of their own); help and
-/// the version print as clap prints them.
 /// The command line, with what clap alone does not keep: whether `signoff proxy` was
 /// given its token on the command line (where every user of the host can read it).
 fn parse() -> Result<Cli, clap::Error> {
@@ -238,6 +235,9 @@ fn parse() -> Result<Cli, clap::Error> {
     Ok(cli)
 }
 
+/// A command line or setting clap refuses, as one `error: …` line and exit code 2
+/// (clap's own text adds a usage block and a hint on lines of their own); help and
+/// the version print as clap prints them.
 fn usage_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(

@@ -8,10 +8,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::blocks::{actions, button, context, header_text, outcome_line, plain_section, votes};
+use super::blocks::{
+    actions, button, context, expires, header_text, outcome_line, plain_section, votes,
+};
 use super::modals::reason_input;
 use super::params::params_rendered;
-use super::text::{fit_line, fit_plain, plain, requester, slack_date, tier_badge};
+use super::text::{fit_line, fit_plain, plain, requester, tier_badge};
 use crate::approval::{Approval, ApprovalId, Status, Tier};
 use crate::jobs::MessageKey;
 
@@ -92,12 +94,7 @@ fn item_blocks(n: usize, a: &Approval, now: DateTime<Utc>) -> Vec<Value> {
     let mut blocks = vec![plain_section(text)];
     let id = format!("ID `{}`", a.id.short());
     if a.status == Status::Pending {
-        // The date, not "in 2h", which would go stale while the message stays up.
-        let expires = if now < a.expires_at {
-            slack_date(a.expires_at)
-        } else {
-            format!("{} (overdue)", slack_date(a.expires_at))
-        };
+        let expires = expires(a, now);
         blocks.push(actions(a, params.cut));
         blocks.push(context(format!("{id} · {} · expires {expires}", votes(a))));
     } else {

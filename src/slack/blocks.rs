@@ -96,14 +96,7 @@ pub fn approval_message(a: &Approval, now: DateTime<Utc>) -> Value {
         return decided_message(a);
     }
     let (mut blocks, cut) = body(a);
-    // No "in 2h" beside the date: the message stays up for hours unchanged, and a
-    // relative time would go stale with it (Slack renders the date in each reader's
-    // time zone, and `{ago}` below, live).
-    let expires = if now < a.expires_at {
-        slack_date(a.expires_at)
-    } else {
-        format!("{} (overdue)", slack_date(a.expires_at))
-    };
+    let expires = expires(a, now);
     blocks.push(fields(&[
         Field::Mrkdwn("Risk", tier_badge(a.risk_tier)),
         Field::Plain("Requested by", requester(a)),
@@ -291,6 +284,17 @@ pub(super) fn votes(a: &Approval) -> String {
     }
     let names = join_limited(&approvers, ", ", FIELD_MAX - 100);
     format!("{count}: {names}")
+}
+
+/// When a pending approval expires, as a Slack date, `(overdue)` once past it. No "in
+/// 2h" beside it: a message stays up for hours unchanged, and a relative time would go
+/// stale with it (Slack renders the date in each reader's time zone).
+pub(super) fn expires(a: &Approval, now: DateTime<Utc>) -> String {
+    if now < a.expires_at {
+        slack_date(a.expires_at)
+    } else {
+        format!("{} (overdue)", slack_date(a.expires_at))
+    }
 }
 
 /// The approval's short id, and with `asked` when it was requested (as Slack's live

@@ -192,11 +192,18 @@ fn sections_of(text: &str, count: usize) -> (Vec<String>, &str) {
 fn not_shown(a: &Approval, rest: &str) -> String {
     format!(
         "Not shown: the last {} characters ({} lines) of the JSON above, more than a Slack \
-         form holds. Read the whole parameters with `signoff list --status pending --json` \
-         where signoff runs (an operator), or GET /v1/approvals/{} with the API token that \
-         asked.",
+         form holds: {}",
         rest.chars().count(),
         rest.lines().count(),
+        where_to_read(a)
+    )
+}
+
+/// Where else the whole parameters of `a` can be read, when Slack cannot show them.
+pub fn where_to_read(a: &Approval) -> String {
+    format!(
+        "read the whole parameters with `signoff list --status pending --json` where \
+         signoff runs (an operator), or GET /v1/approvals/{} with the API token that asked.",
         a.id
     )
 }

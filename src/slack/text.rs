@@ -292,18 +292,20 @@ pub fn tier_badge(tier: Tier) -> String {
 /// A Slack date token: each reader sees it in their own time zone; the fallback (UTC) is
 /// what clients that cannot format dates show.
 pub fn slack_date(at: DateTime<Utc>) -> String {
-    format!(
-        "<!date^{}^{{date_short_pretty}} {{time}}|{}>",
-        at.timestamp(),
-        at.format("%Y-%m-%d %H:%M UTC")
-    )
+    date_token(at, "{date_short_pretty} {time}")
 }
 
 /// A Slack date token for a past time, which each reader sees as how long ago it was
 /// ("5 minutes ago"), kept current by Slack; the fallback is the time in UTC.
 pub fn slack_ago(at: DateTime<Utc>) -> String {
+    date_token(at, "{ago}")
+}
+
+/// Slack's date token for `at`, shown as `format` says (its `{…}` tokens), with the
+/// time in UTC as the fallback.
+fn date_token(at: DateTime<Utc>, format: &str) -> String {
     format!(
-        "<!date^{}^{{ago}}|{}>",
+        "<!date^{}^{format}|{}>",
         at.timestamp(),
         at.format("%Y-%m-%d %H:%M UTC")
     )

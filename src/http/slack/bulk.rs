@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use super::interactions::{Actor, Clicked, FORM_NOT_OPENED, decider, ephemeral, open_view};
+use super::interactions::{
+    Actor, Clicked, FORM_NOT_OPENED, decider, ephemeral, open_view, trigger,
+};
 use super::{Answer, GONE, NOT_FROM_A_REQUEST, Refused, Unusable, find_from, refusal_text};
 use crate::approval::machine::check_can_vote;
 use crate::approval::{Approval, ApprovalId, Decision, Event, Status, parameters_fingerprint};
@@ -53,11 +55,7 @@ pub(super) async fn open_deny_all(
         Ok(items) => items,
         Err(message) => return ephemeral(slack, actor, message),
     };
-    let Some(trigger_id) = trigger_id else {
-        return Err(Refused::BadRequest(
-            "block action without trigger_id".into(),
-        ));
-    };
+    let trigger_id = trigger(trigger_id)?;
     let mut first_refusal = None;
     let mut decidable = 0;
     for item in &items {

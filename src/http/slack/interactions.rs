@@ -197,11 +197,7 @@ fn open_modal(
     if let Err(rejection) = can {
         return ephemeral(slack, actor, refusal_text(&rejection, approval));
     }
-    let Some(trigger_id) = trigger_id else {
-        return Err(Refused::BadRequest(
-            "block action without trigger_id".into(),
-        ));
-    };
+    let trigger_id = trigger(trigger_id)?;
     let named = clicked.for_approvals.contains(&approval.id);
     let view = if action_id == ACTION_DENY {
         modals::deny_modal(approval, &clicked.key, named)
@@ -226,17 +222,12 @@ async fn show_parameters(
         Ok(approval) => approval,
         Err(unusable) => return ephemeral(slack, actor, unusable.into()),
     };
-    let Some(trigger_id) = trigger_id else {
-        return Err(Refused::BadRequest(
-            "block action without trigger_id".into(),
-        ));
-    };
+    let trigger_id = trigger(trigger_id)?;
     // Perhaps a passing failure, perhaps parameters too large for a form Slack takes.
     let told = format!(
         "Slack would not open the parameters: click Show all parameters again in a \
-         moment, or read them where signoff runs (`signoff list --status pending --json`, \
-         an operator) or with GET /v1/approvals/{} and the API token that asked.",
-        approval.id
+         moment, or {}",
+        modals::where_to_read(&approval)
     );
     open_view(
         slack,
@@ -246,6 +237,11 @@ async fn show_parameters(
         &told,
     );
     Ok(None)
+}
+
+/// The click's `trigger_id`, which a form needs: a block action without one is malformed.
+pub(super) fn trigger(trigger_id: Option<&str>) -> Result<&str, Refused> {
+    trigger_id.ok_or_else(|| Refused::BadRequest("block action without trigger_id".into()))
 }
 
 /// Said to the clicker when Slack would not open a form (Deny, Edit & approve, Deny

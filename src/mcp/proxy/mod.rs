@@ -65,7 +65,7 @@ pub struct Options {
     /// How long a child upstream has to exit when the proxy ends, once its stdin is
     /// closed and again after `SIGTERM`, before it is killed.
     pub stop_grace: Duration,
-    /// How long a task is kept, instead of [`tasks::ttl`] of the hold (tests).
+    /// How long a task lives, instead of [`tasks::ttl`] of the hold (`--task-ttl`).
     pub task_ttl: Option<Duration>,
 }
 
@@ -290,7 +290,7 @@ async fn run_until_done(options: Options, children: &Children) -> anyhow::Result
     if flight::modern(&upstream_peer) {
         relay.listeners.hear_list_changes(upstream_peer.clone());
     }
-    let task_ttl = (options.task_ttl).unwrap_or_else(|| tasks::ttl(options.hold));
+    let task_ttl = options.task_ttl.unwrap_or_else(|| tasks::ttl(options.hold));
     let calls = Arc::new(Calls::new(gate, upstream_peer, relay, task_ttl));
     let mut upstream_done = tokio::spawn(upstream.waiting());
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
