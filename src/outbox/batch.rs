@@ -1,19 +1,78 @@
 //! Slack deliveries of batches (`batch_window`, see `store::ops::batching`): the
 //! leader's post closes its batch and posts one message listing every member, recorded
 //! as a message of each; an update of any member re-renders the whole message.
+//!
+//! A batch is nudged as one: its escalation is one post listing every member (by the
+//! first member still waiting, [`Deliverer::escalate_batch`]), and each approver gets
+//! one reminder a round, from the first member still waiting that they may vote on,
+//! saying how many more wait for them ([`Deliverer::batch_share`]; a thread reminder
+//! likewise, once a round for the batch).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::slack::{Deliverer, done, metadata, store_error};
-use crate::approval::{Approval, ApprovalId};
-use crate::jobs::{DueJob, MessageKind, Outcome, PostedMessage};
+use super::slack::{Deliverer, done, done_then, metadata, note_after_escalation, store_error};
+use crate::approval::{Approval, ApprovalId, Status};
+use crate::jobs::{self, DueJob, MessageKey, MessageKind, NewJob, Outcome, PostedMessage};
 use crate::slack::batch::batch_message;
 use crate::slack::blocks::POST_EVENT;
 use crate::slack::client::SlackError;
 
 /// Renders of a message at most, when what it shows keeps changing under it.
 pub(super) const RENDERS: usize = 3;
+
+/// How long the escalation of a batch member waits before it looks again for the
+/// batch's escalation, while a member before it in the message, still waiting, is to
+/// post it (theirs falls due first, so it has usually been posted, or is being posted).
+pub(super) const ESCALATION_WAIT: Duration = Duration::from_secs(30);
+
+/// How long past its own escalation time a member waits for the batch's escalation,
+/// per member still waiting before it, before it posts it itself (their jobs given up,
+/// or far behind): one member takes over at a time.
+pub(super) const ESCALATION_GRACE: Duration = Duration::from_secs(120);
+
+/// The batch an approval is in, as its reminder or escalation reads it.
+pub(super) struct Batch {
+    /// Every member in the message's order; empty when the approval was posted alone.
+    members: Vec<Approval>,
+    /// The approval's place among them.
+    at: usize,
+}
+
+impl Batch {
+    fn alone() -> Batch {
+        Batch {
+            members: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// Whether the approval shares its message with others.
+    pub fn is_shared(&self) -> bool {
+        self.members.len() > 1
+    }
+
+    /// The members before the approval in the message that still wait at `now`: the
+    /// batch's nudges are theirs first.
+    pub fn waiting_before(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Approval> {
+        let before = self.members.get(..self.at).unwrap_or_default();
+        before.iter().filter(move |member| waits(member, now))
+    }
+
+    /// The members after the approval in the message that still wait at `now`.
+    pub fn waiting_after(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Approval> {
+        let after = self.members.get(self.at + 1..).unwrap_or_default();
+        after.iter().filter(move |member| waits(member, now))
+    }
+}
+
+/// Whether `approval` still waits for people at `now`: pending, not past its expiry.
+fn waits(approval: &Approval, now: DateTime<Utc>) -> bool {
+    approval.status == Status::Pending && !approval.is_expired_at(now)
+}
 
 impl Deliverer<'_> {
     /// Posts the batch `leader` leads to `channel`: closes it (nothing joins it any
@@ -113,14 +172,151 @@ impl Deliverer<'_> {
         Ok(())
     }
 
-    /// The approvals of `ids` that exist, in order.
+    /// The approvals of `ids` that exist, in order, in one read.
     async fn load(&self, ids: &[ApprovalId]) -> Result<Vec<Approval>, SlackError> {
-        let mut items = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(approval) = self.store.get(*id).await.map_err(store_error)? {
-                items.push(approval);
-            }
-        }
+        let mut items = self.store.get_many(ids).await.map_err(store_error)?;
+        items.sort_by_key(|item| ids.iter().position(|id| *id == item.id));
         Ok(items)
     }
+
+    /// The batch `approval` is in; not read when its policy batches nothing.
+    pub(super) async fn batch_of(&self, approval: &Approval) -> Result<Batch, SlackError> {
+        if approval.routing.batch_window_ms.is_none() {
+            return Ok(Batch::alone());
+        }
+        let ids = self
+            .store
+            .batch_members(approval.id)
+            .await
+            .map_err(store_error)?;
+        if ids.len() <= 1 {
+            return Ok(Batch::alone());
+        }
+        let members = self.load(&ids).await?;
+        Ok(match members.iter().position(|m| m.id == approval.id) {
+            Some(at) => Batch { members, at },
+            None => Batch::alone(),
+        })
+    }
+
+    /// Of `people` (approvers who may still vote on `approval`), those its reminder
+    /// DMs: in a batch, each approver is reminded once a round, by the first member
+    /// still waiting that they may vote on (the others' reminders pass them over).
+    /// With how many members after it wait for each of them too (their DM says so).
+    pub(super) async fn batch_share(
+        &self,
+        approval: &Approval,
+        mut people: BTreeSet<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<String>, BTreeMap<String, usize>), SlackError> {
+        let batch = self.batch_of(approval).await?;
+        for earlier in batch.waiting_before(now) {
+            let theirs = self.people_to_remind(earlier).await?;
+            people.retain(|person| !theirs.contains(person));
+        }
+        let mut more = BTreeMap::new();
+        for later in batch.waiting_after(now) {
+            for person in self.people_to_remind(later).await? {
+                if people.contains(&person) {
+                    *more.entry(person).or_insert(0) += 1;
+                }
+            }
+        }
+        Ok((people.into_iter().collect(), more))
+    }
+
+    /// Escalates the `batch` `approval` is in to `channel`: one post listing every
+    /// member, recorded as the escalation of each (theirs then find it posted), then
+    /// one note in the batch message's thread. The first member still waiting posts
+    /// it, its escalation falling due first; a member after it waits for that post
+    /// ([`ESCALATION_WAIT`] at a time), and posts it itself once [`ESCALATION_GRACE`]
+    /// per member still waiting before it has passed since its own escalation time.
+    pub(super) async fn escalate_batch(
+        &self,
+        job: &DueJob,
+        (channel, batch): (&str, Batch),
+        approval: &Approval,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SlackError> {
+        let kind = MessageKind::Escalation;
+        let found = self
+            .posted_earlier(job, approval, channel, POST_EVENT, |payload| {
+                payload["kind"] == kind.as_str()
+            })
+            .await?;
+        let (channel, ts, fresh) = match found {
+            Some((ts, _)) => (channel.to_owned(), ts, false),
+            None if !waits(approval, now) => return Ok(done(approval.version)),
+            None if waits_for_earlier(&batch, approval, now) => {
+                let again = NewJob {
+                    approval_id: approval.id,
+                    job: job.job.clone(),
+                    due_at: jobs::after_secs(now, ESCALATION_WAIT.as_secs()),
+                };
+                return Ok(done_then(approval.version, Some(again)));
+            }
+            None => {
+                let mut body = batch_message(&batch.members, now);
+                body["channel"] = json!(channel);
+                let mut tag = metadata(POST_EVENT, approval, ("kind", json!(kind)));
+                let ids: Vec<ApprovalId> = batch.members.iter().map(|m| m.id).collect();
+                tag["event_payload"]["items"] = json!(ids);
+                body["metadata"] = tag;
+                let answer = self.client.call("chat.postMessage", &body).await?;
+                let channel = answer["channel"].as_str().unwrap_or(channel).to_owned();
+                let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
+                (channel, ts, true)
+            }
+        };
+        let posted = batch
+            .members
+            .iter()
+            .map(|member| PostedMessage {
+                approval_id: member.id,
+                channel: channel.clone(),
+                ts: ts.clone(),
+                kind,
+                permalink: None,
+                rendered_version: if fresh { member.version } else { -1 },
+            })
+            .collect();
+        Ok(Outcome::Delivered {
+            posted,
+            rendered: Vec::new(),
+            version: approval.version,
+            next: note_after_escalation(job, approval, now),
+        })
+    }
+
+    /// Whether `message`, an escalation of `own` in a batch of `members`, is the
+    /// batch's (shown for another member too), to be updated as the batch; an
+    /// escalation posted before batches were escalated as one is its approval's alone.
+    pub(super) async fn escalates_batch(
+        &self,
+        message: &PostedMessage,
+        own: ApprovalId,
+        members: &[ApprovalId],
+    ) -> Result<bool, SlackError> {
+        let Some(other) = members.iter().find(|id| **id != own) else {
+            return Ok(false);
+        };
+        let key = MessageKey {
+            channel: message.channel.clone(),
+            ts: message.ts.clone(),
+        };
+        let shown = self.store.get_shown_in(*other, &key).await;
+        Ok(matches!(shown.map_err(store_error)?, Some((_, true))))
+    }
+}
+
+/// Whether the escalation of `approval` waits for a member before it in its `batch`
+/// to post the batch's: one still waits at `now`, and the grace for them has not run
+/// out since its own escalation time.
+fn waits_for_earlier(batch: &Batch, approval: &Approval, now: DateTime<Utc>) -> bool {
+    let before = batch.waiting_before(now).count();
+    let Some((due, _)) = approval.escalation() else {
+        return false;
+    };
+    let grace = ESCALATION_GRACE.as_secs() * u64::try_from(before).unwrap_or(u64::MAX);
+    before > 0 && now < jobs::after_secs(due, grace)
 }

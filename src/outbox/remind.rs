@@ -4,7 +4,7 @@
 //! anyone twice. A reminder given up (dead-lettered) plans the next one all the same:
 //! the chain of reminders ends only at the decision or the expiry.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -121,9 +121,22 @@ impl Deliverer<'_> {
         let left = text::duration_short((approval.expires_at - now).num_seconds());
         if approval.routing.approvers.is_empty() {
             if let Some(main) = main {
-                let note = format!(
-                    ":bell: Reminder: this request is still waiting for a decision ({left} left)."
-                );
+                // In a batch, the first member still waiting reminds the thread of
+                // them all.
+                let batch = self.batch_of(approval).await?;
+                if batch.waiting_before(now).next().is_some() {
+                    return Ok(done_then(approval.version, next));
+                }
+                let note = match 1 + batch.waiting_after(now).count() {
+                    1 => format!(
+                        ":bell: Reminder: this request is still waiting for a decision \
+                         ({left} left)."
+                    ),
+                    n => format!(
+                        ":bell: Reminder: {n} requests in this message are still waiting \
+                         for a decision ({left} left for the first)."
+                    ),
+                };
                 let thread = (main.channel.as_str(), main.ts.as_str());
                 match self.thread_note(job, approval, thread, &note).await {
                     Ok(()) => {}
@@ -155,12 +168,15 @@ impl Deliverer<'_> {
         next: Option<NewJob>,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
-        let people: Vec<String> = self.people_to_remind(approval).await?.into_iter().collect();
+        let people = self.people_to_remind(approval).await?;
+        let (people, more) = self.batch_share(approval, people, now).await?;
         let round = Round {
             id: job.id,
             again: job.attempts > 1,
         };
-        let sent = self.send_round(approval, round, &people, link, now).await;
+        let sent = self
+            .send_round(approval, round, (&people, &more), link, now)
+            .await;
         // Retry only when nobody got it (a retry looks for the DMs this attempt may
         // have sent first); a partial failure waits for the next reminder rather than
         // reminding the others twice.
@@ -187,12 +203,13 @@ impl Deliverer<'_> {
         })
     }
 
-    /// DMs `users` the `round`'s reminder, a few at once until the deadline.
+    /// DMs `users` the `round`'s reminder, a few at once until the deadline, each
+    /// told how many more requests of the approval's batch wait for them (`more`).
     async fn send_round(
         &self,
         approval: &Approval,
         round: Round,
-        users: &[String],
+        (users, more): (&[String], &BTreeMap<String, usize>),
         link: Option<&str>,
         now: DateTime<Utc>,
     ) -> Sent {
@@ -209,7 +226,8 @@ impl Deliverer<'_> {
                                 posting.lock().unwrap_or_else(PoisonError::into_inner);
                             posting.insert(user.as_str());
                         }
-                        let posted = self.post_dm(approval, round, channel, link, now).await;
+                        let pointer = (link, more.get(user).copied().unwrap_or(0));
+                        let posted = self.post_dm(approval, round, channel, pointer, now).await;
                         posted.map_err(|error| NotSent {
                             perhaps: may_have_posted(&error),
                             error,
@@ -295,7 +313,7 @@ impl Deliverer<'_> {
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
         let mut posted = self.sent_late(job, approval, reminder, users).await?;
-        let unsent: Vec<String> = unsent
+        let unsent: BTreeSet<String> = unsent
             .iter()
             .filter(|user| may_vote(approval, user))
             .cloned()
@@ -320,7 +338,10 @@ impl Deliverer<'_> {
             id: reminder,
             again: true,
         };
-        let sent = self.send_round(approval, round, &unsent, link, now).await;
+        let (unsent, more) = self.batch_share(approval, unsent, now).await?;
+        let sent = self
+            .send_round(approval, round, (&unsent, &more), link, now)
+            .await;
         posted.extend(sent.posted);
         Ok(Outcome::Delivered {
             posted,
@@ -391,7 +412,10 @@ impl Deliverer<'_> {
     }
 
     /// Approvers (groups expanded) who may still vote: not the requester, not voted.
-    async fn people_to_remind(&self, approval: &Approval) -> Result<BTreeSet<String>, SlackError> {
+    pub(super) async fn people_to_remind(
+        &self,
+        approval: &Approval,
+    ) -> Result<BTreeSet<String>, SlackError> {
         let mut people = BTreeSet::new();
         for approver in &approval.routing.approvers {
             match approver {
@@ -430,16 +454,17 @@ impl Deliverer<'_> {
         Ok(Ready::To(channel))
     }
 
-    /// Posts one reminder DM of `round` to the DM `channel`.
+    /// Posts one reminder DM of `round` to the DM `channel`, with the `link` to the
+    /// channel message and how many `more` of the batch wait for its reader.
     async fn post_dm(
         &self,
         approval: &Approval,
         round: Round,
         channel: String,
-        link: Option<&str>,
+        (link, more): (Option<&str>, usize),
         now: DateTime<Utc>,
     ) -> Result<PostedMessage, SlackError> {
-        let mut body = reminder_message(approval, now, link);
+        let mut body = reminder_message(approval, now, (link, more));
         body["channel"] = json!(channel);
         body["metadata"] = metadata(REMINDER_EVENT, approval, ("job", json!(round.id)));
         let answer = self.client.call("chat.postMessage", &body).await?;
@@ -577,16 +602,27 @@ fn nobody_reminded(failures: &[SlackError], unanswered: usize) -> SlackError {
     }
 }
 
-/// The approval message with a reminder line on top (time left, link to the channel post).
-pub fn reminder_message(approval: &Approval, now: DateTime<Utc>, link: Option<&str>) -> Value {
+/// The approval message with a reminder line on top: time left, how many `more`
+/// requests of its batch wait for the reader too, the `link` to the channel post.
+pub fn reminder_message(
+    approval: &Approval,
+    now: DateTime<Utc>,
+    (link, more): (Option<&str>, usize),
+) -> Value {
     let mut message = render(approval, now);
     let left = text::duration_short((approval.expires_at - now).num_seconds());
-    let mut line =
-        format!(":bell: *Reminder:* this request is waiting for your decision — {left} left.");
+    let mut line = match more {
+        0 => format!(":bell: *Reminder:* this request is waiting for your decision — {left} left."),
+        more => format!(
+            ":bell: *Reminder:* this request and {more} more like it in the same message are \
+             waiting for your decision — {left} left."
+        ),
+    };
     if let Some(link) =
         link.filter(|l| l.starts_with("https://") && !l.contains(['<', '>', '|', ' ']))
     {
-        line.push_str(&format!(" <{link}|Open it in the channel>"));
+        let them = if more == 0 { "it" } else { "them" };
+        line.push_str(&format!(" <{link}|Open {them} in the channel>"));
     }
     if let Some(blocks) = message["blocks"].as_array_mut() {
         blocks.insert(
@@ -596,6 +632,10 @@ pub fn reminder_message(approval: &Approval, now: DateTime<Utc>, link: Option<&s
         blocks.truncate(MAX_BLOCKS);
     }
     let fallback = message["text"].as_str().unwrap_or_default().to_owned();
-    message["text"] = json!(text::fit_plain(&format!("Reminder: {fallback}"), 300));
+    let reminder = match more {
+        0 => "Reminder".to_owned(),
+        more => format!("Reminder, with {more} more like it"),
+    };
+    message["text"] = json!(text::fit_plain(&format!("{reminder}: {fallback}"), 300));
     message
 }

@@ -46,6 +46,28 @@ pub(super) fn done_then(version: i64, next: Option<NewJob>) -> Outcome {
     }
 }
 
+/// The note in the thread of the approval's channel message that follows the
+/// escalation's post (`job`), while the approval waits: a job of its own, so that
+/// Slack's rate limit delays it rather than loses it; none for an escalation found in
+/// the history once the approval was decided.
+pub(super) fn note_after_escalation(
+    job: &DueJob,
+    approval: &Approval,
+    now: DateTime<Utc>,
+) -> Option<NewJob> {
+    match &job.job {
+        Job::SlackPost { channel, .. } if approval.status == Status::Pending => Some(NewJob {
+            approval_id: approval.id,
+            job: Job::SlackEscalationNote {
+                channel: channel.clone(),
+                thread_in: approval.routing.channel.clone(),
+            },
+            due_at: now,
+        }),
+        _ => None,
+    }
+}
+
 impl Deliverer<'_> {
     /// Posts the approval to the job's channel: the main post, or the escalation post
     /// (only while still pending, with a note in the main message's thread).
@@ -68,6 +90,14 @@ impl Deliverer<'_> {
             .any(|m| m.channel == channel && m.kind == kind)
         {
             return Ok(done(approval.version));
+        }
+        if escalation {
+            let batch = self.batch_of(approval).await?;
+            if batch.is_shared() {
+                return self
+                    .escalate_batch(job, (channel, batch), approval, now)
+                    .await;
+            }
         }
         // An earlier attempt may have posted and not lived to record it (a crash
         // after Slack took the message, or a call that timed out after it did): the
@@ -103,22 +133,10 @@ impl Deliverer<'_> {
         };
         // Nothing else happens before the message is recorded: the window between
         // Slack's answer and the record (which a crash leaves to the history lookup
-        // above) holds no further calls (see `after_post` for the permalink). An
-        // escalation's note in the channel message's thread follows as a job of its
-        // own, so that Slack's rate limit delays it rather than loses it; none for an
-        // escalation found in the history once the approval was decided.
-        let next = match &job.job {
-            Job::SlackPost { channel, .. } if escalation && approval.status == Status::Pending => {
-                Some(NewJob {
-                    approval_id: approval.id,
-                    job: Job::SlackEscalationNote {
-                        channel: channel.clone(),
-                        thread_in: approval.routing.channel.clone(),
-                    },
-                    due_at: now,
-                })
-            }
-            _ => None,
+        // above) holds no further calls (see `after_post` for the permalink).
+        let next = match escalation {
+            true => note_after_escalation(job, approval, now),
+            false => None,
         };
         Ok(Outcome::Delivered {
             posted: vec![PostedMessage {

@@ -94,7 +94,8 @@ impl Deliverer<'_> {
     }
 
     /// Brings one message up to date (a batch's, when the approval is in one with
-    /// others): its key, also when Slack says it can never be updated (deleted, too
+    /// others: its channel message, and its escalation since batches escalate as one):
+    /// its key, also when Slack says it can never be updated (deleted, too
     /// old to edit: nothing left to update there).
     async fn update_one(
         &self,
@@ -104,12 +105,20 @@ impl Deliverer<'_> {
         now: DateTime<Utc>,
     ) -> Result<MessageKey, SlackError> {
         let (channel, ts) = (message.channel.as_str(), message.ts.as_str());
-        let updated = if message.kind == MessageKind::Main && batch.len() > 1 {
+        let shows_batch = batch.len() > 1
+            && match message.kind {
+                MessageKind::Main => true,
+                MessageKind::Escalation => {
+                    self.escalates_batch(message, approval.id, batch).await?
+                }
+                MessageKind::Dm => false,
+            };
+        let updated = if shows_batch {
             self.update_batch((channel, ts), batch, now).await
         } else {
             let mut update =
                 if message.kind == MessageKind::Dm && approval.status == Status::Pending {
-                    reminder_message(approval, now, None)
+                    reminder_message(approval, now, (None, 0))
                 } else {
                     render(approval, now)
                 };

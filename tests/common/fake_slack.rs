@@ -404,6 +404,14 @@ impl FakeSlack {
         }
     }
 
+    /// The bodies of the messages Slack took in `channel` so far, in order (not the
+    /// calls it refused).
+    pub fn posted_in(&self, channel: &str) -> Vec<Value> {
+        let inner = self.lock();
+        let posted = inner.posted.iter().filter(|p| p.channel == channel);
+        posted.map(|p| p.body.clone()).collect()
+    }
+
     /// The bodies of the DMs posted so far (this fake's DM channels start with `D`).
     pub fn dm_posts(&self) -> Vec<Value> {
         self.calls_to("chat.postMessage")

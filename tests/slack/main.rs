@@ -1,6 +1,7 @@
 //! Slack, end to end: the real router and outbox against a fake Slack Web API, driven
 //! by payloads signed and shaped as Slack sends them.
 
+mod batch_nudges;
 mod batching;
 mod claims;
 mod commands;
