@@ -2,8 +2,9 @@
 //! leader's post closes its batch and posts one message listing every member, recorded
 //! as a message of each; an update of any member re-renders the whole message.
 //!
-//! A batch is nudged as one: its escalation is one post listing every member (by the
-//! first member still waiting, [`Deliverer::escalate_batch`]), and each approver gets
+//! A batch is nudged as one: its escalation is one post listing every member, once
+//! every member still waiting is due for it ([`Deliverer::escalate_batch`]), and each
+//! approver gets
 //! one reminder a round, from the first member still waiting that they may vote on,
 //! saying how many more wait for them ([`Deliverer::batch_share`]; a thread reminder
 //! likewise, once a round for the batch).
@@ -26,12 +27,12 @@ pub(super) const RENDERS: usize = 3;
 
 /// How long the escalation of a batch member waits before it looks again for the
 /// batch's escalation, while a member before it in the message, still waiting, is to
-/// post it (theirs falls due first, so it has usually been posted, or is being posted).
+/// post it.
 pub(super) const ESCALATION_WAIT: Duration = Duration::from_secs(30);
 
-/// How long past its own escalation time a member waits for the batch's escalation,
-/// per member still waiting before it, before it posts it itself (their jobs given up,
-/// or far behind): one member takes over at a time.
+/// How long past the batch's escalation time a member waits for the batch's
+/// escalation, per member still waiting before it, before it posts it itself (their
+/// jobs given up, or far behind): one member takes over at a time.
 pub(super) const ESCALATION_GRACE: Duration = Duration::from_secs(120);
 
 /// The batch an approval is in, as its reminder or escalation reads it.
@@ -60,6 +61,11 @@ impl Batch {
     pub fn waiting_before(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Approval> {
         let before = self.members.get(..self.at).unwrap_or_default();
         before.iter().filter(move |member| waits(member, now))
+    }
+
+    /// The members that still wait at `now`, the approval among them if it does.
+    pub fn waiting(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Approval> {
+        self.members.iter().filter(move |member| waits(member, now))
     }
 
     /// The members after the approval in the message that still wait at `now`.
@@ -227,10 +233,10 @@ impl Deliverer<'_> {
 
     /// Escalates the `batch` `approval` is in to `channel`: one post listing every
     /// member, recorded as the escalation of each (theirs then find it posted), then
-    /// one note in the batch message's thread. The first member still waiting posts
-    /// it, its escalation falling due first; a member after it waits for that post
-    /// ([`ESCALATION_WAIT`] at a time), and posts it itself once [`ESCALATION_GRACE`]
-    /// per member still waiting before it has passed since its own escalation time.
+    /// one note in the batch message's thread. It goes out once every member still
+    /// waiting is due for escalation (the latest of their times, at most the batch
+    /// window after the first's), so that the managers may decide every item it lists
+    /// at once; see [`look_again_at`] for which member posts it.
     pub(super) async fn escalate_batch(
         &self,
         job: &DueJob,
@@ -247,26 +253,17 @@ impl Deliverer<'_> {
         let (channel, ts, fresh) = match found {
             Some((ts, _)) => (channel.to_owned(), ts, false),
             None if !waits(approval, now) => return Ok(done(approval.version)),
-            None if waits_for_earlier(&batch, approval, now) => {
-                let again = NewJob {
-                    approval_id: approval.id,
-                    job: job.job.clone(),
-                    due_at: jobs::after_secs(now, ESCALATION_WAIT.as_secs()),
-                };
-                return Ok(done_then(approval.version, Some(again)));
-            }
-            None => {
-                let mut body = batch_message(&batch.members, now);
-                body["channel"] = json!(channel);
-                let mut tag = metadata(POST_EVENT, approval, ("kind", json!(kind)));
-                let ids: Vec<ApprovalId> = batch.members.iter().map(|m| m.id).collect();
-                tag["event_payload"]["items"] = json!(ids);
-                body["metadata"] = tag;
-                let answer = self.client.call("chat.postMessage", &body).await?;
-                let channel = answer["channel"].as_str().unwrap_or(channel).to_owned();
-                let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
-                (channel, ts, true)
-            }
+            None => match look_again_at(&batch, now) {
+                Some(due_at) => {
+                    let again = NewJob {
+                        approval_id: approval.id,
+                        job: job.job.clone(),
+                        due_at,
+                    };
+                    return Ok(done_then(approval.version, Some(again)));
+                }
+                None => self.post_escalation(channel, &batch, approval, now).await?,
+            },
         };
         let posted = batch
             .members
@@ -286,6 +283,28 @@ impl Deliverer<'_> {
             version: approval.version,
             next: note_after_escalation(job, approval, now),
         })
+    }
+
+    /// Posts the `batch`'s escalation (by `approval`) to `channel`: where it went
+    /// (channel, ts), and that it is fresh.
+    async fn post_escalation(
+        &self,
+        channel: &str,
+        batch: &Batch,
+        approval: &Approval,
+        now: DateTime<Utc>,
+    ) -> Result<(String, String, bool), SlackError> {
+        let mut body = batch_message(&batch.members, now);
+        body["channel"] = json!(channel);
+        let kind = json!(MessageKind::Escalation);
+        let mut tag = metadata(POST_EVENT, approval, ("kind", kind));
+        let ids: Vec<ApprovalId> = batch.members.iter().map(|m| m.id).collect();
+        tag["event_payload"]["items"] = json!(ids);
+        body["metadata"] = tag;
+        let answer = self.client.call("chat.postMessage", &body).await?;
+        let channel = answer["channel"].as_str().unwrap_or(channel).to_owned();
+        let ts = answer["ts"].as_str().unwrap_or_default().to_owned();
+        Ok((channel, ts, true))
     }
 
     /// Whether `message`, an escalation of `own` in a batch of `members`, is the
@@ -309,14 +328,21 @@ impl Deliverer<'_> {
     }
 }
 
-/// Whether the escalation of `approval` waits for a member before it in its `batch`
-/// to post the batch's: one still waits at `now`, and the grace for them has not run
-/// out since its own escalation time.
-fn waits_for_earlier(batch: &Batch, approval: &Approval, now: DateTime<Utc>) -> bool {
+/// When the escalation of a member of `batch` (one still waiting at `now`) looks again
+/// rather than post the batch's escalation now (`None`). The batch escalates at the
+/// latest escalation time of the members still waiting, posted by the first of them;
+/// a member after it waits for that post, [`ESCALATION_WAIT`] at a time, until
+/// [`ESCALATION_GRACE`] per member still waiting before it has passed since then.
+fn look_again_at(batch: &Batch, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let due = batch
+        .waiting(now)
+        .filter_map(|member| member.escalation().map(|(at, _)| at))
+        .max()?;
     let before = batch.waiting_before(now).count();
-    let Some((due, _)) = approval.escalation() else {
-        return false;
-    };
+    if before == 0 {
+        return (now < due).then_some(due);
+    }
     let grace = ESCALATION_GRACE.as_secs() * u64::try_from(before).unwrap_or(u64::MAX);
-    before > 0 && now < jobs::after_secs(due, grace)
+    let again = jobs::after_secs(now, ESCALATION_WAIT.as_secs()).max(due);
+    (now < jobs::after_secs(due, grace)).then_some(again)
 }

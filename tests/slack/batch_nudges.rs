@@ -18,6 +18,7 @@ use crate::helpers::*;
 crate::on_both_backends!(
     a_batch_reminds_each_approver_once_a_round_saying_how_many_more_wait,
     a_batch_escalates_as_one_post_listing_every_request,
+    a_batch_escalates_when_its_last_item_is_due_and_the_managers_decide_any_item_at_once,
 );
 
 const POLICY: &str = r#"
@@ -53,8 +54,16 @@ escalation_approvers = ["U0MANAGER"]
 /// `n` look-alike requests for `tool`, then their batch posted (the window passed and
 /// the paced posts out); their ids in the message's order.
 async fn batch(app: &TestApp, tool: &str, n: usize) -> Vec<ApprovalId> {
+    batch_apart(app, tool, n, 0).await
+}
+
+/// [`batch`], the requests `secs` apart.
+async fn batch_apart(app: &TestApp, tool: &str, n: usize, secs: u64) -> Vec<ApprovalId> {
     let mut ids = Vec::new();
     for i in 0..n {
+        if i > 0 {
+            app.clock.advance(Duration::from_secs(secs));
+        }
         let (status, body) = ask_as(app, &app.token, tool, json!({ "to": format!("u{i}") })).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         ids.push(body["approval_id"].as_str().unwrap().parse().unwrap());
@@ -282,6 +291,44 @@ async fn a_batch_escalates_as_one_post_listing_every_request(db: TestDb) {
         "as the batch: {}",
         update.body
     );
+    assert_eq!(escalations(&app).len(), 1);
+}
+
+/// Requests ten seconds apart: the first's escalation time passes with nothing posted,
+/// the batch escalates at the last's, and a manager's click on any item counts at once
+/// (a manager decides an item only from its own escalation time).
+async fn a_batch_escalates_when_its_last_item_is_due_and_the_managers_decide_any_item_at_once(
+    db: TestDb,
+) {
+    let app = spawn_policy(db, POLICY).await;
+    let ids = batch_apart(&app, "pay_invoice", 3, 10).await;
+    // Now 36 s after the last request: the first's escalation is due in 2 h less 56 s,
+    // the last's in 2 h less 36 s. 50 s short of 2 h, the first's is past, the last's
+    // 14 s off.
+    app.clock.advance(Duration::from_secs(2 * 3600 - 50));
+    app.run_jobs().await;
+    app.clock.advance(Duration::from_secs(10));
+    app.run_jobs().await;
+    assert!(
+        escalations(&app).is_empty(),
+        "not before the last item is due"
+    );
+    later(&app, 10).await;
+    let posts = escalations(&app);
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(items(&posts[0]), strings(&ids));
+
+    let escalation = SlackMessage {
+        channel: "C0MANAGERS".into(),
+        ts: escalation_ts(&app, ids[0]).await,
+        metadata: posts[0]["metadata"].clone(),
+    };
+    for id in &ids {
+        click(&app, *id, "U0MANAGER", "approve", &escalation).await;
+        let approval = app.store.get(*id).await.unwrap().unwrap();
+        assert_eq!(approval.status, Status::Approved, "{id}");
+    }
+    later(&app, 5 * 60).await;
     assert_eq!(escalations(&app).len(), 1);
 }
 
