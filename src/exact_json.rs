@@ -60,12 +60,30 @@ pub fn parse(bytes: &[u8]) -> Result<Value, ExactError> {
 /// one: it refuses the 128th).
 pub const MAX_DEPTH: usize = 127;
 
-/// Levels of arrays and objects a call's parameters may nest: a request's sit in its
-/// body, one level below [`MAX_DEPTH`]. What signoff keeps wraps them once at most
-/// (an audit event's data: `{"parameters": …}`, an edit's `{"from": …, "to": …}`), so
-/// at this depth all of it reads back; parameters given on their own (an approver's
-/// edit) are held to it too ([`parse_parameters`]).
-pub const MAX_PARAMETERS_DEPTH: usize = MAX_DEPTH - 1;
+/// Levels of arrays and objects a call's parameters may nest (their object is the
+/// first), as a request's and as an edit's: what signoff writes around them stays
+/// within [`MAX_DEPTH`] with room to spare, so that every JSON reader that stops where
+/// serde_json does reads it back: an audit export's line (`{"data": {"parameters":
+/// …}}`, an edit's `{"data": {"from": …}}`), a callback's body (`{"approval":
+/// {"parameters": …}}`), a list answer. PostgreSQL refuses a row inserted straight
+/// into the table past it too (migration 0021).
+pub const MAX_PARAMETERS_DEPTH: usize = 100;
+
+/// Refuses `parameters` nested past [`MAX_PARAMETERS_DEPTH`], saying so.
+pub fn check_parameters_depth(parameters: &Value) -> Result<(), String> {
+    match depth(parameters) > MAX_PARAMETERS_DEPTH {
+        true => Err(too_deep_parameters()),
+        false => Ok(()),
+    }
+}
+
+/// Why parameters nested past [`MAX_PARAMETERS_DEPTH`] are refused.
+fn too_deep_parameters() -> String {
+    format!(
+        "{}, the most signoff keeps",
+        nested_deeper("the parameters are", MAX_PARAMETERS_DEPTH)
+    )
+}
 
 /// The well-formed JSON serde_json refuses as if it were malformed: a number beyond a
 /// 64-bit float's range and nesting past [`MAX_DEPTH`]. Neither can be kept, like an
@@ -96,19 +114,15 @@ pub fn parse_str(text: &str) -> Result<Value, ExactError> {
 }
 
 /// Parses parameters given on their own (the edit modal's text box) as [`parse`] does,
-/// and refuses them nested past [`MAX_PARAMETERS_DEPTH`]: an edit may not go one level
-/// deeper than a request could, or its audit event could not be read back.
+/// and refuses them nested past [`MAX_PARAMETERS_DEPTH`], as a request's are.
 pub fn parse_parameters(text: &str) -> Result<Value, ExactError> {
-    let too_deep = || {
-        ExactError::Inexact(format!(
-            "{}, the most a request's may have",
-            nested_deeper("the parameters are", MAX_PARAMETERS_DEPTH)
-        ))
-    };
     match parse(text.as_bytes()) {
-        Ok(value) if depth(&value) > MAX_PARAMETERS_DEPTH => Err(too_deep()),
+        Ok(value) => match check_parameters_depth(&value) {
+            Ok(()) => Ok(value),
+            Err(why) => Err(ExactError::Inexact(why)),
+        },
         Err(ExactError::Inexact(why)) if why == nested_deeper("the JSON is", MAX_DEPTH) => {
-            Err(too_deep())
+            Err(ExactError::Inexact(too_deep_parameters()))
         }
         read => read,
     }
@@ -371,19 +385,24 @@ mod tests {
         assert!(parse_str(&nested(MAX_DEPTH)).is_ok());
         let why = inexact(&nested(MAX_DEPTH + 1));
         assert!(why.contains("nested deeper than 127 levels"), "{why}");
-        // Parameters on their own go one level less deep: a request's sit in its body.
+        // Parameters go no deeper than 100 levels, what signoff writes around them
+        // included past that.
         let nested_object =
             |levels: usize| format!("{}1{}", r#"{"a": "#.repeat(levels), "}".repeat(levels));
         assert!(parse_parameters(&nested_object(MAX_PARAMETERS_DEPTH)).is_ok());
-        for levels in [MAX_DEPTH, MAX_DEPTH + 1, 200] {
+        let read = parse_str(&nested_object(MAX_PARAMETERS_DEPTH)).unwrap();
+        assert_eq!(check_parameters_depth(&read), Ok(()));
+        let deeper = parse_str(&nested_object(MAX_PARAMETERS_DEPTH + 1)).unwrap();
+        for levels in [MAX_PARAMETERS_DEPTH + 1, MAX_DEPTH, MAX_DEPTH + 1, 200] {
             let Err(ExactError::Inexact(why)) = parse_parameters(&nested_object(levels)) else {
                 panic!("{levels} levels of parameters were read");
             };
             assert_eq!(
                 why,
-                "the parameters are nested deeper than 126 levels of arrays and objects, \
-                 the most a request's may have"
+                "the parameters are nested deeper than 100 levels of arrays and objects, \
+                 the most signoff keeps"
             );
+            assert_eq!(check_parameters_depth(&deeper), Err(why));
         }
         // Cut short at that depth it is still malformed.
         assert!(matches!(

@@ -128,13 +128,13 @@ fn edited_parameters_must_be_a_json_object() {
 #[test]
 fn edited_parameters_may_nest_as_deep_as_a_requests_and_no_deeper() {
     let nested = |levels: usize| format!("{}1{}", r#"{"a": "#.repeat(levels), "}".repeat(levels));
-    assert!(parse_edited_parameters(&nested(126)).is_ok());
-    for levels in [127, 128] {
+    assert!(parse_edited_parameters(&nested(100)).is_ok());
+    for levels in [101, 127, 128] {
         let why = parse_edited_parameters(&nested(levels)).unwrap_err();
         assert_eq!(
             why,
-            "the parameters are nested deeper than 126 levels of arrays and objects, the most \
-             a request's may have",
+            "the parameters are nested deeper than 100 levels of arrays and objects, the most \
+             signoff keeps",
             "{levels} levels"
         );
     }

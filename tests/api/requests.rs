@@ -603,10 +603,20 @@ async fn a_number_beyond_a_float_or_nesting_too_deep_is_422() {
             assert!(detail.contains(why), "{path}: {detail}");
         }
     }
-    // One level less is kept.
-    let fits = format!("{}1{}", "[".repeat(125), "]".repeat(125));
-    let body = format!(r#"{{"tool_name": "get_user", "parameters": {{"n": {fits}}}}}"#);
-    let (status, created) = app.post_raw("/v1/approvals", body).await;
+    // Parameters of 101 levels (their object and 100 arrays) are refused, whatever
+    // the body's depth allows: what signoff writes around them (an audit export's
+    // line, a callback) would be past what serde_json reads. 100 are kept.
+    let levels = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    let body = |n: usize| {
+        let deep = levels(n);
+        format!(r#"{{"tool_name": "get_user", "parameters": {{"n": {deep}}}}}"#)
+    };
+    let (status, error) = app.post_raw("/v1/approvals", body(100)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    let detail = error["detail"].as_str().unwrap();
+    assert!(detail.contains("nested deeper than 100 levels"), "{detail}");
+    assert!(app.store.list_all(None).await.unwrap().is_empty());
+    let (status, created) = app.post_raw("/v1/approvals", body(99)).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(app.store.list_all(None).await.unwrap().len(), 1);
 }

@@ -27,6 +27,7 @@ on_both_backends!(
     an_export_line_not_as_export_wrote_it_is_named_by_its_number,
     a_failed_export_leaves_the_earlier_one_and_a_file_without_its_head_does_not_verify,
     a_public_key_named_but_unreadable_fails_even_before_the_first_checkpoint,
+    parameters_as_deep_as_signoff_keeps_them_export_and_verify,
 );
 
 /// Events 2–10 rewritten with fresh hashes and checkpoint 2 deleted: the checkpoint
@@ -216,6 +217,26 @@ async fn a_public_key_named_but_unreadable_fails_even_before_the_first_checkpoin
     ] {
         assert_one_line_error(&signoff(args, &db.url), "cannot read public key file");
     }
+}
+
+/// Parameters as deep as signoff keeps them (100 levels): the export's line wraps them
+/// twice (`{"data": {"parameters": …}}`) and still reads back, so the export verifies.
+async fn parameters_as_deep_as_signoff_keeps_them_export_and_verify(db: TestDb) {
+    let (store, _dir, public, export) = ten_events_to_export(&db).await;
+    let levels = signoff::exact_json::MAX_PARAMETERS_DEPTH;
+    let deep = format!("{}1{}", r#"{"a": "#.repeat(levels), "}".repeat(levels));
+    let deep = signoff::exact_json::parse_parameters(&deep).unwrap();
+    let mut request = signoff::approval::NewApproval::new("t", deep);
+    request.token_name = Some("agent".into());
+    let class = signoff::policy::Policy::builtin().classify("t", &request.parameters, None);
+    store
+        .create(request, class, chrono::Utc::now())
+        .await
+        .unwrap();
+    let text = export_to(&db, &export);
+    assert!(text.contains(r#"{"a":{"a":"#), "{text}");
+    let verified = signoff(&verify_file(&export, &public), &db.url);
+    assert!(verified.status.success(), "{}", stderr(&verified));
 }
 
 /// Ten events in `db`, signed with the key the binary signs with, that key's public

@@ -65,7 +65,7 @@ async fn a_call_whose_condition_cannot_be_evaluated_needs_that_rules_approvers_a
     );
 }
 
-/// Parameters of 126 levels (the most a request's may have) as an edit: approved, and
+/// Parameters of 100 levels (the most a request's may have) as an edit: approved, and
 /// the audit log (the edit's event wraps them in `{"from": …, "to": …}`) and the
 /// approval still read back. One level more is refused in the modal.
 async fn an_edit_as_deep_as_a_requests_parameters_leaves_the_audit_log_readable(
@@ -77,16 +77,16 @@ async fn an_edit_as_deep_as_a_requests_parameters_leaves_the_audit_log_readable(
     app.run_jobs().await;
 
     let (status, body) = app
-        .submit(&wipe, "U0ALICE", "edit_approve", &nested(127))
+        .submit(&wipe, "U0ALICE", "edit_approve", &nested(101))
         .await;
     assert_eq!(status, StatusCode::OK);
     let answer: Value = serde_json::from_str(&body).unwrap();
     let why = answer["errors"]["parameters"].as_str().unwrap_or_default();
-    assert!(why.contains("nested deeper than 126 levels"), "{body}");
+    assert!(why.contains("nested deeper than 100 levels"), "{body}");
     assert_eq!(app.approval(&wipe).await.status, Status::Pending);
 
     let (status, body) = app
-        .submit(&wipe, "U0ALICE", "edit_approve", &nested(126))
+        .submit(&wipe, "U0ALICE", "edit_approve", &nested(100))
         .await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
     let edited = app.approval(&wipe).await;

@@ -17,6 +17,7 @@ use super::error::{ApiError, ErrorBody, path_id};
 use super::extract::{Caller, JsonBody};
 use crate::approval::{Approval, ApprovalId, Event, NewApproval, Status, Tier, names};
 use crate::egress;
+use crate::exact_json;
 use crate::http::AppState;
 use crate::policy::Call;
 use crate::store::{Created, StatusChange};
@@ -91,6 +92,9 @@ impl CreateRequest {
         }
         if !self.parameters.is_object() {
             return bad("parameters must be a JSON object".into());
+        }
+        if let Err(why) = exact_json::check_parameters_depth(&self.parameters) {
+            return bad(why);
         }
         if let Some(Err(why)) = self.server.as_deref().map(names::check_server_name) {
             return bad(why);
