@@ -324,6 +324,12 @@ impl Approval {
         now >= self.expires_at
     }
 
+    /// Whether people may still decide it at `now`: pending, and not past its expiry
+    /// (which the timers may not have marked yet).
+    pub fn is_pending_at(&self, now: DateTime<Utc>) -> bool {
+        self.status == Status::Pending && !self.is_expired_at(now)
+    }
+
     /// The approval as a reader should see it at `now`: one still pending or approved
     /// past its expiry is expired, as the scheduler's next pass will record it (in
     /// the moment between, it would show as open a request nobody can decide or run

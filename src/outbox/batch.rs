@@ -3,7 +3,7 @@
 //! as a message of each; an update of any member re-renders the whole message.
 //!
 //! A batch is nudged as one: its escalation is one post listing every member, once
-//! every member still waiting is due for it ([`Deliverer::escalate_batch`]), and each
+//! every member still waiting is due for it ([`Deliverer::escalate_batch`]); each
 //! approver gets
 //! one reminder a round, from the first member still waiting that they may vote on,
 //! saying how many more wait for them ([`Deliverer::batch_share`]; a thread reminder
@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::slack::{Deliverer, done, done_then, metadata, note_after_escalation, store_error};
-use crate::approval::{Approval, ApprovalId, Status};
+use crate::approval::{Approval, ApprovalId};
 use crate::jobs::{self, DueJob, MessageKey, MessageKind, NewJob, Outcome, PostedMessage};
 use crate::slack::batch::batch_message;
 use crate::slack::blocks::POST_EVENT;
@@ -56,28 +56,32 @@ impl Batch {
         self.members.len() > 1
     }
 
+    /// Whether the approval leads the batch (comes first in its message).
+    fn leads(&self) -> bool {
+        self.at == 0
+    }
+
     /// The members before the approval in the message that still wait at `now`: the
     /// batch's nudges are theirs first.
     pub fn waiting_before(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Approval> {
         let before = self.members.get(..self.at).unwrap_or_default();
-        before.iter().filter(move |member| waits(member, now))
+        before
+            .iter()
+            .filter(move |member| member.is_pending_at(now))
     }
 
     /// The members that still wait at `now`, the approval among them if it does.
     pub fn waiting(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Approval> {
-        self.members.iter().filter(move |member| waits(member, now))
+        self.members
+            .iter()
+            .filter(move |member| member.is_pending_at(now))
     }
 
     /// The members after the approval in the message that still wait at `now`.
     pub fn waiting_after(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Approval> {
         let after = self.members.get(self.at + 1..).unwrap_or_default();
-        after.iter().filter(move |member| waits(member, now))
+        after.iter().filter(move |member| member.is_pending_at(now))
     }
-}
-
-/// Whether `approval` still waits for people at `now`: pending, not past its expiry.
-fn waits(approval: &Approval, now: DateTime<Utc>) -> bool {
-    approval.status == Status::Pending && !approval.is_expired_at(now)
 }
 
 impl Deliverer<'_> {
@@ -231,12 +235,38 @@ impl Deliverer<'_> {
         Ok((people.into_iter().collect(), more))
     }
 
+    /// The reminder in the thread of `approval`'s message, `left` before it expires:
+    /// in a batch, one for the members still waiting, by the first of them (`None`
+    /// for the others).
+    pub(super) async fn thread_reminder(
+        &self,
+        approval: &Approval,
+        left: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, SlackError> {
+        let batch = self.batch_of(approval).await?;
+        if batch.waiting_before(now).next().is_some() {
+            return Ok(None);
+        }
+        Ok(Some(match 1 + batch.waiting_after(now).count() {
+            1 => format!(
+                ":bell: Reminder: this request is still waiting for a decision ({left} left)."
+            ),
+            n => format!(
+                ":bell: Reminder: {n} requests in this message are still waiting for a \
+                 decision ({left} left for the first)."
+            ),
+        }))
+    }
+
     /// Escalates the `batch` `approval` is in to `channel`: one post listing every
     /// member, recorded as the escalation of each (theirs then find it posted), then
     /// one note in the batch message's thread. It goes out once every member still
-    /// waiting is due for escalation (the latest of their times, at most the batch
-    /// window after the first's), so that the managers may decide every item it lists
-    /// at once; see [`look_again_at`] for which member posts it.
+    /// waiting is due for escalation ([`escalation_time`]), so that the managers may
+    /// decide every item it lists at once; see [`look_again_at`] for which member
+    /// posts it. Before it posts, a member looks in the channel for the batch's
+    /// escalation when another may have posted it and not lived to record it (it
+    /// does not lead the batch), or an earlier attempt of its own (a retry).
     pub(super) async fn escalate_batch(
         &self,
         job: &DueJob,
@@ -244,26 +274,30 @@ impl Deliverer<'_> {
         approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
-        let kind = MessageKind::Escalation;
-        let found = self
-            .posted_earlier(job, approval, channel, POST_EVENT, |payload| {
-                payload["kind"] == kind.as_str()
-            })
-            .await?;
+        let mut found = None;
+        if job.attempts > 1 {
+            found = self.escalation_listing(approval, channel).await?;
+        }
+        if found.is_none() {
+            if !approval.is_pending_at(now) {
+                return Ok(done(approval.version));
+            }
+            if let Some(due_at) = look_again_at(&batch, now) {
+                let again = NewJob {
+                    approval_id: approval.id,
+                    job: job.job.clone(),
+                    due_at,
+                };
+                return Ok(done_then(approval.version, Some(again)));
+            }
+            if !batch.leads() && job.attempts <= 1 {
+                found = self.escalation_listing(approval, channel).await?;
+            }
+        }
         let (channel, ts, fresh) = match found {
-            Some((ts, _)) => (channel.to_owned(), ts, false),
-            None if !waits(approval, now) => return Ok(done(approval.version)),
-            None => match look_again_at(&batch, now) {
-                Some(due_at) => {
-                    let again = NewJob {
-                        approval_id: approval.id,
-                        job: job.job.clone(),
-                        due_at,
-                    };
-                    return Ok(done_then(approval.version, Some(again)));
-                }
-                None => self.post_escalation(channel, &batch, approval, now).await?,
-            },
+            // Rendered at versions unknown: the report brings it up to date.
+            Some(ts) => (channel.to_owned(), ts, false),
+            None => self.post_escalation(channel, &batch, approval, now).await?,
         };
         let posted = batch
             .members
@@ -272,7 +306,7 @@ impl Deliverer<'_> {
                 approval_id: member.id,
                 channel: channel.clone(),
                 ts: ts.clone(),
-                kind,
+                kind: MessageKind::Escalation,
                 permalink: None,
                 rendered_version: if fresh { member.version } else { -1 },
             })
@@ -283,6 +317,38 @@ impl Deliverer<'_> {
             version: approval.version,
             next: note_after_escalation(job, approval, now),
         })
+    }
+
+    /// The `ts` of a batch escalation in `channel` listing `approval` among its items,
+    /// if one is there; `None` too when the history cannot be read (a missing scope:
+    /// posted then, with a warning, at least once rather than exactly once).
+    async fn escalation_listing(
+        &self,
+        approval: &Approval,
+        channel: &str,
+    ) -> Result<Option<String>, SlackError> {
+        let id = json!(approval.id.to_string());
+        let kind = MessageKind::Escalation.as_str();
+        let lists = |payload: &Value| {
+            let items = payload["items"].as_array();
+            payload["kind"] == kind && items.is_some_and(|items| items.contains(&id))
+        };
+        match self
+            .find_in_history(approval, channel, POST_EVENT, lists)
+            .await
+        {
+            Err(error) if error.is_permanent() => {
+                tracing::warn!(
+                    %error,
+                    channel,
+                    "cannot read the channel's history to look for the batch's escalation; \
+                     posting it (grant channels:history and groups:history for exactly-once \
+                     posts)"
+                );
+                Ok(None)
+            }
+            found => Ok(found?.map(|(ts, _)| ts)),
+        }
     }
 
     /// Posts the `batch`'s escalation (by `approval`) to `channel`: where it went
@@ -328,16 +394,28 @@ impl Deliverer<'_> {
     }
 }
 
+/// When a batch escalates, given the members still waiting at `now`: once the last
+/// of them is due (at most the batch window after the first, as they arrived within
+/// it under one routing), but a minute before the first of them expires, and never
+/// before the first is due. `None` once none of them waits.
+fn escalation_time(batch: &Batch, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let waiting: Vec<&Approval> = batch.waiting(now).collect();
+    let times = waiting
+        .iter()
+        .filter_map(|m| m.escalation().map(|(at, _)| at));
+    let first = times.clone().min()?;
+    let last = times.max()?;
+    let expires = waiting.iter().map(|m| m.expires_at).min()?;
+    Some(last.min(expires - chrono::Duration::minutes(1)).max(first))
+}
+
 /// When the escalation of a member of `batch` (one still waiting at `now`) looks again
-/// rather than post the batch's escalation now (`None`). The batch escalates at the
-/// latest escalation time of the members still waiting, posted by the first of them;
-/// a member after it waits for that post, [`ESCALATION_WAIT`] at a time, until
-/// [`ESCALATION_GRACE`] per member still waiting before it has passed since then.
+/// rather than post the batch's escalation now (`None`). The batch escalates at
+/// [`escalation_time`], posted by the first member still waiting; a member after it
+/// waits for that post, [`ESCALATION_WAIT`] at a time, until [`ESCALATION_GRACE`] per
+/// member still waiting before it has passed since then.
 fn look_again_at(batch: &Batch, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let due = batch
-        .waiting(now)
-        .filter_map(|member| member.escalation().map(|(at, _)| at))
-        .max()?;
+    let due = escalation_time(batch, now)?;
     let before = batch.waiting_before(now).count();
     if before == 0 {
         return (now < due).then_some(due);

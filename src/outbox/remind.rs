@@ -2,7 +2,8 @@
 //! groups expanded; a few sent at once, until the job's deadline), or, with no
 //! approvers list, a reply in the message's thread; a retried reminder never reminds
 //! anyone twice. A reminder given up (dead-lettered) plans the next one all the same:
-//! the chain of reminders ends only at the decision or the expiry.
+//! the chain of reminders ends only at the decision or the expiry. The members of a
+//! batch share their reminders ([`super::batch`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
@@ -121,21 +122,8 @@ impl Deliverer<'_> {
         let left = text::duration_short((approval.expires_at - now).num_seconds());
         if approval.routing.approvers.is_empty() {
             if let Some(main) = main {
-                // In a batch, the first member still waiting reminds the thread of
-                // them all.
-                let batch = self.batch_of(approval).await?;
-                if batch.waiting_before(now).next().is_some() {
+                let Some(note) = self.thread_reminder(approval, &left, now).await? else {
                     return Ok(done_then(approval.version, next));
-                }
-                let note = match 1 + batch.waiting_after(now).count() {
-                    1 => format!(
-                        ":bell: Reminder: this request is still waiting for a decision \
-                         ({left} left)."
-                    ),
-                    n => format!(
-                        ":bell: Reminder: {n} requests in this message are still waiting \
-                         for a decision ({left} left for the first)."
-                    ),
                 };
                 let thread = (main.channel.as_str(), main.ts.as_str());
                 match self.thread_note(job, approval, thread, &note).await {
@@ -318,8 +306,7 @@ impl Deliverer<'_> {
             .filter(|user| may_vote(approval, user))
             .cloned()
             .collect();
-        let waits = approval.status == Status::Pending && !approval.is_expired_at(now);
-        if unsent.is_empty() || !waits {
+        if unsent.is_empty() || !approval.is_pending_at(now) {
             return Ok(Outcome::Delivered {
                 posted,
                 rendered: Vec::new(),

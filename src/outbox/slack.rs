@@ -113,9 +113,7 @@ impl Deliverer<'_> {
             Some((ts, version)) => (channel.to_owned(), ts, version),
             // An escalation is posted only while the approval waits for people: not
             // once decided, nor past its expiry before the timers have marked it.
-            None if escalation
-                && (approval.status != Status::Pending || approval.is_expired_at(now)) =>
-            {
+            None if escalation && !approval.is_pending_at(now) => {
                 return Ok(done(approval.version));
             }
             None => {
@@ -165,7 +163,7 @@ impl Deliverer<'_> {
         approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SlackError> {
-        if approval.status != Status::Pending || approval.is_expired_at(now) {
+        if !approval.is_pending_at(now) {
             return Ok(done(approval.version));
         }
         let messages = self
@@ -288,10 +286,25 @@ impl Deliverer<'_> {
         event: &str,
         matches: impl Fn(&Value) -> bool,
     ) -> Result<Option<(String, i64)>, SlackError> {
+        let id = approval.id.to_string();
+        let ours = |payload: &Value| payload["approval_id"] == id.as_str() && matches(payload);
+        self.find_in_history(approval, channel, event, ours).await
+    }
+
+    /// Like [`Deliverer::find_posted`], for a message of any approval whose payload
+    /// `matches` (a batch's, listing this one among its items), posted since this
+    /// one was created.
+    pub(super) async fn find_in_history(
+        &self,
+        approval: &Approval,
+        channel: &str,
+        event: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Option<(String, i64)>, SlackError> {
         // A minute early: Slack's clock and ours may differ a little.
         let oldest = format!("{}.000000", approval.created_at.timestamp() - 60);
         let params = [("channel", channel), ("oldest", oldest.as_str())];
-        self.search("conversations.history", &params, approval, event, matches)
+        self.search("conversations.history", &params, event, matches)
             .await
     }
 
@@ -305,21 +318,21 @@ impl Deliverer<'_> {
         matches: impl Fn(&Value) -> bool,
     ) -> Result<Option<(String, i64)>, SlackError> {
         let params = [("channel", channel), ("ts", ts)];
-        self.search("conversations.replies", &params, approval, event, matches)
+        let id = approval.id.to_string();
+        let ours = |payload: &Value| payload["approval_id"] == id.as_str() && matches(payload);
+        self.search("conversations.replies", &params, event, ours)
             .await
     }
 
     /// Reads `method` (a history: `conversations.history` or `.replies`) with `params`,
-    /// page by page, for this approval's message of `event` that `matches`.
+    /// page by page, for a message of `event` whose payload `matches`.
     async fn search(
         &self,
         method: &str,
         params: &[(&str, &str)],
-        approval: &Approval,
         event: &str,
         matches: impl Fn(&Value) -> bool,
     ) -> Result<Option<(String, i64)>, SlackError> {
-        let id = approval.id.to_string();
         let mut cursor = String::new();
         for _ in 0..HISTORY_PAGES {
             let mut params = params.to_vec();
@@ -335,9 +348,7 @@ impl Deliverer<'_> {
                 .find(|message| {
                     let metadata = &message["metadata"];
                     let payload = &metadata["event_payload"];
-                    metadata["event_type"] == event
-                        && payload["approval_id"] == id.as_str()
-                        && matches(payload)
+                    metadata["event_type"] == event && matches(payload)
                 });
             if let Some(message) = found {
                 let version = message["metadata"]["event_payload"]["version"]

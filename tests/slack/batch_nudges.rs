@@ -359,8 +359,72 @@ async fn the_others_wait_for_the_first_requests_escalation_and_it_is_posted_once
     assert_eq!(thread_replies(&app).len(), 1);
 }
 
+/// The first request's escalation reached Slack but its answer was lost, and its
+/// retries cannot read the history to find it: the next request, taking over after
+/// its grace, finds it in the channel and records it for all three rather than post
+/// it again.
+#[tokio::test]
+async fn a_takeover_finds_the_first_requests_escalation_whose_answer_was_lost() {
+    let app = spawn_policy(sqlite(), POLICY).await;
+    let ids = batch(&app, "pay_invoice", 3).await;
+    app.slack
+        .fail_next("chat.postMessage", Failure::PostThenHang);
+    // The first's retries, 1, 3, 7, 15, 31 and 63 s after, find no history; the next
+    // at 127 s would. The second takes over at 120 s.
+    for _ in 0..6 {
+        app.slack
+            .fail_next("conversations.history", Failure::ServerError);
+    }
+    app.clock.advance(Duration::from_secs(2 * 3600 - 36));
+    for _ in 0..140 {
+        app.run_jobs().await;
+        app.clock.advance(Duration::from_secs(1));
+    }
+    let posts = escalations(&app);
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let lost = app.slack.calls_to("chat.postMessage");
+    let lost = lost
+        .iter()
+        .find(|c| c.body["channel"] == "C0MANAGERS")
+        .unwrap();
+    assert_eq!(
+        lost.body["metadata"]["event_payload"]["approval_id"],
+        ids[0].to_string()
+    );
+    let history = app.slack.calls_to("conversations.history");
+    assert_eq!(history.len(), 7, "six refused, then the takeover's look");
+    let ts = escalation_ts(&app, ids[0]).await;
+    for id in &ids {
+        assert_eq!(escalation_ts(&app, *id).await, ts, "recorded for each");
+    }
+}
+
+/// The first request expires a minute after its own escalation time, before the last
+/// one's: the batch escalates at the first's time, not later.
+#[tokio::test]
+async fn a_batch_escalates_before_its_first_request_expires() {
+    let app = spawn_policy(sqlite(), POLICY).await;
+    let first = json!({ "tool_name": "pay_invoice", "parameters": {"to": "u0"}, "expires_in": 2 * 3600 + 60 });
+    let (status, body) = ask_body(&app, &app.token, &first).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    app.clock.advance(Duration::from_secs(20));
+    let (status, body) = ask_as(&app, &app.token, "pay_invoice", json!({"to": "u1"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    app.clock.advance(Duration::from_secs(31));
+    run_paced(&app, 5).await;
+    // 56 s after the first: its escalation is due in 2 h less 56 s, the second's 20 s
+    // later, past the first's expiry less a minute.
+    app.clock.advance(Duration::from_secs(2 * 3600 - 56));
+    run_paced(&app, 3).await;
+    let posts = escalations(&app);
+    assert_eq!(posts.len(), 1, "at the first's time: {posts:?}");
+    assert_eq!(items(&posts[0]).len(), 2);
+    later(&app, 60).await;
+    assert_eq!(escalations(&app).len(), 1);
+}
+
 /// The first request's escalation given up (Slack refused it for good, once): the next
-/// waits its grace (two minutes past its own escalation time), then escalates the
+/// waits its grace (two minutes past the batch's escalation time), then escalates the
 /// batch itself, once.
 #[tokio::test]
 async fn when_the_first_requests_escalation_is_given_up_the_next_posts_the_batch() {

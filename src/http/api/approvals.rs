@@ -415,7 +415,7 @@ async fn wait_for_decision(
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + wait;
     let mut approval = load(state, caller, id).await?;
-    if approval.status != Status::Pending || approval.is_expired_at(state.clock.now()) {
+    if !approval.is_pending_at(state.clock.now()) {
         return Ok(approval);
     }
     // Each waits on one of the server's connections: a token has at most so many

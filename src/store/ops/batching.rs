@@ -1,6 +1,6 @@
 //! Slack batches (`batch_window`), not to be confused with the writer's batches of
 //! operations: requests that are alike but for their parameter values (one requester,
-//! server, tool and rule, the same parameter names, one channel) and arrive within the
+//! server, tool and routing, the same parameter names, one channel) and arrive within the
 //! window of the first are posted as one message listing them. Each stays its own
 //! approval, with its own decision, execute, audit events and expiry.
 //!
@@ -73,7 +73,9 @@ fn is_channel_post(job: &NewJob) -> bool {
 }
 
 /// What look-alike requests share, hashed: the channel, requester, server, tool, the
-/// rule that matched and the parameter names (their values may differ).
+/// routing (the rule that matched, as it was then: its approvers, reminders and
+/// escalation, so that the batch is nudged as one) and the parameter names (their
+/// values may differ).
 fn batch_key(approval: &Approval, token: &str) -> String {
     let mut names: Vec<&str> = approval
         .parameters
@@ -86,7 +88,7 @@ fn batch_key(approval: &Approval, token: &str) -> String {
         token,
         approval.server,
         approval.tool_name,
-        approval.routing.rule,
+        approval.routing,
         names,
     ]);
     crate::canonical::sha256_hex(&shared)
@@ -126,8 +128,13 @@ mod tests {
         let mut elsewhere = same.clone();
         elsewhere.routing.channel = Some("C2".into());
         assert_ne!(key(&first), key(&elsewhere));
-        let mut on_server = same;
+        let mut on_server = same.clone();
         on_server.server = Some("mail".into());
         assert_ne!(key(&first), key(&on_server));
+        // The rule as another replica's policy has it (another escalation): a batch of
+        // its own, so that a batch's members are reminded and escalated alike.
+        let mut other_version = same;
+        other_version.routing.escalate_after_secs = Some(3600);
+        assert_ne!(key(&first), key(&other_version));
     }
 }
