@@ -21,6 +21,7 @@ crate::on_both_backends!(
     rows_whose_parameters_cannot_be_shown_exactly_are_denied_at_intake,
     tool_names_outside_the_mcp_rule_are_refused_before_the_policy,
     the_create_answer_carries_what_to_run,
+    an_approval_asked_for_one_mcp_server_does_not_run_for_another,
 );
 
 async fn approvals_in(db: &TestDb) -> i64 {
@@ -78,6 +79,16 @@ async fn an_idempotency_key_names_one_call_and_cannot_authorise_another(db: Test
         1,
         "no approval was opened for the other calls"
     );
+
+    // Named, the MCP server must be the one the approval was asked for (none here).
+    let on_server =
+        json!({"parameters": {"user_id": 5}, "tool_name": "get_user", "server": "prod"});
+    let (status, error) = app.post(&execute, &on_server).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    let detail = error["detail"].as_str().unwrap();
+    assert!(detail.contains("another MCP server"), "{error}");
+    let (_, unchanged) = app.get(&format!("/v1/approvals/{id}")).await;
+    assert_eq!(unchanged["status"], "approved", "nothing changed");
 
     let (status, done) = app
         .post(
@@ -239,6 +250,35 @@ async fn a_token_sees_and_acts_on_only_its_own_approvals(db: TestDb) {
     }
     let (_, after) = app.get(&format!("/v1/approvals/{id}")).await;
     assert_eq!(after["status"], "pending");
+}
+
+/// A gate that names the MCP server about to run the call spends only an approval
+/// asked for that server: one asked for a sandbox (auto-approved there, say) does not
+/// run for production, and nothing changes; named as asked, it runs.
+async fn an_approval_asked_for_one_mcp_server_does_not_run_for_another(db: TestDb) {
+    let app = spawn_on(db).await;
+    let ask = json!({"tool_name": "get_user", "server": "sandbox", "parameters": {"user_id": 5}});
+    let (status, created) = app.post("/v1/approvals", &ask).await;
+    assert_eq!(
+        (status, created["status"].as_str()),
+        (StatusCode::CREATED, Some("approved"))
+    );
+    let execute = format!(
+        "/v1/approvals/{}/execute",
+        created["approval_id"].as_str().unwrap()
+    );
+    let run_on = |server: &str| json!({"parameters": {"user_id": 5}, "tool_name": "get_user", "server": server});
+    let (status, error) = app.post(&execute, &run_on("prod")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert_error(&error, "conflict");
+    assert_eq!(error["status"], "approved", "{error}");
+    let detail = error["detail"].as_str().unwrap();
+    assert!(detail.contains("another MCP server"), "{error}");
+    let (status, done) = app.post(&execute, &run_on("sandbox")).await;
+    assert_eq!(
+        (status, done["status"].as_str()),
+        (StatusCode::OK, Some("executed"))
+    );
 }
 
 /// Even a row that sets signoff's own columns as signoff would starts as a new,

@@ -392,6 +392,7 @@ async fn edit_and_approve_validates_the_json_and_runs_only_the_edited_parameters
             signoff::approval::Event::Execute {
                 parameters: approval.parameters.clone(),
                 tool_name: None,
+                server: None,
                 caller: Some("agent".into()),
             },
             app.clock.now(),

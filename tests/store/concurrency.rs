@@ -295,6 +295,7 @@ async fn concurrent_executes_from_two_processes_run_exactly_once(db: TestDb) {
             let event = Event::Execute {
                 parameters: json!({"amount": 5}),
                 tool_name: None,
+                server: None,
                 caller: Some(TOKEN.into()),
             };
             target.apply(approval.id, event, now).await

@@ -122,6 +122,7 @@ pub async fn execute(
     let event = Event::Execute {
         parameters,
         tool_name: None,
+        server: None,
         caller: Some(caller.into()),
     };
     store.apply(id, event, clock.now()).await

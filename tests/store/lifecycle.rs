@@ -333,6 +333,7 @@ async fn a_key_that_came_with_a_repeat_names_the_approval_it_joined(db: TestDb) 
         parameters: json!({"to": "a@example.com"}),
         caller: Some(TOKEN.into()),
         tool_name: None,
+        server: None,
     };
     store.apply(unkeyed.id, execute, clock.now()).await.unwrap();
     let retry = keyed("send_email", json!({"to": "a@example.com"}), "k-2")

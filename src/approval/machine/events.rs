@@ -40,12 +40,13 @@ pub fn apply(
         Event::Execute {
             parameters,
             tool_name,
+            server,
             caller,
         } => execute(
             &mut next,
             approval,
             parameters,
-            tool_name.as_deref(),
+            (tool_name.as_deref(), server.as_deref()),
             caller.as_deref(),
             now,
         )?,
@@ -148,13 +149,14 @@ fn edit_approve(
 }
 
 /// The single-use gate: only the owner, only approved and unexpired, only the approved
-/// tool and parameters. An open request past its expiry is refused as expired before
-/// anything else is looked at: expired is what a read says it is (`as_seen_at`).
+/// tool (and MCP server, when the caller names the ones about to run) and parameters.
+/// An open request past its expiry is refused as expired before anything else is
+/// looked at: expired is what a read says it is (`as_seen_at`).
 fn execute(
     next: &mut Approval,
     approval: &Approval,
     parameters: &Value,
-    tool_name: Option<&str>,
+    (tool_name, server): (Option<&str>, Option<&str>),
     caller: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Happening>, Rejection> {
@@ -164,6 +166,10 @@ fn execute(
     }
     if tool_name.is_some_and(|tool| tool != approval.tool_name) {
         return Err(Rejection::ToolDiffers);
+    }
+    // An approval asked for without a server runs for none.
+    if server.is_some_and(|server| approval.server.as_deref() != Some(server)) {
+        return Err(Rejection::ServerDiffers);
     }
     if approval.status != Status::Approved {
         return Err(match approval.status {

@@ -58,11 +58,13 @@ pub enum Event {
         /// replaced them since. `None`: not known (nothing to compare).
         parameters_shown: Option<String>,
     },
-    /// The requester runs the action; `parameters` must equal the approved ones, and
-    /// `tool_name`, when given, the approved tool.
+    /// The requester runs the action; `parameters` must equal the approved ones,
+    /// `tool_name`, when given, the approved tool, and `server`, when given, the MCP
+    /// server the approval was asked for.
     Execute {
         parameters: Value,
         tool_name: Option<String>,
+        server: Option<String>,
         caller: Option<String>,
     },
     /// An operator with access to the database decides alone, outside Slack
@@ -168,6 +170,8 @@ pub enum Rejection {
     EditedSinceShown,
     #[error("this approval is for another tool")]
     ToolDiffers,
+    #[error("this approval is for another MCP server")]
+    ServerDiffers,
     #[error("edited parameters must be a JSON object")]
     ParametersNotObject,
     #[error("this request belongs to another API token")]

@@ -451,6 +451,7 @@ fn execute_runs_once_with_the_approved_parameters_only() {
     let other = Event::Execute {
         parameters: json!({"customer_ids": ["c1", "c3"]}),
         tool_name: None,
+        server: None,
         caller: caller.clone(),
     };
     assert_eq!(
@@ -460,15 +461,36 @@ fn execute_runs_once_with_the_approved_parameters_only() {
     let another_tool = Event::Execute {
         parameters: json!({"customer_ids": ["c1", "c2"]}),
         tool_name: Some("delete_everything".into()),
+        server: None,
         caller: caller.clone(),
     };
     assert_eq!(
         apply(&approved, &another_tool, later(2)),
         Err(Rejection::ToolDiffers)
     );
+    // Named, the MCP server must be the one asked for: none here, then another.
+    let on_server = |server: &str| Event::Execute {
+        parameters: json!({"customer_ids": ["c1", "c2"]}),
+        tool_name: None,
+        server: Some(server.into()),
+        caller: caller.clone(),
+    };
+    assert_eq!(
+        apply(&approved, &on_server("prod"), later(2)),
+        Err(Rejection::ServerDiffers)
+    );
+    let mut on_sandbox = approved.clone();
+    on_sandbox.server = Some("sandbox".into());
+    assert_eq!(
+        apply(&on_sandbox, &on_server("prod"), later(2)),
+        Err(Rejection::ServerDiffers)
+    );
+    let executed = apply(&on_sandbox, &on_server("sandbox"), later(2));
+    assert_eq!(executed.unwrap().next.status, Status::Executed);
     let same = Event::Execute {
         parameters: json!({"customer_ids": ["c1", "c2"]}),
         tool_name: Some(approved.tool_name.clone()),
+        server: None,
         caller: caller.clone(),
     };
     let executed = apply(&approved, &same, later(2)).unwrap().next;
@@ -486,6 +508,7 @@ fn execute_is_refused_when_pending_expired_or_someone_elses() {
     let exec = |caller: &str| Event::Execute {
         parameters: p.parameters.clone(),
         tool_name: None,
+        server: None,
         caller: Some(caller.into()),
     };
     assert_eq!(
@@ -511,6 +534,7 @@ fn execute_is_refused_when_pending_expired_or_someone_elses() {
     let another_tool = Event::Execute {
         parameters: p.parameters.clone(),
         tool_name: Some("drop_everything".into()),
+        server: None,
         caller: Some("agent".into()),
     };
     assert_eq!(
@@ -643,6 +667,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
         (params, caller.clone()).prop_map(|(p, c)| Event::Execute {
             parameters: p,
             tool_name: None,
+            server: None,
             caller: c.map(Into::into)
         }),
         caller.prop_map(|c| Event::Cancel {

@@ -484,6 +484,10 @@ pub struct ExecuteRequest {
     pub parameters: Value,
     /// The tool about to run; when given (always give it), it must be the approved one.
     pub tool_name: Option<String>,
+    /// The MCP server about to run it; when given (a gate in front of MCP servers:
+    /// always give it), it must be the one the approval was asked for, and an approval
+    /// asked for without a server is not run for one.
+    pub server: Option<String>,
 }
 
 /// `POST /v1/approvals/{id}/execute`: the single-use gate.
@@ -494,8 +498,8 @@ pub struct ExecuteRequest {
     tag = "approvals",
     summary = "Execute an approved call, once",
     description = "Succeeds once, only if the approval is `approved`, unexpired, and the \
-        parameters (and `tool_name`, when given) equal the approved ones. Anything else is \
-        `409` and changes nothing.",
+        parameters (and `tool_name` and `server`, when given) equal the approved ones. \
+        Anything else is `409` and changes nothing.",
     params(("id" = ApprovalId, Path, description = "The approval's id")),
     request_body = ExecuteRequest,
     responses(
@@ -538,6 +542,7 @@ pub async fn run(
     let event = Event::Execute {
         parameters: body.parameters,
         tool_name: body.tool_name,
+        server: body.server,
         caller: Some(caller.0),
     };
     let approval = state.store.apply(id, event, state.clock.now()).await?;

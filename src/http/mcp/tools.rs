@@ -88,6 +88,7 @@ impl Tools {
                 let execute = ExecuteRequest {
                     parameters: args.parameters,
                     tool_name: args.tool_name,
+                    server: args.server,
                 };
                 let approval = approvals::run(state, caller, id, execute).await?;
                 Ok(answer(
@@ -220,6 +221,7 @@ struct ExecuteArgs {
     approval_id: String,
     parameters: Value,
     tool_name: Option<String>,
+    server: Option<String>,
 }
 
 impl CheckArgs {
@@ -274,7 +276,8 @@ fn list() -> Vec<Tool> {
         schema(json!({
             "approval_id": {"type": "string"},
             "parameters": {"type": "object", "description": "Exactly the approved parameters."},
-            "tool_name": {"type": "string", "description": "The tool about to run; must be the approved one."}
+            "tool_name": {"type": "string", "description": "The tool about to run; must be the approved one."},
+            "server": {"type": "string", "description": "The MCP server about to run it; must be the one the approval was asked for."}
         }), &["approval_id", "parameters"]),
     )
     .with_annotations(ToolAnnotations::new().read_only(false).destructive(false).idempotent(false).open_world(false));

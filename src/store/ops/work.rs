@@ -221,6 +221,7 @@ pub(crate) async fn create_and_spend<T: Tx>(
     let event = Event::Execute {
         parameters: approval.parameters.clone(),
         tool_name: Some(approval.tool_name.clone()),
+        server: approval.server.clone(),
         caller: approval.token_name.clone(),
     };
     let id = approval.id;
