@@ -530,6 +530,10 @@ async fn token(action: TokenAction, store: &Store, clock: &dyn Clock) -> anyhow:
     match action {
         TokenAction::Create { name } => {
             let token = tokens::generate();
+            let tokens = store.token_list().await?;
+            let was_revoked = tokens
+                .iter()
+                .any(|t| t.name == name && t.revoked_at.is_some());
             if !store
                 .token_insert(&name, &tokens::hash(&token), clock.now())
                 .await?
@@ -540,6 +544,13 @@ async fn token(action: TokenAction, store: &Store, clock: &dyn Clock) -> anyhow:
             }
             println!("{token}");
             eprintln!("token {name:?} created; it is shown only once");
+            if was_revoked {
+                eprintln!(
+                    "warning: {name:?} names a revoked token: the new one takes over its \
+                     approvals still open (it may execute the approved ones); give another \
+                     agent a name of its own"
+                );
+            }
         }
         TokenAction::Rotate { name } => {
             let token = tokens::generate();

@@ -216,6 +216,16 @@ fn tokens_are_created_once_listed_and_revoked() {
         &signoff(&["token", "revoke", "billing-mcp"], &db.url),
         "no active token",
     );
+    // A revoked name may be used again, for the same requester, and is said to be.
+    let again = signoff(&["token", "create", "billing-mcp"], &db.url);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("names a revoked token: the new one takes over its approvals"),
+        "{}",
+        stderr(&again)
+    );
+    let fresh = signoff(&["token", "create", "other-agent"], &db.url);
+    assert!(!stderr(&fresh).contains("revoked"), "{}", stderr(&fresh));
 }
 
 /// Who may ask is in the audit log: each token created, rotated and revoked (by name;
