@@ -386,7 +386,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{} {} ({}) as {} outside Slack (break-glass, audited)",
                 approval.status,
                 approval.id,
-                approval.tool_name,
+                operate::terminal_safe(&approval.tool_name, 60),
                 approval.decided_by.as_deref().unwrap_or("-")
             );
         }

@@ -162,7 +162,7 @@ pub async fn decide(
         Err(StoreError::Rejected { rejection, current }) => bail!(
             "approval {} ({}) was not decided: {rejection}",
             current.id,
-            current.tool_name
+            terminal_safe(&current.tool_name, 60)
         ),
         Err(StoreError::NotFound(id)) => bail!("no approval with id {id}"),
         Err(error) => Err(error.into()),
@@ -305,7 +305,7 @@ fn table(approvals: &[Approval], with_status: bool, now: DateTime<Utc>) -> Strin
 }
 
 /// A caller's text for a terminal: control characters escaped, cut to `max` chars.
-fn terminal_safe(text: &str, max: usize) -> String {
+pub(super) fn terminal_safe(text: &str, max: usize) -> String {
     let pieces: Vec<String> = text
         .chars()
         .map(|c| {

@@ -15,6 +15,7 @@ on_both_backends!(
     a_refused_decision_is_one_line_and_changes_nothing,
     list_counts_every_approval_and_a_prefix_must_name_one,
     a_decision_outside_slack_updates_its_messages,
+    a_tool_name_another_program_wrote_reaches_the_terminal_escaped,
 );
 
 async fn ask(server: &Server, token: &str, parameters: Value) -> String {
@@ -224,6 +225,36 @@ async fn a_refused_decision_is_one_line_and_changes_nothing(db: TestDb) {
         1,
         "the row is untouched"
     );
+}
+
+/// A row another program inserted with a terminal escape in its tool name: `decide`
+/// shows the name escaped, deciding it and refusing to again, as `list` does.
+async fn a_tool_name_another_program_wrote_reaches_the_terminal_escaped(db: TestDb) {
+    run_ok(&["migrate"], &db.url);
+    let expires = common::sql_time(&db, chrono::Utc::now() + chrono::Duration::days(1));
+    let (esc, id) = match db.backend {
+        "sqlite" => ("char(27)", "'abcdef0a-0000-4000-8000-000000000000'"),
+        _ => ("chr(27)", "'abcdef0a-0000-4000-8000-000000000000'::uuid"),
+    };
+    let sql = format!(
+        "INSERT INTO pending_approvals (id, tool_name, parameters, risk_tier, expires_at) \
+         VALUES ({id}, 'wipe' || {esc} || ']0;pwned', '{{}}', 'medium', {expires})"
+    );
+    common::raw_execute(&db, &sql).await.unwrap();
+    let decided = signoff(&["decide", "abcdef0a", "deny", "--as", "alice"], &db.url);
+    assert!(decided.status.success(), "{}", stderr(&decided));
+    let again = signoff(&["decide", "abcdef0a", "deny", "--as", "alice"], &db.url);
+    assert!(!again.status.success());
+    for (out, shown) in [
+        (stdout(&decided), "denied"),
+        (stderr(&again), "not decided"),
+    ] {
+        assert!(
+            out.contains(shown) && out.contains("wipe\\u{1b}]0;pwned"),
+            "{out}"
+        );
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+    }
 }
 
 /// Rows straight into the shared table: `count` numbered ones, and two whose ids share
