@@ -83,6 +83,25 @@ async fn approvals_counts_a_backlog_of_any_length() {
     assert!(text.contains("… and 600 more"), "{text}");
 }
 
+/// A store that cannot be read (here its table renamed away) is answered in words the
+/// typist sees, not a 503 Slack would show as its own failure.
+#[tokio::test]
+async fn approvals_says_so_when_the_store_cannot_be_read() {
+    let app = spawn_app().await;
+    app.request("deploy", json!({"env": "prod"})).await;
+    crate::common::raw_execute(&app.db, "ALTER TABLE pending_approvals RENAME TO moved")
+        .await
+        .unwrap();
+    let (status, reply) = app.command("U0ALICE", "").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let text = reply.to_string();
+    assert!(
+        text.contains("could not read the approvals just now"),
+        "{text}"
+    );
+    assert_eq!(reply["response_type"], "ephemeral", "{reply}");
+}
+
 /// Slack's certificate check of the command URL (`ssl_check=1`, no command) gets the
 /// 200 Slack asks for, signed or not, and does nothing; a command is still refused
 /// unsigned, `ssl_check` or not.

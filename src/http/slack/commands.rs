@@ -14,7 +14,6 @@ use super::{Refused, form, respond, verified};
 use crate::approval::machine::check_can_decide;
 use crate::approval::{Approval, Decider, Status};
 use crate::http::AppState;
-use crate::http::api::ApiError;
 use crate::http::api::extract::RawBody;
 use crate::ids::UserId;
 use crate::slack::app::SlackApp;
@@ -92,7 +91,14 @@ pub(super) async fn command(
         Command::Help => Ok(commands::text_reply(commands::usage())),
         Command::Unknown(problem) => Ok(commands::text_reply(&commands::unknown_reply(&problem))),
     };
-    reply.map_err(|error| ApiError::from(error).into())
+    // A store that cannot be read is said in words (Slack would show its own failure
+    // for a 503), as a click's is.
+    Ok(reply.unwrap_or_else(|error| {
+        tracing::error!(%error, "/approvals could not read the approvals");
+        commands::text_reply(
+            "signoff could not read the approvals just now; please try again in a moment.",
+        )
+    }))
 }
 
 /// Who typed `/approvals`, and where.
