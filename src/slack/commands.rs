@@ -97,17 +97,21 @@ pub fn text_reply(text: &str) -> Value {
 /// The ephemeral answer to `/approvals pending`, without message links.
 pub fn pending_list_reply(items: &[&Approval], now: DateTime<Utc>) -> Value {
     let linked: Vec<(&Approval, Option<&str>)> = items.iter().map(|a| (*a, None)).collect();
-    pending_list_reply_linked(&linked, now)
+    pending_list_reply_linked((&linked, items.len()), now)
 }
 
 /// The ephemeral answer to `/approvals pending`: up to [`MAX_LISTED`] items in the given
 /// order, each with its tool, summary, risk, short id, age and expiry, plus a link to
 /// its message when the permalink is known.
-pub fn pending_list_reply_linked(items: &[(&Approval, Option<&str>)], now: DateTime<Utc>) -> Value {
-    if items.is_empty() {
+/// `total`: how many wait for the viewer in all (the items may be the first of them).
+pub fn pending_list_reply_linked(
+    (items, total): (&[(&Approval, Option<&str>)], usize),
+    now: DateTime<Utc>,
+) -> Value {
+    if total == 0 {
         return text_reply("Nothing is waiting for you.");
     }
-    let title = match items.len() {
+    let title = match total {
         1 => "1 request is waiting for you".to_string(),
         n => format!("{n} requests are waiting for you"),
     };
@@ -117,10 +121,11 @@ pub fn pending_list_reply_linked(items: &[(&Approval, Option<&str>)], now: DateT
         // What was asked, in the requester's words: plain text.
         blocks.push(json!({ "type": "context", "elements": [plain(summary_or_params(a, 500))] }));
     }
-    if items.len() > MAX_LISTED {
+    let listed = items.len().min(MAX_LISTED);
+    if total > listed {
         blocks.push(json!({
             "type": "context",
-            "elements": [{ "type": "mrkdwn", "text": format!("… and {} more", items.len() - MAX_LISTED) }],
+            "elements": [{ "type": "mrkdwn", "text": format!("… and {} more", total - listed) }],
         }));
     }
     ephemeral(&title, blocks)

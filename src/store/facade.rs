@@ -660,8 +660,14 @@ impl Store {
     /// Every approval with `status` (any: `None`), oldest first, however many: their
     /// ids in one query, then the approvals a chunk at a time.
     pub async fn list_all(&self, status: Option<Status>) -> Result<Vec<Approval>> {
-        let ids = read!(self.list_ids(status))?;
+        let ids = self.list_ids(status).await?;
         self.get_many(&ids).await
+    }
+
+    /// The ids of every approval with `status` (any: `None`), oldest first: to read
+    /// them a chunk at a time ([`Store::get_many`]) where holding them all would not do.
+    pub async fn list_ids(&self, status: Option<Status>) -> Result<Vec<ApprovalId>> {
+        read!(self.list_ids(status))
     }
 
     /// Resolves a full id or a short prefix (as shown in Slack) to at most `limit`

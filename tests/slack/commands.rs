@@ -58,6 +58,7 @@ async fn approvals_lists_what_the_caller_may_decide_and_shows_one_by_short_id() 
 
 /// A backlog longer than any page: `/approvals` counts every request the caller may
 /// decide, not the oldest few hundred, and lists the oldest first.
+/// 620 waiting: read in two chunks, the first 20 shown, every one counted.
 #[tokio::test]
 async fn approvals_counts_a_backlog_of_any_length() {
     let app = spawn_app().await;

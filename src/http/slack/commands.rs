@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use super::{Refused, form, respond, verified};
 use crate::approval::machine::check_can_decide;
@@ -152,36 +153,32 @@ async fn status_of(
     })
 }
 
+/// `/approvals pending` scans at once in a process: each reads every pending approval.
+static PENDING_SCANS: Semaphore = Semaphore::const_new(2);
+
+/// Pending approvals read at a time by a scan: what it holds, whatever the backlog.
+const SCAN_CHUNK: usize = 500;
+
 /// `/approvals pending`: what the viewer may decide, among what they may see: every
-/// pending approval is looked at, however long the backlog, so that the count is right.
+/// pending approval is looked at, however long the backlog, so that the count is right,
+/// a chunk at a time, keeping the first [`commands::MAX_LISTED`] (at most
+/// [`PENDING_SCANS`] at once: the rest wait their turn).
 async fn pending_for(
     state: &AppState,
     slack: &SlackApp,
     viewer: &Viewer<'_>,
 ) -> Result<Value, StoreError> {
-    let mut mine = Vec::new();
-    for approval in state.store.list_all(Some(Status::Pending)).await? {
-        // Pending: shown where it is posted or is to be (a backlog may hold its post).
-        let shown_here = approvers::routed_to(&approval, viewer.channel, viewer.at.0);
-        if approval.has_voted(viewer.user.as_str())
-            || !slack
-                .approvers
-                .may_see(&approval, viewer.user, shown_here, viewer.at)
-                .await
-        {
-            continue;
-        }
-        let approver = slack
-            .approvers
-            .is_approver(&approval, viewer.user, viewer.at)
-            .await
-            .unwrap_or(false);
-        let by = Decider {
-            user: viewer.user.to_string(),
-            approver,
-        };
-        if check_can_decide(&approval, &by, viewer.at.0).is_ok() {
-            mine.push(approval);
+    let _turn = PENDING_SCANS.acquire().await;
+    let ids = state.store.list_ids(Some(Status::Pending)).await?;
+    let (mut mine, mut total) = (Vec::new(), 0);
+    for chunk in ids.chunks(SCAN_CHUNK) {
+        for approval in state.store.get_many(chunk).await? {
+            if may_decide(slack, viewer, &approval).await {
+                total += 1;
+                if mine.len() < commands::MAX_LISTED {
+                    mine.push(approval);
+                }
+            }
         }
     }
     let ids: Vec<_> = mine.iter().map(|a| a.id).collect();
@@ -190,5 +187,32 @@ async fn pending_for(
         .iter()
         .map(|a| (a, links.get(&a.id).map(String::as_str)))
         .collect();
-    Ok(commands::pending_list_reply_linked(&items, viewer.at.0))
+    Ok(commands::pending_list_reply_linked(
+        (&items, total),
+        viewer.at.0,
+    ))
+}
+
+/// Whether the viewer may see and decide the pending `approval` and has not voted.
+async fn may_decide(slack: &SlackApp, viewer: &Viewer<'_>, approval: &Approval) -> bool {
+    // Pending: shown where it is posted or is to be (a backlog may hold its post).
+    let shown_here = approvers::routed_to(approval, viewer.channel, viewer.at.0);
+    if approval.has_voted(viewer.user.as_str())
+        || !slack
+            .approvers
+            .may_see(approval, viewer.user, shown_here, viewer.at)
+            .await
+    {
+        return false;
+    }
+    let approver = slack
+        .approvers
+        .is_approver(approval, viewer.user, viewer.at)
+        .await
+        .unwrap_or(false);
+    let by = Decider {
+        user: viewer.user.to_string(),
+        approver,
+    };
+    check_can_decide(approval, &by, viewer.at.0).is_ok()
 }
