@@ -129,13 +129,25 @@ impl Approvers {
         approval: &Approval,
         user: &UserId,
         shown_here: bool,
-        (now, by): (DateTime<Utc>, tokio::time::Instant),
+        at: (DateTime<Utc>, tokio::time::Instant),
     ) -> bool {
-        shown_here
-            || self
-                .is_listed(approval, now, user, by)
-                .await
-                .unwrap_or(false)
+        let checked = self.may_see_checked(approval, user, shown_here, at).await;
+        checked.unwrap_or(false)
+    }
+
+    /// [`Approvers::may_see`], `Err` when a user group could not be read in time to
+    /// say (the caller may tell the user so, rather than only fail closed).
+    pub async fn may_see_checked(
+        &self,
+        approval: &Approval,
+        user: &UserId,
+        shown_here: bool,
+        (now, by): (DateTime<Utc>, tokio::time::Instant),
+    ) -> Result<bool, SlackError> {
+        if shown_here {
+            return Ok(true);
+        }
+        self.is_listed(approval, now, user, by).await
     }
 
     /// The members of a user group, from the cache when fresh, else as Slack answers

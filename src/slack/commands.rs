@@ -131,6 +131,34 @@ pub fn pending_list_reply_linked(
     ephemeral(&title, blocks)
 }
 
+/// `reply` (to `/approvals pending`) saying that `unchecked` requests could not be
+/// checked against their approvers' user groups (Slack did not list the members in
+/// time): not listed, and perhaps the reader's.
+pub fn with_unchecked(mut reply: Value, unchecked: usize) -> Value {
+    if unchecked == 0 {
+        return reply;
+    }
+    let them = match unchecked {
+        1 => "1 request".to_owned(),
+        n => format!("{n} requests"),
+    };
+    let note = format!(
+        "{them} could not be checked just now: Slack did not list a user group's members \
+         in time. Try again in a moment."
+    );
+    if reply["text"] == "Nothing is waiting for you." {
+        return text_reply(&format!(
+            "Nothing is waiting for you among the requests signoff could check. {note}"
+        ));
+    }
+    if let Some(blocks) = reply["blocks"].as_array_mut() {
+        blocks.push(
+            json!({ "type": "context", "elements": [{ "type": "plain_text", "text": note }] }),
+        );
+    }
+    reply
+}
+
 fn list_item(a: &Approval, link: Option<&str>, now: DateTime<Utc>) -> String {
     let link = link
         .filter(|url| is_safe_link(url))

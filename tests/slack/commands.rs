@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use signoff::clock::Clock;
 
+use crate::common::fake_slack::Failure;
 use crate::helpers::*;
 
 #[tokio::test]
@@ -82,6 +83,30 @@ async fn approvals_counts_a_backlog_of_any_length() {
     let text = reply.to_string();
     assert!(text.contains("620 requests are waiting for you"), "{text}");
     assert!(text.contains("… and 600 more"), "{text}");
+}
+
+/// A request listed for the reader through a user group, when Slack does not list the
+/// group's members: not shown (fail closed), but the reply says it could not be checked
+/// rather than that nothing waits; once Slack answers, it is listed.
+#[tokio::test]
+async fn approvals_says_when_a_user_group_could_not_be_checked() {
+    let app = spawn_app().await;
+    app.slack.set_group("S0SRE", &["U0CAROL"]);
+    app.posted_deploy("prod").await;
+    app.slack
+        .fail_next("usergroups.users.list", Failure::NotOk("internal_error"));
+    let (status, reply) = app.command("U0CAROL", "").await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let text = reply.to_string();
+    assert!(
+        text.contains("1 request could not be checked just now"),
+        "{text}"
+    );
+    assert!(!text.contains("deploy_api"), "{text}");
+    let (_, reply) = app.command("U0CAROL", "").await;
+    let text = reply.to_string();
+    assert!(text.contains("1 request is waiting for you"), "{text}");
+    assert!(!text.contains("could not be checked"), "{text}");
 }
 
 /// A store that cannot be read (here its table renamed away) is answered in words the

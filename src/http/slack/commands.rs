@@ -19,6 +19,7 @@ use crate::http::api::extract::RawBody;
 use crate::ids::UserId;
 use crate::slack::app::SlackApp;
 use crate::slack::approvers;
+use crate::slack::client::SlackError;
 use crate::slack::commands::{self, Command};
 use crate::store::StoreError;
 
@@ -170,14 +171,18 @@ async fn pending_for(
 ) -> Result<Value, StoreError> {
     let _turn = PENDING_SCANS.acquire().await;
     let ids = state.store.list_ids(Some(Status::Pending)).await?;
-    let (mut mine, mut total) = (Vec::new(), 0);
+    let (mut mine, mut total, mut unchecked) = (Vec::new(), 0, 0);
     for chunk in ids.chunks(SCAN_CHUNK) {
         for approval in state.store.get_many(chunk).await? {
-            if may_decide(slack, viewer, &approval).await {
-                total += 1;
-                if mine.len() < commands::MAX_LISTED {
-                    mine.push(approval);
+            match may_decide(slack, viewer, &approval).await {
+                Ok(true) => {
+                    total += 1;
+                    if mine.len() < commands::MAX_LISTED {
+                        mine.push(approval);
+                    }
                 }
+                Ok(false) => {}
+                Err(_) => unchecked += 1,
             }
         }
     }
@@ -187,32 +192,34 @@ async fn pending_for(
         .iter()
         .map(|a| (a, links.get(&a.id).map(String::as_str)))
         .collect();
-    Ok(commands::pending_list_reply_linked(
-        (&items, total),
-        viewer.at.0,
-    ))
+    let reply = commands::pending_list_reply_linked((&items, total), viewer.at.0);
+    Ok(commands::with_unchecked(reply, unchecked))
 }
 
-/// Whether the viewer may see and decide the pending `approval` and has not voted.
-async fn may_decide(slack: &SlackApp, viewer: &Viewer<'_>, approval: &Approval) -> bool {
+/// Whether the viewer may see and decide the pending `approval` and has not voted;
+/// `Err` when a user group it lists could not be read in time to say.
+async fn may_decide(
+    slack: &SlackApp,
+    viewer: &Viewer<'_>,
+    approval: &Approval,
+) -> Result<bool, SlackError> {
     // Pending: shown where it is posted or is to be (a backlog may hold its post).
     let shown_here = approvers::routed_to(approval, viewer.channel, viewer.at.0);
     if approval.has_voted(viewer.user.as_str())
         || !slack
             .approvers
-            .may_see(approval, viewer.user, shown_here, viewer.at)
-            .await
+            .may_see_checked(approval, viewer.user, shown_here, viewer.at)
+            .await?
     {
-        return false;
+        return Ok(false);
     }
     let approver = slack
         .approvers
         .is_approver(approval, viewer.user, viewer.at)
-        .await
-        .unwrap_or(false);
+        .await?;
     let by = Decider {
         user: viewer.user.to_string(),
         approver,
     };
-    check_can_decide(approval, &by, viewer.at.0).is_ok()
+    Ok(check_can_decide(approval, &by, viewer.at.0).is_ok())
 }
