@@ -279,6 +279,29 @@ async fn an_approval_asked_for_one_mcp_server_does_not_run_for_another(db: TestD
         (status, done["status"].as_str()),
         (StatusCode::OK, Some("executed"))
     );
+    // Each refusal is on record, by the caller, with why and what it sent; the run too.
+    let mut events = app.store.audit_page(0, 100).await.unwrap();
+    events.retain(|event| event.approval_id.is_some());
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["requested", "auto_approved", "execute_refused", "executed"]
+    );
+    let refused = &events[2];
+    assert_eq!(
+        refused.actor.as_deref(),
+        Some(crate::common::app::TOKEN_NAME)
+    );
+    assert_eq!(
+        refused.data["reason"],
+        "this approval is for another MCP server"
+    );
+    assert_eq!(
+        (&refused.data["server_named"], &refused.data["server"]),
+        (&json!("prod"), &json!("sandbox"))
+    );
+    let sent = signoff::canonical::value_sha256_hex(&json!({"user_id": 5}));
+    assert_eq!(refused.data["parameters_sha256"], sent.as_str());
 }
 
 /// Even a row that sets signoff's own columns as signoff would starts as a new,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use signoff::approval::{Decider, Decision, Event, Rejection, Status};
 use signoff::clock::Clock;
 use signoff::store::StoreError;
@@ -486,10 +486,19 @@ async fn a_refused_event_changes_nothing(db: TestDb) {
         Err(StoreError::NotFound(id)) if id == unknown
     ));
     assert_eq!(store.get(approval.id).await.unwrap().unwrap(), voted);
+    // No audit event for a refusal but the refused execute's, which is on record.
+    let added = store.audit_page(audit_before, 10).await.unwrap();
+    let added: Vec<(&str, Option<&str>, &Value)> = added
+        .iter()
+        .map(|e| (e.kind.as_str(), e.actor.as_deref(), &e.data["reason"]))
+        .collect();
     assert_eq!(
-        store.audit_head().await.unwrap().0,
-        audit_before,
-        "no audit event for a refusal"
+        added,
+        [(
+            "execute_refused",
+            Some(TOKEN),
+            &json!("this request is pending, not approved")
+        )]
     );
 }
 

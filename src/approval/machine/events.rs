@@ -191,6 +191,32 @@ fn execute(
     )])
 }
 
+/// The audit event of an execute `event` the gate refused for `rejection`: the approval
+/// is unchanged, but the attempt is on record (an agent asking to run other parameters,
+/// another tool or server, or twice), by its caller, with why and the hash of the
+/// parameters it sent. `None` for any other event.
+pub fn refused(event: &Event, rejection: &Rejection) -> Option<Happening> {
+    let Event::Execute {
+        parameters,
+        tool_name,
+        server,
+        caller,
+    } = event
+    else {
+        return None;
+    };
+    Some(Happening::new(
+        AuditKind::ExecuteRefused,
+        caller.as_deref(),
+        json!({
+            "reason": rejection.to_string(),
+            "parameters_sha256": canonical::value_sha256_hex(parameters),
+            "tool_name": tool_name,
+            "server_named": server,
+        }),
+    ))
+}
+
 /// Another program's claim of `approval` in the shared table: its row, inserted there
 /// (no token), moved from approved to executed at `at` by the program itself, which
 /// the database allows only as [`execute`] would (approved, unexpired, the parameters

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{Approval, Decision, Status};
 use crate::canonical;
-pub use events::{apply, claimed};
+pub use events::{apply, claimed, refused};
 pub use opening::{adopt, open};
 
 /// Who is deciding, as the edge that heard them established it: their name (a Slack
@@ -94,6 +94,8 @@ pub enum AuditKind {
     Edited,
     Expired,
     Executed,
+    /// An execute the gate refused: the approval is unchanged, the attempt recorded.
+    ExecuteRefused,
     Cancelled,
 }
 
@@ -109,6 +111,7 @@ impl AuditKind {
             AuditKind::Edited => "edited",
             AuditKind::Expired => "expired",
             AuditKind::Executed => "executed",
+            AuditKind::ExecuteRefused => "execute_refused",
             AuditKind::Cancelled => "cancelled",
         }
     }

@@ -443,6 +443,32 @@ fn edit_must_be_an_object() {
 }
 
 #[test]
+fn a_refused_execute_is_recorded_with_why_and_what_was_sent_and_nothing_else_is() {
+    let execute = Event::Execute {
+        parameters: json!({"customer_ids": ["c9"]}),
+        tool_name: Some("delete_everything".into()),
+        server: Some("prod".into()),
+        caller: Some("agent".into()),
+    };
+    let happening = refused(&execute, &Rejection::ToolDiffers).unwrap();
+    assert_eq!(happening.kind, AuditKind::ExecuteRefused);
+    assert_eq!(happening.actor.as_deref(), Some("agent"));
+    assert_eq!(
+        happening.data,
+        json!({
+            "reason": "this approval is for another tool",
+            "parameters_sha256": canonical::value_sha256_hex(&json!({"customer_ids": ["c9"]})),
+            "tool_name": "delete_everything",
+            "server_named": "prod",
+        })
+    );
+    let cancel = Event::Cancel {
+        caller: Some("agent".into()),
+    };
+    assert_eq!(refused(&cancel, &Rejection::NotOwner), None);
+}
+
+#[test]
 fn execute_runs_once_with_the_approved_parameters_only() {
     let approved = apply(&pending(1), &vote("U1", Decision::Approve), later(1))
         .unwrap()

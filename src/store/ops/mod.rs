@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use super::backend::Tx;
 use super::{Created, Result, StatusChange, StoreError, Voted, WriterStats};
-use crate::approval::{Approval, ApprovalId, Decision, Event, NewApproval};
+use crate::approval::{Approval, ApprovalId, Decision, Event, NewApproval, machine};
 use crate::audit::{self, Draft};
 use crate::ids::UserId;
 use crate::jobs::{Deliveries, DueJob, NewJob, Outcome};
@@ -576,11 +576,17 @@ async fn run_op<T: Tx>(
             now,
             deliveries: given,
             reply,
-        } => settle(
-            reply,
-            done,
-            work::apply(current, *id, event, *now, given.unwrap_or(deliveries)),
-        ),
+        } => {
+            let outcome = work::apply(current, *id, event, *now, given.unwrap_or(deliveries));
+            // A refused execute changes nothing but is on record.
+            if let Err(StoreError::Rejected { rejection, current }) = &outcome
+                && let Some(happening) = machine::refused(event, rejection)
+            {
+                let draft = Draft::from_happening(current, *now, happening);
+                done.audit.push(draft);
+            }
+            settle(reply, done, outcome)
+        }
         Op::Vote {
             id,
             user,
