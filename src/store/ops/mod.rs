@@ -577,14 +577,8 @@ async fn run_op<T: Tx>(
             deliveries: given,
             reply,
         } => {
-            let outcome = work::apply(current, *id, event, *now, given.unwrap_or(deliveries));
-            // A refused execute changes nothing but is on record.
-            if let Err(StoreError::Rejected { rejection, current }) = &outcome
-                && let Some(happening) = machine::refused(event, rejection)
-            {
-                let draft = Draft::from_happening(current, *now, happening);
-                done.audit.push(draft);
-            }
+            let deliveries = given.unwrap_or(deliveries);
+            let outcome = apply_recording_refusal(current, (*id, event, *now), deliveries, done);
             settle(reply, done, outcome)
         }
         Op::Vote {
@@ -690,6 +684,23 @@ async fn token<T: Tx>(tx: &mut T, change: &TokenChange) -> sqlx::Result<bool> {
 
 /// Sets an operation's answer from its work: an output and what it left behind, or a
 /// refusal. A database error is the batch's, not the operation's.
+/// [`work::apply`], a refused execute put on record in `done`: it changes nothing else.
+fn apply_recording_refusal(
+    current: &mut Current,
+    (id, event, now): (ApprovalId, &Event, DateTime<Utc>),
+    deliveries: Deliveries,
+    done: &mut Done,
+) -> Result<(Approval, Done)> {
+    let outcome = work::apply(current, id, event, now, deliveries);
+    if let Err(StoreError::Rejected { rejection, current }) = &outcome
+        && let Some(happening) = machine::refused(event, rejection)
+    {
+        done.audit
+            .push(Draft::from_happening(current, now, happening));
+    }
+    outcome
+}
+
 fn settle<O>(
     reply: &mut Reply<O>,
     done: &mut Done,
