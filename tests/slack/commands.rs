@@ -109,6 +109,32 @@ async fn approvals_says_when_a_user_group_could_not_be_checked() {
     assert!(!text.contains("could not be checked"), "{text}");
 }
 
+/// A prefix that starts more ids than are looked at (50) is too short to say which one
+/// is meant, whether or not one of those looked at may be seen.
+#[tokio::test]
+async fn approvals_status_asks_for_more_of_an_id_that_starts_too_many() {
+    let app = spawn_app().await;
+    let expires = crate::common::sql_time(&app.db, app.clock.now() + chrono::Duration::hours(1));
+    let now = crate::common::sql_time(&app.db, app.clock.now());
+    let rows = format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60) \
+         INSERT INTO pending_approvals (id, tool_name, parameters, risk_tier, requested_by, \
+         expires_at, created_at) SELECT printf('0000%04x-0000-4000-8000-%012x', i, i), \
+         'bulk_tool', '{{}}', 'medium', 'agent-7', {expires}, {now} FROM n"
+    );
+    crate::common::raw_execute(&app.db, &rows).await.unwrap();
+    let (status, reply) = app.command("U0ALICE", "status 0000").await;
+    assert_eq!(status, StatusCode::OK);
+    let text = reply.to_string();
+    assert!(
+        text.contains("`0000` is too short to say which approval it names"),
+        "{text}"
+    );
+    let (_, reply) = app.command("U0ALICE", "status 00000001").await;
+    let text = reply.to_string();
+    assert!(text.contains("No approval matches `00000001`"), "{text}");
+}
+
 /// A store that cannot be read (here its table renamed away) is answered in words the
 /// typist sees, not a 503 Slack would show as its own failure.
 #[tokio::test]

@@ -142,7 +142,12 @@ async fn status_of(
             visible.push(approval);
         }
     }
+    // Past the ids looked at, the one meant may be among those left out.
+    let cut = i64::try_from(ids.len()).unwrap_or(i64::MAX) >= PREFIX_MATCHES;
     Ok(match visible.as_slice() {
+        [] | [_] if cut => commands::text_reply(&format!(
+            "`{prefix}` is too short to say which approval it names; type more of the id."
+        )),
         [] => not_found(),
         [approval] => {
             let now = viewer.at.0;
