@@ -128,6 +128,12 @@ pub async fn decide(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Approval> {
     let name = operator_text("--as NAME", name, NAME_MAX)?;
+    if crate::ids::UserId::parse(&name).is_ok() {
+        bail!(
+            "--as {name} is a Slack user id, which messages would show as that user's own \
+             decision in Slack: give the name of the person deciding outside Slack"
+        );
+    }
     let reason = reason
         .map(|reason| operator_text("--reason", reason, REASON_MAX))
         .transpose()?;

@@ -180,6 +180,10 @@ async fn a_refused_decision_is_one_line_and_changes_nothing(db: TestDb) {
             vec!["decide", second.as_str(), "approve", "--as", " "],
             "must not be empty",
         ),
+        (
+            vec!["decide", second.as_str(), "approve", "--as", "U0ALICE"],
+            "--as U0ALICE is a Slack user id",
+        ),
     ];
     for (args, says) in refused {
         assert_one_line_error(&signoff(&args, &db.url), says);
