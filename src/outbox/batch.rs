@@ -4,10 +4,9 @@
 //!
 //! A batch is nudged as one: its escalation is one post listing every member, once
 //! every member still waiting is due for it ([`Deliverer::escalate_batch`]); each
-//! approver gets
-//! one reminder a round, from the first member still waiting that they may vote on,
-//! saying how many more wait for them ([`Deliverer::batch_share`]; a thread reminder
-//! likewise, once a round for the batch).
+//! approver gets one reminder a round, from the first member still waiting that they
+//! may vote on, saying how many more wait for them ([`Deliverer::batch_share`]; a
+//! thread reminder likewise, once a round for the batch: [`Deliverer::thread_reminder`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -184,9 +183,7 @@ impl Deliverer<'_> {
 
     /// The approvals of `ids` that exist, in order, in one read.
     async fn load(&self, ids: &[ApprovalId]) -> Result<Vec<Approval>, SlackError> {
-        let mut items = self.store.get_many(ids).await.map_err(store_error)?;
-        items.sort_by_key(|item| ids.iter().position(|id| *id == item.id));
-        Ok(items)
+        self.store.get_many(ids).await.map_err(store_error)
     }
 
     /// The batch `approval` is in; not read when its policy batches nothing.
