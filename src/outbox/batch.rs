@@ -63,24 +63,25 @@ impl Batch {
     /// The members before the approval in the message that still wait at `now`: the
     /// batch's nudges are theirs first.
     pub fn waiting_before(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Approval> {
-        let before = self.members.get(..self.at).unwrap_or_default();
-        before
-            .iter()
-            .filter(move |member| member.is_pending_at(now))
+        waiting(self.members.get(..self.at).unwrap_or_default(), now)
     }
 
     /// The members that still wait at `now`, the approval among them if it does.
     pub fn waiting(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Approval> {
-        self.members
-            .iter()
-            .filter(move |member| member.is_pending_at(now))
+        waiting(&self.members, now)
     }
 
     /// The members after the approval in the message that still wait at `now`.
     pub fn waiting_after(&self, now: DateTime<Utc>) -> impl Iterator<Item = &Approval> {
-        let after = self.members.get(self.at + 1..).unwrap_or_default();
-        after.iter().filter(move |member| member.is_pending_at(now))
+        waiting(self.members.get(self.at + 1..).unwrap_or_default(), now)
     }
+}
+
+/// Those of `members` that still wait at `now`.
+fn waiting(members: &[Approval], now: DateTime<Utc>) -> impl Iterator<Item = &Approval> {
+    members
+        .iter()
+        .filter(move |member| member.is_pending_at(now))
 }
 
 impl Deliverer<'_> {
@@ -317,8 +318,8 @@ impl Deliverer<'_> {
     }
 
     /// The `ts` of a batch escalation in `channel` listing `approval` among its items,
-    /// if one is there; `None` too when the history cannot be read (a missing scope:
-    /// posted then, with a warning, at least once rather than exactly once).
+    /// if one is there; `None` too when the history cannot be read
+    /// ([`Deliverer::look_in_history`]).
     async fn escalation_listing(
         &self,
         approval: &Approval,
@@ -330,22 +331,8 @@ impl Deliverer<'_> {
             let items = payload["items"].as_array();
             payload["kind"] == kind && items.is_some_and(|items| items.contains(&id))
         };
-        match self
-            .find_in_history(approval, channel, POST_EVENT, lists)
-            .await
-        {
-            Err(error) if error.is_permanent() => {
-                tracing::warn!(
-                    %error,
-                    channel,
-                    "cannot read the channel's history to look for the batch's escalation; \
-                     posting it (grant channels:history and groups:history for exactly-once \
-                     posts)"
-                );
-                Ok(None)
-            }
-            found => Ok(found?.map(|(ts, _)| ts)),
-        }
+        let found = self.look_in_history(approval, channel, POST_EVENT, lists);
+        Ok(found.await?.map(|(ts, _)| ts))
     }
 
     /// Posts the `batch`'s escalation (by `approval`) to `channel`: where it went

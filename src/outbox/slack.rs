@@ -68,6 +68,12 @@ pub(super) fn note_after_escalation(
     }
 }
 
+/// `matches`, for a message's payload that names `approval` as its own.
+fn of(approval: &Approval, matches: impl Fn(&Value) -> bool) -> impl Fn(&Value) -> bool {
+    let id = approval.id.to_string();
+    move |payload: &Value| payload["approval_id"] == id.as_str() && matches(payload)
+}
+
 impl Deliverer<'_> {
     /// Posts the approval to the job's channel: the main post, or the escalation post
     /// (only while still pending, with a note in the main message's thread).
@@ -259,7 +265,24 @@ impl Deliverer<'_> {
         event: &str,
         matches: impl Fn(&Value) -> bool,
     ) -> Result<Option<(String, i64)>, SlackError> {
-        match self.find_posted(approval, channel, event, matches).await {
+        let ours = of(approval, matches);
+        self.look_in_history(approval, channel, event, ours).await
+    }
+
+    /// [`Deliverer::find_in_history`], `None` (with a warning) when the history cannot
+    /// be read: the message is then posted again, at least once rather than exactly
+    /// once.
+    pub(super) async fn look_in_history(
+        &self,
+        approval: &Approval,
+        channel: &str,
+        event: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<Option<(String, i64)>, SlackError> {
+        match self
+            .find_in_history(approval, channel, event, matches)
+            .await
+        {
             Err(error) if error.is_permanent() => {
                 tracing::warn!(
                     %error,
@@ -286,15 +309,14 @@ impl Deliverer<'_> {
         event: &str,
         matches: impl Fn(&Value) -> bool,
     ) -> Result<Option<(String, i64)>, SlackError> {
-        let id = approval.id.to_string();
-        let ours = |payload: &Value| payload["approval_id"] == id.as_str() && matches(payload);
+        let ours = of(approval, matches);
         self.find_in_history(approval, channel, event, ours).await
     }
 
     /// Like [`Deliverer::find_posted`], for a message of any approval whose payload
     /// `matches` (a batch's, listing this one among its items), posted since this
     /// one was created.
-    pub(super) async fn find_in_history(
+    async fn find_in_history(
         &self,
         approval: &Approval,
         channel: &str,
@@ -318,10 +340,13 @@ impl Deliverer<'_> {
         matches: impl Fn(&Value) -> bool,
     ) -> Result<Option<(String, i64)>, SlackError> {
         let params = [("channel", channel), ("ts", ts)];
-        let id = approval.id.to_string();
-        let ours = |payload: &Value| payload["approval_id"] == id.as_str() && matches(payload);
-        self.search("conversations.replies", &params, event, ours)
-            .await
+        self.search(
+            "conversations.replies",
+            &params,
+            event,
+            of(approval, matches),
+        )
+        .await
     }
 
     /// Reads `method` (a history: `conversations.history` or `.replies`) with `params`,
