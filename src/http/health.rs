@@ -45,12 +45,14 @@ pub struct ApprovalHealth {
     pub pending_count: i64,
     /// Pending or approved past expiry by more than a minute: the scheduler is behind.
     pub stale_pending: i64,
-    /// Deliveries overdue by more than a minute, and Slack deliveries given up within
-    /// the last hour.
+    /// Slack deliveries overdue by more than a minute or given up within the last
+    /// hour (callbacks waiting for a free slot are not counted: see
+    /// `callbacks_given_up`).
     pub undelivered: i64,
     /// Callbacks given up within the last hour. Their receivers are the callers' to
-    /// run, so these do not degrade the status (a caller's receiver that is down, or a
-    /// `callback_url` that the egress rules refuse, says nothing of signoff's health).
+    /// run, so these do not degrade the status, and neither do callbacks overdue (a
+    /// caller's receiver that is down or never answers, or a `callback_url` that the
+    /// egress rules refuse, says nothing of signoff's health).
     pub callbacks_given_up: i64,
     /// `null` while no Slack token is configured.
     #[schema(required = true)]

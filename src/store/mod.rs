@@ -173,8 +173,10 @@ pub struct HealthCounts {
     pub pending: i64,
     /// Pending or approved approvals past their expiry that the scheduler has not expired yet.
     pub stale_pending: i64,
-    /// Deliveries overdue by more than [`OVERDUE_GRACE`], and Slack deliveries given up
-    /// within [`GIVEN_UP_SHOWN`].
+    /// Slack deliveries overdue by more than [`OVERDUE_GRACE`] or given up within
+    /// [`GIVEN_UP_SHOWN`]. Callbacks are not counted, overdue or given up: any token
+    /// holder could queue enough of them to a receiver that never answers to keep
+    /// them overdue.
     pub undelivered: i64,
     /// Callbacks given up within [`GIVEN_UP_SHOWN`]: their receivers are the callers',
     /// so they are reported apart and do not degrade health.

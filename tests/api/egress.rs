@@ -93,6 +93,29 @@ async fn a_host_that_resolves_inward_is_dead_lettered_with_the_reason() {
     assert_eq!(attempts, 1, "dead at once, not retried");
 }
 
+/// A callback still waiting for a slot long after it fell due (its receiver slow,
+/// or a backlog of them) does not degrade health either: any token holder could
+/// queue enough callbacks to a receiver that never answers to keep some overdue.
+#[tokio::test]
+async fn a_callback_overdue_in_the_queue_does_not_degrade_health() {
+    let app = spawn_app().await;
+    let (status, body) = create_with(&app, "http://hooks.test:9/cb").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    app.clock.advance(std::time::Duration::from_secs(600));
+    let ready: i64 = {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE kind = 'callback' AND state = 'ready'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(ready, 1, "the callback waits, ten minutes overdue");
+    let (status, health) = app.get("/health/approvals").await;
+    assert_eq!(health["undelivered"], 0, "{health}");
+    assert_eq!(status, StatusCode::OK, "{health}");
+}
+
 /// Answers `first` for the first lookup and 127.0.0.1 for every later one (DNS
 /// rebinding), counting the lookups.
 struct Rebinding {

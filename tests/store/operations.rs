@@ -34,6 +34,7 @@ crate::on_both_backends!(
     the_audit_log_refuses_update_and_delete,
     tokens_are_stored_hashed_listed_and_revoked,
     health_counts_pending_and_stale_approvals,
+    health_counts_an_overdue_slack_post_but_no_overdue_callback,
     approvals_are_found_by_an_id_prefix,
     many_approvals_are_read_at_once_in_the_order_asked,
 );
@@ -718,6 +719,37 @@ async fn health_counts_pending_and_stale_approvals(db: TestDb) {
     assert_eq!(
         (counts.pending, counts.stale_pending, counts.undelivered),
         (1, 0, 0)
+    );
+}
+
+/// A Slack post overdue is undelivered; a callback overdue is not (its receiver is
+/// the caller's: any token holder could keep callbacks overdue and the status at 503).
+async fn health_counts_an_overdue_slack_post_but_no_overdue_callback(db: TestDb) {
+    let (store, clock) = open_posting(&db).await;
+    let mut request = new_request("job", json!({}));
+    request.callback_url = Some("https://hooks.example.com/cb".into());
+    let mut class = classify("job");
+    class.route.channel = None;
+    let created = store.create(request, class, clock.now()).await.unwrap();
+    vote(&store, &clock, created.approval.id, "U1", Decision::Deny)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(120));
+    let ready = "SELECT COUNT(*) FROM jobs WHERE state = 'ready'";
+    assert_eq!(
+        raw_count(&db, &format!("{ready} AND kind = 'callback'")).await,
+        1,
+        "the callback waits, two minutes overdue"
+    );
+    assert_eq!(raw_count(&db, ready).await, 1, "and nothing else");
+    assert_eq!(store.health(clock.now()).await.unwrap().undelivered, 0);
+
+    create(&store, &clock, "b", json!({})).await;
+    clock.advance(Duration::from_secs(120));
+    assert_eq!(
+        store.health(clock.now()).await.unwrap().undelivered,
+        1,
+        "the post of a request to a channel, two minutes overdue"
     );
 }
 

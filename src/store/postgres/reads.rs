@@ -66,7 +66,7 @@ impl Reads for PgReads {
                (SELECT COUNT(*) FROM pending_approvals WHERE status = 'pending'), \
                (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') \
                   AND expires_at >= (SELECT below FROM expiry_watermark WHERE id = 1) AND expires_at < $1), \
-               (SELECT COUNT(*) FROM jobs WHERE (state = 'ready' AND due_at < $1) \
+               (SELECT COUNT(*) FROM jobs WHERE (state = 'ready' AND kind <> 'callback' AND due_at < $1) \
                   OR (state = 'dead' AND kind <> 'callback' AND due_at >= $2)), \
                (SELECT COUNT(*) FROM jobs WHERE state = 'dead' AND kind = 'callback' AND due_at >= $2)",
         )

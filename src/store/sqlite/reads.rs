@@ -77,7 +77,7 @@ impl Reads for SqliteReads {
                (SELECT COUNT(*) FROM pending_approvals \
                 WHERE status IN ('pending', 'approved') AND status = 'pending'), \
                (SELECT COUNT(*) FROM pending_approvals WHERE status IN ('pending', 'approved') AND expires_at < $1), \
-               (SELECT COUNT(*) FROM jobs WHERE (state = 'ready' AND due_at < $1) \
+               (SELECT COUNT(*) FROM jobs WHERE (state = 'ready' AND kind <> 'callback' AND due_at < $1) \
                   OR (state = 'dead' AND kind <> 'callback' AND due_at >= $2)), \
                (SELECT COUNT(*) FROM jobs WHERE state = 'dead' AND kind = 'callback' AND due_at >= $2)",
         )
