@@ -40,6 +40,11 @@ pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 /// Hosts whose checked addresses are kept at most.
 const MAX_PINNED: usize = 10_000;
+/// Checked addresses kept per host at most: a host's DNS answer is the caller's to
+/// make, and one of thousands of records, kept for each of [`MAX_PINNED`] hosts,
+/// would hold gigabytes. A connection tries them in the resolver's order of
+/// preference, and rarely gets past the first.
+const MAX_PINNED_ADDRESSES: usize = 8;
 /// One callback's time limit, once its host is resolved.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a callback's host may take to resolve: with [`TIMEOUT`], 15 s, within
@@ -174,10 +179,13 @@ impl Poster {
         })
     }
 
-    /// From now on, `host` connects to `addresses` (checked) only. The table is
-    /// emptied when it grows past [`MAX_PINNED`] hosts (callers choose the hosts); a
-    /// callback whose pin went then fails closed and is retried, checked again.
-    pub fn pin(&self, host: &str, addresses: Vec<SocketAddr>) {
+    /// From now on, `host` connects to `addresses` (checked; the first
+    /// [`MAX_PINNED_ADDRESSES`]) only. The table is emptied when it grows past
+    /// [`MAX_PINNED`] hosts (callers choose the hosts); a callback whose pin went then
+    /// fails closed and is retried, checked again.
+    pub fn pin(&self, host: &str, mut addresses: Vec<SocketAddr>) {
+        addresses.truncate(MAX_PINNED_ADDRESSES);
+        addresses.shrink_to_fit();
         let mut pinned = self
             .pinned
             .0
@@ -284,6 +292,30 @@ mod tests {
             message_id(id, Status::Expired)
         );
         assert!(message_id(id, Status::Denied).starts_with("msg_"));
+    }
+
+    #[test]
+    fn a_host_keeps_its_first_few_addresses_and_the_table_a_bounded_number_of_hosts() {
+        let poster = Poster::new().unwrap();
+        let many: Vec<SocketAddr> = (0..100u32)
+            .map(|i| SocketAddr::from((std::net::Ipv4Addr::from(0x0800_0000 + i), 443)))
+            .collect();
+        let pin = |host: usize| poster.pin(&format!("h{host}.example"), many.clone());
+        (0..MAX_PINNED).for_each(pin);
+        let kept: usize = {
+            let pinned = poster.pinned.0.lock().unwrap();
+            assert_eq!(pinned.len(), MAX_PINNED);
+            assert_eq!(pinned["h7.example"][..], many[..MAX_PINNED_ADDRESSES]);
+            pinned.values().map(Vec::capacity).sum()
+        };
+        assert_eq!(
+            kept,
+            MAX_PINNED * MAX_PINNED_ADDRESSES,
+            "held, not only used"
+        );
+        pin(MAX_PINNED);
+        let pinned = poster.pinned.0.lock().unwrap();
+        assert!(pinned.len() <= MAX_PINNED, "{}", pinned.len());
     }
 
     #[tokio::test]
