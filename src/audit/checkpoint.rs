@@ -179,7 +179,12 @@ impl fmt::Display for Flaw {
             Flaw::Outside { seq, head } => write!(
                 f,
                 "audit event {seq} lies outside the chain, whose events are numbered 1 to {head}: \
-                 a row put beside the log, not appended to it"
+                 {}",
+                if seq > head {
+                    "a row put beside the log, or the chain's head moved back over events still there"
+                } else {
+                    "a row put beside the log, not appended to it"
+                }
             ),
         }
     }

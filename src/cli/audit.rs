@@ -388,6 +388,12 @@ async fn write_export(store: &Store, mut out: impl Write) -> anyhow::Result<()> 
             }
         }
     }
+    // A row numbered outside 1 to the head is in no export: not one left out in
+    // silence, so that a log that fails `audit verify` never exports as a clean file
+    // (the head moved back over events still there reads as a shorter log).
+    if let Some(flaw) = store.audit_bounds().await?.outside() {
+        anyhow::bail!("{flaw}; nothing was exported (run `signoff audit verify`)");
+    }
     for checkpoint in next {
         serde_json::to_writer(&mut out, checkpoint)?;
         out.write_all(b"\n")?;

@@ -20,6 +20,7 @@ on_both_backends!(
     audit_verify_reports_events_missing_after_a_checkpoint,
     a_chain_rewritten_after_removing_the_newest_checkpoint_is_caught_by_the_one_kept,
     an_export_of_a_cut_log_fails_as_the_log_does,
+    a_head_moved_back_over_events_still_there_fails_verify_and_export_alike,
     audit_verify_names_a_row_put_beside_the_chain_below_or_past_its_head,
     a_checkpoint_signs_events_another_process_appended,
     the_inspecting_commands_take_the_schema_as_found,
@@ -112,6 +113,37 @@ async fn an_export_of_a_cut_log_fails_as_the_log_does(db: TestDb) {
     assert_one_line_error(
         &verify_export(),
         "checkpoint 2 signed event 6, but the log ends at event 3",
+    );
+}
+
+/// The head moved back over events 9 and 10, which no checkpoint signed, with no
+/// guard lifted (the head is no append-only row): `audit verify` names the events
+/// past it, and `audit export` refuses rather than write events 1 to 8 as a clean log.
+async fn a_head_moved_back_over_events_still_there_fails_verify_and_export_alike(db: TestDb) {
+    let (store, _dir, public, export) = ten_events_to_export(&db).await;
+    export_to(&db, &export);
+    let eighth = store.audit_page(7, 1).await.unwrap().remove(0);
+    raw_script(
+        &db,
+        &format!(
+            "UPDATE audit_head SET seq = 8, hash = '{}' WHERE id = 1;",
+            eighth.hash
+        ),
+    )
+    .await;
+    let says = "audit event 10 lies outside the chain, whose events are numbered 1 to 8: \
+                a row put beside the log, or the chain's head moved back over events still there";
+    assert_one_line_error(&signoff(&["audit", "verify"], &db.url), says);
+    let exported = signoff(
+        &["audit", "export", "-o", export.to_str().unwrap()],
+        &db.url,
+    );
+    assert_one_line_error(&exported, says);
+    let kept = signoff(&verify_file(&export, &public), &db.url);
+    assert!(
+        kept.status.success(),
+        "the earlier export is left: {}",
+        stderr(&kept)
     );
 }
 
@@ -602,6 +634,7 @@ async fn audit_verify_names_a_row_put_beside_the_chain_below_or_past_its_head(db
     ten_events(&store).await;
     // So that each row put beside can be taken away again.
     raw_script(&db, unguard(&db)).await;
+    let dir = tempfile::tempdir().unwrap();
     for (seq, says) in [
         (
             0,
@@ -615,6 +648,14 @@ async fn audit_verify_names_a_row_put_beside_the_chain_below_or_past_its_head(db
     ] {
         raw_script(&db, &beside(seq)).await;
         assert_one_line_error(&signoff(&["audit", "verify"], &db.url), says);
+        // Not left out of an export in silence: it would verify as a clean log.
+        let export = dir.path().join("beside.jsonl");
+        let exported = signoff(
+            &["audit", "export", "-o", export.to_str().unwrap()],
+            &db.url,
+        );
+        assert_one_line_error(&exported, says);
+        assert!(stderr(&exported).contains("nothing was exported"));
         raw_script(&db, &format!("DELETE FROM audit_events WHERE seq = {seq};")).await;
         let ok = signoff(&["audit", "verify"], &db.url);
         assert!(ok.status.success(), "{}", stderr(&ok));

@@ -654,8 +654,59 @@ async fn the_audit_log_refuses_update_and_delete(db: TestDb) {
     assert!(update.unwrap_err().contains("append-only"));
     let delete = raw_execute(&db, "DELETE FROM audit_events").await;
     assert!(delete.unwrap_err().contains("append-only"));
+    // Nor an insert that takes a number in use: SQLite's REPLACE would delete the row
+    // it conflicts with without its delete guard, PostgreSQL's ON CONFLICT update it.
+    let columns = "seq, approval_id, kind, actor, at, data, prev_hash, hash";
+    let (events, checkpoints) = if db.backend == "sqlite" {
+        (
+            format!(
+                "INSERT OR REPLACE INTO audit_events ({columns}) \
+                 SELECT seq, approval_id, kind, 'mallory', at, data, prev_hash, hash \
+                 FROM audit_events WHERE seq = 1"
+            ),
+            "INSERT OR REPLACE INTO audit_checkpoints (n, seq, hash, at, signature) \
+             VALUES (1, 1, 'forged', '2026-11-23T12:00:00Z', 'forged')",
+        )
+    } else {
+        (
+            format!(
+                "INSERT INTO audit_events ({columns}) \
+                 SELECT seq, approval_id, kind, 'mallory', at, data, prev_hash, hash \
+                 FROM audit_events WHERE seq = 1 ON CONFLICT (seq) DO UPDATE SET actor = 'mallory'"
+            ),
+            "INSERT INTO audit_checkpoints (n, seq, hash, at, signature) \
+             VALUES (1, 1, 'forged', '2026-11-23T12:00:00Z', 'forged') \
+             ON CONFLICT (n) DO UPDATE SET hash = 'forged'",
+        )
+    };
+    let replace = raw_execute(&db, &events).await;
+    assert!(replace.unwrap_err().contains("append-only"));
+    raw_execute(
+        &db,
+        "INSERT INTO audit_checkpoints (n, seq, hash, at, signature) \
+         VALUES (1, 1, 'first', '2026-11-23T12:00:00Z', 'first')",
+    )
+    .await
+    .unwrap();
+    let replace = raw_execute(&db, checkpoints).await;
+    assert!(replace.unwrap_err().contains("append-only"));
+    assert_eq!(
+        raw_count(
+            &db,
+            "SELECT COUNT(*) FROM audit_checkpoints WHERE hash = 'first'"
+        )
+        .await,
+        1
+    );
     assert_eq!(store.audit_head().await.unwrap().0, 1);
-    assert_eq!(store.audit_page(0, 10).await.unwrap().len(), 1);
+    let events = store.audit_page(0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_ne!(
+        events[0].actor.as_deref(),
+        Some("mallory"),
+        "{:?}",
+        events[0]
+    );
 }
 
 async fn tokens_are_stored_hashed_listed_and_revoked(db: TestDb) {
