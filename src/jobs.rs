@@ -70,7 +70,13 @@ pub enum Job {
         thread_in: Option<ChannelId>,
     },
     /// POST the decision to the request's `callback_url`.
-    Callback { status: Status },
+    Callback {
+        status: Status,
+        /// Who asked (the API token): the callbacks' slots are shared fairly across
+        /// requesters (`outbox::slots`). Absent in rows written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester: Option<String>,
+    },
     /// Tell a channel that a requester's requests are refused (`max_pending`). Jobs
     /// belong to an approval: this one to the requester's newest waiting approval.
     SlackThrottled {
@@ -281,6 +287,7 @@ pub fn plan(
         jobs.push(new(
             Job::Callback {
                 status: after.status,
+                requester: after.token_name.clone(),
             },
             now,
         ));
@@ -437,6 +444,7 @@ mod tests {
         let mut a = opened("deploy");
         routed(&mut a);
         a.callback_url = Some("https://agent.example/cb".into());
+        a.token_name = Some("agent".into());
         let jobs = plan(None, &a, SLACK, a.created_at);
         assert_eq!(kinds(&jobs), ["slack_post"]);
         assert_eq!(first_nudge(&a), Some(after(&a, 1800)), "the reminder first");
@@ -453,7 +461,8 @@ mod tests {
         assert_eq!(
             jobs[0].job,
             Job::Callback {
-                status: Status::Denied
+                status: Status::Denied,
+                requester: Some("agent".into()),
             }
         );
         assert_eq!(first_nudge(&denied), None, "decided: nobody to nudge");
@@ -547,6 +556,7 @@ mod tests {
             },
             Job::Callback {
                 status: Status::Expired,
+                requester: Some("billing-mcp".into()),
             },
             Job::SlackThrottled {
                 channel: "C1".into(),
@@ -586,7 +596,8 @@ mod tests {
         assert_eq!(
             Job::from_columns("callback", json!({"status": "approved"})),
             Some(Job::Callback {
-                status: Status::Approved
+                status: Status::Approved,
+                requester: None,
             })
         );
         assert_eq!(

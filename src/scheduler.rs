@@ -29,6 +29,9 @@ use crate::store::{Store, StoreError};
 pub const BATCH: i64 = 1000;
 /// Shared-table rows classified per pass at most.
 const INTAKE_BATCH: i64 = 100;
+/// Callbacks due read when slots free, for the slots to choose from fairly: in turns
+/// across requesters, so the first of this many requesters' are among them.
+const CALLBACKS_READ: i64 = 64;
 
 #[derive(Clone)]
 pub struct Scheduler {
@@ -427,9 +430,11 @@ impl Scheduler {
         }
     }
 
-    /// Reads as many callbacks due at `now` as `slots` has free, claims them (no
-    /// pacing) and starts them; returns how many started. Once the process shuts
-    /// down it starts none: those claimed meanwhile go back to the queue, due at once.
+    /// Reads the callbacks due at `now` (the first [`CALLBACKS_READ`], in turns
+    /// across requesters), claims as many as `slots` has free, shared fairly across
+    /// requesters (`CallbackSlots::pick`; no pacing), and starts them; returns how
+    /// many started. Once the process shuts down it starts none: those claimed
+    /// meanwhile go back to the queue, due at once.
     async fn start_callbacks(
         &self,
         slots: &mut CallbackSlots,
@@ -439,10 +444,11 @@ impl Scheduler {
         if free == 0 || self.stopping() {
             return Ok(0);
         }
-        let due = self
+        let mut due = self
             .store
-            .due_jobs(now, free as i64, Due::Callbacks)
+            .due_jobs(now, CALLBACKS_READ, Due::Callbacks)
             .await?;
+        due.jobs = slots.pick(due.jobs);
         let jobs = self
             .store
             .claim_due(due, now, self.lease, |jobs| (jobs, Vec::new()))

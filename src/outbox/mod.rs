@@ -169,7 +169,7 @@ impl Outbox {
             }
             Err(error) => return retry(job, now, None, error.to_string()),
         };
-        if let Job::Callback { status } = job.job {
+        if let Job::Callback { status, .. } = job.job {
             return self.callback(job, &approval, status, now, clock).await;
         }
         let (Some(client), Some(approvers)) = (&self.slack, &self.approvers) else {

@@ -5,12 +5,18 @@
 //! callbacks as it has free slots and starts each at once, so it never puts one back:
 //! a backlog of receivers that never answer costs one claim and one report per
 //! attempt, and no callback holds up a Slack delivery.
+//!
+//! The slots are shared fairly across requesters (API tokens): a slot that frees goes
+//! to the earliest callback due of the requester holding the fewest slots, so a
+//! backlog of one requester's callbacks to receivers that never answer delays
+//! another's by one attempt at most (15 s), not by the whole backlog.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinSet};
 
 use super::{CALLBACK_SLOTS, Outbox};
 use crate::clock::Clock;
@@ -26,6 +32,8 @@ pub struct CallbackSlots {
     /// without it.
     clock: Option<Arc<dyn Clock>>,
     running: JoinSet<Result<(), StoreError>>,
+    /// The requester of each callback under way, by its task.
+    requesters: HashMap<Id, Option<String>>,
 }
 
 impl CallbackSlots {
@@ -35,6 +43,7 @@ impl CallbackSlots {
             lease,
             clock,
             running: JoinSet::new(),
+            requesters: HashMap::new(),
         }
     }
 
@@ -48,17 +57,55 @@ impl CallbackSlots {
         self.running.is_empty()
     }
 
+    /// Of `due` (callbacks due, earliest first within each requester's), those to
+    /// start in the free slots: one at a time, the earliest of the requester holding
+    /// the fewest slots (those picked counted; among equals, the one met first).
+    pub fn pick(&self, due: Vec<DueJob>) -> Vec<DueJob> {
+        let mut queues: Vec<(Option<String>, usize, VecDeque<DueJob>)> = Vec::new();
+        for job in due {
+            let requester = requester(&job).map(str::to_owned);
+            match queues.iter_mut().find(|(r, ..)| *r == requester) {
+                Some((.., queue)) => queue.push_back(job),
+                None => {
+                    let held = self.held_by(requester.as_deref());
+                    queues.push((requester, held, VecDeque::from([job])));
+                }
+            }
+        }
+        let mut picked = Vec::new();
+        while picked.len() < self.free() {
+            let next = queues
+                .iter_mut()
+                .filter(|(.., queue)| !queue.is_empty())
+                .min_by_key(|(_, held, _)| *held);
+            let Some((_, held, queue)) = next else { break };
+            picked.extend(queue.pop_front());
+            *held += 1;
+        }
+        picked
+    }
+
+    /// The slots `requester`'s callbacks hold.
+    fn held_by(&self, requester: Option<&str>) -> usize {
+        self.requesters
+            .values()
+            .filter(|r| r.as_deref() == requester)
+            .count()
+    }
+
     /// Starts `jobs`, callbacks just claimed at `now` ([`CallbackSlots::free`] of
     /// them at most), each in its own task.
     pub fn start(&mut self, jobs: Vec<DueJob>, now: DateTime<Utc>) {
         debug_assert!(jobs.len() <= self.free(), "more callbacks than free slots");
         for job in jobs {
             debug_assert!(matches!(job.job, Job::Callback { .. }), "not a callback");
+            let requester = requester(&job).map(str::to_owned);
             let run = self
                 .outbox
                 .clone()
                 .run(job, now, self.lease, self.clock.clone());
-            self.running.spawn(run);
+            let task = self.running.spawn(run);
+            self.requesters.insert(task.id(), requester);
         }
     }
 
@@ -66,10 +113,17 @@ impl CallbackSlots {
     /// anything: false at once when none is under way. A report that fails leaves its
     /// callback to wait out its lease. Cancel-safe (a `select!` branch).
     pub async fn ended(&mut self) -> bool {
-        match self.running.join_next().await {
+        let ended = self.running.join_next_with_id().await;
+        if let Some(task) = ended.as_ref().map(|ended| match ended {
+            Ok((task, _)) => *task,
+            Err(panicked) => panicked.id(),
+        }) {
+            self.requesters.remove(&task);
+        }
+        match ended {
             None => false,
-            Some(Ok(Ok(()))) => true,
-            Some(Ok(Err(error))) => {
+            Some(Ok((_, Ok(())))) => true,
+            Some(Ok((_, Err(error)))) => {
                 tracing::warn!(%error, "a callback could not be recorded: it waits out its lease");
                 true
             }
@@ -83,5 +137,13 @@ impl CallbackSlots {
     /// Waits for every callback under way to end and be recorded.
     pub async fn finish(mut self) {
         while self.ended().await {}
+    }
+}
+
+/// Who asked for a callback (`None` for a row written before it was recorded).
+fn requester(job: &DueJob) -> Option<&str> {
+    match &job.job {
+        Job::Callback { requester, .. } => requester.as_deref(),
+        _ => None,
     }
 }

@@ -85,8 +85,18 @@ pub(super) mod jobs {
     /// Every kind due but callbacks (`jobs_due_deliveries`: the condition is the
     /// index's, word for word, so that the planners see the index answers it).
     pub const DUE_DELIVERIES: &str = due!(" AND jobs.kind <> 'callback'");
-    /// The callbacks due (`jobs_due_callbacks`).
-    pub const DUE_CALLBACKS: &str = due!(" AND jobs.kind = 'callback'");
+    /// The callbacks due (`jobs_due_callbacks`), `$2` at most, in turns across
+    /// requesters: each one's earliest, then each one's second, and so on (earliest
+    /// first within a turn), so that a backlog of one requester's does not hide
+    /// another's first (`outbox::slots` picks among them).
+    pub const DUE_CALLBACKS: &str = concat!(
+        "SELECT id, approval_id, kind, payload, attempts FROM (SELECT jobs.id, \
+         jobs.approval_id, jobs.kind, jobs.payload, jobs.attempts, jobs.due_at, \
+         ROW_NUMBER() OVER (PARTITION BY jobs.payload ->> 'requester' \
+         ORDER BY jobs.due_at, jobs.id) AS turn FROM jobs WHERE ",
+        due_and_free!(),
+        " AND jobs.kind = 'callback') AS due ORDER BY turn, due_at, id LIMIT $2"
+    );
 
     /// The read of the jobs `which` takes.
     pub fn due(which: crate::jobs::Due) -> &'static str {
@@ -251,6 +261,7 @@ mod tests {
     fn the_reads_by_kind_name_the_callbacks_kind() {
         let kind = Job::Callback {
             status: Status::Approved,
+            requester: None,
         }
         .kind();
         assert_eq!(kind, CALLBACK_KIND);

@@ -23,6 +23,7 @@ crate::on_both_backends!(
     a_callback_is_signed_when_it_is_sent_not_when_its_pass_began,
     slack_posts_go_out_while_callbacks_wait_for_a_receiver_that_never_answers,
     a_backlog_of_callbacks_to_a_silent_receiver_costs_one_claim_per_attempt,
+    a_slot_that_frees_goes_to_the_requester_holding_none_not_to_the_backlog,
 );
 
 /// The scheduler's loops, as the server runs them, at the manual clock's time: the
@@ -146,6 +147,68 @@ async fn silent_receiver() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()
         }
     });
     (port, taken, holding)
+}
+
+/// One requester's backlog of callbacks to a receiver that never answers holds every
+/// slot; another's callback, due after the whole backlog, takes the first slot that
+/// frees (the requester holding the fewest slots goes first), not the backlog's next.
+async fn a_slot_that_frees_goes_to_the_requester_holding_none_not_to_the_backlog(db: TestDb) {
+    let app = spawn_on(db).await;
+    // Takes connections and never answers; closes the first it took when told to.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let taken = Arc::new(AtomicUsize::new(0));
+    let free_one = Arc::new(tokio::sync::Notify::new());
+    let silent = tokio::spawn({
+        let (taken, free_one) = (taken.clone(), free_one.clone());
+        async move {
+            let mut held = Vec::new();
+            let mut freed = false;
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        held.push(accepted.unwrap().0);
+                        taken.fetch_add(1, Ordering::SeqCst);
+                    }
+                    () = free_one.notified(), if !freed => {
+                        held.remove(0);
+                        freed = true;
+                    }
+                }
+            }
+        }
+    });
+    with_callbacks(&app, port, 12).await;
+    let (stop, loops) = running(&app, app.scheduler.clone());
+    let under_way = async {
+        while taken.load(Ordering::SeqCst) < CALLBACK_SLOTS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), under_way)
+        .await
+        .expect("the backlog's callbacks hold every slot");
+    let other = crate::common::app::new_token(&app.store, &app.clock, "other-agent").await;
+    let (receiver, url) = Receiver::start(vec![]).await;
+    app.clock.advance(Duration::from_millis(1));
+    let body = json!({"tool_name": "search_docs", "parameters": {}, "callback_url": url});
+    asked(&app, &other, &body).await;
+    free_one.notify_one();
+    let arrived = tokio::time::timeout(Duration::from_secs(3), async {
+        while receiver.got().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let backlog_taken = taken.load(Ordering::SeqCst);
+    silent.abort();
+    stop.send(true).unwrap();
+    loops.await.unwrap();
+    assert!(
+        arrived.is_ok(),
+        "the other requester's callback waited behind the backlog ({backlog_taken} of its \
+         callbacks started, each holding a slot for 10 s)"
+    );
 }
 
 /// `count` auto-approved requests whose callbacks go to `port` on a test host.

@@ -35,6 +35,7 @@ crate::on_both_backends!(
     tokens_are_stored_hashed_listed_and_revoked,
     health_counts_pending_and_stale_approvals,
     health_counts_an_overdue_slack_post_but_no_overdue_callback,
+    callbacks_due_are_read_in_turns_across_requesters,
     approvals_are_found_by_an_id_prefix,
     many_approvals_are_read_at_once_in_the_order_asked,
 );
@@ -801,6 +802,57 @@ async fn health_counts_an_overdue_slack_post_but_no_overdue_callback(db: TestDb)
         store.health(clock.now()).await.unwrap().undelivered,
         1,
         "the post of a request to a channel, two minutes overdue"
+    );
+}
+
+/// The callbacks due come in turns across requesters (each one's earliest, then each
+/// one's second...), so that one requester's backlog, however deep, does not hide
+/// another's first from the callbacks' slots (`outbox::slots` picks among them).
+async fn callbacks_due_are_read_in_turns_across_requesters(db: TestDb) {
+    let (store, clock) = open(&db).await;
+    let denied = |token: &'static str, i: usize| {
+        let (store, clock) = (store.clone(), clock.clone());
+        async move {
+            let mut request = new_request("job", json!({ "i": i }));
+            request.callback_url = Some("https://hooks.example.com/cb".into());
+            request.token_name = Some(token.into());
+            let created = store
+                .create(request, classify("job"), clock.now())
+                .await
+                .unwrap();
+            vote(&store, &clock, created.approval.id, "U1", Decision::Deny)
+                .await
+                .unwrap();
+            clock.advance(Duration::from_millis(1));
+            created.approval.id
+        }
+    };
+    let mut backlog = Vec::new();
+    for i in 0..70 {
+        backlog.push(denied("flood", i).await);
+    }
+    let other = denied("other", 0).await;
+    let due = store
+        .due_jobs(clock.now(), 3, Due::Callbacks)
+        .await
+        .unwrap();
+    let ids: Vec<_> = due.jobs.iter().map(|job| job.approval_id).collect();
+    assert_eq!(ids, [backlog[0], other, backlog[1]]);
+    let requesters: Vec<_> = due
+        .jobs
+        .iter()
+        .map(|job| match &job.job {
+            signoff::jobs::Job::Callback { requester, .. } => requester.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        requesters,
+        [
+            Some("flood".into()),
+            Some("other".into()),
+            Some("flood".into())
+        ]
     );
 }
 
