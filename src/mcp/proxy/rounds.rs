@@ -246,7 +246,11 @@ impl Rounds {
         let _carrying = Carrying(self);
         loop {
             let asked = self.0.asked.notified();
-            if let Some(state) = self.questions_waiting() {
+            // A cancelled call is not parked: it is cancelled upstream (below), and the
+            // questions wait for another call.
+            if !cancelled.is_cancelled()
+                && let Some(state) = self.questions_waiting()
+            {
                 return Landed::Input(self.park(state, flight, round));
             }
             let answer = tokio::select! {
@@ -471,6 +475,39 @@ mod tests {
             driver.await.unwrap_err().is_cancelled(),
             "its request cancelled"
         );
+    }
+
+    /// The upstream asks while the client's call is already cancelled: the call is
+    /// cancelled upstream, not parked, and the question is left for another call.
+    #[tokio::test]
+    async fn a_cancelled_call_is_cancelled_not_parked_when_a_question_waits() {
+        let rounds = Rounds::new(Duration::from_secs(600));
+        let (parked, _parked_driver) = carrier(&rounds, &CancellationToken::new()).await;
+        let _first = rounds.ask(&roots()).unwrap();
+        assert!(matches!(parked.await.unwrap(), Landed::Input(_)), "parked");
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        let second = rounds
+            .ask(&roots())
+            .expect("queued for the parked call's retry");
+        let (flight, driver) = Flight::never_answered();
+        let round = Round {
+            what: "the tool t".into(),
+            arguments: None,
+            note: None,
+            approval: None,
+        };
+        let landed = rounds.wait(flight, round, &cancelled).await;
+        assert!(
+            matches!(&landed, Landed::Answer { answer, .. } if answer.is_err()),
+            "cancelled, not parked"
+        );
+        assert!(
+            driver.await.unwrap_err().is_cancelled(),
+            "its request cancelled"
+        );
+        assert_eq!(rounds.lock().unasked.len(), 1, "left for another call");
+        drop(second);
     }
 
     /// The client left: parked calls are given up (their upstream requests cancelled),
