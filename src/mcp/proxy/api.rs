@@ -43,6 +43,9 @@ pub enum ApiError {
     Throttled(String),
     #[error("signoff answered HTTP {status}: {detail}")]
     Refused { status: u16, detail: String },
+    /// The decision stream failed in a way no HTTP answer tells.
+    #[error("signoff's decision stream {0}")]
+    Stream(&'static str),
 }
 
 /// How a decision stream ended without an error.

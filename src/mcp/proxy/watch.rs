@@ -11,8 +11,11 @@
 //! buffering proxy, a half-dead peer) is given up and a new one started in its place;
 //! the held calls keep waiting, and every registered approval is read again then and
 //! once the new one listens (a decision may have come meanwhile); a call held before it
-//! listens registers at once ([`Phase::Resuming`]). A `resync` event (the server may have
-//! dropped changes) reads every registered approval again too.
+//! listens registers at once ([`Phase::Resuming`]). The first stream, when it has not
+//! said it listens within [`CONNECT`] (a buffering proxy holds back even that), is taken
+//! the same way: calls register, read their approval once, and get their decision from
+//! the reads at each give-up (or once it says it listens after all). A `resync` event (the server may have dropped changes)
+//! reads every registered approval again too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +25,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::api::{Api, ApiError, Ended, View};
 
-/// How long a registration waits for a new stream to listen.
+/// How long registrations wait for the first stream to listen before they go ahead
+/// without it ([`Phase::Resuming`]).
 const CONNECT: Duration = Duration::from_secs(30);
 
 /// How long the stream may bring nothing before it is given up as dead: three of the
@@ -34,9 +38,10 @@ pub const SILENT: Duration = Duration::from_secs(45);
 enum Phase {
     Connecting,
     Listening,
-    /// A stream given up for silence, a new one not listening yet: a registration
-    /// goes ahead (the call reads its approval once, and every registered approval is
-    /// read again at each give-up), rather than wait for a stream that a buffering
+    /// A stream given up for silence, a new one not listening yet (or the first one
+    /// not listening after [`CONNECT`]): a registration goes ahead (the call reads
+    /// its approval once, and every registered approval is read again at each give-up
+    /// and once a stream listens), rather than wait for a stream that a buffering
     /// proxy may never let say it listens.
     Resuming,
     Broken(ApiError),
@@ -59,6 +64,8 @@ pub struct Watch {
     api: Api,
     /// How long the stream may bring nothing ([`SILENT`]; shorter in tests).
     silent: Duration,
+    /// How long registrations wait for the first stream to listen ([`CONNECT`]).
+    connect: Duration,
     shared: Arc<Mutex<Shared>>,
 }
 
@@ -77,10 +84,7 @@ impl Waiting {
         match (&mut self.answer).await {
             Ok(answer) => answer,
             // Never: the sender is only dropped after answering or on our own drop.
-            Err(_) => Err(ApiError::Refused {
-                status: 0,
-                detail: "the decision stream closed".into(),
-            }),
+            Err(_) => Err(ApiError::Stream("closed")),
         }
     }
 }
@@ -109,12 +113,22 @@ impl Watch {
         Self {
             api,
             silent,
+            connect: CONNECT,
             shared: Arc::default(),
         }
     }
 
+    /// The same, with registrations going ahead after `connect` instead of [`CONNECT`].
+    #[cfg(test)]
+    fn connecting_within(mut self, connect: Duration) -> Self {
+        self.connect = connect;
+        self
+    }
+
     /// Registers a held call for approval `id`; returns once the stream listens, so
-    /// that every change after this is delivered.
+    /// that every change after this is delivered, or once it is taken to be behind a
+    /// buffering proxy ([`Phase::Resuming`]): the call then reads its approval once,
+    /// and the reads at each give-up bring a later decision.
     pub async fn watch(&self, id: &str) -> Result<Waiting, ApiError> {
         let (sender, answer) = oneshot::channel();
         let (waiting, mut phase) = {
@@ -138,16 +152,17 @@ impl Watch {
             };
             (waiting, phase)
         };
-        let listening = phase.wait_for(|phase| !matches!(phase, Phase::Connecting));
-        match tokio::time::timeout(CONNECT, listening).await {
-            Ok(Ok(phase)) => match &*phase {
+        // The stream leaves `Connecting` within `connect` (see `follow`).
+        match phase
+            .wait_for(|phase| !matches!(phase, Phase::Connecting))
+            .await
+        {
+            Ok(phase) => match &*phase {
                 Phase::Broken(error) => Err(error.clone()),
                 _ => Ok(waiting),
             },
-            Ok(Err(_)) | Err(_) => Err(ApiError::Refused {
-                status: 0,
-                detail: "the decision stream did not start".into(),
-            }),
+            // Never: the stream says it broke before it ends.
+            Err(_) => Err(ApiError::Stream("ended before it listened")),
         }
     }
 
@@ -162,34 +177,29 @@ impl Watch {
     /// Runs the stream until it ends, with a new one in place of each that went
     /// silent; then fails every call still waiting.
     async fn follow(self, phase: watch::Sender<Phase>) {
-        let mut again = false;
         let error = loop {
-            let outcome = self
-                .api
-                .events(self.silent, |event, data| match event {
-                    "ready" => {
-                        phase.send_replace(Phase::Listening);
-                        // In place of a silent stream: decisions may have come meanwhile.
-                        if again {
-                            self.resync();
-                        }
+            let events = self.api.events(self.silent, |event, data| match event {
+                "ready" => {
+                    // Calls went ahead without a stream that listened (in place of a
+                    // silent one, or a late first one): decisions may have come meanwhile.
+                    if let Phase::Resuming = phase.send_replace(Phase::Listening) {
+                        self.resync();
                     }
-                    "approval" => match serde_json::from_str::<View>(data) {
-                        Ok(view) => self.deliver(view),
-                        Err(error) => tracing::warn!(%error, "unreadable approval event"),
-                    },
-                    "resync" => self.resync(),
-                    _ => {}
-                })
-                .await;
-            match outcome {
+                }
+                "approval" => match serde_json::from_str::<View>(data) {
+                    Ok(view) => self.deliver(view),
+                    Err(error) => tracing::warn!(%error, "unreadable approval event"),
+                },
+                "resync" => self.resync(),
+                _ => {}
+            });
+            match self.within_connect(events, &phase).await {
                 Ok(Ended::Silent) => {
                     tracing::info!(silent = ?self.silent, "the decision stream went silent: starting a new one");
                     phase.send_replace(Phase::Resuming);
                     // Read now, not only once the new one listens: behind a reverse
                     // proxy that buffers streams, it never says it does.
                     self.resync();
-                    again = true;
                 }
                 Ok(Ended::Closed) => break self.api.stream_closed(),
                 Err(error) => break error,
@@ -205,6 +215,29 @@ impl Watch {
         for (_, sender) in waiters.into_values().flatten() {
             let _ = sender.send(Err(error.clone()));
         }
+    }
+
+    /// Runs `events`; when the stream has not said it listens within `connect`,
+    /// registrations go ahead without it ([`Phase::Resuming`]) while it runs on.
+    async fn within_connect<T>(
+        &self,
+        events: impl Future<Output = T>,
+        phase: &watch::Sender<Phase>,
+    ) -> T {
+        let mut events = std::pin::pin!(events);
+        tokio::select! {
+            outcome = &mut events => return outcome,
+            () = tokio::time::sleep(self.connect) => {}
+        }
+        phase.send_if_modified(|phase| {
+            let connecting = matches!(phase, Phase::Connecting);
+            if connecting {
+                tracing::info!(connect = ?self.connect, "the decision stream does not say it listens (a buffering proxy?): calls are held without it");
+                *phase = Phase::Resuming;
+            }
+            connecting
+        });
+        events.await
     }
 
     /// Answers the calls held for `view` if it is decided.
@@ -245,14 +278,15 @@ mod tests {
 
     /// A signoff whose decision streams say they listen, then go silent (no
     /// keep-alive); its approval `a1` is approved. With how many streams it opened.
-    /// `buffered`: every stream after the first brings nothing at all, not even that
-    /// it listens, as behind a reverse proxy that buffers them.
-    async fn silent_signoff(buffered: bool) -> (String, Arc<AtomicUsize>) {
+    /// Every stream from the `buffered`th on (0 the first, `usize::MAX` none) brings
+    /// nothing at all, not even that it listens, as behind a reverse proxy that
+    /// buffers them.
+    async fn silent_signoff(buffered: usize) -> (String, Arc<AtomicUsize>) {
         let opened = Arc::new(AtomicUsize::new(0));
         let counted = opened.clone();
         let events = move || {
-            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
-            let said = if first || !buffered {
+            let nth = counted.fetch_add(1, Ordering::SeqCst);
+            let said = if nth < buffered {
                 "event: ready\ndata: {}\n\n"
             } else {
                 ""
@@ -289,12 +323,12 @@ mod tests {
     /// the held call gets it (not an error).
     #[tokio::test]
     async fn a_silent_decision_stream_is_replaced_and_the_held_call_still_gets_its_decision() {
-        decided_after_silence(false).await;
+        decided_after_silence(usize::MAX).await;
     }
 
-    /// `a1`'s decision, as a held call gets it from [`silent_signoff`] (`buffered` or
-    /// not); checks that a new stream was opened.
-    async fn decided_after_silence(buffered: bool) {
+    /// `a1`'s decision, as a held call gets it from [`silent_signoff`] (`buffered` as
+    /// there); checks that a new stream was opened.
+    async fn decided_after_silence(buffered: usize) {
         let (base, opened) = silent_signoff(buffered).await;
         let watch = Watch::new(Api::new(&base, None).unwrap(), Duration::from_millis(200));
         let mut waiting = watch.watch("a1").await.unwrap();
@@ -311,7 +345,7 @@ mod tests {
     /// start, and its decision comes with the next give-up's reads.
     #[tokio::test]
     async fn a_call_held_while_a_buffered_stream_resumes_is_registered_at_once() {
-        let (base, opened) = silent_signoff(true).await;
+        let (base, opened) = silent_signoff(1).await;
         let watch = Watch::new(Api::new(&base, None).unwrap(), Duration::from_millis(200));
         let first = watch.watch("a1").await.unwrap();
         let replaced = async {
@@ -339,6 +373,30 @@ mod tests {
     /// and the call gets its decision all the same.
     #[tokio::test]
     async fn a_held_call_gets_its_decision_when_the_new_stream_is_buffered_too() {
-        decided_after_silence(true).await;
+        decided_after_silence(1).await;
+    }
+
+    /// Behind a reverse proxy that buffers every stream, the first one never says it
+    /// listens either: past the connect time the call is registered all the same (not
+    /// refused), and its decision comes with the reads when the stream is given up.
+    #[tokio::test]
+    async fn a_call_is_registered_when_the_first_stream_never_says_it_listens() {
+        let (base, opened) = silent_signoff(0).await;
+        let watch = Watch::new(Api::new(&base, None).unwrap(), Duration::from_secs(2))
+            .connecting_within(Duration::from_millis(300));
+        let mut waiting = tokio::time::timeout(Duration::from_millis(1500), watch.watch("a1"))
+            .await
+            .expect("registered after the connect time, before the give-up")
+            .expect("registered, not refused");
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            1,
+            "registered before the give-up"
+        );
+        let decided = tokio::time::timeout(Duration::from_secs(5), waiting.decided())
+            .await
+            .expect("read again at the give-up")
+            .unwrap();
+        assert_eq!(decided.status, "approved");
     }
 }
