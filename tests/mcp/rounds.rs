@@ -15,7 +15,7 @@ use rmcp::service::ClientLifecycleMode;
 use rmcp::service::ClientServiceExt;
 use serde_json::{Value, json};
 
-use crate::common::raw_count;
+use crate::common::{raw_count, raw_value};
 use crate::helpers::*;
 
 fn call(id: i64, tool: &str, arguments: Value) -> String {
@@ -57,6 +57,26 @@ fn text_of(answer: &Value) -> &str {
 async fn approvals_of(h: &Harness, tool: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) FROM pending_approvals WHERE tool_name = '{tool}'");
     raw_count(&h.app.db, &sql).await
+}
+
+/// The short id (as the texts show it) of `tool`'s one approval.
+async fn approval_of(h: &Harness, tool: &str) -> String {
+    let sql = format!("SELECT CAST(id AS TEXT) FROM pending_approvals WHERE tool_name = '{tool}'");
+    let id: String = raw_value(&h.app.db, &sql).await;
+    id[..8].to_owned()
+}
+
+/// A retry of a tool round that ended after its call went upstream is not invited to
+/// send the call again as if nothing ran: it names the spent approval.
+fn says_it_may_have_run(answer: &Value, approval: &str) {
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let text = text_of(answer);
+    assert!(text.contains("may have run"), "{answer}");
+    assert!(
+        text.contains(&format!("approval {approval} is spent")),
+        "{answer}"
+    );
+    assert!(!text.contains("Nothing was run"), "{answer}");
 }
 
 /// `tool` was asked about once, and the upstream ran it once.
@@ -106,7 +126,7 @@ async fn an_upstreams_sampling_request_reaches_a_2026_07_28_client_as_input_requ
     assert_eq!(raw_count(&h.app.db, executed).await, 1);
     assert_eq!(runs_of(&h, "ask_model"), 1);
 
-    // The round is over: its state cannot be used again.
+    // The round is over: its state cannot be used again, and the call ran.
     raw.send(&retry(
         3,
         "ask_model",
@@ -116,9 +136,9 @@ async fn an_upstreams_sampling_request_reaches_a_2026_07_28_client_as_input_requ
     ))
     .await;
     let again = raw.answer(3).await;
-    assert_eq!(again["result"]["isError"], true, "{again}");
+    says_it_may_have_run(&again, &approval_of(&h, "ask_model").await);
     assert!(
-        text_of(&again).contains("not known to signoff proxy"),
+        text_of(&again).contains("taken by an earlier retry"),
         "{again}"
     );
     asked_and_ran_once(&h, "ask_model").await;
@@ -194,7 +214,8 @@ async fn a_retry_with_other_arguments_or_a_forged_state_is_refused_and_the_round
     let _ = raw.child.start_kill();
 }
 
-/// The upstream's request gets an error and its call is cancelled.
+/// The upstream's request gets an error and its call is cancelled; the late retry is
+/// told that the call may have run (its approval spent), not to send it again.
 #[tokio::test]
 async fn a_round_the_client_never_comes_back_for_is_given_up_and_its_state_refused() {
     let h = harness().await;
@@ -219,7 +240,7 @@ async fn a_round_the_client_never_comes_back_for_is_given_up_and_its_state_refus
     ))
     .await;
     let late = raw.answer(2).await;
-    assert_eq!(late["result"]["isError"], true, "{late}");
+    says_it_may_have_run(&late, &approval_of(&h, "ask_model").await);
     assert!(text_of(&late).contains("given up after 300ms"), "{late}");
     // The proxy keeps serving.
     raw.send(&call(3, "echo", json!({"x": 1}))).await;

@@ -11,9 +11,11 @@
 //! A retry never passes the gate again. The approval was spent once, when the call was
 //! forwarded; the retry only rejoins that running call, and must repeat its tool and
 //! arguments. A round the client does not come back for is given up after a while: the
-//! upstream's requests get an error and the upstream request is cancelled. A 2026-07-28
-//! client's task carries the questions as the task's own input requests instead
-//! (`tasks/get` shows them, `tasks/update` answers them).
+//! upstream's requests get an error and the upstream request is cancelled. A late
+//! retry of a tool round that ended so, or that an earlier retry took, is told that
+//! the call may have run ([`Spent`]), not to send it again as if nothing ran. A
+//! 2026-07-28 client's task carries the questions as the task's own input requests
+//! instead (`tasks/get` shows them, `tasks/update` answers them).
 //!
 //! Every question the upstream asks is answered, by the client or with an error: one
 //! that waits for a call to carry it when no call is left that could (the last carrier
@@ -21,7 +23,7 @@
 //! task's input request) or refused, and when the client leaves every parked call is
 //! given up and every question refused.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ use rmcp::service::{RequestContext, RoleServer};
 use rmcp::task_manager::{TaskContext, TaskExit};
 use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::flight::Flight;
@@ -82,6 +85,23 @@ pub enum Carried {
     Uncarried,
 }
 
+/// How long a tool round that ended is remembered ([`Spent`]) for a late retry.
+const SPENT_KEPT: Duration = Duration::from_secs(60 * 60);
+
+/// How many ended tool rounds are remembered at most (the oldest is forgotten first).
+const MOST_SPENT: usize = 1024;
+
+/// A tool round that ended after its call went upstream (given up, or taken by a
+/// retry): a later retry with its `requestState` is told the call may have run, not
+/// that nothing was run.
+struct Spent {
+    request_state: String,
+    approval: String,
+    /// Given up for want of the client's answers (else taken by a retry).
+    given_up: bool,
+    until: Instant,
+}
+
 /// A call handed back to the client as `input_required`, until its retry.
 struct Parked {
     flight: Flight,
@@ -97,6 +117,8 @@ struct State {
     unasked: Vec<Question>,
     /// Parked calls, by their `requestState`.
     parked: HashMap<String, Parked>,
+    /// Tool rounds that ended, oldest first.
+    spent: VecDeque<Spent>,
     /// Tasks of 2026-07-28 clients waiting on the upstream (tasks extension): where a
     /// question goes when no call can carry it. It shows in `tasks/get` as
     /// `input_required`, and the client's `tasks/update` answers it.
@@ -114,6 +136,39 @@ impl State {
     fn key(&mut self, request: &InputRequest) -> String {
         self.asked += 1;
         format!("{}-{}", kind(request), self.asked)
+    }
+
+    /// Remembers `round`, under `request_state`, as ended (see [`Spent`]) when it is
+    /// a tool call's.
+    fn spend(&mut self, request_state: &str, round: &Round, given_up: bool) {
+        let Some(approval) = &round.approval else {
+            return;
+        };
+        let now = Instant::now();
+        while (self.spent.front()).is_some_and(|spent| spent.until <= now)
+            || self.spent.len() >= MOST_SPENT
+        {
+            self.spent.pop_front();
+        }
+        self.spent.push_back(Spent {
+            request_state: request_state.to_owned(),
+            approval: approval.clone(),
+            given_up,
+            until: now + SPENT_KEPT,
+        });
+    }
+
+    /// Why a retry naming `request_state`, which no parked call has, is refused.
+    fn unknown(&self, request_state: &str, within: Duration) -> String {
+        let now = Instant::now();
+        let spent = self
+            .spent
+            .iter()
+            .find(|spent| spent.request_state == request_state && spent.until > now);
+        match spent {
+            Some(spent) => texts::spent_round(&spent.approval, spent.given_up.then_some(within)),
+            None => texts::unknown_round(within),
+        }
     }
 
     /// Hands the questions waiting for a call back to their askers when no call is
@@ -308,6 +363,9 @@ impl Rounds {
             let parked = {
                 let mut state = rounds.lock();
                 let parked = state.parked.remove(&request_state);
+                if let Some(parked) = &parked {
+                    state.spend(&request_state, &parked.round, true);
+                }
                 state.hand_back_uncarried();
                 parked
             };
@@ -356,12 +414,13 @@ impl Rounds {
     ) -> Result<(Flight, Round), String> {
         let mut state = self.lock();
         let Some(parked) = state.parked.get(request_state) else {
-            return Err(texts::unknown_round(self.0.answer_within));
+            return Err(state.unknown(request_state, self.0.answer_within));
         };
         if parked.round.what != what || parked.round.arguments != *arguments {
             return Err(texts::other_round(&parked.round.what));
         }
         let parked = state.parked.remove(request_state).expect("looked up above");
+        state.spend(request_state, &parked.round, false);
         for question in parked.questions {
             match responses.remove(&question.key) {
                 Some(answer) => drop(question.answer.send(Carried::Answered(answer))),

@@ -193,6 +193,27 @@ pub fn unknown_round(within: std::time::Duration) -> String {
     )
 }
 
+/// A retry of a tool round that ended after its call went upstream: given up after
+/// `given_up` without the client's answers (the call then cancelled upstream), or
+/// taken by an earlier retry. The call may have run and its approval is spent, so the
+/// agent must not take it for not run and repeat it blindly.
+pub fn spent_round(approval: &str, given_up: Option<std::time::Duration>) -> String {
+    let ended = given_up.map_or_else(
+        || "was taken by an earlier retry".to_owned(),
+        |within| {
+            format!(
+                "was given up after {} without the client's answers, and the call cancelled",
+                humantime::format_duration(within)
+            )
+        },
+    );
+    format!(
+        "This request's earlier round {ended}. The call had gone to the MCP server: it may \
+         have run (approval {} is spent); check before calling again.",
+        approval.get(..8).unwrap_or(approval)
+    )
+}
+
 /// A retry that names another tool or other arguments than its round's request.
 pub fn other_round(what: &str) -> String {
     format!(
