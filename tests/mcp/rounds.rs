@@ -527,6 +527,46 @@ async fn a_2026_07_28_only_upstream_is_served_and_its_input_required_reaches_a_s
     assert!(heard, "{:?}", proxy.recorder.events());
 }
 
+/// How many listen streams naming `uri` the fixture opened.
+fn listens_naming(h: &Harness, uri: &str) -> usize {
+    (h.ran().iter())
+        .filter(|call| call["tool"] == "subscriptions/listen")
+        .filter(|call| call["arguments"].to_string().contains(uri))
+        .count()
+}
+
+/// The upstream ends the listen stream of a resource subscription: the proxy opens it
+/// again while the client is subscribed, and the resource's updates keep coming.
+#[tokio::test]
+async fn a_2026_07_28_upstreams_resource_stream_that_ends_is_opened_again_while_subscribed() {
+    let h = harness().await;
+    let proxy = h.proxy_with(modern_upstream(&h)).await;
+    let note = SubscribeRequestParams::new("fixture://note");
+    proxy.client.subscribe(note).await.unwrap();
+    // The fixture logs a stream as it serves it, which may be after it acknowledged it.
+    assert!(
+        eventually(|| listens_naming(&h, "fixture://note") == 1).await,
+        "{:?}",
+        h.ran()
+    );
+    proxy
+        .client
+        .call_tool(tool_call("end_streams", json!({})))
+        .await
+        .unwrap();
+    assert!(
+        eventually(|| listens_naming(&h, "fixture://note") == 2).await,
+        "{:?}",
+        h.ran()
+    );
+    let mut arguments = serde_json::Map::new();
+    arguments.insert("uri".into(), json!("fixture://note"));
+    let touch = CallToolRequestParams::new("touch").with_arguments(arguments);
+    proxy.client.call_tool(touch).await.unwrap();
+    let updated = || (proxy.recorder.events().iter()).any(|e| e["updated"] == "fixture://note");
+    assert!(eventually(updated).await, "{:?}", proxy.recorder.events());
+}
+
 /// A session client's resource subscription to a 2026-07-28 upstream (which has no
 /// `resources/subscribe`) is a listen stream of the proxy's naming the resource: its
 /// updates reach the client until it unsubscribes.

@@ -7,8 +7,8 @@
 //! last stream naming it closes. A client that began with `initialize` gets the upstream's
 //! notifications as they come, as before. A 2026-07-28 upstream sends its own list
 //! changes and resource updates only on listen streams, which the proxy opens upstream
-//! ([`Listeners::hear_list_changes`], opened again whenever it ends, and
-//! [`Listeners::subscribe_upstream`]).
+//! ([`Listeners::hear_list_changes`] and [`Listeners::subscribe_upstream`], each
+//! opened again whenever it ends while it is wanted).
 // A session-protocol upstream's subscriptions are the deprecated RPCs.
 #![allow(deprecated)]
 
@@ -90,22 +90,64 @@ impl Listeners {
         if self.lock().upstream.contains_key(uri) {
             return Ok(());
         }
-        let filter = SubscriptionFilter::builder()
-            .resource_subscriptions(vec![uri.to_owned()])
-            .build();
         // Boxed, as in `send`.
-        let stream = Box::pin(upstream.listen(filter))
+        let stream = Box::pin(upstream.listen(naming(uri)))
             .await
             .map_err(upstream_error)?;
-        let updates = tokio::spawn(self.clone().pass_on(stream));
-        let replaced = self
-            .lock()
+        // Spawned under the lock: the task finds itself registered when it looks.
+        let mut inner = self.lock();
+        let updates = tokio::spawn(self.clone().keep_resource(
+            upstream.clone(),
+            uri.to_owned(),
+            stream,
+        ));
+        let replaced = inner
             .upstream
             .insert(uri.to_owned(), updates.abort_handle());
         if let Some(replaced) = replaced {
             replaced.abort();
         }
         Ok(())
+    }
+
+    /// Passes on the updates of `stream`, a 2026-07-28 upstream's listen stream naming
+    /// `uri`, and opens it again whenever it ends (after a pause as in
+    /// [`Listeners::keep_listening`]) while the subscription stands (this task is the
+    /// one registered for `uri`, until [`Listeners::unsubscribe_upstream`]) and the
+    /// upstream is there; then forgets it, so that a later subscription opens anew.
+    async fn keep_resource(self, upstream: Peer<RoleClient>, uri: String, stream: Subscription) {
+        let mut stream = Some(stream);
+        let mut pause = FIRST_PAUSE;
+        loop {
+            if let Some(stream) = stream.take() {
+                let opened = tokio::time::Instant::now();
+                self.clone().pass_on(stream).await;
+                if opened.elapsed() >= LONGEST_PAUSE {
+                    pause = FIRST_PAUSE;
+                }
+            }
+            if upstream.is_transport_closed() || !self.registered(&uri) {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LONGEST_PAUSE);
+            // Boxed, as in `send`.
+            match Box::pin(upstream.listen(naming(&uri))).await {
+                Ok(opened) => stream = Some(opened),
+                Err(error) => {
+                    tracing::debug!(%error, uri, "the MCP server refused a resource's stream again");
+                }
+            }
+        }
+        let mut inner = self.lock();
+        if inner.upstream.get(&uri).is_some_and(is_this_task) {
+            inner.upstream.remove(&uri);
+        }
+    }
+
+    /// Whether the running task is the one registered for `uri`'s updates.
+    fn registered(&self, uri: &str) -> bool {
+        self.lock().upstream.get(uri).is_some_and(is_this_task)
     }
 
     /// Ends the upstream's subscription to `uri` (see [`Listeners::subscribe_upstream`]).
@@ -311,6 +353,18 @@ impl Listeners {
             let _ = sink.send(notification.clone()).await;
         }
     }
+}
+
+/// A listen filter naming resource `uri`.
+fn naming(uri: &str) -> SubscriptionFilter {
+    SubscriptionFilter::builder()
+        .resource_subscriptions(vec![uri.to_owned()])
+        .build()
+}
+
+/// Whether `handle` is the running task's.
+fn is_this_task(handle: &AbortHandle) -> bool {
+    tokio::task::try_id() == Some(handle.id())
 }
 
 /// The notifications that 2026-07-28 clients receive only on their streams.
