@@ -65,11 +65,11 @@ impl Checkpoint {
         }
     }
 
-    /// Whether one of `keys` signed it.
-    pub fn signed_by_any(&self, keys: &[PublicKey]) -> bool {
+    /// Which of `keys` signed it (the index of the newest that did), if any.
+    pub fn signed_by(&self, keys: &[PublicKey]) -> Option<usize> {
         let text = Self::signed_text(self.n, self.seq, &self.hash, &self.at);
         keys.iter()
-            .any(|key| key.verify(text.as_bytes(), &self.signature))
+            .rposition(|key| key.verify(text.as_bytes(), &self.signature))
     }
 }
 
@@ -91,6 +91,13 @@ pub enum Flaw {
     Chain(Break),
     /// The signature does not verify with the public key(s).
     Unsigned { n: i64 },
+    /// Checkpoint `n` is signed with key `key` (1-based, oldest first), older than
+    /// the key that signed checkpoint `newer` before it: a key rotated out (because it
+    /// leaked, say) signing again.
+    RetiredKey { n: i64, key: usize, newer: i64 },
+    /// With keys of a rotation given, the newest checkpoint, `n`, is not signed with
+    /// the newest: a log rewritten and signed again with a key rotated out ends so.
+    NotNewestKey { n: i64, keys: usize },
     /// Checkpoint numbers skip (one was removed) or events go backwards.
     Misnumbered { n: i64, expected: i64 },
     /// The chain no longer has the hash checkpoint `n` signed at event `seq`.
@@ -144,6 +151,19 @@ impl fmt::Display for Flaw {
             Flaw::Unsigned { n } => write!(
                 f,
                 "audit checkpoint {n}: its signature does not verify with the public key (forged, or signed by another key)"
+            ),
+            Flaw::RetiredKey { n, key, newer } => write!(
+                f,
+                "audit checkpoint {n} is signed with key {key} of the --public-key list, older \
+                 than the key that signed checkpoint {newer}: keys are given oldest first, and \
+                 one rotated out does not sign again (a leaked key re-signing a rewritten log)"
+            ),
+            Flaw::NotNewestKey { n, keys } => write!(
+                f,
+                "the newest audit checkpoint, {n}, is not signed with the newest of the {keys} \
+                 keys given (the last --public-key): keys are given oldest first, and after a \
+                 rotation the log ends in checkpoints the new key signed (a log rewritten and \
+                 re-signed with a key rotated out does not)"
             ),
             Flaw::Misnumbered { n, expected } => write!(
                 f,
@@ -270,10 +290,16 @@ pub struct LogVerifier {
 }
 
 impl LogVerifier {
-    /// Checks each checkpoint's number and signature first.
+    /// Checks each checkpoint's number and signature first. `keys` are those of a
+    /// rotation, oldest first: each checkpoint is signed with one of them, no older
+    /// than the one that signed the checkpoint before it, and with more than one the
+    /// newest checkpoint with the last (so that a key rotated out, say because it
+    /// leaked, cannot re-sign a rewritten log).
     pub fn new(mut checkpoints: Vec<Checkpoint>, keys: &[PublicKey]) -> Result<Self, Flaw> {
         checkpoints.sort_by_key(|c| c.n);
         let mut last_seq = 0;
+        // The key that signed the checkpoint before, and that checkpoint.
+        let mut newest_key: Option<(usize, i64)> = None;
         for (i, checkpoint) in checkpoints.iter().enumerate() {
             let expected = i as i64 + 1;
             if checkpoint.n != expected || checkpoint.seq <= last_seq {
@@ -282,10 +308,28 @@ impl LogVerifier {
                     expected,
                 });
             }
-            if !checkpoint.signed_by_any(keys) {
+            let Some(key) = checkpoint.signed_by(keys) else {
                 return Err(Flaw::Unsigned { n: checkpoint.n });
+            };
+            if let Some((newer_key, newer)) = newest_key
+                && key < newer_key
+            {
+                return Err(Flaw::RetiredKey {
+                    n: checkpoint.n,
+                    key: key + 1,
+                    newer,
+                });
             }
+            newest_key = Some((key, checkpoint.n));
             last_seq = checkpoint.seq;
+        }
+        if let Some((key, n)) = newest_key
+            && key + 1 < keys.len()
+        {
+            return Err(Flaw::NotNewestKey {
+                n,
+                keys: keys.len(),
+            });
         }
         Ok(Self {
             chain: Verifier::default(),

@@ -139,11 +139,11 @@ fn forged_removed_or_foreign_checkpoints_fail() {
         verify(&entries, cps[1..].to_vec(), signer.public_key()).unwrap_err(),
         Flaw::Misnumbered { n: 2, expected: 1 }
     );
-    // An older key still verifies what it signed.
+    // An older key still verifies what it signed (keys oldest first).
     let old = Signer::generate();
     let mut mixed = checkpoints(&old, &entries, &[4]);
     mixed.extend(checkpoints(&signer, &entries, &[4, 8]).into_iter().skip(1));
-    let mut v = LogVerifier::new(mixed, &[signer.public_key(), old.public_key()]).unwrap();
+    let mut v = LogVerifier::new(mixed, &[old.public_key(), signer.public_key()]).unwrap();
     for e in &entries {
         v.check(e).unwrap();
     }
@@ -246,4 +246,51 @@ fn a_long_unsigned_tail_is_warned_of() {
     .unwrap();
     assert_eq!(covered.unsigned_for, None);
     assert!(!covered.to_string().contains("warning"), "{covered}");
+}
+
+/// A key rotated out (because it leaked, say) cannot re-sign a rewritten log: with
+/// the keys of a rotation given oldest first, a checkpoint signed with an older key
+/// than the one before it is refused, and so is a log whose newest checkpoint the
+/// newest key did not sign (the whole log re-signed with the old key).
+#[test]
+fn a_key_rotated_out_cannot_re_sign_a_rewritten_log() {
+    let (old, new) = (Signer::generate(), Signer::generate());
+    let keys = [old.public_key(), new.public_key()];
+    let entries = chain(10);
+    let rotated = |first: &Signer, second: &Signer| {
+        let mut cps = checkpoints(first, &entries, &[4]);
+        cps.extend(checkpoints(second, &entries, &[4, 8]).into_iter().skip(1));
+        cps
+    };
+    let verified = |cps: Vec<Checkpoint>, keys: &[PublicKey]| {
+        let mut v = LogVerifier::new(cps, keys)?;
+        entries.iter().try_for_each(|e| v.check(e))?;
+        v.finish(None)
+    };
+    assert_eq!(verified(rotated(&old, &new), &keys).unwrap().covered, 8);
+    // Checkpoint 2 signed again with the old key, after the new one signed it.
+    assert_eq!(
+        verified(rotated(&new, &old), &keys).unwrap_err(),
+        Flaw::RetiredKey {
+            n: 2,
+            key: 1,
+            newer: 1
+        }
+    );
+    // Every checkpoint signed again with the old key (checkpoint 2 over a rewrite).
+    let resigned = checkpoints(&old, &entries, &[4, 8]);
+    let flaw = verified(resigned.clone(), &keys).unwrap_err();
+    assert_eq!(flaw, Flaw::NotNewestKey { n: 2, keys: 2 });
+    assert!(flaw.to_string().contains("the last --public-key"), "{flaw}");
+    // The keys named the other way round read as a rotation back to the old one.
+    assert_eq!(
+        verified(rotated(&old, &new), &[new.public_key(), old.public_key()]).unwrap_err(),
+        Flaw::RetiredKey {
+            n: 2,
+            key: 1,
+            newer: 1
+        }
+    );
+    // One key alone: whatever it signed verifies (no rotation to hold it to).
+    assert!(verified(resigned, &[old.public_key()]).is_ok());
 }

@@ -22,7 +22,9 @@ pub(super) enum AuditAction {
     /// covers.
     Verify {
         /// A public key file (`signoff key public`'s output) to check checkpoints with;
-        /// repeat it for keys used before a rotation. Default: the signing key's own.
+        /// after a key rotation, repeat it for every key used, oldest first: no
+        /// checkpoint may be signed with an older key than the one before it, and the
+        /// newest must be signed with the last. Default: the signing key's own.
         #[arg(long = "public-key", value_name = "FILE")]
         public_keys: Vec<PathBuf>,
         /// Verify an export (`signoff audit export`) instead of the database.

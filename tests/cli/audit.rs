@@ -21,6 +21,7 @@ on_both_backends!(
     a_chain_rewritten_after_removing_the_newest_checkpoint_is_caught_by_the_one_kept,
     an_export_of_a_cut_log_fails_as_the_log_does,
     a_head_moved_back_over_events_still_there_fails_verify_and_export_alike,
+    after_a_key_rotation_both_keys_verify_oldest_first_and_the_old_one_cannot_sign_last,
     audit_verify_names_a_row_put_beside_the_chain_below_or_past_its_head,
     a_checkpoint_signs_events_another_process_appended,
     the_inspecting_commands_take_the_schema_as_found,
@@ -144,6 +145,66 @@ async fn a_head_moved_back_over_events_still_there_fails_verify_and_export_alike
         kept.status.success(),
         "the earlier export is left: {}",
         stderr(&kept)
+    );
+}
+
+/// Checkpoint 1 signed with a key since rotated out, checkpoint 2 with the key the
+/// binary signs with: verified with both keys oldest first; named newest first, the
+/// old key reads as signing after the new one; the new key alone cannot check
+/// checkpoint 1.
+async fn after_a_key_rotation_both_keys_verify_oldest_first_and_the_old_one_cannot_sign_last(
+    db: TestDb,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Signer::generate();
+    let store = Store::connect_signing(&db.url, Default::default(), Some(old.clone()))
+        .await
+        .unwrap();
+    let noon = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+        .unwrap();
+    let policy = signoff::policy::Policy::builtin();
+    let create = |store: Store, i: i64, at| {
+        let policy = policy.clone();
+        async move {
+            let mut request =
+                signoff::approval::NewApproval::new("t", serde_json::json!({ "i": i }));
+            request.token_name = Some("agent".into());
+            let class = policy.classify("t", &request.parameters, None);
+            store.create(request, class, at).await.unwrap();
+        }
+    };
+    create(store.clone(), 0, noon).await;
+    drop(store);
+    let (store, new) = signing_store(&db).await;
+    create(store.clone(), 1, noon + chrono::TimeDelta::minutes(10)).await;
+    let [old_pub, new_pub] = [("old.pub", &old), ("new.pub", &new)].map(|(name, signer)| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, signer.public_key().to_string()).unwrap();
+        path.to_str().unwrap().to_owned()
+    });
+    let verify = |keys: &[&str]| {
+        let mut args = vec!["audit", "verify"];
+        for key in keys {
+            args.extend(["--public-key", key]);
+        }
+        signoff(&args, &db.url)
+    };
+    let both = verify(&[&old_pub, &new_pub]);
+    assert!(both.status.success(), "{}", stderr(&both));
+    assert!(
+        stdout(&both).contains("2 signed checkpoints"),
+        "{}",
+        stdout(&both)
+    );
+    assert_one_line_error(
+        &verify(&[&new_pub, &old_pub]),
+        "audit checkpoint 2 is signed with key 1 of the --public-key list, older than the \
+         key that signed checkpoint 1",
+    );
+    assert_one_line_error(
+        &verify(&[&new_pub]),
+        "audit checkpoint 1: its signature does not verify",
     );
 }
 
