@@ -2,6 +2,7 @@
 //! wins, and every uncertainty (no match, condition error) errs towards
 //! asking a human.
 
+use crate::policy::condition::Scope;
 use crate::policy::{Call, Classification, Policy, Rule, Tier, TierAction};
 
 /// A tool the policy denies whatever its arguments (see [`Policy::denies_every_call`]).
@@ -64,13 +65,15 @@ impl Policy {
         // tier it raises the call to.
         let mut failed: Vec<(usize, Tier)> = Vec::new();
         let mut matched = None;
+        // Built at the first condition, for all of them.
+        let mut scope = None;
 
         for (index, rule) in self.rules.iter().enumerate() {
             if !rule.names(call.tool, call.server) {
                 continue;
             }
             if let Some(condition) = &rule.when {
-                match condition.evaluate(call) {
+                match condition.evaluate_in(scope.get_or_insert_with(|| Scope::of(call))) {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(reason) => {

@@ -125,9 +125,28 @@ impl Condition {
         &self.source
     }
 
-    /// Evaluates the condition for one call. An error (missing field, wrong
-    /// type, non-bool result) comes back as a short one-line reason.
-    pub fn evaluate(&self, call: &Call<'_>) -> Result<bool, String> {
+    /// Evaluates the condition for one call, in its [`Scope`] (which every condition
+    /// evaluated for the call shares). An error (missing field, wrong type, non-bool
+    /// result) comes back as a short one-line reason.
+    pub fn evaluate_in(&self, scope: &Scope) -> Result<bool, String> {
+        match self.program.execute(&scope.0) {
+            Ok(Value::Bool(result)) => Ok(result),
+            Ok(other) => Err(format!("result is {} instead of bool", other.type_of())),
+            Err(error) => Err(truncate(&crate::policy::error::one_line(
+                &error.to_string(),
+            ))),
+        }
+    }
+}
+
+/// A call's variables as conditions read them (`params`, `tool`, `server`,
+/// `annotations`), converted from JSON once for every rule's condition that reads
+/// them: a large body, classified against many rules with a `when`, is not converted
+/// again for each.
+pub struct Scope(Context<'static, 'static>);
+
+impl Scope {
+    pub fn of(call: &Call<'_>) -> Scope {
         let mut context = Context::with_env(Arc::clone(env()));
         context.add_variable_from_value("params", json_to_cel(call.params));
         context.add_variable_from_value("tool", Value::from(call.tool));
@@ -137,13 +156,7 @@ impl Condition {
             _ => Value::Map(Map::from(HashMap::<String, Value>::new())),
         };
         context.add_variable_from_value("annotations", annotations);
-        match self.program.execute(&context) {
-            Ok(Value::Bool(result)) => Ok(result),
-            Ok(other) => Err(format!("result is {} instead of bool", other.type_of())),
-            Err(error) => Err(truncate(&crate::policy::error::one_line(
-                &error.to_string(),
-            ))),
-        }
+        Scope(context)
     }
 }
 
@@ -322,7 +335,7 @@ mod tests {
     use serde_json::json;
 
     fn eval(source: &str, params: serde_json::Value) -> Result<bool, String> {
-        Condition::compile(source)?.evaluate(&Call::new("send_email", &params))
+        Condition::compile(source)?.evaluate_in(&Scope::of(&Call::new("send_email", &params)))
     }
 
     #[test]
