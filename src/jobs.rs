@@ -101,8 +101,13 @@ pub enum Due {
     /// Every kind but callbacks (kinds only a newer signoff knows included): the
     /// delivery pass's.
     Deliveries,
-    /// Callbacks alone: the callbacks' loop's.
+    /// Callbacks alone, earliest first: the callbacks' loop's.
     Callbacks,
+    /// Callbacks alone, in turns across requesters (each one's earliest, then each
+    /// one's second…): the callbacks' loop's when it shares its slots fairly. It
+    /// reads every callback due (a sort, not an index's first rows), so the loop
+    /// takes it at most once a second while one requester alone has callbacks due.
+    CallbacksInTurns,
     /// Every kind, earliest first (`Store::claim_jobs`, for tests and tools).
     All,
 }

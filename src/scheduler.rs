@@ -29,9 +29,6 @@ use crate::store::{Store, StoreError};
 pub const BATCH: i64 = 1000;
 /// Shared-table rows classified per pass at most.
 const INTAKE_BATCH: i64 = 100;
-/// Callbacks due read when slots free, for the slots to choose from fairly: in turns
-/// across requesters, so the first of this many requesters' are among them.
-const CALLBACKS_READ: i64 = 64;
 
 #[derive(Clone)]
 pub struct Scheduler {
@@ -430,10 +427,9 @@ impl Scheduler {
         }
     }
 
-    /// Reads the callbacks due at `now` (the first [`CALLBACKS_READ`], in turns
-    /// across requesters), claims as many as `slots` has free, shared fairly across
-    /// requesters (`CallbackSlots::pick`; no pacing), and starts them; returns how
-    /// many started. Once the process shuts down it starts none: those claimed
+    /// Reads the callbacks due at `now` (as `CallbackSlots::read` says), claims as
+    /// many as `slots` has free, shared fairly across requesters
+    /// (`CallbackSlots::pick`; no pacing), and starts them; returns how many started. Once the process shuts down it starts none: those claimed
     /// meanwhile go back to the queue, due at once.
     async fn start_callbacks(
         &self,
@@ -444,11 +440,9 @@ impl Scheduler {
         if free == 0 || self.stopping() {
             return Ok(0);
         }
-        let mut due = self
-            .store
-            .due_jobs(now, CALLBACKS_READ, Due::Callbacks)
-            .await?;
-        due.jobs = slots.pick(due.jobs);
+        let (read, limit) = slots.read();
+        let mut due = self.store.due_jobs(now, limit, read).await?;
+        due.jobs = slots.pick(due.jobs, read);
         let jobs = self
             .store
             .claim_due(due, now, self.lease, |jobs| (jobs, Vec::new()))

@@ -9,7 +9,10 @@
 //! The slots are shared fairly across requesters (API tokens): a slot that frees goes
 //! to the earliest callback due of the requester holding the fewest slots, so a
 //! backlog of one requester's callbacks to receivers that never answer delays
-//! another's by one attempt at most (15 s), not by the whole backlog.
+//! another's by one attempt (15 s) and a second at most, not by the whole backlog. Reading the
+//! callbacks due in turns across requesters sorts all of them, so while one requester
+//! alone has callbacks due the loop reads them so once a second ([`IN_TURNS_EVERY`]),
+//! and the earliest due (an index's first rows) in between.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -20,8 +23,15 @@ use tokio::task::{Id, JoinSet};
 
 use super::{CALLBACK_SLOTS, Outbox};
 use crate::clock::Clock;
-use crate::jobs::{DueJob, Job};
+use crate::jobs::{Due, DueJob, Job};
 use crate::store::StoreError;
+
+/// Callbacks due read in turns across requesters, for the slots to choose from: the
+/// first of this many requesters' are among them.
+const IN_TURNS_READ: i64 = 64;
+/// How often the callbacks due are read in turns across requesters while the last
+/// such read found one requester alone with callbacks due.
+const IN_TURNS_EVERY: Duration = Duration::from_secs(1);
 
 /// The callbacks under way, [`CALLBACK_SLOTS`] at most.
 pub struct CallbackSlots {
@@ -34,6 +44,9 @@ pub struct CallbackSlots {
     running: JoinSet<Result<(), StoreError>>,
     /// The requester of each callback under way, by its task.
     requesters: HashMap<Id, Option<String>>,
+    /// When the callbacks due were last read in turns, and whether more than one
+    /// requester had some.
+    in_turns: Option<(tokio::time::Instant, bool)>,
 }
 
 impl CallbackSlots {
@@ -44,6 +57,18 @@ impl CallbackSlots {
             clock,
             running: JoinSet::new(),
             requesters: HashMap::new(),
+            in_turns: None,
+        }
+    }
+
+    /// How to read the callbacks due now ([`Due::CallbacksInTurns`], else
+    /// [`Due::Callbacks`]: see the module's doc), and how many at most.
+    pub fn read(&self) -> (Due, i64) {
+        match self.in_turns {
+            Some((at, false)) if at.elapsed() < IN_TURNS_EVERY => {
+                (Due::Callbacks, self.free() as i64)
+            }
+            _ => (Due::CallbacksInTurns, IN_TURNS_READ),
         }
     }
 
@@ -57,10 +82,10 @@ impl CallbackSlots {
         self.running.is_empty()
     }
 
-    /// Of `due` (callbacks due, earliest first within each requester's), those to
+    /// Of `due` (callbacks due as [`CallbackSlots::read`] said to read them), those to
     /// start in the free slots: one at a time, the earliest of the requester holding
     /// the fewest slots (those picked counted; among equals, the one met first).
-    pub fn pick(&self, due: Vec<DueJob>) -> Vec<DueJob> {
+    pub fn pick(&mut self, due: Vec<DueJob>, read: Due) -> Vec<DueJob> {
         let mut queues: Vec<(Option<String>, usize, VecDeque<DueJob>)> = Vec::new();
         for job in due {
             let requester = requester(&job).map(str::to_owned);
@@ -71,6 +96,9 @@ impl CallbackSlots {
                     queues.push((requester, held, VecDeque::from([job])));
                 }
             }
+        }
+        if read == Due::CallbacksInTurns {
+            self.in_turns = Some((tokio::time::Instant::now(), queues.len() > 1));
         }
         let mut picked = Vec::new();
         while picked.len() < self.free() {

@@ -85,11 +85,13 @@ pub(super) mod jobs {
     /// Every kind due but callbacks (`jobs_due_deliveries`: the condition is the
     /// index's, word for word, so that the planners see the index answers it).
     pub const DUE_DELIVERIES: &str = due!(" AND jobs.kind <> 'callback'");
-    /// The callbacks due (`jobs_due_callbacks`), `$2` at most, in turns across
+    /// The callbacks due (`jobs_due_callbacks`).
+    pub const DUE_CALLBACKS: &str = due!(" AND jobs.kind = 'callback'");
+    /// The callbacks due, `$2` at most, in turns across
     /// requesters: each one's earliest, then each one's second, and so on (earliest
     /// first within a turn), so that a backlog of one requester's does not hide
     /// another's first (`outbox::slots` picks among them).
-    pub const DUE_CALLBACKS: &str = concat!(
+    pub const DUE_CALLBACKS_IN_TURNS: &str = concat!(
         "SELECT id, approval_id, kind, payload, attempts FROM (SELECT jobs.id, \
          jobs.approval_id, jobs.kind, jobs.payload, jobs.attempts, jobs.due_at, \
          ROW_NUMBER() OVER (PARTITION BY jobs.payload ->> 'requester' \
@@ -103,6 +105,7 @@ pub(super) mod jobs {
         match which {
             crate::jobs::Due::Deliveries => DUE_DELIVERIES,
             crate::jobs::Due::Callbacks => DUE_CALLBACKS,
+            crate::jobs::Due::CallbacksInTurns => DUE_CALLBACKS_IN_TURNS,
             crate::jobs::Due::All => DUE,
         }
     }

@@ -151,7 +151,8 @@ async fn silent_receiver() -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()
 
 /// One requester's backlog of callbacks to a receiver that never answers holds every
 /// slot; another's callback, due after the whole backlog, takes the first slot that
-/// frees (the requester holding the fewest slots goes first), not the backlog's next.
+/// frees a second after it (the requester holding the fewest slots goes first), not
+/// the backlog's next.
 async fn a_slot_that_frees_goes_to_the_requester_holding_none_not_to_the_backlog(db: TestDb) {
     let app = spawn_on(db).await;
     // Takes connections and never answers; closes the first it took when told to.
@@ -193,6 +194,9 @@ async fn a_slot_that_frees_goes_to_the_requester_holding_none_not_to_the_backlog
     app.clock.advance(Duration::from_millis(1));
     let body = json!({"tool_name": "search_docs", "parameters": {}, "callback_url": url});
     asked(&app, &other, &body).await;
+    // While one requester alone had callbacks due, the loop reads them in turns once
+    // a second (a sort of every one due), the earliest due in between.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     free_one.notify_one();
     let arrived = tokio::time::timeout(Duration::from_secs(3), async {
         while receiver.got().is_empty() {

@@ -833,7 +833,7 @@ async fn callbacks_due_are_read_in_turns_across_requesters(db: TestDb) {
     }
     let other = denied("other", 0).await;
     let due = store
-        .due_jobs(clock.now(), 3, Due::Callbacks)
+        .due_jobs(clock.now(), 3, Due::CallbacksInTurns)
         .await
         .unwrap();
     let ids: Vec<_> = due.jobs.iter().map(|job| job.approval_id).collect();
