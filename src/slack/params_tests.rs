@@ -346,6 +346,33 @@ fn no_line_break_in_a_value_or_key_makes_a_line_of_its_own() {
     }
 }
 
+/// A character JSON leaves as it is and a reader takes for a line break (U+2028 ends
+/// a JavaScript `//` comment, U+0085 a line for Python's `splitlines`) is shown escaped
+/// in a value and a key, not as a space: the code the approver reads is the code that
+/// runs, and two values that differ by it never read alike.
+#[test]
+fn a_line_break_json_leaves_unescaped_shows_escaped_not_as_a_space() {
+    for c in ['\u{2028}', '\u{2029}', '\u{85}', '\u{9B}', '\u{7F}'] {
+        let code = format!("console.log('dry run') // then:{c}fs.rmSync('/srv')");
+        let params = json!({ "code": code, format!("k{c}ey"): 1 });
+        for text in [params_plain(&params, 3000), params_one_line(&params, 500)] {
+            let escaped = c.escape_unicode().to_string();
+            assert!(
+                text.contains(&format!("// then:{escaped}fs.rmSync")),
+                "{c:?}: {text}"
+            );
+            assert!(text.contains(&format!("k{escaped}ey")), "{c:?}: {text}");
+        }
+        let spaced = json!({ "code": "(x y)" });
+        let broken = json!({ "code": format!("(x{c}y)") });
+        assert_ne!(
+            params_plain(&spaced, 3000),
+            params_plain(&broken, 3000),
+            "{c:?}"
+        );
+    }
+}
+
 fn breaks_line_but_lf(c: char) -> bool {
     c != '\n' && crate::slack::text::breaks_line(c)
 }

@@ -74,10 +74,11 @@ pub fn fit_plain_reporting(text: &str, max: usize) -> (String, bool) {
     cut_reporting(text, max, false, true)
 }
 
-/// [`cut`], and whether it cut anything. In single-line mode every character that
-/// breaks a line or controls the terminal (see [`breaks_line`]) is a space; elsewhere
-/// a line feed (or a CR LF, read as one) and a tab are kept, and the rest are shown
-/// escaped (see [`hidden`]).
+/// [`cut`], and whether it cut anything. In single-line mode a line feed and a tab are
+/// a space; elsewhere they are kept (a CR LF read as one line feed). Every other
+/// character that breaks a line or controls the terminal (see [`breaks_line`]) is
+/// shown escaped in both (see [`hidden`]): a space in its place would read as another
+/// text (U+2028 ends a JavaScript `//` comment, U+0085 a Python line).
 fn cut_reporting(text: &str, max: usize, escape: bool, single_line: bool) -> (String, bool) {
     if max == 0 {
         return (String::new(), !text.is_empty());
@@ -88,7 +89,7 @@ fn cut_reporting(text: &str, max: usize, escape: bool, single_line: bool) -> (St
     let mut mark = None;
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
-        let c = if single_line && breaks_line(c) {
+        let c = if single_line && breaks_line(c) && !hidden(c) {
             ' '
         } else if c == '\r' && chars.peek() == Some(&'\n') {
             continue;
@@ -132,8 +133,8 @@ fn cut_reporting(text: &str, max: usize, escape: bool, single_line: bool) -> (St
 /// Whether `c` ends a line, or may, wherever a reader shows it: the C0 and C1 control
 /// characters (line feed, CR, tab, vertical tab, form feed, next line U+0085, …) and
 /// Unicode's line and paragraph separators (U+2028, U+2029). Requester text in one
-/// line has them as spaces, so it cannot start a line of its own (a fake
-/// `• dry_run: true` under a real parameter).
+/// line has none of them (a line feed or a tab as a space, the rest escaped), so it
+/// cannot start a line of its own (a fake `• dry_run: true` under a real parameter).
 pub fn breaks_line(c: char) -> bool {
     c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }

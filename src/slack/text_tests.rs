@@ -91,7 +91,9 @@ fn characters_that_show_nothing_are_shown_as_escapes_and_json_keeps_their_value(
 
 #[test]
 fn single_line_helpers_flatten_line_breaks() {
-    assert_eq!(fit_line("a\nb\tc\r", 10), "a b c ");
+    assert_eq!(fit_line("a\nb\tc\r\nd", 10), "a b c d");
+    // A carriage return alone is no line feed: shown for what it is.
+    assert_eq!(fit_line("a\rb", 10), "a\\u{d}b");
     assert_eq!(fit_plain("a <b>\nc", 10), "a <b> c");
 }
 
@@ -223,14 +225,20 @@ fn no_character_that_breaks_a_line_survives_and_text_on_lines_shows_it_escaped()
     for c in breakers {
         assert!(breaks_line(c), "{c:?}");
         let text = format!("prod{c}• dry_run: true");
-        assert_eq!(fit_plain(&text, 100), "prod • dry_run: true", "{c:?}");
-        assert_eq!(fit_line(&text, 100), "prod • dry_run: true", "{c:?}");
         let lines = fit_plain_lines(&text, 100);
         match c {
-            '\n' | '\t' => assert_eq!(lines, text, "kept where lines are kept"),
+            '\n' | '\t' => {
+                assert_eq!(fit_plain(&text, 100), "prod • dry_run: true", "{c:?}");
+                assert_eq!(fit_line(&text, 100), "prod • dry_run: true", "{c:?}");
+                assert_eq!(lines, text, "kept where lines are kept");
+            }
             c => {
+                // Escaped, on one line as on several: a space would read as other text.
+                let escaped = format!("prod{}• dry_run: true", c.escape_unicode());
+                assert_eq!(fit_plain(&text, 100), escaped, "{c:?}");
+                assert_eq!(fit_line(&text, 100), escaped, "{c:?}");
                 assert!(!lines.chars().any(breaks_line), "{c:?}: {lines:?}");
-                assert_eq!(lines, format!("prod{}• dry_run: true", c.escape_unicode()));
+                assert_eq!(lines, escaped);
             }
         }
     }
