@@ -223,11 +223,15 @@ fn body(a: &Approval) -> (Vec<Value>, bool) {
         .filter(|s| !s.is_empty())
     {
         // After an edit it tells what was asked; the parameters below are what runs.
+        // One line, as a batch item's: a summary on several lines could pass for a
+        // `Parameters:` list of its own above the real one (pushed out of sight by
+        // blank lines).
+        let summary = one_line(summary);
         let summary = match a.original_parameters {
             Some(_) => format!("As asked: {summary}"),
-            None => summary.to_owned(),
+            None => summary,
         };
-        blocks.push(plain_section(fit_plain_lines(&summary, SECTION_MAX)));
+        blocks.push(plain_section(fit_plain(&summary, SECTION_MAX)));
     }
     // The summary is the requester's own words; the parameters are what would actually
     // run, so approvers always see them too.
@@ -416,3 +420,23 @@ fn fit_mrkdwn_built(text: String, max: usize) -> String {
 #[cfg(test)]
 #[path = "blocks_tests.rs"]
 mod tests;
+
+/// `text` on one line: each run of spaces, tabs and line feeds (a CR LF among them) one
+/// space. Any other character that breaks a line is left to the cut, which shows it
+/// escaped.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut space = false;
+    for c in text.chars() {
+        if matches!(c, ' ' | '\t' | '\n' | '\r') {
+            space = !out.is_empty();
+        } else {
+            if space {
+                out.push(' ');
+                space = false;
+            }
+            out.push(c);
+        }
+    }
+    out
+}

@@ -141,6 +141,32 @@ fn the_summary_comes_first_and_the_parameters_still_show() {
     );
 }
 
+/// A summary on several lines cannot pass for a parameter list of its own above the
+/// real one (blank lines pushing that out of sight): it is shown on one line.
+#[test]
+fn a_summary_cannot_forge_a_parameter_list_above_the_real_one() {
+    let mut a = approval();
+    a.summary = Some(format!(
+        "Rotate logs\r\nParameters:\n• environment: staging\n\t• service: docs{}",
+        "\n".repeat(2_900)
+    ));
+    let message = approval_message(&a, now());
+    let sections = section_texts(&message);
+    assert_eq!(
+        sections[0],
+        "Rotate logs Parameters: • environment: staging • service: docs"
+    );
+    assert_eq!(
+        sections[1],
+        "Parameters:\n• environment: prod\n• service: api"
+    );
+    let listing = sections
+        .iter()
+        .filter(|text| text.lines().any(|line| line.starts_with("Parameters:")))
+        .count();
+    assert_eq!(listing, 1, "{sections:?}");
+}
+
 #[test]
 fn context_and_edits_are_noted() {
     let mut a = approval();
