@@ -132,7 +132,8 @@ pub async fn approvals(State(state): State<AppState>) -> (StatusCode, Json<Appro
             let degraded = counts.stale_pending > 0
                 || counts.undelivered > 0
                 || !behind.is_empty()
-                || slack_reachable == Some(false);
+                || slack_reachable == Some(false)
+                || state.socket_status.is_down();
             ApprovalHealth {
                 status: if degraded {
                     HealthStatus::Degraded

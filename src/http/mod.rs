@@ -127,8 +127,8 @@ impl AppState {
     /// Receives Slack's interactions and commands over Socket Mode too.
     pub fn with_socket_mode(mut self, mode: slack::socket::SocketMode) -> Self {
         let shared = self.setup();
+        shared.socket_status = slack::socket::Status::reconnecting(mode.timings.down_after);
         shared.socket_mode = Some(mode);
-        shared.socket_status = slack::socket::Status::reconnecting();
         self
     }
 

@@ -221,6 +221,7 @@ pub const SOCKET_TIMINGS: Timings = Timings {
     ping_every: std::time::Duration::from_secs(30),
     drain: std::time::Duration::from_millis(300),
     stable: std::time::Duration::from_secs(30),
+    down_after: std::time::Duration::from_secs(60),
 };
 
 /// The tests' DNS: every `*.test` host is 127.0.0.1, any other name does not resolve,

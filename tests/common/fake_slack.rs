@@ -128,6 +128,11 @@ impl FakeSlack {
     }
 
     /// The next call to `method` fails this way.
+    /// Forgets the failures still queued for `method`.
+    pub fn clear_failures(&self, method: &str) {
+        self.lock().failures.remove(method);
+    }
+
     pub fn fail_next(&self, method: &str, failure: Failure) {
         self.lock()
             .failures

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
 use serde_json::json;
 use signoff::approval::Status;
 
@@ -468,4 +469,77 @@ async fn a_silent_socket_is_pinged_then_given_up_and_replaced() {
 async fn health_says_off_without_an_app_token() {
     let app = spawn_app().await;
     assert_eq!(health(&app).await.1["socket_mode"], "off");
+}
+
+/// Slack rate-limiting `apps.connections.open` is asked again no sooner than its
+/// `Retry-After` says, not at the next step of the backoff (20 ms here): replicas
+/// asking on the backoff would keep the limit up.
+#[tokio::test]
+async fn a_rate_limited_ask_for_a_socket_waits_out_its_retry_after() {
+    let (app, first) =
+        connected_with(common::sqlite(), Options::new(POLICY).with_socket_mode()).await;
+    let socket = fake_socket(&app);
+    app.slack.fail_next(
+        "apps.connections.open",
+        Failure::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
+    let dropped = Instant::now();
+    first.drop_connection();
+    let second = socket
+        .accept_within(Duration::from_secs(5))
+        .await
+        .expect("connected again");
+    assert!(
+        dropped.elapsed() >= Duration::from_millis(950),
+        "asked again after {:?}",
+        dropped.elapsed()
+    );
+    assert_eq!(app.slack.calls_to("apps.connections.open").len(), 3);
+    second.hello();
+    wait_for_socket(&app, "connected").await;
+}
+
+/// With Socket Mode, a socket that cannot be opened for longer than `down_after` (a
+/// minute; 1 s here) means Slack's clicks cannot reach signoff: health degrades
+/// (503) until one is up again.
+#[tokio::test]
+async fn health_degrades_when_no_socket_can_be_opened_for_long() {
+    let timings = signoff::http::slack::socket::Timings {
+        down_after: Duration::from_secs(1),
+        ..SOCKET_TIMINGS
+    };
+    let options = Options::new(POLICY).with_socket_timings(timings);
+    let (app, first) = connected_with(common::sqlite(), options).await;
+    let socket = fake_socket(&app);
+    assert_eq!(health(&app).await.0, StatusCode::OK);
+    for _ in 0..40 {
+        app.slack
+            .fail_next("apps.connections.open", Failure::NotOk("invalid_auth"));
+    }
+    first.drop_connection();
+    wait_for_socket(&app, "reconnecting").await;
+    let (status, body) = health(&app).await;
+    assert_eq!(status, StatusCode::OK, "within its grace: {body}");
+    let mut degraded = None;
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (status, body) = health(&app).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            degraded = Some(body);
+            break;
+        }
+    }
+    let body = degraded.expect("degraded once no socket was up for a second");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["socket_mode"], "reconnecting", "{body}");
+    app.slack.clear_failures("apps.connections.open");
+    let second = socket
+        .accept_within(Duration::from_secs(5))
+        .await
+        .expect("connected again");
+    second.hello();
+    wait_for_socket(&app, "connected").await;
+    assert_eq!(health(&app).await.0, StatusCode::OK);
 }

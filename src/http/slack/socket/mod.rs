@@ -45,8 +45,8 @@
 mod connection;
 mod envelope;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -108,6 +108,10 @@ pub struct Timings {
     /// asked for a new one) counts as a failure: the next one waits its backoff, which
     /// keeps doubling while sockets keep ending this soon.
     pub stable: Duration,
+    /// No socket up for this long (none could be opened, or the last one dropped and
+    /// none opened since) degrades `/health/approvals`: Slack's clicks and commands
+    /// cannot reach signoff.
+    pub down_after: Duration,
 }
 
 impl Default for Timings {
@@ -122,6 +126,8 @@ impl Default for Timings {
             drain: Duration::from_secs(10),
             // Slack refreshes a socket every few hours.
             stable: Duration::from_secs(30),
+            // Past a refresh, or a reconnect after a short outage (backoff 1 s, 2 s…).
+            down_after: Duration::from_secs(60),
         }
     }
 }
@@ -156,25 +162,52 @@ pub enum SocketState {
 
 /// Whether the socket is up, for `/health/approvals`; cheap to clone.
 #[derive(Clone, Default)]
-pub struct Status(Arc<AtomicU8>);
+pub struct Status(Arc<StatusInner>);
+
+#[derive(Default)]
+struct StatusInner {
+    state: AtomicU8,
+    /// Since when no socket is up, while none is; and how long that may last before
+    /// it degrades health ([`Timings::down_after`]).
+    down: Mutex<Option<tokio::time::Instant>>,
+    down_after: Duration,
+}
 
 impl Status {
     /// Whether a socket is up now.
     pub fn state(&self) -> SocketState {
-        match self.0.load(Ordering::Relaxed) {
+        match self.0.state.load(Ordering::Relaxed) {
             CONNECTED => SocketState::Connected,
             RECONNECTING => SocketState::Reconnecting,
             _ => SocketState::Off,
         }
     }
 
+    /// Whether Socket Mode is on and no socket has been up for longer than
+    /// [`Timings::down_after`].
+    pub fn is_down(&self) -> bool {
+        let since = *self.0.down.lock().unwrap_or_else(|p| p.into_inner());
+        since.is_some_and(|since| since.elapsed() >= self.0.down_after)
+    }
+
     /// Socket Mode is configured, and no socket is up yet.
-    pub(crate) fn reconnecting() -> Self {
-        Status(Arc::new(AtomicU8::new(RECONNECTING)))
+    pub(crate) fn reconnecting(down_after: Duration) -> Self {
+        Status(Arc::new(StatusInner {
+            state: AtomicU8::new(RECONNECTING),
+            down: Mutex::new(Some(tokio::time::Instant::now())),
+            down_after,
+        }))
     }
 
     fn set(&self, value: u8) {
-        self.0.store(value, Ordering::Relaxed);
+        let mut down = self.0.down.lock().unwrap_or_else(|p| p.into_inner());
+        match value {
+            CONNECTED => *down = None,
+            _ => {
+                down.get_or_insert_with(tokio::time::Instant::now);
+            }
+        }
+        self.0.state.store(value, Ordering::Relaxed);
     }
 }
 
@@ -284,9 +317,13 @@ impl Keeper {
                         self.wait(wait).await;
                     }
                 }
-                Err(error) => {
+                Err((error, retry_after)) => {
                     self.failures = self.failures.saturating_add(1);
-                    let wait = self.timings.backoff(self.failures);
+                    // No sooner than Slack asked, when it rate-limits the asks.
+                    let wait = self
+                        .timings
+                        .backoff(self.failures)
+                        .max(retry_after.unwrap_or_default());
                     tracing::warn!(%error, retry_in = ?wait, "Socket Mode cannot connect");
                     if self.current.is_none() {
                         self.status.set(RECONNECTING);
@@ -297,24 +334,32 @@ impl Keeper {
         }
     }
 
-    /// `apps.connections.open`, then the WebSocket until its `hello`.
-    async fn connect(&mut self) -> Result<Handle, String> {
+    /// `apps.connections.open`, then the WebSocket until its `hello`; else why not, and
+    /// how long Slack asked to wait before asking again (a 429's `Retry-After`).
+    async fn connect(&mut self) -> Result<Handle, (String, Option<Duration>)> {
         let answer = self
             .opener
             .call("apps.connections.open", &json!({}))
             .await
             .map_err(|error| match error {
-                SlackError::Api { code } => format!(
+                SlackError::Api { code } => (format!(
                     "apps.connections.open refused SLACK_APP_TOKEN ({code}): check that it is the app-level token with connections:write and that Socket Mode is on"
+                ), None),
+                SlackError::RateLimited { retry_after } => (
+                    format!("apps.connections.open failed: {}", SlackError::RateLimited { retry_after }),
+                    retry_after,
                 ),
-                other => format!("apps.connections.open failed: {other}"),
+                other => (format!("apps.connections.open failed: {other}"), None),
             })?;
-        let url = answer["url"]
-            .as_str()
-            .ok_or("apps.connections.open answered without a url")?;
+        let url = answer["url"].as_str().ok_or((
+            "apps.connections.open answered without a url".to_owned(),
+            None,
+        ))?;
         self.next_id += 1;
         let ties = (self.events.0.clone(), self.alive.clone());
-        connection::open(url, self.next_id, self.shared.clone(), ties).await
+        connection::open(url, self.next_id, self.shared.clone(), ties)
+            .await
+            .map_err(|why| (why, None))
     }
 
     /// Serves until the current socket has to be replaced: `true` when Slack asked for
@@ -416,6 +461,27 @@ mod tests {
         let mode = SocketMode::new("xapp-1-A0APP-secret", "https://slack.com/api").unwrap();
         assert!(!format!("{mode:?}").contains("secret"));
         assert_eq!(Status::default().state(), SocketState::Off);
-        assert_eq!(Status::reconnecting().state(), SocketState::Reconnecting);
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            Status::reconnecting(minute).state(),
+            SocketState::Reconnecting
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_socket_up_past_its_grace_is_down_counted_from_each_outages_start() {
+        let status = Status::reconnecting(Duration::from_secs(60));
+        assert!(!status.is_down());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(status.is_down(), "never connected");
+        status.set(CONNECTED);
+        assert!(!status.is_down());
+        status.set(RECONNECTING);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        status.set(RECONNECTING);
+        assert!(!status.is_down(), "a new outage counts from its own start");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(status.is_down());
+        assert!(!Status::default().is_down(), "Socket Mode off");
     }
 }
