@@ -195,11 +195,20 @@ async fn clicks_after_a_decision_or_expiry_or_on_unknown_ids_are_refused() {
     app.click(&decided, "U0BOB", "approve").await;
     let replies = app.ephemerals_to("U0BOB", 1).await;
     assert!(replies[0].contains("already approved"), "{replies:?}");
+    assert!(replies[0].contains("not recorded"), "{replies:?}");
+    // The vote that decided it, clicked again (or its click served again, as when
+    // redelivered to another replica): told it is recorded, not that it was not.
+    app.click(&decided, "U0ALICE", "approve").await;
+    let replies = app.ephemerals_to("U0ALICE", 1).await;
+    assert_eq!(
+        replies[0], "Your vote is already recorded: this request is approved.",
+        "{replies:?}"
+    );
 
     app.clock.advance(Duration::from_secs(3600));
     app.click(&expiring, "U0ALICE", "approve").await;
     let replies = app.ephemerals_to("U0ALICE", 2).await;
-    assert!(replies[0].contains("expired"), "{replies:?}");
+    assert!(replies[1].contains("expired"), "{replies:?}");
     assert_eq!(
         app.approval(&expiring).await.status,
         Status::Pending,

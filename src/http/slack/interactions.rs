@@ -493,9 +493,19 @@ fn group_unknown(error: &SlackError) -> String {
 }
 
 /// Tells `actor` why their vote did not count; the text reads the approval as the
-/// writer saw it when it refused.
+/// writer saw it when it refused. A click whose clicker's vote is already on the
+/// approval (a click served again: redelivered to another replica, or after a
+/// restart, or clicked twice) is told so, not that their decision was not recorded.
 fn refusal(slack: &SlackApp, actor: &Actor, error: StoreError) -> Result<Answer, Refused> {
     match error {
+        StoreError::Rejected {
+            rejection: Rejection::AlreadyDecided(status),
+            current,
+        } if current.has_voted(actor.user.as_str()) => ephemeral(
+            slack,
+            actor,
+            format!("Your vote is already recorded: this request is {status}."),
+        ),
         StoreError::Rejected { rejection, current } => {
             ephemeral(slack, actor, refusal_text(&rejection, &current))
         }
