@@ -143,7 +143,8 @@ pub fn breaks_line(c: char) -> bool {
 /// would not read what is there: Unicode's bidirectional embeddings, overrides,
 /// isolates and marks (`/tmp/\u{202E}fdp.exe` reads as `/tmp/exe.pdf`); zero-width
 /// spaces and joiners, the word joiner and invisible operators, the byte-order mark,
-/// the soft hyphen and the fillers (two keys, or two values, that differ only by them
+/// the soft hyphen, the fillers, the shorthand format controls and the musical
+/// symbols' formatting characters (two keys, or two values, that differ only by them
 /// look the same); and the tag characters and the supplementary variation selectors,
 /// which can spell out whole hidden sentences (instructions smuggled past a reader);
 /// and the characters that break a line where signoff did not, or control a terminal
@@ -174,6 +175,8 @@ pub fn hidden(c: char) -> bool {
             | '\u{3164}'
             | '\u{FEFF}'
             | '\u{FFA0}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
             | '\u{E0000}'..='\u{E007F}'
             | '\u{E0100}'..='\u{E01EF}'
     )

@@ -83,6 +83,11 @@ fn characters_that_show_nothing_are_shown_as_escapes_and_json_keeps_their_value(
     assert_eq!(shown, r#"{"k\u2060":"v\udb40\udc41\udb40\udd00"}"#);
     let read_back: Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(read_back, value, "the same value");
+    // Format characters outside the common blocks show nothing either.
+    assert_eq!(
+        fit_plain("prod\u{1D173}\u{1BCA0}", 100),
+        r"prod\u{1d173}\u{1bca0}"
+    );
     // What people write every day stays as it is.
     for plain in ["café", "日本語", "❤\u{FE0F}", "a-b", "tab\there"] {
         assert!(!plain.chars().any(hidden), "{plain:?}");
