@@ -253,6 +253,32 @@ async fn a_round_the_client_never_comes_back_for_is_given_up_and_its_state_refus
     let _ = raw.child.start_kill();
 }
 
+/// A tool call's retry with a `requestState` the proxy does not know (never issued
+/// here, or forgotten: too old, or the proxy restarted) is not told that nothing was
+/// run: had its round gone upstream, the call may have run. Nothing is asked or run.
+#[tokio::test]
+async fn a_tool_retry_with_an_unknown_state_is_told_the_call_may_have_run() {
+    let h = harness().await;
+    let mut raw = raw(&h).await;
+    raw.send(&retry(
+        1,
+        "echo",
+        json!({"x": 1}),
+        json!({"sampling-1": model_answer("late")}),
+        &json!("0123456789abcdef0123456789abcdef"),
+    ))
+    .await;
+    let unknown = raw.answer(1).await;
+    assert_eq!(unknown["result"]["isError"], true, "{unknown}");
+    let text = text_of(&unknown);
+    assert!(!text.contains("Nothing was run"), "{unknown}");
+    assert!(text.contains("it may have run"), "{unknown}");
+    assert!(text.contains("check before calling again"), "{unknown}");
+    assert_eq!(approvals_of(&h, "echo").await, 0, "nothing was asked");
+    assert_eq!(runs_of(&h, "echo"), 0, "nothing ran");
+    let _ = raw.child.start_kill();
+}
+
 /// The upstream asks the client again (`ask_twice`: its user, 800 ms after its model)
 /// while the call is parked on the first question: the second waits for a call to
 /// carry it to the client. When the parked call is given up and no call is left that

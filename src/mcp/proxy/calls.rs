@@ -252,7 +252,8 @@ impl Calls {
     ) -> Result<CallToolResponse, McpError> {
         let _flying = self.flying();
         let what = tool_round(&params.name);
-        let resumed = (self.relay.rounds).resume(request_state, &what, &params.arguments, answers);
+        let resumed =
+            (self.relay.rounds).resume(request_state, &what, true, &params.arguments, answers);
         match resumed {
             Ok((flight, round)) => self.land(flight, round, context, true).await,
             Err(why) => Ok(CallToolResponse::Complete(refusal(why))),

@@ -158,8 +158,9 @@ impl State {
         });
     }
 
-    /// Why a retry naming `request_state`, which no parked call has, is refused.
-    fn unknown(&self, request_state: &str, within: Duration) -> String {
+    /// Why a retry naming `request_state`, which no parked call has, is refused; `tool`
+    /// when it is a tool call's.
+    fn unknown(&self, request_state: &str, within: Duration, tool: bool) -> String {
         let now = Instant::now();
         let spent = self
             .spent
@@ -167,7 +168,7 @@ impl State {
             .find(|spent| spent.request_state == request_state && spent.until > now);
         match spent {
             Some(spent) => texts::spent_round(&spent.approval, spent.given_up.then_some(within)),
-            None => texts::unknown_round(within),
+            None => texts::unknown_round(within, tool),
         }
     }
 
@@ -404,17 +405,19 @@ impl Rounds {
     /// A retry of a parked call: its answers go to the upstream, and the running call
     /// is handed back to wait again. Refused (the text says why) when the state is
     /// unknown, or the retry names another tool or other arguments; the parked call
-    /// then stays as it was.
+    /// then stays as it was. `tool` when the retry is a tool call's (whose round, once
+    /// forgotten, may have spent an approval).
     pub fn resume(
         &self,
         request_state: &str,
         what: &str,
+        tool: bool,
         arguments: &Option<JsonObject>,
         mut responses: InputResponses,
     ) -> Result<(Flight, Round), String> {
         let mut state = self.lock();
         let Some(parked) = state.parked.get(request_state) else {
-            return Err(state.unknown(request_state, self.0.answer_within));
+            return Err(state.unknown(request_state, self.0.answer_within, tool));
         };
         if parked.round.what != what || parked.round.arguments != *arguments {
             return Err(texts::other_round(&parked.round.what));
@@ -567,6 +570,23 @@ mod tests {
         );
         assert_eq!(rounds.lock().unasked.len(), 1, "left for another call");
         drop(second);
+    }
+
+    /// A retry under a state no round has: a tool call's may have spent its approval
+    /// upstream before its round was forgotten; a prompt's or resource read's spent
+    /// nothing, and is told so.
+    #[test]
+    fn an_unknown_round_is_told_nothing_ran_only_when_it_spends_nothing() {
+        let rounds = Rounds::new(Duration::from_secs(600));
+        let resume = |what, tool| {
+            let refused = rounds.resume("never-issued", what, tool, &None, Default::default());
+            refused.err().expect("refused")
+        };
+        let prompt = resume("the prompt p", false);
+        assert!(prompt.contains("Nothing was run"), "{prompt}");
+        let tool = resume("the tool t", true);
+        assert!(!tool.contains("Nothing was run"), "{tool}");
+        assert!(tool.contains("it may have run"), "{tool}");
     }
 
     /// The client left: parked calls are given up (their upstream requests cancelled),

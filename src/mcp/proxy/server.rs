@@ -61,7 +61,7 @@ impl Proxy {
         let (flight, round) = match retry {
             Some((state, answers)) => relay
                 .rounds
-                .resume(&state, &round.what, &round.arguments, answers)
+                .resume(&state, &round.what, false, &round.arguments, answers)
                 .map_err(|why| McpError::invalid_params(why, None))?,
             None => (
                 Box::pin(relay.send(&self.calls.upstream, request, context, Sent::default()))

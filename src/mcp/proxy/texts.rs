@@ -183,14 +183,29 @@ fn changes(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<Strin
         .collect()
 }
 
-/// A retry whose `requestState` names no round in progress.
-pub fn unknown_round(within: std::time::Duration) -> String {
-    format!(
+/// A retry whose `requestState` names no round in progress, nor a tool round still
+/// remembered as ended (see [`spent_round`]). A prompt or resource read spends
+/// nothing, so it is asked anew; a `tool` call's round may have ended after the call
+/// went upstream (its approval spent, the call perhaps run) and been forgotten since,
+/// so the agent must check before calling again.
+pub fn unknown_round(within: std::time::Duration, tool: bool) -> String {
+    let known = format!(
         "This request's earlier round is not known to signoff proxy: it was answered, given \
-         up after {} without the client's answers, or the proxy restarted. Nothing was run \
-         for this request; send it again without requestState to ask anew.",
+         up after {} without the client's answers, ended too long ago to be remembered, or \
+         the proxy restarted.",
         humantime::format_duration(within)
-    )
+    );
+    if tool {
+        format!(
+            "{known} If the call had gone to the MCP server, it may have run (its approval \
+             spent): check before calling again; otherwise send it again without \
+             requestState to ask anew."
+        )
+    } else {
+        format!(
+            "{known} Nothing was run for this request; send it again without requestState to ask anew."
+        )
+    }
 }
 
 /// A retry of a tool round that ended after its call went upstream: given up after
