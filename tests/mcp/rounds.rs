@@ -452,6 +452,89 @@ async fn a_2026_07_28_clients_task_shows_the_upstreams_request_and_tasks_update_
     let _ = raw.child.start_kill();
 }
 
+/// Two tasks of a 2026-07-28 client run calls to a 2026-07-28 upstream; the upstream
+/// asks in the second one's call only. The question is that task's input request,
+/// not the first task's (whose end would fail it while the second still waits).
+#[tokio::test]
+async fn a_2026_07_28_upstreams_question_goes_to_the_task_whose_call_asked_it() {
+    let h = harness().await;
+    let mut raw = raw_from(modern_upstream(&h));
+    let start = |id: i64, tool: &str, arguments: Value| {
+        task_request(
+            id,
+            "tools/call",
+            json!({"name": tool, "arguments": arguments}),
+        )
+    };
+    raw.send(&start(1, "slow", json!({"steps": 600}))).await;
+    let deploy = raw.answer(1).await["result"]["taskId"].clone();
+    assert!(deploy.is_string());
+    // Running upstream: the task waits on it.
+    assert!(
+        eventually(|| runs_of(&h, "slow") == 1).await,
+        "{:?}",
+        h.ran()
+    );
+    raw.send(&start(2, "ask_model", json!({}))).await;
+    let asking = raw.answer(2).await["result"]["taskId"].clone();
+    let mut id = 2;
+    let waiting = task_until(&mut raw, &mut id, &asking, "input_required").await;
+    let requests = waiting["result"]["inputRequests"].as_object().unwrap();
+    assert_eq!(requests.len(), 1, "{waiting}");
+    let (key, request) = requests.iter().next().unwrap();
+    assert_eq!(request["method"], "sampling/createMessage", "{waiting}");
+    id += 1;
+    raw.send(&task_request(id, "tasks/get", json!({"taskId": deploy})))
+        .await;
+    let other = raw.answer(id).await;
+    assert_eq!(other["result"]["status"], "working", "{other}");
+    assert!(other["result"].get("inputRequests").is_none(), "{other}");
+
+    id += 1;
+    let answers = json!({key.clone(): model_answer("to the asking task")});
+    raw.send(&task_request(
+        id,
+        "tasks/update",
+        json!({"taskId": asking, "inputResponses": answers}),
+    ))
+    .await;
+    assert!(raw.answer(id).await.get("error").is_none());
+    let done = task_until(&mut raw, &mut id, &asking, "completed").await;
+    let text = done["result"]["result"]["content"][0]["text"].as_str();
+    assert!(
+        text.is_some_and(|text| text.contains("to the asking task")),
+        "{done}"
+    );
+    let _ = raw.child.start_kill();
+}
+
+/// The same without tasks: the question comes back in a round of the call that asked
+/// it, not of another call waiting meanwhile, which ends with its own answer.
+#[tokio::test]
+async fn a_2026_07_28_upstreams_question_comes_back_in_the_round_of_the_call_that_asked_it() {
+    let h = harness().await;
+    let mut raw = raw_from(modern_upstream(&h));
+    raw.send(&call(1, "slow", json!({"steps": 60}))).await;
+    assert!(
+        eventually(|| runs_of(&h, "slow") == 1).await,
+        "{:?}",
+        h.ran()
+    );
+    raw.send(&call(2, "ask_model", json!({}))).await;
+    let asked = raw.answer(2).await;
+    let (key, request) = only_request(&asked);
+    assert_eq!(request["method"], "sampling/createMessage", "{asked}");
+    let state = asked["result"]["requestState"].clone();
+    let answer = json!({key: model_answer("to the asking call")});
+    raw.send(&retry(3, "ask_model", json!({}), answer, &state))
+        .await;
+    let done = raw.answer(3).await;
+    assert!(text_of(&done).contains("to the asking call"), "{done}");
+    let slow = raw.answer(1).await;
+    assert_eq!(text_of(&slow), "slow done after 60 steps", "{slow}");
+    let _ = raw.child.start_kill();
+}
+
 /// rmcp's own client on 2026-07-28 (discover, no `initialize`) drives the rounds by
 /// itself: it answers each request with its handler and retries.
 #[tokio::test]

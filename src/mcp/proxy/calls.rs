@@ -226,7 +226,7 @@ impl Calls {
             Ok(Err(refusal)) => return Reported::NotSent(Ok(refusal)),
             Err(error) => return Reported::NotSent(Err(error)),
         };
-        let _carrying = self.carrying(progress, context);
+        let _carrying = self.carrying(progress, context, &flight);
         Reported::Sent(
             match Box::pin(self.land(flight, round, context, false)).await {
                 Ok(CallToolResponse::Complete(result)) => Ok(result),
@@ -280,7 +280,7 @@ impl Calls {
             Ok(sent) => sent,
             Err(refusal) => return Ok(refusal.into()),
         };
-        let _carrying = self.carrying(progress, context);
+        let _carrying = self.carrying(progress, context, &flight);
         Box::pin(self.land(flight, round, context, rounds)).await
     }
 
@@ -349,15 +349,17 @@ impl Calls {
         Ok(Ok((flight, round)))
     }
 
-    /// A 2026-07-28 client's task: the upstream's questions during its call go to it.
+    /// A 2026-07-28 client's task: the upstream's questions during its call (its
+    /// `flight`) go to it.
     fn carrying(
         &self,
         progress: Option<Progress>,
         context: &RequestContext<RoleServer>,
+        flight: &Flight,
     ) -> Option<CarryingTask<'_>> {
         match progress {
             Some(Progress::Task(task)) if in_rounds(context) => {
-                Some(self.relay.rounds.carry_task(task))
+                Some(self.relay.rounds.carry_task(task, flight.origin()))
             }
             _ => None,
         }

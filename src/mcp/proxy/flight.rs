@@ -22,6 +22,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::relay::{Relay, Route, upstream_error};
+use super::rounds::Origin;
 
 /// Progress can arrive just after its response (notifications are handled on tasks of
 /// their own), so a token is kept this long after the answer.
@@ -41,6 +42,10 @@ pub struct Flight {
     stop: Stop,
     /// Answered, or its cancellation sent: nothing to cancel on drop.
     done: bool,
+    /// The client request whose upstream request asks its questions in its answers
+    /// (a driven one); none for a request on the session protocol, whose questions
+    /// are tied to no request.
+    origin: Option<Origin>,
 }
 
 /// How a flight is stopped.
@@ -81,19 +86,22 @@ impl Flight {
             answer,
             stop,
             done: false,
+            origin: None,
         }
     }
 
-    /// `request` to an upstream on 2026-07-28, driven through its rounds.
+    /// `request` to an upstream on 2026-07-28, driven through its rounds; its
+    /// questions are asked from a fresh [`Origin`].
     pub fn driven(
         relay: Relay,
         upstream: Peer<RoleClient>,
         request: ClientRequest,
         theirs: Option<Route>,
     ) -> Self {
+        let origin = relay.rounds.origin();
         let (sender, answered) = oneshot::channel();
         let driver = tokio::spawn(async move {
-            let _ = sender.send(drive(&relay, &upstream, request, theirs).await);
+            let _ = sender.send(drive(&relay, &upstream, request, theirs, origin).await);
         });
         let answer = Box::pin(async move {
             answered.await.unwrap_or_else(|_| {
@@ -107,7 +115,21 @@ impl Flight {
             answer,
             stop: Stop::Driver(driver.abort_handle()),
             done: false,
+            origin: Some(origin),
         }
+    }
+
+    /// The client request whose questions this flight's upstream request asks, when
+    /// known.
+    pub fn origin(&self) -> Option<Origin> {
+        self.origin
+    }
+
+    /// The flight, its questions asked from `origin`.
+    #[cfg(test)]
+    pub fn asked_from(mut self, origin: Origin) -> Self {
+        self.origin = Some(origin);
+        self
     }
 
     /// A flight that is never answered, and its stand-in driver (aborted when the
@@ -119,6 +141,7 @@ impl Flight {
             answer: Box::pin(std::future::pending()),
             stop: Stop::Driver(driver.abort_handle()),
             done: false,
+            origin: None,
         };
         (flight, driver)
     }
@@ -131,6 +154,7 @@ impl Flight {
             answer: Box::pin(std::future::ready(Ok(answer))),
             stop: Stop::Driver(driver.abort_handle()),
             done: false,
+            origin: None,
         }
     }
 
@@ -224,12 +248,14 @@ pub fn takes_rounds(request: &ClientRequest) -> bool {
 
 /// Sends `request` until the upstream answers it with something else than
 /// `input_required`: each round's input requests go to the client at once, and their
-/// answers (with the round's `requestState`) go with the next try.
+/// answers (with the round's `requestState`) go with the next try. The questions are
+/// asked from `origin`: the client request (or its task) this one serves carries them.
 async fn drive(
     relay: &Relay,
     upstream: &Peer<RoleClient>,
     mut request: ClientRequest,
     theirs: Option<Route>,
+    origin: Origin,
 ) -> Result<ServerResult, McpError> {
     for _ in 0..MAX_ROUNDS {
         let mut flight = relay
@@ -240,9 +266,10 @@ async fn drive(
             answer => return Ok(answer),
         };
         let asked = input.input_requests.unwrap_or_default();
-        let answers = asked
-            .into_iter()
-            .map(|(key, asked)| async move { relay.ask(asked).await.map(|answer| (key, answer)) });
+        let answers = asked.into_iter().map(|(key, asked)| async move {
+            let answer = relay.ask(asked, Some(origin)).await;
+            answer.map(|answer| (key, answer))
+        });
         let answers: InputResponses = futures_util::future::try_join_all(answers)
             .await?
             .into_iter()

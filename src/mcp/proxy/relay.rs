@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::flight::{self, Flight, Tokens};
 use super::listen::Listeners;
-use super::rounds::{Carried, Rounds};
+use super::rounds::{Carried, Origin, Rounds};
 
 /// The two peers, the progress tokens in flight, the client's notification streams
 /// and the rounds of 2026-07-28 clients' calls.
@@ -171,22 +171,28 @@ impl Relay {
         ))
     }
 
-    /// Asks the client `request` for the upstream: inside the next round of a
-    /// 2026-07-28 client's request (see [`super::rounds`]) when there is one to carry
-    /// it, else as an input request of a 2026-07-28 client's task, else as a request
-    /// of its own. The client's answer, as JSON.
-    pub async fn ask(&self, request: InputRequest) -> Result<Value, McpError> {
-        if let Some(carried) = self.rounds.ask(&request) {
+    /// Asks the client `request` for the upstream, asked in the client request
+    /// `origin` (`None`: tied to no request, as on the session protocol): inside the
+    /// next round of a 2026-07-28 client's request (see [`super::rounds`]) when there
+    /// is one to carry it (that request itself when the origin is known), else as an
+    /// input request of a 2026-07-28 client's task (the origin's own), else as a
+    /// request of its own. The client's answer, as JSON.
+    pub async fn ask(
+        &self,
+        request: InputRequest,
+        origin: Option<Origin>,
+    ) -> Result<Value, McpError> {
+        if let Some(carried) = self.rounds.ask(&request, origin) {
             return match carried.await {
                 Ok(Carried::Answered(answer)) => Ok(answer),
-                Ok(Carried::Uncarried) => self.ask_uncarried(&request).await,
+                Ok(Carried::Uncarried) => self.ask_uncarried(&request, origin).await,
                 Err(_) => Err(McpError::internal_error(
                     "the MCP client did not come back with an answer (signoff proxy gave the request up)",
                     None,
                 )),
             };
         }
-        if let Some(answer) = self.rounds.ask_in_task(&request) {
+        if let Some(answer) = self.rounds.ask_in_task(&request, origin) {
             return answer.await;
         }
         let client = self
@@ -219,8 +225,12 @@ impl Relay {
     /// A question that waited for a 2026-07-28 client's call to carry it when no call
     /// was left that could: a task's input request if a task waits, else an error (such
     /// a client takes no requests of its own).
-    async fn ask_uncarried(&self, request: &InputRequest) -> Result<Value, McpError> {
-        match self.rounds.ask_in_task(request) {
+    async fn ask_uncarried(
+        &self,
+        request: &InputRequest,
+        origin: Option<Origin>,
+    ) -> Result<Value, McpError> {
+        match self.rounds.ask_in_task(request, origin) {
             Some(answer) => answer.await,
             None => Err(McpError::internal_error(
                 "signoff proxy could not put this request to the MCP client: no request of the \

@@ -15,7 +15,10 @@
 //! retry of a tool round that ended so, or that an earlier retry took, is told that
 //! the call may have run ([`Spent`]), not to send it again as if nothing ran. A
 //! 2026-07-28 client's task carries the questions as the task's own input requests
-//! instead (`tasks/get` shows them, `tasks/update` answers them).
+//! instead (`tasks/get` shows them, `tasks/update` answers them). An upstream on
+//! 2026-07-28 asks in its answer to one request: its questions go to that request's
+//! round or task only ([`Origin`]). One on the session protocol asks tied to no
+//! request, and any call may carry its questions.
 //!
 //! Every question the upstream asks is answered, by the client or with an error: one
 //! that waits for a call to carry it when no call is left that could (the last carrier
@@ -24,6 +27,7 @@
 //! given up and every question refused.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -67,10 +71,24 @@ pub enum Landed {
     Input(InputRequiredResult),
 }
 
+/// The client request whose upstream request asked a question: an upstream on
+/// 2026-07-28 asks in its answer to one request, so its question goes to that
+/// request (or its task) only. An upstream on the session protocol asks on its own,
+/// tied to no request (`None`): any request of the client's may carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin(u64);
+
+/// Whether a call from `carrier` may carry a question from `asker`.
+fn carries(carrier: Option<Origin>, asker: Option<Origin>) -> bool {
+    asker.is_none() || asker == carrier
+}
+
 /// One request of the upstream's for the client.
 struct Question {
     /// Its key in `inputRequests` / `inputResponses`.
     key: String,
+    /// The client request it was asked in, when known.
+    origin: Option<Origin>,
     request: InputRequest,
     /// Dropped unanswered: the upstream hears an error.
     answer: oneshot::Sender<Carried>,
@@ -111,8 +129,9 @@ struct Parked {
 
 #[derive(Default)]
 struct State {
-    /// Calls of 2026-07-28 clients waiting on the upstream right now.
-    carriers: usize,
+    /// Calls of 2026-07-28 clients waiting on the upstream right now, by their
+    /// origin (one entry each).
+    carriers: Vec<Option<Origin>>,
     /// The upstream's requests no call has carried to the client yet.
     unasked: Vec<Question>,
     /// Parked calls, by their `requestState`.
@@ -122,7 +141,7 @@ struct State {
     /// Tasks of 2026-07-28 clients waiting on the upstream (tasks extension): where a
     /// question goes when no call can carry it. It shows in `tasks/get` as
     /// `input_required`, and the client's `tasks/update` answers it.
-    tasks: Vec<(u64, TaskContext)>,
+    tasks: Vec<(u64, Option<Origin>, TaskContext)>,
     /// Numbers the tasks' registrations.
     next_task: u64,
     /// Numbers the questions' keys.
@@ -172,17 +191,29 @@ impl State {
         }
     }
 
+    /// Whether a call waiting on the upstream, or parked for a retry, may carry a
+    /// question asked from `origin`.
+    fn can_carry(&self, origin: Option<Origin>) -> bool {
+        (self.carriers.iter()).any(|carrier| carries(*carrier, origin))
+            || (self.parked.values()).any(|parked| carries(parked.flight.origin(), origin))
+    }
+
     /// Hands the questions waiting for a call back to their askers when no call is
-    /// left to carry them: none waits on the upstream, none is parked for a retry.
+    /// left to carry them: none that may waits on the upstream, none is parked for a
+    /// retry.
     fn hand_back_uncarried(&mut self) {
-        if self.carriers > 0 || !self.parked.is_empty() || self.unasked.is_empty() {
+        let (carried, uncarried): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unasked)
+            .into_iter()
+            .partition(|question| self.can_carry(question.origin));
+        self.unasked = carried;
+        if uncarried.is_empty() {
             return;
         }
         tracing::info!(
-            count = self.unasked.len(),
+            count = uncarried.len(),
             "no MCP client's call is left to carry the server's requests: asked another way"
         );
-        for question in self.unasked.drain(..) {
+        for question in uncarried {
             let _ = question.answer.send(Carried::Uncarried);
         }
     }
@@ -194,6 +225,8 @@ struct Inner {
     asked: Notify,
     /// How long a parked call waits for the client's retry.
     answer_within: Duration,
+    /// Numbers the origins.
+    origins: AtomicU64,
 }
 
 /// The rounds of one proxy.
@@ -205,17 +238,19 @@ pub struct CarryingTask<'a>(&'a Rounds, u64);
 
 impl Drop for CarryingTask<'_> {
     fn drop(&mut self) {
-        self.0.lock().tasks.retain(|(n, _)| *n != self.1);
+        self.0.lock().tasks.retain(|(n, ..)| *n != self.1);
     }
 }
 
-/// Counts a carrier while it waits.
-struct Carrying<'a>(&'a Rounds);
+/// Counts a carrier, from its origin, while it waits.
+struct Carrying<'a>(&'a Rounds, Option<Origin>);
 
 impl Drop for Carrying<'_> {
     fn drop(&mut self) {
         let mut state = self.0.lock();
-        state.carriers -= 1;
+        if let Some(at) = state.carriers.iter().position(|origin| *origin == self.1) {
+            state.carriers.swap_remove(at);
+        }
         state.hand_back_uncarried();
     }
 }
@@ -226,27 +261,39 @@ impl Rounds {
             state: Mutex::default(),
             asked: Notify::new(),
             answer_within,
+            origins: AtomicU64::new(0),
         }))
+    }
+
+    /// A fresh origin, for a client request's upstream request (see [`Origin`]).
+    pub fn origin(&self) -> Origin {
+        Origin(self.0.origins.fetch_add(1, Ordering::Relaxed))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The upstream asks the client `request`. `None` when no call of a 2026-07-28
-    /// client could carry it (the request then goes to the client as a request of its
-    /// own, as on the session protocol); else what became of it ([`Carried`]), or an
-    /// error when the round it went in was given up.
-    pub fn ask(&self, request: &InputRequest) -> Option<oneshot::Receiver<Carried>> {
+    /// The upstream asks the client `request`, in the client request `origin` when
+    /// known. `None` when no call of a 2026-07-28 client could carry it (the request
+    /// then goes to a task, or to the client as a request of its own, as on the
+    /// session protocol); else what became of it ([`Carried`]), or an error when the
+    /// round it went in was given up.
+    pub fn ask(
+        &self,
+        request: &InputRequest,
+        origin: Option<Origin>,
+    ) -> Option<oneshot::Receiver<Carried>> {
         let (answer, answered) = oneshot::channel();
         {
             let mut state = self.lock();
-            if state.closed || (state.carriers == 0 && state.parked.is_empty()) {
+            if state.closed || !state.can_carry(origin) {
                 return None;
             }
             let key = state.key(request);
             state.unasked.push(Question {
                 key,
+                origin,
                 request: request.clone(),
                 answer,
             });
@@ -255,25 +302,31 @@ impl Rounds {
         Some(answered)
     }
 
-    /// Registers a task's call, waiting on the upstream, to carry the upstream's
-    /// questions (when no call does) until the guard is dropped.
-    pub fn carry_task(&self, task: TaskContext) -> CarryingTask<'_> {
+    /// Registers a task's call from `origin`, waiting on the upstream, to carry the
+    /// upstream's questions asked in it (and those tied to no request, when no call
+    /// does) until the guard is dropped.
+    pub fn carry_task(&self, task: TaskContext, origin: Option<Origin>) -> CarryingTask<'_> {
         let mut state = self.lock();
         state.next_task += 1;
         let n = state.next_task;
-        state.tasks.push((n, task));
+        state.tasks.push((n, origin, task));
         CarryingTask(self, n)
     }
 
-    /// Asks `request` as an input request of a registered task; `None` when no task
+    /// Asks `request` as an input request of the registered task whose call asked it
+    /// (`origin`), or of any task when the origin is unknown; `None` when no such task
     /// is waiting. The client's answer, or an error when the task ended first.
     pub fn ask_in_task(
         &self,
         request: &InputRequest,
+        origin: Option<Origin>,
     ) -> Option<impl std::future::Future<Output = Result<Value, McpError>> + use<>> {
         let (task, key) = {
             let mut state = self.lock();
-            let task = state.tasks.first()?.1.clone();
+            let task = (state.tasks.iter())
+                .find(|(_, from, _)| origin.is_none() || *from == origin)?
+                .2
+                .clone();
             (task, state.key(request))
         };
         let request = request.clone();
@@ -298,14 +351,15 @@ impl Rounds {
         round: Round,
         cancelled: &CancellationToken,
     ) -> Landed {
-        self.lock().carriers += 1;
-        let _carrying = Carrying(self);
+        let origin = flight.origin();
+        self.lock().carriers.push(origin);
+        let _carrying = Carrying(self, origin);
         loop {
             let asked = self.0.asked.notified();
             // A cancelled call is not parked: it is cancelled upstream (below), and the
             // questions wait for another call.
             if !cancelled.is_cancelled()
-                && let Some(state) = self.questions_waiting()
+                && let Some(state) = self.questions_waiting(origin)
             {
                 return Landed::Input(self.park(state, flight, round));
             }
@@ -325,21 +379,27 @@ impl Rounds {
         }
     }
 
-    /// The state, locked, when the upstream's questions are waiting for a call.
-    fn questions_waiting(&self) -> Option<MutexGuard<'_, State>> {
+    /// The state, locked, when the upstream's questions a call from `origin` may
+    /// carry are waiting for a call.
+    fn questions_waiting(&self, origin: Option<Origin>) -> Option<MutexGuard<'_, State>> {
         let state = self.lock();
-        (!state.unasked.is_empty()).then_some(state)
+        let waiting = (state.unasked.iter()).any(|question| carries(origin, question.origin));
+        waiting.then_some(state)
     }
 
-    /// Parks the call with the questions waiting, under a fresh `requestState`; the
-    /// client's `input_required` result.
+    /// Parks the call with the questions waiting that it may carry, under a fresh
+    /// `requestState`; the client's `input_required` result.
     fn park(
         &self,
         mut state: MutexGuard<'_, State>,
         flight: Flight,
         round: Round,
     ) -> InputRequiredResult {
-        let questions = std::mem::take(&mut state.unasked);
+        let origin = flight.origin();
+        let (questions, others): (Vec<_>, Vec<_>) = std::mem::take(&mut state.unasked)
+            .into_iter()
+            .partition(|question| carries(origin, question.origin));
+        state.unasked = others;
         let requests = questions
             .iter()
             .map(|question| (question.key.clone(), question.request.clone()))
@@ -474,7 +534,20 @@ mod tests {
         rounds: &Rounds,
         cancelled: &CancellationToken,
     ) -> (tokio::task::JoinHandle<Landed>, tokio::task::JoinHandle<()>) {
-        let (flight, driver) = Flight::never_answered();
+        carrier_from(rounds, cancelled, None).await
+    }
+
+    /// A [`carrier`] whose upstream request asks its questions from `origin`.
+    async fn carrier_from(
+        rounds: &Rounds,
+        cancelled: &CancellationToken,
+        origin: Option<Origin>,
+    ) -> (tokio::task::JoinHandle<Landed>, tokio::task::JoinHandle<()>) {
+        let (mut flight, driver) = Flight::never_answered();
+        if let Some(origin) = origin {
+            flight = flight.asked_from(origin);
+        }
+        let before = rounds.lock().carriers.len();
         let round = Round {
             what: "the tool t".into(),
             arguments: None,
@@ -483,7 +556,7 @@ mod tests {
         };
         let (waiter, cancelled) = (rounds.clone(), cancelled.clone());
         let waiting = tokio::spawn(async move { waiter.wait(flight, round, &cancelled).await });
-        while rounds.lock().carriers == 0 {
+        while rounds.lock().carriers.len() == before {
             tokio::task::yield_now().await;
         }
         (waiting, driver)
@@ -498,6 +571,36 @@ mod tests {
             .ok()
     }
 
+    /// The keys of a parked call's questions.
+    fn keys(landed: Landed) -> Vec<String> {
+        let Landed::Input(input) = landed else {
+            panic!("not parked");
+        };
+        input
+            .input_requests
+            .unwrap_or_default()
+            .into_keys()
+            .collect()
+    }
+
+    /// A 2026-07-28 upstream asks in its answer to one call's request: that call
+    /// carries the question, not another call waiting meanwhile (which keeps waiting,
+    /// and carries only its own).
+    #[tokio::test]
+    async fn a_question_asked_in_one_call_is_carried_by_that_call_only() {
+        let rounds = Rounds::new(Duration::from_secs(600));
+        let (deploy, delete) = (rounds.origin(), rounds.origin());
+        let never = CancellationToken::new();
+        let (first, _first) = carrier_from(&rounds, &never, Some(deploy)).await;
+        let (second, _second) = carrier_from(&rounds, &never, Some(delete)).await;
+        let _asked = rounds.ask(&roots(), Some(delete)).expect("its call waits");
+        let second = tokio::time::timeout(Duration::from_secs(1), second).await;
+        let second = second.expect("the asking call is parked").unwrap();
+        assert_eq!(keys(second), ["roots-1"]);
+        let _asked = rounds.ask(&roots(), Some(deploy)).expect("its call waits");
+        assert_eq!(keys(first.await.unwrap()), ["roots-2"], "only its own");
+    }
+
     /// The upstream asks just as the only call that could carry its question is
     /// cancelled: the question is handed back to be asked another way, not left
     /// waiting for a call that will never come.
@@ -507,7 +610,9 @@ mod tests {
         let cancelled = CancellationToken::new();
         let (waiting, _driver) = carrier(&rounds, &cancelled).await;
         cancelled.cancel();
-        let asked = rounds.ask(&roots()).expect("a call waits to carry it");
+        let asked = rounds
+            .ask(&roots(), None)
+            .expect("a call waits to carry it");
         assert!(
             matches!(waiting.await.unwrap(), Landed::Answer { .. }),
             "the call ended cancelled, not parked"
@@ -522,10 +627,10 @@ mod tests {
     async fn a_question_queued_behind_a_parked_call_is_handed_back_when_that_call_is_given_up() {
         let rounds = Rounds::new(Duration::from_millis(100));
         let (waiting, driver) = carrier(&rounds, &CancellationToken::new()).await;
-        let first = rounds.ask(&roots()).unwrap();
+        let first = rounds.ask(&roots(), None).unwrap();
         assert!(matches!(waiting.await.unwrap(), Landed::Input(_)), "parked");
         let second = rounds
-            .ask(&roots())
+            .ask(&roots(), None)
             .expect("queued for the parked call's retry");
         assert!(
             matches!(fate(first).await, Some(Err(_))),
@@ -545,12 +650,12 @@ mod tests {
     async fn a_cancelled_call_is_cancelled_not_parked_when_a_question_waits() {
         let rounds = Rounds::new(Duration::from_secs(600));
         let (parked, _parked_driver) = carrier(&rounds, &CancellationToken::new()).await;
-        let _first = rounds.ask(&roots()).unwrap();
+        let _first = rounds.ask(&roots(), None).unwrap();
         assert!(matches!(parked.await.unwrap(), Landed::Input(_)), "parked");
         let cancelled = CancellationToken::new();
         cancelled.cancel();
         let second = rounds
-            .ask(&roots())
+            .ask(&roots(), None)
             .expect("queued for the parked call's retry");
         let (flight, driver) = Flight::never_answered();
         let round = Round {
@@ -595,9 +700,9 @@ mod tests {
     async fn a_client_that_leaves_gives_every_parked_call_up() {
         let rounds = Rounds::new(Duration::from_secs(600));
         let (waiting, driver) = carrier(&rounds, &CancellationToken::new()).await;
-        let first = rounds.ask(&roots()).unwrap();
+        let first = rounds.ask(&roots(), None).unwrap();
         assert!(matches!(waiting.await.unwrap(), Landed::Input(_)), "parked");
-        let second = rounds.ask(&roots()).unwrap();
+        let second = rounds.ask(&roots(), None).unwrap();
         rounds.close();
         assert!(matches!(fate(first).await, Some(Err(_))));
         assert!(matches!(fate(second).await, Some(Err(_))));
@@ -606,7 +711,7 @@ mod tests {
             "its request cancelled"
         );
         assert!(
-            rounds.ask(&roots()).is_none(),
+            rounds.ask(&roots(), None).is_none(),
             "not carried in rounds any more"
         );
     }

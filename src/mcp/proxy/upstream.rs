@@ -67,7 +67,7 @@ impl Upstream {
     /// Asks the client `request` for the upstream (see [`Relay::ask`]); its answer as
     /// the expected kind of result.
     async fn ask<T: DeserializeOwned>(&self, request: InputRequest) -> Result<T, McpError> {
-        let answer = self.relay.ask(request).await?;
+        let answer = self.relay.ask(request, None).await?;
         serde_json::from_value(answer).map_err(|error| {
             McpError::invalid_params(format!("the MCP client's answer: {error}"), None)
         })
