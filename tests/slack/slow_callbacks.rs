@@ -181,14 +181,7 @@ async fn a_slot_that_frees_goes_to_the_requester_holding_none_not_to_the_backlog
     });
     with_callbacks(&app, port, 12).await;
     let (stop, loops) = running(&app, app.scheduler.clone());
-    let under_way = async {
-        while taken.load(Ordering::SeqCst) < CALLBACK_SLOTS {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), under_way)
-        .await
-        .expect("the backlog's callbacks hold every slot");
+    every_slot_taken(&taken).await;
     let other = crate::common::app::new_token(&app.store, &app.clock, "other-agent").await;
     let (receiver, url) = Receiver::start(vec![]).await;
     app.clock.advance(Duration::from_millis(1));
@@ -215,6 +208,19 @@ async fn a_slot_that_frees_goes_to_the_requester_holding_none_not_to_the_backlog
     );
 }
 
+/// Waits (5 s at most) until a silent receiver took as many connections as there are
+/// callback slots: that many callbacks claimed and under way.
+async fn every_slot_taken(taken: &AtomicUsize) {
+    let under_way = async {
+        while taken.load(Ordering::SeqCst) < CALLBACK_SLOTS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), under_way)
+        .await
+        .expect("as many callbacks under way as there are slots");
+}
+
 /// `count` auto-approved requests whose callbacks go to `port` on a test host.
 async fn with_callbacks(app: &TestApp, port: u16, count: usize) {
     let url = format!("http://hooks.test:{port}/cb");
@@ -233,15 +239,7 @@ async fn slack_posts_go_out_while_callbacks_wait_for_a_receiver_that_never_answe
     let (port, taken, silent) = silent_receiver().await;
     with_callbacks(&app, port, 8).await;
     let (stop, loops) = running(&app, app.scheduler.clone());
-    // Claimed and under way: the receiver holds their connections.
-    let under_way = async {
-        while taken.load(Ordering::SeqCst) < CALLBACK_SLOTS {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), under_way)
-        .await
-        .expect("the callbacks were started");
+    every_slot_taken(&taken).await;
     let body = json!({"tool_name": "nudge_me", "parameters": {}});
     asked(&app, &app.token, &body).await;
     let asked_at = std::time::Instant::now();
