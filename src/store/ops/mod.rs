@@ -682,8 +682,6 @@ async fn token<T: Tx>(tx: &mut T, change: &TokenChange) -> sqlx::Result<bool> {
     }
 }
 
-/// Sets an operation's answer from its work: an output and what it left behind, or a
-/// refusal. A database error is the batch's, not the operation's.
 /// [`work::apply`], a refused execute put on record in `done`: it changes nothing else.
 fn apply_recording_refusal(
     current: &mut Current,
@@ -701,6 +699,8 @@ fn apply_recording_refusal(
     outcome
 }
 
+/// Sets an operation's answer from its work: an output and what it left behind, or a
+/// refusal. A database error is the batch's, not the operation's.
 fn settle<O>(
     reply: &mut Reply<O>,
     done: &mut Done,
