@@ -332,11 +332,7 @@ fn failed(job: &DueJob, now: DateTime<Utc>, error: SlackError) -> Outcome {
             next: None,
         };
     }
-    let retry_after = match &error {
-        SlackError::RateLimited { retry_after } => *retry_after,
-        _ => None,
-    };
-    retry(job, now, retry_after, error.to_string())
+    retry(job, now, error.retry_after(), error.to_string())
 }
 
 /// When the rest of a job Slack refused in part is tried, as a job of its own: after
@@ -344,11 +340,9 @@ fn failed(job: &DueJob, now: DateTime<Utc>, error: SlackError) -> Outcome {
 /// attempt's start: the pass moves it on to its end, `pass::waited_from`).
 fn after_refusal(now: DateTime<Utc>, refused: Option<&SlackError>) -> DateTime<Utc> {
     let cap = chrono::Duration::seconds(MAX_BACKOFF_SECS);
-    let wait = match refused {
-        Some(SlackError::RateLimited {
-            retry_after: Some(after),
-        }) => chrono::Duration::from_std(*after).unwrap_or(cap).min(cap),
-        _ => chrono::Duration::zero(),
+    let wait = match refused.and_then(SlackError::retry_after) {
+        Some(after) => chrono::Duration::from_std(after).unwrap_or(cap).min(cap),
+        None => chrono::Duration::zero(),
     };
     now + wait.max(chrono::Duration::seconds(1))
 }

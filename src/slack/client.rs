@@ -71,6 +71,14 @@ const PERMANENT_CODES: &[&str] = &[
 ];
 
 impl SlackError {
+    /// How long Slack asked to wait before calling again (a 429's `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SlackError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// True when retrying the same call cannot succeed.
     pub fn is_permanent(&self) -> bool {
         match self {

@@ -341,15 +341,14 @@ impl Keeper {
             .opener
             .call("apps.connections.open", &json!({}))
             .await
-            .map_err(|error| match error {
-                SlackError::Api { code } => (format!(
-                    "apps.connections.open refused SLACK_APP_TOKEN ({code}): check that it is the app-level token with connections:write and that Socket Mode is on"
-                ), None),
-                SlackError::RateLimited { retry_after } => (
-                    format!("apps.connections.open failed: {}", SlackError::RateLimited { retry_after }),
-                    retry_after,
-                ),
-                other => (format!("apps.connections.open failed: {other}"), None),
+            .map_err(|error| {
+                let why = match &error {
+                    SlackError::Api { code } => format!(
+                        "apps.connections.open refused SLACK_APP_TOKEN ({code}): check that it is the app-level token with connections:write and that Socket Mode is on"
+                    ),
+                    other => format!("apps.connections.open failed: {other}"),
+                };
+                (why, error.retry_after())
             })?;
         let url = answer["url"].as_str().ok_or((
             "apps.connections.open answered without a url".to_owned(),
