@@ -57,6 +57,33 @@ const FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// at once; a stream that lasted this long is opened again after the first pause.
 const LONGEST_PAUSE: Duration = Duration::from_secs(5);
 
+/// The pause before an upstream listen stream is opened again: from [`FIRST_PAUSE`],
+/// doubling up to [`LONGEST_PAUSE`] while streams are refused or end at once, and the
+/// first again after a stream that lasted.
+struct Pause(Duration);
+
+impl Pause {
+    fn new() -> Self {
+        Pause(FIRST_PAUSE)
+    }
+
+    /// Runs `listening` (a stream passed on until it ends); one that lasted starts the
+    /// pauses over.
+    async fn heard(&mut self, listening: impl std::future::Future<Output = ()>) {
+        let opened = tokio::time::Instant::now();
+        listening.await;
+        if opened.elapsed() >= LONGEST_PAUSE {
+            self.0 = FIRST_PAUSE;
+        }
+    }
+
+    /// Waits out the pause, and doubles the next.
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(LONGEST_PAUSE);
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     streams: HashMap<u64, SubscriptionSink>,
@@ -117,20 +144,15 @@ impl Listeners {
     /// upstream is there; then forgets it, so that a later subscription opens anew.
     async fn keep_resource(self, upstream: Peer<RoleClient>, uri: String, stream: Subscription) {
         let mut stream = Some(stream);
-        let mut pause = FIRST_PAUSE;
+        let mut pause = Pause::new();
         loop {
             if let Some(stream) = stream.take() {
-                let opened = tokio::time::Instant::now();
-                self.clone().pass_on(stream).await;
-                if opened.elapsed() >= LONGEST_PAUSE {
-                    pause = FIRST_PAUSE;
-                }
+                pause.heard(self.clone().pass_on(stream)).await;
             }
             if upstream.is_transport_closed() || !self.registered(&uri) {
                 break;
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(LONGEST_PAUSE);
+            pause.wait().await;
             // Boxed, as in `send`.
             match Box::pin(upstream.listen(naming(&uri))).await {
                 Ok(opened) => stream = Some(opened),
@@ -204,7 +226,7 @@ impl Listeners {
     /// stream listens again after one ended.
     async fn keep_listening(self, upstream: Peer<RoleClient>, filter: SubscriptionFilter) {
         let tools = filter.tools_list_changed == Some(true);
-        let mut pause = FIRST_PAUSE;
+        let mut pause = Pause::new();
         let mut refused = false;
         let mut heard_before = false;
         while !upstream.is_transport_closed() {
@@ -217,11 +239,7 @@ impl Listeners {
                         self.tell_lists_may_have_changed(&filter).await;
                     }
                     refused = false;
-                    let opened = tokio::time::Instant::now();
-                    self.clone().pass_on(stream).await;
-                    if opened.elapsed() >= LONGEST_PAUSE {
-                        pause = FIRST_PAUSE;
-                    }
+                    pause.heard(self.clone().pass_on(stream)).await;
                     self.deaf.store(tools, Ordering::SeqCst);
                     self.tools_changed.fetch_add(1, Ordering::SeqCst);
                     tracing::debug!(
@@ -234,8 +252,7 @@ impl Listeners {
                 }
                 Err(_) => {}
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(LONGEST_PAUSE);
+            pause.wait().await;
         }
     }
 
