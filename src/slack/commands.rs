@@ -97,19 +97,49 @@ pub fn text_reply(text: &str) -> Value {
 /// The ephemeral answer to `/approvals pending`, without message links.
 pub fn pending_list_reply(items: &[&Approval], now: DateTime<Utc>) -> Value {
     let linked: Vec<(&Approval, Option<&str>)> = items.iter().map(|a| (*a, None)).collect();
-    pending_list_reply_linked((&linked, items.len()), now)
+    let found = Found {
+        total: items.len(),
+        unchecked: 0,
+    };
+    pending_list_reply_linked(&linked, found, now)
+}
+
+/// What a `/approvals pending` scan found for the reader.
+#[derive(Debug, Clone, Copy)]
+pub struct Found {
+    /// How many wait for the reader in all (the items listed may be the first of them).
+    pub total: usize,
+    /// How many could not be checked against their approvers' user groups (Slack did
+    /// not list the members in time): not listed, and perhaps the reader's.
+    pub unchecked: usize,
 }
 
 /// The ephemeral answer to `/approvals pending`: up to [`MAX_LISTED`] items in the given
 /// order, each with its tool, summary, risk, short id, age and expiry, plus a link to
-/// its message when the permalink is known.
-/// `total`: how many wait for the viewer in all (the items may be the first of them).
+/// its message when the permalink is known; how many there are in all, and how many
+/// could not be checked, as `found` says.
 pub fn pending_list_reply_linked(
-    (items, total): (&[(&Approval, Option<&str>)], usize),
+    items: &[(&Approval, Option<&str>)],
+    Found { total, unchecked }: Found,
     now: DateTime<Utc>,
 ) -> Value {
+    let note = (unchecked > 0).then(|| {
+        let them = match unchecked {
+            1 => "1 request".to_owned(),
+            n => format!("{n} requests"),
+        };
+        format!(
+            "{them} could not be checked just now: Slack did not list a user group's \
+             members in time. Try again in a moment."
+        )
+    });
     if total == 0 {
-        return text_reply("Nothing is waiting for you.");
+        return text_reply(&match note {
+            None => "Nothing is waiting for you.".to_owned(),
+            Some(note) => {
+                format!("Nothing is waiting for you among the requests signoff could check. {note}")
+            }
+        });
     }
     let title = match total {
         1 => "1 request is waiting for you".to_string(),
@@ -128,35 +158,12 @@ pub fn pending_list_reply_linked(
             "elements": [{ "type": "mrkdwn", "text": format!("… and {} more", total - listed) }],
         }));
     }
-    ephemeral(&title, blocks)
-}
-
-/// `reply` (to `/approvals pending`) saying that `unchecked` requests could not be
-/// checked against their approvers' user groups (Slack did not list the members in
-/// time): not listed, and perhaps the reader's.
-pub fn with_unchecked(mut reply: Value, unchecked: usize) -> Value {
-    if unchecked == 0 {
-        return reply;
-    }
-    let them = match unchecked {
-        1 => "1 request".to_owned(),
-        n => format!("{n} requests"),
-    };
-    let note = format!(
-        "{them} could not be checked just now: Slack did not list a user group's members \
-         in time. Try again in a moment."
-    );
-    if reply["text"] == "Nothing is waiting for you." {
-        return text_reply(&format!(
-            "Nothing is waiting for you among the requests signoff could check. {note}"
-        ));
-    }
-    if let Some(blocks) = reply["blocks"].as_array_mut() {
+    if let Some(note) = note {
         blocks.push(
             json!({ "type": "context", "elements": [{ "type": "plain_text", "text": note }] }),
         );
     }
-    reply
+    ephemeral(&title, blocks)
 }
 
 fn list_item(a: &Approval, link: Option<&str>, now: DateTime<Utc>) -> String {

@@ -207,7 +207,11 @@ fn the_pending_list_stops_at_20_and_counts_the_rest() {
     assert_eq!(reply["text"], "45 requests are waiting for you");
     // Only the first were kept of a longer scan: the count is the scan's.
     let first: Vec<(&Approval, Option<&str>)> = refs[..20].iter().map(|a| (*a, None)).collect();
-    let scanned = pending_list_reply_linked((&first, 45), now());
+    let found = Found {
+        total: 45,
+        unchecked: 0,
+    };
+    let scanned = pending_list_reply_linked(&first, found, now());
     assert_eq!(scanned, reply);
 }
 
@@ -216,7 +220,11 @@ fn pending_items_link_to_their_message_when_the_link_is_safe() {
     let a = approval();
     let good = "https://example.slack.com/archives/C1/p123";
     let items = [(&a, Some(good)), (&a, Some("https://x|<!channel>"))];
-    let reply = pending_list_reply_linked((&items, 2), now());
+    let found = Found {
+        total: 2,
+        unchecked: 0,
+    };
+    let reply = pending_list_reply_linked(&items, found, now());
     let first = reply["blocks"][1]["text"]["text"].as_str().unwrap();
     assert!(first.ends_with(&format!(" · <{good}|open>")), "{first}");
     let second = reply["blocks"][3]["text"]["text"].as_str().unwrap();

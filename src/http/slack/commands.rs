@@ -197,8 +197,12 @@ async fn pending_for(
         .iter()
         .map(|a| (a, links.get(&a.id).map(String::as_str)))
         .collect();
-    let reply = commands::pending_list_reply_linked((&items, total), viewer.at.0);
-    Ok(commands::with_unchecked(reply, unchecked))
+    let found = commands::Found { total, unchecked };
+    Ok(commands::pending_list_reply_linked(
+        &items,
+        found,
+        viewer.at.0,
+    ))
 }
 
 /// Whether the viewer may see and decide the pending `approval` and has not voted;
