@@ -548,12 +548,7 @@ mod tests {
             flight = flight.asked_from(origin);
         }
         let before = rounds.lock().carriers.len();
-        let round = Round {
-            what: "the tool t".into(),
-            arguments: None,
-            note: None,
-            approval: None,
-        };
+        let round = tool_round();
         let (waiter, cancelled) = (rounds.clone(), cancelled.clone());
         let waiting = tokio::spawn(async move { waiter.wait(flight, round, &cancelled).await });
         while rounds.lock().carriers.len() == before {
@@ -569,6 +564,16 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), asked)
             .await
             .ok()
+    }
+
+    /// A round of a call of the tool `t`, no arguments, no approval.
+    fn tool_round() -> Round {
+        Round {
+            what: "the tool t".into(),
+            arguments: None,
+            note: None,
+            approval: None,
+        }
     }
 
     /// The keys of a parked call's questions.
@@ -658,12 +663,7 @@ mod tests {
             .ask(&roots(), None)
             .expect("queued for the parked call's retry");
         let (flight, driver) = Flight::never_answered();
-        let round = Round {
-            what: "the tool t".into(),
-            arguments: None,
-            note: None,
-            approval: None,
-        };
+        let round = tool_round();
         let landed = rounds.wait(flight, round, &cancelled).await;
         assert!(
             matches!(&landed, Landed::Answer { answer, .. } if answer.is_err()),
