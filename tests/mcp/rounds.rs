@@ -397,6 +397,15 @@ fn task_request(id: i64, method: &str, mut params: Value) -> String {
 }
 
 /// Polls `tasks/get` (request ids from `id`) until the task's status is `status`.
+/// `tasks/update` of `task` with `answers` (its input responses), under the next id:
+/// the answer.
+async fn update_task(raw: &mut Raw, id: &mut i64, task: &Value, answers: Value) -> Value {
+    *id += 1;
+    let params = json!({"taskId": task, "inputResponses": answers});
+    raw.send(&task_request(*id, "tasks/update", params)).await;
+    raw.answer(*id).await
+}
+
 async fn task_until(raw: &mut Raw, id: &mut i64, task: &Value, status: &str) -> Value {
     for _ in 0..200 {
         *id += 1;
@@ -433,15 +442,8 @@ async fn a_2026_07_28_clients_task_shows_the_upstreams_request_and_tasks_update_
     let (key, request) = requests.iter().next().unwrap();
     assert_eq!(request["method"], "sampling/createMessage", "{waiting}");
 
-    id += 1;
     let answers = json!({key.clone(): model_answer("from the task")});
-    raw.send(&task_request(
-        id,
-        "tasks/update",
-        json!({"taskId": task, "inputResponses": answers}),
-    ))
-    .await;
-    let updated = raw.answer(id).await;
+    let updated = update_task(&mut raw, &mut id, &task, answers).await;
     assert!(updated.get("error").is_none(), "{updated}");
     let done = task_until(&mut raw, &mut id, &task, "completed").await;
     let text = done["result"]["result"]["content"][0]["text"]
@@ -490,15 +492,9 @@ async fn a_2026_07_28_upstreams_question_goes_to_the_task_whose_call_asked_it() 
     assert_eq!(other["result"]["status"], "working", "{other}");
     assert!(other["result"].get("inputRequests").is_none(), "{other}");
 
-    id += 1;
     let answers = json!({key.clone(): model_answer("to the asking task")});
-    raw.send(&task_request(
-        id,
-        "tasks/update",
-        json!({"taskId": asking, "inputResponses": answers}),
-    ))
-    .await;
-    assert!(raw.answer(id).await.get("error").is_none());
+    let updated = update_task(&mut raw, &mut id, &asking, answers).await;
+    assert!(updated.get("error").is_none(), "{updated}");
     let done = task_until(&mut raw, &mut id, &asking, "completed").await;
     let text = done["result"]["result"]["content"][0]["text"].as_str();
     assert!(
